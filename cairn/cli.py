@@ -1,0 +1,222 @@
+"""The ``cairn`` command line: one entry point for every part of Cairn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import orjson
+import typer
+
+from cairn import __version__
+from cairn.settings import get_settings
+
+app = typer.Typer(
+    help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
+    "search them, serve feature sets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Service(StrEnum):
+    catalogue = "catalogue"
+
+
+def _setup_logging() -> None:
+    level = get_settings().log_level.upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cairn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Settings come from CAIRN_* environment variables; see the README."""
+
+
+@app.command()
+def serve(
+    service: Annotated[Service, typer.Argument(help="Which service to run.")],
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default from settings).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Run one service in the foreground (catalogue on 127.0.0.1:8001 by default)."""
+    import uvicorn
+
+    _setup_logging()
+    settings = get_settings()
+    if service is Service.catalogue:
+        target = "catalogue_service.app:create_app"
+        host = host or settings.catalogue_host
+        port = port or settings.catalogue_port
+    uvicorn.run(
+        target,
+        factory=True,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def crawl(
+    volume: Annotated[
+        str | None,
+        typer.Argument(help="A folder, file:// URL, or another volume URL to crawl."),
+    ] = None,
+    catalogue: Annotated[
+        str | None, typer.Option(help="Catalogue base URL (default CAIRN_CATALOGUE_URL).")
+    ] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Crawl again on this schedule, e.g. 15m or 1h.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Crawl again within 2 s of every change (local).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="A crawl.yaml listing several volumes to crawl.")
+    ] = None,
+    pattern: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Manifest file-name glob, or re:<regex>; repeatable "
+            "(default: MANIFEST.yaml, MANIFEST.yml, *.cairn.yaml, *.cairn.yml)."
+        ),
+    ] = None,
+) -> None:
+    """Crawl a volume for manifests and push what changed to the catalogue.
+
+    Exit codes: 0 clean, 2 when some manifests were bad, 1 when the crawl could not run.
+    """
+    from crawler import runner
+
+    _setup_logging()
+    code = runner.run_cli(
+        volume=volume,
+        catalogue=catalogue,
+        every=every,
+        watch=watch,
+        as_json=as_json,
+        config=config,
+        patterns=pattern,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    lake: Annotated[Path, typer.Option(help="Volume to crawl once the services are up.")] = Path(
+        "examples/lake"
+    ),
+    crawl_examples: Annotated[
+        bool, typer.Option("--crawl/--no-crawl", help="Crawl the example volume.")
+    ] = True,
+) -> None:
+    """Start every service on the embedded backend and crawl the example volume.
+
+    Runs until Ctrl-C; data lives in CAIRN_DATA_DIR (./.cairn by default).
+    """
+    from crawler import runner
+
+    _setup_logging()
+    settings = get_settings()
+    children: list[subprocess.Popen[bytes]] = []
+    stop = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    catalogue_url = f"http://{settings.catalogue_host}:{settings.catalogue_port}"
+    try:
+        children.append(_spawn("catalogue"))
+        _wait_ready(catalogue_url, children[-1], "catalogue")
+        typer.echo(f"catalogue ready at {catalogue_url} (API docs at {catalogue_url}/docs)")
+        if crawl_examples:
+            if not lake.is_dir():
+                typer.echo(
+                    f"error: {lake} is not a folder; run from the repository root "
+                    "or pass --lake PATH",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            code = runner.run_cli(volume=str(lake), catalogue=catalogue_url)
+            if code == 1:
+                raise typer.Exit(1)
+        typer.echo("")
+        typer.echo("Cairn is up:")
+        typer.echo(f"  catalogue API   {catalogue_url}/api/v1/assets?q=sales")
+        typer.echo(f"  API docs        {catalogue_url}/docs")
+        typer.echo("Press Ctrl-C to stop.")
+        while not stop.is_set():
+            for child in children:
+                if child.poll() is not None:
+                    typer.echo(f"error: a service exited with code {child.returncode}", err=True)
+                    raise typer.Exit(1)
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _spawn(service: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "cairn", "serve", service]
+    return subprocess.Popen(cmd, env=os.environ.copy())
+
+
+def _wait_ready(
+    base_url: str, child: subprocess.Popen[bytes], name: str, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            typer.echo(f"error: the {name} service exited with code {child.returncode}", err=True)
+            raise typer.Exit(1)
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    typer.echo(f"error: the {name} service was not ready after {timeout:.0f}s", err=True)
+    raise typer.Exit(1)
+
+
+def _dump(data: object) -> str:
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()

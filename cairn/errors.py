@@ -1,0 +1,82 @@
+"""Errors that carry their HTTP status; routes only raise, one handler renders problem+json.
+
+CairnError (500)
+├── BadRequest (400)
+│   └── InvalidCursor
+├── Unauthorized (401)
+├── Forbidden (403)
+├── NotFound (404)
+├── Conflict (409)
+├── PayloadTooLarge (413)
+└── Unavailable (503)      backend unreachable; the client may retry
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CairnError(Exception):
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+    @property
+    def type(self) -> str:
+        return "https://cairn.dev/problems/" + self.title.lower().replace(" ", "-")
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class BadRequest(CairnError):
+    status = 400
+    title = "Bad request"
+
+
+class InvalidCursor(BadRequest):
+    title = "Invalid cursor"
+
+
+class Unauthorized(CairnError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(CairnError):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(CairnError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(CairnError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(CairnError):
+    status = 413
+    title = "Payload too large"
+
+
+class Unavailable(CairnError):
+    status = 503
+    title = "Service unavailable"

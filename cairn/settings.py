@@ -1,0 +1,118 @@
+"""Every ``CAIRN_*`` environment variable is read here and nowhere else.
+
+Each field's description is the documentation; ``tests/test_docs.py`` checks that every
+setting appears in the README.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MANIFEST_PATTERNS = ["MANIFEST.yaml", "MANIFEST.yml", "*.cairn.yaml", "*.cairn.yml"]
+
+# The Mastro asset types; CAIRN_EXTRA_TYPES can widen the set.
+ASSET_TYPES = (
+    "database",
+    "dataset",
+    "featureset",
+    "embedding",
+    "model",
+    "notebook",
+    "pipeline",
+    "report",
+    "service",
+    "stream",
+    "table",
+    "user",
+    "workflow",
+)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAIRN_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".cairn"), description="Folder for the embedded databases and crawl state."
+    )
+    backend: str = Field("sqlite", description="Store backend: `sqlite` (embedded) or `mongo`.")
+    catalogue_host: str = Field("127.0.0.1", description="Address the catalogue listens on.")
+    catalogue_port: int = Field(8001, description="Port of the catalogue service.")
+    featurestore_host: str = Field("127.0.0.1", description="Address the feature store listens on.")
+    featurestore_port: int = Field(8002, description="Port of the feature store service.")
+    ui_host: str = Field("127.0.0.1", description="Address the web UI listens on.")
+    ui_port: int = Field(8080, description="Port of the web UI.")
+    catalogue_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="Catalogue base URL used by the crawler, the feature store and the UI.",
+    )
+    mongo_url: str = Field(
+        "mongodb://127.0.0.1:27017/cairn", description="MongoDB URL for `CAIRN_BACKEND=mongo`."
+    )
+    es_url: str = Field(
+        "http://127.0.0.1:9200", description="Elasticsearch URL for `CAIRN_BACKEND=mongo`."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated keys; when set, every write needs `Authorization: Bearer <key>`."
+        ),
+    )
+    read_needs_key: bool = Field(False, description="When true, reads need a key as well.")
+    api_key: SecretStr | None = Field(
+        None, description="Key the crawler and the feature store send to the catalogue."
+    )
+    extra_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated asset types allowed besides Mastro's."
+    )
+    manifest_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_MANIFEST_PATTERNS),
+        description="Comma-separated file-name globs the crawler treats as manifests.",
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body accepted.")
+    bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
+    crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
+    crawl_workers: int = Field(
+        0, description="Processes that parse manifests; 0 means one per core."
+    )
+    http_timeout: float = Field(30.0, description="Seconds before an outbound HTTP call times out.")
+    http_retries: int = Field(
+        8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."
+    )
+    log_level: str = Field("info", description="Log level of services and the crawler.")
+
+    @field_validator("api_keys", "extra_types", "manifest_patterns", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def asset_types(self) -> frozenset[str]:
+        return frozenset(ASSET_TYPES) | frozenset(self.extra_types)
+
+    @property
+    def catalogue_db(self) -> Path:
+        return self.data_dir / "catalogue.db"
+
+    @property
+    def featurestore_db(self) -> Path:
+        return self.data_dir / "featurestore.db"
+
+    @property
+    def crawl_state_dir(self) -> Path:
+        return self.data_dir / "crawl-state"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,321 @@
+"""What every Cairn HTTP service shares: problem+json errors, the body cap, API keys,
+Prometheus metrics and the health routes.
+
+Middlewares here are plain ASGI (not ``BaseHTTPMiddleware``) because they sit on every request
+of latency-sensitive endpoints.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cairn.errors import CairnError, PayloadTooLarge, Unauthorized
+from cairn.settings import Settings
+
+log = logging.getLogger("cairn.web")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(status: int, body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # Drop FastAPI's "body"/"query" prefix: users think in field names.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(parts) or "(root)"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CairnError)
+    async def _cairn(request: Request, exc: CairnError) -> Response:
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
+        return problem_response(exc.status, exc.problem(request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {
+                "field": _field_path(tuple(e.get("loc", ()))),
+                "message": str(e.get("msg", "")).removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if len(errors) > 5:
+            summary += f"; and {len(errors) - 5} more"
+        body = {
+            "type": "https://cairn.dev/problems/invalid-request",
+            "title": "Invalid request",
+            "status": 422,
+            "detail": f"Fix these fields and send again: {summary}",
+            "instance": request.url.path,
+            "errors": errors,
+        }
+        return problem_response(422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route {request.method} {request.url.path}; see /docs for the API."
+        if exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}; see /docs."
+        body = {
+            "type": "about:blank",
+            "title": detail if exc.status_code >= 500 else _reason(exc.status_code),
+            "status": exc.status_code,
+            "detail": detail,
+            "instance": request.url.path,
+        }
+        return problem_response(exc.status_code, body)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = {
+            "type": "about:blank",
+            "title": "Internal error",
+            "status": 500,
+            "detail": "The server hit an unexpected error; it has been logged.",
+            "instance": request.url.path,
+        }
+        return problem_response(500, body)
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class BodyLimitMiddleware:
+    """Answers 413 before reading past ``limit`` bytes of a request body."""
+
+    def __init__(self, app: ASGIApp, limit: int, limits_by_prefix: dict[str, int] | None = None):
+        self.app = app
+        self.limit = limit
+        self.limits_by_prefix = limits_by_prefix or {}
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.limits_by_prefix.items():
+            if path.startswith(prefix):
+                return limit
+        return self.limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    await self._reject(scope, send, limit)
+                    return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._reject(scope, send, limit)
+
+    @staticmethod
+    async def _reject(scope: Scope, send: Send, limit: int) -> None:
+        err = PayloadTooLarge(
+            f"The request body is larger than {limit} bytes; split it into smaller requests."
+        )
+        body = orjson.dumps(err.problem(scope["path"]))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    """Counts requests and times them per route template (never per raw path)."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, service: str):
+        self.app = app
+        self.requests = Counter(
+            "cairn_http_requests",
+            "HTTP requests served",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "cairn_http_request_seconds",
+            "HTTP request latency",
+            ["service", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            self.requests.labels(self.service, scope["method"], route, str(status)).inc()
+            self.latency.labels(self.service, route).observe(time.perf_counter() - start)
+
+
+class KeyChecker:
+    """Bearer keys compared in constant time; keys are never logged or echoed."""
+
+    def __init__(self, settings: Settings):
+        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self.read_needs_key = settings.read_needs_key
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def check(self, authorization: str | None) -> None:
+        if not self._keys:
+            return
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized(
+                "This server needs an API key for this request: send "
+                "'Authorization: Bearer <key>' (the keys are set with CAIRN_API_KEYS)."
+            )
+        given = authorization[7:].strip().encode()
+        ok = False
+        for key in self._keys:
+            # Compare against every key so timing does not reveal which one matched.
+            ok |= hmac.compare_digest(given, key)
+        if not ok:
+            raise Unauthorized("The API key is not valid; check the key you were given.")
+
+
+def write_guard(request: Request) -> None:
+    """FastAPI dependency for every route that changes data."""
+    request.app.state.keys.check(request.headers.get("authorization"))
+
+
+def read_guard(request: Request) -> None:
+    keys: KeyChecker = request.app.state.keys
+    if keys.read_needs_key:
+        keys.check(request.headers.get("authorization"))
+
+
+ReadyCheck = Callable[[], Awaitable[None]]
+
+
+def health_router(ready: ReadyCheck) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="The backend answers")
+    async def readyz() -> Response:
+        try:
+            await ready()
+        except Exception as exc:
+            body = {
+                "type": "https://cairn.dev/problems/not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": f"The backend does not answer: {exc}",
+            }
+            return problem_response(503, body)
+        return Response(orjson.dumps({"status": "ready"}), media_type="application/json")
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        data = generate_latest(request.app.state.metrics_registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def build_app(
+    *,
+    title: str,
+    service: str,
+    settings: Settings,
+    ready: ReadyCheck,
+    lifespan: Any = None,
+    body_limits: dict[str, int] | None = None,
+) -> FastAPI:
+    """A FastAPI app with Cairn's shared plumbing; the caller adds its routers."""
+    from cairn import __version__
+
+    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.keys = KeyChecker(settings)
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
+    install_error_handlers(app)
+    app.include_router(health_router(ready))
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
+    )
+    app.add_middleware(MetricsMiddleware, registry=registry, service=service)
+    return app

@@ -1,0 +1,41 @@
+"""The catalogue service's FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cairn.settings import Settings, get_settings
+from cairn.web import build_app
+from catalogue_service.api.routes import assets, mastro
+from catalogue_service.backends import create_store
+from catalogue_service.service import Catalogue
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    store = create_store(settings)
+    catalogue = Catalogue(store, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = build_app(
+        title="Cairn catalogue",
+        service="catalogue",
+        settings=settings,
+        ready=store.ping,
+        lifespan=lifespan,
+    )
+    app.state.catalogue = catalogue
+    # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
+    app.include_router(mastro.router)
+    app.include_router(assets.router)
+    return app

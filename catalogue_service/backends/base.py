@@ -1,0 +1,98 @@
+"""The ``AssetStore`` protocol: the few primitives a catalogue backend implements.
+
+Lineage traversal, Mastro's page arithmetic and problem reporting are written once in
+``catalogue_service.service`` on top of these primitives.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from cairn.errors import InvalidCursor
+from cairn.models import Asset, AssetWrite, BulkItemResult, Facets
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    q: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    type: str | None = None
+    labels: list[tuple[str, str]] = field(default_factory=list)
+    owner: str | None = None
+    include_deleted: bool = False
+    limit: int = 20
+    cursor: list[Any] | None = None  # decoded sort key of the last item of the previous page
+    offset: int = 0  # only Mastro's page-numbered routes use it
+    facets: bool = True
+
+
+@dataclass(slots=True)
+class SearchHits:
+    """Items are JSON documents as stored, so a search answer is spliced, not re-encoded."""
+
+    docs: list[bytes]
+    total: int
+    facets: Facets
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class PreparedWrite:
+    """One validated item of a bulk write, with what the store needs to apply it."""
+
+    index: int
+    asset: AssetWrite
+    content_hash: str
+
+
+class AssetStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raises when the backend cannot serve requests."""
+
+    async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        """Applies writes in order, atomically per item; unchanged content is not written."""
+
+    async def get(self, asset_id: str) -> Asset | None: ...
+
+    async def get_by_name(self, name: str) -> Asset | None:
+        """The live asset with that name, else the most recently deleted one."""
+
+    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+        """Maps each key that names an asset (by id, else by live name) to it."""
+
+    async def dependents(self, keys: list[str], include_deleted: bool) -> list[Asset]:
+        """Assets whose ``depends_on`` holds any of ``keys``."""
+
+    async def search(self, query: SearchQuery) -> SearchHits: ...
+
+    async def tag_counts(self, limit: int) -> dict[str, int]: ...
+
+    async def type_counts(self) -> dict[str, int]: ...
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidCursor(
+            "The cursor is not one this server issued; pass next_cursor from a previous page "
+            "unchanged, or omit it to start from the first page."
+        ) from exc
+    if not isinstance(key, list) or not key:
+        raise InvalidCursor("The cursor is malformed; omit it to start from the first page.")
+    return key

@@ -1,0 +1,460 @@
+"""Embedded catalogue store: one SQLite file in WAL mode, FTS5 for text search.
+
+The full asset is kept as a JSON document; tags, labels, owners and lineage links are also
+kept in narrow tables so filters and facets are exact counts off an index. Writes go through
+one connection under a lock (SQLite has one writer anyway); each reading thread gets its own
+connection, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import orjson
+
+from cairn.errors import InvalidCursor, Unavailable
+from cairn.models import Asset, BulkItemResult, Facets
+from cairn.settings import Settings
+from catalogue_service.backends.base import (
+    PreparedWrite,
+    SearchHits,
+    SearchQuery,
+    encode_cursor,
+)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assets (
+    seq        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    name_lc    TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    revision   INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    doc        BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS assets_live_name ON assets(name) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS assets_name_lc ON assets(name_lc);
+CREATE INDEX IF NOT EXISTS assets_type ON assets(type);
+CREATE TABLE IF NOT EXISTS asset_tags (
+    tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tag, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_tags_seq ON asset_tags(seq, tag);
+CREATE TABLE IF NOT EXISTS asset_labels (
+    key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (key, value, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_labels_seq ON asset_labels(seq);
+CREATE TABLE IF NOT EXISTS asset_owners (
+    owner TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_owners_seq ON asset_owners(seq);
+CREATE TABLE IF NOT EXISTS asset_deps (
+    dep TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dep, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_deps_seq ON asset_deps(seq);
+CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
+    name, tags, description, columns,
+    tokenize = "unicode61 remove_diacritics 2",
+    prefix = '2 3'
+);
+"""
+
+# bm25 weights per FTS column: a hit in the name counts most, then tags, columns, description.
+BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
+# Exact name matches rank first whatever their text score.
+EXACT_NAME_BOOST = 1000.0
+FACET_LIMIT = 50
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """Turns free text into an FTS5 query of quoted terms, so no user input is FTS syntax.
+
+    Every term must match; the last one also matches as a prefix (search-as-you-type).
+    """
+    tokens = _TOKEN.findall(text)
+    if not tokens:
+        return None
+    quoted = [f'"{t}"' for t in tokens[:32]]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+def label_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._write_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # --- connections --------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before the request is acknowledged (DESIGN 8).
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise Unavailable(
+                f"{self.path} was written by a newer Cairn (schema {row[0]}); upgrade Cairn."
+            )
+        self._writer = conn
+
+    async def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def ping(self) -> None:
+        def _ping() -> None:
+            self._reader().execute("SELECT 1 FROM assets LIMIT 1").fetchall()
+
+        await anyio.to_thread.run_sync(_ping)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        return await anyio.to_thread.run_sync(self._upsert_sync, writes, now)
+
+    def _upsert_sync(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        assert self._writer is not None, "store not opened"
+        conn = self._writer
+        results: list[BulkItemResult] = []
+        stamp = now.isoformat()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for write in writes:
+                    results.append(self._apply(conn, write, now, stamp))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return results
+
+    def _apply(
+        self, conn: sqlite3.Connection, write: PreparedWrite, now: datetime, stamp: str
+    ) -> BulkItemResult:
+        item = write.asset
+        asset_id = item.ensure_id()
+        base = {"index": write.index, "id": asset_id, "name": item.name}
+        row = conn.execute(
+            "SELECT seq, hash, revision, deleted FROM assets WHERE id = ?", (asset_id,)
+        ).fetchone()
+        if row is not None and row[1] == write.content_hash:
+            return BulkItemResult(**base, status="unchanged", revision=row[2])
+        if not item.deleted:
+            clash = conn.execute(
+                "SELECT id, doc FROM assets WHERE name = ? AND deleted = 0 AND id != ?",
+                (item.name, asset_id),
+            ).fetchone()
+            if clash is not None:
+                other = orjson.loads(clash[1])
+                where = other.get("manifest_path") or other.get("location") or "the API"
+                mine = item.manifest_path or "this request"
+                return BulkItemResult(
+                    **base,
+                    status="error",
+                    error=(
+                        f"name {item.name!r} is already used by asset {clash[0]} (from {where}); "
+                        f"names are unique in the catalogue, so rename the asset in {mine} "
+                        "or remove the other one"
+                    ),
+                )
+        revision = 1 if row is None else row[2] + 1
+        asset = Asset(
+            **item.model_dump(by_alias=False, exclude={"revision", "updated_at"}),
+            revision=revision,
+            updated_at=now,
+        )
+        doc = orjson.dumps(asset.model_dump(mode="json", by_alias=True))
+        values = (
+            asset.name,
+            asset.name.lower(),
+            asset.type,
+            int(asset.deleted),
+            revision,
+            write.content_hash,
+            stamp,
+            doc,
+        )
+        if row is None:
+            seq = conn.execute(
+                "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
+                " id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, asset_id),
+            ).lastrowid
+            status = "deleted" if asset.deleted else "created"
+        else:
+            seq = row[0]
+            conn.execute(
+                "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
+                " updated_at=?, doc=? WHERE seq=?",
+                (*values, seq),
+            )
+            self._clear_side_tables(conn, seq)
+            status = "deleted" if asset.deleted and not row[3] else "updated"
+        self._fill_side_tables(conn, seq, asset)
+        return BulkItemResult(**base, status=status, revision=revision)
+
+    @staticmethod
+    def _clear_side_tables(conn: sqlite3.Connection, seq: int) -> None:
+        for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
+            conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
+        conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
+
+    @staticmethod
+    def _fill_side_tables(conn: sqlite3.Connection, seq: int, asset: Asset) -> None:
+        if asset.tags:
+            conn.executemany(
+                "INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)",
+                [(t, seq) for t in asset.tags],
+            )
+        if asset.labels:
+            conn.executemany(
+                "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)",
+                [(k, label_text(v), seq) for k, v in asset.labels.items()],
+            )
+        if asset.owners:
+            conn.executemany(
+                "INSERT OR IGNORE INTO asset_owners(owner, seq) VALUES (?, ?)",
+                [(o, seq) for o in asset.owners],
+            )
+        if asset.depends_on:
+            conn.executemany(
+                "INSERT OR IGNORE INTO asset_deps(dep, seq) VALUES (?, ?)",
+                [(d, seq) for d in asset.depends_on],
+            )
+        columns = " ".join(f.name for f in asset.schema_ or ())
+        conn.execute(
+            "INSERT INTO assets_fts(rowid, name, tags, description, columns)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (seq, asset.name, " ".join(asset.tags), asset.description, columns),
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, asset_id: str) -> Asset | None:
+        def _get() -> Asset | None:
+            row = self._reader().execute("SELECT doc FROM assets WHERE id = ?", (asset_id,))
+            found = row.fetchone()
+            return Asset.model_validate_json(found[0]) if found else None
+
+        return await anyio.to_thread.run_sync(_get)
+
+    async def get_by_name(self, name: str) -> Asset | None:
+        def _get() -> Asset | None:
+            found = (
+                self._reader()
+                .execute(
+                    "SELECT doc FROM assets WHERE name = ? ORDER BY deleted, updated_at DESC"
+                    " LIMIT 1",
+                    (name,),
+                )
+                .fetchone()
+            )
+            return Asset.model_validate_json(found[0]) if found else None
+
+        return await anyio.to_thread.run_sync(_get)
+
+    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+        def _resolve() -> dict[str, Asset]:
+            if not keys:
+                return {}
+            conn = self._reader()
+            marks = ",".join("?" * len(keys))
+            found: dict[str, Asset] = {}
+            for (doc,) in conn.execute(f"SELECT doc FROM assets WHERE id IN ({marks})", keys):
+                asset = Asset.model_validate_json(doc)
+                found[asset.id] = asset
+            rest = [k for k in keys if k not in found]
+            if rest:
+                marks = ",".join("?" * len(rest))
+                sql = f"SELECT doc FROM assets WHERE name IN ({marks}) AND deleted = 0"
+                for (doc,) in conn.execute(sql, rest):
+                    asset = Asset.model_validate_json(doc)
+                    found.setdefault(asset.name, asset)
+            return found
+
+        return await anyio.to_thread.run_sync(_resolve)
+
+    async def dependents(self, keys: list[str], include_deleted: bool) -> list[Asset]:
+        def _dependents() -> list[Asset]:
+            if not keys:
+                return []
+            marks = ",".join("?" * len(keys))
+            sql = (
+                "SELECT DISTINCT a.doc FROM asset_deps d JOIN assets a ON a.seq = d.seq"
+                f" WHERE d.dep IN ({marks})"
+            )
+            if not include_deleted:
+                sql += " AND a.deleted = 0"
+            rows = self._reader().execute(sql, keys).fetchall()
+            return [Asset.model_validate_json(doc) for (doc,) in rows]
+
+        return await anyio.to_thread.run_sync(_dependents)
+
+    async def tag_counts(self, limit: int) -> dict[str, int]:
+        def _tags() -> dict[str, int]:
+            rows = self._reader().execute(
+                "SELECT t.tag, count(*) AS n FROM asset_tags t JOIN assets a ON a.seq = t.seq"
+                " WHERE a.deleted = 0 GROUP BY t.tag ORDER BY n DESC, t.tag LIMIT ?",
+                (limit,),
+            )
+            return dict(rows.fetchall())
+
+        return await anyio.to_thread.run_sync(_tags)
+
+    async def type_counts(self) -> dict[str, int]:
+        def _types() -> dict[str, int]:
+            rows = self._reader().execute(
+                "SELECT type, count(*) AS n FROM assets WHERE deleted = 0"
+                " GROUP BY type ORDER BY n DESC, type"
+            )
+            return dict(rows.fetchall())
+
+        return await anyio.to_thread.run_sync(_types)
+
+    async def search(self, query: SearchQuery) -> SearchHits:
+        return await anyio.to_thread.run_sync(self._search_sync, query)
+
+    def _search_sync(self, query: SearchQuery) -> SearchHits:
+        conn = self._reader()
+        where: list[str] = []
+        params: list[Any] = []
+        match = fts_query(query.q) if query.q else None
+        if query.q and match is None:
+            # Only punctuation: nothing can match, and saying so beats returning everything.
+            return SearchHits(docs=[], total=0, facets=Facets(), next_cursor=None)
+        if not query.include_deleted:
+            where.append("a.deleted = 0")
+        if query.type:
+            where.append("a.type = ?")
+            params.append(query.type)
+        if query.name:
+            prefix = query.name.lower()
+            where.append("a.name_lc >= ? AND a.name_lc < ?")
+            params += [prefix, prefix + "\U0010ffff"]
+        for tag in query.tags:
+            where.append("a.seq IN (SELECT seq FROM asset_tags WHERE tag = ?)")
+            params.append(tag)
+        for key, value in query.labels:
+            where.append("a.seq IN (SELECT seq FROM asset_labels WHERE key = ? AND value = ?)")
+            params += [key, value]
+        if query.owner:
+            where.append("a.seq IN (SELECT seq FROM asset_owners WHERE owner = ?)")
+            params.append(query.owner)
+
+        if match is not None:
+            source = "assets_fts JOIN assets a ON a.seq = assets_fts.rowid"
+            where.insert(0, "assets_fts MATCH ?")
+            params.insert(0, match)
+            exact = (query.q or "").strip().lower()
+            key_cols = f"{BM25} - (CASE WHEN a.name_lc = ? THEN {EXACT_NAME_BOOST} ELSE 0 END)"
+            key_params: list[Any] = [exact]
+            order = ["k1", "seq"]
+        else:
+            source = "assets a"
+            key_cols = "a.name_lc"
+            key_params = []
+            order = ["k1", "seq"]
+        filter_sql = " AND ".join(where) or "1"
+
+        inner = (
+            f"SELECT a.seq AS seq, a.doc AS doc, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
+        )
+        page_sql = f"SELECT seq, doc, k1 FROM ({inner})"
+        page_params = key_params + params
+        if query.cursor is not None:
+            if len(query.cursor) != 2:
+                raise InvalidCursor("The cursor does not belong to this kind of search.")
+            page_sql += " WHERE (k1, seq) > (?, ?)"
+            page_params += list(query.cursor)
+        page_sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
+        page_params += [query.limit + 1, query.offset]
+        rows = conn.execute(page_sql, page_params).fetchall()
+
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            next_cursor = encode_cursor([last[2], last[0]])
+        docs = [r[1] for r in rows]
+
+        matched = f"SELECT a.seq FROM {source} WHERE {filter_sql}"
+        if not rows and query.cursor is None and query.offset == 0:
+            total = 0
+        else:
+            total = conn.execute(f"SELECT count(*) FROM ({matched})", params).fetchone()[0]
+        facets = Facets()
+        if query.facets and total:
+            facets = self._facets(conn, matched, params)
+        return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
+
+    @staticmethod
+    def _facets(conn: sqlite3.Connection, matched: str, params: list[Any]) -> Facets:
+        tags = conn.execute(
+            f"SELECT tag, count(*) AS n FROM asset_tags WHERE seq IN ({matched})"
+            " GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
+            [*params, FACET_LIMIT],
+        ).fetchall()
+        types = conn.execute(
+            f"SELECT type, count(*) AS n FROM assets WHERE seq IN ({matched})"
+            " GROUP BY type ORDER BY n DESC, type",
+            params,
+        ).fetchall()
+        return Facets(tags=dict(tags), types=dict(types))
+
+
+def from_settings(settings: Settings) -> SQLiteStore:
+    return SQLiteStore(settings.catalogue_db)

@@ -1,0 +1,255 @@
+"""The catalogue's core logic; routes stay a few lines and call this facade."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from cairn.errors import BadRequest, Conflict, NotFound
+from cairn.models import (
+    Asset,
+    AssetWrite,
+    BulkItemResult,
+    BulkResponse,
+    Lineage,
+    LineageEdge,
+    LineageNode,
+)
+from cairn.settings import Settings
+from catalogue_service.backends.base import AssetStore, PreparedWrite, SearchHits, SearchQuery
+
+MAX_LINEAGE_DEPTH = 10
+MAX_LINEAGE_NODES = 2000
+
+
+def clean_message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        field = ".".join(str(p) for p in err.get("loc", ())) or "(item)"
+        parts.append(f"{field}: {clean_message(err.get('msg', ''))}")
+    return "; ".join(parts)
+
+
+class Catalogue:
+    def __init__(self, store: AssetStore, settings: Settings):
+        self.store = store
+        self.settings = settings
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def bulk(self, raw_items: list[Any]) -> BulkResponse:
+        """Validates each item alone so one bad item never sinks the others."""
+        if len(raw_items) > self.settings.bulk_max_items:
+            raise BadRequest(
+                f"A bulk request holds at most {self.settings.bulk_max_items} items; "
+                f"this one has {len(raw_items)}: split it into several requests."
+            )
+        writes: list[PreparedWrite] = []
+        failed: dict[int, BulkItemResult] = {}
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(raw_items):
+            try:
+                item = AssetWrite.model_validate(raw)
+            except ValidationError as exc:
+                name = raw.get("name") if isinstance(raw, dict) else None
+                failed[index] = BulkItemResult(
+                    index=index,
+                    id=raw.get("id") if isinstance(raw, dict) else None,
+                    name=name if isinstance(name, str) else None,
+                    status="error",
+                    error=validation_message(exc),
+                )
+                continue
+            asset_id = item.ensure_id()
+            if asset_id in seen:
+                failed[index] = BulkItemResult(
+                    index=index,
+                    id=asset_id,
+                    name=item.name,
+                    status="error",
+                    error=f"id {asset_id} appears twice in this request (items {seen[asset_id]}"
+                    f" and {index}); send each asset once",
+                )
+                continue
+            seen[asset_id] = index
+            writes.append(PreparedWrite(index, item, item.content_hash()))
+        results = await self.store.upsert(writes, datetime.now(UTC)) if writes else []
+        merged = sorted([*results, *failed.values()], key=lambda r: r.index)
+        response = BulkResponse(results=merged)
+        for r in merged:
+            if r.status == "error":
+                response.failed += 1
+            else:
+                setattr(response, r.status, getattr(response, r.status) + 1)
+        return response
+
+    async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:
+        if asset_id is not None:
+            if item.id not in (None, asset_id):
+                raise BadRequest(
+                    f"The body's id {item.id!r} differs from the URL's {asset_id!r}; "
+                    "drop it from the body or make them equal."
+                )
+            item.id = asset_id
+        write = PreparedWrite(0, item, item.content_hash())
+        (result,) = await self.store.upsert([write], datetime.now(UTC))
+        if result.status == "error":
+            raise Conflict(result.error or "the asset conflicts with another one")
+        asset = await self.store.get(item.ensure_id())
+        assert asset is not None
+        return asset, result.status
+
+    async def delete(self, asset_id: str) -> Asset:
+        asset = await self.get(asset_id)
+        if not asset.deleted:
+            data = asset.model_dump(exclude={"revision", "updated_at"})
+            data["deleted"] = True
+            item = AssetWrite.model_validate(data)
+            write = PreparedWrite(0, item, item.content_hash())
+            await self.store.upsert([write], datetime.now(UTC))
+            asset = await self.get(asset_id)
+        return asset
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, asset_id: str) -> Asset:
+        asset = await self.store.get(asset_id)
+        if asset is None:
+            raise NotFound(f"No asset has id {asset_id!r}.")
+        return asset
+
+    async def get_by_name(self, name: str) -> Asset:
+        asset = await self.store.get_by_name(name)
+        if asset is None:
+            raise NotFound(f"No asset is named {name!r}; names are case-sensitive.")
+        return asset
+
+    async def search(self, query: SearchQuery) -> SearchHits:
+        return await self.store.search(query)
+
+    async def lineage(self, asset_id: str, direction: str, depth: int) -> Lineage:
+        """Breadth-first walk over depends_on links, up (sources) and/or down (consumers)."""
+        root = await self.get(asset_id)
+        depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
+        nodes: dict[str, LineageNode] = {root.id: _node(root, 0)}
+        edges: set[tuple[str, str]] = set()
+        if direction in ("up", "both"):
+            await self._walk_up(root, depth, nodes, edges)
+        if direction in ("down", "both"):
+            await self._walk_down(root, depth, nodes, edges)
+        return Lineage(
+            root=root.id,
+            nodes=list(nodes.values()),
+            edges=[LineageEdge(source=s, target=t) for s, t in sorted(edges)],
+        )
+
+    async def _walk_up(
+        self,
+        root: Asset,
+        depth: int,
+        nodes: dict[str, LineageNode],
+        edges: set[tuple[str, str]],
+    ) -> None:
+        frontier = [root]
+        for level in range(1, depth + 1):
+            keys = sorted({k for a in frontier for k in a.depends_on})
+            if not keys or len(nodes) >= MAX_LINEAGE_NODES:
+                return
+            found = await self.store.resolve(keys)
+            next_frontier = []
+            for asset in frontier:
+                for key in asset.depends_on:
+                    upstream = found.get(key)
+                    if upstream is None:
+                        missing_id = f"missing:{key}"
+                        nodes.setdefault(
+                            missing_id,
+                            LineageNode(id=missing_id, name=key, missing=True, depth=-level),
+                        )
+                        edges.add((missing_id, asset.id))
+                        continue
+                    edges.add((upstream.id, asset.id))
+                    if upstream.id not in nodes:
+                        nodes[upstream.id] = _node(upstream, -level)
+                        next_frontier.append(upstream)
+            frontier = next_frontier
+
+    async def _walk_down(
+        self,
+        root: Asset,
+        depth: int,
+        nodes: dict[str, LineageNode],
+        edges: set[tuple[str, str]],
+    ) -> None:
+        frontier = [root]
+        for level in range(1, depth + 1):
+            if not frontier or len(nodes) >= MAX_LINEAGE_NODES:
+                return
+            by_key = {k: a for a in frontier for k in (a.id, a.name)}
+            consumers = await self.store.dependents(sorted(by_key), include_deleted=False)
+            next_frontier = []
+            for consumer in consumers:
+                for key in consumer.depends_on:
+                    upstream = by_key.get(key)
+                    if upstream is not None:
+                        edges.add((upstream.id, consumer.id))
+                if consumer.id not in nodes:
+                    nodes[consumer.id] = _node(consumer, level)
+                    next_frontier.append(consumer)
+            frontier = next_frontier
+
+    async def tags(self, limit: int) -> dict[str, int]:
+        return await self.store.tag_counts(limit)
+
+    async def types(self) -> dict[str, int]:
+        return await self.store.type_counts()
+
+
+def _node(asset: Asset, depth: int) -> LineageNode:
+    return LineageNode(
+        id=asset.id, name=asset.name, type=asset.type, deleted=asset.deleted, depth=depth
+    )
+
+
+def splice_page(hits: SearchHits) -> bytes:
+    """The search answer, with stored documents spliced in rather than re-encoded."""
+    head = orjson.dumps(
+        {
+            "total": hits.total,
+            "facets": hits.facets.model_dump(),
+            "next_cursor": hits.next_cursor,
+        }
+    )
+    return b'{"items":[' + b",".join(hits.docs) + b"]," + head[1:]
+
+
+def mastro_asset(doc: dict[str, Any]) -> dict[str, Any]:
+    """An asset with Mastro's hyphenated field names added, for Mastro's routes."""
+    out = dict(doc)
+    out["depends-on"] = doc.get("depends_on", [])
+    out["published-on"] = doc.get("published_on")
+    out["last-discovered-at"] = doc.get("crawled_at")
+    return out
+
+
+def mastro_page(docs: Iterable[bytes], total: int, page: int, per_page: int) -> dict[str, Any]:
+    total_pages = (total + per_page - 1) // per_page if per_page else 0
+    return {
+        "data": [mastro_asset(orjson.loads(d)) for d in docs],
+        "pagination": {
+            "total": total,
+            "page": page,
+            "perPage": per_page,
+            "prev": page - 1 if page > 1 else None,
+            "next": page + 1 if page < total_pages else None,
+            "totalPage": total_pages,
+        },
+    }

@@ -1,0 +1,149 @@
+"""Shared fixtures: real servers on free loopback ports, never mocks of our own parts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from cairn.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """A uvicorn server in a thread of the test process: real HTTP, cheap to start."""
+
+    def __init__(self, app: object):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class ProcessServer:
+    """``cairn serve <service>`` as a child process, for restart and kill -9 tests."""
+
+    def __init__(self, service: str, env: dict[str, str], log_path: Path):
+        self.service = service
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, f"CAIRN_{service.upper()}_PORT": str(self.port)}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> ProcessServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn", "serve", self.service, "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.service} exited with {self.proc.returncode}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.service} was not ready after {timeout}s")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def cairn_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env["CAIRN_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def catalogue(settings: Settings) -> Iterator[ThreadServer]:
+    from catalogue_service.app import create_app
+
+    with ThreadServer(create_app(settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def api(catalogue: ThreadServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=catalogue.url + "/api/v1", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def catalogue_process(tmp_path: Path) -> Iterator[ProcessServer]:
+    server = ProcessServer("catalogue", cairn_env(tmp_path / "data"), tmp_path / "catalogue.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def run_cairn(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cairn", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )

@@ -1,0 +1,321 @@
+"""Catalogue API against a real uvicorn server on a free port (embedded SQLite backend)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import ThreadServer
+
+
+def asset(name: str, **fields: object) -> dict:
+    return {"name": name, "type": fields.pop("type", "dataset"), **fields}
+
+
+def seed(api: httpx.Client, items: list[dict]) -> dict:
+    response = api.post("/assets/bulk", json=items)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["failed"] == 0, body
+    return body
+
+
+def names(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["name"] for item in response.json()["items"]]
+
+
+LAKE = [
+    asset("sales_raw", tags=["sales", "raw"], owners=["ana@example.com"], labels={"pii": "true"}),
+    asset(
+        "sales_daily",
+        description="Daily sales per store, deduplicated.",
+        tags=["sales", "daily", "gold"],
+        labels={"domain": "retail", "pii": False},
+        owners=["ana@example.com"],
+        depends_on=["sales_raw", "stores"],
+        schema=[{"name": "store_id", "type": "int64"}, {"name": "amount", "type": "double"}],
+    ),
+    asset("stores", type="table", tags=["reference"], owners=["bo@example.com"]),
+    asset("churn_model", type="model", tags=["ml", "gold"], depends_on=["sales_daily"]),
+    asset("weekly_report", type="report", tags=["sales"], depends_on=["churn_model"]),
+]
+
+
+def test_put_get_and_revision(api: httpx.Client) -> None:
+    created = api.put("/assets/sales-1", json=asset("sales", tags=["a"]))
+    assert created.status_code == 201
+    assert created.json()["revision"] == 1
+    same = api.put("/assets/sales-1", json=asset("sales", tags=["a"]))
+    assert same.status_code == 200 and same.json()["revision"] == 1  # no change, no new revision
+    changed = api.put("/assets/sales-1", json=asset("sales", tags=["a", "b"]))
+    assert changed.json()["revision"] == 2
+    assert api.get("/assets/sales-1").json()["tags"] == ["a", "b"]
+    assert api.get("/assets/by-name/sales").json()["id"] == "sales-1"
+
+
+def test_bulk_reports_each_item(api: httpx.Client) -> None:
+    body = api.post(
+        "/assets/bulk",
+        json=[asset("ok_one"), {"name": "bad_type", "type": "spaceship"}, {"type": "dataset"}],
+    ).json()
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == ["created", "error", "error"]
+    assert "spaceship" in body["results"][1]["error"]
+    assert "name" in body["results"][2]["error"]
+    assert body["created"] == 1 and body["failed"] == 2
+    assert api.get("/assets/by-name/ok_one").status_code == 200
+
+
+def test_bulk_accepts_items_envelope_and_rejects_other_shapes(api: httpx.Client) -> None:
+    assert api.post("/assets/bulk", json={"items": [asset("x1")]}).json()["created"] == 1
+    bad = api.post("/assets/bulk", json={"name": "x"})
+    assert bad.status_code == 400
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    not_json = api.post(
+        "/assets/bulk", content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["detail"]
+
+
+def test_bulk_item_cap(api: httpx.Client) -> None:
+    response = api.post("/assets/bulk", json=[asset(f"a{i}") for i in range(5001)])
+    assert response.status_code == 400
+    assert "at most 5000" in response.json()["detail"]
+
+
+def test_validation_problem_names_the_field(api: httpx.Client) -> None:
+    response = api.put("/assets/x", json={"name": "x", "type": "dataset", "tags": "notalist"})
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["status"] == 422 and problem["title"] == "Invalid request"
+    assert any(e["field"] == "tags" for e in problem["errors"])
+    control = api.put("/assets/x", json={"name": "bad\x00name", "type": "dataset"})
+    assert control.status_code == 422 and "control characters" in control.text
+
+
+def test_name_conflict_is_409_and_names_the_other_asset(api: httpx.Client) -> None:
+    api.put("/assets/first", json=asset("shared", manifest_path="a/MANIFEST.yaml"))
+    response = api.put("/assets/second", json=asset("shared"))
+    assert response.status_code == 409
+    assert "first" in response.json()["detail"] and "a/MANIFEST.yaml" in response.json()["detail"]
+
+
+def test_soft_delete(api: httpx.Client) -> None:
+    seed(api, LAKE)
+    target = api.get("/assets/by-name/stores").json()
+    deleted = api.delete(f"/assets/{target['id']}")
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert api.get(f"/assets/{target['id']}").json()["deleted"] is True  # still there
+    assert "stores" not in names(api.get("/assets", params={"name": "sto"}))
+    assert "stores" in names(api.get("/assets", params={"name": "sto", "include_deleted": True}))
+    # The name is free again for a new asset.
+    assert api.put("/assets/stores-2", json=asset("stores")).status_code == 201
+
+
+def test_search_filters(api: httpx.Client) -> None:
+    seed(api, LAKE)
+    assert names(api.get("/assets", params={"name": "sal"})) == ["sales_daily", "sales_raw"]
+    assert names(api.get("/assets", params={"name": "SALES_D"})) == ["sales_daily"]
+    assert set(names(api.get("/assets", params={"tag": "sales"}))) == {
+        "sales_raw",
+        "sales_daily",
+        "weekly_report",
+    }
+    assert names(api.get("/assets", params=[("tag", "sales"), ("tag", "gold")])) == ["sales_daily"]
+    assert names(api.get("/assets", params={"type": "model"})) == ["churn_model"]
+    assert names(api.get("/assets", params={"label": "pii:true"})) == ["sales_raw"]
+    assert names(api.get("/assets", params={"label": "pii:false"})) == ["sales_daily"]
+    assert names(api.get("/assets", params={"owner": "bo@example.com"})) == ["stores"]
+    assert names(api.get("/assets", params={"tag": "nope"})) == []
+
+
+def test_text_search_relevance_and_prefix(api: httpx.Client) -> None:
+    seed(api, LAKE)
+    # "sal" is a prefix of a name token: search-as-you-type finds sales_*.
+    assert set(names(api.get("/assets", params={"q": "sal"}))) >= {"sales_raw", "sales_daily"}
+    assert names(api.get("/assets", params={"q": "deduplicated"})) == ["sales_daily"]
+    # Column names are searchable.
+    assert names(api.get("/assets", params={"q": "amount"})) == ["sales_daily"]
+    # An exact name match ranks first.
+    assert names(api.get("/assets", params={"q": "stores"}))[0] == "stores"
+    # FTS syntax in user input is quoted, never interpreted.
+    for hostile in ['"', "sales OR", "NEAR(a b)", "*", "a AND (", "name:sales", "-x"]:
+        response = api.get("/assets", params={"q": hostile})
+        assert response.status_code == 200, (hostile, response.text)
+
+
+def test_facets_are_exact_counts(api: httpx.Client) -> None:
+    seed(api, LAKE)
+    body = api.get("/assets", params={"tag": "sales"}).json()
+    assert body["total"] == 3
+    assert body["facets"]["tags"] == {"sales": 3, "daily": 1, "gold": 1, "raw": 1}
+    assert body["facets"]["types"] == {"dataset": 2, "report": 1}
+
+
+def test_cursor_pagination_has_no_cap(api: httpx.Client) -> None:
+    # 12,000 assets: past the 10,000-result window other engines cap at.
+    for start in range(0, 12000, 4000):
+        seed(api, [asset(f"t{i:05d}", tags=["bulk"]) for i in range(start, start + 4000)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"tag": "bulk", "limit": 1000, "facets": False}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.get("/assets", params=params).json()
+        seen += [i["name"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 12000 and len(set(seen)) == 12000
+    assert seen == sorted(seen)
+    assert body["total"] == 12000
+
+
+def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
+    seed(api, [asset(f"orders_{i:03d}", description="orders table") for i in range(45)])
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, object] = {"q": "orders", "limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.get("/assets", params=params).json()
+        seen += [i["name"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 45 and len(set(seen)) == 45
+
+
+def test_bad_query_parameters_are_4xx(api: httpx.Client) -> None:
+    assert api.get("/assets", params={"cursor": "garbage!"}).status_code == 400
+    bad_label = api.get("/assets", params={"label": "nocolon"})
+    assert bad_label.status_code == 400 and "key:value" in bad_label.json()["detail"]
+    assert api.get("/assets", params={"limit": 0}).status_code == 422
+    assert api.get("/assets", params={"q": "x" * 5000}).status_code == 422
+    missing = api.get("/assets/does-not-exist")
+    assert missing.status_code == 404 and "does-not-exist" in missing.json()["detail"]
+    assert api.get("/nowhere").status_code == 404
+
+
+def test_lineage(api: httpx.Client) -> None:
+    seed(api, [*LAKE, asset("orphan", depends_on=["ghost"])])
+    daily = api.get("/assets/by-name/sales_daily").json()
+    up = api.get(f"/assets/{daily['id']}/lineage", params={"direction": "up"}).json()
+    assert {n["name"] for n in up["nodes"]} == {"sales_daily", "sales_raw", "stores"}
+    assert len(up["edges"]) == 2 and all(e["target"] == daily["id"] for e in up["edges"])
+    down = api.get(f"/assets/{daily['id']}/lineage", params={"direction": "down"}).json()
+    assert {n["name"] for n in down["nodes"]} == {"sales_daily", "churn_model", "weekly_report"}
+    shallow = api.get(
+        f"/assets/{daily['id']}/lineage", params={"direction": "down", "depth": 1}
+    ).json()
+    assert {n["name"] for n in shallow["nodes"]} == {"sales_daily", "churn_model"}
+    orphan = api.get("/assets/by-name/orphan").json()
+    missing = api.get(f"/assets/{orphan['id']}/lineage").json()
+    ghost = [n for n in missing["nodes"] if n["name"] == "ghost"]
+    assert ghost and ghost[0]["missing"] is True
+    assert (
+        api.get(f"/assets/{daily['id']}/lineage", params={"direction": "sideways"}).status_code
+        == 422
+    )
+
+
+def test_tags_and_types(api: httpx.Client) -> None:
+    seed(api, LAKE)
+    tags = {t["tag"]: t["count"] for t in api.get("/tags").json()}
+    assert tags["sales"] == 3 and tags["gold"] == 2
+    assert api.get("/types").json() == {"dataset": 2, "model": 1, "report": 1, "table": 1}
+
+
+def test_mastro_routes(api: httpx.Client) -> None:
+    mastro = {
+        "name": "legacy",
+        "type": "dataset",
+        "depends-on": ["sales_raw"],
+        "published-on": "2024-01-31T00:00:00Z",
+        "tags": ["old", "sales"],
+    }
+    put = api.put("/asset/", json=mastro)
+    assert put.status_code == 200
+    assert put.json()["depends-on"] == ["sales_raw"]
+    assert api.put("/assets/", json=LAKE).status_code == 200
+    by_name = api.get("/asset/name/legacy").json()
+    assert by_name["depends_on"] == ["sales_raw"] and by_name["published-on"].startswith(
+        "2024-01-31"
+    )
+    assert api.get(f"/asset/id/{by_name['id']}").json()["name"] == "legacy"
+    page = api.post("/assets/tags", json={"tags": ["sales"], "limit": 2, "page": 1}).json()
+    assert page["pagination"] == {
+        "total": 4,
+        "page": 1,
+        "perPage": 2,
+        "prev": None,
+        "next": 2,
+        "totalPage": 2,
+    }
+    page2 = api.post("/assets/tags", json={"tags": ["sales"], "limit": 2, "page": 2}).json()
+    assert {a["name"] for a in page["data"]}.isdisjoint({a["name"] for a in page2["data"]})
+    found = api.post("/assets/search", json={"query": "deduplicated"}).json()
+    assert [a["name"] for a in found["data"]] == ["sales_daily"]
+    listing = api.get("/assets/", params={"limit": 100}).json()
+    assert listing["pagination"]["total"] == 6
+    assert api.post("/assets/tags", json={"tags": []}).status_code == 422
+
+
+def test_body_cap_gives_413(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from catalogue_service.app import create_app
+
+    small = settings.model_copy(update={"max_body_bytes": 10_000})
+    with ThreadServer(create_app(small)) as server:
+        response = httpx.post(
+            server.url + "/api/v1/assets/bulk", json=[asset(f"n{i}") for i in range(500)]
+        )
+        assert response.status_code == 413
+        assert "larger than 10000 bytes" in response.json()["detail"]
+
+
+def test_health_ready_metrics_and_openapi(catalogue: ThreadServer) -> None:
+    assert httpx.get(catalogue.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(catalogue.url + "/readyz").status_code == 200
+    httpx.get(catalogue.url + "/api/v1/assets")
+    metrics = httpx.get(catalogue.url + "/metrics").text
+    assert 'route="/api/v1/assets"' in metrics
+    spec = httpx.get(catalogue.url + "/openapi.json").json()
+    assert "/api/v1/assets/bulk" in spec["paths"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic abc", "Bearer"])
+def test_writes_need_a_valid_key(settings, header, caplog) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import SecretStr
+
+    from catalogue_service.app import create_app
+
+    keyed = settings.model_copy(update={"api_keys": [SecretStr("s3cret-key-1"), SecretStr("k2")]})
+    with ThreadServer(create_app(keyed)) as server:
+        headers = {"authorization": header} if header else {}
+        response = httpx.put(server.url + "/api/v1/assets/a", json=asset("a"), headers=headers)
+        assert response.status_code == 401
+        assert "s3cret" not in response.text
+        ok = httpx.put(
+            server.url + "/api/v1/assets/a",
+            json=asset("a"),
+            headers={"authorization": "Bearer s3cret-key-1"},
+        )
+        assert ok.status_code == 201
+        # Reads stay open unless CAIRN_READ_NEEDS_KEY is set.
+        assert httpx.get(server.url + "/api/v1/assets").status_code == 200
+    assert "s3cret" not in caplog.text
+
+
+def test_reads_can_need_a_key(settings) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import SecretStr
+
+    from catalogue_service.app import create_app
+
+    keyed = settings.model_copy(update={"api_keys": [SecretStr("k")], "read_needs_key": True})
+    with ThreadServer(create_app(keyed)) as server:
+        assert httpx.get(server.url + "/api/v1/assets").status_code == 401
+        ok = httpx.get(server.url + "/api/v1/assets", headers={"authorization": "Bearer k"})
+        assert ok.status_code == 200
