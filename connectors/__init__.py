@@ -1,0 +1,32 @@
+"""Volumes: one protocol over local directories (and, later, HDFS and ADLS Gen2)."""
+
+from connectors.base import Entry, ProblemSink, Volume, normalize_relpath
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    EntryTooLarge,
+    NotAFile,
+    PathOutsideVolume,
+    UnsupportedScheme,
+    VolumeError,
+)
+from connectors.local import LocalVolume
+from connectors.registry import open_volume, redact_url, supported_schemes
+
+__all__ = [
+    "AccessDenied",
+    "Entry",
+    "EntryNotFound",
+    "EntryTooLarge",
+    "LocalVolume",
+    "NotAFile",
+    "PathOutsideVolume",
+    "ProblemSink",
+    "UnsupportedScheme",
+    "Volume",
+    "VolumeError",
+    "normalize_relpath",
+    "open_volume",
+    "redact_url",
+    "supported_schemes",
+]

@@ -1,0 +1,101 @@
+"""The contract every connector implements, and the path rule they all share.
+
+Paths inside a volume are relative to its root, '/'-separated, with no leading slash; '' is the
+root. Callers may pass anything (manifest ``location`` fields are user input), so every
+implementation runs paths through :func:`normalize_relpath` before touching its backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
+
+from connectors.errors import PathOutsideVolume, VolumeError
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str
+    size: int
+    mtime_ns: int
+    is_dir: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+
+_new_entry = Entry.__new__
+_set_path, _set_size = Entry.path.__set__, Entry.size.__set__  # type: ignore[attr-defined]
+_set_mtime, _set_is_dir = Entry.mtime_ns.__set__, Entry.is_dir.__set__  # type: ignore[attr-defined]
+
+
+def make_entry(path: str, size: int, mtime_ns: int, is_dir: bool) -> Entry:
+    """Same as ``Entry(...)`` at about a third of the cost, for walks yielding 100k entries.
+
+    The frozen dataclass __init__ goes through object.__setattr__ once per field; writing the
+    slots through their descriptors skips that, and frozenness still holds for everyone else.
+    """
+    entry = _new_entry(Entry)
+    _set_path(entry, path)
+    _set_size(entry, size)
+    _set_mtime(entry, mtime_ns)
+    _set_is_dir(entry, is_dir)
+    return entry
+
+
+# (relative path, reason): how a walk reports what it skipped without stopping.
+ProblemSink: TypeAlias = Callable[[str, str], None]
+
+
+@runtime_checkable
+class Volume(Protocol):
+    url: str
+    scheme: str
+
+    def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
+        """Lazily yield every file and directory below the root (not the root itself)."""
+        ...
+
+    def stat(self, path: str) -> Entry: ...
+
+    def open(self, path: str) -> BinaryIO:
+        """A seekable binary file object; the caller closes it."""
+        ...
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        """The whole file, or EntryTooLarge when it holds more than ``max_bytes``."""
+        ...
+
+    def url_for(self, path: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def normalize_relpath(path: str) -> str:
+    """Canonical relative form of ``path``; PathOutsideVolume if it is absolute or climbs out.
+
+    '..' is resolved lexically, so 'a/../b' is 'b'; a '..' that would climb above the root is
+    refused rather than clamped, because clamping would silently read a different file.
+    """
+    if not isinstance(path, str):
+        raise TypeError(f"volume paths are str, not {type(path).__name__}")
+    if "\x00" in path:
+        raise VolumeError(f"path {path!r} contains a NUL character", path=path)
+    if path.startswith("/"):
+        raise PathOutsideVolume(
+            f"absolute path {path!r} is not allowed; paths are relative to the volume root",
+            path=path,
+        )
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise PathOutsideVolume(f"path {path!r} climbs out of the volume", path=path)
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)

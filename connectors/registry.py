@@ -1,0 +1,91 @@
+"""Pick a connector from a URL, and keep credentials in URLs out of logs.
+
+Connectors are named as "module:ClassName" and imported on first use, so the optional client
+libraries a remote connector needs load only when someone opens such a volume. A class in the
+registry provides ``from_url(url, **options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from typing import Any
+
+from connectors.base import Volume
+from connectors.errors import UnsupportedScheme, VolumeError
+
+# None: the scheme is part of the design (section 1) but this version ships no connector, so
+# users get "not installed" rather than "unknown scheme".
+_LOCAL = "connectors.local:LocalVolume"
+_REGISTRY: dict[str, str | None] = {
+    "file": _LOCAL,
+    "hdfs": None,
+    "webhdfs": None,
+    "abfss": None,
+    "abfs": None,
+    "az": None,
+}
+
+# Only "scheme://" counts as a URL, so relative paths such as "data:2024/x" stay paths.
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def supported_schemes() -> tuple[str, ...]:
+    return tuple(sorted(s for s, target in _REGISTRY.items() if target))
+
+
+def _load(scheme: str, target: str) -> Any:
+    module_name, _, class_name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise UnsupportedScheme(
+            scheme,
+            supported_schemes(),
+            reason=f"the connector for '{scheme}://' could not be loaded ({exc})",
+        ) from exc
+
+
+def open_volume(url_or_path: str | os.PathLike[str], **options: Any) -> Volume:
+    """A volume for a URL (``file://``, ...) or a plain local path."""
+    spec = os.fspath(url_or_path)
+    if not spec:
+        raise VolumeError("no volume given: expected a path or a URL")
+    match = _URL.match(spec)
+    if match is None:
+        if options:
+            raise VolumeError(f"local volumes take no options (got: {', '.join(sorted(options))})")
+        volume: Volume = _load("file", _LOCAL)(spec)
+        return volume
+    scheme = match.group(1).lower()
+    if scheme not in _REGISTRY:
+        raise UnsupportedScheme(
+            scheme, supported_schemes(), reason=f"unknown volume scheme '{scheme}://'"
+        )
+    target = _REGISTRY[scheme]
+    if target is None:
+        raise UnsupportedScheme(scheme, supported_schemes())
+    volume = _load(scheme, target).from_url(spec, **options)
+    return volume
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo password, query string and fragment; paths pass unchanged.
+
+    Query strings go whole: SAS tokens, delegation tokens and signed-URL parameters all live
+    there, and telling harmless parameters from secret ones is not worth the risk in a log line.
+    """
+    match = _URL.match(url)
+    if match is None:
+        return url
+    rest = url[match.end() :]
+    for sep in ("?", "#"):
+        rest = rest.partition(sep)[0]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        # rpartition: an unencoded '@' inside a password must not leave half of it behind
+        userinfo, _, hostport = authority.rpartition("@")
+        user = userinfo.partition(":")[0]
+        authority = f"{user}@{hostport}" if user else hostport
+    return f"{match.group(1)}://{authority}{slash}{path}"

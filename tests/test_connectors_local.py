@@ -1,0 +1,461 @@
+"""The local connector on real directories: walk rules, path safety, size caps, the registry."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connectors import (
+    AccessDenied,
+    Entry,
+    EntryNotFound,
+    EntryTooLarge,
+    LocalVolume,
+    NotAFile,
+    PathOutsideVolume,
+    UnsupportedScheme,
+    Volume,
+    VolumeError,
+    normalize_relpath,
+    open_volume,
+    redact_url,
+)
+
+IS_ROOT = os.geteuid() == 0
+
+
+class Problems:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def __call__(self, path: str, reason: str) -> None:
+        self.items.append((path, reason))
+
+    def reasons_for(self, path: str) -> list[str]:
+        return [reason for p, reason in self.items if p == path]
+
+
+def walk(volume: LocalVolume) -> tuple[dict[str, Entry], Problems]:
+    problems = Problems()
+    entries: dict[str, Entry] = {}
+    for entry in volume.walk(problems):
+        assert entry.path not in entries, f"{entry.path} yielded twice"
+        entries[entry.path] = entry
+    return entries, problems
+
+
+def write(path: Path, data: bytes = b"") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def finishes_quickly(fn: Callable[[], Any], timeout: float = 5.0) -> BaseException | None:
+    """Run fn in a thread and return what it raised; fail if it is still running after timeout."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "call blocked"
+    return outcome[0]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "vol"
+    path.mkdir()
+    return path
+
+
+# -- walking -------------------------------------------------------------------------------
+
+
+def test_walk_nested_tree_yields_files_and_dirs_with_stat(root: Path) -> None:
+    write(root / "top.txt", b"12345")
+    write(root / "a" / "b" / "c" / "deep.yaml", b"x" * 42)
+    write(root / "a" / "sibling.csv", b"1,2\n")
+    (root / "empty").mkdir()
+
+    entries, problems = walk(LocalVolume(root))
+
+    assert problems.items == []
+    assert {p: e.is_dir for p, e in entries.items()} == {
+        "top.txt": False,
+        "a": True,
+        "a/b": True,
+        "a/b/c": True,
+        "a/b/c/deep.yaml": False,
+        "a/sibling.csv": False,
+        "empty": True,
+    }
+    deep = entries["a/b/c/deep.yaml"]
+    assert deep.size == 42
+    assert deep.name == "deep.yaml"
+    assert deep.mtime_ns == os.stat(root / "a/b/c/deep.yaml").st_mtime_ns
+    assert entries["top.txt"].name == "top.txt"
+    with pytest.raises(AttributeError):
+        deep.size = 1  # type: ignore[misc]
+
+
+def test_walk_unicode_and_awkward_names(root: Path) -> None:
+    names = ["données/été.yaml", "日本/ファイル.csv", "with space/a#b%c?.txt"]
+    for name in names:
+        write(root / name, name.encode())
+
+    volume = LocalVolume(root)
+    entries, problems = walk(volume)
+
+    assert problems.items == []
+    for name in names:
+        assert entries[name].size == len(name.encode())
+        assert volume.read(name, 1024) == name.encode()
+    url = volume.url_for("with space/a#b%c?.txt")
+    assert url == (root / "with space" / "a#b%c?.txt").as_uri()
+    assert "%20" in url and "#" not in url and "?" not in url
+    # A directory URL handed back to the registry opens the same directory.
+    sub = open_volume(volume.url_for("données"))
+    assert sub.read("été.yaml", 1024) == "données/été.yaml".encode()
+
+
+def test_walk_is_lazy(root: Path) -> None:
+    (root / "a").mkdir()
+    gen = LocalVolume(root).walk()
+    assert inspect.isgenerator(gen)
+
+    first = next(gen)
+    assert first.path == "a" and first.is_dir
+    # 'a' has been yielded but not listed yet, so a file created now must still show up.
+    write(root / "a" / "late.txt", b"hi")
+    assert [e.path for e in gen] == ["a/late.txt"]
+
+
+def test_walk_large_directory(root: Path) -> None:
+    count = 5000
+    for i in range(count):
+        (root / f"f{i:05d}.parquet").write_bytes(b"x" * (i % 7))
+
+    entries, problems = walk(LocalVolume(root))
+
+    assert problems.items == []
+    assert len(entries) == count
+    assert entries["f04999.parquet"].size == 4999 % 7
+    assert all(not e.is_dir for e in entries.values())
+
+
+def test_symlink_loops_are_reported_not_followed(root: Path) -> None:
+    write(root / "a" / "f.txt", b"f")
+    (root / "a" / "up").symlink_to("..")
+    (root / "a" / "self").symlink_to(".")
+    (root / "x").symlink_to("y")  # x -> y -> x: the kernel's ELOOP
+    (root / "y").symlink_to("x")
+
+    entries, problems = walk(LocalVolume(root))
+
+    assert set(entries) == {"a", "a/f.txt"}
+    for link in ("a/up", "a/self", "x", "y"):
+        assert problems.reasons_for(link) == ["symlink loop, skipped"], link
+
+
+def test_symlinked_directory_inside_root_is_followed_once(root: Path) -> None:
+    write(root / "real" / "f.txt", b"abc")
+    (root / "link1").symlink_to("real")
+    (root / "link2").symlink_to(root / "real")  # absolute target, same directory
+    write(root / "data.csv", b"1234")
+    (root / "alias.csv").symlink_to("data.csv")
+
+    entries, problems = walk(LocalVolume(root))
+
+    assert entries["real/f.txt"].size == 3
+    followed = [link for link in ("link1", "link2") if f"{link}/f.txt" in entries]
+    skipped = [link for link in ("link1", "link2") if link not in entries]
+    assert len(followed) == 1 and len(skipped) == 1
+    assert entries[followed[0]].is_dir
+    assert problems.reasons_for(skipped[0]) == [
+        f"symlink to a directory already followed via {followed[0]!r}, skipped"
+    ]
+    # A file symlink inside the root is an ordinary file with its target's size.
+    assert entries["alias.csv"] == Entry("alias.csv", 4, entries["alias.csv"].mtime_ns, False)
+
+
+def test_symlinks_outside_root_are_not_followed(tmp_path: Path, root: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / "secret.txt", b"secret")
+    (root / "dirlink").symlink_to(outside)
+    (root / "filelink").symlink_to(outside / "secret.txt")
+    (root / "relative").symlink_to("../outside")
+
+    volume = LocalVolume(root)
+    entries, problems = walk(volume)
+
+    assert entries == {}
+    for link in ("dirlink", "filelink", "relative"):
+        assert problems.reasons_for(link) == ["symlink points outside the volume, skipped"]
+    with pytest.raises(PathOutsideVolume):
+        volume.read("filelink", 100)
+    with pytest.raises(PathOutsideVolume):
+        volume.open("dirlink/secret.txt")
+    with pytest.raises(PathOutsideVolume):
+        volume.stat("relative/secret.txt")
+
+
+def test_dangling_symlink_is_reported(root: Path) -> None:
+    (root / "gone").symlink_to("nowhere.txt")
+    write(root / "ok.txt")
+
+    volume = LocalVolume(root)
+    entries, problems = walk(volume)
+
+    assert set(entries) == {"ok.txt"}
+    assert problems.items == [("gone", "dangling symlink, skipped")]
+    with pytest.raises(EntryNotFound):
+        volume.read("gone", 10)
+
+
+def test_directory_removed_mid_walk_is_reported_and_walk_continues(root: Path) -> None:
+    write(root / "doomed" / "f.txt")
+    write(root / "kept" / "g.txt")
+    problems = Problems()
+    seen = []
+    for entry in LocalVolume(root).walk(problems):
+        seen.append(entry.path)
+        if entry.path == "doomed":
+            # Yielded from the root's listing, not scanned yet: this is a real ENOENT race.
+            shutil.rmtree(root / "doomed")
+
+    assert "kept/g.txt" in seen
+    assert "doomed/f.txt" not in seen
+    assert problems.items == [("doomed", "cannot open directory: No such file or directory")]
+
+
+def test_directory_swapped_for_outside_symlink_mid_walk_is_not_followed(
+    tmp_path: Path, root: Path
+) -> None:
+    write(tmp_path / "outside" / "secret.txt", b"secret")
+    write(root / "a" / "f.txt")
+    problems = Problems()
+    seen = []
+    for entry in LocalVolume(root).walk(problems):
+        seen.append(entry.path)
+        if entry.path == "a":
+            shutil.rmtree(root / "a")
+            (root / "a").symlink_to(tmp_path / "outside")
+
+    assert seen == ["a"]
+    assert [p for p, _ in problems.items] == ["a"]
+    assert problems.items[0][1].startswith("cannot open directory:")
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root reads mode-000 directories and files regardless")
+def test_unreadable_directory_and_file(root: Path) -> None:
+    write(root / "locked" / "f.txt")
+    secret = write(root / "secret.txt", b"s")
+    (root / "locked").chmod(0)
+    secret.chmod(0)
+    try:
+        volume = LocalVolume(root)
+        entries, problems = walk(volume)
+        assert "locked" in entries and "locked/f.txt" not in entries
+        assert problems.items == [("locked", "cannot open directory: Permission denied")]
+        with pytest.raises(AccessDenied):
+            volume.read("secret.txt", 10)
+    finally:
+        (root / "locked").chmod(0o755)
+        secret.chmod(0o644)
+
+
+def test_fifo_is_skipped_reported_and_never_blocks(root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    write(root / "ok.txt", b"ok")
+    volume = LocalVolume(root)
+
+    entries, problems = walk(volume)
+
+    assert set(entries) == {"ok.txt"}
+    assert problems.items == [("pipe", "not a regular file (fifo), skipped")]
+    # No writer ever opens the FIFO: a plain open() for reading would hang here.
+    for call in (lambda: volume.read("pipe", 10), lambda: volume.open("pipe")):
+        raised = finishes_quickly(call)
+        assert isinstance(raised, NotAFile)
+        assert "fifo" in str(raised)
+    assert isinstance(finishes_quickly(lambda: volume.stat("pipe")), NotAFile)
+
+
+def test_problems_without_a_sink_are_logged(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (root / "gone").symlink_to("nowhere")
+    with caplog.at_level(logging.WARNING, logger="cairn.connectors"):
+        assert list(LocalVolume(root).walk()) == []
+    assert "gone: dangling symlink, skipped" in caplog.text
+
+
+# -- single entries ------------------------------------------------------------------------
+
+
+def test_read_size_cap(root: Path) -> None:
+    write(root / "hundred.bin", bytes(range(100)))
+    write(root / "empty.bin")
+    volume = LocalVolume(root)
+
+    assert volume.read("hundred.bin", 100) == bytes(range(100))
+    assert volume.read("empty.bin", 0) == b""
+    with pytest.raises(EntryTooLarge) as info:
+        volume.read("hundred.bin", 99)
+    assert (info.value.size, info.value.limit) == (100, 99)
+    assert "hundred.bin" in str(info.value)
+    with pytest.raises(NotAFile):
+        volume.read("", 10)
+    with pytest.raises(EntryNotFound):
+        volume.read("missing.bin", 10)
+
+
+def test_read_notices_content_beyond_the_reported_size() -> None:
+    # /proc files report size 0 yet have content; the cap must count bytes, not trust stat.
+    proc_root = LocalVolume("/proc/self")
+    assert proc_root.stat("status").size == 0
+    data = proc_root.read("status", 1 << 20)
+    assert b"Name:" in data
+    with pytest.raises(EntryTooLarge):
+        proc_root.read("status", 5)
+
+
+def test_open_is_seekable_and_reads_parquet(root: Path) -> None:
+    table = pa.table({"store_id": [1, 2, 3], "amount": [1.5, 2.5, 3.5]})
+    pq.write_table(table, root / "part-0.parquet")
+    volume = LocalVolume(root)
+
+    with volume.open("part-0.parquet") as f:
+        assert f.seekable()
+        schema = pq.ParquetFile(f).schema_arrow
+    assert schema.names == ["store_id", "amount"]
+    assert schema.field("amount").type == pa.float64()
+
+
+def test_stat(root: Path) -> None:
+    write(root / "d" / "f.txt", b"abc")
+    volume = LocalVolume(root)
+
+    assert volume.stat("d/f.txt").size == 3
+    assert volume.stat("d/./f.txt").path == "d/f.txt"
+    assert volume.stat("d").is_dir
+    top = volume.stat("")
+    assert top.path == "" and top.is_dir
+    with pytest.raises(EntryNotFound):
+        volume.stat("d/missing")
+    with pytest.raises(EntryNotFound):
+        volume.stat("d/f.txt/below")
+
+
+def test_dotdot_and_absolute_paths_are_rejected(tmp_path: Path, root: Path) -> None:
+    write(tmp_path / "secret.txt", b"secret")
+    volume = LocalVolume(root)
+
+    for bad in ("../secret.txt", "a/../../secret.txt", "/etc/passwd", str(tmp_path / "secret.txt")):
+        with pytest.raises(PathOutsideVolume):
+            volume.read(bad, 100)
+        with pytest.raises(PathOutsideVolume):
+            volume.url_for(bad)
+    assert normalize_relpath("a/./b/../c//d/") == "a/c/d"
+    assert normalize_relpath("") == normalize_relpath(".") == ""
+    with pytest.raises(VolumeError):
+        normalize_relpath("a\x00b")
+
+
+# -- registry ------------------------------------------------------------------------------
+
+
+def test_registry_opens_local_volumes(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(root / "m.yaml", b"name: x")
+
+    by_path = open_volume(str(root))
+    by_url = open_volume(root.as_uri())
+    by_localhost = open_volume("file://localhost" + str(root))
+    monkeypatch.chdir(root.parent)
+    by_relative = open_volume("vol")
+
+    for volume in (by_path, by_url, by_localhost, by_relative):
+        assert isinstance(volume, LocalVolume)
+        assert isinstance(volume, Volume)
+        assert volume.scheme == "file"
+        assert volume.url == root.as_uri()
+        assert volume.read("m.yaml", 100) == b"name: x"
+    assert by_path.url_for("m.yaml") == (root / "m.yaml").as_uri()
+
+
+@pytest.mark.parametrize(
+    "url", ["hdfs://x", "webhdfs://nn:9870/data", "abfss://fs@acct.dfs.core.windows.net/p"]
+)
+def test_registry_names_schemes_without_a_connector(url: str) -> None:
+    with pytest.raises(UnsupportedScheme) as info:
+        open_volume(url)
+    scheme = url.partition(":")[0]
+    assert str(info.value) == (
+        f"no connector for '{scheme}://' is installed in this version; supported: file"
+    )
+    assert info.value.scheme == scheme
+
+
+def test_registry_rejects_unknown_scheme() -> None:
+    with pytest.raises(UnsupportedScheme, match=r"unknown volume scheme 's3://'; supported: file"):
+        open_volume("s3://bucket/key")
+
+
+def test_registry_errors_for_bad_roots(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(VolumeError, match="does not exist") as info:
+        open_volume(str(missing))
+    assert str(missing) in str(info.value)
+    with pytest.raises(VolumeError, match="does not exist"):
+        open_volume(missing.as_uri())
+    afile = write(tmp_path / "file.txt")
+    with pytest.raises(VolumeError, match="is not a directory"):
+        open_volume(str(afile))
+    with pytest.raises(VolumeError, match="only local paths"):
+        open_volume("file://otherhost/data")
+    with pytest.raises(VolumeError, match="no query string") as info:
+        open_volume(tmp_path.as_uri() + "?token=abc")
+    assert "abc" not in str(info.value)
+    with pytest.raises(VolumeError, match="no options"):
+        open_volume(str(tmp_path), account_key="k")
+    with pytest.raises(VolumeError):
+        open_volume("")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "webhdfs://alice:s3cret@nn:9870/data?delegation=TOKEN#frag",
+            "webhdfs://alice@nn:9870/data",
+        ),
+        (
+            "abfss://fs@acct.dfs.core.windows.net/p/q?sv=2024&sig=SIGNATURE",
+            "abfss://fs@acct.dfs.core.windows.net/p/q",
+        ),
+        ("https://u:p@ss@host/x", "https://u@host/x"),
+        ("hdfs://:onlypass@host/x", "hdfs://host/x"),
+        ("file:///data/lake", "file:///data/lake"),
+        ("/plain/path", "/plain/path"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    redacted = redact_url(url)
+    assert redacted == expected
+    for secret in ("s3cret", "TOKEN", "SIGNATURE", "p@ss", "onlypass"):
+        assert secret not in redacted
