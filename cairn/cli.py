@@ -40,6 +40,8 @@ def _setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO; our own logs already say what happened.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _version(value: bool) -> None:

@@ -8,8 +8,10 @@ catalogue assigns. Mastro's hyphenated field names are accepted as aliases every
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from datetime import datetime
+from datetime import date, datetime
+from functools import cache
 from typing import Any, Literal
 
 import orjson
@@ -33,6 +35,20 @@ MAX_LOCATION = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 LabelValue = str | int | float | bool | None
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Fields Mastro's crawler writes into manifests; meaningless in a manifest, so dropped quietly.
+MASTRO_CRAWLER_FIELDS = frozenset({"last-discovered-at"})
+NULL_MEANS_EMPTY = (
+    "description",
+    "tags",
+    "labels",
+    "owners",
+    "depends_on",
+    "depends-on",
+    "versions",
+    "extra",
+)
 
 
 def _check_text(value: str, what: str, limit: int) -> str:
@@ -90,21 +106,25 @@ class Manifest(BaseModel):
         """Unknown keys go to ``extra`` rather than failing, as DESIGN section 2 asks."""
         if not isinstance(data, dict):
             return data
-        known: set[str] = set()
-        for fname, finfo in cls.model_fields.items():
-            known.add(fname)
-            alias = finfo.validation_alias
-            if isinstance(alias, AliasChoices):
-                known.update(a for a in alias.choices if isinstance(a, str))
-            elif isinstance(alias, str):
-                known.add(alias)
+        for first, second in _alias_pairs(cls):
+            if first in data and second in data:
+                raise ValueError(f"give either {first} or {second}, not both")
+        known = _known_fields(cls)
+        data = {k: v for k, v in data.items() if k in known or k not in MASTRO_CRAWLER_FIELDS}
+        # Mastro writes empty fields as null; they mean "none", not an error.
+        for name in NULL_MEANS_EMPTY:
+            if name in data and data[name] is None:
+                del data[name]
         unknown = {k: v for k, v in data.items() if k not in known}
         if not unknown:
             return data
         kept = {k: v for k, v in data.items() if k in known}
-        extra = dict(kept.get("extra") or {})
-        extra.update(unknown)
-        kept["extra"] = extra
+        extra = kept.get("extra")
+        if extra is None:
+            extra = {}
+        if isinstance(extra, dict):
+            kept["extra"] = {**extra, **unknown}
+        # else: leave a non-mapping ``extra`` as it is, so validation reports it
         return kept
 
     @field_validator("name")
@@ -141,6 +161,11 @@ class Manifest(BaseModel):
             _check_text(key, "a label key", MAX_SHORT)
             if isinstance(value, str):
                 _check_text(value, f"label {key!r}", MAX_SHORT)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                if not INT64_MIN <= value <= INT64_MAX:
+                    raise ValueError(f"label {key!r} is outside the 64-bit integer range")
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"label {key!r} must be a finite number")
         return values
 
     @field_validator("schema_", mode="before")
@@ -148,15 +173,45 @@ class Manifest(BaseModel):
     def _schema_mapping(cls, value: Any) -> Any:
         """``schema: {col: type}`` is accepted as a shorthand for the list form."""
         if isinstance(value, dict):
-            return [{"name": str(k), "type": str(v)} for k, v in value.items()]
+            return [{"name": str(k), "type": v} for k, v in value.items()]
         return value
 
     @field_validator("versions", mode="before")
     @classmethod
     def _versions(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+            # Numbers and dates read from YAML become text; anything else must fail validation.
+            return {
+                str(k): str(v) if isinstance(v, int | float | date) and v is not None else v
+                for k, v in value.items()
+            }
         return value
+
+
+@cache
+def _alias_pairs(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """Pairs of spellings of one field (``depends_on``/``depends-on``)."""
+    pairs = []
+    for finfo in cls.model_fields.values():
+        alias = finfo.validation_alias
+        if isinstance(alias, AliasChoices):
+            names = [a for a in alias.choices if isinstance(a, str)]
+            pairs += [(names[0], other) for other in names[1:] if other != names[0] + "_"]
+    return tuple(pairs)
+
+
+@cache
+def _known_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Field names and aliases a model accepts (computed once per class)."""
+    known: set[str] = set()
+    for fname, finfo in cls.model_fields.items():
+        known.add(fname)
+        alias = finfo.validation_alias
+        if isinstance(alias, AliasChoices):
+            known.update(a for a in alias.choices if isinstance(a, str))
+        elif isinstance(alias, str):
+            known.add(alias)
+    return frozenset(known)
 
 
 class AssetWrite(Manifest):

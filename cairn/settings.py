@@ -45,22 +45,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".cairn"), description="Folder for the embedded databases and crawl state."
     )
-    backend: str = Field("sqlite", description="Store backend: `sqlite` (embedded) or `mongo`.")
+    backend: str = Field("sqlite", description="Store backend; `sqlite` (embedded) for now.")
     catalogue_host: str = Field("127.0.0.1", description="Address the catalogue listens on.")
     catalogue_port: int = Field(8001, description="Port of the catalogue service.")
-    featurestore_host: str = Field("127.0.0.1", description="Address the feature store listens on.")
-    featurestore_port: int = Field(8002, description="Port of the feature store service.")
-    ui_host: str = Field("127.0.0.1", description="Address the web UI listens on.")
-    ui_port: int = Field(8080, description="Port of the web UI.")
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",
-    )
-    mongo_url: str = Field(
-        "mongodb://127.0.0.1:27017/cairn", description="MongoDB URL for `CAIRN_BACKEND=mongo`."
-    )
-    es_url: str = Field(
-        "http://127.0.0.1:9200", description="Elasticsearch URL for `CAIRN_BACKEND=mongo`."
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -103,10 +93,6 @@ class Settings(BaseSettings):
     @property
     def catalogue_db(self) -> Path:
         return self.data_dir / "catalogue.db"
-
-    @property
-    def featurestore_db(self) -> Path:
-        return self.data_dir / "featurestore.db"
 
     @property
     def crawl_state_dir(self) -> Path:

@@ -252,12 +252,12 @@ class KeyChecker:
             raise Unauthorized("The API key is not valid; check the key you were given.")
 
 
-def write_guard(request: Request) -> None:
-    """FastAPI dependency for every route that changes data."""
+async def write_guard(request: Request) -> None:
+    """FastAPI dependency for every route that changes data (async: no threadpool hop)."""
     request.app.state.keys.check(request.headers.get("authorization"))
 
 
-def read_guard(request: Request) -> None:
+async def read_guard(request: Request) -> None:
     keys: KeyChecker = request.app.state.keys
     if keys.read_needs_key:
         keys.check(request.headers.get("authorization"))

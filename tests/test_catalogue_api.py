@@ -319,3 +319,17 @@ def test_reads_can_need_a_key(settings) -> None:  # type: ignore[no-untyped-def]
         assert httpx.get(server.url + "/api/v1/assets").status_code == 401
         ok = httpx.get(server.url + "/api/v1/assets", headers={"authorization": "Bearer k"})
         assert ok.status_code == 200
+
+
+def test_model_rules_on_the_api_path(api: httpx.Client) -> None:
+    mastro_nulls = {"name": "n1", "type": "dataset", "tags": None, "description": None}
+    assert api.put("/assets/n1", json=mastro_nulls).json()["tags"] == []
+    both = {"name": "n2", "type": "dataset", "depends_on": ["a"], "depends-on": ["b"]}
+    response = api.put("/assets/n2", json=both)
+    assert response.status_code == 422 and "not both" in response.text
+    not_a_map = {"name": "n3", "type": "dataset", "extra": 5, "unknown_field": 1}
+    assert api.put("/assets/n3", json=not_a_map).status_code == 422
+    huge = {"name": "n4", "type": "dataset", "labels": {"x": 2**70}}
+    assert api.put("/assets/n4", json=huge).status_code == 422
+    kept = api.put("/assets/n5", json={"name": "n5", "type": "dataset", "team": "core"}).json()
+    assert kept["extra"] == {"team": "core"}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors import (
-    AccessDenied,
     Entry,
     EntryNotFound,
     EntryTooLarge,
@@ -263,22 +266,51 @@ def test_directory_swapped_for_outside_symlink_mid_walk_is_not_followed(
     assert problems.items[0][1].startswith("cannot open directory:")
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads mode-000 directories and files regardless")
-def test_unreadable_directory_and_file(root: Path) -> None:
-    write(root / "locked" / "f.txt")
-    secret = write(root / "secret.txt", b"s")
-    (root / "locked").chmod(0)
-    secret.chmod(0)
+UNREADABLE_CHECK = """
+import json, sys
+from connectors import AccessDenied, LocalVolume
+volume = LocalVolume(sys.argv[1])
+problems, entries = [], []
+for entry in volume.walk(lambda p, r: problems.append([p, r])):
+    entries.append(entry.path)
+try:
+    volume.read("secret.txt", 10)
+    denied = False
+except AccessDenied:
+    denied = True
+print(json.dumps({"entries": entries, "problems": problems, "denied": denied}))
+"""
+
+
+def test_unreadable_directory_and_file() -> None:
+    """Root reads mode-000 files regardless, so as root the walk runs in a child process that
+    has dropped the capabilities that let root bypass file permissions (setpriv, util-linux)."""
+    base = Path(tempfile.mkdtemp(prefix="cairn-perm-"))
     try:
-        volume = LocalVolume(root)
-        entries, problems = walk(volume)
-        assert "locked" in entries and "locked/f.txt" not in entries
-        assert problems.items == [("locked", "cannot open directory: Permission denied")]
-        with pytest.raises(AccessDenied):
-            volume.read("secret.txt", 10)
+        base.chmod(0o755)
+        root = base / "vol"
+        write(root / "locked" / "f.txt")
+        secret = write(root / "secret.txt", b"s")
+        for folder in (root, root / "locked"):
+            folder.chmod(0o755)
+        (root / "locked").chmod(0)
+        secret.chmod(0)
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+        result = subprocess.run(
+            [*(drop if IS_ROOT else []), sys.executable, "-c", UNREADABLE_CHECK, str(root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert "locked" in seen["entries"] and "locked/f.txt" not in seen["entries"]
+        assert seen["problems"] == [["locked", "cannot open directory: Permission denied"]]
+        assert seen["denied"] is True
     finally:
-        (root / "locked").chmod(0o755)
-        secret.chmod(0o644)
+        (base / "vol" / "locked").chmod(0o755)
+        shutil.rmtree(base)
 
 
 def test_fifo_is_skipped_reported_and_never_blocks(root: Path) -> None:

@@ -12,7 +12,8 @@ from cairn.web import read_guard, write_guard
 from catalogue_service.service import Catalogue
 
 
-def get_catalogue(request: Request) -> Catalogue:
+async def get_catalogue(request: Request) -> Catalogue:
+    # async: a plain def dependency would cost a threadpool hop on every request
     return request.app.state.catalogue
 
 

@@ -8,18 +8,20 @@ connection, which WAL lets run beside the writer.
 
 from __future__ import annotations
 
+import queue
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
 
 from cairn.errors import InvalidCursor, Unavailable
-from cairn.models import Asset, BulkItemResult, Facets
+from cairn.models import Asset, AssetWrite, BulkItemResult, Facets
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
     PreparedWrite,
@@ -72,6 +74,11 @@ BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
 FACET_LIMIT = 50
+READERS = 4
+READER_CACHE_KIB = 16 * 1024
+WRITER_CACHE_KIB = 64 * 1024
+
+T = TypeVar("T")
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -98,42 +105,54 @@ def label_text(value: Any) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, readers: int = READERS):
         self.path = Path(path)
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        # A fixed pool of reader connections: memory stays bounded however many threads serve.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._read_limiter = anyio.CapacityLimiter(readers)
 
     # --- connections --------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before the request is acknowledged (DESIGN 8).
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect(READER_CACHE_KIB)
             conn.execute("PRAGMA query_only=1")
-            self._local.conn = conn
             with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+                self._all_readers.append(conn)
+            return conn
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            conn = self._take_reader()
+            try:
+                return fn(conn, *args)
+            finally:
+                self._readers.put(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open_sync)
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        conn = self._connect(WRITER_CACHE_KIB)
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
@@ -148,18 +167,19 @@ class SQLiteStore:
 
     async def close(self) -> None:
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._all_readers:
                 conn.close()
-            self._readers.clear()
+            self._all_readers.clear()
+            self._readers = queue.SimpleQueue()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
     async def ping(self) -> None:
-        def _ping() -> None:
-            self._reader().execute("SELECT 1 FROM assets LIMIT 1").fetchall()
+        def _ping(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1 FROM assets LIMIT 1").fetchall()
 
-        await anyio.to_thread.run_sync(_ping)
+        await self._read(_ping)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -212,8 +232,9 @@ class SQLiteStore:
                     ),
                 )
         revision = 1 if row is None else row[2] + 1
-        asset = Asset(
-            **item.model_dump(by_alias=False, exclude={"revision", "updated_at"}),
+        # The item was validated on the way in; constructing skips a second validation.
+        asset = Asset.model_construct(
+            **{name: getattr(item, name) for name in AssetWrite.model_fields},
             revision=revision,
             updated_at=now,
         )
@@ -229,11 +250,13 @@ class SQLiteStore:
             doc,
         )
         if row is None:
-            seq = conn.execute(
+            cursor = conn.execute(
                 "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
                 " id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*values, asset_id),
-            ).lastrowid
+            )
+            seq = cursor.lastrowid
+            assert seq is not None
             status = "deleted" if asset.deleted else "created"
         else:
             seq = row[0]
@@ -285,33 +308,26 @@ class SQLiteStore:
     # --- reads --------------------------------------------------------------------------------
 
     async def get(self, asset_id: str) -> Asset | None:
-        def _get() -> Asset | None:
-            row = self._reader().execute("SELECT doc FROM assets WHERE id = ?", (asset_id,))
-            found = row.fetchone()
+        def _get(conn: sqlite3.Connection) -> Asset | None:
+            found = conn.execute("SELECT doc FROM assets WHERE id = ?", (asset_id,)).fetchone()
             return Asset.model_validate_json(found[0]) if found else None
 
-        return await anyio.to_thread.run_sync(_get)
+        return await self._read(_get)
 
     async def get_by_name(self, name: str) -> Asset | None:
-        def _get() -> Asset | None:
-            found = (
-                self._reader()
-                .execute(
-                    "SELECT doc FROM assets WHERE name = ? ORDER BY deleted, updated_at DESC"
-                    " LIMIT 1",
-                    (name,),
-                )
-                .fetchone()
-            )
+        def _get(conn: sqlite3.Connection) -> Asset | None:
+            found = conn.execute(
+                "SELECT doc FROM assets WHERE name = ? ORDER BY deleted, updated_at DESC LIMIT 1",
+                (name,),
+            ).fetchone()
             return Asset.model_validate_json(found[0]) if found else None
 
-        return await anyio.to_thread.run_sync(_get)
+        return await self._read(_get)
 
     async def resolve(self, keys: list[str]) -> dict[str, Asset]:
-        def _resolve() -> dict[str, Asset]:
+        def _resolve(conn: sqlite3.Connection) -> dict[str, Asset]:
             if not keys:
                 return {}
-            conn = self._reader()
             marks = ",".join("?" * len(keys))
             found: dict[str, Asset] = {}
             for (doc,) in conn.execute(f"SELECT doc FROM assets WHERE id IN ({marks})", keys):
@@ -326,10 +342,10 @@ class SQLiteStore:
                     found.setdefault(asset.name, asset)
             return found
 
-        return await anyio.to_thread.run_sync(_resolve)
+        return await self._read(_resolve)
 
     async def dependents(self, keys: list[str], include_deleted: bool) -> list[Asset]:
-        def _dependents() -> list[Asset]:
+        def _dependents(conn: sqlite3.Connection) -> list[Asset]:
             if not keys:
                 return []
             marks = ",".join("?" * len(keys))
@@ -339,37 +355,36 @@ class SQLiteStore:
             )
             if not include_deleted:
                 sql += " AND a.deleted = 0"
-            rows = self._reader().execute(sql, keys).fetchall()
+            rows = conn.execute(sql, keys).fetchall()
             return [Asset.model_validate_json(doc) for (doc,) in rows]
 
-        return await anyio.to_thread.run_sync(_dependents)
+        return await self._read(_dependents)
 
     async def tag_counts(self, limit: int) -> dict[str, int]:
-        def _tags() -> dict[str, int]:
-            rows = self._reader().execute(
+        def _tags(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
                 "SELECT t.tag, count(*) AS n FROM asset_tags t JOIN assets a ON a.seq = t.seq"
                 " WHERE a.deleted = 0 GROUP BY t.tag ORDER BY n DESC, t.tag LIMIT ?",
                 (limit,),
             )
             return dict(rows.fetchall())
 
-        return await anyio.to_thread.run_sync(_tags)
+        return await self._read(_tags)
 
     async def type_counts(self) -> dict[str, int]:
-        def _types() -> dict[str, int]:
-            rows = self._reader().execute(
+        def _types(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
                 "SELECT type, count(*) AS n FROM assets WHERE deleted = 0"
                 " GROUP BY type ORDER BY n DESC, type"
             )
             return dict(rows.fetchall())
 
-        return await anyio.to_thread.run_sync(_types)
+        return await self._read(_types)
 
     async def search(self, query: SearchQuery) -> SearchHits:
-        return await anyio.to_thread.run_sync(self._search_sync, query)
+        return await self._read(self._search_sync, query)
 
-    def _search_sync(self, query: SearchQuery) -> SearchHits:
-        conn = self._reader()
+    def _search_sync(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchHits:
         where: list[str] = []
         params: list[Any] = []
         match = fts_query(query.q) if query.q else None

@@ -1,0 +1,397 @@
+"""What every benchmark shares: machine facts, timing, RESULTS.md sections and servers.
+
+Servers run as child processes on 127.0.0.1 with their own data folder under
+``benchmarks/.work/``; every wait below has a deadline so a broken server fails the run
+instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "benchmarks"
+WORK_DIR = BENCH_DIR / ".work"
+RESULTS = BENCH_DIR / "RESULTS.md"
+PYTHON = sys.executable
+
+FULL_FILES, FULL_MANIFESTS, FULL_ASSETS = 100_000, 10_000, 100_000
+QUICK_FILES, QUICK_MANIFESTS, QUICK_ASSETS = 5_000, 500, 5_000
+
+# RESULTS.md keeps its sections in this order whichever script wrote last.
+SECTION_ORDER = ("crawl", "ingest", "search", "footprint")
+
+T = TypeVar("T")
+
+
+# --- machine ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    cores: int
+    ram_gib: float
+    cpu: str
+    kernel: str
+    python: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.cores} cores ({self.cpu}), {self.ram_gib:.1f} GiB RAM (MemTotal), "
+            f"Linux {self.kernel}, Python {self.python}"
+        )
+
+
+def _meminfo_kb(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def machine() -> Machine:
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return Machine(
+        cores=os.cpu_count() or 1,
+        ram_gib=_meminfo_kb("MemTotal") / 1024 / 1024,
+        cpu=cpu,
+        kernel=platform.release(),
+        python=platform.python_version(),
+    )
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# --- timing and statistics ----------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), so p50 is the median."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far, from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def process_memory_kb(pid: int) -> dict[str, int]:
+    """VmHWM (peak resident set) and VmRSS of one process, in kB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(rest.split()[0])
+    return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """The caller's environment minus its CAIRN_* settings, so a developer's shell cannot
+    point a benchmark at a real catalogue or data folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    if data_dir is not None:
+        env["CAIRN_DATA_DIR"] = str(data_dir)
+    env["CAIRN_LOG_LEVEL"] = "warning"
+    env.update(extra)
+    return env
+
+
+def fresh_dir(path: Path) -> Path:
+    if not path.resolve().is_relative_to(WORK_DIR.resolve()):
+        raise ValueError(
+            f"refusing to wipe {path}: benchmarks only remove what is under {WORK_DIR}"
+        )
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+class Server:
+    """One HTTP server as a child process on 127.0.0.1, ready once ``ready_path`` answers 200."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str],
+        ready_path: str = "/readyz",
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.env = env
+        self.ready_path = ready_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = WORK_DIR / "logs" / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "server not started"
+        return self.proc.pid
+
+    def start(self, timeout: float = 60) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:  # the child keeps its own copy of the handle
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def memory_kb(self) -> dict[str, int]:
+        return process_memory_kb(self.pid)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class CatalogueProcess(Server):
+    """``python -m cairn serve catalogue`` on a free port with a fresh data folder of its own."""
+
+    def __init__(self, name: str) -> None:
+        self.data_dir = fresh_dir(WORK_DIR / "data" / name)
+        port = free_port()
+        argv = [PYTHON, "-m", "cairn", "serve", "catalogue", "--port", str(port)]
+        super().__init__(f"catalogue-{name}", argv, port, bench_env(self.data_dir))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "catalogue.db"
+
+
+# --- sizes and command lines --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sizes:
+    files: int
+    manifests: int
+    assets: int
+    quick: bool
+
+
+def add_size_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", type=int, help=f"files in the volume (default {FULL_FILES:,})")
+    parser.add_argument(
+        "--manifests", type=int, help=f"manifests in the volume (default {FULL_MANIFESTS:,})"
+    )
+    parser.add_argument(
+        "--assets", type=int, help=f"assets for ingest and search (default {FULL_ASSETS:,})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-run sizes ({QUICK_FILES:,} files, {QUICK_MANIFESTS:,} manifests, "
+        f"{QUICK_ASSETS:,} assets) and shorter loops; explicit sizes still win",
+    )
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    q = bool(args.quick)
+    return Sizes(
+        files=args.files or (QUICK_FILES if q else FULL_FILES),
+        manifests=args.manifests or (QUICK_MANIFESTS if q else FULL_MANIFESTS),
+        assets=args.assets or (QUICK_ASSETS if q else FULL_ASSETS),
+        quick=q,
+    )
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m", module, *args])
+
+
+# --- RESULTS.md ---------------------------------------------------------------------------------
+
+_SECTION = re.compile(
+    r"<!-- section:(?P<key>[\w-]+) -->\n(?P<body>.*?)<!-- /section:(?P=key) -->\n", re.S
+)
+
+_HEADER = """# Benchmark results
+
+Each section is rewritten by the script that owns it (see `benchmarks/README.md`); figures in
+different sections may come from different runs, so each one names its command, machine and date.
+Targets are DESIGN.md section 7's.
+"""
+
+
+@dataclass(slots=True)
+class Section:
+    key: str
+    title: str
+    command: str
+    sizes: Sizes
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def render(self) -> str:
+        m = machine()
+        head = [
+            f"## {self.title}",
+            "",
+            f"- Command: `{self.command}`",
+            f"- Machine: {m.describe()}",
+            f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- Load average at write time: {load_average()}",
+        ]
+        if self.sizes.quick:
+            head.append(
+                "- **Quick smoke run** (small sizes, short loops): these figures only show that "
+                "the benchmark works; they are not comparable with the targets."
+            )
+        return "\n".join([*head, "", *self.lines]).rstrip() + "\n\n"
+
+
+def write_section(section: Section) -> None:
+    """Replaces this section of RESULTS.md and keeps every other section as it was."""
+    existing = RESULTS.read_text() if RESULTS.exists() else ""
+    sections = {m["key"]: m["body"] for m in _SECTION.finditer(existing)}
+    sections[section.key] = section.render()
+    order = [k for k in SECTION_ORDER if k in sections]
+    order += sorted(k for k in sections if k not in SECTION_ORDER)
+    parts = [_HEADER]
+    for key in order:
+        parts.append(f"<!-- section:{key} -->\n{sections[key]}<!-- /section:{key} -->\n")
+    RESULTS.write_text("\n".join(parts).rstrip() + "\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+# --- the volume ---------------------------------------------------------------------------------
+
+
+def ensure_tree(files: int, manifests: int, seed: int = 7) -> Path:
+    """The generated volume for these sizes, built once and reused while its stamp is there."""
+    from benchmarks import gen_tree
+
+    return gen_tree.ensure(WORK_DIR, files, manifests, seed)
+
+
+class Budget:
+    """Bounds a loop in count and in time: ``while budget.more(): ...``."""
+
+    def __init__(self, count: int, seconds: float) -> None:
+        self.count = count
+        self.end = time.monotonic() + seconds
+        self.done = 0
+
+    def more(self) -> bool:
+        if self.done >= self.count or time.monotonic() > self.end:
+            return False
+        self.done += 1
+        return True

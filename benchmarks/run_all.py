@@ -1,0 +1,85 @@
+"""Runs every benchmark in order and writes benchmarks/RESULTS.md.
+
+crawl (walk, end to end, recrawl), then ingest and search on one catalogue process, so the
+footprint after the search is that of the process that took the whole ingest.
+
+``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
+100,000 assets); ``--quick`` is a small smoke run for development.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from benchmarks import bench_crawl, bench_ingest, bench_search
+from benchmarks.common import (
+    CatalogueProcess,
+    Sizes,
+    add_size_args,
+    command_line,
+    machine,
+    sizes_from,
+)
+from benchmarks.gen_tree import make_assets
+
+
+def _step(name: str, fn: Callable[[], bool], failures: list[str]) -> None:
+    # One benchmark failing must not hide the figures of the others.
+    print(f"== {name}", flush=True)
+    started = time.perf_counter()
+    try:
+        ok = fn()
+    except Exception:
+        traceback.print_exc()
+        failures.append(f"{name}: raised (see the traceback above)")
+        return
+    print(
+        f"   {name}: {'targets met' if ok else 'some targets missed'} "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    if not ok:
+        failures.append(f"{name}: some targets missed or not run (see RESULTS.md)")
+
+
+def ingest_and_search(sizes: Sizes, command: str) -> bool:
+    assets = make_assets(sizes.assets)
+    with CatalogueProcess("ingest-search") as catalogue:
+        figures = bench_ingest.run(sizes, command, catalogue=catalogue, assets=assets)
+        print(f"   ingest: {figures.rate:,.0f} assets/s", flush=True)
+        if not figures.ok:
+            print(f"   ingest failed: {figures.error}", file=sys.stderr)
+            return False
+        searched = bench_search.run(
+            sizes, command, catalogue=catalogue, assets=assets, after_ingest_kb=figures.memory_kb
+        )
+    return figures.rate >= 10_000 and searched
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_size_args(parser)
+    args = parser.parse_args(argv)
+    sizes = sizes_from(args)
+    command = command_line("benchmarks.run_all", argv)
+    print(
+        f"{command}\n{machine().describe()}\n"
+        f"sizes: {sizes.files:,} files, {sizes.manifests:,} manifests, {sizes.assets:,} assets"
+        f"{' (quick)' if sizes.quick else ''}",
+        flush=True,
+    )
+    failures: list[str] = []
+    _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
+    _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    print("results written to benchmarks/RESULTS.md")
+    for failure in failures:
+        print(f"  {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

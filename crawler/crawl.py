@@ -1,0 +1,687 @@
+"""One crawl of one volume: walk, parse what changed, enrich, diff, push, report.
+
+Parsing and schema reading are CPU work, so large crawls spread them over processes; the
+walk, the diff against the crawl state and the push stay in this process.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from cairn.settings import Settings
+from connectors import Entry, Volume, VolumeError, open_volume, redact_url
+from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
+from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
+from crawler.problems import Problem
+from crawler.push import CataloguePusher, CatalogueUnreachable
+from crawler.state import CrawlState, ManifestState
+
+log = logging.getLogger("cairn.crawler")
+
+Progress = Callable[[str, int, int | None], None]
+
+SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
+CSV_HEAD_BYTES = 64 * 1024
+PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
+
+
+class CrawlFailed(Exception):
+    """The crawl could not run at all (volume missing, catalogue unreachable)."""
+
+
+@dataclass
+class CrawlReport:
+    volume: str
+    started_at: str
+    duration_s: float = 0.0
+    files_seen: int = 0
+    manifests_found: int = 0
+    manifests_parsed: int = 0
+    documents: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def writes(self) -> int:
+        return self.created + self.updated + self.deleted
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.errors else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "volume": self.volume,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "files_seen": self.files_seen,
+            "manifests_found": self.manifests_found,
+            "manifests_parsed": self.manifests_parsed,
+            "documents": self.documents,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "exit_code": self.exit_code,
+        }
+
+
+class NamePatterns:
+    """File-name globs (``MANIFEST.yaml``, ``*.cairn.yaml``) or regular expressions.
+
+    A pattern written ``re:<expr>`` is a regular expression on the base name, as Mastro's
+    ``filter-filename`` is.
+    """
+
+    def __init__(self, patterns: Iterable[str]):
+        self.exact: set[str] = set()
+        regexes: list[str] = []
+        for pattern in patterns:
+            if pattern.startswith("re:"):
+                regexes.append(f"(?:{pattern[3:]})")
+            elif any(c in pattern for c in "*?["):
+                regexes.append(fnmatch.translate(pattern))
+            else:
+                self.exact.add(pattern)
+        self._regex = re.compile("|".join(regexes)) if regexes else None
+
+    def matches(self, name: str) -> bool:
+        if name in self.exact:
+            return True
+        return bool(self._regex and self._regex.fullmatch(name))
+
+
+@dataclass(slots=True)
+class Tree:
+    """What the walk found, indexed for data statistics."""
+
+    manifests: dict[str, Entry] = field(default_factory=dict)
+    files_by_dir: dict[str, list[Entry]] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=lambda: {""})
+    problems: list[Problem] = field(default_factory=list)
+    files_seen: int = 0
+    _subtree: dict[str, tuple[int, int, int]] | None = None
+
+    def subtree_stats(self, directory: str) -> tuple[int, int, int]:
+        """(total bytes, newest mtime_ns, file count) of a folder and everything below it."""
+        if self._subtree is None:
+            totals: dict[str, list[int]] = {d: [0, 0, 0] for d in self.dirs}
+            for d, files in self.files_by_dir.items():
+                t = totals.setdefault(d, [0, 0, 0])
+                for f in files:
+                    t[0] += f.size
+                    t[1] = max(t[1], f.mtime_ns)
+                    t[2] += 1
+            for d in sorted(totals, key=lambda p: p.count("/") if p else -1, reverse=True):
+                if not d:
+                    continue
+                parent = posixpath.dirname(d)
+                p = totals.setdefault(parent, [0, 0, 0])
+                c = totals[d]
+                p[0] += c[0]
+                p[1] = max(p[1], c[1])
+                p[2] += c[2]
+            self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
+        return self._subtree.get(directory, (0, 0, 0))
+
+
+def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None = None) -> Tree:
+    tree = Tree()
+
+    def on_problem(path: str, reason: str) -> None:
+        tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
+
+    for entry in volume.walk(on_problem):
+        if entry.is_dir:
+            tree.dirs.add(entry.path)
+            if patterns.matches(entry.name):
+                on_problem(entry.path, "a folder is named like a manifest; only files are read")
+            continue
+        tree.files_seen += 1
+        if progress and tree.files_seen % 5000 == 0:
+            progress("walk", tree.files_seen, None)
+        if patterns.matches(entry.name):
+            tree.manifests[entry.path] = entry
+        else:
+            parent = entry.path.rpartition("/")[0]
+            tree.files_by_dir.setdefault(parent, []).append(entry)
+    return tree
+
+
+# --- data selection ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DataSelection:
+    """The data a manifest document describes, as found on the volume."""
+
+    location_url: str | None
+    size: int | None = None
+    mtime_ns: int | None = None
+    count: int = 0
+    files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
+    problem: str | None = None
+
+    def key(self) -> str:
+        return f"{self.size}:{self.mtime_ns}:{self.count}"
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def select_data(
+    tree: Tree, volume: Volume, manifest_path: str, location: str | None
+) -> DataSelection:
+    folder = manifest_path.rpartition("/")[0]
+    if location and _URL.match(location):
+        return DataSelection(location_url=location)
+    if not location:
+        target = folder
+    else:
+        joined = (
+            location.lstrip("/") if location.startswith("/") else posixpath.join(folder, location)
+        )
+        target = posixpath.normpath(joined)
+        if target == ".":
+            target = ""
+        if target == ".." or target.startswith("../"):
+            return DataSelection(
+                location_url=None,
+                problem=f"location {location!r} points outside the volume; it was ignored",
+            )
+    base, _, last = target.rpartition("/")
+    if any(c in last for c in "*?["):
+        matched = sorted(
+            (f for f in tree.files_by_dir.get(base, ()) if fnmatch.fnmatchcase(f.name, last)),
+            key=lambda f: f.path,
+        )
+        return DataSelection(
+            location_url=volume.url_for(target),
+            size=sum(f.size for f in matched),
+            mtime_ns=max((f.mtime_ns for f in matched), default=0),
+            count=len(matched),
+            files=matched,
+            problem=None if matched else f"location {location!r} matches no file",
+        )
+    if target in tree.dirs:
+        size, mtime_ns, count = tree.subtree_stats(target)
+        direct = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
+        return DataSelection(volume.url_for(target), size, mtime_ns, count, direct)
+    for f in tree.files_by_dir.get(base, ()):
+        if f.path == target:
+            return DataSelection(volume.url_for(target), f.size, f.mtime_ns, 1, [f])
+    return DataSelection(
+        location_url=volume.url_for(target),
+        problem=f"location {location!r} does not exist on the volume",
+    )
+
+
+def fingerprint(entry: Entry, selections: Iterable[DataSelection]) -> str:
+    parts = [f"{entry.size}:{entry.mtime_ns}"] + [s.key() for s in selections]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+# --- worker-side work (runs in a pool process for large crawls) --------------------------------
+
+_worker_volume: Volume | None = None
+
+
+def _init_worker(volume_url: str) -> None:
+    global _worker_volume
+    _worker_volume = open_volume(volume_url)
+
+
+@dataclass(slots=True)
+class ParsedManifest:
+    path: str
+    docs: list[tuple[int, int, dict[str, Any]]]  # (index, line, manifest fields as JSON)
+    problems: list[Problem]
+
+
+def _parse_one(volume: Volume, path: str) -> ParsedManifest:
+    try:
+        data = volume.read(path, MAX_MANIFEST_BYTES)
+    except VolumeError as exc:
+        return ParsedManifest(path, [], [Problem(path=path, reason=str(exc))])
+    parsed, problems = parse_manifest(data, path)
+    docs = [
+        (d.index, d.line, d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+        for d in parsed
+    ]
+    return ParsedManifest(path, docs, problems)
+
+
+def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
+    assert _worker_volume is not None
+    return [_parse_one(_worker_volume, p) for p in paths]
+
+
+def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    try:
+        if path.lower().endswith((".parquet", ".parq")):
+            with volume.open(path) as f:
+                fields = parquet_schema(f)
+        else:
+            fields = csv_schema(_head(volume, path))
+    except (SchemaReadError, VolumeError, OSError) as exc:
+        return path, None, f"schema not read from {path}: {exc}"
+    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], None
+
+
+def _head(volume: Volume, path: str) -> bytes:
+    with volume.open(path) as f:
+        return f.read(CSV_HEAD_BYTES)
+
+
+def _schema_chunk(paths: list[str]) -> list[tuple[str, list[dict[str, Any]] | None, str | None]]:
+    assert _worker_volume is not None
+    return [_read_schema(_worker_volume, p) for p in paths]
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+# --- the crawl ---------------------------------------------------------------------------------
+
+
+class Crawler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalogue_url: str | None = None,
+        patterns: Iterable[str] | None = None,
+        api_key: str | None = None,
+        progress: Progress | None = None,
+    ):
+        self.settings = settings
+        self.catalogue_url = catalogue_url or settings.catalogue_url
+        self.patterns = NamePatterns(patterns or settings.manifest_patterns)
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        self.api_key = key
+        self.progress = progress
+        self.workers = settings.crawl_workers or os.cpu_count() or 1
+
+    def crawl(self, volume_url: str) -> CrawlReport:
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        try:
+            volume = open_volume(volume_url)
+        except VolumeError as exc:
+            raise CrawlFailed(f"cannot open volume {redact_url(volume_url)}: {exc}") from exc
+        report = CrawlReport(volume=volume.url, started_at=now.isoformat())
+        state = CrawlState(self.settings.crawl_state_dir, volume.url)
+        try:
+            self._crawl(volume, state, report, now)
+        finally:
+            state.close()
+            volume.close()
+        report.duration_s = time.perf_counter() - started
+        log.info(
+            "crawled %s: %d manifests, %d created, %d updated, %d deleted, %d unchanged, "
+            "%d errors in %.2fs",
+            report.volume,
+            report.manifests_found,
+            report.created,
+            report.updated,
+            report.deleted,
+            report.unchanged,
+            len(report.errors),
+            report.duration_s,
+        )
+        return report
+
+    def _crawl(self, volume: Volume, state: CrawlState, report: CrawlReport, now: datetime) -> None:
+        try:
+            tree = walk_tree(volume, self.patterns, self.progress)
+        except VolumeError as exc:
+            raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
+        report.files_seen = tree.files_seen
+        report.manifests_found = len(tree.manifests)
+        report.warnings.extend(tree.problems)
+        previous = state.load()
+
+        # Unchanged manifests (same bytes, same data beside them) are not even parsed.
+        to_parse: list[str] = []
+        for path, entry in tree.manifests.items():
+            old = previous.get(path)
+            if old is not None:
+                selections = [select_data(tree, volume, path, loc) for loc in old.locations]
+                if fingerprint(entry, selections) == old.fingerprint:
+                    report.unchanged += len(old.docs)
+                    report.documents += len(old.docs)
+                    continue
+            to_parse.append(path)
+        report.manifests_parsed = len(to_parse)
+
+        with self._pool(volume.url, len(to_parse)) as pool:
+            parsed = self._map(pool, _parse_chunk, volume, _parse_one, sorted(to_parse), "parse")
+            upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
+
+        deletions = self._deletions(tree, previous, pending, upserts, report, now)
+        if upserts or deletions:
+            self._push(deletions + upserts, pending, previous, tree, report, state)
+
+    # -- pieces of _crawl --
+
+    def _pool(self, volume_url: str, jobs: int) -> Any:
+        if jobs < PARALLEL_THRESHOLD or self.workers < 2 or not volume_url.startswith("file:"):
+            return _NoPool()
+        return ProcessPoolExecutor(
+            max_workers=self.workers, initializer=_init_worker, initargs=(volume_url,)
+        )
+
+    def _map(
+        self,
+        pool: Any,
+        chunk_fn: Callable[[list[str]], list[Any]],
+        volume: Volume,
+        one_fn: Callable[[Volume, str], Any],
+        paths: list[str],
+        stage: str,
+    ) -> list[Any]:
+        out: list[Any] = []
+        total = len(paths)
+        if isinstance(pool, _NoPool):
+            for n, path in enumerate(paths, 1):
+                out.append(one_fn(volume, path))
+                if self.progress and n % 200 == 0:
+                    self.progress(stage, n, total)
+        else:
+            size = max(50, min(500, total // (self.workers * 8) or 1))
+            for chunk in pool.map(chunk_fn, list(_chunks(paths, size))):
+                out.extend(chunk)
+                if self.progress:
+                    self.progress(stage, len(out), total)
+        if self.progress:
+            self.progress(stage, total, total)
+        return out
+
+    def _assemble(
+        self,
+        volume: Volume,
+        tree: Tree,
+        parsed: list[ParsedManifest],
+        previous: dict[str, ManifestState],
+        report: CrawlReport,
+        now: datetime,
+        pool: Any,
+    ) -> tuple[list[dict[str, Any]], dict[str, Pending]]:
+        """Turns parsed manifests into asset documents; returns those that changed."""
+        crawled_at = now.isoformat()
+        staged: list[tuple[ParsedManifest, list[tuple[int, int, dict, DataSelection]]]] = []
+        schema_wanted: set[str] = set()
+        for pm in parsed:
+            for problem in pm.problems:
+                (report.errors if problem.severity == "error" else report.warnings).append(problem)
+            docs = []
+            for index, line, fields in pm.docs:
+                sel = select_data(tree, volume, pm.path, fields.get("location"))
+                if sel.problem:
+                    report.warnings.append(
+                        Problem(
+                            path=pm.path,
+                            line=line,
+                            field="location",
+                            reason=sel.problem,
+                            severity="warning",
+                        )
+                    )
+                if "schema" not in fields:
+                    candidate = _schema_candidate(sel.files)
+                    if candidate:
+                        schema_wanted.add(candidate)
+                docs.append((index, line, fields, sel))
+            staged.append((pm, docs))
+
+        schemas: dict[str, list[dict[str, Any]]] = {}
+        if schema_wanted:
+            results = self._map(
+                pool, _schema_chunk, volume, _read_schema, sorted(schema_wanted), "schemas"
+            )
+            for path, fields_, problem in results:
+                if fields_ is not None:
+                    schemas[path] = fields_
+                elif problem:
+                    report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
+
+        upserts: list[dict[str, Any]] = []
+        # path -> (new state, {asset id: line}) for manifests whose state may be saved
+        pending: dict[str, Pending] = {}
+        for pm, docs in staged:
+            # With errors, re-parse next time so they are reported until fixed.
+            clean = not any(p.severity == "error" for p in pm.problems)
+            entry = tree.manifests[pm.path]
+            old = previous.get(pm.path)
+            old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
+            new_docs: list[dict[str, Any]] = []
+            lines: dict[str, int] = {}
+            for index, line, fields, sel in docs:
+                doc = self._asset_doc(volume, pm.path, index, fields, sel, schemas)
+                content = _content_hash(doc)
+                doc["_hash"] = content
+                lines[doc["id"]] = line
+                report.documents += 1
+                if old_hashes.get(doc["id"]) == content:
+                    report.unchanged += 1
+                else:
+                    upserts.append({**doc, "crawled_at": crawled_at})
+                new_docs.append(doc)
+            if not clean and old is not None:
+                # Assets of a broken document are kept until the file is fixed or removed.
+                kept = {d["id"] for d in new_docs}
+                new_docs += [d for d in old.docs if d["id"] not in kept]
+            new_state = ManifestState(
+                fingerprint=fingerprint(entry, [d[3] for d in docs]) if clean else "",
+                locations=[d[2].get("location") for d in docs],
+                docs=new_docs,
+            )
+            pending[pm.path] = Pending(new_state, lines, clean)
+        return upserts, pending
+
+    def _asset_doc(
+        self,
+        volume: Volume,
+        path: str,
+        index: int,
+        fields: dict[str, Any],
+        sel: DataSelection,
+        schemas: dict[str, list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        from cairn.models import crawled_id
+
+        doc = dict(fields)
+        doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
+        if not doc.get("extra"):
+            doc.pop("extra", None)
+        doc["volume"] = volume.url
+        doc["manifest_path"] = path
+        doc["location"] = sel.location_url or fields.get("location")
+        if sel.size is not None:
+            doc["size_bytes"] = sel.size
+        if sel.mtime_ns:
+            doc["modified_at"] = datetime.fromtimestamp(sel.mtime_ns / 1e9, UTC).isoformat()
+        if "format" not in doc:
+            guessed = guess_format(f.name for f in sel.files)
+            if guessed:
+                doc["format"] = guessed
+        if "schema" not in doc:
+            candidate = _schema_candidate(sel.files)
+            if candidate and candidate in schemas:
+                doc["schema"] = schemas[candidate]
+        return doc
+
+    def _deletions(
+        self,
+        tree: Tree,
+        previous: dict[str, ManifestState],
+        pending: dict[str, Pending],
+        upserts: list[dict[str, Any]],
+        report: CrawlReport,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Soft-deletes assets whose manifest (or document) vanished."""
+        # A folder the walk could not read may still hold its manifests: never delete those.
+        unreadable = [p.path for p in tree.problems]
+        upserted = {d["id"] for d in upserts}
+        out = []
+        for path, old in previous.items():
+            if path in tree.manifests:
+                if path not in pending:
+                    continue
+                still = {d["id"] for d in pending[path].state.docs}
+                gone = [d for d in old.docs if d["id"] not in still]
+            else:
+                if any(path == u or path.startswith(u + "/") for u in unreadable):
+                    continue
+                gone = old.docs
+            for doc in gone:
+                if doc["id"] in upserted or doc.get("deleted"):
+                    continue
+                out.append({**doc, "deleted": True, "crawled_at": now.isoformat()})
+        return out
+
+    def _push(
+        self,
+        items: list[dict[str, Any]],
+        pending: dict[str, Pending],
+        previous: dict[str, ManifestState],
+        tree: Tree,
+        report: CrawlReport,
+        state: CrawlState,
+    ) -> None:
+        failed_ids: set[str] = set()
+        deleted_ids: set[str] = set()
+        batch_size = self.settings.crawl_batch_size
+        pushed = 0
+        with CataloguePusher(
+            self.catalogue_url,
+            api_key=self.api_key,
+            timeout=self.settings.http_timeout,
+            attempts=self.settings.http_retries,
+        ) as pusher:
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+                try:
+                    result = pusher.bulk(wire)
+                except CatalogueUnreachable as exc:
+                    # Save what landed so far; the rest is sent again next time.
+                    self._save_state(
+                        state,
+                        pending,
+                        previous,
+                        tree,
+                        failed_ids | _ids(items[start:]),
+                        deleted_ids,
+                    )
+                    raise CrawlFailed(str(exc)) from exc
+                for item, res in zip(batch, result.results, strict=True):
+                    if res.status == "error":
+                        failed_ids.add(item["id"])
+                        path = item.get("manifest_path") or "?"
+                        found = pending.get(path)
+                        line = found.lines.get(item["id"]) if found else None
+                        report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
+                        report.failed += 1
+                    elif res.status == "deleted":
+                        deleted_ids.add(item["id"])
+                        report.deleted += 1
+                    elif res.status == "created":
+                        report.created += 1
+                    elif res.status == "updated":
+                        report.updated += 1
+                    else:
+                        report.unchanged += 1
+                pushed += len(batch)
+                if self.progress:
+                    self.progress("push", pushed, len(items))
+        self._save_state(state, pending, previous, tree, failed_ids, deleted_ids)
+
+    @staticmethod
+    def _save_state(
+        state: CrawlState,
+        pending: dict[str, Pending],
+        previous: dict[str, ManifestState],
+        tree: Tree,
+        failed_ids: set[str],
+        deleted_ids: set[str],
+    ) -> None:
+        changed: dict[str, ManifestState] = {}
+        for path, item in pending.items():
+            new_state = item.state
+            if any(d["id"] in failed_ids for d in new_state.docs):
+                old = previous.get(path)
+                # Keep the old state so that unsent or refused documents are retried.
+                if old is not None:
+                    continue
+                new_state = ManifestState(
+                    "",
+                    new_state.locations,
+                    [d for d in new_state.docs if d["id"] not in failed_ids],
+                )
+            changed[path] = new_state
+        removed = []
+        for path, old in previous.items():
+            if path in tree.manifests:
+                continue
+            if all(d["id"] in deleted_ids or d.get("deleted") for d in old.docs):
+                removed.append(path)
+        state.save(changed, removed)
+
+
+@dataclass(slots=True)
+class Pending:
+    """A manifest that was parsed this crawl: its state to save once the push succeeded."""
+
+    state: ManifestState
+    lines: dict[str, int]  # asset id -> line of its document, for error reports
+    clean: bool  # False when the file had errors: keep its old assets and re-parse next time
+
+
+class _NoPool:
+    def __enter__(self) -> _NoPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _ids(items: list[dict[str, Any]]) -> set[str]:
+    return {d["id"] for d in items}
+
+
+def _schema_candidate(files: list[Entry]) -> str | None:
+    for ext in (".parquet", ".parq", ".csv", ".tsv"):
+        for f in files:
+            if f.name.lower().endswith(ext):
+                return f.path
+    return None
+
+
+def _content_hash(doc: dict[str, Any]) -> str:
+    body = {k: v for k, v in doc.items() if k not in ("crawled_at", "_hash")}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()

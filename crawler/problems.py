@@ -1,0 +1,44 @@
+"""What the crawler reports about a file it could not (fully) use.
+
+A crawl never stops on one bad file (DESIGN section 8); instead each issue becomes a ``Problem``
+that names the file and, where known, the line, column and field, so a person can fix it
+without guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(slots=True)
+class Problem:
+    path: str  # file path as shown to users (relative to the volume, or a URL)
+    reason: str  # says what is wrong and what to fix
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    field: str | None = None  # dotted field path, e.g. "schema.2.type"
+    severity: Severity = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "reason": self.reason,
+            "line": self.line,
+            "column": self.column,
+            "field": self.field,
+            "severity": self.severity,
+        }
+
+    def __str__(self) -> str:
+        # The "path:line:col:" prefix is what editors and CI log viewers turn into links.
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.field:
+            return f"{where}: {self.field}: {self.reason}"
+        return f"{where}: {self.reason}"

@@ -1,0 +1,198 @@
+"""What ``cairn crawl`` does around a crawl: modes, progress bar, report and exit code."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cairn.settings import get_settings
+from connectors import redact_url
+from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
+from crawler.crawl import Crawler, CrawlFailed, CrawlReport
+
+log = logging.getLogger("cairn.crawler")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_MANIFESTS = 0, 1, 2
+MAX_LISTED = 50
+
+
+def run_cli(
+    *,
+    volume: str | None,
+    catalogue: str | None = None,
+    every: str | None = None,
+    watch: bool = False,
+    as_json: bool = False,
+    config: Path | None = None,
+    patterns: list[str] | None = None,
+) -> int:
+    err = Console(stderr=True)
+    out = Console()
+    if (volume is None) == (config is None):
+        err.print("error: give either a volume to crawl or --config FILE (see cairn crawl --help)")
+        return EXIT_FAILED
+    try:
+        if config is not None:
+            return _run_config(load_config(config), catalogue, as_json, out, err)
+        interval = parse_duration(every) if every else None
+    except ConfigError as exc:
+        err.print(f"error: {exc}")
+        return EXIT_FAILED
+    assert volume is not None
+    spec = VolumeConfig(root=volume, patterns=patterns, catalogue_endpoint=catalogue)
+    if watch:
+        if "://" in volume and not volume.startswith("file://"):
+            err.print("error: --watch needs a local folder; for remote volumes use --every 15m")
+            return EXIT_FAILED
+        return _run_forever(spec, None, as_json, out, err, watch=True)
+    if interval is not None:
+        spec.schedule = every
+        return _run_forever(spec, interval, as_json, out, err, watch=False)
+    return _crawl_once(spec, as_json, out, err)
+
+
+def _crawler(
+    spec: VolumeConfig, progress: Callable[[str, int, int | None], None] | None
+) -> Crawler:
+    settings = get_settings()
+    return Crawler(
+        settings,
+        catalogue_url=spec.catalogue_endpoint,
+        patterns=spec.name_patterns(settings.manifest_patterns),
+        progress=progress,
+    )
+
+
+def _crawl_once(spec: VolumeConfig, as_json: bool, out: Console, err: Console) -> int:
+    try:
+        if err.is_terminal and not as_json:
+            report = _with_progress(spec, err)
+        else:
+            report = _crawler(spec, None).crawl(spec.root)
+    except CrawlFailed as exc:
+        if as_json:
+            out.print_json(orjson.dumps({"error": str(exc), "exit_code": EXIT_FAILED}).decode())
+        else:
+            err.print(f"error: crawl of {redact_url(spec.root)} could not run: {exc}")
+        return EXIT_FAILED
+    show_report(report, as_json, out)
+    return report.exit_code
+
+
+def _with_progress(spec: VolumeConfig, err: Console) -> CrawlReport:
+    columns = (
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return _crawler(spec, progress).crawl(spec.root)
+
+
+def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
+    if as_json:
+        out.print(orjson.dumps(report.to_dict()).decode(), soft_wrap=True, highlight=False)
+        return
+    out.print(
+        f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
+        f"{report.manifests_found} manifests ({report.manifests_parsed} parsed), "
+        f"{report.documents} assets",
+        highlight=False,
+    )
+    out.print(
+        f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
+        f"unchanged {report.unchanged}, failed {report.failed}",
+        highlight=False,
+    )
+    for label, problems in (("error", report.errors), ("warning", report.warnings)):
+        for problem in problems[:MAX_LISTED]:
+            out.print(f"  {label}: {problem}", highlight=False, soft_wrap=True)
+        if len(problems) > MAX_LISTED:
+            out.print(f"  ... and {len(problems) - MAX_LISTED} more {label}s (use --json)")
+
+
+def _run_forever(
+    spec: VolumeConfig,
+    interval: float | None,
+    as_json: bool,
+    out: Console,
+    err: Console,
+    *,
+    watch: bool,
+) -> int:
+    from crawler.watch import run_every
+    from crawler.watch import watch as watch_tree
+
+    stop = threading.Event()
+
+    def job() -> None:
+        try:
+            show_report(_crawler(spec, None).crawl(spec.root), as_json, out)
+        except CrawlFailed as exc:
+            err.print(f"error: {exc}")
+
+    try:
+        if watch:
+            root = Path(spec.root.removeprefix("file://"))
+            err.print(f"watching {root} for changes (Ctrl-C to stop)")
+            watch_tree(root, job, stop)
+        else:
+            assert interval is not None
+            err.print(f"crawling {redact_url(spec.root)} every {spec.schedule} (Ctrl-C to stop)")
+            run_every(interval, job, stop, start_now=spec.start_now)
+    except KeyboardInterrupt:
+        stop.set()
+    return EXIT_OK
+
+
+def _run_config(
+    config: CrawlConfig, catalogue: str | None, as_json: bool, out: Console, err: Console
+) -> int:
+    """One-shot volumes are crawled in turn; scheduled ones then run until Ctrl-C."""
+    from crawler.watch import run_every
+
+    worst = EXIT_OK
+    scheduled = []
+    for spec in config.volumes:
+        if catalogue:
+            spec.catalogue_endpoint = catalogue
+        if spec.interval is None:
+            worst = max(worst, _crawl_once(spec, as_json, out, err))
+        else:
+            scheduled.append(spec)
+    if not scheduled:
+        return worst
+    stop = threading.Event()
+    threads = []
+    for spec in scheduled:
+
+        def job(spec: VolumeConfig = spec) -> None:
+            _crawl_once(spec, as_json, out, err)
+
+        err.print(f"crawling {redact_url(spec.root)} every {spec.schedule}")
+        t = threading.Thread(
+            target=run_every, args=(spec.interval, job, stop, spec.start_now), daemon=True
+        )
+        t.start()
+        threads.append(t)
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+    return worst

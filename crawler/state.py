@@ -1,0 +1,73 @@
+"""What a crawler saw last time on one volume, so an unchanged volume causes no writes.
+
+One small SQLite file per volume under ``<data dir>/crawl-state/``. A manifest's row is only
+written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
+than loses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifests (
+    path        TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    locations   BLOB NOT NULL,   -- JSON list: the location of each document, for data stats
+    docs        BLOB NOT NULL    -- JSON list of the pushed asset documents
+);
+"""
+
+
+@dataclass(slots=True)
+class ManifestState:
+    fingerprint: str
+    locations: list[str | None]
+    docs: list[dict] = field(default_factory=list)
+
+    def ids(self) -> set[str]:
+        return {d["id"] for d in self.docs}
+
+
+class CrawlState:
+    def __init__(self, state_dir: Path, volume_url: str):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(volume_url.encode()).hexdigest()[:16]
+        self.path = state_dir / f"{key}.db"
+        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(SCHEMA)
+
+    def load(self) -> dict[str, ManifestState]:
+        rows = self._conn.execute("SELECT path, fingerprint, locations, docs FROM manifests")
+        return {
+            path: ManifestState(fp, orjson.loads(locs), orjson.loads(docs))
+            for path, fp, locs, docs in rows
+        }
+
+    def save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
+        if not changed and not removed:
+            return
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany("DELETE FROM manifests WHERE path = ?", [(p,) for p in removed])
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs)"
+                " VALUES (?, ?, ?, ?)",
+                [
+                    (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs))
+                    for p, s in changed.items()
+                ],
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,215 @@
+"""End to end: `cairn crawl` as a subprocess against a real catalogue process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import ProcessServer, cairn_env, run_cairn
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def make_volume(root: Path) -> None:
+    write(
+        root / "raw/sales/MANIFEST.yaml",
+        "name: sales_raw\ntype: dataset\ntags: [sales, raw]\nowners: [ana@example.com]\n",
+    )
+    pq.write_table(
+        pa.table({"store_id": pa.array([1, 2], pa.int64()), "amount": [1.5, 2.5]}),
+        root / "raw/sales/part-0000.parquet",
+    )
+    write(
+        root / "gold/daily/MANIFEST.yaml",
+        "name: sales_daily\ntype: dataset\ndescription: Daily sales per store.\n"
+        "tags: [sales, gold]\ndepends-on: [sales_raw]\n",
+    )
+    write(root / "gold/daily/daily.csv", "day,store_id,amount\n2026-01-01,1,10.5\n2026-01-02,2,\n")
+    write(
+        root / "ref/stores.cairn.yaml",
+        "name: stores\ntype: table\ntags: [reference]\n---\nname: regions\ntype: table\n",
+    )
+
+
+def search(base: str, **params: object) -> dict:
+    response = httpx.get(base + "/api/v1/assets", params=params, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def crawl(volume: Path, server: ProcessServer, *extra: str) -> tuple[int, dict]:
+    env = cairn_env(Path(server.env["CAIRN_DATA_DIR"]))
+    result = run_cairn("crawl", str(volume), "--catalogue", server.url, "--json", *extra, env=env)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["manifests_found"] == 3 and report["created"] == 4 and report["errors"] == []
+
+    base = catalogue_process.url
+    daily = httpx.get(base + "/api/v1/assets/by-name/sales_daily").json()
+    assert daily["depends_on"] == ["sales_raw"]  # Mastro alias accepted
+    assert [c["name"] for c in daily["schema"]] == ["day", "store_id", "amount"]  # from the CSV
+    assert daily["format"] == "csv" and daily["size_bytes"] > 0
+    assert (
+        daily["location"].startswith("file://")
+        and daily["manifest_path"] == "gold/daily/MANIFEST.yaml"
+    )
+    raw = httpx.get(base + "/api/v1/assets/by-name/sales_raw").json()
+    assert {c["name"]: c["type"] for c in raw["schema"]} == {
+        "store_id": "int64",
+        "amount": "double",
+    }
+    assert {i["name"] for i in search(base, q="sales")["items"]} == {"sales_raw", "sales_daily"}
+    assert [i["name"] for i in search(base, tag="reference")["items"]] == ["stores"]
+
+    # Unchanged volume: zero writes.
+    code, again = crawl(volume, catalogue_process)
+    assert code == 0
+    assert again["created"] == again["updated"] == again["deleted"] == 0
+    assert again["unchanged"] == 4 and again["manifests_parsed"] == 0
+
+    # Change one manifest, delete another, add a document.
+    write(
+        volume / "gold/daily/MANIFEST.yaml",
+        "name: sales_daily\ntype: dataset\ndescription: Daily sales per store, now with refunds.\n"
+        "tags: [sales, gold, refunds]\ndepends-on: [sales_raw]\n",
+    )
+    shutil.rmtree(volume / "raw/sales")
+    write(volume / "ref/stores.cairn.yaml", "name: stores\ntype: table\ntags: [reference]\n")
+    code, changed = crawl(volume, catalogue_process)
+    assert code == 0, changed
+    assert changed["updated"] == 1 and changed["deleted"] == 2 and changed["unchanged"] == 1
+    assert [i["name"] for i in search(base, q="refunds")["items"]] == ["sales_daily"]
+    gone = httpx.get(base + "/api/v1/assets/by-name/sales_raw").json()
+    assert gone["deleted"] is True  # soft delete: still there, marked
+    assert "sales_raw" not in {i["name"] for i in search(base, q="sales")["items"]}
+
+    code, last = crawl(volume, catalogue_process)
+    assert last["created"] == last["updated"] == last["deleted"] == 0
+
+
+def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    write(volume / "broken/MANIFEST.yaml", "name: broken\ntype: dataset\ntags: [a, b\n")
+    write(volume / "wrongtype/MANIFEST.yaml", "name: wrong\ntype: spaceship\n")
+    (volume / "dir_named/MANIFEST.yaml").mkdir(parents=True)
+    os.mkfifo(volume / "fifo.cairn.yaml")
+    (volume / "loop").mkdir()
+    os.symlink(volume / "loop", volume / "loop" / "again")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2
+    assert report["created"] == 4
+    errors = {e["path"]: e for e in report["errors"]}
+    assert errors["broken/MANIFEST.yaml"]["line"] is not None
+    assert errors["wrongtype/MANIFEST.yaml"]["line"] == 2
+    assert "spaceship" in errors["wrongtype/MANIFEST.yaml"]["reason"]
+    warned = {w["path"] for w in report["warnings"]}
+    assert "dir_named/MANIFEST.yaml" in warned
+    assert "fifo.cairn.yaml" in warned
+    assert any(p.startswith("loop/again") for p in warned)
+    # Errors are reported again until fixed (the broken file is re-read each crawl).
+    code, again = crawl(volume, catalogue_process)
+    assert code == 2 and {e["path"] for e in again["errors"]} == set(errors)
+
+
+def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and report["created"] == 1
+    (error,) = report["errors"]
+    assert error["path"] == "b/MANIFEST.yaml" and "a/MANIFEST.yaml" in error["reason"]
+
+
+def test_moving_a_manifest_is_not_a_conflict(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "old/MANIFEST.yaml", "name: mover\ntype: dataset\n")
+    assert crawl(volume, catalogue_process)[0] == 0
+    (volume / "new").mkdir()
+    (volume / "old/MANIFEST.yaml").rename(volume / "new/MANIFEST.yaml")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["created"] == 1 and report["deleted"] == 1
+    moved = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/mover").json()
+    assert moved["manifest_path"] == "new/MANIFEST.yaml" and moved["deleted"] is False
+
+
+def test_crawl_exit_1_when_catalogue_is_unreachable(tmp_path: Path) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data", CAIRN_HTTP_RETRIES="2")
+    result = run_cairn("crawl", str(volume), "--catalogue", "http://127.0.0.1:9", env=env)
+    assert result.returncode == 1
+    assert "cannot reach the catalogue" in result.stderr
+    missing = run_cairn("crawl", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_crawl_waits_for_a_restarting_catalogue(tmp_path: Path) -> None:
+    """Started while the catalogue is down, the crawl retries and lands everything."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data")
+    server = ProcessServer("catalogue", env, tmp_path / "cat.log")
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    crawler = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue", server.url, "--json"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    server.start()
+    try:
+        out, err = crawler.communicate(timeout=90)
+        assert crawler.returncode == 0, err
+        assert json.loads(out)["created"] == 4
+        assert search(server.url)["total"] == 4
+    finally:
+        server.stop()
+
+
+def test_crawl_with_api_key(tmp_path: Path) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data", CAIRN_API_KEYS="crawler-secret-123")
+    server = ProcessServer("catalogue", env, tmp_path / "cat.log").start()
+    try:
+        denied = run_cairn("crawl", str(volume), "--catalogue", server.url, env=env)
+        assert denied.returncode == 1 and "CAIRN_API_KEY" in denied.stderr
+        allowed = run_cairn(
+            "crawl",
+            str(volume),
+            "--catalogue",
+            server.url,
+            env={**env, "CAIRN_API_KEY": "crawler-secret-123", "CAIRN_LOG_LEVEL": "debug"},
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        for text in (denied.stdout, denied.stderr, allowed.stdout, allowed.stderr, server.logs()):
+            assert "crawler-secret-123" not in text
+    finally:
+        server.stop()
