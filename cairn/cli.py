@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ import orjson
 import typer
 
 from cairn import __version__
-from cairn.settings import get_settings
+from cairn.settings import Settings, get_settings
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -31,6 +32,16 @@ app = typer.Typer(
 
 class Service(StrEnum):
     catalogue = "catalogue"
+    featurestore = "featurestore"
+    ui = "ui"
+
+
+# service -> (app factory, settings prefix for host and port)
+SERVICES = {
+    Service.catalogue: ("catalogue_service.app:create_app", "catalogue"),
+    Service.featurestore: ("featurestore_service.app:create_app", "featurestore"),
+    Service.ui: ("ui.app:create_app", "ui"),
+}
 
 
 def _setup_logging() -> None:
@@ -42,6 +53,17 @@ def _setup_logging() -> None:
     )
     # httpx logs every request at INFO; our own logs already say what happened.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# What `cairn up` starts, in order, and what it prints for each.
+UP_SERVICES: tuple[Service, ...] = (Service.catalogue,)
+UP_LINKS = {
+    Service.catalogue: "/api/v1/assets?q=sales   (API docs at /docs)",
+    Service.featurestore: "/api/v1/featuresets   (API docs at /docs)",
+    Service.ui: "   <- open this in a browser",
+}
+# Called with the services' URLs once the example volume is crawled.
+UP_SEEDS: list[Callable[[dict[Service, str]], None]] = []
 
 
 def _version(value: bool) -> None:
@@ -67,15 +89,17 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
-    """Run one service in the foreground (catalogue on 127.0.0.1:8001 by default)."""
+    """Run one service in the foreground.
+
+    Defaults: catalogue 127.0.0.1:8001, featurestore 127.0.0.1:8002, ui 127.0.0.1:8080.
+    """
     import uvicorn
 
     _setup_logging()
     settings = get_settings()
-    if service is Service.catalogue:
-        target = "catalogue_service.app:create_app"
-        host = host or settings.catalogue_host
-        port = port or settings.catalogue_port
+    target, prefix = SERVICES[service]
+    host = host or getattr(settings, f"{prefix}_host")
+    port = port or getattr(settings, f"{prefix}_port")
     uvicorn.run(
         target,
         factory=True,
@@ -157,11 +181,18 @@ def up(
         stop.set()
 
     signal.signal(signal.SIGTERM, shutdown)
-    catalogue_url = f"http://{settings.catalogue_host}:{settings.catalogue_port}"
+    urls = {service: service_url(settings, service) for service in SERVICES}
+    # Services see each other at the addresses this command gives them.
+    env = {
+        **os.environ,
+        "CAIRN_CATALOGUE_URL": urls[Service.catalogue],
+        "CAIRN_FEATURESTORE_URL": urls[Service.featurestore],
+    }
     try:
-        children.append(_spawn("catalogue"))
-        _wait_ready(catalogue_url, children[-1], "catalogue")
-        typer.echo(f"catalogue ready at {catalogue_url} (API docs at {catalogue_url}/docs)")
+        for service in UP_SERVICES:
+            children.append(_spawn(service, env))
+            _wait_ready(urls[service], children[-1], service)
+            typer.echo(f"{service} ready at {urls[service]}")
         if crawl_examples:
             if not lake.is_dir():
                 typer.echo(
@@ -170,13 +201,15 @@ def up(
                     err=True,
                 )
                 raise typer.Exit(1)
-            code = runner.run_cli(volume=str(lake), catalogue=catalogue_url)
+            code = runner.run_cli(volume=str(lake), catalogue=urls[Service.catalogue])
             if code == 1:
                 raise typer.Exit(1)
+            for seed in UP_SEEDS:
+                seed(urls)
         typer.echo("")
         typer.echo("Cairn is up:")
-        typer.echo(f"  catalogue API   {catalogue_url}/api/v1/assets?q=sales")
-        typer.echo(f"  API docs        {catalogue_url}/docs")
+        for service in UP_SERVICES:
+            typer.echo(f"  {service:<13} {urls[service]}{UP_LINKS[service]}")
         typer.echo("Press Ctrl-C to stop.")
         while not stop.is_set():
             for child in children:
@@ -197,9 +230,14 @@ def up(
                 child.kill()
 
 
-def _spawn(service: str) -> subprocess.Popen[bytes]:
+def service_url(settings: Settings, service: Service) -> str:
+    prefix = SERVICES[service][1]
+    return f"http://{getattr(settings, f'{prefix}_host')}:{getattr(settings, f'{prefix}_port')}"
+
+
+def _spawn(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cairn", "serve", service]
-    return subprocess.Popen(cmd, env=os.environ.copy())
+    return subprocess.Popen(cmd, env=env)
 
 
 def _wait_ready(

@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     backend: str = Field("sqlite", description="Store backend; `sqlite` (embedded) for now.")
     catalogue_host: str = Field("127.0.0.1", description="Address the catalogue listens on.")
     catalogue_port: int = Field(8001, description="Port of the catalogue service.")
+    featurestore_host: str = Field("127.0.0.1", description="Address the feature store listens on.")
+    featurestore_port: int = Field(8002, description="Port of the feature store service.")
+    ui_host: str = Field("127.0.0.1", description="Address the web UI listens on.")
+    ui_port: int = Field(8080, description="Port of the web UI.")
+    featurestore_url: str = Field(
+        "http://127.0.0.1:8002", description="Feature store base URL used by the UI and clients."
+    )
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, description="Largest Parquet upload the feature store accepts."
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",
@@ -93,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def catalogue_db(self) -> Path:
         return self.data_dir / "catalogue.db"
+
+    @property
+    def featurestore_db(self) -> Path:
+        return self.data_dir / "featurestore.db"
 
     @property
     def crawl_state_dir(self) -> Path:
