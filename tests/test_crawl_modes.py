@@ -1,0 +1,136 @@
+"""Long-running crawl modes as real subprocesses: --watch, --every and --config."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
+from tests.test_crawl_e2e import write
+
+WAIT_S = 15  # generous bound for a change to land; the speed itself is benchmarked, not tested
+
+
+@contextmanager
+def crawler(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def wait_for(base: str, name: str, *, deleted: bool = False) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{base}/api/v1/assets/by-name/{name}", timeout=5)
+        if response.status_code == 200 and response.json()["deleted"] is deleted:
+            return response.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{name} (deleted={deleted}) did not land within {WAIT_S}s")
+
+
+def test_watch_pushes_changes(tmp_path: Path, catalogue_process: ProcessServer) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: first\ntype: dataset\n")
+    env = cairn_env(tmp_path / "data")
+    base = catalogue_process.url
+    with crawler(str(volume), "--watch", "--catalogue", base, env=env):
+        wait_for(base, "first")
+        write(volume / "b/MANIFEST.yaml", "name: second\ntype: dataset\ntags: [new]\n")
+        wait_for(base, "second")
+        write(volume / "b/MANIFEST.yaml", "name: second\ntype: dataset\ntags: [changed]\n")
+        deadline = time.monotonic() + WAIT_S
+        while httpx.get(f"{base}/api/v1/assets/by-name/second").json()["tags"] != ["changed"]:
+            assert time.monotonic() < deadline, "the change did not land"
+            time.sleep(0.1)
+        (volume / "a/MANIFEST.yaml").unlink()
+        wait_for(base, "first", deleted=True)
+
+
+def test_watch_refuses_remote_volumes(tmp_path: Path) -> None:
+    result = run_cairn("crawl", "hdfs://nn:9870/lake", "--watch", env=cairn_env(tmp_path))
+    assert result.returncode == 1 and "--every" in result.stderr
+
+
+def test_every_recrawls_on_schedule(tmp_path: Path, catalogue_process: ProcessServer) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: scheduled\ntype: dataset\n")
+    env = cairn_env(tmp_path / "data")
+    base = catalogue_process.url
+    with crawler(str(volume), "--every", "1s", "--catalogue", base, env=env):
+        wait_for(base, "scheduled")
+        write(volume / "b/MANIFEST.yaml", "name: later\ntype: dataset\n")
+        wait_for(base, "later")
+
+
+def test_bad_schedule_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cairn("crawl", str(tmp_path), "--every", "soon", env=cairn_env(tmp_path))
+    assert result.returncode == 1 and "30s, 15m, 1h" in result.stderr
+
+
+def test_config_file_with_mastro_keys(tmp_path: Path, catalogue_process: ProcessServer) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    write(one / "MANIFEST.yaml", "name: from_one\ntype: dataset\n")
+    write(two / "meta.yml", "name: from_two\ntype: table\n")  # only matched by the regex
+    write(two / "MANIFEST.yaml", "name: ignored_by_regex\ntype: table\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(
+        "volumes:\n"
+        f"  - root: {one}\n"
+        f"    catalogue-endpoint: {catalogue_process.url}\n"
+        f"  - root: {two}\n"
+        "    filter-filename: '^meta\\.ya?ml$'\n"
+        f"    catalogue-endpoint: {catalogue_process.url}\n"
+    )
+    result = run_cairn("crawl", "--config", str(config), "--json", env=cairn_env(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["created"] for r in reports] == [1, 1]
+    names = {i["name"] for i in httpx.get(catalogue_process.url + "/api/v1/assets").json()["items"]}
+    assert names == {"from_one", "from_two"}
+
+
+def test_scheduled_config_volume(tmp_path: Path, catalogue_process: ProcessServer) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "MANIFEST.yaml", "name: cfg_scheduled\ntype: dataset\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(
+        f"root: {volume}\nschedule: 1s\nstart-now: true\n"
+        f"catalogue-endpoint: {catalogue_process.url}\n"  # a Mastro config: one volume, no list
+    )
+    with crawler("--config", str(config), env=cairn_env(tmp_path / "d")):
+        wait_for(catalogue_process.url, "cfg_scheduled")
+        write(volume / "sub/MANIFEST.yaml", "name: cfg_later\ntype: dataset\n")
+        wait_for(catalogue_process.url, "cfg_later")
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "crawl.yaml"
+    config.write_text("volumes:\n  - root: /x\n    schedule: sometimes\n")
+    result = run_cairn("crawl", "--config", str(config), env=cairn_env(tmp_path))
+    assert result.returncode == 1 and "schedule" in result.stderr
+    neither = run_cairn("crawl", env=cairn_env(tmp_path))
+    assert neither.returncode == 1 and "--config" in neither.stderr
