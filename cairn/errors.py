@@ -77,6 +77,11 @@ class PayloadTooLarge(CairnError):
     title = "Payload too large"
 
 
+class InvalidRequest(CairnError):
+    status = 422
+    title = "Invalid request"
+
+
 class Unavailable(CairnError):
     status = 503
     title = "Service unavailable"

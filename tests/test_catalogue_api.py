@@ -333,3 +333,19 @@ def test_model_rules_on_the_api_path(api: httpx.Client) -> None:
     assert api.put("/assets/n4", json=huge).status_code == 422
     kept = api.put("/assets/n5", json={"name": "n5", "type": "dataset", "team": "core"}).json()
     assert kept["extra"] == {"team": "core"}
+
+
+def test_unfiltered_counts_follow_writes(api: httpx.Client) -> None:
+    """The home-page counts are cached per write generation; a write must show at once."""
+    seed(api, LAKE)
+    before = api.get("/assets").json()
+    assert before["total"] == 5 and before["facets"]["types"]["dataset"] == 2
+    seed(api, [asset("another", tags=["sales"])])
+    after = api.get("/assets").json()
+    assert after["total"] == 6 and after["facets"]["tags"]["sales"] == 4
+    target = api.get("/assets/by-name/another").json()["id"]
+    api.delete(f"/assets/{target}")
+    assert api.get("/assets").json()["total"] == 5
+    no_facets = api.get("/assets", params={"facets": "false"}).json()
+    assert no_facets["total"] == 5 and no_facets["facets"] == {"tags": {}, "types": {}}
+    assert api.get("/assets").json()["facets"]["tags"]["sales"] == 3

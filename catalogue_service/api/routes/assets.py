@@ -9,14 +9,8 @@ from fastapi.responses import Response
 
 from cairn.errors import BadRequest
 from cairn.models import Asset, AssetWrite, BulkResponse, Lineage, SearchPage, TagCount
-from catalogue_service.api.deps import (
-    CatalogueDep,
-    ReadGuard,
-    WriteGuard,
-    json_body,
-    parse_labels,
-)
-from catalogue_service.backends.base import SearchQuery, decode_cursor
+from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
+from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
@@ -81,38 +75,65 @@ async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> BulkResponse
     return await catalogue.bulk(body)
 
 
+SEARCH_PARAMETERS = [
+    {
+        "name": "q",
+        "in": "query",
+        "schema": {"type": "string", "maxLength": 1024},
+        "description": "Free text over name, tags, description and column names",
+    },
+    {
+        "name": "name",
+        "in": "query",
+        "schema": {"type": "string", "maxLength": 256},
+        "description": "Exact name or prefix (case-insensitive)",
+    },
+    {
+        "name": "tag",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "Repeat for AND",
+        "style": "form",
+        "explode": True,
+    },
+    {"name": "type", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "label",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "key:value, repeat for AND",
+        "style": "form",
+        "explode": True,
+    },
+    {"name": "owner", "in": "query", "schema": {"type": "string"}},
+    {"name": "include_deleted", "in": "query", "schema": {"type": "boolean", "default": False}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "next_cursor of the previous page",
+    },
+    {"name": "facets", "in": "query", "schema": {"type": "boolean", "default": True}},
+]
+
+
 @router.get(
     "/assets",
     dependencies=[ReadGuard],
-    response_model=SearchPage,
     summary="Search assets by text, name, tags, type, labels and owner",
+    response_model=SearchPage,
+    openapi_extra={"parameters": SEARCH_PARAMETERS},
 )
-async def search_assets(
-    catalogue: CatalogueDep,
-    q: Annotated[str | None, Query(max_length=1024, description="Free text")] = None,
-    name: Annotated[str | None, Query(max_length=256, description="Name or prefix")] = None,
-    tag: Annotated[list[str], Query(description="Repeat for AND")] = [],  # noqa: B006
-    type: Annotated[str | None, Query(max_length=64)] = None,
-    label: Annotated[list[str], Query(description="key:value, repeat for AND")] = [],  # noqa: B006
-    owner: Annotated[str | None, Query(max_length=1024)] = None,
-    include_deleted: bool = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    facets: bool = True,
-) -> Response:
-    query = SearchQuery(
-        q=q or None,
-        name=name or None,
-        tags=tag,
-        type=type or None,
-        labels=parse_labels(label),
-        owner=owner or None,
-        include_deleted=include_deleted,
-        limit=limit,
-        cursor=decode_cursor(cursor) if cursor else None,
-        facets=facets,
-    )
-    hits = await catalogue.search(query)
+async def search_assets(request: Request) -> Response:
+    # Parameters are parsed by hand: this is the hottest route, and FastAPI's generic
+    # parameter machinery cost a third of its time. SEARCH_PARAMETERS documents them.
+    query = parse_search(request.query_params)
+    hits = await request.app.state.catalogue.search(query)
     return Response(splice_page(hits), media_type="application/json")
 
 

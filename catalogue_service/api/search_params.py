@@ -1,0 +1,63 @@
+"""Parsing of the search route's query string, with messages that say what to fix."""
+
+from __future__ import annotations
+
+from starlette.datastructures import QueryParams
+
+from cairn.errors import InvalidRequest
+from catalogue_service.api.deps import parse_labels
+from catalogue_service.backends.base import SearchQuery, decode_cursor
+
+KNOWN = frozenset(
+    {"q", "name", "tag", "type", "label", "owner", "include_deleted", "limit", "cursor", "facets"}
+)
+MAX_LENGTHS = {"q": 1024, "name": 256, "type": 64, "owner": 1024, "cursor": 4096, "tag": 1024}
+TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def _fail(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Fix this parameter and send again: {field}: {message}",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def _bool(params: QueryParams, key: str, default: bool) -> bool:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    lowered = value.lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise _fail(key, f"{value!r} is not a boolean; use true or false")
+
+
+def parse_search(params: QueryParams) -> SearchQuery:
+    for key, value in params.multi_items():
+        limit = MAX_LENGTHS.get(key)
+        if limit is not None and len(value) > limit:
+            raise _fail(key, f"is {len(value)} characters long; the limit is {limit}")
+    raw_limit = params.get("limit")
+    limit = 20
+    if raw_limit:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise _fail("limit", f"{raw_limit!r} is not a whole number") from None
+        if not 1 <= limit <= 1000:
+            raise _fail("limit", "must be between 1 and 1000")
+    cursor = params.get("cursor")
+    return SearchQuery(
+        q=params.get("q") or None,
+        name=params.get("name") or None,
+        tags=[t for t in params.getlist("tag") if t],
+        type=params.get("type") or None,
+        labels=parse_labels(params.getlist("label")),
+        owner=params.get("owner") or None,
+        include_deleted=_bool(params, "include_deleted", False),
+        limit=limit,
+        cursor=decode_cursor(cursor) if cursor else None,
+        facets=_bool(params, "facets", True),
+    )
