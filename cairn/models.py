@@ -233,9 +233,15 @@ class AssetWrite(Manifest):
             self.id = name_id(self.name)
         return self.id
 
-    def content_hash(self) -> str:
+    def storage_doc(self) -> dict[str, Any]:
+        """The JSON document as stored, without the catalogue's own fields."""
+        self.ensure_id()
+        return self.model_dump(mode="json", by_alias=True)
+
+    def content_hash(self, doc: dict[str, Any] | None = None) -> str:
         """Hash of everything but ``crawled_at``: equal hashes mean nothing changed."""
-        body = self.model_dump(mode="json", by_alias=True, exclude={"crawled_at"})
+        body = dict(doc if doc is not None else self.storage_doc())
+        body.pop("crawled_at", None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

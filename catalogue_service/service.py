@@ -80,7 +80,7 @@ class Catalogue:
                 )
                 continue
             seen[asset_id] = index
-            writes.append(PreparedWrite(index, item, item.content_hash()))
+            writes.append(PreparedWrite.of(index, item))
         results = await self.store.upsert(writes, datetime.now(UTC)) if writes else []
         merged = sorted([*results, *failed.values()], key=lambda r: r.index)
         response = BulkResponse(results=merged)
@@ -99,7 +99,7 @@ class Catalogue:
                     "drop it from the body or make them equal."
                 )
             item.id = asset_id
-        write = PreparedWrite(0, item, item.content_hash())
+        write = PreparedWrite.of(0, item)
         (result,) = await self.store.upsert([write], datetime.now(UTC))
         if result.status == "error":
             raise Conflict(result.error or "the asset conflicts with another one")
@@ -113,7 +113,7 @@ class Catalogue:
             data = asset.model_dump(exclude={"revision", "updated_at"})
             data["deleted"] = True
             item = AssetWrite.model_validate(data)
-            write = PreparedWrite(0, item, item.content_hash())
+            write = PreparedWrite.of(0, item)
             await self.store.upsert([write], datetime.now(UTC))
             asset = await self.get(asset_id)
         return asset

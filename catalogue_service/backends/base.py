@@ -48,7 +48,13 @@ class PreparedWrite:
 
     index: int
     asset: AssetWrite
+    doc: dict[str, Any]  # the JSON document, dumped once for both hashing and storage
     content_hash: str
+
+    @classmethod
+    def of(cls, index: int, asset: AssetWrite) -> PreparedWrite:
+        doc = asset.storage_doc()
+        return cls(index, asset, doc, asset.content_hash(doc))
 
 
 class AssetStore(Protocol):

@@ -21,7 +21,7 @@ import anyio.to_thread
 import orjson
 
 from cairn.errors import InvalidCursor, Unavailable
-from cairn.models import Asset, AssetWrite, BulkItemResult, Facets
+from cairn.models import Asset, BulkItemResult, Facets
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
     PreparedWrite,
@@ -102,6 +102,41 @@ def label_text(value: Any) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+class _SideRows:
+    """Rows of the narrow tables for a whole write batch, inserted with one call per table."""
+
+    def __init__(self) -> None:
+        self.tags: list[tuple[str, int]] = []
+        self.labels: list[tuple[str, str, int]] = []
+        self.owners: list[tuple[str, int]] = []
+        self.deps: list[tuple[str, int]] = []
+        self.fts: list[tuple[int, str, str, str, str]] = []
+
+    def add(self, seq: int, doc: dict[str, Any]) -> None:
+        tags = doc.get("tags") or []
+        self.tags += [(t, seq) for t in tags]
+        self.labels += [(k, label_text(v), seq) for k, v in (doc.get("labels") or {}).items()]
+        self.owners += [(o, seq) for o in doc.get("owners") or ()]
+        self.deps += [(d, seq) for d in doc.get("depends_on") or ()]
+        columns = " ".join(f["name"] for f in doc.get("schema") or ())
+        self.fts.append((seq, doc["name"], " ".join(tags), doc.get("description") or "", columns))
+
+    def insert(self, conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)", self.tags)
+        conn.executemany(
+            "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)", self.labels
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO asset_owners(owner, seq) VALUES (?, ?)", self.owners
+        )
+        conn.executemany("INSERT OR IGNORE INTO asset_deps(dep, seq) VALUES (?, ?)", self.deps)
+        conn.executemany(
+            "INSERT INTO assets_fts(rowid, name, tags, description, columns)"
+            " VALUES (?, ?, ?, ?, ?)",
+            self.fts,
+        )
 
 
 class SQLiteStore:
@@ -193,12 +228,14 @@ class SQLiteStore:
         assert self._writer is not None, "store not opened"
         conn = self._writer
         results: list[BulkItemResult] = []
-        stamp = now.isoformat()
+        stamp = now.isoformat().replace("+00:00", "Z")
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                side = _SideRows()
                 for write in writes:
-                    results.append(self._apply(conn, write, now, stamp))
+                    results.append(self._apply(conn, write, stamp, side))
+                side.insert(conn)
                 conn.execute("COMMIT")
                 self._generation += 1
             except BaseException:
@@ -207,51 +244,45 @@ class SQLiteStore:
         return results
 
     def _apply(
-        self, conn: sqlite3.Connection, write: PreparedWrite, now: datetime, stamp: str
+        self, conn: sqlite3.Connection, write: PreparedWrite, stamp: str, side: _SideRows
     ) -> BulkItemResult:
-        item = write.asset
-        asset_id = item.ensure_id()
-        base = {"index": write.index, "id": asset_id, "name": item.name}
+        doc = write.doc
+        asset_id, name, deleted = doc["id"], doc["name"], bool(doc.get("deleted"))
+        base = {"index": write.index, "id": asset_id, "name": name}
         row = conn.execute(
             "SELECT seq, hash, revision, deleted FROM assets WHERE id = ?", (asset_id,)
         ).fetchone()
         if row is not None and row[1] == write.content_hash:
             return BulkItemResult(**base, status="unchanged", revision=row[2])
-        if not item.deleted:
+        if not deleted:
             clash = conn.execute(
                 "SELECT id, doc FROM assets WHERE name = ? AND deleted = 0 AND id != ?",
-                (item.name, asset_id),
+                (name, asset_id),
             ).fetchone()
             if clash is not None:
                 other = orjson.loads(clash[1])
                 where = other.get("manifest_path") or other.get("location") or "the API"
-                mine = item.manifest_path or "this request"
+                mine = doc.get("manifest_path") or "this request"
                 return BulkItemResult(
                     **base,
                     status="error",
                     error=(
-                        f"name {item.name!r} is already used by asset {clash[0]} (from {where}); "
+                        f"name {name!r} is already used by asset {clash[0]} (from {where}); "
                         f"names are unique in the catalogue, so rename the asset in {mine} "
                         "or remove the other one"
                     ),
                 )
         revision = 1 if row is None else row[2] + 1
-        # The item was validated on the way in; constructing skips a second validation.
-        asset = Asset.model_construct(
-            **{name: getattr(item, name) for name in AssetWrite.model_fields},
-            revision=revision,
-            updated_at=now,
-        )
-        doc = orjson.dumps(asset.model_dump(mode="json", by_alias=True))
+        stored = {**doc, "revision": revision, "updated_at": stamp}
         values = (
-            asset.name,
-            asset.name.lower(),
-            asset.type,
-            int(asset.deleted),
+            name,
+            name.lower(),
+            doc["type"],
+            int(deleted),
             revision,
             write.content_hash,
             stamp,
-            doc,
+            orjson.dumps(stored),
         )
         if row is None:
             cursor = conn.execute(
@@ -261,7 +292,7 @@ class SQLiteStore:
             )
             seq = cursor.lastrowid
             assert seq is not None
-            status = "deleted" if asset.deleted else "created"
+            status = "deleted" if deleted else "created"
         else:
             seq = row[0]
             conn.execute(
@@ -269,45 +300,12 @@ class SQLiteStore:
                 " updated_at=?, doc=? WHERE seq=?",
                 (*values, seq),
             )
-            self._clear_side_tables(conn, seq)
-            status = "deleted" if asset.deleted and not row[3] else "updated"
-        self._fill_side_tables(conn, seq, asset)
+            for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
+                conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
+            conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
+            status = "deleted" if deleted and not row[3] else "updated"
+        side.add(seq, doc)
         return BulkItemResult(**base, status=status, revision=revision)
-
-    @staticmethod
-    def _clear_side_tables(conn: sqlite3.Connection, seq: int) -> None:
-        for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
-            conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
-        conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
-
-    @staticmethod
-    def _fill_side_tables(conn: sqlite3.Connection, seq: int, asset: Asset) -> None:
-        if asset.tags:
-            conn.executemany(
-                "INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)",
-                [(t, seq) for t in asset.tags],
-            )
-        if asset.labels:
-            conn.executemany(
-                "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)",
-                [(k, label_text(v), seq) for k, v in asset.labels.items()],
-            )
-        if asset.owners:
-            conn.executemany(
-                "INSERT OR IGNORE INTO asset_owners(owner, seq) VALUES (?, ?)",
-                [(o, seq) for o in asset.owners],
-            )
-        if asset.depends_on:
-            conn.executemany(
-                "INSERT OR IGNORE INTO asset_deps(dep, seq) VALUES (?, ?)",
-                [(d, seq) for d in asset.depends_on],
-            )
-        columns = " ".join(f.name for f in asset.schema_ or ())
-        conn.execute(
-            "INSERT INTO assets_fts(rowid, name, tags, description, columns)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (seq, asset.name, " ".join(asset.tags), asset.description, columns),
-        )
 
     # --- reads --------------------------------------------------------------------------------
 
