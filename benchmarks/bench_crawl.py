@@ -15,7 +15,6 @@ Run alone: ``python -m benchmarks.bench_crawl [--quick] [--files N] [--manifests
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -34,13 +33,11 @@ from benchmarks.common import (
     CatalogueProcess,
     Section,
     Sizes,
-    add_size_args,
     bench_env,
-    command_line,
     ensure_tree,
     median,
     ms,
-    sizes_from,
+    parse_sizes,
     table,
     verdict,
     write_section,
@@ -338,12 +335,11 @@ def run(sizes: Sizes, command: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_size_args(parser)
-    args = parser.parse_args(argv)
-    ok = run(sizes_from(args), command_line("benchmarks.bench_crawl", argv))
+    sizes, command = parse_sizes(__doc__, "benchmarks.bench_crawl", argv)
+    ok = run(sizes, command)
     print(f"crawl benchmarks written to benchmarks/RESULTS.md; targets met: {ok}")
-    return 0 if ok else 1
+    # Missed targets are findings, written to RESULTS.md; the run itself succeeded.
+    return 0
 
 
 if __name__ == "__main__":

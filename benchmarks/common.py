@@ -297,6 +297,14 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     )
 
 
+def parse_sizes(doc: str, module: str, argv: Sequence[str] | None) -> tuple[Sizes, str]:
+    """Every benchmark's command line: the size options, and the command to record."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_size_args(parser)
+    args = parser.parse_args(argv)
+    return sizes_from(args), command_line(module, argv)
+
+
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python -m", module, *args])

@@ -9,7 +9,6 @@ footprint after the search is that of the process that took the whole ingest.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import traceback
@@ -19,10 +18,8 @@ from benchmarks import bench_crawl, bench_ingest, bench_search
 from benchmarks.common import (
     CatalogueProcess,
     Sizes,
-    add_size_args,
-    command_line,
     machine,
-    sizes_from,
+    parse_sizes,
 )
 from benchmarks.gen_tree import make_assets
 
@@ -61,11 +58,7 @@ def ingest_and_search(sizes: Sizes, command: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_size_args(parser)
-    args = parser.parse_args(argv)
-    sizes = sizes_from(args)
-    command = command_line("benchmarks.run_all", argv)
+    sizes, command = parse_sizes(__doc__, "benchmarks.run_all", argv)
     print(
         f"{command}\n{machine().describe()}\n"
         f"sizes: {sizes.files:,} files, {sizes.manifests:,} manifests, {sizes.assets:,} assets"
