@@ -17,9 +17,8 @@ import logging
 import os
 import stat as st_mod
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import (
@@ -96,7 +95,7 @@ class LocalVolume:
             raise VolumeError(f"volume root {given!r} is not a directory", path=given)
         self.root = real
         self._prefix = real if real.endswith("/") else real + "/"
-        self.url = Path(real).as_uri()
+        self.url = file_url(real)
 
     @classmethod
     def from_url(cls, url: str, **options: object) -> LocalVolume:
@@ -320,9 +319,18 @@ class LocalVolume:
 
     def url_for(self, path: str) -> str:
         rel = normalize_relpath(path)
-        return Path(os.path.join(self.root, rel)).as_uri() if rel else self.url
+        return file_url(os.path.join(self.root, rel)) if rel else self.url
 
 
 def _log_problem(path: str, reason: str) -> None:
     # Without a sink, problems still surface (design rule: every problem is reported).
     log.warning("walk: %s: %s", path or "<root>", reason)
+
+
+# RFC 3986 allows sub-delimiters in a path: keeping them makes partition paths such as
+# date=2026-01-01/part-*.parquet readable in the catalogue.
+_PATH_SAFE = "/:@!$&'()*+,;="
+
+
+def file_url(path: str) -> str:
+    return "file://" + quote_from_bytes(os.fsencode(path), safe=_PATH_SAFE)

@@ -123,6 +123,20 @@ class Tree:
     files_seen: int = 0
     _subtree: dict[str, tuple[int, int, int]] | None = None
 
+    def dirs_below(self, directory: str) -> list[str]:
+        """The folder itself and every folder under it."""
+        if not directory:
+            return sorted(self.dirs)
+        prefix = directory + "/"
+        return sorted(d for d in self.dirs if d == directory or d.startswith(prefix))
+
+    def first_data_file_below(self, directory: str) -> Entry | None:
+        for d in self.dirs_below(directory):
+            found = _schema_candidate(sorted(self.files_by_dir.get(d, ()), key=lambda f: f.name))
+            if found:
+                return next(f for f in self.files_by_dir[d] if f.path == found)
+        return None
+
     def subtree_stats(self, directory: str) -> tuple[int, int, int]:
         """(total bytes, newest mtime_ns, file count) of a folder and everything below it."""
         if self._subtree is None:
@@ -144,6 +158,36 @@ class Tree:
                 p[2] += c[2]
             self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
         return self._subtree.get(directory, (0, 0, 0))
+
+
+def glob_regex(segments: list[str]) -> re.Pattern[str]:
+    """A path glob as a regular expression: ``*`` and ``?`` stay within one folder name,
+    ``[...]`` is a character class, and a ``**`` segment spans any number of folders."""
+    out = []
+    for n, seg in enumerate(segments):
+        if seg == "**":
+            # A final ** means everything below; elsewhere, any number of folders.
+            out.append("(?:[^/]+/)*[^/]+/" if n == len(segments) - 1 else "(?:[^/]+/)*")
+            continue
+        i = 0
+        while i < len(seg):
+            c = seg[i]
+            if c == "*":
+                out.append("[^/]*")
+            elif c == "?":
+                out.append("[^/]")
+            elif c == "[" and "]" in seg[i + 2 :]:
+                close = seg.index("]", i + 2)
+                body = seg[i + 1 : close]
+                negate = body[:1] in ("!", "^")
+                body = body[1:] if negate else body
+                out.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
+                i = close
+            else:
+                out.append(re.escape(c))
+            i += 1
+        out.append("/")
+    return re.compile("".join(out).removesuffix("/"))
 
 
 def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None = None) -> Tree:
@@ -210,10 +254,18 @@ def select_data(
                 location_url=None,
                 problem=f"location {location!r} points outside the volume; it was ignored",
             )
-    base, _, last = target.rpartition("/")
-    if any(c in last for c in "*?["):
+    segments = target.split("/") if target else []
+    glob_at = next((i for i, seg in enumerate(segments) if any(c in seg for c in "*?[")), None)
+    if glob_at is not None:
+        base = "/".join(segments[:glob_at])
+        pattern = glob_regex(segments[glob_at:])
         matched = sorted(
-            (f for f in tree.files_by_dir.get(base, ()) if fnmatch.fnmatchcase(f.name, last)),
+            (
+                f
+                for d in tree.dirs_below(base)
+                for f in tree.files_by_dir.get(d, ())
+                if pattern.fullmatch(f.path[len(base) + 1 :] if base else f.path)
+            ),
             key=lambda f: f.path,
         )
         return DataSelection(
@@ -226,8 +278,13 @@ def select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        direct = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
-        return DataSelection(volume.url_for(target), size, mtime_ns, count, direct)
+        files = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
+        if _schema_candidate(files) is None:
+            # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
+            below = tree.first_data_file_below(target)
+            files = [below] if below else files
+        return DataSelection(volume.url_for(target), size, mtime_ns, count, files)
+    base = target.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == target:
             return DataSelection(volume.url_for(target), f.size, f.mtime_ns, 1, [f])
