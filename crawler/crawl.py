@@ -9,12 +9,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import multiprocessing
 import os
 import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -434,9 +436,16 @@ class Crawler:
             to_parse.append(path)
         report.manifests_parsed = len(to_parse)
 
-        with self._pool(volume.url, len(to_parse)) as pool:
-            parsed = self._map(pool, _parse_chunk, volume, _parse_one, sorted(to_parse), "parse")
-            upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
+        try:
+            with self._pool(volume.url, len(to_parse)) as pool:
+                paths = sorted(to_parse)
+                parsed = self._map(pool, _parse_chunk, volume, _parse_one, paths, "parse")
+                upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
+        except BrokenProcessPool as exc:
+            raise CrawlFailed(
+                f"a parsing process died ({exc}); was it out of memory? "
+                "CAIRN_CRAWL_WORKERS=1 parses in the crawler's own process"
+            ) from exc
 
         deletions = self._deletions(tree, previous, pending, upserts, report, now)
         if upserts or deletions:
@@ -447,8 +456,15 @@ class Crawler:
     def _pool(self, volume_url: str, jobs: int) -> Any:
         if jobs < PARALLEL_THRESHOLD or self.workers < 2 or not volume_url.startswith("file:"):
             return _NoPool()
+        # forkserver: forking this process could copy a lock held by a scheduler thread
+        # (--every, --config); the fork server is a clean process with the modules preloaded.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["crawler.crawl"])
         return ProcessPoolExecutor(
-            max_workers=self.workers, initializer=_init_worker, initargs=(volume_url,)
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(volume_url,),
         )
 
     def _map(
