@@ -213,3 +213,21 @@ def test_crawl_with_api_key(tmp_path: Path) -> None:
             assert "crawler-secret-123" not in text
     finally:
         server.stop()
+
+
+def test_large_crawl_parses_in_worker_processes(tmp_path: Path, catalogue_process) -> None:
+    """Past PARALLEL_THRESHOLD manifests the crawler parses and reads schemas in a pool."""
+    from crawler.crawl import PARALLEL_THRESHOLD
+
+    volume = tmp_path / "lake"
+    count = PARALLEL_THRESHOLD + 50
+    for i in range(count):
+        write(volume / f"d{i // 100}/a{i}/MANIFEST.yaml", f"name: asset_{i}\ntype: dataset\n")
+        write(volume / f"d{i // 100}/a{i}/data.csv", "id,score\n1,0.5\n")
+    write(volume / "bad/MANIFEST.yaml", "name: [unclosed\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and report["created"] == count
+    assert [e["path"] for e in report["errors"]] == ["bad/MANIFEST.yaml"]
+    sample = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/asset_417").json()
+    assert [c["name"] for c in sample["schema"]] == ["id", "score"]
+    assert search(catalogue_process.url, limit=1)["total"] == count
