@@ -6,9 +6,12 @@ CairnError (500)
 ├── Unauthorized (401)
 ├── Forbidden (403)
 ├── NotFound (404)
+├── NotAcceptable (406)        no representation matches the Accept header
 ├── Conflict (409)
 ├── PayloadTooLarge (413)
-└── Unavailable (503)      backend unreachable; the client may retry
+├── UnsupportedMediaType (415)
+├── InvalidRequest (422)       a field or parameter fails validation
+└── Unavailable (503)          backend unreachable; the client may retry
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class NotFound(CairnError):
     title = "Not found"
 
 
+class NotAcceptable(CairnError):
+    status = 406
+    title = "Not acceptable"
+
+
 class Conflict(CairnError):
     status = 409
     title = "Conflict"
@@ -75,6 +83,11 @@ class Conflict(CairnError):
 class PayloadTooLarge(CairnError):
     status = 413
     title = "Payload too large"
+
+
+class UnsupportedMediaType(CairnError):
+    status = 415
+    title = "Unsupported media type"
 
 
 class InvalidRequest(CairnError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -57,6 +57,39 @@ def _check_text(value: str, what: str, limit: int) -> str:
     if _CONTROL.search(value):
         raise ValueError(f"{what} must not contain control characters")
     return value
+
+
+def label_text(value: Any) -> str:
+    """A label value as text, as label filters compare it (``label=pii:false``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def check_entries(values: list[str]) -> list[str]:
+    """A list of short strings (tags, owners, depends_on): none empty, duplicates dropped."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if not value:
+            raise ValueError("entries must not be empty")
+        _check_text(value, "an entry", MAX_SHORT)
+        seen.setdefault(value, None)
+    return list(seen)
+
+
+def check_labels(values: dict[str, LabelValue]) -> dict[str, LabelValue]:
+    for key, value in values.items():
+        _check_text(key, "a label key", MAX_SHORT)
+        if isinstance(value, str):
+            _check_text(value, f"label {key!r}", MAX_SHORT)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ValueError(f"label {key!r} is outside the 64-bit integer range")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"label {key!r} must be a finite number")
+    return values
 
 
 class SchemaField(BaseModel):
@@ -146,27 +179,12 @@ class Manifest(BaseModel):
     @field_validator("tags", "owners", "depends_on")
     @classmethod
     def _short_list(cls, values: list[str]) -> list[str]:
-        seen: dict[str, None] = {}
-        for value in values:
-            if not value:
-                raise ValueError("entries must not be empty")
-            _check_text(value, "an entry", MAX_SHORT)
-            seen.setdefault(value, None)
-        return list(seen)
+        return check_entries(values)
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, values: dict[str, LabelValue]) -> dict[str, LabelValue]:
-        for key, value in values.items():
-            _check_text(key, "a label key", MAX_SHORT)
-            if isinstance(value, str):
-                _check_text(value, f"label {key!r}", MAX_SHORT)
-            elif isinstance(value, int) and not isinstance(value, bool):
-                if not INT64_MIN <= value <= INT64_MAX:
-                    raise ValueError(f"label {key!r} is outside the 64-bit integer range")
-            elif isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"label {key!r} must be a finite number")
-        return values
+        return check_labels(values)
 
     @field_validator("schema_", mode="before")
     @classmethod
@@ -321,3 +339,359 @@ class Lineage(BaseModel):
 class TagCount(BaseModel):
     tag: str
     count: int
+
+
+# --- feature sets (DESIGN section 3) ---------------------------------------------------------
+
+FEATURESET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_FEATURESET_NAME = 200  # the catalogue asset is named "featureset:<name>" (256 at most)
+MAX_FEATURES = 10_000
+MAX_VALUE_ITEMS = 100_000  # entries of one list or map value
+MAX_STRING_VALUE = MAX_DESCRIPTION
+
+SCALAR_DTYPES = ("int", "float", "bool", "string", "timestamp")
+# Spellings other tools use, accepted on the way in and stored under Cairn's name.
+DTYPE_ALIASES = {
+    **{name: name for name in SCALAR_DTYPES},
+    **dict.fromkeys(
+        ("integer", "long", "bigint", "int8", "int16", "int32", "int64", "uint8", "uint16"),
+        "int",
+    ),
+    **dict.fromkeys(("uint32", "short", "smallint", "tinyint"), "int"),
+    **dict.fromkeys(("double", "float32", "float64", "real", "number"), "float"),
+    "boolean": "bool",
+    **dict.fromkeys(("str", "text", "utf8", "varchar"), "string"),
+    "datetime": "timestamp",
+}
+_DTYPE = re.compile(r"^(?:(list|map)\s*<\s*(?:string\s*,\s*)?([a-z0-9]+)\s*>|([a-z0-9]+))$")
+DTYPE_HELP = (
+    "use one of int, float, bool, string, timestamp, list<T> or map<T> "
+    "(T one of those five; map keys are strings)"
+)
+
+
+def normalize_dtype(text: str) -> str:
+    """``int64`` -> ``int``, ``map<string, double>`` -> ``map<float>``; unknown -> ValueError."""
+    found = _DTYPE.match(text.strip().lower())
+    if found:
+        container, inner, scalar = found.groups()
+        base = DTYPE_ALIASES.get(inner or scalar)
+        if base is not None:
+            return f"{container}<{base}>" if container else base
+    raise ValueError(f"dtype {text!r} is not known; {DTYPE_HELP}")
+
+
+def _scalar(dtype: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if dtype == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if INT64_MIN <= value <= INT64_MAX:
+                return value
+            raise ValueError(f"{value} is outside the 64-bit integer range")
+    elif dtype == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+            raise ValueError(f"{value} is not a finite number")
+    elif dtype == "bool":
+        if isinstance(value, bool):
+            return value
+    elif dtype == "string":
+        if isinstance(value, str):
+            if len(value) > MAX_STRING_VALUE:
+                raise ValueError(f"a string value is longer than {MAX_STRING_VALUE} characters")
+            return value
+    elif dtype == "timestamp":
+        return _timestamp(value)
+    raise ValueError(f"{_show(value)} is not {'an' if dtype == 'int' else 'a'} {dtype}")
+
+
+def _timestamp(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{_show(value)} is not an RFC 3339 timestamp such as 2025-06-16T05:45:00Z"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise ValueError(f"{_show(value)} is not a timestamp")
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no time zone; add one, e.g. Z for UTC")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def coerce_value(dtype: str, value: Any) -> Any:
+    """``value`` checked against a normalized ``dtype`` (null is allowed for any dtype)."""
+    if value is None:
+        return None
+    if dtype.startswith("list<"):
+        inner = dtype[5:-1]
+        if not isinstance(value, list):
+            raise ValueError(f"{_show(value)} is not a list")
+        if len(value) > MAX_VALUE_ITEMS:
+            raise ValueError(f"a list value holds more than {MAX_VALUE_ITEMS} items")
+        return [_scalar(inner, item) for item in value]
+    if dtype.startswith("map<"):
+        inner = dtype[4:-1]
+        if not isinstance(value, dict):
+            raise ValueError(f"{_show(value)} is not a map of string keys to {inner}")
+        if len(value) > MAX_VALUE_ITEMS:
+            raise ValueError(f"a map value holds more than {MAX_VALUE_ITEMS} entries")
+        return {
+            _check_text(str(k), "a map key", MAX_SHORT): _scalar(inner, v) for k, v in value.items()
+        }
+    return _scalar(dtype, value)
+
+
+class Feature(BaseModel):
+    """One named value of a feature set. Mastro's ``data_type`` is accepted for ``dtype``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=MAX_SHORT)
+    dtype: str = Field(
+        max_length=64,
+        validation_alias=AliasChoices("dtype", "data_type", "data-type"),
+        description="int, float, bool, string, timestamp, list<T> or map<T>",
+    )
+    value: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_text(value, "a feature name", MAX_SHORT)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        return normalize_dtype(value)
+
+    @model_validator(mode="after")
+    def _value(self) -> Feature:
+        try:
+            self.value = coerce_value(self.dtype, self.value)
+        except ValueError as exc:
+            raise ValueError(f"feature {self.name!r} ({self.dtype}): {exc}") from None
+        return self
+
+
+class FeatureSetMeta(BaseModel):
+    """What describes a new version, whatever its payload (JSON values or a Parquet upload)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=MAX_FEATURESET_NAME, pattern=FEATURESET_NAME)
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="Optional: the version this write expects to create; 409 when it exists.",
+    )
+    version_label: str | None = Field(None, max_length=MAX_SHORT)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LIST)
+    depends_on: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_LIST,
+        validation_alias=AliasChoices("depends_on", "depends-on"),
+        description="Catalogue asset ids or names this set is computed from.",
+    )
+    created_by: str | None = Field(None, max_length=MAX_SHORT)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, values: dict[str, LabelValue]) -> dict[str, LabelValue]:
+        return check_labels(values)
+
+    @field_validator("depends_on")
+    @classmethod
+    def _depends_on(cls, values: list[str]) -> list[str]:
+        return check_entries(values)
+
+    @field_validator("version_label", "created_by")
+    @classmethod
+    def _line(cls, value: str | None) -> str | None:
+        return None if value is None else _check_text(value, "this field", MAX_SHORT)
+
+
+class FeatureSetWrite(FeatureSetMeta):
+    """``POST /api/v1/featuresets``: a set of named values; creates the next version."""
+
+    features: list[Feature] = Field(min_length=1, max_length=MAX_FEATURES)
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, features: list[Feature]) -> list[Feature]:
+        seen: set[str] = set()
+        for feature in features:
+            if feature.name in seen:
+                raise ValueError(f"feature {feature.name!r} appears twice; names must be unique")
+            seen.add(feature.name)
+        return features
+
+
+class MastroFeatureSetWrite(BaseModel):
+    """Mastro's ``PUT /featureset/`` body: its string ``version`` becomes ``version_label``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str
+    version: str | None = None
+    description: str = ""
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    features: list[dict[str, Any]] = Field(default_factory=list)
+    depends_on: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("depends_on", "depends-on")
+    )
+
+    def write_data(self) -> dict[str, Any]:
+        """The body as ``FeatureSetWrite`` input (validated by the caller)."""
+        return {
+            "name": self.name,
+            "version_label": self.version,
+            "description": self.description,
+            "labels": self.labels,
+            "features": self.features,
+            "depends_on": self.depends_on,
+        }
+
+
+FeatureSetKind = Literal["values", "table"]
+
+
+class TableInfo(BaseModel):
+    """The tabular payload of a version: a Parquet file, described."""
+
+    rows: int
+    columns: list[SchemaField]
+    row_groups: int
+    size_bytes: int
+    sha256: str
+
+
+class TableRows(BaseModel):
+    """A page of a tabular set's rows, in the JSON representation."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    offset: int
+    limit: int
+    total_rows: int
+    next_offset: int | None = None
+
+
+class FeatureSetSummary(BaseModel):
+    """One version, without its values: what listings and searches return."""
+
+    name: str
+    version: int
+    version_label: str | None = None
+    kind: FeatureSetKind
+    description: str = ""
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    feature_count: int = Field(description="Features of a values set; columns of a table")
+    table: TableInfo | None = None
+    created_at: datetime
+    created_by: str | None = None
+    deleted: bool = False
+    deleted_at: datetime | None = None
+    etag: str = Field(description="ETag of the version's JSON representation")
+
+
+class FeatureSet(FeatureSetSummary):
+    """One immutable version of a feature set."""
+
+    features: list[Feature] = Field(default_factory=list)
+    data: TableRows | None = Field(None, description="Rows of a table, in JSON responses only")
+
+
+class FeatureSetPage(BaseModel):
+    items: list[FeatureSetSummary]
+    total: int
+    next_cursor: str | None = None
+
+
+class FeatureSetVersions(BaseModel):
+    name: str
+    items: list[FeatureSetSummary]
+    total: int
+    next_cursor: str | None = None
+
+
+class FeatureChange(BaseModel):
+    name: str
+    changed: list[Literal["dtype", "value"]]
+    old: Feature
+    new: Feature
+
+
+class ColumnChange(BaseModel):
+    name: str
+    old: SchemaField
+    new: SchemaField
+
+
+class SchemaDiff(BaseModel):
+    added: list[SchemaField] = Field(default_factory=list)
+    removed: list[SchemaField] = Field(default_factory=list)
+    changed: list[ColumnChange] = Field(default_factory=list)
+
+
+class RowCounts(BaseModel):
+    old: int
+    new: int
+    delta: int
+
+
+class MapDiff(BaseModel):
+    added: dict[str, Any] = Field(default_factory=dict)
+    removed: dict[str, Any] = Field(default_factory=dict)
+    changed: dict[str, list[Any]] = Field(default_factory=dict, description="key: [old, new]")
+
+
+class FeatureSetDiff(BaseModel):
+    """What changed from one version to another."""
+
+    name: str
+    old_version: int
+    new_version: int
+    old_kind: FeatureSetKind
+    new_kind: FeatureSetKind
+    added: list[Feature] = Field(default_factory=list)
+    removed: list[Feature] = Field(default_factory=list)
+    changed: list[FeatureChange] = Field(default_factory=list)
+    unchanged: int = 0
+    columns: SchemaDiff | None = Field(None, description="Schema changes of tabular sets")
+    rows: RowCounts | None = None
+    data_changed: bool = Field(description="False when both versions hold the same payload")
+    description_changed: bool = False
+    labels: MapDiff = Field(default_factory=MapDiff)
+    depends_on_added: list[str] = Field(default_factory=list)
+    depends_on_removed: list[str] = Field(default_factory=list)
+
+
+# --- Mastro's page-numbered queries (both services' Mastro-compatible routes) ----------------
+
+MASTRO_MAX_PER_PAGE = 1000
+
+
+class MastroTextQuery(BaseModel):
+    query: str = Field(min_length=1, max_length=1024)
+    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
+    page: int = Field(1, ge=1)
+
+
+class MastroLabelsQuery(BaseModel):
+    labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
+    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
+    page: int = Field(1, ge=1)

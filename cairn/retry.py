@@ -22,9 +22,14 @@ class RetryableStatus(Exception):
         self.response = response
 
 
+def backoff_delay(attempt: int, base: float = 0.25, cap: float = 8.0) -> float:
+    """Full jitter: random in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt, 32)))
+
+
 def backoff_delays(attempts: int, base: float = 0.25, cap: float = 8.0) -> list[float]:
-    """Full-jitter delays: random in [0, min(cap, base * 2**n)] between attempts."""
-    return [random.uniform(0, min(cap, base * 2**n)) for n in range(max(0, attempts - 1))]
+    """Full-jitter delays between ``attempts`` attempts."""
+    return [backoff_delay(n, base, cap) for n in range(max(0, attempts - 1))]
 
 
 def call_with_retries(

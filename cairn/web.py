@@ -24,10 +24,17 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cairn.errors import CairnError, PayloadTooLarge, Unauthorized
+from cairn.errors import (
+    BadRequest,
+    CairnError,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from cairn.settings import Settings
 
 log = logging.getLogger("cairn.web")
@@ -47,6 +54,21 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(root)"
 
 
+def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidRequest:
+    """A validation failure as a 422 whose detail lists the fields to fix."""
+    errors = [
+        {
+            "field": _field_path(tuple(e.get("loc", ()))),
+            "message": str(e.get("msg", "")).removeprefix("Value error, "),
+        }
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    if len(errors) > 5:
+        summary += f"; and {len(errors) - 5} more"
+    return InvalidRequest(f"Fix these fields and send again: {summary}", errors=errors)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CairnError)
     async def _cairn(request: Request, exc: CairnError) -> Response:
@@ -56,25 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {
-                "field": _field_path(tuple(e.get("loc", ()))),
-                "message": str(e.get("msg", "")).removeprefix("Value error, "),
-            }
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        if len(errors) > 5:
-            summary += f"; and {len(errors) - 5} more"
-        body = {
-            "type": "https://cairn.dev/problems/invalid-request",
-            "title": "Invalid request",
-            "status": 422,
-            "detail": f"Fix these fields and send again: {summary}",
-            "instance": request.url.path,
-            "errors": errors,
-        }
-        return problem_response(422, body)
+        return problem_response(422, invalid_request(exc).problem(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -261,6 +265,38 @@ async def read_guard(request: Request) -> None:
     keys: KeyChecker = request.app.state.keys
     if keys.read_needs_key:
         keys.check(request.headers.get("authorization"))
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed with orjson; 400 with the parser's reason when it is not JSON."""
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+
+
+def parse_labels(values: list[str]) -> list[tuple[str, str]]:
+    """``label=key:value`` query parameters as pairs (repeated means AND)."""
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition(":")
+        if not sep or not key:
+            raise BadRequest(
+                f"label={value!r} must look like key:value, for example label=domain:retail."
+            )
+        pairs.append((key, val))
+    return pairs
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
 ReadyCheck = Callable[[], Awaitable[None]]

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from cairn import paging
 from cairn.errors import BadRequest, Conflict, NotFound
 from cairn.models import (
     Asset,
@@ -241,15 +242,5 @@ def mastro_asset(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def mastro_page(docs: Iterable[bytes], total: int, page: int, per_page: int) -> dict[str, Any]:
-    total_pages = (total + per_page - 1) // per_page if per_page else 0
-    return {
-        "data": [mastro_asset(orjson.loads(d)) for d in docs],
-        "pagination": {
-            "total": total,
-            "page": page,
-            "perPage": per_page,
-            "prev": page - 1 if page > 1 else None,
-            "next": page + 1 if page < total_pages else None,
-            "totalPage": total_pages,
-        },
-    }
+    """Stored assets in Mastro's ``{data, pagination}`` shape (``cairn.paging``)."""
+    return paging.mastro_page([mastro_asset(orjson.loads(d)) for d in docs], total, page, per_page)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 from fastapi import Depends, Request
 
-from cairn.errors import BadRequest
-from cairn.web import read_guard, write_guard
+from cairn.web import json_body, parse_labels, read_guard, write_guard
 from catalogue_service.service import Catalogue
 
 
@@ -21,22 +19,5 @@ CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 WriteGuard = Depends(write_guard)
 ReadGuard = Depends(read_guard)
 
-
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
-
-
-def parse_labels(values: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        key, sep, val = value.partition(":")
-        if not sep or not key:
-            raise BadRequest(
-                f"label={value!r} must look like key:value, for example label=domain:retail."
-            )
-        pairs.append((key, val))
-    return pairs
+# Shared with the feature store (cairn.web); re-exported for the catalogue's routes.
+__all__ = ["CatalogueDep", "ReadGuard", "WriteGuard", "get_catalogue", "json_body", "parse_labels"]

@@ -6,15 +6,21 @@ Lineage traversal, Mastro's page arithmetic and problem reporting are written on
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
-from cairn.errors import InvalidCursor
 from cairn.models import Asset, AssetWrite, BulkItemResult, Facets
+from cairn.paging import decode_cursor, encode_cursor
+
+__all__ = [
+    "AssetStore",
+    "PreparedWrite",
+    "SearchHits",
+    "SearchQuery",
+    "decode_cursor",
+    "encode_cursor",
+]
 
 
 @dataclass(slots=True)
@@ -84,21 +90,3 @@ class AssetStore(Protocol):
     async def tag_counts(self, limit: int) -> dict[str, int]: ...
 
     async def type_counts(self) -> dict[str, int]: ...
-
-
-def encode_cursor(key: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise InvalidCursor(
-            "The cursor is not one this server issued; pass next_cursor from a previous page "
-            "unchanged, or omit it to start from the first page."
-        ) from exc
-    if not isinstance(key, list) or not key:
-        raise InvalidCursor("The cursor is malformed; omit it to start from the first page.")
-    return key

@@ -1,17 +1,14 @@
 """Embedded catalogue store: one SQLite file in WAL mode, FTS5 for text search.
 
 The full asset is kept as a JSON document; tags, labels, owners and lineage links are also
-kept in narrow tables so filters and facets are exact counts off an index. Writes go through
-one connection under a lock (SQLite has one writer anyway); each reading thread gets its own
-connection, which WAL lets run beside the writer.
+kept in narrow tables so filters and facets are exact counts off an index. Connections come
+from ``cairn.sqlite.SQLiteFile``: one writer under a lock, a bounded pool of readers that WAL
+lets run beside it.
 """
 
 from __future__ import annotations
 
-import queue
-import re
 import sqlite3
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +17,10 @@ from typing import Any, TypeVar
 import anyio.to_thread
 import orjson
 
-from cairn.errors import InvalidCursor, Unavailable
+from cairn.errors import InvalidCursor
 from cairn.models import Asset, BulkItemResult, Facets
 from cairn.settings import Settings
+from cairn.sqlite import READERS, SQLiteFile, fts_query, label_text
 from catalogue_service.backends.base import (
     PreparedWrite,
     SearchHits,
@@ -74,34 +72,8 @@ BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
 FACET_LIMIT = 50
-READERS = 4
-READER_CACHE_KIB = 16 * 1024
-WRITER_CACHE_KIB = 64 * 1024
 
 T = TypeVar("T")
-
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-def fts_query(text: str) -> str | None:
-    """Turns free text into an FTS5 query of quoted terms, so no user input is FTS syntax.
-
-    Every term must match; the last one also matches as a prefix (search-as-you-type).
-    """
-    tokens = _TOKEN.findall(text)
-    if not tokens:
-        return None
-    quoted = [f'"{t}"' for t in tokens[:32]]
-    quoted[-1] += "*"
-    return " ".join(quoted)
-
-
-def label_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
 
 
 class _SideRows:
@@ -142,76 +114,21 @@ class _SideRows:
 class SQLiteStore:
     def __init__(self, path: Path, readers: int = READERS):
         self.path = Path(path)
-        self._write_lock = threading.Lock()
-        self._writer: sqlite3.Connection | None = None
-        # A fixed pool of reader connections: memory stays bounded however many threads serve.
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all_readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._read_limiter = anyio.CapacityLimiter(readers)
-        # Bumped after every commit; the unfiltered totals below are valid for one generation.
-        self._generation = 0
+        # One writer under a lock, a fixed pool of readers: memory stays bounded.
+        self.db = SQLiteFile(self.path, readers=readers)
+        # The unfiltered totals below are valid until the next commit (self.db.commits).
         self._unfiltered: tuple[int, bool, int, Facets] | None = None
 
     # --- connections --------------------------------------------------------------------------
 
-    def _connect(self, cache_kib: int) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before the request is acknowledged (DESIGN 8).
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute(f"PRAGMA cache_size=-{cache_kib}")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        return conn
-
-    def _take_reader(self) -> sqlite3.Connection:
-        try:
-            return self._readers.get_nowait()
-        except queue.Empty:
-            conn = self._connect(READER_CACHE_KIB)
-            conn.execute("PRAGMA query_only=1")
-            with self._readers_lock:
-                self._all_readers.append(conn)
-            return conn
-
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        def run() -> T:
-            conn = self._take_reader()
-            try:
-                return fn(conn, *args)
-            finally:
-                self._readers.put(conn)
-
-        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
+        return await self.db.read(fn, *args)
 
     async def open(self) -> None:
-        await anyio.to_thread.run_sync(self._open_sync)
-
-    def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect(WRITER_CACHE_KIB)
-        conn.executescript(SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise Unavailable(
-                f"{self.path} was written by a newer Cairn (schema {row[0]}); upgrade Cairn."
-            )
-        self._writer = conn
+        await anyio.to_thread.run_sync(self.db.open, SCHEMA, SCHEMA_VERSION)
 
     async def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._all_readers:
-                conn.close()
-            self._all_readers.clear()
-            self._readers = queue.SimpleQueue()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.db.close()
 
     async def ping(self) -> None:
         def _ping(conn: sqlite3.Connection) -> None:
@@ -225,22 +142,13 @@ class SQLiteStore:
         return await anyio.to_thread.run_sync(self._upsert_sync, writes, now)
 
     def _upsert_sync(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
-        assert self._writer is not None, "store not opened"
-        conn = self._writer
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                side = _SideRows()
-                for write in writes:
-                    results.append(self._apply(conn, write, stamp, side))
-                side.insert(conn)
-                conn.execute("COMMIT")
-                self._generation += 1
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as conn:
+            side = _SideRows()
+            for write in writes:
+                results.append(self._apply(conn, write, stamp, side))
+            side.insert(conn)
         return results
 
     def _apply(
@@ -452,7 +360,7 @@ class SQLiteStore:
         # The unfiltered search (a UI's home page) counts every asset: keep its counts until
         # the next write rather than recount 100k rows per visit.
         unfiltered = where == ["a.deleted = 0"] and match is None
-        generation = self._generation
+        generation = self.db.commits
         cached = self._unfiltered
         if unfiltered and cached and cached[0] == generation and cached[1] >= query.facets:
             return SearchHits(docs, cached[2], cached[3] if query.facets else Facets(), next_cursor)

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from cairn.errors import BadRequest, Conflict
-from cairn.models import AssetWrite
+from cairn.models import AssetWrite, MastroTextQuery
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
 from catalogue_service.backends.base import SearchQuery
 from catalogue_service.service import Catalogue, mastro_asset, mastro_page
@@ -29,10 +29,7 @@ class TagsQuery(BaseModel):
     page: int = Field(1, ge=1)
 
 
-class TextQuery(BaseModel):
-    query: str = Field(min_length=1, max_length=1024)
-    limit: int = Field(10, ge=1, le=MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+TextQuery = MastroTextQuery  # shared with the feature store's Mastro routes
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -1,0 +1,263 @@
+"""Typed clients of the catalogue service (sync and async)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter
+
+from cairn.client._http import AsyncTransport, Call, SyncTransport, headers
+from cairn.models import (
+    Asset,
+    AssetWrite,
+    BulkResponse,
+    Lineage,
+    SearchPage,
+    TagCount,
+    label_text,
+)
+from cairn.settings import get_settings
+
+_TAGS = TypeAdapter(list[TagCount])
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _asset(response: httpx.Response) -> Asset:
+    return Asset.model_validate_json(response.content)
+
+
+class CatalogueCalls:
+    """The catalogue's API as ``Call``s; both clients send these."""
+
+    @staticmethod
+    def put_asset(asset: AssetWrite | dict[str, Any], asset_id: str | None) -> Call[Asset]:
+        item = asset if isinstance(asset, AssetWrite) else AssetWrite.model_validate(asset)
+        asset_id = asset_id or item.ensure_id()
+        body = item.model_dump(mode="json", by_alias=True, exclude={"id"})
+        return Call("PUT", f"/api/v1/assets/{_seg(asset_id)}", _asset, json=body, ok=(200, 201))
+
+    @staticmethod
+    def bulk(items: list[AssetWrite | dict[str, Any]]) -> Call[BulkResponse]:
+        body = [
+            i.model_dump(mode="json", by_alias=True) if isinstance(i, AssetWrite) else i
+            for i in items
+        ]
+        return Call(
+            "POST",
+            "/api/v1/assets/bulk",
+            lambda r: BulkResponse.model_validate_json(r.content),
+            json=body,
+        )
+
+    @staticmethod
+    def get_asset(asset_id: str) -> Call[Asset]:
+        return Call("GET", f"/api/v1/assets/{_seg(asset_id)}", _asset)
+
+    @staticmethod
+    def get_asset_by_name(name: str) -> Call[Asset]:
+        return Call("GET", f"/api/v1/assets/by-name/{_seg(name)}", _asset)
+
+    @staticmethod
+    def delete_asset(asset_id: str) -> Call[Asset]:
+        return Call("DELETE", f"/api/v1/assets/{_seg(asset_id)}", _asset)
+
+    @staticmethod
+    def search(
+        q: str | None,
+        name: str | None,
+        tags: list[str] | None,
+        type: str | None,
+        labels: dict[str, Any] | None,
+        owner: str | None,
+        include_deleted: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> Call[SearchPage]:
+        params: list[tuple[str, str]] = [("limit", str(limit))]
+        for key, value in (("q", q), ("name", name), ("type", type), ("owner", owner)):
+            if value:
+                params.append((key, value))
+        params += [("tag", t) for t in tags or ()]
+        params += [("label", f"{k}:{label_text(v)}") for k, v in (labels or {}).items()]
+        if include_deleted:
+            params.append(("include_deleted", "true"))
+        if cursor:
+            params.append(("cursor", cursor))
+        return Call(
+            "GET",
+            "/api/v1/assets",
+            lambda r: SearchPage.model_validate_json(r.content),
+            params=params,
+        )
+
+    @staticmethod
+    def lineage(asset_id: str, direction: str, depth: int) -> Call[Lineage]:
+        return Call(
+            "GET",
+            f"/api/v1/assets/{_seg(asset_id)}/lineage",
+            lambda r: Lineage.model_validate_json(r.content),
+            params=[("direction", direction), ("depth", str(depth))],
+        )
+
+    @staticmethod
+    def tags(limit: int) -> Call[list[TagCount]]:
+        return Call(
+            "GET", "/api/v1/tags", lambda r: _TAGS.validate_json(r.content), [("limit", str(limit))]
+        )
+
+    @staticmethod
+    def types() -> Call[dict[str, int]]:
+        return Call("GET", "/api/v1/types", lambda r: r.json())
+
+
+class CatalogueClient:
+    """``with CatalogueClient() as cat: cat.search(q="churn").items``"""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        **httpx_options: Any,
+    ):
+        settings = get_settings()
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        self._t = SyncTransport(
+            base_url or settings.catalogue_url,
+            headers(key, "catalogue"),
+            timeout,
+            **httpx_options,
+        )
+
+    def put_asset(self, asset: AssetWrite | dict[str, Any], asset_id: str | None = None) -> Asset:
+        return self._t.send(CatalogueCalls.put_asset(asset, asset_id))
+
+    def bulk(self, items: list[AssetWrite | dict[str, Any]]) -> BulkResponse:
+        return self._t.send(CatalogueCalls.bulk(items))
+
+    def get_asset(self, asset_id: str) -> Asset:
+        return self._t.send(CatalogueCalls.get_asset(asset_id))
+
+    def get_asset_by_name(self, name: str) -> Asset:
+        return self._t.send(CatalogueCalls.get_asset_by_name(name))
+
+    def delete_asset(self, asset_id: str) -> Asset:
+        return self._t.send(CatalogueCalls.delete_asset(asset_id))
+
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        type: str | None = None,
+        labels: dict[str, Any] | None = None,
+        owner: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        return self._t.send(
+            CatalogueCalls.search(
+                q, name, tags, type, labels, owner, include_deleted, limit, cursor
+            )
+        )
+
+    def lineage(self, asset_id: str, direction: str = "both", depth: int = 3) -> Lineage:
+        return self._t.send(CatalogueCalls.lineage(asset_id, direction, depth))
+
+    def tags(self, limit: int = 1000) -> list[TagCount]:
+        return self._t.send(CatalogueCalls.tags(limit))
+
+    def types(self) -> dict[str, int]:
+        return self._t.send(CatalogueCalls.types())
+
+    def close(self) -> None:
+        self._t.close()
+
+    def __enter__(self) -> CatalogueClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncCatalogueClient:
+    """``async with AsyncCatalogueClient() as cat: (await cat.search(q="churn")).items``"""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        **httpx_options: Any,
+    ):
+        settings = get_settings()
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        self._t = AsyncTransport(
+            base_url or settings.catalogue_url,
+            headers(key, "catalogue"),
+            timeout,
+            **httpx_options,
+        )
+
+    async def put_asset(
+        self, asset: AssetWrite | dict[str, Any], asset_id: str | None = None
+    ) -> Asset:
+        return await self._t.send(CatalogueCalls.put_asset(asset, asset_id))
+
+    async def bulk(self, items: list[AssetWrite | dict[str, Any]]) -> BulkResponse:
+        return await self._t.send(CatalogueCalls.bulk(items))
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return await self._t.send(CatalogueCalls.get_asset(asset_id))
+
+    async def get_asset_by_name(self, name: str) -> Asset:
+        return await self._t.send(CatalogueCalls.get_asset_by_name(name))
+
+    async def delete_asset(self, asset_id: str) -> Asset:
+        return await self._t.send(CatalogueCalls.delete_asset(asset_id))
+
+    async def search(
+        self,
+        q: str | None = None,
+        *,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        type: str | None = None,
+        labels: dict[str, Any] | None = None,
+        owner: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        return await self._t.send(
+            CatalogueCalls.search(
+                q, name, tags, type, labels, owner, include_deleted, limit, cursor
+            )
+        )
+
+    async def lineage(self, asset_id: str, direction: str = "both", depth: int = 3) -> Lineage:
+        return await self._t.send(CatalogueCalls.lineage(asset_id, direction, depth))
+
+    async def tags(self, limit: int = 1000) -> list[TagCount]:
+        return await self._t.send(CatalogueCalls.tags(limit))
+
+    async def types(self) -> dict[str, int]:
+        return await self._t.send(CatalogueCalls.types())
+
+    async def aclose(self) -> None:
+        await self._t.aclose()
+
+    async def __aenter__(self) -> AsyncCatalogueClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

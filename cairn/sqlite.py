@@ -1,0 +1,165 @@
+"""SQLite plumbing shared by the embedded stores (catalogue and feature store).
+
+One file in WAL mode with ``synchronous=FULL``: a commit is on disk before a request is
+acknowledged (DESIGN 8). Writes go through one connection under a lock inside ``BEGIN
+IMMEDIATE`` (SQLite has one writer anyway, and IMMEDIATE makes a second process wait for the
+lock rather than fail half-way); reads run on a fixed pool of connections in worker threads, so
+memory stays bounded however many requests are in flight.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from cairn.errors import Unavailable
+from cairn.models import label_text
+
+__all__ = ["SQLiteFile", "connect", "fts_query", "label_text"]
+
+T = TypeVar("T")
+
+READERS = 4
+READER_CACHE_KIB = 16 * 1024
+WRITER_CACHE_KIB = 64 * 1024
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def connect(path: Path, cache_kib: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before the request is acknowledged (DESIGN 8).
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA cache_size=-{cache_kib}")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+def fts_query(text: str) -> str | None:
+    """Turns free text into an FTS5 query of quoted terms, so no user input is FTS syntax.
+
+    Every term must match; the last one also matches as a prefix (search-as-you-type).
+    """
+    tokens = _TOKEN.findall(text)
+    if not tokens:
+        return None
+    quoted = [f'"{t}"' for t in tokens[:32]]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+class SQLiteFile:
+    """One database file: a writer connection under a lock and a bounded pool of readers."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = READERS,
+        reader_cache_kib: int = READER_CACHE_KIB,
+        writer_cache_kib: int = WRITER_CACHE_KIB,
+    ):
+        self.path = Path(path)
+        self._reader_cache_kib = reader_cache_kib
+        self._writer_cache_kib = writer_cache_kib
+        self._write_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._read_limiter = anyio.CapacityLimiter(readers)
+        # Commits through this object, bumped under the write lock once each is durable.
+        self.commits = 0
+
+    def open(self, schema: str, schema_version: int) -> sqlite3.Connection:
+        """Creates the file and its tables if needed; refuses a file from a newer Cairn."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path, self._writer_cache_kib)
+        conn.executescript(schema)
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (schema_version,)
+            )
+        elif int(row[0]) > schema_version:
+            conn.close()
+            raise Unavailable(
+                f"{self.path} was written by a newer Cairn (schema {row[0]}); upgrade Cairn."
+            )
+        self._writer = conn
+        return conn
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._all_readers:
+                conn.close()
+            self._all_readers.clear()
+            self._readers = queue.SimpleQueue()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def new_reader(self) -> sqlite3.Connection:
+        """A read-only connection outside the pool, for a caller that keeps it (a probe)."""
+        conn = connect(self.path, 1024)
+        conn.execute("PRAGMA query_only=1")
+        with self._readers_lock:
+            self._all_readers.append(conn)
+        return conn
+
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            conn = connect(self.path, self._reader_cache_kib)
+            conn.execute("PRAGMA query_only=1")
+            with self._readers_lock:
+                self._all_readers.append(conn)
+            return conn
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(conn, *args)`` on a pooled reader in a worker thread."""
+
+        def run() -> T:
+            conn = self._take_reader()
+            try:
+                return fn(conn, *args)
+            finally:
+                self._readers.put(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error."""
+        conn = self._writer
+        assert conn is not None, "database not opened"
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.commits += 1
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(conn, *args)`` in one write transaction in a worker thread."""
+
+        def run() -> T:
+            with self.transaction() as conn:
+                return fn(conn, *args)
+
+        return await anyio.to_thread.run_sync(run)

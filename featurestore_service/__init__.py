@@ -1,0 +1,7 @@
+"""The feature store service: immutable versioned feature sets, lineage to catalogue assets.
+
+``app.py`` builds the FastAPI app; ``service.py`` is the facade the routes call;
+``backends/`` hold the stores (``sqlite`` is the embedded default); ``blobs.py`` keeps the
+Parquet files of tables; ``outbox.py`` registers each set in the catalogue; ``seed.py`` and
+``cli.py`` are ``cairn up``'s seeding and ``cairn featureset``.
+"""

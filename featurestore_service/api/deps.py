@@ -1,0 +1,86 @@
+"""Typed dependencies and query-string parsing shared by the feature store's routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
+
+from cairn.errors import InvalidRequest
+from cairn.web import KeyChecker, invalid_request, read_guard, write_guard
+from featurestore_service.service import FeatureStore
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def get_featurestore(request: Request) -> FeatureStore:
+    # async: a plain def dependency would cost a threadpool hop on every request
+    return request.app.state.featurestore
+
+
+FeatureStoreDep = Annotated[FeatureStore, Depends(get_featurestore)]
+WriteGuard = Depends(write_guard)
+ReadGuard = Depends(read_guard)
+
+
+def check_read_key(request: Request) -> None:
+    """``read_guard`` inline, for routes that skip FastAPI's dependency machinery."""
+    keys: KeyChecker = request.app.state.keys
+    if keys.read_needs_key:
+        keys.check(request.headers.get("authorization"))
+
+
+def validated(model: type[M], data: Any) -> M:
+    """``model`` validated from ``data``; failures become a 422 listing the fields to fix."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
+
+
+def bad_param(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Fix this parameter and send again: {field}: {message}",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def int_param(
+    params: QueryParams, key: str, default: int | None, low: int, high: int | None = None
+) -> int | None:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_param(key, f"{raw!r} is not a whole number") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise bad_param(key, f"must be {bound}")
+    return value
+
+
+def time_param(params: QueryParams, key: str) -> datetime | None:
+    raw = params.get(key)
+    if not raw:
+        return None
+    # A "+" in an unencoded query string arrives as a space.
+    text = raw.strip().replace(" ", "+")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise bad_param(
+            key, f"{raw!r} is not an RFC 3339 timestamp such as 2025-06-16T05:45:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise bad_param(key, f"{raw!r} has no time zone; add one, e.g. Z for UTC")
+    return moment
+
+
+def list_param(params: QueryParams, key: str) -> list[str]:
+    """``columns=a,b`` and ``columns=a&columns=b`` alike."""
+    return [item.strip() for raw in params.getlist(key) for item in raw.split(",") if item.strip()]

@@ -1,0 +1,162 @@
+"""How a version goes out: content negotiation, ETags and 304s, and the tabular formats.
+
+A values set is JSON only, sent as the stored document. A table is JSON (the document plus a
+page of rows), an Arrow IPC stream or Parquet (the stored file itself when neither columns nor
+limit are asked for), with ``columns=`` projection and ``limit=``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import anyio.to_thread
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, StreamingResponse
+
+from cairn.errors import NotAcceptable, Unavailable
+from cairn.models import TableInfo
+from cairn.web import etag_matches
+from featurestore_service.api.deps import bad_param, int_param, list_param
+from featurestore_service.backends.base import StoredVersion
+from featurestore_service.service import FeatureStore
+from featurestore_service.tables import arrow_stream, check_columns, read_rows, write_subset
+
+JSON = "application/json"
+ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
+FORMATS = {"json": JSON, "arrow": ARROW, "parquet": PARQUET}
+ALIASES = {"application/x-parquet": PARQUET, "application/parquet": PARQUET}
+TABLE_MEDIA = (JSON, ARROW, PARQUET)
+VALUES_MEDIA = (JSON,)
+DEFAULT_ROWS = 100
+MAX_ROWS = 10_000
+
+
+def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
+    """The offered media type the Accept header prefers (first offered for ``*/*``)."""
+    if not accept:
+        return offered[0]
+    choices = []
+    for index, part in enumerate(accept.split(",")):
+        media, _, rest = part.partition(";")
+        quality = 1.0
+        for param in rest.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        choices.append((-quality, index, media.strip().lower()))
+    for negative_q, _, media in sorted(choices):
+        if negative_q == 0:
+            break
+        media = ALIASES.get(media, media)
+        if media in ("*/*", "application/*"):
+            return offered[0]
+        if media in offered:
+            return media
+    return None
+
+
+def _choose(request: Request, offered: tuple[str, ...], kind: str) -> str:
+    wanted = request.query_params.get("format")
+    if wanted:
+        media = FORMATS.get(wanted.lower())
+        if media is None:
+            raise bad_param("format", f"{wanted!r} is not one of json, arrow, parquet")
+    else:
+        media = negotiate(request.headers.get("accept"), offered)
+    if media is None or media not in offered:
+        if kind == "values":
+            raise NotAcceptable(
+                "A set of named values is served as JSON only; send Accept: application/json "
+                "(Arrow and Parquet are for tabular sets)."
+            )
+        raise NotAcceptable(
+            f"This table is served as {', '.join(TABLE_MEDIA)}; ask for one of those in "
+            "Accept, or pass format=json|arrow|parquet."
+        )
+    return media
+
+
+def send_json(request: Request, body: bytes, etag: str, status: int = 200) -> Response:
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"etag": etag})
+    return Response(body, status_code=status, media_type=JSON, headers={"etag": etag})
+
+
+async def send_version(request: Request, service: FeatureStore, stored: StoredVersion) -> Response:
+    """A values set's stored document, or the negotiated representation of a table."""
+    if stored.kind == "values":
+        accept = request.headers.get("accept")
+        if (accept is None or accept == JSON or accept == "*/*") and not request.query_params:
+            return send_json(request, stored.doc, stored.etag)  # the hot path
+        _choose(request, VALUES_MEDIA, "values")
+        return send_json(request, stored.doc, stored.etag)
+    return await send_table(request, service, stored)
+
+
+async def send_table(request: Request, service: FeatureStore, stored: StoredVersion) -> Response:
+    params = request.query_params
+    media = _choose(request, TABLE_MEDIA, "table")
+    info = TableInfo.model_validate(orjson.loads(stored.doc)["table"])
+    columns = check_columns(info, list_param(params, "columns"))
+    if media == JSON:
+        limit = int_param(params, "limit", DEFAULT_ROWS, 1, MAX_ROWS)
+        offset = int_param(params, "offset", 0, 0)
+    else:
+        limit = int_param(params, "limit", None, 0)
+        offset = None
+    variant = orjson.dumps([stored.etag, media, columns, limit, offset])
+    etag = f'"{hashlib.sha256(variant).hexdigest()[:32]}"'
+    headers = {"etag": etag, "vary": "accept", "x-cairn-version": str(stored.version)}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    path = service.blob_path(stored)
+    if not path.exists():
+        raise Unavailable(
+            f"The Parquet file of {stored.name} version {stored.version} is missing from "
+            f"{path.parent}; restore the data folder from a backup."
+        )
+    if media == JSON:
+        assert limit is not None and offset is not None
+        names, rows, total = await anyio.to_thread.run_sync(read_rows, path, columns, offset, limit)
+        end = offset + limit
+        page = orjson.dumps(
+            {
+                "columns": names,
+                "offset": offset,
+                "limit": limit,
+                "total_rows": total,
+                "next_offset": end if end < total else None,
+            }
+        )
+        # The stored document with "data" spliced in: rows are encoded once, by read_rows.
+        body = stored.doc[:-1] + b',"data":{"rows":' + rows + b"," + page[1:] + b"}"
+        return Response(body, media_type=JSON, headers=headers)
+    if media == ARROW:
+        return StreamingResponse(
+            arrow_stream(path, columns, limit), media_type=ARROW, headers=headers
+        )
+    filename = f"{stored.name}-v{stored.version}.parquet"
+    if columns is None and limit is None:
+        # The stored file itself: the bytes that were uploaded.
+        return FileResponse(path, media_type=PARQUET, headers=headers, filename=filename)
+    subset = service.blobs.temp_path(".parquet")
+    try:
+        await anyio.to_thread.run_sync(write_subset, path, subset, columns, limit)
+    except BaseException:
+        subset.unlink(missing_ok=True)
+        raise
+    return FileResponse(
+        subset,
+        media_type=PARQUET,
+        headers=headers,
+        filename=filename,
+        background=BackgroundTask(os.unlink, subset),
+    )

@@ -1,0 +1,80 @@
+"""The feature store service's FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from prometheus_client import Gauge
+
+from cairn.settings import Settings, get_settings
+from cairn.web import build_app
+from featurestore_service.api.routes import featuresets, mastro
+from featurestore_service.backends import create_store
+from featurestore_service.blobs import BlobStore
+from featurestore_service.outbox import CatalogueRegistrar
+from featurestore_service.service import FeatureStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    store = create_store(settings)
+    blobs = BlobStore(settings.featurestore_blobs)
+    service = FeatureStore(store, blobs, settings)
+    registrar = CatalogueRegistrar(service, settings)
+    service.on_write = registrar.notify
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        await anyio.to_thread.run_sync(blobs.open)
+        delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
+        try:
+            yield
+        finally:
+            delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivery
+            await store.close()
+
+    app = build_app(
+        title="Cairn feature store",
+        service="featurestore",
+        settings=settings,
+        ready=store.ping,
+        lifespan=lifespan,
+        # Parquet uploads (POST /featuresets/{name}/versions) get the upload cap; JSON keeps
+        # the 16 MiB body cap. Both are enforced while the body streams in.
+        body_limits={"/api/v1/featuresets/": settings.max_upload_bytes},
+    )
+    app.state.featurestore = service
+    app.state.registrar = registrar
+    Gauge(
+        "cairn_featurestore_outbox_pending",
+        "Feature sets waiting to be registered in the catalogue",
+        registry=app.state.metrics_registry,
+    ).set_function(lambda: registrar.pending)
+    app.include_router(mastro.router)
+    app.include_router(featuresets.router)
+    app.router.routes[0:0] = featuresets.FAST_ROUTES
+    _build_routes_now(app)
+    return app
+
+
+def _build_routes_now(app: FastAPI) -> None:
+    """Builds FastAPI's per-route state here rather than on the first request.
+
+    Recent FastAPI versions build included routes lazily, when the first request is matched;
+    two apps doing that at the same moment in one process (tests run several) can race in
+    pydantic's schema building. Building while the app is created avoids that, and takes the
+    cost off the first request. Versions without lazy routes have nothing to build.
+    """
+    pending = list(app.router.routes)
+    while pending:
+        build = getattr(pending.pop(), "effective_candidates", None)
+        if callable(build):
+            pending.extend(c for c in build() if hasattr(c, "effective_candidates"))

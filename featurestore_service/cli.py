@@ -1,0 +1,311 @@
+"""``cairn featureset ...``: put, get, list, versions, diff and delete feature sets."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+import yaml
+
+from cairn.errors import CairnError
+from cairn.settings import get_settings
+
+app = typer.Typer(
+    help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
+    no_args_is_help=True,
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Feature store base URL (default CAIRN_FEATURESTORE_URL)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
+
+
+def _client(url: str | None) -> Any:
+    from cairn.client import FeatureStoreClient
+
+    return FeatureStoreClient(url or get_settings().featurestore_url)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def _labels(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for value in values or ():
+        key, sep, val = value.partition(":")
+        if not sep or not key:
+            _fail(f"--label {value!r} must look like key:value, for example team:ml")
+        out[key] = val
+    return out
+
+
+def load_yaml_set(path: Path) -> dict[str, Any]:
+    """A feature-set YAML file: ``{name?, description, labels, depends_on, features: [...]}``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+        _fail(f"{path} must be a mapping with a features list of {{name, dtype, value}}")
+    return data
+
+
+@app.command()
+def put(
+    file: Annotated[Path, typer.Argument(help="A .yaml set of named values or a .parquet table.")],
+    name: Annotated[
+        str | None, typer.Option(help="Feature set name (default: the YAML's name).")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option("--depends-on", help="Catalogue asset this set is built from; repeatable."),
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key:value label; repeatable.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the set holds.")] = None,
+    version_label: Annotated[
+        str | None, typer.Option(help="Free text for this version, e.g. 2025-06-16.")
+    ] = None,
+    created_by: Annotated[
+        str | None, typer.Option(help="Who writes it (default: your login name).")
+    ] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store FILE as the next version of a feature set (versions are never overwritten)."""
+    if not file.is_file():
+        _fail(f"{file} is not a file")
+    author = created_by or _login()
+    try:
+        with _client(url) as client:
+            if file.suffix.lower() == ".parquet":
+                if not name:
+                    _fail("a Parquet file needs --name")
+                result = client.put_table(
+                    name,
+                    file,
+                    description=description,
+                    labels=_labels(label) or None,
+                    depends_on=depends_on,
+                    version_label=version_label,
+                    created_by=author,
+                )
+            else:
+                data = load_yaml_set(file)
+                name = name or data.get("name")
+                if not name:
+                    _fail(f"{file} has no name; pass --name")
+                result = client.put(
+                    name,
+                    data["features"],
+                    description=description or data.get("description"),
+                    labels={**(data.get("labels") or {}), **_labels(label)} or None,
+                    depends_on=depends_on or data.get("depends_on") or data.get("depends-on"),
+                    version_label=version_label or _text(data.get("version_label")),
+                    created_by=author,
+                )
+    except CairnError as exc:
+        _fail(exc.detail)
+    except ValueError as exc:  # the set failed validation before it was sent
+        _fail(str(exc))
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(
+            f"{result.name} version {result.version} stored ({result.kind}, etag {result.etag})"
+        )
+
+
+def _login() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@app.command()
+def get(
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
+    version: Annotated[int | None, typer.Option(help="A version number (default: latest).")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="The version current at this RFC 3339 time, e.g. 2025-06-16T00:00:00Z."
+        ),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="json (values, or a page of rows) or parquet.")
+    ] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (parquet).")
+    ] = None,
+    columns: Annotated[str | None, typer.Option(help="Comma-separated columns of a table.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Rows of a table to fetch.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Print a feature set (JSON), or save a table as Parquet with --format parquet -o FILE."""
+    if version is not None and as_of is not None:
+        _fail("give either --version or --as-of, not both")
+    wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    try:
+        with _client(url) as client:
+            if format == "json":
+                found = client.get(name, version=version, as_of=as_of, columns=wanted, limit=limit)
+                _print_json(found.model_dump(mode="json", exclude_none=True))
+            elif format == "parquet":
+                if output is None:
+                    if sys.stdout.isatty():
+                        _fail("Parquet is binary: pass -o FILE (or redirect the output)")
+                    target = Path("/dev/stdout")
+                else:
+                    target = output
+                client.download(
+                    name, target, version=version, as_of=as_of, columns=wanted, limit=limit
+                )
+                if output is not None:
+                    typer.echo(f"wrote {output} ({output.stat().st_size} bytes)", err=True)
+            else:
+                _fail(f"--format {format!r} is not json or parquet")
+    except CairnError as exc:
+        _fail(exc.detail)
+
+
+@app.command("list")
+def list_sets(
+    name: Annotated[str | None, typer.Option(help="Name prefix.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key:value; repeat for AND.")
+    ] = None,
+    q: Annotated[str | None, typer.Option("--q", help="Free text.")] = None,
+    limit: Annotated[int, typer.Option(help="Most sets to list.")] = 100,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List feature sets (their latest live versions)."""
+    try:
+        with _client(url) as client:
+            page = client.search(name=name, labels=_labels(label) or None, q=q, limit=limit)
+    except CairnError as exc:
+        _fail(exc.detail)
+    if as_json:
+        _print_json(page.model_dump(mode="json"))
+        return
+    typer.echo(f"{'name':<32} {'version':>7}  {'kind':<6} {'features':>8}  created_at")
+    for item in page.items:
+        created = item.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(
+            f"{item.name:<32} {item.version:>7}  {item.kind:<6} {item.feature_count:>8}  {created}"
+        )
+    typer.echo(f"{page.total} feature set(s)")
+
+
+@app.command()
+def versions(
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List every version of a feature set, newest first, with who created it and when."""
+    try:
+        with _client(url) as client:
+            listing = client.versions(name, limit=1000)
+    except CairnError as exc:
+        _fail(exc.detail)
+    if as_json:
+        _print_json(listing.model_dump(mode="json"))
+        return
+    typer.echo(f"{'version':>7}  {'created_at':<20} {'created_by':<20} label / state")
+    for item in listing.items:
+        state = " ".join(
+            part for part in (item.version_label or "", "DELETED" if item.deleted else "") if part
+        )
+        created = item.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{item.version:>7}  {created:<20} {item.created_by or '-':<20} {state}")
+
+
+@app.command()
+def diff(
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
+    old: Annotated[int, typer.Argument(help="The older version.")],
+    new: Annotated[int, typer.Argument(help="The newer version.")],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what changed between two versions: features, dtypes, values, schema, rows."""
+    try:
+        with _client(url) as client:
+            result = client.diff(name, old, new)
+    except CairnError as exc:
+        _fail(exc.detail)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    typer.echo(f"{name}: version {old} -> {new}")
+    for feature in result.added:
+        typer.echo(f"  + {feature.name} ({feature.dtype}) = {_show(feature.value)}")
+    for feature in result.removed:
+        typer.echo(f"  - {feature.name} ({feature.dtype})")
+    for change in result.changed:
+        before, after = change.old, change.new
+        typer.echo(
+            f"  ~ {change.name}: {before.dtype} {_show(before.value)} -> "
+            f"{after.dtype} {_show(after.value)}"
+        )
+    if result.columns is not None:
+        for column in result.columns.added:
+            typer.echo(f"  + column {column.name} ({column.type})")
+        for column in result.columns.removed:
+            typer.echo(f"  - column {column.name} ({column.type})")
+        for col in result.columns.changed:
+            typer.echo(f"  ~ column {col.name}: {col.old.type} -> {col.new.type}")
+    if result.rows is not None:
+        typer.echo(f"  rows: {result.rows.old} -> {result.rows.new} ({result.rows.delta:+d})")
+    for key, value in result.labels.added.items():
+        typer.echo(f"  + label {key}={value}")
+    for key in result.labels.removed:
+        typer.echo(f"  - label {key}")
+    for key, (before, after) in result.labels.changed.items():
+        typer.echo(f"  ~ label {key}: {before} -> {after}")
+    for dep in result.depends_on_added:
+        typer.echo(f"  + depends on {dep}")
+    for dep in result.depends_on_removed:
+        typer.echo(f"  - depends on {dep}")
+    if not result.data_changed:
+        typer.echo("  (same data)")
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
+    version: Annotated[int, typer.Argument(help="The version to soft-delete.")],
+    url: UrlOption = None,
+) -> None:
+    """Soft-delete one version: it stays listed, marked deleted, and is never latest again."""
+    try:
+        with _client(url) as client:
+            result = client.delete(name, version)
+    except CairnError as exc:
+        _fail(exc.detail)
+    typer.echo(f"{result.name} version {result.version} deleted")
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."

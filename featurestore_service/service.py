@@ -1,0 +1,383 @@
+"""The feature store's core logic; routes stay a few lines and call this facade.
+
+It turns writes into ``NewVersion``s for the backend, keeps the latest-version cache that makes
+``GET /featuresets/{name}`` cheap, computes diffs, and builds the catalogue asset that stands
+for each feature set (``featureset:<name>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from cairn.errors import Conflict, NotFound
+from cairn.models import (
+    ColumnChange,
+    FeatureChange,
+    FeatureSet,
+    FeatureSetDiff,
+    FeatureSetMeta,
+    FeatureSetWrite,
+    MapDiff,
+    RowCounts,
+    SchemaDiff,
+    TableInfo,
+)
+from cairn.settings import Settings
+from featurestore_service.backends.base import (
+    FeatureSetQuery,
+    FeatureSetStore,
+    Hits,
+    NewVersion,
+    StoredVersion,
+)
+from featurestore_service.blobs import BlobStore
+
+CACHE_MAX_BYTES = 64 * 1024 * 1024
+CACHE_MAX_ITEMS = 10_000
+
+
+def catalogue_id(name: str) -> str:
+    """The id (and name) of the catalogue asset that stands for feature set ``name``."""
+    return f"featureset:{name}"
+
+
+class LatestCache:
+    """Latest version per name, ready to send; emptied whenever the store's generation moves.
+
+    The generation is the store's commit counter, so a write by this process, another worker
+    or another process on the same file is seen on the next request.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_MAX_BYTES, max_items: int = CACHE_MAX_ITEMS):
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self.generation = -1
+        self._items: dict[str, StoredVersion] = {}
+        self._bytes = 0
+
+    def get(self, name: str, generation: int) -> StoredVersion | None:
+        if generation != self.generation:
+            self.clear()
+            self.generation = generation
+            return None
+        return self._items.get(name)
+
+    def put(self, stored: StoredVersion, generation: int) -> None:
+        if generation != self.generation or len(stored.doc) > self.max_bytes // 8:
+            return  # read under an older generation, or too big to be worth keeping
+        old = self._items.pop(stored.name, None)
+        if old is not None:
+            self._bytes -= len(old.doc)
+        while self._items and (
+            self._bytes + len(stored.doc) > self.max_bytes or len(self._items) >= self.max_items
+        ):
+            evicted = self._items.pop(next(iter(self._items)))
+            self._bytes -= len(evicted.doc)
+        self._items[stored.name] = stored
+        self._bytes += len(stored.doc)
+
+    def drop(self, name: str) -> None:
+        old = self._items.pop(name, None)
+        if old is not None:
+            self._bytes -= len(old.doc)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+
+def _body(
+    meta: FeatureSetMeta,
+    kind: str,
+    *,
+    features: list[dict[str, Any]],
+    table: TableInfo | None,
+    feature_count: int,
+) -> dict[str, Any]:
+    """Every FeatureSet field in order; the store fills in version, times and etag."""
+    return {
+        "name": meta.name,
+        "version": 0,
+        "version_label": meta.version_label,
+        "kind": kind,
+        "description": meta.description,
+        "labels": meta.labels,
+        "depends_on": meta.depends_on,
+        "feature_count": feature_count,
+        "table": table.model_dump(mode="json") if table else None,
+        "created_at": None,
+        "created_by": meta.created_by,
+        "deleted": False,
+        "deleted_at": None,
+        "etag": "",
+        "features": features,
+    }
+
+
+class FeatureStore:
+    def __init__(self, store: FeatureSetStore, blobs: BlobStore, settings: Settings):
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.cache = LatestCache()
+        # Called after every committed write (the catalogue registrar's wake-up).
+        self.on_write: Callable[[], None] = lambda: None
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def create(self, write: FeatureSetWrite) -> StoredVersion:
+        features = [f.model_dump(mode="json") for f in write.features]
+        payload = orjson.dumps(features)
+        new = NewVersion(
+            name=write.name,
+            kind="values",
+            body=_body(write, "values", features=features, table=None, feature_count=len(features)),
+            content_hash=hashlib.sha256(payload).hexdigest(),
+            search_text=" ".join(f.name for f in write.features),
+            expected_version=write.version,
+        )
+        return await self._commit(new)
+
+    async def create_table(
+        self, meta: FeatureSetMeta, chunks: AsyncIterator[bytes]
+    ) -> StoredVersion:
+        """Streams a Parquet upload to disk, checks it, then stores the next version."""
+        if meta.version is not None:
+            await self._check_expected(meta.name, meta.version)  # fail before 256 MiB arrive
+        blob = await self.blobs.ingest(chunks)
+        info = blob.info
+        new = NewVersion(
+            name=meta.name,
+            kind="table",
+            body=_body(meta, "table", features=[], table=info, feature_count=len(info.columns)),
+            content_hash=info.sha256,
+            search_text=" ".join(c.name for c in info.columns),
+            blob=info.sha256,
+            expected_version=meta.version,
+        )
+        return await self._commit(new)
+
+    async def _commit(self, new: NewVersion) -> StoredVersion:
+        stored = await self.store.create(new, datetime.now(UTC))
+        self.cache.drop(new.name)
+        self.on_write()
+        return stored
+
+    async def _check_expected(self, name: str, expected: int) -> None:
+        newest = await self.store.newest(name)
+        next_version = (newest.version if newest else 0) + 1
+        if expected != next_version:
+            if expected < next_version:
+                raise Conflict(
+                    f"Version {expected} of {name!r} already exists and versions are immutable;"
+                    f" leave version out to create version {next_version}."
+                )
+            raise Conflict(
+                f"The next version of {name!r} is {next_version}, not {expected}; leave version "
+                "out to get the next one."
+            )
+
+    async def delete(self, name: str, version: int) -> StoredVersion:
+        stored = await self.store.delete(name, version, datetime.now(UTC))
+        if stored is None:
+            await self._missing(name, version)
+        self.cache.drop(name)
+        self.on_write()
+        assert stored is not None
+        return stored
+
+    async def refuse_overwrite(self, name: str, version: int) -> NoReturn:
+        newest = await self.store.newest(name)
+        next_version = (newest.version if newest else 0) + 1
+        if newest is not None and version <= newest.version:
+            raise Conflict(
+                f"Version {version} of {name!r} exists and versions are immutable; POST "
+                f"/api/v1/featuresets to create version {next_version} instead."
+            )
+        raise Conflict(
+            f"Versions are assigned by the service and never written in place; POST "
+            f"/api/v1/featuresets to create version {next_version} of {name!r}."
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def cached_latest(self, name: str) -> StoredVersion | None:
+        """The latest version if it is in the cache: no thread hop, no query."""
+        return self.cache.get(name, self.store.generation())
+
+    async def latest(self, name: str) -> StoredVersion:
+        generation = self.store.generation()
+        hit = self.cache.get(name, generation)
+        if hit is not None:
+            return hit
+        stored = await self.store.latest(name)
+        if stored is None:
+            newest = await self.store.newest(name)
+            if newest is not None:
+                raise NotFound(
+                    f"Every version of feature set {name!r} is deleted; ask for one by number "
+                    f"(GET /api/v1/featuresets/{name}/versions lists them)."
+                )
+            raise NotFound(
+                f"No feature set is named {name!r}; names are case-sensitive "
+                "(GET /api/v1/featuresets?name=... searches by prefix)."
+            )
+        self.cache.put(stored, generation)
+        return stored
+
+    async def get(self, name: str, version: int) -> StoredVersion:
+        stored = await self.store.get(name, version)
+        if stored is None:
+            await self._missing(name, version)
+        assert stored is not None
+        return stored
+
+    async def as_of(self, name: str, at: datetime) -> StoredVersion:
+        stored = await self.store.as_of(name, at)
+        if stored is None:
+            await self.latest(name)  # 404 when the set does not exist at all
+            raise NotFound(
+                f"Feature set {name!r} had no live version at {at.isoformat()}; its first "
+                f"version was created later (GET /api/v1/featuresets/{name}/versions lists them)."
+            )
+        return stored
+
+    async def _missing(self, name: str, version: int) -> NoReturn:
+        newest = await self.store.newest(name)
+        if newest is None:
+            raise NotFound(f"No feature set is named {name!r}; names are case-sensitive.")
+        raise NotFound(
+            f"Feature set {name!r} has no version {version}; its versions are 1 to "
+            f"{newest.version}."
+        )
+
+    async def versions(self, name: str, limit: int, before: int | None) -> bytes:
+        hits = await self.store.versions(name, limit, before)
+        if hits.total == 0:
+            raise NotFound(f"No feature set is named {name!r}; names are case-sensitive.")
+        head = orjson.dumps({"total": hits.total, "next_cursor": hits.next_cursor})
+        return (
+            b'{"name":'
+            + orjson.dumps(name)
+            + b',"items":['
+            + b",".join(hits.docs)
+            + b"],"
+            + head[1:]
+        )
+
+    async def search(self, query: FeatureSetQuery) -> Hits:
+        return await self.store.search(query)
+
+    def blob_path(self, stored: StoredVersion) -> Path:
+        assert stored.blob is not None, "not a table"
+        return self.blobs.path(stored.blob)
+
+    # --- diff ---------------------------------------------------------------------------------
+
+    async def diff(self, name: str, old_version: int, new_version: int) -> FeatureSetDiff:
+        old_stored = await self.get(name, old_version)
+        new_stored = await self.get(name, new_version)
+        return diff_versions(
+            old_stored.model(),
+            new_stored.model(),
+            data_changed=old_stored.content_hash != new_stored.content_hash,
+        )
+
+    # --- the catalogue asset ------------------------------------------------------------------
+
+    async def catalogue_asset(self, name: str) -> dict[str, Any] | None:
+        """The asset that stands for ``name`` in the catalogue: its latest live version."""
+        live = await self.store.latest(name)
+        shown = live or await self.store.newest(name)
+        if shown is None:
+            return None
+        fs = shown.model()
+        labels: dict[str, Any] = {**fs.labels, "version": fs.version, "kind": fs.kind}
+        if fs.version_label:
+            labels["version_label"] = fs.version_label
+        if fs.table is not None:
+            schema = [c.model_dump() for c in fs.table.columns]
+        else:
+            schema = [{"name": f.name, "type": f.dtype} for f in fs.features]
+        base = self.settings.featurestore_url.rstrip("/")
+        return {
+            "id": catalogue_id(name),
+            "name": catalogue_id(name),
+            "type": "featureset",
+            "description": fs.description or f"Feature set {name} in the Cairn feature store.",
+            "tags": ["featurestore"],
+            "labels": labels,
+            "location": f"{base}/api/v1/featuresets/{name}",
+            "format": "parquet" if fs.kind == "table" else "json",
+            "schema": schema,
+            "depends_on": fs.depends_on,
+            "published_on": fs.created_at.isoformat(),
+            "deleted": live is None,
+        }
+
+
+def diff_versions(old: FeatureSet, new: FeatureSet, *, data_changed: bool) -> FeatureSetDiff:
+    old_features = {f.name: f for f in old.features}
+    new_features = {f.name: f for f in new.features}
+    changed: list[FeatureChange] = []
+    unchanged = 0
+    for name in old_features.keys() & new_features.keys():
+        before, after = old_features[name], new_features[name]
+        what: list[Any] = []
+        if before.dtype != after.dtype:
+            what.append("dtype")
+        if orjson.dumps(before.value) != orjson.dumps(after.value):
+            what.append("value")
+        if what:
+            changed.append(FeatureChange(name=name, changed=what, old=before, new=after))
+        else:
+            unchanged += 1
+    columns = None
+    rows = None
+    if old.table is not None or new.table is not None:
+        old_cols = {c.name: c for c in (old.table.columns if old.table else [])}
+        new_cols = {c.name: c for c in (new.table.columns if new.table else [])}
+        columns = SchemaDiff(
+            added=[c for n, c in new_cols.items() if n not in old_cols],
+            removed=[c for n, c in old_cols.items() if n not in new_cols],
+            changed=[
+                ColumnChange(name=n, old=old_cols[n], new=c)
+                for n, c in new_cols.items()
+                if n in old_cols and old_cols[n] != c
+            ],
+        )
+        old_rows = old.table.rows if old.table else 0
+        new_rows = new.table.rows if new.table else 0
+        rows = RowCounts(old=old_rows, new=new_rows, delta=new_rows - old_rows)
+    return FeatureSetDiff(
+        name=new.name,
+        old_version=old.version,
+        new_version=new.version,
+        old_kind=old.kind,
+        new_kind=new.kind,
+        added=[f for n, f in new_features.items() if n not in old_features],
+        removed=[f for n, f in old_features.items() if n not in new_features],
+        changed=sorted(changed, key=lambda c: c.name),
+        unchanged=unchanged,
+        columns=columns,
+        rows=rows,
+        data_changed=data_changed,
+        description_changed=old.description != new.description,
+        labels=_map_diff(old.labels, new.labels),
+        depends_on_added=[d for d in new.depends_on if d not in old.depends_on],
+        depends_on_removed=[d for d in old.depends_on if d not in new.depends_on],
+    )
+
+
+def _map_diff(old: dict[str, Any], new: dict[str, Any]) -> MapDiff:
+    return MapDiff(
+        added={k: v for k, v in new.items() if k not in old},
+        removed={k: v for k, v in old.items() if k not in new},
+        changed={k: [old[k], v] for k, v in new.items() if k in old and old[k] != v},
+    )

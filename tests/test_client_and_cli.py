@@ -1,0 +1,250 @@
+"""The typed clients (sync and async) and ``cairn featureset`` against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner, Result
+
+from cairn.cli import app
+from cairn.client import (
+    AsyncCatalogueClient,
+    AsyncFeatureStoreClient,
+    CatalogueClient,
+    FeatureStoreClient,
+    ServiceUnreachable,
+)
+from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.models import Asset, FeatureSet, FeatureSetDiff, FeatureSetVersions
+from cairn.settings import Settings
+from featurestore_service.app import create_app
+from tests.conftest import ROOT, ThreadServer, cairn_env, free_port, run_cairn
+
+EXAMPLES = ROOT / "examples" / "featuresets"
+
+
+@pytest.fixture
+def featurestore(settings: Settings, catalogue: ThreadServer) -> Iterator[ThreadServer]:
+    fs_settings = Settings(data_dir=settings.data_dir / "fs", catalogue_url=catalogue.url)
+    with ThreadServer(create_app(fs_settings)) as server:
+        yield server
+
+
+def table() -> pa.Table:
+    return pa.table({"id": list(range(20)), "score": [i / 10 for i in range(20)]})
+
+
+def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -> None:
+    with FeatureStoreClient(featurestore.url) as fs:
+        first = fs.put(
+            "serving",
+            [{"name": "threshold", "dtype": "float", "value": 0.5}],
+            depends_on=["churn_model"],
+            labels={"team": "ml"},
+            created_by="ana",
+        )
+        assert isinstance(first, FeatureSet) and first.version == 1
+        second = fs.put("serving", [{"name": "threshold", "dtype": "float", "value": 0.4}])
+        assert fs.get("serving").features[0].value == 0.4
+        assert fs.get("serving", version=1).created_by == "ana"
+        assert fs.get("serving", as_of=first.created_at).version == 1
+        assert fs.get("serving", as_of=second.created_at.isoformat()).version == 2
+        listing = fs.versions("serving")
+        assert isinstance(listing, FeatureSetVersions) and listing.total == 2
+        diff = fs.diff("serving", 1, 2)
+        assert isinstance(diff, FeatureSetDiff) and diff.changed[0].name == "threshold"
+        assert [s.name for s in fs.search(labels={"team": "ml"}).items] == []  # v2 has no labels
+        assert [s.name for s in fs.search(name="serv").items] == ["serving"]
+        with pytest.raises(Conflict, match="immutable"):
+            fs.put("serving", [{"name": "t", "dtype": "int", "value": 1}], version=1)
+        with pytest.raises(NotFound, match="missing"):
+            fs.get("missing")
+        with pytest.raises(ValueError, match="dtype"):  # checked before any request
+            fs.put("serving", [{"name": "t", "dtype": "complex", "value": 1}])
+        assert fs.delete("serving", 2).deleted is True
+        assert fs.get("serving").version == 1
+
+        data = table()
+        stored = fs.put_table("scores", data, depends_on=["customer_360"], version_label="a")
+        assert stored.kind == "table" and stored.table is not None and stored.table.rows == 20
+        assert fs.get_table("scores").equals(data)
+        assert fs.get_table("scores", columns=["score"], limit=5).equals(
+            data.select(["score"]).slice(0, 5)
+        )
+        frame = fs.get_dataframe("scores")
+        pd.testing.assert_frame_equal(frame, data.to_pandas())
+        fs.put_table("scores", frame.assign(extra=1))
+        path = tmp_path / "scores.parquet"
+        pq.write_table(data, path)
+        assert fs.put_table("scores", path).version == 3
+        assert fs.put_table("scores", path.read_bytes()).table.sha256 == stored.table.sha256  # type: ignore[union-attr]
+        target = fs.download("scores", tmp_path / "out.parquet", version=3)
+        assert target.read_bytes() == path.read_bytes()
+        page = fs.get("scores", version=2, columns=["extra"], limit=3, offset=1)
+        assert page.data is not None and page.data.rows == [{"extra": 1}] * 3
+        with pytest.raises(InvalidRequest):
+            fs.get_table("scores", limit=-1)
+
+    with (
+        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead,
+        pytest.raises(ServiceUnreachable, match="running"),
+    ):
+        dead.get("x")
+
+
+def test_async_feature_store_client(featurestore: ThreadServer) -> None:
+    async def scenario() -> None:
+        async with AsyncFeatureStoreClient(featurestore.url) as fs:
+            made = await asyncio.gather(
+                *(
+                    fs.put("async_set", [{"name": "i", "dtype": "int", "value": i}])
+                    for i in range(5)
+                )
+            )
+            assert sorted(m.version for m in made) == [1, 2, 3, 4, 5]
+            assert (await fs.get("async_set")).version == 5
+            assert (await fs.versions("async_set")).total == 5
+            assert (await fs.diff("async_set", 1, 5)).changed[0].name == "i"
+            await fs.put_table("async_table", table())
+            assert (await fs.get_table("async_table")).equals(table())
+            frame = await fs.get_dataframe("async_table", columns=["id"])
+            assert list(frame.columns) == ["id"]
+            assert (await fs.search(name="async")).total == 2
+            assert (await fs.delete("async_set", 5)).deleted
+            with pytest.raises(NotFound):
+                await fs.get("nope")
+
+    asyncio.run(scenario())
+
+
+def test_catalogue_clients_see_registered_feature_sets(
+    catalogue: ThreadServer, featurestore: ThreadServer
+) -> None:
+    with CatalogueClient(catalogue.url) as cat:
+        made = cat.put_asset({"name": "churn_model", "type": "model", "tags": ["ml"]})
+        assert isinstance(made, Asset) and made.revision == 1
+        assert cat.get_asset(made.id).name == "churn_model"
+        assert cat.get_asset_by_name("churn_model").id == made.id
+        bulk = cat.bulk([{"name": "customer_360", "type": "dataset", "tags": ["ml"]}])
+        assert bulk.created == 1
+        assert cat.tags()[0].tag == "ml" and cat.types() == {"dataset": 1, "model": 1}
+        with FeatureStoreClient(featurestore.url) as fs:
+            fs.put(
+                "serving",
+                [{"name": "threshold", "dtype": "float", "value": 0.5}],
+                depends_on=["churn_model", "customer_360"],
+            )
+        deadline = time.monotonic() + 30
+        while not cat.search(type="featureset").items and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page = cat.search(type="featureset")
+        assert [a.name for a in page.items] == ["featureset:serving"]
+        lineage = cat.lineage("featureset:serving", direction="up", depth=1)
+        assert {n.name for n in lineage.nodes} == {
+            "featureset:serving",
+            "churn_model",
+            "customer_360",
+        }
+        assert cat.delete_asset(made.id).deleted is True
+        with pytest.raises(NotFound):
+            cat.get_asset("nope")
+
+    async def scenario() -> None:
+        async with AsyncCatalogueClient(catalogue.url) as cat:
+            assert (await cat.search(q="serving")).items[0].name == "featureset:serving"
+            assert (await cat.get_asset("featureset:serving")).type == "featureset"
+            await cat.put_asset({"name": "async_asset", "type": "report"}, "async-1")
+            assert (await cat.get_asset_by_name("async_asset")).id == "async-1"
+
+    asyncio.run(scenario())
+
+
+def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
+    # Most commands run in-process (CliRunner, --url); the first two go through the real
+    # entry point with CAIRN_FEATURESTORE_URL, as a user would run them.
+    env = cairn_env(tmp_path / "cli", CAIRN_FEATURESTORE_URL=featurestore.url)
+    put = run_cairn("featureset", "put", str(EXAMPLES / "churn_model_serving" / "v1.yaml"), env=env)
+    assert put.returncode == 0 and "churn_model_serving version 1 stored" in put.stdout
+    missing = run_cairn("featureset", "get", "nope", env=env)
+    assert missing.returncode == 1 and "No feature set is named 'nope'" in missing.stderr
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, ["featureset", args[0], "--url", featurestore.url, *args[1:]])
+
+    def cairn(*args: str) -> str:
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    for version in ("v2", "v3"):
+        out = cairn("put", str(EXAMPLES / "churn_model_serving" / f"{version}.yaml"))
+        assert f"churn_model_serving version {version[1]} stored" in out
+    parquet = EXAMPLES / "customer_features" / "v1.parquet"
+    cairn(
+        "put",
+        str(parquet),
+        "--name",
+        "customers",
+        "--depends-on",
+        "customer_360",
+        "--label",
+        "team:ml",
+        "--created-by",
+        "chen",
+    )
+    renamed = orjson.loads(
+        cairn(
+            "put",
+            str(EXAMPLES / "recommender_settings" / "v1.yaml"),
+            "--name",
+            "reco",
+            "--depends-on",
+            "product_recommender",
+            "--json",
+        )
+    )
+    assert renamed["name"] == "reco" and renamed["depends_on"] == ["product_recommender"]
+
+    latest = orjson.loads(cairn("get", "churn_model_serving"))
+    assert latest["version"] == 3 and latest["version_label"] == "2025-06-16"
+    first = orjson.loads(cairn("get", "churn_model_serving", "--version", "1"))
+    assert {f["name"]: f["value"] for f in first["features"]}["decision_threshold"] == 0.5
+    as_of = orjson.loads(cairn("get", "churn_model_serving", "--as-of", first["created_at"]))
+    assert as_of["version"] == 1
+    rows = orjson.loads(cairn("get", "customers", "--columns", "customer_id", "--limit", "2"))
+    assert rows["data"]["rows"] == [
+        {"customer_id": r} for r in pq.read_table(parquet)["customer_id"].to_pylist()[:2]
+    ]
+    out_file = tmp_path / "customers.parquet"
+    cairn("get", "customers", "--format", "parquet", "-o", str(out_file))
+    assert out_file.read_bytes() == parquet.read_bytes()
+
+    listing = cairn("list")
+    assert "churn_model_serving" in listing and "customers" in listing
+    assert "3 feature set(s)" in listing
+    versions = cairn("versions", "churn_model_serving").splitlines()
+    assert versions[1].split()[0] == "3" and "2025-06-02" in versions[3]
+    diff = cairn("diff", "churn_model_serving", "1", "2")
+    assert "+ tier_weights (map<float>)" in diff
+    assert "~ decision_threshold: float 0.5 -> float 0.42" in diff
+    assert "~ label stage: staging -> prod" in diff
+    diff_json = orjson.loads(cairn("diff", "churn_model_serving", "2", "3", "--json"))
+    assert diff_json["depends_on_added"] == ["churn_scores"]
+    assert "reco version 1 deleted" in cairn("delete", "reco", "1")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nfeatures:\n  - {name: a, dtype: complex, value: 1}\n")
+    refused = invoke("put", str(bad))
+    assert refused.exit_code == 1 and "complex" in refused.stderr
+    both = invoke("get", "customers", "--version", "1", "--as-of", "2025-01-01T00:00:00Z")
+    assert both.exit_code == 1 and "either" in both.stderr
