@@ -19,8 +19,10 @@ install: $(BIN)/python ## Create .venv and install Cairn
 up: install ## Install, start the services on the embedded backend and crawl examples/lake
 	$(BIN)/cairn up
 
-test: $(BIN)/python ## Install test dependencies and run the whole suite
+test: $(BIN)/python ## Install test dependencies (and Debian's chromium) and run the whole suite
 	$(BIN)/pip install -q -e '.[test]'
+	@# The browser tests fail (never skip) with a clear message if chromium could not be had.
+	-bash tests/browser/install-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -1,0 +1,257 @@
+"""End-to-end: Debian's Chromium, driven by Playwright, against real running services seeded
+from examples/lake and examples/featuresets. Each failing test leaves a screenshot, the page's
+HTML and its console errors under ``test-output/<test name>/``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.browser.conftest import Stack
+
+
+def query(page: Any) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def result_names(page: Any) -> list[str]:
+    return page.locator(".result .r-name a").all_inner_texts()
+
+
+def no_problems(page: Any) -> None:
+    assert page.problems == [], page.problems
+
+
+def search(page: Any, text: str) -> None:
+    box = page.locator("#q")
+    box.fill(text)
+    with page.expect_navigation():
+        box.press("Enter")
+
+
+def test_search_by_name(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/")
+    assert page.locator("#q").evaluate("el => el === document.activeElement")
+    search(page, "sales_daily")
+    assert query(page) == {"q": ["sales_daily"]}
+    names = result_names(page)
+    assert names[0] == "sales_daily"  # the exact name ranks first
+    assert page.locator(".result").first.locator("mark").first.inner_text() == "sales_daily"
+    # A name prefix finds it as well.
+    search(page, "sales_da")
+    assert "sales_daily" in result_names(page)
+    no_problems(page)
+
+
+def test_search_by_tag_with_a_facet_click_and_remove_it(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/")
+    total = int(re.sub(r"\D", "", page.locator("#results-heading .muted").inner_text()))
+    facet = page.locator('a[data-facet="tag:gold"]')
+    count = int(facet.locator(".count").inner_text())
+    facet.click()
+    page.wait_for_url(re.compile(r"tag=gold"))
+    assert query(page) == {"tag": ["gold"]}
+    assert page.locator("#results-heading").inner_text().startswith(f"{count} result")
+    for item in page.locator(".result").all():
+        assert "gold" in item.locator(".r-tags .tag").all_inner_texts()
+    # Narrow further with a type, then remove the tag with its chip.
+    page.locator('a[data-facet="type:table"]').click()
+    page.wait_for_url(re.compile(r"type=table"))
+    assert set(query(page)) == {"tag", "type"}
+    page.get_by_label("Remove tag filter gold").click()
+    page.wait_for_url(re.compile(r"^((?!tag=).)*$"))
+    assert query(page) == {"type": ["table"]}
+    page.get_by_label("Remove type filter table").click()
+    page.wait_for_url(stack.ui + "/")
+    assert int(re.sub(r"\D", "", page.locator("#results-heading .muted").inner_text())) == total
+    no_problems(page)
+
+
+def test_open_an_asset_see_schema_and_lineage_and_follow_a_link(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/?q=sales_daily")
+    page.locator(".result .r-name a", has_text="sales_daily").first.click()
+    page.wait_for_url(re.compile(r"/assets/"))
+    assert page.locator("h1").inner_text() == "sales_daily"
+    columns = page.locator("table.schema tbody tr td.col-name").all_inner_texts()
+    assert columns[:3] == ["sale_date", "channel", "store_id"] and len(columns) == 9
+    assert "bruno.costa@example.com" in page.locator("#about").inner_text()
+    lineage = page.locator("svg.lineage")
+    nodes = lineage.locator("[data-node]")
+    names = {nodes.nth(i).get_attribute("data-node") for i in range(nodes.count())}
+    assert {"sales_daily", "stg_transactions", "stg_stores", "store_demand_features"} <= names
+    assert lineage.locator('[data-kind="root"]').get_attribute("data-node") == "sales_daily"
+    # Upstream is drawn left of the asset, downstream right of it.
+    root_x = float(lineage.locator('[data-kind="root"] rect').get_attribute("x"))
+    up_x = float(lineage.locator('[data-node="stg_transactions"] rect').get_attribute("x"))
+    down_x = float(lineage.locator('[data-node="store_demand_features"] rect').get_attribute("x"))
+    assert up_x < root_x < down_x
+    # Follow an upstream node.
+    lineage.locator('a[data-node="stg_transactions"]').click()
+    page.wait_for_url(re.compile(r"/assets/.*#lineage$"))
+    assert page.locator("h1").inner_text() == "stg_transactions"
+    root = page.locator('svg.lineage [data-kind="root"]')
+    assert root.get_attribute("data-node") == "stg_transactions"
+    # A deeper picture on request (the form goes by itself when JavaScript runs).
+    page.select_option("#depth", "5")
+    page.wait_for_url(re.compile(r"depth=5"))
+    assert page.locator('svg.lineage [data-node="churn_risk_report"]').count() == 1
+    no_problems(page)
+
+
+def test_feature_sets_are_a_different_kind_of_node(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/assets/by-name/customer_360?direction=down&depth=1")
+    node = page.locator('svg.lineage a[data-node="featureset:customer_features"]')
+    assert node.get_attribute("data-kind") == "featureset"
+    assert "k-featureset" in (node.get_attribute("class") or "")
+    node.click()
+    page.wait_for_url(stack.ui + "/featuresets/customer_features")
+    assert page.locator("h1").inner_text() == "customer_features"
+    no_problems(page)
+
+
+def test_feature_set_versions_values_diff_and_snippets(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/featuresets")
+    page.locator(".fs-item .r-name a", has_text="churn_model_serving").click()
+    page.wait_for_url(stack.ui + "/featuresets/churn_model_serving")
+    shown = page.locator("[data-shown-version]")
+    assert shown.get_attribute("data-shown-version") == "3"
+    values = dict(
+        zip(
+            page.locator("table.features td.col-name").all_inner_texts(),
+            page.locator("table.features td.kv").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert values["decision_threshold"] == "0.4"
+    versions = page.locator("table.versions tbody tr")
+    assert versions.count() == 3 and "cairn-examples" in versions.first.inner_text()
+    # Switch to v1 from the versions table, then to v2 with the version picker.
+    page.locator('a[data-version="1"]').click()
+    page.wait_for_url(re.compile(r"v=1$"))
+    assert shown.get_attribute("data-shown-version") == "1"
+    assert "0.5" in page.locator("table.features").inner_text()
+    page.select_option("#v", "2")
+    page.wait_for_url(re.compile(r"v=2$"))
+    assert shown.get_attribute("data-shown-version") == "2"
+    snippet = page.locator("#snippets").inner_text()
+    assert f"curl '{stack.featurestore}/api/v1/featuresets/churn_model_serving/versions/2'" in (
+        snippet
+    )
+    assert "FeatureStoreClient" in snippet and "version=2" in snippet
+    # A diff between two versions.
+    page.select_option("form.diff-form #from", "1")
+    page.select_option("form.diff-form #to", "3")
+    page.locator("form.diff-form button").click()
+    page.wait_for_url(re.compile(r"/diff\?from=1&to=3"))
+    changes = {
+        row.locator("td.col-name").inner_text(): row.get_attribute("data-change")
+        for row in page.locator("table.diff tbody tr").all()
+    }
+    assert changes["decision_threshold"] == "changed"
+    assert changes["tier_weights"] == "added"
+    no_problems(page)
+
+
+def test_tabular_feature_set_shows_first_rows_and_links_to_assets(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/featuresets?label=entity:customer_id")
+    assert page.locator(".fs-item .r-name a").all_inner_texts() == ["customer_features"]
+    page.locator(".fs-item .r-name a").click()
+    headers = page.locator("table.rows thead th").all_inner_texts()
+    assert headers[0] == "customer_id"
+    assert page.locator("table.rows tbody tr").count() == 20
+    page.locator("a.dep", has_text="customer_360").click()
+    page.wait_for_url(re.compile(r"/assets/"))
+    assert page.locator("h1").inner_text() == "customer_360"
+    no_problems(page)
+
+
+def test_back_button_restores_the_search(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/")
+    search(page, "churn")
+    plain = page.url
+    page.locator('a[data-facet="tag:ml"]').click()
+    page.wait_for_url(re.compile(r"tag=ml"))
+    filtered, names = page.url, result_names(page)
+    page.locator(".result .r-name a").first.click()
+    page.wait_for_url(re.compile(r"/assets/"))
+    page.go_back()
+    assert page.url == filtered
+    assert page.locator("#q").input_value() == "churn"
+    chip = page.locator(".active .chip.on").inner_text()
+    assert chip.replace("\u00d7", "").split() == ["tag", "ml"]
+    assert result_names(page) == names
+    page.go_back()
+    assert page.url == plain and page.locator(".active").count() == 0
+    no_problems(page)
+
+
+def test_pages_forward_and_back(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/")
+    first = result_names(page)
+    assert page.locator(".range").inner_text().startswith("1\u201320 of")
+    page.locator("a[rel=next]").click()
+    page.wait_for_url(re.compile(r"page=2"))
+    second = result_names(page)
+    assert page.locator(".range").inner_text().startswith("21\u201340 of")
+    assert not set(first) & set(second)
+    page.locator("a[rel=next]").click()
+    page.wait_for_url(re.compile(r"page=3"))
+    page.locator("a[rel=prev]").click()
+    page.wait_for_url(re.compile(r"page=2"))
+    assert result_names(page) == second
+    page.locator("a[rel=prev]").click()
+    page.wait_for_url(stack.ui + "/")
+    assert result_names(page) == first
+    page.go_back()
+    assert result_names(page) == second
+    no_problems(page)
+
+
+def test_keyboard_use(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/featuresets")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "fs-q"
+    page.goto(stack.ui + "/?q=churn_model")
+    link = page.locator(".result .r-name a").first
+    link.focus()
+    outline = link.evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline != "none"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.locator("h1").inner_text() == "churn_model"
+    no_problems(page)
+
+
+def test_phone_width_has_no_sideways_scroll(phone: Any, stack: Stack) -> None:
+    for path in (
+        "/?q=sales",
+        "/assets/by-name/customer_features",
+        "/featuresets",
+        "/featuresets/customer_features",
+        "/featuresets/churn_model_serving/diff",
+        "/status",
+    ):
+        phone.goto(stack.ui + path)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide at 390px"
+    # Facets fold away on a phone and open on demand.
+    phone.goto(stack.ui + "/?q=sales")
+    facets = phone.locator("details.facets")
+    assert facets.get_attribute("open") is None
+    phone.locator("details.facets > summary").click()
+    assert phone.locator('a[data-facet="tag:sales"]').is_visible()
+    no_problems(phone)
+
+
+def test_status_page_shows_both_services(page: Any, stack: Stack) -> None:
+    page.goto(stack.ui + "/status")
+    cards = page.locator(".status-card")
+    assert cards.count() == 2
+    assert all("up" in c.get_attribute("class") for c in cards.all())
+    assert page.locator(".statusbar .dot.up").count() == 2
+    assert page.locator(".banner").count() == 0
+    no_problems(page)

@@ -1,0 +1,327 @@
+"""The web UI's server without a browser: hostile query strings give a normal page (never a
+500), user values are escaped, a service that is down gives a banner, and the helpers that
+highlight, paginate and lay out lineage behave.
+
+A real catalogue runs in a thread with a few assets; the feature store is pointed at a closed
+port, so every page here also proves the UI copes with a service that is down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.datastructures import QueryParams
+
+from cairn.settings import Settings
+from tests.conftest import ThreadServer, free_port
+from ui.format import highlight, snippet, terms
+from ui.lineage import NODE_W, layout
+from ui.routes.assets import manifest_yaml
+from ui.state import MAX_BACK, SearchState
+
+ASSETS = [
+    {
+        "id": "sales-1",
+        "name": "sales_daily",
+        "type": "table",
+        "description": "Daily sales per shop. <b>Bold</b> claims & 'quotes'.",
+        "tags": ["sales", "gold"],
+        "labels": {"domain": "retail", "pii": False},
+        "owners": ["ana@example.com"],
+        "schema": [{"name": "store_id", "type": "int64"}, {"name": "amount", "type": "double"}],
+        "depends_on": ["sales_raw", "nowhere"],
+    },
+    {"id": "raw-1", "name": "sales_raw", "type": "dataset", "tags": ["sales", "raw"]},
+    {
+        "id": "xss-1",
+        "name": "<script>alert(1)</script>",
+        "type": "report",
+        "description": "<img src=x onerror=alert(2)> sales",
+        "tags": ["<b>tag</b>"],
+        "depends_on": ["sales_daily"],
+    },
+    {"id": "fs-1", "name": "featureset:churn", "type": "featureset", "depends_on": ["sales_daily"]},
+    {"id": "gone-1", "name": "old_sales", "type": "table", "deleted": True, "tags": ["sales"]},
+]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    from catalogue_service.app import create_app as catalogue_app
+    from ui.app import create_app as ui_app
+
+    data = tmp_path_factory.mktemp("ui-server")
+    with ThreadServer(catalogue_app(Settings(data_dir=data))) as catalogue:
+        body = httpx.post(catalogue.url + "/api/v1/assets/bulk", json=ASSETS, timeout=30).json()
+        assert body["failed"] == 0, body
+        settings = Settings(
+            data_dir=data,
+            catalogue_url=catalogue.url,
+            featurestore_url=f"http://127.0.0.1:{free_port()}",  # nothing listens here
+        )
+        with ThreadServer(ui_app(settings)) as ui:
+            yield ui.url, catalogue.url
+
+
+@pytest.fixture(scope="module")
+def ui(services: tuple[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=services[0], timeout=30) as client:
+        yield client
+
+
+def assert_page(response: httpx.Response, *statuses: int) -> str:
+    allowed = statuses or (200,)
+    assert response.status_code in allowed, (response.status_code, response.text[:2000])
+    assert response.headers["content-type"].startswith("text/html")
+    text = response.text
+    assert "Traceback" not in text and "Internal Server Error" not in text
+    assert text.lstrip().startswith("<!doctype html>")
+    return text
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+def test_search_page_finds_highlights_and_links(ui: httpx.Client) -> None:
+    text = assert_page(ui.get("/", params={"q": "sales"}))
+    assert "<mark>sales</mark>_daily" in text
+    assert 'href="/assets/sales-1"' in text
+    assert 'data-facet="tag:gold"' in text
+    assert "old_<mark>sales" not in text  # deleted assets only on request
+    with_deleted = assert_page(ui.get("/", params={"q": "sales", "deleted": "1"}))
+    assert "old_<mark>sales</mark>" in with_deleted and "badge deleted" in with_deleted
+
+
+def test_user_values_are_escaped(ui: httpx.Client) -> None:
+    text = assert_page(ui.get("/", params={"q": "alert"}))
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;" in text
+    assert "<img src=x" not in text and "&lt;img src=x" in text
+    assert "<b>tag</b>" not in text and "&lt;b&gt;tag&lt;/b&gt;" in text
+    page = assert_page(ui.get("/assets/xss-1"))
+    assert "<script>alert(1)</script>" not in page and "onerror=alert(2)>" not in page
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "x" * 60_000},
+        {"q": "sales " * 5000},
+        {"q": "日本語 データ 🚀 émoji ﷽ \u202etxet\u202c ÅÄÖ"},
+        {"q": "\u0301\u0301\u0301 combining only"},
+        {"q": "\x00\x01\x1f null and control"},
+        {"q": "' OR 1=1 --"},
+        {"q": '"; DROP TABLE assets; --'},
+        {"q": 'NEAR(sales daily) AND name:* OR "unclosed'},
+        {"q": '{"$where": "sleep(1000)"}'},
+        {"q": "<script>alert(1)</script>"},
+        {"q": "*", "tag": "*"},
+        {"q": "%", "type": "%' OR '1'='1"},
+        {"q": "../../etc/passwd"},
+        {"tag": ["t"] * 500},
+        {"tag": "x" * 5000},
+        {"type": "y" * 5000},
+        {"label": ["no-colon", ":", "k:" + "v" * 3000]},
+        {"owner": "o" * 10_000},
+        {"cursor": "not a cursor!"},
+        {"cursor": "A" * 10_000},
+        {"cursor": "WyJhIl0", "page": "-5"},
+        {"cursor": "WyJ4Iiwy", "page": "9" * 5000, "back": "..."},
+        {"deleted": "maybe", "page": "abc"},
+        {"q": ""},
+    ],
+)
+def test_hostile_search_strings_give_a_normal_page(ui: httpx.Client, params: dict) -> None:
+    assert_page(ui.get("/", params=params))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?q=%ff%fe%00",
+        "/?q=%ED%A0%80",  # an encoded UTF-16 surrogate
+        "/?q=%",
+        "/?%=%&&&=&q",
+        "/?q[]=1&q[$ne]=2",
+        "/?" + "a=b&" * 2000,
+        "/assets/does-not-exist",
+        "/assets/%00",
+        "/assets/%ff",
+        "/assets/" + "x" * 5000,
+        "/assets/sales-1?depth=abc&direction=sideways",
+        "/assets/sales-1?depth=-1",
+        "/assets/sales-1?depth=99999999999999999999999",
+        "/assets/by-name/%3Cscript%3E",
+        "/assets/by-name/" + "n" * 3000,
+        "/assets/sales-1/manifest.yaml",
+        "/featuresets?q=%ff&label=bad",
+        "/featuresets/x?v=abc",
+        "/featuresets/%2e%2e/diff?from=a&to=b",
+        "/status",
+        "/no/such/page",
+        "/static/../ui/app.py",
+    ],
+)
+def test_hostile_paths_never_give_a_500(ui: httpx.Client, path: str) -> None:
+    response = ui.get(path)
+    assert response.status_code < 500 or response.status_code == 503, response.text[:2000]
+    if response.headers["content-type"].startswith("text/html"):
+        assert "Traceback" not in response.text
+        assert "\x00" not in response.text
+
+
+def test_asset_page_shows_metadata_schema_lineage_and_manifest(ui: httpx.Client) -> None:
+    text = assert_page(ui.get("/assets/sales-1", params={"depth": "3"}))
+    assert re.search(r'<td class="mono col-name">store_id</td>', text)
+    assert 'data-node="sales_raw"' in text and 'data-kind="missing"' in text
+    assert 'data-kind="featureset"' in text and 'href="/featuresets/churn"' in text
+    assert "name: sales_daily" in text and "depends_on: [sales_raw, nowhere]" in text
+    assert "ana@example.com" in text and "retail" in text
+    raw = ui.get("/assets/sales-1/manifest.yaml")
+    assert raw.status_code == 200 and raw.text.startswith("name: sales_daily\n")
+
+
+def test_deleted_asset_is_shown_as_deleted(ui: httpx.Client) -> None:
+    text = assert_page(ui.get("/assets/gone-1"))
+    assert "This asset is deleted" in text and 'class="badge deleted"' in text
+
+
+def test_by_name_redirects_to_the_asset(ui: httpx.Client) -> None:
+    response = ui.get("/assets/by-name/sales_raw", params={"depth": "4"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/assets/raw-1?depth=4"
+    assert ui.get("/assets/by-name/raw-1").headers["location"] == "/assets/raw-1"  # an id too
+    assert_page(ui.get("/assets/by-name/nobody"), 404)
+
+
+def test_a_service_that_is_down_gives_a_banner_not_a_trace(ui: httpx.Client) -> None:
+    text = assert_page(ui.get("/featuresets"), 503)
+    assert "The feature store is not answering." in text and 'role="alert"' in text
+    assert_page(ui.get("/featuresets/anything"), 503)
+    status = assert_page(ui.get("/status"), 503)
+    assert 'Catalogue <span class="state-word">up</span>' in status
+    assert 'Feature store <span class="state-word">down</span>' in status
+
+
+def test_catalogue_down_gives_a_banner(tmp_path: Path) -> None:
+    from ui.app import create_app
+
+    settings = Settings(
+        data_dir=tmp_path,
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        featurestore_url=f"http://127.0.0.1:{free_port()}",
+    )
+    with ThreadServer(create_app(settings)) as server:
+        for path in ("/?q=sales", "/assets/x", "/assets/by-name/x"):
+            response = httpx.get(server.url + path, timeout=30)
+            text = assert_page(response, 503)
+            assert "The catalogue is not answering." in text
+        assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def test_pages_are_light_and_carry_security_headers(ui: httpx.Client) -> None:
+    response = ui.get("/", params={"q": "sales"})
+    assert len(response.content) < 100_000
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    css = ui.get("/static/cairn.css")
+    js = ui.get("/static/cairn.js")
+    assert css.status_code == js.status_code == 200
+    assert len(css.content) + len(js.content) < 40_000
+    assert "immutable" in css.headers["cache-control"]
+
+
+def test_templates_and_static_files_ship_with_the_package() -> None:
+    from setuptools import find_namespace_packages
+
+    from ui.render import STATIC, TEMPLATES
+
+    packages = find_namespace_packages(include=["ui*"], where=str(Path(__file__).parent.parent))
+    assert {"ui.templates", "ui.static"} <= set(packages)
+    assert (TEMPLATES / "base.html").exists() and (STATIC / "cairn.css").exists()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def test_highlight_escapes_before_marking() -> None:
+    words = terms("sal <b>")
+    assert str(highlight("sales <b>x</b> sal", words)) == (
+        "<mark>sal</mark>es &lt;<mark>b</mark>&gt;x&lt;/<mark>b</mark>&gt; <mark>sal</mark>"
+    )
+    assert str(highlight("<script>", ())) == "&lt;script&gt;"
+    assert "<mark>daily</mark>" in str(highlight("sales_daily", terms("daily")))
+    long = "intro " * 80 + "the churn model " + "outro " * 80
+    cut = str(snippet(long, terms("churn")))
+    assert cut.startswith("… ") and cut.endswith(" …") and "<mark>churn</mark>" in cut
+
+
+def test_search_state_round_trips_through_the_url() -> None:
+    state, notices = SearchState.parse(
+        QueryParams(
+            "q=sales&tag=gold&tag=daily&type=table&label=pii:false&cursor=abc&page=3&back=x"
+        )
+    )
+    assert notices == []
+    again, _ = SearchState.parse(QueryParams(state.url()[2:]))
+    assert again == state
+    assert state.with_tag("gold") == "/?q=sales&tag=daily&type=table&label=pii%3Afalse"
+    assert (
+        state.prev_url()
+        == "/?q=sales&tag=gold&tag=daily&type=table&label=pii%3Afalse&cursor=x&page=2"
+    )
+    nxt, _ = SearchState.parse(QueryParams(state.next_url("def")[2:]))
+    assert (nxt.cursor, nxt.page, nxt.back) == ("def", 4, ["x", "abc"])
+    deep = SearchState(cursor="c", page=500, back=[f"c{i}" for i in range(MAX_BACK)])
+    assert len(SearchState.parse(QueryParams(deep.next_url("d")[2:]))[0].back) == MAX_BACK
+
+
+def test_lineage_layout_puts_upstream_left_and_downstream_right() -> None:
+    graph = {
+        "root": "r",
+        "nodes": [
+            {"id": "r", "name": "root", "type": "table", "depth": 0},
+            {"id": "u1", "name": "up1", "type": "dataset", "depth": -1},
+            {"id": "u2", "name": "up2", "type": "dataset", "depth": -2},
+            {"id": "d1", "name": "fs", "type": "featureset", "depth": 1},
+            {"id": "missing:x", "name": "x", "missing": True, "depth": -1},
+        ],
+        "edges": [
+            {"source": "u2", "target": "u1"},
+            {"source": "u1", "target": "r"},
+            {"source": "missing:x", "target": "r"},
+            {"source": "r", "target": "d1"},
+        ],
+    }
+    drawing = layout(graph, lambda n: f"/a/{n['id']}")
+    x = {n.id: n.x for n in drawing.nodes}
+    assert x["u2"] < x["u1"] < x["r"] < x["d1"] and x["u1"] == x["missing:x"]
+    kinds = {n.id: n.kind for n in drawing.nodes}
+    assert kinds == {
+        "r": "root",
+        "u1": "asset",
+        "u2": "asset",
+        "d1": "featureset",
+        "missing:x": "missing",
+    }
+    assert {n.id: n.href for n in drawing.nodes}["missing:x"] is None
+    assert drawing.width >= 4 * NODE_W and len(drawing.edges) == 4
+    assert [n.name for n in drawing.upstream] == ["up1", "x", "up2"]
+
+
+def test_manifest_yaml_reads_like_a_manifest() -> None:
+    text = manifest_yaml(
+        {
+            "name": "a",
+            "type": "table",
+            "tags": [],
+            "schema": [{"name": "c", "type": "int", "nullable": True, "description": None}],
+            "extra": {"team": "x"},
+            "id": "ignored",
+        }
+    )
+    assert text == "name: a\ntype: table\nschema:\n- {name: c, type: int}\nteam: x\n"

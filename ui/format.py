@@ -1,0 +1,169 @@
+"""Small formatting helpers the templates use: match highlighting, sizes, dates.
+
+Highlighting escapes every piece of user text before it wraps a match in ``<mark>``, so the
+result is safe to mark as HTML whatever the text holds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+
+from markupsafe import Markup, escape
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 32
+SNIPPET_CHARS = 220
+
+
+def terms(query: str | None) -> tuple[str, ...]:
+    """The words of a query, as the catalogue's full-text search splits them."""
+    if not query:
+        return ()
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(query)[:MAX_TERMS]:
+        seen.setdefault(word.casefold(), None)
+    return tuple(seen)
+
+
+@lru_cache(maxsize=256)
+def _pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    # A term matches at the start of a word (the search matches terms and prefixes), and only
+    # the part typed is marked. Longest first, so "sales" wins over "sal" when both are terms.
+    # "_" splits words, as in the index.
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![^\W_])(?:{alternatives})", re.IGNORECASE | re.UNICODE)
+
+
+def highlight(text: str | None, words: tuple[str, ...]) -> Markup:
+    """``text`` escaped, with each word that starts with a query term in ``<mark>``."""
+    if not text:
+        return Markup("")
+    pattern = _pattern(words)
+    if pattern is None:
+        return escape(text)
+    out: list[str] = []
+    last = 0
+    for match in pattern.finditer(text):
+        out.append(str(escape(text[last : match.start()])))
+        out.append(f"<mark>{escape(match.group(0))}</mark>")
+        last = match.end()
+    out.append(str(escape(text[last:])))
+    return Markup("".join(out))
+
+
+def snippet(text: str | None, words: tuple[str, ...], size: int = SNIPPET_CHARS) -> Markup:
+    """A window of ``text`` around its first match, highlighted; the start when none match."""
+    if not text:
+        return Markup("")
+    text = " ".join(text.split())
+    if len(text) <= size:
+        return highlight(text, words)
+    pattern = _pattern(words)
+    match = pattern.search(text) if pattern else None
+    start = 0
+    if match is not None and match.end() > size - 20:
+        start = max(0, match.start() - size // 3)
+        space = text.find(" ", start)
+        if 0 <= space < match.start():
+            start = space + 1
+    end = min(len(text), start + size)
+    if end < len(text):
+        space = text.rfind(" ", start + size // 2, end)
+        if space > 0:
+            end = space
+    piece = text[start:end]
+    result = highlight(piece, words)
+    prefix = Markup("… ") if start > 0 else Markup("")
+    suffix = Markup(" …") if end < len(text) else Markup("")
+    return prefix + result + suffix
+
+
+def size(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        return "—"
+    n = float(value)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            if unit == "bytes":
+                return f"{int(n):,} bytes"
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} PB"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def when(value: Any) -> str:
+    """A timestamp as people read it: ``2025-06-16 05:00 UTC``."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return "—" if not value else str(value)
+    return parsed.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(value: Any, now: datetime | None = None) -> str:
+    parsed = parse_time(value)
+    if parsed is None:
+        return ""
+    seconds = ((now or datetime.now(UTC)) - parsed).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    for unit, length in (
+        ("year", 31536000),
+        ("month", 2592000),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
+        if seconds >= length:
+            n = int(seconds // length)
+            text = f"{n} {unit}{'s' if n != 1 else ''}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"
+
+
+def location(value: Any) -> str:
+    """A location as people read it: ``file://`` URLs without percent-escapes."""
+    text = str(value or "")
+    if text.startswith("file://"):
+        return unquote(text)
+    return text
+
+
+def number(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def scalar(value: Any) -> str:
+    """A label or feature value as text: JSON spelling for booleans and null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | dict):
+        import orjson
+
+        return orjson.dumps(value).decode()
+    return str(value)

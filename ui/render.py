@@ -1,0 +1,118 @@
+"""Jinja2 templates (autoescaped: every user value is escaped) and the one ``render`` pages call.
+
+Every page gets the services' health for the status bar, and a banner for each service that
+failed during this request or is known to be down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from cairn import __version__
+from ui import format as fmt
+from ui import lineage
+from ui.backend import Backend, ServiceDown
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+# Pages are dynamic: never let a cache or the back button show stale search results.
+NO_STORE = {"cache-control": "no-cache"}
+
+
+@cache
+def static_version() -> str:
+    """A fingerprint of the static files, so browsers may cache them for long."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.glob("*")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _finalize(value: Any) -> Any:
+    """Control characters never reach the page (a NUL in a URL is still shown, as nothing)."""
+    if isinstance(value, Markup):
+        return Markup(_CONTROL.sub("", value)) if _CONTROL.search(value) else value
+    if isinstance(value, str) and _CONTROL.search(value):
+        return _CONTROL.sub("", value)
+    return value
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        finalize=_finalize,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters.update(
+        highlight=fmt.highlight,
+        snippet=fmt.snippet,
+        size=fmt.size,
+        when=fmt.when,
+        ago=fmt.ago,
+        number=fmt.number,
+        location=fmt.location,
+        scalar=fmt.scalar,
+    )
+    env.globals.update(
+        cairn_version=__version__,
+        static_version=static_version(),
+        node_w=lineage.NODE_W,
+        node_h=lineage.NODE_H,
+    )
+    return env
+
+
+def note_down(request: Request, error: ServiceDown) -> None:
+    """Remembers that a service failed during this request, for the banner."""
+    failures: list[ServiceDown] = getattr(request.state, "down", [])
+    if all(f.service != error.service for f in failures):
+        failures.append(error)
+    request.state.down = failures
+
+
+def render(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    env: jinja2.Environment = request.app.state.templates
+    backend: Backend = request.app.state.backend
+    health = backend.health()
+    failures: list[ServiceDown] = getattr(request.state, "down", [])
+    failed = {f.service for f in failures}
+    banners = [
+        {"label": f.label, "url": f.url, "reason": f.reason, "service": f.service} for f in failures
+    ]
+    banners += [
+        {"label": h.label, "url": h.url, "reason": h.detail, "service": h.name}
+        for h in health
+        if h.ok is False and h.name not in failed
+    ]
+    html = env.get_template(template).render(
+        request=request,
+        path=request.url.path,
+        health=health,
+        banners=banners,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code, headers={**NO_STORE, **(headers or {})})

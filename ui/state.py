@@ -1,0 +1,222 @@
+"""The search page's whole state lives in its URL, so a search can be shared and the back
+button restores it. ``SearchState`` parses a query string leniently (a bad value is dropped or
+shortened with a notice, never an error) and builds the links that change one thing.
+
+URL parameters: ``q`` text; ``tag`` (repeated, AND); ``type``; ``label`` (``key:value``,
+repeated); ``owner``; ``deleted=1`` to include deleted assets; ``cursor`` of the page shown,
+``page`` its number, and ``back``: the cursors of the previous pages (at most ``MAX_BACK``,
+so "Previous" works without JavaScript while the URL stays short).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlencode
+
+from starlette.datastructures import QueryParams
+
+PAGE_SIZE = 20
+MAX_Q = 1024
+MAX_VALUE = 1024
+MAX_TYPE = 64
+MAX_FILTERS = 20
+MAX_BACK = 20
+MAX_CURSOR = 4096
+MAX_PAGE = 10**9
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def clean(value: str, limit: int) -> tuple[str, bool]:
+    """``value`` without control characters, cut to ``limit``; True when it was cut."""
+    value = _CONTROL.sub(" ", value).strip()
+    if len(value) > limit:
+        return value[:limit], True
+    return value, False
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+@dataclass(slots=True)
+class Filter:
+    kind: str
+    label: str
+    value: str
+    remove_url: str
+
+
+@dataclass(slots=True)
+class SearchState:
+    q: str = ""
+    tags: list[str] = field(default_factory=list)
+    type: str = ""
+    labels: list[str] = field(default_factory=list)
+    owner: str = ""
+    deleted: bool = False
+    cursor: str = ""
+    back: list[str] = field(default_factory=list)
+    page: int = 1
+    base: str = "/"  # the page these links point at
+
+    @classmethod
+    def parse(cls, params: QueryParams, base: str = "/") -> tuple[SearchState, list[str]]:
+        notices: list[str] = []
+        q, cut = clean(params.get("q", ""), MAX_Q)
+        if cut:
+            notices.append(f"Your search text was shortened to its first {MAX_Q:,} characters.")
+        tags = _unique(clean(t, MAX_VALUE)[0] for t in params.getlist("tag"))
+        labels = []
+        for raw in params.getlist("label"):
+            value = clean(raw, MAX_VALUE)[0]
+            key, sep, _ = value.partition(":")
+            if sep and key:
+                labels.append(value)
+            elif value:
+                notices.append(f"Ignored the label filter {value!r}: write it as key:value.")
+        labels = _unique(labels)
+        if len(tags) + len(labels) > MAX_FILTERS:
+            notices.append(f"Only the first {MAX_FILTERS} tag and label filters are used.")
+            tags = tags[:MAX_FILTERS]
+            labels = labels[: max(0, MAX_FILTERS - len(tags))]
+        kind, cut = clean(params.get("type", ""), MAX_TYPE)
+        if cut:
+            kind = ""
+            notices.append("Ignored a type filter longer than any type name.")
+        owner = clean(params.get("owner", ""), MAX_VALUE)[0]
+        deleted = params.get("deleted", "").lower() in {"1", "true", "yes", "on"}
+        cursor = params.get("cursor", "")
+        back = [c for c in params.get("back", "").split(".") if c]
+        if not _valid_cursor(cursor) or not all(_valid_cursor(c) for c in back):
+            if cursor or back:
+                notices.append("That page link was not valid, so this is the first page.")
+            cursor, back = "", []
+        back = back[-MAX_BACK:]
+        page = _int(params.get("page"), 1, 1, MAX_PAGE) if cursor else 1
+        if cursor and page < 2:
+            page = len(back) + 2
+        state = cls(q, tags, kind, labels, owner, deleted, cursor, back, page, base)
+        return state, notices
+
+    # --- what the catalogue is asked ----------------------------------------------------------
+
+    def api_params(self, limit: int = PAGE_SIZE) -> list[tuple[str, str]]:
+        params: list[tuple[str, str]] = []
+        if self.q:
+            params.append(("q", self.q))
+        params += [("tag", t) for t in self.tags]
+        if self.type:
+            params.append(("type", self.type))
+        params += [("label", lab) for lab in self.labels]
+        if self.owner:
+            params.append(("owner", self.owner))
+        if self.deleted:
+            params.append(("include_deleted", "true"))
+        if self.cursor:
+            params.append(("cursor", self.cursor))
+        params.append(("limit", str(limit)))
+        return params
+
+    # --- links --------------------------------------------------------------------------------
+
+    @property
+    def is_empty(self) -> bool:
+        """No text and no filter: the catalogue's front page."""
+        return not (self.q or self.tags or self.type or self.labels or self.owner)
+
+    @property
+    def first_row(self) -> int:
+        return (self.page - 1) * PAGE_SIZE + 1
+
+    def url(self, **changes: object) -> str:
+        state = replace(self, **changes) if changes else self
+        pairs: list[tuple[str, str]] = []
+        if state.q:
+            pairs.append(("q", state.q))
+        pairs += [("tag", t) for t in state.tags]
+        if state.type:
+            pairs.append(("type", state.type))
+        pairs += [("label", lab) for lab in state.labels]
+        if state.owner:
+            pairs.append(("owner", state.owner))
+        if state.deleted:
+            pairs.append(("deleted", "1"))
+        if state.cursor:
+            pairs.append(("cursor", state.cursor))
+            pairs.append(("page", str(state.page)))
+            if state.back:
+                pairs.append(("back", ".".join(state.back)))
+        return f"{state.base}?{urlencode(pairs)}" if pairs else state.base
+
+    def _first_page(self, **changes: object) -> str:
+        return self.url(cursor="", back=[], page=1, **changes)
+
+    def with_tag(self, tag: str) -> str:
+        if tag in self.tags:
+            return self.without_tag(tag)
+        return self._first_page(tags=[*self.tags, tag])
+
+    def without_tag(self, tag: str) -> str:
+        return self._first_page(tags=[t for t in self.tags if t != tag])
+
+    def with_type(self, kind: str) -> str:
+        return self._first_page(type="" if kind == self.type else kind)
+
+    def with_label(self, label: str) -> str:
+        if label in self.labels:
+            return self._first_page(labels=[x for x in self.labels if x != label])
+        return self._first_page(labels=[*self.labels, label])
+
+    def toggle_deleted(self) -> str:
+        return self._first_page(deleted=not self.deleted)
+
+    def clear_url(self) -> str:
+        """Same text, no filters."""
+        return SearchState(q=self.q, base=self.base).url()
+
+    def filters(self) -> list[Filter]:
+        """The active filters, each with the link that removes it."""
+        out = [Filter("tag", "tag", t, self.without_tag(t)) for t in self.tags]
+        if self.type:
+            out.append(Filter("type", "type", self.type, self._first_page(type="")))
+        out += [
+            Filter(
+                "label", "label", lab, self._first_page(labels=[x for x in self.labels if x != lab])
+            )
+            for lab in self.labels
+        ]
+        if self.owner:
+            out.append(Filter("owner", "owner", self.owner, self._first_page(owner="")))
+        return out
+
+    def next_url(self, next_cursor: str) -> str:
+        back = [*self.back, self.cursor] if self.cursor else []
+        return self.url(cursor=next_cursor, back=back[-MAX_BACK:], page=self.page + 1)
+
+    def prev_url(self) -> str | None:
+        if self.page <= 1 or not self.cursor:
+            return None
+        if self.page == 2:
+            return self._first_page()
+        if not self.back:
+            return None  # the trail was cut: only "First page" and the back button remain
+        return self.url(cursor=self.back[-1], back=self.back[:-1], page=self.page - 1)
+
+    def first_url(self) -> str:
+        return self._first_page()
+
+
+def _valid_cursor(value: str) -> bool:
+    return not value or (len(value) <= MAX_CURSOR and bool(_CURSOR.match(value)))
+
+
+def _int(raw: str | None, default: int, low: int, high: int) -> int:
+    try:
+        value = int(raw or "")
+    except ValueError:
+        return default
+    return min(max(value, low), high)
