@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import bench_crawl, bench_ingest, bench_search
+from benchmarks import bench_crawl, bench_hdfs, bench_ingest, bench_search
 from benchmarks.common import (
     CatalogueProcess,
     Sizes,
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
+    hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
+    _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
     print("results written to benchmarks/RESULTS.md")
     for failure in failures:
         print(f"  {failure}")

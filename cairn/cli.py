@@ -20,6 +20,7 @@ import typer
 
 from cairn import __version__
 from cairn.settings import Settings, get_settings
+from featurestore_service.cli import app as featureset_app
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -56,7 +57,7 @@ def _setup_logging() -> None:
 
 
 # What `cairn up` starts, in order, and what it prints for each.
-UP_SERVICES: tuple[Service, ...] = (Service.catalogue,)
+UP_SERVICES: tuple[Service, ...] = (Service.catalogue, Service.featurestore, Service.ui)
 UP_LINKS = {
     Service.catalogue: "/api/v1/assets?q=sales   (API docs at /docs)",
     Service.featurestore: "/api/v1/featuresets   (API docs at /docs)",
@@ -64,6 +65,18 @@ UP_LINKS = {
 }
 # Called with the services' URLs once the example volume is crawled.
 UP_SEEDS: list[Callable[[dict[Service, str]], None]] = []
+
+
+def _seed_featuresets(urls: dict[Service, str]) -> None:
+    from featurestore_service.seed import seed_examples
+
+    seed_examples(urls)
+
+
+UP_SEEDS.append(_seed_featuresets)
+
+
+app.add_typer(featureset_app, name="featureset")
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +90,44 @@ class Settings(BaseSettings):
         8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."
     )
     log_level: str = Field("info", description="Log level of services and the crawler.")
+    # -- remote volumes (connectors/webhdfs.py, connectors/adls.py) --
+    hdfs_user: str | None = Field(
+        None,
+        description="User name sent to WebHDFS with simple authentication (default: login user).",
+    )
+    hdfs_auth: Literal["simple", "kerberos"] = Field(
+        "simple",
+        description=(
+            "`simple` (the user name only) or `kerberos` (SPNEGO with a ticket from `kinit`; "
+            "needs `pip install 'cairn[kerberos]'`)."
+        ),
+    )
+    hdfs_nameservices: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'JSON map of HA names to NameNode HTTP addresses, e.g. `{"prod": ["nn1:9870", '
+            '"nn2:9870"]}`: `hdfs://prod/path` then tries each NameNode in turn.'
+        ),
+    )
+    azure_account_key: SecretStr | None = Field(
+        None, description="Storage account key for `abfss://` and `az://` volumes."
+    )
+    azure_sas_token: SecretStr | None = Field(
+        None, description="SAS token (the query string, without `?`) for ADLS volumes."
+    )
+    azure_connection_string: SecretStr | None = Field(
+        None, description="Storage connection string for ADLS volumes (carries its own endpoint)."
+    )
+    azure_account_name: str | None = Field(
+        None, description="Storage account of `az://container/path` URLs, which do not name one."
+    )
+    azure_endpoint: str | None = Field(
+        None,
+        description=(
+            "Blob endpoint to use instead of `https://{account}.blob.<cloud suffix>`, for "
+            "emulators and private endpoints; `{account}` is replaced by the account name."
+        ),
+    )
 
     @field_validator("api_keys", "extra_types", "manifest_patterns", mode="before")
     @classmethod
@@ -107,6 +145,11 @@ class Settings(BaseSettings):
     @property
     def featurestore_db(self) -> Path:
         return self.data_dir / "featurestore.db"
+
+    @property
+    def featurestore_blobs(self) -> Path:
+        """Content-addressed Parquet files of tabular feature sets."""
+        return self.data_dir / "featurestore-blobs"
 
     @property
     def crawl_state_dir(self) -> Path:

@@ -1,4 +1,8 @@
-"""Volumes: one protocol over local directories (and, later, HDFS and ADLS Gen2)."""
+"""Volumes: one protocol over local directories, HDFS (WebHDFS) and ADLS Gen2 (Blob API).
+
+The remote connectors load on first use of their scheme (see registry.py), so their client
+libraries are optional extras.
+"""
 
 from connectors.base import Entry, ProblemSink, Volume, normalize_relpath
 from connectors.errors import (

@@ -15,16 +15,16 @@ from typing import Any
 from connectors.base import Volume
 from connectors.errors import UnsupportedScheme, VolumeError
 
-# None: the scheme is part of the design (section 1) but this version ships no connector, so
-# users get "not installed" rather than "unknown scheme".
 _LOCAL = "connectors.local:LocalVolume"
-_REGISTRY: dict[str, str | None] = {
+_HDFS = "connectors.webhdfs:HdfsVolume"
+_ADLS = "connectors.adls:AdlsVolume"
+_REGISTRY: dict[str, str] = {
     "file": _LOCAL,
-    "hdfs": None,
-    "webhdfs": None,
-    "abfss": None,
-    "abfs": None,
-    "az": None,
+    "hdfs": _HDFS,
+    "webhdfs": _HDFS,
+    "abfss": _ADLS,
+    "abfs": _ADLS,
+    "az": _ADLS,
 }
 
 # Only "scheme://" counts as a URL, so relative paths such as "data:2024/x" stay paths.
@@ -32,7 +32,7 @@ _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def supported_schemes() -> tuple[str, ...]:
-    return tuple(sorted(s for s, target in _REGISTRY.items() if target))
+    return tuple(sorted(_REGISTRY))
 
 
 def _load(scheme: str, target: str) -> Any:
@@ -63,10 +63,7 @@ def open_volume(url_or_path: str | os.PathLike[str], **options: Any) -> Volume:
         raise UnsupportedScheme(
             scheme, supported_schemes(), reason=f"unknown volume scheme '{scheme}://'"
         )
-    target = _REGISTRY[scheme]
-    if target is None:
-        raise UnsupportedScheme(scheme, supported_schemes())
-    volume = _load(scheme, target).from_url(spec, **options)
+    volume = _load(scheme, _REGISTRY[scheme]).from_url(spec, **options)
     return volume
 
 

@@ -7,6 +7,7 @@ walk, the diff against the crawl state and the push stay in this process.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -15,7 +16,7 @@ import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ Progress = Callable[[str, int, int | None], None]
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
+REMOTE_THREADS = 8  # concurrent reads on a remote volume (HDFS, ADLS)
 
 
 class CrawlFailed(Exception):
@@ -454,7 +456,11 @@ class Crawler:
     # -- pieces of _crawl --
 
     def _pool(self, volume_url: str, jobs: int) -> Any:
-        if jobs < PARALLEL_THRESHOLD or self.workers < 2 or not volume_url.startswith("file:"):
+        if not volume_url.startswith("file:"):
+            # Remote reads wait on the network, not the CPU: threads overlap the round trips
+            # (the volume is shared; the remote connectors' clients are thread-safe).
+            return ThreadPoolExecutor(REMOTE_THREADS) if jobs > 1 else _NoPool()
+        if jobs < PARALLEL_THRESHOLD or self.workers < 2:
             return _NoPool()
         # forkserver: forking this process could copy a lock held by a scheduler thread
         # (--every, --config); the fork server is a clean process with the modules preloaded.
@@ -478,9 +484,14 @@ class Crawler:
     ) -> list[Any]:
         out: list[Any] = []
         total = len(paths)
-        if isinstance(pool, _NoPool):
-            for n, path in enumerate(paths, 1):
-                out.append(one_fn(volume, path))
+        if isinstance(pool, _NoPool | ThreadPoolExecutor):
+            results = (
+                pool.map(functools.partial(one_fn, volume), paths)
+                if isinstance(pool, ThreadPoolExecutor)
+                else (one_fn(volume, path) for path in paths)
+            )
+            for n, result in enumerate(results, 1):
+                out.append(result)
                 if self.progress and n % 200 == 0:
                     self.progress(stage, n, total)
         else:

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from cairn.settings import Settings
+from tests.servers.fixtures import azurite_server, hdfs_server, use_env  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -47,8 +47,15 @@ def search(base: str, **params: object) -> dict:
     return response.json()
 
 
-def crawl(volume: Path, server: ProcessServer, *extra: str) -> tuple[int, dict]:
-    env = cairn_env(Path(server.env["CAIRN_DATA_DIR"]))
+def crawl(
+    volume: Path | str,
+    server: ProcessServer,
+    *extra: str,
+    settings: dict[str, str] | None = None,
+) -> tuple[int, dict]:
+    """``cairn crawl VOLUME --json`` against ``server``; ``settings`` adds environment
+    variables (a remote volume's credentials)."""
+    env = cairn_env(Path(server.env["CAIRN_DATA_DIR"]), **(settings or {}))
     result = run_cairn("crawl", str(volume), "--catalogue", server.url, "--json", *extra, env=env)
     assert result.stdout.strip(), result.stderr
     return result.returncode, json.loads(result.stdout)

@@ -59,7 +59,14 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
 
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
-    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_PORT=str(port))
+    fs_port = free_port()
+    ui_port = free_port()
+    env = cairn_env(
+        tmp_path / "data",
+        CAIRN_CATALOGUE_PORT=str(port),
+        CAIRN_FEATURESTORE_PORT=str(fs_port),
+        CAIRN_UI_PORT=str(ui_port),
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "cairn", "up"],
         env=env,
@@ -85,6 +92,18 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         body = httpx.get(f"http://127.0.0.1:{port}/api/v1/assets", params={"q": "churn"}).json()
         assert {"churn_model", "churn_scores"} <= {i["name"] for i in body["items"]}
         assert (tmp_path / "data" / "catalogue.db").exists()
+        # The feature store is up and seeded with the example feature sets.
+        assert "Seeded 9 example feature set version(s)" in output, output
+        sets = httpx.get(f"http://127.0.0.1:{fs_port}/api/v1/featuresets").json()
+        assert {i["name"]: i["version"] for i in sets["items"]}["churn_model_serving"] == 3
+        assert {i["kind"] for i in sets["items"]} == {"values", "table"}
+        # The web UI is up, reads both services, and is the last address printed.
+        ui = f"http://127.0.0.1:{ui_port}"
+        listed = re.findall(r"^  (\w+) +(http://\S+)", output, re.M)
+        assert listed[-1] == ("ui", ui), output
+        page = httpx.get(ui + "/", params={"q": "churn"})
+        assert page.status_code == 200 and "churn_model" in page.text
+        assert httpx.get(ui + "/featuresets/churn_model_serving").status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

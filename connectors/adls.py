@@ -1,0 +1,383 @@
+"""ADLS Gen2 volumes (``abfss://``, ``abfs://``, ``az://``), read through the Blob endpoint.
+
+An ADLS Gen2 account serves the same data on two REST APIs: ``dfs`` (paths, directories) and
+Blob (multi-protocol access). This connector uses the Blob API, with ``azure-storage-blob``:
+it is what every emulator serves (Azurite has no ``dfs`` endpoint), so the code that runs in
+production is the code the tests run against a real server, and it also reads plain Blob
+storage accounts without a hierarchical namespace.
+
+URLs: ``abfss://<filesystem>@<account>.dfs.core.windows.net/<path>`` (``abfs://`` alike; the
+host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), and
+``az://<container>/<path>`` with the account from ``CAIRN_AZURE_ACCOUNT_NAME``.
+``CAIRN_AZURE_ENDPOINT`` replaces the Blob endpoint (emulators, private endpoints).
+
+Walk: one flat, paged listing of every blob under the root's prefix (``list_blobs`` with
+``name_starts_with``), streamed page by page: one request per 5,000 blobs, not one per folder.
+Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
+(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all).
+
+Credentials, in ``CAIRN_*`` settings only (never in the URL): a connection string, an account
+key or a SAS token (at most one of them), else ``DefaultAzureCredential`` from the
+``azure-identity`` extra. Error messages carry Azure's error code, never its response text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+from urllib.parse import quote, unquote, urlsplit
+
+from connectors import logredact
+from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
+from connectors.ranged import RangedFile
+
+try:
+    from azure.core.exceptions import (
+        AzureError,
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+    from azure.storage.blob import BlobProperties, ContainerClient
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        f"the abfss:// connector needs 'azure-storage-blob' ({exc}); "
+        "install it with: pip install 'cairn[adls]'"
+    ) from exc
+
+log = logging.getLogger("cairn.connectors")
+logredact.install()
+
+# The SDK logs every request and response at INFO; a crawl makes thousands.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+SCHEMES = ("abfss", "abfs", "az")
+PAGE_SIZE = 5000  # the Blob service's largest page
+_HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>[A-Za-z0-9.-]+)$")
+_CONTAINER = re.compile(r"^(?:\$root|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
+
+
+def _is_folder_marker(props: BlobProperties) -> bool:
+    metadata = props.metadata or {}
+    return str(metadata.get("hdi_isfolder", "")).lower() == "true"
+
+
+class AdlsVolume:
+    """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
+
+    def __init__(self, container: ContainerClient, root: str, *, url: str, scheme: str) -> None:
+        self._container = container
+        self.root = root  # '' or 'a/b', no slashes at the ends
+        self._prefix = root + "/" if root else ""
+        self.url = url
+        self.scheme = scheme
+        self.requests = 0
+        self._check_root()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AdlsVolume:
+        from cairn.settings import get_settings
+
+        if options:
+            raise VolumeError(f"ADLS volumes take no options (got: {', '.join(sorted(options))})")
+        settings = get_settings()
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise VolumeError(f"not an ADLS URL: {scheme}://...")
+        if parts.query or parts.fragment:
+            # Not echoed: this is where a pasted SAS token would be.
+            raise VolumeError(
+                f"a {scheme}:// URL takes no query string; put a SAS token in CAIRN_AZURE_SAS_TOKEN"
+            )
+        authority = parts.netloc
+        if scheme == "az":
+            if "@" in authority or ":" in authority:
+                raise VolumeError("az:// URLs are az://<container>/<path>")
+            container_name, account, suffix = authority, settings.azure_account_name, None
+        else:
+            container_name, at, host = authority.rpartition("@")
+            if not at or ":" in container_name:
+                raise VolumeError(
+                    f"{scheme}:// URLs are {scheme}://<filesystem>@<account>.dfs.core.windows.net"
+                    "/<path>; credentials go in CAIRN_AZURE_* settings"
+                )
+            match = _HOST.match(host.lower())
+            if match is None:
+                raise VolumeError(
+                    f"not an ADLS host: {host!r} (expected <account>.dfs.core.windows.net)"
+                )
+            account, suffix = match["account"], match["suffix"]
+        if not _CONTAINER.match(container_name):
+            raise VolumeError(f"not a valid filesystem (container) name: {container_name!r}")
+        try:
+            root = normalize_relpath(unquote(parts.path).lstrip("/"))
+        except VolumeError as exc:
+            raise VolumeError(f"bad path in the volume URL: {exc}") from None
+        canonical = f"{scheme}://{authority.lower()}" + ("/" + _quote_path(root) if root else "")
+        client = _container_client(settings, container_name, account, suffix)
+        return cls(client, root, url=canonical, scheme=scheme)
+
+    def __repr__(self) -> str:
+        return f"AdlsVolume({self.url!r})"
+
+    def __enter__(self) -> AdlsVolume:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _blob(self, rel: str) -> str:
+        return self._prefix + rel if rel else self.root
+
+    def _list(self, prefix: str, *, limit: int | None = None) -> Iterator[BlobProperties]:
+        pages = self._container.list_blobs(
+            name_starts_with=prefix or None,
+            include=["metadata"],
+            results_per_page=limit or PAGE_SIZE,
+        ).by_page()
+        for page in pages:
+            self.requests += 1
+            yield from page
+            if limit is not None:
+                return
+
+    def _exists_below(self, rel: str) -> bool:
+        try:
+            return any(True for _ in self._list(self._blob(rel) + "/", limit=1))
+        except AzureError as exc:
+            raise _translate(exc, rel) from None
+
+    def _check_root(self) -> None:
+        try:
+            found = any(True for _ in self._list(self._prefix, limit=1))
+        except AzureError as exc:
+            if _code(exc) == "ContainerNotFound":
+                raise EntryNotFound(
+                    f"filesystem {self._container.container_name!r} does not exist", path=""
+                ) from None
+            raise _translate(exc, "") from None
+        if found or not self.root:
+            return
+        # An empty folder exists only as a marker blob.
+        try:
+            props = self._container.get_blob_client(self.root).get_blob_properties()
+        except ResourceNotFoundError:
+            raise EntryNotFound(f"volume root {self.root!r} does not exist", path="") from None
+        except AzureError as exc:
+            raise _translate(exc, "") from None
+        if not _is_folder_marker(props):
+            raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
+
+    # -- the Volume protocol -------------------------------------------------------------------
+
+    def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
+        report = on_problem or _log_problem
+        skip = len(self._prefix)
+        seen_dirs: set[str] = set()
+        new = make_entry
+        try:
+            for props in self._list(self._prefix):
+                name: str = props.name[skip:]
+                marker = _is_folder_marker(props)
+                if name.endswith("/"):
+                    # Some tools mark folders with a zero-length 'name/' blob.
+                    name, marker = name[:-1], True
+                parts = name.split("/")
+                if not name or any(p in ("", ".", "..") for p in parts):
+                    report(name, "blob name is not a clean path ('//', '.' or '..'), skipped")
+                    continue
+                # Parent folders first, each once, from the name itself: a flat listing has no
+                # directory entries unless marker blobs exist.
+                for depth in range(1, len(parts)):
+                    folder = "/".join(parts[:depth])
+                    if folder not in seen_dirs:
+                        seen_dirs.add(folder)
+                        yield new(folder, 0, 0, True)
+                mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
+                if marker:
+                    if name not in seen_dirs:
+                        seen_dirs.add(name)
+                        yield new(name, 0, mtime_ns, True)
+                else:
+                    yield new(name, int(props.size), mtime_ns, False)
+        except AzureError as exc:
+            # Listing is one stream for the whole volume: there is no folder to skip and go on.
+            raise _translate(exc, "") from None
+
+    def _props(self, rel: str) -> BlobProperties | None:
+        """The blob's properties, or None when no blob has this name."""
+        try:
+            self.requests += 1
+            return self._container.get_blob_client(self._blob(rel)).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise _translate(exc, rel) from None
+
+    def stat(self, path: str) -> Entry:
+        rel = normalize_relpath(path)
+        if not rel:
+            return Entry("", 0, 0, True)
+        props = self._props(rel)
+        if props is None:
+            if self._exists_below(rel):
+                return Entry(rel, 0, 0, True)
+            raise EntryNotFound(f"{rel!r} does not exist in the volume", path=rel)
+        mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
+        if _is_folder_marker(props):
+            return Entry(rel, 0, mtime_ns, True)
+        return Entry(rel, int(props.size), mtime_ns, False)
+
+    def _fetch(self, rel: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            self.requests += 1
+            blob = self._container.get_blob_client(self._blob(rel))
+            return cast(bytes, blob.download_blob(offset=offset, length=length).readall())
+        except ResourceNotFoundError:
+            if self._exists_below(rel):
+                raise NotAFile(f"{rel!r} is a directory", path=rel) from None
+            raise EntryNotFound(f"{rel!r} does not exist in the volume", path=rel) from None
+        except AzureError as exc:
+            raise _translate(exc, rel) from None
+
+    def open(self, path: str) -> BinaryIO:
+        entry = self.stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+
+        def fetch(offset: int, length: int) -> bytes:
+            return self._fetch(entry.path, offset, length)
+
+        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        entry = self.stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+        if entry.size > max_bytes:
+            raise EntryTooLarge(entry.path, entry.size, max_bytes)
+        data = self._fetch(entry.path, 0, max_bytes + 1) if entry.size else b""
+        if len(data) > max_bytes:  # grew since the stat
+            raise EntryTooLarge(entry.path, len(data), max_bytes)
+        return data
+
+    def url_for(self, path: str) -> str:
+        rel = normalize_relpath(path)
+        if not rel:
+            return self.url
+        return self.url.rstrip("/") + "/" + _quote_path(rel)
+
+
+# -- clients and errors --------------------------------------------------------------------------
+
+
+def _container_client(
+    settings: Any, container: str, account: str | None, suffix: str | None
+) -> ContainerClient:
+    secrets = {
+        "CAIRN_AZURE_CONNECTION_STRING": settings.azure_connection_string,
+        "CAIRN_AZURE_ACCOUNT_KEY": settings.azure_account_key,
+        "CAIRN_AZURE_SAS_TOKEN": settings.azure_sas_token,
+    }
+    given = [name for name, value in secrets.items() if value is not None]
+    if len(given) > 1:
+        raise VolumeError(f"set only one of {', '.join(given)}")
+    common: dict[str, Any] = {
+        "connection_timeout": settings.http_timeout,
+        "read_timeout": settings.http_timeout,
+        "retry_total": max(0, min(settings.http_retries, 4) - 1),
+    }
+    conn = settings.azure_connection_string
+    if conn is not None:
+        try:
+            client = ContainerClient.from_connection_string(
+                conn.get_secret_value(), container, **common
+            )
+        except ValueError:
+            # The SDK's message may quote the string; ours does not.
+            raise VolumeError("CAIRN_AZURE_CONNECTION_STRING is malformed") from None
+        if account and client.account_name and client.account_name != account:
+            raise VolumeError(
+                f"the URL names storage account {account!r} but "
+                f"CAIRN_AZURE_CONNECTION_STRING is for {client.account_name!r}"
+            )
+        return client
+    if not account:
+        raise VolumeError("az:// URLs need the account name in CAIRN_AZURE_ACCOUNT_NAME")
+    if settings.azure_endpoint:
+        account_url = settings.azure_endpoint.replace("{account}", account).rstrip("/")
+    else:
+        account_url = f"https://{account}.blob.{suffix or 'core.windows.net'}"
+    credential: Any
+    if settings.azure_account_key is not None:
+        credential = {"account_name": account, "account_key": settings.azure_account_key}
+        credential["account_key"] = credential["account_key"].get_secret_value()
+    elif settings.azure_sas_token is not None:
+        from azure.core.credentials import AzureSasCredential
+
+        credential = AzureSasCredential(settings.azure_sas_token.get_secret_value().lstrip("?"))
+    else:
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise VolumeError(
+                "no Azure credentials: set CAIRN_AZURE_ACCOUNT_KEY, CAIRN_AZURE_SAS_TOKEN or "
+                "CAIRN_AZURE_CONNECTION_STRING, or install 'cairn[azure-identity]' to use "
+                "DefaultAzureCredential (managed identity, az login, environment)"
+            ) from None
+        credential = DefaultAzureCredential()
+    return ContainerClient(account_url, container, credential=credential, **common)
+
+
+def _code(exc: AzureError) -> str | None:
+    code = getattr(exc, "error_code", None)
+    return None if code is None else str(getattr(code, "value", code))
+
+
+def _translate(exc: AzureError, rel: str) -> VolumeError:
+    where = repr(rel) if rel else "the volume"
+    code = _code(exc)
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        return AccessDenied(
+            f"{where}: the storage account refused access ({code or status}); check the "
+            "CAIRN_AZURE_* credentials and their permissions",
+            path=rel,
+        )
+    if isinstance(exc, ResourceNotFoundError):
+        return EntryNotFound(f"{where} does not exist ({code or 'not found'})", path=rel)
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return VolumeError(
+            f"{where}: cannot reach the storage account ({type(exc).__name__}); "
+            "check the URL or CAIRN_AZURE_ENDPOINT",
+            path=rel,
+        )
+    if isinstance(exc, HttpResponseError):
+        return VolumeError(f"{where}: storage error {status} {code or ''}".rstrip(), path=rel)
+    return VolumeError(f"{where}: {type(exc).__name__}", path=rel)
+
+
+def _log_problem(path: str, reason: str) -> None:
+    log.warning("walk: %s: %s", path or "<root>", reason)
+
+
+_PATH_SAFE = "/:@!$&'()*+,;="
+
+
+def _quote_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE)

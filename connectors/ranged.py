@@ -1,0 +1,99 @@
+"""A read-only, seekable file over ranged reads, for remote volumes' ``open()``.
+
+pyarrow reads a Parquet schema by seeking to the end and reading the footer: with this wrapper
+that costs one or two ranged GETs, however large the file. Reads are served from one block
+fetched at least ``min_fetch`` bytes at a time, so the many small reads a parser makes near
+each other cost one request, not one each.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from connectors.errors import VolumeError
+
+# (offset, length) -> exactly ``length`` bytes, or fewer only at the end of the file
+FetchRange = Callable[[int, int], bytes]
+
+DEFAULT_MIN_FETCH = 64 * 1024
+
+
+class RangedFile(io.RawIOBase):
+    def __init__(
+        self, path: str, size: int, fetch: FetchRange, *, min_fetch: int = DEFAULT_MIN_FETCH
+    ) -> None:
+        super().__init__()
+        self.name = path
+        self.size = size
+        self._fetch = fetch
+        self._min_fetch = max(1, min_fetch)
+        self._pos = 0
+        self._block_start = 0
+        self._block = b""
+        # What went over the wire, for tests and benchmarks.
+        self.requests = 0
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if pos < 0:
+            raise OSError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.size - self._pos)
+        if want <= 0:
+            return 0
+        start = self._pos - self._block_start
+        if not (start >= 0 and start + want <= len(self._block)):
+            self._load(self._pos, want)
+            start = 0
+        view[:want] = self._block[start : start + want]
+        self._pos += want
+        return want
+
+    def readall(self) -> bytes:
+        return self.read(max(0, self.size - self._pos))
+
+    def _load(self, offset: int, want: int) -> None:
+        length = min(max(want, self._min_fetch), self.size - offset)
+        data = self._fetch(offset, length)
+        self.requests += 1
+        self.bytes_fetched += len(data)
+        if len(data) < want:
+            raise VolumeError(
+                f"{self.name!r} is shorter than its listed size (changed while being read?)",
+                path=self.name,
+            )
+        self._block_start = offset
+        self._block = data
+
+    def close(self) -> None:
+        self._block = b""
+        super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")

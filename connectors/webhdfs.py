@@ -1,0 +1,414 @@
+"""HDFS volumes over WebHDFS (``hdfs://`` and ``webhdfs://`` URLs), with the ``hdfs`` package.
+
+URLs: ``hdfs://namenode:9870/path`` names the NameNode's HTTP (WebHDFS) port, 9870 when left
+out; ``hdfs://nn1:9870,nn2:9870/path`` lists the NameNodes of an HA pair, and a logical name
+from ``CAIRN_HDFS_NAMESERVICES`` (``hdfs://prod/path``) stands for such a list. A NameNode that
+is down or in standby is skipped for the next one (the ``hdfs`` client rotates through the
+list); when none answers, the call is retried with backoff before the volume gives up.
+
+Walk: depth first, each directory listed with LISTSTATUS_BATCH (the NameNode's ``dfs.ls.limit``
+entries per request, 1,000 by default), entries yielded as each batch arrives, so a directory of
+a million files never sits in memory whole. A directory that cannot be listed (permissions, or
+deleted mid-walk) is reported and skipped; a NameNode that cannot be reached at all fails the
+walk with a VolumeError, since every directory after it would fail the same way.
+
+Reads: ``read()`` asks for at most ``max_bytes + 1`` bytes, so the cap holds on the wire; ``open()``
+returns a :class:`RangedFile` whose reads are OPEN requests with ``offset`` and ``length``.
+
+Authentication: simple (``user.name``, from ``CAIRN_HDFS_USER``) or Kerberos/SPNEGO
+(``CAIRN_HDFS_AUTH=kerberos``, with the ``kerberos`` extra and a ticket from ``kinit``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import posixpath
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, TypeVar, cast
+from urllib.parse import quote, unquote, urlsplit
+
+from connectors import logredact
+from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
+from connectors.ranged import RangedFile
+
+try:
+    import requests
+    from hdfs import InsecureClient
+    from hdfs.client import Client, _Request
+    from hdfs.util import HdfsError
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        f"the hdfs:// connector needs the 'hdfs' package ({exc}); "
+        "install it with: pip install 'cairn[hdfs]'"
+    ) from exc
+
+log = logging.getLogger("cairn.connectors")
+logredact.install()
+
+DEFAULT_PORT = 9870
+T = TypeVar("T")
+
+# The ``hdfs`` package has no LISTSTATUS_BATCH (Hadoop 2.8+); its request factory builds the
+# handler, so NameNode rotation and error decoding work for it as for the built-in operations.
+_list_status_batch = _Request("GET").to_method("LISTSTATUS_BATCH")
+_RETRIABLE = ("RetriableException", "StandbyException")
+_ADDRESS = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d+))?$"
+)
+
+
+class NameNodeUnreachable(VolumeError):
+    """No NameNode answered, after retries; a walk stops on this instead of reporting."""
+
+
+def parse_namenodes(authority: str, nameservices: dict[str, list[str]]) -> list[str]:
+    """``host:port`` items (or a logical name) as WebHDFS base URLs."""
+    items = [a.strip() for a in authority.split(",") if a.strip()]
+    if len(items) == 1 and items[0] in nameservices:
+        items = list(nameservices[items[0]])
+        if not items:
+            raise VolumeError(f"HDFS nameservice {authority!r} lists no NameNode")
+    if not items:
+        raise VolumeError("hdfs:// URL names no NameNode (expected hdfs://host:port/path)")
+    urls = []
+    for item in items:
+        bare = item.removeprefix("http://")
+        match = _ADDRESS.match(bare)
+        if match is None:
+            raise VolumeError(f"not a NameNode address: {item!r} (expected host:port)")
+        host = f"[{match['v6']}]" if match["v6"] else match["host"].lower()
+        port = int(match["port"] or DEFAULT_PORT)
+        if not 0 < port < 65536:
+            raise VolumeError(f"NameNode port out of range in {item!r}")
+        urls.append(f"http://{host}:{port}")
+    return urls
+
+
+class HdfsVolume:
+    """An HDFS directory tree over WebHDFS; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        namenodes: list[str],
+        root: str,
+        *,
+        url: str,
+        scheme: str = "hdfs",
+        user: str | None = None,
+        auth: str = "simple",
+        timeout: float = 30.0,
+        attempts: int = 3,
+    ) -> None:
+        if not root.startswith("/"):
+            raise VolumeError(f"HDFS volume root must be absolute, not {root!r}")
+        self.root = posixpath.normpath(root) if root != "/" else "/"
+        self.url = url
+        self.scheme = scheme
+        self.namenodes = list(namenodes)
+        self._attempts = max(1, attempts)
+        self._user = user or getpass.getuser()
+        session = requests.Session()
+        joined = ";".join(self.namenodes)
+        if auth == "simple":
+            self._client: Client = InsecureClient(
+                joined, user=self._user, timeout=timeout, session=session
+            )
+        elif auth == "kerberos":
+            try:
+                from hdfs.ext.kerberos import KerberosClient
+            except ImportError as exc:
+                raise VolumeError(
+                    "CAIRN_HDFS_AUTH=kerberos needs requests-kerberos: "
+                    "pip install 'cairn[kerberos]'"
+                ) from exc
+            self._client = KerberosClient(
+                joined, mutual_auth="OPTIONAL", timeout=timeout, session=session
+            )
+        else:
+            raise VolumeError(f"unknown HDFS authentication {auth!r}: use simple or kerberos")
+        # Paths handed to the client are already absolute and normal; its resolve() would
+        # also expand '#LATEST' markers, which have no business in a file name.
+        self._client.resolve = lambda path: path  # type: ignore[method-assign]
+        self.requests = 0  # WebHDFS calls made, for tests and benchmarks
+        top = self._status(self.root, "")
+        if top["type"] != "DIRECTORY":
+            raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HdfsVolume:
+        from cairn.settings import get_settings
+
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("hdfs", "webhdfs"):
+            raise VolumeError(f"not an hdfs:// or webhdfs:// URL: {scheme}://...")
+        if parts.query or parts.fragment:
+            # Not echoed: a query string is where delegation tokens would hide.
+            raise VolumeError(
+                f"an {scheme}:// URL takes no query string or fragment; "
+                "set the user with CAIRN_HDFS_USER"
+            )
+        authority = parts.netloc
+        if "@" in authority:
+            raise VolumeError(
+                f"an {scheme}:// URL takes no user name or password; "
+                "set the user with CAIRN_HDFS_USER"
+            )
+        settings = get_settings()
+        namenodes = parse_namenodes(authority, settings.hdfs_nameservices)
+        root = posixpath.normpath("/" + unquote(parts.path).lstrip("/")) if parts.path else "/"
+        root = "/" if root == "//" else root
+        canonical = f"{scheme}://{authority.lower()}{_quote_path(root)}"
+        known = {"user", "auth", "timeout", "attempts"}
+        unknown = set(options) - known
+        if unknown:
+            raise VolumeError(f"unknown HDFS volume options: {', '.join(sorted(unknown))}")
+        return cls(
+            namenodes,
+            root,
+            url=canonical,
+            scheme=scheme,
+            user=options.get("user", settings.hdfs_user),
+            auth=options.get("auth", settings.hdfs_auth),
+            timeout=options.get("timeout", settings.http_timeout),
+            attempts=options.get("attempts", min(settings.http_retries, 4)),
+        )
+
+    def __repr__(self) -> str:
+        return f"HdfsVolume({self.url!r})"
+
+    def __enter__(self) -> HdfsVolume:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client._session.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _abs(self, rel: str) -> str:
+        if not rel:
+            return self.root
+        return f"{self.root}/{rel}" if self.root != "/" else f"/{rel}"
+
+    def _call(self, rel: str, fn: Callable[[], T]) -> T:
+        """One WebHDFS call with retries; HDFS and network failures as VolumeErrors."""
+        delays = _backoff(self._attempts)
+        for attempt in range(self._attempts):
+            self.requests += 1
+            try:
+                return fn()
+            except HdfsError as exc:
+                name = getattr(exc, "exception", None)
+                if name not in _RETRIABLE or attempt == self._attempts - 1:
+                    raise _translate(exc, rel) from None
+                reason = f"every NameNode answered {name}"
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt == self._attempts - 1:
+                    raise NameNodeUnreachable(
+                        f"cannot reach WebHDFS at {', '.join(self.namenodes)} "
+                        f"({_network_reason(exc)}); is that the NameNode's HTTP port "
+                        f"(9870 by default, not the RPC port 8020)?",
+                        path=rel,
+                    ) from None
+                reason = _network_reason(exc)
+            except (ValueError, KeyError) as exc:
+                raise VolumeError(
+                    f"{rel or '<root>'}: unexpected answer from {', '.join(self.namenodes)} "
+                    f"({type(exc).__name__}); is that a WebHDFS endpoint?",
+                    path=rel,
+                ) from None
+            log.warning(
+                "WebHDFS call for %r failed (%s); retry %d of %d",
+                rel,
+                reason,
+                attempt + 1,
+                self._attempts - 1,
+            )
+            time.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    def _status(self, hdfs_path: str, rel: str) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            response = self._client._get_file_status(hdfs_path)
+            return cast(dict[str, Any], response.json()["FileStatus"])
+
+        try:
+            return self._call(rel, call)
+        except EntryNotFound:
+            if not rel:
+                raise EntryNotFound(f"volume root {self.root!r} does not exist", path="") from None
+            raise
+
+    def _batches(self, hdfs_path: str, rel: str) -> Iterator[list[dict[str, Any]]]:
+        after: str | None = None
+        while True:
+
+            def call(after: str | None = after) -> dict[str, Any]:
+                params = {"startAfter": after} if after is not None else {}
+                response = _list_status_batch(self._client, hdfs_path, **params)
+                return cast(dict[str, Any], response.json()["DirectoryListing"])
+
+            listing = self._call(rel, call)
+            statuses = listing["partialListing"]["FileStatuses"]["FileStatus"]
+            yield statuses
+            if not listing.get("remainingEntries") or not statuses:
+                return
+            after = statuses[-1]["pathSuffix"]
+
+    def _fetch(self, hdfs_path: str, rel: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end of the file)."""
+        if length <= 0:
+            return b""
+
+        def call() -> bytes:
+            response = self._client._open(hdfs_path, offset=offset, length=length)
+            with response:
+                chunks = []
+                got = 0
+                for chunk in response.iter_content(chunk_size=256 * 1024):
+                    chunks.append(chunk)
+                    got += len(chunk)
+                    if got >= length:
+                        break
+            return b"".join(chunks)[:length]
+
+        return self._call(rel, call)
+
+    # -- the Volume protocol -------------------------------------------------------------------
+
+    def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
+        report = on_problem or _log_problem
+        new = make_entry
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            prefix = rel + "/" if rel else ""
+            try:
+                for batch in self._batches(self._abs(rel), rel):
+                    for status in batch:
+                        name = status["pathSuffix"]
+                        if not name:
+                            # A file where a directory was listed: replaced since the parent's
+                            # listing.
+                            report(rel, "is no longer a directory, skipped")
+                            continue
+                        child = prefix + name
+                        kind = status["type"]
+                        mtime_ns = int(status["modificationTime"]) * 1_000_000
+                        if kind == "FILE":
+                            yield new(child, int(status["length"]), mtime_ns, False)
+                        elif kind == "DIRECTORY":
+                            yield new(child, 0, mtime_ns, True)
+                            stack.append(child)
+                        else:
+                            report(child, f"not a regular file ({kind.lower()}), skipped")
+            except NameNodeUnreachable:
+                raise
+            except EntryNotFound:
+                report(rel, "disappeared during the walk, skipped")
+            except AccessDenied:
+                report(rel, "cannot list directory: permission denied")
+            except VolumeError as exc:
+                report(rel, f"cannot list directory: {exc}")
+
+    def stat(self, path: str) -> Entry:
+        rel = normalize_relpath(path)
+        status = self._status(self._abs(rel), rel)
+        mtime_ns = int(status["modificationTime"]) * 1_000_000
+        if status["type"] == "DIRECTORY":
+            return Entry(rel, 0, mtime_ns, True)
+        if status["type"] == "FILE":
+            return Entry(rel, int(status["length"]), mtime_ns, False)
+        raise NotAFile(f"{rel!r} is not a regular file ({status['type'].lower()})", path=rel)
+
+    def open(self, path: str) -> BinaryIO:
+        entry = self.stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+        hdfs_path = self._abs(entry.path)
+
+        def fetch(offset: int, length: int) -> bytes:
+            return self._fetch(hdfs_path, entry.path, offset, length)
+
+        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        rel = normalize_relpath(path)
+        if not rel:
+            raise NotAFile("'' is the volume root, a directory", path=rel)
+        # One byte past the cap tells "exactly max_bytes" from "more", without a stat call.
+        data = self._fetch(self._abs(rel), rel, 0, max_bytes + 1)
+        if len(data) > max_bytes:
+            size = self.stat(rel).size
+            raise EntryTooLarge(rel, max(size, len(data)), max_bytes)
+        return data
+
+    def url_for(self, path: str) -> str:
+        rel = normalize_relpath(path)
+        if not rel:
+            return self.url
+        return self.url.rstrip("/") + "/" + _quote_path(rel)
+
+
+def _translate(exc: HdfsError, rel: str) -> VolumeError:
+    name = getattr(exc, "exception", None)
+    message = _clean(str(exc))
+    where = repr(rel) if rel else "the volume root"
+    if name == "FileNotFoundException":
+        if "not a file" in message.lower():
+            return NotAFile(f"{where} is a directory", path=rel)
+        return EntryNotFound(f"{where} does not exist in the volume", path=rel)
+    if name in ("AccessControlException", "SecurityException"):
+        return AccessDenied(f"{where}: permission denied", path=rel)
+    if name is None and "Authentication failure" in message:
+        return AccessDenied(
+            f"{where}: WebHDFS refused the credentials (CAIRN_HDFS_AUTH, CAIRN_HDFS_USER)",
+            path=rel,
+        )
+    return VolumeError(f"{where}: {name or 'WebHDFS error'}: {message}", path=rel)
+
+
+def _clean(message: str) -> str:
+    # HdfsError may carry a whole HTML error page; one line of it is enough for a report.
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return first[:300]
+
+
+def _network_reason(exc: Exception) -> str:
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    # The exception text holds the full request URL with its query string; never pass it on.
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return "connection failed"
+
+
+def _backoff(attempts: int) -> list[float]:
+    from cairn.retry import backoff_delays
+
+    return backoff_delays(attempts)
+
+
+def _log_problem(path: str, reason: str) -> None:
+    log.warning("walk: %s: %s", path or "<root>", reason)
+
+
+_PATH_SAFE = "/:@!$&'()*+,;="
+
+
+def _quote_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE)

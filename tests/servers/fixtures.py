@@ -1,0 +1,126 @@
+"""Session fixtures for the real servers behind the remote connectors.
+
+Each server is installed (cached under ``~/.cache/cairn/``) and started on first use, on a free
+loopback port, and stopped when the session ends. A server that cannot be installed or started
+fails the tests that need it, with the step that failed; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.servers.azurite import ACCOUNT, KEY, Azurite, TokenEndpoint
+from tests.servers.minihdfs import MiniHdfs, ServerSetupError, WebHdfsAdmin
+
+_AZURE_IDENTITY_VARS = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE")
+TEST_USER = "cairn"  # not the HDFS superuser, so permissions apply to it
+LS_LIMIT = 500  # entries per LISTSTATUS_BATCH answer: small, so tests cross batches
+
+
+@dataclass
+class HdfsServer:
+    cluster: MiniHdfs
+    admin: WebHdfsAdmin
+    startup_s: float
+
+    def fresh_dir(self, name: str = "t") -> str:
+        """A new, empty, world-readable folder; returns its absolute path."""
+        path = f"/{name}-{uuid.uuid4().hex[:8]}"
+        self.admin.mkdirs(path, permission="755")
+        return path
+
+    def url(self, path: str, scheme: str = "hdfs") -> str:
+        return f"{scheme}://{self.cluster.authority}{path}"
+
+
+@dataclass
+class AzuriteServer:
+    server: Azurite
+    tokens: TokenEndpoint
+    account: str = ACCOUNT
+    key: str = KEY
+    containers: list[str] = field(default_factory=list)
+
+    def fresh_container(self) -> str:
+        name = f"c{uuid.uuid4().hex[:12]}"
+        self.server.service().create_container(name)
+        return name
+
+    def container(self, name: str):  # type: ignore[no-untyped-def]
+        return self.server.service().get_container_client(name)
+
+    def url(self, container: str, path: str = "") -> str:
+        return f"abfss://{container}@{ACCOUNT}.dfs.core.windows.net/{path.lstrip('/')}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Settings for the connector: the emulator's endpoint, its CA, and (by default) the
+        account key; pass CAIRN_AZURE_ACCOUNT_KEY="" to leave the key out."""
+        env = {
+            "CAIRN_AZURE_ENDPOINT": self.server.endpoint,
+            "CAIRN_AZURE_ACCOUNT_KEY": self.key,
+            "REQUESTS_CA_BUNDLE": str(self.server.ca_file),
+            # DefaultAzureCredential must find the stand-in managed identity, never probe the
+            # cloud's instance metadata address.
+            **self.tokens.env(),
+        }
+        env.update(extra)
+        return {k: v for k, v in env.items() if v != ""}
+
+
+@pytest.fixture(scope="session")
+def hdfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsServer]:
+    cluster = MiniHdfs(tmp_path_factory.mktemp("minihdfs"), ha=True, ls_limit=LS_LIMIT)
+    try:
+        cluster.start()
+    except ServerSetupError as exc:
+        pytest.fail(f"HDFS minicluster could not be set up: {exc}", pytrace=False)
+    admin = cluster.admin()
+    try:
+        yield HdfsServer(cluster, admin, cluster.startup_s)
+    finally:
+        admin.close()
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        server.start()
+    except ServerSetupError as exc:
+        pytest.fail(f"Azurite could not be set up: {exc}", pytrace=False)
+    tokens = TokenEndpoint().start()
+    try:
+        yield AzuriteServer(server, tokens)
+    finally:
+        tokens.stop()
+        server.stop()
+
+
+@pytest.fixture
+def use_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], None]]:
+    """``use_env({...})`` sets connector settings in this process for one test, replacing the
+    caller's CAIRN_* and Azure identity variables (and the settings cache)."""
+    from cairn.settings import get_settings
+
+    def clear() -> None:
+        for name in list(os.environ):
+            if name.startswith("CAIRN_") or name in _AZURE_IDENTITY_VARS:
+                monkeypatch.delenv(name)
+
+    clear()
+
+    def apply(env: dict[str, str]) -> None:
+        clear()  # each call replaces the previous settings
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+
+    get_settings.cache_clear()
+    yield apply
+    get_settings.cache_clear()

@@ -1,0 +1,316 @@
+"""What only the remote connectors do: HDFS high availability and authentication settings,
+ADLS credentials, URL forms and folder markers, against the real minicluster and Azurite.
+
+The behaviour they share with the local connector is in test_volume_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors import AccessDenied, EntryNotFound, VolumeError, open_volume, supported_schemes
+from tests.conftest import ROOT, cairn_env, free_port
+from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer
+
+SetEnv = Callable[[dict[str, str]], None]
+
+
+def test_registry_knows_every_remote_scheme() -> None:
+    assert set(supported_schemes()) == {"file", "hdfs", "webhdfs", "abfss", "abfs", "az"}
+
+
+# -- HDFS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hdfs_tree(hdfs_server: HdfsServer) -> str:
+    root = hdfs_server.fresh_dir("ha")
+    hdfs_server.admin.put(f"{root}/a/MANIFEST.yaml", b"name: a\ntype: dataset\n")
+    return root
+
+
+def test_hdfs_tries_the_next_namenode(
+    hdfs_server: HdfsServer, hdfs_tree: str, use_env: SetEnv
+) -> None:
+    cluster = hdfs_server.cluster
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    dead = f"127.0.0.1:{free_port()}"
+    standby = cluster.standby_url.removeprefix("http://")
+    active = cluster.active_url.removeprefix("http://")
+    # A NameNode that is down, then one in standby (it answers StandbyException), then the
+    # active one: the volume ends up on the active one without reporting anything.
+    volume = open_volume(f"hdfs://{dead},{standby},{active}{hdfs_tree}")
+    assert volume.url == f"hdfs://{dead},{standby},{active}{hdfs_tree}"
+    problems: list[tuple[str, str]] = []
+    assert [e.path for e in volume.walk(lambda p, r: problems.append((p, r)))] == [
+        "a",
+        "a/MANIFEST.yaml",
+    ]
+    assert problems == []
+    assert volume.read("a/MANIFEST.yaml", 100) == b"name: a\ntype: dataset\n"
+
+
+def test_hdfs_nameservice_survives_a_failover(
+    hdfs_server: HdfsServer, hdfs_tree: str, use_env: SetEnv
+) -> None:
+    cluster = hdfs_server.cluster
+    addresses = [u.removeprefix("http://") for u in cluster.namenodes]
+    use_env(
+        {
+            "CAIRN_HDFS_USER": TEST_USER,
+            "CAIRN_HDFS_NAMESERVICES": json.dumps({"lakehouse": addresses}),
+        }
+    )
+    volume = open_volume(f"hdfs://lakehouse{hdfs_tree}")
+    assert volume.url == f"hdfs://lakehouse{hdfs_tree}"  # stable whichever NameNode is active
+    assert len(list(volume.walk())) == 2
+    cluster.failover()
+    try:
+        assert [e.path for e in volume.walk()] == ["a", "a/MANIFEST.yaml"]
+        assert volume.read("a/MANIFEST.yaml", 100).startswith(b"name: a")
+    finally:
+        cluster.failover()
+        hdfs_server.admin.base = cluster.active_url + "/webhdfs/v1"
+
+
+def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
+    use_env({"CAIRN_HTTP_RETRIES": "2"})
+    started = time.monotonic()
+    with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:
+        open_volume(f"hdfs://127.0.0.1:{free_port()}/lake")
+    assert "user.name" not in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("hdfs://alice:pw@127.0.0.1:9870/lake", "takes no user name or password"),
+        ("hdfs://127.0.0.1:9870/lake?delegation=tok123", "takes no query string"),
+        ("webhdfs://nn:99999/lake", "port out of range"),
+        ("hdfs:///lake", "names no NameNode"),
+    ],
+)
+def test_hdfs_url_mistakes(url: str, message: str, use_env: SetEnv) -> None:
+    use_env({})
+    with pytest.raises(VolumeError, match=message) as info:
+        open_volume(url)
+    assert "pw" not in str(info.value) and "tok123" not in str(info.value)
+
+
+def test_hdfs_kerberos_without_the_extra_names_it(use_env: SetEnv) -> None:
+    use_env({"CAIRN_HDFS_AUTH": "kerberos"})
+    with pytest.raises(VolumeError, match=r"pip install 'cairn\[kerberos\]'"):
+        open_volume("hdfs://127.0.0.1:9870/lake")
+
+
+MISSING_LIBRARY = """
+import sys
+sys.modules[sys.argv[1]] = None  # as if the extra were not installed
+from connectors import UnsupportedScheme, open_volume
+try:
+    open_volume(sys.argv[2])
+except UnsupportedScheme as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, url, extra",
+    [
+        ("hdfs", "hdfs://127.0.0.1:9870/x", "hdfs"),
+        ("azure.storage.blob", "abfss://c@acct.dfs.core.windows.net/x", "adls"),
+    ],
+)
+def test_missing_client_library_names_the_extra(module: str, url: str, extra: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", MISSING_LIBRARY, module, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert f"pip install 'cairn[{extra}]'" in result.stdout, result.stdout + result.stderr
+
+
+# -- ADLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lake(azurite_server: AzuriteServer) -> str:
+    name = azurite_server.fresh_container()
+    container = azurite_server.container(name)
+    container.upload_blob("lake/sales/MANIFEST.yaml", b"name: sales\ntype: dataset\n")
+    container.upload_blob("lake/sales/part-0.csv", b"a,b\n1,2\n")
+    return name
+
+
+def _sas(server: AzuriteServer, container: str, **permissions: bool) -> str:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    return generate_container_sas(
+        server.account,
+        container,
+        account_key=server.key,
+        permission=ContainerSasPermissions(**permissions),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+
+
+def _paths(url: str) -> list[str]:
+    return sorted(e.path for e in open_volume(url).walk())
+
+
+EXPECTED = ["sales", "sales/MANIFEST.yaml", "sales/part-0.csv"]
+
+
+def test_adls_account_key_sas_connection_string_and_default_credential(
+    azurite_server: AzuriteServer, lake: str, use_env: SetEnv
+) -> None:
+    server = azurite_server
+    url = server.url(lake, "lake")
+    use_env(server.env())
+    assert _paths(url) == EXPECTED
+
+    sas = _sas(server, lake, read=True, list=True)
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY="", CAIRN_AZURE_SAS_TOKEN=sas))
+    assert _paths(url) == EXPECTED
+
+    use_env(
+        server.env(
+            CAIRN_AZURE_ACCOUNT_KEY="",
+            CAIRN_AZURE_ENDPOINT="",
+            CAIRN_AZURE_CONNECTION_STRING=server.server.connection_string,
+        )
+    )
+    assert _paths(url) == EXPECTED
+    assert _paths(f"az://{lake}/lake") == EXPECTED  # the account comes from the string
+
+    # DefaultAzureCredential (azure-identity), here finding a managed identity endpoint.
+    before = server.tokens.calls
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY=""))
+    assert _paths(url) == EXPECTED
+    assert server.tokens.calls > before
+
+
+def test_adls_url_forms(azurite_server: AzuriteServer, lake: str, use_env: SetEnv) -> None:
+    server = azurite_server
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_NAME=server.account))
+    for url in (
+        f"abfs://{lake}@{server.account}.dfs.core.windows.net/lake",
+        f"abfss://{lake}@{server.account}.blob.core.windows.net/lake/",
+        f"az://{lake}/lake",
+    ):
+        volume = open_volume(url)
+        assert sorted(e.path for e in volume.walk()) == EXPECTED
+        assert volume.url == url.rstrip("/")
+    sales = open_volume(f"az://{lake}/lake").url_for("sales")
+    assert sales == f"az://{lake}/lake/sales"
+
+
+def test_adls_blob_host_follows_the_cloud_of_the_url(use_env: SetEnv) -> None:
+    from cairn.settings import get_settings
+    from connectors.adls import _container_client
+
+    use_env({"CAIRN_AZURE_ACCOUNT_KEY": "a2V5"})
+    client = _container_client(get_settings(), "fs", "acct", "core.chinacloudapi.cn")
+    assert client.url == "https://acct.blob.core.chinacloudapi.cn/fs"
+    use_env({"CAIRN_AZURE_ACCOUNT_KEY": "a2V5", "CAIRN_AZURE_ENDPOINT": "https://x.test/{account}"})
+    client = _container_client(get_settings(), "fs", "acct", "core.windows.net")
+    assert client.url == "https://x.test/acct/fs"
+
+
+def test_adls_credential_mistakes(
+    azurite_server: AzuriteServer, lake: str, use_env: SetEnv
+) -> None:
+    server = azurite_server
+    url = server.url(lake, "lake")
+    wrong = "V3JvbmdLZXlGb3JDYWlyblRlc3RzT25seQ=="
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY=wrong))
+    with pytest.raises(AccessDenied, match="refused access") as info:
+        open_volume(url)
+    assert wrong not in str(info.value)
+
+    use_env(server.env(CAIRN_AZURE_SAS_TOKEN="sv=x"))
+    with pytest.raises(VolumeError, match="set only one of"):
+        open_volume(url)
+
+    use_env(server.env())
+    with pytest.raises(VolumeError, match="takes no query string") as info:
+        open_volume(url + "?sv=2024&sig=Zm9vYmFy")
+    assert "Zm9vYmFy" not in str(info.value)
+    with pytest.raises(VolumeError, match="credentials go in CAIRN_AZURE"):
+        open_volume(f"abfss://{lake}:{server.key}@{server.account}.dfs.core.windows.net/")
+
+    other = server.server.connection_string.replace(server.account, "otheraccount1")
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY="", CAIRN_AZURE_CONNECTION_STRING=other))
+    with pytest.raises(VolumeError, match="'devstoreaccount1' but"):
+        open_volume(url)
+
+
+def test_adls_missing_filesystem_and_list_only_sas(
+    azurite_server: AzuriteServer, lake: str, use_env: SetEnv
+) -> None:
+    server = azurite_server
+    use_env(server.env())
+    with pytest.raises(EntryNotFound, match="filesystem 'nosuchfs' does not exist"):
+        open_volume(server.url("nosuchfs"))
+
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY="", CAIRN_AZURE_SAS_TOKEN=_sas(server, lake)))
+    with pytest.raises(AccessDenied):  # a SAS without list permission cannot walk at all
+        open_volume(server.url(lake, "lake"))
+
+
+def test_adls_folder_markers_and_unclean_blob_names(
+    azurite_server: AzuriteServer, use_env: SetEnv
+) -> None:
+    server = azurite_server
+    name = server.fresh_container()
+    container = server.container(name)
+    container.upload_blob("lake/empty", b"", metadata={"hdi_isfolder": "true"})
+    container.upload_blob("lake/slashed/", b"")
+    container.upload_blob("lake/ok/f.txt", b"f")
+    container.upload_blob("lake/odd//double.txt", b"x")
+    container.upload_blob("lakeside.txt", b"not in the volume")
+    use_env(server.env())
+
+    volume = open_volume(server.url(name, "lake"))
+    problems: list[tuple[str, str]] = []
+    entries = {e.path: e.is_dir for e in volume.walk(lambda p, r: problems.append((p, r)))}
+
+    assert entries == {"empty": True, "slashed": True, "ok": True, "ok/f.txt": False}
+    assert [p for p, _ in problems] == ["odd//double.txt"]
+    assert "not a clean path" in problems[0][1]
+    assert open_volume(server.url(name, "lake/empty")).url.endswith("/lake/empty")
+    with pytest.raises(VolumeError, match="not a directory"):
+        open_volume(server.url(name, "lakeside.txt"))
+
+
+def test_a_malformed_nameservices_setting_is_named(use_env: SetEnv) -> None:
+    use_env({"CAIRN_HDFS_NAMESERVICES": "prod=nn1:9870"})
+    with pytest.raises(Exception, match="hdfs_nameservices"):
+        open_volume("hdfs://prod/lake")
+
+
+def test_watch_needs_every_for_remote_volumes(tmp_path: Path) -> None:
+    env = cairn_env(tmp_path / "data")
+    # hdfs:// is covered in test_crawl_modes.py
+    for url in ("abfss://fs@acct.dfs.core.windows.net/lake", "az://fs/lake"):
+        result = subprocess.run(
+            [sys.executable, "-m", "cairn", "crawl", url, "--watch"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env=env,
+        )
+        assert result.returncode == 1
+        assert "--every" in result.stderr
