@@ -112,11 +112,13 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
         f"{report.manifests_found} manifests ({report.manifests_parsed} parsed), "
         f"{report.documents} assets",
         highlight=False,
+        soft_wrap=True,
     )
     out.print(
         f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
         f"unchanged {report.unchanged}, failed {report.failed}",
         highlight=False,
+        soft_wrap=True,
     )
     for label, problems in (("error", report.errors), ("warning", report.warnings)):
         for problem in problems[:MAX_LISTED]:
