@@ -38,7 +38,7 @@ FULL_FILES, FULL_MANIFESTS, FULL_ASSETS = 100_000, 10_000, 100_000
 QUICK_FILES, QUICK_MANIFESTS, QUICK_ASSETS = 5_000, 500, 5_000
 
 # RESULTS.md keeps its sections in this order whichever script wrote last.
-SECTION_ORDER = ("crawl", "ingest", "search", "footprint")
+SECTION_ORDER = ("crawl", "ingest", "search", "featureset", "ui", "footprint")
 
 T = TypeVar("T")
 

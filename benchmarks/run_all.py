@@ -1,7 +1,8 @@
 """Runs every benchmark in order and writes benchmarks/RESULTS.md.
 
 crawl (walk, end to end, recrawl), then ingest and search on one catalogue process, so the
-footprint after the search is that of the process that took the whole ingest.
+footprint after the search is that of the process that took the whole ingest; then the feature
+store (featureset-get, featureset-arrow, Feast side by side), the UI's search page and HDFS.
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets); ``--quick`` is a small smoke run for development.
@@ -14,7 +15,14 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import bench_crawl, bench_hdfs, bench_ingest, bench_search
+from benchmarks import (
+    bench_crawl,
+    bench_featureset,
+    bench_hdfs,
+    bench_ingest,
+    bench_search,
+    bench_ui,
+)
 from benchmarks.common import (
     CatalogueProcess,
     Sizes,
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
+    _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
+    _step("ui", lambda: bench_ui.run(sizes, command), failures)
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
