@@ -349,3 +349,19 @@ def test_unfiltered_counts_follow_writes(api: httpx.Client) -> None:
     no_facets = api.get("/assets", params={"facets": "false"}).json()
     assert no_facets["total"] == 5 and no_facets["facets"] == {"tags": {}, "types": {}}
     assert api.get("/assets").json()["facets"]["tags"]["sales"] == 3
+
+
+def test_filtered_counts_follow_writes(api: httpx.Client) -> None:
+    """Counts of any filter are cached per write generation; a write must show at once."""
+    seed(api, LAKE)
+    assert api.get("/assets", params={"tag": "sales"}).json()["facets"]["types"] == {
+        "dataset": 2,
+        "report": 1,
+    }
+    seed(api, [asset("sales_model", type="model", tags=["sales"])])
+    after = api.get("/assets", params={"tag": "sales"}).json()
+    assert after["total"] == 4 and after["facets"]["types"]["model"] == 1
+    # Another page of the same filter reuses the counts; they still agree.
+    page = api.get("/assets", params={"tag": "sales", "limit": 2}).json()
+    second = api.get("/assets", params={"tag": "sales", "cursor": page["next_cursor"]}).json()
+    assert second["total"] == 4 and second["facets"] == after["facets"]

@@ -9,6 +9,8 @@ lets run beside it.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +74,7 @@ BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
 FACET_LIMIT = 50
+COUNT_CACHE_SIZE = 512
 
 T = TypeVar("T")
 
@@ -111,13 +114,39 @@ class _SideRows:
         )
 
 
+class _CountCache:
+    """Totals and facets per filter for one write generation, least recently used out."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], generation: int, facets: bool) -> tuple[int, Facets] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != generation or (facets and not entry[1]):
+                return None
+            self._entries.move_to_end(key)
+            return entry[2], entry[3]
+
+    def put(
+        self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
+    ) -> None:
+        with self._lock:
+            self._entries[key] = (generation, facets, total, counts)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class SQLiteStore:
     def __init__(self, path: Path, readers: int = READERS):
         self.path = Path(path)
         # One writer under a lock, a fixed pool of readers: memory stays bounded.
         self.db = SQLiteFile(self.path, readers=readers)
-        # The unfiltered totals below are valid until the next commit (self.db.commits).
-        self._unfiltered: tuple[int, bool, int, Facets] | None = None
+        # Totals and facets of recent filters, valid until the next commit (self.db.commits).
+        self._counts = _CountCache(COUNT_CACHE_SIZE)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -357,13 +386,13 @@ class SQLiteStore:
         docs = [r[1] for r in rows]
 
         matched = f"SELECT a.seq FROM {source} WHERE {filter_sql}"
-        # The unfiltered search (a UI's home page) counts every asset: keep its counts until
-        # the next write rather than recount 100k rows per visit.
-        unfiltered = where == ["a.deleted = 0"] and match is None
+        # Counting facets over a broad match (the home page, a popular tag) costs tens of ms
+        # at 100k assets; the counts only change with a write, so keep them until the next one.
         generation = self.db.commits
-        cached = self._unfiltered
-        if unfiltered and cached and cached[0] == generation and cached[1] >= query.facets:
-            return SearchHits(docs, cached[2], cached[3] if query.facets else Facets(), next_cursor)
+        key = (filter_sql, tuple(params))
+        cached = self._counts.get(key, generation, query.facets)
+        if cached is not None:
+            return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
         if not rows and query.cursor is None and query.offset == 0:
             total = 0
         else:
@@ -371,8 +400,7 @@ class SQLiteStore:
         facets = Facets()
         if query.facets and total:
             facets = self._facets(conn, matched, params)
-        if unfiltered:
-            self._unfiltered = (generation, query.facets, total, facets)
+        self._counts.put(key, generation, query.facets, total, facets)
         return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
 
     @staticmethod
