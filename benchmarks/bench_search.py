@@ -119,9 +119,10 @@ class WrkFigures:
 class Broad:
     word: str
     total: int
-    http_s: list[float]
+    http_s: list[float]  # cold: a write just before each request dropped the cached counts
     raw_s: list[float]
     statements: int
+    warm_s: list[float]  # the same request again, counts served from the cache
 
     @property
     def ratio(self) -> float:
@@ -334,6 +335,7 @@ def broad(catalogue: CatalogueProcess, word: str, runs: int) -> Broad:
     conn = raw_connection(catalogue.db_path)
     path = _path(q=word)
     http_s: list[float] = []
+    warm_s: list[float] = []
     raw_s: list[float] = []
     total = -1
     try:
@@ -345,17 +347,24 @@ def broad(catalogue: CatalogueProcess, word: str, runs: int) -> Broad:
             # Alternating keeps both sides under the same background load.
             budget = Budget(runs, LOOP_SECONDS)
             while budget.more():
+                # An untimed write first: the catalogue caches counts until the next write,
+                # and the comparison with raw SQLite must time the counting, not the cache.
+                bump = {"name": "bench_bump", "type": "dataset", "description": str(len(http_s))}
+                client.put("/api/v1/assets/bench-bump", json=bump).raise_for_status()
                 t0 = time.perf_counter()
                 response = client.get(path)
                 http_s.append(time.perf_counter() - t0)
                 response.raise_for_status()
+                t0 = time.perf_counter()
+                client.get(path).raise_for_status()
+                warm_s.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 for sql, params in statements:
                     conn.execute(sql, params).fetchall()
                 raw_s.append(time.perf_counter() - t0)
     finally:
         conn.close()
-    return Broad(word, total, http_s, raw_s, len(statements))
+    return Broad(word, total, http_s, raw_s, len(statements), warm_s)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -523,6 +532,7 @@ def _run(
                 f"{median(b.raw_s) * 1000:.1f} ms",
                 f"{b.ratio:.2f}x",
                 verdict(ok),
+                f"{median(b.warm_s) * 1000:.1f} ms",
             ]
         )
     section.add(
@@ -536,6 +546,7 @@ def _run(
                 "raw sqlite3 p50",
                 "ratio (target <= 1.5x)",
                 "met",
+                "HTTP p50, counts cached",
             ],
             broad_rows,
         ),
@@ -544,6 +555,9 @@ def _run(
         "`sqlite3` connection with the reader's PRAGMAs on the same file; "
         f"{loops.broad_runs} alternating runs of each side after 3 warm-up runs. "
         f"Expected shares by construction: {shares}.",
+        "- The catalogue keeps each filter's total and facets until the next write. The HTTP "
+        "p50 compared with raw SQLite is cold: an untimed write before each timed request drops "
+        "the cached counts. The last column is the same request repeated with the counts cached.",
     )
     write_section(section)
 
