@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from cairn.models import crawled_id
 from cairn.settings import Settings
 from connectors import Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
@@ -126,13 +127,24 @@ class Tree:
     problems: list[Problem] = field(default_factory=list)
     files_seen: int = 0
     _subtree: dict[str, tuple[int, int, int]] | None = None
+    _children: dict[str, list[str]] | None = None
 
     def dirs_below(self, directory: str) -> list[str]:
-        """The folder itself and every folder under it."""
-        if not directory:
-            return sorted(self.dirs)
-        prefix = directory + "/"
-        return sorted(d for d in self.dirs if d == directory or d.startswith(prefix))
+        """The folder itself and every folder under it, in path order."""
+        if self._children is None:
+            # Built once per crawl: scanning every folder per manifest would be quadratic.
+            self._children = {}
+            for d in self.dirs:
+                if d:
+                    self._children.setdefault(posixpath.dirname(d), []).append(d)
+        if directory not in self.dirs:
+            return []
+        found, stack = [], [directory]
+        while stack:
+            d = stack.pop()
+            found.append(d)
+            stack.extend(self._children.get(d, ()))
+        return sorted(found)
 
     def first_data_file_below(self, directory: str) -> Entry | None:
         for d in self.dirs_below(directory):
@@ -516,7 +528,9 @@ class Crawler:
     ) -> tuple[list[dict[str, Any]], dict[str, Pending]]:
         """Turns parsed manifests into asset documents; returns those that changed."""
         crawled_at = now.isoformat()
-        staged: list[tuple[ParsedManifest, list[tuple[int, int, dict, DataSelection]]]] = []
+        staged: list[
+            tuple[ParsedManifest, list[tuple[int, int, dict, DataSelection, str | None]]]
+        ] = []
         schema_wanted: set[str] = set()
         for pm in parsed:
             for problem in pm.problems:
@@ -534,11 +548,11 @@ class Crawler:
                             severity="warning",
                         )
                     )
-                if "schema" not in fields:
-                    candidate = _schema_candidate(sel.files)
-                    if candidate:
-                        schema_wanted.add(candidate)
-                docs.append((index, line, fields, sel))
+                # The data file to read a schema from, when the manifest gives none.
+                schema_file = None if "schema" in fields else _schema_candidate(sel.files)
+                if schema_file:
+                    schema_wanted.add(schema_file)
+                docs.append((index, line, fields, sel, schema_file))
             staged.append((pm, docs))
 
         schemas: dict[str, list[dict[str, Any]]] = {}
@@ -563,8 +577,9 @@ class Crawler:
             old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
             new_docs: list[dict[str, Any]] = []
             lines: dict[str, int] = {}
-            for index, line, fields, sel in docs:
-                doc = self._asset_doc(volume, pm.path, index, fields, sel, schemas)
+            for index, line, fields, sel, schema_file in docs:
+                schema = schemas.get(schema_file) if schema_file else None
+                doc = self._asset_doc(volume, pm.path, index, fields, sel, schema)
                 content = _content_hash(doc)
                 doc["_hash"] = content
                 lines[doc["id"]] = line
@@ -593,10 +608,8 @@ class Crawler:
         index: int,
         fields: dict[str, Any],
         sel: DataSelection,
-        schemas: dict[str, list[dict[str, Any]]],
+        schema: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
-        from cairn.models import crawled_id
-
         doc = dict(fields)
         doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
         if not doc.get("extra"):
@@ -612,10 +625,8 @@ class Crawler:
             guessed = guess_format(f.name for f in sel.files)
             if guessed:
                 doc["format"] = guessed
-        if "schema" not in doc:
-            candidate = _schema_candidate(sel.files)
-            if candidate and candidate in schemas:
-                doc["schema"] = schemas[candidate]
+        if schema is not None:
+            doc["schema"] = schema
         return doc
 
     def _deletions(
