@@ -11,6 +11,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -110,8 +111,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -254,6 +253,17 @@ class KeyChecker:
             ok |= hmac.compare_digest(given, key)
         if not ok:
             raise Unauthorized("The API key is not valid; check the key you were given.")
+
+
+# OpenAPI text of the `label=k:v` filter, documented by hand on the hand-parsed search routes.
+LABEL_PARAMETER = {
+    "name": "label",
+    "in": "query",
+    "schema": {"type": "array", "items": {"type": "string"}},
+    "description": "key:value, repeat for AND",
+    "style": "form",
+    "explode": True,
+}
 
 
 async def write_guard(request: Request) -> None:

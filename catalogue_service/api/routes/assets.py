@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from cairn.errors import BadRequest
 from cairn.models import Asset, AssetWrite, BulkResponse, Lineage, SearchPage, TagCount
+from cairn.web import LABEL_PARAMETER
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
 from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
@@ -97,14 +98,7 @@ SEARCH_PARAMETERS = [
         "explode": True,
     },
     {"name": "type", "in": "query", "schema": {"type": "string"}},
-    {
-        "name": "label",
-        "in": "query",
-        "schema": {"type": "array", "items": {"type": "string"}},
-        "description": "key:value, repeat for AND",
-        "style": "form",
-        "explode": True,
-    },
+    LABEL_PARAMETER,
     {"name": "owner", "in": "query", "schema": {"type": "string"}},
     {"name": "include_deleted", "in": "query", "schema": {"type": "boolean", "default": False}},
     {

@@ -20,7 +20,7 @@ from cairn.models import (
     FeatureSetWrite,
 )
 from cairn.paging import decode_cursor
-from cairn.web import parse_labels
+from cairn.web import LABEL_PARAMETER, parse_labels
 from featurestore_service.api.deps import (
     FeatureStoreDep,
     ReadGuard,
@@ -164,14 +164,7 @@ async def upload_table(name: str, request: Request, service: FeatureStoreDep) ->
 
 SEARCH_PARAMETERS = [
     {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "Name prefix"},
-    {
-        "name": "label",
-        "in": "query",
-        "schema": {"type": "array", "items": {"type": "string"}},
-        "description": "key:value, repeat for AND",
-        "style": "form",
-        "explode": True,
-    },
+    LABEL_PARAMETER,
     {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Free text"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 20, "maximum": 1000}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
