@@ -34,7 +34,6 @@ Run alone: ``python -m benchmarks.bench_featureset [--quick] [--rows N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from typing import Any
 import httpx
 import orjson
 
-from benchmarks.bench_search import WRK_CONNECTIONS, WRK_THREADS, WrkFigures, ensure_wrk, wrk
+from benchmarks.bench_search import WRK_CONNECTIONS, WRK_THREADS, WrkFigures, run_wrk, wrk
 from benchmarks.bench_search import start_bare as start_bare_bodies
 from benchmarks.common import (
     PYTHON,
@@ -536,44 +535,16 @@ def feast_bench(loops: Loops) -> FeastFigures:
                 client.post("/get-online-features", content=body, headers=headers)
                 seconds.append(time.perf_counter() - t0)
         out.p50_1conn_s = median(seconds)
-        out.wrk = wrk_script(server, _FEAST_LUA % {"body": body.decode()}, loops, "feast-online")
+        out.wrk = run_wrk(
+            server,
+            _FEAST_LUA % {"body": body.decode()},
+            loops.wrk_seconds,
+            "feast-online",
+            url=server.url + "/get-online-features",
+        )
     finally:
         server.stop()
     return out
-
-
-def wrk_script(server: Server, script_text: str, loops: Loops, name: str) -> WrkFigures:
-    script = WORK_DIR / "wrk" / f"{name}.lua"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(script_text)
-    argv = [
-        ensure_wrk(),
-        f"-t{WRK_THREADS}",
-        f"-c{WRK_CONNECTIONS}",
-        f"-d{loops.wrk_seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        server.url + "/get-online-features",
-    ]
-    cpu_before = server.cpu_seconds()
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=loops.wrk_seconds + 60, check=True
-    )
-    cpu = server.cpu_seconds() - cpu_before
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{proc.stdout}\n{proc.stderr}")
-    data = json.loads(line.removeprefix("WRKJSON "))
-    return WrkFigures(
-        requests=int(data["requests"]),
-        seconds=data["duration_us"] / 1e6,
-        errors=int(data["errors"]),
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        server_cpu_s=cpu,
-    )
 
 
 # --- the run ------------------------------------------------------------------------------------

@@ -226,10 +226,18 @@ def ensure_wrk() -> str:
 
 
 def wrk(server: Server, paths: Sequence[str], seconds: int, name: str) -> WrkFigures:
+    # Paths are urlencoded, so they hold no quote or backslash to escape for Lua.
+    script = _LUA % {"paths": ", ".join(f'"{p}"' for p in paths)}
+    return run_wrk(server, script, seconds, name)
+
+
+def run_wrk(
+    server: Server, script_text: str, seconds: int, name: str, url: str | None = None
+) -> WrkFigures:
+    """Runs wrk with a Lua script that prints a WRKJSON summary; counts the server's CPU."""
     script = WORK_DIR / "wrk" / f"{name}.lua"
     script.parent.mkdir(parents=True, exist_ok=True)
-    # Paths are urlencoded, so they hold no quote or backslash to escape for Lua.
-    script.write_text(_LUA % {"paths": ", ".join(f'"{p}"' for p in paths)})
+    script.write_text(script_text)
     argv = [
         ensure_wrk(),
         f"-t{WRK_THREADS}",
@@ -239,7 +247,7 @@ def wrk(server: Server, paths: Sequence[str], seconds: int, name: str) -> WrkFig
         "10s",
         "-s",
         str(script),
-        server.url,
+        url or server.url,
     ]
     cpu_before = server.cpu_seconds()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
