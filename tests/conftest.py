@@ -18,6 +18,7 @@ import uvicorn
 
 from cairn.settings import Settings
 from tests.servers.fixtures import azurite_server, hdfs_server, use_env  # noqa: F401
+from tests.servers.processes import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,13 +94,8 @@ class ProcessServer:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,23 +20,24 @@ from tests.test_crawl_e2e import crawl, make_volume, search
 from tests.test_crawl_modes import crawler, wait_for
 
 
-class RemoteLake:
+class RemoteLake(ABC):
     """One volume on a remote server, changed through the server's own API."""
 
     url: str
     settings: dict[str, str]
 
-    def upload(self, local: Path) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def upload(self, local: Path) -> None: ...
 
-    def put(self, path: str, data: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def put(self, path: str, data: bytes) -> None: ...
 
-    def delete_folder(self, path: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def delete_folder(self, path: str) -> None: ...
 
     def lock(self, folder: str) -> None:
         """Makes a folder unreadable to the crawler, where the backend can."""
+        return None  # an optional hook: backends without the notion keep this default
 
 
 class HdfsLake(RemoteLake):

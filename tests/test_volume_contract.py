@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,25 +41,26 @@ Tree = dict[str, bytes | None]
 IS_ROOT = os.geteuid() == 0
 
 
-class Backend:
+class Backend(ABC):
     name: str
     per_path_permissions: bool
 
+    @abstractmethod
     def make(self, tree: Tree) -> str:
         """Builds the tree in a fresh place; returns the volume URL."""
-        raise NotImplementedError
 
     def env(self) -> dict[str, str]:
         """Settings a process needs to open the volume."""
         return {}
 
+    @abstractmethod
     def restricted(self, url: str, folder: str, file: str) -> tuple[list[str], dict[str, str]]:
         """Makes ``folder`` unlistable and ``file`` unreadable (as far as the backend can);
         returns (command prefix, settings) of an identity those rules apply to."""
-        raise NotImplementedError
 
     def small_pages(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Makes listing pages small enough for the large-directory tests to cross several."""
+        return None  # an optional hook: backends without the notion keep this default
 
     def requests(self, volume: Volume) -> int | None:
         return getattr(volume, "requests", None)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers.minihdfs import ServerSetupError, cache_dir, locked, run_step
+from tests.servers.processes import terminate
 
 VERSION = "3.37.0"
 ACCOUNT = "devstoreaccount1"
@@ -178,14 +179,8 @@ class Azurite:
         raise ServerSetupError(f"starting Azurite: no TLS answer on port {self.port} in time")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def service(self) -> Any:
         """A BlobServiceClient with the account key, for setting up containers in tests."""

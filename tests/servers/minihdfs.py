@@ -25,6 +25,8 @@ from typing import IO, Any
 
 import httpx
 
+from tests.servers.processes import terminate
+
 HERE = Path(__file__).resolve().parent / "hdfs"
 SUPERUSER = "hdfs"
 # Hadoop 3.4 on Java 17: Jersey's JAXB and Hadoop's own reflection need these packages open.
@@ -218,12 +220,7 @@ class MiniHdfs:
             self.proc.wait(timeout=30)
             self._lines.get(timeout=10)  # the reader saw end of output and closed the pipe
         except (subprocess.TimeoutExpired, queue.Empty):
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
