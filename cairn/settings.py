@@ -45,7 +45,31 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".cairn"), description="Folder for the embedded databases and crawl state."
     )
-    backend: str = Field("sqlite", description="Store backend; `sqlite` (embedded) for now.")
+    backend: str = Field(
+        "sqlite",
+        description=(
+            "Store backend of both services: `sqlite` (embedded, one file each under the data "
+            "dir) or `mongo` (MongoDB as the source of truth, Elasticsearch as the catalogue's "
+            "search index; `pip install 'cairn[mongo]'`)."
+        ),
+    )
+    mongo_url: SecretStr = Field(
+        SecretStr("mongodb://127.0.0.1:27017"),
+        description="MongoDB connection string (`mongo` backend); may carry credentials.",
+    )
+    mongo_db: str = Field(
+        "cairn", description="MongoDB database that holds the catalogue and feature store."
+    )
+    mongo_timeout: float = Field(
+        5.0, description="Seconds to find a MongoDB server before a request answers 503."
+    )
+    es_url: str = Field(
+        "http://127.0.0.1:9200", description="Elasticsearch base URL (`mongo` backend)."
+    )
+    es_index: str = Field(
+        "cairn-assets",
+        description="Elasticsearch index (an alias over versioned indexes) of the catalogue.",
+    )
     catalogue_host: str = Field("127.0.0.1", description="Address the catalogue listens on.")
     catalogue_port: int = Field(8001, description="Port of the catalogue service.")
     featurestore_host: str = Field("127.0.0.1", description="Address the feature store listens on.")

@@ -75,8 +75,11 @@ class CatalogueRegistrar:
                 except Exception:
                     log.exception("catalogue registration round failed")
                     delay = self.cap
+                # Not wait_for: on 3.11 it can swallow a cancel that arrives as the event is
+                # set, and shutdown would hang.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
 
     async def deliver_due(self, client: httpx.AsyncClient) -> float:
         """Delivers what is due; returns the seconds until the next registration is due."""

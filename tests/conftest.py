@@ -17,7 +17,12 @@ import pytest
 import uvicorn
 
 from cairn.settings import Settings
-from tests.servers.fixtures import azurite_server, hdfs_server, use_env  # noqa: F401
+from tests.servers.fixtures import (  # noqa: F401
+    azurite_server,
+    hdfs_server,
+    production_servers,
+    use_env,
+)
 from tests.servers.processes import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,9 +113,25 @@ def cairn_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+BACKENDS = ["sqlite", "mongo"]
+
+
+def backend_settings(request: pytest.FixtureRequest, backend: str, **fields: object) -> Settings:
+    """Settings for a fresh, empty store of ``backend``; mongo starts the session's servers."""
+    if backend == "mongo":
+        fields = {**request.getfixturevalue("production_servers").settings(), **fields}
+    return Settings(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The contract suites run once per backend: a user switching sees the same behaviour."""
+    return str(request.param)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+def settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Settings:
+    return backend_settings(request, backend, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

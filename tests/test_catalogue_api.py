@@ -1,4 +1,4 @@
-"""Catalogue API against a real uvicorn server on a free port (embedded SQLite backend)."""
+"""Catalogue API contract: a real uvicorn server on a free port, once per backend."""
 
 from __future__ import annotations
 
@@ -365,3 +365,66 @@ def test_filtered_counts_follow_writes(api: httpx.Client) -> None:
     page = api.get("/assets", params={"tag": "sales", "limit": 2}).json()
     second = api.get("/assets", params={"tag": "sales", "cursor": page["next_cursor"]}).json()
     assert second["total"] == 4 and second["facets"] == after["facets"]
+
+
+HOSTILE = [
+    "$where",
+    '{"$gt": ""}',
+    '{"$ne": null}',
+    "this.name == 'x' || true",
+    "*:*",
+    "name:sales* OR tags:*",
+    'sales" OR "1"="1',
+    "_id",
+    "\\",
+]
+
+
+def test_no_filter_value_is_read_as_an_operator_or_query_syntax(api: httpx.Client) -> None:
+    # Values that are operators or query syntax elsewhere are stored and matched as plain data.
+    seed(
+        api,
+        [
+            asset("plain_sales", tags=["sales"], owners=["ana@example.com"], labels={"k": "v"}),
+            asset(
+                "odd_one",
+                tags=['{"$ne": null}', "$where"],
+                owners=['{"$gt": ""}'],
+                labels={"$where": "1", "a.b": '{"$ne": null}'},
+            ),
+        ],
+    )
+    odd = api.get("/assets/by-name/odd_one").json()
+    assert odd["labels"] == {"$where": "1", "a.b": '{"$ne": null}'}
+    for value in HOSTILE:
+        for param in ("q", "name", "tag", "owner"):
+            response = api.get("/assets", params={param: value})
+            assert response.status_code == 200, (param, value, response.text)
+            found = {item["name"] for item in response.json()["items"]}
+            # Only the asset that holds the exact value may match; never everything.
+            assert found <= {"odd_one"}, (param, value, found)
+            assert "plain_sales" not in found
+        label = api.get("/assets", params={"label": f"k:{value}"})
+        assert label.status_code == 200 and label.json()["items"] == [], value
+        kind = api.get("/assets", params={"type": value})
+        assert kind.status_code in (200, 422), kind.text
+        assert kind.status_code == 422 or kind.json()["items"] == []
+        cursor = api.get("/assets", params={"cursor": value})
+        assert cursor.status_code == 400, cursor.text
+    exact = {
+        "tag": '{"$ne": null}',
+        "owner": '{"$gt": ""}',
+        "label": "$where:1",
+    }
+    for param, value in exact.items():
+        assert names(api.get("/assets", params={param: value})) == ["odd_one"], param
+    assert names(api.get("/assets", params={"label": 'a.b:{"$ne": null}'})) == ["odd_one"]
+    # Operators in a JSON body are refused by validation, not passed to the store.
+    for body in (
+        {"name": {"$ne": None}, "type": "dataset"},
+        {"name": "x", "type": "dataset", "tags": {"$gt": ""}},
+        {"name": "x", "type": {"$in": ["dataset"]}},
+    ):
+        response = api.put("/assets/injected", json=body)
+        assert response.status_code == 422, response.text
+    assert api.get("/assets/injected").status_code == 404

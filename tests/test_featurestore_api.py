@@ -1,4 +1,4 @@
-"""Feature store API against real uvicorn servers on free ports (embedded SQLite backend)."""
+"""Feature store API contract: real uvicorn servers on free ports, once per backend."""
 
 from __future__ import annotations
 
@@ -16,16 +16,21 @@ import pytest
 
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, backend_settings, free_port
 
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
 
 
 @pytest.fixture
-def fs_settings(tmp_path: Path) -> Settings:
+def fs_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Settings:
     # No catalogue listens there: registrations stay queued, writes still succeed.
-    return Settings(data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}")
+    return backend_settings(
+        request,
+        backend,
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ __all__ = ["REGISTRY", "BackendError", "create_store"]
 # name -> (module:factory, pip extra that provides its dependencies)
 REGISTRY: dict[str, tuple[str, str | None]] = {
     "sqlite": ("catalogue_service.backends.sqlite:from_settings", None),
+    "mongo": ("catalogue_service.backends.mongo:from_settings", "mongo"),
 }
 
 

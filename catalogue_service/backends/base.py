@@ -6,6 +6,7 @@ Lineage traversal, Mastro's page arithmetic and problem reporting are written on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -90,3 +91,9 @@ class AssetStore(Protocol):
     async def tag_counts(self, limit: int) -> dict[str, int]: ...
 
     async def type_counts(self) -> dict[str, int]: ...
+
+    async def reindex(self, progress: Callable[[int, int], None]) -> int:
+        """Rebuilds the search index from the stored documents; returns how many it holds.
+
+        ``progress(done, total)`` is called as batches complete. Safe while serving.
+        """

@@ -75,6 +75,7 @@ BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 EXACT_NAME_BOOST = 1000.0
 FACET_LIMIT = 50
 COUNT_CACHE_SIZE = 512
+REINDEX_BATCH = 5000
 
 T = TypeVar("T")
 
@@ -243,6 +244,28 @@ class SQLiteStore:
             status = "deleted" if deleted and not row[3] else "updated"
         side.add(seq, doc)
         return BulkItemResult(**base, status=status, revision=revision)
+
+    async def reindex(self, progress: Callable[[int, int], None]) -> int:
+        return await anyio.to_thread.run_sync(self._reindex_sync, progress)
+
+    def _reindex_sync(self, progress: Callable[[int, int], None]) -> int:
+        """Rebuilds the FTS table and the side tables from the documents, in one transaction,
+        so readers see the old index until the new one is complete."""
+        with self.db.transaction() as conn:
+            total = conn.execute("SELECT count(*) FROM assets").fetchone()[0]
+            for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM assets_fts")
+            done = 0
+            rows = conn.execute("SELECT seq, doc FROM assets ORDER BY seq")
+            while batch := rows.fetchmany(REINDEX_BATCH):
+                side = _SideRows()
+                for seq, doc in batch:
+                    side.add(seq, orjson.loads(doc))
+                side.insert(conn)
+                done += len(batch)
+                progress(done, total)
+        return done
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from featurestore_service.backends.base import FeatureSetStore
 # name -> (module:factory, pip extra that provides its dependencies)
 REGISTRY: dict[str, tuple[str, str | None]] = {
     "sqlite": ("featurestore_service.backends.sqlite:from_settings", None),
+    "mongo": ("featurestore_service.backends.mongo:from_settings", "mongo"),
 }
 
 

@@ -24,8 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.servers.minihdfs import ServerSetupError, cache_dir, locked, run_step
-from tests.servers.processes import terminate
+from tests.servers.processes import ServerSetupError, cache_dir, locked, run_step, terminate
 
 VERSION = "3.37.0"
 ACCOUNT = "devstoreaccount1"

@@ -8,14 +8,20 @@ fails the tests that need it, with the step that failed; nothing is skipped.
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from tests.servers.azurite import ACCOUNT, KEY, Azurite, TokenEndpoint
-from tests.servers.minihdfs import MiniHdfs, ServerSetupError, WebHdfsAdmin
+from tests.servers.elasticsearch import Elasticsearch
+from tests.servers.ferretdb import FerretDB
+from tests.servers.minihdfs import MiniHdfs, WebHdfsAdmin
+from tests.servers.processes import ServerSetupError
 
 _AZURE_IDENTITY_VARS = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE")
 TEST_USER = "cairn"  # not the HDFS superuser, so permissions apply to it
@@ -70,6 +76,69 @@ class AzuriteServer:
         }
         env.update(extra)
         return {k: v for k, v in env.items() if v != ""}
+
+
+@dataclass
+class ProductionServers:
+    """FerretDB (the MongoDB wire protocol) and Elasticsearch, shared by a test session.
+
+    Each test gets its own database and index names, so tests never see each other's data.
+    """
+
+    mongo: FerretDB
+    es: Elasticsearch
+
+    def settings(self) -> dict[str, str]:
+        """Keyword arguments of ``Settings`` for a fresh, empty mongo backend."""
+        tag = uuid.uuid4().hex[:12]
+        return {
+            "backend": "mongo",
+            "mongo_url": self.mongo.url,
+            "mongo_db": f"cairn_{tag}",
+            "mongo_timeout": "3",
+            "es_url": self.es.url,
+            "es_index": f"cairn-{tag}",
+        }
+
+    def env(self) -> dict[str, str]:
+        """The same, as CAIRN_* variables for a child process."""
+        return {f"CAIRN_{key.upper()}": value for key, value in self.settings().items()}
+
+
+def start_together(*servers: FerretDB | Elasticsearch) -> None:
+    """Starts servers in parallel threads (each spends most of its start-up waiting)."""
+    failures: list[BaseException] = []
+
+    def run(server: FerretDB | Elasticsearch) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+@pytest.fixture(scope="session")
+def production_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionServers]:
+    mongo = FerretDB(tmp_path_factory.mktemp("ferretdb"))
+    es = Elasticsearch(Path(tempfile.mkdtemp(prefix="cairn-es-")))
+    try:
+        start_together(mongo, es)
+    except ServerSetupError as exc:
+        mongo.stop()
+        es.close()
+        pytest.fail(f"MongoDB/Elasticsearch test servers could not be set up: {exc}", pytrace=False)
+    try:
+        yield ProductionServers(mongo, es)
+    finally:
+        mongo.stop()
+        es.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -19,13 +18,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
-from tests.servers.processes import terminate
+from tests.servers.processes import ServerSetupError, cache_dir, locked, run_step, terminate
 
 HERE = Path(__file__).resolve().parent / "hdfs"
 SUPERUSER = "hdfs"
@@ -34,44 +32,6 @@ ADD_OPENS = [
     f"--add-opens=java.base/{package}=ALL-UNNAMED"
     for package in ("java.lang", "java.util", "java.io", "java.nio", "sun.nio.ch", "java.net")
 ]
-
-
-class ServerSetupError(RuntimeError):
-    """A test server could not be installed or started; the message names the failed step."""
-
-
-def cache_dir(name: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = base / "cairn" / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (a benchmark and a test run may install at once)."""
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def run_step(step: str, argv: list[str], *, timeout: float, cwd: Path | None = None) -> str:
-    tool = shutil.which(argv[0])
-    if tool is None:
-        raise ServerSetupError(f"{step}: '{argv[0]}' is not on the PATH")
-    try:
-        done = subprocess.run(
-            [tool, *argv[1:]], capture_output=True, text=True, timeout=timeout, cwd=cwd
-        )
-    except subprocess.TimeoutExpired:
-        raise ServerSetupError(f"{step}: still running after {timeout:.0f}s") from None
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr)[-4000:]
-        raise ServerSetupError(f"{step} failed with exit code {done.returncode}:\n{output}")
-    return done.stdout
 
 
 def build_launcher() -> tuple[Path, str]:

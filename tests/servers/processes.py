@@ -1,8 +1,14 @@
-"""Stopping the processes tests start."""
+"""Installing, starting and stopping the servers tests run against."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -16,3 +22,53 @@ def terminate(proc: subprocess.Popen[Any], grace: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class ServerSetupError(RuntimeError):
+    """A test server could not be installed or started; the message names the failed step."""
+
+
+def cache_dir(name: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = base / "cairn" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (a benchmark and a test run may install at once)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_step(
+    step: str,
+    argv: list[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    tool = shutil.which(argv[0])
+    if tool is None:
+        raise ServerSetupError(f"{step}: '{argv[0]}' is not on the PATH")
+    try:
+        done = subprocess.run(
+            [tool, *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
+        )
+    except subprocess.TimeoutExpired:
+        raise ServerSetupError(f"{step}: still running after {timeout:.0f}s") from None
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr)[-4000:]
+        raise ServerSetupError(f"{step} failed with exit code {done.returncode}:\n{output}")
+    return done.stdout

@@ -1,0 +1,368 @@
+"""The catalogue's Elasticsearch index: mappings, documents, queries and facets.
+
+Only Elasticsearch's core is relied on (the standard tokenizer, the lowercase filter and
+``index_prefixes``), so the same index works on the full server image and on the small
+integ-test distribution the tests run. Text is split into words here, in Python, the way the
+embedded backend's FTS5 tokenizer splits it (letters and digits; ``sales_daily`` is two words),
+so both backends match the same assets for the same query.
+
+No user value reaches Elasticsearch as query syntax: words become ``term`` and ``prefix``
+queries on analysed fields, filters are ``term`` queries on keyword fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cairn.errors import InvalidCursor, InvalidRequest, Unavailable
+from cairn.models import Facets, label_text
+from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor
+
+try:
+    from elastic_transport import ConnectionError as TransportConnectionError
+    from elastic_transport import ConnectionTimeout, TransportError
+    from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
+    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+
+log = logging.getLogger("cairn.catalogue.es")
+
+TEMPLATE_VERSION = 1
+FACET_LIMIT = 50  # as the embedded backend
+MAX_WORDS = 32
+# Field weights of a text match, as the embedded backend's bm25 weights.
+WEIGHTS = {"words.name": 10.0, "words.tags": 5.0, "words.columns": 2.0, "words.description": 1.0}
+EXACT_NAME_BOOST = 1000.0
+# Elasticsearch refuses from + size beyond this; cursors have no such limit.
+MAX_RESULT_WINDOW = 10_000
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+_WORDS_FIELD = {
+    "type": "text",
+    "analyzer": "standard",
+    # Indexed prefixes make the last word of a query ("sal" -> sales_daily) a cheap lookup.
+    "index_prefixes": {"min_chars": 1, "max_chars": 10},
+}
+
+MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "id": {"type": "keyword"},
+        "name": {"type": "keyword"},
+        "name_lc": {"type": "keyword"},
+        "type": {"type": "keyword"},
+        "tags": {"type": "keyword"},
+        "owners": {"type": "keyword"},
+        "labels": {"type": "keyword"},  # "key=value" strings
+        "columns": {"type": "keyword"},  # schema column names
+        "description": {"type": "text", "analyzer": "standard"},
+        "deleted": {"type": "boolean"},
+        "revision": {"type": "long"},
+        "updated_at": {"type": "date"},
+        "words": {
+            "properties": {
+                field: _WORDS_FIELD for field in ("name", "tags", "columns", "description")
+            }
+        },
+        # The asset as stored, returned with each hit; never indexed.
+        "doc": {"type": "object", "enabled": False},
+    },
+}
+
+SETTINGS: dict[str, Any] = {
+    # One shard: counts and facets are exact, as the embedded backend's.
+    "number_of_shards": 1,
+    "number_of_replicas": 0,
+    "max_result_window": MAX_RESULT_WINDOW,
+}
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without diacritics, as FTS5's unicode61 tokenizer makes them."""
+    folded = unicodedata.normalize("NFKD", text.lower())
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    return _WORD.findall(folded)
+
+
+def label_pair(key: str, value: Any) -> str:
+    return f"{key}={label_text(value)}"
+
+
+def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The indexed form of a stored asset document."""
+    tags = doc.get("tags") or []
+    columns = [field["name"] for field in doc.get("schema") or ()]
+    description = doc.get("description") or ""
+    return {
+        "id": doc["id"],
+        "name": doc["name"],
+        "name_lc": doc["name"].lower(),
+        "type": doc["type"],
+        "tags": tags,
+        "owners": doc.get("owners") or [],
+        "labels": [label_pair(k, v) for k, v in (doc.get("labels") or {}).items()],
+        "columns": columns,
+        "description": description,
+        "deleted": bool(doc.get("deleted")),
+        "revision": doc["revision"],
+        "updated_at": doc["updated_at"],
+        "words": {
+            "name": " ".join(words(doc["name"])),
+            "tags": " ".join(w for tag in tags for w in words(tag)),
+            "columns": " ".join(w for column in columns for w in words(column)),
+            "description": " ".join(words(description)),
+        },
+        "doc": doc,
+    }
+
+
+@dataclass(slots=True)
+class Indexed:
+    """The outcome of indexing one document: done (or superseded) or failed."""
+
+    id: str
+    revision: int
+    ok: bool
+    error: str | None = None
+
+
+def unreachable(exc: Exception) -> Unavailable:
+    return Unavailable(
+        f"Elasticsearch cannot be reached ({type(exc).__name__}), so search is unavailable. "
+        "Writes are still accepted and will be searchable once the index is back."
+    )
+
+
+class SearchIndex:
+    """The index behind an alias (``CAIRN_ES_INDEX``), so a rebuild can swap it atomically."""
+
+    def __init__(self, url: str, alias: str, timeout: float = 10.0):
+        # httpx is already a dependency of Cairn; aiohttp would be a second HTTP stack.
+        self.es = AsyncElasticsearch(
+            url, node_class="httpxasync", request_timeout=timeout, max_retries=1
+        )
+        self.alias = alias
+
+    async def close(self) -> None:
+        await self.es.close()
+
+    # --- index life cycle ---------------------------------------------------------------------
+
+    async def ensure(self) -> None:
+        """Installs the template and creates the first index and alias if there is none."""
+        await self.es.indices.put_index_template(
+            name=self.alias,
+            index_patterns=[f"{self.alias}-v*"],
+            template={"settings": SETTINGS, "mappings": MAPPINGS},
+            version=TEMPLATE_VERSION,
+            meta={"owner": "cairn catalogue"},
+        )
+        if not await self.es.indices.exists_alias(name=self.alias):
+            first = f"{self.alias}-v1"
+            try:
+                await self.es.indices.create(index=first, aliases={self.alias: {}})
+            except ApiError as exc:
+                if exc.meta.status != 400 or "already_exists" not in str(exc):
+                    raise
+
+    async def create_generation(self, number: int) -> str:
+        name = f"{self.alias}-v{number}"
+        await self.es.indices.create(index=name, settings={"refresh_interval": "-1"})
+        return name
+
+    async def current_indexes(self) -> list[str]:
+        try:
+            found = await self.es.indices.get_alias(name=self.alias)
+        except NotFoundError:
+            return []
+        return sorted(found)
+
+    async def swap(self, new_index: str) -> list[str]:
+        """Points the alias at ``new_index`` alone, in one step; returns the old indexes."""
+        old = await self.current_indexes()
+        await self.es.indices.put_settings(index=new_index, settings={"refresh_interval": "1s"})
+        await self.es.indices.refresh(index=new_index)
+        actions: list[dict[str, Any]] = [{"add": {"index": new_index, "alias": self.alias}}]
+        actions += [{"remove": {"index": name, "alias": self.alias}} for name in old]
+        await self.es.indices.update_aliases(actions=actions)
+        return [name for name in old if name != new_index]
+
+    async def drop(self, indexes: Iterable[str]) -> None:
+        for name in indexes:
+            await self.es.indices.delete(index=name, ignore_unavailable=True)
+
+    async def ping(self) -> None:
+        try:
+            await self.es.cluster.health(index=self.alias, timeout="2s")
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise unreachable(exc) from exc
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def bulk(
+        self, docs: list[dict[str, Any]], *, refresh: bool = False, index: str | None = None
+    ) -> list[Indexed]:
+        """Indexes stored documents; an older revision never replaces a newer one.
+
+        Raises when Elasticsearch cannot be reached; per-document failures come back as
+        ``Indexed(ok=False)``.
+        """
+        if not docs:
+            return []
+        operations: list[dict[str, Any]] = []
+        for doc in docs:
+            operations.append(
+                {
+                    "index": {
+                        "_index": index or self.alias,
+                        "_id": doc["id"],
+                        # A revision indexed late (a retry, a second catalogue process) must
+                        # not overwrite a newer one.
+                        "version": doc["revision"],
+                        "version_type": "external_gte",
+                    }
+                }
+            )
+            operations.append(index_doc(doc))
+        answer = await self.es.bulk(operations=operations, refresh=refresh)
+        results: list[Indexed] = []
+        for doc, item in zip(docs, answer["items"], strict=True):
+            outcome = item["index"]
+            status = outcome.get("status", 500)
+            # 409: a newer revision is already there, which is as good as done.
+            ok = status < 300 or status == 409
+            error = None if ok else orjson.dumps(outcome.get("error")).decode()[:500]
+            results.append(Indexed(doc["id"], doc["revision"], ok, error))
+        return results
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def search(self, query: SearchQuery) -> SearchHits:
+        body = build_search(query)
+        if body is None:
+            return SearchHits(docs=[], total=0, facets=Facets(), next_cursor=None)
+        try:
+            answer = await self.es.search(index=self.alias, **body)
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise unreachable(exc) from exc
+        except TransportError as exc:
+            raise Unavailable(f"Elasticsearch did not answer the search: {exc}") from exc
+        hits = answer["hits"]["hits"]
+        next_cursor = None
+        if len(hits) > query.limit:
+            hits = hits[: query.limit]
+            next_cursor = encode_cursor(list(hits[-1]["sort"]))
+        docs = [orjson.dumps(hit["_source"]["doc"]) for hit in hits]
+        facets = Facets()
+        if query.facets:
+            aggs = answer.get("aggregations") or {}
+            facets = Facets(tags=_buckets(aggs.get("tags")), types=_buckets(aggs.get("types")))
+        total = answer["hits"]["total"]["value"]
+        return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
+
+    async def counts(self, field: str, limit: int) -> dict[str, int]:
+        """Live assets per value of a keyword field, most first."""
+        try:
+            answer = await self.es.search(
+                index=self.alias,
+                size=0,
+                query={"term": {"deleted": False}},
+                aggs={"values": _terms(field, limit)},
+            )
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise unreachable(exc) from exc
+        return _buckets(answer["aggregations"]["values"])
+
+
+def _terms(field: str, size: int) -> dict[str, Any]:
+    return {"terms": {"field": field, "size": size, "order": [{"_count": "desc"}, {"_key": "asc"}]}}
+
+
+def _buckets(agg: dict[str, Any] | None) -> dict[str, int]:
+    if not agg:
+        return {}
+    return {bucket["key"]: bucket["doc_count"] for bucket in agg["buckets"]}
+
+
+def _text_query(text: str) -> dict[str, Any] | None:
+    """Every word must match some field; the last word also matches as a prefix."""
+    terms = words(text)[:MAX_WORDS]
+    if not terms:
+        return None
+    must = []
+    for position, term in enumerate(terms):
+        last = position == len(terms) - 1
+        kind = "prefix" if last else "term"
+        must.append(
+            {
+                "dis_max": {
+                    "queries": [
+                        {kind: {field: {"value": term, "boost": weight}}}
+                        for field, weight in WEIGHTS.items()
+                    ]
+                }
+            }
+        )
+    exact = {"term": {"name_lc": {"value": text.strip().lower(), "boost": EXACT_NAME_BOOST}}}
+    return {"bool": {"must": must, "should": [exact]}}
+
+
+def _check_cursor(cursor: list[Any], text: bool) -> None:
+    """A cursor is the sort key of a hit: [score,] name_lc, id; anything else is refused."""
+    size = 3 if text else 2
+    if len(cursor) != size or not all(isinstance(v, str) for v in cursor[-2:]):
+        raise InvalidCursor("The cursor does not belong to this kind of search.")
+    if text and (not isinstance(cursor[0], int | float) or isinstance(cursor[0], bool)):
+        raise InvalidCursor("The cursor does not belong to this kind of search.")
+
+
+def build_search(query: SearchQuery) -> dict[str, Any] | None:
+    """The request body of a search, or None when nothing can match."""
+    filters: list[dict[str, Any]] = []
+    if not query.include_deleted:
+        filters.append({"term": {"deleted": False}})
+    if query.type:
+        filters.append({"term": {"type": query.type}})
+    if query.name:
+        filters.append({"prefix": {"name_lc": query.name.lower()}})
+    filters += [{"term": {"tags": tag}} for tag in query.tags]
+    filters += [{"term": {"labels": label_pair(key, value)}} for key, value in query.labels]
+    if query.owner:
+        filters.append({"term": {"owners": query.owner}})
+
+    text = None
+    if query.q:
+        text = _text_query(query.q)
+        if text is None:
+            return None  # only punctuation: nothing matches, as on the embedded backend
+    sort: list[Any] = [{"name_lc": "asc"}, {"id": "asc"}]
+    if text is not None:
+        sort.insert(0, {"_score": "desc"})
+    body: dict[str, Any] = {
+        "query": {"bool": {"filter": filters, **({"must": [text]} if text else {})}},
+        "sort": sort,
+        "size": query.limit + 1,
+        "track_total_hits": True,
+        "_source": ["doc"],
+    }
+    if query.cursor is not None:
+        _check_cursor(query.cursor, text is not None)
+        body["search_after"] = query.cursor
+    if query.offset:
+        if query.offset + query.limit + 1 > MAX_RESULT_WINDOW:
+            raise InvalidRequest(
+                f"Page offsets stop at {MAX_RESULT_WINDOW} results on this backend; "
+                "follow next_cursor (the /api/v1/assets routes) to read further."
+            )
+        body["from"] = query.offset
+    if query.facets:
+        body["aggs"] = {"tags": _terms("tags", FACET_LIMIT), "types": _terms("type", FACET_LIMIT)}
+    return body

@@ -1,0 +1,508 @@
+"""Production catalogue store: MongoDB is the source of truth, Elasticsearch the search index.
+
+A write is acknowledged once MongoDB has it (majority write concern, journaled). Before the
+assets are written, an intent per asset goes into the ``asset_outbox`` collection: "this asset
+may have changed, index its current state". The write path then indexes the batch at once (so
+a search right after a write sees it) and clears the intents; if Elasticsearch is down, or the
+process dies anywhere in between, the intents stay, and a background indexer in every catalogue
+process indexes the assets' current state from MongoDB when it can. Indexing reads the asset,
+not the intent, so a stale or repeated intent is harmless and no transaction is needed.
+Documents go into Elasticsearch with their revision as an external version, so a late or
+repeated indexing never replaces a newer revision.
+
+Names are unique among live assets. Not every MongoDB-wire server has partial unique indexes,
+so each live name is claimed by a small ``asset_names`` document; a claim left behind by a
+crash is taken over once its asset no longer holds the name (or never came to exist).
+
+New assets are inserted in bulk; a changed asset is replaced only if its revision is still the
+one the change was computed from, so concurrent writers never lose an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from cairn.models import Asset, BulkItemResult, label_text
+from cairn.mongo import (
+    PyMongoError,
+    connect,
+    literal,
+    migrate,
+    unavailable,
+)
+from cairn.settings import Settings
+from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.backends.es_index import Indexed, SearchIndex
+
+try:
+    from pymongo import ASCENDING, DESCENDING
+    from pymongo.asynchronous.database import AsyncDatabase
+    from pymongo.errors import BulkWriteError, DuplicateKeyError
+except ImportError as exc:  # pragma: no cover
+    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+
+log = logging.getLogger("cairn.catalogue.mongo")
+
+INDEX_BATCH = 1000
+POLL_SECONDS = 1.0
+MAX_BACKOFF = 10.0
+WRITE_ATTEMPTS = 8
+# The fields a write compares against.
+HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1}
+# A name claim whose asset does not exist yet is honoured this long (its write may be
+# in flight); after that it is a crash's leftover and may be taken over.
+CLAIM_GRACE = timedelta(seconds=60)
+
+
+async def _schema_v1(db: AsyncDatabase) -> None:
+    assets = db.get_collection("assets")
+    await assets.create_index([("name", ASCENDING)], name="name")
+    await assets.create_index([("name_lc", ASCENDING)], name="name_lc")
+    await assets.create_index([("tags", ASCENDING)], name="tags")
+    await assets.create_index([("labels", ASCENDING)], name="labels")
+    await assets.create_index([("owners", ASCENDING)], name="owners")
+    await assets.create_index([("depends_on", ASCENDING)], name="depends_on")
+    await assets.create_index([("updated_at", DESCENDING)], name="updated_at")
+    await db.get_collection("asset_outbox").create_index([("asset", ASCENDING)], name="asset")
+
+
+MIGRATIONS = {1: _schema_v1}
+
+
+def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
+    """The MongoDB document of an asset: the JSON as stored plus the fields queries use."""
+    return {
+        "_id": doc["id"],
+        "name": doc["name"],
+        "name_lc": doc["name"].lower(),
+        "type": doc["type"],
+        "deleted": bool(doc.get("deleted")),
+        "revision": doc["revision"],
+        "hash": content_hash,
+        "updated_at": doc["updated_at"],
+        "tags": doc.get("tags") or [],
+        "labels": [f"{k}={label_text(v)}" for k, v in (doc.get("labels") or {}).items()],
+        "owners": doc.get("owners") or [],
+        "depends_on": doc.get("depends_on") or [],
+        # The JSON bytes, so label keys like "$where" or "a.b" are data, never field paths.
+        "doc": orjson.dumps(doc),
+    }
+
+
+def _name_taken(name: str, holder: str, where: str) -> str:
+    return (
+        f"name {name!r} is already used by asset {holder} (from {where}); names are unique "
+        "in the catalogue, so rename the asset or remove the other one"
+    )
+
+
+def _log_refusals(outcome: list[Indexed]) -> None:
+    for item in [item for item in outcome if not item.ok][:5]:
+        log.error("Elasticsearch refused asset %s: %s", item.id, item.error)
+
+
+def _asset(row: dict[str, Any]) -> Asset:
+    return Asset.model_validate_json(row["doc"])
+
+
+class MongoStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client, self.db = connect(settings, "cairn-catalogue")
+        self.assets = self.db.get_collection("assets")
+        self.names = self.db.get_collection("asset_names")
+        self.outbox = self.db.get_collection("asset_outbox")
+        # Short: a write waits for its inline indexing at most this long before the
+        # background indexer takes over.
+        self.index = SearchIndex(
+            settings.es_url, settings.es_index, timeout=min(settings.http_timeout, 10.0)
+        )
+        self._wake = asyncio.Event()
+        self._indexer: asyncio.Task[None] | None = None
+        self.index_lag_error: str | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with unavailable("start-up"):
+            await migrate(self.db, "catalogue", MIGRATIONS)
+        try:
+            await self.index.ensure()
+        except Exception as exc:  # the indexer retries; writes must not wait for the index
+            log.warning("Elasticsearch index not ready at start-up: %s", exc)
+        self._indexer = asyncio.create_task(self._index_forever(), name="cairn-es-indexer")
+
+    async def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
+        await self.index.close()
+        await self.client.close()
+
+    async def ping(self) -> None:
+        async with unavailable("the readiness check"):
+            await self.db.command("ping")
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        stamp = now.isoformat().replace("+00:00", "Z")
+        async with unavailable("the write"):
+            results, rows, intents = await self._write(writes, now, stamp)
+        if rows:
+            await self._index_now(rows, intents)
+        return results
+
+    async def _write(
+        self, writes: list[PreparedWrite], now: datetime, stamp: str
+    ) -> tuple[list[BulkItemResult], list[dict[str, Any]], list[Any]]:
+        ids = [w.doc["id"] for w in writes]
+        current = {row["_id"]: row async for row in self.assets.find({"_id": {"$in": ids}}, HEAD)}
+        changed = [
+            w
+            for w in writes
+            if (old := current.get(w.doc["id"])) is None or old["hash"] != w.content_hash
+        ]
+        clashes = await self._claim_all(
+            [(w.doc["name"], w.doc["id"]) for w in changed if not w.doc.get("deleted")], now
+        )
+        results: dict[int, BulkItemResult] = {}
+        pending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+        for write in writes:
+            doc = write.doc
+            base = {"index": write.index, "id": doc["id"], "name": doc["name"]}
+            old = current.get(doc["id"])
+            if old is not None and old["hash"] == write.content_hash:
+                results[write.index] = BulkItemResult(
+                    **base, status="unchanged", revision=old["revision"]
+                )
+            elif (clash := clashes.get(doc["id"])) is not None:
+                results[write.index] = BulkItemResult(**base, status="error", error=clash)
+            else:
+                revision = 1 if old is None else old["revision"] + 1
+                stored = {**doc, "revision": revision, "updated_at": stamp}
+                pending.append((old, _row(stored, write.content_hash)))
+        if not pending:
+            return [results[i] for i in sorted(results)], [], []
+
+        # The intents first: whatever happens next, the indexer will look at these assets.
+        intents = (
+            await self.outbox.insert_many([{"asset": row["_id"]} for _, row in pending])
+        ).inserted_ids
+        written = await self._store(pending)
+        rows: list[dict[str, Any]] = []
+        for write in writes:
+            if write.index in results:
+                continue
+            doc = write.doc
+            base = {"index": write.index, "id": doc["id"], "name": doc["name"]}
+            final = written.get(doc["id"])
+            if final is None:  # another writer won every attempt; report, do not guess
+                results[write.index] = BulkItemResult(
+                    **base, status="error", error="the asset changed concurrently; retry"
+                )
+                continue
+            row, was = final
+            if was is None:
+                status = "deleted" if row["deleted"] else "created"
+            else:
+                status = "deleted" if row["deleted"] and not was["deleted"] else "updated"
+            results[write.index] = BulkItemResult(**base, status=status, revision=row["revision"])
+            # Free the names this asset no longer holds (a rename, a delete).
+            released = {was["name"]} if was is not None and was["name"] != row["name"] else set()
+            if row["deleted"]:
+                released.add(row["name"])
+            for name in released:
+                await self.names.delete_one({"_id": literal(name), "asset": literal(row["_id"])})
+            rows.append(row)
+        return [results[i] for i in sorted(results)], rows, intents
+
+    async def _store(
+        self, pending: list[tuple[dict[str, Any] | None, dict[str, Any]]]
+    ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Inserts new assets in bulk and replaces changed ones if their revision still holds.
+
+        A row whose asset changed in between (another writer) is recomputed on top of the
+        newer revision and tried again.
+        """
+        done: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        todo = pending
+        for attempt in range(WRITE_ATTEMPTS):
+            retry: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+            fresh = [(old, row) for old, row in todo if old is None]
+            if fresh:
+                refused: set[int] = set()
+                try:
+                    await self.assets.insert_many([row for _, row in fresh], ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != 11000 for e in errors):
+                        raise
+                    refused = {e["index"] for e in errors}
+                for position, (old, row) in enumerate(fresh):
+                    if position in refused:  # created meanwhile by another writer
+                        retry.append((old, row))
+                    else:
+                        done[row["_id"]] = (row, old)
+            for old, row in todo:
+                if old is None:
+                    continue
+                answer = await self.assets.replace_one(
+                    {"_id": literal(row["_id"]), "revision": literal(old["revision"])}, row
+                )
+                if answer.matched_count:
+                    done[row["_id"]] = (row, old)
+                else:
+                    retry.append((old, row))
+            if not retry:
+                break
+            todo = []
+            for _, row in retry:
+                now = await self.assets.find_one(
+                    {"_id": literal(row["_id"])},
+                    {"revision": 1, "hash": 1, "deleted": 1, "name": 1},
+                )
+                if now is not None and now["hash"] == row["hash"]:
+                    # Another writer stored the same content: that is this write, done.
+                    done[row["_id"]] = ({**row, "revision": now["revision"]}, now)
+                    continue
+                doc = orjson.loads(row["doc"])
+                doc["revision"] = 1 if now is None else now["revision"] + 1
+                todo.append((now, _row(doc, row["hash"])))
+            await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        return done
+
+    async def _claim_all(self, wanted: list[tuple[str, str]], now: datetime) -> dict[str, str]:
+        """Claims each (name, asset id) in order; returns {asset id: why not} for refusals."""
+        refused: dict[str, str] = {}
+        first: dict[str, str] = {}
+        fresh: list[tuple[str, str]] = []
+        for name, asset_id in wanted:
+            if name in first and first[name] != asset_id:
+                refused[asset_id] = _name_taken(name, first[name], "this request")
+            else:
+                first[name] = asset_id
+                fresh.append((name, asset_id))
+        if not fresh:
+            return refused
+        taken: set[int] = set()
+        try:
+            await self.names.insert_many(
+                [{"_id": name, "asset": asset_id, "at": now} for name, asset_id in fresh],
+                ordered=False,
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            taken = {e["index"] for e in errors}
+        for position in sorted(taken):
+            name, asset_id = fresh[position]
+            clash = await self._claim(name, asset_id, now)
+            if clash is not None:
+                refused[asset_id] = clash
+        return refused
+
+    async def _claim(self, name: str, asset_id: str, now: datetime) -> str | None:
+        """Claims ``name`` for ``asset_id`` when it is held already; returns why not."""
+        for _ in range(WRITE_ATTEMPTS):
+            claim = await self.names.find_one({"_id": literal(name)})
+            if claim is None:
+                try:
+                    await self.names.insert_one({"_id": name, "asset": asset_id, "at": now})
+                    return None
+                except DuplicateKeyError:
+                    continue
+            holder = claim["asset"]
+            if holder == asset_id:
+                return None
+            other = await self.assets.find_one({"_id": literal(holder)})
+            if other is not None and other["name"] == name and not other["deleted"]:
+                theirs = orjson.loads(other["doc"])
+                where = theirs.get("manifest_path") or theirs.get("location") or "the API"
+                return _name_taken(name, holder, where)
+            if other is None and now - claim["at"] < CLAIM_GRACE:
+                # Its asset may be being written right now by another request.
+                return f"name {name!r} is being claimed by another request; retry"
+            # A claim left by a crash or a rename: take it over unless someone else just did.
+            await self.names.update_one(
+                {"_id": literal(name), "asset": literal(holder)},
+                {"$set": {"asset": asset_id, "at": now}},
+            )
+        return f"name {name!r} is being claimed concurrently; retry"
+
+    # --- the index outbox ---------------------------------------------------------------------
+
+    async def _index_now(self, rows: list[dict[str, Any]], intents: list[Any]) -> None:
+        """Indexes what was just written, so the writer can search it at once; on failure
+        the intents stay and the background indexer takes over."""
+        try:
+            outcome = await self.index.bulk([orjson.loads(r["doc"]) for r in rows], refresh=True)
+            if all(item.ok for item in outcome):
+                await self.outbox.delete_many({"_id": {"$in": intents}})
+                return
+            _log_refusals(outcome)
+        except Exception as exc:
+            log.warning("Elasticsearch indexing deferred (%d assets): %s", len(rows), exc)
+        self._wake.set()
+
+    async def index_pending(self, limit: int = INDEX_BATCH) -> int:
+        """Indexes the current state of one batch of assets with intents; returns the batch size.
+
+        Intents of assets that Elasticsearch refused stay, so they are retried (and logged).
+        """
+        intents = await self.outbox.find({}).limit(limit).to_list()
+        if not intents:
+            return 0
+        ids = list({i["asset"] for i in intents})
+        docs = [
+            orjson.loads(r["doc"])
+            async for r in self.assets.find({"_id": {"$in": ids}}, {"doc": 1})
+        ]
+        outcome = await self.index.bulk(docs, refresh=True)
+        _log_refusals(outcome)
+        failed = {item.id for item in outcome if not item.ok}
+        await self.outbox.delete_many(
+            {"_id": {"$in": [i["_id"] for i in intents if i["asset"] not in failed]}}
+        )
+        return len(intents)
+
+    async def pending(self) -> int:
+        """How many index intents wait (0 once the index has caught up)."""
+        async with unavailable("counting unindexed assets"):
+            return await self.outbox.count_documents({})
+
+    async def _index_forever(self) -> None:
+        backoff = 1.0
+        ensured = False
+        while True:
+            try:
+                if not ensured:
+                    await self.index.ensure()
+                    ensured = True
+                while await self.index_pending() == INDEX_BATCH:
+                    pass
+                if self.index_lag_error is not None:
+                    log.info("Elasticsearch is back; the index has caught up")
+                self.index_lag_error = None
+                backoff = 1.0
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancel that
+                # arrives as the event is set, and close() would then wait forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self._wake.wait()
+                self._wake.clear()
+            except asyncio.CancelledError:
+                raise
+            except (Exception, PyMongoError) as exc:
+                if self.index_lag_error is None:
+                    log.warning("search index catch-up failed, retrying: %s", exc)
+                self.index_lag_error = str(exc)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def reindex(self, progress: Callable[[int, int], None]) -> int:
+        """Builds a new index from MongoDB, then points the alias at it in one step."""
+        await self.index.ensure()
+        existing = await self.index.current_indexes()
+        numbers = [int(n.rsplit("-v", 1)[1]) for n in existing if n.rsplit("-v", 1)[1].isdigit()]
+        target = await self.index.create_generation(max(numbers, default=0) + 1)
+        total = await self.assets.count_documents({})
+        done = 0
+        started = time.monotonic()
+        since = (datetime.now(UTC) - CLAIM_GRACE).isoformat().replace("+00:00", "Z")
+        batch: list[dict[str, Any]] = []
+        async for row in self.assets.find({}, {"doc": 1}).batch_size(INDEX_BATCH):
+            batch.append(orjson.loads(row["doc"]))
+            if len(batch) == INDEX_BATCH:
+                await self._reindex_batch(batch, target)
+                done += len(batch)
+                progress(done, total)
+                batch = []
+        if batch:
+            await self._reindex_batch(batch, target)
+            done += len(batch)
+            progress(done, total)
+        old = await self.index.swap(target)
+        await self.index.drop(old)
+        # Writes during the rebuild were indexed into the old index: index them again.
+        recent = [r["_id"] async for r in self.assets.find({"updated_at": {"$gte": since}}, {})]
+        if recent:
+            await self.outbox.insert_many([{"asset": asset_id} for asset_id in recent])
+            self._wake.set()
+        log.info("reindexed %d assets into %s in %.1fs", done, target, time.monotonic() - started)
+        return done
+
+    async def _reindex_batch(self, docs: list[dict[str, Any]], target: str) -> None:
+        outcome = await self.index.bulk(docs, index=target)
+        bad = [item for item in outcome if not item.ok]
+        if bad:
+            raise RuntimeError(f"Elasticsearch refused asset {bad[0].id}: {bad[0].error}")
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, asset_id: str) -> Asset | None:
+        async with unavailable("the read"):
+            row = await self.assets.find_one({"_id": literal(asset_id)}, {"doc": 1})
+        return _asset(row) if row else None
+
+    async def get_by_name(self, name: str) -> Asset | None:
+        async with unavailable("the read"):
+            rows = (
+                await self.assets.find(
+                    {"name": literal(name)}, {"doc": 1, "deleted": 1, "updated_at": 1}
+                )
+                .sort([("deleted", ASCENDING), ("updated_at", DESCENDING)])
+                .limit(1)
+                .to_list()
+            )
+        return _asset(rows[0]) if rows else None
+
+    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+        if not keys:
+            return {}
+        found: dict[str, Asset] = {}
+        async with unavailable("the read"):
+            async for row in self.assets.find({"_id": {"$in": keys}}, {"doc": 1}):
+                asset = _asset(row)
+                found[asset.id] = asset
+            rest = [k for k in keys if k not in found]
+            if rest:
+                async for row in self.assets.find(
+                    {"name": {"$in": rest}, "deleted": False}, {"doc": 1}
+                ):
+                    asset = _asset(row)
+                    found.setdefault(asset.name, asset)
+        return found
+
+    async def dependents(self, keys: list[str], include_deleted: bool) -> list[Asset]:
+        if not keys:
+            return []
+        query: dict[str, Any] = {"depends_on": {"$in": keys}}
+        if not include_deleted:
+            query["deleted"] = False
+        async with unavailable("the read"):
+            return [_asset(row) async for row in self.assets.find(query, {"doc": 1})]
+
+    async def search(self, query: SearchQuery) -> SearchHits:
+        return await self.index.search(query)
+
+    async def tag_counts(self, limit: int) -> dict[str, int]:
+        return await self.index.counts("tags", limit)
+
+    async def type_counts(self) -> dict[str, int]:
+        return await self.index.counts("type", 100)
+
+
+def from_settings(settings: Settings) -> MongoStore:
+    return MongoStore(settings)

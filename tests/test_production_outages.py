@@ -1,0 +1,172 @@
+"""The mongo backend when its servers fail: real FerretDB and Elasticsearch, stopped mid-run.
+
+- Elasticsearch down: writes are still acknowledged, search answers 503 with a body that says
+  why, and after a restart the index catches up with zero missing documents.
+- MongoDB down: reads and writes answer 503 with a clear body, /readyz is not ready, and the
+  refused write is not half-there afterwards.
+- ``cairn reindex`` rebuilds a lost index from MongoDB.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.servers.fixtures import ProductionServers
+
+
+@pytest.fixture
+def mongo_catalogue(
+    production_servers: ProductionServers, tmp_path: Path
+) -> Iterator[tuple[ProcessServer, dict[str, str]]]:
+    env = cairn_env(tmp_path / "data", **production_servers.env())
+    server = ProcessServer("catalogue", env, tmp_path / "catalogue.log").start()
+    try:
+        yield server, env
+    finally:
+        server.stop()
+
+
+def batch(prefix: str, count: int, tag: str = "outage") -> list[dict]:
+    return [
+        {"id": f"{prefix}-{i}", "name": f"{prefix}_{i}", "type": "dataset", "tags": [tag]}
+        for i in range(count)
+    ]
+
+
+def tagged_total(client: httpx.Client, tag: str) -> int:
+    response = client.get("/api/v1/assets", params={"tag": tag, "limit": 1})
+    assert response.status_code == 200, response.text
+    return int(response.json()["total"])
+
+
+def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"not true after {timeout}s")
+
+
+def test_elasticsearch_outage_keeps_writes_and_catches_up(
+    production_servers: ProductionServers, mongo_catalogue: tuple[ProcessServer, dict[str, str]]
+) -> None:
+    server, _ = mongo_catalogue
+    es = production_servers.es
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/api/v1/assets/bulk", json=batch("before", 200)).status_code == 200
+        assert tagged_total(client, "outage") == 200
+
+        es.stop()
+        try:
+            during = client.post("/api/v1/assets/bulk", json=batch("during", 300))
+            assert during.status_code == 200, during.text
+            assert during.json()["created"] == 300
+            single = client.put("/api/v1/assets/solo", json={"name": "solo", "type": "model"})
+            assert single.status_code == 201, single.text
+            # The source of truth still answers reads by id and name.
+            assert client.get("/api/v1/assets/during-7").json()["name"] == "during_7"
+            assert client.get("/api/v1/assets/by-name/solo").status_code == 200
+
+            search = client.get("/api/v1/assets", params={"q": "during"})
+            assert search.status_code == 503
+            assert search.headers["content-type"].startswith("application/problem+json")
+            problem = search.json()
+            assert (
+                "Elasticsearch" in problem["detail"]
+                and "Writes are still accepted" in (problem["detail"])
+            )
+        finally:
+            es.start()
+
+        # The indexer finds the intents the failed inline indexing left and catches up.
+        wait_for(lambda: tagged_total(client, "outage") == 500)
+        ids = set()
+        cursor = None
+        while True:
+            params = {"tag": "outage", "limit": 200, "facets": "false"}
+            if cursor:
+                params["cursor"] = cursor
+            body = client.get("/api/v1/assets", params=params).json()
+            ids |= {item["id"] for item in body["items"]}
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+        expected = {f"before-{i}" for i in range(200)} | {f"during-{i}" for i in range(300)}
+        assert ids == expected
+        found = client.get("/api/v1/assets", params={"name": "solo"}).json()["items"]
+        assert [item["id"] for item in found] == ["solo"]
+    assert "Elasticsearch indexing deferred" in server.logs()
+
+
+def test_mongodb_outage_answers_503_and_writes_nothing(
+    production_servers: ProductionServers, mongo_catalogue: tuple[ProcessServer, dict[str, str]]
+) -> None:
+    server, _ = mongo_catalogue
+    mongo = production_servers.mongo
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/api/v1/assets/bulk", json=batch("kept", 20)).status_code == 200
+        mongo.stop()
+        try:
+            refused = client.post("/api/v1/assets/bulk", json=batch("lost", 20))
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            detail = refused.json()["detail"]
+            assert "MongoDB cannot be reached" in detail and "nothing was half-written" in detail
+            read = client.get("/api/v1/assets/kept-1")
+            assert read.status_code == 503 and "MongoDB" in read.json()["detail"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "MongoDB" in ready.json()["detail"]
+        finally:
+            mongo.start()
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+        assert client.get("/api/v1/assets/kept-3").status_code == 200
+        assert client.get("/api/v1/assets/lost-3").status_code == 404
+        assert tagged_total(client, "outage") == 20
+        again = client.post("/api/v1/assets/bulk", json=batch("lost", 20))
+        assert again.status_code == 200 and again.json()["created"] == 20
+
+
+def test_reindex_rebuilds_a_lost_index(
+    production_servers: ProductionServers, mongo_catalogue: tuple[ProcessServer, dict[str, str]]
+) -> None:
+    server, env = mongo_catalogue
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        items = batch("re", 1500, tag="rebuilt")
+        for start in range(0, 1500, 500):
+            assert client.post("/api/v1/assets/bulk", json=items[start : start + 500]).is_success
+        # Lose the index behind the alias, as after a wiped Elasticsearch volume.
+        alias = env["CAIRN_ES_INDEX"]
+        es_url = production_servers.es.url
+        indexes = httpx.get(f"{es_url}/_alias/{alias}").json()
+        for name in indexes:
+            assert httpx.delete(f"{es_url}/{name}").is_success
+        assert client.get("/api/v1/assets", params={"tag": "rebuilt"}).status_code != 200
+
+        done = run_cairn("reindex", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "Reindexed 1500 assets on the mongo backend" in done.stdout
+        assert tagged_total(client, "rebuilt") == 1500
+        new_indexes = set(httpx.get(f"{es_url}/_alias/{alias}").json())
+        assert len(new_indexes) == 1 and not new_indexes & set(indexes)
+        hit = client.get("/api/v1/assets", params={"q": "re_1499"}).json()["items"][0]
+        assert hit["id"] == "re-1499"
+
+
+def test_reindex_says_what_failed_when_the_index_is_unreachable(tmp_path: Path) -> None:
+    env = cairn_env(
+        tmp_path / "data",
+        CAIRN_BACKEND="mongo",
+        CAIRN_MONGO_URL="mongodb://127.0.0.1:9",
+        CAIRN_MONGO_TIMEOUT="1",
+        CAIRN_ES_URL="http://127.0.0.1:9",
+    )
+    done = run_cairn("reindex", env=env)
+    assert done.returncode == 1
+    assert "reindex failed" in done.stderr and "MongoDB cannot be reached" in done.stderr
