@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every part of Cairn. The entry point is the `cairn` command line, so the
+# command picks the part:
+#
+#   docker run --rm cairn:0.1.0                          # prints `cairn --help`
+#   docker run cairn:0.1.0 serve catalogue               # or: serve featurestore | serve ui
+#   docker run -v /srv/lake:/volumes/lake:ro cairn:0.1.0 crawl /volumes/lake --every 15m
+#
+# Build: docker build -t cairn:0.1.0 .
+# Settings come from CAIRN_* environment variables (see the README). The image sets only the
+# ones a container needs: listen on every interface, keep data under /data.
+
+# The Python image; pin a patch release here and update it on purpose.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+# ---- builder: wheels for Cairn and all its dependencies (nothing compiled from source) ----
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+# Only what the wheel is built from; see .dockerignore for what never enters the context.
+COPY pyproject.toml README.md ./
+COPY cairn ./cairn
+COPY catalogue_service ./catalogue_service
+COPY featurestore_service ./featurestore_service
+COPY crawler ./crawler
+COPY connectors ./connectors
+COPY ui ./ui
+
+# Extras: mongo (PyMongo + Elasticsearch client), hdfs (WebHDFS volumes), adls (Azure volumes).
+RUN pip wheel --wheel-dir /wheels ".[mongo,hdfs,adls]"
+
+# ---- runtime: Python, tini and the installed wheels; no compiler, no source tree ----
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="cairn" \
+      org.opencontainers.image.description="Cairn data catalogue and feature store" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CAIRN_DATA_DIR=/data \
+    CAIRN_CATALOGUE_HOST=0.0.0.0 \
+    CAIRN_FEATURESTORE_HOST=0.0.0.0 \
+    CAIRN_UI_HOST=0.0.0.0
+
+# tini as PID 1 forwards SIGTERM and reaps children, so `docker stop` and Kubernetes stop a
+# scheduled crawl at once instead of after the grace period.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 cairn \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /home/cairn --create-home \
+       --shell /usr/sbin/nologin cairn \
+    && mkdir -p /data \
+    && chown 10001:10001 /data
+
+# The wheels are mounted from the builder for this one step, so they take no layer here.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "cairn[mongo,hdfs,adls]" \
+    && cairn --version
+
+WORKDIR /home/cairn
+USER 10001:10001
+
+# catalogue, feature store, web UI
+EXPOSE 8001 8002 8080
+
+ENTRYPOINT ["/usr/bin/tini", "--", "cairn"]
+CMD ["--help"]
