@@ -156,6 +156,23 @@ def catalogue_process(tmp_path: Path) -> Iterator[ProcessServer]:
     server.stop()
 
 
+def searched_ids(client: httpx.Client, **params: str) -> set[str]:
+    """Ids of every asset a catalogue search finds, following its cursors to the end."""
+    found: set[str] = set()
+    cursor = None
+    while True:
+        page = {**params, "limit": "1000", "facets": "false"}
+        if cursor:
+            page["cursor"] = cursor
+        response = client.get("/api/v1/assets", params=page)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found.update(item["id"] for item in body["items"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return found
+
+
 def run_cairn(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cairn", *args],

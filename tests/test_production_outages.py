@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.conftest import ProcessServer, cairn_env, run_cairn, searched_ids
 from tests.servers.fixtures import ProductionServers
 
 
@@ -87,17 +87,7 @@ def test_elasticsearch_outage_keeps_writes_and_catches_up(
 
         # The indexer finds the intents the failed inline indexing left and catches up.
         wait_for(lambda: tagged_total(client, "outage") == 500)
-        ids = set()
-        cursor = None
-        while True:
-            params = {"tag": "outage", "limit": 200, "facets": "false"}
-            if cursor:
-                params["cursor"] = cursor
-            body = client.get("/api/v1/assets", params=params).json()
-            ids |= {item["id"] for item in body["items"]}
-            cursor = body["next_cursor"]
-            if not cursor:
-                break
+        ids = searched_ids(client, tag="outage")
         expected = {f"before-{i}" for i in range(200)} | {f"during-{i}" for i in range(300)}
         assert ids == expected
         found = client.get("/api/v1/assets", params={"name": "solo"}).json()["items"]

@@ -13,23 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ProcessServer, cairn_env
+from tests.conftest import ProcessServer, cairn_env, searched_ids
 
 BATCH = 250
-
-
-def search_ids(client: httpx.Client) -> set[str]:
-    found: set[str] = set()
-    cursor = None
-    while True:
-        params = {"tag": "t", "limit": 1000, "facets": "false"}
-        if cursor:
-            params["cursor"] = cursor
-        body = client.get("/api/v1/assets", params=params).json()
-        found.update(item["id"] for item in body["items"])
-        cursor = body["next_cursor"]
-        if not cursor:
-            return found
 
 
 def test_kill_9_during_bulk_ingest_loses_no_acknowledged_asset(
@@ -76,12 +62,12 @@ def test_kill_9_during_bulk_ingest_loses_no_acknowledged_asset(
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            found = search_ids(client)
+            found = searched_ids(client, tag="t")
             # The restarted process's indexer catches up on intents the kill left behind.
             deadline = time.monotonic() + 60
             while not set(acknowledged) <= found and time.monotonic() < deadline:
                 time.sleep(0.5)
-                found = search_ids(client)
+                found = searched_ids(client, tag="t")
             for asset_id in acknowledged[:: len(acknowledged) // 20]:
                 assert client.get(f"/api/v1/assets/{asset_id}").status_code == 200
         missing = set(acknowledged) - found

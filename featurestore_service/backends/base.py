@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from cairn.errors import Conflict
 from cairn.models import FeatureSet
 
 # Fields of a stored document that a summary (listings, searches) leaves out.
@@ -126,6 +127,21 @@ class FeatureSetStore(Protocol):
     async def outbox_retry(self, name: str, attempts: int, next_at: float, error: str) -> None: ...
 
     async def outbox_pending(self) -> int: ...
+
+
+def check_expected(name: str, expected: int | None, newest: int, version: int) -> None:
+    """Raises ``Conflict`` unless ``expected`` (when given) is ``version``, the next one."""
+    if expected is None or expected == version:
+        return
+    if expected <= newest:
+        raise Conflict(
+            f"Version {expected} of {name!r} already exists and versions are "
+            f"immutable; leave version out to create version {version}."
+        )
+    raise Conflict(
+        f"The next version of {name!r} is {version}, not {expected}; leave version "
+        "out to get the next one."
+    )
 
 
 def iso(moment: datetime) -> str:

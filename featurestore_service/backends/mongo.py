@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from cairn.errors import Conflict, InvalidCursor, PayloadTooLarge, Unavailable
+from cairn.errors import InvalidCursor, PayloadTooLarge, Unavailable
 from cairn.models import label_text
 from cairn.mongo import AsyncDatabase, PyMongoError, connect, literal, migrate, unavailable
 from cairn.paging import encode_cursor
@@ -59,6 +59,7 @@ from featurestore_service.backends.base import (
     NewVersion,
     OutboxEntry,
     StoredVersion,
+    check_expected,
     seal,
 )
 
@@ -344,7 +345,7 @@ class MongoFeatureStore:
             )
             newest = last["version"] if last else 0
             version = newest + 1
-            self._check_expected(new, newest, version)
+            check_expected(new.name, new.expected_version, newest, version)
             # created_at grows with the version even if the clock steps back, so as-of is exact.
             created_us = max(_micros(now), (last["created_us"] if last else 0) + 1)
             created_at = _from_micros(created_us)
@@ -392,21 +393,6 @@ class MongoFeatureStore:
         raise Unavailable(
             f"Too many concurrent writers of feature set {new.name!r}; nothing was written. "
             "Retry the request."
-        )
-
-    @staticmethod
-    def _check_expected(new: NewVersion, newest: int, version: int) -> None:
-        expected = new.expected_version
-        if expected is None or expected == version:
-            return
-        if expected <= newest:
-            raise Conflict(
-                f"Version {expected} of {new.name!r} already exists and versions are "
-                f"immutable; leave version out to create version {version}."
-            )
-        raise Conflict(
-            f"The next version of {new.name!r} is {version}, not {expected}; leave version "
-            "out to get the next one."
         )
 
     @staticmethod

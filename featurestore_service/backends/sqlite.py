@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
-from cairn.errors import Conflict, InvalidCursor
+from cairn.errors import InvalidCursor
 from cairn.paging import encode_cursor
 from cairn.settings import Settings
 from cairn.sqlite import SQLiteFile, fts_query, label_text
@@ -28,6 +28,7 @@ from featurestore_service.backends.base import (
     NewVersion,
     OutboxEntry,
     StoredVersion,
+    check_expected,
     seal,
 )
 
@@ -138,17 +139,7 @@ class SQLiteFeatureStore:
             "SELECT max(version), max(created_us) FROM versions WHERE name = ?", (new.name,)
         ).fetchone()
         version = (last or 0) + 1
-        expected = new.expected_version
-        if expected is not None and expected != version:
-            if expected <= (last or 0):
-                raise Conflict(
-                    f"Version {expected} of {new.name!r} already exists and versions are "
-                    f"immutable; leave version out to create version {version}."
-                )
-            raise Conflict(
-                f"The next version of {new.name!r} is {version}, not {expected}; leave version "
-                "out to get the next one."
-            )
+        check_expected(new.name, new.expected_version, last or 0, version)
         # created_at grows with the version even if the clock steps back, so as-of is exact.
         created_us = max(_micros(now), (last_us or 0) + 1)
         doc, summary, etag = seal(
