@@ -80,12 +80,14 @@ async def unavailable(what: str) -> AsyncIterator[None]:
 def literal(value: Any) -> Any:
     """A value that MongoDB compares for equality and never reads as an operator.
 
-    Query values come from users; wrapping them in ``$eq`` means ``{"$ne": null}`` sent as a
-    tag is matched as that exact text, not run as a query.
+    Only a document (a dict) can be an operator in a find filter; a string such as
+    ``'{"$ne": null}'`` or ``"$where"`` is compared as text. So a scalar passes as it is,
+    anything else is refused. (Not wrapped in ``$eq``: FerretDB only pushes a plain equality
+    down to its index, and ``$eq`` made each lookup by id read the whole collection.)
     """
     if not isinstance(value, str | int | float | bool) and value is not None:
         raise TypeError(f"only scalar values are compared, got {type(value).__name__}")
-    return {"$eq": value}
+    return value
 
 
 async def migrate(db: AsyncDatabase, component: str, steps: Mapping[int, Migration]) -> int:

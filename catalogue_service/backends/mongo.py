@@ -44,6 +44,7 @@ from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQue
 from catalogue_service.backends.es_index import Indexed, SearchIndex
 
 try:
+    from bson import ObjectId
     from pymongo import ASCENDING, DESCENDING
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -61,6 +62,9 @@ HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1}
 # A name claim whose asset does not exist yet is honoured this long (its write may be
 # in flight); after that it is a crash's leftover and may be taken over.
 CLAIM_GRACE = timedelta(seconds=60)
+# How old an index intent must be before the background indexer takes it (the request that
+# wrote it indexes inline within its own timeout).
+INTENT_GRACE = timedelta(seconds=15)
 
 
 async def _schema_v1(db: AsyncDatabase) -> None:
@@ -361,7 +365,10 @@ class MongoStore:
 
         Intents of assets that Elasticsearch refused stay, so they are retried (and logged).
         """
-        intents = await self.outbox.find({}).limit(limit).to_list()
+        # Intents younger than the grace belong to requests still indexing inline; taking
+        # them too would index the same assets twice.
+        settled = ObjectId.from_datetime(datetime.now(UTC) - INTENT_GRACE)
+        intents = await self.outbox.find({"_id": {"$lt": settled}}).limit(limit).to_list()
         if not intents:
             return 0
         ids = list({i["asset"] for i in intents})
