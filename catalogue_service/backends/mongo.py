@@ -378,10 +378,18 @@ class MongoStore:
         ]
         outcome = await self.index.bulk(docs, refresh=True)
         _log_refusals(outcome)
-        failed = {item.id for item in outcome if not item.ok}
-        await self.outbox.delete_many(
-            {"_id": {"$in": [i["_id"] for i in intents if i["asset"] not in failed]}}
-        )
+        indexed = {item.id for item in outcome if item.ok}
+        # An intent whose asset is not there yet may belong to a write still in flight; only
+        # after CLAIM_GRACE is it a crashed write's leftover.
+        abandoned = ObjectId.from_datetime(datetime.now(UTC) - CLAIM_GRACE)
+        found = {doc["id"] for doc in docs}
+        done = [
+            i["_id"]
+            for i in intents
+            if i["asset"] in indexed or (i["asset"] not in found and i["_id"] < abandoned)
+        ]
+        if done:
+            await self.outbox.delete_many({"_id": {"$in": done}})
         return len(intents)
 
     async def pending(self) -> int:
