@@ -30,7 +30,8 @@ lint: $(BIN)/python ## Run ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## Run every benchmark and write benchmarks/RESULTS.md
+bench: install ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
+	$(BIN)/pip install -q -e '.[mongo]'
 	$(BIN)/python -m benchmarks.run_all
 
 clean: ## Remove the virtual environment and local data

@@ -3,6 +3,12 @@
 Servers run as child processes on 127.0.0.1 with their own data folder under
 ``benchmarks/.work/``; every wait below has a deadline so a broken server fails the run
 instead of hanging it.
+
+The catalogue runs on either backend: ``sqlite`` (embedded, a fresh data folder) or ``mongo``
+(MongoDB + Elasticsearch). For ``mongo`` the tests' servers are used (``tests/servers/``:
+FerretDB 1.24 on SQLite as the MongoDB-wire server, Elasticsearch 8.19 single node), started
+once per benchmark run by :class:`MongoServers`; each catalogue gets a database and an index
+of its own.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -36,6 +44,10 @@ PYTHON = sys.executable
 
 FULL_FILES, FULL_MANIFESTS, FULL_ASSETS = 100_000, 10_000, 100_000
 QUICK_FILES, QUICK_MANIFESTS, QUICK_ASSETS = 5_000, 500, 5_000
+
+# Catalogue backends, in the order a run measures them.
+BACKENDS = ("sqlite", "mongo")
+BACKEND_TITLES = {"sqlite": "sqlite (embedded)", "mongo": "mongo + es"}
 
 # RESULTS.md keeps its sections in this order whichever script wrote last.
 SECTION_ORDER = ("crawl", "ingest", "search", "featureset", "ui", "footprint")
@@ -127,6 +139,38 @@ def process_cpu_seconds(pid: int) -> float:
     # The command name may hold spaces and parentheses: fields are counted after the last ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def system_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = fields[0] + fields[1] + fields[2] + sum(fields[5:8])
+    return busy / _CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU time plus that of the children it has waited for (wrk, bare)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """CPU the rest of the machine used while a benchmark ran: the machine's busy time minus
+    this process (and its waited-for children) and the servers it names at the end."""
+
+    def __init__(self) -> None:
+        self.busy = system_busy_seconds()
+        self.own = own_cpu_seconds()
+        self.start = time.perf_counter()
+
+    def cores(self, servers_cpu_s: float) -> float:
+        """Average cores used by other processes since this object was made."""
+        busy = system_busy_seconds() - self.busy
+        own = own_cpu_seconds() - self.own
+        wall = time.perf_counter() - self.start
+        return max(0.0, busy - own - servers_cpu_s) / wall if wall else 0.0
 
 
 def process_memory_kb(pid: int) -> dict[str, int]:
@@ -246,18 +290,163 @@ class Server:
         self.stop()
 
 
-class CatalogueProcess(Server):
-    """``python -m cairn serve catalogue`` on a free port with a fresh data folder of its own."""
+class MongoServers:
+    """FerretDB (MongoDB wire protocol) and Elasticsearch for the ``mongo`` backend.
 
-    def __init__(self, name: str) -> None:
+    Started once per benchmark run (both at once, each spends its start-up waiting), stopped
+    by :meth:`stop`; data under ``benchmarks/.work/servers/`` (Elasticsearch's own data folder
+    is where the user it runs as can write, and is removed on stop). Uses the tests' server
+    scripts, which install the servers into ``~/.cache/cairn`` on first use.
+    """
+
+    def __init__(self) -> None:
+        from tests.servers import elasticsearch, ferretdb
+
+        base = fresh_dir(WORK_DIR / "servers")
+        (base / "ferretdb").mkdir()
+        (base / "elasticsearch").mkdir()
+        self.mongo = ferretdb.FerretDB(base / "ferretdb")
+        self.es = elasticsearch.Elasticsearch(base / "elasticsearch")
+        self.mongo_version = f"FerretDB {ferretdb.VERSION.lstrip('v')} (SQLite handler)"
+        self.es_version = f"Elasticsearch {elasticsearch.VERSION} (single node, integ-test-zip)"
+        self.es_heap = elasticsearch.HEAP
+        self.start_seconds = 0.0
+        self.es_pid = 0
+
+    @property
+    def mongo_pid(self) -> int:
+        assert self.mongo.proc is not None, "FerretDB not started"
+        return self.mongo.proc.pid
+
+    @property
+    def mongo_data_dir(self) -> Path:
+        return self.mongo.base_dir / "data"
+
+    def start(self) -> Self:
+        failures: list[BaseException] = []
+
+        def start_one(server: Any) -> None:
+            try:
+                server.start()
+            except BaseException as exc:  # raised below, in the caller's thread
+                failures.append(exc)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=start_one, args=(s,)) for s in (self.mongo, self.es)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            self.stop()
+            raise failures[0]
+        self.start_seconds = time.perf_counter() - started
+        # The server JVM is a grandchild (setpriv, then Elasticsearch's launcher): ask it.
+        nodes = httpx.get(f"{self.es.url}/_nodes/_local/process", timeout=10).json()["nodes"]
+        self.es_pid = int(next(iter(nodes.values()))["process"]["id"])
+        return self
+
+    def stop(self) -> None:
+        self.mongo.stop()
+        self.es.close()
+
+    def catalogue_env(self, name: str) -> dict[str, str]:
+        """CAIRN_* settings of a catalogue with a fresh database and index of its own."""
+        tag = f"{re.sub(r'[^a-z0-9]', '_', name.lower())}_{uuid.uuid4().hex[:8]}"
+        return {
+            "CAIRN_BACKEND": "mongo",
+            "CAIRN_MONGO_URL": self.mongo.url,
+            "CAIRN_MONGO_DB": f"bench_{tag}",
+            "CAIRN_ES_URL": self.es.url,
+            "CAIRN_ES_INDEX": f"bench-{tag.replace('_', '-')}",
+        }
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {
+            "FerretDB": process_cpu_seconds(self.mongo_pid),
+            "Elasticsearch": process_cpu_seconds(self.es_pid),
+        }
+
+    def memory_kb(self) -> dict[str, dict[str, int]]:
+        return {
+            "FerretDB": process_memory_kb(self.mongo_pid),
+            "Elasticsearch": process_memory_kb(self.es_pid),
+        }
+
+    def describe(self) -> str:
+        return (
+            f"{self.mongo_version} as the MongoDB-wire server (**not a real MongoDB**); "
+            f"{self.es_version}, {self.es_heap} heap"
+        )
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class CatalogueProcess(Server):
+    """``python -m cairn serve catalogue`` on a free port with a fresh data folder of its own.
+
+    With ``servers`` it runs the ``mongo`` backend on them, with a fresh database and index;
+    ``entry`` replaces ``-m cairn`` (the arguments after it are the CLI's).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        servers: MongoServers | None = None,
+        entry: Sequence[str] = ("-m", "cairn"),
+        **extra_env: str,
+    ) -> None:
+        self.backend = "sqlite" if servers is None else "mongo"
         self.data_dir = fresh_dir(WORK_DIR / "data" / name)
         port = free_port()
-        argv = [PYTHON, "-m", "cairn", "serve", "catalogue", "--port", str(port)]
-        super().__init__(f"catalogue-{name}", argv, port, bench_env(self.data_dir))
+        argv = [PYTHON, *entry, "serve", "catalogue", "--port", str(port)]
+        env = bench_env(self.data_dir, **extra_env)
+        self.mongo_env = servers.catalogue_env(name) if servers is not None else {}
+        env.update(self.mongo_env)
+        super().__init__(f"catalogue-{name}", argv, port, env)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "catalogue.db"
+
+
+class BackendServers:
+    """The servers behind each backend of one benchmark run: none for ``sqlite``; for
+    ``mongo`` one :class:`MongoServers`, started when first asked for (after the sqlite
+    figures, so idle JVM and Go servers do not share the cores with them), stopped on exit."""
+
+    def __init__(self) -> None:
+        self.mongo: MongoServers | None = None
+
+    def for_backend(self, backend: str) -> MongoServers | None:
+        if backend == "sqlite":
+            return None
+        if backend != "mongo":
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        if self.mongo is None:
+            self.mongo = MongoServers().start()
+        return self.mongo
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.mongo is not None:
+            self.mongo.stop()
 
 
 # --- sizes and command lines --------------------------------------------------------------------
@@ -269,6 +458,8 @@ class Sizes:
     manifests: int
     assets: int
     quick: bool
+    # Catalogue backends to measure (ingest and search); the others use the embedded one.
+    backends: tuple[str, ...] = ("sqlite",)
 
 
 def add_size_args(parser: argparse.ArgumentParser) -> None:
@@ -287,20 +478,37 @@ def add_size_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=[*BACKENDS, "both"],
+        default="both",
+        help="catalogue backend(s) to measure, side by side in one run (default both); "
+        "mongo starts FerretDB and Elasticsearch for the run",
+    )
+
+
 def sizes_from(args: argparse.Namespace) -> Sizes:
     q = bool(args.quick)
+    backend = getattr(args, "backend", "sqlite")
     return Sizes(
         files=args.files or (QUICK_FILES if q else FULL_FILES),
         manifests=args.manifests or (QUICK_MANIFESTS if q else FULL_MANIFESTS),
         assets=args.assets or (QUICK_ASSETS if q else FULL_ASSETS),
         quick=q,
+        backends=BACKENDS if backend == "both" else (backend,),
     )
 
 
-def parse_sizes(doc: str, module: str, argv: Sequence[str] | None) -> tuple[Sizes, str]:
-    """Every benchmark's command line: the size options, and the command to record."""
+def parse_sizes(
+    doc: str, module: str, argv: Sequence[str] | None, backends: bool = False
+) -> tuple[Sizes, str]:
+    """Every benchmark's command line: the size options (and ``--backend`` when the benchmark
+    runs on both catalogue backends), and the command to record."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_size_args(parser)
+    if backends:
+        add_backend_arg(parser)
     args = parser.parse_args(argv)
     return sizes_from(args), command_line(module, argv)
 

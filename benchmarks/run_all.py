@@ -1,11 +1,14 @@
 """Runs every benchmark in order and writes benchmarks/RESULTS.md.
 
-crawl (walk, end to end, recrawl), then ingest and search on one catalogue process, so the
+crawl (walk, end to end, recrawl), then ingest and search on one catalogue process per
+catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
 footprint after the search is that of the process that took the whole ingest; then the feature
 store (featureset-get, featureset-arrow, Feast side by side), the UI's search page and HDFS.
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
-100,000 assets); ``--quick`` is a small smoke run for development.
+100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
+backends of ingest and search (the other benchmarks run on the embedded one); ``--quick`` is
+a small smoke run for development.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from benchmarks import (
     bench_ui,
 )
 from benchmarks.common import (
-    CatalogueProcess,
+    BackendServers,
     Sizes,
     machine,
     parse_sizes,
@@ -52,25 +55,39 @@ def _step(name: str, fn: Callable[[], bool], failures: list[str]) -> None:
 
 
 def ingest_and_search(sizes: Sizes, command: str) -> bool:
+    """Per backend: ingest into a fresh catalogue, then search it; both sections side by side."""
     assets = make_assets(sizes.assets)
-    with CatalogueProcess("ingest-search") as catalogue:
-        figures = bench_ingest.run(sizes, command, catalogue=catalogue, assets=assets)
-        print(f"   ingest: {figures.rate:,.0f} assets/s", flush=True)
-        if not figures.ok:
-            print(f"   ingest failed: {figures.error}", file=sys.stderr)
-            return False
-        searched = bench_search.run(
-            sizes, command, catalogue=catalogue, assets=assets, after_ingest_kb=figures.memory_kb
-        )
-    return figures.rate >= 10_000 and searched
+    ingests: dict[str, bench_ingest.IngestFigures] = {}
+    searches: dict[str, bench_search.SearchFigures] = {}
+    with BackendServers() as servers:
+        for backend in sizes.backends:
+            figures, catalogue = bench_ingest.measure(
+                backend, f"ingest-search-{backend}", servers, assets
+            )
+            ingests[backend] = figures
+            print(f"   ingest on {backend}: {figures.rate:,.0f} assets/s", flush=True)
+            if figures.error:
+                print(f"   ingest on {backend}: {figures.error}", file=sys.stderr)
+            try:
+                searches[backend] = bench_search.search_loaded(
+                    catalogue, figures, assets, sizes, servers
+                )
+            finally:
+                if catalogue is not None:
+                    catalogue.stop()
+        bench_ingest.write(ingests, sizes, command)
+        searched = bench_search.write(searches, sizes, command, own=False, servers=servers.mongo)
+    sqlite = ingests.get("sqlite")
+    ingest_ok = sqlite is None or (sqlite.ok and sqlite.rate >= 10_000)
+    return ingest_ok and all(f.ok for f in ingests.values()) and searched
 
 
 def main(argv: list[str] | None = None) -> int:
-    sizes, command = parse_sizes(__doc__, "benchmarks.run_all", argv)
+    sizes, command = parse_sizes(__doc__, "benchmarks.run_all", argv, backends=True)
     print(
         f"{command}\n{machine().describe()}\n"
         f"sizes: {sizes.files:,} files, {sizes.manifests:,} manifests, {sizes.assets:,} assets"
-        f"{' (quick)' if sizes.quick else ''}",
+        f"{' (quick)' if sizes.quick else ''}; catalogue backends: {', '.join(sizes.backends)}",
         flush=True,
     )
     failures: list[str] = []
