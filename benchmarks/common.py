@@ -13,6 +13,7 @@ of its own.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import math
@@ -210,7 +211,28 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-class Server:
+class Started(abc.ABC):
+    """``with X(...) as x``: ``start()`` on entry, ``stop()`` on the way out."""
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Server(Started):
     """One HTTP server as a child process on 127.0.0.1, ready once ``ready_path`` answers 200."""
 
     def __init__(
@@ -278,19 +300,8 @@ class Server:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class MongoServers:
+class MongoServers(Started):
     """FerretDB (MongoDB wire protocol) and Elasticsearch for the ``mongo`` backend.
 
     Started once per benchmark run (both at once, each spends its start-up waiting), stopped
@@ -378,17 +389,6 @@ class MongoServers:
             f"{self.mongo_version} as the MongoDB-wire server (**not a real MongoDB**); "
             f"{self.es_version}, {self.es_heap} heap"
         )
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class CatalogueProcess(Server):

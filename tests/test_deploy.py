@@ -242,21 +242,25 @@ def test_compose_documents_every_environment_variable() -> None:
     assert undocumented == []
 
 
-def test_compose_config_is_accepted_by_docker_compose(tmp_path: Path) -> None:
-    try:
-        command = compose_command()
-    except ServerSetupError as exc:
-        pytest.fail(f"Docker Compose could not be set up: {exc}", pytrace=False)
+def run_compose(command: list[str], file: Path, *args: str) -> subprocess.CompletedProcess:
     # Without the runner's own CAIRN_* variables, so the pass-through keys are unset.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-    result = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "--format", "json"],
+    return subprocess.run(
+        [*command, "-f", str(file), "config", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
         env=env,
     )
+
+
+def test_compose_config_is_accepted_by_docker_compose(tmp_path: Path) -> None:
+    try:
+        command = compose_command()
+    except ServerSetupError as exc:
+        pytest.fail(f"Docker Compose could not be set up: {exc}", pytrace=False)
+    result = run_compose(command, COMPOSE, "--format", "json")
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
     assert set(resolved["services"]) == set(compose()["services"])
@@ -267,29 +271,14 @@ def test_compose_config_is_accepted_by_docker_compose(tmp_path: Path) -> None:
     catalogue_env = resolved["services"]["catalogue"]["environment"]
     assert catalogue_env["CAIRN_API_KEYS"] is None
     assert catalogue_env["CAIRN_API_KEY"] is None
-    quiet = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
+    quiet = run_compose(command, COMPOSE, "-q")
     assert quiet.returncode == 0, quiet.stderr
-    # The check bites: a service that depends on an undefined one is refused.
+    # The check bites: an unknown dependency condition is refused.
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(
         COMPOSE.read_text().replace("condition: service_healthy", "condition: service_happy", 1)
     )
-    refused = subprocess.run(
-        [*command, "-f", str(broken), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
-    assert refused.returncode != 0
+    assert run_compose(command, broken, "-q").returncode != 0
 
 
 # --- settings names used anywhere in the deployment files --------------------------------------
