@@ -137,12 +137,19 @@ def test_reindex_rebuilds_a_lost_index(
         indexes = httpx.get(f"{es_url}/_alias/{alias}").json()
         for name in indexes:
             assert httpx.delete(f"{es_url}/{name}").is_success
-        assert client.get("/api/v1/assets", params={"tag": "rebuilt"}).status_code != 200
+        lost = client.get("/api/v1/assets", params={"tag": "rebuilt"})
+        assert lost.status_code == 503 and "cairn reindex" in lost.json()["detail"]
+        # A write meanwhile is kept, and must not create a stray index under the alias's name.
+        late = client.put("/api/v1/assets/late", json={"name": "late", "type": "dataset"})
+        assert late.status_code == 201, late.text
+        assert httpx.head(f"{es_url}/{alias}").status_code == 404
 
         done = run_cairn("reindex", env=env)
         assert done.returncode == 0, done.stderr
-        assert "Reindexed 1500 assets on the mongo backend" in done.stdout
+        assert "Reindexed 1501 assets on the mongo backend" in done.stdout
         assert tagged_total(client, "rebuilt") == 1500
+        found = client.get("/api/v1/assets", params={"name": "late"}).json()["items"]
+        assert [item["id"] for item in found] == ["late"]
         new_indexes = set(httpx.get(f"{es_url}/_alias/{alias}").json())
         assert len(new_indexes) == 1 and not new_indexes & set(indexes)
         hit = client.get("/api/v1/assets", params={"q": "re_1499"}).json()["items"][0]

@@ -232,7 +232,11 @@ class SearchIndex:
                 }
             )
             operations.append(index_doc(doc))
-        answer = await self.es.bulk(operations=operations, refresh=refresh)
+        # Through the alias only: a write to a missing alias must fail (and stay queued)
+        # rather than let Elasticsearch create a stray index under the alias's name.
+        answer = await self.es.bulk(
+            operations=operations, refresh=refresh, require_alias=index is None
+        )
         results: list[Indexed] = []
         for doc, item in zip(docs, answer["items"], strict=True):
             outcome = item["index"]
@@ -253,8 +257,8 @@ class SearchIndex:
             answer = await self.es.search(index=self.alias, **body)
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise unreachable(exc) from exc
-        except TransportError as exc:
-            raise Unavailable(f"Elasticsearch did not answer the search: {exc}") from exc
+        except (ApiError, TransportError) as exc:
+            raise self._refused(exc) from exc
         hits = answer["hits"]["hits"]
         next_cursor = None
         if len(hits) > query.limit:
@@ -279,7 +283,18 @@ class SearchIndex:
             )
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise unreachable(exc) from exc
+        except (ApiError, TransportError) as exc:
+            raise self._refused(exc) from exc
         return _buckets(answer["aggregations"]["values"])
+
+    def _refused(self, exc: Exception) -> Unavailable:
+        if isinstance(exc, NotFoundError):
+            return Unavailable(
+                f"The search index {self.alias!r} does not exist in Elasticsearch; "
+                "run `cairn reindex` to rebuild it from MongoDB. Writes are still accepted."
+            )
+        log.error("Elasticsearch refused a search: %s", exc)
+        return Unavailable(f"Elasticsearch did not answer the search: {exc}")
 
 
 def _terms(field: str, size: int) -> dict[str, Any]:
