@@ -22,10 +22,8 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,9 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import httpx
+
+from tests.servers.processes import free_port, start_together
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
@@ -184,12 +184,6 @@ def process_memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """The caller's environment minus its CAIRN_* settings, so a developer's shell cannot
     point a benchmark at a real catalogue or data folder."""
@@ -334,23 +328,12 @@ class MongoServers(Started):
         return self.mongo.base_dir / "data"
 
     def start(self) -> Self:
-        failures: list[BaseException] = []
-
-        def start_one(server: Any) -> None:
-            try:
-                server.start()
-            except BaseException as exc:  # raised below, in the caller's thread
-                failures.append(exc)
-
         started = time.perf_counter()
-        threads = [threading.Thread(target=start_one, args=(s,)) for s in (self.mongo, self.es)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
+        try:
+            start_together(self.mongo, self.es)
+        except BaseException:
             self.stop()
-            raise failures[0]
+            raise
         self.start_seconds = time.perf_counter() - started
         # The server JVM is a grandchild (setpriv, then Elasticsearch's launcher): ask it.
         nodes = httpx.get(f"{self.es.url}/_nodes/_local/process", timeout=10).json()["nodes"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,9 @@ from tests.servers.fixtures import (  # noqa: F401
     production_servers,
     use_env,
 )
-from tests.servers.processes import terminate
+from tests.servers.processes import free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ThreadServer:

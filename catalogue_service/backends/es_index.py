@@ -199,12 +199,6 @@ class SearchIndex:
         for name in indexes:
             await self.es.indices.delete(index=name, ignore_unavailable=True)
 
-    async def ping(self) -> None:
-        try:
-            await self.es.cluster.health(index=self.alias, timeout="2s")
-        except (TransportConnectionError, ConnectionTimeout) as exc:
-            raise unreachable(exc) from exc
-
     # --- writes -------------------------------------------------------------------------------
 
     async def bulk(

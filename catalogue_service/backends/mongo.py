@@ -392,11 +392,6 @@ class MongoStore:
             await self.outbox.delete_many({"_id": {"$in": done}})
         return len(intents)
 
-    async def pending(self) -> int:
-        """How many index intents wait (0 once the index has caught up)."""
-        async with unavailable("counting unindexed assets"):
-            return await self.outbox.count_documents({})
-
     async def _index_forever(self) -> None:
         backoff = 1.0
         ensured = False

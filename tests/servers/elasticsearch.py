@@ -23,8 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers.ferretdb import free_port
-from tests.servers.processes import ServerSetupError, cache_dir, locked, terminate
+from tests.servers.processes import ServerSetupError, cache_dir, free_port, locked, terminate
 
 VERSION = "8.19.21"
 ARTIFACT = (

@@ -16,16 +16,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.servers.processes import ServerSetupError, cache_dir, locked, run_step, terminate
+from tests.servers.processes import (
+    ServerSetupError,
+    cache_dir,
+    free_port,
+    locked,
+    run_step,
+    terminate,
+)
 
 VERSION = "v1.24.0"
 MODULE = "github.com/FerretDB/FerretDB"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def install() -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from tests.servers.azurite import ACCOUNT, KEY, Azurite, TokenEndpoint
 from tests.servers.elasticsearch import Elasticsearch
 from tests.servers.ferretdb import FerretDB
 from tests.servers.minihdfs import MiniHdfs, WebHdfsAdmin
-from tests.servers.processes import ServerSetupError
+from tests.servers.processes import ServerSetupError, start_together
 
 _AZURE_IDENTITY_VARS = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE")
 TEST_USER = "cairn"  # not the HDFS superuser, so permissions apply to it
@@ -103,25 +102,6 @@ class ProductionServers:
     def env(self) -> dict[str, str]:
         """The same, as CAIRN_* variables for a child process."""
         return {f"CAIRN_{key.upper()}": value for key, value in self.settings().items()}
-
-
-def start_together(*servers: FerretDB | Elasticsearch) -> None:
-    """Starts servers in parallel threads (each spends most of its start-up waiting)."""
-    failures: list[BaseException] = []
-
-    def run(server: FerretDB | Elasticsearch) -> None:
-        try:
-            server.start()
-        except BaseException as exc:  # reported below, in the test's thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in servers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,43 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Startable(Protocol):
+    def start(self) -> object: ...
+
+
+def start_together(*servers: Startable) -> None:
+    """Starts servers in parallel threads (each spends most of its start-up waiting); raises
+    the first failure in the caller's thread."""
+    failures: list[BaseException] = []
+
+    def run(server: Startable) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # raised below, in the caller's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def terminate(proc: subprocess.Popen[Any], grace: float = 10) -> None:
