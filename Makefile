@@ -47,7 +47,8 @@ lint: $(BIN)/python ## Run ruff
 lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirements/*.txt
 	$(BIN)/pip install -q uv
 	$(UV) lock $(LOCK_ARGS)
-	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt -o requirements/run.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra pandas -o requirements/run.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -282,6 +283,11 @@ def up(
         typer.echo("Cairn is up:")
         for service in UP_SERVICES:
             typer.echo(f"  {service:<13} {urls[service]}{UP_LINKS[service]}")
+        if sys.prefix != sys.base_prefix:  # run from a virtual environment, as `make up` does
+            activate = Path(sys.prefix) / "bin" / "activate"
+            with contextlib.suppress(ValueError):
+                activate = activate.relative_to(Path.cwd())
+            typer.echo(f"In another terminal, `source {activate}` puts `cairn` on your PATH.")
         typer.echo("Press Ctrl-C to stop.")
         while not stop.is_set():
             for child in children:

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         description=(
             "Store backend of both services: `sqlite` (embedded, one file each under the data "
             "dir) or `mongo` (MongoDB as the source of truth, Elasticsearch as the catalogue's "
-            "search index; `pip install 'cairn[mongo]'`)."
+            "search index; `pip install 'cairn-catalogue[mongo]'`)."
         ),
     )
     mongo_url: SecretStr = Field(
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         "simple",
         description=(
             "`simple` (the user name only) or `kerberos` (SPNEGO with a ticket from `kinit`; "
-            "needs `pip install 'cairn[kerberos]'`)."
+            "needs `pip install 'cairn-catalogue[kerberos]'`)."
         ),
     )
     hdfs_nameservices: dict[str, list[str]] = Field(

@@ -2,7 +2,7 @@
 
 Values come back as pydantic models (``FeatureSet``, ``FeatureSetVersions``, ...); tables as
 ``pyarrow.Table`` (over the Arrow IPC stream) or ``pandas.DataFrame`` (``pip install
-'cairn[pandas]'``). Parquet uploads and downloads stream from and to files.
+'cairn-catalogue[pandas]'``). Parquet uploads and downloads stream from and to files.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def _pandas(table: pa.Table) -> pandas.DataFrame:
         import pandas  # noqa: F401
     except ImportError:
         raise ImportError(
-            "DataFrames need pandas: pip install 'cairn[pandas]' (or use get_table for a "
+            "DataFrames need pandas: pip install 'cairn-catalogue[pandas]' (or use get_table for a "
             "pyarrow.Table)"
         ) from None
     return table.to_pandas()

@@ -49,7 +49,9 @@ try:
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.errors import BulkWriteError, DuplicateKeyError
 except ImportError as exc:  # pragma: no cover
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 log = logging.getLogger("cairn.catalogue.mongo")
 
