@@ -217,6 +217,40 @@ def test_async_client_health_quick_give_up_and_per_caller_key(tmp_path: Path) ->
         asyncio.run(scenario())
 
 
+def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
+    """A connection dropped before any answer (a restart, an idle keep-alive cut) is tried
+    again with ``retries``; without them the caller hears of it at once."""
+
+    async def scenario() -> None:
+        served = 0
+
+        async def drop_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal served
+            served += 1
+            await reader.readuntil(b"\r\n\r\n")
+            if served % 2 == 1:
+                writer.close()  # no answer at all
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: 2\r\nconnection: close\r\n\r\n{}"
+            )
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(drop_first, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            async with AsyncCatalogueClient(url, timeout=5, retries=1) as patient:
+                assert await patient.types() == {} and served == 2
+            async with AsyncCatalogueClient(url, timeout=5) as hasty:
+                with pytest.raises(ServiceUnreachable) as info:
+                    await hasty.types()
+                assert info.value.reason.startswith("the connection failed") and served == 3
+
+    asyncio.run(scenario())
+
+
 def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     # Most commands run in-process (CliRunner, --url); the first two go through the real
     # entry point with CAIRN_FEATURESTORE_URL, as a user would run them.

@@ -214,8 +214,32 @@ class AsyncTransport:
         return twin
 
     async def send(self, call: Call[T]) -> T:
+        response, latency = await self._answer(call)
+        try:
+            raise_for_problem(response, call.ok)
+        except CairnError as exc:
+            if exc.status >= 500:
+                self.health.mark(False, f"answered {exc.status}: {exc.detail[:500]}", latency)
+            else:
+                self.health.mark(True, "", latency)  # a refusal is still an answer
+            raise
+        try:
+            result = call.read(response)
+        except ValueError as exc:  # JSON, pydantic and Arrow errors are all ValueErrors
+            error = BadAnswer(
+                f"{self.base_url}{call.path} answered with something that cannot be read "
+                f"({type(exc).__name__})"
+            )
+            self.health.mark(False, error.reason, latency)
+            raise error from exc
+        self.health.mark(True, "", latency)
+        return result
+
+    async def _answer(self, call: Call[Any]) -> tuple[httpx.Response, float]:
+        """The answer to ``call`` and its latency in ms; a dropped GET is retried."""
         attempts = 1 + (self.retries if call.method == "GET" else 0)
-        for attempt in range(attempts):
+        attempt = 1
+        while True:
             start = time.perf_counter()
             try:
                 response = await self.http.request(
@@ -226,34 +250,14 @@ class AsyncTransport:
                     content=call.content,
                     headers={**self.auth, **call.headers},
                 )
+                return response, (time.perf_counter() - start) * 1000
             except httpx.TransportError as exc:
-                if attempt + 1 < attempts and not isinstance(exc, httpx.TimeoutException):
-                    await asyncio.sleep(random.uniform(0.02, 0.1))
-                    continue
-                error = _unreachable(self.base_url, exc)
-                self.health.mark(False, error.reason)
-                raise error from exc
-            latency = (time.perf_counter() - start) * 1000
-            try:
-                raise_for_problem(response, call.ok)
-            except CairnError as exc:
-                if exc.status >= 500:
-                    self.health.mark(False, f"answered {exc.status}: {exc.detail}", latency)
-                else:
-                    self.health.mark(True, "", latency)
-                raise
-            try:
-                result = call.read(response)
-            except ValueError as exc:  # JSON, pydantic and Arrow errors are all ValueErrors
-                error = BadAnswer(
-                    f"{self.base_url}{call.path} answered with something that cannot be read "
-                    f"({type(exc).__name__})"
-                )
-                self.health.mark(False, error.reason, latency)
-                raise error from exc
-            self.health.mark(True, "", latency)
-            return result
-        raise AssertionError("unreachable")  # the loop always returns or raises
+                if attempt >= attempts or isinstance(exc, httpx.TimeoutException):
+                    error = _unreachable(self.base_url, exc)
+                    self.health.mark(False, error.reason)
+                    raise error from exc
+            attempt += 1
+            await asyncio.sleep(random.uniform(0.02, 0.1))
 
     async def probe(self, timeout: float = 1.5) -> Health:
         """Asks ``/readyz`` (no key needed) and records the answer."""
