@@ -273,6 +273,8 @@ def test_invisible_and_bidi_characters_are_shown_not_obeyed(ui: httpx.Client) ->
     asset = pages["asset"]
     for code in ("U+200B", "U+2067", "U+2069", "U+200F", "U+FEFF", "U+200D", "U+202D"):
         assert f"\u27e8{code}\u27e9</span>" in asset, code
+    # In the lineage picture (SVG) the code is an SVG text span.
+    assert '<tspan class="cc" title="right-to-left override">' in pages["downstream"]
     # The tab title cannot hold markup: the code goes in bare.
     assert "<title>invoice_\u27e8U+202E\u27e9fdp.exe · Cairn</title>" in asset
     # Links and form values keep the real characters, so they still lead to the same place.

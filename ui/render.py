@@ -74,34 +74,38 @@ def _code(char: str) -> str:
     return f"\u27e8U+{ord(char):04X}\u27e9"
 
 
-def _shown(match: re.Match[str]) -> str:
+def _shown(match: re.Match[str], element: str = "span") -> str:
     char = match.group(0)
     name = unicodedata.name(char, "invisible character").lower()
-    return f'<span class="cc" title="{name}">{_code(char)}</span>'
+    return f'<{element} class="cc" title="{name}">{_code(char)}</{element}>'
+
+
+def _shown_in_svg(match: re.Match[str]) -> str:
+    return _shown(match, "tspan")  # SVG text shows no HTML elements
 
 
 def reveal(html: str) -> str:
     """``html`` with every invisible or direction-changing character in its text made visible.
 
     Tags are left alone: user values in them are escaped (no raw ``>``), so splitting on tags
-    finds every text run. ``<title>`` shows text only, so there the code goes in bare.
+    finds every text run. A ``<title>`` shows text only, so there the code goes in bare.
     """
     if not INVISIBLE.search(html):
         return html
     out: list[str] = []
-    in_title = False
+    in_title = in_svg = False
     for part in _TAG.split(html):
         if part.startswith("<"):
-            name = part[1:].split(None, 1)[0].rstrip(">").lower() if len(part) > 2 else ""
-            if name == "title":
-                in_title = True
-            elif name == "/title":
-                in_title = False
+            name = part[1:].split(None, 1)[0].rstrip("/>").lower() if len(part) > 2 else ""
+            if name in ("title", "/title"):
+                in_title = name == "title"
+            elif name in ("svg", "/svg"):
+                in_svg = name == "svg"
             out.append(part)
         elif in_title:
             out.append(INVISIBLE.sub(lambda m: _code(m.group(0)), part))
         else:
-            out.append(INVISIBLE.sub(_shown, part))
+            out.append(INVISIBLE.sub(_shown_in_svg if in_svg else _shown, part))
     return "".join(out)
 
 
