@@ -361,7 +361,13 @@ def test_signing_in_keeps_the_key_in_a_strict_cookie_and_reads_with_it(
         assert cookie.startswith("cairn_key=") and GOOD_KEY not in cookie
         flags = {part.strip().lower() for part in cookie.split(";")}
         assert {"httponly", "samesite=strict", "path=/"} <= flags
-        assert "secure" not in flags  # plain http here; https gets Secure
+        assert "secure" not in flags  # plain http here; https gets Secure:
+        behind_tls = httpx.post(
+            keyed[0] + "/signin",
+            data={"key": GOOD_KEY},
+            headers={"x-forwarded-proto": "https"},  # from a proxy uvicorn trusts (loopback)
+        )
+        assert "secure" in {p.strip().lower() for p in behind_tls.headers["set-cookie"].split(";")}
         page = assert_page(visitor.get("/assets/sales-1"))
         assert "<h1>sales_daily</h1>" in page or ">sales_daily</h1>" in page
         assert 'action="/signout"' in page
