@@ -2,7 +2,8 @@
 
 Errors render as HTML pages (never problem+json, never a stack trace); ``/healthz``,
 ``/readyz`` and ``/metrics`` come from Cairn's shared plumbing. The UI is ready as soon as it
-runs: a service that is down is shown as a banner, not as an unready UI.
+runs: a service that is down is shown as a banner, not as an unready UI. When reads need a
+key, every page reads with the visitor's own (``ui/visitor.py``): none sends them to sign in.
 """
 
 from __future__ import annotations
