@@ -92,7 +92,13 @@ class Settings(BaseSettings):
             "Comma-separated keys; when set, every write needs `Authorization: Bearer <key>`."
         ),
     )
-    read_needs_key: bool = Field(False, description="When true, reads need a key as well.")
+    read_needs_key: bool = Field(
+        False,
+        description=(
+            "When true, reads need a key as well; the web UI then asks each visitor for their "
+            "own key and reads with it."
+        ),
+    )
     api_key: SecretStr | None = Field(
         None, description="Key the crawler and the feature store send to the catalogue."
     )

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cairn.client._http import (
+    AsyncServiceClient,
     AsyncTransport,
     Call,
     SyncTransport,
@@ -399,7 +400,7 @@ class FeatureStoreClient:
         self.close()
 
 
-class AsyncFeatureStoreClient:
+class AsyncFeatureStoreClient(AsyncServiceClient):
     """``async with AsyncFeatureStoreClient() as fs: await fs.get("churn_model_serving")``"""
 
     def __init__(
@@ -408,6 +409,8 @@ class AsyncFeatureStoreClient:
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
         **httpx_options: Any,
     ):
         settings = get_settings()
@@ -416,6 +419,8 @@ class AsyncFeatureStoreClient:
             base_url or settings.featurestore_url,
             headers(key, "featurestore"),
             timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
             **httpx_options,
         )
 
