@@ -7,7 +7,7 @@ drift apart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -148,6 +148,23 @@ class AsyncTransport:
             raise _unreachable(self.base_url, exc) from exc
         raise_for_problem(response, call.ok)
         return call.read(response)
+
+    async def stream_to(
+        self, call: Call[Any], sink: Callable[[bytes], Awaitable[object]]
+    ) -> httpx.Headers:
+        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece."""
+        try:
+            async with self.http.stream(
+                call.method, call.path, params=call.params or None, headers=call.headers
+            ) as response:
+                if response.status_code not in call.ok:
+                    await response.aread()
+                    raise_for_problem(response, call.ok)
+                async for chunk in response.aiter_bytes(CHUNK):
+                    await sink(chunk)
+                return response.headers
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
 
     async def aclose(self) -> None:
         await self.http.aclose()
