@@ -16,6 +16,7 @@ which means a missing value. Arrow and Parquet carry them as floats.
 from __future__ import annotations
 
 import base64
+import datetime
 import decimal
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -87,6 +88,12 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode()
+    # Nanosecond timestamps (pandas' default) come out of pyarrow as pandas.Timestamp, a
+    # datetime subclass orjson does not take.
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 

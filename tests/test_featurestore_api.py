@@ -752,3 +752,22 @@ def test_a_failed_version_write_leaves_no_file_behind(
     assert again.status_code == 409
     assert len(stored_files(fs_settings)) == 1
     assert fs.get("/featuresets/raced", params={"format": "parquet"}).status_code == 200
+
+
+def test_nanosecond_timestamps_page_as_json(fs: httpx.Client) -> None:
+    # pandas writes timestamps in nanoseconds; pyarrow hands them out as pandas.Timestamp.
+    moment = datetime(2025, 6, 16, 5, 45, tzinfo=UTC)
+    table = pa.table(
+        {
+            "at": pa.array([moment, None], pa.timestamp("ns", tz="UTC")),
+            "naive": pa.array([moment.replace(tzinfo=None), None], pa.timestamp("ns")),
+            "took": pa.array([timedelta(seconds=90), None], pa.duration("ns")),
+        }
+    )
+    assert upload(fs, "ns_times", parquet_bytes(table)).status_code == 201
+    page = fs.get("/featuresets/ns_times")
+    assert page.status_code == 200, page.text
+    assert page.json()["data"]["rows"] == [
+        {"at": "2025-06-16T05:45:00+00:00", "naive": "2025-06-16T05:45:00", "took": 90.0},
+        {"at": None, "naive": None, "took": None},
+    ]
