@@ -37,13 +37,6 @@ FLUSH_BYTES = 4 * 1024 * 1024  # write to disk (off the event loop) in pieces of
 MAX_COLUMNS = 10_000
 
 
-@dataclass(slots=True)
-class Blob:
-    sha256: str
-    path: Path
-    info: TableInfo
-
-
 class UploadCutShort(BadRequest):
     """The client closed the connection before the whole body arrived (nobody reads the 400)."""
 
@@ -56,7 +49,20 @@ class _Claim:
 
     uploads: int = 0
     installed: bool = False  # one of them put the file in place: it was not there before
-    stored: bool = False  # one of them has a version row naming the file
+    stored: bool = False  # a version row names the file (or may: the store could not say)
+
+
+@dataclass(slots=True)
+class Blob:
+    sha256: str
+    path: Path
+    info: TableInfo
+    _claim: _Claim | None = None
+
+    def keep(self) -> None:
+        """Keeps the file although the write that was to name it failed (it may have landed)."""
+        if self._claim is not None:
+            self._claim.stored = True
 
 
 class BlobStore:
@@ -107,7 +113,7 @@ class BlobStore:
             claim.uploads += 1
             if await anyio.to_thread.run_sync(_install, part, final):
                 claim.installed = True
-            yield Blob(sha256=sha256, path=final, info=info)
+            yield Blob(sha256=sha256, path=final, info=info, _claim=claim)
             claim.stored = True
         finally:
             part.unlink(missing_ok=True)

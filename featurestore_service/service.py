@@ -151,7 +151,8 @@ class FeatureStore:
         """Streams a Parquet upload to disk, checks it, then stores the next version."""
         if meta.version is not None:
             await self._check_expected(meta.name, meta.version)  # fail before 256 MiB arrive
-        async with self.blobs.ingest(chunks) as blob:  # a failed commit removes a new file
+        # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
+        async with self.blobs.ingest(chunks) as blob:
             info = blob.info
             new = NewVersion(
                 name=meta.name,
@@ -162,7 +163,25 @@ class FeatureStore:
                 blob=info.sha256,
                 expected_version=meta.version,
             )
-            return await self._commit(new)
+            try:
+                return await self._commit(new)
+            except BaseException:
+                if not await self._surely_not_stored(meta.name, info.sha256):
+                    blob.keep()
+                raise
+
+    async def _surely_not_stored(self, name: str, sha256: str) -> bool:
+        """After a failed write: whether the store surely has no new version naming ``sha256``.
+
+        A write can land and still fail on its way back (a lost acknowledgement); then, or when
+        the store cannot answer, the file stays: an orphan file is harmless, a version whose
+        file is gone is not.
+        """
+        try:
+            newest = await self.store.newest(name)
+        except Exception:
+            return False
+        return newest is None or newest.blob != sha256
 
     async def _commit(self, new: NewVersion) -> StoredVersion:
         stored = await self.store.create(new, datetime.now(UTC))

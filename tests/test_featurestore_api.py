@@ -704,20 +704,18 @@ def test_nan_and_infinities_stay_distinguishable_from_null(fs: httpx.Client) -> 
     assert refused.status_code == 422 and "finite" in refused.json()["detail"]
 
 
-def test_a_failed_version_write_leaves_no_file_behind(
-    fs: httpx.Client, fs_settings: Settings
-) -> None:
-    """Two uploads both expecting version 1: the slower one's write is refused by the store
-    (409) after its file was checked and installed; that file must go again."""
-    tmp = fs_settings.featurestore_blobs / "tmp"
-    slow_data = parquet_bytes(sample_table(50))
+def race(fs: httpx.Client, settings: Settings, slow: bytes, fast: bytes, version: int) -> str:
+    """Two uploads to ``raced`` expecting ``version``: the slow one passes its version check,
+    then the fast one is stored; the slow one's write is refused (409) by the store after its
+    file was checked and put in place. Returns the sha256 of the fast one's file."""
+    tmp = settings.featurestore_blobs / "tmp"
     release = threading.Event()
     answers: list[httpx.Response] = []
 
     def slow_body() -> Iterator[bytes]:
-        yield slow_data[:100]
+        yield slow[:100]
         release.wait(30)
-        yield slow_data[100:]
+        yield slow[100:]
 
     def slow_upload() -> None:
         with httpx.Client(base_url=str(fs.base_url), timeout=60) as other:
@@ -725,7 +723,7 @@ def test_a_failed_version_write_leaves_no_file_behind(
                 other.post(
                     "/featuresets/raced/versions",
                     content=slow_body(),
-                    params={"version": 1},
+                    params={"version": version},
                     headers={"content-type": PARQUET},
                 )
             )
@@ -738,20 +736,27 @@ def test_a_failed_version_write_leaves_no_file_behind(
             if tmp.is_dir() and any(tmp.iterdir()):
                 break
             threading.Event().wait(0.01)
-        fast = upload(fs, "raced", parquet_bytes(sample_table(10)), version=1)
-        assert fast.status_code == 201, fast.text
+        stored = upload(fs, "raced", fast, version=version)
+        assert stored.status_code == 201, stored.text
     finally:
         release.set()
         thread.join(60)
     assert answers[0].status_code == 409, answers[0].text
-    assert [p.name for p in stored_files(fs_settings)] == [
-        f"{fast.json()['table']['sha256']}.parquet"
-    ]
-    # A refused write of bytes another version already stores keeps the shared file.
-    again = upload(fs, "raced", parquet_bytes(sample_table(10)), version=1)
-    assert again.status_code == 409
-    assert len(stored_files(fs_settings)) == 1
-    assert fs.get("/featuresets/raced", params={"format": "parquet"}).status_code == 200
+    return str(stored.json()["table"]["sha256"])
+
+
+def test_a_failed_version_write_leaves_no_file_behind(
+    fs: httpx.Client, fs_settings: Settings
+) -> None:
+    first, second = parquet_bytes(sample_table(10)), parquet_bytes(sample_table(20))
+    kept = race(fs, fs_settings, parquet_bytes(sample_table(50)), first, version=1)
+    assert [p.name for p in stored_files(fs_settings)] == [f"{kept}.parquet"]
+    # Refused bytes that version 1 already stores: the shared file stays.
+    also = race(fs, fs_settings, first, second, version=2)
+    assert {p.name for p in stored_files(fs_settings)} == {f"{kept}.parquet", f"{also}.parquet"}
+    for version in (1, 2):
+        served = fs.get(f"/featuresets/raced/versions/{version}", params={"format": "parquet"})
+        assert served.status_code == 200
 
 
 def test_nanosecond_timestamps_page_as_json(fs: httpx.Client) -> None:
