@@ -145,7 +145,7 @@ def read_rows(
     if floats:
         for row in rows:
             for name in floats:
-                row[name] = _finite_or_named(row[name])
+                row[name] = finite_or_named(row[name])
     body = orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
     return names, body, metadata.num_rows
 
@@ -158,18 +158,18 @@ def _has_floats(kind: pa.DataType) -> bool:
     return any(_has_floats(kind.field(i).type) for i in range(kind.num_fields))
 
 
-def _finite_or_named(value: Any) -> Any:
+def finite_or_named(value: Any) -> Any:
     """``value`` with every NaN and infinity (at any depth) replaced by its JSON name."""
     if isinstance(value, float):
         if math.isfinite(value):
             return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, list):
-        return [_finite_or_named(item) for item in value]
+        return [finite_or_named(item) for item in value]
     if isinstance(value, dict):
-        return {key: _finite_or_named(item) for key, item in value.items()}
+        return {key: finite_or_named(item) for key, item in value.items()}
     if isinstance(value, tuple):  # map entries come out as (key, value) pairs
-        return tuple(_finite_or_named(item) for item in value)
+        return tuple(finite_or_named(item) for item in value)
     return value
 
 
