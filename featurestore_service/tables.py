@@ -100,14 +100,30 @@ def _json_default(value: Any) -> Any:
 def read_rows(
     path: Path, columns: list[str] | None, offset: int, limit: int
 ) -> tuple[list[str], bytes, int]:
-    """Column names, the JSON array of rows ``offset``..``offset+limit``, and the row count.
-
-    Only the row groups that hold the page are read, in batches no larger than the page needs.
-    """
+    """Column names, the JSON array of rows ``offset``..``offset+limit``, and the row count."""
     parquet = open_table(path)
+    page = _page(parquet, columns, offset, limit)
+    rows = page.to_pylist()
+    floats = [field.name for field in page.schema if _has_floats(field.type)]
+    del page
+    release_memory()
+    if floats:
+        for row in rows:
+            for name in floats:
+                row[name] = finite_or_named(row[name])
+    body = orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    return _names(parquet, columns), body, parquet.metadata.num_rows
+
+
+def _names(parquet: pq.ParquetFile, columns: list[str] | None) -> list[str]:
+    return columns or parquet.schema_arrow.names
+
+
+def _page(parquet: pq.ParquetFile, columns: list[str] | None, offset: int, limit: int) -> pa.Table:
+    """Rows ``offset``..``offset+limit``, read from the row groups that hold them only, in
+    batches no larger than the page needs."""
     metadata = parquet.metadata
     schema = parquet.schema_arrow
-    names = columns or schema.names
     groups: list[int] = []
     skip = offset  # rows to drop from the first group read
     start = 0
@@ -137,17 +153,8 @@ def read_rows(
             remaining -= piece.num_rows
             if remaining == 0:
                 break
-    projected = pa.schema([schema.field(name) for name in names])
-    rows = pa.Table.from_batches(pieces, projected).to_pylist()
-    del pieces
-    release_memory()
-    floats = [field.name for field in projected if _has_floats(field.type)]
-    if floats:
-        for row in rows:
-            for name in floats:
-                row[name] = finite_or_named(row[name])
-    body = orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-    return names, body, metadata.num_rows
+    names = _names(parquet, columns)
+    return pa.Table.from_batches(pieces, pa.schema([schema.field(name) for name in names]))
 
 
 def _has_floats(kind: pa.DataType) -> bool:
