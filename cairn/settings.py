@@ -82,6 +82,32 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, description="Largest Parquet upload the feature store accepts."
     )
+    table_max_rows: int = Field(
+        100_000_000,
+        ge=1,
+        description="Most rows a Parquet upload to the feature store may hold (more gets 413).",
+    )
+    table_max_row_group_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Largest decoded (in-memory Arrow) size of one row group of a Parquet upload; the "
+            "most one read decodes at a time. Larger gets 413: write smaller row groups."
+        ),
+    )
+    table_max_decoded_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        ge=1,
+        description="Largest decoded (in-memory Arrow) size of a whole Parquet upload (413 past).",
+    )
+    table_decode_concurrency: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Parquet decodes the feature store runs at once (uploads checked, tables served); "
+            "more requests wait, so parallel reads cannot multiply memory."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

@@ -18,12 +18,18 @@ from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
+from featurestore_service.table_limits import TableLimits
+from featurestore_service.tables import DecodeSlots
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     store = create_store(settings)
-    blobs = BlobStore(settings.featurestore_blobs)
+    blobs = BlobStore(
+        settings.featurestore_blobs,
+        TableLimits.from_settings(settings),
+        DecodeSlots(settings.table_decode_concurrency),
+    )
     service = FeatureStore(store, blobs, settings)
     registrar = CatalogueRegistrar(service, settings)
     service.on_write = registrar.notify

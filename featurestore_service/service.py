@@ -37,6 +37,7 @@ from featurestore_service.backends.base import (
     StoredVersion,
 )
 from featurestore_service.blobs import BlobStore
+from featurestore_service.tables import DecodeSlots
 
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 CACHE_MAX_ITEMS = 10_000
@@ -150,18 +151,37 @@ class FeatureStore:
         """Streams a Parquet upload to disk, checks it, then stores the next version."""
         if meta.version is not None:
             await self._check_expected(meta.name, meta.version)  # fail before 256 MiB arrive
-        blob = await self.blobs.ingest(chunks)
-        info = blob.info
-        new = NewVersion(
-            name=meta.name,
-            kind="table",
-            body=_body(meta, "table", features=[], table=info, feature_count=len(info.columns)),
-            content_hash=info.sha256,
-            search_text=" ".join(c.name for c in info.columns),
-            blob=info.sha256,
-            expected_version=meta.version,
-        )
-        return await self._commit(new)
+        # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
+        async with self.blobs.ingest(chunks) as blob:
+            info = blob.info
+            new = NewVersion(
+                name=meta.name,
+                kind="table",
+                body=_body(meta, "table", features=[], table=info, feature_count=len(info.columns)),
+                content_hash=info.sha256,
+                search_text=" ".join(c.name for c in info.columns),
+                blob=info.sha256,
+                expected_version=meta.version,
+            )
+            try:
+                return await self._commit(new)
+            except BaseException:
+                if not await self._surely_not_stored(meta.name, info.sha256):
+                    blob.keep()
+                raise
+
+    async def _surely_not_stored(self, name: str, sha256: str) -> bool:
+        """After a failed write: whether the store surely has no new version naming ``sha256``.
+
+        A write can land and still fail on its way back (a lost acknowledgement); then, or when
+        the store cannot answer, the file stays: an orphan file is harmless, a version whose
+        file is gone is not.
+        """
+        try:
+            newest = await self.store.newest(name)
+        except Exception:
+            return False
+        return newest is None or newest.blob != sha256
 
     async def _commit(self, new: NewVersion) -> StoredVersion:
         stored = await self.store.create(new, datetime.now(UTC))
@@ -273,6 +293,11 @@ class FeatureStore:
 
     async def search(self, query: FeatureSetQuery) -> Hits:
         return await self.store.search(query)
+
+    @property
+    def decodes(self) -> DecodeSlots:
+        """The slots every Parquet decode of this service runs in."""
+        return self.blobs.decodes
 
     def blob_path(self, stored: StoredVersion) -> Path:
         assert stored.blob is not None, "not a table"

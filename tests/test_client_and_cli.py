@@ -102,7 +102,7 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
         dead.get("x")
 
 
-def test_async_feature_store_client(featurestore: ThreadServer) -> None:
+def test_async_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with AsyncFeatureStoreClient(featurestore.url) as fs:
             made = await asyncio.gather(
@@ -117,6 +117,14 @@ def test_async_feature_store_client(featurestore: ThreadServer) -> None:
             assert (await fs.diff("async_set", 1, 5)).changed[0].name == "i"
             await fs.put_table("async_table", table())
             assert (await fs.get_table("async_table")).equals(table())
+            target = await fs.download("async_table", tmp_path / "async.parquet")
+            assert pq.read_table(target).equals(table())
+            projected = await fs.download(
+                "async_table", tmp_path / "part.parquet", version=1, columns=["id"], limit=3
+            )
+            assert pq.read_table(projected).equals(table().select(["id"]).slice(0, 3))
+            with pytest.raises(NotFound):
+                await fs.download("nope", tmp_path / "nope.parquet")
             frame = await fs.get_dataframe("async_table", columns=["id"])
             assert list(frame.columns) == ["id"]
             assert (await fs.search(name="async")).total == 2

@@ -21,7 +21,7 @@ import asyncio
 import copy
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
@@ -273,6 +273,34 @@ class AsyncTransport:
         else:
             self.health.mark(False, f"not ready: {_short_detail(response)}", latency)
         return self.health
+
+    async def stream_to(
+        self, call: Call[Any], sink: Callable[[bytes], Awaitable[object]]
+    ) -> httpx.Headers:
+        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece."""
+        start = time.perf_counter()
+        try:
+            async with self.http.stream(
+                call.method,
+                call.path,
+                params=call.params or None,
+                headers={**self.auth, **call.headers},
+            ) as response:
+                latency = (time.perf_counter() - start) * 1000
+                if response.status_code not in call.ok:
+                    await response.aread()
+                    failed = response.status_code >= 500  # a refusal is still an answer
+                    reason = f"answered {response.status_code}: {_short_detail(response)}"
+                    self.health.mark(not failed, reason if failed else "", latency)
+                    raise_for_problem(response, call.ok)
+                async for chunk in response.aiter_bytes(CHUNK):
+                    await sink(chunk)
+                self.health.mark(True, "", latency)
+                return response.headers
+        except httpx.TransportError as exc:
+            error = _unreachable(self.base_url, exc)
+            self.health.mark(False, error.reason)
+            raise error from exc
 
     async def aclose(self) -> None:
         await self.http.aclose()

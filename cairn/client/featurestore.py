@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import anyio
 import anyio.to_thread
 import httpx
 import pyarrow as pa
@@ -514,6 +515,23 @@ class AsyncFeatureStoreClient(AsyncServiceClient):
             name, version=version, as_of=as_of, columns=columns, limit=limit
         )
         return _pandas(table)
+
+    async def download(
+        self,
+        name: str,
+        target: str | Path,
+        *,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
+        columns: list[str] | None = None,
+        limit: int | None = None,
+    ) -> Path:
+        """Streams a table's Parquet bytes into ``target`` (written off the event loop)."""
+        call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
+        target = Path(target)
+        async with await anyio.open_file(target, "wb") as handle:
+            await self._t.stream_to(call, handle.write)
+        return target
 
     async def versions(
         self, name: str, *, limit: int = 100, cursor: str | None = None
