@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -53,8 +53,16 @@ class BlobStore:
     def temp_path(self, suffix: str) -> Path:
         return self.tmp / f"{uuid.uuid4().hex}{suffix}"
 
-    async def ingest(self, chunks: AsyncIterator[bytes]) -> Blob:
-        """Streams ``chunks`` to disk, checks they are Parquet and stores them by content."""
+    async def ingest(
+        self,
+        chunks: AsyncIterator[bytes],
+        check: Callable[[Path, TableInfo], None] | None = None,
+    ) -> Blob:
+        """Streams ``chunks`` to disk, checks they are Parquet and stores them by content.
+
+        ``check`` (run in a worker thread before the file is installed) may refuse the file
+        for what it holds, say a feature-table declaration that does not fit; nothing is kept.
+        """
         part = self.temp_path(".part")
         digest = hashlib.sha256()
         handle: BinaryIO = await anyio.to_thread.run_sync(part.open, "wb")
@@ -81,6 +89,8 @@ class BlobStore:
                 )
             await anyio.to_thread.run_sync(_sync_close, handle)
             info = await anyio.to_thread.run_sync(inspect_parquet, part, size, digest.hexdigest())
+            if check is not None:
+                await anyio.to_thread.run_sync(check, part, info)
             final = self.path(info.sha256)
             await anyio.to_thread.run_sync(_install, part, final)
             return Blob(sha256=info.sha256, path=final, info=info)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -88,6 +88,36 @@ def _table_params(
     return params
 
 
+def feature_table_params(declared: dict[str, Any]) -> list[tuple[str, str]]:
+    """Query parameters of a feature-table declaration; fields left out are inherited."""
+    params = [("entities", e) for e in declared.get("entities") or ()]
+    for key in ("timestamp", "created_timestamp"):
+        if declared.get(key):
+            params.append((key, str(declared[key])))
+    ttl = declared.get("ttl")
+    if isinstance(ttl, timedelta):
+        ttl = int(ttl.total_seconds())
+    if ttl:
+        params.append(("ttl", str(ttl)))
+    return params
+
+
+def _declared(
+    entities: list[str] | str | None,
+    timestamp: str | None,
+    created_timestamp: str | None,
+    ttl: int | str | timedelta | None,
+) -> dict[str, Any]:
+    if isinstance(entities, str):
+        entities = [entities]
+    return {
+        "entities": entities,
+        "timestamp": timestamp,
+        "created_timestamp": created_timestamp,
+        "ttl": ttl,
+    }
+
+
 class FeatureStoreCalls:
     """The feature store's API as ``Call``s; both clients send these."""
 
@@ -97,13 +127,16 @@ class FeatureStoreCalls:
         return Call("POST", "/api/v1/featuresets", _featureset, json=body, ok=(201,))
 
     @staticmethod
-    def put_table(meta: FeatureSetMeta, content: Any) -> Call[FeatureSet]:
+    def put_table(
+        meta: FeatureSetMeta, content: Any, feature_table: dict[str, Any] | None = None
+    ) -> Call[FeatureSet]:
         params = [("depends_on", d) for d in meta.depends_on]
         params += [("label", f"{k}:{label_text(v)}") for k, v in meta.labels.items()]
         for key in ("description", "version_label", "created_by", "version"):
             value = getattr(meta, key)
             if value:
                 params.append((key, str(value)))
+        params += feature_table_params(feature_table or {})
         return Call(
             "POST",
             f"/api/v1/featuresets/{_seg(meta.name)}/versions",
@@ -296,8 +329,17 @@ class FeatureStoreClient:
         version_label: str | None = None,
         created_by: str | None = None,
         version: int | None = None,
+        entities: list[str] | str | None = None,
+        timestamp: str | None = None,
+        created_timestamp: str | None = None,
+        ttl: int | str | timedelta | None = None,
     ) -> FeatureSet:
-        """Stores the next version of a table: a pyarrow Table, a DataFrame, a path or bytes."""
+        """Stores the next version of a table: a pyarrow Table, a DataFrame, a path or bytes.
+
+        ``entities``, ``timestamp``, ``created_timestamp`` and ``ttl`` declare a feature table
+        (DESIGN 9); those left out are inherited from the previous version.
+        """
+        declared = _declared(entities, timestamp, created_timestamp, ttl)
         meta = make_meta(
             name,
             description=description,
@@ -308,7 +350,7 @@ class FeatureStoreClient:
             version=version,
         )
         with parquet_file(data) as path:
-            return self._t.send(FeatureStoreCalls.put_table(meta, file_chunks(path)))
+            return self._t.send(FeatureStoreCalls.put_table(meta, file_chunks(path), declared))
 
     def get(
         self,
@@ -454,7 +496,12 @@ class AsyncFeatureStoreClient:
         version_label: str | None = None,
         created_by: str | None = None,
         version: int | None = None,
+        entities: list[str] | str | None = None,
+        timestamp: str | None = None,
+        created_timestamp: str | None = None,
+        ttl: int | str | timedelta | None = None,
     ) -> FeatureSet:
+        declared = _declared(entities, timestamp, created_timestamp, ttl)
         meta = make_meta(
             name,
             description=description,
@@ -467,7 +514,9 @@ class AsyncFeatureStoreClient:
         files = parquet_file(data)
         path = await anyio.to_thread.run_sync(files.__enter__)
         try:
-            return await self._t.send(FeatureStoreCalls.put_table(meta, afile_chunks(path)))
+            return await self._t.send(
+                FeatureStoreCalls.put_table(meta, afile_chunks(path), declared)
+            )
         finally:
             await anyio.to_thread.run_sync(files.__exit__, None, None, None)
 
