@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, description="Largest Parquet upload the feature store accepts."
     )
+    max_entity_frame_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        description=(
+            "Largest entity frame (Parquet or Arrow body) `POST /api/v1/historical-features` "
+            "accepts; larger ones get a 413. The frame is spooled to the data dir and read in "
+            "batches, so it may be larger than the service's memory."
+        ),
+    )
+    historical_cache_bytes: int = Field(
+        512 * 1024 * 1024,
+        description=(
+            "Memory for the point-in-time indexes of feature tables (keys, times and the "
+            "requested feature columns), kept between historical calls."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

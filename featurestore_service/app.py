@@ -13,9 +13,10 @@ from prometheus_client import Gauge
 
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from featurestore_service.api.routes import featuresets, mastro
+from featurestore_service.api.routes import featuresets, historical, mastro
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
+from featurestore_service.historical import HistoricalFeatures
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
 
@@ -49,10 +50,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Parquet uploads (POST /featuresets/{name}/versions) get the upload cap; JSON keeps
         # the 16 MiB body cap. Both are enforced while the body streams in.
-        body_limits={"/api/v1/featuresets/": settings.max_upload_bytes},
+        body_limits={
+            "/api/v1/featuresets/": settings.max_upload_bytes,
+            "/api/v1/historical-features": settings.max_entity_frame_bytes,
+        },
     )
     app.state.featurestore = service
     app.state.registrar = registrar
+    app.state.historical = HistoricalFeatures(service, settings.historical_cache_bytes)
     Gauge(
         "cairn_featurestore_outbox_pending",
         "Feature sets waiting to be registered in the catalogue",
@@ -60,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ).set_function(lambda: registrar.pending)
     app.include_router(mastro.router)
     app.include_router(featuresets.router)
+    app.include_router(historical.router)
     app.router.routes[0:0] = featuresets.FAST_ROUTES
     _build_routes_now(app)
     return app
