@@ -273,6 +273,8 @@ class TableIndex:
 
     def lookup(self, batch: pa.RecordBatch) -> list[pa.Array]:
         """The feature columns for one batch of entity rows, in the batch's order."""
+        if not len(self.sorted_positions):
+            return [pa.nulls(batch.num_rows, column.type) for column in self.columns]
         codes, found = self._codes(batch)
         times = time_values(batch.column(ENTITY_TIMESTAMP), self.unit)
         ranks = np.searchsorted(self.times, times, side="right")
@@ -280,15 +282,14 @@ class TableIndex:
         at = np.searchsorted(self.sorted_positions, wanted, side="right") - 1
         found &= at >= 0
         at = np.where(found, at, 0)
-        if len(self.sorted_positions):
-            # The entry found may belong to the previous key: then this key has no row so early.
-            found &= self.sorted_positions[at] > codes * self.radix
-        else:
-            found[:] = False
+        # The entry found may belong to the previous key: then this key has no row so early.
+        found &= self.sorted_positions[at] > codes * self.radix
         if self.table.ttl is not None:
             ttl = self.table.ttl * UNITS_PER_SECOND[self.unit]
             found &= self.sorted_times[at] > times - ttl
-        rows = self.sorted_rows[at] if len(self.sorted_rows) else np.zeros(len(at), np.int64)
+        if not found.any():
+            return [pa.nulls(batch.num_rows, column.type) for column in self.columns]
+        rows = self.sorted_rows[at]
         all_found = bool(found.all())
         return [column.gather(rows, found, all_found) for column in self.columns]
 
