@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="Comma-separated file-name globs the crawler treats as manifests.",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body accepted.")
+    online_max_entities: int = Field(
+        1000,
+        ge=1,
+        description="Most entity rows one online-features request may ask for (more gets 422).",
+    )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
     crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
     crawl_workers: int = Field(

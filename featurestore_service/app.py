@@ -13,10 +13,13 @@ from prometheus_client import Gauge
 
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from featurestore_service.api.routes import featuresets, historical, mastro
+from featurestore_service.api.routes import featuresets, historical, mastro, online
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
 from featurestore_service.historical import HistoricalFeatures
+from featurestore_service.online import create_online_store
+from featurestore_service.online.materialize import Materializer, stop
+from featurestore_service.online.serving import OnlineService
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
 
@@ -28,18 +31,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = FeatureStore(store, blobs, settings)
     registrar = CatalogueRegistrar(service, settings)
     service.on_write = registrar.notify
+    online_store = create_online_store(settings)
+    materializer = Materializer(service, online_store)
+    service.on_change = materializer.notify
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await anyio.to_thread.run_sync(blobs.open)
+        await online_store.open()
         delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
+        materializing = asyncio.create_task(materializer.run(), name="materialization")
         try:
             yield
         finally:
+            await stop(materializing)
             delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await delivery
+            await online_store.close()
             await store.close()
 
     app = build_app(
@@ -57,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.featurestore = service
     app.state.registrar = registrar
+    app.state.materializer = materializer
+    app.state.online = OnlineService(online_store, settings.online_max_entities)
     app.state.historical = HistoricalFeatures(service, settings.historical_cache_bytes)
     Gauge(
         "cairn_featurestore_outbox_pending",
@@ -65,8 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ).set_function(lambda: registrar.pending)
     app.include_router(mastro.router)
     app.include_router(featuresets.router)
+    app.include_router(online.router)
     app.include_router(historical.router)
-    app.router.routes[0:0] = featuresets.FAST_ROUTES
+    app.router.routes[0:0] = [*featuresets.FAST_ROUTES, *online.FAST_ROUTES]
     _build_routes_now(app)
     return app
 
