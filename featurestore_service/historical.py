@@ -12,7 +12,6 @@ pinning them (``set@3:feature``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from cairn.errors import BadRequest, InvalidRequest, Unavailable
 from cairn.models import FeatureSet
 from featurestore_service.feature_tables import feature_columns
+from featurestore_service.online.serving import Wanted, parse_references
 from featurestore_service.pit import EntityFrame, FeatureTable, SortedSearchStore
 from featurestore_service.pit.base import RetrievalJob
 from featurestore_service.service import FeatureStore
@@ -32,7 +32,6 @@ from featurestore_service.tables import _Sink
 VERSIONS_HEADER = "Cairn-Feature-Versions"
 VERSIONS_METADATA = "cairn.feature_versions"
 FEATURES_METADATA = "cairn.features"
-MAX_REFERENCES = 10_000
 MAX_FEATURE_COLUMNS = 10_000
 FLUSH_BYTES = 4 * 1024 * 1024
 
@@ -44,48 +43,7 @@ def _field(field: str, message: str) -> InvalidRequest:
     )
 
 
-@dataclass(slots=True)
-class Reference:
-    """The features asked of one set, in request order (``*`` expands to every feature)."""
-
-    name: str
-    pinned: int | None
-    features: list[str]
-    star: bool = False
-
-
-def parse_references(references: list[str]) -> list[Reference]:
-    """``set:feature``, ``set:*`` and ``set@3:feature``, grouped by set in first-seen order."""
-    if not references:
-        raise _field("features", "give at least one, e.g. features=customer_features:*")
-    if len(references) > MAX_REFERENCES:
-        raise _field("features", f"{len(references)} references; the limit is {MAX_REFERENCES}")
-    by_set: dict[tuple[str, int | None], Reference] = {}
-    for index, ref in enumerate(references):
-        head, colon, feature = ref.partition(":")
-        name, at, pin = head.partition("@")
-        if not colon or not name or not feature or (at and not pin.isdigit()) or pin == "0":
-            raise _field(
-                f"features[{index}]",
-                f"{ref[:200]!r} is not a reference; write set:feature, set:* or set@3:feature",
-            )
-        wanted = by_set.setdefault(
-            (name, int(pin) if at else None), Reference(name, int(pin) if at else None, [])
-        )
-        if feature == "*":
-            wanted.star = True
-        elif feature not in wanted.features:
-            wanted.features.append(feature)
-    names = [r.name for r in by_set.values()]
-    for name in names:
-        if names.count(name) > 1:
-            raise _field("features", f"set {name!r} is referenced at two versions; use one")
-    return list(by_set.values())
-
-
-def _table(
-    stored: FeatureSet, path: Path, ref: Reference, full_feature_names: bool
-) -> FeatureTable:
+def _table(stored: FeatureSet, path: Path, ref: Wanted, full_feature_names: bool) -> FeatureTable:
     spec = stored.feature_table
     if stored.kind != "table" or stored.table is None or spec is None:
         raise _field(

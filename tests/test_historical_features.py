@@ -584,3 +584,49 @@ def test_frame_larger_than_memory_streams_in_batches(tmp_path: Path) -> None:
     assert decoded > 400_000_000
     assert written > decoded  # every row went out, with its feature
     assert peak < decoded / 8, (peak, decoded)
+
+
+def test_online_equals_historical_at_now(
+    fs: httpx.Client,  # noqa: F811
+    fs_server: ThreadServer,  # noqa: F811
+) -> None:
+    from tests.test_online import columns, lookup, wait_online
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour = timedelta(hours=1)
+    rows = []
+    for i in range(40):  # ties in time (broken by created), some rows too old for the ttl
+        key = f"C{i % 12}"
+        ts = now - (i % 5) * 9 * hour - 13 * timedelta(minutes=1)
+        if i % 12 >= 10:
+            ts -= 40 * hour  # C10 and C11 have only rows older than the ttl
+        created = now - (i % 3) * hour if i % 4 else None
+        rows.append((key, ts, created, float(i), i if i % 6 else None))
+    table = pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.string()),
+            "ts": pa.array([r[1] for r in rows], pa.timestamp("us", "UTC")),
+            "created": pa.array([r[2] for r in rows], pa.timestamp("us", "UTC")),
+            "spend": pa.array([r[3] for r in rows], pa.float64()),
+            "visits": pa.array([r[4] for r in rows], pa.int32()),
+        }
+    )
+    version = declare(
+        fs, "cust", table, entities=["customer_id"], ttl="30h", created_timestamp="created"
+    )["version"]
+    keys = [f"C{i}" for i in range(14)]  # two keys have no rows
+    with httpx.Client(base_url=fs_server.url, timeout=60) as http:
+        wait_online(http, "cust", version)
+        online = columns(lookup(http, {"features": ["cust:*"], "entities": {"customer_id": keys}}))
+    at = datetime.now(UTC)
+    sent = pa.table(
+        {
+            "customer_id": keys,
+            "event_timestamp": pa.array([at] * len(keys), pa.timestamp("us", "UTC")),
+        }
+    )
+    answer = read_answer(historical(fs, sent, "cust:*"))
+    assert answer.column("spend").to_pylist() == online["spend"]["values"]
+    assert answer.column("visits").to_pylist() == online["visits"]["values"]
+    assert answer.column("spend").to_pylist()[10:] == [None] * 4  # the ttl, then no rows
+    assert answer.column("spend").null_count == 4
