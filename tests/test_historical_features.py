@@ -27,7 +27,15 @@ from hypothesis import strategies as st
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.pit import EntityFrame, FeatureTable, SortedSearchStore
-from tests.conftest import ROOT, ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
+from tests.conftest import (
+    ROOT,
+    ProcessServer,
+    ThreadServer,
+    backend_settings,
+    cairn_env,
+    free_port,
+    run_cairn,
+)
 from tests.test_featurestore_api import (  # noqa: F401  (fixtures)
     ARROW,
     PARQUET,
@@ -630,3 +638,58 @@ def test_online_equals_historical_at_now(
     assert answer.column("visits").to_pylist() == online["visits"]["values"]
     assert answer.column("spend").to_pylist()[10:] == [None] * 4  # the ttl, then no rows
     assert answer.column("spend").null_count == 4
+
+
+def test_client_sync_async_pandas_arrow_and_cli(
+    fs: httpx.Client,  # noqa: F811
+    fs_server: ThreadServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from cairn.client import AsyncFeatureStoreClient, FeatureStoreClient
+
+    declare(fs, "drivers", drivers([1.0, 2.0, 3.0]))
+    sent = frame([3, 1, 9], [30, 0, 30], note=["a", "b", "c"])
+    expected = [3.0, None, None]
+    with FeatureStoreClient(fs_server.url) as client:
+        table = client.get_historical_features(sent, ["drivers:trips"])
+        assert isinstance(table, pa.Table)
+        assert table.column("trips").to_pylist() == expected
+        assert table.schema.metadata[b"cairn.feature_versions"] == b"drivers=1"
+        df = client.get_historical_features(
+            sent.to_pandas(), ["drivers:*"], full_feature_names=True
+        )
+        assert list(df.columns) == [
+            "k",
+            "event_timestamp",
+            "note",
+            "drivers__trips",
+            "drivers__rating",
+        ]
+        assert df["drivers__trips"].isna().tolist() == [False, True, True]
+        assert df.attrs["cairn.feature_versions"] == "drivers=1"
+        path = tmp_path / "entities.parquet"
+        pq.write_table(sent, path)
+        from_file = client.get_historical_features(path, ["drivers:trips"])
+        assert from_file.column("trips").to_pylist() == expected
+
+    async def run() -> pa.Table:
+        async with AsyncFeatureStoreClient(fs_server.url) as client:
+            return await client.get_historical_features(sent, ["drivers:trips"])
+
+    assert asyncio.run(run()).column("trips").to_pylist() == expected
+
+    out = tmp_path / "out.parquet"
+    env = cairn_env(tmp_path / "cli", CAIRN_FEATURESTORE_URL=fs_server.url)
+    done = run_cairn(
+        "features", "historical", str(path), "--feature", "drivers:trips", "-o", str(out), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 rows" in done.stderr and "drivers=1" in done.stderr
+    written = pq.read_table(out)
+    assert written.column("trips").to_pylist() == expected
+    assert written.select(["k", "event_timestamp", "note"]).equals(sent)
+    bad = run_cairn(
+        "features", "historical", str(path), "--feature", "nosuch:x", "-o", str(out), env=env
+    )
+    assert bad.returncode == 1 and "'nosuch'" in bad.stderr
+    assert not Path(f"{out}.part").exists()

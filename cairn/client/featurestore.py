@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,6 +220,55 @@ class FeatureStoreCalls:
             lambda r: FeatureSetDiff.model_validate_json(r.content),
             [("from", str(old)), ("to", str(new))],
         )
+
+    @staticmethod
+    def historical(
+        features: list[str], full_feature_names: bool, content: Any, media: str, accept: str = ARROW
+    ) -> Call[pa.Table]:
+        """``POST /api/v1/historical-features``: the entity frame as the body, Arrow back."""
+        if isinstance(features, str):
+            features = [features]
+        params = [("features", f) for f in features]
+        if full_feature_names:
+            params.append(("full_feature_names", "true"))
+        return Call(
+            "POST",
+            "/api/v1/historical-features",
+            _arrow,
+            params,
+            content=content,
+            headers={"content-type": media, "accept": accept},
+        )
+
+
+def entity_frame(entity_df: Any) -> tuple[Any, str, bool]:
+    """The body and its media type for an entity frame, and whether pandas came in.
+
+    A pyarrow Table or a DataFrame goes as an Arrow IPC stream (no Parquet encoding on either
+    side); a path goes as the Parquet file it names, streamed from disk.
+    """
+    if isinstance(entity_df, str | Path):
+        return Path(entity_df), PARQUET, False
+    if isinstance(entity_df, pa.Table):
+        table, was_pandas = entity_df, False
+    else:
+        table, was_pandas = pa.Table.from_pandas(entity_df, preserve_index=False), True
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes(), ARROW, was_pandas
+
+
+def training_set(table: pa.Table, as_pandas: bool) -> Any:
+    """The answer as asked: a DataFrame (versions in ``attrs``) or the Arrow table."""
+    if not as_pandas:
+        return table
+    frame = _pandas(table)
+    metadata = table.schema.metadata or {}
+    for key in (b"cairn.feature_versions", b"cairn.features"):
+        if key in metadata:
+            frame.attrs[key.decode()] = metadata[key].decode()
+    return frame
 
 
 def make_write(
@@ -431,6 +480,61 @@ class FeatureStoreClient:
     def diff(self, name: str, old: int, new: int) -> FeatureSetDiff:
         return self._t.send(FeatureStoreCalls.diff(name, old, new))
 
+    def get_historical_features(
+        self, entity_df: Any, features: list[str], *, full_feature_names: bool = False
+    ) -> Any:
+        """A point-in-time correct training set (DESIGN 9), one row per entity-frame row.
+
+        ``entity_df``: a DataFrame, a pyarrow Table or the path of a Parquet file, with the
+        join keys and ``event_timestamp`` (naive times are UTC). A DataFrame comes back as a
+        DataFrame, anything else as a pyarrow Table; the versions used are in the Arrow schema
+        metadata (``cairn.feature_versions``) or the DataFrame's ``attrs``.
+        """
+        body, media, as_pandas = entity_frame(entity_df)
+        if isinstance(body, Path):
+            body = file_chunks(str(body))
+        table = self._t.send(
+            FeatureStoreCalls.historical(features, full_feature_names, body, media)
+        )
+        return training_set(table, as_pandas)
+
+    def download_historical_features(
+        self,
+        entity_path: str | Path,
+        features: list[str],
+        target: str | Path,
+        *,
+        full_feature_names: bool = False,
+        progress: Callable[[str, int], object] | None = None,
+    ) -> httpx.Headers:
+        """Streams a Parquet entity frame up and the training set down into ``target`` (Parquet).
+
+        ``progress("sent" | "received", bytes)`` is called as the bytes move.
+        """
+        report = progress or (lambda what, count: None)
+
+        def sent() -> Iterator[bytes]:
+            for chunk in file_chunks(str(entity_path)):
+                yield chunk
+                report("sent", len(chunk))
+
+        call = FeatureStoreCalls.historical(
+            features, full_feature_names, sent(), PARQUET, accept=PARQUET
+        )
+        part = Path(f"{target}.part")
+        try:
+            with open(part, "wb") as out:
+
+                def write(chunk: bytes) -> None:
+                    out.write(chunk)
+                    report("received", len(chunk))
+
+                found = self._t.stream_to(call, write)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+        return found
+
     def close(self) -> None:
         self._t.close()
 
@@ -580,6 +684,18 @@ class AsyncFeatureStoreClient:
 
     async def diff(self, name: str, old: int, new: int) -> FeatureSetDiff:
         return await self._t.send(FeatureStoreCalls.diff(name, old, new))
+
+    async def get_historical_features(
+        self, entity_df: Any, features: list[str], *, full_feature_names: bool = False
+    ) -> Any:
+        """The async twin of ``FeatureStoreClient.get_historical_features``."""
+        body, media, as_pandas = entity_frame(entity_df)
+        if isinstance(body, Path):
+            body = afile_chunks(str(body))
+        table = await self._t.send(
+            FeatureStoreCalls.historical(features, full_feature_names, body, media)
+        )
+        return training_set(table, as_pandas)
 
     async def aclose(self) -> None:
         await self._t.aclose()
