@@ -35,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,6 +269,16 @@ def cairn_http(features: Path, entities: Path, out: Path) -> tuple[Run, int]:
                 headers={"content-type": "application/vnd.apache.parquet"},
             )
             response.raise_for_status()
+            # Uploading a feature table starts its online materialization: let it finish so
+            # it does not share the cores with the timed calls.
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                state = client.get(f"/api/v1/featuresets/{SET_NAME}/online")
+                if state.status_code != 200:
+                    break  # a service without an online store
+                if state.json().get("live_version") and state.json().get("pending_version") is None:
+                    break
+                time.sleep(0.2)
         run = child(
             "cairn-http",
             [
