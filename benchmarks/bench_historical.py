@@ -222,6 +222,80 @@ print("RESULT", json.dumps({"seconds": [seconds], "rows": answer.num_rows, "peak
 """
 
 
+# The ttl's lower edge: one driver with one row at T, a one-day ttl, entity rows one second
+# inside the window, exactly on its edge, and one second past it.
+_TTL_EDGE_OFFSETS = (86_399, 86_400, 86_401)
+
+_FEAST_TTL_EDGE = """
+import json, sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+import pandas as pd
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource
+from feast.types import Float32
+repo = Path(sys.argv[1])
+offsets = json.loads(sys.argv[2])
+(repo / "data").mkdir(parents=True, exist_ok=True)
+(repo / "feature_store.yaml").write_text(
+    "project: cairn_ttl_edge\\nregistry: data/registry.db\\nprovider: local\\n"
+    "online_store:\\n  type: sqlite\\n  path: data/online_store.db\\n"
+    "offline_store:\\n  type: file\\nentity_key_serialization_version: 3\\n"
+)
+t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+pd.DataFrame({"driver_id": [1], "event_timestamp": [t], "f00": pd.Series([1.5], dtype="float32")}
+             ).to_parquet(repo / "data" / "edge.parquet")
+driver = Entity(name="driver", join_keys=["driver_id"])
+source = FileSource(path=str(repo / "data" / "edge.parquet"), timestamp_field="event_timestamp")
+view = FeatureView(name="edge", entities=[driver], ttl=timedelta(days=1),
+                   schema=[Field(name="f00", dtype=Float32)], source=source, online=False)
+store = FeatureStore(repo_path=str(repo))
+store.apply([driver, view])
+entity_df = pd.DataFrame({"driver_id": [1] * len(offsets), "row_id": range(len(offsets)),
+                          "event_timestamp": [t + timedelta(seconds=s) for s in offsets]})
+answer = store.get_historical_features(entity_df=entity_df, features=["edge:f00"]).to_df()
+found = {int(r): (None if pd.isna(v) else float(v)) for r, v in zip(answer.row_id, answer.f00)}
+print("RESULT", json.dumps({"seconds": [], "rows": len(answer), "peak_rss_kb": 0,
+      "values": [found.get(i, "dropped") for i in range(len(offsets))]}))
+"""
+
+
+def cairn_ttl_edge(client: Any) -> list[float | None]:
+    """Cairn's answer for the ttl-edge rows (the same table and frame as Feast's)."""
+    import io
+
+    stamp = pa.array([START], pa.timestamp("us", "UTC"))
+    table = pa.table(
+        {"driver_id": [1], "event_timestamp": stamp, "f00": pa.array([1.5], pa.float32())}
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    client.post(
+        "/api/v1/featuresets/ttl_edge/versions",
+        content=sink.getvalue(),
+        params={"entities": "driver_id", "timestamp": "event_timestamp", "ttl": "1d"},
+        headers={"content-type": "application/vnd.apache.parquet"},
+    ).raise_for_status()
+    start_us = int(START.timestamp() * 1_000_000)
+    frame = pa.table(
+        {
+            "driver_id": [1] * len(_TTL_EDGE_OFFSETS),
+            "event_timestamp": pa.array(
+                [start_us + s * 1_000_000 for s in _TTL_EDGE_OFFSETS], pa.timestamp("us", "UTC")
+            ),
+        }
+    )
+    body = io.BytesIO()
+    pq.write_table(frame, body)
+    response = client.post(
+        "/api/v1/historical-features",
+        params={"features": "ttl_edge:f00"},
+        content=body.getvalue(),
+        headers={"content-type": "application/vnd.apache.parquet"},
+    )
+    response.raise_for_status()
+    return pa.ipc.open_stream(response.content).read_all().column("f00").to_pylist()
+
+
 @dataclass(slots=True)
 class Run:
     name: str
@@ -256,7 +330,8 @@ def child(name: str, argv: list[str], env: dict[str, str] | None = None) -> Run:
 
 
 def cairn_http(features: Path, entities: Path, out: Path) -> tuple[Run, int]:
-    """The HTTP call's run, and the service's VmHWM (KiB) after it."""
+    """The HTTP call's run, and the service's VmHWM (KiB) after it; the run's ``extra`` holds
+    the ttl-edge answer."""
     with FeatureStoreProcess("historical", f"http://127.0.0.1:{free_port()}") as store:
         import httpx
 
@@ -295,7 +370,10 @@ def cairn_http(features: Path, entities: Path, out: Path) -> tuple[Run, int]:
                 SET_NAME,
             ],
         )
-        return run, store.memory_kb().get("VmHWM", 0)
+        hwm = store.memory_kb().get("VmHWM", 0)
+        with httpx.Client(base_url=store.url, timeout=600) as client:
+            run.extra["ttl_edge"] = cairn_ttl_edge(client)
+        return run, hwm
 
 
 def feast_run(features: Path, entities: Path, out: Path) -> Run:
@@ -304,10 +382,11 @@ def feast_run(features: Path, entities: Path, out: Path) -> Run:
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return Run("feast", error=f"installing Feast failed: {exc}")
     repo = WORK_DIR / "feast-historical-repo"
-    if repo.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(repo)
+    for old in (repo, Path(f"{repo}-edge")):
+        if old.exists():
+            shutil.rmtree(old)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "VIRTUAL_ENV"))}
     env["FEAST_USAGE"] = "False"
     run = child(
@@ -316,6 +395,12 @@ def feast_run(features: Path, entities: Path, out: Path) -> Run:
         env,
     )
     run.extra["version"] = version
+    edge = child(
+        "feast-ttl-edge",
+        [str(python), "-c", _FEAST_TTL_EDGE, str(repo) + "-edge", json.dumps(_TTL_EDGE_OFFSETS)],
+        env,
+    )
+    run.extra["ttl_edge"] = edge.extra.get("values") if edge.error is None else edge.error
     return run
 
 
@@ -489,6 +574,16 @@ def run(rows: int, quick: bool, command: str) -> bool:
         )
     section.add(
         "",
+        "The ttl's edge (one row at T, ttl one day, entity rows at T + 1 day - 1 s, T + 1 day, "
+        "T + 1 day + 1 s):",
+        "",
+        *table(
+            ["", "T + 1d - 1s", "T + 1d (exactly ttl old)", "T + 1d + 1s"],
+            [
+                ["Cairn (DESIGN 9: ts > event - ttl)", *map(str, cairn.extra.get("ttl_edge", []))],
+                ["Feast (ts >= event - ttl)", *map(str, feast.extra.get("ttl_edge") or [])],
+            ],
+        ),
         "- Times are wall-clock seconds of each call in a fresh child process; Cairn's and the "
         f"engines' first call is followed by {CAIRN_RUNS} more (the first builds the table's "
         "index and warms pyarrow), Feast's single call is its first and only (its repo is "
