@@ -693,3 +693,30 @@ def test_client_sync_async_pandas_arrow_and_cli(
     )
     assert bad.returncode == 1 and "'nosuch'" in bad.stderr
     assert not Path(f"{out}.part").exists()
+
+
+def test_example_table_with_date_timestamps(fs: httpx.Client) -> None:  # noqa: F811
+    # customer_features (examples/) keys by customer_id and times rows by a date column: a date
+    # is midnight UTC, so an entity row on that day sees the row, one the day before does not.
+    path = ROOT / "examples" / "featuresets" / "customer_features" / "v2.parquet"
+    response = upload(
+        fs, "customer_features", path.read_bytes(), entities="customer_id", timestamp="feature_date"
+    )
+    assert response.status_code == 201, response.text
+    dated = pq.read_table(path).slice(0, 1).to_pylist()[0]
+    day = datetime.combine(dated["feature_date"], datetime.min.time(), UTC)
+    sent = pa.table(
+        {
+            "customer_id": [dated["customer_id"]] * 3,
+            "event_timestamp": pa.array(
+                [day - timedelta(microseconds=1), day, day + timedelta(days=3)],
+                pa.timestamp("us", "UTC"),
+            ),
+        }
+    )
+    answer = read_answer(historical(fs, sent, "customer_features:tenure_days"))
+    assert answer.column("tenure_days").to_pylist() == [
+        None,
+        dated["tenure_days"],
+        dated["tenure_days"],
+    ]
