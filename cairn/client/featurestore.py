@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from cairn.client._http import (
     AsyncTransport,
     Call,
+    ServiceUnreachable,
     SyncTransport,
     afile_chunks,
     file_chunks,
@@ -59,6 +60,17 @@ def _featureset(response: httpx.Response) -> FeatureSet:
 
 def _arrow(response: httpx.Response) -> pa.Table:
     return pa.ipc.open_stream(response.content).read_all()
+
+
+def _training_set(response: httpx.Response) -> pa.Table:
+    """The answer, checked to hold every row of the entity frame (a cut stream may not say)."""
+    table = _arrow(response)
+    expected = response.headers.get("x-cairn-rows")
+    if expected is not None and int(expected) != table.num_rows:
+        raise ServiceUnreachable(
+            f"The training set stopped after {table.num_rows} of {expected} rows; ask again."
+        )
+    return table
 
 
 def _where(
@@ -234,7 +246,7 @@ class FeatureStoreCalls:
         return Call(
             "POST",
             "/api/v1/historical-features",
-            _arrow,
+            _training_set,
             params,
             content=content,
             headers={"content-type": media, "accept": accept},
