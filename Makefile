@@ -53,8 +53,15 @@ lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirem
 		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra test -o requirements/test.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra test --extra bench -o requirements/bench.txt
 
-bench: $(VENV)/.installed-test ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
+$(VENV)/.installed-bench: requirements/bench.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/bench.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+bench: $(VENV)/.installed-bench ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
 clean: ## Remove the virtual environment and local data

@@ -567,6 +567,103 @@ class MastroFeatureSetWrite(BaseModel):
 
 FeatureSetKind = Literal["values", "table"]
 
+MAX_ENTITIES = 16
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_DURATION_UNITS = (7 * 86400, 86400, 3600, 60, 1)
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from ``90``, ``"90"``, ``"7d"``, ``"1d12h"``, ``"30m"`` or ISO 8601 ``"P7D"``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as 7d, 12h or P7D")
+    if isinstance(value, int | float):
+        seconds = value
+    else:
+        text = str(value).strip()
+        if text.isdigit():
+            seconds = int(text)
+        else:
+            found = _DURATION.match(text.lower()) or _ISO_DURATION.match(text.upper())
+            if not found or not any(found.groups()):
+                raise ValueError(
+                    f"{text!r} is not a duration; write seconds or text such as 7d, 12h, "
+                    "1d12h, 30m or P7D"
+                )
+            parts = zip(found.groups(), _DURATION_UNITS, strict=True)
+            seconds = sum(int(g or 0) * unit for g, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be positive (leave ttl out for unlimited)")
+    return int(seconds)
+
+
+class FeatureTableSpec(BaseModel):
+    """What makes a tabular set a feature table (DESIGN 9): its keys and its event time.
+
+    Declared with a version and inherited by later versions that do not declare one.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    entities: list[str] = Field(
+        min_length=1,
+        max_length=MAX_ENTITIES,
+        description="Join-key columns, e.g. [customer_id]; several make a composite key.",
+    )
+    timestamp: str = Field(
+        min_length=1, max_length=MAX_SHORT, description="Event-time column (UTC)."
+    )
+    created_timestamp: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SHORT,
+        description="Tie-break between rows of one key with equal event time.",
+    )
+    ttl: int | None = Field(
+        None,
+        gt=0,
+        description="Seconds a row stays servable after its event time; none means unlimited. "
+        "Accepts 7d, 12h, 1d12h, 30m or ISO 8601 (P7D) on input.",
+    )
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> int | None:
+        return parse_duration(value)
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_text(value, "an entity column", MAX_SHORT)
+            if not value:
+                raise ValueError("entity column names must not be empty")
+        if len(set(values)) != len(values):
+            raise ValueError("an entity column appears twice")
+        return values
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureTableSpec:
+        if self.timestamp in self.entities:
+            raise ValueError(
+                f"column {self.timestamp!r} cannot be both an entity and the timestamp"
+            )
+        if self.created_timestamp is not None and self.created_timestamp in (
+            *self.entities,
+            self.timestamp,
+        ):
+            raise ValueError(
+                f"created_timestamp {self.created_timestamp!r} must be a column of its own"
+            )
+        return self
+
+    def key_columns(self) -> list[str]:
+        """Columns that are not features: the entities and the time columns."""
+        extra = [self.created_timestamp] if self.created_timestamp else []
+        return [*self.entities, self.timestamp, *extra]
+
 
 class TableInfo(BaseModel):
     """The tabular payload of a version: a Parquet file, described."""
@@ -601,6 +698,9 @@ class FeatureSetSummary(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     feature_count: int = Field(description="Features of a values set; columns of a table")
     table: TableInfo | None = None
+    feature_table: FeatureTableSpec | None = Field(
+        None, description="Entities, event time and ttl of a feature table (DESIGN 9)"
+    )
     created_at: datetime
     created_by: str | None = None
     deleted: bool = False

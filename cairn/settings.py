@@ -108,6 +108,21 @@ class Settings(BaseSettings):
             "more requests wait, so parallel reads cannot multiply memory."
         ),
     )
+    max_entity_frame_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        description=(
+            "Largest entity frame (Parquet or Arrow body) `POST /api/v1/historical-features` "
+            "accepts; larger ones get a 413. The frame is spooled to the data dir and read in "
+            "batches, so it may be larger than the service's memory."
+        ),
+    )
+    historical_cache_bytes: int = Field(
+        512 * 1024 * 1024,
+        description=(
+            "Memory for the point-in-time indexes of feature tables (keys, times and the "
+            "requested feature columns), kept between historical calls."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",
@@ -136,6 +151,11 @@ class Settings(BaseSettings):
         description="Comma-separated file-name globs the crawler treats as manifests.",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body accepted.")
+    online_max_entities: int = Field(
+        1000,
+        ge=1,
+        description="Most entity rows one online-features request may ask for (more gets 422).",
+    )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
     crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
     crawl_workers: int = Field(

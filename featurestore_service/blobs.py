@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -94,9 +94,15 @@ class BlobStore:
         return self.tmp / f"{uuid.uuid4().hex}{suffix}"
 
     @contextlib.asynccontextmanager
-    async def ingest(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Blob]:
+    async def ingest(
+        self,
+        chunks: AsyncIterator[bytes],
+        check: Callable[[Path, TableInfo], None] | None = None,
+    ) -> AsyncIterator[Blob]:
         """Streams ``chunks`` to disk, checks they are Parquet and stores them by content.
 
+        ``check`` (run in a decode slot before the file is installed) may refuse the file for
+        what it holds, say a feature-table declaration that does not fit; nothing is kept.
         The blob is yielded while the caller writes the version row that names it; when that
         fails, the file goes again if this upload put it there and nothing else needs it.
         """
@@ -106,6 +112,8 @@ class BlobStore:
         try:
             size, sha256 = await self._receive(chunks, part)
             info = await self.decodes.run(inspect_parquet, part, size, sha256, self.limits)
+            if check is not None:
+                await self.decodes.run(check, part, info)
             final = self.path(sha256)
             # Claimed before the file is looked for, so a concurrent upload of the same bytes
             # sees the claim whichever of the two installs the file.

@@ -187,7 +187,7 @@ def _arrow_chunks(
     schema = parquet.schema_arrow
     if columns:
         schema = pa.schema([schema.field(name) for name in columns])
-    sink = _Sink()
+    sink = ChunkSink()
     remaining = limit
     with pa.ipc.new_stream(sink, schema) as writer:
         yield sink.take()
@@ -207,7 +207,7 @@ def _arrow_chunks(
     yield sink.take()  # the end-of-stream marker
 
 
-class _Sink:
+class ChunkSink:
     """A write-only file for pyarrow's IPC writer that hands out what was written so far.
 
     The writer passes each record batch's body buffers as pyarrow Buffers; they go out as views

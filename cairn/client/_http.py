@@ -163,7 +163,11 @@ class SyncTransport:
         """Sends ``call`` and hands the answer's body to ``sink`` piece by piece."""
         try:
             with self.http.stream(
-                call.method, call.path, params=call.params or None, headers=call.headers
+                call.method,
+                call.path,
+                params=call.params or None,
+                content=call.content,
+                headers=call.headers,
             ) as response:
                 if response.status_code not in call.ok:
                     response.read()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.datastructures import QueryParams
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -28,6 +29,7 @@ from featurestore_service.api.deps import (
     bad_param,
     check_read_key,
     int_param,
+    list_param,
     time_param,
     validated,
 )
@@ -55,6 +57,35 @@ WRITE_EXAMPLE = {
         {"name": "trained_at", "dtype": "timestamp", "value": "2025-06-16T05:45:00Z"},
     ],
 }
+
+FEATURE_TABLE_PARAMETERS = [
+    {
+        "name": "entities",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "Feature table: join-key columns (repeat or comma-separate); "
+        "inherited from the previous version when left out",
+    },
+    {
+        "name": "timestamp",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: the event-time column (a naive timestamp is UTC)",
+    },
+    {
+        "name": "created_timestamp",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: tie-break column for rows of equal event time",
+    },
+    {
+        "name": "ttl",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: how old a row may be and still be served "
+        "(seconds, 7d, 12h, P7D); unlimited when left out",
+    },
+]
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION_CONTENT = {
@@ -132,6 +163,7 @@ async def create(item: FeatureSetWrite, request: Request, service: FeatureStoreD
             {"name": "version_label", "in": "query", "schema": {"type": "string"}},
             {"name": "created_by", "in": "query", "schema": {"type": "string"}},
             {"name": "version", "in": "query", "schema": {"type": "integer"}},
+            *FEATURE_TABLE_PARAMETERS,
         ],
     },
 )
@@ -159,7 +191,23 @@ async def upload_table(name: str, request: Request, service: FeatureStoreDep) ->
             "created_by": params.get("created_by"),
         },
     )
-    return _created(request, await service.create_table(meta, request.stream()))
+    return _created(
+        request,
+        await service.create_table(meta, request.stream(), feature_table_params(params)),
+    )
+
+
+def feature_table_params(params: QueryParams) -> dict[str, Any]:
+    """The feature-table fields given in the query string (the rest are inherited)."""
+    declared: dict[str, Any] = {}
+    entities = list_param(params, "entities")
+    if entities:
+        declared["entities"] = entities
+    for key in ("timestamp", "created_timestamp", "ttl"):
+        value = params.get(key)
+        if value:
+            declared[key] = value
+    return declared
 
 
 SEARCH_PARAMETERS = [
