@@ -568,8 +568,8 @@ entities = EntityFrame(folder / "frame.parquet", "parquet")
 job = SortedSearchStore().get_historical_features(entities, [spec])
 written = 0
 with open(folder / "out.arrow", "wb") as out:
-    for chunk in _chunks(job, "arrow"):
-        written += out.write(chunk)
+    for parts in _chunks(job, "arrow"):
+        written += sum(out.write(part) for part in parts)
 print(decoded, pool.max_memory(), written)
 """
 
