@@ -9,12 +9,12 @@ from fastapi.responses import Response
 
 from cairn.errors import BadRequest
 from cairn.models import Asset, AssetWrite, BulkResponse, Lineage, SearchPage, TagCount
-from cairn.web import LABEL_PARAMETER
+from cairn.web import LABEL_PARAMETER, CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
 from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
 
-router = APIRouter(prefix="/api/v1", tags=["assets"])
+router = APIRouter(prefix="/api/v1", tags=["assets"], route_class=CairnRoute)
 
 BULK_EXAMPLE = [
     {"name": "sales_daily", "type": "dataset", "tags": ["sales"], "depends_on": ["sales_raw"]},

@@ -14,11 +14,13 @@ from pydantic import BaseModel, Field
 
 from cairn.errors import BadRequest, Conflict
 from cairn.models import AssetWrite, MastroTextQuery
+from cairn.paging import MAX_PAGE
+from cairn.web import CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
 from catalogue_service.backends.base import SearchQuery
 from catalogue_service.service import Catalogue, mastro_asset, mastro_page
 
-router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"])
+router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"], route_class=CairnRoute)
 
 MAX_PER_PAGE = 1000
 
@@ -26,7 +28,7 @@ MAX_PER_PAGE = 1000
 class TagsQuery(BaseModel):
     tags: list[str] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 TextQuery = MastroTextQuery  # shared with the feature store's Mastro routes
@@ -91,6 +93,6 @@ async def by_text(body: TextQuery, catalogue: CatalogueDep) -> Response:
 async def list_all(
     catalogue: CatalogueDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 10,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     return await _paged(catalogue, SearchQuery(facets=False), page, limit)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from cairn.errors import UnsupportedMediaType
 from cairn.models import (
+    MAX_VERSION,
     FeatureSet,
     FeatureSetDiff,
     FeatureSetMeta,
@@ -20,7 +21,7 @@ from cairn.models import (
     FeatureSetWrite,
 )
 from cairn.paging import decode_cursor
-from cairn.web import LABEL_PARAMETER, parse_labels
+from cairn.web import LABEL_PARAMETER, CairnRoute, parse_labels
 from featurestore_service.api.deps import (
     FeatureStoreDep,
     ReadGuard,
@@ -40,7 +41,7 @@ from featurestore_service.api.representations import (
 )
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
 
-router = APIRouter(prefix="/api/v1", tags=["featuresets"])
+router = APIRouter(prefix="/api/v1", tags=["featuresets"], route_class=CairnRoute)
 
 UPLOAD_TYPES = frozenset({PARQUET, "application/x-parquet", "application/octet-stream"})
 
@@ -56,6 +57,8 @@ WRITE_EXAMPLE = {
     ],
 }
 
+# Version numbers fit the stores' 64-bit integers; a larger one is a 422 naming the bounds.
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="The version number")]
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION_CONTENT = {
     JSON: {"schema": {"$ref": "#/components/schemas/FeatureSet"}},
@@ -257,7 +260,7 @@ async def versions(
     openapi_extra={"parameters": TABLE_PARAMETERS},
 )
 async def get_version(
-    name: str, version: int, request: Request, service: FeatureStoreDep
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
     return await send_version(request, service, await service.get(name, version))
 
@@ -277,7 +280,7 @@ async def get_version(
     operation_id="patch_version",
     responses={409: {"description": "Versions are immutable"}},
 )
-async def overwrite_version(name: str, version: int, service: FeatureStoreDep) -> None:
+async def overwrite_version(name: str, version: VersionPath, service: FeatureStoreDep) -> None:
     await service.refuse_overwrite(name, version)
 
 
@@ -288,7 +291,7 @@ async def overwrite_version(name: str, version: int, service: FeatureStoreDep) -
     summary="Soft-delete a version: it is never returned as latest again",
 )
 async def delete_version(
-    name: str, version: int, request: Request, service: FeatureStoreDep
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
     stored = await service.delete(name, version)
     return send_json(request, stored.doc, stored.etag)
@@ -302,8 +305,8 @@ async def delete_version(
 async def diff(
     name: str,
     service: FeatureStoreDep,
-    old: Annotated[int, Query(alias="from", ge=1, description="The older version")],
-    new: Annotated[int, Query(alias="to", ge=1, description="The newer version")],
+    old: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION, description="The older version")],
+    new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION, description="The newer version")],
 ) -> FeatureSetDiff:
     return await service.diff(name, old, new)
 
