@@ -9,6 +9,7 @@ bearer key where one is needed (per deployment: it follows ``CAIRN_API_KEYS`` an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from importlib.resources import files
 from pathlib import Path
@@ -70,6 +71,12 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def hand_parsed(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAPI text of parameters a route reads by hand, where ``name=`` (an empty value) means
+    the parameter is absent, as in an HTML form."""
+    return [{**p, "allowEmptyValue": True} if p.get("in") == "query" else p for p in parameters]
+
+
 def shared_responses(
     *, guard: str | None, methods: Iterable[str], has_parameters: bool
 ) -> dict[int | str, dict[str, Any]]:
@@ -121,6 +128,29 @@ def build_openapi(app: FastAPI, *, keys_enabled: bool, read_needs_key: bool) -> 
                 operation["responses"].pop("401", None)
     app.openapi_schema = schema
     return schema
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the document lists for ``path`` (for a 405's Allow header: Starlette names
+    only those of the first route that matched the path, and several routes may share it)."""
+    paths: dict[str, dict[str, Any]] = app.openapi().get("paths", {})
+    # A literal path wins over templates it also matches, as it does in routing
+    # ("/assets/bulk" is not "/assets/{asset_id}").
+    operations = paths.get(path)
+    if operations is None:
+        table = getattr(app.state, "allowed_methods_table", None)
+        if table is None:
+            table = [
+                (re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", template) + "$"), ops)
+                for template, ops in paths.items()
+                if "{" in template
+            ]
+            app.state.allowed_methods_table = table
+        operations = {m: op for regex, ops in table if regex.match(path) for m, op in ops.items()}
+    methods = {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _assets() -> Path:

@@ -40,7 +40,13 @@ from cairn.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from cairn.openapi import GUARD_EXTENSION, build_openapi, mount_docs, shared_responses
+from cairn.openapi import (
+    GUARD_EXTENSION,
+    allowed_methods,
+    build_openapi,
+    mount_docs,
+    shared_responses,
+)
 from cairn.settings import Settings
 
 log = logging.getLogger("cairn.web")
@@ -109,8 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
             "detail": detail,
             "instance": request.url.path,
         }
-        # Keep the exception's headers: a 405 must say which methods are allowed.
-        return problem_response(exc.status_code, body, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                headers["allow"] = ", ".join(allowed)
+        return problem_response(exc.status_code, body, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -341,7 +352,12 @@ class _UnicodeCheckedRequest(Request):
                     # A json.JSONDecodeError: FastAPI answers 422 with the parser's reason.
                     if "surrogate" in exc.msg:
                         raise
-            self._json = json.loads(raw)
+            try:
+                self._json = json.loads(raw)
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError(
+                    f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})", "", 0
+                ) from exc
         return self._json
 
 

@@ -14,9 +14,11 @@ from pydantic import BaseModel, Field
 
 from cairn.errors import BadRequest, Conflict
 from cairn.models import AssetWrite, MastroTextQuery
+from cairn.openapi import problems
 from cairn.paging import MAX_PAGE
 from cairn.web import CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
+from catalogue_service.api.routes.assets import BULK_ITEM
 from catalogue_service.backends.base import SearchQuery
 from catalogue_service.service import Catalogue, mastro_asset, mastro_page
 
@@ -45,13 +47,29 @@ async def _paged(catalogue: Catalogue, query: SearchQuery, page: int, per_page: 
     return _json(mastro_page(hits.docs, hits.total, page, per_page))
 
 
-@router.put("/asset/", dependencies=[WriteGuard], summary="Mastro: upsert one asset")
+@router.put(
+    "/asset/",
+    dependencies=[WriteGuard],
+    summary="Mastro: upsert one asset",
+    responses=problems(409),
+)
 async def put_one(item: AssetWrite, catalogue: CatalogueDep) -> Response:
     asset, _ = await catalogue.put(None, item)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)), 200)
 
 
-@router.put("/assets/", dependencies=[WriteGuard], summary="Mastro: upsert a JSON array")
+@router.put(
+    "/assets/",
+    dependencies=[WriteGuard],
+    summary="Mastro: upsert a JSON array",
+    responses=problems(400, 409, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "array", "items": BULK_ITEM}}},
+        }
+    },
+)
 async def put_many(request: Request, catalogue: CatalogueDep) -> Response:
     body = await json_body(request)
     if not isinstance(body, list):
@@ -67,13 +85,23 @@ async def put_many(request: Request, catalogue: CatalogueDep) -> Response:
     return _json(result.model_dump())
 
 
-@router.get("/asset/name/{name:path}", dependencies=[ReadGuard], summary="Mastro: by name")
+@router.get(
+    "/asset/name/{name:path}",
+    dependencies=[ReadGuard],
+    summary="Mastro: by name",
+    responses=problems(404),
+)
 async def by_name(name: str, catalogue: CatalogueDep) -> Response:
     asset = await catalogue.get_by_name(name)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)))
 
 
-@router.get("/asset/id/{asset_id}", dependencies=[ReadGuard], summary="Mastro: by id")
+@router.get(
+    "/asset/id/{asset_id}",
+    dependencies=[ReadGuard],
+    summary="Mastro: by id",
+    responses=problems(404),
+)
 async def by_id(asset_id: str, catalogue: CatalogueDep) -> Response:
     asset = await catalogue.get(asset_id)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)))

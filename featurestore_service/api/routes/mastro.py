@@ -22,6 +22,7 @@ from cairn.models import (
     MastroLabelsQuery,
     MastroTextQuery,
 )
+from cairn.openapi import problems
 from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
 from cairn.web import CairnRoute, json_body
@@ -63,6 +64,7 @@ async def _page(
     dependencies=[WriteGuard],
     status_code=201,
     summary="Mastro: create a feature set (its version string becomes version_label)",
+    responses=problems(400, 409, 422),
 )
 async def put_featureset(request: Request, service: FeatureStoreDep) -> Response:
     body = validated(MastroFeatureSetWrite, await json_body(request))
@@ -74,6 +76,7 @@ async def put_featureset(request: Request, service: FeatureStoreDep) -> Response
     "/featureset/name/{name}",
     dependencies=[ReadGuard],
     summary="Mastro: every live version of a set, newest first",
+    responses=problems(404),
 )
 async def by_name(
     name: str,
