@@ -312,6 +312,8 @@ async def get_version(
     "/featuresets/{name}/versions/{version}",
     dependencies=[WriteGuard],
     status_code=409,
+    # The 409 is a problem+json raised by the service, never a JSON success body.
+    response_class=Response,
     summary="Always 409: versions are immutable",
     responses=problems(404, 409),
 )
@@ -319,6 +321,8 @@ async def get_version(
     "/featuresets/{name}/versions/{version}",
     dependencies=[WriteGuard],
     status_code=409,
+    # The 409 is a problem+json raised by the service, never a JSON success body.
+    response_class=Response,
     summary="Always 409: versions are immutable",
     operation_id="patch_version",
     responses=problems(404, 409),
