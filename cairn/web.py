@@ -1,6 +1,6 @@
 """What every Cairn HTTP service shares: problem+json errors, the body cap, API keys (checked
-before a body is read), strict JSON parsing, Prometheus metrics, the health routes and the
-API documentation pages (``cairn.openapi``).
+before a body is read), JSON parsing that refuses text that is not Unicode, Prometheus metrics,
+the health routes and the API documentation pages (``cairn.openapi``).
 
 Middlewares here are plain ASGI (not ``BaseHTTPMiddleware``) because they sit on every request
 of latency-sensitive endpoints.
@@ -45,6 +45,7 @@ from cairn.openapi import (
     allowed_methods,
     build_openapi,
     mount_docs,
+    problems,
     shared_responses,
 )
 from cairn.settings import Settings
@@ -367,9 +368,9 @@ class CairnRoute(APIRoute):
     A route guarded by ``write_guard`` or ``read_guard`` checks the key before FastAPI reads
     and parses the body, so a client without a key gets its 401 at once and cannot make the
     server parse a 16 MiB body first. JSON bodies with lone surrogates are refused with a 422
-    (``_UnicodeCheckedRequest``).
-    The route's OpenAPI entry gets the responses the shared plumbing can give
-    (``cairn.openapi.shared_responses``).
+    (``_UnicodeCheckedRequest``). The route's OpenAPI entry gets the responses the shared
+    plumbing can give (``cairn.openapi.shared_responses``) and its guard, which
+    ``cairn.openapi.build_openapi`` turns into a security requirement where keys are needed.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -453,7 +454,7 @@ def health_router(ready: ReadyCheck) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="The backend answers")
+    @router.get("/readyz", summary="The backend answers", responses=problems(503))
     async def readyz() -> Response:
         try:
             await ready()

@@ -36,8 +36,9 @@ from tests.conftest import ThreadServer
 KEY = "fuzz-key"
 # Spelt as the security scheme names it, so schemathesis can drop it to probe the key check.
 AUTH = {"Authorization": f"Bearer {KEY}"}
-# Keys needed for writes and reads alike: every operation has its key check fuzzed.
-KEYED: dict[str, Any] = {"api_keys": [KEY], "read_needs_key": True}
+# The embedded backend, and keys needed for writes and reads alike: every operation has its
+# key check fuzzed.
+KEYED: dict[str, Any] = {"backend": "sqlite", "api_keys": [KEY], "read_needs_key": True}
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
 
