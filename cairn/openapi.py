@@ -25,6 +25,14 @@ from starlette.staticfiles import StaticFiles
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 DOCS_ASSETS = "/docs/assets"
+# The documentation pages may load from this server only: no CDN, nothing that tracks readers.
+# (ReDoc's footer asks a CDN for its maker's logo and hides it when that fails; inline scripts
+# and styles are the pages' own, and ReDoc's search runs in a blob: worker.)
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "worker-src 'self' blob:; frame-ancestors 'self'"
+)
 
 # The operation extension a guarded route carries until the document is finished: "write" or
 # "read". Whether it becomes a security requirement depends on the deployment's settings.
@@ -153,6 +161,11 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+def _contained(page: HTMLResponse) -> HTMLResponse:
+    page.headers["content-security-policy"] = DOCS_POLICY
+    return page
+
+
 def _assets() -> Path:
     return Path(str(files("fastapi_offline") / "static"))
 
@@ -169,25 +182,29 @@ def docs_router(guard: Callable[[Request], None]) -> APIRouter:
     @router.get("/docs")
     async def swagger(request: Request) -> HTMLResponse:
         guard(request)
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{request.app.title} - API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-            # Swagger UI would send every spec to its public validator for a badge.
-            swagger_ui_parameters={"validatorUrl": None},
+        return _contained(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{request.app.title} - API",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                # Swagger UI would send every spec to its public validator for a badge.
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @router.get("/redoc")
     async def redoc(request: Request) -> HTMLResponse:
         guard(request)
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title=f"{request.app.title} - API",
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
+        return _contained(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{request.app.title} - API",
+                redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
         )
 
     return router

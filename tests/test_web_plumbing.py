@@ -146,7 +146,10 @@ def test_metrics_and_docs_need_a_key_unless_opened(tmp_path: Path, service: str)
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_load_their_assets_from_this_server(tmp_path: Path, page: str) -> None:
     with ThreadServer(catalogue_app(_settings(tmp_path))) as server:
-        html = httpx.get(server.url + page).text
+        answer = httpx.get(server.url + page)
+        html = answer.text
+        # The browser is told to load nothing from elsewhere.
+        assert "default-src 'self'" in answer.headers["content-security-policy"]
         references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
         references += re.findall(r"""url:\s*["']([^"']+)["']""", html)
         assert references, html
