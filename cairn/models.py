@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from cairn.paging import MAX_PAGE
 from cairn.settings import get_settings
 
 MAX_NAME = 256
@@ -347,6 +348,7 @@ FEATURESET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_FEATURESET_NAME = 200  # the catalogue asset is named "featureset:<name>" (256 at most)
 MAX_FEATURES = 10_000
 MAX_VALUE_ITEMS = 100_000  # entries of one list or map value
+MAX_VERSION = 2**63 - 1  # a version number is a 64-bit integer in both stores
 MAX_STRING_VALUE = MAX_DESCRIPTION
 
 SCALAR_DTYPES = ("int", "float", "bool", "string", "timestamp")
@@ -494,6 +496,7 @@ class FeatureSetMeta(BaseModel):
     version: int | None = Field(
         None,
         ge=1,
+        le=MAX_VERSION,
         description="Optional: the version this write expects to create; 409 when it exists.",
     )
     version_label: str | None = Field(None, max_length=MAX_SHORT)
@@ -788,10 +791,10 @@ MASTRO_MAX_PER_PAGE = 1000
 class MastroTextQuery(BaseModel):
     query: str = Field(min_length=1, max_length=1024)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 class MastroLabelsQuery(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)

@@ -140,6 +140,20 @@ class Settings(BaseSettings):
             "own key and reads with it."
         ),
     )
+    open_docs: bool = Field(
+        False,
+        description=(
+            "When API keys are set, `/docs`, `/redoc` and `/openapi.json` need a key too, "
+            "unless this is true (a browser cannot send the key to `/docs`)."
+        ),
+    )
+    open_metrics: bool = Field(
+        False,
+        description=(
+            "When API keys are set, `/metrics` needs a key too (Prometheus can send one as a "
+            "bearer token), unless this is true."
+        ),
+    )
     api_key: SecretStr | None = Field(
         None, description="Key the crawler and the feature store send to the catalogue."
     )

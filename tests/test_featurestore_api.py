@@ -609,10 +609,14 @@ def test_health_metrics_and_read_keys(tmp_path: Path) -> None:
         )
         assert c.get("/api/v1/featuresets/k").status_code == 401  # the fast route checks too
         assert c.get("/api/v1/featuresets/k", headers=key).status_code == 200
-        metrics = c.get("/metrics").text
+        # With keys set, the metrics and the API description need one too (CAIRN_OPEN_*).
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/openapi.json").status_code == 401
+        metrics = c.get("/metrics", headers=key).text
         assert 'route="/api/v1/featuresets/{name}"' in metrics
         assert "cairn_featurestore_outbox_pending" in metrics
-        assert "/api/v1/featuresets/{name}" in c.get("/openapi.json").json()["paths"]
+        spec = c.get("/openapi.json", headers=key).json()
+        assert "/api/v1/featuresets/{name}" in spec["paths"]
 
 
 # --- decoded-size limits, non-finite floats, failed writes ----------------------------------

@@ -7,13 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from cairn.errors import NotAcceptable, UnsupportedMediaType
+from cairn.web import CairnRoute
 from featurestore_service.api.deps import ReadGuard, bad_param
 from featurestore_service.api.representations import ARROW, PARQUET, negotiate
 from featurestore_service.historical import VERSIONS_HEADER, HistoricalFeatures, stream
 from featurestore_service.pit.entity_frame import ARROW as ARROW_KIND
 from featurestore_service.pit.entity_frame import PARQUET as PARQUET_KIND
 
-router = APIRouter(prefix="/api/v1", tags=["historical features"])
+router = APIRouter(prefix="/api/v1", tags=["historical features"], route_class=CairnRoute)
 
 BODY_KINDS = {
     PARQUET: PARQUET_KIND,
