@@ -25,6 +25,7 @@ from benchmarks import (
     bench_ingest,
     bench_search,
     bench_ui,
+    bench_writes,
 )
 from benchmarks.common import (
     BackendServers,
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    writes = bench_writes.QUICK_REQUESTS if sizes.quick else bench_writes.FULL_REQUESTS
+    _step("writes", lambda: bench_writes.run(sizes, command, writes), failures)
     rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
     _step("ui", lambda: bench_ui.run(sizes, command), failures)

@@ -21,6 +21,7 @@ API = "/api/v1"
 IDS_PER_CLIENT = 8
 BULK_ITEMS = 5
 TAG = "load"
+RETRIES_503 = 5
 # Share of each kind of request, in order; reads are the rest.
 MIX = (("put", 0.30), ("delete", 0.05), ("bulk", 0.10), ("get", 0.35), ("search", 0.20))
 
@@ -43,6 +44,7 @@ class LoadResult:
     acked: dict[str, Expected] = field(default_factory=dict)
     # unexpected answers: (kind, status, body head)
     failures: list[tuple[str, int, str]] = field(default_factory=list)
+    retried: int = 0  # requests sent again after a 503
 
     @property
     def all_latencies(self) -> list[float]:
@@ -82,23 +84,31 @@ async def _client(
         text = f"client {number} request {i}"
         slot = rng.randrange(IDS_PER_CLIENT)
         items: list[dict[str, Any]] = []
-        started = time.perf_counter()
+        request: httpx.Request
         if kind == "put":
-            response = await http.put(
-                f"{API}/assets/{asset_id(number, slot)}", json=_body(number, slot, text)
-            )
+            own = f"{API}/assets/{asset_id(number, slot)}"
+            request = http.build_request("PUT", own, json=_body(number, slot, text))
         elif kind == "delete":
-            response = await http.delete(f"{API}/assets/{asset_id(number, slot)}")
+            request = http.build_request("DELETE", f"{API}/assets/{asset_id(number, slot)}")
         elif kind == "bulk":
             slots = rng.sample(range(IDS_PER_CLIENT), BULK_ITEMS)
             items = [_body(number, s, f"{text} item {s}") for s in slots]
-            response = await http.post(f"{API}/assets/bulk", json=items)
+            request = http.build_request("POST", f"{API}/assets/bulk", json=items)
         elif kind == "get":
             other = rng.randrange(clients)
-            response = await http.get(f"{API}/assets/{asset_id(other, slot)}")
+            request = http.build_request("GET", f"{API}/assets/{asset_id(other, slot)}")
         else:
             params = {"tag": f"c{rng.randrange(clients)}", "limit": "20"}
-            response = await http.get(f"{API}/assets", params=params)
+            request = http.build_request("GET", f"{API}/assets", params=params)
+        started = time.perf_counter()
+        for attempt in range(RETRIES_503 + 1):
+            # 503 means "not done, retry" (a busy or unreachable database): a client that
+            # wants its write to land sends it again, as Cairn's own client does.
+            response = await http.send(request)
+            if response.status_code != 503 or attempt == RETRIES_503:
+                break
+            result.retried += 1
+            await asyncio.sleep(0.2 * (attempt + 1))
         result.latencies.setdefault(kind, []).append(time.perf_counter() - started)
         _record(kind, response, items, result)
 

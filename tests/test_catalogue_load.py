@@ -16,7 +16,9 @@ from tests import mixed_load
 from tests.conftest import ProcessServer, cairn_env, searched_ids
 
 CLIENTS = 64
-REQUESTS_PER_CLIENT = 40
+# Fixed counts, so the run stops by itself: about 20-40 s on a busy 2-core machine. FerretDB
+# (the tests' MongoDB-wire server, on SQLite) serves writes several times slower.
+REQUESTS_PER_CLIENT = {"sqlite": 20, "mongo": 5}
 SEARCH_CATCH_UP_S = 60  # the mongo backend's index may lag a write it could not index inline
 
 
@@ -29,10 +31,10 @@ def served(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iter
     server.stop()
 
 
-def test_mixed_load_keeps_every_acknowledged_write(served: ProcessServer) -> None:
-    result = asyncio.run(mixed_load.run(served.url, CLIENTS, REQUESTS_PER_CLIENT))
+def test_mixed_load_keeps_every_acknowledged_write(served: ProcessServer, backend: str) -> None:
+    result = asyncio.run(mixed_load.run(served.url, CLIENTS, REQUESTS_PER_CLIENT[backend]))
     assert not result.failures, result.failures[:5]
-    assert len(result.acked) > CLIENTS * mixed_load.IDS_PER_CLIENT // 2
+    assert len(result.acked) > CLIENTS * 2
     assert mixed_load.mismatches(served.url, result) == []
     live = {a for a, e in result.acked.items() if not e.deleted}
     deadline = time.monotonic() + SEARCH_CATCH_UP_S

@@ -34,11 +34,13 @@ import orjson
 from cairn.models import Asset, BulkItemResult, BulkStatus, label_text
 from cairn.mongo import (
     PyMongoError,
+    busy,
     connect,
     literal,
     migrate,
     unavailable,
 )
+from cairn.retry import backoff_delay
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
     PreparedWrite,
@@ -53,7 +55,7 @@ try:
     from bson import ObjectId
     from pymongo import ASCENDING, DESCENDING
     from pymongo.asynchronous.database import AsyncDatabase
-    from pymongo.errors import BulkWriteError, DuplicateKeyError
+    from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 except ImportError as exc:  # pragma: no cover
     raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
 
@@ -63,6 +65,8 @@ INDEX_BATCH = 1000
 POLL_SECONDS = 1.0
 MAX_BACKOFF = 10.0
 WRITE_ATTEMPTS = 8
+# Attempts of a whole write that the database refused as busy (FerretDB: SQLITE_BUSY).
+BUSY_ATTEMPTS = 6
 # The fields a write compares against.
 HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1, "updated_at": 1}
 # A write being applied: (the write, the state it was computed from, the row to store).
@@ -195,7 +199,16 @@ class MongoStore:
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         stamp = now.isoformat().replace("+00:00", "Z")
         async with unavailable("the write"):
-            results, rows, intents = await self._write(writes, now, stamp)
+            for attempt in range(BUSY_ATTEMPTS):
+                try:
+                    results, rows, intents = await self._write(writes, now, stamp)
+                    break
+                except OperationFailure as exc:
+                    # Nothing of the failed command was written; what earlier commands of
+                    # this write did is read back by the next attempt (as "unchanged").
+                    if not busy(exc) or attempt == BUSY_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(backoff_delay(attempt, base=0.02, cap=1.0))
         if rows:
             await self._index_now(rows, intents)
         return results
