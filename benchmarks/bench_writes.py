@@ -61,6 +61,7 @@ class Figures:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     server_cpu_s: float = 0.0
     failures: int = 0
+    retried: int = 0  # requests sent again after a 503 (busy database)
     checked: int = 0
     mismatched: int = 0
     error: str | None = None
@@ -97,6 +98,7 @@ def catalogue_load(backend: str, servers: BackendServers, requests: int) -> tupl
         result.latencies,
         server_cpu_s=cpu,
         failures=len(result.failures),
+        retried=result.retried,
         checked=len(result.acked),
         mismatched=len(wrong),
     )
