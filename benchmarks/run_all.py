@@ -27,6 +27,7 @@ from benchmarks import (
     bench_ingest,
     bench_search,
     bench_ui,
+    bench_writes,
 )
 from benchmarks.common import (
     BackendServers,
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    writes = bench_writes.QUICK_REQUESTS if sizes.quick else bench_writes.FULL_REQUESTS
+    _step("writes", lambda: bench_writes.run(sizes, command, writes), failures)
     rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
     rows = bench_historical.QUICK_ROWS if sizes.quick else bench_historical.FULL_ROWS

@@ -32,6 +32,9 @@ MAX_DESCRIPTION = 64 * 1024
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
+# Nesting of ``extra`` values (maps and lists inside maps and lists). Label values are scalars.
+# Deeper values cannot be stored (orjson stops at 255 levels) and no reader needs them.
+MAX_EXTRA_DEPTH = 32
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -78,6 +81,27 @@ def check_entries(values: list[str]) -> list[str]:
         _check_text(value, "an entry", MAX_SHORT)
         seen.setdefault(value, None)
     return list(seen)
+
+
+def check_extra(values: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` as stores can keep it: nested at most ``MAX_EXTRA_DEPTH`` levels, integers
+    in 64 bits, finite numbers. Walked without recursion, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(values, 1, "extra")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_EXTRA_DEPTH:
+                raise ValueError(
+                    f"{where} is nested more than {MAX_EXTRA_DEPTH} levels deep; flatten the value"
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack += [(v, depth + 1, f"{where}.{k}") for k, v in items]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ValueError(f"{where} is outside the 64-bit integer range")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number")
+    return values
 
 
 def check_labels(values: dict[str, LabelValue]) -> dict[str, LabelValue]:
@@ -187,6 +211,11 @@ class Manifest(BaseModel):
     def _labels(cls, values: dict[str, LabelValue]) -> dict[str, LabelValue]:
         return check_labels(values)
 
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return check_extra(values)
+
     @field_validator("schema_", mode="before")
     @classmethod
     def _schema_mapping(cls, value: Any) -> Any:
@@ -285,6 +314,9 @@ def crawled_id(volume: str, manifest_path: str, index: int) -> str:
 # --- API shapes -------------------------------------------------------------------------------
 
 BulkStatus = Literal["created", "updated", "unchanged", "deleted", "error"]
+# Why a store refused an item: its name is live elsewhere; its id belongs to another manifest
+# or to an API writer; or the asset changed since the revision the write was based on.
+ConflictKind = Literal["name", "owner", "revision"]
 
 
 class BulkItemResult(BaseModel):
@@ -294,6 +326,9 @@ class BulkItemResult(BaseModel):
     status: BulkStatus
     revision: int | None = None
     error: str | None = None
+    conflict: ConflictKind | None = Field(
+        None, description="Set when the item conflicts with the catalogue's current state"
+    )
 
 
 class BulkResponse(BaseModel):
