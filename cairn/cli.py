@@ -73,7 +73,7 @@ UP_SEEDS: list[Callable[[dict[Service, str]], None]] = []
 def _seed_featuresets(urls: dict[Service, str]) -> None:
     from featurestore_service.seed import seed_examples
 
-    seed_examples(urls)
+    seed_examples({str(service): url for service, url in urls.items()})
 
 
 UP_SEEDS.append(_seed_featuresets)

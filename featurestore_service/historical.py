@@ -11,7 +11,7 @@ pinning them (``set@3:feature``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -153,7 +153,7 @@ def versions_text(tables: list[FeatureTable]) -> str:
     return ",".join(f"{t.name}={t.version}" for t in tables)
 
 
-def _chunks(job: RetrievalJob, media: str) -> Iterator[list[bytes | memoryview]]:
+def _chunks(job: RetrievalJob, media: str) -> Generator[list[bytes | memoryview], None, None]:
     sink = ChunkSink()
     writer: pa.ipc.RecordBatchStreamWriter | pq.ParquetWriter
     if media == "parquet":

@@ -19,7 +19,7 @@ import base64
 import datetime
 import decimal
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -182,7 +182,7 @@ def finite_or_named(value: Any) -> Any:
 
 def _arrow_chunks(
     path: Path, columns: list[str] | None, limit: int | None
-) -> Iterator[list[bytes | memoryview]]:
+) -> Generator[list[bytes | memoryview], None, None]:
     parquet = open_table(path)
     schema = parquet.schema_arrow
     if columns:

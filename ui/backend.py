@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -42,13 +42,16 @@ HEALTH_TTL = 10.0
 RETRIES = 1  # one quick retry (with jitter) of a GET whose connection dropped
 
 
+Client = TypeVar("Client", AsyncCatalogueClient, AsyncFeatureStoreClient)
+
+
 @dataclass(frozen=True, slots=True)
-class Service:
+class Service(Generic[Client]):
     """One service as the UI shows it; its client sends no key (``Backend.reader`` adds one)."""
 
     name: str
     label: str
-    client: AsyncCatalogueClient | AsyncFeatureStoreClient
+    client: Client
 
     @property
     def url(self) -> str:
@@ -153,7 +156,7 @@ class Backend:
         self._probing: asyncio.Task[None] | None = None
 
     @property
-    def services(self) -> tuple[Service, Service]:
+    def services(self) -> tuple[Service[AsyncCatalogueClient], Service[AsyncFeatureStoreClient]]:
         return (self.catalogue, self.featurestore)
 
     def reader(self, api_key: str | None) -> Reader:

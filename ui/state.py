@@ -135,7 +135,7 @@ class SearchState:
         return (self.page - 1) * PAGE_SIZE + 1
 
     def url(self, **changes: object) -> str:
-        state = replace(self, **changes) if changes else self
+        state = replace(self, **changes) if changes else self  # type: ignore[arg-type]
         pairs: list[tuple[str, str]] = []
         if state.q:
             pairs.append(("q", state.q))

@@ -107,7 +107,7 @@ class Call(Generic[T]):
     method: str
     path: str
     read: Callable[[httpx.Response], T]
-    params: list[tuple[str, str]] = field(default_factory=list)
+    params: list[tuple[str, Any]] = field(default_factory=list)
     json: Any = None
     content: Any = None
     headers: dict[str, str] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 import anyio
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
-TableData = pa.Table | str | Path | bytes | Any  # Any: a pandas.DataFrame
+TableData: TypeAlias = pa.Table | str | Path | bytes | Any  # Any: a pandas.DataFrame
 
 
 def _seg(value: str) -> str:

@@ -149,7 +149,10 @@ class SearchIndex:
     def __init__(self, url: str, alias: str, timeout: float = 10.0):
         # httpx is already a dependency of Cairn; aiohttp would be a second HTTP stack.
         self.es = AsyncElasticsearch(
-            url, node_class="httpxasync", request_timeout=timeout, max_retries=1
+            url,
+            node_class="httpxasync",  # type: ignore[arg-type]  # a name the client resolves
+            request_timeout=timeout,
+            max_retries=1,
         )
         self.alias = alias
 

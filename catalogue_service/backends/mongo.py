@@ -142,9 +142,9 @@ def _refusal(write: PreparedWrite, current: dict[str, Any] | None) -> BulkItemRe
         error = stale_revision(write.doc["id"], expected, found)
         return _result(write, "error", error=error, conflict="revision")
     if current is not None and current["hash"] != write.content_hash and write.doc.get("volume"):
-        error = owner_conflict(write.doc, orjson.loads(current["doc"]))
-        if error is not None:
-            return _result(write, "error", error=error, conflict="owner")
+        taken = owner_conflict(write.doc, orjson.loads(current["doc"]))
+        if taken is not None:
+            return _result(write, "error", error=taken, conflict="owner")
     return None
 
 
@@ -270,6 +270,7 @@ class MongoStore:
                 )
                 continue
             row, was = final
+            status: BulkStatus
             if was is None:
                 status = "deleted" if row["deleted"] else "created"
             else:

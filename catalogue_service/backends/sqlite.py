@@ -201,9 +201,9 @@ class SQLiteStore:
             return BulkItemResult(**base, status="unchanged", revision=row[2])
         if row is not None and doc.get("volume"):
             (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
-            error = owner_conflict(doc, orjson.loads(current))
-            if error is not None:
-                return BulkItemResult(**base, status="error", conflict="owner", error=error)
+            taken = owner_conflict(doc, orjson.loads(current))
+            if taken is not None:
+                return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
             clash = conn.execute(
                 "SELECT id, doc FROM assets WHERE name = ? AND deleted = 0 AND id != ?",
@@ -426,8 +426,8 @@ class SQLiteStore:
         # Counting facets over a broad match (the home page, a popular tag) costs tens of ms
         # at 100k assets; the counts only change with a write, so keep them until the next one.
         generation = self.db.commits
-        key = (filter_sql, tuple(params))
-        cached = self._counts.get(key, generation, query.facets)
+        count_key = (filter_sql, tuple(params))
+        cached = self._counts.get(count_key, generation, query.facets)
         if cached is not None:
             return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
         if not rows and query.cursor is None and query.offset == 0:
@@ -437,7 +437,7 @@ class SQLiteStore:
         facets = Facets()
         if query.facets and total:
             facets = self._facets(conn, matched, params)
-        self._counts.put(key, generation, query.facets, total, facets)
+        self._counts.put(count_key, generation, query.facets, total, facets)
         return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
 
     @staticmethod

@@ -613,6 +613,7 @@ class MongoFeatureStore:
         if query.cursor is not None and len(query.cursor) != 2:
             raise InvalidCursor("The cursor does not belong to this kind of search.")
         async with unavailable("the search"):
+            filters: list[dict[str, Any]]
             if query.all_versions:
                 filters = [{"vkey": {"$nin": await self._deletions.distinct("vkey")}}]
             else:

@@ -189,13 +189,13 @@ class TableIndex:
         self.dictionaries: list[pa.Array] = []
         self.steps: list[_KeyStep] = []
         codes = np.zeros(len(times), dtype=np.int64)
-        for position, key in enumerate(keys):
+        for index, key in enumerate(keys):
             dictionary = pc.unique(key.filter(pa.array(usable)) if not usable.all() else key)
             dictionary = dictionary.drop_null()
             self.dictionaries.append(dictionary)
             column_codes = pc.index_in(key, value_set=dictionary, skip_nulls=True)
             column_codes = column_codes.fill_null(0).to_numpy().astype(np.int64)
-            if position == 0:
+            if index == 0:
                 codes = column_codes
                 continue
             folded = codes * len(dictionary) + column_codes

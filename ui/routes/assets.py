@@ -121,6 +121,8 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
     direction, depth = lineage_options(request)
     asset_call = api.asset(asset_id)
     lineage_call = api.lineage(asset_id, direction, depth)
+    asset_res: dict[str, Any] | BaseException
+    lineage_res: dict[str, Any] | BaseException
     asset_res, lineage_res = await asyncio.gather(asset_call, lineage_call, return_exceptions=True)
     if isinstance(asset_res, ServiceDown):
         note_down(request, asset_res)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -80,7 +80,7 @@ async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> BulkResponse
     return await catalogue.bulk(body)
 
 
-SEARCH_PARAMETERS = [
+SEARCH_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "q",
         "in": "query",

@@ -244,7 +244,7 @@ def feature_table_params(params: QueryParams) -> dict[str, Any]:
     return declared
 
 
-SEARCH_PARAMETERS = [
+SEARCH_PARAMETERS: list[dict[str, Any]] = [
     {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "Name prefix"},
     LABEL_PARAMETER,
     {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Free text"},
