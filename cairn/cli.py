@@ -21,6 +21,7 @@ import typer
 from cairn import __version__
 from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
+from featurestore_service.features_cli import app as features_app
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -77,6 +78,7 @@ UP_SEEDS.append(_seed_featuresets)
 
 
 app.add_typer(featureset_app, name="featureset")
+app.add_typer(features_app, name="features")
 
 
 def _version(value: bool) -> None:

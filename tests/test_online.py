@@ -6,6 +6,7 @@ SIGKILL test; MongoDB is the FerretDB the suite runs.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +14,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pyarrow as pa
 import pytest
 
+from cairn.client import AsyncFeatureStoreClient, FeatureStoreClient
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
+from tests.conftest import (
+    ProcessServer,
+    ThreadServer,
+    backend_settings,
+    cairn_env,
+    free_port,
+    run_cairn,
+)
 from tests.test_featurestore_api import parquet_bytes, upload
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -408,3 +418,52 @@ def test_materialization_resumes_after_sigkill(
         assert "resuming big version 1 at row group" in server.logs()
     finally:
         server.stop()
+
+
+def test_client_sync_async_and_cli(
+    http: httpx.Client, server: ThreadServer, tmp_path: Path
+) -> None:
+    version = put_table(
+        http,
+        "cl",
+        customers([("C1", NOW, 1.5, 4), ("C2", NOW, 2.5, 5)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    wait_online(http, "cl", version)
+    with FeatureStoreClient(server.url) as client:
+        answer = client.get_online_features(["cl:*"], {"customer_id": ["C2", "C9"]})
+        assert client.materialize("cl")["live_version"] == version
+    assert answer.to_dict() == {
+        "customer_id": ["C2", "C9"],
+        "spend": [2.5, None],
+        "visits": [5, None],
+    }
+    assert answer.statuses()["spend"] == ["PRESENT", "NOT_FOUND"]
+    assert answer.to_arrow().column("visits").to_pylist() == [5, None]
+    assert list(answer.to_df().columns) == ["customer_id", "spend", "visits"]
+
+    async def fetch() -> dict:
+        async with AsyncFeatureStoreClient(server.url) as client:
+            got = await client.get_online_features(["cl:spend"], {"customer_id": ["C1"]}, True)
+            return got.to_dict()
+
+    assert asyncio.run(fetch()) == {"customer_id": ["C1"], "cl__spend": [1.5]}
+    env = cairn_env(tmp_path / "cli")
+    done = run_cairn(
+        "features",
+        "online",
+        "-f",
+        "cl:visits",
+        "-e",
+        "customer_id=C1",
+        "--url",
+        server.url,
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["results"][1]["values"] == [4]
+    done = run_cairn("featureset", "materialize", "cl", "--url", server.url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"cl version {version} is online: 2 keys" in done.stdout

@@ -14,12 +14,14 @@ with the server's ``detail``; ``ServiceUnreachable`` when nothing answered.
 from cairn.client._http import ServiceUnreachable, raise_for_problem
 from cairn.client.catalogue import AsyncCatalogueClient, CatalogueClient
 from cairn.client.featurestore import AsyncFeatureStoreClient, FeatureStoreClient
+from cairn.client.online import OnlineFeatures
 
 __all__ = [
     "AsyncCatalogueClient",
     "AsyncFeatureStoreClient",
     "CatalogueClient",
     "FeatureStoreClient",
+    "OnlineFeatures",
     "ServiceUnreachable",
     "raise_for_problem",
 ]
