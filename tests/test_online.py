@@ -467,3 +467,32 @@ def test_client_sync_async_and_cli(
     done = run_cairn("featureset", "materialize", "cl", "--url", server.url, env=env)
     assert done.returncode == 0, done.stderr
     assert f"cl version {version} is online: 2 keys" in done.stdout
+
+
+def test_ui_page_shows_online_state_and_looks_up_a_key(
+    http: httpx.Client, server: ThreadServer, tmp_path: Path
+) -> None:
+    from ui.app import create_app as ui_app
+
+    version = put_table(
+        http,
+        "ui_cust",
+        customers([("C1", NOW, 7.25, 3)]),
+        entities="customer_id",
+        timestamp="feature_date",
+        ttl="7d",
+    )
+    wait_online(http, "ui_cust", version)
+    settings = Settings(
+        data_dir=tmp_path / "ui",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        featurestore_url=server.url,
+    )
+    with ThreadServer(ui_app(settings)) as ui, httpx.Client(base_url=ui.url, timeout=30) as page:
+        text = page.get("/featuresets/ui_cust").text
+        assert "Feature table, online" in text and "604,800 s" in text
+        assert f"version {version} · 1 keys" in text
+        found = page.get("/featuresets/ui_cust", params={"key.customer_id": "C1"}).text
+        assert "7.25" in found and "PRESENT" in found
+        missing = page.get("/featuresets/ui_cust", params={"key.customer_id": "nobody"}).text
+        assert "NOT_FOUND" in missing

@@ -273,6 +273,26 @@ class Backend:
             f"/api/v1/featuresets/{seg(name)}/versions/{seg(version)}", params
         )
 
+    async def online_state(self, name: str) -> dict[str, Any] | None:
+        """The feature table's online state, or None when it is not online."""
+        try:
+            return await self.featurestore.get_json(f"/api/v1/featuresets/{seg(name)}/online")
+        except ApiError:
+            return None
+
+    async def online_lookup(self, name: str, keys: dict[str, str]) -> dict[str, Any]:
+        """Every feature of ``name`` for one entity key (Feast's JSON)."""
+        body = {"features": [f"{name}:*"], "entities": {k: [v] for k, v in keys.items()}}
+        try:
+            response = await self.featurestore.client.post("/api/v1/online-features", json=body)
+        except httpx.TransportError as exc:
+            raise ServiceDown(self.featurestore, _transport_reason(exc)) from None
+        if response.status_code >= 500:
+            raise ServiceDown(self.featurestore, f"answered {response.status_code}")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _detail(response))
+        return orjson.loads(response.content)
+
     async def featureset_diff(self, name: str, old: int, new: int) -> dict[str, Any]:
         return await self.featurestore.get_json(
             f"/api/v1/featuresets/{seg(name)}/diff", {"from": str(old), "to": str(new)}

@@ -174,9 +174,14 @@ async def featureset_page(name: str, request: Request) -> HTMLResponse:
     data = fs.get("data") if isinstance(fs.get("data"), dict) else {}
     base = backend.featurestore.base_url
     quoted = quote(name, safe="")
+    online, lookup, lookup_keys, lookup_error = await _online(request, backend, name, fs)
     return render(
         request,
         "featureset.html",
+        online=online,
+        lookup=lookup,
+        lookup_keys=lookup_keys,
+        lookup_error=lookup_error,
         fs=fs,
         name=name,
         version=version,
@@ -193,6 +198,41 @@ async def featureset_page(name: str, request: Request) -> HTMLResponse:
         diff_from=_previous(versions, version),
         snippets=snippets(base, quoted, name, version, table is not None),
     )
+
+
+async def _online(
+    request: Request, backend: Backend, name: str, fs: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, str], str | None]:
+    """A feature table's online state and, when ``key.<entity>`` is asked, its online values."""
+    if not fs.get("feature_table"):
+        return None, [], {}, None
+    try:
+        online = await backend.online_state(name)
+    except ServiceDown:
+        return None, [], {}, None
+    keys = {
+        k.removeprefix("key."): v for k, v in request.query_params.items() if k.startswith("key.")
+    }
+    if online is None or not keys:
+        return online, [], keys, None
+    try:
+        answer = await backend.online_lookup(name, keys)
+    except (ApiError, ServiceDown) as exc:
+        return online, [], keys, str(getattr(exc, "detail", None) or exc)
+    entities = set(keys)
+    rows = [
+        {
+            "name": feature,
+            "value": result["values"][0],
+            "status": result["statuses"][0],
+            "ts": result["event_timestamps"][0],
+        }
+        for feature, result in zip(
+            answer["metadata"]["feature_names"], answer["results"], strict=True
+        )
+        if feature not in entities
+    ]
+    return online, rows, keys, None
 
 
 def _newest(versions_body: Any) -> int | None:
