@@ -91,7 +91,7 @@ class MongoOnlineStore:
             progress = doc.get("progress", 0) if doc.get("target") == target.version else 0
             live = doc.get("live")
             keep = {str(v) for v in (live, target.version) if v is not None}
-            if progress == 0:
+            if progress == 0 and live != target.version:  # the live rows are being read
                 keep.discard(str(target.version))
             await self._drop_versions(name, keep)
             await self.rows.update_one(

@@ -100,10 +100,11 @@ class SQLiteOnlineStore:
             ).fetchone()
             if current != target.version:
                 progress = 0
-                conn.execute(
-                    "DELETE FROM online_rows WHERE fset = ? AND version = ?",
-                    (name, target.version),
-                )
+                if live != target.version:  # rows of the live version are being read
+                    conn.execute(
+                        "DELETE FROM online_rows WHERE fset = ? AND version = ?",
+                        (name, target.version),
+                    )
             conn.execute(
                 "DELETE FROM online_rows WHERE fset = ? AND version NOT IN (?, ?)",
                 (name, live if live is not None else -1, target.version),
