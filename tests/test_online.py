@@ -500,3 +500,23 @@ def test_ui_page_shows_online_state_and_looks_up_a_key(
         assert "7.25" in found and "PRESENT" in found
         missing = page.get("/featuresets/ui_cust", params={"key.customer_id": "nobody"}).text
         assert "NOT_FOUND" in missing
+
+
+def test_seeded_examples_are_online(http: httpx.Client, server: ThreadServer) -> None:
+    from featurestore_service.seed import seed_featuresets
+
+    seed_featuresets(server.url)
+    customers_state = wait_online(http, "customer_features", 2)
+    assert customers_state["entities"] == ["customer_id"] and customers_state["key_count"] == 40
+    wait_online(http, "store_demand_features", 1)
+    answer = lookup(
+        http,
+        {
+            "features": ["customer_features:tenure_days", "store_demand_features:units_lag_7d"],
+            "entities": {"customer_id": ["C00001"], "store_id": [1]},
+        },
+    )
+    got = columns(answer)
+    assert got["tenure_days"]["values"] == [2061]
+    assert got["tenure_days"]["event_timestamps"] == ["2025-06-15T00:00:00Z"]
+    assert got["units_lag_7d"]["statuses"] == ["PRESENT"]
