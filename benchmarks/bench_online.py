@@ -322,7 +322,9 @@ def run(entities: int, quick: bool, command: str, venv: Path | None) -> bool:
         f"{entities:,} entities x {TIMESTAMPS} timestamps x {FEATURES} float32 features "
         f"({rows:,} rows, one Parquet file) in both. Cairn: one uvicorn worker, embedded SQLite. "
         "Feast: `feast serve --workers 1`, SQLite online store. "
-        f"**Servers and wrk share this machine's {os.cpu_count()} cores.**",
+        f"**Servers and wrk share this machine's {os.cpu_count()} cores** (and, when the load "
+        "average above is far over the core count, with other work: p99 then measures the "
+        "scheduler more than the servers; the ratios compare runs under the same load).",
         "",
     )
     if feast.error:
