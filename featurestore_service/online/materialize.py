@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cairn.errors import Conflict, NotFound
+from cairn.paging import decode_cursor
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
 from featurestore_service.feature_tables import feature_columns
 from featurestore_service.online.base import (
@@ -219,8 +220,6 @@ class Materializer:
                     found.add(data["name"])
             if not hits.next_cursor:
                 return found
-            from cairn.paging import decode_cursor
-
             cursor = decode_cursor(hits.next_cursor)
 
     async def sync(self, name: str) -> OnlineState | None:
