@@ -1,4 +1,4 @@
-"""featureset-get and featureset-arrow (DESIGN section 7), with Feast's feature server beside.
+"""featureset-get and featureset-arrow (DESIGN section 7).
 
 featureset-get: a set of 50 named values of mixed dtypes (int, float, bool, string, timestamp,
 list<float>, map<string>) written to a feature store with a fresh data folder, then
@@ -20,13 +20,8 @@ response, the stream fully consumed by an httpx streaming client; median of 3 ru
 warm-up run whose bytes are read back with pyarrow to check the row and column counts.
 Target >= 200 MB/s (MB = 10^6 bytes).
 
-Feast: a separate venv (``benchmarks/.work/feast-venv``, created by this script with
-``python -m venv`` and ``pip install feast==0.67.0`` when missing), a feature repo with a local
-SQLite online store, one entity, one feature view of 50 features (int64, float64, string,
-bool), one entity's values materialized, ``feast serve`` with one worker on a free loopback
-port, and ``POST /get-online-features`` for that entity with wrk (a Lua script holding the JSON
-body) at 16 connections. Targets: Cairn >= 3x Feast's rps and <= 1/3 of its server CPU per
-request. When Feast cannot be installed or started, RESULTS.md records why and the run goes on.
+Feast: ``ensure_feast`` and ``FeastServer`` here are shared by ``bench_online`` and
+``bench_historical``, which compare Cairn with Feast on the same work.
 
 Run alone: ``python -m benchmarks.bench_featureset [--quick] [--rows N]``.
 """
@@ -45,7 +40,7 @@ from typing import Any
 import httpx
 import orjson
 
-from benchmarks.bench_search import WRK_CONNECTIONS, WRK_THREADS, WrkFigures, run_wrk, wrk
+from benchmarks.bench_search import WRK_CONNECTIONS, WRK_THREADS, WrkFigures, wrk
 from benchmarks.bench_search import start_bare as start_bare_bodies
 from benchmarks.common import (
     PYTHON,
@@ -81,9 +76,6 @@ ARROW_RUNS = 3
 
 FEAST_VERSION = "0.67.0"
 FEAST_VENV = WORK_DIR / "feast-venv"
-FEAST_REPO = WORK_DIR / "feast-repo"
-FEAST_VIEW = "bench_stats"
-FEAST_ENTITY_ID = 1001
 FEAST_INSTALL_TIMEOUT_S = 1800
 
 
@@ -338,83 +330,6 @@ def featureset_arrow(store: Server, rows: int) -> ArrowFigures:
 
 # --- Feast --------------------------------------------------------------------------------------
 
-_FEAST_SETUP = '''\
-"""Builds the benchmark's Feast repo and materializes one entity (run in the Feast venv)."""
-import sys
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-
-import pandas as pd
-from feast import Entity, FeatureStore, FeatureView, Field, FileSource
-from feast.types import Bool, Float64, Int64, String
-
-repo = Path(sys.argv[1])
-features, entity_id, view = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-(repo / "data").mkdir(parents=True, exist_ok=True)
-(repo / "feature_store.yaml").write_text(
-    "project: cairn_bench\\n"
-    "registry: data/registry.db\\n"
-    "provider: local\\n"
-    "online_store:\\n"
-    "  type: sqlite\\n"
-    "  path: data/online_store.db\\n"
-    "entity_key_serialization_version: 3\\n"
-)
-now = datetime.now(timezone.utc).replace(microsecond=0)
-types = [Int64, Float64, String, Bool]
-row = {"entity_id": entity_id, "event_timestamp": now - timedelta(hours=1)}
-schema = []
-for i in range(features):
-    name = f"feature_{i:02d}"
-    kind = types[i % 4]
-    schema.append(Field(name=name, dtype=kind))
-    row[name] = [1_000_003 * i, i / 7 + 0.123456789, f"segment-{i}-gold", i % 2 == 0][i % 4]
-pd.DataFrame([row]).to_parquet(repo / "data" / "values.parquet")
-entity = Entity(name="entity", join_keys=["entity_id"])
-source = FileSource(
-    path=str(repo / "data" / "values.parquet"), timestamp_field="event_timestamp"
-)
-fv = FeatureView(
-    name=view, entities=[entity], ttl=timedelta(days=3650), schema=schema, source=source,
-    online=True,
-)
-store = FeatureStore(repo_path=str(repo))
-store.apply([entity, fv])
-store.materialize(start_date=now - timedelta(days=1), end_date=now)
-got = store.get_online_features(
-    features=[f"{view}:{f.name}" for f in schema], entity_rows=[{"entity_id": entity_id}]
-).to_dict()
-missing = [k for k, v in got.items() if v[0] is None]
-if missing:
-    raise SystemExit(f"materialized values missing for {missing}")
-print("FEAST_OK", len(got) - 1)
-'''
-
-_FEAST_LUA = """\
-wrk.method = "POST"
-wrk.body = [==[%(body)s]==]
-wrk.headers["Content-Type"] = "application/json"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, "p50_us": %%.0f, '
-    .. '"p99_us": %%.0f}\\n',
-    summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-@dataclass(slots=True)
-class FeastFigures:
-    version: str = ""
-    error: str | None = None
-    p50_1conn_s: float = 0.0
-    body_bytes: int = 0
-    wrk: WrkFigures | None = None
-    notes: list[str] = field(default_factory=list)
-
 
 class FeastServer(Server):
     def cpu_seconds(self) -> float:
@@ -451,102 +366,6 @@ def ensure_feast() -> tuple[Path, str]:
     return python, found.stdout.strip()
 
 
-def feast_request() -> dict[str, Any]:
-    return {
-        "features": [f"{FEAST_VIEW}:feature_{i:02d}" for i in range(FEATURES)],
-        "entities": {"entity_id": [FEAST_ENTITY_ID]},
-    }
-
-
-def feast_bench(loops: Loops) -> FeastFigures:
-    out = FeastFigures()
-    try:
-        python, out.version = ensure_feast()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        out.error = f"installing Feast failed: {exc}"
-        return out
-    repo = fresh_dir(FEAST_REPO)
-    script = repo / "setup_repo.py"
-    script.write_text(_FEAST_SETUP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "VIRTUAL_ENV"))}
-    env["FEAST_USAGE"] = "False"  # no telemetry
-    setup = subprocess.run(
-        [str(python), str(script), str(repo), str(FEATURES), str(FEAST_ENTITY_ID), FEAST_VIEW],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=repo,
-        env=env,
-    )
-    if setup.returncode != 0 or "FEAST_OK" not in setup.stdout:
-        out.error = (
-            f"building the Feast repo failed (exit {setup.returncode}):\n"
-            f"{_tail(setup.stderr or setup.stdout)}"
-        )
-        return out
-    port = free_port()
-    feast = FEAST_VENV / "bin" / "feast"
-    argv = [
-        str(feast),
-        "--chdir",
-        str(repo),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        # gunicorn's default restarts the worker every ~1,000 requests; a long-lived server
-        # is what Cairn's side is, so restarts are off.
-        "--max-requests",
-        "0",
-    ]
-    server = FeastServer("feast", argv, port, env, ready_path="/health")
-    try:
-        server.start(timeout=120)
-    except RuntimeError as exc:
-        out.error = f"`feast serve` did not start: {_tail(str(exc))}"
-        return out
-    try:
-        body = orjson.dumps(feast_request())
-        headers = {"content-type": "application/json"}
-        seconds: list[float] = []
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            answer = client.post("/get-online-features", content=body, headers=headers)
-            if answer.status_code != 200:
-                out.error = f"POST /get-online-features answered {answer.status_code}: "
-                out.error += answer.text[:500]
-                return out
-            data = answer.json()
-            names = data.get("metadata", {}).get("feature_names", [])
-            statuses = [r.get("statuses", [None])[0] for r in data.get("results", [])]
-            out.body_bytes = len(answer.content)
-            out.notes.append(
-                f"answer: {len(names)} names (entity key included), statuses "
-                f"{sorted(set(map(str, statuses)))}, {out.body_bytes:,} bytes"
-            )
-            for _ in range(loops.warmup_requests):
-                client.post("/get-online-features", content=body, headers=headers)
-            budget = Budget(min(200, loops.latency_requests), LOOP_SECONDS)
-            while budget.more():
-                t0 = time.perf_counter()
-                client.post("/get-online-features", content=body, headers=headers)
-                seconds.append(time.perf_counter() - t0)
-        out.p50_1conn_s = median(seconds)
-        out.wrk = run_wrk(
-            server,
-            _FEAST_LUA % {"body": body.decode()},
-            loops.wrk_seconds,
-            "feast-online",
-            url=server.url + "/get-online-features",
-        )
-    finally:
-        server.stop()
-    return out
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -566,10 +385,9 @@ def run(sizes: Sizes, command: str, rows: int) -> bool:
         get = featureset_get(store, loops)
         arrow = featureset_arrow(store, rows)
         store_kb = store.memory_kb()
-    feast = feast_bench(loops)
 
     all_ok = True
-    section = Section("featureset", "featureset-get, featureset-arrow, Feast", command, sizes)
+    section = Section("featureset", "featureset-get, featureset-arrow", command, sizes)
     section.add(
         "A feature store with a fresh data folder (embedded SQLite, one uvicorn worker), "
         "registering its sets in a catalogue of its own. "
@@ -660,67 +478,10 @@ def run(sizes: Sizes, command: str, rows: int) -> bool:
         "row groups of 131,072 rows, uploaded with `POST .../versions` as Parquet.",
         f"- Feature store VmHWM after both: {store_kb.get('VmHWM', 0) / 1024:.0f} MiB.",
         "",
-        "### Feast's feature server, same machine",
-        "",
+        "Feast is compared on the same work, entity-keyed lookups of the same data, in the "
+        "online-features section (`benchmarks/bench_online.py`): a whole-set GET and Feast's "
+        "per-entity lookup are different work.",
     )
-    if feast.error is not None or feast.wrk is None:
-        all_ok = False
-        section.add(
-            "**Not measured**: Feast could not be run here. The error:",
-            "",
-            "```",
-            *(feast.error or "no figures").splitlines(),
-            "```",
-        )
-    else:
-        fw = feast.wrk
-        rps_ratio = get.cairn.rps / fw.rps if fw.rps else 0.0
-        cpu_ratio = (
-            get.cairn.cpu_ms_per_request / fw.cpu_ms_per_request if fw.cpu_ms_per_request else 0
-        )
-        feast_ok = rps_ratio >= 3 and cpu_ratio <= 1 / 3 and fw.errors == 0
-        all_ok &= feast_ok
-        section.add(
-            *table(
-                [
-                    "server",
-                    "at 16 conns",
-                    "server CPU per request",
-                    "p50 at 1 conn",
-                ],
-                [
-                    [
-                        "Cairn `GET /api/v1/featuresets/{name}`",
-                        _wrk_cell(get.cairn),
-                        ms(get.cairn.cpu_ms_per_request / 1000),
-                        ms(get.p(50)),
-                    ],
-                    [
-                        f"Feast {feast.version} `POST /get-online-features`",
-                        _wrk_cell(fw),
-                        ms(fw.cpu_ms_per_request / 1000),
-                        ms(feast.p50_1conn_s),
-                    ],
-                ],
-            ),
-            *table(
-                [
-                    "Cairn / Feast rps (target >= 3x)",
-                    "CPU per request ratio (target <= 0.33)",
-                    "met",
-                ],
-                [[f"{rps_ratio:.1f}x", f"{cpu_ratio:.2f}", verdict(feast_ok)]],
-            ),
-            f"- Feast {feast.version} in its own venv (`benchmarks/.work/feast-venv`); repo with "
-            "`provider: local`, SQLite online store, one entity, one feature view of "
-            f"{FEATURES} features (int64, float64, string, bool), one entity's row materialized "
-            "with `FeatureStore.materialize`.",
-            "- `feast serve --workers 1 --no-access-log --max-requests 0` (gunicorn: a master and "
-            "one worker; CPU counts both, plus any reaped child). wrk with the same threads, "
-            "connections and duration as Cairn's run, a Lua script posting "
-            f"`{{features: [{FEATURES} names], entities: {{entity_id: [{FEAST_ENTITY_ID}]}}}}`.",
-            *(f"- Feast {n}" for n in feast.notes),
-        )
     write_section(section)
     return all_ok
 

@@ -301,7 +301,12 @@ def wrk(server: Server, paths: Sequence[str], seconds: int, name: str) -> WrkFig
 
 
 def run_wrk(
-    server: Server, script_text: str, seconds: int, name: str, url: str | None = None
+    server: Server,
+    script_text: str,
+    seconds: int,
+    name: str,
+    url: str | None = None,
+    connections: int = WRK_CONNECTIONS,
 ) -> WrkFigures:
     """Runs wrk with a Lua script that prints a WRKJSON summary; counts the server's CPU."""
     script = WORK_DIR / "wrk" / f"{name}.lua"
@@ -309,8 +314,8 @@ def run_wrk(
     script.write_text(script_text)
     argv = [
         ensure_wrk(),
-        f"-t{WRK_THREADS}",
-        f"-c{WRK_CONNECTIONS}",
+        f"-t{min(WRK_THREADS, connections)}",
+        f"-c{connections}",
         f"-d{seconds}s",
         "--timeout",
         "10s",

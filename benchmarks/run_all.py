@@ -3,8 +3,8 @@
 crawl (walk, end to end, recrawl), then ingest and search on one catalogue process per
 catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
 footprint after the search is that of the process that took the whole ingest; then the feature
-store (featureset-get, featureset-arrow, Feast side by side), historical features (a
-point-in-time join beside Feast), the UI's search page and HDFS.
+store (featureset-get, featureset-arrow; online-features, materialize and historical
+features beside Feast), the UI's search page and HDFS.
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
@@ -25,6 +25,7 @@ from benchmarks import (
     bench_hdfs,
     bench_historical,
     bench_ingest,
+    bench_online,
     bench_search,
     bench_ui,
     bench_writes,
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
     rows = bench_historical.QUICK_ROWS if sizes.quick else bench_historical.FULL_ROWS
     _step("historical", lambda: bench_historical.run(rows, sizes.quick, command), failures)
+    entities = bench_online.QUICK_ENTITIES if sizes.quick else bench_online.FULL_ENTITIES
+    _step("online", lambda: bench_online.run(entities, sizes.quick, command, None), failures)
     _step("ui", lambda: bench_ui.run(sizes, command), failures)
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])

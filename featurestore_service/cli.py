@@ -333,3 +333,28 @@ def delete(
 def _show(value: Any) -> str:
     text = orjson.dumps(value).decode()
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+@app.command()
+def materialize(
+    name: Annotated[str, typer.Argument(help="Feature table name.")],
+    version: Annotated[
+        int | None,
+        typer.Option(help="Version to serve (default: the latest); stays until the next write."),
+    ] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a feature table's latest row per entity key into the online store now."""
+    try:
+        with _client(url) as client:
+            state = client.materialize(name, version)
+    except CairnError as exc:
+        _fail(exc.detail)
+    if as_json:
+        _print_json(state)
+    else:
+        typer.echo(
+            f"{name} version {state['live_version']} is online: {state['key_count']} keys, "
+            f"materialized at {state['materialized_at']}"
+        )

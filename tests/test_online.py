@@ -6,6 +6,7 @@ SIGKILL test; MongoDB is the FerretDB the suite runs.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +14,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pyarrow as pa
 import pytest
 
+from cairn.client import AsyncFeatureStoreClient, FeatureStoreClient
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
+from tests.conftest import (
+    ProcessServer,
+    ThreadServer,
+    backend_settings,
+    cairn_env,
+    free_port,
+    run_cairn,
+)
 from tests.test_featurestore_api import parquet_bytes, upload
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -305,7 +315,7 @@ def test_materialize_on_demand_at_a_version(http: httpx.Client) -> None:
 
 
 def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:
-    keys = [f"K{i:04d}" for i in range(1000)]
+    keys = [f"K{i:04d}" for i in range(300)]
 
     def version_of(value: float) -> pa.Table:
         return customers([(k, NOW, value, int(value)) for k in keys])
@@ -332,12 +342,17 @@ def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:
                 seen.append(set(values))
 
     readers = [threading.Thread(target=read) for _ in range(2)]
+    # Readers hammer the store while it writes; on FerretDB each read of 300 keys is slow
+    # enough that two of them already interleave with every merge.
     for reader in readers:
         reader.start()
     try:
-        # 1,000 keys in row groups of 7 rows: 143 merges, each its own write.
+        # 300 keys in row groups of 7 rows: 43 merges, each its own write.
         second = put_table(http, "atomic", version_of(2.0))
-        wait_online(http, "atomic", second)
+        wait_online(http, "atomic", second, timeout=240)
+        # Writing the live version again (on demand) must not take its rows away meanwhile.
+        again = http.post("/api/v1/featuresets/atomic/materialize", timeout=240)
+        assert again.status_code == 200, again.text
         count = len(seen)
         deadline = time.monotonic() + 30
         while len(seen) < count + 3 and time.monotonic() < deadline:
@@ -347,7 +362,8 @@ def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:
         for reader in readers:
             reader.join(timeout=60)
     assert not failures, failures[:1]
-    assert all(len(values) == 1 for values in seen), [v for v in seen if len(v) != 1][:3]
+    mixed = [v for v in seen if len(v) != 1 or None in v]
+    assert not mixed, mixed[:3]
     assert {1.0} in seen and seen[-1] == {2.0}
 
 
@@ -360,12 +376,14 @@ def test_materialization_resumes_after_sigkill(
     )
     log = tmp_path / "fs.log"
     server = ProcessServer("featurestore", env, log).start()
-    rows = 60_000
+    # FerretDB writes far slower than SQLite: a smaller table still takes dozens of merges.
+    keys, group = (20_000, 500) if backend == "sqlite" else (1_500, 100)
+    rows = 3 * keys
     table = pa.table(
         {
-            "driver_id": pa.array([i % 20_000 for i in range(rows)], pa.int64()),
+            "driver_id": pa.array([i % keys for i in range(rows)], pa.int64()),
             "ts": pa.array(
-                [NOW - timedelta(minutes=i // 20_000) for i in range(rows)], pa.timestamp("us")
+                [NOW - timedelta(minutes=i // keys) for i in range(rows)], pa.timestamp("us")
             ),
             "value": pa.array([float(i) for i in range(rows)], pa.float64()),
         }
@@ -375,7 +393,7 @@ def test_materialization_resumes_after_sigkill(
             response = upload(
                 api,
                 "big",
-                parquet_bytes(table, row_group_size=500),
+                parquet_bytes(table, row_group_size=group),
                 entities="driver_id",
                 timestamp="ts",
             )
@@ -391,8 +409,11 @@ def test_materialization_resumes_after_sigkill(
         server.kill()
         server.start()
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            wait_online(http, "big", 1, timeout=180)
-            sample = list(range(0, 20_000, 997))
+            try:
+                wait_online(http, "big", 1, timeout=180)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{server.logs()[-3000:]}") from None
+            sample = list(range(0, keys, 97))
             got = columns(
                 lookup(http, {"features": ["big:value"], "entities": {"driver_id": sample}})
             )
@@ -401,3 +422,101 @@ def test_materialization_resumes_after_sigkill(
         assert "resuming big version 1 at row group" in server.logs()
     finally:
         server.stop()
+
+
+def test_client_sync_async_and_cli(
+    http: httpx.Client, server: ThreadServer, tmp_path: Path
+) -> None:
+    version = put_table(
+        http,
+        "cl",
+        customers([("C1", NOW, 1.5, 4), ("C2", NOW, 2.5, 5)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    wait_online(http, "cl", version)
+    with FeatureStoreClient(server.url) as client:
+        answer = client.get_online_features(["cl:*"], {"customer_id": ["C2", "C9"]})
+        assert client.materialize("cl")["live_version"] == version
+    assert answer.to_dict() == {
+        "customer_id": ["C2", "C9"],
+        "spend": [2.5, None],
+        "visits": [5, None],
+    }
+    assert answer.statuses()["spend"] == ["PRESENT", "NOT_FOUND"]
+    assert answer.to_arrow().column("visits").to_pylist() == [5, None]
+    assert list(answer.to_df().columns) == ["customer_id", "spend", "visits"]
+
+    async def fetch() -> dict:
+        async with AsyncFeatureStoreClient(server.url) as client:
+            got = await client.get_online_features(["cl:spend"], {"customer_id": ["C1"]}, True)
+            return got.to_dict()
+
+    assert asyncio.run(fetch()) == {"customer_id": ["C1"], "cl__spend": [1.5]}
+    env = cairn_env(tmp_path / "cli")
+    done = run_cairn(
+        "features",
+        "online",
+        "-f",
+        "cl:visits",
+        "-e",
+        "customer_id=C1",
+        "--url",
+        server.url,
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["results"][1]["values"] == [4]
+    done = run_cairn("featureset", "materialize", "cl", "--url", server.url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"cl version {version} is online: 2 keys" in done.stdout
+
+
+def test_ui_page_shows_online_state_and_looks_up_a_key(
+    http: httpx.Client, server: ThreadServer, tmp_path: Path
+) -> None:
+    from ui.app import create_app as ui_app
+
+    version = put_table(
+        http,
+        "ui_cust",
+        customers([("C1", NOW, 7.25, 3)]),
+        entities="customer_id",
+        timestamp="feature_date",
+        ttl="7d",
+    )
+    wait_online(http, "ui_cust", version)
+    settings = Settings(
+        data_dir=tmp_path / "ui",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        featurestore_url=server.url,
+    )
+    with ThreadServer(ui_app(settings)) as ui, httpx.Client(base_url=ui.url, timeout=30) as page:
+        text = page.get("/featuresets/ui_cust").text
+        assert "Feature table, online" in text and "604,800 s" in text
+        assert f"version {version} · 1 keys" in text
+        found = page.get("/featuresets/ui_cust", params={"key.customer_id": "C1"}).text
+        assert "7.25" in found and "PRESENT" in found
+        missing = page.get("/featuresets/ui_cust", params={"key.customer_id": "nobody"}).text
+        assert "NOT_FOUND" in missing
+
+
+def test_seeded_examples_are_online(http: httpx.Client, server: ThreadServer) -> None:
+    from featurestore_service.seed import seed_featuresets
+
+    seed_featuresets(server.url)
+    customers_state = wait_online(http, "customer_features", 2)
+    assert customers_state["entities"] == ["customer_id"] and customers_state["key_count"] == 40
+    wait_online(http, "store_demand_features", 1)
+    answer = lookup(
+        http,
+        {
+            "features": ["customer_features:tenure_days", "store_demand_features:units_lag_7d"],
+            "entities": {"customer_id": ["C00001"], "store_id": [1]},
+        },
+    )
+    got = columns(answer)
+    assert got["tenure_days"]["values"] == [2061]
+    assert got["tenure_days"]["event_timestamps"] == ["2025-06-15T00:00:00Z"]
+    assert got["units_lag_7d"]["statuses"] == ["PRESENT"]

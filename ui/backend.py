@@ -239,5 +239,20 @@ class Reader:
     async def featureset_versions(self, name: str, limit: int = 1000) -> dict[str, Any]:
         return await _ask(self.featurestore, self._fs.versions(name, limit=limit))
 
+    async def online_state(self, name: str) -> dict[str, Any] | None:
+        """The feature table's online state, or None when it is not online."""
+        try:
+            return await _ask(self.featurestore, self._fs.online_state(name))
+        except ApiError:
+            return None
+
+    async def online_lookup(self, name: str, keys: dict[str, str]) -> dict[str, Any]:
+        """Every feature of ``name`` for one entity key (Feast's JSON)."""
+        entities: dict[str, list[Any]] = {k: [v] for k, v in keys.items()}
+        answer = await _ask(
+            self.featurestore, self._fs.get_online_features([f"{name}:*"], entities)
+        )
+        return answer.raw
+
     async def featureset_diff(self, name: str, old: int, new: int) -> dict[str, Any]:
         return await _ask(self.featurestore, self._fs.diff(name, old, new))

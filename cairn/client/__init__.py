@@ -14,6 +14,7 @@ with the server's ``detail``; ``ServiceUnreachable`` when nothing answered.
 from cairn.client._http import BadAnswer, Health, ServiceUnreachable, raise_for_problem
 from cairn.client.catalogue import AsyncCatalogueClient, CatalogueClient
 from cairn.client.featurestore import AsyncFeatureStoreClient, FeatureStoreClient
+from cairn.client.online import OnlineFeatures
 
 __all__ = [
     "AsyncCatalogueClient",
@@ -22,6 +23,7 @@ __all__ = [
     "CatalogueClient",
     "FeatureStoreClient",
     "Health",
+    "OnlineFeatures",
     "ServiceUnreachable",
     "raise_for_problem",
 ]

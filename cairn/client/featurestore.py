@@ -32,6 +32,7 @@ from cairn.client._http import (
     file_chunks,
     headers,
 )
+from cairn.client.online import OnlineFeatures, online_body
 from cairn.models import (
     Feature,
     FeatureSet,
@@ -225,6 +226,28 @@ class FeatureStoreCalls:
         return Call(
             "DELETE", f"/api/v1/featuresets/{_seg(name)}/versions/{int(version)}", _featureset
         )
+
+    @staticmethod
+    def online(
+        features: list[str], entities: dict[str, list[Any]], full_feature_names: bool
+    ) -> Call[OnlineFeatures]:
+        return Call(
+            "POST",
+            "/api/v1/online-features",
+            OnlineFeatures.from_response,
+            json=online_body(features, entities, full_feature_names),
+        )
+
+    @staticmethod
+    def materialize(name: str, version: int | None) -> Call[dict[str, Any]]:
+        params = [("version", str(int(version)))] if version is not None else []
+        return Call(
+            "POST", f"/api/v1/featuresets/{_seg(name)}/materialize", lambda r: r.json(), params
+        )
+
+    @staticmethod
+    def online_state(name: str) -> Call[dict[str, Any]]:
+        return Call("GET", f"/api/v1/featuresets/{_seg(name)}/online", lambda r: r.json())
 
     @staticmethod
     def diff(name: str, old: int, new: int) -> Call[FeatureSetDiff]:
@@ -549,6 +572,27 @@ class FeatureStoreClient:
             part.unlink(missing_ok=True)
         return found
 
+    def get_online_features(
+        self,
+        features: list[str],
+        entities: dict[str, list[Any]],
+        full_feature_names: bool = False,
+    ) -> OnlineFeatures:
+        """Latest values of ``entities`` (``{"customer_id": [...]}``) from the online store.
+
+        ``features`` are references: ``set:feature``, ``set:*`` or ``set@3:feature``. The
+        answer has ``to_dict()``, ``to_arrow()``, ``to_df()`` and Feast's JSON in ``raw``.
+        """
+        return self._t.send(FeatureStoreCalls.online(features, entities, full_feature_names))
+
+    def materialize(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Writes the latest (or ``version``) of a feature table online now; its online state."""
+        return self._t.send(FeatureStoreCalls.materialize(name, version))
+
+    def online_state(self, name: str) -> dict[str, Any]:
+        """Live version, key count, materialized_at and pending work of a feature table."""
+        return self._t.send(FeatureStoreCalls.online_state(name))
+
     def close(self) -> None:
         self._t.close()
 
@@ -731,6 +775,20 @@ class AsyncFeatureStoreClient(AsyncServiceClient):
             FeatureStoreCalls.historical(features, full_feature_names, body, media)
         )
         return training_set(table, as_pandas)
+
+    async def get_online_features(
+        self,
+        features: list[str],
+        entities: dict[str, list[Any]],
+        full_feature_names: bool = False,
+    ) -> OnlineFeatures:
+        return await self._t.send(FeatureStoreCalls.online(features, entities, full_feature_names))
+
+    async def materialize(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return await self._t.send(FeatureStoreCalls.materialize(name, version))
+
+    async def online_state(self, name: str) -> dict[str, Any]:
+        return await self._t.send(FeatureStoreCalls.online_state(name))
 
     async def aclose(self) -> None:
         await self._t.aclose()

@@ -9,8 +9,8 @@ the state is read first, then rows that already hold every value of the version 
 starts). FerretDB, which the tests run, has no transactions and loses concurrent updates of
 one document; here each document has one writer at a time: the process materializing the set.
 
-A merge is an upsert whose filter only matches a row that is older (or absent): a newer row
-already stored makes the upsert collide on ``_id``, and the collision is the "keep it" answer.
+A merge reads the batch's rows, keeps the newer of stored and new per key, and upserts by
+``_id``; the set's single writer makes that read-then-write safe.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ from featurestore_service.online.base import Batch, OnlineRows, OnlineState, Onl
 try:
     from pymongo import ASCENDING, UpdateOne
     from pymongo.asynchronous.collection import AsyncCollection
-    from pymongo.errors import BulkWriteError
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
     raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
 
 COLLECTION = "online_features"
 STATE_SEP = "\x1e"
 ROW_SEP = "\x1f"
-DUPLICATE_KEY = 11000
 
 
 async def _schema_v1(db: Any) -> None:
@@ -93,7 +91,7 @@ class MongoOnlineStore:
             progress = doc.get("progress", 0) if doc.get("target") == target.version else 0
             live = doc.get("live")
             keep = {str(v) for v in (live, target.version) if v is not None}
-            if progress == 0:
+            if progress == 0 and live != target.version:  # the live rows are being read
                 keep.discard(str(target.version))
             await self._drop_versions(name, keep)
             await self.rows.update_one(
@@ -124,34 +122,28 @@ class MongoOnlineStore:
 
     async def write(self, name: str, version: int, batch: Batch, progress: int | None) -> None:
         field = f"v.{version}"
-        requests = [
-            UpdateOne(
-                {
-                    "_id": _row_id(name, key),
-                    "$or": [
-                        {field: {"$exists": False}},
-                        {f"{field}.t": {"$lt": ts}},
-                        {f"{field}.t": ts, f"{field}.c": {"$lte": cts}},
-                    ],
-                },
-                {"$set": {"f": name, field: {"t": ts, "c": cts, "x": value}}},
-                upsert=True,
-            )
-            for key, ts, cts, value in zip(
-                batch.keys, batch.ts, batch.cts, batch.values, strict=True
-            )
-        ]
+        ids = [_row_id(name, key) for key in batch.keys]
         async with unavailable("the write"):
+            # One read of the batch's rows, then plain by-_id upserts of the newer ones: a
+            # filter with more than _id makes FerretDB scan the collection for every row.
+            stored = {
+                doc["_id"]: doc.get("v", {}).get(str(version))
+                async for doc in self.rows.find({"_id": {"$in": ids}}, {field: 1})
+            }
+            requests = []
+            for row_id, ts, cts, value in zip(ids, batch.ts, batch.cts, batch.values, strict=True):
+                current = stored.get(row_id)
+                if current is not None and (current["t"], current["c"]) > (ts, cts):
+                    continue  # a newer row of this key is in already
+                requests.append(
+                    UpdateOne(
+                        {"_id": row_id},
+                        {"$set": {"f": name, field: {"t": ts, "c": cts, "x": value}}},
+                        upsert=True,
+                    )
+                )
             if requests:
-                try:
-                    await self.rows.bulk_write(requests, ordered=False)
-                except BulkWriteError as exc:
-                    # A collision means a newer row is stored for that key: keep it.
-                    others = [
-                        e for e in exc.details.get("writeErrors", []) if e["code"] != DUPLICATE_KEY
-                    ]
-                    if others:
-                        raise
+                await self.rows.bulk_write(requests, ordered=False)
             update: dict[str, Any] = {"$addToSet": {"written": version}}
             if progress is not None:
                 update["$set"] = {"progress": progress}

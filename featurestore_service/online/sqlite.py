@@ -1,8 +1,9 @@
 """Embedded online store: its own SQLite file (``online.db`` in the data dir, WAL).
 
-Rows are keyed (set, version, key) in a WITHOUT ROWID table, so a read of N keys is N index
-seeks, and the read joins the state row in the same statement: one snapshot holds the live
-version and its rows, which is what makes the switch atomic for readers.
+Rows are unique on (set, version, key), so a read of N keys is N index seeks. It is a rowid
+table: rows of 50 encoded values made a WITHOUT ROWID b-tree about 2x slower to read (measured).
+The read joins the state row in the same statement: one snapshot holds the live version and its
+rows, which is what makes the switch atomic for readers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+
+import anyio.to_thread
 
 from cairn.settings import Settings
 from cairn.sqlite import SQLiteFile
@@ -24,8 +27,8 @@ CREATE TABLE IF NOT EXISTS online_rows (
     ts      INTEGER NOT NULL,
     cts     INTEGER NOT NULL,
     value   BLOB NOT NULL,
-    PRIMARY KEY (fset, version, key)
-) WITHOUT ROWID;
+    UNIQUE (fset, version, key)
+);
 CREATE TABLE IF NOT EXISTS online_state (
     fset            TEXT PRIMARY KEY,
     live            INTEGER,
@@ -66,13 +69,14 @@ def _state(row: tuple) -> OnlineState:
 class SQLiteOnlineStore:
     def __init__(self, path: Path):
         self.db = SQLiteFile(Path(path))
+        self._lookups: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        import anyio.to_thread
-
         await anyio.to_thread.run_sync(self.db.open, SCHEMA, SCHEMA_VERSION)
+        self._lookups = self.db.new_reader()
 
     async def close(self) -> None:
+        self._lookups = None
         self.db.close()
 
     async def state(self, name: str) -> OnlineState | None:
@@ -100,10 +104,11 @@ class SQLiteOnlineStore:
             ).fetchone()
             if current != target.version:
                 progress = 0
-                conn.execute(
-                    "DELETE FROM online_rows WHERE fset = ? AND version = ?",
-                    (name, target.version),
-                )
+                if live != target.version:  # rows of the live version are being read
+                    conn.execute(
+                        "DELETE FROM online_rows WHERE fset = ? AND version = ?",
+                        (name, target.version),
+                    )
             conn.execute(
                 "DELETE FROM online_rows WHERE fset = ? AND version NOT IN (?, ?)",
                 (name, live if live is not None else -1, target.version),
@@ -176,16 +181,16 @@ class SQLiteOnlineStore:
             " WHERE s.fset = ?"
         )
 
-        def run(conn: sqlite3.Connection) -> OnlineRows:
-            found = conn.execute(sql, (*keys, name)).fetchall()
-            if not found:
-                return OnlineRows(live=None)
-            return OnlineRows(
-                live=found[0][0],
-                rows={key: (ts, value) for _, key, ts, value in found if key is not None},
-            )
-
-        return await self.db.read(run)
+        # On the event loop, not in a worker thread: a few primary-key seeks in a WAL file
+        # (which a writer never blocks) cost less than the hop to a thread and back.
+        assert self._lookups is not None, "store not opened"
+        found = self._lookups.execute(sql, (*keys, name)).fetchall()
+        if not found:
+            return OnlineRows(live=None)
+        return OnlineRows(
+            live=found[0][0],
+            rows={key: (ts, value) for _, key, ts, value in found if key is not None},
+        )
 
 
 def from_settings(settings: Settings) -> SQLiteOnlineStore:

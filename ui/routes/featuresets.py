@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ui.backend import ApiError, ServiceDown
+from ui.backend import ApiError, Reader, ServiceDown
 from ui.format import scalar
 from ui.render import note_down, render
 from ui.state import PAGE_SIZE, SearchState
@@ -165,9 +165,14 @@ async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLRe
     data = fs.get("data") if isinstance(fs.get("data"), dict) else {}
     base = api.featurestore.url
     quoted = quote(name, safe="")
+    online, lookup, lookup_keys, lookup_error = await _online(request, api, name, fs)
     return render(
         request,
         "featureset.html",
+        online=online,
+        lookup=lookup,
+        lookup_keys=lookup_keys,
+        lookup_error=lookup_error,
         fs=fs,
         name=name,
         version=version,
@@ -184,6 +189,41 @@ async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLRe
         diff_from=_previous(versions, version),
         snippets=snippets(base, quoted, name, version, table is not None),
     )
+
+
+async def _online(
+    request: Request, api: Reader, name: str, fs: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, str], str | None]:
+    """A feature table's online state and, when ``key.<entity>`` is asked, its online values."""
+    if not fs.get("feature_table"):
+        return None, [], {}, None
+    try:
+        online = await api.online_state(name)
+    except ServiceDown:
+        return None, [], {}, None
+    keys = {
+        k.removeprefix("key."): v for k, v in request.query_params.items() if k.startswith("key.")
+    }
+    if online is None or not keys:
+        return online, [], keys, None
+    try:
+        answer = await api.online_lookup(name, keys)
+    except (ApiError, ServiceDown) as exc:
+        return online, [], keys, str(getattr(exc, "detail", None) or exc)
+    entities = set(keys)
+    rows = [
+        {
+            "name": feature,
+            "value": result["values"][0],
+            "status": result["statuses"][0],
+            "ts": result["event_timestamps"][0],
+        }
+        for feature, result in zip(
+            answer["metadata"]["feature_names"], answer["results"], strict=True
+        )
+        if feature not in entities
+    ]
+    return online, rows, keys, None
 
 
 def _newest(versions_body: Any) -> int | None:

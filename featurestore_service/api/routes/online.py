@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from cairn.web import CairnRoute
 from featurestore_service.api.deps import ReadGuard, WriteGuard, check_read_key, int_param
 from featurestore_service.api.representations import JSON
 from featurestore_service.api.routes.featuresets import FastRoute
 
-router = APIRouter(tags=["online"])
+router = APIRouter(tags=["online"], route_class=CairnRoute)
 
 ONLINE_EXAMPLE = {
     "features": ["customer_features:recency_days", "customer_features:tenure_days"],

@@ -1,0 +1,63 @@
+"""The answer of an online lookup, as Feast's Python SDK shapes it (``OnlineResponse``).
+
+The service answers Feast feature server's JSON (one result per column); this wraps it with
+``to_dict()`` (column name -> values), ``to_arrow()`` and ``to_df()`` (pandas), and keeps the raw
+JSON with its statuses and event timestamps in ``raw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass(slots=True)
+class OnlineFeatures:
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> OnlineFeatures:
+        return cls(orjson.loads(response.content))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.raw["metadata"]["feature_names"])
+
+    def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
+        """``{column: [value per entity row]}``, entity columns first."""
+        out: dict[str, list[Any]] = {}
+        for name, result in zip(self.feature_names, self.raw["results"], strict=True):
+            out[name] = result["values"]
+        if include_event_timestamps:
+            for name, result in zip(self.feature_names, self.raw["results"], strict=True):
+                out.setdefault(f"{name}__ts", result["event_timestamps"])
+        return out
+
+    def statuses(self) -> dict[str, list[str]]:
+        return {
+            name: result["statuses"]
+            for name, result in zip(self.feature_names, self.raw["results"], strict=True)
+        }
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table(self.to_dict())
+
+    def to_df(self) -> pandas.DataFrame:
+        return self.to_arrow().to_pandas()
+
+
+def online_body(
+    features: list[str], entities: dict[str, list[Any]], full_feature_names: bool
+) -> dict[str, Any]:
+    return {
+        "features": list(features),
+        "entities": {key: list(values) for key, values in entities.items()},
+        "full_feature_names": full_feature_names,
+    }
