@@ -44,7 +44,10 @@ ARROW = "application/vnd.apache.arrow.stream"
 
 # Parquet bodies are sent as the bytes they are (random bytes from the fuzzer, a real file from
 # the explicit cases below).
-schemathesis.serializer.alias([PARQUET, "application/x-parquet"], "application/octet-stream")
+schemathesis.serializer.alias(
+    [PARQUET, "application/x-parquet", "application/vnd.apache.arrow.stream"],
+    "application/octet-stream",
+)
 
 # Examples per operation in the random phase; the deterministic phases come on top of it.
 BUDGET = settings(

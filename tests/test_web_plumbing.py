@@ -267,7 +267,10 @@ def test_the_openapi_documents_problems_keys_and_bounds(service: str) -> None:
             statuses = set(operation["responses"])
             assert "503" in statuses or path in {"/healthz", "/readyz"}, where
             # Mastro's queries are POSTs that read.
-            reads = method == "get" or path.endswith(("/search", "/tags", "/labels"))
+            # Feast's online lookup and the point-in-time join are POSTs that read as well.
+            reads = method == "get" or path.endswith(
+                ("/search", "/tags", "/labels", "online-features", "/historical-features")
+            )
             if method != "get":
                 assert "413" in statuses, where  # a body can be too large
             if not reads and path.startswith("/api/"):

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from cairn.errors import NotAcceptable, UnsupportedMediaType
+from cairn.openapi import problems
 from cairn.web import CairnRoute
 from featurestore_service.api.deps import ReadGuard, bad_param
 from featurestore_service.api.representations import ARROW, PARQUET, negotiate
@@ -49,7 +50,11 @@ def _flag(request: Request, key: str) -> bool:
             "content": {ARROW: BINARY, PARQUET: BINARY},
             "headers": {VERSIONS_HEADER: {"schema": {"type": "string"}}},
         },
-        413: {"description": "The entity frame is larger than CAIRN_MAX_ENTITY_FRAME_BYTES"},
+        **problems(400, 404, 406, 409, 415, 422),
+        413: {
+            **problems(413)[413],
+            "description": "The entity frame is larger than CAIRN_MAX_ENTITY_FRAME_BYTES",
+        },
     },
     openapi_extra={
         "requestBody": {"required": True, "content": {PARQUET: BINARY, ARROW: BINARY}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from cairn.openapi import problems
 from cairn.web import CairnRoute
 from featurestore_service.api.deps import ReadGuard, WriteGuard, check_read_key, int_param
 from featurestore_service.api.representations import JSON
@@ -53,6 +54,7 @@ for path in ("/api/v1/online-features", "/get-online-features"):
         description=DESCRIPTION,
         openapi_extra=ONLINE_DOC,
         dependencies=[ReadGuard],
+        responses=problems(400, 404, 409, 422),
         operation_id="online_features" + path.replace("/", "_").replace("-", "_"),
     )
 
@@ -60,6 +62,7 @@ for path in ("/api/v1/online-features", "/get-online-features"):
 @router.post(
     "/api/v1/featuresets/{name}/materialize",
     dependencies=[WriteGuard],
+    responses=problems(400, 404, 409, 422),
     summary="Write a feature table version into the online store now and make it live",
     description="The latest live version, or ?version=N (which then stays online until the "
     "next version of the set is written). Answers with the online state once it is live.",
@@ -73,6 +76,7 @@ async def materialize(name: str, request: Request) -> Response:
 @router.get(
     "/api/v1/featuresets/{name}/online",
     dependencies=[ReadGuard],
+    responses=problems(404),
     summary="Online state: live version, key count, materialized_at, pending version",
 )
 async def online_state(name: str, request: Request) -> Response:
