@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from pydantic import AliasChoices, ValidationError
@@ -836,6 +836,38 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
     if text is None:
         return [], [problem] if problem is not None else []
 
+    try:
+        documents, problems = _parse_text(text, path)
+    except _LibyamlTooDeep as too_deep:
+        documents, problems = _parse_prefix(text, path, too_deep)
+    if not documents and not problems:
+        problems.append(
+            Problem(path, "the file holds no manifest: it is empty", severity="warning")
+        )
+    return documents, problems
+
+
+class _LibyamlTooDeep(Exception):
+    """libyaml stopped at its own nesting limit before our ``MAX_DEPTH`` check saw the events."""
+
+    def __init__(self, error: yaml.MarkedYAMLError, field: str | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.field = field
+
+
+def _is_libyaml_too_deep(exc: BaseException | None) -> TypeGuard[yaml.MarkedYAMLError]:
+    # libyaml 0.2.6 (bundled with PyYAML >= 6.0.3 wheels) caps nesting at 1000 levels. Its
+    # scanner reads ahead through a whole flow collection, so it reaches that cap before the
+    # parser hands us the event at level 65.
+    return (
+        isinstance(exc, yaml.MarkedYAMLError)
+        and exc.problem_mark is not None
+        and "maximum nesting depth" in (exc.problem or "")
+    )
+
+
+def _parse_text(text: str, path: str) -> tuple[list[ParsedDocument], list[Problem]]:
     documents: list[ParsedDocument] = []
     problems: list[Problem] = []
     loader = _Loader(text)
@@ -843,10 +875,39 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
         _parse_stream(loader.get_event, text, path, documents, problems)
     finally:
         loader.dispose()
-    if not documents and not problems:
-        problems.append(
-            Problem(path, "the file holds no manifest: it is empty", severity="warning")
+    return documents, problems
+
+
+def _parse_prefix(
+    text: str, path: str, too_deep: _LibyamlTooDeep
+) -> tuple[list[ParsedDocument], list[Problem]]:
+    """The same report as when our own depth check catches it first (older libyaml).
+
+    The text before the point where libyaml gave up nests no deeper than libyaml's cap, and
+    everything up to our ``MAX_DEPTH`` check is in it, so parsing just that part reports the
+    documents before it and the level where the structure goes too deep, at the same line,
+    column and field on every PyYAML version. The prefix is bounded by libyaml's cap, so this
+    second pass is cheap.
+    """
+    mark = too_deep.error.problem_mark
+    assert mark is not None
+    lines = text.split("\n", mark.line)
+    cut = sum(len(line) + 1 for line in lines[: mark.line]) + mark.column
+    documents, problems = _parse_text(text[:cut], path)
+    if any(f"deeper than {MAX_DEPTH} levels" in p.reason for p in problems):
+        return documents, problems
+    # Only if libyaml's cap were ever set below ours: say so at the place libyaml stopped.
+    problems = [p for p in problems if not p.reason.startswith("YAML syntax error")]
+    problems.append(
+        Problem(
+            path,
+            "nested deeper than the YAML reader allows; flatten the structure "
+            "(the rest of the file was not read)",
+            line=mark.line + 1,
+            column=mark.column + 1,
+            field=too_deep.field,
         )
+    )
     return documents, problems
 
 
@@ -872,6 +933,8 @@ def _parse_stream(
                 root, root_mark, marks = _build(get_event)
             except _DocError as err:
                 cause = err.__cause__
+                if _is_libyaml_too_deep(cause):
+                    raise _LibyamlTooDeep(cause, err.field) from None
                 if isinstance(cause, yaml.YAMLError):
                     problems.append(_syntax_problem(cause, text, path, err.field))
                     return
@@ -914,4 +977,6 @@ def _parse_stream(
             if manifest is not None:
                 documents.append(ParsedDocument(index=index, line=doc_line, manifest=manifest))
     except yaml.YAMLError as exc:
+        if _is_libyaml_too_deep(exc):
+            raise _LibyamlTooDeep(exc, None) from None
         problems.append(_syntax_problem(exc, text, path, None))
