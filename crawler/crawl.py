@@ -253,6 +253,18 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 def select_data(
     tree: Tree, volume: Volume, manifest_path: str, location: str | None
 ) -> DataSelection:
+    try:
+        return _select_data(tree, volume, manifest_path, location)
+    except VolumeError as exc:
+        # A location the volume cannot name (a NUL, say) is this document's problem alone.
+        return DataSelection(
+            location_url=None, problem=f"location {location!r} cannot be used: {exc}"
+        )
+
+
+def _select_data(
+    tree: Tree, volume: Volume, manifest_path: str, location: str | None
+) -> DataSelection:
     folder = manifest_path.rpartition("/")[0]
     if location and _URL.match(location):
         return DataSelection(location_url=location)

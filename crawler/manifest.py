@@ -179,6 +179,16 @@ class _DocError(Exception):
 def _scalar(event: ScalarEvent) -> Any:
     tag = event.tag
     value = event.value
+    if event.style == '"':
+        # The file itself was checked for such characters; only escapes in double quotes
+        # (\0, \a, \e, \x01) can still make them, and paths and stores downstream refuse them.
+        bad = _NOT_PRINTABLE.search(value)
+        if bad is not None:
+            raise _DocError(
+                f"{_char_name(bad.group())} (written as an escape in double quotes) is not "
+                f"allowed in a manifest; remove it from {_short(value)}",
+                event.start_mark,
+            )
     if tag is None or tag == "!":
         if not event.implicit[0]:  # quoted or block scalar: always text
             return value
@@ -467,6 +477,15 @@ def _skip_document(get_event: Callable[[], Any]) -> bool:
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def _char_name(char: str) -> str:
+    code = ord(char)
+    if code == 0:
+        return "NUL character"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"lone surrogate U+{code:04X}"
+    return f"control character U+{code:04X}"
+
+
 def _line_col_of(text: str, offset: int) -> tuple[int, int]:
     line = text.count("\n", 0, offset) + 1
     column = offset - (text.rfind("\n", 0, offset) + 1) + 1
@@ -513,11 +532,9 @@ def _decode(data: bytes, path: str) -> tuple[str | None, Problem | None]:
     bad = _NOT_PRINTABLE.search(text)
     if bad is not None:
         line, column = _line_col_of(text, bad.start())
-        char = ord(bad.group())
-        what = "NUL character" if char == 0 else f"control character U+{char:04X}"
         return None, Problem(
             path,
-            f"binary content: {what} at line {line}, column {column}; "
+            f"binary content: {_char_name(bad.group())} at line {line}, column {column}; "
             "a manifest must be a YAML text file",
             line=line,
             column=column,

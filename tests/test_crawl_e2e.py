@@ -136,6 +136,26 @@ def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_
     assert code == 2 and {e["path"] for e in again["errors"]} == set(errors)
 
 
+def test_a_nul_escape_in_a_string_is_that_manifests_error(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    write(volume / "nul/MANIFEST.yaml", 'name: nul\ntype: dataset\nlocation: "x\\0y"\n')
+    write(volume / "key/MANIFEST.yaml", 'name: key\ntype: dataset\nlabels: {"a\\0": b}\n')
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2, report
+    assert report["created"] == 4  # the good manifests landed
+    errors = {e["path"]: e for e in report["errors"]}
+    assert set(errors) == {"nul/MANIFEST.yaml", "key/MANIFEST.yaml"}
+    assert (errors["nul/MANIFEST.yaml"]["line"], errors["nul/MANIFEST.yaml"]["field"]) == (
+        3,
+        "location",
+    )
+    assert "NUL character" in errors["nul/MANIFEST.yaml"]["reason"]
+    assert errors["key/MANIFEST.yaml"]["line"] == 3
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")

@@ -92,3 +92,11 @@ def test_select_data_partitioned_and_globs(tmp_path: Path) -> None:
     assert sibling.count == 3
     url = select_data(tree, volume, "other/MANIFEST.yaml", "s3://bucket/x")
     assert url.location_url == "s3://bucket/x" and url.size is None
+
+
+def test_select_data_reports_a_location_the_volume_cannot_name(tmp_path: Path) -> None:
+    volume = make(tmp_path, {"a/MANIFEST.yaml": b""})
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    nul = select_data(tree, volume, "a/MANIFEST.yaml", "x\x00y")
+    assert nul.location_url is None
+    assert nul.problem and "NUL" in nul.problem
