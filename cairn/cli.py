@@ -182,6 +182,7 @@ def reindex() -> None:
     import asyncio
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from cairn.errors import CairnError
@@ -208,10 +209,14 @@ def reindex() -> None:
         with Progress(*columns, console=err, transient=True) as bar:
             count = asyncio.run(run(bar))
     except (CairnError, OSError, RuntimeError) as exc:
-        err.print(f"[red]reindex failed:[/red] {exc}", highlight=False)
+        # escape: the message may hold an install hint, cairn[mongo], that is not markup
+        err.print(f"[red]reindex failed:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from exc
     except Exception as exc:  # a driver's own error type (pymongo, elasticsearch)
-        err.print(f"[red]reindex failed ({type(exc).__name__}):[/red] {exc}", highlight=False)
+        err.print(
+            f"[red]reindex failed ({type(exc).__name__}):[/red] {escape(str(exc))}",
+            highlight=False,
+        )
         raise typer.Exit(1) from exc
     typer.echo(
         f"Reindexed {count} assets on the {settings.backend} backend "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
 
 
 def write(path: Path, text: str) -> None:
@@ -156,6 +158,47 @@ def test_a_nul_escape_in_a_string_is_that_manifests_error(
     assert errors["key/MANIFEST.yaml"]["line"] == 3
 
 
+def test_user_text_is_never_read_as_markup(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "[bold]colour/MANIFEST.yaml", "name: colour\ntype: spaceship\n")
+    write(volume / "a[/]b/MANIFEST.yaml", 'name: "x[/]"\ntype: "[red]x[/red]"\n')
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    text = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+    assert text.returncode == 2, text.stderr
+    assert "[bold]colour/MANIFEST.yaml:2:" in text.stdout
+    assert "a[/]b/MANIFEST.yaml:2:" in text.stdout and "'[red]x[/red]'" in text.stdout
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2
+    assert {e["path"] for e in report["errors"]} == {
+        "[bold]colour/MANIFEST.yaml",
+        "a[/]b/MANIFEST.yaml",
+    }
+    # With --config, the volumes after one with such paths are still crawled.
+    other = tmp_path / "other"
+    write(other / "MANIFEST.yaml", "name: after_markup\ntype: dataset\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(f"volumes:\n  - root: {volume}\n  - root: {other}\n")
+    both = run_cairn(
+        "crawl", "--config", str(config), "--catalogue", catalogue_process.url, env=env
+    )
+    assert both.returncode == 2, both.stderr
+    assert "a[/]b/MANIFEST.yaml" in both.stdout and "created 1" in both.stdout
+
+
+def test_a_missing_extra_is_named_in_full(tmp_path: Path) -> None:
+    hide = "import sys; sys.modules['hdfs'] = None; from cairn.cli import app; app(sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "crawl", "hdfs://127.0.0.1:9/x"],
+        env=cairn_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert "pip install 'cairn[hdfs]'" in result.stderr, result.stderr
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
@@ -196,11 +239,6 @@ def test_crawl_waits_for_a_restarting_catalogue(tmp_path: Path) -> None:
     make_volume(volume)
     env = cairn_env(tmp_path / "data")
     server = ProcessServer("catalogue", env, tmp_path / "cat.log")
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     crawler = subprocess.Popen(
         [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue", server.url, "--json"],
         env=env,

@@ -117,3 +117,18 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         pass
     else:
         raise AssertionError("the catalogue kept running after cairn up stopped")
+
+
+def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
+    # As if the mongo extra were not installed: the hint must survive the terminal formatter.
+    hide = "import sys; sys.modules['pymongo'] = None; from cairn.cli import app; app(['reindex'])"
+    result = subprocess.run(
+        [sys.executable, "-c", hide],
+        env=cairn_env(tmp_path / "data", CAIRN_BACKEND="mongo"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert "pip install 'cairn[mongo]'" in result.stderr, result.stderr
