@@ -199,6 +199,26 @@ def test_a_missing_extra_is_named_in_full(tmp_path: Path) -> None:
     assert "pip install 'cairn[hdfs]'" in result.stderr, result.stderr
 
 
+def test_a_parquet_footer_over_the_cap_leaves_the_asset_without_schema(
+    tmp_path: Path, catalogue_process
+) -> None:
+    from crawler.enrich import MAX_PARQUET_FOOTER_BYTES
+
+    volume = tmp_path / "lake"
+    write(volume / "huge/MANIFEST.yaml", "name: huge_footer\ntype: dataset\n")
+    size = MAX_PARQUET_FOOTER_BYTES + 16 * 1024 * 1024  # sparse: no disk, no memory
+    with (volume / "huge/part-0.parquet").open("wb") as f:
+        f.write(b"PAR1")
+        f.seek(size - 8)
+        f.write((size - 12).to_bytes(4, "little") + b"PAR1")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 1, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "huge/part-0.parquet" and "footer claims" in warning["reason"]
+    asset = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/huge_footer").json()
+    assert asset.get("schema") in (None, []) and asset["format"] == "parquet"
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
