@@ -26,7 +26,7 @@ import orjson
 
 from cairn.models import crawled_id
 from cairn.settings import Settings
-from connectors import Entry, Volume, VolumeError, open_volume, redact_url
+from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.problems import Problem
@@ -125,6 +125,8 @@ class Tree:
     files_by_dir: dict[str, list[Entry]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=lambda: {""})
     problems: list[Problem] = field(default_factory=list)
+    # Paths the walk could not see below: what was crawled there before is kept, not deleted.
+    unreadable: list[str] = field(default_factory=list)
     files_seen: int = 0
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
@@ -211,6 +213,8 @@ def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None 
 
     def on_problem(path: str, reason: str) -> None:
         tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
+        if not reason.startswith(LINKED_FOLDER):
+            tree.unreadable.append(path)
 
     for entry in volume.walk(on_problem):
         if entry.is_dir:
@@ -652,7 +656,7 @@ class Crawler:
     ) -> list[dict[str, Any]]:
         """Soft-deletes assets whose manifest (or document) vanished."""
         # A folder the walk could not read may still hold its manifests: never delete those.
-        unreadable = [p.path for p in tree.problems]
+        unreadable = tree.unreadable
         upserted = {d["id"] for d in upserts}
         out = []
         for path, old in previous.items():

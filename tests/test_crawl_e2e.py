@@ -219,6 +219,33 @@ def test_a_parquet_footer_over_the_cap_leaves_the_asset_without_schema(
     assert asset.get("schema") in (None, []) and asset["format"] == "parquet"
 
 
+def test_a_symlink_back_into_the_volume_is_not_walked_twice(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    for name in ("one", "two"):
+        write(volume / f"data/{name}/MANIFEST.yaml", f"name: linked_{name}\ntype: dataset\n")
+    # "aaa" sorts first: walked twice, the real manifests came out as the conflicts.
+    shutil.copytree(volume / "data", volume / "aaa")
+    code, first = crawl(volume, catalogue_process)
+    assert code == 2 and first["created"] == 2  # a real copy: those are real conflicts
+    shutil.rmtree(volume / "aaa")
+    os.symlink("data", volume / "aaa")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["errors"] == []
+    assert [(w["path"], w["reason"].split(" (")[0]) for w in report["warnings"]] == [
+        ("aaa", "symlink to a folder inside the volume")
+    ]
+    # The copies' assets are gone (the link hides nothing), so the real manifests take the names.
+    assert report["deleted"] == 2 and report["created"] == 2
+    for name in ("one", "two"):
+        asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/linked_{name}").json()
+        assert asset["manifest_path"] == f"data/{name}/MANIFEST.yaml" and not asset["deleted"]
+    code, again = crawl(volume, catalogue_process)
+    assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
