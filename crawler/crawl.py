@@ -656,6 +656,7 @@ class Crawler:
     ) -> list[dict[str, Any]]:
         """Soft-deletes assets whose manifest (or document) vanished."""
         # A folder the walk could not read may still hold its manifests: never delete those.
+        # ("" is the root itself: then nothing may be deleted.)
         unreadable = tree.unreadable
         upserted = {d["id"] for d in upserts}
         out = []
@@ -666,7 +667,7 @@ class Crawler:
                 still = {d["id"] for d in pending[path].state.docs}
                 gone = [d for d in old.docs if d["id"] not in still]
             else:
-                if any(path == u or path.startswith(u + "/") for u in unreadable):
+                if any(not u or path == u or path.startswith(u + "/") for u in unreadable):
                     continue
                 gone = old.docs
             for doc in gone:

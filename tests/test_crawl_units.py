@@ -100,3 +100,20 @@ def test_select_data_reports_a_location_the_volume_cannot_name(tmp_path: Path) -
     nul = select_data(tree, volume, "a/MANIFEST.yaml", "x\x00y")
     assert nul.location_url is None
     assert nul.problem and "NUL" in nul.problem
+
+
+def test_an_unreadable_root_deletes_nothing(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, CrawlReport, Tree
+    from crawler.state import ManifestState
+
+    previous = {"a/MANIFEST.yaml": ManifestState("fp", [None], [{"id": "x", "name": "a"}])}
+    crawler = Crawler(Settings(data_dir=tmp_path))
+    now = datetime.now(UTC)
+    report = CrawlReport(volume="file:///x", started_at=now.isoformat())
+    lost = Tree(unreadable=["sub"])
+    assert [d["id"] for d in crawler._deletions(lost, previous, {}, [], report, now)] == ["x"]
+    root = Tree(unreadable=[""])  # "cannot read the volume root": the walk saw nothing
+    assert crawler._deletions(root, previous, {}, [], report, now) == []
