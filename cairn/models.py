@@ -31,6 +31,7 @@ MAX_DESCRIPTION = 64 * 1024
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
+MAX_COLUMNS = 10_000  # columns in one asset's schema
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -118,7 +119,7 @@ class Manifest(BaseModel):
     format: str | None = Field(None, max_length=64)
     schema_: list[SchemaField] | None = Field(
         None,
-        max_length=10_000,
+        max_length=MAX_COLUMNS,
         validation_alias=AliasChoices("schema", "schema_"),
         serialization_alias="schema",
     )

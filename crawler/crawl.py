@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from cairn.models import crawled_id
+from cairn.models import MAX_COLUMNS, crawled_id
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
@@ -367,6 +367,7 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
 
 
 def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    """(path, columns or None, a warning or None); both when the schema was cut short."""
     try:
         if path.lower().endswith((".parquet", ".parq")):
             with volume.open(path) as f:
@@ -375,7 +376,12 @@ def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] |
             fields = csv_schema(_head(volume, path))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
-    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], None
+    warning = None
+    if len(fields) > MAX_COLUMNS:
+        # The catalogue refuses a longer schema, which would lose the whole asset.
+        warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
+        fields = fields[:MAX_COLUMNS]
+    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
 
 
 def _head(volume: Volume, path: str) -> bytes:
@@ -579,7 +585,7 @@ class Crawler:
             for path, fields_, problem in results:
                 if fields_ is not None:
                     schemas[path] = fields_
-                elif problem:
+                if problem:
                     report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
 
         upserts: list[dict[str, Any]] = []

@@ -246,6 +246,24 @@ def test_a_symlink_back_into_the_volume_is_not_walked_twice(
     assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0
 
 
+def test_a_csv_wider_than_the_schema_limit_keeps_its_first_columns(
+    tmp_path: Path, catalogue_process
+) -> None:
+    from cairn.models import MAX_COLUMNS
+
+    volume = tmp_path / "lake"
+    write(volume / "wide/MANIFEST.yaml", "name: wide\ntype: dataset\n")
+    columns = MAX_COLUMNS + 5
+    write(volume / "wide/data.csv", ",".join(f"c{i}" for i in range(columns)) + "\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 1, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "wide/data.csv"
+    assert f"{columns} columns; the schema keeps the first {MAX_COLUMNS}" in warning["reason"]
+    asset = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/wide").json()
+    assert len(asset["schema"]) == MAX_COLUMNS and asset["schema"][-1]["name"] == "c9999"
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
