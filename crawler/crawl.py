@@ -435,7 +435,8 @@ class Crawler:
             state.close()
             volume.close()
         report.duration_s = time.perf_counter() - started
-        log.info(
+        # Debug only: the report says the same, and a log line would cut into the progress bar.
+        log.debug(
             "crawled %s: %d manifests, %d created, %d updated, %d deleted, %d unchanged, "
             "%d errors in %.2fs",
             report.volume,

@@ -126,8 +126,7 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
         return
     out.print(
         f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
-        f"{report.manifests_found} manifests ({report.manifests_parsed} parsed), "
-        f"{report.documents} assets",
+        f"{_manifests(report)}, {report.documents} assets",
         soft_wrap=True,
     )
     out.print(
@@ -140,6 +139,15 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
             out.print(f"  {label}: {problem}", soft_wrap=True)
         if len(problems) > MAX_LISTED:
             out.print(f"  ... and {len(problems) - MAX_LISTED} more {label}s (use --json)")
+
+
+def _manifests(report: CrawlReport) -> str:
+    """How many manifests, and how many had to be read because they are new or changed."""
+    found, read = report.manifests_found, report.manifests_parsed
+    text = f"{found} manifest{'' if found == 1 else 's'}"
+    if read == found:
+        return text
+    return f"{text} ({read} new or changed)" if read else f"{text} (none changed)"
 
 
 def _run_forever(

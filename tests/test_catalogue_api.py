@@ -101,6 +101,17 @@ def test_name_conflict_is_409_and_names_the_other_asset(api: httpx.Client) -> No
     assert "first" in response.json()["detail"] and "a/MANIFEST.yaml" in response.json()["detail"]
 
 
+def test_name_conflict_names_the_other_assets_volume(api: httpx.Client) -> None:
+    # Two volumes often hold manifests at the same path: the path alone would read the same.
+    first = asset("twin", manifest_path="sales/MANIFEST.yaml", volume="file:///lake-a")
+    assert api.put("/assets/in-a", json=first).status_code == 201
+    second = asset("twin", manifest_path="sales/MANIFEST.yaml", volume="file:///lake-b")
+    body = api.post("/assets/bulk", json=[{**second, "id": "in-b"}]).json()
+    (result,) = body["results"]
+    assert result["status"] == "error"
+    assert "sales/MANIFEST.yaml in volume file:///lake-a" in result["error"]
+
+
 def test_soft_delete(api: httpx.Client) -> None:
     seed(api, LAKE)
     target = api.get("/assets/by-name/stores").json()

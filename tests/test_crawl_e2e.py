@@ -264,6 +264,26 @@ def test_a_csv_wider_than_the_schema_limit_keeps_its_first_columns(
     assert len(asset["schema"]) == MAX_COLUMNS and asset["schema"][-1]["name"] == "c9999"
 
 
+def test_text_report_says_what_was_read_and_logs_nothing_twice(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+
+    def text_crawl() -> subprocess.CompletedProcess:
+        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+        assert done.returncode == 0, done.stderr
+        # The report is the output; an INFO line saying it again cuts into the progress bar.
+        assert "crawled" not in done.stderr.lower(), done.stderr
+        return done
+
+    assert ": 5 files, 3 manifests, 4 assets" in text_crawl().stdout
+    assert ": 5 files, 3 manifests (none changed), 4 assets" in text_crawl().stdout
+    write(volume / "ref/stores.cairn.yaml", "name: stores\ntype: table\n")
+    assert "3 manifests (1 new or changed), 3 assets" in text_crawl().stdout
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")

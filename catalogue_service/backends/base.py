@@ -21,7 +21,19 @@ __all__ = [
     "SearchQuery",
     "decode_cursor",
     "encode_cursor",
+    "origin",
 ]
+
+
+def origin(doc: dict[str, Any]) -> str:
+    """Where an asset came from, for messages: its manifest and volume, or its location.
+
+    The volume is named because two volumes often hold manifests at the same relative path.
+    """
+    path, volume = doc.get("manifest_path"), doc.get("volume")
+    if path and volume:
+        return f"{path} in volume {volume}"
+    return str(path or doc.get("location") or "the API")
 
 
 @dataclass(slots=True)

@@ -40,7 +40,7 @@ from cairn.mongo import (
     unavailable,
 )
 from cairn.settings import Settings
-from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery, origin
 from catalogue_service.backends.es_index import Indexed, SearchIndex
 
 try:
@@ -333,7 +333,7 @@ class MongoStore:
             other = await self.assets.find_one({"_id": literal(holder)})
             if other is not None and other["name"] == name and not other["deleted"]:
                 theirs = orjson.loads(other["doc"])
-                where = theirs.get("manifest_path") or theirs.get("location") or "the API"
+                where = origin(theirs)
                 return _name_taken(name, holder, where)
             if other is None and now - claim["at"] < CLAIM_GRACE:
                 # Its asset may be being written right now by another request.

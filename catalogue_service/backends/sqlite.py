@@ -28,6 +28,7 @@ from catalogue_service.backends.base import (
     SearchHits,
     SearchQuery,
     encode_cursor,
+    origin,
 )
 
 SCHEMA_VERSION = 1
@@ -199,7 +200,7 @@ class SQLiteStore:
             ).fetchone()
             if clash is not None:
                 other = orjson.loads(clash[1])
-                where = other.get("manifest_path") or other.get("location") or "the API"
+                where = origin(other)
                 mine = doc.get("manifest_path") or "this request"
                 return BulkItemResult(
                     **base,
