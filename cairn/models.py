@@ -342,6 +342,13 @@ class TagCount(BaseModel):
     count: int
 
 
+class CatalogueInstance(BaseModel):
+    """Which catalogue answers: its store's identity, created with the store."""
+
+    instance_id: str
+    backend: str
+
+
 # --- feature sets (DESIGN section 3) ---------------------------------------------------------
 
 FEATURESET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

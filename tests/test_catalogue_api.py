@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import ThreadServer
+from cairn.settings import Settings
+from tests.conftest import ThreadServer, backend_settings
 
 
 def asset(name: str, **fields: object) -> dict:
@@ -439,3 +440,22 @@ def test_no_filter_value_is_read_as_an_operator_or_query_syntax(api: httpx.Clien
         response = api.put("/assets/injected", json=body)
         assert response.status_code == 422, response.text
     assert api.get("/assets/injected").status_code == 404
+
+
+def test_instance_id_is_created_with_the_store(
+    api: httpx.Client, settings: Settings, request: pytest.FixtureRequest, backend: str, tmp_path
+) -> None:
+    from catalogue_service.app import create_app
+
+    first = api.get("/instance")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["backend"] == backend and len(body["instance_id"]) >= 16
+    assert api.get("/instance").json() == body
+    # The same store opened again (a restart) keeps its id; a new or wiped store has another.
+    with ThreadServer(create_app(settings)) as again:
+        assert httpx.get(again.url + "/api/v1/instance").json() == body
+    fresh = backend_settings(request, backend, data_dir=tmp_path / "fresh")
+    with ThreadServer(create_app(fresh)) as other:
+        answer = httpx.get(other.url + "/api/v1/instance").json()
+    assert answer["backend"] == backend and answer["instance_id"] != body["instance_id"]

@@ -84,6 +84,13 @@ class AssetStore(Protocol):
     async def ping(self) -> None:
         """Raises when the backend cannot serve requests."""
 
+    async def instance_id(self) -> str:
+        """This store's identity, created with it: a new or wiped store has a new one.
+
+        Crawlers key what they remember by it, so they never skip a catalogue that lacks
+        what they pushed to another one.
+        """
+
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         """Applies writes in order, atomically per item; unchanged content is not written."""
 
