@@ -428,11 +428,20 @@ class Crawler:
         except VolumeError as exc:
             raise CrawlFailed(f"cannot open volume {redact_url(volume_url)}: {exc}") from exc
         report = CrawlReport(volume=volume.url, started_at=now.isoformat())
-        state = CrawlState(self.settings.crawl_state_dir, volume.url)
         try:
-            self._crawl(volume, state, report, now)
+            with self._pusher() as pusher:
+                # Asked first, even when nothing changed: what was pushed is remembered per
+                # catalogue, and a catalogue that cannot be reached is a failed crawl.
+                try:
+                    catalogue_id = pusher.instance_id()
+                except CatalogueUnreachable as exc:
+                    raise CrawlFailed(str(exc)) from exc
+                state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
+                try:
+                    self._crawl(volume, state, report, now, pusher)
+                finally:
+                    state.close()
         finally:
-            state.close()
             volume.close()
         report.duration_s = time.perf_counter() - started
         # Debug only: the report says the same, and a log line would cut into the progress bar.
@@ -450,7 +459,22 @@ class Crawler:
         )
         return report
 
-    def _crawl(self, volume: Volume, state: CrawlState, report: CrawlReport, now: datetime) -> None:
+    def _pusher(self) -> CataloguePusher:
+        return CataloguePusher(
+            self.catalogue_url,
+            api_key=self.api_key,
+            timeout=self.settings.http_timeout,
+            attempts=self.settings.http_retries,
+        )
+
+    def _crawl(
+        self,
+        volume: Volume,
+        state: CrawlState,
+        report: CrawlReport,
+        now: datetime,
+        pusher: CataloguePusher,
+    ) -> None:
         try:
             tree = walk_tree(volume, self.patterns, self.progress)
         except VolumeError as exc:
@@ -486,7 +510,7 @@ class Crawler:
 
         deletions = self._deletions(tree, previous, pending, upserts, report, now)
         if upserts or deletions:
-            self._push(deletions + upserts, pending, previous, tree, report, state)
+            self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
 
     # -- pieces of _crawl --
 
@@ -685,6 +709,7 @@ class Crawler:
 
     def _push(
         self,
+        pusher: CataloguePusher,
         items: list[dict[str, Any]],
         pending: dict[str, Pending],
         previous: dict[str, ManifestState],
@@ -696,48 +721,42 @@ class Crawler:
         deleted_ids: set[str] = set()
         batch_size = self.settings.crawl_batch_size
         pushed = 0
-        with CataloguePusher(
-            self.catalogue_url,
-            api_key=self.api_key,
-            timeout=self.settings.http_timeout,
-            attempts=self.settings.http_retries,
-        ) as pusher:
-            for start in range(0, len(items), batch_size):
-                batch = items[start : start + batch_size]
-                wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
-                try:
-                    result = pusher.bulk(wire)
-                except CatalogueUnreachable as exc:
-                    # Save what landed so far; the rest is sent again next time.
-                    self._save_state(
-                        state,
-                        pending,
-                        previous,
-                        tree,
-                        failed_ids | _ids(items[start:]),
-                        deleted_ids,
-                    )
-                    raise CrawlFailed(str(exc)) from exc
-                for item, res in zip(batch, result.results, strict=True):
-                    if res.status == "error":
-                        failed_ids.add(item["id"])
-                        path = item.get("manifest_path") or "?"
-                        found = pending.get(path)
-                        line = found.lines.get(item["id"]) if found else None
-                        report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
-                        report.failed += 1
-                    elif res.status == "deleted":
-                        deleted_ids.add(item["id"])
-                        report.deleted += 1
-                    elif res.status == "created":
-                        report.created += 1
-                    elif res.status == "updated":
-                        report.updated += 1
-                    else:
-                        report.unchanged += 1
-                pushed += len(batch)
-                if self.progress:
-                    self.progress("push", pushed, len(items))
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+            try:
+                result = pusher.bulk(wire)
+            except CatalogueUnreachable as exc:
+                # Save what landed so far; the rest is sent again next time.
+                self._save_state(
+                    state,
+                    pending,
+                    previous,
+                    tree,
+                    failed_ids | _ids(items[start:]),
+                    deleted_ids,
+                )
+                raise CrawlFailed(str(exc)) from exc
+            for item, res in zip(batch, result.results, strict=True):
+                if res.status == "error":
+                    failed_ids.add(item["id"])
+                    path = item.get("manifest_path") or "?"
+                    found = pending.get(path)
+                    line = found.lines.get(item["id"]) if found else None
+                    report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
+                    report.failed += 1
+                elif res.status == "deleted":
+                    deleted_ids.add(item["id"])
+                    report.deleted += 1
+                elif res.status == "created":
+                    report.created += 1
+                elif res.status == "updated":
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            pushed += len(batch)
+            if self.progress:
+                self.progress("push", pushed, len(items))
         self._save_state(state, pending, previous, tree, failed_ids, deleted_ids)
 
     @staticmethod

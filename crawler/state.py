@@ -1,7 +1,11 @@
-"""What a crawler saw last time on one volume, so an unchanged volume causes no writes.
+"""What a crawler pushed last time from one volume to one catalogue, so an unchanged volume
+causes no writes.
 
-One small SQLite file per volume under ``<data dir>/crawl-state/``. A manifest's row is only
-written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
+One small SQLite file per (volume, catalogue instance) under ``<data dir>/crawl-state/``. The
+catalogue is known by the instance id it reports (``GET /api/v1/instance``), created with its
+store: a crawl aimed at another catalogue, or at one that was reset, starts from an empty state
+and pushes everything, rather than skipping assets that catalogue lacks. A manifest's row is
+only written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
 than loses.
 """
 
@@ -35,9 +39,9 @@ class ManifestState:
 
 
 class CrawlState:
-    def __init__(self, state_dir: Path, volume_url: str):
+    def __init__(self, state_dir: Path, volume_url: str, catalogue_id: str):
         state_dir.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(volume_url.encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{volume_url}\n{catalogue_id}".encode()).hexdigest()[:16]
         self.path = state_dir / f"{key}.db"
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")

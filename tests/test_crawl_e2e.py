@@ -318,6 +318,41 @@ def test_crawl_exit_1_when_catalogue_is_unreachable(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nope" in missing.stderr
 
 
+def test_crawl_state_is_kept_per_catalogue(tmp_path: Path) -> None:
+    """A catalogue that lacks the assets (new, wiped, another one) gets them all."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    crawler_env = cairn_env(tmp_path / "crawler", CAIRN_HTTP_RETRIES="2")
+
+    def crawl_into(url: str) -> tuple[int, dict]:
+        done = run_cairn("crawl", str(volume), "--catalogue", url, "--json", env=crawler_env)
+        return done.returncode, json.loads(done.stdout)
+
+    a = ProcessServer("catalogue", cairn_env(tmp_path / "a"), tmp_path / "a.log").start()
+    b = ProcessServer("catalogue", cairn_env(tmp_path / "b"), tmp_path / "b.log").start()
+    try:
+        code, into_a = crawl_into(a.url)
+        assert code == 0 and into_a["created"] == 4, into_a
+        code, into_b = crawl_into(b.url)
+        assert code == 0 and into_b["created"] == 4, into_b
+        assert search(b.url)["total"] == 4
+        code, again = crawl_into(a.url)
+        assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0
+        assert again["unchanged"] == 4 and again["manifests_parsed"] == 0
+        # A wiped catalogue (same URL, new store) is a new instance: it gets everything again.
+        b.stop()
+        shutil.rmtree(tmp_path / "b")
+        b.start()
+        code, wiped = crawl_into(b.url)
+        assert code == 0 and wiped["created"] == 4, wiped
+    finally:
+        a.stop()
+        b.stop()
+    # Nothing changed on the volume, but a catalogue that does not answer is a failed crawl.
+    code, stopped = crawl_into(a.url)
+    assert code == 1 and "cannot reach the catalogue" in stopped["error"]
+
+
 def test_crawl_waits_for_a_restarting_catalogue(tmp_path: Path) -> None:
     """Started while the catalogue is down, the crawl retries and lands everything."""
     volume = tmp_path / "lake"
