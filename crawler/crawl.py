@@ -491,8 +491,9 @@ class Crawler:
             if old is not None:
                 selections = [select_data(tree, volume, path, loc) for loc in old.locations]
                 if fingerprint(entry, selections) == old.fingerprint:
-                    report.unchanged += len(old.docs)
-                    report.documents += len(old.docs)
+                    count = len(old.docs)
+                    report.unchanged += count
+                    report.documents += count
                     continue
             to_parse.append(path)
         report.manifests_parsed = len(to_parse)
@@ -502,6 +503,7 @@ class Crawler:
                 paths = sorted(to_parse)
                 parsed = self._map(pool, _parse_chunk, volume, _parse_one, paths, "parse")
                 upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
+                del parsed  # the asset documents hold what is still needed
         except BrokenProcessPool as exc:
             raise CrawlFailed(
                 f"a parsing process died ({exc}); was it out of memory? "

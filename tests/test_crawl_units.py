@@ -117,3 +117,23 @@ def test_an_unreadable_root_deletes_nothing(tmp_path: Path) -> None:
     assert [d["id"] for d in crawler._deletions(lost, previous, {}, [], report, now)] == ["x"]
     root = Tree(unreadable=[""])  # "cannot read the volume root": the walk saw nothing
     assert crawler._deletions(root, previous, {}, [], report, now) == []
+
+
+def test_crawl_state_round_trip_keeps_documents_as_stored_until_asked(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, ManifestState
+
+    docs = [{"id": "a1", "name": "a", "schema": [{"name": "x", "type": "int64"}]}]
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.save({"a/MANIFEST.yaml": ManifestState("fp", ["./x"], docs)}, [])
+    state.close()
+    again = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    loaded = again.load()["a/MANIFEST.yaml"]
+    assert (loaded.fingerprint, loaded.locations, loaded.docs) == ("fp", ["./x"], docs)
+    assert loaded.ids() == {"a1"}
+    again.save({}, ["a/MANIFEST.yaml"])
+    assert again.load() == {}
+    again.close()
+    # Another catalogue is another state: nothing was pushed there yet.
+    other = CrawlState(tmp_path, "file:///lake", "catalogue-2")
+    assert other.path != again.path and other.load() == {}
+    other.close()
