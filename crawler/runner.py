@@ -62,9 +62,10 @@ def consoles() -> tuple[Console, Console]:
     Reports carry user text (paths, names, values, install hints such as ``cairn[hdfs]``);
     Rich markup would read ``[bold]`` in a path as a style, or ``[/]`` as an error.
     """
+    # soft_wrap: lines are not broken at the terminal's width, so paths stay whole.
     return (
-        Console(stderr=True, markup=False, highlight=False),
-        Console(markup=False, highlight=False),
+        Console(stderr=True, markup=False, highlight=False, soft_wrap=True),
+        Console(markup=False, highlight=False, soft_wrap=True),
     )
 
 

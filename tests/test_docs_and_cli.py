@@ -132,3 +132,30 @@ def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "pip install 'cairn[mongo]'" in result.stderr, result.stderr
+
+
+def test_reindex_outside_a_project_refuses_and_creates_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-project" / ".cairn"
+    result = run_cairn("reindex", env=cairn_env(empty))
+    assert result.returncode == 1
+    assert f"no catalogue at {empty / 'catalogue.db'}" in result.stderr, result.stderr
+    assert "CAIRN_DATA_DIR" in result.stderr
+    assert not empty.exists()
+
+
+def test_reindex_rebuilds_an_embedded_catalogue(tmp_path: Path) -> None:
+    import asyncio
+
+    from catalogue_service.backends import create_store
+
+    settings = Settings(data_dir=tmp_path / "data")
+
+    async def make() -> None:
+        store = create_store(settings)
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+    result = run_cairn("reindex", env=cairn_env(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert "Reindexed 0 assets on the sqlite backend" in result.stdout
