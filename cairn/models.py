@@ -28,10 +28,10 @@ from cairn.settings import get_settings
 
 MAX_NAME = 256
 MAX_DESCRIPTION = 64 * 1024
+MAX_COLUMNS = 10_000  # columns in one asset's schema
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
-MAX_COLUMNS = 10_000  # columns in one asset's schema
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

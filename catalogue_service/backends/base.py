@@ -21,7 +21,6 @@ __all__ = [
     "SearchQuery",
     "decode_cursor",
     "encode_cursor",
-    "origin",
 ]
 
 
