@@ -66,6 +66,10 @@ class CrawlState:
         state_dir.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(f"{volume_url}\n{catalogue_id}".encode()).hexdigest()[:16]
         self.path = state_dir / f"{key}.db"
+        # Earlier versions kept one state per volume, whatever the catalogue: never read again.
+        legacy = state_dir / f"{hashlib.sha256(volume_url.encode()).hexdigest()[:16]}.db"
+        for stale in (legacy, legacy.with_suffix(".db-wal"), legacy.with_suffix(".db-shm")):
+            stale.unlink(missing_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)

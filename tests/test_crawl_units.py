@@ -137,3 +137,14 @@ def test_crawl_state_round_trip_keeps_documents_as_stored_until_asked(tmp_path: 
     other = CrawlState(tmp_path, "file:///lake", "catalogue-2")
     assert other.path != again.path and other.load() == {}
     other.close()
+
+
+def test_a_state_kept_per_volume_only_is_removed(tmp_path: Path) -> None:
+    import hashlib
+
+    from crawler.state import CrawlState
+
+    legacy = tmp_path / f"{hashlib.sha256(b'file:///lake').hexdigest()[:16]}.db"
+    legacy.write_bytes(b"")
+    CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
+    assert not legacy.exists()
