@@ -69,6 +69,7 @@ class CrawlRun:
     exit_code: int
     report: dict[str, Any] = field(default_factory=dict)
     stderr: str = ""
+    peak_rss_mib: float = 0.0  # the largest process: the crawler itself, past a few manifests
 
     @property
     def writes(self) -> int:
@@ -170,8 +171,18 @@ def crawler_ready() -> str | None:
     return None
 
 
+# Runs the crawl as its child and prints, last on stderr, the largest peak RSS (KiB) of it and
+# the processes it waited for (its parsing workers): one figure per run.
+_PEAK_RSS = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print(f'peak-rss-kib {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', "
+    "file=sys.stderr); sys.exit(r.returncode)"
+)
+
+
 def crawl_once(root: Path, catalogue: CatalogueProcess) -> CrawlRun:
-    argv = [PYTHON, "-m", "cairn", "crawl", str(root), "--catalogue", catalogue.url, "--json"]
+    argv = [PYTHON, "-c", _PEAK_RSS, PYTHON, "-m", "cairn", "crawl", str(root)]
+    argv += ["--catalogue", catalogue.url, "--json"]
     server_before = catalogue.cpu_seconds()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -193,6 +204,9 @@ def crawl_once(root: Path, catalogue: CatalogueProcess) -> CrawlRun:
         exit_code=proc.returncode,
         stderr=proc.stderr[-2000:],
     )
+    last = proc.stderr.strip().rsplit("\n", 1)[-1]
+    if last.startswith("peak-rss-kib "):
+        run.peak_rss_mib = int(last.split()[1]) / 1024
     try:
         run.report = json.loads(proc.stdout)
     except ValueError:
@@ -285,7 +299,8 @@ def run(sizes: Sizes, command: str) -> bool:
                 f"(crawler's own duration_s {own_s} s: {own_rate}); "
                 f"{in_catalogue:,} assets in the catalogue afterwards; "
                 f"crawler CPU {cold.cpu_s:.2f} s ({cold.cpu_s / cold.wall_s:.2f} cores), "
-                f"catalogue CPU {cold.server_cpu_s:.2f} s",
+                f"catalogue CPU {cold.server_cpu_s:.2f} s; "
+                f"crawler peak RSS {cold.peak_rss_mib:,.0f} MiB",
                 f"{rate:,.0f} manifests/s",
                 ">= 5,000 manifests/s",
                 verdict(e2e_ok),
@@ -308,7 +323,8 @@ def run(sizes: Sizes, command: str) -> bool:
                     f"{warm.report.get('manifests_parsed', '?')} manifests parsed); "
                     f"crawler duration_s {warm.report.get('duration_s', '?')} s, "
                     f"{warm.wall_s:.2f} s wall with interpreter start-up "
-                    f"({warm.wall_s / base:.2f}x walk)",
+                    f"({warm.wall_s / base:.2f}x walk); "
+                    f"crawler peak RSS {warm.peak_rss_mib:,.0f} MiB",
                     f"{ratio:.2f}x walk",
                     "0 writes, <= 1.5x walk",
                     verdict(re_ok),

@@ -195,6 +195,7 @@ def reindex() -> None:
     import asyncio
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from cairn.errors import CairnError
@@ -203,6 +204,17 @@ def reindex() -> None:
     _setup_logging()
     settings = get_settings()
     err = Console(stderr=True)
+    if settings.backend == "sqlite" and not settings.catalogue_db.is_file():
+        # Opening would create an empty catalogue: almost always a command run from the
+        # wrong folder, which must not leave a stray .cairn behind.
+        err.print(
+            f"reindex: no catalogue at {settings.catalogue_db}; run it from the folder that "
+            "holds the catalogue's data (.cairn), or set CAIRN_DATA_DIR to that folder",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # a path broken over two lines cannot be copied
+        )
+        raise typer.Exit(1)
 
     async def run(bar: Progress) -> int:
         store = create_store(settings)
@@ -221,10 +233,15 @@ def reindex() -> None:
         with Progress(*columns, console=err, transient=True) as bar:
             count = asyncio.run(run(bar))
     except (CairnError, OSError, RuntimeError) as exc:
-        err.print(f"[red]reindex failed:[/red] {exc}", highlight=False)
+        # escape: the message may hold an install hint, cairn[mongo], that is not markup
+        err.print(f"[red]reindex failed:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     except Exception as exc:  # a driver's own error type (pymongo, elasticsearch)
-        err.print(f"[red]reindex failed ({type(exc).__name__}):[/red] {exc}", highlight=False)
+        err.print(
+            f"[red]reindex failed ({type(exc).__name__}):[/red] {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from exc
     typer.echo(
         f"Reindexed {count} assets on the {settings.backend} backend "

@@ -29,6 +29,7 @@ from cairn.settings import get_settings
 
 MAX_NAME = 256
 MAX_DESCRIPTION = 64 * 1024
+MAX_COLUMNS = 10_000  # columns in one asset's schema
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
@@ -143,7 +144,7 @@ class Manifest(BaseModel):
     format: str | None = Field(None, max_length=64)
     schema_: list[SchemaField] | None = Field(
         None,
-        max_length=10_000,
+        max_length=MAX_COLUMNS,
         validation_alias=AliasChoices("schema", "schema_"),
         serialization_alias="schema",
     )
@@ -375,6 +376,13 @@ class Lineage(BaseModel):
 class TagCount(BaseModel):
     tag: str
     count: int
+
+
+class CatalogueInstance(BaseModel):
+    """Which catalogue answers: its store's identity, created with the store."""
+
+    instance_id: str
+    backend: str
 
 
 # --- feature sets (DESIGN section 3) ---------------------------------------------------------

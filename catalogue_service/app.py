@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from catalogue_service.api.routes import assets, mastro
+from catalogue_service.api.routes import assets, instance, mastro
 from catalogue_service.backends import create_store
 from catalogue_service.service import Catalogue
 
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
     app.include_router(mastro.router)
     app.include_router(assets.router)
+    app.include_router(instance.router)
     return app

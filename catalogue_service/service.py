@@ -18,6 +18,7 @@ from cairn.models import (
     AssetWrite,
     BulkItemResult,
     BulkResponse,
+    CatalogueInstance,
     Lineage,
     LineageEdge,
     LineageNode,
@@ -236,6 +237,11 @@ class Catalogue:
                     nodes[consumer.id] = _node(consumer, level)
                     next_frontier.append(consumer)
             frontier = next_frontier
+
+    async def instance(self) -> CatalogueInstance:
+        return CatalogueInstance(
+            instance_id=await self.store.instance_id(), backend=self.settings.backend
+        )
 
     async def tags(self, limit: int) -> dict[str, int]:
         return await self.store.tag_counts(limit)

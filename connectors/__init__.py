@@ -4,7 +4,7 @@ The remote connectors load on first use of their scheme (see registry.py), so th
 libraries are optional extras.
 """
 
-from connectors.base import Entry, ProblemSink, Volume, normalize_relpath
+from connectors.base import LINKED_FOLDER, Entry, ProblemSink, Volume, normalize_relpath
 from connectors.errors import (
     AccessDenied,
     EntryNotFound,
@@ -18,6 +18,7 @@ from connectors.local import LocalVolume
 from connectors.registry import open_volume, redact_url, supported_schemes
 
 __all__ = [
+    "LINKED_FOLDER",
     "AccessDenied",
     "Entry",
     "EntryNotFound",

@@ -48,6 +48,11 @@ def make_entry(path: str, size: int, mtime_ns: int, is_dir: bool) -> Entry:
 # (relative path, reason): how a walk reports what it skipped without stopping.
 ProblemSink: TypeAlias = Callable[[str, str], None]
 
+# How a reason starts when a walk skipped a symlink to a folder it walks under the folder's real
+# path anyway. Nothing below such a link goes unseen, unlike below a folder that could not be
+# listed, so a caller need not keep what it found there before.
+LINKED_FOLDER = "symlink to a folder inside the volume"
+
 
 @runtime_checkable
 class Volume(Protocol):

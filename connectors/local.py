@@ -2,9 +2,11 @@
 
 Walk rules:
 - only regular files and directories are yielded; FIFOs, sockets and devices are reported;
-- a symlink is followed only when its target resolves inside the root; a symlink to a directory
-  is walked once, under the link's own path, and a symlink back into one of its own ancestors is
-  reported as a loop; outside targets and dangling links are reported, never followed;
+- a symlink to a file inside the root is yielded under the link's path; a symlink to a folder is
+  never followed: inside the root that folder is walked under its real path anyway (following
+  the link would list its files twice, under two names), a link to one of its own ancestors is
+  reported as a loop, and each such link is reported once; outside targets and dangling links
+  are reported, never followed;
 - every error (unreadable directory, entry vanishing mid-walk) goes to ``on_problem`` and the
   walk carries on;
 - order is the filesystem's listing order, depth first; callers that need an order sort.
@@ -16,11 +18,11 @@ import errno
 import logging
 import os
 import stat as st_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
-from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import LINKED_FOLDER, Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import (
     AccessDenied,
     EntryNotFound,
@@ -143,7 +145,6 @@ class LocalVolume:
             return
         root_key = (info.st_dev, info.st_ino)
         stack: list[_Pending] = [(self.root, "", root_key, (root_key,))]
-        followed: dict[_DevIno, str] = {}
         push = stack.append
         fsopen, fstat, scandir, close, new = os.open, os.fstat, os.scandir, os.close, make_entry
         while stack:
@@ -184,12 +185,7 @@ class LocalVolume:
                                 push((base + de.name, rel + "/", sub_key, (*ancestors, sub_key)))
                             elif de.is_symlink():
                                 yield from self._follow(
-                                    base + de.name,
-                                    prefix + de.name,
-                                    ancestors,
-                                    followed,
-                                    push,
-                                    report,
+                                    base + de.name, prefix + de.name, ancestors, report
                                 )
                             else:
                                 s = de.stat(follow_symlinks=False)
@@ -211,8 +207,6 @@ class LocalVolume:
         link_abs: str,
         rel: str,
         ancestors: tuple[_DevIno, ...],
-        followed: dict[_DevIno, str],
-        push: Callable[[_Pending], None],
         report: ProblemSink,
     ) -> Iterator[Entry]:
         # Rare path: resolving costs a few syscalls per link, which is fine off the hot loop.
@@ -237,18 +231,11 @@ class LocalVolume:
         if not st_mod.S_ISDIR(s.st_mode):
             report(rel, f"not a regular file ({_kind(s.st_mode)}), skipped")
             return
-        key = (s.st_dev, s.st_ino)
-        if key in ancestors:
+        if (s.st_dev, s.st_ino) in ancestors:
             report(rel, "symlink loop, skipped")
             return
-        if key in followed:
-            # Following every link to the same directory could multiply the tree
-            # exponentially (links to links); once is enough to see its contents.
-            report(rel, f"symlink to a directory already followed via {followed[key]!r}, skipped")
-            return
-        followed[key] = rel
-        yield Entry(rel, s.st_size, s.st_mtime_ns, True)
-        push((real, rel + "/", key, (*ancestors, key)))
+        target = os.path.relpath(real, self.root)
+        report(rel, f"{LINKED_FOLDER} ({target!r}), which is crawled under that path; not followed")
 
     # -- single entries ------------------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from cairn.models import crawled_id
+from cairn.models import MAX_COLUMNS, crawled_id
 from cairn.settings import Settings
-from connectors import Entry, Volume, VolumeError, open_volume, redact_url
+from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.problems import Problem
@@ -125,6 +125,8 @@ class Tree:
     files_by_dir: dict[str, list[Entry]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=lambda: {""})
     problems: list[Problem] = field(default_factory=list)
+    # Paths the walk could not see below: what was crawled there before is kept, not deleted.
+    unreadable: list[str] = field(default_factory=list)
     files_seen: int = 0
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
@@ -211,6 +213,8 @@ def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None 
 
     def on_problem(path: str, reason: str) -> None:
         tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
+        if not reason.startswith(LINKED_FOLDER):
+            tree.unreadable.append(path)
 
     for entry in volume.walk(on_problem):
         if entry.is_dir:
@@ -251,6 +255,18 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def select_data(
+    tree: Tree, volume: Volume, manifest_path: str, location: str | None
+) -> DataSelection:
+    try:
+        return _select_data(tree, volume, manifest_path, location)
+    except VolumeError as exc:
+        # A location the volume cannot name (a NUL, say) is this document's problem alone.
+        return DataSelection(
+            location_url=None, problem=f"location {location!r} cannot be used: {exc}"
+        )
+
+
+def _select_data(
     tree: Tree, volume: Volume, manifest_path: str, location: str | None
 ) -> DataSelection:
     folder = manifest_path.rpartition("/")[0]
@@ -351,6 +367,7 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
 
 
 def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    """(path, columns or None, a warning or None); both when the schema was cut short."""
     try:
         if path.lower().endswith((".parquet", ".parq")):
             with volume.open(path) as f:
@@ -359,7 +376,12 @@ def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] |
             fields = csv_schema(_head(volume, path))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
-    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], None
+    warning = None
+    if len(fields) > MAX_COLUMNS:
+        # The catalogue refuses a longer schema, which would lose the whole asset.
+        warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
+        fields = fields[:MAX_COLUMNS]
+    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
 
 
 def _head(volume: Volume, path: str) -> bytes:
@@ -406,14 +428,24 @@ class Crawler:
         except VolumeError as exc:
             raise CrawlFailed(f"cannot open volume {redact_url(volume_url)}: {exc}") from exc
         report = CrawlReport(volume=volume.url, started_at=now.isoformat())
-        state = CrawlState(self.settings.crawl_state_dir, volume.url)
         try:
-            self._crawl(volume, state, report, now)
+            with self._pusher() as pusher:
+                # Asked first, even when nothing changed: what was pushed is remembered per
+                # catalogue, and a catalogue that cannot be reached is a failed crawl.
+                try:
+                    catalogue_id = pusher.instance_id()
+                except CatalogueUnreachable as exc:
+                    raise CrawlFailed(str(exc)) from exc
+                state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
+                try:
+                    self._crawl(volume, state, report, now, pusher)
+                finally:
+                    state.close()
         finally:
-            state.close()
             volume.close()
         report.duration_s = time.perf_counter() - started
-        log.info(
+        # Debug only: the report says the same, and a log line would cut into the progress bar.
+        log.debug(
             "crawled %s: %d manifests, %d created, %d updated, %d deleted, %d unchanged, "
             "%d errors in %.2fs",
             report.volume,
@@ -427,7 +459,22 @@ class Crawler:
         )
         return report
 
-    def _crawl(self, volume: Volume, state: CrawlState, report: CrawlReport, now: datetime) -> None:
+    def _pusher(self) -> CataloguePusher:
+        return CataloguePusher(
+            self.catalogue_url,
+            api_key=self.api_key,
+            timeout=self.settings.http_timeout,
+            attempts=self.settings.http_retries,
+        )
+
+    def _crawl(
+        self,
+        volume: Volume,
+        state: CrawlState,
+        report: CrawlReport,
+        now: datetime,
+        pusher: CataloguePusher,
+    ) -> None:
         try:
             tree = walk_tree(volume, self.patterns, self.progress)
         except VolumeError as exc:
@@ -444,8 +491,9 @@ class Crawler:
             if old is not None:
                 selections = [select_data(tree, volume, path, loc) for loc in old.locations]
                 if fingerprint(entry, selections) == old.fingerprint:
-                    report.unchanged += len(old.docs)
-                    report.documents += len(old.docs)
+                    count = len(old.docs)
+                    report.unchanged += count
+                    report.documents += count
                     continue
             to_parse.append(path)
         report.manifests_parsed = len(to_parse)
@@ -455,6 +503,7 @@ class Crawler:
                 paths = sorted(to_parse)
                 parsed = self._map(pool, _parse_chunk, volume, _parse_one, paths, "parse")
                 upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
+                del parsed  # the asset documents hold what is still needed
         except BrokenProcessPool as exc:
             raise CrawlFailed(
                 f"a parsing process died ({exc}); was it out of memory? "
@@ -463,7 +512,7 @@ class Crawler:
 
         deletions = self._deletions(tree, previous, pending, upserts, report, now)
         if upserts or deletions:
-            self._push(deletions + upserts, pending, previous, tree, report, state)
+            self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
 
     # -- pieces of _crawl --
 
@@ -563,7 +612,7 @@ class Crawler:
             for path, fields_, problem in results:
                 if fields_ is not None:
                     schemas[path] = fields_
-                elif problem:
+                if problem:
                     report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
 
         upserts: list[dict[str, Any]] = []
@@ -640,7 +689,8 @@ class Crawler:
     ) -> list[dict[str, Any]]:
         """Soft-deletes assets whose manifest (or document) vanished."""
         # A folder the walk could not read may still hold its manifests: never delete those.
-        unreadable = [p.path for p in tree.problems]
+        # ("" is the root itself: then nothing may be deleted.)
+        unreadable = tree.unreadable
         upserted = {d["id"] for d in upserts}
         out = []
         for path, old in previous.items():
@@ -650,7 +700,7 @@ class Crawler:
                 still = {d["id"] for d in pending[path].state.docs}
                 gone = [d for d in old.docs if d["id"] not in still]
             else:
-                if any(path == u or path.startswith(u + "/") for u in unreadable):
+                if any(not u or path == u or path.startswith(u + "/") for u in unreadable):
                     continue
                 gone = old.docs
             for doc in gone:
@@ -661,6 +711,7 @@ class Crawler:
 
     def _push(
         self,
+        pusher: CataloguePusher,
         items: list[dict[str, Any]],
         pending: dict[str, Pending],
         previous: dict[str, ManifestState],
@@ -672,48 +723,42 @@ class Crawler:
         deleted_ids: set[str] = set()
         batch_size = self.settings.crawl_batch_size
         pushed = 0
-        with CataloguePusher(
-            self.catalogue_url,
-            api_key=self.api_key,
-            timeout=self.settings.http_timeout,
-            attempts=self.settings.http_retries,
-        ) as pusher:
-            for start in range(0, len(items), batch_size):
-                batch = items[start : start + batch_size]
-                wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
-                try:
-                    result = pusher.bulk(wire)
-                except CatalogueUnreachable as exc:
-                    # Save what landed so far; the rest is sent again next time.
-                    self._save_state(
-                        state,
-                        pending,
-                        previous,
-                        tree,
-                        failed_ids | _ids(items[start:]),
-                        deleted_ids,
-                    )
-                    raise CrawlFailed(str(exc)) from exc
-                for item, res in zip(batch, result.results, strict=True):
-                    if res.status == "error":
-                        failed_ids.add(item["id"])
-                        path = item.get("manifest_path") or "?"
-                        found = pending.get(path)
-                        line = found.lines.get(item["id"]) if found else None
-                        report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
-                        report.failed += 1
-                    elif res.status == "deleted":
-                        deleted_ids.add(item["id"])
-                        report.deleted += 1
-                    elif res.status == "created":
-                        report.created += 1
-                    elif res.status == "updated":
-                        report.updated += 1
-                    else:
-                        report.unchanged += 1
-                pushed += len(batch)
-                if self.progress:
-                    self.progress("push", pushed, len(items))
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+            try:
+                result = pusher.bulk(wire)
+            except CatalogueUnreachable as exc:
+                # Save what landed so far; the rest is sent again next time.
+                self._save_state(
+                    state,
+                    pending,
+                    previous,
+                    tree,
+                    failed_ids | _ids(items[start:]),
+                    deleted_ids,
+                )
+                raise CrawlFailed(str(exc)) from exc
+            for item, res in zip(batch, result.results, strict=True):
+                if res.status == "error":
+                    failed_ids.add(item["id"])
+                    path = item.get("manifest_path") or "?"
+                    found = pending.get(path)
+                    line = found.lines.get(item["id"]) if found else None
+                    report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
+                    report.failed += 1
+                elif res.status == "deleted":
+                    deleted_ids.add(item["id"])
+                    report.deleted += 1
+                elif res.status == "created":
+                    report.created += 1
+                elif res.status == "updated":
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            pushed += len(batch)
+            if self.progress:
+                self.progress("push", pushed, len(items))
         self._save_state(state, pending, previous, tree, failed_ids, deleted_ids)
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -102,11 +103,39 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_SHORT else text[: MAX_SHORT - 3] + "..."
 
 
+# A footer holds the schema and every row group's column statistics: tens of MB for very wide,
+# long files. One that claims more is corrupt or hostile, and Arrow would allocate all of it.
+MAX_PARQUET_FOOTER_BYTES = 64 * 1024 * 1024
+# Arrow reads this much of a file's end first; reading the same range here costs a remote
+# volume no extra request (its file object keeps the last block).
+_FOOTER_PROBE_BYTES = 64 * 1024
+
+
+def _check_footer_size(f: BinaryIO) -> None:
+    """Refuses a footer claiming more than ``MAX_PARQUET_FOOTER_BYTES`` before Arrow reads it."""
+    try:
+        end = f.seek(0, io.SEEK_END)
+        f.seek(max(0, end - _FOOTER_PROBE_BYTES))
+        tail = f.read(_FOOTER_PROBE_BYTES)[-8:]
+        f.seek(0)
+    except (OSError, ValueError):
+        return  # not seekable: Arrow says so in its own words
+    if len(tail) == 8 and tail[4:] == b"PAR1":
+        claimed = int.from_bytes(tail[:4], "little")
+        if claimed > MAX_PARQUET_FOOTER_BYTES:
+            raise SchemaReadError(
+                f"the Parquet footer claims {claimed} bytes, over the limit of "
+                f"{MAX_PARQUET_FOOTER_BYTES} bytes; the file is corrupt or not meant to be "
+                "read, so its schema was not read"
+            )
+
+
 def parquet_schema(f: BinaryIO) -> list[SchemaField]:
     """The columns of a Parquet file, read from its footer only (no row group is touched).
 
     ``f`` must be seekable; it is left open.
     """
+    _check_footer_size(f)
     try:
         parquet = pq.ParquetFile(f)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:

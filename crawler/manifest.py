@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from pydantic import AliasChoices, ValidationError
@@ -179,6 +179,16 @@ class _DocError(Exception):
 def _scalar(event: ScalarEvent) -> Any:
     tag = event.tag
     value = event.value
+    if event.style == '"':
+        # The file itself was checked for such characters; only escapes in double quotes
+        # (\0, \a, \e, \x01) can still make them, and paths and stores downstream refuse them.
+        bad = _NOT_PRINTABLE.search(value)
+        if bad is not None:
+            raise _DocError(
+                f"{_char_name(bad.group())} (written as an escape in double quotes) is not "
+                f"allowed in a manifest; remove it from {_short(value)}",
+                event.start_mark,
+            )
     if tag is None or tag == "!":
         if not event.implicit[0]:  # quoted or block scalar: always text
             return value
@@ -467,6 +477,15 @@ def _skip_document(get_event: Callable[[], Any]) -> bool:
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def _char_name(char: str) -> str:
+    code = ord(char)
+    if code == 0:
+        return "NUL character"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"lone surrogate U+{code:04X}"
+    return f"control character U+{code:04X}"
+
+
 def _line_col_of(text: str, offset: int) -> tuple[int, int]:
     line = text.count("\n", 0, offset) + 1
     column = offset - (text.rfind("\n", 0, offset) + 1) + 1
@@ -513,11 +532,9 @@ def _decode(data: bytes, path: str) -> tuple[str | None, Problem | None]:
     bad = _NOT_PRINTABLE.search(text)
     if bad is not None:
         line, column = _line_col_of(text, bad.start())
-        char = ord(bad.group())
-        what = "NUL character" if char == 0 else f"control character U+{char:04X}"
         return None, Problem(
             path,
-            f"binary content: {what} at line {line}, column {column}; "
+            f"binary content: {_char_name(bad.group())} at line {line}, column {column}; "
             "a manifest must be a YAML text file",
             line=line,
             column=column,
@@ -837,6 +854,38 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
     if text is None:
         return [], [problem] if problem is not None else []
 
+    try:
+        documents, problems = _parse_text(text, path)
+    except _LibyamlTooDeep as too_deep:
+        documents, problems = _parse_prefix(text, path, too_deep)
+    if not documents and not problems:
+        problems.append(
+            Problem(path, "the file holds no manifest: it is empty", severity="warning")
+        )
+    return documents, problems
+
+
+class _LibyamlTooDeep(Exception):
+    """libyaml stopped at its own nesting limit before our ``MAX_DEPTH`` check saw the events."""
+
+    def __init__(self, error: yaml.MarkedYAMLError, field: str | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.field = field
+
+
+def _is_libyaml_too_deep(exc: BaseException | None) -> TypeGuard[yaml.MarkedYAMLError]:
+    # libyaml 0.2.6 (bundled with PyYAML >= 6.0.3 wheels) caps nesting at 1000 levels. Its
+    # scanner reads ahead through a whole flow collection, so it reaches that cap before the
+    # parser hands us the event at level 65.
+    return (
+        isinstance(exc, yaml.MarkedYAMLError)
+        and exc.problem_mark is not None
+        and "maximum nesting depth" in (exc.problem or "")
+    )
+
+
+def _parse_text(text: str, path: str) -> tuple[list[ParsedDocument], list[Problem]]:
     documents: list[ParsedDocument] = []
     problems: list[Problem] = []
     loader = _Loader(text)
@@ -844,10 +893,39 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
         _parse_stream(loader.get_event, text, path, documents, problems)
     finally:
         loader.dispose()
-    if not documents and not problems:
-        problems.append(
-            Problem(path, "the file holds no manifest: it is empty", severity="warning")
+    return documents, problems
+
+
+def _parse_prefix(
+    text: str, path: str, too_deep: _LibyamlTooDeep
+) -> tuple[list[ParsedDocument], list[Problem]]:
+    """The same report as when our own depth check catches it first (older libyaml).
+
+    The text before the point where libyaml gave up nests no deeper than libyaml's cap, and
+    everything up to our ``MAX_DEPTH`` check is in it, so parsing just that part reports the
+    documents before it and the level where the structure goes too deep, at the same line,
+    column and field on every PyYAML version. The prefix is bounded by libyaml's cap, so this
+    second pass is cheap.
+    """
+    mark = too_deep.error.problem_mark
+    assert mark is not None
+    lines = text.split("\n", mark.line)
+    cut = sum(len(line) + 1 for line in lines[: mark.line]) + mark.column
+    documents, problems = _parse_text(text[:cut], path)
+    if any(f"deeper than {MAX_DEPTH} levels" in p.reason for p in problems):
+        return documents, problems
+    # Only if libyaml's cap were ever set below ours: say so at the place libyaml stopped.
+    problems = [p for p in problems if not p.reason.startswith("YAML syntax error")]
+    problems.append(
+        Problem(
+            path,
+            "nested deeper than the YAML reader allows; flatten the structure "
+            "(the rest of the file was not read)",
+            line=mark.line + 1,
+            column=mark.column + 1,
+            field=too_deep.field,
         )
+    )
     return documents, problems
 
 
@@ -873,6 +951,8 @@ def _parse_stream(
                 root, root_mark, marks = _build(get_event)
             except _DocError as err:
                 cause = err.__cause__
+                if _is_libyaml_too_deep(cause):
+                    raise _LibyamlTooDeep(cause, err.field) from None
                 if isinstance(cause, yaml.YAMLError):
                     problems.append(_syntax_problem(cause, text, path, err.field))
                     return
@@ -915,4 +995,6 @@ def _parse_stream(
             if manifest is not None:
                 documents.append(ParsedDocument(index=index, line=doc_line, manifest=manifest))
     except yaml.YAMLError as exc:
+        if _is_libyaml_too_deep(exc):
+            raise _LibyamlTooDeep(exc, None) from None
         problems.append(_syntax_problem(exc, text, path, None))

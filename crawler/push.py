@@ -1,14 +1,16 @@
-"""Pushes crawled assets to the catalogue's bulk endpoint over HTTP."""
+"""Pushes crawled assets to the catalogue's bulk endpoint over HTTP, and asks which catalogue
+it is talking to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 
 from cairn import __version__
-from cairn.models import BulkResponse
+from cairn.models import BulkResponse, CatalogueInstance
 from cairn.retry import RetryableStatus, call_with_retries
 
 
@@ -32,14 +34,32 @@ class CataloguePusher:
         self.attempts = attempts
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
+    def instance_id(self) -> str:
+        """The catalogue's instance id: what the crawler remembers is kept per catalogue."""
+        response = self._call(
+            lambda: self._client.get("/api/v1/instance"),
+            f"instance lookup at {self.base_url}",
+        )
+        try:
+            return CatalogueInstance.model_validate_json(response.content).instance_id
+        except ValueError as exc:
+            raise CatalogueUnreachable(
+                f"{self.base_url} answered GET /api/v1/instance with something that is not a "
+                "Cairn catalogue's instance id; is the URL right?"
+            ) from exc
+
     def bulk(self, items: list[dict[str, Any]]) -> BulkResponse:
         body = orjson.dumps(items)
+        response = self._call(
+            lambda: self._client.post("/api/v1/assets/bulk", content=body),
+            f"push of {len(items)} assets to {self.base_url}",
+        )
+        return BulkResponse.model_validate_json(response.content)
+
+    def _call(self, request: Callable[[], httpx.Response], what: str) -> httpx.Response:
+        """The response to ``request`` (retried); CatalogueUnreachable unless it is a 200."""
         try:
-            response = call_with_retries(
-                lambda: self._client.post("/api/v1/assets/bulk", content=body),
-                attempts=self.attempts,
-                what=f"push of {len(items)} assets to {self.base_url}",
-            )
+            response = call_with_retries(request, attempts=self.attempts, what=what)
         except RetryableStatus as exc:
             raise CatalogueUnreachable(
                 f"the catalogue at {self.base_url} kept answering "
@@ -59,7 +79,7 @@ class CataloguePusher:
             raise CatalogueUnreachable(
                 f"the catalogue answered HTTP {response.status_code}: {_detail(response)}"
             )
-        return BulkResponse.model_validate_json(response.content)
+        return response
 
     def close(self) -> None:
         self._client.close()

@@ -32,8 +32,7 @@ def run_cli(
     config: Path | None = None,
     patterns: list[str] | None = None,
 ) -> int:
-    err = Console(stderr=True)
-    out = Console()
+    err, out = consoles()
     if (volume is None) == (config is None):
         err.print("error: give either a volume to crawl or --config FILE (see cairn crawl --help)")
         return EXIT_FAILED
@@ -57,6 +56,25 @@ def run_cli(
     return _crawl_once(spec, as_json, out, err)
 
 
+def consoles() -> tuple[Console, Console]:
+    """(stderr, stdout) consoles that print text as it is.
+
+    Reports carry user text (paths, names, values, install hints such as ``cairn[hdfs]``);
+    Rich markup would read ``[bold]`` in a path as a style, or ``[/]`` as an error.
+    """
+    # soft_wrap: lines are not broken at the terminal's width, so paths stay whole.
+    return (
+        Console(stderr=True, markup=False, highlight=False, soft_wrap=True),
+        Console(markup=False, highlight=False, soft_wrap=True),
+    )
+
+
+def write_json(out: Console, data: object) -> None:
+    """One JSON document on one line, straight to the console's file: no Rich rendering."""
+    out.file.write(orjson.dumps(data).decode() + "\n")
+    out.file.flush()
+
+
 def _crawler(
     spec: VolumeConfig, progress: Callable[[str, int, int | None], None] | None
 ) -> Crawler:
@@ -77,7 +95,7 @@ def _crawl_once(spec: VolumeConfig, as_json: bool, out: Console, err: Console) -
             report = _crawler(spec, None).crawl(spec.root)
     except CrawlFailed as exc:
         if as_json:
-            out.print_json(orjson.dumps({"error": str(exc), "exit_code": EXIT_FAILED}).decode())
+            write_json(out, {"error": str(exc), "exit_code": EXIT_FAILED})
         else:
             err.print(f"error: crawl of {redact_url(spec.root)} could not run: {exc}")
         return EXIT_FAILED
@@ -105,26 +123,32 @@ def _with_progress(spec: VolumeConfig, err: Console) -> CrawlReport:
 
 def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
     if as_json:
-        out.print(orjson.dumps(report.to_dict()).decode(), soft_wrap=True, highlight=False)
+        write_json(out, report.to_dict())
         return
     out.print(
         f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
-        f"{report.manifests_found} manifests ({report.manifests_parsed} parsed), "
-        f"{report.documents} assets",
-        highlight=False,
+        f"{_manifests(report)}, {report.documents} assets",
         soft_wrap=True,
     )
     out.print(
         f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
         f"unchanged {report.unchanged}, failed {report.failed}",
-        highlight=False,
         soft_wrap=True,
     )
     for label, problems in (("error", report.errors), ("warning", report.warnings)):
         for problem in problems[:MAX_LISTED]:
-            out.print(f"  {label}: {problem}", highlight=False, soft_wrap=True)
+            out.print(f"  {label}: {problem}", soft_wrap=True)
         if len(problems) > MAX_LISTED:
             out.print(f"  ... and {len(problems) - MAX_LISTED} more {label}s (use --json)")
+
+
+def _manifests(report: CrawlReport) -> str:
+    """How many manifests, and how many had to be read because they are new or changed."""
+    found, read = report.manifests_found, report.manifests_parsed
+    text = f"{found} manifest{'' if found == 1 else 's'}"
+    if read == found:
+        return text
+    return f"{text} ({read} new or changed)" if read else f"{text} (none changed)"
 
 
 def _run_forever(

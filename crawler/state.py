@@ -1,7 +1,11 @@
-"""What a crawler saw last time on one volume, so an unchanged volume causes no writes.
+"""What a crawler pushed last time from one volume to one catalogue, so an unchanged volume
+causes no writes.
 
-One small SQLite file per volume under ``<data dir>/crawl-state/``. A manifest's row is only
-written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
+One small SQLite file per (volume, catalogue instance) under ``<data dir>/crawl-state/``. The
+catalogue is known by the instance id it reports (``GET /api/v1/instance``), created with its
+store: a crawl aimed at another catalogue, or at one that was reset, starts from an empty state
+and pushes everything, rather than skipping assets that catalogue lacks. A manifest's row is
+only written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
 than loses.
 """
 
@@ -9,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -24,21 +28,48 @@ CREATE TABLE IF NOT EXISTS manifests (
 """
 
 
-@dataclass(slots=True)
 class ManifestState:
-    fingerprint: str
-    locations: list[str | None]
-    docs: list[dict] = field(default_factory=list)
+    """What was pushed for one manifest: its fingerprint, locations and asset documents.
+
+    Loaded from the state file, the documents stay as the stored JSON until asked for, and
+    are decoded afresh each time: a recrawl only needs them for the few manifests that
+    changed or vanished, and 100k decoded manifests would cost several hundred MB.
+    """
+
+    __slots__ = ("_docs", "_raw", "fingerprint", "locations")
+
+    def __init__(
+        self,
+        fingerprint: str,
+        locations: list[str | None],
+        docs: list[dict[str, Any]] | None = None,
+        *,
+        raw_docs: bytes | None = None,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.locations = locations
+        self._docs = docs
+        self._raw = raw_docs
+
+    @property
+    def docs(self) -> list[dict[str, Any]]:
+        if self._docs is not None:
+            return self._docs
+        return orjson.loads(self._raw) if self._raw else []
 
     def ids(self) -> set[str]:
         return {d["id"] for d in self.docs}
 
 
 class CrawlState:
-    def __init__(self, state_dir: Path, volume_url: str):
+    def __init__(self, state_dir: Path, volume_url: str, catalogue_id: str):
         state_dir.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(volume_url.encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{volume_url}\n{catalogue_id}".encode()).hexdigest()[:16]
         self.path = state_dir / f"{key}.db"
+        # Earlier versions kept one state per volume, whatever the catalogue: never read again.
+        legacy = state_dir / f"{hashlib.sha256(volume_url.encode()).hexdigest()[:16]}.db"
+        for stale in (legacy, legacy.with_suffix(".db-wal"), legacy.with_suffix(".db-shm")):
+            stale.unlink(missing_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
@@ -46,7 +77,7 @@ class CrawlState:
     def load(self) -> dict[str, ManifestState]:
         rows = self._conn.execute("SELECT path, fingerprint, locations, docs FROM manifests")
         return {
-            path: ManifestState(fp, orjson.loads(locs), orjson.loads(docs))
+            path: ManifestState(fp, orjson.loads(locs), raw_docs=docs)
             for path, fp, locs, docs in rows
         }
 
@@ -56,13 +87,16 @@ class CrawlState:
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany("DELETE FROM manifests WHERE path = ?", [(p,) for p in removed])
+            # A generator, not a list: each row's JSON is freed once written. orjson leaves
+            # several KB of spare capacity in every bytes object it returns, so holding all
+            # of them at once cost ~8 KB a manifest (0.8 GB for 100k manifests).
             self._conn.executemany(
                 "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs)"
                 " VALUES (?, ?, ?, ?)",
-                [
+                (
                     (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs))
                     for p, s in changed.items()
-                ],
+                ),
             )
             self._conn.execute("COMMIT")
         except BaseException:

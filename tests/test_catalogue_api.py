@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import ThreadServer
+from cairn.settings import Settings
+from tests.conftest import ThreadServer, backend_settings
 
 
 def asset(name: str, **fields: object) -> dict:
@@ -99,6 +100,17 @@ def test_name_conflict_is_409_and_names_the_other_asset(api: httpx.Client) -> No
     response = api.put("/assets/second", json=asset("shared"))
     assert response.status_code == 409
     assert "first" in response.json()["detail"] and "a/MANIFEST.yaml" in response.json()["detail"]
+
+
+def test_name_conflict_names_the_other_assets_volume(api: httpx.Client) -> None:
+    # Two volumes often hold manifests at the same path: the path alone would read the same.
+    first = asset("twin", manifest_path="sales/MANIFEST.yaml", volume="file:///lake-a")
+    assert api.put("/assets/in-a", json=first).status_code == 201
+    second = asset("twin", manifest_path="sales/MANIFEST.yaml", volume="file:///lake-b")
+    body = api.post("/assets/bulk", json=[{**second, "id": "in-b"}]).json()
+    (result,) = body["results"]
+    assert result["status"] == "error"
+    assert "sales/MANIFEST.yaml in volume file:///lake-a" in result["error"]
 
 
 def test_soft_delete(api: httpx.Client) -> None:
@@ -428,3 +440,22 @@ def test_no_filter_value_is_read_as_an_operator_or_query_syntax(api: httpx.Clien
         response = api.put("/assets/injected", json=body)
         assert response.status_code == 422, response.text
     assert api.get("/assets/injected").status_code == 404
+
+
+def test_instance_id_is_created_with_the_store(
+    api: httpx.Client, settings: Settings, request: pytest.FixtureRequest, backend: str, tmp_path
+) -> None:
+    from catalogue_service.app import create_app
+
+    first = api.get("/instance")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["backend"] == backend and len(body["instance_id"]) >= 16
+    assert api.get("/instance").json() == body
+    # The same store opened again (a restart) keeps its id; a new or wiped store has another.
+    with ThreadServer(create_app(settings)) as again:
+        assert httpx.get(again.url + "/api/v1/instance").json() == body
+    fresh = backend_settings(request, backend, data_dir=tmp_path / "fresh")
+    with ThreadServer(create_app(fresh)) as other:
+        answer = httpx.get(other.url + "/api/v1/instance").json()
+    assert answer["backend"] == backend and answer["instance_id"] != body["instance_id"]

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors import (
+    LINKED_FOLDER,
     Entry,
     EntryNotFound,
     EntryTooLarge,
@@ -173,23 +174,27 @@ def test_symlink_loops_are_reported_not_followed(root: Path) -> None:
         assert problems.reasons_for(link) == ["symlink loop, skipped"], link
 
 
-def test_symlinked_directory_inside_root_is_followed_once(root: Path) -> None:
+def test_symlinked_directory_inside_root_is_walked_once_under_its_real_path(root: Path) -> None:
     write(root / "real" / "f.txt", b"abc")
     (root / "link1").symlink_to("real")
     (root / "link2").symlink_to(root / "real")  # absolute target, same directory
+    (root / "real" / "sub").mkdir()
+    (root / "real" / "sub" / "sibling").symlink_to("../../real")  # back into the volume
     write(root / "data.csv", b"1234")
     (root / "alias.csv").symlink_to("data.csv")
 
     entries, problems = walk(LocalVolume(root))
 
     assert entries["real/f.txt"].size == 3
-    followed = [link for link in ("link1", "link2") if f"{link}/f.txt" in entries]
-    skipped = [link for link in ("link1", "link2") if link not in entries]
-    assert len(followed) == 1 and len(skipped) == 1
-    assert entries[followed[0]].is_dir
-    assert problems.reasons_for(skipped[0]) == [
-        f"symlink to a directory already followed via {followed[0]!r}, skipped"
-    ]
+    assert sorted(p for p in entries if p.endswith("f.txt")) == ["real/f.txt"]
+    for link in ("link1", "link2"):
+        assert link not in entries
+        assert problems.reasons_for(link) == [
+            f"{LINKED_FOLDER} ('real'), which is crawled under that path; not followed"
+        ]
+    # A link to one of its own ancestors is a loop, reported once as such.
+    assert problems.reasons_for("real/sub/sibling") == ["symlink loop, skipped"]
+    assert len(problems.items) == 3
     # A file symlink inside the root is an ordinary file with its target's size.
     assert entries["alias.csv"] == Entry("alias.csv", 4, entries["alias.csv"].mtime_ns, False)
 

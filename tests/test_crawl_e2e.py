@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
 
 
 def write(path: Path, text: str) -> None:
@@ -136,6 +139,153 @@ def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_
     assert code == 2 and {e["path"] for e in again["errors"]} == set(errors)
 
 
+def test_a_nul_escape_in_a_string_is_that_manifests_error(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    write(volume / "nul/MANIFEST.yaml", 'name: nul\ntype: dataset\nlocation: "x\\0y"\n')
+    write(volume / "key/MANIFEST.yaml", 'name: key\ntype: dataset\nlabels: {"a\\0": b}\n')
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2, report
+    assert report["created"] == 4  # the good manifests landed
+    errors = {e["path"]: e for e in report["errors"]}
+    assert set(errors) == {"nul/MANIFEST.yaml", "key/MANIFEST.yaml"}
+    assert (errors["nul/MANIFEST.yaml"]["line"], errors["nul/MANIFEST.yaml"]["field"]) == (
+        3,
+        "location",
+    )
+    assert "NUL character" in errors["nul/MANIFEST.yaml"]["reason"]
+    assert errors["key/MANIFEST.yaml"]["line"] == 3
+
+
+def test_user_text_is_never_read_as_markup(tmp_path: Path, catalogue_process) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "[bold]colour/MANIFEST.yaml", "name: colour\ntype: spaceship\n")
+    write(volume / "a[/]b/MANIFEST.yaml", 'name: "x[/]"\ntype: "[red]x[/red]"\n')
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    text = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+    assert text.returncode == 2, text.stderr
+    assert "[bold]colour/MANIFEST.yaml:2:" in text.stdout
+    assert "a[/]b/MANIFEST.yaml:2:" in text.stdout and "'[red]x[/red]'" in text.stdout
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2
+    assert {e["path"] for e in report["errors"]} == {
+        "[bold]colour/MANIFEST.yaml",
+        "a[/]b/MANIFEST.yaml",
+    }
+    # With --config, the volumes after one with such paths are still crawled.
+    other = tmp_path / "other"
+    write(other / "MANIFEST.yaml", "name: after_markup\ntype: dataset\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(f"volumes:\n  - root: {volume}\n  - root: {other}\n")
+    both = run_cairn(
+        "crawl", "--config", str(config), "--catalogue", catalogue_process.url, env=env
+    )
+    assert both.returncode == 2, both.stderr
+    assert "a[/]b/MANIFEST.yaml" in both.stdout and "created 1" in both.stdout
+
+
+def test_a_missing_extra_is_named_in_full(tmp_path: Path) -> None:
+    hide = "import sys; sys.modules['hdfs'] = None; from cairn.cli import app; app(sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "crawl", "hdfs://127.0.0.1:9/x"],
+        env=cairn_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    # The distribution's name may change; the extra in brackets must survive the formatter.
+    assert re.search(r"pip install '[\w-]+\[hdfs\]'", result.stderr), result.stderr
+
+
+def test_a_parquet_footer_over_the_cap_leaves_the_asset_without_schema(
+    tmp_path: Path, catalogue_process
+) -> None:
+    from crawler.enrich import MAX_PARQUET_FOOTER_BYTES
+
+    volume = tmp_path / "lake"
+    write(volume / "huge/MANIFEST.yaml", "name: huge_footer\ntype: dataset\n")
+    size = MAX_PARQUET_FOOTER_BYTES + 16 * 1024 * 1024  # sparse: no disk, no memory
+    with (volume / "huge/part-0.parquet").open("wb") as f:
+        f.write(b"PAR1")
+        f.seek(size - 8)
+        f.write((size - 12).to_bytes(4, "little") + b"PAR1")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 1, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "huge/part-0.parquet" and "footer claims" in warning["reason"]
+    asset = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/huge_footer").json()
+    assert asset.get("schema") in (None, []) and asset["format"] == "parquet"
+
+
+def test_a_symlink_back_into_the_volume_is_not_walked_twice(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    for name in ("one", "two"):
+        write(volume / f"data/{name}/MANIFEST.yaml", f"name: linked_{name}\ntype: dataset\n")
+    # "aaa" sorts first: walked twice, the real manifests came out as the conflicts.
+    shutil.copytree(volume / "data", volume / "aaa")
+    code, first = crawl(volume, catalogue_process)
+    assert code == 2 and first["created"] == 2  # a real copy: those are real conflicts
+    shutil.rmtree(volume / "aaa")
+    os.symlink("data", volume / "aaa")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["errors"] == []
+    assert [(w["path"], w["reason"].split(" (")[0]) for w in report["warnings"]] == [
+        ("aaa", "symlink to a folder inside the volume")
+    ]
+    # The copies' assets are gone (the link hides nothing), so the real manifests take the names.
+    assert report["deleted"] == 2 and report["created"] == 2
+    for name in ("one", "two"):
+        asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/linked_{name}").json()
+        assert asset["manifest_path"] == f"data/{name}/MANIFEST.yaml" and not asset["deleted"]
+    code, again = crawl(volume, catalogue_process)
+    assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0
+
+
+def test_a_csv_wider_than_the_schema_limit_keeps_its_first_columns(
+    tmp_path: Path, catalogue_process
+) -> None:
+    from cairn.models import MAX_COLUMNS
+
+    volume = tmp_path / "lake"
+    write(volume / "wide/MANIFEST.yaml", "name: wide\ntype: dataset\n")
+    columns = MAX_COLUMNS + 5
+    write(volume / "wide/data.csv", ",".join(f"c{i}" for i in range(columns)) + "\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 1, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "wide/data.csv"
+    assert f"{columns} columns; the schema keeps the first {MAX_COLUMNS}" in warning["reason"]
+    asset = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/wide").json()
+    assert len(asset["schema"]) == MAX_COLUMNS and asset["schema"][-1]["name"] == "c9999"
+
+
+def test_text_report_says_what_was_read_and_logs_nothing_twice(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+
+    def text_crawl() -> subprocess.CompletedProcess:
+        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+        assert done.returncode == 0, done.stderr
+        # The report is the output; an INFO line saying it again cuts into the progress bar.
+        assert "crawled" not in done.stderr.lower(), done.stderr
+        return done
+
+    assert ": 5 files, 3 manifests, 4 assets" in text_crawl().stdout
+    assert ": 5 files, 3 manifests (none changed), 4 assets" in text_crawl().stdout
+    write(volume / "ref/stores.cairn.yaml", "name: stores\ntype: table\n")
+    assert "3 manifests (1 new or changed), 3 assets" in text_crawl().stdout
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
@@ -170,17 +320,47 @@ def test_crawl_exit_1_when_catalogue_is_unreachable(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nope" in missing.stderr
 
 
+def test_crawl_state_is_kept_per_catalogue(tmp_path: Path) -> None:
+    """A catalogue that lacks the assets (new, wiped, another one) gets them all."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    crawler_env = cairn_env(tmp_path / "crawler", CAIRN_HTTP_RETRIES="2")
+
+    def crawl_into(url: str) -> tuple[int, dict]:
+        done = run_cairn("crawl", str(volume), "--catalogue", url, "--json", env=crawler_env)
+        return done.returncode, json.loads(done.stdout)
+
+    a = ProcessServer("catalogue", cairn_env(tmp_path / "a"), tmp_path / "a.log").start()
+    b = ProcessServer("catalogue", cairn_env(tmp_path / "b"), tmp_path / "b.log").start()
+    try:
+        code, into_a = crawl_into(a.url)
+        assert code == 0 and into_a["created"] == 4, into_a
+        code, into_b = crawl_into(b.url)
+        assert code == 0 and into_b["created"] == 4, into_b
+        assert search(b.url)["total"] == 4
+        code, again = crawl_into(a.url)
+        assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0
+        assert again["unchanged"] == 4 and again["manifests_parsed"] == 0
+        # A wiped catalogue (same URL, new store) is a new instance: it gets everything again.
+        b.stop()
+        shutil.rmtree(tmp_path / "b")
+        b.start()
+        code, wiped = crawl_into(b.url)
+        assert code == 0 and wiped["created"] == 4, wiped
+    finally:
+        a.stop()
+        b.stop()
+    # Nothing changed on the volume, but a catalogue that does not answer is a failed crawl.
+    code, stopped = crawl_into(a.url)
+    assert code == 1 and "cannot reach the catalogue" in stopped["error"]
+
+
 def test_crawl_waits_for_a_restarting_catalogue(tmp_path: Path) -> None:
     """Started while the catalogue is down, the crawl retries and lands everything."""
     volume = tmp_path / "lake"
     make_volume(volume)
     env = cairn_env(tmp_path / "data")
     server = ProcessServer("catalogue", env, tmp_path / "cat.log")
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     crawler = subprocess.Popen(
         [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue", server.url, "--json"],
         env=env,

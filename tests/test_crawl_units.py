@@ -92,3 +92,59 @@ def test_select_data_partitioned_and_globs(tmp_path: Path) -> None:
     assert sibling.count == 3
     url = select_data(tree, volume, "other/MANIFEST.yaml", "s3://bucket/x")
     assert url.location_url == "s3://bucket/x" and url.size is None
+
+
+def test_select_data_reports_a_location_the_volume_cannot_name(tmp_path: Path) -> None:
+    volume = make(tmp_path, {"a/MANIFEST.yaml": b""})
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    nul = select_data(tree, volume, "a/MANIFEST.yaml", "x\x00y")
+    assert nul.location_url is None
+    assert nul.problem and "NUL" in nul.problem
+
+
+def test_an_unreadable_root_deletes_nothing(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, CrawlReport, Tree
+    from crawler.state import ManifestState
+
+    previous = {"a/MANIFEST.yaml": ManifestState("fp", [None], [{"id": "x", "name": "a"}])}
+    crawler = Crawler(Settings(data_dir=tmp_path))
+    now = datetime.now(UTC)
+    report = CrawlReport(volume="file:///x", started_at=now.isoformat())
+    lost = Tree(unreadable=["sub"])
+    assert [d["id"] for d in crawler._deletions(lost, previous, {}, [], report, now)] == ["x"]
+    root = Tree(unreadable=[""])  # "cannot read the volume root": the walk saw nothing
+    assert crawler._deletions(root, previous, {}, [], report, now) == []
+
+
+def test_crawl_state_round_trip_keeps_documents_as_stored_until_asked(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, ManifestState
+
+    docs = [{"id": "a1", "name": "a", "schema": [{"name": "x", "type": "int64"}]}]
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.save({"a/MANIFEST.yaml": ManifestState("fp", ["./x"], docs)}, [])
+    state.close()
+    again = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    loaded = again.load()["a/MANIFEST.yaml"]
+    assert (loaded.fingerprint, loaded.locations, loaded.docs) == ("fp", ["./x"], docs)
+    assert loaded.ids() == {"a1"}
+    again.save({}, ["a/MANIFEST.yaml"])
+    assert again.load() == {}
+    again.close()
+    # Another catalogue is another state: nothing was pushed there yet.
+    other = CrawlState(tmp_path, "file:///lake", "catalogue-2")
+    assert other.path != again.path and other.load() == {}
+    other.close()
+
+
+def test_a_state_kept_per_volume_only_is_removed(tmp_path: Path) -> None:
+    import hashlib
+
+    from crawler.state import CrawlState
+
+    legacy = tmp_path / f"{hashlib.sha256(b'file:///lake').hexdigest()[:16]}.db"
+    legacy.write_bytes(b"")
+    CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
+    assert not legacy.exists()

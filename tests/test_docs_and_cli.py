@@ -50,6 +50,48 @@ def test_every_command_has_help() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
+    # As if the mongo extra were not installed: the hint must survive the terminal formatter.
+    hide = "import sys; sys.modules['pymongo'] = None; from cairn.cli import app; app(['reindex'])"
+    result = subprocess.run(
+        [sys.executable, "-c", hide],
+        env=cairn_env(tmp_path / "data", CAIRN_BACKEND="mongo"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert re.search(r"pip install '[\w-]+\[mongo\]'", result.stderr), result.stderr
+
+
+def test_reindex_outside_a_project_refuses_and_creates_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-project" / ".cairn"
+    result = run_cairn("reindex", env=cairn_env(empty))
+    assert result.returncode == 1
+    assert f"no catalogue at {empty / 'catalogue.db'}" in result.stderr, result.stderr
+    assert "CAIRN_DATA_DIR" in result.stderr
+    assert not empty.exists()
+
+
+def test_reindex_rebuilds_an_embedded_catalogue(tmp_path: Path) -> None:
+    import asyncio
+
+    from catalogue_service.backends import create_store
+
+    settings = Settings(data_dir=tmp_path / "data")
+
+    async def make() -> None:
+        store = create_store(settings)
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+    result = run_cairn("reindex", env=cairn_env(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert "Reindexed 0 assets on the sqlite backend" in result.stdout
+
+
 def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CAIRN_CATALOGUE_PORT", "not-a-port")
     try:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawler.enrich import (
+    MAX_PARQUET_FOOTER_BYTES,
     SchemaReadError,
     arrow_type_name,
     csv_schema,
@@ -141,6 +142,27 @@ def test_parquet_schema_reads_only_the_tail_of_a_large_file(tmp_path: Path) -> N
         reader = CountingReader(f)
         fields = parquet_schema(reader)  # type: ignore[arg-type]
     assert [c.name for c in fields] == ["a", "b"]
+    assert reader.bytes_read <= 128 * 1024, reader.bytes_read
+
+
+def sparse_parquet_claiming_a_huge_footer(path: Path, size: int) -> Path:
+    """A sparse file that looks like Parquet whose footer claims nearly all of it."""
+    with path.open("wb") as f:
+        f.write(b"PAR1")
+        f.seek(size - 8)
+        f.write((size - 12).to_bytes(4, "little") + b"PAR1")
+    return path
+
+
+def test_a_footer_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # The review's file claimed 2 GiB; just over the cap shows the same without the memory.
+    size = MAX_PARQUET_FOOTER_BYTES + 16 * 1024 * 1024
+    path = sparse_parquet_claiming_a_huge_footer(tmp_path / "huge.parquet", size)
+    with path.open("rb") as f:
+        reader = CountingReader(f)  # type: ignore[arg-type]
+        with pytest.raises(SchemaReadError) as info:
+            parquet_schema(reader)  # type: ignore[arg-type]
+    assert f"footer claims {size - 12} bytes" in str(info.value)
     assert reader.bytes_read <= 128 * 1024, reader.bytes_read
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from crawler.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_NODES, parse_manifest
 from crawler.problems import Problem
@@ -148,6 +150,35 @@ CASES = [
         3,
         field="labels",
         column=9,
+    ),
+    case(
+        "nul-escape-in-location",
+        'name: a\ntype: dataset\nlocation: "data\\0/x"\n',
+        "NUL character (written as an escape in double quotes) is not allowed",
+        3,
+        field="location",
+        column=11,
+    ),
+    case(
+        "escape-control-character-in-a-tag",
+        'name: a\ntype: dataset\ntags: [ok, "bell\\a"]\n',
+        "control character U+0007",
+        3,
+        field="tags.1",
+    ),
+    case(
+        "nul-escape-in-a-key",
+        'name: a\ntype: dataset\nlabels:\n  "k\\0": v\n',
+        "NUL character",
+        4,
+        field="labels",
+    ),
+    case(
+        "surrogate-escape-in-description",
+        'name: a\ntype: dataset\ndescription: "\\ud800"\n',
+        "escape",
+        3,
+        field="description",
     ),
     case(
         "flow-nesting-1000",
@@ -344,7 +375,7 @@ CASES = [
     case(
         "name-with-escaped-control-characters",
         'name: "sales\\a\\x1b[31m"\ntype: dataset\n',
-        "name must not contain control characters",
+        "control character U+0007 (written as an escape in double quotes) is not allowed",
         1,
         field="name",
     ),
@@ -562,3 +593,50 @@ def test_problems_are_plain_data() -> None:
     _, problems = parse_manifest(b"name: a\ntype: nope\n", PATH)
     assert isinstance(problems[0], Problem)
     assert problems[0].to_dict()["line"] == 2
+
+
+@pytest.fixture
+def libyaml_cap() -> Iterator[Callable[[int], None]]:
+    """Sets libyaml's own nesting cap (libyaml >= 0.2.6) for one test, then restores it."""
+    c_yaml = getattr(yaml, "_yaml", None)
+    getter = getattr(c_yaml, "_get_max_nest_level", None)
+    setter = getattr(c_yaml, "_set_max_nest_level", None)
+    before = getter() if getter else None
+
+    def set_cap(levels: int) -> None:
+        if setter is not None:  # an older libyaml has no cap: our own check always runs first
+            setter(levels)
+
+    yield set_cap
+    if setter is not None and before is not None:
+        setter(before)
+
+
+@pytest.mark.parametrize("cap", [70, 1000, 100_000])
+@pytest.mark.parametrize("one_line", [True, False])
+def test_deep_flow_nesting_is_reported_alike_whichever_layer_catches_it(
+    cap: int, one_line: bool, libyaml_cap: Callable[[int], None]
+) -> None:
+    # On one line libyaml's scanner reads ahead to its own cap before we see the events; with
+    # one '[' per line it does not, and the line says which level was refused.
+    libyaml_cap(cap)
+    nest = "[" * 2000 if one_line else "\n" + " [\n" * 2000
+    data = ("name: a\ntype: dataset\nx: " + nest + "]" * 2000 + "\n").encode()
+    docs, problems = parse_manifest(data, PATH)
+    assert docs == []
+    where = (3, 3 + MAX_DEPTH) if one_line else (3 + MAX_DEPTH, 2)
+    assert [(p.line, p.column, p.field) for p in problems] == [(*where, "x" + ".0" * 7 + "....")]
+    assert f"nested deeper than {MAX_DEPTH} levels" in problems[0].reason
+
+
+def test_nesting_refused_by_libyaml_below_our_limit_is_still_located(
+    libyaml_cap: Callable[[int], None],
+) -> None:
+    libyaml_cap(20)
+    data = b"name: a\ntype: dataset\n---\nname: b\ntype: dataset\nx: " + b"[" * 30 + b"]" * 30
+    docs, problems = parse_manifest(data, PATH)
+    assert [d.manifest.name for d in docs] == ["a"]
+    assert len(problems) == 1
+    assert problems[0].line == 6
+    assert problems[0].field is not None and problems[0].field.startswith("x")
+    assert "nested deeper than" in problems[0].reason

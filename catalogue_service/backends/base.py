@@ -26,6 +26,17 @@ __all__ = [
 ]
 
 
+def origin(doc: dict[str, Any]) -> str:
+    """Where an asset came from, for messages: its manifest and volume, or its location.
+
+    The volume is named because two volumes often hold manifests at the same relative path.
+    """
+    path, volume = doc.get("manifest_path"), doc.get("volume")
+    if path and volume:
+        return f"{path} in volume {volume}"
+    return str(path or doc.get("location") or "the API")
+
+
 @dataclass(slots=True)
 class SearchQuery:
     q: str | None = None
@@ -111,6 +122,13 @@ class AssetStore(Protocol):
 
     async def ping(self) -> None:
         """Raises when the backend cannot serve requests."""
+
+    async def instance_id(self) -> str:
+        """This store's identity, created with it: a new or wiped store has a new one.
+
+        Crawlers key what they remember by it, so they never skip a catalogue that lacks
+        what they pushed to another one.
+        """
 
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         """Applies writes in order, atomically per item; unchanged content is not written."""

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ from catalogue_service.backends.base import (
     PreparedWrite,
     SearchHits,
     SearchQuery,
+    origin,
     owner_conflict,
     stale_revision,
 )
@@ -153,6 +155,9 @@ def _log_refusals(outcome: list[Indexed]) -> None:
         log.error("Elasticsearch refused asset %s: %s", item.id, item.error)
 
 
+INSTANCE_KEY = "instance:catalogue"  # in cairn_meta, beside the schema versions
+
+
 def _asset(row: dict[str, Any]) -> Asset:
     return Asset.model_validate_json(row["doc"])
 
@@ -178,6 +183,7 @@ class MongoStore:
     async def open(self) -> None:
         async with unavailable("start-up"):
             await migrate(self.db, "catalogue", MIGRATIONS)
+            await self._instance_id()
         try:
             await self.index.ensure()
         except Exception as exc:  # the indexer retries; writes must not wait for the index
@@ -195,6 +201,22 @@ class MongoStore:
     async def ping(self) -> None:
         async with unavailable("the readiness check"):
             await self.db.command("ping")
+
+    async def instance_id(self) -> str:
+        async with unavailable("reading the catalogue's instance id"):
+            return await self._instance_id()
+
+    async def _instance_id(self) -> str:
+        # Read, not cached: a database dropped while we run must get a new identity.
+        meta = self.db.get_collection("cairn_meta")
+        found = await meta.find_one({"_id": INSTANCE_KEY})
+        if found is None:
+            # Insert-if-absent: of two processes starting at once, the first one wins.
+            with contextlib.suppress(DuplicateKeyError):
+                await meta.insert_one({"_id": INSTANCE_KEY, "id": uuid.uuid4().hex})
+            found = await meta.find_one({"_id": INSTANCE_KEY})
+        assert found is not None
+        return str(found["id"])
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -394,7 +416,7 @@ class MongoStore:
             other = await self.assets.find_one({"_id": literal(holder)})
             if other is not None and other["name"] == name and not other["deleted"]:
                 theirs = orjson.loads(other["doc"])
-                where = theirs.get("manifest_path") or theirs.get("location") or "the API"
+                where = origin(theirs)
                 return _name_taken(name, holder, where)
             if other is None and now - claim["at"] < CLAIM_GRACE:
                 # Its asset may be being written right now by another request.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,7 @@ from catalogue_service.backends.base import (
     SearchHits,
     SearchQuery,
     encode_cursor,
+    origin,
     owner_conflict,
     stale_revision,
 )
@@ -157,7 +159,20 @@ class SQLiteStore:
         return await self.db.read(fn, *args)
 
     async def open(self) -> None:
-        await anyio.to_thread.run_sync(self.db.open, SCHEMA, SCHEMA_VERSION)
+        await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> None:
+        conn = self.db.open(SCHEMA, SCHEMA_VERSION)
+        # Insert-if-absent: the first process to open the file names it; later ones keep that.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,)
+        )
+
+    async def instance_id(self) -> str:
+        def _read(conn: sqlite3.Connection) -> str:
+            return str(conn.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()[0])
+
+        return await self._read(_read)
 
     async def close(self) -> None:
         self.db.close()
@@ -211,7 +226,7 @@ class SQLiteStore:
             ).fetchone()
             if clash is not None:
                 other = orjson.loads(clash[1])
-                where = other.get("manifest_path") or other.get("location") or "the API"
+                where = origin(other)
                 mine = doc.get("manifest_path") or "this request"
                 return BulkItemResult(
                     **base,
