@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image for every part of Cairn. The entry point is the `cairn` command line, so the
 # command picks the part:
 #
@@ -17,8 +15,17 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 # ---- builder: wheels for Cairn and all its dependencies (nothing compiled from source) ----
 FROM ${PYTHON_IMAGE} AS builder
 
+# PIP_USE_PEP517: the pure-Python sdists (hdfs, docopt) are built in an isolated build
+# environment, which does not depend on the base image shipping `wheel` (Debian's does not).
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_USE_PEP517=1
+
+# A virtual environment at a fixed path, first on PATH: `pip` and `cairn` are the venv's on any
+# base (Debian's own python3 refuses system-wide pip installs, PEP 668).
+ENV VIRTUAL_ENV=/opt/cairn \
+    PATH=/opt/cairn/bin:$PATH
+RUN python3 -m venv /opt/cairn
 
 WORKDIR /src
 # Only what the wheel is built from; see .dockerignore for what never enters the context.
@@ -48,6 +55,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CAIRN_CATALOGUE_HOST=0.0.0.0 \
     CAIRN_FEATURESTORE_HOST=0.0.0.0 \
     CAIRN_UI_HOST=0.0.0.0
+
+# A virtual environment at a fixed path, first on PATH: `pip` and `cairn` are the venv's on any
+# base (Debian's own python3 refuses system-wide pip installs, PEP 668).
+ENV VIRTUAL_ENV=/opt/cairn \
+    PATH=/opt/cairn/bin:$PATH
+RUN python3 -m venv /opt/cairn
 
 # tini as PID 1 forwards SIGTERM and reaps children, so `docker stop` and Kubernetes stop a
 # scheduled crawl at once instead of after the grace period.
