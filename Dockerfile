@@ -30,6 +30,7 @@ RUN python3 -m venv /opt/cairn
 WORKDIR /src
 # Only what the wheel is built from; see .dockerignore for what never enters the context.
 COPY pyproject.toml README.md ./
+COPY requirements/docker.txt ./requirements/docker.txt
 COPY cairn ./cairn
 COPY catalogue_service ./catalogue_service
 COPY featurestore_service ./featurestore_service
@@ -37,8 +38,10 @@ COPY crawler ./crawler
 COPY connectors ./connectors
 COPY ui ./ui
 
-# Extras: mongo (PyMongo + Elasticsearch client), hdfs (WebHDFS volumes), adls (Azure volumes).
-RUN pip wheel --wheel-dir /wheels ".[mongo,hdfs,adls]"
+# Dependencies come from the lock (hash-checked): the extras mongo (PyMongo + Elasticsearch
+# client), hdfs (WebHDFS volumes) and adls (Azure volumes). `make lock` regenerates it.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt \
+    && pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- runtime: Python, tini and the installed wheels; no compiler, no source tree ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -76,7 +79,9 @@ RUN groupadd --system --gid 10001 cairn \
 
 # The wheels are mounted from the builder for this one step, so they take no layer here.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "cairn[mongo,hdfs,adls]" \
+    --mount=type=bind,from=builder,source=/src/requirements,target=/requirements \
+    pip install --no-index --find-links=/wheels --require-hashes -r /requirements/docker.txt \
+    && pip install --no-index --no-deps /wheels/cairn_catalogue-*.whl \
     && cairn --version
 
 WORKDIR /home/cairn

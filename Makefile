@@ -2,25 +2,37 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install up test lint bench clean
+.PHONY: help venv install up test lint lock bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade 'pip>=24'
 
-install: $(BIN)/python ## Create .venv and install Cairn
-	$(BIN)/pip install -q -e .
+# What gets installed is the lock (requirements/*.txt, exported from uv.lock, every file
+# hash-checked); pyproject.toml keeps compatible ranges for `pip install cairn-catalogue`.
+# The stamps make a second `make up` or `make test` reinstall only when the lock changed.
+$(VENV)/.installed-run: requirements/run.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/run.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-test: requirements/test.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed-run ## Create .venv and install Cairn from the lock
 
 up: install ## Install, start the services on the embedded backend and crawl examples/lake
 	$(BIN)/cairn up
 
-test: $(BIN)/python ## Install test dependencies (and Debian's chromium) and run the whole suite
-	$(BIN)/pip install -q -e '.[test]'
+test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromium) and run the whole suite
 	@# The browser tests fail (never skip) with a clear message if chromium could not be had.
 	-bash tests/browser/install-chromium.sh
 	$(BIN)/ruff check .
@@ -30,8 +42,18 @@ lint: $(BIN)/python ## Run ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
-	$(BIN)/pip install -q -e '.[mongo]'
+# After editing pyproject's dependencies: `make lock` (keeps every other pin);
+# to take newer releases within the ranges: `make lock LOCK_ARGS=--upgrade`.
+lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirements/*.txt
+	$(BIN)/pip install -q uv
+	$(UV) lock $(LOCK_ARGS)
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt -o requirements/run.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra test -o requirements/test.txt
+
+bench: $(VENV)/.installed-test ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
 clean: ## Remove the virtual environment and local data

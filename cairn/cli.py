@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -108,14 +109,23 @@ def serve(
     """
     import uvicorn
 
+    from cairn.backends import BackendError
+
     _setup_logging()
     settings = get_settings()
     target, prefix = SERVICES[service]
     host = host or getattr(settings, f"{prefix}_host")
     port = port or getattr(settings, f"{prefix}_port")
+    module, _, factory = target.partition(":")
+    # The app is built here, not by uvicorn, so a missing extra or a wrong CAIRN_BACKEND is one
+    # line naming the fix instead of a traceback from inside the server's start-up.
+    try:
+        service_app = getattr(importlib.import_module(module), factory)()
+    except BackendError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     uvicorn.run(
-        target,
-        factory=True,
+        service_app,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

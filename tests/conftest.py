@@ -22,7 +22,7 @@ from tests.servers.fixtures import (  # noqa: F401
     production_servers,
     use_env,
 )
-from tests.servers.processes import free_port, terminate
+from tests.servers.processes import free_port, patient, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ class ProcessServer:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> ProcessServer:
+    def start(self, timeout: float = 60) -> ProcessServer:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cairn", "serve", self.service, "--port", str(self.port)],
@@ -71,7 +71,7 @@ class ProcessServer:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -84,7 +84,8 @@ class ProcessServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"{self.service} was not ready after {timeout}s")
+        self.stop()  # never leave a half-started server to the next test
+        raise RuntimeError(f"{self.service} was not ready after {patient(timeout):.0f}s")
 
     def kill(self) -> None:
         assert self.proc is not None

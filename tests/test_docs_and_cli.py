@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import typer.main
 from cairn.cli import app
 from cairn.settings import Settings
 from tests.conftest import ROOT, cairn_env, free_port, run_cairn
+from tests.servers.processes import patient, stop_group
 
 README = (ROOT / "README.md").read_text()
 
@@ -57,6 +60,33 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         raise AssertionError("a bad port was accepted")
 
 
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Lines a child prints until one holds ``marker``, the child exits, or ``timeout`` passes;
+    read in a thread so a silent child cannot hang the test past its deadline."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if marker in line:
+            break
+    return "".join(seen)
+
+
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
     fs_port = free_port()
@@ -67,6 +97,7 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         CAIRN_FEATURESTORE_PORT=str(fs_port),
         CAIRN_UI_PORT=str(ui_port),
     )
+    # Its own session: stop_group then reaches the services it spawned, whatever happens here.
     proc = subprocess.Popen(
         [sys.executable, "-m", "cairn", "up"],
         env=env,
@@ -74,46 +105,65 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        lines = []
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        output = "".join(lines)
+        output = read_until(proc, "Press Ctrl-C", timeout=patient(180))
         assert "Press Ctrl-C" in output, output
         assert "created 53" in output, output
-        body = httpx.get(f"http://127.0.0.1:{port}/api/v1/assets", params={"q": "churn"}).json()
+        timeout = patient(30)
+        body = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/assets", params={"q": "churn"}, timeout=timeout
+        ).json()
         assert {"churn_model", "churn_scores"} <= {i["name"] for i in body["items"]}
         assert (tmp_path / "data" / "catalogue.db").exists()
         # The feature store is up and seeded with the example feature sets.
         assert "Seeded 9 example feature set version(s)" in output, output
-        sets = httpx.get(f"http://127.0.0.1:{fs_port}/api/v1/featuresets").json()
+        sets = httpx.get(f"http://127.0.0.1:{fs_port}/api/v1/featuresets", timeout=timeout).json()
         assert {i["name"]: i["version"] for i in sets["items"]}["churn_model_serving"] == 3
         assert {i["kind"] for i in sets["items"]} == {"values", "table"}
         # The web UI is up, reads both services, and is the last address printed.
         ui = f"http://127.0.0.1:{ui_port}"
         listed = re.findall(r"^  (\w+) +(http://\S+)", output, re.M)
         assert listed[-1] == ("ui", ui), output
-        page = httpx.get(ui + "/", params={"q": "churn"})
+        page = httpx.get(ui + "/", params={"q": "churn"}, timeout=timeout)
         assert page.status_code == 200 and "churn_model" in page.text
-        assert httpx.get(ui + "/featuresets/churn_model_serving").status_code == 200
-    finally:
+        featureset = httpx.get(ui + "/featuresets/churn_model_serving", timeout=timeout)
+        assert featureset.status_code == 200
+        # Ctrl-C stops cairn up and, with it, the services.
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert proc.returncode in (0, 130, -signal.SIGINT)
-    # The services went down with it.
+        proc.wait(timeout=patient(60))
+        assert proc.returncode in (0, 130, -signal.SIGINT)
+    finally:
+        stop_group(proc)
     try:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     except httpx.TransportError:
         pass
     else:
         raise AssertionError("the catalogue kept running after cairn up stopped")
+
+
+MISSING_PYMONGO = """
+import sys
+sys.modules["pymongo"] = None  # as if the mongo extra were not installed
+from cairn.cli import app
+app(["serve", sys.argv[1], "--port", sys.argv[2]])
+"""
+
+
+def test_serve_without_the_backends_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    env = cairn_env(tmp_path / "data", CAIRN_BACKEND="mongo")
+    for service in ("catalogue", "featurestore"):
+        result = subprocess.run(
+            [sys.executable, "-c", MISSING_PYMONGO, service, str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=patient(60),
+            cwd=ROOT,
+        )
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "[mongo]" in errors[0], result.stderr

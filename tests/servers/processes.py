@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -43,6 +44,31 @@ def start_together(*servers: Startable) -> None:
         thread.join()
     if failures:
         raise failures[0]
+
+
+def patient(seconds: float) -> float:
+    """A timeout that grows with the machine's load: a test waits longer on a busy 2-core CI
+    machine instead of failing, and keeps its bound on an idle one."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return seconds * max(1.0, per_core)
+
+
+def stop_group(proc: subprocess.Popen[Any], first: int = signal.SIGINT, grace: float = 30) -> None:
+    """Stops a child started with ``start_new_session=True`` and everything it spawned: the
+    signal first, then SIGKILL to the whole process group, so a failed test never leaves a
+    process (or an open pipe) behind for the next one."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(first)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=patient(grace))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def terminate(proc: subprocess.Popen[Any], grace: float = 10) -> None:
