@@ -28,20 +28,21 @@ ENV VIRTUAL_ENV=/opt/cairn \
 RUN python3 -m venv /opt/cairn
 
 WORKDIR /src
+# Dependencies come from the lock (hash-checked): the extras mongo (PyMongo + Elasticsearch
+# client), hdfs (WebHDFS volumes) and adls (Azure volumes). `make lock` regenerates it.
+# They are fetched before the source is copied, so a change to Cairn's code reuses this layer.
+COPY requirements/docker.txt ./requirements/docker.txt
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt
+
 # Only what the wheel is built from; see .dockerignore for what never enters the context.
 COPY pyproject.toml README.md ./
-COPY requirements/docker.txt ./requirements/docker.txt
 COPY cairn ./cairn
 COPY catalogue_service ./catalogue_service
 COPY featurestore_service ./featurestore_service
 COPY crawler ./crawler
 COPY connectors ./connectors
 COPY ui ./ui
-
-# Dependencies come from the lock (hash-checked): the extras mongo (PyMongo + Elasticsearch
-# client), hdfs (WebHDFS volumes) and adls (Azure volumes). `make lock` regenerates it.
-RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt \
-    && pip wheel --no-deps --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- runtime: Python, tini and the installed wheels; no compiler, no source tree ----
 FROM ${PYTHON_IMAGE} AS runtime

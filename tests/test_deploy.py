@@ -139,6 +139,12 @@ def test_compose_long_running_services_have_healthchecks(name: str) -> None:
     assert {"interval", "timeout", "retries"} <= set(check)
 
 
+def test_compose_crawler_has_no_disabled_healthcheck() -> None:
+    # `docker compose up --wait` fails on a container whose health check is disabled
+    # ("has no healthcheck configured"); without one it waits for the container to run.
+    assert "healthcheck" not in compose()["services"]["crawler"]
+
+
 def test_compose_healthchecks_probe_the_right_things() -> None:
     services = compose()["services"]
     assert services["mongo"]["healthcheck"]["test"][1:] == [
@@ -497,10 +503,11 @@ def test_dockerfile_is_multi_stage_with_a_wheel_builder() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2
     builder, final = stages[0], stages[-1]
-    builds = " ".join(instructions(builder, "RUN"))
     # The dependencies are the lock's (every download hash-checked), then Cairn's own wheel.
-    assert "pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt" in builds
-    assert "pip wheel --no-deps --wheel-dir /wheels ." in builds
+    assert instructions(builder, "RUN")[-2:] == [
+        "pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt",
+        "pip wheel --no-deps --wheel-dir /wheels .",
+    ]
     assert any("pip install" in run and "--no-index" in run for run in instructions(final, "RUN"))
     assert "python:3.11" in DOCKERFILE.read_text()
     # Every package the wheel is built from is copied into the builder.
