@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -100,13 +101,16 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
             engine.start()
             lap("engine")
             debian = debian_image(engine)
-            python = python_image(engine, debian)
-            env = {
-                **engine.env,
-                "LOCAL_PYTHON_IMAGE": python,
-                "LOCAL_MONGO_IMAGE": ferretdb_image(engine, python),
-                "LOCAL_ELASTICSEARCH_IMAGE": elasticsearch_image(engine, debian),
-            }
+            # Elasticsearch's image (a JDK from apt) is made while the Python ones are.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                elastic = pool.submit(elasticsearch_image, engine, debian)
+                python = python_image(engine, debian)
+                env = {
+                    **engine.env,
+                    "LOCAL_PYTHON_IMAGE": python,
+                    "LOCAL_MONGO_IMAGE": ferretdb_image(engine, python),
+                    "LOCAL_ELASTICSEARCH_IMAGE": elastic.result(),
+                }
             lap("local images")
             stack = ComposeStack(PROJECT, FILES, env, cwd=ROOT)
             stack.down()  # what a killed earlier run may have left
