@@ -5,11 +5,14 @@
 #   docker run cairn:0.1.0 serve catalogue               # or: serve featurestore | serve ui
 #   docker run -v /srv/lake:/volumes/lake:ro cairn:0.1.0 crawl /volumes/lake --every 15m
 #
-# Build: docker build -t cairn:0.1.0 .
+# Build: docker build -t cairn:0.1.0 .   (BuildKit: the default since Docker 23; on Docker 20.10
+# set DOCKER_BUILDKIT=1, or build with `docker compose build`). Another Python 3.11 base, such as
+# a mirror's copy or Debian's own python3: --build-arg PYTHON_IMAGE=<image>.
 # Settings come from CAIRN_* environment variables (see the README). The image sets only the
 # ones a container needs: listen on every interface, keep data under /data.
 
-# The Python image; pin a patch release here and update it on purpose.
+# The Python image; pin a patch release here and update it on purpose. Any Debian-based image
+# with python3 (3.11+) and its venv module works.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- builder: wheels for Cairn and all its dependencies (nothing compiled from source) ----

@@ -94,8 +94,6 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
 
     # One stack at a time on this machine: the ports are fixed and so is the engine's data.
     with locked(cache_dir("docker") / ".stack.lock"):
-        busy = _busy_ports()
-        assert not busy, f"the stack's ports are taken on 127.0.0.1: {', '.join(busy)}"
         engine = DockerEngine(tmp_path / "dockerd.log")
         try:
             engine.start()
@@ -114,6 +112,8 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
             lap("local images")
             stack = ComposeStack(PROJECT, FILES, env, cwd=ROOT)
             stack.down()  # what a killed earlier run may have left
+            busy = _busy_ports()
+            assert not busy, f"the stack's ports are taken on 127.0.0.1: {', '.join(busy)}"
             try:
                 # The four Cairn services share one image: building it for one is enough.
                 stack.run(

@@ -99,13 +99,9 @@ class DockerEngine:
             apt_install("docker.io")
             if _answers({}):  # the package started the machine's engine
                 return self
-        if _processes_under(RUN_DIR):
-            raise ServerSetupError(
-                f"starting dockerd: processes of an earlier engine under {RUN_DIR} are still "
-                "running:\n" + "\n".join(_processes_under(RUN_DIR))
-            )
         if os.geteuid() != 0:
             raise ServerSetupError("starting dockerd: needs root")
+        self._stop_stale()
         _unmount_under(RUN_DIR)
         shutil.rmtree(RUN_DIR, ignore_errors=True)
         RUN_DIR.mkdir(parents=True)
@@ -139,6 +135,23 @@ class DockerEngine:
             time.sleep(0.5)
         self.stop()
         raise ServerSetupError(f"starting dockerd: no answer after {timeout:.0f}s\n{self.logs()}")
+
+    def _stop_stale(self) -> None:
+        """Stops the engine of an earlier run that was killed before it could stop it (found
+        by its pid file under RUN_DIR, so no other dockerd is ever touched)."""
+        pidfile = RUN_DIR / "dockerd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            pid, cmdline = 0, ""
+        if pid and f"unix://{SOCKET}" in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 90
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        for line in _processes_under(RUN_DIR):
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
 
     def stop(self) -> None:
         """Stops dockerd if it was started here (it stops its containers and containerd)."""
