@@ -52,13 +52,21 @@ lint: $(BIN)/python ## Run ruff
 lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirements/*.txt
 	$(BIN)/pip install -q uv
 	$(UV) lock $(LOCK_ARGS)
-	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt -o requirements/run.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra pandas -o requirements/run.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra test -o requirements/test.txt
+	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
+		--extra test --extra bench -o requirements/bench.txt
 
-bench: $(VENV)/.installed-test ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
+$(VENV)/.installed-bench: requirements/bench.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/bench.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+bench: $(VENV)/.installed-bench ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
 clean: ## Remove the virtual environment and local data

@@ -3,7 +3,8 @@
 crawl (walk, end to end, recrawl), then ingest and search on one catalogue process per
 catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
 footprint after the search is that of the process that took the whole ingest; then the feature
-store (featureset-get, featureset-arrow, Feast side by side), the UI's search page and HDFS.
+store (featureset-get, featureset-arrow, Feast side by side), historical features (a
+point-in-time join beside Feast), the UI's search page and HDFS.
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
@@ -22,9 +23,11 @@ from benchmarks import (
     bench_crawl,
     bench_featureset,
     bench_hdfs,
+    bench_historical,
     bench_ingest,
     bench_search,
     bench_ui,
+    bench_writes,
 )
 from benchmarks.common import (
     BackendServers,
@@ -93,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     _step("crawl", lambda: bench_crawl.run(sizes, command), failures)
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
+    writes = bench_writes.QUICK_REQUESTS if sizes.quick else bench_writes.FULL_REQUESTS
+    _step("writes", lambda: bench_writes.run(sizes, command, writes), failures)
     rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
+    rows = bench_historical.QUICK_ROWS if sizes.quick else bench_historical.FULL_ROWS
+    _step("historical", lambda: bench_historical.run(rows, sizes.quick, command), failures)
     _step("ui", lambda: bench_ui.run(sizes, command), failures)
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])

@@ -29,6 +29,6 @@ def load_backend(registry: dict[str, tuple[str, str | None]], settings: Settings
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f" (pip install 'cairn[{extra}]')" if extra else ""
+        hint = f" (pip install 'cairn-catalogue[{extra}]')" if extra else ""
         raise BackendError(f"backend {settings.backend!r} cannot load: {exc}{hint}") from exc
     return getattr(module, factory)(settings)

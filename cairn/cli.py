@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -22,6 +23,7 @@ import typer
 from cairn import __version__
 from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
+from featurestore_service.features_cli import app as features_app
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -78,6 +80,7 @@ UP_SEEDS.append(_seed_featuresets)
 
 
 app.add_typer(featureset_app, name="featureset")
+app.add_typer(features_app, name="features")
 
 
 def _version(value: bool) -> None:
@@ -282,6 +285,11 @@ def up(
         typer.echo("Cairn is up:")
         for service in UP_SERVICES:
             typer.echo(f"  {service:<13} {urls[service]}{UP_LINKS[service]}")
+        if sys.prefix != sys.base_prefix:  # run from a virtual environment, as `make up` does
+            activate = Path(sys.prefix) / "bin" / "activate"
+            with contextlib.suppress(ValueError):
+                activate = activate.relative_to(Path.cwd())
+            typer.echo(f"In another terminal, `source {activate}` puts `cairn` on your PATH.")
         typer.echo("Press Ctrl-C to stop.")
         while not stop.is_set():
             for child in children:

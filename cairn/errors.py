@@ -11,7 +11,8 @@ CairnError (500)
 ├── PayloadTooLarge (413)
 ├── UnsupportedMediaType (415)
 ├── InvalidRequest (422)       a field or parameter fails validation
-└── Unavailable (503)          backend unreachable; the client may retry
+├── Unavailable (503)          backend unreachable; the client may retry
+└── InsufficientStorage (507)  the disk holding the data is full; retry once space is freed
 """
 
 from __future__ import annotations
@@ -98,3 +99,8 @@ class InvalidRequest(CairnError):
 class Unavailable(CairnError):
     status = 503
     title = "Service unavailable"
+
+
+class InsufficientStorage(CairnError):
+    status = 507
+    title = "Insufficient storage"

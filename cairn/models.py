@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from cairn.paging import MAX_PAGE
 from cairn.settings import get_settings
 
 MAX_NAME = 256
@@ -31,6 +32,9 @@ MAX_DESCRIPTION = 64 * 1024
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
+# Nesting of ``extra`` values (maps and lists inside maps and lists). Label values are scalars.
+# Deeper values cannot be stored (orjson stops at 255 levels) and no reader needs them.
+MAX_EXTRA_DEPTH = 32
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -77,6 +81,27 @@ def check_entries(values: list[str]) -> list[str]:
         _check_text(value, "an entry", MAX_SHORT)
         seen.setdefault(value, None)
     return list(seen)
+
+
+def check_extra(values: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` as stores can keep it: nested at most ``MAX_EXTRA_DEPTH`` levels, integers
+    in 64 bits, finite numbers. Walked without recursion, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(values, 1, "extra")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_EXTRA_DEPTH:
+                raise ValueError(
+                    f"{where} is nested more than {MAX_EXTRA_DEPTH} levels deep; flatten the value"
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack += [(v, depth + 1, f"{where}.{k}") for k, v in items]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ValueError(f"{where} is outside the 64-bit integer range")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number")
+    return values
 
 
 def check_labels(values: dict[str, LabelValue]) -> dict[str, LabelValue]:
@@ -186,6 +211,11 @@ class Manifest(BaseModel):
     def _labels(cls, values: dict[str, LabelValue]) -> dict[str, LabelValue]:
         return check_labels(values)
 
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return check_extra(values)
+
     @field_validator("schema_", mode="before")
     @classmethod
     def _schema_mapping(cls, value: Any) -> Any:
@@ -284,6 +314,9 @@ def crawled_id(volume: str, manifest_path: str, index: int) -> str:
 # --- API shapes -------------------------------------------------------------------------------
 
 BulkStatus = Literal["created", "updated", "unchanged", "deleted", "error"]
+# Why a store refused an item: its name is live elsewhere; its id belongs to another manifest
+# or to an API writer; or the asset changed since the revision the write was based on.
+ConflictKind = Literal["name", "owner", "revision"]
 
 
 class BulkItemResult(BaseModel):
@@ -293,6 +326,9 @@ class BulkItemResult(BaseModel):
     status: BulkStatus
     revision: int | None = None
     error: str | None = None
+    conflict: ConflictKind | None = Field(
+        None, description="Set when the item conflicts with the catalogue's current state"
+    )
 
 
 class BulkResponse(BaseModel):
@@ -347,6 +383,7 @@ FEATURESET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_FEATURESET_NAME = 200  # the catalogue asset is named "featureset:<name>" (256 at most)
 MAX_FEATURES = 10_000
 MAX_VALUE_ITEMS = 100_000  # entries of one list or map value
+MAX_VERSION = 2**63 - 1  # a version number is a 64-bit integer in both stores
 MAX_STRING_VALUE = MAX_DESCRIPTION
 
 SCALAR_DTYPES = ("int", "float", "bool", "string", "timestamp")
@@ -494,6 +531,7 @@ class FeatureSetMeta(BaseModel):
     version: int | None = Field(
         None,
         ge=1,
+        le=MAX_VERSION,
         description="Optional: the version this write expects to create; 409 when it exists.",
     )
     version_label: str | None = Field(None, max_length=MAX_SHORT)
@@ -567,6 +605,103 @@ class MastroFeatureSetWrite(BaseModel):
 
 FeatureSetKind = Literal["values", "table"]
 
+MAX_ENTITIES = 16
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_DURATION_UNITS = (7 * 86400, 86400, 3600, 60, 1)
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from ``90``, ``"90"``, ``"7d"``, ``"1d12h"``, ``"30m"`` or ISO 8601 ``"P7D"``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as 7d, 12h or P7D")
+    if isinstance(value, int | float):
+        seconds = value
+    else:
+        text = str(value).strip()
+        if text.isdigit():
+            seconds = int(text)
+        else:
+            found = _DURATION.match(text.lower()) or _ISO_DURATION.match(text.upper())
+            if not found or not any(found.groups()):
+                raise ValueError(
+                    f"{text!r} is not a duration; write seconds or text such as 7d, 12h, "
+                    "1d12h, 30m or P7D"
+                )
+            parts = zip(found.groups(), _DURATION_UNITS, strict=True)
+            seconds = sum(int(g or 0) * unit for g, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be positive (leave ttl out for unlimited)")
+    return int(seconds)
+
+
+class FeatureTableSpec(BaseModel):
+    """What makes a tabular set a feature table (DESIGN 9): its keys and its event time.
+
+    Declared with a version and inherited by later versions that do not declare one.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    entities: list[str] = Field(
+        min_length=1,
+        max_length=MAX_ENTITIES,
+        description="Join-key columns, e.g. [customer_id]; several make a composite key.",
+    )
+    timestamp: str = Field(
+        min_length=1, max_length=MAX_SHORT, description="Event-time column (UTC)."
+    )
+    created_timestamp: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SHORT,
+        description="Tie-break between rows of one key with equal event time.",
+    )
+    ttl: int | None = Field(
+        None,
+        gt=0,
+        description="Seconds a row stays servable after its event time; none means unlimited. "
+        "Accepts 7d, 12h, 1d12h, 30m or ISO 8601 (P7D) on input.",
+    )
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> int | None:
+        return parse_duration(value)
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_text(value, "an entity column", MAX_SHORT)
+            if not value:
+                raise ValueError("entity column names must not be empty")
+        if len(set(values)) != len(values):
+            raise ValueError("an entity column appears twice")
+        return values
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureTableSpec:
+        if self.timestamp in self.entities:
+            raise ValueError(
+                f"column {self.timestamp!r} cannot be both an entity and the timestamp"
+            )
+        if self.created_timestamp is not None and self.created_timestamp in (
+            *self.entities,
+            self.timestamp,
+        ):
+            raise ValueError(
+                f"created_timestamp {self.created_timestamp!r} must be a column of its own"
+            )
+        return self
+
+    def key_columns(self) -> list[str]:
+        """Columns that are not features: the entities and the time columns."""
+        extra = [self.created_timestamp] if self.created_timestamp else []
+        return [*self.entities, self.timestamp, *extra]
+
 
 class TableInfo(BaseModel):
     """The tabular payload of a version: a Parquet file, described."""
@@ -601,6 +736,9 @@ class FeatureSetSummary(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     feature_count: int = Field(description="Features of a values set; columns of a table")
     table: TableInfo | None = None
+    feature_table: FeatureTableSpec | None = Field(
+        None, description="Entities, event time and ttl of a feature table (DESIGN 9)"
+    )
     created_at: datetime
     created_by: str | None = None
     deleted: bool = False
@@ -688,10 +826,10 @@ MASTRO_MAX_PER_PAGE = 1000
 class MastroTextQuery(BaseModel):
     query: str = Field(min_length=1, max_length=1024)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 class MastroLabelsQuery(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)

@@ -26,16 +26,20 @@ try:
         AutoReconnect,
         ConnectionFailure,
         NetworkTimeout,
+        OperationFailure,
         PyMongoError,
         ServerSelectionTimeoutError,
     )
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 __all__ = [
     "AsyncDatabase",
     "Migration",
     "PyMongoError",
+    "busy",
     "connect",
     "literal",
     "migrate",
@@ -46,6 +50,17 @@ __all__ = [
 UNREACHABLE = (ServerSelectionTimeoutError, AutoReconnect, ConnectionFailure, NetworkTimeout)
 
 Migration = Callable[[AsyncDatabase], Awaitable[None]]
+
+WRITE_CONFLICT = 112
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether a command failed only because other writers held the data: nothing was
+    written and the same command may simply be sent again. MongoDB says so with WriteConflict;
+    FerretDB on SQLite answers "database is locked" (SQLITE_BUSY) under concurrent writes."""
+    if not isinstance(exc, OperationFailure):
+        return False
+    return exc.code == WRITE_CONFLICT or "SQLITE_BUSY" in str(exc)
 
 
 def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncDatabase]:
@@ -74,6 +89,14 @@ async def unavailable(what: str) -> AsyncIterator[None]:
         raise Unavailable(
             f"MongoDB cannot be reached ({type(exc).__name__}), so {what} did not happen; "
             "nothing was half-written. Retry when the database is back."
+        ) from exc
+    except OperationFailure as exc:
+        if not busy(exc):
+            raise
+        log.warning("MongoDB too busy for %s: %s", what, exc)
+        raise Unavailable(
+            f"The database was too busy with other writes for {what} to finish; "
+            "retry it (a retry of the same request is safe)."
         ) from exc
 
 

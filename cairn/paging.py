@@ -13,6 +13,10 @@ import orjson
 
 from cairn.errors import InvalidCursor
 
+# Mastro's page numbers: its clients hold them in 32-bit ints, and the offset they make
+# ((page - 1) * perPage) must stay within the stores' 64-bit integers.
+MAX_PAGE = 2**31 - 1
+
 
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")

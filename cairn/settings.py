@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         description=(
             "Store backend of both services: `sqlite` (embedded, one file each under the data "
             "dir) or `mongo` (MongoDB as the source of truth, Elasticsearch as the catalogue's "
-            "search index; `pip install 'cairn[mongo]'`)."
+            "search index; `pip install 'cairn-catalogue[mongo]'`)."
         ),
     )
     mongo_url: SecretStr = Field(
@@ -82,6 +82,47 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, description="Largest Parquet upload the feature store accepts."
     )
+    table_max_rows: int = Field(
+        100_000_000,
+        ge=1,
+        description="Most rows a Parquet upload to the feature store may hold (more gets 413).",
+    )
+    table_max_row_group_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Largest decoded (in-memory Arrow) size of one row group of a Parquet upload; the "
+            "most one read decodes at a time. Larger gets 413: write smaller row groups."
+        ),
+    )
+    table_max_decoded_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        ge=1,
+        description="Largest decoded (in-memory Arrow) size of a whole Parquet upload (413 past).",
+    )
+    table_decode_concurrency: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Parquet decodes the feature store runs at once (uploads checked, tables served); "
+            "more requests wait, so parallel reads cannot multiply memory."
+        ),
+    )
+    max_entity_frame_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        description=(
+            "Largest entity frame (Parquet or Arrow body) `POST /api/v1/historical-features` "
+            "accepts; larger ones get a 413. The frame is spooled to the data dir and read in "
+            "batches, so it may be larger than the service's memory."
+        ),
+    )
+    historical_cache_bytes: int = Field(
+        512 * 1024 * 1024,
+        description=(
+            "Memory for the point-in-time indexes of feature tables (keys, times and the "
+            "requested feature columns), kept between historical calls."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",
@@ -92,7 +133,27 @@ class Settings(BaseSettings):
             "Comma-separated keys; when set, every write needs `Authorization: Bearer <key>`."
         ),
     )
-    read_needs_key: bool = Field(False, description="When true, reads need a key as well.")
+    read_needs_key: bool = Field(
+        False,
+        description=(
+            "When true, reads need a key as well; the web UI then asks each visitor for their "
+            "own key and reads with it."
+        ),
+    )
+    open_docs: bool = Field(
+        False,
+        description=(
+            "When API keys are set, `/docs`, `/redoc` and `/openapi.json` need a key too, "
+            "unless this is true (a browser cannot send the key to `/docs`)."
+        ),
+    )
+    open_metrics: bool = Field(
+        False,
+        description=(
+            "When API keys are set, `/metrics` needs a key too (Prometheus can send one as a "
+            "bearer token), unless this is true."
+        ),
+    )
     api_key: SecretStr | None = Field(
         None, description="Key the crawler and the feature store send to the catalogue."
     )
@@ -104,6 +165,11 @@ class Settings(BaseSettings):
         description="Comma-separated file-name globs the crawler treats as manifests.",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body accepted.")
+    online_max_entities: int = Field(
+        1000,
+        ge=1,
+        description="Most entity rows one online-features request may ask for (more gets 422).",
+    )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
     crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
     crawl_workers: int = Field(
@@ -123,7 +189,7 @@ class Settings(BaseSettings):
         "simple",
         description=(
             "`simple` (the user name only) or `kerberos` (SPNEGO with a ticket from `kinit`; "
-            "needs `pip install 'cairn[kerberos]'`)."
+            "needs `pip install 'cairn-catalogue[kerberos]'`)."
         ),
     )
     hdfs_nameservices: dict[str, list[str]] = Field(

@@ -9,6 +9,7 @@ memory stays bounded however many requests are in flight.
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import sqlite3
@@ -20,12 +21,14 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from cairn.errors import Unavailable
+from cairn.errors import InsufficientStorage, Unavailable
 from cairn.models import label_text
 
 __all__ = ["SQLiteFile", "connect", "fts_query", "label_text"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("cairn.sqlite")
 
 READERS = 4
 READER_CACHE_KIB = 16 * 1024
@@ -43,6 +46,12 @@ def connect(path: Path, cache_kib: int) -> sqlite3.Connection:
     conn.execute(f"PRAGMA cache_size=-{cache_kib}")
     conn.execute("PRAGMA temp_store=MEMORY")
     return conn
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    # SQLITE_FULL; its extended codes share the low byte.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 def fts_query(text: str) -> str | None:
@@ -142,16 +151,34 @@ class SQLiteFile:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error."""
+        """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error.
+
+        A full disk becomes ``InsufficientStorage`` (507): SQLite has already rolled the
+        transaction back by then, so nothing was half-written and the writer stays usable;
+        writes succeed again as soon as space is freed, and reads never stopped.
+        """
         conn = self._writer
         assert conn is not None, "database not opened"
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # After some errors (a full disk among them) SQLite has rolled back
+                    # already; a second ROLLBACK would fail and hide the real error.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if _disk_full(exc):
+                    log.error("%s: the disk is full, a write was refused: %s", self.path, exc)
+                    raise InsufficientStorage(
+                        "The disk that holds this service's data is full, so the write did not "
+                        "happen (nothing was half-written). Reads still work; retry the write "
+                        "once an operator has freed space."
+                    ) from exc
                 raise
             self.commits += 1
 

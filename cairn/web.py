@@ -1,5 +1,6 @@
-"""What every Cairn HTTP service shares: problem+json errors, the body cap, API keys,
-Prometheus metrics and the health routes.
+"""What every Cairn HTTP service shares: problem+json errors, the body cap, API keys (checked
+before a body is read), JSON parsing that refuses text that is not Unicode, Prometheus metrics,
+the health routes and the API documentation pages (``cairn.openapi``).
 
 Middlewares here are plain ASGI (not ``BaseHTTPMiddleware``) because they sit on every request
 of latency-sensitive endpoints.
@@ -8,7 +9,9 @@ of latency-sensitive endpoints.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -18,6 +21,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,6 +40,14 @@ from cairn.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from cairn.openapi import (
+    GUARD_EXTENSION,
+    allowed_methods,
+    build_openapi,
+    mount_docs,
+    problems,
+    shared_responses,
+)
 from cairn.settings import Settings
 
 log = logging.getLogger("cairn.web")
@@ -43,8 +55,12 @@ log = logging.getLogger("cairn.web")
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_response(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
+def problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -55,15 +71,20 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(root)"
 
 
+def _error_entry(error: Any) -> dict[str, str]:
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the parser's character offset where a field path would be.
+        reason = (error.get("ctx") or {}).get("error", "")
+        return {"field": "(body)", "message": f"is not valid JSON: {reason}"}
+    return {
+        "field": _field_path(tuple(error.get("loc", ()))),
+        "message": str(error.get("msg", "")).removeprefix("Value error, "),
+    }
+
+
 def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidRequest:
     """A validation failure as a 422 whose detail lists the fields to fix."""
-    errors = [
-        {
-            "field": _field_path(tuple(e.get("loc", ()))),
-            "message": str(e.get("msg", "")).removeprefix("Value error, "),
-        }
-        for e in exc.errors()
-    ]
+    errors = [_error_entry(e) for e in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
@@ -95,7 +116,13 @@ def install_error_handlers(app: FastAPI) -> None:
             "detail": detail,
             "instance": request.url.path,
         }
-        return problem_response(exc.status_code, body)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                headers["allow"] = ", ".join(allowed)
+        return problem_response(exc.status_code, body, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -266,24 +293,124 @@ LABEL_PARAMETER = {
 }
 
 
+# Set in the request scope once CairnRoute has checked the key, so the guard dependency that
+# runs again later (after the body is read) does not compare the key twice.
+_KEY_CHECKED = "cairn.key_checked"
+
+
 async def write_guard(request: Request) -> None:
     """FastAPI dependency for every route that changes data (async: no threadpool hop)."""
-    request.app.state.keys.check(request.headers.get("authorization"))
+    if not request.scope.get(_KEY_CHECKED):
+        request.app.state.keys.check(request.headers.get("authorization"))
 
 
 async def read_guard(request: Request) -> None:
     keys: KeyChecker = request.app.state.keys
-    if keys.read_needs_key:
+    if keys.read_needs_key and not request.scope.get(_KEY_CHECKED):
         keys.check(request.headers.get("authorization"))
 
 
-async def json_body(request: Request) -> Any:
-    """The request body parsed with orjson; 400 with the parser's reason when it is not JSON."""
-    raw = await request.body()
+# orjson's messages for text that is not valid Unicode (lone surrogates, bad UTF-8).
+_UNICODE_ERRORS = ("surrogate", "UTF-8")
+# A \uD800-\uDFFF escape: only bodies holding one need the (orjson) surrogate check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed with orjson, which refuses lone surrogates and invalid UTF-8 outright.
+
+    Text that is not valid Unicode is a 422 (the value could never be stored or sent back);
+    anything else the parser refuses is a 400 with its reason.
+    """
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if any(marker in exc.msg for marker in _UNICODE_ERRORS):
+            raise InvalidRequest(
+                f"The request body holds text that is not valid Unicode ({exc}); send UTF-8 "
+                "text without lone surrogate escapes such as \\ud800.",
+                errors=[{"field": "(body)", "message": str(exc)}],
+            ) from exc
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed with ``parse_json``."""
+    return parse_json(await request.body())
+
+
+class _UnicodeCheckedRequest(Request):
+    """FastAPI's body parsing (the standard library's, exact for big integers), refusing lone
+    surrogate escapes, which json.loads lets through into strings no encoder can write."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            raw = await self.body()
+            if _SURROGATE_ESCAPE.search(raw):
+                try:
+                    orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    # A json.JSONDecodeError: FastAPI answers 422 with the parser's reason.
+                    if "surrogate" in exc.msg:
+                        raise
+            try:
+                self._json = json.loads(raw)
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError(
+                    f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})", "", 0
+                ) from exc
+        return self._json
+
+
+class CairnRoute(APIRoute):
+    """The route class of every API router of the services.
+
+    A route guarded by ``write_guard`` or ``read_guard`` checks the key before FastAPI reads
+    and parses the body, so a client without a key gets its 401 at once and cannot make the
+    server parse a 16 MiB body first. JSON bodies with lone surrogates are refused with a 422
+    (``_UnicodeCheckedRequest``). The route's OpenAPI entry gets the responses the shared
+    plumbing can give (``cairn.openapi.shared_responses``) and its guard, which
+    ``cairn.openapi.build_openapi`` turns into a security requirement where keys are needed.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        guard = self._guard()
+        dependant = self.dependant
+        has_parameters = bool(
+            dependant.path_params
+            or dependant.query_params
+            or dependant.header_params
+            or self.body_field
+        )
+        self.responses = {
+            **shared_responses(
+                guard=guard, methods=self.methods or (), has_parameters=has_parameters
+            ),
+            **self.responses,
+        }
+        if guard is not None:
+            self.openapi_extra = {**(self.openapi_extra or {}), GUARD_EXTENSION: guard}
+
+    def _guard(self) -> str | None:
+        calls = {d.dependency for d in self.dependencies}
+        if write_guard in calls:
+            return "write"
+        if read_guard in calls:
+            return "read"
+        return None
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        guard = {"write": write_guard, "read": read_guard}.get(self._guard() or "")
+
+        async def route(request: Request) -> Response:
+            if guard is not None:
+                await guard(request)
+                request.scope[_KEY_CHECKED] = True
+            return await handler(_UnicodeCheckedRequest(request.scope, request.receive))
+
+        return route
 
 
 def parse_labels(values: list[str]) -> list[tuple[str, str]]:
@@ -312,6 +439,14 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 ReadyCheck = Callable[[], Awaitable[None]]
 
 
+def meta_guard(request: Request, kind: str) -> None:
+    """``/metrics`` (kind "metrics") and the API documentation (kind "docs") need a key when
+    keys are set, unless CAIRN_OPEN_METRICS or CAIRN_OPEN_DOCS opens them."""
+    settings: Settings = request.app.state.settings
+    if not (settings.open_metrics if kind == "metrics" else settings.open_docs):
+        request.app.state.keys.check(request.headers.get("authorization"))
+
+
 def health_router(ready: ReadyCheck) -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -319,7 +454,7 @@ def health_router(ready: ReadyCheck) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="The backend answers")
+    @router.get("/readyz", summary="The backend answers", responses=problems(503))
     async def readyz() -> Response:
         try:
             await ready()
@@ -335,6 +470,7 @@ def health_router(ready: ReadyCheck) -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        meta_guard(request, "metrics")
         data = generate_latest(request.app.state.metrics_registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
@@ -353,9 +489,21 @@ def build_app(
     """A FastAPI app with Cairn's shared plumbing; the caller adds its routers."""
     from cairn import __version__
 
-    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    # The documentation routes are Cairn's own (cairn.openapi): local assets, and a key check.
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.keys = KeyChecker(settings)
+    app.openapi = lambda: build_openapi(  # type: ignore[method-assign]
+        app, keys_enabled=app.state.keys.enabled, read_needs_key=settings.read_needs_key
+    )
+    mount_docs(app, lambda request: meta_guard(request, "docs"))
     registry = CollectorRegistry()
     app.state.metrics_registry = registry
     install_error_handlers(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +12,7 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import paging
-from cairn.errors import BadRequest, Conflict, NotFound
+from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -25,10 +27,18 @@ from catalogue_service.backends.base import AssetStore, PreparedWrite, SearchHit
 
 MAX_LINEAGE_DEPTH = 10
 MAX_LINEAGE_NODES = 2000
+# A delete that keeps losing to concurrent writers gives up after this many reads.
+DELETE_ATTEMPTS = 20
 
 
 def clean_message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
+
+
+def unstorable(exc: orjson.JSONEncodeError) -> str:
+    # Validation bounds depth and numbers, so this is a value JSON cannot carry (a lone
+    # surrogate in a string, say): the writer must fix the item, the server is fine.
+    return f"the item cannot be stored as JSON ({exc}); fix that value and send again"
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -80,8 +90,15 @@ class Catalogue:
                     f" and {index}); send each asset once",
                 )
                 continue
+            try:
+                write = PreparedWrite.of(index, item)
+            except orjson.JSONEncodeError as exc:
+                failed[index] = BulkItemResult(
+                    index=index, id=asset_id, name=item.name, status="error", error=unstorable(exc)
+                )
+                continue
             seen[asset_id] = index
-            writes.append(PreparedWrite.of(index, item))
+            writes.append(write)
         results = await self.store.upsert(writes, datetime.now(UTC)) if writes else []
         merged = sorted([*results, *failed.values()], key=lambda r: r.index)
         response = BulkResponse(results=merged)
@@ -93,6 +110,8 @@ class Catalogue:
         return response
 
     async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:
+        """Writes one asset; answers with what this request wrote (its content and the
+        revision it was given), never with a re-read that may show a concurrent writer's."""
         if asset_id is not None:
             if item.id not in (None, asset_id):
                 raise BadRequest(
@@ -100,24 +119,35 @@ class Catalogue:
                     "drop it from the body or make them equal."
                 )
             item.id = asset_id
-        write = PreparedWrite.of(0, item)
+        try:
+            write = PreparedWrite.of(0, item)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidRequest(unstorable(exc)) from exc
         (result,) = await self.store.upsert([write], datetime.now(UTC))
-        if result.status == "error":
+        if result.status == "error" or write.stored is None:
             raise Conflict(result.error or "the asset conflicts with another one")
-        asset = await self.store.get(item.ensure_id())
-        assert asset is not None
-        return asset, result.status
+        return Asset.model_validate(write.stored), result.status
 
     async def delete(self, asset_id: str) -> Asset:
-        asset = await self.get(asset_id)
-        if not asset.deleted:
+        """Soft-deletes the revision it read, and only that one: a write that lands in
+        between makes the store refuse the delete, which then starts over on the new revision
+        (so an acknowledged write is never replaced by the stale copy this read)."""
+        for attempt in range(DELETE_ATTEMPTS):
+            asset = await self.get(asset_id)
+            if asset.deleted:
+                return asset
             data = asset.model_dump(exclude={"revision", "updated_at"})
             data["deleted"] = True
-            item = AssetWrite.model_validate(data)
-            write = PreparedWrite.of(0, item)
-            await self.store.upsert([write], datetime.now(UTC))
-            asset = await self.get(asset_id)
-        return asset
+            write = PreparedWrite.of(0, AssetWrite.model_validate(data), asset.revision)
+            (result,) = await self.store.upsert([write], datetime.now(UTC))
+            if result.status != "error" and write.stored is not None:
+                return Asset.model_validate(write.stored)
+            if result.conflict != "revision":
+                raise Conflict(result.error or "the asset cannot be deleted now")
+            await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise Conflict(
+            f"asset {asset_id} kept changing while it was being deleted; retry the delete"
+        )
 
     # --- reads --------------------------------------------------------------------------------
 

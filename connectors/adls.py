@@ -47,7 +47,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         f"the abfss:// connector needs 'azure-storage-blob' ({exc}); "
-        "install it with: pip install 'cairn[adls]'"
+        "install it with: pip install 'cairn-catalogue[adls]'"
     ) from exc
 
 log = logging.getLogger("cairn.connectors")
@@ -337,8 +337,8 @@ def _container_client(
         except ImportError:
             raise VolumeError(
                 "no Azure credentials: set CAIRN_AZURE_ACCOUNT_KEY, CAIRN_AZURE_SAS_TOKEN or "
-                "CAIRN_AZURE_CONNECTION_STRING, or install 'cairn[azure-identity]' to use "
-                "DefaultAzureCredential (managed identity, az login, environment)"
+                "CAIRN_AZURE_CONNECTION_STRING, or install 'cairn-catalogue[azure-identity]' to "
+                "use DefaultAzureCredential (managed identity, az login, environment)"
             ) from None
         credential = DefaultAzureCredential()
     return ContainerClient(account_url, container, credential=credential, **common)

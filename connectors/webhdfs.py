@@ -43,7 +43,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         f"the hdfs:// connector needs the 'hdfs' package ({exc}); "
-        "install it with: pip install 'cairn[hdfs]'"
+        "install it with: pip install 'cairn-catalogue[hdfs]'"
     ) from exc
 
 log = logging.getLogger("cairn.connectors")
@@ -123,7 +123,7 @@ class HdfsVolume:
             except ImportError as exc:
                 raise VolumeError(
                     "CAIRN_HDFS_AUTH=kerberos needs requests-kerberos: "
-                    "pip install 'cairn[kerberos]'"
+                    "pip install 'cairn-catalogue[kerberos]'"
                 ) from exc
             self._client = KerberosClient(
                 joined, mutual_auth="OPTIONAL", timeout=timeout, session=session

@@ -570,7 +570,8 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, path: str, field: str | None
 
 def _field_names() -> tuple[frozenset[str], list[tuple[str, ...]]]:
     """Every key the model knows, and the groups of keys that name the same field."""
-    known: set[str] = set()
+    # ``id`` is no Manifest field, but a known key: the crawler makes it the asset's id.
+    known: set[str] = {"id"}
     groups: list[tuple[str, ...]] = []
     for name, info in Manifest.model_fields.items():
         names = [name]

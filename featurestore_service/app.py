@@ -13,32 +13,49 @@ from prometheus_client import Gauge
 
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from featurestore_service.api.routes import featuresets, mastro
+from featurestore_service.api.routes import featuresets, historical, mastro, online
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
+from featurestore_service.historical import HistoricalFeatures
+from featurestore_service.online import create_online_store
+from featurestore_service.online.materialize import Materializer, stop
+from featurestore_service.online.serving import OnlineService
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
+from featurestore_service.table_limits import TableLimits
+from featurestore_service.tables import DecodeSlots
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     store = create_store(settings)
-    blobs = BlobStore(settings.featurestore_blobs)
+    blobs = BlobStore(
+        settings.featurestore_blobs,
+        TableLimits.from_settings(settings),
+        DecodeSlots(settings.table_decode_concurrency),
+    )
     service = FeatureStore(store, blobs, settings)
     registrar = CatalogueRegistrar(service, settings)
     service.on_write = registrar.notify
+    online_store = create_online_store(settings)
+    materializer = Materializer(service, online_store)
+    service.on_change = materializer.notify
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await anyio.to_thread.run_sync(blobs.open)
+        await online_store.open()
         delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
+        materializing = asyncio.create_task(materializer.run(), name="materialization")
         try:
             yield
         finally:
+            await stop(materializing)
             delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await delivery
+            await online_store.close()
             await store.close()
 
     app = build_app(
@@ -49,10 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Parquet uploads (POST /featuresets/{name}/versions) get the upload cap; JSON keeps
         # the 16 MiB body cap. Both are enforced while the body streams in.
-        body_limits={"/api/v1/featuresets/": settings.max_upload_bytes},
+        body_limits={
+            "/api/v1/featuresets/": settings.max_upload_bytes,
+            "/api/v1/historical-features": settings.max_entity_frame_bytes,
+        },
     )
     app.state.featurestore = service
     app.state.registrar = registrar
+    app.state.materializer = materializer
+    app.state.online = OnlineService(online_store, settings.online_max_entities)
+    app.state.historical = HistoricalFeatures(service, settings.historical_cache_bytes)
     Gauge(
         "cairn_featurestore_outbox_pending",
         "Feature sets waiting to be registered in the catalogue",
@@ -60,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ).set_function(lambda: registrar.pending)
     app.include_router(mastro.router)
     app.include_router(featuresets.router)
-    app.router.routes[0:0] = featuresets.FAST_ROUTES
+    app.include_router(online.router)
+    app.include_router(historical.router)
+    app.router.routes[0:0] = [*featuresets.FAST_ROUTES, *online.FAST_ROUTES]
     _build_routes_now(app)
     return app
 

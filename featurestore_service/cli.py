@@ -82,10 +82,30 @@ def put(
     created_by: Annotated[
         str | None, typer.Option(help="Who writes it (default: your login name).")
     ] = None,
+    entity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entity", help="Feature table: a join-key column; repeat for a composite key."
+        ),
+    ] = None,
+    timestamp: Annotated[
+        str | None, typer.Option(help="Feature table: the event-time column (UTC).")
+    ] = None,
+    created_timestamp: Annotated[
+        str | None, typer.Option(help="Feature table: tie-break column for equal event times.")
+    ] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(help="Feature table: how old a row may be when served (e.g. 7d, 3600)."),
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Store FILE as the next version of a feature set (versions are never overwritten)."""
+    """Store FILE as the next version of a feature set (versions are never overwritten).
+
+    A Parquet table becomes a feature table with --entity and --timestamp; later versions
+    inherit the declaration when these are left out.
+    """
     if not file.is_file():
         _fail(f"{file} is not a file")
     author = created_by or _login()
@@ -102,6 +122,10 @@ def put(
                     depends_on=depends_on,
                     version_label=version_label,
                     created_by=author,
+                    entities=entity,
+                    timestamp=timestamp,
+                    created_timestamp=created_timestamp,
+                    ttl=ttl,
                 )
             else:
                 data = load_yaml_set(file)

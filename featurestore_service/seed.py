@@ -24,6 +24,14 @@ def version_files(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def feature_table_args(declared: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``put_table`` arguments from a ``feature_table:`` mapping in ``featureset.yaml``."""
+    if not declared:
+        return {}
+    keys = ("entities", "timestamp", "created_timestamp", "ttl")
+    return {key: declared.get(key) for key in keys}
+
+
 def seed_featuresets(base_url: str, root: Path = EXAMPLES) -> int:
     """Stores the example versions the feature store does not have yet; returns how many."""
     from cairn.client import FeatureStoreClient
@@ -53,6 +61,7 @@ def seed_featuresets(base_url: str, root: Path = EXAMPLES) -> int:
                         depends_on=meta.get("depends_on"),
                         version_label=extra.get("version_label"),
                         created_by=extra.get("created_by") or "cairn-examples",
+                        **feature_table_args(meta.get("feature_table")),
                     )
                 else:
                     data = yaml.safe_load(path.read_text())

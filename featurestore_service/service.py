@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
+from pydantic import ValidationError
 
 from cairn.errors import Conflict, NotFound
 from cairn.models import (
@@ -23,12 +24,14 @@ from cairn.models import (
     FeatureSetDiff,
     FeatureSetMeta,
     FeatureSetWrite,
+    FeatureTableSpec,
     MapDiff,
     RowCounts,
     SchemaDiff,
     TableInfo,
 )
 from cairn.settings import Settings
+from cairn.web import invalid_request
 from featurestore_service.backends.base import (
     FeatureSetQuery,
     FeatureSetStore,
@@ -37,6 +40,8 @@ from featurestore_service.backends.base import (
     StoredVersion,
 )
 from featurestore_service.blobs import BlobStore
+from featurestore_service.feature_tables import check_table
+from featurestore_service.tables import DecodeSlots
 
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 CACHE_MAX_ITEMS = 10_000
@@ -99,6 +104,7 @@ def _body(
     features: list[dict[str, Any]],
     table: TableInfo | None,
     feature_count: int,
+    feature_table: FeatureTableSpec | None = None,
 ) -> dict[str, Any]:
     """Every FeatureSet field in order; the store fills in version, times and etag."""
     return {
@@ -111,6 +117,7 @@ def _body(
         "depends_on": meta.depends_on,
         "feature_count": feature_count,
         "table": table.model_dump(mode="json") if table else None,
+        "feature_table": feature_table.model_dump(mode="json") if feature_table else None,
         "created_at": None,
         "created_by": meta.created_by,
         "deleted": False,
@@ -128,6 +135,8 @@ class FeatureStore:
         self.cache = LatestCache()
         # Called after every committed write (the catalogue registrar's wake-up).
         self.on_write: Callable[[], None] = lambda: None
+        # Called with the set's name after a committed write (online materialization).
+        self.on_change: Callable[[str], None] = lambda name: None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -145,28 +154,93 @@ class FeatureStore:
         return await self._commit(new)
 
     async def create_table(
-        self, meta: FeatureSetMeta, chunks: AsyncIterator[bytes]
+        self,
+        meta: FeatureSetMeta,
+        chunks: AsyncIterator[bytes],
+        declared: dict[str, Any] | None = None,
     ) -> StoredVersion:
-        """Streams a Parquet upload to disk, checks it, then stores the next version."""
+        """Streams a Parquet upload to disk, checks it, then stores the next version.
+
+        ``declared`` holds the feature-table fields given with this upload; those left out are
+        inherited from the latest live version. The result is checked against the file before
+        anything is stored.
+        """
         if meta.version is not None:
             await self._check_expected(meta.name, meta.version)  # fail before 256 MiB arrive
-        blob = await self.blobs.ingest(chunks)
-        info = blob.info
-        new = NewVersion(
-            name=meta.name,
-            kind="table",
-            body=_body(meta, "table", features=[], table=info, feature_count=len(info.columns)),
-            content_hash=info.sha256,
-            search_text=" ".join(c.name for c in info.columns),
-            blob=info.sha256,
-            expected_version=meta.version,
-        )
-        return await self._commit(new)
+        feature_table, origin = await self._feature_table(meta.name, declared or {})
+        check = None
+        if feature_table is not None:
+            spec = feature_table
+
+            def check(path: Path, info: TableInfo) -> None:
+                check_table(path, info, spec, origin)
+
+        # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
+        async with self.blobs.ingest(chunks, check) as blob:
+            info = blob.info
+            new = NewVersion(
+                name=meta.name,
+                kind="table",
+                body=_body(
+                    meta,
+                    "table",
+                    features=[],
+                    table=info,
+                    feature_count=len(info.columns),
+                    feature_table=feature_table,
+                ),
+                content_hash=info.sha256,
+                search_text=" ".join(c.name for c in info.columns),
+                blob=info.sha256,
+                expected_version=meta.version,
+            )
+            try:
+                return await self._commit(new)
+            except BaseException:
+                if not await self._surely_not_stored(meta.name, info.sha256):
+                    blob.keep()
+                raise
+
+    async def _surely_not_stored(self, name: str, sha256: str) -> bool:
+        """After a failed write: whether the store surely has no new version naming ``sha256``.
+
+        A write can land and still fail on its way back (a lost acknowledgement); then, or when
+        the store cannot answer, the file stays: an orphan file is harmless, a version whose
+        file is gone is not.
+        """
+        try:
+            newest = await self.store.newest(name)
+        except Exception:
+            return False
+        return newest is None or newest.blob != sha256
+
+    async def _feature_table(
+        self, name: str, declared: dict[str, Any]
+    ) -> tuple[FeatureTableSpec | None, str]:
+        """The declaration of a new version: ``declared`` over the previous version's."""
+        previous = await self.store.latest(name)
+        inherited = previous.model().feature_table if previous is not None else None
+        if inherited is None and not declared:
+            return None, ""
+        fields = inherited.model_dump() if inherited is not None else {}
+        fields.update(declared)
+        origin = "declared with this upload"
+        if previous is not None and inherited is not None and set(declared) != set(fields):
+            origin = (
+                f"inherited from version {previous.version}"
+                if not declared
+                else (f"declared, the rest inherited from version {previous.version}")
+            )
+        try:
+            return FeatureTableSpec.model_validate(fields), origin
+        except ValidationError as exc:
+            raise invalid_request(exc) from None
 
     async def _commit(self, new: NewVersion) -> StoredVersion:
         stored = await self.store.create(new, datetime.now(UTC))
         self.cache.drop(new.name)
         self.on_write()
+        self.on_change(new.name)
         return stored
 
     async def _check_expected(self, name: str, expected: int) -> None:
@@ -189,6 +263,7 @@ class FeatureStore:
             await self._missing(name, version)
         self.cache.drop(name)
         self.on_write()
+        self.on_change(name)
         assert stored is not None
         return stored
 
@@ -273,6 +348,11 @@ class FeatureStore:
 
     async def search(self, query: FeatureSetQuery) -> Hits:
         return await self.store.search(query)
+
+    @property
+    def decodes(self) -> DecodeSlots:
+        """The slots every Parquet decode of this service runs in."""
+        return self.blobs.decodes
 
     def blob_path(self, stored: StoredVersion) -> Path:
         assert stored.blob is not None, "not a table"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pandas as pd
@@ -18,11 +19,12 @@ from cairn.cli import app
 from cairn.client import (
     AsyncCatalogueClient,
     AsyncFeatureStoreClient,
+    BadAnswer,
     CatalogueClient,
     FeatureStoreClient,
     ServiceUnreachable,
 )
-from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from cairn.models import Asset, FeatureSet, FeatureSetDiff, FeatureSetVersions
 from cairn.settings import Settings
 from featurestore_service.app import create_app
@@ -100,7 +102,7 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
         dead.get("x")
 
 
-def test_async_feature_store_client(featurestore: ThreadServer) -> None:
+def test_async_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with AsyncFeatureStoreClient(featurestore.url) as fs:
             made = await asyncio.gather(
@@ -115,6 +117,14 @@ def test_async_feature_store_client(featurestore: ThreadServer) -> None:
             assert (await fs.diff("async_set", 1, 5)).changed[0].name == "i"
             await fs.put_table("async_table", table())
             assert (await fs.get_table("async_table")).equals(table())
+            target = await fs.download("async_table", tmp_path / "async.parquet")
+            assert pq.read_table(target).equals(table())
+            projected = await fs.download(
+                "async_table", tmp_path / "part.parquet", version=1, columns=["id"], limit=3
+            )
+            assert pq.read_table(projected).equals(table().select(["id"]).slice(0, 3))
+            with pytest.raises(NotFound):
+                await fs.download("nope", tmp_path / "nope.parquet")
             frame = await fs.get_dataframe("async_table", columns=["id"])
             assert list(frame.columns) == ["id"]
             assert (await fs.search(name="async")).total == 2
@@ -163,6 +173,88 @@ def test_catalogue_clients_see_registered_feature_sets(
             assert (await cat.get_asset("featureset:serving")).type == "featureset"
             await cat.put_asset({"name": "async_asset", "type": "report"}, "async-1")
             assert (await cat.get_asset_by_name("async_asset")).id == "async-1"
+
+    asyncio.run(scenario())
+
+
+def test_async_client_health_quick_give_up_and_per_caller_key(tmp_path: Path) -> None:
+    """What a server-side caller (the web UI) needs: the service's health from every call and
+    from ``probe``, a short answer when nothing listens, an unreadable answer reported as such,
+    and one pool sending each caller's own key."""
+    from catalogue_service.app import create_app as catalogue_app
+
+    async def nonsense(scope: dict, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"<html>not json</html>"})
+
+    keyed = Settings(data_dir=tmp_path, api_keys=["key-1"], read_needs_key=True)
+    with ThreadServer(catalogue_app(keyed)) as server, ThreadServer(nonsense) as odd:
+
+        async def scenario() -> None:
+            client = AsyncCatalogueClient(
+                server.url, api_key="wrong", timeout=5, connect_timeout=1, retries=1
+            )
+            assert client.health.state == "unknown"
+            with pytest.raises(Unauthorized, match="not valid"):
+                await client.types()
+            assert client.health.state == "up"  # a refusal is still an answer
+            caller = client.with_api_key("key-1")
+            assert await caller.types() == {} and caller.health is client.health
+            with pytest.raises(Unauthorized, match="needs an API key"):
+                await client.with_api_key(None).types()
+            probed = await client.probe(timeout=1)
+            assert probed.ok and probed.detail == "ready" and probed.latency_ms is not None
+            await client.aclose()
+
+            down = AsyncCatalogueClient(
+                f"http://127.0.0.1:{free_port()}", timeout=5, connect_timeout=1, retries=1
+            )
+            with pytest.raises(ServiceUnreachable) as info:
+                await down.types()
+            assert info.value.reason == "refused the connection (is it running?)"
+            assert down.health.state == "down" and down.health.detail == info.value.reason
+            assert (await down.probe(timeout=1)).ok is False
+            await down.aclose()
+
+            async with AsyncCatalogueClient(odd.url, timeout=5) as confused:
+                with pytest.raises(BadAnswer):
+                    await confused.get_asset("x")
+                assert confused.health.state == "down"
+                assert (await confused.probe(timeout=1)).ok  # /readyz answered 200
+
+        asyncio.run(scenario())
+
+
+def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
+    """A connection dropped before any answer (a restart, an idle keep-alive cut) is tried
+    again with ``retries``; without them the caller hears of it at once."""
+
+    async def scenario() -> None:
+        served = 0
+
+        async def drop_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal served
+            served += 1
+            await reader.readuntil(b"\r\n\r\n")
+            if served % 2 == 1:
+                writer.close()  # no answer at all
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: 2\r\nconnection: close\r\n\r\n{}"
+            )
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(drop_first, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            async with AsyncCatalogueClient(url, timeout=5, retries=1) as patient:
+                assert await patient.types() == {} and served == 2
+            async with AsyncCatalogueClient(url, timeout=5) as hasty:
+                with pytest.raises(ServiceUnreachable) as info:
+                    await hasty.types()
+                assert info.value.reason.startswith("the connection failed") and served == 3
 
     asyncio.run(scenario())
 

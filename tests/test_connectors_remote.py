@@ -138,7 +138,7 @@ def test_missing_client_library_names_the_extra(module: str, url: str, extra: st
         timeout=60,
         cwd=ROOT,
     )
-    assert f"pip install 'cairn[{extra}]'" in result.stdout, result.stdout + result.stderr
+    assert f"pip install 'cairn-catalogue[{extra}]'" in result.stdout, result.stdout + result.stderr
 
 
 # -- ADLS ------------------------------------------------------------------------------------

@@ -126,6 +126,11 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         ui = f"http://127.0.0.1:{ui_port}"
         listed = re.findall(r"^  (\w+) +(http://\S+)", output, re.M)
         assert listed[-1] == ("ui", ui), output
+        # ... and, run from a virtual environment, how to get `cairn` in another terminal.
+        activate = Path(sys.prefix) / "bin" / "activate"
+        if activate.is_relative_to(ROOT):
+            activate = activate.relative_to(ROOT)
+        assert f"`source {activate}`" in output, output
         page = httpx.get(ui + "/", params={"q": "churn"}, timeout=timeout)
         assert page.status_code == 200 and "churn_model" in page.text
         featureset = httpx.get(ui + "/featuresets/churn_model_serving", timeout=timeout)

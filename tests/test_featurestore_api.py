@@ -609,7 +609,174 @@ def test_health_metrics_and_read_keys(tmp_path: Path) -> None:
         )
         assert c.get("/api/v1/featuresets/k").status_code == 401  # the fast route checks too
         assert c.get("/api/v1/featuresets/k", headers=key).status_code == 200
-        metrics = c.get("/metrics").text
+        # With keys set, the metrics and the API description need one too (CAIRN_OPEN_*).
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/openapi.json").status_code == 401
+        metrics = c.get("/metrics", headers=key).text
         assert 'route="/api/v1/featuresets/{name}"' in metrics
         assert "cairn_featurestore_outbox_pending" in metrics
-        assert "/api/v1/featuresets/{name}" in c.get("/openapi.json").json()["paths"]
+        spec = c.get("/openapi.json", headers=key).json()
+        assert "/api/v1/featuresets/{name}" in spec["paths"]
+
+
+# --- decoded-size limits, non-finite floats, failed writes ----------------------------------
+
+
+def zeros(rows: int) -> pa.ChunkedArray:
+    """``rows`` int64 zeros as chunks sharing one buffer: gigabytes to decode, 8 MB to hold."""
+    chunk = pa.repeat(pa.scalar(0, pa.int64()), 1_000_000)
+    return pa.chunked_array([chunk] * (rows // 1_000_000))
+
+
+def test_decompression_bombs_are_refused_before_decoding(
+    fs: httpx.Client, fs_settings: Settings
+) -> None:
+    # 150 million zeros in 3 columns, one row group: 650 KB of zstd, 1.2 GB once decoded.
+    column = zeros(50_000_000)
+    bomb = parquet_bytes(
+        pa.table({"a": column, "b": column, "c": column}),
+        compression="zstd",
+        row_group_size=50_000_000,
+    )
+    assert len(bomb) < 2_000_000
+    refused = upload(fs, "bomb", bomb)
+    assert refused.status_code == 413, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    detail = refused.json()["detail"]
+    assert "CAIRN_TABLE_MAX_ROW_GROUP_BYTES" in detail and "536,870,912" in detail, detail
+    assert "row_group_size" in detail
+
+    # A 100 KB string, dictionary-encoded 10,000 times: the footer hides it (byte arrays have
+    # no width there); measuring while the upload is checked finds 1 GB.
+    big = pa.DictionaryArray.from_arrays(
+        pa.array([0] * 10_000, pa.int32()), pa.array(["x" * 100_000])
+    )
+    strings = parquet_bytes(pa.table({"s": big}), compression="zstd", store_schema=False)
+    refused = upload(fs, "bomb", strings)
+    assert refused.status_code == 413, refused.text
+    assert "CAIRN_TABLE_MAX_ROW_GROUP_BYTES" in refused.json()["detail"]
+
+    assert fs.get("/featuresets/bomb/versions").status_code == 404
+    assert stored_files(fs_settings) == []  # no blob, no leftover temporary file
+
+
+def test_row_and_total_limits_name_their_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        table_max_rows=999,
+        table_max_decoded_bytes=20_000,
+    )
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as api,
+    ):
+        rows = upload(api, "t", parquet_bytes(sample_table(1000)))
+        assert rows.status_code == 413 and "CAIRN_TABLE_MAX_ROWS" in rows.json()["detail"]
+        total = upload(api, "t", parquet_bytes(sample_table(900), row_group_size=100))
+        assert total.status_code == 413
+        assert "CAIRN_TABLE_MAX_DECODED_BYTES" in total.json()["detail"]
+        assert upload(api, "t", parquet_bytes(sample_table(100))).status_code == 201
+
+
+def test_nan_and_infinities_stay_distinguishable_from_null(fs: httpx.Client) -> None:
+    nan, inf = float("nan"), float("inf")
+    table = pa.table(
+        {
+            "x": pa.array([1.5, nan, inf, -inf, None], pa.float64()),
+            "xs": pa.array([[nan, 2.0], [inf], None, [-inf, None], []], pa.list_(pa.float32())),
+            "n": pa.array([1, 2, 3, 4, None], pa.int64()),
+        }
+    )
+    assert upload(fs, "odd_floats", parquet_bytes(table)).status_code == 201
+    rows = fs.get("/featuresets/odd_floats").json()["data"]["rows"]
+    assert [r["x"] for r in rows] == [1.5, "NaN", "Infinity", "-Infinity", None]
+    assert [r["xs"] for r in rows] == [["NaN", 2.0], ["Infinity"], None, ["-Infinity", None], []]
+    assert [r["n"] for r in rows] == [1, 2, 3, 4, None]
+    # Arrow and Parquet carry them as floats.
+    arrow = pa.ipc.open_stream(fs.get("/featuresets/odd_floats?format=arrow").content).read_all()
+    parquet = pq.read_table(io.BytesIO(fs.get("/featuresets/odd_floats?format=parquet").content))
+    for served in (arrow, parquet):
+        assert served.column("x").to_pylist()[2:] == [inf, -inf, None]
+        assert served.column("x").to_pylist()[1] != served.column("x").to_pylist()[1]  # NaN
+    # A value set refuses them (422) rather than storing a null.
+    refused = fs.post(
+        "/featuresets",
+        content=b'{"name": "odd", "features": [{"name": "a", "dtype": "float", "value": NaN}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert refused.status_code == 422 and "finite" in refused.json()["detail"]
+
+
+def race(fs: httpx.Client, settings: Settings, slow: bytes, fast: bytes, version: int) -> str:
+    """Two uploads to ``raced`` expecting ``version``: the slow one passes its version check,
+    then the fast one is stored; the slow one's write is refused (409) by the store after its
+    file was checked and put in place. Returns the sha256 of the fast one's file."""
+    tmp = settings.featurestore_blobs / "tmp"
+    release = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def slow_body() -> Iterator[bytes]:
+        yield slow[:100]
+        release.wait(30)
+        yield slow[100:]
+
+    def slow_upload() -> None:
+        with httpx.Client(base_url=str(fs.base_url), timeout=60) as other:
+            answers.append(
+                other.post(
+                    "/featuresets/raced/versions",
+                    content=slow_body(),
+                    params={"version": version},
+                    headers={"content-type": PARQUET},
+                )
+            )
+
+    thread = threading.Thread(target=slow_upload)
+    thread.start()
+    try:
+        # Its version check is done once its body is being written to a temporary file.
+        for _ in range(3000):
+            if tmp.is_dir() and any(tmp.iterdir()):
+                break
+            threading.Event().wait(0.01)
+        stored = upload(fs, "raced", fast, version=version)
+        assert stored.status_code == 201, stored.text
+    finally:
+        release.set()
+        thread.join(60)
+    assert answers[0].status_code == 409, answers[0].text
+    return str(stored.json()["table"]["sha256"])
+
+
+def test_a_failed_version_write_leaves_no_file_behind(
+    fs: httpx.Client, fs_settings: Settings
+) -> None:
+    first, second = parquet_bytes(sample_table(10)), parquet_bytes(sample_table(20))
+    kept = race(fs, fs_settings, parquet_bytes(sample_table(50)), first, version=1)
+    assert [p.name for p in stored_files(fs_settings)] == [f"{kept}.parquet"]
+    # Refused bytes that version 1 already stores: the shared file stays.
+    also = race(fs, fs_settings, first, second, version=2)
+    assert {p.name for p in stored_files(fs_settings)} == {f"{kept}.parquet", f"{also}.parquet"}
+    for version in (1, 2):
+        served = fs.get(f"/featuresets/raced/versions/{version}", params={"format": "parquet"})
+        assert served.status_code == 200
+
+
+def test_nanosecond_timestamps_page_as_json(fs: httpx.Client) -> None:
+    # pandas writes timestamps in nanoseconds; pyarrow hands them out as pandas.Timestamp.
+    moment = datetime(2025, 6, 16, 5, 45, tzinfo=UTC)
+    table = pa.table(
+        {
+            "at": pa.array([moment, None], pa.timestamp("ns", tz="UTC")),
+            "naive": pa.array([moment.replace(tzinfo=None), None], pa.timestamp("ns")),
+            "took": pa.array([timedelta(seconds=90), None], pa.duration("ns")),
+        }
+    )
+    assert upload(fs, "ns_times", parquet_bytes(table)).status_code == 201
+    page = fs.get("/featuresets/ns_times")
+    assert page.status_code == 200, page.text
+    assert page.json()["data"]["rows"] == [
+        {"at": "2025-06-16T05:45:00+00:00", "naive": "2025-06-16T05:45:00", "took": 90.0},
+        {"at": None, "naive": None, "took": None},
+    ]

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import ProcessServer, cairn_env, run_cairn, searched_ids
 from tests.servers.fixtures import ProductionServers
+from tests.servers.processes import patient
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def tagged_total(client: httpx.Client, tag: str) -> int:
 
 
 def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         if check():
             return
@@ -85,13 +86,16 @@ def test_elasticsearch_outage_keeps_writes_and_catches_up(
         finally:
             es.start()
 
-        # The indexer finds the intents the failed inline indexing left and catches up.
-        wait_for(lambda: tagged_total(client, "outage") == 500)
+        # The indexer finds the intents the failed inline indexing left and catches up; it works
+        # through them in batches, so the single PUT may come after the bulk's 300.
+        def solo_found() -> bool:
+            found = client.get("/api/v1/assets", params={"name": "solo"}).json()["items"]
+            return [item["id"] for item in found] == ["solo"]
+
+        wait_for(lambda: tagged_total(client, "outage") == 500 and solo_found())
         ids = searched_ids(client, tag="outage")
         expected = {f"before-{i}" for i in range(200)} | {f"during-{i}" for i in range(300)}
         assert ids == expected
-        found = client.get("/api/v1/assets", params={"name": "solo"}).json()["items"]
-        assert [item["id"] for item in found] == ["solo"]
     assert "Elasticsearch indexing deferred" in server.logs()
 
 

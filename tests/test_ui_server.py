@@ -8,6 +8,7 @@ port, so every page here also proves the UI copes with a service that is down.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from cairn.settings import Settings
 from tests.conftest import ThreadServer, free_port
 from ui.format import highlight, snippet, terms
 from ui.lineage import NODE_W, layout
+from ui.render import INVISIBLE, reveal
 from ui.routes.assets import manifest_yaml
 from ui.state import MAX_BACK, SearchState
 
@@ -46,6 +48,16 @@ ASSETS = [
     },
     {"id": "fs-1", "name": "featureset:churn", "type": "featureset", "depends_on": ["sales_daily"]},
     {"id": "gone-1", "name": "old_sales", "type": "table", "deleted": True, "tags": ["sales"]},
+    {
+        # Looks like "invoice_fdp.exe" reversed into "invoice_exe.pdf" when shown raw.
+        "id": "bidi-1",
+        "name": "invoice_\u202efdp.exe",
+        "type": "report",
+        "description": "Pay\u200bable to \u2067acme\u2069, see \u200fnotes\ufeff.",
+        "tags": ["fin\u200dance"],
+        "location": "file:///lake/\u202dinvoices/",
+        "depends_on": ["sales_daily"],
+    },
 ]
 
 
@@ -243,6 +255,180 @@ def test_templates_and_static_files_ship_with_the_package() -> None:
     packages = find_namespace_packages(include=["ui*"], where=str(Path(__file__).parent.parent))
     assert {"ui.templates", "ui.static"} <= set(packages)
     assert (TEMPLATES / "base.html").exists() and (STATIC / "cairn.css").exists()
+
+
+def test_invisible_and_bidi_characters_are_shown_not_obeyed(ui: httpx.Client) -> None:
+    """An RLO, isolate, mark or zero-width character in a name, tag, description, location or
+    search snippet is shown as a visible code, so one name cannot pass for another."""
+    pages = {
+        "search": assert_page(ui.get("/", params={"q": "invoice"})),
+        "asset": assert_page(ui.get("/assets/bidi-1")),
+        "downstream": assert_page(ui.get("/assets/sales-1", params={"direction": "down"})),
+    }
+    for where, text in pages.items():
+        body = text.split("<body>", 1)[1]
+        visible = re.sub(r"<[^>]*>", "", body)  # the page's text, as a reader sees it
+        assert not INVISIBLE.search(visible), (where, INVISIBLE.findall(visible))
+        assert '<span class="cc" title="right-to-left override">\u27e8U+202E\u27e9</span>' in body
+    asset = pages["asset"]
+    for code in ("U+200B", "U+2067", "U+2069", "U+200F", "U+FEFF", "U+200D", "U+202D"):
+        assert f"\u27e8{code}\u27e9</span>" in asset, code
+    # In the lineage picture (SVG) the code is an SVG text span.
+    assert '<tspan class="cc" title="right-to-left override">' in pages["downstream"]
+    # The tab title cannot hold markup: the code goes in bare.
+    assert "<title>invoice_\u27e8U+202E\u27e9fdp.exe · Cairn</title>" in asset
+    # Links and form values keep the real characters, so they still lead to the same place.
+    assert 'href="/?tag=fin%E2%80%8Dance"' in asset
+    search = assert_page(ui.get("/", params={"q": "fdp\u202e"}))
+    assert 'value="fdp\u202e"' in search
+
+
+def test_reveal_leaves_tags_alone() -> None:
+    html = '<a title="a\u202eb" href="/x">a\u202eb</a><title>t\u200bt</title>'
+    assert reveal(html) == (
+        '<a title="a\u202eb" href="/x">a<span class="cc" title="right-to-left override">'
+        "\u27e8U+202E\u27e9</span>b</a><title>t\u27e8U+200B\u27e9t</title>"
+    )
+    assert reveal("<p>plain</p>") == "<p>plain</p>"
+
+
+# --- reads that need a key (CAIRN_READ_NEEDS_KEY) ------------------------------------------
+
+GOOD_KEY = "visitor-key-1"
+UI_OWN_KEY = "ui-own-key"  # valid at the services: the UI must still not read with it
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A catalogue that wants a key for reads; a UI that asks visitors for theirs, and a UI
+    started with reads open against it (a configuration mistake)."""
+    from catalogue_service.app import create_app as catalogue_app
+    from ui.app import create_app as ui_app
+
+    data = tmp_path_factory.mktemp("ui-keyed")
+    keys = {"api_keys": [GOOD_KEY, UI_OWN_KEY], "read_needs_key": True}
+    with ThreadServer(catalogue_app(Settings(data_dir=data, **keys))) as catalogue:
+        auth = {"authorization": f"Bearer {GOOD_KEY}"}
+        body = httpx.post(
+            catalogue.url + "/api/v1/assets/bulk", json=ASSETS, headers=auth, timeout=30
+        ).json()
+        assert body["failed"] == 0, body
+        common = {
+            "data_dir": data,
+            "catalogue_url": catalogue.url,
+            "featurestore_url": f"http://127.0.0.1:{free_port()}",
+            "api_key": UI_OWN_KEY,
+        }
+        with (
+            ThreadServer(ui_app(Settings(**common, **keys))) as ui,
+            ThreadServer(ui_app(Settings(**common))) as open_ui,
+        ):
+            yield ui.url, open_ui.url
+
+
+def test_reads_that_need_a_key_send_anonymous_visitors_to_sign_in(
+    keyed: tuple[str, str],
+) -> None:
+    with httpx.Client(base_url=keyed[0], timeout=30) as visitor:
+        for path, back in (
+            ("/", "/"),
+            ("/?q=sales&tag=gold", "/?q=sales&tag=gold"),
+            ("/assets/sales-1", "/assets/sales-1"),
+            ("/assets/sales-1/manifest.yaml", "/assets/sales-1/manifest.yaml"),
+            ("/featuresets", "/featuresets"),
+            ("/status", "/status"),
+        ):
+            response = visitor.get(path)
+            assert response.status_code == 303, (path, response.text[:500])
+            location = response.headers["location"]
+            assert location.startswith("/signin"), location
+            next_url = QueryParams(location.partition("?")[2]).get("next", "/")
+            assert next_url == back
+            assert "sales_daily" not in response.text
+        form = assert_page(visitor.get("/signin", params={"next": "/assets/sales-1"}))
+        assert 'type="password"' in form and 'value="/assets/sales-1"' in form
+        assert "Sign out" not in form
+        assert visitor.get("/healthz").status_code == 200  # plumbing stays open
+
+
+def test_signing_in_keeps_the_key_in_a_strict_cookie_and_reads_with_it(
+    keyed: tuple[str, str],
+) -> None:
+    with httpx.Client(base_url=keyed[0], timeout=30) as visitor:
+        response = visitor.post("/signin", data={"key": GOOD_KEY, "next": "/assets/sales-1"})
+        assert response.status_code == 303 and response.headers["location"] == "/assets/sales-1"
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("cairn_key=") and GOOD_KEY not in cookie
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"httponly", "samesite=strict", "path=/"} <= flags
+        assert "secure" not in flags  # plain http here; https gets Secure:
+        behind_tls = httpx.post(
+            keyed[0] + "/signin",
+            data={"key": GOOD_KEY},
+            headers={"x-forwarded-proto": "https"},  # from a proxy uvicorn trusts (loopback)
+        )
+        assert "secure" in {p.strip().lower() for p in behind_tls.headers["set-cookie"].split(";")}
+        page = assert_page(visitor.get("/assets/sales-1"))
+        assert "<h1>sales_daily</h1>" in page or ">sales_daily</h1>" in page
+        assert 'action="/signout"' in page
+        assert "<mark>sales</mark>_daily" in assert_page(visitor.get("/", params={"q": "sales"}))
+        status = assert_page(visitor.get("/status"), 503)  # the feature store is down
+        assert "Assets</dt><dd>" in status
+        out = visitor.post("/signout")
+        assert out.status_code == 303 and out.headers["location"] == "/signin"
+        assert (
+            'cairn_key=""' in out.headers["set-cookie"]
+            or "Max-Age=0" in (out.headers["set-cookie"])
+        )
+        assert visitor.get("/").status_code == 303
+
+
+def test_a_wrong_key_gives_the_sign_in_page_with_a_message(keyed: tuple[str, str]) -> None:
+    with httpx.Client(base_url=keyed[0], timeout=30) as visitor:
+        wrong = visitor.post("/signin", data={"key": "not-a-key", "next": "/?q=sales"})
+        text = assert_page(wrong, 401)
+        assert "The catalogue did not accept that key" in text and 'role="alert"' in text
+        assert 'value="/?q=sales"' in text and "sales_daily" not in text
+        assert "not-a-key" not in text
+        assert_page(visitor.post("/signin", data={"key": "  "}), 400)
+        assert "Enter your API key" in visitor.post("/signin", data={"key": ""}).text
+        # A key that stops working: the next page is the sign-in page, and the cookie goes.
+        stale = base64.urlsafe_b64encode(b"revoked-key").decode()
+        visitor.cookies.set("cairn_key", stale)
+        page = visitor.get("/assets/sales-1")
+        text = assert_page(page, 401)
+        assert "did not accept your key" in text and 'value="/assets/sales-1"' in text
+        assert "sales_daily" not in text
+        assert (
+            "Max-Age=0" in page.headers["set-cookie"]
+            or 'cairn_key=""' in (page.headers["set-cookie"])
+        )
+        # Garbage in the cookie is no key at all.
+        visitor.cookies.set("cairn_key", "%%%not base64")
+        assert visitor.get("/").status_code == 303
+
+
+def test_sign_in_never_redirects_off_site_or_takes_a_cross_site_form(
+    keyed: tuple[str, str],
+) -> None:
+    with httpx.Client(base_url=keyed[0], timeout=30) as visitor:
+        for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "x"):
+            response = visitor.post("/signin", data={"key": GOOD_KEY, "next": target})
+            assert response.headers["location"] == "/", target
+        forged = visitor.post(
+            "/signin", data={"key": GOOD_KEY}, headers={"sec-fetch-site": "cross-site"}
+        )
+        assert forged.status_code == 403 and "Max-Age=0" in forged.headers["set-cookie"]
+        assert visitor.get("/").status_code == 303
+
+
+def test_a_ui_with_reads_open_against_services_that_want_a_key_says_so(
+    keyed: tuple[str, str],
+) -> None:
+    with httpx.Client(base_url=keyed[1], timeout=30) as visitor:
+        text = assert_page(visitor.get("/", params={"q": "sales"}), 503)
+        assert "CAIRN_READ_NEEDS_KEY=true" in text and "sales_daily" not in text
+        assert visitor.get("/signin").headers["location"] == "/"
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Errors render as HTML pages (never problem+json, never a stack trace); ``/healthz``,
 ``/readyz`` and ``/metrics`` come from Cairn's shared plumbing. The UI is ready as soon as it
-runs: a service that is down is shown as a banner, not as an unready UI.
+runs: a service that is down is shown as a banner, not as an unready UI. When reads need a
+key, every page reads with the visitor's own (``ui/visitor.py``): none sends them to sign in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,9 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cairn.errors import CairnError
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from ui.backend import ApiError, Backend, ServiceDown
+from ui.backend import ApiError, Backend, KeyRejected, ServiceDown
 from ui.render import STATIC, environment, note_down, render
-from ui.routes import assets, featuresets, search, status
+from ui.routes import assets, featuresets, search, signin, status
+from ui.visitor import SignInNeeded, here, signin_url
 
 log = logging.getLogger("cairn.ui")
 
@@ -93,7 +95,7 @@ def create_app(
     app.state.templates = environment()
     install_html_errors(app)
     app.mount("/static", LongCacheStatic(directory=STATIC), name="static")
-    for module in (search, assets, featuresets, status):
+    for module in (search, assets, featuresets, status, signin):
         app.include_router(module.router)
     app.add_middleware(SecurityHeaders)
     return app
@@ -130,6 +132,30 @@ def install_html_errors(app: FastAPI) -> None:
             503,
             f"{exc.label} unavailable",
             f"The {exc.label.lower()} did not answer, so this page cannot be shown.",
+        )
+
+    @app.exception_handler(SignInNeeded)
+    async def _sign_in(request: Request, exc: SignInNeeded) -> Response:
+        return RedirectResponse(signin_url(exc.next_url), status_code=303)
+
+    @app.exception_handler(KeyRejected)
+    async def _rejected(request: Request, exc: KeyRejected) -> Response:
+        backend: Backend = request.app.state.backend
+        if backend.keys_needed:
+            return signin.signin_page(
+                request,
+                here(request),
+                f"The {exc.label.lower()} did not accept your key ({exc.detail}). Sign in "
+                "with a key it accepts.",
+                401,
+            )
+        return page(
+            request,
+            503,
+            "Reads need a key",
+            f"The {exc.label.lower()} asks for an API key for every read, but this UI was "
+            "started with reads open (CAIRN_READ_NEEDS_KEY is not true), so it does not ask "
+            "visitors for one. Start the UI with CAIRN_READ_NEEDS_KEY=true as well.",
         )
 
     @app.exception_handler(ApiError)

@@ -2,12 +2,19 @@
 
 Every page gets the services' health for the status bar, and a banner for each service that
 failed during this request or is known to be down.
+
+Characters that change how text around them is shown, or show nothing at all (bidi overrides
+and isolates, direction marks, zero-width and other invisible characters), could make one
+name pass for another. ``reveal`` shows each one as a visible ``⟨U+202E⟩`` in the page's text.
+It works on the rendered page rather than on each value so that no place that shows user
+text can miss it, while attribute values (a search box's text, a link) keep theirs unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from cairn import __version__
 from ui import format as fmt
 from ui import lineage
 from ui.backend import Backend, ServiceDown
+from ui.visitor import signed_in
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -50,6 +58,55 @@ def _finalize(value: Any) -> Any:
     if isinstance(value, str) and _CONTROL.search(value):
         return _CONTROL.sub("", value)
     return value
+
+
+# Bidi embeddings, overrides and isolates, direction marks (LRM, RLM, ALM), zero-width and
+# invisible characters (soft hyphen, joiners, word joiner, invisible operators, BOM, fillers)
+# and the invisible tag characters.
+INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\U000e0000-\U000e007f]"
+)
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def _code(char: str) -> str:
+    return f"\u27e8U+{ord(char):04X}\u27e9"
+
+
+def _shown(match: re.Match[str], element: str = "span") -> str:
+    char = match.group(0)
+    name = unicodedata.name(char, "invisible character").lower()
+    return f'<{element} class="cc" title="{name}">{_code(char)}</{element}>'
+
+
+def _shown_in_svg(match: re.Match[str]) -> str:
+    return _shown(match, "tspan")  # SVG text shows no HTML elements
+
+
+def reveal(html: str) -> str:
+    """``html`` with every invisible or direction-changing character in its text made visible.
+
+    Tags are left alone: user values in them are escaped (no raw ``>``), so splitting on tags
+    finds every text run. A ``<title>`` shows text only, so there the code goes in bare.
+    """
+    if not INVISIBLE.search(html):
+        return html
+    out: list[str] = []
+    in_title = in_svg = False
+    for part in _TAG.split(html):
+        if part.startswith("<"):
+            name = part[1:].split(None, 1)[0].rstrip("/>").lower() if len(part) > 2 else ""
+            if name in ("title", "/title"):
+                in_title = name == "title"
+            elif name in ("svg", "/svg"):
+                in_svg = name == "svg"
+            out.append(part)
+        elif in_title:
+            out.append(INVISIBLE.sub(lambda m: _code(m.group(0)), part))
+        else:
+            out.append(INVISIBLE.sub(_shown_in_svg if in_svg else _shown, part))
+    return "".join(out)
 
 
 def environment() -> jinja2.Environment:
@@ -109,10 +166,15 @@ def render(
         if h.ok is False and h.name not in failed
     ]
     html = env.get_template(template).render(
-        request=request,
-        path=request.url.path,
-        health=health,
-        banners=banners,
-        **context,
+        {
+            "request": request,
+            "path": request.url.path,
+            "health": health,
+            "banners": banners,
+            "signed_in": signed_in(request),
+            **context,
+        }
     )
-    return HTMLResponse(html, status_code=status_code, headers={**NO_STORE, **(headers or {})})
+    return HTMLResponse(
+        reveal(html), status_code=status_code, headers={**NO_STORE, **(headers or {})}
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
@@ -104,22 +105,23 @@ class SearchState:
 
     # --- what the catalogue is asked ----------------------------------------------------------
 
-    def api_params(self, limit: int = PAGE_SIZE) -> list[tuple[str, str]]:
-        params: list[tuple[str, str]] = []
-        if self.q:
-            params.append(("q", self.q))
-        params += [("tag", t) for t in self.tags]
-        if self.type:
-            params.append(("type", self.type))
-        params += [("label", lab) for lab in self.labels]
-        if self.owner:
-            params.append(("owner", self.owner))
-        if self.deleted:
-            params.append(("include_deleted", "true"))
-        if self.cursor:
-            params.append(("cursor", self.cursor))
-        params.append(("limit", str(limit)))
-        return params
+    def label_map(self) -> dict[str, str]:
+        """The label filters as the clients take them: a key given twice keeps its last value
+        (together they could match nothing: a label has one value)."""
+        return dict(lab.split(":", 1) for lab in self.labels)
+
+    def search_args(self, limit: int = PAGE_SIZE) -> dict[str, Any]:
+        """``AsyncCatalogueClient.search``'s arguments for this state."""
+        return {
+            "q": self.q or None,
+            "tags": self.tags,
+            "type": self.type or None,
+            "labels": self.label_map(),
+            "owner": self.owner or None,
+            "include_deleted": self.deleted,
+            "cursor": self.cursor or None,
+            "limit": limit,
+        }
 
     # --- links --------------------------------------------------------------------------------
 

@@ -11,15 +11,17 @@ Errors are the ``cairn.errors`` classes the server raised (``NotFound``, ``Confl
 with the server's ``detail``; ``ServiceUnreachable`` when nothing answered.
 """
 
-from cairn.client._http import ServiceUnreachable, raise_for_problem
+from cairn.client._http import BadAnswer, Health, ServiceUnreachable, raise_for_problem
 from cairn.client.catalogue import AsyncCatalogueClient, CatalogueClient
 from cairn.client.featurestore import AsyncFeatureStoreClient, FeatureStoreClient
 
 __all__ = [
     "AsyncCatalogueClient",
     "AsyncFeatureStoreClient",
+    "BadAnswer",
     "CatalogueClient",
     "FeatureStoreClient",
+    "Health",
     "ServiceUnreachable",
     "raise_for_problem",
 ]

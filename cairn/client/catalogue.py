@@ -8,7 +8,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
-from cairn.client._http import AsyncTransport, Call, SyncTransport, headers
+from cairn.client._http import AsyncServiceClient, AsyncTransport, Call, SyncTransport, headers
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -188,7 +188,7 @@ class CatalogueClient:
         self.close()
 
 
-class AsyncCatalogueClient:
+class AsyncCatalogueClient(AsyncServiceClient):
     """``async with AsyncCatalogueClient() as cat: (await cat.search(q="churn")).items``"""
 
     def __init__(
@@ -197,6 +197,8 @@ class AsyncCatalogueClient:
         *,
         api_key: str | None = None,
         timeout: float = 30.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
         **httpx_options: Any,
     ):
         settings = get_settings()
@@ -205,6 +207,8 @@ class AsyncCatalogueClient:
             base_url or settings.catalogue_url,
             headers(key, "catalogue"),
             timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
             **httpx_options,
         )
 

@@ -2,7 +2,7 @@
 
 Values come back as pydantic models (``FeatureSet``, ``FeatureSetVersions``, ...); tables as
 ``pyarrow.Table`` (over the Arrow IPC stream) or ``pandas.DataFrame`` (``pip install
-'cairn[pandas]'``). Parquet uploads and downloads stream from and to files.
+'cairn-catalogue[pandas]'``). Parquet uploads and downloads stream from and to files.
 """
 
 from __future__ import annotations
@@ -10,20 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import anyio
 import anyio.to_thread
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cairn.client._http import (
+    AsyncServiceClient,
     AsyncTransport,
     Call,
+    ServiceUnreachable,
     SyncTransport,
     afile_chunks,
     file_chunks,
@@ -61,6 +64,17 @@ def _arrow(response: httpx.Response) -> pa.Table:
     return pa.ipc.open_stream(response.content).read_all()
 
 
+def _training_set(response: httpx.Response) -> pa.Table:
+    """The answer, checked to hold every row of the entity frame (a cut stream may not say)."""
+    table = _arrow(response)
+    expected = response.headers.get("x-cairn-rows")
+    if expected is not None and int(expected) != table.num_rows:
+        raise ServiceUnreachable(
+            f"The training set stopped after {table.num_rows} of {expected} rows; ask again."
+        )
+    return table
+
+
 def _where(
     name: str, version: int | None, as_of: datetime | str | None
 ) -> tuple[str, list[tuple[str, str]]]:
@@ -88,6 +102,36 @@ def _table_params(
     return params
 
 
+def feature_table_params(declared: dict[str, Any]) -> list[tuple[str, str]]:
+    """Query parameters of a feature-table declaration; fields left out are inherited."""
+    params = [("entities", e) for e in declared.get("entities") or ()]
+    for key in ("timestamp", "created_timestamp"):
+        if declared.get(key):
+            params.append((key, str(declared[key])))
+    ttl = declared.get("ttl")
+    if isinstance(ttl, timedelta):
+        ttl = int(ttl.total_seconds())
+    if ttl:
+        params.append(("ttl", str(ttl)))
+    return params
+
+
+def _declared(
+    entities: list[str] | str | None,
+    timestamp: str | None,
+    created_timestamp: str | None,
+    ttl: int | str | timedelta | None,
+) -> dict[str, Any]:
+    if isinstance(entities, str):
+        entities = [entities]
+    return {
+        "entities": entities,
+        "timestamp": timestamp,
+        "created_timestamp": created_timestamp,
+        "ttl": ttl,
+    }
+
+
 class FeatureStoreCalls:
     """The feature store's API as ``Call``s; both clients send these."""
 
@@ -97,13 +141,16 @@ class FeatureStoreCalls:
         return Call("POST", "/api/v1/featuresets", _featureset, json=body, ok=(201,))
 
     @staticmethod
-    def put_table(meta: FeatureSetMeta, content: Any) -> Call[FeatureSet]:
+    def put_table(
+        meta: FeatureSetMeta, content: Any, feature_table: dict[str, Any] | None = None
+    ) -> Call[FeatureSet]:
         params = [("depends_on", d) for d in meta.depends_on]
         params += [("label", f"{k}:{label_text(v)}") for k, v in meta.labels.items()]
         for key in ("description", "version_label", "created_by", "version"):
             value = getattr(meta, key)
             if value:
                 params.append((key, str(value)))
+        params += feature_table_params(feature_table or {})
         return Call(
             "POST",
             f"/api/v1/featuresets/{_seg(meta.name)}/versions",
@@ -188,6 +235,55 @@ class FeatureStoreCalls:
             [("from", str(old)), ("to", str(new))],
         )
 
+    @staticmethod
+    def historical(
+        features: list[str], full_feature_names: bool, content: Any, media: str, accept: str = ARROW
+    ) -> Call[pa.Table]:
+        """``POST /api/v1/historical-features``: the entity frame as the body, Arrow back."""
+        if isinstance(features, str):
+            features = [features]
+        params = [("features", f) for f in features]
+        if full_feature_names:
+            params.append(("full_feature_names", "true"))
+        return Call(
+            "POST",
+            "/api/v1/historical-features",
+            _training_set,
+            params,
+            content=content,
+            headers={"content-type": media, "accept": accept},
+        )
+
+
+def entity_frame(entity_df: Any) -> tuple[Any, str, bool]:
+    """The body and its media type for an entity frame, and whether pandas came in.
+
+    A pyarrow Table or a DataFrame goes as an Arrow IPC stream (no Parquet encoding on either
+    side); a path goes as the Parquet file it names, streamed from disk.
+    """
+    if isinstance(entity_df, str | Path):
+        return Path(entity_df), PARQUET, False
+    if isinstance(entity_df, pa.Table):
+        table, was_pandas = entity_df, False
+    else:
+        table, was_pandas = pa.Table.from_pandas(entity_df, preserve_index=False), True
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes(), ARROW, was_pandas
+
+
+def training_set(table: pa.Table, as_pandas: bool) -> Any:
+    """The answer as asked: a DataFrame (versions in ``attrs``) or the Arrow table."""
+    if not as_pandas:
+        return table
+    frame = _pandas(table)
+    metadata = table.schema.metadata or {}
+    for key in (b"cairn.feature_versions", b"cairn.features"):
+        if key in metadata:
+            frame.attrs[key.decode()] = metadata[key].decode()
+    return frame
+
 
 def make_write(
     name: str,
@@ -234,7 +330,7 @@ def _pandas(table: pa.Table) -> pandas.DataFrame:
         import pandas  # noqa: F401
     except ImportError:
         raise ImportError(
-            "DataFrames need pandas: pip install 'cairn[pandas]' (or use get_table for a "
+            "DataFrames need pandas: pip install 'cairn-catalogue[pandas]' (or use get_table for a "
             "pyarrow.Table)"
         ) from None
     return table.to_pandas()
@@ -296,8 +392,17 @@ class FeatureStoreClient:
         version_label: str | None = None,
         created_by: str | None = None,
         version: int | None = None,
+        entities: list[str] | str | None = None,
+        timestamp: str | None = None,
+        created_timestamp: str | None = None,
+        ttl: int | str | timedelta | None = None,
     ) -> FeatureSet:
-        """Stores the next version of a table: a pyarrow Table, a DataFrame, a path or bytes."""
+        """Stores the next version of a table: a pyarrow Table, a DataFrame, a path or bytes.
+
+        ``entities``, ``timestamp``, ``created_timestamp`` and ``ttl`` declare a feature table
+        (DESIGN 9); those left out are inherited from the previous version.
+        """
+        declared = _declared(entities, timestamp, created_timestamp, ttl)
         meta = make_meta(
             name,
             description=description,
@@ -308,7 +413,7 @@ class FeatureStoreClient:
             version=version,
         )
         with parquet_file(data) as path:
-            return self._t.send(FeatureStoreCalls.put_table(meta, file_chunks(path)))
+            return self._t.send(FeatureStoreCalls.put_table(meta, file_chunks(path), declared))
 
     def get(
         self,
@@ -389,6 +494,61 @@ class FeatureStoreClient:
     def diff(self, name: str, old: int, new: int) -> FeatureSetDiff:
         return self._t.send(FeatureStoreCalls.diff(name, old, new))
 
+    def get_historical_features(
+        self, entity_df: Any, features: list[str], *, full_feature_names: bool = False
+    ) -> Any:
+        """A point-in-time correct training set (DESIGN 9), one row per entity-frame row.
+
+        ``entity_df``: a DataFrame, a pyarrow Table or the path of a Parquet file, with the
+        join keys and ``event_timestamp`` (naive times are UTC). A DataFrame comes back as a
+        DataFrame, anything else as a pyarrow Table; the versions used are in the Arrow schema
+        metadata (``cairn.feature_versions``) or the DataFrame's ``attrs``.
+        """
+        body, media, as_pandas = entity_frame(entity_df)
+        if isinstance(body, Path):
+            body = file_chunks(str(body))
+        table = self._t.send(
+            FeatureStoreCalls.historical(features, full_feature_names, body, media)
+        )
+        return training_set(table, as_pandas)
+
+    def download_historical_features(
+        self,
+        entity_path: str | Path,
+        features: list[str],
+        target: str | Path,
+        *,
+        full_feature_names: bool = False,
+        progress: Callable[[str, int], object] | None = None,
+    ) -> httpx.Headers:
+        """Streams a Parquet entity frame up and the training set down into ``target`` (Parquet).
+
+        ``progress("sent" | "received", bytes)`` is called as the bytes move.
+        """
+        report = progress or (lambda what, count: None)
+
+        def sent() -> Iterator[bytes]:
+            for chunk in file_chunks(str(entity_path)):
+                yield chunk
+                report("sent", len(chunk))
+
+        call = FeatureStoreCalls.historical(
+            features, full_feature_names, sent(), PARQUET, accept=PARQUET
+        )
+        part = Path(f"{target}.part")
+        try:
+            with open(part, "wb") as out:
+
+                def write(chunk: bytes) -> None:
+                    out.write(chunk)
+                    report("received", len(chunk))
+
+                found = self._t.stream_to(call, write)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+        return found
+
     def close(self) -> None:
         self._t.close()
 
@@ -399,7 +559,7 @@ class FeatureStoreClient:
         self.close()
 
 
-class AsyncFeatureStoreClient:
+class AsyncFeatureStoreClient(AsyncServiceClient):
     """``async with AsyncFeatureStoreClient() as fs: await fs.get("churn_model_serving")``"""
 
     def __init__(
@@ -408,6 +568,8 @@ class AsyncFeatureStoreClient:
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
         **httpx_options: Any,
     ):
         settings = get_settings()
@@ -416,6 +578,8 @@ class AsyncFeatureStoreClient:
             base_url or settings.featurestore_url,
             headers(key, "featurestore"),
             timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
             **httpx_options,
         )
 
@@ -454,7 +618,12 @@ class AsyncFeatureStoreClient:
         version_label: str | None = None,
         created_by: str | None = None,
         version: int | None = None,
+        entities: list[str] | str | None = None,
+        timestamp: str | None = None,
+        created_timestamp: str | None = None,
+        ttl: int | str | timedelta | None = None,
     ) -> FeatureSet:
+        declared = _declared(entities, timestamp, created_timestamp, ttl)
         meta = make_meta(
             name,
             description=description,
@@ -467,7 +636,9 @@ class AsyncFeatureStoreClient:
         files = parquet_file(data)
         path = await anyio.to_thread.run_sync(files.__enter__)
         try:
-            return await self._t.send(FeatureStoreCalls.put_table(meta, afile_chunks(path)))
+            return await self._t.send(
+                FeatureStoreCalls.put_table(meta, afile_chunks(path), declared)
+            )
         finally:
             await anyio.to_thread.run_sync(files.__exit__, None, None, None)
 
@@ -510,6 +681,23 @@ class AsyncFeatureStoreClient:
         )
         return _pandas(table)
 
+    async def download(
+        self,
+        name: str,
+        target: str | Path,
+        *,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
+        columns: list[str] | None = None,
+        limit: int | None = None,
+    ) -> Path:
+        """Streams a table's Parquet bytes into ``target`` (written off the event loop)."""
+        call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
+        target = Path(target)
+        async with await anyio.open_file(target, "wb") as handle:
+            await self._t.stream_to(call, handle.write)
+        return target
+
     async def versions(
         self, name: str, *, limit: int = 100, cursor: str | None = None
     ) -> FeatureSetVersions:
@@ -531,6 +719,18 @@ class AsyncFeatureStoreClient:
 
     async def diff(self, name: str, old: int, new: int) -> FeatureSetDiff:
         return await self._t.send(FeatureStoreCalls.diff(name, old, new))
+
+    async def get_historical_features(
+        self, entity_df: Any, features: list[str], *, full_feature_names: bool = False
+    ) -> Any:
+        """The async twin of ``FeatureStoreClient.get_historical_features``."""
+        body, media, as_pandas = entity_frame(entity_df)
+        if isinstance(body, Path):
+            body = afile_chunks(str(body))
+        table = await self._t.send(
+            FeatureStoreCalls.historical(features, full_feature_names, body, media)
+        )
+        return training_set(table, as_pandas)
 
     async def aclose(self) -> None:
         await self._t.aclose()

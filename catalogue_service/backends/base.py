@@ -21,6 +21,8 @@ __all__ = [
     "SearchQuery",
     "decode_cursor",
     "encode_cursor",
+    "owner_conflict",
+    "stale_revision",
 ]
 
 
@@ -57,11 +59,49 @@ class PreparedWrite:
     asset: AssetWrite
     doc: dict[str, Any]  # the JSON document, dumped once for both hashing and storage
     content_hash: str
+    # Apply only if the asset is still at this revision (a read-modify-write such as a
+    # delete); otherwise the item fails with conflict="revision" and nothing is written.
+    expect_revision: int | None = None
+    # Set by the store: the document as this write left it (its revision and updated_at), so
+    # a writer answers with what it wrote, not with a later read that may see another writer.
+    stored: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, index: int, asset: AssetWrite) -> PreparedWrite:
+    def of(cls, index: int, asset: AssetWrite, expect_revision: int | None = None) -> PreparedWrite:
         doc = asset.storage_doc()
-        return cls(index, asset, doc, asset.content_hash(doc))
+        return cls(index, asset, doc, asset.content_hash(doc), expect_revision)
+
+
+def _place(doc: dict[str, Any]) -> str:
+    if doc.get("volume"):
+        return f"{doc.get('manifest_path') or '?'} on {doc['volume']}"
+    return "a writer of the API (no volume)"
+
+
+def owner_conflict(new: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why a crawled write may not change ``current``, or None when it may.
+
+    A crawled write (one with a volume) may only change assets of its own volume and manifest
+    path, so an ``id:`` in a manifest cannot take over an asset written over the API, a feature
+    set's entry or another manifest's asset (nor, later, soft-delete it). A soft-deleted asset
+    of the same volume is free to take: its manifest went away. API writes may change anything.
+    """
+    volume = new.get("volume")
+    if not volume:
+        return None
+    mine = current.get("manifest_path") == new.get("manifest_path") or current.get("deleted")
+    if current.get("volume") == volume and mine:
+        return None
+    return (
+        f"id {new['id']!r} already belongs to asset {current.get('name')!r} from "
+        f"{_place(current)}; a manifest may only write the assets it declares itself, so "
+        f"choose another id in {new.get('manifest_path') or 'this manifest'} or drop its id"
+    )
+
+
+def stale_revision(asset_id: str, expected: int, found: int | None) -> str:
+    now = "no longer exists" if found is None else f"is at revision {found}"
+    return f"asset {asset_id} changed concurrently (expected revision {expected}, it {now}); retry"
 
 
 class AssetStore(Protocol):

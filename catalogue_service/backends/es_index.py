@@ -30,7 +30,9 @@ try:
     from elastic_transport import ConnectionTimeout, TransportError
     from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 log = logging.getLogger("cairn.catalogue.es")
 

@@ -31,25 +31,35 @@ from typing import Any
 
 import orjson
 
-from cairn.models import Asset, BulkItemResult, label_text
+from cairn.models import Asset, BulkItemResult, BulkStatus, label_text
 from cairn.mongo import (
     PyMongoError,
+    busy,
     connect,
     literal,
     migrate,
     unavailable,
 )
+from cairn.retry import backoff_delay
 from cairn.settings import Settings
-from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.backends.base import (
+    PreparedWrite,
+    SearchHits,
+    SearchQuery,
+    owner_conflict,
+    stale_revision,
+)
 from catalogue_service.backends.es_index import Indexed, SearchIndex
 
 try:
     from bson import ObjectId
     from pymongo import ASCENDING, DESCENDING
     from pymongo.asynchronous.database import AsyncDatabase
-    from pymongo.errors import BulkWriteError, DuplicateKeyError
+    from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 except ImportError as exc:  # pragma: no cover
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 log = logging.getLogger("cairn.catalogue.mongo")
 
@@ -57,8 +67,12 @@ INDEX_BATCH = 1000
 POLL_SECONDS = 1.0
 MAX_BACKOFF = 10.0
 WRITE_ATTEMPTS = 8
+# Attempts of a whole write that the database refused as busy (FerretDB: SQLITE_BUSY).
+BUSY_ATTEMPTS = 6
 # The fields a write compares against.
-HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1}
+HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1, "updated_at": 1}
+# A write being applied: (the write, the state it was computed from, the row to store).
+Pending = tuple[PreparedWrite, dict[str, Any] | None, dict[str, Any]]
 # A name claim whose asset does not exist yet is honoured this long (its write may be
 # in flight); after that it is a crash's leftover and may be taken over.
 CLAIM_GRACE = timedelta(seconds=60)
@@ -107,6 +121,31 @@ def _name_taken(name: str, holder: str, where: str) -> str:
         f"name {name!r} is already used by asset {holder} (from {where}); names are unique "
         "in the catalogue, so rename the asset or remove the other one"
     )
+
+
+def _head(writes: list[PreparedWrite]) -> dict[str, int]:
+    """What a write reads of the current state; crawled writes also read the owner."""
+    return {**HEAD, "doc": 1} if any(w.doc.get("volume") for w in writes) else HEAD
+
+
+def _result(write: PreparedWrite, status: BulkStatus, **fields: Any) -> BulkItemResult:
+    return BulkItemResult(
+        index=write.index, id=write.doc["id"], name=write.doc["name"], status=status, **fields
+    )
+
+
+def _refusal(write: PreparedWrite, current: dict[str, Any] | None) -> BulkItemResult | None:
+    """Why ``write`` may not be applied on top of ``current`` (a HEAD row), if it may not."""
+    expected = write.expect_revision
+    if expected is not None and (current is None or current["revision"] != expected):
+        found = None if current is None else current["revision"]
+        error = stale_revision(write.doc["id"], expected, found)
+        return _result(write, "error", error=error, conflict="revision")
+    if current is not None and current["hash"] != write.content_hash and write.doc.get("volume"):
+        error = owner_conflict(write.doc, orjson.loads(current["doc"]))
+        if error is not None:
+            return _result(write, "error", error=error, conflict="owner")
+    return None
 
 
 def _log_refusals(outcome: list[Indexed]) -> None:
@@ -162,7 +201,16 @@ class MongoStore:
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         stamp = now.isoformat().replace("+00:00", "Z")
         async with unavailable("the write"):
-            results, rows, intents = await self._write(writes, now, stamp)
+            for attempt in range(BUSY_ATTEMPTS):
+                try:
+                    results, rows, intents = await self._write(writes, now, stamp)
+                    break
+                except OperationFailure as exc:
+                    # Nothing of the failed command was written; what earlier commands of
+                    # this write did is read back by the next attempt (as "unchanged").
+                    if not busy(exc) or attempt == BUSY_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(backoff_delay(attempt, base=0.02, cap=1.0))
         if rows:
             await self._index_now(rows, intents)
         return results
@@ -171,49 +219,54 @@ class MongoStore:
         self, writes: list[PreparedWrite], now: datetime, stamp: str
     ) -> tuple[list[BulkItemResult], list[dict[str, Any]], list[Any]]:
         ids = [w.doc["id"] for w in writes]
-        current = {row["_id"]: row async for row in self.assets.find({"_id": {"$in": ids}}, HEAD)}
-        changed = [
-            w
-            for w in writes
-            if (old := current.get(w.doc["id"])) is None or old["hash"] != w.content_hash
-        ]
+        fields = _head(writes)
+        current = {row["_id"]: row async for row in self.assets.find({"_id": {"$in": ids}}, fields)}
+        results: dict[int, BulkItemResult] = {}
+        changed: list[PreparedWrite] = []
+        for write in writes:
+            old = current.get(write.doc["id"])
+            refused = _refusal(write, old)
+            if refused is not None:
+                results[write.index] = refused
+            elif old is not None and old["hash"] == write.content_hash:
+                write.stored = {
+                    **write.doc,
+                    "revision": old["revision"],
+                    "updated_at": old.get("updated_at"),
+                }
+                results[write.index] = _result(write, "unchanged", revision=old["revision"])
+            else:
+                changed.append(write)
         clashes = await self._claim_all(
             [(w.doc["name"], w.doc["id"]) for w in changed if not w.doc.get("deleted")], now
         )
-        results: dict[int, BulkItemResult] = {}
-        pending: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
-        for write in writes:
-            doc = write.doc
-            base = {"index": write.index, "id": doc["id"], "name": doc["name"]}
-            old = current.get(doc["id"])
-            if old is not None and old["hash"] == write.content_hash:
-                results[write.index] = BulkItemResult(
-                    **base, status="unchanged", revision=old["revision"]
-                )
-            elif (clash := clashes.get(doc["id"])) is not None:
-                results[write.index] = BulkItemResult(**base, status="error", error=clash)
-            else:
-                revision = 1 if old is None else old["revision"] + 1
-                stored = {**doc, "revision": revision, "updated_at": stamp}
-                pending.append((old, _row(stored, write.content_hash)))
+        pending: list[Pending] = []
+        for write in changed:
+            if (clash := clashes.get(write.doc["id"])) is not None:
+                results[write.index] = _result(write, "error", error=clash, conflict="name")
+                continue
+            old = current.get(write.doc["id"])
+            revision = 1 if old is None else old["revision"] + 1
+            stored = {**write.doc, "revision": revision, "updated_at": stamp}
+            pending.append((write, old, _row(stored, write.content_hash)))
         if not pending:
             return [results[i] for i in sorted(results)], [], []
 
         # The intents first: whatever happens next, the indexer will look at these assets.
         intents = (
-            await self.outbox.insert_many([{"asset": row["_id"]} for _, row in pending])
+            await self.outbox.insert_many([{"asset": row["_id"]} for _, _, row in pending])
         ).inserted_ids
-        written = await self._store(pending)
+        written, refusals = await self._store(pending)
         rows: list[dict[str, Any]] = []
-        for write in writes:
-            if write.index in results:
-                continue
+        for write, _, _ in pending:
             doc = write.doc
-            base = {"index": write.index, "id": doc["id"], "name": doc["name"]}
+            if (refused := refusals.get(doc["id"])) is not None:
+                results[write.index] = refused
+                continue
             final = written.get(doc["id"])
             if final is None:  # another writer won every attempt; report, do not guess
-                results[write.index] = BulkItemResult(
-                    **base, status="error", error="the asset changed concurrently; retry"
+                results[write.index] = _result(
+                    write, "error", error="the asset changed concurrently; retry"
                 )
                 continue
             row, was = final
@@ -221,7 +274,8 @@ class MongoStore:
                 status = "deleted" if row["deleted"] else "created"
             else:
                 status = "deleted" if row["deleted"] and not was["deleted"] else "updated"
-            results[write.index] = BulkItemResult(**base, status=status, revision=row["revision"])
+            write.stored = {**doc, "revision": row["revision"], "updated_at": row["updated_at"]}
+            results[write.index] = _result(write, status, revision=row["revision"])
             # Free the names this asset no longer holds (a rename, a delete).
             released = {was["name"]} if was is not None and was["name"] != row["name"] else set()
             if row["deleted"]:
@@ -232,33 +286,36 @@ class MongoStore:
         return [results[i] for i in sorted(results)], rows, intents
 
     async def _store(
-        self, pending: list[tuple[dict[str, Any] | None, dict[str, Any]]]
-    ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        self, pending: list[Pending]
+    ) -> tuple[dict[str, tuple[dict[str, Any], dict[str, Any] | None]], dict[str, BulkItemResult]]:
         """Inserts new assets in bulk and replaces changed ones if their revision still holds.
 
-        A row whose asset changed in between (another writer) is recomputed on top of the
-        newer revision and tried again.
+        A row whose asset changed in between (another writer) is checked again against the
+        newer revision (its owner, the revision a conditional write expects) and, if still
+        allowed, recomputed on top of it and tried again. Returns the rows written (with the
+        state each replaced) and the items refused on the way.
         """
         done: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        refused: dict[str, BulkItemResult] = {}
         todo = pending
         for attempt in range(WRITE_ATTEMPTS):
-            retry: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
-            fresh = [(old, row) for old, row in todo if old is None]
+            retry: list[Pending] = []
+            fresh = [item for item in todo if item[1] is None]
             if fresh:
-                refused: set[int] = set()
+                taken: set[int] = set()
                 try:
-                    await self.assets.insert_many([row for _, row in fresh], ordered=False)
+                    await self.assets.insert_many([row for _, _, row in fresh], ordered=False)
                 except BulkWriteError as exc:
                     errors = exc.details.get("writeErrors", [])
                     if any(e.get("code") != 11000 for e in errors):
                         raise
-                    refused = {e["index"] for e in errors}
-                for position, (old, row) in enumerate(fresh):
-                    if position in refused:  # created meanwhile by another writer
-                        retry.append((old, row))
+                    taken = {e["index"] for e in errors}
+                for position, (write, old, row) in enumerate(fresh):
+                    if position in taken:  # created meanwhile by another writer
+                        retry.append((write, old, row))
                     else:
                         done[row["_id"]] = (row, old)
-            for old, row in todo:
+            for write, old, row in todo:
                 if old is None:
                     continue
                 answer = await self.assets.replace_one(
@@ -267,24 +324,27 @@ class MongoStore:
                 if answer.matched_count:
                     done[row["_id"]] = (row, old)
                 else:
-                    retry.append((old, row))
+                    retry.append((write, old, row))
             if not retry:
                 break
             todo = []
-            for _, row in retry:
-                now = await self.assets.find_one(
-                    {"_id": literal(row["_id"])},
-                    {"revision": 1, "hash": 1, "deleted": 1, "name": 1},
-                )
+            for write, _, row in retry:
+                now = await self.assets.find_one({"_id": literal(row["_id"])}, _head([write]))
+                refusal = _refusal(write, now)
+                if refusal is not None:
+                    refused[row["_id"]] = refusal
+                    continue
                 if now is not None and now["hash"] == row["hash"]:
                     # Another writer stored the same content: that is this write, done.
                     done[row["_id"]] = ({**row, "revision": now["revision"]}, now)
                     continue
                 doc = orjson.loads(row["doc"])
                 doc["revision"] = 1 if now is None else now["revision"] + 1
-                todo.append((now, _row(doc, row["hash"])))
+                todo.append((write, now, _row(doc, row["hash"])))
+            if not todo:
+                break
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-        return done
+        return done, refused
 
     async def _claim_all(self, wanted: list[tuple[str, str]], now: datetime) -> dict[str, str]:
         """Claims each (name, asset id) in order; returns {asset id: why not} for refusals."""

@@ -28,6 +28,8 @@ from catalogue_service.backends.base import (
     SearchHits,
     SearchQuery,
     encode_cursor,
+    owner_conflict,
+    stale_revision,
 )
 
 SCHEMA_VERSION = 1
@@ -187,11 +189,21 @@ class SQLiteStore:
         doc = write.doc
         asset_id, name, deleted = doc["id"], doc["name"], bool(doc.get("deleted"))
         base = {"index": write.index, "id": asset_id, "name": name}
+        # Under the write lock: what is read here cannot change before this item is written.
         row = conn.execute(
-            "SELECT seq, hash, revision, deleted FROM assets WHERE id = ?", (asset_id,)
+            "SELECT seq, hash, revision, deleted, updated_at FROM assets WHERE id = ?", (asset_id,)
         ).fetchone()
+        if write.expect_revision is not None and (row is None or row[2] != write.expect_revision):
+            error = stale_revision(asset_id, write.expect_revision, row and row[2])
+            return BulkItemResult(**base, status="error", conflict="revision", error=error)
         if row is not None and row[1] == write.content_hash:
+            write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
             return BulkItemResult(**base, status="unchanged", revision=row[2])
+        if row is not None and doc.get("volume"):
+            (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
+            error = owner_conflict(doc, orjson.loads(current))
+            if error is not None:
+                return BulkItemResult(**base, status="error", conflict="owner", error=error)
         if not deleted:
             clash = conn.execute(
                 "SELECT id, doc FROM assets WHERE name = ? AND deleted = 0 AND id != ?",
@@ -204,6 +216,7 @@ class SQLiteStore:
                 return BulkItemResult(
                     **base,
                     status="error",
+                    conflict="name",
                     error=(
                         f"name {name!r} is already used by asset {clash[0]} (from {where}); "
                         f"names are unique in the catalogue, so rename the asset in {mine} "
@@ -243,6 +256,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
         side.add(seq, doc)
+        write.stored = stored
         return BulkItemResult(**base, status=status, revision=revision)
 
     async def reindex(self, progress: Callable[[int, int], None]) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 
-import anyio.to_thread
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
@@ -125,7 +124,7 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
         )
     if media == JSON:
         assert limit is not None and offset is not None
-        names, rows, total = await anyio.to_thread.run_sync(read_rows, path, columns, offset, limit)
+        names, rows, total = await service.decodes.run(read_rows, path, columns, offset, limit)
         end = offset + limit
         page = orjson.dumps(
             {
@@ -141,7 +140,7 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
         return Response(body, media_type=JSON, headers=headers)
     if media == ARROW:
         return StreamingResponse(
-            arrow_stream(path, columns, limit), media_type=ARROW, headers=headers
+            arrow_stream(path, columns, limit, service.decodes), media_type=ARROW, headers=headers
         )
     filename = f"{stored.name}-v{stored.version}.parquet"
     if columns is None and limit is None:
@@ -149,7 +148,7 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
         return FileResponse(path, media_type=PARQUET, headers=headers, filename=filename)
     subset = service.blobs.temp_path(".parquet")
     try:
-        await anyio.to_thread.run_sync(write_subset, path, subset, columns, limit)
+        await service.decodes.run(write_subset, path, subset, columns, limit)
     except BaseException:
         subset.unlink(missing_ok=True)
         raise

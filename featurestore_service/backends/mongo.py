@@ -68,7 +68,9 @@ try:
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 log = logging.getLogger("cairn.featurestore.mongo")
 

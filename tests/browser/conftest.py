@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
+from tests.conftest import ROOT, ProcessServer, cairn_env, free_port, run_cairn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,6 +33,12 @@ CHROMIUM_ARGS = [
 ]
 OUTPUT = ROOT / "test-output"
 DESKTOP = {"width": 1280, "height": 900}
+VISITOR_KEY = "browser-visitor-key"
+UI_OWN_KEY = "ui-own-key"  # valid at the catalogue, yet never used for a visitor's reads
+KEYED_ASSETS = [
+    {"id": "sales-1", "name": "sales_daily", "type": "table", "tags": ["sales"]},
+    {"id": "raw-1", "name": "sales_raw", "type": "dataset", "tags": ["sales"]},
+]
 PHONE = {"width": 390, "height": 844}
 
 
@@ -68,6 +74,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ui.env.update(CAIRN_CATALOGUE_URL=catalogue.url, CAIRN_FEATURESTORE_URL=featurestore.url)
         servers.append(ui.start())
         yield Stack(catalogue.url, featurestore.url, ui.url)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A catalogue that wants a key for every read, and a UI that asks its visitors for one
+    (the feature store is left out: its pages are not what this stack is for)."""
+    work = tmp_path_factory.mktemp("browser-keyed")
+    env = cairn_env(
+        work / "data",
+        CAIRN_API_KEYS=f"{VISITOR_KEY},{UI_OWN_KEY}",
+        CAIRN_READ_NEEDS_KEY="true",
+        CAIRN_API_KEY=UI_OWN_KEY,
+    )
+    servers: list[ProcessServer] = []
+    try:
+        catalogue = ProcessServer("catalogue", env, work / "catalogue.log")
+        servers.append(catalogue.start())
+        body = httpx.post(
+            catalogue.url + "/api/v1/assets/bulk",
+            json=KEYED_ASSETS,
+            headers={"authorization": f"Bearer {VISITOR_KEY}"},
+            timeout=30,
+        ).json()
+        assert body["failed"] == 0, body
+        featurestore = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+        ui = ProcessServer("ui", env, work / "ui.log")
+        ui.env.update(CAIRN_CATALOGUE_URL=catalogue.url, CAIRN_FEATURESTORE_URL=featurestore)
+        servers.append(ui.start())
+        yield Stack(catalogue.url, featurestore, ui.url)
     finally:
         for server in reversed(servers):
             server.stop()

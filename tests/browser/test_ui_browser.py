@@ -9,7 +9,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.browser.conftest import Stack
+from tests.browser.conftest import VISITOR_KEY, Stack
 
 
 def query(page: Any) -> dict[str, list[str]]:
@@ -255,3 +255,36 @@ def test_status_page_shows_both_services(page: Any, stack: Stack) -> None:
     assert page.locator(".statusbar .dot.up").count() == 2
     assert page.locator(".banner").count() == 0
     no_problems(page)
+
+
+def test_reads_that_need_a_key_ask_the_visitor_for_theirs(page: Any, keyed_stack: Stack) -> None:
+    ui = keyed_stack.ui
+    page.goto(ui + "/?q=sales")
+    page.wait_for_url(re.compile(r"/signin\?next="))
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "sales_daily" not in page.content()
+    assert page.locator("#key").evaluate("el => el === document.activeElement")
+    # A wrong key: the sign-in page again, saying why.
+    page.fill("#key", "not-the-key")
+    with page.expect_navigation():
+        page.locator("form.signin button").click()
+    assert "did not accept that key" in page.locator("#signin-error").inner_text()
+    assert "sales_daily" not in page.content()
+    # The right key: back to the page asked for, read with the visitor's key.
+    page.fill("#key", VISITOR_KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(ui + "/?q=sales")
+    assert "sales_daily" in result_names(page)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cairn_key")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+    assert "cairn_key" not in page.evaluate("document.cookie")  # scripts cannot read it
+    page.locator(".result .r-name a", has_text="sales_daily").click()
+    page.wait_for_url(re.compile(r"/assets/sales-1$"))
+    # Signing out forgets the key: the next page asks again.
+    page.locator("form.signout button").click()
+    page.wait_for_url(ui + "/signin")
+    page.goto(ui + "/assets/sales-1")
+    page.wait_for_url(re.compile(r"/signin\?next=/assets/sales-1$"))
+    # 401 answers log "failed to load" in the console; scripts themselves must not fail.
+    assert [p for p in page.problems if p.startswith("page error")] == []

@@ -11,9 +11,10 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from ui.backend import ApiError, Backend, ServiceDown
+from ui.backend import ApiError, ServiceDown
 from ui.lineage import layout
 from ui.render import note_down, render
+from ui.visitor import ReaderDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -90,16 +91,15 @@ def manifest_yaml(asset: dict[str, Any]) -> str:
 
 
 @router.get("/assets/by-name/{name:path}")
-async def by_name(name: str, request: Request) -> Response:
-    backend: Backend = request.app.state.backend
+async def by_name(name: str, request: Request, api: ReaderDep) -> Response:
     try:
         try:
-            asset = await backend.asset_by_name(name)
+            asset = await api.asset_by_name(name)
         except ApiError as exc:
             # depends_on entries may be ids as well as names.
             if exc.status != 404 or not ID_CHARS.match(name):
                 raise
-            asset = await backend.asset(name)
+            asset = await api.asset(name)
     except ServiceDown as exc:
         note_down(request, exc)
         return render(
@@ -117,11 +117,10 @@ async def by_name(name: str, request: Request) -> Response:
 
 
 @router.get("/assets/{asset_id}", response_class=HTMLResponse)
-async def asset_page(asset_id: str, request: Request) -> HTMLResponse:
-    backend: Backend = request.app.state.backend
+async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLResponse:
     direction, depth = lineage_options(request)
-    asset_call = backend.asset(asset_id)
-    lineage_call = backend.lineage(asset_id, direction, depth)
+    asset_call = api.asset(asset_id)
+    lineage_call = api.lineage(asset_id, direction, depth)
     asset_res, lineage_res = await asyncio.gather(asset_call, lineage_call, return_exceptions=True)
     if isinstance(asset_res, ServiceDown):
         note_down(request, asset_res)
@@ -171,15 +170,14 @@ async def asset_page(asset_id: str, request: Request) -> HTMLResponse:
         depth=depth,
         directions=DIRECTIONS,
         depths=DEPTHS,
-        api_url=f"{backend.catalogue.base_url}/api/v1/assets/{quote(str(asset['id']), safe='')}",
+        api_url=f"{api.catalogue.url}/api/v1/assets/{quote(str(asset['id']), safe='')}",
     )
 
 
 @router.get("/assets/{asset_id}/manifest.yaml")
-async def manifest_text(asset_id: str, request: Request) -> Response:
-    backend: Backend = request.app.state.backend
+async def manifest_text(asset_id: str, request: Request, api: ReaderDep) -> Response:
     try:
-        asset = await backend.asset(asset_id)
+        asset = await api.asset(asset_id)
     except ServiceDown as exc:
         note_down(request, exc)
         return render(

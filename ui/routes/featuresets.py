@@ -16,10 +16,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ui.backend import ApiError, Backend, ServiceDown
+from ui.backend import ApiError, ServiceDown
 from ui.format import scalar
 from ui.render import note_down, render
 from ui.state import PAGE_SIZE, SearchState
+from ui.visitor import ReaderDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -68,26 +69,19 @@ def not_found(request: Request, name: str, exc: ApiError) -> HTMLResponse:
 
 
 @router.get("/featuresets", response_class=HTMLResponse)
-async def featureset_list(request: Request) -> HTMLResponse:
-    backend: Backend = request.app.state.backend
+async def featureset_list(request: Request, api: ReaderDep) -> HTMLResponse:
     state, notices = SearchState.parse(request.query_params, base="/featuresets")
-    params: list[tuple[str, str]] = []
-    if state.q:
-        params.append(("q", state.q))
-    params += [("label", lab) for lab in state.labels]
-    params.append(("limit", str(PAGE_SIZE)))
+    query = {"q": state.q or None, "labels": state.label_map(), "limit": PAGE_SIZE}
     body: dict[str, Any] | None = None
     try:
         try:
-            body = await backend.featuresets(
-                [*params, ("cursor", state.cursor)] if state.cursor else params
-            )
+            body = await api.featuresets(**query, cursor=state.cursor or None)
         except ApiError:
             if not state.cursor:
                 raise
             notices.append("That page link has expired, so this is the first page again.")
             state.cursor, state.back, state.page = "", [], 1
-            body = await backend.featuresets(params)
+            body = await api.featuresets(**query)
     except ServiceDown as exc:
         note_down(request, exc)
     except ApiError as exc:
@@ -124,20 +118,17 @@ async def featureset_list(request: Request) -> HTMLResponse:
 
 
 @router.get("/featuresets/{name}", response_class=HTMLResponse)
-async def featureset_page(name: str, request: Request) -> HTMLResponse:
-    backend: Backend = request.app.state.backend
+async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLResponse:
     raw_version = request.query_params.get("v")
     wanted = _version(raw_version)
     notices: list[str] = []
     if raw_version and wanted is None:
         notices.append(f"“{raw_version}” is not a version number, so this is the latest version.")
     # A table's JSON carries a page of rows: ask for the first few only.
-    rows = {"limit": str(ROW_LIMIT)}
-    chosen_call = (
-        backend.featureset_version(name, wanted, rows) if wanted else backend.featureset(name, rows)
-    )
     versions_res, chosen_res = await asyncio.gather(
-        backend.featureset_versions(name, MAX_VERSIONS), chosen_call, return_exceptions=True
+        api.featureset_versions(name, MAX_VERSIONS),
+        api.featureset(name, wanted, ROW_LIMIT),
+        return_exceptions=True,
     )
     for res in (versions_res, chosen_res):
         if isinstance(res, ServiceDown):
@@ -156,7 +147,7 @@ async def featureset_page(name: str, request: Request) -> HTMLResponse:
         if newest is None:
             return not_found(request, name, chosen_res)
         try:
-            chosen_res = await backend.featureset_version(name, newest, rows)
+            chosen_res = await api.featureset(name, newest, ROW_LIMIT)
         except ServiceDown as exc:
             return unavailable(request, exc)
         except ApiError as exc:
@@ -172,7 +163,7 @@ async def featureset_page(name: str, request: Request) -> HTMLResponse:
     latest = max(live, default=version)
     table = fs.get("table") if isinstance(fs.get("table"), dict) else None
     data = fs.get("data") if isinstance(fs.get("data"), dict) else {}
-    base = backend.featurestore.base_url
+    base = api.featurestore.url
     quoted = quote(name, safe="")
     return render(
         request,
@@ -235,10 +226,9 @@ def snippets(base: str, quoted: str, name: str, version: int, tabular: bool) -> 
 
 
 @router.get("/featuresets/{name}/diff", response_class=HTMLResponse)
-async def featureset_diff(name: str, request: Request) -> HTMLResponse:
-    backend: Backend = request.app.state.backend
+async def featureset_diff(name: str, request: Request, api: ReaderDep) -> HTMLResponse:
     try:
-        versions_body = await backend.featureset_versions(name, MAX_VERSIONS)
+        versions_body = await api.featureset_versions(name, MAX_VERSIONS)
     except ServiceDown as exc:
         return unavailable(request, exc)
     except ApiError as exc:
@@ -265,7 +255,7 @@ async def featureset_diff(name: str, request: Request) -> HTMLResponse:
             message=f"The feature set “{name}” has no versions.",
         )
     try:
-        diff = await backend.featureset_diff(name, old, new)
+        diff = await api.featureset_diff(name, old, new)
     except ServiceDown as exc:
         return unavailable(request, exc)
     except ApiError as exc:

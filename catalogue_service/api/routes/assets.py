@@ -9,23 +9,30 @@ from fastapi.responses import Response
 
 from cairn.errors import BadRequest
 from cairn.models import Asset, AssetWrite, BulkResponse, Lineage, SearchPage, TagCount
-from cairn.web import LABEL_PARAMETER
+from cairn.openapi import hand_parsed, problems
+from cairn.web import LABEL_PARAMETER, CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
 from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
 
-router = APIRouter(prefix="/api/v1", tags=["assets"])
+router = APIRouter(prefix="/api/v1", tags=["assets"], route_class=CairnRoute)
 
 BULK_EXAMPLE = [
     {"name": "sales_daily", "type": "dataset", "tags": ["sales"], "depends_on": ["sales_raw"]},
     {"id": "stores-v1", "name": "stores", "type": "table"},
 ]
+# Items are validated one by one: a bad item gets an error in its result, the others land.
+BULK_ITEM = {
+    "description": "An asset (AssetWrite); one that is not valid gets an error in its result "
+    "and the others are stored.",
+    "anyOf": [{"$ref": "#/components/schemas/AssetWrite"}, {}],
+}
 
 
 @router.put(
     "/assets/{asset_id}",
     dependencies=[WriteGuard],
-    responses={201: {"model": Asset, "description": "Created"}, 409: {"description": "Name taken"}},
+    responses={201: {"model": Asset, "description": "Created"}, **problems(409)},
     summary="Create or replace one asset",
 )
 async def put_asset(
@@ -40,6 +47,7 @@ async def put_asset(
     "/assets/bulk",
     dependencies=[WriteGuard],
     summary="Upsert many assets, with a result per item",
+    responses=problems(400, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -47,15 +55,11 @@ async def put_asset(
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            {"type": "array", "items": {"$ref": "#/components/schemas/AssetWrite"}},
+                            {"type": "array", "items": BULK_ITEM},
                             {
                                 "type": "object",
-                                "properties": {
-                                    "items": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/AssetWrite"},
-                                    }
-                                },
+                                "properties": {"items": {"type": "array", "items": BULK_ITEM}},
+                                "required": ["items"],
                             },
                         ]
                     },
@@ -121,7 +125,8 @@ SEARCH_PARAMETERS = [
     dependencies=[ReadGuard],
     summary="Search assets by text, name, tags, type, labels and owner",
     response_model=SearchPage,
-    openapi_extra={"parameters": SEARCH_PARAMETERS},
+    responses=problems(400, 422),
+    openapi_extra={"parameters": hand_parsed(SEARCH_PARAMETERS)},
 )
 async def search_assets(request: Request) -> Response:
     # Parameters are parsed by hand: this is the hottest route, and FastAPI's generic
@@ -131,17 +136,26 @@ async def search_assets(request: Request) -> Response:
     return Response(splice_page(hits), media_type="application/json")
 
 
-@router.get("/assets/by-name/{name:path}", dependencies=[ReadGuard], summary="Get by name")
+@router.get(
+    "/assets/by-name/{name:path}",
+    dependencies=[ReadGuard],
+    summary="Get by name",
+    responses=problems(404),
+)
 async def get_by_name(name: str, catalogue: CatalogueDep) -> Asset:
     return await catalogue.get_by_name(name)
 
 
-@router.get("/assets/{asset_id}", dependencies=[ReadGuard], summary="Get by id")
+@router.get(
+    "/assets/{asset_id}", dependencies=[ReadGuard], summary="Get by id", responses=problems(404)
+)
 async def get_asset(asset_id: str, catalogue: CatalogueDep) -> Asset:
     return await catalogue.get(asset_id)
 
 
-@router.delete("/assets/{asset_id}", dependencies=[WriteGuard], summary="Soft-delete")
+@router.delete(
+    "/assets/{asset_id}", dependencies=[WriteGuard], summary="Soft-delete", responses=problems(404)
+)
 async def delete_asset(asset_id: str, catalogue: CatalogueDep) -> Asset:
     return await catalogue.delete(asset_id)
 
@@ -150,6 +164,7 @@ async def delete_asset(asset_id: str, catalogue: CatalogueDep) -> Asset:
     "/assets/{asset_id}/lineage",
     dependencies=[ReadGuard],
     summary="Upstream and downstream assets, to a depth",
+    responses=problems(404),
 )
 async def lineage(
     asset_id: str,

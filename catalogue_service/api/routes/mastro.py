@@ -14,11 +14,15 @@ from pydantic import BaseModel, Field
 
 from cairn.errors import BadRequest, Conflict
 from cairn.models import AssetWrite, MastroTextQuery
+from cairn.openapi import problems
+from cairn.paging import MAX_PAGE
+from cairn.web import CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
+from catalogue_service.api.routes.assets import BULK_ITEM
 from catalogue_service.backends.base import SearchQuery
 from catalogue_service.service import Catalogue, mastro_asset, mastro_page
 
-router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"])
+router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"], route_class=CairnRoute)
 
 MAX_PER_PAGE = 1000
 
@@ -26,7 +30,7 @@ MAX_PER_PAGE = 1000
 class TagsQuery(BaseModel):
     tags: list[str] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 TextQuery = MastroTextQuery  # shared with the feature store's Mastro routes
@@ -43,13 +47,29 @@ async def _paged(catalogue: Catalogue, query: SearchQuery, page: int, per_page: 
     return _json(mastro_page(hits.docs, hits.total, page, per_page))
 
 
-@router.put("/asset/", dependencies=[WriteGuard], summary="Mastro: upsert one asset")
+@router.put(
+    "/asset/",
+    dependencies=[WriteGuard],
+    summary="Mastro: upsert one asset",
+    responses=problems(409),
+)
 async def put_one(item: AssetWrite, catalogue: CatalogueDep) -> Response:
     asset, _ = await catalogue.put(None, item)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)), 200)
 
 
-@router.put("/assets/", dependencies=[WriteGuard], summary="Mastro: upsert a JSON array")
+@router.put(
+    "/assets/",
+    dependencies=[WriteGuard],
+    summary="Mastro: upsert a JSON array",
+    responses=problems(400, 409, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "array", "items": BULK_ITEM}}},
+        }
+    },
+)
 async def put_many(request: Request, catalogue: CatalogueDep) -> Response:
     body = await json_body(request)
     if not isinstance(body, list):
@@ -65,13 +85,23 @@ async def put_many(request: Request, catalogue: CatalogueDep) -> Response:
     return _json(result.model_dump())
 
 
-@router.get("/asset/name/{name:path}", dependencies=[ReadGuard], summary="Mastro: by name")
+@router.get(
+    "/asset/name/{name:path}",
+    dependencies=[ReadGuard],
+    summary="Mastro: by name",
+    responses=problems(404),
+)
 async def by_name(name: str, catalogue: CatalogueDep) -> Response:
     asset = await catalogue.get_by_name(name)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)))
 
 
-@router.get("/asset/id/{asset_id}", dependencies=[ReadGuard], summary="Mastro: by id")
+@router.get(
+    "/asset/id/{asset_id}",
+    dependencies=[ReadGuard],
+    summary="Mastro: by id",
+    responses=problems(404),
+)
 async def by_id(asset_id: str, catalogue: CatalogueDep) -> Response:
     asset = await catalogue.get(asset_id)
     return _json(mastro_asset(asset.model_dump(mode="json", by_alias=True)))
@@ -91,6 +121,6 @@ async def by_text(body: TextQuery, catalogue: CatalogueDep) -> Response:
 async def list_all(
     catalogue: CatalogueDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 10,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     return await _paged(catalogue, SearchQuery(facets=False), page, limit)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from starlette.datastructures import QueryParams
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from cairn.errors import UnsupportedMediaType
 from cairn.models import (
+    MAX_VERSION,
     FeatureSet,
     FeatureSetDiff,
     FeatureSetMeta,
@@ -19,8 +21,9 @@ from cairn.models import (
     FeatureSetVersions,
     FeatureSetWrite,
 )
+from cairn.openapi import hand_parsed, problems
 from cairn.paging import decode_cursor
-from cairn.web import LABEL_PARAMETER, parse_labels
+from cairn.web import LABEL_PARAMETER, CairnRoute, parse_labels
 from featurestore_service.api.deps import (
     FeatureStoreDep,
     ReadGuard,
@@ -28,6 +31,7 @@ from featurestore_service.api.deps import (
     bad_param,
     check_read_key,
     int_param,
+    list_param,
     time_param,
     validated,
 )
@@ -40,7 +44,7 @@ from featurestore_service.api.representations import (
 )
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
 
-router = APIRouter(prefix="/api/v1", tags=["featuresets"])
+router = APIRouter(prefix="/api/v1", tags=["featuresets"], route_class=CairnRoute)
 
 UPLOAD_TYPES = frozenset({PARQUET, "application/x-parquet", "application/octet-stream"})
 
@@ -56,11 +60,58 @@ WRITE_EXAMPLE = {
     ],
 }
 
+FEATURE_TABLE_PARAMETERS = [
+    {
+        "name": "entities",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "Feature table: join-key columns (repeat or comma-separate); "
+        "inherited from the previous version when left out",
+    },
+    {
+        "name": "timestamp",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: the event-time column (a naive timestamp is UTC)",
+    },
+    {
+        "name": "created_timestamp",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: tie-break column for rows of equal event time",
+    },
+    {
+        "name": "ttl",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Feature table: how old a row may be and still be served "
+        "(seconds, 7d, 12h, P7D); unlimited when left out",
+    },
+]
+
+# Version numbers fit the stores' 64-bit integers; a larger one is a 422 naming the bounds.
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="The version number")]
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION_CONTENT = {
     JSON: {"schema": {"$ref": "#/components/schemas/FeatureSet"}},
     ARROW: {"schema": {"type": "string", "format": "binary"}},
     PARQUET: {"schema": {"type": "string", "format": "binary"}},
+}
+MAX_ROW_PARAM = 2**63 - 1
+
+
+def check_row_params(request: Request) -> None:
+    """``limit`` and ``offset`` within their documented bounds, whatever the set's kind: a
+    values set has no rows, yet a value the document forbids is refused there too."""
+    int_param(request.query_params, "limit", None, 1, MAX_ROW_PARAM)
+    int_param(request.query_params, "offset", None, 0, MAX_ROW_PARAM)
+
+
+VERSION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": VERSION_CONTENT},
+    304: {"description": "ETag matched"},
+    # 400: a column that is not in the table; 406: no format matches Accept.
+    **problems(400, 404, 406, 422),
 }
 TABLE_PARAMETERS = [
     {
@@ -78,14 +129,14 @@ TABLE_PARAMETERS = [
     {
         "name": "limit",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_PARAM},
         "description": "Rows to send: JSON pages default to 100 (at most 10,000); "
         "Arrow and Parquet send every row unless limited",
     },
     {
         "name": "offset",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ROW_PARAM},
         "description": "First row of a JSON page",
     },
 ]
@@ -102,7 +153,7 @@ def _created(request: Request, stored: StoredVersion) -> Response:
     dependencies=[WriteGuard],
     status_code=201,
     response_model=FeatureSet,
-    responses={409: {"description": "The expected version exists already"}},
+    responses=problems(409),
     summary="Create the next version of a set of named values",
     openapi_extra={
         "requestBody": {"content": {JSON: {"example": WRITE_EXAMPLE}}, "required": True}
@@ -118,21 +169,36 @@ async def create(item: FeatureSetWrite, request: Request, service: FeatureStoreD
     status_code=201,
     response_model=FeatureSet,
     summary="Create the next version of a tabular set from a Parquet body",
+    responses=problems(400, 409, 415, 422),
     description="Send the Parquet file as the body (up to CAIRN_MAX_UPLOAD_BYTES, streamed); "
     "the metadata goes in the query string. Repeat depends_on and label=key:value as needed.",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {PARQUET: {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in sorted(UPLOAD_TYPES)
+            },
         },
-        "parameters": [
-            {"name": "depends_on", "in": "query", "schema": {"type": "array", "items": {}}},
-            {"name": "label", "in": "query", "schema": {"type": "array", "items": {}}},
-            {"name": "description", "in": "query", "schema": {"type": "string"}},
-            {"name": "version_label", "in": "query", "schema": {"type": "string"}},
-            {"name": "created_by", "in": "query", "schema": {"type": "string"}},
-            {"name": "version", "in": "query", "schema": {"type": "integer"}},
-        ],
+        "parameters": hand_parsed(
+            [
+                {
+                    "name": "depends_on",
+                    "in": "query",
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                },
+                LABEL_PARAMETER,
+                {"name": "description", "in": "query", "schema": {"type": "string"}},
+                {"name": "version_label", "in": "query", "schema": {"type": "string"}},
+                {"name": "created_by", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "version",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                },
+                *FEATURE_TABLE_PARAMETERS,
+            ]
+        ),
     },
 )
 async def upload_table(name: str, request: Request, service: FeatureStoreDep) -> Response:
@@ -159,14 +225,34 @@ async def upload_table(name: str, request: Request, service: FeatureStoreDep) ->
             "created_by": params.get("created_by"),
         },
     )
-    return _created(request, await service.create_table(meta, request.stream()))
+    return _created(
+        request,
+        await service.create_table(meta, request.stream(), feature_table_params(params)),
+    )
+
+
+def feature_table_params(params: QueryParams) -> dict[str, Any]:
+    """The feature-table fields given in the query string (the rest are inherited)."""
+    declared: dict[str, Any] = {}
+    entities = list_param(params, "entities")
+    if entities:
+        declared["entities"] = entities
+    for key in ("timestamp", "created_timestamp", "ttl"):
+        value = params.get(key)
+        if value:
+            declared[key] = value
+    return declared
 
 
 SEARCH_PARAMETERS = [
     {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "Name prefix"},
     LABEL_PARAMETER,
     {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Free text"},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 20, "maximum": 1000}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "default": 20, "minimum": 1, "maximum": 1000},
+    },
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
 
@@ -176,7 +262,8 @@ SEARCH_PARAMETERS = [
     dependencies=[ReadGuard],
     response_model=FeatureSetPage,
     summary="Search the latest live version of every set by name prefix, labels and text",
-    openapi_extra={"parameters": SEARCH_PARAMETERS},
+    responses=problems(400, 422),
+    openapi_extra={"parameters": hand_parsed(SEARCH_PARAMETERS)},
 )
 async def search(request: Request, service: FeatureStoreDep) -> Response:
     params = request.query_params
@@ -199,18 +286,22 @@ async def search(request: Request, service: FeatureStoreDep) -> Response:
 @router.get(
     "/featuresets/{name}",
     summary="The latest live version, or the one current at as_of",
-    responses={200: {"content": VERSION_CONTENT}, 304: {"description": "ETag matched"}},
+    # Served by FAST_ROUTES, which check the key inline; the guard here documents it.
+    dependencies=[ReadGuard],
+    responses=VERSION_RESPONSES,
     openapi_extra={
-        "parameters": [
-            NAME_PARAM,
-            {
-                "name": "as_of",
-                "in": "query",
-                "schema": {"type": "string", "format": "date-time"},
-                "description": "RFC 3339 time: the version that was current then",
-            },
-            *TABLE_PARAMETERS,
-        ]
+        "parameters": hand_parsed(
+            [
+                NAME_PARAM,
+                {
+                    "name": "as_of",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "RFC 3339 time: the version that was current then",
+                },
+                *TABLE_PARAMETERS,
+            ]
+        )
     },
 )
 async def get_latest(request: Request) -> Response:
@@ -223,6 +314,7 @@ async def get_latest(request: Request) -> Response:
     name = request.path_params["name"]
     stored = None if request.query_params else service.cached_latest(name)
     if stored is None:
+        check_row_params(request)
         as_of = time_param(request.query_params, "as_of")
         stored = await (service.as_of(name, as_of) if as_of else service.latest(name))
     return await send_version(request, service, stored)
@@ -233,6 +325,7 @@ async def get_latest(request: Request) -> Response:
     dependencies=[ReadGuard],
     response_model=FeatureSetVersions,
     summary="Every version, newest first, with created_at, created_by and deleted",
+    responses=problems(400, 404),
 )
 async def versions(
     name: str,
@@ -253,12 +346,13 @@ async def versions(
     "/featuresets/{name}/versions/{version}",
     dependencies=[ReadGuard],
     summary="One version by number (a deleted one too, marked deleted)",
-    responses={200: {"content": VERSION_CONTENT}, 304: {"description": "ETag matched"}},
-    openapi_extra={"parameters": TABLE_PARAMETERS},
+    responses=VERSION_RESPONSES,
+    openapi_extra={"parameters": hand_parsed(TABLE_PARAMETERS)},
 )
 async def get_version(
-    name: str, version: int, request: Request, service: FeatureStoreDep
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
+    check_row_params(request)
     return await send_version(request, service, await service.get(name, version))
 
 
@@ -266,18 +360,22 @@ async def get_version(
     "/featuresets/{name}/versions/{version}",
     dependencies=[WriteGuard],
     status_code=409,
+    # The 409 is a problem+json raised by the service, never a JSON success body.
+    response_class=Response,
     summary="Always 409: versions are immutable",
-    responses={409: {"description": "Versions are immutable"}},
+    responses=problems(404, 409),
 )
 @router.patch(
     "/featuresets/{name}/versions/{version}",
     dependencies=[WriteGuard],
     status_code=409,
+    # The 409 is a problem+json raised by the service, never a JSON success body.
+    response_class=Response,
     summary="Always 409: versions are immutable",
     operation_id="patch_version",
-    responses={409: {"description": "Versions are immutable"}},
+    responses=problems(404, 409),
 )
-async def overwrite_version(name: str, version: int, service: FeatureStoreDep) -> None:
+async def overwrite_version(name: str, version: VersionPath, service: FeatureStoreDep) -> None:
     await service.refuse_overwrite(name, version)
 
 
@@ -286,9 +384,10 @@ async def overwrite_version(name: str, version: int, service: FeatureStoreDep) -
     dependencies=[WriteGuard],
     response_model=FeatureSet,
     summary="Soft-delete a version: it is never returned as latest again",
+    responses=problems(404),
 )
 async def delete_version(
-    name: str, version: int, request: Request, service: FeatureStoreDep
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
     stored = await service.delete(name, version)
     return send_json(request, stored.doc, stored.etag)
@@ -298,12 +397,13 @@ async def delete_version(
     "/featuresets/{name}/diff",
     dependencies=[ReadGuard],
     summary="What changed between two versions",
+    responses=problems(404),
 )
 async def diff(
     name: str,
     service: FeatureStoreDep,
-    old: Annotated[int, Query(alias="from", ge=1, description="The older version")],
-    new: Annotated[int, Query(alias="to", ge=1, description="The newer version")],
+    old: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION, description="The older version")],
+    new: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION, description="The newer version")],
 ) -> FeatureSetDiff:
     return await service.diff(name, old, new)
 

@@ -22,14 +22,15 @@ from cairn.models import (
     MastroLabelsQuery,
     MastroTextQuery,
 )
-from cairn.paging import mastro_page
+from cairn.openapi import problems
+from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
-from cairn.web import json_body
+from cairn.web import CairnRoute, json_body
 from featurestore_service.api.deps import FeatureStoreDep, ReadGuard, WriteGuard, validated
 from featurestore_service.backends.base import FeatureSetQuery
 from featurestore_service.service import FeatureStore
 
-router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"])
+router = APIRouter(prefix="/api/v1", tags=["mastro-compatible"], route_class=CairnRoute)
 
 
 def mastro_featureset(doc: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +64,7 @@ async def _page(
     dependencies=[WriteGuard],
     status_code=201,
     summary="Mastro: create a feature set (its version string becomes version_label)",
+    responses=problems(400, 409, 422),
 )
 async def put_featureset(request: Request, service: FeatureStoreDep) -> Response:
     body = validated(MastroFeatureSetWrite, await json_body(request))
@@ -74,12 +76,13 @@ async def put_featureset(request: Request, service: FeatureStoreDep) -> Response
     "/featureset/name/{name}",
     dependencies=[ReadGuard],
     summary="Mastro: every live version of a set, newest first",
+    responses=problems(404),
 )
 async def by_name(
     name: str,
     service: FeatureStoreDep,
     limit: Annotated[int, Query(ge=1, le=MASTRO_MAX_PER_PAGE)] = 10,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     found = await _page(service, FeatureSetQuery(name=name, name_exact=True), page, limit)
     if found["pagination"]["total"] == 0:
@@ -102,6 +105,6 @@ async def by_text(body: MastroTextQuery, service: FeatureStoreDep) -> Response:
 async def list_all(
     service: FeatureStoreDep,
     limit: Annotated[int, Query(ge=1, le=MASTRO_MAX_PER_PAGE)] = 10,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     return _json(await _page(service, FeatureSetQuery(), page, limit))

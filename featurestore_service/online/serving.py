@@ -1,0 +1,258 @@
+"""Online lookups (``POST /api/v1/online-features`` and Feast's ``POST /get-online-features``).
+
+The request and the answer are Feast feature server's JSON, so a Feast HTTP client works as is:
+``{"features": ["set:feature", "set:*", "set@3:feature"], "entities": {"key": [...]},
+"full_feature_names": false}`` -> ``{"metadata": {"feature_names": [...]}, "results": [{"values",
+"statuses", "event_timestamps"}, ...]}``, one result per column, entity columns first.
+
+Latency is the point: the body is parsed with orjson, no pydantic model is built per request,
+each table is one indexed read of the requested keys, and stored rows are already JSON. The
+layout of each set's live version is cached and re-read only when a read reports another live
+version.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from featurestore_service.online.base import OnlineRows, OnlineStore, OnlineTable
+
+PRESENT = "PRESENT"
+NOT_FOUND = "NOT_FOUND"
+OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
+EPOCH_TEXT = "1970-01-01T00:00:00Z"
+MAX_REFERENCES = 10_000
+
+
+def _field(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Fix this field and send again: {field}: {message}",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def rfc3339(micros: int) -> str:
+    seconds, fraction = divmod(micros, 1_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{fraction:06d}Z" if fraction else f"{text}Z"
+
+
+@dataclass(slots=True)
+class Wanted:
+    """The features asked of one set, in request order."""
+
+    name: str
+    pinned: int | None
+    features: list[str]  # "*" expands once the layout is known
+    star: bool = False
+
+
+def parse_references(features: Any) -> list[Wanted]:
+    if not isinstance(features, list) or not features:
+        raise _field("features", 'give a non-empty list such as ["customer_features:tenure_days"]')
+    if len(features) > MAX_REFERENCES:
+        raise _field("features", f"{len(features)} references; the limit is {MAX_REFERENCES}")
+    by_set: dict[tuple[str, int | None], Wanted] = {}
+    for index, ref in enumerate(features):
+        if not isinstance(ref, str) or ":" not in ref:
+            raise _field(
+                f"features[{index}]",
+                f"{ref!r} is not a reference; write set:feature, set:* or set@3:feature",
+            )
+        head, _, feature = ref.partition(":")
+        name, at, pin = head.partition("@")
+        pinned = None
+        if at:
+            if not pin.isdigit() or int(pin) < 1:
+                raise _field(f"features[{index}]", f"{ref!r}: the version after @ is a number")
+            pinned = int(pin)
+        if not name or not feature:
+            raise _field(f"features[{index}]", f"{ref!r} names no set or no feature")
+        wanted = by_set.setdefault((name, pinned), Wanted(name, pinned, []))
+        if feature == "*":
+            wanted.star = True
+        elif feature not in wanted.features:
+            wanted.features.append(feature)
+    names = [w.name for w in by_set.values()]
+    for name in names:
+        if names.count(name) > 1:
+            raise _field("features", f"set {name!r} is referenced at two versions; use one")
+    return list(by_set.values())
+
+
+def _coerce(value: Any, dtype: str, column: str) -> Any:
+    """A request's key value as the stored column holds it (ints for int columns)."""
+    if "int" in dtype:
+        if isinstance(value, bool):
+            raise _field(f"entities.{column}", f"{value!r} is not an integer key")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        raise _field(f"entities.{column}", f"{value!r} is not an integer key")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _field(f"entities.{column}", f"{value!r} is not a string key")
+
+
+class OnlineService:
+    def __init__(self, store: OnlineStore, max_entities: int):
+        self.store = store
+        self.max_entities = max_entities
+        self._layouts: dict[str, OnlineTable] = {}
+
+    async def _layout(self, name: str, refresh: bool = False) -> OnlineTable:
+        if not refresh:
+            cached = self._layouts.get(name)
+            if cached is not None:
+                return cached
+        state = await self.store.state(name)
+        if state is None or state.live is None:
+            self._layouts.pop(name, None)
+            raise NotFound(
+                f"Feature set {name!r} is not online: no such feature table, or none of its "
+                f"versions is materialized yet (cairn featureset materialize {name})."
+            )
+        self._layouts[name] = state.live
+        return state.live
+
+    async def lookup(self, body: bytes) -> bytes:
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"The body is not JSON ({exc}); send Feast's request JSON.") from None
+        if not isinstance(request, dict):
+            raise BadRequest('The body must be a JSON object: {"features": [...], "entities": {}}')
+        wanted = parse_references(request.get("features"))
+        entities = request.get("entities")
+        if not isinstance(entities, dict) or not entities:
+            raise _field("entities", 'give the keys by column, e.g. {"customer_id": ["C00001"]}')
+        count = -1
+        for column, values in entities.items():
+            if not isinstance(values, list):
+                raise _field(f"entities.{column}", "give a list of key values")
+            if count not in (-1, len(values)):
+                raise _field("entities", "every entity column needs the same number of values")
+            count = len(values)
+        if count > self.max_entities:
+            raise _field(
+                "entities",
+                f"{count} entity rows; the limit is {self.max_entities} per request "
+                "(CAIRN_ONLINE_MAX_ENTITIES); split the request",
+            )
+        full = request.get("full_feature_names", False)
+        if not isinstance(full, bool):
+            raise _field("full_feature_names", "must be true or false")
+        now_us = int(time.time() * 1_000_000)
+        names: list[str] = list(entities)
+        results: list[dict[str, Any]] = [
+            {
+                "values": values,
+                "statuses": [PRESENT] * count,
+                "event_timestamps": [EPOCH_TEXT] * count,
+            }
+            for values in entities.values()
+        ]
+        used: set[str] = set()
+        for want in wanted:
+            layout, rows, keys = await self._read(want, entities, count)
+            used.update(layout.entities)
+            features = layout.features if want.star else want.features
+            if want.star:
+                features = [*want.features, *(f for f in layout.features if f not in want.features)]
+            index = {f: i for i, f in enumerate(layout.features)}
+            for feature in features:
+                if feature not in index:
+                    raise _field(
+                        "features",
+                        f"feature {feature!r} is not a column of {want.name!r} (version "
+                        f"{layout.version}); it has: {', '.join(layout.features[:50])}",
+                    )
+            decoded: list[list[Any] | None] = []
+            statuses: list[str] = []
+            stamps: list[str] = []
+            ttl_us = layout.ttl * 1_000_000 if layout.ttl else None
+            texts: dict[int, str] = {}
+            for key in keys:
+                found = rows.rows.get(key)
+                if found is None:
+                    decoded.append(None)
+                    statuses.append(NOT_FOUND)
+                    stamps.append(EPOCH_TEXT)
+                    continue
+                ts, value = found
+                text = texts.get(ts)
+                if text is None:
+                    text = texts[ts] = rfc3339(ts)
+                stamps.append(text)
+                if ttl_us is not None and now_us - ts > ttl_us:
+                    decoded.append(None)
+                    statuses.append(OUTSIDE_MAX_AGE)
+                else:
+                    decoded.append(orjson.loads(value))
+                    statuses.append(PRESENT)
+            for feature in features:
+                position = index[feature]
+                names.append(f"{want.name}__{feature}" if full else feature)
+                results.append(
+                    {
+                        "values": [row[position] if row is not None else None for row in decoded],
+                        "statuses": statuses,
+                        "event_timestamps": stamps,
+                    }
+                )
+        unknown = [column for column in entities if column not in used]
+        if unknown:
+            raise _field(
+                f"entities.{unknown[0]}",
+                f"{unknown[0]!r} is not an entity of any requested feature set",
+            )
+        return orjson.dumps({"metadata": {"feature_names": names}, "results": results})
+
+    async def _read(
+        self, want: Wanted, entities: dict[str, list[Any]], count: int
+    ) -> tuple[OnlineTable, OnlineRows, list[bytes]]:
+        refresh = False
+        for _ in range(3):
+            layout = await self._layout(want.name, refresh)
+            if want.pinned is not None and want.pinned != layout.version:
+                if not refresh:
+                    refresh = True
+                    continue
+                raise Conflict(
+                    f"Version {want.pinned} of {want.name!r} is not the one online (version "
+                    f"{layout.version} is); the online store serves the live version only."
+                )
+            keys = self._keys(want.name, layout, entities, count)
+            rows = await self.store.read(want.name, list(dict.fromkeys(keys)))
+            if rows.live == layout.version:
+                return layout, rows, keys
+            refresh = True  # switched since the layout was cached: read it again
+        raise NotFound(f"Feature set {want.name!r} went offline during the request; retry.")
+
+    @staticmethod
+    def _keys(
+        name: str, layout: OnlineTable, entities: dict[str, list[Any]], count: int
+    ) -> list[bytes]:
+        columns = []
+        for column in layout.entities:
+            values = entities.get(column)
+            if values is None:
+                raise _field(
+                    "entities",
+                    f"feature set {name!r} is keyed by {', '.join(layout.entities)}; "
+                    f"give {column!r}",
+                )
+            dtype = layout.dtypes.get(column, "string")
+            columns.append([_coerce(v, dtype, column) for v in values])
+        dumps = orjson.dumps
+        if len(columns) == 1:
+            return [dumps([v]) for v in columns[0]]
+        return [dumps(list(row)) for row in zip(*columns, strict=True)]

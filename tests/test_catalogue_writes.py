@@ -1,0 +1,225 @@
+"""Catalogue write paths on both backends: who may change an asset, what a writer is told it
+wrote, concurrent writers on one asset, and values no store can keep."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import httpx
+
+from cairn.models import MAX_EXTRA_DEPTH
+from tests.conftest import ThreadServer
+
+
+def asset(name: str, **fields: object) -> dict:
+    return {"name": name, "type": fields.pop("type", "dataset"), **fields}
+
+
+def crawled(name: str, volume: str, path: str, **fields: object) -> dict:
+    return asset(name, volume=volume, manifest_path=path, **fields)
+
+
+def nested(depth: int) -> dict:
+    """A value with ``depth`` levels of maps (``{"k": {"k": ... 1}}``)."""
+    value: object = 1
+    for _ in range(depth):
+        value = {"k": value}
+    assert isinstance(value, dict)
+    return value
+
+
+# --- a crawled write may only change its own manifest's assets (H1) ----------------------------
+
+
+def test_crawled_writes_cannot_take_over_other_assets(api: httpx.Client) -> None:
+    lake, other = "file:///lake", "file:///other"
+    api_asset = api.put("/assets/sales-api", json=asset("sales_api", description="by hand"))
+    feature_entry = api.put("/assets/featureset:churn", json=asset("featureset:churn"))
+    owned = api.put("/assets/owned-1", json=crawled("owned", lake, "a/MANIFEST.yaml"))
+    assert {api_asset.status_code, feature_entry.status_code, owned.status_code} == {201}
+    before = {i: api.get(f"/assets/{i}").json() for i in ("sales-api", "featureset:churn")}
+    before["owned-1"] = api.get("/assets/owned-1").json()
+
+    thief = "b/MANIFEST.yaml"
+    body = api.post(
+        "/assets/bulk",
+        json=[
+            crawled("stolen1", lake, thief, id="sales-api"),
+            crawled("stolen2", lake, thief, id="featureset:churn"),
+            crawled("stolen3", other, "a/MANIFEST.yaml", id="owned-1"),  # same path, other volume
+            crawled("fine", lake, thief, id="fine-1"),
+        ],
+    ).json()
+    # A crawl's delete, when the thief's manifest is gone.
+    body2 = api.post(
+        "/assets/bulk", json=[crawled("stolen4", lake, thief, id="owned-1", deleted=True)]
+    ).json()
+    results = body["results"] + body2["results"]
+    assert [r["status"] for r in results] == ["error"] * 3 + ["created", "error"], results
+    assert [r["conflict"] for r in results] == ["owner"] * 3 + [None, "owner"]
+    assert body["failed"] == 3 and body["created"] == 1
+    # The error names both places: the owner's and the manifest to fix.
+    assert "a writer of the API" in results[0]["error"] and thief in results[0]["error"]
+    assert "a/MANIFEST.yaml on file:///lake" in results[2]["error"]
+    assert "a/MANIFEST.yaml on file:///lake" in results[4]["error"] and thief in results[4]["error"]
+    for asset_id, was in before.items():
+        assert api.get(f"/assets/{asset_id}").json() == was, asset_id
+
+    # One PUT is refused the same way, with a 409 problem.
+    put = api.put("/assets/owned-1", json=crawled("owned", lake, thief))
+    assert put.status_code == 409 and put.json()["status"] == 409
+    assert "a/MANIFEST.yaml" in put.json()["detail"]
+
+    # The owner itself may change and delete its asset; an API writer may change anything.
+    changed = api.put("/assets/owned-1", json=crawled("owned", lake, "a/MANIFEST.yaml", tags=["x"]))
+    assert changed.status_code == 200 and changed.json()["revision"] == 2
+    assert api.put("/assets/owned-1", json=asset("owned", tags=["by-hand"])).status_code == 200
+    # A soft-deleted asset of the same volume is free for another manifest (a moved id).
+    api.put("/assets/gone-1", json=crawled("gone", lake, "c/MANIFEST.yaml", deleted=True))
+    moved = api.put("/assets/gone-1", json=crawled("gone", lake, "d/MANIFEST.yaml"))
+    assert moved.status_code == 200 and moved.json()["manifest_path"] == "d/MANIFEST.yaml"
+
+
+# --- a write answers with what it wrote (M6) -------------------------------------------------
+
+
+def test_put_and_delete_answer_with_what_they_wrote(api: httpx.Client) -> None:
+    first = api.put("/assets/w-1", json=asset("w", description="one")).json()
+    assert (first["revision"], first["description"]) == (1, "one")
+    deleted = api.delete("/assets/w-1").json()
+    assert (deleted["revision"], deleted["deleted"], deleted["description"]) == (2, True, "one")
+    again = api.delete("/assets/w-1").json()  # already deleted: nothing written
+    assert again["revision"] == 2
+    back = api.put("/assets/w-1", json=asset("w", description="two")).json()
+    assert (back["revision"], back["deleted"], back["description"]) == (3, False, "two")
+
+
+@dataclass
+class Ack:
+    kind: str  # "put" or "delete"
+    revision: int
+    description: str
+    sent: str | None  # what a PUT sent
+
+
+async def _race(base: str, asset_id: str, writers: int, rounds: int) -> list[Ack]:
+    """``writers`` clients each send ``rounds`` PUTs (each with its own content) and DELETEs
+    to one asset, in random order; returns every acknowledged write."""
+    acks: list[Ack] = []
+
+    async def writer(number: int, client: httpx.AsyncClient) -> None:
+        rng = random.Random(number)
+        for i in range(rounds):
+            if rng.random() < 0.4:
+                response = await client.delete(f"/assets/{asset_id}")
+                if response.status_code == 200:
+                    body = response.json()
+                    acks.append(Ack("delete", body["revision"], body["description"], None))
+                else:
+                    assert response.status_code == 409, response.text  # kept losing: said so
+            else:
+                text = f"writer {number} round {i}"
+                response = await client.put(
+                    f"/assets/{asset_id}", json=asset("raced", description=text)
+                )
+                if response.status_code in (200, 201):
+                    body = response.json()
+                    acks.append(Ack("put", body["revision"], body["description"], text))
+                else:
+                    assert response.status_code == 409, response.text
+
+    limits = httpx.Limits(max_connections=writers)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        first = await client.put(f"/assets/{asset_id}", json=asset("raced", description="seed"))
+        assert first.status_code == 201
+        acks.append(Ack("put", 1, "seed", "seed"))
+        await asyncio.gather(*(writer(n, client) for n in range(writers)))
+    return acks
+
+
+def _texts(acks: list[Ack]) -> set[str]:
+    return {a.description for a in acks}
+
+
+def check_history(acks: list[Ack], final: dict, *, atomic: bool) -> None:
+    """What concurrent writers were told must be one consistent history:
+
+    - each PUT was told it wrote its own content (M6);
+    - no two acknowledged writes got the same revision, except DELETEs of an asset that was
+      already deleted (they write nothing and answer with the delete before them);
+    - a DELETE deleted the revision just before its own, with that revision's content: it
+      never wrote back an older copy over an acknowledged PUT (H2);
+    - the final state is the acknowledged write with the highest revision.
+
+    ``atomic=False`` is for FerretDB, whose conditional update is a query and then an update
+    (not one atomic step, unlike MongoDB's): two writers computed from the same revision may
+    both be acknowledged with the next one, and only one of them stays. What still holds there:
+    no writer is told another's content, a DELETE only ever writes the content of a revision
+    just before its own, and the final state is one of the writes with the highest revision.
+    """
+    puts = [a for a in acks if a.kind == "put"]
+    wrong = [a for a in puts if a.description != a.sent]
+    assert not wrong, f"{len(wrong)} PUTs were answered with another writer's content: {wrong[:3]}"
+    by_revision: dict[int, list[Ack]] = {}
+    for ack in sorted(acks, key=lambda a: (a.revision, a.kind != "put")):
+        same = by_revision.setdefault(ack.revision, [])
+        if same and atomic:
+            seen = same[0]
+            assert ack.kind == seen.kind == "delete" and ack.description == seen.description, (
+                f"two writes were acknowledged with revision {ack.revision}: {seen} and {ack}"
+            )
+        same.append(ack)
+    lost = []
+    for revision, same in by_revision.items():
+        for ack in same:
+            before = by_revision.get(revision - 1, [])
+            if ack.kind == "delete" and before and ack.description not in _texts(before):
+                lost.append((before[0], ack))
+    assert not lost, (
+        f"{len(lost)} DELETEs wrote back a stale copy over an acknowledged PUT, e.g. {lost[0]}"
+    )
+    last = by_revision[max(by_revision)]
+    assert final["revision"] == last[0].revision
+    assert (final["description"], final["deleted"]) in {
+        (a.description, a.kind == "delete") for a in last
+    }
+
+
+def test_concurrent_puts_and_deletes_keep_every_acknowledged_write(
+    catalogue: ThreadServer, api: httpx.Client, backend: str
+) -> None:
+    acks = asyncio.run(_race(catalogue.url + "/api/v1", "raced-1", writers=12, rounds=25))
+    check_history(acks, api.get("/assets/raced-1").json(), atomic=backend == "sqlite")
+
+
+# --- values no store can keep are refused per item (M4) ----------------------------------------
+
+
+def test_deep_extra_is_refused_per_item(api: httpx.Client) -> None:
+    deep = asset("deep", extra=nested(255))
+    single = api.put("/assets/deep-1", json=deep)
+    assert single.status_code == 422, single.text
+    assert single.headers["content-type"].startswith("application/problem+json")
+    assert f"more than {MAX_EXTRA_DEPTH} levels" in single.json()["detail"]
+    assert single.json()["errors"][0]["field"] == "extra"
+
+    body = api.post(
+        "/assets/bulk",
+        json=[
+            asset("before"),
+            deep,
+            asset("edge", extra=nested(MAX_EXTRA_DEPTH)),  # extra itself is the first level
+            asset("past_edge", extra=nested(MAX_EXTRA_DEPTH + 1)),
+            asset("after"),
+        ],
+    )
+    assert body.status_code == 200, body.text
+    statuses = [r["status"] for r in body.json()["results"]]
+    assert statuses == ["created", "error", "created", "error", "created"]
+    assert "nested more than" in body.json()["results"][1]["error"]
+    assert api.get("/assets/by-name/after").status_code == 200
+    # An integer JSON can carry but no store can (past 64 bits) is refused the same way.
+    huge = api.put("/assets/huge-1", json=asset("huge", extra={"n": 2**70}))
+    assert huge.status_code == 422 and "64-bit" in huge.json()["detail"]

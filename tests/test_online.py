@@ -1,0 +1,403 @@
+"""Online store and Feast-compatible online lookups (DESIGN 9), on both backends.
+
+Real servers: the feature store in a thread (uvicorn) for most tests, a child process for the
+SIGKILL test; MongoDB is the FerretDB the suite runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from cairn.settings import Settings
+from featurestore_service.app import create_app
+from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
+from tests.test_featurestore_api import parquet_bytes, upload
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def on_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Settings:
+    return backend_settings(
+        request,
+        backend,
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        online_max_entities=1000,
+    )
+
+
+@pytest.fixture
+def server(on_settings: Settings) -> Iterator[ThreadServer]:
+    with ThreadServer(create_app(on_settings)) as running:
+        yield running
+
+
+@pytest.fixture
+def http(server: ThreadServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def wait_online(http: httpx.Client, name: str, version: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        response = http.get(f"/api/v1/featuresets/{name}/online")
+        if response.status_code == 200:
+            state = response.json()
+            if state["live_version"] == version and state["pending_version"] is None:
+                return state
+        time.sleep(0.05)
+    raise AssertionError(f"{name} version {version} not online after {timeout}s: {state}")
+
+
+def lookup(http: httpx.Client, body: dict, path: str = "/get-online-features") -> dict:
+    response = http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def columns(answer: dict) -> dict[str, dict]:
+    return dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+
+
+def put_table(http: httpx.Client, name: str, table: pa.Table, **params: object) -> int:
+    response = http.post(
+        f"/api/v1/featuresets/{name}/versions",
+        content=parquet_bytes(table, row_group_size=7),
+        params=params,
+        headers={"content-type": "application/vnd.apache.parquet"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["version"]
+
+
+def customers(rows: list[tuple[str, datetime, float, int]]) -> pa.Table:
+    return pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.string()),
+            "feature_date": pa.array([r[1] for r in rows], pa.timestamp("us", "UTC")),
+            "spend": pa.array([r[2] for r in rows], pa.float64()),
+            "visits": pa.array([r[3] for r in rows], pa.int32()),
+        }
+    )
+
+
+def test_latest_row_per_key_with_feast_shapes(http: httpx.Client) -> None:
+    day = timedelta(days=1)
+    rows = [
+        ("C1", NOW - 3 * day, 1.0, 1),
+        ("C2", NOW - 2 * day, 20.0, 2),
+        ("C1", NOW - day, 3.0, 3),  # C1's latest
+        ("C1", NOW - 2 * day, 2.0, 2),
+        ("C2", NOW - 5 * day, 10.0, 1),
+    ] + [(f"X{i}", NOW - day, float(i), i) for i in range(30)]  # several row groups
+    version = put_table(
+        http, "customers", customers(rows), entities="customer_id", timestamp="feature_date"
+    )
+    state = wait_online(http, "customers", version)
+    assert state["key_count"] == 32
+    assert state["entities"] == ["customer_id"] and state["features"] == ["spend", "visits"]
+    answer = lookup(
+        http,
+        {
+            "features": ["customers:spend", "customers:visits"],
+            "entities": {"customer_id": ["C1", "C2", "nobody"]},
+        },
+    )
+    assert answer["metadata"]["feature_names"] == ["customer_id", "spend", "visits"]
+    got = columns(answer)
+    assert got["customer_id"]["values"] == ["C1", "C2", "nobody"]
+    assert got["customer_id"]["statuses"] == ["PRESENT"] * 3
+    assert got["customer_id"]["event_timestamps"] == ["1970-01-01T00:00:00Z"] * 3
+    assert got["spend"]["values"] == [3.0, 20.0, None]
+    assert got["visits"]["values"] == [3, 2, None]
+    assert got["spend"]["statuses"] == ["PRESENT", "PRESENT", "NOT_FOUND"]
+    stamp = (NOW - day).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert got["spend"]["event_timestamps"][0] == stamp
+    # set:*, full feature names, and Cairn's own path answer alike.
+    full = lookup(
+        http,
+        {
+            "features": ["customers:*"],
+            "entities": {"customer_id": ["C2"]},
+            "full_feature_names": True,
+        },
+        path="/api/v1/online-features",
+    )
+    assert full["metadata"]["feature_names"] == [
+        "customer_id",
+        "customers__spend",
+        "customers__visits",
+    ]
+    assert [r["values"] for r in full["results"]] == [["C2"], [20.0], [2]]
+    pinned = lookup(
+        http, {"features": [f"customers@{version}:spend"], "entities": {"customer_id": ["C1"]}}
+    )
+    assert pinned["results"][1]["values"] == [3.0]
+
+
+def test_created_timestamp_breaks_ties_and_ttl_statuses(http: httpx.Client) -> None:
+    old = NOW - timedelta(days=10)
+    recent = NOW - timedelta(hours=1)
+    table = pa.table(
+        {
+            "driver_id": pa.array([1, 1, 2, 3], pa.int64()),
+            # naive timestamps: read as UTC
+            "ts": pa.array([recent.replace(tzinfo=None)] * 2 + [old.replace(tzinfo=None)] * 2),
+            "created": pa.array([NOW, NOW - timedelta(minutes=5), NOW, NOW]),
+            "rate": pa.array([0.5, 0.9, 0.7, 0.1], pa.float32()),
+        }
+    )
+    version = put_table(
+        http,
+        "drivers",
+        table,
+        entities="driver_id",
+        timestamp="ts",
+        created_timestamp="created",
+        ttl="1d",
+    )
+    wait_online(http, "drivers", version)
+    got = columns(
+        lookup(http, {"features": ["drivers:rate"], "entities": {"driver_id": [1, 2, "3", 4]}})
+    )
+    assert got["rate"]["statuses"] == ["PRESENT", "OUTSIDE_MAX_AGE", "OUTSIDE_MAX_AGE", "NOT_FOUND"]
+    assert got["rate"]["values"] == [0.5, None, None, None]  # the row created last wins the tie
+    assert got["rate"]["event_timestamps"][0] == recent.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert got["rate"]["event_timestamps"][1] == old.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx.Client) -> None:
+    spend = put_table(
+        http,
+        "spend",
+        customers([("C1", NOW, 5.0, 1), ("C2", NOW, 6.0, 2)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    profile = pa.table(
+        {
+            "customer_id": ["C2", "C3"],
+            "ts": pa.array([NOW, NOW], pa.timestamp("s")),
+            "segment": ["gold", "silver"],
+        }
+    )
+    prof = put_table(http, "profile", profile, entities="customer_id", timestamp="ts")
+    by_city = pa.table(
+        {
+            "customer_id": ["C1", "C1", "C2"],
+            "city": ["Oslo", "Rome", "Oslo"],
+            "ts": pa.array([NOW] * 3, pa.timestamp("ms", "UTC")),
+            "trips": pa.array([1, 2, 3], pa.int16()),
+        }
+    )
+    city = put_table(http, "by_city", by_city, entities=["customer_id", "city"], timestamp="ts")
+    for name, version in (("spend", spend), ("profile", prof), ("by_city", city)):
+        wait_online(http, name, version)
+    answer = lookup(
+        http,
+        {
+            "features": ["spend:spend", "profile:segment", "by_city:trips"],
+            "entities": {"customer_id": ["C1", "C2", "C1"], "city": ["Oslo", "Oslo", "Rome"]},
+        },
+    )
+    got = columns(answer)
+    assert answer["metadata"]["feature_names"] == [
+        "customer_id",
+        "city",
+        "spend",
+        "segment",
+        "trips",
+    ]
+    assert got["spend"]["values"] == [5.0, 6.0, 5.0]
+    assert got["segment"]["values"] == [None, "gold", None]
+    assert got["segment"]["statuses"] == ["NOT_FOUND", "PRESENT", "NOT_FOUND"]
+    assert got["trips"]["values"] == [1, 3, 2]
+
+
+def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
+    version = put_table(
+        http,
+        "cust",
+        customers([("C1", NOW, 1.0, 1)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    wait_online(http, "cust", version)
+    many = [f"C{i}" for i in range(1001)]
+    cases = [
+        ({"features": ["nope:spend"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
+        ({"features": ["cust:nope"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
+        ({"features": ["cust:spend"], "entities": {"user_id": ["C1"]}}, "'customer_id'"),
+        (
+            {"features": ["cust:spend"], "entities": {"customer_id": ["C1"], "extra": [1]}},
+            "'extra'",
+        ),
+        ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
+        ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
+        ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        ({"features": [], "entities": {"customer_id": ["C1"]}}, "features"),
+    ]
+    for body, words in cases:
+        response = http.post("/get-online-features", json=body)
+        assert 400 <= response.status_code < 500, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert words in response.text, (words, response.text)
+    response = http.post("/get-online-features", content=b"{not json")
+    assert response.status_code == 400
+
+
+def test_deleted_latest_falls_back_online(http: httpx.Client) -> None:
+    first = put_table(
+        http,
+        "fb",
+        customers([("C1", NOW, 1.0, 1)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    wait_online(http, "fb", first)
+    second = put_table(http, "fb", customers([("C1", NOW, 2.0, 2)]))  # inherits the declaration
+    wait_online(http, "fb", second)
+    body = {"features": ["fb:spend"], "entities": {"customer_id": ["C1"]}}
+    assert lookup(http, body)["results"][1]["values"] == [2.0]
+    assert http.delete(f"/api/v1/featuresets/fb/versions/{second}").status_code == 200
+    wait_online(http, "fb", first)
+    assert lookup(http, body)["results"][1]["values"] == [1.0]
+    assert http.delete(f"/api/v1/featuresets/fb/versions/{first}").status_code == 200
+    deadline = time.monotonic() + 30
+    while http.get("/api/v1/featuresets/fb/online").status_code != 404:
+        assert time.monotonic() < deadline, "fb still online after every version was deleted"
+        time.sleep(0.05)
+    assert http.post("/get-online-features", json=body).status_code == 404
+
+
+def test_materialize_on_demand_at_a_version(http: httpx.Client) -> None:
+    first = put_table(
+        http,
+        "od",
+        customers([("C1", NOW, 1.0, 1)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    second = put_table(http, "od", customers([("C1", NOW, 2.0, 2)]))
+    wait_online(http, "od", second)
+    response = http.post("/api/v1/featuresets/od/materialize", params={"version": first})
+    assert response.status_code == 200, response.text
+    assert response.json()["live_version"] == first and response.json()["pinned"] is True
+    body = {"features": ["od:spend"], "entities": {"customer_id": ["C1"]}}
+    assert lookup(http, body)["results"][1]["values"] == [1.0]
+    values_only = http.post(
+        "/api/v1/featuresets",
+        json={"name": "vals", "features": [{"name": "a", "dtype": "int", "value": 1}]},
+    )
+    assert values_only.status_code == 201
+    assert http.post("/api/v1/featuresets/vals/materialize").status_code == 409
+
+
+def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:
+    keys = [f"K{i:04d}" for i in range(1000)]
+
+    def version_of(value: float) -> pa.Table:
+        return customers([(k, NOW, value, int(value)) for k in keys])
+
+    first = put_table(
+        http, "atomic", version_of(1.0), entities="customer_id", timestamp="feature_date"
+    )
+    wait_online(http, "atomic", first)
+    seen: list[set[float]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            while not stop.is_set():
+                response = client.post(
+                    "/get-online-features",
+                    json={"features": ["atomic:spend"], "entities": {"customer_id": keys}},
+                )
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    return
+                values = response.json()["results"][1]["values"]
+                seen.append(set(values))
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        # 1,000 keys in row groups of 7 rows: 143 merges, each its own write.
+        second = put_table(http, "atomic", version_of(2.0))
+        wait_online(http, "atomic", second)
+        count = len(seen)
+        deadline = time.monotonic() + 30
+        while len(seen) < count + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=60)
+    assert not failures, failures[:1]
+    assert all(len(values) == 1 for values in seen), [v for v in seen if len(v) != 1][:3]
+    assert {1.0} in seen and seen[-1] == {2.0}
+
+
+def test_materialization_resumes_after_sigkill(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    extra = request.getfixturevalue("production_servers").env() if backend == "mongo" else {}
+    env = cairn_env(
+        tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}", **extra
+    )
+    log = tmp_path / "fs.log"
+    server = ProcessServer("featurestore", env, log).start()
+    rows = 60_000
+    table = pa.table(
+        {
+            "driver_id": pa.array([i % 20_000 for i in range(rows)], pa.int64()),
+            "ts": pa.array(
+                [NOW - timedelta(minutes=i // 20_000) for i in range(rows)], pa.timestamp("us")
+            ),
+            "value": pa.array([float(i) for i in range(rows)], pa.float64()),
+        }
+    )
+    try:
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as api:
+            response = upload(
+                api,
+                "big",
+                parquet_bytes(table, row_group_size=500),
+                entities="driver_id",
+                timestamp="ts",
+            )
+            assert response.status_code == 201, response.text
+            deadline = time.monotonic() + 120
+            while True:
+                state = api.get("/featuresets/big/online")
+                if state.status_code == 200 and (state.json().get("progress") or 0) >= 3:
+                    break
+                assert time.monotonic() < deadline, state.text
+                time.sleep(0.005)
+        assert state.json()["live_version"] is None, "finished before the kill; make it bigger"
+        server.kill()
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            wait_online(http, "big", 1, timeout=180)
+            sample = list(range(0, 20_000, 997))
+            got = columns(
+                lookup(http, {"features": ["big:value"], "entities": {"driver_id": sample}})
+            )
+        # The newest row of key k is the one from minute 0: row k.
+        assert got["value"]["values"] == [float(k) for k in sample]
+        assert "resuming big version 1 at row group" in server.logs()
+    finally:
+        server.stop()

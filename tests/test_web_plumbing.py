@@ -1,0 +1,305 @@
+"""The request plumbing both services share (cairn/web.py, cairn/openapi.py), on real servers:
+keys checked before a body is read, the JSON layer, bounded numbers, the documentation and
+metrics behind the keys, /docs without a CDN, and an OpenAPI document that says what happens.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cairn.settings import Settings
+from catalogue_service.app import create_app as catalogue_app
+from featurestore_service.app import create_app as featurestore_app
+from tests.conftest import ThreadServer
+from tests.servers.processes import free_port
+
+KEY = "plumbing-key"
+AUTH = {"authorization": f"Bearer {KEY}"}
+APPS: dict[str, Callable[[Settings], FastAPI]] = {
+    "catalogue": catalogue_app,
+    "featurestore": featurestore_app,
+}
+HUGE = 10**30
+
+
+def _settings(root: Path, **fields: Any) -> Settings:
+    # The feature store's catalogue is not running: nothing here registers a set there.
+    return Settings(data_dir=root, catalogue_url=f"http://127.0.0.1:{free_port()}", **fields)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ThreadServer]]:
+    """Both services with keys required for writes and reads."""
+    root = tmp_path_factory.mktemp("keyed")
+    settings = {"api_keys": [KEY], "read_needs_key": True}
+    with (
+        ThreadServer(catalogue_app(_settings(root / "c", **settings))) as cat,
+        ThreadServer(featurestore_app(_settings(root / "f", **settings))) as fs,
+    ):
+        yield {"catalogue": cat, "featurestore": fs}
+
+
+def _guarded_body_operations() -> list[tuple[str, str, str]]:
+    """(service, method, path) of every operation that needs a key and takes a body."""
+    found = []
+    for service, create_app in APPS.items():
+        settings = Settings(data_dir=Path("/nonexistent"), api_keys=[KEY], read_needs_key=True)
+        for path, operations in create_app(settings).openapi()["paths"].items():
+            for method, operation in operations.items():
+                if operation.get("security") and method in {"post", "put", "patch"}:
+                    found.append((service, method.upper(), path))
+    return found
+
+
+GUARDED = _guarded_body_operations()
+
+
+def test_every_write_route_is_covered() -> None:
+    paths = {(m, p) for _, m, p in GUARDED}
+    assert ("PUT", "/api/v1/assets/{asset_id}") in paths
+    assert ("PUT", "/api/v1/asset/") in paths  # Mastro's
+    assert ("POST", "/api/v1/featuresets") in paths
+    assert ("PUT", "/api/v1/featureset/") in paths  # Mastro's
+    assert ("POST", "/api/v1/featuresets/{name}/versions") in paths
+    assert ("POST", "/api/v1/assets/search") in paths  # a read, keyed with READ_NEEDS_KEY
+    assert len(GUARDED) >= 12
+
+
+@pytest.mark.parametrize(("service", "method", "template"), GUARDED)
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(
+    keyed: dict[str, ThreadServer], service: str, method: str, template: str
+) -> None:
+    # Announce a 1 MB body and send 16 bytes of it: a server that reads the body before it
+    # checks the key waits for the rest and never answers; one that checks first answers now.
+    path = re.sub(r"\{version\}", "1", re.sub(r"\{[a-z_]+\}", "x", template))
+    content_type = (
+        "application/vnd.apache.parquet" if template.endswith("/versions") else ("application/json")
+    )
+    head = (
+        f"{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {content_type}\r\n"
+        "content-length: 1000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", keyed[service].port), timeout=30) as raw:
+        raw.sendall(head.encode() + b'{"name": "x", "t')
+        answer = raw.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"application/problem+json" in answer
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "method"),
+    [
+        ("catalogue", "/api/v1/assets/x", "PUT"),
+        ("catalogue", "/api/v1/asset/", "PUT"),
+        ("catalogue", "/api/v1/assets/bulk", "POST"),
+        ("catalogue", "/api/v1/assets/search", "POST"),
+        ("featurestore", "/api/v1/featuresets", "POST"),
+        ("featurestore", "/api/v1/featureset/", "PUT"),
+    ],
+)
+def test_malformed_json_without_a_key_is_401(
+    keyed: dict[str, ThreadServer], service: str, path: str, method: str
+) -> None:
+    url = keyed[service].url + path
+    headers = {"content-type": "application/json"}
+    unkeyed = httpx.request(method, url, content=b"{not json", headers=headers)
+    assert unkeyed.status_code == 401, unkeyed.text
+    keyed_answer = httpx.request(method, url, content=b"{not json", headers={**headers, **AUTH})
+    assert keyed_answer.status_code in (400, 422), keyed_answer.text
+    assert "JSON" in keyed_answer.json()["detail"]
+
+
+META = ["/metrics", "/docs", "/redoc", "/openapi.json"]
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_metrics_and_docs_need_a_key_unless_opened(tmp_path: Path, service: str) -> None:
+    create_app = APPS[service]
+    with ThreadServer(create_app(_settings(tmp_path / "a", api_keys=[KEY]))) as server:
+        for path in META:
+            assert httpx.get(server.url + path).status_code == 401, path
+            assert httpx.get(server.url + path, headers=AUTH).status_code == 200, path
+        # The probes stay open: orchestrators cannot send keys.
+        assert httpx.get(server.url + "/healthz").status_code == 200
+        assert httpx.get(server.url + "/readyz").status_code == 200
+    opened = _settings(tmp_path / "b", api_keys=[KEY], open_docs=True, open_metrics=True)
+    with ThreadServer(create_app(opened)) as server:
+        for path in META:
+            assert httpx.get(server.url + path).status_code == 200, path
+    only_metrics = _settings(tmp_path / "c", api_keys=[KEY], open_metrics=True)
+    with ThreadServer(create_app(only_metrics)) as server:
+        assert httpx.get(server.url + "/metrics").status_code == 200
+        assert httpx.get(server.url + "/docs").status_code == 401
+    with ThreadServer(create_app(_settings(tmp_path / "d"))) as server:  # no keys at all
+        for path in META:
+            assert httpx.get(server.url + path).status_code == 200, path
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_their_assets_from_this_server(tmp_path: Path, page: str) -> None:
+    with ThreadServer(catalogue_app(_settings(tmp_path))) as server:
+        answer = httpx.get(server.url + page)
+        html = answer.text
+        # The browser is told to load nothing from elsewhere.
+        assert "default-src 'self'" in answer.headers["content-security-policy"]
+        references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+        references += re.findall(r"""url:\s*["']([^"']+)["']""", html)
+        assert references, html
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html), html
+        for reference in references:
+            assert reference.startswith("/"), reference
+            answer = httpx.get(server.url + reference)
+            assert answer.status_code == 200, reference
+            assert len(answer.content) > 0
+        if page == "/docs":
+            assert '"validatorUrl": null' in html  # no spec sent to a public validator
+            script = httpx.get(server.url + "/docs/assets/swagger-ui-bundle.js")
+            assert "SwaggerUIBundle" in script.text
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "path", "field", "body"),
+    [
+        ("featurestore", "GET", f"/api/v1/featuresets/x/versions/{HUGE}", "version", None),
+        ("featurestore", "DELETE", f"/api/v1/featuresets/x/versions/{HUGE}", "version", None),
+        ("featurestore", "GET", f"/api/v1/featuresets/x/diff?from={HUGE}&to=1", "from", None),
+        ("featurestore", "GET", f"/api/v1/featureset/?page={HUGE}", "page", None),
+        ("featurestore", "GET", f"/api/v1/featureset/?limit={HUGE}", "limit", None),
+        ("featurestore", "GET", f"/api/v1/featureset/name/x?page={HUGE}", "page", None),
+        ("featurestore", "POST", "/api/v1/featureset/search", "page", {"query": "a"}),
+        ("featurestore", "POST", "/api/v1/featureset/labels", "page", {"labels": {"a": "b"}}),
+        ("featurestore", "GET", f"/api/v1/featuresets/x?limit={HUGE}", "limit", None),
+        ("featurestore", "GET", f"/api/v1/featuresets/x?offset={HUGE}", "offset", None),
+        ("catalogue", "GET", f"/api/v1/assets/?page={HUGE}", "page", None),
+        ("catalogue", "GET", f"/api/v1/assets/?limit={HUGE}", "limit", None),
+        ("catalogue", "POST", "/api/v1/assets/search", "page", {"query": "a"}),
+        ("catalogue", "POST", "/api/v1/assets/tags", "page", {"tags": ["a"]}),
+    ],
+)
+def test_huge_numbers_are_a_422_naming_the_parameter_and_its_bound(
+    keyed: dict[str, ThreadServer],
+    service: str,
+    method: str,
+    path: str,
+    field: str,
+    body: dict[str, Any] | None,
+) -> None:
+    json = None if body is None else {**body, field: HUGE}
+    answer = httpx.request(method, keyed[service].url + path, json=json, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert re.search(r"\d{4,}", problem["detail"]), problem["detail"]  # the bound, spelt out
+
+
+LONE = b'"a\\ud800b"'
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "path", "body"),
+    [
+        (
+            "featurestore",
+            "POST",
+            "/api/v1/featuresets",
+            b'{"name": "s", "features": [{"name": "f", "dtype": "string", "value": %s}]}',
+        ),
+        (
+            "featurestore",
+            "PUT",
+            "/api/v1/featureset/",
+            b'{"name": "s", "features": [{"name": "f", "data_type": "string", "value": %s}]}',
+        ),
+        (
+            "featurestore",
+            "POST",
+            "/api/v1/featuresets",
+            b'{"name": "t", "description": %s, '
+            b'"features": [{"name": "f", "dtype": "int", "value": 1}]}',
+        ),
+        ("catalogue", "PUT", "/api/v1/assets/x", b'{"name": "x", "type": "dataset", "x": %s}'),
+        ("catalogue", "POST", "/api/v1/assets/bulk", b'[{"name": %s, "type": "dataset"}]'),
+        ("catalogue", "PUT", "/api/v1/assets/", b'[{"name": "y", "type": "dataset", "d": %s}]'),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_422(
+    keyed: dict[str, ThreadServer], service: str, method: str, path: str, body: bytes
+) -> None:
+    url = keyed[service].url + path
+    headers = {**AUTH, "content-type": "application/json"}
+    for bad in (LONE, b'"\\udc00"', b'"\xff\xfe"'):
+        answer = httpx.request(method, url, content=body % bad, headers=headers)
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+    # A proper surrogate pair is one character and is fine.
+    pair = httpx.request(method, url, content=body % b'"\\ud83d\\ude00"', headers=headers)
+    assert pair.status_code < 300, pair.text
+
+
+def _document(service: str, **fields: Any) -> dict[str, Any]:
+    return APPS[service](Settings(data_dir=Path("/nonexistent"), **fields)).openapi()
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_the_openapi_documents_problems_keys_and_bounds(service: str) -> None:
+    document = _document(service, api_keys=[KEY])
+    assert "Problem" in document["components"]["schemas"]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    content = response.get("content", {})
+                    assert list(content) == ["application/problem+json"], (where, status)
+                    assert content["application/problem+json"]["schema"] == {
+                        "$ref": "#/components/schemas/Problem"
+                    }
+            statuses = set(operation["responses"])
+            assert "503" in statuses or path in {"/healthz", "/readyz"}, where
+            # Mastro's queries are POSTs that read.
+            reads = method == "get" or path.endswith(("/search", "/tags", "/labels"))
+            if method != "get":
+                assert "413" in statuses, where  # a body can be too large
+            if not reads and path.startswith("/api/"):
+                # Writes need the key.
+                assert operation["security"] == [{"bearer": []}], where
+                assert "401" in statuses, where
+            if reads and path.startswith("/api/"):
+                # Reads are open unless CAIRN_READ_NEEDS_KEY.
+                assert "security" not in operation and "401" not in statuses, where
+    if service == "featurestore":
+        one = document["paths"]["/api/v1/featuresets/{name}/versions/{version}"]["get"]
+        assert {"400", "404", "406", "422"} <= set(one["responses"])
+        limit = next(p for p in one["parameters"] if p["name"] == "limit")
+        assert limit["schema"]["minimum"] == 1
+        upload = document["paths"]["/api/v1/featuresets/{name}/versions"]["post"]
+        assert "415" in upload["responses"]
+    else:
+        assert "404" in document["paths"]["/api/v1/assets/{asset_id}"]["get"]["responses"]
+        assert "400" in document["paths"]["/api/v1/assets"]["get"]["responses"]
+
+
+def test_keyed_reads_are_documented_as_keyed() -> None:
+    document = _document("featurestore", api_keys=[KEY], read_needs_key=True)
+    latest = document["paths"]["/api/v1/featuresets/{name}"]["get"]
+    assert latest["security"] == [{"bearer": []}] and "401" in latest["responses"]
+    unkeyed = _document("catalogue")
+    assert "securitySchemes" not in unkeyed["components"]
+    assert "401" not in unkeyed["paths"]["/api/v1/assets/{asset_id}"]["put"]["responses"]
+
+
+def test_405_lists_every_method_of_the_path(keyed: dict[str, ThreadServer]) -> None:
+    answer = httpx.request("PATCH", keyed["catalogue"].url + "/api/v1/assets/", headers=AUTH)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, HEAD, PUT"
+    assert answer.headers["content-type"] == "application/problem+json"
