@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install up test lint lock bench clean
+.PHONY: help venv install up test compose-test lint lock bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromiu
 	-bash tests/browser/install-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Part of `make test` too. Needs root: installs docker.io and debootstrap when missing, runs
+# dockerd, builds local base images (cached in ~/.cache/cairn/docker) and the Cairn image.
+compose-test: $(VENV)/.installed-test ## Build the image and run docker-compose.yml for real (docker compose up, crawl, UI search, down)
+	$(BIN)/python -m pytest tests/test_compose_stack.py
 
 lint: $(BIN)/python ## Run ruff
 	$(BIN)/ruff check .

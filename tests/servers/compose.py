@@ -1,4 +1,5 @@
-"""Docker Compose v2, to check docker-compose.yml with ``docker compose config``.
+"""Docker Compose v2: ``docker compose config`` for the deploy test, and a whole stack for the
+compose-stack test (``ComposeStack``).
 
 Debian's docker client comes without the compose plugin. When ``docker compose`` does not
 answer, Compose is built once from the Go module proxy (``go install``) into
@@ -8,6 +9,7 @@ program the plugin is. ``config`` only reads files: no Docker engine is needed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,3 +73,56 @@ def compose_command() -> list[str]:
         raise
     except OSError as exc:
         raise ServerSetupError(f"installing Docker Compose: {exc}") from exc
+
+
+class ComposeStack:
+    """``docker compose -p <project> -f <file>...`` against an engine; ``env`` adds variables
+    the compose files interpolate (and DOCKER_HOST for the engine)."""
+
+    def __init__(self, project: str, files: list[Path], env: dict[str, str], cwd: Path) -> None:
+        self.project = project
+        self.files = files
+        self.env = env
+        self.cwd = cwd
+
+    def argv(self, *args: str) -> list[str]:
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        return [*compose_command(), "-p", self.project, *files, *args]
+
+    def run(self, step: str, *args: str, timeout: float = 600) -> str:
+        argv = self.argv(*args)
+        return run_step(step, argv, timeout=timeout, cwd=self.cwd, env=self.env)
+
+    def down(self) -> None:
+        """Removes the project's containers, networks and volumes (also those of a run that
+        was killed half-way)."""
+        self.run(
+            f"docker compose down of {self.project}",
+            "down", "--volumes", "--remove-orphans", "--timeout", "20",
+        )  # fmt: skip
+
+    def volumes(self) -> list[str]:
+        """The project's volumes still in the engine."""
+        label = f"label=com.docker.compose.project={self.project}"
+        listing = run_step(
+            "docker volume ls",
+            ["docker", "volume", "ls", "--quiet", "--filter", label],
+            timeout=60,
+            env=self.env,
+        )
+        return listing.split()
+
+    def diagnostics(self) -> str:
+        """``ps`` and the last log lines of every service, for a failure message."""
+        parts = []
+        for args in (("ps", "--all"), ("logs", "--no-color", "--tail", "60")):
+            done = subprocess.run(
+                self.argv(*args),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+            )
+            parts.append(f"$ docker compose {' '.join(args)}\n{done.stdout}{done.stderr}")
+        return "\n".join(parts)

@@ -1,0 +1,172 @@
+"""A Docker engine for the compose-stack test: the machine's own, or one started here.
+
+When ``docker info`` already answers (a CI host with Docker), that engine is used and left
+running. Otherwise Debian's ``docker.io`` is installed when ``dockerd`` is missing, and
+``dockerd`` is started as root on sockets of its own under /run/cairn-docker, with no bridge
+and no iptables rules (its containers use the host's network), keeping images in
+``~/.cache/cairn/docker/engine`` so a second run reuses them; ``stop()`` shuts it down and
+checks that none of its processes (containerd, shims, containers) is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.servers.processes import ServerSetupError, cache_dir, run_step, terminate
+
+RUN_DIR = Path("/run/cairn-docker")
+SOCKET = RUN_DIR / "docker.sock"
+
+
+def apt_install(*packages: str) -> None:
+    """Installs Debian packages (root only), refreshing the package lists first."""
+    if os.geteuid() != 0:
+        raise ServerSetupError(f"installing {' '.join(packages)}: needs root (apt-get)")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    lock = ["-o", "DPkg::Lock::Timeout=600"]
+    run_step("apt-get update", ["apt-get", *lock, "update"], timeout=900, env=env)
+    run_step(
+        f"installing {' '.join(packages)} (apt-get install)",
+        ["apt-get", *lock, "install", "--yes", "--no-install-recommends", *packages],
+        timeout=1800,
+        env=env,
+    )
+
+
+def _answers(env: dict[str, str]) -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        done = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **env},
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def _processes_under(path: Path) -> list[str]:
+    """Command lines of live processes that name ``path`` (dockerd, containerd, shims)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\x00", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(f"{proc.name}: {cmdline.strip()}")
+    return found
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmounts what dockerd leaves mounted under ``path`` (its reference to the host's network
+    namespace, exec-root/netns/default), deepest first, so the folder can be removed."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{path}/")), reverse=True):
+        subprocess.run(["umount", mount], capture_output=True, timeout=60, check=False)
+
+
+class DockerEngine:
+    """``env`` is what a docker or compose command needs to reach the engine."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.env: dict[str, str] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Processes of the engine that outlived its shutdown and had to be killed.
+        self.leaked: list[str] = []
+
+    @property
+    def started_here(self) -> bool:
+        return self.proc is not None
+
+    def start(self, timeout: float = 120) -> DockerEngine:
+        if _answers({}):
+            return self
+        if shutil.which("docker") is None or shutil.which("dockerd") is None:
+            apt_install("docker.io")
+            if _answers({}):  # the package started the machine's engine
+                return self
+        if os.geteuid() != 0:
+            raise ServerSetupError("starting dockerd: needs root")
+        self._stop_stale()
+        _unmount_under(RUN_DIR)
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        RUN_DIR.mkdir(parents=True)
+        argv = [
+            str(shutil.which("dockerd")),
+            f"--host=unix://{SOCKET}",
+            f"--exec-root={RUN_DIR / 'exec'}",
+            f"--pidfile={RUN_DIR / 'dockerd.pid'}",
+            f"--data-root={cache_dir('docker') / 'engine'}",
+            # No docker0 bridge, no NAT rules and no change to the host's forwarding: the
+            # containers use the host's network, and the host's firewall stays as it is.
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--userland-proxy=false",
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.env = {"DOCKER_HOST": f"unix://{SOCKET}"}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise ServerSetupError(f"starting dockerd: it exited with {code}:\n{self.logs()}")
+            if SOCKET.exists() and _answers(self.env):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise ServerSetupError(f"starting dockerd: no answer after {timeout:.0f}s\n{self.logs()}")
+
+    def _stop_stale(self) -> None:
+        """Stops the engine of an earlier run that was killed before it could stop it (found
+        by its pid file under RUN_DIR, so no other dockerd is ever touched)."""
+        pidfile = RUN_DIR / "dockerd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            pid, cmdline = 0, ""
+        if pid and f"unix://{SOCKET}" in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 90
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        for line in _processes_under(RUN_DIR):
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stops dockerd if it was started here (it stops its containers and containerd)."""
+        if self.proc is None:
+            return
+        terminate(self.proc, grace=90)
+        self.proc = None
+        deadline = time.monotonic() + 30
+        while _processes_under(RUN_DIR) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.leaked = _processes_under(RUN_DIR)
+        for line in self.leaked:  # a shim whose dockerd died: end it too
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+        _unmount_under(RUN_DIR)
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
