@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 .PHONY: help venv install up test compose-test lint lock bench clean
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,7 @@ test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromiu
 	@# The browser tests fail (never skip) with a clear message if chromium could not be had.
 	-bash tests/browser/install-chromium.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # Part of `make test` too. Needs root: installs docker.io and debootstrap when missing, runs
@@ -43,9 +44,10 @@ test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromiu
 compose-test: $(VENV)/.installed-test ## Build the image and run docker-compose.yml for real (docker compose up, crawl, UI search, down)
 	$(BIN)/python -m pytest tests/test_compose_stack.py
 
-lint: $(BIN)/python ## Run ruff
+lint: $(VENV)/.installed-test ## Run ruff (lint and format) and mypy on the source
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # After editing pyproject's dependencies: `make lock` (keeps every other pin);
 # to take newer releases within the ranges: `make lock LOCK_ARGS=--upgrade`.

@@ -245,7 +245,7 @@ class AdlsVolume:
         try:
             self.requests += 1
             blob = self._container.get_blob_client(self._blob(rel))
-            return cast(bytes, blob.download_blob(offset=offset, length=length).readall())
+            return blob.download_blob(offset=offset, length=length).readall()
         except ResourceNotFoundError:
             if self._exists_below(rel):
                 raise NotAFile(f"{rel!r} is a directory", path=rel) from None

@@ -27,8 +27,8 @@ class Entry:
 
 
 _new_entry = Entry.__new__
-_set_path, _set_size = Entry.path.__set__, Entry.size.__set__  # type: ignore[attr-defined]
-_set_mtime, _set_is_dir = Entry.mtime_ns.__set__, Entry.is_dir.__set__  # type: ignore[attr-defined]
+_set_path, _set_size = Entry.path.__set__, Entry.size.__set__  # type: ignore[attr-defined,misc]
+_set_mtime, _set_is_dir = Entry.mtime_ns.__set__, Entry.is_dir.__set__  # type: ignore[attr-defined,misc]
 
 
 def make_entry(path: str, size: int, mtime_ns: int, is_dir: bool) -> Entry:

@@ -132,7 +132,7 @@ class HdfsVolume:
             raise VolumeError(f"unknown HDFS authentication {auth!r}: use simple or kerberos")
         # Paths handed to the client are already absolute and normal; its resolve() would
         # also expand '#LATEST' markers, which have no business in a file name.
-        self._client.resolve = lambda path: path  # type: ignore[method-assign]
+        self._client.resolve = lambda path: path
         self.requests = 0  # WebHDFS calls made, for tests and benchmarks
         top = self._status(self.root, "")
         if top["type"] != "DIRECTORY":

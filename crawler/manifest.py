@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeGuard
@@ -644,7 +644,7 @@ def _quote_hint(value: Any) -> str:
     return ""
 
 
-def _reason(err: dict[str, Any], label: str, top: str) -> str:
+def _reason(err: Mapping[str, Any], label: str, top: str) -> str:
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
@@ -661,7 +661,7 @@ def _reason(err: dict[str, Any], label: str, top: str) -> str:
     if kind in ("model_type", "model_attributes_type"):
         return f"{label} must be a mapping like {{name: id, type: int64}}, got {_kind(value)}"
     if kind == "string_too_long":
-        return f"{label} is {len(value)} characters long; the limit is {ctx.get('max_length')}"
+        return f"{label} is {len(str(value))} characters long; the limit is {ctx.get('max_length')}"
     if kind == "string_too_short":
         return f"{label} must not be empty"
     if kind == "too_long":

@@ -70,9 +70,10 @@ def check_table(path: Path, info: TableInfo, spec: FeatureTableSpec, origin: str
                 f"entity column {column!r} is {dtype}; a join key must be an integer or a string",
             )
     times = (("timestamp", spec.timestamp), ("created_timestamp", spec.created_timestamp))
-    for kind, column in times:
-        if column is None:
+    for kind, time_column in times:
+        if time_column is None:
             continue
+        column = time_column
         dtype = schema.field(column).type
         if not is_time_type(dtype):
             raise _problem(

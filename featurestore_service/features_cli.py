@@ -128,11 +128,11 @@ def online(
         _print_json(answer.raw)
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
     # Names and values are the user's text: Text keeps Rich from reading them as markup.
-    table = Table(*(Text(name) for name in answer.feature_names))
+    table = Table(*(Column(header=Text(name)) for name in answer.feature_names))
     statuses = [result["statuses"] for result in answer.raw["results"]]
     values = [result["values"] for result in answer.raw["results"]]
     for row in range(len(values[0]) if values else 0):

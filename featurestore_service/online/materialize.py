@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,7 +125,7 @@ def reduce_batch(batch: pa.RecordBatch, table: OnlineTable, ts: str, cts: str | 
 
 def batches(
     path: Path, table: OnlineTable, ts: str, cts: str | None, start_group: int
-) -> Iterator[tuple[Batch, int | None]]:
+) -> Generator[tuple[Batch, int | None], None, None]:
     """Reduced batches from row group ``start_group`` on, each with the row groups done after it
     (None until the last batch of a row group)."""
     parquet = pq.ParquetFile(path)

@@ -125,6 +125,8 @@ async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLRe
     if raw_version and wanted is None:
         notices.append(f"“{raw_version}” is not a version number, so this is the latest version.")
     # A table's JSON carries a page of rows: ask for the first few only.
+    versions_res: dict[str, Any] | BaseException
+    chosen_res: dict[str, Any] | BaseException
     versions_res, chosen_res = await asyncio.gather(
         api.featureset_versions(name, MAX_VERSIONS),
         api.featureset(name, wanted, ROW_LIMIT),
@@ -161,8 +163,8 @@ async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLRe
     version = int(fs.get("version") or 0)
     live = [int(v.get("version") or 0) for v in versions if not v.get("deleted")]
     latest = max(live, default=version)
-    table = fs.get("table") if isinstance(fs.get("table"), dict) else None
-    data = fs.get("data") if isinstance(fs.get("data"), dict) else {}
+    table: dict[str, Any] | None = fs["table"] if isinstance(fs.get("table"), dict) else None
+    data: dict[str, Any] = fs["data"] if isinstance(fs.get("data"), dict) else {}
     base = api.featurestore.url
     quoted = quote(name, safe="")
     online, lookup, lookup_keys, lookup_error = await _online(request, api, name, fs)
