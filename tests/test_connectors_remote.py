@@ -108,7 +108,7 @@ def test_hdfs_url_mistakes(url: str, message: str, use_env: SetEnv) -> None:
 
 def test_hdfs_kerberos_without_the_extra_names_it(use_env: SetEnv) -> None:
     use_env({"CAIRN_HDFS_AUTH": "kerberos"})
-    with pytest.raises(VolumeError, match=r"pip install 'cairn\[kerberos\]'"):
+    with pytest.raises(VolumeError, match=r"pip install 'cairn-catalogue\[kerberos\]'"):
         open_volume("hdfs://127.0.0.1:9870/lake")
 
 

@@ -11,9 +11,8 @@ customers asked after their feature date and one before it (which gets nulls).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cairn.models import CatalogueInstance
+from cairn.web import CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard
 
-router = APIRouter(prefix="/api/v1", tags=["instance"])
+router = APIRouter(prefix="/api/v1", tags=["instance"], route_class=CairnRoute)
 
 
 @router.get(
