@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from cairn.errors import InvalidCursor, InvalidRequest, Unavailable
-from cairn.models import Facets, label_text
+from cairn.models import Facets, label_text, searchable_labels
 from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor
 
 try:
@@ -110,7 +110,7 @@ def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
         "type": doc["type"],
         "tags": tags,
         "owners": doc.get("owners") or [],
-        "labels": [label_pair(k, v) for k, v in (doc.get("labels") or {}).items()],
+        "labels": [f"{k}={v}" for k, v in searchable_labels(doc.get("labels"))],
         "columns": columns,
         "description": description,
         "deleted": bool(doc.get("deleted")),
