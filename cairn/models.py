@@ -12,10 +12,11 @@ import math
 import re
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -26,6 +27,8 @@ from pydantic import (
 
 from cairn.paging import MAX_PAGE
 from cairn.settings import get_settings
+
+T = TypeVar("T")
 
 MAX_NAME = 256
 MAX_DESCRIPTION = 64 * 1024
@@ -40,8 +43,6 @@ MAX_EXTRA_DEPTH = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 LabelValue = str | int | float | bool | None
-# An asset's label value: a scalar (searchable), or a map or list kept and shown as written.
-AssetLabelValue = LabelValue | dict[str, Any] | list[Any]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Fields Mastro's crawler writes into manifests; meaningless in a manifest, so dropped quietly.
@@ -92,7 +93,7 @@ def check_entries(values: list[str]) -> list[str]:
     return list(seen)
 
 
-def check_extra(values: dict[str, Any], what: str = "extra") -> dict[str, Any]:
+def check_extra(values: T, what: str = "extra") -> T:
     """``extra`` (or another nested value) as stores can keep it: nested at most
     ``MAX_EXTRA_DEPTH`` levels, integers in 64 bits, finite numbers. Walked without recursion,
     so no input can exhaust the stack."""
@@ -114,12 +115,18 @@ def check_extra(values: dict[str, Any], what: str = "extra") -> dict[str, Any]:
     return values
 
 
+def _nested_label(value: Any) -> Any:
+    return check_extra(value, "the label value") if isinstance(value, dict | list) else value
+
+
+# An asset's label value: a scalar (searchable), or a map or list kept and shown as written.
+AssetLabelValue = Annotated[LabelValue | dict[str, Any] | list[Any], AfterValidator(_nested_label)]
+
+
 def check_labels(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         _check_text(key, "a label key", MAX_SHORT)
-        if isinstance(value, dict | list):
-            check_extra({key: value}, "labels")
-        elif isinstance(value, str):
+        if isinstance(value, str):
             _check_text(value, f"label {key!r}", MAX_SHORT)
         elif isinstance(value, int) and not isinstance(value, bool):
             if not INT64_MIN <= value <= INT64_MAX:
