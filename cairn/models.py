@@ -656,22 +656,37 @@ def _from_mastro_feature(feature: dict[str, Any]) -> dict[str, Any]:
 
 
 # Mastro allows any feature-set name; Cairn's are FEATURESET_NAME. A name Cairn does not allow
-# (and a name that starts with the prefix) is stored as the prefix and its UTF-8 bytes in hex.
+# (or one that starts with the prefix) is stored as the prefix and the name with every byte
+# other than a letter, digit or '.' written as _hh_ (its UTF-8 hex): "fraud:v1" is stored as
+# "x--fraud_3a_v1", still found by its words in a text search.
 MASTRO_NAME_PREFIX = "x--"
+_MASTRO_KEPT = re.compile(rb"[A-Za-z0-9.]")
+_MASTRO_ESCAPE = re.compile(r"_([0-9a-f]{2})_")
 
 
 def from_mastro_name(name: str) -> str:
     if re.match(FEATURESET_NAME, name) and not name.startswith(MASTRO_NAME_PREFIX):
         return name
-    return MASTRO_NAME_PREFIX + name.encode().hex()
+    escaped = "".join(
+        chr(byte) if _MASTRO_KEPT.match(bytes([byte])) else f"_{byte:02x}_"
+        for byte in name.encode()
+    )
+    return MASTRO_NAME_PREFIX + escaped
 
 
 def to_mastro_name(name: str) -> str:
-    if name.startswith(MASTRO_NAME_PREFIX):
-        try:
-            return bytes.fromhex(name[len(MASTRO_NAME_PREFIX) :]).decode()
-        except ValueError:
-            return name
+    if not name.startswith(MASTRO_NAME_PREFIX):
+        return name
+    body = name[len(MASTRO_NAME_PREFIX) :]
+    raw, pos = bytearray(), 0
+    for escape in _MASTRO_ESCAPE.finditer(body):
+        raw += body[pos : escape.start()].encode() + bytes([int(escape.group(1), 16)])
+        pos = escape.end()
+    raw += body[pos:].encode()
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return name
     return name
 
 

@@ -7,7 +7,8 @@ from 1 (page 0 is read as 1), ``{message, status, error}`` errors, 404 on an emp
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -35,6 +36,16 @@ class TagsQuery(BaseModel):
     page: MastroPage
 
 
+def _discovered_now(item: Any, now: datetime) -> Any:
+    """Mastro stamps every upserted asset as discovered now, whatever the body says (its
+    crawler sends Go's zero time)."""
+    if not isinstance(item, dict):
+        return item  # validation names the problem
+    out = {k: v for k, v in item.items() if k not in ("last-discovered-at", "crawled_at")}
+    out["crawled_at"] = now.isoformat()
+    return out
+
+
 async def _paged(catalogue: Catalogue, query: SearchQuery, page: int, per_page: int) -> Response:
     page = first_page(page)
     query.limit = per_page
@@ -56,7 +67,7 @@ async def _paged(catalogue: Catalogue, query: SearchQuery, page: int, per_page: 
     },
 )
 async def put_one(request: Request, catalogue: CatalogueDep) -> Response:
-    item = validated(AssetWrite, await json_body(request))
+    item = validated(AssetWrite, _discovered_now(await json_body(request), datetime.now(UTC)))
     asset, _ = await catalogue.put(None, item)
     return mastro_json([mastro_asset(asset.model_dump(mode="json", by_alias=True))], 201)
 
@@ -78,7 +89,8 @@ async def put_many(request: Request, catalogue: CatalogueDep) -> Response:
     body = await json_body(request)
     if not isinstance(body, list):
         raise BadRequest("Invalid JSON Body: PUT /assets/ takes a JSON array of assets.")
-    result = await catalogue.bulk(body)
+    now = datetime.now(UTC)
+    result = await catalogue.bulk([_discovered_now(item, now) for item in body])
     errors = [r for r in result.results if r.status == "error"]
     if errors:
         # Mastro answers the whole array with one status; the valid items are stored.
