@@ -367,12 +367,15 @@ def build_search(query: SearchQuery) -> dict[str, Any] | None:
     if query.cursor is not None:
         _check_cursor(query.cursor, text is not None)
         body["search_after"] = query.cursor
+    if query.offset + query.limit > MAX_RESULT_WINDOW:
+        raise InvalidRequest(
+            f"Page offsets stop at {MAX_RESULT_WINDOW} results on this backend; "
+            "follow next_cursor (the /api/v1/assets routes) to read further."
+        )
+    # The extra hit that tells whether more follow must fit in the window too (a full
+    # 10,000-result Mastro page asks for exactly the window).
+    body["size"] = min(query.limit + 1, MAX_RESULT_WINDOW - query.offset)
     if query.offset:
-        if query.offset + query.limit + 1 > MAX_RESULT_WINDOW:
-            raise InvalidRequest(
-                f"Page offsets stop at {MAX_RESULT_WINDOW} results on this backend; "
-                "follow next_cursor (the /api/v1/assets routes) to read further."
-            )
         body["from"] = query.offset
     if query.facets:
         body["aggs"] = {"tags": _terms("tags", FACET_LIMIT), "types": _terms("type", FACET_LIMIT)}
