@@ -12,10 +12,11 @@ import math
 import re
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -27,13 +28,16 @@ from pydantic import (
 from cairn.paging import MAX_PAGE
 from cairn.settings import get_settings
 
+T = TypeVar("T")
+
 MAX_NAME = 256
 MAX_DESCRIPTION = 64 * 1024
 MAX_COLUMNS = 10_000  # columns in one asset's schema
 MAX_SHORT = 1024  # tags, owners, label keys and values, column names, URLs' pieces
 MAX_LIST = 1000
 MAX_LOCATION = 4096
-# Nesting of ``extra`` values (maps and lists inside maps and lists). Label values are scalars.
+# Nesting of ``extra`` values, asset label values and versions (maps and lists inside maps and
+# lists; Mastro's Hive crawler writes a table's schema as a label map).
 # Deeper values cannot be stored (orjson stops at 255 levels) and no reader needs them.
 MAX_EXTRA_DEPTH = 32
 
@@ -64,6 +68,12 @@ def _check_text(value: str, what: str, limit: int) -> str:
     return value
 
 
+def searchable_labels(labels: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The (key, text) pairs a label filter can match: scalar values only (a nested map or
+    list is kept and shown, not searched)."""
+    return [(k, label_text(v)) for k, v in (labels or {}).items() if not isinstance(v, dict | list)]
+
+
 def label_text(value: Any) -> str:
     """A label value as text, as label filters compare it (``label=pii:false``)."""
     if isinstance(value, bool):
@@ -84,10 +94,11 @@ def check_entries(values: list[str]) -> list[str]:
     return list(seen)
 
 
-def check_extra(values: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` as stores can keep it: nested at most ``MAX_EXTRA_DEPTH`` levels, integers
-    in 64 bits, finite numbers. Walked without recursion, so no input can exhaust the stack."""
-    stack: list[tuple[Any, int, str]] = [(values, 1, "extra")]
+def check_extra(values: T, what: str = "extra") -> T:
+    """``extra`` (or another nested value) as stores can keep it: nested at most
+    ``MAX_EXTRA_DEPTH`` levels, integers in 64 bits, finite numbers. Walked without recursion,
+    so no input can exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(values, 1, what)]
     while stack:
         value, depth, where = stack.pop()
         if isinstance(value, dict | list):
@@ -105,7 +116,15 @@ def check_extra(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def check_labels(values: dict[str, LabelValue]) -> dict[str, LabelValue]:
+def _nested_label(value: Any) -> Any:
+    return check_extra(value, "the label value") if isinstance(value, dict | list) else value
+
+
+# An asset's label value: a scalar (searchable), or a map or list kept and shown as written.
+AssetLabelValue = Annotated[LabelValue | dict[str, Any] | list[Any], AfterValidator(_nested_label)]
+
+
+def check_labels(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         _check_text(key, "a label key", MAX_SHORT)
         if isinstance(value, str):
@@ -138,7 +157,7 @@ class Manifest(BaseModel):
     type: str = Field(min_length=1, max_length=64)
     description: str = Field("", max_length=MAX_DESCRIPTION)
     tags: list[str] = Field(default_factory=list, max_length=MAX_LIST)
-    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LIST)
+    labels: dict[str, AssetLabelValue] = Field(default_factory=dict, max_length=MAX_LIST)
     owners: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     location: str | None = Field(None, max_length=MAX_LOCATION)
     format: str | None = Field(None, max_length=64)
@@ -153,7 +172,8 @@ class Manifest(BaseModel):
         max_length=MAX_LIST,
         validation_alias=AliasChoices("depends_on", "depends-on"),
     )
-    versions: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
+    # A location per version, or a map (mvc writes {timestamp: {file: sha256}}).
+    versions: dict[str, str | dict[str, Any]] = Field(default_factory=dict, max_length=MAX_LIST)
     published_on: datetime | None = Field(
         None, validation_alias=AliasChoices("published_on", "published-on")
     )
@@ -209,7 +229,7 @@ class Manifest(BaseModel):
 
     @field_validator("labels")
     @classmethod
-    def _labels(cls, values: dict[str, LabelValue]) -> dict[str, LabelValue]:
+    def _labels(cls, values: dict[str, AssetLabelValue]) -> dict[str, AssetLabelValue]:
         return check_labels(values)
 
     @field_validator("extra")
@@ -230,10 +250,11 @@ class Manifest(BaseModel):
     def _versions(cls, value: Any) -> Any:
         if isinstance(value, dict):
             # Numbers and dates read from YAML become text; anything else must fail validation.
-            return {
+            value = {
                 str(k): str(v) if isinstance(v, int | float | date) and v is not None else v
                 for k, v in value.items()
             }
+            check_extra(value, "versions")
         return value
 
 
@@ -411,12 +432,14 @@ DTYPE_ALIASES = {
 _DTYPE = re.compile(r"^(?:(list|map)\s*<\s*(?:string\s*,\s*)?([a-z0-9]+)\s*>|([a-z0-9]+))$")
 DTYPE_HELP = (
     "use one of int, float, bool, string, timestamp, list<T> or map<T> "
-    "(T one of those five; map keys are strings)"
+    "(T one of those five; map keys are strings), or json (any JSON value)"
 )
 
 
 def normalize_dtype(text: str) -> str:
     """``int64`` -> ``int``, ``map<string, double>`` -> ``map<float>``; unknown -> ValueError."""
+    if text.strip().lower() == "json":
+        return "json"
     found = _DTYPE.match(text.strip().lower())
     if found:
         container, inner, scalar = found.groups()
@@ -479,6 +502,9 @@ def coerce_value(dtype: str, value: Any) -> Any:
     """``value`` checked against a normalized ``dtype`` (null is allowed for any dtype)."""
     if value is None:
         return None
+    if dtype == "json":
+        check_extra({"value": value}, "feature")
+        return value
     if dtype.startswith("list<"):
         inner = dtype[5:-1]
         if not isinstance(value, list):
@@ -507,9 +533,16 @@ class Feature(BaseModel):
     dtype: str = Field(
         max_length=64,
         validation_alias=AliasChoices("dtype", "data_type", "data-type"),
-        description="int, float, bool, string, timestamp, list<T> or map<T>",
+        description="int, float, bool, string, timestamp, list<T>, map<T> or json",
     )
     value: Any = None
+    mastro_type: str | None = Field(
+        None,
+        max_length=64,
+        exclude_if=lambda v: v is None,
+        description="Mastro's data_type as written (e.g. array, dataframe), shown back on "
+        "Mastro's routes; set by them",
+    )
 
     @field_validator("name")
     @classmethod
@@ -602,13 +635,67 @@ class MastroFeatureSetWrite(BaseModel):
     def write_data(self) -> dict[str, Any]:
         """The body as ``FeatureSetWrite`` input (validated by the caller)."""
         return {
-            "name": self.name,
+            "name": from_mastro_name(self.name),
             "version_label": self.version,
             "description": self.description,
             "labels": self.labels,
-            "features": self.features,
+            "features": [_from_mastro_feature(f) for f in self.features],
             "depends_on": self.depends_on,
         }
+
+
+def _from_mastro_feature(feature: dict[str, Any]) -> dict[str, Any]:
+    """A Mastro feature as Cairn's: a ``data_type`` Cairn knows is used when the value fits
+    it; any other (``array``, ``dataframe``, ...) stores the value as ``json``. The spelling
+    is kept in ``mastro_type`` whenever Cairn's name for it differs."""
+    out = {k: v for k, v in feature.items() if k not in ("data_type", "data-type", "dtype")}
+    spelling = feature.get("data_type", feature.get("data-type", feature.get("dtype")))
+    if not isinstance(spelling, str):
+        return {**out, "dtype": spelling}  # validation names the field
+    try:
+        dtype = normalize_dtype(spelling)
+        coerce_value(dtype, feature.get("value"))
+    except ValueError:
+        dtype = "json"
+    out["dtype"] = dtype
+    if spelling != dtype:
+        out["mastro_type"] = spelling
+    return out
+
+
+# Mastro allows any feature-set name; Cairn's are FEATURESET_NAME. A name Cairn does not allow
+# (or one that starts with the prefix) is stored as the prefix and the name with every byte
+# other than a letter, digit or '.' written as _hh_ (its UTF-8 hex): "fraud:v1" is stored as
+# "x--fraud_3a_v1", still found by its words in a text search.
+MASTRO_NAME_PREFIX = "x--"
+_MASTRO_KEPT = re.compile(rb"[A-Za-z0-9.]")
+_MASTRO_ESCAPE = re.compile(r"_([0-9a-f]{2})_")
+
+
+def from_mastro_name(name: str) -> str:
+    if re.match(FEATURESET_NAME, name) and not name.startswith(MASTRO_NAME_PREFIX):
+        return name
+    escaped = "".join(
+        chr(byte) if _MASTRO_KEPT.match(bytes([byte])) else f"_{byte:02x}_"
+        for byte in name.encode()
+    )
+    return MASTRO_NAME_PREFIX + escaped
+
+
+def to_mastro_name(name: str) -> str:
+    if not name.startswith(MASTRO_NAME_PREFIX):
+        return name
+    body = name[len(MASTRO_NAME_PREFIX) :]
+    raw, pos = bytearray(), 0
+    for escape in _MASTRO_ESCAPE.finditer(body):
+        raw += body[pos : escape.start()].encode() + bytes([int(escape.group(1), 16)])
+        pos = escape.end()
+    raw += body[pos:].encode()
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return name
+    return name
 
 
 FeatureSetKind = Literal["values", "table"]
@@ -828,16 +915,20 @@ class FeatureSetDiff(BaseModel):
 
 # --- Mastro's page-numbered queries (both services' Mastro-compatible routes) ----------------
 
-MASTRO_MAX_PER_PAGE = 1000
+# Mastro's queries reach Elasticsearch, whose result window holds 10,000 hits; its clients
+# must send limit and page (Mastro answers 400 without them) and its UI starts at page 0.
+MASTRO_MAX_PER_PAGE = 10_000
+MastroLimit = Annotated[int, Field(ge=1, le=MASTRO_MAX_PER_PAGE)]
+MastroPage = Annotated[int, Field(ge=0, le=MAX_PAGE, description="0 is read as 1, as Mastro does")]
 
 
 class MastroTextQuery(BaseModel):
     query: str = Field(min_length=1, max_length=1024)
-    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    limit: MastroLimit
+    page: MastroPage
 
 
 class MastroLabelsQuery(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
-    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    limit: MastroLimit
+    page: MastroPage

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+MASTRO_ERROR_REF = {"$ref": "#/components/schemas/MastroError"}
 DOCS_ASSETS = "/docs/assets"
 # The documentation pages may load from this server only: no CDN, nothing that tracks readers.
 # (ReDoc's footer asks a CDN for its maker's logo and hides it when that fails; inline scripts
@@ -66,6 +67,14 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[ProblemField] | None = None
+
+
+class MastroError(BaseModel):
+    """Mastro's error body (its ``RestErr``), sent by the Mastro-compatible routes."""
+
+    message: str
+    status: int
+    error: str = Field(description="Mastro's name for the status, e.g. bad_request")
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -115,6 +124,7 @@ def build_openapi(app: FastAPI, *, keys_enabled: bool, read_needs_key: bool) -> 
         ref_template="#/components/schemas/{model}"
     )
     components["schemas"].update(components["schemas"]["Problem"].pop("$defs", {}))
+    components["schemas"]["MastroError"] = MastroError.model_json_schema()
     # FastAPI's own validation-error shape is never sent: 422s are problem+json.
     for unused in ("HTTPValidationError", "ValidationError"):
         components["schemas"].pop(unused, None)

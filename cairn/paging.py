@@ -45,8 +45,9 @@ def mastro_page(data: list[Any], total: int, page: int, per_page: int) -> dict[s
             "total": total,
             "page": page,
             "perPage": per_page,
-            "prev": page - 1 if page > 1 else None,
-            "next": page + 1 if page < total_pages else None,
+            # Mastro's pager sends 0 where there is no such page; its clients read an int.
+            "prev": page - 1 if page > 1 else 0,
+            "next": page + 1 if page < total_pages else 0,
             "totalPage": total_pages,
         },
     }

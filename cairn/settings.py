@@ -160,6 +160,20 @@ class Settings(BaseSettings):
     extra_types: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated asset types allowed besides Mastro's."
     )
+    mastro_root_routes: bool = Field(
+        True,
+        description=(
+            "Serve the Mastro-compatible routes at the root, as Mastro does, as well as under "
+            "`/api/v1`; false serves them under `/api/v1` only."
+        ),
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated origins a browser may call the APIs from (e.g. Mastro's UI served "
+            "elsewhere); `*` allows any origin. None by default."
+        ),
+    )
     manifest_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_MANIFEST_PATTERNS),
         description="Comma-separated file-name globs the crawler treats as manifests.",
@@ -219,7 +233,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("api_keys", "extra_types", "manifest_patterns", mode="before")
+    @field_validator("api_keys", "extra_types", "manifest_patterns", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

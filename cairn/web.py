@@ -15,11 +15,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from prometheus_client import (
@@ -29,7 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,6 +52,7 @@ from cairn.openapi import (
 from cairn.settings import Settings
 
 log = logging.getLogger("cairn.web")
+M = TypeVar("M", bound=BaseModel)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -89,6 +91,14 @@ def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidReq
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
     return InvalidRequest(f"Fix these fields and send again: {summary}", errors=errors)
+
+
+def validated(model: type[M], data: Any) -> M:
+    """``model`` validated from ``data``; failures become a 422 listing the fields to fix."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -512,4 +522,12 @@ def build_app(
         BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
     )
     app.add_middleware(MetricsMiddleware, registry=registry, service=service)
+    if settings.cors_origins:
+        # Browsers on these origins (e.g. Mastro's UI served elsewhere) may call the API.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     return app

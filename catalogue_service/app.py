@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from catalogue_service.api.routes import assets, instance, mastro
@@ -36,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.catalogue = catalogue
     # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
-    app.include_router(mastro.router)
+    include_mastro(app, mastro.router, settings, "asset")
     app.include_router(assets.router)
     app.include_router(instance.router)
     return app

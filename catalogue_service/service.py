@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from cairn import paging
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from cairn.mastro import mastro_time
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -269,12 +270,19 @@ def splice_page(hits: SearchHits) -> bytes:
 
 
 def mastro_asset(doc: dict[str, Any]) -> dict[str, Any]:
-    """An asset with Mastro's hyphenated field names added, for Mastro's routes."""
-    out = dict(doc)
-    out["depends-on"] = doc.get("depends_on", [])
-    out["published-on"] = doc.get("published_on")
-    out["last-discovered-at"] = doc.get("crawled_at")
-    return out
+    """An asset as Mastro's ``Asset`` struct writes it: only its fields, with its names and
+    real times, so Mastro's strict clients accept it."""
+    return {
+        "last-discovered-at": mastro_time(doc.get("crawled_at") or doc.get("updated_at")),
+        "published-on": mastro_time(doc.get("published_on")),
+        "name": doc["name"],
+        "description": doc.get("description") or "",
+        "depends-on": doc.get("depends_on") or [],
+        "type": doc["type"],
+        "labels": doc.get("labels") or {},
+        "tags": doc.get("tags") or [],
+        "versions": doc.get("versions") or {},
+    }
 
 
 def mastro_page(docs: Iterable[bytes], total: int, page: int, per_page: int) -> dict[str, Any]:

@@ -686,7 +686,19 @@ def _reason(err: Mapping[str, Any], label: str, top: str) -> str:
     return f"{label}: {err['msg']}"
 
 
-_LABEL_UNION_MEMBERS = frozenset({"str", "constrained-str", "int", "float", "bool", "none"})
+# A label value is a scalar, a map or a list (cairn.models.AssetLabelValue).
+_LABEL_UNION_MEMBERS = frozenset(
+    {
+        "str",
+        "constrained-str",
+        "int",
+        "float",
+        "bool",
+        "none",
+        "dict[constrained-str,any]",
+        "list[any]",
+    }
+)
 
 
 def _locate(root: dict[Any, Any], marks: _Marks, loc: tuple[Any, ...]) -> Any:

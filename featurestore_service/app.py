@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
+from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from featurestore_service.api.routes import featuresets, historical, mastro, online
@@ -81,7 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Feature sets waiting to be registered in the catalogue",
         registry=app.state.metrics_registry,
     ).set_function(lambda: registrar.pending)
-    app.include_router(mastro.router)
+    include_mastro(app, mastro.router, settings, "featureset", "metricset")
+    if settings.mastro_root_routes:
+        app.include_router(mastro.client_router)
     app.include_router(featuresets.router)
     app.include_router(online.router)
     app.include_router(historical.router)

@@ -250,30 +250,31 @@ def test_mastro_routes(api: httpx.Client) -> None:
         "tags": ["old", "sales"],
     }
     put = api.put("/asset/", json=mastro)
-    assert put.status_code == 200
-    assert put.json()["depends-on"] == ["sales_raw"]
-    assert api.put("/assets/", json=LAKE).status_code == 200
+    assert put.status_code == 201
+    assert put.json()[0]["depends-on"] == ["sales_raw"]
+    assert api.put("/assets/", json=LAKE).status_code == 201
     by_name = api.get("/asset/name/legacy").json()
-    assert by_name["depends_on"] == ["sales_raw"] and by_name["published-on"].startswith(
+    assert by_name["depends-on"] == ["sales_raw"] and by_name["published-on"].startswith(
         "2024-01-31"
     )
-    assert api.get(f"/asset/id/{by_name['id']}").json()["name"] == "legacy"
+    assert api.get("/asset/id/legacy").json()["name"] == "legacy"
     page = api.post("/assets/tags", json={"tags": ["sales"], "limit": 2, "page": 1}).json()
     assert page["pagination"] == {
         "total": 4,
         "page": 1,
         "perPage": 2,
-        "prev": None,
+        "prev": 0,
         "next": 2,
         "totalPage": 2,
     }
     page2 = api.post("/assets/tags", json={"tags": ["sales"], "limit": 2, "page": 2}).json()
     assert {a["name"] for a in page["data"]}.isdisjoint({a["name"] for a in page2["data"]})
-    found = api.post("/assets/search", json={"query": "deduplicated"}).json()
-    assert [a["name"] for a in found["data"]] == ["sales_daily"]
-    listing = api.get("/assets/", params={"limit": 100}).json()
+    found = api.post("/assets/search", json={"query": "deduplicated", "limit": 8, "page": 0})
+    assert [a["name"] for a in found.json()["data"]] == ["sales_daily"]
+    listing = api.get("/assets/", params={"limit": 100, "page": 1}).json()
     assert listing["pagination"]["total"] == 6
-    assert api.post("/assets/tags", json={"tags": []}).status_code == 422
+    empty = api.post("/assets/tags", json={"tags": [], "limit": 1, "page": 1})
+    assert empty.status_code == 400 and empty.json()["error"] == "bad_request"
 
 
 def test_body_cap_gives_413(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -466,9 +466,11 @@ def test_mastro_routes(fs: httpx.Client) -> None:
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["version"] == "v1.2" and body["version_number"] == 1
-    assert body["version_label"] == "v1.2" and body["inserted_at"]
-    assert body["features"][0]["data_type"] == "int"
+    # Mastro's FeatureSet fields only, its data_type spelling kept.
+    assert set(body) == {"name", "inserted_at", "version", "features", "description", "labels"}
+    assert body["version"] == "v1.2" and body["inserted_at"]
+    assert body["features"] == [{"name": "f", "value": 3, "data_type": "int64"}]
+    assert fs.get("/featuresets/mastro_set").json()["version_label"] == "v1.2"
     fs.put(
         "/featureset/",
         json={
@@ -485,17 +487,19 @@ def test_mastro_routes(fs: httpx.Client) -> None:
         "page": 2,
         "perPage": 1,
         "prev": 1,
-        "next": None,
+        "next": 0,
         "totalPage": 2,
     }
     labels = fs.post("/featureset/labels", json={"labels": {"team": "ml"}, "limit": 10, "page": 1})
     assert labels.json()["pagination"]["total"] == 2
     text = fs.post("/featureset/search", json={"query": "mastro", "limit": 10, "page": 1}).json()
     assert {d["version"] for d in text["data"]} == {"v1.2", "v1.3"}
-    assert fs.get("/featureset/").json()["pagination"]["total"] == 2
-    assert fs.get("/featureset/name/none").status_code == 404
+    listing = fs.get("/featureset/", params={"limit": 10, "page": 0}).json()
+    assert listing["pagination"]["total"] == 2
+    missing = fs.get("/featureset/name/none", params={"limit": 10, "page": 1})
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     bad = fs.put("/featureset/", json={"name": "x", "features": [{"name": "f", "value": 1}]})
-    assert bad.status_code == 422 and "dtype" in bad.json()["detail"]
+    assert bad.status_code == 400 and "dtype" in bad.json()["message"]
 
 
 # --- bad input ------------------------------------------------------------------------------

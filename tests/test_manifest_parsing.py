@@ -192,7 +192,7 @@ def test_merged_values_are_reported_where_they_were_written() -> None:
 name: a
 type: dataset
 labels:
-  <<: {domain: [retail]}
+  <<: {domain: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
   tier: 1
 """
     problem = only_error(text)

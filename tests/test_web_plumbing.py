@@ -47,15 +47,17 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Thread
         yield {"catalogue": cat, "featurestore": fs}
 
 
-def _guarded_body_operations() -> list[tuple[str, str, str]]:
-    """(service, method, path) of every operation that needs a key and takes a body."""
+def _guarded_body_operations() -> list[tuple[str, str, str, str]]:
+    """(service, method, path, the 401's media type) of every operation that needs a key and
+    takes a body (Mastro's routes answer in Mastro's error shape, the others problem+json)."""
     found = []
     for service, create_app in APPS.items():
         settings = Settings(data_dir=Path("/nonexistent"), api_keys=[KEY], read_needs_key=True)
         for path, operations in create_app(settings).openapi()["paths"].items():
             for method, operation in operations.items():
                 if operation.get("security") and method in {"post", "put", "patch"}:
-                    found.append((service, method.upper(), path))
+                    (media,) = operation["responses"]["401"]["content"]
+                    found.append((service, method.upper(), path, media))
     return found
 
 
@@ -63,19 +65,20 @@ GUARDED = _guarded_body_operations()
 
 
 def test_every_write_route_is_covered() -> None:
-    paths = {(m, p) for _, m, p in GUARDED}
+    paths = {(m, p) for _, m, p, _ in GUARDED}
     assert ("PUT", "/api/v1/assets/{asset_id}") in paths
     assert ("PUT", "/api/v1/asset/") in paths  # Mastro's
     assert ("POST", "/api/v1/featuresets") in paths
     assert ("PUT", "/api/v1/featureset/") in paths  # Mastro's
+    assert ("PUT", "/featureset/") in paths  # Mastro's, at the root as Mastro serves it
     assert ("POST", "/api/v1/featuresets/{name}/versions") in paths
     assert ("POST", "/api/v1/assets/search") in paths  # a read, keyed with READ_NEEDS_KEY
     assert len(GUARDED) >= 12
 
 
-@pytest.mark.parametrize(("service", "method", "template"), GUARDED)
+@pytest.mark.parametrize(("service", "method", "template", "media"), GUARDED)
 def test_a_request_without_a_key_is_refused_before_its_body_is_read(
-    keyed: dict[str, ThreadServer], service: str, method: str, template: str
+    keyed: dict[str, ThreadServer], service: str, method: str, template: str, media: str
 ) -> None:
     # Announce a 1 MB body and send 16 bytes of it: a server that reads the body before it
     # checks the key waits for the rest and never answers; one that checks first answers now.
@@ -91,7 +94,7 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(
         raw.sendall(head.encode() + b'{"name": "x", "t')
         answer = raw.recv(65536)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
-    assert b"application/problem+json" in answer
+    assert f"content-type: {media}\r\n".encode() in answer
 
 
 @pytest.mark.parametrize(
@@ -114,7 +117,9 @@ def test_malformed_json_without_a_key_is_401(
     assert unkeyed.status_code == 401, unkeyed.text
     keyed_answer = httpx.request(method, url, content=b"{not json", headers={**headers, **AUTH})
     assert keyed_answer.status_code in (400, 422), keyed_answer.text
-    assert "JSON" in keyed_answer.json()["detail"]
+    answer = keyed_answer.json()
+    # Mastro's routes answer in Mastro's shape: {message, status, error}.
+    assert "JSON" in answer.get("detail", answer.get("message"))
 
 
 META = ["/metrics", "/docs", "/redoc", "/openapi.json"]
@@ -171,17 +176,8 @@ def test_docs_load_their_assets_from_this_server(tmp_path: Path, page: str) -> N
         ("featurestore", "GET", f"/api/v1/featuresets/x/versions/{HUGE}", "version", None),
         ("featurestore", "DELETE", f"/api/v1/featuresets/x/versions/{HUGE}", "version", None),
         ("featurestore", "GET", f"/api/v1/featuresets/x/diff?from={HUGE}&to=1", "from", None),
-        ("featurestore", "GET", f"/api/v1/featureset/?page={HUGE}", "page", None),
-        ("featurestore", "GET", f"/api/v1/featureset/?limit={HUGE}", "limit", None),
-        ("featurestore", "GET", f"/api/v1/featureset/name/x?page={HUGE}", "page", None),
-        ("featurestore", "POST", "/api/v1/featureset/search", "page", {"query": "a"}),
-        ("featurestore", "POST", "/api/v1/featureset/labels", "page", {"labels": {"a": "b"}}),
         ("featurestore", "GET", f"/api/v1/featuresets/x?limit={HUGE}", "limit", None),
         ("featurestore", "GET", f"/api/v1/featuresets/x?offset={HUGE}", "offset", None),
-        ("catalogue", "GET", f"/api/v1/assets/?page={HUGE}", "page", None),
-        ("catalogue", "GET", f"/api/v1/assets/?limit={HUGE}", "limit", None),
-        ("catalogue", "POST", "/api/v1/assets/search", "page", {"query": "a"}),
-        ("catalogue", "POST", "/api/v1/assets/tags", "page", {"tags": ["a"]}),
     ],
 )
 def test_huge_numbers_are_a_422_naming_the_parameter_and_its_bound(
@@ -199,6 +195,37 @@ def test_huge_numbers_are_a_422_naming_the_parameter_and_its_bound(
     problem = answer.json()
     assert [e["field"] for e in problem["errors"]] == [field]
     assert re.search(r"\d{4,}", problem["detail"]), problem["detail"]  # the bound, spelt out
+
+
+MASTRO_HUGE = [
+    ("featurestore", "GET", f"/api/v1/featureset/?limit=1&page={HUGE}", "page", None),
+    ("featurestore", "GET", f"/featureset/?page=1&limit={HUGE}", "limit", None),
+    ("featurestore", "GET", f"/api/v1/featureset/name/x?limit=1&page={HUGE}", "page", None),
+    ("featurestore", "POST", "/featureset/search", "page", {"query": "a", "limit": 1}),
+    ("featurestore", "POST", "/featureset/labels", "page", {"labels": {"a": "b"}, "limit": 1}),
+    ("catalogue", "GET", f"/api/v1/assets/?limit=1&page={HUGE}", "page", None),
+    ("catalogue", "GET", f"/assets/?page=1&limit={HUGE}", "limit", None),
+    ("catalogue", "POST", "/assets/search", "page", {"query": "a", "limit": 1}),
+    ("catalogue", "POST", "/api/v1/assets/tags", "page", {"tags": ["a"], "limit": 1}),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "path", "field", "body"), MASTRO_HUGE)
+def test_huge_numbers_on_mastro_routes_are_mastros_400_naming_the_parameter(
+    keyed: dict[str, ThreadServer],
+    service: str,
+    method: str,
+    path: str,
+    field: str,
+    body: dict[str, Any] | None,
+) -> None:
+    json = None if body is None else {**body, field: HUGE}
+    answer = httpx.request(method, keyed[service].url + path, json=json, headers=AUTH)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()
+    assert error["status"] == 400 and error["error"] == "bad_request"
+    assert f"{field}:" in error["message"]
+    assert re.search(r"\d{4,}", error["message"]), error["message"]  # the bound, spelt out
 
 
 LONE = b'"a\\ud800b"'
@@ -236,10 +263,13 @@ def test_text_that_is_not_unicode_is_a_422(
 ) -> None:
     url = keyed[service].url + path
     headers = {**AUTH, "content-type": "application/json"}
+    # Mastro's routes answer bad input with Mastro's 400 and its error shape.
+    mastro = _is_mastro(service, method, path)
     for bad in (LONE, b'"\\udc00"', b'"\xff\xfe"'):
         answer = httpx.request(method, url, content=body % bad, headers=headers)
-        assert answer.status_code == 422, (bad, answer.text)
-        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.status_code == (400 if mastro else 422), (bad, answer.text)
+        expected = "application/json" if mastro else "application/problem+json"
+        assert answer.headers["content-type"] == expected
     # A proper surrogate pair is one character and is fine.
     pair = httpx.request(method, url, content=body % b'"\\ud83d\\ude00"', headers=headers)
     assert pair.status_code < 300, pair.text
@@ -247,6 +277,11 @@ def test_text_that_is_not_unicode_is_a_422(
 
 def _document(service: str, **fields: Any) -> dict[str, Any]:
     return APPS[service](Settings(data_dir=Path("/nonexistent"), **fields)).openapi()
+
+
+def _is_mastro(service: str, method: str, path: str) -> bool:
+    operation = _document(service)["paths"].get(path, {}).get(method.lower(), {})
+    return "mastro-compatible" in operation.get("tags", [])
 
 
 @pytest.mark.parametrize("service", APPS)
@@ -257,15 +292,21 @@ def test_the_openapi_documents_problems_keys_and_bounds(service: str) -> None:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             where = f"{method.upper()} {path}"
+            # Mastro's routes answer Mastro's {message, status, error}, except the body cap's
+            # 413, which is answered before any route runs.
+            mastro = "mastro-compatible" in operation.get("tags", [])
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
                     content = response.get("content", {})
-                    assert list(content) == ["application/problem+json"], (where, status)
-                    assert content["application/problem+json"]["schema"] == {
-                        "$ref": "#/components/schemas/Problem"
-                    }
+                    if mastro and status != "413":
+                        media, schema = "application/json", "MastroError"
+                    else:
+                        media, schema = "application/problem+json", "Problem"
+                    assert list(content) == [media], (where, status)
+                    assert content[media]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
             statuses = set(operation["responses"])
-            assert "503" in statuses or path in {"/healthz", "/readyz"}, where
+            probes = {"/healthz", "/readyz"}
+            assert "503" in statuses or path in probes or path.startswith("/healthcheck/"), where
             # Mastro's queries are POSTs that read.
             # Feast's online lookup and the point-in-time join are POSTs that read as well.
             reads = method == "get" or path.endswith(

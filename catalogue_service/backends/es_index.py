@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from cairn.errors import InvalidCursor, InvalidRequest, Unavailable
-from cairn.models import Facets, label_text
+from cairn.models import Facets, label_text, searchable_labels
 from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor
 
 try:
@@ -110,7 +110,7 @@ def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
         "type": doc["type"],
         "tags": tags,
         "owners": doc.get("owners") or [],
-        "labels": [label_pair(k, v) for k, v in (doc.get("labels") or {}).items()],
+        "labels": [f"{k}={v}" for k, v in searchable_labels(doc.get("labels"))],
         "columns": columns,
         "description": description,
         "deleted": bool(doc.get("deleted")),
@@ -370,12 +370,15 @@ def build_search(query: SearchQuery) -> dict[str, Any] | None:
     if query.cursor is not None:
         _check_cursor(query.cursor, text is not None)
         body["search_after"] = query.cursor
+    if query.offset + query.limit > MAX_RESULT_WINDOW:
+        raise InvalidRequest(
+            f"Page offsets stop at {MAX_RESULT_WINDOW} results on this backend; "
+            "follow next_cursor (the /api/v1/assets routes) to read further."
+        )
+    # The extra hit that tells whether more follow must fit in the window too (a full
+    # 10,000-result Mastro page asks for exactly the window).
+    body["size"] = min(query.limit + 1, MAX_RESULT_WINDOW - query.offset)
     if query.offset:
-        if query.offset + query.limit + 1 > MAX_RESULT_WINDOW:
-            raise InvalidRequest(
-                f"Page offsets stop at {MAX_RESULT_WINDOW} results on this backend; "
-                "follow next_cursor (the /api/v1/assets routes) to read further."
-            )
         body["from"] = query.offset
     if query.facets:
         body["aggs"] = {"tags": _terms("tags", FACET_LIMIT), "types": _terms("type", FACET_LIMIT)}

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from cairn.models import Asset, BulkItemResult, BulkStatus, label_text
+from cairn.models import Asset, BulkItemResult, BulkStatus, searchable_labels
 from cairn.mongo import (
     PyMongoError,
     busy,
@@ -110,7 +110,7 @@ def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
         "hash": content_hash,
         "updated_at": doc["updated_at"],
         "tags": doc.get("tags") or [],
-        "labels": [f"{k}={label_text(v)}" for k, v in (doc.get("labels") or {}).items()],
+        "labels": [f"{k}={v}" for k, v in searchable_labels(doc.get("labels"))],
         "owners": doc.get("owners") or [],
         "depends_on": doc.get("depends_on") or [],
         # The JSON bytes, so label keys like "$where" or "a.b" are data, never field paths.

@@ -21,9 +21,9 @@ import anyio.to_thread
 import orjson
 
 from cairn.errors import InvalidCursor
-from cairn.models import Asset, BulkItemResult, Facets
+from cairn.models import Asset, BulkItemResult, Facets, searchable_labels
 from cairn.settings import Settings
-from cairn.sqlite import READERS, SQLiteFile, fts_query, label_text
+from cairn.sqlite import READERS, SQLiteFile, fts_query
 from catalogue_service.backends.base import (
     PreparedWrite,
     SearchHits,
@@ -97,7 +97,7 @@ class _SideRows:
     def add(self, seq: int, doc: dict[str, Any]) -> None:
         tags = doc.get("tags") or []
         self.tags += [(t, seq) for t in tags]
-        self.labels += [(k, label_text(v), seq) for k, v in (doc.get("labels") or {}).items()]
+        self.labels += [(k, v, seq) for k, v in searchable_labels(doc.get("labels"))]
         self.owners += [(o, seq) for o in doc.get("owners") or ()]
         self.deps += [(d, seq) for d in doc.get("depends_on") or ()]
         columns = " ".join(f["name"] for f in doc.get("schema") or ())

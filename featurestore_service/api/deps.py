@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 
 from cairn.errors import InvalidRequest
-from cairn.web import KeyChecker, invalid_request, read_guard, write_guard
+from cairn.web import KeyChecker, read_guard, write_guard
 from featurestore_service.service import FeatureStore
-
-M = TypeVar("M", bound=BaseModel)
 
 
 async def get_featurestore(request: Request) -> FeatureStore:
@@ -31,14 +28,6 @@ def check_read_key(request: Request) -> None:
     keys: KeyChecker = request.app.state.keys
     if keys.read_needs_key:
         keys.check(request.headers.get("authorization"))
-
-
-def validated(model: type[M], data: Any) -> M:
-    """``model`` validated from ``data``; failures become a 422 listing the fields to fix."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
 
 
 def bad_param(field: str, message: str) -> InvalidRequest:

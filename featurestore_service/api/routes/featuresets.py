@@ -23,7 +23,7 @@ from cairn.models import (
 )
 from cairn.openapi import hand_parsed, problems
 from cairn.paging import decode_cursor
-from cairn.web import LABEL_PARAMETER, CairnRoute, parse_labels
+from cairn.web import LABEL_PARAMETER, CairnRoute, parse_labels, validated
 from featurestore_service.api.deps import (
     FeatureStoreDep,
     ReadGuard,
@@ -33,7 +33,6 @@ from featurestore_service.api.deps import (
     int_param,
     list_param,
     time_param,
-    validated,
 )
 from featurestore_service.api.representations import (
     ARROW,
