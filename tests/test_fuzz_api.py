@@ -93,6 +93,15 @@ CONFIG = SchemathesisConfig.from_dict(
     {
         "auth": {"openapi": {"bearer": {"bearer": KEY}}},
         "checks": {"positive_data_acceptance": {"enabled": False}},
+        # Every value of a repeated string query parameter is valid (`tag=null` is the tag
+        # "null"), yet the generator at times calls one "invalid" and expects a refusal.
+        "operations": [
+            {
+                "include-path": "/api/v1/assets",
+                "include-method": "GET",
+                "checks": {"negative_data_rejection": {"enabled": False}},
+            }
+        ],
     }
 )
 catalogue = schemathesis.openapi.from_dict(CATALOGUE_DOC, config=CONFIG)
