@@ -108,6 +108,32 @@ class Settings(BaseSettings):
             "more requests wait, so parallel reads cannot multiply memory."
         ),
     )
+    metrics_profiling: bool = Field(
+        True,
+        description=(
+            "Profile every tabular feature-set version in the background after it is written "
+            "(column statistics, drift against the previous version, checks)."
+        ),
+    )
+    metrics_sample_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="Rows a profile reads at most; larger tables are sampled (0: read all).",
+    )
+    metrics_drift_p_value: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description=(
+            "A column drifts when its KS or chi-squared p-value is below this and its PSI "
+            "reaches CAIRN_METRICS_DRIFT_PSI."
+        ),
+    )
+    metrics_drift_psi: float = Field(
+        0.1,
+        ge=0,
+        description="Population stability index from which a significant change counts as drift.",
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

@@ -168,9 +168,7 @@ class ColumnProfiler:
                 if self.kind == "numeric":
                     out["mean"] = mean_c + self.shift
                     out["stddev"] = math.sqrt(variance)
-            out["quantiles"] = {
-                str(q): float(self.kll.get_quantile(q)) for q in QUANTILES
-            }
+            out["quantiles"] = {str(q): float(self.kll.get_quantile(q)) for q in QUANTILES}
             out["histogram"] = histogram(self.kll)
             sketch = base64.b64encode(self.kll.serialize()).decode("ascii")
         if self.kind in ("string", "boolean"):
@@ -202,8 +200,8 @@ def _as_int64(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     if pa.types.is_date32(dtype):
         return pc.cast(column, pa.int32()).cast(pa.int64())
     if pa.types.is_timestamp(dtype) or pa.types.is_date64(dtype):
-        return column.view(pa.int64()) if isinstance(column, pa.Array) else pc.cast(
-            column, pa.int64()
+        return (
+            column.view(pa.int64()) if isinstance(column, pa.Array) else pc.cast(column, pa.int64())
         )
     return pc.cast(column, pa.int64(), safe=False)
 
