@@ -14,8 +14,11 @@ from prometheus_client import Gauge
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from featurestore_service.api.routes import featuresets, mastro
+from featurestore_service.api.routes import metrics as metric_routes
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
+from featurestore_service.metrics.store import create_metric_store
+from featurestore_service.metrics.worker import ProfileWorker
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
@@ -33,18 +36,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = FeatureStore(store, blobs, settings)
     registrar = CatalogueRegistrar(service, settings)
     service.on_write = registrar.notify
+    metric_store = create_metric_store(settings)
+    profiler = ProfileWorker(service, metric_store, settings)
+    service.before_table = profiler.check_before_write
+    if settings.metrics_profiling:
+        service.on_version = profiler.notify
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await anyio.to_thread.run_sync(blobs.open)
+        await metric_store.open()
         delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
+        tasks = [delivery]
+        if settings.metrics_profiling:
+            tasks.append(asyncio.create_task(profiler.run(), name="profiling"))
         try:
             yield
         finally:
-            delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivery
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await metric_store.close()
             await store.close()
 
     app = build_app(
@@ -59,12 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.featurestore = service
     app.state.registrar = registrar
+    app.state.metric_store = metric_store
+    app.state.profile_worker = profiler
     Gauge(
         "cairn_featurestore_outbox_pending",
         "Feature sets waiting to be registered in the catalogue",
         registry=app.state.metrics_registry,
     ).set_function(lambda: registrar.pending)
     app.include_router(mastro.router)
+    app.include_router(metric_routes.router)
     app.include_router(featuresets.router)
     app.router.routes[0:0] = featuresets.FAST_ROUTES
     _build_routes_now(app)

@@ -8,7 +8,7 @@ for each feature set (``featureset:<name>``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -129,6 +129,11 @@ class FeatureStore:
         self.cache = LatestCache()
         # Called after every committed write (the catalogue registrar's wake-up).
         self.on_write: Callable[[], None] = lambda: None
+        # Called with each committed version (the metric store's profiling queue).
+        self.on_version: Callable[[StoredVersion], None] = lambda stored: None
+        # Awaited with a table's name and file before its version is stored; raising refuses
+        # the write (checks declared with on_fail: reject).
+        self.before_table: Callable[[str, Path], Awaitable[None]] | None = None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -154,6 +159,8 @@ class FeatureStore:
         # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
         async with self.blobs.ingest(chunks) as blob:
             info = blob.info
+            if self.before_table is not None:
+                await self.before_table(meta.name, blob.path)
             new = NewVersion(
                 name=meta.name,
                 kind="table",
@@ -187,6 +194,7 @@ class FeatureStore:
         stored = await self.store.create(new, datetime.now(UTC))
         self.cache.drop(new.name)
         self.on_write()
+        self.on_version(stored)
         return stored
 
     async def _check_expected(self, name: str, expected: int) -> None:

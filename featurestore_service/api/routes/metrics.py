@@ -1,0 +1,242 @@
+"""Metric-store routes (DESIGN 10): profiles, drift, checks and metric sets sent from outside.
+
+Drift flags live here (``GET /featuresets/{name}/metrics``) rather than in the version
+documents: a version is immutable and its ETag hashes its document, while its profile and
+drift are computed after it is acknowledged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.models import MASTRO_MAX_PER_PAGE, LabelValue
+from cairn.paging import mastro_page
+from cairn.sqlite import label_text
+from cairn.web import json_body
+from featurestore_service.api.deps import (
+    FeatureStoreDep,
+    ReadGuard,
+    WriteGuard,
+    int_param,
+    validated,
+)
+from featurestore_service.metrics.checks import CheckList
+from featurestore_service.metrics.drift import compare
+from featurestore_service.metrics.store.base import DONE, MetricSet, MetricStore, ProfileRecord
+from featurestore_service.metrics.worker import ProfileWorker, subject_of
+from featurestore_service.service import FeatureStore
+
+router = APIRouter(prefix="/api/v1", tags=["metrics"])
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _metrics(request: Request) -> MetricStore:
+    store: MetricStore = request.app.state.metric_store
+    return store
+
+
+def _worker(request: Request) -> ProfileWorker:
+    worker: ProfileWorker = request.app.state.profile_worker
+    return worker
+
+
+def shown(record: ProfileRecord) -> dict[str, Any]:
+    """A record as the API shows it: the sketches (base64, for drift) stay in the store."""
+    out: dict[str, Any] = {
+        "subject": record.subject,
+        "version": record.version,
+        "status": record.status,
+        "error": record.error,
+    }
+    if record.profile is not None:
+        out.update({k: v for k, v in record.profile.items() if k != "sketches"})
+    return out
+
+
+async def _table_record(
+    request: Request, service: FeatureStore, name: str, version: int
+) -> ProfileRecord:
+    stored = await service.get(name, version)  # 404 naming the versions that exist
+    if stored.kind != "table":
+        raise NotFound(
+            f"Version {version} of feature set {name!r} holds named values, not a table; "
+            "profiles describe tabular versions."
+        )
+    record = await _metrics(request).get(subject_of(name), version)
+    if record is None:
+        # Written before profiling was on, or by a worker that has not caught up: queue it.
+        assert stored.blob is not None
+        _worker(request).notify(stored)
+        return ProfileRecord(subject_of(name), version, "pending", {})
+    return record
+
+
+@router.get(
+    "/featuresets/{name}/versions/{version}/profile",
+    dependencies=[ReadGuard],
+    summary="Column profile of a tabular version (202 while it is being computed)",
+)
+async def profile(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+    record = await _table_record(request, service, name, version)
+    return _json(shown(record), 200 if record.status == DONE else 202)
+
+
+@router.get(
+    "/featuresets/{name}/versions/{version}/drift",
+    dependencies=[ReadGuard],
+    summary="Drift of a version against another (default: the previous profiled one)",
+)
+async def drift(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+    against = int_param(request.query_params, "against", None, 1)
+    record = await _table_record(request, service, name, version)
+    if record.status != DONE or record.profile is None:
+        return _json(shown(record) | {"drift": None}, 202)
+    if against is None:
+        found = record.profile.get("drift")
+        return _json({"subject": record.subject, "version": version, "drift": found})
+    reference = await _table_record(request, service, name, against)
+    if reference.status != DONE or reference.profile is None:
+        raise Conflict(
+            f"Version {against} of {name!r} has no profile yet ({reference.status}); "
+            "ask again in a moment."
+        )
+    settings = request.app.state.settings
+    result = compare(
+        reference.profile,
+        record.profile,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = against
+    return _json({"subject": record.subject, "version": version, "drift": result})
+
+
+@router.get(
+    "/featuresets/{name}/metrics",
+    dependencies=[ReadGuard],
+    summary="Per-version rows, null rates, drift flags and failed checks, newest first",
+)
+async def history(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    limit = int_param(request.query_params, "limit", 50, 1, 500)
+    assert limit is not None
+    await service.latest(name)  # 404 for an unknown set
+    records = await _metrics(request).history(subject_of(name), limit)
+    items = [
+        {"version": r.version, "status": r.status, "error": r.error, **(r.summary or {})}
+        for r in records
+    ]
+    return _json({"name": name, "items": items})
+
+
+@router.put(
+    "/featuresets/{name}/checks",
+    dependencies=[WriteGuard],
+    summary="Declare the checks every new version of a feature set is held to",
+)
+async def put_checks(name: str, request: Request) -> Response:
+    checks = validated(CheckList, await json_body(request))
+    await _metrics(request).put_checks(
+        subject_of(name), [c.model_dump(mode="json", exclude_none=True) for c in checks.checks]
+    )
+    return _json({"name": name, "checks": checks.model_dump(mode="json")["checks"]})
+
+
+@router.get("/featuresets/{name}/checks", dependencies=[ReadGuard])
+async def get_checks(name: str, request: Request) -> Response:
+    return _json({"name": name, "checks": await _metrics(request).get_checks(subject_of(name))})
+
+
+# --- metric sets sent from elsewhere: Mastro's metric store, Deequ's AnalysisResult -----------
+
+
+class MastroMetricSet(BaseModel):
+    """Mastro's ``PUT /metricstore/`` body; ``metrics`` holds Deequ AnalysisResults."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=512)
+    version: str = Field("", max_length=256)
+    description: str = Field("", max_length=10_000)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=100)
+    metrics: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+
+
+class MetricSetLabels(BaseModel):
+    labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
+    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
+    page: int = Field(1, ge=1)
+
+
+def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    problems = []
+    for i, result in enumerate(metrics):
+        context = result.get("analyzerContext")
+        if context is None:
+            continue  # Cairn's own shape: any JSON object
+        if not isinstance(context, dict) or not isinstance(context.get("metricMap"), list):
+            problems.append(
+                {
+                    "field": f"metrics[{i}].analyzerContext.metricMap",
+                    "message": "a Deequ AnalysisResult needs analyzerContext.metricMap, a list",
+                }
+            )
+    return problems
+
+
+def _mastro_doc(metric_set: MetricSet) -> dict[str, Any]:
+    return {**metric_set.doc, "inserted_at": metric_set.created_at}
+
+
+@router.put(
+    "/metricstore/",
+    dependencies=[WriteGuard],
+    tags=["mastro-compatible"],
+    summary="Store a metric set (Mastro's shape; Deequ AnalysisResults or Cairn's own JSON)",
+)
+async def put_metric_set(request: Request) -> Response:
+    body = validated(MastroMetricSet, await json_body(request))
+    problems = _deequ_problems(body.metrics)
+    if problems:
+        raise InvalidRequest("Fix these metrics and send again.", errors=problems)
+    doc = body.model_dump(mode="json")
+    labels = {k: label_text(v) for k, v in body.labels.items()}
+    created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    await _metrics(request).put_metric_set(MetricSet(body.name, body.version, labels, doc, created))
+    return _json({**doc, "inserted_at": created}, 201)
+
+
+@router.get("/metricstore/name/{name}", dependencies=[ReadGuard], tags=["mastro-compatible"])
+async def metric_sets_by_name(name: str, request: Request) -> Response:
+    limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
+    page = int_param(request.query_params, "page", 1, 1)
+    assert limit is not None and page is not None
+    found, total = await _metrics(request).metric_sets(
+        name=name, labels={}, limit=limit, offset=(page - 1) * limit
+    )
+    if total == 0:
+        raise NotFound(f"No metric set is named {name!r}.")
+    return _json(mastro_page([_mastro_doc(m) for m in found], total, page, limit))
+
+
+@router.post("/metricstore/labels", dependencies=[ReadGuard], tags=["mastro-compatible"])
+async def metric_sets_by_labels(request: Request) -> Response:
+    body = validated(MetricSetLabels, await json_body(request))
+    labels = {k: label_text(v) for k, v in body.labels.items()}
+    found, total = await _metrics(request).metric_sets(
+        name=None, labels=labels, limit=body.limit, offset=(body.page - 1) * body.limit
+    )
+    return _json(mastro_page([_mastro_doc(m) for m in found], total, body.page, body.limit))
