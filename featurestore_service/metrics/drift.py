@@ -3,9 +3,11 @@
 Numeric and temporal columns: the KS statistic read off the two KLL sketches (the largest gap
 between their CDFs over both sketches' quantile points) and PSI over the reference's deciles.
 String and boolean columns: chi-squared and PSI over the reference's and candidate's top values
-plus an "other" bucket. A column is flagged only when the test is significant AND the PSI shows
-a material shift: with a million rows any difference at all is significant, and the sketches'
-own rank error (about 1.3 %) would otherwise read as drift.
+plus an "other" bucket. The share of nulls is tested apart (chi-squared and PSI on null versus
+not null), so a column going 40 % null is drift even when its values keep their shape.
+A column is flagged only when a test is significant AND its PSI shows a material shift: with
+a million rows any difference at all is significant, and the sketches' own rank error (about
+1.3 %) would otherwise read as drift.
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ def compare(
         result["name"] = name
         result["change"] = None
         result["null_rate"] = [old["null_rate"], column["null_rate"]]
-        result["drifted"] = result["p_value"] < p_value and result["psi"] >= psi_threshold
+        # Nulls are outside the value distribution, so their share is tested on its own.
+        old_split = [old["nulls"], old["rows"] - old["nulls"]]
+        new_split = [column["nulls"], column["rows"] - column["nulls"]]
+        statistic, p, _ = chi2_homogeneity(old_split, new_split)
+        nulls = {"statistic": statistic, "p_value": p, "psi": psi(old_split, new_split)}
+        result["nulls"] = nulls
+        result["drifted"] = (result["p_value"] < p_value and result["psi"] >= psi_threshold) or (
+            nulls["p_value"] < p_value and nulls["psi"] >= psi_threshold
+        )
         results.append(result)
     for name in ref_columns.keys() - new_columns.keys():
         results.append({"name": name, "test": None, "change": "removed", "drifted": False})

@@ -134,15 +134,17 @@ class ProfileWorker:
             )
             previous = await self.store.previous(record.subject, record.version)
             if previous is not None and previous.profile is not None:
-                drift = compare(
-                    previous.profile,
-                    profile,
-                    p_value=self.settings.metrics_drift_p_value,
-                    psi_threshold=self.settings.metrics_drift_psi,
-                )
-                drift["against"] = previous.version
-                profile["drift"] = drift
+                self._drift(previous, profile)
             await self.store.finish(record.subject, record.version, profile, summary_of(profile))
+            # A later version profiled first (this one was retried, or queued late on a
+            # restart) compared itself with an older version: compare it with this one now.
+            later = await self.store.following(record.subject, record.version)
+            if later is not None and later.profile is not None:
+                done = ProfileRecord(record.subject, record.version, "done", {}, profile=profile)
+                self._drift(done, later.profile)
+                await self.store.finish(
+                    later.subject, later.version, later.profile, summary_of(later.profile)
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -161,6 +163,17 @@ class ProfileWorker:
             await self.store.retry(
                 record.subject, record.version, attempts, next_at, error, final=final
             )
+
+    def _drift(self, reference: ProfileRecord, profile: dict[str, Any]) -> None:
+        assert reference.profile is not None
+        drift = compare(
+            reference.profile,
+            profile,
+            p_value=self.settings.metrics_drift_p_value,
+            psi_threshold=self.settings.metrics_drift_psi,
+        )
+        drift["against"] = reference.version
+        profile["drift"] = drift
 
     async def check_before_write(self, name: str, path: Path) -> None:
         """Refuses a table that fails a check declared with ``on_fail: reject`` (422)."""

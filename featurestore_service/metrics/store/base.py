@@ -50,7 +50,8 @@ class MetricStore(Protocol):
         """Adds a pending record unless one exists; True when it was added."""
 
     async def due(self, now: float, limit: int) -> list[ProfileRecord]:
-        """Pending records whose next attempt is due, oldest first."""
+        """Pending records whose next attempt is due, lowest version first (so drift finds the
+        version before it profiled already)."""
 
     async def finish(
         self, subject: str, version: int, profile: dict[str, Any], summary: dict[str, Any]
@@ -65,6 +66,9 @@ class MetricStore(Protocol):
 
     async def previous(self, subject: str, version: int) -> ProfileRecord | None:
         """The newest done record of ``subject`` below ``version``."""
+
+    async def following(self, subject: str, version: int) -> ProfileRecord | None:
+        """The oldest done record of ``subject`` above ``version``."""
 
     async def history(self, subject: str, limit: int) -> list[ProfileRecord]:
         """The newest ``limit`` records of ``subject`` (without profiles), newest first."""

@@ -107,7 +107,7 @@ class MongoMetricStore:
             cursor = self._profiles.find(
                 {"status": PENDING, "next_at": {"$lte": now}},
                 {"profile": 0, "summary": 0},
-                sort=[("next_at", ASCENDING)],
+                sort=[("version", ASCENDING)],
                 limit=limit,
             )
             return [_record(doc) async for doc in cursor]
@@ -156,6 +156,14 @@ class MongoMetricStore:
             doc = await self._profiles.find_one(
                 {"subject": literal(subject), "version": {"$lt": version}, "status": DONE},
                 sort=[("version", DESCENDING)],
+            )
+        return _record(doc) if doc else None
+
+    async def following(self, subject: str, version: int) -> ProfileRecord | None:
+        async with unavailable("reading a profile"):
+            doc = await self._profiles.find_one(
+                {"subject": literal(subject), "version": {"$gt": version}, "status": DONE},
+                sort=[("version", ASCENDING)],
             )
         return _record(doc) if doc else None
 

@@ -102,7 +102,7 @@ class SQLiteMetricStore:
         def run(conn: sqlite3.Connection) -> list[ProfileRecord]:
             rows = conn.execute(
                 f"SELECT {HEAD} FROM profiles WHERE status = ? AND next_at <= ?"
-                " ORDER BY next_at, rowid LIMIT ?",
+                " ORDER BY version, rowid LIMIT ?",
                 (PENDING, now, limit),
             ).fetchall()
             return [_record(r, False) for r in rows]
@@ -155,6 +155,17 @@ class SQLiteMetricStore:
             row = conn.execute(
                 f"SELECT {HEAD}, profile, summary FROM profiles WHERE subject = ? AND version < ?"
                 " AND status = ? ORDER BY version DESC LIMIT 1",
+                (subject, version, DONE),
+            ).fetchone()
+            return _record(row, True) if row else None
+
+        return await self.file.read(run)
+
+    async def following(self, subject: str, version: int) -> ProfileRecord | None:
+        def run(conn: sqlite3.Connection) -> ProfileRecord | None:
+            row = conn.execute(
+                f"SELECT {HEAD}, profile, summary FROM profiles WHERE subject = ? AND version > ?"
+                " AND status = ? ORDER BY version LIMIT 1",
                 (subject, version, DONE),
             ).fetchone()
             return _record(row, True) if row else None
