@@ -238,3 +238,16 @@ class Reader:
 
     async def featureset_diff(self, name: str, old: int, new: int) -> dict[str, Any]:
         return await _ask(self.featurestore, self._fs.diff(name, old, new))
+
+    # --- metric store (ui/routes/metrics.py) -------------------------------------------------
+
+    async def featureset_profile(self, name: str, version: int) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.profile(name, version))
+
+    async def featureset_drift(
+        self, name: str, version: int, against: int | None = None
+    ) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.drift(name, version, against))
+
+    async def featureset_metrics(self, name: str, limit: int = 50) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.metrics_history(name, limit))
