@@ -50,9 +50,13 @@ def compare(
         statistic, p, _ = chi2_homogeneity(old_split, new_split)
         nulls = {"statistic": statistic, "p_value": p, "psi": psi(old_split, new_split)}
         result["nulls"] = nulls
-        result["drifted"] = (result["p_value"] < p_value and result["psi"] >= psi_threshold) or (
-            nulls["p_value"] < p_value and nulls["psi"] >= psi_threshold
-        )
+        by = []
+        if result["p_value"] < p_value and result["psi"] >= psi_threshold:
+            by.append("values")
+        if nulls["p_value"] < p_value and nulls["psi"] >= psi_threshold:
+            by.append("nulls")
+        result["drifted_by"] = by
+        result["drifted"] = bool(by)
         results.append(result)
     for name in ref_columns.keys() - new_columns.keys():
         results.append({"name": name, "test": None, "change": "removed", "drifted": False})
