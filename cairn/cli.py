@@ -23,6 +23,7 @@ import typer
 from cairn import __version__
 from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
+from featurestore_service.metrics.cli import app as metrics_app
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -79,6 +80,7 @@ UP_SEEDS.append(_seed_featuresets)
 
 
 app.add_typer(featureset_app, name="featureset")
+app.add_typer(metrics_app, name="metrics")
 
 
 def _version(value: bool) -> None:

@@ -203,3 +203,25 @@ def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
         assert profiled(client, "crashy", 1)["rows"] == 20_000
         second = profiled(client, "crashy", 2)
         assert second["drift"]["against"] == 1 and second["drift"]["drifted"] is False
+
+
+def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
+    from typer.testing import CliRunner
+
+    from cairn.cli import app
+
+    for seed, shift in ((1, 0.0), (2, 1.0)):
+        assert upload(fs, "cli", parquet_bytes(table(seed, shift))).status_code == 201
+    profiled(fs, "cli", 2)
+    url = str(fs.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["metrics", "show", "cli", "--url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "cli v2: 20000 rows" in shown.stdout and "visits" in shown.stdout
+    drifted = runner.invoke(app, ["metrics", "drift", "cli", "2", "--url", url])
+    assert drifted.exit_code == 3, drifted.output
+    assert "spend: DRIFT (ks" in drifted.stdout
+    same = runner.invoke(app, ["metrics", "drift", "cli", "1", "--url", url, "--json"])
+    assert same.exit_code == 0 and '"drift": null' in same.stdout
+    missing = runner.invoke(app, ["metrics", "show", "nope", "--url", url])
+    assert missing.exit_code == 1 and "nope" in missing.output
