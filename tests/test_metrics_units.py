@@ -195,3 +195,14 @@ def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
     assert results[5]["failing"] == [1.5]
     assert results[6]["failing"] == ["mars"]
     assert "missing" in results[9]["observed"]
+
+
+def test_high_cardinality_strings_are_pruned_and_estimated() -> None:
+    rows = 150_000  # past TOP_LIMIT distinct values: the counts are pruned, distinct estimated
+    ids = [f"id-{i}" for i in range(rows)]
+    ids[:1000] = ["hot"] * 1000
+    profile = profile_table(pa.table({"id": ids}))
+    column = profile["columns"][0]
+    exact = rows - 999
+    assert abs(column["distinct"] - exact) <= HLL_EPS * exact
+    assert column["top"][0] == {"value": "hot", "count": 1000} and column["top_exact"] is False

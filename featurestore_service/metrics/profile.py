@@ -67,7 +67,8 @@ class ColumnProfiler:
         self.high: Any = None
         self.hll = HyperLogLog()
         self.kll = kll_doubles_sketch(KLL_K) if self.kind in ("numeric", "temporal") else None
-        self.counts: dict[str, int] = {}
+        self.parts: list[pa.Table] = []  # value counts of string columns, merged lazily
+        self.part_rows = 0
         self.counts_exact = True
         self.shift: float | None = None  # first finite value: sums are taken around it
 
@@ -115,24 +116,45 @@ class ColumnProfiler:
             self.high = high
 
     def _categories(self, column: pa.Array | pa.ChunkedArray) -> None:
+        # Counting stays in Arrow: per-batch value counts are merged with a group-by when they
+        # pile up, so Python never loops over values; only values pruned from the table (past
+        # TOP_LIMIT distinct) are hashed into the HyperLogLog.
         if self.kind == "boolean":
             column = pc.cast(column, pa.string())
-        counted = pc.value_counts(column.drop_null())
-        values = counted.field("values").to_pylist()
-        counts = counted.field("counts").to_pylist()
-        self.hll.add_hashes(hash_strings(values))
-        table = self.counts
-        for value, count in zip(values, counts, strict=True):
-            key = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "…"
-            table[key] = table.get(key, 0) + count
-        if len(table) > TOP_LIMIT:
-            # Keep the heaviest entries; later counts of the dropped ones become approximate.
-            kept = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:TOP_KEEP]
-            self.counts = dict(kept)
+        values = column.drop_null()
+        if len(values) == 0:
+            return
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        counted = pc.value_counts(values)
+        self.parts.append(
+            pa.table({"values": counted.field("values"), "counts": counted.field("counts")})
+        )
+        self.part_rows += len(counted)
+        low_high = pc.min_max(values)
+        self._extend(low_high["min"].as_py(), low_high["max"].as_py())
+        if self.part_rows > TOP_LIMIT:
+            self._merge()
+
+    def _merge(self) -> pa.Table:
+        if not self.parts:
+            return pa.table(
+                {"values": pa.array([], pa.large_string()), "counts": pa.array([], pa.int64())}
+            )
+        merged = pa.concat_tables(self.parts, promote_options="permissive")
+        if len(self.parts) > 1:
+            merged = merged.group_by("values").aggregate([("counts", "sum")])
+            merged = merged.rename_columns(["values", "counts"])
+        if len(merged) > TOP_LIMIT:
+            order = pc.sort_indices(merged, sort_keys=[("counts", "descending")])
+            merged = merged.take(order)
+            dropped = merged.column("values").slice(TOP_KEEP)
+            self.hll.add_hashes(hash_strings(dropped.to_pylist()))
+            merged = merged.slice(0, TOP_KEEP)
             self.counts_exact = False
-        if values:
-            low, high = min(values), max(values)
-            self._extend(low[:MAX_SHOWN_CHARS], high[:MAX_SHOWN_CHARS])
+        self.parts = [merged]
+        self.part_rows = len(merged)
+        return merged
 
     def _other(self, column: pa.Array | pa.ChunkedArray) -> None:
         # Nested and binary values: counts only; distinct over their text form is not worth it.
@@ -172,8 +194,17 @@ class ColumnProfiler:
             out["histogram"] = histogram(self.kll)
             sketch = base64.b64encode(self.kll.serialize()).decode("ascii")
         if self.kind in ("string", "boolean"):
-            ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            out["top"] = [{"value": v, "count": c} for v, c in ranked[:TOP_SHOWN]]
+            merged = self._merge()
+            if self.counts_exact:
+                out["distinct"] = len(merged)
+            else:
+                self.hll.add_hashes(hash_strings(merged.column("values").to_pylist()))
+                out["distinct"] = min(self.hll.estimate(), count)
+            order = pc.sort_indices(
+                merged, sort_keys=[("counts", "descending"), ("values", "ascending")]
+            )
+            top = merged.take(order[:TOP_SHOWN]).to_pylist()
+            out["top"] = [{"value": _shown(t["values"]), "count": t["counts"]} for t in top]
             out["top_exact"] = self.counts_exact
         return out, sketch
 
@@ -206,8 +237,14 @@ def _as_int64(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return pc.cast(column, pa.int64(), safe=False)
 
 
+def _shown(value: str) -> str:
+    return value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "…"
+
+
 def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return _shown(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
