@@ -29,7 +29,13 @@ from featurestore_service.api.deps import (
 )
 from featurestore_service.metrics.checks import CheckList
 from featurestore_service.metrics.drift import compare
-from featurestore_service.metrics.store.base import DONE, MetricSet, MetricStore, ProfileRecord
+from featurestore_service.metrics.store.base import (
+    DONE,
+    MetricSet,
+    MetricStore,
+    ProfileRecord,
+    summary_of,
+)
 from featurestore_service.metrics.worker import ProfileWorker, subject_of
 from featurestore_service.service import FeatureStore
 
@@ -158,6 +164,115 @@ async def put_checks(name: str, request: Request) -> Response:
 @router.get("/featuresets/{name}/checks", dependencies=[ReadGuard])
 async def get_checks(name: str, request: Request) -> Response:
     return _json({"name": name, "checks": await _metrics(request).get_checks(subject_of(name))})
+
+
+# --- catalogue assets: profiles the crawler computes and sends ----------------------------------
+
+
+class AssetProfile(BaseModel):
+    """``PUT /metrics/assets/{id}/profile``: one profile of an asset's data file."""
+
+    fingerprint: str = Field(min_length=1, max_length=200, description="size:mtime of the file")
+    location: str | None = Field(None, max_length=4096)
+    profile: dict[str, Any]
+    checks: list[dict[str, Any]] = Field(default_factory=list, max_length=200)
+
+
+def asset_subject(asset_id: str) -> str:
+    return f"asset:{asset_id}"
+
+
+@router.put(
+    "/metrics/assets/{asset_id}/profile",
+    dependencies=[WriteGuard],
+    summary="Store a crawled asset's profile (a new version unless the file is unchanged)",
+)
+async def put_asset_profile(asset_id: str, request: Request) -> Response:
+    body = validated(AssetProfile, await json_body(request))
+    profile = body.profile
+    if not isinstance(profile.get("columns"), list) or not isinstance(profile.get("rows"), int):
+        raise InvalidRequest(
+            "Fix the profile and send again: it needs rows and columns.",
+            errors=[{"field": "profile", "message": "rows (integer) and columns (list) needed"}],
+        )
+    store = _metrics(request)
+    subject = asset_subject(asset_id)
+    settings = request.app.state.settings
+    for _ in range(10):  # two crawlers sending at once: the loser takes the next number
+        latest = await store.history(subject, 1)
+        if latest and latest[0].source.get("fingerprint") == body.fingerprint:
+            return _json({"subject": subject, "version": latest[0].version, "unchanged": True})
+        version = latest[0].version + 1 if latest else 1
+        profile = {**profile, "checks": body.checks}
+        previous = await store.previous(subject, version)
+        if previous is not None and previous.profile is not None:
+            drift_result = compare(
+                previous.profile,
+                profile,
+                p_value=settings.metrics_drift_p_value,
+                psi_threshold=settings.metrics_drift_psi,
+            )
+            drift_result["against"] = previous.version
+            profile["drift"] = drift_result
+        source = {"kind": "asset", "fingerprint": body.fingerprint, "location": body.location}
+        if await store.put_done(subject, version, source, profile, summary_of(profile)):
+            summary = summary_of(profile)
+            return _json({"subject": subject, "version": version, **summary}, 201)
+    raise Conflict(f"Profiles of asset {asset_id!r} are being written concurrently; retry.")
+
+
+async def _asset_record(request: Request, asset_id: str, version: int | None) -> ProfileRecord:
+    store = _metrics(request)
+    subject = asset_subject(asset_id)
+    if version is None:
+        latest = await store.history(subject, 1)
+        if not latest:
+            raise NotFound(
+                f"Asset {asset_id!r} has no profile: the crawler profiles Parquet and CSV "
+                "files when CAIRN_CRAWL_PROFILES is on."
+            )
+        version = latest[0].version
+    record = await store.get(subject, version)
+    if record is None:
+        raise NotFound(f"Asset {asset_id!r} has no profile version {version}.")
+    return record
+
+
+@router.get("/metrics/assets/{asset_id}/profile", dependencies=[ReadGuard])
+async def asset_profile(asset_id: str, request: Request) -> Response:
+    version = int_param(request.query_params, "version", None, 1)
+    return _json(shown(await _asset_record(request, asset_id, version)))
+
+
+@router.get("/metrics/assets/{asset_id}/drift", dependencies=[ReadGuard])
+async def asset_drift(asset_id: str, request: Request) -> Response:
+    version = int_param(request.query_params, "version", None, 1)
+    against = int_param(request.query_params, "against", None, 1)
+    record = await _asset_record(request, asset_id, version)
+    assert record.profile is not None
+    if against is None:
+        found = record.profile.get("drift")
+        return _json({"subject": record.subject, "version": record.version, "drift": found})
+    reference = await _asset_record(request, asset_id, against)
+    assert reference.profile is not None
+    settings = request.app.state.settings
+    result = compare(
+        reference.profile,
+        record.profile,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = against
+    return _json({"subject": record.subject, "version": record.version, "drift": result})
+
+
+@router.get("/metrics/assets/{asset_id}/history", dependencies=[ReadGuard])
+async def asset_history(asset_id: str, request: Request) -> Response:
+    limit = int_param(request.query_params, "limit", 50, 1, 500)
+    assert limit is not None
+    records = await _metrics(request).history(asset_subject(asset_id), limit)
+    items = [{"version": r.version, "status": r.status, **(r.summary or {})} for r in records]
+    return _json({"asset_id": asset_id, "items": items})
 
 
 # --- metric sets sent from elsewhere: Mastro's metric store, Deequ's AnalysisResult -----------

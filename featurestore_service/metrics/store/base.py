@@ -57,6 +57,17 @@ class MetricStore(Protocol):
         self, subject: str, version: int, profile: dict[str, Any], summary: dict[str, Any]
     ) -> None: ...
 
+    async def put_done(
+        self,
+        subject: str,
+        version: int,
+        source: dict[str, Any],
+        profile: dict[str, Any],
+        summary: dict[str, Any],
+    ) -> bool:
+        """Stores a profile computed elsewhere (the crawler's) as a done record; False when
+        ``version`` of ``subject`` exists already (a concurrent sender got it)."""
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:

@@ -129,6 +129,34 @@ class MongoMetricStore:
                 },
             )
 
+    async def put_done(
+        self,
+        subject: str,
+        version: int,
+        source: dict[str, Any],
+        profile: dict[str, Any],
+        summary: dict[str, Any],
+    ) -> bool:
+        async with unavailable("storing a profile"):
+            result = await self._profiles.update_one(
+                {"_id": _key(subject, version)},
+                {
+                    "$setOnInsert": {
+                        "subject": subject,
+                        "version": version,
+                        "status": DONE,
+                        "source": orjson.dumps(source).decode(),
+                        "profile": orjson.dumps(profile).decode(),
+                        "summary": orjson.dumps(summary).decode(),
+                        "attempts": 0,
+                        "next_at": 0.0,
+                        "updated_at": datetime.now(UTC),
+                    }
+                },
+                upsert=True,
+            )
+        return result.upserted_id is not None
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:

@@ -128,6 +128,32 @@ class SQLiteMetricStore:
 
         await self.file.write(run)
 
+    async def put_done(
+        self,
+        subject: str,
+        version: int,
+        source: dict[str, Any],
+        profile: dict[str, Any],
+        summary: dict[str, Any],
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO profiles(subject, version, status, source, profile,"
+                " summary, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    subject,
+                    version,
+                    DONE,
+                    orjson.dumps(source),
+                    orjson.dumps(profile),
+                    orjson.dumps(summary),
+                    _now(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return await self.file.write(run)
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:
