@@ -134,6 +134,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Population stability index from which a significant change counts as drift.",
     )
+    crawl_profiles: bool = Field(
+        False,
+        description=(
+            "The crawler profiles the Parquet and CSV file of each changed asset (sampled past "
+            "CAIRN_METRICS_SAMPLE_ROWS), evaluates its manifest's checks, and sends the result "
+            "to the feature store's metric store (CAIRN_FEATURESTORE_URL)."
+        ),
+    )
+    crawl_fail_on_checks: bool = Field(
+        False,
+        description=(
+            "A failed manifest check is a crawl error (exit code 2) rather than a warning "
+            "(`cairn crawl --fail-on-checks`)."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

@@ -8,9 +8,10 @@ names is read, one at a time, so memory is one column whatever the table's width
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,29 +73,45 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def evaluate(checks: list[Check], path: Path, now: datetime | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    checks: list[Check], source: Path | BinaryIO | pa.Table, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Results of ``checks`` on a Parquet file (path or open file) or a table in memory."""
     now = now or datetime.now(UTC)
-    with pq.ParquetFile(path) as handle:
+    if isinstance(source, pa.Table):
+        return _evaluate(checks, source.num_rows, source.schema.names, source.column, now)
+    with pq.ParquetFile(source) as handle:
+
+        def column(name: str) -> pa.ChunkedArray:
+            return handle.read(columns=[name]).column(0)
+
         rows = handle.metadata.num_rows
-        names = handle.schema_arrow.names
-        results = []
-        for check in checks:
-            result: dict[str, Any] = {
-                "name": check.label(),
-                "type": check.type,
-                "column": check.column,
-                "on_fail": check.on_fail,
-            }
-            problem = _problem(check, names)
-            if problem is not None:
-                results.append({**result, "passed": False, "observed": problem, "failing": []})
-                continue
-            column = None
-            if check.column is not None:
-                column = handle.read(columns=[check.column]).column(0)
-            passed, observed, failing = _run(check, rows, column, now)
-            results.append({**result, "passed": passed, "observed": observed, "failing": failing})
-        return results
+        return _evaluate(checks, rows, handle.schema_arrow.names, column, now)
+
+
+def _evaluate(
+    checks: list[Check],
+    rows: int,
+    names: list[str],
+    read: Callable[[str], pa.ChunkedArray],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    results = []
+    for check in checks:
+        result: dict[str, Any] = {
+            "name": check.label(),
+            "type": check.type,
+            "column": check.column,
+            "on_fail": check.on_fail,
+        }
+        problem = _problem(check, names)
+        if problem is not None:
+            results.append({**result, "passed": False, "observed": problem, "failing": []})
+            continue
+        column = read(check.column) if check.column is not None else None
+        passed, observed, failing = _run(check, rows, column, now)
+        results.append({**result, "passed": passed, "observed": observed, "failing": failing})
+    return results
 
 
 def _run(

@@ -15,11 +15,12 @@ import random
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from datasketches import kll_doubles_sketch
 
@@ -302,14 +303,57 @@ def profile_table(table: pa.Table, *, sample_rows: int = 0, seed: int = 0) -> di
     return profile_batches(table.schema, batches, rows=table.num_rows)
 
 
-def profile_parquet(path: Path, *, sample_rows: int = 0, seed: int | None = None) -> dict[str, Any]:
-    """Streams a Parquet file batch by batch: memory is one batch plus the sketches."""
-    with pq.ParquetFile(path) as handle:
-        rows = handle.metadata.num_rows
-        batches: Iterable[pa.RecordBatch] = handle.iter_batches(batch_size=BATCH_ROWS)
+def profile_parquet(
+    source: Path | BinaryIO, *, sample_rows: int = 0, seed: int | None = None
+) -> dict[str, Any]:
+    """Streams a Parquet file batch by batch: memory is one batch plus the sketches.
+
+    Past ``sample_rows`` rows, evenly spaced row groups are read until they hold that many
+    rows, and each row is then kept with the probability that brings the sample to size: a
+    remote file is never read whole for a profile.
+    """
+    with pq.ParquetFile(source) as handle:
+        meta = handle.metadata
+        rows = meta.num_rows
+        groups = list(range(meta.num_row_groups))
+        if sample_rows and rows > sample_rows and len(groups) > 1:
+            sizes = [meta.row_group(i).num_rows for i in groups]
+            step = max(1, len(groups) * sample_rows // rows)
+            picked: list[int] = []
+            for start in range(0, len(groups), max(1, len(groups) // step)):
+                picked.append(groups[start])
+                if sum(sizes[i] for i in picked) >= sample_rows:
+                    break
+            groups = sorted(picked)
+        batches: Iterable[pa.RecordBatch] = handle.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=groups
+        )
         if sample_rows:
-            batches = sampled(batches, rows, sample_rows, seed or random.randrange(1 << 30))
+            read = sum(meta.row_group(i).num_rows for i in groups)
+            batches = sampled(batches, read, sample_rows, seed or random.randrange(1 << 30))
         return profile_batches(handle.schema_arrow, batches, rows=rows)
+
+
+def profile_csv(source: BinaryIO, *, sample_rows: int = 0) -> tuple[dict[str, Any], pa.Table]:
+    """The first ``sample_rows`` rows of a CSV file (all when 0), streamed; also returns them
+    (checks of a CSV file run on what was read). A prefix, so ``sampled`` says when it stopped
+    early: the file's row count is then unknown and ``rows`` is what was read."""
+    reader = pacsv.open_csv(source)
+    kept: list[pa.RecordBatch] = []
+    seen = 0
+    stopped = False
+    for batch in reader:
+        if sample_rows and seen + batch.num_rows > sample_rows:
+            batch = batch.slice(0, sample_rows - seen)
+            stopped = True
+        kept.append(batch)
+        seen += batch.num_rows
+        if stopped:
+            break
+    table = pa.Table.from_batches(kept, schema=reader.schema)
+    profile = profile_batches(table.schema, table.to_batches(max_chunksize=BATCH_ROWS))
+    profile["sampled"] = stopped
+    return profile, table
 
 
 def sketch_of(encoded: str) -> kll_doubles_sketch:

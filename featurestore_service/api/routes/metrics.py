@@ -67,6 +67,7 @@ def shown(record: ProfileRecord) -> dict[str, Any]:
         "version": record.version,
         "status": record.status,
         "error": record.error,
+        "source": record.source,
     }
     if record.profile is not None:
         out.update({k: v for k, v in record.profile.items() if k != "sketches"})
