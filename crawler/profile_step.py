@@ -48,9 +48,9 @@ def _data_entry(tree: Any, rel: str) -> Entry | None:
     base = rel.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == rel:
-            return f  # type: ignore[no-any-return]
-    found = tree.first_data_file_below(rel)
-    return found  # type: ignore[no-any-return]
+            return f
+    found: Entry | None = tree.first_data_file_below(rel)
+    return found
 
 
 def _checks(doc: dict[str, Any], report: Any) -> list[Check]:
