@@ -134,6 +134,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Population stability index from which a significant change counts as drift.",
     )
+    metrics_skew_sample_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Fraction of online feature responses sampled into a rolling profile for "
+            "training/serving skew (0: off)."
+        ),
+    )
+    metrics_skew_rows: int = Field(
+        10_000, ge=1, le=1_000_000, description="Rows the skew sample keeps per feature set."
+    )
     crawl_profiles: bool = Field(
         False,
         description=(

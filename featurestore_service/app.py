@@ -17,6 +17,7 @@ from featurestore_service.api.routes import featuresets, mastro
 from featurestore_service.api.routes import metrics as metric_routes
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
+from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store import create_metric_store
 from featurestore_service.metrics.worker import ProfileWorker
 from featurestore_service.outbox import CatalogueRegistrar
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registrar = registrar
     app.state.metric_store = metric_store
     app.state.profile_worker = profiler
+    # Online serving hands a fraction of its responses to app.state.skew.observe(name, rows).
+    app.state.skew = SkewSampler(settings.metrics_skew_sample_rate, settings.metrics_skew_rows)
     Gauge(
         "cairn_featurestore_outbox_pending",
         "Feature sets waiting to be registered in the catalogue",

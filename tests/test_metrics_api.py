@@ -225,3 +225,50 @@ def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     assert same.exit_code == 0 and '"drift": null' in same.stdout
     missing = runner.invoke(app, ["metrics", "show", "nope", "--url", url])
     assert missing.exit_code == 1 and "nope" in missing.output
+
+
+def test_training_serving_skew(fs: httpx.Client) -> None:
+    assert upload(fs, "served", parquet_bytes(table(1))).status_code == 201
+    profiled(fs, "served", 1)
+    nothing = fs.get("/featuresets/served/skew")
+    assert nothing.status_code == 404 and "CAIRN_METRICS_SKEW_SAMPLE_RATE" in nothing.text
+
+    def send(rows: list[dict]) -> None:
+        for start in range(0, len(rows), 5000):
+            sent = fs.post(
+                "/featuresets/served/skew/samples", json={"rows": rows[start : start + 5000]}
+            )
+            assert sent.status_code == 202, sent.text
+
+    send(table(2).to_pylist())  # served values like the training data
+    quiet = fs.get("/featuresets/served/skew").json()
+    assert quiet["version"] == 1 and quiet["skew"]["drifted"] is False, quiet
+    assert quiet["rows_seen"] == 20_000 and quiet["rows_sampled"] == 10_000
+
+    send(table(3, shift=1.0).to_pylist() * 3)  # then serving moves away from it
+    moved = fs.get("/featuresets/served/skew").json()["skew"]
+    assert "spend" in moved["drifted_columns"], moved
+    bad = fs.post("/featuresets/served/skew/samples", json={"rows": []})
+    assert bad.status_code == 422 and "rows" in bad.text
+    assert fs.post("/featuresets/nope/skew/samples", json={"rows": [{}]}).status_code == 404
+
+
+def test_skew_sampler_is_bounded_and_uniform() -> None:
+    from featurestore_service.metrics.skew import MAX_SETS, SkewSampler
+
+    sampler = SkewSampler(rate=1.0, rows=100, seed=1)
+    for i in range(MAX_SETS + 5):
+        sampler.observe(f"set{i}", [{"x": 1, "s": "y" * 5000, "n": {"deep": [1]}}])
+    assert sampler.sample("set0", ["x"]) is None  # the oldest sets made room
+    for i in range(10_000):
+        sampler.observe("big", [{"x": i}])
+    got = sampler.sample("big", ["x"])
+    assert got is not None
+    sample, seen = got
+    assert seen == 10_000 and sample.num_rows == 100
+    assert 2_500 < float(np.mean(sample.column("x").to_numpy())) < 7_500
+    off = SkewSampler(rate=0.0, rows=100)
+    off.observe("a", [{"x": 1}])
+    assert off.sample("a", ["x"]) is None
+    wide = sampler.sample(f"set{MAX_SETS + 4}", ["x", "s", "n"])
+    assert wide is not None and len(wide[0].column("s")[0].as_py()) == 1000

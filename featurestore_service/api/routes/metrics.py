@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -29,6 +30,8 @@ from featurestore_service.api.deps import (
 )
 from featurestore_service.metrics.checks import CheckList
 from featurestore_service.metrics.drift import compare
+from featurestore_service.metrics.profile import profile_table
+from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
     MetricSet,
@@ -165,6 +168,69 @@ async def put_checks(name: str, request: Request) -> Response:
 @router.get("/featuresets/{name}/checks", dependencies=[ReadGuard])
 async def get_checks(name: str, request: Request) -> Response:
     return _json({"name": name, "checks": await _metrics(request).get_checks(subject_of(name))})
+
+
+# --- training/serving skew -------------------------------------------------------------------
+
+
+class SkewSamples(BaseModel):
+    """Feature rows served elsewhere (a model server's inputs), one object per row."""
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+@router.post(
+    "/featuresets/{name}/skew/samples",
+    dependencies=[WriteGuard],
+    summary="Add served feature rows to the skew sample of a feature set",
+)
+async def skew_samples(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    body = validated(SkewSamples, await json_body(request))
+    await service.latest(name)  # 404 for an unknown set
+    sampler: SkewSampler = request.app.state.skew
+    sampler.record(name, body.rows)
+    return _json({"name": name, "accepted": len(body.rows)}, 202)
+
+
+@router.get(
+    "/featuresets/{name}/skew",
+    dependencies=[ReadGuard],
+    summary="Served values (sampled) against the live version's profile",
+)
+async def skew(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    live = await service.latest(name)
+    if live.kind != "table":
+        raise NotFound(f"Feature set {name!r} holds named values; skew compares tables.")
+    record = await _table_record(request, service, name, live.version)
+    if record.status != DONE or record.profile is None:
+        return _json(shown(record) | {"skew": None}, 202)
+    sampler: SkewSampler = request.app.state.skew
+    columns = [c["name"] for c in record.profile["columns"]]
+    sample = sampler.sample(name, columns)
+    if sample is None:
+        raise NotFound(
+            f"No served rows of {name!r} are sampled: set CAIRN_METRICS_SKEW_SAMPLE_RATE above "
+            f"0, or POST /api/v1/featuresets/{name}/skew/samples."
+        )
+    table, seen = sample
+    served = await anyio.to_thread.run_sync(profile_table, table)
+    settings = request.app.state.settings
+    result = compare(
+        record.profile,
+        served,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = live.version
+    return _json(
+        {
+            "name": name,
+            "version": live.version,
+            "rows_seen": seen,
+            "rows_sampled": table.num_rows,
+            "skew": result,
+        }
+    )
 
 
 # --- catalogue assets: profiles the crawler computes and sends ----------------------------------
