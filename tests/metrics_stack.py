@@ -1,5 +1,6 @@
 """A feature store with three profiled versions of a table (the third drifted) and a UI over
-it, in threads: shared by the metrics page's server and browser tests."""
+it, in threads: shared by the metrics page's server and browser tests. Yields the UI's and
+the feature store's base URLs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"  # a column name: shown as text, never 
 
 
 @contextmanager
-def metrics_stack(data: Path) -> Iterator[str]:
+def metrics_stack(data: Path) -> Iterator[tuple[str, str]]:
     from featurestore_service.app import create_app as fs_app
     from ui.app import create_app as ui_app
 
@@ -35,4 +36,4 @@ def metrics_stack(data: Path) -> Iterator[str]:
             profiled(client, NAME, 3)
         settings = Settings(data_dir=data, featurestore_url=fs.url, catalogue_url=nowhere)
         with ThreadServer(ui_app(settings)) as ui:
-            yield ui.url
+            yield ui.url, fs.url

@@ -6,19 +6,25 @@ import re
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 
+from featurestore_service.metrics.profile import profile_table
 from tests.metrics_stack import HOSTILE, NAME, metrics_stack
+from tests.test_metrics_api import table
 from tests.test_ui_server import assert_page
 from ui.metric_charts import overlay, spark
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with (
-        metrics_stack(tmp_path_factory.mktemp("metrics-ui")) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with metrics_stack(tmp_path_factory.mktemp("metrics-ui")) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def ui(stack: tuple[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack[0], timeout=60) as client:
         yield client
 
 
@@ -60,3 +66,34 @@ def test_chart_geometry_survives_odd_histograms() -> None:
     assert spark([None, None]) is None
     line = spark([1.0, None, 3.0])
     assert line is not None and line.points.count(",") == 2
+
+
+def test_asset_metrics_page_shows_profile_drift_and_external_metric_sets(
+    ui: httpx.Client, stack: tuple[str, str]
+) -> None:
+    fs = stack[1] + "/api/v1"
+    for fingerprint, seed, shift in (("f:1:1", 1, 0.0), ("f:1:2", 2, 1.0)):
+        body = {"fingerprint": fingerprint, "profile": profile_table(table(seed, shift))}
+        sent = httpx.put(f"{fs}/metrics/assets/a-1/profile", content=orjson.dumps(body))
+        assert sent.status_code == 201, sent.text
+    same = httpx.put(f"{fs}/metrics/assets/a-1/profile", content=orjson.dumps(body))
+    assert same.status_code == 200 and same.json()["unchanged"] is True
+    deequ = {
+        "analyzerContext": {
+            "metricMap": [
+                {
+                    "analyzer": {"analyzerName": "Completeness", "column": "spend"},
+                    "metric": {"entity": "Column", "instance": "spend", "name": "Completeness",
+                               "value": 0.975},
+                }
+            ]
+        }
+    }  # fmt: skip
+    own = {"name": "Mean", "column": "spend", "value": 101.5}
+    put = httpx.put(f"{fs}/metricstore/", json={"name": "a-1", "metrics": [deequ, own]})
+    assert put.status_code == 201, put.text
+    text = assert_page(ui.get("/assets/a-1/metrics"))
+    assert "version 2" in text and "drift against v1" in text
+    assert len(re.findall(r'<path class="ref" d="M', text)) == 2
+    assert "Completeness" in text and "0.975" in text and "101.5" in text
+    assert "No profile yet" in assert_page(ui.get("/assets/a-2/metrics"))

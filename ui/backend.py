@@ -251,3 +251,17 @@ class Reader:
 
     async def featureset_metrics(self, name: str, limit: int = 50) -> dict[str, Any]:
         return await _ask(self.featurestore, self._fs.metrics_history(name, limit))
+
+    async def asset_profile(self, asset_id: str, version: int | None = None) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_profile(asset_id, version))
+
+    async def asset_drift(
+        self, asset_id: str, version: int | None = None, against: int | None = None
+    ) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_drift(asset_id, version, against))
+
+    async def asset_metrics(self, asset_id: str, limit: int = 50) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_metrics_history(asset_id, limit))
+
+    async def metric_sets(self, name: str, limit: int = 10) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.metric_sets(name, limit))

@@ -44,6 +44,32 @@ class MetricCalls:
         return Call("PUT", f"{_base(name)}/checks", _json, json={"checks": checks})
 
 
+class AssetMetricCalls:
+    @staticmethod
+    def profile(asset_id: str, version: int | None) -> Call[dict[str, Any]]:
+        params = [("version", str(int(version)))] if version is not None else []
+        return Call("GET", f"{_asset(asset_id)}/profile", _json, params)
+
+    @staticmethod
+    def drift(asset_id: str, version: int | None, against: int | None) -> Call[dict[str, Any]]:
+        params = [("version", str(int(version)))] if version is not None else []
+        params += [("against", str(int(against)))] if against is not None else []
+        return Call("GET", f"{_asset(asset_id)}/drift", _json, params)
+
+    @staticmethod
+    def history(asset_id: str, limit: int) -> Call[dict[str, Any]]:
+        return Call("GET", f"{_asset(asset_id)}/history", _json, [("limit", str(limit))])
+
+    @staticmethod
+    def metric_sets(name: str, limit: int) -> Call[dict[str, Any]]:
+        path = f"/api/v1/metricstore/name/{quote(name, safe='')}"
+        return Call("GET", path, _json, [("limit", str(limit))])
+
+
+def _asset(asset_id: str) -> str:
+    return f"/api/v1/metrics/assets/{quote(asset_id, safe='')}"
+
+
 class MetricsMixin:
     _t: Any
 
@@ -78,4 +104,25 @@ class AsyncMetricsMixin:
 
     async def metrics_history(self, name: str, limit: int = 50) -> dict[str, Any]:
         result: dict[str, Any] = await self._t.send(MetricCalls.history(name, limit))
+        return result
+
+    async def asset_profile(self, asset_id: str, version: int | None = None) -> dict[str, Any]:
+        """A crawled asset's profile (the newest unless ``version``)."""
+        result: dict[str, Any] = await self._t.send(AssetMetricCalls.profile(asset_id, version))
+        return result
+
+    async def asset_drift(
+        self, asset_id: str, version: int | None = None, against: int | None = None
+    ) -> dict[str, Any]:
+        call = AssetMetricCalls.drift(asset_id, version, against)
+        result: dict[str, Any] = await self._t.send(call)
+        return result
+
+    async def asset_metrics_history(self, asset_id: str, limit: int = 50) -> dict[str, Any]:
+        result: dict[str, Any] = await self._t.send(AssetMetricCalls.history(asset_id, limit))
+        return result
+
+    async def metric_sets(self, name: str, limit: int = 10) -> dict[str, Any]:
+        """Metric sets sent under ``name`` (Mastro's metric store), newest first."""
+        result: dict[str, Any] = await self._t.send(AssetMetricCalls.metric_sets(name, limit))
         return result

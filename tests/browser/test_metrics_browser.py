@@ -14,7 +14,7 @@ from tests.metrics_stack import NAME, metrics_stack
 
 @pytest.fixture(scope="module")
 def metrics_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with metrics_stack(tmp_path_factory.mktemp("metrics-browser")) as url:
+    with metrics_stack(tmp_path_factory.mktemp("metrics-browser")) as (url, _):
         yield url
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ui.backend import ApiError, ServiceDown
 from ui.metric_charts import overlay, spark
-from ui.render import render
+from ui.render import note_down, render
 from ui.routes.featuresets import _version, not_found, unavailable
 from ui.visitor import ReaderDep
 
@@ -57,6 +58,35 @@ async def metrics_page(name: str, request: Request, api: ReaderDep) -> HTMLRespo
             return unavailable(request, exc)
         except ApiError as exc:
             notices.append(exc.detail)
+    return _page(
+        request,
+        name=name,
+        crumbs=[("/featuresets", "Feature sets"), (f"/featuresets/{quote(name, safe='')}", name)],
+        empty_text="No tabular version of this set has been profiled yet.",
+        history=history,
+        version=wanted,
+        profile=profile,
+        drift=drift,
+        reference=reference,
+        notices=notices,
+    )
+
+
+def _page(
+    request: Request,
+    *,
+    name: str,
+    crumbs: list[tuple[str, str]],
+    empty_text: str,
+    history: list[dict[str, Any]],
+    version: int | None,
+    profile: dict[str, Any] | None,
+    drift: dict[str, Any] | None,
+    reference: dict[str, Any] | None,
+    notices: list[str],
+    metric_sets: list[dict[str, Any]] | None = None,
+) -> HTMLResponse:
+    done = [h for h in history if h.get("status") == "done"]
     chronological = list(reversed(done))
     rows_spark = spark([h.get("rows") for h in chronological])
     column_names = [c["name"] for c in (profile or {}).get("columns", [])]
@@ -81,7 +111,9 @@ async def metrics_page(name: str, request: Request, api: ReaderDep) -> HTMLRespo
         request,
         "featureset_metrics.html",
         name=name,
-        version=wanted,
+        crumbs=crumbs,
+        empty_text=empty_text,
+        version=version,
         history=history,
         profile=profile,
         drift=drift,
@@ -89,4 +121,82 @@ async def metrics_page(name: str, request: Request, api: ReaderDep) -> HTMLRespo
         rows_spark=rows_spark,
         checks=(profile or {}).get("checks") or [],
         notices=notices,
+        metric_sets=metric_sets or [],
+    )
+
+
+def metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(metric, entity, value) of a metric set: Deequ AnalysisResults or Cairn's own
+    ``{name, column?, value}`` objects."""
+    rows: list[tuple[str, str, Any]] = []
+    for result in doc.get("metrics") or []:
+        if not isinstance(result, dict):
+            continue
+        context = result.get("analyzerContext")
+        entries = context.get("metricMap") if isinstance(context, dict) else None
+        if isinstance(entries, list):
+            for entry in entries:
+                metric = entry.get("metric") if isinstance(entry, dict) else None
+                if isinstance(metric, dict):
+                    rows.append(
+                        (
+                            str(metric.get("name", "")),
+                            str(metric.get("instance", metric.get("entity", ""))),
+                            metric.get("value"),
+                        )
+                    )
+        else:
+            rows.append(
+                (str(result.get("name", "")), str(result.get("column", "")), result.get("value"))
+            )
+    return rows[:500]
+
+
+@router.get("/assets/{asset_id}/metrics", response_class=HTMLResponse)
+async def asset_metrics_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLResponse:
+    notices: list[str] = []
+    name = asset_id
+    try:
+        name = str((await api.asset(asset_id)).get("name") or asset_id)
+    except ServiceDown as exc:
+        note_down(request, exc)
+    except ApiError as exc:
+        return not_found(request, asset_id, exc)
+    wanted = _version(request.query_params.get("v"))
+    against = _version(request.query_params.get("against"))
+    profile = drift = reference = None
+    history: list[dict[str, Any]] = []
+    sets: list[dict[str, Any]] = []
+    try:
+        history = (await api.asset_metrics(asset_id)).get("items") or []
+        if history:
+            profile = await api.asset_profile(asset_id, wanted)
+            drift = (await api.asset_drift(asset_id, wanted, against)).get("drift")
+            if drift and drift.get("against"):
+                reference = await api.asset_profile(asset_id, int(drift["against"]))
+        try:
+            found = await api.metric_sets(name)
+            sets = [
+                {**m, "rows": metric_rows(m)}
+                for m in found.get("data") or []
+                if isinstance(m, dict)
+            ]
+        except ApiError:
+            sets = []
+    except ServiceDown as exc:
+        return unavailable(request, exc)
+    except ApiError as exc:
+        notices.append(exc.detail)
+    return _page(
+        request,
+        name=name,
+        crumbs=[(f"/assets/{quote(asset_id, safe='')}", name)],
+        empty_text="No profile yet: `cairn crawl --profile` profiles Parquet and CSV data.",
+        history=history,
+        version=int(profile["version"]) if profile else None,
+        profile=profile,
+        drift=drift,
+        reference=reference,
+        notices=notices,
+        metric_sets=sets,
     )
