@@ -272,3 +272,34 @@ def test_skew_sampler_is_bounded_and_uniform() -> None:
     assert off.sample("a", ["x"]) is None
     wide = sampler.sample(f"set{MAX_SETS + 4}", ["x", "s", "n"])
     assert wide is not None and len(wide[0].column("s")[0].as_py()) == 1000
+
+
+def test_asset_profiles_are_versioned_by_fingerprint(fs: httpx.Client) -> None:
+    import orjson
+
+    from featurestore_service.metrics.profile import profile_table
+
+    def send(fingerprint: str, data: pa.Table) -> httpx.Response:
+        body = {"fingerprint": fingerprint, "profile": profile_table(data), "checks": []}
+        return fs.put("/metrics/assets/a-9/profile", content=orjson.dumps(body))
+
+    assert fs.get("/metrics/assets/a-9/profile").status_code == 404
+    first = send("p:1:1", table(1))
+    assert first.status_code == 201 and first.json()["version"] == 1
+    again = send("p:1:1", table(1))
+    assert again.status_code == 200 and again.json() == {
+        "subject": "asset:a-9",
+        "version": 1,
+        "unchanged": True,
+    }
+    second = send("p:1:2", table(2, shift=1.0))
+    assert second.status_code == 201 and second.json()["drifted"] is True
+    latest = fs.get("/metrics/assets/a-9/profile").json()
+    assert latest["version"] == 2 and latest["source"]["fingerprint"] == "p:1:2"
+    assert fs.get("/metrics/assets/a-9/profile", params={"version": 1}).json()["version"] == 1
+    drift = fs.get("/metrics/assets/a-9/drift", params={"version": 2, "against": 1}).json()
+    assert drift["drift"]["against"] == 1 and drift["drift"]["drifted"] is True
+    items = fs.get("/metrics/assets/a-9/history").json()["items"]
+    assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)]
+    broken = fs.put("/metrics/assets/a-9/profile", json={"fingerprint": "x", "profile": {}})
+    assert broken.status_code == 422 and "rows" in broken.text
