@@ -62,6 +62,7 @@ def profiled(fs: httpx.Client, name: str, version: int) -> dict:
         response = fs.get(f"/featuresets/{name}/versions/{version}/profile")
         if response.status_code == 200 or time.monotonic() > deadline:
             assert response.status_code == 200, response.text
+            assert response.json()["status"] == "done", response.text
             return response.json()
         assert response.status_code == 202, response.text
         time.sleep(0.1)

@@ -52,13 +52,11 @@ class ProfileWorker:
         self._fresh: list[tuple[str, int, str]] = []
         self._wake = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(1)
-        self.idle = asyncio.Event()  # set whenever nothing is pending (tests wait on it)
 
     def notify(self, stored: StoredVersion) -> None:
         if stored.kind != "table" or stored.blob is None:
             return
         self._fresh.append((stored.name, stored.version, stored.blob))
-        self.idle.clear()
         self._wake.set()
 
     async def run(self) -> None:
@@ -113,11 +111,9 @@ class ProfileWorker:
         due = await self.store.due(time.time(), BATCH)
         for record in due:
             await self.profile(record)
-        if len(due) == BATCH or self._fresh:
+        if due or self._fresh:
             return 0.0
-        if not due:
-            self.idle.set()
-        return IDLE_WAIT if not due else 0.0
+        return IDLE_WAIT
 
     async def profile(self, record: ProfileRecord) -> None:
         try:

@@ -50,7 +50,9 @@ async def metrics_page(name: str, request: Request, api: ReaderDep) -> HTMLRespo
             )
             profile = profile_res if profile_res.get("status") == "done" else None
             drift = drift_res.get("drift")
-            if profile is None:
+            if profile_res.get("status") == "failed":
+                notices.append(f"Version {wanted} could not be profiled: {profile_res['error']}")
+            elif profile is None:
                 notices.append(f"Version {wanted} is still being profiled; reload in a moment.")
             if drift and drift.get("against"):
                 reference = await api.featureset_profile(name, int(drift["against"]))

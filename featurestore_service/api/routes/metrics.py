@@ -34,6 +34,7 @@ from featurestore_service.metrics.profile import profile_table
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
+    PENDING,
     MetricSet,
     MetricStore,
     ProfileRecord,
@@ -88,8 +89,12 @@ async def _table_record(
         )
     record = await _metrics(request).get(subject_of(name), version)
     if record is None:
-        # Written before profiling was on, or by a worker that has not caught up: queue it.
-        assert stored.blob is not None
+        if not request.app.state.settings.metrics_profiling:
+            raise NotFound(
+                f"Version {version} of {name!r} has no profile and profiling is off "
+                "(CAIRN_METRICS_PROFILING=false)."
+            )
+        # Written while profiling was off, or not yet queued by the worker: queue it.
         _worker(request).notify(stored)
         return ProfileRecord(subject_of(name), version, "pending", {})
     return record
@@ -98,11 +103,13 @@ async def _table_record(
 @router.get(
     "/featuresets/{name}/versions/{version}/profile",
     dependencies=[ReadGuard],
-    summary="Column profile of a tabular version (202 while it is being computed)",
+    summary="Column profile of a tabular version (202 while queued; status failed with the "
+    "error when it cannot be computed)",
 )
 async def profile(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
     record = await _table_record(request, service, name, version)
-    return _json(shown(record), 200 if record.status == DONE else 202)
+    # 202 while queued; a profile that failed for good is an answer (status and error).
+    return _json(shown(record), 202 if record.status == PENDING else 200)
 
 
 @router.get(
