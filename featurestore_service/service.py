@@ -134,6 +134,8 @@ class FeatureStore:
         # Awaited with a table's name and file before its version is stored; raising refuses
         # the write (checks declared with on_fail: reject).
         self.before_table: Callable[[str, Path], Awaitable[None]] | None = None
+        # Extra catalogue tags of a set (the metric store's "drifted", "checks-failed").
+        self.asset_tags: Callable[[str], Awaitable[list[str]]] | None = None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -344,7 +346,7 @@ class FeatureStore:
             "name": catalogue_id(name),
             "type": "featureset",
             "description": fs.description or f"Feature set {name} in the Cairn feature store.",
-            "tags": ["featurestore"],
+            "tags": ["featurestore", *(await self.asset_tags(name) if self.asset_tags else [])],
             "labels": labels,
             "location": f"{base}/api/v1/featuresets/{name}",
             "format": "parquet" if fs.kind == "table" else "json",

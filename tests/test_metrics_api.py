@@ -304,3 +304,32 @@ def test_asset_profiles_are_versioned_by_fingerprint(fs: httpx.Client) -> None:
     assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)]
     broken = fs.put("/metrics/assets/a-9/profile", json={"fingerprint": "x", "profile": {}})
     assert broken.status_code == 422 and "rows" in broken.text
+
+
+def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:
+    from catalogue_service.app import create_app as catalogue_app
+
+    with ThreadServer(catalogue_app(Settings(data_dir=tmp_path / "cat"))) as catalogue:
+        settings = Settings(data_dir=tmp_path / "fs", catalogue_url=catalogue.url)
+        with (
+            ThreadServer(create_app(settings)) as server,
+            httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+        ):
+            for seed, shift in ((1, 0.0), (2, 1.0)):
+                assert (
+                    upload(client, "moving", parquet_bytes(table(seed, shift))).status_code == 201
+                )
+            assert upload(client, "steady", parquet_bytes(table(1))).status_code == 201
+            profiled(client, "moving", 2)
+            profiled(client, "steady", 1)
+            deadline = time.monotonic() + WAIT
+            while True:
+                found = httpx.get(
+                    catalogue.url + "/api/v1/assets", params={"tag": "drifted"}
+                ).json()
+                if found["total"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert [a["name"] for a in found["items"]] == ["featureset:moving"]
+            facets = httpx.get(catalogue.url + "/api/v1/assets", params={"q": "moving"}).json()
+            assert facets["facets"]["tags"].get("drifted") == 1

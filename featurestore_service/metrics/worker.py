@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class ProfileWorker:
         self._fresh: list[tuple[str, int, str]] = []
         self._wake = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(1)
+        # Awaited with a set's name when its catalogue tags may have changed.
+        self.on_flags: Callable[[str], Awaitable[None]] | None = None
 
     def notify(self, stored: StoredVersion) -> None:
         if stored.kind != "table" or stored.blob is None:
@@ -131,7 +134,11 @@ class ProfileWorker:
             previous = await self.store.previous(record.subject, record.version)
             if previous is not None and previous.profile is not None:
                 self._drift(previous, profile)
-            await self.store.finish(record.subject, record.version, profile, summary_of(profile))
+            summary = summary_of(profile)
+            await self.store.finish(record.subject, record.version, profile, summary)
+            if self.on_flags is not None:
+                # Registered before this profile existed: its tags may be stale either way.
+                await self.on_flags(record.subject.removeprefix("featureset:"))
             # A later version profiled first (this one was retried, or queued late on a
             # restart) compared itself with an older version: compare it with this one now.
             later = await self.store.following(record.subject, record.version)
@@ -159,6 +166,20 @@ class ProfileWorker:
             await self.store.retry(
                 record.subject, record.version, attempts, next_at, error, final=final
             )
+
+    async def catalogue_tags(self, name: str) -> list[str]:
+        """Tags of the set's catalogue asset from its newest profile: "drifted" and
+        "checks-failed" are then facets of catalogue search."""
+        try:
+            newest = await self.store.history(subject_of(name), 1)
+        except Exception:  # never let the metric store hold up a registration
+            log.warning("metric store unavailable: catalogue tags of %s left out", name)
+            return []
+        summary = newest[0].summary if newest else None
+        if not summary:
+            return []
+        tags = ["drifted"] if summary.get("drifted") else []
+        return tags + (["checks-failed"] if summary.get("checks_failed") else [])
 
     def _drift(self, reference: ProfileRecord, profile: dict[str, Any]) -> None:
         assert reference.profile is not None
