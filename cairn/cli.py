@@ -24,6 +24,7 @@ from cairn import __version__
 from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
 from featurestore_service.features_cli import app as features_app
+from featurestore_service.metrics.cli import app as metrics_app
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -81,6 +82,7 @@ UP_SEEDS.append(_seed_featuresets)
 
 app.add_typer(featureset_app, name="featureset")
 app.add_typer(features_app, name="features")
+app.add_typer(metrics_app, name="metrics")
 
 
 def _version(value: bool) -> None:
@@ -163,13 +165,32 @@ def crawl(
             "(default: MANIFEST.yaml, MANIFEST.yml, *.cairn.yaml, *.cairn.yml)."
         ),
     ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile", help="Profile changed Parquet/CSV data and evaluate manifest checks."
+        ),
+    ] = False,
+    fail_on_checks: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-checks", help="Exit 2 when a manifest check fails (implies --profile)."
+        ),
+    ] = False,
 ) -> None:
     """Crawl a volume for manifests and push what changed to the catalogue.
 
-    Exit codes: 0 clean, 2 when some manifests were bad, 1 when the crawl could not run.
+    Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
+    --fail-on-checks), 1 when the crawl could not run.
     """
     from crawler import runner
 
+    # The crawler reads its settings from the environment (cairn/settings.py).
+    if profile or fail_on_checks:
+        os.environ["CAIRN_CRAWL_PROFILES"] = "true"
+    if fail_on_checks:
+        os.environ["CAIRN_CRAWL_FAIL_ON_CHECKS"] = "true"
+    get_settings.cache_clear()
     _setup_logging()
     code = runner.run_cli(
         volume=volume,

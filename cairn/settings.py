@@ -123,6 +123,59 @@ class Settings(BaseSettings):
             "requested feature columns), kept between historical calls."
         ),
     )
+    metrics_profiling: bool = Field(
+        True,
+        description=(
+            "Profile every tabular feature-set version in the background after it is written "
+            "(column statistics, drift against the previous version, checks)."
+        ),
+    )
+    metrics_sample_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="Rows a profile reads at most; larger tables are sampled (0: read all).",
+    )
+    metrics_drift_p_value: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description=(
+            "A column drifts when its KS or chi-squared p-value is below this and its PSI "
+            "reaches CAIRN_METRICS_DRIFT_PSI."
+        ),
+    )
+    metrics_drift_psi: float = Field(
+        0.1,
+        ge=0,
+        description="Population stability index from which a significant change counts as drift.",
+    )
+    metrics_skew_sample_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Fraction of online feature responses sampled into a rolling profile for "
+            "training/serving skew (0: off)."
+        ),
+    )
+    metrics_skew_rows: int = Field(
+        10_000, ge=1, le=1_000_000, description="Rows the skew sample keeps per feature set."
+    )
+    crawl_profiles: bool = Field(
+        False,
+        description=(
+            "The crawler profiles the Parquet and CSV file of each changed asset (sampled past "
+            "CAIRN_METRICS_SAMPLE_ROWS), evaluates its manifest's checks, and sends the result "
+            "to the feature store's metric store (CAIRN_FEATURESTORE_URL)."
+        ),
+    )
+    crawl_fail_on_checks: bool = Field(
+        False,
+        description=(
+            "A failed manifest check is a crawl error (exit code 2) rather than a warning "
+            "(`cairn crawl --fail-on-checks`)."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

@@ -513,6 +513,10 @@ class Crawler:
         deletions = self._deletions(tree, previous, pending, upserts, report, now)
         if upserts or deletions:
             self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
+        if self.settings.crawl_profiles and upserts:
+            from crawler.profile_step import profile_assets  # numpy, sketches: only when on
+
+            profile_assets(self.settings, volume, tree, upserts, report)
 
     # -- pieces of _crawl --
 

@@ -604,6 +604,9 @@ def _field_names() -> tuple[frozenset[str], list[tuple[str, ...]]]:
 
 
 _KNOWN, _ALIAS_GROUPS = _field_names()
+# Kept under extra like any unknown field, but documented (DESIGN 10): the crawl's profile
+# step (crawler/profile_step.py) validates and evaluates them, so no warning here.
+_KNOWN_EXTRA = frozenset({"checks"})
 
 _EXPECT = {
     "tags": "a list of strings",
@@ -778,7 +781,7 @@ def _validate(
         data = {key: value for key, value in root.items() if key not in bad_keys}
 
     for key in data:
-        if key not in _KNOWN:
+        if key not in _KNOWN and key not in _KNOWN_EXTRA:
             line, column = at(key)
             problems.append(
                 Problem(

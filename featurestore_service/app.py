@@ -15,9 +15,13 @@ from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from featurestore_service.api.routes import featuresets, historical, mastro, online
+from featurestore_service.api.routes import metrics as metric_routes
 from featurestore_service.backends import create_store
 from featurestore_service.blobs import BlobStore
 from featurestore_service.historical import HistoricalFeatures
+from featurestore_service.metrics.skew import SkewSampler
+from featurestore_service.metrics.store import create_metric_store
+from featurestore_service.metrics.worker import ProfileWorker
 from featurestore_service.online import create_online_store
 from featurestore_service.online.materialize import Materializer, stop
 from featurestore_service.online.serving import OnlineService
@@ -41,21 +45,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     online_store = create_online_store(settings)
     materializer = Materializer(service, online_store)
     service.on_change = materializer.notify
+    metric_store = create_metric_store(settings)
+    profiler = ProfileWorker(service, metric_store, settings)
+    service.before_table = profiler.check_before_write
+    service.asset_tags = profiler.catalogue_tags
+    profiler.on_flags = registrar.register_now
+    if settings.metrics_profiling:
+        service.on_version = profiler.notify
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await anyio.to_thread.run_sync(blobs.open)
         await online_store.open()
+        await metric_store.open()
         delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
         materializing = asyncio.create_task(materializer.run(), name="materialization")
+        tasks = [delivery]
+        if settings.metrics_profiling:
+            tasks.append(asyncio.create_task(profiler.run(), name="profiling"))
         try:
             yield
         finally:
             await stop(materializing)
-            delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivery
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await metric_store.close()
             await online_store.close()
             await store.close()
 
@@ -77,6 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.materializer = materializer
     app.state.online = OnlineService(online_store, settings.online_max_entities)
     app.state.historical = HistoricalFeatures(service, settings.historical_cache_bytes)
+    app.state.metric_store = metric_store
+    app.state.profile_worker = profiler
+    # Online serving hands a fraction of its responses to app.state.skew.observe(name, rows).
+    app.state.skew = SkewSampler(settings.metrics_skew_sample_rate, settings.metrics_skew_rows)
     Gauge(
         "cairn_featurestore_outbox_pending",
         "Feature sets waiting to be registered in the catalogue",
@@ -85,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_mastro(app, mastro.router, settings, "featureset", "metricset")
     if settings.mastro_root_routes:
         app.include_router(mastro.client_router)
+    app.include_router(metric_routes.router)
     app.include_router(featuresets.router)
     app.include_router(online.router)
     app.include_router(historical.router)

@@ -106,6 +106,15 @@ class CatalogueRegistrar:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
+    async def register_now(self, name: str) -> None:
+        """Sends ``name``'s asset again outside the outbox, best effort: for flags derived
+        after the write (the metric store's drift tags); the next write sends them too."""
+        async with httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as client:
+            try:
+                await self._deliver(client, name)
+            except DeliveryError as exc:
+                log.warning("catalogue tags of feature set %s not updated: %s", name, exc)
+
     async def _deliver(self, client: httpx.AsyncClient, name: str) -> None:
         asset = await self.service.catalogue_asset(name)
         if asset is None:

@@ -8,7 +8,7 @@ for each feature set (``featureset:<name>``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -137,6 +137,13 @@ class FeatureStore:
         self.on_write: Callable[[], None] = lambda: None
         # Called with the set's name after a committed write (online materialization).
         self.on_change: Callable[[str], None] = lambda name: None
+        # Called with each committed version (the metric store's profiling queue).
+        self.on_version: Callable[[StoredVersion], None] = lambda stored: None
+        # Awaited with a table's name and file before its version is stored; raising refuses
+        # the write (checks declared with on_fail: reject).
+        self.before_table: Callable[[str, Path], Awaitable[None]] | None = None
+        # Extra catalogue tags of a set (the metric store's "drifted", "checks-failed").
+        self.asset_tags: Callable[[str], Awaitable[list[str]]] | None = None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -178,6 +185,8 @@ class FeatureStore:
         # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
         async with self.blobs.ingest(chunks, check) as blob:
             info = blob.info
+            if self.before_table is not None:
+                await self.before_table(meta.name, blob.path)
             new = NewVersion(
                 name=meta.name,
                 kind="table",
@@ -241,6 +250,7 @@ class FeatureStore:
         self.cache.drop(new.name)
         self.on_write()
         self.on_change(new.name)
+        self.on_version(stored)
         return stored
 
     async def _check_expected(self, name: str, expected: int) -> None:
@@ -391,7 +401,7 @@ class FeatureStore:
             "name": catalogue_id(name),
             "type": "featureset",
             "description": fs.description or f"Feature set {name} in the Cairn feature store.",
-            "tags": ["featurestore"],
+            "tags": ["featurestore", *(await self.asset_tags(name) if self.asset_tags else [])],
             "labels": labels,
             "location": f"{base}/api/v1/featuresets/{name}",
             "format": "parquet" if fs.kind == "table" else "json",

@@ -25,7 +25,7 @@ from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from ui.backend import ApiError, Backend, KeyRejected, ServiceDown
 from ui.render import STATIC, environment, note_down, render
-from ui.routes import assets, featuresets, search, signin, status
+from ui.routes import assets, featuresets, metrics, search, signin, status
 from ui.visitor import SignInNeeded, here, signin_url
 
 log = logging.getLogger("cairn.ui")
@@ -95,7 +95,7 @@ def create_app(
     app.state.templates = environment()
     install_html_errors(app)
     app.mount("/static", LongCacheStatic(directory=STATIC), name="static")
-    for module in (search, assets, featuresets, status, signin):
+    for module in (search, assets, featuresets, metrics, status, signin):
         app.include_router(module.router)
     app.add_middleware(SecurityHeaders)
     return app

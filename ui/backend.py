@@ -256,3 +256,30 @@ class Reader:
 
     async def featureset_diff(self, name: str, old: int, new: int) -> dict[str, Any]:
         return await _ask(self.featurestore, self._fs.diff(name, old, new))
+
+    # --- metric store (ui/routes/metrics.py) -------------------------------------------------
+
+    async def featureset_profile(self, name: str, version: int) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.profile(name, version))
+
+    async def featureset_drift(
+        self, name: str, version: int, against: int | None = None
+    ) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.drift(name, version, against))
+
+    async def featureset_metrics(self, name: str, limit: int = 50) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.metrics_history(name, limit))
+
+    async def asset_profile(self, asset_id: str, version: int | None = None) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_profile(asset_id, version))
+
+    async def asset_drift(
+        self, asset_id: str, version: int | None = None, against: int | None = None
+    ) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_drift(asset_id, version, against))
+
+    async def asset_metrics(self, asset_id: str, limit: int = 50) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.asset_metrics_history(asset_id, limit))
+
+    async def metric_sets(self, name: str, limit: int = 10) -> dict[str, Any]:
+        return await _ask(self.featurestore, self._fs.metric_sets(name, limit))

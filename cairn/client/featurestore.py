@@ -32,6 +32,7 @@ from cairn.client._http import (
     file_chunks,
     headers,
 )
+from cairn.client.metrics import AsyncMetricsMixin, MetricsMixin
 from cairn.client.online import OnlineFeatures, online_body
 from cairn.models import (
     Feature,
@@ -359,7 +360,7 @@ def _pandas(table: pa.Table) -> pandas.DataFrame:
     return table.to_pandas()
 
 
-class FeatureStoreClient:
+class FeatureStoreClient(MetricsMixin):
     """``with FeatureStoreClient() as fs: fs.get("churn_model_serving").features``"""
 
     def __init__(
@@ -603,7 +604,7 @@ class FeatureStoreClient:
         self.close()
 
 
-class AsyncFeatureStoreClient(AsyncServiceClient):
+class AsyncFeatureStoreClient(AsyncServiceClient, AsyncMetricsMixin):
     """``async with AsyncFeatureStoreClient() as fs: await fs.get("churn_model_serving")``"""
 
     def __init__(

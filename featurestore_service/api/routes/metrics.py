@@ -1,0 +1,430 @@
+"""Metric-store routes (DESIGN 10): profiles, drift, checks and metric sets sent from outside.
+
+Drift flags live here (``GET /featuresets/{name}/metrics``) rather than in the version
+documents: a version is immutable and its ETag hashes its document, while its profile and
+drift are computed after it is acknowledged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.models import MASTRO_MAX_PER_PAGE, LabelValue
+from cairn.paging import mastro_page
+from cairn.sqlite import label_text
+from cairn.web import CairnRoute, json_body, validated
+from featurestore_service.api.deps import (
+    FeatureStoreDep,
+    ReadGuard,
+    WriteGuard,
+    int_param,
+)
+from featurestore_service.metrics.checks import CheckList
+from featurestore_service.metrics.drift import compare
+from featurestore_service.metrics.profile import profile_table
+from featurestore_service.metrics.skew import SkewSampler
+from featurestore_service.metrics.store.base import (
+    DONE,
+    PENDING,
+    MetricSet,
+    MetricStore,
+    ProfileRecord,
+    summary_of,
+)
+from featurestore_service.metrics.worker import ProfileWorker, subject_of
+from featurestore_service.service import FeatureStore
+
+router = APIRouter(prefix="/api/v1", tags=["metrics"], route_class=CairnRoute)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _metrics(request: Request) -> MetricStore:
+    store: MetricStore = request.app.state.metric_store
+    return store
+
+
+def _worker(request: Request) -> ProfileWorker:
+    worker: ProfileWorker = request.app.state.profile_worker
+    return worker
+
+
+def shown(record: ProfileRecord) -> dict[str, Any]:
+    """A record as the API shows it: the sketches (base64, for drift) stay in the store."""
+    out: dict[str, Any] = {
+        "subject": record.subject,
+        "version": record.version,
+        "status": record.status,
+        "error": record.error,
+        "source": record.source,
+    }
+    if record.profile is not None:
+        out.update({k: v for k, v in record.profile.items() if k != "sketches"})
+    return out
+
+
+async def _table_record(
+    request: Request, service: FeatureStore, name: str, version: int
+) -> ProfileRecord:
+    stored = await service.get(name, version)  # 404 naming the versions that exist
+    if stored.kind != "table":
+        raise NotFound(
+            f"Version {version} of feature set {name!r} holds named values, not a table; "
+            "profiles describe tabular versions."
+        )
+    record = await _metrics(request).get(subject_of(name), version)
+    if record is None:
+        if not request.app.state.settings.metrics_profiling:
+            raise NotFound(
+                f"Version {version} of {name!r} has no profile and profiling is off "
+                "(CAIRN_METRICS_PROFILING=false)."
+            )
+        # Written while profiling was off, or not yet queued by the worker: queue it.
+        _worker(request).notify(stored)
+        return ProfileRecord(subject_of(name), version, "pending", {})
+    return record
+
+
+@router.get(
+    "/featuresets/{name}/versions/{version}/profile",
+    dependencies=[ReadGuard],
+    summary="Column profile of a tabular version (202 while queued; status failed with the "
+    "error when it cannot be computed)",
+)
+async def profile(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+    record = await _table_record(request, service, name, version)
+    # 202 while queued; a profile that failed for good is an answer (status and error).
+    return _json(shown(record), 202 if record.status == PENDING else 200)
+
+
+@router.get(
+    "/featuresets/{name}/versions/{version}/drift",
+    dependencies=[ReadGuard],
+    summary="Drift of a version against another (default: the previous profiled one)",
+)
+async def drift(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+    against = int_param(request.query_params, "against", None, 1)
+    record = await _table_record(request, service, name, version)
+    if record.status != DONE or record.profile is None:
+        return _json(shown(record) | {"drift": None}, 202)
+    if against is None:
+        found = record.profile.get("drift")
+        return _json({"subject": record.subject, "version": version, "drift": found})
+    reference = await _table_record(request, service, name, against)
+    if reference.status != DONE or reference.profile is None:
+        raise Conflict(
+            f"Version {against} of {name!r} has no profile yet ({reference.status}); "
+            "ask again in a moment."
+        )
+    settings = request.app.state.settings
+    result = compare(
+        reference.profile,
+        record.profile,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = against
+    return _json({"subject": record.subject, "version": version, "drift": result})
+
+
+@router.get(
+    "/featuresets/{name}/metrics",
+    dependencies=[ReadGuard],
+    summary="Per-version rows, null rates, drift flags and failed checks, newest first",
+)
+async def history(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    limit = int_param(request.query_params, "limit", 50, 1, 500)
+    assert limit is not None
+    await service.latest(name)  # 404 for an unknown set
+    records = await _metrics(request).history(subject_of(name), limit)
+    items = [
+        {"version": r.version, "status": r.status, "error": r.error, **(r.summary or {})}
+        for r in records
+    ]
+    return _json({"name": name, "items": items})
+
+
+@router.put(
+    "/featuresets/{name}/checks",
+    dependencies=[WriteGuard],
+    summary="Declare the checks every new version of a feature set is held to",
+)
+async def put_checks(name: str, request: Request) -> Response:
+    checks = validated(CheckList, await json_body(request))
+    await _metrics(request).put_checks(
+        subject_of(name), [c.model_dump(mode="json", exclude_none=True) for c in checks.checks]
+    )
+    return _json({"name": name, "checks": checks.model_dump(mode="json")["checks"]})
+
+
+@router.get("/featuresets/{name}/checks", dependencies=[ReadGuard])
+async def get_checks(name: str, request: Request) -> Response:
+    return _json({"name": name, "checks": await _metrics(request).get_checks(subject_of(name))})
+
+
+# --- training/serving skew -------------------------------------------------------------------
+
+
+class SkewSamples(BaseModel):
+    """Feature rows served elsewhere (a model server's inputs), one object per row."""
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+@router.post(
+    "/featuresets/{name}/skew/samples",
+    dependencies=[WriteGuard],
+    summary="Add served feature rows to the skew sample of a feature set",
+)
+async def skew_samples(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    body = validated(SkewSamples, await json_body(request))
+    await service.latest(name)  # 404 for an unknown set
+    sampler: SkewSampler = request.app.state.skew
+    sampler.record(name, body.rows)
+    return _json({"name": name, "accepted": len(body.rows)}, 202)
+
+
+@router.get(
+    "/featuresets/{name}/skew",
+    dependencies=[ReadGuard],
+    summary="Served values (sampled) against the live version's profile",
+)
+async def skew(name: str, request: Request, service: FeatureStoreDep) -> Response:
+    live = await service.latest(name)
+    if live.kind != "table":
+        raise NotFound(f"Feature set {name!r} holds named values; skew compares tables.")
+    record = await _table_record(request, service, name, live.version)
+    if record.status != DONE or record.profile is None:
+        return _json(shown(record) | {"skew": None}, 202)
+    sampler: SkewSampler = request.app.state.skew
+    columns = [c["name"] for c in record.profile["columns"]]
+    sample = sampler.sample(name, columns)
+    if sample is None:
+        raise NotFound(
+            f"No served rows of {name!r} are sampled: set CAIRN_METRICS_SKEW_SAMPLE_RATE above "
+            f"0, or POST /api/v1/featuresets/{name}/skew/samples."
+        )
+    table, seen = sample
+    served = await anyio.to_thread.run_sync(profile_table, table)
+    settings = request.app.state.settings
+    result = compare(
+        record.profile,
+        served,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = live.version
+    return _json(
+        {
+            "name": name,
+            "version": live.version,
+            "rows_seen": seen,
+            "rows_sampled": table.num_rows,
+            "skew": result,
+        }
+    )
+
+
+# --- catalogue assets: profiles the crawler computes and sends ----------------------------------
+
+
+class AssetProfile(BaseModel):
+    """``PUT /metrics/assets/{id}/profile``: one profile of an asset's data file."""
+
+    fingerprint: str = Field(min_length=1, max_length=200, description="size:mtime of the file")
+    location: str | None = Field(None, max_length=4096)
+    profile: dict[str, Any]
+    checks: list[dict[str, Any]] = Field(default_factory=list, max_length=200)
+
+
+def asset_subject(asset_id: str) -> str:
+    return f"asset:{asset_id}"
+
+
+@router.put(
+    "/metrics/assets/{asset_id}/profile",
+    dependencies=[WriteGuard],
+    summary="Store a crawled asset's profile (a new version unless the file is unchanged)",
+)
+async def put_asset_profile(asset_id: str, request: Request) -> Response:
+    body = validated(AssetProfile, await json_body(request))
+    profile = body.profile
+    if not isinstance(profile.get("columns"), list) or not isinstance(profile.get("rows"), int):
+        raise InvalidRequest(
+            "Fix the profile and send again: it needs rows and columns.",
+            errors=[{"field": "profile", "message": "rows (integer) and columns (list) needed"}],
+        )
+    store = _metrics(request)
+    subject = asset_subject(asset_id)
+    settings = request.app.state.settings
+    for _ in range(10):  # two crawlers sending at once: the loser takes the next number
+        latest = await store.history(subject, 1)
+        if latest and latest[0].source.get("fingerprint") == body.fingerprint:
+            return _json({"subject": subject, "version": latest[0].version, "unchanged": True})
+        version = latest[0].version + 1 if latest else 1
+        profile = {**profile, "checks": body.checks}
+        previous = await store.previous(subject, version)
+        if previous is not None and previous.profile is not None:
+            drift_result = compare(
+                previous.profile,
+                profile,
+                p_value=settings.metrics_drift_p_value,
+                psi_threshold=settings.metrics_drift_psi,
+            )
+            drift_result["against"] = previous.version
+            profile["drift"] = drift_result
+        source = {"kind": "asset", "fingerprint": body.fingerprint, "location": body.location}
+        if await store.put_done(subject, version, source, profile, summary_of(profile)):
+            summary = summary_of(profile)
+            return _json({"subject": subject, "version": version, **summary}, 201)
+    raise Conflict(f"Profiles of asset {asset_id!r} are being written concurrently; retry.")
+
+
+async def _asset_record(request: Request, asset_id: str, version: int | None) -> ProfileRecord:
+    store = _metrics(request)
+    subject = asset_subject(asset_id)
+    if version is None:
+        latest = await store.history(subject, 1)
+        if not latest:
+            raise NotFound(
+                f"Asset {asset_id!r} has no profile: the crawler profiles Parquet and CSV "
+                "files when CAIRN_CRAWL_PROFILES is on."
+            )
+        version = latest[0].version
+    record = await store.get(subject, version)
+    if record is None:
+        raise NotFound(f"Asset {asset_id!r} has no profile version {version}.")
+    return record
+
+
+@router.get("/metrics/assets/{asset_id}/profile", dependencies=[ReadGuard])
+async def asset_profile(asset_id: str, request: Request) -> Response:
+    version = int_param(request.query_params, "version", None, 1)
+    return _json(shown(await _asset_record(request, asset_id, version)))
+
+
+@router.get("/metrics/assets/{asset_id}/drift", dependencies=[ReadGuard])
+async def asset_drift(asset_id: str, request: Request) -> Response:
+    version = int_param(request.query_params, "version", None, 1)
+    against = int_param(request.query_params, "against", None, 1)
+    record = await _asset_record(request, asset_id, version)
+    assert record.profile is not None
+    if against is None:
+        found = record.profile.get("drift")
+        return _json({"subject": record.subject, "version": record.version, "drift": found})
+    reference = await _asset_record(request, asset_id, against)
+    assert reference.profile is not None
+    settings = request.app.state.settings
+    result = compare(
+        reference.profile,
+        record.profile,
+        p_value=settings.metrics_drift_p_value,
+        psi_threshold=settings.metrics_drift_psi,
+    )
+    result["against"] = against
+    return _json({"subject": record.subject, "version": record.version, "drift": result})
+
+
+@router.get("/metrics/assets/{asset_id}/history", dependencies=[ReadGuard])
+async def asset_history(asset_id: str, request: Request) -> Response:
+    limit = int_param(request.query_params, "limit", 50, 1, 500)
+    assert limit is not None
+    records = await _metrics(request).history(asset_subject(asset_id), limit)
+    items = [{"version": r.version, "status": r.status, **(r.summary or {})} for r in records]
+    return _json({"asset_id": asset_id, "items": items})
+
+
+# --- metric sets sent from elsewhere: Mastro's metric store, Deequ's AnalysisResult -----------
+
+
+class MastroMetricSet(BaseModel):
+    """Mastro's ``PUT /metricstore/`` body; ``metrics`` holds Deequ AnalysisResults."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=512)
+    version: str = Field("", max_length=256)
+    description: str = Field("", max_length=10_000)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=100)
+    metrics: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+
+
+class MetricSetLabels(BaseModel):
+    labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
+    limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
+    page: int = Field(1, ge=1)
+
+
+def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    problems = []
+    for i, result in enumerate(metrics):
+        context = result.get("analyzerContext")
+        if context is None:
+            continue  # Cairn's own shape: any JSON object
+        if not isinstance(context, dict) or not isinstance(context.get("metricMap"), list):
+            problems.append(
+                {
+                    "field": f"metrics[{i}].analyzerContext.metricMap",
+                    "message": "a Deequ AnalysisResult needs analyzerContext.metricMap, a list",
+                }
+            )
+    return problems
+
+
+def _mastro_doc(metric_set: MetricSet) -> dict[str, Any]:
+    return {**metric_set.doc, "inserted_at": metric_set.created_at}
+
+
+@router.put(
+    "/metricstore/",
+    dependencies=[WriteGuard],
+    tags=["mastro-compatible"],
+    summary="Store a metric set (Mastro's shape; Deequ AnalysisResults or Cairn's own JSON)",
+)
+async def put_metric_set(request: Request) -> Response:
+    body = validated(MastroMetricSet, await json_body(request))
+    problems = _deequ_problems(body.metrics)
+    if problems:
+        raise InvalidRequest("Fix these metrics and send again.", errors=problems)
+    doc = body.model_dump(mode="json")
+    labels = {k: label_text(v) for k, v in body.labels.items()}
+    created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    await _metrics(request).put_metric_set(MetricSet(body.name, body.version, labels, doc, created))
+    return _json({**doc, "inserted_at": created}, 201)
+
+
+@router.get("/metricstore/name/{name}", dependencies=[ReadGuard], tags=["mastro-compatible"])
+async def metric_sets_by_name(name: str, request: Request) -> Response:
+    limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
+    page = int_param(request.query_params, "page", 1, 1)
+    assert limit is not None and page is not None
+    found, total = await _metrics(request).metric_sets(
+        name=name, labels={}, limit=limit, offset=(page - 1) * limit
+    )
+    if total == 0:
+        raise NotFound(f"No metric set is named {name!r}.")
+    return _json(mastro_page([_mastro_doc(m) for m in found], total, page, limit))
+
+
+@router.post("/metricstore/labels", dependencies=[ReadGuard], tags=["mastro-compatible"])
+async def metric_sets_by_labels(request: Request) -> Response:
+    body = validated(MetricSetLabels, await json_body(request))
+    labels = {k: label_text(v) for k, v in body.labels.items()}
+    found, total = await _metrics(request).metric_sets(
+        name=None, labels=labels, limit=body.limit, offset=(body.page - 1) * body.limit
+    )
+    return _json(mastro_page([_mastro_doc(m) for m in found], total, body.page, body.limit))

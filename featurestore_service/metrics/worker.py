@@ -1,0 +1,226 @@
+"""Profiles feature-table versions in the background, durably.
+
+The service's ``on_version`` hook hands each committed table version to this worker, which
+records it as a pending profile in the metric store; pending records are the queue. On start
+the worker also compares every stored table version with the metric store and queues the ones
+it has never seen, which covers a crash between a version's commit and its queueing. A restart
+therefore finishes whatever was pending. Profiling runs in a worker thread, one at a time, so
+the requests the service answers meanwhile keep the other core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from cairn.errors import InvalidRequest
+from cairn.retry import backoff_delay
+from cairn.settings import Settings
+from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
+from featurestore_service.metrics.checks import Check, evaluate
+from featurestore_service.metrics.drift import compare
+from featurestore_service.metrics.profile import profile_parquet
+from featurestore_service.metrics.store.base import MetricStore, ProfileRecord, summary_of
+from featurestore_service.service import FeatureStore, catalogue_id
+
+log = logging.getLogger("cairn.featurestore.metrics")
+
+BATCH = 20
+MAX_ATTEMPTS = 5
+IDLE_WAIT = 60.0
+RECONCILE_PAGE = 500
+SOURCE_KIND = "featureset-table"
+
+
+def subject_of(name: str) -> str:
+    return catalogue_id(name)
+
+
+class ProfileWorker:
+    def __init__(self, service: FeatureStore, store: MetricStore, settings: Settings):
+        self.service = service
+        self.store = store
+        self.settings = settings
+        self._fresh: list[tuple[str, int, str]] = []
+        self._wake = asyncio.Event()
+        self._limiter = anyio.CapacityLimiter(1)
+        # Awaited with a set's name when its catalogue tags may have changed.
+        self.on_flags: Callable[[str], Awaitable[None]] | None = None
+
+    def notify(self, stored: StoredVersion) -> None:
+        if stored.kind != "table" or stored.blob is None:
+            return
+        self._fresh.append((stored.name, stored.version, stored.blob))
+        self._wake.set()
+
+    async def run(self) -> None:
+        reconciled = False
+        while True:
+            self._wake.clear()
+            try:
+                if not reconciled:
+                    await self.reconcile()
+                    reconciled = True
+                delay = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("profiling round failed")
+                delay = 5.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
+    async def reconcile(self) -> None:
+        """Queues every live table version the metric store has no record of."""
+        offset = 0
+        while True:
+            hits = await self.service.search(
+                FeatureSetQuery(all_versions=True, limit=RECONCILE_PAGE, offset=offset)
+            )
+            docs = [_loads(d) for d in hits.docs]
+            by_name: dict[str, list[dict[str, Any]]] = {}
+            for doc in docs:
+                if doc.get("kind") == "table" and doc.get("table"):
+                    by_name.setdefault(doc["name"], []).append(doc)
+            for name, versions in by_name.items():
+                known = await self.store.known(subject_of(name), [d["version"] for d in versions])
+                for doc in versions:
+                    if doc["version"] not in known:
+                        await self._enqueue(name, doc["version"], doc["table"]["sha256"])
+            offset += len(hits.docs)
+            if len(hits.docs) < RECONCILE_PAGE or offset >= hits.total:
+                return
+
+    async def _enqueue(self, name: str, version: int, blob: str) -> None:
+        await self.store.enqueue(subject_of(name), version, {"kind": SOURCE_KIND, "blob": blob})
+
+    async def round(self) -> float:
+        """Queues what was written, profiles what is due; returns seconds until more is due."""
+        while self._fresh:
+            name, version, blob = self._fresh[0]
+            await self._enqueue(name, version, blob)
+            self._fresh.pop(0)
+        due = await self.store.due(time.time(), BATCH)
+        for record in due:
+            await self.profile(record)
+        if due or self._fresh:
+            return 0.0
+        return IDLE_WAIT
+
+    async def profile(self, record: ProfileRecord) -> None:
+        try:
+            path = self.service.blobs.path(record.source["blob"])
+            checks = await self.store.get_checks(record.subject)
+            declared = [Check.model_validate(c) for c in checks]
+            profile = await anyio.to_thread.run_sync(
+                _compute,
+                path,
+                self.settings.metrics_sample_rows,
+                record.version,
+                declared,
+                limiter=self._limiter,
+            )
+            previous = await self.store.previous(record.subject, record.version)
+            if previous is not None and previous.profile is not None:
+                self._drift(previous, profile)
+            summary = summary_of(profile)
+            await self.store.finish(record.subject, record.version, profile, summary)
+            if self.on_flags is not None:
+                # Registered before this profile existed: its tags may be stale either way.
+                await self.on_flags(record.subject.removeprefix("featureset:"))
+            # A later version profiled first (this one was retried, or queued late on a
+            # restart) compared itself with an older version: compare it with this one now.
+            later = await self.store.following(record.subject, record.version)
+            if later is not None and later.profile is not None:
+                done = ProfileRecord(record.subject, record.version, "done", {}, profile=profile)
+                self._drift(done, later.profile)
+                await self.store.finish(
+                    later.subject, later.version, later.profile, summary_of(later.profile)
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            attempts = record.attempts + 1
+            final = attempts >= MAX_ATTEMPTS
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning(
+                "profile of %s version %d failed (attempt %d%s): %s",
+                record.subject,
+                record.version,
+                attempts,
+                ", giving up" if final else "",
+                error,
+            )
+            next_at = time.time() + backoff_delay(attempts, 1.0, 300.0)
+            await self.store.retry(
+                record.subject, record.version, attempts, next_at, error, final=final
+            )
+
+    async def catalogue_tags(self, name: str) -> list[str]:
+        """Tags of the set's catalogue asset from its newest profile: "drifted" and
+        "checks-failed" are then facets of catalogue search."""
+        try:
+            newest = await self.store.history(subject_of(name), 1)
+        except Exception:  # never let the metric store hold up a registration
+            log.warning("metric store unavailable: catalogue tags of %s left out", name)
+            return []
+        summary = newest[0].summary if newest else None
+        if not summary:
+            return []
+        tags = ["drifted"] if summary.get("drifted") else []
+        return tags + (["checks-failed"] if summary.get("checks_failed") else [])
+
+    def _drift(self, reference: ProfileRecord, profile: dict[str, Any]) -> None:
+        assert reference.profile is not None
+        drift = compare(
+            reference.profile,
+            profile,
+            p_value=self.settings.metrics_drift_p_value,
+            psi_threshold=self.settings.metrics_drift_psi,
+        )
+        drift["against"] = reference.version
+        profile["drift"] = drift
+
+    async def check_before_write(self, name: str, path: Path) -> None:
+        """Refuses a table that fails a check declared with ``on_fail: reject`` (422)."""
+        declared = [Check.model_validate(c) for c in await self.store.get_checks(subject_of(name))]
+        rejecting = [c for c in declared if c.on_fail == "reject"]
+        if not rejecting:
+            return
+        results = await anyio.to_thread.run_sync(evaluate, rejecting, path, limiter=self._limiter)
+        failed = [r for r in results if not r["passed"]]
+        if failed:
+            raise InvalidRequest(
+                f"Feature set {name!r} refuses this table: {len(failed)} check(s) declared with "
+                "on_fail: reject failed; fix the data or the checks (PUT /api/v1/featuresets/"
+                f"{name}/checks) and send again.",
+                errors=[
+                    {
+                        "field": f"checks.{r['name']}",
+                        "message": f"observed {r['observed']}; failing sample {r['failing']}",
+                    }
+                    for r in failed
+                ],
+            )
+
+
+def _compute(path: Path, sample_rows: int, seed: int, declared: list[Check]) -> dict[str, Any]:
+    profile = profile_parquet(path, sample_rows=sample_rows, seed=seed)
+    profile["checks"] = evaluate(declared, path) if declared else []
+    return profile
+
+
+def _loads(doc: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = orjson.loads(doc)
+    return value

@@ -1,0 +1,126 @@
+"""`cairn crawl --profile`: crawled Parquet/CSV data profiled into the metric store, checks
+from manifests, incremental re-crawls, drift on changed data, and nothing that stops a crawl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cairn.settings import Settings
+from featurestore_service.app import create_app
+from tests.conftest import ProcessServer, ThreadServer, cairn_env, free_port, run_cairn
+
+CHECKS = """checks:
+  - {type: not_null, column: amount}
+  - {type: range, column: amount, min: 0}
+  - {type: row_count, min: 1}
+"""
+
+
+@pytest.fixture
+def metric_store(tmp_path: Path) -> Iterator[ThreadServer]:
+    settings = Settings(data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}")
+    with ThreadServer(create_app(settings)) as server:
+        yield server
+
+
+def sales(seed: int, shift: float = 0.0, rows: int = 5000) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "store": rng.choice(["a", "b", "c"], rows),
+            "amount": np.abs(rng.normal(50 + 40 * shift, 10, rows)),
+        }
+    )
+
+
+def make_volume(root: Path) -> None:
+    (root / "sales").mkdir(parents=True)
+    (root / "sales/MANIFEST.yaml").write_text("name: sales\ntype: dataset\n" + CHECKS)
+    pq.write_table(sales(1), root / "sales/part-0.parquet")
+    (root / "daily").mkdir()
+    (root / "daily/MANIFEST.yaml").write_text(
+        "name: daily\ntype: dataset\nchecks:\n  - {type: allowed_values, column: kind, "
+        "values: [x, y]}\n  - {type: nope}\n"
+    )
+    (root / "daily/daily.csv").write_text("day,kind,amount\n2026-01-01,x,1.5\n2026-01-02,z,\n")
+
+
+def asset_id(catalogue: str, name: str) -> str:
+    return str(httpx.get(f"{catalogue}/api/v1/assets/by-name/{name}").json()["id"])
+
+
+def history(store: str, asset: str) -> list[dict]:
+    answer = httpx.get(f"{store}/api/v1/metrics/assets/{asset}/history")
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["items"])
+
+
+def test_crawl_profiles_data_incrementally_with_checks_and_drift(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=metric_store.url,
+    )
+    first = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "unknown field 'checks'" not in first.stdout
+    assert "check allowed_values(kind) failed on daily/daily.csv" in first.stdout
+    assert "checks.0.type" in first.stdout or "checks.1.type" in first.stdout  # {type: nope}
+
+    sales_id = asset_id(catalogue_process.url, "sales")
+    profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{sales_id}/profile").json()
+    assert profile["rows"] == 5000 and {c["name"] for c in profile["columns"]} == {
+        "store",
+        "amount",
+    }
+    assert all(c["passed"] for c in profile["checks"])
+    daily = httpx.get(
+        f"{metric_store.url}/api/v1/metrics/assets/{asset_id(catalogue_process.url, 'daily')}"
+        "/profile"
+    ).json()
+    assert daily["rows"] == 2 and [c["passed"] for c in daily["checks"]] == [False]
+    assert daily["checks"][0]["failing"] == ["z"]
+
+    again = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert again.returncode == 0
+    assert len(history(metric_store.url, sales_id)) == 1  # unchanged file: not profiled again
+
+    pq.write_table(sales(2, shift=1.0), volume / "sales/part-0.parquet")
+    changed = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    items = history(metric_store.url, sales_id)
+    assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)]
+    assert "amount" in items[0]["drifted_columns"]
+
+    bad = sales(3).set_column(1, "amount", pa.array([-1.0] * 5000))
+    pq.write_table(bad, volume / "sales/part-0.parquet")
+    strict = run_cairn("crawl", str(volume), "--fail-on-checks", env=env)
+    assert strict.returncode == 2, strict.stdout + strict.stderr
+    assert "check range(amount) failed" in strict.stdout + strict.stderr
+
+
+def test_crawl_goes_on_when_the_metric_store_is_down(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "profiles not sent: the metric store does not answer" in done.stdout
+    assert httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/sales").status_code == 200

@@ -1,0 +1,99 @@
+"""The metrics page rendered by the UI server: pictures, badges, checks, escaping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from featurestore_service.metrics.profile import profile_table
+from tests.metrics_stack import HOSTILE, NAME, metrics_stack
+from tests.test_metrics_api import table
+from tests.test_ui_server import assert_page
+from ui.metric_charts import overlay, spark
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with metrics_stack(tmp_path_factory.mktemp("metrics-ui")) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def ui(stack: tuple[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack[0], timeout=60) as client:
+        yield client
+
+
+def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Client) -> None:
+    text = assert_page(ui.get(f"/featuresets/{NAME}/metrics"))
+    assert "version 3" in text and "drift against v2" in text
+    # Two areas per numeric column: the reference (filled) and this version (outlined).
+    assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 3
+    assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 3
+    assert text.count('<svg class="spark"') >= 1 + 4  # rows, and null rates per column
+    assert re.search(r"KS p=[\d.e-]+ · drift", text) and re.search(r"χ² p=[\d.e-]+ · drift", text)
+    assert "not_null(visits)" in text and "fail (warn)" in text
+    assert HOSTILE not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+
+    quiet = assert_page(ui.get(f"/featuresets/{NAME}/metrics", params={"v": 2}))
+    assert "no drift against v1" in quiet and "· drift" not in quiet
+    against = assert_page(ui.get(f"/featuresets/{NAME}/metrics", params={"v": 3, "against": 1}))
+    assert "against v1" in against
+    linked = assert_page(ui.get(f"/featuresets/{NAME}", params={"v": 3}))
+    assert f'href="/featuresets/{NAME}/metrics?v=3"' in linked
+
+
+@pytest.mark.parametrize(
+    "query", [{"v": "x"}, {"v": "99"}, {"against": "-1"}, {"v": "1", "against": "1"}]
+)
+def test_odd_queries_give_a_page(ui: httpx.Client, query: dict[str, str]) -> None:
+    assert_page(ui.get(f"/featuresets/{NAME}/metrics", params=query))
+
+
+def test_unknown_set_is_a_404_page(ui: httpx.Client) -> None:
+    assert_page(ui.get("/featuresets/nope/metrics"), 404)
+
+
+def test_chart_geometry_survives_odd_histograms() -> None:
+    assert overlay(None, None) is None
+    one = overlay({"edges": [5.0, 5.0], "counts": [10]}, {"edges": [5.0, 5.0], "counts": [3]})
+    assert one is not None and one.reference and one.current
+    assert overlay({"edges": [0, 1], "counts": [0]}, None) is None
+    assert spark([None, None]) is None
+    line = spark([1.0, None, 3.0])
+    assert line is not None and line.points.count(",") == 2
+
+
+def test_asset_metrics_page_shows_profile_drift_and_external_metric_sets(
+    ui: httpx.Client, stack: tuple[str, str]
+) -> None:
+    fs = stack[1] + "/api/v1"
+    for fingerprint, seed, shift in (("f:1:1", 1, 0.0), ("f:1:2", 2, 1.0)):
+        body = {"fingerprint": fingerprint, "profile": profile_table(table(seed, shift))}
+        sent = httpx.put(f"{fs}/metrics/assets/a-1/profile", content=orjson.dumps(body))
+        assert sent.status_code == 201, sent.text
+    same = httpx.put(f"{fs}/metrics/assets/a-1/profile", content=orjson.dumps(body))
+    assert same.status_code == 200 and same.json()["unchanged"] is True
+    deequ = {
+        "analyzerContext": {
+            "metricMap": [
+                {
+                    "analyzer": {"analyzerName": "Completeness", "column": "spend"},
+                    "metric": {"entity": "Column", "instance": "spend", "name": "Completeness",
+                               "value": 0.975},
+                }
+            ]
+        }
+    }  # fmt: skip
+    own = {"name": "Mean", "column": "spend", "value": 101.5}
+    put = httpx.put(f"{fs}/metricstore/", json={"name": "a-1", "metrics": [deequ, own]})
+    assert put.status_code == 201, put.text
+    text = assert_page(ui.get("/assets/a-1/metrics"))
+    assert "version 2" in text and "drift against v1" in text
+    assert len(re.findall(r'<path class="ref" d="M', text)) == 2
+    assert "Completeness" in text and "0.975" in text and "101.5" in text
+    assert "No profile yet" in assert_page(ui.get("/assets/a-2/metrics"))

@@ -1,0 +1,208 @@
+"""Profiles, tests and checks checked against independent computations on the same data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from featurestore_service.metrics.checks import Check, evaluate
+from featurestore_service.metrics.drift import compare
+from featurestore_service.metrics.hll import HyperLogLog
+from featurestore_service.metrics.profile import QUANTILES, profile_table
+from featurestore_service.metrics.stats import chi2_homogeneity, chi2_sf, ks_two_sample, psi
+
+KLL_EPS = 0.0133 * 1.5  # DataSketches' normalised rank error for k=200, with headroom
+HLL_EPS = 0.0104 * 1.5 * 3  # three standard errors (2^14 registers: 1.04 / 128 each... *1.5)
+P, PSI_T = 0.01, 0.1
+
+
+def mixed(rng: np.random.Generator, rows: int, shift: float = 0.0) -> pa.Table:
+    values = rng.normal(10 + shift, 3, rows)
+    values[rng.random(rows) < 0.1] = np.nan  # NaN, then nulls on top
+    nulls = rng.random(rows) < 0.05
+    cities = rng.choice(["rome", "oslo", "lima", "kyiv"], rows, p=[0.4, 0.3, 0.2, 0.1])
+    if shift:
+        cities = rng.choice(["rome", "oslo", "lima", "kyiv"], rows, p=[0.1, 0.2, 0.3, 0.4])
+    return pa.table(
+        {
+            "x": pa.array(values, mask=nulls),
+            "n": pa.array(rng.integers(0, 5000, rows)),
+            "city": pa.array(cities),
+        }
+    )
+
+
+def test_profile_matches_pyarrow_and_numpy() -> None:
+    rng = np.random.default_rng(7)
+    table = mixed(rng, 200_000)
+    profile = profile_table(table)
+    columns = {c["name"]: c for c in profile["columns"]}
+    x = columns["x"]
+    raw = table.column("x")
+    finite = pc.drop_null(raw).to_numpy()
+    finite = finite[np.isfinite(finite)]
+    assert x["rows"] == 200_000 and x["nulls"] == raw.null_count
+    assert x["nan"] == int(np.isnan(pc.drop_null(raw).to_numpy()).sum())
+    assert x["min"] == pytest.approx(float(finite.min()))
+    assert x["max"] == pytest.approx(float(finite.max()))
+    assert x["mean"] == pytest.approx(float(finite.mean()), rel=1e-9)
+    assert x["stddev"] == pytest.approx(float(finite.std()), rel=1e-9)
+    ordered = np.sort(finite)
+    for q in QUANTILES[1:-1]:
+        # A quantile's rank is within the sketch's rank error of q.
+        rank = np.searchsorted(ordered, x["quantiles"][str(q)]) / ordered.size
+        assert abs(rank - q) <= KLL_EPS, q
+    counts, _ = np.histogram(finite, bins=x["histogram"]["edges"])
+    assert sum(x["histogram"]["counts"]) == pytest.approx(finite.size, rel=1e-3)
+    for got, want in zip(x["histogram"]["counts"], counts, strict=True):
+        assert abs(got - want) <= 2 * KLL_EPS * finite.size
+    n = columns["n"]
+    exact = pc.count_distinct(table.column("n")).as_py()
+    assert abs(n["distinct"] - exact) <= HLL_EPS * exact
+    city = columns["city"]
+    expected = pc.value_counts(table.column("city")).to_pylist()
+    assert {t["value"]: t["count"] for t in city["top"]} == {
+        e["values"]: e["counts"] for e in expected
+    }
+    assert city["distinct"] == 4 and city["top_exact"] is True
+
+
+def test_hll_large_cardinality() -> None:
+    sketch = HyperLogLog()
+    values = np.arange(300_000, dtype=np.float64) * 1.5
+    sketch.add_numbers(values)
+    assert abs(sketch.estimate() - 300_000) <= HLL_EPS * 300_000
+
+
+def test_ks_and_chi2_match_scipy() -> None:
+    rng = np.random.default_rng(3)
+    for shift in (0.0, 0.1, 0.3):
+        a, b = rng.normal(0, 1, 3000), rng.normal(shift, 1, 2500)
+        d, p = ks_two_sample(a, b)
+        ref = stats.ks_2samp(a, b, method="asymp")
+        assert d == pytest.approx(ref.statistic, abs=1e-12)
+        # The p-value is Kolmogorov's limit distribution (scipy's kstwobign) exactly; scipy's
+        # "asymp" method uses the finite-n distribution at n = m*n/(m+n), a hair apart.
+        en = len(a) * len(b) / (len(a) + len(b))
+        assert p == pytest.approx(stats.kstwobign.sf(d * np.sqrt(en)), rel=1e-9, abs=1e-12)
+        assert p == pytest.approx(ref.pvalue, abs=1e-2)
+    for old, new in (([50, 30, 20], [48, 33, 19]), ([500, 300, 200, 0], [100, 300, 500, 7])):
+        stat, p, dof = chi2_homogeneity(old, new)
+        ref_stat, ref_p, ref_dof, _ = stats.chi2_contingency(
+            np.array([old, new])[:, [i for i in range(len(old)) if old[i] + new[i]]],
+            correction=False,
+        )
+        assert stat == pytest.approx(ref_stat) and dof == ref_dof
+        assert p == pytest.approx(ref_p, rel=1e-6, abs=1e-300)
+    for x, k in ((0.5, 1), (3.0, 2), (30.0, 10), (400.0, 300), (1e-3, 5)):
+        assert chi2_sf(x, k) == pytest.approx(stats.chi2.sf(x, k), rel=1e-9, abs=1e-300)
+    assert psi([1, 1], [1, 1]) == 0.0
+
+
+def test_drift_found_on_shifted_data_not_on_resampled_data() -> None:
+    rng = np.random.default_rng(11)
+    reference = profile_table(mixed(rng, 100_000))
+    same = profile_table(mixed(rng, 100_000))
+    shifted = profile_table(mixed(rng, 100_000, shift=1.5))
+    quiet = compare(reference, same, p_value=P, psi_threshold=PSI_T)
+    assert quiet["drifted"] is False, quiet
+    moved = compare(reference, shifted, p_value=P, psi_threshold=PSI_T)
+    assert set(moved["drifted_columns"]) == {"x", "city"}, moved
+    tests = {c["name"]: c["test"] for c in moved["columns"]}
+    assert tests == {"x": "ks", "n": "ks", "city": "chi2"}
+
+
+def test_hostile_values_never_crash_a_profile() -> None:
+    rows = 12_000
+    huge = "é" * 2_000_000
+    table = pa.table(
+        {
+            "all_null": pa.nulls(rows, pa.float64()),
+            "all_null_str": pa.nulls(rows, pa.string()),
+            "nan_inf": pa.array([np.nan, np.inf, -np.inf] * (rows // 3)),
+            "many": pa.array([f"v{i}" for i in range(rows - 2)] + [huge, "\udcff"[:0] + "\x00"]),
+            "nested": pa.array([{"a": [1, 2]}] * rows),
+            "lists": pa.array([[1.0, None]] * rows),
+            "binary": pa.array([b"\xff\x00"] * rows),
+            "big_int": pa.array([2**63 - 1, -(2**63)] * (rows // 2)),
+            "dec": pa.array([1] * rows, pa.decimal128(38, 2)),
+            "ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * rows),
+            "dt": pa.array([datetime(2024, 1, 1).date()] * rows),
+            "flag": pa.array([True, False, None] * (rows // 3)),
+            "dict": pa.array(["a", "b"] * (rows // 2)).dictionary_encode(),
+        }
+    )
+    profile = profile_table(table)
+    columns = {c["name"]: c for c in profile["columns"]}
+    assert columns["all_null"]["nulls"] == rows and columns["all_null"]["mean"] is None
+    assert columns["nan_inf"]["nan"] == rows // 3 and columns["nan_inf"]["infinite"] == 2 * (
+        rows // 3
+    )
+    assert columns["nan_inf"]["min"] is None
+    assert abs(columns["many"]["distinct"] - rows) <= HLL_EPS * rows
+    assert all(len(t["value"]) <= 201 for t in columns["many"]["top"])
+    assert columns["nested"]["kind"] == "other" and columns["nested"]["count"] == rows
+    assert columns["ts"]["min"].startswith("2024-01-01")
+    assert columns["flag"]["top"] == [
+        {"value": "false", "count": rows // 3},
+        {"value": "true", "count": rows // 3},
+    ]
+    import orjson
+
+    orjson.dumps(profile)  # what the store keeps: no NaN, no bytes, nothing unserialisable
+    compare(profile, profile, p_value=P, psi_threshold=PSI_T)
+
+
+def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    pq.write_table(
+        pa.table(
+            {
+                "id": [1, 2, 2, 4],
+                "score": [0.1, 0.5, 1.5, None],
+                "city": ["rome", "oslo", "mars", "rome"],
+                "at": [now - timedelta(hours=h) for h in (30, 20, 10, 5)],
+            }
+        ),
+        path,
+    )
+    checks = [
+        Check(type="row_count", min=1, max=10),
+        Check(type="row_count", min=5),
+        Check(type="not_null", column="id"),
+        Check(type="not_null", column="score"),
+        Check(type="unique", column="id"),
+        Check(type="range", column="score", min=0, max=1),
+        Check(type="allowed_values", column="city", values=["rome", "oslo"]),
+        Check(type="freshness", column="at", max_age=6 * 3600),
+        Check(type="freshness", column="at", max_age=3600),
+        Check(type="not_null", column="missing"),
+    ]
+    results = evaluate(checks, path, now=now)
+    assert [r["passed"] for r in results] == [
+        True, False, True, False, False, False, False, True, False, False,
+    ]  # fmt: skip
+    assert results[3]["failing"] == ["row 3"]
+    assert results[4]["failing"] == [2]
+    assert results[5]["failing"] == [1.5]
+    assert results[6]["failing"] == ["mars"]
+    assert "missing" in results[9]["observed"]
+
+
+def test_high_cardinality_strings_are_pruned_and_estimated() -> None:
+    rows = 150_000  # past TOP_LIMIT distinct values: the counts are pruned, distinct estimated
+    ids = [f"id-{i}" for i in range(rows)]
+    ids[:1000] = ["hot"] * 1000
+    profile = profile_table(pa.table({"id": ids}))
+    column = profile["columns"][0]
+    exact = rows - 999
+    assert abs(column["distinct"] - exact) <= HLL_EPS * exact
+    assert column["top"][0] == {"value": "hot", "count": 1000} and column["top_exact"] is False
