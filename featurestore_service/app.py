@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry=app.state.metrics_registry,
     ).set_function(lambda: registrar.pending)
     include_mastro(app, mastro.router, settings, "featureset", "metricset")
+    include_mastro(app, metric_routes.metricstore_router, settings)
     if settings.mastro_root_routes:
         app.include_router(mastro.client_router)
     app.include_router(metric_routes.router)

@@ -17,7 +17,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.mastro import MastroRoute
 from cairn.models import MASTRO_MAX_PER_PAGE, LabelValue
+from cairn.openapi import problems
 from cairn.paging import mastro_page
 from cairn.sqlite import label_text
 from cairn.web import CairnRoute, json_body, validated
@@ -27,6 +29,7 @@ from featurestore_service.api.deps import (
     WriteGuard,
     int_param,
 )
+from featurestore_service.api.routes.featuresets import VersionPath
 from featurestore_service.metrics.checks import CheckList
 from featurestore_service.metrics.drift import compare
 from featurestore_service.metrics.profile import profile_table
@@ -43,6 +46,9 @@ from featurestore_service.metrics.worker import ProfileWorker, subject_of
 from featurestore_service.service import FeatureStore
 
 router = APIRouter(prefix="/api/v1", tags=["metrics"], route_class=CairnRoute)
+# Mastro's metric-store routes: mounted like the other Mastro routes (cairn.mastro), with
+# Mastro's error shape.
+metricstore_router = APIRouter(tags=["mastro-compatible"], route_class=MastroRoute)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -101,11 +107,17 @@ async def _table_record(
 
 @router.get(
     "/featuresets/{name}/versions/{version}/profile",
+    responses={
+        **problems(400, 404, 422),
+        202: {"description": "Accepted: the profile is still queued"},
+    },
     dependencies=[ReadGuard],
     summary="Column profile of a tabular version (202 while queued; status failed with the "
     "error when it cannot be computed)",
 )
-async def profile(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+async def profile(
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
+) -> Response:
     record = await _table_record(request, service, name, version)
     # 202 while queued; a profile that failed for good is an answer (status and error).
     return _json(shown(record), 202 if record.status == PENDING else 200)
@@ -113,10 +125,16 @@ async def profile(name: str, version: int, request: Request, service: FeatureSto
 
 @router.get(
     "/featuresets/{name}/versions/{version}/drift",
+    responses={
+        **problems(400, 404, 422),
+        202: {"description": "Accepted: a profile is still queued"},
+    },
     dependencies=[ReadGuard],
     summary="Drift of a version against another (default: the previous profiled one)",
 )
-async def drift(name: str, version: int, request: Request, service: FeatureStoreDep) -> Response:
+async def drift(
+    name: str, version: VersionPath, request: Request, service: FeatureStoreDep
+) -> Response:
     against = int_param(request.query_params, "against", None, 1)
     record = await _table_record(request, service, name, version)
     if record.status != DONE or record.profile is None:
@@ -143,6 +161,7 @@ async def drift(name: str, version: int, request: Request, service: FeatureStore
 
 @router.get(
     "/featuresets/{name}/metrics",
+    responses=problems(400, 404, 422),
     dependencies=[ReadGuard],
     summary="Per-version rows, null rates, drift flags and failed checks, newest first",
 )
@@ -160,6 +179,7 @@ async def history(name: str, request: Request, service: FeatureStoreDep) -> Resp
 
 @router.put(
     "/featuresets/{name}/checks",
+    responses=problems(400, 404, 409, 422),
     dependencies=[WriteGuard],
     summary="Declare the checks every new version of a feature set is held to",
 )
@@ -171,7 +191,9 @@ async def put_checks(name: str, request: Request) -> Response:
     return _json({"name": name, "checks": checks.model_dump(mode="json")["checks"]})
 
 
-@router.get("/featuresets/{name}/checks", dependencies=[ReadGuard])
+@router.get(
+    "/featuresets/{name}/checks", dependencies=[ReadGuard], responses=problems(400, 404, 422)
+)
 async def get_checks(name: str, request: Request) -> Response:
     return _json({"name": name, "checks": await _metrics(request).get_checks(subject_of(name))})
 
@@ -187,6 +209,10 @@ class SkewSamples(BaseModel):
 
 @router.post(
     "/featuresets/{name}/skew/samples",
+    responses={
+        **problems(400, 404, 409, 422),
+        202: {"description": "Accepted: the rows were added to the sample"},
+    },
     dependencies=[WriteGuard],
     summary="Add served feature rows to the skew sample of a feature set",
 )
@@ -200,6 +226,10 @@ async def skew_samples(name: str, request: Request, service: FeatureStoreDep) ->
 
 @router.get(
     "/featuresets/{name}/skew",
+    responses={
+        **problems(400, 404, 422),
+        202: {"description": "Accepted: the live version's profile is still queued"},
+    },
     dependencies=[ReadGuard],
     summary="Served values (sampled) against the live version's profile",
 )
@@ -257,6 +287,7 @@ def asset_subject(asset_id: str) -> str:
 
 @router.put(
     "/metrics/assets/{asset_id}/profile",
+    responses=problems(400, 404, 409, 422),
     dependencies=[WriteGuard],
     summary="Store a crawled asset's profile (a new version unless the file is unchanged)",
 )
@@ -311,13 +342,19 @@ async def _asset_record(request: Request, asset_id: str, version: int | None) ->
     return record
 
 
-@router.get("/metrics/assets/{asset_id}/profile", dependencies=[ReadGuard])
+@router.get(
+    "/metrics/assets/{asset_id}/profile",
+    dependencies=[ReadGuard],
+    responses=problems(400, 404, 422),
+)
 async def asset_profile(asset_id: str, request: Request) -> Response:
     version = int_param(request.query_params, "version", None, 1)
     return _json(shown(await _asset_record(request, asset_id, version)))
 
 
-@router.get("/metrics/assets/{asset_id}/drift", dependencies=[ReadGuard])
+@router.get(
+    "/metrics/assets/{asset_id}/drift", dependencies=[ReadGuard], responses=problems(400, 404, 422)
+)
 async def asset_drift(asset_id: str, request: Request) -> Response:
     version = int_param(request.query_params, "version", None, 1)
     against = int_param(request.query_params, "against", None, 1)
@@ -339,7 +376,11 @@ async def asset_drift(asset_id: str, request: Request) -> Response:
     return _json({"subject": record.subject, "version": record.version, "drift": result})
 
 
-@router.get("/metrics/assets/{asset_id}/history", dependencies=[ReadGuard])
+@router.get(
+    "/metrics/assets/{asset_id}/history",
+    dependencies=[ReadGuard],
+    responses=problems(400, 404, 422),
+)
 async def asset_history(asset_id: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 50, 1, 500)
     assert limit is not None
@@ -370,36 +411,38 @@ class MetricSetLabels(BaseModel):
 
 
 def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
-    problems = []
+    found = []
     for i, result in enumerate(metrics):
         context = result.get("analyzerContext")
         if context is None:
             continue  # Cairn's own shape: any JSON object
         if not isinstance(context, dict) or not isinstance(context.get("metricMap"), list):
-            problems.append(
+            found.append(
                 {
                     "field": f"metrics[{i}].analyzerContext.metricMap",
                     "message": "a Deequ AnalysisResult needs analyzerContext.metricMap, a list",
                 }
             )
-    return problems
+    return found
 
 
 def _mastro_doc(metric_set: MetricSet) -> dict[str, Any]:
     return {**metric_set.doc, "inserted_at": metric_set.created_at}
 
 
-@router.put(
+@metricstore_router.put(
     "/metricstore/",
     dependencies=[WriteGuard],
-    tags=["mastro-compatible"],
+    responses=problems(400, 422),
     summary="Store a metric set (Mastro's shape; Deequ AnalysisResults or Cairn's own JSON)",
 )
 async def put_metric_set(request: Request) -> Response:
     body = validated(MastroMetricSet, await json_body(request))
-    problems = _deequ_problems(body.metrics)
-    if problems:
-        raise InvalidRequest("Fix these metrics and send again.", errors=problems)
+    wrong = _deequ_problems(body.metrics)
+    if wrong:
+        # The message carries each field too: Mastro's error shape has no errors[] list.
+        listed = "; ".join(f"{w['field']}: {w['message']}" for w in wrong)
+        raise InvalidRequest(f"Fix these metrics and send again: {listed}.", errors=wrong)
     doc = body.model_dump(mode="json")
     labels = {k: label_text(v) for k, v in body.labels.items()}
     created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -407,7 +450,9 @@ async def put_metric_set(request: Request) -> Response:
     return _json({**doc, "inserted_at": created}, 201)
 
 
-@router.get("/metricstore/name/{name}", dependencies=[ReadGuard], tags=["mastro-compatible"])
+@metricstore_router.get(
+    "/metricstore/name/{name}", dependencies=[ReadGuard], responses=problems(400, 404)
+)
 async def metric_sets_by_name(name: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
     page = int_param(request.query_params, "page", 1, 1)
@@ -420,7 +465,7 @@ async def metric_sets_by_name(name: str, request: Request) -> Response:
     return _json(mastro_page([_mastro_doc(m) for m in found], total, page, limit))
 
 
-@router.post("/metricstore/labels", dependencies=[ReadGuard], tags=["mastro-compatible"])
+@metricstore_router.post("/metricstore/labels", dependencies=[ReadGuard], responses=problems(400))
 async def metric_sets_by_labels(request: Request) -> Response:
     body = validated(MetricSetLabels, await json_body(request))
     labels = {k: label_text(v) for k, v in body.labels.items()}
