@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from tests.servers.fixtures import (  # noqa: F401
     production_servers,
     use_env,
 )
-from tests.servers.processes import free_port, patient, terminate
+from tests.servers.processes import free_port, patient, stop_group, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,3 +178,49 @@ def run_cairn(*args: str, env: dict[str, str], timeout: float = 120) -> subproce
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Lines a child prints until one holds ``marker``, the child exits, or ``timeout`` passes;
+    read in a thread so a silent child cannot hang the test past its deadline."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if marker in line:
+            break
+    return "".join(seen)
+
+
+@contextlib.contextmanager
+def cairn_up(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``cairn up`` as a child in its own session, and what it printed up to "Press Ctrl-C";
+    stopped with the services it spawned however the test ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc, read_until(proc, "Press Ctrl-C", timeout=patient(180))
+    finally:
+        stop_group(proc)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -16,8 +13,8 @@ import typer.main
 
 from cairn.cli import app
 from cairn.settings import Settings
-from tests.conftest import ROOT, cairn_env, free_port, run_cairn
-from tests.servers.processes import patient, stop_group
+from tests.conftest import ROOT, cairn_env, cairn_up, free_port, run_cairn
+from tests.servers.processes import patient
 
 README = (ROOT / "README.md").read_text()
 
@@ -102,33 +99,6 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         raise AssertionError("a bad port was accepted")
 
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    """Lines a child prints until one holds ``marker``, the child exits, or ``timeout`` passes;
-    read in a thread so a silent child cannot hang the test past its deadline."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if marker in line:
-            break
-    return "".join(seen)
-
-
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
     fs_port = free_port()
@@ -139,18 +109,7 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         CAIRN_FEATURESTORE_PORT=str(fs_port),
         CAIRN_UI_PORT=str(ui_port),
     )
-    # Its own session: stop_group then reaches the services it spawned, whatever happens here.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "up"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output = read_until(proc, "Press Ctrl-C", timeout=patient(180))
+    with cairn_up(env) as (proc, output):
         assert "Press Ctrl-C" in output, output
         assert "created 53" in output, output
         timeout = patient(30)
@@ -181,8 +140,6 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=patient(60))
         assert proc.returncode in (0, 130, -signal.SIGINT)
-    finally:
-        stop_group(proc)
     try:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     except httpx.TransportError:

@@ -26,9 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, cairn_env, free_port
-from tests.servers.processes import patient, stop_group
-from tests.test_docs_and_cli import read_until
+from tests.conftest import ROOT, cairn_env, cairn_up, free_port
+from tests.servers.processes import patient
 
 README = ROOT / "README.md"
 DEFAULT_PORTS = {"8001": "catalogue", "8002": "featurestore", "8080": "ui"}
@@ -112,17 +111,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         CAIRN_FEATURESTORE_PORT=str(ports["featurestore"]),
         CAIRN_UI_PORT=str(ports["ui"]),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "up"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output = read_until(proc, "Press Ctrl-C", timeout=patient(180))
+    with cairn_up(env) as (_, output):
         assert "Press Ctrl-C" in output, output
         workdir = tmp_path_factory.mktemp("readme-work")
         (workdir / "examples").symlink_to(ROOT / "examples")
@@ -136,8 +125,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
             "CAIRN_FEATURESTORE_URL": f"http://127.0.0.1:{ports['featurestore']}",
         }
         yield Up(ports, shell_env, workdir)
-    finally:
-        stop_group(proc)
 
 
 # A user's curl shows an error body and goes on; here an HTTP error fails the block.
