@@ -45,7 +45,7 @@ import orjson
 
 from benchmarks import bench_featureset
 from benchmarks.bench_featureset import FeastServer, FeatureStoreProcess, ensure_feast
-from benchmarks.bench_search import WrkFigures, run_wrk
+from benchmarks.bench_search import WRK_DONE, WrkFigures, run_wrk
 from benchmarks.common import (
     WORK_DIR,
     Section,
@@ -66,7 +66,8 @@ FULL_ENTITIES, QUICK_ENTITIES = 10_000, 1_000
 CHECKED = 1_000
 SHAPES = [(1, 1), (16, 1), (1, 100), (16, 100)]  # (connections, entities per request)
 
-_LUA = """\
+_LUA = (
+    """\
 local features = [==[%(features)s]==]
 local ids = %(ids)d
 local per = %(per)d
@@ -80,16 +81,9 @@ function request()
     .. table.concat(parts, ",") .. ']}}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, "p50_us": %%.0f, '
-    .. '"p99_us": %%.0f}\\n',
-    summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
 """
+    + WRK_DONE
+)
 
 _FEAST_SETUP = '''\
 """Feast repo on the benchmark's file; times FeatureStore.materialize (run in Feast's venv)."""

@@ -252,7 +252,21 @@ class EsDirect:
 
 # --- 16 connections (wrk) ------------------------------------------------------------------------
 
-_LUA = """\
+# What every wrk script ends with: the run's summary as one WRKJSON line that run_wrk reads.
+WRK_DONE = """\
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, "p50_us": %%.0f, '
+    .. '"p99_us": %%.0f}\\n',
+    summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+_LUA = (
+    """\
 local paths = {%(paths)s}
 local n = #paths
 local threads = 0
@@ -268,16 +282,9 @@ function request()
   i = i + 1
   return wrk.format("GET", paths[(i %% n) + 1])
 end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, "p50_us": %%.0f, '
-    .. '"p99_us": %%.0f}\\n',
-    summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
 """
+    + WRK_DONE
+)
 
 
 def ensure_wrk() -> str:
