@@ -45,6 +45,7 @@ from featurestore_service.tables import _json_default
 log = logging.getLogger("cairn.featurestore.online")
 
 BATCH_ROWS = 64 * 1024
+READ_BUFFER = 1 << 20  # bytes read at a time from each column
 RETRY_SECONDS = 5.0
 
 
@@ -128,7 +129,11 @@ def batches(
 ) -> Generator[tuple[Batch, int | None], None, None]:
     """Reduced batches from row group ``start_group`` on, each with the row groups done after it
     (None until the last batch of a row group)."""
-    parquet = pq.ParquetFile(path)
+    # pre_buffer (pyarrow's default) reads each column chunk of a row group whole before the
+    # first batch, and buffer_size=0 does the same per column: memory then grows with the row
+    # group, which the uploader chose (one group can be the whole table). A buffered stream
+    # reads each column a buffer at a time, bounded by the batch.
+    parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
     columns = list(dict.fromkeys([*table.entities, ts, *([cts] if cts else []), *table.features]))
     for group in range(start_group, parquet.metadata.num_row_groups):
         pending: pa.RecordBatch | None = None
