@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from datasketches import kll_doubles_sketch
 
 from featurestore_service.metrics.hll import HyperLogLog, hash_strings
+from featurestore_service.table_limits import READ_BUFFER_BYTES
 
 KLL_K = 200  # normalised rank error ≈ 1.3 % (DataSketches' documented bound, 99 % confidence)
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -312,7 +313,9 @@ def profile_parquet(
     rows, and each row is then kept with the probability that brings the sample to size: a
     remote file is never read whole for a profile.
     """
-    with pq.ParquetFile(source) as handle:
+    # Buffered, not pre-buffered (pyarrow's default): a picked row group's column chunks are
+    # then not held whole, so memory does not grow with the row group.
+    with pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER_BYTES) as handle:
         meta = handle.metadata
         rows = meta.num_rows
         groups = list(range(meta.num_row_groups))

@@ -26,7 +26,6 @@ import anyio.to_thread
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cairn.errors import Conflict, NotFound
 from cairn.paging import decode_cursor
@@ -40,7 +39,7 @@ from featurestore_service.online.base import (
     OnlineTable,
 )
 from featurestore_service.service import FeatureStore
-from featurestore_service.tables import _json_default
+from featurestore_service.tables import _json_default, open_table
 
 log = logging.getLogger("cairn.featurestore.online")
 
@@ -128,7 +127,9 @@ def batches(
 ) -> Generator[tuple[Batch, int | None], None, None]:
     """Reduced batches from row group ``start_group`` on, each with the row groups done after it
     (None until the last batch of a row group)."""
-    parquet = pq.ParquetFile(path)
+    # Through a buffer: pq.ParquetFile(path) pre-buffers every column chunk of a row group, so
+    # memory grew with the row group, which the uploader chose (one can be the whole table).
+    parquet = open_table(path)
     columns = list(dict.fromkeys([*table.entities, ts, *([cts] if cts else []), *table.features]))
     for group in range(start_group, parquet.metadata.num_row_groups):
         pending: pa.RecordBatch | None = None
