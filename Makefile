@@ -17,13 +17,8 @@ $(BIN)/python:
 # What gets installed is the lock (requirements/*.txt, exported from uv.lock, every file
 # hash-checked); pyproject.toml keeps compatible ranges for `pip install cairn-catalogue`.
 # The stamps make a second `make up` or `make test` reinstall only when the lock changed.
-$(VENV)/.installed-run: requirements/run.txt pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --require-hashes -r requirements/run.txt
-	$(BIN)/pip install -q --no-deps -e .
-	@touch $@
-
-$(VENV)/.installed-test: requirements/test.txt pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --require-hashes -r requirements/test.txt
+$(VENV)/.installed-%: requirements/%.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r $<
 	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
@@ -62,11 +57,6 @@ lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirem
 		--extra test -o requirements/test.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra test --extra bench -o requirements/bench.txt
-
-$(VENV)/.installed-bench: requirements/bench.txt pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --require-hashes -r requirements/bench.txt
-	$(BIN)/pip install -q --no-deps -e .
-	@touch $@
 
 bench: $(VENV)/.installed-bench ## Run every benchmark (ingest and search on sqlite and mongo+es); write benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
