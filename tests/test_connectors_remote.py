@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,11 +82,9 @@ def test_hdfs_nameservice_survives_a_failover(
 
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
     use_env({"CAIRN_HTTP_RETRIES": "2"})
-    started = time.monotonic()
     with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:
         open_volume(f"hdfs://127.0.0.1:{free_port()}/lake")
     assert "user.name" not in str(info.value)
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(
