@@ -965,7 +965,9 @@ OL_MAX_TRANSFORMATIONS = 16
 RunEventType = Literal["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]
 TERMINAL_EVENTS = ("COMPLETE", "ABORT", "FAIL")
 OpenLineageKind = Literal["RunEvent", "JobEvent", "DatasetEvent"]
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+DATE_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}"
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
+RUN_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 def _utc(value: datetime) -> datetime:
@@ -1023,10 +1025,7 @@ class OpenLineageDataset(OpenLineageNamed):
 
 
 class OpenLineageRun(OpenLineageModel):
-    runId: str = Field(
-        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
-        description="A UUID",
-    )
+    runId: str = Field(pattern=RUN_ID_PATTERN, description="A UUID")
     facets: dict[str, Any] = Field(default_factory=dict, max_length=OL_MAX_FACETS)
 
 

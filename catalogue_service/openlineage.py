@@ -66,10 +66,10 @@ def event_kind(raw: Any) -> OpenLineageKind:
         raise BadRequest("Send one OpenLineage event as a JSON object to /api/v1/lineage.")
     if "run" in raw:
         return "RunEvent"
-    if "dataset" in raw:
-        return "DatasetEvent"
     if "job" in raw:
         return "JobEvent"
+    if "dataset" in raw:
+        return "DatasetEvent"
     message = "an event needs run and job (RunEvent), job (JobEvent) or dataset (DatasetEvent)"
     raise InvalidRequest(
         f"Fix these fields and send again: run: {message}",

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from cairn.models import (
+    DATE_TIME_PATTERN,
     MAX_LOCATION,
     MAX_SHORT,
     OL_MAX_DATASETS,
     OL_MAX_FACETS,
+    RUN_ID_PATTERN,
     ColumnLineage,
     JobRun,
     LineageReceipt,
@@ -22,40 +24,81 @@ from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json
 
 router = APIRouter(prefix="/api/v1", tags=["lineage"], route_class=CairnRoute)
 
-_FACETS = {"type": "object", "maxProperties": OL_MAX_FACETS}
-_NAMED = {
+_FACETS = {"anyOf": [{"type": "object", "maxProperties": OL_MAX_FACETS}, {"type": "null"}]}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_SHORT}
+_JOB = {
+    "type": "object",
+    "properties": {"namespace": _TEXT, "name": _TEXT, "facets": _FACETS},
+    "required": ["namespace", "name"],
+}
+_DATASET = {
     "type": "object",
     "properties": {
-        "namespace": {"type": "string", "minLength": 1, "maxLength": MAX_SHORT},
-        "name": {"type": "string", "minLength": 1, "maxLength": MAX_SHORT},
+        "namespace": _TEXT,
+        "name": _TEXT,
         "facets": _FACETS,
+        "inputFacets": _FACETS,
+        "outputFacets": _FACETS,
     },
     "required": ["namespace", "name"],
 }
-_DATASETS = {"type": "array", "items": _NAMED, "maxItems": OL_MAX_DATASETS}
-# The OpenLineage 2-0-x event, as far as Cairn reads it: a RunEvent has run and job, a JobEvent
-# job, a DatasetEvent dataset. Other fields, and facets Cairn does not use, are accepted as sent.
+_DATASETS = {
+    "anyOf": [{"type": "array", "items": _DATASET, "maxItems": OL_MAX_DATASETS}, {"type": "null"}]
+}
+_BASE = {
+    "eventTime": {"type": "string", "pattern": DATE_TIME_PATTERN},
+    "producer": {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
+    "schemaURL": {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
+}
+_REQUIRED = ["eventTime", "producer", "schemaURL"]
+# OpenLineage 2-0-x's three events, as far as Cairn reads them; an event is a RunEvent when it
+# has a run, else a JobEvent when it has a job, else a DatasetEvent. Other fields, and facets
+# Cairn does not use, are accepted as sent.
 EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "eventTime": {"type": "string", "format": "date-time"},
-        "producer": {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
-        "schemaURL": {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
-        "eventType": {
-            "type": "string",
-            "enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"],
-        },
-        "run": {
+    "oneOf": [
+        {
+            "title": "RunEvent",
             "type": "object",
-            "properties": {"runId": {"type": "string", "format": "uuid"}, "facets": _FACETS},
-            "required": ["runId"],
+            "properties": {
+                **_BASE,
+                "eventType": {
+                    "anyOf": [
+                        {
+                            "type": "string",
+                            "enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"],
+                        },
+                        {"type": "null"},
+                    ]
+                },
+                "run": {
+                    "type": "object",
+                    "properties": {
+                        "runId": {"type": "string", "pattern": RUN_ID_PATTERN},
+                        "facets": _FACETS,
+                    },
+                    "required": ["runId"],
+                },
+                "job": _JOB,
+                "inputs": _DATASETS,
+                "outputs": _DATASETS,
+            },
+            "required": [*_REQUIRED, "run", "job"],
         },
-        "job": _NAMED,
-        "inputs": _DATASETS,
-        "outputs": _DATASETS,
-        "dataset": _NAMED,
-    },
-    "required": ["eventTime", "producer", "schemaURL"],
+        {
+            "title": "JobEvent",
+            "type": "object",
+            "properties": {**_BASE, "job": _JOB, "inputs": _DATASETS, "outputs": _DATASETS},
+            "required": [*_REQUIRED, "job"],
+            "not": {"required": ["run"]},
+        },
+        {
+            "title": "DatasetEvent",
+            "type": "object",
+            "properties": {**_BASE, "dataset": _DATASET},
+            "required": [*_REQUIRED, "dataset"],
+            "not": {"anyOf": [{"required": ["run"]}, {"required": ["job"]}]},
+        },
+    ]
 }
 EVENT_EXAMPLE = {
     "eventType": "COMPLETE",
