@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ class Shop:
         # Retries generous enough to outlast a catalogue restart (connection refused, 503).
         (self.dir / "openlineage.yml").write_text(
             f"transport:\n  type: http\n  url: {catalogue_url}\n  timeout: 10\n{auth}"
-            "  retry:\n    total: 12\n    connect: 12\n    read: 12\n"
+            "  retry:\n    total: 20\n    connect: 20\n    read: 20\n"
             "    backoff_factor: 0.5\n    backoff_max: 4\n"
         )
         self.namespace = f"duckdb://{self.db}"
@@ -85,6 +86,40 @@ class Shop:
     def model_job(self, model: str) -> str:
         # dbt-ol names a model's job <database>.<schema>.<project>.<model>.
         return ol_id("job", NAMESPACE, f"shop.main.shop.{model}")
+
+
+EMITTING = "Emitting OpenLineage events"
+
+
+class Output:
+    """A child's output as it comes, read in a thread; progress bars end lines with ``\\r``,
+    so the text is searched, not its lines."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]):
+        self.proc = proc
+        self.text = ""
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            with self.changed:
+                self.text += chunk.decode(errors="replace")
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_for(self, marker: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while marker not in self.text:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.thread.is_alive()):
+                    return marker in self.text
+                self.changed.wait(min(left, 1.0))
+        return True
 
 
 @pytest.fixture
@@ -167,23 +202,21 @@ def test_a_catalogue_restart_during_a_dbt_run_loses_and_doubles_nothing(
             cwd=shop.dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
             start_new_session=True,
         )
+        output = Output(dbt)
         try:
             catalogue.kill()  # while dbt runs its models
-            # dbt-ol sends its events once dbt has written its results; the catalogue comes
-            # back while the client is retrying them.
-            results = shop.dir / "target" / "run_results.json"
-            deadline = time.monotonic() + patient(300)
-            while not results.exists() and dbt.poll() is None:
-                assert time.monotonic() < deadline, "dbt wrote no run_results.json"
-                time.sleep(0.1)
+            # dbt-ol sends its events once dbt is done: they find the catalogue down, and it
+            # comes back while the client is retrying them.
+            assert output.wait_for(EMITTING, patient(300)), output.text[-4000:]
             catalogue.start()
-            output, _ = dbt.communicate(timeout=patient(300))
+            dbt.wait(timeout=patient(300))
         finally:
             stop_group(dbt)
-        assert dbt.returncode == 0, output[-4000:]
+        output.thread.join(timeout=10)
+        assert dbt.returncode == 0, output.text[-4000:]
+        assert "Emitted 6 OpenLineage events" in output.text, output.text[-4000:]
         with httpx.Client(
             base_url=catalogue.url + "/api/v1",
             headers={"Authorization": f"Bearer {KEY}"},
