@@ -43,9 +43,11 @@ from cairn.models import (
     ReportedFacet,
     RunUpdate,
     SchemaField,
+    check_entries,
 )
 from cairn.web import validated
 from catalogue_service.backends.base import AssetStore, LineageReport, PreparedWrite
+from connectors.local import file_url
 
 # Namespaces that are storage URLs of a kind Cairn's connectors crawl (OpenLineage's dataset
 # naming: ``file``, ``hdfs://host:port``, ``abfss://container@account...``, ``s3://bucket``).
@@ -86,8 +88,9 @@ def storage_url(namespace: str, name: str) -> str | None:
     """The URL of a dataset whose namespace is a storage location Cairn crawls, else None."""
     scheme, sep, rest = namespace.partition("://")
     if scheme == "file":
-        # ``file`` (or ``file://host``) with the absolute path as the name.
-        return "file://" + "/" + name.lstrip("/")
+        # ``file`` (or ``file://host``) with the absolute path as the name, written as the
+        # local connector writes a crawled file's location.
+        return file_url("/" + name.lstrip("/"))
     if not sep or scheme not in STORAGE_SCHEMES or not rest:
         return None
     return namespace.rstrip("/") + "/" + name.lstrip("/")
@@ -362,6 +365,11 @@ def _schema(facet: Any, where: str) -> list[SchemaField]:
         if not isinstance(field, dict) or not isinstance(field.get("name"), str):
             raise _invalid(place, "a field is an object with a name")
         name = prefix + field["name"]
+        try:
+            # Column names are shown and searched: the rules of other short text apply.
+            check_entries([name])
+        except ValueError as exc:
+            raise _invalid(f"{place}.name", str(exc).replace("an entry", "the name")) from None
         try:
             columns.append(
                 SchemaField(
