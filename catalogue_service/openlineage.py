@@ -212,13 +212,17 @@ class OpenLineageIngest:
             entity.asset = by_id.get(entity.own_id)
             if entity.asset is None:
                 rest.append(entity)
+        # Only entities seen for the first time go further: a known job's next run costs
+        # one read here.
         urls = {e.own_id: storage_url(e.namespace, e.name) for e in rest if e.kind == DATASET}
-        located = await self.store.by_location([u for u in urls.values() if u])
+        wanted = [u for u in urls.values() if u]
+        located = await self.store.by_location(wanted) if wanted else {}
         for entity in rest:
             url = urls.get(entity.own_id)
             entity.asset = located.get(url) if url else None
         unnamed = [e for e in rest if e.asset is None]
-        named = await self.store.resolve([asset_name(e.namespace, e.name) for e in unnamed])
+        names = [asset_name(e.namespace, e.name) for e in unnamed]
+        named = await self.store.resolve(names) if names else {}
         for entity in unnamed:
             found = named.get(asset_name(entity.namespace, entity.name))
             # resolve() also answers by id; only a live asset of exactly that name counts.
