@@ -34,7 +34,6 @@ from cairn.models import (
     OpenLineageDataset,
     OpenLineageDatasetEvent,
     OpenLineageEvent,
-    OpenLineageJob,
     OpenLineageJobEvent,
     OpenLineageKind,
     OpenLineageNamed,
@@ -148,8 +147,8 @@ class OpenLineageIngest:
         elif isinstance(event, OpenLineageDatasetEvent):
             outputs = [_entity(DATASET, event.dataset, "dataset")]
         datasets = _unique([*inputs, *outputs])
-        facets = self._facets(event, inputs, outputs)  # validates before anything is written
-        await self._map([*datasets, *([job] if job else [])], event, facets)
+        facets = _facets([*inputs, *outputs])  # validates before anything is written
+        await self._map([*datasets, *([job] if job else [])], facets)
 
         run_id = event.run.runId if isinstance(event, OpenLineageRunEvent) else None
         at = event.eventTime
@@ -186,25 +185,9 @@ class OpenLineageIngest:
             edges=len(edges),
         )
 
-    # --- facets -------------------------------------------------------------------------------
-
-    def _facets(
-        self, event: OpenLineageEvent, inputs: list[Entity], outputs: list[Entity]
-    ) -> _Facets:
-        found = _Facets()
-        for entity in [*inputs, *outputs]:
-            schema = entity.facets.get("schema")
-            if schema is not None:
-                found.schemas[entity.where] = (entity, _schema(schema, f"{entity.where}.facets"))
-            lineage = entity.facets.get("columnLineage")
-            if lineage is not None:
-                where = f"{entity.where}.facets.columnLineage"
-                found.columns[entity.where] = (entity, _column_lineage(lineage, where))
-        return found
-
     # --- assets -------------------------------------------------------------------------------
 
-    async def _map(self, entities: list[Entity], event: OpenLineageEvent, facets: _Facets) -> None:
+    async def _map(self, entities: list[Entity], facets: _Facets) -> None:
         """Finds or creates each entity's asset (see the module's docstring for the order)."""
         by_id = await self.store.resolve([e.own_id for e in entities])
         rest = []
@@ -233,7 +216,7 @@ class OpenLineageIngest:
         for entity in entities:
             if not entity.owned:
                 continue
-            item = _asset_write(entity, schemas.get((entity.namespace, entity.name)), event)
+            item = _asset_write(entity, schemas.get((entity.namespace, entity.name)))
             if item is not None:
                 writes.append((entity, PreparedWrite.of(len(writes), item)))
         if not writes:
@@ -272,6 +255,20 @@ class _Facets:
             yield entity, "columnLineage", value
 
 
+def _facets(entities: list[Entity]) -> _Facets:
+    """The schema and column-lineage facets of the event's datasets, validated."""
+    found = _Facets()
+    for entity in entities:
+        schema = entity.facets.get("schema")
+        if schema is not None:
+            found.schemas[entity.where] = (entity, _schema(schema, f"{entity.where}.facets"))
+        lineage = entity.facets.get("columnLineage")
+        if lineage is not None:
+            where = f"{entity.where}.facets.columnLineage"
+            found.columns[entity.where] = (entity, _column_lineage(lineage, where))
+    return found
+
+
 def _unique(entities: list[Entity]) -> list[Entity]:
     """One entity per (namespace, name); a dataset both read and written maps once, and its
     other mentions read their asset through the first (``Entity.twin``)."""
@@ -297,9 +294,7 @@ def _edge(upstream: str, downstream: str, run_id: str | None, at: datetime) -> R
     )
 
 
-def _asset_write(
-    entity: Entity, schema: list[SchemaField] | None, event: OpenLineageEvent
-) -> AssetWrite | None:
+def _asset_write(entity: Entity, schema: list[SchemaField] | None) -> AssetWrite | None:
     """The asset this mapping keeps for ``entity``; None when the stored one says it all."""
     current = entity.asset
     unchanged = schema is None or schema == (current.schema_ if current else None)
@@ -457,4 +452,4 @@ def _event_key(kind: OpenLineageKind, event: OpenLineageEvent) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-__all__ = ["OpenLineageIngest", "OpenLineageJob", "asset_name", "ol_id", "storage_url"]
+__all__ = ["OpenLineageIngest", "asset_name", "event_kind", "ol_id", "storage_url"]
