@@ -6,15 +6,18 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
+from cairn.models import AssetWrite
 from cairn.settings import Settings
 from catalogue_service.openlineage import ol_id
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, backend_settings
 
 RECORDED = Path(__file__).parent / "data" / "openlineage" / "dbt_model_complete.json"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
@@ -322,3 +325,39 @@ def test_writes_need_the_api_key(settings: Settings) -> None:
         assert wrong.status_code == 401
         ok = httpx.post(url, json=run_event(), headers={"Authorization": "Bearer ol-key"})
         assert ok.status_code == 201
+
+
+def test_a_mongo_catalogue_from_before_lineage_finds_its_assets_by_location(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 2 copies each stored asset's location into the field the lookup queries."""
+    import asyncio
+
+    from catalogue_service.backends.base import PreparedWrite
+    from catalogue_service.backends.mongo import MongoStore
+
+    settings = backend_settings(request, "mongo", data_dir=tmp_path / "data")
+
+    async def scenario() -> str | None:
+        store = MongoStore(settings)
+        await store.open()
+        crawled = AssetWrite.model_validate(
+            {"id": "old", "name": "old", "type": "dataset", "location": "s3://lake/old"}
+        )
+        await store.upsert([PreparedWrite.of(0, crawled)], datetime.now(UTC))
+        # As a catalogue written before migration 2 left it: no top-level location.
+        await store.assets.update_one({"_id": "old"}, {"$unset": {"location": ""}})
+        await store.db.get_collection("cairn_meta").update_one(
+            {"_id": "schema:catalogue"}, {"$set": {"version": 1}}
+        )
+        assert await store.by_location(["s3://lake/old"]) == {}
+        await store.close()
+        reopened = MongoStore(settings)
+        await reopened.open()
+        try:
+            found = await reopened.by_location(["s3://lake/old"])
+            return found["s3://lake/old"].id if found else None
+        finally:
+            await reopened.close()
+
+    assert asyncio.run(scenario()) == "old"
