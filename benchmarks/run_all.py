@@ -2,7 +2,8 @@
 
 crawl (walk, end to end, recrawl), then ingest and search on one catalogue process per
 catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
-footprint after the search is that of the process that took the whole ingest; then the feature
+footprint after the search is that of the process that took the whole ingest; the mixed
+writes; OpenLineage ingest beside the asset writes; then the feature
 store (featureset-get, featureset-arrow; online-features, materialize and historical
 features beside Feast), the UI's search page and HDFS.
 
@@ -25,6 +26,7 @@ from benchmarks import (
     bench_hdfs,
     bench_historical,
     bench_ingest,
+    bench_lineage,
     bench_online,
     bench_search,
     bench_ui,
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
     writes = bench_writes.QUICK_REQUESTS if sizes.quick else bench_writes.FULL_REQUESTS
     _step("writes", lambda: bench_writes.run(sizes, command, writes), failures)
+    _step("lineage", lambda: bench_lineage.run(sizes.quick, command), failures)
     rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
     rows = bench_historical.QUICK_ROWS if sizes.quick else bench_historical.FULL_ROWS

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
-from catalogue_service.api.routes import assets, instance, mastro
+from catalogue_service.api.routes import assets, instance, lineage, mastro
 from catalogue_service.backends import create_store
 from catalogue_service.service import Catalogue
 
@@ -39,5 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
     include_mastro(app, mastro.router, settings, "asset")
     app.include_router(assets.router)
+    app.include_router(lineage.router)
     app.include_router(instance.router)
     return app
