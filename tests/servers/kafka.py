@@ -9,6 +9,7 @@ loopback ports. Needs Java 17+ and Maven on the PATH.
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import time
 import uuid
@@ -124,6 +125,14 @@ class KafkaBroker:
                     f"the Kafka broker exited (code {self.proc.returncode}); log tail:\n"
                     f"{self.log_tail()}"
                 )
+            try:
+                # A plain connect first: kafka-python leaks the sockets of connections that
+                # are refused, and the test run treats a leaked socket as an error.
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+            except OSError as exc:
+                last = exc
+                time.sleep(1)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
                 try:
