@@ -98,14 +98,14 @@ def _documents(
     """Asset documents by key, with ids, upstream links and location links filled in."""
     ids = {a.key: source_asset_id(source.url, a.key) for a in listing.assets}
     located = any(a.fields.get("location") for a in listing.assets)
-    places: dict[str, tuple[str, str]] = {}
+    places: dict[str, str] = {}
     if located:
-        for location, (volume, asset_id) in pushed_locations(
-            settings.crawl_state_dir, catalogue_id
-        ).items():
-            # Only assets from volumes: a table is not linked to another metastore's table.
-            if not is_source_url(volume):
-                places.setdefault(location_key(location), (volume, asset_id))
+        # Only assets from volumes: a table is not linked to another metastore's table.
+        found = pushed_locations(
+            settings.crawl_state_dir, catalogue_id, lambda volume: not is_source_url(volume)
+        )
+        for location, asset_id in found.items():
+            places.setdefault(location_key(location), asset_id)
     out: dict[str, dict[str, Any]] = {}
     for asset in listing.assets:
         doc = dict(asset.fields)
@@ -115,12 +115,12 @@ def _documents(
         depends = list(doc.get("depends_on") or [])
         depends += [ids[k] for k in asset.upstream if k in ids]
         if doc.get("location"):
-            found = places.get(location_key(doc["location"]))
-            if found is not None:
+            linked = places.get(location_key(doc["location"]))
+            if linked is not None:
                 # The table reads the files a volume crawl catalogued there: they are its
                 # upstream in the lineage picture.
-                depends.append(found[1])
-                doc.setdefault("extra", {})["location_asset"] = found[1]
+                depends.append(linked)
+                doc["extra"] = {**doc.get("extra", {}), "location_asset": linked}
         if depends:
             doc["depends_on"] = list(dict.fromkeys(depends))
         body = {k: v for k, v in doc.items() if k != "crawled_at"}

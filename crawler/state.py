@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,13 @@ class CrawlState:
         self._conn.close()
 
 
-def pushed_locations(state_dir: Path, catalogue_id: str) -> dict[str, tuple[str, str]]:
-    """``location -> (volume, asset id)`` of the live assets that crawls on this machine pushed
-    to the catalogue ``catalogue_id``, read from their crawl states."""
-    found: dict[str, tuple[str, str]] = {}
+def pushed_locations(
+    state_dir: Path, catalogue_id: str, volumes: Callable[[str], bool]
+) -> dict[str, str]:
+    """``location -> asset id`` of the live assets that crawls on this machine pushed to the
+    catalogue ``catalogue_id`` from the volumes (or sources) ``volumes`` accepts, read from
+    their crawl states."""
+    found: dict[str, str] = {}
     for path in sorted(state_dir.glob("*.db")):
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -125,13 +129,12 @@ def pushed_locations(state_dir: Path, catalogue_id: str) -> dict[str, tuple[str,
             continue
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("catalogue") != catalogue_id:
+            if meta.get("catalogue") != catalogue_id or not volumes(meta.get("volume", "")):
                 continue
-            volume = meta.get("volume", "")
             for (raw,) in conn.execute("SELECT docs FROM manifests"):
                 for doc in orjson.loads(raw):
                     if doc.get("location") and not doc.get("deleted"):
-                        found.setdefault(doc["location"], (volume, doc["id"]))
+                        found.setdefault(doc["location"], doc["id"])
         except sqlite3.Error:
             continue  # a state written before the meta table existed, or one being replaced
         finally:
