@@ -86,6 +86,10 @@ def test_topics_become_stream_assets_with_configs_and_json_schema(
     assert columns["amount"]["type"] == "double"  # ints and floats mixed
     assert columns["note"]["type"] == "string" and columns["note"]["nullable"]
 
+    with admin(kafka_broker) as client:
+        # Sampling reads without a consumer group: nothing is committed on the broker.
+        assert client.list_consumer_groups() == []
+
     compacted = asset(catalogue_process, kafka_broker, raw)
     assert compacted["labels"]["cleanup_policy"] == "compact"
     assert "schema" not in compacted or compacted["schema"] is None  # no JSON to infer from

@@ -100,6 +100,8 @@ def test_table_format_from_storage_classes() -> None:
         ("thrift://", "thrift://host:9083"),
         ("thrift://ms:9083/sales", "thrift://host:9083"),
         ("thrift://ms:port", "not a number"),
+        ("kafka://user:secret@b:9092", "carries no credentials"),
+        ("thrift://user:secret@ms:9083", "carries no credentials"),
     ],
 )
 def test_bad_source_urls_say_what_to_write(url: str, message: str) -> None:

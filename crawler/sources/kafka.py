@@ -37,6 +37,10 @@ class KafkaSource:
         self.settings = settings
         self.url = "kafka://" + ",".join(bootstrap)
         self._timeout_ms = int(settings.http_timeout * 1000)
+        if not log.isEnabledFor(logging.DEBUG):
+            # kafka-python logs every refused connection as an error while it retries; the
+            # crawl reports the outcome once, with the address and what to check.
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> KafkaSource:
@@ -45,6 +49,11 @@ class KafkaSource:
             raise SourceError(
                 f"{url!r}: a Kafka URL names brokers only, like kafka://broker:9092 or "
                 "kafka://b1:9092,b2:9092"
+            )
+        if "@" in parts.netloc:
+            raise SourceError(
+                "a Kafka URL carries no credentials; write kafka://broker:9092 (the URL is "
+                "stored on every topic's asset)"
             )
         hosts = [h.strip() for h in parts.netloc.split(",") if h.strip()]
         if not hosts:

@@ -11,6 +11,7 @@ Calls go through the Thrift bindings pymetastore ships, using the request-style 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,10 +61,16 @@ class MetastoreSource:
         self.host, self.port = host, port
         self.url = f"thrift://{host}:{port}"
         self.timeout_ms = int(settings.http_timeout * 1000)
+        if not logging.getLogger("cairn.crawler").isEnabledFor(logging.DEBUG):
+            # Thrift logs a refused connection as an error before raising it; the crawl
+            # reports it once, with the address and what to check.
+            logging.getLogger("thrift").setLevel(logging.CRITICAL)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> MetastoreSource:
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            raise SourceError("a metastore URL carries no credentials; write thrift://host:9083")
         if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
             raise SourceError(f"{url!r}: write a metastore URL as thrift://host:9083")
         try:
