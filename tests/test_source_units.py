@@ -4,6 +4,7 @@ registry documents to columns, location matching, and source URL parsing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from crawler.sources import SourceError, is_source_url, open_source
 from crawler.sources.json_schema import infer_json_schema
 from crawler.sources.metastore import format_of, normalize_location
 from crawler.sources.registry_schema import columns_of
+from tests.conftest import cairn_env, run_cairn
 
 
 def test_json_inference_merges_kinds_and_nullability() -> None:
@@ -114,3 +116,9 @@ def test_source_urls_are_told_from_volumes() -> None:
     assert not is_source_url("hdfs://nn:9870/x") and not is_source_url("/data/kafka://x")
     source = open_source("kafka://b1,b2:9093", Settings())
     assert source.url == "kafka://b1:9092,b2:9093"
+
+
+def test_watch_is_refused_for_sources(tmp_path: Path) -> None:
+    result = run_cairn("crawl", "kafka://127.0.0.1:9", "--watch", env=cairn_env(tmp_path))
+    assert result.returncode == 1
+    assert "--watch needs a local folder" in result.stderr and "--every" in result.stderr
