@@ -1,7 +1,7 @@
 """An Apache Kafka 4 broker in KRaft mode (combined broker and controller, no ZooKeeper).
 
 First use resolves ``kafka_2.13`` and its dependencies from Maven Central into
-``~/.cache/cairn/kafka/`` (about 30 MB, once). Each start formats a fresh log folder with a
+``~/.cache/cairn/kafka/`` (about 110 MB, once). Each start formats a fresh log folder with a
 random cluster id (``kafka.tools.StorageTool format``) and runs ``kafka.Kafka`` on two free
 loopback ports. Needs Java 17+ and Maven on the PATH.
 """

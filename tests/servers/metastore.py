@@ -1,7 +1,7 @@
 """Hive's standalone metastore (4.0) with an embedded Derby database, over Thrift.
 
 First use resolves ``hive-standalone-metastore-server`` with the shaded Hadoop client from
-Maven Central into ``~/.cache/cairn/hive/`` (about 160 MB, once), with the metastore's binary
+Maven Central into ``~/.cache/cairn/hive/`` (about 450 MB, once), with the metastore's binary
 distribution for its schema scripts. Each start creates a fresh Derby database with the
 metastore's schema tool (``MetastoreSchemaTool -initSchema``) and runs ``HiveMetaStore`` on a
 free loopback port. Needs Java 17 and Maven on the PATH.
