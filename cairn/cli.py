@@ -143,7 +143,10 @@ def serve(
 def crawl(
     volume: Annotated[
         str | None,
-        typer.Argument(help="A folder, file:// URL, or another volume URL to crawl."),
+        typer.Argument(
+            help="A folder, file:// URL, or another volume URL to crawl; or a source: "
+            "kafka://broker:9092 (topics) or thrift://metastore:9083 (Hive tables)."
+        ),
     ] = None,
     catalogue: Annotated[
         str | None, typer.Option(help="Catalogue base URL (default CAIRN_CATALOGUE_URL).")
@@ -179,6 +182,14 @@ def crawl(
     ] = False,
 ) -> None:
     """Crawl a volume for manifests and push what changed to the catalogue.
+
+    Sources describe their assets themselves: kafka://b1:9092[,b2:9092] makes each topic a
+    stream asset (partitions, replication, retention, configs, a schema from the schema
+    registry or from sampled JSON messages); thrift://host:9083 makes each Hive Metastore
+    database a database asset and each table a table asset named db.table (columns, partition
+    keys, location, format, owner), which depends on its database. Assets that vanish from a
+    source are soft-deleted, as with files; a source that cannot be reached fails the crawl
+    and keeps what was there.
 
     Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
     --fail-on-checks), 1 when the crawl could not run.

@@ -266,6 +266,23 @@ class Settings(BaseSettings):
             '"nn2:9870"]}`: `hdfs://prod/path` then tries each NameNode in turn.'
         ),
     )
+    # -- crawler sources (crawler/sources/) --
+    kafka_schema_registry_url: str | None = Field(
+        None,
+        description=(
+            "Schema registry (Confluent API) for `kafka://` crawls: a topic's schema comes from "
+            "its `<topic>-value` subject; without one, or without that subject, it is inferred "
+            "from sampled JSON messages."
+        ),
+    )
+    kafka_sample_messages: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Newest messages read per topic (spread over its partitions) to infer a JSON "
+            "schema; 0 reads none."
+        ),
+    )
     azure_account_key: SecretStr | None = Field(
         None, description="Storage account key for `abfss://` and `az://` volumes."
     )

@@ -31,6 +31,7 @@ from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_sc
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
+from crawler.sources import SourceError, is_source_url, open_source
 from crawler.state import CrawlState, ManifestState
 
 log = logging.getLogger("cairn.crawler")
@@ -51,6 +52,7 @@ class CrawlFailed(Exception):
 class CrawlReport:
     volume: str
     started_at: str
+    kind: str = "volume"  # or "source": a kafka:// or thrift:// crawl, which has no files
     duration_s: float = 0.0
     files_seen: int = 0
     manifests_found: int = 0
@@ -75,6 +77,7 @@ class CrawlReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "volume": self.volume,
+            "kind": self.kind,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "files_seen": self.files_seen,
@@ -421,6 +424,8 @@ class Crawler:
         self.workers = settings.crawl_workers or os.cpu_count() or 1
 
     def crawl(self, volume_url: str) -> CrawlReport:
+        if is_source_url(volume_url):
+            return self.crawl_source(volume_url)
         started = time.perf_counter()
         now = datetime.now(UTC)
         try:
@@ -455,6 +460,41 @@ class Crawler:
             report.deleted,
             report.unchanged,
             len(report.errors),
+            report.duration_s,
+        )
+        return report
+
+    def crawl_source(self, url: str) -> CrawlReport:
+        """A crawl of a source that lists assets itself (crawler/sources/)."""
+        from crawler.source_crawl import SourceCrawlFailed, crawl_source
+
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        try:
+            source = open_source(url, self.settings)
+        except SourceError as exc:
+            raise CrawlFailed(f"cannot open source {redact_url(url)}: {exc}") from exc
+        report = CrawlReport(volume=source.url, started_at=now.isoformat(), kind="source")
+        try:
+            with self._pusher() as pusher:
+                try:
+                    catalogue_id = pusher.instance_id()
+                except CatalogueUnreachable as exc:
+                    raise CrawlFailed(str(exc)) from exc
+                crawl_source(source, self.settings, pusher, catalogue_id, now, report)
+        except SourceCrawlFailed as exc:
+            raise CrawlFailed(str(exc)) from exc
+        finally:
+            source.close()
+        report.duration_s = time.perf_counter() - started
+        log.info(
+            "crawled %s: %d assets, %d created, %d updated, %d deleted, %d unchanged in %.2fs",
+            report.volume,
+            report.documents,
+            report.created,
+            report.updated,
+            report.deleted,
+            report.unchanged,
             report.duration_s,
         )
         return report

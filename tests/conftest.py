@@ -21,6 +21,8 @@ from cairn.settings import Settings
 from tests.servers.fixtures import (  # noqa: F401
     azurite_server,
     hdfs_server,
+    hive_metastore,
+    kafka_broker,
     production_servers,
     use_env,
 )

@@ -19,6 +19,8 @@ import pytest
 from tests.servers.azurite import ACCOUNT, KEY, Azurite, TokenEndpoint
 from tests.servers.elasticsearch import Elasticsearch
 from tests.servers.ferretdb import FerretDB
+from tests.servers.kafka import KafkaBroker
+from tests.servers.metastore import HiveMetastore
 from tests.servers.minihdfs import MiniHdfs, WebHdfsAdmin
 from tests.servers.processes import ServerSetupError, start_together
 
@@ -149,6 +151,35 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
     finally:
         tokens.stop()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A Kafka 4 broker (KRaft, one node); ``bootstrap`` is its address. Tests that stop it
+    start it again before they end."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    try:
+        broker.start()
+    except ServerSetupError as exc:
+        pytest.fail(f"Kafka broker could not be set up: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def hive_metastore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveMetastore]:
+    """Hive's standalone metastore on embedded Derby; ``url`` is its thrift:// address."""
+    metastore = HiveMetastore(tmp_path_factory.mktemp("metastore"))
+    try:
+        metastore.start()
+    except ServerSetupError as exc:
+        pytest.fail(f"Hive Metastore could not be set up: {exc}", pytrace=False)
+    try:
+        yield metastore
+    finally:
+        metastore.stop()
 
 
 @pytest.fixture

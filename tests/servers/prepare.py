@@ -1,10 +1,10 @@
 """Installs every test server into the cache before the suite starts.
 
 ``make test`` runs this first. On a fresh machine the builds and downloads (FerretDB and
-Compose from the Go module proxy, Elasticsearch and Hadoop from Maven Central, Azurite from
-npm, dbt and PySpark with OpenLineage's integrations) take minutes each on 2 cores; inside a
-fixture they would count against the first test's timeout, and a slow machine would fail tests
-that have nothing wrong with them. Here they run
+Compose from the Go module proxy; Elasticsearch, Hadoop, Kafka and the Hive metastore from
+Maven Central; Azurite from npm; dbt and PySpark with OpenLineage's integrations) take minutes
+each on 2 cores; inside a fixture they would count against the first test's timeout, and a slow
+machine would fail tests that have nothing wrong with them. Here they run
 once, with no per-test timeout, saying what they do. With a warm cache this takes a second.
 
     python -m tests.servers.prepare            # everything
@@ -19,7 +19,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.servers import azurite, compose, dbt, elasticsearch, ferretdb, minihdfs, spark
+from tests.servers import (
+    azurite,
+    compose,
+    dbt,
+    elasticsearch,
+    ferretdb,
+    kafka,
+    metastore,
+    minihdfs,
+    spark,
+)
 from tests.servers.processes import ServerSetupError
 
 # name -> installer; each one is idempotent and guarded by its own cache lock.
@@ -31,6 +41,8 @@ INSTALLERS: dict[str, Callable[[], object]] = {
     "compose": compose.install,
     "dbt": dbt.ensure_dbt,
     "spark": spark.ensure_spark,
+    "kafka": kafka.install,
+    "metastore": metastore.install,
 }
 
 
