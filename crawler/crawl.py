@@ -113,12 +113,12 @@ class NamePatterns:
                 regexes.append(fnmatch.translate(pattern))
             else:
                 self.exact.add(pattern)
-        self._regex = re.compile("|".join(regexes)) if regexes else None
+        self.regex = re.compile("|".join(regexes)) if regexes else None
 
     def matches(self, name: str) -> bool:
         if name in self.exact:
             return True
-        return bool(self._regex and self._regex.fullmatch(name))
+        return bool(self.regex and self.regex.fullmatch(name))
 
 
 @dataclass(slots=True)
@@ -227,22 +227,33 @@ def walk_tree(
         if not reason.startswith(LINKED_FOLDER):
             tree.unreadable.append(path)
 
+    # Runs once per file of the volume: names looked up once, the common case first.
+    exact, regex = patterns.exact, patterns.regex
+    by_dir = tree.files_by_dir
+    dirs = tree.dirs
+    files_seen = 0
     for entry in volume.walk(on_problem):
+        parent, _, name = entry.path.rpartition("/")
+        is_manifest = name in exact or (regex is not None and regex.fullmatch(name) is not None)
         if entry.is_dir:
-            tree.dirs.add(entry.path)
-            if patterns.matches(entry.name):
+            dirs.add(entry.path)
+            if is_manifest:
                 on_problem(entry.path, "a folder is named like a manifest; only files are read")
             continue
-        tree.files_seen += 1
-        if progress and tree.files_seen % 5000 == 0:
-            progress("walk", tree.files_seen, None)
-        if patterns.matches(entry.name):
+        files_seen += 1
+        if progress and files_seen % 5000 == 0:
+            progress("walk", files_seen, None)
+        if is_manifest:
             tree.manifests[entry.path] = entry
             if on_manifest is not None:
                 on_manifest(entry)
         else:
-            parent = entry.path.rpartition("/")[0]
-            tree.files_by_dir.setdefault(parent, []).append(entry)
+            found = by_dir.get(parent)
+            if found is None:
+                by_dir[parent] = [entry]
+            else:
+                found.append(entry)
+    tree.files_seen = files_seen
     return tree
 
 
@@ -858,12 +869,14 @@ class _Sender:
         try:
             if self._batch:
                 self._flush()
-            if self._thread is not None:
-                self._thread.close()
         finally:
-            self._apply()
-            self._report.errors.extend(self._errors)
-            self._errors = []
+            try:
+                if self._thread is not None:
+                    self._thread.close()
+            finally:
+                self._apply()
+                self._report.errors.extend(self._errors)
+                self._errors = []
 
     def _flush(self) -> None:
         if self._thread is None:

@@ -217,9 +217,11 @@ class PushThread:
                 return out
 
     def close(self) -> None:
-        """Waits for every queued batch; raises the push's failure, if one failed."""
-        self._todo.put(None)
-        self._thread.join()
+        """Waits for every queued batch; raises the push's failure, if one failed. After a
+        failure the thread still takes (and drops) what is queued, so this never blocks."""
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
         if self.error is not None:
             raise self.error
 
