@@ -560,6 +560,7 @@ class Crawler:
                         sender if stream else None,
                     )
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
+                    sender.total = len(deletions) + len(upserts)
                     if not stream:
                         for item in deletions + upserts:
                             sender.add(item)
@@ -852,6 +853,7 @@ class _Sender:
         self._batch: list[dict[str, Any]] = []
         self._errors: list[Problem] = []
         self.sent = False
+        self.total: int | None = None  # documents to push, once known (for the progress bar)
         self.answered = 0
         self.acked_ids: set[str] = set()
         self.failed_ids: set[str] = set()
@@ -910,7 +912,7 @@ class _Sender:
                     report.unchanged += 1
             self.answered += len(batch)
             if self._progress:
-                self._progress("push", self.answered, None)
+                self._progress("push", self.answered, self.total)
 
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:
