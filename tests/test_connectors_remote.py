@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -85,6 +84,8 @@ def test_hdfs_nameservice_survives_a_failover(
 def test_hdfs_lists_folders_concurrently_in_a_fixed_order(
     hdfs_server: HdfsServer, use_env: SetEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
     from connectors.webhdfs import HdfsVolume
 
     root = hdfs_server.fresh_dir("conc")
