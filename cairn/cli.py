@@ -14,17 +14,21 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import orjson
 import typer
 
 from cairn import __version__
-from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
 from featurestore_service.features_cli import app as features_app
 from featurestore_service.metrics.cli import app as metrics_app
+
+if TYPE_CHECKING:
+    from cairn.settings import Settings
+
+# Settings (pydantic) and httpx are imported where a command needs them: `cairn --help` and
+# `cairn crawl --help` should not pay for them.
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -50,6 +54,8 @@ SERVICES = {
 
 
 def _setup_logging() -> None:
+    from cairn.settings import get_settings
+
     level = get_settings().log_level.upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
@@ -115,6 +121,7 @@ def serve(
     import uvicorn
 
     from cairn.backends import BackendError
+    from cairn.settings import get_settings
 
     _setup_logging()
     settings = get_settings()
@@ -194,6 +201,7 @@ def crawl(
     Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
     --fail-on-checks), 1 when the crawl could not run.
     """
+    from cairn.settings import get_settings
     from crawler import runner
 
     # The crawler reads its settings from the environment (cairn/settings.py).
@@ -231,6 +239,7 @@ def reindex() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from cairn.errors import CairnError
+    from cairn.settings import get_settings
     from catalogue_service.backends import create_store
 
     _setup_logging()
@@ -294,6 +303,7 @@ def up(
 
     Runs until Ctrl-C; data lives in CAIRN_DATA_DIR (./.cairn by default).
     """
+    from cairn.settings import get_settings
     from crawler import runner
 
     _setup_logging()
@@ -372,6 +382,8 @@ def _spawn(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 def _wait_ready(
     base_url: str, child: subprocess.Popen[bytes], name: str, timeout: float = 60
 ) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -242,6 +242,15 @@ class Settings(BaseSettings):
     crawl_workers: int = Field(
         0, description="Processes that parse manifests; 0 means one per core."
     )
+    crawl_list_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "Folders an HDFS walk lists at once (one LISTSTATUS_BATCH request each); "
+            "1 lists one folder after another."
+        ),
+    )
     http_timeout: float = Field(30.0, description="Seconds before an outbound HTTP call times out.")
     http_retries: int = Field(
         8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."

@@ -80,6 +80,45 @@ def test_hdfs_nameservice_survives_a_failover(
         hdfs_server.admin.base = cluster.active_url + "/webhdfs/v1"
 
 
+def test_hdfs_lists_folders_concurrently_in_a_fixed_order(
+    hdfs_server: HdfsServer, use_env: SetEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from connectors.webhdfs import HdfsVolume
+
+    root = hdfs_server.fresh_dir("conc")
+    for n in range(6):
+        hdfs_server.admin.put(f"{root}/f{n}/sub/x{n}.csv", b"a\n1\n")
+    url = hdfs_server.url(root)
+
+    # The first four folder listings below the root wait for each other: a walk that lists
+    # one folder at a time never gets past the barrier (BrokenBarrierError after 60 s).
+    barrier = threading.Barrier(4, timeout=60)
+    waited: list[str] = []
+    real_batch = HdfsVolume._batch
+
+    def batch(self: HdfsVolume, rel: str, after: str | None) -> object:
+        if rel and len(waited) < 4:
+            waited.append(rel)
+            barrier.wait()
+        return real_batch(self, rel, after)
+
+    monkeypatch.setattr(HdfsVolume, "_batch", batch)
+    use_env({"CAIRN_HDFS_USER": TEST_USER, "CAIRN_CRAWL_LIST_CONCURRENCY": "4"})
+    volume = open_volume(url)
+    assert isinstance(volume, HdfsVolume) and volume.list_concurrency == 4
+    first = [(e.path, e.is_dir) for e in volume.walk()]
+    assert len(waited) == 4 and not barrier.broken
+    monkeypatch.setattr(HdfsVolume, "_batch", real_batch)
+    # Same entries, same order, every time; one folder at a time finds the same set.
+    assert [(e.path, e.is_dir) for e in volume.walk()] == first
+    use_env({"CAIRN_HDFS_USER": TEST_USER, "CAIRN_CRAWL_LIST_CONCURRENCY": "1"})
+    one = open_volume(url)
+    assert sorted((e.path, e.is_dir) for e in one.walk()) == sorted(first)
+    assert len(first) == 6 * 3
+
+
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
     use_env({"CAIRN_HTTP_RETRIES": "2"})
     with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:
