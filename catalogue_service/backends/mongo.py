@@ -52,6 +52,7 @@ from catalogue_service.backends.base import (
     stale_revision,
 )
 from catalogue_service.backends.es_index import Indexed, SearchIndex
+from catalogue_service.spelling.elasticsearch import ElasticSpeller
 
 try:
     from bson import ObjectId
@@ -176,6 +177,7 @@ class MongoStore:
         )
         self._wake = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
+        self.speller = ElasticSpeller(self.index)
         self.index_lag_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
