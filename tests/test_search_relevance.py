@@ -7,12 +7,16 @@ change of ranking or of the typo fallback shows up here as a failed judgement.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from cairn.settings import Settings
+from catalogue_service.backends.base import SearchQuery
 from tests.conftest import ThreadServer, backend_settings
 
 
@@ -74,6 +78,8 @@ JUDGEMENTS = [
     Judgement({"q": "inventoryy"}, ["inventory_snapshot"], did_you_mean="inventory", fuzzy=True),
     Judgement({"q": "wustomer"}, ["customers"], did_you_mean="customer", fuzzy=True),
     Judgement({"q": "forcast"}, ["sales_forecast"], did_you_mean="forecast", fuzzy=True),
+    # The corrected last word still matches as a prefix: "customer" finds customers.
+    Judgement({"q": "custmer"}, [], {"customers"}, did_you_mean="customer", fuzzy=True),
     # A typo with a tag filter: the filter still applies to the corrected query.
     Judgement({"q": "slaes", "tag": "gold"}, ["sales_daily"], did_you_mean="sales", fuzzy=True),
     # A rare word with a popular neighbour: its one asset is the answer, "sales" is offered.
@@ -160,3 +166,35 @@ def test_typo_tolerance_can_be_turned_off(
         client.post("/assets/bulk", json=CORPUS).raise_for_status()
         body = client.get("/assets", params={"q": "salse daily"}).json()
         assert body["items"] == [] and body["did_you_mean"] is None and body["fuzzy"] is False
+
+
+def test_sqlite_vocabulary_is_built_for_a_file_that_predates_it(tmp_path: Path) -> None:
+    """A catalogue file written before the vocabulary existed gets it built on open."""
+    from catalogue_service.backends.sqlite import SQLiteStore
+    from catalogue_service.service import Catalogue
+
+    path = tmp_path / "catalogue.db"
+
+    async def write_and_ask(seed: bool) -> list[str | None]:
+        store = SQLiteStore(path)
+        await store.open()
+        catalogue = Catalogue(store, Settings(data_dir=tmp_path))
+        try:
+            if seed:
+                await catalogue.bulk(CORPUS)
+            answers = []
+            for q in ("salse daily", "churn modle"):
+                hits = await catalogue.search(SearchQuery(q=q), typos=True)
+                answers.append(hits.did_you_mean)
+            return answers
+        finally:
+            await store.close()
+
+    assert anyio.run(write_and_ask, True) == ["sales daily", "churn model"]
+    with sqlite3.connect(path) as conn:  # as an older Cairn left it
+        conn.execute("DROP TABLE search_terms")
+        conn.execute("DELETE FROM meta WHERE key = 'vocabulary_version'")
+    assert anyio.run(write_and_ask, False) == ["sales daily", "churn model"]
+    with sqlite3.connect(path) as conn:
+        (docs,) = conn.execute("SELECT docs FROM search_terms WHERE term = 'sales'").fetchone()
+    assert docs == 12
