@@ -190,11 +190,15 @@ def test_sqlite_vocabulary_is_built_for_a_file_that_predates_it(tmp_path: Path) 
         finally:
             await store.close()
 
+    def vocabulary() -> list[tuple[str, int]]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT term, uses FROM search_terms ORDER BY term").fetchall()
+
     assert anyio.run(write_and_ask, True) == ["sales daily", "churn model"]
+    kept_on_writes = vocabulary()
+    assert ("sales", 36) in kept_on_writes  # 12 assets, each in its name, tags and description
     with sqlite3.connect(path) as conn:  # as an older Cairn left it
         conn.execute("DROP TABLE search_terms")
         conn.execute("DELETE FROM meta WHERE key = 'vocabulary_version'")
     assert anyio.run(write_and_ask, False) == ["sales daily", "churn model"]
-    with sqlite3.connect(path) as conn:
-        (docs,) = conn.execute("SELECT docs FROM search_terms WHERE term = 'sales'").fetchone()
-    assert docs == 12
+    assert vocabulary() == kept_on_writes

@@ -25,7 +25,7 @@ def max_edits(word: str) -> int:
 
 def is_term(word: str) -> bool:
     """Whether a word belongs in the vocabulary (and so may be corrected or be a correction)."""
-    return MIN_TERM <= len(word) <= MAX_TERM and not any(ch.isdigit() for ch in word)
+    return MIN_TERM <= len(word) <= MAX_TERM and word.isalpha()
 
 
 def correctable(word: str) -> bool:
@@ -41,7 +41,7 @@ def distance(a: str, b: str) -> int:
 class Candidate:
     term: str
     distance: int
-    docs: int  # indexed assets (deleted ones included) that hold the word
+    uses: int  # how common the word is in the index (see WordInfo.uses)
 
 
 @dataclass(slots=True)
@@ -49,7 +49,10 @@ class WordInfo:
     """What the index knows of one word of a query."""
 
     word: str
-    docs: int  # indexed assets holding the word; 0 when the index does not know it
+    # How common the word is in the index, deleted assets included; 0 when it is unknown.
+    # Assets holding it on Elasticsearch, occurrences on SQLite: only ever compared with
+    # counts of the same backend.
+    uses: int
     prefix: bool = False  # the query's last word, known as the start of longer words
     candidates: list[Candidate] = field(default_factory=list)  # best first, never the word
 
@@ -57,18 +60,18 @@ class WordInfo:
 def rank(word: str, found: Iterable[tuple[str, int]]) -> list[Candidate]:
     """Indexed words within ``max_edits`` of ``word``, closest first, then the most used.
 
-    ``found`` pairs each indexed word with its asset count, from whichever index was asked;
+    ``found`` pairs each indexed word with how common it is, from whichever index was asked;
     the distance is always computed here, so both backends rank alike.
     """
     limit = max_edits(word)
     kept = []
-    for term, docs in found:
-        if term == word or docs <= 0 or not is_term(term):
+    for term, uses in found:
+        if term == word or uses <= 0 or not is_term(term):
             continue
         edits = distance(word, term)
         if edits <= limit:
-            kept.append(Candidate(term, edits, docs))
-    kept.sort(key=lambda c: (c.distance, -c.docs, c.term))
+            kept.append(Candidate(term, edits, uses))
+    kept.sort(key=lambda c: (c.distance, -c.uses, c.term))
     return kept[:MAX_CANDIDATES]
 
 

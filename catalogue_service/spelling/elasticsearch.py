@@ -70,7 +70,7 @@ def read_lookup(typed: list[str], answer: dict[str, Any]) -> list[WordInfo]:
     infos = []
     for i, word in enumerate(typed):
         info = WordInfo(word, int(aggs.get(f"w{i}", {}).get("doc_count", 0)))
-        if i == len(typed) - 1 and not info.docs:
+        if i == len(typed) - 1 and not info.uses:
             info.prefix = int(aggs.get("prefix", {}).get("doc_count", 0)) > 0
         if correctable(word) and not info.prefix:
             info.candidates = rank(word, (near.get(word) or Counter()).items())

@@ -10,7 +10,7 @@
 - The query found a few assets: they stay the answer, and ``did_you_mean`` offers the
   corrected query when it finds more.
 
-A word is corrected when the index does not hold it, or holds it in far fewer assets
+A word is corrected when the index does not hold it, or holds it far less often
 (``POPULAR`` times) than a word within reach (a typo that made it into one description should
 not hide the hundred assets spelt right). The last word of a query is matched as a prefix,
 so it is corrected only when no indexed word starts with it.
@@ -29,7 +29,7 @@ from catalogue_service.spelling.base import WordInfo, correctable
 
 log = logging.getLogger("cairn.catalogue.spelling")
 
-# A known word gives way to a neighbour used in this many times as many assets.
+# A known word gives way to a neighbour this many times as common.
 POPULAR = 10
 # Corrected queries tried, best first, before giving up on a query that found nothing.
 MAX_TRIES = 3
@@ -40,9 +40,9 @@ def _choices(info: WordInfo) -> list[str]:
     """The spellings of one word worth trying, best first."""
     if info.prefix or not info.candidates:
         return [info.word]
-    if info.docs == 0:
+    if info.uses == 0:
         return [c.term for c in info.candidates[:2]]
-    popular = [c.term for c in info.candidates if c.docs >= POPULAR * info.docs]
+    popular = [c.term for c in info.candidates if c.uses >= POPULAR * info.uses]
     return [*popular[:1], info.word]
 
 

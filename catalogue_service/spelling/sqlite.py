@@ -1,4 +1,4 @@
-"""The embedded store's spelling vocabulary: every indexed word with its asset count.
+"""The embedded store's spelling vocabulary: every indexed word with how often it occurs.
 
 ``search_terms`` lives in the catalogue's SQLite file and is kept by the store's own write
 transactions (``count_in`` when FTS rows are added, ``count_out`` before one is removed), so
@@ -27,7 +27,7 @@ from catalogue_service.spelling.base import WordInfo, correctable, is_term, max_
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_terms (
-    term TEXT PRIMARY KEY, docs INTEGER NOT NULL) WITHOUT ROWID;
+    term TEXT PRIMARY KEY, uses INTEGER NOT NULL) WITHOUT ROWID;
 """
 VERSION_KEY = "vocabulary_version"
 FILL_BATCH = 5000
@@ -35,9 +35,20 @@ FILL_BATCH = 5000
 NEAREST = 50
 
 
-def terms_of(texts: Iterable[str]) -> set[str]:
-    """The vocabulary words of one asset's indexed texts (name, tags, description, columns)."""
-    return {w for text in texts if text for w in words(text) if is_term(w)}
+def uses_of(texts: Iterable[str]) -> Counter[str]:
+    """How often each vocabulary word occurs in ``texts``.
+
+    This runs inside every write transaction, so the texts are tokenized in one call where
+    they are plain ASCII (most catalogue text) rather than one call per asset.
+    """
+    plain: list[str] = []
+    folded: list[str] = []
+    for text in texts:
+        (plain if text.isascii() else folded).append(text)
+    found = Counter(words(" ".join(plain)))
+    for text in folded:
+        found.update(words(text))
+    return Counter({w: n for w, n in found.items() if is_term(w)})
 
 
 def _bump(conn: sqlite3.Connection) -> None:
@@ -50,19 +61,17 @@ def _bump(conn: sqlite3.Connection) -> None:
 
 def count_in(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str, str, str]]) -> None:
     """Counts the words of FTS rows ``(rowid, name, tags, description, columns)`` being added."""
-    counts: Counter[str] = Counter()
-    for row in rows:
-        counts.update(terms_of(row[1:]))
+    counts = uses_of(text for row in rows for text in row[1:] if text)
     if not counts:
         return
     before = conn.total_changes
     conn.executemany(
-        "INSERT OR IGNORE INTO search_terms(term, docs) VALUES (?, 0)", ((t,) for t in counts)
+        "INSERT OR IGNORE INTO search_terms(term, uses) VALUES (?, 0)", ((t,) for t in counts)
     )
     if conn.total_changes != before:
         _bump(conn)  # a new word: readers must refresh their list of words
     conn.executemany(
-        "UPDATE search_terms SET docs = docs + ? WHERE term = ?",
+        "UPDATE search_terms SET uses = uses + ? WHERE term = ?",
         ((n, t) for t, n in counts.items()),
     )
 
@@ -74,11 +83,13 @@ def count_out(conn: sqlite3.Connection, rowid: int) -> None:
     ).fetchone()
     if row is None:
         return
-    gone = [(t,) for t in terms_of(row)]
-    conn.executemany("UPDATE search_terms SET docs = docs - 1 WHERE term = ?", gone)
+    gone = uses_of(text for text in row if text)
+    conn.executemany(
+        "UPDATE search_terms SET uses = uses - ? WHERE term = ?", ((n, t) for t, n in gone.items())
+    )
     # A word no asset holds any more is dropped; readers' lists may keep it until the next
     # new word, and lookups skip it (its count is read from the table).
-    conn.executemany("DELETE FROM search_terms WHERE term = ? AND docs <= 0", gone)
+    conn.executemany("DELETE FROM search_terms WHERE term = ? AND uses <= 0", ((t,) for t in gone))
 
 
 def clear(conn: sqlite3.Connection) -> None:
@@ -128,9 +139,9 @@ class SQLiteSpeller:
         terms = self._vocabulary(conn)
         found: list[WordInfo] = []
         for position, word in enumerate(typed):
-            row = conn.execute("SELECT docs FROM search_terms WHERE term = ?", (word,)).fetchone()
+            row = conn.execute("SELECT uses FROM search_terms WHERE term = ?", (word,)).fetchone()
             info = WordInfo(word, row[0] if row else 0)
-            if position == len(typed) - 1 and not info.docs:
+            if position == len(typed) - 1 and not info.uses:
                 info.prefix = (
                     conn.execute(
                         "SELECT 1 FROM search_terms WHERE term > ? AND term < ? LIMIT 1",
@@ -146,7 +157,7 @@ class SQLiteSpeller:
                 if names:
                     marks = ",".join("?" * len(names))
                     counts = conn.execute(
-                        f"SELECT term, docs FROM search_terms WHERE term IN ({marks})", names
+                        f"SELECT term, uses FROM search_terms WHERE term IN ({marks})", names
                     ).fetchall()
                     info.candidates = rank(word, counts)
             found.append(info)
