@@ -104,6 +104,10 @@ def fill_if_missing(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # Another process opening the same file may have built it while this one waited.
+        if conn.execute("SELECT 1 FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone():
+            conn.execute("COMMIT")
+            return
         conn.execute("DELETE FROM search_terms")
         rows = conn.execute("SELECT rowid, name, tags, description, columns FROM assets_fts")
         while batch := rows.fetchmany(FILL_BATCH):
