@@ -372,6 +372,15 @@ class SearchPage(BaseModel):
     total: int
     facets: Facets
     next_cursor: str | None = None
+    did_you_mean: str | None = Field(
+        None,
+        description="The query with its misspelt words corrected, when `q` found fewer assets "
+        "than CAIRN_SEARCH_TYPO_BELOW and the corrected query finds more.",
+    )
+    fuzzy: bool = Field(
+        False,
+        description="True when `q` found nothing and these results are `did_you_mean`'s.",
+    )
 
 
 class LineageNode(BaseModel):

@@ -238,6 +238,15 @@ class Settings(BaseSettings):
         description="Most entity rows one online-features request may ask for (more gets 422).",
     )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
+    search_typo_below: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Typo tolerance of text search: when `q` finds fewer assets than this, its misspelt "
+            "words are corrected and the corrected query offered as `did_you_mean`; when it "
+            "finds none, the corrected query's results are returned (`fuzzy: true`). 0 is off."
+        ),
+    )
     crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
     crawl_workers: int = Field(
         0, description="Processes that parse manifests; 0 means one per core."

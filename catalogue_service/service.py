@@ -33,6 +33,7 @@ from cairn.models import (
 from cairn.settings import Settings
 from catalogue_service.backends.base import AssetStore, PreparedWrite, SearchHits, SearchQuery
 from catalogue_service.openlineage import OpenLineageIngest
+from catalogue_service.spelling import with_typo_fallback
 
 MAX_LINEAGE_DEPTH = 10
 MAX_LINEAGE_NODES = 2000
@@ -176,8 +177,14 @@ class Catalogue:
             raise NotFound(f"No asset is named {name!r}; names are case-sensitive.")
         return asset
 
-    async def search(self, query: SearchQuery) -> SearchHits:
-        return await self.store.search(query)
+    async def search(self, query: SearchQuery, *, typos: bool = False) -> SearchHits:
+        """``typos``: when ``q`` finds little, correct its words (``spelling.fallback``)."""
+        hits = await self.store.search(query)
+        if typos:
+            hits = await with_typo_fallback(
+                self.store, query, hits, self.settings.search_typo_below
+            )
+        return hits
 
     async def lineage(self, asset_id: str, direction: str, depth: int) -> Lineage:
         """Breadth-first walk over depends_on links and reported edges (OpenLineage, metastores),
@@ -330,6 +337,8 @@ def splice_page(hits: SearchHits) -> bytes:
             "total": hits.total,
             "facets": hits.facets.model_dump(),
             "next_cursor": hits.next_cursor,
+            "did_you_mean": hits.did_you_mean,
+            "fuzzy": hits.fuzzy,
         }
     )
     return b'{"items":[' + b",".join(hits.docs) + b"]," + head[1:]

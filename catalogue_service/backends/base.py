@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cairn.models import (
     Asset,
@@ -23,6 +23,9 @@ from cairn.models import (
     RunUpdate,
 )
 from cairn.paging import decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from catalogue_service.spelling.base import Speller
 
 __all__ = [
     "AssetStore",
@@ -72,6 +75,9 @@ class SearchHits:
     total: int
     facets: Facets
     next_cursor: str | None
+    # Set by the typo fallback (catalogue_service.spelling.fallback), never by a store.
+    did_you_mean: str | None = None
+    fuzzy: bool = False
 
 
 @dataclass(slots=True)
@@ -149,6 +155,9 @@ def stale_revision(asset_id: str, expected: int, found: int | None) -> str:
 
 
 class AssetStore(Protocol):
+    # Spelling suggestions from this store's own index, for the typo fallback.
+    speller: Speller
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -63,6 +63,7 @@ from catalogue_service.backends.base import (
     stamp,
 )
 from catalogue_service.backends.es_index import Indexed, SearchIndex
+from catalogue_service.spelling.elasticsearch import ElasticSpeller
 
 try:
     from bson import ObjectId
@@ -210,6 +211,7 @@ class MongoStore:
         )
         self._wake = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
+        self.speller = ElasticSpeller(self.index)
         self.index_lag_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from catalogue_service.backends.base import (
     stale_revision,
     stamp,
 )
+from catalogue_service.spelling import sqlite as vocabulary
 
 SCHEMA_VERSION = 1
 
@@ -145,6 +146,7 @@ class _SideRows:
             " VALUES (?, ?, ?, ?, ?)",
             self.fts,
         )
+        vocabulary.count_in(conn, self.fts)
 
 
 class _CountCache:
@@ -180,6 +182,7 @@ class SQLiteStore:
         self.db = SQLiteFile(self.path, readers=readers)
         # Totals and facets of recent filters, valid until the next commit (self.db.commits).
         self._counts = _CountCache(COUNT_CACHE_SIZE)
+        self.speller = vocabulary.SQLiteSpeller(self.db)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -190,7 +193,8 @@ class SQLiteStore:
         await anyio.to_thread.run_sync(self._open)
 
     def _open(self) -> None:
-        conn = self.db.open(SCHEMA, SCHEMA_VERSION)
+        conn = self.db.open(SCHEMA + vocabulary.SCHEMA, SCHEMA_VERSION)
+        vocabulary.fill_if_missing(conn)
         # Insert-if-absent: the first process to open the file names it; later ones keep that.
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,)
@@ -296,6 +300,7 @@ class SQLiteStore:
             )
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
                 conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
+            vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
         side.add(seq, doc)
@@ -313,6 +318,7 @@ class SQLiteStore:
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM assets_fts")
+            vocabulary.clear(conn)
             done = 0
             rows = conn.execute("SELECT seq, doc FROM assets ORDER BY seq")
             while batch := rows.fetchmany(REINDEX_BATCH):

@@ -132,7 +132,7 @@ async def search_assets(request: Request) -> Response:
     # Parameters are parsed by hand: this is the hottest route, and FastAPI's generic
     # parameter machinery cost a third of its time. SEARCH_PARAMETERS documents them.
     query = parse_search(request.query_params)
-    hits = await request.app.state.catalogue.search(query)
+    hits = await request.app.state.catalogue.search(query, typos=True)
     return Response(splice_page(hits), media_type="application/json")
 
 
