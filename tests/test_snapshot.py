@@ -82,6 +82,15 @@ def test_snapshot_hashes_the_manifests_location_and_keeps_other_versions(tmp_pat
     assert manifest["versions"]["v1"]["files"] == {"data/x.parquet": sha(b"PAR1")}
     assert manifest["owners"] == ["ana@example.com"]
 
+    # A glob location, as the example lake writes them: only the matching files count.
+    (ds / "data" / "y.parquet").write_bytes(b"PAR2")
+    (ds / "data" / "y.csv").write_bytes(b"not this")
+    (ds / "MANIFEST.yaml").write_text("name: t\ntype: dataset\nlocation: ./data/*.parquet\n")
+    globbed = snapshot(str(ds), env)
+    files = yaml.safe_load((ds / "MANIFEST.yaml").read_text())["versions"]["v1"]["files"]
+    assert globbed["files"] == 2
+    assert files == {"data/x.parquet": sha(b"PAR1"), "data/y.parquet": sha(b"PAR2")}
+
 
 def test_dry_run_and_errors(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
