@@ -16,8 +16,9 @@ from connectors import AccessDenied, Entry, VolumeError, open_volume
 from connectors.s3 import S3Volume
 from crawler.crawl import Crawler, CrawlFailed, fingerprint
 from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.servers import seaweedfs
 from tests.servers.fixtures import S3Server
-from tests.servers.processes import ServerSetupError
+from tests.servers.processes import ServerSetupError, untimed
 from tests.servers.seaweedfs import SeaweedFS
 from tests.test_crawl_e2e import crawl, make_volume
 from tests.test_crawl_remote import S3Lake
@@ -110,6 +111,7 @@ def own_server(tmp_path: Path) -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test's own, which it stops and starts again."""
     server = SeaweedFS(tmp_path / "seaweedfs")
     try:
+        untimed(seaweedfs.install)  # built once, shared with the s3_server fixture
         server.start()
     except ServerSetupError as exc:
         pytest.fail(f"SeaweedFS (S3) could not be set up: {exc}", pytrace=False)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import seaweedfs
 from tests.servers.azurite import ACCOUNT, KEY, Azurite, TokenEndpoint
 from tests.servers.elasticsearch import Elasticsearch
 from tests.servers.ferretdb import FerretDB
 from tests.servers.minihdfs import MiniHdfs, WebHdfsAdmin
-from tests.servers.processes import ServerSetupError, start_together
+from tests.servers.processes import ServerSetupError, start_together, untimed
 from tests.servers.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS
 
 # Identity variables the connectors' client libraries read besides CAIRN_* settings.
@@ -224,6 +225,7 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
     try:
+        untimed(seaweedfs.install)  # about 5 minutes the first time, on 2 idle cores
         server.start()
     except ServerSetupError as exc:
         pytest.fail(f"SeaweedFS (S3) could not be set up: {exc}", pytrace=False)
