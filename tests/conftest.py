@@ -24,6 +24,7 @@ from tests.servers.fixtures import (  # noqa: F401
     hive_metastore,
     kafka_broker,
     production_servers,
+    s3_server,
     use_env,
 )
 from tests.servers.processes import free_port, patient, stop_group, terminate

@@ -1,7 +1,7 @@
 """Installs every test server into the cache before the suite starts.
 
-``make test`` runs this first. On a fresh machine the builds and downloads (FerretDB and
-Compose from the Go module proxy; Elasticsearch, Hadoop, Kafka and the Hive metastore from
+``make test`` runs this first. On a fresh machine the builds and downloads (FerretDB, Compose
+and SeaweedFS from the Go module proxy; Elasticsearch, Hadoop, Kafka and the Hive metastore from
 Maven Central; Azurite from npm; dbt and PySpark with OpenLineage's integrations) take minutes
 each on 2 cores; inside a fixture they would count against the first test's timeout, and a slow
 machine would fail tests that have nothing wrong with them. Here they run
@@ -28,6 +28,7 @@ from tests.servers import (
     kafka,
     metastore,
     minihdfs,
+    seaweedfs,
     spark,
 )
 from tests.servers.processes import ServerSetupError
@@ -43,6 +44,7 @@ INSTALLERS: dict[str, Callable[[], object]] = {
     "spark": spark.ensure_spark,
     "kafka": kafka.install,
     "metastore": metastore.install,
+    "seaweedfs": seaweedfs.install,
 }
 
 
