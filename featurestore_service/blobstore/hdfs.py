@@ -2,10 +2,10 @@
 ``HdfsVolume`` the crawler reads with: its NameNode list, HA rotation, retries, authentication
 (``CAIRN_HDFS_USER``, ``CAIRN_HDFS_AUTH``) and ranged reads.
 
-A put is a WebHDFS CREATE of ``<root>/.tmp/<uuid>.part`` streamed from the local file, then a
-RENAME to ``<root>/<sha256>.parquet``. HDFS renames are atomic and refuse an existing target,
+A put is a WebHDFS CREATE of an empty ``<root>/.tmp/<uuid>.part``, an APPEND streamed from the
+local file, then a RENAME to ``<root>/<sha256>.parquet``. HDFS renames are atomic and refuse an existing target,
 so readers never see a partial blob and a concurrent put of the same bytes loses harmlessly.
-A failed CREATE deletes its part; parts left by a crash are removed by the sweeper
+A failed upload deletes its part; parts left by a crash are removed by the sweeper
 (:meth:`HdfsBlobStore.remove_partial`).
 """
 
@@ -73,9 +73,13 @@ class HdfsBlobStore:
         final = self.volume.absolute(key)
         renamed = False
         try:
+            # The part is created empty first, then filled by APPEND: a CREATE whose body broke
+            # off may make its file on the DataNode after the clean-up below has looked for it,
+            # while a file that exists before the data is sent is surely gone once deleted.
+            self.volume.requests += 2
+            client.write(part, data=b"", overwrite=False)
             # Not retried: a stream half sent cannot be sent again; the caller's write fails.
-            self.volume.requests += 1
-            client.write(part, data=_Chunks(source), overwrite=False)
+            client.write(part, data=_Chunks(source), append=True)
             try:
                 self._call(key, lambda: client.rename(part, final))
             except BlobError:
