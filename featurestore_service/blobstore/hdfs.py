@@ -3,8 +3,9 @@
 (``CAIRN_HDFS_USER``, ``CAIRN_HDFS_AUTH``) and ranged reads.
 
 A put is a WebHDFS CREATE of an empty ``<root>/.tmp/<uuid>.part``, an APPEND streamed from the
-local file, then a RENAME to ``<root>/<sha256>.parquet``. HDFS renames are atomic and refuse an existing target,
-so readers never see a partial blob and a concurrent put of the same bytes loses harmlessly.
+local file, then a RENAME to ``<root>/<sha256>.parquet``. HDFS renames are atomic and refuse
+an existing target, so readers never see a partial blob and a concurrent put of the same bytes
+loses harmlessly.
 A failed upload deletes its part; parts left by a crash are removed by the sweeper
 (:meth:`HdfsBlobStore.remove_partial`).
 """

@@ -85,7 +85,7 @@ class S3BlobStore:
         self.volume.requests += 1
         upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
         try:
-            parts = []
+            parts: list[dict[str, Any]] = []
             piece = first
             while piece:
                 number = len(parts) + 1
