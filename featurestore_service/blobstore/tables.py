@@ -40,6 +40,7 @@ from starlette.requests import ClientDisconnect
 from cairn.errors import BadRequest, Unavailable
 from cairn.models import TableInfo
 from cairn.settings import Settings
+from connectors.errors import EntryNotFound, VolumeError
 from featurestore_service.blobstore.base import (
     BlobError,
     BlobInfo,
@@ -118,6 +119,7 @@ class TableBlobs:
         self.cache = ReadCache(self.root / "cache", cache_bytes)
         self.remote = store.local_path(blob_key("0" * 64)) is None
         self._claims: dict[str, _Claim] = {}
+        self.last_sweep: SweepReport | None = None
 
     @classmethod
     def from_settings(
@@ -279,12 +281,12 @@ class TableBlobs:
                     raise BlobMissing(f"no blob {key}")
                 return Lease(local)
             return await self.cache.checkout(key, lambda: self.store.open(key))
-        except BlobMissing:
+        except (BlobMissing, EntryNotFound):  # the second: gone between open and read
             raise Unavailable(
                 f"The Parquet file of {what} ({key}) is missing from the blob store "
                 f"{self.store.url}; restore it from a backup."
             ) from None
-        except (BlobError, OSError) as exc:
+        except (BlobError, VolumeError, OSError) as exc:
             raise Unavailable(
                 f"The Parquet file of {what} could not be read from the blob store ({exc}); "
                 "try again."
@@ -323,6 +325,7 @@ class TableBlobs:
                 report.removed += 1
                 log.info("swept %s.parquet: no version names it", sha256)
         report.partial = await anyio.to_thread.run_sync(self.store.remove_partial, before)
+        self.last_sweep = report
         return report
 
 
