@@ -52,7 +52,7 @@ lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirem
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra pandas -o requirements/run.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
-		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
+		--extra mongo --extra hdfs --extra adls --extra s3 -o requirements/docker.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra test -o requirements/test.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \

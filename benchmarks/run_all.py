@@ -4,7 +4,7 @@ crawl (walk, end to end, recrawl), then ingest and search on one catalogue proce
 catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
 footprint after the search is that of the process that took the whole ingest; then the feature
 store (featureset-get, featureset-arrow; online-features, materialize and historical
-features beside Feast), the UI's search page and HDFS.
+features beside Feast), the UI's search page, HDFS and S3.
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
@@ -26,6 +26,7 @@ from benchmarks import (
     bench_historical,
     bench_ingest,
     bench_online,
+    bench_s3,
     bench_search,
     bench_ui,
     bench_writes,
@@ -86,6 +87,11 @@ def ingest_and_search(sizes: Sizes, command: str) -> bool:
     return ingest_ok and all(f.ok for f in ingests.values()) and searched
 
 
+def sizes_args(sizes: Sizes) -> list[str]:
+    args = ["--files", str(sizes.files), "--manifests", str(sizes.manifests)]
+    return [*args, "--quick"] if sizes.quick else args
+
+
 def main(argv: list[str] | None = None) -> int:
     sizes, command = parse_sizes(__doc__, "benchmarks.run_all", argv, backends=True)
     print(
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
+    # S3 on the main sizes (100,000 objects; --quick: 5,000), on the tests' SeaweedFS.
+    _step("s3", lambda: bench_s3.run(bench_s3.sizes_for(sizes_args(sizes)), command), failures)
     print("results written to benchmarks/RESULTS.md")
     for failure in failures:
         print(f"  {failure}")

@@ -205,6 +205,60 @@ def crawl(
 
 
 @app.command()
+def snapshot(
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset's folder (holding its manifest) or its manifest, as a path or a "
+            "volume URL (file://, s3://, hdfs://, abfss://)."
+        ),
+    ],
+    pattern: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Manifest file-name glob, or re:<regex>; repeatable "
+            "(default: CAIRN_MANIFEST_PATTERNS)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Hash and report, but leave the manifest unchanged."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Record the SHA-256 of a dataset's files as a new version in its manifest.
+
+    Hashes every file of the dataset (the manifest's location, else its folder) and, when the
+    content differs from the latest snapshot, adds versions.v<N+1> with the digest, the time,
+    the size and each file's hash; an unchanged dataset adds nothing. Writes the manifest
+    back on local folders and S3. Exit codes: 0 done (or nothing changed), 1 when the
+    dataset or its manifest could not be read or written.
+    """
+    from crawler.snapshot import SnapshotError, take_snapshot
+
+    _setup_logging()
+    settings = get_settings()
+    try:
+        snap = take_snapshot(url, pattern or settings.manifest_patterns, write=not dry_run)
+    except SnapshotError as exc:
+        typer.echo(f"snapshot: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(orjson.dumps(snap.to_dict()).decode())
+        return
+    size = f"{len(snap.files)} files, {snap.bytes} bytes"
+    if not snap.added:
+        typer.echo(f"{snap.manifest_url}: unchanged since {snap.version} ({size}); nothing added")
+    elif snap.written:
+        typer.echo(f"{snap.manifest_url}: added {snap.version} sha256:{snap.digest} ({size})")
+    else:
+        typer.echo(
+            f"{snap.manifest_url}: would add {snap.version} sha256:{snap.digest} ({size}); "
+            "dry run, nothing written"
+        )
+
+
+@app.command()
 def reindex() -> None:
     """Rebuild the catalogue's search index from its stored assets, with a progress bar.
 

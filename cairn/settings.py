@@ -277,7 +277,7 @@ class Settings(BaseSettings):
         8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."
     )
     log_level: str = Field("info", description="Log level of services and the crawler.")
-    # -- remote volumes (connectors/webhdfs.py, connectors/adls.py) --
+    # -- remote volumes (connectors/webhdfs.py, connectors/adls.py, connectors/s3.py) --
     hdfs_user: str | None = Field(
         None,
         description="User name sent to WebHDFS with simple authentication (default: login user).",
@@ -313,6 +313,27 @@ class Settings(BaseSettings):
         description=(
             "Blob endpoint to use instead of `https://{account}.blob.<cloud suffix>`, for "
             "emulators and private endpoints; `{account}` is replaced by the account name."
+        ),
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description=(
+            "Endpoint of an S3-compatible store for `s3://` volumes (MinIO, Ceph, R2, "
+            "SeaweedFS), e.g. `http://minio:9000`; unset: AWS S3."
+        ),
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto",
+        description=(
+            "`path` (`endpoint/bucket/key`, what most S3-compatible stores need), `virtual` "
+            "(`bucket.endpoint/key`) or `auto` (virtual where the bucket name allows it)."
+        ),
+    )
+    s3_region: str | None = Field(
+        None,
+        description=(
+            "Region S3 requests are signed for; unset: `AWS_REGION`/the profile's, else "
+            "`us-east-1`."
         ),
     )
 

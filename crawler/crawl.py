@@ -327,7 +327,11 @@ def _select_data(
 
 
 def fingerprint(entry: Entry, selections: Iterable[DataSelection]) -> str:
-    parts = [f"{entry.size}:{entry.mtime_ns}"] + [s.key() for s in selections]
+    # The manifest's content tag (S3's ETag) joins size and time where the store has one, so
+    # a rewrite within the same second and size is seen; without one the key is unchanged, so
+    # volumes crawled before tags existed are not all re-pushed.
+    head = f"{entry.size}:{entry.mtime_ns}" + (f":{entry.tag}" if entry.tag else "")
+    parts = [head] + [s.key() for s in selections]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 

@@ -22,6 +22,7 @@ from tests.servers.fixtures import (  # noqa: F401
     azurite_server,
     hdfs_server,
     production_servers,
+    s3_server,
     use_env,
 )
 from tests.servers.processes import free_port, patient, stop_group, terminate
