@@ -12,6 +12,7 @@ and a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) does the same o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +33,7 @@ from featurestore_service.blobstore.base import (
     check_key,
 )
 
+log = logging.getLogger("cairn.featurestore.blobs")
 _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
 
@@ -46,11 +48,16 @@ class S3BlobStore:
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
         parts = urlsplit(url)
+        bucket_url = f"s3://{parts.netloc}"
         try:
             prefix = normalize_relpath(unquote(parts.path).lstrip("/"))
-            # The volume is the bucket itself: the store's prefix need not exist yet.
-            volume = S3Volume.from_url(f"s3://{parts.netloc}")
             client = make_client(get_settings())
+            try:
+                # The volume is the bucket itself: the store's prefix need not exist yet.
+                volume = S3Volume.from_url(bucket_url)
+            except EntryNotFound:
+                _make_bucket(client, parts.netloc)
+                volume = S3Volume.from_url(bucket_url)
         except VolumeError as exc:
             raise BlobError(f"cannot open the blob store {url}: {exc}") from None
         return cls(volume, client, volume.bucket, prefix)
@@ -182,6 +189,27 @@ class S3BlobStore:
     def close(self) -> None:
         self.volume.close()
         self.client.close()
+
+
+def _make_bucket(client: Any, bucket: str) -> None:
+    """Creates a missing bucket (a new deployment's first start); refused when the identity
+    may not, with what to do."""
+    region = client.meta.region_name
+    options: dict[str, Any] = {}
+    if region and region != "us-east-1":
+        options["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(Bucket=bucket, **options)
+    except ClientError as exc:
+        if _code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return
+        raise BlobError(
+            f"bucket {bucket!r} does not exist and could not be created ({_code(exc)}); "
+            "create it, or give the feature store's identity s3:CreateBucket"
+        ) from None
+    except BotoCoreError as exc:
+        raise BlobError(f"bucket {bucket!r} could not be created ({type(exc).__name__})") from None
+    log.info("created the blob bucket %s", bucket)
 
 
 def _code(exc: ClientError) -> str:
