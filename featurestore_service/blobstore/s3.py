@@ -76,10 +76,13 @@ class S3BlobStore:
             return False
         first = source.read(CHUNK)
         try:
-            if len(first) < CHUNK:
+            # A short read is the end only if the next read says so (it may also fail).
+            if len(first) < CHUNK and not (more := source.read(CHUNK)):
                 self.volume.requests += 1
                 self.client.put_object(Bucket=self.bucket, Key=name, Body=first, IfNoneMatch="*")
                 return True
+            if len(first) < CHUNK:
+                first += more
             return self._multipart(name, first, source)
         except ClientError as exc:
             if _code(exc) in _EXISTS:  # a concurrent put of the same bytes came first
