@@ -176,7 +176,8 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
         f"One Parquet file of {figures.size / 2**20:.1f} MiB ({figures.rows:,} rows of 8 random "
         f"float64 columns); medians of {RUNS} runs after one untimed run, S3 and local "
         "alternating. S3 is the tests' SeaweedFS on loopback (`weed server -filer -s3`), "
-        "sharing the machine's cores with this process.",
+        "sharing the machine's cores with this process. MB/s here are MiB (2^20 bytes) of "
+        "the file per second.",
         "",
         *table(["", "S3 (SeaweedFS)", "local folder", "S3 / local"], rows),
         f"- S3 requests per upload: {figures.s3_requests_per_upload} (HEAD, then a multipart "
