@@ -21,7 +21,7 @@ from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.blobstore import BlobStore, open_blob_store
 from featurestore_service.blobstore.base import blob_key
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, backend_settings, free_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
     Backend,
@@ -254,3 +254,47 @@ def test_the_sweeper_removes_what_a_killed_upload_left(
         still = fs.get("/featuresets/kept", headers={"accept": PARQUET})
         assert still.status_code == 200
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongo"])
+def test_the_sweeper_keeps_blobs_of_deleted_versions(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A soft-deleted version stays readable by number, so its file is no orphan: the database
+    is asked about deleted versions too (on MongoDB they live in a collection of their own)."""
+    fields = {"data_dir": tmp_path / "fs", "catalogue_url": f"http://127.0.0.1:{free_port()}"}
+    settings = backend_settings(request, backend, **fields)
+    url = str(settings.featurestore_blobs)
+    shas = []
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        for rows in (10, 20):
+            answer = fs.post(
+                "/featuresets/swept/versions",
+                content=parquet_bytes(sample_table(rows)),
+                headers={"content-type": PARQUET},
+            )
+            assert answer.status_code == 201, answer.text
+            shas.append(answer.json()["table"]["sha256"])
+        assert fs.delete("/featuresets/swept/versions/1").status_code == 200
+    orphan_bytes = parquet_bytes(sample_table(30))
+    orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
+    store = open_blob_store(url)
+    store.put(orphan, io.BytesIO(orphan_bytes))
+    store.close()
+
+    app = create_app(settings.model_copy(update={"blobs_sweep_grace": 0}))
+    blobs = app.state.featurestore.blobs
+    with (
+        ThreadServer(app) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
+
+        assert (blobs.last_sweep.checked, blobs.last_sweep.removed) == (3, 1)
+        assert stored(url) == sorted(blob_key(s) for s in shas)
+        old = fs.get("/featuresets/swept/versions/1", headers={"accept": PARQUET})
+        assert old.status_code == 200
+        assert old.content == parquet_bytes(sample_table(10))
