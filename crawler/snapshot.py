@@ -146,14 +146,14 @@ def _location_files(
         if name:
             return target, [normalize_relpath(name)]
         return target, _dataset_files(target, "", patterns)
-    target = posixpath.normpath(location.lstrip("/"))
-    target = "" if target == "." else target
-    if target == ".." or target.startswith("../"):
+    rel = posixpath.normpath(location.lstrip("/"))
+    rel = "" if rel == "." else rel
+    if rel == ".." or rel.startswith("../"):
         raise SnapshotError(
             f"location {location!r} points outside the manifest's folder; snapshot the folder "
             "that holds the data, or write the location as a volume URL"
         )
-    segments = target.split("/") if target else []
+    segments = rel.split("/") if rel else []
     glob_at = next((i for i, seg in enumerate(segments) if any(c in seg for c in "*?[")), None)
     if glob_at is not None:  # part-*.parquet, date=*/**: as the crawler reads them
         base = "/".join(segments[:glob_at])
@@ -166,7 +166,7 @@ def _location_files(
             if (not base or p.startswith(base + "/")) and pattern.fullmatch(p[skip:])
         ]
     try:
-        entry = volume.stat(target)
+        entry = volume.stat(rel)
     except VolumeError as exc:
         raise SnapshotError(f"location {location!r}: {exc}") from None
     if not entry.is_dir:
@@ -263,6 +263,8 @@ def take_snapshot(
             except VolumeError as exc:
                 raise SnapshotError(f"cannot read {source.url_for(path)}: {exc}") from None
             total += size
+        if source is not volume:
+            source.close()
         digest = _digest(files)
         versions: dict[str, Any] = dict(manifest.versions)
         number, latest_key, latest_digest = _latest(versions)

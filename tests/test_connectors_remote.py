@@ -128,6 +128,7 @@ except UnsupportedScheme as exc:
     [
         ("hdfs", "hdfs://127.0.0.1:9870/x", "hdfs"),
         ("azure.storage.blob", "abfss://c@acct.dfs.core.windows.net/x", "adls"),
+        ("boto3", "s3://bucket/x", "s3"),
     ],
 )
 def test_missing_client_library_names_the_extra(module: str, url: str, extra: str) -> None:
@@ -303,7 +304,7 @@ def test_a_malformed_nameservices_setting_is_named(use_env: SetEnv) -> None:
 def test_watch_needs_every_for_remote_volumes(tmp_path: Path) -> None:
     env = cairn_env(tmp_path / "data")
     # hdfs:// is covered in test_crawl_modes.py
-    for url in ("abfss://fs@acct.dfs.core.windows.net/lake", "az://fs/lake"):
+    for url in ("abfss://fs@acct.dfs.core.windows.net/lake", "az://fs/lake", "s3://bucket/lake"):
         result = subprocess.run(
             [sys.executable, "-m", "cairn", "crawl", url, "--watch"],
             capture_output=True,

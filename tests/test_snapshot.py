@@ -91,6 +91,12 @@ def test_snapshot_hashes_the_manifests_location_and_keeps_other_versions(tmp_pat
     assert globbed["files"] == 2
     assert files == {"data/x.parquet": sha(b"PAR1"), "data/y.parquet": sha(b"PAR2")}
 
+    # A location given as a volume URL is hashed there (paths relative to that volume).
+    (ds / "MANIFEST.yaml").write_text(f"name: t\ntype: dataset\nlocation: {ds.as_uri()}/data\n")
+    by_url = snapshot(str(ds), env)
+    files = yaml.safe_load((ds / "MANIFEST.yaml").read_text())["versions"]["v1"]["files"]
+    assert by_url["files"] == 3 and set(files) == {"x.parquet", "y.parquet", "y.csv"}
+
 
 def test_dry_run_and_errors(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
