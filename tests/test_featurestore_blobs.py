@@ -298,3 +298,22 @@ def test_the_sweeper_keeps_blobs_of_deleted_versions(
         old = fs.get("/featuresets/swept/versions/1", headers={"accept": PARQUET})
         assert old.status_code == 200
         assert old.content == parquet_bytes(sample_table(10))
+
+
+def test_an_s3_store_makes_its_bucket_when_missing(
+    request: pytest.FixtureRequest, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    server = request.getfixturevalue("s3_server")
+    use_env(server.env())
+    bucket = f"new-{time.time_ns()}"
+    admin = server.client()
+    assert bucket not in {b["Name"] for b in admin.list_buckets()["Buckets"]}
+
+    store = open_blob_store(f"s3://{bucket}/feature-store")
+    key, data = blob_key("d" * 64), b"PAR1 made in a new bucket"
+    assert store.put(key, io.BytesIO(data))
+    store.close()
+
+    assert bucket in {b["Name"] for b in admin.list_buckets()["Buckets"]}
+    stored_object = admin.get_object(Bucket=bucket, Key=f"feature-store/{key}")
+    assert stored_object["Body"].read() == data
