@@ -317,3 +317,38 @@ def test_an_s3_store_makes_its_bucket_when_missing(
     assert bucket in {b["Name"] for b in admin.list_buckets()["Buckets"]}
     stored_object = admin.get_object(Bucket=bucket, Key=f"feature-store/{key}")
     assert stored_object["Body"].read() == data
+
+
+def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    s3 = request.getfixturevalue("s3_server")
+    use_env({**s3.env(), "CAIRN_HTTP_RETRIES": "2"})
+    url = s3.url(s3.fresh_bucket("down"), "blobs")
+    settings = fs_settings(tmp_path, url)
+    body = parquet_bytes(sample_table(10))
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=120) as fs,
+    ):
+        s3.server.stop()
+        try:
+            answer = fs.post(
+                "/featuresets/down/versions", content=body, headers={"content-type": PARQUET}
+            )
+        finally:
+            s3.server.start()
+
+        assert answer.status_code == 503, answer.text
+        assert "blob store" in answer.json()["detail"]
+        assert fs.get("/featuresets/down").status_code == 404
+        assert stored(url) == []
+        assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
+        # Once the store is back, the same upload goes through.
+        again = fs.post(
+            "/featuresets/down/versions", content=body, headers={"content-type": PARQUET}
+        )
+        assert again.status_code == 201, again.text
+        assert again.json()["version"] == 1

@@ -192,7 +192,10 @@ class TableBlobs:
             yield Blob(sha256=sha256, path=local or part, info=info, _claim=claim)
             claim.stored = True
             if not created and part.exists():
-                await self._still_there(key, part)
+                try:
+                    await self._still_there(key, part)
+                except Exception as exc:  # the version is stored: report, do not fail it
+                    log.warning("could not check that %s is still stored: %s", key, exc)
         finally:
             part.unlink(missing_ok=True)
             if claim is not None:
@@ -205,9 +208,13 @@ class TableBlobs:
 
         try:
             return await anyio.to_thread.run_sync(put)
-        except BlobError as exc:
+        except Exception as exc:
+            # The source is a checked local file: whatever failed is the store (unreachable,
+            # refused, cut off), and the backends leave nothing behind when a put fails.
+            reason = str(exc) if isinstance(exc, BlobError | VolumeError) else type(exc).__name__
+            log.warning("could not store %s in %s: %s", key, self.store.url, reason)
             raise Unavailable(
-                f"The table could not be stored in the blob store ({exc}); nothing was kept, "
+                f"The table could not be stored in the blob store ({reason}); nothing was kept, "
                 "try again."
             ) from None
 
