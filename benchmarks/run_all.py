@@ -5,7 +5,8 @@ catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for t
 footprint after the search is that of the process that took the whole ingest; the mixed
 writes; OpenLineage ingest beside the asset writes; then the feature
 store (featureset-get, featureset-arrow; online-features, materialize and historical
-features beside Feast), the UI's search page, HDFS and S3.
+features beside Feast), the UI's search page, HDFS, S3 and the feature store's blob store
+(S3 vs local).
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
@@ -21,6 +22,7 @@ import traceback
 from collections.abc import Callable
 
 from benchmarks import (
+    bench_blobs,
     bench_crawl,
     bench_featureset,
     bench_hdfs,
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
     # S3 on the main sizes (100,000 objects; --quick: 5,000), on the tests' SeaweedFS.
     _step("s3", lambda: bench_s3.run(bench_s3.sizes_for(sizes_args(sizes)), command), failures)
+    # The feature store's blob store: Parquet upload/download MB/s on S3 beside local.
+    mib = bench_blobs.QUICK_MB if sizes.quick else bench_blobs.FULL_MB
+    _step("blobs", lambda: bench_blobs.run(mib, sizes.quick, command), failures)
     print("results written to benchmarks/RESULTS.md")
     for failure in failures:
         print(f"  {failure}")

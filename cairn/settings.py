@@ -108,6 +108,36 @@ class Settings(BaseSettings):
             "more requests wait, so parallel reads cannot multiply memory."
         ),
     )
+    blobs_url: str | None = Field(
+        None,
+        description=(
+            "Where the feature store keeps the Parquet files of tables: a local folder "
+            "(default: `featurestore-blobs` in the data folder), `s3://bucket/prefix`, "
+            "`abfss://fs@account.dfs.core.windows.net/path` or `hdfs://namenode:9870/path`. "
+            "With object storage, several feature-store processes can share one store."
+        ),
+    )
+    blobs_cache_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description=(
+            "Bound of the local read-through cache of tables from a remote blob store (in the "
+            "data folder); least recently read files are evicted first."
+        ),
+    )
+    blobs_sweep_grace: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "Seconds a blob no version names is kept before the sweeper deletes it (covers "
+            "uploads between their store write and their version row)."
+        ),
+    )
+    blobs_sweep_interval: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds between sweeps for orphan blobs (one also runs at start-up).",
+    )
     max_entity_frame_bytes: int = Field(
         4 * 1024 * 1024 * 1024,
         description=(

@@ -298,6 +298,25 @@ class HdfsVolume:
 
         return self._call(rel, call)
 
+    # -- for writers beside the read-only Volume protocol (featurestore_service.blobstore) --------
+
+    @property
+    def client(self) -> Client:
+        """The WebHDFS client, for calls the Volume protocol does not make (writes)."""
+        return self._client
+
+    def absolute(self, rel: str) -> str:
+        """The HDFS path of ``rel`` (already normal) below this volume's root."""
+        return self._abs(rel)
+
+    def call(self, rel: str, fn: Callable[[], T]) -> T:
+        """``fn`` with this volume's retries and error mapping; only for idempotent calls."""
+        return self._call(rel, fn)
+
+    def batches(self, rel: str) -> Iterator[list[dict[str, Any]]]:
+        """The FileStatus records of one folder, a LISTSTATUS_BATCH answer at a time."""
+        return self._batches(self._abs(rel), rel)
+
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
