@@ -315,7 +315,13 @@ class HdfsVolume:
 
     def batches(self, rel: str) -> Iterator[list[dict[str, Any]]]:
         """The FileStatus records of one folder, a LISTSTATUS_BATCH answer at a time."""
-        return self._batches(self._abs(rel), rel)
+        after: str | None = None
+        while True:
+            statuses, more = self._batch(rel, after)
+            yield statuses
+            if not more:
+                return
+            after = statuses[-1]["pathSuffix"]
 
     # -- the Volume protocol -------------------------------------------------------------------
 
