@@ -315,12 +315,37 @@ class AssetWrite(Manifest):
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class DriftFlag(BaseModel):
+    """A crawled dataset's drift verdict: its newest profile against the one before (DESIGN 10).
+
+    Sent by the crawl's profile step (``PUT /api/v1/assets/{id}/drift``), kept by the catalogue
+    beside the asset: it is not part of the asset's content (its hash, its revision), and a
+    later write of the manifest keeps it, so it stays until the next profile says otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    drifted: bool
+    columns: list[Annotated[str, Field(max_length=MAX_SHORT)]] = Field(
+        default_factory=list, max_length=MAX_COLUMNS, description="The columns that drifted"
+    )
+    profile_version: int = Field(
+        ge=1, le=2**63 - 1, description="The profile's version in the metric store"
+    )
+    against: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="The profile version it was compared with"
+    )
+
+
 class Asset(AssetWrite):
     """An asset as the catalogue stores and returns it."""
 
     id: str
     revision: int = 1
     updated_at: datetime | None = None
+    drift: DriftFlag | None = Field(
+        None, description="Crawled datasets: the drift verdict of the newest profile"
+    )
 
 
 def name_id(name: str) -> str:
@@ -365,6 +390,10 @@ class BulkResponse(BaseModel):
 class Facets(BaseModel):
     tags: dict[str, int] = Field(default_factory=dict)
     types: dict[str, int] = Field(default_factory=dict)
+    drift: dict[str, int] = Field(
+        default_factory=dict,
+        description='Profiled crawled datasets: "drifted" and "stable" counts',
+    )
 
 
 class SearchPage(BaseModel):
