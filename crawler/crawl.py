@@ -511,12 +511,19 @@ class Crawler:
             ) from exc
 
         deletions = self._deletions(tree, previous, pending, upserts, report, now)
-        if upserts or deletions:
-            self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
-        if self.settings.crawl_profiles and upserts:
-            from crawler.profile_step import profile_assets  # numpy, sketches: only when on
+        if not (self.settings.crawl_profiles and upserts):
+            if upserts or deletions:
+                self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
+            return
+        from crawler.profile_step import ProfileStep  # numpy, sketches: only when on
 
-            profile_assets(self.settings, volume, tree, upserts, report)
+        # Profiles are computed in the step's threads while the assets are pushed; the block's
+        # end waits for them and flags drifted assets in the catalogue.
+        with ProfileStep(
+            self.settings, volume, report, catalogue_url=self.catalogue_url, api_key=self.api_key
+        ) as profiles:
+            profiles.submit(tree, upserts)
+            self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
 
     # -- pieces of _crawl --
 
