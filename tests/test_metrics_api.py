@@ -334,3 +334,35 @@ def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:
             assert [a["name"] for a in found["items"]] == ["featureset:moving"]
             facets = httpx.get(catalogue.url + "/api/v1/assets", params={"q": "moving"}).json()
             assert facets["facets"]["tags"].get("drifted") == 1
+
+
+def test_date_and_timestamp_columns_read_as_dates(fs: httpx.Client) -> None:
+    from datetime import UTC, date, datetime, timedelta
+
+    days = [date(2025, 1, 1) + timedelta(days=i % 200) for i in range(5000)]
+    moments = [datetime(2025, 3, 1, tzinfo=UTC) + timedelta(hours=i) for i in range(5000)]
+    dated = pa.table(
+        {
+            "day": pa.array(days, pa.date32()),
+            "at": pa.array(moments, pa.timestamp("us", tz="UTC")),
+            "n": pa.array(range(5000), pa.int64()),
+        }
+    )
+    assert upload(fs, "dated", parquet_bytes(dated)).status_code == 201
+    columns = {c["name"]: c for c in profiled(fs, "dated", 1)["columns"]}
+    day, at, n = columns["day"], columns["at"], columns["n"]
+    assert (day["min"], day["max"]) == ("2025-01-01", "2025-07-19")
+    # Quantiles come from the sketch (within its rank error): ISO dates inside the range.
+    for q in day["quantiles"].values():
+        assert "2025-01-01" <= date.fromisoformat(q).isoformat() <= "2025-07-19"
+    assert "2025-03-01T00:00:00Z" <= at["quantiles"]["0.5"] <= "2025-09-25T07:00:00Z"
+    assert datetime.fromisoformat(at["quantiles"]["0.5"].replace("Z", "+00:00")).tzinfo
+    # Histogram edges span the exact min and max.
+    assert day["histogram"]["labels"][0] == "2025-01-01"
+    assert day["histogram"]["labels"][-1] == "2025-07-19"
+    assert len(day["histogram"]["labels"]) == len(day["histogram"]["edges"])
+    assert day["epoch_unit"] == "day" and at["epoch_unit"] == "us"
+    assert at["histogram"]["labels"][0] == "2025-03-01T00:00:00Z"
+    assert at["histogram"]["labels"][-1] == "2025-09-25T07:00:00Z"  # 4999 hours later
+    # Numbers stay numbers.
+    assert isinstance(n["quantiles"]["0.5"], float) and "labels" not in n["histogram"]

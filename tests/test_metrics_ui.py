@@ -32,12 +32,18 @@ def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Cl
     text = assert_page(ui.get(f"/featuresets/{NAME}/metrics"))
     assert "version 3" in text and "drift against v2" in text
     # Two areas per numeric column: the reference (filled) and this version (outlined).
-    assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 3
-    assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 3
+    assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 4
+    assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 4
     assert text.count('<svg class="spark"') >= 1 + 4  # rows, and null rates per column
     assert re.search(r"KS p=[\d.e-]+ · drift", text) and re.search(r"χ² p=[\d.e-]+ · drift", text)
     assert "not_null(visits)" in text and "fail (warn)" in text
     assert HOSTILE not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+
+    # A date column's axis and range read as dates, not day numbers like 2.025e+04.
+    day = text.split('data-column="signup_day"', 1)[1].split("</figure>", 1)[0]
+    axis = re.search(r'class="small muted axis"><span>([^<]+)</span> <span>([^<]+)</span>', day)
+    assert axis is not None and axis.groups() == ("2025-01-01", "2025-12-26"), day
+    assert "e+0" not in day and "from 2025-06-30 to 2025-12-26" in day
 
     quiet = assert_page(ui.get(f"/featuresets/{NAME}/metrics", params={"v": 2}))
     assert "no drift against v1" in quiet and "· drift" not in quiet

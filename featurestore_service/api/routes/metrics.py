@@ -32,7 +32,7 @@ from featurestore_service.api.deps import (
 from featurestore_service.api.routes.featuresets import VersionPath
 from featurestore_service.metrics.checks import CheckList
 from featurestore_service.metrics.drift import compare
-from featurestore_service.metrics.profile import profile_table
+from featurestore_service.metrics.profile import profile_table, with_dates
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
@@ -80,6 +80,8 @@ def shown(record: ProfileRecord) -> dict[str, Any]:
     }
     if record.profile is not None:
         out.update({k: v for k, v in record.profile.items() if k != "sketches"})
+        if isinstance(out.get("columns"), list):
+            out["columns"] = [with_dates(c) for c in out["columns"]]
     return out
 
 
