@@ -366,3 +366,4 @@ def test_date_and_timestamp_columns_read_as_dates(fs: httpx.Client) -> None:
     assert at["histogram"]["labels"][-1] == "2025-09-25T07:00:00Z"  # 4999 hours later
     # Numbers stay numbers.
     assert isinstance(n["quantiles"]["0.5"], float) and "labels" not in n["histogram"]
+
