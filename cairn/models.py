@@ -592,6 +592,33 @@ class Feature(BaseModel):
         return self
 
 
+class Check(BaseModel):
+    """A data check (DESIGN 10), evaluated on each new version or crawled file."""
+
+    # Strict: "5" or true for a bound is a mistake to report, not a number to guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["row_count", "not_null", "unique", "range", "allowed_values", "freshness"]
+    column: str | None = Field(None, max_length=1024)
+    name: str | None = Field(
+        None, max_length=200, description="Shown in results; a default is made"
+    )
+    on_fail: Literal["warn", "reject"] = "warn"
+    min: float | None = None
+    max: float | None = None
+    values: list[str | int | float | bool] | None = Field(None, max_length=10_000)
+    max_age: float | None = Field(None, gt=0, description="Seconds (freshness)")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return f"{self.type}({self.column})" if self.column else self.type
+
+
+class CheckList(BaseModel):
+    checks: list[Check] = Field(default_factory=list, max_length=200)
+
+
 class FeatureSetMeta(BaseModel):
     """What describes a new version, whatever its payload (JSON values or a Parquet upload)."""
 
@@ -614,6 +641,14 @@ class FeatureSetMeta(BaseModel):
         description="Catalogue asset ids or names this set is computed from.",
     )
     created_by: str | None = Field(None, max_length=MAX_SHORT)
+    checks: list[Check] | None = Field(
+        None,
+        max_length=200,
+        description="Checks every version of the set is held to from this one on (replacing "
+        "those declared before, as PUT /featuresets/{name}/checks does); this version is held "
+        "to them first: one with on_fail: reject that fails refuses it (422). Left out, the "
+        "declared checks stay.",
+    )
 
     @field_validator("labels")
     @classmethod

@@ -35,10 +35,11 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import __version__
+from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
 from crawler.problems import Problem
-from featurestore_service.metrics.checks import Check, evaluate
+from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.profile import profile_csv, profile_parquet
 
 log = logging.getLogger("cairn.crawler.profile")

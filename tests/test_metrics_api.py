@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -367,3 +368,55 @@ def test_date_and_timestamp_columns_read_as_dates(fs: httpx.Client) -> None:
     # Numbers stay numbers.
     assert isinstance(n["quantiles"]["0.5"], float) and "labels" not in n["histogram"]
 
+
+def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
+    """POST /featuresets JSON and the Parquet upload's query declare checks like PUT .../checks:
+    reject refuses the version, warn flags it, and they hold for later versions too."""
+    bounded = [{"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "reject"}]
+    first = fs.post(
+        "/featuresets", json=values("serving", ("threshold", "float", 0.4), checks=bounded)
+    )
+    assert first.status_code == 201, first.text
+    assert "checks" not in first.json()  # a version's document is unchanged by its checks
+    assert fs.get("/featuresets/serving/checks").json()["checks"][0]["max"] == 1
+    high = fs.post("/featuresets", json=values("serving", ("threshold", "float", 1.5)))
+    assert high.status_code == 422, high.text  # declared with version 1, still held
+    assert high.json()["errors"][0]["field"] == "checks.range(threshold)"
+    assert "1.5" in high.json()["errors"][0]["message"]
+    fresh = [{"type": "freshness", "column": "trained_at", "max_age": 3600, "on_fail": "reject"}]
+    stale = values("serving", ("trained_at", "timestamp", "2020-01-01T00:00:00Z"), checks=fresh)
+    refused = fs.post("/featuresets", json=stale)
+    assert refused.status_code == 422 and "freshness(trained_at)" in refused.text
+    assert fs.get("/featuresets/serving/checks").json()["checks"] == bounded  # not replaced
+    cleared = fs.post(
+        "/featuresets", json=values("serving", ("threshold", "float", 1.5), checks=[])
+    )
+    assert (
+        cleared.status_code == 201 and fs.get("/featuresets/serving/checks").json()["checks"] == []
+    )
+    wrong = fs.post(
+        "/featuresets", json=values("serving", ("x", "int", 1), checks=[{"type": "no"}])
+    )
+    assert wrong.status_code == 422 and "checks" in wrong.json()["errors"][0]["field"]
+
+    gaps = parquet_bytes(pa.table({"spend": [5.0, 1.0], "visits": pa.array([1, None])}))
+    nulls = [{"type": "not_null", "column": "visits", "on_fail": "reject"}]
+    rejected = upload(fs, "uploaded", gaps, checks=orjson.dumps(nulls).decode())
+    assert rejected.status_code == 422 and "not_null(visits)" in rejected.text, rejected.text
+    assert fs.get("/featuresets/uploaded").status_code == 404  # nothing was stored
+    warn = [{**nulls[0], "on_fail": "warn"}, {"type": "row_count", "min": 1}]
+    accepted = upload(fs, "uploaded", gaps, checks=orjson.dumps(warn).decode())
+    assert accepted.status_code == 201, accepted.text
+    checks = {c["name"]: c for c in profiled(fs, "uploaded", 1)["checks"]}
+    assert checks["not_null(visits)"]["passed"] is False and checks["row_count"]["passed"]
+    assert fs.get("/featuresets/uploaded/metrics").json()["items"][0]["checks_failed"] == [
+        "not_null(visits)"
+    ]
+    for raw, field in (("{nope", "checks"), ('[{"type": "range", "min": "x"}]', "checks")):
+        bad = upload(fs, "uploaded", gaps, checks=raw)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"].startswith(field), bad.text
+    text_range = [{"type": "range", "column": "spend", "min": 0, "on_fail": "reject"}]
+    words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
+    odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
+    assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text

@@ -3,9 +3,10 @@ request and compared with the live version's profile (DESIGN 10).
 
 Rows arrive from the online serving route (a fraction ``CAIRN_METRICS_SKEW_SAMPLE_RATE`` of
 responses, ``chosen``; 0, the default, is off; an answer spanning several sets gives each set
-its own columns) or are sent by a caller that serves elsewhere (``POST /featuresets/{name}/skew/samples``). Each set keeps a
-reservoir of at most ``CAIRN_METRICS_SKEW_ROWS`` rows (Vitter's algorithm R: a uniform sample
-of everything seen), at most ``MAX_SETS`` sets, and long strings are cut: memory is bounded
+its own columns) or are sent by a caller that serves elsewhere
+(``POST /featuresets/{name}/skew/samples``). Each set keeps a reservoir of at most
+``CAIRN_METRICS_SKEW_ROWS`` rows (Vitter's algorithm R: a uniform sample of everything seen),
+at most ``MAX_SETS`` sets, and long strings are cut: memory is bounded
 however long the service runs. The sample lives in memory; a restart starts a new window.
 """
 
