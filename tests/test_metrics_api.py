@@ -420,3 +420,57 @@ def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
     words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
     odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
     assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text
+
+
+def test_a_profile_that_cannot_succeed_fails_once_with_its_reason(fs_settings: Settings) -> None:
+    """A version whose file went corrupt on disk (written while profiling was off): after the
+    restart that queues it, it is failed with Arrow's reason on the first attempt, shown by the
+    API and the UI, and never tried again; the version before it is profiled as usual."""
+    from ui.app import create_app as ui_app
+
+    quiet = fs_settings.model_copy(update={"metrics_profiling": False})
+    with (
+        ThreadServer(create_app(quiet)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert upload(client, "rotten", parquet_bytes(table(1))).status_code == 201
+        second = upload(client, "rotten", parquet_bytes(table(2)))
+        assert second.status_code == 201, second.text
+        off = client.get("/featuresets/rotten/versions/2/profile")
+        assert off.status_code == 404 and "CAIRN_METRICS_PROFILING" in off.text
+    sha = second.json()["table"]["sha256"]
+    blob = fs_settings.featurestore_blobs / sha[:2] / f"{sha}.parquet"
+    blob.write_bytes(b"not a parquet file at all" * 100)
+
+    with (
+        ThreadServer(create_app(fs_settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert profiled(client, "rotten", 1)["rows"] == 20_000
+        deadline = time.monotonic() + WAIT
+        while (answer := client.get("/featuresets/rotten/versions/2/profile")).status_code == 202:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+        failed = answer.json()
+        assert answer.status_code == 200 and failed["status"] == "failed", failed
+        assert failed["attempts"] == 1 and "Parquet" in failed["error"], failed
+        history = client.get("/featuresets/rotten/metrics").json()["items"]
+        assert [(h["version"], h["status"]) for h in history] == [(2, "failed"), (1, "done")]
+        assert history[0]["error"] == failed["error"]
+        settings = Settings(
+            data_dir=fs_settings.data_dir / "ui",
+            featurestore_url=server.url,
+            catalogue_url=f"http://127.0.0.1:{free_port()}",
+        )
+        with ThreadServer(ui_app(settings)) as ui:
+            page = httpx.get(f"{ui.url}/featuresets/rotten/metrics", params={"v": 2}).text
+        assert "Version 2 could not be profiled" in page and "Parquet" in page
+        assert "(failed)" in page
+    # A restart does not try it again: failed is an answer, not a queue entry.
+    with (
+        ThreadServer(create_app(fs_settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert profiled(client, "rotten", 1)["rows"] == 20_000
+        again = client.get("/featuresets/rotten/versions/2/profile").json()
+        assert again["status"] == "failed" and again["attempts"] == 1

@@ -42,6 +42,7 @@ MAX_ATTEMPTS = 5
 IDLE_WAIT = 60.0
 RECONCILE_PAGE = 500
 SOURCE_KIND = "featureset-table"
+PERMANENT = (pa.ArrowException, FileNotFoundError)
 
 
 def subject_of(name: str) -> str:
@@ -155,7 +156,9 @@ class ProfileWorker:
             raise
         except Exception as exc:
             attempts = record.attempts + 1
-            final = attempts >= MAX_ATTEMPTS
+            # A file Arrow cannot read (corrupt, truncated) or that is gone will not mend
+            # itself: failed at once, with the reason, rather than retried for nothing.
+            final = attempts >= MAX_ATTEMPTS or isinstance(exc, PERMANENT)
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning(
                 "profile of %s version %d failed (attempt %d%s): %s",

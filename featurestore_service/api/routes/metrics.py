@@ -75,6 +75,7 @@ def shown(record: ProfileRecord) -> dict[str, Any]:
         "version": record.version,
         "status": record.status,
         "error": record.error,
+        "attempts": record.attempts,
         "source": record.source,
     }
     if record.profile is not None:
