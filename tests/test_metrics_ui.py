@@ -67,7 +67,15 @@ def test_unknown_set_is_a_404_page(ui: httpx.Client) -> None:
 def test_chart_geometry_survives_odd_histograms() -> None:
     assert overlay(None, None) is None
     one = overlay({"edges": [5.0, 5.0], "counts": [10]}, {"edges": [5.0, 5.0], "counts": [3]})
-    assert one is not None and one.reference and one.current
+    assert one is not None and one.reference and one.current and one.single
+    from ui.routes.metrics import axis_labels
+
+    day = overlay({"edges": [20254.0, 20254.0], "counts": [4]}, None)
+    assert day is not None and axis_labels(day, "date32[day]") == ("", "2025-06-15")
+    assert axis_labels(one, "double") == ("4.5", "5.5")
+    span = overlay({"edges": [20254.0, 20264.0], "counts": [4]}, None)
+    assert span is not None and not span.single
+    assert axis_labels(span, "date32[day]") == ("2025-06-15", "2025-06-25")
     assert overlay({"edges": [0, 1], "counts": [0]}, None) is None
     assert spark([None, None]) is None
     line = spark([1.0, None, 3.0])

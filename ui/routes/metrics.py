@@ -131,11 +131,14 @@ def _page(
 
 
 def axis_labels(drawn: Overlay, type_text: str) -> tuple[str, str]:
-    """The histogram axis's ends: dates for date and timestamp columns, else numbers."""
+    """The histogram axis's ends: dates for date and timestamp columns, else numbers; a
+    single date is named once, under the middle of the axis."""
     unit = epoch_unit(str(type_text))
-    if unit is not None:
-        return epoch_text(drawn.low, unit), epoch_text(drawn.high, unit)
-    return f"{drawn.low:.4g}", f"{drawn.high:.4g}"
+    if unit is None:
+        return f"{drawn.low:.4g}", f"{drawn.high:.4g}"
+    if drawn.single:  # the axis was widened by half a unit each side: name the value itself
+        return "", epoch_text((drawn.low + drawn.high) / 2, unit)
+    return epoch_text(drawn.low, unit), epoch_text(drawn.high, unit)
 
 
 def metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, Any]]:
