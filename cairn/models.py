@@ -315,12 +315,37 @@ class AssetWrite(Manifest):
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class DriftFlag(BaseModel):
+    """A crawled dataset's drift verdict: its newest profile against the one before (DESIGN 10).
+
+    Sent by the crawl's profile step (``PUT /api/v1/assets/{id}/drift``), kept by the catalogue
+    beside the asset: it is not part of the asset's content (its hash, its revision), and a
+    later write of the manifest keeps it, so it stays until the next profile says otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    drifted: bool
+    columns: list[Annotated[str, Field(max_length=MAX_SHORT)]] = Field(
+        default_factory=list, max_length=MAX_COLUMNS, description="The columns that drifted"
+    )
+    profile_version: int = Field(
+        ge=1, le=2**63 - 1, description="The profile's version in the metric store"
+    )
+    against: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="The profile version it was compared with"
+    )
+
+
 class Asset(AssetWrite):
     """An asset as the catalogue stores and returns it."""
 
     id: str
     revision: int = 1
     updated_at: datetime | None = None
+    drift: DriftFlag | None = Field(
+        None, description="Crawled datasets: the drift verdict of the newest profile"
+    )
 
 
 def name_id(name: str) -> str:
@@ -365,6 +390,10 @@ class BulkResponse(BaseModel):
 class Facets(BaseModel):
     tags: dict[str, int] = Field(default_factory=dict)
     types: dict[str, int] = Field(default_factory=dict)
+    drift: dict[str, int] = Field(
+        default_factory=dict,
+        description='Profiled crawled datasets: "drifted" and "stable" counts',
+    )
 
 
 class SearchPage(BaseModel):
@@ -592,6 +621,33 @@ class Feature(BaseModel):
         return self
 
 
+class Check(BaseModel):
+    """A data check (DESIGN 10), evaluated on each new version or crawled file."""
+
+    # Strict: "5" or true for a bound is a mistake to report, not a number to guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["row_count", "not_null", "unique", "range", "allowed_values", "freshness"]
+    column: str | None = Field(None, max_length=1024)
+    name: str | None = Field(
+        None, max_length=200, description="Shown in results; a default is made"
+    )
+    on_fail: Literal["warn", "reject"] = "warn"
+    min: float | None = None
+    max: float | None = None
+    values: list[str | int | float | bool] | None = Field(None, max_length=10_000)
+    max_age: float | None = Field(None, gt=0, description="Seconds (freshness)")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return f"{self.type}({self.column})" if self.column else self.type
+
+
+class CheckList(BaseModel):
+    checks: list[Check] = Field(default_factory=list, max_length=200)
+
+
 class FeatureSetMeta(BaseModel):
     """What describes a new version, whatever its payload (JSON values or a Parquet upload)."""
 
@@ -614,6 +670,14 @@ class FeatureSetMeta(BaseModel):
         description="Catalogue asset ids or names this set is computed from.",
     )
     created_by: str | None = Field(None, max_length=MAX_SHORT)
+    checks: list[Check] | None = Field(
+        None,
+        max_length=200,
+        description="Checks every version of the set is held to from this one on (replacing "
+        "those declared before, as PUT /featuresets/{name}/checks does); this version is held "
+        "to them first: one with on_fail: reject that fails refuses it (422). Left out, the "
+        "declared checks stay.",
+    )
 
     @field_validator("labels")
     @classmethod

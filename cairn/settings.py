@@ -199,6 +199,15 @@ class Settings(BaseSettings):
             "to the feature store's metric store (CAIRN_FEATURESTORE_URL)."
         ),
     )
+    crawl_profile_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Threads that profile crawled data files beside the crawl (reading, statistics, "
+            "sending); at most twice as many files wait for one, so memory stays bounded."
+        ),
+    )
     crawl_fail_on_checks: bool = Field(
         False,
         description=(

@@ -22,6 +22,7 @@ from cairn.models import (
     CatalogueInstance,
     ColumnLineage,
     ColumnSource,
+    DriftFlag,
     JobRun,
     Lineage,
     LineageEdge,
@@ -150,7 +151,7 @@ class Catalogue:
             asset = await self.get(asset_id)
             if asset.deleted:
                 return asset
-            data = asset.model_dump(exclude={"revision", "updated_at"})
+            data = asset.model_dump(exclude={"revision", "updated_at", "drift"})
             data["deleted"] = True
             write = PreparedWrite.of(0, AssetWrite.model_validate(data), asset.revision)
             (result,) = await self.store.upsert([write], datetime.now(UTC))
@@ -162,6 +163,12 @@ class Catalogue:
         raise Conflict(
             f"asset {asset_id} kept changing while it was being deleted; retry the delete"
         )
+
+    async def set_drift(self, asset_id: str, flag: DriftFlag) -> Asset:
+        asset = await self.store.set_drift(asset_id, flag.model_dump(mode="json"))
+        if asset is None:
+            raise NotFound(f"No asset has id {asset_id!r}; push the asset before its drift flag.")
+        return asset
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -625,9 +625,18 @@ class Crawler:
         if sender.sent:
             self._save_state(state, pending, previous, tree, sender.failed_ids, sender.deleted_ids)
         if self.settings.crawl_profiles and upserts:
-            from crawler.profile_step import profile_assets  # numpy, sketches: only when on
+            from crawler.profile_step import ProfileStep  # numpy, sketches: only when on
 
-            profile_assets(self.settings, volume, tree, upserts, report)
+            # Profiles run in the step's bounded pool; the block's end waits for them and flags
+            # drifted assets in the catalogue, which holds the assets by now (pushed above).
+            with ProfileStep(
+                self.settings,
+                volume,
+                report,
+                catalogue_url=self.catalogue_url,
+                api_key=self.api_key,
+            ) as profiles:
+                profiles.submit(tree, upserts)
 
     # -- pieces of _crawl --
 

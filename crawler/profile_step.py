@@ -1,5 +1,14 @@
 """The crawl's profile step: a column profile and the declared checks of each changed asset's
-data file, sent to the metric store (``CAIRN_CRAWL_PROFILES``).
+data file, sent to the metric store (``CAIRN_CRAWL_PROFILES``), and each asset's drift verdict
+sent to the catalogue (``PUT /api/v1/assets/{id}/drift``: a search facet).
+
+Profiling runs off the crawl's own thread: ``ProfileStep.submit`` hands each file to a bounded
+pool of threads (``CAIRN_CRAWL_PROFILE_WORKERS``; at most twice as many files wait, so a big
+crawl waits for the pool rather than holding every sample), and the crawl goes on pushing its
+assets meanwhile. ``finish`` (the end of the ``with`` block, once the assets are pushed) waits
+for the profiles, reports their problems in order, and sends the drift verdicts: the catalogue
+must hold an asset before its flag. Reading Parquet and computing statistics happen in Arrow
+and NumPy, which let go of the interpreter lock, so the threads use the other cores.
 
 Profiles live in the feature store's metric store, reached over HTTP, rather than in the
 catalogue: one store keeps every profile with its sketches (drift compares distributions, not
@@ -14,6 +23,10 @@ does not answer, never stops the crawl; failed checks are warnings with field
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -22,10 +35,11 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import __version__
+from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
 from crawler.problems import Problem
-from featurestore_service.metrics.checks import Check, evaluate
+from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.profile import profile_csv, profile_parquet
 
 log = logging.getLogger("cairn.crawler.profile")
@@ -84,101 +98,279 @@ def _checks(doc: dict[str, Any], report: Any) -> list[Check]:
     return valid
 
 
-def profile_assets(
-    settings: Settings, volume: Volume, tree: Any, upserts: list[dict[str, Any]], report: Any
-) -> None:
+@dataclass(slots=True)
+class Outcome:
+    """What profiling one asset's file came to, reported by the crawl's own thread."""
+
+    asset_id: str
+    problems: list[Problem] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)  # failed checks under --fail-on-checks
+    flag: dict[str, Any] | None = None  # the drift verdict for the catalogue
+    unreachable: bool = False  # the metric store did not answer
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
     headers = {"user-agent": f"cairn-crawler/{__version__}", "content-type": "application/json"}
-    if settings.api_key is not None:
-        headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-    base = settings.featurestore_url.rstrip("/") + "/api/v1/metrics/assets/"
-    with httpx.Client(headers=headers, timeout=settings.http_timeout) as client:
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _flag(version: int, drift: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The catalogue's DriftFlag from a profile's drift; None for a first profile."""
+    if not drift or drift.get("against") is None:
+        return None
+    return {
+        "drifted": bool(drift.get("drifted")),
+        "columns": list(drift.get("drifted_columns") or []),
+        "profile_version": version,
+        "against": drift["against"],
+    }
+
+
+class ProfileStep:
+    """Profiles the data files of upserted assets in a bounded thread pool beside the crawl.
+
+    Use as a context manager around the push: ``submit`` before or while pushing, and the
+    block's end waits for the profiles and sends drift flags. ``executor`` may be a thread
+    pool the crawl already has (jobs use this step's HTTP clients, so not a process pool);
+    without one the step makes its own of ``CAIRN_CRAWL_PROFILE_WORKERS`` threads.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        volume: Volume,
+        report: Any,
+        *,
+        catalogue_url: str | None = None,
+        api_key: str | None = None,
+        executor: Executor | None = None,
+    ):
+        self.settings = settings
+        self.volume = volume
+        self.report = report
+        workers = settings.crawl_profile_workers
+        self._own = executor is None
+        self.executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="cairn-profile")
+        # Files submitted but not finished: bounded, so the crawl waits rather than piling up.
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._jobs: list[Future[Outcome]] = []
+        self._feeders: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._down = threading.Event()  # the metric store did not answer: skip the rest
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        self._store = httpx.Client(headers=_headers(key), timeout=settings.http_timeout)
+        self._catalogue = httpx.Client(
+            base_url=(catalogue_url or settings.catalogue_url).rstrip("/"),
+            headers=_headers(key),
+            timeout=settings.http_timeout,
+        )
+        self._base = settings.featurestore_url.rstrip("/") + "/api/v1/metrics/assets/"
+
+    def __enter__(self) -> ProfileStep:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.finish()
+        else:  # the crawl failed: its assets may not be in the catalogue; drop what waits
+            self._stopping.set()
+            with self._lock:
+                for job in self._jobs:
+                    job.cancel()
+            self._close()
+
+    def submit(self, tree: Any, upserts: list[dict[str, Any]]) -> None:
+        """Queues the Parquet/CSV file of each live upserted asset and returns at once: a
+        feeder thread hands the files to the pool as its bounded queue has room."""
+        wanted: list[tuple[dict[str, Any], Entry, list[Check]]] = []
         for doc in upserts:
             if doc.get("deleted"):
                 continue
-            rel = _relative(volume, doc.get("location"))
+            rel = _relative(self.volume, doc.get("location"))
             entry = _data_entry(tree, rel) if rel is not None else None
             if entry is None or not entry.path.lower().endswith(PARQUET + CSV):
                 continue
+            checks = _checks(doc, self.report)  # invalid ones are warnings, reported now
+            wanted.append((doc, entry, checks))
+        feeder = threading.Thread(
+            target=self._feed, args=(wanted,), name="cairn-profile-feeder", daemon=True
+        )
+        feeder.start()
+        self._feeders.append(feeder)
+
+    def _feed(self, wanted: list[tuple[dict[str, Any], Entry, list[Check]]]) -> None:
+        for doc, entry, checks in wanted:
+            self._slots.acquire()
+            if self._stopping.is_set():
+                self._slots.release()
+                return
             try:
-                if not _profile_one(settings, volume, client, base, doc, entry, report):
-                    return
-            except Exception as exc:  # one odd file never stops the crawl
-                report.warnings.append(
+                job = self.executor.submit(self._run, doc, entry, checks)
+            except RuntimeError:  # the pool shut down: the crawl failed
+                self._slots.release()
+                return
+            job.add_done_callback(lambda _: self._slots.release())
+            with self._lock:
+                self._jobs.append(job)
+
+    def finish(self) -> None:
+        """Waits for every profile, reports problems in submission order, sends drift flags."""
+        try:
+            for feeder in self._feeders:
+                feeder.join()
+            flags: list[tuple[str, dict[str, Any]]] = []
+            told = False
+            for job in self._jobs:
+                outcome = job.result()
+                if outcome.unreachable and told:
+                    continue  # one warning says the metric store is down
+                told = told or outcome.unreachable
+                self.report.warnings.extend(outcome.problems)
+                self.report.errors.extend(outcome.errors)
+                if outcome.flag is not None:
+                    flags.append((outcome.asset_id, outcome.flag))
+            self._send_flags(flags)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for feeder in self._feeders:
+            feeder.join()
+        if self._own:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        self._store.close()
+        self._catalogue.close()
+
+    def _send_flags(self, flags: list[tuple[str, dict[str, Any]]]) -> None:
+        for asset_id, flag in flags:
+            url = f"/api/v1/assets/{quote(asset_id, safe='')}/drift"
+            try:
+                sent = self._catalogue.put(url, content=orjson.dumps(flag))
+            except httpx.TransportError as exc:
+                self.report.warnings.append(
                     Problem(
-                        path=entry.path,
-                        reason=f"profile not computed: {type(exc).__name__}: {exc}"[:500],
+                        path=str(self._catalogue.base_url),
+                        reason=f"drift flags not sent: the catalogue does not answer ({exc}); "
+                        "they are sent again by the next crawl that changes the assets",
+                        severity="warning",
+                    )
+                )
+                return
+            if sent.status_code != 200:
+                self.report.warnings.append(
+                    Problem(
+                        path=asset_id,
+                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code} "
+                        f"{sent.text[:300]}",
                         severity="warning",
                     )
                 )
 
-
-def _profile_one(
-    settings: Settings,
-    volume: Volume,
-    client: httpx.Client,
-    base: str,
-    doc: dict[str, Any],
-    entry: Entry,
-    report: Any,
-) -> bool:
-    """Profiles one file; False when the metric store cannot be reached (stop trying)."""
-    url = base + quote(doc["id"], safe="")
-    fingerprint = f"{entry.path}:{entry.size}:{entry.mtime_ns}"
-    try:
-        known = client.get(url + "/profile")
-    except httpx.TransportError as exc:
-        report.warnings.append(
-            Problem(
-                path=settings.featurestore_url,
-                reason=f"profiles not sent: the metric store does not answer ({exc}); "
-                "they are computed on the next crawl that changes the data",
-                severity="warning",
-            )
-        )
-        return False
-    if (
-        known.status_code == 200
-        and known.json().get("source", {}).get("fingerprint") == fingerprint
-    ):
-        return True
-    checks = _checks(doc, report)
-    sample = settings.metrics_sample_rows
-    with volume.open(entry.path) as f:
-        if entry.path.lower().endswith(PARQUET):
-            profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
-            results = []
-        else:
-            profile, table = profile_csv(f, sample_rows=sample)
-            results = evaluate(checks, table) if checks else []
-    if checks and entry.path.lower().endswith(PARQUET):
-        with volume.open(entry.path) as f:
-            results = evaluate(checks, f)
-    body = {
-        "fingerprint": fingerprint,
-        "location": doc.get("location"),
-        "profile": profile,
-        "checks": results,
-    }
-    sent = client.put(url + "/profile", content=orjson.dumps(body))
-    if sent.status_code not in (200, 201):
-        report.warnings.append(
-            Problem(
-                path=entry.path,
-                reason=f"profile refused by the metric store: HTTP {sent.status_code} "
-                f"{sent.text[:300]}",
-                severity="warning",
-            )
-        )
-    strict = settings.crawl_fail_on_checks
-    for result in results:
-        if not result["passed"]:
-            (report.errors if strict else report.warnings).append(
+    def _run(self, doc: dict[str, Any], entry: Entry, checks: list[Check]) -> Outcome:
+        outcome = Outcome(doc["id"])
+        if self._down.is_set():
+            outcome.unreachable = True
+            return outcome
+        try:
+            self._profile_one(doc, entry, checks, outcome)
+        except Exception as exc:  # one odd file never stops the crawl
+            outcome.problems.append(
                 Problem(
-                    path=doc.get("manifest_path", entry.path),
-                    field=f"{CHECKS_FIELD}.{result['name']}",
-                    reason=f"check {result['name']} failed on {entry.path}: observed "
-                    f"{result['observed']}; failing sample {result['failing']}",
-                    severity="error" if strict else "warning",
+                    path=entry.path,
+                    reason=f"profile not computed: {type(exc).__name__}: {exc}"[:500],
+                    severity="warning",
                 )
             )
-    return True
+        return outcome
+
+    def _profile_one(
+        self, doc: dict[str, Any], entry: Entry, checks: list[Check], outcome: Outcome
+    ) -> None:
+        settings = self.settings
+        url = self._base + quote(doc["id"], safe="")
+        fingerprint = f"{entry.path}:{entry.size}:{entry.mtime_ns}"
+        try:
+            known = self._store.get(url + "/profile")
+        except httpx.TransportError as exc:
+            self._down.set()
+            outcome.unreachable = True
+            outcome.problems.append(
+                Problem(
+                    path=settings.featurestore_url,
+                    reason=f"profiles not sent: the metric store does not answer ({exc}); "
+                    "they are computed on the next crawl that changes the data",
+                    severity="warning",
+                )
+            )
+            return
+        if known.status_code == 200:
+            record = known.json()
+            if record.get("source", {}).get("fingerprint") == fingerprint:
+                # Unchanged data: the verdict stands (sent again: the manifest was rewritten).
+                outcome.flag = _flag(record["version"], record.get("drift"))
+                return
+        sample = settings.metrics_sample_rows
+        with self.volume.open(entry.path) as f:
+            if entry.path.lower().endswith(PARQUET):
+                profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
+                results = []
+            else:
+                profile, table = profile_csv(f, sample_rows=sample)
+                results = evaluate(checks, table) if checks else []
+        if checks and entry.path.lower().endswith(PARQUET):
+            with self.volume.open(entry.path) as f:
+                results = evaluate(checks, f)
+        body = {
+            "fingerprint": fingerprint,
+            "location": doc.get("location"),
+            "profile": profile,
+            "checks": results,
+        }
+        sent = self._store.put(url + "/profile", content=orjson.dumps(body))
+        if sent.status_code not in (200, 201):
+            outcome.problems.append(
+                Problem(
+                    path=entry.path,
+                    reason=f"profile refused by the metric store: HTTP {sent.status_code} "
+                    f"{sent.text[:300]}",
+                    severity="warning",
+                )
+            )
+        elif sent.status_code == 201:
+            stored = sent.json()
+            outcome.flag = _flag(
+                stored["version"],
+                {
+                    "drifted": stored.get("drifted"),
+                    "drifted_columns": stored.get("drifted_columns"),
+                    "against": stored.get("against"),
+                },
+            )
+        strict = settings.crawl_fail_on_checks
+        for result in results:
+            if not result["passed"]:
+                (outcome.errors if strict else outcome.problems).append(
+                    Problem(
+                        path=doc.get("manifest_path", entry.path),
+                        field=f"{CHECKS_FIELD}.{result['name']}",
+                        reason=f"check {result['name']} failed on {entry.path}: observed "
+                        f"{result['observed']}; failing sample {result['failing']}",
+                        severity="error" if strict else "warning",
+                    )
+                )
+
+
+def profile_assets(
+    settings: Settings, volume: Volume, tree: Any, upserts: list[dict[str, Any]], report: Any
+) -> None:
+    """The whole step at once, for a caller with nothing to overlap it with."""
+    with ProfileStep(settings, volume, report) as step:
+        step.submit(tree, upserts)

@@ -11,13 +11,14 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
 from cairn.errors import Conflict, NotFound
 from cairn.models import (
+    Check,
     ColumnChange,
     FeatureChange,
     FeatureSet,
@@ -127,6 +128,11 @@ def _body(
     }
 
 
+T = TypeVar("T")
+# Awaited with a set's name, what is written, and the checks the write declared.
+BeforeWrite = Callable[[str, T, list[Check] | None], Awaitable[None]]
+
+
 class FeatureStore:
     def __init__(self, store: FeatureSetStore, blobs: TableBlobs, settings: Settings):
         self.store = store
@@ -139,9 +145,11 @@ class FeatureStore:
         self.on_change: Callable[[str], None] = lambda name: None
         # Called with each committed version (the metric store's profiling queue).
         self.on_version: Callable[[StoredVersion], None] = lambda stored: None
-        # Awaited with a table's name and file before its version is stored; raising refuses
-        # the write (checks declared with on_fail: reject).
-        self.before_table: Callable[[str, Path], Awaitable[None]] | None = None
+        # Awaited with a table's name, file and the checks its write declared (None: keep the
+        # set's) before its version is stored; raising refuses the write (on_fail: reject).
+        self.before_table: BeforeWrite[Path] | None = None
+        # The same for a set of named values, held to the checks as a one-row table.
+        self.before_values: BeforeWrite[list[dict[str, Any]]] | None = None
         # Extra catalogue tags of a set (the metric store's "drifted", "checks-failed").
         self.asset_tags: Callable[[str], Awaitable[list[str]]] | None = None
 
@@ -149,6 +157,8 @@ class FeatureStore:
 
     async def create(self, write: FeatureSetWrite) -> StoredVersion:
         features = [f.model_dump(mode="json") for f in write.features]
+        if self.before_values is not None:
+            await self.before_values(write.name, features, write.checks)
         payload = orjson.dumps(features)
         new = NewVersion(
             name=write.name,
@@ -186,7 +196,7 @@ class FeatureStore:
         async with self.blobs.ingest(chunks, check) as blob:
             info = blob.info
             if self.before_table is not None:
-                await self.before_table(meta.name, blob.path)
+                await self.before_table(meta.name, blob.path, meta.checks)
             new = NewVersion(
                 name=meta.name,
                 kind="table",

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyarrow as pa
 
 from cairn.settings import Settings
 from tests.conftest import ThreadServer, free_port
@@ -17,6 +20,14 @@ from tests.test_metrics_api import profiled, table
 
 NAME = "churn"
 HOSTILE = "<img src=x onerror=alert(1)>"  # a column name: shown as text, never obeyed
+
+
+def signup_days(seed: int, shift: float, rows: int = 20_000) -> pa.Array:
+    """A date32 column: days of 2025 (a later half of it when shifted)."""
+    rng = np.random.default_rng(seed)
+    start = date(2025, 1, 1) + timedelta(days=int(180 * shift))
+    days = rng.integers(0, 180, rows)
+    return pa.array([start + timedelta(days=int(d)) for d in days], pa.date32())
 
 
 @contextmanager
@@ -32,6 +43,7 @@ def metrics_stack(data: Path) -> Iterator[tuple[str, str]]:
             for seed, shift in ((1, 0.0), (2, 0.0), (3, 1.0)):
                 data_table = table(seed, shift)
                 data_table = data_table.append_column(HOSTILE, data_table.column("spend"))
+                data_table = data_table.append_column("signup_day", signup_days(seed, shift))
                 assert upload(client, NAME, parquet_bytes(data_table)).status_code == 201
             profiled(client, NAME, 3)
         settings = Settings(data_dir=data, featurestore_url=fs.url, catalogue_url=nowhere)

@@ -360,7 +360,7 @@ def test_unfiltered_counts_follow_writes(api: httpx.Client) -> None:
     api.delete(f"/assets/{target}")
     assert api.get("/assets").json()["total"] == 5
     no_facets = api.get("/assets", params={"facets": "false"}).json()
-    assert no_facets["total"] == 5 and no_facets["facets"] == {"tags": {}, "types": {}}
+    assert no_facets["total"] == 5 and no_facets["facets"] == {"tags": {}, "types": {}, "drift": {}}
     assert api.get("/assets").json()["facets"]["tags"]["sales"] == 3
 
 

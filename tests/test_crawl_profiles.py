@@ -3,7 +3,9 @@ from manifests, incremental re-crawls, drift on changed data, and nothing that s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -102,6 +104,19 @@ def test_crawl_profiles_data_incrementally_with_checks_and_drift(
     items = history(metric_store.url, sales_id)
     assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)]
     assert "amount" in items[0]["drifted_columns"]
+    # The verdict is a catalogue search facet: only "sales" was compared, and it drifted.
+    flagged = httpx.get(f"{catalogue_process.url}/api/v1/assets", params={"drifted": "true"})
+    assert [a["name"] for a in flagged.json()["items"]] == ["sales"], flagged.text
+    assert flagged.json()["items"][0]["drift"]["profile_version"] == 2
+    assert flagged.json()["facets"]["drift"] == {"drifted": 1}
+    # A manifest edit alone (same data) keeps the flag.
+    manifest = volume / "sales/MANIFEST.yaml"
+    manifest.write_text(manifest.read_text() + "description: edited\n")
+    edited = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    kept = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/sales").json()
+    assert kept["description"] == "edited" and kept["drift"]["drifted"] is True
+    assert len(history(metric_store.url, sales_id)) == 2
 
     bad = sales(3).set_column(1, "amount", pa.array([-1.0] * 5000))
     pq.write_table(bad, volume / "sales/part-0.parquet")
@@ -124,3 +139,59 @@ def test_crawl_goes_on_when_the_metric_store_is_down(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "profiles not sent: the metric store does not answer" in done.stdout
     assert httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/sales").status_code == 200
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A thread pool that remembers the most jobs it held at once (queued or running)."""
+
+    def __init__(self, workers: int):
+        super().__init__(workers)
+        self.held = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        with self.lock:
+            self.held += 1
+            self.most = max(self.most, self.held)
+        job = super().submit(fn, *args, **kwargs)
+        job.add_done_callback(self._done)
+        return job
+
+    def _done(self, _: object) -> None:
+        with self.lock:
+            self.held -= 1
+
+
+def test_profile_step_runs_in_a_bounded_pool_beside_the_crawl(
+    tmp_path: Path, metric_store: ThreadServer
+) -> None:
+    from connectors import open_volume
+    from crawler.crawl import CrawlReport, NamePatterns, walk_tree
+    from crawler.profile_step import ProfileStep
+
+    root = tmp_path / "lake"
+    docs = []
+    for i in range(12):
+        (root / f"d{i}").mkdir(parents=True)
+        (root / f"d{i}/MANIFEST.yaml").write_text(f"name: d{i}\ntype: dataset\n")
+        pq.write_table(sales(i, rows=2000), root / f"d{i}/part-0.parquet")
+    settings = Settings(
+        data_dir=tmp_path / "crawl",
+        featurestore_url=metric_store.url,
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        crawl_profile_workers=2,
+    )
+    volume = open_volume(str(root))
+    for i in range(12):
+        docs.append({"id": f"a-{i}", "location": volume.url_for(f"d{i}"), "name": f"d{i}"})
+    tree = walk_tree(volume, NamePatterns(settings.manifest_patterns))
+    report = CrawlReport(volume=volume.url, started_at="now")
+    pool = CountingPool(2)
+    with ProfileStep(settings, volume, report, executor=pool) as step:
+        step.submit(tree, docs)  # returns at once; a feeder thread fills the pool
+    pool.shutdown()
+    assert pool.most <= 4, pool.most  # twice the workers, never every file at once
+    for i in range(12):
+        assert history(metric_store.url, f"a-{i}")[0]["rows"] == 2000
+    assert not report.errors and not report.warnings, report.warnings  # first profiles: no flags

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -332,3 +333,142 @@ def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:
             assert [a["name"] for a in found["items"]] == ["featureset:moving"]
             facets = httpx.get(catalogue.url + "/api/v1/assets", params={"q": "moving"}).json()
             assert facets["facets"]["tags"].get("drifted") == 1
+
+
+def test_date_and_timestamp_columns_read_as_dates(fs: httpx.Client) -> None:
+    from datetime import UTC, date, datetime, timedelta
+
+    days = [date(2025, 1, 1) + timedelta(days=i % 200) for i in range(5000)]
+    moments = [datetime(2025, 3, 1, tzinfo=UTC) + timedelta(hours=i) for i in range(5000)]
+    dated = pa.table(
+        {
+            "day": pa.array(days, pa.date32()),
+            "at": pa.array(moments, pa.timestamp("us", tz="UTC")),
+            "n": pa.array(range(5000), pa.int64()),
+        }
+    )
+    assert upload(fs, "dated", parquet_bytes(dated)).status_code == 201
+    columns = {c["name"]: c for c in profiled(fs, "dated", 1)["columns"]}
+    day, at, n = columns["day"], columns["at"], columns["n"]
+    assert (day["min"], day["max"]) == ("2025-01-01", "2025-07-19")
+    # Quantiles come from the sketch (within its rank error): ISO dates inside the range.
+    for q in day["quantiles"].values():
+        assert "2025-01-01" <= date.fromisoformat(q).isoformat() <= "2025-07-19"
+    assert "2025-03-01T00:00:00Z" <= at["quantiles"]["0.5"] <= "2025-09-25T07:00:00Z"
+    assert datetime.fromisoformat(at["quantiles"]["0.5"].replace("Z", "+00:00")).tzinfo
+    # Histogram edges span the exact min and max.
+    assert day["histogram"]["labels"][0] == "2025-01-01"
+    assert day["histogram"]["labels"][-1] == "2025-07-19"
+    assert len(day["histogram"]["labels"]) == len(day["histogram"]["edges"])
+    assert day["epoch_unit"] == "day" and at["epoch_unit"] == "us"
+    assert at["histogram"]["labels"][0] == "2025-03-01T00:00:00Z"
+    assert at["histogram"]["labels"][-1] == "2025-09-25T07:00:00Z"  # 4999 hours later
+    # Numbers stay numbers.
+    assert isinstance(n["quantiles"]["0.5"], float) and "labels" not in n["histogram"]
+
+
+def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
+    """POST /featuresets JSON and the Parquet upload's query declare checks like PUT .../checks:
+    reject refuses the version, warn flags it, and they hold for later versions too."""
+    bounded = [{"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "reject"}]
+    first = fs.post(
+        "/featuresets", json=values("serving", ("threshold", "float", 0.4), checks=bounded)
+    )
+    assert first.status_code == 201, first.text
+    assert "checks" not in first.json()  # a version's document is unchanged by its checks
+    assert fs.get("/featuresets/serving/checks").json()["checks"][0]["max"] == 1
+    high = fs.post("/featuresets", json=values("serving", ("threshold", "float", 1.5)))
+    assert high.status_code == 422, high.text  # declared with version 1, still held
+    assert high.json()["errors"][0]["field"] == "checks.range(threshold)"
+    assert "1.5" in high.json()["errors"][0]["message"]
+    fresh = [{"type": "freshness", "column": "trained_at", "max_age": 3600, "on_fail": "reject"}]
+    stale = values("serving", ("trained_at", "timestamp", "2020-01-01T00:00:00Z"), checks=fresh)
+    refused = fs.post("/featuresets", json=stale)
+    assert refused.status_code == 422 and "freshness(trained_at)" in refused.text
+    assert fs.get("/featuresets/serving/checks").json()["checks"] == bounded  # not replaced
+    cleared = fs.post(
+        "/featuresets", json=values("serving", ("threshold", "float", 1.5), checks=[])
+    )
+    assert (
+        cleared.status_code == 201 and fs.get("/featuresets/serving/checks").json()["checks"] == []
+    )
+    wrong = fs.post(
+        "/featuresets", json=values("serving", ("x", "int", 1), checks=[{"type": "no"}])
+    )
+    assert wrong.status_code == 422 and "checks" in wrong.json()["errors"][0]["field"]
+
+    gaps = parquet_bytes(pa.table({"spend": [5.0, 1.0], "visits": pa.array([1, None])}))
+    nulls = [{"type": "not_null", "column": "visits", "on_fail": "reject"}]
+    rejected = upload(fs, "uploaded", gaps, checks=orjson.dumps(nulls).decode())
+    assert rejected.status_code == 422 and "not_null(visits)" in rejected.text, rejected.text
+    assert fs.get("/featuresets/uploaded").status_code == 404  # nothing was stored
+    warn = [{**nulls[0], "on_fail": "warn"}, {"type": "row_count", "min": 1}]
+    accepted = upload(fs, "uploaded", gaps, checks=orjson.dumps(warn).decode())
+    assert accepted.status_code == 201, accepted.text
+    checks = {c["name"]: c for c in profiled(fs, "uploaded", 1)["checks"]}
+    assert checks["not_null(visits)"]["passed"] is False and checks["row_count"]["passed"]
+    assert fs.get("/featuresets/uploaded/metrics").json()["items"][0]["checks_failed"] == [
+        "not_null(visits)"
+    ]
+    for raw, field in (("{nope", "checks"), ('[{"type": "range", "min": "x"}]', "checks")):
+        bad = upload(fs, "uploaded", gaps, checks=raw)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"].startswith(field), bad.text
+    text_range = [{"type": "range", "column": "spend", "min": 0, "on_fail": "reject"}]
+    words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
+    odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
+    assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text
+
+
+def test_a_profile_that_cannot_succeed_fails_once_with_its_reason(fs_settings: Settings) -> None:
+    """A version whose file went corrupt on disk (written while profiling was off): after the
+    restart that queues it, it is failed with Arrow's reason on the first attempt, shown by the
+    API and the UI, and never tried again; the version before it is profiled as usual."""
+    from ui.app import create_app as ui_app
+
+    quiet = fs_settings.model_copy(update={"metrics_profiling": False})
+    with (
+        ThreadServer(create_app(quiet)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert upload(client, "rotten", parquet_bytes(table(1))).status_code == 201
+        second = upload(client, "rotten", parquet_bytes(table(2)))
+        assert second.status_code == 201, second.text
+        off = client.get("/featuresets/rotten/versions/2/profile")
+        assert off.status_code == 404 and "CAIRN_METRICS_PROFILING" in off.text
+    sha = second.json()["table"]["sha256"]
+    blob = fs_settings.featurestore_blobs / sha[:2] / f"{sha}.parquet"
+    blob.write_bytes(b"not a parquet file at all" * 100)
+
+    with (
+        ThreadServer(create_app(fs_settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert profiled(client, "rotten", 1)["rows"] == 20_000
+        deadline = time.monotonic() + WAIT
+        while (answer := client.get("/featuresets/rotten/versions/2/profile")).status_code == 202:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+        failed = answer.json()
+        assert answer.status_code == 200 and failed["status"] == "failed", failed
+        assert failed["attempts"] == 1 and "Parquet" in failed["error"], failed
+        history = client.get("/featuresets/rotten/metrics").json()["items"]
+        assert [(h["version"], h["status"]) for h in history] == [(2, "failed"), (1, "done")]
+        assert history[0]["error"] == failed["error"]
+        settings = Settings(
+            data_dir=fs_settings.data_dir / "ui",
+            featurestore_url=server.url,
+            catalogue_url=f"http://127.0.0.1:{free_port()}",
+        )
+        with ThreadServer(ui_app(settings)) as ui:
+            page = httpx.get(f"{ui.url}/featuresets/rotten/metrics", params={"v": 2}).text
+        assert "Version 2 could not be profiled" in page and "Parquet" in page
+        assert "(failed)" in page
+    # A restart does not try it again: failed is an answer, not a queue entry.
+    with (
+        ThreadServer(create_app(fs_settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        assert profiled(client, "rotten", 1)["rows"] == 20_000
+        again = client.get("/featuresets/rotten/versions/2/profile").json()
+        assert again["status"] == "failed" and again["attempts"] == 1

@@ -32,12 +32,18 @@ def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Cl
     text = assert_page(ui.get(f"/featuresets/{NAME}/metrics"))
     assert "version 3" in text and "drift against v2" in text
     # Two areas per numeric column: the reference (filled) and this version (outlined).
-    assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 3
-    assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 3
+    assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 4
+    assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 4
     assert text.count('<svg class="spark"') >= 1 + 4  # rows, and null rates per column
     assert re.search(r"KS p=[\d.e-]+ · drift", text) and re.search(r"χ² p=[\d.e-]+ · drift", text)
     assert "not_null(visits)" in text and "fail (warn)" in text
     assert HOSTILE not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+
+    # A date column's axis and range read as dates, not day numbers like 2.025e+04.
+    day = text.split('data-column="signup_day"', 1)[1].split("</figure>", 1)[0]
+    axis = re.search(r'class="small muted axis"><span>([^<]+)</span> <span>([^<]+)</span>', day)
+    assert axis is not None and axis.groups() == ("2025-01-01", "2025-12-26"), day
+    assert "e+0" not in day and "from 2025-06-30 to 2025-12-26" in day
 
     quiet = assert_page(ui.get(f"/featuresets/{NAME}/metrics", params={"v": 2}))
     assert "no drift against v1" in quiet and "· drift" not in quiet
@@ -61,7 +67,15 @@ def test_unknown_set_is_a_404_page(ui: httpx.Client) -> None:
 def test_chart_geometry_survives_odd_histograms() -> None:
     assert overlay(None, None) is None
     one = overlay({"edges": [5.0, 5.0], "counts": [10]}, {"edges": [5.0, 5.0], "counts": [3]})
-    assert one is not None and one.reference and one.current
+    assert one is not None and one.reference and one.current and one.single
+    from ui.routes.metrics import axis_labels
+
+    day = overlay({"edges": [20254.0, 20254.0], "counts": [4]}, None)
+    assert day is not None and axis_labels(day, "date32[day]") == ("", "2025-06-15")
+    assert axis_labels(one, "double") == ("4.5", "5.5")
+    span = overlay({"edges": [20254.0, 20264.0], "counts": [4]}, None)
+    assert span is not None and not span.single
+    assert axis_labels(span, "date32[day]") == ("2025-06-15", "2025-06-25")
     assert overlay({"edges": [0, 1], "counts": [0]}, None) is None
     assert spark([None, None]) is None
     line = spark([1.0, None, 3.0])

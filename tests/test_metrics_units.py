@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +206,23 @@ def test_high_cardinality_strings_are_pruned_and_estimated() -> None:
     exact = rows - 999
     assert abs(column["distinct"] - exact) <= HLL_EPS * exact
     assert column["top"][0] == {"value": "hot", "count": 1000} and column["top_exact"] is False
+
+
+def test_epoch_numbers_read_as_the_dates_arrow_gives() -> None:
+    from cairn.epochs import epoch_text, epoch_unit
+
+    days = pa.array([date(1969, 12, 31), date(2025, 6, 1), date(9999, 12, 31)], pa.date32())
+    for value, number in zip(days.to_pylist(), pc.cast(days, pa.int32()).to_pylist(), strict=True):
+        assert epoch_text(number, "day") == value.isoformat()
+    moments = pa.array(
+        [datetime(2025, 6, 1, 12, 30, 5, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)],
+        pa.timestamp("ns", tz="UTC"),
+    )
+    for value, number in zip(
+        moments.to_pylist(), moments.cast(pa.int64()).to_pylist(), strict=True
+    ):
+        assert epoch_text(number, "ns") == value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert epoch_unit(str(days.type)) == "day" and epoch_unit(str(moments.type)) == "ns"
+    assert epoch_unit("timestamp[ms]") == "ms" and epoch_unit("date64[ms]") == "ms"
+    assert epoch_unit("double") is None and epoch_unit("") is None
+    assert epoch_text(1e300, "day") == "1e+300" and epoch_text(float("nan"), "s") == "nan"

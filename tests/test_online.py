@@ -587,3 +587,48 @@ def test_materialization_memory_does_not_grow_with_the_row_group(tmp_path: Path)
         assert grown < 130, f"materializing grew the peak RSS by {grown:.0f} MiB"
     finally:
         server.stop()
+
+
+def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
+    """Both sets name their feature "value": with and without full names, each set's served
+    values go to its own sample, so neither looks skewed against its own profile."""
+    settings = on_settings.model_copy(update={"metrics_skew_sample_rate": 1.0})
+    rng = np.random.default_rng(5)
+    keys = [f"C{i}" for i in range(400)]
+    stamp = pa.array([1_750_000_000_000_000] * 400, pa.timestamp("us", "UTC"))
+    sets = {
+        "high": rng.normal(100, 5, 400),
+        "low": rng.normal(-100, 5, 400),
+    }
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        for name, values in sets.items():
+            data = pa.table({"customer_id": keys, "ts": stamp, "value": values})
+            written = http.post(
+                f"/api/v1/featuresets/{name}/versions",
+                content=parquet_bytes(data),
+                params={"entities": "customer_id", "timestamp": "ts"},
+                headers={"content-type": "application/vnd.apache.parquet"},
+            )
+            assert written.status_code == 201, written.text
+            wait_online(http, name, 1, timeout=120)  # materialized on write
+        api = httpx.Client(base_url=server.url + "/api/v1", timeout=60)
+        for name in sets:
+            profiled(api, name, 1)
+        for start in range(0, 400, 100):
+            for full in (False, True):
+                body = {
+                    "features": ["high:value", "low:value"],
+                    "entities": {"customer_id": keys[start : start + 100]},
+                    "full_feature_names": full,
+                }
+                assert http.post("/api/v1/online-features", json=body).status_code == 200
+        for name in sets:
+            answer = api.get(f"/featuresets/{name}/skew")
+            assert answer.status_code == 200, answer.text
+            found = answer.json()
+            assert found["rows_seen"] == 800, found
+            assert found["skew"]["drifted"] is False, found
+        api.close()

@@ -446,6 +446,25 @@ def test_highlight_escapes_before_marking() -> None:
     assert cut.startswith("… ") and cut.endswith(" …") and "<mark>churn</mark>" in cut
 
 
+def test_drifted_datasets_are_flagged_and_a_search_facet(
+    ui: httpx.Client, services: tuple[str, str]
+) -> None:
+    flag = {"drifted": True, "columns": ["amount"], "profile_version": 2, "against": 1}
+    set_flag = httpx.put(f"{services[1]}/api/v1/assets/raw-1/drift", json=flag)
+    assert set_flag.status_code == 200, set_flag.text
+    text = assert_page(ui.get("/", params={"q": "sales"}))
+    assert 'data-facet="drift:drifted"' in text and "drifted data" in text
+    assert 'class="badge drift" href="/assets/raw-1/metrics"' in text
+    only = assert_page(ui.get("/", params={"drift": "drifted"}))
+    assert 'href="/assets/raw-1"' in only and 'href="/assets/sales-1"' not in only
+    assert "Remove drift filter drifted" in only
+    odd = assert_page(ui.get("/", params={"drift": "<b>x</b>"}))
+    assert "Ignored the drift filter" in odd and "<b>x</b>" not in odd
+    page = assert_page(ui.get("/assets/raw-1"))
+    assert "The data drifted." in page and "differs from v1 in amount" in page
+    assert "drifted" not in assert_page(ui.get("/assets/sales-1")).split("<main", 1)[-1]
+
+
 def test_search_state_round_trips_through_the_url() -> None:
     state, notices = SearchState.parse(
         QueryParams(

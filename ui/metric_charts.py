@@ -26,6 +26,7 @@ class Overlay:
     high: float
     width: int = HIST_W
     height: int = HIST_H
+    single: bool = False  # one value everywhere: the axis was widened around it
 
 
 def _finite(value: Any) -> bool:
@@ -72,13 +73,15 @@ def overlay(reference: dict[str, Any] | None, current: dict[str, Any] | None) ->
         return None
     low = min(b[0] for b in old + new)
     high = max(b[1] for b in old + new)
+    single = False
     if high <= low:
         # One value everywhere: a single bar in the middle.
         low, high = low - 0.5, high + 0.5
         old = [(low + 0.25, high - 0.25, 1.0)] if old else []
         new = [(low + 0.25, high - 0.25, 1.0)] if new else []
+        single = True
     top = max([b[2] for b in old + new] or [0.0])
-    return Overlay(_area(old, low, high, top), _area(new, low, high, top), low, high)
+    return Overlay(_area(old, low, high, top), _area(new, low, high, top), low, high, single=single)
 
 
 @dataclass(slots=True)

@@ -39,6 +39,9 @@ def clean(value: str, limit: int) -> tuple[str, bool]:
     return value, False
 
 
+DRIFT_VALUES = frozenset({"", "drifted", "stable"})
+
+
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
@@ -63,6 +66,7 @@ class SearchState:
     back: list[str] = field(default_factory=list)
     page: int = 1
     base: str = "/"  # the page these links point at
+    drift: str = ""  # "drifted" or "stable": crawled datasets by their newest profile
 
     @classmethod
     def parse(cls, params: QueryParams, base: str = "/") -> tuple[SearchState, list[str]]:
@@ -100,7 +104,11 @@ class SearchState:
         page = _int(params.get("page"), 1, 1, MAX_PAGE) if cursor else 1
         if cursor and page < 2:
             page = len(back) + 2
-        state = cls(q, tags, kind, labels, owner, deleted, cursor, back, page, base)
+        drift = params.get("drift", "")
+        if drift not in DRIFT_VALUES:
+            notices.append(f"Ignored the drift filter {drift[:40]!r}: use drifted or stable.")
+            drift = ""
+        state = cls(q, tags, kind, labels, owner, deleted, cursor, back, page, base, drift)
         return state, notices
 
     # --- what the catalogue is asked ----------------------------------------------------------
@@ -121,6 +129,7 @@ class SearchState:
             "include_deleted": self.deleted,
             "cursor": self.cursor or None,
             "limit": limit,
+            "drifted": {"drifted": True, "stable": False}.get(self.drift),
         }
 
     # --- links --------------------------------------------------------------------------------
@@ -128,7 +137,7 @@ class SearchState:
     @property
     def is_empty(self) -> bool:
         """No text and no filter: the catalogue's front page."""
-        return not (self.q or self.tags or self.type or self.labels or self.owner)
+        return not (self.q or self.tags or self.type or self.labels or self.owner or self.drift)
 
     @property
     def first_row(self) -> int:
@@ -145,6 +154,8 @@ class SearchState:
         pairs += [("label", lab) for lab in state.labels]
         if state.owner:
             pairs.append(("owner", state.owner))
+        if state.drift:
+            pairs.append(("drift", state.drift))
         if state.deleted:
             pairs.append(("deleted", "1"))
         if state.cursor:
@@ -173,6 +184,9 @@ class SearchState:
             return self._first_page(labels=[x for x in self.labels if x != label])
         return self._first_page(labels=[*self.labels, label])
 
+    def with_drift(self, value: str) -> str:
+        return self._first_page(drift="" if value == self.drift else value)
+
     def toggle_deleted(self) -> str:
         return self._first_page(deleted=not self.deleted)
 
@@ -193,6 +207,8 @@ class SearchState:
         ]
         if self.owner:
             out.append(Filter("owner", "owner", self.owner, self._first_page(owner="")))
+        if self.drift:
+            out.append(Filter("drift", "drift", self.drift, self._first_page(drift="")))
         return out
 
     def next_url(self, next_cursor: str) -> str:

@@ -81,6 +81,7 @@ class CatalogueCalls:
         include_deleted: bool,
         limit: int,
         cursor: str | None,
+        drifted: bool | None = None,
     ) -> Call[SearchPage]:
         params: list[tuple[str, str]] = [("limit", str(limit))]
         for key, value in (("q", q), ("name", name), ("type", type), ("owner", owner)):
@@ -92,6 +93,8 @@ class CatalogueCalls:
             params.append(("include_deleted", "true"))
         if cursor:
             params.append(("cursor", cursor))
+        if drifted is not None:
+            params.append(("drifted", "true" if drifted else "false"))
         return Call(
             "GET",
             "/api/v1/assets",
@@ -193,10 +196,11 @@ class CatalogueClient:
         include_deleted: bool = False,
         limit: int = 20,
         cursor: str | None = None,
+        drifted: bool | None = None,
     ) -> SearchPage:
         return self._t.send(
             CatalogueCalls.search(
-                q, name, tags, type, labels, owner, include_deleted, limit, cursor
+                q, name, tags, type, labels, owner, include_deleted, limit, cursor, drifted
             )
         )
 
@@ -282,10 +286,11 @@ class AsyncCatalogueClient(AsyncServiceClient):
         include_deleted: bool = False,
         limit: int = 20,
         cursor: str | None = None,
+        drifted: bool | None = None,
     ) -> SearchPage:
         return await self._t.send(
             CatalogueCalls.search(
-                q, name, tags, type, labels, owner, include_deleted, limit, cursor
+                q, name, tags, type, labels, owner, include_deleted, limit, cursor, drifted
             )
         )
 

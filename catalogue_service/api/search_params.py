@@ -9,7 +9,19 @@ from catalogue_service.api.deps import parse_labels
 from catalogue_service.backends.base import SearchQuery, decode_cursor
 
 KNOWN = frozenset(
-    {"q", "name", "tag", "type", "label", "owner", "include_deleted", "limit", "cursor", "facets"}
+    {
+        "q",
+        "name",
+        "tag",
+        "type",
+        "label",
+        "owner",
+        "include_deleted",
+        "limit",
+        "cursor",
+        "facets",
+        "drifted",
+    }
 )
 MAX_LENGTHS = {"q": 1024, "name": 256, "type": 64, "owner": 1024, "cursor": 4096, "tag": 1024}
 TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
@@ -22,7 +34,7 @@ def _fail(field: str, message: str) -> InvalidRequest:
     )
 
 
-def _bool(params: QueryParams, key: str, default: bool) -> bool:
+def _bool(params: QueryParams, key: str, default: bool | None) -> bool | None:
     value = params.get(key)
     if value is None or value == "":
         return default
@@ -56,8 +68,9 @@ def parse_search(params: QueryParams) -> SearchQuery:
         type=params.get("type") or None,
         labels=parse_labels(params.getlist("label")),
         owner=params.get("owner") or None,
-        include_deleted=_bool(params, "include_deleted", False),
+        include_deleted=bool(_bool(params, "include_deleted", False)),
         limit=limit,
         cursor=decode_cursor(cursor) if cursor else None,
-        facets=_bool(params, "facets", True),
+        facets=bool(_bool(params, "facets", True)),
+        drifted=_bool(params, "drifted", None),
     )

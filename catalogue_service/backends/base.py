@@ -65,6 +65,8 @@ class SearchQuery:
     cursor: list[Any] | None = None  # decoded sort key of the last item of the previous page
     offset: int = 0  # only Mastro's page-numbered routes use it
     facets: bool = True
+    # True: crawled datasets whose newest profile drifted; False: profiled ones that did not.
+    drifted: bool | None = None
 
 
 @dataclass(slots=True)
@@ -176,6 +178,10 @@ class AssetStore(Protocol):
         """Applies writes in order, atomically per item; unchanged content is not written."""
 
     async def get(self, asset_id: str) -> Asset | None: ...
+
+    async def set_drift(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
+        """Keeps ``flag`` (a ``DriftFlag``) with the asset without a new revision: the
+        content is unchanged. None when no asset has that id."""
 
     async def get_by_name(self, name: str) -> Asset | None:
         """The live asset with that name, else the most recently deleted one."""

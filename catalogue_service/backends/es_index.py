@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - the registry turns this into a 
 
 log = logging.getLogger("cairn.catalogue.es")
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 FACET_LIMIT = 50  # as the embedded backend
 MAX_WORDS = 32
 # Field weights of a text match, as the embedded backend's bm25 weights.
@@ -66,6 +66,7 @@ MAPPINGS: dict[str, Any] = {
         "deleted": {"type": "boolean"},
         "revision": {"type": "long"},
         "updated_at": {"type": "date"},
+        "drift": {"type": "keyword"},  # "drifted" or "stable" once a profile compared
         "words": {
             "properties": {
                 field: _WORDS_FIELD for field in ("name", "tags", "columns", "description")
@@ -75,6 +76,9 @@ MAPPINGS: dict[str, Any] = {
         "doc": {"type": "object", "enabled": False},
     },
 }
+
+# Fields added to MAPPINGS after the first template: put on existing indexes at start-up.
+ADDED_FIELDS = {"drift": MAPPINGS["properties"]["drift"]}
 
 SETTINGS: dict[str, Any] = {
     # One shard: counts and facets are exact, as the embedded backend's.
@@ -106,6 +110,7 @@ def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
         "deleted": bool(doc.get("deleted")),
         "revision": doc["revision"],
         "updated_at": doc["updated_at"],
+        "drift": _drift_value(doc.get("drift")),
         "words": {
             "name": " ".join(words(doc["name"])),
             "tags": " ".join(w for tag in tags for w in words(tag)),
@@ -114,6 +119,12 @@ def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
         },
         "doc": doc,
     }
+
+
+def _drift_value(flag: dict[str, Any] | None) -> str | None:
+    if not flag:
+        return None
+    return "drifted" if flag.get("drifted") else "stable"
 
 
 @dataclass(slots=True)
@@ -167,6 +178,10 @@ class SearchIndex:
             except ApiError as exc:
                 if exc.meta.status != 400 or "already_exists" not in str(exc):
                     raise
+        else:
+            # An index made by an older template lacks the fields added since (the mapping
+            # is strict): adding a field to a live index is allowed and changes nothing else.
+            await self.es.indices.put_mapping(index=self.alias, properties=ADDED_FIELDS)
 
     async def create_generation(self, number: int) -> str:
         name = f"{self.alias}-v{number}"
@@ -257,7 +272,11 @@ class SearchIndex:
         facets = Facets()
         if query.facets:
             aggs = answer.get("aggregations") or {}
-            facets = Facets(tags=_buckets(aggs.get("tags")), types=_buckets(aggs.get("types")))
+            facets = Facets(
+                tags=_buckets(aggs.get("tags")),
+                types=_buckets(aggs.get("types")),
+                drift=_buckets(aggs.get("drift")),
+            )
         total = answer["hits"]["total"]["value"]
         return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
 
@@ -341,6 +360,8 @@ def build_search(query: SearchQuery) -> dict[str, Any] | None:
     filters += [{"term": {"labels": label_pair(key, value)}} for key, value in query.labels]
     if query.owner:
         filters.append({"term": {"owners": query.owner}})
+    if query.drifted is not None:
+        filters.append({"term": {"drift": "drifted" if query.drifted else "stable"}})
 
     text = None
     if query.q:
@@ -371,5 +392,9 @@ def build_search(query: SearchQuery) -> dict[str, Any] | None:
     if query.offset:
         body["from"] = query.offset
     if query.facets:
-        body["aggs"] = {"tags": _terms("tags", FACET_LIMIT), "types": _terms("type", FACET_LIMIT)}
+        body["aggs"] = {
+            "tags": _terms("tags", FACET_LIMIT),
+            "types": _terms("type", FACET_LIMIT),
+            "drift": _terms("drift", 2),
+        }
     return body

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from cairn.errors import Conflict
 from cairn.models import (
     Asset,
     BulkItemResult,
@@ -84,7 +85,7 @@ WRITE_ATTEMPTS = 8
 # Attempts of a whole write that the database refused as busy (FerretDB: SQLITE_BUSY).
 BUSY_ATTEMPTS = 6
 # The fields a write compares against.
-HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1, "updated_at": 1}
+HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1, "updated_at": 1, "drift": 1}
 # A write being applied: (the write, the state it was computed from, the row to store).
 Pending = tuple[PreparedWrite, dict[str, Any] | None, dict[str, Any]]
 # A name claim whose asset does not exist yet is honoured this long (its write may be
@@ -144,6 +145,7 @@ def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
         "owners": doc.get("owners") or [],
         "depends_on": doc.get("depends_on") or [],
         "location": doc.get("location"),
+        "drift": doc.get("drift"),
         # The JSON bytes, so label keys like "$where" or "a.b" are data, never field paths.
         "doc": orjson.dumps(doc),
     }
@@ -306,6 +308,9 @@ class MongoStore:
             old = current.get(write.doc["id"])
             revision = 1 if old is None else old["revision"] + 1
             stored = {**write.doc, "revision": revision, "updated_at": stamp}
+            if old is not None and old.get("drift") is not None:
+                # The drift verdict describes the data, not the manifest: a rewrite keeps it.
+                stored["drift"] = old["drift"]
             pending.append((write, old, _row(stored, write.content_hash)))
         if not pending:
             return [results[i] for i in sorted(results)], [], []
@@ -463,6 +468,28 @@ class MongoStore:
                 {"$set": {"asset": asset_id, "at": now}},
             )
         return f"name {name!r} is being claimed concurrently; retry"
+
+    async def set_drift(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
+        """Sets the flag on the revision it read (a write in between is read again), then
+        indexes the asset; the revision stays, so Elasticsearch takes the same version."""
+        async with unavailable("the write"):
+            for _ in range(WRITE_ATTEMPTS):
+                row = await self.assets.find_one({"_id": literal(asset_id)})
+                if row is None:
+                    return None
+                doc = orjson.loads(row["doc"])
+                if doc.get("drift") == flag:
+                    return Asset.model_validate(doc)
+                doc["drift"] = flag
+                intent = (await self.outbox.insert_one({"asset": asset_id})).inserted_id
+                answer = await self.assets.update_one(
+                    {"_id": literal(asset_id), "revision": literal(row["revision"])},
+                    {"$set": {"doc": orjson.dumps(doc), "drift": flag}},
+                )
+                if answer.matched_count:
+                    await self._index_now([{**row, "doc": orjson.dumps(doc)}], [intent])
+                    return Asset.model_validate(doc)
+        raise Conflict(f"asset {asset_id} kept changing while its drift flag was set; retry")
 
     # --- the index outbox ---------------------------------------------------------------------
 

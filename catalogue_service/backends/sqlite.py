@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS reported_facets (
 CREATE TABLE IF NOT EXISTS lineage_events (key TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))
     WHERE deleted = 0;
+-- Drift verdicts of crawled datasets (DriftFlag), one per asset; kept across rewrites.
+CREATE TABLE IF NOT EXISTS asset_drift (
+    seq INTEGER PRIMARY KEY, drifted INTEGER NOT NULL, flag BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS asset_drift_drifted ON asset_drift(drifted, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
     name, tags, description, columns,
     tokenize = "unicode61 remove_diacritics 2",
@@ -109,6 +113,7 @@ EXACT_NAME_BOOST = 1000.0
 FACET_LIMIT = 50
 COUNT_CACHE_SIZE = 512
 REINDEX_BATCH = 5000
+DRIFT_FACET = {True: "drifted", False: "stable"}
 
 T = TypeVar("T")
 
@@ -272,6 +277,8 @@ class SQLiteStore:
                 )
         revision = 1 if row is None else row[2] + 1
         stored = {**doc, "revision": revision, "updated_at": stamp}
+        if row is not None:
+            _keep_drift(conn, row[0], stored)
         values = (
             name,
             name.lower(),
@@ -329,6 +336,24 @@ class SQLiteStore:
                 done += len(batch)
                 progress(done, total)
         return done
+
+    async def set_drift(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
+        return await anyio.to_thread.run_sync(self._set_drift_sync, asset_id, flag)
+
+    def _set_drift_sync(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT seq, doc FROM assets WHERE id = ?", (asset_id,)).fetchone()
+            if row is None:
+                return None
+            seq, doc = row[0], orjson.loads(row[1])
+            if doc.get("drift") != flag:
+                doc["drift"] = flag
+                conn.execute("UPDATE assets SET doc = ? WHERE seq = ?", (orjson.dumps(doc), seq))
+                conn.execute(
+                    "INSERT OR REPLACE INTO asset_drift(seq, drifted, flag) VALUES (?, ?, ?)",
+                    (seq, int(bool(flag["drifted"])), orjson.dumps(flag)),
+                )
+        return Asset.model_validate(doc)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -434,6 +459,9 @@ class SQLiteStore:
         if query.owner:
             where.append("a.seq IN (SELECT seq FROM asset_owners WHERE owner = ?)")
             params.append(query.owner)
+        if query.drifted is not None:
+            where.append("a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)")
+            params.append(int(query.drifted))
 
         if match is not None:
             source = "assets_fts JOIN assets a ON a.seq = assets_fts.rowid"
@@ -501,7 +529,15 @@ class SQLiteStore:
             " GROUP BY type ORDER BY n DESC, type",
             params,
         ).fetchall()
-        return Facets(tags=dict(tags), types=dict(types))
+        drift = conn.execute(
+            f"SELECT drifted, count(*) FROM asset_drift WHERE seq IN ({matched}) GROUP BY drifted",
+            params,
+        ).fetchall()
+        return Facets(
+            tags=dict(tags),
+            types=dict(types),
+            drift={DRIFT_FACET[bool(flag)]: n for flag, n in drift},
+        )
 
     # --- reported lineage ---------------------------------------------------------------------
 
@@ -631,6 +667,13 @@ class SQLiteStore:
             ]
 
         return await self._read(_facets)
+
+
+def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:
+    """A rewrite keeps the asset's drift verdict: it describes the data, not the manifest."""
+    kept = conn.execute("SELECT flag FROM asset_drift WHERE seq = ?", (seq,)).fetchone()
+    if kept is not None:
+        stored["drift"] = orjson.loads(kept[0])
 
 
 def from_settings(settings: Settings) -> SQLiteStore:

@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from datasketches import kll_doubles_sketch
 
+from cairn.epochs import epoch_text, epoch_unit
 from featurestore_service.metrics.hll import HyperLogLog, hash_strings
 from featurestore_service.table_limits import READ_BUFFER_BYTES
 
@@ -357,6 +358,28 @@ def profile_csv(source: BinaryIO, *, sample_rows: int = 0) -> tuple[dict[str, An
     profile = profile_batches(table.schema, table.to_batches(max_chunksize=BATCH_ROWS))
     profile["sampled"] = stopped
     return profile, table
+
+
+def with_dates(column: dict[str, Any]) -> dict[str, Any]:
+    """A column's profile as the API shows it: a date or timestamp column's quantiles as ISO
+    8601 text, and its histogram with ``labels`` (each edge as ISO) beside the numeric
+    ``edges`` that charts and drift use."""
+    unit = epoch_unit(str(column.get("type", "")))
+    if unit is None:
+        return column
+    out = dict(column)
+    quantiles = column.get("quantiles")
+    if isinstance(quantiles, dict):
+        out["quantiles"] = {
+            q: epoch_text(v, unit) if isinstance(v, int | float) else v
+            for q, v in quantiles.items()
+        }
+    histogram = column.get("histogram")
+    if isinstance(histogram, dict) and isinstance(histogram.get("edges"), list):
+        labels = [epoch_text(e, unit) for e in histogram["edges"] if isinstance(e, int | float)]
+        out["histogram"] = {**histogram, "labels": labels}
+    out["epoch_unit"] = unit
+    return out
 
 
 def sketch_of(encoded: str) -> kll_doubles_sketch:

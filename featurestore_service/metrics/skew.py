@@ -1,11 +1,12 @@
 """Training/serving skew: a bounded sample of the feature rows actually served, profiled on
 request and compared with the live version's profile (DESIGN 10).
 
-Rows arrive from the online serving route (``observe``, a fraction
-``CAIRN_METRICS_SKEW_SAMPLE_RATE`` of responses; 0, the default, is off) or are sent by a
-caller that serves elsewhere (``POST /featuresets/{name}/skew/samples``). Each set keeps a
-reservoir of at most ``CAIRN_METRICS_SKEW_ROWS`` rows (Vitter's algorithm R: a uniform sample
-of everything seen), at most ``MAX_SETS`` sets, and long strings are cut: memory is bounded
+Rows arrive from the online serving route (a fraction ``CAIRN_METRICS_SKEW_SAMPLE_RATE`` of
+responses, ``chosen``; 0, the default, is off; an answer spanning several sets gives each set
+its own columns) or are sent by a caller that serves elsewhere
+(``POST /featuresets/{name}/skew/samples``). Each set keeps a reservoir of at most
+``CAIRN_METRICS_SKEW_ROWS`` rows (Vitter's algorithm R: a uniform sample of everything seen),
+at most ``MAX_SETS`` sets, and long strings are cut: memory is bounded
 however long the service runs. The sample lives in memory; a restart starts a new window.
 """
 
@@ -56,11 +57,15 @@ class SkewSampler:
         self._sets: OrderedDict[str, Reservoir] = OrderedDict()
         self._lock = threading.Lock()  # observe may run in worker threads
 
+    def chosen(self) -> bool:
+        """Whether to sample one served response: true with probability ``rate``. An answer
+        that spans several sets is chosen once, and each set's rows go to its own sample."""
+        return self.rate > 0 and self._rng.random() < self.rate
+
     def observe(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """One served response: kept with probability ``rate``."""
-        if self.rate <= 0 or self._rng.random() >= self.rate:
-            return
-        self.record(name, rows)
+        """One served response of one set: kept with probability ``rate``."""
+        if self.chosen():
+            self.record(name, rows)
 
     def record(self, name: str, rows: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -15,18 +15,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import orjson
+import pyarrow as pa
 
 from cairn.errors import InvalidRequest
+from cairn.models import Check
 from cairn.retry import backoff_delay
 from cairn.settings import Settings
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
-from featurestore_service.metrics.checks import Check, evaluate
+from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.drift import compare
 from featurestore_service.metrics.profile import profile_parquet
 from featurestore_service.metrics.store.base import MetricStore, ProfileRecord, summary_of
@@ -39,6 +42,7 @@ MAX_ATTEMPTS = 5
 IDLE_WAIT = 60.0
 RECONCILE_PAGE = 500
 SOURCE_KIND = "featureset-table"
+PERMANENT = (pa.ArrowException, FileNotFoundError)
 
 
 def subject_of(name: str) -> str:
@@ -153,7 +157,9 @@ class ProfileWorker:
             raise
         except Exception as exc:
             attempts = record.attempts + 1
-            final = attempts >= MAX_ATTEMPTS
+            # A file Arrow cannot read (corrupt, truncated) or that is gone will not mend
+            # itself: failed at once, with the reason, rather than retried for nothing.
+            final = attempts >= MAX_ATTEMPTS or isinstance(exc, PERMANENT)
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning(
                 "profile of %s version %d failed (attempt %d%s): %s",
@@ -193,19 +199,47 @@ class ProfileWorker:
         drift["against"] = reference.version
         profile["drift"] = drift
 
-    async def check_before_write(self, name: str, path: Path) -> None:
-        """Refuses a table that fails a check declared with ``on_fail: reject`` (422)."""
-        declared = [Check.model_validate(c) for c in await self.store.get_checks(subject_of(name))]
-        rejecting = [c for c in declared if c.on_fail == "reject"]
+    async def check_before_write(
+        self, name: str, path: Path, checks: list[Check] | None = None
+    ) -> None:
+        """Refuses a table that fails a check declared with ``on_fail: reject`` (422): the
+        checks its write declared, else the set's. Checks a write declared then become the
+        set's, so its profile and later versions are held to them too."""
+        declared = await self._declared(name, checks)
+        await self._refuse(name, [c for c in declared if c.on_fail == "reject"], path)
+        await self._keep(name, checks)
+
+    async def check_values(
+        self, name: str, features: list[dict[str, Any]], checks: list[Check] | None = None
+    ) -> None:
+        """The same for a set of named values, as a one-row table (a check's column is a
+        feature's name)."""
+        rejecting = [c for c in await self._declared(name, checks) if c.on_fail == "reject"]
+        if rejecting:
+            await self._refuse(name, rejecting, values_table(features))
+        await self._keep(name, checks)
+
+    async def _declared(self, name: str, checks: list[Check] | None) -> list[Check]:
+        if checks is not None:
+            return checks
+        return [Check.model_validate(c) for c in await self.store.get_checks(subject_of(name))]
+
+    async def _keep(self, name: str, checks: list[Check] | None) -> None:
+        if checks is not None:
+            await self.store.put_checks(
+                subject_of(name), [c.model_dump(mode="json", exclude_none=True) for c in checks]
+            )
+
+    async def _refuse(self, name: str, rejecting: list[Check], source: Path | pa.Table) -> None:
         if not rejecting:
             return
-        results = await anyio.to_thread.run_sync(evaluate, rejecting, path, limiter=self._limiter)
+        results = await anyio.to_thread.run_sync(evaluate, rejecting, source, limiter=self._limiter)
         failed = [r for r in results if not r["passed"]]
         if failed:
             raise InvalidRequest(
-                f"Feature set {name!r} refuses this table: {len(failed)} check(s) declared with "
-                "on_fail: reject failed; fix the data or the checks (PUT /api/v1/featuresets/"
-                f"{name}/checks) and send again.",
+                f"Feature set {name!r} refuses this version: {len(failed)} check(s) declared "
+                "with on_fail: reject failed; fix the data or the checks (in this write's "
+                f"checks, or PUT /api/v1/featuresets/{name}/checks) and send again.",
                 errors=[
                     {
                         "field": f"checks.{r['name']}",
@@ -214,6 +248,21 @@ class ProfileWorker:
                     for r in failed
                 ],
             )
+
+
+def values_table(features: list[dict[str, Any]]) -> pa.Table:
+    """Named values as a one-row table; a value Arrow cannot type alone is kept as its text."""
+    columns: dict[str, pa.Array] = {}
+    for feature in features:
+        value = feature.get("value")
+        if feature.get("dtype") == "timestamp" and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a freshness check reads it as a time
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            columns[feature["name"]] = pa.array([value])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            columns[feature["name"]] = pa.array([None if value is None else str(value)])
+    return pa.table(columns)
 
 
 def _compute(path: Path, sample_rows: int, seed: int, declared: list[Check]) -> dict[str, Any]:

@@ -146,7 +146,10 @@ class OnlineService:
         self._layouts[name] = state.live
         return state.live
 
-    async def lookup(self, body: bytes) -> bytes:
+    async def lookup(self, body: bytes, served: list[tuple[str, int]] | None = None) -> bytes:
+        """The answer's JSON. With ``served``, also fills it with (set name, column count)
+        per requested set, in answer order after the entity columns: which set each column
+        came from, whether or not names are full (the skew sampler's need)."""
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -228,6 +231,8 @@ class OnlineService:
             table = [decoded[slot] if slot >= 0 else empty for slot in slots]
             # Rows to columns in C; with no entity rows every column is empty.
             by_column = list(zip(*table, strict=True)) if table else [()] * len(empty)
+            if served is not None:
+                served.append((want.name, len(features)))
             for feature in features:
                 names.append(f"{want.name}__{feature}" if full else feature)
                 results.append(

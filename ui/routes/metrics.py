@@ -15,8 +15,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from cairn.epochs import epoch_text, epoch_unit
 from ui.backend import ApiError, ServiceDown
-from ui.metric_charts import overlay, spark
+from ui.metric_charts import Overlay, overlay, spark
 from ui.render import note_down, render
 from ui.routes.featuresets import _version, not_found, unavailable
 from ui.visitor import ReaderDep
@@ -100,12 +101,14 @@ def _page(
     columns = []
     for column in (profile or {}).get("columns", []):
         old = ref_by_column.get(column["name"])
+        drawn = overlay(old and old.get("histogram"), column.get("histogram"))
         columns.append(
             {
                 "profile": column,
                 "reference": old,
                 "drift": drift_by_column.get(column["name"]),
-                "overlay": overlay(old and old.get("histogram"), column.get("histogram")),
+                "overlay": drawn,
+                "axis": axis_labels(drawn, column.get("type", "")) if drawn else None,
                 "nulls": null_sparks.get(column["name"]),
             }
         )
@@ -125,6 +128,17 @@ def _page(
         notices=notices,
         metric_sets=metric_sets or [],
     )
+
+
+def axis_labels(drawn: Overlay, type_text: str) -> tuple[str, str]:
+    """The histogram axis's ends: dates for date and timestamp columns, else numbers; a
+    single date is named once, under the middle of the axis."""
+    unit = epoch_unit(str(type_text))
+    if unit is None:
+        return f"{drawn.low:.4g}", f"{drawn.high:.4g}"
+    if drawn.single:  # the axis was widened by half a unit each side: name the value itself
+        return "", epoch_text((drawn.low + drawn.high) / 2, unit)
+    return epoch_text(drawn.low, unit), epoch_text(drawn.high, unit)
 
 
 def metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, Any]]:

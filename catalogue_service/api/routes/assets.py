@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from cairn.errors import BadRequest
-from cairn.models import Asset, AssetWrite, BulkResponse, Lineage, SearchPage, TagCount
+from cairn.models import (
+    Asset,
+    AssetWrite,
+    BulkResponse,
+    DriftFlag,
+    Lineage,
+    SearchPage,
+    TagCount,
+)
 from cairn.openapi import hand_parsed, problems
 from cairn.web import LABEL_PARAMETER, CairnRoute
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
@@ -117,6 +125,13 @@ SEARCH_PARAMETERS: list[dict[str, Any]] = [
         "description": "next_cursor of the previous page",
     },
     {"name": "facets", "in": "query", "schema": {"type": "boolean", "default": True}},
+    {
+        "name": "drifted",
+        "in": "query",
+        "schema": {"type": "boolean"},
+        "description": "true: crawled datasets whose newest profile drifted; false: profiled "
+        "ones that did not (facets.drift counts both)",
+    },
 ]
 
 
@@ -158,6 +173,18 @@ async def get_asset(asset_id: str, catalogue: CatalogueDep) -> Asset:
 )
 async def delete_asset(asset_id: str, catalogue: CatalogueDep) -> Asset:
     return await catalogue.delete(asset_id)
+
+
+@router.put(
+    "/assets/{asset_id}/drift",
+    dependencies=[WriteGuard],
+    summary="Set a crawled dataset's drift verdict (sent by the crawl's profile step)",
+    description="Kept beside the asset without a new revision, and kept when the asset is "
+    "written again; searchable with drifted=true|false and counted in facets.drift.",
+    responses=problems(404, 422),
+)
+async def put_drift(asset_id: str, flag: DriftFlag, catalogue: CatalogueDep) -> Asset:
+    return await catalogue.set_drift(asset_id, flag)
 
 
 @router.get(

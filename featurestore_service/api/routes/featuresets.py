@@ -57,6 +57,10 @@ WRITE_EXAMPLE = {
         {"name": "inputs", "dtype": "list<string>", "value": ["recency_days", "frequency_14d"]},
         {"name": "trained_at", "dtype": "timestamp", "value": "2025-06-16T05:45:00Z"},
     ],
+    "checks": [
+        {"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "reject"},
+        {"type": "freshness", "column": "trained_at", "max_age": 2592000},
+    ],
 }
 
 FEATURE_TABLE_PARAMETERS = [
@@ -87,6 +91,17 @@ FEATURE_TABLE_PARAMETERS = [
         "(seconds, 7d, 12h, P7D); unlimited when left out",
     },
 ]
+
+CHECKS_PARAMETER = {
+    "name": "checks",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "The checks this and later versions are held to, as a JSON list (the "
+    "checks field of POST /api/v1/featuresets), e.g. "
+    '[{"type":"not_null","column":"customer_id","on_fail":"reject"}]; '
+    "replaces the set's checks; left out, they stay",
+}
+
 
 # Version numbers fit the stores' 64-bit integers; a larger one is a 422 naming the bounds.
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="The version number")]
@@ -190,6 +205,7 @@ async def create(item: FeatureSetWrite, request: Request, service: FeatureStoreD
                 {"name": "description", "in": "query", "schema": {"type": "string"}},
                 {"name": "version_label", "in": "query", "schema": {"type": "string"}},
                 {"name": "created_by", "in": "query", "schema": {"type": "string"}},
+                CHECKS_PARAMETER,
                 {
                     "name": "version",
                     "in": "query",
@@ -222,12 +238,26 @@ async def upload_table(name: str, request: Request, service: FeatureStoreDep) ->
             "labels": dict(parse_labels(params.getlist("label"))),
             "depends_on": [d for raw in params.getlist("depends_on") for d in raw.split(",") if d],
             "created_by": params.get("created_by"),
+            **checks_param(params),
         },
     )
     return _created(
         request,
         await service.create_table(meta, request.stream(), feature_table_params(params)),
     )
+
+
+def checks_param(params: QueryParams) -> dict[str, Any]:
+    """``checks`` from the query string, as FeatureSetMeta's field (validated there)."""
+    raw = params.get("checks")
+    if raw is None:
+        return {}
+    try:
+        return {"checks": orjson.loads(raw)}
+    except orjson.JSONDecodeError as exc:
+        raise bad_param(
+            "checks", f"is not JSON ({exc}); send a JSON list of checks, URL-encoded"
+        ) from None
 
 
 def feature_table_params(params: QueryParams) -> dict[str, Any]:

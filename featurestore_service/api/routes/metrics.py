@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cairn.errors import Conflict, InvalidRequest, NotFound
 from cairn.mastro import MastroRoute
-from cairn.models import MASTRO_MAX_PER_PAGE, LabelValue
+from cairn.models import MASTRO_MAX_PER_PAGE, CheckList, LabelValue
 from cairn.openapi import problems
 from cairn.paging import mastro_page
 from cairn.sqlite import label_text
@@ -30,9 +30,8 @@ from featurestore_service.api.deps import (
     int_param,
 )
 from featurestore_service.api.routes.featuresets import VersionPath
-from featurestore_service.metrics.checks import CheckList
 from featurestore_service.metrics.drift import compare
-from featurestore_service.metrics.profile import profile_table
+from featurestore_service.metrics.profile import profile_table, with_dates
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
@@ -76,10 +75,13 @@ def shown(record: ProfileRecord) -> dict[str, Any]:
         "version": record.version,
         "status": record.status,
         "error": record.error,
+        "attempts": record.attempts,
         "source": record.source,
     }
     if record.profile is not None:
         out.update({k: v for k, v in record.profile.items() if k != "sketches"})
+        if isinstance(out.get("columns"), list):
+            out["columns"] = [with_dates(c) for c in out["columns"]]
     return out
 
 

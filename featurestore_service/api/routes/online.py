@@ -12,7 +12,6 @@ from featurestore_service.api.deps import ReadGuard, WriteGuard, check_read_key,
 from featurestore_service.api.representations import JSON
 from featurestore_service.api.routes.featuresets import FastRoute
 from featurestore_service.metrics.skew import SkewSampler
-from featurestore_service.online.serving import parse_references
 
 router = APIRouter(tags=["online"], route_class=CairnRoute)
 
@@ -46,37 +45,37 @@ async def online_features(request: Request) -> Response:
     check_read_key(request)
     service = request.app.state.online
     body = await request.body()
-    answer = await service.lookup(body)
-    if request.app.state.skew.rate > 0:  # off by default: no cost on the hot path
-        _sample_for_skew(request.app.state.skew, body, answer)
+    skew: SkewSampler = request.app.state.skew
+    if skew.rate <= 0:  # off by default: no cost on the hot path
+        return Response(await service.lookup(body), media_type=JSON)
+    served: list[tuple[str, int]] = []
+    answer = await service.lookup(body, served)
+    if skew.chosen():
+        _sample_for_skew(skew, body, answer, served)
     return Response(answer, media_type=JSON)
 
 
-def _sample_for_skew(skew: SkewSampler, body: bytes, answer: bytes) -> None:
-    """Hands served values to the training/serving skew sampler (metrics/skew.py).
-
-    Only answers about one feature set are sampled: with several, a column's set is not known
-    without full feature names.
-    """
-    asked = orjson.loads(body)
-    names = {wanted.name for wanted in parse_references(asked["features"])}
-    if len(names) != 1:
-        return
-    name = names.pop()
-    served = orjson.loads(answer)
-    keys = set(asked["entities"])
-    columns = [
-        (column.removeprefix(f"{name}__"), result["values"], result["statuses"])
-        for column, result in zip(
-            served["metadata"]["feature_names"], served["results"], strict=True
-        )
-        if column not in keys
-    ]
-    rows = [
-        {column: values[i] for column, values, statuses in columns if statuses[i] == "PRESENT"}
-        for i in range(len(columns[0][1]) if columns else 0)
-    ]
-    skew.observe(name, [row for row in rows if row])
+def _sample_for_skew(
+    skew: SkewSampler, body: bytes, answer: bytes, served: list[tuple[str, int]]
+) -> None:
+    """Hands served values to the training/serving skew sampler (metrics/skew.py): each set's
+    columns go to that set's own sample, however many sets one answer spans."""
+    keys = len(orjson.loads(body)["entities"])
+    answered = orjson.loads(answer)
+    names = answered["metadata"]["feature_names"]
+    results = answered["results"]
+    start = keys
+    for name, count in served:
+        columns = [
+            (names[i].removeprefix(f"{name}__"), results[i]["values"], results[i]["statuses"])
+            for i in range(start, start + count)
+        ]
+        start += count
+        rows = [
+            {column: values[i] for column, values, statuses in columns if statuses[i] == "PRESENT"}
+            for i in range(len(columns[0][1]) if columns else 0)
+        ]
+        skew.record(name, [row for row in rows if row])
 
 
 for path in ("/api/v1/online-features", "/get-online-features"):
