@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -444,6 +445,53 @@ class ReportedEdge(BaseModel):
     origin: EdgeOrigin
     run_id: str | None = None
     reported_at: datetime
+
+
+# Origins a crawler may report over ``POST /api/v1/lineage/edges``: "manifest" edges are an
+# asset's ``depends_on``, and "openlineage" ones come from run events only.
+CrawlerEdgeOrigin = Literal["metastore"]
+MAX_EDGE_TARGETS = 10_000  # downstream assets in one edge report
+EdgeEnd = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SHORT)]
+
+
+class EdgeReport(BaseModel):
+    """``POST /api/v1/lineage/edges``: a crawler's edges of one origin, as the complete list
+    of upstream asset ids of each downstream asset it names. Edges of that origin into a named
+    asset that the list leaves out are removed; an empty list removes them all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    origin: CrawlerEdgeOrigin
+    upstreams: dict[EdgeEnd, list[EdgeEnd]] = Field(
+        max_length=MAX_EDGE_TARGETS,
+        description="Downstream asset id -> the ids of all its upstreams of this origin",
+    )
+
+    @field_validator("upstreams")
+    @classmethod
+    def _bounded(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for downstream, ups in value.items():
+            if len(ups) > MAX_LIST:
+                raise ValueError(
+                    f"{downstream!r} lists {len(ups)} upstreams; at most {MAX_LIST} in one report"
+                )
+        return value
+
+
+class EdgeReceipt(BaseModel):
+    """What ``POST /api/v1/lineage/edges`` recorded."""
+
+    origin: CrawlerEdgeOrigin
+    downstream: int = Field(description="Downstream assets whose edges were replaced")
+    edges: int = Field(description="Edges recorded")
+
+
+class AssetsByLocation(BaseModel):
+    """``GET /api/v1/assets/by-location``: the live assets at each URL asked (crawled assets
+    first, then by id; a file's asset and a table over it are both there); URLs no live asset
+    is at are left out."""
+
+    assets: dict[str, list[Asset]]
 
 
 class Lineage(BaseModel):

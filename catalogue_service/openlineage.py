@@ -202,7 +202,7 @@ class OpenLineageIngest:
         located = await self.store.by_location(wanted) if wanted else {}
         for entity in rest:
             url = urls.get(entity.own_id)
-            entity.asset = located.get(url) if url else None
+            entity.asset = located[url][0] if url and url in located else None
         unnamed = [e for e in rest if e.asset is None]
         names = [asset_name(e.namespace, e.name) for e in unnamed]
         named = await self.store.resolve(names) if names else {}

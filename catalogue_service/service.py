@@ -23,6 +23,8 @@ from cairn.models import (
     ColumnLineage,
     ColumnSource,
     DriftFlag,
+    EdgeReceipt,
+    EdgeReport,
     JobRun,
     Lineage,
     LineageEdge,
@@ -32,7 +34,13 @@ from cairn.models import (
     SchemaField,
 )
 from cairn.settings import Settings
-from catalogue_service.backends.base import AssetStore, PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.backends.base import (
+    AssetStore,
+    LineageReport,
+    PreparedWrite,
+    SearchHits,
+    SearchQuery,
+)
 from catalogue_service.openlineage import OpenLineageIngest
 from catalogue_service.spelling import with_typo_fallback
 
@@ -284,6 +292,25 @@ class Catalogue:
 
     async def ingest_openlineage(self, raw: Any) -> LineageReceipt:
         return await self.openlineage.ingest(raw)
+
+    async def report_edges(self, report: EdgeReport) -> EdgeReceipt:
+        """Records a crawler's edges: each named downstream's upstreams of that origin become
+        exactly the ones listed."""
+        now = datetime.now(UTC)
+        edges = [
+            ReportedEdge(upstream=up, downstream=down, origin=report.origin, reported_at=now)
+            for down, ups in report.upstreams.items()
+            for up in dict.fromkeys(ups)
+        ]
+        await self.store.record_lineage(
+            LineageReport(
+                edges=edges, replaces=[(down, report.origin) for down in report.upstreams]
+            )
+        )
+        return EdgeReceipt(origin=report.origin, downstream=len(report.upstreams), edges=len(edges))
+
+    async def by_location(self, urls: list[str]) -> dict[str, list[Asset]]:
+        return await self.store.by_location(list(dict.fromkeys(urls)))
 
     async def runs(self, asset_id: str, limit: int) -> list[JobRun]:
         asset = await self.get(asset_id)

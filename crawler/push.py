@@ -1,16 +1,26 @@
-"""Pushes crawled assets to the catalogue's bulk endpoint over HTTP, and asks which catalogue
-it is talking to."""
+"""Pushes crawled assets to the catalogue's bulk endpoint over HTTP, and a source's lineage
+edges to its edge endpoint; asks which catalogue it is talking to and which assets it holds at
+given locations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 
 from cairn import __version__
-from cairn.models import BulkResponse, CatalogueInstance
+from cairn.models import (
+    Asset,
+    AssetsByLocation,
+    BulkResponse,
+    CatalogueInstance,
+    CrawlerEdgeOrigin,
+    EdgeReceipt,
+)
 from cairn.retry import RetryableStatus, call_with_retries
 
 
@@ -56,6 +66,26 @@ class CataloguePusher:
         )
         return BulkResponse.model_validate_json(response.content)
 
+    def by_location(self, urls: list[str]) -> dict[str, list[Asset]]:
+        """The live assets the catalogue holds at each of ``urls`` (crawled ones first)."""
+        found: dict[str, list[Asset]] = {}
+        for part in _url_chunks(urls):
+            response = self._call(
+                partial(self._client.get, "/api/v1/assets/by-location", params={"url": part}),
+                f"location lookup of {len(part)} URLs at {self.base_url}",
+            )
+            found.update(AssetsByLocation.model_validate_json(response.content).assets)
+        return found
+
+    def edges(self, origin: CrawlerEdgeOrigin, upstreams: dict[str, list[str]]) -> EdgeReceipt:
+        """Replaces the ``origin`` edges into each asset of ``upstreams`` with those listed."""
+        body = orjson.dumps({"origin": origin, "upstreams": upstreams})
+        response = self._call(
+            lambda: self._client.post("/api/v1/lineage/edges", content=body),
+            f"push of the {origin} edges of {len(upstreams)} assets to {self.base_url}",
+        )
+        return EdgeReceipt.model_validate_json(response.content)
+
     def _call(self, request: Callable[[], httpx.Response], what: str) -> httpx.Response:
         """The response to ``request`` (retried); CatalogueUnreachable unless it is a 200."""
         try:
@@ -89,6 +119,25 @@ class CataloguePusher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# URLs go in the query string, and servers refuse long request lines (uvicorn's h11 at 16 KB
+# with the headers): lookups are split to stay well below that.
+MAX_QUERY_CHARS = 8000
+
+
+def _url_chunks(urls: list[str]) -> Iterator[list[str]]:
+    part: list[str] = []
+    size = 0
+    for url in urls:
+        cost = len(quote(url, safe="")) + 5  # "&url="
+        if part and size + cost > MAX_QUERY_CHARS:
+            yield part
+            part, size = [], 0
+        part.append(url)
+        size += cost
+    if part:
+        yield part
 
 
 def _detail(response: httpx.Response) -> str:

@@ -1,7 +1,9 @@
 """`cairn crawl thrift://...` against a real Hive standalone metastore (Derby, Java 17;
-tests/servers/metastore.py): databases and tables become assets, a table depends on its
-database, a table over a folder a volume crawl catalogued is linked to that asset, and a
-dropped table is soft-deleted."""
+tests/servers/metastore.py): databases and tables become assets; database -> table, and the
+asset a volume crawl catalogued at a table's location -> the table, are lineage edges of origin
+"metastore" (not depends_on), found through the catalogue, so whichever machine crawled the
+volume; a table that moves loses its old link, and a dropped table is soft-deleted and leaves
+the living lineage."""
 
 from __future__ import annotations
 
@@ -21,6 +23,20 @@ def get(server: ProcessServer, asset_id: str) -> dict:
     response = httpx.get(f"{server.url}/api/v1/assets/{asset_id}", timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def lineage(
+    server: ProcessServer, asset_id: str, direction: str, origin: str | None = None
+) -> set[tuple[str, str, str]]:
+    """The edges of an asset's lineage one step up or down (of one origin, if given)."""
+    response = httpx.get(
+        f"{server.url}/api/v1/assets/{asset_id}/lineage",
+        params={"direction": direction, "depth": 1},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    edges = {(e["source"], e["target"], e["origin"]) for e in response.json()["edges"]}
+    return {e for e in edges if origin in (None, e[2])}
 
 
 def test_databases_and_tables_with_edges_and_location_link(
@@ -79,38 +95,90 @@ def test_databases_and_tables_with_edges_and_location_link(
     assert orders["labels"]["partitioned"] is True
     assert orders["extra"]["metastore"]["partition_keys"] == ["dt"]
     assert orders["location"] == (hive_metastore.warehouse / db / "orders").as_uri()
-    assert orders["depends_on"] == [db_id]
+    assert orders["depends_on"] == []  # the link is a metastore edge, not a manifest's
 
     linked = get(catalogue_process, crawled_id(url, f"table:{db}.raw_sales", 0))
     assert linked["format"] == "text"
     assert linked["labels"]["partitioned"] is False
-    assert linked["extra"]["location_asset"] == raw["id"]
-    assert set(linked["depends_on"]) == {db_id, raw["id"]}
+    assert linked["depends_on"] == [] and "location_asset" not in linked.get("extra", {})
 
-    # The lineage picture: database -> both tables, and the crawled folder -> its table.
-    lineage = httpx.get(
-        f"{catalogue_process.url}/api/v1/assets/{db_id}/lineage",
-        params={"direction": "down", "depth": 1},
-        timeout=10,
-    ).json()
-    edges = {(e["source"], e["target"]) for e in lineage["edges"]}
-    assert edges == {(db_id, orders["id"]), (db_id, linked["id"])}
-    upstream = httpx.get(
-        f"{catalogue_process.url}/api/v1/assets/{linked['id']}/lineage",
-        params={"direction": "up", "depth": 1},
-        timeout=10,
-    ).json()
-    assert (raw["id"], linked["id"]) in {(e["source"], e["target"]) for e in upstream["edges"]}
+    # The lineage picture: database -> both tables, and the crawled folder -> its table, all
+    # of origin "metastore".
+    assert lineage(catalogue_process, db_id, "down") == {
+        (db_id, orders["id"], "metastore"),
+        (db_id, linked["id"], "metastore"),
+    }
+    assert lineage(catalogue_process, linked["id"], "up") == {
+        (db_id, linked["id"], "metastore"),
+        (raw["id"], linked["id"], "metastore"),
+    }
+    assert lineage(catalogue_process, raw["id"], "down", "metastore") == {
+        (raw["id"], linked["id"], "metastore")
+    }
 
-    # Unchanged metastore: no writes. A dropped table: soft-deleted.
+    # Unchanged metastore: no writes. A moved table: the old location's link goes.
     code, again = crawl(url, catalogue_process)
     assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0, str(again)
     with hive_metastore.client() as client:
         client.drop_table(db, "orders")
+        client.drop_table(db, "raw_sales")
+        client.create_table(
+            db,
+            "raw_sales",
+            columns=[("store_id", "bigint", None), ("amount", "double", None)],
+            location=f"file:{tmp_path / 'elsewhere'}",
+            owner="bob",
+            storage="textfile",
+        )
     code, after = crawl(url, catalogue_process)
     assert code == 0 and after["deleted"] == 1, after
+    assert lineage(catalogue_process, linked["id"], "up") == {(db_id, linked["id"], "metastore")}
+    assert lineage(catalogue_process, raw["id"], "down", "metastore") == set()
+    # The dropped table: soft-deleted, gone from its database's lineage; its own page still
+    # says where it came from, as a deleted file's asset keeps its depends_on.
     assert get(catalogue_process, orders["id"])["deleted"] is True
     assert get(catalogue_process, linked["id"])["deleted"] is False
+    assert lineage(catalogue_process, db_id, "down") == {(db_id, linked["id"], "metastore")}
+    assert lineage(catalogue_process, orders["id"], "up") == {(db_id, orders["id"], "metastore")}
+
+
+def test_the_location_link_comes_from_the_catalogue(
+    tmp_path: Path, hive_metastore: HiveMetastore, catalogue_process: ProcessServer
+) -> None:
+    """The metastore is crawled from a machine that never crawled the volume (its own data
+    directory), first before the volume is catalogued, then after: the link comes from the
+    catalogue, on the next metastore crawl."""
+    lake = tmp_path / "lake"
+    make_volume(lake)
+    db = f"other_{uuid.uuid4().hex[:8]}"
+    with hive_metastore.client() as client:
+        client.create_database(db, owner="alice", location=(tmp_path / "wh").as_uri())
+        client.create_table(
+            db,
+            "raw_sales",
+            columns=[("amount", "double", None)],
+            location=f"file:{lake / 'raw/sales'}/",
+            owner="bob",
+            storage="textfile",
+        )
+    elsewhere = {"CAIRN_DATA_DIR": str(tmp_path / "another-machine")}
+    code, report = crawl(hive_metastore.url, catalogue_process, settings=elsewhere)
+    assert code == 0, report
+    db_id = crawled_id(hive_metastore.url, f"database:{db}", 0)
+    table = crawled_id(hive_metastore.url, f"table:{db}.raw_sales", 0)
+    assert lineage(catalogue_process, table, "up") == {(db_id, table, "metastore")}
+
+    code, report = crawl(lake, catalogue_process)  # on this machine, with its own state
+    assert code == 0, report
+    (raw,) = search(catalogue_process.url, name="sales_raw")["items"]
+    code, report = crawl(hive_metastore.url, catalogue_process, settings=elsewhere)
+    assert code == 0, report
+    # That machine's crawl state knows the metastore alone.
+    assert len(list((tmp_path / "another-machine").glob("crawl-state/*.db"))) == 1
+    assert lineage(catalogue_process, table, "up") == {
+        (db_id, table, "metastore"),
+        (raw["id"], table, "metastore"),
+    }
 
 
 def test_metastore_down_fails_clearly(catalogue_process: ProcessServer) -> None:

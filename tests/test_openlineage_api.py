@@ -356,7 +356,7 @@ def test_a_mongo_catalogue_from_before_lineage_finds_its_assets_by_location(
         await reopened.open()
         try:
             found = await reopened.by_location(["s3://lake/old"])
-            return found["s3://lake/old"].id if found else None
+            return found["s3://lake/old"][0].id if found else None
         finally:
             await reopened.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cairn.settings import Settings
-from crawler.source_crawl import location_key
+from crawler.source_crawl import location_spellings
 from crawler.sources import SourceError, is_source_url, open_source
 from crawler.sources.json_schema import infer_json_schema
 from crawler.sources.metastore import format_of, normalize_location
@@ -76,10 +76,16 @@ def test_json_schema_to_columns() -> None:
 
 
 def test_locations_match_across_spellings() -> None:
-    assert location_key("file:/data/lake/t") == location_key("file:///data/lake/t/")
-    assert location_key("hdfs://nn:8020/w/t") == location_key("hdfs://nn:9870/w/t")
-    assert location_key("hdfs://nn:8020/w/t") != location_key("hdfs://other:8020/w/t")
-    assert location_key("file:///a/b") != location_key("file:///a/bc")
+    assert location_spellings("file:/data/lake/t/")[:2] == [
+        "file:///data/lake/t",
+        "file:///data/lake/t/",
+    ]
+    # A metastore's NameNode RPC port; Cairn's hdfs:// volumes name the HTTP port.
+    hdfs = location_spellings("hdfs://nn:8020/w/t")
+    assert hdfs[0] == "hdfs://nn:8020/w/t"
+    assert {"hdfs://nn:9870/w/t", "webhdfs://nn:9870/w/t", "hdfs://nn/w/t"} <= set(hdfs)
+    assert not any("other" in u for u in hdfs)
+    assert location_spellings("s3://b/a/b") == ["s3://b/a/b", "s3://b/a/b/"]
     assert normalize_location("file:/tmp/x/") == "file:///tmp/x"
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "SearchQuery",
     "decode_cursor",
     "encode_cursor",
+    "located_order",
     "owner_conflict",
     "stale_revision",
     "stamp",
@@ -103,6 +104,18 @@ class PreparedWrite:
         return cls(index, asset, doc, asset.content_hash(doc), expect_revision)
 
 
+# Live assets one location lookup answers per URL: a file's asset and a table over it are
+# two; more than a few is a catalogue where many writers name one place.
+LOCATION_MATCHES = 20
+
+
+def located_order(assets: list[Asset]) -> list[Asset]:
+    """Crawled assets (with a volume) before an API writer's, then by id: one order on both
+    backends."""
+    ordered = sorted(assets, key=lambda a: (not a.volume, a.id))
+    return ordered[:LOCATION_MATCHES]
+
+
 def stamp(moment: datetime) -> str:
     """A UTC time as fixed-width text, so text order is time order (stores compare them)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -122,6 +135,11 @@ class LineageReport:
     edges: list[ReportedEdge] = field(default_factory=list)
     run: RunUpdate | None = None
     facets: list[ReportedFacet] = field(default_factory=list)
+    # (downstream id, origin) pairs whose recorded edges are replaced by this report's: edges
+    # into that downstream of that origin that the report does not list are removed, so a
+    # crawler states the whole of what its source says now (a table moved elsewhere loses
+    # the edge from its old location).
+    replaces: list[tuple[str, EdgeOrigin]] = field(default_factory=list)
 
 
 def _place(doc: dict[str, Any]) -> str:
@@ -204,9 +222,9 @@ class AssetStore(Protocol):
         ``progress(done, total)`` is called as batches complete. Safe while serving.
         """
 
-    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
-        """Maps each URL that is the ``location`` of a live asset to it (a crawled asset, one
-        with a volume, before an API writer's)."""
+    async def by_location(self, locations: list[str]) -> dict[str, list[Asset]]:
+        """Maps each URL that is the ``location`` of live assets to them, at most
+        ``LOCATION_MATCHES`` of them in ``located_order`` (crawled assets first)."""
 
     async def record_lineage(self, report: LineageReport) -> bool:
         """Records ``report``; False (and nothing changed) when its event key was recorded."""

@@ -58,6 +58,7 @@ from catalogue_service.backends.base import (
     PreparedWrite,
     SearchHits,
     SearchQuery,
+    located_order,
     origin,
     owner_conflict,
     stale_revision,
@@ -661,18 +662,16 @@ class MongoStore:
 
     # --- reported lineage ---------------------------------------------------------------------
 
-    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
+    async def by_location(self, locations: list[str]) -> dict[str, list[Asset]]:
         if not locations:
             return {}
-        found: dict[str, Asset] = {}
+        found: dict[str, list[Asset]] = {}
         async with unavailable("the read"):
             query = {"location": {"$in": locations}, "deleted": False}
             async for row in self.assets.find(query, {"doc": 1}):
                 asset = _asset(row)
-                held = found.get(asset.location or "")
-                if held is None or (asset.volume and not held.volume):
-                    found[asset.location or ""] = asset
-        return found
+                found.setdefault(asset.location or "", []).append(asset)
+        return {url: located_order(assets) for url, assets in found.items()}
 
     async def record_lineage(self, report: LineageReport) -> bool:
         """No transaction: each part is an upsert that keeps the latest report, so a crash
@@ -694,6 +693,21 @@ class MongoStore:
                         "run_id": edge.run_id,
                     },
                     stamp(edge.reported_at),
+                )
+            for downstream, edge_origin in report.replaces:
+                # After the upserts: a crash between the two leaves extra edges, which the
+                # client's retry removes, never missing ones.
+                kept = [
+                    f"{e.origin}\n{e.upstream}\n{e.downstream}"
+                    for e in report.edges
+                    if (e.downstream, e.origin) == (downstream, edge_origin)
+                ]
+                await self.edges.delete_many(
+                    {
+                        "downstream": literal(downstream),
+                        "origin": literal(edge_origin),
+                        "_id": {"$nin": kept},
+                    }
                 )
             for facet in report.facets:
                 await self._latest(

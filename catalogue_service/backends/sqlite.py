@@ -39,6 +39,7 @@ from catalogue_service.backends.base import (
     SearchHits,
     SearchQuery,
     encode_cursor,
+    located_order,
     origin,
     owner_conflict,
     stale_revision,
@@ -541,8 +542,8 @@ class SQLiteStore:
 
     # --- reported lineage ---------------------------------------------------------------------
 
-    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
-        def _find(conn: sqlite3.Connection) -> dict[str, Asset]:
+    async def by_location(self, locations: list[str]) -> dict[str, list[Asset]]:
+        def _find(conn: sqlite3.Connection) -> dict[str, list[Asset]]:
             if not locations:
                 return {}
             marks = ",".join("?" * len(locations))
@@ -551,13 +552,11 @@ class SQLiteStore:
                 f"SELECT doc FROM assets WHERE deleted = 0 AND {LOCATION} IN ({marks})",
                 locations,
             ).fetchall()
-            found: dict[str, Asset] = {}
+            found: dict[str, list[Asset]] = {}
             for (doc,) in rows:
                 asset = Asset.model_validate_json(doc)
-                held = found.get(asset.location or "")
-                if held is None or (asset.volume and not held.volume):
-                    found[asset.location or ""] = asset
-            return found
+                found.setdefault(asset.location or "", []).append(asset)
+            return {url: located_order(assets) for url, assets in found.items()}
 
         return await self._read(_find)
 
@@ -582,6 +581,17 @@ class SQLiteStore:
                     for e in report.edges
                 ],
             )
+            for downstream, edge_origin in report.replaces:
+                kept = [
+                    e.upstream
+                    for e in report.edges
+                    if (e.downstream, e.origin) == (downstream, edge_origin)
+                ]
+                conn.execute(
+                    "DELETE FROM reported_edges WHERE downstream = ? AND origin = ?"
+                    f" AND upstream NOT IN ({','.join('?' * len(kept))})",
+                    [downstream, edge_origin, *kept],
+                )
             conn.executemany(
                 "INSERT INTO reported_facets(asset_id, kind, value, run_id, reported_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(asset_id, kind) DO UPDATE"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cairn.models import CrawlerEdgeOrigin
 from crawler.problems import Problem
 
 
@@ -34,8 +35,8 @@ class SourceAsset:
 
     key: str
     fields: dict[str, Any]
-    # Keys of assets of the same source this one depends on (a table on its database): the
-    # crawl adds their ids to ``depends_on``.
+    # Keys of assets of the same source this one comes from (a table from its database): the
+    # crawl sends them as lineage edges of the source's ``edge_origin``.
     upstream: list[str] = field(default_factory=list)
 
 
@@ -51,6 +52,10 @@ class SourceListing:
 class Source(Protocol):
     """What ``cairn crawl`` needs of a source; each implementation is named by a URL scheme
     in ``crawler/sources/__init__.py``."""
+
+    # The origin of the lineage edges this source reports (its assets' ``upstream`` and the
+    # crawled assets at their locations), or None when it reports none.
+    edge_origin: CrawlerEdgeOrigin | None
 
     @property
     def url(self) -> str:

@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError
 
+from cairn.models import CrawlerEdgeOrigin
 from cairn.settings import Settings
 from crawler.problems import Problem
 from crawler.sources.base import SourceAsset, SourceError, SourceListing
@@ -32,6 +33,8 @@ SAMPLE_SECONDS = 10.0  # at most this long reading sample messages of one topic
 
 
 class KafkaSource:
+    edge_origin: CrawlerEdgeOrigin | None = None  # a topic's lineage comes from OpenLineage
+
     def __init__(self, bootstrap: list[str], settings: Settings) -> None:
         self.bootstrap = bootstrap
         self.settings = settings

@@ -2,8 +2,9 @@
 
 Each database is a ``database`` asset; each table a ``table`` asset named ``db.table``, with
 its columns and partition keys as the schema, its storage location, a format read from its
-input format or SerDe, its owner, and ``depends_on`` its database (the lineage picture then
-shows database -> table).
+input format or SerDe, and its owner. The database -> table link is a lineage edge of origin
+``metastore``, sent by the crawl apart from the asset (with the link from the crawled asset at
+the table's location), so the lineage picture tells it from manifests' edges.
 
 Calls go through the Thrift bindings pymetastore ships, using the request-style calls
 (``get_table_objects_by_name_req``) that Hive 4 serves; Hive 4 dropped the older ``get_table``.
@@ -21,7 +22,7 @@ from thrift.Thrift import TException
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TTransportException
 
-from cairn.models import MAX_COLUMNS
+from cairn.models import MAX_COLUMNS, CrawlerEdgeOrigin
 from cairn.settings import Settings
 from crawler.problems import Problem
 from crawler.sources.base import SourceAsset, SourceError, SourceListing
@@ -57,6 +58,8 @@ def database_key(name: str) -> str:
 
 
 class MetastoreSource:
+    edge_origin: CrawlerEdgeOrigin | None = "metastore"
+
     def __init__(self, host: str, port: int, settings: Settings) -> None:
         self.host, self.port = host, port
         self.url = f"thrift://{host}:{port}"

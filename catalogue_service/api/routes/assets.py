@@ -9,7 +9,9 @@ from fastapi.responses import Response
 
 from cairn.errors import BadRequest
 from cairn.models import (
+    MAX_LOCATION,
     Asset,
+    AssetsByLocation,
     AssetWrite,
     BulkResponse,
     DriftFlag,
@@ -24,6 +26,8 @@ from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
 
 router = APIRouter(prefix="/api/v1", tags=["assets"], route_class=CairnRoute)
+
+MAX_LOCATION_LOOKUPS = 500
 
 BULK_EXAMPLE = [
     {"name": "sales_daily", "type": "dataset", "tags": ["sales"], "depends_on": ["sales_raw"]},
@@ -159,6 +163,29 @@ async def search_assets(request: Request) -> Response:
 )
 async def get_by_name(name: str, catalogue: CatalogueDep) -> Asset:
     return await catalogue.get_by_name(name)
+
+
+@router.get(
+    "/assets/by-location",
+    dependencies=[ReadGuard],
+    summary="The live asset at each storage URL",
+    description="Matches an asset's `location` exactly; a crawled asset (one with a volume) "
+    "is preferred to an API writer's. URLs no live asset is at are left out of the answer. "
+    f"At most {MAX_LOCATION_LOOKUPS} `url` parameters.",
+    responses=problems(400, 422),
+)
+async def by_location(
+    catalogue: CatalogueDep,
+    url: Annotated[list[str], Query(description="A location URL; repeat for more")],
+) -> AssetsByLocation:
+    if len(url) > MAX_LOCATION_LOOKUPS:
+        raise BadRequest(
+            f"{len(url)} url parameters; ask for at most {MAX_LOCATION_LOOKUPS} at a time."
+        )
+    for one in url:
+        if not one or len(one) > MAX_LOCATION:
+            raise BadRequest(f"each url must be 1 to {MAX_LOCATION} characters long.")
+    return AssetsByLocation(assets=await catalogue.by_location(url))
 
 
 @router.get(

@@ -15,6 +15,8 @@ from cairn.models import (
     OL_MAX_FACETS,
     RUN_ID_PATTERN,
     ColumnLineage,
+    EdgeReceipt,
+    EdgeReport,
     JobRun,
     LineageReceipt,
 )
@@ -139,6 +141,21 @@ async def post_lineage(
     if receipt.duplicate:
         response.status_code = 200
     return receipt
+
+
+@router.post(
+    "/lineage/edges",
+    dependencies=[WriteGuard],
+    summary="Replace a crawler's lineage edges into the assets it names",
+    description="For crawlers of sources that know lineage themselves (origin `metastore`: a "
+    "Hive Metastore's database -> table and location -> table links). Each named downstream "
+    "asset's upstreams of that origin become exactly the ids listed; an empty list removes "
+    "them. Kept apart from the assets' `depends_on`, so a manifest crawl never erases them. "
+    "Run events go to `POST /api/v1/lineage` instead.",
+    responses=problems(400, 422),
+)
+async def post_edges(report: EdgeReport, catalogue: CatalogueDep) -> EdgeReceipt:
+    return await catalogue.report_edges(report)
 
 
 @router.get(
