@@ -16,8 +16,8 @@ still see the request, and answers the one route directly:
 - metrics count it under the route's template, as before;
 - the answer is the route's bytes (``splice_page``), with the same headers.
 
-The FastAPI route stays registered: it documents the route in OpenAPI and serves what this
-path passes on (``HEAD``, and everything when the middleware is not installed).
+The FastAPI route stays registered: it documents the route in OpenAPI, and requests this
+handler passes on (other methods) are routed as before.
 """
 
 from __future__ import annotations
