@@ -32,7 +32,8 @@ RUN python3 -m venv /opt/cairn
 
 WORKDIR /src
 # Dependencies come from the lock (hash-checked): the extras mongo (PyMongo + Elasticsearch
-# client), hdfs (WebHDFS volumes) and adls (Azure volumes). `make lock` regenerates it.
+# client), hdfs (WebHDFS volumes), adls (Azure volumes), kafka (Kafka topics) and metastore
+# (Hive Metastore tables). `make lock` regenerates it.
 # They are fetched before the source is copied, so a change to Cairn's code reuses this layer.
 COPY requirements/docker.txt ./requirements/docker.txt
 RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/docker.txt

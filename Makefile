@@ -30,6 +30,8 @@ up: install ## Install, start the services on the embedded backend and crawl exa
 test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromium) and run the whole suite
 	@# The browser tests fail (never skip) with a clear message if chromium could not be had.
 	-bash tests/browser/install-chromium.sh
+	@# Test servers are built or downloaded here, not inside a test's timeout (first run only).
+	-$(BIN)/python -m tests.servers.prepare
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -52,7 +54,8 @@ lock: | $(BIN)/python ## Resolve uv.lock from pyproject.toml and export requirem
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra pandas -o requirements/run.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
-		--extra mongo --extra hdfs --extra adls -o requirements/docker.txt
+		--extra mongo --extra hdfs --extra adls --extra s3 --extra kafka --extra metastore \
+		-o requirements/docker.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \
 		--extra test -o requirements/test.txt
 	$(UV) export --frozen --quiet --no-emit-project --format requirements-txt \

@@ -9,6 +9,9 @@
   (the walk ran just before): "cold" means an empty catalogue and no crawl state.
 - recrawl: the same command again on the unchanged volume; writes (created + updated +
   deleted) must be 0, and its time is compared with the walk's median. Target <= 1.5x walk.
+- start-up: ``cairn crawl --help`` and ``cairn crawl <empty folder>`` (against the same
+  catalogue), median of 5 each, beside ``python -c pass`` (the interpreter alone) in the same
+  run: what every run of the CLI pays before it reads a file.
 
 Run alone: ``python -m benchmarks.bench_crawl [--quick] [--files N] [--manifests M]``.
 """
@@ -30,11 +33,14 @@ import httpx
 from benchmarks.common import (
     PYTHON,
     ROOT,
+    WORK_DIR,
     CatalogueProcess,
     Section,
     Sizes,
     bench_env,
     ensure_tree,
+    fresh_dir,
+    load_average,
     median,
     ms,
     parse_sizes,
@@ -44,6 +50,7 @@ from benchmarks.common import (
 )
 
 WALK_RUNS = 5
+STARTUP_RUNS = 5
 CRAWL_TIMEOUT_S = 1800  # 100k files should take seconds; this only stops a hung crawler
 
 
@@ -214,6 +221,37 @@ def crawl_once(root: Path, catalogue: CatalogueProcess) -> CrawlRun:
     return run
 
 
+@dataclass(slots=True)
+class StartupFigures:
+    python_s: list[float]
+    help_s: list[float]
+    empty_s: list[float]
+    empty_exit: int
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, cwd=ROOT, env=env, timeout=300)
+    return time.perf_counter() - start, proc.returncode
+
+
+def bench_startup(catalogue: CatalogueProcess) -> StartupFigures:
+    empty = fresh_dir(WORK_DIR / "empty-volume")
+    env = bench_env(catalogue.data_dir)
+    crawl = [PYTHON, "-m", "cairn", "crawl"]
+    figures = StartupFigures([], [], [], 0)
+    _timed([PYTHON, "-c", "pass"], env)  # untimed: warms the page cache for all three
+    _timed([*crawl, "--help"], env)
+    for _ in range(STARTUP_RUNS):
+        figures.python_s.append(_timed([PYTHON, "-c", "pass"], env)[0])
+        figures.help_s.append(_timed([*crawl, "--help"], env)[0])
+        took, figures.empty_exit = _timed(
+            [*crawl, str(empty), "--catalogue", catalogue.url, "--json"], env
+        )
+        figures.empty_s.append(took)
+    return figures
+
+
 def _catalogue_total(catalogue: CatalogueProcess) -> int:
     response = httpx.get(
         catalogue.url + "/api/v1/assets", params={"limit": 1, "facets": "false"}, timeout=30
@@ -277,10 +315,12 @@ def run(sizes: Sizes, command: str) -> bool:
         all_ok = False
     else:
         with CatalogueProcess("crawl") as catalogue:
+            notes.append(f"- Load average before the cold crawl: {load_average()}.")
             cold = crawl_once(root, catalogue)
             # A crawl that reports success but left the catalogue short is not a result.
             in_catalogue = _catalogue_total(catalogue)
             warm = crawl_once(root, catalogue) if cold.exit_code != 1 else None
+            startup = bench_startup(catalogue)
         rate = cold.manifests / cold.wall_s if cold.wall_s else 0.0
         e2e_ok = (
             cold.exit_code != 1
@@ -340,6 +380,31 @@ def run(sizes: Sizes, command: str) -> bool:
         else:
             rows.append(["recrawl", "not run: the cold crawl failed", "-", "0 writes", "n/a"])
             all_ok = False
+        python_s = median(startup.python_s)
+        rows += [
+            [
+                "start-up: `cairn crawl --help`",
+                f"median of {STARTUP_RUNS}: {ms(median(startup.help_s))}; `python -c pass` "
+                f"median {ms(python_s)}",
+                f"{ms(median(startup.help_s))}",
+                "(reported)",
+                "-",
+            ],
+            [
+                "start-up: crawl of an empty folder",
+                f"median of {STARTUP_RUNS}: {ms(median(startup.empty_s))} (exit "
+                f"{startup.empty_exit}; imports, settings, the catalogue's instance lookup, "
+                "crawl state)",
+                f"{ms(median(startup.empty_s))}",
+                "(reported)",
+                "-",
+            ],
+        ]
+        notes.append(
+            f"- Start-up runs (s): `crawl --help` {', '.join(f'{t:.3f}' for t in startup.help_s)};"
+            f" empty crawl {', '.join(f'{t:.3f}' for t in startup.empty_s)}; `python -c pass` "
+            f"{', '.join(f'{t:.3f}' for t in startup.python_s)}."
+        )
     section.add(*table(["benchmark", "measured", "result", "target", "met"], rows), *notes)
     section.add(
         "- crawl-e2e: the catalogue (one uvicorn worker) and the crawler (one process per "

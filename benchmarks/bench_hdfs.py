@@ -3,12 +3,14 @@
 - The generated volume (``gen_tree``, default 20,000 files / 2,000 manifests) is uploaded to a
   minicluster (one NameNode, one DataNode, ``tests/servers/minihdfs.py``) with WebHDFS CREATE
   from 8 threads.
-- hdfs-walk: ``HdfsVolume.walk()`` (LISTSTATUS_BATCH, lazy) against a plain WebHDFS walk in the
-  same run: one LISTSTATUS per folder over a keep-alive httpx client, no batching, no entries
-  built; each 3 times after one untimed run of each, medians compared.
-- hdfs-crawl: ``cairn crawl hdfs://... --json`` as a subprocess against a fresh catalogue:
-  files/s and manifests/s of the subprocess's wall time (start-up included), then the same
-  command again on the unchanged volume (must write nothing).
+- hdfs-walk: ``HdfsVolume.walk()`` (LISTSTATUS_BATCH, lazy) with 1, 4 and 16 folders listed at
+  once (``CAIRN_CRAWL_LIST_CONCURRENCY``) against a plain WebHDFS walk in the same run: one
+  LISTSTATUS per folder, one after another, over a keep-alive httpx client, no batching, no
+  entries built; each 3 times after one untimed run of each, medians compared.
+- hdfs-crawl: ``cairn crawl hdfs://... --json`` as a subprocess against a fresh catalogue, once
+  per listing concurrency (1, 4, 16): files/s and manifests/s of the subprocess's wall time
+  (start-up included); then the same command again on the unchanged volume (must write
+  nothing), at the default concurrency.
 
 Run alone: ``python -m benchmarks.bench_hdfs [--quick] [--files N] [--manifests M]``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -48,6 +51,7 @@ from benchmarks.common import (
 FULL_FILES, FULL_MANIFESTS = 20_000, 2_000
 QUICK_FILES, QUICK_MANIFESTS = 2_000, 200
 RUNS = 3
+CONCURRENCY = (1, 4, 16)  # folders listed at once
 USER = "cairn"
 REMOTE_ROOT = "/bench"
 
@@ -57,20 +61,19 @@ class Figures:
     upload_s: float = 0.0
     startup_s: float = 0.0
     plain_s: list[float] = field(default_factory=list)
-    walk_s: list[float] = field(default_factory=list)
+    walk_s: dict[int, list[float]] = field(default_factory=dict)  # concurrency -> runs
     plain_files: int = 0
     walk_files: int = 0
     walk_requests: int = 0
     plain_requests: int = 0
-    crawl_wall_s: float = 0.0
-    crawl: dict[str, Any] = field(default_factory=dict)
+    crawls: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     recrawl_wall_s: float = 0.0
     recrawl: dict[str, Any] = field(default_factory=dict)
+    loads: list[str] = field(default_factory=list)
     error: str = ""
 
-    @property
-    def ratio(self) -> float:
-        return median(self.walk_s) / median(self.plain_s)
+    def ratio(self, concurrency: int) -> float:
+        return median(self.walk_s[concurrency]) / median(self.plain_s)
 
 
 def plain_walk(namenode: str, root: str) -> tuple[int, int]:
@@ -94,17 +97,21 @@ def plain_walk(namenode: str, root: str) -> tuple[int, int]:
     return files, requests
 
 
-def volume_walk(url: str) -> tuple[int, int]:
+def volume_walk(url: str, concurrency: int) -> tuple[int, int]:
     from connectors.webhdfs import HdfsVolume
 
-    volume = HdfsVolume.from_url(url, user=USER)
+    volume = HdfsVolume.from_url(url, user=USER, list_concurrency=concurrency)
     files = sum(1 for e in volume.walk() if not e.is_dir)
     volume.close()
     return files, volume.requests
 
 
-def crawl_once(url: str, catalogue: CatalogueProcess) -> tuple[float, dict[str, Any]]:
+def crawl_once(
+    url: str, catalogue: CatalogueProcess, concurrency: int | None = None
+) -> tuple[float, dict[str, Any]]:
     env = bench_env(catalogue.data_dir, CAIRN_HDFS_USER=USER)
+    if concurrency is not None:
+        env["CAIRN_CRAWL_LIST_CONCURRENCY"] = str(concurrency)
     started = time.perf_counter()
     proc = subprocess.run(
         [PYTHON, "-m", "cairn", "crawl", url, "--catalogue", catalogue.url, "--json"],
@@ -137,30 +144,39 @@ def measure(sizes: Sizes) -> Figures:
         print(f"   uploaded {sizes.files:,} files in {figures.upload_s:.1f} s", flush=True)
 
         plain_walk(cluster.active_url, REMOTE_ROOT)  # warm-up, untimed
-        volume_walk(url)
+        volume_walk(url, 1)
+        figures.loads.append(load_average())
+        # Alternating spreads any drift in machine load over every side evenly.
         for _ in range(RUNS):
             started = time.perf_counter()
             figures.plain_files, figures.plain_requests = plain_walk(
                 cluster.active_url, REMOTE_ROOT
             )
             figures.plain_s.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            figures.walk_files, figures.walk_requests = volume_walk(url)
-            figures.walk_s.append(time.perf_counter() - started)
+            for concurrency in CONCURRENCY:
+                started = time.perf_counter()
+                figures.walk_files, figures.walk_requests = volume_walk(url, concurrency)
+                figures.walk_s.setdefault(concurrency, []).append(time.perf_counter() - started)
+        figures.loads.append(load_average())
 
-        with CatalogueProcess("hdfs") as catalogue:
-            figures.crawl_wall_s, figures.crawl = crawl_once(url, catalogue)
-            figures.recrawl_wall_s, figures.recrawl = crawl_once(url, catalogue)
+        for concurrency in CONCURRENCY:
+            with CatalogueProcess(f"hdfs-{concurrency}") as catalogue:
+                figures.crawls[concurrency] = crawl_once(url, catalogue, concurrency)
+                if concurrency == CONCURRENCY[-1]:
+                    figures.recrawl_wall_s, figures.recrawl = crawl_once(url, catalogue)
+            figures.loads.append(load_average())
     return figures
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def render(figures: Figures, sizes: Sizes, command: str) -> Section:
     section = Section(
         "hdfs", "hdfs-walk, hdfs-crawl (Hadoop minicluster over WebHDFS)", command, sizes
     )
-    crawl, recrawl = figures.crawl, figures.recrawl
-    files = int(crawl.get("files_seen", 0))
-    manifests = int(crawl.get("manifests_found", 0))
+    recrawl = figures.recrawl
     writes = sum(int(recrawl.get(k, 0)) for k in ("created", "updated", "deleted"))
     section.add(
         f"Volume: {sizes.files:,} files, {sizes.manifests:,} manifests (`benchmarks/gen_tree.py`), "
@@ -168,47 +184,72 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
         f"{figures.startup_s:.1f} s) in {figures.upload_s:.1f} s by 8 threads of WebHDFS CREATE.",
         "",
     )
-    section.add(
-        *table(
-            ["benchmark", "measured", "result"],
+    plain = median(figures.plain_s)
+    rows: list[list[object]] = [
+        [
+            "hdfs-walk, plain (reference)",
+            f"one LISTSTATUS per folder, one after another: median of {RUNS} "
+            f"{ms(plain)} ({figures.plain_requests:,} calls, {figures.plain_files:,} files)",
+            f"{figures.plain_files / plain:,.0f} files/s",
+            "1.00x",
+        ]
+    ]
+    for concurrency in CONCURRENCY:
+        walk = median(figures.walk_s[concurrency])
+        rows.append(
             [
-                [
-                    "hdfs-walk",
-                    f"`HdfsVolume.walk()` median of {RUNS}: {ms(median(figures.walk_s))} "
-                    f"({figures.walk_requests:,} WebHDFS calls); plain LISTSTATUS walk median: "
-                    f"{ms(median(figures.plain_s))} ({figures.plain_requests:,} calls); "
-                    f"{figures.walk_files:,} vs {figures.plain_files:,} files",
-                    f"{figures.ratio:.2f}x the plain walk",
-                ],
-                [
-                    "hdfs-crawl",
-                    f"`cairn crawl hdfs://...`: {files:,} files, {manifests:,} manifests "
-                    f"({crawl.get('created', 0):,} created, {len(crawl.get('errors', [])):,} "
-                    f"errors) in {figures.crawl_wall_s:.2f} s wall (crawler's duration_s "
-                    f"{crawl.get('duration_s', 0):.2f} s)",
-                    f"{files / figures.crawl_wall_s:,.0f} files/s, "
-                    f"{manifests / figures.crawl_wall_s:,.0f} manifests/s",
-                ],
-                [
-                    "hdfs-recrawl",
-                    f"unchanged volume: {writes} writes, {recrawl.get('unchanged', 0):,} "
-                    f"unchanged, duration_s {recrawl.get('duration_s', 0):.2f} s, "
-                    f"{figures.recrawl_wall_s:.2f} s wall",
-                    f"{recrawl.get('duration_s', 0) / median(figures.walk_s):.2f}x the walk",
-                ],
-            ],
+                f"hdfs-walk, {concurrency} at once",
+                f"`HdfsVolume.walk()` median of {RUNS}: {ms(walk)} "
+                f"({figures.walk_requests:,} WebHDFS calls, {figures.walk_files:,} files)",
+                f"{figures.walk_files / walk:,.0f} files/s",
+                f"{plain / walk:.2f}x",
+            ]
         )
+    base_wall = figures.crawls[CONCURRENCY[0]][0]
+    for concurrency in CONCURRENCY:
+        wall, crawl = figures.crawls[concurrency]
+        files = int(crawl.get("files_seen", 0))
+        manifests = int(crawl.get("manifests_found", 0))
+        rows.append(
+            [
+                f"hdfs-crawl, {concurrency} at once",
+                f"`cairn crawl hdfs://...` (cold): {files:,} files, {manifests:,} manifests "
+                f"({crawl.get('created', 0):,} created, {len(crawl.get('errors', [])):,} "
+                f"errors) in {wall:.2f} s wall (crawler's duration_s "
+                f"{crawl.get('duration_s', 0):.2f} s); {manifests / wall:,.0f} manifests/s",
+                f"{files / wall:,.0f} files/s",
+                f"{base_wall / wall:.2f}x",
+            ]
+        )
+    walk_default = median(figures.walk_s[CONCURRENCY[-1]])
+    rows.append(
+        [
+            "hdfs-recrawl",
+            f"unchanged volume, {CONCURRENCY[-1]} at once: {writes} writes, "
+            f"{recrawl.get('unchanged', 0):,} unchanged, duration_s "
+            f"{recrawl.get('duration_s', 0):.2f} s, {figures.recrawl_wall_s:.2f} s wall",
+            f"{recrawl.get('duration_s', 0) / walk_default:.2f}x the walk",
+            "",
+        ]
+    )
+    section.add(*table(["benchmark", "measured", "result", "vs first row of its kind"], rows))
+    walk_runs = "; ".join(
+        f"{c} at once: {', '.join(f'{t:.3f}' for t in figures.walk_s[c])}" for c in CONCURRENCY
     )
     section.add(
-        f"- Walk runs (s): {', '.join(f'{t:.3f}' for t in figures.walk_s)}; plain walk runs "
-        f"(s): {', '.join(f'{t:.3f}' for t in figures.plain_s)}.",
-        "- The plain walk is the least a WebHDFS client can do: one LISTSTATUS per folder, "
-        "nothing built from the answers. `HdfsVolume.walk()` lists each folder with "
-        "LISTSTATUS_BATCH (1,000 entries per call) so that huge folders stream, and builds an "
-        "entry per file.",
+        f"- Walk runs (s): {walk_runs}; plain walk runs (s): "
+        f"{', '.join(f'{t:.3f}' for t in figures.plain_s)}.",
+        f"- Load average before the walks, after them, and after each crawl: "
+        f"{'; '.join(figures.loads)}.",
+        "- The plain walk is the least a WebHDFS client can do one folder at a time: one "
+        "LISTSTATUS per folder, nothing built from the answers. `HdfsVolume.walk()` lists "
+        "folders with LISTSTATUS_BATCH (1,000 entries per call) so that huge folders stream, "
+        "keeps up to N listings in flight on N threads, hands their entries out in the order "
+        "they were asked for, and builds an entry per file.",
         "- The crawl reads each manifest (one OPEN through the NameNode, redirected to the "
         "DataNode) and the schema of the data beside it (CSV head, or Parquet footer by ranged "
-        "reads); the NameNode, the DataNode, the catalogue and the crawler share 2 cores.",
+        "reads) on 8 threads, starting while the walk goes on; the NameNode, the DataNode, the "
+        "catalogue and the crawler share 2 cores.",
     )
     return section
 
@@ -216,13 +257,14 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
 def run(sizes: Sizes, command: str) -> bool:
     figures = measure(sizes)
     write_section(render(figures, sizes, command))
-    print(
-        f"   hdfs-walk {figures.ratio:.2f}x plain; crawl "
-        f"{int(figures.crawl.get('files_seen', 0)) / figures.crawl_wall_s:,.0f} files/s",
-        flush=True,
-    )
+    for concurrency, (wall, crawl) in figures.crawls.items():
+        print(
+            f"   {concurrency} at once: walk {figures.ratio(concurrency):.2f}x plain; crawl "
+            f"{int(crawl.get('files_seen', 0)) / wall:,.0f} files/s",
+            flush=True,
+        )
     writes = sum(int(figures.recrawl.get(k, 0)) for k in ("created", "updated", "deleted"))
-    return writes == 0 and not figures.crawl.get("errors")
+    return writes == 0 and not any(crawl.get("errors") for _, crawl in figures.crawls.values())
 
 
 def sizes_for(argv: Sequence[str] | None) -> Sizes:

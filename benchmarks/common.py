@@ -51,7 +51,16 @@ BACKENDS = ("sqlite", "mongo")
 BACKEND_TITLES = {"sqlite": "sqlite (embedded)", "mongo": "mongo + es"}
 
 # RESULTS.md keeps its sections in this order whichever script wrote last.
-SECTION_ORDER = ("crawl", "ingest", "search", "writes", "featureset", "ui", "footprint")
+SECTION_ORDER = (
+    "crawl",
+    "ingest",
+    "search",
+    "writes",
+    "lineage",
+    "featureset",
+    "ui",
+    "footprint",
+)
 
 T = TypeVar("T")
 

@@ -2,9 +2,11 @@
 
 crawl (walk, end to end, recrawl), then ingest and search on one catalogue process per
 catalogue backend (sqlite, then mongo on FerretDB + Elasticsearch, started for the run), so the
-footprint after the search is that of the process that took the whole ingest; then the feature
+footprint after the search is that of the process that took the whole ingest; the mixed
+writes; OpenLineage ingest beside the asset writes; then the feature
 store (featureset-get, featureset-arrow; online-features, materialize and historical
-features beside Feast), the UI's search page and HDFS.
+features beside Feast), the UI's search page, HDFS, S3 and the feature store's blob store
+(S3 vs local).
 
 ``python -m benchmarks.run_all`` runs the full sizes (100,000 files / 10,000 manifests /
 100,000 assets) on both backends; ``--backend sqlite|mongo|both`` picks the catalogue
@@ -20,13 +22,16 @@ import traceback
 from collections.abc import Callable
 
 from benchmarks import (
+    bench_blobs,
     bench_crawl,
     bench_featureset,
     bench_footprint,
     bench_hdfs,
     bench_historical,
     bench_ingest,
+    bench_lineage,
     bench_online,
+    bench_s3,
     bench_search,
     bench_ui,
     bench_writes,
@@ -87,6 +92,11 @@ def ingest_and_search(sizes: Sizes, command: str) -> bool:
     return ingest_ok and all(f.ok for f in ingests.values()) and searched
 
 
+def sizes_args(sizes: Sizes) -> list[str]:
+    args = ["--files", str(sizes.files), "--manifests", str(sizes.manifests)]
+    return [*args, "--quick"] if sizes.quick else args
+
+
 def main(argv: list[str] | None = None) -> int:
     sizes, command = parse_sizes(__doc__, "benchmarks.run_all", argv, backends=True)
     print(
@@ -100,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     _step("ingest + search", lambda: ingest_and_search(sizes, command), failures)
     writes = bench_writes.QUICK_REQUESTS if sizes.quick else bench_writes.FULL_REQUESTS
     _step("writes", lambda: bench_writes.run(sizes, command, writes), failures)
+    _step("lineage", lambda: bench_lineage.run(sizes.quick, command), failures)
     rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
     _step("featureset", lambda: bench_featureset.run(sizes, command, rows), failures)
     rows = bench_historical.QUICK_ROWS if sizes.quick else bench_historical.FULL_ROWS
@@ -112,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
+    # S3 on the main sizes (100,000 objects; --quick: 5,000), on the tests' SeaweedFS.
+    _step("s3", lambda: bench_s3.run(bench_s3.sizes_for(sizes_args(sizes)), command), failures)
+    # The feature store's blob store: Parquet upload/download MB/s on S3 beside local.
+    mib = bench_blobs.QUICK_MB if sizes.quick else bench_blobs.FULL_MB
+    _step("blobs", lambda: bench_blobs.run(mib, sizes.quick, command), failures)
     print("results written to benchmarks/RESULTS.md")
     for failure in failures:
         print(f"  {failure}")

@@ -15,17 +15,21 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import orjson
 import typer
 
 from cairn import __version__
-from cairn.settings import Settings, get_settings
 from featurestore_service.cli import app as featureset_app
 from featurestore_service.features_cli import app as features_app
 from featurestore_service.metrics.cli import app as metrics_app
+
+if TYPE_CHECKING:
+    from cairn.settings import Settings
+
+# Settings (pydantic) and httpx are imported where a command needs them: `cairn --help` and
+# `cairn crawl --help` should not pay for them.
 
 app = typer.Typer(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
@@ -51,6 +55,8 @@ SERVICES = {
 
 
 def _setup_logging() -> None:
+    from cairn.settings import get_settings
+
     level = get_settings().log_level.upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
@@ -117,6 +123,7 @@ def serve(
 
     from cairn.backends import BackendError
     from cairn.memory import limit_arenas
+    from cairn.settings import get_settings
 
     _setup_logging()
     # Before any thread starts: each would otherwise get (and keep) a malloc arena of its own.
@@ -147,7 +154,10 @@ def serve(
 def crawl(
     volume: Annotated[
         str | None,
-        typer.Argument(help="A folder, file:// URL, or another volume URL to crawl."),
+        typer.Argument(
+            help="A folder, file:// URL, or another volume URL to crawl; or a source: "
+            "kafka://broker:9092 (topics) or thrift://metastore:9083 (Hive tables)."
+        ),
     ] = None,
     catalogue: Annotated[
         str | None, typer.Option(help="Catalogue base URL (default CAIRN_CATALOGUE_URL).")
@@ -184,9 +194,18 @@ def crawl(
 ) -> None:
     """Crawl a volume for manifests and push what changed to the catalogue.
 
+    Sources describe their assets themselves: kafka://b1:9092[,b2:9092] makes each topic a
+    stream asset (partitions, replication, retention, configs, a schema from the schema
+    registry or from sampled JSON messages); thrift://host:9083 makes each Hive Metastore
+    database a database asset and each table a table asset named db.table (columns, partition
+    keys, location, format, owner), which depends on its database. Assets that vanish from a
+    source are soft-deleted, as with files; a source that cannot be reached fails the crawl
+    and keeps what was there.
+
     Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
     --fail-on-checks), 1 when the crawl could not run.
     """
+    from cairn.settings import get_settings
     from crawler import runner
 
     # The crawler reads its settings from the environment (cairn/settings.py).
@@ -209,6 +228,61 @@ def crawl(
 
 
 @app.command()
+def snapshot(
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset's folder (holding its manifest) or its manifest, as a path or a "
+            "volume URL (file://, s3://, hdfs://, abfss://)."
+        ),
+    ],
+    pattern: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Manifest file-name glob, or re:<regex>; repeatable "
+            "(default: CAIRN_MANIFEST_PATTERNS)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Hash and report, but leave the manifest unchanged."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Record the SHA-256 of a dataset's files as a new version in its manifest.
+
+    Hashes every file of the dataset (the manifest's location, else its folder) and, when the
+    content differs from the latest snapshot, adds versions.v<N+1> with the digest, the time,
+    the size and each file's hash; an unchanged dataset adds nothing. Writes the manifest
+    back on local folders and S3. Exit codes: 0 done (or nothing changed), 1 when the
+    dataset or its manifest could not be read or written.
+    """
+    from cairn.settings import get_settings
+    from crawler.snapshot import SnapshotError, take_snapshot
+
+    _setup_logging()
+    settings = get_settings()
+    try:
+        snap = take_snapshot(url, pattern or settings.manifest_patterns, write=not dry_run)
+    except SnapshotError as exc:
+        typer.echo(f"snapshot: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(orjson.dumps(snap.to_dict()).decode())
+        return
+    size = f"{len(snap.files)} files, {snap.bytes} bytes"
+    if not snap.added:
+        typer.echo(f"{snap.manifest_url}: unchanged since {snap.version} ({size}); nothing added")
+    elif snap.written:
+        typer.echo(f"{snap.manifest_url}: added {snap.version} sha256:{snap.digest} ({size})")
+    else:
+        typer.echo(
+            f"{snap.manifest_url}: would add {snap.version} sha256:{snap.digest} ({size}); "
+            "dry run, nothing written"
+        )
+
+
+@app.command()
 def reindex() -> None:
     """Rebuild the catalogue's search index from its stored assets, with a progress bar.
 
@@ -224,6 +298,7 @@ def reindex() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from cairn.errors import CairnError
+    from cairn.settings import get_settings
     from catalogue_service.backends import create_store
 
     _setup_logging()
@@ -287,6 +362,8 @@ def up(
 
     Runs until Ctrl-C; data lives in CAIRN_DATA_DIR (./.cairn by default).
     """
+    from cairn.settings import get_settings
+
     _setup_logging()
     settings = get_settings()
     children: list[subprocess.Popen[bytes]] = []
@@ -379,6 +456,8 @@ def _spawn(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 def _wait_ready(
     base_url: str, child: subprocess.Popen[bytes], name: str, timeout: float = 60
 ) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -384,6 +384,15 @@ class SearchPage(BaseModel):
     total: int
     facets: Facets
     next_cursor: str | None = None
+    did_you_mean: str | None = Field(
+        None,
+        description="The query with its misspelt words corrected, when `q` found fewer assets "
+        "than CAIRN_SEARCH_TYPO_BELOW and the corrected query finds more.",
+    )
+    fuzzy: bool = Field(
+        False,
+        description="True when `q` found nothing and these results are `did_you_mean`'s.",
+    )
 
 
 class LineageNode(BaseModel):
@@ -395,9 +404,29 @@ class LineageNode(BaseModel):
     depth: int = 0
 
 
+# Where a lineage edge was learnt: a manifest's ``depends_on``, an OpenLineage run event, or a
+# Hive Metastore (database -> table). Edges of every origin but "manifest" are kept apart from
+# the assets (``ReportedEdge``), so a crawl, which rewrites assets, never erases them.
+EdgeOrigin = Literal["manifest", "openlineage", "metastore"]
+
+
 class LineageEdge(BaseModel):
     source: str  # upstream node id
     target: str  # downstream node id
+    origin: EdgeOrigin = "manifest"
+    run_id: str | None = Field(None, description="The last run that reported the edge")
+    reported_at: datetime | None = None
+
+
+class ReportedEdge(BaseModel):
+    """An edge between two assets learnt from outside the manifests, as stored; the last
+    report wins (a later event time replaces the run that reported it)."""
+
+    upstream: str  # asset id
+    downstream: str  # asset id
+    origin: EdgeOrigin
+    run_id: str | None = None
+    reported_at: datetime
 
 
 class Lineage(BaseModel):
@@ -944,3 +973,227 @@ class MastroLabelsQuery(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: MastroLimit
     page: MastroPage
+
+
+# --- OpenLineage (spec 2-0-x): events Cairn accepts, and what it keeps of them ---------------
+
+# Facets on one run, job or dataset; inputs and outputs of one event.
+OL_MAX_FACETS = 100
+OL_MAX_DATASETS = MAX_LIST
+# Transformations kept per upstream column of a column-lineage facet.
+OL_MAX_TRANSFORMATIONS = 16
+
+RunEventType = Literal["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]
+TERMINAL_EVENTS = ("COMPLETE", "ABORT", "FAIL")
+OpenLineageKind = Literal["RunEvent", "JobEvent", "DatasetEvent"]
+DATE_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}"
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
+RUN_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def _utc(value: datetime) -> datetime:
+    # The spec's times carry a zone; one without is read as UTC rather than refused.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _facets(values: dict[str, Any]) -> dict[str, Any]:
+    for key in values:
+        _check_text(key, "a facet name", MAX_SHORT)
+    return check_extra(values, "the facet")
+
+
+def _none_is_empty(value: Any, empty: Any) -> Any:
+    # Some producers write an absent list or map as null.
+    return empty if value is None else value
+
+
+class OpenLineageModel(BaseModel):
+    # Fields Cairn does not read (and facets' own future fields) are ignored, not refused:
+    # producers are free to add them.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("facets", "inputFacets", "outputFacets", mode="before", check_fields=False)
+    @classmethod
+    def _null_facets(cls, value: Any) -> Any:
+        return _none_is_empty(value, {})
+
+    @field_validator("facets", "inputFacets", "outputFacets", check_fields=False)
+    @classmethod
+    def _bounded_facets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _facets(value)
+
+
+class OpenLineageNamed(OpenLineageModel):
+    """A job or a dataset: unique by (namespace, name)."""
+
+    namespace: str = Field(min_length=1, max_length=MAX_SHORT)
+    name: str = Field(min_length=1, max_length=MAX_SHORT)
+    facets: dict[str, Any] = Field(default_factory=dict, max_length=OL_MAX_FACETS)
+
+    @field_validator("namespace", "name")
+    @classmethod
+    def _text(cls, value: str, info: Any) -> str:
+        return _check_text(value, info.field_name, MAX_SHORT)
+
+
+class OpenLineageJob(OpenLineageNamed):
+    pass
+
+
+class OpenLineageDataset(OpenLineageNamed):
+    inputFacets: dict[str, Any] = Field(default_factory=dict, max_length=OL_MAX_FACETS)
+    outputFacets: dict[str, Any] = Field(default_factory=dict, max_length=OL_MAX_FACETS)
+
+
+class OpenLineageRun(OpenLineageModel):
+    runId: str = Field(pattern=RUN_ID_PATTERN, description="A UUID")
+    facets: dict[str, Any] = Field(default_factory=dict, max_length=OL_MAX_FACETS)
+
+
+class OpenLineageEvent(OpenLineageModel):
+    eventTime: datetime
+    producer: str = Field(min_length=1, max_length=MAX_LOCATION)
+    schemaURL: str = Field(min_length=1, max_length=MAX_LOCATION)
+
+    @field_validator("eventTime", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        # Only the spec's date-time text: not a bare date, nor seconds since 1970.
+        if not isinstance(value, str) or not _DATE_TIME.match(value):
+            raise ValueError("must be an ISO 8601 date-time such as 2026-01-01T03:00:00Z")
+        return value
+
+    @field_validator("eventTime")
+    @classmethod
+    def _time(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("producer", "schemaURL")
+    @classmethod
+    def _line(cls, value: str, info: Any) -> str:
+        return _check_text(value, info.field_name, MAX_LOCATION)
+
+    @field_validator("inputs", "outputs", mode="before", check_fields=False)
+    @classmethod
+    def _null_list(cls, value: Any) -> Any:
+        return _none_is_empty(value, [])
+
+
+class OpenLineageRunEvent(OpenLineageEvent):
+    """A run of a job changed state, reading ``inputs`` and writing ``outputs``."""
+
+    eventType: RunEventType | None = None
+    run: OpenLineageRun
+    job: OpenLineageJob
+    inputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=OL_MAX_DATASETS)
+    outputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=OL_MAX_DATASETS)
+
+
+class OpenLineageJobEvent(OpenLineageEvent):
+    """A job's design (its inputs and outputs), outside any run."""
+
+    job: OpenLineageJob
+    inputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=OL_MAX_DATASETS)
+    outputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=OL_MAX_DATASETS)
+
+
+class OpenLineageDatasetEvent(OpenLineageEvent):
+    """A dataset's metadata (its schema, say), outside any run."""
+
+    dataset: OpenLineageDataset
+
+
+class LineageReceipt(BaseModel):
+    """What ``POST /api/v1/lineage`` did with an event."""
+
+    kind: OpenLineageKind
+    duplicate: bool = Field(
+        description="True when this event (run id, event time and type) was recorded before; "
+        "nothing was changed"
+    )
+    job: str | None = Field(None, description="The job's pipeline asset id")
+    inputs: list[str] = Field(default_factory=list, description="Asset ids of the inputs")
+    outputs: list[str] = Field(default_factory=list, description="Asset ids of the outputs")
+    edges: int = 0
+
+
+class RunUpdate(BaseModel):
+    """One run event's contribution to its run's state."""
+
+    job_id: str
+    run_id: str
+    event_type: RunEventType
+    event_time: datetime
+    error: str | None = None
+
+
+class JobRun(BaseModel):
+    """A run of a job, as its events so far describe it."""
+
+    job_id: str
+    run_id: str
+    state: RunEventType = Field(description="The type of the run's latest event")
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    updated_at: datetime
+    events: dict[str, datetime] = Field(description="Event type -> the time of that event")
+    error: str | None = None
+
+    @classmethod
+    def of(cls, job_id: str, run_id: str, events: dict[str, Any], error: str | None) -> JobRun:
+        """The state is the latest event's type; a terminal event wins a tie, and OTHER (extra
+        metadata) never changes the state of a run that has another event."""
+        events = {
+            k: _utc(v if isinstance(v, datetime) else datetime.fromisoformat(v))
+            for k, v in events.items()
+        }
+        ranked = {k: v for k, v in events.items() if k != "OTHER"} or events
+        state = max(ranked, key=lambda k: (ranked[k], k in TERMINAL_EVENTS))
+        ends = [events[k] for k in TERMINAL_EVENTS if k in events]
+        return cls(
+            job_id=job_id,
+            run_id=run_id,
+            state=state,
+            started_at=events.get("START"),
+            ended_at=max(ends) if ends else None,
+            updated_at=max(events.values()),
+            events=events,
+            error=error,
+        )
+
+
+class ColumnSource(BaseModel):
+    """An upstream column that feeds a column."""
+
+    namespace: str
+    name: str
+    field: str
+    asset_id: str | None = Field(None, description="The upstream dataset's asset, when known")
+    transformations: list[str] = Field(
+        default_factory=list, description="As the producer names them, e.g. DIRECT/AGGREGATION"
+    )
+
+
+FacetKind = Literal["schema", "columnLineage"]
+
+
+class ReportedFacet(BaseModel):
+    """A dataset facet as last reported for an asset (the latest event time wins)."""
+
+    asset_id: str
+    kind: FacetKind
+    value: Any
+    run_id: str | None = None
+    reported_at: datetime
+
+
+class ColumnLineage(BaseModel):
+    """``GET /assets/{id}/columns``: the schema and column lineage OpenLineage reported."""
+
+    asset_id: str
+    schema_: list[SchemaField] | None = Field(None, serialization_alias="schema")
+    columns: dict[str, list[ColumnSource]] = Field(
+        default_factory=dict, description="Column -> the upstream columns it is computed from"
+    )
+    run_id: str | None = None
+    reported_at: datetime | None = None

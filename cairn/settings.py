@@ -108,6 +108,36 @@ class Settings(BaseSettings):
             "more requests wait, so parallel reads cannot multiply memory."
         ),
     )
+    blobs_url: str | None = Field(
+        None,
+        description=(
+            "Where the feature store keeps the Parquet files of tables: a local folder "
+            "(default: `featurestore-blobs` in the data folder), `s3://bucket/prefix`, "
+            "`abfss://fs@account.dfs.core.windows.net/path` or `hdfs://namenode:9870/path`. "
+            "With object storage, several feature-store processes can share one store."
+        ),
+    )
+    blobs_cache_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description=(
+            "Bound of the local read-through cache of tables from a remote blob store (in the "
+            "data folder); least recently read files are evicted first."
+        ),
+    )
+    blobs_sweep_grace: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "Seconds a blob no version names is kept before the sweeper deletes it (covers "
+            "uploads between their store write and their version row)."
+        ),
+    )
+    blobs_sweep_interval: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds between sweeps for orphan blobs (one also runs at start-up).",
+    )
     max_entity_frame_bytes: int = Field(
         4 * 1024 * 1024 * 1024,
         description=(
@@ -238,16 +268,34 @@ class Settings(BaseSettings):
         description="Most entity rows one online-features request may ask for (more gets 422).",
     )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
+    search_typo_below: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Typo tolerance of text search: when `q` finds fewer assets than this, its misspelt "
+            "words are corrected and the corrected query offered as `did_you_mean`; when it "
+            "finds none, the corrected query's results are returned (`fuzzy: true`). 0 is off."
+        ),
+    )
     crawl_batch_size: int = Field(1000, description="Assets the crawler pushes per bulk request.")
     crawl_workers: int = Field(
         0, description="Processes that parse manifests; 0 means one per core."
+    )
+    crawl_list_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "Folders an HDFS walk lists at once (one LISTSTATUS_BATCH request each); "
+            "1 lists one folder after another."
+        ),
     )
     http_timeout: float = Field(30.0, description="Seconds before an outbound HTTP call times out.")
     http_retries: int = Field(
         8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."
     )
     log_level: str = Field("info", description="Log level of services and the crawler.")
-    # -- remote volumes (connectors/webhdfs.py, connectors/adls.py) --
+    # -- remote volumes (connectors/webhdfs.py, connectors/adls.py, connectors/s3.py) --
     hdfs_user: str | None = Field(
         None,
         description="User name sent to WebHDFS with simple authentication (default: login user).",
@@ -264,6 +312,23 @@ class Settings(BaseSettings):
         description=(
             'JSON map of HA names to NameNode HTTP addresses, e.g. `{"prod": ["nn1:9870", '
             '"nn2:9870"]}`: `hdfs://prod/path` then tries each NameNode in turn.'
+        ),
+    )
+    # -- crawler sources (crawler/sources/) --
+    kafka_schema_registry_url: str | None = Field(
+        None,
+        description=(
+            "Schema registry (Confluent API) for `kafka://` crawls: a topic's schema comes from "
+            "its `<topic>-value` subject; without one, or without that subject, it is inferred "
+            "from sampled JSON messages."
+        ),
+    )
+    kafka_sample_messages: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Newest messages read per topic (spread over its partitions) to infer a JSON "
+            "schema; 0 reads none."
         ),
     )
     azure_account_key: SecretStr | None = Field(
@@ -283,6 +348,27 @@ class Settings(BaseSettings):
         description=(
             "Blob endpoint to use instead of `https://{account}.blob.<cloud suffix>`, for "
             "emulators and private endpoints; `{account}` is replaced by the account name."
+        ),
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description=(
+            "Endpoint of an S3-compatible store for `s3://` volumes (MinIO, Ceph, R2, "
+            "SeaweedFS), e.g. `http://minio:9000`; unset: AWS S3."
+        ),
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto",
+        description=(
+            "`path` (`endpoint/bucket/key`, what most S3-compatible stores need), `virtual` "
+            "(`bucket.endpoint/key`) or `auto` (virtual where the bucket name allows it)."
+        ),
+    )
+    s3_region: str | None = Field(
+        None,
+        description=(
+            "Region S3 requests are signed for; unset: `AWS_REGION`/the profile's, else "
+            "`us-east-1`."
         ),
     )
 

@@ -12,7 +12,7 @@ from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
 from cairn.web import build_app
 from catalogue_service.api.fast_search import SearchFastPath
-from catalogue_service.api.routes import assets, instance, mastro
+from catalogue_service.api.routes import assets, instance, lineage, mastro
 from catalogue_service.backends import create_store
 from catalogue_service.service import Catalogue
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
     include_mastro(app, mastro.router, settings, "asset")
     app.include_router(assets.router)
+    app.include_router(lineage.router)
     app.include_router(instance.router)
     # Innermost of the shared middlewares: metrics, the body limit and CORS still apply.
     app.user_middleware.append(

@@ -21,15 +21,26 @@ from cairn.models import (
     BulkItemResult,
     BulkResponse,
     CatalogueInstance,
+    ColumnLineage,
+    ColumnSource,
+    JobRun,
     Lineage,
     LineageEdge,
     LineageNode,
+    LineageReceipt,
+    ReportedEdge,
+    SchemaField,
 )
 from cairn.settings import Settings
 from catalogue_service.backends.base import AssetStore, PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.openlineage import OpenLineageIngest
+from catalogue_service.spelling import with_typo_fallback
 
 MAX_LINEAGE_DEPTH = 10
 MAX_LINEAGE_NODES = 2000
+# Edges of a lineage answer, keyed by (upstream, downstream, origin): one pair may be declared
+# by a manifest and reported by OpenLineage too, and both are shown.
+EdgeMap = dict[tuple[str, str, str], LineageEdge]
 # A delete that keeps losing to concurrent writers gives up after this many reads.
 DELETE_ATTEMPTS = 20
 # Bulk requests at least this big hand freed heap memory back to the system when done.
@@ -58,6 +69,7 @@ class Catalogue:
     def __init__(self, store: AssetStore, settings: Settings):
         self.store = store
         self.settings = settings
+        self.openlineage = OpenLineageIngest(store)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -171,38 +183,42 @@ class Catalogue:
             raise NotFound(f"No asset is named {name!r}; names are case-sensitive.")
         return asset
 
-    async def search(self, query: SearchQuery) -> SearchHits:
-        return await self.store.search(query)
+    async def search(self, query: SearchQuery, *, typos: bool = False) -> SearchHits:
+        """``typos``: when ``q`` finds little, correct its words (``spelling.fallback``)."""
+        hits = await self.store.search(query)
+        if typos:
+            hits = await with_typo_fallback(
+                self.store, query, hits, self.settings.search_typo_below
+            )
+        return hits
 
     async def lineage(self, asset_id: str, direction: str, depth: int) -> Lineage:
-        """Breadth-first walk over depends_on links, up (sources) and/or down (consumers)."""
+        """Breadth-first walk over depends_on links and reported edges (OpenLineage, metastores),
+        up (sources) and/or down (consumers)."""
         root = await self.get(asset_id)
         depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
         nodes: dict[str, LineageNode] = {root.id: _node(root, 0)}
-        edges: set[tuple[str, str]] = set()
+        edges: EdgeMap = {}
         if direction in ("up", "both"):
             await self._walk_up(root, depth, nodes, edges)
         if direction in ("down", "both"):
             await self._walk_down(root, depth, nodes, edges)
         return Lineage(
-            root=root.id,
-            nodes=list(nodes.values()),
-            edges=[LineageEdge(source=s, target=t) for s, t in sorted(edges)],
+            root=root.id, nodes=list(nodes.values()), edges=[edges[k] for k in sorted(edges)]
         )
 
     async def _walk_up(
-        self,
-        root: Asset,
-        depth: int,
-        nodes: dict[str, LineageNode],
-        edges: set[tuple[str, str]],
+        self, root: Asset, depth: int, nodes: dict[str, LineageNode], edges: EdgeMap
     ) -> None:
         frontier = [root]
         for level in range(1, depth + 1):
-            keys = sorted({k for a in frontier for k in a.depends_on})
-            if not keys or len(nodes) >= MAX_LINEAGE_NODES:
+            if not frontier or len(nodes) >= MAX_LINEAGE_NODES:
                 return
-            found = await self.store.resolve(keys)
+            reported = await self.store.reported_edges([a.id for a in frontier], "up")
+            keys = sorted(
+                {k for a in frontier for k in a.depends_on} | {e.upstream for e in reported}
+            )
+            found = await self.store.resolve(keys) if keys else {}
             next_frontier = []
             for asset in frontier:
                 for key in asset.depends_on:
@@ -213,20 +229,24 @@ class Catalogue:
                             missing_id,
                             LineageNode(id=missing_id, name=key, missing=True, depth=-level),
                         )
-                        edges.add((missing_id, asset.id))
+                        _add(edges, LineageEdge(source=missing_id, target=asset.id))
                         continue
-                    edges.add((upstream.id, asset.id))
+                    _add(edges, LineageEdge(source=upstream.id, target=asset.id))
                     if upstream.id not in nodes:
                         nodes[upstream.id] = _node(upstream, -level)
                         next_frontier.append(upstream)
+            for edge in reported:
+                upstream = found.get(edge.upstream)
+                if upstream is None:  # its asset was never stored or was purged
+                    continue
+                _add(edges, _reported(edge))
+                if upstream.id not in nodes:
+                    nodes[upstream.id] = _node(upstream, -level)
+                    next_frontier.append(upstream)
             frontier = next_frontier
 
     async def _walk_down(
-        self,
-        root: Asset,
-        depth: int,
-        nodes: dict[str, LineageNode],
-        edges: set[tuple[str, str]],
+        self, root: Asset, depth: int, nodes: dict[str, LineageNode], edges: EdgeMap
     ) -> None:
         frontier = [root]
         for level in range(1, depth + 1):
@@ -234,16 +254,55 @@ class Catalogue:
                 return
             by_key = {k: a for a in frontier for k in (a.id, a.name)}
             consumers = await self.store.dependents(sorted(by_key), include_deleted=False)
+            reported = await self.store.reported_edges([a.id for a in frontier], "down")
+            wanted = sorted({e.downstream for e in reported} - {c.id for c in consumers})
+            found = await self.store.resolve(wanted) if wanted else {}
+            found.update({c.id: c for c in consumers})
             next_frontier = []
             for consumer in consumers:
                 for key in consumer.depends_on:
                     upstream = by_key.get(key)
                     if upstream is not None:
-                        edges.add((upstream.id, consumer.id))
-                if consumer.id not in nodes:
-                    nodes[consumer.id] = _node(consumer, level)
-                    next_frontier.append(consumer)
+                        _add(edges, LineageEdge(source=upstream.id, target=consumer.id))
+            for edge in reported:
+                downstream = found.get(edge.downstream)
+                if downstream is None or downstream.deleted:
+                    continue
+                _add(edges, _reported(edge))
+            linked = {e[1] for e in edges}
+            for candidate in [
+                *consumers,
+                *(found[e.downstream] for e in reported if e.downstream in found),
+            ]:
+                if candidate.id in linked and candidate.id not in nodes and not candidate.deleted:
+                    nodes[candidate.id] = _node(candidate, level)
+                    next_frontier.append(candidate)
             frontier = next_frontier
+
+    # --- OpenLineage ----------------------------------------------------------------------------
+
+    async def ingest_openlineage(self, raw: Any) -> LineageReceipt:
+        return await self.openlineage.ingest(raw)
+
+    async def runs(self, asset_id: str, limit: int) -> list[JobRun]:
+        asset = await self.get(asset_id)
+        return await self.store.job_runs(asset.id, limit)
+
+    async def columns(self, asset_id: str) -> ColumnLineage:
+        """The schema and column lineage reported for an asset (empty when none was)."""
+        asset = await self.get(asset_id)
+        answer = ColumnLineage(asset_id=asset.id)
+        for facet in await self.store.reported_facets(asset.id):
+            if facet.kind == "schema":
+                answer.schema_ = [SchemaField.model_validate(c) for c in facet.value]
+            elif facet.kind == "columnLineage":
+                answer.columns = {
+                    column: [ColumnSource.model_validate(s) for s in sources]
+                    for column, sources in facet.value.items()
+                }
+            if answer.reported_at is None or facet.reported_at > answer.reported_at:
+                answer.reported_at, answer.run_id = facet.reported_at, facet.run_id
+        return answer
 
     async def instance(self) -> CatalogueInstance:
         return CatalogueInstance(
@@ -255,6 +314,20 @@ class Catalogue:
 
     async def types(self) -> dict[str, int]:
         return await self.store.type_counts()
+
+
+def _add(edges: EdgeMap, edge: LineageEdge) -> None:
+    edges.setdefault((edge.source, edge.target, edge.origin), edge)
+
+
+def _reported(edge: ReportedEdge) -> LineageEdge:
+    return LineageEdge(
+        source=edge.upstream,
+        target=edge.downstream,
+        origin=edge.origin,
+        run_id=edge.run_id,
+        reported_at=edge.reported_at,
+    )
 
 
 def _node(asset: Asset, depth: int) -> LineageNode:
@@ -270,6 +343,8 @@ def splice_page(hits: SearchHits) -> bytes:
             "total": hits.total,
             "facets": hits.facets.model_dump(),
             "next_cursor": hits.next_cursor,
+            "did_you_mean": hits.did_you_mean,
+            "fuzzy": hits.fuzzy,
         }
     )
     return b'{"items":[' + b",".join(hits.docs) + b"]," + head[1:]

@@ -179,6 +179,21 @@ class AdlsVolume:
         if not _is_folder_marker(props):
             raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
 
+    # -- for writers beside the read-only Volume protocol (featurestore_service.blobstore) --------
+
+    @property
+    def container(self) -> ContainerClient:
+        """The container client, for calls the Volume protocol does not make (writes)."""
+        return self._container
+
+    def blob_name(self, rel: str) -> str:
+        """The blob name of ``rel`` (already normal) below this volume's root."""
+        return self._blob(rel)
+
+    def translate(self, exc: AzureError, rel: str) -> VolumeError:
+        """An SDK error as the VolumeError a read would raise (error code, never the text)."""
+        return _translate(exc, rel)
+
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:

@@ -14,6 +14,7 @@ Walk rules:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -307,6 +308,30 @@ class LocalVolume:
     def url_for(self, path: str) -> str:
         rel = normalize_relpath(path)
         return file_url(os.path.join(self.root, rel)) if rel else self.url
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replaces the file at ``path`` atomically: a temporary file beside it, synced, then
+        renamed over it, so a reader (or a crash) sees the old bytes or the new, never half."""
+        rel, real = self._resolve(path)
+        if not rel:
+            raise NotAFile("the volume root is a folder, not a file", path="")
+        folder = os.path.dirname(real)
+        tmp = os.path.join(folder, f".{os.path.basename(real)}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, real)
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _translate(exc, rel) from exc
 
 
 def _log_problem(path: str, reason: str) -> None:

@@ -18,6 +18,7 @@ from connectors.errors import UnsupportedScheme, VolumeError
 _LOCAL = "connectors.local:LocalVolume"
 _HDFS = "connectors.webhdfs:HdfsVolume"
 _ADLS = "connectors.adls:AdlsVolume"
+_S3 = "connectors.s3:S3Volume"
 _REGISTRY: dict[str, str] = {
     "file": _LOCAL,
     "hdfs": _HDFS,
@@ -25,6 +26,7 @@ _REGISTRY: dict[str, str] = {
     "abfss": _ADLS,
     "abfs": _ADLS,
     "az": _ADLS,
+    "s3": _S3,
 }
 
 # Only "scheme://" counts as a URL, so relative paths such as "data:2024/x" stay paths.

@@ -6,11 +6,16 @@ from ``CAIRN_HDFS_NAMESERVICES`` (``hdfs://prod/path``) stands for such a list. 
 is down or in standby is skipped for the next one (the ``hdfs`` client rotates through the
 list); when none answers, the call is retried with backoff before the volume gives up.
 
-Walk: depth first, each directory listed with LISTSTATUS_BATCH (the NameNode's ``dfs.ls.limit``
-entries per request, 1,000 by default), entries yielded as each batch arrives, so a directory of
-a million files never sits in memory whole. A directory that cannot be listed (permissions, or
-deleted mid-walk) is reported and skipped; a NameNode that cannot be reached at all fails the
-walk with a VolumeError, since every directory after it would fail the same way.
+Walk: each directory listed with LISTSTATUS_BATCH (the NameNode's ``dfs.ls.limit`` entries per
+request, 1,000 by default), entries yielded as each batch arrives, so a directory of a million
+files never sits in memory whole. Each request waits a round trip on the NameNode, so up to
+``list_concurrency`` of them (``CAIRN_CRAWL_LIST_CONCURRENCY``) are in flight at once, on as
+many threads: other folders, or the next batch of a large one. Batches are handed out in the
+order they were asked for, not the order they arrive, so the same tree is walked in the same
+order every time (breadth first, a large folder's batches one after another). A directory that
+cannot be listed (permissions, or deleted mid-walk) is reported and skipped; a NameNode that
+cannot be reached at all fails the walk with a VolumeError, since every directory after it
+would fail the same way.
 
 Reads: ``read()`` asks for at most ``max_bytes + 1`` bytes, so the cap holds on the wire; ``open()``
 returns a :class:`RangedFile` whose reads are OPEN requests with ``offset`` and ``length``.
@@ -25,8 +30,11 @@ import getpass
 import logging
 import posixpath
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -102,6 +110,7 @@ class HdfsVolume:
         auth: str = "simple",
         timeout: float = 30.0,
         attempts: int = 3,
+        list_concurrency: int = 1,
     ) -> None:
         if not root.startswith("/"):
             raise VolumeError(f"HDFS volume root must be absolute, not {root!r}")
@@ -111,7 +120,15 @@ class HdfsVolume:
         self.namenodes = list(namenodes)
         self._attempts = max(1, attempts)
         self._user = user or getpass.getuser()
+        self.list_concurrency = max(1, list_concurrency)
         session = requests.Session()
+        # One kept-alive connection per concurrent listing and per crawl reader thread;
+        # requests' default pool of 10 would open and drop connections past that.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=self.list_concurrency + 16
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         joined = ";".join(self.namenodes)
         if auth == "simple":
             self._client: Client = InsecureClient(
@@ -134,6 +151,7 @@ class HdfsVolume:
         # also expand '#LATEST' markers, which have no business in a file name.
         self._client.resolve = lambda path: path
         self.requests = 0  # WebHDFS calls made, for tests and benchmarks
+        self._count_lock = threading.Lock()  # walks and reads call from several threads
         top = self._status(self.root, "")
         if top["type"] != "DIRECTORY":
             raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
@@ -163,7 +181,7 @@ class HdfsVolume:
         root = posixpath.normpath("/" + unquote(parts.path).lstrip("/")) if parts.path else "/"
         root = "/" if root == "//" else root
         canonical = f"{scheme}://{authority.lower()}{_quote_path(root)}"
-        known = {"user", "auth", "timeout", "attempts"}
+        known = {"user", "auth", "timeout", "attempts", "list_concurrency"}
         unknown = set(options) - known
         if unknown:
             raise VolumeError(f"unknown HDFS volume options: {', '.join(sorted(unknown))}")
@@ -176,6 +194,7 @@ class HdfsVolume:
             auth=options.get("auth", settings.hdfs_auth),
             timeout=options.get("timeout", settings.http_timeout),
             attempts=options.get("attempts", min(settings.http_retries, 4)),
+            list_concurrency=options.get("list_concurrency", settings.crawl_list_concurrency),
         )
 
     def __repr__(self) -> str:
@@ -201,7 +220,8 @@ class HdfsVolume:
         """One WebHDFS call with retries; HDFS and network failures as VolumeErrors."""
         delays = _backoff(self._attempts)
         for attempt in range(self._attempts):
-            self.requests += 1
+            with self._count_lock:
+                self.requests += 1
             try:
                 return fn()
             except HdfsError as exc:
@@ -246,21 +266,18 @@ class HdfsVolume:
                 raise EntryNotFound(f"volume root {self.root!r} does not exist", path="") from None
             raise
 
-    def _batches(self, hdfs_path: str, rel: str) -> Iterator[list[dict[str, Any]]]:
-        after: str | None = None
-        while True:
+    def _batch(self, rel: str, after: str | None) -> tuple[list[dict[str, Any]], bool]:
+        """One LISTSTATUS_BATCH of a directory: (statuses, whether more remain)."""
+        hdfs_path = self._abs(rel)
 
-            def call(after: str | None = after) -> dict[str, Any]:
-                params = {"startAfter": after} if after is not None else {}
-                response = _list_status_batch(self._client, hdfs_path, **params)
-                return cast(dict[str, Any], response.json()["DirectoryListing"])
+        def call() -> dict[str, Any]:
+            params = {"startAfter": after} if after is not None else {}
+            response = _list_status_batch(self._client, hdfs_path, **params)
+            return cast(dict[str, Any], response.json()["DirectoryListing"])
 
-            listing = self._call(rel, call)
-            statuses = listing["partialListing"]["FileStatuses"]["FileStatus"]
-            yield statuses
-            if not listing.get("remainingEntries") or not statuses:
-                return
-            after = statuses[-1]["pathSuffix"]
+        listing = self._call(rel, call)
+        statuses = listing["partialListing"]["FileStatuses"]["FileStatus"]
+        return statuses, bool(listing.get("remainingEntries")) and bool(statuses)
 
     def _fetch(self, hdfs_path: str, rel: str, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset`` (fewer at the end of the file)."""
@@ -281,42 +298,83 @@ class HdfsVolume:
 
         return self._call(rel, call)
 
+    # -- for writers beside the read-only Volume protocol (featurestore_service.blobstore) --------
+
+    @property
+    def client(self) -> Client:
+        """The WebHDFS client, for calls the Volume protocol does not make (writes)."""
+        return self._client
+
+    def absolute(self, rel: str) -> str:
+        """The HDFS path of ``rel`` (already normal) below this volume's root."""
+        return self._abs(rel)
+
+    def call(self, rel: str, fn: Callable[[], T]) -> T:
+        """``fn`` with this volume's retries and error mapping; only for idempotent calls."""
+        return self._call(rel, fn)
+
+    def batches(self, rel: str) -> Iterator[list[dict[str, Any]]]:
+        """The FileStatus records of one folder, a LISTSTATUS_BATCH answer at a time."""
+        after: str | None = None
+        while True:
+            statuses, more = self._batch(rel, after)
+            yield statuses
+            if not more:
+                return
+            after = statuses[-1]["pathSuffix"]
+
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
         report = on_problem or _log_problem
         new = make_entry
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            prefix = rel + "/" if rel else ""
-            try:
-                for batch in self._batches(self._abs(rel), rel):
-                    for status in batch:
-                        name = status["pathSuffix"]
-                        if not name:
-                            # A file where a directory was listed: replaced since the parent's
-                            # listing.
-                            report(rel, "is no longer a directory, skipped")
-                            continue
-                        child = prefix + name
-                        kind = status["type"]
-                        mtime_ns = int(status["modificationTime"]) * 1_000_000
-                        if kind == "FILE":
-                            yield new(child, int(status["length"]), mtime_ns, False)
-                        elif kind == "DIRECTORY":
-                            yield new(child, 0, mtime_ns, True)
-                            stack.append(child)
-                        else:
-                            report(child, f"not a regular file ({kind.lower()}), skipped")
-            except NameNodeUnreachable:
-                raise
-            except EntryNotFound:
-                report(rel, "disappeared during the walk, skipped")
-            except AccessDenied:
-                report(rel, "cannot list directory: permission denied")
-            except VolumeError as exc:
-                report(rel, f"cannot list directory: {exc}")
+        # (directory, listing resumes after this name): asked for in this order
+        todo: deque[tuple[str, str | None]] = deque([("", None)])
+        asked: deque[tuple[str, Future[tuple[list[dict[str, Any]], bool]]]] = deque()
+        pool = ThreadPoolExecutor(self.list_concurrency, thread_name_prefix="cairn-hdfs-list")
+        try:
+            while todo or asked:
+                while todo and len(asked) < self.list_concurrency:
+                    rel, after = todo.popleft()
+                    asked.append((rel, pool.submit(self._batch, rel, after)))
+                rel, future = asked.popleft()
+                try:
+                    batch, more = future.result()
+                except NameNodeUnreachable:
+                    raise
+                except EntryNotFound:
+                    report(rel, "disappeared during the walk, skipped")
+                    continue
+                except AccessDenied:
+                    report(rel, "cannot list directory: permission denied")
+                    continue
+                except VolumeError as exc:
+                    report(rel, f"cannot list directory: {exc}")
+                    continue
+                if more:
+                    # Next in line: a large folder's batches come one after another.
+                    todo.appendleft((rel, batch[-1]["pathSuffix"]))
+                prefix = rel + "/" if rel else ""
+                for status in batch:
+                    name = status["pathSuffix"]
+                    if not name:
+                        # A file where a directory was listed: replaced since the parent's
+                        # listing.
+                        report(rel, "is no longer a directory, skipped")
+                        continue
+                    child = prefix + name
+                    kind = status["type"]
+                    mtime_ns = int(status["modificationTime"]) * 1_000_000
+                    if kind == "FILE":
+                        yield new(child, int(status["length"]), mtime_ns, False)
+                    elif kind == "DIRECTORY":
+                        yield new(child, 0, mtime_ns, True)
+                        todo.append((child, None))
+                    else:
+                        report(child, f"not a regular file ({kind.lower()}), skipped")
+        finally:
+            # A walk left early (or failed) does not wait for listings nobody will read.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def stat(self, path: str) -> Entry:
         rel = normalize_relpath(path)

@@ -6,17 +6,16 @@ walk, the diff against the crawl state and the push stay in this process.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import posixpath
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,8 +28,10 @@ from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
+from crawler.pipeline import PushThread, Stage, WorkPool
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
+from crawler.sources import SourceError, is_source_url, open_source
 from crawler.state import CrawlState, ManifestState
 
 log = logging.getLogger("cairn.crawler")
@@ -41,6 +42,10 @@ SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
 REMOTE_THREADS = 8  # concurrent reads on a remote volume (HDFS, ADLS)
+# Paths per job sent to a worker process: enough to make the hand-over cheap, few enough that
+# the workers start while the walk goes on and finish together.
+PARSE_CHUNK = 100
+SCHEMA_CHUNK = 50
 
 
 class CrawlFailed(Exception):
@@ -51,6 +56,7 @@ class CrawlFailed(Exception):
 class CrawlReport:
     volume: str
     started_at: str
+    kind: str = "volume"  # or "source": a kafka:// or thrift:// crawl, which has no files
     duration_s: float = 0.0
     files_seen: int = 0
     manifests_found: int = 0
@@ -75,6 +81,7 @@ class CrawlReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "volume": self.volume,
+            "kind": self.kind,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "files_seen": self.files_seen,
@@ -109,12 +116,12 @@ class NamePatterns:
                 regexes.append(fnmatch.translate(pattern))
             else:
                 self.exact.add(pattern)
-        self._regex = re.compile("|".join(regexes)) if regexes else None
+        self.regex = re.compile("|".join(regexes)) if regexes else None
 
     def matches(self, name: str) -> bool:
         if name in self.exact:
             return True
-        return bool(self._regex and self._regex.fullmatch(name))
+        return bool(self.regex and self.regex.fullmatch(name))
 
 
 @dataclass(slots=True)
@@ -208,7 +215,14 @@ def glob_regex(segments: list[str]) -> re.Pattern[str]:
     return re.compile("".join(out).removesuffix("/"))
 
 
-def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None = None) -> Tree:
+def walk_tree(
+    volume: Volume,
+    patterns: NamePatterns,
+    progress: Progress | None = None,
+    on_manifest: Callable[[Entry], None] | None = None,
+) -> Tree:
+    """Everything below the volume's root; ``on_manifest`` hears of each manifest as the walk
+    finds it, so its parsing can start before the walk ends."""
     tree = Tree()
 
     def on_problem(path: str, reason: str) -> None:
@@ -216,20 +230,33 @@ def walk_tree(volume: Volume, patterns: NamePatterns, progress: Progress | None 
         if not reason.startswith(LINKED_FOLDER):
             tree.unreadable.append(path)
 
+    # Runs once per file of the volume: names looked up once, the common case first.
+    exact, regex = patterns.exact, patterns.regex
+    by_dir = tree.files_by_dir
+    dirs = tree.dirs
+    files_seen = 0
     for entry in volume.walk(on_problem):
+        parent, _, name = entry.path.rpartition("/")
+        is_manifest = name in exact or (regex is not None and regex.fullmatch(name) is not None)
         if entry.is_dir:
-            tree.dirs.add(entry.path)
-            if patterns.matches(entry.name):
+            dirs.add(entry.path)
+            if is_manifest:
                 on_problem(entry.path, "a folder is named like a manifest; only files are read")
             continue
-        tree.files_seen += 1
-        if progress and tree.files_seen % 5000 == 0:
-            progress("walk", tree.files_seen, None)
-        if patterns.matches(entry.name):
+        files_seen += 1
+        if progress and files_seen % 5000 == 0:
+            progress("walk", files_seen, None)
+        if is_manifest:
             tree.manifests[entry.path] = entry
+            if on_manifest is not None:
+                on_manifest(entry)
         else:
-            parent = entry.path.rpartition("/")[0]
-            tree.files_by_dir.setdefault(parent, []).append(entry)
+            found = by_dir.get(parent)
+            if found is None:
+                by_dir[parent] = [entry]
+            else:
+                found.append(entry)
+    tree.files_seen = files_seen
     return tree
 
 
@@ -327,7 +354,11 @@ def _select_data(
 
 
 def fingerprint(entry: Entry, selections: Iterable[DataSelection]) -> str:
-    parts = [f"{entry.size}:{entry.mtime_ns}"] + [s.key() for s in selections]
+    # The manifest's content tag (S3's ETag) joins size and time where the store has one, so
+    # a rewrite within the same second and size is seen; without one the key is unchanged, so
+    # volumes crawled before tags existed are not all re-pushed.
+    head = f"{entry.size}:{entry.mtime_ns}" + (f":{entry.tag}" if entry.tag else "")
+    parts = [head] + [s.key() for s in selections]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
@@ -421,6 +452,8 @@ class Crawler:
         self.workers = settings.crawl_workers or os.cpu_count() or 1
 
     def crawl(self, volume_url: str) -> CrawlReport:
+        if is_source_url(volume_url):
+            return self.crawl_source(volume_url)
         started = time.perf_counter()
         now = datetime.now(UTC)
         try:
@@ -459,6 +492,41 @@ class Crawler:
         )
         return report
 
+    def crawl_source(self, url: str) -> CrawlReport:
+        """A crawl of a source that lists assets itself (crawler/sources/)."""
+        from crawler.source_crawl import SourceCrawlFailed, crawl_source
+
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        try:
+            source = open_source(url, self.settings)
+        except SourceError as exc:
+            raise CrawlFailed(f"cannot open source {redact_url(url)}: {exc}") from exc
+        report = CrawlReport(volume=source.url, started_at=now.isoformat(), kind="source")
+        try:
+            with self._pusher() as pusher:
+                try:
+                    catalogue_id = pusher.instance_id()
+                except CatalogueUnreachable as exc:
+                    raise CrawlFailed(str(exc)) from exc
+                crawl_source(source, self.settings, pusher, catalogue_id, now, report)
+        except SourceCrawlFailed as exc:
+            raise CrawlFailed(str(exc)) from exc
+        finally:
+            source.close()
+        report.duration_s = time.perf_counter() - started
+        log.info(
+            "crawled %s: %d assets, %d created, %d updated, %d deleted, %d unchanged in %.2fs",
+            report.volume,
+            report.documents,
+            report.created,
+            report.updated,
+            report.deleted,
+            report.unchanged,
+            report.duration_s,
+        )
+        return report
+
     def _pusher(self) -> CataloguePusher:
         return CataloguePusher(
             self.catalogue_url,
@@ -475,44 +543,87 @@ class Crawler:
         now: datetime,
         pusher: CataloguePusher,
     ) -> None:
-        try:
-            tree = walk_tree(volume, self.patterns, self.progress)
-        except VolumeError as exc:
-            raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
-        report.files_seen = tree.files_seen
-        report.manifests_found = len(tree.manifests)
-        report.warnings.extend(tree.problems)
+        # Loaded before the walk: a manifest the state does not know is parsed while the walk
+        # goes on; a known one waits for the walk's end, when its data's fingerprint is known.
         previous = state.load()
-
-        # Unchanged manifests (same bytes, same data beside them) are not even parsed.
-        to_parse: list[str] = []
-        for path, entry in tree.manifests.items():
-            old = previous.get(path)
-            if old is not None:
-                selections = [select_data(tree, volume, path, loc) for loc in old.locations]
-                if fingerprint(entry, selections) == old.fingerprint:
-                    count = len(old.docs)
-                    report.unchanged += count
-                    report.documents += count
-                    continue
-            to_parse.append(path)
-        report.manifests_parsed = len(to_parse)
-
         try:
-            with self._pool(volume.url, len(to_parse)) as pool:
-                paths = sorted(to_parse)
-                parsed = self._map(pool, _parse_chunk, volume, _parse_one, paths, "parse")
-                upserts, pending = self._assemble(volume, tree, parsed, previous, report, now, pool)
-                del parsed  # the asset documents hold what is still needed
+            with self._work_pool(volume) as work:
+                try:
+                    tree = walk_tree(
+                        volume,
+                        self.patterns,
+                        self.progress,
+                        on_manifest=lambda e: (
+                            None if e.path in previous else work.submit("parse", e.path)
+                        ),
+                    )
+                except VolumeError as exc:
+                    raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
+                report.files_seen = tree.files_seen
+                report.manifests_found = len(tree.manifests)
+                report.warnings.extend(tree.problems)
+
+                # Unchanged manifests (same bytes, same data beside them) are not even parsed.
+                to_parse: list[str] = []
+                for path, entry in tree.manifests.items():
+                    old = previous.get(path)
+                    if old is not None:
+                        selections = [select_data(tree, volume, path, loc) for loc in old.locations]
+                        if fingerprint(entry, selections) == old.fingerprint:
+                            count = len(old.docs)
+                            report.unchanged += count
+                            report.documents += count
+                            continue
+                        work.submit("parse", path)
+                    to_parse.append(path)
+                work.flush("parse")
+                report.manifests_parsed = len(to_parse)
+                # Only new manifests, none gone: nothing can be deleted, so each batch is
+                # pushed as soon as it is built. Otherwise deletions go first (they free the
+                # names that moved), so the pushes wait for the last manifest.
+                stream = not any(p in previous for p in to_parse) and all(
+                    p in tree.manifests for p in previous
+                )
+                upserts: list[dict[str, Any]] = []
+                deletions: list[dict[str, Any]] = []
+                pending: dict[str, Pending] = {}
+                sender = _Sender(
+                    pusher, self.settings.crawl_batch_size, self.progress, report, pending
+                )
+                try:
+                    self._assemble(
+                        volume,
+                        tree,
+                        sorted(to_parse),
+                        work,
+                        previous,
+                        report,
+                        now,
+                        upserts,
+                        pending,
+                        sender if stream else None,
+                    )
+                    deletions = self._deletions(tree, previous, pending, upserts, report, now)
+                    sender.total = len(deletions) + len(upserts)
+                    if not stream:
+                        for item in deletions + upserts:
+                            sender.add(item)
+                    sender.finish()
+                except CatalogueUnreachable as exc:
+                    with contextlib.suppress(CatalogueUnreachable):
+                        sender.finish()  # whatever was answered before the failure counts
+                    # Save what landed so far; the rest is sent again next time.
+                    unsent = sender.failed_ids | (_ids(deletions + upserts) - sender.acked_ids)
+                    self._save_state(state, pending, previous, tree, unsent, sender.deleted_ids)
+                    raise CrawlFailed(str(exc)) from exc
         except BrokenProcessPool as exc:
             raise CrawlFailed(
                 f"a parsing process died ({exc}); was it out of memory? "
                 "CAIRN_CRAWL_WORKERS=1 parses in the crawler's own process"
             ) from exc
 
-        deletions = self._deletions(tree, previous, pending, upserts, report, now)
-        if upserts or deletions:
-            self._push(pusher, deletions + upserts, pending, previous, tree, report, state)
+        if sender.sent:
+            self._save_state(state, pending, previous, tree, sender.failed_ids, sender.deleted_ids)
         if self.settings.crawl_profiles and upserts:
             from crawler.profile_step import profile_assets  # numpy, sketches: only when on
 
@@ -520,75 +631,61 @@ class Crawler:
 
     # -- pieces of _crawl --
 
-    def _pool(self, volume_url: str, jobs: int) -> Any:
-        if not volume_url.startswith("file:"):
-            # Remote reads wait on the network, not the CPU: threads overlap the round trips
-            # (the volume is shared; the remote connectors' clients are thread-safe).
-            return ThreadPoolExecutor(REMOTE_THREADS) if jobs > 1 else _NoPool()
-        if jobs < PARALLEL_THRESHOLD or self.workers < 2:
-            return _NoPool()
-        # forkserver: forking this process could copy a lock held by a scheduler thread
-        # (--every, --config); the fork server is a clean process with the modules preloaded.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["crawler.crawl"])
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context,
+    def _work_pool(self, volume: Volume) -> WorkPool:
+        return WorkPool(
+            volume,
+            [
+                Stage("parse", _parse_chunk, _parse_one, PARSE_CHUNK),
+                Stage("schemas", _schema_chunk, _read_schema, SCHEMA_CHUNK),
+            ],
+            workers=self.workers,
+            remote_threads=REMOTE_THREADS,
+            parallel_threshold=PARALLEL_THRESHOLD,
             initializer=_init_worker,
-            initargs=(volume_url,),
+            # Imported once in the fork server, while the walk runs, not once per worker.
+            preload=["crawler.crawl", "pyarrow.parquet"],
         )
-
-    def _map(
-        self,
-        pool: Any,
-        chunk_fn: Callable[[list[str]], list[Any]],
-        volume: Volume,
-        one_fn: Callable[[Volume, str], Any],
-        paths: list[str],
-        stage: str,
-    ) -> list[Any]:
-        out: list[Any] = []
-        total = len(paths)
-        if isinstance(pool, _NoPool | ThreadPoolExecutor):
-            results = (
-                pool.map(functools.partial(one_fn, volume), paths)
-                if isinstance(pool, ThreadPoolExecutor)
-                else (one_fn(volume, path) for path in paths)
-            )
-            for n, result in enumerate(results, 1):
-                out.append(result)
-                if self.progress and n % 200 == 0:
-                    self.progress(stage, n, total)
-        else:
-            size = max(50, min(500, total // (self.workers * 8) or 1))
-            for chunk in pool.map(chunk_fn, list(_chunks(paths, size))):
-                out.extend(chunk)
-                if self.progress:
-                    self.progress(stage, len(out), total)
-        if self.progress:
-            self.progress(stage, total, total)
-        return out
 
     def _assemble(
         self,
         volume: Volume,
         tree: Tree,
-        parsed: list[ParsedManifest],
+        paths: list[str],
+        work: WorkPool,
         previous: dict[str, ManifestState],
         report: CrawlReport,
         now: datetime,
-        pool: Any,
-    ) -> tuple[list[dict[str, Any]], dict[str, Pending]]:
-        """Turns parsed manifests into asset documents; returns those that changed."""
+        upserts: list[dict[str, Any]],
+        pending: dict[str, Pending],
+        sender: _Sender | None,
+    ) -> None:
+        """Turns parsed manifests into asset documents, in path order: those that changed go
+        to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
+        to save once the push succeeded goes to ``pending``."""
         crawled_at = now.isoformat()
-        staged: list[
-            tuple[ParsedManifest, list[tuple[int, int, dict, DataSelection, str | None]]]
-        ] = []
-        schema_wanted: set[str] = set()
-        for pm in parsed:
+        staged: deque[_Staged] = deque()
+        warned: set[str] = set()  # data files whose schema problem was reported
+
+        def finish(wait: bool) -> None:
+            # Manifests are finished in order, each once its schemas are read.
+            while staged and (wait or all(work.done("schemas", f) for f in staged[0].files)):
+                item = staged.popleft()
+                self._finish(
+                    volume, item, work, tree, previous, report, crawled_at, pending, warned
+                )
+                # Listed before any is sent: a failed push knows all of them went unsent.
+                upserts.extend(item.changed)
+                for doc in item.changed:
+                    if sender is not None:
+                        sender.add(doc)
+
+        total = len(paths)
+        for n, path in enumerate(paths, 1):
+            pm: ParsedManifest = work.result("parse", path, forget=True)
             for problem in pm.problems:
                 (report.errors if problem.severity == "error" else report.warnings).append(problem)
             docs = []
+            files: list[str] = []
             for index, line, fields in pm.docs:
                 sel = select_data(tree, volume, pm.path, fields.get("location"))
                 if sel.problem:
@@ -604,55 +701,67 @@ class Crawler:
                 # The data file to read a schema from, when the manifest gives none.
                 schema_file = None if "schema" in fields else _schema_candidate(sel.files)
                 if schema_file:
-                    schema_wanted.add(schema_file)
+                    work.submit("schemas", schema_file)
+                    files.append(schema_file)
                 docs.append((index, line, fields, sel, schema_file))
-            staged.append((pm, docs))
+            staged.append(_Staged(pm, docs, files))
+            finish(wait=False)
+            if self.progress and (n % 200 == 0 or n == total):
+                self.progress("parse", n, total)
+        work.flush("schemas")
+        finish(wait=True)
 
-        schemas: dict[str, list[dict[str, Any]]] = {}
-        if schema_wanted:
-            results = self._map(
-                pool, _schema_chunk, volume, _read_schema, sorted(schema_wanted), "schemas"
-            )
-            for path, fields_, problem in results:
-                if fields_ is not None:
-                    schemas[path] = fields_
-                if problem:
+    def _finish(
+        self,
+        volume: Volume,
+        item: _Staged,
+        work: WorkPool,
+        tree: Tree,
+        previous: dict[str, ManifestState],
+        report: CrawlReport,
+        crawled_at: str,
+        pending: dict[str, Pending],
+        warned: set[str],
+    ) -> None:
+        """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
+        pm, docs = item.parsed, item.docs
+        schemas: dict[str, list[dict[str, Any]] | None] = {}
+        for data_file in item.files:
+            if data_file not in schemas:
+                path, fields_, problem = work.result("schemas", data_file)
+                schemas[data_file] = fields_
+                if problem and data_file not in warned:
+                    warned.add(data_file)
                     report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
-
-        upserts: list[dict[str, Any]] = []
-        # path -> (new state, {asset id: line}) for manifests whose state may be saved
-        pending: dict[str, Pending] = {}
-        for pm, docs in staged:
-            # With errors, re-parse next time so they are reported until fixed.
-            clean = not any(p.severity == "error" for p in pm.problems)
-            entry = tree.manifests[pm.path]
-            old = previous.get(pm.path)
-            old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
-            new_docs: list[dict[str, Any]] = []
-            lines: dict[str, int] = {}
-            for index, line, fields, sel, schema_file in docs:
-                schema = schemas.get(schema_file) if schema_file else None
-                doc = self._asset_doc(volume, pm.path, index, fields, sel, schema)
-                content = _content_hash(doc)
-                doc["_hash"] = content
-                lines[doc["id"]] = line
-                report.documents += 1
-                if old_hashes.get(doc["id"]) == content:
-                    report.unchanged += 1
-                else:
-                    upserts.append({**doc, "crawled_at": crawled_at})
-                new_docs.append(doc)
-            if not clean and old is not None:
-                # Assets of a broken document are kept until the file is fixed or removed.
-                kept = {d["id"] for d in new_docs}
-                new_docs += [d for d in old.docs if d["id"] not in kept]
-            new_state = ManifestState(
-                fingerprint=fingerprint(entry, [d[3] for d in docs]) if clean else "",
-                locations=[d[2].get("location") for d in docs],
-                docs=new_docs,
-            )
-            pending[pm.path] = Pending(new_state, lines, clean)
-        return upserts, pending
+        # With errors, re-parse next time so they are reported until fixed.
+        clean = not any(p.severity == "error" for p in pm.problems)
+        entry = tree.manifests[pm.path]
+        old = previous.get(pm.path)
+        old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
+        new_docs: list[dict[str, Any]] = []
+        lines: dict[str, int] = {}
+        for index, line, fields, sel, schema_file in docs:
+            schema = schemas.get(schema_file) if schema_file else None
+            doc = self._asset_doc(volume, pm.path, index, fields, sel, schema)
+            content = _content_hash(doc)
+            doc["_hash"] = content
+            lines[doc["id"]] = line
+            report.documents += 1
+            if old_hashes.get(doc["id"]) == content:
+                report.unchanged += 1
+            else:
+                item.changed.append({**doc, "crawled_at": crawled_at})
+            new_docs.append(doc)
+        if not clean and old is not None:
+            # Assets of a broken document are kept until the file is fixed or removed.
+            kept = {d["id"] for d in new_docs}
+            new_docs += [d for d in old.docs if d["id"] not in kept]
+        new_state = ManifestState(
+            fingerprint=fingerprint(entry, [d[3] for d in docs]) if clean else "",
+            locations=[d[2].get("location") for d in docs],
+            docs=new_docs,
+        )
+        pending[pm.path] = Pending(new_state, lines, clean)
 
     def _asset_doc(
         self,
@@ -713,58 +822,6 @@ class Crawler:
                 out.append({**doc, "deleted": True, "crawled_at": now.isoformat()})
         return out
 
-    def _push(
-        self,
-        pusher: CataloguePusher,
-        items: list[dict[str, Any]],
-        pending: dict[str, Pending],
-        previous: dict[str, ManifestState],
-        tree: Tree,
-        report: CrawlReport,
-        state: CrawlState,
-    ) -> None:
-        failed_ids: set[str] = set()
-        deleted_ids: set[str] = set()
-        batch_size = self.settings.crawl_batch_size
-        pushed = 0
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
-            wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
-            try:
-                result = pusher.bulk(wire)
-            except CatalogueUnreachable as exc:
-                # Save what landed so far; the rest is sent again next time.
-                self._save_state(
-                    state,
-                    pending,
-                    previous,
-                    tree,
-                    failed_ids | _ids(items[start:]),
-                    deleted_ids,
-                )
-                raise CrawlFailed(str(exc)) from exc
-            for item, res in zip(batch, result.results, strict=True):
-                if res.status == "error":
-                    failed_ids.add(item["id"])
-                    path = item.get("manifest_path") or "?"
-                    found = pending.get(path)
-                    line = found.lines.get(item["id"]) if found else None
-                    report.errors.append(Problem(path=path, line=line, reason=res.error or ""))
-                    report.failed += 1
-                elif res.status == "deleted":
-                    deleted_ids.add(item["id"])
-                    report.deleted += 1
-                elif res.status == "created":
-                    report.created += 1
-                elif res.status == "updated":
-                    report.updated += 1
-                else:
-                    report.unchanged += 1
-            pushed += len(batch)
-            if self.progress:
-                self.progress("push", pushed, len(items))
-        self._save_state(state, pending, previous, tree, failed_ids, deleted_ids)
-
     @staticmethod
     def _save_state(
         state: CrawlState,
@@ -806,12 +863,100 @@ class Pending:
     clean: bool  # False when the file had errors: keep its old assets and re-parse next time
 
 
-class _NoPool:
-    def __enter__(self) -> _NoPool:
-        return self
+@dataclass(slots=True)
+class _Staged:
+    """A parsed manifest waiting for the schemas of its data."""
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    parsed: ParsedManifest
+    docs: list[tuple[int, int, dict[str, Any], DataSelection, str | None]]
+    files: list[str]  # data files whose schema its documents take
+    changed: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Sender:
+    """Cuts documents into batches for the push thread, and applies the catalogue's answers.
+
+    Counts go to the report as answers come; push errors are added after the crawl's own,
+    as they were when pushes ran last.
+    """
+
+    def __init__(
+        self,
+        pusher: CataloguePusher,
+        batch_size: int,
+        progress: Progress | None,
+        report: CrawlReport,
+        pending: dict[str, Pending],
+    ) -> None:
+        self._pusher = pusher
+        self._batch_size = batch_size
+        self._progress = progress
+        self._report = report
+        self._pending = pending
+        self._thread: PushThread | None = None
+        self._batch: list[dict[str, Any]] = []
+        self._errors: list[Problem] = []
+        self.sent = False
+        self.total: int | None = None  # documents to push, once known (for the progress bar)
+        self.answered = 0
+        self.acked_ids: set[str] = set()
+        self.failed_ids: set[str] = set()
+        self.deleted_ids: set[str] = set()
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.sent = True
+        self._batch.append(item)
+        if len(self._batch) >= self._batch_size:
+            self._flush()
+
+    def finish(self) -> None:
+        """Sends the last batch and waits for every answer; CatalogueUnreachable when a push
+        failed after its retries."""
+        try:
+            if self._batch:
+                self._flush()
+        finally:
+            try:
+                if self._thread is not None:
+                    self._thread.close()
+            finally:
+                self._apply()
+                self._report.errors.extend(self._errors)
+                self._errors = []
+
+    def _flush(self) -> None:
+        if self._thread is None:
+            self._thread = PushThread(self._pusher)
+        batch, self._batch = self._batch, []
+        self._thread.send(batch)
+        self._apply()
+
+    def _apply(self) -> None:
+        if self._thread is None:
+            return
+        report = self._report
+        for batch, result in self._thread.answers():
+            for item, res in zip(batch, result.results, strict=True):
+                self.acked_ids.add(item["id"])
+                if res.status == "error":
+                    self.failed_ids.add(item["id"])
+                    path = item.get("manifest_path") or "?"
+                    found = self._pending.get(path)
+                    line = found.lines.get(item["id"]) if found else None
+                    self._errors.append(Problem(path=path, line=line, reason=res.error or ""))
+                    report.failed += 1
+                elif res.status == "deleted":
+                    self.deleted_ids.add(item["id"])
+                    report.deleted += 1
+                elif res.status == "created":
+                    report.created += 1
+                elif res.status == "updated":
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            self.answered += len(batch)
+            if self._progress:
+                self._progress("push", self.answered, self.total)
 
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:
@@ -819,11 +964,18 @@ def _ids(items: list[dict[str, Any]]) -> set[str]:
 
 
 def _schema_candidate(files: list[Entry]) -> str | None:
-    for ext in (".parquet", ".parq", ".csv", ".tsv"):
-        for f in files:
-            if f.name.lower().endswith(ext):
+    """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
+    best, best_rank = None, len(SCHEMA_EXTENSIONS)
+    for f in files:
+        # One pass, one lower() per file: this runs for every document of a crawl.
+        lowered = f.path.lower()
+        if lowered.endswith(SCHEMA_EXTENSIONS):
+            rank = next(i for i, ext in enumerate(SCHEMA_EXTENSIONS) if lowered.endswith(ext))
+            if rank == 0:
                 return f.path
-    return None
+            if rank < best_rank:
+                best, best_rank = f.path, rank
+    return best
 
 
 def _content_hash(doc: dict[str, Any]) -> str:

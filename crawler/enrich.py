@@ -14,13 +14,16 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date
-from pathlib import PurePosixPath
-from typing import BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from functools import cache
+from typing import TYPE_CHECKING, BinaryIO
 
 from cairn.models import MAX_SHORT, SchemaField
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where a Parquet footer is read, not here: the crawler's own process
+# never reads one (its workers do), and the import costs ~100 ms and ~40 MB.
 
 __all__ = [
     "SchemaReadError",
@@ -39,18 +42,23 @@ class SchemaReadError(ValueError):
 
 _MAX_TYPE_DEPTH = 32  # nested types deeper than this are shown as "..."; a footer can nest freely
 
-_SIMPLE_NAMES = {
-    pa.float16(): "float16",
-    pa.float32(): "float",
-    pa.float64(): "double",
-    pa.bool_(): "bool",
-    pa.string(): "string",
-    pa.large_string(): "string",
-    pa.binary(): "binary",
-    pa.large_binary(): "binary",
-    pa.date32(): "date32",
-    pa.date64(): "date64",
-}
+
+@cache
+def _simple_names() -> dict[pa.DataType, str]:
+    import pyarrow as pa
+
+    return {
+        pa.float16(): "float16",
+        pa.float32(): "float",
+        pa.float64(): "double",
+        pa.bool_(): "bool",
+        pa.string(): "string",
+        pa.large_string(): "string",
+        pa.binary(): "binary",
+        pa.large_binary(): "binary",
+        pa.date32(): "date32",
+        pa.date64(): "date64",
+    }
 
 
 def arrow_type_name(t: pa.DataType) -> str:
@@ -65,10 +73,11 @@ def arrow_type_name(t: pa.DataType) -> str:
 def _type_name(t: pa.DataType, depth: int) -> str:
     if depth > _MAX_TYPE_DEPTH:
         return "..."
-    simple = _SIMPLE_NAMES.get(t)
+    simple = _simple_names().get(t)
     if simple is not None:
         return simple
-    types = pa.types
+    import pyarrow.types as types
+
     if types.is_dictionary(t):
         return _type_name(t.value_type, depth)
     if types.is_string_view(t):
@@ -135,6 +144,9 @@ def parquet_schema(f: BinaryIO) -> list[SchemaField]:
 
     ``f`` must be seekable; it is left open.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     _check_footer_size(f)
     try:
         parquet = pq.ParquetFile(f)
@@ -386,7 +398,11 @@ def guess_format(filenames: Iterable[str]) -> str | None:
     """
     votes: Counter[str] = Counter()
     for filename in filenames:
-        parts = PurePosixPath(filename.replace("\\", "/")).parts
+        # What PurePosixPath(...).parts gives, without building a path object per file name.
+        if "/" in filename or "\\" in filename:
+            parts = [p for p in filename.replace("\\", "/").split("/") if p and p != "."]
+        else:
+            parts = [filename] if filename and filename != "." else []
         for part in parts:
             table = _TABLE_FOLDERS.get(part)
             if table is not None:

@@ -54,7 +54,10 @@ def run_cli(
     spec = VolumeConfig(root=volume, patterns=patterns, catalogue_endpoint=catalogue)
     if watch:
         if "://" in volume and not volume.startswith("file://"):
-            err.print("error: --watch needs a local folder; for remote volumes use --every 15m")
+            err.print(
+                "error: --watch needs a local folder; for remote volumes and sources "
+                "use --every 15m"
+            )
             return EXIT_FAILED
         return _run_forever(spec, None, as_json, out, err, watch=True)
     if interval is not None:
@@ -132,11 +135,17 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
     if as_json:
         write_json(out, report.to_dict())
         return
-    out.print(
-        f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
-        f"{_manifests(report)}, {report.documents} assets",
-        soft_wrap=True,
-    )
+    if report.kind == "source":
+        out.print(
+            f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.documents} assets",
+            soft_wrap=True,
+        )
+    else:
+        out.print(
+            f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
+            f"{_manifests(report)}, {report.documents} assets",
+            soft_wrap=True,
+        )
     out.print(
         f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
         f"unchanged {report.unchanged}, failed {report.failed}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ CREATE TABLE IF NOT EXISTS manifests (
     locations   BLOB NOT NULL,   -- JSON list: the location of each document, for data stats
     docs        BLOB NOT NULL    -- JSON list of the pushed asset documents
 );
+-- Whose state this is (volume and catalogue), so other crawls can find the locations this
+-- one pushed to the same catalogue.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -73,6 +77,10 @@ class CrawlState:
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [("volume", volume_url), ("catalogue", catalogue_id)],
+        )
 
     def load(self) -> dict[str, ManifestState]:
         rows = self._conn.execute("SELECT path, fingerprint, locations, docs FROM manifests")
@@ -105,3 +113,30 @@ class CrawlState:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def pushed_locations(
+    state_dir: Path, catalogue_id: str, volumes: Callable[[str], bool]
+) -> dict[str, str]:
+    """``location -> asset id`` of the live assets that crawls on this machine pushed to the
+    catalogue ``catalogue_id`` from the volumes (or sources) ``volumes`` accepts, read from
+    their crawl states."""
+    found: dict[str, str] = {}
+    for path in sorted(state_dir.glob("*.db")):
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:
+            continue
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("catalogue") != catalogue_id or not volumes(meta.get("volume", "")):
+                continue
+            for (raw,) in conn.execute("SELECT docs FROM manifests"):
+                for doc in orjson.loads(raw):
+                    if doc.get("location") and not doc.get("deleted"):
+                        found.setdefault(doc["location"], doc["id"])
+        except sqlite3.Error:
+            continue  # a state written before the meta table existed, or one being replaced
+        finally:
+            conn.close()
+    return found

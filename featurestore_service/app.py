@@ -17,7 +17,8 @@ from cairn.web import build_app
 from featurestore_service.api.routes import featuresets, historical, mastro, online
 from featurestore_service.api.routes import metrics as metric_routes
 from featurestore_service.backends import create_store
-from featurestore_service.blobs import BlobStore
+from featurestore_service.blobstore import TableBlobs
+from featurestore_service.blobstore.tables import sweep_forever
 from featurestore_service.historical import HistoricalFeatures
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store import create_metric_store
@@ -35,8 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     use_returning_pool()
     store = create_store(settings)
-    blobs = BlobStore(
-        settings.featurestore_blobs,
+    blobs = TableBlobs.from_settings(
+        settings,
         TableLimits.from_settings(settings),
         DecodeSlots(settings.table_decode_concurrency),
     )
@@ -62,7 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await metric_store.open()
         delivery = asyncio.create_task(registrar.run(), name="catalogue-registration")
         materializing = asyncio.create_task(materializer.run(), name="materialization")
-        tasks = [delivery]
+        sweeping = asyncio.create_task(
+            sweep_forever(
+                blobs,
+                store.named_blobs,
+                settings.blobs_sweep_grace,
+                settings.blobs_sweep_interval,
+            ),
+            name="blob-sweeper",
+        )
+        tasks = [delivery, sweeping]
         if settings.metrics_profiling:
             tasks.append(asyncio.create_task(profiler.run(), name="profiling"))
         try:
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await metric_store.close()
             await online_store.close()
             await store.close()
+            await anyio.to_thread.run_sync(blobs.close)
 
     app = build_app(
         title="Cairn feature store",

@@ -9,10 +9,8 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
-import yaml
 
 from cairn.errors import CairnError
-from cairn.settings import get_settings
 
 app = typer.Typer(
     help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
@@ -28,6 +26,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JS
 
 def _client(url: str | None) -> Any:
     from cairn.client import FeatureStoreClient
+    from cairn.settings import get_settings  # here: `cairn --help` needs no settings
 
     return FeatureStoreClient(url or get_settings().featurestore_url)
 
@@ -53,6 +52,8 @@ def _labels(values: list[str] | None) -> dict[str, str]:
 
 def load_yaml_set(path: Path) -> dict[str, Any]:
     """A feature-set YAML file: ``{name?, description, labels, depends_on, features: [...]}``."""
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

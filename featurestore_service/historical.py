@@ -12,6 +12,7 @@ pinning them (``set@3:feature``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,8 +21,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cairn.errors import BadRequest, InvalidRequest, Unavailable
+from cairn.errors import BadRequest, InvalidRequest
 from cairn.models import FeatureSet
+from featurestore_service.backends.base import StoredVersion
+from featurestore_service.blobstore import Lease
 from featurestore_service.feature_tables import feature_columns
 from featurestore_service.online.serving import Wanted, parse_references
 from featurestore_service.pit import EntityFrame, FeatureTable, SortedSearchStore
@@ -34,6 +37,11 @@ VERSIONS_METADATA = "cairn.feature_versions"
 FEATURES_METADATA = "cairn.features"
 MAX_FEATURE_COLUMNS = 10_000
 FLUSH_BYTES = 4 * 1024 * 1024
+
+
+def release(leases: list[Lease]) -> None:
+    for lease in leases:
+        lease.release()
 
 
 def _field(field: str, message: str) -> InvalidRequest:
@@ -82,29 +90,39 @@ class HistoricalFeatures:
         self.features = features
         self.engine = SortedSearchStore(cache_bytes)
 
-    async def resolve(self, references: list[str], full_feature_names: bool) -> list[FeatureTable]:
-        """Each referenced set at its pinned version, or its live one (404/422 naming it)."""
-        tables = []
-        for ref in parse_references(references):
-            stored = await (
-                self.features.get(ref.name, ref.pinned)
-                if ref.pinned is not None
-                else self.features.latest(ref.name)
-            )
-            path = self.features.blob_path(stored) if stored.blob else Path()
-            tables.append(_table(stored.model(), path, ref, full_feature_names))
-        columns = sum(len(t.features) for t in tables)
-        if columns > MAX_FEATURE_COLUMNS:
-            raise _field(
-                "features", f"{columns} feature columns; the limit is {MAX_FEATURE_COLUMNS}"
-            )
-        for table in tables:
-            if not table.path.exists():
-                raise Unavailable(
-                    f"The Parquet file of {table.name} version {table.version} is missing from "
-                    f"{table.path.parent}; restore the data folder from a backup."
+    async def resolve(
+        self, references: list[str], full_feature_names: bool
+    ) -> tuple[list[FeatureTable], list[Lease]]:
+        """Each referenced set at its pinned version, or its live one (404/422 naming it),
+        with its Parquet file checked out until the caller releases the leases (after
+        ``plan``, which reads the files into the engine's indexes)."""
+        tables: list[FeatureTable] = []
+        blobs: list[StoredVersion] = []
+        leases: list[Lease] = []
+        try:
+            for ref in parse_references(references):
+                stored = await (
+                    self.features.get(ref.name, ref.pinned)
+                    if ref.pinned is not None
+                    else self.features.latest(ref.name)
                 )
-        return tables
+                table = _table(stored.model(), Path(), ref, full_feature_names)
+                tables.append(table)
+                blobs.append(stored)
+            columns = sum(len(t.features) for t in tables)
+            if columns > MAX_FEATURE_COLUMNS:
+                raise _field(
+                    "features", f"{columns} feature columns; the limit is {MAX_FEATURE_COLUMNS}"
+                )
+            # Files last, once every reference is known good: a remote one may be fetched.
+            for i, stored in enumerate(blobs):
+                lease = await self.features.checkout(stored)
+                leases.append(lease)
+                tables[i] = replace(tables[i], path=lease.path)
+        except BaseException:
+            release(leases)
+            raise
+        return tables, leases
 
     async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
         """The request body in a temporary file of the data folder (removed on failure)."""

@@ -39,7 +39,7 @@ from featurestore_service.backends.base import (
     NewVersion,
     StoredVersion,
 )
-from featurestore_service.blobs import BlobStore
+from featurestore_service.blobstore import Lease, TableBlobs
 from featurestore_service.feature_tables import check_table
 from featurestore_service.tables import DecodeSlots
 
@@ -128,7 +128,7 @@ def _body(
 
 
 class FeatureStore:
-    def __init__(self, store: FeatureSetStore, blobs: BlobStore, settings: Settings):
+    def __init__(self, store: FeatureSetStore, blobs: TableBlobs, settings: Settings):
         self.store = store
         self.blobs = blobs
         self.settings = settings
@@ -182,7 +182,7 @@ class FeatureStore:
             def check(path: Path, info: TableInfo) -> None:
                 check_table(path, info, spec, origin)
 
-        # A failed write removes the file this upload put in place (blobs.BlobStore.ingest).
+        # A failed write removes the blob this upload stored (blobstore.TableBlobs.ingest).
         async with self.blobs.ingest(chunks, check) as blob:
             info = blob.info
             if self.before_table is not None:
@@ -364,9 +364,11 @@ class FeatureStore:
         """The slots every Parquet decode of this service runs in."""
         return self.blobs.decodes
 
-    def blob_path(self, stored: StoredVersion) -> Path:
+    async def checkout(self, stored: StoredVersion) -> Lease:
+        """A local path to the version's Parquet file until the lease is released (503 when
+        the blob store cannot give it)."""
         assert stored.blob is not None, "not a table"
-        return self.blobs.path(stored.blob)
+        return await self.blobs.checkout(stored.blob, f"{stored.name} version {stored.version}")
 
     # --- diff ---------------------------------------------------------------------------------
 

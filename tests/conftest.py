@@ -21,7 +21,10 @@ from cairn.settings import Settings
 from tests.servers.fixtures import (  # noqa: F401
     azurite_server,
     hdfs_server,
+    hive_metastore,
+    kafka_broker,
     production_servers,
+    s3_server,
     use_env,
 )
 from tests.servers.processes import free_port, patient, stop_group, terminate

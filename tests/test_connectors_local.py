@@ -370,9 +370,9 @@ def test_registry_opens_local_volumes(root: Path, monkeypatch: pytest.MonkeyPatc
 def test_registry_rejects_unknown_scheme() -> None:
     with pytest.raises(
         UnsupportedScheme,
-        match=r"unknown volume scheme 's3://'; supported: abfs, abfss, az, file, hdfs, webhdfs",
+        match=r"unknown volume scheme 'gs://'; supported: abfs, abfss, az, file, hdfs, s3, webhdfs",
     ):
-        open_volume("s3://bucket/key")
+        open_volume("gs://bucket/key")
 
 
 def test_registry_errors_for_bad_roots(tmp_path: Path) -> None:

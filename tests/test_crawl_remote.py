@@ -1,6 +1,7 @@
-"""`cairn crawl hdfs://...` and `cairn crawl abfss://...` end to end, as subprocesses against a
-real catalogue process and the real minicluster / Azurite: the same behaviour as on a local
-folder (incremental state, soft deletes, report, exit codes), and no credential anywhere."""
+"""`cairn crawl hdfs://...`, `abfss://...` and `s3://...` end to end, as subprocesses against
+a real catalogue process and the real minicluster / Azurite / SeaweedFS: the same behaviour as
+on a local folder (incremental state, soft deletes, report, exit codes), and no credential
+anywhere."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ProcessServer, cairn_env, run_cairn
-from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer
+from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
 from tests.test_crawl_e2e import crawl, make_volume, search
 from tests.test_crawl_modes import crawler, wait_for
 
@@ -81,12 +82,36 @@ class AdlsLake(RemoteLake):
             self.container.delete_blob(blob.name)
 
 
-@pytest.fixture(params=["hdfs", "adls"])
+class S3Lake(RemoteLake):
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+        self.bucket = server.fresh_bucket("lake")
+        self.client = server.client()
+        self.url = server.url(self.bucket, "lake")
+        self.settings = server.env()
+
+    def upload(self, local: Path) -> None:
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                self.put(path.relative_to(local).as_posix(), path.read_bytes())
+
+    def put(self, path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"lake/{path}", Body=data)
+
+    def delete_folder(self, path: str) -> None:
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"lake/{path}/")
+        for obj in listing.get("Contents", []):
+            self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
+
+
+@pytest.fixture(params=["hdfs", "adls", "s3"])
 def lake(request: pytest.FixtureRequest) -> Iterator[RemoteLake]:
     if request.param == "hdfs":
         yield HdfsLake(request.getfixturevalue("hdfs_server"))
-    else:
+    elif request.param == "adls":
         yield AdlsLake(request.getfixturevalue("azurite_server"))
+    else:
+        yield S3Lake(request.getfixturevalue("s3_server"))
 
 
 def test_remote_crawl_change_delete_and_zero_write_recrawl(

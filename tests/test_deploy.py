@@ -110,7 +110,7 @@ def instructions(stage: list[str], keyword: str) -> list[str]:
 
 def test_compose_has_the_six_services_and_named_volumes() -> None:
     data = compose()
-    services = data["services"]
+    services = {k: v for k, v in data["services"].items() if not v.get("profiles")}
     assert set(services) == {"mongo", "elasticsearch", "catalogue", "featurestore", "ui", "crawler"}
     assert set(data["volumes"]) >= {"mongo-data", "es-data", "featurestore-data", "crawler-data"}
     assert "mongo-data:/data/db" in services["mongo"]["volumes"]
@@ -225,6 +225,34 @@ def test_compose_crawler_crawls_the_mounted_lake_on_a_schedule() -> None:
     assert command[command.index("--every") + 1] == "15m"
 
 
+def test_compose_s3_profile_adds_an_s3_store_and_leaves_the_default_stack_alone() -> None:
+    services = compose()["services"]
+    store = services["seaweedfs"]
+    assert store["profiles"] == ["s3"]
+    assert store["image"] == "chrislusf/seaweedfs:3.80"
+    assert "-s3" in store["command"] and "-s3.port=8333" in store["command"]
+    assert "ports" not in store  # the compose network only: it checks no keys
+    assert store["healthcheck"]["test"][0] == "CMD"
+    # The feature store takes the blob store settings from the shell or .env, unset by default
+    # (so the default stack keeps its tables on the featurestore-data volume).
+    env = compose_env(services["featurestore"])
+    for name in (
+        "CAIRN_BLOBS_URL",
+        "CAIRN_S3_ENDPOINT",
+        "CAIRN_S3_ADDRESSING_STYLE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        assert env[name] is None, name
+    assert "seaweedfs" not in services["featurestore"]["depends_on"]
+    # The .env lines the header gives name real settings and the profile's endpoint.
+    header = COMPOSE.read_text().split("\nname:", 1)[0]
+    assert "COMPOSE_PROFILES=s3" in header
+    assert "CAIRN_S3_ENDPOINT=http://seaweedfs:8333" in header
+    for name in re.findall(r"(CAIRN_[A-Z_]+)=", header):
+        assert name in SETTING_NAMES, name
+
+
 def test_compose_api_keys_pass_through_from_the_environment() -> None:
     """Keys come from the shell or .env; when unset there, they stay unset (writes open)."""
     anchor = compose()["x-cairn"]["environment"]
@@ -269,7 +297,12 @@ def test_compose_config_is_accepted_by_docker_compose(tmp_path: Path) -> None:
     result = run_compose(command, COMPOSE, "--format", "json")
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
-    assert set(resolved["services"]) == set(compose()["services"])
+    # Services of a profile are left out unless the profile is asked for.
+    default = {k for k, v in compose()["services"].items() if not v.get("profiles")}
+    assert set(resolved["services"]) == default
+    with_s3 = run_compose([*command, "--profile", "s3"], COMPOSE, "--format", "json")
+    assert with_s3.returncode == 0, with_s3.stderr
+    assert set(json.loads(with_s3.stdout)["services"]) == default | {"seaweedfs"}
     lake = resolved["services"]["crawler"]["volumes"][0]
     assert lake["source"] == str(ROOT / "examples" / "lake")
     assert lake["read_only"] is True
@@ -445,17 +478,38 @@ def test_k8s_workloads_run_locked_down() -> None:
 
 def test_k8s_persistent_state_is_on_claims() -> None:
     claims = {c["metadata"]["name"] for c in k8s_kind("PersistentVolumeClaim")}
-    for doc in k8s_kind("Deployment") + k8s_kind("CronJob"):
+    for doc in k8s_kind("CronJob"):
         volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
-        claim = volumes["data"].get("persistentVolumeClaim", {}).get("claimName")
-        if doc["metadata"]["name"] == "featurestore" or doc["kind"] == "CronJob":
-            assert claim in claims, doc["metadata"]["name"]
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] in claims
+
+
+def test_k8s_feature_store_scales_out_on_object_storage() -> None:
     featurestore = next(
         d for d in k8s_kind("Deployment") if d["metadata"]["name"] == "featurestore"
     )
-    # One ReadWriteOnce claim: a rolling update would need it on two pods at once.
-    assert featurestore["spec"]["strategy"]["type"] == "Recreate"
-    assert featurestore["spec"]["replicas"] == 1
+    config = k8s_kind("ConfigMap")[0]["data"]
+    # Tables on object storage shared by every replica, metadata in MongoDB ...
+    assert config["CAIRN_BLOBS_URL"].split("://")[0] in {"s3", "abfss", "hdfs"}
+    assert config["CAIRN_BACKEND"] == "mongo"
+    # ... so several replicas, rolled one at a time, none of them holding a claim.
+    assert featurestore["spec"]["replicas"] >= 2
+    assert featurestore["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert featurestore["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    volumes = pod_spec(featurestore)["volumes"]
+    assert all("persistentVolumeClaim" not in v for v in volumes)
+    assert all("emptyDir" in v for v in volumes)
+    # The read cache fits in its scratch volume.
+    data = next(v for v in volumes if v["name"] == "data")
+    size_gib = int(data["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    assert int(config["CAIRN_BLOBS_CACHE_BYTES"]) < size_gib * 1024**3
+    # No ReadWriteOnce claim is left for the feature store at all.
+    assert "featurestore-blobs" not in {
+        c["metadata"]["name"] for c in k8s_kind("PersistentVolumeClaim")
+    }
+    (budget,) = k8s_kind("PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    labels = featurestore["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def test_k8s_crawl_cronjob() -> None:
@@ -474,7 +528,13 @@ def test_k8s_crawl_cronjob() -> None:
 def test_k8s_secret_is_an_example_with_placeholders() -> None:
     (secret,) = k8s_kind("Secret")
     values = secret["stringData"]
-    assert set(values) == {"CAIRN_MONGO_URL", "CAIRN_API_KEYS", "CAIRN_API_KEY"}
+    assert set(values) == {
+        "CAIRN_MONGO_URL",
+        "CAIRN_API_KEYS",
+        "CAIRN_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
     assert all("change-me" in value for value in values.values())
     assert "EXAMPLE" in (K8S / "secret.yaml").read_text()
     # Every key a pod reads from a Secret or ConfigMap exists there.

@@ -15,7 +15,7 @@ import pytest
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.backends import create_store
-from featurestore_service.blobs import BlobStore
+from featurestore_service.blobstore import TableBlobs
 from featurestore_service.metrics.store import create_metric_store
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
@@ -171,10 +171,8 @@ def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
 
     async def write_without_worker() -> None:
         store = create_store(fs_settings)
-        blobs = BlobStore(
-            fs_settings.featurestore_blobs,
-            TableLimits.from_settings(fs_settings),
-            DecodeSlots(1),
+        blobs = TableBlobs.from_settings(
+            fs_settings, TableLimits.from_settings(fs_settings), DecodeSlots(1)
         )
         metrics = create_metric_store(fs_settings)
         await store.open()

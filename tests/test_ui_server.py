@@ -499,6 +499,30 @@ def test_lineage_layout_puts_upstream_left_and_downstream_right() -> None:
     assert [n.name for n in drawing.upstream] == ["up1", "x", "up2"]
 
 
+def test_layout_draws_each_origin_of_a_link_and_a_legend_of_those_present() -> None:
+    graph = {
+        "root": "r",
+        "nodes": [
+            {"id": "r", "name": "root", "type": "table", "depth": 0},
+            {"id": "u", "name": "up", "type": "dataset", "depth": -1},
+            {"id": "j", "name": "job", "type": "pipeline", "depth": -1},
+        ],
+        "edges": [
+            {"source": "u", "target": "r"},
+            {"source": "u", "target": "r", "origin": "openlineage", "run_id": "run-1"},
+            {"source": "j", "target": "r", "origin": "openlineage", "run_id": "run-1"},
+        ],
+    }
+    drawing = layout(graph, lambda n: f"/a/{n['id']}")
+    pair = [e for e in drawing.edges if (e.source, e.target) == ("u", "r")]
+    assert sorted(e.origin for e in pair) == ["manifest", "openlineage"]
+    assert pair[0].path != pair[1].path  # side by side, neither hides the other
+    assert [o for o, _ in drawing.origins] == ["manifest", "openlineage"]
+    assert "run-1" in next(e for e in pair if e.origin == "openlineage").title
+    only_manifest = layout({**graph, "edges": graph["edges"][:1]}, lambda n: None)
+    assert [o for o, _ in only_manifest.origins] == ["manifest"]
+
+
 def test_manifest_yaml_reads_like_a_manifest() -> None:
     text = manifest_yaml(
         {

@@ -1,5 +1,5 @@
 """One contract for every Volume: the same tests on a local folder, on HDFS (a real minicluster
-over WebHDFS) and on ADLS Gen2's Blob API (a real Azurite).
+over WebHDFS), on ADLS Gen2's Blob API (a real Azurite) and on S3 (a real SeaweedFS).
 
 Each backend builds the same tree its own way (files, empty folders) and says how it counts
 requests; the tests only use the Volume protocol and the registry.
@@ -34,7 +34,8 @@ from connectors import (
     open_volume,
 )
 from tests.conftest import ROOT, cairn_env
-from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer
+from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
+from tests.servers.seaweedfs import LIST_ONLY_ACCESS_KEY, LIST_ONLY_SECRET_KEY
 
 # path -> bytes, or None for an empty folder
 Tree = dict[str, bytes | None]
@@ -172,7 +173,44 @@ class AdlsBackend(Backend):
         monkeypatch.setattr("connectors.adls.PAGE_SIZE", 500)
 
 
-@pytest.fixture(params=["local", "hdfs", "adls"])
+class S3Backend(Backend):
+    name = "s3"
+    # Policies can be per prefix, but the narrowest identity the test server offers is one
+    # that may list and not read: refused per object, like ADLS's list-only SAS.
+    per_path_permissions = False
+
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+
+    def make(self, tree: Tree) -> str:
+        bucket = self.server.fresh_bucket("contract")
+        client = self.server.client()
+        from concurrent.futures import ThreadPoolExecutor
+
+        def upload(item: tuple[str, bytes | None]) -> None:
+            path, data = item
+            if data is None:  # a folder exists as a zero-length 'name/' object
+                client.put_object(Bucket=bucket, Key=f"lake/{path}/", Body=b"")
+            else:
+                client.put_object(Bucket=bucket, Key=f"lake/{path}", Body=data)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(upload, tree.items()))
+        return self.server.url(bucket, "lake")
+
+    def env(self) -> dict[str, str]:
+        return self.server.env()
+
+    def restricted(self, url: str, folder: str, file: str) -> tuple[list[str], dict[str, str]]:
+        return [], self.server.env(
+            AWS_ACCESS_KEY_ID=LIST_ONLY_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=LIST_ONLY_SECRET_KEY
+        )
+
+    def small_pages(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("connectors.s3.PAGE_SIZE", 500)
+
+
+@pytest.fixture(params=["local", "hdfs", "adls", "s3"])
 def backend(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -183,8 +221,10 @@ def backend(
         made = LocalBackend(tmp_path)
     elif request.param == "hdfs":
         made = HdfsBackend(request.getfixturevalue("hdfs_server"))
-    else:
+    elif request.param == "adls":
         made = AdlsBackend(request.getfixturevalue("azurite_server"))
+    else:
+        made = S3Backend(request.getfixturevalue("s3_server"))
     use_env(made.env())
     yield made
 

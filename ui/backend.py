@@ -221,6 +221,12 @@ class Reader:
     async def lineage(self, asset_id: str, direction: str, depth: int) -> dict[str, Any]:
         return await _ask(self.catalogue, self._cat.lineage(asset_id, direction, depth))
 
+    async def runs(self, asset_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await _ask(self.catalogue, self._cat.runs(asset_id, limit))
+
+    async def columns(self, asset_id: str) -> dict[str, Any]:
+        return await _ask(self.catalogue, self._cat.columns(asset_id))
+
     async def tags(self, limit: int = 30) -> list[dict[str, Any]]:
         return await _ask(self.catalogue, self._cat.tags(limit))
 

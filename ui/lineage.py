@@ -1,6 +1,10 @@
 """Server-side layout of a lineage graph as SVG: layered by depth, upstream left, downstream
 right, the asset itself in the middle column.
 
+Each edge keeps its origin (a manifest's ``depends_on``, an OpenLineage run, a metastore):
+edges are drawn in the style of their origin, and two origins linking the same pair are drawn
+side by side, a few pixels apart, so neither hides the other.
+
 The catalogue gives each node its depth (negative upstream, positive downstream); each depth is
 a column. Rows within a column are ordered by the barycentre of their neighbours (a few sweeps
 each way), which removes most edge crossings in catalogue-shaped graphs at negligible cost.
@@ -21,6 +25,13 @@ PAD = 16
 NAME_CHARS = 19  # fits NODE_W at 13px bold in common sans fonts
 MAX_NODES = 300
 SWEEPS = 4
+# Legend text per edge origin, in the order the legend lists them.
+ORIGINS = {
+    "manifest": "declared in a manifest (depends_on)",
+    "openlineage": "reported by an OpenLineage run",
+    "metastore": "read from a metastore",
+}
+ORIGIN_GAP = 4  # pixels between parallel edges of different origins
 
 
 @dataclass(slots=True)
@@ -55,6 +66,13 @@ class Edge:
     target: str
     path: str
     highlight: bool = False
+    origin: str = "manifest"
+    run_id: str | None = None
+
+    @property
+    def title(self) -> str:
+        text = ORIGINS.get(self.origin, self.origin)
+        return f"{text} (run {self.run_id})" if self.run_id else text
 
 
 @dataclass(slots=True)
@@ -66,6 +84,7 @@ class Drawing:
     upstream: list[Node] = field(default_factory=list)
     downstream: list[Node] = field(default_factory=list)
     hidden: int = 0  # nodes left out past MAX_NODES
+    origins: list[tuple[str, str]] = field(default_factory=list)  # (origin, legend text)
 
     @property
     def empty(self) -> bool:
@@ -118,11 +137,12 @@ def layout(
             node.sublabel = node.type + (" · deleted" if node.deleted else "")
         nodes[node.id] = node
 
-    pairs = [
-        (str(e.get("source")), str(e.get("target")))
-        for e in graph.get("edges", [])
-        if isinstance(e, dict) and e.get("source") in nodes and e.get("target") in nodes
-    ]
+    drawn: dict[tuple[str, str, str], str | None] = {}
+    for e in graph.get("edges", []):
+        if isinstance(e, dict) and e.get("source") in nodes and e.get("target") in nodes:
+            key = (str(e["source"]), str(e["target"]), str(e.get("origin") or "manifest"))
+            drawn.setdefault(key, e.get("run_id"))
+    pairs = [(s, t) for s, t, _ in drawn]
 
     columns: dict[int, list[Node]] = defaultdict(list)
     for node in nodes.values():
@@ -143,10 +163,25 @@ def layout(
             node.y = top + row * (NODE_H + ROW_GAP)
     width = PAD * 2 + len(depths) * NODE_W + max(0, len(depths) - 1) * COL_GAP
 
-    edges = [
-        Edge(s, t, _path(nodes[s], nodes[t]), highlight=root in (s, t))
-        for s, t in sorted(set(pairs))
-    ]
+    by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for s, t, origin in sorted(drawn, key=lambda k: (k[0], k[1], _origin_rank(k[2]))):
+        by_pair[(s, t)].append(origin)
+    edges = []
+    for (s, t), origins in sorted(by_pair.items()):
+        for index, origin in enumerate(origins):
+            shift = (index - (len(origins) - 1) / 2) * ORIGIN_GAP
+            edges.append(
+                Edge(
+                    s,
+                    t,
+                    _path(nodes[s], nodes[t], round(shift)),
+                    highlight=root in (s, t),
+                    origin=origin,
+                    run_id=drawn[(s, t, origin)],
+                )
+            )
+    present = {e.origin for e in edges}
+    legend = [(o, ORIGINS.get(o, o)) for o in sorted(present, key=_origin_rank)]
     ordered = [n for d in depths for n in columns[d]]
     return Drawing(
         width=max(width, NODE_W + PAD * 2),
@@ -156,7 +191,13 @@ def layout(
         upstream=sorted((n for n in ordered if n.depth < 0), key=lambda n: (-n.depth, n.name)),
         downstream=sorted((n for n in ordered if n.depth > 0), key=lambda n: (n.depth, n.name)),
         hidden=hidden,
+        origins=legend,
     )
+
+
+def _origin_rank(origin: str) -> tuple[int, str]:
+    known = list(ORIGINS)
+    return (known.index(origin) if origin in known else len(known), origin)
 
 
 def _order(columns: dict[int, list[Node]], depths: list[int], pairs: list[tuple[str, str]]) -> None:
@@ -184,10 +225,11 @@ def _order(columns: dict[int, list[Node]], depths: list[int], pairs: list[tuple[
         sweep(list(reversed(depths[:-1])))
 
 
-def _path(source: Node, target: Node) -> str:
-    """A cubic curve from the source's right side to the target's left side."""
-    x1, y1 = source.x + NODE_W, source.y + NODE_H // 2
-    x2, y2 = target.x, target.y + NODE_H // 2
+def _path(source: Node, target: Node, shift: int = 0) -> str:
+    """A cubic curve from the source's right side to the target's left side, ``shift`` pixels
+    below the middle of both (parallel edges of different origins)."""
+    x1, y1 = source.x + NODE_W, source.y + NODE_H // 2 + shift
+    x2, y2 = target.x, target.y + NODE_H // 2 + shift
     if x2 > x1:
         dx = max(24, (x2 - x1) // 2)
         return f"M{x1} {y1} C{x1 + dx} {y1} {x2 - dx} {y2} {x2 - 6} {y2}"

@@ -13,7 +13,10 @@ from cairn.models import (
     Asset,
     AssetWrite,
     BulkResponse,
+    ColumnLineage,
+    JobRun,
     Lineage,
+    LineageReceipt,
     SearchPage,
     TagCount,
     label_text,
@@ -21,6 +24,7 @@ from cairn.models import (
 from cairn.settings import get_settings
 
 _TAGS = TypeAdapter(list[TagCount])
+_RUNS = TypeAdapter(list[JobRun])
 
 
 def _seg(value: str) -> str:
@@ -105,6 +109,33 @@ class CatalogueCalls:
         )
 
     @staticmethod
+    def post_lineage(event: dict[str, Any]) -> Call[LineageReceipt]:
+        return Call(
+            "POST",
+            "/api/v1/lineage",
+            lambda r: LineageReceipt.model_validate_json(r.content),
+            json=event,
+            ok=(200, 201),
+        )
+
+    @staticmethod
+    def runs(asset_id: str, limit: int) -> Call[list[JobRun]]:
+        return Call(
+            "GET",
+            f"/api/v1/assets/{_seg(asset_id)}/runs",
+            lambda r: _RUNS.validate_json(r.content),
+            params=[("limit", str(limit))],
+        )
+
+    @staticmethod
+    def columns(asset_id: str) -> Call[ColumnLineage]:
+        return Call(
+            "GET",
+            f"/api/v1/assets/{_seg(asset_id)}/columns",
+            lambda r: ColumnLineage.model_validate_json(r.content),
+        )
+
+    @staticmethod
     def tags(limit: int) -> Call[list[TagCount]]:
         return Call(
             "GET", "/api/v1/tags", lambda r: _TAGS.validate_json(r.content), [("limit", str(limit))]
@@ -171,6 +202,16 @@ class CatalogueClient:
 
     def lineage(self, asset_id: str, direction: str = "both", depth: int = 3) -> Lineage:
         return self._t.send(CatalogueCalls.lineage(asset_id, direction, depth))
+
+    def post_lineage(self, event: dict[str, Any]) -> LineageReceipt:
+        """Sends one OpenLineage event (a RunEvent, JobEvent or DatasetEvent as JSON)."""
+        return self._t.send(CatalogueCalls.post_lineage(event))
+
+    def runs(self, asset_id: str, limit: int = 50) -> list[JobRun]:
+        return self._t.send(CatalogueCalls.runs(asset_id, limit))
+
+    def columns(self, asset_id: str) -> ColumnLineage:
+        return self._t.send(CatalogueCalls.columns(asset_id))
 
     def tags(self, limit: int = 1000) -> list[TagCount]:
         return self._t.send(CatalogueCalls.tags(limit))
@@ -250,6 +291,15 @@ class AsyncCatalogueClient(AsyncServiceClient):
 
     async def lineage(self, asset_id: str, direction: str = "both", depth: int = 3) -> Lineage:
         return await self._t.send(CatalogueCalls.lineage(asset_id, direction, depth))
+
+    async def post_lineage(self, event: dict[str, Any]) -> LineageReceipt:
+        return await self._t.send(CatalogueCalls.post_lineage(event))
+
+    async def runs(self, asset_id: str, limit: int = 50) -> list[JobRun]:
+        return await self._t.send(CatalogueCalls.runs(asset_id, limit))
+
+    async def columns(self, asset_id: str) -> ColumnLineage:
+        return await self._t.send(CatalogueCalls.columns(asset_id))
 
     async def tags(self, limit: int = 1000) -> list[TagCount]:
         return await self._t.send(CatalogueCalls.tags(limit))

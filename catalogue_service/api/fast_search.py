@@ -56,7 +56,7 @@ class SearchFastPath:
             if self.keys.read_needs_key:
                 self.keys.check(_header(scope, b"authorization"))
             query = parse_search(QueryParams(scope["query_string"]))
-            body = splice_page(await self.catalogue.search(query))
+            body = splice_page(await self.catalogue.search(query, typos=True))
         except CairnError as exc:
             if exc.status >= 500:
                 log.error("GET %s failed: %s", PATH, exc.detail)

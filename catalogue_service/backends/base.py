@@ -8,14 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cairn.models import Asset, AssetWrite, BulkItemResult, Facets
+from cairn.models import (
+    Asset,
+    AssetWrite,
+    BulkItemResult,
+    EdgeOrigin,
+    Facets,
+    JobRun,
+    ReportedEdge,
+    ReportedFacet,
+    RunUpdate,
+)
 from cairn.paging import decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from catalogue_service.spelling.base import Speller
 
 __all__ = [
     "AssetStore",
+    "LineageReport",
     "PreparedWrite",
     "SearchHits",
     "SearchQuery",
@@ -23,6 +37,7 @@ __all__ = [
     "encode_cursor",
     "owner_conflict",
     "stale_revision",
+    "stamp",
 ]
 
 
@@ -60,6 +75,9 @@ class SearchHits:
     total: int
     facets: Facets
     next_cursor: str | None
+    # Set by the typo fallback (catalogue_service.spelling.fallback), never by a store.
+    did_you_mean: str | None = None
+    fuzzy: bool = False
 
 
 @dataclass(slots=True)
@@ -81,6 +99,27 @@ class PreparedWrite:
     def of(cls, index: int, asset: AssetWrite, expect_revision: int | None = None) -> PreparedWrite:
         doc = asset.storage_doc()
         return cls(index, asset, doc, asset.content_hash(doc), expect_revision)
+
+
+def stamp(moment: datetime) -> str:
+    """A UTC time as fixed-width text, so text order is time order (stores compare them)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class LineageReport:
+    """What one report from outside the manifests (an OpenLineage event, a metastore crawl)
+    adds, recorded by ``AssetStore.record_lineage`` in one call.
+
+    Every part is an idempotent upsert where the latest ``reported_at`` wins, so recording a
+    report twice, or two reports in any order, leaves the same state.
+    """
+
+    # Recorded last; a report whose key is already recorded changes nothing. None: no check.
+    event_key: str | None = None
+    edges: list[ReportedEdge] = field(default_factory=list)
+    run: RunUpdate | None = None
+    facets: list[ReportedFacet] = field(default_factory=list)
 
 
 def _place(doc: dict[str, Any]) -> str:
@@ -116,6 +155,9 @@ def stale_revision(asset_id: str, expected: int, found: int | None) -> str:
 
 
 class AssetStore(Protocol):
+    # Spelling suggestions from this store's own index, for the typo fallback.
+    speller: Speller
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -155,3 +197,20 @@ class AssetStore(Protocol):
 
         ``progress(done, total)`` is called as batches complete. Safe while serving.
         """
+
+    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
+        """Maps each URL that is the ``location`` of a live asset to it (a crawled asset, one
+        with a volume, before an API writer's)."""
+
+    async def record_lineage(self, report: LineageReport) -> bool:
+        """Records ``report``; False (and nothing changed) when its event key was recorded."""
+
+    async def reported_edges(
+        self, ids: list[str], direction: str, origins: list[EdgeOrigin] | None = None
+    ) -> list[ReportedEdge]:
+        """Reported edges whose downstream (direction "up") or upstream ("down") is in ids."""
+
+    async def job_runs(self, job_id: str, limit: int) -> list[JobRun]:
+        """A job's runs, the most recently updated first."""
+
+    async def reported_facets(self, asset_id: str) -> list[ReportedFacet]: ...

@@ -13,8 +13,6 @@ queries on analysed fields, filters are ``term`` queries on keyword fields.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ import orjson
 from cairn.errors import InvalidCursor, InvalidRequest, Unavailable
 from cairn.models import Facets, label_text, searchable_labels
 from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor
+from catalogue_service.backends.words import words
 
 try:
     from elastic_transport import ConnectionError as TransportConnectionError
@@ -44,8 +43,6 @@ WEIGHTS = {"words.name": 10.0, "words.tags": 5.0, "words.columns": 2.0, "words.d
 EXACT_NAME_BOOST = 1000.0
 # Elasticsearch refuses from + size beyond this; cursors have no such limit.
 MAX_RESULT_WINDOW = 10_000
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 _WORDS_FIELD = {
     "type": "text",
@@ -85,13 +82,6 @@ SETTINGS: dict[str, Any] = {
     "number_of_replicas": 0,
     "max_result_window": MAX_RESULT_WINDOW,
 }
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words without diacritics, as FTS5's unicode61 tokenizer makes them."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    return _WORD.findall(folded)
 
 
 def label_pair(key: str, value: Any) -> str:

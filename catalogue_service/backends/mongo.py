@@ -32,7 +32,16 @@ from typing import Any
 
 import orjson
 
-from cairn.models import Asset, BulkItemResult, BulkStatus, searchable_labels
+from cairn.models import (
+    Asset,
+    BulkItemResult,
+    BulkStatus,
+    EdgeOrigin,
+    JobRun,
+    ReportedEdge,
+    ReportedFacet,
+    searchable_labels,
+)
 from cairn.mongo import (
     PyMongoError,
     busy,
@@ -44,14 +53,17 @@ from cairn.mongo import (
 from cairn.retry import backoff_delay
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
+    LineageReport,
     PreparedWrite,
     SearchHits,
     SearchQuery,
     origin,
     owner_conflict,
     stale_revision,
+    stamp,
 )
 from catalogue_service.backends.es_index import Indexed, SearchIndex
+from catalogue_service.spelling.elasticsearch import ElasticSpeller
 
 try:
     from bson import ObjectId
@@ -95,7 +107,25 @@ async def _schema_v1(db: AsyncDatabase) -> None:
     await db.get_collection("asset_outbox").create_index([("asset", ASCENDING)], name="asset")
 
 
-MIGRATIONS = {1: _schema_v1}
+async def _schema_v2(db: AsyncDatabase) -> None:
+    """Lineage reported from outside the manifests, and assets found by location."""
+    assets = db.get_collection("assets")
+    await assets.create_index([("location", ASCENDING)], name="location")
+    # Rows written before this step lack the top-level location: copy it from the document.
+    async for row in assets.find({"location": {"$exists": False}}, {"doc": 1}):
+        location = orjson.loads(row["doc"]).get("location")
+        await assets.update_one({"_id": row["_id"]}, {"$set": {"location": location}})
+    edges = db.get_collection("reported_edges")
+    await edges.create_index([("upstream", ASCENDING)], name="upstream")
+    await edges.create_index([("downstream", ASCENDING)], name="downstream")
+    runs = db.get_collection("job_runs")
+    await runs.create_index([("job_id", ASCENDING), ("updated_at", DESCENDING)], name="recent")
+    await db.get_collection("reported_facets").create_index(
+        [("asset_id", ASCENDING)], name="asset_id"
+    )
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
 
 
 def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
@@ -113,6 +143,7 @@ def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
         "labels": [f"{k}={v}" for k, v in searchable_labels(doc.get("labels"))],
         "owners": doc.get("owners") or [],
         "depends_on": doc.get("depends_on") or [],
+        "location": doc.get("location"),
         # The JSON bytes, so label keys like "$where" or "a.b" are data, never field paths.
         "doc": orjson.dumps(doc),
     }
@@ -182,6 +213,10 @@ class MongoStore:
         self.assets = self.db.get_collection("assets")
         self.names = self.db.get_collection("asset_names")
         self.outbox = self.db.get_collection("asset_outbox")
+        self.edges = self.db.get_collection("reported_edges")
+        self.runs = self.db.get_collection("job_runs")
+        self.facets = self.db.get_collection("reported_facets")
+        self.events = self.db.get_collection("lineage_events")
         # Short: a write waits for its inline indexing at most this long before the
         # background indexer takes over.
         self.index = SearchIndex(
@@ -189,6 +224,7 @@ class MongoStore:
         )
         self._wake = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
+        self.speller = ElasticSpeller(self.index)
         self.index_lag_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -679,6 +715,135 @@ class MongoStore:
 
     async def type_counts(self) -> dict[str, int]:
         return await self.index.counts("type", 100)
+
+    # --- reported lineage ---------------------------------------------------------------------
+
+    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
+        if not locations:
+            return {}
+        found: dict[str, Asset] = {}
+        async with unavailable("the read"):
+            query = {"location": {"$in": locations}, "deleted": False}
+            async for row in self.assets.find(query, {"doc": 1}):
+                asset = _asset(row)
+                held = found.get(asset.location or "")
+                if held is None or (asset.volume and not held.volume):
+                    found[asset.location or ""] = asset
+        return found
+
+    async def record_lineage(self, report: LineageReport) -> bool:
+        """No transaction: each part is an upsert that keeps the latest report, so a crash
+        half-way is repaired by the client's retry, which records the event whole; the event's
+        key goes in last."""
+        async with unavailable("the write"):
+            key = report.event_key
+            if key is not None and await self.events.find_one({"_id": literal(key)}, {"_id": 1}):
+                return False
+            for edge in report.edges:
+                key = f"{edge.origin}\n{edge.upstream}\n{edge.downstream}"
+                await self._latest(
+                    self.edges,
+                    key,
+                    {
+                        "upstream": edge.upstream,
+                        "downstream": edge.downstream,
+                        "origin": edge.origin,
+                        "run_id": edge.run_id,
+                    },
+                    stamp(edge.reported_at),
+                )
+            for facet in report.facets:
+                await self._latest(
+                    self.facets,
+                    f"{facet.asset_id}\n{facet.kind}",
+                    {
+                        "asset_id": facet.asset_id,
+                        "kind": facet.kind,
+                        "value": orjson.dumps(facet.value),
+                        "run_id": facet.run_id,
+                    },
+                    stamp(facet.reported_at),
+                )
+            if (run := report.run) is not None:
+                at = stamp(run.event_time)
+                change: dict[str, Any] = {
+                    "$max": {f"events.{run.event_type}": at, "updated_at": at},
+                    "$setOnInsert": {"job_id": run.job_id, "run_id": run.run_id},
+                }
+                if run.error:
+                    change["$set"] = {"error": run.error}
+                key = f"{run.job_id}\n{run.run_id}"
+                for attempt in range(2):
+                    try:
+                        await self.runs.update_one({"_id": literal(key)}, change, upsert=True)
+                        break
+                    except DuplicateKeyError:  # two upserts raced to insert: update now
+                        if attempt:
+                            raise
+            if report.event_key is not None:
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.events.insert_one(
+                        {"_id": report.event_key, "at": stamp(datetime.now(UTC))}
+                    )
+        return True
+
+    @staticmethod
+    async def _latest(collection: Any, key: str, fields: dict[str, Any], at: str) -> None:
+        """Stores ``fields`` under ``key`` unless a later report is stored there already."""
+        answer = await collection.update_one(
+            {"_id": literal(key), "reported_at": {"$lte": at}},
+            {"$set": {**fields, "reported_at": at}},
+        )
+        if answer.matched_count:
+            return
+        # Absent, or held by a later report (then the insert fails, as it should).
+        with contextlib.suppress(DuplicateKeyError):
+            await collection.insert_one({"_id": key, **fields, "reported_at": at})
+
+    async def reported_edges(
+        self, ids: list[str], direction: str, origins: list[EdgeOrigin] | None = None
+    ) -> list[ReportedEdge]:
+        if not ids:
+            return []
+        column = "downstream" if direction == "up" else "upstream"
+        query: dict[str, Any] = {column: {"$in": ids}}
+        if origins:
+            query["origin"] = {"$in": list(origins)}
+        async with unavailable("the read"):
+            return [
+                ReportedEdge(
+                    upstream=row["upstream"],
+                    downstream=row["downstream"],
+                    origin=row["origin"],
+                    run_id=row.get("run_id"),
+                    reported_at=row["reported_at"],
+                )
+                async for row in self.edges.find(query)
+            ]
+
+    async def job_runs(self, job_id: str, limit: int) -> list[JobRun]:
+        async with unavailable("the read"):
+            rows = (
+                await self.runs.find({"job_id": literal(job_id)})
+                .sort([("updated_at", DESCENDING), ("run_id", ASCENDING)])
+                .limit(limit)
+                .to_list()
+            )
+        return [JobRun.of(job_id, r["run_id"], r["events"], r.get("error")) for r in rows]
+
+    async def reported_facets(self, asset_id: str) -> list[ReportedFacet]:
+        async with unavailable("the read"):
+            rows = await self.facets.find({"asset_id": literal(asset_id)}).to_list()
+        return [
+            ReportedFacet(
+                asset_id=asset_id,
+                kind=r["kind"],
+                value=orjson.loads(r["value"]),
+                run_id=r.get("run_id"),
+                reported_at=r["reported_at"],
+            )
+            for r in rows
+        ]
 
 
 def from_settings(settings: Settings) -> MongoStore:

@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +21,20 @@ import anyio.to_thread
 import orjson
 
 from cairn.errors import InvalidCursor
-from cairn.models import Asset, BulkItemResult, Facets, searchable_labels
+from cairn.models import (
+    Asset,
+    BulkItemResult,
+    EdgeOrigin,
+    Facets,
+    JobRun,
+    ReportedEdge,
+    ReportedFacet,
+    searchable_labels,
+)
 from cairn.settings import Settings
 from cairn.sqlite import READERS, SQLiteFile, fts_query
 from catalogue_service.backends.base import (
+    LineageReport,
     PreparedWrite,
     SearchHits,
     SearchQuery,
@@ -32,8 +42,10 @@ from catalogue_service.backends.base import (
     origin,
     owner_conflict,
     stale_revision,
+    stamp,
 )
 from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
+from catalogue_service.spelling import sqlite as vocabulary
 
 # 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
 SCHEMA_VERSION = 2
@@ -68,6 +80,22 @@ CREATE INDEX IF NOT EXISTS asset_owners_seq ON asset_owners(seq);
 CREATE TABLE IF NOT EXISTS asset_deps (
     dep TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dep, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS asset_deps_seq ON asset_deps(seq);
+-- Lineage reported from outside the manifests (OpenLineage, metastores): kept apart from
+-- the assets, so rewriting an asset (a crawl) never touches it.
+CREATE TABLE IF NOT EXISTS reported_edges (
+    upstream TEXT NOT NULL, downstream TEXT NOT NULL, origin TEXT NOT NULL, run_id TEXT,
+    reported_at TEXT NOT NULL, PRIMARY KEY (upstream, downstream, origin)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reported_edges_down ON reported_edges(downstream);
+CREATE TABLE IF NOT EXISTS job_runs (
+    job_id TEXT NOT NULL, run_id TEXT NOT NULL, events BLOB NOT NULL, error TEXT,
+    updated_at TEXT NOT NULL, PRIMARY KEY (job_id, run_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_runs_recent ON job_runs(job_id, updated_at);
+CREATE TABLE IF NOT EXISTS reported_facets (
+    asset_id TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL, run_id TEXT,
+    reported_at TEXT NOT NULL, PRIMARY KEY (asset_id, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lineage_events (key TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))
+    WHERE deleted = 0;
 -- Live assets per (tag, other tag) and per (tag, type), kept current by every write, so a
 -- one-tag search reads its total and facets instead of counting them (tag_facets.py).
 CREATE TABLE IF NOT EXISTS tag_pairs (
@@ -84,6 +112,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
 """
 
 # bm25 weights per FTS column: a hit in the name counts most, then tags, columns, description.
+LOCATION = "json_extract(CAST(doc AS TEXT), '$.location')"
 BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
@@ -131,6 +160,7 @@ class _SideRows:
             " VALUES (?, ?, ?, ?, ?)",
             self.fts,
         )
+        vocabulary.count_in(conn, self.fts)
         self.facets.apply(conn)
 
 
@@ -232,6 +262,7 @@ class SQLiteStore:
         self.db = SQLiteFile(self.path, readers=readers)
         # Totals and facets of recent filters, valid until the next commit (self.db.commits).
         self._counts = _CountCache(COUNT_CACHE_SIZE)
+        self.speller = vocabulary.SQLiteSpeller(self.db)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -242,7 +273,8 @@ class SQLiteStore:
         await anyio.to_thread.run_sync(self._open)
 
     def _open(self) -> None:
-        conn = self.db.open(SCHEMA, SCHEMA_VERSION)
+        conn = self.db.open(SCHEMA + vocabulary.SCHEMA, SCHEMA_VERSION)
+        vocabulary.fill_if_missing(conn)
         # Insert-if-absent: the first process to open the file names it; later ones keep that.
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,)
@@ -360,6 +392,7 @@ class SQLiteStore:
             )
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
                 conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
+            vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
         state.wrote(asset_id, seq, name, deleted, revision, write.content_hash, stamp, row, doc)
@@ -380,6 +413,7 @@ class SQLiteStore:
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM assets_fts")
+            vocabulary.clear(conn)
             done = 0
             rows = conn.execute("SELECT seq, doc FROM assets ORDER BY seq")
             while batch := rows.fetchmany(REINDEX_BATCH):
@@ -587,6 +621,135 @@ class SQLiteStore:
             params,
         ).fetchall()
         return Facets(tags=dict(tags), types=dict(types))
+
+    # --- reported lineage ---------------------------------------------------------------------
+
+    async def by_location(self, locations: list[str]) -> dict[str, Asset]:
+        def _find(conn: sqlite3.Connection) -> dict[str, Asset]:
+            if not locations:
+                return {}
+            marks = ",".join("?" * len(locations))
+            # The expression and the WHERE match the partial index assets_location.
+            rows = conn.execute(
+                f"SELECT doc FROM assets WHERE deleted = 0 AND {LOCATION} IN ({marks})",
+                locations,
+            ).fetchall()
+            found: dict[str, Asset] = {}
+            for (doc,) in rows:
+                asset = Asset.model_validate_json(doc)
+                held = found.get(asset.location or "")
+                if held is None or (asset.volume and not held.volume):
+                    found[asset.location or ""] = asset
+            return found
+
+        return await self._read(_find)
+
+    async def record_lineage(self, report: LineageReport) -> bool:
+        return await anyio.to_thread.run_sync(self._record_sync, report)
+
+    def _record_sync(self, report: LineageReport) -> bool:
+        with self.db.transaction() as conn:
+            if report.event_key is not None:
+                seen = conn.execute(
+                    "SELECT 1 FROM lineage_events WHERE key = ?", (report.event_key,)
+                ).fetchone()
+                if seen:
+                    return False
+            conn.executemany(
+                "INSERT INTO reported_edges(upstream, downstream, origin, run_id, reported_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(upstream, downstream, origin) DO UPDATE"
+                " SET run_id = excluded.run_id, reported_at = excluded.reported_at"
+                " WHERE excluded.reported_at >= reported_edges.reported_at",
+                [
+                    (e.upstream, e.downstream, e.origin, e.run_id, stamp(e.reported_at))
+                    for e in report.edges
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO reported_facets(asset_id, kind, value, run_id, reported_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(asset_id, kind) DO UPDATE"
+                " SET value = excluded.value, run_id = excluded.run_id,"
+                " reported_at = excluded.reported_at"
+                " WHERE excluded.reported_at >= reported_facets.reported_at",
+                [
+                    (f.asset_id, f.kind, orjson.dumps(f.value), f.run_id, stamp(f.reported_at))
+                    for f in report.facets
+                ],
+            )
+            if (run := report.run) is not None:
+                row = conn.execute(
+                    "SELECT events, error FROM job_runs WHERE job_id = ? AND run_id = ?",
+                    (run.job_id, run.run_id),
+                ).fetchone()
+                events: dict[str, str] = orjson.loads(row[0]) if row else {}
+                at = stamp(run.event_time)
+                events[run.event_type] = max(events.get(run.event_type, at), at)
+                conn.execute(
+                    "INSERT OR REPLACE INTO job_runs(job_id, run_id, events, error, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        run.job_id,
+                        run.run_id,
+                        orjson.dumps(events),
+                        run.error or (row[1] if row else None),
+                        max(events.values()),
+                    ),
+                )
+            if report.event_key is not None:
+                conn.execute(
+                    "INSERT INTO lineage_events(key, at) VALUES (?, ?)",
+                    (report.event_key, stamp(datetime.now(UTC))),
+                )
+        return True
+
+    async def reported_edges(
+        self, ids: list[str], direction: str, origins: list[EdgeOrigin] | None = None
+    ) -> list[ReportedEdge]:
+        def _edges(conn: sqlite3.Connection) -> list[ReportedEdge]:
+            if not ids:
+                return []
+            column = "downstream" if direction == "up" else "upstream"
+            marks = ",".join("?" * len(ids))
+            sql = (
+                "SELECT upstream, downstream, origin, run_id, reported_at FROM reported_edges"
+                f" WHERE {column} IN ({marks})"
+            )
+            params: list[Any] = list(ids)
+            if origins:
+                sql += f" AND origin IN ({','.join('?' * len(origins))})"
+                params += origins
+            return [
+                ReportedEdge(upstream=u, downstream=d, origin=o, run_id=r, reported_at=t)
+                for u, d, o, r, t in conn.execute(sql, params)
+            ]
+
+        return await self._read(_edges)
+
+    async def job_runs(self, job_id: str, limit: int) -> list[JobRun]:
+        def _runs(conn: sqlite3.Connection) -> list[JobRun]:
+            rows = conn.execute(
+                "SELECT run_id, events, error FROM job_runs WHERE job_id = ?"
+                " ORDER BY updated_at DESC, run_id LIMIT ?",
+                (job_id, limit),
+            )
+            return [JobRun.of(job_id, r, orjson.loads(e), err) for r, e, err in rows]
+
+        return await self._read(_runs)
+
+    async def reported_facets(self, asset_id: str) -> list[ReportedFacet]:
+        def _facets(conn: sqlite3.Connection) -> list[ReportedFacet]:
+            rows = conn.execute(
+                "SELECT kind, value, run_id, reported_at FROM reported_facets WHERE asset_id = ?",
+                (asset_id,),
+            )
+            return [
+                ReportedFacet(
+                    asset_id=asset_id, kind=k, value=orjson.loads(v), run_id=r, reported_at=t
+                )
+                for k, v, r, t in rows
+            ]
+
+        return await self._read(_facets)
 
 
 def from_settings(settings: Settings) -> SQLiteStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import Request
@@ -16,11 +17,12 @@ from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from cairn.errors import NotAcceptable, Unavailable
+from cairn.errors import NotAcceptable
 from cairn.models import TableInfo
 from cairn.web import etag_matches
 from featurestore_service.api.deps import bad_param, int_param, list_param
 from featurestore_service.backends.base import StoredVersion
+from featurestore_service.blobstore import Lease
 from featurestore_service.service import FeatureStore
 from featurestore_service.tables import arrow_stream, check_columns, read_rows, write_subset
 
@@ -116,15 +118,32 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
     headers = {"etag": etag, "vary": "accept", "x-cairn-version": str(stored.version)}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    path = service.blob_path(stored)
-    if not path.exists():
-        raise Unavailable(
-            f"The Parquet file of {stored.name} version {stored.version} is missing from "
-            f"{path.parent}; restore the data folder from a backup."
-        )
+    # The file stays checked out (kept in the read cache) until the answer is sent.
+    lease = await service.checkout(stored)
+    try:
+        return await _table_response(service, stored, lease, media, columns, limit, offset, headers)
+    except BaseException:
+        lease.release()
+        raise
+
+
+async def _table_response(
+    service: FeatureStore,
+    stored: StoredVersion,
+    lease: Lease,
+    media: str,
+    columns: list[str] | None,
+    limit: int | None,
+    offset: int | None,
+    headers: dict[str, str],
+) -> Response:
+    path = lease.path
     if media == JSON:
         assert limit is not None and offset is not None
-        names, rows, total = await service.decodes.run(read_rows, path, columns, offset, limit)
+        try:
+            names, rows, total = await service.decodes.run(read_rows, path, columns, offset, limit)
+        finally:
+            lease.release()
         end = offset + limit
         page = orjson.dumps(
             {
@@ -140,18 +159,28 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
         return Response(body, media_type=JSON, headers=headers)
     if media == ARROW:
         return StreamingResponse(
-            arrow_stream(path, columns, limit, service.decodes), media_type=ARROW, headers=headers
+            _released(arrow_stream(path, columns, limit, service.decodes), lease),
+            media_type=ARROW,
+            headers=headers,
         )
     filename = f"{stored.name}-v{stored.version}.parquet"
     if columns is None and limit is None:
         # The stored file itself: the bytes that were uploaded.
-        return FileResponse(path, media_type=PARQUET, headers=headers, filename=filename)
+        return FileResponse(
+            path,
+            media_type=PARQUET,
+            headers=headers,
+            filename=filename,
+            background=BackgroundTask(lease.release),
+        )
     subset = service.blobs.temp_path(".parquet")
     try:
         await service.decodes.run(write_subset, path, subset, columns, limit)
     except BaseException:
         subset.unlink(missing_ok=True)
         raise
+    finally:
+        lease.release()
     return FileResponse(
         subset,
         media_type=PARQUET,
@@ -159,3 +188,13 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
         filename=filename,
         background=BackgroundTask(os.unlink, subset),
     )
+
+
+async def _released(
+    chunks: AsyncIterator[bytes | memoryview], lease: Lease
+) -> AsyncIterator[bytes | memoryview]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        lease.release()

@@ -116,6 +116,9 @@ class FeatureSetStore(Protocol):
     async def delete(self, name: str, version: int, now: datetime) -> StoredVersion | None:
         """Marks a version deleted (idempotent) and queues a catalogue update."""
 
+    async def named_blobs(self, blobs: list[str]) -> set[str]:
+        """Those of ``blobs`` (sha256 hashes) that a version, deleted or not, names."""
+
     async def outbox_due(self, now: float, limit: int) -> list[OutboxEntry]: ...
 
     async def outbox_next_due(self) -> float | None:

@@ -137,7 +137,15 @@ async def _schema_v1(db: AsyncDatabase) -> None:
     await heads.create_index([("terms", ASCENDING)], name="terms")
 
 
-MIGRATIONS = {1: _schema_v1}
+async def _schema_v2(db: AsyncDatabase) -> None:
+    # The blob sweeper's question: which of these files does a version name?
+    for collection in (VERSIONS, DELETIONS):
+        await db.get_collection(collection).create_index(
+            [("blob", ASCENDING)], name="blob", sparse=True
+        )
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
 
 
 def _micros(moment: datetime) -> int:
@@ -541,6 +549,17 @@ class MongoFeatureStore:
         return await self._versions.find_one(
             {"$and": [query, {"version": {"$nin": sorted(deleted)}}]}, fields, sort=newest
         )
+
+    async def named_blobs(self, blobs: list[str]) -> set[str]:
+        if not blobs:
+            return set()
+        query = {"blob": {"$in": [literal(b) for b in blobs]}}
+        async with unavailable("the read"):
+            found: set[str] = set()
+            for collection in (self._versions, self._deletions):
+                async for row in collection.find(query, {"blob": 1, "_id": 0}):
+                    found.add(row["blob"])
+        return found
 
     async def get(self, name: str, version: int) -> StoredVersion | None:
         key = {"name": literal(name), "version": literal(version)}

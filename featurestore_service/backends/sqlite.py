@@ -4,7 +4,7 @@ Each version is one row holding its JSON document (ready to send) and a summary 
 ``UNIQUE(name, version)`` and ``BEGIN IMMEDIATE`` make version assignment safe across threads
 and processes. ``latest`` points at the newest live version of each name, ``outbox`` holds the
 catalogue registrations written in the same transaction as the versions they describe.
-Tabular payloads live in content-addressed Parquet files (``featurestore_service.blobs``);
+Tabular payloads live in content-addressed Parquet files (``featurestore_service.blobstore``);
 rows here only name them.
 """
 
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS versions (
     summary      BLOB NOT NULL,
     UNIQUE (name, version)
 );
+-- The blob sweeper's question: which of these files does a version name?
+CREATE INDEX IF NOT EXISTS versions_blob ON versions(blob) WHERE blob IS NOT NULL;
 CREATE TABLE IF NOT EXISTS latest (
     name    TEXT PRIMARY KEY,
     name_lc TEXT NOT NULL,
@@ -343,6 +345,16 @@ class SQLiteFeatureStore:
         return Hits(docs=[r[1] for r in rows], total=total, next_cursor=next_cursor)
 
     # --- outbox -------------------------------------------------------------------------------
+
+    async def named_blobs(self, blobs: list[str]) -> set[str]:
+        def run(conn: sqlite3.Connection) -> set[str]:
+            marks = ",".join("?" * len(blobs))
+            sql = f"SELECT DISTINCT blob FROM versions WHERE blob IN ({marks})"
+            return {row[0] for row in conn.execute(sql, blobs)}
+
+        if not blobs:
+            return set()
+        return await self.db.read(run)
 
     async def outbox_due(self, now: float, limit: int) -> list[OutboxEntry]:
         def run(conn: sqlite3.Connection) -> list[OutboxEntry]:

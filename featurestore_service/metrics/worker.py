@@ -121,17 +121,18 @@ class ProfileWorker:
 
     async def profile(self, record: ProfileRecord) -> None:
         try:
-            path = self.service.blobs.path(record.source["blob"])
             checks = await self.store.get_checks(record.subject)
             declared = [Check.model_validate(c) for c in checks]
-            profile = await anyio.to_thread.run_sync(
-                _compute,
-                path,
-                self.settings.metrics_sample_rows,
-                record.version,
-                declared,
-                limiter=self._limiter,
-            )
+            what = f"{record.subject} version {record.version}"
+            async with self.service.blobs.local(record.source["blob"], what) as path:
+                profile = await anyio.to_thread.run_sync(
+                    _compute,
+                    path,
+                    self.settings.metrics_sample_rows,
+                    record.version,
+                    declared,
+                    limiter=self._limiter,
+                )
             previous = await self.store.previous(record.subject, record.version)
             if previous is not None and previous.profile is not None:
                 self._drift(previous, profile)

@@ -268,8 +268,8 @@ class Materializer:
             done = await self.online.begin(stored.name, table, pinned=pinned)
             if done:
                 log.info("resuming %s version %d at row group %d", stored.name, table.version, done)
-            path = self.service.blob_path(stored)
-            chunks = batches(path, table, spec.timestamp, spec.created_timestamp, done)
+            lease = await self.service.checkout(stored)
+            chunks = batches(lease.path, table, spec.timestamp, spec.created_timestamp, done)
             rows = 0
             try:
                 while True:
@@ -281,6 +281,7 @@ class Materializer:
                     await self.online.write(stored.name, table.version, batch, progress)
             finally:
                 chunks.close()
+                lease.release()
             switched = await self.online.switch(stored.name, table.version, datetime.now(UTC))
             if not switched:
                 return None

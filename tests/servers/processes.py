@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -69,6 +71,18 @@ def stop_group(proc: subprocess.Popen[Any], first: int = signal.SIGINT, grace: f
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def untimed(fn: Callable[[], T]) -> T:
+    """``fn()`` with pytest-timeout's per-test alarm paused: that alarm covers fixture set-up,
+    and a first-time build of a server (minutes on a busy machine) is not a hung test. The
+    build's own step timeout still bounds it; the alarm resumes with the time it had left."""
+    remaining, interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        return fn()
+    finally:
+        if remaining:
+            signal.setitimer(signal.ITIMER_REAL, remaining, interval)
 
 
 def terminate(proc: subprocess.Popen[Any], grace: float = 10) -> None:

@@ -39,6 +39,10 @@ MANIFEST_FIELDS = (
 )
 
 
+# Runs of a job shown on its page, the latest first.
+RUNS_SHOWN = 20
+
+
 def lineage_options(request: Request) -> tuple[str, int]:
     direction = request.query_params.get("direction", "both")
     if direction not in DIRECTIONS:
@@ -123,7 +127,15 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
     lineage_call = api.lineage(asset_id, direction, depth)
     asset_res: dict[str, Any] | BaseException
     lineage_res: dict[str, Any] | BaseException
-    asset_res, lineage_res = await asyncio.gather(asset_call, lineage_call, return_exceptions=True)
+    columns_res: dict[str, Any] | BaseException
+    runs_res: list[dict[str, Any]] | BaseException
+    asset_res, lineage_res, columns_res, runs_res = await asyncio.gather(
+        asset_call,
+        lineage_call,
+        api.columns(asset_id),
+        api.runs(asset_id, RUNS_SHOWN),
+        return_exceptions=True,
+    )
     if isinstance(asset_res, ServiceDown):
         note_down(request, asset_res)
         return render(
@@ -158,10 +170,24 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
 
         drawing = layout(lineage_res, href)
 
+    reported_error = None
+    for answer in (columns_res, runs_res):
+        if isinstance(answer, ServiceDown):
+            note_down(request, answer)
+            reported_error = "The catalogue did not answer; runs and column lineage are not shown."
+        elif isinstance(answer, ApiError):
+            reported_error = answer.detail
+        elif isinstance(answer, BaseException):
+            raise answer
+    columns = columns_res if isinstance(columns_res, dict) else {}
     return render(
         request,
         "asset.html",
         asset=asset,
+        column_lineage=sorted((columns.get("columns") or {}).items()),
+        reported=columns,
+        runs=runs_res if isinstance(runs_res, list) else [],
+        reported_error=reported_error,
         labels=list((asset.get("labels") or {}).items()),
         schema=[c for c in asset.get("schema") or [] if isinstance(c, dict)],
         manifest=manifest_yaml(asset),

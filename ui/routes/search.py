@@ -48,7 +48,8 @@ async def search(request: Request, api: ReaderDep) -> HTMLResponse:
         "search.html",
         status_code=status,
         state=state,
-        words=terms(state.q),
+        # Results of the fuzzy fallback answer the corrected query: highlight its words.
+        words=terms(result["did_you_mean"] if result and result.get("fuzzy") else state.q),
         result=result,
         notices=notices,
         suggestions=suggestions,

@@ -134,7 +134,7 @@ async def search_assets(request: Request) -> Response:
     # parameter machinery cost a third of its time. SEARCH_PARAMETERS documents them.
     # GET requests are answered before they reach here (api/fast_search.py), the same way.
     query = parse_search(request.query_params)
-    hits = await request.app.state.catalogue.search(query)
+    hits = await request.app.state.catalogue.search(query, typos=True)
     return Response(splice_page(hits), media_type="application/json")
 
 

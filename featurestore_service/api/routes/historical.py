@@ -11,7 +11,7 @@ from cairn.openapi import problems
 from cairn.web import CairnRoute
 from featurestore_service.api.deps import ReadGuard, bad_param
 from featurestore_service.api.representations import ARROW, PARQUET, negotiate
-from featurestore_service.historical import VERSIONS_HEADER, HistoricalFeatures, stream
+from featurestore_service.historical import VERSIONS_HEADER, HistoricalFeatures, release, stream
 from featurestore_service.pit.entity_frame import ARROW as ARROW_KIND
 from featurestore_service.pit.entity_frame import PARQUET as PARQUET_KIND
 
@@ -90,13 +90,16 @@ async def historical_features(request: Request) -> Response:
         raise NotAcceptable(f"The answer is sent as {ARROW} or {PARQUET}; ask for one in Accept.")
     references = request.query_params.getlist("features")
     full = _flag(request, "full_feature_names")
-    tables = await historical.resolve(references, full)
-    spooled = await historical.spool(request.stream())
+    tables, leases = await historical.resolve(references, full)
     try:
-        job = await anyio.to_thread.run_sync(historical.plan, spooled, kind, tables)
-    except BaseException:
-        spooled.unlink(missing_ok=True)
-        raise
+        spooled = await historical.spool(request.stream())
+        try:
+            job = await anyio.to_thread.run_sync(historical.plan, spooled, kind, tables)
+        except BaseException:
+            spooled.unlink(missing_ok=True)
+            raise
+    finally:
+        release(leases)  # the plan has read the tables into the engine's indexes
     versions = job.schema.metadata[b"cairn.feature_versions"].decode()
     headers = {VERSIONS_HEADER: versions, "x-cairn-rows": str(job.num_rows)}
     if media == PARQUET:

@@ -1,0 +1,241 @@
+"""The crawl's pipeline: work handed out as soon as it is found, results taken back by path,
+and pushes that run while the next batch is assembled.
+
+A cold crawl spends its time in four places: the walk, parsing manifests, reading schemas and
+the catalogue's ingest. Run one after the other, one core sat idle through most of it. Here:
+
+- :class:`WorkPool` takes parse and schema jobs while the walk is still going and sends them
+  in chunks to worker processes (threads on a remote volume, where the wait is the network);
+  the caller asks for each result by path, in the order it needs them, so what it builds and
+  pushes keeps its order (sorted manifest paths) whatever order the workers finish in. Queues
+  are bounded by what was submitted: the walk finds at most that many paths.
+- :class:`PushThread` sends batches to the catalogue from a thread (the wait is the
+  catalogue's), at most ``depth`` batches ahead of it, and hands back each batch's answer to
+  the crawl's own thread, which keeps every report and state change.
+
+Small crawls never start a process: below ``parallel_threshold`` jobs, work runs in the
+caller's own process when its result is asked for.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from connectors import Volume
+from crawler.push import CataloguePusher
+
+ChunkFn = Callable[[list[str]], list[Any]]  # runs in a worker process, on its own volume
+OneFn = Callable[[Volume, str], Any]  # runs in this process (or a thread) on the given volume
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    chunk_fn: ChunkFn
+    one_fn: OneFn
+    chunk: int  # paths per job sent to a worker process
+
+
+class WorkPool:
+    """Jobs by stage and path; a result is computed once, whoever asks first."""
+
+    def __init__(
+        self,
+        volume: Volume,
+        stages: Sequence[Stage],
+        *,
+        workers: int,
+        remote_threads: int,
+        parallel_threshold: int,
+        initializer: Callable[[str], None],
+        preload: Sequence[str],
+    ) -> None:
+        self.volume = volume
+        self.stages = {s.name: s for s in stages}
+        self._workers = workers
+        self._remote_threads = remote_threads
+        self._threshold = parallel_threshold
+        self._initializer = initializer
+        self._preload = list(preload)
+        self._remote = not volume.url.startswith("file:")
+        self._executor: Executor | None = None
+        # stage -> paths not yet sent, in order (a dict: ordered, and found or dropped at once)
+        self._buffered: dict[str, dict[str, None]] = {s.name: {} for s in stages}
+        # (stage, path) -> (future of its chunk, position in the chunk); None: run here
+        self._jobs: dict[tuple[str, str], tuple[Future[list[Any]], int] | None] = {}
+        self._done: dict[tuple[str, str], Any] = {}
+        self._submitted = 0
+
+    def __enter__(self) -> WorkPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    @property
+    def parallel(self) -> bool:
+        return self._executor is not None
+
+    def submit(self, stage: str, path: str) -> None:
+        """Queues a job; it goes to the workers once its chunk is full (or on ``flush``)."""
+        key = (stage, path)
+        if key in self._jobs or key in self._done:
+            return
+        self._jobs[key] = None
+        self._submitted += 1
+        buffered = self._buffered[stage]
+        buffered[path] = None
+        if self._executor is None and self._submitted >= self._start_at():
+            self._start()
+        if self._executor is not None and len(buffered) >= self._chunk(stage):
+            self._send(stage)
+
+    def flush(self, stage: str | None = None) -> None:
+        """Sends every queued job (of one stage, or all) now: no more are coming soon."""
+        if self._executor is None and self._submitted >= self._start_at():
+            self._start()
+        for name in [stage] if stage else list(self.stages):
+            if self._executor is not None and self._buffered[name]:
+                self._send(name)
+
+    def done(self, stage: str, path: str) -> bool:
+        """True when ``result`` would not wait for a worker (work run here does not count)."""
+        key = (stage, path)
+        if key in self._done:
+            return True
+        job = self._jobs.get(key)
+        if job is None:
+            return self._executor is None
+        return job[0].done()
+
+    def result(self, stage: str, path: str, *, forget: bool = False) -> Any:
+        """The job's result (waiting for it); ``forget`` when no one will ask again, so that
+        it is not held until the crawl ends."""
+        key = (stage, path)
+        if key in self._done:
+            return self._done.pop(key) if forget else self._done[key]
+        if key not in self._jobs:
+            self.submit(stage, path)
+        job = self._jobs[key]
+        if job is None and self._executor is not None and path in self._buffered[stage]:
+            self._send(stage)
+            job = self._jobs[key]
+        if job is None:
+            # A small crawl: computed here, when first needed.
+            result = self.stages[stage].one_fn(self.volume, path)
+            del self._buffered[stage][path]
+        else:
+            future, index = job
+            result = future.result()[index]
+        del self._jobs[key]
+        if not forget:
+            self._done[key] = result
+        return result
+
+    # -- pieces --
+
+    def _start_at(self) -> int:
+        if self._remote:
+            return 2  # remote reads wait on the network: overlap them from the second on
+        return self._threshold if self._workers > 1 else 1 << 62
+
+    def _chunk(self, stage: str) -> int:
+        return 1 if self._remote else self.stages[stage].chunk
+
+    def _start(self) -> None:
+        if self._remote:
+            # The volume is shared: the remote connectors' clients are thread-safe.
+            self._executor = ThreadPoolExecutor(self._remote_threads)
+            return
+        # forkserver: forking this process could copy a lock held by a scheduler thread
+        # (--every, --config); the fork server is a clean process with the modules preloaded.
+        # It starts while the walk goes on, so its imports cost no wall time.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(self._preload)
+        self._executor = ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=context,
+            initializer=self._initializer,
+            initargs=(self.volume.url,),
+        )
+
+    def _send(self, stage: str) -> None:
+        assert self._executor is not None
+        paths = list(self._buffered[stage])
+        self._buffered[stage] = {}
+        spec = self.stages[stage]
+        future: Future[list[Any]]
+        if self._remote:
+            future = self._executor.submit(_run_here, spec.one_fn, self.volume, paths)
+        else:
+            future = self._executor.submit(spec.chunk_fn, paths)
+        for index, path in enumerate(paths):
+            self._jobs[(stage, path)] = (future, index)
+
+
+def _run_here(one_fn: OneFn, volume: Volume, paths: list[str]) -> list[Any]:
+    return [one_fn(volume, p) for p in paths]
+
+
+class PushThread:
+    """Sends batches from a thread; answers come back in order through ``answers()``."""
+
+    def __init__(self, pusher: CataloguePusher, depth: int = 2) -> None:
+        self._pusher = pusher
+        self._todo: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=depth)
+        self._answers: queue.SimpleQueue[tuple[list[dict[str, Any]], Any]] = queue.SimpleQueue()
+        # CatalogueUnreachable after every retry; anything else is a bug, re-raised all the same
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="cairn-crawl-push", daemon=True)
+        self._thread.start()
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        """Queues a batch (waits while ``depth`` batches are queued); raises once a push
+        failed, so the crawl stops building what cannot be sent."""
+        if self.error is not None:
+            raise self.error
+        self._todo.put(batch)
+
+    def answers(self) -> list[tuple[list[dict[str, Any]], Any]]:
+        """(batch, BulkResponse) for every batch answered since the last call, in order."""
+        out = []
+        while True:
+            try:
+                out.append(self._answers.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        """Waits for every queued batch; raises the push's failure, if one failed. After a
+        failure the thread still takes (and drops) what is queued, so this never blocks."""
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            batch = self._todo.get()
+            if batch is None:
+                return
+            if self.error is not None:
+                continue  # drained, never sent: the crawl re-sends it next time
+            wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+            try:
+                result = self._pusher.bulk(wire)
+            except Exception as exc:  # handed to the crawl's thread, raised there
+                self.error = exc
+                continue
+            self._answers.put((batch, result))

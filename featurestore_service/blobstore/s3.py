@@ -1,0 +1,221 @@
+"""Blobs under an S3 prefix (``s3://bucket/prefix``), on AWS or any S3-compatible store
+(``CAIRN_S3_ENDPOINT``, ``CAIRN_S3_ADDRESSING_STYLE``), with the credentials, client settings
+and ranged reads of the ``s3://`` connector (``connectors.s3``).
+
+A put streams the local file as a multipart upload, ``CHUNK`` bytes a part (S3's parts are at
+least 5 MiB, so a blob smaller than one part goes in a single PutObject instead), then
+completes it: the object appears whole or not at all. Both carry ``If-None-Match: *`` so an
+object already stored is left alone. A failure aborts the multipart upload, whose parts are then
+gone; uploads a crash left incomplete are aborted by the sweeper (:meth:`remove_partial`),
+and a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) does the same on AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cairn.settings import get_settings
+from connectors.base import normalize_relpath
+from connectors.errors import EntryNotFound, VolumeError
+from connectors.s3 import S3Volume, make_client
+from featurestore_service.blobstore.base import (
+    CHUNK,
+    KEY,
+    BlobError,
+    BlobInfo,
+    BlobMissing,
+    check_key,
+)
+
+log = logging.getLogger("cairn.featurestore.blobs")
+_EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+class S3BlobStore:
+    def __init__(self, volume: S3Volume, client: Any, bucket: str, prefix: str) -> None:
+        self.volume = volume  # the bucket as the connector sees it: ranged reads
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix  # '' or 'a/b'
+        self.url = f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+
+    @classmethod
+    def from_url(cls, url: str) -> S3BlobStore:
+        parts = urlsplit(url)
+        bucket_url = f"s3://{parts.netloc}"
+        try:
+            prefix = normalize_relpath(unquote(parts.path).lstrip("/"))
+            client = make_client(get_settings())
+            try:
+                # The volume is the bucket itself: the store's prefix need not exist yet.
+                volume = S3Volume.from_url(bucket_url)
+            except EntryNotFound:
+                _make_bucket(client, parts.netloc)
+                volume = S3Volume.from_url(bucket_url)
+        except VolumeError as exc:
+            raise BlobError(f"cannot open the blob store {url}: {exc}") from None
+        return cls(volume, client, volume.bucket, prefix)
+
+    def _rel(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, key: str) -> BlobError:
+        reason = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        return BlobError(f"{self.url}: {key}: S3 error {reason}")
+
+    def put(self, key: str, source: BinaryIO) -> bool:
+        name = self._rel(key)
+        if self.exists(key):
+            return False
+        first = source.read(CHUNK)
+        try:
+            # A short read is the end only if the next read says so (it may also fail).
+            if len(first) < CHUNK and not (more := source.read(CHUNK)):
+                self.volume.requests += 1
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=first, IfNoneMatch="*")
+                return True
+            if len(first) < CHUNK:
+                first += more
+            return self._multipart(name, first, source)
+        except ClientError as exc:
+            if _code(exc) in _EXISTS:  # a concurrent put of the same bytes came first
+                return False
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+
+    def _multipart(self, name: str, first: bytes, source: BinaryIO) -> bool:
+        self.volume.requests += 1
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            piece = first
+            while piece:
+                number = len(parts) + 1
+                self.volume.requests += 1
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=number, Body=piece
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                piece = source.read(CHUNK)
+            self.volume.requests += 1
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=name,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            # The parts must not linger (S3 bills and keeps them until aborted).
+            try:
+                self.volume.requests += 1
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload)
+            except (ClientError, BotoCoreError):
+                pass  # the sweeper's remove_partial aborts it later
+            raise
+        return True
+
+    def exists(self, key: str) -> bool:
+        name = self._rel(key)
+        try:
+            self.volume.requests += 1
+            self.client.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        return True
+
+    def open(self, key: str) -> BinaryIO:
+        name = self._rel(key)
+        try:
+            return self.volume.open(name)
+        except EntryNotFound:
+            raise BlobMissing(f"no blob {key} in {self.url}") from None
+        except VolumeError as exc:
+            raise BlobError(f"{self.url}: {exc}") from None
+
+    def delete(self, key: str) -> None:
+        name = self._rel(key)
+        try:
+            self.volume.requests += 1
+            self.client.delete_object(Bucket=self.bucket, Key=name)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, key) from None
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=start, Delimiter="/"
+        )
+        try:
+            for page in pages:
+                self.volume.requests += 1
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(start) :]
+                    if KEY.match(name):
+                        yield BlobInfo(name, int(item["Size"]), item["LastModified"].timestamp())
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "listing") from None
+
+    def remove_partial(self, before: float) -> int:
+        start = f"{self.prefix}/" if self.prefix else ""
+        removed = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=start
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < before:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "incomplete uploads") from None
+        return removed
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def close(self) -> None:
+        self.volume.close()
+        self.client.close()
+
+
+def _make_bucket(client: Any, bucket: str) -> None:
+    """Creates a missing bucket (a new deployment's first start); refused when the identity
+    may not, with what to do."""
+    region = client.meta.region_name
+    options: dict[str, Any] = {}
+    if region and region != "us-east-1":
+        options["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(Bucket=bucket, **options)
+    except ClientError as exc:
+        if _code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return
+        raise BlobError(
+            f"bucket {bucket!r} does not exist and could not be created ({_code(exc)}); "
+            "create it, or give the feature store's identity s3:CreateBucket"
+        ) from None
+    except BotoCoreError as exc:
+        raise BlobError(f"bucket {bucket!r} could not be created ({type(exc).__name__})") from None
+    log.info("created the blob bucket %s", bucket)
+
+
+def _code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code") or status)

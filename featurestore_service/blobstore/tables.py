@@ -1,0 +1,384 @@
+"""Content-addressed Parquet files of tabular feature sets, on any :class:`BlobStore`.
+
+An upload is streamed to a temporary file on the local disk (never held in memory), hashed on
+the way, checked there to be readable Parquet within the decoded-size limits (table_limits.py)
+and fsynced; only then is it put in the blob store as ``<sha256>.parquet`` (a rename on the
+local store, a multipart upload, staged blocks or a WebHDFS CREATE elsewhere), and only then
+does a version row name it. Equal uploads share one blob.
+
+No orphans. A failed, rejected or abandoned upload puts nothing in the store. When the version
+row cannot be written, the blob this upload put there is deleted again, unless an upload of the
+same bytes in this process still needs it or has been stored. What a crash (kill -9) or another
+process's failure leaves is found by the sweeper (``sweep``): on start-up and then every
+``CAIRN_BLOBS_SWEEP_INTERVAL`` seconds it deletes blobs that no version names and that are
+older than ``CAIRN_BLOBS_SWEEP_GRACE`` (the grace covers uploads between their put and their
+version row), and the leftovers of uploads cut short. An upload that found its blob already
+stored checks after its version row is written that the blob is still there (a sweep may have
+taken it as an orphan meanwhile) and puts it again if not.
+
+Reads: ``checkout`` gives a local path. The local store's files are read in place; blobs of a
+remote store go through a bounded read-through cache (``cache.py`` says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio.to_thread
+from starlette.requests import ClientDisconnect
+
+from cairn.errors import BadRequest, Unavailable
+from cairn.models import TableInfo
+from cairn.settings import Settings
+from connectors.errors import EntryNotFound, VolumeError
+from featurestore_service.blobstore.base import (
+    BlobError,
+    BlobInfo,
+    BlobMissing,
+    BlobStore,
+    blob_key,
+)
+from featurestore_service.blobstore.cache import Lease, ReadCache
+from featurestore_service.blobstore.parquet import inspect_parquet
+from featurestore_service.blobstore.registry import open_blob_store
+from featurestore_service.table_limits import TableLimits
+from featurestore_service.tables import DecodeSlots
+
+log = logging.getLogger("cairn.featurestore.blobs")
+
+FLUSH_BYTES = 4 * 1024 * 1024  # write to disk (off the event loop) in pieces of this size
+SWEEP_BATCH = 500  # blob names asked of the database at once
+
+
+class UploadCutShort(BadRequest):
+    """The client closed the connection before the whole body arrived (nobody reads the 400)."""
+
+    title = "Upload cut short"
+
+
+@dataclass(slots=True)
+class _Claim:
+    """Uploads of one content hash under way in this process."""
+
+    uploads: int = 0
+    installed: bool = False  # one of them put the blob in the store: it was not there before
+    stored: bool = False  # a version row names the blob (or may: the store could not say)
+
+
+@dataclass(slots=True)
+class Blob:
+    sha256: str
+    path: Path  # a local copy of the upload, readable until the ingest block ends
+    info: TableInfo
+    _claim: _Claim | None = None
+
+    def keep(self) -> None:
+        """Keeps the blob although the write that was to name it failed (it may have landed)."""
+        if self._claim is not None:
+            self._claim.stored = True
+
+
+@dataclass(slots=True)
+class SweepReport:
+    checked: int = 0
+    removed: int = 0
+    partial: int = 0
+
+
+class TableBlobs:
+    """The uploads, reads and sweeps of table files, on top of one blob store.
+
+    ``work`` is a local folder for uploads on their way in (``tmp``) and, with a remote store,
+    the read cache (``cache``); with the default local store it is the store's own folder, so
+    an upload is renamed into place rather than copied.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        work: Path,
+        limits: TableLimits,
+        decodes: DecodeSlots,
+        cache_bytes: int,
+    ):
+        self.store = store
+        self.root = Path(work)
+        self.tmp = self.root / "tmp"
+        self.limits = limits
+        self.decodes = decodes
+        self.cache = ReadCache(self.root / "cache", cache_bytes)
+        self.remote = store.local_path(blob_key("0" * 64)) is None
+        self._claims: dict[str, _Claim] = {}
+        self.last_sweep: SweepReport | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        limits: TableLimits | None = None,
+        decodes: DecodeSlots | None = None,
+    ) -> TableBlobs:
+        """The store ``CAIRN_BLOBS_URL`` names (the data folder's by default)."""
+        url = settings.blobs_url or str(settings.featurestore_blobs)
+        try:
+            store = open_blob_store(url)
+        except BlobError as exc:
+            raise BlobError(f"CAIRN_BLOBS_URL: {exc}") from None
+        return cls(
+            store,
+            settings.featurestore_blobs,
+            limits or TableLimits.from_settings(settings),
+            decodes or DecodeSlots(settings.table_decode_concurrency),
+            settings.blobs_cache_bytes,
+        )
+
+    def open(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():  # this process's own spools, cut short by a crash
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+        if self.remote:
+            self.cache.open()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def temp_path(self, suffix: str) -> Path:
+        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def ingest(
+        self,
+        chunks: AsyncIterator[bytes],
+        check: Callable[[Path, TableInfo], None] | None = None,
+    ) -> AsyncIterator[Blob]:
+        """Streams ``chunks`` to disk, checks they are Parquet and stores them by content.
+
+        ``check`` (run in a decode slot before the blob is stored) may refuse the file for
+        what it holds, say a feature-table declaration that does not fit; nothing is kept.
+        The blob is yielded while the caller writes the version row that names it; when that
+        fails, the blob goes again if this upload put it there and nothing else needs it.
+        """
+        part = self.temp_path(".part")
+        claim: _Claim | None = None
+        sha256 = ""
+        created = False
+        try:
+            size, sha256 = await self._receive(chunks, part)
+            info = await self.decodes.run(inspect_parquet, part, size, sha256, self.limits)
+            if check is not None:
+                await self.decodes.run(check, part, info)
+            key = blob_key(sha256)
+            # Claimed before the store is asked, so a concurrent upload of the same bytes sees
+            # the claim whichever of the two puts the blob.
+            claim = self._claims.setdefault(sha256, _Claim())
+            claim.uploads += 1
+            created = await self._put(key, part)
+            if created:
+                claim.installed = True
+            local = self.store.local_path(key) if not part.exists() else part
+            yield Blob(sha256=sha256, path=local or part, info=info, _claim=claim)
+            claim.stored = True
+            if not created and part.exists():
+                try:
+                    await self._still_there(key, part)
+                except Exception as exc:  # the version is stored: report, do not fail it
+                    log.warning("could not check that %s is still stored: %s", key, exc)
+        finally:
+            part.unlink(missing_ok=True)
+            if claim is not None:
+                self._release(sha256, claim)
+
+    async def _put(self, key: str, part: Path) -> bool:
+        def put() -> bool:
+            with part.open("rb") as source:
+                return self.store.put(key, source)
+
+        try:
+            return await anyio.to_thread.run_sync(put)
+        except Exception as exc:
+            # The source is a checked local file: whatever failed is the store (unreachable,
+            # refused, cut off), and the backends leave nothing behind when a put fails.
+            reason = str(exc) if isinstance(exc, BlobError | VolumeError) else type(exc).__name__
+            log.warning("could not store %s in %s: %s", key, self.store.url, reason)
+            raise Unavailable(
+                f"The table could not be stored in the blob store ({reason}); nothing was kept, "
+                "try again."
+            ) from None
+
+    async def _still_there(self, key: str, part: Path) -> None:
+        """Puts the blob again when a sweep took it between this upload's check and its row."""
+        if await anyio.to_thread.run_sync(self.store.exists, key):
+            return
+        log.warning("%s was swept while a new version came to name it; storing it again", key)
+        await self._put(key, part)
+
+    def _release(self, sha256: str, claim: _Claim) -> None:
+        claim.uploads -= 1
+        if claim.uploads:
+            return
+        del self._claims[sha256]
+        if claim.installed and not claim.stored:
+            # Sync on purpose: this runs while a failure (or a cancellation) unwinds.
+            try:
+                self.store.delete(blob_key(sha256))
+            except BlobError as exc:
+                log.warning("could not remove %s.parquet (%s); the sweeper will", sha256, exc)
+                return
+            log.info("removed %s.parquet: its version could not be stored", sha256)
+
+    async def _receive(self, chunks: AsyncIterator[bytes], part: Path) -> tuple[int, str]:
+        """Writes the body to ``part``; its size and SHA-256."""
+        digest = hashlib.sha256()
+        handle: BinaryIO = await anyio.to_thread.run_sync(part.open, "wb")
+        size = 0
+        try:
+            pending: list[bytes] = []
+            pending_bytes = 0
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                if pending_bytes >= FLUSH_BYTES:
+                    await anyio.to_thread.run_sync(_append, handle, digest, pending)
+                    size += pending_bytes
+                    pending, pending_bytes = [], 0
+            if pending:
+                await anyio.to_thread.run_sync(_append, handle, digest, pending)
+                size += pending_bytes
+            if size == 0:
+                raise BadRequest(
+                    "The request body is empty; send the Parquet file as the body "
+                    "(content-type application/vnd.apache.parquet)."
+                )
+            await anyio.to_thread.run_sync(_sync_close, handle)
+        except ClientDisconnect:
+            # An expected event, not a server fault: one line, no traceback.
+            log.warning("upload cut short by the client after %d bytes; nothing stored", size)
+            raise UploadCutShort(
+                f"The connection closed after {size} bytes of the body; send the whole file."
+            ) from None
+        finally:
+            if not handle.closed:
+                handle.close()
+        return size, digest.hexdigest()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def checkout(self, sha256: str, what: str = "a table") -> Lease:
+        """A local path to the blob until the lease is released; 503 when it cannot be had."""
+        key = blob_key(sha256)
+        local = self.store.local_path(key)
+        try:
+            if local is not None:
+                if not local.is_file():
+                    raise BlobMissing(f"no blob {key}")
+                return Lease(local)
+            return await self.cache.checkout(key, lambda: self.store.open(key))
+        except (BlobMissing, EntryNotFound):  # the second: gone between open and read
+            raise Unavailable(
+                f"The Parquet file of {what} ({key}) is missing from the blob store "
+                f"{self.store.url}; restore it from a backup."
+            ) from None
+        except (BlobError, VolumeError, OSError) as exc:
+            raise Unavailable(
+                f"The Parquet file of {what} could not be read from the blob store ({exc}); "
+                "try again."
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def local(self, sha256: str, what: str = "a table") -> AsyncIterator[Path]:
+        lease = await self.checkout(sha256, what)
+        try:
+            yield lease.path
+        finally:
+            lease.release()
+
+    # --- orphans ------------------------------------------------------------------------------
+
+    async def sweep(
+        self, named: Callable[[list[str]], Awaitable[set[str]]], grace: float
+    ) -> SweepReport:
+        """Deletes blobs no version names (``named`` says which of some hashes are named)
+        that were written more than ``grace`` seconds ago, and stale partial uploads."""
+        report = SweepReport()
+        before = time.time() - grace
+        listing = self.store.list_blobs()
+        while True:
+            batch = await anyio.to_thread.run_sync(_take, listing, SWEEP_BATCH)
+            if not batch:
+                break
+            report.checked += len(batch)
+            old = {b.key[:-8] for b in batch if b.modified < before}
+            old -= self._claims.keys()  # an upload of this process is about to name it
+            if not old:
+                continue
+            keep = await named(sorted(old))
+            for sha256 in sorted(old - keep):
+                await anyio.to_thread.run_sync(self.store.delete, blob_key(sha256))
+                report.removed += 1
+                log.info("swept %s.parquet: no version names it", sha256)
+        report.partial = await anyio.to_thread.run_sync(self.store.remove_partial, before)
+        self.last_sweep = report
+        return report
+
+
+async def sweep_forever(
+    blobs: TableBlobs,
+    named: Callable[[list[str]], Awaitable[set[str]]],
+    grace: float,
+    interval: float,
+) -> None:
+    """Sweeps at start-up, then every ``interval`` seconds; a failed sweep is logged and the
+    next one tries again (orphans cost space, not correctness)."""
+    while True:
+        try:
+            report = await blobs.sweep(named, grace)
+            log.info(
+                "blob sweep of %s: %d blobs checked, %d orphans and %d partial uploads removed",
+                blobs.store.url,
+                report.checked,
+                report.removed,
+                report.partial,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "blob sweep of %s failed (%s); next try in %.0f s", blobs.store.url, exc, interval
+            )
+        await asyncio.sleep(interval)
+
+
+def _take(iterator: Iterator[BlobInfo], count: int) -> list[BlobInfo]:
+    items = []
+    for item in iterator:
+        items.append(item)
+        if len(items) == count:
+            break
+    return items
+
+
+def _append(handle: BinaryIO, digest: hashlib._Hash, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        digest.update(piece)
+        handle.write(piece)
+
+
+def _sync_close(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()

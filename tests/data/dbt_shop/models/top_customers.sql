@@ -1,0 +1,1 @@
+select name, total from {{ ref('customer_totals') }} where total > 6

@@ -1,0 +1,43 @@
+"""Jars resolved from Maven Central for a test server, cached per version of its pom.xml."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from tests.servers.processes import cache_dir, locked, run_step
+
+
+def resolve_libs(name: str, pom_dir: Path, *, what: str) -> Path:
+    """The folder of ``pom_dir/pom.xml``'s dependencies (``mvn dependency:copy-dependencies``)
+    under ``~/.cache/cairn/<name>/``; resolved once, again only when the pom changes. The local
+    Maven repository is kept beside it, so a changed pom downloads only what is new."""
+    key = hashlib.sha256((pom_dir / "pom.xml").read_bytes()).hexdigest()[:16]
+    base = cache_dir(name)
+    libs = base / f"libs-{key}"
+    with locked(base / ".lock"):
+        if not libs.is_dir():
+            partial = base / f"libs-{key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            run_step(
+                f"resolving {what} from Maven Central (mvn dependency:copy-dependencies)",
+                [
+                    "mvn",
+                    "-B",
+                    "-q",
+                    f"-Dmaven.repo.local={base / 'm2'}",
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={partial}",
+                ],
+                timeout=1800,
+                cwd=pom_dir,
+            )
+            partial.replace(libs)  # only a complete download is ever used
+    return libs
+
+
+def classpath(*entries: Path, libs: Path) -> str:
+    """``entries`` (configuration folders first) followed by every jar in ``libs``."""
+    jars = sorted(str(p) for p in libs.glob("*.jar"))
+    return ":".join([*(str(e) for e in entries), *jars])

@@ -1,0 +1,145 @@
+"""`cairn crawl kafka://...` against a real Kafka 4 broker (KRaft mode, tests/servers/kafka.py):
+topics become stream assets with their partitions, replication, retention, configs and a schema
+inferred from JSON messages; a deleted topic is soft-deleted; a broker that is down fails the
+crawl with a clear error and deletes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from cairn.models import crawled_id
+from tests.conftest import ProcessServer
+from tests.servers.kafka import KafkaBroker
+from tests.test_crawl_e2e import crawl
+
+
+@contextlib.contextmanager
+def admin(broker: KafkaBroker) -> Iterator[KafkaAdminClient]:
+    """An admin client for one step, closed before the test goes on (a test may stop the
+    broker, and a client left open would then leak its sockets)."""
+    client = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def topic_name(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def produce(broker: KafkaBroker, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for value in values:
+        producer.send(topic, value)
+    producer.flush()
+    producer.close()
+
+
+def asset(server: ProcessServer, broker: KafkaBroker, topic: str) -> dict:
+    asset_id = crawled_id(f"kafka://{broker.bootstrap}", f"topic:{topic}", 0)
+    response = httpx.get(f"{server.url}/api/v1/assets/{asset_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_topics_become_stream_assets_with_configs_and_json_schema(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    orders, raw = topic_name("orders"), topic_name("raw")
+    with admin(kafka_broker) as client:
+        client.create_topics(
+            [
+                NewTopic(orders, 3, 1, topic_configs={"retention.ms": "86400000"}),
+                NewTopic(raw, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+    messages = [
+        json.dumps({"id": i, "amount": i * 1.5 if i % 2 else i, "note": None if i % 3 else "x"})
+        for i in range(30)
+    ]
+    produce(kafka_broker, orders, [m.encode() for m in messages] + [b"not json"])
+    produce(kafka_broker, raw, [b"\x00\x01binary"])
+
+    code, report = crawl(f"kafka://{kafka_broker.bootstrap}", catalogue_process)
+    assert code == 0, report
+    assert report["kind"] == "source" and report["errors"] == []
+    assert report["created"] >= 2
+
+    found = asset(catalogue_process, kafka_broker, orders)
+    assert found["type"] == "stream" and found["name"] == orders
+    assert found["labels"]["partitions"] == 3
+    assert found["labels"]["replication_factor"] == 1
+    assert found["labels"]["retention_ms"] == 86400000
+    assert found["extra"]["kafka"]["configs"] == {"retention.ms": "86400000"}
+    assert found["location"] == f"kafka://{kafka_broker.bootstrap}/{orders}"
+    assert found["format"] == "json"
+    columns = {c["name"]: c for c in found["schema"]}
+    assert columns["id"]["type"] == "int64" and not columns["id"]["nullable"]
+    assert columns["amount"]["type"] == "double"  # ints and floats mixed
+    assert columns["note"]["type"] == "string" and columns["note"]["nullable"]
+
+    with admin(kafka_broker) as client:
+        # Sampling reads without a consumer group: nothing is committed on the broker.
+        assert list(client.list_groups()) == []
+
+    compacted = asset(catalogue_process, kafka_broker, raw)
+    assert compacted["labels"]["cleanup_policy"] == "compact"
+    assert "schema" not in compacted or compacted["schema"] is None  # no JSON to infer from
+
+    # Nothing changed on the broker: nothing is written.
+    code, again = crawl(f"kafka://{kafka_broker.bootstrap}", catalogue_process)
+    assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0, again
+
+
+def test_deleted_topic_is_soft_deleted(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    keep, drop = topic_name("keep"), topic_name("drop")
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    assert crawl(url, catalogue_process)[0] == 0
+
+    with admin(kafka_broker) as client:
+        client.delete_topics([drop])
+    code, report = crawl(url, catalogue_process)
+    assert code == 0 and report["deleted"] == 1, report
+    assert asset(catalogue_process, kafka_broker, drop)["deleted"] is True
+    assert asset(catalogue_process, kafka_broker, keep)["deleted"] is False
+
+
+def test_broker_down_fails_clearly_and_keeps_assets(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    topic = topic_name("kept")
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(topic, 2, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    assert crawl(url, catalogue_process)[0] == 0
+
+    kafka_broker.stop()
+    try:
+        code, report = crawl(url, catalogue_process, settings={"CAIRN_HTTP_TIMEOUT": "5"})
+    finally:
+        kafka_broker.start()
+    assert code == 1
+    assert kafka_broker.bootstrap in report["error"] and "running" in report["error"], report
+    assert asset(catalogue_process, kafka_broker, topic)["deleted"] is False
+
+    # Back up: the same crawl deletes nothing and finds the topic unchanged.
+    code, report = crawl(url, catalogue_process)
+    assert code == 0 and report["deleted"] == 0, report
+    assert asset(catalogue_process, kafka_broker, topic)["deleted"] is False
+
+
+def test_bad_kafka_url_is_refused(catalogue_process: ProcessServer) -> None:
+    code, report = crawl("kafka://broker:9092/some/path", catalogue_process)
+    assert code == 1 and "names brokers only" in report["error"], report

@@ -1,0 +1,102 @@
+"""The crawl's pipeline pieces (crawler/pipeline.py) on a real local volume: jobs handed to
+worker processes while they are found, results taken back by path, and the same results
+whether the work ran in workers or in the crawler's own process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from connectors import Entry, LocalVolume
+from crawler.crawl import (
+    PARALLEL_THRESHOLD,
+    NamePatterns,
+    _init_worker,
+    _parse_chunk,
+    _parse_one,
+    _read_schema,
+    _schema_chunk,
+    walk_tree,
+)
+from crawler.pipeline import Stage, WorkPool
+
+
+def make_volume(root: Path, count: int) -> list[str]:
+    paths = []
+    for n in range(count):
+        folder = root / f"d{n % 7}" / f"a{n:04d}"
+        folder.mkdir(parents=True)
+        (folder / "MANIFEST.yaml").write_text(f"name: asset_{n}\ntype: dataset\n")
+        (folder / "data.csv").write_text(f"id,value_{n}\n1,2\n")
+        paths.append(f"d{n % 7}/a{n:04d}/MANIFEST.yaml")
+    # A broken one: its problem must come back with its path and line from any process.
+    (root / "d0" / "a0000" / "MANIFEST.yaml").write_text("name: [unclosed\ntype: dataset\n")
+    return paths
+
+
+def pool(volume: LocalVolume, workers: int, threshold: int) -> WorkPool:
+    return WorkPool(
+        volume,
+        [
+            Stage("parse", _parse_chunk, _parse_one, 5),
+            Stage("schemas", _schema_chunk, _read_schema, 3),
+        ],
+        workers=workers,
+        remote_threads=2,
+        parallel_threshold=threshold,
+        initializer=_init_worker,
+        preload=["crawler.crawl"],
+    )
+
+
+def results(work: WorkPool, paths: list[str]) -> list[Any]:
+    out: list[Any] = []
+    for path in paths:
+        pm = work.result("parse", path, forget=True)
+        out.append((pm.path, pm.docs, [(p.path, p.line, p.reason) for p in pm.problems]))
+        data = path.rsplit("/", 1)[0] + "/data.csv"
+        work.submit("schemas", data)
+    work.flush()
+    for path in paths:
+        data = path.rsplit("/", 1)[0] + "/data.csv"
+        out.append(work.result("schemas", data))
+    return out
+
+
+def test_jobs_found_during_the_walk_run_in_workers_with_the_same_results(tmp_path: Path) -> None:
+    paths = make_volume(tmp_path, 40)
+    volume = LocalVolume(tmp_path)
+    found: list[str] = []
+    with pool(volume, workers=2, threshold=10) as work:
+
+        def on_manifest(entry: Entry) -> None:
+            found.append(entry.path)
+            work.submit("parse", entry.path)
+            if len(found) == 12:
+                # Past the threshold while the walk goes on: the workers have started.
+                assert work.parallel
+
+        tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]), on_manifest=on_manifest)
+        assert sorted(found) == sorted(paths) == sorted(tree.manifests)
+        in_workers = results(work, sorted(paths))
+    with pool(volume, workers=2, threshold=PARALLEL_THRESHOLD) as work:
+        here = results(work, sorted(paths))
+        assert not work.parallel  # 40 manifests: not worth a process
+    assert in_workers == here
+    broken = next(r for r in here if r[0] == "d0/a0000/MANIFEST.yaml")
+    ((path, line, reason),) = broken[2]
+    # Line 2: where the parser finds the bracket still open.
+    assert path == "d0/a0000/MANIFEST.yaml" and line == 2 and reason
+    (schema_path, columns, warning) = here[-1]
+    assert schema_path.endswith("data.csv") and warning is None
+    assert [c["name"] for c in columns] == ["id", f"value_{paths.index(sorted(paths)[-1])}"]
+
+
+def test_one_worker_means_no_process(tmp_path: Path) -> None:
+    paths = make_volume(tmp_path, 12)
+    with pool(LocalVolume(tmp_path), workers=1, threshold=2) as work:
+        for path in paths:
+            work.submit("parse", path)
+        work.flush()
+        assert not work.parallel
+        assert {work.result("parse", p).path for p in paths} == set(paths)

@@ -1,0 +1,354 @@
+"""The feature store on a remote blob store (CAIRN_BLOBS_URL): tables written to S3 (SeaweedFS),
+ADLS (Azurite) or HDFS (a minicluster) and read back from there by every reader (the Arrow,
+Parquet and JSON answers, online materialization, point-in-time joins) through the bounded read
+cache; the orphan sweeper; and a failed version write that leaves no blob in the remote store."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cairn.settings import Settings
+from featurestore_service.app import create_app
+from featurestore_service.blobstore import BlobStore, open_blob_store
+from featurestore_service.blobstore.base import blob_key
+from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.test_blob_store_contract import (
+    AdlsBackend,
+    Backend,
+    HdfsBackend,
+    LocalBackend,
+    S3Backend,
+)
+from tests.test_featurestore_api import parquet_bytes, race, sample_table
+from tests.test_online import columns, customers, lookup, put_table, wait_online
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
+
+
+def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> Backend:
+    if name == "local":
+        return LocalBackend(tmp_path / "local-store")
+    if name == "hdfs":
+        return HdfsBackend(request.getfixturevalue("hdfs_server"))
+    if name == "adls":
+        return AdlsBackend(request.getfixturevalue("azurite_server"))
+    return S3Backend(request.getfixturevalue("s3_server"))
+
+
+@pytest.fixture(params=["s3", "adls", "hdfs"])
+def remote(
+    request: pytest.FixtureRequest, use_env: Callable[[dict[str, str]], None]
+) -> Iterator[tuple[Backend, str]]:
+    backend = make_backend(request, request.param, Path())
+    use_env(backend.env())
+    yield backend, backend.url()
+
+
+def fs_settings(tmp_path: Path, url: str, **extra: object) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        blobs_url=url,
+        **extra,
+    )
+
+
+def stored(url: str) -> list[str]:
+    store = open_blob_store(url)
+    try:
+        return sorted(b.key for b in store.list_blobs())
+    finally:
+        store.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not seen within {timeout}s: {what}")
+
+
+def test_every_reader_reads_tables_from_the_remote_store(
+    remote: tuple[Backend, str], tmp_path: Path
+) -> None:
+    _, url = remote
+    day = timedelta(days=1)
+    rows = [("C1", NOW - 3 * day, 1.0, 1), ("C2", NOW - 2 * day, 20.0, 2)]
+    rows += [("C1", NOW - day, 3.0, 3)] + [(f"X{i}", NOW - day, float(i), i) for i in range(30)]
+    table = customers(rows)
+    # A cache of one byte: every file is evicted as soon as its reader is done with it.
+    settings = fs_settings(tmp_path, url, blobs_cache_bytes=1)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        version = put_table(
+            http, "customers", table, entities="customer_id", timestamp="feature_date"
+        )
+        doc = http.get("/api/v1/featuresets/customers").json()
+        sha256 = doc["table"]["sha256"]
+
+        # The file is in the remote store; locally at most a copy in the read cache (the
+        # materializer may be reading it).
+        assert stored(url) == [blob_key(sha256)]
+        cache = settings.featurestore_blobs / "cache"
+        local = [p for p in settings.featurestore_blobs.rglob("*") if p.is_file()]
+        assert all(p.parent == cache for p in local), local
+
+        base = f"/api/v1/featuresets/customers/versions/{version}"
+        as_parquet = http.get(base, headers={"accept": PARQUET})
+        assert as_parquet.status_code == 200, as_parquet.text
+        assert pq.read_table(io.BytesIO(as_parquet.content)).equals(table)
+        as_arrow = http.get(base, headers={"accept": ARROW})
+        assert pa.ipc.open_stream(as_arrow.content).read_all().equals(table.combine_chunks())
+        subset = http.get(
+            base, params={"columns": "spend", "limit": 2}, headers={"accept": PARQUET}
+        )
+        assert pq.read_table(io.BytesIO(subset.content)).column("spend").to_pylist() == [1.0, 20.0]
+        as_json = http.get(base, params={"limit": 3}).json()
+        assert [(r["customer_id"], r["spend"]) for r in as_json["data"]["rows"]] == [
+            ("C1", 1.0),
+            ("C2", 20.0),
+            ("C1", 3.0),
+        ]
+
+        state = wait_online(http, "customers", version)
+        assert state["live_version"] == version
+        answer = lookup(
+            http,
+            {"features": ["customers:spend"], "entities": {"customer_id": ["C1", "C2"]}},
+        )
+        assert columns(answer)["spend"]["values"] == [3.0, 20.0]
+
+        frame = pa.table(
+            {
+                "customer_id": ["C1", "C1"],
+                "event_timestamp": pa.array([NOW - 2 * day, NOW], pa.timestamp("us", "UTC")),
+            }
+        )
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, frame.schema) as writer:
+            writer.write_table(frame)
+        joined = http.post(
+            "/api/v1/historical-features",
+            params={"features": "customers:spend"},
+            content=sink.getvalue(),
+            headers={"content-type": ARROW, "accept": ARROW},
+        )
+        assert joined.status_code == 200, joined.text
+        assert pa.ipc.open_stream(joined.content).read_all().column("spend").to_pylist() == [
+            1.0,
+            3.0,
+        ]
+
+        # Every reader released its copy and the one-byte cache let it go; the next read
+        # fetches the file from the store again.
+        wait_for(lambda: not any(cache.iterdir()), "the read cache emptied")
+        again = http.get(base, headers={"accept": PARQUET})
+        assert pq.read_table(io.BytesIO(again.content)).equals(table)
+
+
+def test_a_table_whose_blob_is_gone_answers_503(
+    remote: tuple[Backend, str], tmp_path: Path
+) -> None:
+    _, url = remote
+    settings = fs_settings(tmp_path, url, blobs_cache_bytes=1)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as http,
+    ):
+        answer = http.post(
+            "/featuresets/gone/versions",
+            content=parquet_bytes(sample_table(10)),
+            headers={"content-type": PARQUET},
+        )
+        sha256 = answer.json()["table"]["sha256"]
+        wait_for(lambda: not any((settings.featurestore_blobs / "cache").iterdir()), "cache empty")
+        store = open_blob_store(url)
+        store.delete(blob_key(sha256))
+        store.close()
+
+        response = http.get("/featuresets/gone", headers={"accept": PARQUET})
+
+        assert response.status_code == 503
+        assert "missing from the blob store" in response.json()["detail"]
+
+
+def test_a_failed_version_write_leaves_no_blob_in_the_remote_store(
+    remote: tuple[Backend, str], tmp_path: Path
+) -> None:
+    _, url = remote
+    settings = fs_settings(tmp_path, url)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        first = parquet_bytes(sample_table(10))
+        kept = race(fs, settings, parquet_bytes(sample_table(50)), first, version=1)
+
+        assert stored(url) == [blob_key(kept)]
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "adls", "hdfs"])
+def test_the_sweeper_removes_what_a_killed_upload_left(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """kill -9 between a blob's put and its version row leaves a blob no version names; the
+    next start (and every sweep interval after) removes it once the grace period is over."""
+    backend = make_backend(request, kind, tmp_path)
+    use_env(backend.env())
+    url = backend.url()
+    settings = fs_settings(tmp_path, url)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        answer = fs.post(
+            "/featuresets/kept/versions",
+            content=parquet_bytes(sample_table(10)),
+            headers={"content-type": PARQUET},
+        )
+        assert answer.status_code == 201, answer.text
+        named = blob_key(answer.json()["table"]["sha256"])
+    # What the killed process left: a whole blob in the store, no version naming it.
+    orphan_bytes = parquet_bytes(sample_table(30))
+    orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
+    store: BlobStore = open_blob_store(url)
+    store.put(orphan, io.BytesIO(orphan_bytes))
+    assert stored(url) == sorted([named, orphan])
+
+    # Within the grace period the orphan stays (it could be an upload about to be named).
+    app = create_app(settings)
+    blobs = app.state.featurestore.blobs
+    with ThreadServer(app):
+        wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
+    assert blobs.last_sweep.removed == 0
+    assert stored(url) == sorted([named, orphan])
+
+    app = create_app(fs_settings(tmp_path, url, blobs_sweep_grace=0))
+    blobs = app.state.featurestore.blobs
+    with (
+        ThreadServer(app) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
+        assert (blobs.last_sweep.checked, blobs.last_sweep.removed) == (2, 1)
+        assert stored(url) == [named]
+        still = fs.get("/featuresets/kept", headers={"accept": PARQUET})
+        assert still.status_code == 200
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongo"])
+def test_the_sweeper_keeps_blobs_of_deleted_versions(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A soft-deleted version stays readable by number, so its file is no orphan: the database
+    is asked about deleted versions too (on MongoDB they live in a collection of their own)."""
+    fields = {"data_dir": tmp_path / "fs", "catalogue_url": f"http://127.0.0.1:{free_port()}"}
+    settings = backend_settings(request, backend, **fields)
+    url = str(settings.featurestore_blobs)
+    shas = []
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        for rows in (10, 20):
+            answer = fs.post(
+                "/featuresets/swept/versions",
+                content=parquet_bytes(sample_table(rows)),
+                headers={"content-type": PARQUET},
+            )
+            assert answer.status_code == 201, answer.text
+            shas.append(answer.json()["table"]["sha256"])
+        assert fs.delete("/featuresets/swept/versions/1").status_code == 200
+    orphan_bytes = parquet_bytes(sample_table(30))
+    orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
+    store = open_blob_store(url)
+    store.put(orphan, io.BytesIO(orphan_bytes))
+    store.close()
+
+    app = create_app(settings.model_copy(update={"blobs_sweep_grace": 0}))
+    blobs = app.state.featurestore.blobs
+    with (
+        ThreadServer(app) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
+
+        assert (blobs.last_sweep.checked, blobs.last_sweep.removed) == (3, 1)
+        assert stored(url) == sorted(blob_key(s) for s in shas)
+        old = fs.get("/featuresets/swept/versions/1", headers={"accept": PARQUET})
+        assert old.status_code == 200
+        assert old.content == parquet_bytes(sample_table(10))
+
+
+def test_an_s3_store_makes_its_bucket_when_missing(
+    request: pytest.FixtureRequest, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    server = request.getfixturevalue("s3_server")
+    use_env(server.env())
+    bucket = f"new-{time.time_ns()}"
+    admin = server.client()
+    assert bucket not in {b["Name"] for b in admin.list_buckets()["Buckets"]}
+
+    store = open_blob_store(f"s3://{bucket}/feature-store")
+    key, data = blob_key("d" * 64), b"PAR1 made in a new bucket"
+    assert store.put(key, io.BytesIO(data))
+    store.close()
+
+    assert bucket in {b["Name"] for b in admin.list_buckets()["Buckets"]}
+    stored_object = admin.get_object(Bucket=bucket, Key=f"feature-store/{key}")
+    assert stored_object["Body"].read() == data
+
+
+def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    s3 = request.getfixturevalue("s3_server")
+    use_env({**s3.env(), "CAIRN_HTTP_RETRIES": "2"})
+    url = s3.url(s3.fresh_bucket("down"), "blobs")
+    settings = fs_settings(tmp_path, url)
+    body = parquet_bytes(sample_table(10))
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=120) as fs,
+    ):
+        s3.server.stop()
+        try:
+            answer = fs.post(
+                "/featuresets/down/versions", content=body, headers={"content-type": PARQUET}
+            )
+        finally:
+            s3.server.start()
+
+        assert answer.status_code == 503, answer.text
+        assert "blob store" in answer.json()["detail"]
+        assert fs.get("/featuresets/down").status_code == 404
+        assert stored(url) == []
+        assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
+        # Once the store is back, the same upload goes through.
+        again = fs.post(
+            "/featuresets/down/versions", content=body, headers={"content-type": PARQUET}
+        )
+        assert again.status_code == 201, again.text
+        assert again.json()["version"] == 1

@@ -1,0 +1,200 @@
+"""What only S3 volumes do, on a real SeaweedFS: ETag-keyed recrawls, an outage in the middle
+of a crawl's listing, signed requests with the standard credential chain, and no credential in
+any output. The Volume contract and the remote crawl run on S3 in test_volume_contract.py and
+test_crawl_remote.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors import AccessDenied, Entry, VolumeError, open_volume
+from connectors.s3 import S3Volume
+from crawler.crawl import Crawler, CrawlFailed, fingerprint
+from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.servers import seaweedfs
+from tests.servers.fixtures import S3Server
+from tests.servers.processes import ServerSetupError, untimed
+from tests.servers.seaweedfs import SeaweedFS
+from tests.test_crawl_e2e import crawl, make_volume
+from tests.test_crawl_remote import S3Lake
+
+
+def test_the_etag_joins_size_and_time_in_a_manifest_fingerprint() -> None:
+    same = Entry("m/MANIFEST.yaml", 10, 1_700_000_000_000_000_000, False, "etag-1")
+    rewritten = Entry("m/MANIFEST.yaml", 10, 1_700_000_000_000_000_000, False, "etag-2")
+    untagged = Entry("m/MANIFEST.yaml", 10, 1_700_000_000_000_000_000, False)
+
+    assert fingerprint(same, []) != fingerprint(rewritten, [])
+    assert fingerprint(same, []) == fingerprint(Entry(*_fields(same), "etag-1"), [])
+    # Volumes without tags keep the key they had, so upgrading re-pushes nothing.
+    assert fingerprint(untagged, []) == fingerprint(Entry(*_fields(untagged)), [])
+    assert fingerprint(untagged, []) != fingerprint(same, [])
+
+
+def _fields(entry: Entry) -> tuple[str, int, int, bool]:
+    return entry.path, entry.size, entry.mtime_ns, entry.is_dir
+
+
+def test_walk_and_stat_carry_the_etag(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    use_env(s3_server.env())
+    bucket = s3_server.fresh_bucket()
+    client = s3_server.client()
+    put = client.put_object(Bucket=bucket, Key="d/MANIFEST.yaml", Body=b"name: a\ntype: dataset\n")
+    volume = open_volume(s3_server.url(bucket))
+
+    (walked,) = [e for e in volume.walk() if not e.is_dir]
+    assert walked.tag == put["ETag"].strip('"') != ""
+    assert volume.stat("d/MANIFEST.yaml").tag == walked.tag
+    client.put_object(Bucket=bucket, Key="d/MANIFEST.yaml", Body=b"name: b\ntype: dataset\n")
+    (again,) = [e for e in volume.walk() if not e.is_dir]
+    assert again.size == walked.size and again.tag != walked.tag
+
+
+def test_a_same_size_rewrite_is_recrawled(
+    s3_server: S3Server, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    lake = S3Lake(s3_server)
+    lake.put("m/MANIFEST.yaml", b"name: etag_one\ntype: dataset\n")
+    assert crawl(lake.url, catalogue_process, settings=lake.settings)[0] == 0
+
+    lake.put("m/MANIFEST.yaml", b"name: etag_two\ntype: dataset\n")  # same size
+    code, report = crawl(lake.url, catalogue_process, settings=lake.settings)
+
+    assert code == 0, report
+    assert report["updated"] == 1 and report["manifests_parsed"] == 1
+    code, again = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert again["manifests_parsed"] == 0 and again["unchanged"] == 1
+
+
+def test_requests_are_signed_and_checked(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    bucket = s3_server.fresh_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="f.txt", Body=b"x")
+
+    use_env(s3_server.env(AWS_SECRET_ACCESS_KEY="not-the-secret-key-at-all"))
+    with pytest.raises(AccessDenied, match="refused access"):
+        open_volume(s3_server.url(bucket))
+    use_env(s3_server.env(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY=""))
+    with pytest.raises(AccessDenied, match="no AWS credentials"):
+        open_volume(s3_server.url(bucket))
+    use_env(s3_server.env())
+    assert open_volume(s3_server.url(bucket)).read("f.txt", 10) == b"x"
+
+
+def test_s3_urls_are_checked(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    use_env(s3_server.env())
+    for url, message in [
+        ("s3://Bad_Bucket/x", "not a valid S3 bucket name"),
+        ("s3://key:secret@bucket/x", "credentials come from the AWS chain"),
+        ("s3://bucket/x?X-Amz-Signature=abc", "takes no query string"),
+        ("s3://bucket/../x", "climbs out"),
+    ]:
+        with pytest.raises(VolumeError, match=message) as info:
+            open_volume(url)
+        assert "secret" not in str(info.value) and "abc" not in str(info.value)
+    with pytest.raises(VolumeError, match="bucket 'no-such-bucket-here' does not exist"):
+        open_volume("s3://no-such-bucket-here/lake")
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[SeaweedFS]:
+    """A SeaweedFS of this test's own, which it stops and starts again."""
+    server = SeaweedFS(tmp_path / "seaweedfs")
+    try:
+        untimed(seaweedfs.install)  # built once, shared with the s3_server fixture
+        server.start()
+    except ServerSetupError as exc:
+        pytest.fail(f"SeaweedFS (S3) could not be set up: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+def test_an_outage_mid_walk_fails_the_crawl_and_keeps_earlier_assets(
+    own_server: SeaweedFS,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server is stopped after the walk's first listing page: the rest of the volume is
+    unknown, so nothing may be soft-deleted. Pages are made small, and the stop is timed from
+    inside the real listing loop; every request goes to the real server."""
+    s3 = S3Server(own_server)
+    lake = S3Lake(s3)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    for i in range(250):  # listed before gold/, raw/ and ref/: the walk dies before those
+        lake.put(f"bulk/f{i:03d}.txt", b"x")
+    settings = s3.env(CAIRN_HTTP_RETRIES="2")
+    code, first = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0 and first["created"] == 4, first
+
+    use_env({**settings, "CAIRN_DATA_DIR": catalogue_process.env["CAIRN_DATA_DIR"]})
+    monkeypatch.setattr("connectors.s3.PAGE_SIZE", 100)
+    real_pages = S3Volume._pages
+
+    def first_page_then_outage(
+        self: S3Volume, prefix: str, *, limit: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        for n, page in enumerate(real_pages(self, prefix, limit=limit)):
+            yield page
+            if limit is None and n == 0:
+                own_server.stop()
+
+    monkeypatch.setattr(S3Volume, "_pages", first_page_then_outage)
+    from cairn.settings import get_settings
+
+    with pytest.raises(CrawlFailed, match="cannot reach the S3 endpoint"):
+        Crawler(get_settings(), catalogue_url=catalogue_process.url).crawl(lake.url)
+    monkeypatch.setattr(S3Volume, "_pages", real_pages)
+
+    # The CLI says the same, with exit code 1, while the server is down.
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]), **settings)
+    down = run_cairn("crawl", lake.url, "--catalogue", catalogue_process.url, env=env)
+    assert down.returncode == 1 and "cannot reach the S3 endpoint" in " ".join(down.stderr.split())
+    for name in ("sales_raw", "sales_daily", "stores", "regions"):
+        asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/{name}").json()
+        assert asset["deleted"] is False, name
+
+    own_server.start()  # same ports, same data
+    code, after = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0, after
+    assert after["unchanged"] == 4 and after["deleted"] == after["created"] == 0
+
+
+def test_credentials_appear_nowhere(
+    s3_server: S3Server, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """A crawl with debug logging, and one with a wrong secret: neither the secret key nor
+    the wrong one shows up in output, reports, the catalogue or its log."""
+    lake = S3Lake(s3_server)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    wrong = "WrongSecretKeyForCairnTests0123456789abcd"
+    texts = []
+    for n, settings in enumerate([s3_server.env(), s3_server.env(AWS_SECRET_ACCESS_KEY=wrong)]):
+        env = cairn_env(
+            Path(catalogue_process.env["CAIRN_DATA_DIR"]), CAIRN_LOG_LEVEL="debug", **settings
+        )
+        for extra in ([], ["--json"]):
+            result = run_cairn(
+                "crawl", lake.url, "--catalogue", catalogue_process.url, *extra, env=env
+            )
+            assert result.returncode == n, result.stderr
+            texts += [result.stdout, result.stderr]
+    assert "refused access" in " ".join(" ".join(texts[-2:]).split())
+    listing = httpx.get(catalogue_process.url + "/api/v1/assets", params={"limit": 100})
+    assert listing.json()["total"] == 4
+    texts += [listing.text, catalogue_process.logs()]
+    for text in texts:
+        assert s3_server.secret_key not in text and wrong not in text

@@ -1,0 +1,170 @@
+"""`cairn snapshot`: content hashes of a dataset's files recorded as manifest versions, on a
+local folder and on S3 (a real SeaweedFS); read-only volume kinds say so clearly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import cairn_env, run_cairn
+from tests.servers.fixtures import AzuriteServer, S3Server
+
+MANIFEST = "name: sales\ntype: dataset\n# kept as written\ntags: [sales]\n"
+
+
+def snapshot(url: str, env: dict[str, str], *extra: str) -> dict:
+    result = run_cairn("snapshot", url, "--json", *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_local_snapshot_adds_a_version_per_change(tmp_path: Path) -> None:
+    ds = tmp_path / "sales"
+    (ds / "part").mkdir(parents=True)
+    (ds / "MANIFEST.yaml").write_text(MANIFEST)
+    (ds / "a.csv").write_bytes(b"id\n1\n")
+    (ds / "part" / "b.csv").write_bytes(b"id\n2\n")
+    (ds / "other").mkdir()  # another dataset below: not part of this one
+    (ds / "other" / "MANIFEST.yaml").write_text("name: other\ntype: dataset\n")
+    (ds / "other" / "c.csv").write_bytes(b"c")
+    env = cairn_env(tmp_path / "data")
+
+    first = snapshot(str(ds), env)
+    assert (first["version"], first["added"], first["written"]) == ("v1", True, True)
+    assert (first["files"], first["bytes"]) == (2, 10)
+    text = (ds / "MANIFEST.yaml").read_text()
+    assert text.startswith(MANIFEST)  # the rest of the manifest stays as written
+    v1 = yaml.safe_load(text)["versions"]["v1"]
+    assert v1["files"] == {"a.csv": sha(b"id\n1\n"), "part/b.csv": sha(b"id\n2\n")}
+    assert v1["sha256"] == first["sha256"] and v1["bytes"] == 10
+
+    again = snapshot(str(ds / "MANIFEST.yaml"), env)  # the manifest's own path works too
+    assert (again["version"], again["added"]) == ("v1", False)
+    assert (ds / "MANIFEST.yaml").read_text() == text
+
+    (ds / "a.csv").write_bytes(b"id\n1\n3\n")
+    second = snapshot(f"file://{ds}", env)
+    assert (second["version"], second["added"]) == ("v2", True)
+    versions = yaml.safe_load((ds / "MANIFEST.yaml").read_text())["versions"]
+    assert list(versions) == ["v1", "v2"]
+    assert versions["v1"] == v1  # earlier versions are kept unchanged
+    assert versions["v2"]["files"]["a.csv"] == sha(b"id\n1\n3\n")
+
+    # The crawler reads the versions like any manifest field.
+    from crawler.manifest import parse_manifest
+
+    (doc,), problems = parse_manifest((ds / "MANIFEST.yaml").read_bytes(), "MANIFEST.yaml")
+    assert problems == [] and set(doc.manifest.versions) == {"v1", "v2"}
+
+
+def test_snapshot_hashes_the_manifests_location_and_keeps_other_versions(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    (ds / "data").mkdir(parents=True)
+    (ds / "data" / "x.parquet").write_bytes(b"PAR1")
+    (ds / "notes.txt").write_text("not data")
+    (ds / "MANIFEST.yaml").write_text(
+        "name: t\ntype: dataset\nlocation: data\nversions:\n  legacy: s3://old/place\n"
+        "owners: [ana@example.com]\n"
+    )
+    env = cairn_env(tmp_path / "data-dir")
+
+    snap = snapshot(str(ds), env)
+    assert snap["files"] == 1
+    manifest = yaml.safe_load((ds / "MANIFEST.yaml").read_text())
+    assert manifest["versions"]["legacy"] == "s3://old/place"
+    assert manifest["versions"]["v1"]["files"] == {"data/x.parquet": sha(b"PAR1")}
+    assert manifest["owners"] == ["ana@example.com"]
+
+    # A glob location, as the example lake writes them: only the matching files count.
+    (ds / "data" / "y.parquet").write_bytes(b"PAR2")
+    (ds / "data" / "y.csv").write_bytes(b"not this")
+    (ds / "MANIFEST.yaml").write_text("name: t\ntype: dataset\nlocation: ./data/*.parquet\n")
+    globbed = snapshot(str(ds), env)
+    files = yaml.safe_load((ds / "MANIFEST.yaml").read_text())["versions"]["v1"]["files"]
+    assert globbed["files"] == 2
+    assert files == {"data/x.parquet": sha(b"PAR1"), "data/y.parquet": sha(b"PAR2")}
+
+    # A location given as a volume URL is hashed there (paths relative to that volume).
+    (ds / "MANIFEST.yaml").write_text(f"name: t\ntype: dataset\nlocation: {ds.as_uri()}/data\n")
+    by_url = snapshot(str(ds), env)
+    files = yaml.safe_load((ds / "MANIFEST.yaml").read_text())["versions"]["v1"]["files"]
+    assert by_url["files"] == 3 and set(files) == {"x.parquet", "y.parquet", "y.csv"}
+
+
+def test_dry_run_and_errors(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "MANIFEST.yaml").write_text(MANIFEST)
+    (ds / "a.csv").write_bytes(b"1")
+    env = cairn_env(tmp_path / "data")
+
+    dry = snapshot(str(ds), env, "--dry-run")
+    assert (dry["version"], dry["added"], dry["written"]) == ("v1", True, False)
+    assert (ds / "MANIFEST.yaml").read_text() == MANIFEST
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = run_cairn("snapshot", str(empty), env=env)
+    assert none.returncode == 1 and "no manifest in" in none.stderr
+    (ds / "second.cairn.yaml").write_text("name: b\ntype: dataset\n")
+    several = run_cairn("snapshot", str(ds), env=env)
+    assert several.returncode == 1 and "several manifests" in several.stderr
+    (ds / "second.cairn.yaml").write_text("name: b\ntype: dataset\n---\nname: c\ntype: table\n")
+    multi = run_cairn("snapshot", str(ds / "second.cairn.yaml"), env=env)
+    assert multi.returncode == 1 and "holds 2 manifests" in multi.stderr
+    (ds / "second.cairn.yaml").unlink()
+    (ds / "MANIFEST.yaml").write_text("name: sales\ntype: spaceship\n")
+    bad = run_cairn("snapshot", str(ds), env=env)
+    assert bad.returncode == 1 and "is not valid" in bad.stderr and "spaceship" in bad.stderr
+
+
+def test_s3_snapshot_writes_the_manifest_back(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.fresh_bucket("snap")
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="lake/sales/MANIFEST.yaml", Body=MANIFEST.encode())
+    client.put_object(Bucket=bucket, Key="lake/sales/a.csv", Body=b"id\n1\n")
+    big = bytes(range(256)) * 40_000  # 10 MB: hashed over several ranged GETs
+    client.put_object(Bucket=bucket, Key="lake/sales/part/big.bin", Body=big)
+    env = cairn_env(tmp_path / "data", **s3_server.env())
+    url = s3_server.url(bucket, "lake/sales")
+
+    def manifest() -> str:
+        got = client.get_object(Bucket=bucket, Key="lake/sales/MANIFEST.yaml")
+        return str(got["Body"].read().decode())
+
+    first = snapshot(url, env)
+    assert (first["version"], first["added"], first["written"]) == ("v1", True, True)
+    assert first["manifest"] == url + "/MANIFEST.yaml"
+    assert manifest().startswith(MANIFEST)
+    files = yaml.safe_load(manifest())["versions"]["v1"]["files"]
+    assert files == {"a.csv": sha(b"id\n1\n"), "part/big.bin": sha(big)}
+
+    assert snapshot(url, env)["added"] is False
+    assert list(yaml.safe_load(manifest())["versions"]) == ["v1"]
+
+    client.put_object(Bucket=bucket, Key="lake/sales/a.csv", Body=b"id\n2\n")
+    second = snapshot(url + "/MANIFEST.yaml", env)
+    assert (second["version"], second["added"]) == ("v2", True)
+    assert list(yaml.safe_load(manifest())["versions"]) == ["v1", "v2"]
+
+
+def test_read_only_volume_kinds_say_so(azurite_server: AzuriteServer, tmp_path: Path) -> None:
+    name = azurite_server.fresh_container()
+    container = azurite_server.container(name)
+    container.upload_blob("ds/MANIFEST.yaml", MANIFEST.encode())
+    container.upload_blob("ds/a.csv", b"1")
+    env = cairn_env(tmp_path / "data", **azurite_server.env())
+    url = azurite_server.url(name, "ds")
+
+    refused = run_cairn("snapshot", url, env=env)
+    assert refused.returncode == 1
+    assert "read-only to Cairn" in refused.stderr and "--dry-run" in refused.stderr
+    dry = snapshot(url, env, "--dry-run")
+    assert (dry["version"], dry["files"]) == ("v1", 1)

@@ -1,0 +1,124 @@
+"""Pure pieces of the crawler sources: JSON schema inference from sampled messages, schema
+registry documents to columns, location matching, and source URL parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cairn.settings import Settings
+from crawler.source_crawl import location_key
+from crawler.sources import SourceError, is_source_url, open_source
+from crawler.sources.json_schema import infer_json_schema
+from crawler.sources.metastore import format_of, normalize_location
+from crawler.sources.registry_schema import columns_of
+from tests.conftest import cairn_env, run_cairn
+
+
+def test_json_inference_merges_kinds_and_nullability() -> None:
+    messages = [
+        json.dumps({"id": 1, "price": 2, "tags": ["a"], "ok": True}).encode(),
+        json.dumps({"id": 2, "price": 2.5, "tags": [], "ok": False, "extra": {"k": 1}}).encode(),
+        json.dumps({"id": 3, "price": None, "tags": "x", "ok": True}).encode(),
+        b"not json at all",
+        b"[1, 2, 3]",  # JSON, but not an object
+    ]
+    columns = {c["name"]: c for c in infer_json_schema(messages) or []}
+    assert list(columns) == ["id", "price", "tags", "ok", "extra"]
+    assert columns["id"] == {"name": "id", "type": "int64", "nullable": False}
+    assert columns["price"] == {"name": "price", "type": "double", "nullable": True}
+    assert columns["tags"]["type"] == "json"  # a list, then a string
+    assert columns["ok"]["type"] == "bool" and not columns["ok"]["nullable"]
+    assert columns["extra"] == {"name": "extra", "type": "struct", "nullable": True}
+
+
+def test_json_inference_without_objects_gives_no_schema() -> None:
+    assert infer_json_schema([b"\x00\x01", b"42", b""]) is None
+    assert infer_json_schema([]) is None
+
+
+def test_avro_record_to_columns() -> None:
+    avro = {
+        "type": "record",
+        "name": "Order",
+        "fields": [
+            {"name": "id", "type": "long", "doc": "order id"},
+            {"name": "note", "type": ["null", "string"]},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        ],
+    }
+    assert columns_of("AVRO", json.dumps(avro)) == [
+        {"name": "id", "type": "long", "nullable": False, "description": "order id"},
+        {"name": "note", "type": "string", "nullable": True},
+        {"name": "at", "type": "timestamp-millis", "nullable": False},
+    ]
+    assert columns_of("AVRO", '"string"') is None  # not a record
+    assert columns_of("PROTOBUF", "syntax = 'proto3';") is None
+
+
+def test_json_schema_to_columns() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "description": "key"},
+            "name": {"type": ["string", "null"]},
+            "score": {"type": "number"},
+        },
+        "required": ["id", "name"],
+    }
+    assert columns_of("JSON", json.dumps(schema)) == [
+        {"name": "id", "type": "integer", "nullable": False, "description": "key"},
+        {"name": "name", "type": "string", "nullable": True},
+        {"name": "score", "type": "number", "nullable": True},
+    ]
+
+
+def test_locations_match_across_spellings() -> None:
+    assert location_key("file:/data/lake/t") == location_key("file:///data/lake/t/")
+    assert location_key("hdfs://nn:8020/w/t") == location_key("hdfs://nn:9870/w/t")
+    assert location_key("hdfs://nn:8020/w/t") != location_key("hdfs://other:8020/w/t")
+    assert location_key("file:///a/b") != location_key("file:///a/bc")
+    assert normalize_location("file:/tmp/x/") == "file:///tmp/x"
+
+
+def test_table_format_from_storage_classes() -> None:
+    parquet = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    assert format_of({}, parquet, None) == "parquet"
+    assert format_of({}, "org.apache.hadoop.hive.ql.io.orc.OrcInputFormat", None) == "orc"
+    text = "org.apache.hadoop.mapred.TextInputFormat"
+    assert format_of({}, text, "org.apache.hadoop.hive.serde2.OpenCSVSerde") == "csv"
+    assert format_of({}, text, "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe") == "text"
+    assert format_of({"table_type": "ICEBERG"}, parquet, None) == "iceberg"
+    assert format_of({}, None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("kafka://", "names no broker"),
+        ("kafka://b:9092/topic", "names brokers only"),
+        ("thrift://", "thrift://host:9083"),
+        ("thrift://ms:9083/sales", "thrift://host:9083"),
+        ("thrift://ms:port", "not a number"),
+        ("kafka://user:secret@b:9092", "carries no credentials"),
+        ("thrift://user:secret@ms:9083", "carries no credentials"),
+    ],
+)
+def test_bad_source_urls_say_what_to_write(url: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        open_source(url, Settings())
+
+
+def test_source_urls_are_told_from_volumes() -> None:
+    assert is_source_url("kafka://b:9092") and is_source_url("THRIFT://ms:9083")
+    assert not is_source_url("hdfs://nn:9870/x") and not is_source_url("/data/kafka://x")
+    source = open_source("kafka://b1,b2:9093", Settings())
+    assert source.url == "kafka://b1:9092,b2:9093"
+
+
+def test_watch_is_refused_for_sources(tmp_path: Path) -> None:
+    result = run_cairn("crawl", "kafka://127.0.0.1:9", "--watch", env=cairn_env(tmp_path))
+    assert result.returncode == 1
+    assert "--watch needs a local folder" in result.stderr and "--every" in result.stderr
