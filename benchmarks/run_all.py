@@ -25,6 +25,7 @@ from benchmarks import (
     bench_blobs,
     bench_crawl,
     bench_featureset,
+    bench_footprint,
     bench_hdfs,
     bench_historical,
     bench_ingest,
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     entities = bench_online.QUICK_ENTITIES if sizes.quick else bench_online.FULL_ENTITIES
     _step("online", lambda: bench_online.run(entities, sizes.quick, command, None), failures)
     _step("ui", lambda: bench_ui.run(sizes, command), failures)
+    rows = bench_featureset.QUICK_ROWS if sizes.quick else bench_featureset.FULL_ROWS
+    _step("footprint", lambda: bench_footprint.run(sizes, command, rows), failures)
     # HDFS at its own sizes (20,000 files / 2,000 manifests; --quick: 2,000 / 200).
     hdfs_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)

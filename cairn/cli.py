@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -121,9 +122,12 @@ def serve(
     import uvicorn
 
     from cairn.backends import BackendError
+    from cairn.memory import limit_arenas
     from cairn.settings import get_settings
 
     _setup_logging()
+    # Before any thread starts: each would otherwise get (and keep) a malloc arena of its own.
+    limit_arenas()
     settings = get_settings()
     target, prefix = SERVICES[service]
     host = host or getattr(settings, f"{prefix}_host")
@@ -359,7 +363,6 @@ def up(
     Runs until Ctrl-C; data lives in CAIRN_DATA_DIR (./.cairn by default).
     """
     from cairn.settings import get_settings
-    from crawler import runner
 
     _setup_logging()
     settings = get_settings()
@@ -390,11 +393,15 @@ def up(
                     err=True,
                 )
                 raise typer.Exit(1)
-            code = runner.run_cli(volume=str(lake), catalogue=urls[Service.catalogue])
-            if code == 1:
+            # In a child process: the crawler and the seeding import pyarrow and numpy, about
+            # 50 MiB this process (which stays up as the supervisor) would keep for nothing.
+            crawl = multiprocessing.get_context("spawn").Process(
+                target=_crawl_and_seed, args=(str(lake), urls), name="cairn-up-crawl"
+            )
+            crawl.start()
+            crawl.join()
+            if crawl.exitcode != 0:
                 raise typer.Exit(1)
-            for seed in UP_SEEDS:
-                seed(urls)
         typer.echo("")
         typer.echo("Cairn is up:")
         for service in UP_SERVICES:
@@ -422,6 +429,18 @@ def up(
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _crawl_and_seed(lake: str, urls: dict[Service, str]) -> None:
+    """``cairn up``'s crawl of the example volume and its seeding, run in a child process;
+    exits with 1 when the crawl failed."""
+    from crawler import runner
+
+    _setup_logging()
+    if runner.run_cli(volume=lake, catalogue=urls[Service.catalogue]) == 1:
+        sys.exit(1)
+    for seed in UP_SEEDS:
+        seed(urls)
 
 
 def service_url(settings: Settings, service: Service) -> str:

@@ -59,6 +59,7 @@ NULL_MEANS_EMPTY = (
     "versions",
     "extra",
 )
+NULL_FIELDS = frozenset(NULL_MEANS_EMPTY)
 
 
 def _check_text(value: str, what: str, limit: int) -> str:
@@ -84,15 +85,21 @@ def label_text(value: Any) -> str:
     return str(value)
 
 
+def _check_texts(values: list[str], what: str, limit: int) -> None:
+    """``_check_text`` over many values, with one length scan and one regular-expression
+    search over their concatenation (no control character can arise from joining); the
+    item-by-item check only runs to name the first failure."""
+    if values and (max(map(len, values)) > limit or _CONTROL.search("".join(values))):
+        for value in values:
+            _check_text(value, what, limit)
+
+
 def check_entries(values: list[str]) -> list[str]:
     """A list of short strings (tags, owners, depends_on): none empty, duplicates dropped."""
-    seen: dict[str, None] = {}
-    for value in values:
-        if not value:
-            raise ValueError("entries must not be empty")
-        _check_text(value, "an entry", MAX_SHORT)
-        seen.setdefault(value, None)
-    return list(seen)
+    if not all(values):
+        raise ValueError("entries must not be empty")
+    _check_texts(values, "an entry", MAX_SHORT)
+    return list(dict.fromkeys(values))
 
 
 def check_extra(values: T, what: str = "extra") -> T:
@@ -126,8 +133,8 @@ AssetLabelValue = Annotated[LabelValue | dict[str, Any] | list[Any], AfterValida
 
 
 def check_labels(values: dict[str, Any]) -> dict[str, Any]:
+    _check_texts(list(values), "a label key", MAX_SHORT)
     for key, value in values.items():
-        _check_text(key, "a label key", MAX_SHORT)
         if isinstance(value, str):
             _check_text(value, f"label {key!r}", MAX_SHORT)
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -190,6 +197,11 @@ class Manifest(BaseModel):
             if first in data and second in data:
                 raise ValueError(f"give either {first} or {second}, not both")
         known = _known_fields(cls)
+        if known.issuperset(data):
+            # The common case: every key is a field. Only Mastro's nulls need dropping.
+            if any(data.get(name, "") is None for name in NULL_MEANS_EMPTY):
+                data = {k: v for k, v in data.items() if v is not None or k not in NULL_FIELDS}
+            return data
         data = {k: v for k, v in data.items() if k in known or k not in MASTRO_CRAWLER_FIELDS}
         # Mastro writes empty fields as null; they mean "none", not an error.
         for name in NULL_MEANS_EMPTY:

@@ -31,8 +31,11 @@ T = TypeVar("T")
 log = logging.getLogger("cairn.sqlite")
 
 READERS = 4
-READER_CACHE_KIB = 16 * 1024
-WRITER_CACHE_KIB = 64 * 1024
+# Page caches are private memory of each connection, and the operating system's file cache
+# holds the same pages anyway: 16 MiB for the writer (a 100k-asset ingest ran no slower than
+# with 64) and 8 MiB per reader keep a service's resident memory down (bench_footprint).
+READER_CACHE_KIB = 8 * 1024
+WRITER_CACHE_KIB = 16 * 1024
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 

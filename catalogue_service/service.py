@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from cairn import paging
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from cairn.mastro import mastro_time
+from cairn.memory import trim
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -51,6 +52,8 @@ MAX_LINEAGE_NODES = 2000
 EdgeMap = dict[tuple[str, str, str], LineageEdge]
 # A delete that keeps losing to concurrent writers gives up after this many reads.
 DELETE_ATTEMPTS = 20
+# Bulk requests at least this big hand freed heap memory back to the system when done.
+TRIM_AFTER_ITEMS = 500
 
 
 def clean_message(msg: str) -> str:
@@ -130,6 +133,9 @@ class Catalogue:
                 response.failed += 1
             else:
                 setattr(response, r.status, getattr(response, r.status) + 1)
+        if len(raw_items) >= TRIM_AFTER_ITEMS:
+            # A big batch's parsed items and documents are garbage now: give the pages back.
+            trim()
         return response
 
     async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:

@@ -29,11 +29,12 @@ from featurestore_service.online.serving import OnlineService
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
-from featurestore_service.tables import DecodeSlots
+from featurestore_service.tables import DecodeSlots, use_returning_pool
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    use_returning_pool()
     store = create_store(settings)
     blobs = TableBlobs.from_settings(
         settings,

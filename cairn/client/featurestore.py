@@ -19,8 +19,6 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cairn.client._http import (
     AsyncServiceClient,
@@ -32,6 +30,7 @@ from cairn.client._http import (
     file_chunks,
     headers,
 )
+from cairn.client._lazy import LazyModule
 from cairn.client.metrics import AsyncMetricsMixin, MetricsMixin
 from cairn.client.online import OnlineFeatures, online_body
 from cairn.models import (
@@ -48,10 +47,17 @@ from cairn.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    TableData: TypeAlias = pa.Table | str | Path | bytes | Any  # Any: a pandas.DataFrame
+else:
+    # Imported on first use (cairn.client._lazy): the UI never touches a table.
+    pa = LazyModule("pyarrow")
+    pq = LazyModule("pyarrow.parquet")
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
-TableData: TypeAlias = pa.Table | str | Path | bytes | Any  # Any: a pandas.DataFrame
 
 
 def _seg(value: str) -> str:

@@ -12,10 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
-import pyarrow as pa
+
+from cairn.client._lazy import LazyModule
 
 if TYPE_CHECKING:
     import pandas
+    import pyarrow as pa
+else:
+    pa = LazyModule("pyarrow")  # on first use: the UI never asks for Arrow
 
 
 @dataclass(slots=True)

@@ -184,6 +184,19 @@ def _refusal(write: PreparedWrite, current: dict[str, Any] | None) -> BulkItemRe
     return None
 
 
+async def _insert_unordered(collection: Any, docs: list[dict[str, Any]]) -> set[int]:
+    """Inserts ``docs``, unordered; returns the positions refused because their ``_id``
+    exists (any other error is raised)."""
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return {e["index"] for e in errors}
+    return set()
+
+
 def _log_refusals(outcome: list[Indexed]) -> None:
     for item in [item for item in outcome if not item.ok][:5]:
         log.error("Elasticsearch refused asset %s: %s", item.id, item.error)
@@ -279,10 +292,81 @@ class MongoStore:
     async def _write(
         self, writes: list[PreparedWrite], now: datetime, stamp: str
     ) -> tuple[list[BulkItemResult], list[dict[str, Any]], list[Any]]:
+        results: dict[int, BulkItemResult] = {}
+        rows, intents, rest = await self._insert_new(writes, now, stamp, results)
+        if rest:
+            more_rows, more_intents = await self._write_existing(rest, now, stamp, results)
+            rows += more_rows
+            intents += more_intents
+        return [results[i] for i in sorted(results)], rows, intents
+
+    async def _insert_new(
+        self,
+        writes: list[PreparedWrite],
+        now: datetime,
+        stamp: str,
+        results: dict[int, BulkItemResult],
+    ) -> tuple[list[dict[str, Any]], list[Any], list[PreparedWrite]]:
+        """Inserts the writes that look new without reading anything first; returns the rows
+        and intents written and the writes left for ``_write_existing``.
+
+        Most bulk writes create assets (a first crawl, an ingest). Reading the batch's ids
+        first cost one ``_id $in`` query per batch, which a server without an index on it
+        for ``$in`` (FerretDB on SQLite) answers by scanning the whole collection. Here a
+        write is simply tried: its name claim and then its row are inserted, unordered, and
+        only the items either insert refuses (the name or the id exists already) go the way
+        of ``_write_existing``, which reads just those. Conditional writes, deletes and names
+        that occur twice in the batch always go that way.
+        """
+        counts: dict[str, int] = {}
+        for w in writes:
+            counts[w.doc["name"]] = counts.get(w.doc["name"], 0) + 1
+        tried = [
+            w
+            for w in writes
+            if w.expect_revision is None and not w.doc.get("deleted") and counts[w.doc["name"]] == 1
+        ]
+        if not tried:
+            return [], [], writes
+        rest = {w.doc["id"]: w for w in writes}
+        taken = await _insert_unordered(
+            self.names, [{"_id": w.doc["name"], "asset": w.doc["id"], "at": now} for w in tried]
+        )
+        claimed = [w for i, w in enumerate(tried) if i not in taken]
+        if not claimed:
+            return [], [], writes
+        rows = [
+            _row({**w.doc, "revision": 1, "updated_at": stamp}, w.content_hash) for w in claimed
+        ]
+        # The intents first: whatever happens next, the indexer will look at these assets.
+        intents = (
+            await self.outbox.insert_many([{"asset": row["_id"]} for row in rows])
+        ).inserted_ids
+        exists = await _insert_unordered(self.assets, rows)
+        kept_rows, kept_intents, dropped = [], [], []
+        for i, (write, row) in enumerate(zip(claimed, rows, strict=True)):
+            if i in exists:  # the id is stored already: an update (its name claim is its own)
+                dropped.append(intents[i])
+                continue
+            del rest[row["_id"]]
+            write.stored = {**write.doc, "revision": 1, "updated_at": stamp}
+            results[write.index] = _result(write, "created", revision=1)
+            kept_rows.append(row)
+            kept_intents.append(intents[i])
+        if dropped:
+            await self.outbox.delete_many({"_id": {"$in": dropped}})
+        return kept_rows, kept_intents, list(rest.values())
+
+    async def _write_existing(
+        self,
+        writes: list[PreparedWrite],
+        now: datetime,
+        stamp: str,
+        results: dict[int, BulkItemResult],
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
         ids = [w.doc["id"] for w in writes]
         fields = _head(writes)
         current = {row["_id"]: row async for row in self.assets.find({"_id": {"$in": ids}}, fields)}
-        results: dict[int, BulkItemResult] = {}
         changed: list[PreparedWrite] = []
         for write in writes:
             old = current.get(write.doc["id"])
@@ -314,7 +398,7 @@ class MongoStore:
                 stored["drift"] = old["drift"]
             pending.append((write, old, _row(stored, write.content_hash)))
         if not pending:
-            return [results[i] for i in sorted(results)], [], []
+            return [], []
 
         # The intents first: whatever happens next, the indexer will look at these assets.
         intents = (
@@ -348,7 +432,7 @@ class MongoStore:
             for name in released:
                 await self.names.delete_one({"_id": literal(name), "asset": literal(row["_id"])})
             rows.append(row)
-        return [results[i] for i in sorted(results)], rows, intents
+        return rows, intents
 
     async def _store(
         self, pending: list[Pending]

@@ -45,9 +45,11 @@ from catalogue_service.backends.base import (
     stale_revision,
     stamp,
 )
+from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
 from catalogue_service.spelling import sqlite as vocabulary
 
-SCHEMA_VERSION = 1
+# 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,6 +101,14 @@ CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TE
 CREATE TABLE IF NOT EXISTS asset_drift (
     seq INTEGER PRIMARY KEY, drifted INTEGER NOT NULL, flag BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS asset_drift_drifted ON asset_drift(drifted, seq);
+-- Live assets per (tag, other tag) and per (tag, type), kept current by every write, so a
+-- one-tag search reads its total and facets instead of counting them (tag_facets.py).
+CREATE TABLE IF NOT EXISTS tag_pairs (
+    tag TEXT NOT NULL, other TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (tag, other)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tag_types (
+    tag TEXT NOT NULL, type TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (tag, type)) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
     name, tags, description, columns,
     tokenize = "unicode61 remove_diacritics 2",
@@ -115,6 +125,9 @@ FACET_LIMIT = 50
 COUNT_CACHE_SIZE = 512
 REINDEX_BATCH = 5000
 DRIFT_FACET = {True: "drifted", False: "stable"}
+# Above this share of assets, a tag filter walks the name index rather than the tag's list.
+COMMON_SHARE = 0.02
+TAG_PER_ASSET = "EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = ? AND t.seq = a.seq)"
 
 T = TypeVar("T")
 
@@ -128,6 +141,7 @@ class _SideRows:
         self.owners: list[tuple[str, int]] = []
         self.deps: list[tuple[str, int]] = []
         self.fts: list[tuple[int, str, str, str, str]] = []
+        self.facets = TagFacets()
 
     def add(self, seq: int, doc: dict[str, Any]) -> None:
         tags = doc.get("tags") or []
@@ -153,6 +167,7 @@ class _SideRows:
             self.fts,
         )
         vocabulary.count_in(conn, self.fts)
+        self.facets.apply(conn)
 
 
 class _CountCache:
@@ -181,6 +196,71 @@ class _CountCache:
                 self._entries.popitem(last=False)
 
 
+# (seq, hash, revision, deleted, updated_at, name, type) of an asset row.
+_Row = tuple[int, str, int, int, str, str, str]
+
+
+class _BatchState:
+    """What the items of one write batch need to know of the stored rows, read with two
+    queries for the whole batch (not three per item) and kept current as the batch writes:
+    the rows of the batch's ids, and which id holds each of the batch's names (live only).
+
+    It is loaded and used under the write lock, so nothing else changes those rows meanwhile.
+    """
+
+    def __init__(self, rows: dict[str, _Row], live_names: dict[str, str]):
+        self.rows = rows
+        self.live_names = live_names
+        # Tags of the assets this batch wrote (their side rows are inserted at the end).
+        self.tags: dict[str, list[str]] = {}
+
+    def tags_of(self, conn: sqlite3.Connection, asset_id: str, seq: int) -> list[str]:
+        """The stored tags of an asset that has a row."""
+        if asset_id in self.tags:
+            return self.tags[asset_id]
+        return [t for (t,) in conn.execute("SELECT tag FROM asset_tags WHERE seq = ?", (seq,))]
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection, writes: list[PreparedWrite]) -> _BatchState:
+        ids = orjson.dumps([w.doc["id"] for w in writes]).decode()
+        names = orjson.dumps(list({w.doc["name"] for w in writes})).decode()
+        rows: dict[str, _Row] = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT id, seq, hash, revision, deleted, updated_at, name, type FROM assets"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            )
+        }
+        live_names = dict(
+            conn.execute(
+                "SELECT name, id FROM assets WHERE deleted = 0"
+                " AND name IN (SELECT value FROM json_each(?))",
+                (names,),
+            ).fetchall()
+        )
+        return cls(rows, live_names)
+
+    def wrote(
+        self,
+        asset_id: str,
+        seq: int,
+        name: str,
+        deleted: bool,
+        revision: int,
+        content_hash: str,
+        stamp: str,
+        before: _Row | None,
+        doc: dict[str, Any],
+    ) -> None:
+        if before is not None and not before[3] and self.live_names.get(before[5]) == asset_id:
+            del self.live_names[before[5]]
+        if not deleted:
+            self.live_names[name] = asset_id
+        self.rows[asset_id] = (seq, content_hash, revision, int(deleted), stamp, name, doc["type"])
+        self.tags[asset_id] = doc.get("tags") or []
+
+
 class SQLiteStore:
     def __init__(self, path: Path, readers: int = READERS):
         self.path = Path(path)
@@ -205,6 +285,13 @@ class SQLiteStore:
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('instance_id', ?)", (uuid.uuid4().hex,)
         )
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if int(version[0]) < SCHEMA_VERSION:
+            with self.db.transaction() as tx:
+                TagFacets.rebuild(tx)
+                tx.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+                )
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
@@ -230,22 +317,26 @@ class SQLiteStore:
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
         with self.db.transaction() as conn:
+            state = _BatchState.load(conn, writes)
             side = _SideRows()
             for write in writes:
-                results.append(self._apply(conn, write, stamp, side))
+                results.append(self._apply(conn, write, stamp, side, state))
             side.insert(conn)
         return results
 
     def _apply(
-        self, conn: sqlite3.Connection, write: PreparedWrite, stamp: str, side: _SideRows
+        self,
+        conn: sqlite3.Connection,
+        write: PreparedWrite,
+        stamp: str,
+        side: _SideRows,
+        state: _BatchState,
     ) -> BulkItemResult:
         doc = write.doc
         asset_id, name, deleted = doc["id"], doc["name"], bool(doc.get("deleted"))
         base = {"index": write.index, "id": asset_id, "name": name}
         # Under the write lock: what is read here cannot change before this item is written.
-        row = conn.execute(
-            "SELECT seq, hash, revision, deleted, updated_at FROM assets WHERE id = ?", (asset_id,)
-        ).fetchone()
+        row = state.rows.get(asset_id)
         if write.expect_revision is not None and (row is None or row[2] != write.expect_revision):
             error = stale_revision(asset_id, write.expect_revision, row and row[2])
             return BulkItemResult(**base, status="error", conflict="revision", error=error)
@@ -258,20 +349,19 @@ class SQLiteStore:
             if taken is not None:
                 return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
-            clash = conn.execute(
-                "SELECT id, doc FROM assets WHERE name = ? AND deleted = 0 AND id != ?",
-                (name, asset_id),
-            ).fetchone()
-            if clash is not None:
-                other = orjson.loads(clash[1])
-                where = origin(other)
+            holder = state.live_names.get(name)
+            if holder is not None and holder != asset_id:
+                (other_doc,) = conn.execute(
+                    "SELECT doc FROM assets WHERE id = ?", (holder,)
+                ).fetchone()
+                where = origin(orjson.loads(other_doc))
                 mine = doc.get("manifest_path") or "this request"
                 return BulkItemResult(
                     **base,
                     status="error",
                     conflict="name",
                     error=(
-                        f"name {name!r} is already used by asset {clash[0]} (from {where}); "
+                        f"name {name!r} is already used by asset {holder} (from {where}); "
                         f"names are unique in the catalogue, so rename the asset in {mine} "
                         "or remove the other one"
                     ),
@@ -301,6 +391,8 @@ class SQLiteStore:
             status = "deleted" if deleted else "created"
         else:
             seq = row[0]
+            if not row[3]:
+                side.facets.add(state.tags_of(conn, asset_id, seq), row[6], -1)
             conn.execute(
                 "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
                 " updated_at=?, doc=? WHERE seq=?",
@@ -311,6 +403,9 @@ class SQLiteStore:
             vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
+        state.wrote(asset_id, seq, name, deleted, revision, write.content_hash, stamp, row, doc)
+        if not deleted:
+            side.facets.add(doc.get("tags") or [], doc["type"], 1)
         side.add(seq, doc)
         write.stored = stored
         return BulkItemResult(**base, status=status, revision=revision)
@@ -336,6 +431,7 @@ class SQLiteStore:
                 side.insert(conn)
                 done += len(batch)
                 progress(done, total)
+            TagFacets.rebuild(conn)
         return done
 
     async def set_drift(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
@@ -451,8 +547,14 @@ class SQLiteStore:
             prefix = query.name.lower()
             where.append("a.name_lc >= ? AND a.name_lc < ?")
             params += [prefix, prefix + "\U0010ffff"]
+        # A tag on many assets is cheaper to check per asset while walking the name index
+        # (the first page is found after a few dozen) than to collect, sort and cut.
+        by_name = match is None and not query.name and self._common(conn, query.tags)
         for tag in query.tags:
-            where.append("a.seq IN (SELECT seq FROM asset_tags WHERE tag = ?)")
+            if by_name:
+                where.append(TAG_PER_ASSET)
+            else:
+                where.append("a.seq IN (SELECT seq FROM asset_tags WHERE tag = ?)")
             params.append(tag)
         for key, value in query.labels:
             where.append("a.seq IN (SELECT seq FROM asset_labels WHERE key = ? AND value = ?)")
@@ -473,7 +575,7 @@ class SQLiteStore:
             key_params: list[Any] = [exact]
             order = ["k1", "seq"]
         else:
-            source = "assets a"
+            source = "assets a INDEXED BY assets_name_lc" if by_name else "assets a"
             key_cols = "a.name_lc"
             key_params = []
             order = ["k1", "seq"]
@@ -508,6 +610,23 @@ class SQLiteStore:
         cached = self._counts.get(count_key, generation, query.facets)
         if cached is not None:
             return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
+        one_tag = len(query.tags) == 1 and not query.include_deleted
+        narrowed = match or query.name or query.type or query.labels or query.owner
+        if one_tag and not narrowed and query.drifted is None:
+            kept = counted(conn, query.tags[0], FACET_LIMIT)
+            if kept is not None:
+                if not query.facets:
+                    return SearchHits(docs, kept[0], Facets(), next_cursor)
+                # Drift verdicts are few (profiled datasets only): count them from their side.
+                drift = conn.execute(
+                    "SELECT d.drifted, count(*) FROM asset_drift d JOIN assets a"
+                    f" ON a.seq = d.seq WHERE {filter_sql} GROUP BY d.drifted",
+                    params,
+                ).fetchall()
+                facets = kept[1].model_copy(
+                    update={"drift": {DRIFT_FACET[bool(flag)]: n for flag, n in drift}}
+                )
+                return SearchHits(docs, kept[0], facets, next_cursor)
         if not rows and query.cursor is None and query.offset == 0:
             total = 0
         else:
@@ -517,6 +636,18 @@ class SQLiteStore:
             facets = self._facets(conn, matched, params)
         self._counts.put(count_key, generation, query.facets, total, facets)
         return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
+
+    @staticmethod
+    def _common(conn: sqlite3.Connection, tags: list[str]) -> bool:
+        """Whether assets carrying all of ``tags`` are expected to be over COMMON_SHARE of all
+        (tags taken as independent)."""
+        if not tags:
+            return False
+        (assets,) = conn.execute("SELECT coalesce(max(seq), 0) FROM assets").fetchone()
+        share = 1.0
+        for tag in tags:
+            share *= tag_count(conn, tag) / max(assets, 1)
+        return share >= COMMON_SHARE
 
     @staticmethod
     def _facets(conn: sqlite3.Connection, matched: str, params: list[Any]) -> Facets:

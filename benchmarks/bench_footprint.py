@@ -1,0 +1,337 @@
+"""footprint (DESIGN section 7): resident memory of every process ``cairn up`` runs, at N
+assets, after a search load and after a large Arrow GET.
+
+``python -m cairn up --no-crawl`` starts the catalogue, the feature store and the UI on the
+embedded backend as its children and stays up as their supervisor; all four processes count.
+The benchmark then, one step after the other: bulk-loads N generated assets; sends name, tag
+and text searches to the catalogue and search pages to the UI; uploads a wide table (1,000,000
+x 20 as Parquet; ``--quick`` 100,000) to the feature store and reads it back twice as an Arrow
+stream. After each step it reads, per process, VmRSS, VmHWM, PSS and the resident anonymous
+and file-backed memory (``/proc/PID/status`` and ``smaps_rollup``), and the largest resident
+mappings (``/proc/PID/smaps``), which say what dominates.
+
+Target: the processes' VmRSS together <= 300 MB (10^6 bytes) after every step. RSS counts the
+pages of shared libraries in every process that maps them; PSS splits them, so the PSS total
+is shown beside it.
+
+Run alone: ``python -m benchmarks.bench_footprint [--quick] [--assets N]``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.bench_featureset import (
+    FULL_ROWS,
+    QUICK_ROWS,
+    TABLE_NAME,
+    fetch_arrow,
+    write_table,
+)
+from benchmarks.bench_ingest import encode_batches
+from benchmarks.common import (
+    PYTHON,
+    ROOT,
+    WORK_DIR,
+    Section,
+    Sizes,
+    bench_env,
+    free_port,
+    fresh_dir,
+    parse_sizes,
+    table,
+    verdict,
+    write_section,
+)
+from benchmarks.gen_tree import make_assets
+
+TARGET_BYTES = 300 * 10**6
+SERVICES = ("catalogue", "featurestore", "ui")
+SEARCHES = 300  # per kind, sequential
+UI_PAGES = 100
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Memory:
+    rss_kb: int
+    hwm_kb: int
+    pss_kb: int
+    anon_kb: int
+    file_kb: int
+    top: list[tuple[str, int]]  # (mapping, resident kB), largest first
+
+
+@dataclass(slots=True)
+class Step:
+    name: str
+    memory: dict[str, Memory] = field(default_factory=dict)
+
+    @property
+    def rss_bytes(self) -> int:
+        return sum(m.rss_kb for m in self.memory.values()) * 1024
+
+    @property
+    def pss_bytes(self) -> int:
+        return sum(m.pss_kb for m in self.memory.values()) * 1024
+
+
+def _kb_fields(path: Path, keys: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in keys:
+            out[key] = int(rest.split()[0])
+    return out
+
+
+def _top_mappings(pid: int, count: int = 3) -> list[tuple[str, int]]:
+    """Resident kB per mapped object (a library, ``[heap]``, ``[anon]``), largest first."""
+    sizes: Counter[str] = Counter()
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):
+            name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
+        elif head[0] == "Rss:":
+            sizes[name] += int(head[1])
+    return sizes.most_common(count)
+
+
+def read_memory(pid: int) -> Memory:
+    status = _kb_fields(Path(f"/proc/{pid}/status"), ("VmRSS", "VmHWM", "RssAnon", "RssFile"))
+    rollup = _kb_fields(Path(f"/proc/{pid}/smaps_rollup"), ("Pss",))
+    return Memory(
+        rss_kb=status["VmRSS"],
+        hwm_kb=status["VmHWM"],
+        pss_kb=rollup["Pss"],
+        anon_kb=status["RssAnon"],
+        file_kb=status["RssFile"],
+        top=_top_mappings(pid),
+    )
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(p) for p in text]
+    return found
+
+
+def _service_of(pid: int) -> str | None:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    for service in SERVICES:
+        if service.encode() in argv:
+            return service
+    return None
+
+
+class CairnUp:
+    """``cairn up --no-crawl`` with a fresh data folder and free ports."""
+
+    def __init__(self) -> None:
+        self.data_dir = fresh_dir(WORK_DIR / "data" / "footprint")
+        self.ports = {service: free_port() for service in SERVICES}
+        self.urls = {s: f"http://127.0.0.1:{p}" for s, p in self.ports.items()}
+        self.env = bench_env(
+            self.data_dir,
+            CAIRN_CATALOGUE_PORT=str(self.ports["catalogue"]),
+            CAIRN_FEATURESTORE_PORT=str(self.ports["featurestore"]),
+            CAIRN_UI_PORT=str(self.ports["ui"]),
+        )
+        self.log_path = WORK_DIR / "logs" / "footprint-up.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: dict[str, int] = {}
+
+    def __enter__(self) -> CairnUp:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "cairn", "up", "--no-crawl"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cairn up exited:\n{self.log_path.read_text()[-3000:]}")
+            if "Cairn is up" in self.log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"cairn up was not up in 180 s:\n{self.log_path.read_text()}")
+        self.pids = {"cairn up (supervisor)": self.proc.pid}
+        for child in _children(self.proc.pid):
+            service = _service_of(child)
+            if service is not None:
+                self.pids[service] = child
+        missing = [s for s in SERVICES if s not in self.pids]
+        if missing:
+            raise RuntimeError(f"cairn up has no {', '.join(missing)} process")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+    def step(self, name: str) -> Step:
+        return Step(name, {k: read_memory(pid) for k, pid in self.pids.items()})
+
+
+def load_assets(url: str, assets: list[dict[str, Any]]) -> None:
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for body in encode_batches(assets):
+            r = client.post(
+                "/api/v1/assets/bulk", content=body, headers={"content-type": "application/json"}
+            )
+            if r.status_code != 200 or r.json()["failed"]:
+                raise RuntimeError(f"bulk load failed: {r.status_code} {r.text[:300]}")
+
+
+def search_load(urls: dict[str, str], assets: list[dict[str, Any]]) -> int:
+    """Name, tag and text searches at the catalogue, search pages at the UI."""
+    names = [a["name"].rsplit("_", 1)[0] + "_" for a in assets[:SEARCHES]]
+    tags = [a["tags"][0] for a in assets[:SEARCHES] if a["tags"]]
+    words = [a["description"].split()[-1].rstrip(".") for a in assets[:SEARCHES]]
+    sent = 0
+    with httpx.Client(base_url=urls["catalogue"], timeout=60) as client:
+        for key, values in (("name", names), ("tag", tags), ("q", words)):
+            for value in values:
+                client.get("/api/v1/assets", params={key: value}).raise_for_status()
+                sent += 1
+    with httpx.Client(base_url=urls["ui"], timeout=60) as client:
+        for value in words[:UI_PAGES]:
+            client.get("/", params={"q": value}).raise_for_status()
+            sent += 1
+    return sent
+
+
+def arrow_load(url: str, rows: int) -> int:
+    path = WORK_DIR / "footprint-table.parquet"
+    write_table(path, rows)
+    with path.open("rb") as f:
+        r = httpx.post(
+            f"{url}/api/v1/featuresets/{TABLE_NAME}/versions",
+            params={"description": "wide table (footprint benchmark)"},
+            content=f.read(),
+            headers={"content-type": "application/vnd.apache.parquet"},
+            timeout=600,
+        )
+    if r.status_code != 201:
+        raise RuntimeError(f"uploading the table failed: {r.status_code} {r.text[:300]}")
+    received = 0
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for _ in range(2):
+            received, _, _ = fetch_arrow(client, keep=False)
+    return received
+
+
+def _mib(kb: int) -> str:
+    return f"{kb / 1024:.0f}"
+
+
+def write(steps: list[Step], sizes: Sizes, command: str, rows: int, searches: int) -> bool:
+    section = Section("footprint", "footprint", command, sizes)
+    ok = all(s.rss_bytes <= TARGET_BYTES for s in steps)
+    section.add(
+        f"`cairn up --no-crawl` (catalogue, feature store and UI on the embedded backend, and "
+        f"the supervising `cairn up` process), then in turn: {sizes.assets:,} generated assets "
+        f"bulk-loaded; {searches:,} searches (name prefix, tag, text at the catalogue, search "
+        f"pages at the UI); a {rows:,} x 20 table uploaded as Parquet and read back twice as "
+        "an Arrow stream. Memory is read after each step.",
+        "",
+        f"Target: all processes' VmRSS together <= 300 MB ({TARGET_BYTES / MIB:.0f} MiB) "
+        f"after every step. Met: {verdict(ok)}.",
+        "",
+    )
+    processes = list(steps[0].memory)
+    rows_ = []
+    for step in steps:
+        cells = [step.name]
+        cells += [
+            f"{_mib(step.memory[p].rss_kb)} / {_mib(step.memory[p].hwm_kb)}" for p in processes
+        ]
+        cells += [
+            f"**{step.rss_bytes / MIB:.0f}** ({verdict(step.rss_bytes <= TARGET_BYTES)})",
+            f"{step.pss_bytes / MIB:.0f}",
+        ]
+        rows_.append(cells)
+    section.add(
+        "VmRSS / VmHWM in MiB per process, after each step:",
+        "",
+        *table(["after", *processes, "VmRSS total (MiB)", "PSS total (MiB)"], rows_),
+        "",
+        "What dominates each process after the last step (resident MiB: anonymous, i.e. heap "
+        "and pools, vs file-backed, i.e. code and shared libraries; largest mappings):",
+        "",
+    )
+    last = steps[-1]
+    detail = [
+        [
+            p,
+            _mib(m.anon_kb),
+            _mib(m.file_kb),
+            ", ".join(f"{name} {kb / 1024:.0f}" for name, kb in m.top),
+        ]
+        for p, m in last.memory.items()
+    ]
+    section.add(*table(["process", "anonymous", "file-backed", "largest mappings"], detail))
+    section.add(
+        "",
+        "- VmRSS counts a shared library's pages in each process that maps it (the four are "
+        "separate Python processes, each with its own interpreter and imports); PSS divides "
+        "shared pages between the processes that share them.",
+    )
+    write_section(section)
+    return ok
+
+
+def run(sizes: Sizes, command: str, rows: int) -> bool:
+    assets = make_assets(sizes.assets)
+    with CairnUp() as up:
+        steps = [up.step("start")]
+        print(f"footprint: loading {sizes.assets:,} assets ...", flush=True)
+        load_assets(up.urls["catalogue"], assets)
+        steps.append(up.step(f"ingest of {sizes.assets:,}"))
+        searches = search_load(up.urls, assets)
+        steps.append(up.step("searches"))
+        print(f"footprint: Arrow GET of {rows:,} rows ...", flush=True)
+        arrow_load(up.urls["featurestore"], rows)
+        steps.append(up.step("Arrow GETs"))
+        time.sleep(2)
+        steps.append(up.step("2 s later"))
+    ok = write(steps, sizes, command, rows, searches)
+    for step in steps:
+        print(f"  {step.name}: VmRSS total {step.rss_bytes / MIB:.0f} MiB")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    sizes, command = parse_sizes(__doc__ or "", "benchmarks.bench_footprint", argv)
+    rows = QUICK_ROWS if sizes.quick else FULL_ROWS
+    ok = run(sizes, command, rows)
+    print(f"footprint written to benchmarks/RESULTS.md; target met: {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
