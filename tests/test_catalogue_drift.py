@@ -39,6 +39,7 @@ def test_drift_flag_is_a_filter_and_a_facet(api: httpx.Client) -> None:
     assert drifted["items"][0]["drift"] == flag(True, 3, ("amount",))
     stable = api.get("/assets", params={"drifted": "false", "tag": "sales"}).json()
     assert [a["name"] for a in stable["items"]] == ["stores"]
+    assert stable["total"] == 1 and stable["facets"]["drift"] == {"stable": 1}
     everything = api.get("/assets", params={"tag": "sales"}).json()
     assert everything["total"] == 3
     assert everything["facets"]["drift"] == {"drifted": 1, "stable": 1}
