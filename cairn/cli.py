@@ -254,8 +254,8 @@ def snapshot(
     Hashes every file of the dataset (the manifest's location, else its folder) and, when the
     content differs from the latest snapshot, adds versions.v<N+1> with the digest, the time,
     the size and each file's hash; an unchanged dataset adds nothing. Writes the manifest
-    back on local folders and S3. Exit codes: 0 done (or nothing changed), 1 when the
-    dataset or its manifest could not be read or written.
+    back whole on every volume kind (readers see the old file or the new). Exit codes: 0 done
+    (or nothing changed), 1 when the dataset or its manifest could not be read or written.
     """
     from cairn.settings import get_settings
     from crawler.snapshot import SnapshotError, take_snapshot

@@ -16,6 +16,10 @@ Walk: one flat, paged listing of every blob under the root's prefix (``list_blob
 Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
 (how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all).
 
+Writes (``write_bytes``, and the feature store's blob store through
+:meth:`AdlsVolume.write_blocks`): the bytes are staged as blocks of a block blob, then the block
+list is committed in one request, so a reader sees the old blob or the new one, never a mix.
+
 Credentials, in ``CAIRN_*`` settings only (never in the URL): a connection string, an account
 key or a SAS token (at most one of them), else ``DefaultAzureCredential`` from the
 ``azure-identity`` extra. Error messages carry Azure's error code, never its response text.
@@ -23,9 +27,11 @@ key or a SAS token (at most one of them), else ``DefaultAzureCredential`` from t
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -35,6 +41,7 @@ from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFi
 from connectors.ranged import RangedFile
 
 try:
+    from azure.core import MatchConditions
     from azure.core.exceptions import (
         AzureError,
         ClientAuthenticationError,
@@ -43,7 +50,7 @@ try:
         ServiceRequestError,
         ServiceResponseError,
     )
-    from azure.storage.blob import BlobProperties, ContainerClient
+    from azure.storage.blob import BlobBlock, BlobProperties, ContainerClient
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         f"the abfss:// connector needs 'azure-storage-blob' ({exc}); "
@@ -194,6 +201,35 @@ class AdlsVolume:
         """An SDK error as the VolumeError a read would raise (error code, never the text)."""
         return _translate(exc, rel)
 
+    def write_blocks(self, rel: str, chunks: Iterable[bytes], *, overwrite: bool) -> bool:
+        """Stores ``chunks`` as the block blob ``rel`` (already normal): each staged as a block,
+        then one commit of the list. Without ``overwrite`` an existing blob is left alone and
+        the answer is False. Blocks never committed are no blob: the service drops them."""
+        blob = self._container.get_blob_client(self._blob(rel))
+        upload = uuid.uuid4().hex
+        blocks: list[BlobBlock] = []
+        # No condition replaces whatever is there; IfMissing sends If-None-Match: *.
+        condition = None if overwrite else MatchConditions.IfMissing
+        try:
+            for piece in chunks:
+                # Block ids of one blob must all have the same length.
+                block = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
+                self.requests += 1
+                blob.stage_block(block, piece, length=len(piece))
+                blocks.append(BlobBlock(block_id=block))
+            self.requests += 1
+            blob.commit_block_list(blocks, match_condition=condition)
+        except HttpResponseError as exc:
+            # 409/412: the blob exists (a concurrent writer committed first, and with it
+            # dropped this upload's uncommitted blocks; some services answer 400 then).
+            status = exc.status_code
+            if not overwrite and (status in (409, 412) or (status == 400 and self._props(rel))):
+                return False
+            raise _translate(exc, rel) from None
+        except AzureError as exc:
+            raise _translate(exc, rel) from None
+        return True
+
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
@@ -296,6 +332,13 @@ class AdlsVolume:
         if not rel:
             return self.url
         return self.url.rstrip("/") + "/" + _quote_path(rel)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replaces the blob at ``path``: one staged block, committed in one request."""
+        rel = normalize_relpath(path)
+        if not rel:
+            raise NotAFile("the volume root is a folder, not a file", path="")
+        self.write_blocks(rel, [data] if data else [], overwrite=True)
 
 
 # -- clients and errors --------------------------------------------------------------------------

@@ -87,7 +87,8 @@ class Volume(Protocol):
 class WritableVolume(Volume, Protocol):
     """A volume that can store a small file whole (``cairn snapshot`` writes manifests back).
 
-    Local folders and S3 have it; a reader sees the old bytes or the new, never a mix.
+    Every built-in connector has it (local, HDFS, ADLS, S3); a reader sees the old bytes or the
+    new, never a mix.
     """
 
     def write_bytes(self, path: str, data: bytes) -> None: ...

@@ -20,20 +20,26 @@ would fail the same way.
 Reads: ``read()`` asks for at most ``max_bytes + 1`` bytes, so the cap holds on the wire; ``open()``
 returns a :class:`RangedFile` whose reads are OPEN requests with ``offset`` and ``length``.
 
+Writes (``write_bytes``, and the feature store's blob store through :meth:`HdfsVolume.write_file`):
+a part file is CREATEd empty, filled by APPEND, then RENAMEd onto the target in one NameNode
+operation, so a reader sees the old file or the new one, never half of it.
+
 Authentication: simple (``user.name``, from ``CAIRN_HDFS_USER``) or Kerberos/SPNEGO
 (``CAIRN_HDFS_AUTH=kerberos``, with the ``kerberos`` extra and a ticket from ``kinit``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import posixpath
 import re
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
@@ -63,6 +69,9 @@ T = TypeVar("T")
 # The ``hdfs`` package has no LISTSTATUS_BATCH (Hadoop 2.8+); its request factory builds the
 # handler, so NameNode rotation and error decoding work for it as for the built-in operations.
 _list_status_batch = _Request("GET").to_method("LISTSTATUS_BATCH")
+# Its rename() cannot replace a file: with ``renameoptions`` the NameNode runs rename2, which
+# can (OVERWRITE) and, unlike the plain rename, names the reason when it refuses.
+_rename2 = _Request("PUT").to_method("RENAME")
 _RETRIABLE = ("RetriableException", "StandbyException")
 _ADDRESS = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d+))?$"
@@ -216,21 +225,22 @@ class HdfsVolume:
             return self.root
         return f"{self.root}/{rel}" if self.root != "/" else f"/{rel}"
 
-    def _call(self, rel: str, fn: Callable[[], T]) -> T:
+    def _call(self, rel: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
         """One WebHDFS call with retries; HDFS and network failures as VolumeErrors."""
-        delays = _backoff(self._attempts)
-        for attempt in range(self._attempts):
+        attempts = attempts or self._attempts
+        delays = _backoff(attempts)
+        for attempt in range(attempts):
             with self._count_lock:
                 self.requests += 1
             try:
                 return fn()
             except HdfsError as exc:
                 name = getattr(exc, "exception", None)
-                if name not in _RETRIABLE or attempt == self._attempts - 1:
+                if name not in _RETRIABLE or attempt == attempts - 1:
                     raise _translate(exc, rel) from None
                 reason = f"every NameNode answered {name}"
             except (requests.Timeout, requests.ConnectionError) as exc:
-                if attempt == self._attempts - 1:
+                if attempt == attempts - 1:
                     raise NameNodeUnreachable(
                         f"cannot reach WebHDFS at {', '.join(self.namenodes)} "
                         f"({_network_reason(exc)}); is that the NameNode's HTTP port "
@@ -249,7 +259,7 @@ class HdfsVolume:
                 rel,
                 reason,
                 attempt + 1,
-                self._attempts - 1,
+                attempts - 1,
             )
             time.sleep(delays[attempt])
         raise AssertionError("unreachable")
@@ -312,6 +322,34 @@ class HdfsVolume:
     def call(self, rel: str, fn: Callable[[], T]) -> T:
         """``fn`` with this volume's retries and error mapping; only for idempotent calls."""
         return self._call(rel, fn)
+
+    def write_file(
+        self, part: str, rel: str, data: bytes | Iterable[bytes], *, overwrite: bool
+    ) -> None:
+        """Writes ``data`` to the new file ``part``, then renames it to ``rel`` (both relative
+        and normal). Without ``overwrite`` the rename refuses an existing ``rel`` (a VolumeError
+        naming FileAlreadyExistsException). The part is deleted when anything fails."""
+        client = self._client
+        source, target = self._abs(part), self._abs(rel)
+        renamed = False
+        try:
+            # Created empty first, then filled by APPEND: a CREATE whose body broke off may make
+            # its file on the DataNode after the clean-up below has looked for it, while a file
+            # that exists before the data is sent is surely gone once deleted.
+            self._call(part, lambda: client.write(source, data=b"", overwrite=True))
+            if data != b"":
+                # One attempt: a stream half sent cannot be sent again.
+                self._call(part, lambda: client.write(source, data=data, append=True), attempts=1)
+            option = "OVERWRITE" if overwrite else "NONE"
+            self._call(
+                rel, lambda: _rename2(client, source, destination=target, renameoptions=option)
+            )
+            renamed = True
+        finally:
+            if not renamed:
+                # The error that stopped the write says more than one from the clean-up.
+                with contextlib.suppress(VolumeError):
+                    self._call(part, lambda: client.delete(source))
 
     def batches(self, rel: str) -> Iterator[list[dict[str, Any]]]:
         """The FileStatus records of one folder, a LISTSTATUS_BATCH answer at a time."""
@@ -415,6 +453,16 @@ class HdfsVolume:
         if not rel:
             return self.url
         return self.url.rstrip("/") + "/" + _quote_path(rel)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replaces the file at ``path``: a hidden part file beside it, renamed over it."""
+        rel = normalize_relpath(path)
+        if not rel:
+            raise NotAFile("the volume root is a folder, not a file", path="")
+        folder, _, name = rel.rpartition("/")
+        part = f".{name}.{uuid.uuid4().hex}.tmp"
+        part = f"{folder}/{part}" if folder else part
+        self.write_file(part, rel, data, overwrite=True)
 
 
 def _translate(exc: HdfsError, rel: str) -> VolumeError:

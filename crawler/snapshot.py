@@ -10,9 +10,10 @@ latest snapshot's, a new key ``v<N+1>`` is added::
     versions:
       v1: {sha256: 9f2c…, created: '2026-12-02T14:00:00Z', bytes: 1234, files: {a.csv: 51e0…}}
 
-A run that finds the same digest adds nothing. The manifest is written back whole (one
-PutObject on S3, a rename on a local disk); only its ``versions`` block changes, comments and
-other fields stay as written.
+A run that finds the same digest adds nothing. The manifest is written back whole, so a reader
+sees the old file or the new one: a rename over it on a local disk and on HDFS (a part file
+beside it first), one PutObject on S3, one block-list commit on ADLS. Only its ``versions``
+block changes; comments and other fields stay as written.
 """
 
 from __future__ import annotations
@@ -284,10 +285,10 @@ def take_snapshot(
             return snap
         updated = _checked_rewrite(raw, manifest_path, manifest, versions)
         if not isinstance(volume, WritableVolume):
+            # Every built-in connector writes; this guards a connector added without it.
             raise SnapshotError(
-                f"{volume.scheme}:// volumes are read-only to Cairn, so the manifest cannot be "
-                "updated there; run with --dry-run to see the new version, or snapshot a local "
-                "or s3:// copy"
+                f"{volume.scheme}:// volumes cannot store files, so the manifest cannot be "
+                "updated there; run with --dry-run to see the new version"
             )
         try:
             volume.write_bytes(manifest_path, updated)

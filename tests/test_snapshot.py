@@ -1,16 +1,23 @@
 """`cairn snapshot`: content hashes of a dataset's files recorded as manifest versions, on a
-local folder and on S3 (a real SeaweedFS); read-only volume kinds say so clearly."""
+local folder, on S3 (a real SeaweedFS), on HDFS (the minicluster) and on ADLS (Azurite)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
+import pytest
 import yaml
 
-from tests.conftest import cairn_env, run_cairn
-from tests.servers.fixtures import AzuriteServer, S3Server
+from connectors import open_volume
+from crawler.manifest import parse_manifest
+from tests.conftest import ProcessServer, cairn_env, run_cairn
+from tests.servers.fixtures import TEST_USER, S3Server
+from tests.test_crawl_e2e import crawl
+from tests.test_crawl_remote import AdlsLake, HdfsLake, RemoteLake
 
 MANIFEST = "name: sales\ntype: dataset\n# kept as written\ntags: [sales]\n"
 
@@ -58,8 +65,6 @@ def test_local_snapshot_adds_a_version_per_change(tmp_path: Path) -> None:
     assert versions["v2"]["files"]["a.csv"] == sha(b"id\n1\n3\n")
 
     # The crawler reads the versions like any manifest field.
-    from crawler.manifest import parse_manifest
-
     (doc,), problems = parse_manifest((ds / "MANIFEST.yaml").read_bytes(), "MANIFEST.yaml")
     assert problems == [] and set(doc.manifest.versions) == {"v1", "v2"}
 
@@ -155,16 +160,70 @@ def test_s3_snapshot_writes_the_manifest_back(s3_server: S3Server, tmp_path: Pat
     assert list(yaml.safe_load(manifest())["versions"]) == ["v1", "v2"]
 
 
-def test_read_only_volume_kinds_say_so(azurite_server: AzuriteServer, tmp_path: Path) -> None:
-    name = azurite_server.fresh_container()
-    container = azurite_server.container(name)
-    container.upload_blob("ds/MANIFEST.yaml", MANIFEST.encode())
-    container.upload_blob("ds/a.csv", b"1")
-    env = cairn_env(tmp_path / "data", **azurite_server.env())
-    url = azurite_server.url(name, "ds")
+@pytest.fixture(params=["hdfs", "adls"])
+def lake(request: pytest.FixtureRequest) -> Iterator[RemoteLake]:
+    if request.param == "hdfs":
+        yield HdfsLake(request.getfixturevalue("hdfs_server"))
+    else:
+        yield AdlsLake(request.getfixturevalue("azurite_server"))
 
-    refused = run_cairn("snapshot", url, env=env)
-    assert refused.returncode == 1
-    assert "read-only to Cairn" in refused.stderr and "--dry-run" in refused.stderr
+
+def test_remote_snapshot_writes_the_manifest_back(
+    lake: RemoteLake,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    lake.put("sales/MANIFEST.yaml", MANIFEST.encode())
+    lake.put("sales/a.csv", b"id\n1\n")
+    lake.put("sales/part/b.csv", b"id\n2\n")
+    env = cairn_env(tmp_path / "data", **lake.settings)
+    url = lake.url + "/sales"
+    use_env(lake.settings)
+
+    def manifest() -> bytes:
+        with open_volume(lake.url) as volume:
+            return volume.read("sales/MANIFEST.yaml", 1 << 20)
+
+    def names() -> set[str]:
+        with open_volume(lake.url) as volume:
+            return {e.path for e in volume.walk() if not e.is_dir}
+
     dry = snapshot(url, env, "--dry-run")
-    assert (dry["version"], dry["files"]) == ("v1", 1)
+    assert (dry["version"], dry["files"], dry["written"]) == ("v1", 2, False)
+    assert manifest() == MANIFEST.encode()
+    if isinstance(lake, HdfsLake):
+        # The folder belongs to the superuser: the write is refused, nothing is left behind.
+        refused = run_cairn("snapshot", url, env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert "cannot write the manifest" in refused.stderr
+        assert "permission denied" in refused.stderr
+        assert manifest() == MANIFEST.encode()
+        lake.server.admin.chown(f"{lake.root}/sales", TEST_USER)
+
+    first = snapshot(url, env)
+    assert (first["version"], first["added"], first["written"]) == ("v1", True, True)
+    assert first["manifest"] == url + "/MANIFEST.yaml"
+    text = manifest().decode()
+    assert text.startswith(MANIFEST)  # the rest of the manifest stays as written
+    v1 = yaml.safe_load(text)["versions"]["v1"]
+    assert v1["files"] == {"a.csv": sha(b"id\n1\n"), "part/b.csv": sha(b"id\n2\n")}
+
+    again = snapshot(url, env)
+    assert (again["version"], again["added"], again["written"]) == ("v1", False, False)
+    assert manifest().decode() == text
+
+    lake.put("sales/a.csv", b"id\n1\n3\n")
+    second = snapshot(url + "/MANIFEST.yaml", env)
+    assert (second["version"], second["added"]) == ("v2", True)
+    (doc,), problems = parse_manifest(manifest(), "MANIFEST.yaml")
+    assert problems == [] and list(doc.manifest.versions) == ["v1", "v2"]
+    assert doc.manifest.versions["v1"] == v1  # earlier versions are kept unchanged
+    assert names() == {"sales/MANIFEST.yaml", "sales/a.csv", "sales/part/b.csv"}  # no part file
+
+    code, report = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 0 and report["errors"] == [], report
+    asset = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/sales").json()
+    assert list(asset["versions"]) == ["v1", "v2"]
+    assert asset["versions"]["v2"]["sha256"] == second["sha256"]
+    assert asset["versions"]["v2"]["files"]["a.csv"] == sha(b"id\n1\n3\n")

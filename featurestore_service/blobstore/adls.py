@@ -3,25 +3,22 @@ path``, ``az://container/path``), through the same ``AdlsVolume`` the crawler re
 credentials (``CAIRN_AZURE_*``), endpoint and ranged reads, on the Blob API that every ADLS Gen2
 account and every emulator serves.
 
-A put stages the local file as block blob blocks (``CHUNK`` bytes each, streamed, never the
-whole file in memory) and commits the block list with ``If-None-Match: *``: the blob appears
-whole or not at all, and an existing one is left alone. Blocks that were never committed are
-invisible to readers and listings, and the service discards them itself (after a week on
-Azure), so a failed upload leaves nothing a reader or the sweeper would see.
+A put (``AdlsVolume.write_blocks``) stages the local file as block blob blocks (``CHUNK`` bytes
+each, streamed, never the whole file in memory) and commits the block list with
+``If-None-Match: *``: the blob appears whole or not at all, and an existing one is left alone.
+Blocks that were never committed are invisible to readers and listings, and the service
+discards them itself (after a week on Azure), so a failed upload leaves nothing a reader or
+the sweeper would see.
 """
 
 from __future__ import annotations
 
-import base64
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import BlobBlock
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from connectors.adls import AdlsVolume
 from connectors.base import normalize_relpath
@@ -65,27 +62,12 @@ class AdlsBlobStore:
         rel = self._rel(key)
         if self.exists(key):
             return False
-        blob = self.volume.container.get_blob_client(self.volume.blob_name(rel))
-        upload = uuid.uuid4().hex
-        blocks: list[BlobBlock] = []
         try:
-            while piece := source.read(CHUNK):
-                # Block ids of one blob must all have the same length.
-                block = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
-                self.volume.requests += 1
-                blob.stage_block(block, piece, length=len(piece))
-                blocks.append(BlobBlock(block_id=block))
-            self.volume.requests += 1
-            blob.commit_block_list(blocks, match_condition=MatchConditions.IfMissing)
-        except HttpResponseError as exc:
-            # 409/412: the blob exists (a concurrent put of the same bytes committed first, and
-            # with it dropped this upload's uncommitted blocks).
-            if exc.status_code in (409, 412) or (exc.status_code == 400 and self.exists(key)):
-                return False
-            raise self._error(exc, rel) from None
-        except AzureError as exc:
-            raise self._error(exc, rel) from None
-        return True
+            return self.volume.write_blocks(
+                rel, iter(lambda: source.read(CHUNK), b""), overwrite=False
+            )
+        except VolumeError as exc:
+            raise BlobError(f"{self.url}: {exc}") from None
 
     def exists(self, key: str) -> bool:
         rel = self._rel(key)

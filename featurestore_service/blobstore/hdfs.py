@@ -2,10 +2,10 @@
 ``HdfsVolume`` the crawler reads with: its NameNode list, HA rotation, retries, authentication
 (``CAIRN_HDFS_USER``, ``CAIRN_HDFS_AUTH``) and ranged reads.
 
-A put is a WebHDFS CREATE of an empty ``<root>/.tmp/<uuid>.part``, an APPEND streamed from the
-local file, then a RENAME to ``<root>/<sha256>.parquet``. HDFS renames are atomic and refuse
-an existing target, so readers never see a partial blob and a concurrent put of the same bytes
-loses harmlessly.
+A put is ``HdfsVolume.write_file``: a WebHDFS CREATE of an empty ``<root>/.tmp/<uuid>.part``, an
+APPEND streamed from the local file, then a RENAME to ``<root>/<sha256>.parquet``. HDFS renames
+are atomic and (without overwrite) refuse an existing target, so readers never see a partial
+blob and a concurrent put of the same bytes loses harmlessly.
 A failed upload deletes its part; parts left by a crash are removed by the sweeper
 (:meth:`HdfsBlobStore.remove_partial`).
 """
@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from connectors.errors import EntryNotFound, VolumeError
-from connectors.webhdfs import HdfsError, HdfsVolume
+from connectors.webhdfs import HdfsVolume
 from featurestore_service.blobstore.base import (
     CHUNK,
     KEY,
@@ -69,31 +69,14 @@ class HdfsBlobStore:
         check_key(key)
         if self.exists(key):
             return False
-        client = self.volume.client
-        part = self.volume.absolute(f"{PARTS}/{uuid.uuid4().hex}.part")
-        final = self.volume.absolute(key)
-        renamed = False
+        part = f"{PARTS}/{uuid.uuid4().hex}.part"
         try:
-            # The part is created empty first, then filled by APPEND: a CREATE whose body broke
-            # off may make its file on the DataNode after the clean-up below has looked for it,
-            # while a file that exists before the data is sent is surely gone once deleted.
-            self.volume.requests += 2
-            client.write(part, data=b"", overwrite=False)
-            # Not retried: a stream half sent cannot be sent again; the caller's write fails.
-            client.write(part, data=_Chunks(source), append=True)
-            try:
-                self._call(key, lambda: client.rename(part, final))
-            except BlobError:
-                if self.exists(key):  # a concurrent put of the same bytes came first
-                    return False
-                raise
-            renamed = True
-            return True
-        except HdfsError as exc:
+            self.volume.write_file(part, key, _Chunks(source), overwrite=False)
+        except VolumeError as exc:
+            if self.exists(key):  # a concurrent put of the same bytes came first
+                return False
             raise BlobError(f"{self.url}: cannot write {key}: {exc}") from None
-        finally:
-            if not renamed:
-                self._call(PARTS, lambda: client.delete(part))
+        return True
 
     def exists(self, key: str) -> bool:
         check_key(key)
