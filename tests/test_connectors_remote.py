@@ -23,7 +23,7 @@ SetEnv = Callable[[dict[str, str]], None]
 
 
 def test_registry_knows_every_remote_scheme() -> None:
-    assert set(supported_schemes()) == {"file", "hdfs", "webhdfs", "abfss", "abfs", "az"}
+    assert set(supported_schemes()) == {"file", "hdfs", "webhdfs", "abfss", "abfs", "az", "s3"}
 
 
 # -- HDFS ------------------------------------------------------------------------------------
