@@ -32,13 +32,13 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO, cast
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
 from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
-from connectors.ranged import RangedFile
+from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.ranged import RangedReads, quote_path
 
 try:
     from azure.core import MatchConditions
@@ -74,7 +74,7 @@ def _is_folder_marker(props: BlobProperties) -> bool:
     return str(metadata.get("hdi_isfolder", "")).lower() == "true"
 
 
-class AdlsVolume:
+class AdlsVolume(RangedReads):
     """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
 
     def __init__(self, container: ContainerClient, root: str, *, url: str, scheme: str) -> None:
@@ -126,7 +126,7 @@ class AdlsVolume:
             root = normalize_relpath(unquote(parts.path).lstrip("/"))
         except VolumeError as exc:
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
-        canonical = f"{scheme}://{authority.lower()}" + ("/" + _quote_path(root) if root else "")
+        canonical = f"{scheme}://{authority.lower()}" + ("/" + quote_path(root) if root else "")
         client = _container_client(settings, container_name, account, suffix)
         return cls(client, root, url=canonical, scheme=scheme)
 
@@ -304,35 +304,6 @@ class AdlsVolume:
         except AzureError as exc:
             raise _translate(exc, rel) from None
 
-    def open(self, path: str) -> BinaryIO:
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-
-        def fetch(offset: int, length: int) -> bytes:
-            return self._fetch(entry.path, offset, length)
-
-        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
-
-    def read(self, path: str, max_bytes: int) -> bytes:
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-        if entry.size > max_bytes:
-            raise EntryTooLarge(entry.path, entry.size, max_bytes)
-        data = self._fetch(entry.path, 0, max_bytes + 1) if entry.size else b""
-        if len(data) > max_bytes:  # grew since the stat
-            raise EntryTooLarge(entry.path, len(data), max_bytes)
-        return data
-
-    def url_for(self, path: str) -> str:
-        rel = normalize_relpath(path)
-        if not rel:
-            return self.url
-        return self.url.rstrip("/") + "/" + _quote_path(rel)
-
     def write_bytes(self, path: str, data: bytes) -> None:
         """Replaces the blob at ``path``: one staged block, committed in one request."""
         rel = normalize_relpath(path)
@@ -432,10 +403,3 @@ def _translate(exc: AzureError, rel: str) -> VolumeError:
 
 def _log_problem(path: str, reason: str) -> None:
     log.warning("walk: %s: %s", path or "<root>", reason)
-
-
-_PATH_SAFE = "/:@!$&'()*+,;="
-
-
-def _quote_path(path: str) -> str:
-    return quote(path, safe=_PATH_SAFE)

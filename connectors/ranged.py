@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import BinaryIO, cast
+from urllib.parse import quote
 
-from connectors.errors import VolumeError
+from connectors.base import Entry, normalize_relpath
+from connectors.errors import EntryTooLarge, NotAFile, VolumeError
 
 # (offset, length) -> exactly ``length`` bytes, or fewer only at the end of the file
 FetchRange = Callable[[int, int], bytes]
@@ -97,3 +100,55 @@ class RangedFile(io.RawIOBase):
     def _check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+
+
+# Characters a URL path keeps as they are (RFC 3986 pchar, '/' included): volume URLs show
+# object names as the stores do, with the rest percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;="
+
+
+def quote_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE)
+
+
+class RangedReads:
+    """``open``, ``read`` and ``url_for`` of a volume whose files are objects read by byte range
+    (S3, ADLS's Blob API): the volume provides ``url``, ``stat`` and ``_fetch``."""
+
+    url: str
+
+    def stat(self, path: str) -> Entry:
+        raise NotImplementedError
+
+    def _fetch(self, rel: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``rel`` from ``offset`` (fewer only at the end)."""
+        raise NotImplementedError
+
+    def open(self, path: str) -> BinaryIO:
+        entry = self.stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+
+        def fetch(offset: int, length: int) -> bytes:
+            return self._fetch(entry.path, offset, length)
+
+        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        entry = self.stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+        if entry.size > max_bytes:
+            raise EntryTooLarge(entry.path, entry.size, max_bytes)
+        data = self._fetch(entry.path, 0, max_bytes + 1) if entry.size else b""
+        if len(data) > max_bytes:  # grew since the stat
+            raise EntryTooLarge(entry.path, len(data), max_bytes)
+        return data
+
+    def url_for(self, path: str) -> str:
+        rel = normalize_relpath(path)
+        if not rel:
+            return self.url
+        return self.url.rstrip("/") + "/" + quote_path(rel)

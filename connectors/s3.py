@@ -41,13 +41,13 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, BinaryIO, cast
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
 from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
-from connectors.ranged import RangedFile
+from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.ranged import RangedReads, quote_path
 
 try:
     import boto3
@@ -86,7 +86,7 @@ def _etag(value: object) -> str:
     return str(value or "").strip('"')
 
 
-class S3Volume:
+class S3Volume(RangedReads):
     """A prefix of an S3 bucket; see the module docstring."""
 
     scheme = SCHEME
@@ -129,7 +129,7 @@ class S3Volume:
             root = normalize_relpath(unquote(parts.path).lstrip("/"))
         except VolumeError as exc:
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
-        canonical = f"s3://{bucket}" + ("/" + _quote_path(root) if root else "")
+        canonical = f"s3://{bucket}" + ("/" + quote_path(root) if root else "")
         return cls(make_client(get_settings()), bucket, root, url=canonical)
 
     def __repr__(self) -> str:
@@ -276,35 +276,6 @@ class S3Volume:
         except BotoCoreError as exc:
             raise _translate(exc, rel) from None
 
-    def open(self, path: str) -> BinaryIO:
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-
-        def fetch(offset: int, length: int) -> bytes:
-            return self._fetch(entry.path, offset, length)
-
-        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
-
-    def read(self, path: str, max_bytes: int) -> bytes:
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-        if entry.size > max_bytes:
-            raise EntryTooLarge(entry.path, entry.size, max_bytes)
-        data = self._fetch(entry.path, 0, max_bytes + 1) if entry.size else b""
-        if len(data) > max_bytes:  # grew since the stat
-            raise EntryTooLarge(entry.path, len(data), max_bytes)
-        return data
-
-    def url_for(self, path: str) -> str:
-        rel = normalize_relpath(path)
-        if not rel:
-            return self.url
-        return self.url.rstrip("/") + "/" + _quote_path(rel)
-
     # -- writing (cairn snapshot) --------------------------------------------------------------
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -377,10 +348,3 @@ def _translate(exc: Exception, rel: str) -> VolumeError:
 
 def _log_problem(path: str, reason: str) -> None:
     log.warning("walk: %s: %s", path or "<root>", reason)
-
-
-_PATH_SAFE = "/:@!$&'()*+,;="
-
-
-def _quote_path(path: str) -> str:
-    return quote(path, safe=_PATH_SAFE)
