@@ -12,7 +12,6 @@ with its data, logs and config in a folder that user owns.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.servers.maven import download as maven_download
 from tests.servers.processes import ServerSetupError, cache_dir, free_port, locked, terminate
 
 VERSION = "8.19.21"
@@ -31,27 +31,6 @@ ARTIFACT = (
     f"elasticsearch/{VERSION}/elasticsearch-{VERSION}.zip"
 )
 HEAP = "512m"
-
-
-def _download(url: str, target: Path) -> None:
-    step = f"downloading Elasticsearch {VERSION} from Maven Central ({url})"
-    try:
-        expected = httpx.get(url + ".sha1", timeout=60, follow_redirects=True)
-        expected.raise_for_status()
-        digest = hashlib.sha1(usedforsecurity=False)
-        partial = target.with_suffix(".part")
-        with httpx.stream("GET", url, timeout=120, follow_redirects=True) as response:
-            response.raise_for_status()
-            with partial.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise ServerSetupError(f"{step}: {exc}") from exc
-    if digest.hexdigest() != expected.text.split()[0].strip():
-        partial.unlink()
-        raise ServerSetupError(f"{step}: SHA-1 of the download does not match Maven's")
-    partial.replace(target)
 
 
 def _as_root() -> bool:
@@ -74,7 +53,7 @@ def install() -> Path:
     home = parent / f"elasticsearch-{VERSION}"
     with locked(cache / ".lock"):
         if not archive.exists():
-            _download(ARTIFACT, archive)
+            maven_download(ARTIFACT, archive, what=f"Elasticsearch {VERSION}")
         if not (home / ".unpacked").exists():
             shutil.rmtree(home, ignore_errors=True)
             try:

@@ -1,4 +1,5 @@
-"""Jars resolved from Maven Central for a test server, cached per version of its pom.xml."""
+"""Jars resolved from Maven Central for a test server, cached per version of its pom.xml, and
+single files downloaded from it with their published SHA-1 checked."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from tests.servers.processes import cache_dir, locked, run_step
+import httpx
+
+from tests.servers.processes import ServerSetupError, cache_dir, locked, run_step
 
 
 def resolve_libs(name: str, pom_dir: Path, *, what: str) -> Path:
@@ -41,3 +44,26 @@ def classpath(*entries: Path, libs: Path) -> str:
     """``entries`` (configuration folders first) followed by every jar in ``libs``."""
     jars = sorted(str(p) for p in libs.glob("*.jar"))
     return ":".join([*(str(e) for e in entries), *jars])
+
+
+def download(url: str, target: Path, *, what: str) -> None:
+    """One Maven Central file to ``target``, checked against the SHA-1 Maven publishes beside
+    it; a failed or corrupt download leaves nothing at ``target``."""
+    step = f"downloading {what} from Maven Central ({url})"
+    try:
+        expected = httpx.get(url + ".sha1", timeout=60, follow_redirects=True)
+        expected.raise_for_status()
+        digest = hashlib.sha1(usedforsecurity=False)
+        partial = target.with_suffix(".part")
+        with httpx.stream("GET", url, timeout=120, follow_redirects=True) as response:
+            response.raise_for_status()
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise ServerSetupError(f"{step}: {exc}") from exc
+    if digest.hexdigest() != expected.text.split()[0].strip():
+        partial.unlink()
+        raise ServerSetupError(f"{step}: SHA-1 of the download does not match Maven's")
+    partial.replace(target)

@@ -7,13 +7,11 @@ against Maven's SHA-1) live under ``~/.cache/cairn/spark-openlineage``, built on
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
-import httpx
-
-from tests.servers.processes import ServerSetupError, cache_dir, locked, run_step
+from tests.servers.maven import download as maven_download
+from tests.servers.processes import cache_dir, locked, run_step
 
 PYSPARK = "pyspark==3.5.9"
 LISTENER_VERSION = "1.53.0"
@@ -22,27 +20,6 @@ LISTENER_URL = (
     f"{LISTENER_VERSION}/openlineage-spark_2.12-{LISTENER_VERSION}.jar"
 )
 INSTALL_TIMEOUT_S = 1800
-
-
-def _download(url: str, target: Path) -> None:
-    step = f"downloading {url} from Maven Central"
-    try:
-        expected = httpx.get(url + ".sha1", timeout=60, follow_redirects=True)
-        expected.raise_for_status()
-        digest = hashlib.sha1(usedforsecurity=False)
-        partial = target.with_suffix(".part")
-        with httpx.stream("GET", url, timeout=120, follow_redirects=True) as response:
-            response.raise_for_status()
-            with partial.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise ServerSetupError(f"{step}: {exc}") from exc
-    if digest.hexdigest() != expected.text.split()[0].strip():
-        partial.unlink()
-        raise ServerSetupError(f"{step}: SHA-1 of the download does not match Maven's")
-    partial.replace(target)
 
 
 def ensure_spark() -> tuple[Path, Path]:
@@ -62,5 +39,5 @@ def ensure_spark() -> tuple[Path, Path]:
             run_step(f"pip install {PYSPARK}", [*pip, PYSPARK], timeout=INSTALL_TIMEOUT_S)
             marker.touch()
         if not jar.exists():
-            _download(LISTENER_URL, jar)
+            maven_download(LISTENER_URL, jar, what="the OpenLineage Spark listener")
     return python, jar
