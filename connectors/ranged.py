@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 from urllib.parse import quote
 
 from connectors.base import Entry, normalize_relpath
@@ -117,12 +117,13 @@ class RangedReads:
 
     url: str
 
-    def stat(self, path: str) -> Entry:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # what the volume class provides
 
-    def _fetch(self, rel: str, offset: int, length: int) -> bytes:
-        """``length`` bytes of ``rel`` from ``offset`` (fewer only at the end)."""
-        raise NotImplementedError
+        def stat(self, path: str) -> Entry: ...
+
+        def _fetch(self, rel: str, offset: int, length: int) -> bytes:
+            """``length`` bytes of ``rel`` from ``offset`` (fewer only at the end)."""
+            ...
 
     def open(self, path: str) -> BinaryIO:
         entry = self.stat(path)
