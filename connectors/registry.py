@@ -33,6 +33,12 @@ _REGISTRY: dict[str, str] = {
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+def url_scheme(spec: str) -> str | None:
+    """The lower-cased scheme of ``spec`` when it is a URL ("scheme://..."), else None."""
+    match = _URL.match(spec)
+    return match.group(1).lower() if match else None
+
+
 def supported_schemes() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
@@ -54,13 +60,12 @@ def open_volume(url_or_path: str | os.PathLike[str], **options: Any) -> Volume:
     spec = os.fspath(url_or_path)
     if not spec:
         raise VolumeError("no volume given: expected a path or a URL")
-    match = _URL.match(spec)
-    if match is None:
+    scheme = url_scheme(spec)
+    if scheme is None:
         if options:
             raise VolumeError(f"local volumes take no options (got: {', '.join(sorted(options))})")
         volume: Volume = _load("file", _LOCAL)(spec)
         return volume
-    scheme = match.group(1).lower()
     if scheme not in _REGISTRY:
         raise UnsupportedScheme(
             scheme, supported_schemes(), reason=f"unknown volume scheme '{scheme}://'"

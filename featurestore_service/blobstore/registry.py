@@ -5,10 +5,10 @@ A plain path, or ``file://``, is a local folder."""
 from __future__ import annotations
 
 import importlib
-import re
 from pathlib import Path
 from typing import Any
 
+from connectors.registry import url_scheme
 from featurestore_service.blobstore.base import BlobError, BlobStore
 
 _LOCAL = "featurestore_service.blobstore.local:LocalBlobStore"
@@ -24,7 +24,6 @@ _REGISTRY: dict[str, str] = {
     "az": _ADLS,
     "s3": _S3,
 }
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def blob_schemes() -> tuple[str, ...]:
@@ -33,8 +32,7 @@ def blob_schemes() -> tuple[str, ...]:
 
 def open_blob_store(url: str | Path) -> BlobStore:
     spec = str(url)
-    match = _URL.match(spec)
-    scheme = match.group(1).lower() if match else "file"
+    scheme = url_scheme(spec) or "file"
     target = _REGISTRY.get(scheme)
     if target is None:
         raise BlobError(
