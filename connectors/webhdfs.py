@@ -42,7 +42,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -516,7 +516,9 @@ class _DataNode:
 
     host: str
     port: int
-    query: str  # what the NameNode put in the redirect, but the operation, offset and length
+    # What the NameNode put in the redirect, but the operation, offset and length. Under
+    # Kerberos that holds a delegation token: kept out of repr, so no log line shows it.
+    query: str = field(repr=False)
 
     @classmethod
     def from_location(cls, location: str) -> _DataNode | None:

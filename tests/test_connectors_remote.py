@@ -179,6 +179,20 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     assert (len(asked), volume.direct_reads) == (before[0] + 1, before[1] + 1)
 
 
+def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -> None:
+    from connectors.webhdfs import _DataNode
+
+    node = _DataNode.from_location(
+        "http://dn1:9864/webhdfs/v1/lake/a.csv?op=OPEN&user.name=etl"
+        "&namenoderpcaddress=prod&delegation=SECRETTOKEN&offset=0&length=10"
+    )
+    assert node is not None and (node.host, node.port) == ("dn1", 9864)
+    assert "SECRETTOKEN" in node.query and "offset" not in node.query
+    assert "SECRETTOKEN" not in repr(node)
+    # Only plain HTTP is read straight; anything else follows the redirect as before.
+    assert _DataNode.from_location("https://dn1:9865/webhdfs/v1/a?op=OPEN") is None
+
+
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
     use_env({"CAIRN_HTTP_RETRIES": "2"})
     with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:
