@@ -684,6 +684,8 @@ class Crawler:
         to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
         to save once the push succeeded goes to ``pending``."""
         crawled_at = now.isoformat()
+        # Worker processes on a local volume open the file anyway: sizes only help remote reads.
+        remote = not volume.url.startswith("file:")
         staged: deque[_Staged] = deque()
         warned: set[str] = set()  # data files whose schema problem was reported
 
@@ -722,9 +724,10 @@ class Crawler:
                 # The data file to read a schema from, when the manifest gives none.
                 schema_file = None if "schema" in fields else _schema_candidate(sel.files)
                 if schema_file:
-                    self._listed_sizes[schema_file] = next(
-                        f.size for f in sel.files if f.path == schema_file
-                    )
+                    if remote:
+                        self._listed_sizes[schema_file] = next(
+                            f.size for f in sel.files if f.path == schema_file
+                        )
                     work.submit("schemas", schema_file)
                     files.append(schema_file)
                 docs.append((index, line, fields, sel, schema_file))
