@@ -41,7 +41,6 @@ Progress = Callable[[str, int, int | None], None]
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
-REMOTE_THREADS = 8  # concurrent reads on a remote volume (HDFS, ADLS)
 # Paths per job sent to a worker process: enough to make the hand-over cheap, few enough that
 # the workers start while the walk goes on and finish together.
 PARSE_CHUNK = 100
@@ -397,14 +396,19 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
     return [_parse_one(_worker_volume, p) for p in paths]
 
 
-def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
-    """(path, columns or None, a warning or None); both when the schema was cut short."""
+def _read_schema(
+    volume: Volume, path: str, size: int | None = None
+) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    """(path, columns or None, a warning or None); both when the schema was cut short.
+
+    ``size``: the file's size as the walk listed it, which spares a remote volume the call
+    that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
     try:
         if path.lower().endswith((".parquet", ".parq")):
-            with volume.open(path) as f:
+            with volume.open(path, size) as f:
                 fields = parquet_schema(f)
         else:
-            fields = csv_schema(_head(volume, path))
+            fields = csv_schema(_head(volume, path, size))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -415,8 +419,8 @@ def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] |
     return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
 
 
-def _head(volume: Volume, path: str) -> bytes:
-    with volume.open(path) as f:
+def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
+    with volume.open(path, size) as f:
         return f.read(CSV_HEAD_BYTES)
 
 
@@ -450,6 +454,7 @@ class Crawler:
         self.api_key = key
         self.progress = progress
         self.workers = settings.crawl_workers or os.cpu_count() or 1
+        self._listed_sizes: dict[str, int] = {}  # see _work_pool
 
     def crawl(self, volume_url: str) -> CrawlReport:
         if is_source_url(volume_url):
@@ -641,14 +646,21 @@ class Crawler:
     # -- pieces of _crawl --
 
     def _work_pool(self, volume: Volume) -> WorkPool:
+        # Sizes of the data files whose schemas are asked for, as the walk listed them; read
+        # (and dropped) by the threads that read those schemas on a remote volume.
+        listed = self._listed_sizes = {}
+
+        def read_schema(volume: Volume, path: str) -> Any:
+            return _read_schema(volume, path, listed.pop(path, None))
+
         return WorkPool(
             volume,
             [
                 Stage("parse", _parse_chunk, _parse_one, PARSE_CHUNK),
-                Stage("schemas", _schema_chunk, _read_schema, SCHEMA_CHUNK),
+                Stage("schemas", _schema_chunk, read_schema, SCHEMA_CHUNK),
             ],
             workers=self.workers,
-            remote_threads=REMOTE_THREADS,
+            remote_threads=self.settings.crawl_read_concurrency,
             parallel_threshold=PARALLEL_THRESHOLD,
             initializer=_init_worker,
             # Imported once in the fork server, while the walk runs, not once per worker.
@@ -672,6 +684,8 @@ class Crawler:
         to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
         to save once the push succeeded goes to ``pending``."""
         crawled_at = now.isoformat()
+        # Worker processes on a local volume open the file anyway: sizes only help remote reads.
+        remote = not volume.url.startswith("file:")
         staged: deque[_Staged] = deque()
         warned: set[str] = set()  # data files whose schema problem was reported
 
@@ -710,6 +724,10 @@ class Crawler:
                 # The data file to read a schema from, when the manifest gives none.
                 schema_file = None if "schema" in fields else _schema_candidate(sel.files)
                 if schema_file:
+                    if remote:
+                        self._listed_sizes[schema_file] = next(
+                            f.size for f in sel.files if f.path == schema_file
+                        )
                     work.submit("schemas", schema_file)
                     files.append(schema_file)
                 docs.append((index, line, fields, sel, schema_file))
