@@ -26,7 +26,7 @@ import orjson
 from cairn.models import MAX_COLUMNS, crawled_id
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
-from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
+from crawler.enrich import Column, SchemaReadError, csv_columns, guess_format, parquet_columns
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.pipeline import PushThread, Stage, WorkPool
 from crawler.problems import Problem
@@ -397,14 +397,14 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
     return [_parse_one(_worker_volume, p) for p in paths]
 
 
-def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+def _read_schema(volume: Volume, path: str) -> tuple[str, list[Column] | None, str | None]:
     """(path, columns or None, a warning or None); both when the schema was cut short."""
     try:
         if path.lower().endswith((".parquet", ".parq")):
             with volume.open(path) as f:
-                fields = parquet_schema(f)
+                fields = parquet_columns(f)
         else:
-            fields = csv_schema(_head(volume, path))
+            fields = csv_columns(_head(volume, path))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -412,7 +412,7 @@ def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] |
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
+    return path, fields, warning
 
 
 def _head(volume: Volume, path: str) -> bytes:
@@ -420,7 +420,7 @@ def _head(volume: Volume, path: str) -> bytes:
         return f.read(CSV_HEAD_BYTES)
 
 
-def _schema_chunk(paths: list[str]) -> list[tuple[str, list[dict[str, Any]] | None, str | None]]:
+def _schema_chunk(paths: list[str]) -> list[tuple[str, list[Column] | None, str | None]]:
     assert _worker_volume is not None
     return [_read_schema(_worker_volume, p) for p in paths]
 
@@ -734,7 +734,7 @@ class Crawler:
     ) -> None:
         """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
         pm, docs = item.parsed, item.docs
-        schemas: dict[str, list[dict[str, Any]] | None] = {}
+        schemas: dict[str, list[Column] | None] = {}
         for data_file in item.files:
             if data_file not in schemas:
                 path, fields_, problem = work.result("schemas", data_file)
@@ -779,7 +779,7 @@ class Crawler:
         index: int,
         fields: dict[str, Any],
         sel: DataSelection,
-        schema: list[dict[str, Any]] | None,
+        schema: list[Column] | None,
     ) -> dict[str, Any]:
         doc = dict(fields)
         doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
