@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
+import operator
 import os
 import posixpath
 import re
@@ -39,6 +40,7 @@ log = logging.getLogger("cairn.crawler")
 Progress = Callable[[str, int, int | None], None]
 
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
+_SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
 REMOTE_THREADS = 8  # concurrent reads on a remote volume (HDFS, ADLS)
@@ -273,12 +275,24 @@ class DataSelection:
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
+    # The file to read a schema from, once known: a folder's selection looks for it anyway.
+    _schema_file: str | None = None
+    _schema_known: bool = False
 
     def key(self) -> str:
         return f"{self.size}:{self.mtime_ns}:{self.count}"
 
+    def schema_file(self) -> str | None:
+        """The first Parquet file of ``files``, else the first CSV/TSV file."""
+        if not self._schema_known:
+            self._schema_file = _schema_candidate(self.files)
+            self._schema_known = True
+        return self._schema_file
+
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHAR = re.compile(r"[*?\[]")
+_PATH = operator.attrgetter("path")
 
 
 def select_data(
@@ -314,7 +328,11 @@ def _select_data(
                 problem=f"location {location!r} points outside the volume; it was ignored",
             )
     segments = target.split("/") if target else []
-    glob_at = next((i for i, seg in enumerate(segments) if any(c in seg for c in "*?[")), None)
+    glob_at = (
+        next((i for i, seg in enumerate(segments) if _GLOB_CHAR.search(seg)), None)
+        if _GLOB_CHAR.search(target)
+        else None
+    )
     if glob_at is not None:
         base = "/".join(segments[:glob_at])
         pattern = glob_regex(segments[glob_at:])
@@ -337,12 +355,17 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        files = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
-        if _schema_candidate(files) is None:
+        # By path is by name here: they share the folder (and sorts without a call per file).
+        files = sorted(tree.files_by_dir.get(target, ()), key=_PATH)
+        schema_file = _schema_candidate(files)
+        if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
-            files = [below] if below else files
-        return DataSelection(volume.url_for(target), size, mtime_ns, count, files)
+            if below:
+                files, schema_file = [below], below.path
+        return DataSelection(
+            volume.url_for(target), size, mtime_ns, count, files, None, schema_file, True
+        )
     base = target.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == target:
@@ -708,7 +731,7 @@ class Crawler:
                         )
                     )
                 # The data file to read a schema from, when the manifest gives none.
-                schema_file = None if "schema" in fields else _schema_candidate(sel.files)
+                schema_file = None if "schema" in fields else sel.schema_file()
                 if schema_file:
                     work.submit("schemas", schema_file)
                     files.append(schema_file)
@@ -976,14 +999,15 @@ def _schema_candidate(files: list[Entry]) -> str | None:
     """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
     best, best_rank = None, len(SCHEMA_EXTENSIONS)
     for f in files:
-        # One pass, one lower() per file: this runs for every document of a crawl.
-        lowered = f.path.lower()
-        if lowered.endswith(SCHEMA_EXTENSIONS):
-            rank = next(i for i, ext in enumerate(SCHEMA_EXTENSIONS) if lowered.endswith(ext))
+        # One pass, one lookup per file: this runs for every document of a crawl.
+        path = f.path
+        _, dot, ext = path.rpartition(".")
+        rank = _SCHEMA_RANK.get(ext.lower()) if dot else None
+        if rank is not None:
             if rank == 0:
-                return f.path
+                return path
             if rank < best_rank:
-                best, best_rank = f.path, rank
+                best, best_rank = path, rank
     return best
 
 

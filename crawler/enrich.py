@@ -11,7 +11,6 @@ import codecs
 import csv
 import io
 import re
-from collections import Counter
 from collections.abc import Iterable
 from datetime import date
 from functools import cache
@@ -400,11 +399,8 @@ _COMPRESSION = frozenset({"gz", "bz2", "xz", "zst", "zstd", "lz4", "snappy", "zi
 _TABLE_FOLDERS = {"_delta_log": "delta", ".hoodie": "hudi"}
 
 
-def _is_manifest(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in ("manifest.yaml", "manifest.yml") or lowered.endswith(
-        (".cairn.yaml", ".cairn.yml")
-    )
+_MANIFEST_NAMES = frozenset({"manifest.yaml", "manifest.yml"})
+_MANIFEST_SUFFIXES = (".cairn.yaml", ".cairn.yml")
 
 
 def guess_format(filenames: Iterable[str]) -> str | None:
@@ -415,29 +411,39 @@ def guess_format(filenames: Iterable[str]) -> str | None:
     compression suffixes (``.csv.gz`` is csv), hidden and ``_``-prefixed files (``_SUCCESS``,
     ``.crc``) and manifests.
     """
-    votes: Counter[str] = Counter()
+    # Runs for every document of a crawl: bare names (the common case) take the short way.
+    votes: dict[str, int] = {}
     for filename in filenames:
-        # What PurePosixPath(...).parts gives, without building a path object per file name.
         if "/" in filename or "\\" in filename:
+            # What PurePosixPath(...).parts gives, without building a path object per name.
             parts = [p for p in filename.replace("\\", "/").split("/") if p and p != "."]
+            for part in parts:
+                table = _TABLE_FOLDERS.get(part)
+                if table is not None:
+                    return table
+            if not parts:
+                continue
+            name = parts[-1]
         else:
-            parts = [filename] if filename and filename != "." else []
-        for part in parts:
-            table = _TABLE_FOLDERS.get(part)
+            if not filename or filename == ".":
+                continue
+            table = _TABLE_FOLDERS.get(filename)
             if table is not None:
                 return table
-        if not parts:
+            name = filename
+        if name[0] in "._":
             continue
-        name = parts[-1]
-        if name.startswith((".", "_")) or _is_manifest(name):
+        lowered = name.lower()
+        if lowered in _MANIFEST_NAMES or lowered.endswith(_MANIFEST_SUFFIXES):
             continue
-        suffixes = name.lower().split(".")[1:]
+        suffixes = lowered.split(".")[1:]
         while suffixes and suffixes[-1] in _COMPRESSION:
             suffixes.pop()
         if suffixes:
             found = _EXTENSIONS.get(suffixes[-1])
             if found is not None:
-                votes[found] += 1
+                votes[found] = votes.get(found, 0) + 1
     if not votes:
         return None
-    return votes.most_common(1)[0][0]
+    # The first format to reach the highest count, as Counter.most_common(1) picks it.
+    return max(votes, key=votes.__getitem__)
