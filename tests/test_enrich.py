@@ -301,6 +301,9 @@ def test_csv_schema_errors(head: bytes, reason: str) -> None:
         (["model.onnx"], "onnx"),
         (["README", "notes.cairn.yaml", "LICENSE"], None),
         ([], None),
+        (["a.json", "b.csv"], "json"),  # a tie goes to the first format seen
+        (["DATA.CSV", "x.Cairn.YML", "Manifest.YML", ".", ""], "csv"),
+        (["day=1\\part.parquet", "csv"], "parquet"),
     ],
 )
 def test_guess_format(names: list[str], expected: str | None) -> None:
