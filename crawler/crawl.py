@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
+import operator
 import os
 import posixpath
 import re
@@ -26,7 +27,7 @@ import orjson
 from cairn.models import MAX_COLUMNS, crawled_id
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
-from crawler.enrich import SchemaReadError, csv_schema, guess_format, parquet_schema
+from crawler.enrich import Column, SchemaReadError, csv_columns, guess_format, parquet_columns
 from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.pipeline import PushThread, Stage, WorkPool
 from crawler.problems import Problem
@@ -39,6 +40,7 @@ log = logging.getLogger("cairn.crawler")
 Progress = Callable[[str, int, int | None], None]
 
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
+_SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
 # Paths per job sent to a worker process: enough to make the hand-over cheap, few enough that
@@ -272,12 +274,24 @@ class DataSelection:
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
+    # The file to read a schema from, once known: a folder's selection looks for it anyway.
+    _schema_file: str | None = None
+    _schema_known: bool = False
 
     def key(self) -> str:
         return f"{self.size}:{self.mtime_ns}:{self.count}"
 
+    def schema_file(self) -> str | None:
+        """The first Parquet file of ``files``, else the first CSV/TSV file."""
+        if not self._schema_known:
+            self._schema_file = _schema_candidate(self.files)
+            self._schema_known = True
+        return self._schema_file
+
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHAR = re.compile(r"[*?\[]")
+_PATH = operator.attrgetter("path")
 
 
 def select_data(
@@ -313,7 +327,11 @@ def _select_data(
                 problem=f"location {location!r} points outside the volume; it was ignored",
             )
     segments = target.split("/") if target else []
-    glob_at = next((i for i, seg in enumerate(segments) if any(c in seg for c in "*?[")), None)
+    glob_at = (
+        next((i for i, seg in enumerate(segments) if _GLOB_CHAR.search(seg)), None)
+        if _GLOB_CHAR.search(target)
+        else None
+    )
     if glob_at is not None:
         base = "/".join(segments[:glob_at])
         pattern = glob_regex(segments[glob_at:])
@@ -336,12 +354,17 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        files = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
-        if _schema_candidate(files) is None:
+        # By path is by name here: they share the folder (and sorts without a call per file).
+        files = sorted(tree.files_by_dir.get(target, ()), key=_PATH)
+        schema_file = _schema_candidate(files)
+        if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
-            files = [below] if below else files
-        return DataSelection(volume.url_for(target), size, mtime_ns, count, files)
+            if below:
+                files, schema_file = [below], below.path
+        return DataSelection(
+            volume.url_for(target), size, mtime_ns, count, files, None, schema_file, True
+        )
     base = target.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == target:
@@ -398,7 +421,7 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
 
 def _read_schema(
     volume: Volume, path: str, size: int | None = None
-) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+) -> tuple[str, list[Column] | None, str | None]:
     """(path, columns or None, a warning or None); both when the schema was cut short.
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
@@ -406,9 +429,9 @@ def _read_schema(
     try:
         if path.lower().endswith((".parquet", ".parq")):
             with volume.open(path, size) as f:
-                fields = parquet_schema(f)
+                fields = parquet_columns(f)
         else:
-            fields = csv_schema(_head(volume, path, size))
+            fields = csv_columns(_head(volume, path, size))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -416,7 +439,7 @@ def _read_schema(
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
+    return path, fields, warning
 
 
 def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
@@ -424,7 +447,7 @@ def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
         return f.read(CSV_HEAD_BYTES)
 
 
-def _schema_chunk(paths: list[str]) -> list[tuple[str, list[dict[str, Any]] | None, str | None]]:
+def _schema_chunk(paths: list[str]) -> list[tuple[str, list[Column] | None, str | None]]:
     assert _worker_volume is not None
     return [_read_schema(_worker_volume, p) for p in paths]
 
@@ -722,7 +745,7 @@ class Crawler:
                         )
                     )
                 # The data file to read a schema from, when the manifest gives none.
-                schema_file = None if "schema" in fields else _schema_candidate(sel.files)
+                schema_file = None if "schema" in fields else sel.schema_file()
                 if schema_file:
                     if remote:
                         self._listed_sizes[schema_file] = next(
@@ -752,7 +775,7 @@ class Crawler:
     ) -> None:
         """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
         pm, docs = item.parsed, item.docs
-        schemas: dict[str, list[dict[str, Any]] | None] = {}
+        schemas: dict[str, list[Column] | None] = {}
         for data_file in item.files:
             if data_file not in schemas:
                 path, fields_, problem = work.result("schemas", data_file)
@@ -797,7 +820,7 @@ class Crawler:
         index: int,
         fields: dict[str, Any],
         sel: DataSelection,
-        schema: list[dict[str, Any]] | None,
+        schema: list[Column] | None,
     ) -> dict[str, Any]:
         doc = dict(fields)
         doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
@@ -994,14 +1017,15 @@ def _schema_candidate(files: list[Entry]) -> str | None:
     """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
     best, best_rank = None, len(SCHEMA_EXTENSIONS)
     for f in files:
-        # One pass, one lower() per file: this runs for every document of a crawl.
-        lowered = f.path.lower()
-        if lowered.endswith(SCHEMA_EXTENSIONS):
-            rank = next(i for i, ext in enumerate(SCHEMA_EXTENSIONS) if lowered.endswith(ext))
+        # One pass, one lookup per file: this runs for every document of a crawl.
+        path = f.path
+        _, dot, ext = path.rpartition(".")
+        rank = _SCHEMA_RANK.get(ext.lower()) if dot else None
+        if rank is not None:
             if rank == 0:
-                return f.path
+                return path
             if rank < best_rank:
-                best, best_rank = f.path, rank
+                best, best_rank = path, rank
     return best
 
 

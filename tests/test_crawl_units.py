@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from connectors import LocalVolume
+from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
-from crawler.crawl import NamePatterns, glob_regex, select_data, walk_tree
+from crawler.crawl import NamePatterns, _schema_candidate, glob_regex, select_data, walk_tree
 
 
 @pytest.mark.parametrize(
@@ -148,3 +149,16 @@ def test_a_state_kept_per_volume_only_is_removed(tmp_path: Path) -> None:
     legacy.write_bytes(b"")
     CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
     assert not legacy.exists()
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["csv", "b.CSV", "a.tsv"], "d/b.CSV"),  # a name without a dot has no extension
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "d/z.Parquet"),
+        (["a.csv.gz", "part.json", "parquet"], None),
+    ],
+)
+def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
+    files = [Entry(f"d/{n}", 1, 1, False) for n in names]
+    assert _schema_candidate(files) == expected
