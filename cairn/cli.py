@@ -408,6 +408,7 @@ async def _up(urls: dict[Service, str], lake: Path | None) -> int:
 
     from cairn.backends import BackendError
     from cairn.colocate import Colocated, StartFailed
+    from cairn.memory import trim_while_running
     from cairn.settings import get_settings
 
     settings = get_settings()
@@ -422,6 +423,9 @@ async def _up(urls: dict[Service, str], lake: Path | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    # Three services' transient peaks (a bulk ingest, a table's profile, an Arrow stream) share
+    # this heap: what they free goes back to the system instead of staying with the process.
+    trimming = asyncio.create_task(trim_while_running(), name="heap-trim")
     try:
         for service in UP_SERVICES:
             target, prefix = SERVICES[service]
@@ -466,6 +470,7 @@ async def _up(urls: dict[Service, str], lake: Path | None) -> int:
             return 1
         return 0
     finally:
+        trimming.cancel()
         await group.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
