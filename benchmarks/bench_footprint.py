@@ -347,6 +347,12 @@ def write(steps: list[Step], sizes: Sizes, command: str, rows: int, searches: in
         "supervisor, catalogue, feature store and UI, each with its own interpreter and "
         "imports; 2026-12-02, load 10-17): 310 MiB at start (51 + 66 + 124 + 69), 419 MiB "
         "after the ingest and searches, 608 MiB after the Arrow GETs (feature store 313 MiB).",
+        "- Where the rest goes (probes of 2026-12-02, not rerun here): the ingest's ~100 MiB is "
+        "not free heap glibc could give back (`malloc_trim` after it returned 2 MiB; SQLite "
+        "held 17 MiB by `sqlite3_memory_used`); it is small-object arenas kept by the few "
+        "objects each still holds, and with `PYTHONMALLOC=malloc` the same run ended only "
+        "11 MiB lower for 17% more ingest CPU. After the table's profile and the Arrow GETs "
+        "about 60 MiB more stay in worker threads' allocator heaps.",
     )
     write_section(section)
     return ok
