@@ -75,8 +75,6 @@ UP_LINKS = {
     Service.featurestore: "/api/v1/featuresets   (API docs at /docs)",
     Service.ui: "   <- open this in a browser",
 }
-# SQLite's memory in `cairn up` (all stores' page caches together; one writer alone may use 16 MiB).
-UP_SQLITE_HEAP_BYTES = 32 * 1024 * 1024
 # Called with the services' URLs once the example volume is crawled.
 UP_SEEDS: list[Callable[[dict[Service, str]], None]] = []
 
@@ -371,14 +369,11 @@ def up(
 
     from cairn.memory import limit_arenas
     from cairn.settings import get_settings
-    from cairn.sqlite import limit_heap
 
     _setup_logging()
     _label_logs_by_service()
     # Before any thread starts: each would otherwise get (and keep) a malloc arena of its own.
     limit_arenas()
-    # The catalogue's and the feature store's SQLite files share this process's memory.
-    limit_heap(UP_SQLITE_HEAP_BYTES)
     settings = get_settings()
     urls = {service: service_url(settings, service) for service in SERVICES}
     # The services (and the crawl child) see each other at the addresses this command gives.

@@ -193,18 +193,3 @@ class SQLiteFile:
                 return fn(conn, *args)
 
         return await anyio.to_thread.run_sync(run)
-
-
-def limit_heap(limit_bytes: int) -> None:
-    """Caps SQLite's memory across every connection of this process (page caches first).
-
-    Each connection's page cache is private (``cache_size``); several stores in one process
-    (``cairn up``) would each fill theirs. Past the limit SQLite reuses cached pages instead
-    of growing; the operating system's file cache still holds them, so a miss is a copy, not
-    a disk read.
-    """
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute(f"PRAGMA soft_heap_limit={int(limit_bytes)}")
-    finally:
-        conn.close()
