@@ -8,9 +8,7 @@ import logging
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -26,6 +24,9 @@ from featurestore_service.features_cli import app as features_app
 from featurestore_service.metrics.cli import app as metrics_app
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from cairn.colocate import Colocated
     from cairn.settings import Settings
 
 # Settings (pydantic) and httpx are imported where a command needs them: `cairn --help` and
@@ -360,48 +361,95 @@ def up(
 ) -> None:
     """Start every service on the embedded backend and crawl the example volume.
 
+    The catalogue, the feature store and the UI run in this one process, each on its own
+    port (log lines name their service); `cairn serve SERVICE` runs one service alone.
     Runs until Ctrl-C; data lives in CAIRN_DATA_DIR (./.cairn by default).
     """
+    import asyncio
+
+    from cairn.memory import limit_arenas
     from cairn.settings import get_settings
 
     _setup_logging()
+    _label_logs_by_service()
+    # Before any thread starts: each would otherwise get (and keep) a malloc arena of its own.
+    limit_arenas()
     settings = get_settings()
-    children: list[subprocess.Popen[bytes]] = []
-    stop = threading.Event()
-
-    def shutdown(*_: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, shutdown)
     urls = {service: service_url(settings, service) for service in SERVICES}
-    # Services see each other at the addresses this command gives them.
-    env = {
-        **os.environ,
-        "CAIRN_CATALOGUE_URL": urls[Service.catalogue],
-        "CAIRN_FEATURESTORE_URL": urls[Service.featurestore],
-    }
+    # The services (and the crawl child) see each other at the addresses this command gives.
+    os.environ["CAIRN_CATALOGUE_URL"] = urls[Service.catalogue]
+    os.environ["CAIRN_FEATURESTORE_URL"] = urls[Service.featurestore]
+    get_settings.cache_clear()
+    if crawl_examples and not lake.is_dir():
+        typer.echo(
+            f"error: {lake} is not a folder; run from the repository root or pass --lake PATH",
+            err=True,
+        )
+        raise typer.Exit(1)
+    code = asyncio.run(_up(urls, lake if crawl_examples else None))
+    if code:
+        raise typer.Exit(code)
+
+
+def _label_logs_by_service() -> None:
+    """`cairn up`'s log lines say which service wrote them: they share one process."""
+    from cairn.colocate import ServiceField
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ServiceField())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(service)s] %(name)s: %(message)s")
+        )
+
+
+async def _up(urls: dict[Service, str], lake: Path | None) -> int:
+    """Serves every service until SIGINT or SIGTERM; the exit code."""
+    import asyncio
+
+    from cairn.backends import BackendError
+    from cairn.colocate import Colocated, StartFailed
+    from cairn.memory import trim_while_running
+    from cairn.settings import get_settings
+
+    settings = get_settings()
+    group = Colocated()
+    stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        # A second Ctrl-C stops without waiting for open requests, as uvicorn alone does.
+        group.stop(force=stopping.is_set())
+        stopping.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    # Three services' transient peaks (a bulk ingest, a table's profile, an Arrow stream) share
+    # this heap: what they free goes back to the system instead of staying with the process.
+    trimming = asyncio.create_task(trim_while_running(), name="heap-trim")
     try:
         for service in UP_SERVICES:
-            children.append(_spawn(service, env))
-            _wait_ready(urls[service], children[-1], service)
-            typer.echo(f"{service} ready at {urls[service]}")
-        if crawl_examples:
-            if not lake.is_dir():
-                typer.echo(
-                    f"error: {lake} is not a folder; run from the repository root "
-                    "or pass --lake PATH",
-                    err=True,
+            target, prefix = SERVICES[service]
+            module, _, factory = target.partition(":")
+            try:
+                service_app = getattr(importlib.import_module(module), factory)(settings)
+                await group.start(
+                    service,
+                    service_app,
+                    getattr(settings, f"{prefix}_host"),
+                    getattr(settings, f"{prefix}_port"),
+                    settings.log_level.lower(),
                 )
-                raise typer.Exit(1)
-            # In a child process: the crawler and the seeding import pyarrow and numpy, about
-            # 50 MiB this process (which stays up as the supervisor) would keep for nothing.
-            crawl = multiprocessing.get_context("spawn").Process(
-                target=_crawl_and_seed, args=(str(lake), urls), name="cairn-up-crawl"
-            )
-            crawl.start()
-            crawl.join()
-            if crawl.exitcode != 0:
-                raise typer.Exit(1)
+                await _until_ready(urls[service], group, service)
+            except (StartFailed, BackendError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                return 1
+            typer.echo(f"{service} ready at {urls[service]}")
+            if stopping.is_set():
+                return 0
+        if lake is not None:
+            code = await _crawl_child(str(lake), urls, stopping)
+            if code is not None:
+                return code
         typer.echo("")
         typer.echo("Cairn is up:")
         for service in UP_SERVICES:
@@ -412,23 +460,63 @@ def up(
                 activate = activate.relative_to(Path.cwd())
             typer.echo(f"In another terminal, `source {activate}` puts `cairn` on your PATH.")
         typer.echo("Press Ctrl-C to stop.")
-        while not stop.is_set():
-            for child in children:
-                if child.poll() is not None:
-                    typer.echo(f"error: a service exited with code {child.returncode}", err=True)
-                    raise typer.Exit(1)
-            stop.wait(0.5)
-    except KeyboardInterrupt:
-        pass
+        waiting = asyncio.create_task(stopping.wait())
+        exiting = asyncio.create_task(group.wait_any_exit())
+        await asyncio.wait([waiting, exiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        exiting.cancel()
+        if not stopping.is_set() and (name := group.exited()) is not None:
+            typer.echo(f"error: the {name} service stopped", err=True)
+            return 1
+        return 0
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        trimming.cancel()
+        await group.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _until_ready(base_url: str, group: Colocated, name: str, timeout: float = 60) -> None:
+    import asyncio
+
+    import httpx
+
+    from cairn.colocate import StartFailed
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.monotonic() < deadline:
+            if group.exited() == name:
+                raise StartFailed(f"the {name} service stopped while starting")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(f"{base_url}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise StartFailed(f"the {name} service was not ready after {timeout:.0f}s")
+
+
+async def _crawl_child(lake: str, urls: dict[Service, str], stopping: asyncio.Event) -> int | None:
+    """Crawls the example volume and seeds the feature sets in a child process while this one
+    serves; an exit code when `cairn up` must end (the crawl failed, or a signal came)."""
+    import asyncio
+
+    # In a child: the crawl's parsing would hold up the services' event loop here, and what it
+    # allocates goes back to the system when it ends.
+    crawl = multiprocessing.get_context("spawn").Process(
+        target=_crawl_and_seed, args=(lake, urls), name="cairn-up-crawl"
+    )
+    crawl.start()
+    joined = asyncio.create_task(asyncio.to_thread(crawl.join))
+    waiting = asyncio.create_task(stopping.wait())
+    await asyncio.wait([joined, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not joined.done():
+        crawl.terminate()
+        await joined
+        return 0
+    if crawl.exitcode != 0:
+        return 1
+    return None
 
 
 def _crawl_and_seed(lake: str, urls: dict[Service, str]) -> None:
@@ -446,31 +534,6 @@ def _crawl_and_seed(lake: str, urls: dict[Service, str]) -> None:
 def service_url(settings: Settings, service: Service) -> str:
     prefix = SERVICES[service][1]
     return f"http://{getattr(settings, f'{prefix}_host')}:{getattr(settings, f'{prefix}_port')}"
-
-
-def _spawn(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "cairn", "serve", service]
-    return subprocess.Popen(cmd, env=env)
-
-
-def _wait_ready(
-    base_url: str, child: subprocess.Popen[bytes], name: str, timeout: float = 60
-) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            typer.echo(f"error: the {name} service exited with code {child.returncode}", err=True)
-            raise typer.Exit(1)
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    typer.echo(f"error: the {name} service was not ready after {timeout:.0f}s", err=True)
-    raise typer.Exit(1)
 
 
 def _dump(data: object) -> str:

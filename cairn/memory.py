@@ -10,10 +10,13 @@ Both do nothing where the C library is not glibc.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import functools
 import logging
+from collections.abc import Callable
+from typing import cast
 
 log = logging.getLogger("cairn.memory")
 
@@ -45,3 +48,69 @@ def trim() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+class _MallInfo2(ctypes.Structure):
+    # glibc's struct mallinfo2 (2.33 and later): every field a size_t.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+@functools.cache
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    libc = _libc()
+    function = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if function is None:
+        return None
+    function.restype = _MallInfo2
+    function.argtypes = []
+    return cast(Callable[[], _MallInfo2], function)
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes glibc's heaps hold free (all arenas), or None where that cannot be read."""
+    mallinfo2 = _mallinfo2()
+    return None if mallinfo2 is None else int(mallinfo2().fordblks)
+
+
+# What `trim_while_running` lets glibc's heaps keep free before handing it back. A trim walks
+# the heaps: once per large release, not after every request.
+TRIM_FREE_BYTES = 16 * 1024 * 1024
+TRIM_CHECK_SECONDS = 1.0
+
+
+async def trim_while_running(
+    limit: int = TRIM_FREE_BYTES, every: float = TRIM_CHECK_SECONDS
+) -> None:
+    """Hands freed heap memory back whenever more than ``limit`` bytes of it have piled up.
+
+    Requests and background work (a bulk ingest, a table's profile, an Arrow stream) free what
+    they allocated when they end, often after their own ``trim`` ran; glibc keeps it. Reading
+    the free total costs microseconds; the trim runs in a worker thread.
+    """
+    if free_heap_bytes() is None:
+        return
+    baseline = 0
+    while True:
+        await asyncio.sleep(every)
+        free = free_heap_bytes() or 0
+        # Trimmed pages still count as free in the heaps: compare with what was free after
+        # the last trim, and follow it down as the free memory is reused.
+        if free > baseline + limit:
+            await asyncio.to_thread(trim)
+            baseline = free_heap_bytes() or 0
+        else:
+            baseline = min(baseline, free)

@@ -65,16 +65,17 @@ def open_table(path: Path) -> pq.ParquetFile:
 
 
 def use_returning_pool() -> None:
-    """Makes jemalloc, with immediate purging, pyarrow's default pool where this build has it.
+    """Makes mimalloc pyarrow's default pool where this build has it.
 
-    The default (mimalloc) marks freed pages as reusable rather than returning them, so after
-    a large Arrow or Parquet answer the process kept about 100 MiB more than it uses, released
-    pool or not; jemalloc with a decay of 0 hands them back at once (bench_footprint)."""
+    Measured on a 1,000,000 x 20 table read batch by batch and released afterwards
+    (``release_memory``): mimalloc kept 13-38 MiB, jemalloc with a decay of 0 kept 71-76 MiB
+    and glibc's malloc 68-87 MiB; behind ``cairn up`` after a table's profile and two Arrow
+    GETs the process held 256 MiB with mimalloc against 284 MiB with jemalloc
+    (bench_footprint)."""
     try:
-        pool = pa.jemalloc_memory_pool()
-        pa.jemalloc_set_decay_ms(0)
+        pool = pa.mimalloc_memory_pool()
     except (NotImplementedError, pa.ArrowException):
-        return  # a pyarrow built without jemalloc: release_memory still trims the default
+        return  # a pyarrow built without mimalloc: release_memory still trims the default
     pa.set_memory_pool(pool)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +17,7 @@ import typer.main
 from cairn.cli import app
 from cairn.settings import Settings
 from tests.conftest import ROOT, cairn_env, cairn_up, free_port, run_cairn
-from tests.servers.processes import patient
+from tests.servers.processes import patient, stop_group
 
 README = (ROOT / "README.md").read_text()
 
@@ -146,6 +149,110 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         pass
     else:
         raise AssertionError("the catalogue kept running after cairn up stopped")
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports ``pid`` itself listens on: its socket inodes looked up in /proc/net."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def _start_up(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cairn", "up", "--no-crawl"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+
+def test_cairn_up_serves_every_service_from_one_process(tmp_path: Path) -> None:
+    ports = {"catalogue": free_port(), "featurestore": free_port(), "ui": free_port()}
+    env = cairn_env(
+        tmp_path / "data",
+        CAIRN_CATALOGUE_PORT=str(ports["catalogue"]),
+        CAIRN_FEATURESTORE_PORT=str(ports["featurestore"]),
+        CAIRN_UI_PORT=str(ports["ui"]),
+    )
+    log = tmp_path / "up.log"
+    proc = _start_up(env, log)
+    try:
+        deadline = time.monotonic() + patient(180)
+        while "Press Ctrl-C" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()
+        for service, port in ports.items():
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=patient(10))
+            assert ready.status_code == 200, (service, ready.text)
+        # One process serves the three ports; no service runs in a child of its own.
+        assert _listening_ports(proc.pid) >= set(ports.values())
+        assert _children(proc.pid) == []
+        # The UI reads the catalogue and the feature store in the same process over HTTP.
+        page = httpx.get(f"http://127.0.0.1:{ports['ui']}/status", timeout=patient(10))
+        assert page.status_code == 200, page.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=patient(60)) == 0
+        text = log.read_text()
+        for service in ports:
+            # Each service ran its own shutdown, and its log lines say which service wrote them.
+            assert f"[{service}] uvicorn.error: Application shutdown complete" in text, text
+        assert "Traceback" not in text, text
+        for port in ports.values():
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    finally:
+        stop_group(proc)
+
+
+def test_cairn_up_says_which_service_could_not_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ui_port = taken.getsockname()[1]
+        catalogue_port = free_port()
+        env = cairn_env(
+            tmp_path / "data",
+            CAIRN_CATALOGUE_PORT=str(catalogue_port),
+            CAIRN_FEATURESTORE_PORT=str(free_port()),
+            CAIRN_UI_PORT=str(ui_port),
+        )
+        log = tmp_path / "up.log"
+        proc = _start_up(env, log)
+        try:
+            assert proc.wait(timeout=patient(180)) == 1, log.read_text()
+        finally:
+            stop_group(proc)
+    text = log.read_text()
+    assert "error: the ui service did not start" in text, text
+    # The services that had started were shut down, not left running.
+    assert "[catalogue] uvicorn.error: Application shutdown complete" in text, text
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", catalogue_port)) != 0
 
 
 MISSING_PYMONGO = """
