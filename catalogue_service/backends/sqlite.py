@@ -153,6 +153,10 @@ class _SideRows:
         self.fts.append((seq, doc["name"], " ".join(tags), doc.get("description") or "", columns))
 
     def insert(self, conn: sqlite3.Connection) -> None:
+        # In key order, each table's B-tree is walked once from left to right rather than
+        # jumped about in: fewer pages touched and dirtied per batch.
+        for rows in (self.tags, self.labels, self.owners, self.deps):
+            rows.sort()
         conn.executemany("INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)", self.tags)
         conn.executemany(
             "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)", self.labels
@@ -339,15 +343,19 @@ class SQLiteStore:
         row = state.rows.get(asset_id)
         if write.expect_revision is not None and (row is None or row[2] != write.expect_revision):
             error = stale_revision(asset_id, write.expect_revision, row and row[2])
-            return BulkItemResult(**base, status="error", conflict="revision", error=error)
+            return BulkItemResult.model_construct(
+                **base, status="error", conflict="revision", error=error
+            )
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
-            return BulkItemResult(**base, status="unchanged", revision=row[2])
+            return BulkItemResult.model_construct(**base, status="unchanged", revision=row[2])
         if row is not None and doc.get("volume"):
             (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
             taken = owner_conflict(doc, orjson.loads(current))
             if taken is not None:
-                return BulkItemResult(**base, status="error", conflict="owner", error=taken)
+                return BulkItemResult.model_construct(
+                    **base, status="error", conflict="owner", error=taken
+                )
         if not deleted:
             holder = state.live_names.get(name)
             if holder is not None and holder != asset_id:
@@ -356,7 +364,7 @@ class SQLiteStore:
                 ).fetchone()
                 where = origin(orjson.loads(other_doc))
                 mine = doc.get("manifest_path") or "this request"
-                return BulkItemResult(
+                return BulkItemResult.model_construct(
                     **base,
                     status="error",
                     conflict="name",
@@ -408,7 +416,7 @@ class SQLiteStore:
             side.facets.add(doc.get("tags") or [], doc["type"], 1)
         side.add(seq, doc)
         write.stored = stored
-        return BulkItemResult(**base, status=status, revision=revision)
+        return BulkItemResult.model_construct(**base, status=status, revision=revision)
 
     async def reindex(self, progress: Callable[[int, int], None]) -> int:
         return await anyio.to_thread.run_sync(self._reindex_sync, progress)
