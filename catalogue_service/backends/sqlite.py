@@ -24,6 +24,7 @@ from cairn.errors import InvalidCursor
 from cairn.models import (
     Asset,
     BulkItemResult,
+    BulkStatus,
     EdgeOrigin,
     Facets,
     JobRun,
@@ -408,6 +409,7 @@ class SQLiteStore:
             stamp,
             orjson.dumps(stored),
         )
+        status: BulkStatus
         if row is None:
             seq = state.next_seq
             state.next_seq += 1
