@@ -362,20 +362,16 @@ class SQLiteStore:
         row = state.rows.get(asset_id)
         if write.expect_revision is not None and (row is None or row[2] != write.expect_revision):
             error = stale_revision(asset_id, write.expect_revision, row and row[2])
-            return BulkItemResult.model_construct(
-                **base, status="error", conflict="revision", error=error
-            )
+            return BulkItemResult(**base, status="error", conflict="revision", error=error)
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
-            return BulkItemResult.model_construct(**base, status="unchanged", revision=row[2])
+            return BulkItemResult(**base, status="unchanged", revision=row[2])
         if row is not None and doc.get("volume"):
             side.flush(conn)
             (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
             taken = owner_conflict(doc, orjson.loads(current))
             if taken is not None:
-                return BulkItemResult.model_construct(
-                    **base, status="error", conflict="owner", error=taken
-                )
+                return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
             holder = state.live_names.get(name)
             if holder is not None and holder != asset_id:
@@ -385,7 +381,7 @@ class SQLiteStore:
                 ).fetchone()
                 where = origin(orjson.loads(other_doc))
                 mine = doc.get("manifest_path") or "this request"
-                return BulkItemResult.model_construct(
+                return BulkItemResult(
                     **base,
                     status="error",
                     conflict="name",
@@ -434,7 +430,7 @@ class SQLiteStore:
             side.facets.add(doc.get("tags") or [], doc["type"], 1)
         side.add(seq, doc)
         write.stored = stored
-        return BulkItemResult.model_construct(**base, status=status, revision=revision)
+        return BulkItemResult(**base, status=status, revision=revision)
 
     async def reindex(self, progress: Callable[[int, int], None]) -> int:
         return await anyio.to_thread.run_sync(self._reindex_sync, progress)

@@ -31,15 +31,16 @@ class TagFacets:
 
     def add(self, tags: list[str], asset_type: str, sign: int) -> None:
         """Counts a live asset in (``sign`` 1) or out (-1)."""
-        # Counter.update/subtract count an iterable in C: every write batch runs this per asset.
-        pairs = self.pairs.update if sign > 0 else self.pairs.subtract
-        types = self.types.update if sign > 0 else self.types.subtract
-        types([(tag, asset_type) for tag in tags])
-        if len(tags) > PAIRED_TAGS:
-            pairs([(tag, tag) for tag in tags])
-            pairs([(tag, WIDE) for tag in tags])
-        else:
-            pairs([(tag, other) for tag in tags for other in tags])
+        pairs, types = self.pairs, self.types
+        wide = len(tags) > PAIRED_TAGS
+        for tag in tags:
+            types[tag, asset_type] += sign
+            if wide:
+                pairs[tag, tag] += sign
+                pairs[tag, WIDE] += sign
+            else:
+                for other in tags:
+                    pairs[tag, other] += sign
 
     def apply(self, conn: sqlite3.Connection) -> None:
         for table, column, counts in (
