@@ -397,7 +397,8 @@ class Settings(BaseSettings):
 
     @property
     def asset_types(self) -> frozenset[str]:
-        return frozenset(ASSET_TYPES) | frozenset(self.extra_types)
+        # Every asset written is checked against this set: build it once per extra list.
+        return _asset_types(tuple(self.extra_types))
 
     @property
     def catalogue_db(self) -> Path:
@@ -415,6 +416,11 @@ class Settings(BaseSettings):
     @property
     def crawl_state_dir(self) -> Path:
         return self.data_dir / "crawl-state"
+
+
+@lru_cache(maxsize=8)
+def _asset_types(extra: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(ASSET_TYPES) | frozenset(extra)
 
 
 @lru_cache(maxsize=1)

@@ -232,3 +232,45 @@ def test_deep_extra_is_refused_per_item(api: httpx.Client) -> None:
     assert [r["status"] for r in mixed.json()["results"]] == ["error", "created"], mixed.text
     assert "64-bit" in mixed.json()["results"][0]["error"]
     assert api.get("/assets/by-name/digits").json()["description"] == "1" * 40
+
+
+# --- one bulk request mixing new assets, renames and conflicts among its own items ------------
+
+
+def test_a_batch_sees_its_own_new_assets(api: httpx.Client, backend: str) -> None:
+    """New assets of a batch are stored together at its end (sqlite): an item that conflicts
+    with one of them, a rename that frees a name a later new asset takes, and the search
+    index and tag counts must all see them as if each were written in turn."""
+    lake = "file:///lake"
+    assert api.put("/assets/old-1", json=asset("old_name", tags=["batch-t"])).status_code == 201
+    taker = asset("old_name", id="new-3", tags=["batch-t"], description="zebrafinch words")
+    items = [
+        crawled("fresh", lake, "x/MANIFEST.yaml", id="new-1", tags=["batch-t"]),
+        asset("fresh", id="new-2"),  # the name is held by new-1, from this same batch
+        asset("renamed", id="old-1", tags=["batch-t", "other-t"]),  # frees old_name
+    ]
+    # The mongo store checks names against what was stored before the batch, so there a
+    # name freed by an item is free for the next request only.
+    same_batch = backend == "sqlite"
+    body = api.post("/assets/bulk", json=[*items, taker] if same_batch else items).json()
+    if not same_batch:
+        assert api.post("/assets/bulk", json=[taker]).json()["created"] == 1
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses[:3] == ["created", "error", "updated"], body
+    assert statuses[3:] == (["created"] if same_batch else [])
+    assert body["results"][1]["conflict"] == "name"
+    assert "new-1" in body["results"][1]["error"]
+    if same_batch:  # read from the holder's stored row, written earlier in the batch
+        assert "x/MANIFEST.yaml" in body["results"][1]["error"]
+    assert api.get("/assets/by-name/old_name").json()["id"] == "new-3"
+    assert api.get("/assets/by-name/renamed").json()["id"] == "old-1"
+    assert api.get("/assets/new-2").status_code == 404
+    found = api.get("/assets", params={"q": "zebrafinch"}).json()
+    assert [i["id"] for i in found["items"]] == ["new-3"]
+    tagged = api.get("/assets", params={"tag": "batch-t"}).json()
+    assert tagged["total"] == 3
+    assert tagged["facets"]["tags"] == {"batch-t": 3, "other-t": 1}
+    # A later batch's new assets come after this one's (no row number is given twice).
+    more = api.post("/assets/bulk", json=[asset(f"later_{i}", tags=["batch-t"]) for i in range(3)])
+    assert more.json()["created"] == 3
+    assert api.get("/assets", params={"tag": "batch-t"}).json()["total"] == 6

@@ -59,6 +59,7 @@ async def put_asset(
 @router.post(
     "/assets/bulk",
     dependencies=[WriteGuard],
+    response_model=BulkResponse,
     summary="Upsert many assets, with a result per item",
     responses=problems(400, 422),
     openapi_extra={
@@ -82,7 +83,7 @@ async def put_asset(
         }
     },
 )
-async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> BulkResponse:
+async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> Response:
     body = await json_body(request)
     if isinstance(body, dict) and isinstance(body.get("items"), list):
         body = body["items"]
@@ -90,7 +91,10 @@ async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> BulkResponse
         raise BadRequest(
             'Send a JSON array of assets, or {"items": [...]}, to /api/v1/assets/bulk.'
         )
-    return await catalogue.bulk(body)
+    answer = await catalogue.bulk(body)
+    # Encoded by pydantic in one call: a result per item, thousands of them, need no
+    # re-validation against the response model nor the standard library's encoder.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 SEARCH_PARAMETERS: list[dict[str, Any]] = [
