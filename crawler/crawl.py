@@ -133,6 +133,11 @@ class NamePatterns:
         return bool(self.regex and self.regex.fullmatch(name))
 
 
+def _depth(path: str) -> int:
+    return path.count("/") if path else -1
+
+
+_path_of = operator.attrgetter("path")
 _size_of = operator.attrgetter("size")
 _mtime_of = operator.attrgetter("mtime_ns")
 
@@ -183,17 +188,18 @@ class Tree:
                 # map() over attrgetters runs the per-file loop in C: 100k files, every crawl.
                 totals[d] = [
                     sum(map(_size_of, files)),
-                    max(0, *map(_mtime_of, files)),
+                    max(0, max(map(_mtime_of, files), default=0)),
                     len(files),
                 ]
-            for d in sorted(totals, key=lambda p: p.count("/") if p else -1, reverse=True):
+            # Deepest first, so each folder's totals are complete when added to its parent.
+            for d in sorted(totals, key=_depth, reverse=True):
                 if not d:
                     continue
-                parent = posixpath.dirname(d)
-                p = totals.setdefault(parent, [0, 0, 0])
+                p = totals.setdefault(d.rpartition("/")[0], [0, 0, 0])
                 c = totals[d]
                 p[0] += c[0]
-                p[1] = max(p[1], c[1])
+                if c[1] > p[1]:
+                    p[1] = c[1]
                 p[2] += c[2]
             self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
         return self._subtree.get(directory, (0, 0, 0))
@@ -253,27 +259,39 @@ def walk_tree(
     files_seen = 0
     walk_folders = getattr(volume, "walk_folders", None)
     if walk_folders is not None:
-        # A folder at a time (local volumes): each folder's list goes to the index whole, and
-        # the only per-file work left is the name test.
+        # A folder at a time (local volumes): the name tests run as map/filter over the
+        # folder's names, in C, and a folder's list goes to the index whole; no Python code
+        # runs per file here.
+        ends_with = operator.methodcaller("endswith", suffixes)
         for folder, files, folders in walk_folders(on_problem):
             for sub in folders:
                 dirs.add(sub.path)
                 if patterns.matches(sub.name):
                     on_problem(sub.path, "a folder is named like a manifest; only files are read")
-            cut = len(folder) + 1 if folder else 0
-            data = []
-            for entry in files:
-                name = entry.path[cut:]
-                if (
-                    name in exact
-                    or name.endswith(suffixes)
-                    or (regex is not None and regex.fullmatch(name) is not None)
-                ):
+            if not files:
+                continue
+            names = list(
+                map(
+                    operator.itemgetter(slice(len(folder) + 1 if folder else 0, None)),
+                    map(_path_of, files),
+                )
+            )
+            hits = exact.intersection(names)
+            if suffixes:
+                hits.update(filter(ends_with, names))
+            if regex is not None:
+                hits.update(filter(regex.fullmatch, names))
+            data = files
+            if hits:
+                found = sorted(names.index(name) for name in hits)
+                data = files.copy()
+                for i in reversed(found):
+                    del data[i]
+                for i in found:
+                    entry = files[i]
                     tree.manifests[entry.path] = entry
                     if on_manifest is not None:
                         on_manifest(entry)
-                else:
-                    data.append(entry)
             if data:
                 by_dir[folder] = data
             before = files_seen

@@ -6,10 +6,9 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-
-import orjson
 from typing import TYPE_CHECKING
 
+import orjson
 from rich.console import Console
 
 from cairn.settings import get_settings
