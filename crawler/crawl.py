@@ -283,11 +283,11 @@ def walk_tree(
                 hits.update(filter(regex.fullmatch, names))
             data = files
             if hits:
-                found = sorted(names.index(name) for name in hits)
+                at = sorted(names.index(name) for name in hits)
                 data = files.copy()
-                for i in reversed(found):
+                for i in reversed(at):
                     del data[i]
-                for i in found:
+                for i in at:
                     entry = files[i]
                     tree.manifests[entry.path] = entry
                     if on_manifest is not None:
