@@ -287,3 +287,46 @@ def test_a_plain_http_catalogue_client_trusts_no_certificate() -> None:
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.cert_store_stats()["x509_ca"] == 0
+
+
+def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> None:
+    """Remote volumes only have walk(): their tree must be the one a local volume gets."""
+    volume = make(
+        tmp_path,
+        {
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1\n",
+            "a/b/part-0.parquet": b"pq",
+            "c/x.cairn.yaml": b"x",
+            "c/notes.txt": b"n",
+            "top.csv": b"1\n",
+        },
+    )
+
+    class EntriesOnly:
+        url = volume.url
+
+        def walk(self, on_problem):
+            return volume.walk(on_problem)
+
+    patterns = NamePatterns(["MANIFEST.yaml", "*.cairn.yaml"])
+    by_folder = walk_tree(volume, patterns)
+    by_entry = walk_tree(EntriesOnly(), patterns)  # type: ignore[arg-type]
+
+    def shape(tree):
+        files = {d: sorted(f.path for f in fs) for d, fs in tree.files_by_dir.items()}
+        return sorted(tree.manifests), files, tree.dirs, tree.files_seen
+
+    assert shape(by_entry) == shape(by_folder)
+    assert sorted(by_folder.manifests) == ["a/MANIFEST.yaml", "c/x.cairn.yaml"]
+    assert (
+        by_folder.subtree_stats("a")
+        == by_entry.subtree_stats("a")
+        == (
+            2 + 2,  # a/data.csv and a/b/part-0.parquet
+            max(
+                e.mtime_ns for e in volume.walk() if e.path in ("a/data.csv", "a/b/part-0.parquet")
+            ),
+            2,
+        )
+    )
