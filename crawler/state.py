@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,12 @@ CREATE TABLE IF NOT EXISTS manifests (
 class ManifestState:
     """What was pushed for one manifest: its fingerprint, locations and asset documents.
 
-    Loaded from the state file, the documents stay as the stored JSON until asked for, and
-    are decoded afresh each time: a recrawl only needs them for the few manifests that
+    Loaded from the state file, the documents stay in the file until asked for, and are read
+    and decoded afresh each time: a recrawl only needs them for the few manifests that
     changed or vanished, and 100k decoded manifests would cost several hundred MB.
     """
 
-    __slots__ = ("_count", "_docs", "_raw", "fingerprint", "locations")
+    __slots__ = ("_count", "_docs", "_fetch", "_raw", "fingerprint", "locations")
 
     def __init__(
         self,
@@ -47,22 +49,25 @@ class ManifestState:
         *,
         raw_docs: bytes | None = None,
         count: int | None = None,
+        fetch: Callable[[], bytes | None] | None = None,
     ) -> None:
         self.fingerprint = fingerprint
         self.locations = locations
         self._docs = docs
         self._raw = raw_docs
         self._count = count
+        self._fetch = fetch  # reads the stored JSON from the state file
 
     @property
     def docs(self) -> list[dict[str, Any]]:
         if self._docs is not None:
             return self._docs
-        return orjson.loads(self._raw) if self._raw else []
+        raw = self._raw if self._fetch is None else self._fetch()
+        return orjson.loads(raw) if raw else []
 
     @property
     def count(self) -> int:
-        """How many documents, without decoding them when the state file says."""
+        """How many documents, without reading them when the state file says."""
         if self._docs is not None:
             return len(self._docs)
         if self._count is None:
@@ -111,19 +116,24 @@ class CrawlState:
             raise
 
     def load(self) -> dict[str, ManifestState]:
-        rows = self._conn.execute(
-            "SELECT path, fingerprint, locations, docs, doc_count FROM manifests"
-        )
+        """Every manifest's state; documents are read from the file when asked for, so they
+        can only be asked for while this state is open."""
+        rows = self._conn.execute("SELECT path, fingerprint, locations, doc_count FROM manifests")
         # Most manifests share a handful of location lists ('[null]' above all): each distinct
         # one is decoded once. Shared lists are safe: locations are only ever read.
         decoded: dict[bytes, list[str | None]] = {}
         out: dict[str, ManifestState] = {}
-        for path, fp, locs, docs, count in rows:
+        fetch = self._docs_of
+        for path, fp, locs, count in rows:
             locations = decoded.get(locs)
             if locations is None:
                 locations = decoded[locs] = orjson.loads(locs)
-            out[path] = ManifestState(fp, locations, raw_docs=docs, count=count)
+            out[path] = ManifestState(fp, locations, count=count, fetch=partial(fetch, path))
         return out
+
+    def _docs_of(self, path: str) -> bytes | None:
+        row = self._conn.execute("SELECT docs FROM manifests WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
 
     def save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
         if not changed and not removed:
