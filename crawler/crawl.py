@@ -263,24 +263,29 @@ def walk_tree(
         # folder's names, in C, and a folder's list goes to the index whole; no Python code
         # runs per file here.
         ends_with = operator.methodcaller("endswith", suffixes)
+
+        def manifest_names(names: list[str]) -> set[str]:
+            found = exact.intersection(names)
+            if suffixes:
+                found.update(filter(ends_with, names))
+            if regex is not None:
+                found.update(filter(regex.fullmatch, names))
+            return found
+
         for folder, files, folders in walk_folders(on_problem):
-            for sub in folders:
-                dirs.add(sub.path)
-                if patterns.matches(sub.name):
-                    on_problem(sub.path, "a folder is named like a manifest; only files are read")
+            name_of = operator.itemgetter(slice(len(folder) + 1 if folder else 0, None))
+            if folders:
+                paths = list(map(_path_of, folders))
+                dirs.update(paths)
+                for name in sorted(manifest_names(list(map(name_of, paths)))):
+                    on_problem(
+                        f"{folder}/{name}" if folder else name,
+                        "a folder is named like a manifest; only files are read",
+                    )
             if not files:
                 continue
-            names = list(
-                map(
-                    operator.itemgetter(slice(len(folder) + 1 if folder else 0, None)),
-                    map(_path_of, files),
-                )
-            )
-            hits = exact.intersection(names)
-            if suffixes:
-                hits.update(filter(ends_with, names))
-            if regex is not None:
-                hits.update(filter(regex.fullmatch, names))
+            names = list(map(name_of, map(_path_of, files)))
+            hits = manifest_names(names)
             data = files
             if hits:
                 at = sorted(names.index(name) for name in hits)
