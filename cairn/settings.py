@@ -299,6 +299,15 @@ class Settings(BaseSettings):
             "1 lists one folder after another."
         ),
     )
+    crawl_read_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "Files a crawl of a remote volume (HDFS, S3, ADLS) reads at once: manifests and "
+            "the heads or footers of the data files beside them, on as many threads."
+        ),
+    )
     http_timeout: float = Field(30.0, description="Seconds before an outbound HTTP call times out.")
     http_retries: int = Field(
         8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."

@@ -72,8 +72,13 @@ class Volume(Protocol):
 
     def stat(self, path: str) -> Entry: ...
 
-    def open(self, path: str) -> BinaryIO:
-        """A seekable binary file object; the caller closes it."""
+    def open(self, path: str, size: int | None = None) -> BinaryIO:
+        """A seekable binary file object; the caller closes it.
+
+        ``size``: the file's size as a walk listed it. A remote volume then skips the call
+        that would ask for it (a missing file fails at the first read instead of here); one
+        that has grown is read up to that size, one that has shrunk fails its read.
+        """
         ...
 
     def read(self, path: str, max_bytes: int) -> bytes:

@@ -125,27 +125,34 @@ class RangedReads:
             """``length`` bytes of ``rel`` from ``offset`` (fewer only at the end)."""
             ...
 
-    def open(self, path: str) -> BinaryIO:
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+    def open(self, path: str, size: int | None = None) -> BinaryIO:
+        if size is None:
+            entry = self.stat(path)
+            if entry.is_dir:
+                raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+            rel, size = entry.path, entry.size
+        else:
+            # The size a listing gave: no HEAD request; a missing object fails the first read.
+            rel = normalize_relpath(path)
+            if not rel:
+                raise NotAFile("'' is the volume root, a directory", path=rel)
 
         def fetch(offset: int, length: int) -> bytes:
-            return self._fetch(entry.path, offset, length)
+            return self._fetch(rel, offset, length)
 
-        return cast(BinaryIO, RangedFile(entry.path, entry.size, fetch))
+        return cast(BinaryIO, RangedFile(rel, max(0, size), fetch))
 
     def read(self, path: str, max_bytes: int) -> bytes:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        entry = self.stat(path)
-        if entry.is_dir:
-            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-        if entry.size > max_bytes:
-            raise EntryTooLarge(entry.path, entry.size, max_bytes)
-        data = self._fetch(entry.path, 0, max_bytes + 1) if entry.size else b""
-        if len(data) > max_bytes:  # grew since the stat
-            raise EntryTooLarge(entry.path, len(data), max_bytes)
+        rel = normalize_relpath(path)
+        if not rel:
+            raise NotAFile("'' is the volume root, a directory", path=rel)
+        # One ranged GET, one byte past the cap: it tells "exactly max_bytes" from "more"
+        # without a HEAD first (a missing object or a folder fails the GET the same way).
+        data = self._fetch(rel, 0, max_bytes + 1)
+        if len(data) > max_bytes:
+            raise EntryTooLarge(rel, max(self.stat(rel).size, len(data)), max_bytes)
         return data
 
     def url_for(self, path: str) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -37,14 +37,17 @@ from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
 from crawler.state import CrawlState, ManifestState
 
+if TYPE_CHECKING:
+    from crawler.enrich import Column
+
 log = logging.getLogger("cairn.crawler")
 
 Progress = Callable[[str, int, int | None], None]
 
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
+_SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
 CSV_HEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
-REMOTE_THREADS = 8  # concurrent reads on a remote volume (HDFS, ADLS)
 # Paths per job sent to a worker process: enough to make the hand-over cheap, few enough that
 # the workers start while the walk goes on and finish together.
 PARSE_CHUNK = 100
@@ -347,12 +350,24 @@ class DataSelection:
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
+    # The file to read a schema from, once known: a folder's selection looks for it anyway.
+    _schema_file: str | None = None
+    _schema_known: bool = False
 
     def key(self) -> str:
         return f"{self.size}:{self.mtime_ns}:{self.count}"
 
+    def schema_file(self) -> str | None:
+        """The first Parquet file of ``files``, else the first CSV/TSV file."""
+        if not self._schema_known:
+            self._schema_file = _schema_candidate(self.files)
+            self._schema_known = True
+        return self._schema_file
+
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHAR = re.compile(r"[*?\[]")
+_PATH = operator.attrgetter("path")
 
 
 def select_data(
@@ -388,7 +403,11 @@ def _select_data(
                 problem=f"location {location!r} points outside the volume; it was ignored",
             )
     segments = target.split("/") if target else []
-    glob_at = next((i for i, seg in enumerate(segments) if any(c in seg for c in "*?[")), None)
+    glob_at = (
+        next((i for i, seg in enumerate(segments) if _GLOB_CHAR.search(seg)), None)
+        if _GLOB_CHAR.search(target)
+        else None
+    )
     if glob_at is not None:
         base = "/".join(segments[:glob_at])
         pattern = glob_regex(segments[glob_at:])
@@ -411,12 +430,17 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        files = sorted(tree.files_by_dir.get(target, ()), key=lambda f: f.name)
-        if _schema_candidate(files) is None:
+        # By path is by name here: they share the folder (and sorts without a call per file).
+        files = sorted(tree.files_by_dir.get(target, ()), key=_PATH)
+        schema_file = _schema_candidate(files)
+        if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
-            files = [below] if below else files
-        return DataSelection(volume.url_for(target), size, mtime_ns, count, files)
+            if below:
+                files, schema_file = [below], below.path
+        return DataSelection(
+            volume.url_for(target), size, mtime_ns, count, files, None, schema_file, True
+        )
     base = target.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == target:
@@ -492,17 +516,22 @@ def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
     return [_parse_one(_worker_volume, p) for p in paths]
 
 
-def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] | None, str | None]:
-    """(path, columns or None, a warning or None); both when the schema was cut short."""
+def _read_schema(
+    volume: Volume, path: str, size: int | None = None
+) -> tuple[str, list[Column] | None, str | None]:
+    """(path, columns or None, a warning or None); both when the schema was cut short.
+
+    ``size``: the file's size as the walk listed it, which spares a remote volume the call
+    that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
     from cairn.models import MAX_COLUMNS
-    from crawler.enrich import SchemaReadError, csv_schema, parquet_schema
+    from crawler.enrich import SchemaReadError, csv_columns, parquet_columns
 
     try:
         if path.lower().endswith((".parquet", ".parq")):
-            with volume.open(path) as f:
-                fields = parquet_schema(f)
+            with volume.open(path, size) as f:
+                fields = parquet_columns(f)
         else:
-            fields = csv_schema(_head(volume, path))
+            fields = csv_columns(_head(volume, path, size))
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -510,15 +539,15 @@ def _read_schema(volume: Volume, path: str) -> tuple[str, list[dict[str, Any]] |
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, [f.model_dump(mode="json", exclude_none=True) for f in fields], warning
+    return path, fields, warning
 
 
-def _head(volume: Volume, path: str) -> bytes:
-    with volume.open(path) as f:
+def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
+    with volume.open(path, size) as f:
         return f.read(CSV_HEAD_BYTES)
 
 
-def _schema_chunk(paths: list[str]) -> list[tuple[str, list[dict[str, Any]] | None, str | None]]:
+def _schema_chunk(paths: list[str]) -> list[tuple[str, list[Column] | None, str | None]]:
     assert _worker_volume is not None
     return [_read_schema(_worker_volume, p) for p in paths]
 
@@ -548,6 +577,7 @@ class Crawler:
         self.api_key = key
         self.progress = progress
         self.workers = settings.crawl_workers or os.cpu_count() or 1
+        self._listed_sizes: dict[str, int] = {}  # see _work_pool
 
     def crawl(self, volume_url: str) -> CrawlReport:
         if is_source_url(volume_url):
@@ -742,14 +772,21 @@ class Crawler:
     # -- pieces of _crawl --
 
     def _work_pool(self, volume: Volume) -> WorkPool:
+        # Sizes of the data files whose schemas are asked for, as the walk listed them; read
+        # (and dropped) by the threads that read those schemas on a remote volume.
+        listed = self._listed_sizes = {}
+
+        def read_schema(volume: Volume, path: str) -> Any:
+            return _read_schema(volume, path, listed.pop(path, None))
+
         return WorkPool(
             volume,
             [
                 Stage("parse", _parse_chunk, _parse_one, PARSE_CHUNK),
-                Stage("schemas", _schema_chunk, _read_schema, SCHEMA_CHUNK),
+                Stage("schemas", _schema_chunk, read_schema, SCHEMA_CHUNK),
             ],
             workers=self.workers,
-            remote_threads=REMOTE_THREADS,
+            remote_threads=self.settings.crawl_read_concurrency,
             parallel_threshold=PARALLEL_THRESHOLD,
             initializer=_init_worker,
             # Imported once in the fork server, while the walk runs, not once per worker.
@@ -773,6 +810,8 @@ class Crawler:
         to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
         to save once the push succeeded goes to ``pending``."""
         crawled_at = now.isoformat()
+        # Worker processes on a local volume open the file anyway: sizes only help remote reads.
+        remote = not volume.url.startswith("file:")
         staged: deque[_Staged] = deque()
         warned: set[str] = set()  # data files whose schema problem was reported
 
@@ -809,8 +848,12 @@ class Crawler:
                         )
                     )
                 # The data file to read a schema from, when the manifest gives none.
-                schema_file = None if "schema" in fields else _schema_candidate(sel.files)
+                schema_file = None if "schema" in fields else sel.schema_file()
                 if schema_file:
+                    if remote:
+                        self._listed_sizes[schema_file] = next(
+                            f.size for f in sel.files if f.path == schema_file
+                        )
                     work.submit("schemas", schema_file)
                     files.append(schema_file)
                 docs.append((index, line, fields, sel, schema_file))
@@ -835,7 +878,7 @@ class Crawler:
     ) -> None:
         """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
         pm, docs = item.parsed, item.docs
-        schemas: dict[str, list[dict[str, Any]] | None] = {}
+        schemas: dict[str, list[Column] | None] = {}
         for data_file in item.files:
             if data_file not in schemas:
                 path, fields_, problem = work.result("schemas", data_file)
@@ -880,7 +923,7 @@ class Crawler:
         index: int,
         fields: dict[str, Any],
         sel: DataSelection,
-        schema: list[dict[str, Any]] | None,
+        schema: list[Column] | None,
     ) -> dict[str, Any]:
         from cairn.models import crawled_id
         from crawler.enrich import guess_format
@@ -1094,14 +1137,15 @@ def _schema_candidate(files: list[Entry]) -> str | None:
     """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
     best, best_rank = None, len(SCHEMA_EXTENSIONS)
     for f in files:
-        # One pass, one lower() per file: this runs for every document of a crawl.
-        lowered = f.path.lower()
-        if lowered.endswith(SCHEMA_EXTENSIONS):
-            rank = next(i for i, ext in enumerate(SCHEMA_EXTENSIONS) if lowered.endswith(ext))
+        # One pass, one lookup per file: this runs for every document of a crawl.
+        path = f.path
+        _, dot, ext = path.rpartition(".")
+        rank = _SCHEMA_RANK.get(ext.lower()) if dot else None
+        if rank is not None:
             if rank == 0:
-                return f.path
+                return path
             if rank < best_rank:
-                best, best_rank = f.path, rank
+                best, best_rank = path, rank
     return best
 
 

@@ -11,7 +11,6 @@ import codecs
 import csv
 import io
 import re
-from collections import Counter
 from collections.abc import Iterable
 from datetime import date
 from functools import cache
@@ -26,12 +25,20 @@ if TYPE_CHECKING:
 # never reads one (its workers do), and the import costs ~100 ms and ~40 MB.
 
 __all__ = [
+    "Column",
     "SchemaReadError",
     "arrow_type_name",
+    "csv_columns",
     "csv_schema",
     "guess_format",
+    "parquet_columns",
     "parquet_schema",
 ]
+
+
+# A SchemaField as JSON (name, type, nullable): valid by construction, names and types clipped
+# to the model's limits.
+Column = dict[str, str | bool]
 
 
 class SchemaReadError(ValueError):
@@ -144,6 +151,12 @@ def parquet_schema(f: BinaryIO) -> list[SchemaField]:
 
     ``f`` must be seekable; it is left open.
     """
+    return [SchemaField(**column) for column in parquet_columns(f)]
+
+
+def parquet_columns(f: BinaryIO) -> list[Column]:
+    """``parquet_schema`` as the JSON form of each SchemaField, which is what a crawl sends:
+    building a model per column only to dump it again was a tenth of a cold crawl's reads."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -158,16 +171,16 @@ def parquet_schema(f: BinaryIO) -> list[SchemaField]:
         raise SchemaReadError(f"Parquet footer has a schema Arrow cannot read: {exc}") from None
     finally:
         parquet.close()
-    fields: list[SchemaField] = []
+    fields: list[Column] = []
     for position, field in enumerate(schema, start=1):
         if not field.name:
             raise SchemaReadError(f"column {position} of the Parquet schema has no name")
         fields.append(
-            SchemaField(
-                name=_clip(field.name),
-                type=_clip(arrow_type_name(field.type)),
-                nullable=field.nullable,
-            )
+            {
+                "name": _clip(field.name),
+                "type": _clip(arrow_type_name(field.type)),
+                "nullable": field.nullable,
+            }
         )
     return fields
 
@@ -302,6 +315,11 @@ def csv_schema(
     a column is nullable when an empty (or NA/NULL) cell was seen. ``delimiter`` skips
     sniffing (e.g. ``"\\t"`` for TSV).
     """
+    return [SchemaField(**column) for column in csv_columns(head, max_rows, delimiter=delimiter)]
+
+
+def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = None) -> list[Column]:
+    """``csv_schema`` as the JSON form of each SchemaField (see ``parquet_columns``)."""
     text = _decode_csv(head)
     if not text.strip():
         raise SchemaReadError("empty CSV: no header line")
@@ -334,11 +352,11 @@ def csv_schema(
                 continue
             kinds[i] = _widen(kind, _cell_kind(cell))
     return [
-        SchemaField(
-            name=_clip(name.strip()) or f"column_{i + 1}",
-            type=_TYPE_NAMES[kinds[i]],
-            nullable=nullable[i] or kinds[i] == _NONE,
-        )
+        {
+            "name": _clip(name.strip()) or f"column_{i + 1}",
+            "type": _TYPE_NAMES[kinds[i]],
+            "nullable": nullable[i] or kinds[i] == _NONE,
+        }
         for i, name in enumerate(header)
     ]
 
@@ -381,11 +399,8 @@ _COMPRESSION = frozenset({"gz", "bz2", "xz", "zst", "zstd", "lz4", "snappy", "zi
 _TABLE_FOLDERS = {"_delta_log": "delta", ".hoodie": "hudi"}
 
 
-def _is_manifest(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in ("manifest.yaml", "manifest.yml") or lowered.endswith(
-        (".cairn.yaml", ".cairn.yml")
-    )
+_MANIFEST_NAMES = frozenset({"manifest.yaml", "manifest.yml"})
+_MANIFEST_SUFFIXES = (".cairn.yaml", ".cairn.yml")
 
 
 def guess_format(filenames: Iterable[str]) -> str | None:
@@ -396,29 +411,39 @@ def guess_format(filenames: Iterable[str]) -> str | None:
     compression suffixes (``.csv.gz`` is csv), hidden and ``_``-prefixed files (``_SUCCESS``,
     ``.crc``) and manifests.
     """
-    votes: Counter[str] = Counter()
+    # Runs for every document of a crawl: bare names (the common case) take the short way.
+    votes: dict[str, int] = {}
     for filename in filenames:
-        # What PurePosixPath(...).parts gives, without building a path object per file name.
         if "/" in filename or "\\" in filename:
+            # What PurePosixPath(...).parts gives, without building a path object per name.
             parts = [p for p in filename.replace("\\", "/").split("/") if p and p != "."]
+            for part in parts:
+                table = _TABLE_FOLDERS.get(part)
+                if table is not None:
+                    return table
+            if not parts:
+                continue
+            name = parts[-1]
         else:
-            parts = [filename] if filename and filename != "." else []
-        for part in parts:
-            table = _TABLE_FOLDERS.get(part)
+            if not filename or filename == ".":
+                continue
+            table = _TABLE_FOLDERS.get(filename)
             if table is not None:
                 return table
-        if not parts:
+            name = filename
+        if name[0] in "._":
             continue
-        name = parts[-1]
-        if name.startswith((".", "_")) or _is_manifest(name):
+        lowered = name.lower()
+        if lowered in _MANIFEST_NAMES or lowered.endswith(_MANIFEST_SUFFIXES):
             continue
-        suffixes = name.lower().split(".")[1:]
+        suffixes = lowered.split(".")[1:]
         while suffixes and suffixes[-1] in _COMPRESSION:
             suffixes.pop()
         if suffixes:
             found = _EXTENSIONS.get(suffixes[-1])
             if found is not None:
-                votes[found] += 1
+                votes[found] = votes.get(found, 0) + 1
     if not votes:
         return None
-    return votes.most_common(1)[0][0]
+    # The first format to reach the highest count, as Counter.most_common(1) picks it.
+    return max(votes, key=votes.__getitem__)

@@ -72,7 +72,14 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 # The C parser when libyaml is present; the pure-Python one gives the same events, only slower.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Events are all we read, so the bare parser: CSafeLoader would also set up a constructor and a
+# resolver in Python for every file, which cost more than the parse of a small manifest's head.
+try:
+    from yaml._yaml import CParser as _CParser
+
+    _Loader: Any = _CParser
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
 
 
 @dataclass(slots=True)

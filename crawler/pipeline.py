@@ -71,6 +71,7 @@ class WorkPool:
         self._jobs: dict[tuple[str, str], tuple[Future[list[Any]], int] | None] = {}
         self._done: dict[tuple[str, str], Any] = {}
         self._submitted = 0
+        self.start_method: str | None = None  # how worker processes were started, once they were
 
     def __enter__(self) -> WorkPool:
         return self
@@ -158,11 +159,18 @@ class WorkPool:
             # The volume is shared: the remote connectors' clients are thread-safe.
             self._executor = ThreadPoolExecutor(self._remote_threads)
             return
-        # forkserver: forking this process could copy a lock held by a scheduler thread
-        # (--every, --config); the fork server is a clean process with the modules preloaded.
-        # It starts while the walk goes on, so its imports cost no wall time.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(self._preload)
+        # With this thread alone nothing can hold a lock a child would copy, so the workers
+        # are forked and start with what this process imported. Otherwise (a scheduler's
+        # threads: --every, --config; a progress bar's) forking could copy a held lock, so
+        # they come from a fork server, a clean process that imports the modules again (about
+        # half a CPU-second a crawl), while the walk goes on.
+        context: Any
+        if threading.active_count() == 1:
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(self._preload)
+        self.start_method = context.get_start_method()
         self._executor = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=context,

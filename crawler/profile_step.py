@@ -128,6 +128,18 @@ def _flag(version: int, drift: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _data_at_fault(exc: BaseException) -> bool:
+    """Whether a failed read says the file itself is bad, so that trying again cannot help.
+
+    Arrow reports unreadable data as ArrowInvalid (a ValueError: a ragged CSV, a bad footer
+    length) or as an OSError without an errno (Parquet metadata it cannot decode); a real I/O
+    error carries an errno, and the connectors' own errors are not OSErrors at all.
+    """
+    if isinstance(exc, ValueError):
+        return True
+    return isinstance(exc, OSError) and exc.errno is None
+
+
 class ProfileStep:
     """Profiles the data files of upserted assets in a bounded thread pool beside the crawl.
 
@@ -317,17 +329,26 @@ class ProfileStep:
                 # Unchanged data: the verdict stands (sent again: the manifest was rewritten).
                 outcome.flag = _flag(record["version"], record.get("drift"))
                 return
-        sample = settings.metrics_sample_rows
-        with self.volume.open(entry.path) as f:
-            if entry.path.lower().endswith(PARQUET):
-                profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
-                results = []
-            else:
-                profile, table = profile_csv(f, sample_rows=sample)
-                results = evaluate(checks, table) if checks else []
-        if checks and entry.path.lower().endswith(PARQUET):
-            with self.volume.open(entry.path) as f:
-                results = evaluate(checks, f)
+        try:
+            profile, results = self._read(entry, checks)
+        except (ValueError, OSError) as exc:
+            if not _data_at_fault(exc):
+                raise  # a warning from _run; the next crawl that changes the asset tries again
+            reason = f"{type(exc).__name__}: {str(exc).strip()}"[:1000]
+            outcome.problems.append(
+                Problem(
+                    path=entry.path,
+                    reason=f"profile not computed: {reason}",
+                    severity="warning",
+                )
+            )
+            body: dict[str, Any] = {
+                "fingerprint": fingerprint,
+                "location": doc.get("location"),
+                "error": f"{entry.path}: {reason}",
+            }
+            self._store.put(url + "/profile", content=orjson.dumps(body))
+            return
         body = {
             "fingerprint": fingerprint,
             "location": doc.get("location"),
@@ -366,6 +387,23 @@ class ProfileStep:
                         severity="error" if strict else "warning",
                     )
                 )
+
+    def _read(
+        self, entry: Entry, checks: list[Check]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The file's profile and its checks' results."""
+        sample = self.settings.metrics_sample_rows
+        with self.volume.open(entry.path) as f:
+            if entry.path.lower().endswith(PARQUET):
+                profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
+                results = []
+            else:
+                profile, table = profile_csv(f, sample_rows=sample)
+                results = evaluate(checks, table) if checks else []
+        if checks and entry.path.lower().endswith(PARQUET):
+            with self.volume.open(entry.path) as f:
+                results = evaluate(checks, f)
+        return profile, results
 
 
 def profile_assets(

@@ -223,3 +223,12 @@ def test_deep_extra_is_refused_per_item(api: httpx.Client) -> None:
     # An integer JSON can carry but no store can (past 64 bits) is refused the same way.
     huge = api.put("/assets/huge-1", json=asset("huge", extra={"n": 2**70}))
     assert huge.status_code == 422 and "64-bit" in huge.json()["detail"]
+    # The bulk route (parsed by orjson, which would round it to a float) refuses it too, and
+    # a long run of digits inside a string is only text.
+    mixed = api.post(
+        "/assets/bulk",
+        json=[asset("huge", labels={"n": 2**70}), asset("digits", description="1" * 40)],
+    )
+    assert [r["status"] for r in mixed.json()["results"]] == ["error", "created"], mixed.text
+    assert "64-bit" in mixed.json()["results"][0]["error"]
+    assert api.get("/assets/by-name/digits").json()["description"] == "1" * 40

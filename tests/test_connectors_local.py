@@ -445,3 +445,23 @@ def test_redact_url(url: str, expected: str) -> None:
     assert redacted == expected
     for secret in ("s3cret", "TOKEN", "SIGNATURE", "p@ss", "onlypass"):
         assert secret not in redacted
+
+
+def test_reads_through_links_inside_the_root_and_swapped_files(tmp_path: Path, root: Path) -> None:
+    # Reads check the opened descriptor's real path: links to files inside the volume read
+    # their target; a file swapped for a link to the outside after the walk is refused.
+    write(root / "real" / "data.csv", b"a,b\n")
+    (root / "alias.csv").symlink_to("real/data.csv")
+    (root / "dirlink").symlink_to("real")
+    volume = LocalVolume(root)
+    assert volume.read("alias.csv", 100) == b"a,b\n"
+    assert volume.read("dirlink/data.csv", 100) == b"a,b\n"
+    with volume.open("real/../alias.csv") as f:
+        assert f.read() == b"a,b\n"
+    write(tmp_path / "outside" / "secret.txt", b"secret")
+    (root / "real" / "data.csv").unlink()
+    (root / "real" / "data.csv").symlink_to(tmp_path / "outside" / "secret.txt")
+    with pytest.raises(PathOutsideVolume):
+        volume.read("alias.csv", 100)
+    with pytest.raises(PathOutsideVolume):
+        volume.read("real/data.csv", 100)

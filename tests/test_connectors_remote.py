@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from connectors import AccessDenied, EntryNotFound, VolumeError, open_volume, supported_schemes
+from connectors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    open_volume,
+    supported_schemes,
+)
 from tests.conftest import ROOT, cairn_env, free_port
 from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer
 
@@ -71,6 +78,7 @@ def test_hdfs_nameservice_survives_a_failover(
     volume = open_volume(f"hdfs://lakehouse{hdfs_tree}")
     assert volume.url == f"hdfs://lakehouse{hdfs_tree}"  # stable whichever NameNode is active
     assert len(list(volume.walk())) == 2
+    assert volume.read("a/MANIFEST.yaml", 100).startswith(b"name: a")  # learns a DataNode
     cluster.failover()
     try:
         assert [e.path for e in volume.walk()] == ["a", "a/MANIFEST.yaml"]
@@ -117,6 +125,72 @@ def test_hdfs_lists_folders_concurrently_in_a_fixed_order(
     one = open_volume(url)
     assert sorted((e.path, e.is_dir) for e in one.walk()) == sorted(first)
     assert len(first) == 6 * 3
+
+
+def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
+    hdfs_server: HdfsServer, use_env: SetEnv
+) -> None:
+    import dataclasses
+
+    import requests
+
+    from connectors.webhdfs import HdfsVolume
+
+    root = hdfs_server.fresh_dir("direct")
+    files = {f"d/f{n}.csv": f"n\n{n}\n".encode() for n in range(3)}
+    for path, data in files.items():
+        hdfs_server.admin.put(f"{root}/{path}", data)
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    volume = open_volume(hdfs_server.url(root))
+    assert isinstance(volume, HdfsVolume)
+    asked: list[str] = []  # requests that reached a NameNode (DataNode reads bypass requests)
+
+    def note(response: requests.Response, *args: object, **kwargs: object) -> None:
+        asked.append(response.url)
+
+    volume.client._session.hooks["response"].append(note)
+
+    assert [volume.read(p, 100) for p in files] == list(files.values())
+    # The first read through the NameNode (noredirect: one request), the others straight.
+    assert len(asked) == 1 and "op=OPEN" in asked[0]
+    assert volume.direct_reads == 2
+    with volume.open("d/f1.csv", len(files["d/f1.csv"])) as f:
+        assert f.read() == files["d/f1.csv"]
+    assert (len(asked), volume.direct_reads) == (1, 3)
+
+    # The DataNode refuses what does not exist; the NameNode then names the reason.
+    with pytest.raises(EntryNotFound):
+        volume.read("d/missing.csv", 100)
+    with pytest.raises(NotAFile):
+        volume.read("d", 100)
+    assert volume.read("d/f2.csv", 100) == files["d/f2.csv"]
+
+    # A DataNode that stopped answering: the read goes through the NameNode, which names
+    # one that answers, and later reads go there.
+    learned = volume._datanode
+    assert learned is not None
+    dead = dataclasses.replace(learned, port=free_port())
+    volume._datanode = dead
+    before = (len(asked), volume.direct_reads)
+    assert volume.read("d/f0.csv", 100) == files["d/f0.csv"]
+    assert (len(asked), volume.direct_reads) == (before[0] + 1, before[1])
+    assert volume._datanode == learned
+    assert volume.read("d/f1.csv", 100) == files["d/f1.csv"]
+    assert (len(asked), volume.direct_reads) == (before[0] + 1, before[1] + 1)
+
+
+def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -> None:
+    from connectors.webhdfs import _DataNode
+
+    node = _DataNode.from_location(
+        "http://dn1:9864/webhdfs/v1/lake/a.csv?op=OPEN&user.name=etl"
+        "&namenoderpcaddress=prod&delegation=SECRETTOKEN&offset=0&length=10"
+    )
+    assert node is not None and (node.host, node.port) == ("dn1", 9864)
+    assert "SECRETTOKEN" in node.query and "offset" not in node.query
+    assert "SECRETTOKEN" not in repr(node)
+    # Only plain HTTP is read straight; anything else follows the redirect as before.
+    assert _DataNode.from_location("https://dn1:9865/webhdfs/v1/a?op=OPEN") is None
 
 
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:

@@ -4,6 +4,7 @@ whether the work ran in workers or in the crawler's own process."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,28 @@ def test_one_worker_means_no_process(tmp_path: Path) -> None:
         work.flush()
         assert not work.parallel
         assert {work.result("parse", p).path for p in paths} == set(paths)
+
+
+def test_workers_are_forked_only_while_no_other_thread_runs(tmp_path: Path) -> None:
+    # A fork copies locks other threads hold; with another thread alive the workers must
+    # come from the fork server, and both ways give the same results.
+    paths = sorted(make_volume(tmp_path, 12))
+    volume = LocalVolume(tmp_path)
+    outcomes = {}
+    for other_thread in (False, True):
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        if other_thread:
+            thread.start()
+        try:
+            with pool(volume, workers=2, threshold=1) as work:
+                outcomes[other_thread] = results(work, paths)
+                assert work.parallel
+                assert work.start_method == ("forkserver" if other_thread else "fork")
+        finally:
+            stop.set()
+            if other_thread:
+                thread.join()
+    assert outcomes[False] == outcomes[True]
+    # The broken manifest's problem comes back from a worker with its path and line.
+    assert outcomes[False][0][2][0][:2] == ("d0/a0000/MANIFEST.yaml", 2)

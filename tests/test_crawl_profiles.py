@@ -195,3 +195,64 @@ def test_profile_step_runs_in_a_bounded_pool_beside_the_crawl(
     for i in range(12):
         assert history(metric_store.url, f"a-{i}")[0]["rows"] == 2000
     assert not report.errors and not report.warnings, report.warnings  # first profiles: no flags
+
+
+def test_a_corrupt_crawled_file_is_a_failed_profile_kept_until_the_file_changes(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    volume = tmp_path / "lake"
+    (volume / "broken").mkdir(parents=True)
+    (volume / "broken/MANIFEST.yaml").write_text("name: broken\ntype: dataset\n")
+    data = volume / "broken/part-0.parquet"
+    data.write_bytes(b"PAR1" + b"\x00" * 300 + b"PAR1")  # magic bytes, no readable footer
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=metric_store.url,
+    )
+    first = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr  # a warning, the crawl goes on
+    assert "profile not computed" in first.stdout + first.stderr
+    broken = asset_id(catalogue_process.url, "broken")
+    base = f"{metric_store.url}/api/v1/metrics/assets/{broken}"
+    items = history(metric_store.url, broken)
+    assert [(i["version"], i["status"]) for i in items] == [(1, "failed")], items
+    assert items[0]["error"].startswith("broken/part-0.parquet: OSError: ")
+    record = httpx.get(f"{base}/profile").json()
+    assert record["status"] == "failed" and record["error"] == items[0]["error"]
+    drift = httpx.get(f"{base}/drift")
+    assert drift.status_code == 200 and drift.json()["drift"] is None, drift.text
+
+    # The manifest changes, the file does not: the failure is an answer, not tried again.
+    manifest = volume / "broken/MANIFEST.yaml"
+    manifest.write_text(manifest.read_text() + "description: still broken\n")
+    again = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "profile not computed" not in again.stdout + again.stderr
+    assert [i["version"] for i in history(metric_store.url, broken)] == [1]
+
+    pq.write_table(sales(5), data)  # fixed: the next crawl profiles it as version 2
+    fixed = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    items = history(metric_store.url, broken)
+    assert [(i["version"], i["status"]) for i in items] == [(2, "done"), (1, "failed")]
+    assert items[0]["rows"] == 5000
+    against_failed = httpx.get(f"{base}/drift", params={"against": 1})
+    assert against_failed.status_code == 409, against_failed.text
+    assert "status is done" in against_failed.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fingerprint": "a:1:2"},
+        {"fingerprint": "a:1:2", "error": "x", "profile": {"rows": 1, "columns": []}},
+        {"fingerprint": "a:1:2", "error": ""},
+    ],
+)
+def test_an_asset_profile_needs_a_profile_or_an_error(
+    metric_store: ThreadServer, body: dict
+) -> None:
+    answer = httpx.put(f"{metric_store.url}/api/v1/metrics/assets/a-1/profile", json=body)
+    assert answer.status_code == 422, answer.text
+    assert "profile" in answer.text or "error" in answer.text

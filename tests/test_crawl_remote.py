@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -272,3 +272,41 @@ def test_credentials_appear_nowhere(
     for item in listing.json()["items"]:
         assert item["volume"] == lake.url and "?" not in item["location"]
     assert json.loads(texts[2])["volume"] == lake.url  # the --json report of the SAS crawl
+
+
+def test_schema_reads_on_hdfs_take_one_request_with_the_listed_size(
+    hdfs_server: HdfsServer, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from connectors import open_volume
+    from connectors.webhdfs import HdfsVolume
+    from crawler.crawl import _read_schema
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"id": [1, 2], "name": ["a", "b"]}), sink)
+    root = hdfs_server.fresh_dir("schemas")
+    hdfs_server.admin.put(f"{root}/t/a.csv", b"id,when\n1,2024-01-02\n")
+    hdfs_server.admin.put(f"{root}/t/b.parquet", sink.getvalue())
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    volume = open_volume(hdfs_server.url(root))
+    assert isinstance(volume, HdfsVolume)
+    sizes = {e.path: e.size for e in volume.walk() if not e.is_dir}
+
+    before = volume.requests
+    csv = _read_schema(volume, "t/a.csv", sizes["t/a.csv"])
+    parquet = _read_schema(volume, "t/b.parquet", sizes["t/b.parquet"])
+    # One OPEN each: no GETFILESTATUS; the Parquet footer is inside the one ranged read.
+    assert volume.requests - before == 2
+    assert [(f["name"], f["type"]) for f in csv[1] or []] == [("id", "int64"), ("when", "date")]
+    assert [(f["name"], f["type"]) for f in parquet[1] or []] == [
+        ("id", "int64"),
+        ("name", "string"),
+    ]
+    # Without the size, the volume asks for it first, as before.
+    before = volume.requests
+    assert _read_schema(volume, "t/b.parquet")[1] == parquet[1]
+    assert volume.requests - before == 2

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from connectors import LocalVolume
+from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
-from crawler.crawl import NamePatterns, glob_regex, select_data, walk_tree
+from crawler.crawl import NamePatterns, _schema_candidate, glob_regex, select_data, walk_tree
 
 
 @pytest.mark.parametrize(
@@ -330,3 +331,16 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
             2,
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["csv", "b.CSV", "a.tsv"], "d/b.CSV"),  # a name without a dot has no extension
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "d/z.Parquet"),
+        (["a.csv.gz", "part.json", "parquet"], None),
+    ],
+)
+def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
+    files = [Entry(f"d/{n}", 1, 1, False) for n in names]
+    assert _schema_candidate(files) == expected

@@ -9,12 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cairn.models import SchemaField
 from crawler.enrich import (
     MAX_PARQUET_FOOTER_BYTES,
     SchemaReadError,
     arrow_type_name,
+    csv_columns,
     csv_schema,
     guess_format,
+    parquet_columns,
     parquet_schema,
 )
 
@@ -298,6 +301,9 @@ def test_csv_schema_errors(head: bytes, reason: str) -> None:
         (["model.onnx"], "onnx"),
         (["README", "notes.cairn.yaml", "LICENSE"], None),
         ([], None),
+        (["a.json", "b.csv"], "json"),  # a tie goes to the first format seen
+        (["DATA.CSV", "x.Cairn.YML", "Manifest.YML", ".", ""], "csv"),
+        (["day=1\\part.parquet", "csv"], "parquet"),
     ],
 )
 def test_guess_format(names: list[str], expected: str | None) -> None:
@@ -339,3 +345,36 @@ def test_arrow_type_name_bounds_deep_nesting() -> None:
     name = arrow_type_name(t)
     assert name.startswith("list<list<") and "..." in name
     assert len(name) < 400
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"store;amount;open\n1;10.5;true\n2;;False\n",
+        b" ;b;" + b"x" * 300 + b"\nNA;1;2\n",  # blank and over-long names
+        b"a\tb\n2024-01-31\t\n",
+    ],
+)
+def test_csv_columns_are_the_schema_fields_json(head: bytes) -> None:
+    # What the crawl sends must be exactly what the model would have dumped.
+    columns = csv_columns(head)
+    assert columns == [c.model_dump(mode="json", exclude_none=True) for c in csv_schema(head)]
+    assert [SchemaField.model_validate(c) for c in columns] == csv_schema(head)
+
+
+def test_parquet_columns_are_the_schema_fields_json() -> None:
+    table = pa.table(
+        {
+            "id": pa.array([1], pa.int64()),
+            "tags": pa.array([["a"]], pa.list_(pa.string())),
+            "n" * 300: pa.array([1.5], pa.float64()),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    buf.seek(0)
+    columns = parquet_columns(buf)
+    buf.seek(0)
+    fields = parquet_schema(buf)
+    assert columns == [c.model_dump(mode="json", exclude_none=True) for c in fields]
+    assert [c["type"] for c in columns] == ["int64", "list<string>", "double"]

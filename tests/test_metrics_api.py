@@ -304,6 +304,22 @@ def test_asset_profiles_are_versioned_by_fingerprint(fs: httpx.Client) -> None:
     assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)]
     broken = fs.put("/metrics/assets/a-9/profile", json={"fingerprint": "x", "profile": {}})
     assert broken.status_code == 422 and "rows" in broken.text
+    # A file the crawler could not read: a failed version, skipped by drift comparisons.
+    failed = fs.put("/metrics/assets/a-9/profile", json={"fingerprint": "p:1:3", "error": "bad"})
+    assert failed.status_code == 201, failed.text
+    assert failed.json() == {
+        "subject": "asset:a-9",
+        "version": 3,
+        "status": "failed",
+        "error": "bad",
+    }
+    fourth = send("p:1:4", table(2, shift=1.0))
+    assert fourth.status_code == 201 and fourth.json()["against"] == 2, fourth.text
+    items = fs.get("/metrics/assets/a-9/history").json()["items"]
+    assert [(i["version"], i["status"], i["error"]) for i in items][:2] == [
+        (4, "done", None),
+        (3, "failed", "bad"),
+    ]
 
 
 def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:

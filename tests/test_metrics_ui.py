@@ -111,3 +111,16 @@ def test_asset_metrics_page_shows_profile_drift_and_external_metric_sets(
     assert len(re.findall(r'<path class="ref" d="M', text)) == 2
     assert "Completeness" in text and "0.975" in text and "101.5" in text
     assert "No profile yet" in assert_page(ui.get("/assets/a-2/metrics"))
+
+
+def test_asset_metrics_page_says_why_a_version_could_not_be_profiled(
+    ui: httpx.Client, stack: tuple[str, str]
+) -> None:
+    fs = stack[1] + "/api/v1"
+    body = {"fingerprint": "g:1:1", "error": "lake/x.parquet: OSError: <thrift> ended early"}
+    sent = httpx.put(f"{fs}/metrics/assets/a-3/profile", content=orjson.dumps(body))
+    assert sent.status_code == 201 and sent.json()["status"] == "failed", sent.text
+    text = assert_page(ui.get("/assets/a-3/metrics"))
+    said = "Version 1 could not be profiled: lake/x.parquet: OSError: &lt;thrift&gt; ended early"
+    assert said in text
+    assert "(failed)" in text and "<thrift>" not in text  # escaped, and marked in the history

@@ -31,6 +31,7 @@ from connectors import (
     NotAFile,
     PathOutsideVolume,
     Volume,
+    VolumeError,
     open_volume,
 )
 from connectors.base import WritableVolume
@@ -503,3 +504,32 @@ def test_volume_urls_round_trip_and_carry_no_credentials(backend: Backend) -> No
     for name, secret in backend.env().items():
         if any(word in name for word in ("KEY", "SAS", "CONNECTION")):
             assert secret not in volume.url and secret not in volume.url_for("m/MANIFEST.yaml")
+
+
+def test_open_with_the_listed_size_makes_one_request_per_read(backend: Backend) -> None:
+    data = bytes(range(256)) * 400  # 100 KiB: more than one ranged read's block
+    volume = open_volume(backend.make({"d/f.bin": data, "d/small.csv": b"a,b\n1,2\n"}))
+    sizes = {e.path: e.size for e in walk_all(volume)[0].values() if not e.is_dir}
+
+    before = backend.requests(volume)
+    with volume.open("d/f.bin", sizes["d/f.bin"]) as f:
+        f.seek(-8, io.SEEK_END)
+        tail = f.read()
+    with volume.open("d/small.csv", sizes["d/small.csv"]) as f:
+        head = f.read(64 * 1024)
+    after = backend.requests(volume)
+    assert tail == data[-8:]
+    assert head == b"a,b\n1,2\n"
+    if before is not None and after is not None:
+        # No call for the size (GETFILESTATUS, HEAD): one ranged read each.
+        assert after - before == 2, after - before
+    with volume.open("d/f.bin", sizes["d/f.bin"]) as f, volume.open("d/f.bin") as g:
+        assert f.read() == g.read() == data
+
+    # A size from a listing that no longer holds: the read fails, naming the path.
+    for path, error in (("d/gone.bin", EntryNotFound), ("d", NotAFile)):
+        with pytest.raises(error), volume.open(path, 10) as f:
+            f.read(10)
+    if backend.name != "local":
+        with volume.open("d/small.csv", 1000) as f, pytest.raises(VolumeError, match="small"):
+            f.read(1000)

@@ -89,6 +89,11 @@ def _page(
     notices: list[str],
     metric_sets: list[dict[str, Any]] | None = None,
 ) -> HTMLResponse:
+    if profile and profile.get("status") == "failed":
+        notices = [
+            *notices,
+            f"Version {profile.get('version')} could not be profiled: {profile.get('error')}",
+        ]
     done = [h for h in history if h.get("status") == "done"]
     chronological = list(reversed(done))
     rows_spark = spark([h.get("rows") for h in chronological])

@@ -14,7 +14,7 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cairn.errors import Conflict, InvalidRequest, NotFound
 from cairn.mastro import MastroRoute
@@ -35,6 +35,7 @@ from featurestore_service.metrics.profile import profile_table, with_dates
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
+    FAILED,
     PENDING,
     MetricSet,
     MetricStore,
@@ -275,12 +276,21 @@ async def skew(name: str, request: Request, service: FeatureStoreDep) -> Respons
 
 
 class AssetProfile(BaseModel):
-    """``PUT /metrics/assets/{id}/profile``: one profile of an asset's data file."""
+    """``PUT /metrics/assets/{id}/profile``: one profile of an asset's data file, or why the
+    file could not be profiled (``error``; stored as a failed version, not tried again until
+    the file changes)."""
 
     fingerprint: str = Field(min_length=1, max_length=200, description="size:mtime of the file")
     location: str | None = Field(None, max_length=4096)
-    profile: dict[str, Any]
+    profile: dict[str, Any] | None = None
+    error: str | None = Field(None, min_length=1, max_length=2000)
     checks: list[dict[str, Any]] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AssetProfile:
+        if (self.profile is None) == (self.error is None):
+            raise ValueError("send either profile (the file's profile) or error (why not)")
+        return self
 
 
 def asset_subject(asset_id: str) -> str:
@@ -296,7 +306,9 @@ def asset_subject(asset_id: str) -> str:
 async def put_asset_profile(asset_id: str, request: Request) -> Response:
     body = validated(AssetProfile, await json_body(request))
     profile = body.profile
-    if not isinstance(profile.get("columns"), list) or not isinstance(profile.get("rows"), int):
+    if profile is not None and (
+        not isinstance(profile.get("columns"), list) or not isinstance(profile.get("rows"), int)
+    ):
         raise InvalidRequest(
             "Fix the profile and send again: it needs rows and columns.",
             errors=[{"field": "profile", "message": "rows (integer) and columns (list) needed"}],
@@ -309,6 +321,15 @@ async def put_asset_profile(asset_id: str, request: Request) -> Response:
         if latest and latest[0].source.get("fingerprint") == body.fingerprint:
             return _json({"subject": subject, "version": latest[0].version, "unchanged": True})
         version = latest[0].version + 1 if latest else 1
+        if profile is None:
+            assert body.error is not None
+            source = {"kind": "asset", "fingerprint": body.fingerprint, "location": body.location}
+            if await store.put_failed(subject, version, source, body.error):
+                return _json(
+                    {"subject": subject, "version": version, "status": FAILED, "error": body.error},
+                    201,
+                )
+            continue
         profile = {**profile, "checks": body.checks}
         previous = await store.previous(subject, version)
         if previous is not None and previous.profile is not None:
@@ -355,18 +376,25 @@ async def asset_profile(asset_id: str, request: Request) -> Response:
 
 
 @router.get(
-    "/metrics/assets/{asset_id}/drift", dependencies=[ReadGuard], responses=problems(400, 404, 422)
+    "/metrics/assets/{asset_id}/drift",
+    dependencies=[ReadGuard],
+    responses=problems(400, 404, 409, 422),
 )
 async def asset_drift(asset_id: str, request: Request) -> Response:
     version = int_param(request.query_params, "version", None, 1)
     against = int_param(request.query_params, "against", None, 1)
     record = await _asset_record(request, asset_id, version)
-    assert record.profile is not None
+    if record.profile is None:  # failed: the file could not be read, so nothing to compare
+        return _json(shown(record) | {"drift": None})
     if against is None:
         found = record.profile.get("drift")
         return _json({"subject": record.subject, "version": record.version, "drift": found})
     reference = await _asset_record(request, asset_id, against)
-    assert reference.profile is not None
+    if reference.profile is None:
+        raise Conflict(
+            f"Version {against} of asset {asset_id!r} has no profile ({reference.status}: "
+            f"{reference.error}); compare against a version whose status is done."
+        )
     settings = request.app.state.settings
     result = compare(
         reference.profile,
@@ -387,7 +415,10 @@ async def asset_history(asset_id: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 50, 1, 500)
     assert limit is not None
     records = await _metrics(request).history(asset_subject(asset_id), limit)
-    items = [{"version": r.version, "status": r.status, **(r.summary or {})} for r in records]
+    items = [
+        {"version": r.version, "status": r.status, "error": r.error, **(r.summary or {})}
+        for r in records
+    ]
     return _json({"asset_id": asset_id, "items": items})
 
 

@@ -68,6 +68,12 @@ class MetricStore(Protocol):
         """Stores a profile computed elsewhere (the crawler's) as a done record; False when
         ``version`` of ``subject`` exists already (a concurrent sender got it)."""
 
+    async def put_failed(
+        self, subject: str, version: int, source: dict[str, Any], error: str
+    ) -> bool:
+        """Stores a profile that could not be computed elsewhere (the crawler could not read
+        the file) as a failed record with its reason; False when ``version`` exists already."""
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:

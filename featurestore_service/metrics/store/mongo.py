@@ -157,6 +157,28 @@ class MongoMetricStore:
             )
         return result.upserted_id is not None
 
+    async def put_failed(
+        self, subject: str, version: int, source: dict[str, Any], error: str
+    ) -> bool:
+        async with unavailable("storing a failed profile"):
+            result = await self._profiles.update_one(
+                {"_id": _key(subject, version)},
+                {
+                    "$setOnInsert": {
+                        "subject": subject,
+                        "version": version,
+                        "status": FAILED,
+                        "source": orjson.dumps(source).decode(),
+                        "error": error,
+                        "attempts": 1,
+                        "next_at": 0.0,
+                        "updated_at": datetime.now(UTC),
+                    }
+                },
+                upsert=True,
+            )
+        return result.upserted_id is not None
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:

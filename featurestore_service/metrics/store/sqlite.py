@@ -154,6 +154,19 @@ class SQLiteMetricStore:
 
         return await self.file.write(run)
 
+    async def put_failed(
+        self, subject: str, version: int, source: dict[str, Any], error: str
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO profiles(subject, version, status, source, attempts,"
+                " error, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (subject, version, FAILED, orjson.dumps(source), error, _now()),
+            )
+            return cursor.rowcount == 1
+
+        return await self.file.write(run)
+
     async def retry(
         self, subject: str, version: int, attempts: int, next_at: float, error: str, *, final: bool
     ) -> None:
