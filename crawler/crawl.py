@@ -791,6 +791,8 @@ class Crawler:
             initializer=_init_worker,
             # Imported once in the fork server, while the walk runs, not once per worker.
             preload=["crawler.crawl", "crawler.manifest", "crawler.enrich", "pyarrow.parquet"],
+            # Forked workers start with what this process imported; pyarrow stays theirs.
+            fork_imports=["crawler.manifest", "crawler.enrich", "cairn.models"],
         )
 
     def _assemble(
