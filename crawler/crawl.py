@@ -486,6 +486,9 @@ _worker_volume: Volume | None = None
 
 def _init_worker(volume_url: str) -> None:
     global _worker_volume
+    # Workers are forked during the walk, while the crawl has the collector paused
+    # (_gc_paused); parsing makes cyclic garbage, so theirs runs.
+    gc.enable()
     _worker_volume = open_volume(volume_url)
 
 

@@ -162,3 +162,38 @@ def test_forked_workers_get_their_modules_imported_once_before_the_fork(
         assert {work.result("parse", p).path for p in paths} == set(paths)
         assert work.start_method == "fork"
     assert "cairn_fork_probe" in sys.modules
+
+
+def _gc_state(_volume: Any, path: str) -> tuple[str, bool]:
+    import gc
+
+    return path, gc.isenabled()
+
+
+def _gc_chunk(paths: list[str]) -> list[tuple[str, bool]]:
+    return [_gc_state(None, p) for p in paths]
+
+
+def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path: Path) -> None:
+    import gc
+
+    from crawler.crawl import _gc_paused
+
+    paths = sorted(make_volume(tmp_path, 6))
+    with _gc_paused():
+        work = WorkPool(
+            LocalVolume(tmp_path),
+            [Stage("gc", _gc_chunk, _gc_state, 2)],
+            workers=2,
+            remote_threads=2,
+            parallel_threshold=1,
+            initializer=_init_worker,
+            preload=["crawler.crawl"],
+        )
+        for path in paths:
+            work.submit("gc", path)
+        work.flush()
+        assert work.start_method == "fork" and not gc.isenabled()
+    with work:
+        assert [work.result("gc", p) for p in paths] == [(p, True) for p in paths]
+    assert gc.isenabled()
