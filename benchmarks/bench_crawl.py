@@ -62,10 +62,24 @@ class WalkFigures:
     find_files: int
     walk_files: int
     problems: int
+    # CPU seconds (user + sys) of each run, the reference a loaded machine does not skew
+    find_cpu: list[float] = field(default_factory=list)
+    walk_cpu: list[float] = field(default_factory=list)
+    scandir_cpu: list[float] = field(default_factory=list)
+    # find that stats every file, as the walk must (-printf size and mtime)
+    find_stat_s: list[float] = field(default_factory=list)
+    find_stat_cpu: list[float] = field(default_factory=list)
+    # scandir without any lstat: names and d_type only, what `find -type f` does
+    names_s: list[float] = field(default_factory=list)
+    names_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return median(self.walk_s) / median(self.find_s)
+
+    @property
+    def cpu_ratio(self) -> float:
+        return median(self.walk_cpu) / median(self.find_cpu)
 
 
 @dataclass(slots=True)
@@ -87,13 +101,41 @@ class CrawlRun:
         return int(self.report.get("manifests_found", 0))
 
 
-def find_once(root: Path) -> tuple[float, int]:
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def find_once(root: Path, *args: str) -> tuple[float, int]:
     start = time.perf_counter()
     out = subprocess.run(
-        ["find", str(root), "-type", "f"], stdout=subprocess.PIPE, check=True, timeout=600
+        ["find", str(root), "-type", "f", *args], stdout=subprocess.PIPE, check=True, timeout=600
     ).stdout
     elapsed = time.perf_counter() - start
     return elapsed, out.count(b"\n")
+
+
+FIND_STAT = ("-printf", "%s %T@ %p\n")  # size and mtime: one lstat per file, as the walk
+
+
+def names_once(root: Path) -> tuple[float, int]:
+    """``os.scandir`` with no ``lstat``: names and d_type, the work ``find -type f`` does."""
+    start = time.perf_counter()
+    files = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for de in it:
+                if de.is_dir(follow_symlinks=False):
+                    stack.append(de.path)
+                elif de.is_file(follow_symlinks=False):
+                    files += 1
+    return time.perf_counter() - start, files
 
 
 def walk_once(root: Path) -> tuple[float, int, int]:
@@ -130,18 +172,63 @@ def bench_walk(root: Path, runs: int = WALK_RUNS) -> WalkFigures:
     find_once(root)
     walk_once(root)
     scandir_once(root)
-    find_s: list[float] = []
-    walk_s: list[float] = []
-    scandir_s: list[float] = []
-    find_files = walk_files = problems = 0
+    figures = WalkFigures([], [], [], 0, 0, 0)
     # Alternating spreads any drift in machine load over every side evenly.
     for _ in range(runs):
-        t, find_files = find_once(root)
-        find_s.append(t)
-        t, walk_files, problems = walk_once(root)
-        walk_s.append(t)
-        scandir_s.append(scandir_once(root)[0])
-    return WalkFigures(find_s, walk_s, scandir_s, find_files, walk_files, problems)
+        c = _children_cpu()
+        t, figures.find_files = find_once(root)
+        figures.find_s.append(t)
+        figures.find_cpu.append(_children_cpu() - c)
+        c = _children_cpu()
+        figures.find_stat_s.append(find_once(root, *FIND_STAT)[0])
+        figures.find_stat_cpu.append(_children_cpu() - c)
+        c = _self_cpu()
+        t, figures.walk_files, figures.problems = walk_once(root)
+        figures.walk_s.append(t)
+        figures.walk_cpu.append(_self_cpu() - c)
+        c = _self_cpu()
+        figures.scandir_s.append(scandir_once(root)[0])
+        figures.scandir_cpu.append(_self_cpu() - c)
+        c = _self_cpu()
+        figures.names_s.append(names_once(root)[0])
+        figures.names_cpu.append(_self_cpu() - c)
+    return figures
+
+
+@dataclass(slots=True)
+class InProcessRecrawl:
+    """An unchanged recrawl run in this process beside the walk, both in CPU seconds: the
+    crawl's own cost over the walk's, with no interpreter start-up and no load skew."""
+
+    walk_cpu: list[float]
+    crawl_cpu: list[float]
+    writes: int
+
+    @property
+    def ratio(self) -> float:
+        return median(self.crawl_cpu) / median(self.walk_cpu)
+
+
+def bench_recrawl_in_process(
+    root: Path, catalogue: CatalogueProcess, runs: int = WALK_RUNS
+) -> InProcessRecrawl:
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler
+
+    crawler = Crawler(
+        Settings(data_dir=catalogue.data_dir, log_level="warning"), catalogue_url=catalogue.url
+    )
+    crawler.crawl(str(root))  # untimed: imports, and the state file in the page cache
+    figures = InProcessRecrawl([], [], 0)
+    for _ in range(runs):
+        c = _self_cpu()
+        walk_once(root)
+        figures.walk_cpu.append(_self_cpu() - c)
+        c = _self_cpu()
+        report = crawler.crawl(str(root))
+        figures.crawl_cpu.append(_self_cpu() - c)
+        figures.writes += report.writes
+    return figures
 
 
 def _last_line(text: str) -> str:
@@ -238,12 +325,28 @@ class StartupFigures:
     help_s: list[float]
     empty_s: list[float]
     empty_exit: int
+    python_cpu: list[float] = field(default_factory=list)
+    help_cpu: list[float] = field(default_factory=list)
+    empty_cpu: list[float] = field(default_factory=list)
+    # the libraries any `cairn crawl` imports, alone: the floor below the CLI's own code
+    libs_cpu: list[float] = field(default_factory=list)
+
+
+# typer (which imports pydantic itself), the settings (pydantic-settings) and httpx (the
+# catalogue's instance lookup): what a crawl of even an empty folder cannot do without.
+CRAWL_LIBS = "import typer.main, typer._adapters, pydantic_settings, httpx"
 
 
 def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    return _timed_cpu(argv, env)[:2]
+
+
+def _timed_cpu(argv: list[str], env: dict[str, str]) -> tuple[float, int, float]:
+    """(wall s, exit code, CPU s of the child)."""
+    c = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, cwd=ROOT, env=env, timeout=300)
-    return time.perf_counter() - start, proc.returncode
+    return time.perf_counter() - start, proc.returncode, _children_cpu() - c
 
 
 def bench_startup(catalogue: CatalogueProcess) -> StartupFigures:
@@ -254,12 +357,18 @@ def bench_startup(catalogue: CatalogueProcess) -> StartupFigures:
     _timed([PYTHON, "-c", "pass"], env)  # untimed: warms the page cache for all three
     _timed([*crawl, "--help"], env)
     for _ in range(STARTUP_RUNS):
-        figures.python_s.append(_timed([PYTHON, "-c", "pass"], env)[0])
-        figures.help_s.append(_timed([*crawl, "--help"], env)[0])
-        took, figures.empty_exit = _timed(
+        took, _, cpu = _timed_cpu([PYTHON, "-c", "pass"], env)
+        figures.python_s.append(took)
+        figures.python_cpu.append(cpu)
+        took, _, cpu = _timed_cpu([*crawl, "--help"], env)
+        figures.help_s.append(took)
+        figures.help_cpu.append(cpu)
+        took, figures.empty_exit, cpu = _timed_cpu(
             [*crawl, str(empty), "--catalogue", catalogue.url, "--json"], env
         )
         figures.empty_s.append(took)
+        figures.empty_cpu.append(cpu)
+        figures.libs_cpu.append(_timed_cpu([PYTHON, "-c", CRAWL_LIBS], env)[2])
     return figures
 
 
@@ -290,26 +399,40 @@ def run(sizes: Sizes, command: str) -> bool:
         "",
     )
 
+    notes = [f"- Load average before the walks: {load_average()}."]
     walk = bench_walk(root)
     walk_ok = walk.ratio <= 1.2 and walk.walk_files == walk.find_files
+    find_cpu = median(walk.find_cpu)
+
+    def vs_find(cpu: list[float]) -> str:
+        return f"{ms(median(cpu))} CPU ({median(cpu) / find_cpu:.2f}x)"
+
     rows: list[list[object]] = [
         [
             "crawl-walk",
-            f"`LocalVolume.walk()` median of {WALK_RUNS}: {ms(median(walk.walk_s))}; "
-            f"`find -type f` median: {ms(median(walk.find_s))} "
+            f"`LocalVolume.walk()` median of {WALK_RUNS}: {ms(median(walk.walk_s))}, "
+            f"{ms(median(walk.walk_cpu))} CPU; `find -type f` median: "
+            f"{ms(median(walk.find_s))}, {ms(find_cpu)} CPU "
             f"({walk.walk_files:,} vs {walk.find_files:,} files)",
-            f"{walk.ratio:.2f}x find",
+            f"{walk.ratio:.2f}x find ({walk.cpu_ratio:.2f}x in CPU)",
             "<= 1.2x find",
             verdict(walk_ok),
         ]
     ]
-    notes = [
+    notes += [
+        f"- Load average after the walks: {load_average()}.",
         f"- Walk runs (s): {', '.join(f'{t:.3f}' for t in walk.walk_s)}; "
         f"find runs (s): {', '.join(f'{t:.3f}' for t in walk.find_s)}; "
         f"problems reported by the walk: {walk.problems}.",
-        f"- For reference, a bare recursive `os.scandir` walk with one `lstat` per file: median "
-        f"{ms(median(walk.scandir_s))} ({median(walk.scandir_s) / median(walk.find_s):.2f}x find)"
-        " — the floor for any Python walk that reports sizes and mtimes.",
+        "- Where the floor is (medians, wall and CPU, ratio to `find -type f`'s CPU): "
+        f"`os.scandir` names only, no `lstat` (what `find -type f` does): "
+        f"{ms(median(walk.names_s))}, {vs_find(walk.names_cpu)}; "
+        f"`os.scandir` + one `lstat` per file: {ms(median(walk.scandir_s))}, "
+        f"{vs_find(walk.scandir_cpu)}; `find -type f -printf '%s %T@ %p'` (one `lstat` per "
+        f"file, as the walk): {ms(median(walk.find_stat_s))}, {vs_find(walk.find_stat_cpu)}; "
+        f"`LocalVolume.walk()`: {vs_find(walk.walk_cpu)}. A Python walk that lists names "
+        "keeps up with `find`; the size and mtime every crawl needs cost an `lstat` per file "
+        "and an `os.stat_result` built from it, which even `find` pays when it prints them.",
         "- `find` is timed as a subprocess (its start-up included) with its output piped and "
         "counted, like `find | wc -l`; the walk runs in the benchmark's own process and "
         "yields size and mtime for every file, which costs one `lstat` per file that "
@@ -331,7 +454,9 @@ def run(sizes: Sizes, command: str) -> bool:
             # A crawl that reports success but left the catalogue short is not a result.
             in_catalogue = _catalogue_total(catalogue)
             warm = crawl_once(root, catalogue) if cold.exit_code != 1 else None
+            inproc = bench_recrawl_in_process(root, catalogue) if warm is not None else None
             startup = bench_startup(catalogue)
+            notes.append(f"- Load average after the crawls and start-up runs: {load_average()}.")
         rate = cold.manifests / cold.wall_s if cold.wall_s else 0.0
         e2e_ok = (
             cold.exit_code != 1
@@ -394,6 +519,19 @@ def run(sizes: Sizes, command: str) -> bool:
                 ]
             )
             all_ok &= re_ok
+            if inproc is not None:
+                rows.append(
+                    [
+                        "recrawl, in CPU",
+                        f"`Crawler.crawl()` of the unchanged volume in the benchmark's process "
+                        f"beside `LocalVolume.walk()`, alternating, median of {WALK_RUNS}: "
+                        f"{ms(median(inproc.crawl_cpu))} vs {ms(median(inproc.walk_cpu))} CPU; "
+                        f"{inproc.writes} writes",
+                        f"{inproc.ratio:.2f}x walk",
+                        "<= 1.5x walk",
+                        verdict(inproc.writes == 0 and inproc.ratio <= 1.5),
+                    ]
+                )
             notes += [f"- recrawl {p}" for p in _first_problems(warm)]
             notes.append(
                 "- recrawl's ratio is the crawler's own `duration_s` (walk, state load, "
@@ -407,17 +545,20 @@ def run(sizes: Sizes, command: str) -> bool:
         rows += [
             [
                 "start-up: `cairn crawl --help`",
-                f"median of {STARTUP_RUNS}: {ms(median(startup.help_s))}; `python -c pass` "
-                f"median {ms(python_s)}",
+                f"median of {STARTUP_RUNS}: {ms(median(startup.help_s))}, "
+                f"{ms(median(startup.help_cpu))} CPU; `python -c pass` median {ms(python_s)}, "
+                f"{ms(median(startup.python_cpu))} CPU",
                 f"{ms(median(startup.help_s))}",
                 "(reported)",
                 "-",
             ],
             [
                 "start-up: crawl of an empty folder",
-                f"median of {STARTUP_RUNS}: {ms(median(startup.empty_s))} (exit "
-                f"{startup.empty_exit}; imports, settings, the catalogue's instance lookup, "
-                "crawl state)",
+                f"median of {STARTUP_RUNS}: {ms(median(startup.empty_s))}, "
+                f"{ms(median(startup.empty_cpu))} CPU (exit {startup.empty_exit}; imports, "
+                "settings, the catalogue's instance lookup, crawl state); the libraries it "
+                f"cannot do without, imported alone (`{CRAWL_LIBS}`): "
+                f"{ms(median(startup.libs_cpu))} CPU",
                 f"{ms(median(startup.empty_s))}",
                 "(reported)",
                 "-",

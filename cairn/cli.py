@@ -38,6 +38,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help imports rich's markdown and table rendering first,
+    # which cost more CPU than the rest of `cairn crawl --help` together.
+    rich_markup_mode=None,
 )
 
 

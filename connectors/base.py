@@ -52,6 +52,8 @@ def make_entry(path: str, size: int, mtime_ns: int, is_dir: bool, tag: str = "")
 
 # (relative path, reason): how a walk reports what it skipped without stopping.
 ProblemSink: TypeAlias = Callable[[str, str], None]
+# One folder of a walk: its relative path ('' is the root), its files, its subfolders.
+FolderListing: TypeAlias = tuple[str, list[Entry], list[Entry]]
 
 # How a reason starts when a walk skipped a symlink to a folder it walks under the folder's real
 # path anyway. Nothing below such a link goes unseen, unlike below a folder that could not be

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
@@ -88,6 +87,8 @@ class CrawlConfig(BaseModel):
 
 
 def load_config(path: Path) -> CrawlConfig:
+    import yaml  # only --config reads YAML here; a plain crawl's start-up skips it
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

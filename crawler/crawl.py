@@ -2,12 +2,17 @@
 
 Parsing and schema reading are CPU work, so large crawls spread them over processes; the
 walk, the diff against the crawl state and the push stay in this process.
+
+The manifest parser, the schema readers and the models behind them are imported where a
+manifest is first parsed: a crawl that finds nothing changed never needs them, and they are
+most of the CLI's start-up (the worker processes get them preloaded).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gc
 import hashlib
 import logging
 import operator
@@ -20,20 +25,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cairn.models import MAX_COLUMNS, crawled_id
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
-from crawler.enrich import Column, SchemaReadError, csv_columns, guess_format, parquet_columns
-from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from crawler.pipeline import PushThread, Stage, WorkPool
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
 from crawler.state import CrawlState, ManifestState
+
+if TYPE_CHECKING:
+    from crawler.enrich import Column
 
 log = logging.getLogger("cairn.crawler")
 
@@ -109,20 +114,35 @@ class NamePatterns:
 
     def __init__(self, patterns: Iterable[str]):
         self.exact: set[str] = set()
+        # '*.cairn.yaml' is a suffix test: str.endswith costs a fraction of a regex match,
+        # and the walk asks it of every file.
+        suffixes: list[str] = []
         regexes: list[str] = []
         for pattern in patterns:
             if pattern.startswith("re:"):
                 regexes.append(f"(?:{pattern[3:]})")
+            elif pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
+                suffixes.append(pattern[1:])
             elif any(c in pattern for c in "*?["):
                 regexes.append(fnmatch.translate(pattern))
             else:
                 self.exact.add(pattern)
+        self.suffixes = tuple(suffixes)
         self.regex = re.compile("|".join(regexes)) if regexes else None
 
     def matches(self, name: str) -> bool:
-        if name in self.exact:
+        if name in self.exact or (self.suffixes and name.endswith(self.suffixes)):
             return True
         return bool(self.regex and self.regex.fullmatch(name))
+
+
+def _depth(path: str) -> int:
+    return path.count("/") if path else -1
+
+
+_path_of = operator.attrgetter("path")
+_size_of = operator.attrgetter("size")
+_mtime_of = operator.attrgetter("mtime_ns")
 
 
 @dataclass(slots=True)
@@ -168,19 +188,21 @@ class Tree:
         if self._subtree is None:
             totals: dict[str, list[int]] = {d: [0, 0, 0] for d in self.dirs}
             for d, files in self.files_by_dir.items():
-                t = totals.setdefault(d, [0, 0, 0])
-                for f in files:
-                    t[0] += f.size
-                    t[1] = max(t[1], f.mtime_ns)
-                    t[2] += 1
-            for d in sorted(totals, key=lambda p: p.count("/") if p else -1, reverse=True):
+                # map() over attrgetters runs the per-file loop in C: 100k files, every crawl.
+                totals[d] = [
+                    sum(map(_size_of, files)),
+                    max(0, max(map(_mtime_of, files), default=0)),
+                    len(files),
+                ]
+            # Deepest first, so each folder's totals are complete when added to its parent.
+            for d in sorted(totals, key=_depth, reverse=True):
                 if not d:
                     continue
-                parent = posixpath.dirname(d)
-                p = totals.setdefault(parent, [0, 0, 0])
+                p = totals.setdefault(d.rpartition("/")[0], [0, 0, 0])
                 c = totals[d]
                 p[0] += c[0]
-                p[1] = max(p[1], c[1])
+                if c[1] > p[1]:
+                    p[1] = c[1]
                 p[2] += c[2]
             self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
         return self._subtree.get(directory, (0, 0, 0))
@@ -233,12 +255,66 @@ def walk_tree(
 
     # Runs once per file of the volume: names looked up once, the common case first.
     exact, regex = patterns.exact, patterns.regex
+    # endswith(()) is always False: no suffix patterns cost one cheap call
+    suffixes = patterns.suffixes
     by_dir = tree.files_by_dir
     dirs = tree.dirs
     files_seen = 0
+    walk_folders = getattr(volume, "walk_folders", None)
+    if walk_folders is not None:
+        # A folder at a time (local volumes): the name tests run as map/filter over the
+        # folder's names, in C, and a folder's list goes to the index whole; no Python code
+        # runs per file here.
+        ends_with = operator.methodcaller("endswith", suffixes)
+
+        def manifest_names(names: list[str]) -> set[str]:
+            found = exact.intersection(names)
+            if suffixes:
+                found.update(filter(ends_with, names))
+            if regex is not None:
+                found.update(filter(regex.fullmatch, names))
+            return found
+
+        for folder, files, folders in walk_folders(on_problem):
+            name_of = operator.itemgetter(slice(len(folder) + 1 if folder else 0, None))
+            if folders:
+                paths = list(map(_path_of, folders))
+                dirs.update(paths)
+                for name in sorted(manifest_names(list(map(name_of, paths)))):
+                    on_problem(
+                        f"{folder}/{name}" if folder else name,
+                        "a folder is named like a manifest; only files are read",
+                    )
+            if not files:
+                continue
+            names = list(map(name_of, map(_path_of, files)))
+            hits = manifest_names(names)
+            data = files
+            if hits:
+                at = sorted(names.index(name) for name in hits)
+                data = files.copy()
+                for i in reversed(at):
+                    del data[i]
+                for i in at:
+                    entry = files[i]
+                    tree.manifests[entry.path] = entry
+                    if on_manifest is not None:
+                        on_manifest(entry)
+            if data:
+                by_dir[folder] = data
+            before = files_seen
+            files_seen += len(files)
+            if progress and files_seen // 5000 > before // 5000:
+                progress("walk", files_seen // 5000 * 5000, None)
+        tree.files_seen = files_seen
+        return tree
     for entry in volume.walk(on_problem):
         parent, _, name = entry.path.rpartition("/")
-        is_manifest = name in exact or (regex is not None and regex.fullmatch(name) is not None)
+        is_manifest = (
+            name in exact
+            or name.endswith(suffixes)
+            or (regex is not None and regex.fullmatch(name) is not None)
+        )
         if entry.is_dir:
             dirs.add(entry.path)
             if is_manifest:
@@ -375,13 +451,32 @@ def _select_data(
     )
 
 
+def data_key(tree: Tree, volume: Volume, manifest_path: str, location: str | None) -> str:
+    """``select_data(...).key()`` without what only a parse needs (the file list sorted for a
+    schema, the location's URL): a recrawl asks it of every unchanged manifest.
+
+    Were it ever to differ from ``select_data``'s key, the manifest would merely be parsed
+    again: the key holds the data's size, time and count, so a change is never missed.
+    """
+    if location is None:
+        # The common case (no location: the manifest's own folder), straight to its totals.
+        folder = manifest_path.rpartition("/")[0]
+        if folder in tree.dirs:
+            size, mtime_ns, count = tree.subtree_stats(folder)
+            return f"{size}:{mtime_ns}:{count}"
+    return select_data(tree, volume, manifest_path, location).key()
+
+
 def fingerprint(entry: Entry, selections: Iterable[DataSelection]) -> str:
+    return fingerprint_of_keys(entry, [s.key() for s in selections])
+
+
+def fingerprint_of_keys(entry: Entry, keys: list[str]) -> str:
     # The manifest's content tag (S3's ETag) joins size and time where the store has one, so
     # a rewrite within the same second and size is seen; without one the key is unchanged, so
     # volumes crawled before tags existed are not all re-pushed.
     head = f"{entry.size}:{entry.mtime_ns}" + (f":{entry.tag}" if entry.tag else "")
-    parts = [head] + [s.key() for s in selections]
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+    return hashlib.sha1("|".join([head, *keys]).encode()).hexdigest()
 
 
 # --- worker-side work (runs in a pool process for large crawls) --------------------------------
@@ -391,6 +486,9 @@ _worker_volume: Volume | None = None
 
 def _init_worker(volume_url: str) -> None:
     global _worker_volume
+    # Workers are forked during the walk, while the crawl has the collector paused
+    # (_gc_paused); parsing makes cyclic garbage, so theirs runs.
+    gc.enable()
     _worker_volume = open_volume(volume_url)
 
 
@@ -402,6 +500,8 @@ class ParsedManifest:
 
 
 def _parse_one(volume: Volume, path: str) -> ParsedManifest:
+    from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
     try:
         data = volume.read(path, MAX_MANIFEST_BYTES)
     except VolumeError as exc:
@@ -426,6 +526,9 @@ def _read_schema(
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
     that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
+    from cairn.models import MAX_COLUMNS
+    from crawler.enrich import SchemaReadError, csv_columns, parquet_columns
+
     try:
         if path.lower().endswith((".parquet", ".parq")):
             with volume.open(path, size) as f:
@@ -573,18 +676,20 @@ class Crawler:
     ) -> None:
         # Loaded before the walk: a manifest the state does not know is parsed while the walk
         # goes on; a known one waits for the walk's end, when its data's fingerprint is known.
-        previous = state.load()
+        with _gc_paused():
+            previous = state.load()
         try:
             with self._work_pool(volume) as work:
                 try:
-                    tree = walk_tree(
-                        volume,
-                        self.patterns,
-                        self.progress,
-                        on_manifest=lambda e: (
-                            None if e.path in previous else work.submit("parse", e.path)
-                        ),
-                    )
+                    with _gc_paused():
+                        tree = walk_tree(
+                            volume,
+                            self.patterns,
+                            self.progress,
+                            on_manifest=lambda e: (
+                                None if e.path in previous else work.submit("parse", e.path)
+                            ),
+                        )
                 except VolumeError as exc:
                     raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
                 report.files_seen = tree.files_seen
@@ -593,17 +698,18 @@ class Crawler:
 
                 # Unchanged manifests (same bytes, same data beside them) are not even parsed.
                 to_parse: list[str] = []
-                for path, entry in tree.manifests.items():
-                    old = previous.get(path)
-                    if old is not None:
-                        selections = [select_data(tree, volume, path, loc) for loc in old.locations]
-                        if fingerprint(entry, selections) == old.fingerprint:
-                            count = len(old.docs)
-                            report.unchanged += count
-                            report.documents += count
-                            continue
-                        work.submit("parse", path)
-                    to_parse.append(path)
+                with _gc_paused():
+                    for path, entry in tree.manifests.items():
+                        old = previous.get(path)
+                        if old is not None:
+                            keys = [data_key(tree, volume, path, loc) for loc in old.locations]
+                            if fingerprint_of_keys(entry, keys) == old.fingerprint:
+                                count = old.count
+                                report.unchanged += count
+                                report.documents += count
+                                continue
+                            work.submit("parse", path)
+                        to_parse.append(path)
                 work.flush("parse")
                 report.manifests_parsed = len(to_parse)
                 # Only new manifests, none gone: nothing can be deleted, so each batch is
@@ -687,7 +793,9 @@ class Crawler:
             parallel_threshold=PARALLEL_THRESHOLD,
             initializer=_init_worker,
             # Imported once in the fork server, while the walk runs, not once per worker.
-            preload=["crawler.crawl", "pyarrow.parquet"],
+            preload=["crawler.crawl", "crawler.manifest", "crawler.enrich", "pyarrow.parquet"],
+            # Forked workers start with what this process imported; pyarrow stays theirs.
+            fork_imports=["crawler.manifest", "crawler.enrich", "cairn.models"],
         )
 
     def _assemble(
@@ -822,6 +930,9 @@ class Crawler:
         sel: DataSelection,
         schema: list[Column] | None,
     ) -> dict[str, Any]:
+        from cairn.models import crawled_id
+        from crawler.enrich import guess_format
+
         doc = dict(fields)
         doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
         if not doc.get("extra"):
@@ -1007,6 +1118,20 @@ class _Sender:
             self.answered += len(batch)
             if self._progress:
                 self._progress("push", self.answered, self.total)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading the state, the walk and the diff make 100k+ small objects that form no cycles
+    while the tree and the state stay alive: left on, the collector scans that growing heap
+    again and again, a fifth of an unchanged recrawl's time."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:

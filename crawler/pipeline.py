@@ -19,6 +19,7 @@ caller's own process when its result is asked for.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import queue
 import threading
@@ -55,6 +56,7 @@ class WorkPool:
         parallel_threshold: int,
         initializer: Callable[[str], None],
         preload: Sequence[str],
+        fork_imports: Sequence[str] = (),
     ) -> None:
         self.volume = volume
         self.stages = {s.name: s for s in stages}
@@ -63,6 +65,7 @@ class WorkPool:
         self._threshold = parallel_threshold
         self._initializer = initializer
         self._preload = list(preload)
+        self._fork_imports = list(fork_imports)
         self._remote = not volume.url.startswith("file:")
         self._executor: Executor | None = None
         # stage -> paths not yet sent, in order (a dict: ordered, and found or dropped at once)
@@ -166,6 +169,10 @@ class WorkPool:
         # half a CPU-second a crawl), while the walk goes on.
         context: Any
         if threading.active_count() == 1:
+            # What the workers run is imported here, once, just before they are forked, not
+            # once in each of them; a crawl that starts no workers never imports it at all.
+            for name in self._fork_imports:
+                importlib.import_module(name)
             context = multiprocessing.get_context("fork")
         else:
             context = multiprocessing.get_context("forkserver")

@@ -4,24 +4,32 @@ given locations."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import orjson
 
 from cairn import __version__
-from cairn.models import (
-    Asset,
-    AssetsByLocation,
-    BulkResponse,
-    CatalogueInstance,
-    CrawlerEdgeOrigin,
-    EdgeReceipt,
-)
 from cairn.retry import RetryableStatus, call_with_retries
+
+if TYPE_CHECKING:
+    # Imported where answers are read: a crawl that pushes nothing needs no models, and
+    # building them is a large part of the CLI's start-up.
+    from cairn.models import Asset, BulkResponse, CrawlerEdgeOrigin, EdgeReceipt
+
+
+def _tls(base_url: str) -> ssl.SSLContext | bool:
+    """Certificate checks as usual for https. A plain-http catalogue (the usual local one)
+    gets a context with no CA certificates loaded, which skips reading the system's CA bundle
+    (tens of ms on every crawl) and, should https ever be asked of it, verifies nothing as
+    trusted: it fails closed."""
+    if base_url.lower().startswith("https:"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class CatalogueUnreachable(Exception):
@@ -42,7 +50,9 @@ class CataloguePusher:
             headers["authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
         self.attempts = attempts
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, verify=_tls(self.base_url)
+        )
 
     def instance_id(self) -> str:
         """The catalogue's instance id: what the crawler remembers is kept per catalogue."""
@@ -50,15 +60,22 @@ class CataloguePusher:
             lambda: self._client.get("/api/v1/instance"),
             f"instance lookup at {self.base_url}",
         )
+        # Read without the CatalogueInstance model (see the imports): the one field it needs.
         try:
-            return CatalogueInstance.model_validate_json(response.content).instance_id
-        except ValueError as exc:
-            raise CatalogueUnreachable(
-                f"{self.base_url} answered GET /api/v1/instance with something that is not a "
-                "Cairn catalogue's instance id; is the URL right?"
-            ) from exc
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        found = body.get("instance_id") if isinstance(body, dict) else None
+        if isinstance(found, str) and found:
+            return found
+        raise CatalogueUnreachable(
+            f"{self.base_url} answered GET /api/v1/instance with something that is not a "
+            "Cairn catalogue's instance id; is the URL right?"
+        )
 
     def bulk(self, items: list[dict[str, Any]]) -> BulkResponse:
+        from cairn.models import BulkResponse
+
         body = orjson.dumps(items)
         response = self._call(
             lambda: self._client.post("/api/v1/assets/bulk", content=body),
@@ -68,6 +85,8 @@ class CataloguePusher:
 
     def by_location(self, urls: list[str]) -> dict[str, list[Asset]]:
         """The live assets the catalogue holds at each of ``urls`` (crawled ones first)."""
+        from cairn.models import AssetsByLocation
+
         found: dict[str, list[Asset]] = {}
         for part in _url_chunks(urls):
             response = self._call(
@@ -79,6 +98,8 @@ class CataloguePusher:
 
     def edges(self, origin: CrawlerEdgeOrigin, upstreams: dict[str, list[str]]) -> EdgeReceipt:
         """Replaces the ``origin`` edges into each asset of ``upstreams`` with those listed."""
+        from cairn.models import EdgeReceipt
+
         body = orjson.dumps({"origin": origin, "upstreams": upstreams})
         response = self._call(
             lambda: self._client.post("/api/v1/lineage/edges", content=body),

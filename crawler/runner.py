@@ -6,22 +6,18 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cairn.settings import get_settings
 from connectors import redact_url
 from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
 from crawler.crawl import Crawler, CrawlFailed, CrawlReport
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 log = logging.getLogger("cairn.crawler")
 
@@ -114,6 +110,15 @@ def _crawl_once(spec: VolumeConfig, as_json: bool, out: Console, err: Console) -
 
 
 def _with_progress(spec: VolumeConfig, err: Console) -> CrawlReport:
+    # Only a crawl on a terminal draws a bar: --json and cron runs skip importing it.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (
         TextColumn("{task.description:<8}"),
         BarColumn(),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ CREATE TABLE IF NOT EXISTS manifests (
     path        TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
     locations   BLOB NOT NULL,   -- JSON list: the location of each document, for data stats
-    docs        BLOB NOT NULL    -- JSON list of the pushed asset documents
+    docs        BLOB NOT NULL,   -- JSON list of the pushed asset documents
+    doc_count   INTEGER          -- len(docs), so an unchanged manifest needs no decoding
 );
 """
 
@@ -31,12 +34,12 @@ CREATE TABLE IF NOT EXISTS manifests (
 class ManifestState:
     """What was pushed for one manifest: its fingerprint, locations and asset documents.
 
-    Loaded from the state file, the documents stay as the stored JSON until asked for, and
-    are decoded afresh each time: a recrawl only needs them for the few manifests that
+    Loaded from the state file, the documents stay in the file until asked for, and are read
+    and decoded afresh each time: a recrawl only needs them for the few manifests that
     changed or vanished, and 100k decoded manifests would cost several hundred MB.
     """
 
-    __slots__ = ("_docs", "_raw", "fingerprint", "locations")
+    __slots__ = ("_count", "_docs", "_fetch", "_raw", "fingerprint", "locations")
 
     def __init__(
         self,
@@ -45,17 +48,31 @@ class ManifestState:
         docs: list[dict[str, Any]] | None = None,
         *,
         raw_docs: bytes | None = None,
+        count: int | None = None,
+        fetch: Callable[[], bytes | None] | None = None,
     ) -> None:
         self.fingerprint = fingerprint
         self.locations = locations
         self._docs = docs
         self._raw = raw_docs
+        self._count = count
+        self._fetch = fetch  # reads the stored JSON from the state file
 
     @property
     def docs(self) -> list[dict[str, Any]]:
         if self._docs is not None:
             return self._docs
-        return orjson.loads(self._raw) if self._raw else []
+        raw = self._raw if self._fetch is None else self._fetch()
+        return orjson.loads(raw) if raw else []
+
+    @property
+    def count(self) -> int:
+        """How many documents, without reading them when the state file says."""
+        if self._docs is not None:
+            return len(self._docs)
+        if self._count is None:
+            self._count = len(self.docs)
+        return self._count
 
     def ids(self) -> set[str]:
         return {d["id"] for d in self.docs}
@@ -73,13 +90,50 @@ class CrawlState:
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            self._add_doc_count()
+
+    def _add_doc_count(self) -> None:
+        """State files written before ``doc_count`` existed get it, counted once: an unchanged
+        recrawl writes nothing back, so it would otherwise decode every manifest's documents
+        on every crawl."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(manifests)")}
+            if "doc_count" not in columns:
+                self._conn.execute("ALTER TABLE manifests ADD COLUMN doc_count INTEGER")
+            stale = self._conn.execute(
+                "SELECT path, docs FROM manifests WHERE doc_count IS NULL"
+            ).fetchall()
+            self._conn.executemany(
+                "UPDATE manifests SET doc_count = ? WHERE path = ?",
+                [(len(orjson.loads(docs)) if docs else 0, path) for path, docs in stale],
+            )
+            self._conn.execute("PRAGMA user_version = 1")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def load(self) -> dict[str, ManifestState]:
-        rows = self._conn.execute("SELECT path, fingerprint, locations, docs FROM manifests")
-        return {
-            path: ManifestState(fp, orjson.loads(locs), raw_docs=docs)
-            for path, fp, locs, docs in rows
-        }
+        """Every manifest's state; documents are read from the file when asked for, so they
+        can only be asked for while this state is open."""
+        rows = self._conn.execute("SELECT path, fingerprint, locations, doc_count FROM manifests")
+        # Most manifests share a handful of location lists ('[null]' above all): each distinct
+        # one is decoded once. Shared lists are safe: locations are only ever read.
+        decoded: dict[bytes, list[str | None]] = {}
+        out: dict[str, ManifestState] = {}
+        fetch = self._docs_of
+        for path, fp, locs, count in rows:
+            locations = decoded.get(locs)
+            if locations is None:
+                locations = decoded[locs] = orjson.loads(locs)
+            out[path] = ManifestState(fp, locations, count=count, fetch=partial(fetch, path))
+        return out
+
+    def _docs_of(self, path: str) -> bytes | None:
+        row = self._conn.execute("SELECT docs FROM manifests WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
 
     def save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
         if not changed and not removed:
@@ -91,10 +145,10 @@ class CrawlState:
             # several KB of spare capacity in every bytes object it returns, so holding all
             # of them at once cost ~8 KB a manifest (0.8 GB for 100k manifests).
             self._conn.executemany(
-                "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs, doc_count)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
-                    (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs))
+                    (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs), s.count)
                     for p, s in changed.items()
                 ),
             )

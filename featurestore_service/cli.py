@@ -15,6 +15,7 @@ from cairn.errors import CairnError
 app = typer.Typer(
     help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as `cairn --help` (cairn/cli.py says why)
 )
 
 UrlOption = Annotated[

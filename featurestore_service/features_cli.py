@@ -14,6 +14,7 @@ app = typer.Typer(
     help="Point-in-time training sets and online lookups of feature tables "
     "(CAIRN_FEATURESTORE_URL).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as `cairn --help` (cairn/cli.py says why)
 )
 
 

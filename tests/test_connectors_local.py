@@ -147,6 +147,33 @@ def test_walk_is_lazy(root: Path) -> None:
     assert [e.path for e in gen] == ["a/late.txt"]
 
 
+def test_walk_folders_lists_each_folder_once_files_then_subfolders(root: Path) -> None:
+    write(root / "top.txt", b"1")
+    write(root / "a" / "x.csv", b"22")
+    write(root / "a" / "b" / "y.csv", b"333")
+    (root / "empty").mkdir()
+    os.symlink(root / "top.txt", root / "a" / "link.txt")
+
+    volume = LocalVolume(root)
+    listings = list(volume.walk_folders())
+    by_folder = {
+        folder: (sorted(f.path for f in files), sorted(d.path for d in dirs))
+        for folder, files, dirs in listings
+    }
+    assert len(listings) == len(by_folder) == 4
+    assert by_folder == {
+        "": (["top.txt"], ["a", "empty"]),
+        "a": (["a/link.txt", "a/x.csv"], ["a/b"]),
+        "a/b": (["a/b/y.csv"], []),
+        "empty": ([], []),
+    }
+    assert all(not f.is_dir for _, files, _ in listings for f in files)
+    assert all(d.is_dir for _, _, dirs in listings for d in dirs)
+    # walk() is the same entries, each folder's files before its subfolders.
+    flat = [e for _, files, dirs in listings for e in (*files, *dirs)]
+    assert list(volume.walk()) == flat
+
+
 def test_walk_large_directory(root: Path) -> None:
     count = 5000
     for i in range(count):

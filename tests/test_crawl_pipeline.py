@@ -126,3 +126,74 @@ def test_workers_are_forked_only_while_no_other_thread_runs(tmp_path: Path) -> N
     assert outcomes[False] == outcomes[True]
     # The broken manifest's problem comes back from a worker with its path and line.
     assert outcomes[False][0][2][0][:2] == ("d0/a0000/MANIFEST.yaml", 2)
+
+
+def test_forked_workers_get_their_modules_imported_once_before_the_fork(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import sys
+
+    # A module nothing has imported: the pool imports it only when it forks its workers.
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "cairn_fork_probe.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(lib))
+    monkeypatch.delitem(sys.modules, "cairn_fork_probe", raising=False)
+    paths = sorted(make_volume(tmp_path / "vol", 6))
+    volume = LocalVolume(tmp_path / "vol")
+
+    def probe_pool(threshold: int) -> WorkPool:
+        return WorkPool(
+            volume,
+            [Stage("parse", _parse_chunk, _parse_one, 5)],
+            workers=2,
+            remote_threads=2,
+            parallel_threshold=threshold,
+            initializer=_init_worker,
+            preload=["crawler.crawl"],
+            fork_imports=["cairn_fork_probe"],
+        )
+
+    with probe_pool(threshold=100) as work:  # too few jobs: no workers, no import
+        assert {work.result("parse", p).path for p in paths} == set(paths)
+        assert not work.parallel
+    assert "cairn_fork_probe" not in sys.modules
+    with probe_pool(threshold=1) as work:
+        assert {work.result("parse", p).path for p in paths} == set(paths)
+        assert work.start_method == "fork"
+    assert "cairn_fork_probe" in sys.modules
+
+
+def _gc_state(_volume: Any, path: str) -> tuple[str, bool]:
+    import gc
+
+    return path, gc.isenabled()
+
+
+def _gc_chunk(paths: list[str]) -> list[tuple[str, bool]]:
+    return [_gc_state(None, p) for p in paths]
+
+
+def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path: Path) -> None:
+    import gc
+
+    from crawler.crawl import _gc_paused
+
+    paths = sorted(make_volume(tmp_path, 6))
+    with _gc_paused():
+        work = WorkPool(
+            LocalVolume(tmp_path),
+            [Stage("gc", _gc_chunk, _gc_state, 2)],
+            workers=2,
+            remote_threads=2,
+            parallel_threshold=1,
+            initializer=_init_worker,
+            preload=["crawler.crawl"],
+        )
+        for path in paths:
+            work.submit("gc", path)
+        work.flush()
+        assert work.start_method == "fork" and not gc.isenabled()
+    with work:
+        assert [work.result("gc", p) for p in paths] == [(p, True) for p in paths]
+    assert gc.isenabled()

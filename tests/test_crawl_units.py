@@ -152,6 +152,188 @@ def test_a_state_kept_per_volume_only_is_removed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "x.cairn.yaml",
+        ".cairn.yaml",
+        "x.cairn.yaml.bak",
+        "cairn.yaml",
+        "x.CAIRN.yaml",
+        "a\nb.cairn.yaml",
+    ],
+)
+def test_suffix_patterns_match_as_their_glob_does(name: str) -> None:
+    import fnmatch
+
+    patterns = NamePatterns(["*.cairn.yaml"])
+    assert patterns.suffixes == (".cairn.yaml",) and patterns.regex is None
+    assert patterns.matches(name) is fnmatch.fnmatchcase(name, "*.cairn.yaml")
+
+
+def test_walk_tree_finds_manifests_by_every_kind_of_pattern(tmp_path: Path) -> None:
+    volume = make(
+        tmp_path,
+        {
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1\n",
+            "b/sales.cairn.yml": b"x",
+            "b/c/meta-7.yml": b"x",
+            "b/c/meta-x.yml": b"x",
+            "top.txt": b"x",
+        },
+    )
+    (tmp_path / "d" / "MANIFEST.yaml").mkdir(parents=True)  # a folder named like one
+    patterns = NamePatterns(["MANIFEST.yaml", "*.cairn.yml", r"re:meta-\d+\.yml"])
+    seen: list[str] = []
+    tree = walk_tree(volume, patterns, on_manifest=lambda e: seen.append(e.path))
+    assert (
+        sorted(tree.manifests)
+        == sorted(seen)
+        == [
+            "a/MANIFEST.yaml",
+            "b/c/meta-7.yml",
+            "b/sales.cairn.yml",
+        ]
+    )
+    assert tree.files_seen == 6
+    assert {d: sorted(f.path for f in fs) for d, fs in tree.files_by_dir.items()} == {
+        "": ["top.txt"],
+        "a": ["a/data.csv"],
+        "b/c": ["b/c/meta-x.yml"],
+    }
+    assert tree.dirs == {"", "a", "b", "b/c", "d", "d/MANIFEST.yaml"}
+    assert [p.path for p in tree.problems] == ["d/MANIFEST.yaml"]
+
+
+@pytest.mark.parametrize(
+    "location", [None, "", ".", "data.csv", "sub", "sub/*.parquet", "../x", "missing", "s3://b/k"]
+)
+def test_data_key_is_the_selections_key(tmp_path: Path, location: str | None) -> None:
+    from crawler.crawl import data_key
+
+    volume = make(
+        tmp_path,
+        {
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1,2\n",
+            "a/sub/p-0.parquet": b"pq",
+            "a/sub/deeper/p-1.parquet": b"pqpq",
+            "b/other.csv": b"1\n",
+        },
+    )
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    expected = select_data(tree, volume, "a/MANIFEST.yaml", location).key()
+    assert data_key(tree, volume, "a/MANIFEST.yaml", location) == expected
+    assert data_key(tree, volume, "MANIFEST.yaml", location) == (
+        select_data(tree, volume, "MANIFEST.yaml", location).key()
+    )
+
+
+def test_crawl_state_counts_documents_of_a_state_written_before_the_count(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    import orjson
+
+    from crawler.state import CrawlState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    path = state.path
+    state.close()
+    # A state file as earlier versions wrote it: no doc_count column, user_version 0.
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE manifests (path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " locations BLOB NOT NULL, docs BLOB NOT NULL)"
+    )
+    docs = [{"id": "a1"}, {"id": "a2"}]
+    conn.execute(
+        "INSERT INTO manifests VALUES (?, ?, ?, ?)",
+        ("a/MANIFEST.yaml", "fp", orjson.dumps([None, "x"]), orjson.dumps(docs)),
+    )
+    conn.commit()
+    conn.close()
+
+    again = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    loaded = again.load()["a/MANIFEST.yaml"]
+    assert loaded.count == 2 and loaded._docs is None  # counted without decoding
+    assert (loaded.fingerprint, loaded.locations, loaded.docs) == ("fp", [None, "x"], docs)
+    again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT doc_count FROM manifests").fetchall() == [(2,)]
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+
+
+def test_crawl_state_count_follows_every_save(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.save({"m": ManifestState("fp1", [None], [{"id": "a"}, {"id": "b"}])}, [])
+    assert state.load()["m"].count == 2
+    state.save({"m": ManifestState("fp2", [None], [{"id": "a"}])}, [])
+    reloaded = state.load()["m"]
+    assert (reloaded.fingerprint, reloaded.count, reloaded.ids()) == ("fp2", 1, {"a"})
+    state.close()
+
+
+def test_a_plain_http_catalogue_client_trusts_no_certificate() -> None:
+    import ssl
+
+    from crawler.push import _tls
+
+    assert _tls("https://catalogue.example") is True
+    context = _tls("http://127.0.0.1:8001")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+
+
+def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> None:
+    """Remote volumes only have walk(): their tree must be the one a local volume gets."""
+    volume = make(
+        tmp_path,
+        {
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1\n",
+            "a/b/part-0.parquet": b"pq",
+            "c/x.cairn.yaml": b"x",
+            "c/notes.txt": b"n",
+            "top.csv": b"1\n",
+        },
+    )
+
+    class EntriesOnly:
+        url = volume.url
+
+        def walk(self, on_problem):
+            return volume.walk(on_problem)
+
+    patterns = NamePatterns(["MANIFEST.yaml", "*.cairn.yaml"])
+    by_folder = walk_tree(volume, patterns)
+    by_entry = walk_tree(EntriesOnly(), patterns)  # type: ignore[arg-type]
+
+    def shape(tree):
+        files = {d: sorted(f.path for f in fs) for d, fs in tree.files_by_dir.items()}
+        return sorted(tree.manifests), files, tree.dirs, tree.files_seen
+
+    assert shape(by_entry) == shape(by_folder)
+    assert sorted(by_folder.manifests) == ["a/MANIFEST.yaml", "c/x.cairn.yaml"]
+    assert (
+        by_folder.subtree_stats("a")
+        == by_entry.subtree_stats("a")
+        == (
+            2 + 2,  # a/data.csv and a/b/part-0.parquet
+            max(
+                e.mtime_ns for e in volume.walk() if e.path in ("a/data.csv", "a/b/part-0.parquet")
+            ),
+            2,
+        )
+    )
+
+
+@pytest.mark.parametrize(
     ("names", "expected"),
     [
         (["csv", "b.CSV", "a.tsv"], "d/b.CSV"),  # a name without a dot has no extension

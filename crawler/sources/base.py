@@ -14,10 +14,13 @@ Exceptions::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cairn.models import CrawlerEdgeOrigin
 from crawler.problems import Problem
+
+if TYPE_CHECKING:
+    # An annotation only: importing the models here would put them on every crawl's start.
+    from cairn.models import CrawlerEdgeOrigin
 
 
 class SourceError(Exception):

@@ -12,6 +12,7 @@ from featurestore_service.cli import JsonOption, UrlOption, _client, _fail, _pri
 app = typer.Typer(
     help="Profiles, drift and checks of feature-set versions (CAIRN_FEATURESTORE_URL).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as `cairn --help` (cairn/cli.py says why)
 )
 
 
