@@ -740,7 +740,13 @@ class Crawler:
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
                     sender.total = len(deletions) + len(upserts)
                     if not stream:
-                        for item in deletions + upserts:
+                        for item in deletions:
+                            sender.add(item)
+                        if _ids(deletions) & _ids(upserts):
+                            # Moved ids: their deletions must be answered before the new
+                            # manifest's write of the same id is checked.
+                            sender.cut()
+                        for item in upserts:
                             sender.add(item)
                     sender.finish()
                 except CatalogueUnreachable as exc:
@@ -965,7 +971,7 @@ class Crawler:
         # A folder the walk could not read may still hold its manifests: never delete those.
         # ("" is the root itself: then nothing may be deleted.)
         unreadable = tree.unreadable
-        upserted = {d["id"] for d in upserts}
+        upserted = {d["id"]: d.get("manifest_path") for d in upserts}
         out = []
         for path, old in previous.items():
             if path in tree.manifests:
@@ -978,8 +984,14 @@ class Crawler:
                     continue
                 gone = old.docs
             for doc in gone:
-                if doc["id"] in upserted or doc.get("deleted"):
+                if doc.get("deleted"):
                     continue
+                moved = upserted.get(doc["id"])
+                if moved is not None and moved == path:
+                    continue
+                # An id declared by another manifest now (``id:`` kept when a manifest moved):
+                # deleted here first, as this manifest's own, so that the new one may take it
+                # (a crawled write may only take a deleted asset of another manifest).
                 out.append({**doc, "deleted": True, "crawled_at": now.isoformat()})
         return out
 
@@ -1068,6 +1080,11 @@ class _Sender:
         self.sent = True
         self._batch.append(item)
         if len(self._batch) >= self._batch_size:
+            self._flush()
+
+    def cut(self) -> None:
+        """Ends the current batch here: what follows goes in a later request."""
+        if self._batch:
             self._flush()
 
     def finish(self) -> None:

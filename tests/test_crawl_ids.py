@@ -71,3 +71,25 @@ def test_manifest_id_cannot_steal_assets(
     assert code == 0 and report["deleted"] == 0 and report["errors"] == [], report
     assert {i: api.get(f"/assets/{i}").json() for i in victims} == before
     assert api.get("/assets/ok-1").json()["deleted"] is False
+
+
+def test_a_manifest_moved_with_its_id_keeps_the_asset(
+    tmp_path: Path, served: ProcessServer, api: httpx.Client
+) -> None:
+    lake = tmp_path / "lake"
+    write(lake / "a/MANIFEST.yaml", "id: kept-1\nname: kept\ntype: dataset\ntags: [x]\n")
+    write(lake / "stay/MANIFEST.yaml", "name: stay\ntype: dataset\n")
+    code, report = crawl(lake, served)
+    assert code == 0 and report["created"] == 2, report
+    (lake / "b").mkdir()
+    (lake / "a/MANIFEST.yaml").rename(lake / "b/MANIFEST.yaml")
+    code, report = crawl(lake, served)
+    assert code == 0 and report["errors"] == [], report
+    moved = api.get("/assets/kept-1").json()
+    assert moved["manifest_path"] == "b/MANIFEST.yaml" and moved["deleted"] is False, moved
+    assert moved["location"].endswith("/b") and moved["tags"] == ["x"]
+    assert api.get("/assets/by-name/kept").json()["id"] == "kept-1"
+    # Nothing is left behind: a third crawl changes nothing and deletes nothing.
+    code, report = crawl(lake, served)
+    assert code == 0 and report["deleted"] == 0 and report["updated"] == 0, report
+    assert api.get("/assets/kept-1").json()["deleted"] is False
