@@ -608,7 +608,7 @@ class SQLiteStore:
         # every matching row would read (and sort) each match's whole document.
         if tag_only:
             inner = "SELECT seq, name_lc AS k1 FROM tag_names WHERE tag = ?"
-            page_params = list(query.tags)
+            page_params: list[Any] = list(query.tags)
         else:
             inner = f"SELECT a.seq AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
             page_params = key_params + params
