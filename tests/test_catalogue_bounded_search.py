@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from cairn.models import AssetWrite
 from catalogue_service.backends import sqlite as backend
@@ -132,5 +133,37 @@ def test_a_tag_on_an_asset_with_too_many_tags_is_counted_in_a_thread(tmp_path: P
         hits = asyncio.run(store.search(SearchQuery(tags=["w0"], limit=5)))
         assert (counting.here, counting.left) == (0, 1)
         assert hits.total == 1 and _ids(hits) == ["wide"] and hits.facets.tags["w5"] == 1
+    finally:
+        asyncio.run(store.close())
+
+
+def test_a_rare_word_is_searched_here_and_a_common_one_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    _write(
+        store,
+        [
+            {"id": f"r{i}", "name": f"rare_{i}", "type": "dataset", "description": "zebrafish"}
+            for i in range(3)
+        ],
+    )
+    counting = _Counting(store)
+    try:
+        rare = asyncio.run(store.search(SearchQuery(q="zebra", limit=2)))
+        assert (counting.here, counting.left) == (1, 0)
+        conn = store.db.new_reader()
+        thread = store._search_sync(conn, SearchQuery(q="zebra", limit=2))
+        assert (rare.docs, rare.total, rare.facets, rare.next_cursor) == (
+            thread.docs,
+            thread.total,
+            thread.facets,
+            thread.next_cursor,
+        )
+        assert rare.total == 3 and rare.next_cursor is not None
+        # 60 assets hold "sales": above the limit, counted in a worker thread.
+        monkeypatch.setattr(backend, "HERE_MATCHES", 10)
+        common = asyncio.run(store.search(SearchQuery(q="sales")))
+        assert (counting.here, counting.left) == (1, 1) and common.total == 60
     finally:
         asyncio.run(store.close())
