@@ -991,7 +991,9 @@ def _write_typo(results: dict[str, SearchFigures], sizes: Sizes, command: str) -
 
 
 def _write_footprint(f: SearchFigures, sizes: Sizes, command: str, own: bool) -> None:
-    footprint = Section("footprint", "footprint", command, sizes)
+    # Its own key: bench_footprint owns "footprint" (all of `cairn up`), and one run must not
+    # replace the other's figures.
+    footprint = Section("search-footprint", "footprint (catalogue, search run)", command, sizes)
     footprint.add(
         *table(
             ["process", "after ingest (VmHWM)", "after search (VmHWM)", "VmRSS now", "target"],
