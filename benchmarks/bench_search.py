@@ -14,6 +14,14 @@ so each request pays the typo fallback (``catalogue_service/spelling``): the sea
 a spelling lookup, then the corrected search. It runs through the same loops as the other
 kinds and is reported beside "text" (the same words spelt right), as a ratio from the same run.
 
+The catalogue keeps each filter's total and facets until the next write (up to
+``COUNT_CACHE_SIZE`` filters), and the 1-connection loop has asked every value once before wrk
+runs, so the 16-connection figures above are for repeated queries. A second wrk run per
+targeted kind on sqlite ("cold") is the miss-only figure: name-prefix and text cycle over more
+distinct values, never asked before, than that cache holds, so every request counts its total
+and facets afresh; tag (200 tags in use, fewer than the cache holds) runs while another
+client rewrites an asset over and over, each write dropping the cached counts.
+
 Latency at 1 connection is a sequential httpx loop (p50/p99 over the requests, client time
 included). Requests/s at 16 connections uses ``wrk -t2 -c16`` with a Lua script cycling over
 the same query values, against the catalogue and then against a bare FastAPI endpoint
@@ -46,6 +54,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +91,7 @@ from benchmarks.common import (
     write_section,
 )
 from benchmarks.gen_tree import BROAD_WORDS, make_assets
+from catalogue_service.backends.sqlite import COUNT_CACHE_SIZE
 
 KINDS = ("name-prefix", "tag", "text", "typo")
 # The kinds DESIGN section 7 sets targets for; "typo" is measured against "text" instead.
@@ -89,6 +99,8 @@ TARGETED = ("name-prefix", "tag", "text")
 SEARCH_PATH = "/api/v1/assets"
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 BROAD_QUERIES = ("daily", "weekly")  # 45 % and 35 % of the assets (benchmarks/gen_tree.py)
+COLD_VALUES = 4 * COUNT_CACHE_SIZE
+BUMP_SECONDS = 0.02  # the tag kind's cold run: 50 writes/s, one per ~100 requests or fewer
 LOOP_SECONDS = 120  # per kind: stops a slow server from stretching the run without bound
 
 
@@ -389,6 +401,31 @@ def start_bare(bodies: dict[str, bytes]) -> Server:
     return Server("bare", argv, port, env).start()
 
 
+class Bumper:
+    """A thread that rewrites one asset every ``BUMP_SECONDS`` while it is entered."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self._stop.wait(BUMP_SECONDS):
+                bump = {"name": "bench_bump", "type": "dataset", "description": str(self.writes)}
+                client.put("/api/v1/assets/bench-bump", json=bump).raise_for_status()
+                self.writes += 1
+
+    def __enter__(self) -> Bumper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # --- search-broad --------------------------------------------------------------------------------
 
 
@@ -486,6 +523,9 @@ class SearchFigures:
     n: int
     lat: dict[str, Latency] = field(default_factory=dict)
     cairn_wrk: dict[str, WrkFigures] = field(default_factory=dict)
+    cold_wrk: dict[str, WrkFigures] = field(default_factory=dict)  # counts never cached
+    cold_writes: dict[str, int] = field(default_factory=dict)  # writes made during a cold run
+    tags_in_use: int = 0
     bare_wrk: dict[str, WrkFigures] = field(default_factory=dict)
     es: dict[str, Latency] = field(default_factory=dict)  # mongo: straight to Elasticsearch
     es_cpu_s: dict[str, float] = field(default_factory=dict)  # mongo: ES CPU over each wrk run
@@ -554,6 +594,23 @@ def measure(
         figures.cairn_wrk[k] = wrk(catalogue, values[k], loops.wrk_seconds, name)
         if servers is not None:
             figures.es_cpu_s[k] = process_cpu_seconds(servers.es_pid) - es_before
+    if catalogue.backend == "sqlite":
+        fresh = query_values(assets, COLD_VALUES, seed=23)
+        for k in TARGETED:
+            name = f"cairn-{catalogue.backend}-{k}-cold"
+            distinct = list(dict.fromkeys(fresh[k]))
+            if k == "tag":
+                figures.tags_in_use = len(distinct)
+            if len(distinct) > COUNT_CACHE_SIZE:
+                # More distinct values than the count cache holds, cycled in order: its
+                # least-recently-used entry is always the next one asked, so nothing hits.
+                figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
+            else:
+                # Too few values (every tag in use): a write every BUMP_SECONDS drops the
+                # cached counts, more often than any one value comes round again.
+                with Bumper(catalogue.url) as bumper:
+                    figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
+                figures.cold_writes[k] = bumper.writes
     bare = start_bare({k: figures.lat[k].typical_body for k in KINDS})
     try:
         for k in KINDS:
@@ -613,6 +670,15 @@ def _split_by_share(la: Latency, n: int, title: str) -> str:
     )
 
 
+def _cold_writes(f: SearchFigures) -> str:
+    writes, tag = f.cold_writes.get("tag", 0), f.cold_wrk["tag"]
+    per = tag.requests / writes if writes else float("inf")
+    return (
+        f"{BACKEND_TITLES[f.backend]}: {writes} writes, one per {per:,.0f} requests, "
+        f"{f.tags_in_use} tags cycled; the writes' CPU is in the figure"
+    )
+
+
 def _mib(kb: int) -> str:
     return f"{kb / 1024:.0f} MiB"
 
@@ -647,6 +713,13 @@ def _detail(results: dict[str, SearchFigures]) -> list[str]:
             if not f.complete:
                 continue
             la, cw, bw = f.lat[k], f.cairn_wrk[k], f.bare_wrk[k]
+            cold = f.cold_wrk.get(k)
+            cold_text = (
+                f"{cold.rps:,.0f} ({cold.rps / bw.rps if bw.rps else 0:.2f}x) / "
+                f"{cold.cpu_ms_per_request:.2f} ms"
+                if cold is not None
+                else "-"
+            )
             rows.append(
                 [
                     k,
@@ -657,6 +730,7 @@ def _detail(results: dict[str, SearchFigures]) -> list[str]:
                     f"{sum(la.body_sizes) / max(1, len(la.body_sizes)) / 1024:.1f} KiB",
                     f"{cw.p50_ms:.1f} / {cw.p99_ms:.1f} ms ({cw.errors} errors)",
                     f"{cw.cpu_ms_per_request:.2f} ms",
+                    cold_text,
                     f"{bw.p50_ms:.1f} / {bw.p99_ms:.1f} ms",
                     f"{bw.cpu_ms_per_request:.2f} ms",
                 ]
@@ -670,6 +744,7 @@ def _detail(results: dict[str, SearchFigures]) -> list[str]:
             "mean body",
             "Cairn p50 / p99 at 16 conns",
             "Cairn CPU per request",
+            "cold: rps (vs bare) / CPU per request",
             "bare p50 / p99 at 16 conns",
             "bare CPU per request",
         ],
@@ -825,6 +900,15 @@ def write(
             "bare endpoint answers the stored Cairn response nearest the kind's mean size. CPU "
             "per request is the server process's user + system time over the run divided by "
             "the requests served.",
+            "- cold: a second wrk run per kind that never finds the counts cached, so each "
+            "request counts its total and facets: name-prefix and text cycle over more distinct "
+            f"values, never asked before, than the count cache holds ({COUNT_CACHE_SIZE}); tag "
+            f"(every tag in use is fewer) runs while one client rewrites an asset again "
+            f"{BUMP_SECONDS * 1000:.0f} ms after each write returns, each write dropping the "
+            "cache; a tag's counts are counted afresh when a write came since it was last "
+            "asked ("
+            + ", ".join(_cold_writes(f) for f in results.values() if f.complete and f.cold_wrk)
+            + ").",
             *(
                 _split_by_share(f.lat["tag"], f.n, BACKEND_TITLES[b])
                 for b, f in results.items()
@@ -907,7 +991,9 @@ def _write_typo(results: dict[str, SearchFigures], sizes: Sizes, command: str) -
 
 
 def _write_footprint(f: SearchFigures, sizes: Sizes, command: str, own: bool) -> None:
-    footprint = Section("footprint", "footprint", command, sizes)
+    # Its own key: bench_footprint owns "footprint" (all of `cairn up`), and one run must not
+    # replace the other's figures.
+    footprint = Section("search-footprint", "footprint (catalogue, search run)", command, sizes)
     footprint.add(
         *table(
             ["process", "after ingest (VmHWM)", "after search (VmHWM)", "VmRSS now", "target"],

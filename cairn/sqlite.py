@@ -152,6 +152,16 @@ class SQLiteFile:
 
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
+    def read_here(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(conn, *args)`` on a pooled reader in the calling thread: for reads
+        known to be short, where handing them to a worker thread and back costs more CPU
+        than the read itself (WAL readers do not wait for the writer)."""
+        conn = self._take_reader()
+        try:
+            return fn(conn, *args)
+        finally:
+            self._readers.put(conn)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error.

@@ -9,9 +9,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 from cairn.models import AssetWrite, Facets
-from catalogue_service.backends.base import PreparedWrite, SearchQuery
-from catalogue_service.backends.sqlite import FACET_LIMIT, SQLiteStore
+from catalogue_service.backends.base import PreparedWrite, SearchQuery, decode_cursor
+from catalogue_service.backends.sqlite import FACET_LIMIT, SCHEMA_VERSION, SQLiteStore
 from catalogue_service.backends.tag_facets import PAIRED_TAGS
 
 TAGS = [f"t{i}" for i in range(12)]
@@ -38,6 +40,30 @@ def _recount(store: SQLiteStore, tag: str) -> tuple[int, Facets]:
 def _search(store: SQLiteStore, tag: str) -> tuple[int, Facets]:
     hits = asyncio.run(store.search(SearchQuery(tags=[tag], limit=5)))
     return hits.total, hits.facets
+
+
+def _pages(store: SQLiteStore, tag: str) -> list[str]:
+    """Ids of every page of a one-tag search (limit 5), following the cursors."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        hits = asyncio.run(store.search(SearchQuery(tags=[tag], limit=5, cursor=cursor)))
+        ids += [orjson.loads(doc)["id"] for doc in hits.docs]
+        if hits.next_cursor is None:
+            return ids
+        cursor = decode_cursor(hits.next_cursor)
+
+
+def _in_order(store: SQLiteStore, tag: str) -> list[str]:
+    """Live assets carrying ``tag`` in the search's order, straight from the assets table."""
+    conn = store.db._writer
+    assert conn is not None
+    rows = conn.execute(
+        "SELECT id FROM assets WHERE deleted = 0 AND seq IN"
+        " (SELECT seq FROM asset_tags WHERE tag = ?) ORDER BY name_lc, seq",
+        [tag],
+    )
+    return [r[0] for r in rows]
 
 
 def _random_batch(rng: random.Random, count: int) -> list[dict]:
@@ -79,6 +105,8 @@ def test_facets_follow_every_write(tmp_path: Path) -> None:
             asyncio.run(store.upsert(writes, datetime.now(UTC)))
             for tag in [*TAGS, "w0"]:
                 assert _search(store, tag) == _recount(store, tag), tag
+                # The page comes from tag_names: renames, retags and deletes must show.
+                assert _pages(store, tag) == _in_order(store, tag), tag
     finally:
         asyncio.run(store.close())
 
@@ -99,6 +127,7 @@ def test_version_one_file_gets_its_facets_on_open(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("DELETE FROM tag_pairs")
     conn.execute("DELETE FROM tag_types")
+    conn.execute("DELETE FROM tag_names")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -110,9 +139,10 @@ def test_version_one_file_gets_its_facets_on_open(tmp_path: Path) -> None:
             total, facets = _search(store, tag)
             assert (total, facets) == _recount(store, tag)
             assert total > 0 and len(facets.tags) <= FACET_LIMIT
+            assert _pages(store, tag) == _in_order(store, tag) != []
         version = store.db._writer.execute(  # type: ignore[union-attr]
             "SELECT value FROM meta WHERE key = 'schema_version'"
         ).fetchone()[0]
-        assert int(version) == 2
+        assert int(version) == SCHEMA_VERSION
     finally:
         asyncio.run(store.close())

@@ -9,6 +9,10 @@ one's, in the same transaction, so the tables are exact whenever a reader sees t
 An asset with more than ``PAIRED_TAGS`` tags would add its tag count squared of rows; its pairs
 are not kept. Its tags are marked instead (the pair (t, "")), and a search for a marked tag
 counts its facets the usual way. Tags are never empty, so "" names no tag.
+
+A third table, ``tag_names``, lists each live asset under each of its tags in the search's
+order (lower-cased name, then seq), so a one-tag search reads its page as a range of the index
+instead of looking up every asset that carries the tag to sort them.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ class TagFacets:
     def __init__(self) -> None:
         self.pairs: Counter[tuple[str, str]] = Counter()
         self.types: Counter[tuple[str, str]] = Counter()
+        self.names: Counter[tuple[str, str, int]] = Counter()
 
-    def add(self, tags: list[str], asset_type: str, sign: int) -> None:
+    def add(self, tags: list[str], asset_type: str, sign: int, seq: int, name: str) -> None:
         """Counts a live asset in (``sign`` 1) or out (-1)."""
-        pairs, types = self.pairs, self.types
+        pairs, types, names = self.pairs, self.types, self.names
         wide = len(tags) > PAIRED_TAGS
+        name_lc = name.lower()
         for tag in tags:
             types[tag, asset_type] += sign
+            names[tag, name_lc, seq] += sign
             if wide:
                 pairs[tag, tag] += sign
                 pairs[tag, WIDE] += sign
@@ -57,12 +64,26 @@ class TagFacets:
                 f"DELETE FROM {table} WHERE tag = ? AND {column} = ? AND n <= 0",
                 [(a, b) for a, b, n in changed if n < 0],
             )
+        # An asset is listed under a tag at most once, so the net change is -1, 0 or 1.
+        conn.executemany(
+            "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
+            [key for key, n in self.names.items() if n < 0],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)",
+            [key for key, n in self.names.items() if n > 0],
+        )
 
     @staticmethod
     def rebuild(conn: sqlite3.Connection) -> None:
         """Counts both tables afresh from the side tables (a migration, a reindex)."""
         conn.execute("DELETE FROM tag_pairs")
         conn.execute("DELETE FROM tag_types")
+        conn.execute("DELETE FROM tag_names")
+        conn.execute(
+            "INSERT INTO tag_names SELECT t.tag, a.name_lc, t.seq FROM asset_tags t"
+            " JOIN assets a ON a.seq = t.seq WHERE a.deleted = 0"
+        )
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS live_tags (seq INTEGER, tag TEXT, type TEXT,"
             " wide INTEGER)"
