@@ -4,7 +4,12 @@ whether the work ran in workers or in the crawler's own process."""
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,32 @@ from crawler.crawl import (
     walk_tree,
 )
 from crawler.pipeline import Stage, WorkPool
+
+FRESH = "CAIRN_TEST_FRESH_PROCESS"
+CHILD_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly")
+
+
+def in_a_fresh_process(test: Callable[..., None]) -> Callable[..., None]:
+    """Runs ``test`` in a pytest process of its own. The pool forks its workers only while no
+    other thread runs, and the suite's process keeps threads of earlier tests' servers alive,
+    so there the fork path could never be taken."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        if os.environ.get(FRESH) == test.__name__:
+            test(*args, **kwargs)
+            return
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", f"{__file__}::{test.__name__}", *CHILD_ARGS],
+            env={**os.environ, FRESH: test.__name__},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert "1 passed" in done.stdout, done.stdout[-4000:]
+
+    return run
 
 
 def make_volume(root: Path, count: int) -> list[str]:
@@ -103,6 +134,7 @@ def test_one_worker_means_no_process(tmp_path: Path) -> None:
         assert {work.result("parse", p).path for p in paths} == set(paths)
 
 
+@in_a_fresh_process
 def test_workers_are_forked_only_while_no_other_thread_runs(tmp_path: Path) -> None:
     # A fork copies locks other threads hold; with another thread alive the workers must
     # come from the fork server, and both ways give the same results.
@@ -128,6 +160,7 @@ def test_workers_are_forked_only_while_no_other_thread_runs(tmp_path: Path) -> N
     assert outcomes[False][0][2][0][:2] == ("d0/a0000/MANIFEST.yaml", 2)
 
 
+@in_a_fresh_process
 def test_forked_workers_get_their_modules_imported_once_before_the_fork(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -174,6 +207,7 @@ def _gc_chunk(paths: list[str]) -> list[tuple[str, bool]]:
     return [_gc_state(None, p) for p in paths]
 
 
+@in_a_fresh_process
 def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path: Path) -> None:
     import gc
 
