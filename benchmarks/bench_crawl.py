@@ -123,21 +123,6 @@ def find_once(root: Path, *args: str) -> tuple[float, int]:
 FIND_STAT = ("-printf", "%s %T@ %p\n")  # size and mtime: one lstat per file, as the walk
 
 
-def names_once(root: Path) -> tuple[float, int]:
-    """``os.scandir`` with no ``lstat``: names and d_type, the work ``find -type f`` does."""
-    start = time.perf_counter()
-    files = 0
-    stack = [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for de in it:
-                if de.is_dir(follow_symlinks=False):
-                    stack.append(de.path)
-                elif de.is_file(follow_symlinks=False):
-                    files += 1
-    return time.perf_counter() - start, files
-
-
 def walk_once(root: Path) -> tuple[float, int, int]:
     from connectors.local import LocalVolume
 
@@ -150,9 +135,10 @@ def walk_once(root: Path) -> tuple[float, int, int]:
     return time.perf_counter() - start, files, len(problems)
 
 
-def scandir_once(root: Path) -> tuple[float, int]:
+def scandir_once(root: Path, stat: bool = True) -> tuple[float, int]:
     """A plain recursive ``os.scandir`` walk with one lstat per file: what any Python walk
-    that reports size and mtime costs, to tell the walk's own overhead from Python's."""
+    that reports size and mtime costs, to tell the walk's own overhead from Python's. Without
+    ``stat``: names and d_type only, the work ``find -type f`` does."""
     start = time.perf_counter()
     files = 0
     stack = [str(root)]
@@ -162,7 +148,8 @@ def scandir_once(root: Path) -> tuple[float, int]:
                 if de.is_dir(follow_symlinks=False):
                     stack.append(de.path)
                 elif de.is_file(follow_symlinks=False):
-                    de.stat(follow_symlinks=False)
+                    if stat:
+                        de.stat(follow_symlinks=False)
                     files += 1
     return time.perf_counter() - start, files
 
@@ -190,7 +177,7 @@ def bench_walk(root: Path, runs: int = WALK_RUNS) -> WalkFigures:
         figures.scandir_s.append(scandir_once(root)[0])
         figures.scandir_cpu.append(_self_cpu() - c)
         c = _self_cpu()
-        figures.names_s.append(names_once(root)[0])
+        figures.names_s.append(scandir_once(root, stat=False)[0])
         figures.names_cpu.append(_self_cpu() - c)
     return figures
 

@@ -111,6 +111,21 @@ def quote_path(path: str) -> str:
     return quote(path, safe=_PATH_SAFE)
 
 
+def file_and_size(stat: Callable[[str], Entry], path: str, size: int | None) -> tuple[str, int]:
+    """The normalized path of a file to open and its size: ``stat``'s, or the size a listing
+    gave, which spares the request that would ask for it (a missing file then fails at its
+    first read instead)."""
+    if size is None:
+        entry = stat(path)
+        if entry.is_dir:
+            raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
+        return entry.path, entry.size
+    rel = normalize_relpath(path)
+    if not rel:
+        raise NotAFile("'' is the volume root, a directory", path=rel)
+    return rel, size
+
+
 class RangedReads:
     """``open``, ``read`` and ``url_for`` of a volume whose files are objects read by byte range
     (S3, ADLS's Blob API): the volume provides ``url``, ``stat`` and ``_fetch``."""
@@ -126,16 +141,7 @@ class RangedReads:
             ...
 
     def open(self, path: str, size: int | None = None) -> BinaryIO:
-        if size is None:
-            entry = self.stat(path)
-            if entry.is_dir:
-                raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-            rel, size = entry.path, entry.size
-        else:
-            # The size a listing gave: no HEAD request; a missing object fails the first read.
-            rel = normalize_relpath(path)
-            if not rel:
-                raise NotAFile("'' is the volume root, a directory", path=rel)
+        rel, size = file_and_size(self.stat, path, size)
 
         def fetch(offset: int, length: int) -> bytes:
             return self._fetch(rel, offset, length)

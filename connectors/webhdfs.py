@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from connectors import logredact
 from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
-from connectors.ranged import RangedFile
+from connectors.ranged import RangedFile, file_and_size
 
 try:
     import requests
@@ -463,16 +463,8 @@ class HdfsVolume:
         raise NotAFile(f"{rel!r} is not a regular file ({status['type'].lower()})", path=rel)
 
     def open(self, path: str, size: int | None = None) -> BinaryIO:
-        if size is None:
-            entry = self.stat(path)
-            if entry.is_dir:
-                raise NotAFile(f"{entry.path!r} is a directory", path=entry.path)
-            rel, size = entry.path, entry.size
-        else:
-            # The size a listing gave: no GETFILESTATUS; a missing file fails the first OPEN.
-            rel = normalize_relpath(path)
-            if not rel:
-                raise NotAFile("'' is the volume root, a directory", path=rel)
+        # With a listed size, no GETFILESTATUS: a missing file fails at its first OPEN.
+        rel, size = file_and_size(self.stat, path, size)
         hdfs_path = self._abs(rel)
 
         def fetch(offset: int, length: int) -> bytes:

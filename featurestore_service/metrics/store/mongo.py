@@ -137,42 +137,40 @@ class MongoMetricStore:
         profile: dict[str, Any],
         summary: dict[str, Any],
     ) -> bool:
-        async with unavailable("storing a profile"):
-            result = await self._profiles.update_one(
-                {"_id": _key(subject, version)},
-                {
-                    "$setOnInsert": {
-                        "subject": subject,
-                        "version": version,
-                        "status": DONE,
-                        "source": orjson.dumps(source).decode(),
-                        "profile": orjson.dumps(profile).decode(),
-                        "summary": orjson.dumps(summary).decode(),
-                        "attempts": 0,
-                        "next_at": 0.0,
-                        "updated_at": datetime.now(UTC),
-                    }
-                },
-                upsert=True,
-            )
-        return result.upserted_id is not None
+        fields = {
+            "status": DONE,
+            "profile": orjson.dumps(profile).decode(),
+            "summary": orjson.dumps(summary).decode(),
+            "attempts": 0,
+        }
+        return await self._insert(subject, version, source, fields, "storing a profile")
 
     async def put_failed(
         self, subject: str, version: int, source: dict[str, Any], error: str
     ) -> bool:
-        async with unavailable("storing a failed profile"):
+        fields = {"status": FAILED, "error": error, "attempts": 1}
+        return await self._insert(subject, version, source, fields, "storing a failed profile")
+
+    async def _insert(
+        self,
+        subject: str,
+        version: int,
+        source: dict[str, Any],
+        fields: dict[str, Any],
+        doing: str,
+    ) -> bool:
+        """Adds a finished record unless ``version`` of ``subject`` exists; True when added."""
+        async with unavailable(doing):
             result = await self._profiles.update_one(
                 {"_id": _key(subject, version)},
                 {
                     "$setOnInsert": {
                         "subject": subject,
                         "version": version,
-                        "status": FAILED,
                         "source": orjson.dumps(source).decode(),
-                        "error": error,
-                        "attempts": 1,
                         "next_at": 0.0,
                         "updated_at": datetime.now(UTC),
+                        **fields,
                     }
                 },
                 upsert=True,
