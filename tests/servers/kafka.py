@@ -11,13 +11,18 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import IO
 
 from tests.servers.maven import classpath, resolve_libs
-from tests.servers.processes import ServerSetupError, free_port, patient, run_step, stop_group
+from tests.servers.processes import (
+    free_port,
+    patient,
+    run_step,
+    stop_group,
+    wait_ready,
+)
 
 HERE = Path(__file__).resolve().parent / "kafka"
 JVM = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
@@ -121,36 +126,19 @@ class KafkaBroker:
         from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ServerSetupError(
-                    f"the Kafka broker exited (code {self.proc.returncode}); log tail:\n"
-                    f"{self.log_tail()}"
-                )
+        def probe() -> None:
+            # A plain connect first: kafka-python leaks the sockets of connections that are
+            # refused, and the test run treats a leaked socket as an error.
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
             try:
-                # A plain connect first: kafka-python leaks the sockets of connections that
-                # are refused, and the test run treats a leaked socket as an error.
-                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
-            except OSError as exc:
-                last = exc
-                time.sleep(1)
-                continue
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
-                try:
-                    admin.list_topics()
-                    return
-                finally:
-                    admin.close()
-            except KafkaError as exc:
-                last = exc
-                time.sleep(1)
-        raise ServerSetupError(
-            f"the Kafka broker did not answer within {timeout:.0f}s ({last}); log tail:\n"
-            f"{self.log_tail()}"
+                admin.list_topics()
+            finally:
+                admin.close()
+
+        assert self.proc is not None
+        wait_ready(
+            self.proc, "the Kafka broker", probe, (OSError, KafkaError), timeout, self.log_tail
         )
 
     def stop(self) -> None:

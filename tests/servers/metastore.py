@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
 from tests.servers.maven import classpath, resolve_libs
 from tests.servers.processes import (
-    ServerSetupError,
     free_port,
     locked,
     patient,
     run_step,
     stop_group,
+    wait_ready,
 )
 
 HERE = Path(__file__).resolve().parent / "hive"
@@ -149,25 +148,18 @@ class HiveMetastore:
     def _wait_ready(self, timeout: float) -> None:
         from thrift.transport.TTransport import TTransportException
 
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ServerSetupError(
-                    f"the metastore exited (code {self.proc.returncode}); log tail:\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                with self.client() as client:
-                    client.api.get_all_databases()
-                    return
-            except (TTransportException, OSError) as exc:
-                last = exc
-                time.sleep(1)
-        raise ServerSetupError(
-            f"the metastore did not answer within {timeout:.0f}s ({last}); log tail:\n"
-            f"{self.log_tail()}"
+        def probe() -> None:
+            with self.client() as client:
+                client.api.get_all_databases()
+
+        assert self.proc is not None
+        wait_ready(
+            self.proc,
+            "the metastore",
+            probe,
+            (TTransportException, OSError),
+            timeout,
+            self.log_tail,
         )
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -53,6 +54,34 @@ def patient(seconds: float) -> float:
     machine instead of failing, and keeps its bound on an idle one."""
     per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
     return seconds * max(1.0, per_core)
+
+
+def wait_ready(
+    proc: subprocess.Popen[Any],
+    what: str,
+    probe: Callable[[], object],
+    retry_on: tuple[type[BaseException], ...],
+    timeout: float,
+    log_tail: Callable[[], str],
+) -> None:
+    """Calls ``probe`` once a second until it returns; fails loudly, with the server's log
+    tail, when ``what`` exits first or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerSetupError(
+                f"{what} exited (code {proc.returncode}); log tail:\n{log_tail()}"
+            )
+        try:
+            probe()
+            return
+        except retry_on as exc:
+            last = exc
+            time.sleep(1)
+    raise ServerSetupError(
+        f"{what} did not answer within {timeout:.0f}s ({last}); log tail:\n{log_tail()}"
+    )
 
 
 def stop_group(proc: subprocess.Popen[Any], first: int = signal.SIGINT, grace: float = 30) -> None:
