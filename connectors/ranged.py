@@ -126,6 +126,26 @@ def file_and_size(stat: Callable[[str], Entry], path: str, size: int | None) -> 
     return rel, size
 
 
+def read_capped(
+    path: str,
+    max_bytes: int,
+    head: Callable[[str, int], bytes],
+    stat: Callable[[str], Entry],
+) -> bytes:
+    """A whole small file in one ranged read, ``head(rel, n)`` giving its first ``n`` bytes:
+    one byte past the cap tells "exactly max_bytes" from "more" without asking for the size
+    first (``stat`` is called only to name the size of a file that is too large)."""
+    if max_bytes < 0:
+        raise ValueError("max_bytes must be >= 0")
+    rel = normalize_relpath(path)
+    if not rel:
+        raise NotAFile("'' is the volume root, a directory", path=rel)
+    data = head(rel, max_bytes + 1)
+    if len(data) > max_bytes:
+        raise EntryTooLarge(rel, max(stat(rel).size, len(data)), max_bytes)
+    return data
+
+
 class RangedReads:
     """``open``, ``read`` and ``url_for`` of a volume whose files are objects read by byte range
     (S3, ADLS's Blob API): the volume provides ``url``, ``stat`` and ``_fetch``."""
@@ -149,17 +169,8 @@ class RangedReads:
         return cast(BinaryIO, RangedFile(rel, max(0, size), fetch))
 
     def read(self, path: str, max_bytes: int) -> bytes:
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        rel = normalize_relpath(path)
-        if not rel:
-            raise NotAFile("'' is the volume root, a directory", path=rel)
-        # One ranged GET, one byte past the cap: it tells "exactly max_bytes" from "more"
-        # without a HEAD first (a missing object or a folder fails the GET the same way).
-        data = self._fetch(rel, 0, max_bytes + 1)
-        if len(data) > max_bytes:
-            raise EntryTooLarge(rel, max(self.stat(rel).size, len(data)), max_bytes)
-        return data
+        # A missing object or a folder fails the ranged GET as a HEAD would have.
+        return read_capped(path, max_bytes, lambda rel, n: self._fetch(rel, 0, n), self.stat)
 
     def url_for(self, path: str) -> str:
         rel = normalize_relpath(path)

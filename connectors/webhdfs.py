@@ -48,8 +48,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from connectors import logredact
 from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, EntryTooLarge, NotAFile, VolumeError
-from connectors.ranged import RangedFile, file_and_size
+from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.ranged import RangedFile, file_and_size, read_capped
 
 try:
     import requests
@@ -473,17 +473,9 @@ class HdfsVolume:
         return cast(BinaryIO, RangedFile(rel, max(0, size), fetch))
 
     def read(self, path: str, max_bytes: int) -> bytes:
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
-        rel = normalize_relpath(path)
-        if not rel:
-            raise NotAFile("'' is the volume root, a directory", path=rel)
-        # One byte past the cap tells "exactly max_bytes" from "more", without a stat call.
-        data = self._fetch(self._abs(rel), rel, 0, max_bytes + 1)
-        if len(data) > max_bytes:
-            size = self.stat(rel).size
-            raise EntryTooLarge(rel, max(size, len(data)), max_bytes)
-        return data
+        return read_capped(
+            path, max_bytes, lambda rel, n: self._fetch(self._abs(rel), rel, 0, n), self.stat
+        )
 
     def url_for(self, path: str) -> str:
         rel = normalize_relpath(path)
