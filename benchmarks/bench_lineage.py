@@ -50,9 +50,9 @@ BULK_BATCH = 1000
 FULL_SECONDS, QUICK_SECONDS = 10, 3
 FULL_BULK, QUICK_BULK = 50_000, 5_000
 
-# Each request a new run id: the thread's number and a counter, in UUID form.
-_EVENTS_LUA = (
-    """\
+# The body, and per wrk thread its number (``tid``) and a request counter (``i``): what makes
+# each request's run id or asset name new.
+_NUMBERED_LUA = """\
 local body = [==[%(body)s]==]
 local threads = 0
 function setup(thread)
@@ -60,6 +60,11 @@ function setup(thread)
   thread:set("tid", threads)
 end
 local i = 0
+"""
+# Each request a new run id: the thread's number and a counter, in UUID form.
+_EVENTS_LUA = (
+    _NUMBERED_LUA
+    + """\
 function request()
   i = i + 1
   local run = string.format("%%08x-0000-4000-8000-%%012x", tid or 0, i)
@@ -79,14 +84,8 @@ end
     + WRK_DONE
 )
 _PUT_LUA = (
-    """\
-local body = [==[%(body)s]==]
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-local i = 0
+    _NUMBERED_LUA
+    + """\
 function request()
   i = i + 1
   local path = string.format("/api/v1/assets/bench-put-%%d-%%d", tid or 0, i)
