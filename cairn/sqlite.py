@@ -14,6 +14,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from cairn import memory
 from cairn.errors import InsufficientStorage, Unavailable
 from cairn.models import label_text
 
@@ -36,6 +38,8 @@ READERS = 4
 # with 64) and 8 MiB per reader keep a service's resident memory down (bench_footprint).
 READER_CACHE_KIB = 8 * 1024
 WRITER_CACHE_KIB = 16 * 1024
+# Writes this long ago with none since: the caches' pages go back (``release_idle_memory``).
+QUIET_SECONDS = 2.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -92,6 +96,9 @@ class SQLiteFile:
         self._read_limiter = anyio.CapacityLimiter(readers)
         # Commits through this object, bumped under the write lock once each is durable.
         self.commits = 0
+        self._last_commit = 0.0
+        self._released_at = 0  # ``commits`` when the caches were last handed back
+        memory.hold(self)
 
     def open(self, schema: str, schema_version: int) -> sqlite3.Connection:
         """Creates the file and its tables if needed; refuses a file from a newer Cairn."""
@@ -194,6 +201,40 @@ class SQLiteFile:
                     ) from exc
                 raise
             self.commits += 1
+            self._last_commit = time.monotonic()
+
+    def release_idle_memory(self) -> bool:
+        """Hands the connections' page caches back once writes have stopped for a while.
+
+        A bulk load fills the writer's cache and the searches after it the readers' (up to
+        48 MiB together, all of it pages the operating system's file cache holds anyway);
+        kept, they stay resident for as long as the service runs. Connections busy now are
+        left alone; the next query re-reads what it needs. Called by ``cairn.memory``'s
+        trimming loop (``cairn up``); True when something was released.
+        """
+        if (
+            self.commits == self._released_at
+            or time.monotonic() - self._last_commit < QUIET_SECONDS
+        ):
+            return False
+        if self._writer is None or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            self._released_at = self.commits
+            self._writer.execute("PRAGMA shrink_memory")
+        finally:
+            self._write_lock.release()
+        # One idle reader at a time, so a query meanwhile still finds the others idle.
+        for _ in range(self._readers.qsize()):
+            try:
+                conn = self._readers.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                conn.execute("PRAGMA shrink_memory")
+            finally:
+                self._readers.put(conn)
+        return True
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs ``fn(conn, *args)`` in one write transaction in a worker thread."""
