@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import decimal
+import functools
 import math
 from collections.abc import AsyncGenerator, Callable, Generator
 from pathlib import Path
@@ -280,7 +282,8 @@ async def arrow_stream(
     pending = asyncio.ensure_future(run(next, chunks, None))
     try:
         while True:
-            parts = await pending
+            # Shielded: a client gone mid-stream cancels this, not the decode in its thread.
+            parts = await asyncio.shield(pending)
             if parts is None:
                 return
             pending = asyncio.ensure_future(run(next, chunks, None))
@@ -290,9 +293,18 @@ async def arrow_stream(
         if pending.done():
             chunks.close()
         else:
-            # A client gone mid-stream: the batch being decoded finishes in its thread first
-            # (a generator cannot be closed while it runs), then the reader is closed.
-            pending.add_done_callback(lambda _: chunks.close())
+            # The batch being decoded finishes in its thread first (a generator cannot be
+            # closed while it runs), then the reader is closed.
+            pending.add_done_callback(functools.partial(_close_after, chunks))
+
+
+def _close_after(chunks: Generator[Any, None, None], decode: asyncio.Future[Any]) -> None:
+    if not decode.cancelled():
+        decode.exception()  # nobody waits for this batch any more: its error is not news
+    # Cancelled only when the event loop shuts down, maybe mid-decode: the generator then
+    # closes when it is collected.
+    with contextlib.suppress(ValueError):
+        chunks.close()
 
 
 def write_subset(source: Path, target: Path, columns: list[str] | None, limit: int | None) -> None:

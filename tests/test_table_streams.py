@@ -4,7 +4,11 @@ client that leaves mid-stream leaves no decode running or slot taken."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +16,7 @@ import pyarrow.parquet as pq
 
 from featurestore_service.tables import STREAM_BATCH_ROWS, DecodeSlots, arrow_stream
 
+T = TypeVar("T")
 ROWS = STREAM_BATCH_ROWS * 3 + 1234  # several batches and a short last one
 
 
@@ -68,3 +73,50 @@ def test_stream_left_mid_way_frees_its_slot(tmp_path: Path) -> None:
         return pa.ipc.open_stream(b"".join(parts)).read_all()
 
     assert asyncio.run(leave_then_read()).equals(table)
+
+
+class SlowSlots(DecodeSlots):
+    """Decodes that take a while, so a cancellation surely comes while one runs."""
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        def slow() -> T:
+            time.sleep(0.1)
+            return func(*args)
+
+        return await super().run(slow)
+
+
+def test_stream_cancelled_mid_way_lets_the_decode_finish(tmp_path: Path) -> None:
+    """A server cancels a stream whose client went away: the batch being decoded in its
+    thread finishes before the reader is closed (no "generator already executing"), and its
+    slot comes back."""
+    path = tmp_path / "t.parquet"
+    _table(path)
+
+    async def cancel_mid_way() -> None:
+        slots = SlowSlots(1)
+        problems: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: problems.append(context)
+        )
+        started = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in arrow_stream(path, None, None, slots):
+                started.set()
+                await asyncio.sleep(0)  # as a server's send would
+
+        task = asyncio.create_task(consume())
+        await started.wait()
+        await asyncio.sleep(0.03)  # the next batch is being decoded now
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # and nothing else
+            await task
+        for _ in range(200):
+            if slots._limiter is not None and slots._limiter.borrowed_tokens == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert slots._limiter is not None and slots._limiter.borrowed_tokens == 0
+        assert problems == []
+
+    asyncio.run(cancel_mid_way())
