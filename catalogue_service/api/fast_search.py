@@ -10,8 +10,9 @@ handler skips all of those layers for this one route and does itself what they d
 - the key check is the read guard's own (``KeyChecker``, only when reads need a key), done
   before anything else, as ``CairnRoute`` does; the body (a GET has none to read) is never
   read, so the body limits have nothing to guard;
-- parameters are parsed by ``parse_search``, the route's own hand parser (the FastAPI route
-  never validated them either), so a bad value gets the same 422 naming the parameter;
+- parameters are parsed by the route's own hand parser (``parse_query_string`` reads the
+  query string as ``parse_search`` reads ``QueryParams``; the FastAPI route never validated
+  them either), so a bad value gets the same 422 naming the parameter;
 - a ``CairnError`` becomes the same problem+json the app's handler renders; any other error
   gets the app's own 500 problem (``unexpected_error``, logged with its traceback) and is
   raised on to the server, as Starlette's error middleware does;
@@ -33,12 +34,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cairn.errors import CairnError
 from cairn.web import HttpMetrics, KeyChecker, problem_response, unexpected_error
-from catalogue_service.api.search_params import parse_search
+from catalogue_service.api.search_params import parse_query_string
 from catalogue_service.service import Catalogue, splice_page
 
 PATH = "/api/v1/assets"
@@ -82,7 +82,7 @@ class SearchFastPath:
             try:
                 if self.keys.read_needs_key:
                     self.keys.check(_header(scope, b"authorization"))
-                query = parse_search(QueryParams(scope["query_string"]))
+                query = parse_query_string(scope["query_string"])
                 body = splice_page(await self.catalogue.search(query, typos=True))
             except CairnError as exc:
                 if exc.status >= 500:

@@ -274,26 +274,33 @@ class _SideRows:
 
 
 class _CountCache:
-    """Totals and facets per filter for one write generation, least recently used out."""
+    """Totals and facets per filter for one write generation, least recently used out. The
+    facets are kept encoded too (as ``splice_page`` would encode them), so an answer from
+    the cache splices them in."""
 
     def __init__(self, size: int):
         self.size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets, bytes | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, key: tuple[Any, ...], generation: int, facets: bool) -> tuple[int, Facets] | None:
+    def get(
+        self, key: tuple[Any, ...], generation: int, facets: bool
+    ) -> tuple[int, Facets, bytes | None] | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != generation or (facets and not entry[1]):
                 return None
             self._entries.move_to_end(key)
-            return entry[2], entry[3]
+            return entry[2], entry[3], entry[4]
 
     def put(
         self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
     ) -> None:
+        encoded = orjson.dumps(counts.model_dump()) if facets else None
         with self._lock:
-            self._entries[key] = (generation, facets, total, counts)
+            self._entries[key] = (generation, facets, total, counts, encoded)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -771,7 +778,9 @@ class SQLiteStore:
         # Counting facets over a broad match (the home page, a popular tag) costs tens of ms
         # at 100k assets; the counts only change with a write, so keep them until the next one.
         if cached is not None:
-            return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
+            if not query.facets:
+                return SearchHits(docs, cached[0], Facets(), next_cursor)
+            return SearchHits(docs, cached[0], cached[1], next_cursor, facets_json=cached[2])
         kept = counted(conn, query.tags[0], FACET_LIMIT) if tag_only else None
         if bounded and kept is None:
             raise _Unbounded  # an asset with too many tags to pair carries the tag
