@@ -656,6 +656,12 @@ class SQLiteStore:
         if query.q is None:
             return self._search_sync(conn, query, True)
         # A text search costs what its matches cost: rank, count and facets over them all.
+        # With its counts cached, the cached total says how many; otherwise the vocabulary
+        # bounds them.
+        try:
+            return self._search_sync(conn, query, True)
+        except _Unbounded:
+            pass
         if _most_matches(conn, query.q) > HERE_MATCHES:
             raise _Unbounded
         return self._search_sync(conn, query)
@@ -664,7 +670,8 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, query: SearchQuery, bounded: bool = False
     ) -> SearchHits:
         """``bounded``: raise ``_Unbounded`` before any statement whose cost grows with the
-        number of matches (the caller runs the search in a worker thread instead)."""
+        number of matches (the caller runs the search in a worker thread instead); a text
+        search passes only with its counts cached at most HERE_MATCHES."""
         where: list[str] = []
         params: list[Any] = []
         match = fts_query(query.q) if query.q else None
@@ -742,7 +749,8 @@ class SQLiteStore:
         generation = self.db.commits
         count_key = (filter_sql, tuple(params))
         cached = self._counts.get(count_key, generation, query.facets)
-        if bounded and cached is None and not tag_only:
+        unknown = cached is None or (match is not None and cached[0] > HERE_MATCHES)
+        if bounded and not tag_only and unknown:
             raise _Unbounded
 
         # The page's keys first, then the documents of that page only: ranking by reading
