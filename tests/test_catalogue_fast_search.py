@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from cairn.settings import Settings
 from catalogue_service.app import create_app
@@ -153,3 +154,27 @@ def test_search_answer_is_the_plain_encoding_with_counts_cached_or_not(tmp_path:
             answer = orjson.loads(again)
             assert answer["total"] > 0 and answer["facets"]["tags"]
             assert orjson.dumps(answer) == again
+
+
+def test_an_unexpected_error_is_the_apps_500_problem_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data"))
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk caught fire")
+
+    with ThreadServer(app) as server:
+        monkeypatch.setattr(app.state.catalogue, "search", broken)
+        url = server.url + "/api/v1/assets"
+        fast = httpx.get(url, params={"q": "x"})
+        app.front.clear()
+        generic = httpx.get(url, params={"q": "x"})
+        metrics = httpx.get(server.url + "/metrics").text
+    for answer in (fast, generic):
+        assert answer.status_code == 500
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["title"] == "Internal error"
+        assert "fire" not in answer.text  # logged, never echoed
+    assert fast.content == generic.content
+    assert 'route="/api/v1/assets",service="catalogue",status="500"} 2.0' in metrics
