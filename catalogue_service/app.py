@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
-from cairn.web import build_app
+from cairn.web import CairnApp, build_app
 from catalogue_service.api.fast_search import PATH as SEARCH_PATH
 from catalogue_service.api.fast_search import SearchFastPath
 from catalogue_service.api.routes import assets, instance, lineage, mastro
@@ -17,7 +17,7 @@ from catalogue_service.backends import create_store
 from catalogue_service.service import Catalogue
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> CairnApp:
     settings = settings or get_settings()
     store = create_store(settings)
     catalogue = Catalogue(store, settings)
