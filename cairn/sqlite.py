@@ -10,7 +10,6 @@ memory stays bounded however many requests are in flight.
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import sqlite3
 import threading
@@ -86,7 +85,11 @@ class SQLiteFile:
         self._writer_cache_kib = writer_cache_kib
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        # Idle readers, the last one returned on top: short reads on the event loop come one
+        # after another and keep reusing the same connection, whose page cache stays warm
+        # (taken in turn, each pooled reader would hold a colder copy of the same pages).
+        # list.append and list.pop are atomic in CPython, so this needs no lock.
+        self._readers: list[sqlite3.Connection] = []
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._read_limiter = anyio.CapacityLimiter(readers)
@@ -117,7 +120,7 @@ class SQLiteFile:
             for conn in self._all_readers:
                 conn.close()
             self._all_readers.clear()
-            self._readers = queue.SimpleQueue()
+            self._readers = []
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -132,8 +135,8 @@ class SQLiteFile:
 
     def _take_reader(self) -> sqlite3.Connection:
         try:
-            return self._readers.get_nowait()
-        except queue.Empty:
+            return self._readers.pop()
+        except IndexError:
             conn = connect(self.path, self._reader_cache_kib)
             conn.execute("PRAGMA query_only=1")
             with self._readers_lock:
@@ -148,7 +151,7 @@ class SQLiteFile:
             try:
                 return fn(conn, *args)
             finally:
-                self._readers.put(conn)
+                self._readers.append(conn)
 
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
@@ -160,7 +163,7 @@ class SQLiteFile:
         try:
             return fn(conn, *args)
         finally:
-            self._readers.put(conn)
+            self._readers.append(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -81,6 +81,8 @@ class SearchHits:
     # Set by the typo fallback (catalogue_service.spelling.fallback), never by a store.
     did_you_mean: str | None = None
     fuzzy: bool = False
+    # ``facets`` as JSON, when the store kept it encoded with its cached counts.
+    facets_json: bytes | None = None
 
 
 @dataclass(slots=True)

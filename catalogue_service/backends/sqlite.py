@@ -76,6 +76,10 @@ CREATE INDEX IF NOT EXISTS assets_type ON assets(type);
 -- row (a row holds the whole document: one random page of the file per asset). A tag or text
 -- match ranks and counts its hundreds of assets off this index and reads only a page of rows.
 CREATE INDEX IF NOT EXISTS assets_seq_key ON assets(seq, deleted, name_lc, type);
+-- The soft-deleted assets, which a text search leaves out of its matches: few in a catalogue,
+-- so listing them costs less than looking up every match's row (built when a file without it
+-- is opened).
+CREATE INDEX IF NOT EXISTS assets_deleted ON assets(seq) WHERE deleted = 1;
 CREATE TABLE IF NOT EXISTS asset_tags (
     tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tag, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS asset_tags_seq ON asset_tags(seq, tag);
@@ -141,6 +145,9 @@ DRIFT_FACET = {True: "drifted", False: "stable"}
 COMMON_SHARE = 0.02
 BY_SEQ = "INDEXED BY assets_seq_key"
 TAG_PER_ASSET = "EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = ? AND t.seq = a.seq)"
+# Soft-deleted assets (index assets_deleted), and assets of one lower-case name.
+DELETED_SEQS = "SELECT seq FROM assets WHERE deleted = 1"
+EXACT_SEQS = "SELECT seq FROM assets WHERE name_lc = ?"
 
 # A search is run on the event loop when it is known to match at most this many assets.
 HERE_MATCHES = 300
@@ -148,6 +155,10 @@ PREFIX_TERMS = 64
 UNBOUNDED = 1 << 62
 
 T = TypeVar("T")
+
+
+def _page_order(row: tuple[int, bytes, Any]) -> tuple[Any, int]:
+    return row[2], row[0]
 
 
 class _Unbounded(Exception):
@@ -263,26 +274,33 @@ class _SideRows:
 
 
 class _CountCache:
-    """Totals and facets per filter for one write generation, least recently used out."""
+    """Totals and facets per filter for one write generation, least recently used out. The
+    facets are kept encoded too (as ``splice_page`` would encode them), so an answer from
+    the cache splices them in."""
 
     def __init__(self, size: int):
         self.size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets, bytes | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, key: tuple[Any, ...], generation: int, facets: bool) -> tuple[int, Facets] | None:
+    def get(
+        self, key: tuple[Any, ...], generation: int, facets: bool
+    ) -> tuple[int, Facets, bytes | None] | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != generation or (facets and not entry[1]):
                 return None
             self._entries.move_to_end(key)
-            return entry[2], entry[3]
+            return entry[2], entry[3], entry[4]
 
     def put(
         self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
     ) -> None:
+        encoded = orjson.dumps(counts.model_dump()) if facets else None
         with self._lock:
-            self._entries[key] = (generation, facets, total, counts)
+            self._entries[key] = (generation, facets, total, counts, encoded)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -638,6 +656,12 @@ class SQLiteStore:
         if query.q is None:
             return self._search_sync(conn, query, True)
         # A text search costs what its matches cost: rank, count and facets over them all.
+        # With its counts cached, the cached total says how many; otherwise the vocabulary
+        # bounds them.
+        try:
+            return self._search_sync(conn, query, True)
+        except _Unbounded:
+            pass
         if _most_matches(conn, query.q) > HERE_MATCHES:
             raise _Unbounded
         return self._search_sync(conn, query)
@@ -646,7 +670,8 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, query: SearchQuery, bounded: bool = False
     ) -> SearchHits:
         """``bounded``: raise ``_Unbounded`` before any statement whose cost grows with the
-        number of matches (the caller runs the search in a worker thread instead)."""
+        number of matches (the caller runs the search in a worker thread instead); a text
+        search passes only with its counts cached at most HERE_MATCHES."""
         where: list[str] = []
         params: list[Any] = []
         match = fts_query(query.q) if query.q else None
@@ -687,13 +712,26 @@ class SQLiteStore:
             where.append("a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)")
             params.append(int(query.drifted))
 
-        if match is not None:
+        if match is not None and _text_only(query):
+            # Text alone: ranked off the FTS index by itself. A live asset is one not listed
+            # in the (small) partial index of deleted ones, and the exact name is looked up
+            # once, rather than each match's row being probed for both.
+            source = "assets_fts a"
+            where = ["assets_fts MATCH ?", f"a.rowid NOT IN ({DELETED_SEQS})"]
+            params = [match]
+            exact = (query.q or "").strip().lower()
+            key_cols = (
+                f"{BM25} - (CASE WHEN a.rowid IN ({EXACT_SEQS}) THEN {EXACT_NAME_BOOST} ELSE 0 END)"
+            )
+            key_params: list[Any] = [exact]
+            order = ["k1", "seq"]
+        elif match is not None:
             source = f"assets_fts JOIN assets a {BY_SEQ} ON a.seq = assets_fts.rowid"
             where.insert(0, "assets_fts MATCH ?")
             params.insert(0, match)
             exact = (query.q or "").strip().lower()
             key_cols = f"{BM25} - (CASE WHEN a.name_lc = ? THEN {EXACT_NAME_BOOST} ELSE 0 END)"
-            key_params: list[Any] = [exact]
+            key_params = [exact]
             order = ["k1", "seq"]
         else:
             sided = query.tags or query.labels or query.owner or query.drifted is not None
@@ -711,7 +749,8 @@ class SQLiteStore:
         generation = self.db.commits
         count_key = (filter_sql, tuple(params))
         cached = self._counts.get(count_key, generation, query.facets)
-        if bounded and cached is None and not tag_only:
+        unknown = cached is None or (match is not None and cached[0] > HERE_MATCHES)
+        if bounded and not tag_only and unknown:
             raise _Unbounded
 
         # The page's keys first, then the documents of that page only: ranking by reading
@@ -720,7 +759,7 @@ class SQLiteStore:
             inner = "SELECT seq, name_lc AS k1 FROM tag_names WHERE tag = ?"
             page_params: list[Any] = list(query.tags)
         else:
-            inner = f"SELECT a.seq AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
+            inner = f"SELECT a.rowid AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
             page_params = key_params + params
         keys_sql = f"SELECT seq, k1 FROM ({inner})"
         if query.cursor is not None:
@@ -730,11 +769,11 @@ class SQLiteStore:
             page_params += list(query.cursor)
         keys_sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
         page_params += [query.limit + 1, query.offset]
-        page_sql = (
-            f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p JOIN assets d ON d.seq = p.seq"
-            " ORDER BY p.k1, p.seq"
-        )
+        # The page's order is restored here (a key is unique: it ends with seq): sorting in
+        # SQL would copy every document of the page through a sorter.
+        page_sql = f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p JOIN assets d ON d.seq = p.seq"
         rows = conn.execute(page_sql, page_params).fetchall()
+        rows.sort(key=_page_order)
 
         next_cursor = None
         if len(rows) > query.limit:
@@ -743,11 +782,13 @@ class SQLiteStore:
             next_cursor = encode_cursor([last[2], last[0]])
         docs = [r[1] for r in rows]
 
-        matched = f"SELECT a.seq FROM {source} WHERE {filter_sql}"
+        matched = f"SELECT a.rowid FROM {source} WHERE {filter_sql}"
         # Counting facets over a broad match (the home page, a popular tag) costs tens of ms
         # at 100k assets; the counts only change with a write, so keep them until the next one.
         if cached is not None:
-            return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
+            if not query.facets:
+                return SearchHits(docs, cached[0], Facets(), next_cursor)
+            return SearchHits(docs, cached[0], cached[1], next_cursor, facets_json=cached[2])
         kept = counted(conn, query.tags[0], FACET_LIMIT) if tag_only else None
         if bounded and kept is None:
             raise _Unbounded  # an asset with too many tags to pair carries the tag
