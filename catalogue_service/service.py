@@ -12,6 +12,7 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import paging
+from cairn.collector import collector_paused
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from cairn.mastro import mastro_time
 from cairn.memory import trim
@@ -89,6 +90,14 @@ class Catalogue:
                 f"A bulk request holds at most {self.settings.bulk_max_items} items; "
                 f"this one has {len(raw_items)}: split it into several requests."
             )
+        with collector_paused():
+            response = await self._bulk(raw_items)
+        if len(raw_items) >= TRIM_AFTER_ITEMS:
+            # A big batch's parsed items and documents are garbage now: give the pages back.
+            trim()
+        return response
+
+    async def _bulk(self, raw_items: list[Any]) -> BulkResponse:
         writes: list[PreparedWrite] = []
         failed: dict[int, BulkItemResult] = {}
         seen: dict[str, int] = {}
@@ -133,9 +142,6 @@ class Catalogue:
                 response.failed += 1
             else:
                 setattr(response, r.status, getattr(response, r.status) + 1)
-        if len(raw_items) >= TRIM_AFTER_ITEMS:
-            # A big batch's parsed items and documents are garbage now: give the pages back.
-            trim()
         return response
 
     async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:
