@@ -73,7 +73,11 @@ def _check_text(value: str, what: str, limit: int) -> str:
 def searchable_labels(labels: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The (key, text) pairs a label filter can match: scalar values only (a nested map or
     list is kept and shown, not searched)."""
-    return [(k, label_text(v)) for k, v in (labels or {}).items() if not isinstance(v, dict | list)]
+    return [
+        (k, v if type(v) is str else label_text(v))
+        for k, v in (labels or {}).items()
+        if not isinstance(v, dict | list)
+    ]
 
 
 def label_text(value: Any) -> str:

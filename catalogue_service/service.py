@@ -55,6 +55,8 @@ EdgeMap = dict[tuple[str, str, str], LineageEdge]
 DELETE_ATTEMPTS = 20
 # Bulk requests at least this big hand freed heap memory back to the system when done.
 TRIM_AFTER_ITEMS = 500
+# Bigger bulk requests are validated and handed to the store in chunks of this many items.
+WRITE_CHUNK = 500
 
 
 def clean_message(msg: str) -> str:
@@ -98,43 +100,63 @@ class Catalogue:
         return response
 
     async def _bulk(self, raw_items: list[Any]) -> BulkResponse:
-        writes: list[PreparedWrite] = []
         failed: dict[int, BulkItemResult] = {}
         seen: dict[str, int] = {}
-        for index, raw in enumerate(raw_items):
-            try:
-                item = AssetWrite.model_validate(raw)
-            except ValidationError as exc:
-                name = raw.get("name") if isinstance(raw, dict) else None
-                failed[index] = BulkItemResult(
-                    index=index,
-                    id=raw.get("id") if isinstance(raw, dict) else None,
-                    name=name if isinstance(name, str) else None,
-                    status="error",
-                    error=validation_message(exc),
-                )
-                continue
-            asset_id = item.ensure_id()
-            if asset_id in seen:
-                failed[index] = BulkItemResult(
-                    index=index,
-                    id=asset_id,
-                    name=item.name,
-                    status="error",
-                    error=f"id {asset_id} appears twice in this request (items {seen[asset_id]}"
-                    f" and {index}); send each asset once",
-                )
-                continue
-            try:
-                write = PreparedWrite.of(index, item)
-            except orjson.JSONEncodeError as exc:
-                failed[index] = BulkItemResult(
-                    index=index, id=asset_id, name=item.name, status="error", error=unstorable(exc)
-                )
-                continue
-            seen[asset_id] = index
-            writes.append(write)
-        results = await self.store.upsert(writes, datetime.now(UTC)) if writes else []
+
+        def prepared(start: int, stop: int) -> list[PreparedWrite]:
+            writes: list[PreparedWrite] = []
+            for index in range(start, min(stop, len(raw_items))):
+                raw = raw_items[index]
+                try:
+                    item = AssetWrite.model_validate(raw)
+                except ValidationError as exc:
+                    name = raw.get("name") if isinstance(raw, dict) else None
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=raw.get("id") if isinstance(raw, dict) else None,
+                        name=name if isinstance(name, str) else None,
+                        status="error",
+                        error=validation_message(exc),
+                    )
+                    continue
+                asset_id = item.ensure_id()
+                if asset_id in seen:
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=asset_id,
+                        name=item.name,
+                        status="error",
+                        error=f"id {asset_id} appears twice in this request (items "
+                        f"{seen[asset_id]} and {index}); send each asset once",
+                    )
+                    continue
+                try:
+                    write = PreparedWrite.of(index, item)
+                except orjson.JSONEncodeError as exc:
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=asset_id,
+                        name=item.name,
+                        status="error",
+                        error=unstorable(exc),
+                    )
+                    continue
+                seen[asset_id] = index
+                writes.append(write)
+            return writes
+
+        now = datetime.now(UTC)
+        if len(raw_items) <= WRITE_CHUNK:
+            writes = prepared(0, len(raw_items))
+            results = await self.store.upsert(writes, now) if writes else []
+        else:
+            # The store writes one chunk while the next is validated (SQLite's statements run
+            # without the GIL), all in one transaction: the request is still all-or-nothing.
+            chunks = (
+                prepared(start, start + WRITE_CHUNK)
+                for start in range(0, len(raw_items), WRITE_CHUNK)
+            )
+            results = await self.store.upsert_chunks(chunks, now)
         merged = sorted([*results, *failed.values()], key=lambda r: r.index)
         response = BulkResponse(results=merged)
         for r in merged:

@@ -8,11 +8,14 @@ lets run beside it.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,6 +157,19 @@ class _Unbounded(Exception):
     """A search asked to stay short found it would count over every match."""
 
 
+class _Abort:
+    """Handed to the writer of ``upsert_chunks`` instead of a chunk: roll back."""
+
+
+_ABORT = _Abort()
+# What the writer of ``upsert_chunks`` is handed: a chunk, the end (None), or _ABORT.
+_Chunk = list[PreparedWrite] | _Abort | None
+
+
+class _Aborted(Exception):
+    """The writer rolled back because the request preparing its chunks failed."""
+
+
 def _bounded_shape(query: SearchQuery) -> bool:
     """Whether the page of ``query`` is read as a range of an index in order (one tag alone:
     tag_names, from any cursor; a name prefix alone: the name index, first page only, as a
@@ -233,10 +249,13 @@ class _SideRows:
     def add(self, seq: int, doc: dict[str, Any]) -> None:
         tags = doc.get("tags") or []
         self.tags += [(t, seq) for t in tags]
-        self.labels += [(k, v, seq) for k, v in searchable_labels(doc.get("labels"))]
-        self.owners += [(o, seq) for o in doc.get("owners") or ()]
-        self.deps += [(d, seq) for d in doc.get("depends_on") or ()]
-        columns = " ".join(f["name"] for f in doc.get("schema") or ())
+        if labels := doc.get("labels"):
+            self.labels += [(k, v, seq) for k, v in searchable_labels(labels)]
+        if owners := doc.get("owners"):
+            self.owners += [(o, seq) for o in owners]
+        if deps := doc.get("depends_on"):
+            self.deps += [(d, seq) for d in deps]
+        columns = " ".join([f["name"] for f in doc.get("schema") or ()])
         self.fts.append((seq, doc["name"], " ".join(tags), doc.get("description") or "", columns))
 
     def insert(self, conn: sqlite3.Connection) -> None:
@@ -409,15 +428,61 @@ class SQLiteStore:
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         return await anyio.to_thread.run_sync(self._upsert_sync, writes, now)
 
+    async def upsert_chunks(
+        self, chunks: Iterator[list[PreparedWrite]], now: datetime
+    ) -> list[BulkItemResult]:
+        """The writer thread applies each chunk as soon as it is handed over while the event
+        loop prepares the next: SQLite steps its statements without the GIL, so both cores
+        work. One transaction holds every chunk; an error on either side rolls it all back."""
+        handoff: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
+        done: Future[list[BulkItemResult]] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(self._write_chunks(handoff.get, now, big=True))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        # A thread of its own, started now: a worker thread of anyio's would only be handed
+        # the job at the event loop's next turn, after every chunk was prepared.
+        threading.Thread(target=run, name="cairn-bulk-writer", daemon=True).start()
+        writer = asyncio.wrap_future(done)
+        try:
+            for chunk in chunks:
+                handoff.put(chunk)
+        except BaseException:
+            # An error (or a cancellation) while preparing: the writer rolls back, and the
+            # request ends only once it has, so the next write finds the lock free.
+            handoff.put(_ABORT)
+            await asyncio.wait([writer])
+            if not writer.cancelled():
+                writer.exception()  # its _Aborted is the expected answer to this error
+            raise
+        handoff.put(None)
+        return await writer
+
     def _upsert_sync(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        return self._write_chunks(iter([writes, None]).__next__, now)
+
+    def _write_chunks(
+        self, next_chunk: Callable[[], _Chunk], now: datetime, big: bool = False
+    ) -> list[BulkItemResult]:
+        """Applies chunks from ``next_chunk`` until it gives None, in one transaction."""
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
-        with self.db.transaction() as conn:
-            state = _BatchState.load(conn, writes)
-            side = _SideRows()
-            for write in writes:
-                results.append(self._apply(conn, write, stamp, side, state))
-            side.insert(conn)
+        with self.db.transaction(big=big) as conn:
+            while (writes := next_chunk()) is not None:
+                if isinstance(writes, _Abort):
+                    raise _Aborted("the bulk request failed before all its items were written")
+                if not writes:
+                    continue
+                # Each chunk reads the rows it needs after the chunks before it inserted
+                # theirs (the same transaction), so names and ids are checked across chunks.
+                state = _BatchState.load(conn, writes)
+                side = _SideRows()
+                for write in writes:
+                    results.append(self._apply(conn, write, stamp, side, state))
+                side.insert(conn)
         return results
 
     def _apply(
