@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import catalogue_service.service as service
@@ -205,6 +206,21 @@ def test_a_chunked_bulk_is_copied_into_the_file_in_the_background(
     finally:
         asyncio.run(store.close())
     assert not (tmp_path / "c.db-wal").exists()  # the last connection out removed it
+
+
+def test_a_bulk_of_several_chunks_over_http(api: httpx.Client) -> None:
+    """Both backends, at the real chunk size: conflicts between items chunks apart."""
+    count = service.WRITE_CHUNK * 2 + 100
+    items = [asset(f"many_{i}", id=f"m-{i}", tags=[f"t{i % 7}"]) for i in range(count)]
+    items[-1] = asset("many_0", id="m-last")  # name of item 0, two chunks before
+    items[-2] = asset("other", id="m-1")  # id of item 1
+    body = api.post("/assets/bulk", json=items).json()
+    assert body["created"] == count - 2 and body["failed"] == 2
+    last, second = body["results"][-1], body["results"][-2]
+    assert last["conflict"] == "name" and "m-0" in last["error"]
+    assert "items 1 and" in second["error"]
+    found = api.get("/assets", params={"tag": "t3", "limit": 1000}).json()
+    assert found["total"] == len([i for i in range(count - 2) if i % 7 == 3])
 
 
 def test_collector_pauses_nest_and_overlap() -> None:
