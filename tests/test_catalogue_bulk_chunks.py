@@ -21,7 +21,7 @@ import catalogue_service.service as service
 from cairn.collector import collector_paused
 from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
-from catalogue_service.backends.sqlite import SQLiteStore
+from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
 from catalogue_service.service import Catalogue
 
 CHUNK = 4
@@ -239,3 +239,58 @@ def test_collector_pauses_nest_and_overlap() -> None:
         assert not gc.isenabled()  # not enabled by a pause that found it off
     finally:
         gc.enable()
+
+
+def test_a_version_three_file_gets_its_location_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+    lake = "file:///lake/"
+    asyncio.run(
+        catalogue.bulk(
+            [
+                asset("a", id="a-1", location=lake + "a"),
+                asset("b", id="b-1", location=lake + "b"),
+                asset("gone", id="g-1", location=lake + "a", deleted=True),
+                asset("nowhere", id="n-1"),
+            ]
+        )
+    )
+    asyncio.run(store.close())
+    # What a schema-3 file looks like: no column, an index on the documents' JSON instead.
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX assets_location")
+    conn.execute("ALTER TABLE assets DROP COLUMN location")
+    conn.execute(
+        "CREATE INDEX assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))"
+        " WHERE deleted = 0"
+    )
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    store, catalogue = _open(path)
+    try:
+        found = asyncio.run(store.by_location([lake + "a", lake + "b", lake + "c"]))
+        assert {url: [a.id for a in assets] for url, assets in found.items()} == {
+            lake + "a": ["a-1"],
+            lake + "b": ["b-1"],
+        }
+        # A rewrite moves the asset; the lookup follows.
+        asyncio.run(catalogue.bulk([asset("b", id="b-1", location=lake + "c")]))
+        found = asyncio.run(store.by_location([lake + "b", lake + "c"]))
+        assert [a.id for a in found[lake + "c"]] == ["b-1"] and lake + "b" not in found
+        writer = store.db._writer
+        assert writer is not None
+        index_sql = writer.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'assets_location'"
+        ).fetchone()[0]
+        assert "json_extract" not in index_sql and "(location)" in index_sql
+        plan = writer.execute(
+            "EXPLAIN QUERY PLAN SELECT doc FROM assets WHERE deleted = 0 AND location IN (?)",
+            (lake + "a",),
+        ).fetchall()
+        assert any("assets_location" in row[-1] for row in plan), plan
+        version = writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert int(version[0]) == SCHEMA_VERSION
+    finally:
+        asyncio.run(store.close())

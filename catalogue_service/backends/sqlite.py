@@ -56,7 +56,9 @@ from catalogue_service.spelling.base import is_term
 
 # 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
 # 3: tag_names (built the same way from a version-1 or -2 file).
-SCHEMA_VERSION = 3
+# 4: assets.location, a column filled from the documents (it replaces an index on an
+#    expression that parsed every inserted document's JSON again).
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS assets (
     revision   INTEGER NOT NULL,
     hash       TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    doc        BLOB NOT NULL
+    doc        BLOB NOT NULL,
+    location   TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS assets_live_name ON assets(name) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS assets_name_lc ON assets(name_lc);
@@ -106,8 +109,6 @@ CREATE TABLE IF NOT EXISTS reported_facets (
     asset_id TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL, run_id TEXT,
     reported_at TEXT NOT NULL, PRIMARY KEY (asset_id, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lineage_events (key TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))
-    WHERE deleted = 0;
 -- Drift verdicts of crawled datasets (DriftFlag), one per asset; kept across rewrites.
 CREATE TABLE IF NOT EXISTS asset_drift (
     seq INTEGER PRIMARY KEY, drifted INTEGER NOT NULL, flag BLOB NOT NULL);
@@ -132,7 +133,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
 """
 
 # bm25 weights per FTS column: a hit in the name counts most, then tags, columns, description.
-LOCATION = "json_extract(CAST(doc AS TEXT), '$.location')"
+# Created once the column exists (a version-3 file gets it when opened).
+LOCATION_INDEX = "CREATE INDEX IF NOT EXISTS assets_location ON assets(location) WHERE deleted = 0"
 BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
@@ -241,7 +243,7 @@ class _SideRows:
         if self.new_rows:
             conn.executemany(
                 "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
-                " id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " location, id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.new_rows,
             )
             self.new_rows.clear()
@@ -403,10 +405,17 @@ class SQLiteStore:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if int(version[0]) < SCHEMA_VERSION:
             with self.db.transaction() as tx:
-                TagFacets.rebuild(tx)
+                # Read again under the write lock: another process may have migrated it.
+                (found,) = tx.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'"
+                ).fetchone()
+                if int(found) < 3:
+                    TagFacets.rebuild(tx)
+                _location_column(tx)
                 tx.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
                 )
+        conn.execute(LOCATION_INDEX)
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
@@ -542,6 +551,7 @@ class SQLiteStore:
             write.content_hash,
             stamp,
             orjson.dumps(stored),
+            doc.get("location"),
         )
         status: BulkStatus
         if row is None:
@@ -555,7 +565,7 @@ class SQLiteStore:
                 side.facets.add(state.tags_of(conn, asset_id, seq), row[6], -1, seq, row[5])
             conn.execute(
                 "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
-                " updated_at=?, doc=? WHERE seq=?",
+                " updated_at=?, doc=?, location=? WHERE seq=?",
                 (*values, seq),
             )
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
@@ -881,9 +891,9 @@ class SQLiteStore:
             if not locations:
                 return {}
             marks = ",".join("?" * len(locations))
-            # The expression and the WHERE match the partial index assets_location.
+            # The WHERE matches the partial index assets_location.
             rows = conn.execute(
-                f"SELECT doc FROM assets WHERE deleted = 0 AND {LOCATION} IN ({marks})",
+                f"SELECT doc FROM assets WHERE deleted = 0 AND location IN ({marks})",
                 locations,
             ).fetchall()
             found: dict[str, list[Asset]] = {}
@@ -1011,6 +1021,16 @@ class SQLiteStore:
             ]
 
         return await self._read(_facets)
+
+
+def _location_column(conn: sqlite3.Connection) -> None:
+    """Gives a file from before schema 4 its location column, filled from the documents,
+    and drops the expression index the column replaces."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+    if "location" not in columns:
+        conn.execute("ALTER TABLE assets ADD COLUMN location TEXT")
+        conn.execute("UPDATE assets SET location = json_extract(CAST(doc AS TEXT), '$.location')")
+    conn.execute("DROP INDEX IF EXISTS assets_location")
 
 
 def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:
