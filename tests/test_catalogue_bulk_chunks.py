@@ -264,6 +264,8 @@ def test_a_version_three_file_gets_its_location_column(tmp_path: Path) -> None:
         "CREATE INDEX assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))"
         " WHERE deleted = 0"
     )
+    for table in ("asset_labels", "asset_owners", "asset_deps"):
+        conn.execute(f"CREATE INDEX {table}_seq ON {table}(seq)")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -290,7 +292,64 @@ def test_a_version_three_file_gets_its_location_column(tmp_path: Path) -> None:
             (lake + "a",),
         ).fetchall()
         assert any("assets_location" in row[-1] for row in plan), plan
+        left = writer.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_seq'").fetchall()
+        assert sorted(left) == [("asset_tags_seq",)]
         version = writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         assert int(version[0]) == SCHEMA_VERSION
+    finally:
+        asyncio.run(store.close())
+
+
+def _text(value: Any) -> str | None:
+    """A label value as a label filter matches it; None for a nested one (not searchable)."""
+    if isinstance(value, dict):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _rows(conn: sqlite3.Connection, sql: str) -> set[tuple[Any, ...]]:
+    return set(conn.execute(sql).fetchall())
+
+
+def test_a_rewrite_replaces_its_side_rows_exactly(tmp_path: Path) -> None:
+    """Label, owner and dependency rows are deleted by their keys (no index by seq): after
+    rewrites, crawled or not, each table holds exactly what the current documents say."""
+    store, catalogue = _open(tmp_path / "c.db")
+    lake = "file:///lake"
+    first = {
+        "labels": {"zone": "gold", "pii": True, "tier": 1, "nested": {"a": 1}, "none": None},
+        "owners": ["a@example.com", "b@example.com"],
+        "depends_on": ["x", "y"],
+    }
+    second = {"labels": {"zone": "silver", "pii": False}, "owners": ["b@example.com"]}
+    try:
+        for fields in (first, second, first, {}):
+            answer = asyncio.run(
+                catalogue.bulk(
+                    [
+                        asset("api_one", id="one", **fields),
+                        asset("crawled", id="two", volume=lake, manifest_path="m.yaml", **fields),
+                        asset("other", id="three", **first),  # unchanged after the first
+                    ]
+                )
+            )
+            assert all(r.status in ("created", "updated", "unchanged") for r in answer.results)
+            writer = store.db._writer
+            assert writer is not None
+            seqs = dict(writer.execute("SELECT id, seq FROM assets").fetchall())
+            want_labels, want_owners, want_deps = set(), set(), set()
+            for asset_id, current in (("one", fields), ("two", fields), ("three", first)):
+                seq = seqs[asset_id]
+                labels = current.get("labels", {})
+                want_labels |= {
+                    (k, _text(v), seq) for k, v in labels.items() if _text(v) is not None
+                }
+                want_owners |= {(o, seq) for o in current.get("owners", [])}
+                want_deps |= {(d, seq) for d in current.get("depends_on", [])}
+            assert _rows(writer, "SELECT key, value, seq FROM asset_labels") == want_labels
+            assert _rows(writer, "SELECT owner, seq FROM asset_owners") == want_owners
+            assert _rows(writer, "SELECT dep, seq FROM asset_deps") == want_deps
     finally:
         asyncio.run(store.close())

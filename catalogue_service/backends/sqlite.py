@@ -57,7 +57,8 @@ from catalogue_service.spelling.base import is_term
 # 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
 # 3: tag_names (built the same way from a version-1 or -2 file).
 # 4: assets.location, a column filled from the documents (it replaces an index on an
-#    expression that parsed every inserted document's JSON again).
+#    expression that parsed every inserted document's JSON again); no (seq) indexes on the
+#    label, owner and dependency tables (a rewrite deletes its old rows by their keys).
 SCHEMA_VERSION = 4
 
 SCHEMA = """
@@ -88,13 +89,10 @@ CREATE INDEX IF NOT EXISTS asset_tags_seq ON asset_tags(seq, tag);
 CREATE TABLE IF NOT EXISTS asset_labels (
     key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (key, value, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_labels_seq ON asset_labels(seq);
 CREATE TABLE IF NOT EXISTS asset_owners (
     owner TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_owners_seq ON asset_owners(seq);
 CREATE TABLE IF NOT EXISTS asset_deps (
     dep TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dep, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_deps_seq ON asset_deps(seq);
 -- Lineage reported from outside the manifests (OpenLineage, metastores): kept apart from
 -- the assets, so rewriting an asset (a crawl) never touches it.
 CREATE TABLE IF NOT EXISTS reported_edges (
@@ -411,7 +409,7 @@ class SQLiteStore:
                 ).fetchone()
                 if int(found) < 3:
                     TagFacets.rebuild(tx)
-                _location_column(tx)
+                _migrate_to_4(tx)
                 tx.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
                 )
@@ -513,10 +511,10 @@ class SQLiteStore:
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
             return BulkItemResult(**base, status="unchanged", revision=row[2])
+        current: dict[str, Any] | None = None
         if row is not None and doc.get("volume"):
-            side.flush(conn)
-            (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
-            taken = owner_conflict(doc, orjson.loads(current))
+            current = _stored_doc(conn, side, row[0])
+            taken = owner_conflict(doc, current)
             if taken is not None:
                 return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
@@ -563,13 +561,14 @@ class SQLiteStore:
             seq = row[0]
             if not row[3]:
                 side.facets.add(state.tags_of(conn, asset_id, seq), row[6], -1, seq, row[5])
+            # Its side rows are made of the stored document: read before it is replaced.
+            _delete_side_rows(conn, seq, current or _stored_doc(conn, side, seq))
+            conn.execute("DELETE FROM asset_tags WHERE seq = ?", (seq,))
             conn.execute(
                 "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
                 " updated_at=?, doc=?, location=? WHERE seq=?",
                 (*values, seq),
             )
-            for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
-                conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
             vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
@@ -1023,14 +1022,41 @@ class SQLiteStore:
         return await self._read(_facets)
 
 
-def _location_column(conn: sqlite3.Connection) -> None:
+def _stored_doc(conn: sqlite3.Connection, side: _SideRows, seq: int) -> dict[str, Any]:
+    side.flush(conn)  # the row may be new in this batch
+    (doc,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (seq,)).fetchone()
+    result: dict[str, Any] = orjson.loads(doc)
+    return result
+
+
+def _delete_side_rows(conn: sqlite3.Connection, seq: int, old: dict[str, Any]) -> None:
+    """Deletes the label, owner and dependency rows ``_SideRows.add`` made of the stored
+    document ``old``, by their keys: these tables keep no index by seq (it cost every insert
+    more than reading the old document costs a rewrite)."""
+    conn.executemany(
+        "DELETE FROM asset_labels WHERE key = ? AND value = ? AND seq = ?",
+        [(k, v, seq) for k, v in searchable_labels(old.get("labels"))],
+    )
+    conn.executemany(
+        "DELETE FROM asset_owners WHERE owner = ? AND seq = ?",
+        [(o, seq) for o in old.get("owners") or ()],
+    )
+    conn.executemany(
+        "DELETE FROM asset_deps WHERE dep = ? AND seq = ?",
+        [(d, seq) for d in old.get("depends_on") or ()],
+    )
+
+
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
     """Gives a file from before schema 4 its location column, filled from the documents,
-    and drops the expression index the column replaces."""
+    and drops the expression index the column replaces and the side tables' seq indexes."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
     if "location" not in columns:
         conn.execute("ALTER TABLE assets ADD COLUMN location TEXT")
         conn.execute("UPDATE assets SET location = json_extract(CAST(doc AS TEXT), '$.location')")
     conn.execute("DROP INDEX IF EXISTS assets_location")
+    for table in ("asset_labels", "asset_owners", "asset_deps"):
+        conn.execute(f"DROP INDEX IF EXISTS {table}_seq")
 
 
 def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:
