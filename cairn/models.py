@@ -203,7 +203,7 @@ class Manifest(BaseModel):
         known = _known_fields(cls)
         if known.issuperset(data):
             # The common case: every key is a field. Only Mastro's nulls need dropping.
-            if any(data.get(name, "") is None for name in NULL_MEANS_EMPTY):
+            if None in data.values() and any(data.get(n, "") is None for n in NULL_MEANS_EMPTY):
                 data = {k: v for k, v in data.items() if v is not None or k not in NULL_FIELDS}
             return data
         data = {k: v for k, v in data.items() if k in known or k not in MASTRO_CRAWLER_FIELDS}

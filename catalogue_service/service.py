@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -158,13 +159,15 @@ class Catalogue:
             )
             results = await self.store.upsert_chunks(chunks, now)
         merged = sorted([*results, *failed.values()], key=lambda r: r.index)
-        response = BulkResponse(results=merged)
-        for r in merged:
-            if r.status == "error":
-                response.failed += 1
-            else:
-                setattr(response, r.status, getattr(response, r.status) + 1)
-        return response
+        counts = Counter(r.status for r in merged)
+        return BulkResponse(
+            results=merged,
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            deleted=counts["deleted"],
+            failed=counts["error"],
+        )
 
     async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:
         """Writes one asset; answers with what this request wrote (its content and the
