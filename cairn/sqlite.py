@@ -40,6 +40,8 @@ WRITER_CACHE_KIB = 16 * 1024
 AUTOCHECKPOINT_PAGES = 1000
 # A checkpoint reads WAL frames and writes pages; it needs no cache of its own to speak of.
 CHECKPOINT_CACHE_KIB = 256
+# A big write waits at most this long for the background checkpoint before appending anyway.
+CHECKPOINT_WAIT_S = 30.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -239,6 +241,12 @@ class SQLiteFile:
         conn = self._writer
         assert conn is not None, "database not opened"
         with self._write_lock:
+            if big and self._checkpointer is not None:
+                # The WAL starts over only once it is all copied: a big write that began
+                # during the copy would append to it, and back-to-back bulk requests would
+                # grow it without bound. The request's parsing and first chunk overlap the
+                # copy; the writer waits here for the rest.
+                self._checkpointer.idle.wait(CHECKPOINT_WAIT_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+import cairn.sqlite
 import catalogue_service.service as service
 from cairn.collector import collector_paused
 from cairn.settings import Settings
@@ -221,6 +222,52 @@ def test_a_bulk_of_several_chunks_over_http(api: httpx.Client) -> None:
     assert "items 1 and" in second["error"]
     found = api.get("/assets", params={"tag": "t3", "limit": 1000}).json()
     assert found["total"] == len([i for i in range(count - 2) if i % 7 == 3])
+
+
+def test_back_to_back_bulks_keep_the_wal_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each big write waits for the copy of the one before, so the WAL starts over instead of
+    growing with every request."""
+    monkeypatch.setattr(service, "WRITE_CHUNK", 50)
+    plain_connect = cairn.sqlite.connect
+
+    class SlowCheckpoints:
+        """The checkpointer's connection, slow enough that the next request always comes
+        while it copies."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "wal_checkpoint" in sql:
+                time.sleep(0.2)
+            return self.conn.execute(sql, *args)
+
+        def close(self) -> None:
+            self.conn.close()
+
+    def connect(path: Path, cache_kib: int) -> Any:
+        conn = plain_connect(path, cache_kib)
+        return SlowCheckpoints(conn) if cache_kib == cairn.sqlite.CHECKPOINT_CACHE_KIB else conn
+
+    monkeypatch.setattr(cairn.sqlite, "connect", connect)
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+    wal = tmp_path / "c.db-wal"
+    try:
+        sizes = []
+        for batch in range(12):
+            items = [
+                asset(f"n{batch}_{i}", id=f"i-{batch}-{i}", description="x" * 2000)
+                for i in range(200)
+            ]
+            assert asyncio.run(catalogue.bulk(items)).created == len(items)
+            sizes.append(wal.stat().st_size)
+        # One request writes about 1 MB of pages; twelve appended would be over 12 MB.
+        assert max(sizes) < 4 * sizes[0], sizes
+    finally:
+        asyncio.run(store.close())
 
 
 def test_collector_pauses_nest_and_overlap() -> None:
