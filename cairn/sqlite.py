@@ -35,6 +35,12 @@ READERS = 4
 # with 64) and 8 MiB per reader keep a service's resident memory down (bench_footprint).
 READER_CACHE_KIB = 8 * 1024
 WRITER_CACHE_KIB = 16 * 1024
+# SQLite's default: a commit that leaves the WAL at least this long copies it into the file.
+AUTOCHECKPOINT_PAGES = 1000
+# A checkpoint reads WAL frames and writes pages; it needs no cache of its own to speak of.
+CHECKPOINT_CACHE_KIB = 256
+# A big write waits at most this long for the background checkpoint before appending anyway.
+CHECKPOINT_WAIT_S = 30.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -69,6 +75,61 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
+class _Checkpointer:
+    """Copies the WAL into the database file in a thread of its own, after a big commit.
+
+    SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: a bulk write of
+    thousands of assets (tens of MB of pages) would write them all a second time and wait for
+    a second fsync before its request could answer. A commit is durable once the WAL is on
+    disk (``synchronous=FULL``); the copy only has to happen before the WAL grows much, so a
+    big transaction hands it to this thread instead and the next request's work overlaps it.
+    Wake-ups coalesce: one checkpoint covers every commit before it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._closing = False
+        # Set while no checkpoint is pending or running (tests and close() wait on it).
+        self.idle = threading.Event()
+        self.idle.set()
+        self._thread = threading.Thread(target=self._run, name="cairn-sqlite-checkpoint")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._lock:
+            self.idle.clear()
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = connect(self._path, CHECKPOINT_CACHE_KIB)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._closing:
+                    return
+                try:
+                    # PASSIVE: never waits for readers or the writer; what it cannot copy
+                    # now, the next checkpoint (or SQLite's own, at a small commit) copies.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("%s: a background checkpoint failed: %s", self._path, exc)
+                with self._lock:
+                    if not self._wake.is_set():
+                        self.idle.set()
+        finally:
+            conn.close()
+            self.idle.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+
+
 class SQLiteFile:
     """One database file: a writer connection under a lock and a bounded pool of readers."""
 
@@ -95,6 +156,7 @@ class SQLiteFile:
         self._read_limiter = anyio.CapacityLimiter(readers)
         # Commits through this object, bumped under the write lock once each is durable.
         self.commits = 0
+        self._checkpointer: _Checkpointer | None = None
 
     def open(self, schema: str, schema_version: int) -> sqlite3.Connection:
         """Creates the file and its tables if needed; refuses a file from a newer Cairn."""
@@ -124,6 +186,9 @@ class SQLiteFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def new_reader(self) -> sqlite3.Connection:
         """A read-only connection outside the pool, for a caller that keeps it (a probe)."""
@@ -166,8 +231,11 @@ class SQLiteFile:
             self._readers.append(conn)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, big: bool = False) -> Iterator[sqlite3.Connection]:
         """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error.
+
+        ``big``: a transaction of many pages (a bulk write) leaves copying the WAL into the
+        file to a background thread (``_Checkpointer``) instead of doing it in its commit.
 
         A full disk becomes ``InsufficientStorage`` (507): SQLite has already rolled the
         transaction back by then, so nothing was half-written and the writer stays usable;
@@ -176,11 +244,27 @@ class SQLiteFile:
         conn = self._writer
         assert conn is not None, "database not opened"
         with self._write_lock:
+            if big and self._checkpointer is not None:
+                # The WAL starts over only once it is all copied: a big write that began
+                # during the copy would append to it, and back-to-back bulk requests would
+                # grow it without bound. The request's parsing and first chunk overlap the
+                # copy; the writer waits here for the rest.
+                self._checkpointer.idle.wait(CHECKPOINT_WAIT_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    conn.execute("COMMIT")
+                    if big:
+                        conn.execute("PRAGMA wal_autocheckpoint=0")
+                        try:
+                            conn.execute("COMMIT")
+                        finally:
+                            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+                        if self._checkpointer is None:
+                            self._checkpointer = _Checkpointer(self.path)
+                        self._checkpointer.wake()
+                    else:
+                        conn.execute("COMMIT")
                 except BaseException:
                     # After some errors (a full disk among them) SQLite has rolled back
                     # already; a second ROLLBACK would fail and hide the real error.

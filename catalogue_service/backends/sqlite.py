@@ -8,11 +8,14 @@ lets run beside it.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +56,10 @@ from catalogue_service.spelling.base import is_term
 
 # 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
 # 3: tag_names (built the same way from a version-1 or -2 file).
-SCHEMA_VERSION = 3
+# 4: assets.location, a column filled from the documents (it replaces an index on an
+#    expression that parsed every inserted document's JSON again); no (seq) indexes on the
+#    label, owner and dependency tables (a rewrite deletes its old rows by their keys).
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +73,8 @@ CREATE TABLE IF NOT EXISTS assets (
     revision   INTEGER NOT NULL,
     hash       TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    doc        BLOB NOT NULL
+    doc        BLOB NOT NULL,
+    location   TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS assets_live_name ON assets(name) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS assets_name_lc ON assets(name_lc);
@@ -86,13 +93,10 @@ CREATE INDEX IF NOT EXISTS asset_tags_seq ON asset_tags(seq, tag);
 CREATE TABLE IF NOT EXISTS asset_labels (
     key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (key, value, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_labels_seq ON asset_labels(seq);
 CREATE TABLE IF NOT EXISTS asset_owners (
     owner TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_owners_seq ON asset_owners(seq);
 CREATE TABLE IF NOT EXISTS asset_deps (
     dep TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dep, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_deps_seq ON asset_deps(seq);
 -- Lineage reported from outside the manifests (OpenLineage, metastores): kept apart from
 -- the assets, so rewriting an asset (a crawl) never touches it.
 CREATE TABLE IF NOT EXISTS reported_edges (
@@ -107,8 +111,6 @@ CREATE TABLE IF NOT EXISTS reported_facets (
     asset_id TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL, run_id TEXT,
     reported_at TEXT NOT NULL, PRIMARY KEY (asset_id, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lineage_events (key TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))
-    WHERE deleted = 0;
 -- Drift verdicts of crawled datasets (DriftFlag), one per asset; kept across rewrites.
 CREATE TABLE IF NOT EXISTS asset_drift (
     seq INTEGER PRIMARY KEY, drifted INTEGER NOT NULL, flag BLOB NOT NULL);
@@ -133,7 +135,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
 """
 
 # bm25 weights per FTS column: a hit in the name counts most, then tags, columns, description.
-LOCATION = "json_extract(CAST(doc AS TEXT), '$.location')"
+# Created once the column exists (a version-3 file gets it when opened).
+LOCATION_INDEX = "CREATE INDEX IF NOT EXISTS assets_location ON assets(location) WHERE deleted = 0"
 BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
@@ -163,6 +166,19 @@ def _page_order(row: tuple[int, bytes, Any]) -> tuple[Any, int]:
 
 class _Unbounded(Exception):
     """A search asked to stay short found it would count over every match."""
+
+
+class _Abort:
+    """Handed to the writer of ``upsert_chunks`` instead of a chunk: roll back."""
+
+
+_ABORT = _Abort()
+# What the writer of ``upsert_chunks`` is handed: a chunk, the end (None), or _ABORT.
+_Chunk = list[PreparedWrite] | _Abort | None
+
+
+class _Aborted(Exception):
+    """The writer rolled back because the request preparing its chunks failed."""
 
 
 def _bounded_shape(query: SearchQuery) -> bool:
@@ -236,7 +252,7 @@ class _SideRows:
         if self.new_rows:
             conn.executemany(
                 "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
-                " id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " location, id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.new_rows,
             )
             self.new_rows.clear()
@@ -244,10 +260,13 @@ class _SideRows:
     def add(self, seq: int, doc: dict[str, Any]) -> None:
         tags = doc.get("tags") or []
         self.tags += [(t, seq) for t in tags]
-        self.labels += [(k, v, seq) for k, v in searchable_labels(doc.get("labels"))]
-        self.owners += [(o, seq) for o in doc.get("owners") or ()]
-        self.deps += [(d, seq) for d in doc.get("depends_on") or ()]
-        columns = " ".join(f["name"] for f in doc.get("schema") or ())
+        if labels := doc.get("labels"):
+            self.labels += [(k, v, seq) for k, v in searchable_labels(labels)]
+        if owners := doc.get("owners"):
+            self.owners += [(o, seq) for o in owners]
+        if deps := doc.get("depends_on"):
+            self.deps += [(d, seq) for d in deps]
+        columns = " ".join([f["name"] for f in doc.get("schema") or ()])
         self.fts.append((seq, doc["name"], " ".join(tags), doc.get("description") or "", columns))
 
     def insert(self, conn: sqlite3.Connection) -> None:
@@ -402,10 +421,17 @@ class SQLiteStore:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if int(version[0]) < SCHEMA_VERSION:
             with self.db.transaction() as tx:
-                TagFacets.rebuild(tx)
+                # Read again under the write lock: another process may have migrated it.
+                (found,) = tx.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'"
+                ).fetchone()
+                if int(found) < 3:
+                    TagFacets.rebuild(tx)
+                _migrate_to_4(tx)
                 tx.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
                 )
+        conn.execute(LOCATION_INDEX)
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
@@ -427,15 +453,61 @@ class SQLiteStore:
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         return await anyio.to_thread.run_sync(self._upsert_sync, writes, now)
 
+    async def upsert_chunks(
+        self, chunks: Iterator[list[PreparedWrite]], now: datetime
+    ) -> list[BulkItemResult]:
+        """The writer thread applies each chunk as soon as it is handed over while the event
+        loop prepares the next: SQLite steps its statements without the GIL, so both cores
+        work. One transaction holds every chunk; an error on either side rolls it all back."""
+        handoff: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
+        done: Future[list[BulkItemResult]] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(self._write_chunks(handoff.get, now, big=True))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        # A thread of its own, started now: a worker thread of anyio's would only be handed
+        # the job at the event loop's next turn, after every chunk was prepared.
+        threading.Thread(target=run, name="cairn-bulk-writer", daemon=True).start()
+        writer = asyncio.wrap_future(done)
+        try:
+            for chunk in chunks:
+                handoff.put(chunk)
+        except BaseException:
+            # An error (or a cancellation) while preparing: the writer rolls back, and the
+            # request ends only once it has, so the next write finds the lock free.
+            handoff.put(_ABORT)
+            await asyncio.wait([writer])
+            if not writer.cancelled():
+                writer.exception()  # its _Aborted is the expected answer to this error
+            raise
+        handoff.put(None)
+        return await writer
+
     def _upsert_sync(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        return self._write_chunks(iter([writes, None]).__next__, now)
+
+    def _write_chunks(
+        self, next_chunk: Callable[[], _Chunk], now: datetime, big: bool = False
+    ) -> list[BulkItemResult]:
+        """Applies chunks from ``next_chunk`` until it gives None, in one transaction."""
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
-        with self.db.transaction() as conn:
-            state = _BatchState.load(conn, writes)
-            side = _SideRows()
-            for write in writes:
-                results.append(self._apply(conn, write, stamp, side, state))
-            side.insert(conn)
+        with self.db.transaction(big=big) as conn:
+            while (writes := next_chunk()) is not None:
+                if isinstance(writes, _Abort):
+                    raise _Aborted("the bulk request failed before all its items were written")
+                if not writes:
+                    continue
+                # Each chunk reads the rows it needs after the chunks before it inserted
+                # theirs (the same transaction), so names and ids are checked across chunks.
+                state = _BatchState.load(conn, writes)
+                side = _SideRows()
+                for write in writes:
+                    results.append(self._apply(conn, write, stamp, side, state))
+                side.insert(conn)
         return results
 
     def _apply(
@@ -457,10 +529,10 @@ class SQLiteStore:
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
             return BulkItemResult(**base, status="unchanged", revision=row[2])
+        current: dict[str, Any] | None = None
         if row is not None and doc.get("volume"):
-            side.flush(conn)
-            (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
-            taken = owner_conflict(doc, orjson.loads(current))
+            current = _stored_doc(conn, side, row[0])
+            taken = owner_conflict(doc, current)
             if taken is not None:
                 return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
@@ -495,6 +567,7 @@ class SQLiteStore:
             write.content_hash,
             stamp,
             orjson.dumps(stored),
+            doc.get("location"),
         )
         status: BulkStatus
         if row is None:
@@ -506,13 +579,14 @@ class SQLiteStore:
             seq = row[0]
             if not row[3]:
                 side.facets.add(state.tags_of(conn, asset_id, seq), row[6], -1, seq, row[5])
+            # Its side rows are made of the stored document: read before it is replaced.
+            _delete_side_rows(conn, seq, current or _stored_doc(conn, side, seq))
+            conn.execute("DELETE FROM asset_tags WHERE seq = ?", (seq,))
             conn.execute(
                 "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
-                " updated_at=?, doc=? WHERE seq=?",
+                " updated_at=?, doc=?, location=? WHERE seq=?",
                 (*values, seq),
             )
-            for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
-                conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
             vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
@@ -857,9 +931,9 @@ class SQLiteStore:
             if not locations:
                 return {}
             marks = ",".join("?" * len(locations))
-            # The expression and the WHERE match the partial index assets_location.
+            # The WHERE matches the partial index assets_location.
             rows = conn.execute(
-                f"SELECT doc FROM assets WHERE deleted = 0 AND {LOCATION} IN ({marks})",
+                f"SELECT doc FROM assets WHERE deleted = 0 AND location IN ({marks})",
                 locations,
             ).fetchall()
             found: dict[str, list[Asset]] = {}
@@ -987,6 +1061,43 @@ class SQLiteStore:
             ]
 
         return await self._read(_facets)
+
+
+def _stored_doc(conn: sqlite3.Connection, side: _SideRows, seq: int) -> dict[str, Any]:
+    side.flush(conn)  # the row may be new in this batch
+    (doc,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (seq,)).fetchone()
+    result: dict[str, Any] = orjson.loads(doc)
+    return result
+
+
+def _delete_side_rows(conn: sqlite3.Connection, seq: int, old: dict[str, Any]) -> None:
+    """Deletes the label, owner and dependency rows ``_SideRows.add`` made of the stored
+    document ``old``, by their keys: these tables keep no index by seq (it cost every insert
+    more than reading the old document costs a rewrite)."""
+    conn.executemany(
+        "DELETE FROM asset_labels WHERE key = ? AND value = ? AND seq = ?",
+        [(k, v, seq) for k, v in searchable_labels(old.get("labels"))],
+    )
+    conn.executemany(
+        "DELETE FROM asset_owners WHERE owner = ? AND seq = ?",
+        [(o, seq) for o in old.get("owners") or ()],
+    )
+    conn.executemany(
+        "DELETE FROM asset_deps WHERE dep = ? AND seq = ?",
+        [(d, seq) for d in old.get("depends_on") or ()],
+    )
+
+
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    """Gives a file from before schema 4 its location column, filled from the documents,
+    and drops the expression index the column replaces and the side tables' seq indexes."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+    if "location" not in columns:
+        conn.execute("ALTER TABLE assets ADD COLUMN location TEXT")
+        conn.execute("UPDATE assets SET location = json_extract(CAST(doc AS TEXT), '$.location')")
+    conn.execute("DROP INDEX IF EXISTS assets_location")
+    for table in ("asset_labels", "asset_owners", "asset_deps"):
+        conn.execute(f"DROP INDEX IF EXISTS {table}_seq")
 
 
 def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:
