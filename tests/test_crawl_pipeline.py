@@ -231,3 +231,59 @@ def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path:
     with work:
         assert [work.result("gc", p) for p in paths] == [(p, True) for p in paths]
     assert gc.isenabled()
+
+
+def test_a_parse_job_reads_the_schema_it_was_told_of_only_for_documents_that_take_it(
+    tmp_path: Path,
+) -> None:
+    cases = {
+        "plain": "name: plain\ntype: dataset\n",
+        "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
+        "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
+        "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
+        "broken": "name: [broken\ntype: dataset\n",
+    }
+    for folder, text in cases.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "MANIFEST.yaml").write_text(text)
+        (tmp_path / folder / "data.csv").write_text(f"id,{folder}\n1,2\n")
+    volume = LocalVolume(tmp_path)
+    for folder in cases:
+        path, data = f"{folder}/MANIFEST.yaml", f"{folder}/data.csv"
+        told = _parse_one(volume, path, data)
+        alone = _parse_one(volume, path)
+        assert (told.docs, told.problems) == (alone.docs, alone.problems)
+        if folder in ("plain", "two-docs"):
+            # The same answer the schema job gives for that file.
+            assert told.schema == _read_schema(volume, data)
+            assert told.schema is not None and told.schema[1] is not None
+            assert [c["name"] for c in told.schema[1]] == ["id", folder]
+        else:
+            assert told.schema is None
+        assert alone.schema is None
+    # In a worker process too: a job is (path, hint) once a hint was given.
+    with pool(volume, workers=2, threshold=1) as work:
+        work.submit("parse", "plain/MANIFEST.yaml", "plain/data.csv")
+        work.submit("parse", "located/MANIFEST.yaml")
+        work.flush()
+        assert work.result("parse", "plain/MANIFEST.yaml").schema == _read_schema(
+            volume, "plain/data.csv"
+        )
+        assert work.result("parse", "located/MANIFEST.yaml").schema is None
+
+
+def test_a_result_put_by_hand_is_taken_without_a_job_and_never_replaces_one(
+    tmp_path: Path,
+) -> None:
+    make_volume(tmp_path, 3)
+    volume = LocalVolume(tmp_path)
+    with pool(volume, workers=1, threshold=PARALLEL_THRESHOLD) as work:
+        work.put("schemas", "d0/a0000/data.csv", ("d0/a0000/data.csv", None, "given"))
+        assert work.done("schemas", "d0/a0000/data.csv")
+        assert work.result("schemas", "d0/a0000/data.csv")[2] == "given"
+        # Submitted first: the job's own result stands.
+        work.submit("schemas", "d1/a0001/data.csv")
+        work.put("schemas", "d1/a0001/data.csv", ("d1/a0001/data.csv", None, "given"))
+        assert work.result("schemas", "d1/a0001/data.csv") == _read_schema(
+            volume, "d1/a0001/data.csv"
+        )
