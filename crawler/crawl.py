@@ -156,6 +156,8 @@ class Tree:
     # Paths the walk could not see below: what was crawled there before is kept, not deleted.
     unreadable: list[str] = field(default_factory=list)
     files_seen: int = 0
+    # folder -> (its files in path order, the file a schema is read from), once asked
+    _data_files: dict[str, tuple[list[Entry], str | None]] = field(default_factory=dict)
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
 
@@ -175,6 +177,16 @@ class Tree:
             found.append(d)
             stack.extend(self._children.get(d, ()))
         return sorted(found)
+
+    def data_files(self, directory: str) -> tuple[list[Entry], str | None]:
+        """A folder's files in path order, and the first Parquet (else CSV/TSV) file of them;
+        once the walk listed the folder (a crawl asks while the walk goes on, then again)."""
+        found = self._data_files.get(directory)
+        if found is None:
+            # By path is by name here: they share the folder (and sorts without a call per file).
+            files = sorted(self.files_by_dir.get(directory, ()), key=_PATH)
+            found = self._data_files[directory] = (files, _schema_candidate(files))
+        return found
 
     def first_data_file_below(self, directory: str) -> Entry | None:
         for d in self.dirs_below(directory):
@@ -433,9 +445,7 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        # By path is by name here: they share the folder (and sorts without a call per file).
-        files = sorted(tree.files_by_dir.get(target, ()), key=_PATH)
-        schema_file = _schema_candidate(files)
+        files, schema_file = tree.data_files(target)
         if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
@@ -716,9 +726,7 @@ class Crawler:
                         return
                     hint = None
                     if hint_schema:
-                        files = tree.files_by_dir.get(entry.path.rpartition("/")[0])
-                        if files:
-                            hint = _schema_candidate(sorted(files, key=_PATH))
+                        hint = tree.data_files(entry.path.rpartition("/")[0])[1]
                     work.submit("parse", entry.path, hint)
 
                 try:
