@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,111 @@ def bench_recrawl_in_process(
         figures.crawl_cpu.append(_self_cpu() - c)
         figures.writes += report.writes
     return figures
+
+
+STEP_RUNS = 3
+
+
+def bench_steps(root: Path, runs: int = STEP_RUNS) -> list[tuple[str, float, str]]:
+    """The crawl's steps one at a time in this process, each timed by thread CPU time (so
+    other processes do not count), best of ``runs``: (step, CPU seconds, where it runs).
+
+    The parse is timed both ways: the clean path a crawl takes, and the checked builder alone
+    (positions recorded for every key), which is what every manifest cost before the clean
+    path and what a manifest with a problem still costs on top."""
+    import pickle
+
+    import crawler.manifest as manifest_module
+    from cairn.settings import Settings
+    from connectors import open_volume
+    from crawler.crawl import (
+        Crawler,
+        NamePatterns,
+        _content_hash,
+        _parse_one,
+        _read_schema,
+        select_data,
+        walk_tree,
+    )
+
+    volume = open_volume(str(root))
+    patterns = NamePatterns(Settings().manifest_patterns)
+    crawler = Crawler(Settings(log_level="warning"))
+    tree = walk_tree(volume, patterns)
+    paths = sorted(tree.manifests)
+    data = [volume.read(p, manifest_module.MAX_MANIFEST_BYTES) for p in paths]
+    selections = [select_data(tree, volume, p, None) for p in paths]
+    schema_files = [(s.schema_file(), s) for s in selections]
+
+    def checked() -> None:
+        clean = manifest_module._parse_clean
+        manifest_module._parse_clean = lambda text: None
+        try:
+            for raw, p in zip(data, paths, strict=True):
+                manifest_module.parse_manifest(raw, p)
+        finally:
+            manifest_module._parse_clean = clean
+
+    pairs = list(zip(data, paths, strict=True))
+    parsed = [manifest_module.parse_manifest(raw, p)[0] for raw, p in pairs]
+    jobs = [_parse_one(volume, p, f) for p, (f, _) in zip(paths, schema_files, strict=True)]
+
+    def documents() -> None:
+        for pm, sel in zip(jobs, selections, strict=True):
+            for index, _, fields in pm.docs:
+                doc = crawler._asset_doc(volume, pm.path, index, dict(fields), sel, None)
+                _content_hash(doc)
+
+    steps: list[tuple[str, Callable[[], object], str]] = [
+        (
+            "walk (`walk_tree`: lstat walk and index)",
+            lambda: walk_tree(volume, patterns),
+            "crawler",
+        ),
+        ("read manifests", lambda: [volume.read(p, 1 << 20) for p in paths], "workers"),
+        (
+            "parse: clean path (`parse_manifest`)",
+            lambda: [
+                manifest_module.parse_manifest(r, p) for r, p in zip(data, paths, strict=True)
+            ],
+            "workers",
+        ),
+        ("parse: checked builder only (before)", checked, "-"),
+        (
+            "manifest as JSON (`model_dump`)",
+            lambda: [
+                d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for docs in parsed
+                for d in docs
+            ],
+            "workers",
+        ),
+        (
+            "schema reads (CSV heads, Parquet footers)",
+            lambda: [_read_schema(volume, f) for f, _ in schema_files if f],
+            "workers",
+        ),
+        (
+            "results to the crawler (pickle both ways)",
+            lambda: pickle.loads(pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)),
+            "both",
+        ),
+        (
+            "data selection (`select_data`)",
+            lambda: [select_data(tree, volume, p, None) for p in paths],
+            "crawler",
+        ),
+        ("asset documents and content hashes", documents, "crawler"),
+    ]
+    out = []
+    for name, fn, where in steps:
+        best = float("inf")
+        for _ in range(runs):
+            start = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - start)
+        out.append((name, best * 10_000 / max(1, len(paths)), where))
+    return out
 
 
 def _last_line(text: str) -> str:
@@ -557,6 +663,20 @@ def run(sizes: Sizes, command: str) -> bool:
             f"{', '.join(f'{t:.3f}' for t in startup.python_s)}."
         )
     section.add(*table(["benchmark", "measured", "result", "target", "met"], rows), *notes)
+    steps_load = load_average()
+    steps = bench_steps(root)
+    section.add(
+        "",
+        "Where the crawler's CPU goes, step by step (each step alone in the benchmark's "
+        f"process, thread CPU time, best of {STEP_RUNS}, per 10,000 manifests; load average "
+        f"{steps_load}). The steps marked workers run in the parsing processes, both cores "
+        "shared with the crawler's own thread and the catalogue:",
+        "",
+        *table(
+            ["step", "CPU s per 10k manifests", "runs in"],
+            [[name, f"{cpu:.3f}", where] for name, cpu, where in steps],
+        ),
+    )
     section.add(
         "- crawl-e2e: the catalogue (one uvicorn worker) and the crawler (one process per "
         "core for parsing) share the machine's cores; manifests/s uses the subprocess's wall "

@@ -520,6 +520,11 @@ class ParsedManifest:
     # manifest when every document takes its schema from there (no location, no schema).
     schema: SchemaRead | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent back from a worker by the thousand: rebuilt from its fields in one call, not
+        # through the per-slot state a dataclass with slots pickles by default.
+        return (ParsedManifest, (self.path, self.docs, self.problems, self.schema))
+
 
 def _parse_one(volume: Volume, path: str, schema_file: str | None = None) -> ParsedManifest:
     """``schema_file``: the file a document without ``location`` and ``schema`` takes its

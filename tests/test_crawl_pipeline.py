@@ -287,3 +287,21 @@ def test_a_result_put_by_hand_is_taken_without_a_job_and_never_replaces_one(
         assert work.result("schemas", "d1/a0001/data.csv") == _read_schema(
             volume, "d1/a0001/data.csv"
         )
+
+
+def test_a_parsed_manifest_comes_back_from_a_worker_whole(tmp_path: Path) -> None:
+    import pickle
+
+    make_volume(tmp_path, 2)
+    volume = LocalVolume(tmp_path)
+    for path in ("d0/a0000/MANIFEST.yaml", "d1/a0001/MANIFEST.yaml"):  # broken, then good
+        pm = _parse_one(volume, path, path.rsplit("/", 1)[0] + "/data.csv")
+        back = pickle.loads(pickle.dumps(pm, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == pm
+        assert (back.path, back.docs, back.problems, back.schema) == (
+            pm.path,
+            pm.docs,
+            pm.problems,
+            pm.schema,
+        )
+    assert pm.schema is not None and back.problems == [] and back.docs
