@@ -239,6 +239,13 @@ def _valid_date(text: str) -> bool:
     return True
 
 
+# Cells repeat across the files of a crawl (flags, dates, small numbers): how each short one
+# reads is remembered, which skips the regular expressions. Bounded: cells come from anyone.
+_CELL_KINDS: dict[str, int] = {}
+_CELL_KINDS_MAX = 4096
+_CELL_KINDS_LEN = 32
+
+
 def _cell_kind(cell: str) -> int:
     if _INT.fullmatch(cell):
         return _INT64 if -(2**63) <= int(cell) < 2**63 else _DOUBLE
@@ -336,6 +343,7 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise SchemaReadError("empty CSV: the first line holds no column names")
     header = rows[0]
+    cache = _CELL_KINDS
     kinds = [_NONE] * len(header)
     nullable = [False] * len(header)
     width = len(header)
@@ -350,7 +358,14 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
             kind = kinds[i]
             if kind == _STRING:
                 continue
-            kinds[i] = _widen(kind, _cell_kind(cell))
+            cell_kind = cache.get(cell)
+            if cell_kind is None:
+                cell_kind = _cell_kind(cell)
+                if len(cell) <= _CELL_KINDS_LEN:
+                    if len(cache) >= _CELL_KINDS_MAX:
+                        cache.clear()
+                    cache[cell] = cell_kind
+            kinds[i] = _widen(kind, cell_kind)
     return [
         {
             "name": _clip(name.strip()) or f"column_{i + 1}",

@@ -394,3 +394,15 @@ def test_guess_format_answers_the_same_once_names_are_remembered() -> None:
     many = [f"f{n}.parquet" for n in range(3 * enrich_module._NAME_VOTES_MAX)]
     assert guess_format(many) == "parquet"
     assert len(enrich_module._NAME_VOTES) <= enrich_module._NAME_VOTES_MAX
+
+
+def test_csv_types_are_the_same_once_cells_are_remembered() -> None:
+    head = b"a,b,c,d\n1,true,2026-01-31,x\n2.5,false,2026-02-30,1\n"
+    first = csv_columns(head)
+    assert [c["type"] for c in first] == ["double", "bool", "string", "string"]
+    assert csv_columns(head) == first  # the same cells again, now remembered
+    assert [c["type"] for c in csv_columns(b"a\n1\n2\n")] == ["int64"]
+    # Remembered cells stay bounded.
+    many = b"n\n" + b"".join(b"%d\n" % n for n in range(3 * enrich_module._CELL_KINDS_MAX))
+    assert [c["type"] for c in csv_columns(many, max_rows=len(many))] == ["int64"]
+    assert len(enrich_module._CELL_KINDS) <= enrich_module._CELL_KINDS_MAX
