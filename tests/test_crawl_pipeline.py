@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors import Entry, LocalVolume
 from crawler.crawl import (
     PARALLEL_THRESHOLD,
@@ -305,3 +307,28 @@ def test_a_parsed_manifest_comes_back_from_a_worker_whole(tmp_path: Path) -> Non
             pm.schema,
         )
     assert pm.schema is not None and back.problems == [] and back.docs
+
+
+def test_a_crawl_leaves_the_collector_on_with_nothing_frozen(
+    tmp_path: Path, catalogue_process: Any
+) -> None:
+    import gc
+
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, CrawlFailed
+
+    make_volume(tmp_path / "vol", 30)
+    settings = Settings(data_dir=tmp_path / "state", http_retries=1)
+    assert gc.isenabled()
+    report = Crawler(settings, catalogue_url=catalogue_process.url).crawl(str(tmp_path / "vol"))
+    assert report.created == 29 and len(report.errors) == 1  # one broken manifest
+    # The pauses froze what they made; the crawl's end gives it back to the collector.
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    again = Crawler(settings, catalogue_url=catalogue_process.url).crawl(str(tmp_path / "vol"))
+    assert again.writes == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    # A crawl that fails gives it back too.
+    unreachable = Crawler(settings, catalogue_url="http://127.0.0.1:9")
+    with pytest.raises(CrawlFailed):
+        unreachable.crawl(str(tmp_path / "vol"))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
