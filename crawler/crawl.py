@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from cairn.collector import collector_paused
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.pipeline import PushThread, Stage, WorkPool
@@ -1198,15 +1199,14 @@ def _gc_paused() -> Iterator[None]:
 
     What the pause made stays out of the collector's sight afterwards too (frozen until the
     crawl ends, see ``Crawler.crawl``): switched back on, the collector would otherwise scan
-    all of it at its next pass, a tenth of a second after a walk of 100k files."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
+    all of it at its next pass, a tenth of a second after a walk of 100k files. The pause
+    itself is the catalogue's (``cairn.collector``): it nests, so crawls run side by side in
+    threads by the scheduler leave the collector as they found it."""
+    with collector_paused():
+        try:
+            yield
+        finally:
             gc.freeze()
-            gc.enable()
 
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:
