@@ -386,6 +386,22 @@ def run_wrk(
     )
 
 
+def wrk_references(
+    figures: SearchFigures, kinds: Sequence[str], reference: str, backend: str, loops: Loops
+) -> dict[str, WrkFigures]:
+    """wrk against a reference server (``bare``: FastAPI; ``plain``: a plain ASGI callable)
+    answering each kind's typical Cairn body."""
+    factory = "create_app" if reference == "bare" else "create_plain_app"
+    server = start_bare({k: figures.lat[k].typical_body for k in kinds}, factory)
+    try:
+        return {
+            k: wrk(server, [f"/{reference}/{k}"], loops.wrk_seconds, f"{reference}-{backend}-{k}")
+            for k in kinds
+        }
+    finally:
+        server.stop()
+
+
 def start_bare(bodies: dict[str, bytes], factory: str = "create_app") -> Server:
     """The bare FastAPI reference (``create_app``), or uvicorn with a plain ASGI callable
     (``create_plain_app``), answering ``bodies``."""
@@ -664,21 +680,9 @@ def measure(
                 with Bumper(catalogue.url) as bumper:
                     figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
                 figures.cold_writes[k] = bumper.writes
-    bare = start_bare({k: figures.lat[k].typical_body for k in KINDS})
-    try:
-        for k in KINDS:
-            name = f"bare-{catalogue.backend}-{k}"
-            figures.bare_wrk[k] = wrk(bare, [f"/bare/{k}"], loops.wrk_seconds, name)
-    finally:
-        bare.stop()
+    figures.bare_wrk = wrk_references(figures, KINDS, "bare", catalogue.backend, loops)
     if catalogue.backend == "sqlite":
-        plain = start_bare({k: figures.lat[k].typical_body for k in TARGETED}, "create_plain_app")
-        try:
-            for k in TARGETED:
-                name = f"plain-{catalogue.backend}-{k}"
-                figures.plain_wrk[k] = wrk(plain, [f"/plain/{k}"], loops.wrk_seconds, name)
-        finally:
-            plain.stop()
+        figures.plain_wrk = wrk_references(figures, TARGETED, "plain", catalogue.backend, loops)
         for k in TARGETED:
             figures.engine_ms[k] = engine_cpu_ms(catalogue.db_path, values[k])
         figures.broads = [broad(catalogue, w, loops.broad_runs) for w in BROAD_QUERIES]
