@@ -18,12 +18,14 @@ Run alone: ``python -m benchmarks.bench_crawl [--quick] [--files N] [--manifests
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +220,117 @@ def bench_recrawl_in_process(
     return figures
 
 
+STEP_RUNS = 3
+
+
+def bench_steps(root: Path, runs: int = STEP_RUNS) -> list[tuple[str, float, str]]:
+    """The crawl's steps one at a time in this process, each timed by thread CPU time (so
+    other processes do not count), best of ``runs``: (step, CPU seconds, where it runs).
+
+    The parse is timed both ways: the clean path a crawl takes, and the checked builder alone
+    (positions recorded for every key), which is what every manifest cost before the clean
+    path and what a manifest with a problem still costs on top."""
+    import pickle
+
+    import crawler.manifest as manifest_module
+    from cairn.settings import Settings
+    from connectors import open_volume
+    from crawler.crawl import (
+        Crawler,
+        NamePatterns,
+        _content_hash,
+        _parse_one,
+        _read_schema,
+        select_data,
+        walk_tree,
+    )
+
+    volume = open_volume(str(root))
+    patterns = NamePatterns(Settings().manifest_patterns)
+    crawler = Crawler(Settings(log_level="warning"))
+    tree = walk_tree(volume, patterns)
+    paths = sorted(tree.manifests)
+    data = [volume.read(p, manifest_module.MAX_MANIFEST_BYTES) for p in paths]
+    selections = [select_data(tree, volume, p, None) for p in paths]
+    schema_files = [(s.schema_file(), s) for s in selections]
+
+    def checked() -> None:
+        clean = manifest_module._parse_clean
+        manifest_module._parse_clean = lambda text: None
+        try:
+            for raw, p in zip(data, paths, strict=True):
+                manifest_module.parse_manifest(raw, p)
+        finally:
+            manifest_module._parse_clean = clean
+
+    pairs = list(zip(data, paths, strict=True))
+    parsed = [manifest_module.parse_manifest(raw, p)[0] for raw, p in pairs]
+    jobs = [_parse_one(volume, p, f) for p, (f, _) in zip(paths, schema_files, strict=True)]
+
+    def documents() -> None:
+        for pm, sel in zip(jobs, selections, strict=True):
+            for index, _, fields in pm.docs:
+                doc = crawler._asset_doc(volume, pm.path, index, dict(fields), sel, None)
+                _content_hash(doc)
+
+    steps: list[tuple[str, Callable[[], object], str]] = [
+        (
+            "walk (`walk_tree`: lstat walk and index)",
+            lambda: walk_tree(volume, patterns),
+            "crawler",
+        ),
+        ("read manifests", lambda: [volume.read(p, 1 << 20) for p in paths], "workers"),
+        (
+            "parse: clean path (`parse_manifest`)",
+            lambda: [
+                manifest_module.parse_manifest(r, p) for r, p in zip(data, paths, strict=True)
+            ],
+            "workers",
+        ),
+        ("parse: checked builder only (before)", checked, "-"),
+        (
+            "manifest as JSON (`model_dump`)",
+            lambda: [
+                d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for docs in parsed
+                for d in docs
+            ],
+            "workers",
+        ),
+        (
+            "schema reads (CSV heads, Parquet footers)",
+            lambda: [_read_schema(volume, f) for f, _ in schema_files if f],
+            "workers",
+        ),
+        (
+            "results to the crawler (pickle both ways)",
+            lambda: pickle.loads(pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)),
+            "both",
+        ),
+        (
+            "data selection (`select_data`)",
+            lambda: [select_data(tree, volume, p, None) for p in paths],
+            "crawler",
+        ),
+        ("asset documents and content hashes", documents, "crawler"),
+    ]
+    out = []
+    # As in the crawl's workers: what was there before the step is out of the collector's
+    # sight, so a step pays for its own garbage, not for scans of the setup's.
+    gc.collect()
+    gc.freeze()
+    best = [float("inf")] * len(steps)
+    for _ in range(runs):  # round robin: a busier moment of the machine hits every step
+        for n, (_, fn, _) in enumerate(steps):
+            start = time.thread_time()
+            fn()
+            best[n] = min(best[n], time.thread_time() - start)
+    for (name, _, where), cpu in zip(steps, best, strict=True):
+        out.append((name, cpu * 10_000 / max(1, len(paths)), where))
+    gc.unfreeze()
+    return out
+
+
 def _last_line(text: str) -> str:
     # A traceback's last line names the error; the whole of it would break the table.
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -387,6 +500,7 @@ def run(sizes: Sizes, command: str) -> bool:
     )
 
     notes = [f"- Load average before the walks: {load_average()}."]
+    crawl_cpu_per_10k = 0.0  # the cold crawl's, once it ran
     walk = bench_walk(root)
     walk_ok = walk.ratio <= 1.2 and walk.walk_files == walk.find_files
     find_cpu = median(walk.find_cpu)
@@ -445,6 +559,8 @@ def run(sizes: Sizes, command: str) -> bool:
             startup = bench_startup(catalogue)
             notes.append(f"- Load average after the crawls and start-up runs: {load_average()}.")
         rate = cold.manifests / cold.wall_s if cold.wall_s else 0.0
+        if cold.manifests:
+            crawl_cpu_per_10k = cold.cpu_s * 10_000 / cold.manifests
         e2e_ok = (
             cold.exit_code != 1
             and rate >= 5000
@@ -557,6 +673,31 @@ def run(sizes: Sizes, command: str) -> bool:
             f"{', '.join(f'{t:.3f}' for t in startup.python_s)}."
         )
     section.add(*table(["benchmark", "measured", "result", "target", "met"], rows), *notes)
+    steps_load = load_average()
+    steps = bench_steps(root)
+    section.add(
+        "",
+        "Where the crawler's CPU goes, step by step (each step alone in the benchmark's "
+        f"process, thread CPU time, best of {STEP_RUNS} rounds, per 10,000 manifests; load average "
+        f"{steps_load}). The steps marked workers run in the parsing processes, both cores "
+        "shared with the crawler's own thread and the catalogue:",
+        "",
+        *table(
+            ["step", "CPU s per 10k manifests", "runs in"],
+            [[name, f"{cpu:.3f}", where] for name, cpu, where in steps],
+        ),
+    )
+    counted = sum(cpu for name, cpu, _ in steps if not name.endswith("(before)"))
+    if crawl_cpu_per_10k:
+        section.add(
+            "",
+            f"- The steps above add up to {counted:.2f} CPU s per 10k manifests; the cold "
+            f"crawl's processes used {crawl_cpu_per_10k:.2f} s. The rest "
+            f"({crawl_cpu_per_10k - counted:.2f} s) is start-up and imports (the crawler's, "
+            "and in each worker what the first Parquet footer imports), handing jobs and "
+            "results between processes, encoding pushes and reading their answers, saving "
+            "the crawl state, and what running beside the catalogue on two cores costs.",
+        )
     section.add(
         "- crawl-e2e: the catalogue (one uvicorn worker) and the crawler (one process per "
         "core for parsing) share the machine's cores; manifests/s uses the subprocess's wall "

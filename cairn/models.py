@@ -73,7 +73,11 @@ def _check_text(value: str, what: str, limit: int) -> str:
 def searchable_labels(labels: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The (key, text) pairs a label filter can match: scalar values only (a nested map or
     list is kept and shown, not searched)."""
-    return [(k, label_text(v)) for k, v in (labels or {}).items() if not isinstance(v, dict | list)]
+    return [
+        (k, v if type(v) is str else label_text(v))
+        for k, v in (labels or {}).items()
+        if not isinstance(v, dict | list)
+    ]
 
 
 def label_text(value: Any) -> str:
@@ -199,7 +203,7 @@ class Manifest(BaseModel):
         known = _known_fields(cls)
         if known.issuperset(data):
             # The common case: every key is a field. Only Mastro's nulls need dropping.
-            if any(data.get(name, "") is None for name in NULL_MEANS_EMPTY):
+            if None in data.values() and any(data.get(n, "") is None for n in NULL_MEANS_EMPTY):
                 data = {k: v for k, v in data.items() if v is not None or k not in NULL_FIELDS}
             return data
         data = {k: v for k, v in data.items() if k in known or k not in MASTRO_CRAWLER_FIELDS}

@@ -10,7 +10,6 @@ memory stays bounded however many requests are in flight.
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import sqlite3
 import threading
@@ -40,6 +39,12 @@ READER_CACHE_KIB = 8 * 1024
 WRITER_CACHE_KIB = 16 * 1024
 # Writes this long ago with none since: the caches' pages go back (``release_idle_memory``).
 QUIET_SECONDS = 2.0
+# SQLite's default: a commit that leaves the WAL at least this long copies it into the file.
+AUTOCHECKPOINT_PAGES = 1000
+# A checkpoint reads WAL frames and writes pages; it needs no cache of its own to speak of.
+CHECKPOINT_CACHE_KIB = 256
+# A big write waits at most this long for the background checkpoint before appending anyway.
+CHECKPOINT_WAIT_S = 30.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -74,6 +79,61 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
+class _Checkpointer:
+    """Copies the WAL into the database file in a thread of its own, after a big commit.
+
+    SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: a bulk write of
+    thousands of assets (tens of MB of pages) would write them all a second time and wait for
+    a second fsync before its request could answer. A commit is durable once the WAL is on
+    disk (``synchronous=FULL``); the copy only has to happen before the WAL grows much, so a
+    big transaction hands it to this thread instead and the next request's work overlaps it.
+    Wake-ups coalesce: one checkpoint covers every commit before it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._closing = False
+        # Set while no checkpoint is pending or running (tests and close() wait on it).
+        self.idle = threading.Event()
+        self.idle.set()
+        self._thread = threading.Thread(target=self._run, name="cairn-sqlite-checkpoint")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._lock:
+            self.idle.clear()
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = connect(self._path, CHECKPOINT_CACHE_KIB)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._closing:
+                    return
+                try:
+                    # PASSIVE: never waits for readers or the writer; what it cannot copy
+                    # now, the next checkpoint (or SQLite's own, at a small commit) copies.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("%s: a background checkpoint failed: %s", self._path, exc)
+                with self._lock:
+                    if not self._wake.is_set():
+                        self.idle.set()
+        finally:
+            conn.close()
+            self.idle.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+
+
 class SQLiteFile:
     """One database file: a writer connection under a lock and a bounded pool of readers."""
 
@@ -90,12 +150,17 @@ class SQLiteFile:
         self._writer_cache_kib = writer_cache_kib
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        # Idle readers, the last one returned on top: short reads on the event loop come one
+        # after another and keep reusing the same connection, whose page cache stays warm
+        # (taken in turn, each pooled reader would hold a colder copy of the same pages).
+        # list.append and list.pop are atomic in CPython, so this needs no lock.
+        self._readers: list[sqlite3.Connection] = []
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._read_limiter = anyio.CapacityLimiter(readers)
         # Commits through this object, bumped under the write lock once each is durable.
         self.commits = 0
+        self._checkpointer: _Checkpointer | None = None
         self._last_commit = 0.0
         self._released_at = 0  # ``commits`` when the caches were last handed back
         memory.hold(self)
@@ -124,10 +189,13 @@ class SQLiteFile:
             for conn in self._all_readers:
                 conn.close()
             self._all_readers.clear()
-            self._readers = queue.SimpleQueue()
+            self._readers = []
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def new_reader(self) -> sqlite3.Connection:
         """A read-only connection outside the pool, for a caller that keeps it (a probe)."""
@@ -139,8 +207,8 @@ class SQLiteFile:
 
     def _take_reader(self) -> sqlite3.Connection:
         try:
-            return self._readers.get_nowait()
-        except queue.Empty:
+            return self._readers.pop()
+        except IndexError:
             conn = connect(self.path, self._reader_cache_kib)
             conn.execute("PRAGMA query_only=1")
             with self._readers_lock:
@@ -155,7 +223,7 @@ class SQLiteFile:
             try:
                 return fn(conn, *args)
             finally:
-                self._readers.put(conn)
+                self._readers.append(conn)
 
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
@@ -167,11 +235,14 @@ class SQLiteFile:
         try:
             return fn(conn, *args)
         finally:
-            self._readers.put(conn)
+            self._readers.append(conn)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, big: bool = False) -> Iterator[sqlite3.Connection]:
         """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error.
+
+        ``big``: a transaction of many pages (a bulk write) leaves copying the WAL into the
+        file to a background thread (``_Checkpointer``) instead of doing it in its commit.
 
         A full disk becomes ``InsufficientStorage`` (507): SQLite has already rolled the
         transaction back by then, so nothing was half-written and the writer stays usable;
@@ -180,11 +251,27 @@ class SQLiteFile:
         conn = self._writer
         assert conn is not None, "database not opened"
         with self._write_lock:
+            if big and self._checkpointer is not None:
+                # The WAL starts over only once it is all copied: a big write that began
+                # during the copy would append to it, and back-to-back bulk requests would
+                # grow it without bound. The request's parsing and first chunk overlap the
+                # copy; the writer waits here for the rest.
+                self._checkpointer.idle.wait(CHECKPOINT_WAIT_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    conn.execute("COMMIT")
+                    if big:
+                        conn.execute("PRAGMA wal_autocheckpoint=0")
+                        try:
+                            conn.execute("COMMIT")
+                        finally:
+                            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+                        if self._checkpointer is None:
+                            self._checkpointer = _Checkpointer(self.path)
+                        self._checkpointer.wake()
+                    else:
+                        conn.execute("COMMIT")
                 except BaseException:
                     # After some errors (a full disk among them) SQLite has rolled back
                     # already; a second ROLLBACK would fail and hide the real error.
@@ -225,15 +312,16 @@ class SQLiteFile:
         finally:
             self._write_lock.release()
         # One idle reader at a time, so a query meanwhile still finds the others idle.
-        for _ in range(self._readers.qsize()):
+        for conn in list(self._readers):
             try:
-                conn = self._readers.get_nowait()
-            except queue.Empty:
-                break
+                self._readers.remove(conn)
+            except ValueError:  # a query took it meanwhile
+                continue
             try:
                 conn.execute("PRAGMA shrink_memory")
             finally:
-                self._readers.put(conn)
+                # At the bottom: the reader on top (the warm one short reads reuse) stays there.
+                self._readers.insert(0, conn)
         return True
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:

@@ -55,6 +55,7 @@ log = logging.getLogger("cairn.web")
 M = TypeVar("M", bound=BaseModel)
 
 PROBLEM_JSON = "application/problem+json"
+TELEMETRY_RECHECK_SECONDS = 1.0
 
 
 def problem_response(
@@ -136,15 +137,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {
-            "type": "about:blank",
-            "title": "Internal error",
-            "status": 500,
-            "detail": "The server hit an unexpected error; it has been logged.",
-            "instance": request.url.path,
-        }
-        return problem_response(500, body)
+        return unexpected_error(request.method, request.url.path)
+
+
+def unexpected_error(method: str, path: str) -> Response:
+    """The 500 answer to an error nothing handled, logged with its traceback (call it from
+    inside the ``except`` block)."""
+    log.exception("unhandled error on %s %s", method, path)
+    body = {
+        "type": "about:blank",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "The server hit an unexpected error; it has been logged.",
+        "instance": path,
+    }
+    return problem_response(500, body)
 
 
 def _reason(status: int) -> str:
@@ -223,11 +230,12 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class MetricsMiddleware:
-    """Counts requests and times them per route template (never per raw path)."""
+class HttpMetrics:
+    """The request counter and latency histogram of one service, per route template (never
+    per raw path); shared by ``MetricsMiddleware`` and the routes answered in front of the
+    middleware stack (``CairnApp.front``)."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry, service: str):
-        self.app = app
+    def __init__(self, registry: CollectorRegistry, service: str):
         self.requests = Counter(
             "cairn_http_requests",
             "HTTP requests served",
@@ -242,6 +250,18 @@ class MetricsMiddleware:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
         self.service = service
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(self.service, method, route, str(status)).inc()
+        self.latency.labels(self.service, route).observe(seconds)
+
+
+class MetricsMiddleware:
+    """Counts requests and times them per route template (never per raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics):
+        self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -260,8 +280,48 @@ class MetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "(unmatched)"
-            self.requests.labels(self.service, scope["method"], route, str(status)).inc()
-            self.latency.labels(self.service, route).observe(time.perf_counter() - start)
+            self.metrics.record(scope["method"], route, status, time.perf_counter() - start)
+
+
+class CairnApp(FastAPI):
+    """FastAPI, with a few hot routes answered in front of its middleware stack.
+
+    ``front`` maps a path to a plain ASGI handler that answers it instead of the stack (the
+    handler hands a request it does not take on to ``generic``, the whole stack). Such a
+    handler does for itself what the stack's layers would have done on its route: see
+    ``catalogue_service.api.fast_search``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.front: dict[str, ASGIApp] = {}
+        self._otel_on = False
+        self._otel_checked_at = -TELEMETRY_RECHECK_SECONDS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.front.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def generic(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request through FastAPI's whole stack: middlewares, routing, handlers."""
+        await super().__call__(scope, receive, send)
+
+    def telemetry_enabled(self) -> bool:
+        """Whether FastAPI's own OpenTelemetry instrumentation traces requests (a provider was
+        configured); front handlers leave requests to the stack then. Asking costs about as
+        much as a small request's routing, and OpenTelemetry's global providers are set once
+        and never unset, so a yes is kept and a no is asked again after a second."""
+        if not self._otel_on:
+            now = time.monotonic()
+            if now - self._otel_checked_at >= TELEMETRY_RECHECK_SECONDS:
+                self._otel_checked_at = now
+                native = getattr(self, "_native_telemetry", None)
+                self._otel_on = bool(native is not None and native.enabled())
+        return self._otel_on
 
 
 class KeyChecker:
@@ -507,12 +567,12 @@ def build_app(
     ready: ReadyCheck,
     lifespan: Any = None,
     body_limits: dict[str, int] | None = None,
-) -> FastAPI:
+) -> CairnApp:
     """A FastAPI app with Cairn's shared plumbing; the caller adds its routers."""
     from cairn import __version__
 
     # The documentation routes are Cairn's own (cairn.openapi): local assets, and a key check.
-    app = FastAPI(
+    app = CairnApp(
         title=title,
         version=__version__,
         lifespan=lifespan,
@@ -533,7 +593,8 @@ def build_app(
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
     )
-    app.add_middleware(MetricsMiddleware, registry=registry, service=service)
+    app.state.http_metrics = HttpMetrics(registry, service)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
     if settings.cors_origins:
         # Browsers on these origins (e.g. Mastro's UI served elsewhere) may call the API.
         app.add_middleware(

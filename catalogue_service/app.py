@@ -6,18 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 
 from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
-from cairn.web import build_app
+from cairn.web import CairnApp, build_app
+from catalogue_service.api.fast_search import PATH as SEARCH_PATH
 from catalogue_service.api.fast_search import SearchFastPath
 from catalogue_service.api.routes import assets, instance, lineage, mastro
 from catalogue_service.backends import create_store
 from catalogue_service.service import Catalogue
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> CairnApp:
     settings = settings or get_settings()
     store = create_store(settings)
     catalogue = Catalogue(store, settings)
@@ -43,13 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(assets.router)
     app.include_router(lineage.router)
     app.include_router(instance.router)
-    # Innermost of the shared middlewares: metrics, the body limit and CORS still apply.
-    app.user_middleware.append(
-        Middleware(
-            SearchFastPath,
-            catalogue=catalogue,
-            keys=app.state.keys,
-            route=assets.search_route(),
-        )
+    # Answered in front of the middleware stack; what it passes on goes through the stack.
+    app.front[SEARCH_PATH] = SearchFastPath(
+        app.generic,
+        catalogue,
+        keys=app.state.keys,
+        metrics=app.state.http_metrics,
+        cors=bool(settings.cors_origins),
+        telemetry=app.telemetry_enabled,
     )
     return app

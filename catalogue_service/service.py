@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import paging
+from cairn.collector import collector_paused
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from cairn.mastro import mastro_time
 from cairn.memory import trim
@@ -54,6 +56,8 @@ EdgeMap = dict[tuple[str, str, str], LineageEdge]
 DELETE_ATTEMPTS = 20
 # Bulk requests at least this big hand freed heap memory back to the system when done.
 TRIM_AFTER_ITEMS = 500
+# Bigger bulk requests are validated and handed to the store in chunks of this many items.
+WRITE_CHUNK = 500
 
 
 def clean_message(msg: str) -> str:
@@ -89,54 +93,81 @@ class Catalogue:
                 f"A bulk request holds at most {self.settings.bulk_max_items} items; "
                 f"this one has {len(raw_items)}: split it into several requests."
             )
-        writes: list[PreparedWrite] = []
-        failed: dict[int, BulkItemResult] = {}
-        seen: dict[str, int] = {}
-        for index, raw in enumerate(raw_items):
-            try:
-                item = AssetWrite.model_validate(raw)
-            except ValidationError as exc:
-                name = raw.get("name") if isinstance(raw, dict) else None
-                failed[index] = BulkItemResult(
-                    index=index,
-                    id=raw.get("id") if isinstance(raw, dict) else None,
-                    name=name if isinstance(name, str) else None,
-                    status="error",
-                    error=validation_message(exc),
-                )
-                continue
-            asset_id = item.ensure_id()
-            if asset_id in seen:
-                failed[index] = BulkItemResult(
-                    index=index,
-                    id=asset_id,
-                    name=item.name,
-                    status="error",
-                    error=f"id {asset_id} appears twice in this request (items {seen[asset_id]}"
-                    f" and {index}); send each asset once",
-                )
-                continue
-            try:
-                write = PreparedWrite.of(index, item)
-            except orjson.JSONEncodeError as exc:
-                failed[index] = BulkItemResult(
-                    index=index, id=asset_id, name=item.name, status="error", error=unstorable(exc)
-                )
-                continue
-            seen[asset_id] = index
-            writes.append(write)
-        results = await self.store.upsert(writes, datetime.now(UTC)) if writes else []
-        merged = sorted([*results, *failed.values()], key=lambda r: r.index)
-        response = BulkResponse(results=merged)
-        for r in merged:
-            if r.status == "error":
-                response.failed += 1
-            else:
-                setattr(response, r.status, getattr(response, r.status) + 1)
+        with collector_paused():
+            response = await self._bulk(raw_items)
         if len(raw_items) >= TRIM_AFTER_ITEMS:
             # A big batch's parsed items and documents are garbage now: give the pages back.
             trim()
         return response
+
+    async def _bulk(self, raw_items: list[Any]) -> BulkResponse:
+        failed: dict[int, BulkItemResult] = {}
+        seen: dict[str, int] = {}
+
+        def prepared(start: int, stop: int) -> list[PreparedWrite]:
+            writes: list[PreparedWrite] = []
+            for index in range(start, min(stop, len(raw_items))):
+                raw = raw_items[index]
+                try:
+                    item = AssetWrite.model_validate(raw)
+                except ValidationError as exc:
+                    name = raw.get("name") if isinstance(raw, dict) else None
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=raw.get("id") if isinstance(raw, dict) else None,
+                        name=name if isinstance(name, str) else None,
+                        status="error",
+                        error=validation_message(exc),
+                    )
+                    continue
+                asset_id = item.ensure_id()
+                if asset_id in seen:
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=asset_id,
+                        name=item.name,
+                        status="error",
+                        error=f"id {asset_id} appears twice in this request (items "
+                        f"{seen[asset_id]} and {index}); send each asset once",
+                    )
+                    continue
+                try:
+                    write = PreparedWrite.of(index, item)
+                except orjson.JSONEncodeError as exc:
+                    failed[index] = BulkItemResult(
+                        index=index,
+                        id=asset_id,
+                        name=item.name,
+                        status="error",
+                        error=unstorable(exc),
+                    )
+                    continue
+                seen[asset_id] = index
+                writes.append(write)
+            return writes
+
+        now = datetime.now(UTC)
+        if len(raw_items) <= WRITE_CHUNK:
+            writes = prepared(0, len(raw_items))
+            results = await self.store.upsert(writes, now) if writes else []
+        else:
+            # The store writes one chunk while the next is validated (SQLite's statements run
+            # without the GIL), all in one transaction: the request is still all-or-nothing.
+            chunks = (
+                prepared(start, start + WRITE_CHUNK)
+                for start in range(0, len(raw_items), WRITE_CHUNK)
+            )
+            results = await self.store.upsert_chunks(chunks, now)
+        merged = sorted([*results, *failed.values()], key=lambda r: r.index)
+        counts = Counter(r.status for r in merged)
+        return BulkResponse(
+            results=merged,
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            deleted=counts["deleted"],
+            failed=counts["error"],
+        )
 
     async def put(self, asset_id: str | None, item: AssetWrite) -> tuple[Asset, str]:
         """Writes one asset; answers with what this request wrote (its content and the
@@ -371,17 +402,21 @@ def _node(asset: Asset, depth: int) -> LineageNode:
 
 
 def splice_page(hits: SearchHits) -> bytes:
-    """The search answer, with stored documents spliced in rather than re-encoded."""
-    head = orjson.dumps(
-        {
-            "total": hits.total,
-            "facets": hits.facets.model_dump(),
-            "next_cursor": hits.next_cursor,
-            "did_you_mean": hits.did_you_mean,
-            "fuzzy": hits.fuzzy,
-        }
+    """The search answer, with stored documents spliced in rather than re-encoded (and the
+    facets as the store kept them encoded, if it did), joined in one copy."""
+    facets = hits.facets_json
+    if facets is None:
+        facets = orjson.dumps(hits.facets.model_dump())
+    tail = orjson.dumps(
+        {"next_cursor": hits.next_cursor, "did_you_mean": hits.did_you_mean, "fuzzy": hits.fuzzy}
     )
-    return b'{"items":[' + b",".join(hits.docs) + b"]," + head[1:]
+    parts = [b'{"items":[']
+    for doc in hits.docs:
+        parts += (doc, b",")
+    if hits.docs:
+        parts.pop()
+    parts += (b'],"total":', b"%d" % hits.total, b',"facets":', facets, b",", tail[1:])
+    return b"".join(parts)
 
 
 def mastro_asset(doc: dict[str, Any]) -> dict[str, Any]:

@@ -156,8 +156,9 @@ class LocalVolume:
 
     def walk_folders(self, on_problem: ProblemSink | None = None) -> Iterator[FolderListing]:
         """The walk a folder at a time: (its relative path, its files, its subfolders), each
-        list in listing order. A caller indexing the tree by folder takes whole lists instead
-        of sorting 100k entries back into their folders one by one."""
+        list in listing order; subfolders are walked in name order. A caller indexing the tree
+        by folder takes whole lists instead of sorting 100k entries back into their folders one
+        by one."""
         report = on_problem or _log_problem
         try:
             info = os.stat(self.root)
@@ -171,6 +172,7 @@ class LocalVolume:
         while stack:
             dir_abs, prefix, key, ancestors = stack.pop()
             where = prefix[:-1]
+            below = len(stack)  # this folder's subfolders are pushed from here on
             try:
                 fd = fsopen(dir_abs, _DIR_FLAGS)
             except OSError as exc:
@@ -224,6 +226,11 @@ class LocalVolume:
                 report(where, f"cannot list directory: {_reason(exc)}")
             finally:
                 close(fd)
+            if len(stack) - below > 1:
+                # Subfolders are visited in name order, so the walk finds manifests nearly in
+                # path order: the order a crawl assembles and pushes them in, which can then
+                # start while the files found last are still being parsed.
+                stack[below:] = sorted(stack[below:], reverse=True)
             # Listed after the scan: what was found before a listing error still counts.
             yield where, files, folders
 

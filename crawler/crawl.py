@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from cairn.collector import collector_paused
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from crawler.pipeline import PushThread, Stage, WorkPool
@@ -156,6 +157,8 @@ class Tree:
     # Paths the walk could not see below: what was crawled there before is kept, not deleted.
     unreadable: list[str] = field(default_factory=list)
     files_seen: int = 0
+    # folder -> (its files in path order, the file a schema is read from), once asked
+    _data_files: dict[str, tuple[list[Entry], str | None]] = field(default_factory=dict)
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
 
@@ -175,6 +178,16 @@ class Tree:
             found.append(d)
             stack.extend(self._children.get(d, ()))
         return sorted(found)
+
+    def data_files(self, directory: str) -> tuple[list[Entry], str | None]:
+        """A folder's files in path order, and the first Parquet (else CSV/TSV) file of them;
+        once the walk listed the folder (a crawl asks while the walk goes on, then again)."""
+        found = self._data_files.get(directory)
+        if found is None:
+            # By path is by name here: they share the folder (and sorts without a call per file).
+            files = sorted(self.files_by_dir.get(directory, ()), key=_PATH)
+            found = self._data_files[directory] = (files, _schema_candidate(files))
+        return found
 
     def first_data_file_below(self, directory: str) -> Entry | None:
         for d in self.dirs_below(directory):
@@ -243,10 +256,12 @@ def walk_tree(
     patterns: NamePatterns,
     progress: Progress | None = None,
     on_manifest: Callable[[Entry], None] | None = None,
+    tree: Tree | None = None,
 ) -> Tree:
     """Everything below the volume's root; ``on_manifest`` hears of each manifest as the walk
-    finds it, so its parsing can start before the walk ends."""
-    tree = Tree()
+    finds it, so its parsing can start before the walk ends. On a volume walked a folder at a
+    time, the files of the manifest's folder are in ``tree`` (given, or made here) by then."""
+    tree = Tree() if tree is None else tree
 
     def on_problem(path: str, reason: str) -> None:
         tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
@@ -289,19 +304,20 @@ def walk_tree(
                 continue
             names = list(map(name_of, map(_path_of, files)))
             hits = manifest_names(names)
-            data = files
-            if hits:
+            if not hits:
+                by_dir[folder] = files
+            else:
                 at = sorted(names.index(name) for name in hits)
                 data = files.copy()
                 for i in reversed(at):
                     del data[i]
+                if data:
+                    by_dir[folder] = data
                 for i in at:
                     entry = files[i]
                     tree.manifests[entry.path] = entry
                     if on_manifest is not None:
                         on_manifest(entry)
-            if data:
-                by_dir[folder] = data
             before = files_seen
             files_seen += len(files)
             if progress and files_seen // 5000 > before // 5000:
@@ -430,9 +446,7 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        # By path is by name here: they share the folder (and sorts without a call per file).
-        files = sorted(tree.files_by_dir.get(target, ()), key=_PATH)
-        schema_file = _schema_candidate(files)
+        files, schema_file = tree.data_files(target)
         if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
@@ -487,9 +501,15 @@ _worker_volume: Volume | None = None
 def _init_worker(volume_url: str) -> None:
     global _worker_volume
     # Workers are forked during the walk, while the crawl has the collector paused
-    # (_gc_paused); parsing makes cyclic garbage, so theirs runs.
+    # (_gc_paused); parsing makes cyclic garbage, so theirs runs. What they inherited from
+    # the crawl (its imports, the walk so far) is moved out of the collector's sight: scanning
+    # it again and again would cost CPU and copy the parent's pages into each worker.
+    gc.freeze()
     gc.enable()
     _worker_volume = open_volume(volume_url)
+
+
+SchemaRead = tuple[str, "list[Column] | None", str | None]  # see _read_schema
 
 
 @dataclass(slots=True)
@@ -497,9 +517,20 @@ class ParsedManifest:
     path: str
     docs: list[tuple[int, int, dict[str, Any]]]  # (index, line, manifest fields as JSON)
     problems: list[Problem]
+    # The schema of the data file the parse was told its folder holds, read along with the
+    # manifest when every document takes its schema from there (no location, no schema).
+    schema: SchemaRead | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent back from a worker by the thousand: rebuilt from its fields in one call, not
+        # through the per-slot state a dataclass with slots pickles by default.
+        return (ParsedManifest, (self.path, self.docs, self.problems, self.schema))
 
 
-def _parse_one(volume: Volume, path: str) -> ParsedManifest:
+def _parse_one(volume: Volume, path: str, schema_file: str | None = None) -> ParsedManifest:
+    """``schema_file``: the file a document without ``location`` and ``schema`` takes its
+    schema from, as the walk found it; reading it here, in the same job, spares the crawl a
+    second job per manifest, which would also wait behind every manifest still queued."""
     from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
 
     try:
@@ -511,17 +542,23 @@ def _parse_one(volume: Volume, path: str) -> ParsedManifest:
         (d.index, d.line, d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
         for d in parsed
     ]
-    return ParsedManifest(path, docs, problems)
+    schema = None
+    if (
+        schema_file is not None
+        and docs
+        and not any("schema" in fields or "location" in fields for _, _, fields in docs)
+    ):
+        schema = _read_schema(volume, schema_file)
+    return ParsedManifest(path, docs, problems, schema)
 
 
-def _parse_chunk(paths: list[str]) -> list[ParsedManifest]:
+def _parse_chunk(jobs: list[str | tuple[str, Any]]) -> list[ParsedManifest]:
     assert _worker_volume is not None
-    return [_parse_one(_worker_volume, p) for p in paths]
+    volume = _worker_volume
+    return [_parse_one(volume, j) if type(j) is str else _parse_one(volume, *j) for j in jobs]
 
 
-def _read_schema(
-    volume: Volume, path: str, size: int | None = None
-) -> tuple[str, list[Column] | None, str | None]:
+def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
     """(path, columns or None, a warning or None); both when the schema was cut short.
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
@@ -550,9 +587,12 @@ def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
         return f.read(CSV_HEAD_BYTES)
 
 
-def _schema_chunk(paths: list[str]) -> list[tuple[str, list[Column] | None, str | None]]:
+def _schema_chunk(jobs: list[str | tuple[str, Any]]) -> list[SchemaRead]:
     assert _worker_volume is not None
-    return [_read_schema(_worker_volume, p) for p in paths]
+    return [
+        _read_schema(_worker_volume, j) if type(j) is str else _read_schema(_worker_volume, *j)
+        for j in jobs
+    ]
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
@@ -607,6 +647,8 @@ class Crawler:
                     state.close()
         finally:
             volume.close()
+            # What _gc_paused froze is mostly freed by now; the rest is the collector's again.
+            gc.unfreeze()
         report.duration_s = time.perf_counter() - started
         # Debug only: the report says the same, and a log line would cut into the progress bar.
         log.debug(
@@ -680,16 +722,24 @@ class Crawler:
             previous = state.load()
         try:
             with self._work_pool(volume) as work:
+                tree = Tree()
+                # Where a new manifest's documents would take their schema from, if they name
+                # no location and no schema: read by the same job that parses the manifest.
+                # Only on a local volume, whose walk lists a folder's files before its
+                # manifests are announced; elsewhere the schema is a job of its own.
+                hint_schema = volume.url.startswith("file:")
+
+                def found(entry: Entry) -> None:
+                    if entry.path in previous:
+                        return
+                    hint = None
+                    if hint_schema:
+                        hint = tree.data_files(entry.path.rpartition("/")[0])[1]
+                    work.submit("parse", entry.path, hint)
+
                 try:
                     with _gc_paused():
-                        tree = walk_tree(
-                            volume,
-                            self.patterns,
-                            self.progress,
-                            on_manifest=lambda e: (
-                                None if e.path in previous else work.submit("parse", e.path)
-                            ),
-                        )
+                        walk_tree(volume, self.patterns, self.progress, found, tree)
                 except VolumeError as exc:
                     raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
                 report.files_seen = tree.files_seen
@@ -725,18 +775,19 @@ class Crawler:
                     pusher, self.settings.crawl_batch_size, self.progress, report, pending
                 )
                 try:
-                    self._assemble(
-                        volume,
-                        tree,
-                        sorted(to_parse),
-                        work,
-                        previous,
-                        report,
-                        now,
-                        upserts,
-                        pending,
-                        sender if stream else None,
-                    )
+                    with _gc_paused():
+                        self._assemble(
+                            volume,
+                            tree,
+                            sorted(to_parse),
+                            work,
+                            previous,
+                            report,
+                            now,
+                            upserts,
+                            pending,
+                            sender if stream else None,
+                        )
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
                     sender.total = len(deletions) + len(upserts)
                     if not stream:
@@ -860,7 +911,10 @@ class Crawler:
                     )
                 # The data file to read a schema from, when the manifest gives none.
                 schema_file = None if "schema" in fields else sel.schema_file()
-                if schema_file:
+                if schema_file and pm.schema is not None and pm.schema[0] == schema_file:
+                    work.put("schemas", schema_file, pm.schema)  # read along with the parse
+                    files.append(schema_file)
+                elif schema_file:
                     if remote:
                         self._listed_sizes[schema_file] = next(
                             f.size for f in sel.files if f.path == schema_file
@@ -1141,14 +1195,18 @@ class _Sender:
 def _gc_paused() -> Iterator[None]:
     """Loading the state, the walk and the diff make 100k+ small objects that form no cycles
     while the tree and the state stay alive: left on, the collector scans that growing heap
-    again and again, a fifth of an unchanged recrawl's time."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
+    again and again, a fifth of an unchanged recrawl's time.
+
+    What the pause made stays out of the collector's sight afterwards too (frozen until the
+    crawl ends, see ``Crawler.crawl``): switched back on, the collector would otherwise scan
+    all of it at its next pass, a tenth of a second after a walk of 100k files. The pause
+    itself is the catalogue's (``cairn.collector``): it nests, so crawls run side by side in
+    threads by the scheduler leave the collector as they found it."""
+    with collector_paused():
+        try:
+            yield
+        finally:
+            gc.freeze()
 
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from datetime import date
 from functools import cache
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cairn.models import MAX_SHORT, SchemaField
 
@@ -239,6 +239,13 @@ def _valid_date(text: str) -> bool:
     return True
 
 
+# Cells repeat across the files of a crawl (flags, dates, small numbers): how each short one
+# reads is remembered, which skips the regular expressions. Bounded: cells come from anyone.
+_CELL_KINDS: dict[str, int] = {}
+_CELL_KINDS_MAX = 4096
+_CELL_KINDS_LEN = 32
+
+
 def _cell_kind(cell: str) -> int:
     if _INT.fullmatch(cell):
         return _INT64 if -(2**63) <= int(cell) < 2**63 else _DOUBLE
@@ -336,6 +343,7 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise SchemaReadError("empty CSV: the first line holds no column names")
     header = rows[0]
+    cache = _CELL_KINDS
     kinds = [_NONE] * len(header)
     nullable = [False] * len(header)
     width = len(header)
@@ -350,7 +358,14 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
             kind = kinds[i]
             if kind == _STRING:
                 continue
-            kinds[i] = _widen(kind, _cell_kind(cell))
+            cell_kind = cache.get(cell)
+            if cell_kind is None:
+                cell_kind = _cell_kind(cell)
+                if len(cell) <= _CELL_KINDS_LEN:
+                    if len(cache) >= _CELL_KINDS_MAX:
+                        cache.clear()
+                    cache[cell] = cell_kind
+            kinds[i] = _widen(kind, cell_kind)
     return [
         {
             "name": _clip(name.strip()) or f"column_{i + 1}",
@@ -403,6 +418,26 @@ _MANIFEST_NAMES = frozenset({"manifest.yaml", "manifest.yml"})
 _MANIFEST_SUFFIXES = (".cairn.yaml", ".cairn.yml")
 
 
+# Bare file name -> the format it votes for (None: no vote); bounded, names come from anyone.
+_NAME_VOTES: dict[str, str | None] = {}
+_NAME_VOTES_MAX = 4096
+_UNSEEN: Any = object()
+
+
+def _vote(name: str) -> str | None:
+    """The format one file name votes for: its last known extension, after compression ones;
+    none for hidden, ``_``-prefixed and manifest files."""
+    if not name or name == "." or name[0] in "._":
+        return None
+    lowered = name.lower()
+    if lowered in _MANIFEST_NAMES or lowered.endswith(_MANIFEST_SUFFIXES):
+        return None
+    suffixes = lowered.split(".")[1:]
+    while suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes.pop()
+    return _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+
+
 def guess_format(filenames: Iterable[str]) -> str | None:
     """The data format of a folder from the names of its files, or None when nothing fits.
 
@@ -411,38 +446,31 @@ def guess_format(filenames: Iterable[str]) -> str | None:
     compression suffixes (``.csv.gz`` is csv), hidden and ``_``-prefixed files (``_SUCCESS``,
     ``.crc``) and manifests.
     """
-    # Runs for every document of a crawl: bare names (the common case) take the short way.
+    # Runs for every document of a crawl: bare names (the common case) take the short way,
+    # and a name seen before (part-00001.json is in every folder) is one lookup.
     votes: dict[str, int] = {}
+    cache = _NAME_VOTES
     for filename in filenames:
-        if "/" in filename or "\\" in filename:
-            # What PurePosixPath(...).parts gives, without building a path object per name.
-            parts = [p for p in filename.replace("\\", "/").split("/") if p and p != "."]
-            for part in parts:
-                table = _TABLE_FOLDERS.get(part)
+        vote = cache.get(filename, _UNSEEN)
+        if vote is _UNSEEN:
+            if "/" in filename or "\\" in filename:
+                # What PurePosixPath(...).parts gives, without building a path object per name.
+                parts = [p for p in filename.replace("\\", "/").split("/") if p and p != "."]
+                for part in parts:
+                    table = _TABLE_FOLDERS.get(part)
+                    if table is not None:
+                        return table
+                vote = _vote(parts[-1]) if parts else None
+            else:
+                table = _TABLE_FOLDERS.get(filename)
                 if table is not None:
                     return table
-            if not parts:
-                continue
-            name = parts[-1]
-        else:
-            if not filename or filename == ".":
-                continue
-            table = _TABLE_FOLDERS.get(filename)
-            if table is not None:
-                return table
-            name = filename
-        if name[0] in "._":
-            continue
-        lowered = name.lower()
-        if lowered in _MANIFEST_NAMES or lowered.endswith(_MANIFEST_SUFFIXES):
-            continue
-        suffixes = lowered.split(".")[1:]
-        while suffixes and suffixes[-1] in _COMPRESSION:
-            suffixes.pop()
-        if suffixes:
-            found = _EXTENSIONS.get(suffixes[-1])
-            if found is not None:
-                votes[found] = votes.get(found, 0) + 1
+                vote = _vote(filename)
+                if len(cache) >= _NAME_VOTES_MAX:
+                    cache.clear()
+                cache[filename] = vote
+        if vote is not None:
+            votes[vote] = votes.get(vote, 0) + 1
     if not votes:
         return None
     # The first format to reach the highest count, as Counter.most_common(1) picks it.

@@ -57,6 +57,7 @@ from cairn.models import Manifest
 from crawler.problems import Problem
 
 __all__ = [
+    "CLEAN_PATH_EVENTS",
     "MAX_DEPTH",
     "MAX_MANIFEST_BYTES",
     "MAX_NODES",
@@ -67,6 +68,10 @@ __all__ = [
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000  # bound on constructed nodes, so alias bombs ("billion laughs") are rejected
+# The most YAML events the clean path (see _parse_clean) reads before it hands a file to the
+# checked builder: what a file that hits a bound costs on top of that bound's worth of events.
+# A manifest with a 400-column schema still fits.
+CLEAN_PATH_EVENTS = 4096
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -908,6 +913,9 @@ def _is_libyaml_too_deep(exc: BaseException | None) -> TypeGuard[yaml.MarkedYAML
 
 
 def _parse_text(text: str, path: str) -> tuple[list[ParsedDocument], list[Problem]]:
+    fast = _parse_clean(text)
+    if fast is not None:
+        return fast, []
     documents: list[ParsedDocument] = []
     problems: list[Problem] = []
     loader = _Loader(text)
@@ -1020,3 +1028,122 @@ def _parse_stream(
         if _is_libyaml_too_deep(exc):
             raise _LibyamlTooDeep(exc, None) from None
         problems.append(_syntax_problem(exc, text, path, None))
+
+
+# --- the clean path ----------------------------------------------------------------------------
+#
+# Nearly every manifest a crawl reads is plain: mappings, lists and scalars, no anchors, tags
+# or merge keys, and nothing to report. Recording where each key and item was written costs
+# about as much as reading the events, and those positions are only ever read to report a
+# problem. So a file is first read by the builder below, which keeps no positions and gives
+# up (returns None) at the first thing it does not handle or that would be reported; the
+# file is then read again, from the start, by the checked builder above, which reports it.
+# Every bound (depth, node count) is enforced by both, so hostile input costs at most two
+# bounded reads; a file read by this path gives the same documents as the checked one.
+
+
+class _GiveUp(Exception):
+    """Raised inside the clean path: the checked builder must read this file."""
+
+
+def _parse_clean(text: str) -> list[ParsedDocument] | None:
+    """The documents of a file with nothing to report, or None: read it the checked way."""
+    loader = _Loader(text)
+    try:
+        return _clean_stream(loader.get_event)
+    except (_GiveUp, _DocError, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _clean_stream(get_event: Callable[[], Any]) -> list[ParsedDocument]:
+    documents: list[ParsedDocument] = []
+    index = -1
+    budget = CLEAN_PATH_EVENTS
+    while True:
+        event = get_event()
+        budget -= 1
+        cls = type(event)
+        if cls is StreamEndEvent or event is None:
+            return documents
+        if budget < 0:
+            raise _GiveUp
+        if cls is not DocumentStartEvent:
+            continue
+        index += 1
+        doc_line = event.start_mark.line + 1
+        root, budget = _clean_build(get_event, budget)
+        if root is None:
+            continue  # an empty document, as the checked path skips it
+        if type(root) is not dict:
+            raise _GiveUp
+        documents.append(ParsedDocument(index=index, line=doc_line, manifest=_clean_validate(root)))
+
+
+def _clean_build(get_event: Callable[[], Any], budget: int) -> tuple[Any, int]:
+    """One document's value (after DocumentStart, through DocumentEnd), without positions,
+    and what is left of ``budget`` (events)."""
+    stack: list[Any] = []  # open containers
+    keys: list[Any] = []  # per open container: its pending key (_NOKEY: none; lists too)
+    root: Any = None
+    cache = _PLAIN_CACHE
+    while True:
+        budget -= 1
+        if budget < 0:
+            raise _GiveUp
+        event = get_event()
+        cls = type(event)
+        if cls is ScalarEvent:
+            if event.anchor is not None:
+                raise _GiveUp
+            value = event.value
+            # A plain scalar known to be text; anything else resolves as the checked path does.
+            if event.tag is not None or not event.implicit[0] or cache.get(value) is not _STR:
+                value = _scalar(event)
+                if value is _MERGE:
+                    raise _GiveUp
+        elif cls is MappingStartEvent or cls is SequenceStartEvent:
+            if event.tag is not None or event.anchor is not None or len(stack) >= MAX_DEPTH:
+                raise _GiveUp
+            stack.append({} if cls is MappingStartEvent else [])
+            keys.append(_NOKEY)
+            continue
+        elif cls is MappingEndEvent or cls is SequenceEndEvent:
+            keys.pop()
+            value = stack.pop()
+        elif cls is DocumentEndEvent:
+            return root, budget
+        else:  # an alias (or anything unexpected): the checked path handles it
+            raise _GiveUp
+        if not stack:
+            root = value
+            continue
+        top = stack[-1]
+        if type(top) is list:
+            top.append(value)
+            continue
+        key = keys[-1]
+        if key is _NOKEY:
+            if type(value) is dict or type(value) is list or value in top:
+                raise _GiveUp
+            keys[-1] = value
+        else:
+            top[key] = value
+            keys[-1] = _NOKEY
+
+
+def _clean_validate(root: dict[Any, Any]) -> Manifest:
+    """The manifest, when ``_validate`` would report nothing about ``root``; else _GiveUp."""
+    for key in root:
+        if type(key) is not str or (key not in _KNOWN and key not in _KNOWN_EXTRA):
+            raise _GiveUp
+    for group in _ALIAS_GROUPS:
+        if sum(1 for name in group if name in root) > 1:
+            raise _GiveUp
+    if "extra" in root and type(root["extra"]) is not dict:
+        raise _GiveUp
+    try:
+        return Manifest.model_validate(root)
+    except (ValidationError, TypeError, ValueError):
+        raise _GiveUp from None

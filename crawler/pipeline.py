@@ -31,8 +31,10 @@ from typing import Any
 from connectors import Volume
 from crawler.push import CataloguePusher
 
-ChunkFn = Callable[[list[str]], list[Any]]  # runs in a worker process, on its own volume
-OneFn = Callable[[Volume, str], Any]  # runs in this process (or a thread) on the given volume
+# A job is a path, or (path, hint) when it was submitted with a hint (see WorkPool.submit).
+Job = str | tuple[str, Any]
+ChunkFn = Callable[[list[Job]], list[Any]]  # runs in a worker process, on its own volume
+OneFn = Callable[..., Any]  # (volume, path[, hint]): runs in this process or a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,9 @@ class WorkPool:
         self._fork_imports = list(fork_imports)
         self._remote = not volume.url.startswith("file:")
         self._executor: Executor | None = None
-        # stage -> paths not yet sent, in order (a dict: ordered, and found or dropped at once)
-        self._buffered: dict[str, dict[str, None]] = {s.name: {} for s in stages}
+        # stage -> paths not yet sent, with their hints, in order (a dict: ordered, and found
+        # or dropped at once)
+        self._buffered: dict[str, dict[str, Any]] = {s.name: {} for s in stages}
         # (stage, path) -> (future of its chunk, position in the chunk); None: run here
         self._jobs: dict[tuple[str, str], tuple[Future[list[Any]], int] | None] = {}
         self._done: dict[tuple[str, str], Any] = {}
@@ -91,15 +94,16 @@ class WorkPool:
     def parallel(self) -> bool:
         return self._executor is not None
 
-    def submit(self, stage: str, path: str) -> None:
-        """Queues a job; it goes to the workers once its chunk is full (or on ``flush``)."""
+    def submit(self, stage: str, path: str, hint: Any = None) -> None:
+        """Queues a job; it goes to the workers once its chunk is full (or on ``flush``).
+        A ``hint`` (picklable, not None) is passed on to the stage's functions with the path."""
         key = (stage, path)
         if key in self._jobs or key in self._done:
             return
         self._jobs[key] = None
         self._submitted += 1
         buffered = self._buffered[stage]
-        buffered[path] = None
+        buffered[path] = hint
         if self._executor is None and self._submitted >= self._start_at():
             self._start()
         if self._executor is not None and len(buffered) >= self._chunk(stage):
@@ -112,6 +116,13 @@ class WorkPool:
         for name in [stage] if stage else list(self.stages):
             if self._executor is not None and self._buffered[name]:
                 self._send(name)
+
+    def put(self, stage: str, path: str, result: Any) -> None:
+        """A job's result, computed elsewhere (a worker did it along with another job): asking
+        for it then waits for nothing. Ignored when the job was already submitted or done."""
+        key = (stage, path)
+        if key not in self._jobs and key not in self._done:
+            self._done[key] = result
 
     def done(self, stage: str, path: str) -> bool:
         """True when ``result`` would not wait for a worker (work run here does not count)."""
@@ -137,8 +148,9 @@ class WorkPool:
             job = self._jobs[key]
         if job is None:
             # A small crawl: computed here, when first needed.
-            result = self.stages[stage].one_fn(self.volume, path)
-            del self._buffered[stage][path]
+            hint = self._buffered[stage].pop(path)
+            one_fn = self.stages[stage].one_fn
+            result = one_fn(self.volume, path) if hint is None else one_fn(self.volume, path, hint)
         else:
             future, index = job
             result = future.result()[index]
@@ -187,20 +199,23 @@ class WorkPool:
 
     def _send(self, stage: str) -> None:
         assert self._executor is not None
-        paths = list(self._buffered[stage])
+        buffered = self._buffered[stage]
         self._buffered[stage] = {}
+        jobs: list[Job] = [
+            path if hint is None else (path, hint) for path, hint in buffered.items()
+        ]
         spec = self.stages[stage]
         future: Future[list[Any]]
         if self._remote:
-            future = self._executor.submit(_run_here, spec.one_fn, self.volume, paths)
+            future = self._executor.submit(_run_here, spec.one_fn, self.volume, jobs)
         else:
-            future = self._executor.submit(spec.chunk_fn, paths)
-        for index, path in enumerate(paths):
+            future = self._executor.submit(spec.chunk_fn, jobs)
+        for index, path in enumerate(buffered):
             self._jobs[(stage, path)] = (future, index)
 
 
-def _run_here(one_fn: OneFn, volume: Volume, paths: list[str]) -> list[Any]:
-    return [one_fn(volume, p) for p in paths]
+def _run_here(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:
+    return [one_fn(volume, j) if type(j) is str else one_fn(volume, *j) for j in jobs]
 
 
 class PushThread:

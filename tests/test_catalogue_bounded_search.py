@@ -167,3 +167,36 @@ def test_a_rare_word_is_searched_here_and_a_common_one_in_a_thread(
         assert (counting.here, counting.left) == (1, 1) and common.total == 60
     finally:
         asyncio.run(store.close())
+
+
+def test_a_text_search_with_its_counts_cached_skips_the_vocabulary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    counting = _Counting(store)
+    asked: list[str] = []
+    most_matches = backend._most_matches
+
+    def bound(conn: Any, q: str) -> int:
+        asked.append(q)
+        return most_matches(conn, q)
+
+    monkeypatch.setattr(backend, "_most_matches", bound)
+    try:
+        query = SearchQuery(q="sales", limit=5)
+        first = asyncio.run(store.search(query))  # counts unknown: the vocabulary bounds them
+        assert (counting.here, counting.left, asked) == (1, 0, ["sales"])
+        again = asyncio.run(store.search(query))  # the cached total (60) says it is small
+        assert (counting.here, counting.left, asked) == (2, 0, ["sales"])
+        assert (again.docs, again.total, again.next_cursor) == (
+            first.docs,
+            first.total,
+            first.next_cursor,
+        )
+        # A cached total over the limit is no licence: the vocabulary is asked, and says no.
+        monkeypatch.setattr(backend, "HERE_MATCHES", 10)
+        third = asyncio.run(store.search(query))
+        assert (counting.here, counting.left, asked) == (2, 1, ["sales", "sales"])
+        assert third.docs == first.docs and third.total == 60
+    finally:
+        asyncio.run(store.close())

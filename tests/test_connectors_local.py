@@ -465,3 +465,13 @@ def test_reads_through_links_inside_the_root_and_swapped_files(tmp_path: Path, r
         volume.read("alias.csv", 100)
     with pytest.raises(PathOutsideVolume):
         volume.read("real/data.csv", 100)
+
+
+def test_walk_visits_subfolders_in_name_order(root: Path) -> None:
+    # Created out of order: the listing order of a folder is the file system's, the walk's
+    # order of subfolders is by name, so manifests are found nearly in path order.
+    for name in ["m", "c", "x", "a", "k"]:
+        write(root / name / "f.csv", b"1")
+        write(root / "c" / name / "g.csv", b"1")
+    folders = [folder for folder, _, _ in LocalVolume(root).walk_folders()]
+    assert folders == ["", "a", "c", "c/a", "c/c", "c/k", "c/m", "c/x", "k", "m", "x"]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors import Entry, LocalVolume
 from crawler.crawl import (
     PARALLEL_THRESHOLD,
@@ -231,3 +233,102 @@ def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path:
     with work:
         assert [work.result("gc", p) for p in paths] == [(p, True) for p in paths]
     assert gc.isenabled()
+
+
+def test_a_parse_job_reads_the_schema_it_was_told_of_only_for_documents_that_take_it(
+    tmp_path: Path,
+) -> None:
+    cases = {
+        "plain": "name: plain\ntype: dataset\n",
+        "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
+        "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
+        "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
+        "broken": "name: [broken\ntype: dataset\n",
+    }
+    for folder, text in cases.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "MANIFEST.yaml").write_text(text)
+        (tmp_path / folder / "data.csv").write_text(f"id,{folder}\n1,2\n")
+    volume = LocalVolume(tmp_path)
+    for folder in cases:
+        path, data = f"{folder}/MANIFEST.yaml", f"{folder}/data.csv"
+        told = _parse_one(volume, path, data)
+        alone = _parse_one(volume, path)
+        assert (told.docs, told.problems) == (alone.docs, alone.problems)
+        if folder in ("plain", "two-docs"):
+            # The same answer the schema job gives for that file.
+            assert told.schema == _read_schema(volume, data)
+            assert told.schema is not None and told.schema[1] is not None
+            assert [c["name"] for c in told.schema[1]] == ["id", folder]
+        else:
+            assert told.schema is None
+        assert alone.schema is None
+    # In a worker process too: a job is (path, hint) once a hint was given.
+    with pool(volume, workers=2, threshold=1) as work:
+        work.submit("parse", "plain/MANIFEST.yaml", "plain/data.csv")
+        work.submit("parse", "located/MANIFEST.yaml")
+        work.flush()
+        assert work.result("parse", "plain/MANIFEST.yaml").schema == _read_schema(
+            volume, "plain/data.csv"
+        )
+        assert work.result("parse", "located/MANIFEST.yaml").schema is None
+
+
+def test_a_result_put_by_hand_is_taken_without_a_job_and_never_replaces_one(
+    tmp_path: Path,
+) -> None:
+    make_volume(tmp_path, 3)
+    volume = LocalVolume(tmp_path)
+    with pool(volume, workers=1, threshold=PARALLEL_THRESHOLD) as work:
+        work.put("schemas", "d0/a0000/data.csv", ("d0/a0000/data.csv", None, "given"))
+        assert work.done("schemas", "d0/a0000/data.csv")
+        assert work.result("schemas", "d0/a0000/data.csv")[2] == "given"
+        # Submitted first: the job's own result stands.
+        work.submit("schemas", "d1/a0001/data.csv")
+        work.put("schemas", "d1/a0001/data.csv", ("d1/a0001/data.csv", None, "given"))
+        assert work.result("schemas", "d1/a0001/data.csv") == _read_schema(
+            volume, "d1/a0001/data.csv"
+        )
+
+
+def test_a_parsed_manifest_comes_back_from_a_worker_whole(tmp_path: Path) -> None:
+    import pickle
+
+    make_volume(tmp_path, 2)
+    volume = LocalVolume(tmp_path)
+    for path in ("d0/a0000/MANIFEST.yaml", "d1/a0001/MANIFEST.yaml"):  # broken, then good
+        pm = _parse_one(volume, path, path.rsplit("/", 1)[0] + "/data.csv")
+        back = pickle.loads(pickle.dumps(pm, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == pm
+        assert (back.path, back.docs, back.problems, back.schema) == (
+            pm.path,
+            pm.docs,
+            pm.problems,
+            pm.schema,
+        )
+    assert pm.schema is not None and back.problems == [] and back.docs
+
+
+def test_a_crawl_leaves_the_collector_on_with_nothing_frozen(
+    tmp_path: Path, catalogue_process: Any
+) -> None:
+    import gc
+
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, CrawlFailed
+
+    make_volume(tmp_path / "vol", 30)
+    settings = Settings(data_dir=tmp_path / "state", http_retries=1)
+    assert gc.isenabled()
+    report = Crawler(settings, catalogue_url=catalogue_process.url).crawl(str(tmp_path / "vol"))
+    assert report.created == 29 and len(report.errors) == 1  # one broken manifest
+    # The pauses froze what they made; the crawl's end gives it back to the collector.
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    again = Crawler(settings, catalogue_url=catalogue_process.url).crawl(str(tmp_path / "vol"))
+    assert again.writes == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    # A crawl that fails gives it back too.
+    unreachable = Crawler(settings, catalogue_url="http://127.0.0.1:9")
+    with pytest.raises(CrawlFailed):
+        unreachable.crawl(str(tmp_path / "vol"))
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import crawler.enrich as enrich_module
 from cairn.models import SchemaField
 from crawler.enrich import (
     MAX_PARQUET_FOOTER_BYTES,
@@ -378,3 +379,30 @@ def test_parquet_columns_are_the_schema_fields_json() -> None:
     fields = parquet_schema(buf)
     assert columns == [c.model_dump(mode="json", exclude_none=True) for c in fields]
     assert [c["type"] for c in columns] == ["int64", "list<string>", "double"]
+
+
+def test_guess_format_answers_the_same_once_names_are_remembered() -> None:
+    names = ["part-00001.json", "part-00002.json", "data.csv", "_SUCCESS", "MANIFEST.yaml"]
+    first = [guess_format(names), guess_format(["data.csv.gz"]), guess_format(["_SUCCESS"])]
+    again = [guess_format(names), guess_format(["data.csv.gz"]), guess_format(["_SUCCESS"])]
+    assert first == again == ["json", "csv", None]
+    # A table folder decides every time, whatever was remembered before it.
+    assert guess_format(["_delta_log", *names]) == "delta"
+    assert guess_format([*names, "_delta_log"]) == "delta"
+    assert guess_format(["t/.hoodie/x", "a.parquet"]) == "hudi"
+    # Remembered names stay bounded: many distinct names never grow the memory past it.
+    many = [f"f{n}.parquet" for n in range(3 * enrich_module._NAME_VOTES_MAX)]
+    assert guess_format(many) == "parquet"
+    assert len(enrich_module._NAME_VOTES) <= enrich_module._NAME_VOTES_MAX
+
+
+def test_csv_types_are_the_same_once_cells_are_remembered() -> None:
+    head = b"a,b,c,d\n1,true,2026-01-31,x\n2.5,false,2026-02-30,1\n"
+    first = csv_columns(head)
+    assert [c["type"] for c in first] == ["double", "bool", "string", "string"]
+    assert csv_columns(head) == first  # the same cells again, now remembered
+    assert [c["type"] for c in csv_columns(b"a\n1\n2\n")] == ["int64"]
+    # Remembered cells stay bounded.
+    many = b"n\n" + b"".join(b"%d\n" % n for n in range(3 * enrich_module._CELL_KINDS_MAX))
+    assert [c["type"] for c in csv_columns(many, max_rows=len(many))] == ["int64"]
+    assert len(enrich_module._CELL_KINDS) <= enrich_module._CELL_KINDS_MAX

@@ -17,7 +17,13 @@ import pytest
 import yaml
 
 import crawler.manifest as manifest_module
-from crawler.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_NODES, parse_manifest
+from crawler.manifest import (
+    CLEAN_PATH_EVENTS,
+    MAX_DEPTH,
+    MAX_MANIFEST_BYTES,
+    MAX_NODES,
+    parse_manifest,
+)
 from crawler.problems import Problem
 
 PATH = "hostile/x.cairn.yaml"
@@ -493,8 +499,9 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> EventCount:
 
 
 # Bounds are there to keep hostile input cheap, not only to reject it: a parse that stops at a
-# bound reads at most the bound's worth of events (plus the document's framing).
-EVENT_BUDGET = MAX_NODES + 4 * MAX_DEPTH + 32
+# bound reads at most the bound's worth of events (plus the document's framing), and at most
+# CLEAN_PATH_EVENTS more: the clean path's try before it hands the file to the checked builder.
+EVENT_BUDGET = MAX_NODES + 4 * MAX_DEPTH + 32 + CLEAN_PATH_EVENTS
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])

@@ -269,6 +269,52 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
     assert response.status_code == 400
 
 
+def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.Client) -> None:
+    big = 2**62 + 1  # a double would read it as 2**62
+    accounts = pa.table(
+        {
+            "account": pa.array([big, 2**62, 7], pa.int64()),
+            "ts": pa.array([NOW] * 3, pa.timestamp("s", "UTC")),
+            "balance": [1.0, 2.0, 3.0],
+        }
+    )
+    wait_online(
+        http, "accounts", put_table(http, "accounts", accounts, entities="account", timestamp="ts")
+    )
+    names = pa.table({"name": ["x"], "ts": pa.array([NOW], pa.timestamp("s", "UTC")), "n": [1]})
+    wait_online(http, "names", put_table(http, "names", names, entities="name", timestamp="ts"))
+
+    answer = columns(
+        lookup(http, {"features": ["accounts:balance"], "entities": {"account": [big, "7"]}})
+    )
+    assert answer["balance"]["values"] == [1.0, 3.0]
+    assert answer["account"]["values"] == [big, "7"]
+
+    huge = 123456789012345678901234
+    for key, words in (
+        (2**63, f"{2**63} is outside the range of the column's type int64"),
+        (huge, f"{huge} is outside the range"),  # past 64 bits: parsed exactly, not as a float
+        (str(huge), f"{huge} is outside the range"),
+        ("9" * 5000, "the key is outside the range"),
+        ("\u00b2", "is not an integer key"),  # a digit to str.isdigit, not to int()
+        (1.5, "1.5 is not an integer key"),
+    ):
+        # Written by hand: an encoder would refuse (or round) the integers past 64 bits.
+        keys = b"[%d]" % key if isinstance(key, int) else orjson.dumps([key])
+        body = b'{"features": ["accounts:balance"], "entities": {"account": %s}}' % keys
+        response = http.post("/get-online-features", content=body)
+        assert response.status_code == 422, (key, response.text)
+        assert "entities.account" in response.text and words in response.text, response.text
+
+    # A string-keyed set given a JSON integer past 64 bits: the echo could not be encoded.
+    body = b'{"features": ["names:n"], "entities": {"name": [%d]}}' % huge
+    response = http.post("/get-online-features", content=body)
+    assert response.status_code == 422, response.text
+    assert "send the key as a string" in response.text
+    answer = columns(lookup(http, {"features": ["names:n"], "entities": {"name": [12, "x"]}}))
+    assert answer["n"]["statuses"] == ["NOT_FOUND", "PRESENT"]
+
+
 def test_deleted_latest_falls_back_online(http: httpx.Client) -> None:
     first = put_table(
         http,

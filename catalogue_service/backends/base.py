@@ -6,7 +6,7 @@ Lineage traversal, Mastro's page arithmetic and problem reporting are written on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,6 +81,8 @@ class SearchHits:
     # Set by the typo fallback (catalogue_service.spelling.fallback), never by a store.
     did_you_mean: str | None = None
     fuzzy: bool = False
+    # ``facets`` as JSON, when the store kept it encoded with its cached counts.
+    facets_json: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -194,6 +196,12 @@ class AssetStore(Protocol):
 
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         """Applies writes in order, atomically per item; unchanged content is not written."""
+
+    async def upsert_chunks(
+        self, chunks: Iterator[list[PreparedWrite]], now: datetime
+    ) -> list[BulkItemResult]:
+        """``upsert`` of the writes of all ``chunks``, taken from the iterator on the event
+        loop (it validates them as it goes), applied as one write: all or nothing."""
 
     async def get(self, asset_id: str) -> Asset | None: ...
 

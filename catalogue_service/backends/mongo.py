@@ -26,7 +26,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -271,6 +271,12 @@ class MongoStore:
         return str(found["id"])
 
     # --- writes -------------------------------------------------------------------------------
+
+    async def upsert_chunks(
+        self, chunks: Iterator[list[PreparedWrite]], now: datetime
+    ) -> list[BulkItemResult]:
+        writes = [write for chunk in chunks for write in chunk]
+        return await self.upsert(writes, now) if writes else []
 
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         stamp = now.isoformat().replace("+00:00", "Z")

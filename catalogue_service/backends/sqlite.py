@@ -8,11 +8,14 @@ lets run beside it.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +56,10 @@ from catalogue_service.spelling.base import is_term
 
 # 2: tag_pairs and tag_types (built from the side tables when a version-1 file is opened).
 # 3: tag_names (built the same way from a version-1 or -2 file).
-SCHEMA_VERSION = 3
+# 4: assets.location, a column filled from the documents (it replaces an index on an
+#    expression that parsed every inserted document's JSON again); no (seq) indexes on the
+#    label, owner and dependency tables (a rewrite deletes its old rows by their keys).
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +73,8 @@ CREATE TABLE IF NOT EXISTS assets (
     revision   INTEGER NOT NULL,
     hash       TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    doc        BLOB NOT NULL
+    doc        BLOB NOT NULL,
+    location   TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS assets_live_name ON assets(name) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS assets_name_lc ON assets(name_lc);
@@ -76,19 +83,20 @@ CREATE INDEX IF NOT EXISTS assets_type ON assets(type);
 -- row (a row holds the whole document: one random page of the file per asset). A tag or text
 -- match ranks and counts its hundreds of assets off this index and reads only a page of rows.
 CREATE INDEX IF NOT EXISTS assets_seq_key ON assets(seq, deleted, name_lc, type);
+-- The soft-deleted assets, which a text search leaves out of its matches: few in a catalogue,
+-- so listing them costs less than looking up every match's row (built when a file without it
+-- is opened).
+CREATE INDEX IF NOT EXISTS assets_deleted ON assets(seq) WHERE deleted = 1;
 CREATE TABLE IF NOT EXISTS asset_tags (
     tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tag, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS asset_tags_seq ON asset_tags(seq, tag);
 CREATE TABLE IF NOT EXISTS asset_labels (
     key TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (key, value, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_labels_seq ON asset_labels(seq);
 CREATE TABLE IF NOT EXISTS asset_owners (
     owner TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (owner, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_owners_seq ON asset_owners(seq);
 CREATE TABLE IF NOT EXISTS asset_deps (
     dep TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dep, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_deps_seq ON asset_deps(seq);
 -- Lineage reported from outside the manifests (OpenLineage, metastores): kept apart from
 -- the assets, so rewriting an asset (a crawl) never touches it.
 CREATE TABLE IF NOT EXISTS reported_edges (
@@ -103,8 +111,6 @@ CREATE TABLE IF NOT EXISTS reported_facets (
     asset_id TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL, run_id TEXT,
     reported_at TEXT NOT NULL, PRIMARY KEY (asset_id, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lineage_events (key TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS assets_location ON assets(json_extract(CAST(doc AS TEXT), '$.location'))
-    WHERE deleted = 0;
 -- Drift verdicts of crawled datasets (DriftFlag), one per asset; kept across rewrites.
 CREATE TABLE IF NOT EXISTS asset_drift (
     seq INTEGER PRIMARY KEY, drifted INTEGER NOT NULL, flag BLOB NOT NULL);
@@ -129,7 +135,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS assets_fts USING fts5(
 """
 
 # bm25 weights per FTS column: a hit in the name counts most, then tags, columns, description.
-LOCATION = "json_extract(CAST(doc AS TEXT), '$.location')"
+# Created once the column exists (a version-3 file gets it when opened).
+LOCATION_INDEX = "CREATE INDEX IF NOT EXISTS assets_location ON assets(location) WHERE deleted = 0"
 BM25 = "bm25(assets_fts, 10.0, 5.0, 1.0, 2.0)"
 # Exact name matches rank first whatever their text score.
 EXACT_NAME_BOOST = 1000.0
@@ -141,6 +148,9 @@ DRIFT_FACET = {True: "drifted", False: "stable"}
 COMMON_SHARE = 0.02
 BY_SEQ = "INDEXED BY assets_seq_key"
 TAG_PER_ASSET = "EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = ? AND t.seq = a.seq)"
+# Soft-deleted assets (index assets_deleted), and assets of one lower-case name.
+DELETED_SEQS = "SELECT seq FROM assets WHERE deleted = 1"
+EXACT_SEQS = "SELECT seq FROM assets WHERE name_lc = ?"
 
 # A search is run on the event loop when it is known to match at most this many assets.
 HERE_MATCHES = 300
@@ -150,8 +160,25 @@ UNBOUNDED = 1 << 62
 T = TypeVar("T")
 
 
+def _page_order(row: tuple[int, bytes, Any]) -> tuple[Any, int]:
+    return row[2], row[0]
+
+
 class _Unbounded(Exception):
     """A search asked to stay short found it would count over every match."""
+
+
+class _Abort:
+    """Handed to the writer of ``upsert_chunks`` instead of a chunk: roll back."""
+
+
+_ABORT = _Abort()
+# What the writer of ``upsert_chunks`` is handed: a chunk, the end (None), or _ABORT.
+_Chunk = list[PreparedWrite] | _Abort | None
+
+
+class _Aborted(Exception):
+    """The writer rolled back because the request preparing its chunks failed."""
 
 
 def _bounded_shape(query: SearchQuery) -> bool:
@@ -225,7 +252,7 @@ class _SideRows:
         if self.new_rows:
             conn.executemany(
                 "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
-                " id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " location, id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.new_rows,
             )
             self.new_rows.clear()
@@ -233,10 +260,13 @@ class _SideRows:
     def add(self, seq: int, doc: dict[str, Any]) -> None:
         tags = doc.get("tags") or []
         self.tags += [(t, seq) for t in tags]
-        self.labels += [(k, v, seq) for k, v in searchable_labels(doc.get("labels"))]
-        self.owners += [(o, seq) for o in doc.get("owners") or ()]
-        self.deps += [(d, seq) for d in doc.get("depends_on") or ()]
-        columns = " ".join(f["name"] for f in doc.get("schema") or ())
+        if labels := doc.get("labels"):
+            self.labels += [(k, v, seq) for k, v in searchable_labels(labels)]
+        if owners := doc.get("owners"):
+            self.owners += [(o, seq) for o in owners]
+        if deps := doc.get("depends_on"):
+            self.deps += [(d, seq) for d in deps]
+        columns = " ".join([f["name"] for f in doc.get("schema") or ()])
         self.fts.append((seq, doc["name"], " ".join(tags), doc.get("description") or "", columns))
 
     def insert(self, conn: sqlite3.Connection) -> None:
@@ -263,26 +293,33 @@ class _SideRows:
 
 
 class _CountCache:
-    """Totals and facets per filter for one write generation, least recently used out."""
+    """Totals and facets per filter for one write generation, least recently used out. The
+    facets are kept encoded too (as ``splice_page`` would encode them), so an answer from
+    the cache splices them in."""
 
     def __init__(self, size: int):
         self.size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets, bytes | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, key: tuple[Any, ...], generation: int, facets: bool) -> tuple[int, Facets] | None:
+    def get(
+        self, key: tuple[Any, ...], generation: int, facets: bool
+    ) -> tuple[int, Facets, bytes | None] | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != generation or (facets and not entry[1]):
                 return None
             self._entries.move_to_end(key)
-            return entry[2], entry[3]
+            return entry[2], entry[3], entry[4]
 
     def put(
         self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
     ) -> None:
+        encoded = orjson.dumps(counts.model_dump()) if facets else None
         with self._lock:
-            self._entries[key] = (generation, facets, total, counts)
+            self._entries[key] = (generation, facets, total, counts, encoded)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -384,10 +421,17 @@ class SQLiteStore:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if int(version[0]) < SCHEMA_VERSION:
             with self.db.transaction() as tx:
-                TagFacets.rebuild(tx)
+                # Read again under the write lock: another process may have migrated it.
+                (found,) = tx.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'"
+                ).fetchone()
+                if int(found) < 3:
+                    TagFacets.rebuild(tx)
+                _migrate_to_4(tx)
                 tx.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
                 )
+        conn.execute(LOCATION_INDEX)
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
@@ -409,15 +453,61 @@ class SQLiteStore:
     async def upsert(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
         return await anyio.to_thread.run_sync(self._upsert_sync, writes, now)
 
+    async def upsert_chunks(
+        self, chunks: Iterator[list[PreparedWrite]], now: datetime
+    ) -> list[BulkItemResult]:
+        """The writer thread applies each chunk as soon as it is handed over while the event
+        loop prepares the next: SQLite steps its statements without the GIL, so both cores
+        work. One transaction holds every chunk; an error on either side rolls it all back."""
+        handoff: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
+        done: Future[list[BulkItemResult]] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(self._write_chunks(handoff.get, now, big=True))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        # A thread of its own, started now: a worker thread of anyio's would only be handed
+        # the job at the event loop's next turn, after every chunk was prepared.
+        threading.Thread(target=run, name="cairn-bulk-writer", daemon=True).start()
+        writer = asyncio.wrap_future(done)
+        try:
+            for chunk in chunks:
+                handoff.put(chunk)
+        except BaseException:
+            # An error (or a cancellation) while preparing: the writer rolls back, and the
+            # request ends only once it has, so the next write finds the lock free.
+            handoff.put(_ABORT)
+            await asyncio.wait([writer])
+            if not writer.cancelled():
+                writer.exception()  # its _Aborted is the expected answer to this error
+            raise
+        handoff.put(None)
+        return await writer
+
     def _upsert_sync(self, writes: list[PreparedWrite], now: datetime) -> list[BulkItemResult]:
+        return self._write_chunks(iter([writes, None]).__next__, now)
+
+    def _write_chunks(
+        self, next_chunk: Callable[[], _Chunk], now: datetime, big: bool = False
+    ) -> list[BulkItemResult]:
+        """Applies chunks from ``next_chunk`` until it gives None, in one transaction."""
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
-        with self.db.transaction() as conn:
-            state = _BatchState.load(conn, writes)
-            side = _SideRows()
-            for write in writes:
-                results.append(self._apply(conn, write, stamp, side, state))
-            side.insert(conn)
+        with self.db.transaction(big=big) as conn:
+            while (writes := next_chunk()) is not None:
+                if isinstance(writes, _Abort):
+                    raise _Aborted("the bulk request failed before all its items were written")
+                if not writes:
+                    continue
+                # Each chunk reads the rows it needs after the chunks before it inserted
+                # theirs (the same transaction), so names and ids are checked across chunks.
+                state = _BatchState.load(conn, writes)
+                side = _SideRows()
+                for write in writes:
+                    results.append(self._apply(conn, write, stamp, side, state))
+                side.insert(conn)
         return results
 
     def _apply(
@@ -439,10 +529,10 @@ class SQLiteStore:
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
             return BulkItemResult(**base, status="unchanged", revision=row[2])
+        current: dict[str, Any] | None = None
         if row is not None and doc.get("volume"):
-            side.flush(conn)
-            (current,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (row[0],)).fetchone()
-            taken = owner_conflict(doc, orjson.loads(current))
+            current = _stored_doc(conn, side, row[0])
+            taken = owner_conflict(doc, current)
             if taken is not None:
                 return BulkItemResult(**base, status="error", conflict="owner", error=taken)
         if not deleted:
@@ -477,6 +567,7 @@ class SQLiteStore:
             write.content_hash,
             stamp,
             orjson.dumps(stored),
+            doc.get("location"),
         )
         status: BulkStatus
         if row is None:
@@ -488,13 +579,14 @@ class SQLiteStore:
             seq = row[0]
             if not row[3]:
                 side.facets.add(state.tags_of(conn, asset_id, seq), row[6], -1, seq, row[5])
+            # Its side rows are made of the stored document: read before it is replaced.
+            _delete_side_rows(conn, seq, current or _stored_doc(conn, side, seq))
+            conn.execute("DELETE FROM asset_tags WHERE seq = ?", (seq,))
             conn.execute(
                 "UPDATE assets SET name=?, name_lc=?, type=?, deleted=?, revision=?, hash=?,"
-                " updated_at=?, doc=? WHERE seq=?",
+                " updated_at=?, doc=?, location=? WHERE seq=?",
                 (*values, seq),
             )
-            for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
-                conn.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
             vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
@@ -638,6 +730,12 @@ class SQLiteStore:
         if query.q is None:
             return self._search_sync(conn, query, True)
         # A text search costs what its matches cost: rank, count and facets over them all.
+        # With its counts cached, the cached total says how many; otherwise the vocabulary
+        # bounds them.
+        try:
+            return self._search_sync(conn, query, True)
+        except _Unbounded:
+            pass
         if _most_matches(conn, query.q) > HERE_MATCHES:
             raise _Unbounded
         return self._search_sync(conn, query)
@@ -646,7 +744,8 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, query: SearchQuery, bounded: bool = False
     ) -> SearchHits:
         """``bounded``: raise ``_Unbounded`` before any statement whose cost grows with the
-        number of matches (the caller runs the search in a worker thread instead)."""
+        number of matches (the caller runs the search in a worker thread instead); a text
+        search passes only with its counts cached at most HERE_MATCHES."""
         where: list[str] = []
         params: list[Any] = []
         match = fts_query(query.q) if query.q else None
@@ -687,13 +786,26 @@ class SQLiteStore:
             where.append("a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)")
             params.append(int(query.drifted))
 
-        if match is not None:
+        if match is not None and _text_only(query):
+            # Text alone: ranked off the FTS index by itself. A live asset is one not listed
+            # in the (small) partial index of deleted ones, and the exact name is looked up
+            # once, rather than each match's row being probed for both.
+            source = "assets_fts a"
+            where = ["assets_fts MATCH ?", f"a.rowid NOT IN ({DELETED_SEQS})"]
+            params = [match]
+            exact = (query.q or "").strip().lower()
+            key_cols = (
+                f"{BM25} - (CASE WHEN a.rowid IN ({EXACT_SEQS}) THEN {EXACT_NAME_BOOST} ELSE 0 END)"
+            )
+            key_params: list[Any] = [exact]
+            order = ["k1", "seq"]
+        elif match is not None:
             source = f"assets_fts JOIN assets a {BY_SEQ} ON a.seq = assets_fts.rowid"
             where.insert(0, "assets_fts MATCH ?")
             params.insert(0, match)
             exact = (query.q or "").strip().lower()
             key_cols = f"{BM25} - (CASE WHEN a.name_lc = ? THEN {EXACT_NAME_BOOST} ELSE 0 END)"
-            key_params: list[Any] = [exact]
+            key_params = [exact]
             order = ["k1", "seq"]
         else:
             sided = query.tags or query.labels or query.owner or query.drifted is not None
@@ -711,7 +823,8 @@ class SQLiteStore:
         generation = self.db.commits
         count_key = (filter_sql, tuple(params))
         cached = self._counts.get(count_key, generation, query.facets)
-        if bounded and cached is None and not tag_only:
+        unknown = cached is None or (match is not None and cached[0] > HERE_MATCHES)
+        if bounded and not tag_only and unknown:
             raise _Unbounded
 
         # The page's keys first, then the documents of that page only: ranking by reading
@@ -720,7 +833,7 @@ class SQLiteStore:
             inner = "SELECT seq, name_lc AS k1 FROM tag_names WHERE tag = ?"
             page_params: list[Any] = list(query.tags)
         else:
-            inner = f"SELECT a.seq AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
+            inner = f"SELECT a.rowid AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
             page_params = key_params + params
         keys_sql = f"SELECT seq, k1 FROM ({inner})"
         if query.cursor is not None:
@@ -730,11 +843,11 @@ class SQLiteStore:
             page_params += list(query.cursor)
         keys_sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
         page_params += [query.limit + 1, query.offset]
-        page_sql = (
-            f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p JOIN assets d ON d.seq = p.seq"
-            " ORDER BY p.k1, p.seq"
-        )
+        # The page's order is restored here (a key is unique: it ends with seq): sorting in
+        # SQL would copy every document of the page through a sorter.
+        page_sql = f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p JOIN assets d ON d.seq = p.seq"
         rows = conn.execute(page_sql, page_params).fetchall()
+        rows.sort(key=_page_order)
 
         next_cursor = None
         if len(rows) > query.limit:
@@ -743,11 +856,13 @@ class SQLiteStore:
             next_cursor = encode_cursor([last[2], last[0]])
         docs = [r[1] for r in rows]
 
-        matched = f"SELECT a.seq FROM {source} WHERE {filter_sql}"
+        matched = f"SELECT a.rowid FROM {source} WHERE {filter_sql}"
         # Counting facets over a broad match (the home page, a popular tag) costs tens of ms
         # at 100k assets; the counts only change with a write, so keep them until the next one.
         if cached is not None:
-            return SearchHits(docs, cached[0], cached[1] if query.facets else Facets(), next_cursor)
+            if not query.facets:
+                return SearchHits(docs, cached[0], Facets(), next_cursor)
+            return SearchHits(docs, cached[0], cached[1], next_cursor, facets_json=cached[2])
         kept = counted(conn, query.tags[0], FACET_LIMIT) if tag_only else None
         if bounded and kept is None:
             raise _Unbounded  # an asset with too many tags to pair carries the tag
@@ -816,9 +931,9 @@ class SQLiteStore:
             if not locations:
                 return {}
             marks = ",".join("?" * len(locations))
-            # The expression and the WHERE match the partial index assets_location.
+            # The WHERE matches the partial index assets_location.
             rows = conn.execute(
-                f"SELECT doc FROM assets WHERE deleted = 0 AND {LOCATION} IN ({marks})",
+                f"SELECT doc FROM assets WHERE deleted = 0 AND location IN ({marks})",
                 locations,
             ).fetchall()
             found: dict[str, list[Asset]] = {}
@@ -946,6 +1061,43 @@ class SQLiteStore:
             ]
 
         return await self._read(_facets)
+
+
+def _stored_doc(conn: sqlite3.Connection, side: _SideRows, seq: int) -> dict[str, Any]:
+    side.flush(conn)  # the row may be new in this batch
+    (doc,) = conn.execute("SELECT doc FROM assets WHERE seq = ?", (seq,)).fetchone()
+    result: dict[str, Any] = orjson.loads(doc)
+    return result
+
+
+def _delete_side_rows(conn: sqlite3.Connection, seq: int, old: dict[str, Any]) -> None:
+    """Deletes the label, owner and dependency rows ``_SideRows.add`` made of the stored
+    document ``old``, by their keys: these tables keep no index by seq (it cost every insert
+    more than reading the old document costs a rewrite)."""
+    conn.executemany(
+        "DELETE FROM asset_labels WHERE key = ? AND value = ? AND seq = ?",
+        [(k, v, seq) for k, v in searchable_labels(old.get("labels"))],
+    )
+    conn.executemany(
+        "DELETE FROM asset_owners WHERE owner = ? AND seq = ?",
+        [(o, seq) for o in old.get("owners") or ()],
+    )
+    conn.executemany(
+        "DELETE FROM asset_deps WHERE dep = ? AND seq = ?",
+        [(d, seq) for d in old.get("depends_on") or ()],
+    )
+
+
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    """Gives a file from before schema 4 its location column, filled from the documents,
+    and drops the expression index the column replaces and the side tables' seq indexes."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+    if "location" not in columns:
+        conn.execute("ALTER TABLE assets ADD COLUMN location TEXT")
+        conn.execute("UPDATE assets SET location = json_extract(CAST(doc AS TEXT), '$.location')")
+    conn.execute("DROP INDEX IF EXISTS assets_location")
+    for table in ("asset_labels", "asset_owners", "asset_deps"):
+        conn.execute(f"DROP INDEX IF EXISTS {table}_seq")
 
 
 def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:

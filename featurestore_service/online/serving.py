@@ -13,6 +13,7 @@ version.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from cairn.web import parse_json
 from featurestore_service.online.base import OnlineRows, OnlineStore, OnlineTable
 
 PRESENT = "PRESENT"
@@ -86,19 +88,49 @@ def parse_references(features: Any) -> list[Wanted]:
     return list(by_set.values())
 
 
+_INT_TYPE = re.compile(r"(u?)int(8|16|32|64)")
+_INT_TEXT = re.compile(r"-?[0-9]+")
+
+
+def _int_range(dtype: str) -> tuple[int, int]:
+    """The values an Arrow integer type holds (``int8`` ... ``uint64``; 64 bits otherwise)."""
+    match = _INT_TYPE.fullmatch(dtype)
+    bits = int(match.group(2)) if match else 64
+    if match and match.group(1):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _outside(column: str, dtype: str, shown: str) -> InvalidRequest:
+    low, high = _int_range(dtype)
+    return _field(
+        f"entities.{column}",
+        f"{shown} is outside the range of the column's type {dtype} ({low} to {high})",
+    )
+
+
 def _coerce(value: Any, dtype: str, column: str) -> Any:
     """A request's key value as the stored column holds it (ints for int columns)."""
     if "int" in dtype:
-        if isinstance(value, bool):
+        if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+            if len(value) > 24:  # far past 64 bits: not worth converting
+                raise _outside(column, dtype, "the key")
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
             raise _field(f"entities.{column}", f"{value!r} is not an integer key")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            return int(value)
-        raise _field(f"entities.{column}", f"{value!r} is not an integer key")
+        low, high = _int_range(dtype)
+        if not low <= value <= high:
+            # No row holds it, and past 64 bits it could not even be encoded as a key.
+            raise _outside(column, dtype, str(value))
+        return value
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            # The answer echoes the request's keys, and JSON encoders stop at 64 bits.
+            raise _field(
+                f"entities.{column}", f"{value} has more than 64 bits; send the key as a string"
+            )
         return str(value)
     raise _field(f"entities.{column}", f"{value!r} is not a string key")
 
@@ -150,10 +182,9 @@ class OnlineService:
         """The answer's JSON. With ``served``, also fills it with (set name, column count)
         per requested set, in answer order after the entity columns: which set each column
         came from, whether or not names are full (the skew sampler's need)."""
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"The body is not JSON ({exc}); send Feast's request JSON.") from None
+        # Integers past 64 bits stay exact (orjson alone would round them to floats), so a key
+        # the column cannot hold is refused by name rather than looked up as another number.
+        request = parse_json(body)
         if not isinstance(request, dict):
             raise BadRequest('The body must be a JSON object: {"features": [...], "entities": {}}')
         wanted = self._wanted(request.get("features"))

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.routing import BaseRoute
 
+from cairn.collector import collector_paused
 from cairn.errors import BadRequest
 from cairn.models import (
     MAX_LOCATION,
@@ -21,8 +21,8 @@ from cairn.models import (
     TagCount,
 )
 from cairn.openapi import hand_parsed, problems
-from cairn.web import LABEL_PARAMETER, CairnRoute
-from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard, json_body
+from cairn.web import LABEL_PARAMETER, CairnRoute, parse_json
+from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard
 from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
 
@@ -84,17 +84,23 @@ async def put_asset(
     },
 )
 async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> Response:
-    body = await json_body(request)
-    if isinstance(body, dict) and isinstance(body.get("items"), list):
-        body = body["items"]
-    if not isinstance(body, list):
-        raise BadRequest(
-            'Send a JSON array of assets, or {"items": [...]}, to /api/v1/assets/bulk.'
-        )
-    answer = await catalogue.bulk(body)
-    # Encoded by pydantic in one call: a result per item, thousands of them, need no
-    # re-validation against the response model nor the standard library's encoder.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    raw = await request.body()
+    # The parsed body is thousands of containers too: the collector waits until it is freed
+    # (cairn.collector), and Catalogue.bulk keeps it paused over validation and the store.
+    with collector_paused():
+        body = parse_json(raw)
+        if isinstance(body, dict) and isinstance(body.get("items"), list):
+            body = body["items"]
+        if not isinstance(body, list):
+            raise BadRequest(
+                'Send a JSON array of assets, or {"items": [...]}, to /api/v1/assets/bulk.'
+            )
+        answer = await catalogue.bulk(body)
+        # Encoded by pydantic in one call: a result per item, thousands of them, need no
+        # re-validation against the response model nor the standard library's encoder.
+        encoded = answer.model_dump_json()
+        del body, answer
+    return Response(encoded, media_type="application/json")
 
 
 SEARCH_PARAMETERS: list[dict[str, Any]] = [
@@ -155,15 +161,11 @@ SEARCH_PARAMETERS: list[dict[str, Any]] = [
 async def search_assets(request: Request) -> Response:
     # Parameters are parsed by hand: this is the hottest route, and FastAPI's generic
     # parameter machinery cost a third of its time. SEARCH_PARAMETERS documents them.
-    # GET requests are answered before they reach here (api/fast_search.py), the same way.
+    # GET requests are mostly answered before they reach here (api/fast_search.py), with
+    # the same bytes.
     query = parse_search(request.query_params)
     hits = await request.app.state.catalogue.search(query, typos=True)
     return Response(splice_page(hits), media_type="application/json")
-
-
-def search_route() -> BaseRoute:
-    """The search route object (``catalogue_service.api.fast_search`` answers it)."""
-    return next(r for r in router.routes if getattr(r, "endpoint", None) is search_assets)
 
 
 @router.get(
