@@ -369,8 +369,11 @@ def write(steps: list[Step], sizes: Sizes, command: str, rows: int, searches: in
         "`Catalogue.bulk` in slices (one transaction each), ended at 165 MiB and 52 arenas "
         "with slices of 500, 172 and 58 with 1,000, 188 and 73 with 2,500, against 219 and "
         "100 whole (in-process, 2026-12-02 22:06 UTC, load 2.1-2.3; 10-30% more CPU there "
-        "from the extra commits). Validating and preparing a bulk request's items a slice at "
-        "a time inside its one transaction is what would lower the ingest steps further.",
+        "from the extra commits). Bulk requests are now validated and written 500 items at a "
+        "time in one transaction (merged from the ingest work): 103 arenas after the ingest "
+        "instead of 115-118. What still sets the floor is the whole body parsed at once "
+        "(about 16 MB of Python objects for 5,000 items, alive until the request ends) and "
+        "its 5,000 answers.",
     )
     write_section(section)
     return ok
