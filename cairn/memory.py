@@ -15,8 +15,9 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import weakref
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 log = logging.getLogger("cairn.memory")
 
@@ -86,6 +87,32 @@ def free_heap_bytes() -> int | None:
     return None if mallinfo2 is None else int(mallinfo2().fordblks)
 
 
+class HoldsMemory(Protocol):
+    def release_idle_memory(self) -> bool:
+        """Frees caches it can rebuild when it has been idle a while; True if it freed any."""
+        ...
+
+
+# Long-lived objects with caches of their own (SQLite connections' page caches), asked by
+# `trim_while_running` to free them once idle; weakly held, so closing one forgets it.
+_HOLDERS: weakref.WeakSet[HoldsMemory] = weakref.WeakSet()
+
+
+def hold(holder: HoldsMemory) -> None:
+    _HOLDERS.add(holder)
+
+
+def release_idle() -> bool:
+    """Asks every holder to free its idle caches; True if one did."""
+    released = False
+    for holder in list(_HOLDERS):
+        try:
+            released = holder.release_idle_memory() or released
+        except Exception:  # a cache that cannot be shrunk now is asked again next time
+            log.exception("releasing the idle memory of %r failed", holder)
+    return released
+
+
 # What `trim_while_running` lets glibc's heaps keep free before handing it back. A trim walks
 # the heaps: once per large release, not after every request.
 TRIM_FREE_BYTES = 16 * 1024 * 1024
@@ -99,13 +126,21 @@ async def trim_while_running(
 
     Requests and background work (a bulk ingest, a table's profile, an Arrow stream) free what
     they allocated when they end, often after their own ``trim`` ran; glibc keeps it. Reading
-    the free total costs microseconds; the trim runs in a worker thread.
+    the free total costs microseconds; the trim runs in a worker thread. Caches registered
+    with ``hold`` are asked to free themselves first, and a trim follows when one did.
     """
     if free_heap_bytes() is None:
         return
     baseline = 0
     while True:
         await asyncio.sleep(every)
+        released = False
+        if _HOLDERS:
+            released = await asyncio.to_thread(release_idle)
+        if released:
+            await asyncio.to_thread(trim)
+            baseline = free_heap_bytes() or 0
+            continue
         free = free_heap_bytes() or 0
         # Trimmed pages still count as free in the heaps: compare with what was free after
         # the last trim, and follow it down as the free memory is reused.

@@ -13,6 +13,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from cairn import memory
 from cairn.errors import InsufficientStorage, Unavailable
 from cairn.models import label_text
 
@@ -35,6 +37,8 @@ READERS = 4
 # with 64) and 8 MiB per reader keep a service's resident memory down (bench_footprint).
 READER_CACHE_KIB = 8 * 1024
 WRITER_CACHE_KIB = 16 * 1024
+# Writes this long ago with none since: the caches' pages go back (``release_idle_memory``).
+QUIET_SECONDS = 2.0
 # SQLite's default: a commit that leaves the WAL at least this long copies it into the file.
 AUTOCHECKPOINT_PAGES = 1000
 # A checkpoint reads WAL frames and writes pages; it needs no cache of its own to speak of.
@@ -157,6 +161,9 @@ class SQLiteFile:
         # Commits through this object, bumped under the write lock once each is durable.
         self.commits = 0
         self._checkpointer: _Checkpointer | None = None
+        self._last_commit = 0.0
+        self._released_at = 0  # ``commits`` when the caches were last handed back
+        memory.hold(self)
 
     def open(self, schema: str, schema_version: int) -> sqlite3.Connection:
         """Creates the file and its tables if needed; refuses a file from a newer Cairn."""
@@ -281,6 +288,41 @@ class SQLiteFile:
                     ) from exc
                 raise
             self.commits += 1
+            self._last_commit = time.monotonic()
+
+    def release_idle_memory(self) -> bool:
+        """Hands the connections' page caches back once writes have stopped for a while.
+
+        A bulk load fills the writer's cache and the searches after it the readers' (up to
+        48 MiB together, all of it pages the operating system's file cache holds anyway);
+        kept, they stay resident for as long as the service runs. Connections busy now are
+        left alone; the next query re-reads what it needs. Called by ``cairn.memory``'s
+        trimming loop (``cairn up``); True when something was released.
+        """
+        if (
+            self.commits == self._released_at
+            or time.monotonic() - self._last_commit < QUIET_SECONDS
+        ):
+            return False
+        if self._writer is None or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            self._released_at = self.commits
+            self._writer.execute("PRAGMA shrink_memory")
+        finally:
+            self._write_lock.release()
+        # One idle reader at a time, so a query meanwhile still finds the others idle.
+        for conn in list(self._readers):
+            try:
+                self._readers.remove(conn)
+            except ValueError:  # a query took it meanwhile
+                continue
+            try:
+                conn.execute("PRAGMA shrink_memory")
+            finally:
+                # At the bottom: the reader on top (the warm one short reads reuse) stays there.
+                self._readers.insert(0, conn)
+        return True
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs ``fn(conn, *args)`` in one write transaction in a worker thread."""

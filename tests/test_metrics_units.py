@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +17,15 @@ from scipy import stats
 from featurestore_service.metrics.checks import Check, evaluate
 from featurestore_service.metrics.drift import compare
 from featurestore_service.metrics.hll import HyperLogLog
-from featurestore_service.metrics.profile import QUANTILES, profile_table
+from featurestore_service.metrics.profile import (
+    BATCH_ROWS,
+    QUANTILES,
+    ColumnProfiler,
+    profile_batches,
+    profile_parquet,
+    profile_table,
+    sampled,
+)
 from featurestore_service.metrics.stats import chi2_homogeneity, chi2_sf, ks_two_sample, psi
 
 KLL_EPS = 0.0133 * 1.5  # DataSketches' normalised rank error for k=200, with headroom
@@ -226,3 +236,82 @@ def test_epoch_numbers_read_as_the_dates_arrow_gives() -> None:
     assert epoch_unit("timestamp[ms]") == "ms" and epoch_unit("date64[ms]") == "ms"
     assert epoch_unit("double") is None and epoch_unit("") is None
     assert epoch_text(1e300, "day") == "1e+300" and epoch_text(float("nan"), "s") == "nan"
+
+
+def _exact_fields(profile: dict[str, object]) -> list[dict[str, object]]:
+    """A profile's columns without the KLL-based fields (the sketch compacts at random)."""
+    columns = profile["columns"]
+    assert isinstance(columns, list)
+    return [{k: v for k, v in c.items() if k not in ("quantiles", "histogram")} for c in columns]
+
+
+# 140,000 of 150,000 rows: every row group is picked, then rows are drawn from all of them.
+@pytest.mark.parametrize("sample_rows", [0, 140_000])
+def test_parquet_profile_read_column_by_column_matches_batches(
+    tmp_path: Path, sample_rows: int
+) -> None:
+    """profile_parquet reads one column at a time; every column must see the rows (and the
+    sampled rows) a read of whole batches gives it."""
+    rng = np.random.default_rng(11)
+    table = mixed(rng, 150_000).append_column("day", pa.array(np.arange(150_000) % 400, pa.int32()))
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=40_000)  # batches span row groups
+    by_columns = profile_parquet(path, sample_rows=sample_rows, seed=3)
+    handle = pq.ParquetFile(path)
+    batches = handle.iter_batches(batch_size=BATCH_ROWS)
+    if sample_rows:
+        batches = sampled(batches, table.num_rows, sample_rows, 3)
+    by_batches = profile_batches(handle.schema_arrow, batches, rows=table.num_rows)
+    assert by_columns["profiled_rows"] == by_batches["profiled_rows"]
+    assert by_columns["sampled"] is bool(sample_rows)
+    assert _exact_fields(by_columns) == _exact_fields(by_batches)
+
+
+def test_parquet_profile_with_a_repeated_column_name(tmp_path: Path) -> None:
+    """Columns are read by name; a file that names one twice is profiled whole instead."""
+    path = tmp_path / "twice.parquet"
+    table = pa.Table.from_arrays([pa.array([1, 2, 3]), pa.array(["a", "b", "b"])], ["v", "v"])
+    pq.write_table(table, path)
+    profile = profile_parquet(path)
+    assert [c["kind"] for c in profile["columns"]] == ["numeric", "string"]
+    assert profile["columns"][1]["top"] == [
+        {"value": "b", "count": 2},
+        {"value": "a", "count": 1},
+    ]
+
+
+def test_merged_value_counts_match_group_by() -> None:
+    """Frequency tables merge without pyarrow's group_by: same totals, one row per value."""
+    rng = np.random.default_rng(5)
+    profiler = ColumnProfiler("s", pa.string())
+    words = np.array([f"w{i}" for i in range(3000)], dtype=object)
+    chunks = [pa.array(words[rng.integers(0, 3000, 20_000)]) for _ in range(4)]
+    for chunk in chunks:
+        profiler.update(chunk)
+    merged = profiler._merge()
+    expected = (
+        pa.Table.from_pydict({"values": pa.concat_arrays(chunks)})
+        .group_by("values")
+        .aggregate([("values", "count")])
+    )
+    assert dict(zip(merged["values"].to_pylist(), merged["counts"].to_pylist(), strict=True)) == (
+        dict(zip(expected["values"].to_pylist(), expected["values_count"].to_pylist(), strict=True))
+    )
+
+
+def test_profiling_a_parquet_file_leaves_pandas_unloaded(tmp_path: Path) -> None:
+    """pyarrow imports pandas (where installed) for to_numpy, pa.array and group_by; a
+    service that profiles a table would then keep its ~36 MiB for good."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(mixed(np.random.default_rng(2), 100_000), path, row_group_size=30_000)
+    code = (
+        "import sys\n"
+        "from featurestore_service.metrics.profile import profile_parquet\n"
+        f"p = profile_parquet({str(path)!r}, sample_rows=50_000, seed=1)\n"
+        "assert p['columns'][2]['top'], p\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False", out.stderr

@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -91,7 +91,9 @@ class ColumnProfiler:
             self._extend(low_high["min"].as_py(), low_high["max"].as_py())
             column = _as_int64(column)
         values = pc.cast(column.drop_null(), pa.float64(), safe=False)
-        array = values.to_numpy(zero_copy_only=False)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        array = _numpy_view(values, np.float64)
         finite_mask = np.isfinite(array)
         finite = array if finite_mask.all() else array[finite_mask]
         self.nan += int(np.count_nonzero(np.isnan(array)))
@@ -141,13 +143,10 @@ class ColumnProfiler:
 
     def _merge(self) -> pa.Table:
         if not self.parts:
-            return pa.table(
-                {"values": pa.array([], pa.large_string()), "counts": pa.array([], pa.int64())}
-            )
+            return COUNTS_SCHEMA.empty_table()
         merged = pa.concat_tables(self.parts, promote_options="permissive")
         if len(self.parts) > 1:
-            merged = merged.group_by("values").aggregate([("counts", "sum")])
-            merged = merged.rename_columns(["values", "counts"])
+            merged = _summed(merged)
         if len(merged) > TOP_LIMIT:
             order = pc.sort_indices(merged, sort_keys=[("counts", "descending")])
             merged = merged.take(order)
@@ -212,6 +211,42 @@ class ColumnProfiler:
         return out, sketch
 
 
+# What an empty frequency table holds (the value type a merge of several widens to).
+COUNTS_SCHEMA = pa.schema([("values", pa.large_string()), ("counts", pa.int64())])
+
+
+def _summed(counts: pa.Table) -> pa.Table:
+    """One row per distinct value, its counts added up, in order of first appearance.
+
+    Not ``Table.group_by``: that loads pyarrow's query engine and datasets, which import
+    pandas where it is installed (about 36 MiB a service then keeps for good).
+    """
+    encoded = pc.dictionary_encode(counts.column("values").combine_chunks())
+    indices = _numpy_view(encoded.indices, np.int32)
+    weights = _numpy_view(counts.column("counts").combine_chunks(), np.int64)
+    # Float weights add exactly while a value's total stays below 2**53 rows.
+    sums = np.bincount(indices, weights=weights, minlength=len(encoded.dictionary))
+    return pa.table(
+        {
+            "values": encoded.dictionary,
+            "counts": pa.Array.from_buffers(
+                pa.int64(), len(sums), [None, pa.py_buffer(sums.astype(np.int64))]
+            ),
+        }
+    )
+
+
+def _numpy_view(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
+    """A null-free fixed-width array as numpy, without a copy. Not ``Array.to_numpy``: that
+    imports pandas where it is installed."""
+    if len(array) == 0:
+        return np.empty(0, dtype=dtype)
+    width = np.dtype(dtype).itemsize
+    return np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * width
+    )
+
+
 def histogram(kll: kll_doubles_sketch, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
     """Equal-width bins between min and max, their counts read from the sketch's PMF."""
     low, high = float(kll.get_min_value()), float(kll.get_max_value())
@@ -266,6 +301,10 @@ def profile_batches(
         seen += batch.num_rows
         for profiler, column in zip(profilers, batch.columns, strict=True):
             profiler.update(column)
+    return _profile_of(profilers, seen, rows)
+
+
+def _profile_of(profilers: list[ColumnProfiler], seen: int, rows: int | None) -> dict[str, Any]:
     columns = []
     sketches: dict[str, str] = {}
     for profiler in profilers:
@@ -291,11 +330,25 @@ def sampled(
     if rows <= limit:
         yield from batches
         return
-    rate = limit / rows
-    rng = np.random.default_rng(seed)
+    masks = _SampleMasks(rows, limit, seed)
     for batch in batches:
-        mask = rng.random(batch.num_rows) < rate
-        yield batch.filter(pa.array(mask))
+        yield batch.filter(masks.next(batch.num_rows))
+
+
+class _SampleMasks:
+    """The keep-or-drop draws of ``sampled``, batch after batch: row i is kept when the i-th
+    uniform draw of a generator seeded with ``seed`` is below limit / rows, however the rows
+    are split into batches, so every column read apart draws the same rows."""
+
+    def __init__(self, rows: int, limit: int, seed: int):
+        self.rate = limit / rows
+        self.rng = np.random.default_rng(seed)
+
+    def next(self, count: int) -> pa.Array:
+        keep = self.rng.random(count) < self.rate
+        # Built from the bits, not with pa.array(): that imports pandas where it is installed.
+        bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), count, [None, bits])
 
 
 def profile_table(table: pa.Table, *, sample_rows: int = 0, seed: int = 0) -> dict[str, Any]:
@@ -308,7 +361,8 @@ def profile_table(table: pa.Table, *, sample_rows: int = 0, seed: int = 0) -> di
 def profile_parquet(
     source: Path | BinaryIO, *, sample_rows: int = 0, seed: int | None = None
 ) -> dict[str, Any]:
-    """Streams a Parquet file batch by batch: memory is one batch plus the sketches.
+    """Streams a Parquet file one column at a time, batch by batch: memory is one batch of
+    one column plus the sketches.
 
     Past ``sample_rows`` rows, evenly spaced row groups are read until they hold that many
     rows, and each row is then kept with the probability that brings the sample to size: a
@@ -329,13 +383,40 @@ def profile_parquet(
                 if sum(sizes[i] for i in picked) >= sample_rows:
                     break
             groups = sorted(picked)
-        batches: Iterable[pa.RecordBatch] = handle.iter_batches(
-            batch_size=BATCH_ROWS, row_groups=groups
-        )
-        if sample_rows:
-            read = sum(meta.row_group(i).num_rows for i in groups)
-            batches = sampled(batches, read, sample_rows, seed or random.randrange(1 << 30))
-        return profile_batches(handle.schema_arrow, batches, rows=rows)
+        schema = handle.schema_arrow
+        read = sum(meta.row_group(i).num_rows for i in groups)
+        if sample_rows and read > sample_rows:
+            seed = seed or random.randrange(1 << 30)
+        else:
+            sample_rows = 0
+        names = schema.names
+        if not names or len(set(names)) != len(names):
+            # Columns are read by name: a file without any or with a name twice is read whole.
+            batches: Iterable[pa.RecordBatch] = handle.iter_batches(
+                batch_size=BATCH_ROWS, row_groups=groups, use_threads=False
+            )
+            if sample_rows:
+                batches = sampled(batches, read, sample_rows, cast(int, seed))
+            return profile_batches(schema, batches, rows=rows)
+        profilers = [ColumnProfiler(f.name, f.type) for f in schema]
+        seen = 0
+        for profiler in profilers:
+            # A reader decodes every column it reads side by side, each with its own buffers
+            # and pages (about 80 MiB at 64k rows x 20 columns): one column at a time keeps a
+            # few MiB. Each column sees the same batches, and the same sampled rows, as a read
+            # of all columns would give it.
+            masks = _SampleMasks(read, sample_rows, cast(int, seed)) if sample_rows else None
+            seen = 0
+            for batch in handle.iter_batches(
+                batch_size=BATCH_ROWS, row_groups=groups, columns=[profiler.name], use_threads=False
+            ):
+                column = batch.column(0)
+                if masks is not None:
+                    column = column.filter(masks.next(len(column)))
+                seen += len(column)
+                profiler.update(column)
+                del batch, column
+        return _profile_of(profilers, seen, rows)
 
 
 def profile_csv(source: BinaryIO, *, sample_rows: int = 0) -> tuple[dict[str, Any], pa.Table]:
