@@ -75,11 +75,9 @@ def use_returning_pool() -> None:
     and glibc's malloc 68-87 MiB; behind ``cairn up`` after a table's profile and two Arrow
     GETs the process held 256 MiB with mimalloc against 284 MiB with jemalloc
     (bench_footprint)."""
-    try:
-        pool = pa.mimalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowException):
-        return  # a pyarrow built without mimalloc: release_memory still trims the default
-    pa.set_memory_pool(pool)
+    # A pyarrow built without mimalloc keeps its default; release_memory still trims it.
+    if "mimalloc" in pa.supported_memory_backends():
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
 
 
 def release_memory() -> None:
