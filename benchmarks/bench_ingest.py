@@ -629,11 +629,14 @@ def _where_sqlite(f: IngestFigures) -> list[str]:
         f"- At {steps:.0f} µs of CPU per asset one core does at most {1e6 / steps:,.0f} "
         "assets/s. The catalogue splits a request into chunks of 500 items: a writer thread "
         "applies one chunk while the event loop parses and validates the next. SQLite's "
-        "statements run without the GIL, the rest of the steps hold it, so with two free cores "
-        f"the ceiling is about {1e6 / max(python, 1.0):,.0f} assets/s (1e6 / the "
+        "statements run without the GIL, the rest of the steps hold it, so with perfect overlap "
+        f"two cores would allow about {1e6 / max(python, 1.0):,.0f} assets/s (1e6 / the "
         f"{python:.0f} µs of Python per asset; SQLite's statements, commit and checkpoint, "
-        f"{steps - python:.0f} µs, run beside it, less the parameters `executemany` binds under "
-        "the GIL). The headline's catalogue cores say how much of that overlap the run got.",
+        f"{steps - python:.0f} µs, beside it). In practice they hardly overlap: `executemany` "
+        "gives up the GIL for each row's few microseconds of SQLite and then waits for it while "
+        "the event loop validates, so the catalogue's process stays near one core (the "
+        "headline's catalogue cores; an in-process probe of 2026-12-02 measured 1.00 cores and "
+        "3% more assets/s than writing each request in one piece).",
         f"- Each batch's commit took {commit_ms:.0f} ms of wall time here (WAL pages written "
         "and fsync'd; `synchronous=FULL`), not counted in the CPU above; copying the WAL into "
         "the database file happens after the commit in a background thread.",

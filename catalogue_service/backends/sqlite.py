@@ -457,8 +457,10 @@ class SQLiteStore:
         self, chunks: Iterator[list[PreparedWrite]], now: datetime
     ) -> list[BulkItemResult]:
         """The writer thread applies each chunk as soon as it is handed over while the event
-        loop prepares the next: SQLite steps its statements without the GIL, so both cores
-        work. One transaction holds every chunk; an error on either side rolls it all back."""
+        loop prepares the next. One transaction holds every chunk; an error on either side
+        rolls it all back. SQLite steps its statements without the GIL, but the writer needs
+        it back after every row while the event loop holds it to validate, so the two seldom
+        run at once: the chunks bound the request's memory more than they save time."""
         handoff: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
         done: Future[list[BulkItemResult]] = Future()
 
