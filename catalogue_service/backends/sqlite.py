@@ -788,6 +788,8 @@ class SQLiteStore:
             where.append("a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)")
             params.append(int(query.drifted))
 
+        # Text ranks by score, the exact name first; anything else by name.
+        key_params: list[Any] = [(query.q or "").strip().lower()] if match is not None else []
         if match is not None and _text_only(query):
             # Text alone: ranked off the FTS index by itself. A live asset is one not listed
             # in the (small) partial index of deleted ones, and the exact name is looked up
@@ -795,20 +797,14 @@ class SQLiteStore:
             source = "assets_fts a"
             where = ["assets_fts MATCH ?", f"a.rowid NOT IN ({DELETED_SEQS})"]
             params = [match]
-            exact = (query.q or "").strip().lower()
             key_cols = (
                 f"{BM25} - (CASE WHEN a.rowid IN ({EXACT_SEQS}) THEN {EXACT_NAME_BOOST} ELSE 0 END)"
             )
-            key_params: list[Any] = [exact]
-            order = ["k1", "seq"]
         elif match is not None:
             source = f"assets_fts JOIN assets a {BY_SEQ} ON a.seq = assets_fts.rowid"
             where.insert(0, "assets_fts MATCH ?")
             params.insert(0, match)
-            exact = (query.q or "").strip().lower()
             key_cols = f"{BM25} - (CASE WHEN a.name_lc = ? THEN {EXACT_NAME_BOOST} ELSE 0 END)"
-            key_params = [exact]
-            order = ["k1", "seq"]
         else:
             sided = query.tags or query.labels or query.owner or query.drifted is not None
             if by_name:
@@ -819,8 +815,6 @@ class SQLiteStore:
             else:
                 source = "assets a"
             key_cols = "a.name_lc"
-            key_params = []
-            order = ["k1", "seq"]
         filter_sql = " AND ".join(where) or "1"
         generation = self.db.commits
         count_key = (filter_sql, tuple(params))
@@ -843,7 +837,7 @@ class SQLiteStore:
                 raise InvalidCursor("The cursor does not belong to this kind of search.")
             keys_sql += " WHERE (k1, seq) > (?, ?)"
             page_params += list(query.cursor)
-        keys_sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
+        keys_sql += " ORDER BY k1, seq LIMIT ? OFFSET ?"
         page_params += [query.limit + 1, query.offset]
         # The page's order is restored here (a key is unique: it ends with seq): sorting in
         # SQL would copy every document of the page through a sorter.
