@@ -32,7 +32,7 @@ import orjson
 from cairn.collector import collector_paused
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
-from crawler.pipeline import PushThread, Stage, WorkPool
+from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
@@ -191,7 +191,7 @@ class Tree:
 
     def first_data_file_below(self, directory: str) -> Entry | None:
         for d in self.dirs_below(directory):
-            found = _schema_candidate(sorted(self.files_by_dir.get(d, ()), key=lambda f: f.name))
+            found = self.data_files(d)[1]
             if found:
                 return next(f for f in self.files_by_dir[d] if f.path == found)
         return None
@@ -552,10 +552,9 @@ def _parse_one(volume: Volume, path: str, schema_file: str | None = None) -> Par
     return ParsedManifest(path, docs, problems, schema)
 
 
-def _parse_chunk(jobs: list[str | tuple[str, Any]]) -> list[ParsedManifest]:
+def _parse_chunk(jobs: list[Job]) -> list[ParsedManifest]:
     assert _worker_volume is not None
-    volume = _worker_volume
-    return [_parse_one(volume, j) if type(j) is str else _parse_one(volume, *j) for j in jobs]
+    return run_jobs(_parse_one, _worker_volume, jobs)
 
 
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
@@ -587,12 +586,9 @@ def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
         return f.read(CSV_HEAD_BYTES)
 
 
-def _schema_chunk(jobs: list[str | tuple[str, Any]]) -> list[SchemaRead]:
+def _schema_chunk(jobs: list[Job]) -> list[SchemaRead]:
     assert _worker_volume is not None
-    return [
-        _read_schema(_worker_volume, j) if type(j) is str else _read_schema(_worker_volume, *j)
-        for j in jobs
-    ]
+    return run_jobs(_read_schema, _worker_volume, jobs)
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:

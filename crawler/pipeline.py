@@ -149,8 +149,8 @@ class WorkPool:
         if job is None:
             # A small crawl: computed here, when first needed.
             hint = self._buffered[stage].pop(path)
-            one_fn = self.stages[stage].one_fn
-            result = one_fn(self.volume, path) if hint is None else one_fn(self.volume, path, hint)
+            asked: Job = path if hint is None else (path, hint)
+            (result,) = run_jobs(self.stages[stage].one_fn, self.volume, [asked])
         else:
             future, index = job
             result = future.result()[index]
@@ -207,14 +207,15 @@ class WorkPool:
         spec = self.stages[stage]
         future: Future[list[Any]]
         if self._remote:
-            future = self._executor.submit(_run_here, spec.one_fn, self.volume, jobs)
+            future = self._executor.submit(run_jobs, spec.one_fn, self.volume, jobs)
         else:
             future = self._executor.submit(spec.chunk_fn, jobs)
         for index, path in enumerate(buffered):
             self._jobs[(stage, path)] = (future, index)
 
 
-def _run_here(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:
+def run_jobs(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:
+    """``one_fn`` of each job on ``volume``: (volume, path), or (volume, path, hint)."""
     return [one_fn(volume, j) if type(j) is str else one_fn(volume, *j) for j in jobs]
 
 
