@@ -19,6 +19,7 @@ import operator
 import os
 import posixpath
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -506,6 +507,11 @@ def _init_worker(volume_url: str) -> None:
     # it again and again would cost CPU and copy the parent's pages into each worker.
     gc.freeze()
     gc.enable()
+    # pyarrow imports numpy whenever it can, though reading a Parquet footer never uses it:
+    # that was half of pyarrow's import, about 60 ms of CPU and 12 MiB in every worker of
+    # every crawl. Kept out here, where nothing else runs; a worker that already has numpy
+    # (from a fork server's preload) keeps it.
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     _worker_volume = open_volume(volume_url)
 
 
@@ -768,7 +774,12 @@ class Crawler:
                 deletions: list[dict[str, Any]] = []
                 pending: dict[str, Pending] = {}
                 sender = _Sender(
-                    pusher, self.settings.crawl_batch_size, self.progress, report, pending
+                    pusher,
+                    self.settings.crawl_batch_size,
+                    self.progress,
+                    report,
+                    pending,
+                    crawled_at=now.isoformat(),
                 )
                 try:
                     with _gc_paused():
@@ -779,7 +790,6 @@ class Crawler:
                             work,
                             previous,
                             report,
-                            now,
                             upserts,
                             pending,
                             sender if stream else None,
@@ -859,7 +869,6 @@ class Crawler:
         work: WorkPool,
         previous: dict[str, ManifestState],
         report: CrawlReport,
-        now: datetime,
         upserts: list[dict[str, Any]],
         pending: dict[str, Pending],
         sender: _Sender | None,
@@ -867,7 +876,6 @@ class Crawler:
         """Turns parsed manifests into asset documents, in path order: those that changed go
         to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
         to save once the push succeeded goes to ``pending``."""
-        crawled_at = now.isoformat()
         # Worker processes on a local volume open the file anyway: sizes only help remote reads.
         remote = not volume.url.startswith("file:")
         staged: deque[_Staged] = deque()
@@ -877,9 +885,7 @@ class Crawler:
             # Manifests are finished in order, each once its schemas are read.
             while staged and (wait or all(work.done("schemas", f) for f in staged[0].files)):
                 item = staged.popleft()
-                self._finish(
-                    volume, item, work, tree, previous, report, crawled_at, pending, warned
-                )
+                self._finish(volume, item, work, tree, previous, report, pending, warned)
                 # Listed before any is sent: a failed push knows all of them went unsent.
                 upserts.extend(item.changed)
                 for doc in item.changed:
@@ -933,7 +939,6 @@ class Crawler:
         tree: Tree,
         previous: dict[str, ManifestState],
         report: CrawlReport,
-        crawled_at: str,
         pending: dict[str, Pending],
         warned: set[str],
     ) -> None:
@@ -964,7 +969,9 @@ class Crawler:
             if old_hashes.get(doc["id"]) == content:
                 report.unchanged += 1
             else:
-                item.changed.append({**doc, "crawled_at": crawled_at})
+                # The state's own dict: the push adds crawled_at to the copy it sends, so
+                # 10k manifests no longer hold a second dict per asset until the crawl ends.
+                item.changed.append(doc)
             new_docs.append(doc)
         if not clean and old is not None:
             # Assets of a broken document are kept until the file is fixed or removed.
@@ -1110,8 +1117,11 @@ class _Sender:
         progress: Progress | None,
         report: CrawlReport,
         pending: dict[str, Pending],
+        *,
+        crawled_at: str,
     ) -> None:
         self._pusher = pusher
+        self._crawled_at = crawled_at
         self._batch_size = batch_size
         self._progress = progress
         self._report = report
@@ -1154,7 +1164,7 @@ class _Sender:
 
     def _flush(self) -> None:
         if self._thread is None:
-            self._thread = PushThread(self._pusher)
+            self._thread = PushThread(self._pusher, {"crawled_at": self._crawled_at})
         batch, self._batch = self._batch, []
         self._thread.send(batch)
         self._apply()
