@@ -584,7 +584,29 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, fields, warning
+    return path, _shared_columns(fields), warning
+
+
+# Columns repeat from file to file (id, created_at, ...): each distinct one is one dict, reused,
+# so a chunk of results pickles it once and the crawler holds it once, not once per asset
+# (about a fifth of what a cold crawl of 10k manifests kept until its end). Nothing changes a
+# column once read. Bounded: column names come from anyone's files.
+_COLUMNS: dict[tuple[tuple[str, str | bool], ...], Column] = {}
+_COLUMNS_MAX = 4096
+
+
+def _shared_columns(fields: list[Column]) -> list[Column]:
+    cache = _COLUMNS
+    out = []
+    for column in fields:
+        key = tuple(column.items())
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= _COLUMNS_MAX:
+                cache.clear()
+            found = cache[key] = column
+        out.append(found)
+    return out
 
 
 def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
