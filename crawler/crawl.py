@@ -1258,5 +1258,8 @@ def _schema_candidate(files: list[Entry]) -> str | None:
 
 
 def _content_hash(doc: dict[str, Any]) -> str:
-    body = {k: v for k, v in doc.items() if k not in ("crawled_at", "_hash")}
+    # A crawl hashes each document before either field is set: then no copy is needed.
+    body = doc
+    if "crawled_at" in doc or "_hash" in doc:
+        body = {k: v for k, v in doc.items() if k not in ("crawled_at", "_hash")}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()

