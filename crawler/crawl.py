@@ -508,7 +508,7 @@ def _init_worker(volume_url: str) -> None:
     gc.freeze()
     gc.enable()
     # pyarrow imports numpy whenever it can, though reading a Parquet footer never uses it:
-    # that was half of pyarrow's import, about 60 ms of CPU and 12 MiB in every worker of
+    # that was half of pyarrow's import, 40-70 ms of CPU and 12 MiB in every worker of
     # every crawl. Kept out here, where nothing else runs; a worker that already has numpy
     # (from a fork server's preload) keeps it.
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
@@ -589,8 +589,8 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
 
 # Columns repeat from file to file (id, created_at, ...): each distinct one is one dict, reused,
 # so a chunk of results pickles it once and the crawler holds it once, not once per asset
-# (about a fifth of what a cold crawl of 10k manifests kept until its end). Nothing changes a
-# column once read. Bounded: column names come from anyone's files.
+# (14 MiB of the crawler's peak on the 10k-manifest bench tree). Nothing changes a column
+# once read. Bounded: column names come from anyone's files.
 _COLUMNS: dict[tuple[tuple[str, str | bool], ...], Column] = {}
 _COLUMNS_MAX = 4096
 
