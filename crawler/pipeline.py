@@ -222,8 +222,13 @@ def run_jobs(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:
 class PushThread:
     """Sends batches from a thread; answers come back in order through ``answers()``."""
 
-    def __init__(self, pusher: CataloguePusher, depth: int = 2) -> None:
+    def __init__(
+        self, pusher: CataloguePusher, stamp: dict[str, Any] | None = None, depth: int = 2
+    ) -> None:
         self._pusher = pusher
+        # Fields every item is sent with unless it has its own (a crawl's crawled_at): added
+        # to the copy sent, so the crawl keeps one dict per asset, not one more with them.
+        self._stamp = stamp or {}
         self._todo: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=depth)
         self._answers: queue.SimpleQueue[tuple[list[dict[str, Any]], Any]] = queue.SimpleQueue()
         # CatalogueUnreachable after every retry; anything else is a bug, re-raised all the same
@@ -263,10 +268,19 @@ class PushThread:
                 return
             if self.error is not None:
                 continue  # drained, never sent: the crawl re-sends it next time
-            wire = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+            wire = [_on_the_wire(d, self._stamp) for d in batch]
             try:
                 result = self._pusher.bulk(wire)
             except Exception as exc:  # handed to the crawl's thread, raised there
                 self.error = exc
                 continue
             self._answers.put((batch, result))
+
+
+def _on_the_wire(item: dict[str, Any], stamp: dict[str, Any]) -> dict[str, Any]:
+    """What is sent of ``item``: without its state-only ``_hash``, with ``stamp``'s fields."""
+    sent = item.copy()  # a copy in C, then one key out: a comprehension costs 3x as much
+    sent.pop("_hash", None)
+    for key, value in stamp.items():
+        sent.setdefault(key, value)
+    return sent

@@ -373,6 +373,29 @@ def test_dotdot_and_absolute_paths_are_rejected(tmp_path: Path, root: Path) -> N
         normalize_relpath("a\x00b")
 
 
+@pytest.mark.parametrize(
+    ("path", "canonical"),
+    [
+        ("a/b.yaml", "a/b.yaml"),
+        ("a/.hidden/b", "a/.hidden/b"),
+        (".hidden", ".hidden"),
+        ("a./b..", "a./b.."),
+        ("./a", "a"),
+        ("a/.", "a"),
+        ("a/", "a"),
+        ("a//b", "a/b"),
+        ("a/b/..", "a"),
+        ("..a/b", "..a/b"),
+    ],
+)
+def test_relative_paths_come_back_canonical(path: str, canonical: str) -> None:
+    # Paths already canonical are handed back as they are; the others are rebuilt.
+    assert normalize_relpath(path) == canonical
+    for climbing in ("..", "a/../..", "./.."):
+        with pytest.raises(PathOutsideVolume):
+            normalize_relpath(climbing)
+
+
 # -- registry ------------------------------------------------------------------------------
 
 

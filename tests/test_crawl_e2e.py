@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,10 @@ def crawl(
     return result.returncode, json.loads(result.stdout)
 
 
+def crawled_at(asset: dict) -> datetime:
+    return datetime.fromisoformat(asset["crawled_at"])
+
+
 def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
@@ -76,6 +81,8 @@ def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_pr
     assert daily["depends_on"] == ["sales_raw"]  # Mastro alias accepted
     assert [c["name"] for c in daily["schema"]] == ["day", "store_id", "amount"]  # from the CSV
     assert daily["format"] == "csv" and daily["size_bytes"] > 0
+    # Stamped with the crawl's start as it is sent (the crawl state keeps no such field).
+    assert crawled_at(daily) == datetime.fromisoformat(report["started_at"])
     assert (
         daily["location"].startswith("file://")
         and daily["manifest_path"] == "gold/daily/MANIFEST.yaml"
@@ -108,6 +115,12 @@ def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_pr
     assert [i["name"] for i in search(base, q="refunds")["items"]] == ["sales_daily"]
     gone = httpx.get(base + "/api/v1/assets/by-name/sales_raw").json()
     assert gone["deleted"] is True  # soft delete: still there, marked
+    now = datetime.fromisoformat(changed["started_at"])
+    assert crawled_at(gone) == now
+    assert crawled_at(httpx.get(base + "/api/v1/assets/by-name/sales_daily").json()) == now
+    # Unchanged: not sent again, so it keeps the first crawl's stamp.
+    stores = httpx.get(base + "/api/v1/assets/by-name/stores").json()
+    assert crawled_at(stores) == datetime.fromisoformat(report["started_at"])
     assert "sales_raw" not in {i["name"] for i in search(base, q="sales")["items"]}
 
     code, last = crawl(volume, catalogue_process)
@@ -410,11 +423,25 @@ def test_large_crawl_parses_in_worker_processes(tmp_path: Path, catalogue_proces
     count = PARALLEL_THRESHOLD + 50
     for i in range(count):
         write(volume / f"d{i // 100}/a{i}/MANIFEST.yaml", f"name: asset_{i}\ntype: dataset\n")
-        write(volume / f"d{i // 100}/a{i}/data.csv", "id,score\n1,0.5\n")
+        if i % 10 == 3:
+            # Parquet footers are read in the workers too, where pyarrow runs without numpy.
+            table = pa.table(
+                {"key": pa.array([i], pa.int32()), "at": pa.array([None], pa.date32())}
+            )
+            pq.write_table(table, volume / f"d{i // 100}/a{i}/part-0.parquet")
+        else:
+            write(volume / f"d{i // 100}/a{i}/data.csv", "id,score\n1,0.5\n")
     write(volume / "bad/MANIFEST.yaml", "name: [unclosed\n")
     code, report = crawl(volume, catalogue_process)
     assert code == 2 and report["created"] == count
     assert [e["path"] for e in report["errors"]] == ["bad/MANIFEST.yaml"]
     sample = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/asset_417").json()
     assert [c["name"] for c in sample["schema"]] == ["id", "score"]
+    assert crawled_at(sample) == datetime.fromisoformat(report["started_at"])
+    from_parquet = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/asset_413").json()
+    assert [(c["name"], c["type"]) for c in from_parquet["schema"]] == [
+        ("key", "int32"),
+        ("at", "date32"),
+    ]
+    assert from_parquet["format"] == "parquet"
     assert search(catalogue_process.url, limit=1)["total"] == count

@@ -332,3 +332,22 @@ def test_a_crawl_leaves_the_collector_on_with_nothing_frozen(
     with pytest.raises(CrawlFailed):
         unreachable.crawl(str(tmp_path / "vol"))
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_schema_reads_share_each_distinct_column(tmp_path: Path) -> None:
+    import pickle
+
+    (tmp_path / "a.csv").write_text("id,name\n1,x\n")
+    (tmp_path / "b.csv").write_text("id,other\n2,y\n")
+    volume = LocalVolume(tmp_path)
+    _, a, _ = _read_schema(volume, "a.csv")
+    _, b, _ = _read_schema(volume, "b.csv")
+    assert a == [
+        {"name": "id", "type": "int64", "nullable": False},
+        {"name": "name", "type": "string", "nullable": False},
+    ]
+    assert b is not None and b[0] == a[0] and b[1]["name"] == "other"
+    # One dict for the same column: what a worker sends back pickles it once.
+    assert a[0] is b[0] and a[1] is not b[1]
+    back_a, back_b = pickle.loads(pickle.dumps([a, b]))
+    assert back_a[0] is back_b[0] and (back_a, back_b) == (a, b)
