@@ -50,6 +50,7 @@ FIRST = [
     asset("kept", tags=["a", "b"], labels={"zone": "gold"}),
     asset("changed", tags=["a"], owners=["o@example.com"]),
     asset("to_delete", id="del-1", tags=["b"]),
+    asset("late", tags=["a", "c"], labels={"zone": "gold", "tier": 1}, owners=["q@example.com"]),
 ]
 # 17 items in 5 chunks of 4: conflicts reach across chunks.
 MIXED = [
@@ -70,6 +71,9 @@ MIXED = [
     asset("fresh_14", id="f-14", description="last chunk"),
     asset("fresh_15", id="f-15", tags=["c", "a"]),
     asset("fresh_16", id="f-16", type="table"),
+    # Rewritten in the last chunk, after earlier chunks' new assets (whose side rows and tag
+    # counts are not written yet) share its old and new tags.
+    asset("late", tags=["c", "d"], labels={"zone": "silver"}, depends_on=["fresh_0"]),
 ]
 
 
@@ -132,6 +136,7 @@ def test_chunked_bulk_equals_one_piece(tmp_path: Path, monkeypatch: pytest.Monke
         "created",
         "created",
         "created",
+        "updated",
     ]
     # The conflicts were found across chunks, each naming the other item or asset.
     assert chunked[5]["conflict"] == "name" and "f-0" in chunked[5]["error"]
