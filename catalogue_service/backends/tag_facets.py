@@ -19,40 +19,55 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from typing import Any
 
 from cairn.models import Facets
 
 PAIRED_TAGS = 32
 WIDE = ""
+# (tag, lower-cased name, seq): an asset's row in tag_names.
+_NameKey = tuple[str, str, int]
 
 
 class TagFacets:
     """The changes one write batch makes to the tables, applied with one statement each."""
 
     def __init__(self) -> None:
-        self.pairs: Counter[tuple[str, str]] = Counter()
-        self.types: Counter[tuple[str, str]] = Counter()
-        self.names: Counter[tuple[str, str, int]] = Counter()
+        # The keys each asset counts in (``added``) and out (``removed``), listed as the batch
+        # goes and counted once in ``apply``: a bulk write counts every new asset's keys, and
+        # counting one long list is done in C where a Counter update per key is not.
+        self.added: tuple[list[tuple[str, str]], list[tuple[str, str]], list[_NameKey]] = (
+            [],
+            [],
+            [],
+        )
+        self.removed: tuple[list[tuple[str, str]], list[tuple[str, str]], list[_NameKey]] = (
+            [],
+            [],
+            [],
+        )
 
     def add(self, tags: list[str], asset_type: str, sign: int, seq: int, name: str) -> None:
         """Counts a live asset in (``sign`` 1) or out (-1)."""
-        pairs, types, names = self.pairs, self.types, self.names
-        wide = len(tags) > PAIRED_TAGS
+        pairs, types, names = self.added if sign > 0 else self.removed
         name_lc = name.lower()
-        for tag in tags:
-            types[tag, asset_type] += sign
-            names[tag, name_lc, seq] += sign
-            if wide:
-                pairs[tag, tag] += sign
-                pairs[tag, WIDE] += sign
-            else:
-                for other in tags:
-                    pairs[tag, other] += sign
+        types += [(tag, asset_type) for tag in tags]
+        names += [(tag, name_lc, seq) for tag in tags]
+        if len(tags) > PAIRED_TAGS:
+            pairs += [(tag, tag) for tag in tags]
+            pairs += [(tag, WIDE) for tag in tags]
+        else:
+            pairs += [(tag, other) for tag in tags for other in tags]
+
+    def _net(self, kind: int) -> Counter[Any]:
+        counts = Counter(self.added[kind])
+        counts.subtract(self.removed[kind])
+        return counts
 
     def apply(self, conn: sqlite3.Connection) -> None:
         for table, column, counts in (
-            ("tag_pairs", "other", self.pairs),
-            ("tag_types", "type", self.types),
+            ("tag_pairs", "other", self._net(0)),
+            ("tag_types", "type", self._net(1)),
         ):
             changed = [(a, b, n) for (a, b), n in counts.items() if n]
             conn.executemany(
@@ -65,13 +80,14 @@ class TagFacets:
                 [(a, b) for a, b, n in changed if n < 0],
             )
         # An asset is listed under a tag at most once, so the net change is -1, 0 or 1.
+        names = self._net(2)
         conn.executemany(
             "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
-            [key for key, n in self.names.items() if n < 0],
+            [key for key, n in names.items() if n < 0],
         )
         conn.executemany(
             "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)",
-            [key for key, n in self.names.items() if n > 0],
+            [key for key, n in names.items() if n > 0],
         )
 
     @staticmethod
