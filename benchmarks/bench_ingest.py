@@ -236,11 +236,10 @@ def _statement_kind(sql: str) -> str:
     """A statement's verb and table (``INSERT asset_tags``), to add up its CPU by kind."""
     words = sql.replace("(", " ").split()
     verb = words[0].upper() if words else "?"
-    for marker in ("INTO", "FROM", "UPDATE"):
-        if marker in (w.upper() for w in words[:6]):
-            index = [w.upper() for w in words].index(marker)
-            if index + 1 < len(words):
-                return f"{verb} {words[index + 1]}"
+    upper = [w.upper() for w in words]
+    for index, word in enumerate(upper[:-1]):
+        if word in ("INTO", "FROM", "UPDATE"):
+            return f"{verb} {words[index + 1]}"
     return verb
 
 
