@@ -73,11 +73,18 @@ def _check_text(value: str, what: str, limit: int) -> str:
 def searchable_labels(labels: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The (key, text) pairs a label filter can match: scalar values only (a nested map or
     list is kept and shown, not searched)."""
-    return [
-        (k, v if type(v) is str else label_text(v))
-        for k, v in (labels or {}).items()
-        if not isinstance(v, dict | list)
-    ]
+    pairs = []
+    # Every write runs this over every label: exact type tests settle the usual values
+    # (text, flags) without the isinstance checks ``label_text`` makes.
+    for key, value in (labels or {}).items():
+        kind = type(value)
+        if kind is str:
+            pairs.append((key, value))
+        elif kind is bool:
+            pairs.append((key, "true" if value else "false"))
+        elif not isinstance(value, dict | list):
+            pairs.append((key, label_text(value)))
+    return pairs
 
 
 def label_text(value: Any) -> str:

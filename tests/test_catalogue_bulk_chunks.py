@@ -20,6 +20,7 @@ import pytest
 import cairn.sqlite
 import catalogue_service.service as service
 from cairn.collector import collector_paused
+from cairn.models import searchable_labels
 from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
 from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -354,7 +355,7 @@ def test_a_version_three_file_gets_its_location_column(tmp_path: Path) -> None:
 
 def _text(value: Any) -> str | None:
     """A label value as a label filter matches it; None for a nested one (not searchable)."""
-    if isinstance(value, dict):
+    if isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -405,3 +406,28 @@ def test_a_rewrite_replaces_its_side_rows_exactly(tmp_path: Path) -> None:
             assert _rows(writer, "SELECT dep, seq FROM asset_deps") == want_deps
     finally:
         asyncio.run(store.close())
+
+
+def test_searchable_labels_are_the_scalars_as_label_filters_read_them() -> None:
+    labels = {
+        "zone": "gold",
+        "pii": True,
+        "open": False,
+        "tier": 1,
+        "ratio": 0.5,
+        "none": None,
+        "map": {"a": 1},
+        "list": [1, 2],
+    }
+    assert searchable_labels(labels) == [
+        (key, text) for key, value in labels.items() if (text := _text(value)) is not None
+    ]
+    assert searchable_labels(labels) == [
+        ("zone", "gold"),
+        ("pii", "true"),
+        ("open", "false"),
+        ("tier", "1"),
+        ("ratio", "0.5"),
+        ("none", ""),
+    ]
+    assert searchable_labels(None) == []
