@@ -143,8 +143,30 @@ def _nested_label(value: Any) -> Any:
 AssetLabelValue = Annotated[LabelValue | dict[str, Any] | list[Any], AfterValidator(_nested_label)]
 
 
+def _plain_labels(values: dict[str, Any]) -> bool:
+    """Whether every label value surely passes ``check_labels``: text checked as one string,
+    numbers by exact type. Anything else (or a failure) leaves it to the item-by-item check,
+    which names the first bad label."""
+    texts = []
+    for value in values.values():
+        kind = type(value)
+        if kind is str:
+            texts.append(value)
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif not (kind is bool or value is None or kind is dict or kind is list):
+            return False
+    return not texts or (max(map(len, texts)) <= MAX_SHORT and not _CONTROL.search("".join(texts)))
+
+
 def check_labels(values: dict[str, Any]) -> dict[str, Any]:
     _check_texts(list(values), "a label key", MAX_SHORT)
+    if _plain_labels(values):
+        return values
     for key, value in values.items():
         if isinstance(value, str):
             _check_text(value, f"label {key!r}", MAX_SHORT)

@@ -20,7 +20,7 @@ import pytest
 import cairn.sqlite
 import catalogue_service.service as service
 from cairn.collector import collector_paused
-from cairn.models import searchable_labels
+from cairn.models import check_labels, searchable_labels
 from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
 from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -431,3 +431,25 @@ def test_searchable_labels_are_the_scalars_as_label_filters_read_them() -> None:
         ("none", ""),
     ]
     assert searchable_labels(None) == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"zone": "gold", "note": "a\x00b"}, "label 'note' must not contain control characters"),
+        ({"zone": "x" * 1025}, "label 'zone' is 1025 characters long; the limit is 1024"),
+        ({"tier": 2**63, "zone": "x" * 1025}, "label 'tier' is outside the 64-bit integer range"),
+        ({"ok": 1.5, "ratio": float("inf")}, "label 'ratio' must be a finite number"),
+        ({"zone": "x" * 1025, "tier": 2**63}, "label 'zone' is 1025 characters long"),
+    ],
+)
+def test_a_bad_label_value_is_named_first_come_first_named(
+    labels: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_labels(labels)
+
+
+def test_plain_label_values_pass_as_they_are() -> None:
+    labels = {"zone": "gold", "tier": 2**63 - 1, "ratio": -0.5, "pii": False, "none": None}
+    assert check_labels({**labels, "map": {"a": [1]}}) == {**labels, "map": {"a": [1]}}
