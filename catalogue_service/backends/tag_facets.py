@@ -19,55 +19,58 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cairn.models import Facets
 
 PAIRED_TAGS = 32
 WIDE = ""
-# (tag, lower-cased name, seq): an asset's row in tag_names.
-_NameKey = tuple[str, str, int]
+
+K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class _Keys:
+    """Keys of the three tables, one entry per asset counted (in or out) under each."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    types: list[tuple[str, str]] = field(default_factory=list)
+    names: list[tuple[str, str, int]] = field(default_factory=list)  # (tag, name_lc, seq)
+
+
+def _net(added: list[K], removed: list[K]) -> Counter[K]:
+    counts = Counter(added)
+    counts.subtract(removed)
+    return counts
 
 
 class TagFacets:
     """The changes one write batch makes to the tables, applied with one statement each."""
 
     def __init__(self) -> None:
-        # The keys each asset counts in (``added``) and out (``removed``), listed as the batch
-        # goes and counted once in ``apply``: a bulk write counts every new asset's keys, and
-        # counting one long list is done in C where a Counter update per key is not.
-        self.added: tuple[list[tuple[str, str]], list[tuple[str, str]], list[_NameKey]] = (
-            [],
-            [],
-            [],
-        )
-        self.removed: tuple[list[tuple[str, str]], list[tuple[str, str]], list[_NameKey]] = (
-            [],
-            [],
-            [],
-        )
+        # Listed as the batch goes and counted once in ``apply``: a bulk write counts every
+        # new asset's keys, and counting one long list runs in C where a Counter update per
+        # key does not.
+        self.added = _Keys()
+        self.removed = _Keys()
 
     def add(self, tags: list[str], asset_type: str, sign: int, seq: int, name: str) -> None:
         """Counts a live asset in (``sign`` 1) or out (-1)."""
-        pairs, types, names = self.added if sign > 0 else self.removed
+        keys = self.added if sign > 0 else self.removed
         name_lc = name.lower()
-        types += [(tag, asset_type) for tag in tags]
-        names += [(tag, name_lc, seq) for tag in tags]
+        keys.types += [(tag, asset_type) for tag in tags]
+        keys.names += [(tag, name_lc, seq) for tag in tags]
         if len(tags) > PAIRED_TAGS:
-            pairs += [(tag, tag) for tag in tags]
-            pairs += [(tag, WIDE) for tag in tags]
+            keys.pairs += [(tag, tag) for tag in tags]
+            keys.pairs += [(tag, WIDE) for tag in tags]
         else:
-            pairs += [(tag, other) for tag in tags for other in tags]
-
-    def _net(self, kind: int) -> Counter[Any]:
-        counts = Counter(self.added[kind])
-        counts.subtract(self.removed[kind])
-        return counts
+            keys.pairs += [(tag, other) for tag in tags for other in tags]
 
     def apply(self, conn: sqlite3.Connection) -> None:
         for table, column, counts in (
-            ("tag_pairs", "other", self._net(0)),
-            ("tag_types", "type", self._net(1)),
+            ("tag_pairs", "other", _net(self.added.pairs, self.removed.pairs)),
+            ("tag_types", "type", _net(self.added.types, self.removed.types)),
         ):
             changed = [(a, b, n) for (a, b), n in counts.items() if n]
             conn.executemany(
@@ -80,7 +83,7 @@ class TagFacets:
                 [(a, b) for a, b, n in changed if n < 0],
             )
         # An asset is listed under a tag at most once, so the net change is -1, 0 or 1.
-        names = self._net(2)
+        names = _net(self.added.names, self.removed.names)
         conn.executemany(
             "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
             [key for key, n in names.items() if n < 0],
