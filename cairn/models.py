@@ -73,11 +73,18 @@ def _check_text(value: str, what: str, limit: int) -> str:
 def searchable_labels(labels: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The (key, text) pairs a label filter can match: scalar values only (a nested map or
     list is kept and shown, not searched)."""
-    return [
-        (k, v if type(v) is str else label_text(v))
-        for k, v in (labels or {}).items()
-        if not isinstance(v, dict | list)
-    ]
+    pairs = []
+    # Every write runs this over every label: exact type tests settle the usual values
+    # (text, flags) without the isinstance checks ``label_text`` makes.
+    for key, value in (labels or {}).items():
+        kind = type(value)
+        if kind is str:
+            pairs.append((key, value))
+        elif kind is bool:
+            pairs.append((key, "true" if value else "false"))
+        elif not isinstance(value, dict | list):
+            pairs.append((key, label_text(value)))
+    return pairs
 
 
 def label_text(value: Any) -> str:
@@ -136,8 +143,30 @@ def _nested_label(value: Any) -> Any:
 AssetLabelValue = Annotated[LabelValue | dict[str, Any] | list[Any], AfterValidator(_nested_label)]
 
 
+def _plain_labels(values: dict[str, Any]) -> bool:
+    """Whether every label value surely passes ``check_labels``: text checked as one string,
+    numbers by exact type. Anything else (or a failure) leaves it to the item-by-item check,
+    which names the first bad label."""
+    texts = []
+    for value in values.values():
+        kind = type(value)
+        if kind is str:
+            texts.append(value)
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif not (kind is bool or value is None or kind is dict or kind is list):
+            return False
+    return not texts or (max(map(len, texts)) <= MAX_SHORT and not _CONTROL.search("".join(texts)))
+
+
 def check_labels(values: dict[str, Any]) -> dict[str, Any]:
     _check_texts(list(values), "a label key", MAX_SHORT)
+    if _plain_labels(values):
+        return values
     for key, value in values.items():
         if isinstance(value, str):
             _check_text(value, f"label {key!r}", MAX_SHORT)

@@ -20,6 +20,7 @@ import pytest
 import cairn.sqlite
 import catalogue_service.service as service
 from cairn.collector import collector_paused
+from cairn.models import check_labels, searchable_labels
 from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
 from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -50,6 +51,7 @@ FIRST = [
     asset("kept", tags=["a", "b"], labels={"zone": "gold"}),
     asset("changed", tags=["a"], owners=["o@example.com"]),
     asset("to_delete", id="del-1", tags=["b"]),
+    asset("late", tags=["a", "c"], labels={"zone": "gold", "tier": 1}, owners=["q@example.com"]),
 ]
 # 17 items in 5 chunks of 4: conflicts reach across chunks.
 MIXED = [
@@ -70,6 +72,9 @@ MIXED = [
     asset("fresh_14", id="f-14", description="last chunk"),
     asset("fresh_15", id="f-15", tags=["c", "a"]),
     asset("fresh_16", id="f-16", type="table"),
+    # Rewritten in the last chunk, after earlier chunks' new assets (whose side rows and tag
+    # counts are not written yet) share its old and new tags.
+    asset("late", tags=["c", "d"], labels={"zone": "silver"}, depends_on=["fresh_0"]),
 ]
 
 
@@ -132,6 +137,7 @@ def test_chunked_bulk_equals_one_piece(tmp_path: Path, monkeypatch: pytest.Monke
         "created",
         "created",
         "created",
+        "updated",
     ]
     # The conflicts were found across chunks, each naming the other item or asset.
     assert chunked[5]["conflict"] == "name" and "f-0" in chunked[5]["error"]
@@ -349,7 +355,7 @@ def test_a_version_three_file_gets_its_location_column(tmp_path: Path) -> None:
 
 def _text(value: Any) -> str | None:
     """A label value as a label filter matches it; None for a nested one (not searchable)."""
-    if isinstance(value, dict):
+    if isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -400,3 +406,50 @@ def test_a_rewrite_replaces_its_side_rows_exactly(tmp_path: Path) -> None:
             assert _rows(writer, "SELECT dep, seq FROM asset_deps") == want_deps
     finally:
         asyncio.run(store.close())
+
+
+def test_searchable_labels_are_the_scalars_as_label_filters_read_them() -> None:
+    labels = {
+        "zone": "gold",
+        "pii": True,
+        "open": False,
+        "tier": 1,
+        "ratio": 0.5,
+        "none": None,
+        "map": {"a": 1},
+        "list": [1, 2],
+    }
+    assert searchable_labels(labels) == [
+        (key, text) for key, value in labels.items() if (text := _text(value)) is not None
+    ]
+    assert searchable_labels(labels) == [
+        ("zone", "gold"),
+        ("pii", "true"),
+        ("open", "false"),
+        ("tier", "1"),
+        ("ratio", "0.5"),
+        ("none", ""),
+    ]
+    assert searchable_labels(None) == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"zone": "gold", "note": "a\x00b"}, "label 'note' must not contain control characters"),
+        ({"zone": "x" * 1025}, "label 'zone' is 1025 characters long; the limit is 1024"),
+        ({"tier": 2**63, "zone": "x" * 1025}, "label 'tier' is outside the 64-bit integer range"),
+        ({"ok": 1.5, "ratio": float("inf")}, "label 'ratio' must be a finite number"),
+        ({"zone": "x" * 1025, "tier": 2**63}, "label 'zone' is 1025 characters long"),
+    ],
+)
+def test_a_bad_label_value_is_named_first_come_first_named(
+    labels: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_labels(labels)
+
+
+def test_plain_label_values_pass_as_they_are() -> None:
+    labels = {"zone": "gold", "tier": 2**63 - 1, "ratio": -0.5, "pii": False, "none": None}
+    assert check_labels({**labels, "map": {"a": [1]}}) == {**labels, "map": {"a": [1]}}

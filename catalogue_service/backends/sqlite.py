@@ -494,9 +494,17 @@ class SQLiteStore:
     def _write_chunks(
         self, next_chunk: Callable[[], _Chunk], now: datetime, big: bool = False
     ) -> list[BulkItemResult]:
-        """Applies chunks from ``next_chunk`` until it gives None, in one transaction."""
+        """Applies chunks from ``next_chunk`` until it gives None, in one transaction.
+
+        The side tables' rows, tag counts and words of every chunk are inserted together
+        after the last one: a request's rows sorted as one run touch each B-tree page once,
+        and a tag pair's count is updated once rather than once per chunk (written per chunk
+        of 500, they cost about 15 µs more SQLite per asset). An id comes at most once per
+        request, so no later chunk needs an earlier one's side rows.
+        """
         results: list[BulkItemResult] = []
         stamp = now.isoformat().replace("+00:00", "Z")
+        side = _SideRows()
         with self.db.transaction(big=big) as conn:
             while (writes := next_chunk()) is not None:
                 if isinstance(writes, _Abort):
@@ -506,10 +514,10 @@ class SQLiteStore:
                 # Each chunk reads the rows it needs after the chunks before it inserted
                 # theirs (the same transaction), so names and ids are checked across chunks.
                 state = _BatchState.load(conn, writes)
-                side = _SideRows()
                 for write in writes:
                     results.append(self._apply(conn, write, stamp, side, state))
-                side.insert(conn)
+                side.flush(conn)
+            side.insert(conn)
         return results
 
     def _apply(

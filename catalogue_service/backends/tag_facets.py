@@ -19,40 +19,58 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cairn.models import Facets
 
 PAIRED_TAGS = 32
 WIDE = ""
 
+K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class _Keys:
+    """Keys of the three tables, one entry per asset counted (in or out) under each."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    types: list[tuple[str, str]] = field(default_factory=list)
+    names: list[tuple[str, str, int]] = field(default_factory=list)  # (tag, name_lc, seq)
+
+
+def _net(added: list[K], removed: list[K]) -> Counter[K]:
+    counts = Counter(added)
+    counts.subtract(removed)
+    return counts
+
 
 class TagFacets:
     """The changes one write batch makes to the tables, applied with one statement each."""
 
     def __init__(self) -> None:
-        self.pairs: Counter[tuple[str, str]] = Counter()
-        self.types: Counter[tuple[str, str]] = Counter()
-        self.names: Counter[tuple[str, str, int]] = Counter()
+        # Listed as the batch goes and counted once in ``apply``: a bulk write counts every
+        # new asset's keys, and counting one long list runs in C where a Counter update per
+        # key does not.
+        self.added = _Keys()
+        self.removed = _Keys()
 
     def add(self, tags: list[str], asset_type: str, sign: int, seq: int, name: str) -> None:
         """Counts a live asset in (``sign`` 1) or out (-1)."""
-        pairs, types, names = self.pairs, self.types, self.names
-        wide = len(tags) > PAIRED_TAGS
+        keys = self.added if sign > 0 else self.removed
         name_lc = name.lower()
-        for tag in tags:
-            types[tag, asset_type] += sign
-            names[tag, name_lc, seq] += sign
-            if wide:
-                pairs[tag, tag] += sign
-                pairs[tag, WIDE] += sign
-            else:
-                for other in tags:
-                    pairs[tag, other] += sign
+        keys.types += [(tag, asset_type) for tag in tags]
+        keys.names += [(tag, name_lc, seq) for tag in tags]
+        if len(tags) > PAIRED_TAGS:
+            keys.pairs += [(tag, tag) for tag in tags]
+            keys.pairs += [(tag, WIDE) for tag in tags]
+        else:
+            keys.pairs += [(tag, other) for tag in tags for other in tags]
 
     def apply(self, conn: sqlite3.Connection) -> None:
         for table, column, counts in (
-            ("tag_pairs", "other", self.pairs),
-            ("tag_types", "type", self.types),
+            ("tag_pairs", "other", _net(self.added.pairs, self.removed.pairs)),
+            ("tag_types", "type", _net(self.added.types, self.removed.types)),
         ):
             changed = [(a, b, n) for (a, b), n in counts.items() if n]
             conn.executemany(
@@ -65,13 +83,14 @@ class TagFacets:
                 [(a, b) for a, b, n in changed if n < 0],
             )
         # An asset is listed under a tag at most once, so the net change is -1, 0 or 1.
+        names = _net(self.added.names, self.removed.names)
         conn.executemany(
             "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
-            [key for key, n in self.names.items() if n < 0],
+            [key for key, n in names.items() if n < 0],
         )
         conn.executemany(
             "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)",
-            [key for key, n in self.names.items() if n > 0],
+            [key for key, n in names.items() if n > 0],
         )
 
     @staticmethod
