@@ -121,3 +121,22 @@ def test_files_get_the_merge_setting_once(tmp_path: Path) -> None:
     rows = conn.execute("SELECT v FROM assets_fts_config WHERE k = 'usermerge'").fetchall()
     conn.close()
     assert rows == [(backend.FTS_USERMERGE,)]
+
+
+def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)  # only reindex's own merge
+    monkeypatch.setattr(backend, "REINDEX_BATCH", 50)
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    try:
+        for batch in range(3):
+            _bulk(catalogue, _items(batch, 300))
+        before = {q: _search(store, q) for q in ("alpha", "gam", "row 7")}
+        assert asyncio.run(store.reindex(lambda done, total: None)) == 900
+        assert not _merge_work_left(path)
+        assert {q: _search(store, q) for q in before} == before
+    finally:
+        asyncio.run(store.close())

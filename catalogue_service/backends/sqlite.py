@@ -613,7 +613,8 @@ class SQLiteStore:
 
     def _reindex_sync(self, progress: Callable[[int, int], None]) -> int:
         """Rebuilds the FTS table and the side tables from the documents, in one transaction,
-        so readers see the old index until the new one is complete."""
+        so readers see the old index until the new one is complete; then merges the new
+        index's segments (a command run offline, which does not wait for a pause)."""
         with self.db.transaction() as conn:
             total = conn.execute("SELECT count(*) FROM assets").fetchone()[0]
             for table in ("asset_tags", "asset_labels", "asset_owners", "asset_deps"):
@@ -630,6 +631,10 @@ class SQLiteStore:
                 done += len(batch)
                 progress(done, total)
             TagFacets.rebuild(conn)
+        more = True
+        while more:
+            with self.db.transaction() as conn:
+                more = _merge_fts_segments(conn)
         return done
 
     async def set_drift(self, asset_id: str, flag: dict[str, Any]) -> Asset | None:
