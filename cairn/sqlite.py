@@ -173,7 +173,8 @@ class _Upkeep:
                 return
             try:
                 self._until_done()
-            except sqlite3.Error as exc:
+            except Exception as exc:  # a full disk (InsufficientStorage) among them
+                # Only later reads are slower for it; the next big write tries again.
                 log.warning("%s: background upkeep failed: %s", self._db.path, exc)
             with self._lock:
                 if not self._wake.is_set():

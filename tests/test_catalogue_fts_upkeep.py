@@ -140,3 +140,29 @@ def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.Mon
         assert {q: _search(store, q) for q in before} == before
     finally:
         asyncio.run(store.close())
+
+
+def test_a_failed_upkeep_step_is_tried_again_after_the_next_big_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.01)
+    calls: list[int] = []
+
+    def step(conn: sqlite3.Connection) -> bool:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise cairn.sqlite.InsufficientStorage("the disk is full")
+        conn.execute("INSERT INTO t VALUES (?)", (len(calls),))
+        return False
+
+    db = cairn.sqlite.SQLiteFile(tmp_path / "u.db", upkeep=step)
+    db.open("CREATE TABLE IF NOT EXISTS t (x INTEGER);", 1)
+    try:
+        for _ in range(2):
+            with db.transaction(big=True) as conn:
+                conn.execute("INSERT INTO t VALUES (0)")
+            assert db.upkeep_idle.wait(30)
+        assert calls == [0, 1]
+        assert db.read_here(lambda c: c.execute("SELECT x FROM t").fetchall()) == [(0,), (0,), (2,)]
+    finally:
+        db.close()
