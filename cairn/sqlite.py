@@ -45,6 +45,9 @@ AUTOCHECKPOINT_PAGES = 1000
 CHECKPOINT_CACHE_KIB = 256
 # A big write waits at most this long for the background checkpoint before appending anyway.
 CHECKPOINT_WAIT_S = 30.0
+# Upkeep after big writes (``SQLiteFile(upkeep=...)``) starts once writes have paused this long:
+# a bulk load of many requests is then tidied once, at its end, not after each request.
+UPKEEP_QUIET_S = 2.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -134,6 +137,76 @@ class _Checkpointer:
         self._thread.join()
 
 
+class _Upkeep:
+    """Runs a store's upkeep step (``step(conn) -> more to do``) in a thread of its own, each
+    step in a write transaction of its own, once writes have paused after a big one.
+
+    Work that makes later reads cheaper but need not happen inside the write that made it
+    necessary (merging a full-text index's segments): off the request path, and in short
+    transactions, so a request's write waits at most one step for the lock. A write by anyone
+    else meanwhile sends it back to waiting for a pause.
+    """
+
+    def __init__(self, db: SQLiteFile, step: Callable[[sqlite3.Connection], bool]) -> None:
+        self._db = db
+        self._step = step
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # Set while no upkeep is pending or running (tests and close() wait on it).
+        self.idle = threading.Event()
+        self.idle.set()
+        self._thread = threading.Thread(target=self._run, name="cairn-sqlite-upkeep")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._lock:
+            self.idle.clear()
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._until_done()
+            except Exception as exc:  # a full disk (InsufficientStorage) among them
+                # Only later reads are slower for it; the next big write tries again.
+                log.warning("%s: background upkeep failed: %s", self._db.path, exc)
+            with self._lock:
+                if not self._wake.is_set():
+                    self.idle.set()
+
+    def _until_done(self) -> None:
+        more = True
+        while more and self._paused():
+            seen = self._db.commits
+            while more and not self._stop.is_set() and self._db.commits == seen:
+                with self._db.transaction() as conn:
+                    more = self._step(conn)
+                seen += 1
+
+    def _paused(self) -> bool:
+        """Waits until no commit came for UPKEEP_QUIET_S; False when closing."""
+        while not self._stop.is_set():
+            left = self._db.last_commit + UPKEEP_QUIET_S - time.monotonic()
+            if left <= 0:
+                return True
+            # A wake-up meanwhile (another big write, close()) only means: look again.
+            if self._wake.wait(left):
+                self._wake.clear()
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self.idle.set()
+
+
 class SQLiteFile:
     """One database file: a writer connection under a lock and a bounded pool of readers."""
 
@@ -144,7 +217,9 @@ class SQLiteFile:
         readers: int = READERS,
         reader_cache_kib: int = READER_CACHE_KIB,
         writer_cache_kib: int = WRITER_CACHE_KIB,
+        upkeep: Callable[[sqlite3.Connection], bool] | None = None,
     ):
+        """``upkeep``: a step of background work after big writes (``_Upkeep``)."""
         self.path = Path(path)
         self._reader_cache_kib = reader_cache_kib
         self._writer_cache_kib = writer_cache_kib
@@ -161,6 +236,8 @@ class SQLiteFile:
         # Commits through this object, bumped under the write lock once each is durable.
         self.commits = 0
         self._checkpointer: _Checkpointer | None = None
+        self._upkeep_step = upkeep
+        self._upkeep: _Upkeep | None = None
         self._last_commit = 0.0
         self._released_at = 0  # ``commits`` when the caches were last handed back
         memory.hold(self)
@@ -184,7 +261,25 @@ class SQLiteFile:
         self._writer = conn
         return conn
 
+    @property
+    def last_commit(self) -> float:
+        """``time.monotonic()`` at the last commit through this object."""
+        return self._last_commit
+
+    @property
+    def upkeep_idle(self) -> threading.Event:
+        """Set while no background upkeep is pending or running."""
+        if self._upkeep is None:
+            idle = threading.Event()
+            idle.set()
+            return idle
+        return self._upkeep.idle
+
     def close(self) -> None:
+        # First: the upkeep thread writes through the writer connection closed below.
+        if self._upkeep is not None:
+            self._upkeep.close()
+            self._upkeep = None
         with self._readers_lock:
             for conn in self._all_readers:
                 conn.close()
@@ -289,6 +384,10 @@ class SQLiteFile:
                 raise
             self.commits += 1
             self._last_commit = time.monotonic()
+        if big and self._upkeep_step is not None:
+            if self._upkeep is None:
+                self._upkeep = _Upkeep(self, self._upkeep_step)
+            self._upkeep.wake()
 
     def release_idle_memory(self) -> bool:
         """Hands the connections' page caches back once writes have stopped for a while.

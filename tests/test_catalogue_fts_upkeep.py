@@ -1,0 +1,168 @@
+"""After big writes pause, the SQLite catalogue merges its full-text index's segments in a
+background thread, in short transactions of their own: searches answer exactly as before, a
+write meanwhile is not lost, and closing the store stops the work."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import cairn.sqlite
+import catalogue_service.service as service
+from cairn.settings import Settings
+from catalogue_service.backends import sqlite as backend
+from catalogue_service.backends.base import SearchQuery
+from catalogue_service.backends.sqlite import SQLiteStore
+from catalogue_service.service import Catalogue
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega"]
+
+
+def _items(batch: int, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"t{batch}_{i}",
+            "type": "dataset",
+            "description": f"{WORDS[i % 5]} {WORDS[(i + batch) % 5]} row {i}",
+            "tags": [WORDS[(i * 3) % 5]],
+        }
+        for i in range(count)
+    ]
+
+
+def _merge_work_left(path: Path) -> bool:
+    """Whether a merge step would still find segments to merge (it writes, so on a copy)."""
+    copy = path.with_name("copy.db")
+    source = sqlite3.connect(path)
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    try:
+        return backend._merge_fts_segments(target)
+    finally:
+        target.close()
+        copy.unlink()
+
+
+def _search(store: SQLiteStore, q: str) -> tuple[int, list[str]]:
+    hits = asyncio.run(store.search(SearchQuery(q=q, limit=50, facets=True)))
+    return hits.total, [orjson.loads(d)["name"] for d in hits.docs]
+
+
+def _bulk(catalogue: Catalogue, items: list[dict[str, Any]]) -> None:
+    assert asyncio.run(catalogue.bulk(items)).created == len(items)
+
+
+def test_big_writes_leave_merge_work_to_a_background_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "WRITE_CHUNK", 100)  # 300 items: a big, chunked request
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    try:
+        for batch in range(3):
+            _bulk(catalogue, _items(batch, 300))
+        # No pause yet: each request's commit left a segment of its own.
+        assert not store.db.upkeep_idle.is_set()
+        assert _merge_work_left(path)
+        before = {q: _search(store, q) for q in ("alpha", "gam", "row 7", "delta omega")}
+        monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.05)
+        store.db._upkeep.wake()  # type: ignore[union-attr]  # re-reads the shorter pause
+        assert store.db.upkeep_idle.wait(30)
+        assert not _merge_work_left(path)
+        assert {q: _search(store, q) for q in before} == before
+        assert before["alpha"][0] == 300
+    finally:
+        asyncio.run(store.close())
+
+
+def test_a_write_after_big_ones_is_kept_and_close_stops_the_upkeep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.05)
+    monkeypatch.setattr(backend, "FTS_MERGE_PAGES", 1)  # many small steps
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    for batch in range(3):
+        _bulk(catalogue, _items(batch, 300))
+    time.sleep(0.1)  # past the pause: the upkeep's one-page steps are likely under way
+    _bulk(catalogue, [{"name": "late", "type": "dataset", "description": "alpha late"}])
+    asyncio.run(store.close())
+    assert store.db.upkeep_idle.is_set()
+    reopened = SQLiteStore(path)
+    asyncio.run(reopened.open())
+    try:
+        total, names = _search(reopened, "late")
+        assert (total, names) == (1, ["late"])
+        assert _search(reopened, "alpha")[0] == 301
+    finally:
+        asyncio.run(reopened.close())
+
+
+def test_files_get_the_merge_setting_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    for _ in range(2):
+        store = SQLiteStore(path)
+        asyncio.run(store.open())
+        asyncio.run(store.close())
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT v FROM assets_fts_config WHERE k = 'usermerge'").fetchall()
+    conn.close()
+    assert rows == [(backend.FTS_USERMERGE,)]
+
+
+def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)  # only reindex's own merge
+    monkeypatch.setattr(backend, "REINDEX_BATCH", 50)
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    try:
+        for batch in range(3):
+            _bulk(catalogue, _items(batch, 300))
+        before = {q: _search(store, q) for q in ("alpha", "gam", "row 7")}
+        assert asyncio.run(store.reindex(lambda done, total: None)) == 900
+        assert not _merge_work_left(path)
+        assert {q: _search(store, q) for q in before} == before
+    finally:
+        asyncio.run(store.close())
+
+
+def test_a_failed_upkeep_step_is_tried_again_after_the_next_big_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.01)
+    calls: list[int] = []
+
+    def step(conn: sqlite3.Connection) -> bool:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise cairn.sqlite.InsufficientStorage("the disk is full")
+        conn.execute("INSERT INTO t VALUES (?)", (len(calls),))
+        return False
+
+    db = cairn.sqlite.SQLiteFile(tmp_path / "u.db", upkeep=step)
+    db.open("CREATE TABLE IF NOT EXISTS t (x INTEGER);", 1)
+    try:
+        for _ in range(2):
+            with db.transaction(big=True) as conn:
+                conn.execute("INSERT INTO t VALUES (0)")
+            assert db.upkeep_idle.wait(30)
+        assert calls == [0, 1]
+        assert db.read_here(lambda c: c.execute("SELECT x FROM t").fetchall()) == [(0,), (0,), (2,)]
+    finally:
+        db.close()
