@@ -82,27 +82,28 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
-class _Checkpointer:
-    """Copies the WAL into the database file in a thread of its own, after a big commit.
+class _WokenThread:
+    """A thread that works when woken: wake-ups coalesce (one round covers every wake-up
+    before it), and ``idle`` is set while no round is pending or running (tests and close()
+    wait on it). A round runs ``work``; what the thread holds is opened by ``begin`` and
+    closed by ``end``, both in the thread."""
 
-    SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: a bulk write of
-    thousands of assets (tens of MB of pages) would write them all a second time and wait for
-    a second fsync before its request could answer. A commit is durable once the WAL is on
-    disk (``synchronous=FULL``); the copy only has to happen before the WAL grows much, so a
-    big transaction hands it to this thread instead and the next request's work overlaps it.
-    Wake-ups coalesce: one checkpoint covers every commit before it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], None],
+        begin: Callable[[], None] | None = None,
+        end: Callable[[], None] | None = None,
+    ) -> None:
+        self._work = work
+        self._begin = begin
+        self._end = end
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._closing = False
-        # Set while no checkpoint is pending or running (tests and close() wait on it).
         self.idle = threading.Event()
         self.idle.set()
-        self._thread = threading.Thread(target=self._run, name="cairn-sqlite-checkpoint")
-        self._thread.daemon = True
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
@@ -111,33 +112,64 @@ class _Checkpointer:
             self._wake.set()
 
     def _run(self) -> None:
-        conn = connect(self._path, CHECKPOINT_CACHE_KIB)
+        if self._begin is not None:
+            self._begin()
         try:
-            while True:
+            # The stop is checked before each wait too: work that waits on ``_wake`` itself
+            # (``_Upkeep._paused``) may have taken close()'s wake-up.
+            while not self._stop.is_set():
                 self._wake.wait()
                 self._wake.clear()
-                if self._closing:
+                if self._stop.is_set():
                     return
-                try:
-                    # PASSIVE: never waits for readers or the writer; what it cannot copy
-                    # now, the next checkpoint (or SQLite's own, at a small commit) copies.
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:
-                    log.warning("%s: a background checkpoint failed: %s", self._path, exc)
+                self._work()
                 with self._lock:
                     if not self._wake.is_set():
                         self.idle.set()
         finally:
-            conn.close()
+            if self._end is not None:
+                self._end()
             self.idle.set()
 
     def close(self) -> None:
-        self._closing = True
+        self._stop.set()
         self._wake.set()
         self._thread.join()
 
 
-class _Upkeep:
+class _Checkpointer(_WokenThread):
+    """Copies the WAL into the database file in a thread of its own, after a big commit.
+
+    SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: a bulk write of
+    thousands of assets (tens of MB of pages) would write them all a second time and wait for
+    a second fsync before its request could answer. A commit is durable once the WAL is on
+    disk (``synchronous=FULL``); the copy only has to happen before the WAL grows much, so a
+    big transaction hands it to this thread instead and the next request's work overlaps it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        super().__init__("cairn-sqlite-checkpoint", self._checkpoint, self._open, self._close)
+
+    def _open(self) -> None:
+        self._conn = connect(self._path, CHECKPOINT_CACHE_KIB)
+
+    def _checkpoint(self) -> None:
+        assert self._conn is not None
+        try:
+            # PASSIVE: never waits for readers or the writer; what it cannot copy now, the
+            # next checkpoint (or SQLite's own, at a small commit) copies.
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("%s: a background checkpoint failed: %s", self._path, exc)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class _Upkeep(_WokenThread):
     """Runs a store's upkeep step (``step(conn) -> more to do``) in a thread of its own, each
     step in a write transaction of its own, once writes have paused after a big one.
 
@@ -150,35 +182,14 @@ class _Upkeep:
     def __init__(self, db: SQLiteFile, step: Callable[[sqlite3.Connection], bool]) -> None:
         self._db = db
         self._step = step
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        # Set while no upkeep is pending or running (tests and close() wait on it).
-        self.idle = threading.Event()
-        self.idle.set()
-        self._thread = threading.Thread(target=self._run, name="cairn-sqlite-upkeep")
-        self._thread.daemon = True
-        self._thread.start()
+        super().__init__("cairn-sqlite-upkeep", self._upkeep)
 
-    def wake(self) -> None:
-        with self._lock:
-            self.idle.clear()
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._until_done()
-            except Exception as exc:  # a full disk (InsufficientStorage) among them
-                # Only later reads are slower for it; the next big write tries again.
-                log.warning("%s: background upkeep failed: %s", self._db.path, exc)
-            with self._lock:
-                if not self._wake.is_set():
-                    self.idle.set()
+    def _upkeep(self) -> None:
+        try:
+            self._until_done()
+        except Exception as exc:  # a full disk (InsufficientStorage) among them
+            # Only later reads are slower for it; the next big write tries again.
+            log.warning("%s: background upkeep failed: %s", self._db.path, exc)
 
     def _until_done(self) -> None:
         more = True
@@ -199,12 +210,6 @@ class _Upkeep:
             if self._wake.wait(left):
                 self._wake.clear()
         return False
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self.idle.set()
 
 
 class SQLiteFile:

@@ -59,18 +59,24 @@ def _bulk(catalogue: Catalogue, items: list[dict[str, Any]]) -> None:
     assert asyncio.run(catalogue.bulk(items)).created == len(items)
 
 
+def _loaded_three_times(path: Path) -> tuple[SQLiteStore, Catalogue]:
+    """A store at ``path`` after three bulk requests of 300 assets (900 in all)."""
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    for batch in range(3):
+        _bulk(catalogue, _items(batch, 300))
+    return store, catalogue
+
+
 def test_big_writes_leave_merge_work_to_a_background_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service, "WRITE_CHUNK", 100)  # 300 items: a big, chunked request
     monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)
     path = tmp_path / "c.db"
-    store = SQLiteStore(path)
-    asyncio.run(store.open())
-    catalogue = Catalogue(store, Settings())
+    store, _ = _loaded_three_times(path)
     try:
-        for batch in range(3):
-            _bulk(catalogue, _items(batch, 300))
         # No pause yet: each request's commit left a segment of its own.
         assert not store.db.upkeep_idle.is_set()
         assert _merge_work_left(path)
@@ -92,11 +98,7 @@ def test_a_write_after_big_ones_is_kept_and_close_stops_the_upkeep(
     monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.05)
     monkeypatch.setattr(backend, "FTS_MERGE_PAGES", 1)  # many small steps
     path = tmp_path / "c.db"
-    store = SQLiteStore(path)
-    asyncio.run(store.open())
-    catalogue = Catalogue(store, Settings())
-    for batch in range(3):
-        _bulk(catalogue, _items(batch, 300))
+    store, catalogue = _loaded_three_times(path)
     time.sleep(0.1)  # past the pause: the upkeep's one-page steps are likely under way
     _bulk(catalogue, [{"name": "late", "type": "dataset", "description": "alpha late"}])
     asyncio.run(store.close())
@@ -128,12 +130,8 @@ def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)  # only reindex's own merge
     monkeypatch.setattr(backend, "REINDEX_BATCH", 50)
     path = tmp_path / "c.db"
-    store = SQLiteStore(path)
-    asyncio.run(store.open())
-    catalogue = Catalogue(store, Settings())
+    store, _ = _loaded_three_times(path)
     try:
-        for batch in range(3):
-            _bulk(catalogue, _items(batch, 300))
         before = {q: _search(store, q) for q in ("alpha", "gam", "row 7")}
         assert asyncio.run(store.reindex(lambda done, total: None)) == 900
         assert not _merge_work_left(path)
