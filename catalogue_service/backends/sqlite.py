@@ -9,6 +9,7 @@ lets run beside it.
 from __future__ import annotations
 
 import asyncio
+import operator
 import queue
 import sqlite3
 import threading
@@ -168,8 +169,9 @@ UNBOUNDED = 1 << 62
 T = TypeVar("T")
 
 
-def _page_order(row: tuple[int, bytes, Any]) -> tuple[Any, int]:
-    return row[2], row[0]
+# A page row (seq, doc, key) sorts by its key, then seq: itemgetter, not a Python function
+# called per row.
+_PAGE_ORDER = operator.itemgetter(2, 0)
 
 
 class _Unbounded(Exception):
@@ -862,10 +864,14 @@ class SQLiteStore:
         keys_sql += " ORDER BY k1, seq LIMIT ? OFFSET ?"
         page_params += [query.limit + 1, query.offset]
         # The page's order is restored here (a key is unique: it ends with seq): sorting in
-        # SQL would copy every document of the page through a sorter.
-        page_sql = f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p JOIN assets d ON d.seq = p.seq"
+        # SQL would copy every document of the page through a sorter. CROSS JOIN keeps the
+        # keys the outer loop, so SQLite streams them as a co-routine instead of first
+        # copying them into a temporary table (about 5 us of a text search, bench_search).
+        page_sql = (
+            f"SELECT p.seq, d.doc, p.k1 FROM ({keys_sql}) p CROSS JOIN assets d ON d.seq = p.seq"
+        )
         rows = conn.execute(page_sql, page_params).fetchall()
-        rows.sort(key=_page_order)
+        rows.sort(key=_PAGE_ORDER)
 
         next_cursor = None
         if len(rows) > query.limit:
