@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -282,9 +283,13 @@ class _SideRows:
     def insert(self, conn: sqlite3.Connection) -> None:
         self.flush(conn)
         # In key order, each table's B-tree is walked once from left to right rather than
-        # jumped about in: fewer pages touched and dirtied per batch.
-        for rows in (self.tags, self.labels, self.owners, self.deps):
-            rows.sort()
+        # jumped about in: fewer pages touched and dirtied per batch. Sorted by the texts
+        # alone, stably (new assets' rows come in seq order already): comparing whole tuples
+        # cost twice the CPU, and the order only decides how fast the rows go in, not which.
+        for rows in (self.tags, self.owners, self.deps):
+            rows.sort(key=itemgetter(0))
+        self.labels.sort(key=itemgetter(1))
+        self.labels.sort(key=itemgetter(0))
         conn.executemany("INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)", self.tags)
         conn.executemany(
             "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)", self.labels

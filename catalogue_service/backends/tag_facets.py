@@ -20,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TypeVar
 
 from cairn.models import Facets
@@ -88,9 +89,13 @@ class TagFacets:
             "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
             [key for key, n in names.items() if n < 0],
         )
+        listed = [key for key, n in names.items() if n > 0]
+        # By tag, stably: the index is then walked one tag's range after another rather than
+        # jumped about in (about 1 us less SQLite CPU per asset of a bulk load); sorting by
+        # the whole key as well saved no more SQLite time than its sort cost in Python.
+        listed.sort(key=itemgetter(0))
         conn.executemany(
-            "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)",
-            [key for key, n in names.items() if n > 0],
+            "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)", listed
         )
 
     @staticmethod
