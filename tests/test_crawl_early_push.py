@@ -4,6 +4,7 @@ order, with the same problems and the same crawl state."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,33 @@ def test_assets_pushed_during_the_walk_are_those_pushed_after_it(
         "d2/a0250/MANIFEST.yaml",
     ]
     assert early["warnings"][0]["path"] == "d3/MANIFEST.yaml"  # the walk's own, first
+
+
+def test_parsing_processes_run_below_the_crawlers_priority(tmp_path: Path) -> None:
+    """The crawler's own thread and a catalogue on the same machine get the cores first."""
+    from crawler.crawl import WORKER_NICE, _init_worker, _parse_chunk, _parse_one
+    from crawler.pipeline import Stage, WorkPool
+
+    write(tmp_path / "a/MANIFEST.yaml", "name: a\ntype: dataset\n")
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with WorkPool(
+        LocalVolume(tmp_path),
+        [Stage("parse", _parse_chunk, _parse_one, 1)],
+        workers=2,
+        remote_threads=1,
+        parallel_threshold=1,
+        initializer=_init_worker,
+        preload=["crawler.crawl"],
+    ) as work:
+        work.submit("parse", "a/MANIFEST.yaml")
+        assert work.result("parse", "a/MANIFEST.yaml").docs
+        assert work._executor is not None
+        pids = list(work._executor._processes)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while True:  # the second worker may still be starting
+            found = [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids]
+            if all(n == min(19, own + WORKER_NICE) for n in found) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert found == [min(19, own + WORKER_NICE)] * len(pids)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
