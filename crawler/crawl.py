@@ -278,7 +278,7 @@ class Tree:
             files = self.files_by_dir.get(d)
             if files:
                 size += sum(map(_size_of, files))
-                mtime_ns = max(mtime_ns, *map(_mtime_of, files))
+                mtime_ns = max(mtime_ns, max(map(_mtime_of, files)))
                 count += len(files)
             stack.extend(children.get(d, ()))
         return size, mtime_ns, count
