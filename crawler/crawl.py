@@ -10,10 +10,12 @@ most of the CLI's start-up (the worker processes get them preloaded).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fnmatch
 import gc
 import hashlib
+import heapq
 import logging
 import operator
 import os
@@ -33,6 +35,7 @@ import orjson
 from cairn.collector import collector_paused
 from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
+from connectors.base import FolderListing
 from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
@@ -54,6 +57,10 @@ PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs mo
 # the workers start while the walk goes on and finish together.
 PARSE_CHUNK = 100
 SCHEMA_CHUNK = 50
+# How much lower the parsing processes' priority is than the crawler's (see _init_worker).
+WORKER_NICE = 10
+# Folder listings between two looks for manifests whose assets can be pushed during the walk.
+EARLY_EVERY = 16
 
 
 class CrawlFailed(Exception):
@@ -162,6 +169,41 @@ class Tree:
     _data_files: dict[str, tuple[list[Entry], str | None]] = field(default_factory=dict)
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
+    # While a walk that tracks its frontier runs (see walk_tree's ``on_listed``): the folders
+    # it announced but has not listed yet, each as "path/", sorted.
+    walking: bool = False
+    _unlisted: list[str] = field(default_factory=list)
+
+    def settled(self, manifest_path: str) -> bool:
+        """True when the rest of the walk can neither find a manifest that sorts before
+        ``manifest_path`` nor add anything below its folder: its assets (without a
+        ``location``) can be built, in path order, before the walk ends."""
+        unlisted = self._unlisted
+        if not self.walking or not unlisted:
+            return True
+        # Anything found later lies below an unlisted folder: after this path in sort order
+        # when the path sorts before "folder/" (it cannot lie below: its folder was listed).
+        if manifest_path >= unlisted[0]:
+            return False
+        folder = manifest_path.rpartition("/")[0]
+        if not folder:
+            return False  # the root's subtree holds every unlisted folder
+        prefix = folder + "/"
+        at = bisect.bisect_left(unlisted, prefix)
+        return at == len(unlisted) or not unlisted[at].startswith(prefix)
+
+    def _listed(self, folder: str, subfolders: list[str]) -> None:
+        """Keeps the frontier and the folder index as a tracked walk lists ``folder``."""
+        unlisted = self._unlisted
+        if folder:
+            at = bisect.bisect_left(unlisted, folder + "/")
+            if at < len(unlisted) and unlisted[at] == folder + "/":
+                del unlisted[at]
+        if subfolders:
+            assert self._children is not None
+            self._children[folder] = subfolders
+            for sub in subfolders:
+                bisect.insort(unlisted, sub + "/")
 
     def dirs_below(self, directory: str) -> list[str]:
         """The folder itself and every folder under it, in path order."""
@@ -199,6 +241,8 @@ class Tree:
 
     def subtree_stats(self, directory: str) -> tuple[int, int, int]:
         """(total bytes, newest mtime_ns, file count) of a folder and everything below it."""
+        if self.walking:
+            return self._subtree_now(directory)
         if self._subtree is None:
             totals: dict[str, list[int]] = {d: [0, 0, 0] for d in self.dirs}
             for d, files in self.files_by_dir.items():
@@ -220,6 +264,24 @@ class Tree:
                 p[2] += c[2]
             self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
         return self._subtree.get(directory, (0, 0, 0))
+
+    def _subtree_now(self, directory: str) -> tuple[int, int, int]:
+        # Mid-walk (see ``settled``): the subtree is complete, the rest of the tree is not,
+        # so nothing is cached; the same totals as ``subtree_stats`` gives after the walk.
+        if directory not in self.dirs:
+            return 0, 0, 0
+        children = self._children or {}
+        size = mtime_ns = count = 0
+        stack = [directory]
+        while stack:
+            d = stack.pop()
+            files = self.files_by_dir.get(d)
+            if files:
+                size += sum(map(_size_of, files))
+                mtime_ns = max(mtime_ns, max(map(_mtime_of, files)))
+                count += len(files)
+            stack.extend(children.get(d, ()))
+        return size, mtime_ns, count
 
 
 def glob_regex(segments: list[str]) -> re.Pattern[str]:
@@ -258,10 +320,15 @@ def walk_tree(
     progress: Progress | None = None,
     on_manifest: Callable[[Entry], None] | None = None,
     tree: Tree | None = None,
+    on_listed: Callable[[], None] | None = None,
 ) -> Tree:
     """Everything below the volume's root; ``on_manifest`` hears of each manifest as the walk
     finds it, so its parsing can start before the walk ends. On a volume walked a folder at a
-    time, the files of the manifest's folder are in ``tree`` (given, or made here) by then."""
+    time, the files of the manifest's folder are in ``tree`` (given, or made here) by then.
+
+    ``on_listed`` (such volumes only) is called after each folder's listing, with
+    ``tree.settled`` telling which manifests' assets can already be built; the walk keeps its
+    frontier for that only when asked, as it costs a little per folder."""
     tree = Tree() if tree is None else tree
 
     def on_problem(path: str, reason: str) -> None:
@@ -291,38 +358,19 @@ def walk_tree(
                 found.update(filter(regex.fullmatch, names))
             return found
 
-        for folder, files, folders in walk_folders(on_problem):
-            name_of = operator.itemgetter(slice(len(folder) + 1 if folder else 0, None))
-            if folders:
-                paths = list(map(_path_of, folders))
-                dirs.update(paths)
-                for name in sorted(manifest_names(list(map(name_of, paths)))):
-                    on_problem(
-                        f"{folder}/{name}" if folder else name,
-                        "a folder is named like a manifest; only files are read",
-                    )
-            if not files:
-                continue
-            names = list(map(name_of, map(_path_of, files)))
-            hits = manifest_names(names)
-            if not hits:
-                by_dir[folder] = files
-            else:
-                at = sorted(names.index(name) for name in hits)
-                data = files.copy()
-                for i in reversed(at):
-                    del data[i]
-                if data:
-                    by_dir[folder] = data
-                for i in at:
-                    entry = files[i]
-                    tree.manifests[entry.path] = entry
-                    if on_manifest is not None:
-                        on_manifest(entry)
-            before = files_seen
-            files_seen += len(files)
-            if progress and files_seen // 5000 > before // 5000:
-                progress("walk", files_seen // 5000 * 5000, None)
+        listings = walk_folders(on_problem)
+        if on_listed is not None:
+            tree.walking = True
+            if tree._children is None:
+                tree._children = {}
+            listings = _tracked(tree, listings, on_listed)
+        try:
+            files_seen = _index_listings(
+                tree, listings, manifest_names, on_problem, on_manifest, progress
+            )
+        finally:
+            tree.walking = False
+            tree._unlisted.clear()
         tree.files_seen = files_seen
         return tree
     for entry in volume.walk(on_problem):
@@ -352,6 +400,65 @@ def walk_tree(
                 found.append(entry)
     tree.files_seen = files_seen
     return tree
+
+
+def _index_listings(
+    tree: Tree,
+    listings: Iterable[FolderListing],
+    manifest_names: Callable[[list[str]], set[str]],
+    on_problem: Callable[[str, str], None],
+    on_manifest: Callable[[Entry], None] | None,
+    progress: Progress | None,
+) -> int:
+    """walk_tree's loop over a volume walked a folder at a time; the files seen."""
+    by_dir = tree.files_by_dir
+    dirs = tree.dirs
+    files_seen = 0
+    for folder, files, folders in listings:
+        name_of = operator.itemgetter(slice(len(folder) + 1 if folder else 0, None))
+        if folders:
+            paths = list(map(_path_of, folders))
+            dirs.update(paths)
+            for name in sorted(manifest_names(list(map(name_of, paths)))):
+                on_problem(
+                    f"{folder}/{name}" if folder else name,
+                    "a folder is named like a manifest; only files are read",
+                )
+        if not files:
+            continue
+        names = list(map(name_of, map(_path_of, files)))
+        hits = manifest_names(names)
+        if not hits:
+            by_dir[folder] = files
+        else:
+            at = sorted(names.index(name) for name in hits)
+            data = files.copy()
+            for i in reversed(at):
+                del data[i]
+            if data:
+                by_dir[folder] = data
+            for i in at:
+                entry = files[i]
+                tree.manifests[entry.path] = entry
+                if on_manifest is not None:
+                    on_manifest(entry)
+        before = files_seen
+        files_seen += len(files)
+        if progress and files_seen // 5000 > before // 5000:
+            progress("walk", files_seen // 5000 * 5000, None)
+    return files_seen
+
+
+def _tracked(
+    tree: Tree, listings: Iterator[FolderListing], on_listed: Callable[[], None]
+) -> Iterator[FolderListing]:
+    """The listings, with the tree's frontier kept as each is taken and ``on_listed`` called
+    once it is indexed (the generator resumes when the next one is asked for)."""
+    for listing in listings:
+        folder, _, folders = listing
+        tree._listed(folder, [f.path for f in folders])
+        yield listing
+        on_listed()
 
 
 # --- data selection ----------------------------------------------------------------------------
@@ -513,6 +620,13 @@ def _init_worker(volume_url: str) -> None:
     # (from a fork server's preload) keeps it.
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     _worker_volume = open_volume(volume_url)
+    # Parsing is the one part of a crawl that is never waited on directly: the crawler's own
+    # thread and, on the same machine, the catalogue ingesting the pushes are. Given the cores
+    # first, they keep up, and the workers take what is left; at the same priority the
+    # catalogue fell behind and was still ingesting the last batches, alone on one core, long
+    # after everything else was done (a tenth of a cold crawl's time).
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
 
 
 SchemaRead = tuple[str, "list[Column] | None", str | None]  # see _read_schema
@@ -645,6 +759,9 @@ class Crawler:
         self.progress = progress
         self.workers = settings.crawl_workers or os.cpu_count() or 1
         self._listed_sizes: dict[str, int] = {}  # see _work_pool
+        # A cold crawl of a local volume pushes while the walk goes on (see _EarlyAssembly);
+        # off, it assembles everything after the walk, as any other crawl (the tests compare).
+        self.push_during_walk = True
 
     def crawl(self, volume_url: str) -> CrawlReport:
         if is_source_url(volume_url):
@@ -752,46 +869,6 @@ class Crawler:
                 # Only on a local volume, whose walk lists a folder's files before its
                 # manifests are announced; elsewhere the schema is a job of its own.
                 hint_schema = volume.url.startswith("file:")
-
-                def found(entry: Entry) -> None:
-                    if entry.path in previous:
-                        return
-                    hint = None
-                    if hint_schema:
-                        hint = tree.data_files(entry.path.rpartition("/")[0])[1]
-                    work.submit("parse", entry.path, hint)
-
-                try:
-                    with _gc_paused():
-                        walk_tree(volume, self.patterns, self.progress, found, tree)
-                except VolumeError as exc:
-                    raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
-                report.files_seen = tree.files_seen
-                report.manifests_found = len(tree.manifests)
-                report.warnings.extend(tree.problems)
-
-                # Unchanged manifests (same bytes, same data beside them) are not even parsed.
-                to_parse: list[str] = []
-                with _gc_paused():
-                    for path, entry in tree.manifests.items():
-                        old = previous.get(path)
-                        if old is not None:
-                            keys = [data_key(tree, volume, path, loc) for loc in old.locations]
-                            if fingerprint_of_keys(entry, keys) == old.fingerprint:
-                                count = old.count
-                                report.unchanged += count
-                                report.documents += count
-                                continue
-                            work.submit("parse", path)
-                        to_parse.append(path)
-                work.flush("parse")
-                report.manifests_parsed = len(to_parse)
-                # Only new manifests, none gone: nothing can be deleted, so each batch is
-                # pushed as soon as it is built. Otherwise deletions go first (they free the
-                # names that moved), so the pushes wait for the last manifest.
-                stream = not any(p in previous for p in to_parse) and all(
-                    p in tree.manifests for p in previous
-                )
                 upserts: list[dict[str, Any]] = []
                 deletions: list[dict[str, Any]] = []
                 pending: dict[str, Pending] = {}
@@ -803,12 +880,87 @@ class Crawler:
                     pending,
                     crawled_at=now.isoformat(),
                 )
+                # With no state, every manifest is new and nothing can be deleted: assets are
+                # built and pushed while the walk goes on, so the catalogue is not left idle
+                # until it ends (and then busy long after the crawler's own work is done).
+                early = (
+                    _EarlyAssembly(
+                        tree,
+                        work,
+                        _Assembly(
+                            self, volume, tree, work, previous, report, upserts, pending, sender
+                        ),
+                        sender,
+                    )
+                    if not previous and self.push_during_walk
+                    else None
+                )
+
+                def found(entry: Entry) -> None:
+                    if entry.path in previous:
+                        return
+                    hint = None
+                    if hint_schema:
+                        hint = tree.data_files(entry.path.rpartition("/")[0])[1]
+                    work.submit("parse", entry.path, hint)
+                    if early is not None:
+                        early.found(entry.path)
+
                 try:
+                    try:
+                        with _gc_paused():
+                            walk_tree(
+                                volume,
+                                self.patterns,
+                                self.progress,
+                                found,
+                                tree,
+                                early.listed if early is not None else None,
+                            )
+                    except VolumeError as exc:
+                        if sender.sent:
+                            self._land_what_was_sent(
+                                state, sender, pending, previous, tree, upserts
+                            )
+                        raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
+                    report.files_seen = tree.files_seen
+                    report.manifests_found = len(tree.manifests)
+                    # Before any problem found while building assets, as when they were all
+                    # built after the walk.
+                    report.warnings[:0] = tree.problems
+
+                    # Unchanged manifests (same bytes, same data beside them) are not even
+                    # parsed.
+                    to_parse: list[str] = []
                     with _gc_paused():
-                        self._assemble(
+                        for path, entry in tree.manifests.items():
+                            old = previous.get(path)
+                            if old is not None:
+                                keys = [data_key(tree, volume, path, loc) for loc in old.locations]
+                                if fingerprint_of_keys(entry, keys) == old.fingerprint:
+                                    count = old.count
+                                    report.unchanged += count
+                                    report.documents += count
+                                    continue
+                                work.submit("parse", path)
+                            to_parse.append(path)
+                    work.flush("parse")
+                    report.manifests_parsed = len(to_parse)
+                    # Only new manifests, none gone: nothing can be deleted, so each batch is
+                    # pushed as soon as it is built. Otherwise deletions go first (they free
+                    # the names that moved), so the pushes wait for the last manifest.
+                    stream = not any(p in previous for p in to_parse) and all(
+                        p in tree.manifests for p in previous
+                    )
+                    paths = sorted(to_parse)
+                    if early is not None:
+                        assembly = early.assembly
+                        paths = early.rest(paths)
+                    else:
+                        assembly = _Assembly(
+                            self,
                             volume,
                             tree,
-                            sorted(to_parse),
                             work,
                             previous,
                             report,
@@ -816,6 +968,8 @@ class Crawler:
                             pending,
                             sender if stream else None,
                         )
+                    with _gc_paused():
+                        assembly.run(paths)
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
                     sender.total = len(deletions) + len(upserts)
                     if not stream:
@@ -829,11 +983,9 @@ class Crawler:
                             sender.add(item)
                     sender.finish()
                 except CatalogueUnreachable as exc:
-                    with contextlib.suppress(CatalogueUnreachable):
-                        sender.finish()  # whatever was answered before the failure counts
-                    # Save what landed so far; the rest is sent again next time.
-                    unsent = sender.failed_ids | (_ids(deletions + upserts) - sender.acked_ids)
-                    self._save_state(state, pending, previous, tree, unsent, sender.deleted_ids)
+                    self._land_what_was_sent(
+                        state, sender, pending, previous, tree, deletions + upserts
+                    )
                     raise CrawlFailed(str(exc)) from exc
         except BrokenProcessPool as exc:
             raise CrawlFailed(
@@ -856,6 +1008,22 @@ class Crawler:
                 api_key=self.api_key,
             ) as profiles:
                 profiles.submit(tree, upserts)
+
+    def _land_what_was_sent(
+        self,
+        state: CrawlState,
+        sender: _Sender,
+        pending: dict[str, Pending],
+        previous: dict[str, ManifestState],
+        tree: Tree,
+        items: list[dict[str, Any]],
+    ) -> None:
+        """A failed crawl saves the state of what the catalogue acknowledged of ``items``;
+        the rest is sent again next time."""
+        with contextlib.suppress(CatalogueUnreachable):
+            sender.finish()  # whatever was answered before the failure counts
+        unsent = sender.failed_ids | (_ids(items) - sender.acked_ids)
+        self._save_state(state, pending, previous, tree, unsent, sender.deleted_ids)
 
     # -- pieces of _crawl --
 
@@ -882,76 +1050,6 @@ class Crawler:
             # Forked workers start with what this process imported; pyarrow stays theirs.
             fork_imports=["crawler.manifest", "crawler.enrich", "cairn.models"],
         )
-
-    def _assemble(
-        self,
-        volume: Volume,
-        tree: Tree,
-        paths: list[str],
-        work: WorkPool,
-        previous: dict[str, ManifestState],
-        report: CrawlReport,
-        upserts: list[dict[str, Any]],
-        pending: dict[str, Pending],
-        sender: _Sender | None,
-    ) -> None:
-        """Turns parsed manifests into asset documents, in path order: those that changed go
-        to ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state
-        to save once the push succeeded goes to ``pending``."""
-        # Worker processes on a local volume open the file anyway: sizes only help remote reads.
-        remote = not volume.url.startswith("file:")
-        staged: deque[_Staged] = deque()
-        warned: set[str] = set()  # data files whose schema problem was reported
-
-        def finish(wait: bool) -> None:
-            # Manifests are finished in order, each once its schemas are read.
-            while staged and (wait or all(work.done("schemas", f) for f in staged[0].files)):
-                item = staged.popleft()
-                self._finish(volume, item, work, tree, previous, report, pending, warned)
-                # Listed before any is sent: a failed push knows all of them went unsent.
-                upserts.extend(item.changed)
-                for doc in item.changed:
-                    if sender is not None:
-                        sender.add(doc)
-
-        total = len(paths)
-        for n, path in enumerate(paths, 1):
-            pm: ParsedManifest = work.result("parse", path, forget=True)
-            for problem in pm.problems:
-                (report.errors if problem.severity == "error" else report.warnings).append(problem)
-            docs = []
-            files: list[str] = []
-            for index, line, fields in pm.docs:
-                sel = select_data(tree, volume, pm.path, fields.get("location"))
-                if sel.problem:
-                    report.warnings.append(
-                        Problem(
-                            path=pm.path,
-                            line=line,
-                            field="location",
-                            reason=sel.problem,
-                            severity="warning",
-                        )
-                    )
-                # The data file to read a schema from, when the manifest gives none.
-                schema_file = None if "schema" in fields else sel.schema_file()
-                if schema_file and pm.schema is not None and pm.schema[0] == schema_file:
-                    work.put("schemas", schema_file, pm.schema)  # read along with the parse
-                    files.append(schema_file)
-                elif schema_file:
-                    if remote:
-                        self._listed_sizes[schema_file] = next(
-                            f.size for f in sel.files if f.path == schema_file
-                        )
-                    work.submit("schemas", schema_file)
-                    files.append(schema_file)
-                docs.append((index, line, fields, sel, schema_file))
-            staged.append(_Staged(pm, docs, files))
-            finish(wait=False)
-            if self.progress and (n % 200 == 0 or n == total):
-                self.progress("parse", n, total)
-        work.flush("schemas")
-        finish(wait=True)
 
     def _finish(
         self,
@@ -1125,6 +1223,165 @@ class _Staged:
     changed: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Assembly:
+    """Turns parsed manifests into asset documents, in path order: those that changed go to
+    ``upserts`` (and, with a sender, to the catalogue at once); each manifest's state to save
+    once the push succeeded goes to ``pending``."""
+
+    def __init__(
+        self,
+        crawler: Crawler,
+        volume: Volume,
+        tree: Tree,
+        work: WorkPool,
+        previous: dict[str, ManifestState],
+        report: CrawlReport,
+        upserts: list[dict[str, Any]],
+        pending: dict[str, Pending],
+        sender: _Sender | None,
+    ) -> None:
+        self._crawler = crawler
+        self._volume = volume
+        self._tree = tree
+        self._work = work
+        self._previous = previous
+        self._report = report
+        self._upserts = upserts
+        self._pending = pending
+        self._sender = sender
+        # Worker processes on a local volume open the file anyway: sizes only help remote
+        # reads.
+        self._remote = not volume.url.startswith("file:")
+        self._staged: deque[_Staged] = deque()
+        self._warned: set[str] = set()  # data files whose schema problem was reported
+        self._taken = 0
+        self._total: int | None = None  # manifests to assemble, once the walk ended
+
+    def run(self, paths: list[str]) -> None:
+        """The rest of the crawl's manifests, ``paths``, after those already taken."""
+        self._total = self._taken + len(paths)
+        for path in paths:
+            self.take(self._work.result("parse", path, forget=True))
+        self._work.flush("schemas")
+        self._finish(wait=True)
+
+    def take(self, pm: ParsedManifest) -> None:
+        """One parsed manifest, the next in path order."""
+        report, volume, work = self._report, self._volume, self._work
+        for problem in pm.problems:
+            (report.errors if problem.severity == "error" else report.warnings).append(problem)
+        docs = []
+        files: list[str] = []
+        for index, line, fields in pm.docs:
+            sel = select_data(self._tree, volume, pm.path, fields.get("location"))
+            if sel.problem:
+                report.warnings.append(
+                    Problem(
+                        path=pm.path,
+                        line=line,
+                        field="location",
+                        reason=sel.problem,
+                        severity="warning",
+                    )
+                )
+            # The data file to read a schema from, when the manifest gives none.
+            schema_file = None if "schema" in fields else sel.schema_file()
+            if schema_file and pm.schema is not None and pm.schema[0] == schema_file:
+                work.put("schemas", schema_file, pm.schema)  # read along with the parse
+                files.append(schema_file)
+            elif schema_file:
+                if self._remote:
+                    self._crawler._listed_sizes[schema_file] = next(
+                        f.size for f in sel.files if f.path == schema_file
+                    )
+                work.submit("schemas", schema_file)
+                files.append(schema_file)
+            docs.append((index, line, fields, sel, schema_file))
+        self._staged.append(_Staged(pm, docs, files))
+        self._finish(wait=False)
+        self._taken += 1
+        n = self._taken
+        progress = self._crawler.progress
+        if progress and (n % 200 == 0 or n == self._total):
+            progress("parse", n, self._total)
+
+    def _finish(self, wait: bool) -> None:
+        # Manifests are finished in order, each once its schemas are read.
+        staged, work, sender = self._staged, self._work, self._sender
+        while staged and (wait or all(work.done("schemas", f) for f in staged[0].files)):
+            item = staged.popleft()
+            self._crawler._finish(
+                self._volume,
+                item,
+                work,
+                self._tree,
+                self._previous,
+                self._report,
+                self._pending,
+                self._warned,
+            )
+            # Listed before any is sent: a failed push knows all of them went unsent.
+            self._upserts.extend(item.changed)
+            if sender is not None:
+                for doc in item.changed:
+                    sender.add(doc)
+
+
+class _EarlyAssembly:
+    """A cold crawl's manifests assembled (and so pushed) while the walk still goes on.
+
+    A manifest is taken once the walk can no longer find one that sorts before it nor add
+    data below its folder (``Tree.settled``), once its parse is back, and while a batch would
+    not wait for the catalogue: the walk never waits for anything. What is taken here is the
+    first part of the crawl's path order, so the assets, problems and batches are the same as
+    when all are assembled after the walk. A manifest with a ``location`` (it may point
+    anywhere in the tree) stops this: it and everything after it wait for the walk's end.
+    """
+
+    def __init__(self, tree: Tree, work: WorkPool, assembly: _Assembly, sender: _Sender) -> None:
+        self.assembly = assembly
+        self._tree = tree
+        self._work = work
+        self._sender = sender
+        self._found: list[str] = []  # a heap: manifests found and not taken yet
+        self._last: str | None = None  # the last one taken
+        self._taken = 0
+        self._stopped = False
+        self._listings = 0
+
+    def found(self, path: str) -> None:
+        heapq.heappush(self._found, path)
+
+    def listed(self) -> None:
+        """Called after each folder's listing: takes whatever is ready, in path order."""
+        work, found = self._work, self._found
+        self._listings += 1
+        if self._listings % EARLY_EVERY or self._stopped or not work.parallel:
+            # A small crawl parses here, when asked: after the walk, as always. A large one
+            # looks every few folders: a look costs about what indexing a folder does.
+            return
+        settled = self._tree.settled
+        while found:
+            path = found[0]
+            if not settled(path) or not work.done("parse", path) or self._sender.waits():
+                return
+            pm: ParsedManifest = work.result("parse", path, forget=True)
+            if any("location" in fields for _, _, fields in pm.docs):
+                work.put("parse", path, pm)  # for the assembly after the walk
+                self._stopped = True
+                return
+            heapq.heappop(found)
+            self.assembly.take(pm)
+            self._last = path
+            self._taken += 1
+
+    def rest(self, paths: list[str]) -> list[str]:
+        """What is left of all the crawl's ``paths`` (sorted) after those taken here."""
+        # Every manifest found after one was taken sorts after it (see Tree.settled).
+        assert not self._taken or paths[self._taken - 1] == self._last
+        return paths[self._taken :]
+
+
 class _Sender:
     """Cuts documents into batches for the push thread, and applies the catalogue's answers.
 
@@ -1157,6 +1414,10 @@ class _Sender:
         self.acked_ids: set[str] = set()
         self.failed_ids: set[str] = set()
         self.deleted_ids: set[str] = set()
+
+    def waits(self) -> bool:
+        """True when the next batch would wait for the catalogue to take one first."""
+        return self._thread is not None and self._thread.full()
 
     def add(self, item: dict[str, Any]) -> None:
         self.sent = True

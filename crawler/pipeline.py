@@ -243,6 +243,10 @@ class PushThread:
             raise self.error
         self._todo.put(batch)
 
+    def full(self) -> bool:
+        """True while ``send`` would wait."""
+        return self._todo.full()
+
     def answers(self) -> list[tuple[list[dict[str, Any]], Any]]:
         """(batch, BulkResponse) for every batch answered since the last call, in order."""
         out = []
