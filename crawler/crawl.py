@@ -145,10 +145,6 @@ class NamePatterns:
         return bool(self.regex and self.regex.fullmatch(name))
 
 
-def _depth(path: str) -> int:
-    return path.count("/") if path else -1
-
-
 _path_of = operator.attrgetter("path")
 _size_of = operator.attrgetter("size")
 _mtime_of = operator.attrgetter("mtime_ns")
@@ -252,8 +248,10 @@ class Tree:
                     max(0, max(map(_mtime_of, files), default=0)),
                     len(files),
                 ]
-            # Deepest first, so each folder's totals are complete when added to its parent.
-            for d in sorted(totals, key=_depth, reverse=True):
+            # Reverse path order puts every folder after all of those below it (a path sorts
+            # after its prefixes), so each folder's totals are complete when added to its
+            # parent; and plain string order sorts without a Python call per folder.
+            for d in sorted(totals, reverse=True):
                 if not d:
                     continue
                 p = totals.setdefault(d.rpartition("/")[0], [0, 0, 0])
@@ -345,17 +343,27 @@ def walk_tree(
     files_seen = 0
     walk_folders = getattr(volume, "walk_folders", None)
     if walk_folders is not None:
-        # A folder at a time (local volumes): the name tests run as map/filter over the
-        # folder's names, in C, and a folder's list goes to the index whole; no Python code
-        # runs per file here.
-        ends_with = operator.methodcaller("endswith", suffixes)
+        # A folder at a time (local volumes): the name tests run as one endswith (and a set
+        # operation at the root) over the folder's paths, in C, and a folder's list goes to
+        # the index whole; no Python code runs per file here. They test paths, not names:
+        # cutting 100k names out of their paths cost a sixth of what the index adds to the
+        # walk. Below the root a name is exact when its path ends with "/" + that name, and
+        # ends with a suffix when its path does; a pattern holding "/" matches no name.
+        named = tuple(n for n in exact if "/" not in n)
+        plain = tuple(s for s in suffixes if "/" not in s)
+        below_root = operator.methodcaller("endswith", plain + tuple("/" + n for n in named))
+        at_root = operator.methodcaller("endswith", plain)
 
-        def manifest_names(names: list[str]) -> set[str]:
-            found = exact.intersection(names)
-            if suffixes:
-                found.update(filter(ends_with, names))
+        def manifest_paths(prefix: str, paths: list[str]) -> set[str]:
+            if prefix:
+                found = set(filter(below_root, paths))
+            else:
+                found = exact.intersection(paths)
+                found.update(filter(at_root, paths))
             if regex is not None:
-                found.update(filter(regex.fullmatch, names))
+                # Sliced, not fullmatch(path, pos): "^" would not match at pos.
+                at = len(prefix)
+                found.update(p for p in paths if regex.fullmatch(p[at:]))
             return found
 
         listings = walk_folders(on_problem)
@@ -366,7 +374,7 @@ def walk_tree(
             listings = _tracked(tree, listings, on_listed)
         try:
             files_seen = _index_listings(
-                tree, listings, manifest_names, on_problem, on_manifest, progress
+                tree, listings, manifest_paths, on_problem, on_manifest, progress
             )
         finally:
             tree.walking = False
@@ -405,7 +413,7 @@ def walk_tree(
 def _index_listings(
     tree: Tree,
     listings: Iterable[FolderListing],
-    manifest_names: Callable[[list[str]], set[str]],
+    manifest_paths: Callable[[str, list[str]], set[str]],
     on_problem: Callable[[str, str], None],
     on_manifest: Callable[[Entry], None] | None,
     progress: Progress | None,
@@ -415,23 +423,20 @@ def _index_listings(
     dirs = tree.dirs
     files_seen = 0
     for folder, files, folders in listings:
-        name_of = operator.itemgetter(slice(len(folder) + 1 if folder else 0, None))
+        prefix = folder + "/" if folder else ""
         if folders:
             paths = list(map(_path_of, folders))
             dirs.update(paths)
-            for name in sorted(manifest_names(list(map(name_of, paths)))):
-                on_problem(
-                    f"{folder}/{name}" if folder else name,
-                    "a folder is named like a manifest; only files are read",
-                )
+            for path in sorted(manifest_paths(prefix, paths)):
+                on_problem(path, "a folder is named like a manifest; only files are read")
         if not files:
             continue
-        names = list(map(name_of, map(_path_of, files)))
-        hits = manifest_names(names)
+        paths = list(map(_path_of, files))
+        hits = manifest_paths(prefix, paths)
         if not hits:
             by_dir[folder] = files
         else:
-            at = sorted(names.index(name) for name in hits)
+            at = sorted(paths.index(path) for path in hits)
             data = files.copy()
             for i in reversed(at):
                 del data[i]
@@ -587,6 +592,19 @@ def data_key(tree: Tree, volume: Volume, manifest_path: str, location: str | Non
             size, mtime_ns, count = tree.subtree_stats(folder)
             return f"{size}:{mtime_ns}:{count}"
     return select_data(tree, volume, manifest_path, location).key()
+
+
+def data_keys(
+    tree: Tree, volume: Volume, manifest_path: str, locations: list[str | None]
+) -> list[str]:
+    """``data_key`` of each location; for the usual single document without a location in
+    one call, not a call and a comprehension per manifest (every unchanged one, each recrawl)."""
+    if len(locations) == 1 and locations[0] is None:
+        folder = manifest_path.rpartition("/")[0]
+        if folder in tree.dirs:
+            size, mtime_ns, count = tree.subtree_stats(folder)
+            return [f"{size}:{mtime_ns}:{count}"]
+    return [data_key(tree, volume, manifest_path, loc) for loc in locations]
 
 
 def fingerprint(entry: Entry, selections: Iterable[DataSelection]) -> str:
@@ -936,7 +954,7 @@ class Crawler:
                         for path, entry in tree.manifests.items():
                             old = previous.get(path)
                             if old is not None:
-                                keys = [data_key(tree, volume, path, loc) for loc in old.locations]
+                                keys = data_keys(tree, volume, path, old.locations)
                                 if fingerprint_of_keys(entry, keys) == old.fingerprint:
                                     count = old.count
                                     report.unchanged += count

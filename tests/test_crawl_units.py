@@ -344,3 +344,95 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
 def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
     files = [Entry(f"d/{n}", 1, 1, False) for n in names]
     assert _schema_candidate(files) == expected
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        ["MANIFEST.yaml"],
+        ["*.cairn.yaml", "*.yml"],
+        [r"re:^meta-\d+\.yml$", "MANIFEST.yaml"],
+        ["a/MANIFEST.yaml", "*/x.cairn.yaml"],  # a "/" in a pattern: no name holds one
+        ["re:.*"],
+    ],
+)
+def test_a_folder_walk_tests_names_as_an_entry_walk_does(
+    tmp_path: Path, patterns: list[str]
+) -> None:
+    """The folder walk tests whole paths at once; the entry walk, one name at a time, is the
+    reference: at the root and below, suffix-only names, anchored expressions."""
+    volume = make(
+        tmp_path,
+        {
+            "MANIFEST.yaml": b"x",
+            "meta-1.yml": b"x",
+            ".cairn.yaml": b"x",
+            "a/MANIFEST.yaml": b"x",
+            "a/xMANIFEST.yaml": b"x",
+            "a/x.cairn.yaml": b"x",
+            "a/meta-2.yml": b"x",
+            "a/b/meta-3.yml": b"x",
+            "a/b/data.csv": b"1\n",
+            "c/notmeta-4.yml": b"x",
+        },
+    )
+    (tmp_path / "d" / "meta-5.yml").mkdir(parents=True)  # a folder named like one
+    (tmp_path / "a" / "MANIFEST.yaml.d").mkdir()
+
+    class EntriesOnly:
+        url = volume.url
+
+        def walk(self, on_problem):
+            return volume.walk(on_problem)
+
+    name_patterns = NamePatterns(patterns)
+    by_folder = walk_tree(volume, name_patterns)
+    by_entry = walk_tree(EntriesOnly(), name_patterns)  # type: ignore[arg-type]
+
+    def shape(tree):
+        files = {d: sorted(f.path for f in fs) for d, fs in tree.files_by_dir.items()}
+        return sorted(tree.manifests), files, sorted(p.path for p in tree.problems)
+
+    assert shape(by_folder) == shape(by_entry)
+    assert sorted(by_folder.manifests) == sorted(
+        e.path for e in volume.walk() if not e.is_dir and name_patterns.matches(e.name)
+    )
+
+
+def test_subtree_stats_sum_every_folder_below(tmp_path: Path) -> None:
+    """Against a sum over the walk's files: nested folders, names that sort between a folder
+    and its subfolders ("a-b" between "a" and "a/b"), an empty folder."""
+    volume = make(
+        tmp_path,
+        {
+            "a/1.csv": b"1",
+            "a/b/2.csv": b"22",
+            "a/b/c/3.csv": b"333",
+            "a-b/4.csv": b"4444",
+            "a.b/5.csv": b"55555",
+            "top.csv": b"666666",
+        },
+    )
+    (tmp_path / "a" / "empty").mkdir()
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    files = [e for e in volume.walk() if not e.is_dir]
+    for folder in sorted(tree.dirs):
+        below = [f for f in files if not folder or f.path.startswith(folder + "/")]
+        expected = (
+            sum(f.size for f in below),
+            max((f.mtime_ns for f in below), default=0),
+            len(below),
+        )
+        assert tree.subtree_stats(folder) == expected, folder
+
+
+def test_each_loaded_manifest_state_reads_its_own_documents(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.save({p: ManifestState(f"fp-{p}", [None], [{"id": p}]) for p in ("a", "b", "c")}, [])
+    loaded = state.load()
+    assert {p: (s.fingerprint, s.count, s.docs) for p, s in loaded.items()} == {
+        p: (f"fp-{p}", 1, [{"id": p}]) for p in ("a", "b", "c")
+    }
+    state.close()
