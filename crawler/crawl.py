@@ -436,7 +436,12 @@ def _index_listings(
         if not hits:
             by_dir[folder] = files
         else:
-            at = sorted(paths.index(path) for path in hits)
+            # One manifest a folder is the usual case: no generator, no sort for it.
+            if len(hits) == 1:
+                (hit,) = hits
+                at = [paths.index(hit)]
+            else:
+                at = sorted(map(paths.index, hits))
             data = files.copy()
             for i in reversed(at):
                 del data[i]
