@@ -240,27 +240,30 @@ class Tree:
         if self.walking:
             return self._subtree_now(directory)
         if self._subtree is None:
-            totals: dict[str, list[int]] = {d: [0, 0, 0] for d in self.dirs}
+            empty = (0, 0, 0)
+            totals: dict[str, tuple[int, int, int]] = dict.fromkeys(self.dirs, empty)
             for d, files in self.files_by_dir.items():
                 # map() over attrgetters runs the per-file loop in C: 100k files, every crawl.
-                totals[d] = [
+                totals[d] = (
                     sum(map(_size_of, files)),
                     max(0, max(map(_mtime_of, files), default=0)),
                     len(files),
-                ]
+                )
             # Reverse path order puts every folder after all of those below it (a path sorts
             # after its prefixes), so each folder's totals are complete when added to its
             # parent; and plain string order sorts without a Python call per folder.
             for d in sorted(totals, reverse=True):
-                if not d:
-                    continue
-                p = totals.setdefault(d.rpartition("/")[0], [0, 0, 0])
-                c = totals[d]
-                p[0] += c[0]
-                if c[1] > p[1]:
-                    p[1] = c[1]
-                p[2] += c[2]
-            self._subtree = {d: (t[0], t[1], t[2]) for d, t in totals.items()}
+                size, mtime_ns, count = totals[d]
+                if not count or not d:
+                    continue  # nothing to add (an empty subtree's newest time is 0)
+                parent = d.rpartition("/")[0]
+                p_size, p_mtime_ns, p_count = totals.get(parent, empty)
+                totals[parent] = (
+                    p_size + size,
+                    mtime_ns if mtime_ns > p_mtime_ns else p_mtime_ns,
+                    p_count + count,
+                )
+            self._subtree = totals
         return self._subtree.get(directory, (0, 0, 0))
 
     def _subtree_now(self, directory: str) -> tuple[int, int, int]:
