@@ -492,7 +492,7 @@ class DataSelection:
     _schema_known: bool = False
 
     def key(self) -> str:
-        return f"{self.size}:{self.mtime_ns}:{self.count}"
+        return _data_key_of(self.size, self.mtime_ns, self.count)
 
     def schema_file(self) -> str | None:
         """The first Parquet file of ``files``, else the first CSV/TSV file."""
@@ -540,8 +540,21 @@ def _select_data(
                 problem=f"location {location!r} points outside the volume; it was ignored",
             )
     segments = target.split("/") if target else []
+    # The manifest's own folders are names, not patterns, however they are spelt ("c[1]"):
+    # only segments the location brings can be a glob.
+    literal = 0
+    if not location:
+        literal = len(segments)
+    elif not location.startswith("/") and folder:
+        for seg, own in zip(segments, folder.split("/"), strict=False):
+            if seg != own:
+                break
+            literal += 1
     glob_at = (
-        next((i for i, seg in enumerate(segments) if _GLOB_CHAR.search(seg)), None)
+        next(
+            (i for i, seg in enumerate(segments) if i >= literal and _GLOB_CHAR.search(seg)),
+            None,
+        )
         if _GLOB_CHAR.search(target)
         else None
     )
@@ -597,9 +610,13 @@ def data_key(tree: Tree, volume: Volume, manifest_path: str, location: str | Non
         # The common case (no location: the manifest's own folder), straight to its totals.
         folder = manifest_path.rpartition("/")[0]
         if folder in tree.dirs:
-            size, mtime_ns, count = tree.subtree_stats(folder)
-            return f"{size}:{mtime_ns}:{count}"
+            return _data_key_of(*tree.subtree_stats(folder))
     return select_data(tree, volume, manifest_path, location).key()
+
+
+def _data_key_of(size: int | None, mtime_ns: int | None, count: int) -> str:
+    """What a crawl state keeps of a manifest's data (``DataSelection.key``)."""
+    return f"{size}:{mtime_ns}:{count}"
 
 
 def data_keys(
@@ -610,8 +627,7 @@ def data_keys(
     if len(locations) == 1 and locations[0] is None:
         folder = manifest_path.rpartition("/")[0]
         if folder in tree.dirs:
-            size, mtime_ns, count = tree.subtree_stats(folder)
-            return [f"{size}:{mtime_ns}:{count}"]
+            return [_data_key_of(*tree.subtree_stats(folder))]
     return [data_key(tree, volume, manifest_path, loc) for loc in locations]
 
 

@@ -9,7 +9,15 @@ import pytest
 from connectors import LocalVolume
 from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
-from crawler.crawl import NamePatterns, _schema_candidate, glob_regex, select_data, walk_tree
+from crawler.crawl import (
+    NamePatterns,
+    _schema_candidate,
+    data_key,
+    data_keys,
+    glob_regex,
+    select_data,
+    walk_tree,
+)
 
 
 @pytest.mark.parametrize(
@@ -436,3 +444,57 @@ def test_each_loaded_manifest_state_reads_its_own_documents(tmp_path: Path) -> N
         p: (f"fp-{p}", 1, [{"id": p}]) for p in ("a", "b", "c")
     }
     state.close()
+
+
+def test_data_keys_agree_with_data_key_for_every_folder(tmp_path: Path) -> None:
+    """The recrawl's shortcut for a manifest without a location gives the key select_data
+    would: at the root, in nested and empty folders, and in folders named like globs (which
+    select_data treats as a glob, so a mismatch would re-parse them on every recrawl)."""
+    volume = make(
+        tmp_path,
+        {
+            "MANIFEST.yaml": b"x",
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1\n2\n",
+            "a/b/part.csv": b"1\n",
+            "c[1]/MANIFEST.yaml": b"x",
+            "c[1]/data.csv": b"1\n",
+            "c1/data.csv": b"12345\n",
+            "d*/MANIFEST.yaml": b"x",
+            "d*/x.csv": b"1\n",
+            "dz/y.csv": b"123\n",
+            "e?/f/MANIFEST.yaml": b"x",
+        },
+    )
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    assert len(tree.manifests) == 5
+    for path in tree.manifests:
+        expected = [data_key(tree, volume, path, None)]
+        assert expected == [select_data(tree, volume, path, None).key()], path
+        assert data_keys(tree, volume, path, [None]) == expected, path
+        assert data_keys(tree, volume, path, [None, "data.csv"]) == [
+            *expected,
+            data_key(tree, volume, path, "data.csv"),
+        ]
+
+
+def test_a_folder_named_like_a_glob_is_a_name(tmp_path: Path) -> None:
+    """The manifest's own folder is never read as a pattern ("c[1]" is not "c1"); a location
+    inside it still can be one."""
+    volume = make(
+        tmp_path,
+        {
+            "c[1]/MANIFEST.yaml": b"x",
+            "c[1]/part-0.csv": b"1\n",
+            "c[1]/part-1.csv": b"22\n",
+            "c[1]/other.txt": b"x",
+            "c1/part-9.csv": b"12345\n",
+        },
+    )
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    folder = select_data(tree, volume, "c[1]/MANIFEST.yaml", None)
+    assert folder.problem is None
+    assert (folder.count, folder.size) == (3, 6)
+    parts = select_data(tree, volume, "c[1]/MANIFEST.yaml", "part-*.csv")
+    assert parts.problem is None
+    assert [f.path for f in parts.files] == ["c[1]/part-0.csv", "c[1]/part-1.csv"]
