@@ -9,7 +9,15 @@ import pytest
 from connectors import LocalVolume
 from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
-from crawler.crawl import NamePatterns, _schema_candidate, glob_regex, select_data, walk_tree
+from crawler.crawl import (
+    NamePatterns,
+    _schema_candidate,
+    data_key,
+    data_keys,
+    glob_regex,
+    select_data,
+    walk_tree,
+)
 
 
 @pytest.mark.parametrize(
@@ -344,3 +352,149 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
 def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
     files = [Entry(f"d/{n}", 1, 1, False) for n in names]
     assert _schema_candidate(files) == expected
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        ["MANIFEST.yaml"],
+        ["*.cairn.yaml", "*.yml"],
+        [r"re:^meta-\d+\.yml$", "MANIFEST.yaml"],
+        ["a/MANIFEST.yaml", "*/x.cairn.yaml"],  # a "/" in a pattern: no name holds one
+        ["re:.*"],
+    ],
+)
+def test_a_folder_walk_tests_names_as_an_entry_walk_does(
+    tmp_path: Path, patterns: list[str]
+) -> None:
+    """The folder walk tests whole paths at once; the entry walk, one name at a time, is the
+    reference: at the root and below, suffix-only names, anchored expressions."""
+    volume = make(
+        tmp_path,
+        {
+            "MANIFEST.yaml": b"x",
+            "meta-1.yml": b"x",
+            ".cairn.yaml": b"x",
+            "a/MANIFEST.yaml": b"x",
+            "a/xMANIFEST.yaml": b"x",
+            "a/x.cairn.yaml": b"x",
+            "a/meta-2.yml": b"x",
+            "a/b/meta-3.yml": b"x",
+            "a/b/data.csv": b"1\n",
+            "c/notmeta-4.yml": b"x",
+        },
+    )
+    (tmp_path / "d" / "meta-5.yml").mkdir(parents=True)  # a folder named like one
+    (tmp_path / "a" / "MANIFEST.yaml.d").mkdir()
+
+    class EntriesOnly:
+        url = volume.url
+
+        def walk(self, on_problem):
+            return volume.walk(on_problem)
+
+    name_patterns = NamePatterns(patterns)
+    by_folder = walk_tree(volume, name_patterns)
+    by_entry = walk_tree(EntriesOnly(), name_patterns)  # type: ignore[arg-type]
+
+    def shape(tree):
+        files = {d: sorted(f.path for f in fs) for d, fs in tree.files_by_dir.items()}
+        return sorted(tree.manifests), files, sorted(p.path for p in tree.problems)
+
+    assert shape(by_folder) == shape(by_entry)
+    assert sorted(by_folder.manifests) == sorted(
+        e.path for e in volume.walk() if not e.is_dir and name_patterns.matches(e.name)
+    )
+
+
+def test_subtree_stats_sum_every_folder_below(tmp_path: Path) -> None:
+    """Against a sum over the walk's files: nested folders, names that sort between a folder
+    and its subfolders ("a-b" between "a" and "a/b"), an empty folder."""
+    volume = make(
+        tmp_path,
+        {
+            "a/1.csv": b"1",
+            "a/b/2.csv": b"22",
+            "a/b/c/3.csv": b"333",
+            "a-b/4.csv": b"4444",
+            "a.b/5.csv": b"55555",
+            "top.csv": b"666666",
+        },
+    )
+    (tmp_path / "a" / "empty").mkdir()
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    files = [e for e in volume.walk() if not e.is_dir]
+    for folder in sorted(tree.dirs):
+        below = [f for f in files if not folder or f.path.startswith(folder + "/")]
+        expected = (
+            sum(f.size for f in below),
+            max((f.mtime_ns for f in below), default=0),
+            len(below),
+        )
+        assert tree.subtree_stats(folder) == expected, folder
+
+
+def test_each_loaded_manifest_state_reads_its_own_documents(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.save({p: ManifestState(f"fp-{p}", [None], [{"id": p}]) for p in ("a", "b", "c")}, [])
+    loaded = state.load()
+    assert {p: (s.fingerprint, s.count, s.docs) for p, s in loaded.items()} == {
+        p: (f"fp-{p}", 1, [{"id": p}]) for p in ("a", "b", "c")
+    }
+    state.close()
+
+
+def test_data_keys_agree_with_data_key_for_every_folder(tmp_path: Path) -> None:
+    """The recrawl's shortcut for a manifest without a location gives the key select_data
+    would: at the root, in nested and empty folders, and in folders named like globs (which
+    select_data treats as a glob, so a mismatch would re-parse them on every recrawl)."""
+    volume = make(
+        tmp_path,
+        {
+            "MANIFEST.yaml": b"x",
+            "a/MANIFEST.yaml": b"x",
+            "a/data.csv": b"1\n2\n",
+            "a/b/part.csv": b"1\n",
+            "c[1]/MANIFEST.yaml": b"x",
+            "c[1]/data.csv": b"1\n",
+            "c1/data.csv": b"12345\n",
+            "d*/MANIFEST.yaml": b"x",
+            "d*/x.csv": b"1\n",
+            "dz/y.csv": b"123\n",
+            "e?/f/MANIFEST.yaml": b"x",
+        },
+    )
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    assert len(tree.manifests) == 5
+    for path in tree.manifests:
+        expected = [data_key(tree, volume, path, None)]
+        assert expected == [select_data(tree, volume, path, None).key()], path
+        assert data_keys(tree, volume, path, [None]) == expected, path
+        assert data_keys(tree, volume, path, [None, "data.csv"]) == [
+            *expected,
+            data_key(tree, volume, path, "data.csv"),
+        ]
+
+
+def test_a_folder_named_like_a_glob_is_a_name(tmp_path: Path) -> None:
+    """The manifest's own folder is never read as a pattern ("c[1]" is not "c1"); a location
+    inside it still can be one."""
+    volume = make(
+        tmp_path,
+        {
+            "c[1]/MANIFEST.yaml": b"x",
+            "c[1]/part-0.csv": b"1\n",
+            "c[1]/part-1.csv": b"22\n",
+            "c[1]/other.txt": b"x",
+            "c1/part-9.csv": b"12345\n",
+        },
+    )
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    folder = select_data(tree, volume, "c[1]/MANIFEST.yaml", None)
+    assert folder.problem is None
+    assert (folder.count, folder.size) == (3, 6)
+    parts = select_data(tree, volume, "c[1]/MANIFEST.yaml", "part-*.csv")
+    assert parts.problem is None
+    assert [f.path for f in parts.files] == ["c[1]/part-0.csv", "c[1]/part-1.csv"]
