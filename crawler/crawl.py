@@ -622,12 +622,10 @@ def _data_key_of(size: int | None, mtime_ns: int | None, count: int) -> str:
 def data_keys(
     tree: Tree, volume: Volume, manifest_path: str, locations: list[str | None]
 ) -> list[str]:
-    """``data_key`` of each location; for the usual single document without a location in
-    one call, not a call and a comprehension per manifest (every unchanged one, each recrawl)."""
-    if len(locations) == 1 and locations[0] is None:
-        folder = manifest_path.rpartition("/")[0]
-        if folder in tree.dirs:
-            return [_data_key_of(*tree.subtree_stats(folder))]
+    """``data_key`` of each location; the usual single document without a comprehension
+    (every unchanged manifest, each recrawl)."""
+    if len(locations) == 1:
+        return [data_key(tree, volume, manifest_path, locations[0])]
     return [data_key(tree, volume, manifest_path, loc) for loc in locations]
 
 
