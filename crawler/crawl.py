@@ -243,12 +243,7 @@ class Tree:
             empty = (0, 0, 0)
             totals: dict[str, tuple[int, int, int]] = dict.fromkeys(self.dirs, empty)
             for d, files in self.files_by_dir.items():
-                # map() over attrgetters runs the per-file loop in C: 100k files, every crawl.
-                totals[d] = (
-                    sum(map(_size_of, files)),
-                    max(0, max(map(_mtime_of, files), default=0)),
-                    len(files),
-                )
+                totals[d] = _folder_totals(files)
             # Reverse path order puts every folder after all of those below it (a path sorts
             # after its prefixes), so each folder's totals are complete when added to its
             # parent; and plain string order sorts without a Python call per folder.
@@ -278,11 +273,18 @@ class Tree:
             d = stack.pop()
             files = self.files_by_dir.get(d)
             if files:
-                size += sum(map(_size_of, files))
-                mtime_ns = max(mtime_ns, max(map(_mtime_of, files)))
-                count += len(files)
+                f_size, f_mtime_ns, f_count = _folder_totals(files)
+                size += f_size
+                mtime_ns = max(mtime_ns, f_mtime_ns)
+                count += f_count
             stack.extend(children.get(d, ()))
         return size, mtime_ns, count
+
+
+def _folder_totals(files: list[Entry]) -> tuple[int, int, int]:
+    """(total bytes, newest mtime_ns or 0, file count) of one folder's own files."""
+    # map() over attrgetters runs the per-file loop in C: 100k files, every crawl.
+    return sum(map(_size_of, files)), max(0, max(map(_mtime_of, files), default=0)), len(files)
 
 
 def glob_regex(segments: list[str]) -> re.Pattern[str]:
