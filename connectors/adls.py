@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
 from connectors.ranged import RangedReads, quote_path
 
@@ -74,7 +74,7 @@ def _is_folder_marker(props: BlobProperties) -> bool:
     return str(metadata.get("hdi_isfolder", "")).lower() == "true"
 
 
-class AdlsVolume(RangedReads):
+class AdlsVolume(RangedReads, ClosedOnExit):
     """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
 
     def __init__(self, container: ContainerClient, root: str, *, url: str, scheme: str) -> None:
@@ -132,12 +132,6 @@ class AdlsVolume(RangedReads):
 
     def __repr__(self) -> str:
         return f"AdlsVolume({self.url!r})"
-
-    def __enter__(self) -> AdlsVolume:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._container.close()

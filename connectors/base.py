@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, TypeAlias, runtime_checkable
 
 from connectors.errors import PathOutsideVolume, VolumeError
 
@@ -59,6 +59,22 @@ FolderListing: TypeAlias = tuple[str, list[Entry], list[Entry]]
 # path anyway. Nothing below such a link goes unseen, unlike below a folder that could not be
 # listed, so a caller need not keep what it found there before.
 LINKED_FOLDER = "symlink to a folder inside the volume"
+
+
+class ClosedOnExit:
+    """``with volume:`` closes the volume at the block's end, whatever the connector holds."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # what the volume class provides
+
+        def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @runtime_checkable

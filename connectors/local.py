@@ -26,6 +26,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from connectors.base import (
     LINKED_FOLDER,
+    ClosedOnExit,
     Entry,
     FolderListing,
     ProblemSink,
@@ -89,7 +90,7 @@ def _translate(exc: OSError, rel: str) -> VolumeError:
     return VolumeError(f"{rel!r}: {_reason(exc)}", path=rel)
 
 
-class LocalVolume:
+class LocalVolume(ClosedOnExit):
     scheme = "file"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -133,12 +134,6 @@ class LocalVolume:
 
     def __repr__(self) -> str:
         return f"LocalVolume({self.url!r})"
-
-    def __enter__(self) -> LocalVolume:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         # Nothing is held between calls; files handed out by open() belong to the caller.

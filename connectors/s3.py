@@ -45,7 +45,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
 from connectors.ranged import RangedReads, quote_path
 
@@ -86,7 +86,7 @@ def _etag(value: object) -> str:
     return str(value or "").strip('"')
 
 
-class S3Volume(RangedReads):
+class S3Volume(RangedReads, ClosedOnExit):
     """A prefix of an S3 bucket; see the module docstring."""
 
     scheme = SCHEME
@@ -134,12 +134,6 @@ class S3Volume(RangedReads):
 
     def __repr__(self) -> str:
         return f"S3Volume({self.url!r})"
-
-    def __enter__(self) -> S3Volume:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()

@@ -47,7 +47,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from connectors import logredact
-from connectors.base import Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
 from connectors.ranged import RangedFile, file_and_size, read_capped
 
@@ -107,7 +107,7 @@ def parse_namenodes(authority: str, nameservices: dict[str, list[str]]) -> list[
     return urls
 
 
-class HdfsVolume:
+class HdfsVolume(ClosedOnExit):
     """An HDFS directory tree over WebHDFS; see the module docstring for the rules."""
 
     def __init__(
@@ -216,12 +216,6 @@ class HdfsVolume:
 
     def __repr__(self) -> str:
         return f"HdfsVolume({self.url!r})"
-
-    def __enter__(self) -> HdfsVolume:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client._session.close()

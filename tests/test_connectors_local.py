@@ -498,3 +498,19 @@ def test_walk_visits_subfolders_in_name_order(root: Path) -> None:
         write(root / "c" / name / "g.csv", b"1")
     folders = [folder for folder, _, _ in LocalVolume(root).walk_folders()]
     assert folders == ["", "a", "c", "c/a", "c/c", "c/k", "c/m", "c/x", "k", "m", "x"]
+
+
+def test_every_connector_closes_at_the_end_of_a_with_block(root: Path) -> None:
+    from connectors.adls import AdlsVolume
+    from connectors.s3 import S3Volume
+    from connectors.webhdfs import HdfsVolume
+
+    for cls in (LocalVolume, HdfsVolume, S3Volume, AdlsVolume):
+        assert hasattr(cls, "__enter__") and hasattr(cls, "__exit__"), cls
+    closed: list[str] = []
+    volume = LocalVolume(root)
+    volume.close = lambda: closed.append("closed")  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError), volume as entered:
+        assert entered is volume
+        raise RuntimeError("the block fails")
+    assert closed == ["closed"]
