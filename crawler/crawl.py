@@ -787,6 +787,11 @@ def _shared_columns(fields: list[Column]) -> list[Column]:
 
 
 def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
+    # A local volume reads it without a file object (see LocalVolume.read_head).
+    read_head = getattr(volume, "read_head", None)
+    if read_head is not None:
+        head: bytes = read_head(path, CSV_HEAD_BYTES)
+        return head
     with volume.open(path, size) as f:
         return f.read(CSV_HEAD_BYTES)
 
