@@ -285,7 +285,9 @@ class LocalVolume(ClosedOnExit):
             return Entry(rel, s.st_size, s.st_mtime_ns, False)
         raise NotAFile(f"{rel!r} is not a regular file ({_kind(s.st_mode)})", path=rel)
 
-    def _open(self, path: str) -> tuple[str, BinaryIO, int]:
+    def _open(self, path: str) -> tuple[str, int, int]:
+        """(relative path, descriptor, size) of a regular file inside the volume, opened for
+        reading; the caller closes the descriptor."""
         if _FD_PATHS:
             rel = normalize_relpath(path)
             opened = self._open_checked_after(rel) if rel else None
@@ -311,12 +313,12 @@ class LocalVolume(ClosedOnExit):
                 raise NotAFile(f"{rel!r} is not a regular file ({_kind(s.st_mode)})", path=rel)
             # Some FUSE filesystems pass O_NONBLOCK through to reads; restore normal reads.
             os.set_blocking(fd, True)
-            return rel, os.fdopen(fd, "rb"), s.st_size
+            return rel, fd, s.st_size
         except BaseException:
             os.close(fd)
             raise
 
-    def _open_checked_after(self, rel: str) -> tuple[str, BinaryIO, int] | None:
+    def _open_checked_after(self, rel: str) -> tuple[str, int, int] | None:
         """The common case in four system calls: a regular file inside the volume, opened
         through its path and then checked by where the kernel says the descriptor points.
 
@@ -349,7 +351,7 @@ class LocalVolume(ClosedOnExit):
                 os.close(fd)
                 return None
             os.set_blocking(fd, True)
-            return rel, os.fdopen(fd, "rb"), f.st_size
+            return rel, fd, f.st_size
         except OSError:
             os.close(fd)
             return None
@@ -359,24 +361,37 @@ class LocalVolume(ClosedOnExit):
 
     def open(self, path: str, size: int | None = None) -> BinaryIO:
         # The open file's own fstat is free here; a size from a listing adds nothing.
-        return self._open(path)[1]
+        return os.fdopen(self._open(path)[1], "rb")
+
+    # read and read_head take the bytes from the descriptor itself: a file object (FileIO
+    # and BufferedReader) for one read cost a third of reading a small file, and a crawl
+    # reads two (a manifest and its data's head) per manifest.
 
     def read(self, path: str, max_bytes: int) -> bytes:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        rel, f, size = self._open(path)
-        with f:
+        rel, fd, size = self._open(path)
+        try:
             if size > max_bytes:
                 raise EntryTooLarge(rel, size, max_bytes)
             # Sized from fstat rather than max_bytes: a read of n bytes allocates n up front.
-            want = size + 1
-            data = f.read(want)
-            if len(data) == want and want <= max_bytes:
-                # Grew since the fstat (or the size lies, as in /proc): read on, still capped.
-                data += f.read(max_bytes + 1 - want)
+            data = _read_sized(fd, size, max_bytes + 1)
+        finally:
+            os.close(fd)
         if len(data) > max_bytes:
             raise EntryTooLarge(rel, len(data), max_bytes)
         return data
+
+    def read_head(self, path: str, max_bytes: int) -> bytes:
+        """The file's first ``max_bytes`` bytes (all of it when shorter): what ``open`` and
+        one ``read(max_bytes)`` give, without the file object."""
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        _, fd, size = self._open(path)
+        try:
+            return _read_sized(fd, size, max_bytes)
+        finally:
+            os.close(fd)
 
     def url_for(self, path: str) -> str:
         rel = normalize_relpath(path)
@@ -405,6 +420,35 @@ class LocalVolume(ClosedOnExit):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise _translate(exc, rel) from exc
+
+
+def _read_sized(fd: int, size: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``, asking first for the ``size`` its fstat gave (plus
+    one, to see whether it grew since: then on, still capped, as the size may lie, as in
+    /proc)."""
+    want = min(size + 1, limit)
+    data = _read_up_to(fd, want)
+    if len(data) == want and want < limit:
+        data += _read_up_to(fd, limit - want)
+    return data
+
+
+def _read_up_to(fd: int, n: int) -> bytes:
+    """``n`` bytes, or fewer at the end of the file: a read may return less than asked
+    before the end (on some filesystems, or once interrupted), as a file object's read does
+    not."""
+    data = os.read(fd, n)
+    if not data or len(data) == n:
+        return data
+    parts = [data]
+    left = n - len(data)
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 def _log_problem(path: str, reason: str) -> None:

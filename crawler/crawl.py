@@ -693,30 +693,53 @@ def _parse_one(volume: Volume, path: str, schema_file: str | None = None) -> Par
     """``schema_file``: the file a document without ``location`` and ``schema`` takes its
     schema from, as the walk found it; reading it here, in the same job, spares the crawl a
     second job per manifest, which would also wait behind every manifest still queued."""
-    from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
-
-    try:
-        data = volume.read(path, MAX_MANIFEST_BYTES)
-    except VolumeError as exc:
-        return ParsedManifest(path, [], [Problem(path=path, reason=str(exc))])
-    parsed, problems = parse_manifest(data, path)
-    docs = [
-        (d.index, d.line, d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
-        for d in parsed
-    ]
-    schema = None
-    if (
-        schema_file is not None
-        and docs
-        and not any("schema" in fields or "location" in fields for _, _, fields in docs)
-    ):
-        schema = _read_schema(volume, schema_file)
-    return ParsedManifest(path, docs, problems, schema)
+    return _parse_many(volume, [path if schema_file is None else (path, schema_file)])[0]
 
 
 def _parse_chunk(jobs: list[Job]) -> list[ParsedManifest]:
     assert _worker_volume is not None
-    return run_jobs(_parse_one, _worker_volume, jobs)
+    return _parse_many(_worker_volume, jobs)
+
+
+def _parse_many(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
+    """``_parse_one`` of each job, one step at a time over all of them: every manifest read,
+    then parsed, then dumped, then every schema read. Each step's code and data (libyaml and
+    the models, then Arrow and the CSV reader) stay in the CPU's caches through the chunk;
+    taken a manifest at a time through all four steps, the same work cost a quarter more CPU
+    (10k manifests of the bench volume in one process: 1.6 s against 1.25 s)."""
+    from crawler.manifest import MAX_MANIFEST_BYTES, ParsedDocument, parse_manifest
+
+    out: list[ParsedManifest] = []
+    texts: list[bytes | None] = []
+    for job in jobs:
+        path = job if type(job) is str else job[0]
+        try:
+            texts.append(volume.read(path, MAX_MANIFEST_BYTES))
+            out.append(ParsedManifest(path, [], []))
+        except VolumeError as exc:
+            texts.append(None)
+            out.append(ParsedManifest(path, [], [Problem(path=path, reason=str(exc))]))
+    parsed: list[list[ParsedDocument]] = []
+    for pm, data in zip(out, texts, strict=True):
+        documents: list[ParsedDocument] = []
+        if data is not None:
+            documents, pm.problems = parse_manifest(data, pm.path)
+        parsed.append(documents)
+    for pm, documents in zip(out, parsed, strict=True):
+        pm.docs = [
+            (d.index, d.line, d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+            for d in documents
+        ]
+    for pm, job in zip(out, jobs, strict=True):
+        if type(job) is not str and _takes_folder_schema(pm.docs):
+            pm.schema = _read_schema(volume, job[1])
+    return out
+
+
+def _takes_folder_schema(docs: list[tuple[int, int, dict[str, Any]]]) -> bool:
+    """True when every document takes its schema from its folder's data (none names a
+    location or a schema), so the folder's file read by the parse's job is theirs."""
+    return bool(docs) and not any("schema" in f or "location" in f for _, _, f in docs)
 
 
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
@@ -766,6 +789,11 @@ def _shared_columns(fields: list[Column]) -> list[Column]:
 
 
 def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
+    # A local volume reads it without a file object (see LocalVolume.read_head).
+    read_head = getattr(volume, "read_head", None)
+    if read_head is not None:
+        head: bytes = read_head(path, CSV_HEAD_BYTES)
+        return head
     with volume.open(path, size) as f:
         return f.read(CSV_HEAD_BYTES)
 

@@ -331,6 +331,57 @@ def test_read_notices_content_beyond_the_reported_size() -> None:
         proc_root.read("status", 5)
 
 
+def test_read_head_gives_what_open_and_one_read_give(tmp_path: Path) -> None:
+    volume = LocalVolume(tmp_path)
+    for size in (0, 1, 63, 64, 65, 5000):
+        (tmp_path / f"f{size}").write_bytes(bytes(i % 251 for i in range(size)))
+        for limit in (0, 1, 64, 4096):
+            with volume.open(f"f{size}") as f:
+                assert volume.read_head(f"f{size}", limit) == f.read(limit)
+    # Content beyond the reported size (as /proc's) is read up to the limit, as by open().
+    proc_root = LocalVolume("/proc/self")
+    head = proc_root.read_head("status", 64)
+    assert len(head) == 64 and head.startswith(b"Name:")
+    # The same refusals as open(): what is not a regular file inside the volume is not read.
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "out").symlink_to("/etc/hostname")
+    for path, error in (
+        ("missing", EntryNotFound),
+        ("folder", NotAFile),
+        ("pipe", NotAFile),
+        ("out", PathOutsideVolume),
+        ("../x", PathOutsideVolume),
+    ):
+        with pytest.raises(error):
+            volume.open(path)
+        with pytest.raises(error):
+            volume.read_head(path, 64)
+
+
+def test_a_read_shorter_than_asked_before_the_end_is_read_on() -> None:
+    from connectors.local import _read_up_to
+
+    # A pipe hands out what was written so far: the first read comes back short.
+    r, w = os.pipe()
+    try:
+
+        def write() -> None:
+            os.write(w, b"abc")
+            threading.Event().wait(0.05)
+            os.write(w, b"defgh")
+            os.close(w)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert _read_up_to(r, 6) == b"abcdef"
+        assert _read_up_to(r, 6) == b"gh"  # the end comes first
+        assert _read_up_to(r, 6) == b""
+        writer.join()
+    finally:
+        os.close(r)
+
+
 def test_open_is_seekable_and_reads_parquet(root: Path) -> None:
     table = pa.table({"store_id": [1, 2, 3], "amount": [1.5, 2.5, 3.5]})
     pq.write_table(table, root / "part-0.parquet")

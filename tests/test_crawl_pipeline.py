@@ -21,6 +21,7 @@ from crawler.crawl import (
     NamePatterns,
     _init_worker,
     _parse_chunk,
+    _parse_many,
     _parse_one,
     _read_schema,
     _schema_chunk,
@@ -272,6 +273,69 @@ def test_a_parse_job_reads_the_schema_it_was_told_of_only_for_documents_that_tak
             volume, "plain/data.csv"
         )
         assert work.result("parse", "located/MANIFEST.yaml").schema is None
+
+
+def _parsed_the_old_way(volume: LocalVolume, job: str | tuple[str, str]) -> tuple[Any, ...]:
+    """What a job gave when each manifest went through every step before the next one: the
+    reference the chunk's step-by-step parse must match."""
+    from connectors import VolumeError
+    from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
+    path, hint = (job, None) if isinstance(job, str) else job
+    try:
+        data = volume.read(path, MAX_MANIFEST_BYTES)
+    except VolumeError as exc:
+        return path, [], [str(exc)], None
+    parsed, problems = parse_manifest(data, path)
+    docs = [
+        (d.index, d.line, d.manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+        for d in parsed
+    ]
+    schema = None
+    if hint and docs and not any("schema" in f or "location" in f for _, _, f in docs):
+        schema = _read_schema(volume, hint)
+    return path, docs, [p.reason for p in problems], schema
+
+
+def test_a_chunk_parsed_a_step_at_a_time_gives_what_each_manifest_gave_alone(
+    tmp_path: Path,
+) -> None:
+    cases = {
+        "plain": "name: plain\ntype: dataset\n",
+        "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
+        "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
+        "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
+        "broken": "name: [broken\ntype: dataset\n",
+        "unknown-field": "name: odd\ntype: dataset\ncolour: blue\n",
+        "empty": "",
+        "too-large": "name: big\ntype: dataset\ndescription: " + "x" * (1 << 20) + "\n",
+    }
+    for folder, text in cases.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "MANIFEST.yaml").write_text(text)
+        (tmp_path / folder / "data.csv").write_text(f"id,{folder}\n1,2\n")
+    (tmp_path / "plain" / "bad.parquet").write_bytes(b"not parquet")
+    volume = LocalVolume(tmp_path)
+    jobs: list[str | tuple[str, str]] = ["gone/MANIFEST.yaml"]  # vanished since the walk
+    for folder in cases:
+        jobs += [f"{folder}/MANIFEST.yaml", (f"{folder}/MANIFEST.yaml", f"{folder}/data.csv")]
+    jobs += [("plain/MANIFEST.yaml", "plain/bad.parquet"), ("plain/MANIFEST.yaml", "gone.csv")]
+    chunk = _parse_many(volume, list(jobs))
+    assert len(chunk) == len(jobs)
+    for job, pm in zip(jobs, chunk, strict=True):
+        assert (pm.path, pm.docs, [p.reason for p in pm.problems], pm.schema) == (
+            _parsed_the_old_way(volume, job)
+        )
+    # The schema was read where, and only where, every document takes its folder's schema.
+    read = {pm.schema[0] for pm in chunk if pm.schema is not None}
+    assert read == {
+        "plain/data.csv",
+        "two-docs/data.csv",
+        "unknown-field/data.csv",
+        "plain/bad.parquet",
+        "gone.csv",
+    }
+    assert chunk[0].problems and chunk[0].problems[0].path == "gone/MANIFEST.yaml"
 
 
 def test_a_result_put_by_hand_is_taken_without_a_job_and_never_replaces_one(
