@@ -253,9 +253,19 @@ def cpu_split(bodies: list[bytes]) -> CpuSplit:
     from cairn.models import AssetWrite, BulkResponse
     from catalogue_service.backends.base import PreparedWrite
     from catalogue_service.backends.sqlite import SQLiteStore
-    from catalogue_service.service import WRITE_CHUNK
+    from catalogue_service.service import WRITE_CHUNK, all_valid
 
     spent: dict[str, float] = {}
+
+    def validate(raw: list[Any]) -> list[AssetWrite]:
+        # As the catalogue validates: a chunk's items in one call (Catalogue.bulk).
+        items: list[AssetWrite] = []
+        for start in range(0, len(raw), WRITE_CHUNK):
+            valid = all_valid(raw[start : start + WRITE_CHUNK])
+            if valid is None:
+                raise SystemExit("a generated asset is not valid")
+            items += valid
+        return items
 
     def step(name: str, fn: Any, *args: Any) -> Any:
         start = time.thread_time()
@@ -289,9 +299,7 @@ def cpu_split(bodies: list[bytes]) -> CpuSplit:
             for body in bodies:
                 with collector_paused():
                     raw = step("parse", orjson.loads, body)
-                    items = step(
-                        "validate", lambda r: [AssetWrite.model_validate(x) for x in r], raw
-                    )
+                    items = step("validate", validate, raw)
                     writes = step(
                         "prepare",
                         lambda its: [PreparedWrite.of(i, it) for i, it in enumerate(its)],

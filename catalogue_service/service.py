@@ -7,10 +7,11 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from cairn import paging
 from cairn.collector import collector_paused
@@ -60,6 +61,23 @@ TRIM_AFTER_ITEMS = 500
 WRITE_CHUNK = 500
 
 
+# A bulk chunk's items in one pydantic-core call: about 1.5 us an item less than a
+# model_validate call per item (bench_ingest's validate step).
+_ITEMS: TypeAdapter[list[AssetWrite]] = TypeAdapter(list[AssetWrite])
+
+
+_INDEX, _STATUS = attrgetter("index"), attrgetter("status")
+
+
+def all_valid(raw_items: list[Any]) -> list[AssetWrite] | None:
+    """Every item of ``raw_items`` as an ``AssetWrite``, or None when any is invalid (the
+    caller then validates them one by one, so each bad item gets its own error)."""
+    try:
+        return _ITEMS.validate_python(raw_items)
+    except ValidationError:
+        return None
+
+
 def clean_message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
 
@@ -106,10 +124,12 @@ class Catalogue:
 
         def prepared(start: int, stop: int) -> list[PreparedWrite]:
             writes: list[PreparedWrite] = []
-            for index in range(start, min(stop, len(raw_items))):
-                raw = raw_items[index]
+            chunk = raw_items[start:stop]
+            valid = all_valid(chunk)
+            for index, raw in enumerate(chunk, start):
                 try:
-                    item = AssetWrite.model_validate(raw)
+                    # valid is None when an item is invalid: each then gets its own error.
+                    item = valid[index - start] if valid else AssetWrite.model_validate(raw)
                 except ValidationError as exc:
                     name = raw.get("name") if isinstance(raw, dict) else None
                     failed[index] = BulkItemResult(
@@ -158,8 +178,9 @@ class Catalogue:
                 for start in range(0, len(raw_items), WRITE_CHUNK)
             )
             results = await self.store.upsert_chunks(chunks, now)
-        merged = sorted([*results, *failed.values()], key=lambda r: r.index)
-        counts = Counter(r.status for r in merged)
+        # attrgetter, not a lambda or generator: C calls, one per item of a big request.
+        merged = sorted([*results, *failed.values()], key=_INDEX)
+        counts = Counter(map(_STATUS, merged))
         return BulkResponse(
             results=merged,
             created=counts["created"],
