@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
+from pydantic import TypeAdapter
 
 from cairn.errors import InvalidCursor
 from cairn.models import (
@@ -340,6 +341,10 @@ class _CountCache:
                 self._entries.popitem(last=False)
 
 
+# A write's results, made from their fields in one pydantic-core call rather than one model
+# call per item (about 1 us an item less on a bulk write).
+_RESULTS: TypeAdapter[list[BulkItemResult]] = TypeAdapter(list[BulkItemResult])
+
 # (seq, hash, revision, deleted, updated_at, name, type) of an asset row.
 _Row = tuple[int, str, int, int, str, str, str]
 
@@ -518,7 +523,7 @@ class SQLiteStore:
         of 500, they cost about 15 µs more SQLite per asset). An id comes at most once per
         request, so no later chunk needs an earlier one's side rows.
         """
-        results: list[BulkItemResult] = []
+        results: list[dict[str, Any]] = []
         stamp = now.isoformat().replace("+00:00", "Z")
         side = _SideRows()
         with self.db.transaction(big=big) as conn:
@@ -534,7 +539,7 @@ class SQLiteStore:
                     results.append(self._apply(conn, write, stamp, side, state))
                 side.flush(conn)
             side.insert(conn)
-        return results
+        return _RESULTS.validate_python(results)
 
     def _apply(
         self,
@@ -543,7 +548,8 @@ class SQLiteStore:
         stamp: str,
         side: _SideRows,
         state: _BatchState,
-    ) -> BulkItemResult:
+    ) -> dict[str, Any]:
+        """Writes one item; answers with its result's fields (``BulkItemResult``)."""
         doc = write.doc
         asset_id, name, deleted = doc["id"], doc["name"], bool(doc.get("deleted"))
         base = {"index": write.index, "id": asset_id, "name": name}
@@ -551,16 +557,16 @@ class SQLiteStore:
         row = state.rows.get(asset_id)
         if write.expect_revision is not None and (row is None or row[2] != write.expect_revision):
             error = stale_revision(asset_id, write.expect_revision, row and row[2])
-            return BulkItemResult(**base, status="error", conflict="revision", error=error)
+            return {**base, "status": "error", "conflict": "revision", "error": error}
         if row is not None and row[1] == write.content_hash:
             write.stored = {**doc, "revision": row[2], "updated_at": row[4]}
-            return BulkItemResult(**base, status="unchanged", revision=row[2])
+            return {**base, "status": "unchanged", "revision": row[2]}
         current: dict[str, Any] | None = None
         if row is not None and doc.get("volume"):
             current = _stored_doc(conn, side, row[0])
             taken = owner_conflict(doc, current)
             if taken is not None:
-                return BulkItemResult(**base, status="error", conflict="owner", error=taken)
+                return {**base, "status": "error", "conflict": "owner", "error": taken}
         if not deleted:
             holder = state.live_names.get(name)
             if holder is not None and holder != asset_id:
@@ -570,16 +576,16 @@ class SQLiteStore:
                 ).fetchone()
                 where = origin(orjson.loads(other_doc))
                 mine = doc.get("manifest_path") or "this request"
-                return BulkItemResult(
+                return {
                     **base,
-                    status="error",
-                    conflict="name",
-                    error=(
+                    "status": "error",
+                    "conflict": "name",
+                    "error": (
                         f"name {name!r} is already used by asset {holder} (from {where}); "
                         f"names are unique in the catalogue, so rename the asset in {mine} "
                         "or remove the other one"
                     ),
-                )
+                }
         revision = 1 if row is None else row[2] + 1
         stored = {**doc, "revision": revision, "updated_at": stamp}
         if row is not None:
@@ -621,7 +627,7 @@ class SQLiteStore:
             side.facets.add(doc.get("tags") or [], doc["type"], 1, seq, name)
         side.add(seq, doc)
         write.stored = stored
-        return BulkItemResult(**base, status=status, revision=revision)
+        return {**base, "status": status, "revision": revision}
 
     async def reindex(self, progress: Callable[[int, int], None]) -> int:
         return await anyio.to_thread.run_sync(self._reindex_sync, progress)
