@@ -105,7 +105,7 @@ class Catalogue:
     # --- writes -------------------------------------------------------------------------------
 
     async def bulk(self, raw_items: list[Any]) -> BulkResponse:
-        """Validates each item alone so one bad item never sinks the others."""
+        """Gives each item its own result, so one bad item never sinks the others."""
         if len(raw_items) > self.settings.bulk_max_items:
             raise BadRequest(
                 f"A bulk request holds at most {self.settings.bulk_max_items} items; "

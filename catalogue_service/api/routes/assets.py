@@ -34,7 +34,7 @@ BULK_EXAMPLE = [
     {"name": "sales_daily", "type": "dataset", "tags": ["sales"], "depends_on": ["sales_raw"]},
     {"id": "stores-v1", "name": "stores", "type": "table"},
 ]
-# Items are validated one by one: a bad item gets an error in its result, the others land.
+# Each item gets its own result: a bad item gets an error in it, the others land.
 BULK_ITEM = {
     "description": "An asset (AssetWrite); one that is not valid gets an error in its result "
     "and the others are stored.",
