@@ -83,13 +83,17 @@ class TagFacets:
                 f"DELETE FROM {table} WHERE tag = ? AND {column} = ? AND n <= 0",
                 [(a, b) for a, b, n in changed if n < 0],
             )
-        # An asset is listed under a tag at most once, so the net change is -1, 0 or 1.
-        names = _net(self.added.names, self.removed.names)
-        conn.executemany(
-            "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
-            [key for key, n in names.items() if n < 0],
-        )
-        listed = [key for key, n in names.items() if n > 0]
+        # An asset is listed under a tag at most once, so the net change is -1, 0 or 1; with
+        # nothing taken out (a load of new assets) the keys added are the change.
+        if self.removed.names:
+            names = _net(self.added.names, self.removed.names)
+            conn.executemany(
+                "DELETE FROM tag_names WHERE tag = ? AND name_lc = ? AND seq = ?",
+                [key for key, n in names.items() if n < 0],
+            )
+            listed = [key for key, n in names.items() if n > 0]
+        else:
+            listed = self.added.names
         # By tag, stably: the index is then walked one tag's range after another rather than
         # jumped about in (about 1 us less SQLite CPU per asset of a bulk load); sorting by
         # the whole key as well saved no more SQLite time than its sort cost in Python.
