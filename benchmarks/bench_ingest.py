@@ -626,7 +626,7 @@ def _where_sqlite(f: IngestFigures) -> list[str]:
     steps = sum(us.values())
     labels = {
         "parse": "parse the body (`orjson.loads`)",
-        "validate": "validate each item (`AssetWrite`, pydantic)",
+        "validate": "validate the items (`AssetWrite`, pydantic, a chunk per call)",
         "prepare": "storage document and content hash (`PreparedWrite.of`)",
         "store: SQLite statements and commit": "store: SQLite statements and the commit",
         "store: its Python (rows, facets, results)": "store: its Python (rows, tag facets, "
