@@ -164,9 +164,9 @@ class _Tracer:
             ops["es took"] = ops.get("es took", 0.0) + answer["took"] / 1000
             return answer
 
-        MongoStore.upsert = traced_upsert  # type: ignore[method-assign]
-        SearchIndex.bulk = traced_index_bulk  # type: ignore[method-assign]
-        AsyncElasticsearch.bulk = traced_es_bulk  # type: ignore[method-assign]
+        MongoStore.upsert = traced_upsert  # type: ignore[method-assign, assignment]
+        SearchIndex.bulk = traced_index_bulk  # type: ignore[method-assign, assignment]
+        AsyncElasticsearch.bulk = traced_es_bulk  # type: ignore[method-assign, assignment]
 
 
 def serve_traced() -> None:

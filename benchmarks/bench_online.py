@@ -425,7 +425,8 @@ def run(entities: int, quick: bool, command: str, venv: Path | None, big_rows: i
     section.add(*table(headers, rows_out))
     key = (16, 1)
     ok = False
-    compared, differ, examples = (0, 0, [])
+    examples: list[str] = []
+    compared, differ = 0, 0
     if not feast.error:
         compared, differ, examples = compare(cairn, feast)
         ours, theirs = cairn.runs[key], feast.runs[key]

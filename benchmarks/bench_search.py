@@ -1055,8 +1055,8 @@ def write(
     if sqlite is not None and sqlite.complete and sqlite.engine_ms:
         section.add(*_where_sqlite(sqlite))
     if sqlite is not None and sqlite.complete and sqlite.broads:
-        for b in sqlite.broads:
-            all_ok &= b.total >= 0.3 * sqlite.n and b.ratio <= 1.5
+        for broad in sqlite.broads:
+            all_ok &= broad.total >= 0.3 * sqlite.n and broad.ratio <= 1.5
         section.add(*_broad_lines(sqlite, loops))
     write_section(section)
     if any(f.complete for f in results.values()):

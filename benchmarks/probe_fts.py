@@ -104,7 +104,7 @@ def statement_parts(path: Path, words: list[str]) -> list[tuple[str, float]]:
         f" THEN {backend.EXACT_NAME_BOOST} ELSE 0 END) AS k1 FROM assets_fts a"
         f" WHERE assets_fts MATCH ? AND a.rowid NOT IN ({backend.DELETED_SEQS})"
     )
-    parts = [
+    parts: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
         ("FTS match, counted", "SELECT count(*) FROM assets_fts WHERE assets_fts MATCH ?", match),
         ("+ bm25 of each match", f"WITH s AS MATERIALIZED ({scored}) SELECT max(k1) FROM s", match),
         ("+ sort, first 21 keys", f"{scored} ORDER BY k1, seq LIMIT 21", match),

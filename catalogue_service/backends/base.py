@@ -177,8 +177,10 @@ def stale_revision(asset_id: str, expected: int, found: int | None) -> str:
 
 
 class AssetStore(Protocol):
-    # Spelling suggestions from this store's own index, for the typo fallback.
-    speller: Speller
+    # Spelling suggestions from this store's own index, for the typo fallback. Read-only
+    # here, so a store may hold its own kind of speller.
+    @property
+    def speller(self) -> Speller: ...
 
     async def open(self) -> None: ...
 

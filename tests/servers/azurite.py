@@ -255,6 +255,7 @@ class TokenEndpoint:
 
     def env(self) -> dict[str, str]:
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address
         return {
             "IDENTITY_ENDPOINT": f"http://{host}:{port}/msi/token",
             "IDENTITY_HEADER": self.header,

@@ -75,7 +75,7 @@ class AzuriteServer:
         self.server.service().create_container(name)
         return name
 
-    def container(self, name: str):  # type: ignore[no-untyped-def]
+    def container(self, name: str):
         return self.server.service().get_container_client(name)
 
     def url(self, container: str, path: str = "") -> str:
@@ -109,7 +109,7 @@ class S3Server:
     def endpoint(self) -> str:
         return self.server.endpoint
 
-    def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):  # type: ignore[no-untyped-def]
+    def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
         """A boto3 S3 client with the test identity, for setting up buckets in tests."""
         import boto3
         from botocore.config import Config
