@@ -132,6 +132,9 @@ _IMPLICIT: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
 # Plain scalars repeat a lot across manifests (field names, types, tag words); remembering how
 # they resolve skips the regular expressions. Bounded so hostile input cannot grow it.
 _PLAIN_CACHE: dict[str, str] = {}
+# The clean path's cache (see _clean_build): plain scalar -> its value. Every value a plain
+# scalar resolves to (text, numbers, booleans, null, dates) is immutable, so sharing is safe.
+_PLAIN_VALUES: dict[str, Any] = {}
 _PLAIN_CACHE_MAX = 4096
 _PLAIN_CACHE_LEN = 64
 # No 64-bit integer needs more characters than this, even written in binary with a sign; longer
@@ -1083,11 +1086,16 @@ def _clean_stream(get_event: Callable[[], Any]) -> list[ParsedDocument]:
 
 def _clean_build(get_event: Callable[[], Any], budget: int) -> tuple[Any, int]:
     """One document's value (after DocumentStart, through DocumentEnd), without positions,
-    and what is left of ``budget`` (events)."""
-    stack: list[Any] = []  # open containers
-    keys: list[Any] = []  # per open container: its pending key (_NOKEY: none; lists too)
+    and what is left of ``budget`` (events).
+
+    This loop runs once per YAML event of every manifest a crawl reads, so it keeps the open
+    container and its pending key in locals (the stack only holds the enclosing ones) and
+    settles the usual scalars with one dictionary lookup."""
+    stack: list[tuple[Any, Any]] = []  # the enclosing containers, each with its pending key
+    top: Any = None  # the open container; None at the root
+    key: Any = _NOKEY  # the open mapping's pending key (_NOKEY: none; lists too)
     root: Any = None
-    cache = _PLAIN_CACHE
+    plain = _PLAIN_VALUES
     while True:
         budget -= 1
         if budget < 0:
@@ -1098,39 +1106,56 @@ def _clean_build(get_event: Callable[[], Any], budget: int) -> tuple[Any, int]:
             if event.anchor is not None:
                 raise _GiveUp
             value = event.value
-            # A plain scalar known to be text; anything else resolves as the checked path does.
-            if event.tag is not None or not event.implicit[0] or cache.get(value) is not _STR:
+            if event.tag is not None:
                 value = _scalar(event)
                 if value is _MERGE:
                     raise _GiveUp
+            elif event.implicit[0]:
+                value = plain.get(value, _NOKEY)
+                if value is _NOKEY:
+                    value = _resolve_plain(event)
+            elif event.style == '"' and not value.isprintable():
+                value = _scalar(event)  # an escape may have made a character we refuse
         elif cls is MappingStartEvent or cls is SequenceStartEvent:
             if event.tag is not None or event.anchor is not None or len(stack) >= MAX_DEPTH:
                 raise _GiveUp
-            stack.append({} if cls is MappingStartEvent else [])
-            keys.append(_NOKEY)
+            stack.append((top, key))
+            top = {} if cls is MappingStartEvent else []
+            key = _NOKEY
             continue
         elif cls is MappingEndEvent or cls is SequenceEndEvent:
-            keys.pop()
-            value = stack.pop()
+            value = top
+            top, key = stack.pop()
+            if key is _NOKEY and type(top) is dict:
+                raise _GiveUp  # a mapping or list as a key
         elif cls is DocumentEndEvent:
             return root, budget
         else:  # an alias (or anything unexpected): the checked path handles it
             raise _GiveUp
-        if not stack:
-            root = value
-            continue
-        top = stack[-1]
-        if type(top) is list:
-            top.append(value)
-            continue
-        key = keys[-1]
-        if key is _NOKEY:
-            if type(value) is dict or type(value) is list or value in top:
-                raise _GiveUp
-            keys[-1] = value
-        else:
+        if key is not _NOKEY:
             top[key] = value
-            keys[-1] = _NOKEY
+            key = _NOKEY
+        elif type(top) is list:
+            top.append(value)
+        elif top is None:
+            root = value
+        elif value in top:
+            raise _GiveUp  # a duplicate key
+        else:
+            key = value
+
+
+def _resolve_plain(event: ScalarEvent) -> Any:
+    """A plain scalar's value, resolved as the checked path does, remembered if short."""
+    value = _scalar(event)
+    if value is _MERGE:
+        raise _GiveUp
+    text = event.value
+    if len(text) <= _PLAIN_CACHE_LEN:
+        if len(_PLAIN_VALUES) >= _PLAIN_CACHE_MAX:
+            _PLAIN_VALUES.clear()
+        _PLAIN_VALUES[text] = value
+    return value
 
 
 def _clean_validate(root: dict[Any, Any]) -> Manifest:

@@ -30,6 +30,7 @@ CLEAN = [
     "name: a\ntype: dataset\ndepends-on: [b]\nchecks: [{column: id, not_null: true}]\n",
     "name: '123'\ntype: dataset\ndescription: >\n  folded\n  text\ntags: []\nlabels: {}\n",
     "name: !!str a\ntype: dataset\nlabels: {tier: !!int '3'}\n",  # allowed scalar tags
+    'name: a\ntype: dataset\ndescription: "tab\\tand\\nnewline escapes"\n',  # allowed escapes
     "",  # empty: no documents; the "empty file" warning comes from parse_manifest either way
 ]
 
@@ -50,6 +51,9 @@ HANDED_OVER = [
     "name: a\ntype: dataset\nextra: [1]\n",  # extra must be a mapping
     "name: a\ntype: dataset\n1: x\n",  # a key that is not text
     "name: a\ntype: dataset\nlabels: {big: 99999999999999999999}\n",  # past 64 bits
+    'name: a\ntype: dataset\ndescription: "bell \\a"\n',  # a refused character, escaped
+    "name: a\ntype: dataset\nlabels: {? [x, y] : 1}\n",  # a list as a key
+    "name: a\ntype: dataset\nlabels: {? {x: 1} : 1}\n",  # a mapping as a key
     "name: a\ntype: dataset\ntags: [" + ", ".join(["t"] * CLEAN_PATH_EVENTS) + "]\n",  # long
 ]
 
@@ -109,3 +113,41 @@ def test_every_example_manifest_parses_the_same_both_ways(monkeypatch: pytest.Mo
         slow = checked(data, monkeypatch)
         assert as_tuples(fast[0]) == as_tuples(slow[0]), f
         assert fast[1] == slow[1], f
+
+
+# Plain scalars of every kind YAML 1.1's safe rules resolve, each spelled so that the text
+# alone does not say the type (``yes`` a boolean, ``0x1F`` an int, ``1_000`` too).
+YAML_11_SCALARS = (
+    "name: a\ntype: dataset\nextra: {a: yes, b: No, c: on, d: OFF, e: 0x1F, f: 017, g: 1_000,"
+    " h: 0b101, i: 1:30, j: .5, k: 1e3, l: 1.5e-3, m: -2., n: ~, o: null, p: Null, q: 2026-01-31,"
+    " r: 2026-01-31 10:00:00+02:00, s: 1.0, t: 1, u: true, v: y, w: '1', x: '', z: 0}\n"
+)
+
+
+def test_plain_scalars_resolve_the_same_both_ways_cold_and_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clean path remembers how short plain scalars resolved: the second read comes from
+    # that cache, and must give the values (and their types) the first read and the checked
+    # builder give.
+    manifest_module._PLAIN_VALUES.clear()
+    data = YAML_11_SCALARS.encode()
+    slow = checked(data, monkeypatch)
+    assert slow[1] == []
+    for _ in range(2):
+        assert manifest_module._parse_clean(YAML_11_SCALARS) is not None
+        fast = parse_manifest(data, PATH)
+        assert fast[1] == []
+        [got], [want] = fast[0], slow[0]
+        assert got.manifest == want.manifest
+        pairs = zip(got.manifest.extra.items(), want.manifest.extra.items(), strict=True)
+        assert all(type(g[1]) is type(w[1]) for g, w in pairs)
+    values = fast[0][0].manifest.extra
+    assert (values["a"], values["d"], values["e"], values["g"], values["i"]) == (
+        True,
+        False,
+        31,
+        1000,
+        90,
+    )
+    assert type(values["s"]) is float and type(values["t"]) is int and values["w"] == "1"
