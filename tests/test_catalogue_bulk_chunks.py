@@ -25,6 +25,7 @@ from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
 from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
 from catalogue_service.service import Catalogue
+from catalogue_service.spelling import sqlite as spelling
 
 CHUNK = 4
 
@@ -502,3 +503,45 @@ def test_a_bad_label_value_is_named_first_come_first_named(
 def test_plain_label_values_pass_as_they_are() -> None:
     labels = {"zone": "gold", "tier": 2**63 - 1, "ratio": -0.5, "pii": False, "none": None}
     assert check_labels({**labels, "map": {"a": [1]}}) == {**labels, "map": {"a": [1]}}
+
+
+def test_word_counts_follow_writes_and_new_words_bump_the_version(tmp_path: Path) -> None:
+    """Known words are counted without a new version of the word list; a new word makes one;
+    after rewrites the counts equal those counted afresh from the full-text index."""
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+
+    def version() -> str:
+        conn = sqlite3.connect(path)
+        (value,) = conn.execute(
+            "SELECT value FROM meta WHERE key = 'vocabulary_version'"
+        ).fetchone()
+        conn.close()
+        return str(value)
+
+    def vocabulary(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+        return conn.execute("SELECT term, uses FROM search_terms ORDER BY term").fetchall()
+
+    try:
+        first = [asset(f"sales_{i}", id=f"s-{i}", description="daily revenue") for i in range(3)]
+        asyncio.run(catalogue.bulk(first))
+        start = version()
+        known = [asset("revenue", id="k-1", description="daily sales")]
+        asyncio.run(catalogue.bulk(known))
+        assert version() == start
+        fresh = [asset("churn", id="c-1", description="daily churn model")]
+        asyncio.run(catalogue.bulk(fresh))
+        assert version() != start
+        # Rewrites take words out and put others (known and new) in.
+        rewritten = [asset("sales_0", id="s-0", description="weekly churn"), fresh[0]]
+        asyncio.run(catalogue.bulk(rewritten))
+    finally:
+        asyncio.run(store.close())
+    conn = sqlite3.connect(path)
+    kept = vocabulary(conn)
+    assert ("daily", 4) in kept and ("weekly", 1) in kept and ("churn", 3) in kept
+    conn.execute("DELETE FROM meta WHERE key = 'vocabulary_version'")
+    conn.commit()
+    spelling.fill_if_missing(conn)
+    assert vocabulary(conn) == kept
+    conn.close()
