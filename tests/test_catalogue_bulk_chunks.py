@@ -545,3 +545,34 @@ def test_word_counts_follow_writes_and_new_words_bump_the_version(tmp_path: Path
     spelling.fill_if_missing(conn)
     assert vocabulary(conn) == kept
     conn.close()
+
+
+def test_big_bulks_trim_the_heap_once_they_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-to-back big requests leave their freed memory to each other; it is handed back
+    once, when they pause (and again after a later request)."""
+    monkeypatch.setattr(service, "TRIM_AFTER_ITEMS", 3)
+    monkeypatch.setattr(service, "TRIM_QUIET_S", 0.2)
+    trims: list[float] = []
+    monkeypatch.setattr(service, "trim", lambda: trims.append(time.monotonic()))
+    store, catalogue = _open(tmp_path / "c.db")
+
+    async def load(first: int) -> None:
+        before = len(trims)
+        for batch in range(first, first + 3):
+            items = [asset(f"n{batch}_{i}", id=f"i-{batch}-{i}") for i in range(3)]
+            assert (await catalogue.bulk(items)).created == len(items)
+            assert len(trims) == before  # not after each request
+        ended = time.monotonic()
+        await catalogue.bulk([asset("small", id="small")])  # below TRIM_AFTER_ITEMS
+        await asyncio.sleep(0.5)
+        assert trims and trims[-1] >= ended + 0.2
+
+    try:
+        asyncio.run(load(0))
+        assert len(trims) == 1
+        asyncio.run(load(3))  # a new event loop, as in a new process
+        assert len(trims) == 2
+    finally:
+        asyncio.run(store.close())
