@@ -6,7 +6,9 @@ Prints the process's CPU per asset, the event loop thread's share of it, the wal
 the cores used (process CPU over wall). Other processes on the machine stretch the wall time
 but not the CPU figures, so compare the CPU per asset, and cores used only within one run.
 
-Run: ``python -m benchmarks.probe_ingest [--assets N] [--runs R]``.
+Run: ``python -m benchmarks.probe_ingest [--assets N] [--runs R] [--batch B]``. The same
+assets at two batch sizes give the fixed CPU per request: the difference over the difference
+in requests (the crawler pushes batches of 1,000, bench_ingest of 5,000).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks.bench_ingest import encode_batches
+from benchmarks.bench_ingest import BATCH, encode_batches
 from benchmarks.common import WORK_DIR
 from benchmarks.gen_tree import make_assets
 from cairn.collector import collector_paused
@@ -70,9 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=BATCH, help="assets per request")
     args = parser.parse_args()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
-    bodies = encode_batches(make_assets(args.assets))
+    bodies = encode_batches(make_assets(args.assets), args.batch)
     for _ in range(args.runs):
         f = probe(bodies, args.assets)
         print(

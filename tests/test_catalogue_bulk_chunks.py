@@ -25,6 +25,7 @@ from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite
 from catalogue_service.backends.sqlite import SCHEMA_VERSION, SQLiteStore
 from catalogue_service.service import Catalogue
+from catalogue_service.spelling import sqlite as spelling
 
 CHUNK = 4
 
@@ -276,6 +277,55 @@ def test_back_to_back_bulks_keep_the_wal_bounded(
         asyncio.run(store.close())
 
 
+def test_back_to_back_bulks_are_copied_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background copy waits for CHECKPOINT_EVERY big commits (or a pause): the pages
+    every request rewrites are copied once for several requests, and the rows are read the
+    same from the WAL meanwhile."""
+    monkeypatch.setattr(service, "WRITE_CHUNK", CHUNK)
+    monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_QUIET_S", 60.0)  # only the count counts
+    plain_connect = cairn.sqlite.connect
+    copies: list[str] = []
+
+    class CountedCheckpoints:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "wal_checkpoint" in sql:
+                copies.append(sql)
+            return self.conn.execute(sql, *args)
+
+        def close(self) -> None:
+            self.conn.close()
+
+    def connect(path: Path, cache_kib: int) -> Any:
+        conn = plain_connect(path, cache_kib)
+        return CountedCheckpoints(conn) if cache_kib == cairn.sqlite.CHECKPOINT_CACHE_KIB else conn
+
+    monkeypatch.setattr(cairn.sqlite, "connect", connect)
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+    try:
+        for batch in range(cairn.sqlite.CHECKPOINT_EVERY):
+            items = [asset(f"n{batch}_{i}", id=f"i-{batch}-{i}") for i in range(2 * CHUNK)]
+            assert asyncio.run(catalogue.bulk(items)).created == len(items)
+            checkpointer = store.db._checkpointer
+            assert checkpointer is not None
+            if batch < cairn.sqlite.CHECKPOINT_EVERY - 1:
+                time.sleep(0.05)  # a copy started by mistake would have begun by now
+                assert copies == [] and not checkpointer.idle.is_set()
+                conn = sqlite3.connect(path)
+                count = conn.execute("SELECT count(*) FROM assets").fetchone()[0]
+                conn.close()
+                assert count == (batch + 1) * 2 * CHUNK
+        assert checkpointer.idle.wait(30)
+        assert len(copies) == 1
+    finally:
+        asyncio.run(store.close())
+
+
 def test_collector_pauses_nest_and_overlap() -> None:
     assert gc.isenabled()
     first, second = collector_paused(), collector_paused()
@@ -453,3 +503,76 @@ def test_a_bad_label_value_is_named_first_come_first_named(
 def test_plain_label_values_pass_as_they_are() -> None:
     labels = {"zone": "gold", "tier": 2**63 - 1, "ratio": -0.5, "pii": False, "none": None}
     assert check_labels({**labels, "map": {"a": [1]}}) == {**labels, "map": {"a": [1]}}
+
+
+def test_word_counts_follow_writes_and_new_words_bump_the_version(tmp_path: Path) -> None:
+    """Known words are counted without a new version of the word list; a new word makes one;
+    after rewrites the counts equal those counted afresh from the full-text index."""
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+
+    def version() -> str:
+        conn = sqlite3.connect(path)
+        (value,) = conn.execute(
+            "SELECT value FROM meta WHERE key = 'vocabulary_version'"
+        ).fetchone()
+        conn.close()
+        return str(value)
+
+    def vocabulary(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+        return conn.execute("SELECT term, uses FROM search_terms ORDER BY term").fetchall()
+
+    try:
+        first = [asset(f"sales_{i}", id=f"s-{i}", description="daily revenue") for i in range(3)]
+        asyncio.run(catalogue.bulk(first))
+        start = version()
+        known = [asset("revenue", id="k-1", description="daily sales")]
+        asyncio.run(catalogue.bulk(known))
+        assert version() == start
+        fresh = [asset("churn", id="c-1", description="daily churn model")]
+        asyncio.run(catalogue.bulk(fresh))
+        assert version() != start
+        # Rewrites take words out and put others (known and new) in.
+        rewritten = [asset("sales_0", id="s-0", description="weekly churn"), fresh[0]]
+        asyncio.run(catalogue.bulk(rewritten))
+    finally:
+        asyncio.run(store.close())
+    conn = sqlite3.connect(path)
+    kept = vocabulary(conn)
+    assert ("daily", 4) in kept and ("weekly", 1) in kept and ("churn", 3) in kept
+    conn.execute("DELETE FROM meta WHERE key = 'vocabulary_version'")
+    conn.commit()
+    spelling.fill_if_missing(conn)
+    assert vocabulary(conn) == kept
+    conn.close()
+
+
+def test_big_bulks_trim_the_heap_once_they_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-to-back big requests leave their freed memory to each other; it is handed back
+    once, when they pause (and again after a later request)."""
+    monkeypatch.setattr(service, "TRIM_AFTER_ITEMS", 3)
+    monkeypatch.setattr(service, "TRIM_QUIET_S", 0.2)
+    trims: list[float] = []
+    monkeypatch.setattr(service, "trim", lambda: trims.append(time.monotonic()))
+    store, catalogue = _open(tmp_path / "c.db")
+
+    async def load(first: int) -> None:
+        before = len(trims)
+        for batch in range(first, first + 3):
+            items = [asset(f"n{batch}_{i}", id=f"i-{batch}-{i}") for i in range(3)]
+            assert (await catalogue.bulk(items)).created == len(items)
+            assert len(trims) == before  # not after each request
+        ended = time.monotonic()
+        await catalogue.bulk([asset("small", id="small")])  # below TRIM_AFTER_ITEMS
+        await asyncio.sleep(0.5)
+        assert trims and trims[-1] >= ended + 0.2
+
+    try:
+        asyncio.run(load(0))
+        assert len(trims) == 1
+        asyncio.run(load(3))  # a new event loop, as in a new process
+        assert len(trims) == 2
+    finally:
+        asyncio.run(store.close())

@@ -64,16 +64,20 @@ def count_in(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str, str, 
     counts = uses_of(text for row in rows for text in row[1:] if text)
     if not counts:
         return
+    # Known words are counted with one statement each; only when some were missing does a
+    # second pass add them (with their uses): a bulk write's words are mostly known already,
+    # and inserting every one just to find the new ones cost a statement per word.
     before = conn.total_changes
-    conn.executemany(
-        "INSERT OR IGNORE INTO search_terms(term, uses) VALUES (?, 0)", ((t,) for t in counts)
-    )
-    if conn.total_changes != before:
-        _bump(conn)  # a new word: readers must refresh their list of words
     conn.executemany(
         "UPDATE search_terms SET uses = uses + ? WHERE term = ?",
         ((n, t) for t, n in counts.items()),
     )
+    if conn.total_changes - before == len(counts):
+        return
+    before = conn.total_changes
+    conn.executemany("INSERT OR IGNORE INTO search_terms(term, uses) VALUES (?, ?)", counts.items())
+    if conn.total_changes != before:
+        _bump(conn)  # a new word: readers must refresh their list of words
 
 
 def count_out(conn: sqlite3.Connection, rowid: int) -> None:
