@@ -45,12 +45,6 @@ AUTOCHECKPOINT_PAGES = 1000
 CHECKPOINT_CACHE_KIB = 256
 # A big write waits at most this long for the background checkpoint before appending anyway.
 CHECKPOINT_WAIT_S = 30.0
-# The background copy waits for this many big commits, or for writes to pause this long:
-# back-to-back bulk requests rewrite the same pages of the side tables' indexes (about a
-# thousand at 10k assets, whatever a request's size), and one copy of several requests'
-# WAL writes each such page once (about a millisecond of CPU less per request).
-CHECKPOINT_EVERY = 3
-CHECKPOINT_QUIET_S = 0.25
 # Upkeep after big writes (``SQLiteFile(upkeep=...)``) starts once writes have paused this long:
 # a bulk load of many requests is then tidied once, at its end, not after each request.
 UPKEEP_QUIET_S = 2.0
@@ -144,63 +138,31 @@ class _WokenThread:
 
 
 class _Checkpointer(_WokenThread):
-    """Copies the WAL into the database file in a thread of its own, after big commits.
+    """Copies the WAL into the database file in a thread of its own, after a big commit.
 
     SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: a bulk write of
     thousands of assets (tens of MB of pages) would write them all a second time and wait for
     a second fsync before its request could answer. A commit is durable once the WAL is on
     disk (``synchronous=FULL``); the copy only has to happen before the WAL grows much, so a
     big transaction hands it to this thread instead and the next request's work overlaps it.
-    The copy waits for CHECKPOINT_EVERY big commits or a pause in writes, whichever is first.
-    ``free`` is cleared only while a copy runs: what a big write waits for.
     """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._pending = 0  # big commits not copied yet
-        self._last_commit = 0.0
-        self.free = threading.Event()
-        self.free.set()
-        super().__init__("cairn-sqlite-checkpoint", self._when_due, self._open, self._close)
-
-    def committed(self) -> None:
-        """Called by the writer after each big commit (under the write lock)."""
-        with self._lock:
-            self._pending += 1
-            self._last_commit = time.monotonic()
-        self.wake()
+        super().__init__("cairn-sqlite-checkpoint", self._checkpoint, self._open, self._close)
 
     def _open(self) -> None:
         self._conn = connect(self._path, CHECKPOINT_CACHE_KIB)
 
-    def _when_due(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                pending, left = self._pending, self._last_commit + CHECKPOINT_QUIET_S
-            left -= time.monotonic()
-            if pending == 0:
-                return
-            if pending >= CHECKPOINT_EVERY or left <= 0:
-                self._copy()
-                return
-            # A wake-up meanwhile (another big commit, close()) only means: look again.
-            if self._wake.wait(left):
-                self._wake.clear()
-
-    def _copy(self) -> None:
+    def _checkpoint(self) -> None:
         assert self._conn is not None
-        self.free.clear()
         try:
-            with self._lock:
-                self._pending = 0
             # PASSIVE: never waits for readers or the writer; what it cannot copy now, the
             # next checkpoint (or SQLite's own, at a small commit) copies.
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             log.warning("%s: a background checkpoint failed: %s", self._path, exc)
-        finally:
-            self.free.set()
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -394,7 +356,7 @@ class SQLiteFile:
                 # during the copy would append to it, and back-to-back bulk requests would
                 # grow it without bound. The request's parsing and first chunk overlap the
                 # copy; the writer waits here for the rest.
-                self._checkpointer.free.wait(CHECKPOINT_WAIT_S)
+                self._checkpointer.idle.wait(CHECKPOINT_WAIT_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -407,7 +369,7 @@ class SQLiteFile:
                             conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
                         if self._checkpointer is None:
                             self._checkpointer = _Checkpointer(self.path)
-                        self._checkpointer.committed()
+                        self._checkpointer.wake()
                     else:
                         conn.execute("COMMIT")
                 except BaseException:

@@ -277,55 +277,6 @@ def test_back_to_back_bulks_keep_the_wal_bounded(
         asyncio.run(store.close())
 
 
-def test_back_to_back_bulks_are_copied_together(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The background copy waits for CHECKPOINT_EVERY big commits (or a pause): the pages
-    every request rewrites are copied once for several requests, and the rows are read the
-    same from the WAL meanwhile."""
-    monkeypatch.setattr(service, "WRITE_CHUNK", CHUNK)
-    monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_QUIET_S", 60.0)  # only the count counts
-    plain_connect = cairn.sqlite.connect
-    copies: list[str] = []
-
-    class CountedCheckpoints:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self.conn = conn
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if "wal_checkpoint" in sql:
-                copies.append(sql)
-            return self.conn.execute(sql, *args)
-
-        def close(self) -> None:
-            self.conn.close()
-
-    def connect(path: Path, cache_kib: int) -> Any:
-        conn = plain_connect(path, cache_kib)
-        return CountedCheckpoints(conn) if cache_kib == cairn.sqlite.CHECKPOINT_CACHE_KIB else conn
-
-    monkeypatch.setattr(cairn.sqlite, "connect", connect)
-    path = tmp_path / "c.db"
-    store, catalogue = _open(path)
-    try:
-        for batch in range(cairn.sqlite.CHECKPOINT_EVERY):
-            items = [asset(f"n{batch}_{i}", id=f"i-{batch}-{i}") for i in range(2 * CHUNK)]
-            assert asyncio.run(catalogue.bulk(items)).created == len(items)
-            checkpointer = store.db._checkpointer
-            assert checkpointer is not None
-            if batch < cairn.sqlite.CHECKPOINT_EVERY - 1:
-                time.sleep(0.05)  # a copy started by mistake would have begun by now
-                assert copies == [] and not checkpointer.idle.is_set()
-                conn = sqlite3.connect(path)
-                count = conn.execute("SELECT count(*) FROM assets").fetchone()[0]
-                conn.close()
-                assert count == (batch + 1) * 2 * CHUNK
-        assert checkpointer.idle.wait(30)
-        assert len(copies) == 1
-    finally:
-        asyncio.run(store.close())
-
-
 def test_collector_pauses_nest_and_overlap() -> None:
     assert gc.isenabled()
     first, second = collector_paused(), collector_paused()
