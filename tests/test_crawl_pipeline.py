@@ -236,16 +236,20 @@ def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path:
     assert gc.isenabled()
 
 
+# Manifests by folder: one each for the ways a parse job reads (or skips) a folder's schema.
+PARSE_CASES = {
+    "plain": "name: plain\ntype: dataset\n",
+    "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
+    "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
+    "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
+    "broken": "name: [broken\ntype: dataset\n",
+}
+
+
 def test_a_parse_job_reads_the_schema_it_was_told_of_only_for_documents_that_take_it(
     tmp_path: Path,
 ) -> None:
-    cases = {
-        "plain": "name: plain\ntype: dataset\n",
-        "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
-        "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
-        "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
-        "broken": "name: [broken\ntype: dataset\n",
-    }
+    cases = dict(PARSE_CASES)
     for folder, text in cases.items():
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "MANIFEST.yaml").write_text(text)
@@ -301,11 +305,7 @@ def test_a_chunk_parsed_a_step_at_a_time_gives_what_each_manifest_gave_alone(
     tmp_path: Path,
 ) -> None:
     cases = {
-        "plain": "name: plain\ntype: dataset\n",
-        "two-docs": "name: a\ntype: dataset\n---\nname: b\ntype: dataset\n",
-        "located": "name: located\ntype: dataset\nlocation: ../plain/\n",
-        "own-schema": "name: own\ntype: dataset\nschema: [{name: x, type: int64}]\n",
-        "broken": "name: [broken\ntype: dataset\n",
+        **PARSE_CASES,
         "unknown-field": "name: odd\ntype: dataset\ncolour: blue\n",
         "empty": "",
         "too-large": "name: big\ntype: dataset\ndescription: " + "x" * (1 << 20) + "\n",
