@@ -121,10 +121,7 @@ def check_entries(values: list[str]) -> list[str]:
     """A list of short strings (tags, owners, depends_on): none empty, duplicates dropped."""
     if not all(values):
         raise ValueError("entries must not be empty")
-    # ``_check_texts``'s first test, inline: three lists of every manifest and asset pass here.
-    joined = "".join(values)
-    if not (len(joined) <= MAX_SHORT and joined.isprintable()):
-        _check_texts(values, "an entry", MAX_SHORT)
+    _check_texts(values, "an entry", MAX_SHORT)
     return list(dict.fromkeys(values))
 
 
@@ -402,7 +399,7 @@ def _plain_doc(asset: AssetWrite) -> dict[str, Any] | None:
     JSON already (no times, no nested label values, no ``extra``; what a bulk write of API
     assets mostly holds), else None. pydantic's serializer walks every field and each
     column's model, and cost more than half as much as validating the asset did; this copies
-    them in a few C calls (``test_catalogue_bulk_chunks`` compares the two on many assets)."""
+    them in a few C calls (``test_catalogue_bulk_prepare`` compares the two on many assets)."""
     values = asset.__dict__
     schema = values["schema_"]
     if (
