@@ -1,7 +1,7 @@
 """Every ``CAIRN_*`` environment variable is read here and nowhere else.
 
-Each field's description is the documentation; ``tests/test_docs.py`` checks that every
-setting appears in the README.
+Each field's description is the documentation; ``tests/test_docs_and_cli.py`` checks that
+every setting appears in the README's configuration table with its default.
 """
 
 from __future__ import annotations
