@@ -259,6 +259,19 @@ def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
     asyncio.run(scenario())
 
 
+def test_the_cli_sends_cairn_api_key(tmp_path: Path) -> None:
+    # README (configuration): the `cairn featureset` commands send CAIRN_API_KEY, so they can
+    # write to a feature store whose writes need a key.
+    keyed = Settings(data_dir=tmp_path / "fs", api_keys=["cli-key-1"])
+    with ThreadServer(create_app(keyed)) as server:
+        yaml_set = str(EXAMPLES / "churn_model_serving" / "v1.yaml")
+        env = cairn_env(tmp_path / "cli", CAIRN_FEATURESTORE_URL=server.url)
+        refused = run_cairn("featureset", "put", yaml_set, env=env)
+        assert refused.returncode == 1 and "needs an API key" in refused.stderr, refused.stderr
+        put = run_cairn("featureset", "put", yaml_set, env={**env, "CAIRN_API_KEY": "cli-key-1"})
+        assert put.returncode == 0 and "churn_model_serving version 1 stored" in put.stdout
+
+
 def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     # Most commands run in-process (CliRunner, --url); the first two go through the real
     # entry point with CAIRN_FEATURESTORE_URL, as a user would run them.
