@@ -385,8 +385,8 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(
         None,
         description=(
-            "Region S3 requests are signed for; unset: `AWS_REGION`/the profile's, else "
-            "`us-east-1`."
+            "Region S3 requests are signed for; unset: `AWS_DEFAULT_REGION`, else the "
+            "profile's, else `us-east-1` (boto3 does not read `AWS_REGION`)."
         ),
     )
 
