@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import typer.main
 
 from cairn.cli import app
@@ -128,6 +129,20 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         assert "catalogue_port" in str(exc)
     else:
         raise AssertionError("a bad port was accepted")
+
+
+@pytest.mark.parametrize("name", ["CAIRN_CRAWL_LIST_CONCURRENCY", "CAIRN_CRAWL_READ_CONCURRENCY"])
+def test_crawl_concurrency_settings_take_1_to_64(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # README (configuration): each of these is "1 to 64".
+    for good in ("1", "64"):
+        monkeypatch.setenv(name, good)
+        assert getattr(Settings(), name[6:].lower()) == int(good)
+    for bad in ("0", "65"):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name[6:].lower()):
+            Settings()
 
 
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
