@@ -67,6 +67,7 @@ def test_feature_sets_written_while_the_catalogue_is_down_arrive_later(tmp_path:
                 "featureset:online", lambda: asset(catalogue, "featureset:online")
             )
             assert registered["type"] == "featureset" and registered["labels"]["version"] == 1
+            assert registered["labels"]["kind"] == "values"  # README: labels `version`, `kind`
             assert registered["depends_on"] == ["sales_daily"]
             assert registered["location"].endswith("/api/v1/featuresets/online")
 
@@ -104,7 +105,7 @@ def test_feature_sets_written_while_the_catalogue_is_down_arrive_later(tmp_path:
             )
             assert online
             demand = wait_for("featureset:demand", lambda: asset(catalogue, "featureset:demand"))
-            assert demand["format"] == "parquet"
+            assert demand["format"] == "parquet" and demand["labels"]["kind"] == "table"
             assert [c["name"] for c in demand["schema"]] == ["store_id", "units"]
 
             search = httpx.get(
