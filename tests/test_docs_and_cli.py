@@ -79,6 +79,16 @@ def test_every_command_has_help() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_every_command_is_in_the_readmes_command_table() -> None:
+    table = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    group = typer.main.get_group(app)
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None) or {"": command}
+        for sub in subcommands:
+            row = rf"^\| `cairn {name}{' [^`]*' + sub if sub else ''}\b"
+            assert re.search(row, table, re.M), f"cairn {name} {sub} is not in the README's table"
+
+
 def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
     # As if the mongo extra were not installed: the hint must survive the terminal formatter.
     hide = "import sys; sys.modules['pymongo'] = None; from cairn.cli import app; app(['reindex'])"
