@@ -301,13 +301,18 @@ def test_feature_sets_by_query_labels_and_by_id(fs: httpx.Client) -> None:
 
 def test_a_name_cairn_does_not_allow_is_stored_under_its_mapped_name(fs: httpx.Client) -> None:
     # README (Mastro drop-in): `fraud:v1` becomes `x--fraud_3a_v1` on Cairn's own API.
-    feature = {"name": "f", "value": 1, "data_type": "int"}
+    # An unknown data_type is stored as `json` and shown back as sent; a set needs a feature.
+    feature = {"name": "f", "value": [1, 2], "data_type": "tensor"}
     assert (
         fs.put("/featureset/", json={"name": "fraud:v1", "features": [feature]}).status_code == 201
     )
-    assert fs.get("/api/v1/featuresets/x--fraud_3a_v1").json()["version"] == 1
+    stored = fs.get("/api/v1/featuresets/x--fraud_3a_v1").json()
+    assert stored["version"] == 1 and stored["features"][0]["dtype"] == "json"
     shown = fs.get("/featureset/name/fraud:v1", params={"limit": 8, "page": 1}).json()
     assert [d["name"] for d in shown["data"]] == ["fraud:v1"]
+    assert shown["data"][0]["features"] == [feature]
+    empty = fs.put("/featureset/", json={"name": "fraud:v1", "features": []})
+    assert empty.status_code == 400 and empty.json()["message"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
