@@ -1,7 +1,7 @@
 """Every ``CAIRN_*`` environment variable is read here and nowhere else.
 
-Each field's description is the documentation; ``tests/test_docs.py`` checks that every
-setting appears in the README.
+Each field's description is the documentation; ``tests/test_docs_and_cli.py`` checks that
+every setting appears in the README's configuration table with its default.
 """
 
 from __future__ import annotations
@@ -385,8 +385,8 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(
         None,
         description=(
-            "Region S3 requests are signed for; unset: `AWS_REGION`/the profile's, else "
-            "`us-east-1`."
+            "Region S3 requests are signed for; unset: `AWS_DEFAULT_REGION`, else the "
+            "profile's, else `us-east-1` (boto3 does not read `AWS_REGION`)."
         ),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,6 +258,43 @@ def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
                 assert info.value.reason.startswith("the connection failed") and served == 3
 
     asyncio.run(scenario())
+
+
+def _public_methods(client: type) -> set[str]:
+    return {
+        name for name in dir(client) if not name.startswith("_") and callable(getattr(client, name))
+    }
+
+
+def test_async_clients_have_the_sync_methods_but_those_the_readme_names() -> None:
+    # README (Python client): the async clients have the same methods, awaitable, except these.
+    own = {"close", "aclose", "probe", "with_api_key"}  # closing, and the async extras it lists
+    sync_only = {"put_checks", "download_historical_features"}
+    async_only = {"asset_profile", "asset_drift", "asset_metrics_history", "metric_sets"}
+    for sync, async_ in (
+        (FeatureStoreClient, AsyncFeatureStoreClient),
+        (CatalogueClient, AsyncCatalogueClient),
+    ):
+        methods, awaited = _public_methods(sync) - own, _public_methods(async_) - own
+        if sync is FeatureStoreClient:
+            assert methods - awaited == sync_only and awaited - methods == async_only
+        else:
+            assert methods == awaited
+        for name in awaited & methods:
+            assert inspect.iscoroutinefunction(getattr(async_, name)), name
+
+
+def test_the_cli_sends_cairn_api_key(tmp_path: Path) -> None:
+    # README (configuration): the `cairn featureset` commands send CAIRN_API_KEY, so they can
+    # write to a feature store whose writes need a key.
+    keyed = Settings(data_dir=tmp_path / "fs", api_keys=["cli-key-1"])
+    with ThreadServer(create_app(keyed)) as server:
+        yaml_set = str(EXAMPLES / "churn_model_serving" / "v1.yaml")
+        env = cairn_env(tmp_path / "cli", CAIRN_FEATURESTORE_URL=server.url)
+        refused = run_cairn("featureset", "put", yaml_set, env=env)
+        assert refused.returncode == 1 and "needs an API key" in refused.stderr, refused.stderr
+        put = run_cairn("featureset", "put", yaml_set, env={**env, "CAIRN_API_KEY": "cli-key-1"})
+        assert put.returncode == 0 and "churn_model_serving version 1 stored" in put.stdout
 
 
 def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:

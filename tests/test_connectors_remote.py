@@ -193,6 +193,55 @@ def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -
     assert _DataNode.from_location("https://dn1:9865/webhdfs/v1/a?op=OPEN") is None
 
 
+def test_hdfs_session_reads_proxies_once_and_never_netrc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README (HDFS): proxy variables are read once when the volume opens; ~/.netrc is not
+    # consulted. A plain requests call beside it shows the .netrc would otherwise be sent.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from connectors.webhdfs import _session
+
+    sent: list[str | None] = []
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            sent.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login hdfs password netrc-secret\n")
+    netrc.chmod(0o600)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(netrc))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/webhdfs/v1/?op=GETFILESTATUS"
+        assert requests.get(url, timeout=10).status_code == 200
+        assert _session(url).get(url, timeout=10).status_code == 200
+        assert sent[0] is not None and sent[0].startswith("Basic ")  # what trust_env does
+        assert sent[1] is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy-one.example:3128")
+    session = _session("http://nn1.example:9870")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy-two.example:3128")
+    assert session.proxies["http"] == "http://proxy-one.example:3128"
+    assert not session.trust_env  # requests re-reads nothing from the environment per call
+
+
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
     use_env({"CAIRN_HTTP_RETRIES": "2"})
     with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:

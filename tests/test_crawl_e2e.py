@@ -415,6 +415,33 @@ def test_crawl_with_api_key(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_extra_types_widen_the_mastro_set_for_the_api_and_the_crawler(tmp_path: Path) -> None:
+    # README (configuration): CAIRN_EXTRA_TYPES allows asset types besides Mastro's. The
+    # catalogue checks writes against it and the crawler checks manifests, so both read it.
+    volume = tmp_path / "lake"
+    write(volume / "exp/MANIFEST.yaml", "name: ab_test_42\ntype: experiment\n")
+    plain = cairn_env(tmp_path / "data")
+    env = {**plain, "CAIRN_EXTRA_TYPES": "experiment, dashboard"}
+    server = ProcessServer("catalogue", env, tmp_path / "cat.log").start()
+    try:
+        api = server.url + "/api/v1/assets/"
+        for kind in ("experiment", "dashboard"):
+            made = httpx.put(api + kind, json={"name": kind, "type": kind}, timeout=10)
+            assert made.status_code == 201, made.text
+        refused = httpx.put(api + "x", json={"name": "x", "type": "spaceship"}, timeout=10)
+        assert refused.status_code == 422 and "CAIRN_EXTRA_TYPES" in refused.text
+
+        # A crawler without the setting reports the manifest (exit 2) and sends nothing.
+        code, report = crawl(volume, server, settings={"CAIRN_EXTRA_TYPES": ""})
+        assert code == 2 and "experiment" in json.dumps(report["errors"]), report
+        assert httpx.get(api + "by-name/ab_test_42", timeout=10).status_code == 404
+        code, report = crawl(volume, server, settings={"CAIRN_EXTRA_TYPES": "experiment"})
+        assert code == 0 and report["created"] == 1, report
+        assert httpx.get(api + "by-name/ab_test_42", timeout=10).json()["type"] == "experiment"
+    finally:
+        server.stop()
+
+
 def test_large_crawl_parses_in_worker_processes(tmp_path: Path, catalogue_process) -> None:
     """Past PARALLEL_THRESHOLD manifests the crawler parses and reads schemas in a pool."""
     from crawler.crawl import PARALLEL_THRESHOLD

@@ -99,6 +99,35 @@ def test_topics_become_stream_assets_with_configs_and_json_schema(
     assert code == 0 and again["created"] == again["updated"] == again["deleted"] == 0, again
 
 
+def test_internal_topics_are_left_out_and_sampling_can_be_turned_off(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    # README (Kafka): internal `__*` topics are not assets; CAIRN_KAFKA_SAMPLE_MESSAGES=0
+    # reads no message, so a JSON topic gets no inferred schema.
+    internal, plain = f"__{topic_name('internal')}", topic_name("unsampled")
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(internal, 1, 1), NewTopic(plain, 1, 1)])
+    for topic in (internal, plain):
+        produce(kafka_broker, topic, [json.dumps({"id": i}).encode() for i in range(5)])
+
+    url = f"kafka://{kafka_broker.bootstrap}"
+    code, report = crawl(url, catalogue_process, settings={"CAIRN_KAFKA_SAMPLE_MESSAGES": "0"})
+    assert code == 0, report
+    unsampled = asset(catalogue_process, kafka_broker, plain)
+    assert unsampled.get("schema") is None and unsampled["labels"]["partitions"] == 1
+    internal_id = crawled_id(url, f"topic:{internal}", 0)
+    missing = httpx.get(f"{catalogue_process.url}/api/v1/assets/{internal_id}", timeout=10)
+    assert missing.status_code == 404
+    found = httpx.get(f"{catalogue_process.url}/api/v1/assets", params={"name": internal[:10]})
+    assert found.json()["items"] == []
+
+    # The same topic sampled gets its schema: the setting, not the topic, left it out.
+    code, report = crawl(url, catalogue_process, settings={"CAIRN_KAFKA_SAMPLE_MESSAGES": "5"})
+    assert code == 0, report
+    sampled = asset(catalogue_process, kafka_broker, plain)
+    assert [c["name"] for c in sampled["schema"]] == ["id"]
+
+
 def test_deleted_topic_is_soft_deleted(
     kafka_broker: KafkaBroker, catalogue_process: ProcessServer
 ) -> None:

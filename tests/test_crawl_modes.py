@@ -113,6 +113,25 @@ def test_config_file_with_mastro_keys(tmp_path: Path, catalogue_process: Process
     assert names == {"from_one", "from_two"}
 
 
+def test_config_file_patterns_key_picks_the_manifests(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # README (crawling): crawl.yaml takes Cairn's own keys too; `patterns` replaces the default
+    # file names for its volume.
+    lake = tmp_path / "lake"
+    write(lake / "a/sales.meta.yaml", "name: by_pattern\ntype: dataset\n")
+    write(lake / "b/MANIFEST.yaml", "name: not_a_pattern\ntype: dataset\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(
+        f"volumes:\n  - root: {lake}\n    patterns: ['*.meta.yaml']\n"
+        f"    catalogue-endpoint: {catalogue_process.url}\n"
+    )
+    result = run_cairn("crawl", "--config", str(config), "--json", env=cairn_env(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    names = {i["name"] for i in httpx.get(catalogue_process.url + "/api/v1/assets").json()["items"]}
+    assert names == {"by_pattern"}
+
+
 def test_scheduled_config_volume(tmp_path: Path, catalogue_process: ProcessServer) -> None:
     volume = tmp_path / "lake"
     write(volume / "MANIFEST.yaml", "name: cfg_scheduled\ntype: dataset\n")

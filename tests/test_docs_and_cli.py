@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import typer.main
 
 from cairn.cli import app
@@ -32,6 +33,34 @@ def test_readme_settings_exist() -> None:
     assert documented <= {n.upper() for n in Settings.model_fields}
 
 
+def _documented_default(value: object) -> str | None:
+    """How the README's configuration table writes a setting's default (None: no value)."""
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    if value is None or value in ([], {}):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def test_readme_configuration_table_gives_each_settings_default() -> None:
+    rows = re.findall(r"^\| `CAIRN_([A-Z0-9_]+)` \| (.+?) \| .+ \|$", README, re.M)
+    assert {name for name, _ in rows} == {n.upper() for n in Settings.model_fields}
+    for name, cell in rows:
+        field = Settings.model_fields[name.lower()]
+        default = field.default_factory() if field.default_factory else field.default
+        expected = _documented_default(default)
+        # A literal default is one code span; a setting without one says what applies instead.
+        literal = re.fullmatch(r"`([^`]+)`", cell)
+        written = literal[1] if literal else None
+        assert written == expected, f"README gives CAIRN_{name} the default {cell}, not {expected}"
+
+
 def test_readme_has_the_two_commands_and_ci_runs_the_second() -> None:
     assert "make up" in README and "make test" in README
     ci = (ROOT / ".ci/run").read_text()
@@ -48,6 +77,16 @@ def test_every_command_has_help() -> None:
                 assert param.help, f"cairn {name} {param.name} lacks help"
         result = run_cairn(name, "--help", env=cairn_env(ROOT / ".cairn-test-unused"))
         assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_every_command_is_in_the_readmes_command_table() -> None:
+    table = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    group = typer.main.get_group(app)
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None) or {"": command}
+        for sub in subcommands:
+            row = rf"^\| `cairn {name}{' [^`]*' + sub if sub else ''}\b"
+            assert re.search(row, table, re.M), f"cairn {name} {sub} is not in the README's table"
 
 
 def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
@@ -102,6 +141,20 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         raise AssertionError("a bad port was accepted")
 
 
+@pytest.mark.parametrize("name", ["CAIRN_CRAWL_LIST_CONCURRENCY", "CAIRN_CRAWL_READ_CONCURRENCY"])
+def test_crawl_concurrency_settings_take_1_to_64(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # README (configuration): each of these is "1 to 64".
+    for good in ("1", "64"):
+        monkeypatch.setenv(name, good)
+        assert getattr(Settings(), name[6:].lower()) == int(good)
+    for bad in ("0", "65"):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name[6:].lower()):
+            Settings()
+
+
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
     fs_port = free_port()
@@ -115,6 +168,8 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     with cairn_up(env) as (proc, output):
         assert "Press Ctrl-C" in output, output
         assert "created 53" in output, output
+        # README: "a small retail lake of 49 manifests (53 assets, all 13 types)".
+        assert "97 files, 49 manifests, 53 assets" in output, output
         timeout = patient(30)
         body = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/assets", params={"q": "churn"}, timeout=timeout
@@ -126,6 +181,10 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         sets = httpx.get(f"http://127.0.0.1:{fs_port}/api/v1/featuresets", timeout=timeout).json()
         assert {i["name"]: i["version"] for i in sets["items"]}["churn_model_serving"] == 3
         assert {i["kind"] for i in sets["items"]} == {"values", "table"}
+        # README: "five sets (two tables), nine versions".
+        assert sorted(i["kind"] for i in sets["items"]) == ["table"] * 2 + ["values"] * 3
+        types = httpx.get(f"http://127.0.0.1:{port}/api/v1/types", timeout=timeout).json()
+        assert len(types) == 13, types
         # The web UI is up, reads both services, and is the last address printed.
         ui = f"http://127.0.0.1:{ui_port}"
         listed = re.findall(r"^  (\w+) +(http://\S+)", output, re.M)

@@ -320,6 +320,11 @@ def test_table_round_trips_through_every_representation(
     assert fs.get("/featuresets/customers", headers={"accept": "text/csv"}).status_code == 406
     assert fs.get("/featuresets/customers", params={"format": "xml"}).status_code == 422
     assert fs.get("/featuresets/customers", params={"limit": "many"}).status_code == 422
+    # A JSON page holds at most 10,000 rows (README); Arrow and Parquet are not paged.
+    too_many = fs.get("/featuresets/customers", params={"limit": 10_001})
+    assert too_many.status_code == 422 and "between 1 and 10000" in too_many.text
+    whole = fs.get("/featuresets/customers", params={"format": "arrow", "limit": 10_001})
+    assert pa.ipc.open_stream(whole.content).read_all().num_rows == 1000
     # Equal uploads share one content-addressed file.
     assert upload(fs, "customers", data).json()["version"] == 2
     assert len([p for p in stored_files(fs_settings) if p.suffix == ".parquet"]) == 1

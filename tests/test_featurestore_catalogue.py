@@ -67,6 +67,7 @@ def test_feature_sets_written_while_the_catalogue_is_down_arrive_later(tmp_path:
                 "featureset:online", lambda: asset(catalogue, "featureset:online")
             )
             assert registered["type"] == "featureset" and registered["labels"]["version"] == 1
+            assert registered["labels"]["kind"] == "values"  # README: labels `version`, `kind`
             assert registered["depends_on"] == ["sales_daily"]
             assert registered["location"].endswith("/api/v1/featuresets/online")
 
@@ -104,7 +105,7 @@ def test_feature_sets_written_while_the_catalogue_is_down_arrive_later(tmp_path:
             )
             assert online
             demand = wait_for("featureset:demand", lambda: asset(catalogue, "featureset:demand"))
-            assert demand["format"] == "parquet"
+            assert demand["format"] == "parquet" and demand["labels"]["kind"] == "table"
             assert [c["name"] for c in demand["schema"]] == ["store_id", "units"]
 
             search = httpx.get(
@@ -137,3 +138,24 @@ def test_feature_sets_written_while_the_catalogue_is_down_arrive_later(tmp_path:
             )
     finally:
         catalogue.stop()
+
+
+def test_registrations_carry_cairn_api_key_to_a_keyed_catalogue(tmp_path: Path) -> None:
+    # README (configuration, docker compose): CAIRN_API_KEY is the key the feature store sends
+    # to a catalogue whose writes need one; without it every registration would be refused.
+    from catalogue_service.app import create_app as catalogue_app
+
+    keyed = Settings(data_dir=tmp_path / "cat", api_keys=["fs-key-1"])
+    with ThreadServer(catalogue_app(keyed)) as catalogue:
+        settings = Settings(
+            data_dir=tmp_path / "fs", catalogue_url=catalogue.url, api_key="fs-key-1"
+        )
+        with ThreadServer(create_app(settings)) as fs:
+            write(fs.url, "keyed", 1, [])
+
+            def registered() -> dict[str, Any] | None:
+                response = httpx.get(f"{catalogue.url}/api/v1/assets/featureset:keyed", timeout=5)
+                return response.json() if response.status_code == 200 else None
+
+            found = wait_for("featureset:keyed in the keyed catalogue", registered)
+            assert found["type"] == "featureset" and found["labels"]["version"] == 1

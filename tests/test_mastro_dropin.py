@@ -299,14 +299,49 @@ def test_feature_sets_by_query_labels_and_by_id(fs: httpx.Client) -> None:
     assert fs.get("/featureset/id/s@x").status_code == 400
 
 
+def test_a_name_cairn_does_not_allow_is_stored_under_its_mapped_name(fs: httpx.Client) -> None:
+    # README (Mastro drop-in): `fraud:v1` becomes `x--fraud_3a_v1` on Cairn's own API.
+    # An unknown data_type is stored as `json` and shown back as sent; a set needs a feature.
+    feature = {"name": "f", "value": [1, 2], "data_type": "tensor"}
+    assert (
+        fs.put("/featureset/", json={"name": "fraud:v1", "features": [feature]}).status_code == 201
+    )
+    stored = fs.get("/api/v1/featuresets/x--fraud_3a_v1").json()
+    assert stored["version"] == 1 and stored["features"][0]["dtype"] == "json"
+    shown = fs.get("/featureset/name/fraud:v1", params={"limit": 8, "page": 1}).json()
+    assert [d["name"] for d in shown["data"]] == ["fraud:v1"]
+    assert shown["data"][0]["features"] == [feature]
+    empty = fs.put("/featureset/", json={"name": "fraud:v1", "features": []})
+    assert empty.status_code == 400 and empty.json()["message"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_body_over_the_cap_on_a_mastro_route_is_a_413_problem(
+    tmp_path: Path, backend: str
+) -> None:
+    # README (Mastro drop-in): errors on Mastro's routes are Mastro's, except a too-large body.
+    small = Settings(data_dir=tmp_path, max_body_bytes=10_000)
+    with ThreadServer(catalogue_app(small)) as server:
+        items = [go_asset(f"a{i}", "dataset") for i in range(100)]
+        for path in ("/assets/", "/api/v1/assets/"):
+            response = httpx.put(server.url + path, json=items)
+            assert response.status_code == 413, path
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert "10000 bytes" in response.json()["detail"]
+
+
 # --- probes, mounts, CORS -------------------------------------------------------------------
 
 
 def test_the_helm_charts_probes_answer(cat: httpx.Client, fs: httpx.Client) -> None:
     # helm-charts/mastro/templates/*/deployment.yaml: liveness and readiness paths.
-    assert cat.get("/healthcheck/asset").status_code == 200
-    assert fs.get("/healthcheck/featureset").status_code == 200
-    assert fs.get("/healthcheck/metricset").status_code == 200
+    for client, path in (
+        (cat, "/healthcheck/asset"),
+        (fs, "/healthcheck/featureset"),
+        (fs, "/healthcheck/metricset"),
+    ):
+        probe = client.get(path)
+        assert (probe.status_code, probe.text) == (200, "pong"), path
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -5,6 +5,7 @@
 - MongoDB down: reads and writes answer 503 with a clear body, /readyz is not ready, and the
   refused write is not half-there afterwards.
 - ``cairn reindex`` rebuilds a lost index from MongoDB.
+- A revision indexed late never replaces a newer one in Elasticsearch.
 """
 
 from __future__ import annotations
@@ -171,3 +172,38 @@ def test_reindex_says_what_failed_when_the_index_is_unreachable(tmp_path: Path) 
     done = run_cairn("reindex", env=env)
     assert done.returncode == 1
     assert "reindex failed" in done.stderr and "MongoDB cannot be reached" in done.stderr
+
+
+def test_a_late_index_of_an_older_revision_never_replaces_the_newer(
+    production_servers: ProductionServers,
+) -> None:
+    # README (production backends): documents carry their revision as an external version, so
+    # a late indexing (a retry, a second catalogue process) never replaces a newer revision.
+    import asyncio
+    import uuid
+
+    from catalogue_service.backends.es_index import SearchIndex
+
+    def stored(revision: int, name: str) -> dict[str, object]:
+        return {
+            "id": "late-1",
+            "name": name,
+            "type": "dataset",
+            "revision": revision,
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        }
+
+    async def run() -> None:
+        index = SearchIndex(production_servers.es.url, f"cairn-late-{uuid.uuid4().hex[:12]}")
+        try:
+            await index.ensure()
+            (newer,) = await index.bulk([stored(2, "newer_name")], refresh=True)
+            (late,) = await index.bulk([stored(1, "older_name")], refresh=True)
+            assert newer.ok and late.ok  # refused as outdated, which is as good as done
+            found = await index.es.get(index=index.alias, id="late-1")
+            assert found["_version"] == 2 and found["_source"]["name"] == "newer_name"
+        finally:
+            await index.drop(await index.current_indexes())
+            await index.close()
+
+    asyncio.run(run())

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from cairn.settings import get_settings
 from connectors import AccessDenied, Entry, VolumeError, open_volume
-from connectors.s3 import S3Volume
+from connectors.s3 import S3Volume, make_client
 from crawler.crawl import Crawler, CrawlFailed, fingerprint
 from tests.conftest import ProcessServer, cairn_env, run_cairn
 from tests.servers import seaweedfs
@@ -38,6 +39,29 @@ def test_the_etag_joins_size_and_time_in_a_manifest_fingerprint() -> None:
 
 def _fields(entry: Entry) -> tuple[str, int, int, bool]:
     return entry.path, entry.size, entry.mtime_ns, entry.is_dir
+
+
+def test_the_signing_region_is_the_setting_else_the_aws_chains(
+    tmp_path: Path, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    # README (S3, configuration): CAIRN_S3_REGION, else AWS_DEFAULT_REGION, else the profile's
+    # region, else us-east-1; boto3's own client, no request sent.
+    config = tmp_path / "aws-config"
+    config.write_text("[profile analytics]\nregion = ap-south-1\n")
+    files = {"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no")}
+
+    def region(env: dict[str, str]) -> str:
+        use_env({**files, **env})
+        return str(make_client(get_settings()).meta.region_name)
+
+    assert region({}) == "us-east-1"
+    assert region({"AWS_PROFILE": "analytics"}) == "ap-south-1"
+    assert region({"AWS_PROFILE": "analytics", "AWS_DEFAULT_REGION": "eu-central-1"}) == (
+        "eu-central-1"
+    )
+    assert region({"AWS_DEFAULT_REGION": "eu-central-1", "CAIRN_S3_REGION": "sa-east-1"}) == (
+        "sa-east-1"
+    )
 
 
 def test_walk_and_stat_carry_the_etag(

@@ -9,7 +9,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.browser.conftest import VISITOR_KEY, Stack
+from tests.browser.conftest import DESKTOP, VISITOR_KEY, Stack
 
 
 def query(page: Any) -> dict[str, list[str]]:
@@ -207,6 +207,36 @@ def test_pages_forward_and_back(page: Any, stack: Stack) -> None:
     page.go_back()
     assert result_names(page) == second
     no_problems(page)
+
+
+def test_every_step_works_with_javascript_off(browser: Any, stack: Stack) -> None:
+    # README (web UI): "every page works without JavaScript": search, facets, the asset page's
+    # lineage picker and a feature set's version picker, each by its own form or link.
+    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(stack.ui + "/")
+        search(page, "sales")
+        assert query(page) == {"q": ["sales"]} and "sales_daily" in result_names(page)
+        page.locator('a[data-facet="type:table"]').click()
+        page.wait_for_url(re.compile(r"type=table"))
+        assert query(page)["type"] == ["table"]
+
+        page.goto(stack.ui + "/assets/by-name/sales_daily")
+        assert page.locator("h1").inner_text() == "sales_daily"
+        page.select_option("#depth", "2")
+        with page.expect_navigation():
+            page.locator(".lineage-form button[type=submit]").click()
+        assert query(page)["depth"] == ["2"]
+
+        page.goto(stack.ui + "/featuresets/churn_model_serving")
+        page.select_option("#v", "1")
+        with page.expect_navigation():
+            page.locator("form.inline-form button[type=submit]").first.click()
+        assert page.locator("[data-shown-version]").get_attribute("data-shown-version") == "1"
+    finally:
+        context.close()
 
 
 def test_keyboard_use(page: Any, stack: Stack) -> None:
