@@ -6,7 +6,8 @@ No image registry is reachable from the test machines, so the images that cannot
 made locally from Debian's packages and the tests' own servers (tests/servers/local_images.py)
 and swapped in by tests/docker-compose.local.yml, which also puts the containers on the host's
 network. The engine is the machine's own, or dockerd started (and stopped) here
-(tests/servers/docker_engine.py). The images persist between runs in ~/.cache/cairn/docker.
+(tests/servers/docker_engine.py). The images persist between runs in ~/.cache/cairn/docker;
+after a run an engine started here keeps only the tagged images and a bounded build cache.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ FILES = [ROOT / "docker-compose.yml", ROOT / "tests" / "docker-compose.local.yml
 PORTS = {"mongo": 27017, "elasticsearch": 9200, "catalogue": 8001, "featurestore": 8002, "ui": 8080}
 CATALOGUE = "http://127.0.0.1:8001"
 UI = "http://127.0.0.1:8080"
-# The label Cairn's Dockerfile puts on its image.
+# The label Cairn's Dockerfile puts on its image, and the tag docker-compose.yml gives it.
 IMAGE_LABEL = "org.opencontainers.image.title=cairn"
+CAIRN_IMAGE = "cairn:0.1.0"
 # An asset of examples/lake (gold/sales/sales_daily/MANIFEST.yaml) and one of its owners.
 ASSET = "sales_daily"
 OWNER = "bruno.costa@example.com"
@@ -95,6 +97,11 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
     # One stack at a time on this machine: the ports are fixed and so is the engine's data.
     with locked(cache_dir("docker") / ".stack.lock"):
         engine = DockerEngine(tmp_path / "dockerd.log")
+        # The images the next run reuses, and what the engine keeps after the clean-up.
+        reused: list[str] = []
+        tagged: list[str] = []
+        leftovers: list[str] = []
+        tidied = False
         try:
             engine.start()
             lap("engine")
@@ -109,6 +116,7 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
                     "LOCAL_MONGO_IMAGE": ferretdb_image(engine, python),
                     "LOCAL_ELASTICSEARCH_IMAGE": elastic.result(),
                 }
+            reused = [debian, python, env["LOCAL_MONGO_IMAGE"], env["LOCAL_ELASTICSEARCH_IMAGE"]]
             lap("local images")
             stack = ComposeStack(PROJECT, FILES, env, cwd=ROOT)
             stack.down()  # what a killed earlier run may have left
@@ -121,6 +129,7 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
                     "build", "catalogue",
                     timeout=1800,
                 )  # fmt: skip
+                reused.append(CAIRN_IMAGE)
                 lap("cairn image")
                 wait = str(round(patient(600)))
                 stack.run(
@@ -165,8 +174,20 @@ def test_compose_stack_builds_crawls_the_lake_and_serves_it(tmp_path: Path) -> N
                 env=engine.env,
             )
         finally:
-            engine.stop()
-            print(f"dockerd log: {engine.log_path}")
+            # The engine's data persists in ~/.cache/cairn/docker: it keeps what the next run
+            # reuses and nothing more, also after a failed run.
+            try:
+                if engine.started_here:
+                    engine.tidy()
+                    leftovers = engine.leftovers()
+                    tagged = engine.tags()
+                    tidied = True
+            finally:
+                engine.stop()
+                print(f"dockerd log: {engine.log_path}")
         assert engine.leaked == [], "dockerd left processes behind:\n" + "\n".join(engine.leaked)
+        if tidied:
+            assert leftovers == [], "the engine kept what no run reuses:\n" + "\n".join(leftovers)
+            assert sorted(set(reused) - set(tagged)) == [], f"the clean-up removed images: {tagged}"
     lap("engine stop")
     print("compose stack timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

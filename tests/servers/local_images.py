@@ -177,7 +177,8 @@ def _build(
         _docker(
             engine,
             f"building the local {name} image ({recipe.name})",
-            "build", "--network", "host", "--build-arg", f"BASE={base}",
+            # --force-rm: a failed step's container goes too (the classic builder keeps it).
+            "build", "--force-rm", "--network", "host", "--build-arg", f"BASE={base}",
             "--file", str(recipe), "--tag", tag, context,
         )  # fmt: skip
     _drop_other_tags(engine, f"{REPO}/{name}", tag.rsplit(":", 1)[1])
