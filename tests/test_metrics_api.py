@@ -167,6 +167,34 @@ def test_mastro_metric_store_routes(fs: httpx.Client) -> None:
     assert fs.get("/metricstore/name/nothing").status_code == 404
 
 
+def test_numbers_past_what_the_stores_hold_are_a_4xx_naming_the_parameter(
+    fs: httpx.Client,
+) -> None:
+    """Versions are 64-bit integers in both stores and Mastro's pages 32-bit ones: a larger
+    number in a query string or a body is refused by name, never passed down to the store."""
+    assert upload(fs, "big", parquet_bytes(table(1, rows=100))).status_code == 201
+    profiled(fs, "big", 1)
+    huge = str(2**63)
+    for path, params in (
+        ("/featuresets/big/versions/1/drift", {"against": huge}),
+        ("/metrics/assets/a-1/profile", {"version": huge}),
+        ("/metrics/assets/a-1/drift", {"version": huge}),
+        ("/metrics/assets/a-1/drift", {"version": "1", "against": huge}),
+    ):
+        answer = fs.get(path, params=params)
+        assert answer.status_code == 422, (path, params, answer.text)
+        name = "against" if "against" in params else "version"
+        assert f"{name}: must be between 1 and {2**63 - 1}" in answer.json()["detail"]
+    body = {"name": "q", "metrics": [{"any": 1}]}
+    assert fs.put("/metricstore/", json=body).status_code == 201
+    for page in (2**31, 2**63):
+        by_name = fs.get("/metricstore/name/q", params={"page": page, "limit": 10})
+        by_labels = fs.post("/metricstore/labels", json={"labels": {"a": "b"}, "page": page})
+        for answer in (by_name, by_labels):
+            assert answer.status_code == 400, answer.text
+            assert "page" in answer.json()["message"] and str(2**31 - 1) in answer.json()["message"]
+
+
 def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
     """A version committed before its profile was queued, and one queued but not profiled."""
 

@@ -360,6 +360,8 @@ def test_materialize_on_demand_at_a_version(http: httpx.Client) -> None:
     )
     assert values_only.status_code == 201
     assert http.post("/api/v1/featuresets/vals/materialize").status_code == 409
+    too_big = http.post("/api/v1/featuresets/od/materialize", params={"version": 2**63})
+    assert too_big.status_code == 422 and "version: must be between 1" in too_big.text
 
 
 def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:

@@ -20,7 +20,7 @@ from cairn.errors import Conflict, InvalidRequest, NotFound
 from cairn.mastro import MastroRoute
 from cairn.models import MASTRO_MAX_PER_PAGE, CheckList, LabelValue
 from cairn.openapi import problems
-from cairn.paging import mastro_page
+from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
 from cairn.web import CairnRoute, json_body, validated
 from featurestore_service.api.deps import (
@@ -440,7 +440,7 @@ class MastroMetricSet(BaseModel):
 class MetricSetLabels(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -488,7 +488,7 @@ async def put_metric_set(request: Request) -> Response:
 )
 async def metric_sets_by_name(name: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
-    page = int_param(request.query_params, "page", 1, 1)
+    page = int_param(request.query_params, "page", 1, 1, MAX_PAGE)
     assert limit is not None and page is not None
     found, total = await _metrics(request).metric_sets(
         name=name, labels={}, limit=limit, offset=(page - 1) * limit
