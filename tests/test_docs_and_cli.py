@@ -102,6 +102,25 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         raise AssertionError("a bad port was accepted")
 
 
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """Every command reads the CAIRN_* settings first: a wrong one is an error line naming
+    the variable and what it takes (no traceback, no value echoed: it may be a secret)."""
+    cases = [
+        (("serve", "catalogue"), "CAIRN_CATALOGUE_PORT", "not-a-port", "valid integer"),
+        (("serve", "featurestore"), "CAIRN_FEATURESTORE_PORT", "70000", "65535"),
+        (("crawl", str(tmp_path)), "CAIRN_HTTP_TIMEOUT", "-1", "greater than 0"),
+        (("crawl", str(tmp_path)), "CAIRN_HTTP_RETRIES", "0", "greater than or equal to 1"),
+        (("featureset", "list"), "CAIRN_HTTP_TIMEOUT", "soon", "valid number"),
+    ]
+    for args, variable, value, expected in cases:
+        result = run_cairn(*args, env=cairn_env(tmp_path / "data", **{variable: value}))
+        assert result.returncode == 1, (variable, result.stderr)
+        assert "Traceback" not in result.stderr, (variable, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: "), (variable, lines)
+        assert expected in lines[0] and value not in lines[0].removeprefix("error: "), lines
+
+
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
     fs_port = free_port()
