@@ -691,6 +691,21 @@ def test_client_sync_async_pandas_arrow_and_cli(
     )
     assert bad.returncode == 1 and "'nosuch'" in bad.stderr
     assert not Path(f"{out}.part").exists()
+    assert pq.read_table(out).column("trips").to_pylist() == expected  # left as it was
+    nowhere = tmp_path / "no" / "such.parquet"
+    unwritable = run_cairn(
+        "features",
+        "historical",
+        str(path),
+        "--feature",
+        "drivers:trips",
+        "-o",
+        str(nowhere),
+        env=env,
+    )
+    lines = unwritable.stderr.strip().splitlines()
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr, lines
+    assert len(lines) == 1 and f"cannot write {nowhere}" in lines[0], lines
 
 
 def test_example_table_with_date_timestamps(fs: httpx.Client) -> None:  # noqa: F811
