@@ -254,6 +254,10 @@ def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     assert same.exit_code == 0 and '"drift": null' in same.stdout
     missing = runner.invoke(app, ["metrics", "show", "nope", "--url", url])
     assert missing.exit_code == 1 and "nope" in missing.output
+    # Version 0 is no version (numbers start at 1); it must not read as "the newest".
+    zero = runner.invoke(app, ["metrics", "show", "cli", "--version", "0", "--url", url])
+    assert zero.exit_code == 2 and "cli v2" not in zero.stdout, zero.output
+    assert "--version" in zero.output and "1" in zero.output
 
 
 def test_training_serving_skew(fs: httpx.Client) -> None:
