@@ -354,6 +354,33 @@ def test_asset_profiles_are_versioned_by_fingerprint(fs: httpx.Client) -> None:
     ]
 
 
+def test_a_malformed_asset_profile_is_a_422_naming_the_field(fs: httpx.Client) -> None:
+    """The summary and the drift read each column's name, rows, nulls and null_rate, its top
+    values and its sketch, and each check's name and verdict: a profile lacking them is
+    refused by field, and stores nothing (it was a 500 before)."""
+    from featurestore_service.metrics.profile import profile_table
+
+    good = profile_table(table(1, rows=200))
+    column = good["columns"][0]
+    missing_rate = {k: v for k, v in column.items() if k != "null_rate"}
+    cases = [
+        ({"rows": 1, "columns": [{"name": "a"}]}, [], "profile.columns.0.null_rate"),
+        ({**good, "columns": [missing_rate, *good["columns"][1:]]}, [], "null_rate"),
+        ({**good, "columns": [{**column, "top": [{"value": "x"}]}]}, [], "top.0.count"),
+        ({**good, "sketches": {column["name"]: "not-a-sketch"}}, [], "profile.sketches"),
+        ({**good, "rows": -1}, [], "profile.rows"),
+        (good, [{"passed": False}], "checks.0.name"),
+    ]
+    for profile, checks, field in cases:
+        body = {"fingerprint": "f:1", "profile": profile, "checks": checks}
+        answer = fs.put("/metrics/assets/a-odd/profile", json=body)
+        assert answer.status_code == 422, (field, answer.text)
+        assert field in answer.json()["detail"], (field, answer.text)
+    assert fs.get("/metrics/assets/a-odd/profile").status_code == 404
+    body = {"fingerprint": "f:1", "profile": good, "checks": []}
+    assert fs.put("/metrics/assets/a-odd/profile", json=body).status_code == 201
+
+
 def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:
     from catalogue_service.app import create_app as catalogue_app
 
