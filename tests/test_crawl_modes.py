@@ -160,3 +160,16 @@ def test_a_bad_manifest_pattern_is_one_line_before_anything_is_crawled(tmp_path:
         # would have logged lines of its own.
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "manifest pattern" in lines[0], (how, result.stderr)
+
+
+def test_a_catalogue_url_without_http_fails_at_once(tmp_path: Path) -> None:
+    """No retry can make ``--catalogue catalogue.local:8001`` work: it is said at once, not
+    after seven retries."""
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: kept\ntype: dataset\n")
+    for url in ("catalogue.local:8001", "ftp://catalogue.local"):
+        result = run_cairn("crawl", str(volume), "--catalogue", url, env=cairn_env(tmp_path))
+        assert result.returncode == 1, result.stderr
+        assert "retry" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and url in lines[0] and "http" in lines[0], lines
