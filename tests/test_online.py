@@ -258,6 +258,10 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        (
+            {"features": [f"cust@{2**63}:spend"], "entities": {"customer_id": ["C1"]}},
+            f"1 to {2**63 - 1}",
+        ),
         ({"features": [], "entities": {"customer_id": ["C1"]}}, "features"),
     ]
     for body, words in cases:
