@@ -396,6 +396,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("data_dir")
+    @classmethod
+    def _folder(cls, value: Path) -> Path:
+        # Every service and the crawler create files below it: a file here fails them all,
+        # each with a traceback of its own.
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     @field_validator("api_keys", "extra_types", "manifest_patterns", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -440,7 +449,8 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         # Named by variable, without the value: it may be a key or a connection string.
         problems = "; ".join(
-            f"CAIRN_{str(error['loc'][0]).upper() if error['loc'] else '?'}: {error['msg']}"
+            f"CAIRN_{str(error['loc'][0]).upper() if error['loc'] else '?'}: "
+            + str(error["msg"]).removeprefix("Value error, ")
             for error in exc.errors()
         )
         raise SettingsError(problems) from None

@@ -119,6 +119,14 @@ def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: "), (variable, lines)
         assert expected in lines[0] and value not in lines[0].removeprefix("error: "), lines
+    # A data dir that is a file: said once, before a service or a crawl trips over it.
+    not_a_folder = tmp_path / "data-file"
+    not_a_folder.write_text("")
+    for args in (("serve", "catalogue", "--port", "9"), ("crawl", str(tmp_path))):
+        result = run_cairn(*args, env=cairn_env(not_a_folder))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines == [f"error: CAIRN_DATA_DIR: {not_a_folder} is a file, not a folder"], lines
 
 
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
