@@ -32,7 +32,24 @@ if TYPE_CHECKING:
 # Settings (pydantic) and httpx are imported where a command needs them: `cairn --help` and
 # `cairn crawl --help` should not pay for them.
 
-app = typer.Typer(
+
+class _Cli(typer.Typer):
+    """The ``cairn`` command: a CAIRN_* setting no command can run with is one error line."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            # Imported only on an error: `cairn --help` does not load the settings' pydantic.
+            from cairn.settings import SettingsError
+
+            if not isinstance(exc, SettingsError):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+app = _Cli(
     help="Cairn: a data catalogue and feature store. Crawl manifests beside your data, "
     "search them, serve feature sets.",
     no_args_is_help=True,

@@ -353,10 +353,14 @@ def _known_fields(cls: type[BaseModel]) -> frozenset[str]:
     return frozenset(known)
 
 
+# What an asset id may hold, however it is written (a bulk item's id, PUT /assets/{id}).
+ASSET_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+
+
 class AssetWrite(Manifest):
     """What a writer sends: the manifest plus where it came from."""
 
-    id: str | None = Field(None, min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9._:@-]+$")
+    id: str | None = Field(None, min_length=1, max_length=MAX_NAME, pattern=ASSET_ID_PATTERN)
     volume: str | None = Field(None, max_length=MAX_LOCATION)
     manifest_path: str | None = Field(None, max_length=MAX_LOCATION)
     size_bytes: int | None = Field(None, ge=0)

@@ -43,6 +43,8 @@ def call_with_retries(
             if response.status_code not in RETRY_STATUSES:
                 return response
             error: Exception = RetryableStatus(response)
+        except httpx.UnsupportedProtocol:
+            raise  # a URL without http(s)://: no retry can reach it
         except httpx.TransportError as exc:
             error = exc
         if n == attempts - 1:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MANIFEST_PATTERNS = ["MANIFEST.yaml", "MANIFEST.yml", "*.cairn.yaml", "*.cairn.yml"]
@@ -71,11 +71,13 @@ class Settings(BaseSettings):
         description="Elasticsearch index (an alias over versioned indexes) of the catalogue.",
     )
     catalogue_host: str = Field("127.0.0.1", description="Address the catalogue listens on.")
-    catalogue_port: int = Field(8001, description="Port of the catalogue service.")
+    catalogue_port: int = Field(8001, ge=1, le=65535, description="Port of the catalogue service.")
     featurestore_host: str = Field("127.0.0.1", description="Address the feature store listens on.")
-    featurestore_port: int = Field(8002, description="Port of the feature store service.")
+    featurestore_port: int = Field(
+        8002, ge=1, le=65535, description="Port of the feature store service."
+    )
     ui_host: str = Field("127.0.0.1", description="Address the web UI listens on.")
-    ui_port: int = Field(8080, description="Port of the web UI.")
+    ui_port: int = Field(8080, ge=1, le=65535, description="Port of the web UI.")
     featurestore_url: str = Field(
         "http://127.0.0.1:8002", description="Feature store base URL used by the UI and clients."
     )
@@ -308,9 +310,13 @@ class Settings(BaseSettings):
             "the heads or footers of the data files beside them, on as many threads."
         ),
     )
-    http_timeout: float = Field(30.0, description="Seconds before an outbound HTTP call times out.")
+    http_timeout: float = Field(
+        30.0, gt=0, description="Seconds before an outbound HTTP call times out."
+    )
     http_retries: int = Field(
-        8, description="Attempts for an outbound HTTP call before giving up (backoff with jitter)."
+        8,
+        ge=1,
+        description="Attempts for an outbound HTTP call before giving up (backoff with jitter).",
     )
     log_level: str = Field("info", description="Log level of services and the crawler.")
     # -- remote volumes (connectors/webhdfs.py, connectors/adls.py, connectors/s3.py) --
@@ -390,6 +396,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("data_dir")
+    @classmethod
+    def _folder(cls, value: Path) -> Path:
+        # Every service and the crawler create files below it: a file here fails them all,
+        # each with a traceback of its own.
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     @field_validator("api_keys", "extra_types", "manifest_patterns", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -423,6 +438,19 @@ def _asset_types(extra: tuple[str, ...]) -> frozenset[str]:
     return frozenset(ASSET_TYPES) | frozenset(extra)
 
 
+class SettingsError(ValueError):
+    """A CAIRN_* variable holds a value its setting cannot take; the message names each one."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Named by variable, without the value: it may be a key or a connection string.
+        problems = "; ".join(
+            f"CAIRN_{str(error['loc'][0]).upper() if error['loc'] else '?'}: "
+            + str(error["msg"]).removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SettingsError(problems) from None

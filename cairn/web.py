@@ -94,6 +94,24 @@ def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidReq
     return InvalidRequest(f"Fix these fields and send again: {summary}", errors=errors)
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> InvalidRequest | None:
+    """The body was refused whole because it was not sent as JSON: FastAPI parses a body as
+    JSON only under a JSON content type (a guard against cross-site form posts), and what
+    ``curl -d`` sends by default is a form's."""
+    sent = request.headers.get("content-type", "")
+    media = sent.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return None
+    if not any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+        return None
+    shown = f"content-type {sent!r}" if sent else "no content-type"
+    message = f"the body was sent with {shown}; send JSON with content-type: application/json"
+    return InvalidRequest(
+        f"Fix this and send again: {message} (curl: -H 'content-type: application/json').",
+        errors=[{"field": "(body)", "message": message}],
+    )
+
+
 def validated(model: type[M], data: Any) -> M:
     """``model`` validated from ``data``; failures become a 422 listing the fields to fix."""
     try:
@@ -111,7 +129,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return problem_response(422, invalid_request(exc).problem(request.url.path))
+        problem = _not_json(request, exc) or invalid_request(exc)
+        return problem_response(422, problem.problem(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -114,11 +114,16 @@ class CrawlReport:
         }
 
 
+class PatternError(ValueError):
+    """A manifest pattern that cannot be used; the message names it and says why."""
+
+
 class NamePatterns:
     """File-name globs (``MANIFEST.yaml``, ``*.cairn.yaml``) or regular expressions.
 
     A pattern written ``re:<expr>`` is a regular expression on the base name, as Mastro's
-    ``filter-filename`` is.
+    ``filter-filename`` is. A pattern that matches no name (empty, or a broken expression) is
+    a ``PatternError``: crawled, it would find no manifest and soft-delete every asset.
     """
 
     def __init__(self, patterns: Iterable[str]):
@@ -128,7 +133,18 @@ class NamePatterns:
         suffixes: list[str] = []
         regexes: list[str] = []
         for pattern in patterns:
+            if not pattern or pattern == "re:":
+                raise PatternError(
+                    f"manifest pattern {pattern!r} is empty; give a file name, a glob such as "
+                    "*.cairn.yaml, or re:<regular expression>"
+                )
             if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    raise PatternError(
+                        f"manifest pattern {pattern!r} is not a valid regular expression: {exc}"
+                    ) from None
                 regexes.append(f"(?:{pattern[3:]})")
             elif pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
                 suffixes.append(pattern[1:])

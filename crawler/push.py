@@ -116,6 +116,11 @@ class CataloguePusher:
                 f"the catalogue at {self.base_url} kept answering "
                 f"HTTP {exc.response.status_code}: {_detail(exc.response)}"
             ) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise CatalogueUnreachable(
+                f"the catalogue URL {self.base_url!r} does not start with http:// or https://; "
+                "give it as http://host:port (--catalogue or CAIRN_CATALOGUE_URL)"
+            ) from exc
         except httpx.TransportError as exc:
             raise CatalogueUnreachable(
                 f"cannot reach the catalogue at {self.base_url} ({exc.__class__.__name__}: {exc});"

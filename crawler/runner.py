@@ -14,7 +14,7 @@ from rich.console import Console
 from cairn.settings import get_settings
 from connectors import redact_url
 from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
-from crawler.crawl import Crawler, CrawlFailed, CrawlReport
+from crawler.crawl import Crawler, CrawlFailed, CrawlReport, NamePatterns, PatternError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -41,13 +41,16 @@ def run_cli(
         return EXIT_FAILED
     try:
         if config is not None:
-            return _run_config(load_config(config), catalogue, as_json, out, err)
+            loaded = load_config(config)
+            _check_patterns(loaded.volumes)
+            return _run_config(loaded, catalogue, as_json, out, err)
         interval = parse_duration(every) if every else None
-    except ConfigError as exc:
+        assert volume is not None
+        spec = VolumeConfig(root=volume, patterns=patterns, catalogue_endpoint=catalogue)
+        _check_patterns([spec])
+    except (ConfigError, PatternError) as exc:
         err.print(f"error: {exc}")
         return EXIT_FAILED
-    assert volume is not None
-    spec = VolumeConfig(root=volume, patterns=patterns, catalogue_endpoint=catalogue)
     if watch:
         if "://" in volume and not volume.startswith("file://"):
             err.print(
@@ -60,6 +63,14 @@ def run_cli(
         spec.schedule = every
         return _run_forever(spec, interval, as_json, out, err, watch=False)
     return _crawl_once(spec, as_json, out, err)
+
+
+def _check_patterns(specs: list[VolumeConfig]) -> None:
+    """A ``PatternError`` for the first unusable manifest pattern, before anything is crawled
+    (a scheduled crawl would otherwise fail on it at every run)."""
+    default = get_settings().manifest_patterns
+    for spec in specs:
+        NamePatterns(spec.name_patterns(default))
 
 
 def consoles() -> tuple[Console, Console]:

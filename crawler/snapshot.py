@@ -29,7 +29,7 @@ import yaml
 
 from connectors import NotAFile, Volume, VolumeError, open_volume
 from connectors.base import WritableVolume, normalize_relpath
-from crawler.crawl import NamePatterns, glob_regex
+from crawler.crawl import NamePatterns, PatternError, glob_regex
 from crawler.manifest import parse_manifest
 
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -231,7 +231,10 @@ def rewrite_versions(text: str, versions: dict[str, Any]) -> str:
 def take_snapshot(
     url: str, patterns: list[str], *, write: bool = True, now: datetime | None = None
 ) -> Snapshot:
-    names = NamePatterns(patterns)
+    try:
+        names = NamePatterns(patterns)
+    except PatternError as exc:
+        raise SnapshotError(str(exc)) from None
     volume, named = _open_target(url, names)
     try:
         manifest_path = _find_manifest(volume, names, named)

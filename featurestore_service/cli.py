@@ -37,6 +37,17 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _one_line(exc: ValueError) -> str:
+    """A client-side validation failure as the API would word it: the fields, on one line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        from cairn.web import invalid_request  # the web layer: imported only on this error
+
+        return invalid_request(exc).detail
+    return str(exc)
+
+
 def _print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
@@ -146,7 +157,7 @@ def put(
     except CairnError as exc:
         _fail(exc.detail)
     except ValueError as exc:  # the set failed validation before it was sent
-        _fail(str(exc))
+        _fail(_one_line(exc))
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
@@ -211,6 +222,8 @@ def get(
                 _fail(f"--format {format!r} is not json or parquet")
     except CairnError as exc:
         _fail(exc.detail)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
 
 
 @app.command("list")

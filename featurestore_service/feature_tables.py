@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cairn.errors import InvalidRequest
@@ -81,6 +82,15 @@ def check_table(path: Path, info: TableInfo, spec: FeatureTableSpec, origin: str
                 f"{kind} column {column!r} is {dtype}, not a timestamp or a date; write it as a "
                 "Parquet timestamp (a naive one is read as UTC)",
             )
+    for kind, time_column in times:
+        far = _far_times(parquet, time_column) if time_column else 0
+        if far:
+            raise _problem(
+                kind,
+                f"{kind} column {time_column!r} has {far} time(s) outside the range of a "
+                "microsecond timestamp (about 292,000 years either side of 1970), which serving "
+                "and point-in-time joins compare in; fix or drop those rows",
+            )
     for column in [*spec.entities, spec.timestamp]:
         nulls = _null_count(parquet, column)
         if nulls:
@@ -91,6 +101,34 @@ def check_table(path: Path, info: TableInfo, spec: FeatureTableSpec, origin: str
             )
     if not feature_columns(info, spec):
         raise _problem("entities", "the file has no feature columns besides keys and times")
+
+
+# A time column's unit, in microseconds: materializing and point-in-time joins turn every time
+# into int64 microseconds since 1970, which a coarser unit can overflow.
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1}
+_MICROS_PER_DAY = 86_400_000_000
+_INT64_MAX = 2**63 - 1
+
+
+def _far_times(parquet: pq.ParquetFile, column: str) -> int:
+    """How many times of ``column`` (a timestamp or a date) int64 microseconds cannot hold."""
+    dtype = parquet.schema_arrow.field(column).type
+    if pa.types.is_date32(dtype):
+        per, as_int = _MICROS_PER_DAY, pa.int32()
+    elif pa.types.is_date64(dtype):
+        per, as_int = _MICROS_PER_UNIT["ms"], pa.int64()
+    else:
+        per, as_int = _MICROS_PER_UNIT[dtype.unit], pa.int64()
+    if per == 1:
+        return 0
+    bound = _INT64_MAX // per
+    far = 0
+    for group in range(parquet.metadata.num_row_groups):
+        values = parquet.read_row_group(group, columns=[column], use_threads=False).column(0)
+        ints = pc.cast(values, as_int)
+        outside = pc.or_(pc.less(ints, -bound), pc.greater(ints, bound))
+        far += pc.sum(outside).as_py() or 0
+    return far
 
 
 def _null_count(parquet: pq.ParquetFile, column: str) -> int:

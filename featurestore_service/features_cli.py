@@ -78,6 +78,8 @@ def historical(
             )
     except CairnError as exc:
         _fail(exc.detail)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
     rows = found.get("x-cairn-rows", "?")
     versions = found.get("cairn-feature-versions", "")
     typer.echo(f"wrote {output}: {rows} rows, feature versions {versions}", err=True)

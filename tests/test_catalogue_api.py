@@ -93,6 +93,27 @@ def test_validation_problem_names_the_field(api: httpx.Client) -> None:
     assert any(e["field"] == "tags" for e in problem["errors"])
     control = api.put("/assets/x", json={"name": "bad\x00name", "type": "dataset"})
     assert control.status_code == 422 and "control characters" in control.text
+    # The id in the URL follows the rule a bulk item's id does (letters, digits, . _ : @ -).
+    for bad_id in ("a b", "x%00y", "%E2%80%AEabc", "x" * 257):
+        refused = api.put(f"/assets/{bad_id}", json={"name": "idcheck", "type": "dataset"})
+        assert refused.status_code == 422, (bad_id, refused.text)
+        assert refused.json()["errors"][0]["field"] == "asset_id", refused.text
+    assert api.get("/assets/by-name/idcheck").status_code == 404
+    # curl -d without -H 'content-type: application/json' sends a form content type: the
+    # answer says which header to send, not that "(root)" should be a dictionary.
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        untyped = api.put(
+            "/assets/ct-1",
+            content=b'{"name": "ct1", "type": "dataset"}',
+            headers={"content-type": content_type},
+        )
+        assert untyped.status_code == 422, untyped.text
+        assert "content-type: application/json" in untyped.json()["detail"], untyped.text
+        assert content_type in untyped.json()["detail"], untyped.text
+    bulk = api.post("/assets/bulk", json=[{"id": "a b", "name": "idcheck", "type": "dataset"}])
+    assert bulk.json()["results"][0]["status"] == "error"
+    fine = api.put("/assets/ok:id@1.a_b-c", json={"name": "idcheck", "type": "dataset"})
+    assert fine.status_code == 201, fine.text
 
 
 def test_name_conflict_is_409_and_names_the_other_asset(api: httpx.Client) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +93,16 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
         assert fs.put_table("scores", path.read_bytes()).table.sha256 == stored.table.sha256  # type: ignore[union-attr]
         target = fs.download("scores", tmp_path / "out.parquet", version=3)
         assert target.read_bytes() == path.read_bytes()
+        # A refused download leaves the file it would have replaced as it was, and no other.
+        with pytest.raises(NotFound):
+            fs.download("missing", target)
+        with pytest.raises(NotFound):
+            fs.download("missing", tmp_path / "never.parquet")
+        assert target.read_bytes() == path.read_bytes()
+        assert sorted(p.name for p in tmp_path.glob("*.parquet*")) == [
+            "out.parquet",
+            "scores.parquet",
+        ]
         page = fs.get("scores", version=2, columns=["extra"], limit=3, offset=1)
         assert page.data is not None and page.data.rows == [{"extra": 1}] * 3
         with pytest.raises(InvalidRequest):
@@ -126,6 +138,10 @@ def test_async_feature_store_client(featurestore: ThreadServer, tmp_path: Path) 
             assert pq.read_table(projected).equals(table().select(["id"]).slice(0, 3))
             with pytest.raises(NotFound):
                 await fs.download("nope", tmp_path / "nope.parquet")
+            with pytest.raises(NotFound):
+                await fs.download("nope", target)
+            assert not (tmp_path / "nope.parquet").exists()
+            assert pq.read_table(target).equals(table())
             frame = await fs.get_dataframe("async_table", columns=["id"])
             assert list(frame.columns) == ["id"]
             assert (await fs.search(name="async")).total == 2
@@ -378,3 +394,30 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "complex" in refused.stderr
     both = invoke("get", "customers", "--version", "1", "--as-of", "2025-01-01T00:00:00Z")
     assert both.exit_code == 1 and "either" in both.stderr
+    # Mistakes a user makes are one error line each, naming what to fix.
+    for args, expected in (
+        (("put", str(parquet), "--name", "bad name!"), "name"),
+        (
+            ("get", "customers", "--format", "parquet", "-o", str(tmp_path / "no/such.parquet")),
+            "no/such.parquet",
+        ),
+        (("get", "nope", "--format", "parquet", "-o", str(out_file)), "nope"),
+    ):
+        result = invoke(*args)
+        # SystemExit: the command ended itself; any other exception escaped it.
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
+        assert result.exit_code == 1, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert expected in lines[0], (args, lines)
+    assert out_file.read_bytes() == parquet.read_bytes()  # the failed get left it whole
+    # Without -o, Parquet goes to stdout (/dev/stdout, a symlink) as it arrives, whether
+    # stdout is a pipe or a file the shell redirected it to.
+    get = [sys.executable, "-m", "cairn", "featureset", "get", "customers", "--format", "parquet"]
+    piped = subprocess.run(get, env=env, capture_output=True, timeout=120, cwd=ROOT)
+    assert piped.returncode == 0 and piped.stdout == parquet.read_bytes(), piped.stderr
+    redirected = tmp_path / "redirected.parquet"
+    with redirected.open("wb") as stdout:
+        done = subprocess.run(get, env=env, stdout=stdout, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and redirected.read_bytes() == parquet.read_bytes()
+    assert Path("/dev/stdout").is_symlink() or not Path("/dev/stdout").is_file()

@@ -153,3 +153,42 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1 and "schedule" in result.stderr
     neither = run_cairn("crawl", env=cairn_env(tmp_path))
     assert neither.returncode == 1 and "--config" in neither.stderr
+
+
+def test_a_bad_manifest_pattern_is_one_line_before_anything_is_crawled(tmp_path: Path) -> None:
+    """A pattern that cannot match (a broken re:, an empty one) would otherwise crash the
+    crawl with a traceback, or find no manifest and soft-delete the volume's assets."""
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: kept\ntype: dataset\n")
+    config = tmp_path / "crawl.yaml"
+    config.write_text(f"volumes:\n  - root: {volume}\n    patterns: ['re:(']\n")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL="http://127.0.0.1:9")
+    runs = {
+        "--pattern re:(": run_cairn("crawl", str(volume), "--pattern", "re:(", env=env),
+        "--pattern ''": run_cairn("crawl", str(volume), "--pattern", "", env=env),
+        "--config": run_cairn("crawl", "--config", str(config), env=env),
+        "CAIRN_MANIFEST_PATTERNS": run_cairn(
+            "crawl", str(volume), env={**env, "CAIRN_MANIFEST_PATTERNS": "re:a(b"}
+        ),
+        "snapshot": run_cairn("snapshot", str(volume / "a"), "--pattern", "re:(", env=env),
+    }
+    for how, result in runs.items():
+        assert result.returncode == 1, (how, result.stderr)
+        assert "Traceback" not in result.stderr, (how, result.stderr)
+        # One line, and refused before the catalogue (unreachable here) is asked: a retry
+        # would have logged lines of its own.
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "manifest pattern" in lines[0], (how, result.stderr)
+
+
+def test_a_catalogue_url_without_http_fails_at_once(tmp_path: Path) -> None:
+    """No retry can make ``--catalogue catalogue.local:8001`` work: it is said at once, not
+    after seven retries."""
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: kept\ntype: dataset\n")
+    for url in ("catalogue.local:8001", "ftp://catalogue.local"):
+        result = run_cairn("crawl", str(volume), "--catalogue", url, env=cairn_env(tmp_path))
+        assert result.returncode == 1, result.stderr
+        assert "retry" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and url in lines[0] and "http" in lines[0], lines

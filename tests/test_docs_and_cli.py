@@ -155,6 +155,33 @@ def test_crawl_concurrency_settings_take_1_to_64(
             Settings()
 
 
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """Every command reads the CAIRN_* settings first: a wrong one is an error line naming
+    the variable and what it takes (no traceback, no value echoed: it may be a secret)."""
+    cases = [
+        (("serve", "catalogue"), "CAIRN_CATALOGUE_PORT", "not-a-port", "valid integer"),
+        (("serve", "featurestore"), "CAIRN_FEATURESTORE_PORT", "70000", "65535"),
+        (("crawl", str(tmp_path)), "CAIRN_HTTP_TIMEOUT", "-1", "greater than 0"),
+        (("crawl", str(tmp_path)), "CAIRN_HTTP_RETRIES", "0", "greater than or equal to 1"),
+        (("featureset", "list"), "CAIRN_HTTP_TIMEOUT", "soon", "valid number"),
+    ]
+    for args, variable, value, expected in cases:
+        result = run_cairn(*args, env=cairn_env(tmp_path / "data", **{variable: value}))
+        assert result.returncode == 1, (variable, result.stderr)
+        assert "Traceback" not in result.stderr, (variable, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: "), (variable, lines)
+        assert expected in lines[0] and value not in lines[0].removeprefix("error: "), lines
+    # A data dir that is a file: said once, before a service or a crawl trips over it.
+    not_a_folder = tmp_path / "data-file"
+    not_a_folder.write_text("")
+    for args in (("serve", "catalogue", "--port", "9"), ("crawl", str(tmp_path))):
+        result = run_cairn(*args, env=cairn_env(not_a_folder))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines == [f"error: CAIRN_DATA_DIR: {not_a_folder} is a file, not a folder"], lines
+
+
 def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
     port = free_port()
     fs_port = free_port()

@@ -39,6 +39,13 @@ def driver_table(rows: int = 6, *, null_keys: int = 0) -> pa.Table:
 DECLARED = {"entities": "driver_id", "timestamp": "event_ts", "created_timestamp": "created"}
 
 
+def far_times(column: str, values: pa.Array) -> pa.Table:
+    """``driver_table()`` with ``column`` holding ``values`` (two rows), valid Parquet times
+    past what a microsecond timestamp holds (about 292,000 years either side of 1970)."""
+    table = driver_table(rows=2)
+    return table.set_column(table.schema.get_field_index(column), column, values)
+
+
 def test_spec_parses_durations() -> None:
     assert parse_duration("7d") == 7 * 86400
     assert parse_duration("1d12h") == 36 * 3600
@@ -87,6 +94,25 @@ def test_declared_stored_and_inherited(fs: httpx.Client) -> None:  # noqa: F811
             {"entities": "driver_id", "timestamp": "event_ts"},
             "driver_id",
             "2 null",
+        ),
+        # Accepted, these never went online: materializing retried every 5 s for good.
+        (
+            far_times("event_ts", pa.array([0, -(2**31) + 1], pa.date32())),
+            {"entities": "driver_id", "timestamp": "event_ts"},
+            "event_ts",
+            "outside",
+        ),
+        (
+            far_times("event_ts", pa.array([0, 2**62], pa.timestamp("ms"))),
+            {"entities": "driver_id", "timestamp": "event_ts"},
+            "event_ts",
+            "outside",
+        ),
+        (
+            far_times("created", pa.array([2**61, 0], pa.timestamp("ms", "UTC"))),
+            DECLARED,
+            "created",
+            "outside",
         ),
     ],
 )

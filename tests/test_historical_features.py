@@ -472,6 +472,7 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(
         (good, ("nosuch:trips",), {}, 404, "'nosuch'"),
         (good, ("drivers:nosuch",), {}, 422, "'nosuch'"),
         (good, ("drivers@7:trips",), {}, 404, "no version 7"),
+        (good, (f"drivers@{2**63}:trips",), {}, 422, f"1 to {2**63 - 1}"),
         (good, ("plain:x",), {}, 422, "not a feature table"),
         (good, ("drivers",), {}, 422, "not a reference"),
         (good, (), {}, 422, "features"),
@@ -691,6 +692,21 @@ def test_client_sync_async_pandas_arrow_and_cli(
     )
     assert bad.returncode == 1 and "'nosuch'" in bad.stderr
     assert not Path(f"{out}.part").exists()
+    assert pq.read_table(out).column("trips").to_pylist() == expected  # left as it was
+    nowhere = tmp_path / "no" / "such.parquet"
+    unwritable = run_cairn(
+        "features",
+        "historical",
+        str(path),
+        "--feature",
+        "drivers:trips",
+        "-o",
+        str(nowhere),
+        env=env,
+    )
+    lines = unwritable.stderr.strip().splitlines()
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr, lines
+    assert len(lines) == 1 and f"cannot write {nowhere}" in lines[0], lines
 
 
 def test_example_table_with_date_timestamps(fs: httpx.Client) -> None:  # noqa: F811

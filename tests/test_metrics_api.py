@@ -167,6 +167,34 @@ def test_mastro_metric_store_routes(fs: httpx.Client) -> None:
     assert fs.get("/metricstore/name/nothing").status_code == 404
 
 
+def test_numbers_past_what_the_stores_hold_are_a_4xx_naming_the_parameter(
+    fs: httpx.Client,
+) -> None:
+    """Versions are 64-bit integers in both stores and Mastro's pages 32-bit ones: a larger
+    number in a query string or a body is refused by name, never passed down to the store."""
+    assert upload(fs, "big", parquet_bytes(table(1, rows=100))).status_code == 201
+    profiled(fs, "big", 1)
+    huge = str(2**63)
+    for path, params in (
+        ("/featuresets/big/versions/1/drift", {"against": huge}),
+        ("/metrics/assets/a-1/profile", {"version": huge}),
+        ("/metrics/assets/a-1/drift", {"version": huge}),
+        ("/metrics/assets/a-1/drift", {"version": "1", "against": huge}),
+    ):
+        answer = fs.get(path, params=params)
+        assert answer.status_code == 422, (path, params, answer.text)
+        name = "against" if "against" in params else "version"
+        assert f"{name}: must be between 1 and {2**63 - 1}" in answer.json()["detail"]
+    body = {"name": "q", "metrics": [{"any": 1}]}
+    assert fs.put("/metricstore/", json=body).status_code == 201
+    for page in (2**31, 2**63):
+        by_name = fs.get("/metricstore/name/q", params={"page": page, "limit": 10})
+        by_labels = fs.post("/metricstore/labels", json={"labels": {"a": "b"}, "page": page})
+        for answer in (by_name, by_labels):
+            assert answer.status_code == 400, answer.text
+            assert "page" in answer.json()["message"] and str(2**31 - 1) in answer.json()["message"]
+
+
 def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
     """A version committed before its profile was queued, and one queued but not profiled."""
 
@@ -226,6 +254,10 @@ def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     assert same.exit_code == 0 and '"drift": null' in same.stdout
     missing = runner.invoke(app, ["metrics", "show", "nope", "--url", url])
     assert missing.exit_code == 1 and "nope" in missing.output
+    # Version 0 is no version (numbers start at 1); it must not read as "the newest".
+    zero = runner.invoke(app, ["metrics", "show", "cli", "--version", "0", "--url", url])
+    assert zero.exit_code == 2 and "cli v2" not in zero.stdout, zero.output
+    assert "--version" in zero.output and "1" in zero.output
 
 
 def test_training_serving_skew(fs: httpx.Client) -> None:
@@ -320,6 +352,33 @@ def test_asset_profiles_are_versioned_by_fingerprint(fs: httpx.Client) -> None:
         (4, "done", None),
         (3, "failed", "bad"),
     ]
+
+
+def test_a_malformed_asset_profile_is_a_422_naming_the_field(fs: httpx.Client) -> None:
+    """The summary and the drift read each column's name, rows, nulls and null_rate, its top
+    values and its sketch, and each check's name and verdict: a profile lacking them is
+    refused by field, and stores nothing (it was a 500 before)."""
+    from featurestore_service.metrics.profile import profile_table
+
+    good = profile_table(table(1, rows=200))
+    column = good["columns"][0]
+    missing_rate = {k: v for k, v in column.items() if k != "null_rate"}
+    cases = [
+        ({"rows": 1, "columns": [{"name": "a"}]}, [], "profile.columns.0.null_rate"),
+        ({**good, "columns": [missing_rate, *good["columns"][1:]]}, [], "null_rate"),
+        ({**good, "columns": [{**column, "top": [{"value": "x"}]}]}, [], "top.0.count"),
+        ({**good, "sketches": {column["name"]: "not-a-sketch"}}, [], "profile.sketches"),
+        ({**good, "rows": -1}, [], "profile.rows"),
+        (good, [{"passed": False}], "checks.0.name"),
+    ]
+    for profile, checks, field in cases:
+        body = {"fingerprint": "f:1", "profile": profile, "checks": checks}
+        answer = fs.put("/metrics/assets/a-odd/profile", json=body)
+        assert answer.status_code == 422, (field, answer.text)
+        assert field in answer.json()["detail"], (field, answer.text)
+    assert fs.get("/metrics/assets/a-odd/profile").status_code == 404
+    body = {"fingerprint": "f:1", "profile": good, "checks": []}
+    assert fs.put("/metrics/assets/a-odd/profile", json=body).status_code == 201
 
 
 def test_drifted_sets_are_a_catalogue_search_facet(tmp_path: Path) -> None:

@@ -258,6 +258,10 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        (
+            {"features": [f"cust@{2**63}:spend"], "entities": {"customer_id": ["C1"]}},
+            f"1 to {2**63 - 1}",
+        ),
         ({"features": [], "entities": {"customer_id": ["C1"]}}, "features"),
     ]
     for body, words in cases:
@@ -360,6 +364,8 @@ def test_materialize_on_demand_at_a_version(http: httpx.Client) -> None:
     )
     assert values_only.status_code == 201
     assert http.post("/api/v1/featuresets/vals/materialize").status_code == 409
+    too_big = http.post("/api/v1/featuresets/od/materialize", params={"version": 2**63})
+    assert too_big.status_code == 422 and "version: must be between 1" in too_big.text
 
 
 def test_switch_is_atomic_under_concurrent_reads(http: httpx.Client) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 from urllib.parse import quote
 
 import anyio
@@ -355,6 +355,35 @@ def parquet_file(data: TableData) -> Iterator[str]:
         os.unlink(path)
 
 
+def _in_place(target: Path) -> bool:
+    """A target written as the answer arrives rather than renamed over: a pipe or a device,
+    and any symlink (``/dev/stdout`` is one), since a rename would replace the link itself."""
+    return target.is_symlink() or (target.exists() and not target.is_file())
+
+
+def _part_file(target: Path) -> Path:
+    """Where a download is written before it is renamed over ``target``: beside it, so the
+    rename stays on one file system."""
+    return Path(f"{target}.part")
+
+
+@contextlib.contextmanager
+def _replacing(target: Path) -> Iterator[BinaryIO]:
+    """A file to write ``target``'s new content to; it replaces ``target`` only when the
+    block ends without an error, so a refused download leaves the old file whole."""
+    if _in_place(target):
+        with target.open("wb") as handle:
+            yield handle
+        return
+    part = _part_file(target)
+    try:
+        with part.open("wb") as handle:
+            yield handle
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def _pandas(table: pa.Table) -> pandas.DataFrame:
     try:
         import pandas  # noqa: F401
@@ -495,10 +524,11 @@ class FeatureStoreClient(MetricsMixin):
         columns: list[str] | None = None,
         limit: int | None = None,
     ) -> Path:
-        """Streams a table's Parquet bytes into ``target``."""
+        """Streams a table's Parquet bytes into ``target``, which is replaced only once the
+        whole answer is in (a refused or broken download leaves it as it was)."""
         call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
         target = Path(target)
-        with target.open("wb") as handle:
+        with _replacing(target) as handle:
             self._t.stream_to(call, handle.write)
         return target
 
@@ -565,19 +595,13 @@ class FeatureStoreClient(MetricsMixin):
         call = FeatureStoreCalls.historical(
             features, full_feature_names, sent(), PARQUET, accept=PARQUET
         )
-        part = Path(f"{target}.part")
-        try:
-            with open(part, "wb") as out:
+        with _replacing(Path(target)) as out:
 
-                def write(chunk: bytes) -> None:
-                    out.write(chunk)
-                    report("received", len(chunk))
+            def write(chunk: bytes) -> None:
+                out.write(chunk)
+                report("received", len(chunk))
 
-                found = self._t.stream_to(call, write)
-            os.replace(part, target)
-        finally:
-            part.unlink(missing_ok=True)
-        return found
+            return self._t.stream_to(call, write)
 
     def get_online_features(
         self,
@@ -742,11 +766,21 @@ class AsyncFeatureStoreClient(AsyncServiceClient, AsyncMetricsMixin):
         columns: list[str] | None = None,
         limit: int | None = None,
     ) -> Path:
-        """Streams a table's Parquet bytes into ``target`` (written off the event loop)."""
+        """Streams a table's Parquet bytes into ``target`` (written off the event loop), which
+        is replaced only once the whole answer is in."""
         call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
         target = Path(target)
-        async with await anyio.open_file(target, "wb") as handle:
-            await self._t.stream_to(call, handle.write)
+        if _in_place(target):
+            async with await anyio.open_file(target, "wb") as handle:
+                await self._t.stream_to(call, handle.write)
+            return target
+        part = _part_file(target)
+        try:
+            async with await anyio.open_file(part, "wb") as handle:
+                await self._t.stream_to(call, handle.write)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
         return target
 
     async def versions(

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import QueryParams
 
 from cairn.errors import InvalidRequest
+from cairn.models import INT64_MAX
 from cairn.web import KeyChecker, read_guard, write_guard
 from featurestore_service.service import FeatureStore
 
@@ -38,8 +39,10 @@ def bad_param(field: str, message: str) -> InvalidRequest:
 
 
 def int_param(
-    params: QueryParams, key: str, default: int | None, low: int, high: int | None = None
+    params: QueryParams, key: str, default: int | None, low: int, high: int = INT64_MAX
 ) -> int | None:
+    """``key`` as an integer from ``low`` to ``high``; by default the stores' 64-bit range,
+    since a larger number (a version, an offset) reaches SQLite or MongoDB as an error."""
     raw = params.get(key)
     if raw is None or raw == "":
         return default
@@ -47,9 +50,8 @@ def int_param(
         value = int(raw)
     except ValueError:
         raise bad_param(key, f"{raw!r} is not a whole number") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise bad_param(key, f"must be {bound}")
+    if not low <= value <= high:
+        raise bad_param(key, f"must be between {low} and {high}")
     return value
 
 

@@ -35,7 +35,9 @@ def _latest_profiled(fs: Any, name: str) -> int:
 @app.command()
 def show(
     name: str,
-    version: Annotated[int | None, typer.Option(help="Version (default: newest profiled).")] = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Version (default: newest profiled).")
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:

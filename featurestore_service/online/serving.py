@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from cairn.models import MAX_VERSION
 from cairn.web import parse_json
 from featurestore_service.online.base import OnlineRows, OnlineStore, OnlineTable
 
@@ -71,8 +72,11 @@ def parse_references(features: Any) -> list[Wanted]:
         name, at, pin = head.partition("@")
         pinned = None
         if at:
-            if not pin.isdigit() or int(pin) < 1:
-                raise _field(f"features[{index}]", f"{ref!r}: the version after @ is a number")
+            if not pin.isdigit() or not 1 <= int(pin) <= MAX_VERSION:
+                raise _field(
+                    f"features[{index}]",
+                    f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}",
+                )
             pinned = int(pin)
         if not name or not feature:
             raise _field(f"features[{index}]", f"{ref!r} names no set or no feature")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from cairn.collector import collector_paused
 from cairn.errors import BadRequest
 from cairn.models import (
+    ASSET_ID_PATTERN,
     MAX_LOCATION,
+    MAX_NAME,
     Asset,
     AssetsByLocation,
     AssetWrite,
@@ -49,7 +51,18 @@ BULK_ITEM = {
     summary="Create or replace one asset",
 )
 async def put_asset(
-    asset_id: str, item: AssetWrite, catalogue: CatalogueDep, response: Response
+    asset_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=MAX_NAME,
+            pattern=ASSET_ID_PATTERN,
+            description="Letters, digits and . _ : @ - (as a bulk item's id)",
+        ),
+    ],
+    item: AssetWrite,
+    catalogue: CatalogueDep,
+    response: Response,
 ) -> Asset:
     asset, status = await catalogue.put(asset_id, item)
     response.status_code = 201 if status == "created" else 200

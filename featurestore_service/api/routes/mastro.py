@@ -23,6 +23,7 @@ from cairn.errors import BadRequest, NotFound
 from cairn.mastro import MastroRoute, first_page, mastro_json, mastro_time
 from cairn.models import (
     MASTRO_MAX_PER_PAGE,
+    MAX_VERSION,
     FeatureSetWrite,
     MastroFeatureSetWrite,
     MastroLabelsQuery,
@@ -108,10 +109,10 @@ async def by_id(featureset_id: str, service: FeatureStoreDep) -> Response:
     name, sep, number = featureset_id.rpartition("@")
     if not sep:
         stored = await service.latest(from_mastro_name(featureset_id))
-    elif not number.isdigit():
+    elif not number.isdigit() or int(number) > MAX_VERSION:
         raise BadRequest(
-            f"invalid feature set id {featureset_id!r}: write <name>@<version number>, "
-            "or the bare name for the latest version"
+            f"invalid feature set id {featureset_id!r}: write <name>@<version number> (1 to "
+            f"{MAX_VERSION}), or the bare name for the latest version"
         )
     else:
         stored = await service.get(from_mastro_name(name), int(number))

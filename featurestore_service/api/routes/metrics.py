@@ -14,15 +14,15 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cairn.errors import Conflict, InvalidRequest, NotFound
 from cairn.mastro import MastroRoute
 from cairn.models import MASTRO_MAX_PER_PAGE, CheckList, LabelValue
 from cairn.openapi import problems
-from cairn.paging import mastro_page
+from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
-from cairn.web import CairnRoute, json_body, validated
+from cairn.web import CairnRoute, invalid_request, json_body, validated
 from featurestore_service.api.deps import (
     FeatureStoreDep,
     ReadGuard,
@@ -31,7 +31,7 @@ from featurestore_service.api.deps import (
 )
 from featurestore_service.api.routes.featuresets import VersionPath
 from featurestore_service.metrics.drift import compare
-from featurestore_service.metrics.profile import profile_table, with_dates
+from featurestore_service.metrics.profile import profile_table, sketch_of, with_dates
 from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store.base import (
     DONE,
@@ -293,6 +293,66 @@ class AssetProfile(BaseModel):
         return self
 
 
+class _TopValue(BaseModel):
+    value: str | int | float | bool | None  # a key of the drift's counts: hashable
+    count: int = Field(ge=0)
+
+
+class _ProfiledColumn(BaseModel):
+    """What the summary and the drift read of a column; the rest is kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=1024)
+    rows: int = Field(ge=0)
+    nulls: int = Field(ge=0)
+    null_rate: float = Field(ge=0, le=1)
+    count: int = Field(0, ge=0)
+    top: list[_TopValue] | None = None
+
+
+class _SentProfile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    rows: int = Field(ge=0)
+    columns: list[_ProfiledColumn] = Field(max_length=100_000)
+    sketches: dict[str, str] = Field(default_factory=dict)
+
+
+class _CheckResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    passed: bool
+
+
+def _check_profile(profile: dict[str, Any], checks: list[dict[str, Any]]) -> None:
+    """A 422 naming the first fields of a sent profile that the summary or a later drift
+    would fail on; the profile itself is stored as sent."""
+    problems: list[dict[str, str]] = []
+    for prefix, model, data in [("profile", _SentProfile, profile)] + [
+        (f"checks.{i}", _CheckResult, check) for i, check in enumerate(checks)
+    ]:
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            problems += [
+                {"field": f"{prefix}.{e['field']}", "message": e["message"]}
+                for e in invalid_request(exc).errors
+            ]
+    sketches = profile.get("sketches")
+    for name, encoded in sketches.items() if isinstance(sketches, dict) else ():
+        try:
+            sketch_of(encoded)
+        except (ValueError, TypeError, LookupError, RuntimeError) as exc:
+            problems.append(
+                {"field": f"profile.sketches.{name}", "message": f"is not a sketch ({exc})"}
+            )
+    if problems:
+        listed = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        raise InvalidRequest(f"Fix the profile and send again: {listed}", errors=problems)
+
+
 def asset_subject(asset_id: str) -> str:
     return f"asset:{asset_id}"
 
@@ -306,13 +366,8 @@ def asset_subject(asset_id: str) -> str:
 async def put_asset_profile(asset_id: str, request: Request) -> Response:
     body = validated(AssetProfile, await json_body(request))
     profile = body.profile
-    if profile is not None and (
-        not isinstance(profile.get("columns"), list) or not isinstance(profile.get("rows"), int)
-    ):
-        raise InvalidRequest(
-            "Fix the profile and send again: it needs rows and columns.",
-            errors=[{"field": "profile", "message": "rows (integer) and columns (list) needed"}],
-        )
+    if profile is not None:
+        _check_profile(profile, body.checks)
     store = _metrics(request)
     subject = asset_subject(asset_id)
     settings = request.app.state.settings
@@ -440,7 +495,7 @@ class MastroMetricSet(BaseModel):
 class MetricSetLabels(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
 
 
 def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -488,7 +543,7 @@ async def put_metric_set(request: Request) -> Response:
 )
 async def metric_sets_by_name(name: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
-    page = int_param(request.query_params, "page", 1, 1)
+    page = int_param(request.query_params, "page", 1, 1, MAX_PAGE)
     assert limit is not None and page is not None
     found, total = await _metrics(request).metric_sets(
         name=name, labels={}, limit=limit, offset=(page - 1) * limit
