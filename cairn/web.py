@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -302,6 +303,15 @@ class MetricsMiddleware:
             self.metrics.record(scope["method"], route, status, time.perf_counter() - start)
 
 
+def _not_utf8(query: bytes) -> str | None:
+    """Why the percent-decoded ``query`` is not UTF-8, or None when it is."""
+    try:
+        unquote_to_bytes(query).decode()
+    except UnicodeDecodeError as exc:
+        return f"{exc.reason} at byte {exc.start} once decoded"
+    return None
+
+
 class CairnApp(FastAPI):
     """FastAPI, with a few hot routes answered in front of its middleware stack.
 
@@ -314,16 +324,33 @@ class CairnApp(FastAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.front: dict[str, ASGIApp] = {}
+        # A query string that is not UTF-8 is a 422 problem; the web UI, whose errors are
+        # pages, turns this off and searches for what Starlette decodes.
+        self.refuse_bad_queries = True
         self._otel_on = False
         self._otel_checked_at = -TELEMETRY_RECHECK_SECONDS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            # Starlette decodes a query's bad UTF-8 as U+FFFD, so `q=%ff` would search for a
+            # character nobody typed: refused here, before the front routes and the stack.
+            query = scope["query_string"]
+            if b"%" in query and self.refuse_bad_queries and (bad := _not_utf8(query)):
+                await self._refuse_query(scope, receive, send, bad)
+                return
             handler = self.front.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _refuse_query(self, scope: Scope, receive: Receive, send: Send, why: str) -> None:
+        detail = (
+            f"The query string is not valid UTF-8 ({why}); percent-encode the UTF-8 bytes of "
+            "each character, as a browser or `curl --data-urlencode` does."
+        )
+        response = problem_response(422, InvalidRequest(detail).problem(scope["path"]))
+        await response(scope, receive, send)
 
     async def generic(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request through FastAPI's whole stack: middlewares, routing, handlers."""

@@ -275,6 +275,29 @@ def test_text_that_is_not_unicode_is_a_422(
     assert pair.status_code < 300, pair.text
 
 
+@pytest.mark.parametrize(
+    ("service", "path"),
+    [
+        ("catalogue", "/api/v1/assets"),  # the search answered in front of the stack
+        ("catalogue", "/api/v1/tags"),
+        ("featurestore", "/api/v1/featuresets"),
+    ],
+)
+def test_a_query_string_that_is_not_utf8_is_a_422(
+    keyed: dict[str, ThreadServer], service: str, path: str
+) -> None:
+    url = keyed[service].url + path
+    # Starlette alone reads %ff as U+FFFD and would search for a character nobody typed.
+    for bad in ("q=%ff%fe", "q=caf%E9", "limit=5&q=%C3"):
+        answer = httpx.get(f"{url}?{bad}")
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "not valid UTF-8" in answer.json()["detail"], answer.text
+    # Percent-encoded UTF-8 is fine, and so is a literal percent sign encoded as %25.
+    for good in ("q=caf%C3%A9", "q=100%25"):
+        assert httpx.get(f"{url}?{good}", headers=AUTH).status_code == 200, good
+
+
 def _document(service: str, **fields: Any) -> dict[str, Any]:
     return APPS[service](Settings(data_dir=Path("/nonexistent"), **fields)).openapi()
 

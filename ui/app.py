@@ -92,6 +92,8 @@ def create_app(
         title="Cairn UI", service="ui", settings=settings, ready=ready, lifespan=lifespan
     )
     app.state.backend = backend
+    # Its errors are pages, not problems: a query's bad UTF-8 is searched as Starlette reads it.
+    app.refuse_bad_queries = False
     app.state.templates = environment()
     install_html_errors(app)
     app.mount("/static", LongCacheStatic(directory=STATIC), name="static")
