@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -220,6 +222,28 @@ def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
         if not cursor:
             break
     assert len(seen) == 45 and len(set(seen)) == 45
+
+
+def test_a_cursor_of_another_search_is_a_400(api: httpx.Client) -> None:
+    seed(api, [asset(f"cursor_{i:02d}", description="cursor table") for i in range(6)])
+    by_name = api.get("/assets", params={"name": "cursor_", "limit": 2}).json()["next_cursor"]
+    by_text = api.get("/assets", params={"q": "cursor", "limit": 2}).json()["next_cursor"]
+    assert by_name and by_text
+    forged = base64.urlsafe_b64encode(b"[null,null]").decode().rstrip("=")
+    # Each kind of search keys its pages differently: a cursor of the other kind, or a forged
+    # one, would compare against keys of another type and answer an empty page.
+    for params in (
+        {"q": "cursor", "cursor": by_name},
+        {"name": "cursor_", "cursor": by_text},
+        {"q": "cursor", "cursor": forged},
+        {"name": "cursor_", "cursor": forged},
+    ):
+        answer = api.get("/assets", params=params)
+        assert answer.status_code == 400, (params, answer.text)
+        assert "does not belong to this kind of search" in answer.json()["detail"]
+    # Its own search's cursor still pages on.
+    page = api.get("/assets", params={"q": "cursor", "limit": 2, "cursor": by_text}).json()
+    assert len(page["items"]) == 2
 
 
 def test_bad_query_parameters_are_4xx(api: httpx.Client) -> None:

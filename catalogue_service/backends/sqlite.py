@@ -868,8 +868,7 @@ class SQLiteStore:
             page_params = key_params + params
         keys_sql = f"SELECT seq, k1 FROM ({inner})"
         if query.cursor is not None:
-            if len(query.cursor) != 2:
-                raise InvalidCursor("The cursor does not belong to this kind of search.")
+            _check_cursor(query.cursor, text=match is not None)
             keys_sql += " WHERE (k1, seq) > (?, ?)"
             page_params += list(query.cursor)
         keys_sql += " ORDER BY k1, seq LIMIT ? OFFSET ?"
@@ -1096,6 +1095,23 @@ class SQLiteStore:
             ]
 
         return await self._read(_facets)
+
+
+def _check_cursor(cursor: list[Any], text: bool) -> None:
+    """A cursor is a page's last key: [score, seq] for text, [name_lc, seq] otherwise. Any
+    other shape (another kind of search's cursor, a forged one) would compare against keys of
+    another type and answer an empty page, so it is refused."""
+    key, seq = cursor if len(cursor) == 2 else (None, None)
+    number = isinstance(key, int | float) and not isinstance(key, bool)
+    if (
+        not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not (number if text else isinstance(key, str))
+    ):
+        raise InvalidCursor(
+            "The cursor does not belong to this kind of search; pass next_cursor from a page "
+            "of the same search (same q, name, tag and filters), or omit it to start over."
+        )
 
 
 def _stored_doc(conn: sqlite3.Connection, side: _SideRows, seq: int) -> dict[str, Any]:
