@@ -224,6 +224,30 @@ def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
     assert len(seen) == 45 and len(set(seen)) == 45
 
 
+def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
+    # Credentials never go into the catalogue: a crawl strips them from its URLs, and an
+    # asset written over the API may not bring them in either.
+    secret = "s3cr3t-pw"
+    location = f"postgres://etl:{secret}@db.internal:5432/sales"
+    one = api.put("/assets/pw-1", json={"name": "pw1", "type": "dataset", "location": location})
+    assert one.status_code == 422, one.text
+    assert one.json()["errors"][0]["field"] == "location" and "password" in one.text
+    bulk = api.post("/assets/bulk", json=[{"name": "pw2", "type": "dataset", "location": location}])
+    (result,) = bulk.json()["results"]
+    assert result["status"] == "error" and "password" in result["error"]
+    assert secret not in one.text and secret not in bulk.text
+    assert api.get("/assets", params={"q": "pw1 pw2"}).json()["total"] == 0
+    # A user name alone, and ADLS's filesystem@account, are not secrets.
+    for name, fine in (
+        ("pw3", "hdfs://etl@namenode:8020/sales"),
+        ("pw4", "abfss://lake@account.dfs.core.windows.net/sales"),
+    ):
+        stored = api.put(
+            f"/assets/{name}", json={"name": name, "type": "dataset", "location": fine}
+        )
+        assert stored.status_code == 201 and stored.json()["location"] == fine, stored.text
+
+
 def test_a_cursor_of_another_search_is_a_400(api: httpx.Client) -> None:
     seed(api, [asset(f"cursor_{i:02d}", description="cursor table") for i in range(6)])
     by_name = api.get("/assets", params={"name": "cursor_", "limit": 2}).json()["next_cursor"]

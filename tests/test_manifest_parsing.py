@@ -281,6 +281,12 @@ def test_missing_required_field_points_at_the_document() -> None:
     assert found["name"].line == 3
 
 
+def test_a_location_with_a_password_is_reported_without_the_password() -> None:
+    problem = only_error("name: a\ntype: dataset\nlocation: postgres://etl:hunter2@db/sales\n")
+    assert (problem.line, problem.field) == (3, "location")
+    assert "holds a password" in problem.reason and "hunter2" not in str(problem)
+
+
 def test_every_error_in_a_document_is_reported_at_once() -> None:
     text = "name: 7\ntype: nope\nowners: ana@example.com\n"
     docs, problems = parse(text)
