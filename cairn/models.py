@@ -833,6 +833,42 @@ class Check(BaseModel):
             return self.name
         return f"{self.type}({self.column})" if self.column else self.type
 
+    @model_validator(mode="after")
+    def _can_pass(self) -> Check:
+        # A check no table can pass is a typo, refused where it is declared, not a failure
+        # found at every later evaluation.
+        problem = self.never_passes()
+        if problem:
+            raise ValueError(f"check {self.label()!r} can never pass: {problem}")
+        return self
+
+    def never_passes(self) -> str | None:
+        """What makes this check fail on every table, as the fix to make; None if it can pass."""
+        if self.type != "row_count" and self.column is None:
+            return f"a {self.type} check needs a column; give column: <name>"
+        if self.type == "allowed_values" and self.values is None:
+            return "an allowed_values check needs values; give values: [...]"
+        if self.type == "freshness" and self.max_age is None:
+            return "a freshness check needs max_age (seconds); give max_age: <seconds>"
+        bounds = [b for b in (self.min, self.max) if b is not None]
+        if any(b != b for b in bounds):
+            return "min and max must be numbers, not NaN"
+        if self.type == "row_count" and any(b < 0 for b in bounds):
+            return "a row count is never negative; give min and max of 0 or more"
+        if self.min is not None and self.max is not None and self.min > self.max:
+            return f"min {self.min:g} is greater than max {self.max:g}; swap them"
+        return None
+
+
+class StoredCheck(Check):
+    """A check as the metric store kept it: read back as it was stored, even one declared
+    before the checks above refused it (its evaluation fails and says why)."""
+
+    @model_validator(mode="after")
+    def _can_pass(self) -> StoredCheck:
+        # Same name: replaces the declaration check.
+        return self
+
 
 class CheckList(BaseModel):
     checks: list[Check] = Field(default_factory=list, max_length=200)

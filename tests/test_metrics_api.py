@@ -18,6 +18,7 @@ from featurestore_service.app import create_app
 from featurestore_service.backends import create_store
 from featurestore_service.blobstore import TableBlobs
 from featurestore_service.metrics.store import create_metric_store
+from featurestore_service.metrics.worker import subject_of
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
 from featurestore_service.tables import DecodeSlots
@@ -493,6 +494,52 @@ def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
     words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
     odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
     assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text
+
+
+def test_checks_that_can_never_pass_are_refused_where_declared(
+    fs: httpx.Client, fs_settings: Settings
+) -> None:
+    """A range with min > max, a negative or inverted row count, a column check without its
+    column: a 422 naming the check's index and name and what to fix, on PUT .../checks and in
+    a write; valid declarations (one bound, a row count from 0) stay accepted. A check stored
+    before this rule is still read back and evaluated (it fails and says why)."""
+    never = [
+        ({"type": "range", "column": "spend", "min": 5, "max": 1}, "min 5 is greater than max 1"),
+        ({"type": "row_count", "min": -1}, "a row count is never negative"),
+        ({"type": "row_count", "min": 10, "max": 2, "name": "size"}, "'size' can never pass"),
+        ({"type": "not_null"}, "a not_null check needs a column"),
+        ({"type": "allowed_values", "column": "plan"}, "needs values"),
+    ]
+    kept = [{"type": "row_count", "min": 0}, {"type": "range", "column": "spend", "min": 0}]
+    for check, fix in never:
+        refused = fs.put("/featuresets/guarded/checks", json={"checks": [*kept, check]})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["errors"][0]
+        assert error["field"] == "checks.2", refused.text
+        assert fix in error["message"] and "can never pass" in error["message"], refused.text
+        assert fix in refused.json()["detail"]
+    assert fs.get("/featuresets/guarded/checks").json()["checks"] == []  # nothing was kept
+    written = fs.post(
+        "/featuresets", json=values("guarded", ("spend", "float", 2.0), checks=[never[0][0]])
+    )
+    assert written.status_code == 422 and "checks.0" in written.text, written.text
+    accepted = fs.put("/featuresets/guarded/checks", json={"checks": kept})
+    assert accepted.status_code == 200, accepted.text
+
+    async def store_as_before() -> None:
+        metrics = create_metric_store(fs_settings)
+        await metrics.open()
+        try:
+            old = {"type": "range", "column": "spend", "min": 5, "max": 1}
+            await metrics.put_checks(subject_of("old"), [old])
+        finally:
+            await metrics.close()
+
+    asyncio.run(store_as_before())
+    stored = upload(fs, "old", parquet_bytes(table(1, rows=100)))
+    assert stored.status_code == 201, stored.text
+    checks = profiled(fs, "old", 1)["checks"]
+    assert [(c["name"], c["passed"]) for c in checks] == [("range(spend)", False)]
 
 
 def test_a_profile_that_cannot_succeed_fails_once_with_its_reason(fs_settings: Settings) -> None:

@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 
 from cairn.errors import InvalidRequest
-from cairn.models import Check
+from cairn.models import Check, StoredCheck
 from cairn.retry import backoff_delay
 from cairn.settings import Settings
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
@@ -126,7 +126,7 @@ class ProfileWorker:
     async def profile(self, record: ProfileRecord) -> None:
         try:
             checks = await self.store.get_checks(record.subject)
-            declared = [Check.model_validate(c) for c in checks]
+            declared: list[Check] = [StoredCheck.model_validate(c) for c in checks]
             what = f"{record.subject} version {record.version}"
             async with self.service.blobs.local(record.source["blob"], what) as path:
                 profile = await anyio.to_thread.run_sync(
@@ -223,7 +223,8 @@ class ProfileWorker:
     async def _declared(self, name: str, checks: list[Check] | None) -> list[Check]:
         if checks is not None:
             return checks
-        return [Check.model_validate(c) for c in await self.store.get_checks(subject_of(name))]
+        stored = await self.store.get_checks(subject_of(name))
+        return [StoredCheck.model_validate(c) for c in stored]
 
     async def _keep(self, name: str, checks: list[Check] | None) -> None:
         if checks is not None:
