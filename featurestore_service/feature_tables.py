@@ -2,13 +2,14 @@
 
 A declaration (``FeatureTableSpec``: entities, timestamp, created_timestamp, ttl) comes with an
 upload or is inherited from the previous version; either way the uploaded file must have every
-named column, key columns of an integer or string type without nulls, and time columns of a
-timestamp or date type. A failure is a 400 naming the column, raised before the file is
-installed, so nothing is stored.
+named column, key columns of an integer or string type (dictionary-encoded or not) without
+nulls, and time columns of a timestamp or date type. A failure is a 400 naming the column,
+raised before the file is installed, so nothing is stored.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,10 +27,34 @@ def _problem(field: str, message: str) -> InvalidRequest:
     )
 
 
+def key_value_type(dtype: pa.DataType) -> pa.DataType:
+    """The type a key column's values have: a dictionary-encoded column (what pandas writes for
+    a ``category``) holds its dictionary's values, and keys are compared as those."""
+    return dtype.value_type if pa.types.is_dictionary(dtype) else dtype
+
+
 def is_key_type(dtype: pa.DataType) -> bool:
+    dtype = key_value_type(dtype)
     return (
         pa.types.is_integer(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
     )
+
+
+_DICTIONARY = re.compile(r"dictionary<values=(.+), indices=\w+, ordered=[01]>")
+
+
+def key_type_name(type_name: str) -> str:
+    """A key column's type as its values have it, from the name a version's schema records
+    (``dictionary<values=string, indices=int32, ordered=0>`` is ``string``)."""
+    match = _DICTIONARY.fullmatch(type_name)
+    return match.group(1) if match else type_name
+
+
+def decoded(array: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``array`` with its dictionary (if any) expanded to the values, for comparing keys."""
+    if pa.types.is_dictionary(array.type):
+        return array.cast(array.type.value_type)
+    return array
 
 
 def is_time_type(dtype: pa.DataType) -> bool:

@@ -158,6 +158,69 @@ def test_latest_row_per_key_with_feast_shapes(http: httpx.Client) -> None:
     assert pinned["results"][1]["values"] == [3.0]
 
 
+def test_dictionary_encoded_keys_are_read_as_their_values(http: httpx.Client) -> None:
+    """A key column written dictionary-encoded (pandas' ``category``) is a string (or integer)
+    key: accepted at upload, served online and joined point-in-time like a plain one."""
+    day = timedelta(days=1)
+    rows = [("C1", NOW - 3 * day, 1.0, 1), ("C2", NOW - 2 * day, 20.0, 2)]
+    rows += [("C1", NOW - day, 3.0, 3)] + [(f"X{i}", NOW - day, float(i), i) for i in range(20)]
+    plain = customers(rows)
+    names = plain.column("customer_id").to_pylist()
+    categories = sorted(set(names))
+    keys = pa.DictionaryArray.from_arrays(
+        pa.array([categories.index(n) for n in names], pa.int32()), pa.array(categories)
+    )
+    encoded = plain.set_column(0, "customer_id", keys)
+    version = put_table(
+        http, "categorized", encoded, entities="customer_id", timestamp="feature_date"
+    )
+    stored = http.get("/api/v1/featuresets/categorized").json()["table"]["columns"][0]
+    assert stored["type"].startswith("dictionary<values=string")  # kept as uploaded
+    wait_online(http, "categorized", version)
+    got = columns(
+        lookup(
+            http,
+            {
+                "features": ["categorized:spend"],
+                "entities": {"customer_id": ["C1", "C2", "X7", "nobody"]},
+            },
+        )
+    )
+    assert got["spend"]["values"] == [3.0, 20.0, 7.0, None]
+
+    by_number = pa.table(
+        {
+            "store": pa.array([7, 9, 7]).dictionary_encode(),
+            "feature_date": pa.array([NOW - 2 * day, NOW - day, NOW - day], pa.timestamp("us")),
+            "sales": pa.array([1.5, 2.5, 3.5]),
+        }
+    )
+    numbered = put_table(http, "stores", by_number, entities="store", timestamp="feature_date")
+    wait_online(http, "stores", numbered)
+    got = columns(lookup(http, {"features": ["stores:sales"], "entities": {"store": [7, 9, 8]}}))
+    assert got["sales"]["values"] == [3.5, 2.5, None]
+
+    frame = pa.table(
+        {
+            "customer_id": pa.array(["C1", "C1", "C2", "nobody"]).dictionary_encode(),
+            "event_timestamp": pa.array([NOW - 2 * day, NOW, NOW, NOW], pa.timestamp("us", "UTC")),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, frame.schema) as writer:
+        writer.write_table(frame)
+    arrow = "application/vnd.apache.arrow.stream"
+    response = http.post(
+        "/api/v1/historical-features",
+        params={"features": "categorized:spend"},
+        content=sink.getvalue().to_pybytes(),
+        headers={"content-type": arrow, "accept": arrow},
+    )
+    assert response.status_code == 200, response.text
+    joined = pa.ipc.open_stream(response.content).read_all()
+    assert joined.column("spend").to_pylist() == [1.0, 3.0, 20.0, None]
+
+
 def test_created_timestamp_breaks_ties_and_ttl_statuses(http: httpx.Client) -> None:
     old = NOW - timedelta(days=10)
     recent = NOW - timedelta(hours=1)

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from cairn.errors import Conflict, NotFound
 from cairn.paging import decode_cursor
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
-from featurestore_service.feature_tables import feature_columns
+from featurestore_service.feature_tables import decoded, feature_columns, key_type_name
 from featurestore_service.online.base import (
     NO_CREATED,
     Batch,
@@ -62,7 +62,10 @@ def online_table(stored: StoredVersion) -> OnlineTable:
         version=fs.version,
         entities=list(spec.entities),
         features=features,
-        dtypes={name: types[name] for name in [*spec.entities, *features]},
+        dtypes={
+            **{name: key_type_name(types[name]) for name in spec.entities},
+            **{name: types[name] for name in features},
+        },
         ttl=spec.ttl,
     )
 
@@ -86,7 +89,7 @@ def reduce_batch(batch: pa.RecordBatch, table: OnlineTable, ts: str, cts: str | 
         if cts
         else pa.array([NO_CREATED] * rows, pa.int64())
     )
-    keys = {f"k{i}": batch.column(name) for i, name in enumerate(table.entities)}
+    keys = {f"k{i}": decoded(batch.column(name)) for i, name in enumerate(table.entities)}
     order_table = pa.table(
         {**keys, "__ts": stamps, "__cts": created, "__i": pa.array(range(rows), pa.int64())}
     )
