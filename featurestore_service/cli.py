@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from cairn.cli_errors import problem_line
 from cairn.errors import CairnError
 
 app = typer.Typer(
@@ -32,7 +33,9 @@ def _client(url: str | None) -> Any:
     return FeatureStoreClient(url or get_settings().featurestore_url)
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(problem: str | CairnError) -> NoReturn:
+    """Exit 1 with one error line: ``problem``, or a service's problem as the CLI words it."""
+    message = problem if isinstance(problem, str) else problem_line(problem)
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -155,7 +158,7 @@ def put(
                     created_by=author,
                 )
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     except ValueError as exc:  # the set failed validation before it was sent
         _fail(_one_line(exc))
     if as_json:
@@ -221,7 +224,7 @@ def get(
             else:
                 _fail(f"--format {format!r} is not json or parquet")
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
 
@@ -242,7 +245,7 @@ def list_sets(
         with _client(url) as client:
             page = client.search(name=name, labels=_labels(label) or None, q=q, limit=limit)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(page.model_dump(mode="json"))
         return
@@ -266,7 +269,7 @@ def versions(
         with _client(url) as client:
             listing = client.versions(name, limit=1000)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(listing.model_dump(mode="json"))
         return
@@ -292,7 +295,7 @@ def diff(
         with _client(url) as client:
             result = client.diff(name, old, new)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
@@ -341,7 +344,7 @@ def delete(
         with _client(url) as client:
             result = client.delete(name, version)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     typer.echo(f"{result.name} version {result.version} deleted")
 
 
@@ -365,7 +368,7 @@ def materialize(
         with _client(url) as client:
             state = client.materialize(name, version)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(state)
     else:

@@ -77,7 +77,7 @@ def historical(
                 progress=lambda what, count: bar.advance(tasks[what], count),
             )
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     rows = found.get("x-cairn-rows", "?")
@@ -126,7 +126,7 @@ def online(
         with _client(url) as client:
             answer = client.get_online_features(feature, entities, full_feature_names)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(answer.raw)
         return

@@ -313,6 +313,35 @@ def test_the_cli_sends_cairn_api_key(tmp_path: Path) -> None:
         assert put.returncode == 0 and "churn_model_serving version 1 stored" in put.stdout
 
 
+def test_a_refused_cli_says_how_to_send_a_key(tmp_path: Path) -> None:
+    """A 401 from a keyed service: every `cairn` subcommand's error line names CAIRN_API_KEY,
+    the variable the CLI reads (the server only knows CAIRN_API_KEYS), and says whether a key
+    was sent; the client library raises the service's words unchanged."""
+    keyed = Settings(data_dir=tmp_path / "fs", api_keys=["cli-key-1"], read_needs_key=True)
+    with ThreadServer(create_app(keyed)) as server:
+        yaml_set = str(EXAMPLES / "churn_model_serving" / "v1.yaml")
+        env = cairn_env(tmp_path / "cli", CAIRN_FEATURESTORE_URL=server.url)
+        wrong = {**env, "CAIRN_API_KEY": "not-a-key"}
+        commands = [
+            (("featureset", "put", yaml_set), env, "no key was sent"),
+            (("featureset", "put", yaml_set), wrong, "the key in CAIRN_API_KEY was refused"),
+            (("metrics", "show", "churn_model_serving"), env, "no key was sent"),
+            (("features", "online", "-f", "t:x", "-e", "k=1"), wrong, "was refused"),
+        ]
+        for args, sent_env, said in commands:
+            refused = run_cairn(*args, env=sent_env)
+            assert refused.returncode == 1, refused.stderr
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), refused.stderr
+            assert said in lines[0], (args, refused.stderr)
+            assert "set CAIRN_API_KEY to one of the service's keys" in lines[0], refused.stderr
+        with FeatureStoreClient(server.url) as client, pytest.raises(Unauthorized) as raised:
+            client.put("churn_model_serving", [{"name": "x", "dtype": "int", "value": 1}])
+        said_by_server = raised.value.detail
+        assert "CAIRN_API_KEY" not in said_by_server.replace("CAIRN_API_KEYS", "")
+        assert "Hint" not in said_by_server
+
+
 def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     # Most commands run in-process (CliRunner, --url); the first two go through the real
     # entry point with CAIRN_FEATURESTORE_URL, as a user would run them.

@@ -47,7 +47,7 @@ def show(
             chosen = version or _latest_profiled(fs, name)
             profile = fs.profile(name, chosen)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     if as_json:
         _print_json(profile)
         return
@@ -82,7 +82,7 @@ def drift(
         with _client(url) as fs:
             answer = fs.drift(name, version, against)
     except CairnError as exc:
-        _fail(exc.detail)
+        _fail(exc)
     result = answer.get("drift")
     if as_json:
         _print_json(answer)

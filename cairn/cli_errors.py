@@ -1,0 +1,35 @@
+"""How the ``cairn`` command prints a service's problem: one line, with what to do at the shell.
+
+The services' own words (the problem's detail) are what the client library raises and the web
+UI shows; only the command line adds a hint about its environment, since the UI's visitors sign
+in with a key and never set a variable.
+"""
+
+from __future__ import annotations
+
+from cairn.errors import CairnError, Unauthorized
+
+
+def problem_line(exc: CairnError) -> str:
+    """``exc``'s detail, and for a 401 how to send a key the service accepts."""
+    if not isinstance(exc, Unauthorized):
+        return exc.detail
+    if _key_sent():
+        hint = (
+            "the key in CAIRN_API_KEY was refused: set CAIRN_API_KEY to one of the service's "
+            "keys (its CAIRN_API_KEYS)"
+        )
+    else:
+        hint = (
+            "no key was sent: set CAIRN_API_KEY to one of the service's keys (its "
+            "CAIRN_API_KEYS), e.g. export CAIRN_API_KEY=<key>"
+        )
+    return f"{exc.detail.rstrip()} Hint: {hint}."
+
+
+def _key_sent() -> bool:
+    # The key every command's client sends comes from the settings (CAIRN_API_KEY).
+    from cairn.settings import get_settings  # here: `cairn --help` needs no settings
+
+    key = get_settings().api_key
+    return key is not None and bool(key.get_secret_value())
