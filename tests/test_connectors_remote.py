@@ -474,3 +474,23 @@ def test_watch_needs_every_for_remote_volumes(tmp_path: Path) -> None:
         )
         assert result.returncode == 1
         assert "--every" in result.stderr
+
+
+def test_hdfs_user_defaults_to_the_login_name(
+    hdfs_server: HdfsServer, use_env: SetEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: CAIRN_HDFS_USER, default: your login name. The NameNode records the user a
+    write came from as its owner: the login name (what getpass reads, LOGNAME first) when the
+    variable is unset, the variable's value when set."""
+    root = hdfs_server.fresh_dir("user")
+    hdfs_server.admin.chmod(root, "777")
+    monkeypatch.setenv("LOGNAME", "login-ana")
+    use_env({})
+    with open_volume(hdfs_server.url(root)) as volume:
+        volume.write_bytes("by-login.txt", b"a")
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    with open_volume(hdfs_server.url(root)) as volume:
+        volume.write_bytes("by-setting.txt", b"b")
+    listed = hdfs_server.admin._op("GET", root, "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
+    owners = {status["pathSuffix"]: status["owner"] for status in listed}
+    assert owners == {"by-login.txt": "login-ana", "by-setting.txt": TEST_USER}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,3 +194,49 @@ def test_a_catalogue_url_without_http_fails_at_once(tmp_path: Path) -> None:
         assert "retry" not in result.stderr and "Traceback" not in result.stderr, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and url in lines[0] and "http" in lines[0], lines
+
+
+def _crawl_on(terminal: bool, catalogue: str, env: dict[str, str]) -> tuple[int, str]:
+    """``cairn crawl examples/lake`` with stderr on a pseudo-terminal (or a pipe); its exit code
+    and every byte it wrote to stderr."""
+    args = [sys.executable, "-m", "cairn", "crawl", "examples/lake", "--catalogue", catalogue]
+    if not terminal:
+        done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, timeout=300)
+        return done.returncode, done.stderr.decode()
+    master, slave = os.openpty()
+    try:
+        child = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, close_fds=True
+        )
+        os.close(slave)
+        written = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            written += chunk
+        return child.wait(timeout=300), written.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_the_crawl_draws_a_progress_bar_on_a_terminal_only(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """README (Crawling): `cairn crawl examples/lake` shows a progress bar on a terminal; piped
+    (cron, CI, a log file) it prints no bar, only the report."""
+    env = {**cairn_env(tmp_path / "crawler"), "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    code, drawn = _crawl_on(True, catalogue_process.url, env)
+    assert code == 0, drawn
+    assert "\x1b[" in drawn  # drawn, redrawn and erased with terminal control sequences
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    # Each stage's line: its name, the bar, done/total; the push ends complete.
+    assert re.search(r"parse +━+ +\d+/\d+", text), drawn
+    assert re.search(r"push +━+ +(\d+)/\1 ", text), drawn
+    code, piped = _crawl_on(False, catalogue_process.url, env)
+    assert code == 0, piped
+    assert "━" not in piped and "\x1b[" not in piped, piped

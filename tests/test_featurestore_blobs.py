@@ -258,6 +258,45 @@ def test_the_sweeper_removes_what_a_killed_upload_left(
     store.close()
 
 
+def test_the_sweeper_runs_again_every_sweep_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: besides the start-up sweep, one runs every CAIRN_BLOBS_SWEEP_INTERVAL seconds:
+    an orphan left while the service runs is removed without a restart; a named blob stays."""
+    monkeypatch.setenv("CAIRN_BLOBS_SWEEP_INTERVAL", "0.2")
+    monkeypatch.setenv("CAIRN_BLOBS_SWEEP_GRACE", "0")
+    url = str(tmp_path / "blobs")
+    settings = fs_settings(tmp_path, url)
+    assert settings.blobs_sweep_interval == 0.2
+    app = create_app(settings)
+    blobs = app.state.featurestore.blobs
+    with (
+        ThreadServer(app) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+    ):
+        wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
+        answer = fs.post(
+            "/featuresets/kept/versions",
+            content=parquet_bytes(sample_table(10)),
+            headers={"content-type": PARQUET},
+        )
+        assert answer.status_code == 201, answer.text
+        named = blob_key(answer.json()["table"]["sha256"])
+        orphan_bytes = parquet_bytes(sample_table(30))
+        orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
+        store: BlobStore = open_blob_store(url)
+        try:
+            store.put(orphan, io.BytesIO(orphan_bytes))
+            wait_for(lambda: orphan not in stored(url), "a sweep after the start-up one")
+        finally:
+            store.close()
+        assert stored(url) == [named]
+        assert fs.get("/featuresets/kept", headers={"accept": PARQUET}).status_code == 200
+    monkeypatch.setenv("CAIRN_BLOBS_SWEEP_INTERVAL", "0")
+    with pytest.raises(ValueError, match="blobs_sweep_interval"):
+        fs_settings(tmp_path, url)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "mongo"])
 def test_the_sweeper_keeps_blobs_of_deleted_versions(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path

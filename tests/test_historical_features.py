@@ -734,3 +734,63 @@ def test_example_table_with_date_timestamps(fs: httpx.Client) -> None:  # noqa: 
         dated["tenure_days"],
         dated["tenure_days"],
     ]
+
+
+def test_historical_cache_is_bounded_by_its_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: CAIRN_HISTORICAL_CACHE_BYTES is the memory kept for point-in-time indexes
+    between calls. Room for one index: the older one is dropped for the newer; room for none:
+    nothing is kept. Answers are the same whatever the bound."""
+    stamps = [BASE + timedelta(hours=h) for h in range(200)]
+    tables = {
+        name: pa.table(
+            {
+                "k": pa.array([h % 50 for h in range(200)], pa.int64()),
+                "ts": pa.array(stamps, pa.timestamp("us", "UTC")),
+                name: pa.array([float(h) * scale for h in range(200)]),
+            }
+        )
+        for name, scale in (("small", 1.0), ("large", 2.0))
+    }
+    tables["large"] = tables["large"].append_column("extra", pa.array(["x" * 50] * 200))
+    frame = pa.table(
+        {"k": pa.array([3, 7, 49]), "event_timestamp": pa.array([BASE + timedelta(days=9)] * 3)}
+    )
+
+    def run(limit: int | None) -> tuple[list[pa.Table], dict[str, int], int]:
+        if limit is None:
+            monkeypatch.delenv("CAIRN_HISTORICAL_CACHE_BYTES", raising=False)
+        else:
+            monkeypatch.setenv("CAIRN_HISTORICAL_CACHE_BYTES", str(limit))
+        settings = Settings(
+            data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}"
+        )
+        app = create_app(settings)
+        answers = []
+        with (
+            ThreadServer(app) as server,
+            httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+        ):
+            for name, table in tables.items():
+                if client.get(f"/featuresets/{name}").status_code == 404:
+                    stored = upload(
+                        client, name, parquet_bytes(table), entities="k", timestamp="ts"
+                    )
+                    assert stored.status_code == 201, stored.text
+                answers.append(read_answer(historical(client, frame, f"{name}:*")))
+        cache = app.state.historical.engine.cache
+        kept = {index.table.features[-1]: index.nbytes for index in cache._items.values()}
+        return answers, kept, cache._bytes
+
+    answers, both, held = run(None)  # the default, 512 MiB: both indexes kept
+    assert set(both) == {"small", "extra"} and held == sum(both.values())
+    one = both["small"] + both["extra"] - 1
+    assert both["extra"] > both["small"]
+    again, kept, held = run(one)
+    assert kept == {"extra": both["extra"]} and held <= one  # the older index was dropped
+    assert again == answers
+    none, kept, held = run(both["small"] - 1)
+    assert kept == {} and held == 0
+    assert none == answers
+    assert answers[0].column("small").to_pylist() == [153.0, 157.0, 199.0]

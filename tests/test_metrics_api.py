@@ -235,6 +235,54 @@ def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
         assert second["drift"]["against"] == 1 and second["drift"]["drifted"] is False
 
 
+def test_a_failing_profile_is_retried_at_most_5_times(fs_settings: Settings) -> None:
+    """README (Metric store): a profile that fails for a reason that may pass (here its table
+    is missing from the blob store, a 503 to readers) is retried with backoff, at most 5
+    times, then marked failed with the reason and never tried again."""
+    from featurestore_service.metrics.worker import MAX_ATTEMPTS, ProfileWorker
+
+    assert MAX_ATTEMPTS == 5
+    missing = "0" * 64
+    far_future = time.time() + 10**9  # every backoff has run out by then
+
+    async def attempts() -> list[tuple[int, str]]:
+        store = create_store(fs_settings)
+        blobs = TableBlobs.from_settings(
+            fs_settings, TableLimits.from_settings(fs_settings), DecodeSlots(1)
+        )
+        metrics = create_metric_store(fs_settings)
+        await store.open()
+        blobs.open()
+        await metrics.open()
+        seen = []
+        try:
+            worker = ProfileWorker(FeatureStore(store, blobs, fs_settings), metrics, fs_settings)
+            source = {"kind": "featureset-table", "blob": missing}
+            await metrics.enqueue("featureset:ghost", 1, source)
+            while due := await metrics.due(far_future, 20):
+                assert len(due) == 1 and len(seen) <= MAX_ATTEMPTS, due
+                seen.append((due[0].attempts, due[0].status))
+                await worker.profile(due[0])
+            record = await metrics.get("featureset:ghost", 1)
+            assert record is not None
+            seen.append((record.attempts, record.status))
+            assert missing in (record.error or ""), record.error
+        finally:
+            await metrics.close()
+            blobs.close()
+            await store.close()
+        return seen
+
+    assert asyncio.run(attempts()) == [
+        (0, "pending"),
+        (1, "pending"),
+        (2, "pending"),
+        (3, "pending"),
+        (4, "pending"),
+        (5, "failed"),
+    ]
+
+
 def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     from typer.testing import CliRunner
 
