@@ -67,16 +67,20 @@ def _data_entry(tree: Any, rel: str) -> Entry | None:
     return found
 
 
-def _checks(doc: dict[str, Any], report: Any) -> list[Check]:
-    """The manifest's valid checks; each invalid one is a warning naming its field."""
+def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:
+    """The manifest's valid checks; each invalid one is reported naming its field: a warning,
+    or with ``strict`` (--fail-on-checks) an error, since a check that cannot be evaluated
+    (or can never pass) must not let a gated crawl through."""
     declared = (doc.get("extra") or {}).get("checks")
     if declared is None:
         return []
     path = doc.get("manifest_path", "")
+    severity = "error" if strict else "warning"
+    found = report.errors if strict else report.warnings
     if not isinstance(declared, list):
-        report.warnings.append(
+        found.append(
             Problem(
-                path=path, field=CHECKS_FIELD, reason="checks must be a list", severity="warning"
+                path=path, field=CHECKS_FIELD, reason="checks must be a list", severity=severity
             )
         )
         return []
@@ -87,12 +91,12 @@ def _checks(doc: dict[str, Any], report: Any) -> list[Check]:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in (index, *first["loc"]))
-            report.warnings.append(
+            found.append(
                 Problem(
                     path=path,
                     field=f"{CHECKS_FIELD}.{where}",
                     reason=f"check not evaluated: {first['msg']}",
-                    severity="warning",
+                    severity=severity,
                 )
             )
     return valid
@@ -210,7 +214,8 @@ class ProfileStep:
             entry = _data_entry(tree, rel) if rel is not None else None
             if entry is None or not entry.path.lower().endswith(PARQUET + CSV):
                 continue
-            checks = _checks(doc, self.report)  # invalid ones are warnings, reported now
+            # Invalid ones are reported now.
+            checks = _checks(doc, self.report, self.settings.crawl_fail_on_checks)
             wanted.append((doc, entry, checks))
         feeder = threading.Thread(
             target=self._feed, args=(wanted,), name="cairn-profile-feeder", daemon=True

@@ -125,6 +125,34 @@ def test_crawl_profiles_data_incrementally_with_checks_and_drift(
     assert "check range(amount) failed" in strict.stdout + strict.stderr
 
 
+def test_a_check_that_can_never_pass_fails_a_gated_crawl(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    volume = tmp_path / "lake"
+    (volume / "sales").mkdir(parents=True)
+    pq.write_table(sales(1), volume / "sales/part-0.parquet")
+    (volume / "sales/MANIFEST.yaml").write_text(
+        "name: sales\ntype: dataset\nchecks:\n  - {type: range, column: amount, min: 5, max: 1}\n"
+    )
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=metric_store.url,
+    )
+    # Profiling alone: the crawl goes on and says why the check was not evaluated.
+    loose = run_cairn("crawl", str(volume), "--profile", env=env)
+    assert loose.returncode == 0, loose.stdout + loose.stderr
+    assert "check not evaluated" in loose.stdout + loose.stderr
+    # Gated by checks: a check that can never pass must not let the crawl through.
+    (volume / "sales/MANIFEST.yaml").write_text(
+        "name: sales\ntype: dataset\ndescription: gated\n"
+        "checks:\n  - {type: range, column: amount, min: 5, max: 1}\n"
+    )
+    gated = run_cairn("crawl", str(volume), "--fail-on-checks", env=env)
+    assert gated.returncode == 2, gated.stdout + gated.stderr
+    assert "check not evaluated" in gated.stdout + gated.stderr
+
+
 def test_crawl_goes_on_when_the_metric_store_is_down(
     tmp_path: Path, catalogue_process: ProcessServer
 ) -> None:
