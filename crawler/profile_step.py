@@ -38,7 +38,7 @@ from cairn import __version__
 from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
-from crawler.problems import Problem
+from crawler.problems import Problem, Severity
 from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.profile import profile_csv, profile_parquet
 
@@ -75,7 +75,7 @@ def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:
     if declared is None:
         return []
     path = doc.get("manifest_path", "")
-    severity = "error" if strict else "warning"
+    severity: Severity = "error" if strict else "warning"
     found = report.errors if strict else report.warnings
     if not isinstance(declared, list):
         found.append(
