@@ -205,6 +205,25 @@ def test_a_failed_version_write_leaves_no_blob_in_the_remote_store(
         assert stored(url) == [blob_key(kept)]
 
 
+def _upload_kept(fs: httpx.Client) -> str:
+    """Uploads a version of the set "kept"; the key of the blob that version names."""
+    answer = fs.post(
+        "/featuresets/kept/versions",
+        content=parquet_bytes(sample_table(10)),
+        headers={"content-type": PARQUET},
+    )
+    assert answer.status_code == 201, answer.text
+    return blob_key(answer.json()["table"]["sha256"])
+
+
+def _put_orphan(store: BlobStore) -> str:
+    """Puts a whole table blob that no version names (what a killed upload leaves); its key."""
+    data = parquet_bytes(sample_table(30))
+    key = blob_key(hashlib.sha256(data).hexdigest())
+    store.put(key, io.BytesIO(data))
+    return key
+
+
 @pytest.mark.parametrize("kind", ["local", "s3", "adls", "hdfs"])
 def test_the_sweeper_removes_what_a_killed_upload_left(
     kind: str,
@@ -222,18 +241,10 @@ def test_the_sweeper_removes_what_a_killed_upload_left(
         ThreadServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
     ):
-        answer = fs.post(
-            "/featuresets/kept/versions",
-            content=parquet_bytes(sample_table(10)),
-            headers={"content-type": PARQUET},
-        )
-        assert answer.status_code == 201, answer.text
-        named = blob_key(answer.json()["table"]["sha256"])
+        named = _upload_kept(fs)
     # What the killed process left: a whole blob in the store, no version naming it.
-    orphan_bytes = parquet_bytes(sample_table(30))
-    orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
     store: BlobStore = open_blob_store(url)
-    store.put(orphan, io.BytesIO(orphan_bytes))
+    orphan = _put_orphan(store)
     assert stored(url) == sorted([named, orphan])
 
     # Within the grace period the orphan stays (it could be an upload about to be named).
@@ -275,18 +286,10 @@ def test_the_sweeper_runs_again_every_sweep_interval(
         httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
     ):
         wait_for(lambda: blobs.last_sweep is not None, "the start-up sweep")
-        answer = fs.post(
-            "/featuresets/kept/versions",
-            content=parquet_bytes(sample_table(10)),
-            headers={"content-type": PARQUET},
-        )
-        assert answer.status_code == 201, answer.text
-        named = blob_key(answer.json()["table"]["sha256"])
-        orphan_bytes = parquet_bytes(sample_table(30))
-        orphan = blob_key(hashlib.sha256(orphan_bytes).hexdigest())
+        named = _upload_kept(fs)
         store: BlobStore = open_blob_store(url)
         try:
-            store.put(orphan, io.BytesIO(orphan_bytes))
+            orphan = _put_orphan(store)
             wait_for(lambda: orphan not in stored(url), "a sweep after the start-up one")
         finally:
             store.close()

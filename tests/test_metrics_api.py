@@ -16,8 +16,10 @@ import pytest
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.backends import create_store
+from featurestore_service.backends.base import FeatureSetStore
 from featurestore_service.blobstore import TableBlobs
 from featurestore_service.metrics.store import create_metric_store
+from featurestore_service.metrics.store.base import MetricStore
 from featurestore_service.metrics.worker import subject_of
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
@@ -196,18 +198,25 @@ def test_numbers_past_what_the_stores_hold_are_a_4xx_naming_the_parameter(
             assert "page" in answer.json()["message"] and str(2**31 - 1) in answer.json()["message"]
 
 
+async def _stores_without_workers(
+    settings: Settings,
+) -> tuple[FeatureSetStore, TableBlobs, MetricStore]:
+    """The feature store's stores, opened in this process without the app's background
+    workers, so a test decides when (and whether) a profile is taken."""
+    store = create_store(settings)
+    blobs = TableBlobs.from_settings(settings, TableLimits.from_settings(settings), DecodeSlots(1))
+    metrics = create_metric_store(settings)
+    await store.open()
+    blobs.open()
+    await metrics.open()
+    return store, blobs, metrics
+
+
 def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
     """A version committed before its profile was queued, and one queued but not profiled."""
 
     async def write_without_worker() -> None:
-        store = create_store(fs_settings)
-        blobs = TableBlobs.from_settings(
-            fs_settings, TableLimits.from_settings(fs_settings), DecodeSlots(1)
-        )
-        metrics = create_metric_store(fs_settings)
-        await store.open()
-        blobs.open()
-        await metrics.open()
+        store, blobs, metrics = await _stores_without_workers(fs_settings)
         service = FeatureStore(store, blobs, fs_settings)
         for seed in (1, 2):
             data = parquet_bytes(table(seed))
@@ -246,14 +255,7 @@ def test_a_failing_profile_is_retried_at_most_5_times(fs_settings: Settings) -> 
     far_future = time.time() + 10**9  # every backoff has run out by then
 
     async def attempts() -> list[tuple[int, str]]:
-        store = create_store(fs_settings)
-        blobs = TableBlobs.from_settings(
-            fs_settings, TableLimits.from_settings(fs_settings), DecodeSlots(1)
-        )
-        metrics = create_metric_store(fs_settings)
-        await store.open()
-        blobs.open()
-        await metrics.open()
+        store, blobs, metrics = await _stores_without_workers(fs_settings)
         seen = []
         try:
             worker = ProfileWorker(FeatureStore(store, blobs, fs_settings), metrics, fs_settings)
