@@ -71,13 +71,17 @@ def _check_text(value: str, what: str, limit: int) -> str:
     return value
 
 
+# Where a URL's authority ends: its path, query or fragment (an '@' there is no user info).
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def _no_password(url: str) -> str:
     """``url`` unless its authority holds a password (``user:secret@host``): credentials never
     go into the catalogue (DESIGN section 8). A user name alone (``hdfs://etl@nn``) and ADLS's
     ``filesystem@account`` are not secrets."""
     _, sep, rest = url.partition("://")
     if sep and "@" in rest:
-        authority = rest.split("/", 1)[0]
+        authority = _AUTHORITY_END.split(rest, 1)[0]
         if ":" in authority.rpartition("@")[0]:
             raise ValueError(
                 "location holds a password (user:password@ in the URL); credentials are never "

@@ -241,6 +241,7 @@ def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
     for name, fine in (
         ("pw3", "hdfs://etl@namenode:8020/sales"),
         ("pw4", "abfss://lake@account.dfs.core.windows.net/sales"),
+        ("pw5", "https://dashboards.internal?owner=ana:eu@corp"),  # an '@' past the authority
     ):
         stored = api.put(
             f"/assets/{name}", json={"name": name, "type": "dataset", "location": fine}
