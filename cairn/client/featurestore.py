@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 import anyio
@@ -361,24 +361,18 @@ def _in_place(target: Path) -> bool:
     return target.is_symlink() or (target.exists() and not target.is_file())
 
 
-def _part_file(target: Path) -> Path:
-    """Where a download is written before it is renamed over ``target``: beside it, so the
-    rename stays on one file system."""
-    return Path(f"{target}.part")
-
-
 @contextlib.contextmanager
-def _replacing(target: Path) -> Iterator[BinaryIO]:
-    """A file to write ``target``'s new content to; it replaces ``target`` only when the
-    block ends without an error, so a refused download leaves the old file whole."""
+def _replacing(target: Path) -> Iterator[Path]:
+    """The path to write ``target``'s new content to: a ``.part`` file beside it (one file
+    system, so the rename is atomic) that replaces ``target`` only when the block ends without
+    an error, so a refused download leaves the old file whole; ``target`` itself when it is
+    written in place. Close the file inside the block."""
     if _in_place(target):
-        with target.open("wb") as handle:
-            yield handle
+        yield target
         return
-    part = _part_file(target)
+    part = Path(f"{target}.part")
     try:
-        with part.open("wb") as handle:
-            yield handle
+        yield part
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
@@ -528,7 +522,7 @@ class FeatureStoreClient(MetricsMixin):
         whole answer is in (a refused or broken download leaves it as it was)."""
         call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
         target = Path(target)
-        with _replacing(target) as handle:
+        with _replacing(target) as path, path.open("wb") as handle:
             self._t.stream_to(call, handle.write)
         return target
 
@@ -595,7 +589,7 @@ class FeatureStoreClient(MetricsMixin):
         call = FeatureStoreCalls.historical(
             features, full_feature_names, sent(), PARQUET, accept=PARQUET
         )
-        with _replacing(Path(target)) as out:
+        with _replacing(Path(target)) as path, path.open("wb") as out:
 
             def write(chunk: bytes) -> None:
                 out.write(chunk)
@@ -770,17 +764,9 @@ class AsyncFeatureStoreClient(AsyncServiceClient, AsyncMetricsMixin):
         is replaced only once the whole answer is in."""
         call = FeatureStoreCalls.table(name, version, as_of, columns, limit, PARQUET)
         target = Path(target)
-        if _in_place(target):
-            async with await anyio.open_file(target, "wb") as handle:
+        with _replacing(target) as path:
+            async with await anyio.open_file(path, "wb") as handle:
                 await self._t.stream_to(call, handle.write)
-            return target
-        part = _part_file(target)
-        try:
-            async with await anyio.open_file(part, "wb") as handle:
-                await self._t.stream_to(call, handle.write)
-            os.replace(part, target)
-        finally:
-            part.unlink(missing_ok=True)
         return target
 
     async def versions(
