@@ -224,6 +224,27 @@ def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
     assert len(seen) == 45 and len(set(seen)) == 45
 
 
+def test_text_search_pages_survive_writes_between_them(api: httpx.Client) -> None:
+    # A crawl writing while someone pages through a text search: each write moves every
+    # match's relevance score (it weighs a word by how many assets hold it), so a page's
+    # cursor holding the last score skipped or repeated whole pages.
+    wanted = {f"refunds_{i:03d}" for i in range(30)}
+    seed(api, [asset(name, description="refunds ledger") for name in sorted(wanted)])
+    seen: list[str] = []
+    cursor = None
+    for page in range(10):
+        params: dict[str, object] = {"q": "refunds ledger", "limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.get("/assets", params=params).json()
+        seen += [i["name"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+        seed(api, [asset(f"other_{page}_{n:02d}", description="x " * n) for n in range(25)])
+    assert sorted(seen) == sorted(wanted)
+
+
 def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
     # Credentials never go into the catalogue: a crawl strips them from its URLs, and an
     # asset written over the API may not bring them in either.

@@ -867,8 +867,19 @@ class SQLiteStore:
             inner = f"SELECT a.rowid AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
             page_params = key_params + params
         keys_sql = f"SELECT seq, k1 FROM ({inner})"
-        if query.cursor is not None:
-            _check_cursor(query.cursor, text=match is not None)
+        if query.cursor is not None and match is not None:
+            _check_cursor(query.cursor, text=True)
+            # A write between two pages moves every match's score (bm25 weighs a word by how
+            # many assets hold it): the page goes on after the last item's score now, and
+            # after the score the cursor kept only when that item no longer matches.
+            keys_sql = (
+                f"WITH m AS MATERIALIZED ({inner}) SELECT seq, k1 FROM m"
+                " WHERE (k1, seq) > (coalesce((SELECT k1 FROM m WHERE seq = ?), ?), ?)"
+            )
+            score, seq = query.cursor
+            page_params += [seq, score, seq]
+        elif query.cursor is not None:
+            _check_cursor(query.cursor, text=False)
             keys_sql += " WHERE (k1, seq) > (?, ?)"
             page_params += list(query.cursor)
         keys_sql += " ORDER BY k1, seq LIMIT ? OFFSET ?"
