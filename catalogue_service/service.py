@@ -331,7 +331,9 @@ class Catalogue:
             keys = sorted(
                 {k for a in frontier for k in a.depends_on} | {e.upstream for e in reported}
             )
-            found = await self.store.resolve(keys) if keys else {}
+            # A deleted upstream is drawn as deleted, by name as by id: a soft delete never
+            # makes an asset look like a name the catalogue does not hold.
+            found = await self.store.resolve(keys, deleted_names=True) if keys else {}
             next_frontier = []
             for asset in frontier:
                 for key in asset.depends_on:

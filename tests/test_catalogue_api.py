@@ -325,6 +325,24 @@ def test_lineage(api: httpx.Client) -> None:
     )
 
 
+def test_lineage_shows_an_upstream_deleted_by_name_as_deleted(api: httpx.Client) -> None:
+    # A soft delete never makes an asset vanish: an upstream named in depends_on that was
+    # deleted is drawn as deleted (its page exists), not as a name the catalogue lacks.
+    seed(api, [asset("shelf_raw"), asset("shelf", depends_on=["shelf_raw"])])
+    raw = api.get("/assets/by-name/shelf_raw").json()
+    shelf = api.get("/assets/by-name/shelf").json()
+    assert api.delete(f"/assets/{raw['id']}").status_code == 200
+    up = api.get(f"/assets/{shelf['id']}/lineage", params={"direction": "up"}).json()
+    nodes = {n["name"]: n for n in up["nodes"]}
+    assert nodes["shelf_raw"]["id"] == raw["id"], up
+    assert nodes["shelf_raw"]["deleted"] is True and nodes["shelf_raw"]["missing"] is False
+    assert [(e["source"], e["target"]) for e in up["edges"]] == [(raw["id"], shelf["id"])]
+    # A live asset that takes the name over is the upstream again.
+    seed(api, [{**asset("shelf_raw"), "id": "shelf-raw-2"}])
+    up = api.get(f"/assets/{shelf['id']}/lineage", params={"direction": "up"}).json()
+    assert {n["id"] for n in up["nodes"]} == {shelf["id"], "shelf-raw-2"}
+
+
 def test_tags_and_types(api: httpx.Client) -> None:
     seed(api, LAKE)
     tags = {t["tag"]: t["count"] for t in api.get("/tags").json()}

@@ -695,7 +695,7 @@ class SQLiteStore:
 
         return await self._read(_get)
 
-    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+    async def resolve(self, keys: list[str], deleted_names: bool = False) -> dict[str, Asset]:
         def _resolve(conn: sqlite3.Connection) -> dict[str, Asset]:
             if not keys:
                 return {}
@@ -707,7 +707,13 @@ class SQLiteStore:
             rest = [k for k in keys if k not in found]
             if rest:
                 marks = ",".join("?" * len(rest))
-                sql = f"SELECT doc FROM assets WHERE name IN ({marks}) AND deleted = 0"
+                # The first row of a name wins: its live asset, else the latest deleted.
+                sql = (
+                    f"SELECT doc FROM assets WHERE name IN ({marks})"
+                    " ORDER BY deleted, updated_at DESC"
+                    if deleted_names
+                    else f"SELECT doc FROM assets WHERE name IN ({marks}) AND deleted = 0"
+                )
                 for (doc,) in conn.execute(sql, rest):
                     asset = Asset.model_validate_json(doc)
                     found.setdefault(asset.name, asset)
