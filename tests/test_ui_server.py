@@ -446,6 +446,21 @@ def test_highlight_escapes_before_marking() -> None:
     assert cut.startswith("… ") and cut.endswith(" …") and "<mark>churn</mark>" in cut
 
 
+def test_highlight_folds_case_and_accents_as_the_search_does() -> None:
+    # The index drops diacritics, so "cafe" finds "Café": the match is marked too, in the
+    # text as written.
+    assert str(highlight("Café données", terms("cafe DONNEES"))) == (
+        "<mark>Café</mark> <mark>données</mark>"
+    )
+    assert str(highlight("Été <b>", terms("été"))) == "<mark>Été</mark> &lt;b&gt;"
+    assert str(highlight("cafe", terms("café"))) == "<mark>cafe</mark>"
+    assert str(highlight("ÉTÉ été", terms("Été"))) == "<mark>ÉTÉ</mark> <mark>été</mark>"
+    assert str(highlight("数据表", terms("数据"))) == "<mark>数据</mark>表"
+    long = "intro " * 80 + "le modèle de churn " + "outro " * 80
+    cut = str(snippet(long, terms("modele")))
+    assert cut.startswith("… ") and "<mark>modèle</mark>" in cut
+
+
 def test_drifted_datasets_are_flagged_and_a_search_facet(
     ui: httpx.Client, services: tuple[str, str]
 ) -> None:
