@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import unicodedata
 
 import httpx
 import pytest
@@ -243,6 +244,17 @@ def test_text_search_pages_survive_writes_between_them(api: httpx.Client) -> Non
             break
         seed(api, [asset(f"other_{page}_{n:02d}", description="x " * n) for n in range(25)])
     assert sorted(seen) == sorted(wanted)
+
+
+def test_text_search_reads_decomposed_accents_as_composed_ones(api: httpx.Client) -> None:
+    # "crème" typed as e + U+0300 (NFD: what some keyboards, pastes and file names give) is
+    # the same word as the composed "è" to whoever typed it, and to the index.
+    seed(api, [asset("creme_brulee", description="Crème brûlée recipes")])
+    for text in ("crème brûlée", "crème", "brûl"):
+        decomposed = unicodedata.normalize("NFD", text)
+        assert decomposed != text
+        found = api.get("/assets", params={"q": decomposed}).json()
+        assert [i["name"] for i in found["items"]] == ["creme_brulee"], (text, found)
 
 
 def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:

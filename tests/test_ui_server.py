@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -456,6 +457,8 @@ def test_highlight_folds_case_and_accents_as_the_search_does() -> None:
     assert str(highlight("cafe", terms("café"))) == "<mark>cafe</mark>"
     assert str(highlight("ÉTÉ été", terms("Été"))) == "<mark>ÉTÉ</mark> <mark>été</mark>"
     assert str(highlight("数据表", terms("数据"))) == "<mark>数据</mark>表"
+    decomposed = unicodedata.normalize("NFD", "crème")  # e + U+0300, as some keyboards type
+    assert str(highlight("Crème brûlée", terms(decomposed))) == "<mark>Crème</mark> brûlée"
     long = "intro " * 80 + "le modèle de churn " + "outro " * 80
     cut = str(snippet(long, terms("modele")))
     assert cut.startswith("… ") and "<mark>modèle</mark>" in cut

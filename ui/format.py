@@ -25,6 +25,10 @@ def terms(query: str | None) -> tuple[str, ...]:
     folds them (lower case, no diacritics)."""
     if not query:
         return ()
+    if not query.isascii():
+        # A decomposed accent (e + U+0300) is no word character: composed, "crème" is one
+        # word, as the search reads it.
+        query = unicodedata.normalize("NFC", query)
     seen: dict[str, None] = {}
     for word in _WORD.findall(query)[:MAX_TERMS]:
         seen.setdefault(word.translate(_FOLDS), None)
