@@ -379,6 +379,13 @@ def _known_fields(cls: type[BaseModel]) -> frozenset[str]:
 
 # What an asset id may hold, however it is written (a bulk item's id, PUT /assets/{id}).
 ASSET_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+# Ids a URL path cannot carry: browsers and HTTP clients resolve "." and ".." (and %2E%2E)
+# to the folder itself and its parent, so the asset's page and API address are unreachable.
+DOT_SEGMENTS = frozenset({".", ".."})
+DOT_ID_MESSAGE = (
+    "'.' and '..' cannot be asset ids: in a URL they mean the folder itself and its parent, "
+    "so the asset could never be read; add a letter or a digit"
+)
 
 
 class AssetWrite(Manifest):
@@ -393,6 +400,13 @@ class AssetWrite(Manifest):
         None, validation_alias=AliasChoices("crawled_at", "last-discovered-at")
     )
     deleted: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _addressable_id(cls, value: str | None) -> str | None:
+        if value in DOT_SEGMENTS:
+            raise ValueError(DOT_ID_MESSAGE)
+        return value
 
     def ensure_id(self) -> str:
         """API writers may omit the id; the name then gives a stable one."""
@@ -493,6 +507,11 @@ class Asset(AssetWrite):
         # Same name: replaces the write check. An asset stored before that check is read back
         # as it was stored, not refused.
         return value
+
+    @field_validator("id")
+    @classmethod
+    def _addressable_id(cls, value: str | None) -> str | None:
+        return value  # as _location: an id stored before the write check is read back
 
 
 def name_id(name: str) -> str:

@@ -257,6 +257,25 @@ def test_text_search_reads_decomposed_accents_as_composed_ones(api: httpx.Client
         assert [i["name"] for i in found["items"]] == ["creme_brulee"], (text, found)
 
 
+def test_dot_and_dot_dot_are_no_asset_ids(api: httpx.Client) -> None:
+    # In a URL path "." and ".." (and %2E%2E) are the folder itself and its parent: browsers
+    # and HTTP clients resolve them away, so such an asset's page could never be opened.
+    body = api.post(
+        "/assets/bulk",
+        json=[{"id": i, "name": f"dots{n}", "type": "dataset"} for n, i in enumerate([".", ".."])]
+        + [{"id": "...", "name": "dots2", "type": "dataset"}],
+    ).json()
+    first, second, third = body["results"]
+    for result in (first, second):
+        assert result["status"] == "error" and result["error"].startswith("id: "), result
+        assert "parent" in result["error"], result
+    assert third["status"] == "created", third
+    put = api.put("/assets/%2E%2E", json={"name": "dots3", "type": "dataset"})
+    assert put.request.url.raw_path.endswith(b"/assets/%2E%2E")
+    assert put.status_code == 422 and "asset_id" in put.text, put.text
+    assert api.get("/assets/...").json()["name"] == "dots2"
+
+
 def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
     # Credentials never go into the catalogue: a crawl strips them from its URLs, and an
     # asset written over the API may not bring them in either.
