@@ -513,6 +513,13 @@ class Asset(AssetWrite):
     def _addressable_id(cls, value: str | None) -> str | None:
         return value  # as _location: an id stored before the write check is read back
 
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        # As _location: a type CAIRN_EXTRA_TYPES allowed when the asset was written stays
+        # readable once the setting no longer lists it.
+        return value
+
 
 def name_id(name: str) -> str:
     return "n-" + hashlib.sha256(name.encode()).hexdigest()[:24]
