@@ -334,6 +334,18 @@ def test_bad_query_parameters_are_4xx(api: httpx.Client) -> None:
     assert api.get("/nowhere").status_code == 404
 
 
+def test_too_many_tag_or_label_filters_are_a_422(api: httpx.Client) -> None:
+    # Each filter is a clause of the query: a thousand of them broke SQLite's expression
+    # depth, and the search answered a 500.
+    seed(api, [asset("filtered", tags=[f"t{i}" for i in range(100)], labels={"k": "v"})])
+    most = api.get("/assets", params=[("tag", f"t{i}") for i in range(100)])
+    assert [i["name"] for i in most.json()["items"]] == ["filtered"], most.text
+    for key, value in (("tag", "t{}"), ("label", "k{}:v")):
+        many = api.get("/assets", params=[(key, value.format(i)) for i in range(1100)])
+        assert many.status_code == 422, many.text
+        assert many.json()["errors"][0]["field"] == key and "at most 100" in many.text
+
+
 def test_lineage(api: httpx.Client) -> None:
     seed(api, [*LAKE, asset("orphan", depends_on=["ghost"])])
     daily = api.get("/assets/by-name/sales_daily").json()

@@ -28,6 +28,9 @@ KNOWN = frozenset(
 )
 MAX_LENGTHS = {"q": 1024, "name": 256, "type": 64, "owner": 1024, "cursor": 4096, "tag": 1024}
 TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+# Each tag or label filter is a clause of the search: a thousand overran SQLite's expression
+# depth (a 500). Mastro's tag search takes 100 tags too.
+MAX_FILTERS = 100
 
 
 def _fail(field: str, message: str) -> InvalidRequest:
@@ -73,6 +76,9 @@ def parse_search_items(items: Iterable[tuple[str, str]]) -> SearchQuery:
             tags.append(value)
         elif key == "label":
             labels.append(value)
+    for key, given in (("tag", tags), ("label", labels)):
+        if len(given) > MAX_FILTERS:
+            raise _fail(key, f"is given {len(given)} times; send at most {MAX_FILTERS}")
     raw_limit = params.get("limit")
     limit = 20
     if raw_limit:
