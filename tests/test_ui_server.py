@@ -201,6 +201,8 @@ def test_asset_page_shows_metadata_schema_lineage_and_manifest(ui: httpx.Client)
 def test_deleted_asset_is_shown_as_deleted(ui: httpx.Client) -> None:
     text = assert_page(ui.get("/assets/gone-1"))
     assert "This asset is deleted" in text and 'class="badge deleted"' in text
+    # Written and deleted over the API: it never had a manifest to lose.
+    assert "manifest is gone" not in text and "deleted over the API" in text
 
 
 def test_by_name_redirects_to_the_asset(ui: httpx.Client) -> None:
