@@ -38,6 +38,7 @@ from cairn.models import (
     LineageReceipt,
     ReportedEdge,
     SchemaField,
+    composed,
 )
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
@@ -289,7 +290,7 @@ class Catalogue:
         return asset
 
     async def get_by_name(self, name: str) -> Asset:
-        asset = await self.store.get_by_name(name)
+        asset = await self.store.get_by_name(composed(name))
         if asset is None:
             raise NotFound(f"No asset is named {name!r}; names are case-sensitive.")
         return asset

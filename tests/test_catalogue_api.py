@@ -257,6 +257,31 @@ def test_text_search_reads_decomposed_accents_as_composed_ones(api: httpx.Client
         assert [i["name"] for i in found["items"]] == ["creme_brulee"], (text, found)
 
 
+def test_names_and_tags_are_one_text_however_their_accents_are_typed(api: httpx.Client) -> None:
+    # "Crème" with a composed è and with e + U+0300 look the same to everyone: they were two
+    # names (so two assets could hold the "unique" name) and two tags in the facets.
+    def nfd(text: str) -> str:
+        return unicodedata.normalize("NFD", text)
+
+    def nfc(text: str) -> str:
+        return unicodedata.normalize("NFC", text)
+
+    seed(api, [{"id": "creme-1", "name": nfd("Crème"), "type": "dataset", "tags": [nfd("crème")]}])
+    other = {"id": "creme-2", "name": nfc("Crème"), "type": "table"}
+    taken = api.post("/assets/bulk", json=[other])
+    (result,) = taken.json()["results"]
+    assert result["status"] == "error" and result["conflict"] == "name", result
+    stored = api.get("/assets/creme-1").json()
+    assert stored["name"] == nfc("Crème") and stored["tags"] == [nfc("crème")]
+    for form in (nfc, nfd):
+        assert api.get(f"/assets/by-name/{form('Crème')}").json()["id"] == "creme-1"
+        for params in ({"tag": form("crème")}, {"name": form("Crè")}):
+            found = api.get("/assets", params=params).json()
+            assert [i["id"] for i in found["items"]] == ["creme-1"], (params, found)
+    tags = [t["tag"] for t in api.get("/tags").json()]
+    assert tags == [nfc("crème")]
+
+
 def test_dot_and_dot_dot_are_no_asset_ids(api: httpx.Client) -> None:
     # In a URL path "." and ".." (and %2E%2E) are the folder itself and its parent: browsers
     # and HTTP clients resolve them away, so such an asset's page could never be opened.
