@@ -250,6 +250,14 @@ def test_pages_are_light_and_carry_security_headers(ui: httpx.Client) -> None:
     assert "immutable" in css.headers["cache-control"]
 
 
+def test_pages_answer_head_as_get(ui: httpx.Client) -> None:
+    # Uptime monitors and link checkers ask with HEAD.
+    for path in ("/?q=sales", "/assets/gone-1", "/status", "/static/cairn.css", "/assets/nobody"):
+        got, head = ui.get(path), ui.head(path)
+        assert head.status_code == got.status_code and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+
+
 def test_templates_and_static_files_ship_with_the_package() -> None:
     from setuptools import find_namespace_packages
 
