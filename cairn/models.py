@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
@@ -124,23 +125,35 @@ def _plain_texts(joined: str, limit: int) -> bool:
     return len(joined) <= limit and joined.isprintable()
 
 
-def _check_texts(values: list[str], what: str, limit: int) -> None:
+def _check_texts(values: list[str], what: str, limit: int) -> str:
     """``_check_text`` over many values, settled on their concatenation (no control
     character can arise from joining); the item-by-item check only runs to name the first
-    failure."""
+    failure. Answers the concatenation."""
     joined = "".join(values)
     if _plain_texts(joined, limit):
-        return
+        return joined
     if values and (max(map(len, values)) > limit or _CONTROL.search(joined)):
         for value in values:
             _check_text(value, what, limit)
+    return joined
+
+
+def composed(text: str) -> str:
+    """``text`` with its accents composed (NFC): "è" typed as e + U+0300 (some keyboards,
+    pastes, macOS file names) is the same name or tag as the precomposed "è" to whoever
+    reads it, so it is stored and looked up as one text."""
+    if text.isascii() or unicodedata.is_normalized("NFC", text):
+        return text
+    return unicodedata.normalize("NFC", text)
 
 
 def check_entries(values: list[str]) -> list[str]:
-    """A list of short strings (tags, owners, depends_on): none empty, duplicates dropped."""
+    """A list of short strings (tags, owners, depends_on): none empty, accents composed,
+    duplicates dropped."""
     if not all(values):
         raise ValueError("entries must not be empty")
-    _check_texts(values, "an entry", MAX_SHORT)
+    if not _check_texts(values, "an entry", MAX_SHORT).isascii():
+        values = [composed(v) for v in values]
     return list(dict.fromkeys(values))
 
 
@@ -296,7 +309,7 @@ class Manifest(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_text(value, "name", MAX_NAME)
+        return composed(_check_text(value, "name", MAX_NAME))
 
     @field_validator("location")
     @classmethod
@@ -379,6 +392,13 @@ def _known_fields(cls: type[BaseModel]) -> frozenset[str]:
 
 # What an asset id may hold, however it is written (a bulk item's id, PUT /assets/{id}).
 ASSET_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+# Ids a URL path cannot carry: browsers and HTTP clients resolve "." and ".." (and %2E%2E)
+# to the folder itself and its parent, so the asset's page and API address are unreachable.
+DOT_SEGMENTS = frozenset({".", ".."})
+DOT_ID_MESSAGE = (
+    "'.' and '..' cannot be asset ids: in a URL they mean the folder itself and its parent, "
+    "so the asset could never be read; add a letter or a digit"
+)
 
 
 class AssetWrite(Manifest):
@@ -393,6 +413,13 @@ class AssetWrite(Manifest):
         None, validation_alias=AliasChoices("crawled_at", "last-discovered-at")
     )
     deleted: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _addressable_id(cls, value: str | None) -> str | None:
+        if value in DOT_SEGMENTS:
+            raise ValueError(DOT_ID_MESSAGE)
+        return value
 
     def ensure_id(self) -> str:
         """API writers may omit the id; the name then gives a stable one."""
@@ -493,6 +520,28 @@ class Asset(AssetWrite):
         # Same name: replaces the write check. An asset stored before that check is read back
         # as it was stored, not refused.
         return value
+
+    @field_validator("id")
+    @classmethod
+    def _addressable_id(cls, value: str | None) -> str | None:
+        return value  # as _location: an id stored before the write check is read back
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        # As _location: a type CAIRN_EXTRA_TYPES allowed when the asset was written stays
+        # readable once the setting no longer lists it.
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return value  # as _location: read back as stored (checked, and composed, when written)
+
+    @field_validator("tags", "owners", "depends_on")
+    @classmethod
+    def _short_list(cls, values: list[str]) -> list[str]:
+        return values  # as _name
 
 
 def name_id(name: str) -> str:

@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,11 @@ def fts_query(text: str) -> str | None:
 
     Every term must match; the last one also matches as a prefix (search-as-you-type).
     """
+    if not text.isascii():
+        # A decomposed accent (e + U+0300 for "è", as some keyboards and pastes give) is no
+        # word character, so it would split "crème" in two; composed, it is one word, as the
+        # index's tokenizer reads the text either way.
+        text = unicodedata.normalize("NFC", text)
     tokens = _TOKEN.findall(text)
     if not tokens:
         return None

@@ -332,6 +332,11 @@ class CairnApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["method"] == "HEAD":
+                # FastAPI's routes answer GET only, though HTTP asks every GET resource to
+                # answer HEAD too (and a 405 says it does): HEAD is the GET, headers only.
+                await self({**scope, "method": "GET"}, receive, _without_body(send))
+                return
             # Starlette decodes a query's bad UTF-8 as U+FFFD, so `q=%ff` would search for a
             # character nobody typed: refused here, before the front routes and the stack.
             query = scope["query_string"]
@@ -368,6 +373,18 @@ class CairnApp(FastAPI):
                 native = getattr(self, "_native_telemetry", None)
                 self._otel_on = bool(native is not None and native.enabled())
         return self._otel_on
+
+
+def _without_body(send: Send) -> Send:
+    """``send`` for a HEAD request: the GET's status and headers (its content-length too, as
+    HTTP wants), no body bytes."""
+
+    async def headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return headers_only
 
 
 class KeyChecker:

@@ -38,6 +38,7 @@ from cairn.models import (
     LineageReceipt,
     ReportedEdge,
     SchemaField,
+    composed,
 )
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
@@ -263,9 +264,7 @@ class Catalogue:
             asset = await self.get(asset_id)
             if asset.deleted:
                 return asset
-            data = asset.model_dump(exclude={"revision", "updated_at", "drift"})
-            data["deleted"] = True
-            write = PreparedWrite.of(0, AssetWrite.model_validate(data), asset.revision)
+            write = _deletion(asset)
             (result,) = await self.store.upsert([write], datetime.now(UTC))
             if result.status != "error" and write.stored is not None:
                 return Asset.model_validate(write.stored)
@@ -291,7 +290,7 @@ class Catalogue:
         return asset
 
     async def get_by_name(self, name: str) -> Asset:
-        asset = await self.store.get_by_name(name)
+        asset = await self.store.get_by_name(composed(name))
         if asset is None:
             raise NotFound(f"No asset is named {name!r}; names are case-sensitive.")
         return asset
@@ -331,7 +330,9 @@ class Catalogue:
             keys = sorted(
                 {k for a in frontier for k in a.depends_on} | {e.upstream for e in reported}
             )
-            found = await self.store.resolve(keys) if keys else {}
+            # A deleted upstream is drawn as deleted, by name as by id: a soft delete never
+            # makes an asset look like a name the catalogue does not hold.
+            found = await self.store.resolve(keys, deleted_names=True) if keys else {}
             next_frontier = []
             for asset in frontier:
                 for key in asset.depends_on:
@@ -446,6 +447,15 @@ class Catalogue:
 
     async def types(self) -> dict[str, int]:
         return await self.store.type_counts()
+
+
+def _deletion(asset: Asset) -> PreparedWrite:
+    """The write that soft-deletes ``asset`` at the revision read: its stored document marked
+    deleted, not validated again as a new write would be, since rules tighten (a password in
+    a location, the characters of an id) and an asset stored before one must stay deletable."""
+    doc = asset.model_dump(mode="json", by_alias=True, exclude={"revision", "updated_at", "drift"})
+    doc["deleted"] = True
+    return PreparedWrite(0, asset, doc, asset.content_hash(doc), asset.revision)
 
 
 def _add(edges: EdgeMap, edge: LineageEdge) -> None:

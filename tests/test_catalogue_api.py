@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import unicodedata
 
 import httpx
 import pytest
@@ -224,6 +225,82 @@ def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
     assert len(seen) == 45 and len(set(seen)) == 45
 
 
+def test_text_search_pages_survive_writes_between_them(api: httpx.Client) -> None:
+    # A crawl writing while someone pages through a text search: each write moves every
+    # match's relevance score (it weighs a word by how many assets hold it), so a page's
+    # cursor holding the last score skipped or repeated whole pages.
+    wanted = {f"refunds_{i:03d}" for i in range(30)}
+    seed(api, [asset(name, description="refunds ledger") for name in sorted(wanted)])
+    seen: list[str] = []
+    cursor = None
+    for page in range(10):
+        params: dict[str, object] = {"q": "refunds ledger", "limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.get("/assets", params=params).json()
+        seen += [i["name"] for i in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+        seed(api, [asset(f"other_{page}_{n:02d}", description="x " * n) for n in range(25)])
+    assert sorted(seen) == sorted(wanted)
+
+
+def test_text_search_reads_decomposed_accents_as_composed_ones(api: httpx.Client) -> None:
+    # "crème" typed as e + U+0300 (NFD: what some keyboards, pastes and file names give) is
+    # the same word as the composed "è" to whoever typed it, and to the index.
+    seed(api, [asset("creme_brulee", description="Crème brûlée recipes")])
+    for text in ("crème brûlée", "crème", "brûl"):
+        decomposed = unicodedata.normalize("NFD", text)
+        assert decomposed != text
+        found = api.get("/assets", params={"q": decomposed}).json()
+        assert [i["name"] for i in found["items"]] == ["creme_brulee"], (text, found)
+
+
+def test_names_and_tags_are_one_text_however_their_accents_are_typed(api: httpx.Client) -> None:
+    # "Crème" with a composed è and with e + U+0300 look the same to everyone: they were two
+    # names (so two assets could hold the "unique" name) and two tags in the facets.
+    def nfd(text: str) -> str:
+        return unicodedata.normalize("NFD", text)
+
+    def nfc(text: str) -> str:
+        return unicodedata.normalize("NFC", text)
+
+    seed(api, [{"id": "creme-1", "name": nfd("Crème"), "type": "dataset", "tags": [nfd("crème")]}])
+    other = {"id": "creme-2", "name": nfc("Crème"), "type": "table"}
+    taken = api.post("/assets/bulk", json=[other])
+    (result,) = taken.json()["results"]
+    assert result["status"] == "error" and result["conflict"] == "name", result
+    stored = api.get("/assets/creme-1").json()
+    assert stored["name"] == nfc("Crème") and stored["tags"] == [nfc("crème")]
+    for form in (nfc, nfd):
+        assert api.get(f"/assets/by-name/{form('Crème')}").json()["id"] == "creme-1"
+        for params in ({"tag": form("crème")}, {"name": form("Crè")}):
+            found = api.get("/assets", params=params).json()
+            assert [i["id"] for i in found["items"]] == ["creme-1"], (params, found)
+    tags = [t["tag"] for t in api.get("/tags").json()]
+    assert tags == [nfc("crème")]
+
+
+def test_dot_and_dot_dot_are_no_asset_ids(api: httpx.Client) -> None:
+    # In a URL path "." and ".." (and %2E%2E) are the folder itself and its parent: browsers
+    # and HTTP clients resolve them away, so such an asset's page could never be opened.
+    body = api.post(
+        "/assets/bulk",
+        json=[{"id": i, "name": f"dots{n}", "type": "dataset"} for n, i in enumerate([".", ".."])]
+        + [{"id": "...", "name": "dots2", "type": "dataset"}],
+    ).json()
+    first, second, third = body["results"]
+    for result in (first, second):
+        assert result["status"] == "error" and result["error"].startswith("id: "), result
+        assert "parent" in result["error"], result
+    assert third["status"] == "created", third
+    put = api.put("/assets/%2E%2E", json={"name": "dots3", "type": "dataset"})
+    assert put.request.url.raw_path.endswith(b"/assets/%2E%2E")
+    assert put.status_code == 422 and "asset_id" in put.text, put.text
+    assert api.get("/assets/...").json()["name"] == "dots2"
+
+
 def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
     # Credentials never go into the catalogue: a crawl strips them from its URLs, and an
     # asset written over the API may not bring them in either.
@@ -282,6 +359,18 @@ def test_bad_query_parameters_are_4xx(api: httpx.Client) -> None:
     assert api.get("/nowhere").status_code == 404
 
 
+def test_too_many_tag_or_label_filters_are_a_422(api: httpx.Client) -> None:
+    # Each filter is a clause of the query: a thousand of them broke SQLite's expression
+    # depth, and the search answered a 500.
+    seed(api, [asset("filtered", tags=[f"t{i}" for i in range(100)], labels={"k": "v"})])
+    most = api.get("/assets", params=[("tag", f"t{i}") for i in range(100)])
+    assert [i["name"] for i in most.json()["items"]] == ["filtered"], most.text
+    for key, value in (("tag", "t{}"), ("label", "k{}:v")):
+        many = api.get("/assets", params=[(key, value.format(i)) for i in range(1100)])
+        assert many.status_code == 422, many.text
+        assert many.json()["errors"][0]["field"] == key and "at most 100" in many.text
+
+
 def test_lineage(api: httpx.Client) -> None:
     seed(api, [*LAKE, asset("orphan", depends_on=["ghost"])])
     daily = api.get("/assets/by-name/sales_daily").json()
@@ -302,6 +391,24 @@ def test_lineage(api: httpx.Client) -> None:
         api.get(f"/assets/{daily['id']}/lineage", params={"direction": "sideways"}).status_code
         == 422
     )
+
+
+def test_lineage_shows_an_upstream_deleted_by_name_as_deleted(api: httpx.Client) -> None:
+    # A soft delete never makes an asset vanish: an upstream named in depends_on that was
+    # deleted is drawn as deleted (its page exists), not as a name the catalogue lacks.
+    seed(api, [asset("shelf_raw"), asset("shelf", depends_on=["shelf_raw"])])
+    raw = api.get("/assets/by-name/shelf_raw").json()
+    shelf = api.get("/assets/by-name/shelf").json()
+    assert api.delete(f"/assets/{raw['id']}").status_code == 200
+    up = api.get(f"/assets/{shelf['id']}/lineage", params={"direction": "up"}).json()
+    nodes = {n["name"]: n for n in up["nodes"]}
+    assert nodes["shelf_raw"]["id"] == raw["id"], up
+    assert nodes["shelf_raw"]["deleted"] is True and nodes["shelf_raw"]["missing"] is False
+    assert [(e["source"], e["target"]) for e in up["edges"]] == [(raw["id"], shelf["id"])]
+    # A live asset that takes the name over is the upstream again.
+    seed(api, [{**asset("shelf_raw"), "id": "shelf-raw-2"}])
+    up = api.get(f"/assets/{shelf['id']}/lineage", params={"direction": "up"}).json()
+    assert {n["id"] for n in up["nodes"]} == {shelf["id"], "shelf-raw-2"}
 
 
 def test_tags_and_types(api: httpx.Client) -> None:

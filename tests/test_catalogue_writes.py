@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
-from cairn.models import MAX_EXTRA_DEPTH
+from cairn.models import MAX_EXTRA_DEPTH, Asset, AssetWrite
+from cairn.settings import Settings
+from catalogue_service.backends.base import PreparedWrite
+from catalogue_service.backends.sqlite import SQLiteStore
+from catalogue_service.service import Catalogue
 from tests.conftest import ThreadServer
 
 
@@ -274,3 +282,53 @@ def test_a_batch_sees_its_own_new_assets(api: httpx.Client, backend: str) -> Non
     more = api.post("/assets/bulk", json=[asset(f"later_{i}", tags=["batch-t"]) for i in range(3)])
     assert more.json()["created"] == 3
     assert api.get("/assets", params={"tag": "batch-t"}).json()["total"] == 6
+
+
+# --- assets stored before a write rule was tightened ---------------------------------------------
+
+
+def test_an_asset_stored_before_a_write_rule_is_read_and_deleted(tmp_path: Path) -> None:
+    # Write rules tighten (a password in location, ids '.' and '..', characters an id may
+    # hold, the types CAIRN_EXTRA_TYPES allows): an asset stored before one is read back as
+    # stored and can still be soft-deleted, never a 500. Written into the store directly, as
+    # an older Cairn (or configuration) let them in.
+    legacy = [
+        asset("old_dots", id=".."),
+        asset("old_pw", id="old-pw", location="postgres://etl:s3cret@db/x"),
+        asset("old_space", id="old id"),
+        # A type CAIRN_EXTRA_TYPES allowed once, and no longer.
+        asset("old_kind", id="old-kind", type="notebook_v0"),
+    ]
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "catalogue.db")
+        await store.open()
+        try:
+            await store.upsert(
+                [
+                    PreparedWrite(n, AssetWrite.model_construct(), doc, f"hash-{n}")
+                    for n, doc in enumerate(legacy)
+                ],
+                datetime.now(UTC),
+            )
+            catalogue = Catalogue(store, Settings(data_dir=tmp_path))
+            for doc in legacy:
+                assert (await catalogue.get(doc["id"])).name == doc["name"]
+                deleted = await catalogue.delete(doc["id"])
+                assert deleted.deleted and deleted.revision == 2, deleted
+                assert deleted.location == doc.get("location")
+                assert (await catalogue.get(doc["id"])).deleted
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_takes_an_asset_of_a_type_only_the_writer_allows() -> None:
+    # The UI and the clients read assets as Asset models, with their own settings: an asset
+    # of a type the catalogue's CAIRN_EXTRA_TYPES allows made the UI without that setting say
+    # "Catalogue unavailable" for its page and every search that listed it.
+    stored = asset("board", id="d1", type="dashboard", revision=1)
+    assert Asset.model_validate(stored).type == "dashboard"
+    with pytest.raises(ValidationError, match="type 'dashboard' is not one of"):
+        AssetWrite.model_validate(stored)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +201,8 @@ def test_asset_page_shows_metadata_schema_lineage_and_manifest(ui: httpx.Client)
 def test_deleted_asset_is_shown_as_deleted(ui: httpx.Client) -> None:
     text = assert_page(ui.get("/assets/gone-1"))
     assert "This asset is deleted" in text and 'class="badge deleted"' in text
+    # Written and deleted over the API: it never had a manifest to lose.
+    assert "manifest is gone" not in text and "deleted over the API" in text
 
 
 def test_by_name_redirects_to_the_asset(ui: httpx.Client) -> None:
@@ -245,6 +248,14 @@ def test_pages_are_light_and_carry_security_headers(ui: httpx.Client) -> None:
     assert css.status_code == js.status_code == 200
     assert len(css.content) + len(js.content) < 40_000
     assert "immutable" in css.headers["cache-control"]
+
+
+def test_pages_answer_head_as_get(ui: httpx.Client) -> None:
+    # Uptime monitors and link checkers ask with HEAD.
+    for path in ("/?q=sales", "/assets/gone-1", "/status", "/static/cairn.css", "/assets/nobody"):
+        got, head = ui.get(path), ui.head(path)
+        assert head.status_code == got.status_code and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
 
 
 def test_templates_and_static_files_ship_with_the_package() -> None:
@@ -444,6 +455,23 @@ def test_highlight_escapes_before_marking() -> None:
     long = "intro " * 80 + "the churn model " + "outro " * 80
     cut = str(snippet(long, terms("churn")))
     assert cut.startswith("… ") and cut.endswith(" …") and "<mark>churn</mark>" in cut
+
+
+def test_highlight_folds_case_and_accents_as_the_search_does() -> None:
+    # The index drops diacritics, so "cafe" finds "Café": the match is marked too, in the
+    # text as written.
+    assert str(highlight("Café données", terms("cafe DONNEES"))) == (
+        "<mark>Café</mark> <mark>données</mark>"
+    )
+    assert str(highlight("Été <b>", terms("été"))) == "<mark>Été</mark> &lt;b&gt;"
+    assert str(highlight("cafe", terms("café"))) == "<mark>cafe</mark>"
+    assert str(highlight("ÉTÉ été", terms("Été"))) == "<mark>ÉTÉ</mark> <mark>été</mark>"
+    assert str(highlight("数据表", terms("数据"))) == "<mark>数据</mark>表"
+    decomposed = unicodedata.normalize("NFD", "crème")  # e + U+0300, as some keyboards type
+    assert str(highlight("Crème brûlée", terms(decomposed))) == "<mark>Crème</mark> brûlée"
+    long = "intro " * 80 + "le modèle de churn " + "outro " * 80
+    cut = str(snippet(long, terms("modele")))
+    assert cut.startswith("… ") and "<mark>modèle</mark>" in cut
 
 
 def test_drifted_datasets_are_flagged_and_a_search_facet(

@@ -370,3 +370,24 @@ def test_405_lists_every_method_of_the_path(keyed: dict[str, ThreadServer]) -> N
     assert answer.status_code == 405
     assert answer.headers["allow"] == "GET, HEAD, PUT"
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_head_is_answered_as_get_without_a_body(keyed: dict[str, ThreadServer]) -> None:
+    # A 405 names HEAD among the allowed methods of every GET route (as HTTP requires of a
+    # server), yet HEAD itself was a 405: monitors and link checkers that send it failed.
+    for service, path in (
+        ("catalogue", "/healthz"),
+        ("catalogue", "/api/v1/assets?q=x"),  # the search's front path
+        ("catalogue", "/api/v1/assets/nobody"),  # a 404 stays a 404
+        ("catalogue", "/api/v1/assets/?limit=1&page=1"),  # Mastro's
+        ("featurestore", "/api/v1/featuresets"),
+    ):
+        url = keyed[service].url + path
+        got, head = httpx.get(url, headers=AUTH), httpx.head(url, headers=AUTH)
+        assert head.status_code == got.status_code, (path, head.status_code, got.text)
+        assert head.content == b"", path
+        for name in ("content-type", "content-length"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+    # A path without GET still refuses it.
+    post_only = httpx.head(keyed["catalogue"].url + "/api/v1/lineage", headers=AUTH)
+    assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"

@@ -7,6 +7,7 @@ result is safe to mark as HTML whatever the text holds.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -20,13 +21,43 @@ SNIPPET_CHARS = 220
 
 
 def terms(query: str | None) -> tuple[str, ...]:
-    """The words of a query, as the catalogue's full-text search splits them."""
+    """The words of a query, as the catalogue's full-text search splits them, folded as it
+    folds them (lower case, no diacritics)."""
     if not query:
         return ()
+    if not query.isascii():
+        # A decomposed accent (e + U+0300) is no word character: composed, "crème" is one
+        # word, as the search reads it.
+        query = unicodedata.normalize("NFC", query)
     seen: dict[str, None] = {}
     for word in _WORD.findall(query)[:MAX_TERMS]:
-        seen.setdefault(word.casefold(), None)
+        seen.setdefault(word.translate(_FOLDS), None)
     return tuple(seen)
+
+
+class _Folds(dict[int, str]):
+    """``str.translate``'s table: a character to its lower-case form without diacritics
+    ("É" to "e"), as the index reads it, where that is one character, so that a match in the
+    folded text is at the same place in the text; any other character stays as it is."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        decomposed = unicodedata.normalize("NFKD", char.lower())
+        folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+        result = folded if len(folded) == 1 else char
+        if len(self) < MAX_FOLDS:  # hostile text must not grow it for ever
+            self[code] = result
+        return result
+
+
+MAX_FOLDS = 1 << 16
+_FOLDS = _Folds()
+
+
+def _searchable(text: str) -> str:
+    """``text`` as the words are matched in it: folded, of the same length (ASCII text is
+    matched as it is, case aside)."""
+    return text if text.isascii() else text.translate(_FOLDS)
 
 
 @lru_cache(maxsize=256)
@@ -49,9 +80,11 @@ def highlight(text: str | None, words: tuple[str, ...]) -> Markup:
         return escape(text)
     out: list[str] = []
     last = 0
-    for match in pattern.finditer(text):
+    # Found in the folded text (so "cafe" marks "Café", as the search found it), cut from
+    # the text as written: both have the same length.
+    for match in pattern.finditer(_searchable(text)):
         out.append(str(escape(text[last : match.start()])))
-        out.append(f"<mark>{escape(match.group(0))}</mark>")
+        out.append(f"<mark>{escape(text[match.start() : match.end()])}</mark>")
         last = match.end()
     out.append(str(escape(text[last:])))
     return Markup("".join(out))
@@ -65,7 +98,7 @@ def snippet(text: str | None, words: tuple[str, ...], size: int = SNIPPET_CHARS)
     if len(text) <= size:
         return highlight(text, words)
     pattern = _pattern(words)
-    match = pattern.search(text) if pattern else None
+    match = pattern.search(_searchable(text)) if pattern else None
     start = 0
     if match is not None and match.end() > size - 20:
         start = max(0, match.start() - size // 3)

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import QueryParams
 
 from cairn.errors import InvalidRequest
+from cairn.models import composed
 from catalogue_service.api.deps import parse_labels
 from catalogue_service.backends.base import SearchQuery, decode_cursor
 
@@ -28,6 +29,9 @@ KNOWN = frozenset(
 )
 MAX_LENGTHS = {"q": 1024, "name": 256, "type": 64, "owner": 1024, "cursor": 4096, "tag": 1024}
 TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+# Each tag or label filter is a clause of the search: a thousand overran SQLite's expression
+# depth (a 500). Mastro's tag search takes 100 tags too.
+MAX_FILTERS = 100
 
 
 def _fail(field: str, message: str) -> InvalidRequest:
@@ -73,6 +77,9 @@ def parse_search_items(items: Iterable[tuple[str, str]]) -> SearchQuery:
             tags.append(value)
         elif key == "label":
             labels.append(value)
+    for key, given in (("tag", tags), ("label", labels)):
+        if len(given) > MAX_FILTERS:
+            raise _fail(key, f"is given {len(given)} times; send at most {MAX_FILTERS}")
     raw_limit = params.get("limit")
     limit = 20
     if raw_limit:
@@ -83,13 +90,15 @@ def parse_search_items(items: Iterable[tuple[str, str]]) -> SearchQuery:
         if not 1 <= limit <= 1000:
             raise _fail("limit", "must be between 1 and 1000")
     cursor = params.get("cursor")
+    name, owner = params.get("name"), params.get("owner")
     return SearchQuery(
         q=params.get("q") or None,
-        name=params.get("name") or None,
-        tags=[t for t in tags if t],
+        # Composed as the names, tags and owners they are compared with were when written.
+        name=composed(name) if name else None,
+        tags=[composed(t) for t in tags if t],
         type=params.get("type") or None,
         labels=parse_labels(labels),
-        owner=params.get("owner") or None,
+        owner=composed(owner) if owner else None,
         include_deleted=bool(_bool(params, "include_deleted", False)),
         limit=limit,
         cursor=decode_cursor(cursor) if cursor else None,

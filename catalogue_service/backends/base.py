@@ -214,8 +214,9 @@ class AssetStore(Protocol):
     async def get_by_name(self, name: str) -> Asset | None:
         """The live asset with that name, else the most recently deleted one."""
 
-    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
-        """Maps each key that names an asset (by id, else by live name) to it."""
+    async def resolve(self, keys: list[str], deleted_names: bool = False) -> dict[str, Asset]:
+        """Maps each key that names an asset (by id, else by live name) to it;
+        ``deleted_names``: a name no live asset holds maps to its most recently deleted one."""
 
     async def dependents(self, keys: list[str], include_deleted: bool) -> list[Asset]:
         """Assets whose ``depends_on`` holds any of ``keys``."""

@@ -257,12 +257,9 @@ class SearchIndex:
         body = build_search(query)
         if body is None:
             return SearchHits(docs=[], total=0, facets=Facets(), next_cursor=None)
-        try:
-            answer = await self.es.search(index=self.alias, **body)
-        except (TransportConnectionError, ConnectionTimeout) as exc:
-            raise unreachable(exc) from exc
-        except (ApiError, TransportError) as exc:
-            raise self._refused(exc) from exc
+        if query.q and query.cursor is not None:
+            await self._rescore_cursor(body)
+        answer = await self._search(body)
         hits = answer["hits"]["hits"]
         next_cursor = None
         if len(hits) > query.limit:
@@ -279,6 +276,30 @@ class SearchIndex:
             )
         total = answer["hits"]["total"]["value"]
         return SearchHits(docs=docs, total=total, facets=facets, next_cursor=next_cursor)
+
+    async def _search(self, body: dict[str, Any]) -> Any:
+        try:
+            return await self.es.search(index=self.alias, **body)
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise unreachable(exc) from exc
+        except (ApiError, TransportError) as exc:
+            raise self._refused(exc) from exc
+
+    async def _rescore_cursor(self, body: dict[str, Any]) -> None:
+        """A text page goes on after the previous page's last hit as it scores now: a write
+        between two pages moves every match's score (BM25 weighs a word by how many assets
+        hold it), and the score the cursor kept would skip or repeat matches. The kept score
+        stays when that hit no longer matches."""
+        _kept, name_lc, asset_id = body["search_after"]
+        probe = {
+            "query": {"bool": {"must": [body["query"]], "filter": [{"term": {"id": asset_id}}]}},
+            "size": 1,
+            "track_total_hits": False,
+            "_source": False,
+        }
+        hits = (await self._search(probe))["hits"]["hits"]
+        if hits:
+            body["search_after"] = [hits[0]["_score"], name_lc, asset_id]
 
     async def counts(self, field: str, limit: int) -> dict[str, int]:
         """Live assets per value of a keyword field, most first."""

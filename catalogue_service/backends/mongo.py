@@ -715,7 +715,7 @@ class MongoStore:
             )
         return _asset(rows[0]) if rows else None
 
-    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+    async def resolve(self, keys: list[str], deleted_names: bool = False) -> dict[str, Asset]:
         if not keys:
             return {}
         found: dict[str, Asset] = {}
@@ -725,9 +725,12 @@ class MongoStore:
                 found[asset.id] = asset
             rest = [k for k in keys if k not in found]
             if rest:
-                async for row in self.assets.find(
-                    {"name": {"$in": rest}, "deleted": False}, {"doc": 1}
-                ):
+                named: dict[str, Any] = {"name": {"$in": rest}}
+                if not deleted_names:
+                    named["deleted"] = False
+                # The first document of a name wins: its live asset, else the latest deleted.
+                order = [("deleted", 1), ("updated_at", -1)]
+                async for row in self.assets.find(named, {"doc": 1}, sort=order):
                     asset = _asset(row)
                     found.setdefault(asset.name, asset)
         return found

@@ -695,7 +695,7 @@ class SQLiteStore:
 
         return await self._read(_get)
 
-    async def resolve(self, keys: list[str]) -> dict[str, Asset]:
+    async def resolve(self, keys: list[str], deleted_names: bool = False) -> dict[str, Asset]:
         def _resolve(conn: sqlite3.Connection) -> dict[str, Asset]:
             if not keys:
                 return {}
@@ -707,7 +707,13 @@ class SQLiteStore:
             rest = [k for k in keys if k not in found]
             if rest:
                 marks = ",".join("?" * len(rest))
-                sql = f"SELECT doc FROM assets WHERE name IN ({marks}) AND deleted = 0"
+                # The first row of a name wins: its live asset, else the latest deleted.
+                sql = (
+                    f"SELECT doc FROM assets WHERE name IN ({marks})"
+                    " ORDER BY deleted, updated_at DESC"
+                    if deleted_names
+                    else f"SELECT doc FROM assets WHERE name IN ({marks}) AND deleted = 0"
+                )
                 for (doc,) in conn.execute(sql, rest):
                     asset = Asset.model_validate_json(doc)
                     found.setdefault(asset.name, asset)
@@ -867,8 +873,19 @@ class SQLiteStore:
             inner = f"SELECT a.rowid AS seq, {key_cols} AS k1 FROM {source} WHERE {filter_sql}"
             page_params = key_params + params
         keys_sql = f"SELECT seq, k1 FROM ({inner})"
-        if query.cursor is not None:
-            _check_cursor(query.cursor, text=match is not None)
+        if query.cursor is not None and match is not None:
+            _check_cursor(query.cursor, text=True)
+            # A write between two pages moves every match's score (bm25 weighs a word by how
+            # many assets hold it): the page goes on after the last item's score now, and
+            # after the score the cursor kept only when that item no longer matches.
+            keys_sql = (
+                f"WITH m AS MATERIALIZED ({inner}) SELECT seq, k1 FROM m"
+                " WHERE (k1, seq) > (coalesce((SELECT k1 FROM m WHERE seq = ?), ?), ?)"
+            )
+            score, seq = query.cursor
+            page_params += [seq, score, seq]
+        elif query.cursor is not None:
+            _check_cursor(query.cursor, text=False)
             keys_sql += " WHERE (k1, seq) > (?, ?)"
             page_params += list(query.cursor)
         keys_sql += " ORDER BY k1, seq LIMIT ? OFFSET ?"

@@ -9,6 +9,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 from tests.browser.conftest import DESKTOP, VISITOR_KEY, Stack
 
 
@@ -275,6 +277,28 @@ def test_phone_width_has_no_sideways_scroll(phone: Any, stack: Stack) -> None:
     phone.locator("details.facets > summary").click()
     assert phone.locator('a[data-facet="tag:sales"]').is_visible()
     no_problems(phone)
+
+
+def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
+    # Names run to 256 characters, and snake_case has no place a browser breaks a line at:
+    # a long name (or tag, or search) echoed in a sentence or a chip pushed the page sideways.
+    name = "warehouse_" + "_".join(["customer_orders_daily_aggregated"] * 3)
+    tag = "lake_" + "x" * 80
+    put = httpx.put(
+        f"{stack.catalogue}/api/v1/assets/long-name-1",
+        json={"name": name, "type": "table", "tags": [tag]},
+        timeout=30,
+    )
+    assert put.status_code in (200, 201), put.text
+    for path in (
+        "/assets/long-name-1",  # "<name> has no upstream or downstream assets."
+        f"/?q={name}x",  # "Nothing matches “<q>”"
+        f"/?tag={tag}&q=nothing",  # the filter's chip, and "without tag <tag>"
+        f"/assets/by-name/{name}x",  # "No asset is named “<name>”."
+    ):
+        phone.goto(stack.ui + path)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide at 390px"
 
 
 def test_status_page_shows_both_services(page: Any, stack: Stack) -> None:

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from cairn.collector import collector_paused
-from cairn.errors import BadRequest
+from cairn.errors import BadRequest, InvalidRequest
 from cairn.models import (
     ASSET_ID_PATTERN,
+    DOT_ID_MESSAGE,
+    DOT_SEGMENTS,
     MAX_LOCATION,
     MAX_NAME,
     Asset,
@@ -64,6 +66,11 @@ async def put_asset(
     catalogue: CatalogueDep,
     response: Response,
 ) -> Asset:
+    if asset_id in DOT_SEGMENTS:  # only %2E%2E reaches here: the pattern lets dots through
+        raise InvalidRequest(
+            f"Fix the URL's asset_id: {DOT_ID_MESSAGE}.",
+            errors=[{"field": "asset_id", "message": DOT_ID_MESSAGE}],
+        )
     asset, status = await catalogue.put(asset_id, item)
     response.status_code = 201 if status == "created" else 200
     return asset
