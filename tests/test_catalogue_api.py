@@ -166,6 +166,15 @@ def test_search_filters(api: httpx.Client) -> None:
     assert names(api.get("/assets", params={"tag": "nope"})) == []
 
 
+def test_a_blank_text_query_is_no_text_query(api: httpx.Client) -> None:
+    # A search box left with spaces (or a tab) in it lists what an empty one lists.
+    seed(api, LAKE)
+    everything = names(api.get("/assets", params={"tag": "sales"}))
+    assert everything and names(api.get("/assets", params={"tag": "sales", "q": "  \t "})) == (
+        everything
+    )
+
+
 def test_text_search_relevance_and_prefix(api: httpx.Client) -> None:
     seed(api, LAKE)
     # "sal" is a prefix of a name token: search-as-you-type finds sales_*.

@@ -582,3 +582,22 @@ def test_manifest_yaml_reads_like_a_manifest() -> None:
         }
     )
     assert text == "name: a\ntype: table\nschema:\n- {name: c, type: int}\nteam: x\n"
+
+
+def test_a_dependency_named_like_a_path_links_to_itself(services: tuple[str, str]) -> None:
+    # A browser resolves "/../" in a link's path before it asks: the name must be one segment.
+    ui_url, catalogue_url = services
+    odd = {"id": "odd-up-1", "name": "lake/raw/../orders", "type": "dataset"}
+    user = {"id": "odd-down-1", "name": "orders_report", "type": "report"}
+    body = httpx.post(
+        catalogue_url + "/api/v1/assets/bulk",
+        json=[odd, {**user, "depends_on": [odd["name"]]}],
+        timeout=30,
+    ).json()
+    assert body["failed"] == 0, body
+    with httpx.Client(base_url=ui_url, timeout=30) as ui:
+        text = assert_page(ui.get("/assets/odd-down-1"))
+        href = re.search(r'<a class="dep" href="([^"]+)"', text)
+        assert href is not None and href.group(1) == "/assets/by-name/lake%2Fraw%2F..%2Forders"
+        response = ui.get(href.group(1))
+    assert response.status_code == 303 and response.headers["location"] == "/assets/odd-up-1"

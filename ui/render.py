@@ -18,6 +18,7 @@ import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from fastapi import Request
@@ -127,6 +128,9 @@ def environment() -> jinja2.Environment:
         number=fmt.number,
         location=fmt.location,
         scalar=fmt.scalar,
+        # One path segment: Jinja's urlencode leaves "/" as it is, and a browser resolves a
+        # name's "/../" before it asks, landing on another page.
+        segment=lambda value: quote(str(value), safe=""),
     )
     env.globals.update(
         cairn_version=__version__,

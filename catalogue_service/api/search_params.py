@@ -92,7 +92,8 @@ def parse_search_items(items: Iterable[tuple[str, str]]) -> SearchQuery:
     cursor = params.get("cursor")
     name, owner = params.get("name"), params.get("owner")
     return SearchQuery(
-        q=params.get("q") or None,
+        # Blank is no text query: a search box left with a space in it lists everything.
+        q=params.get("q", "").strip() or None,
         # Composed as the names, tags and owners they are compared with were when written.
         name=composed(name) if name else None,
         tags=[composed(t) for t in tags if t],
