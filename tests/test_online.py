@@ -300,6 +300,63 @@ def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx
     assert got["trips"]["values"] == [1, 3, 2]
 
 
+def test_columns_of_one_name_are_refused_unless_full_names(http: httpx.Client) -> None:
+    # Two sets with a "spend" column, and one whose feature is named like another's key.
+    first = put_table(
+        http,
+        "spend_a",
+        customers([("C1", NOW, 5.0, 1)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    second = put_table(
+        http,
+        "spend_b",
+        customers([("C1", NOW, 7.0, 2)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    homes = pa.table(
+        {"customer_id": ["C1"], "ts": pa.array([NOW], pa.timestamp("s")), "city": ["Oslo"]}
+    )
+    home = put_table(http, "home", homes, entities="customer_id", timestamp="ts")
+    trips = pa.table(
+        {
+            "customer_id": ["C1"],
+            "city": ["Oslo"],
+            "ts": pa.array([NOW], pa.timestamp("s")),
+            "trips": [3],
+        }
+    )
+    city = put_table(http, "trips", trips, entities=["customer_id", "city"], timestamp="ts")
+    for name, version in (("spend_a", first), ("spend_b", second), ("home", home), ("trips", city)):
+        wait_online(http, name, version)
+    cases = [
+        (["spend_a:spend", "spend_b:spend"], {"customer_id": ["C1"]}, "'spend'"),
+        (["spend_a:*", "spend_b:visits"], {"customer_id": ["C1"]}, "'visits'"),
+        (["home:city", "trips:trips"], {"customer_id": ["C1"], "city": ["Oslo"]}, "'city'"),
+    ]
+    for features, entities, words in cases:
+        body = {"features": features, "entities": entities}
+        for path in ("/get-online-features", "/api/v1/online-features"):
+            response = http.post(path, json=body)
+            # Feast refuses such a request too: a client keying the answer by name would
+            # silently keep one of the two columns.
+            assert response.status_code == 422, response.text
+            assert words in response.text and "full_feature_names" in response.text
+    answer = lookup(
+        http,
+        {
+            "features": ["spend_a:spend", "spend_b:spend"],
+            "entities": {"customer_id": ["C1"]},
+            "full_feature_names": True,
+        },
+    )
+    got = columns(answer)
+    assert got["spend_a__spend"]["values"] == [5.0]
+    assert got["spend_b__spend"]["values"] == [7.0]
+
+
 def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
     version = put_table(
         http,
@@ -705,8 +762,9 @@ def test_materialization_memory_does_not_grow_with_the_row_group(tmp_path: Path)
 
 
 def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
-    """Both sets name their feature "value": with and without full names, each set's served
-    values go to its own sample, so neither looks skewed against its own profile."""
+    """Both sets name their feature "value": asked together (full names) or one at a time,
+    each set's served values go to its own sample, so neither looks skewed against its own
+    profile."""
     settings = on_settings.model_copy(update={"metrics_skew_sample_rate": 1.0})
     rng = np.random.default_rng(5)
     keys = [f"C{i}" for i in range(400)]
@@ -732,10 +790,16 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         api = httpx.Client(base_url=server.url + "/api/v1", timeout=60)
         for name in sets:
             profiled(api, name, 1)
+        # Without full names the two "value" columns would collide (a 422): one set at a time.
+        asked = [
+            (["high:value", "low:value"], True),
+            (["high:value"], False),
+            (["low:value"], False),
+        ]
         for start in range(0, 400, 100):
-            for full in (False, True):
+            for features, full in asked:
                 body = {
-                    "features": ["high:value", "low:value"],
+                    "features": features,
                     "entities": {"customer_id": keys[start : start + 100]},
                     "full_feature_names": full,
                 }
