@@ -129,6 +129,40 @@ def test_drift_found_on_shifted_data_not_on_resampled_data() -> None:
     assert tests == {"x": "ks", "n": "ks", "city": "chi2"}
 
 
+def test_null_share_is_tested_where_values_cannot_be_compared() -> None:
+    # A numeric column gone all null has no sketch, and a column whose type changed has
+    # nothing comparable: neither may hide that its share of nulls moved.
+    rows = 2_000
+    reference = profile_table(
+        pa.table(
+            {
+                "n": pa.array(range(rows), pa.int64()),
+                "t": pa.array(range(rows), pa.int64()),
+                "u": pa.array(range(rows), pa.int64()),
+                "s": pa.array(["a", "b"] * (rows // 2)),
+            }
+        )
+    )
+    candidate = profile_table(
+        pa.table(
+            {
+                "n": pa.nulls(rows, pa.int64()),
+                "t": pa.array([str(i) for i in range(rows)]),
+                "u": pa.array([None] * (rows // 2) + ["x"] * (rows // 2), pa.string()),
+                "s": pa.nulls(rows, pa.string()),
+            }
+        )
+    )
+    result = compare(reference, candidate, p_value=P, psi_threshold=PSI_T)
+    by_name = {c["name"]: c for c in result["columns"]}
+    assert by_name["n"]["test"] is None and by_name["n"]["drifted_by"] == ["nulls"]
+    assert by_name["n"]["null_rate"] == [0.0, 1.0]
+    assert by_name["t"]["change"] == "type" and by_name["t"]["drifted"] is False
+    assert by_name["u"]["change"] == "type" and by_name["u"]["drifted_by"] == ["nulls"]
+    assert result["drifted_columns"] == ["n", "u", "s"], result
+    assert compare(reference, reference, p_value=P, psi_threshold=PSI_T)["drifted"] is False
+
+
 def test_hostile_values_never_crash_a_profile() -> None:
     rows = 12_000
     huge = "é" * 2_000_000
