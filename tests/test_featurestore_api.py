@@ -20,6 +20,7 @@ from tests.conftest import ThreadServer, backend_settings, free_port
 
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
+JSON = "application/json"
 
 
 @pytest.fixture
@@ -341,6 +342,26 @@ def test_values_sets_are_json_only(fs: httpx.Client) -> None:
     )
 
 
+def test_accept_q_zero_refuses_a_type_a_wildcard_would_allow(fs: httpx.Client) -> None:
+    # RFC 9110: q=0 means "not acceptable"; a more specific range wins over */*.
+    assert upload(fs, "negotiated", parquet_bytes(sample_table(10))).status_code == 201
+    put(fs, values("named", ("a", "bool", True)))
+    cases = [
+        ("negotiated", f"{JSON};q=0, */*;q=0.1", 200, ARROW),
+        ("negotiated", f"*/*;q=0.5, {JSON};q=0, {ARROW};q=0", 200, PARQUET),
+        ("negotiated", f"application/*;q=0.2, {PARQUET};q=0.9", 200, PARQUET),
+        ("negotiated", f"{ARROW}, {JSON}", 200, ARROW),
+        ("negotiated", "text/html, */*;q=0.8", 200, JSON),
+        ("named", f"*/*, {JSON};q=0", 406, None),
+    ]
+    for name, accept, status, media in cases:
+        response = fs.get(f"/featuresets/{name}", headers={"accept": accept})
+        assert response.status_code == status, (accept, response.text)
+        if media is not None:
+            assert response.headers["content-type"].startswith(media), accept
+
+
+# --- soft delete, diff, search --------------------------------------------------------------
 # --- soft delete, diff, search --------------------------------------------------------------
 
 
