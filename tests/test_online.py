@@ -647,6 +647,30 @@ def test_client_sync_async_and_cli(
     assert f"cl version {version} is online: 2 keys" in done.stdout
 
 
+def test_clients_take_keys_as_numpy_or_arrow_arrays(
+    http: httpx.Client, server: ThreadServer
+) -> None:
+    # Keys often come from a DataFrame's column: numpy's int64 is no JSON number to the
+    # standard encoder, which failed with a TypeError before anything was sent.
+    data = pa.table(
+        {"driver": pa.array([7, 8], pa.int64()), "ts": pa.array([NOW] * 2), "trips": [1, 2]}
+    )
+    version = put_table(http, "np_keys", data, entities="driver", timestamp="ts")
+    wait_online(http, "np_keys", version)
+    sent = [np.array([8, 7, 9]), pa.array([8, 7, 9]), [np.int64(8), 7, np.int32(9)]]
+    with FeatureStoreClient(server.url) as client:
+        for keys in sent:
+            answer = client.get_online_features(["np_keys:trips"], {"driver": keys})
+            assert answer.to_dict() == {"driver": [8, 7, 9], "trips": [2, 1, None]}
+
+    async def fetch() -> dict:
+        async with AsyncFeatureStoreClient(server.url) as client:
+            got = await client.get_online_features(["np_keys:trips"], {"driver": sent[0]})
+            return got.to_dict()
+
+    assert asyncio.run(fetch()) == {"driver": [8, 7, 9], "trips": [2, 1, None]}
+
+
 def test_ui_page_shows_online_state_and_looks_up_a_key(
     http: httpx.Client, server: ThreadServer, tmp_path: Path
 ) -> None:
