@@ -241,6 +241,37 @@ def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
     assert "missing" in results[9]["observed"]
 
 
+def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
+    # Cast unsafely, 1.5 became 1 and 300 became 44 in an int8 column: both passed.
+    table = pa.table({"tier": pa.array([1, 2, 44], pa.int8()), "share": [0.5, 1.0, 1.5]})
+    checks = [
+        Check(type="allowed_values", column="tier", values=[1.5, 2, 300]),
+        Check(type="allowed_values", column="tier", values=[1, 2, 44]),
+        Check(type="allowed_values", column="share", values=[0.5, 1]),
+        Check(type="allowed_values", column="tier", values=[2**70]),
+    ]
+    results = evaluate(checks, table)
+    assert [r["passed"] for r in results] == [False, True, False, False]
+    assert results[0]["failing"] == [1, 44] and results[0]["observed"] == 2
+    assert results[2]["failing"] == [1.5]
+    assert results[3]["observed"] == 3
+    # A pandas category column is checked as its values (it could not be, or matched nothing).
+    categories = pa.table(
+        {
+            "plan": pa.array(["free", "pro", "mars", None]).dictionary_encode(),
+            "tier": pa.array([1, 2, 50, 2]).dictionary_encode(),
+        }
+    )
+    checks = [
+        Check(type="allowed_values", column="plan", values=["free", "pro"]),
+        Check(type="allowed_values", column="tier", values=[1, 2]),
+        Check(type="unique", column="tier"),
+        Check(type="range", column="tier", min=0, max=10),
+    ]
+    results = evaluate(checks, categories)
+    assert [r["failing"] for r in results] == [["mars"], [50], [2], [50]], results
+
+
 def test_high_cardinality_strings_are_pruned_and_estimated() -> None:
     rows = 150_000  # past TOP_LIMIT distinct values: the counts are pruned, distinct estimated
     ids = [f"id-{i}" for i in range(rows)]
