@@ -112,8 +112,10 @@ def time_values(array: pa.Array, unit: str) -> np.ndarray:
         out = np.clip(values, -limit, limit) * factor
         out[values > limit] = INT64_MAX
         out[values < -limit] = INT64_MIN
-    else:
+    elif divisor > 1:
         out = np.floor_divide(values, divisor)
+    else:
+        out = values  # the unit itself
     return np.where(valid, out, INT64_MIN)
 
 
