@@ -477,6 +477,17 @@ def test_search_by_prefix_labels_and_text(fs: httpx.Client) -> None:
     assert [i["name"] for i in second["items"]] == ["sales_x"] and second["next_cursor"] is None
     assert fs.get("/featuresets", params={"label": "nocolon"}).status_code == 400
     assert fs.get("/featuresets", params={"cursor": "!!"}).status_code == 400
+    # A cursor of another kind of listing is refused, not read as an empty or repeated page.
+    by_text = fs.get("/featuresets", params={"q": "ml", "limit": 1}).json()
+    assert by_text["next_cursor"] is not None
+    for params in (
+        {"q": "frequency", "cursor": first["next_cursor"]},
+        {"cursor": by_text["next_cursor"]},
+        {"name": "churn", "cursor": by_text["next_cursor"]},
+    ):
+        refused = fs.get("/featuresets", params=params)
+        assert refused.status_code == 400, (params, refused.text)
+        assert "cursor" in refused.json()["detail"]
 
 
 def test_mastro_routes(fs: httpx.Client) -> None:
