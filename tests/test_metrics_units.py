@@ -272,6 +272,25 @@ def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
     assert [r["failing"] for r in results] == [["mars"], [50], [2], [50]], results
 
 
+def test_dictionary_encoded_numbers_profile_as_their_values(tmp_path: Path) -> None:
+    # pandas writes a category column dictionary-encoded: its numbers were kind "other",
+    # without statistics, sketch or drift.
+    rng = np.random.default_rng(3)
+    scores = pa.array(rng.integers(0, 5, 5_000).astype(float))
+    flags = pa.array(rng.random(5_000) < 0.3)
+    plain = profile_table(pa.table({"score": scores, "flag": flags}))
+    path = tmp_path / "categories.parquet"
+    encoded = pa.table({"score": scores.dictionary_encode(), "flag": flags.dictionary_encode()})
+    pq.write_table(encoded, path)
+    for profile in (profile_table(encoded), profile_parquet(path)):
+        for column, expected in zip(profile["columns"], plain["columns"], strict=True):
+            for key in ("kind", "count", "nulls", "distinct", "min", "max", "mean", "top"):
+                assert column[key] == expected[key], (column["name"], key)
+        assert "score" in profile["sketches"]
+        moved = compare(plain, profile, p_value=P, psi_threshold=PSI_T)
+        assert {c["name"]: c["test"] for c in moved["columns"]} == {"score": "ks", "flag": "chi2"}
+
+
 def test_high_cardinality_strings_are_pruned_and_estimated() -> None:
     rows = 150_000  # past TOP_LIMIT distinct values: the counts are pruned, distinct estimated
     ids = [f"id-{i}" for i in range(rows)]
