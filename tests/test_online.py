@@ -34,6 +34,7 @@ from tests.test_featurestore_api import parquet_bytes, upload
 from tests.test_metrics_api import profiled
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 
 
 @pytest.fixture
@@ -250,6 +251,49 @@ def test_created_timestamp_breaks_ties_and_ttl_statuses(http: httpx.Client) -> N
     assert got["rate"]["values"] == [0.5, None, None, None]  # the row created last wins the tie
     assert got["rate"]["event_timestamps"][0] == recent.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert got["rate"]["event_timestamps"][1] == old.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_nanosecond_times_order_online_as_in_training_sets(http: httpx.Client) -> None:
+    """Rows of one key within one microsecond: the later nanosecond wins online too, as in a
+    point-in-time join (truncated to microseconds they tied, and the row written last won)."""
+    base = int(NOW.timestamp()) * 10**9 - 3600 * 10**9
+    # Key 1's rows share a batch; key 2's are in row groups 0 and 1 (put_table: 7 rows each),
+    # so the store's merge decides; key 3 ties with created times also in nanoseconds.
+    keys = [1, 1, 2, 9, 9, 9, 9, 9, 2, 3, 3]
+    stamps = [base + 100, base + 50, base + 90, *[base] * 5, base + 40, base, base]
+    created = [base] * 9 + [base + 700, base + 300]
+    table = pa.table(
+        {
+            "k": pa.array(keys, pa.int64()),
+            "ts": pa.array(stamps, pa.timestamp("ns", "UTC")),
+            "created": pa.array(created, pa.timestamp("ns")),
+            "v": [f"row{i}" for i in range(len(keys))],
+        }
+    )
+    version = put_table(
+        http, "nanos", table, entities="k", timestamp="ts", created_timestamp="created", ttl="1d"
+    )
+    wait_online(http, "nanos", version)
+    got = columns(lookup(http, {"features": ["nanos:v"], "entities": {"k": [1, 2, 3]}}))
+    assert got["v"]["values"] == ["row0", "row2", "row9"]
+    assert got["v"]["statuses"] == ["PRESENT"] * 3
+    # Event times are still shown to the microsecond.
+    micros = datetime.fromtimestamp(base // 1000 / 1e6, UTC)
+    assert got["v"]["event_timestamps"][2] == micros.strftime("%Y-%m-%dT%H:%M:%SZ")
+    sink = pa.BufferOutputStream()
+    frame = pa.table({"k": [1, 2, 3], "event_timestamp": pa.array([NOW] * 3)})
+    with pa.ipc.new_stream(sink, frame.schema) as writer:
+        writer.write_table(frame)
+    answer = http.post(
+        "/api/v1/historical-features",
+        params={"features": "nanos:v"},
+        content=sink.getvalue().to_pybytes(),
+        headers={"content-type": ARROW_MEDIA, "accept": ARROW_MEDIA},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (
+        pa.ipc.open_stream(answer.content).read_all().column("v").to_pylist() == got["v"]["values"]
+    )
 
 
 def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx.Client) -> None:

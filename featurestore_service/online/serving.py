@@ -267,6 +267,7 @@ class OnlineService:
                     stamps.append(EPOCH_TEXT)
                     continue
                 ts, value = found
+                ts = layout.micros(ts)
                 text = texts.get(ts)
                 if text is None:
                     text = texts[ts] = rfc3339(ts)
