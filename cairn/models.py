@@ -1129,6 +1129,7 @@ class FeatureTableSpec(BaseModel):
     ttl: int | None = Field(
         None,
         gt=0,
+        le=INT64_MAX,  # the stores' integers
         description="Seconds a row stays servable after its event time; none means unlimited. "
         "Accepts 7d, 12h, 1d12h, 30m or ISO 8601 (P7D) on input.",
     )

@@ -258,6 +258,9 @@ def list_sets(
     typer.echo(f"{page.total} feature set(s)")
 
 
+VERSIONS_PAGE = 1000  # the most GET /featuresets/{name}/versions gives at once
+
+
 @app.command()
 def versions(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
@@ -267,7 +270,12 @@ def versions(
     """List every version of a feature set, newest first, with who created it and when."""
     try:
         with _client(url) as client:
-            listing = client.versions(name, limit=1000)
+            listing = client.versions(name, limit=VERSIONS_PAGE)
+            # A page holds 1,000 versions at most; the command promises every one.
+            while listing.next_cursor:
+                page = client.versions(name, limit=VERSIONS_PAGE, cursor=listing.next_cursor)
+                listing.items.extend(page.items)
+                listing.next_cursor = page.next_cursor
     except CairnError as exc:
         _fail(exc)
     if as_json:

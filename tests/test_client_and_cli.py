@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -340,6 +341,29 @@ def test_a_refused_cli_says_how_to_send_a_key(tmp_path: Path) -> None:
         said_by_server = raised.value.detail
         assert "CAIRN_API_KEY" not in said_by_server.replace("CAIRN_API_KEYS", "")
         assert "Hint" not in said_by_server
+
+
+def test_featureset_versions_lists_every_version(tmp_path: Path) -> None:
+    # Daily versions pass a page (1,000) in under three years; the command says "every".
+    settings = Settings(data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}")
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1") as http,
+    ):
+        for day in range(1002):
+            body = {"name": "daily", "features": [{"name": "day", "dtype": "int", "value": day}]}
+            assert http.post("/featuresets", json=body).status_code == 201
+        runner = CliRunner()
+        shown = runner.invoke(app, ["featureset", "versions", "daily", "--url", server.url])
+        assert shown.exit_code == 0, shown.output
+        rows = shown.stdout.splitlines()[1:]
+        assert [int(row.split()[0]) for row in rows] == list(range(1002, 0, -1))
+        listed = runner.invoke(
+            app, ["featureset", "versions", "daily", "--url", server.url, "--json"]
+        )
+        assert listed.exit_code == 0, listed.output
+        data = orjson.loads(listed.stdout)
+        assert len(data["items"]) == data["total"] == 1002 and data["next_cursor"] is None
 
 
 def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:

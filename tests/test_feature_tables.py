@@ -138,10 +138,18 @@ def test_invalid_declarations_are_422(fs: httpx.Client) -> None:  # noqa: F811
         {"entities": "driver_id"},  # no timestamp
         {"entities": "driver_id", "timestamp": "driver_id"},
         {"entities": "driver_id", "timestamp": "event_ts", "ttl": "soon"},
+        # Past the stores' 64-bit integers (a 500 from the store before).
+        {"entities": "driver_id", "timestamp": "event_ts", "ttl": str(2**63)},
+        {"entities": "driver_id", "timestamp": "event_ts", "ttl": "P99999999999999999999D"},
     ):
         response = upload(fs, "odd", data, **params)
         assert response.status_code == 422, (params, response.text)
+        if "ttl" in params and params["ttl"] != "soon":
+            assert "ttl" in response.text and str(2**63 - 1) in response.text, response.text
     assert fs.get("/featuresets/odd").status_code == 404
+    longest = upload(fs, "odd", data, entities="driver_id", timestamp="event_ts", ttl=2**63 - 1)
+    assert longest.status_code == 201, longest.text
+    assert longest.json()["feature_table"]["ttl"] == 2**63 - 1
 
 
 def test_inherited_declaration_checked_against_new_file(fs: httpx.Client) -> None:  # noqa: F811

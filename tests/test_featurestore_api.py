@@ -20,6 +20,7 @@ from tests.conftest import ThreadServer, backend_settings, free_port
 
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
+JSON = "application/json"
 
 
 @pytest.fixture
@@ -341,6 +342,26 @@ def test_values_sets_are_json_only(fs: httpx.Client) -> None:
     )
 
 
+def test_accept_q_zero_refuses_a_type_a_wildcard_would_allow(fs: httpx.Client) -> None:
+    # RFC 9110: q=0 means "not acceptable"; a more specific range wins over */*.
+    assert upload(fs, "negotiated", parquet_bytes(sample_table(10))).status_code == 201
+    put(fs, values("named", ("a", "bool", True)))
+    cases = [
+        ("negotiated", f"{JSON};q=0, */*;q=0.1", 200, ARROW),
+        ("negotiated", f"*/*;q=0.5, {JSON};q=0, {ARROW};q=0", 200, PARQUET),
+        ("negotiated", f"application/*;q=0.2, {PARQUET};q=0.9", 200, PARQUET),
+        ("negotiated", f"{ARROW}, {JSON}", 200, ARROW),
+        ("negotiated", "text/html, */*;q=0.8", 200, JSON),
+        ("named", f"*/*, {JSON};q=0", 406, None),
+    ]
+    for name, accept, status, media in cases:
+        response = fs.get(f"/featuresets/{name}", headers={"accept": accept})
+        assert response.status_code == status, (accept, response.text)
+        if media is not None:
+            assert response.headers["content-type"].startswith(media), accept
+
+
+# --- soft delete, diff, search --------------------------------------------------------------
 # --- soft delete, diff, search --------------------------------------------------------------
 
 
@@ -456,6 +477,17 @@ def test_search_by_prefix_labels_and_text(fs: httpx.Client) -> None:
     assert [i["name"] for i in second["items"]] == ["sales_x"] and second["next_cursor"] is None
     assert fs.get("/featuresets", params={"label": "nocolon"}).status_code == 400
     assert fs.get("/featuresets", params={"cursor": "!!"}).status_code == 400
+    # A cursor of another kind of listing is refused, not read as an empty or repeated page.
+    by_text = fs.get("/featuresets", params={"q": "ml", "limit": 1}).json()
+    assert by_text["next_cursor"] is not None
+    for params in (
+        {"q": "frequency", "cursor": first["next_cursor"]},
+        {"cursor": by_text["next_cursor"]},
+        {"name": "churn", "cursor": by_text["next_cursor"]},
+    ):
+        refused = fs.get("/featuresets", params=params)
+        assert refused.status_code == 400, (params, refused.text)
+        assert "cursor" in refused.json()["detail"]
 
 
 def test_mastro_routes(fs: httpx.Client) -> None:

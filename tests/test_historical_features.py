@@ -211,6 +211,57 @@ def test_engine_matches_reference(case: Case, tmp_path_factory: pytest.TempPathF
     check_answer(case, answer)
 
 
+@pytest.mark.parametrize("ttl", [None, 10**10, 2**63 - 1])
+def test_entity_times_past_the_tables_unit_compare_as_later_or_earlier(
+    ttl: int | None, tmp_path: Path
+) -> None:
+    """A nanosecond table (pandas' unit) holds 1677-2262; a frame's date or microsecond time
+    beyond that is later (or earlier) than every row, and a ttl past 292 years in nanoseconds
+    is simply long: neither wraps around nor fails while the answer streams."""
+    table_path = tmp_path / "table.parquet"
+    frame_path = tmp_path / "frame.parquet"
+    stamps = [datetime(2025, 1, 1), datetime(2025, 6, 1)]
+    pq.write_table(
+        pa.table(
+            {
+                "k": pa.array([1, 1], pa.int64()),
+                "ts": pa.array(stamps, pa.timestamp("ns")),
+                "value": [1.0, 2.0],
+            }
+        ),
+        table_path,
+    )
+    table = FeatureTable(
+        name="t",
+        version=1,
+        path=table_path,
+        sha256=f"{table_path}-{ttl}",
+        entities=("k",),
+        timestamp="ts",
+        created_timestamp=None,
+        ttl=ttl,
+        features=("value",),
+        output_names=("value",),
+    )
+    moments = [datetime(2300, 1, 1), datetime(9999, 12, 31), datetime(1000, 1, 1)]
+    moments += [datetime(2025, 3, 1), datetime(1800, 1, 1)]
+    # Long past 2262 a row stays within a ttl of 317 years only without a ttl or a huge one.
+    late = [2.0, 2.0] if ttl != 10**10 else [2.0, None]
+    expected = [*late, None, 1.0, None]
+    frames = {
+        "date32": pa.array([m.date() for m in moments], pa.date32()),
+        "us": pa.array(moments, pa.timestamp("us")),
+        "s, another zone": pa.array(moments, pa.timestamp("s")).cast(
+            pa.timestamp("s", "Asia/Tokyo")
+        ),
+    }
+    for kind, times in frames.items():
+        pq.write_table(pa.table({"k": [1] * len(moments), "event_timestamp": times}), frame_path)
+        frame = EntityFrame(frame_path, "parquet")
+        answer = SortedSearchStore().get_historical_features(frame, [table]).to_arrow()
+        assert answer.column("value").to_pylist() == expected, kind
+
+
 # --- the API -----------------------------------------------------------------------------------
 
 
@@ -401,6 +452,26 @@ def test_naive_times_are_utc(fs: httpx.Client) -> None:  # noqa: F811
         answer = read_answer(historical(fs, sent, "drivers:trips"))
         assert answer.column("trips").to_pylist() == [None, 2.0]
         assert answer.schema.field("event_timestamp").type == sent.schema.field(1).type
+
+
+def test_far_times_against_nanoseconds_answer_whole(fs: httpx.Client) -> None:  # noqa: F811
+    # The check used to raise while the answer streamed: the client got a cut-off body.
+    nanos = drivers([1.0, 2.0, 3.0]).cast(
+        pa.schema(
+            [
+                pa.field("k", pa.int64()),
+                pa.field("ts", pa.timestamp("ns", "UTC")),
+                pa.field("created", pa.timestamp("us", "UTC")),
+                pa.field("trips", pa.float32()),
+                pa.field("rating", pa.float64()),
+            ]
+        )
+    )
+    declare(fs, "nanos", nanos, ttl=str(10**10))
+    late = datetime(2300, 1, 1, tzinfo=UTC)
+    sent = pa.table({"k": [1, 2], "event_timestamp": pa.array([late, BASE], pa.timestamp("us"))})
+    answer = read_answer(historical(fs, sent, "nanos:trips"))
+    assert answer.column("trips").to_pylist() == [1.0, None]
 
 
 async def asgi_post(app: Any, query: bytes) -> tuple[int, dict[str, Any]]:

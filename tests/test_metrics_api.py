@@ -311,6 +311,26 @@ def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     assert "--version" in zero.output and "1" in zero.output
 
 
+def test_a_column_gone_all_null_drifts(fs: httpx.Client) -> None:
+    from typer.testing import CliRunner
+
+    from cairn.cli import app
+
+    rows = 1_000
+    before = pa.table({"n": pa.array(range(rows), pa.int64()), "t": pa.array(range(rows))})
+    after = pa.table({"n": pa.nulls(rows, pa.int64()), "t": [str(i) for i in range(rows)]})
+    for data in (before, after):
+        assert upload(fs, "gone", parquet_bytes(data)).status_code == 201
+    profiled(fs, "gone", 2)
+    drift = fs.get("/featuresets/gone/versions/2/drift").json()["drift"]
+    assert drift["drifted_columns"] == ["n"], drift
+    url = str(fs.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")
+    shown = CliRunner().invoke(app, ["metrics", "drift", "gone", "2", "--url", url])
+    assert shown.exit_code == 3, shown.output
+    assert "n: DRIFT (values not compared, nulls 0.0% -> 100.0%)" in shown.stdout
+    assert "t: ok (type changed, nulls 0.0% -> 0.0%)" in shown.stdout
+
+
 def test_training_serving_skew(fs: httpx.Client) -> None:
     assert upload(fs, "served", parquet_bytes(table(1))).status_code == 201
     profiled(fs, "served", 1)

@@ -129,6 +129,40 @@ def test_drift_found_on_shifted_data_not_on_resampled_data() -> None:
     assert tests == {"x": "ks", "n": "ks", "city": "chi2"}
 
 
+def test_null_share_is_tested_where_values_cannot_be_compared() -> None:
+    # A numeric column gone all null has no sketch, and a column whose type changed has
+    # nothing comparable: neither may hide that its share of nulls moved.
+    rows = 2_000
+    reference = profile_table(
+        pa.table(
+            {
+                "n": pa.array(range(rows), pa.int64()),
+                "t": pa.array(range(rows), pa.int64()),
+                "u": pa.array(range(rows), pa.int64()),
+                "s": pa.array(["a", "b"] * (rows // 2)),
+            }
+        )
+    )
+    candidate = profile_table(
+        pa.table(
+            {
+                "n": pa.nulls(rows, pa.int64()),
+                "t": pa.array([str(i) for i in range(rows)]),
+                "u": pa.array([None] * (rows // 2) + ["x"] * (rows // 2), pa.string()),
+                "s": pa.nulls(rows, pa.string()),
+            }
+        )
+    )
+    result = compare(reference, candidate, p_value=P, psi_threshold=PSI_T)
+    by_name = {c["name"]: c for c in result["columns"]}
+    assert by_name["n"]["test"] is None and by_name["n"]["drifted_by"] == ["nulls"]
+    assert by_name["n"]["null_rate"] == [0.0, 1.0]
+    assert by_name["t"]["change"] == "type" and by_name["t"]["drifted"] is False
+    assert by_name["u"]["change"] == "type" and by_name["u"]["drifted_by"] == ["nulls"]
+    assert result["drifted_columns"] == ["n", "u", "s"], result
+    assert compare(reference, reference, p_value=P, psi_threshold=PSI_T)["drifted"] is False
+
+
 def test_hostile_values_never_crash_a_profile() -> None:
     rows = 12_000
     huge = "é" * 2_000_000
@@ -205,6 +239,56 @@ def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
     assert results[5]["failing"] == [1.5]
     assert results[6]["failing"] == ["mars"]
     assert "missing" in results[9]["observed"]
+
+
+def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
+    # Cast unsafely, 1.5 became 1 and 300 became 44 in an int8 column: both passed.
+    table = pa.table({"tier": pa.array([1, 2, 44], pa.int8()), "share": [0.5, 1.0, 1.5]})
+    checks = [
+        Check(type="allowed_values", column="tier", values=[1.5, 2, 300]),
+        Check(type="allowed_values", column="tier", values=[1, 2, 44]),
+        Check(type="allowed_values", column="share", values=[0.5, 1]),
+        Check(type="allowed_values", column="tier", values=[2**70]),
+    ]
+    results = evaluate(checks, table)
+    assert [r["passed"] for r in results] == [False, True, False, False]
+    assert results[0]["failing"] == [1, 44] and results[0]["observed"] == 2
+    assert results[2]["failing"] == [1.5]
+    assert results[3]["observed"] == 3
+    # A pandas category column is checked as its values (it could not be, or matched nothing).
+    categories = pa.table(
+        {
+            "plan": pa.array(["free", "pro", "mars", None]).dictionary_encode(),
+            "tier": pa.array([1, 2, 50, 2]).dictionary_encode(),
+        }
+    )
+    checks = [
+        Check(type="allowed_values", column="plan", values=["free", "pro"]),
+        Check(type="allowed_values", column="tier", values=[1, 2]),
+        Check(type="unique", column="tier"),
+        Check(type="range", column="tier", min=0, max=10),
+    ]
+    results = evaluate(checks, categories)
+    assert [r["failing"] for r in results] == [["mars"], [50], [2], [50]], results
+
+
+def test_dictionary_encoded_numbers_profile_as_their_values(tmp_path: Path) -> None:
+    # pandas writes a category column dictionary-encoded: its numbers were kind "other",
+    # without statistics, sketch or drift.
+    rng = np.random.default_rng(3)
+    scores = pa.array(rng.integers(0, 5, 5_000).astype(float))
+    flags = pa.array(rng.random(5_000) < 0.3)
+    plain = profile_table(pa.table({"score": scores, "flag": flags}))
+    path = tmp_path / "categories.parquet"
+    encoded = pa.table({"score": scores.dictionary_encode(), "flag": flags.dictionary_encode()})
+    pq.write_table(encoded, path)
+    for profile in (profile_table(encoded), profile_parquet(path)):
+        for column, expected in zip(profile["columns"], plain["columns"], strict=True):
+            for key in ("kind", "count", "nulls", "distinct", "min", "max", "mean", "top"):
+                assert column[key] == expected[key], (column["name"], key)
+        assert "score" in profile["sketches"]
+        moved = compare(plain, profile, p_value=P, psi_threshold=PSI_T)
+        assert {c["name"]: c["test"] for c in moved["columns"]} == {"score": "ks", "flag": "chi2"}
 
 
 def test_high_cardinality_strings_are_pruned_and_estimated() -> None:

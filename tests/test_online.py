@@ -34,6 +34,7 @@ from tests.test_featurestore_api import parquet_bytes, upload
 from tests.test_metrics_api import profiled
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 
 
 @pytest.fixture
@@ -252,6 +253,49 @@ def test_created_timestamp_breaks_ties_and_ttl_statuses(http: httpx.Client) -> N
     assert got["rate"]["event_timestamps"][1] == old.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_nanosecond_times_order_online_as_in_training_sets(http: httpx.Client) -> None:
+    """Rows of one key within one microsecond: the later nanosecond wins online too, as in a
+    point-in-time join (truncated to microseconds they tied, and the row written last won)."""
+    base = int(NOW.timestamp()) * 10**9 - 3600 * 10**9
+    # Key 1's rows share a batch; key 2's are in row groups 0 and 1 (put_table: 7 rows each),
+    # so the store's merge decides; key 3 ties with created times also in nanoseconds.
+    keys = [1, 1, 2, 9, 9, 9, 9, 9, 2, 3, 3]
+    stamps = [base + 100, base + 50, base + 90, *[base] * 5, base + 40, base, base]
+    created = [base] * 9 + [base + 700, base + 300]
+    table = pa.table(
+        {
+            "k": pa.array(keys, pa.int64()),
+            "ts": pa.array(stamps, pa.timestamp("ns", "UTC")),
+            "created": pa.array(created, pa.timestamp("ns")),
+            "v": [f"row{i}" for i in range(len(keys))],
+        }
+    )
+    version = put_table(
+        http, "nanos", table, entities="k", timestamp="ts", created_timestamp="created", ttl="1d"
+    )
+    wait_online(http, "nanos", version)
+    got = columns(lookup(http, {"features": ["nanos:v"], "entities": {"k": [1, 2, 3]}}))
+    assert got["v"]["values"] == ["row0", "row2", "row9"]
+    assert got["v"]["statuses"] == ["PRESENT"] * 3
+    # Event times are still shown to the microsecond.
+    micros = datetime.fromtimestamp(base // 1000 / 1e6, UTC)
+    assert got["v"]["event_timestamps"][2] == micros.strftime("%Y-%m-%dT%H:%M:%SZ")
+    sink = pa.BufferOutputStream()
+    frame = pa.table({"k": [1, 2, 3], "event_timestamp": pa.array([NOW] * 3)})
+    with pa.ipc.new_stream(sink, frame.schema) as writer:
+        writer.write_table(frame)
+    answer = http.post(
+        "/api/v1/historical-features",
+        params={"features": "nanos:v"},
+        content=sink.getvalue().to_pybytes(),
+        headers={"content-type": ARROW_MEDIA, "accept": ARROW_MEDIA},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (
+        pa.ipc.open_stream(answer.content).read_all().column("v").to_pylist() == got["v"]["values"]
+    )
+
+
 def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx.Client) -> None:
     spend = put_table(
         http,
@@ -298,6 +342,63 @@ def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx
     assert got["segment"]["values"] == [None, "gold", None]
     assert got["segment"]["statuses"] == ["NOT_FOUND", "PRESENT", "NOT_FOUND"]
     assert got["trips"]["values"] == [1, 3, 2]
+
+
+def test_columns_of_one_name_are_refused_unless_full_names(http: httpx.Client) -> None:
+    # Two sets with a "spend" column, and one whose feature is named like another's key.
+    first = put_table(
+        http,
+        "spend_a",
+        customers([("C1", NOW, 5.0, 1)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    second = put_table(
+        http,
+        "spend_b",
+        customers([("C1", NOW, 7.0, 2)]),
+        entities="customer_id",
+        timestamp="feature_date",
+    )
+    homes = pa.table(
+        {"customer_id": ["C1"], "ts": pa.array([NOW], pa.timestamp("s")), "city": ["Oslo"]}
+    )
+    home = put_table(http, "home", homes, entities="customer_id", timestamp="ts")
+    trips = pa.table(
+        {
+            "customer_id": ["C1"],
+            "city": ["Oslo"],
+            "ts": pa.array([NOW], pa.timestamp("s")),
+            "trips": [3],
+        }
+    )
+    city = put_table(http, "trips", trips, entities=["customer_id", "city"], timestamp="ts")
+    for name, version in (("spend_a", first), ("spend_b", second), ("home", home), ("trips", city)):
+        wait_online(http, name, version)
+    cases = [
+        (["spend_a:spend", "spend_b:spend"], {"customer_id": ["C1"]}, "'spend'"),
+        (["spend_a:*", "spend_b:visits"], {"customer_id": ["C1"]}, "'visits'"),
+        (["home:city", "trips:trips"], {"customer_id": ["C1"], "city": ["Oslo"]}, "'city'"),
+    ]
+    for features, entities, words in cases:
+        body = {"features": features, "entities": entities}
+        for path in ("/get-online-features", "/api/v1/online-features"):
+            response = http.post(path, json=body)
+            # Feast refuses such a request too: a client keying the answer by name would
+            # silently keep one of the two columns.
+            assert response.status_code == 422, response.text
+            assert words in response.text and "full_feature_names" in response.text
+    answer = lookup(
+        http,
+        {
+            "features": ["spend_a:spend", "spend_b:spend"],
+            "entities": {"customer_id": ["C1"]},
+            "full_feature_names": True,
+        },
+    )
+    got = columns(answer)
+    assert got["spend_a__spend"]["values"] == [5.0]
+    assert got["spend_b__spend"]["values"] == [7.0]
 
 
 def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
@@ -590,6 +691,30 @@ def test_client_sync_async_and_cli(
     assert f"cl version {version} is online: 2 keys" in done.stdout
 
 
+def test_clients_take_keys_as_numpy_or_arrow_arrays(
+    http: httpx.Client, server: ThreadServer
+) -> None:
+    # Keys often come from a DataFrame's column: numpy's int64 is no JSON number to the
+    # standard encoder, which failed with a TypeError before anything was sent.
+    data = pa.table(
+        {"driver": pa.array([7, 8], pa.int64()), "ts": pa.array([NOW] * 2), "trips": [1, 2]}
+    )
+    version = put_table(http, "np_keys", data, entities="driver", timestamp="ts")
+    wait_online(http, "np_keys", version)
+    sent = [np.array([8, 7, 9]), pa.array([8, 7, 9]), [np.int64(8), 7, np.int32(9)]]
+    with FeatureStoreClient(server.url) as client:
+        for keys in sent:
+            answer = client.get_online_features(["np_keys:trips"], {"driver": keys})
+            assert answer.to_dict() == {"driver": [8, 7, 9], "trips": [2, 1, None]}
+
+    async def fetch() -> dict:
+        async with AsyncFeatureStoreClient(server.url) as client:
+            got = await client.get_online_features(["np_keys:trips"], {"driver": sent[0]})
+            return got.to_dict()
+
+    assert asyncio.run(fetch()) == {"driver": [8, 7, 9], "trips": [2, 1, None]}
+
+
 def test_ui_page_shows_online_state_and_looks_up_a_key(
     http: httpx.Client, server: ThreadServer, tmp_path: Path
 ) -> None:
@@ -705,8 +830,9 @@ def test_materialization_memory_does_not_grow_with_the_row_group(tmp_path: Path)
 
 
 def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
-    """Both sets name their feature "value": with and without full names, each set's served
-    values go to its own sample, so neither looks skewed against its own profile."""
+    """Both sets name their feature "value": asked together (full names) or one at a time,
+    each set's served values go to its own sample, so neither looks skewed against its own
+    profile."""
     settings = on_settings.model_copy(update={"metrics_skew_sample_rate": 1.0})
     rng = np.random.default_rng(5)
     keys = [f"C{i}" for i in range(400)]
@@ -732,10 +858,16 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         api = httpx.Client(base_url=server.url + "/api/v1", timeout=60)
         for name in sets:
             profiled(api, name, 1)
+        # Without full names the two "value" columns would collide (a 422): one set at a time.
+        asked = [
+            (["high:value", "low:value"], True),
+            (["high:value"], False),
+            (["low:value"], False),
+        ]
         for start in range(0, 400, 100):
-            for full in (False, True):
+            for features, full in asked:
                 body = {
-                    "features": ["high:value", "low:value"],
+                    "features": features,
                     "entities": {"customer_id": keys[start : start + 100]},
                     "full_feature_names": full,
                 }

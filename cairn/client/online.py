@@ -62,6 +62,14 @@ def online_body(
 ) -> dict[str, Any]:
     return {
         "features": list(features),
-        "entities": {key: list(values) for key, values in entities.items()},
+        "entities": {key: _json_values(values) for key, values in entities.items()},
         "full_feature_names": full_feature_names,
     }
+
+
+def _json_values(values: Any) -> list[Any]:
+    """Key values as JSON carries them. Keys often come from a DataFrame column: a numpy,
+    pandas or Arrow array gives its values by ``tolist()``, and a numpy scalar (``np.int64``,
+    which the JSON encoder refuses) its Python value by ``item()``."""
+    listed = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [v.item() if hasattr(v, "item") and not isinstance(v, str) else v for v in listed]

@@ -37,31 +37,49 @@ DEFAULT_ROWS = 100
 MAX_ROWS = 10_000
 
 
-def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
-    """The offered media type the Accept header prefers (first offered for ``*/*``)."""
-    if not accept:
-        return offered[0]
-    choices = []
-    for index, part in enumerate(accept.split(",")):
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    """The media ranges of an Accept header with their quality (1 unless given; 0 if unreadable)."""
+    ranges = []
+    for part in accept.split(","):
         media, _, rest = part.partition(";")
         quality = 1.0
         for param in rest.split(";"):
             key, _, value = param.strip().partition("=")
-            if key == "q":
+            if key.lower() == "q":
                 try:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        choices.append((-quality, index, media.strip().lower()))
-    for negative_q, _, media in sorted(choices):
-        if negative_q == 0:
-            break
-        media = ALIASES.get(media, media)
-        if media in ("*/*", "application/*"):
-            return offered[0]
-        if media in offered:
-            return media
-    return None
+        media = media.strip().lower()
+        ranges.append((ALIASES.get(media, media), quality))
+    return ranges
+
+
+def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    """``media``'s quality by the most specific range naming it (RFC 9110: ``type/sub`` over
+    ``type/*`` over ``*/*``, so ``application/json;q=0`` refuses JSON whatever ``*/*`` says),
+    with that range's place in the header; (0, 0) when no range names it."""
+    family = media.split("/", 1)[0] + "/*"
+    best: tuple[int, float, int] = (-1, 0.0, 0)  # specificity, quality, place
+    for place, (name, quality) in enumerate(ranges):
+        specificity = 2 if name == media else 1 if name == family else 0 if name == "*/*" else -1
+        if specificity > best[0]:
+            best = (specificity, quality, place)
+    return best[1], best[2]
+
+
+def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
+    """The offered media type the Accept header prefers: the highest quality, then the one
+    whose range comes first in the header, then the first offered (``*/*`` gets that)."""
+    if not accept:
+        return offered[0]
+    ranges = _ranges(accept)
+    chosen: tuple[float, int, int] | None = None
+    for position, media in enumerate(offered):
+        quality, place = _quality(media, ranges)
+        if quality > 0 and (chosen is None or (-quality, place, position) < chosen):
+            chosen = (-quality, place, position)
+    return offered[chosen[2]] if chosen is not None else None
 
 
 def _choose(request: Request, offered: tuple[str, ...], kind: str) -> str:

@@ -102,6 +102,18 @@ def _stored(row: tuple[Any, ...]) -> StoredVersion:
     )
 
 
+def _check_cursor(cursor: list[Any], *, text: bool) -> None:
+    """A cursor is (relevance, id) for a text search and (name, id) for a listing. One of the
+    other kind compares numbers with names (SQLite orders every number before any text), which
+    read as an empty page or the first page again: refused, as the MongoDB backend does."""
+    if len(cursor) == 2 and not any(isinstance(part, bool) for part in cursor):
+        key, row = cursor
+        numeric = isinstance(key, int | float)
+        if numeric == text and (numeric or isinstance(key, str)) and isinstance(row, int):
+            return
+    raise InvalidCursor("The cursor does not belong to this kind of search.")
+
+
 class SQLiteFeatureStore:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -322,8 +334,7 @@ class SQLiteFeatureStore:
         sql = f"SELECT id, doc, k1 FROM ({inner} WHERE {filter_sql})"
         page_params = list(params)
         if query.cursor is not None:
-            if len(query.cursor) != 2:
-                raise InvalidCursor("The cursor does not belong to this kind of search.")
+            _check_cursor(query.cursor, text=match is not None)
             sql += " WHERE (k1, id) > (?, ?)"
             page_params += list(query.cursor)
         # Latest versions are one per name, so (k1, id) is the keyset; Mastro's routes list

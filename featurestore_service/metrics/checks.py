@@ -96,6 +96,18 @@ def _evaluate(
     return results
 
 
+def _allowed(allowed: list[Any], values: pa.ChunkedArray) -> pa.Array:
+    """The allowed values the column's type holds exactly. One it cannot hold (1.5 or 300 for
+    an int8 column) matches no value; an unsafe cast made them 1 and 44, which then passed."""
+    held = []
+    for value in allowed:
+        try:
+            held.append(pa.array([value]).cast(values.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+            continue
+    return pa.concat_arrays(held) if held else pa.array([], values.type)
+
+
 def _run(
     check: Check, rows: int, column: pa.ChunkedArray | None, now: datetime
 ) -> tuple[bool, Any, list[Any]]:
@@ -104,6 +116,9 @@ def _run(
         high = check.max if check.max is not None else float("inf")
         return low <= rows <= high, rows, []
     assert column is not None
+    if pa.types.is_dictionary(column.type):
+        # A pandas category: checked as its values (is_in matches no dictionary-typed set).
+        column = column.cast(column.type.value_type)
     if check.type == "not_null":
         nulls = column.null_count
         where = pc.indices_nonzero(pc.is_null(column)) if nulls else pa.array([], pa.uint64())
@@ -127,8 +142,7 @@ def _run(
     if check.type == "allowed_values":
         assert check.values is not None
         values = column.drop_null()
-        allowed = pa.array(check.values).cast(values.type, safe=False)
-        bad = values.filter(pc.invert(pc.is_in(values, value_set=allowed)))
+        bad = values.filter(pc.invert(pc.is_in(values, value_set=_allowed(check.values, values))))
         return len(bad) == 0, len(bad), _sample(bad)
     # freshness: the newest timestamp of the column is at most max_age old.
     assert check.max_age is not None

@@ -67,6 +67,18 @@ def show(
         typer.echo(f"check {check['name']}: {state}; observed {check['observed']}")
 
 
+def _drift_line(column: dict[str, Any]) -> str:
+    if "null_rate" not in column:  # added or removed: nothing to compare
+        return str(column.get("change") or "not compared")
+    flag = "DRIFT" if column["drifted"] else "ok"
+    if column["test"] is None:  # no values in common; the share of nulls is still tested
+        values = "type changed" if column.get("change") == "type" else "values not compared"
+    else:
+        values = f"{column['test']} p={column['p_value']:.3g}, psi={column['psi']:.3f}"
+    nulls = f"nulls {column['null_rate'][0]:.1%} -> {column['null_rate'][1]:.1%}"
+    return f"{flag} ({values}, {nulls})"
+
+
 @app.command()
 def drift(
     name: str,
@@ -91,13 +103,6 @@ def drift(
     else:
         typer.echo(f"{name} v{version} against v{result['against']}:")
         for c in result["columns"]:
-            if c.get("test") is None:
-                typer.echo(f"  {c['name']}: {c.get('change') or 'not compared'}")
-                continue
-            flag = "DRIFT" if c["drifted"] else "ok"
-            typer.echo(
-                f"  {c['name']}: {flag} ({c['test']} p={c['p_value']:.3g}, psi={c['psi']:.3f}, "
-                f"nulls {c['null_rate'][0]:.1%} -> {c['null_rate'][1]:.1%})"
-            )
+            typer.echo(f"  {c['name']}: {_drift_line(c)}")
     if result is not None and result["drifted"]:
         raise typer.Exit(3)

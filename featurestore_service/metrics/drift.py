@@ -39,10 +39,12 @@ def compare(
         elif old.get("top") is not None and column.get("top") is not None:
             result = _categorical(old, column)
         else:
-            results.append({"name": name, "test": None, "change": None, "drifted": False})
-            continue
+            # No values to compare (a column gone all null has no sketch, a changed type
+            # nothing in common), but the share of nulls still says whether the column moved.
+            changed = old.get("type") != column.get("type")
+            result = {"test": None, "change": "type" if changed else None}
         result["name"] = name
-        result["change"] = None
+        result.setdefault("change", None)
         result["null_rate"] = [old["null_rate"], column["null_rate"]]
         # Nulls are outside the value distribution, so their share is tested on its own.
         old_split = [old["nulls"], old["rows"] - old["nulls"]]
@@ -51,7 +53,7 @@ def compare(
         nulls = {"statistic": statistic, "p_value": p, "psi": psi(old_split, new_split)}
         result["nulls"] = nulls
         by = []
-        if result["p_value"] < p_value and result["psi"] >= psi_threshold:
+        if result["test"] and result["p_value"] < p_value and result["psi"] >= psi_threshold:
             by.append("values")
         if nulls["p_value"] < p_value and nulls["psi"] >= psi_threshold:
             by.append("nulls")

@@ -47,10 +47,11 @@ def kind_of(dtype: pa.DataType) -> str:
         return "temporal"
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "string"
-    if pa.types.is_dictionary(dtype) and (
-        pa.types.is_string(dtype.value_type) or pa.types.is_large_string(dtype.value_type)
-    ):
-        return "string"
+    if pa.types.is_dictionary(dtype):
+        # A pandas category: profiled as its values (decoded in update); times stay "other",
+        # as their labels are read off the column's own type.
+        value_kind = kind_of(dtype.value_type)
+        return value_kind if value_kind in ("numeric", "boolean", "string") else "other"
     return "other"
 
 
@@ -78,6 +79,8 @@ class ColumnProfiler:
     def update(self, column: pa.Array | pa.ChunkedArray) -> None:
         self.rows += len(column)
         self.nulls += column.null_count
+        if pa.types.is_dictionary(column.type) and self.kind != "other":
+            column = column.cast(column.type.value_type)
         if self.kind in ("numeric", "temporal"):
             self._numbers(column)
         elif self.kind in ("string", "boolean"):

@@ -9,7 +9,8 @@ version or the new one, never a mix. Rows of versions neither live nor targeted 
 the next materialization begins, well after any reader of them has finished.
 
 A row is (entity key, event time, created time, values): the key is the JSON array of the key
-columns' values, the times are microseconds since the epoch (UTC), the values are the JSON array
+columns' values, the times are microseconds since the epoch (UTC; nanoseconds for a nanosecond
+column, which the layout's ``unit`` says), the values are the JSON array
 of the feature columns' values in the version's column order, encoded once at materialization
 so a read only splices them.
 """
@@ -35,6 +36,9 @@ class OnlineTable:
     features: list[str]  # the order of each row's values
     dtypes: dict[str, str]  # Arrow type of each entity and feature column
     ttl: int | None  # seconds
+    # What a row's event time counts: "ns" for a nanosecond column, so that rows of one key
+    # within one microsecond order as in a point-in-time join; "us" otherwise (and before).
+    unit: str = "us"
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -44,8 +48,13 @@ class OnlineTable:
                 "features": self.features,
                 "dtypes": self.dtypes,
                 "ttl": self.ttl,
+                "unit": self.unit,
             }
         )
+
+    def micros(self, ts: int) -> int:
+        """A stored event time in microseconds (floored, as the point-in-time join does)."""
+        return ts // 1000 if self.unit == "ns" else ts
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> OnlineTable:
@@ -56,6 +65,7 @@ class OnlineTable:
             features=data["features"],
             dtypes=data["dtypes"],
             ttl=data["ttl"],
+            unit=data.get("unit", "us"),
         )
 
 

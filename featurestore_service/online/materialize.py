@@ -67,15 +67,18 @@ def online_table(stored: StoredVersion) -> OnlineTable:
             **{name: types[name] for name in features},
         },
         ttl=spec.ttl,
+        unit="ns" if types[spec.timestamp].startswith("timestamp[ns") else "us",
     )
 
 
-def _micros(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Microseconds since the epoch, UTC; a naive timestamp is read as UTC, a date as midnight."""
+def _stamps(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Counts since the epoch, UTC (a naive timestamp is read as UTC, a date as midnight):
+    nanoseconds for a nanosecond column, which microseconds would turn into ties the
+    point-in-time join does not see, else microseconds."""
     dtype = column.type
     if pa.types.is_date(dtype):
         column = column.cast(pa.timestamp("us"))
-    elif dtype.unit != "us":
+    elif dtype.unit not in ("us", "ns"):
         column = pc.cast(column, pa.timestamp("us", dtype.tz), safe=False)
     return column.cast(pa.int64())
 
@@ -83,9 +86,9 @@ def _micros(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 def reduce_batch(batch: pa.RecordBatch, table: OnlineTable, ts: str, cts: str | None) -> Batch:
     """The latest row per key of ``batch``, encoded (later rows win a full tie)."""
     rows = batch.num_rows
-    stamps = _micros(batch.column(ts))
+    stamps = _stamps(batch.column(ts))
     created = (
-        pc.fill_null(_micros(batch.column(cts)), NO_CREATED)
+        pc.fill_null(_stamps(batch.column(cts)), NO_CREATED)
         if cts
         else pa.array([NO_CREATED] * rows, pa.int64())
     )

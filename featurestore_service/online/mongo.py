@@ -88,7 +88,12 @@ class MongoOnlineStore:
             if doc is None:
                 doc = {"_id": sid, "f": name, "state": True, "key_count": 0}
                 await self.rows.update_one({"_id": sid}, {"$setOnInsert": doc}, upsert=True)
-            progress = doc.get("progress", 0) if doc.get("target") == target.version else 0
+            # Another layout of the same version (written before times kept nanoseconds)
+            # starts over: its rows count time in another unit.
+            same = doc.get("target") == target.version and (
+                doc.get("target_meta") == target.to_json().decode()
+            )
+            progress = doc.get("progress", 0) if same else 0
             live = doc.get("live")
             keep = {str(v) for v in (live, target.version) if v is not None}
             if progress == 0 and live != target.version:  # the live rows are being read

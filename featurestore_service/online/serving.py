@@ -139,6 +139,21 @@ def _coerce(value: Any, dtype: str, column: str) -> Any:
     raise _field(f"entities.{column}", f"{value!r} is not a string key")
 
 
+def _claim(origins: dict[str, str], column: str, origin: str) -> None:
+    """Records that ``origin`` answers ``column``; a 422 when another part already does.
+
+    Feast refuses such a request too: a client keying the answer by column name (``to_dict()``,
+    a DataFrame) would silently keep one of the two columns.
+    """
+    taken = origins.setdefault(column, origin)
+    if taken != origin:
+        raise _field(
+            "features",
+            f"two columns of the answer would be named {column!r} ({taken} and {origin}); "
+            "ask with full_feature_names=true for set__feature names, or ask for one of them",
+        )
+
+
 class OnlineService:
     def __init__(self, store: OnlineStore, max_entities: int):
         self.store = store
@@ -222,6 +237,8 @@ class OnlineService:
             for values in entities.values()
         ]
         used: set[str] = set()
+        # Which part of the request each answer column comes from, to name a collision.
+        origins = dict.fromkeys(names, "the entities")
         for want in wanted:
             layout, rows, keys = await self._read(want, entities, count)
             used.update(layout.entities)
@@ -250,6 +267,7 @@ class OnlineService:
                     stamps.append(EPOCH_TEXT)
                     continue
                 ts, value = found
+                ts = layout.micros(ts)
                 text = texts.get(ts)
                 if text is None:
                     text = texts[ts] = rfc3339(ts)
@@ -269,7 +287,9 @@ class OnlineService:
             if served is not None:
                 served.append((want.name, len(features)))
             for feature in features:
-                names.append(f"{want.name}__{feature}" if full else feature)
+                column = f"{want.name}__{feature}" if full else feature
+                _claim(origins, column, f"{want.name}:{feature}")
+                names.append(column)
                 results.append(
                     {
                         "values": by_column[index[feature]],

@@ -99,10 +99,13 @@ class SQLiteOnlineStore:
     async def begin(self, name: str, target: OnlineTable, *, pinned: bool) -> int:
         def run(conn: sqlite3.Connection) -> int:
             conn.execute("INSERT OR IGNORE INTO online_state(fset) VALUES (?)", (name,))
-            live, current, progress = conn.execute(
-                "SELECT live, target, progress FROM online_state WHERE fset = ?", (name,)
+            live, current, current_meta, progress = conn.execute(
+                "SELECT live, target, target_meta, progress FROM online_state WHERE fset = ?",
+                (name,),
             ).fetchone()
-            if current != target.version:
+            # Another layout of the same version (written before times kept nanoseconds)
+            # starts over: its rows count time in another unit.
+            if current != target.version or bytes(current_meta or b"") != target.to_json():
                 progress = 0
                 if live != target.version:  # rows of the live version are being read
                     conn.execute(

@@ -36,6 +36,8 @@ from featurestore_service.pit.entity_frame import EntityFrame
 
 UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 INT64_MIN = np.iinfo(np.int64).min
+INT64_MAX = np.iinfo(np.int64).max
+_SIGN = np.uint64(1 << 63)
 # Fixed-width types gathered as raw values with numpy (ten times faster than pyarrow's take
 # with null indices); anything else (strings, lists, booleans, decimals) goes through take.
 _FIXED = (
@@ -76,38 +78,68 @@ def _time_unit(dtype: pa.DataType) -> str:
     return "s"  # a date is a whole number of days: seconds hold it exactly
 
 
+def _counts(array: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Times as int64 counts of their own unit (0 where null), whether each is not null, and
+    the factor to multiply by (or the divisor to floor by) to count them in ``unit``."""
+    array = _plain(array)
+    dtype = array.type
+    per = UNITS_PER_SECOND[unit]
+    if pa.types.is_date32(dtype):
+        raw = array.cast(pa.int32()).cast(pa.int64())
+        source_per, days = 1, 86_400  # a date counts days: 1/86,400 per second
+    elif pa.types.is_date64(dtype):
+        raw, source_per, days = array.cast(pa.int64()), 1_000, 1
+    else:
+        raw, source_per, days = array.cast(pa.int64()), UNITS_PER_SECOND[str(dtype.unit)], 1
+    valid = raw.is_valid().to_numpy(zero_copy_only=False)
+    values = raw.fill_null(0).to_numpy()
+    if per * days >= source_per:
+        return values, valid, per * days // source_per, 1
+    return values, valid, 1, source_per // (per * days)
+
+
 def time_values(array: pa.Array, unit: str) -> np.ndarray:
     """Times as int64 counts of ``unit`` since the epoch, UTC (naive times are UTC already).
 
-    Nulls become the smallest int64, so they sort first and never win a tie.
+    Nulls become the smallest int64, so they sort first and never win a tie. A time beyond
+    what ``unit`` counts in int64 (a date in 2300 against nanoseconds) is held at the end of
+    that range, which keeps every comparison with a time of ``unit``: it is later (or earlier)
+    than all of them. A finer time is floored to ``unit``, which changes no comparison either.
     """
-    array = _plain(array)
-    dtype = array.type
-    if pa.types.is_date32(dtype):
-        raw = array.cast(pa.int32()).cast(pa.int64())
-        per = 86_400 * UNITS_PER_SECOND[unit]
-        source_per = 1
-    elif pa.types.is_date64(dtype):
-        raw = array.cast(pa.int64())
-        per = UNITS_PER_SECOND[unit]
-        source_per = 1_000
+    values, valid, factor, divisor = _counts(array, unit)
+    if factor > 1:
+        limit = INT64_MAX // factor
+        out = np.clip(values, -limit, limit) * factor
+        out[values > limit] = INT64_MAX
+        out[values < -limit] = INT64_MIN
+    elif divisor > 1:
+        out = np.floor_divide(values, divisor)
     else:
-        raw = array.cast(pa.int64())
-        per = UNITS_PER_SECOND[unit]
-        source_per = UNITS_PER_SECOND[str(dtype.unit)]
-    values = raw.fill_null(INT64_MIN).to_numpy()
-    valid = values != INT64_MIN
-    if pa.types.is_date32(dtype):
-        out = values * per
-    elif per >= source_per:
-        factor = per // source_per
-        limit = np.iinfo(np.int64).max // factor
-        if np.any(np.abs(values[valid]) > limit):
-            raise _problem("timestamp", f"a time of {dtype} is out of range when counted in {unit}")
-        out = values * factor
-    else:
-        out = np.floor_divide(values, source_per // per)
+        out = values  # the unit itself
     return np.where(valid, out, INT64_MIN)
+
+
+def ttl_cutoffs(array: pa.Array, times: np.ndarray, unit: str, ttl: int) -> np.ndarray:
+    """For each time of ``array`` (``times`` is its ``time_values``), the time ``ttl`` seconds
+    before it in ``unit``, held inside int64: a row (whose time int64 holds) is within the ttl
+    exactly when its time is greater. Exact for any time and ttl, where ``times - ttl`` alone
+    could overflow and wrap around."""
+    span = ttl * UNITS_PER_SECOND[unit]
+    if span >= 2**64:
+        return np.full(len(times), INT64_MIN, dtype=np.int64)
+    # As unsigned offsets from INT64_MIN both ends fit, and the floor stops at INT64_MIN.
+    offsets = times.view(np.uint64) ^ _SIGN
+    step = np.uint64(span)
+    cutoffs = ((np.maximum(offsets, step) - step) ^ _SIGN).view(np.int64)
+    held = np.flatnonzero(times == INT64_MAX)
+    if not len(held):
+        return cutoffs
+    # Times held at INT64_MAX may have been later still: their cutoffs from their own counts.
+    values, _, factor, divisor = _counts(array, unit)
+    for row in held:
+        exact = int(values[row]) * factor // divisor - span
+        cutoffs[row] = min(max(exact, INT64_MIN), INT64_MAX)
+    return cutoffs
 
 
 class _Column:
@@ -285,8 +317,9 @@ class TableIndex:
         # The entry found may belong to the previous key: then this key has no row so early.
         found &= self.sorted_positions[at] > codes * self.radix
         if self.table.ttl is not None:
-            ttl = self.table.ttl * UNITS_PER_SECOND[self.unit]
-            found &= self.sorted_times[at] > times - ttl
+            column = batch.column(ENTITY_TIMESTAMP)
+            cutoffs = ttl_cutoffs(column, times, self.unit, self.table.ttl)
+            found &= self.sorted_times[at] > cutoffs
         if not found.any():
             return [pa.nulls(batch.num_rows, column.type) for column in self.columns]
         rows = self.sorted_rows[at]

@@ -36,7 +36,8 @@ ONLINE_DOC = {
 DESCRIPTION = (
     "Feast feature server's request and answer. References: set:feature, set:*, set@3:feature "
     "(the pinned version must be the one online). Entity columns first; tables sharing an entity "
-    "are joined. At most CAIRN_ONLINE_MAX_ENTITIES entity rows per request."
+    "are joined; two columns of one name are a 422 unless full_feature_names (set__feature). "
+    "At most CAIRN_ONLINE_MAX_ENTITIES entity rows per request."
 )
 
 
