@@ -65,8 +65,8 @@ def reference(
                 continue
             if row["ts"] > entity["event_timestamp"]:
                 continue  # from the future
-            if ttl is not None and row["ts"] <= entity["event_timestamp"] - timedelta(seconds=ttl):
-                continue  # too old
+            if ttl is not None and row["ts"] < entity["event_timestamp"] - timedelta(seconds=ttl):
+                continue  # too old: more than the ttl before
             rank = (row["ts"], row["created"] or datetime.min.replace(tzinfo=UTC), position)
             if best is None or rank > best[0]:
                 best = (rank, row)
@@ -431,6 +431,15 @@ def test_several_tables_full_names_and_collisions(fs: httpx.Client) -> None:  # 
     assert "'trips'" in clash.json()["detail"] and "riders@1" in clash.json()["detail"]
     clash = historical(fs, frame([1], [10], trips=[1.0]), "drivers:trips")
     assert clash.status_code == 422 and "entity frame" in clash.json()["detail"]
+
+
+def test_a_row_exactly_the_ttl_old_is_within_it(fs: httpx.Client) -> None:  # noqa: F811
+    # As online serving (age <= ttl is PRESENT) and Feast's offline stores count it.
+    declare(fs, "aging", drivers([1.0, 2.0, 3.0], day0=0), ttl="1d")
+    one_us = 1 / 86_400_000_000
+    sent = frame([1, 1, 1], [0.5, 1.0, 1.0 + one_us])
+    table = read_answer(historical(fs, sent, "aging:trips"))
+    assert table.column("trips").to_pylist() == [1.0, 1.0, None]
 
 
 def test_naive_times_are_utc(fs: httpx.Client) -> None:  # noqa: F811

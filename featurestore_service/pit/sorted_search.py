@@ -120,11 +120,12 @@ def time_values(array: pa.Array, unit: str) -> np.ndarray:
 
 
 def ttl_cutoffs(array: pa.Array, times: np.ndarray, unit: str, ttl: int) -> np.ndarray:
-    """For each time of ``array`` (``times`` is its ``time_values``), the time ``ttl`` seconds
-    before it in ``unit``, held inside int64: a row (whose time int64 holds) is within the ttl
-    exactly when its time is greater. Exact for any time and ttl, where ``times - ttl`` alone
-    could overflow and wrap around."""
-    span = ttl * UNITS_PER_SECOND[unit]
+    """For each time of ``array`` (``times`` is its ``time_values``), the time just before
+    ``ttl`` seconds before it in ``unit``, held inside int64: a row (whose time int64 holds) is
+    within the ttl, at most ``ttl`` old as online serving and Feast count it, exactly when its
+    time is greater. Exact for any time and ttl, where ``times - ttl`` alone could overflow and
+    wrap around."""
+    span = ttl * UNITS_PER_SECOND[unit] + 1
     if span >= 2**64:
         return np.full(len(times), INT64_MIN, dtype=np.int64)
     # As unsigned offsets from INT64_MIN both ends fit, and the floor stops at INT64_MIN.
