@@ -746,6 +746,14 @@ def test_client_sync_async_pandas_arrow_and_cli(
         ]
         assert df["drivers__trips"].isna().tolist() == [False, True, True]
         assert df.attrs["cairn.feature_versions"] == "drivers=1"
+        # The entity frame's own index comes back, so a column assigned from the answer
+        # lands on its entity row (a fresh 0..n index would misalign it silently).
+        mine = sent.to_pandas().set_axis(["x", "y", "z"]).iloc[::-1]
+        answer = client.get_historical_features(mine, ["drivers:trips"])
+        assert list(answer.index) == ["z", "y", "x"]
+        mine["trips"] = answer["trips"]
+        assert mine.loc["x", "trips"] == 3.0
+        assert mine["trips"].isna().tolist() == [True, True, False]
         path = tmp_path / "entities.parquet"
         pq.write_table(sent, path)
         from_file = client.get_historical_features(path, ["drivers:trips"])

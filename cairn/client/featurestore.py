@@ -285,29 +285,34 @@ class FeatureStoreCalls:
         )
 
 
-def entity_frame(entity_df: Any) -> tuple[Any, str, bool]:
-    """The body and its media type for an entity frame, and whether pandas came in.
+def entity_frame(entity_df: Any) -> tuple[Any, str, Any]:
+    """The body and its media type for an entity frame, and the DataFrame's index when pandas
+    came in (else None).
 
     A pyarrow Table or a DataFrame goes as an Arrow IPC stream (no Parquet encoding on either
     side); a path goes as the Parquet file it names, streamed from disk.
     """
     if isinstance(entity_df, str | Path):
-        return Path(entity_df), PARQUET, False
+        return Path(entity_df), PARQUET, None
     if isinstance(entity_df, pa.Table):
-        table, was_pandas = entity_df, False
+        table, index = entity_df, None
     else:
-        table, was_pandas = pa.Table.from_pandas(entity_df, preserve_index=False), True
+        table, index = pa.Table.from_pandas(entity_df, preserve_index=False), entity_df.index
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes(), ARROW, was_pandas
+    return sink.getvalue().to_pybytes(), ARROW, index
 
 
-def training_set(table: pa.Table, as_pandas: bool) -> Any:
+def training_set(table: pa.Table, pandas_index: Any) -> Any:
     """The answer as asked: a DataFrame (versions in ``attrs``) or the Arrow table."""
-    if not as_pandas:
+    if pandas_index is None:
         return table
     frame = _pandas(table)
+    # One row per entity row, in order: the entity frame's own index lets
+    # ``entity_df["x"] = answer["x"]`` line up, as it would not with a fresh 0..n one.
+    if len(frame) == len(pandas_index):
+        frame.index = pandas_index
     metadata = table.schema.metadata or {}
     for key in (b"cairn.feature_versions", b"cairn.features"):
         if key in metadata:
@@ -558,13 +563,13 @@ class FeatureStoreClient(MetricsMixin):
         DataFrame, anything else as a pyarrow Table; the versions used are in the Arrow schema
         metadata (``cairn.feature_versions``) or the DataFrame's ``attrs``.
         """
-        body, media, as_pandas = entity_frame(entity_df)
+        body, media, pandas_index = entity_frame(entity_df)
         if isinstance(body, Path):
             body = file_chunks(str(body))
         table = self._t.send(
             FeatureStoreCalls.historical(features, full_feature_names, body, media)
         )
-        return training_set(table, as_pandas)
+        return training_set(table, pandas_index)
 
     def download_historical_features(
         self,
@@ -795,13 +800,13 @@ class AsyncFeatureStoreClient(AsyncServiceClient, AsyncMetricsMixin):
         self, entity_df: Any, features: list[str], *, full_feature_names: bool = False
     ) -> Any:
         """The async twin of ``FeatureStoreClient.get_historical_features``."""
-        body, media, as_pandas = entity_frame(entity_df)
+        body, media, pandas_index = entity_frame(entity_df)
         if isinstance(body, Path):
             body = afile_chunks(str(body))
         table = await self._t.send(
             FeatureStoreCalls.historical(features, full_feature_names, body, media)
         )
-        return training_set(table, as_pandas)
+        return training_set(table, pandas_index)
 
     async def get_online_features(
         self,
