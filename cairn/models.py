@@ -693,6 +693,11 @@ class Lineage(BaseModel):
     root: str
     nodes: list[LineageNode]
     edges: list[LineageEdge]
+    truncated: bool = Field(
+        False,
+        description="The walk stopped at the node limit (2,000): there is more lineage than "
+        "the answer holds; ask a smaller depth or walk on from a node",
+    )
 
 
 class TagCount(BaseModel):

@@ -311,21 +311,32 @@ class Catalogue:
         depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
         nodes: dict[str, LineageNode] = {root.id: _node(root, 0)}
         edges: EdgeMap = {}
+        cut = False
         if direction in ("up", "both"):
-            await self._walk_up(root, depth, nodes, edges)
+            cut = await self._walk_up(root, depth, nodes, edges)
         if direction in ("down", "both"):
-            await self._walk_down(root, depth, nodes, edges)
+            cut = await self._walk_down(root, depth, nodes, edges) or cut
+        # At MAX_LINEAGE_NODES a level stops taking nodes (one popular source can have tens
+        # of thousands of consumers): its edges to nodes left out go too, and the answer
+        # says it was cut.
+        kept = [edges[k] for k in sorted(edges) if k[0] in nodes and k[1] in nodes]
         return Lineage(
-            root=root.id, nodes=list(nodes.values()), edges=[edges[k] for k in sorted(edges)]
+            root=root.id,
+            nodes=list(nodes.values()),
+            edges=kept,
+            truncated=cut or len(kept) < len(edges),
         )
 
     async def _walk_up(
         self, root: Asset, depth: int, nodes: dict[str, LineageNode], edges: EdgeMap
-    ) -> None:
+    ) -> bool:
+        """Whether the walk stopped at MAX_LINEAGE_NODES with assets left to walk."""
         frontier = [root]
         for level in range(1, depth + 1):
-            if not frontier or len(nodes) >= MAX_LINEAGE_NODES:
-                return
+            if not frontier:
+                return False
+            if len(nodes) >= MAX_LINEAGE_NODES:
+                return True
             reported = await self.store.reported_edges([a.id for a in frontier], "up")
             keys = sorted(
                 {k for a in frontier for k in a.depends_on} | {e.upstream for e in reported}
@@ -339,14 +350,14 @@ class Catalogue:
                     upstream = found.get(key)
                     if upstream is None:
                         missing_id = f"missing:{key}"
-                        nodes.setdefault(
-                            missing_id,
-                            LineageNode(id=missing_id, name=key, missing=True, depth=-level),
-                        )
+                        if missing_id not in nodes and len(nodes) < MAX_LINEAGE_NODES:
+                            nodes[missing_id] = LineageNode(
+                                id=missing_id, name=key, missing=True, depth=-level
+                            )
                         _add(edges, LineageEdge(source=missing_id, target=asset.id))
                         continue
                     _add(edges, LineageEdge(source=upstream.id, target=asset.id))
-                    if upstream.id not in nodes:
+                    if upstream.id not in nodes and len(nodes) < MAX_LINEAGE_NODES:
                         nodes[upstream.id] = _node(upstream, -level)
                         next_frontier.append(upstream)
             for edge in reported:
@@ -354,18 +365,22 @@ class Catalogue:
                 if upstream is None:  # its asset was never stored or was purged
                     continue
                 _add(edges, _reported(edge))
-                if upstream.id not in nodes:
+                if upstream.id not in nodes and len(nodes) < MAX_LINEAGE_NODES:
                     nodes[upstream.id] = _node(upstream, -level)
                     next_frontier.append(upstream)
             frontier = next_frontier
+        return False
 
     async def _walk_down(
         self, root: Asset, depth: int, nodes: dict[str, LineageNode], edges: EdgeMap
-    ) -> None:
+    ) -> bool:
+        """Whether the walk stopped at MAX_LINEAGE_NODES with assets left to walk."""
         frontier = [root]
         for level in range(1, depth + 1):
-            if not frontier or len(nodes) >= MAX_LINEAGE_NODES:
-                return
+            if not frontier:
+                return False
+            if len(nodes) >= MAX_LINEAGE_NODES:
+                return True
             by_key = {k: a for a in frontier for k in (a.id, a.name)}
             consumers = await self.store.dependents(sorted(by_key), include_deleted=False)
             reported = await self.store.reported_edges([a.id for a in frontier], "down")
@@ -389,9 +404,12 @@ class Catalogue:
                 *(found[e.downstream] for e in reported if e.downstream in found),
             ]:
                 if candidate.id in linked and candidate.id not in nodes and not candidate.deleted:
+                    if len(nodes) >= MAX_LINEAGE_NODES:
+                        break
                     nodes[candidate.id] = _node(candidate, level)
                     next_frontier.append(candidate)
             frontier = next_frontier
+        return False
 
     # --- OpenLineage ----------------------------------------------------------------------------
 

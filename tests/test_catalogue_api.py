@@ -402,6 +402,28 @@ def test_lineage(api: httpx.Client) -> None:
     )
 
 
+def test_lineage_stops_at_the_node_limit_and_says_so(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One popular source with more consumers than the limit, all on one level: the limit
+    # used to be checked between levels only, so the answer held every consumer.
+    import catalogue_service.service as service
+
+    monkeypatch.setattr(service, "MAX_LINEAGE_NODES", 5)
+    seed(api, [asset("hub"), *(asset(f"hub_user_{i}", depends_on=["hub"]) for i in range(8))])
+    seed(api, [asset("hub_fan", depends_on=[f"hub_src_{i}" for i in range(8)])])
+    for name, direction in (("hub", "down"), ("hub_fan", "up")):
+        root = api.get(f"/assets/by-name/{name}").json()
+        answer = api.get(f"/assets/{root['id']}/lineage", params={"direction": direction})
+        graph = answer.json()
+        assert len(graph["nodes"]) == 5 and graph["truncated"] is True
+        ids = {n["id"] for n in graph["nodes"]}
+        assert len(graph["edges"]) == 4
+        assert all(e["source"] in ids and e["target"] in ids for e in graph["edges"])
+    small = api.get(f"/assets/{root['id']}/lineage", params={"direction": "down"}).json()
+    assert small["truncated"] is False
+
+
 def test_lineage_shows_an_upstream_deleted_by_name_as_deleted(api: httpx.Client) -> None:
     # A soft delete never makes an asset vanish: an upstream named in depends_on that was
     # deleted is drawn as deleted (its page exists), not as a name the catalogue lacks.

@@ -601,3 +601,15 @@ def test_a_dependency_named_like_a_path_links_to_itself(services: tuple[str, str
         assert href is not None and href.group(1) == "/assets/by-name/lake%2Fraw%2F..%2Forders"
         response = ui.get(href.group(1))
     assert response.status_code == 303 and response.headers["location"] == "/assets/odd-up-1"
+
+
+def test_a_lineage_cut_at_the_node_limit_says_so(
+    ui: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import catalogue_service.service as service
+
+    whole = assert_page(ui.get("/assets/sales-1", params={"depth": "3"}))
+    assert "data-lineage-truncated" not in whole
+    monkeypatch.setattr(service, "MAX_LINEAGE_NODES", 2)  # the catalogue runs in this process
+    cut = assert_page(ui.get("/assets/sales-1", params={"depth": "3"}))
+    assert "data-lineage-truncated" in cut and "more than this picture shows" in cut

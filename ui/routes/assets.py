@@ -194,6 +194,7 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
         featureset=featureset_name(asset),
         drawing=drawing,
         lineage_error=lineage_error,
+        lineage_truncated=isinstance(lineage_res, dict) and bool(lineage_res.get("truncated")),
         direction=direction,
         depth=depth,
         directions=DIRECTIONS,
