@@ -933,6 +933,7 @@ class Crawler:
             api_key=self.api_key,
             timeout=self.settings.http_timeout,
             attempts=self.settings.http_retries,
+            max_body=self.settings.max_body_bytes,
         )
 
     def _crawl(

@@ -472,3 +472,45 @@ def test_large_crawl_parses_in_worker_processes(tmp_path: Path, catalogue_proces
     ]
     assert from_parquet["format"] == "parquet"
     assert search(catalogue_process.url, limit=1)["total"] == count
+
+
+def _described_schema(columns: int) -> str:
+    return "schema:\n" + "".join(
+        f"  - {{name: column_{n:05d}, type: int64, description: the measure number {n}}}\n"
+        for n in range(columns)
+    )
+
+
+def test_a_batch_over_the_catalogues_body_limit_is_split(tmp_path: Path) -> None:
+    """Wide tables: a batch of assets over the catalogue's body limit (16 MiB by default; 150
+    CSVs of 3,000+ columns) was refused with a 413 that failed the whole crawl, every time.
+    Batches are split until the catalogue takes them; an asset too big alone is that
+    manifest's error, and the others land."""
+    volume = tmp_path / "lake"
+    for n in range(12):
+        write(
+            volume / f"t{n:02d}/MANIFEST.yaml",
+            f"name: wide{n}\ntype: table\n" + _described_schema(100),
+        )
+    write(volume / "huge/MANIFEST.yaml", "name: huge\ntype: table\n" + _described_schema(1500))
+    server = ProcessServer(
+        "catalogue",
+        cairn_env(tmp_path / "data", CAIRN_MAX_BODY_BYTES="60000"),
+        tmp_path / "catalogue.log",
+    ).start()
+    try:
+        # The crawler's own limit (the default, 16 MiB) is above the catalogue's: the 413s say.
+        code, report = crawl(volume, server)
+        assert code == 2 and report["created"] == 12 and report["failed"] == 1, report
+        (error,) = report["errors"]
+        assert error["path"] == "huge/MANIFEST.yaml" and error["line"] == 1, error
+        assert "CAIRN_MAX_BODY_BYTES" in error["reason"] and "schema" in error["reason"], error
+        names = {a["name"] for a in search(server.url, limit=100)["items"]}
+        assert names == {f"wide{n}" for n in range(12)}
+        # The refused asset is tried (and reported) again; the rest is unchanged.
+        write(volume / "t00/MANIFEST.yaml", "name: wide0\ntype: table\ndescription: new\n")
+        code, report = crawl(volume, server, settings={"CAIRN_MAX_BODY_BYTES": "60000"})
+        assert code == 2 and report["updated"] == 1 and report["failed"] == 1, report
+        assert [e["path"] for e in report["errors"]] == ["huge/MANIFEST.yaml"], report
+    finally:
+        server.stop()
