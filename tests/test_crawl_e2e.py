@@ -514,3 +514,35 @@ def test_a_batch_over_the_catalogues_body_limit_is_split(tmp_path: Path) -> None
         assert [e["path"] for e in report["errors"]] == ["huge/MANIFEST.yaml"], report
     finally:
         server.stop()
+
+
+def test_file_names_that_are_not_utf8_are_reported_and_the_crawl_goes_on(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """A folder named in Latin-1 (b'caf\\xe9') ended the whole crawl in a UnicodeEncodeError,
+    and such a name in any problem (a broken symlink) crashed `--json`'s report."""
+    volume = tmp_path / "lake"
+    write(volume / "ok/MANIFEST.yaml", "name: ok\ntype: dataset\n")
+    raw = os.fsencode(volume)
+    os.makedirs(raw + b"/caf\xe9")
+    with open(raw + b"/caf\xe9/MANIFEST.yaml", "w") as f:
+        f.write("name: latin1\ntype: dataset\n")
+    with open(raw + b"/ok/d\xfe.csv", "w") as f:  # a data file: read, and named in a warning
+        f.write("a,b\n1,2\n")
+    os.symlink(b"/nowhere", raw + b"/ok/gone\xff")
+    for extra in (["--json"], []):
+        env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+        result = run_cairn(
+            "crawl", str(volume), "--catalogue", catalogue_process.url, *extra, env=env
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        out = result.stdout
+        if extra:
+            report = json.loads(out)
+            found = {p["path"]: p["reason"] for p in report["errors"] + report["warnings"]}
+            out = "\n".join(f"{path}: {reason}" for path, reason in found.items())
+        assert "caf\\xe9/MANIFEST.yaml: the file's path is not valid UTF-8" in out, out
+        assert "ok/gone\\xff: dangling symlink" in out, out
+    (asset,) = search(catalogue_process.url)["items"]
+    assert asset["name"] == "ok" and [c["name"] for c in asset["schema"]] == ["a", "b"]
