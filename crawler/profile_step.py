@@ -35,6 +35,7 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import __version__
+from cairn.cli_errors import key_hint
 from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
@@ -281,6 +282,17 @@ class ProfileStep:
                     )
                 )
                 return
+            if sent.status_code in (401, 403):
+                hint = key_hint("authorization" in self._catalogue.headers, "the catalogue")
+                self.report.warnings.append(
+                    Problem(
+                        path=str(self._catalogue.base_url),
+                        reason=f"drift flags not sent: the catalogue answered HTTP "
+                        f"{sent.status_code}: {hint}",
+                        severity="warning",
+                    )
+                )
+                return
             if sent.status_code != 200:
                 self.report.warnings.append(
                     Problem(
@@ -328,6 +340,9 @@ class ProfileStep:
                 )
             )
             return
+        if known.status_code in (401, 403):
+            self._refused(known, outcome)
+            return
         if known.status_code == 200:
             record = known.json()
             if record.get("source", {}).get("fingerprint") == fingerprint:
@@ -352,7 +367,9 @@ class ProfileStep:
                 "location": doc.get("location"),
                 "error": f"{entry.path}: {reason}",
             }
-            self._store.put(url + "/profile", content=orjson.dumps(body))
+            sent = self._store.put(url + "/profile", content=orjson.dumps(body))
+            if sent.status_code in (401, 403):
+                self._refused(sent, outcome)
             return
         body = {
             "fingerprint": fingerprint,
@@ -361,6 +378,9 @@ class ProfileStep:
             "checks": results,
         }
         sent = self._store.put(url + "/profile", content=orjson.dumps(body))
+        if sent.status_code in (401, 403):
+            self._refused(sent, outcome)
+            return
         if sent.status_code not in (200, 201):
             outcome.problems.append(
                 Problem(
@@ -392,6 +412,21 @@ class ProfileStep:
                         severity="error" if strict else "warning",
                     )
                 )
+
+    def _refused(self, answer: httpx.Response, outcome: Outcome) -> None:
+        """The metric store wants a key this crawl does not have: one warning saying which
+        setting to set (not the server's problem JSON once per file), and no more tries."""
+        self._down.set()
+        outcome.unreachable = True
+        hint = key_hint("authorization" in self._store.headers, "the feature store")
+        outcome.problems.append(
+            Problem(
+                path=self.settings.featurestore_url,
+                reason=f"profiles not sent: the metric store at {self.settings.featurestore_url}"
+                f" answered HTTP {answer.status_code}: {hint}",
+                severity="warning",
+            )
+        )
 
     def _read(
         self, entry: Entry, checks: list[Check]

@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from cairn import __version__
+from cairn.cli_errors import key_hint
 from cairn.retry import RetryableStatus, call_with_retries
 
 if TYPE_CHECKING:
@@ -160,9 +161,9 @@ class CataloguePusher:
                 " is it running? (cairn serve catalogue)"
             ) from exc
         if response.status_code in (401, 403):
+            hint = key_hint("authorization" in self._client.headers, "the catalogue")
             raise CatalogueUnreachable(
-                f"the catalogue refused the crawler's key (HTTP {response.status_code}): "
-                "set CAIRN_API_KEY to one of the catalogue's CAIRN_API_KEYS"
+                f"the catalogue at {self.base_url} answered HTTP {response.status_code}: {hint}"
             )
         if response.status_code != 200 and response.status_code not in passes:
             raise CatalogueUnreachable(

@@ -546,3 +546,20 @@ def test_file_names_that_are_not_utf8_are_reported_and_the_crawl_goes_on(
         assert "ok/gone\\xff: dangling symlink" in out, out
     (asset,) = search(catalogue_process.url)["items"]
     assert asset["name"] == "ok" and [c["name"] for c in asset["schema"]] == ["a", "b"]
+
+
+def test_a_catalogue_that_wants_a_key_says_whether_one_was_sent(tmp_path: Path) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data", CAIRN_API_KEYS="crawler-secret-123")
+    server = ProcessServer("catalogue", env, tmp_path / "cat.log").start()
+    try:
+        env.pop("CAIRN_API_KEYS")
+        for key, says in ((None, "no key was sent"), ("wrong", "CAIRN_API_KEY was refused")):
+            run_env = env if key is None else {**env, "CAIRN_API_KEY": key}
+            denied = run_cairn("crawl", str(volume), "--catalogue", server.url, env=run_env)
+            assert denied.returncode == 1, denied.stdout + denied.stderr
+            (line,) = [line for line in denied.stderr.splitlines() if line.strip()]
+            assert says in line and "CAIRN_API_KEYS" in line and "HTTP 401" in line, line
+    finally:
+        server.stop()
