@@ -40,7 +40,7 @@ from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
-from crawler.state import CrawlState, ManifestState
+from crawler.state import CrawlState, ManifestState, StateError
 
 if TYPE_CHECKING:
     from crawler.enrich import Column
@@ -879,11 +879,14 @@ class Crawler:
                     catalogue_id = pusher.instance_id()
                 except CatalogueUnreachable as exc:
                     raise CrawlFailed(str(exc)) from exc
-                state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
                 try:
-                    self._crawl(volume, state, report, now, pusher)
-                finally:
-                    state.close()
+                    state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
+                    try:
+                        self._crawl(volume, state, report, now, pusher)
+                    finally:
+                        state.close()
+                except StateError as exc:
+                    raise CrawlFailed(str(exc)) from exc
         finally:
             volume.close()
             # What _gc_paused froze is mostly freed by now; the rest is the collector's again.

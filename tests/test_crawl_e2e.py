@@ -563,3 +563,43 @@ def test_a_catalogue_that_wants_a_key_says_whether_one_was_sent(tmp_path: Path) 
             assert says in line and "CAIRN_API_KEYS" in line and "HTTP 401" in line, line
     finally:
         server.stop()
+
+
+def test_a_crawl_state_it_cannot_use_is_one_line(tmp_path: Path, catalogue_process) -> None:
+    """A data dir the crawler cannot write, a damaged state file, or a second crawl of the
+    same volume into the same catalogue while one runs: one line saying what to do (exit 1),
+    not a traceback, and not two crawls interleaving their pushes and state saves."""
+    from crawler.push import CataloguePusher
+    from crawler.state import CrawlState
+
+    volume = tmp_path / "lake"
+    make_volume(volume)
+
+    def crawled(data: Path) -> subprocess.CompletedProcess:
+        env = cairn_env(data)
+        return run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "crawl-state").write_text("a file where the state folder goes")
+    damaged = tmp_path / "damaged"
+    done = crawled(damaged)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (state_file,) = (damaged / "crawl-state").glob("*.db")
+    state_file.write_bytes(b"not a database" * 300)
+    for path in state_file.parent.glob("*.db-*"):
+        path.unlink()
+    busy = tmp_path / "busy"
+    with CataloguePusher(catalogue_process.url) as pusher:
+        instance = pusher.instance_id()
+    held = CrawlState(busy / "crawl-state", volume.resolve().as_uri(), instance)
+    try:
+        cases = {"crawl-state": blocked, "remove it": damaged, "another crawl": busy}
+        for says, data in cases.items():
+            result = crawled(data)
+            assert result.returncode == 1, (says, result.stdout + result.stderr)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and says in lines[0], (says, result.stderr)
+    finally:
+        held.close()
+    assert crawled(busy).returncode == 0  # once the other crawl ended

@@ -498,3 +498,16 @@ def test_a_folder_named_like_a_glob_is_a_name(tmp_path: Path) -> None:
     parts = select_data(tree, volume, "c[1]/MANIFEST.yaml", "part-*.csv")
     assert parts.problem is None
     assert [f.path for f in parts.files] == ["c[1]/part-0.csv", "c[1]/part-1.csv"]
+
+
+def test_one_crawl_at_a_time_holds_a_crawl_state(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, StateError
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    with pytest.raises(StateError, match="another crawl of file:///lake"):
+        CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    # Another catalogue, or another volume, is another state.
+    CrawlState(tmp_path, "file:///lake", "catalogue-2").close()
+    CrawlState(tmp_path, "file:///other", "catalogue-1").close()
+    state.close()
+    CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
