@@ -39,6 +39,10 @@ def run_cli(
     if (volume is None) == (config is None):
         err.print("error: give either a volume to crawl or --config FILE (see cairn crawl --help)")
         return EXIT_FAILED
+    clash = _clashing_options(config is not None, every, watch, patterns)
+    if clash:
+        err.print(f"error: {clash}")
+        return EXIT_FAILED
     try:
         if config is not None:
             loaded = load_config(config)
@@ -63,6 +67,26 @@ def run_cli(
         spec.schedule = every
         return _run_forever(spec, interval, as_json, out, err, watch=False)
     return _crawl_once(spec, as_json, out, err)
+
+
+def _clashing_options(
+    with_config: bool, every: str | None, watch: bool, patterns: list[str] | None
+) -> str | None:
+    """What is wrong with options that cannot go together (each was silently dropped)."""
+    if with_config:
+        given = [
+            name
+            for name, on in (("--pattern", patterns), ("--every", every), ("--watch", watch))
+            if on
+        ]
+        if given:
+            return (
+                f"{' and '.join(given)} cannot be used with --config: give each volume's "
+                "patterns and schedule in the file (patterns:, schedule:)"
+            )
+    if watch and every:
+        return "--watch and --every cannot be used together: pick one"
+    return None
 
 
 def _check_patterns(specs: list[VolumeConfig]) -> None:

@@ -272,3 +272,22 @@ def test_watch_of_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "nowhere" in lines[0] and "does not exist" in lines[0], lines
+
+
+def test_options_that_cannot_go_together_are_one_line(tmp_path: Path) -> None:
+    """`--pattern`, `--every` and `--watch` were silently dropped with `--config` (and
+    `--every` with `--watch`): the crawl ran without what was asked."""
+    config = tmp_path / "crawl.yaml"
+    config.write_text(f"volumes:\n  - root: {tmp_path}\n")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL="http://127.0.0.1:9")
+    runs = {
+        "--pattern": ("--config", str(config), "--pattern", "*.meta.yaml"),
+        "--every": ("--config", str(config), "--every", "1m"),
+        "--watch": ("--config", str(config), "--watch"),
+        "pick one": (str(tmp_path), "--watch", "--every", "1m"),
+    }
+    for says, args in runs.items():
+        result = run_cairn("crawl", *args, env=env)
+        assert result.returncode == 1, (says, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0], (says, result.stderr)
