@@ -39,6 +39,7 @@ from cairn.cli_errors import key_hint
 from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
+from crawler.enrich import csv_dialect
 from crawler.problems import Problem, Severity
 from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.profile import profile_csv, profile_parquet
@@ -46,6 +47,7 @@ from featurestore_service.metrics.profile import profile_csv, profile_parquet
 log = logging.getLogger("cairn.crawler.profile")
 
 PARQUET = (".parquet", ".parq")
+CSV_HEAD_BYTES = 64 * 1024  # what a CSV's delimiter is sniffed from, as for its schema
 CSV = (".csv", ".tsv")
 CHECKS_FIELD = "checks"
 
@@ -438,7 +440,12 @@ class ProfileStep:
                 profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
                 results = []
             else:
-                profile, table = profile_csv(f, sample_rows=sample)
+                # Read as the schema was: a `;` or tab delimiter, a Latin-1 or UTF-16 file.
+                delimiter, encoding = csv_dialect(f.read(CSV_HEAD_BYTES))
+                f.seek(0)
+                profile, table = profile_csv(
+                    f, sample_rows=sample, delimiter=delimiter, encoding=encoding
+                )
                 results = evaluate(checks, table) if checks else []
         if checks and entry.path.lower().endswith(PARQUET):
             with self.volume.open(entry.path) as f:

@@ -321,3 +321,40 @@ def test_a_metric_store_that_wants_a_key_is_one_warning_naming_the_setting(
             assert says in keyed[0] and "CAIRN_API_KEYS" in keyed[0], keyed
             assert store.url in keyed[0] and "HTTP 401" in keyed[0], keyed
             assert not any("cairn.dev/problems" in w for w in warnings), warnings
+
+
+def test_a_csv_is_profiled_with_the_delimiter_and_encoding_its_schema_was_read_with(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """The schema read takes a `;` or tab delimiter and a Latin-1 or UTF-16 file; the profile
+    read every CSV as UTF-8 with commas: a TSV became one column named "day\\tamount", and a
+    semicolon or Latin-1 export a failed profile."""
+    volume = tmp_path / "lake"
+    rows = [("day", "city", "amount"), ("2026-01-01", "Köln", "1"), ("2026-01-02", "Zürich", "")]
+    files = {
+        "semi/d.csv": ("\n".join(";".join(r) for r in rows) + "\n").encode(),
+        "tabs/d.tsv": ("\n".join("\t".join(r) for r in rows) + "\n").encode(),
+        "latin/d.csv": ("\n".join(",".join(r) for r in rows) + "\n").encode("latin-1"),
+        "wide/d.csv": ("\n".join(",".join(r) for r in rows) + "\n").encode("utf-16"),
+    }
+    for path, data in files.items():
+        folder = volume / path.split("/")[0]
+        folder.mkdir(parents=True)
+        (folder / "MANIFEST.yaml").write_text(f"name: {folder.name}\ntype: dataset\n")
+        (volume / path).write_bytes(data)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=metric_store.url,
+    )
+    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["warnings"] == [], done.stdout
+    for name in ("semi", "tabs", "latin", "wide"):
+        found = asset_id(catalogue_process.url, name)
+        profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{found}/profile").json()
+        assert profile["status"] == "done", (name, profile)
+        columns = {c["name"]: c for c in profile["columns"]}
+        assert list(columns) == ["day", "city", "amount"], (name, list(columns))
+        assert profile["rows"] == 2 and columns["amount"]["nulls"] == 1, (name, profile)
+        assert {t["value"] for t in columns["city"]["top"]} == {"Köln", "Zürich"}, name
