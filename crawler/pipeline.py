@@ -19,9 +19,13 @@ caller's own process when its result is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
+import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -190,11 +194,12 @@ class WorkPool:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(self._preload)
         self.start_method = context.get_start_method()
+        forked_from = os.getpid() if self.start_method == "fork" else 0
         self._executor = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=context,
-            initializer=self._initializer,
-            initargs=(self.volume.url,),
+            initializer=_start_worker,
+            initargs=(self._initializer, self.volume.url, forked_from),
         )
 
     def _send(self, stage: str) -> None:
@@ -212,6 +217,31 @@ class WorkPool:
             future = self._executor.submit(spec.chunk_fn, jobs)
         for index, path in enumerate(buffered):
             self._jobs[(stage, path)] = (future, index)
+
+
+def _start_worker(initializer: Callable[[str], None], volume_url: str, forked_from: int) -> None:
+    _die_with_parent(forked_from)
+    initializer(volume_url)
+
+
+def _die_with_parent(forked_from: int) -> None:
+    """Ends this worker when its parent ends, however it ends: a crawl killed with SIGKILL
+    (or by the out-of-memory killer) left its workers waiting for jobs for ever. Linux only
+    (prctl); elsewhere a worker ends with a crawl that shuts its pool down.
+
+    ``forked_from``: the crawl's pid when the worker was forked from it, to see whether it
+    died before the request took effect. (A worker from a fork server has that server as its
+    parent, which ends once the crawl has; its parent-sentinel pipe cannot tell, as workers
+    forked later hold copies of the earlier ones' pipes.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if forked_from and os.getppid() != forked_from:
+        os._exit(1)
 
 
 def run_jobs(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ class CrawlState:
         self.path = state_dir / f"{key}.db"
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(self.path.with_suffix(".lock"), volume_url)
+            self._lock_path = self.path.with_suffix(".lock")
+            self._lock = _lock(self._lock_path, volume_url)
         except OSError as exc:
             raise StateError(
                 f"cannot keep the crawl state in {state_dir}: {exc.strerror or exc}; set "
@@ -129,7 +131,7 @@ class CrawlState:
         try:
             self._open(state_dir, volume_url)
         except (OSError, sqlite3.Error) as exc:
-            os.close(self._lock)
+            _unlock(self._lock_path, self._lock)
             raise StateError(
                 f"cannot use the crawl state {self.path} ({exc}); if it is damaged, remove it: "
                 "the next crawl then sends every asset again, which the catalogue answers "
@@ -224,21 +226,42 @@ class CrawlState:
         try:
             self._conn.close()
         finally:
-            os.close(self._lock)  # the lock goes with the descriptor
+            _unlock(self._lock_path, self._lock)
+
+
+# Lock files this process holds, by real path: a POSIX lock does not keep out the process's
+# own threads (a crawl.yaml's scheduled volumes), this does.
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
 
 
 def _lock(path: Path, volume_url: str) -> int:
     """An open descriptor of ``path`` holding its exclusive lock; StateError when another
-    crawl holds it. The file stays: removing it would let two crawls lock two files."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StateError(
-                f"another crawl of {volume_url} into this catalogue is running (it holds "
-                f"{path}); this one stopped: crawl again once it ended"
-            ) from None
-        raise
+    crawl holds it. The file stays: removing it would let two crawls lock two files.
+
+    A POSIX record lock (lockf), not flock: it belongs to this process alone, so the parsing
+    processes forked from the crawl do not hold it too, and it ends with the process."""
+    busy = StateError(
+        f"another crawl of {volume_url} into this catalogue is running (it holds {path}); "
+        "this one stopped: crawl again once it ended"
+    )
+    key = os.path.realpath(path)
+    with _HELD_LOCK:
+        if key in _HELD:
+            raise busy
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise busy from None
+            raise
+        _HELD.add(key)
     return fd
+
+
+def _unlock(path: Path, fd: int) -> None:
+    with _HELD_LOCK:
+        os.close(fd)  # the lock goes with the descriptor
+        _HELD.discard(os.path.realpath(path))

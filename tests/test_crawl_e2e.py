@@ -603,3 +603,74 @@ def test_a_crawl_state_it_cannot_use_is_one_line(tmp_path: Path, catalogue_proce
     finally:
         held.close()
     assert crawled(busy).returncode == 0  # once the other crawl ended
+
+
+def _living(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process that has not ended; None once it has (a zombie
+    has ended: only its exit status waits to be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else (fields[0], int(fields[1]))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every living process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        found = _living(int(proc.name)) if proc.name.isdigit() else None
+        if found is not None:
+            children.setdefault(found[1], []).append(int(proc.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """kill -9 of a crawl left its parsing processes running for ever (they wait on a queue
+    no one writes to), each holding what the crawl had opened. They now end with it, and the
+    next crawl lands every asset once."""
+    from tests.servers.processes import patient
+
+    volume = tmp_path / "lake"
+    for n in range(3000):
+        write(volume / f"g{n // 100:02d}/m{n:04d}/MANIFEST.yaml", f"name: m{n}\ntype: dataset\n")
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]), CAIRN_CRAWL_WORKERS="2")
+    args = [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue"]
+    crawl_proc = subprocess.Popen(
+        [*args, catalogue_process.url],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + patient(60)
+        while not (workers := _descendants(crawl_proc.pid)):
+            assert crawl_proc.poll() is None, "the crawl ended before its workers were seen"
+            assert time.monotonic() < deadline, "no parsing process started"
+            time.sleep(0.005)
+        crawl_proc.kill()
+        crawl_proc.wait()
+        deadline = time.monotonic() + patient(30)
+        while left := [p for p in workers if _living(p)]:
+            if time.monotonic() > deadline:
+                for pid in left:
+                    os.kill(pid, 9)
+                raise AssertionError(f"parsing processes outlived the crawl: {left}")
+            time.sleep(0.05)
+    finally:
+        if crawl_proc.poll() is None:
+            crawl_proc.kill()
+            crawl_proc.wait()
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
+    assert search(catalogue_process.url, limit=1)["total"] == 3000
