@@ -65,7 +65,17 @@ class CataloguePusher:
         response = self._call(
             lambda: self._client.get("/api/v1/instance"),
             f"instance lookup at {self.base_url}",
+            passes=(404,),
         )
+        if response.status_code == 404:
+            # Not a catalogue at that base: the API's own prefix given with it (as the docs
+            # write routes), or another service's address.
+            prefix = ", without /api/v1" if self.base_url.endswith("/api/v1") else ""
+            raise CatalogueUnreachable(
+                f"{self.base_url} has no catalogue API (GET /api/v1/instance answered HTTP 404):"
+                f" give the catalogue's base URL (e.g. http://host:8001{prefix}) with --catalogue"
+                " or CAIRN_CATALOGUE_URL"
+            )
         # Read without the CatalogueInstance model (see the imports): the one field it needs.
         try:
             body = orjson.loads(response.content)

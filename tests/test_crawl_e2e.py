@@ -674,3 +674,21 @@ def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
     assert code == 0, report
     assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
     assert search(catalogue_process.url, limit=1)["total"] == 3000
+
+
+def test_a_catalogue_url_that_is_not_the_base_url_says_so(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """`--catalogue http://host:8001/api/v1` (the API's prefix, as the docs show it) or another
+    service's URL answered "HTTP 404: No route GET /api/v1/api/v1/instance"."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data")
+    for url, says in (
+        (catalogue_process.url + "/api/v1", "without /api/v1"),
+        (catalogue_process.url + "/elsewhere", "base URL"),
+    ):
+        result = run_cairn("crawl", str(volume), "--catalogue", url, env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0] and "CAIRN_CATALOGUE_URL" in lines[0], lines
