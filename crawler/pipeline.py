@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -229,10 +230,23 @@ def _die_with_parent(forked_from: int) -> None:
     (or by the out-of-memory killer) left its workers waiting for jobs for ever. Linux only
     (prctl); elsewhere a worker ends with a crawl that shuts its pool down.
 
-    ``forked_from``: the crawl's pid when the worker was forked from it, to see whether it
-    died before the request took effect. (A worker from a fork server has that server as its
-    parent, which ends once the crawl has; its parent-sentinel pipe cannot tell, as workers
-    forked later hold copies of the earlier ones' pipes.)"""
+    ``forked_from``: the crawl's pid when the worker was forked from it, 0 when it came
+    from a fork server. A forked worker asks the kernel to kill it when its parent ends, and
+    sees whether the crawl ended before that request took effect (its parent-sentinel pipe
+    cannot tell: workers forked later hold copies of the earlier ones' pipes). A fork
+    server's worker has that server as its parent, which outlives the crawl for as long as
+    its workers do (they hold its "alive" pipe): a thread waits on the sentinel pipe the crawl
+    alone holds, and ends the worker when the crawl has ended."""
+    if not forked_from:
+        crawl = multiprocessing.parent_process()
+        if crawl is not None:
+            threading.Thread(
+                target=_exit_once_ended,
+                args=(crawl.sentinel,),
+                name="cairn-crawl-gone",
+                daemon=True,
+            ).start()
+        return
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -240,8 +254,13 @@ def _die_with_parent(forked_from: int) -> None:
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if forked_from and os.getppid() != forked_from:
+    if os.getppid() != forked_from:
         os._exit(1)
+
+
+def _exit_once_ended(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def run_jobs(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:

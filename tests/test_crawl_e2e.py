@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
 
@@ -631,40 +632,56 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.parametrize("how", ["fork", "forkserver"])
 def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
-    tmp_path: Path, catalogue_process
+    tmp_path: Path, catalogue_process, how: str
 ) -> None:
     """kill -9 of a crawl left its parsing processes running for ever (they wait on a queue
-    no one writes to), each holding what the crawl had opened. They now end with it, and the
-    next crawl lands every asset once."""
+    no one writes to), each holding what the crawl had opened; with a fork server (a
+    crawl.yaml's scheduled volumes run in threads) the server and the resource tracker too.
+    They now end with it, and the next crawl lands every asset once."""
     from tests.servers.processes import patient
 
     volume = tmp_path / "lake"
     for n in range(3000):
         write(volume / f"g{n // 100:02d}/m{n:04d}/MANIFEST.yaml", f"name: m{n}\ntype: dataset\n")
     env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]), CAIRN_CRAWL_WORKERS="2")
-    args = [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue"]
+    args = [str(volume), "--catalogue", catalogue_process.url]
+    if how == "forkserver":
+        config = tmp_path / "crawl.yaml"
+        config.write_text(
+            f"volumes:\n  - root: {volume}\n    schedule: 1h\n"
+            f"    catalogue-endpoint: {catalogue_process.url}\n"
+        )
+        args = ["--config", str(config)]
     crawl_proc = subprocess.Popen(
-        [*args, catalogue_process.url],
+        [sys.executable, "-m", "cairn", "crawl", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def workers_up() -> set[int]:
+        below = _descendants(crawl_proc.pid)
+        if how == "forkserver":  # the workers are the fork server's children
+            below = below if any(_parent(p) != crawl_proc.pid for p in below) else set()
+        return below
+
     try:
         deadline = time.monotonic() + patient(60)
-        while not (workers := _descendants(crawl_proc.pid)):
+        while not (started := workers_up()):
             assert crawl_proc.poll() is None, "the crawl ended before its workers were seen"
             assert time.monotonic() < deadline, "no parsing process started"
             time.sleep(0.005)
         crawl_proc.kill()
         crawl_proc.wait()
         deadline = time.monotonic() + patient(30)
-        while left := [p for p in workers if _living(p)]:
+        while left := [p for p in started if _living(p)]:
             if time.monotonic() > deadline:
                 for pid in left:
                     os.kill(pid, 9)
-                raise AssertionError(f"parsing processes outlived the crawl: {left}")
+                raise AssertionError(f"processes outlived the crawl: {left}")
             time.sleep(0.05)
     finally:
         if crawl_proc.poll() is None:
@@ -674,6 +691,11 @@ def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
     assert code == 0, report
     assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
     assert search(catalogue_process.url, limit=1)["total"] == 3000
+
+
+def _parent(pid: int) -> int | None:
+    found = _living(pid)
+    return found[1] if found else None
 
 
 def test_a_catalogue_url_that_is_not_the_base_url_says_so(
