@@ -52,6 +52,20 @@ CSV = (".csv", ".tsv")
 CHECKS_FIELD = "checks"
 
 
+# Answers to a profile's PUT that no other file would get otherwise: a key is wanted, or the
+# URL serves no metric store (another service's 404 or 405).
+_NOT_A_STORE = (401, 403, 404, 405)
+
+
+def _detail(answer: httpx.Response) -> str:
+    """A problem answer's ``detail`` (the rest of its JSON says nothing more), else its text."""
+    try:
+        found = answer.json().get("detail")
+    except (ValueError, AttributeError):
+        found = None
+    return str(found) if found else answer.text[:300]
+
+
 def _relative(volume: Volume, location: Any) -> str | None:
     if not isinstance(location, str):
         return None
@@ -299,8 +313,8 @@ class ProfileStep:
                 self.report.warnings.append(
                     Problem(
                         path=asset_id,
-                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code} "
-                        f"{sent.text[:300]}",
+                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code}: "
+                        f"{_detail(sent)}",
                         severity="warning",
                     )
                 )
@@ -342,7 +356,7 @@ class ProfileStep:
                 )
             )
             return
-        if known.status_code in (401, 403):
+        if known.status_code in (401, 403):  # a 404 here: no profile yet
             self._refused(known, outcome)
             return
         if known.status_code == 200:
@@ -370,7 +384,7 @@ class ProfileStep:
                 "error": f"{entry.path}: {reason}",
             }
             sent = self._store.put(url + "/profile", content=orjson.dumps(body))
-            if sent.status_code in (401, 403):
+            if sent.status_code in _NOT_A_STORE:
                 self._refused(sent, outcome)
             return
         body = {
@@ -380,15 +394,15 @@ class ProfileStep:
             "checks": results,
         }
         sent = self._store.put(url + "/profile", content=orjson.dumps(body))
-        if sent.status_code in (401, 403):
+        if sent.status_code in _NOT_A_STORE:
             self._refused(sent, outcome)
             return
         if sent.status_code not in (200, 201):
             outcome.problems.append(
                 Problem(
                     path=entry.path,
-                    reason=f"profile refused by the metric store: HTTP {sent.status_code} "
-                    f"{sent.text[:300]}",
+                    reason=f"profile refused by the metric store: HTTP {sent.status_code}: "
+                    f"{_detail(sent)}",
                     severity="warning",
                 )
             )
@@ -416,16 +430,23 @@ class ProfileStep:
                 )
 
     def _refused(self, answer: httpx.Response, outcome: Outcome) -> None:
-        """The metric store wants a key this crawl does not have: one warning saying which
-        setting to set (not the server's problem JSON once per file), and no more tries."""
+        """The metric store wants a key this crawl does not have, or there is none at its
+        URL: one warning saying which setting to set (not the server's problem JSON once per
+        file), and no more tries."""
         self._down.set()
         outcome.unreachable = True
-        hint = key_hint("authorization" in self._store.headers, "the feature store")
+        store = self.settings.featurestore_url
+        if answer.status_code in (401, 403):
+            hint = key_hint("authorization" in self._store.headers, "the feature store")
+        else:
+            hint = (
+                "there is no metric store API there: set CAIRN_FEATURESTORE_URL to the feature "
+                "store's base URL, e.g. http://host:8002"
+            )
         outcome.problems.append(
             Problem(
-                path=self.settings.featurestore_url,
-                reason=f"profiles not sent: the metric store at {self.settings.featurestore_url}"
-                f" answered HTTP {answer.status_code}: {hint}",
+                path=store,
+                reason=f"profiles not sent: {store} answered HTTP {answer.status_code}: {hint}",
                 severity="warning",
             )
         )

@@ -358,3 +358,24 @@ def test_a_csv_is_profiled_with_the_delimiter_and_encoding_its_schema_was_read_w
         assert list(columns) == ["day", "city", "amount"], (name, list(columns))
         assert profile["rows"] == 2 and columns["amount"]["nulls"] == 1, (name, profile)
         assert {t["value"] for t in columns["city"]["top"]} == {"Köln", "Zürich"}, name
+
+
+def test_a_metric_store_url_that_is_not_one_is_one_warning_naming_the_setting(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """CAIRN_FEATURESTORE_URL set to the catalogue (or any other service): each file got a
+    warning of its own holding a raw 404 problem JSON."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=catalogue_process.url,
+    )
+    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout)["warnings"]
+    warnings = [w["reason"] for w in found if not w["reason"].startswith("check not evaluated")]
+    assert len(warnings) == 1, warnings
+    assert "CAIRN_FEATURESTORE_URL" in warnings[0] and "HTTP 404" in warnings[0], warnings
+    assert catalogue_process.url in warnings[0] and "about:blank" not in warnings[0], warnings
