@@ -42,7 +42,7 @@ class Problem:
 
     def __str__(self) -> str:
         # The "path:line:col:" prefix is what editors and CI log viewers turn into links.
-        where = self.path
+        where = self.path if self.path.isprintable() else _escaped(self.path)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
@@ -50,6 +50,12 @@ class Problem:
         if self.field:
             return f"{where}: {self.field}: {self.reason}"
         return f"{where}: {self.reason}"
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line: a newline, tab or escape in a file name written as ``\\n``,
+    ``\\t``, ``\\x1b``, so a report's line stays whole and a terminal is not redrawn."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def shown(text: str) -> str:

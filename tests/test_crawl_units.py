@@ -511,3 +511,13 @@ def test_one_crawl_at_a_time_holds_a_crawl_state(tmp_path: Path) -> None:
     CrawlState(tmp_path, "file:///other", "catalogue-1").close()
     state.close()
     CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
+
+
+def test_a_problem_is_one_line_whatever_its_path_holds() -> None:
+    """A folder named with a newline (or a tab, an escape) split a text report's line in two,
+    and an ANSI escape in a name could redraw the terminal."""
+    from crawler.problems import Problem
+
+    problem = Problem(path="new\nline/\x1b[2JMANIFEST.yaml", reason="bad", line=3)
+    assert str(problem) == "new\\nline/\\x1b[2JMANIFEST.yaml:3: bad"
+    assert problem.to_dict()["path"] == "new\nline/\x1b[2JMANIFEST.yaml"  # JSON keeps it whole
