@@ -14,17 +14,21 @@ def problem_line(exc: CairnError) -> str:
     """``exc``'s detail, and for a 401 how to send a key the service accepts."""
     if not isinstance(exc, Unauthorized):
         return exc.detail
-    if _key_sent():
-        hint = (
-            "the key in CAIRN_API_KEY was refused: set CAIRN_API_KEY to one of the service's "
+    return f"{exc.detail.rstrip()} Hint: {key_hint(_key_sent())}."
+
+
+def key_hint(key_sent: bool, service: str = "the service") -> str:
+    """What to set when ``service`` answered 401, depending on whether a key went with the
+    request (the CLI's clients and the crawler send CAIRN_API_KEY)."""
+    if key_sent:
+        return (
+            f"the key in CAIRN_API_KEY was refused: set CAIRN_API_KEY to one of {service}'s "
             "keys (its CAIRN_API_KEYS)"
         )
-    else:
-        hint = (
-            "no key was sent: set CAIRN_API_KEY to one of the service's keys (its "
-            "CAIRN_API_KEYS), e.g. export CAIRN_API_KEY=<key>"
-        )
-    return f"{exc.detail.rstrip()} Hint: {hint}."
+    return (
+        f"no key was sent: set CAIRN_API_KEY to one of {service}'s keys (its "
+        "CAIRN_API_KEYS), e.g. export CAIRN_API_KEY=<key>"
+    )
 
 
 def _key_sent() -> bool:

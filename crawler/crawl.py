@@ -37,10 +37,10 @@ from cairn.settings import Settings
 from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
 from connectors.base import FolderListing
 from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
-from crawler.problems import Problem
+from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
-from crawler.state import CrawlState, ManifestState
+from crawler.state import CrawlState, ManifestState, StateError
 
 if TYPE_CHECKING:
     from crawler.enrich import Column
@@ -418,9 +418,10 @@ def walk_tree(
         if progress and files_seen % 5000 == 0:
             progress("walk", files_seen, None)
         if is_manifest:
-            tree.manifests[entry.path] = entry
-            if on_manifest is not None:
-                on_manifest(entry)
+            if _named_in_utf8(tree, entry):
+                tree.manifests[entry.path] = entry
+                if on_manifest is not None:
+                    on_manifest(entry)
         else:
             found = by_dir.get(parent)
             if found is None:
@@ -470,14 +471,25 @@ def _index_listings(
                 by_dir[folder] = data
             for i in at:
                 entry = files[i]
-                tree.manifests[entry.path] = entry
-                if on_manifest is not None:
-                    on_manifest(entry)
+                if _named_in_utf8(tree, entry):
+                    tree.manifests[entry.path] = entry
+                    if on_manifest is not None:
+                        on_manifest(entry)
         before = files_seen
         files_seen += len(files)
         if progress and files_seen // 5000 > before // 5000:
             progress("walk", files_seen // 5000 * 5000, None)
     return files_seen
+
+
+def _named_in_utf8(tree: Tree, manifest: Entry) -> bool:
+    """False, with the tree's error saying so, for a manifest whose local path is not UTF-8:
+    an asset's manifest path and id are text. (Once per manifest, not per file.)"""
+    problem = utf8_name_problem(manifest.path)
+    if problem is None:
+        return True
+    tree.problems.append(problem)
+    return False
 
 
 def _tracked(
@@ -867,11 +879,14 @@ class Crawler:
                     catalogue_id = pusher.instance_id()
                 except CatalogueUnreachable as exc:
                     raise CrawlFailed(str(exc)) from exc
-                state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
                 try:
-                    self._crawl(volume, state, report, now, pusher)
-                finally:
-                    state.close()
+                    state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
+                    try:
+                        self._crawl(volume, state, report, now, pusher)
+                    finally:
+                        state.close()
+                except StateError as exc:
+                    raise CrawlFailed(str(exc)) from exc
         finally:
             volume.close()
             # What _gc_paused froze is mostly freed by now; the rest is the collector's again.
@@ -933,6 +948,7 @@ class Crawler:
             api_key=self.api_key,
             timeout=self.settings.http_timeout,
             attempts=self.settings.http_retries,
+            max_body=self.settings.max_body_bytes,
         )
 
     def _crawl(
@@ -1013,7 +1029,8 @@ class Crawler:
                     report.manifests_found = len(tree.manifests)
                     # Before any problem found while building assets, as when they were all
                     # built after the walk.
-                    report.warnings[:0] = tree.problems
+                    report.warnings[:0] = [p for p in tree.problems if p.severity == "warning"]
+                    report.errors[:0] = [p for p in tree.problems if p.severity == "error"]
 
                     # Unchanged manifests (same bytes, same data beside them) are not even
                     # parsed.

@@ -274,11 +274,17 @@ def _widen(current: int, new: int) -> int:
 
 
 def _decode_csv(head: bytes) -> str:
+    return _decoded_csv(head)[0]
+
+
+def _decoded_csv(head: bytes) -> tuple[str, str]:
+    """(the text of a CSV file's head, the encoding it was read in)."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = head.decode("utf-16", errors="replace")
+        text, encoding = head.decode("utf-16", errors="replace"), "utf-16"
     else:
         if b"\x00" in head:
             raise SchemaReadError("not a CSV file: it holds binary data (NUL bytes)")
+        encoding = "utf-8"
         try:
             text = head.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -287,8 +293,18 @@ def _decode_csv(head: bytes) -> str:
                 text = head[: exc.start].decode("utf-8-sig")
             else:
                 # Legacy exports (Windows-1252, Latin-1): header names stay readable.
-                text = head.decode("latin-1")
-    return text.lstrip("\ufeff")
+                text, encoding = head.decode("latin-1"), "latin-1"
+    return text.lstrip("\ufeff"), encoding
+
+
+def csv_dialect(head: bytes) -> tuple[str, str]:
+    """(delimiter, encoding) of a CSV file, from its head, as ``csv_columns`` reads it: what
+    a reader of the whole file (the crawl's profile step) must use to see the same columns."""
+    text, encoding = _decoded_csv(head)
+    if not text.strip():
+        return ",", encoding
+    lines = text.splitlines(keepends=True)[:51]
+    return _sniff_delimiter("".join(lines[:50]), lines[0]), encoding
 
 
 def _sniff_delimiter(sample: str, header: str) -> str:

@@ -19,9 +19,14 @@ caller's own process when its result is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -190,11 +195,12 @@ class WorkPool:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(self._preload)
         self.start_method = context.get_start_method()
+        forked_from = os.getpid() if self.start_method == "fork" else 0
         self._executor = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=context,
-            initializer=self._initializer,
-            initargs=(self.volume.url,),
+            initializer=_start_worker,
+            initargs=(self._initializer, self.volume.url, forked_from),
         )
 
     def _send(self, stage: str) -> None:
@@ -212,6 +218,49 @@ class WorkPool:
             future = self._executor.submit(spec.chunk_fn, jobs)
         for index, path in enumerate(buffered):
             self._jobs[(stage, path)] = (future, index)
+
+
+def _start_worker(initializer: Callable[[str], None], volume_url: str, forked_from: int) -> None:
+    _die_with_parent(forked_from)
+    initializer(volume_url)
+
+
+def _die_with_parent(forked_from: int) -> None:
+    """Ends this worker when its parent ends, however it ends: a crawl killed with SIGKILL
+    (or by the out-of-memory killer) left its workers waiting for jobs for ever. Linux only
+    (prctl); elsewhere a worker ends with a crawl that shuts its pool down.
+
+    ``forked_from``: the crawl's pid when the worker was forked from it, 0 when it came
+    from a fork server. A forked worker asks the kernel to kill it when its parent ends, and
+    sees whether the crawl ended before that request took effect (its parent-sentinel pipe
+    cannot tell: workers forked later hold copies of the earlier ones' pipes). A fork
+    server's worker has that server as its parent, which outlives the crawl for as long as
+    its workers do (they hold its "alive" pipe): a thread waits on the sentinel pipe the crawl
+    alone holds, and ends the worker when the crawl has ended."""
+    if not forked_from:
+        crawl = multiprocessing.parent_process()
+        if crawl is not None:
+            threading.Thread(
+                target=_exit_once_ended,
+                args=(crawl.sentinel,),
+                name="cairn-crawl-gone",
+                daemon=True,
+            ).start()
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != forked_from:
+        os._exit(1)
+
+
+def _exit_once_ended(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def run_jobs(one_fn: OneFn, volume: Volume, jobs: list[Job]) -> list[Any]:

@@ -35,9 +35,11 @@ import orjson
 from pydantic import ValidationError
 
 from cairn import __version__
+from cairn.cli_errors import key_hint
 from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
+from crawler.enrich import csv_dialect
 from crawler.problems import Problem, Severity
 from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.profile import profile_csv, profile_parquet
@@ -45,8 +47,23 @@ from featurestore_service.metrics.profile import profile_csv, profile_parquet
 log = logging.getLogger("cairn.crawler.profile")
 
 PARQUET = (".parquet", ".parq")
+CSV_HEAD_BYTES = 64 * 1024  # what a CSV's delimiter is sniffed from, as for its schema
 CSV = (".csv", ".tsv")
 CHECKS_FIELD = "checks"
+
+
+# Answers to a profile's PUT that no other file would get otherwise: a key is wanted, or the
+# URL serves no metric store (another service's 404 or 405).
+_NOT_A_STORE = (401, 403, 404, 405)
+
+
+def _detail(answer: httpx.Response) -> str:
+    """A problem answer's ``detail`` (the rest of its JSON says nothing more), else its text."""
+    try:
+        found = answer.json().get("detail")
+    except (ValueError, AttributeError):
+        found = None
+    return str(found) if found else answer.text[:300]
 
 
 def _relative(volume: Volume, location: Any) -> str | None:
@@ -281,12 +298,23 @@ class ProfileStep:
                     )
                 )
                 return
+            if sent.status_code in (401, 403):
+                hint = key_hint("authorization" in self._catalogue.headers, "the catalogue")
+                self.report.warnings.append(
+                    Problem(
+                        path=str(self._catalogue.base_url),
+                        reason=f"drift flags not sent: the catalogue answered HTTP "
+                        f"{sent.status_code}: {hint}",
+                        severity="warning",
+                    )
+                )
+                return
             if sent.status_code != 200:
                 self.report.warnings.append(
                     Problem(
                         path=asset_id,
-                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code} "
-                        f"{sent.text[:300]}",
+                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code}: "
+                        f"{_detail(sent)}",
                         severity="warning",
                     )
                 )
@@ -328,6 +356,9 @@ class ProfileStep:
                 )
             )
             return
+        if known.status_code in (401, 403):  # a 404 here: no profile yet
+            self._refused(known, outcome)
+            return
         if known.status_code == 200:
             record = known.json()
             if record.get("source", {}).get("fingerprint") == fingerprint:
@@ -352,7 +383,9 @@ class ProfileStep:
                 "location": doc.get("location"),
                 "error": f"{entry.path}: {reason}",
             }
-            self._store.put(url + "/profile", content=orjson.dumps(body))
+            sent = self._store.put(url + "/profile", content=orjson.dumps(body))
+            if sent.status_code in _NOT_A_STORE:
+                self._refused(sent, outcome)
             return
         body = {
             "fingerprint": fingerprint,
@@ -361,12 +394,15 @@ class ProfileStep:
             "checks": results,
         }
         sent = self._store.put(url + "/profile", content=orjson.dumps(body))
+        if sent.status_code in _NOT_A_STORE:
+            self._refused(sent, outcome)
+            return
         if sent.status_code not in (200, 201):
             outcome.problems.append(
                 Problem(
                     path=entry.path,
-                    reason=f"profile refused by the metric store: HTTP {sent.status_code} "
-                    f"{sent.text[:300]}",
+                    reason=f"profile refused by the metric store: HTTP {sent.status_code}: "
+                    f"{_detail(sent)}",
                     severity="warning",
                 )
             )
@@ -393,6 +429,28 @@ class ProfileStep:
                     )
                 )
 
+    def _refused(self, answer: httpx.Response, outcome: Outcome) -> None:
+        """The metric store wants a key this crawl does not have, or there is none at its
+        URL: one warning saying which setting to set (not the server's problem JSON once per
+        file), and no more tries."""
+        self._down.set()
+        outcome.unreachable = True
+        store = self.settings.featurestore_url
+        if answer.status_code in (401, 403):
+            hint = key_hint("authorization" in self._store.headers, "the feature store")
+        else:
+            hint = (
+                "there is no metric store API there: set CAIRN_FEATURESTORE_URL to the feature "
+                "store's base URL, e.g. http://host:8002"
+            )
+        outcome.problems.append(
+            Problem(
+                path=store,
+                reason=f"profiles not sent: {store} answered HTTP {answer.status_code}: {hint}",
+                severity="warning",
+            )
+        )
+
     def _read(
         self, entry: Entry, checks: list[Check]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -403,7 +461,12 @@ class ProfileStep:
                 profile = profile_parquet(f, sample_rows=sample, seed=entry.size)
                 results = []
             else:
-                profile, table = profile_csv(f, sample_rows=sample)
+                # Read as the schema was: a `;` or tab delimiter, a Latin-1 or UTF-16 file.
+                delimiter, encoding = csv_dialect(f.read(CSV_HEAD_BYTES))
+                f.seek(0)
+                profile, table = profile_csv(
+                    f, sample_rows=sample, delimiter=delimiter, encoding=encoding
+                )
                 results = evaluate(checks, table) if checks else []
         if checks and entry.path.lower().endswith(PARQUET):
             with self.volume.open(entry.path) as f:

@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from cairn import __version__
+from cairn.cli_errors import key_hint
 from cairn.retry import RetryableStatus, call_with_retries
 
 if TYPE_CHECKING:
@@ -44,12 +45,17 @@ class CataloguePusher:
         api_key: str | None = None,
         timeout: float = 30.0,
         attempts: int = 8,
+        max_body: int = 16 * 1024 * 1024,
     ):
         headers = {"user-agent": f"cairn-crawler/{__version__}", "content-type": "application/json"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
         self.attempts = attempts
+        # The catalogue's body limit as this side's settings know it (CAIRN_MAX_BODY_BYTES):
+        # a batch over it is split before it is sent; one the catalogue still refuses (its
+        # own limit is lower) is split on its 413.
+        self.max_body = max_body
         self._client = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, verify=_tls(self.base_url)
         )
@@ -59,7 +65,17 @@ class CataloguePusher:
         response = self._call(
             lambda: self._client.get("/api/v1/instance"),
             f"instance lookup at {self.base_url}",
+            passes=(404,),
         )
+        if response.status_code == 404:
+            # Not a catalogue at that base: the API's own prefix given with it (as the docs
+            # write routes), or another service's address.
+            prefix = ", without /api/v1" if self.base_url.endswith("/api/v1") else ""
+            raise CatalogueUnreachable(
+                f"{self.base_url} has no catalogue API (GET /api/v1/instance answered HTTP 404):"
+                f" give the catalogue's base URL (e.g. http://host:8001{prefix}) with --catalogue"
+                " or CAIRN_CATALOGUE_URL"
+            )
         # Read without the CatalogueInstance model (see the imports): the one field it needs.
         try:
             body = orjson.loads(response.content)
@@ -74,14 +90,39 @@ class CataloguePusher:
         )
 
     def bulk(self, items: list[dict[str, Any]]) -> BulkResponse:
+        """The catalogue's answer for each of ``items``, in order; a batch over the body
+        limit goes in smaller requests, and an asset too big alone is refused as an item."""
         from cairn.models import BulkResponse
 
         body = orjson.dumps(items)
+        if len(body) > self.max_body and len(items) > 1:
+            return self._halves(items)
         response = self._call(
             lambda: self._client.post("/api/v1/assets/bulk", content=body),
             f"push of {len(items)} assets to {self.base_url}",
+            passes=(413,),
         )
+        if response.status_code == 413:
+            if len(items) > 1:
+                return self._halves(items)
+            return _too_big(items[0], len(body), _detail(response))
         return BulkResponse.model_validate_json(response.content)
+
+    def _halves(self, items: list[dict[str, Any]]) -> BulkResponse:
+        from cairn.models import BulkResponse
+
+        half = len(items) // 2
+        first, second = self.bulk(items[:half]), self.bulk(items[half:])
+        for result in second.results:
+            result.index += half
+        return BulkResponse(
+            results=first.results + second.results,
+            created=first.created + second.created,
+            updated=first.updated + second.updated,
+            unchanged=first.unchanged + second.unchanged,
+            deleted=first.deleted + second.deleted,
+            failed=first.failed + second.failed,
+        )
 
     def by_location(self, urls: list[str]) -> dict[str, list[Asset]]:
         """The live assets the catalogue holds at each of ``urls`` (crawled ones first)."""
@@ -107,8 +148,11 @@ class CataloguePusher:
         )
         return EdgeReceipt.model_validate_json(response.content)
 
-    def _call(self, request: Callable[[], httpx.Response], what: str) -> httpx.Response:
-        """The response to ``request`` (retried); CatalogueUnreachable unless it is a 200."""
+    def _call(
+        self, request: Callable[[], httpx.Response], what: str, passes: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        """The response to ``request`` (retried); CatalogueUnreachable unless it is a 200 or
+        one of ``passes``, which the caller handles."""
         try:
             response = call_with_retries(request, attempts=self.attempts, what=what)
         except RetryableStatus as exc:
@@ -127,11 +171,11 @@ class CataloguePusher:
                 " is it running? (cairn serve catalogue)"
             ) from exc
         if response.status_code in (401, 403):
+            hint = key_hint("authorization" in self._client.headers, "the catalogue")
             raise CatalogueUnreachable(
-                f"the catalogue refused the crawler's key (HTTP {response.status_code}): "
-                "set CAIRN_API_KEY to one of the catalogue's CAIRN_API_KEYS"
+                f"the catalogue at {self.base_url} answered HTTP {response.status_code}: {hint}"
             )
-        if response.status_code != 200:
+        if response.status_code != 200 and response.status_code not in passes:
             raise CatalogueUnreachable(
                 f"the catalogue answered HTTP {response.status_code}: {_detail(response)}"
             )
@@ -164,6 +208,22 @@ def _url_chunks(urls: list[str]) -> Iterator[list[str]]:
         size += cost
     if part:
         yield part
+
+
+def _too_big(item: dict[str, Any], size: int, detail: str) -> BulkResponse:
+    """The catalogue's refusal of one asset over its body limit, as a failed item: the
+    crawl goes on and reports it at its manifest."""
+    from cairn.models import BulkItemResult, BulkResponse
+
+    reason = (
+        f"the asset is {size} bytes of JSON, more than the catalogue takes in one request "
+        f"({detail.rstrip('.')}); shorten its schema or description, or raise the "
+        "catalogue's CAIRN_MAX_BODY_BYTES"
+    )
+    refused = BulkItemResult(
+        index=0, id=item.get("id"), name=item.get("name"), status="error", error=reason
+    )
+    return BulkResponse(results=[refused], failed=1)
 
 
 def _detail(response: httpx.Response) -> str:

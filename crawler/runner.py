@@ -12,7 +12,7 @@ import orjson
 from rich.console import Console
 
 from cairn.settings import get_settings
-from connectors import redact_url
+from connectors import VolumeError, redact_url
 from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
 from crawler.crawl import Crawler, CrawlFailed, CrawlReport, NamePatterns, PatternError
 
@@ -39,6 +39,10 @@ def run_cli(
     if (volume is None) == (config is None):
         err.print("error: give either a volume to crawl or --config FILE (see cairn crawl --help)")
         return EXIT_FAILED
+    clash = _clashing_options(config is not None, every, watch, patterns)
+    if clash:
+        err.print(f"error: {clash}")
+        return EXIT_FAILED
     try:
         if config is not None:
             loaded = load_config(config)
@@ -63,6 +67,26 @@ def run_cli(
         spec.schedule = every
         return _run_forever(spec, interval, as_json, out, err, watch=False)
     return _crawl_once(spec, as_json, out, err)
+
+
+def _clashing_options(
+    with_config: bool, every: str | None, watch: bool, patterns: list[str] | None
+) -> str | None:
+    """What is wrong with options that cannot go together (each was silently dropped)."""
+    if with_config:
+        given = [
+            name
+            for name, on in (("--pattern", patterns), ("--every", every), ("--watch", watch))
+            if on
+        ]
+        if given:
+            return (
+                f"{' and '.join(given)} cannot be used with --config: give each volume's "
+                "patterns and schedule in the file (patterns:, schedule:)"
+            )
+    if watch and every:
+        return "--watch and --every cannot be used together: pick one"
+    return None
 
 
 def _check_patterns(specs: list[VolumeConfig]) -> None:
@@ -192,7 +216,7 @@ def _run_forever(
     *,
     watch: bool,
 ) -> int:
-    from crawler.watch import run_every
+    from crawler.watch import WatchError, run_every
     from crawler.watch import watch as watch_tree
 
     stop = threading.Event()
@@ -205,16 +229,37 @@ def _run_forever(
 
     try:
         if watch:
-            root = Path(spec.root.removeprefix("file://"))
+            try:
+                root = _watched_root(spec.root)
+            except VolumeError as exc:
+                err.print(f"error: cannot watch {redact_url(spec.root)}: {exc}")
+                return EXIT_FAILED
             err.print(f"watching {root} for changes (Ctrl-C to stop)")
-            watch_tree(root, job, stop)
+            # The crawl's own state (and a `cairn up` catalogue's files) may live inside the
+            # volume (./.cairn when crawling "."): their writes are no change to crawl.
+            watch_tree(root, job, stop, ignore=[get_settings().data_dir])
         else:
             assert interval is not None
             err.print(f"crawling {redact_url(spec.root)} every {spec.schedule} (Ctrl-C to stop)")
             run_every(interval, job, stop, start_now=spec.start_now)
+    except WatchError as exc:
+        err.print(f"error: {exc}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         stop.set()
     return EXIT_OK
+
+
+def _watched_root(root: str) -> Path:
+    """The real path of a local volume's root (a folder or a file:// URL, unquoted), as the
+    crawl opens it; VolumeError saying why when it cannot be opened."""
+    from connectors import open_volume
+    from connectors.local import LocalVolume
+
+    volume = open_volume(root)
+    volume.close()  # nothing is held: the root's path is all that is needed
+    assert isinstance(volume, LocalVolume)  # run_cli refused the other kinds
+    return Path(volume.root)
 
 
 def _run_config(

@@ -31,6 +31,7 @@ from connectors import NotAFile, Volume, VolumeError, open_volume
 from connectors.base import WritableVolume, normalize_relpath
 from crawler.crawl import NamePatterns, PatternError, glob_regex
 from crawler.manifest import parse_manifest
+from crawler.problems import shown
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 CHUNK = 8 * 1024 * 1024  # bytes per read while hashing: one ranged GET each on object stores
@@ -106,8 +107,12 @@ def _dataset_files(volume: Volume, manifest: str, patterns: NamePatterns) -> lis
     files: list[str] = []
     owned: set[str] = set()  # folders holding another manifest: other datasets
     problems: list[str] = []
-    for entry in volume.walk(lambda p, r: problems.append(f"{p}: {r}")):
+    for entry in volume.walk(lambda p, r: problems.append(f"{shown(p)}: {r}")):
         if entry.is_dir:
+            continue
+        if not entry.path.isascii() and shown(entry.path) is not entry.path:
+            # Its name could not be written in the manifest's versions (YAML is text).
+            problems.append(f"{shown(entry.path)}: the name is not valid UTF-8; rename it")
             continue
         if patterns.matches(entry.name):
             folder = entry.path.rpartition("/")[0]

@@ -27,7 +27,7 @@ from cairn.settings import Settings
 from crawler.problems import Problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import Source, SourceListing, is_source_url
-from crawler.state import CrawlState, ManifestState
+from crawler.state import CrawlState, ManifestState, StateError
 
 
 class SourceCrawlFailed(Exception):
@@ -82,7 +82,10 @@ def crawl_source(
         raise SourceCrawlFailed(str(exc)) from exc
     report.warnings.extend(p for p in listing.problems if p.severity == "warning")
     report.errors.extend(p for p in listing.problems if p.severity == "error")
-    state = CrawlState(settings.crawl_state_dir, source.url, catalogue_id)
+    try:
+        state = CrawlState(settings.crawl_state_dir, source.url, catalogue_id)
+    except StateError as exc:
+        raise SourceCrawlFailed(str(exc)) from exc
     try:
         previous = state.load()
         try:
@@ -109,6 +112,8 @@ def crawl_source(
                 if not d.get("deleted")
             ]
         _push(pusher, settings, source, deletions + upserts, changed, previous, report, state)
+    except StateError as exc:
+        raise SourceCrawlFailed(str(exc)) from exc
     finally:
         state.close()
 

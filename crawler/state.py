@@ -7,12 +7,20 @@ store: a crawl aimed at another catalogue, or at one that was reset, starts from
 and pushes everything, rather than skipping assets that catalogue lacks. A manifest's row is
 only written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
 than loses.
+
+One crawl at a time holds a state (a lock file beside it): two crawls of the same volume into
+the same catalogue would interleave their pushes and saves, and the one saving last could
+record a manifest as pushed while the catalogue holds the other's older copy of it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,11 +111,34 @@ class ManifestState:
 _new_state = object.__new__
 
 
+class StateError(Exception):
+    """The crawl state cannot be used; the message says where, why and what to do."""
+
+
 class CrawlState:
     def __init__(self, state_dir: Path, volume_url: str, catalogue_id: str):
-        state_dir.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(f"{volume_url}\n{catalogue_id}".encode()).hexdigest()[:16]
         self.path = state_dir / f"{key}.db"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_path = self.path.with_suffix(".lock")
+            self._lock = _lock(self._lock_path, volume_url)
+        except OSError as exc:
+            raise StateError(
+                f"cannot keep the crawl state in {state_dir}: {exc.strerror or exc}; set "
+                "CAIRN_DATA_DIR to a folder the crawler can write"
+            ) from exc
+        try:
+            self._open(state_dir, volume_url)
+        except (OSError, sqlite3.Error) as exc:
+            _unlock(self._lock_path, self._lock)
+            raise StateError(
+                f"cannot use the crawl state {self.path} ({exc}); if it is damaged, remove it: "
+                "the next crawl then sends every asset again, which the catalogue answers "
+                "as unchanged"
+            ) from exc
+
+    def _open(self, state_dir: Path, volume_url: str) -> None:
         # Earlier versions kept one state per volume, whatever the catalogue: never read again.
         legacy = state_dir / f"{hashlib.sha256(volume_url.encode()).hexdigest()[:16]}.db"
         for stale in (legacy, legacy.with_suffix(".db-wal"), legacy.with_suffix(".db-shm")):
@@ -163,6 +194,15 @@ class CrawlState:
     def save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
         if not changed and not removed:
             return
+        try:
+            self._save(changed, removed)
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"the catalogue took this crawl's changes, but the crawl state {self.path} "
+                f"could not be written ({exc}); the next crawl sends them again"
+            ) from exc
+
+    def _save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany("DELETE FROM manifests WHERE path = ?", [(p,) for p in removed])
@@ -183,4 +223,45 @@ class CrawlState:
             raise
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self._conn.close()
+        finally:
+            _unlock(self._lock_path, self._lock)
+
+
+# Lock files this process holds, by real path: a POSIX lock does not keep out the process's
+# own threads (a crawl.yaml's scheduled volumes), this does.
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
+
+
+def _lock(path: Path, volume_url: str) -> int:
+    """An open descriptor of ``path`` holding its exclusive lock; StateError when another
+    crawl holds it. The file stays: removing it would let two crawls lock two files.
+
+    A POSIX record lock (lockf), not flock: it belongs to this process alone, so the parsing
+    processes forked from the crawl do not hold it too, and it ends with the process."""
+    busy = StateError(
+        f"another crawl of {volume_url} into this catalogue is running (it holds {path}); "
+        "this one stopped: crawl again once it ended"
+    )
+    key = os.path.realpath(path)
+    with _HELD_LOCK:
+        if key in _HELD:
+            raise busy
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise busy from None
+            raise
+        _HELD.add(key)
+    return fd
+
+
+def _unlock(path: Path, fd: int) -> None:
+    with _HELD_LOCK:
+        os.close(fd)  # the lock goes with the descriptor
+        _HELD.discard(os.path.realpath(path))

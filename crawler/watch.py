@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -32,22 +33,56 @@ def run_every(
         next_run = max(next_run + interval, time.monotonic())
 
 
-class _Changed(FileSystemEventHandler):
-    def __init__(self, flag: threading.Event):
-        self.flag = flag
+class WatchError(Exception):
+    """The folder cannot be watched (missing, or the system's watch limit reached)."""
+
+
+class ChangeFlag(FileSystemEventHandler):
+    """Set by any change below the watched folder except those below ``ignore``.
+
+    The crawl itself writes below the data dir (its state, opened with a WAL and a shared
+    memory file on every crawl), which is ``./.cairn`` inside the volume when a user runs
+    ``cairn crawl . --watch`` from it: seen as changes, those writes started the next crawl,
+    for ever.
+    """
+
+    def __init__(self, ignore: Iterable[Path] = ()) -> None:
+        self._event = threading.Event()
+        self._ignored = tuple(os.path.realpath(p) for p in ignore)
+
+    def _outside(self, path: bytes | str) -> bool:
+        # Event paths lie below the watched folder as given: watch() is given its real path.
+        where = os.fsdecode(path)
+        return not any(where == d or where.startswith(d + os.sep) for d in self._ignored)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        self.flag.set()
+        if self._outside(event.src_path) or (event.dest_path and self._outside(event.dest_path)):
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
 
 
-def watch(root: Path, job: Callable[[], object], stop: threading.Event) -> None:
-    """Crawls once, then again shortly after every burst of changes under ``root``."""
-    changed = threading.Event()
+def watch(
+    root: Path, job: Callable[[], object], stop: threading.Event, ignore: Iterable[Path] = ()
+) -> None:
+    """Crawls once, then again shortly after every burst of changes under ``root`` (a real
+    path; none below ``ignore``); WatchError when ``root`` cannot be watched."""
+    changed = ChangeFlag(ignore)
     observer = Observer()
-    observer.schedule(_Changed(changed), str(root), recursive=True)
-    observer.start()
+    observer.schedule(changed, str(root), recursive=True)
+    try:
+        observer.start()
+    except OSError as exc:
+        raise WatchError(f"cannot watch {root}: {exc.strerror or exc}") from exc
     try:
         job()
         while not stop.is_set():

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import ROOT, ProcessServer, cairn_env, run_cairn
 
@@ -472,3 +473,244 @@ def test_large_crawl_parses_in_worker_processes(tmp_path: Path, catalogue_proces
     ]
     assert from_parquet["format"] == "parquet"
     assert search(catalogue_process.url, limit=1)["total"] == count
+
+
+def _described_schema(columns: int) -> str:
+    return "schema:\n" + "".join(
+        f"  - {{name: column_{n:05d}, type: int64, description: the measure number {n}}}\n"
+        for n in range(columns)
+    )
+
+
+def test_a_batch_over_the_catalogues_body_limit_is_split(tmp_path: Path) -> None:
+    """Wide tables: a batch of assets over the catalogue's body limit (16 MiB by default; 150
+    CSVs of 3,000+ columns) was refused with a 413 that failed the whole crawl, every time.
+    Batches are split until the catalogue takes them; an asset too big alone is that
+    manifest's error, and the others land."""
+    volume = tmp_path / "lake"
+    for n in range(12):
+        write(
+            volume / f"t{n:02d}/MANIFEST.yaml",
+            f"name: wide{n}\ntype: table\n" + _described_schema(100),
+        )
+    write(volume / "huge/MANIFEST.yaml", "name: huge\ntype: table\n" + _described_schema(1500))
+    server = ProcessServer(
+        "catalogue",
+        cairn_env(tmp_path / "data", CAIRN_MAX_BODY_BYTES="60000"),
+        tmp_path / "catalogue.log",
+    ).start()
+    try:
+        # The crawler's own limit (the default, 16 MiB) is above the catalogue's: the 413s say.
+        code, report = crawl(volume, server)
+        assert code == 2 and report["created"] == 12 and report["failed"] == 1, report
+        (error,) = report["errors"]
+        assert error["path"] == "huge/MANIFEST.yaml" and error["line"] == 1, error
+        assert "CAIRN_MAX_BODY_BYTES" in error["reason"] and "schema" in error["reason"], error
+        names = {a["name"] for a in search(server.url, limit=100)["items"]}
+        assert names == {f"wide{n}" for n in range(12)}
+        # The refused asset is tried (and reported) again; the rest is unchanged.
+        write(volume / "t00/MANIFEST.yaml", "name: wide0\ntype: table\ndescription: new\n")
+        code, report = crawl(volume, server, settings={"CAIRN_MAX_BODY_BYTES": "60000"})
+        assert code == 2 and report["updated"] == 1 and report["failed"] == 1, report
+        assert [e["path"] for e in report["errors"]] == ["huge/MANIFEST.yaml"], report
+    finally:
+        server.stop()
+
+
+def test_file_names_that_are_not_utf8_are_reported_and_the_crawl_goes_on(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """A folder named in Latin-1 (b'caf\\xe9') ended the whole crawl in a UnicodeEncodeError,
+    and such a name in any problem (a broken symlink) crashed `--json`'s report."""
+    volume = tmp_path / "lake"
+    write(volume / "ok/MANIFEST.yaml", "name: ok\ntype: dataset\n")
+    raw = os.fsencode(volume)
+    os.makedirs(raw + b"/caf\xe9")
+    with open(raw + b"/caf\xe9/MANIFEST.yaml", "w") as f:
+        f.write("name: latin1\ntype: dataset\n")
+    with open(raw + b"/ok/d\xfe.csv", "w") as f:  # a data file: read, and named in a warning
+        f.write("a,b\n1,2\n")
+    os.symlink(b"/nowhere", raw + b"/ok/gone\xff")
+    for extra in (["--json"], []):
+        env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+        result = run_cairn(
+            "crawl", str(volume), "--catalogue", catalogue_process.url, *extra, env=env
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        out = result.stdout
+        if extra:
+            report = json.loads(out)
+            found = {p["path"]: p["reason"] for p in report["errors"] + report["warnings"]}
+            out = "\n".join(f"{path}: {reason}" for path, reason in found.items())
+        assert "caf\\xe9/MANIFEST.yaml: the file's path is not valid UTF-8" in out, out
+        assert "ok/gone\\xff: dangling symlink" in out, out
+    (asset,) = search(catalogue_process.url)["items"]
+    assert asset["name"] == "ok" and [c["name"] for c in asset["schema"]] == ["a", "b"]
+
+
+def test_a_catalogue_that_wants_a_key_says_whether_one_was_sent(tmp_path: Path) -> None:
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data", CAIRN_API_KEYS="crawler-secret-123")
+    server = ProcessServer("catalogue", env, tmp_path / "cat.log").start()
+    try:
+        env.pop("CAIRN_API_KEYS")
+        for key, says in ((None, "no key was sent"), ("wrong", "CAIRN_API_KEY was refused")):
+            run_env = env if key is None else {**env, "CAIRN_API_KEY": key}
+            denied = run_cairn("crawl", str(volume), "--catalogue", server.url, env=run_env)
+            assert denied.returncode == 1, denied.stdout + denied.stderr
+            (line,) = [line for line in denied.stderr.splitlines() if line.strip()]
+            assert says in line and "CAIRN_API_KEYS" in line and "HTTP 401" in line, line
+    finally:
+        server.stop()
+
+
+def test_a_crawl_state_it_cannot_use_is_one_line(tmp_path: Path, catalogue_process) -> None:
+    """A data dir the crawler cannot write, a damaged state file, or a second crawl of the
+    same volume into the same catalogue while one runs: one line saying what to do (exit 1),
+    not a traceback, and not two crawls interleaving their pushes and state saves."""
+    from crawler.push import CataloguePusher
+    from crawler.state import CrawlState
+
+    volume = tmp_path / "lake"
+    make_volume(volume)
+
+    def crawled(data: Path) -> subprocess.CompletedProcess:
+        env = cairn_env(data)
+        return run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "crawl-state").write_text("a file where the state folder goes")
+    damaged = tmp_path / "damaged"
+    done = crawled(damaged)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (state_file,) = (damaged / "crawl-state").glob("*.db")
+    state_file.write_bytes(b"not a database" * 300)
+    for path in state_file.parent.glob("*.db-*"):
+        path.unlink()
+    busy = tmp_path / "busy"
+    with CataloguePusher(catalogue_process.url) as pusher:
+        instance = pusher.instance_id()
+    held = CrawlState(busy / "crawl-state", volume.resolve().as_uri(), instance)
+    try:
+        cases = {"crawl-state": blocked, "remove it": damaged, "another crawl": busy}
+        for says, data in cases.items():
+            result = crawled(data)
+            assert result.returncode == 1, (says, result.stdout + result.stderr)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and says in lines[0], (says, result.stderr)
+    finally:
+        held.close()
+    assert crawled(busy).returncode == 0  # once the other crawl ended
+
+
+def _living(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process that has not ended; None once it has (a zombie
+    has ended: only its exit status waits to be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else (fields[0], int(fields[1]))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every living process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        found = _living(int(proc.name)) if proc.name.isdigit() else None
+        if found is not None:
+            children.setdefault(found[1], []).append(int(proc.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("how", ["fork", "forkserver"])
+def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
+    tmp_path: Path, catalogue_process, how: str
+) -> None:
+    """kill -9 of a crawl left its parsing processes running for ever (they wait on a queue
+    no one writes to), each holding what the crawl had opened; with a fork server (a
+    crawl.yaml's scheduled volumes run in threads) the server and the resource tracker too.
+    They now end with it, and the next crawl lands every asset once."""
+    from tests.servers.processes import patient
+
+    volume = tmp_path / "lake"
+    for n in range(3000):
+        write(volume / f"g{n // 100:02d}/m{n:04d}/MANIFEST.yaml", f"name: m{n}\ntype: dataset\n")
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]), CAIRN_CRAWL_WORKERS="2")
+    args = [str(volume), "--catalogue", catalogue_process.url]
+    if how == "forkserver":
+        config = tmp_path / "crawl.yaml"
+        config.write_text(
+            f"volumes:\n  - root: {volume}\n    schedule: 1h\n"
+            f"    catalogue-endpoint: {catalogue_process.url}\n"
+        )
+        args = ["--config", str(config)]
+    crawl_proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def workers_up() -> set[int]:
+        below = _descendants(crawl_proc.pid)
+        if how == "forkserver":  # the workers are the fork server's children
+            below = below if any(_parent(p) != crawl_proc.pid for p in below) else set()
+        return below
+
+    try:
+        deadline = time.monotonic() + patient(60)
+        while not (started := workers_up()):
+            assert crawl_proc.poll() is None, "the crawl ended before its workers were seen"
+            assert time.monotonic() < deadline, "no parsing process started"
+            time.sleep(0.005)
+        crawl_proc.kill()
+        crawl_proc.wait()
+        deadline = time.monotonic() + patient(30)
+        while left := [p for p in started if _living(p)]:
+            if time.monotonic() > deadline:
+                for pid in left:
+                    os.kill(pid, 9)
+                raise AssertionError(f"processes outlived the crawl: {left}")
+            time.sleep(0.05)
+    finally:
+        if crawl_proc.poll() is None:
+            crawl_proc.kill()
+            crawl_proc.wait()
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
+    assert search(catalogue_process.url, limit=1)["total"] == 3000
+
+
+def _parent(pid: int) -> int | None:
+    found = _living(pid)
+    return found[1] if found else None
+
+
+def test_a_catalogue_url_that_is_not_the_base_url_says_so(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """`--catalogue http://host:8001/api/v1` (the API's prefix, as the docs show it) or another
+    service's URL answered "HTTP 404: No route GET /api/v1/api/v1/instance"."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(tmp_path / "data")
+    for url, says in (
+        (catalogue_process.url + "/api/v1", "without /api/v1"),
+        (catalogue_process.url + "/elsewhere", "base URL"),
+    ):
+        result = run_cairn("crawl", str(volume), "--catalogue", url, env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0] and "CAIRN_CATALOGUE_URL" in lines[0], lines

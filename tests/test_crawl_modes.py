@@ -240,3 +240,54 @@ def test_the_crawl_draws_a_progress_bar_on_a_terminal_only(
     code, piped = _crawl_on(False, catalogue_process.url, env)
     assert code == 0, piped
     assert "━" not in piped and "\x1b[" not in piped, piped
+
+
+def test_watch_ignores_the_crawl_state_it_writes_inside_the_volume(tmp_path: Path) -> None:
+    """`cd lake && cairn crawl . --watch` keeps its state in ./.cairn (the default data dir),
+    inside the watched folder: each crawl's own state writes must not start the next crawl,
+    which crawled again and again for ever."""
+    from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+
+    from crawler.watch import ChangeFlag
+
+    volume = tmp_path / "lake"
+    data = volume / ".cairn"
+    flag = ChangeFlag(ignore=[data])
+    for event in (
+        FileCreatedEvent(str(data / "crawl-state/0123.db-wal")),
+        FileModifiedEvent(str(data / "crawl-state/0123.db")),
+        FileMovedEvent(str(data / "a.tmp"), str(data / "a")),
+    ):
+        flag.dispatch(event)
+    assert not flag.is_set()
+    flag.dispatch(FileCreatedEvent(str(volume / ".cairnx/MANIFEST.yaml")))  # not below it
+    assert flag.is_set()
+    flag.clear()
+    flag.dispatch(FileMovedEvent(str(data / "MANIFEST.yaml"), str(volume / "MANIFEST.yaml")))
+    assert flag.is_set()
+
+
+def test_watch_of_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    result = run_cairn("crawl", str(tmp_path / "nowhere"), "--watch", env=cairn_env(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nowhere" in lines[0] and "does not exist" in lines[0], lines
+
+
+def test_options_that_cannot_go_together_are_one_line(tmp_path: Path) -> None:
+    """`--pattern`, `--every` and `--watch` were silently dropped with `--config` (and
+    `--every` with `--watch`): the crawl ran without what was asked."""
+    config = tmp_path / "crawl.yaml"
+    config.write_text(f"volumes:\n  - root: {tmp_path}\n")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL="http://127.0.0.1:9")
+    runs = {
+        "--pattern": ("--config", str(config), "--pattern", "*.meta.yaml"),
+        "--every": ("--config", str(config), "--every", "1m"),
+        "--watch": ("--config", str(config), "--watch"),
+        "pick one": (str(tmp_path), "--watch", "--every", "1m"),
+    }
+    for says, args in runs.items():
+        result = run_cairn("crawl", *args, env=env)
+        assert result.returncode == 1, (says, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0], (says, result.stderr)

@@ -3,6 +3,7 @@ from manifests, incremental re-crawls, drift on changed data, and nothing that s
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -284,3 +285,97 @@ def test_an_asset_profile_needs_a_profile_or_an_error(
     answer = httpx.put(f"{metric_store.url}/api/v1/metrics/assets/a-1/profile", json=body)
     assert answer.status_code == 422, answer.text
     assert "profile" in answer.text or "error" in answer.text
+
+
+def test_a_metric_store_that_wants_a_key_is_one_warning_naming_the_setting(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """Each profile the metric store refused for want of a key was a warning of its own
+    holding the server's raw problem JSON; now one warning says which setting to set."""
+    settings = Settings(
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        api_keys="store-key-123",  # type: ignore[arg-type]
+    )
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    (volume / "more").mkdir()
+    (volume / "more/MANIFEST.yaml").write_text("name: more\ntype: dataset\n")
+    pq.write_table(sales(7), volume / "more/part-0.parquet")
+    with ThreadServer(create_app(settings)) as store:
+        env = cairn_env(
+            tmp_path / "crawl",
+            CAIRN_CATALOGUE_URL=catalogue_process.url,
+            CAIRN_FEATURESTORE_URL=store.url,
+        )
+        first = {m: m.read_text() for m in volume.glob("*/MANIFEST.yaml")}
+        for key, says in ((None, "no key was sent"), ("wrong", "CAIRN_API_KEY was refused")):
+            for manifest, text in first.items():  # changed: profiled again
+                manifest.write_text(text + f"owners: [{key}]\n")
+            run_env = env if key is None else {**env, "CAIRN_API_KEY": key}
+            done = run_cairn("crawl", str(volume), "--profile", "--json", env=run_env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            warnings = [w["reason"] for w in json.loads(done.stdout)["warnings"]]
+            keyed = [w for w in warnings if "CAIRN_API_KEY" in w]
+            assert len(keyed) == 1, warnings
+            assert says in keyed[0] and "CAIRN_API_KEYS" in keyed[0], keyed
+            assert store.url in keyed[0] and "HTTP 401" in keyed[0], keyed
+            assert not any("cairn.dev/problems" in w for w in warnings), warnings
+
+
+def test_a_csv_is_profiled_with_the_delimiter_and_encoding_its_schema_was_read_with(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """The schema read takes a `;` or tab delimiter and a Latin-1 or UTF-16 file; the profile
+    read every CSV as UTF-8 with commas: a TSV became one column named "day\\tamount", and a
+    semicolon or Latin-1 export a failed profile."""
+    volume = tmp_path / "lake"
+    rows = [("day", "city", "amount"), ("2026-01-01", "Köln", "1"), ("2026-01-02", "Zürich", "")]
+    files = {
+        "semi/d.csv": ("\n".join(";".join(r) for r in rows) + "\n").encode(),
+        "tabs/d.tsv": ("\n".join("\t".join(r) for r in rows) + "\n").encode(),
+        "latin/d.csv": ("\n".join(",".join(r) for r in rows) + "\n").encode("latin-1"),
+        "wide/d.csv": ("\n".join(",".join(r) for r in rows) + "\n").encode("utf-16"),
+    }
+    for path, data in files.items():
+        folder = volume / path.split("/")[0]
+        folder.mkdir(parents=True)
+        (folder / "MANIFEST.yaml").write_text(f"name: {folder.name}\ntype: dataset\n")
+        (volume / path).write_bytes(data)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=metric_store.url,
+    )
+    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["warnings"] == [], done.stdout
+    for name in ("semi", "tabs", "latin", "wide"):
+        found = asset_id(catalogue_process.url, name)
+        profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{found}/profile").json()
+        assert profile["status"] == "done", (name, profile)
+        columns = {c["name"]: c for c in profile["columns"]}
+        assert list(columns) == ["day", "city", "amount"], (name, list(columns))
+        assert profile["rows"] == 2 and columns["amount"]["nulls"] == 1, (name, profile)
+        assert {t["value"] for t in columns["city"]["top"]} == {"Köln", "Zürich"}, name
+
+
+def test_a_metric_store_url_that_is_not_one_is_one_warning_naming_the_setting(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """CAIRN_FEATURESTORE_URL set to the catalogue (or any other service): each file got a
+    warning of its own holding a raw 404 problem JSON."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    env = cairn_env(
+        tmp_path / "crawl",
+        CAIRN_CATALOGUE_URL=catalogue_process.url,
+        CAIRN_FEATURESTORE_URL=catalogue_process.url,
+    )
+    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout)["warnings"]
+    warnings = [w["reason"] for w in found if not w["reason"].startswith("check not evaluated")]
+    assert len(warnings) == 1, warnings
+    assert "CAIRN_FEATURESTORE_URL" in warnings[0] and "HTTP 404" in warnings[0], warnings
+    assert catalogue_process.url in warnings[0] and "about:blank" not in warnings[0], warnings

@@ -498,3 +498,26 @@ def test_a_folder_named_like_a_glob_is_a_name(tmp_path: Path) -> None:
     parts = select_data(tree, volume, "c[1]/MANIFEST.yaml", "part-*.csv")
     assert parts.problem is None
     assert [f.path for f in parts.files] == ["c[1]/part-0.csv", "c[1]/part-1.csv"]
+
+
+def test_one_crawl_at_a_time_holds_a_crawl_state(tmp_path: Path) -> None:
+    from crawler.state import CrawlState, StateError
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    with pytest.raises(StateError, match="another crawl of file:///lake"):
+        CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    # Another catalogue, or another volume, is another state.
+    CrawlState(tmp_path, "file:///lake", "catalogue-2").close()
+    CrawlState(tmp_path, "file:///other", "catalogue-1").close()
+    state.close()
+    CrawlState(tmp_path, "file:///lake", "catalogue-1").close()
+
+
+def test_a_problem_is_one_line_whatever_its_path_holds() -> None:
+    """A folder named with a newline (or a tab, an escape) split a text report's line in two,
+    and an ANSI escape in a name could redraw the terminal."""
+    from crawler.problems import Problem
+
+    problem = Problem(path="new\nline/\x1b[2JMANIFEST.yaml", reason="bad", line=3)
+    assert str(problem) == "new\\nline/\\x1b[2JMANIFEST.yaml:3: bad"
+    assert problem.to_dict()["path"] == "new\nline/\x1b[2JMANIFEST.yaml"  # JSON keeps it whole

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -227,3 +228,19 @@ def test_remote_snapshot_writes_the_manifest_back(
     assert list(asset["versions"]) == ["v1", "v2"]
     assert asset["versions"]["v2"]["sha256"] == second["sha256"]
     assert asset["versions"]["v2"]["files"]["a.csv"] == sha(b"id\n1\n3\n")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    """A data file named in Latin-1 ended `cairn snapshot` in a UnicodeEncodeError: its name
+    cannot be written in the manifest, so the snapshot refuses and names it (bytes escaped)."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "MANIFEST.yaml").write_text(MANIFEST)
+    (ds / "a.csv").write_bytes(b"1")
+    with open(os.fsencode(ds) + b"/caf\xe9.csv", "wb") as f:
+        f.write(b"2")
+    result = run_cairn("snapshot", str(ds), env=cairn_env(tmp_path / "data"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "caf\\xe9.csv" in lines[0] and "UTF-8" in lines[0], lines
+    assert (ds / "MANIFEST.yaml").read_text() == MANIFEST

@@ -422,11 +422,18 @@ def profile_parquet(
         return _profile_of(profilers, seen, rows)
 
 
-def profile_csv(source: BinaryIO, *, sample_rows: int = 0) -> tuple[dict[str, Any], pa.Table]:
+def profile_csv(
+    source: BinaryIO, *, sample_rows: int = 0, delimiter: str = ",", encoding: str = "utf8"
+) -> tuple[dict[str, Any], pa.Table]:
     """The first ``sample_rows`` rows of a CSV file (all when 0), streamed; also returns them
     (checks of a CSV file run on what was read). A prefix, so ``sampled`` says when it stopped
-    early: the file's row count is then unknown and ``rows`` is what was read."""
-    reader = pacsv.open_csv(source)
+    early: the file's row count is then unknown and ``rows`` is what was read. ``delimiter``
+    and ``encoding``: the file's, as its schema was read (``crawler.enrich.csv_dialect``)."""
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(encoding=encoding),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+    )
     kept: list[pa.RecordBatch] = []
     seen = 0
     stopped = False
