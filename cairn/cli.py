@@ -212,6 +212,14 @@ def crawl(
             "--fail-on-checks", help="Exit 2 when a manifest check fails (implies --profile)."
         ),
     ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Delete the assets of a volume that now holds no file at all (without it, "
+            "such a crawl fails and keeps them: an unmounted mount point looks empty).",
+        ),
+    ] = False,
 ) -> None:
     """Crawl a volume for manifests and push what changed to the catalogue.
 
@@ -234,6 +242,8 @@ def crawl(
         os.environ["CAIRN_CRAWL_PROFILES"] = "true"
     if fail_on_checks:
         os.environ["CAIRN_CRAWL_FAIL_ON_CHECKS"] = "true"
+    if allow_empty:
+        os.environ["CAIRN_CRAWL_ALLOW_EMPTY"] = "true"
     get_settings.cache_clear()
     _setup_logging()
     code = runner.run_cli(

@@ -217,6 +217,14 @@ class Settings(BaseSettings):
             "(`cairn crawl --fail-on-checks`)."
         ),
     )
+    crawl_allow_empty: bool = Field(
+        False,
+        description=(
+            "A crawl that finds no file at all where its last crawl found manifests "
+            "soft-deletes their assets rather than failing (`cairn crawl --allow-empty`); "
+            "off, an empty root (say an unmounted mount point) fails the crawl and keeps them."
+        ),
+    )
     catalogue_url: str = Field(
         "http://127.0.0.1:8001",
         description="Catalogue base URL used by the crawler, the feature store and the UI.",

@@ -1027,6 +1027,15 @@ class Crawler:
                         raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
                     report.files_seen = tree.files_seen
                     report.manifests_found = len(tree.manifests)
+                    if previous and not tree.files_seen and not self.settings.crawl_allow_empty:
+                        # An unmounted mount point or an emptied bucket looks like this: the
+                        # assets stay until the user says the volume really is empty now.
+                        raise CrawlFailed(
+                            f"{redact_url(volume.url)} holds no file, but its last crawl found "
+                            f"{len(previous)} manifest(s): is it mounted? Nothing was deleted; "
+                            "to delete their assets, crawl with --allow-empty "
+                            "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
+                        )
                     # Before any problem found while building assets, as when they were all
                     # built after the walk.
                     report.warnings[:0] = [p for p in tree.problems if p.severity == "warning"]

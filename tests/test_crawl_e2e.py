@@ -128,6 +128,30 @@ def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_pr
     assert last["created"] == last["updated"] == last["deleted"] == 0
 
 
+def test_a_volume_emptied_whole_deletes_nothing_unless_allowed(
+    tmp_path: Path, catalogue_process
+) -> None:
+    # An unmounted mount point is an empty folder: taking it at its word deleted every asset.
+    volume = tmp_path / "mnt"
+    make_volume(volume)
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 4, report
+    for child in list(volume.iterdir()):
+        shutil.rmtree(child)
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    refused = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+    assert refused.returncode == 1
+    assert "holds no file, but its last crawl found 3 manifest(s): is it mounted?" in (
+        refused.stderr
+    )
+    assert "--allow-empty" in refused.stderr and "Traceback" not in refused.stderr
+    base = catalogue_process.url
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False
+    code, emptied = crawl(volume, catalogue_process, "--allow-empty")
+    assert code == 0 and emptied["deleted"] == 4, emptied
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is True
+
+
 def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
