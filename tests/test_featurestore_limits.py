@@ -8,10 +8,12 @@ decodes at once), with room to spare, and far below what the server used before.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -156,3 +158,40 @@ def test_an_upload_dropped_mid_stream_logs_one_line(server: ProcessServer) -> No
     assert "nothing stored" in lines[0]
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/api/v1/featuresets/cut/versions").status_code == 404
+
+
+def test_an_upload_cut_short_reports_the_bytes_that_arrived(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 800 KB, less than one flush to disk: the count must include what was still pending.
+    from starlette.requests import ClientDisconnect
+
+    from featurestore_service.blobstore import open_blob_store
+    from featurestore_service.blobstore.tables import TableBlobs, UploadCutShort
+    from featurestore_service.table_limits import TableLimits
+    from featurestore_service.tables import DecodeSlots
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield bytes(100_000)
+        raise ClientDisconnect()
+
+    async def upload_cut_short() -> str:
+        store = open_blob_store(str(tmp_path / "blobs"))
+        blobs = TableBlobs(store, tmp_path / "work", TableLimits(1, 1, 1), DecodeSlots(1), MB)
+        blobs.open()
+        try:
+            async with blobs.ingest(body()):
+                pass
+        except UploadCutShort as exc:
+            return str(exc)
+        finally:
+            blobs.close()
+        raise AssertionError("the upload was not refused")
+
+    with caplog.at_level(logging.WARNING, logger="cairn.featurestore.blobs"):
+        message = asyncio.run(upload_cut_short())
+    assert "after 800000 bytes" in message
+    assert [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()] == [
+        "upload cut short by the client after 800000 bytes; nothing stored"
+    ]

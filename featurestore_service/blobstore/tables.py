@@ -244,9 +244,9 @@ class TableBlobs:
         digest = hashlib.sha256()
         handle: BinaryIO = await anyio.to_thread.run_sync(part.open, "wb")
         size = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
         try:
-            pending: list[bytes] = []
-            pending_bytes = 0
             async for chunk in chunks:
                 if not chunk:
                     continue
@@ -266,10 +266,12 @@ class TableBlobs:
                 )
             await anyio.to_thread.run_sync(_sync_close, handle)
         except ClientDisconnect:
-            # An expected event, not a server fault: one line, no traceback.
-            log.warning("upload cut short by the client after %d bytes; nothing stored", size)
+            # An expected event, not a server fault: one line, no traceback. ``size`` only
+            # counts what was flushed to disk; what arrived also holds the pending pieces.
+            received = size + pending_bytes
+            log.warning("upload cut short by the client after %d bytes; nothing stored", received)
             raise UploadCutShort(
-                f"The connection closed after {size} bytes of the body; send the whole file."
+                f"The connection closed after {received} bytes of the body; send the whole file."
             ) from None
         finally:
             if not handle.closed:
