@@ -183,7 +183,9 @@ def _text(value: Any) -> str | None:
 @app.command()
 def get(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    version: Annotated[int | None, typer.Option(help="A version number (default: latest).")] = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="A version number (default: latest).")
+    ] = None,
     as_of: Annotated[
         str | None,
         typer.Option(
@@ -293,8 +295,8 @@ def versions(
 @app.command()
 def diff(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    old: Annotated[int, typer.Argument(help="The older version.")],
-    new: Annotated[int, typer.Argument(help="The newer version.")],
+    old: Annotated[int, typer.Argument(min=1, help="The older version.")],
+    new: Annotated[int, typer.Argument(min=1, help="The newer version.")],
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -344,7 +346,7 @@ def diff(
 @app.command()
 def delete(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    version: Annotated[int, typer.Argument(help="The version to soft-delete.")],
+    version: Annotated[int, typer.Argument(min=1, help="The version to soft-delete.")],
     url: UrlOption = None,
 ) -> None:
     """Soft-delete one version: it stays listed, marked deleted, and is never latest again."""
@@ -366,7 +368,9 @@ def materialize(
     name: Annotated[str, typer.Argument(help="Feature table name.")],
     version: Annotated[
         int | None,
-        typer.Option(help="Version to serve (default: the latest); stays until the next write."),
+        typer.Option(
+            min=1, help="Version to serve (default: the latest); stays until the next write."
+        ),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,

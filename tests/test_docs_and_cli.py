@@ -364,3 +364,29 @@ def test_serve_without_the_backends_extra_says_so_in_one_line(tmp_path: Path) ->
         assert "Traceback" not in result.stderr, result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "[mongo]" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "param"),
+    [
+        (["metrics", "show", "s", "--version", "0"], "--version"),
+        (["metrics", "drift", "s", "0"], "VERSION"),
+        (["metrics", "drift", "s", "2", "--against", "0"], "--against"),
+        (["featureset", "get", "s", "--version", "0"], "--version"),
+        (["featureset", "diff", "s", "0", "2"], "OLD"),
+        (["featureset", "diff", "s", "1", "0"], "NEW"),
+        (["featureset", "delete", "s", "0"], "VERSION"),
+        (["featureset", "materialize", "s", "--version", "0"], "--version"),
+    ],
+)
+def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], param: str) -> None:
+    # Nothing listens on the URL: a bad version must be refused by the CLI itself (exit 2,
+    # as click does for any bad option), not sent to the server (exit 1, its message).
+    from typer.testing import CliRunner
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, [*args, "--url", url])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and param.lower() in errors[0].lower() and "1" in errors[0], errors
+    assert "Cannot reach" not in result.output

@@ -82,9 +82,9 @@ def _drift_line(column: dict[str, Any]) -> str:
 @app.command()
 def drift(
     name: str,
-    version: int,
+    version: Annotated[int, typer.Argument(min=1)],
     against: Annotated[
-        int | None, typer.Option(help="Reference version (default: previous).")
+        int | None, typer.Option(min=1, help="Reference version (default: previous).")
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
