@@ -243,6 +243,27 @@ class SchemaField(BaseModel):
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)
 
 
+class DuplicateColumn(ValueError):
+    """A schema names a column twice; ``index`` is the second column's place in the list, so a
+    manifest's problem can point at that column's line (crawler/manifest.py)."""
+
+    def __init__(self, name: str, first: int, index: int):
+        super().__init__(
+            f"schema names column {name!r} twice (columns {first + 1} and {index + 1}); "
+            "give each column once"
+        )
+        self.index = index
+
+
+def check_unique_columns(columns: list[SchemaField]) -> list[SchemaField]:
+    seen: dict[str, int] = {}
+    for index, column in enumerate(columns):
+        first = seen.setdefault(column.name, index)
+        if first != index:
+            raise DuplicateColumn(column.name, first, index)
+    return columns
+
+
 class Manifest(BaseModel):
     """The fields a person writes in a manifest file (DESIGN section 2)."""
 
@@ -350,6 +371,12 @@ class Manifest(BaseModel):
         if isinstance(value, dict):
             return [{"name": str(k), "type": v} for k, v in value.items()]
         return value
+
+    @field_validator("schema_")
+    @classmethod
+    def _unique_columns(cls, value: list[SchemaField] | None) -> list[SchemaField] | None:
+        # Readers key columns by name (profiles, drift, the UI): a second 'id' is ambiguous.
+        return value if value is None else check_unique_columns(value)
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -542,6 +569,11 @@ class Asset(AssetWrite):
     @classmethod
     def _short_list(cls, values: list[str]) -> list[str]:
         return values  # as _name
+
+    @field_validator("schema_")
+    @classmethod
+    def _unique_columns(cls, value: list[SchemaField] | None) -> list[SchemaField] | None:
+        return value  # as _name: a schema stored before the check is read back as it was
 
 
 def name_id(name: str) -> str:

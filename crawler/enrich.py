@@ -182,7 +182,7 @@ def parquet_columns(f: BinaryIO) -> list[Column]:
                 "nullable": field.nullable,
             }
         )
-    return fields
+    return _unique(fields, "the Parquet schema")
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -382,14 +382,30 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
                         cache.clear()
                     cache[cell] = cell_kind
             kinds[i] = _widen(kind, cell_kind)
-    return [
-        {
-            "name": _clip(name.strip()) or f"column_{i + 1}",
-            "type": _TYPE_NAMES[kinds[i]],
-            "nullable": nullable[i] or kinds[i] == _NONE,
-        }
-        for i, name in enumerate(header)
-    ]
+    return _unique(
+        [
+            {
+                "name": _clip(name.strip()) or f"column_{i + 1}",
+                "type": _TYPE_NAMES[kinds[i]],
+                "nullable": nullable[i] or kinds[i] == _NONE,
+            }
+            for i, name in enumerate(header)
+        ],
+        "the CSV header",
+    )
+
+
+def _unique(columns: list[Column], where: str) -> list[Column]:
+    """``columns``, unless two share a name: the catalogue refuses such a schema (which would
+    lose the whole asset), so it is a schema read problem of the file instead."""
+    seen: dict[Any, int] = {}
+    for index, column in enumerate(columns, start=1):
+        first = seen.setdefault(column["name"], index)
+        if first != index:
+            raise SchemaReadError(
+                f"{where} names column {column['name']!r} twice (columns {first} and {index})"
+            )
+    return columns
 
 
 # --- format guessing ---------------------------------------------------------------------------

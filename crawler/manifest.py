@@ -53,7 +53,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from cairn.models import Manifest
+from cairn.models import DuplicateColumn, Manifest
 from crawler.problems import Problem
 
 __all__ = [
@@ -837,6 +837,9 @@ def _report_validation(
         if key_error:
             loc = loc[:-1]
         top = str(loc[0]) if loc else ""
+        duplicate = (err.get("ctx") or {}).get("error")
+        if isinstance(duplicate, DuplicateColumn) and len(loc) == 1:
+            loc = (*loc, duplicate.index, "name")  # the line of the second one, not of schema:
         union = top == "labels" and len(loc) == 3 and loc[2] in _LABEL_UNION_MEMBERS
         if union:
             loc = loc[:2]

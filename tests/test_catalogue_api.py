@@ -119,6 +119,26 @@ def test_validation_problem_names_the_field(api: httpx.Client) -> None:
     assert fine.status_code == 201, fine.text
 
 
+def test_a_schema_naming_a_column_twice_is_a_422(api: httpx.Client) -> None:
+    columns = [{"name": "id"}, {"name": "amount"}, {"name": "id", "type": "string"}]
+    response = api.put("/assets/dup-1", json=asset("dup", schema=columns))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"].startswith("schema") and "'id'" in error["message"], error
+    bulk = api.post("/assets/bulk", json=[asset("dup", schema=columns)])
+    assert bulk.json()["results"][0]["status"] == "error", bulk.text
+    assert api.get("/assets/by-name/dup").status_code == 404
+
+
+def test_an_asset_stored_with_a_column_twice_still_reads_back() -> None:
+    # Written before the check: it is read as stored, never refused.
+    from cairn.models import Asset
+
+    stored = asset("old", id="old-1", schema=[{"name": "id"}, {"name": "id"}])
+    read = Asset.model_validate(stored)
+    assert [c.name for c in read.schema_ or []] == ["id", "id"]
+
+
 def test_name_conflict_is_409_and_names_the_other_asset(api: httpx.Client) -> None:
     api.put("/assets/first", json=asset("shared", manifest_path="a/MANIFEST.yaml"))
     response = api.put("/assets/second", json=asset("shared"))

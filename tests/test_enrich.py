@@ -284,6 +284,23 @@ def test_csv_schema_errors(head: bytes, reason: str) -> None:
         csv_schema(head)
 
 
+def test_a_header_naming_a_column_twice_is_a_schema_read_error() -> None:
+    # The catalogue refuses a schema with a column twice, which would lose the whole asset.
+    with pytest.raises(SchemaReadError, match=r"'id' twice \(columns 1 and 3\)"):
+        csv_columns(b"id,name,id\n1,a,2\n")
+    with pytest.raises(SchemaReadError, match="'column_2' twice"):
+        csv_columns(b"a,,column_2\n1,2,3\n")
+
+
+def test_a_parquet_schema_naming_a_column_twice_is_a_schema_read_error() -> None:
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["id", "id"])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    buf.seek(0)
+    with pytest.raises(SchemaReadError, match="'id' twice"):
+        parquet_columns(buf)
+
+
 # --- formats and type names --------------------------------------------------------------------
 
 

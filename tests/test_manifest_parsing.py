@@ -258,6 +258,26 @@ schema:
     assert "schema.1.type must be text, got a list" in problem.reason
 
 
+def test_a_schema_naming_a_column_twice_is_reported_at_the_second() -> None:
+    text = """\
+name: a
+type: table
+schema:
+  - name: id
+    type: int64
+  - name: amount
+  - {name: id, type: string}
+"""
+    problem = only_error(text)
+    assert problem.field == "schema.2.name"
+    assert (problem.line, problem.column) == (7, 6)
+    assert "column 'id'" in problem.reason and "twice" in problem.reason
+    # The other documents of the file still parse.
+    docs, problems = parse(text + "---\nname: b\ntype: table\nschema: [{name: id}]\n")
+    assert [d.manifest.name for d in docs] == ["b"]
+    assert [p.line for p in errors(problems)] == [7]
+
+
 def test_field_path_uses_the_spelling_the_user_wrote() -> None:
     text = "name: a\ntype: dataset\ndepends-on:\n  - upstream\n  - 42\n"
     problem = only_error(text)
