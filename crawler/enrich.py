@@ -352,11 +352,14 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
     lines = lines[: max_rows + 1]
     if delimiter is None:
         delimiter = _sniff_delimiter("".join(lines[:50]), lines[0])
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
-        rows = list(csv.reader(lines, delimiter=delimiter))
+        rows = [next(reader, [])]
+        _header_on_one_line(rows[0], reader.line_num)
+        rows.extend(reader)
     except csv.Error as exc:
         raise SchemaReadError(f"cannot read the CSV: {exc}") from None
-    if not rows or not any(cell.strip() for cell in rows[0]):
+    if not any(cell.strip() for cell in rows[0]):
         raise SchemaReadError("empty CSV: the first line holds no column names")
     header = rows[0]
     cache = _CELL_KINDS
@@ -393,6 +396,19 @@ def csv_columns(head: bytes, max_rows: int = 200, *, delimiter: str | None = Non
         ],
         "the CSV header",
     )
+
+
+def _header_on_one_line(header: list[str], lines_read: int) -> None:
+    """Refuses a header whose quote the header line does not close.
+
+    The reader would carry on into the rows below and make them one column's name (``a,"b,c``
+    then ``1,2,3`` gave a column named ``b,c\\n1,2,3``). Which column the writer meant cannot
+    be known, so the schema is not read rather than guessed."""
+    if lines_read > 1 or (header and header[-1].endswith(("\n", "\r"))):
+        raise SchemaReadError(
+            f"the CSV header's column {len(header)} opens a quote that the header line does "
+            "not close; close or remove the quote"
+        )
 
 
 def _unique(columns: list[Column], where: str) -> list[Column]:

@@ -284,6 +284,21 @@ def test_csv_schema_errors(head: bytes, reason: str) -> None:
         csv_schema(head)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [b'a,"b,c\n1,2,3\n', b'a,"b,c\n1,2,3\n4,5,6\n', b'a;"b;c\n1;2;3\n', b'"a,b\n1,2\n'],
+)
+def test_a_header_with_an_unterminated_quote_is_a_schema_read_error(head: bytes) -> None:
+    # Before: the quote swallowed the rows below into one column named 'b,c\n1,2,3'.
+    column = 1 if head.startswith(b'"') else 2
+    with pytest.raises(SchemaReadError, match=f"column {column} opens a quote"):
+        csv_columns(head)
+
+
+def test_a_quoted_header_on_one_line_still_reads() -> None:
+    assert [c["name"] for c in csv_columns(b'a,"b,c"\n1,2\n')] == ["a", "b,c"]
+
+
 def test_a_header_naming_a_column_twice_is_a_schema_read_error() -> None:
     # The catalogue refuses a schema with a column twice, which would lose the whole asset.
     with pytest.raises(SchemaReadError, match=r"'id' twice \(columns 1 and 3\)"):
