@@ -18,6 +18,7 @@ block changes; comments and other fields stay as written.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import posixpath
 import re
@@ -213,15 +214,25 @@ def _find_manifest(volume: Volume, patterns: NamePatterns, name: str | None) -> 
     return found[0]
 
 
+def _line_end(text: str) -> str:
+    """The line end the file's first line uses (CRLF from Windows editors, CR, LF)."""
+    match = re.search(r"\r\n|\r|\n", text)
+    return match.group() if match else "\n"
+
+
 def rewrite_versions(text: str, versions: dict[str, Any]) -> str:
     """``text`` with its top-level ``versions`` block replaced (or appended) by ``versions``;
-    every other line stays as written."""
+    every other line stays as written, and the new lines end as the file's lines do."""
+    newline = _line_end(text)
     block = yaml.safe_dump({"versions": versions}, sort_keys=False, allow_unicode=True, width=100)
+    if newline != "\n":
+        # safe_dump writes LF; a CRLF file with a few LF lines confuses editors and diffs.
+        block = block.replace("\n", newline)
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"versions\s*:", line)), None)
     if start is None:
-        if text and not text.endswith("\n"):
-            text += "\n"
+        if text and not text.endswith(("\n", "\r")):
+            text += newline
         return text + block
     end = start + 1
     # The block runs on while lines are indented, blank or indented comments.
@@ -314,7 +325,9 @@ def _checked_rewrite(raw: bytes, path: str, manifest: Any, versions: dict[str, A
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SnapshotError(f"{path} is not UTF-8 text") from None
-    updated = rewrite_versions(text, versions).encode()
+    # A BOM some Windows tools write (and some expect) goes back where it was.
+    bom = codecs.BOM_UTF8 if raw.startswith(codecs.BOM_UTF8) else b""
+    updated = bom + rewrite_versions(text, versions).encode()
     docs, _ = parse_manifest(updated, path)
     before = manifest.model_dump(exclude={"versions"})
     if (

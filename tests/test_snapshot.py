@@ -70,6 +70,32 @@ def test_local_snapshot_adds_a_version_per_change(tmp_path: Path) -> None:
     assert problems == [] and set(doc.manifest.versions) == {"v1", "v2"}
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["no-bom", "bom"])
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"], ids=["crlf", "lf", "cr"])
+def test_snapshot_keeps_the_manifests_line_ends_and_bom(
+    tmp_path: Path, newline: str, bom: bytes
+) -> None:
+    from crawler.snapshot import take_snapshot
+
+    ds = tmp_path / "sales"
+    ds.mkdir()
+    path = ds / "MANIFEST.yaml"
+    original = bom + MANIFEST.replace("\n", newline).encode()
+    path.write_bytes(original)
+    (ds / "a.csv").write_bytes(b"id\n1\n")
+    take_snapshot(str(ds), ["MANIFEST.yaml"])  # appends a versions block
+    (ds / "a.csv").write_bytes(b"id\n2\n")
+    take_snapshot(str(ds), ["MANIFEST.yaml"])  # replaces it
+    written = path.read_bytes()
+    assert written.startswith(original)
+    body = written[len(bom) :].decode()
+    # Every line, old and new, ends the way the file's lines did; no other line end is left.
+    assert body.count(newline) == len(body.splitlines()), body
+    assert "\r" not in body.replace(newline, "") and "\n" not in body.replace(newline, ""), body
+    (doc,), problems = parse_manifest(written, "MANIFEST.yaml")
+    assert problems == [] and set(doc.manifest.versions) == {"v1", "v2"}
+
+
 def test_snapshot_hashes_the_manifests_location_and_keeps_other_versions(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     (ds / "data").mkdir(parents=True)
