@@ -357,6 +357,7 @@ def _schema(facet: Any, where: str) -> list[SchemaField]:
     if not isinstance(facet, dict) or not isinstance(facet.get("fields", []), list):
         raise _invalid(f"{where}.fields", "must be a list of fields")
     columns: list[SchemaField] = []
+    seen: set[str] = set()
     top = list(enumerate(facet.get("fields", [])))
     stack: list[tuple[str, str, Any]] = [("", f"{where}.fields.{i}", f) for i, f in reversed(top)]
     while stack:
@@ -369,6 +370,11 @@ def _schema(facet: Any, where: str) -> list[SchemaField]:
             check_entries([name])
         except ValueError as exc:
             raise _invalid(f"{place}.name", str(exc).replace("an entry", "the name")) from None
+        if name in seen:  # the asset would be refused for it: say which field, here
+            raise _invalid(
+                f"{place}.name", f"the schema names column {name!r} twice; give each column once"
+            )
+        seen.add(name)
         try:
             columns.append(
                 SchemaField(

@@ -112,6 +112,15 @@ def test_control_characters_in_names_are_refused(
     assert "control characters" in response.text
 
 
+def test_a_schema_facet_naming_a_column_twice_names_the_second(api: httpx.Client) -> None:
+    event = run_event()
+    columns = [{"name": "id", "type": "int"}, {"name": "x"}, {"name": "id", "type": "string"}]
+    event["outputs"][0]["facets"] = {"schema": {"fields": columns}}
+    response = api.post("/lineage", json=event)
+    assert fields(response) == ["outputs.0.facets.schema.fields.2.name"]
+    assert "'id'" in response.text and "twice" in response.text, response.text
+
+
 def test_control_characters_in_a_schema_column_are_refused(api: httpx.Client) -> None:
     event = run_event()
     event["outputs"][0]["facets"] = {"schema": {"fields": [{"name": "a\x00b", "type": "int"}]}}
