@@ -613,3 +613,32 @@ def test_a_lineage_cut_at_the_node_limit_says_so(
     monkeypatch.setattr(service, "MAX_LINEAGE_NODES", 2)  # the catalogue runs in this process
     cut = assert_page(ui.get("/assets/sales-1", params={"depth": "3"}))
     assert "data-lineage-truncated" in cut and "more than this picture shows" in cut
+
+
+def test_a_password_in_a_service_url_is_never_shown(tmp_path: Path) -> None:
+    """CAIRN_CATALOGUE_URL may carry basic-auth credentials for a proxy in front of the
+    catalogue; the status page, the banner and the asset page's curl line showed them to
+    every visitor."""
+    from catalogue_service.app import create_app as catalogue_app
+    from ui.app import create_app as ui_app
+
+    with ThreadServer(catalogue_app(Settings(data_dir=tmp_path))) as catalogue:
+        body = httpx.post(catalogue.url + "/api/v1/assets/bulk", json=ASSETS, timeout=30).json()
+        assert body["failed"] == 0, body
+        host = catalogue.url.removeprefix("http://")
+        settings = Settings(
+            data_dir=tmp_path,
+            catalogue_url=f"http://proxyuser:pr0xy-s3cret@{host}",
+            featurestore_url=f"http://proxyuser:pr0xy-s3cret@127.0.0.1:{free_port()}",
+        )
+        with (
+            ThreadServer(ui_app(settings)) as ui,
+            httpx.Client(base_url=ui.url, timeout=30) as client,
+        ):
+            status = assert_page(client.get("/status"), 200, 503)  # the store is down
+            assert f"http://proxyuser@{host}" in status
+            pages = [status, assert_page(client.get("/assets/sales-1"))]
+            pages.append(assert_page(client.get("/featuresets"), 200, 503))
+            pages.append(assert_page(client.get("/", params={"q": "sales"})))
+    for page in pages:
+        assert "pr0xy-s3cret" not in page
