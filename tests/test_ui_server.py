@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -431,6 +432,25 @@ def test_sign_in_never_redirects_off_site_or_takes_a_cross_site_form(
         )
         assert forged.status_code == 403 and "Max-Age=0" in forged.headers["set-cookie"]
         assert visitor.get("/").status_code == 303
+        # A sibling host, or a browser without Sec-Fetch-Site posting from another origin
+        # ("null" from a sandboxed frame), signed the visitor in with the attacker's key.
+        for headers in (
+            {"sec-fetch-site": "same-site", "origin": "https://evil.example.com"},
+            {"origin": "https://evil.example.com"},
+            {"origin": "null"},
+        ):
+            forged = visitor.post("/signin", data={"key": GOOD_KEY}, headers=headers)
+            assert forged.status_code == 403, headers
+            assert visitor.get("/").status_code == 303
+        own = urlsplit(keyed[0]).netloc
+        for headers in (
+            {"sec-fetch-site": "same-origin", "origin": f"http://{own}"},
+            {"origin": f"http://{own}"},
+        ):
+            assert (
+                visitor.post("/signin", data={"key": GOOD_KEY}, headers=headers).status_code == 303
+            )
+            visitor.cookies.clear()
 
 
 def test_a_ui_with_reads_open_against_services_that_want_a_key_says_so(
