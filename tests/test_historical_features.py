@@ -614,7 +614,7 @@ def test_frame_past_the_cap_is_413_naming_the_limit(
         assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
 
 
-def test_a_parquet_frame_bomb_is_413_before_it_is_decoded(tmp_path: Path) -> None:
+def test_a_frame_bomb_is_413_before_it_is_decoded(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "fs",
         catalogue_url=f"http://127.0.0.1:{free_port()}",
@@ -634,8 +634,26 @@ def test_a_parquet_frame_bomb_is_413_before_it_is_decoded(tmp_path: Path) -> Non
         response = historical(client, body, "drivers:trips", media=PARQUET)
         assert response.status_code == 413, response.status_code
         assert "CAIRN_TABLE_MAX_ROW_GROUP_BYTES" in response.json()["detail"]
+        # The same rows as one ZSTD-compressed Arrow IPC batch: 250 KB, 105 MB decoded.
+        plain = bomb.set_column(2, "pad", bomb.column("pad").cast(pa.string()))
+        for compression in ("zstd", "lz4"):
+            sink = io.BytesIO()
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            with pa.ipc.new_stream(sink, plain.schema, options=options) as writer:
+                writer.write_table(plain)
+            assert len(sink.getvalue()) < 1024 * 1024
+            response = historical(client, sink.getvalue(), "drivers:trips", media=ARROW)
+            assert response.status_code == 413, (compression, response.status_code)
+            assert "Arrow IPC stream" in response.json()["detail"]
         small = frame([1] * 10, [20] * 10, pad=["p"] * 10)
         assert historical(client, small, "drivers:trips", media=PARQUET).status_code == 200
+        for compression in ("zstd", None):  # compressed frames within the limit still work
+            sink = io.BytesIO()
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            with pa.ipc.new_stream(sink, small.schema, options=options) as writer:
+                writer.write_table(small)
+            answer = read_answer(historical(client, sink.getvalue(), "drivers:trips"))
+            assert answer.num_rows == 10
         assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
 
 

@@ -16,7 +16,11 @@ import pyarrow.parquet as pq
 
 from cairn.errors import BadRequest, InvalidRequest
 from featurestore_service.pit.base import ENTITY_TIMESTAMP
-from featurestore_service.table_limits import TableLimits, check_decoded_size
+from featurestore_service.table_limits import (
+    TableLimits,
+    check_decoded_size,
+    check_ipc_batch_sizes,
+)
 
 PARQUET = "parquet"
 ARROW = "arrow"
@@ -54,6 +58,9 @@ class EntityFrame:
                 # bounded, since the frame is read one batch at a time, however long it is.
                 limits = TableLimits(sys.maxsize, max_row_group_bytes, sys.maxsize)
                 check_decoded_size(self.path, limits)
+            elif max_row_group_bytes is not None:
+                # Compressed IPC batches are bombs the same way; measured from their metadata.
+                check_ipc_batch_sizes(self.path, max_row_group_bytes)
             self.schema = self._open_schema()
             self.num_rows, self.timestamp_nulls = self._scan()
         except (pa.ArrowException, OSError, ValueError) as exc:
