@@ -8,9 +8,11 @@ httptools and adds both limits to the head of each request:
 
 - more than ``MAX_HEAD_BYTES`` of request line and headers gets a 431 and the connection closed;
 - a head not complete ``HEAD_TIMEOUT`` seconds after its connection opened or its first byte
-  arrived gets a 408 and the connection closed.
+  arrived gets a 408 and the connection closed;
+- a body that stops arriving (nothing for ``BODY_IDLE_TIMEOUT`` seconds while the server waits
+  for more) gets a 408 too, and the connection closed: the request ends as a disconnect.
 
-Bodies are not counted here: the services' body limits (``BodyLimitMiddleware``) see them.
+Body sizes are not counted here: the services' body limits (``BodyLimitMiddleware``) see them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 # KiB), small enough that a thousand connections at the limit cost 64 MB.
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT = 30.0
+# Seconds without a byte of an unfinished body before it is given up (nginx's
+# client_body_timeout is 60): long enough for any client that is still sending.
+BODY_IDLE_TIMEOUT = 30.0
 # How long a refused connection is still read (and what arrives dropped) before it is closed.
 REFUSED_LINGER = 5.0
 
@@ -54,6 +59,12 @@ HEAD_TOO_LARGE = _problem(
     f"The request line and headers are over {MAX_HEAD_BYTES // 1024} KiB: send a shorter URL "
     "(put long searches in a POST body) and fewer or smaller headers.",
 )
+BODY_TOO_SLOW = _problem(
+    408,
+    "Request timeout",
+    f"Nothing of the request body arrived for {BODY_IDLE_TIMEOUT:g} seconds; send the body "
+    "without pauses (or a Content-Length that matches it).",
+)
 HEAD_TOO_SLOW = _problem(
     408,
     "Request timeout",
@@ -67,11 +78,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     max_head_bytes = MAX_HEAD_BYTES
     head_timeout = HEAD_TIMEOUT
+    body_idle_timeout = BODY_IDLE_TIMEOUT
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_open = False
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
         super().connection_made(transport)
         # A connection that never sends a byte would otherwise be held forever.
@@ -79,12 +92,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         super().data_received(data)
+        if self._body_timer is not None:
+            self._disarm_body_timer()  # the body moves: its idle time starts again
+            self._arm_body_timer()
         if not self._head_open or self.transport.is_closing():
             return
         # The head is still incomplete after this chunk, so the chunk belongs to it (httptools
@@ -109,6 +126,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_open = False
         self._disarm_head_timer()
         super().on_headers_complete()
+        self._arm_body_timer()  # disarmed by on_message_complete, at once for a GET
+
+    def on_message_complete(self) -> None:
+        self._disarm_body_timer()
+        super().on_message_complete()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -118,6 +140,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _arm_body_timer(self) -> None:
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.body_idle_timeout, self._body_timed_out)
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.flow.read_paused:
+            # The app has not taken what came: the wait is the server's, not the client's.
+            self._arm_body_timer()
+            return
+        if self.transport.is_closing() or self._refused:
+            return
+        self._refused = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self.transport.write(BODY_TOO_SLOW)
+        # Nothing unread is waiting (the client is silent), so closing loses no answer; the
+        # app's next receive() is a disconnect.
+        self.transport.close()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -59,12 +60,28 @@ def test_a_huge_header_or_url_gets_431_from_cairn_serve(
 
 class _QuickHead(BoundedHttpToolsProtocol):
     head_timeout = 0.5
+    body_idle_timeout = 0.5
+
+
+async def _echo_length(scope: dict, receive: Any, send: Any) -> None:
+    """Reads the whole body and answers its length (a request that stalls ends here as a
+    disconnect, whose answer nobody receives)."""
+    if scope["type"] != "http":
+        return
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
 
 
 @pytest.fixture
 def quick_head_server() -> Iterator[int]:
-    async def app(scope: dict, receive: object, send: object) -> None:  # pragma: no cover
-        raise AssertionError("a request whose head never ended reached the app")
+    app = _echo_length
 
     port = free_port()
     config = uvicorn.Config(
@@ -94,3 +111,20 @@ def test_a_head_that_never_ends_gets_408_and_the_connection_closes(
     # A connection that never sends a byte is closed too.
     with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
         assert sock.recv(4096).startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    quick_head_server: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        answer = b""
+        while data := sock.recv(4096):  # ends when the server closes the connection
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"request body arrived" in answer
+    # A body sent whole, and a request without one, are answered as usual.
+    whole = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+    assert _answer(quick_head_server, whole).startswith(b"HTTP/1.1 200 ")
+    plain = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _answer(quick_head_server, plain).startswith(b"HTTP/1.1 200 ")
