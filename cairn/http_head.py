@@ -152,14 +152,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
-        if self.flow.read_paused:
-            # The app has not taken what came: the wait is the server's, not the client's.
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            # The app has not taken what came, or not yet asked for the body a client waits
+            # to send (Expect: 100-continue): the wait is the server's, not the client's.
             self._arm_body_timer()
             return
         if self.transport.is_closing() or self._refused:
             return
         self._refused = True
-        cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             self.transport.write(BODY_TOO_SLOW)
         # Nothing unread is waiting (the client is silent), so closing loses no answer; the

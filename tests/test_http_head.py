@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -68,6 +69,8 @@ async def _echo_length(scope: dict, receive: Any, send: Any) -> None:
     disconnect, whose answer nobody receives)."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/late":
+        await asyncio.sleep(1.0)  # twice the body timeout before it asks for the body
     size, more = 0, True
     while more:
         message = await receive()
@@ -128,3 +131,14 @@ def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
     assert _answer(quick_head_server, whole).startswith(b"HTTP/1.1 200 ")
     plain = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
     assert _answer(quick_head_server, plain).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_client_waiting_for_100_continue_is_not_timed_out(quick_head_server: int) -> None:
+    # The client sends nothing until the app asks for the body: that wait is the server's.
+    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
+        sock.sendall(
+            b"POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"0123456789")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
