@@ -143,6 +143,7 @@ def serve(
     import uvicorn
 
     from cairn.backends import BackendError
+    from cairn.http_head import BoundedHttpToolsProtocol
     from cairn.memory import limit_arenas
     from cairn.settings import get_settings
 
@@ -165,6 +166,7 @@ def serve(
         service_app,
         host=host,
         port=port,
+        http=BoundedHttpToolsProtocol,
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,

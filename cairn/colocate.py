@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cairn.http_head import BoundedHttpToolsProtocol
+
 log = logging.getLogger("cairn.up")
 
 # Which service the running request, lifespan or background task belongs to; tasks and worker
@@ -86,6 +88,7 @@ class Colocated:
             ServiceLabel(app, name),
             host=host,
             port=port,
+            http=BoundedHttpToolsProtocol,
             log_level=log_level,
             access_log=False,
             timeout_graceful_shutdown=5,

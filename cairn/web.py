@@ -504,6 +504,15 @@ class _UnicodeCheckedRequest(Request):
                 raise json.JSONDecodeError(
                     f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})", "", 0
                 ) from exc
+            except RecursionError as exc:
+                # FastAPI would answer "There was an error parsing the body", which says
+                # nothing about what to change.
+                raise json.JSONDecodeError(
+                    "the body nests arrays or objects too deeply (hundreds of levels); "
+                    "send flatter JSON",
+                    "",
+                    0,
+                ) from exc
         return self._json
 
 

@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+from cairn.redact import redact_url as redact_url  # re-exported: the connectors' name
 from connectors.base import Volume
 from connectors.errors import UnsupportedScheme, VolumeError
 
@@ -72,24 +73,3 @@ def open_volume(url_or_path: str | os.PathLike[str], **options: Any) -> Volume:
         )
     volume = _load(scheme, _REGISTRY[scheme]).from_url(spec, **options)
     return volume
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its userinfo password, query string and fragment; paths pass unchanged.
-
-    Query strings go whole: SAS tokens, delegation tokens and signed-URL parameters all live
-    there, and telling harmless parameters from secret ones is not worth the risk in a log line.
-    """
-    match = _URL.match(url)
-    if match is None:
-        return url
-    rest = url[match.end() :]
-    for sep in ("?", "#"):
-        rest = rest.partition(sep)[0]
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        # rpartition: an unencoded '@' inside a password must not leave half of it behind
-        userinfo, _, hostport = authority.rpartition("@")
-        user = userinfo.partition(":")[0]
-        authority = f"{user}@{hostport}" if user else hostport
-    return f"{match.group(1)}://{authority}{slash}{path}"

@@ -15,6 +15,7 @@ import orjson
 
 from cairn import __version__
 from cairn.cli_errors import key_hint
+from cairn.redact import redact_url
 from cairn.retry import RetryableStatus, call_with_retries
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class CataloguePusher:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
+        # What reports and logs name: a password in CAIRN_CATALOGUE_URL stays out of them.
+        self.shown_url = redact_url(self.base_url)
         self.attempts = attempts
         # The catalogue's body limit as this side's settings know it (CAIRN_MAX_BODY_BYTES):
         # a batch over it is split before it is sent; one the catalogue still refuses (its
@@ -64,7 +67,7 @@ class CataloguePusher:
         """The catalogue's instance id: what the crawler remembers is kept per catalogue."""
         response = self._call(
             lambda: self._client.get("/api/v1/instance"),
-            f"instance lookup at {self.base_url}",
+            f"instance lookup at {self.shown_url}",
             passes=(404,),
         )
         if response.status_code == 404:
@@ -72,7 +75,7 @@ class CataloguePusher:
             # write routes), or another service's address.
             prefix = ", without /api/v1" if self.base_url.endswith("/api/v1") else ""
             raise CatalogueUnreachable(
-                f"{self.base_url} has no catalogue API (GET /api/v1/instance answered HTTP 404):"
+                f"{self.shown_url} has no catalogue API (GET /api/v1/instance answered HTTP 404):"
                 f" give the catalogue's base URL (e.g. http://host:8001{prefix}) with --catalogue"
                 " or CAIRN_CATALOGUE_URL"
             )
@@ -85,7 +88,7 @@ class CataloguePusher:
         if isinstance(found, str) and found:
             return found
         raise CatalogueUnreachable(
-            f"{self.base_url} answered GET /api/v1/instance with something that is not a "
+            f"{self.shown_url} answered GET /api/v1/instance with something that is not a "
             "Cairn catalogue's instance id; is the URL right?"
         )
 
@@ -99,7 +102,7 @@ class CataloguePusher:
             return self._halves(items)
         response = self._call(
             lambda: self._client.post("/api/v1/assets/bulk", content=body),
-            f"push of {len(items)} assets to {self.base_url}",
+            f"push of {len(items)} assets to {self.shown_url}",
             passes=(413,),
         )
         if response.status_code == 413:
@@ -132,7 +135,7 @@ class CataloguePusher:
         for part in _url_chunks(urls):
             response = self._call(
                 partial(self._client.get, "/api/v1/assets/by-location", params={"url": part}),
-                f"location lookup of {len(part)} URLs at {self.base_url}",
+                f"location lookup of {len(part)} URLs at {self.shown_url}",
             )
             found.update(AssetsByLocation.model_validate_json(response.content).assets)
         return found
@@ -144,7 +147,7 @@ class CataloguePusher:
         body = orjson.dumps({"origin": origin, "upstreams": upstreams})
         response = self._call(
             lambda: self._client.post("/api/v1/lineage/edges", content=body),
-            f"push of the {origin} edges of {len(upstreams)} assets to {self.base_url}",
+            f"push of the {origin} edges of {len(upstreams)} assets to {self.shown_url}",
         )
         return EdgeReceipt.model_validate_json(response.content)
 
@@ -157,23 +160,23 @@ class CataloguePusher:
             response = call_with_retries(request, attempts=self.attempts, what=what)
         except RetryableStatus as exc:
             raise CatalogueUnreachable(
-                f"the catalogue at {self.base_url} kept answering "
+                f"the catalogue at {self.shown_url} kept answering "
                 f"HTTP {exc.response.status_code}: {_detail(exc.response)}"
             ) from exc
         except httpx.UnsupportedProtocol as exc:
             raise CatalogueUnreachable(
-                f"the catalogue URL {self.base_url!r} does not start with http:// or https://; "
+                f"the catalogue URL {self.shown_url!r} does not start with http:// or https://; "
                 "give it as http://host:port (--catalogue or CAIRN_CATALOGUE_URL)"
             ) from exc
         except httpx.TransportError as exc:
             raise CatalogueUnreachable(
-                f"cannot reach the catalogue at {self.base_url} ({exc.__class__.__name__}: {exc});"
+                f"cannot reach the catalogue at {self.shown_url} ({exc.__class__.__name__}: {exc});"
                 " is it running? (cairn serve catalogue)"
             ) from exc
         if response.status_code in (401, 403):
             hint = key_hint("authorization" in self._client.headers, "the catalogue")
             raise CatalogueUnreachable(
-                f"the catalogue at {self.base_url} answered HTTP {response.status_code}: {hint}"
+                f"the catalogue at {self.shown_url} answered HTTP {response.status_code}: {hint}"
             )
         if response.status_code != 200 and response.status_code not in passes:
             raise CatalogueUnreachable(

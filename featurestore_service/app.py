@@ -106,7 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registrar = registrar
     app.state.materializer = materializer
     app.state.online = OnlineService(online_store, settings.online_max_entities)
-    app.state.historical = HistoricalFeatures(service, settings.historical_cache_bytes)
+    app.state.historical = HistoricalFeatures(
+        service, settings.historical_cache_bytes, settings.table_max_row_group_bytes
+    )
     app.state.metric_store = metric_store
     app.state.profile_worker = profiler
     # Online serving hands a fraction of its responses to app.state.skew.observe(name, rows).

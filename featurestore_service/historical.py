@@ -86,9 +86,12 @@ def _table(stored: FeatureSet, path: Path, ref: Wanted, full_feature_names: bool
 class HistoricalFeatures:
     """The facade the historical route calls."""
 
-    def __init__(self, features: FeatureStore, cache_bytes: int) -> None:
+    def __init__(
+        self, features: FeatureStore, cache_bytes: int, max_row_group_bytes: int | None = None
+    ) -> None:
         self.features = features
         self.engine = SortedSearchStore(cache_bytes)
+        self.max_row_group_bytes = max_row_group_bytes
 
     async def resolve(
         self, references: list[str], full_feature_names: bool
@@ -155,7 +158,7 @@ class HistoricalFeatures:
 
     def plan(self, frame_path: Path, kind: str, tables: list[FeatureTable]) -> RetrievalJob:
         """Reads and checks the frame, builds (or reuses) the indexes: blocking, run in a thread."""
-        frame = EntityFrame(frame_path, kind)
+        frame = EntityFrame(frame_path, kind, max_row_group_bytes=self.max_row_group_bytes)
         versions = versions_text(tables)
         metadata = {
             VERSIONS_METADATA: versions,

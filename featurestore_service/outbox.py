@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from cairn import __version__
+from cairn.redact import redact_url
 from cairn.retry import RETRY_STATUSES, backoff_delay
 from cairn.settings import Settings
 from featurestore_service.backends.base import FeatureSetStore, OutboxEntry
@@ -126,7 +127,7 @@ class CatalogueRegistrar:
             )
         except httpx.TransportError as exc:
             raise DeliveryError(
-                f"cannot reach the catalogue at {self.base_url} ({type(exc).__name__})"
+                f"cannot reach the catalogue at {redact_url(self.base_url)} ({type(exc).__name__})"
             ) from exc
         if response.status_code in (200, 201):
             return

@@ -14,6 +14,7 @@ stored table decodes to at most ``max_row_group_bytes`` of Arrow memory.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,3 +182,82 @@ def _check_sizes(sizes: list[int], limits: TableLimits) -> None:
 
 def _too_large(detail: str) -> PayloadTooLarge:
     return PayloadTooLarge(detail, errors=[{"field": "body", "message": detail}])
+
+
+# --- Arrow IPC streams ---------------------------------------------------------------------------
+#
+# A compressed IPC batch (LZ4 or ZSTD buffers) says each buffer's decoded length in the first 8
+# bytes of the buffer; the buffers' places are in the batch's flatbuffer metadata (Arrow's
+# format/Message.fbs). Reading them from there measures a batch without decompressing it.
+
+_MESSAGE_HEADER_TYPE, _MESSAGE_HEADER = 1, 2  # fields of Message
+_DICTIONARY_BATCH, _RECORD_BATCH = 2, 3  # MessageHeader union tags
+_DICTIONARY_DATA = 1  # field of DictionaryBatch: its RecordBatch
+_BATCH_BUFFERS, _BATCH_COMPRESSION = 2, 3  # fields of RecordBatch
+
+
+def _field(meta: bytes, table: int, index: int) -> int | None:
+    """Where field ``index`` of the flatbuffer table at ``table`` is, or None when absent."""
+    vtable = table - struct.unpack_from("<i", meta, table)[0]
+    vtable_size = struct.unpack_from("<H", meta, vtable)[0]
+    entry = 4 + 2 * index
+    if entry >= vtable_size:
+        return None
+    offset = struct.unpack_from("<H", meta, vtable + entry)[0]
+    return table + offset if offset else None
+
+
+def _follow(meta: bytes, at: int) -> int:
+    """The table or vector an offset field at ``at`` points to."""
+    return at + struct.unpack_from("<I", meta, at)[0]
+
+
+def ipc_batch_decoded_bytes(message: pa.ipc.Message) -> int | None:
+    """The decoded size of a record or dictionary batch's buffers; None for other messages."""
+    meta = message.metadata.to_pybytes()
+    root = struct.unpack_from("<I", meta, 0)[0]
+    kind_at = _field(meta, root, _MESSAGE_HEADER_TYPE)
+    header_at = _field(meta, root, _MESSAGE_HEADER)
+    kind = meta[kind_at] if kind_at is not None else 0
+    if header_at is None or kind not in (_RECORD_BATCH, _DICTIONARY_BATCH):
+        return None
+    batch = _follow(meta, header_at)
+    if kind == _DICTIONARY_BATCH:
+        data_at = _field(meta, batch, _DICTIONARY_DATA)
+        if data_at is None:
+            return None
+        batch = _follow(meta, data_at)
+    body = memoryview(message.body) if message.body is not None else memoryview(b"")
+    if _field(meta, batch, _BATCH_COMPRESSION) is None:
+        return len(body)  # uncompressed: the body is the batch
+    buffers_at = _field(meta, batch, _BATCH_BUFFERS)
+    if buffers_at is None:
+        return 0
+    vector = _follow(meta, buffers_at)
+    total = 0
+    for i in range(struct.unpack_from("<I", meta, vector)[0]):
+        offset, length = struct.unpack_from("<qq", meta, vector + 4 + 16 * i)
+        if length >= 8:
+            decoded = struct.unpack_from("<q", body, offset)[0]
+            # -1: this buffer was left uncompressed after its 8-byte prefix.
+            total += length - 8 if decoded < 0 else decoded
+    return total
+
+
+def check_ipc_batch_sizes(path: Path, max_batch_bytes: int) -> None:
+    """Refuses (413) an Arrow IPC stream with a batch that decodes past ``max_batch_bytes``,
+    reading only each message's metadata and buffer prefixes (a 250 KB ZSTD batch of one
+    repeated string decoded into 270 MB)."""
+    with pa.memory_map(str(path)) as source:
+        for index, message in enumerate(pa.ipc.MessageReader.open_stream(source)):
+            try:
+                size = ipc_batch_decoded_bytes(message)
+            except (struct.error, IndexError) as exc:
+                raise ValueError(f"message {index} has malformed metadata ({exc})") from exc
+            if size is not None and size > max_batch_bytes:
+                raise _too_large(
+                    f"Message {index} of the Arrow IPC stream decodes to {size:,} bytes in "
+                    f"memory; the limit is {max_batch_bytes:,} bytes per batch "
+                    "(CAIRN_TABLE_MAX_ROW_GROUP_BYTES). Write smaller record batches, or "
+                    "raise the setting."
+                )

@@ -474,3 +474,19 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
         done = subprocess.run(get, env=env, stdout=stdout, timeout=120, cwd=ROOT)
     assert done.returncode == 0 and redirected.read_bytes() == parquet.read_bytes()
     assert Path("/dev/stdout").is_symlink() or not Path("/dev/stdout").is_file()
+
+
+def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: Path) -> None:
+    dead = f"http://etl:url-s3cret@127.0.0.1:{free_port()}"
+    with FeatureStoreClient(dead, timeout=2) as client, pytest.raises(ServiceUnreachable) as info:
+        client.get("x")
+    assert "url-s3cret" not in str(info.value) and "etl@127.0.0.1" in str(info.value)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "a.cairn.yaml").write_text("name: a\ntype: dataset\n")
+    crawled = run_cairn(
+        "crawl", str(volume), "--catalogue", dead, "--json", env=cairn_env(tmp_path / "data")
+    )
+    assert crawled.returncode != 0
+    assert "etl@127.0.0.1" in crawled.stdout + crawled.stderr
+    assert "url-s3cret" not in crawled.stdout + crawled.stderr

@@ -614,6 +614,49 @@ def test_frame_past_the_cap_is_413_naming_the_limit(
         assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
 
 
+def test_a_frame_bomb_is_413_before_it_is_decoded(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        table_max_row_group_bytes=32 * 1024 * 1024,
+    )
+    rows = 65_536
+    # One 1,600-character value, dictionary-encoded: about 150 KB of Parquet that decoded
+    # into 105 MB, three times the row-group limit the frame's uploads already had.
+    bomb = frame([1] * rows, [20] * rows, pad=pa.array(["p" * 1600] * rows).dictionary_encode())
+    body = parquet_bytes(bomb)
+    assert len(body) < 1024 * 1024
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client,
+    ):
+        declare(client, "drivers", drivers([1.0, 2.0, 3.0]))
+        response = historical(client, body, "drivers:trips", media=PARQUET)
+        assert response.status_code == 413, response.status_code
+        assert "CAIRN_TABLE_MAX_ROW_GROUP_BYTES" in response.json()["detail"]
+        # The same rows as one ZSTD-compressed Arrow IPC batch: 250 KB, 105 MB decoded.
+        plain = bomb.set_column(2, "pad", bomb.column("pad").cast(pa.string()))
+        for compression in ("zstd", "lz4"):
+            sink = io.BytesIO()
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            with pa.ipc.new_stream(sink, plain.schema, options=options) as writer:
+                writer.write_table(plain)
+            assert len(sink.getvalue()) < 1024 * 1024
+            response = historical(client, sink.getvalue(), "drivers:trips", media=ARROW)
+            assert response.status_code == 413, (compression, response.status_code)
+            assert "Arrow IPC stream" in response.json()["detail"]
+        small = frame([1] * 10, [20] * 10, pad=["p"] * 10)
+        assert historical(client, small, "drivers:trips", media=PARQUET).status_code == 200
+        for compression in ("zstd", None):  # compressed frames within the limit still work
+            sink = io.BytesIO()
+            options = pa.ipc.IpcWriteOptions(compression=compression)
+            with pa.ipc.new_stream(sink, small.schema, options=options) as writer:
+                writer.write_table(small)
+            answer = read_answer(historical(client, sink.getvalue(), "drivers:trips"))
+            assert answer.num_rows == 10
+        assert list((settings.featurestore_blobs / "tmp").iterdir()) == []
+
+
 MEMORY_SCRIPT = """
 import sys
 from pathlib import Path

@@ -13,8 +13,8 @@ from crawler.source_crawl import location_spellings
 from crawler.sources import SourceError, is_source_url, open_source
 from crawler.sources.json_schema import infer_json_schema
 from crawler.sources.metastore import format_of, normalize_location
-from crawler.sources.registry_schema import columns_of
-from tests.conftest import cairn_env, run_cairn
+from crawler.sources.registry_schema import columns_of, fetch_registry_schema
+from tests.conftest import cairn_env, free_port, run_cairn
 
 
 def test_json_inference_merges_kinds_and_nullability() -> None:
@@ -128,3 +128,13 @@ def test_watch_is_refused_for_sources(tmp_path: Path) -> None:
     result = run_cairn("crawl", "kafka://127.0.0.1:9", "--watch", env=cairn_env(tmp_path))
     assert result.returncode == 1
     assert "--watch needs a local folder" in result.stderr and "--every" in result.stderr
+
+
+def test_a_password_in_the_schema_registry_url_stays_out_of_the_error() -> None:
+    # Confluent Cloud's registry takes its key and secret as the URL's user info; the error
+    # becomes a problem in the crawl report.
+    url = f"https://reg-key:reg-s3cret@127.0.0.1:{free_port()}"
+    with pytest.raises(SourceError) as info:
+        fetch_registry_schema(url, "orders-value", timeout=2)
+    assert "reg-s3cret" not in str(info.value)
+    assert "reg-key@127.0.0.1" in str(info.value)

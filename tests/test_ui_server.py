@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -431,6 +432,25 @@ def test_sign_in_never_redirects_off_site_or_takes_a_cross_site_form(
         )
         assert forged.status_code == 403 and "Max-Age=0" in forged.headers["set-cookie"]
         assert visitor.get("/").status_code == 303
+        # A sibling host, or a browser without Sec-Fetch-Site posting from another origin
+        # ("null" from a sandboxed frame), signed the visitor in with the attacker's key.
+        for headers in (
+            {"sec-fetch-site": "same-site", "origin": "https://evil.example.com"},
+            {"origin": "https://evil.example.com"},
+            {"origin": "null"},
+        ):
+            forged = visitor.post("/signin", data={"key": GOOD_KEY}, headers=headers)
+            assert forged.status_code == 403, headers
+            assert visitor.get("/").status_code == 303
+        own = urlsplit(keyed[0]).netloc
+        for headers in (
+            {"sec-fetch-site": "same-origin", "origin": f"http://{own}"},
+            {"origin": f"http://{own}"},
+        ):
+            assert (
+                visitor.post("/signin", data={"key": GOOD_KEY}, headers=headers).status_code == 303
+            )
+            visitor.cookies.clear()
 
 
 def test_a_ui_with_reads_open_against_services_that_want_a_key_says_so(
@@ -613,3 +633,32 @@ def test_a_lineage_cut_at_the_node_limit_says_so(
     monkeypatch.setattr(service, "MAX_LINEAGE_NODES", 2)  # the catalogue runs in this process
     cut = assert_page(ui.get("/assets/sales-1", params={"depth": "3"}))
     assert "data-lineage-truncated" in cut and "more than this picture shows" in cut
+
+
+def test_a_password_in_a_service_url_is_never_shown(tmp_path: Path) -> None:
+    """CAIRN_CATALOGUE_URL may carry basic-auth credentials for a proxy in front of the
+    catalogue; the status page, the banner and the asset page's curl line showed them to
+    every visitor."""
+    from catalogue_service.app import create_app as catalogue_app
+    from ui.app import create_app as ui_app
+
+    with ThreadServer(catalogue_app(Settings(data_dir=tmp_path))) as catalogue:
+        body = httpx.post(catalogue.url + "/api/v1/assets/bulk", json=ASSETS, timeout=30).json()
+        assert body["failed"] == 0, body
+        host = catalogue.url.removeprefix("http://")
+        settings = Settings(
+            data_dir=tmp_path,
+            catalogue_url=f"http://proxyuser:pr0xy-s3cret@{host}",
+            featurestore_url=f"http://proxyuser:pr0xy-s3cret@127.0.0.1:{free_port()}",
+        )
+        with (
+            ThreadServer(ui_app(settings)) as ui,
+            httpx.Client(base_url=ui.url, timeout=30) as client,
+        ):
+            status = assert_page(client.get("/status"), 200, 503)  # the store is down
+            assert f"http://proxyuser@{host}" in status
+            pages = [status, assert_page(client.get("/assets/sales-1"))]
+            pages.append(assert_page(client.get("/featuresets"), 200, 503))
+            pages.append(assert_page(client.get("/", params={"q": "sales"})))
+    for page in pages:
+        assert "pr0xy-s3cret" not in page

@@ -122,6 +122,29 @@ def test_malformed_json_without_a_key_is_401(
     assert "JSON" in answer.get("detail", answer.get("message"))
 
 
+@pytest.mark.parametrize(
+    ("service", "path", "method"),
+    [
+        ("catalogue", "/api/v1/assets/x", "PUT"),
+        ("catalogue", "/api/v1/assets/x/drift", "PUT"),
+        ("catalogue", "/api/v1/assets/search", "POST"),
+        ("catalogue", "/api/v1/lineage/edges", "POST"),
+        ("catalogue", "/assets/tags", "POST"),
+        ("featurestore", "/api/v1/featuresets", "POST"),
+        ("featurestore", "/api/v1/featureset/search", "POST"),
+    ],
+)
+def test_json_nested_too_deeply_is_refused_saying_so(
+    keyed: dict[str, ThreadServer], service: str, path: str, method: str
+) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = {**AUTH, "content-type": "application/json"}
+    answer = httpx.request(method, keyed[service].url + path, content=deep, headers=headers)
+    assert answer.status_code in (400, 422), answer.text
+    # Was FastAPI's "There was an error parsing the body", which says nothing to fix.
+    assert "nests arrays or objects too deeply" in answer.text, answer.text
+
+
 META = ["/metrics", "/docs", "/redoc", "/openapi.json"]
 
 

@@ -30,6 +30,7 @@ from cairn.client import (
     ServiceUnreachable,
 )
 from cairn.errors import CairnError
+from cairn.redact import redact_url
 from cairn.settings import Settings
 
 log = logging.getLogger("cairn.ui")
@@ -55,7 +56,9 @@ class Service(Generic[Client]):
 
     @property
     def url(self) -> str:
-        return self.client.base_url
+        # Shown to every visitor (status page, banner, curl lines): a password in
+        # CAIRN_CATALOGUE_URL (basic auth at a proxy) must not be.
+        return redact_url(self.client.base_url)
 
     @property
     def health(self) -> Health:

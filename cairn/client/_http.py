@@ -41,6 +41,7 @@ from cairn.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from cairn.redact import redact_url
 
 T = TypeVar("T")
 
@@ -231,8 +232,8 @@ class AsyncTransport:
             result = call.read(response)
         except ValueError as exc:  # JSON, pydantic and Arrow errors are all ValueErrors
             error = BadAnswer(
-                f"{self.base_url}{call.path} answered with something that cannot be read "
-                f"({type(exc).__name__})"
+                f"{redact_url(self.base_url)}{call.path} answered with something that cannot "
+                f"be read ({type(exc).__name__})"
             )
             self.health.mark(False, error.reason, latency)
             raise error from exc
@@ -349,8 +350,8 @@ def _unreachable(base_url: str, exc: Exception) -> ServiceUnreachable:
     else:
         reason = f"the connection failed ({type(exc).__name__})"
     return ServiceUnreachable(
-        f"Cannot reach {base_url} ({type(exc).__name__}: {exc}); is the service running "
-        "and is the URL right?",
+        f"Cannot reach {redact_url(base_url)} ({type(exc).__name__}: {exc}); is the service "
+        "running and is the URL right?",
         reason,
     )
 

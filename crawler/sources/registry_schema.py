@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from cairn.models import MAX_COLUMNS
+from cairn.redact import redact_url
 from crawler.sources.base import SourceError
 
 
@@ -47,7 +48,10 @@ def fetch_registry_schema(base_url: str, subject: str, timeout: float) -> Regist
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise SourceError(f"schema registry at {base_url} did not answer: {exc!r}") from exc
+        # The URL may hold the registry's key and secret (user info): never in a report.
+        raise SourceError(
+            f"schema registry at {redact_url(base_url)} did not answer: {exc!r}"
+        ) from exc
     if response.status_code == 404:
         return None
     if response.status_code != 200:

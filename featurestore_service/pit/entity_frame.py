@@ -7,6 +7,7 @@ join then reads it again, batch by batch: a frame larger than memory is fine.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,11 @@ import pyarrow.parquet as pq
 
 from cairn.errors import BadRequest, InvalidRequest
 from featurestore_service.pit.base import ENTITY_TIMESTAMP
+from featurestore_service.table_limits import (
+    TableLimits,
+    check_decoded_size,
+    check_ipc_batch_sizes,
+)
 
 PARQUET = "parquet"
 ARROW = "arrow"
@@ -32,7 +38,13 @@ def is_time_type(dtype: pa.DataType) -> bool:
 class EntityFrame:
     """Join keys, ``event_timestamp`` and any other columns, read batch by batch from disk."""
 
-    def __init__(self, path: Path, kind: str, batch_rows: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        batch_rows: int = 64 * 1024,
+        max_row_group_bytes: int | None = None,
+    ) -> None:
         if kind not in (PARQUET, ARROW):
             raise ValueError(f"kind is {PARQUET!r} or {ARROW!r}")
         self.path = Path(path)
@@ -40,6 +52,15 @@ class EntityFrame:
         self.batch_rows = batch_rows
         what = "Parquet file" if kind == PARQUET else "Arrow IPC stream"
         try:
+            if kind == PARQUET and max_row_group_bytes is not None:
+                # A 200 KB file of one long dictionary value repeated decodes to gigabytes in
+                # the scan below: measured first, as uploads are. Only a row group's size is
+                # bounded, since the frame is read one batch at a time, however long it is.
+                limits = TableLimits(sys.maxsize, max_row_group_bytes, sys.maxsize)
+                check_decoded_size(self.path, limits)
+            elif max_row_group_bytes is not None:
+                # Compressed IPC batches are bombs the same way; measured from their metadata.
+                check_ipc_batch_sizes(self.path, max_row_group_bytes)
             self.schema = self._open_schema()
             self.num_rows, self.timestamp_nulls = self._scan()
         except (pa.ArrowException, OSError, ValueError) as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -33,8 +33,18 @@ def signin_page(
 
 
 def cross_site(request: Request) -> bool:
-    """A form posted from another site (signing a visitor in with someone else's key)."""
-    return request.headers.get("sec-fetch-site", "") == "cross-site"
+    """A form posted from another origin (signing a visitor in with someone else's key).
+
+    "same-site" counts too: a sibling host (``evil.example.com`` beside ``cairn.example.com``)
+    may be anyone's. Browsers without ``Sec-Fetch-Site`` still send ``Origin`` with a POST.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False  # not a browser's form: it cannot carry a visitor's cookie anyway
+    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
 
 
 @router.get("/signin", response_class=HTMLResponse)
