@@ -105,6 +105,15 @@ def customers(rows: list[tuple[str, datetime, float, int]]) -> pa.Table:
     )
 
 
+def put_customers(
+    http: httpx.Client, name: str, rows: list[tuple[str, datetime, float, int]], **params: object
+) -> int:
+    """``put_table`` of ``customers(rows)``, keyed by customer_id at feature_date."""
+    return put_table(
+        http, name, customers(rows), entities="customer_id", timestamp="feature_date", **params
+    )
+
+
 def test_latest_row_per_key_with_feast_shapes(http: httpx.Client) -> None:
     day = timedelta(days=1)
     rows = [
@@ -297,13 +306,7 @@ def test_nanosecond_times_order_online_as_in_training_sets(http: httpx.Client) -
 
 
 def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx.Client) -> None:
-    spend = put_table(
-        http,
-        "spend",
-        customers([("C1", NOW, 5.0, 1), ("C2", NOW, 6.0, 2)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    spend = put_customers(http, "spend", [("C1", NOW, 5.0, 1), ("C2", NOW, 6.0, 2)])
     profile = pa.table(
         {
             "customer_id": ["C2", "C3"],
@@ -346,20 +349,8 @@ def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx
 
 def test_columns_of_one_name_are_refused_unless_full_names(http: httpx.Client) -> None:
     # Two sets with a "spend" column, and one whose feature is named like another's key.
-    first = put_table(
-        http,
-        "spend_a",
-        customers([("C1", NOW, 5.0, 1)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
-    second = put_table(
-        http,
-        "spend_b",
-        customers([("C1", NOW, 7.0, 2)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    first = put_customers(http, "spend_a", [("C1", NOW, 5.0, 1)])
+    second = put_customers(http, "spend_b", [("C1", NOW, 7.0, 2)])
     homes = pa.table(
         {"customer_id": ["C1"], "ts": pa.array([NOW], pa.timestamp("s")), "city": ["Oslo"]}
     )
@@ -402,13 +393,7 @@ def test_columns_of_one_name_are_refused_unless_full_names(http: httpx.Client) -
 
 
 def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
-    version = put_table(
-        http,
-        "cust",
-        customers([("C1", NOW, 1.0, 1)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    version = put_customers(http, "cust", [("C1", NOW, 1.0, 1)])
     wait_online(http, "cust", version)
     many = [f"C{i}" for i in range(1001)]
     cases = [
@@ -484,13 +469,7 @@ def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.C
 
 
 def test_deleted_latest_falls_back_online(http: httpx.Client) -> None:
-    first = put_table(
-        http,
-        "fb",
-        customers([("C1", NOW, 1.0, 1)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    first = put_customers(http, "fb", [("C1", NOW, 1.0, 1)])
     wait_online(http, "fb", first)
     second = put_table(http, "fb", customers([("C1", NOW, 2.0, 2)]))  # inherits the declaration
     wait_online(http, "fb", second)
@@ -508,13 +487,7 @@ def test_deleted_latest_falls_back_online(http: httpx.Client) -> None:
 
 
 def test_materialize_on_demand_at_a_version(http: httpx.Client) -> None:
-    first = put_table(
-        http,
-        "od",
-        customers([("C1", NOW, 1.0, 1)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    first = put_customers(http, "od", [("C1", NOW, 1.0, 1)])
     second = put_table(http, "od", customers([("C1", NOW, 2.0, 2)]))
     wait_online(http, "od", second)
     response = http.post("/api/v1/featuresets/od/materialize", params={"version": first})
@@ -645,13 +618,7 @@ def test_materialization_resumes_after_sigkill(
 def test_client_sync_async_and_cli(
     http: httpx.Client, server: ThreadServer, tmp_path: Path
 ) -> None:
-    version = put_table(
-        http,
-        "cl",
-        customers([("C1", NOW, 1.5, 4), ("C2", NOW, 2.5, 5)]),
-        entities="customer_id",
-        timestamp="feature_date",
-    )
+    version = put_customers(http, "cl", [("C1", NOW, 1.5, 4), ("C2", NOW, 2.5, 5)])
     wait_online(http, "cl", version)
     with FeatureStoreClient(server.url) as client:
         answer = client.get_online_features(["cl:*"], {"customer_id": ["C2", "C9"]})
@@ -720,14 +687,7 @@ def test_ui_page_shows_online_state_and_looks_up_a_key(
 ) -> None:
     from ui.app import create_app as ui_app
 
-    version = put_table(
-        http,
-        "ui_cust",
-        customers([("C1", NOW, 7.25, 3)]),
-        entities="customer_id",
-        timestamp="feature_date",
-        ttl="7d",
-    )
+    version = put_customers(http, "ui_cust", [("C1", NOW, 7.25, 3)], ttl="7d")
     wait_online(http, "ui_cust", version)
     settings = Settings(
         data_dir=tmp_path / "ui",
