@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import unicodedata
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -27,6 +28,28 @@ def seed(api: httpx.Client, items: list[dict]) -> dict:
 def names(response: httpx.Response) -> list[str]:
     assert response.status_code == 200, response.text
     return [item["name"] for item in response.json()["items"]]
+
+
+def page_names(
+    api: httpx.Client,
+    params: dict[str, object],
+    between: Callable[[int], None] | None = None,
+    pages: int = 10,
+) -> list[str]:
+    """The names of a search's pages in order, following next_cursor; ``between(page)`` runs
+    after each page that has a next one."""
+    seen: list[str] = []
+    cursor = None
+    for page in range(pages):
+        body = api.get("/assets", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert body.status_code == 200, body.text
+        seen += [i["name"] for i in body.json()["items"]]
+        cursor = body.json()["next_cursor"]
+        if not cursor:
+            break
+        if between is not None:
+            between(page)
+    return seen
 
 
 LAKE = [
@@ -240,17 +263,7 @@ def test_cursor_pagination_has_no_cap(api: httpx.Client) -> None:
 
 def test_text_search_pages_are_disjoint(api: httpx.Client) -> None:
     seed(api, [asset(f"orders_{i:03d}", description="orders table") for i in range(45)])
-    seen: list[str] = []
-    cursor = None
-    for _ in range(10):
-        params: dict[str, object] = {"q": "orders", "limit": 10}
-        if cursor:
-            params["cursor"] = cursor
-        body = api.get("/assets", params=params).json()
-        seen += [i["name"] for i in body["items"]]
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
+    seen = page_names(api, {"q": "orders", "limit": 10})
     assert len(seen) == 45 and len(set(seen)) == 45
 
 
@@ -260,18 +273,11 @@ def test_text_search_pages_survive_writes_between_them(api: httpx.Client) -> Non
     # cursor holding the last score skipped or repeated whole pages.
     wanted = {f"refunds_{i:03d}" for i in range(30)}
     seed(api, [asset(name, description="refunds ledger") for name in sorted(wanted)])
-    seen: list[str] = []
-    cursor = None
-    for page in range(10):
-        params: dict[str, object] = {"q": "refunds ledger", "limit": 7}
-        if cursor:
-            params["cursor"] = cursor
-        body = api.get("/assets", params=params).json()
-        seen += [i["name"] for i in body["items"]]
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
+
+    def write_more(page: int) -> None:
         seed(api, [asset(f"other_{page}_{n:02d}", description="x " * n) for n in range(25)])
+
+    seen = page_names(api, {"q": "refunds ledger", "limit": 7}, between=write_more)
     assert sorted(seen) == sorted(wanted)
 
 
