@@ -4,6 +4,7 @@ from manifests, incremental re-crawls, drift on changed data, and nothing that s
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,21 @@ def asset_id(catalogue: str, name: str) -> str:
     return str(httpx.get(f"{catalogue}/api/v1/assets/by-name/{name}").json()["id"])
 
 
+def profile_env(tmp_path: Path, catalogue: str, store: str) -> dict[str, str]:
+    """A crawl's environment: its own data dir, a catalogue and a metric store."""
+    return cairn_env(
+        tmp_path / "crawl", CAIRN_CATALOGUE_URL=catalogue, CAIRN_FEATURESTORE_URL=store
+    )
+
+
+def crawl_profiled(
+    tmp_path: Path, volume: Path, catalogue: str, store: str
+) -> subprocess.CompletedProcess[str]:
+    """``cairn crawl VOLUME --profile --json`` against a catalogue and a metric store."""
+    env = profile_env(tmp_path, catalogue, store)
+    return run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+
+
 def history(store: str, asset: str) -> list[dict]:
     answer = httpx.get(f"{store}/api/v1/metrics/assets/{asset}/history")
     assert answer.status_code == 200, answer.text
@@ -70,11 +86,7 @@ def test_crawl_profiles_data_incrementally_with_checks_and_drift(
 ) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
-    env = cairn_env(
-        tmp_path / "crawl",
-        CAIRN_CATALOGUE_URL=catalogue_process.url,
-        CAIRN_FEATURESTORE_URL=metric_store.url,
-    )
+    env = profile_env(tmp_path, catalogue_process.url, metric_store.url)
     first = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "unknown field 'checks'" not in first.stdout
@@ -159,12 +171,9 @@ def test_crawl_goes_on_when_the_metric_store_is_down(
 ) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
-    env = cairn_env(
-        tmp_path / "crawl",
-        CAIRN_CATALOGUE_URL=catalogue_process.url,
-        CAIRN_FEATURESTORE_URL=f"http://127.0.0.1:{free_port()}",
+    done = crawl_profiled(
+        tmp_path, volume, catalogue_process.url, f"http://127.0.0.1:{free_port()}"
     )
-    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "profiles not sent: the metric store does not answer" in done.stdout
     assert httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/sales").status_code == 200
@@ -342,12 +351,7 @@ def test_a_csv_is_profiled_with_the_delimiter_and_encoding_its_schema_was_read_w
         folder.mkdir(parents=True)
         (folder / "MANIFEST.yaml").write_text(f"name: {folder.name}\ntype: dataset\n")
         (volume / path).write_bytes(data)
-    env = cairn_env(
-        tmp_path / "crawl",
-        CAIRN_CATALOGUE_URL=catalogue_process.url,
-        CAIRN_FEATURESTORE_URL=metric_store.url,
-    )
-    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["warnings"] == [], done.stdout
     for name in ("semi", "tabs", "latin", "wide"):
@@ -367,12 +371,7 @@ def test_a_metric_store_url_that_is_not_one_is_one_warning_naming_the_setting(
     warning of its own holding a raw 404 problem JSON."""
     volume = tmp_path / "lake"
     make_volume(volume)
-    env = cairn_env(
-        tmp_path / "crawl",
-        CAIRN_CATALOGUE_URL=catalogue_process.url,
-        CAIRN_FEATURESTORE_URL=catalogue_process.url,
-    )
-    done = run_cairn("crawl", str(volume), "--profile", "--json", env=env)
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, catalogue_process.url)
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(done.stdout)["warnings"]
     warnings = [w["reason"] for w in found if not w["reason"].startswith("check not evaluated")]
