@@ -18,6 +18,16 @@ from tests.conftest import ProcessServer
 from tests.servers.processes import free_port
 
 
+def _until_closed(port: int, sent: bytes) -> bytes:
+    """Sends ``sent`` and stops sending: all the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(sent)
+        answer = b""
+        while data := sock.recv(4096):
+            answer += data
+    return answer
+
+
 def _answer(port: int, head: bytes, chunk: int = 65536) -> bytes:
     """Sends ``head`` in chunks (stopping if the server closes) and returns its answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
@@ -104,11 +114,7 @@ def quick_head_server() -> Iterator[int]:
 def test_a_head_that_never_ends_gets_408_and_the_connection_closes(
     quick_head_server: int,
 ) -> None:
-    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
-        answer = b""
-        while data := sock.recv(4096):  # ends when the server closes the connection
-            answer += data
+    answer = _until_closed(quick_head_server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"send the whole request head at once" in answer
     # A connection that never sends a byte is closed too.
@@ -119,11 +125,8 @@ def test_a_head_that_never_ends_gets_408_and_the_connection_closes(
 def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
     quick_head_server: int,
 ) -> None:
-    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
-        sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        answer = b""
-        while data := sock.recv(4096):  # ends when the server closes the connection
-            answer += data
+    cut = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+    answer = _until_closed(quick_head_server, cut)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"request body arrived" in answer
     # A body sent whole, and a request without one, are answered as usual.
