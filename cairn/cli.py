@@ -554,8 +554,18 @@ async def _crawl_child(lake: str, urls: dict[Service, str], stopping: asyncio.Ev
 def _crawl_and_seed(lake: str, urls: dict[Service, str]) -> None:
     """``cairn up``'s crawl of the example volume and its seeding, run in a child process;
     exits with 1 when the crawl failed."""
-    from crawler import runner
+    import threading
 
+    from crawler import runner
+    from crawler.pipeline import exit_once_ended
+
+    # `cairn up` killed with SIGKILL (or by the out-of-memory killer) cannot stop this child:
+    # it would crawl on and retry pushes to services that are gone.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=exit_once_ended, args=(parent.sentinel,), name="cairn-up-gone", daemon=True
+        ).start()
     _setup_logging()
     if runner.run_cli(volume=lake, catalogue=urls[Service.catalogue]) == 1:
         sys.exit(1)

@@ -241,7 +241,7 @@ def _die_with_parent(forked_from: int) -> None:
         crawl = multiprocessing.parent_process()
         if crawl is not None:
             threading.Thread(
-                target=_exit_once_ended,
+                target=exit_once_ended,
                 args=(crawl.sentinel,),
                 name="cairn-crawl-gone",
                 daemon=True,
@@ -258,7 +258,9 @@ def _die_with_parent(forked_from: int) -> None:
         os._exit(1)
 
 
-def _exit_once_ended(sentinel: int) -> None:
+def exit_once_ended(sentinel: int) -> None:
+    """Ends this process once the process behind ``sentinel`` (a ``multiprocessing``
+    sentinel) has ended, however it ended; run on a daemon thread."""
     multiprocessing.connection.wait([sentinel])
     os._exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -311,6 +312,67 @@ def test_cairn_up_serves_every_service_from_one_process(tmp_path: Path) -> None:
         for port in ports.values():
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    finally:
+        stop_group(proc)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_cairn_up_killed_takes_its_crawl_child_along(tmp_path: Path) -> None:
+    # A lake big enough that the crawl child is still at work when `cairn up` is killed.
+    lake = tmp_path / "lake"
+    for i in range(3000):
+        folder = lake / f"d{i // 100}" / f"t{i}"
+        folder.mkdir(parents=True)
+        (folder / "MANIFEST.yaml").write_text(f"name: table_{i}\ntype: dataset\ntags: [kill]\n")
+    catalogue = free_port()
+    env = cairn_env(
+        tmp_path / "data",
+        CAIRN_CATALOGUE_PORT=str(catalogue),
+        CAIRN_FEATURESTORE_PORT=str(free_port()),
+        CAIRN_UI_PORT=str(free_port()),
+        # Retrying pushes to the services for minutes, were the child left to its own end.
+        CAIRN_HTTP_RETRIES="40",
+    )
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn", "up", "--lake", str(lake)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + patient(180)
+        pushed = 0
+        while not pushed:  # the child crawls: its first batch is in the catalogue
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+            with contextlib.suppress(httpx.HTTPError):
+                found = httpx.get(
+                    f"http://127.0.0.1:{catalogue}/api/v1/assets", params={"tag": "kill"}
+                )
+                pushed = found.json()["total"] if found.status_code == 200 else 0
+        children = _children(proc.pid)
+        assert children, log.read_text()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # The crawl child (and the parsing workers it forked) end with `cairn up`; before,
+        # the child crawled on and retried its pushes to the services that were gone.
+        deadline = time.monotonic() + patient(20)
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, (children, log.read_text())
+            time.sleep(0.1)
+        assert "Press Ctrl-C" not in log.read_text()
     finally:
         stop_group(proc)
 
