@@ -400,10 +400,6 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["nope:spend"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
         ({"features": ["cust:nope"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
         ({"features": ["cust:spend"], "entities": {"user_id": ["C1"]}}, "'customer_id'"),
-        (
-            {"features": ["cust:spend"], "entities": {"customer_id": ["C1"], "extra": [1]}},
-            "'extra'",
-        ),
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
@@ -420,6 +416,46 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         assert words in response.text, (words, response.text)
     response = http.post("/get-online-features", content=b"{not json")
     assert response.status_code == 400
+
+
+def test_feast_request_extras_entity_columns_no_set_is_keyed_by_and_latest(
+    http: httpx.Client,
+) -> None:
+    """Feast's server skips an entity column that is no join key (a label, request data) and
+    does not echo it, and reads ``view@latest:feature`` as the live version; its SDK sends
+    both as they are (tests/test_feast_client.py runs it)."""
+    version = put_customers(http, "cust", [("C1", NOW, 1.0, 1), ("C2", NOW, 2.0, 2)])
+    wait_online(http, "cust", version)
+    # A feature named like the skipped column is no collision: that column is not answered.
+    wait_online(
+        http,
+        "labels",
+        put_table(
+            http,
+            "labels",
+            pa.table({"customer_id": ["C1"], "ts": [NOW], "label": [1]}),
+            entities="customer_id",
+            timestamp="ts",
+        ),
+    )
+    body = {
+        "features": ["cust@latest:spend", "cust:visits", "labels@LATEST:label"],
+        "entities": {"label": [0, 1], "customer_id": ["C2", "C1"]},
+    }
+    for path in ("/get-online-features", "/api/v1/online-features"):
+        answer = lookup(http, body, path)
+        assert answer["metadata"]["feature_names"] == ["customer_id", "spend", "visits", "label"]
+        got = columns(answer)
+        assert got["customer_id"]["values"] == ["C2", "C1"]
+        assert got["spend"]["values"] == [2.0, 1.0]
+        assert got["visits"]["values"] == [2, 1]
+        assert got["label"]["values"] == [None, 1]
+        assert got["label"]["statuses"] == ["NOT_FOUND", "PRESENT"]
+    pinned = lookup(http, {**body, "features": [f"cust@{version}:spend"]})
+    assert pinned["metadata"]["feature_names"] == ["customer_id", "spend"]
+    # Feast's numbered pins (view@v2) count its registry's definitions, not Cairn's versions.
+    refused = http.post("/get-online-features", json={**body, "features": ["cust@v1:spend"]})
+    assert refused.status_code == 422 and "or latest" in refused.text, refused.text
 
 
 def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.Client) -> None:
@@ -826,9 +862,10 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         ]
         for start in range(0, 400, 100):
             for features, full in asked:
+                # "label" is no set's key: not answered, so the sampler must not count it.
                 body = {
                     "features": features,
-                    "entities": {"customer_id": keys[start : start + 100]},
+                    "entities": {"label": [0] * 100, "customer_id": keys[start : start + 100]},
                     "full_feature_names": full,
                 }
                 assert http.post("/api/v1/online-features", json=body).status_code == 200
