@@ -458,6 +458,24 @@ def test_feast_request_extras_entity_columns_no_set_is_keyed_by_and_latest(
     assert refused.status_code == 422 and "or latest" in refused.text, refused.text
 
 
+def test_non_finite_floats_are_served_by_name_not_as_missing(http: httpx.Client) -> None:
+    """NaN and infinities are values, answered as Feast's server and Cairn's table rows spell
+    them ("NaN", "Infinity", "-Infinity"); null stays what it means, a missing value."""
+    table = pa.table(
+        {
+            "k": ["a", "b", "c", "d", "e"],
+            "ts": pa.array([NOW] * 5, pa.timestamp("s", "UTC")),
+            "x": [float("nan"), float("inf"), float("-inf"), None, 1.5],
+            "xs": pa.array([[1.0, float("nan")], None, [], [None], [2.0]], pa.list_(pa.float32())),
+        }
+    )
+    wait_online(http, "odd", put_table(http, "odd", table, entities="k", timestamp="ts"))
+    got = columns(lookup(http, {"features": ["odd:*"], "entities": {"k": list("abcde")}}))
+    assert got["x"]["values"] == ["NaN", "Infinity", "-Infinity", None, 1.5]
+    assert got["x"]["statuses"] == ["PRESENT"] * 5
+    assert got["xs"]["values"] == [[1.0, "NaN"], None, [], [None], [2.0]]
+
+
 def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.Client) -> None:
     big = 2**62 + 1  # a double would read it as 2**62
     accounts = pa.table(
