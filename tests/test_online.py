@@ -855,6 +855,8 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         "high": rng.normal(100, 5, 400),
         "low": rng.normal(-100, 5, 400),
     }
+    # Served as "NaN" (JSON has no NaN), yet still a float of the sample, not a string.
+    sets["high"][7] = np.nan
     with (
         ThreadServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url, timeout=60) as http,
@@ -893,4 +895,6 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
             found = answer.json()
             assert found["rows_seen"] == 800, found
             assert found["skew"]["drifted"] is False, found
+            value = next(c for c in found["skew"]["columns"] if c["name"] == "value")
+            assert value["test"] == "ks" and value["change"] is None, value
         api.close()
