@@ -1,6 +1,7 @@
 """Online lookups (``POST /api/v1/online-features`` and Feast's ``POST /get-online-features``).
 
-The request and the answer are Feast feature server's JSON, so a Feast HTTP client works as is:
+The request and the answer are Feast feature server's JSON, so Feast's SDK reads it as is
+(its remote online store; tests/test_feast_client.py):
 ``{"features": ["set:feature", "set:*", "set@3:feature"], "entities": {"key": [...]},
 "full_feature_names": false}`` -> ``{"metadata": {"feature_names": [...]}, "results": [{"values",
 "statuses", "event_timestamps"}, ...]}``, one result per column, entity columns first.
