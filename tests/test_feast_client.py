@@ -45,8 +45,8 @@ def _stamps(values: list[datetime]) -> pa.Array:
     return pa.array(values, pa.timestamp("us", "UTC"))
 
 
-# name -> (rows, key column, ttl); Feast's views of the same names are in definitions.py.
-TABLES: dict[str, tuple[pa.Table, str, str | None]] = {
+# name -> (rows, key columns, ttl); Feast's views of the same names are in definitions.py.
+TABLES: dict[str, tuple[pa.Table, str | list[str], str | None]] = {
     "driver_stats": (
         pa.table(
             {
@@ -83,6 +83,18 @@ TABLES: dict[str, tuple[pa.Table, str, str | None]] = {
             }
         ),
         "customer_id",
+        None,
+    ),
+    "driver_customer": (
+        pa.table(
+            {
+                "driver_id": pa.array([1001, 1001, 1002], pa.int64()),
+                "customer_id": ["C1", "C2", "C1"],
+                "event_timestamp": _stamps([NOW - DAY] * 3),
+                "rides_together": pa.array([3, 5, 8], pa.int64()),
+            }
+        ),
+        ["driver_id", "customer_id"],
         None,
     ),
 }
@@ -182,6 +194,11 @@ def test_feast_sdk_reads_cairn_through_its_remote_online_store(
                 {"driver_id": 1002, "customer_id": "C9"},
             ],
         },
+        # a view keyed by both entities (a composite key in Cairn) beside one keyed by one
+        {
+            "features": ["driver_customer:rides_together", "customer_profile:segment"],
+            "entity_rows": {"customer_id": ["C1", "C2", "C2"], "driver_id": [1002, 1001, 1002]},
+        },
         # "trips" is a feature of two views: full names tell them apart ...
         {
             "features": ["driver_stats:trips", "driver_rating:trips"],
@@ -201,7 +218,7 @@ def test_feast_sdk_reads_cairn_through_its_remote_online_store(
     ]
     got = repo.lookups(cases)
     for index, (case, answer) in enumerate(zip(cases, got, strict=True)):
-        if index != 5:  # the refused one
+        if index != 6:  # the refused one
             assert "error" not in answer, (case, answer)
     present = "PRESENT"
 
@@ -240,11 +257,19 @@ def test_feast_sdk_reads_cairn_through_its_remote_online_store(
     }
 
     assert got[4]["values"] == {
+        "customer_id": ["C1", "C2", "C2"],
+        "driver_id": [1002, 1001, 1002],
+        "rides_together": [8, 5, None],
+        "segment": ["gold", "silver", "silver"],
+    }
+    assert got[4]["statuses"]["rides_together"] == [present, present, "NOT_FOUND"]
+
+    assert got[5]["values"] == {
         "driver_id": [1001],
         "driver_stats__trips": [7],
         "driver_rating__trips": [120],
     }
-    error = got[5]["error"]
+    error = got[6]["error"]
     assert "422" in error and "full_feature_names" in error and "'trips'" in error, error
 
-    assert got[6]["values"] == {"driver_id": [1001], "conv_rate": [0.5]}
+    assert got[7]["values"] == {"driver_id": [1001], "conv_rate": [0.5]}

@@ -43,3 +43,12 @@ customer_profile = FeatureView(
     schema=[Field(name="segment", dtype=String), Field(name="lifetime_value", dtype=Float64)],
     source=FileSource(path="customer_profile.parquet", timestamp_field="event_timestamp"),
 )
+
+# keyed by both entities: a composite key in Cairn
+driver_customer = FeatureView(
+    name="driver_customer",
+    entities=[driver, customer],
+    ttl=timedelta(0),
+    schema=[Field(name="rides_together", dtype=Int64)],
+    source=FileSource(path="driver_customer.parquet", timestamp_field="event_timestamp"),
+)
