@@ -474,6 +474,12 @@ def test_non_finite_floats_are_served_by_name_not_as_missing(http: httpx.Client)
     assert got["x"]["values"] == ["NaN", "Infinity", "-Infinity", None, 1.5]
     assert got["x"]["statuses"] == ["PRESENT"] * 5
     assert got["xs"]["values"] == [[1.0, "NaN"], None, [], [None], [2.0]]
+    # Cairn's client turns the names back into floats for Arrow and pandas.
+    with FeatureStoreClient(str(http.base_url)) as client:
+        frame = client.get_online_features(["odd:x"], {"k": list("abcde")}).to_df()
+    assert np.isnan(frame["x"][0]) and frame["x"][1] == np.inf and frame["x"][2] == -np.inf
+    assert frame["x"].isna().tolist() == [True, False, False, True, False]
+    assert frame["x"].dtype == np.float64
 
 
 def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.Client) -> None:

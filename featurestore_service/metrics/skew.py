@@ -12,13 +12,14 @@ however long the service runs. The sample lives in memory; a restart starts a ne
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
+
+from cairn.jsonfloats import named_floats
 
 MAX_SETS = 100
 MAX_CHARS = 1000
@@ -93,26 +94,10 @@ class SkewSampler:
             try:
                 arrays[column] = pa.array(values)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arrays[column] = _numbers_with_named_floats(values) or pa.array(
-                    [None if v is None else str(v) for v in values]
+                floats = named_floats(values)  # a float column served with NaN by name
+                arrays[column] = (
+                    pa.array([None if v is None else str(v) for v in values])
+                    if floats is None
+                    else pa.array(floats, pa.float64())
                 )
         return pa.table(arrays), seen
-
-
-NAMED_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _numbers_with_named_floats(values: list[Any]) -> pa.Array | None:
-    """A float column served with NaN or infinities (by name, as JSON needs), or None when
-    ``values`` are not all numbers, nulls and such names."""
-    floats: list[float | None] = []
-    for value in values:
-        if value is None:
-            floats.append(None)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            floats.append(float(value))
-        elif isinstance(value, str) and value in NAMED_FLOATS:
-            floats.append(NAMED_FLOATS[value])
-        else:
-            return None
-    return pa.array(floats, pa.float64())
