@@ -408,6 +408,8 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
             f"1 to {2**63 - 1}",
         ),
         ({"features": [], "entities": {"customer_id": ["C1"]}}, "features"),
+        # what Feast's SDK sends for get_online_features(features=<a FeatureService>)
+        ({"feature_service": "svc", "entities": {"customer_id": ["C1"]}}, "feature services"),
     ]
     for body, words in cases:
         response = http.post("/get-online-features", json=body)

@@ -207,6 +207,12 @@ class OnlineService:
         request = parse_json(body)
         if not isinstance(request, dict):
             raise BadRequest('The body must be a JSON object: {"features": [...], "entities": {}}')
+        if request.get("features") is None and request.get("feature_service") is not None:
+            raise _field(
+                "feature_service",
+                "feature services are Feast registry objects Cairn does not have; list the "
+                'references in features instead, e.g. ["customer_features:tenure_days"]',
+            )
         wanted = self._wanted(request.get("features"))
         entities = request.get("entities")
         if not isinstance(entities, dict) or not entities:
