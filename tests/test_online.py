@@ -400,10 +400,6 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["nope:spend"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
         ({"features": ["cust:nope"], "entities": {"customer_id": ["C1"]}}, "'nope'"),
         ({"features": ["cust:spend"], "entities": {"user_id": ["C1"]}}, "'customer_id'"),
-        (
-            {"features": ["cust:spend"], "entities": {"customer_id": ["C1"], "extra": [1]}},
-            "'extra'",
-        ),
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
@@ -412,6 +408,8 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
             f"1 to {2**63 - 1}",
         ),
         ({"features": [], "entities": {"customer_id": ["C1"]}}, "features"),
+        # what Feast's SDK sends for get_online_features(features=<a FeatureService>)
+        ({"feature_service": "svc", "entities": {"customer_id": ["C1"]}}, "feature services"),
     ]
     for body, words in cases:
         response = http.post("/get-online-features", json=body)
@@ -420,6 +418,70 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         assert words in response.text, (words, response.text)
     response = http.post("/get-online-features", content=b"{not json")
     assert response.status_code == 400
+
+
+def test_feast_request_extras_entity_columns_no_set_is_keyed_by_and_latest(
+    http: httpx.Client,
+) -> None:
+    """Feast's server skips an entity column that is no join key (a label, request data) and
+    does not echo it, and reads ``view@latest:feature`` as the live version; its SDK sends
+    both as they are (tests/test_feast_client.py runs it)."""
+    version = put_customers(http, "cust", [("C1", NOW, 1.0, 1), ("C2", NOW, 2.0, 2)])
+    wait_online(http, "cust", version)
+    # A feature named like the skipped column is no collision: that column is not answered.
+    wait_online(
+        http,
+        "labels",
+        put_table(
+            http,
+            "labels",
+            pa.table({"customer_id": ["C1"], "ts": [NOW], "label": [1]}),
+            entities="customer_id",
+            timestamp="ts",
+        ),
+    )
+    body = {
+        "features": ["cust@latest:spend", "cust:visits", "labels@LATEST:label"],
+        "entities": {"label": [0, 1], "customer_id": ["C2", "C1"]},
+    }
+    for path in ("/get-online-features", "/api/v1/online-features"):
+        answer = lookup(http, body, path)
+        assert answer["metadata"]["feature_names"] == ["customer_id", "spend", "visits", "label"]
+        got = columns(answer)
+        assert got["customer_id"]["values"] == ["C2", "C1"]
+        assert got["spend"]["values"] == [2.0, 1.0]
+        assert got["visits"]["values"] == [2, 1]
+        assert got["label"]["values"] == [None, 1]
+        assert got["label"]["statuses"] == ["NOT_FOUND", "PRESENT"]
+    pinned = lookup(http, {**body, "features": [f"cust@{version}:spend"]})
+    assert pinned["metadata"]["feature_names"] == ["customer_id", "spend"]
+    # Feast's numbered pins (view@v2) count its registry's definitions, not Cairn's versions.
+    refused = http.post("/get-online-features", json={**body, "features": ["cust@v1:spend"]})
+    assert refused.status_code == 422 and "or latest" in refused.text, refused.text
+
+
+def test_non_finite_floats_are_served_by_name_not_as_missing(http: httpx.Client) -> None:
+    """NaN and infinities are values, answered as Feast's server and Cairn's table rows spell
+    them ("NaN", "Infinity", "-Infinity"); null stays what it means, a missing value."""
+    table = pa.table(
+        {
+            "k": ["a", "b", "c", "d", "e"],
+            "ts": pa.array([NOW] * 5, pa.timestamp("s", "UTC")),
+            "x": [float("nan"), float("inf"), float("-inf"), None, 1.5],
+            "xs": pa.array([[1.0, float("nan")], None, [], [None], [2.0]], pa.list_(pa.float32())),
+        }
+    )
+    wait_online(http, "odd", put_table(http, "odd", table, entities="k", timestamp="ts"))
+    got = columns(lookup(http, {"features": ["odd:*"], "entities": {"k": list("abcde")}}))
+    assert got["x"]["values"] == ["NaN", "Infinity", "-Infinity", None, 1.5]
+    assert got["x"]["statuses"] == ["PRESENT"] * 5
+    assert got["xs"]["values"] == [[1.0, "NaN"], None, [], [None], [2.0]]
+    # Cairn's client turns the names back into floats for Arrow and pandas.
+    with FeatureStoreClient(str(http.base_url)) as client:
+        frame = client.get_online_features(["odd:x"], {"k": list("abcde")}).to_df()
+    assert np.isnan(frame["x"][0]) and frame["x"][1] == np.inf and frame["x"][2] == -np.inf
+    assert frame["x"].isna().tolist() == [True, False, False, True, False]
+    assert frame["x"].dtype == np.float64
 
 
 def test_integer_keys_stay_exact_and_out_of_range_keys_are_refused(http: httpx.Client) -> None:
@@ -801,6 +863,8 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         "high": rng.normal(100, 5, 400),
         "low": rng.normal(-100, 5, 400),
     }
+    # Served as "NaN" (JSON has no NaN), yet still a float of the sample, not a string.
+    sets["high"][7] = np.nan
     with (
         ThreadServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url, timeout=60) as http,
@@ -826,9 +890,10 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
         ]
         for start in range(0, 400, 100):
             for features, full in asked:
+                # "label" is no set's key: not answered, so the sampler must not count it.
                 body = {
                     "features": features,
-                    "entities": {"customer_id": keys[start : start + 100]},
+                    "entities": {"label": [0] * 100, "customer_id": keys[start : start + 100]},
                     "full_feature_names": full,
                 }
                 assert http.post("/api/v1/online-features", json=body).status_code == 200
@@ -838,4 +903,6 @@ def test_skew_of_answers_spanning_several_sets(on_settings: Settings) -> None:
             found = answer.json()
             assert found["rows_seen"] == 800, found
             assert found["skew"]["drifted"] is False, found
+            value = next(c for c in found["skew"]["columns"] if c["name"] == "value")
+            assert value["test"] == "ks" and value["change"] is None, value
         api.close()

@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from cairn.client._lazy import LazyModule
+from cairn.jsonfloats import named_floats
 
 if TYPE_CHECKING:
     import pandas
@@ -51,7 +52,17 @@ class OnlineFeatures:
         }
 
     def to_arrow(self) -> pa.Table:
-        return pa.table(self.to_dict())
+        columns = {}
+        for name, values in self.to_dict().items():
+            try:
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                # A float column with NaN or infinities, which JSON carries by name.
+                floats = named_floats(values)
+                if floats is None:
+                    raise
+                columns[name] = pa.array(floats, pa.float64())
+        return pa.table(columns)
 
     def to_df(self) -> pandas.DataFrame:
         return self.to_arrow().to_pandas()

@@ -19,6 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from cairn.jsonfloats import named_floats
+
 MAX_SETS = 100
 MAX_CHARS = 1000
 
@@ -92,5 +94,10 @@ class SkewSampler:
             try:
                 arrays[column] = pa.array(values)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arrays[column] = pa.array([None if v is None else str(v) for v in values])
+                floats = named_floats(values)  # a float column served with NaN by name
+                arrays[column] = (
+                    pa.array([None if v is None else str(v) for v in values])
+                    if floats is None
+                    else pa.array(floats, pa.float64())
+                )
         return pa.table(arrays), seen

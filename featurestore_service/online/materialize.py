@@ -21,6 +21,7 @@ import logging
 from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import orjson
@@ -39,7 +40,7 @@ from featurestore_service.online.base import (
     OnlineTable,
 )
 from featurestore_service.service import FeatureStore
-from featurestore_service.tables import _json_default, open_table
+from featurestore_service.tables import _has_floats, _json_default, finite_or_named, open_table
 
 log = logging.getLogger("cairn.featurestore.online")
 
@@ -112,7 +113,7 @@ def reduce_batch(batch: pa.RecordBatch, table: OnlineTable, ts: str, cts: str | 
         order = order.filter(mask)
     chosen = batch.take(order)
     key_values = [chosen.column(name).to_pylist() for name in table.entities]
-    feature_values = [chosen.column(name).to_pylist() for name in table.features]
+    feature_values = [_json_ready(chosen.column(name)) for name in table.features]
     dumps = orjson.dumps
     # bytes(memoryview(...)): orjson's answer keeps the spare capacity of its write buffer, about
     # 4 KiB per call, so 65,536 rows kept as they come would hold ~260 MB (measured); a copy of
@@ -315,3 +316,17 @@ async def stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _json_ready(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """The column's values for a stored row: NaN and infinities as their JSON names, as in
+    table rows and in Feast's answers (orjson would write null, which means missing)."""
+    values = column.to_pylist()
+    kind = column.type
+    if not _has_floats(kind):
+        return values
+    if pa.types.is_floating(kind):
+        odd = pc.or_(pc.is_nan(column), pc.is_inf(column))
+        if not pc.any(odd).as_py():  # the common case: nothing to rename
+            return values
+    return [finite_or_named(value) for value in values]

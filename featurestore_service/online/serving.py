@@ -1,6 +1,7 @@
 """Online lookups (``POST /api/v1/online-features`` and Feast's ``POST /get-online-features``).
 
-The request and the answer are Feast feature server's JSON, so a Feast HTTP client works as is:
+The request and the answer are Feast feature server's JSON, so Feast's SDK reads it as is
+(its remote online store; tests/test_feast_client.py):
 ``{"features": ["set:feature", "set:*", "set@3:feature"], "entities": {"key": [...]},
 "full_feature_names": false}`` -> ``{"metadata": {"feature_names": [...]}, "results": [{"values",
 "statuses", "event_timestamps"}, ...]}``, one result per column, entity columns first.
@@ -71,11 +72,11 @@ def parse_references(features: Any) -> list[Wanted]:
         head, _, feature = ref.partition(":")
         name, at, pin = head.partition("@")
         pinned = None
-        if at:
+        if at and pin.lower() != "latest":  # Feast's set@latest:feature is the live version
             if not pin.isdigit() or not 1 <= int(pin) <= MAX_VERSION:
                 raise _field(
                     f"features[{index}]",
-                    f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}",
+                    f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}, or latest",
                 )
             pinned = int(pin)
         if not name or not feature:
@@ -206,6 +207,12 @@ class OnlineService:
         request = parse_json(body)
         if not isinstance(request, dict):
             raise BadRequest('The body must be a JSON object: {"features": [...], "entities": {}}')
+        if request.get("features") is None and request.get("feature_service") is not None:
+            raise _field(
+                "feature_service",
+                "feature services are Feast registry objects Cairn does not have; list the "
+                'references in features instead, e.g. ["customer_features:tenure_days"]',
+            )
         wanted = self._wanted(request.get("features"))
         entities = request.get("entities")
         if not isinstance(entities, dict) or not entities:
@@ -227,18 +234,10 @@ class OnlineService:
         if not isinstance(full, bool):
             raise _field("full_feature_names", "must be true or false")
         now_us = int(time.time() * 1_000_000)
-        names: list[str] = list(entities)
-        results: list[dict[str, Any]] = [
-            {
-                "values": values,
-                "statuses": [PRESENT] * count,
-                "event_timestamps": [EPOCH_TEXT] * count,
-            }
-            for values in entities.values()
-        ]
+        names: list[str] = []
+        results: list[dict[str, Any]] = []
+        origins: list[str] = []  # which reference each feature column answers
         used: set[str] = set()
-        # Which part of the request each answer column comes from, to name a collision.
-        origins = dict.fromkeys(names, "the entities")
         for want in wanted:
             layout, rows, keys = await self._read(want, entities, count)
             used.update(layout.entities)
@@ -287,9 +286,8 @@ class OnlineService:
             if served is not None:
                 served.append((want.name, len(features)))
             for feature in features:
-                column = f"{want.name}__{feature}" if full else feature
-                _claim(origins, column, f"{want.name}:{feature}")
-                names.append(column)
+                names.append(f"{want.name}__{feature}" if full else feature)
+                origins.append(f"{want.name}:{feature}")
                 results.append(
                     {
                         "values": by_column[index[feature]],
@@ -297,13 +295,23 @@ class OnlineService:
                         "event_timestamps": stamps,
                     }
                 )
-        unknown = [column for column in entities if column not in used]
-        if unknown:
-            raise _field(
-                f"entities.{unknown[0]}",
-                f"{unknown[0]!r} is not an entity of any requested feature set",
-            )
-        return orjson.dumps({"metadata": {"feature_names": names}, "results": results})
+        # As Feast's server: an entity column no requested set is keyed by (a label, request
+        # data) is neither an error nor echoed; a missing key column is refused in ``_keys``.
+        key_columns = [column for column in entities if column in used]
+        claimed = dict.fromkeys(key_columns, "the entities")
+        for column, origin in zip(names, origins, strict=True):
+            _claim(claimed, column, origin)
+        answer = [
+            {
+                "values": entities[column],
+                "statuses": [PRESENT] * count,
+                "event_timestamps": [EPOCH_TEXT] * count,
+            }
+            for column in key_columns
+        ]
+        return orjson.dumps(
+            {"metadata": {"feature_names": key_columns + names}, "results": answer + results}
+        )
 
     async def _read(
         self, want: Wanted, entities: dict[str, list[Any]], count: int

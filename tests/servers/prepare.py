@@ -2,9 +2,9 @@
 
 ``make test`` runs this first. On a fresh machine the builds and downloads (FerretDB, Compose
 and SeaweedFS from the Go module proxy; Elasticsearch, Hadoop, Kafka and the Hive metastore from
-Maven Central; Azurite from npm; dbt and PySpark with OpenLineage's integrations) take minutes
-each on 2 cores; inside a fixture they would count against the first test's timeout, and a slow
-machine would fail tests that have nothing wrong with them. Here they run
+Maven Central; Azurite from npm; dbt and PySpark with OpenLineage's integrations; Feast's SDK)
+take minutes each on 2 cores; inside a fixture they would count against the first test's
+timeout, and a slow machine would fail tests that have nothing wrong with them. Here they run
 once, with no per-test timeout, saying what they do. With a warm cache this takes a second.
 
     python -m tests.servers.prepare            # everything
@@ -24,6 +24,7 @@ from tests.servers import (
     compose,
     dbt,
     elasticsearch,
+    feast_sdk,
     ferretdb,
     kafka,
     metastore,
@@ -41,6 +42,7 @@ INSTALLERS: dict[str, Callable[[], object]] = {
     "azurite": azurite.install,
     "compose": compose.install,
     "dbt": dbt.ensure_dbt,
+    "feast": feast_sdk.ensure_feast,
     "spark": spark.ensure_spark,
     "kafka": kafka.install,
     "metastore": metastore.install,

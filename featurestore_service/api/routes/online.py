@@ -52,20 +52,19 @@ async def online_features(request: Request) -> Response:
     served: list[tuple[str, int]] = []
     answer = await service.lookup(body, served)
     if skew.chosen():
-        _sample_for_skew(skew, body, answer, served)
+        _sample_for_skew(skew, answer, served)
     return Response(answer, media_type=JSON)
 
 
-def _sample_for_skew(
-    skew: SkewSampler, body: bytes, answer: bytes, served: list[tuple[str, int]]
-) -> None:
+def _sample_for_skew(skew: SkewSampler, answer: bytes, served: list[tuple[str, int]]) -> None:
     """Hands served values to the training/serving skew sampler (metrics/skew.py): each set's
     columns go to that set's own sample, however many sets one answer spans."""
-    keys = len(orjson.loads(body)["entities"])
     answered = orjson.loads(answer)
     names = answered["metadata"]["feature_names"]
     results = answered["results"]
-    start = keys
+    # Feature columns come last; the entity columns before them are the request's key columns
+    # that some set is keyed by (others are not echoed).
+    start = len(names) - sum(count for _, count in served)
     for name, count in served:
         columns = [
             (names[i].removeprefix(f"{name}__"), results[i]["values"], results[i]["statuses"])
