@@ -134,7 +134,9 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Address to bind (default from settings).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default from settings).")
+    ] = None,
 ) -> None:
     """Run one service in the foreground.
 
@@ -388,10 +390,16 @@ def up(
         "examples/lake"
     ),
     crawl_examples: Annotated[
-        bool, typer.Option("--crawl/--no-crawl", help="Crawl the example volume.")
+        bool,
+        typer.Option(
+            "--crawl/--no-crawl",
+            help="Crawl the volume, then seed the example feature sets; --no-crawl starts "
+            "the services with neither.",
+        ),
     ] = True,
 ) -> None:
-    """Start every service on the embedded backend and crawl the example volume.
+    """Start every service on the embedded backend, crawl the example volume and seed the
+    example feature sets.
 
     The catalogue, the feature store and the UI run in this one process, each on its own
     port (log lines name their service); `cairn serve SERVICE` runs one service alone.
@@ -414,7 +422,8 @@ def up(
     get_settings.cache_clear()
     if crawl_examples and not lake.is_dir():
         typer.echo(
-            f"error: {lake} is not a folder; run from the repository root or pass --lake PATH",
+            f"error: {lake} is not a folder; run from the repository root, pass --lake PATH, "
+            "or --no-crawl to start without example data",
             err=True,
         )
         raise typer.Exit(1)

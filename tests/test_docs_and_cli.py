@@ -79,6 +79,23 @@ def test_every_command_has_help() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_every_subcommand_option_and_argument_has_help() -> None:
+    # `cairn metrics show --help` listed its NAME argument as `name <str> [required]`, with
+    # nothing to say what name it wants.
+    def walk(command: typer.core.TyperCommand, path: str) -> list[str]:
+        children = getattr(command, "commands", None)
+        if children is not None:
+            return [gap for name, sub in children.items() for gap in walk(sub, f"{path} {name}")]
+        gaps = [] if command.help else [f"{path}: the command"]
+        return gaps + [
+            f"{path}: {param.name}"
+            for param in command.params
+            if param.name != "help" and not getattr(param, "help", None)
+        ]
+
+    assert walk(typer.main.get_group(app), "cairn") == []
+
+
 def test_every_command_is_in_the_readmes_command_table() -> None:
     table = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
     group = typer.main.get_group(app)
@@ -339,6 +356,16 @@ def test_cairn_up_says_which_service_could_not_start(tmp_path: Path) -> None:
     assert "[catalogue] uvicorn.error: Application shutdown complete" in text, text
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", catalogue_port)) != 0
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-5"])
+def test_serve_refuses_a_port_out_of_range_as_a_usage_error(tmp_path: Path, port: str) -> None:
+    # 99999 was served on 99999 % 65536 while uvicorn said 99999, 0 quietly meant the
+    # default port, and -5 ended with uvicorn's "Servname not supported" and exit 3.
+    env = cairn_env(tmp_path / "data", CAIRN_UI_PORT=str(free_port()))
+    result = run_cairn("serve", "ui", f"--port={port}", env=env, timeout=patient(30))
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--port'" in result.stderr, result.stderr
 
 
 MISSING_PYMONGO = """
