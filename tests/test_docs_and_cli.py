@@ -417,3 +417,41 @@ def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], 
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and param.lower() in errors[0].lower() and "1" in errors[0], errors
     assert "Cannot reach" not in result.output
+
+
+TABLE = str(ROOT / "examples/featuresets/customer_features/v2.parquet")
+VALUES = str(ROOT / "examples/featuresets/churn_model_serving/v1.yaml")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (
+            ["featureset", "get", "s", "--version", "1", "--as-of", "2025-01-01T00:00:00Z"],
+            "--as-of",
+        ),
+        (["featureset", "get", "s", "--format", "csv"], "--format"),
+        (["featureset", "get", "s", "--limit", "0"], "--limit"),
+        (["featureset", "list", "--limit", "0"], "--limit"),
+        (["featureset", "list", "--limit", "1001"], "--limit"),
+        (["featureset", "list", "--label", "team"], "--label"),
+        (["featureset", "put", VALUES, "--ttl", "7d"], "--ttl"),
+        (["featureset", "put", VALUES, "--entity", "customer_id"], "--entity"),
+        (["featureset", "put", TABLE], "--name"),
+        (["features", "online", "-f", "s:x", "-e", "customer_id"], "--entity"),
+        (["features", "online", "-f", "s:x", "-e", "a=1", "-e", "a=2", "-e", "b=1"], "--entity"),
+    ],
+)
+def test_a_wrong_command_line_is_a_usage_error_before_any_request(
+    args: list[str], option: str
+) -> None:
+    # These exited 1, as a failed request does, or (--ttl, --entity on a YAML set of values)
+    # were accepted and never sent anywhere; a command line that cannot work is exit 2.
+    from typer.testing import CliRunner
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
+    result = CliRunner().invoke(app, [*args, "--url", url])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"'{option}'" in errors[0], result.output
+    assert "Cannot reach" not in result.output
