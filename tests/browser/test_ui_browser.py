@@ -342,3 +342,22 @@ def test_reads_that_need_a_key_ask_the_visitor_for_theirs(page: Any, keyed_stack
     page.wait_for_url(re.compile(r"/signin\?next=/assets/sales-1$"))
     # 401 answers log "failed to load" in the console; scripts themselves must not fail.
     assert [p for p in page.problems if p.startswith("page error")] == []
+
+
+def test_back_after_sign_out_does_not_show_what_the_key_read(page: Any, keyed_stack: Stack) -> None:
+    # Pages were sent with `no-cache`, which Chromium ignores on Back: after "Sign out" on a
+    # shared computer, Back showed the search results read with the signed-out key.
+    ui = keyed_stack.ui
+    page.goto(ui + "/signin?next=/%3Fq%3Dsales")
+    page.fill("#key", VISITOR_KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(ui + "/?q=sales")
+    assert "sales_daily" in result_names(page)
+    with page.expect_navigation():
+        page.locator("form.signout button").click()
+    page.wait_for_url(ui + "/signin")
+    page.go_back()
+    page.wait_for_url(re.compile(r"/signin\?next="))
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "sales_daily" not in page.content()
