@@ -365,7 +365,8 @@ def reindex() -> None:
     started = time.monotonic()
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
+        # Off when stderr is not a terminal: a transient bar still ends with an empty line.
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             count = asyncio.run(run(bar))
     except (CairnError, OSError, RuntimeError) as exc:
         # escape: the message may hold an install hint, cairn[mongo], that is not markup

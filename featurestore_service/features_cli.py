@@ -63,8 +63,10 @@ def historical(
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )
+    # Off when stderr is not a terminal: a transient bar still ends with an empty line there.
+    progress = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
     try:
-        with _client(url) as client, Progress(*columns, console=err, transient=True) as bar:
+        with _client(url) as client, progress as bar:
             tasks = {
                 "sent": bar.add_task("sending", total=entity_frame.stat().st_size),
                 "received": bar.add_task("receiving", total=None),

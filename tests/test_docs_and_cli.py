@@ -146,6 +146,8 @@ def test_reindex_rebuilds_an_embedded_catalogue(tmp_path: Path) -> None:
     result = run_cairn("reindex", env=cairn_env(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     assert "Reindexed 0 assets on the sqlite backend" in result.stdout
+    # No progress bar into a pipe: its end left an empty line in logs.
+    assert result.stderr == "", repr(result.stderr)
 
 
 def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-untyped-def]
