@@ -353,7 +353,8 @@ def test_cairn_up_says_which_service_could_not_start(tmp_path: Path) -> None:
         finally:
             stop_group(proc)
     text = log.read_text()
-    assert "error: the ui service did not start" in text, text
+    assert f"error: the ui service did not start on 127.0.0.1:{ui_port}" in text, text
+    assert "set CAIRN_UI_PORT to a free one" in text, text  # what to do about it
     # The services that had started were shut down, not left running.
     assert "[catalogue] uvicorn.error: Application shutdown complete" in text, text
     with socket.socket() as probe:
