@@ -284,9 +284,10 @@ def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
     # a long name (or tag, or search) echoed in a sentence or a chip pushed the page sideways.
     name = "warehouse_" + "_".join(["customer_orders_daily_aggregated"] * 3)
     tag = "lake_" + "x" * 80
+    owner = "o" + "x" * 120 + "@example.com"
     put = httpx.put(
         f"{stack.catalogue}/api/v1/assets/long-name-1",
-        json={"name": name, "type": "table", "tags": [tag]},
+        json={"name": name, "type": "table", "tags": [tag], "owners": [owner]},
         timeout=30,
     )
     assert put.status_code in (200, 201), put.text
@@ -295,6 +296,7 @@ def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
         f"/?q={name}x",  # "Nothing matches “<q>”"
         f"/?tag={tag}&q=nothing",  # the filter's chip, and "without tag <tag>"
         f"/assets/by-name/{name}x",  # "No asset is named “<name>”."
+        f"/?tag={tag}",  # the result's owner link
     ):
         phone.goto(stack.ui + path)
         width = phone.evaluate("document.documentElement.scrollWidth")
