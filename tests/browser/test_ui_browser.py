@@ -303,6 +303,33 @@ def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
         assert width <= 390, f"{path} is {width}px wide at 390px"
 
 
+def test_long_feature_set_values_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
+    # A long name, version label, creator or label value (none has a place to break a line)
+    # widened the feature-set pages to thousands of pixels: the version badge, the version
+    # picker's select, the diff's heading, the list's labels and creator, and a visually
+    # hidden cell label that escaped its table's scroll box.
+    name = "fs_" + "_".join(["customer_orders_daily_aggregated"] * 3)
+    long = "y" * 160
+    for value in (1, 2):
+        body = {
+            "name": name,
+            "created_by": "u" + long,
+            "version_label": "l" + long,
+            "labels": {"team": "t" + long},
+            "features": [{"name": "threshold", "dtype": "int", "value": value}],
+        }
+        put = httpx.post(f"{stack.featurestore}/api/v1/featuresets", json=body, timeout=30)
+        assert put.status_code == 201, put.text
+    for path in (
+        f"/featuresets/{name}",
+        f"/featuresets/{name}/diff?from=1&to=2",
+        f"/featuresets?label=team:t{long}",
+    ):
+        phone.goto(stack.ui + path)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide at 390px"
+
+
 def test_status_page_shows_both_services(page: Any, stack: Stack) -> None:
     page.goto(stack.ui + "/status")
     cards = page.locator(".status-card")
