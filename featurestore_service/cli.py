@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from cairn.cli_errors import problem_line
-from cairn.errors import CairnError
+from cairn.errors import CairnError, NotAcceptable
 
 app = typer.Typer(
     help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
@@ -254,9 +254,17 @@ def get(
                     target = Path("/dev/stdout")
                 else:
                     target = output
-                client.download(
-                    name, target, version=version, as_of=as_of, columns=wanted, limit=limit
-                )
+                try:
+                    client.download(
+                        name, target, version=version, as_of=as_of, columns=wanted, limit=limit
+                    )
+                except NotAcceptable:
+                    # The service words it for HTTP (send Accept: application/json); here the
+                    # fix is an option.
+                    _fail(
+                        f"{name} is a set of named values, served as JSON only: "
+                        "leave out --format parquet"
+                    )
                 if output is not None:
                     typer.echo(f"wrote {output} ({output.stat().st_size} bytes)", err=True)
     except CairnError as exc:

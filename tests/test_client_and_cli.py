@@ -462,6 +462,11 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
             "no/such.parquet",
         ),
         (("get", "nope", "--format", "parquet", "-o", str(out_file)), "nope"),
+        # The service's words were for HTTP ("send Accept: application/json").
+        (
+            ("get", "churn_model_serving", "--format", "parquet", "-o", str(tmp_path / "v.pq")),
+            "named values, served as JSON only: leave out --format parquet",
+        ),
     ):
         result = invoke(*args)
         # SystemExit: the command ended itself; any other exception escaped it.
