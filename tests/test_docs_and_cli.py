@@ -458,3 +458,17 @@ def test_a_wrong_command_line_is_a_usage_error_before_any_request(
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"'{option}'" in errors[0], result.output
     assert "Cannot reach" not in result.output
+
+
+def test_readme_names_the_featureset_commands_that_take_json() -> None:
+    # It left out `materialize --json`.
+    group = typer.main.get_group(app).commands["featureset"]
+    with_json = {
+        name
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        if any(param.name == "as_json" for param in command.params)
+    }
+    sentence = re.search(r"Every command takes `--url`.*?take `--json`", README, re.S)
+    assert sentence is not None
+    named = set(re.findall(r"`(\w+)`", sentence.group(0).split("`);", 1)[1]))
+    assert named == with_json
