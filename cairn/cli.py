@@ -142,6 +142,8 @@ def serve(
 
     Defaults: catalogue 127.0.0.1:8001, featurestore 127.0.0.1:8002, ui 127.0.0.1:8080.
     """
+    import socket
+
     import uvicorn
 
     from cairn.backends import BackendError
@@ -156,6 +158,17 @@ def serve(
     target, prefix = SERVICES[service]
     host = host or getattr(settings, f"{prefix}_host")
     port = port or getattr(settings, f"{prefix}_port")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        # uvicorn would say only "[Errno -2] Name or service not known", and exit 3.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(
+            f"error: cannot listen on {host}:{port}: {reason}; give --host (or "
+            f"CAIRN_{prefix.upper()}_HOST) an address or name of this machine",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     module, _, factory = target.partition(":")
     # The app is built here, not by uvicorn, so a missing extra or a wrong CAIRN_BACKEND is one
     # line naming the fix instead of a traceback from inside the server's start-up.

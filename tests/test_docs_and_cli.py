@@ -371,6 +371,17 @@ def test_serve_refuses_a_port_out_of_range_as_a_usage_error(tmp_path: Path, port
     assert "Invalid value for '--port'" in result.stderr, result.stderr
 
 
+def test_serve_on_a_host_that_is_not_an_address_says_which_and_exits_1(tmp_path: Path) -> None:
+    # uvicorn said only "[Errno -2] Name or service not known", and exited 3.
+    env = cairn_env(tmp_path / "data")
+    port = str(free_port())
+    result = run_cairn("serve", "ui", "--host", "999.1.1.1", "--port", port, env=env)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"999.1.1.1:{port}" in errors[0], result.stderr
+    assert "--host" in errors[0] and "CAIRN_UI_HOST" in errors[0], result.stderr
+
+
 MISSING_PYMONGO = """
 import sys
 sys.modules["pymongo"] = None  # as if the mongo extra were not installed
