@@ -42,6 +42,17 @@ NO_CACHE = {"cache-control": "no-cache"}
 NO_STORE = {"cache-control": "no-store"}
 
 
+# What a copy-ready curl line adds when reads need a key: the variable the CLI and the clients
+# read, never the visitor's key itself (a page must not print it).
+CURL_KEY = '-H "authorization: Bearer $CAIRN_API_KEY" '
+
+
+def curl_key(request: Request) -> str:
+    """The curl option that sends a key, when this UI's reads need one; else nothing."""
+    backend: Backend = request.app.state.backend
+    return CURL_KEY if backend.keys_needed else ""
+
+
 def page_cache(request: Request) -> dict[str, str]:
     """The cache header of a page: not stored when reads need each visitor's key."""
     backend: Backend = request.app.state.backend

@@ -5,7 +5,10 @@ HTML and its console errors under ``test-output/<test name>/``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -390,3 +393,25 @@ def test_back_after_sign_out_does_not_show_what_the_key_read(page: Any, keyed_st
     page.wait_for_url(re.compile(r"/signin\?next="))
     assert page.locator("h1").inner_text() == "Sign in"
     assert "sales_daily" not in page.content()
+
+
+def test_the_api_line_works_when_reads_need_a_key(page: Any, keyed_stack: Stack) -> None:
+    # The asset page's copy-ready curl line had no key: pasted as shown, it got a 401.
+    ui = keyed_stack.ui
+    page.goto(ui + "/signin?next=/assets/sales-1")
+    page.fill("#key", VISITOR_KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(ui + "/assets/sales-1")
+    line = page.locator("pre code", has_text="curl").last.inner_text()
+    assert VISITOR_KEY not in line and "$CAIRN_API_KEY" in line, line  # never the key itself
+    env = {**os.environ, "CAIRN_API_KEY": VISITOR_KEY}
+    ran = subprocess.run(
+        ["bash", "-c", line.replace("curl ", "curl -sS --fail-with-body ", 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert json.loads(ran.stdout)["name"] == "sales_daily"
