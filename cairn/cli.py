@@ -134,12 +134,16 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Address to bind (default from settings).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default from settings).")
+    ] = None,
 ) -> None:
     """Run one service in the foreground.
 
     Defaults: catalogue 127.0.0.1:8001, featurestore 127.0.0.1:8002, ui 127.0.0.1:8080.
     """
+    import socket
+
     import uvicorn
 
     from cairn.backends import BackendError
@@ -154,6 +158,17 @@ def serve(
     target, prefix = SERVICES[service]
     host = host or getattr(settings, f"{prefix}_host")
     port = port or getattr(settings, f"{prefix}_port")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        # uvicorn would say only "[Errno -2] Name or service not known", and exit 3.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(
+            f"error: cannot listen on {host}:{port}: {reason}; give --host (or "
+            f"CAIRN_{prefix.upper()}_HOST) an address or name of this machine",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     module, _, factory = target.partition(":")
     # The app is built here, not by uvicorn, so a missing extra or a wrong CAIRN_BACKEND is one
     # line naming the fix instead of a traceback from inside the server's start-up.
@@ -363,7 +378,8 @@ def reindex() -> None:
     started = time.monotonic()
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
+        # Off when stderr is not a terminal: a transient bar still ends with an empty line.
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             count = asyncio.run(run(bar))
     except (CairnError, OSError, RuntimeError) as exc:
         # escape: the message may hold an install hint, cairn[mongo], that is not markup
@@ -388,10 +404,16 @@ def up(
         "examples/lake"
     ),
     crawl_examples: Annotated[
-        bool, typer.Option("--crawl/--no-crawl", help="Crawl the example volume.")
+        bool,
+        typer.Option(
+            "--crawl/--no-crawl",
+            help="Crawl the volume, then seed the example feature sets; --no-crawl starts "
+            "the services with neither.",
+        ),
     ] = True,
 ) -> None:
-    """Start every service on the embedded backend and crawl the example volume.
+    """Start every service on the embedded backend, crawl the example volume and seed the
+    example feature sets.
 
     The catalogue, the feature store and the UI run in this one process, each on its own
     port (log lines name their service); `cairn serve SERVICE` runs one service alone.
@@ -414,7 +436,8 @@ def up(
     get_settings.cache_clear()
     if crawl_examples and not lake.is_dir():
         typer.echo(
-            f"error: {lake} is not a folder; run from the repository root or pass --lake PATH",
+            f"error: {lake} is not a folder; run from the repository root, pass --lake PATH, "
+            "or --no-crawl to start without example data",
             err=True,
         )
         raise typer.Exit(1)

@@ -104,7 +104,12 @@ class Colocated:
         self.running[name] = _Running(server, task)
         while not server.started:
             if task.done():
-                raise StartFailed(f"the {name} service did not start (see the log above)")
+                # Most often another program holds the port: say which, and the setting.
+                raise StartFailed(
+                    f"the {name} service did not start on {host}:{port} (see the log above); "
+                    f"if another program holds that port, set CAIRN_{name.upper()}_PORT to a "
+                    "free one"
+                )
             await asyncio.sleep(0.02)
 
     @staticmethod

@@ -39,6 +39,7 @@ from cairn.cli_errors import key_hint
 from cairn.models import Check
 from cairn.settings import Settings
 from connectors.base import Entry, Volume
+from crawler.crawl import _GLOB_CHAR, glob_regex
 from crawler.enrich import csv_dialect
 from crawler.problems import Problem, Severity
 from featurestore_service.metrics.checks import evaluate
@@ -81,7 +82,26 @@ def _data_entry(tree: Any, rel: str) -> Entry | None:
         if f.path == rel:
             return f
     found: Entry | None = tree.first_data_file_below(rel)
+    if found is None and _GLOB_CHAR.search(rel):
+        found = _first_glob_match(tree, rel)
     return found
+
+
+def _first_glob_match(tree: Any, rel: str) -> Entry | None:
+    """The first data file, in path order, that a globbed location (``part-*.parquet``)
+    matches: the file profiled for it, as the first one below a folder location is."""
+    segments = rel.split("/")
+    at = next(i for i, seg in enumerate(segments) if _GLOB_CHAR.search(seg))
+    base = "/".join(segments[:at])
+    pattern = glob_regex(segments[at:])
+    matched = (
+        f
+        for d in tree.dirs_below(base)
+        for f in tree.files_by_dir.get(d, ())
+        if f.path.lower().endswith(PARQUET + CSV)
+        and pattern.fullmatch(f.path[len(base) + 1 :] if base else f.path)
+    )
+    return min(matched, key=lambda f: f.path, default=None)
 
 
 def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:

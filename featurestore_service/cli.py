@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from cairn.cli_errors import problem_line
-from cairn.errors import CairnError
+from cairn.errors import CairnError, NotAcceptable
 
 app = typer.Typer(
     help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
@@ -40,6 +40,11 @@ def _fail(problem: str | CairnError) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _usage(problem: str, option: str) -> NoReturn:
+    """Exit 2, as click does for a bad option: the command line itself is wrong."""
+    raise typer.BadParameter(problem, param_hint=f"'{option}'")
+
+
 def _one_line(exc: ValueError) -> str:
     """A client-side validation failure as the API would word it: the fields, on one line."""
     from pydantic import ValidationError
@@ -55,12 +60,25 @@ def _print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
+def _write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON into ``path``, written beside it and renamed, so a failed
+    write leaves an earlier file whole (as a Parquet download does)."""
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        partial.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+    typer.echo(f"wrote {path} ({path.stat().st_size} bytes)", err=True)
+
+
 def _labels(values: list[str] | None) -> dict[str, str]:
     out = {}
     for value in values or ():
         key, sep, val = value.partition(":")
         if not sep or not key:
-            _fail(f"--label {value!r} must look like key:value, for example team:ml")
+            _usage(f"{value!r} must look like key:value, for example team:ml", "--label")
         out[key] = val
     return out
 
@@ -124,12 +142,24 @@ def put(
     """
     if not file.is_file():
         _fail(f"{file} is not a file")
+    is_table = file.suffix.lower() == ".parquet"
+    table_only = {
+        "--entity": entity,
+        "--timestamp": timestamp,
+        "--created-timestamp": created_timestamp,
+        "--ttl": ttl,
+    }
+    given = [option for option, value in table_only.items() if value]
+    if given and not is_table:
+        # They were sent nowhere: a YAML set of named values has no rows to key.
+        _usage(f"only a .parquet table takes it; {file} is a set of named values", given[0])
+    if is_table and not name:
+        _usage("required with a Parquet file, which carries no set name", "--name")
     author = created_by or _login()
     try:
         with _client(url) as client:
-            if file.suffix.lower() == ".parquet":
-                if not name:
-                    _fail("a Parquet file needs --name")
+            if is_table:
+                assert name is not None
                 result = client.put_table(
                     name,
                     file,
@@ -196,35 +226,47 @@ def get(
         str, typer.Option("--format", help="json (values, or a page of rows) or parquet.")
     ] = "json",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file (parquet).")
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of standard output."),
     ] = None,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns of a table.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Rows of a table to fetch.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Rows of a table to fetch.")] = None,
     url: UrlOption = None,
 ) -> None:
     """Print a feature set (JSON), or save a table as Parquet with --format parquet -o FILE."""
     if version is not None and as_of is not None:
-        _fail("give either --version or --as-of, not both")
+        _usage("give either --version or --as-of, not both", "--as-of")
+    if format not in ("json", "parquet"):
+        _usage(f"{format!r} is not json or parquet", "--format")
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     try:
         with _client(url) as client:
             if format == "json":
                 found = client.get(name, version=version, as_of=as_of, columns=wanted, limit=limit)
-                _print_json(found.model_dump(mode="json", exclude_none=True))
-            elif format == "parquet":
+                if output is None:
+                    _print_json(found.model_dump(mode="json", exclude_none=True))
+                else:
+                    _write_json(output, found.model_dump(mode="json", exclude_none=True))
+            else:
                 if output is None:
                     if sys.stdout.isatty():
                         _fail("Parquet is binary: pass -o FILE (or redirect the output)")
                     target = Path("/dev/stdout")
                 else:
                     target = output
-                client.download(
-                    name, target, version=version, as_of=as_of, columns=wanted, limit=limit
-                )
+                try:
+                    client.download(
+                        name, target, version=version, as_of=as_of, columns=wanted, limit=limit
+                    )
+                except NotAcceptable:
+                    # The service words it for HTTP (send Accept: application/json); here the
+                    # fix is an option.
+                    _fail(
+                        f"{name} is a set of named values, served as JSON only: "
+                        "leave out --format parquet"
+                    )
                 if output is not None:
                     typer.echo(f"wrote {output} ({output.stat().st_size} bytes)", err=True)
-            else:
-                _fail(f"--format {format!r} is not json or parquet")
     except CairnError as exc:
         _fail(exc)
     except OSError as exc:
@@ -238,7 +280,7 @@ def list_sets(
         list[str] | None, typer.Option("--label", help="key:value; repeat for AND.")
     ] = None,
     q: Annotated[str | None, typer.Option("--q", help="Free text.")] = None,
-    limit: Annotated[int, typer.Option(help="Most sets to list.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most sets to list.")] = 100,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -257,7 +299,9 @@ def list_sets(
         typer.echo(
             f"{item.name:<32} {item.version:>7}  {item.kind:<6} {item.feature_count:>8}  {created}"
         )
-    typer.echo(f"{page.total} feature set(s)")
+    shown = len(page.items)
+    more = f"; the first {shown} shown, raise --limit for more" if page.total > shown else ""
+    typer.echo(f"{page.total} feature set(s){more}")
 
 
 VERSIONS_PAGE = 1000  # the most GET /featuresets/{name}/versions gives at once

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cairn.errors import CairnError
-from featurestore_service.cli import JsonOption, UrlOption, _client, _fail, _print_json
+from featurestore_service.cli import JsonOption, UrlOption, _client, _fail, _print_json, _usage
 
 app = typer.Typer(
     help="Point-in-time training sets and online lookups of feature tables "
@@ -63,8 +63,10 @@ def historical(
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )
+    # Off when stderr is not a terminal: a transient bar still ends with an empty line there.
+    progress = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
     try:
-        with _client(url) as client, Progress(*columns, console=err, transient=True) as bar:
+        with _client(url) as client, progress as bar:
             tasks = {
                 "sent": bar.add_task("sending", total=entity_frame.stat().st_size),
                 "received": bar.add_task("receiving", total=None),
@@ -91,11 +93,13 @@ def _entities(pairs: list[str]) -> dict[str, list[Any]]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(f"--entity {pair!r} must look like column=value, e.g. customer_id=C00001")
+            _usage(f"{pair!r} must look like column=value, e.g. customer_id=C00001", "--entity")
         columns.setdefault(key, []).append(value)
     sizes = {len(values) for values in columns.values()}
     if len(sizes) > 1:
-        _fail("give every entity column the same number of values (one per entity row)")
+        _usage(
+            "give every entity column the same number of values (one per entity row)", "--entity"
+        )
     return columns
 
 

@@ -427,6 +427,13 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     out_file = tmp_path / "customers.parquet"
     cairn("get", "customers", "--format", "parquet", "-o", str(out_file))
     assert out_file.read_bytes() == parquet.read_bytes()
+    # -o with JSON wrote nothing and printed to stdout instead; it now writes the file.
+    json_file = tmp_path / "churn.json"
+    saved = invoke("get", "churn_model_serving", "--version", "1", "-o", str(json_file))
+    assert saved.exit_code == 0 and saved.stdout == "", saved.output
+    assert orjson.loads(json_file.read_bytes()) == first
+    # A page shorter than the total says so, instead of passing for the whole list.
+    assert "the first 1 shown, raise --limit" in cairn("list", "--limit", "1")
 
     listing = cairn("list")
     assert "churn_model_serving" in listing and "customers" in listing
@@ -446,7 +453,7 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     refused = invoke("put", str(bad))
     assert refused.exit_code == 1 and "complex" in refused.stderr
     both = invoke("get", "customers", "--version", "1", "--as-of", "2025-01-01T00:00:00Z")
-    assert both.exit_code == 1 and "either" in both.stderr
+    assert both.exit_code == 2 and "either" in both.stderr
     # Mistakes a user makes are one error line each, naming what to fix.
     for args, expected in (
         (("put", str(parquet), "--name", "bad name!"), "name"),
@@ -455,6 +462,11 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
             "no/such.parquet",
         ),
         (("get", "nope", "--format", "parquet", "-o", str(out_file)), "nope"),
+        # The service's words were for HTTP ("send Accept: application/json").
+        (
+            ("get", "churn_model_serving", "--format", "parquet", "-o", str(tmp_path / "v.pq")),
+            "named values, served as JSON only: leave out --format parquet",
+        ),
     ):
         result = invoke(*args)
         # SystemExit: the command ended itself; any other exception escaped it.

@@ -378,3 +378,25 @@ def test_a_metric_store_url_that_is_not_one_is_one_warning_naming_the_setting(
     assert len(warnings) == 1, warnings
     assert "CAIRN_FEATURESTORE_URL" in warnings[0] and "HTTP 404" in warnings[0], warnings
     assert catalogue_process.url in warnings[0] and "about:blank" not in warnings[0], warnings
+
+
+def test_a_globbed_location_profiles_its_first_matching_file(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """The README's manifest gives `location: ./part-*.parquet`; such an asset was never
+    profiled (the step looked for a file or folder named like the glob), so its metrics page
+    kept saying to run `cairn crawl --profile` after every such crawl."""
+    volume = tmp_path / "lake"
+    (volume / "sales").mkdir(parents=True)
+    (volume / "sales/MANIFEST.yaml").write_text(
+        "name: globbed\ntype: dataset\nlocation: ./part-*.parquet\n"
+    )
+    (volume / "sales/notes.csv").write_text("a,b\n1,2\n")  # beside it, not matched
+    pq.write_table(sales(1, rows=40), volume / "sales/part-1.parquet")
+    pq.write_table(sales(2, rows=30), volume / "sales/part-0.parquet")
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = asset_id(catalogue_process.url, "globbed")
+    profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{found}/profile").json()
+    assert profile.get("status") == "done", profile
+    assert profile["rows"] == 30 and [c["name"] for c in profile["columns"]] == ["store", "amount"]

@@ -80,6 +80,23 @@ def test_every_command_has_help() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_every_subcommand_option_and_argument_has_help() -> None:
+    # `cairn metrics show --help` listed its NAME argument as `name <str> [required]`, with
+    # nothing to say what name it wants.
+    def walk(command: typer.core.TyperCommand, path: str) -> list[str]:
+        children = getattr(command, "commands", None)
+        if children is not None:
+            return [gap for name, sub in children.items() for gap in walk(sub, f"{path} {name}")]
+        gaps = [] if command.help else [f"{path}: the command"]
+        return gaps + [
+            f"{path}: {param.name}"
+            for param in command.params
+            if param.name != "help" and not getattr(param, "help", None)
+        ]
+
+    assert walk(typer.main.get_group(app), "cairn") == []
+
+
 def test_every_command_is_in_the_readmes_command_table() -> None:
     table = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
     group = typer.main.get_group(app)
@@ -130,6 +147,8 @@ def test_reindex_rebuilds_an_embedded_catalogue(tmp_path: Path) -> None:
     result = run_cairn("reindex", env=cairn_env(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     assert "Reindexed 0 assets on the sqlite backend" in result.stdout
+    # No progress bar into a pipe: its end left an empty line in logs.
+    assert result.stderr == "", repr(result.stderr)
 
 
 def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -396,11 +415,33 @@ def test_cairn_up_says_which_service_could_not_start(tmp_path: Path) -> None:
         finally:
             stop_group(proc)
     text = log.read_text()
-    assert "error: the ui service did not start" in text, text
+    assert f"error: the ui service did not start on 127.0.0.1:{ui_port}" in text, text
+    assert "set CAIRN_UI_PORT to a free one" in text, text  # what to do about it
     # The services that had started were shut down, not left running.
     assert "[catalogue] uvicorn.error: Application shutdown complete" in text, text
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", catalogue_port)) != 0
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-5"])
+def test_serve_refuses_a_port_out_of_range_as_a_usage_error(tmp_path: Path, port: str) -> None:
+    # 99999 was served on 99999 % 65536 while uvicorn said 99999, 0 quietly meant the
+    # default port, and -5 ended with uvicorn's "Servname not supported" and exit 3.
+    env = cairn_env(tmp_path / "data", CAIRN_UI_PORT=str(free_port()))
+    result = run_cairn("serve", "ui", f"--port={port}", env=env, timeout=patient(30))
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--port'" in result.stderr, result.stderr
+
+
+def test_serve_on_a_host_that_is_not_an_address_says_which_and_exits_1(tmp_path: Path) -> None:
+    # uvicorn said only "[Errno -2] Name or service not known", and exited 3.
+    env = cairn_env(tmp_path / "data")
+    port = str(free_port())
+    result = run_cairn("serve", "ui", "--host", "999.1.1.1", "--port", port, env=env)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"999.1.1.1:{port}" in errors[0], result.stderr
+    assert "--host" in errors[0] and "CAIRN_UI_HOST" in errors[0], result.stderr
 
 
 MISSING_PYMONGO = """
@@ -452,3 +493,55 @@ def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], 
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and param.lower() in errors[0].lower() and "1" in errors[0], errors
     assert "Cannot reach" not in result.output
+
+
+TABLE = str(ROOT / "examples/featuresets/customer_features/v2.parquet")
+VALUES = str(ROOT / "examples/featuresets/churn_model_serving/v1.yaml")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (
+            ["featureset", "get", "s", "--version", "1", "--as-of", "2025-01-01T00:00:00Z"],
+            "--as-of",
+        ),
+        (["featureset", "get", "s", "--format", "csv"], "--format"),
+        (["featureset", "get", "s", "--limit", "0"], "--limit"),
+        (["featureset", "list", "--limit", "0"], "--limit"),
+        (["featureset", "list", "--limit", "1001"], "--limit"),
+        (["featureset", "list", "--label", "team"], "--label"),
+        (["featureset", "put", VALUES, "--ttl", "7d"], "--ttl"),
+        (["featureset", "put", VALUES, "--entity", "customer_id"], "--entity"),
+        (["featureset", "put", TABLE], "--name"),
+        (["features", "online", "-f", "s:x", "-e", "customer_id"], "--entity"),
+        (["features", "online", "-f", "s:x", "-e", "a=1", "-e", "a=2", "-e", "b=1"], "--entity"),
+    ],
+)
+def test_a_wrong_command_line_is_a_usage_error_before_any_request(
+    args: list[str], option: str
+) -> None:
+    # These exited 1, as a failed request does, or (--ttl, --entity on a YAML set of values)
+    # were accepted and never sent anywhere; a command line that cannot work is exit 2.
+    from typer.testing import CliRunner
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
+    result = CliRunner().invoke(app, [*args, "--url", url])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"'{option}'" in errors[0], result.output
+    assert "Cannot reach" not in result.output
+
+
+def test_readme_names_the_featureset_commands_that_take_json() -> None:
+    # It left out `materialize --json`.
+    group = typer.main.get_group(app).commands["featureset"]
+    with_json = {
+        name
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        if any(param.name == "as_json" for param in command.params)
+    }
+    sentence = re.search(r"Every command takes `--url`.*?take `--json`", README, re.S)
+    assert sentence is not None
+    named = set(re.findall(r"`(\w+)`", sentence.group(0).split("`);", 1)[1]))
+    assert named == with_json

@@ -815,6 +815,8 @@ def test_client_sync_async_pandas_arrow_and_cli(
     )
     assert done.returncode == 0, done.stderr
     assert "3 rows" in done.stderr and "drivers=1" in done.stderr
+    # One line: no progress bar into a pipe, whose end left an empty line before it.
+    assert done.stderr.startswith("wrote ") and len(done.stderr.splitlines()) == 1, done.stderr
     written = pq.read_table(out)
     assert written.column("trips").to_pylist() == expected
     assert written.select(["k", "event_timestamp", "note"]).equals(sent)

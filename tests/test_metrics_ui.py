@@ -110,7 +110,9 @@ def test_asset_metrics_page_shows_profile_drift_and_external_metric_sets(
     assert "version 2" in text and "drift against v1" in text
     assert len(re.findall(r'<path class="ref" d="M', text)) == 2
     assert "Completeness" in text and "0.975" in text and "101.5" in text
-    assert "No profile yet" in assert_page(ui.get("/assets/a-2/metrics"))
+    empty = assert_page(ui.get("/assets/a-2/metrics"))
+    # The command is code on the page, not Markdown backticks printed as they are.
+    assert "No profile yet: <code>cairn crawl --profile</code>" in empty and "`" not in empty
 
 
 def test_asset_metrics_page_says_why_a_version_could_not_be_profiled(

@@ -662,3 +662,14 @@ def test_a_password_in_a_service_url_is_never_shown(tmp_path: Path) -> None:
             pages.append(assert_page(client.get("/", params={"q": "sales"})))
     for page in pages:
         assert "pr0xy-s3cret" not in page
+
+
+def test_feature_set_curl_snippets_send_the_key_variable_when_reads_need_one() -> None:
+    from ui.render import CURL_KEY
+    from ui.routes.featuresets import snippets
+
+    keyed = snippets("http://fs:8002", "sales", "sales", 2, True, CURL_KEY)
+    curls = [code for title, code in keyed.items() if title.startswith("curl")]
+    assert len(curls) == 3 and all("$CAIRN_API_KEY" in code for code in curls), curls
+    open_ = snippets("http://fs:8002", "sales", "sales", 2, True)
+    assert not any("authorization" in code for code in open_.values()), open_

@@ -35,8 +35,28 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 
-# Pages are dynamic: never let a cache or the back button show stale search results.
-NO_STORE = {"cache-control": "no-cache"}
+# Pages are dynamic: a cache asks again before it shows one. Browsers still show a page from
+# their cache on Back without asking, so pages read with a visitor's own key are not stored at
+# all: after "Sign out", Back must not bring back what that key could read.
+NO_CACHE = {"cache-control": "no-cache"}
+NO_STORE = {"cache-control": "no-store"}
+
+
+# What a copy-ready curl line adds when reads need a key: the variable the CLI and the clients
+# read, never the visitor's key itself (a page must not print it).
+CURL_KEY = '-H "authorization: Bearer $CAIRN_API_KEY" '
+
+
+def curl_key(request: Request) -> str:
+    """The curl option that sends a key, when this UI's reads need one; else nothing."""
+    backend: Backend = request.app.state.backend
+    return CURL_KEY if backend.keys_needed else ""
+
+
+def page_cache(request: Request) -> dict[str, str]:
+    """The cache header of a page: not stored when reads need each visitor's key."""
+    backend: Backend = request.app.state.backend
+    return NO_STORE if backend.keys_needed else NO_CACHE
 
 
 @cache
@@ -180,5 +200,5 @@ def render(
         }
     )
     return HTMLResponse(
-        reveal(html), status_code=status_code, headers={**NO_STORE, **(headers or {})}
+        reveal(html), status_code=status_code, headers={**page_cache(request), **(headers or {})}
     )

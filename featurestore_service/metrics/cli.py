@@ -34,7 +34,7 @@ def _latest_profiled(fs: Any, name: str) -> int:
 
 @app.command()
 def show(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
         int | None, typer.Option(min=1, help="Version (default: newest profiled).")
     ] = None,
@@ -81,8 +81,8 @@ def _drift_line(column: dict[str, Any]) -> str:
 
 @app.command()
 def drift(
-    name: str,
-    version: Annotated[int, typer.Argument(min=1)],
+    name: Annotated[str, typer.Argument(help="Feature set name.")],
+    version: Annotated[int, typer.Argument(min=1, help="The version to compare.")],
     against: Annotated[
         int | None, typer.Option(min=1, help="Reference version (default: previous).")
     ] = None,

@@ -5,7 +5,10 @@ HTML and its console errors under ``test-output/<test name>/``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -284,9 +287,10 @@ def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
     # a long name (or tag, or search) echoed in a sentence or a chip pushed the page sideways.
     name = "warehouse_" + "_".join(["customer_orders_daily_aggregated"] * 3)
     tag = "lake_" + "x" * 80
+    owner = "o" + "x" * 120 + "@example.com"
     put = httpx.put(
         f"{stack.catalogue}/api/v1/assets/long-name-1",
-        json={"name": name, "type": "table", "tags": [tag]},
+        json={"name": name, "type": "table", "tags": [tag], "owners": [owner]},
         timeout=30,
     )
     assert put.status_code in (200, 201), put.text
@@ -295,6 +299,34 @@ def test_long_names_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
         f"/?q={name}x",  # "Nothing matches “<q>”"
         f"/?tag={tag}&q=nothing",  # the filter's chip, and "without tag <tag>"
         f"/assets/by-name/{name}x",  # "No asset is named “<name>”."
+        f"/?tag={tag}",  # the result's owner link
+    ):
+        phone.goto(stack.ui + path)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide at 390px"
+
+
+def test_long_feature_set_values_wrap_at_phone_width(phone: Any, stack: Stack) -> None:
+    # A long name, version label, creator or label value (none has a place to break a line)
+    # widened the feature-set pages to thousands of pixels: the version badge, the version
+    # picker's select, the diff's heading, the list's labels and creator, and a visually
+    # hidden cell label that escaped its table's scroll box.
+    name = "fs_" + "_".join(["customer_orders_daily_aggregated"] * 3)
+    long = "y" * 160
+    for value in (1, 2):
+        body = {
+            "name": name,
+            "created_by": "u" + long,
+            "version_label": "l" + long,
+            "labels": {"team": "t" + long},
+            "features": [{"name": "threshold", "dtype": "int", "value": value}],
+        }
+        put = httpx.post(f"{stack.featurestore}/api/v1/featuresets", json=body, timeout=30)
+        assert put.status_code == 201, put.text
+    for path in (
+        f"/featuresets/{name}",
+        f"/featuresets/{name}/diff?from=1&to=2",
+        f"/featuresets?label=team:t{long}",
     ):
         phone.goto(stack.ui + path)
         width = phone.evaluate("document.documentElement.scrollWidth")
@@ -342,3 +374,44 @@ def test_reads_that_need_a_key_ask_the_visitor_for_theirs(page: Any, keyed_stack
     page.wait_for_url(re.compile(r"/signin\?next=/assets/sales-1$"))
     # 401 answers log "failed to load" in the console; scripts themselves must not fail.
     assert [p for p in page.problems if p.startswith("page error")] == []
+
+
+def test_back_after_sign_out_does_not_show_what_the_key_read(page: Any, keyed_stack: Stack) -> None:
+    # Pages were sent with `no-cache`, which Chromium ignores on Back: after "Sign out" on a
+    # shared computer, Back showed the search results read with the signed-out key.
+    ui = keyed_stack.ui
+    page.goto(ui + "/signin?next=/%3Fq%3Dsales")
+    page.fill("#key", VISITOR_KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(ui + "/?q=sales")
+    assert "sales_daily" in result_names(page)
+    with page.expect_navigation():
+        page.locator("form.signout button").click()
+    page.wait_for_url(ui + "/signin")
+    page.go_back()
+    page.wait_for_url(re.compile(r"/signin\?next="))
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "sales_daily" not in page.content()
+
+
+def test_the_api_line_works_when_reads_need_a_key(page: Any, keyed_stack: Stack) -> None:
+    # The asset page's copy-ready curl line had no key: pasted as shown, it got a 401.
+    ui = keyed_stack.ui
+    page.goto(ui + "/signin?next=/assets/sales-1")
+    page.fill("#key", VISITOR_KEY)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(ui + "/assets/sales-1")
+    line = page.locator("pre code", has_text="curl").last.inner_text()
+    assert VISITOR_KEY not in line and "$CAIRN_API_KEY" in line, line  # never the key itself
+    env = {**os.environ, "CAIRN_API_KEY": VISITOR_KEY}
+    ran = subprocess.run(
+        ["bash", "-c", line.replace("curl ", "curl -sS --fail-with-body ", 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert json.loads(ran.stdout)["name"] == "sales_daily"

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from ui.backend import ApiError, ServiceDown
 from ui.lineage import layout
-from ui.render import note_down, render
+from ui.render import curl_key, note_down, page_cache, render
 from ui.visitor import ReaderDep
 
 router = APIRouter(include_in_schema=False)
@@ -200,6 +200,7 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
         directions=DIRECTIONS,
         depths=DEPTHS,
         api_url=f"{api.catalogue.url}/api/v1/assets/{quote(str(asset['id']), safe='')}",
+        curl_key=curl_key(request),
     )
 
 
@@ -221,7 +222,7 @@ async def manifest_text(asset_id: str, request: Request, api: ReaderDep) -> Resp
     return PlainTextResponse(
         manifest_yaml(asset),
         media_type="text/yaml; charset=utf-8",
-        headers={"cache-control": "no-cache"},
+        headers=page_cache(request),
     )
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from ui.backend import ApiError, Reader, ServiceDown
 from ui.format import scalar
-from ui.render import note_down, render
+from ui.render import curl_key, note_down, render
 from ui.state import PAGE_SIZE, SearchState
 from ui.visitor import ReaderDep
 
@@ -189,7 +189,7 @@ async def featureset_page(name: str, request: Request, api: ReaderDep) -> HTMLRe
         labels=list((fs.get("labels") or {}).items()),
         notices=notices,
         diff_from=_previous(versions, version),
-        snippets=snippets(base, quoted, name, version, table is not None),
+        snippets=snippets(base, quoted, name, version, table is not None, curl_key(request)),
     )
 
 
@@ -238,16 +238,20 @@ def _previous(versions: list[dict[str, Any]], version: int) -> int | None:
     return max(older) if older else None
 
 
-def snippets(base: str, quoted: str, name: str, version: int, tabular: bool) -> dict[str, str]:
+def snippets(
+    base: str, quoted: str, name: str, version: int, tabular: bool, key: str = ""
+) -> dict[str, str]:
+    """Copy-ready lines; ``key`` is the curl option that sends a key, when reads need one (the
+    Python clients send CAIRN_API_KEY by themselves)."""
     url = f"{base}/api/v1/featuresets/{quoted}"
     out = {
-        "curl, latest": f"curl '{url}'",
-        f"curl, version {version}": f"curl '{url}/versions/{version}'",
+        "curl, latest": f"curl {key}'{url}'",
+        f"curl, version {version}": f"curl {key}'{url}/versions/{version}'",
     }
     if tabular:
         out["curl, as Parquet"] = (
-            f"curl -H 'accept: application/vnd.apache.parquet' -o {name}-v{version}.parquet \\\n"
-            f"     '{url}/versions/{version}'"
+            f"curl {key}-H 'accept: application/vnd.apache.parquet' \\\n"
+            f"     -o {name}-v{version}.parquet '{url}/versions/{version}'"
         )
         python = (
             "from cairn.client import FeatureStoreClient\n\n"

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from cairn.epochs import epoch_text, epoch_unit
 from ui.backend import ApiError, ServiceDown
@@ -212,7 +213,10 @@ async def asset_metrics_page(asset_id: str, request: Request, api: ReaderDep) ->
         request,
         name=name,
         crumbs=[(f"/assets/{quote(asset_id, safe='')}", name)],
-        empty_text="No profile yet: `cairn crawl --profile` profiles Parquet and CSV data.",
+        # Markup: a constant with the command set as code, not Markdown backticks shown as is.
+        empty_text=Markup(
+            "No profile yet: <code>cairn crawl --profile</code> profiles Parquet and CSV data."
+        ),
         history=history,
         version=int(profile["version"]) if profile else None,
         profile=profile,
