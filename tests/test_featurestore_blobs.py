@@ -396,3 +396,49 @@ def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(
         )
         assert again.status_code == 201, again.text
         assert again.json()["version"] == 1
+
+
+def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> None:
+    # No background profile: it would read the file before it is damaged.
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        metrics_profiling=False,
+    )
+    table = sample_table(200)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as http,
+    ):
+        answer = http.post(
+            "/featuresets/hurt/versions",
+            params={"entities": "customer_id", "timestamp": "seen_at"},
+            content=parquet_bytes(table),
+            headers={"content-type": PARQUET},
+        )
+        sha256 = answer.json()["table"]["sha256"]
+        blob = settings.featurestore_blobs / sha256[:2] / f"{sha256}.parquet"
+        whole = blob.read_bytes()
+
+        blob.write_bytes(whole[: len(whole) // 2])  # a copy or restore cut short
+        for accept in (PARQUET, ARROW, "application/json"):
+            response = http.get("/featuresets/hurt", headers={"accept": accept})
+            assert response.status_code == 503, (accept, response.text)
+            detail = response.json()["detail"]
+            assert "is damaged" in detail and f"{len(whole)} were stored" in detail
+        assert http.post("/featuresets/hurt/materialize").status_code == 503
+
+        # Same size, damaged inside: what is decoded before the answer starts says so too.
+        flipped = bytearray(whole)
+        for i in range(8, len(flipped) // 2, 7):
+            flipped[i] ^= 0xFF
+        blob.write_bytes(bytes(flipped))
+        for params in ({"format": "json"}, {"format": "parquet", "columns": "spend"}):
+            response = http.get("/featuresets/hurt", params=params)
+            assert response.status_code == 503, (params, response.text)
+            assert "is damaged" in response.json()["detail"]
+
+        blob.write_bytes(whole)  # restored from a backup
+        response = http.get("/featuresets/hurt", headers={"accept": PARQUET})
+        assert response.status_code == 200
+        assert pq.read_table(io.BytesIO(response.content)).equals(table)

@@ -127,5 +127,12 @@ class ReadCache:
             # Sync on purpose: a removal is one unlink; a reader that opened the file keeps it.
             (self.folder / key).unlink(missing_ok=True)
 
+    def forget(self, key: str) -> None:
+        """Drops the copy of ``key`` unless a reader has it checked out (it then stays until
+        evicted): the store's blob was found damaged, and may be restored."""
+        if key in self._entries and not self._pins.get(key):
+            self.total -= self._entries.pop(key)
+            (self.folder / key).unlink(missing_ok=True)
+
     def __contains__(self, key: str) -> bool:
         return key in self._entries

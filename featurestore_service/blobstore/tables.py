@@ -280,16 +280,37 @@ class TableBlobs:
 
     # --- reads --------------------------------------------------------------------------------
 
-    async def checkout(self, sha256: str, what: str = "a table") -> Lease:
-        """A local path to the blob until the lease is released; 503 when it cannot be had."""
+    async def checkout(self, sha256: str, what: str = "a table", size: int | None = None) -> Lease:
+        """A local path to the blob until the lease is released; 503 when it cannot be had.
+
+        ``size``, the bytes the version stored, is checked against the file: one cut short
+        (a copy or restore interrupted, a damaged disk) would otherwise go out as a 200 and
+        the table a reader gets would be a broken file or an error half-way through.
+        """
         key = blob_key(sha256)
         local = self.store.local_path(key)
         try:
             if local is not None:
-                if not local.is_file():
-                    raise BlobMissing(f"no blob {key}")
-                return Lease(local)
-            return await self.cache.checkout(key, lambda: self.store.open(key))
+                try:
+                    found = local.stat().st_size
+                except FileNotFoundError:
+                    raise BlobMissing(f"no blob {key}") from None
+                lease = Lease(local)
+            else:
+                lease = await self.cache.checkout(key, lambda: self.store.open(key))
+                found = lease.path.stat().st_size
+            if size is not None and found != size:
+                lease.release()
+                self.cache.forget(key)  # a copy fetched again once the store's is restored
+                log.error(
+                    "%s in %s has %d bytes, not the %d stored", key, self.store.url, found, size
+                )
+                raise Unavailable(
+                    f"The Parquet file of {what} ({key}) in the blob store {self.store.url} "
+                    f"is damaged: it has {found} bytes where {size} were stored; restore it "
+                    "from a backup."
+                )
+            return lease
         except (BlobMissing, EntryNotFound):  # the second: gone between open and read
             raise Unavailable(
                 f"The Parquet file of {what} ({key}) is missing from the blob store "
