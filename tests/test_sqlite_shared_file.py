@@ -1,6 +1,9 @@
-"""Another process holding the embedded store's write lock (a second server on the same file, a
-backup, a ``sqlite3`` shell): a write that waited the whole busy timeout answers 503 saying
-so, the connection goes on serving, and writes work again once the lock is released."""
+"""Other processes on the embedded store's file.
+
+One holding the write lock (a second server on the same file, a backup, a ``sqlite3`` shell):
+a write that waited the whole busy timeout answers 503 saying so, the connection goes on
+serving, and writes work again once the lock is released. Two catalogue servers on one file:
+each sees the other's writes in its totals and facets at once."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import httpx
 import pytest
 
 from cairn.settings import Settings
-from tests.conftest import ThreadServer
+from tests.conftest import ProcessServer, ThreadServer, cairn_env
 
 HOLD_LOCK = """
 import sqlite3, sys
@@ -90,3 +93,35 @@ def test_feature_store_write_behind_another_process_lock_is_503(
         created = api.post("/featuresets", json=version(2))
         assert created.status_code == 201 and created.json()["version"] == 2
     assert "unhandled error" not in caplog.text
+
+
+def test_two_catalogue_processes_on_one_file_count_each_others_writes(tmp_path: Path) -> None:
+    env = cairn_env(tmp_path / "data")
+    first = ProcessServer("catalogue", env, tmp_path / "first.log").start()
+    second = ProcessServer("catalogue", env, tmp_path / "second.log")
+    try:
+        second.start()
+        with (
+            httpx.Client(base_url=first.url + "/api/v1", timeout=30) as one,
+            httpx.Client(base_url=second.url + "/api/v1", timeout=30) as two,
+        ):
+            asset = {"name": "orders", "type": "dataset", "tags": ["gold"]}
+            assert one.put("/assets/orders", json=asset).status_code == 201
+            queries: list[dict[str, str]] = [{"tag": "gold"}, {"q": "orders"}, {}]
+            for params in queries:  # the first process counts (and keeps the counts)
+                assert one.get("/assets", params=params).json()["total"] == 1
+
+            assert two.put("/assets/refunds", json={**asset, "name": "refunds"}).status_code == 201
+            assert two.delete("/assets/orders").status_code == 200
+
+            for params in queries:
+                page = one.get("/assets", params=params).json()
+                ids = [item["id"] for item in page["items"]]
+                assert page["total"] == len(ids), (params, page)
+                assert page["facets"]["tags"] == ({"gold": 1} if ids else {}), (params, page)
+            assert [
+                i["id"] for i in one.get("/assets", params={"tag": "gold"}).json()["items"]
+            ] == ["refunds"]
+    finally:
+        second.stop()
+        first.stop()
