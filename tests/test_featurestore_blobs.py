@@ -1,12 +1,16 @@
 """The feature store on a remote blob store (CAIRN_BLOBS_URL): tables written to S3 (SeaweedFS),
 ADLS (Azurite) or HDFS (a minicluster) and read back from there by every reader (the Arrow,
 Parquet and JSON answers, online materialization, point-in-time joins) through the bounded read
-cache; the orphan sweeper; and a failed version write that leaves no blob in the remote store."""
+cache; the orphan sweeper; and a failed version write that leaves no blob in the remote store.
+Also, on the local store: a damaged table file, and a second process starting on the same data
+folder while an upload is under way."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +25,7 @@ from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.blobstore import BlobStore, open_blob_store
 from featurestore_service.blobstore.base import blob_key
-from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
     Backend,
@@ -442,3 +446,54 @@ def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> 
         response = http.get("/featuresets/hurt", headers={"accept": PARQUET})
         assert response.status_code == 200
         assert pq.read_table(io.BytesIO(response.content)).equals(table)
+
+
+def test_a_second_process_starting_on_the_data_folder_keeps_uploads_in_flight(
+    tmp_path: Path,
+) -> None:
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}")
+    spools = tmp_path / "data" / "featurestore-blobs" / "tmp"
+    first = ProcessServer("featurestore", env, tmp_path / "first.log").start()
+    second = ProcessServer("featurestore", env, tmp_path / "second.log")
+    table = sample_table(5000)
+    data = parquet_bytes(table)
+    rest = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def body() -> Iterator[bytes]:
+        yield data[:1000]
+        rest.wait(60)
+        yield data[1000:]
+
+    def upload() -> None:
+        answers.append(
+            httpx.post(
+                first.url + "/api/v1/featuresets/inflight/versions",
+                content=body(),
+                headers={"content-type": PARQUET},
+                timeout=60,
+            )
+        )
+
+    try:
+        # A crash's leftover from long ago, beside the upload under way.
+        stale = spools / "crashed.part"
+        uploading = threading.Thread(target=upload)
+        uploading.start()
+        try:
+            wait_for(lambda: any(spools.glob("*.part")), "the upload's spool")
+            stale.write_bytes(b"PAR1 half")
+            os.utime(stale, (time.time() - 7200, time.time() - 7200))
+            second.start()
+        finally:
+            rest.set()
+            uploading.join(timeout=60)
+        assert answers[0].status_code == 201, answers[0].text
+        assert not stale.exists()
+        got = httpx.get(
+            second.url + "/api/v1/featuresets/inflight", headers={"accept": PARQUET}, timeout=60
+        )
+        assert pq.read_table(io.BytesIO(got.content)).equals(table)
+    finally:
+        second.stop()
+        first.stop()

@@ -110,8 +110,12 @@ class TableBlobs:
         limits: TableLimits,
         decodes: DecodeSlots,
         cache_bytes: int,
+        spool_grace: float = 3600.0,
     ):
         self.store = store
+        # Spools younger than this may be another process's uploads in flight (two servers
+        # on one data folder): only older ones are a crash's leftovers.
+        self.spool_grace = spool_grace
         self.root = Path(work)
         self.tmp = self.root / "tmp"
         self.limits = limits
@@ -140,15 +144,29 @@ class TableBlobs:
             limits or TableLimits.from_settings(settings),
             decodes or DecodeSlots(settings.table_decode_concurrency),
             settings.blobs_cache_bytes,
+            settings.blobs_sweep_grace,
         )
 
     def open(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # this process's own spools, cut short by a crash
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
+        self.remove_stale_spools(time.time() - self.spool_grace)
         if self.remote:
             self.cache.open()
+
+    def remove_stale_spools(self, before: float) -> int:
+        """Removes spools (uploads, entity frames, Parquet subsets) last written before
+        ``before``: what a crash cut short. Younger ones stay, whoever they belong to."""
+        removed = 0
+        if not self.tmp.is_dir():  # not opened: nothing was spooled
+            return 0
+        for leftover in self.tmp.iterdir():
+            try:
+                if leftover.is_file() and leftover.stat().st_mtime < before:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (renamed or removed) meanwhile
+                continue
+        return removed
 
     def close(self) -> None:
         self.store.close()
@@ -355,6 +373,7 @@ class TableBlobs:
                 report.removed += 1
                 log.info("swept %s.parquet: no version names it", sha256)
         report.partial = await anyio.to_thread.run_sync(self.store.remove_partial, before)
+        report.partial += await anyio.to_thread.run_sync(self.remove_stale_spools, before)
         self.last_sweep = report
         return report
 
