@@ -981,6 +981,7 @@ class Crawler:
                     report,
                     pending,
                     crawled_at=now.isoformat(),
+                    before_send=lambda batch: state.mark_unsettled(batch, previous.__contains__),
                 )
                 # With no state, every manifest is new and nothing can be deleted: assets are
                 # built and pushed while the walk goes on, so the catalogue is not left idle
@@ -1510,8 +1511,11 @@ class _Sender:
         pending: dict[str, Pending],
         *,
         crawled_at: str,
+        before_send: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._pusher = pusher
+        # Called with each batch before it is sent (the crawl state's in-flight marks).
+        self._before_send = before_send
         self._crawled_at = crawled_at
         self._batch_size = batch_size
         self._progress = progress
@@ -1561,6 +1565,8 @@ class _Sender:
         if self._thread is None:
             self._thread = PushThread(self._pusher, {"crawled_at": self._crawled_at})
         batch, self._batch = self._batch, []
+        if self._before_send is not None:
+            self._before_send(batch)
         self._thread.send(batch)
         self._apply()
 

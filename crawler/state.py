@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS manifests (
 """
 
 
+# Left out of the documents of a manifest marked unsettled: the content hash that lets a crawl
+# skip a document the catalogue holds, and the push's own stamp.
+UNSETTLED_DROPS = frozenset({"_hash", "crawled_at"})
+
+
 class ManifestState:
     """What was pushed for one manifest: its fingerprint, locations and asset documents.
 
@@ -216,6 +221,67 @@ class CrawlState:
                     (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs), s.count)
                     for p, s in changed.items()
                 ),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def mark_unsettled(self, batch: list[dict[str, Any]], known: Callable[[str], bool]) -> None:
+        """Before ``batch`` goes to the catalogue: the rows of its manifests are marked as
+        matching no manifest (an empty fingerprint) and hold the documents this batch sends
+        beside those they held. ``known(path)`` says whether the state has a row for a path.
+
+        A crawl that dies after the catalogue took the batch but before ``save`` (kill -9)
+        leaves these marks: the next crawl parses the manifests again and deletes what has
+        vanished meanwhile. Without them it took a manifest that came back unchanged (moved
+        away and back) for unchanged while its asset stayed deleted, and never deleted the
+        asset of a new manifest removed since, as no row named it.
+        """
+        by_path: dict[str, list[dict[str, Any]]] = {}
+        for doc in batch:
+            path = doc.get("manifest_path")
+            if path:
+                by_path.setdefault(path, []).append(doc)
+        if not by_path:
+            return
+        try:
+            self._mark(by_path, [p for p in by_path if known(p)])
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot write the crawl state {self.path} ({exc}); nothing of this batch "
+                "was sent, the next crawl sends it"
+            ) from exc
+
+    def _mark(self, by_path: dict[str, list[dict[str, Any]]], known: list[str]) -> None:
+        stored: dict[str, tuple[bytes, bytes]] = {}
+        if known:
+            stored = {
+                path: (locations, docs)
+                for path, locations, docs in self._conn.execute(
+                    "SELECT path, locations, docs FROM manifests"
+                    " WHERE path IN (SELECT value FROM json_each(?))",
+                    (orjson.dumps(known).decode(),),
+                )
+            }
+        rows = []
+        for path, sent in by_path.items():
+            locations, raw = stored.get(path, (b"[]", b"[]"))
+            docs: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+            held = {d["id"] for d in docs}
+            # A deletion is sent as the stored document marked deleted: the stored one stays,
+            # so the deletion is sent again should the manifest still be gone.
+            docs += [d for d in sent if d["id"] not in held and not d.get("deleted")]
+            # Without their content hashes, every document of the manifest is sent again
+            # next time, whatever the catalogue ended up holding.
+            docs = [{k: v for k, v in d.items() if k not in UNSETTLED_DROPS} for d in docs]
+            rows.append((path, "", locations, orjson.dumps(docs), len(docs)))
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs, doc_count)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
             self._conn.execute("COMMIT")
         except BaseException:
