@@ -4,9 +4,10 @@ causes no writes.
 One small SQLite file per (volume, catalogue instance) under ``<data dir>/crawl-state/``. The
 catalogue is known by the instance id it reports (``GET /api/v1/instance``), created with its
 store: a crawl aimed at another catalogue, or at one that was reset, starts from an empty state
-and pushes everything, rather than skipping assets that catalogue lacks. A manifest's row is
-only written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
-than loses.
+and pushes everything, rather than skipping assets that catalogue lacks. A manifest's
+fingerprint is only written after the catalogue acknowledged its assets, and before a batch is
+sent its manifests are marked unsettled (``mark_unsettled``), so a crash mid-crawl re-sends
+rather than loses.
 
 One crawl at a time holds a state (a lock file beside it): two crawls of the same volume into
 the same catalogue would interleave their pushes and saves, and the one saving last could
