@@ -441,6 +441,8 @@ def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> 
             response = http.get("/featuresets/hurt", params=params)
             assert response.status_code == 503, (params, response.text)
             assert "is damaged" in response.json()["detail"]
+        materialized = http.post("/featuresets/hurt/materialize")
+        assert materialized.status_code == 503, materialized.text
 
         blob.write_bytes(whole)  # restored from a backup
         response = http.get("/featuresets/hurt", headers={"accept": PARQUET})

@@ -7,25 +7,23 @@ limit are asked for), with ``columns=`` projection and ``limit=``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import orjson
-import pyarrow as pa
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from cairn.errors import NotAcceptable, Unavailable
+from cairn.errors import NotAcceptable
 from cairn.models import TableInfo
 from cairn.web import etag_matches
 from featurestore_service.api.deps import bad_param, int_param, list_param
 from featurestore_service.backends.base import StoredVersion
 from featurestore_service.blobstore import Lease
-from featurestore_service.service import FeatureStore
+from featurestore_service.service import FeatureStore, damaged_file
 from featurestore_service.tables import arrow_stream, check_columns, read_rows, write_subset
 
 JSON = "application/json"
@@ -161,7 +159,7 @@ async def _table_response(
     if media == JSON:
         assert limit is not None and offset is not None
         try:
-            with _damaged(stored):
+            with damaged_file(stored):
                 names, rows, total = await service.decodes.run(
                     read_rows, path, columns, offset, limit
                 )
@@ -198,7 +196,7 @@ async def _table_response(
         )
     subset = service.blobs.temp_path(".parquet")
     try:
-        with _damaged(stored):
+        with damaged_file(stored):
             await service.decodes.run(write_subset, path, subset, columns, limit)
     except BaseException:
         subset.unlink(missing_ok=True)
@@ -212,20 +210,6 @@ async def _table_response(
         filename=filename,
         background=BackgroundTask(os.unlink, subset),
     )
-
-
-@contextlib.contextmanager
-def _damaged(stored: StoredVersion) -> Iterator[None]:
-    """A stored file pyarrow cannot decode is damaged (it was checked whole at upload)."""
-    try:
-        yield
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the system's error (a full disk writing the subset), not the file's
-        raise Unavailable(
-            f"The Parquet file of {stored.name} version {stored.version} ({stored.blob}.parquet)"
-            f" is damaged and cannot be read ({exc}); restore it from a backup."
-        ) from None
 
 
 async def _released(

@@ -38,7 +38,7 @@ from featurestore_service.online.base import (
     OnlineStore,
     OnlineTable,
 )
-from featurestore_service.service import FeatureStore
+from featurestore_service.service import FeatureStore, damaged_file
 from featurestore_service.tables import _json_default, open_table
 
 log = logging.getLogger("cairn.featurestore.online")
@@ -279,7 +279,8 @@ class Materializer:
             rows = 0
             try:
                 while True:
-                    item = await anyio.to_thread.run_sync(next, chunks, None)
+                    with damaged_file(stored):
+                        item = await anyio.to_thread.run_sync(next, chunks, None)
                     if item is None:
                         break
                     batch, progress = item
