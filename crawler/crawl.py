@@ -40,7 +40,7 @@ from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
-from crawler.state import CrawlState, ManifestState, StateError
+from crawler.state import UNSETTLED, CrawlState, ManifestState, StateError
 
 if TYPE_CHECKING:
     from crawler.enrich import Column
@@ -1189,7 +1189,12 @@ class Crawler:
         clean = not any(p.severity == "error" for p in pm.problems)
         entry = tree.manifests[pm.path]
         old = previous.get(pm.path)
-        old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
+        # Documents of an unsettled manifest are all sent again: the catalogue may lack any.
+        old_hashes = (
+            {d["id"]: d.get("_hash") for d in old.docs}
+            if old is not None and old.fingerprint != UNSETTLED
+            else {}
+        )
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
         for index, line, fields, sel, schema_file in docs:

@@ -39,9 +39,9 @@ CREATE TABLE IF NOT EXISTS manifests (
 """
 
 
-# Left out of the documents of a manifest marked unsettled: the content hash that lets a crawl
-# skip a document the catalogue holds, and the push's own stamp.
-UNSETTLED_DROPS = frozenset({"_hash", "crawled_at"})
+# The fingerprint of a manifest whose documents were sent and maybe not taken (``mark_unsettled``):
+# it matches no manifest, and the documents' content hashes are not trusted either.
+UNSETTLED = "unsettled"
 
 
 class ManifestState:
@@ -229,15 +229,16 @@ class CrawlState:
             raise
 
     def mark_unsettled(self, batch: list[dict[str, Any]], known: Callable[[str], bool]) -> None:
-        """Before ``batch`` goes to the catalogue: the rows of its manifests are marked as
-        matching no manifest (an empty fingerprint) and hold the documents this batch sends
-        beside those they held. ``known(path)`` says whether the state has a row for a path.
+        """Before ``batch`` goes to the catalogue: the rows of its manifests get the
+        ``UNSETTLED`` fingerprint and hold the documents this batch sends beside those they
+        held. ``known(path)`` says whether the state has a row for a path.
 
         A crawl that dies after the catalogue took the batch but before ``save`` (kill -9)
-        leaves these marks: the next crawl parses the manifests again and deletes what has
-        vanished meanwhile. Without them it took a manifest that came back unchanged (moved
-        away and back) for unchanged while its asset stayed deleted, and never deleted the
-        asset of a new manifest removed since, as no row named it.
+        leaves these marks: the next crawl parses the manifests again, sends every document
+        of theirs again and deletes what has vanished meanwhile. Without them it took a
+        manifest that came back unchanged (moved away and back) for unchanged while its asset
+        stayed deleted, and never deleted the asset of a new manifest removed since, as no
+        row named it.
         """
         by_path: dict[str, list[dict[str, Any]]] = {}
         for doc in batch:
@@ -267,16 +268,17 @@ class CrawlState:
             }
         rows = []
         for path, sent in by_path.items():
-            locations, raw = stored.get(path, (b"[]", b"[]"))
+            found = stored.get(path)
+            if found is None:  # a new manifest: its documents as sent (a first crawl's case)
+                rows.append((path, UNSETTLED, b"[]", orjson.dumps(sent), len(sent)))
+                continue
+            locations, raw = found
             docs: list[dict[str, Any]] = orjson.loads(raw) if raw else []
             held = {d["id"] for d in docs}
             # A deletion is sent as the stored document marked deleted: the stored one stays,
             # so the deletion is sent again should the manifest still be gone.
             docs += [d for d in sent if d["id"] not in held and not d.get("deleted")]
-            # Without their content hashes, every document of the manifest is sent again
-            # next time, whatever the catalogue ended up holding.
-            docs = [{k: v for k, v in d.items() if k not in UNSETTLED_DROPS} for d in docs]
-            rows.append((path, "", locations, orjson.dumps(docs), len(docs)))
+            rows.append((path, UNSETTLED, locations, orjson.dumps(docs), len(docs)))
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany(
