@@ -499,3 +499,35 @@ def test_a_second_process_starting_on_the_data_folder_keeps_uploads_in_flight(
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_read_cache_copy_removed_behind_its_back_is_fetched_again(
+    request: pytest.FixtureRequest, tmp_path: Path, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    """An operator emptying the cache folder to free space (or another process on the same
+    data folder evicting): the next read fetches the blob again rather than failing until a
+    restart."""
+    backend = make_backend(request, "s3", tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url(), metrics_profiling=False)
+    table = sample_table(50)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as http,
+    ):
+        answer = http.post(
+            "/featuresets/cached/versions",
+            content=parquet_bytes(table),
+            headers={"content-type": PARQUET},
+        )
+        assert answer.status_code == 201, answer.text
+        assert http.get("/featuresets/cached", headers={"accept": PARQUET}).status_code == 200
+        cache = settings.featurestore_blobs / "cache"
+        for copy in cache.iterdir():
+            copy.unlink()
+
+        for accept in (PARQUET, ARROW, "application/json"):
+            response = http.get("/featuresets/cached", headers={"accept": accept})
+            assert response.status_code == 200, (accept, response.text)
+        again = http.get("/featuresets/cached", headers={"accept": PARQUET})
+        assert pq.read_table(io.BytesIO(again.content)).equals(table)

@@ -72,6 +72,11 @@ class ReadCache:
 
     async def checkout(self, key: str, source: Callable[[], BinaryIO]) -> Lease:
         """The cached copy of ``key``, fetched from ``source()`` first when missing."""
+        if key in self._entries and not (self.folder / key).is_file():
+            # Removed behind this index's back (an operator freeing space, another process
+            # on the same data folder): fetched again rather than failing until a restart.
+            log.warning("%s vanished from the read cache; fetching it again", key)
+            self.total -= self._entries.pop(key)
         while key not in self._entries:
             loading = self._loading.get(key)
             if loading is not None:
