@@ -7,18 +7,16 @@ for each feature set (``featureset:<name>``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import orjson
-import pyarrow as pa
 from pydantic import ValidationError
 
-from cairn.errors import Conflict, NotFound, Unavailable
+from cairn.errors import Conflict, NotFound
 from cairn.models import (
     Check,
     ColumnChange,
@@ -426,21 +424,6 @@ class FeatureStore:
             "published_on": fs.created_at.isoformat(),
             "deleted": live is None,
         }
-
-
-@contextlib.contextmanager
-def damaged_file(stored: StoredVersion) -> Iterator[None]:
-    """Around a read of a version's Parquet file: pyarrow failing to decode it means the file
-    is damaged (it was checked whole at upload), a 503 naming it rather than a 500."""
-    try:
-        yield
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the system's error (a full disk writing a subset), not the file's
-        raise Unavailable(
-            f"The Parquet file of {stored.name} version {stored.version} ({stored.blob}.parquet)"
-            f" is damaged and cannot be read ({exc}); restore it from a backup."
-        ) from None
 
 
 def diff_versions(old: FeatureSet, new: FeatureSet, *, data_changed: bool) -> FeatureSetDiff:

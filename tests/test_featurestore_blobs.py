@@ -443,6 +443,15 @@ def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> 
             assert "is damaged" in response.json()["detail"]
         materialized = http.post("/featuresets/hurt/materialize")
         assert materialized.status_code == 503, materialized.text
+        frame = pa.table({"customer_id": ["c00001"], "event_timestamp": [NOW]})
+        joined = http.post(
+            "/historical-features",
+            params={"features": "hurt:spend"},
+            content=parquet_bytes(frame),
+            headers={"content-type": PARQUET, "accept": PARQUET},
+        )
+        assert joined.status_code == 503, joined.text
+        assert "is damaged" in joined.json()["detail"]
 
         blob.write_bytes(whole)  # restored from a backup
         response = http.get("/featuresets/hurt", headers={"accept": PARQUET})

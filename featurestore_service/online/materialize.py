@@ -38,8 +38,8 @@ from featurestore_service.online.base import (
     OnlineStore,
     OnlineTable,
 )
-from featurestore_service.service import FeatureStore, damaged_file
-from featurestore_service.tables import _json_default, open_table
+from featurestore_service.service import FeatureStore
+from featurestore_service.tables import _json_default, damaged_file, open_table
 
 log = logging.getLogger("cairn.featurestore.online")
 
@@ -279,7 +279,7 @@ class Materializer:
             rows = 0
             try:
                 while True:
-                    with damaged_file(stored):
+                    with damaged_file(f"{stored.name} version {stored.version}", stored.blob):
                         item = await anyio.to_thread.run_sync(next, chunks, None)
                     if item is None:
                         break
