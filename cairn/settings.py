@@ -132,7 +132,8 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Seconds a blob no version names is kept before the sweeper deletes it (covers "
-            "uploads between their store write and their version row)."
+            "uploads between their store write and their version row); also the age past "
+            "which a temporary upload file is a crash's leftover."
         ),
     )
     blobs_sweep_interval: float = Field(

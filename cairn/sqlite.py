@@ -58,16 +58,27 @@ def connect(path: Path, cache_kib: int) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before the request is acknowledged (DESIGN 8).
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA cache_size=-{cache_kib}")
     conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
-def _disk_full(exc: sqlite3.Error) -> bool:
-    # SQLITE_FULL; its extended codes share the low byte.
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    # Extended result codes share the low byte with their primary code.
     code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return None if code is None else code & 0xFF
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) == sqlite3.SQLITE_FULL
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def fts_query(text: str) -> str | None:
@@ -391,6 +402,15 @@ class SQLiteFile:
                         "The disk that holds this service's data is full, so the write did not "
                         "happen (nothing was half-written). Reads still work; retry the write "
                         "once an operator has freed space."
+                    ) from exc
+                if _locked(exc):
+                    # Another process (a second server on the same file, a backup, a sqlite3
+                    # shell) held the write lock past the busy timeout: the client may retry.
+                    log.warning("%s: a write gave up waiting for the lock: %s", self.path, exc)
+                    raise Unavailable(
+                        f"The database file is locked by another connection or process, which "
+                        f"held it for over {BUSY_TIMEOUT_MS // 1000} s, so the write did not "
+                        "happen (nothing was half-written); retry."
                     ) from exc
                 raise
             self.commits += 1

@@ -40,7 +40,7 @@ from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
-from crawler.state import CrawlState, ManifestState, StateError
+from crawler.state import UNSETTLED, CrawlState, ManifestState, StateError
 
 if TYPE_CHECKING:
     from crawler.enrich import Column
@@ -981,6 +981,7 @@ class Crawler:
                     report,
                     pending,
                     crawled_at=now.isoformat(),
+                    before_send=lambda batch: state.mark_unsettled(batch, previous.__contains__),
                 )
                 # With no state, every manifest is new and nothing can be deleted: assets are
                 # built and pushed while the walk goes on, so the catalogue is not left idle
@@ -1188,7 +1189,12 @@ class Crawler:
         clean = not any(p.severity == "error" for p in pm.problems)
         entry = tree.manifests[pm.path]
         old = previous.get(pm.path)
-        old_hashes = {d["id"]: d.get("_hash") for d in old.docs} if old else {}
+        # Documents of an unsettled manifest are all sent again: the catalogue may lack any.
+        old_hashes = (
+            {d["id"]: d.get("_hash") for d in old.docs}
+            if old is not None and old.fingerprint != UNSETTLED
+            else {}
+        )
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
         for index, line, fields, sel, schema_file in docs:
@@ -1510,8 +1516,11 @@ class _Sender:
         pending: dict[str, Pending],
         *,
         crawled_at: str,
+        before_send: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._pusher = pusher
+        # Called with each batch before it is sent (the crawl state's in-flight marks).
+        self._before_send = before_send
         self._crawled_at = crawled_at
         self._batch_size = batch_size
         self._progress = progress
@@ -1561,6 +1570,8 @@ class _Sender:
         if self._thread is None:
             self._thread = PushThread(self._pusher, {"crawled_at": self._crawled_at})
         batch, self._batch = self._batch, []
+        if self._before_send is not None:
+            self._before_send(batch)
         self._thread.send(batch)
         self._apply()
 

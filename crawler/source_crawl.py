@@ -190,6 +190,9 @@ def _push(
         for start in range(0, len(items), settings.crawl_batch_size):
             batch = items[start : start + settings.crawl_batch_size]
             wire = [_stored(d) for d in batch]
+            # Marked first: a crawl killed once the catalogue took the batch, before the state
+            # is saved below, must not leave the next crawl blind to what it sent.
+            state.mark_unsettled(batch, previous.__contains__)
             try:
                 result = pusher.bulk(wire)
             except CatalogueUnreachable as exc:

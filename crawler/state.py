@@ -4,9 +4,10 @@ causes no writes.
 One small SQLite file per (volume, catalogue instance) under ``<data dir>/crawl-state/``. The
 catalogue is known by the instance id it reports (``GET /api/v1/instance``), created with its
 store: a crawl aimed at another catalogue, or at one that was reset, starts from an empty state
-and pushes everything, rather than skipping assets that catalogue lacks. A manifest's row is
-only written after the catalogue acknowledged its assets, so a crash mid-crawl re-sends rather
-than loses.
+and pushes everything, rather than skipping assets that catalogue lacks. A manifest's
+fingerprint is only written after the catalogue acknowledged its assets, and before a batch is
+sent its manifests are marked unsettled (``mark_unsettled``), so a crash mid-crawl re-sends
+rather than loses.
 
 One crawl at a time holds a state (a lock file beside it): two crawls of the same volume into
 the same catalogue would interleave their pushes and saves, and the one saving last could
@@ -36,6 +37,11 @@ CREATE TABLE IF NOT EXISTS manifests (
     doc_count   INTEGER          -- len(docs), so an unchanged manifest needs no decoding
 );
 """
+
+
+# The fingerprint of a manifest whose documents were sent and maybe not taken (``mark_unsettled``):
+# it matches no manifest, and the documents' content hashes are not trusted either.
+UNSETTLED = "unsettled"
 
 
 class ManifestState:
@@ -216,6 +222,69 @@ class CrawlState:
                     (p, s.fingerprint, orjson.dumps(s.locations), orjson.dumps(s.docs), s.count)
                     for p, s in changed.items()
                 ),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def mark_unsettled(self, batch: list[dict[str, Any]], known: Callable[[str], bool]) -> None:
+        """Before ``batch`` goes to the catalogue: the rows of its manifests get the
+        ``UNSETTLED`` fingerprint and hold the documents this batch sends beside those they
+        held. ``known(path)`` says whether the state has a row for a path.
+
+        A crawl that dies after the catalogue took the batch but before ``save`` (kill -9)
+        leaves these marks: the next crawl parses the manifests again, sends every document
+        of theirs again and deletes what has vanished meanwhile. Without them it took a
+        manifest that came back unchanged (moved away and back) for unchanged while its asset
+        stayed deleted, and never deleted the asset of a new manifest removed since, as no
+        row named it.
+        """
+        by_path: dict[str, list[dict[str, Any]]] = {}
+        for doc in batch:
+            path = doc.get("manifest_path")
+            if path:
+                by_path.setdefault(path, []).append(doc)
+        if not by_path:
+            return
+        try:
+            self._mark(by_path, [p for p in by_path if known(p)])
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot write the crawl state {self.path} ({exc}); nothing of this batch "
+                "was sent, the next crawl sends it"
+            ) from exc
+
+    def _mark(self, by_path: dict[str, list[dict[str, Any]]], known: list[str]) -> None:
+        stored: dict[str, tuple[bytes, bytes]] = {}
+        if known:
+            stored = {
+                path: (locations, docs)
+                for path, locations, docs in self._conn.execute(
+                    "SELECT path, locations, docs FROM manifests"
+                    " WHERE path IN (SELECT value FROM json_each(?))",
+                    (orjson.dumps(known).decode(),),
+                )
+            }
+        rows = []
+        for path, sent in by_path.items():
+            found = stored.get(path)
+            if found is None:  # a new manifest: its documents as sent (a first crawl's case)
+                rows.append((path, UNSETTLED, b"[]", orjson.dumps(sent), len(sent)))
+                continue
+            locations, raw = found
+            docs: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+            held = {d["id"] for d in docs}
+            # A deletion is sent as the stored document marked deleted: the stored one stays,
+            # so the deletion is sent again should the manifest still be gone.
+            docs += [d for d in sent if d["id"] not in held and not d.get("deleted")]
+            rows.append((path, UNSETTLED, locations, orjson.dumps(docs), len(docs)))
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs, doc_count)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
             self._conn.execute("COMMIT")
         except BaseException:

@@ -378,7 +378,9 @@ class FeatureStore:
         """A local path to the version's Parquet file until the lease is released (503 when
         the blob store cannot give it)."""
         assert stored.blob is not None, "not a table"
-        return await self.blobs.checkout(stored.blob, f"{stored.name} version {stored.version}")
+        size = orjson.loads(stored.doc)["table"]["size_bytes"]
+        what = f"{stored.name} version {stored.version}"
+        return await self.blobs.checkout(stored.blob, what, size)
 
     # --- diff ---------------------------------------------------------------------------------
 

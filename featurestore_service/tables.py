@@ -22,7 +22,7 @@ import datetime
 import decimal
 import functools
 import math
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cairn.errors import BadRequest
+from cairn.errors import BadRequest, Unavailable
 from cairn.memory import trim
 from cairn.models import TableInfo
 from featurestore_service.table_limits import READ_BUFFER_BYTES
@@ -65,6 +65,22 @@ def open_table(path: Path) -> pq.ParquetFile:
     """A stored table, read through a buffer: neither a row group nor a column chunk is loaded
     whole (pyarrow's default, pre-buffering, reads every column chunk of a row group first)."""
     return pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+
+@contextlib.contextmanager
+def damaged_file(what: str, sha256: str | None) -> Iterator[None]:
+    """Around a decode of a stored version's Parquet file (``what``, e.g. "churn version 3"):
+    pyarrow failing on it means the file is damaged, as it was checked whole at upload; a 503
+    naming it rather than a 500."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the system's error (a full disk writing a subset), not the file's
+        raise Unavailable(
+            f"The Parquet file of {what} ({sha256}.parquet) is damaged and cannot be read "
+            f"({exc}); restore it from a backup."
+        ) from None
 
 
 def use_returning_pool() -> None:

@@ -738,3 +738,58 @@ def test_a_catalogue_url_that_is_not_the_base_url_says_so(
         assert result.returncode == 1, result.stdout + result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and says in lines[0] and "CAIRN_CATALOGUE_URL" in lines[0], lines
+
+
+def test_a_crawl_killed_before_saving_its_state_loses_no_delete_and_no_undelete(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """kill -9 of a crawl after the catalogue took some of its batches, before it saved its
+    state: a manifest it created and that vanished since is deleted by the next crawl, and one
+    whose deletion it pushed and that came back unchanged (moved away and back: same size and
+    time) is live again. The next crawl took both as unchanged, as the state never knew."""
+    volume = tmp_path / "lake"
+    write(volume / "kept/MANIFEST.yaml", "name: kept\ntype: dataset\n")
+    write(volume / "away/MANIFEST.yaml", "name: away\ntype: dataset\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 2, report
+
+    aside = tmp_path / "aside"
+    (volume / "away").rename(aside)
+    write(volume / "fresh/MANIFEST.yaml", "name: fresh\ntype: dataset\n")
+    for n in range(3000):  # pushed one a request after those two: time to kill the crawl
+        write(volume / f"later/m{n:04d}/MANIFEST.yaml", f"name: later_{n}\ntype: dataset\n")
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]), CAIRN_CRAWL_BATCH_SIZE="1")
+
+    def live(name: str) -> bool:
+        found = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/{name}", timeout=10)
+        return found.status_code == 200 and not found.json()["deleted"]
+
+    crawl_proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue", catalogue_process.url],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not live("fresh"):
+            assert crawl_proc.poll() is None, "the crawl ended before it was killed"
+            assert time.monotonic() < deadline, "the crawl never pushed the new manifest"
+            time.sleep(0.01)
+        crawl_proc.kill()
+        crawl_proc.wait()
+    finally:
+        if crawl_proc.poll() is None:
+            crawl_proc.kill()
+            crawl_proc.wait()
+    assert not live("away")  # its deletion landed
+    assert not live("later_2999")  # killed mid-way
+
+    aside.rename(volume / "away")
+    shutil.rmtree(volume / "fresh")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert live("away")
+    assert not live("fresh")
+    assert search(catalogue_process.url, limit=1)["total"] == 3002

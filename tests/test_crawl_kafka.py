@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cairn.models import crawled_id
-from tests.conftest import ProcessServer
+from tests.conftest import ROOT, ProcessServer, cairn_env
 from tests.servers.kafka import KafkaBroker
 from tests.test_crawl_e2e import crawl
 
@@ -172,3 +176,57 @@ def test_broker_down_fails_clearly_and_keeps_assets(
 def test_bad_kafka_url_is_refused(catalogue_process: ProcessServer) -> None:
     code, report = crawl("kafka://broker:9092/some/path", catalogue_process)
     assert code == 1 and "names brokers only" in report["error"], report
+
+
+def test_a_source_crawl_killed_before_saving_its_state_loses_no_delete(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    """kill -9 of a Kafka crawl after the catalogue took some topics, before it saved its
+    state: a topic it catalogued and that was deleted since is soft-deleted by the next crawl
+    (no state row named it, so the next crawl never deleted its asset)."""
+    stem = topic_name("burst")
+    topics = [f"{stem}-{n:03d}" for n in range(300)]
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(topic, 1, 1) for topic in topics])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    env = cairn_env(
+        Path(catalogue_process.env["CAIRN_DATA_DIR"]),
+        CAIRN_CRAWL_BATCH_SIZE="1",
+        CAIRN_KAFKA_SAMPLE_MESSAGES="0",
+    )
+
+    def landed() -> list[str]:
+        found = httpx.get(
+            f"{catalogue_process.url}/api/v1/assets", params={"name": stem, "limit": 1000}
+        )
+        return [item["name"] for item in found.json()["items"] if not item["deleted"]]
+
+    crawl_proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", url, "--catalogue", catalogue_process.url],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (first := landed()):
+            assert crawl_proc.poll() is None, "the crawl ended before it was killed"
+            assert time.monotonic() < deadline, "the crawl never pushed a topic"
+            time.sleep(0.01)
+        crawl_proc.kill()
+        crawl_proc.wait()
+    finally:
+        if crawl_proc.poll() is None:
+            crawl_proc.kill()
+            crawl_proc.wait()
+    assert len(landed()) < len(topics), "finished before the kill; make it bigger"
+    gone = first[0]
+    assert gone in topics
+    with admin(kafka_broker) as client:
+        client.delete_topics([gone])
+
+    code, report = crawl(url, catalogue_process, settings={"CAIRN_KAFKA_SAMPLE_MESSAGES": "0"})
+    assert code == 0, report
+    assert asset(catalogue_process, kafka_broker, gone)["deleted"] is True
+    assert len(landed()) == len(topics) - 1

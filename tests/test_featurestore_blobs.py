@@ -1,12 +1,16 @@
 """The feature store on a remote blob store (CAIRN_BLOBS_URL): tables written to S3 (SeaweedFS),
 ADLS (Azurite) or HDFS (a minicluster) and read back from there by every reader (the Arrow,
 Parquet and JSON answers, online materialization, point-in-time joins) through the bounded read
-cache; the orphan sweeper; and a failed version write that leaves no blob in the remote store."""
+cache; the orphan sweeper; and a failed version write that leaves no blob in the remote store.
+Also, on the local store: a damaged table file, and a second process starting on the same data
+folder while an upload is under way."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +25,7 @@ from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.blobstore import BlobStore, open_blob_store
 from featurestore_service.blobstore.base import blob_key
-from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
     Backend,
@@ -396,3 +400,143 @@ def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(
         )
         assert again.status_code == 201, again.text
         assert again.json()["version"] == 1
+
+
+def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> None:
+    # No background profile: it would read the file before it is damaged.
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        metrics_profiling=False,
+    )
+    table = sample_table(200)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as http,
+    ):
+        answer = http.post(
+            "/featuresets/hurt/versions",
+            params={"entities": "customer_id", "timestamp": "seen_at"},
+            content=parquet_bytes(table),
+            headers={"content-type": PARQUET},
+        )
+        sha256 = answer.json()["table"]["sha256"]
+        blob = settings.featurestore_blobs / sha256[:2] / f"{sha256}.parquet"
+        whole = blob.read_bytes()
+
+        blob.write_bytes(whole[: len(whole) // 2])  # a copy or restore cut short
+        for accept in (PARQUET, ARROW, "application/json"):
+            response = http.get("/featuresets/hurt", headers={"accept": accept})
+            assert response.status_code == 503, (accept, response.text)
+            detail = response.json()["detail"]
+            assert "is damaged" in detail and f"{len(whole)} were stored" in detail
+        assert http.post("/featuresets/hurt/materialize").status_code == 503
+
+        # Same size, damaged inside: what is decoded before the answer starts says so too.
+        flipped = bytearray(whole)
+        for i in range(8, len(flipped) // 2, 7):
+            flipped[i] ^= 0xFF
+        blob.write_bytes(bytes(flipped))
+        for params in ({"format": "json"}, {"format": "parquet", "columns": "spend"}):
+            response = http.get("/featuresets/hurt", params=params)
+            assert response.status_code == 503, (params, response.text)
+            assert "is damaged" in response.json()["detail"]
+        materialized = http.post("/featuresets/hurt/materialize")
+        assert materialized.status_code == 503, materialized.text
+        frame = pa.table({"customer_id": ["c00001"], "event_timestamp": [NOW]})
+        joined = http.post(
+            "/historical-features",
+            params={"features": "hurt:spend"},
+            content=parquet_bytes(frame),
+            headers={"content-type": PARQUET, "accept": PARQUET},
+        )
+        assert joined.status_code == 503, joined.text
+        assert "is damaged" in joined.json()["detail"]
+
+        blob.write_bytes(whole)  # restored from a backup
+        response = http.get("/featuresets/hurt", headers={"accept": PARQUET})
+        assert response.status_code == 200
+        assert pq.read_table(io.BytesIO(response.content)).equals(table)
+
+
+def test_a_second_process_starting_on_the_data_folder_keeps_uploads_in_flight(
+    tmp_path: Path,
+) -> None:
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}")
+    spools = tmp_path / "data" / "featurestore-blobs" / "tmp"
+    first = ProcessServer("featurestore", env, tmp_path / "first.log").start()
+    second = ProcessServer("featurestore", env, tmp_path / "second.log")
+    table = sample_table(5000)
+    data = parquet_bytes(table)
+    rest = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def body() -> Iterator[bytes]:
+        yield data[:1000]
+        rest.wait(60)
+        yield data[1000:]
+
+    def upload() -> None:
+        answers.append(
+            httpx.post(
+                first.url + "/api/v1/featuresets/inflight/versions",
+                content=body(),
+                headers={"content-type": PARQUET},
+                timeout=60,
+            )
+        )
+
+    try:
+        # A crash's leftover from long ago, beside the upload under way.
+        stale = spools / "crashed.part"
+        uploading = threading.Thread(target=upload)
+        uploading.start()
+        try:
+            wait_for(lambda: any(spools.glob("*.part")), "the upload's spool")
+            stale.write_bytes(b"PAR1 half")
+            os.utime(stale, (time.time() - 7200, time.time() - 7200))
+            second.start()
+        finally:
+            rest.set()
+            uploading.join(timeout=60)
+        assert answers[0].status_code == 201, answers[0].text
+        assert not stale.exists()
+        got = httpx.get(
+            second.url + "/api/v1/featuresets/inflight", headers={"accept": PARQUET}, timeout=60
+        )
+        assert pq.read_table(io.BytesIO(got.content)).equals(table)
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_a_read_cache_copy_removed_behind_its_back_is_fetched_again(
+    request: pytest.FixtureRequest, tmp_path: Path, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    """An operator emptying the cache folder to free space (or another process on the same
+    data folder evicting): the next read fetches the blob again rather than failing until a
+    restart."""
+    backend = make_backend(request, "s3", tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url(), metrics_profiling=False)
+    table = sample_table(50)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=60) as http,
+    ):
+        answer = http.post(
+            "/featuresets/cached/versions",
+            content=parquet_bytes(table),
+            headers={"content-type": PARQUET},
+        )
+        assert answer.status_code == 201, answer.text
+        assert http.get("/featuresets/cached", headers={"accept": PARQUET}).status_code == 200
+        cache = settings.featurestore_blobs / "cache"
+        for copy in cache.iterdir():
+            copy.unlink()
+
+        for accept in (PARQUET, ARROW, "application/json"):
+            response = http.get("/featuresets/cached", headers={"accept": accept})
+            assert response.status_code == 200, (accept, response.text)
+        again = http.get("/featuresets/cached", headers={"accept": PARQUET})
+        assert pq.read_table(io.BytesIO(again.content)).equals(table)

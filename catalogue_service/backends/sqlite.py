@@ -419,9 +419,20 @@ class SQLiteStore:
         self.path = Path(path)
         # One writer under a lock, a fixed pool of readers: memory stays bounded.
         self.db = SQLiteFile(self.path, readers=readers, upkeep=_merge_fts_segments)
-        # Totals and facets of recent filters, valid until the next commit (self.db.commits).
+        # Totals and facets of recent filters, valid until the next commit (``_generation``).
         self._counts = _CountCache(COUNT_CACHE_SIZE)
         self.speller = vocabulary.SQLiteSpeller(self.db)
+        self._probe: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
+
+    def _generation(self) -> int:
+        """Moves with every commit to the file, by this process or by another one on the
+        same file (a second server): counting only this process's commits, a search kept
+        totals and facets from before another process's writes."""
+        assert self._probe is not None, "store not opened"
+        # data_version reads shared memory; the lock because searches run in several threads.
+        with self._probe_lock:
+            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
 
     # --- connections --------------------------------------------------------------------------
 
@@ -453,6 +464,7 @@ class SQLiteStore:
                 )
         conn.execute(LOCATION_INDEX)
         _set_fts_usermerge(conn)
+        self._probe = self.db.new_reader()
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
@@ -461,6 +473,7 @@ class SQLiteStore:
         return await self._read(_read)
 
     async def close(self) -> None:
+        self._probe = None
         self.db.close()
 
     async def ping(self) -> None:
@@ -857,7 +870,7 @@ class SQLiteStore:
                 source = "assets a"
             key_cols = "a.name_lc"
         filter_sql = " AND ".join(where) or "1"
-        generation = self.db.commits
+        generation = self._generation()
         count_key = (filter_sql, tuple(params))
         cached = self._counts.get(count_key, generation, query.facets)
         unknown = cached is None or (match is not None and cached[0] > HERE_MATCHES)

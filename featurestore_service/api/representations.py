@@ -24,7 +24,13 @@ from featurestore_service.api.deps import bad_param, int_param, list_param
 from featurestore_service.backends.base import StoredVersion
 from featurestore_service.blobstore import Lease
 from featurestore_service.service import FeatureStore
-from featurestore_service.tables import arrow_stream, check_columns, read_rows, write_subset
+from featurestore_service.tables import (
+    arrow_stream,
+    check_columns,
+    damaged_file,
+    read_rows,
+    write_subset,
+)
 
 JSON = "application/json"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -159,7 +165,10 @@ async def _table_response(
     if media == JSON:
         assert limit is not None and offset is not None
         try:
-            names, rows, total = await service.decodes.run(read_rows, path, columns, offset, limit)
+            with damaged_file(f"{stored.name} version {stored.version}", stored.blob):
+                names, rows, total = await service.decodes.run(
+                    read_rows, path, columns, offset, limit
+                )
         finally:
             lease.release()
         end = offset + limit
@@ -193,7 +202,8 @@ async def _table_response(
         )
     subset = service.blobs.temp_path(".parquet")
     try:
-        await service.decodes.run(write_subset, path, subset, columns, limit)
+        with damaged_file(f"{stored.name} version {stored.version}", stored.blob):
+            await service.decodes.run(write_subset, path, subset, columns, limit)
     except BaseException:
         subset.unlink(missing_ok=True)
         raise

@@ -72,6 +72,11 @@ class ReadCache:
 
     async def checkout(self, key: str, source: Callable[[], BinaryIO]) -> Lease:
         """The cached copy of ``key``, fetched from ``source()`` first when missing."""
+        if key in self._entries and not (self.folder / key).is_file():
+            # Removed behind this index's back (an operator freeing space, another process
+            # on the same data folder): fetched again rather than failing until a restart.
+            log.warning("%s vanished from the read cache; fetching it again", key)
+            self.total -= self._entries.pop(key)
         while key not in self._entries:
             loading = self._loading.get(key)
             if loading is not None:
@@ -125,6 +130,13 @@ class ReadCache:
             size = self._entries.pop(key)
             self.total -= size
             # Sync on purpose: a removal is one unlink; a reader that opened the file keeps it.
+            (self.folder / key).unlink(missing_ok=True)
+
+    def forget(self, key: str) -> None:
+        """Drops the copy of ``key`` unless a reader has it checked out (it then stays until
+        evicted): the store's blob was found damaged, and may be restored."""
+        if key in self._entries and not self._pins.get(key):
+            self.total -= self._entries.pop(key)
             (self.folder / key).unlink(missing_ok=True)
 
     def __contains__(self, key: str) -> bool:

@@ -110,8 +110,12 @@ class TableBlobs:
         limits: TableLimits,
         decodes: DecodeSlots,
         cache_bytes: int,
+        spool_grace: float = 3600.0,
     ):
         self.store = store
+        # Spools younger than this may be another process's uploads in flight (two servers
+        # on one data folder): only older ones are a crash's leftovers.
+        self.spool_grace = spool_grace
         self.root = Path(work)
         self.tmp = self.root / "tmp"
         self.limits = limits
@@ -140,15 +144,29 @@ class TableBlobs:
             limits or TableLimits.from_settings(settings),
             decodes or DecodeSlots(settings.table_decode_concurrency),
             settings.blobs_cache_bytes,
+            settings.blobs_sweep_grace,
         )
 
     def open(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # this process's own spools, cut short by a crash
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
+        self.remove_stale_spools(time.time() - self.spool_grace)
         if self.remote:
             self.cache.open()
+
+    def remove_stale_spools(self, before: float) -> int:
+        """Removes spools (uploads, entity frames, Parquet subsets) last written before
+        ``before``: what a crash cut short. Younger ones stay, whoever they belong to."""
+        removed = 0
+        if not self.tmp.is_dir():  # not opened: nothing was spooled
+            return 0
+        for leftover in self.tmp.iterdir():
+            try:
+                if leftover.is_file() and leftover.stat().st_mtime < before:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (renamed or removed) meanwhile
+                continue
+        return removed
 
     def close(self) -> None:
         self.store.close()
@@ -280,16 +298,37 @@ class TableBlobs:
 
     # --- reads --------------------------------------------------------------------------------
 
-    async def checkout(self, sha256: str, what: str = "a table") -> Lease:
-        """A local path to the blob until the lease is released; 503 when it cannot be had."""
+    async def checkout(self, sha256: str, what: str = "a table", size: int | None = None) -> Lease:
+        """A local path to the blob until the lease is released; 503 when it cannot be had.
+
+        ``size``, the bytes the version stored, is checked against the file: one cut short
+        (a copy or restore interrupted, a damaged disk) would otherwise go out as a 200 and
+        the table a reader gets would be a broken file or an error half-way through.
+        """
         key = blob_key(sha256)
         local = self.store.local_path(key)
         try:
             if local is not None:
-                if not local.is_file():
-                    raise BlobMissing(f"no blob {key}")
-                return Lease(local)
-            return await self.cache.checkout(key, lambda: self.store.open(key))
+                try:
+                    found = local.stat().st_size
+                except FileNotFoundError:
+                    raise BlobMissing(f"no blob {key}") from None
+                lease = Lease(local)
+            else:
+                lease = await self.cache.checkout(key, lambda: self.store.open(key))
+                found = lease.path.stat().st_size
+            if size is not None and found != size:
+                lease.release()
+                self.cache.forget(key)  # a copy fetched again once the store's is restored
+                log.error(
+                    "%s in %s has %d bytes, not the %d stored", key, self.store.url, found, size
+                )
+                raise Unavailable(
+                    f"The Parquet file of {what} ({key}) in the blob store {self.store.url} "
+                    f"is damaged: it has {found} bytes where {size} were stored; restore it "
+                    "from a backup."
+                )
+            return lease
         except (BlobMissing, EntryNotFound):  # the second: gone between open and read
             raise Unavailable(
                 f"The Parquet file of {what} ({key}) is missing from the blob store "
@@ -334,6 +373,7 @@ class TableBlobs:
                 report.removed += 1
                 log.info("swept %s.parquet: no version names it", sha256)
         report.partial = await anyio.to_thread.run_sync(self.store.remove_partial, before)
+        report.partial += await anyio.to_thread.run_sync(self.remove_stale_spools, before)
         self.last_sweep = report
         return report
 

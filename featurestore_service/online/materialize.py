@@ -40,7 +40,13 @@ from featurestore_service.online.base import (
     OnlineTable,
 )
 from featurestore_service.service import FeatureStore
-from featurestore_service.tables import _has_floats, _json_default, finite_or_named, open_table
+from featurestore_service.tables import (
+    _has_floats,
+    _json_default,
+    damaged_file,
+    finite_or_named,
+    open_table,
+)
 
 log = logging.getLogger("cairn.featurestore.online")
 
@@ -280,7 +286,8 @@ class Materializer:
             rows = 0
             try:
                 while True:
-                    item = await anyio.to_thread.run_sync(next, chunks, None)
+                    with damaged_file(f"{stored.name} version {stored.version}", stored.blob):
+                        item = await anyio.to_thread.run_sync(next, chunks, None)
                     if item is None:
                         break
                     batch, progress = item

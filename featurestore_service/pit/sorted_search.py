@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from cairn.errors import InvalidRequest
 from featurestore_service.pit.base import ENTITY_TIMESTAMP, FeatureTable
 from featurestore_service.pit.entity_frame import EntityFrame
+from featurestore_service.tables import damaged_file
 
 UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 INT64_MIN = np.iinfo(np.int64).min
@@ -368,7 +369,8 @@ class IndexCache:
             if hit is not None:
                 self._items.move_to_end(key)
                 return _renamed(hit, table)
-        index = TableIndex(table)
+        with damaged_file(f"{table.name} version {table.version}", table.sha256):
+            index = TableIndex(table)
         with self._lock:
             if index.nbytes <= self.max_bytes and key not in self._items:
                 self._items[key] = index
