@@ -295,6 +295,12 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             if self._exists_below(rel):
                 raise NotAFile(f"{rel!r} is a directory", path=rel) from None
             raise EntryNotFound(f"{rel!r} does not exist in the volume", path=rel) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:
+                # A range starting at or past the end: the blob is empty (or shrank), and a
+                # read of it holds no bytes, as on every other volume.
+                return b""
+            raise _translate(exc, rel) from None
         except AzureError as exc:
             raise _translate(exc, rel) from None
 
