@@ -77,19 +77,28 @@ def _is_folder_marker(props: BlobProperties) -> bool:
 class AdlsVolume(RangedReads, ClosedOnExit):
     """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
 
-    def __init__(self, container: ContainerClient, root: str, *, url: str, scheme: str) -> None:
+    def __init__(
+        self,
+        container: ContainerClient,
+        root: str,
+        *,
+        url: str,
+        scheme: str,
+        missing_root_ok: bool = False,
+    ) -> None:
         self._container = container
         self.root = root  # '' or 'a/b', no slashes at the ends
         self._prefix = root + "/" if root else ""
         self.url = url
         self.scheme = scheme
         self.requests = 0
-        self._check_root()
+        self._check_root(missing_root_ok)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AdlsVolume:
         from cairn.settings import get_settings
 
+        missing_root_ok = bool(options.pop("missing_root_ok", False))
         if options:
             raise VolumeError(f"ADLS volumes take no options (got: {', '.join(sorted(options))})")
         settings = get_settings()
@@ -128,7 +137,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"{scheme}://{authority.lower()}" + ("/" + quote_path(root) if root else "")
         client = _container_client(settings, container_name, account, suffix)
-        return cls(client, root, url=canonical, scheme=scheme)
+        return cls(client, root, url=canonical, scheme=scheme, missing_root_ok=missing_root_ok)
 
     def __repr__(self) -> str:
         return f"AdlsVolume({self.url!r})"
@@ -159,7 +168,10 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         except AzureError as exc:
             raise _translate(exc, rel) from None
 
-    def _check_root(self) -> None:
+    def _check_root(self, missing_ok: bool) -> None:
+        """EntryNotFound when the root holds nothing, unless ``missing_ok``: without a
+        hierarchical namespace a folder exists only while a blob lies below it (see
+        ``connectors.registry.open_volume``)."""
         try:
             found = any(True for _ in self._list(self._prefix, limit=1))
         except AzureError as exc:
@@ -174,6 +186,8 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         try:
             props = self._container.get_blob_client(self.root).get_blob_properties()
         except ResourceNotFoundError:
+            if missing_ok:
+                return
             raise EntryNotFound(f"volume root {self.root!r} does not exist", path="") from None
         except AzureError as exc:
             raise _translate(exc, "") from None

@@ -91,7 +91,9 @@ class S3Volume(RangedReads, ClosedOnExit):
 
     scheme = SCHEME
 
-    def __init__(self, client: Any, bucket: str, root: str, *, url: str) -> None:
+    def __init__(
+        self, client: Any, bucket: str, root: str, *, url: str, missing_root_ok: bool = False
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self.root = root  # '' or 'a/b', no slashes at the ends
@@ -100,7 +102,7 @@ class S3Volume(RangedReads, ClosedOnExit):
         # HTTP requests sent, retries included: for tests and benchmarks.
         self.requests = 0
         client.meta.events.register("before-send.s3", self._count)
-        self._check_root()
+        self._check_root(missing_root_ok)
 
     def _count(self, **_: object) -> None:
         self.requests += 1
@@ -109,6 +111,7 @@ class S3Volume(RangedReads, ClosedOnExit):
     def from_url(cls, url: str, **options: Any) -> S3Volume:
         from cairn.settings import get_settings
 
+        missing_root_ok = bool(options.pop("missing_root_ok", False))
         if options:
             raise VolumeError(f"S3 volumes take no options (got: {', '.join(sorted(options))})")
         parts = urlsplit(url)
@@ -130,7 +133,13 @@ class S3Volume(RangedReads, ClosedOnExit):
         except VolumeError as exc:
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"s3://{bucket}" + ("/" + quote_path(root) if root else "")
-        return cls(make_client(get_settings()), bucket, root, url=canonical)
+        return cls(
+            make_client(get_settings()),
+            bucket,
+            root,
+            url=canonical,
+            missing_root_ok=missing_root_ok,
+        )
 
     def __repr__(self) -> str:
         return f"S3Volume({self.url!r})"
@@ -168,7 +177,10 @@ class S3Volume(RangedReads, ClosedOnExit):
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, rel) from None
 
-    def _check_root(self) -> None:
+    def _check_root(self, missing_ok: bool) -> None:
+        """EntryNotFound when the root holds nothing, unless ``missing_ok``: a folder exists
+        only while a key lies below it, so an emptied folder is a missing one (see
+        ``connectors.registry.open_volume``)."""
         try:
             found = self._first_key(self._prefix)
         except ClientError as exc:
@@ -181,7 +193,8 @@ class S3Volume(RangedReads, ClosedOnExit):
             return
         if self._head(self.root) is not None:
             raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
-        raise EntryNotFound(f"volume root {self.root!r} does not exist", path="")
+        if not missing_ok:
+            raise EntryNotFound(f"volume root {self.root!r} does not exist", path="")
 
     def _head(self, key: str, rel: str = "") -> dict[str, Any] | None:
         try:

@@ -34,8 +34,17 @@ import orjson
 
 from cairn.collector import collector_paused
 from cairn.settings import Settings
-from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
+from connectors import (
+    LINKED_FOLDER,
+    Entry,
+    EntryNotFound,
+    Volume,
+    VolumeError,
+    open_volume,
+    redact_url,
+)
 from connectors.base import FolderListing
+from connectors.registry import FOLDERLESS_SCHEMES, url_scheme
 from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
@@ -866,10 +875,26 @@ class Crawler:
             return self.crawl_source(volume_url)
         started = time.perf_counter()
         now = datetime.now(UTC)
+        # Why the volume's root could not be opened, when it was opened empty instead.
+        missing_root: str | None = None
         try:
             volume = open_volume(volume_url)
         except VolumeError as exc:
-            raise CrawlFailed(f"cannot open volume {redact_url(volume_url)}: {exc}") from exc
+            failure = f"cannot open volume {redact_url(volume_url)}: {exc}"
+            if not (
+                isinstance(exc, EntryNotFound)
+                and exc.path == ""
+                and url_scheme(volume_url) in FOLDERLESS_SCHEMES
+            ):
+                raise CrawlFailed(failure) from exc
+            # An object store's folder vanishes with its last object: whether that is a
+            # volume emptied (its assets go, with --allow-empty) or a typo depends on whether
+            # a crawl found manifests there before, which the crawl state tells below.
+            try:
+                volume = open_volume(volume_url, missing_root_ok=True)
+            except VolumeError:
+                raise CrawlFailed(failure) from exc
+            missing_root = failure
         report = CrawlReport(volume=volume.url, started_at=now.isoformat())
         try:
             with self._pusher() as pusher:
@@ -882,7 +907,7 @@ class Crawler:
                 try:
                     state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
                     try:
-                        self._crawl(volume, state, report, now, pusher)
+                        self._crawl(volume, state, report, now, pusher, missing_root)
                     finally:
                         state.close()
                 except StateError as exc:
@@ -958,11 +983,15 @@ class Crawler:
         report: CrawlReport,
         now: datetime,
         pusher: CataloguePusher,
+        missing_root: str | None = None,
     ) -> None:
         # Loaded before the walk: a manifest the state does not know is parsed while the walk
         # goes on; a known one waits for the walk's end, when its data's fingerprint is known.
         with _gc_paused():
             previous = state.load()
+        if missing_root is not None and not previous:
+            # Nothing was ever crawled there: most likely a mistyped URL, said as such.
+            raise CrawlFailed(missing_root)
         try:
             with self._work_pool(volume) as work:
                 tree = Tree()

@@ -165,6 +165,33 @@ def test_remote_crawl_change_delete_and_zero_write_recrawl(
     assert [(e["path"], e["line"]) for e in bad["errors"]] == [("broken/MANIFEST.yaml", 2)]
 
 
+def test_a_remote_volume_emptied_whole_deletes_its_assets_only_when_allowed(
+    lake: RemoteLake, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # On S3 and ADLS's Blob API a folder vanishes with its last object: the volume's root
+    # then "did not exist", so --allow-empty could never delete what was crawled there.
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    assert crawl(lake.url, catalogue_process, settings=lake.settings)[0] == 0
+    for folder in ("raw", "gold", "ref"):
+        lake.delete_folder(folder)
+    base = catalogue_process.url
+
+    code, refused = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 1
+    assert "holds no file, but its last crawl found 3 manifest(s)" in refused["error"]
+    assert "--allow-empty" in refused["error"]
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False
+
+    code, emptied = crawl(lake.url, catalogue_process, "--allow-empty", settings=lake.settings)
+    assert code == 0 and emptied["deleted"] == 4, emptied
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is True
+    # A root never crawled and holding nothing is still a mistake to be told of.
+    typo = lake.url.rsplit("/", 1)[0] + "/lkae"
+    code, missing = crawl(typo, catalogue_process, "--allow-empty", settings=lake.settings)
+    assert code == 1 and "does not exist" in missing["error"], missing
+
+
 def test_unreadable_remote_folder_is_reported_and_keeps_its_assets(
     hdfs_server: HdfsServer, tmp_path: Path, catalogue_process: ProcessServer
 ) -> None:
