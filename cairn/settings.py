@@ -220,9 +220,10 @@ class Settings(BaseSettings):
     crawl_allow_empty: bool = Field(
         False,
         description=(
-            "A crawl that finds no file at all where its last crawl found manifests "
-            "soft-deletes their assets rather than failing (`cairn crawl --allow-empty`); "
-            "off, an empty root (say an unmounted mount point) fails the crawl and keeps them."
+            "A crawl that finds no file at all where its last crawl found manifests (or a "
+            "source that lists no asset where it listed some) soft-deletes their assets "
+            "rather than failing (`cairn crawl --allow-empty`); off, an empty root (say an "
+            "unmounted mount point) fails the crawl and keeps them."
         ),
     )
     catalogue_url: str = Field(

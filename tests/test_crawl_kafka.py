@@ -172,3 +172,31 @@ def test_broker_down_fails_clearly_and_keeps_assets(
 def test_bad_kafka_url_is_refused(catalogue_process: ProcessServer) -> None:
     code, report = crawl("kafka://broker:9092/some/path", catalogue_process)
     assert code == 1 and "names brokers only" in report["error"], report
+
+
+def test_a_broker_that_lists_no_topic_deletes_nothing_unless_allowed(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    # A principal may only see the topics it may describe: a broker listing none (new ACLs,
+    # another cluster behind the address) soft-deleted every topic's asset.
+    only = topic_name("only")
+    with admin(kafka_broker) as client:
+        others = [t for t in client.list_topics() if not t.startswith("__")]
+        if others:  # left by other tests of the session: this one needs a broker of its own
+            client.delete_topics(others)
+        client.create_topics([NewTopic(only, 1, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    code, first = crawl(url, catalogue_process)
+    assert code == 0 and first["created"] == 1, first
+
+    with admin(kafka_broker) as client:
+        client.delete_topics([only])
+    code, refused = crawl(url, catalogue_process)
+    assert code == 1
+    assert "lists no asset, but its last crawl found 1" in refused["error"], refused
+    assert "--allow-empty" in refused["error"]
+    assert asset(catalogue_process, kafka_broker, only)["deleted"] is False
+
+    code, emptied = crawl(url, catalogue_process, "--allow-empty")
+    assert code == 0 and emptied["deleted"] == 1, emptied
+    assert asset(catalogue_process, kafka_broker, only)["deleted"] is True
