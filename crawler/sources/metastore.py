@@ -108,6 +108,7 @@ class MetastoreSource:
                 db = client.get_database(db_name)
             except ttypes.NoSuchObjectException:
                 continue  # dropped between the two calls
+            listed = len(listing.assets)
             listing.assets.append(SourceAsset(database_key(db_name), self._database(db)))
             tables = sorted(client.get_all_tables(db_name))
             for start in range(0, len(tables), TABLES_PER_CALL):
@@ -116,6 +117,11 @@ class MetastoreSource:
                     found = client.get_table_objects_by_name_req(
                         ttypes.GetTablesRequest(dbName=db_name, tblNames=chunk)
                     ).tables
+                except (ttypes.UnknownDBException, ttypes.NoSuchObjectException):
+                    # Dropped since it was described: gone with its tables, as if it had
+                    # been dropped before the crawl (the whole crawl failed on this).
+                    del listing.assets[listed:]
+                    break
                 except ttypes.MetaException as exc:
                     listing.unreadable.update(f"table:{db_name}.{t}" for t in chunk)
                     listing.problems.append(
