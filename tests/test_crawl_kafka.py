@@ -17,6 +17,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from cairn.models import crawled_id
 from tests.conftest import ProcessServer
 from tests.servers.kafka import KafkaBroker
+from tests.servers.processes import free_port
 from tests.test_crawl_e2e import crawl
 
 
@@ -200,3 +201,25 @@ def test_a_broker_that_lists_no_topic_deletes_nothing_unless_allowed(
     code, emptied = crawl(url, catalogue_process, "--allow-empty")
     assert code == 0 and emptied["deleted"] == 1, emptied
     assert asset(catalogue_process, kafka_broker, only)["deleted"] is True
+
+
+def test_a_schema_registry_that_does_not_answer_is_asked_once(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    # Asked again for every topic, a registry that times out made a crawl of N topics wait N
+    # timeouts, and the report said the same thing N times.
+    topics = [topic_name("reg") for _ in range(3)]
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(t, 1, 1) for t in topics])
+    registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code, report = crawl(
+        f"kafka://{kafka_broker.bootstrap}",
+        catalogue_process,
+        settings={"CAIRN_KAFKA_SCHEMA_REGISTRY_URL": registry},
+    )
+    assert code == 0, report
+    about_registry = [w for w in report["warnings"] if "schema registry" in w["reason"]]
+    assert len(about_registry) == 1, about_registry
+    assert "CAIRN_KAFKA_SCHEMA_REGISTRY_URL" in about_registry[0]["reason"]
+    for topic in topics:  # described all the same, without a registry schema
+        assert asset(catalogue_process, kafka_broker, topic)["type"] == "stream"

@@ -23,7 +23,11 @@ from cairn.settings import Settings
 from crawler.problems import Problem
 from crawler.sources.base import SourceAsset, SourceError, SourceListing
 from crawler.sources.json_schema import infer_json_schema
-from crawler.sources.registry_schema import RegistrySchema, fetch_registry_schema
+from crawler.sources.registry_schema import (
+    RegistrySchema,
+    RegistryUnreachable,
+    fetch_registry_schema,
+)
 
 log = logging.getLogger("cairn.crawler")
 
@@ -40,6 +44,9 @@ class KafkaSource:
         self.settings = settings
         self.url = "kafka://" + ",".join(bootstrap)
         self._timeout_ms = int(settings.http_timeout * 1000)
+        # Set by a listing once the schema registry did not answer: not asked again for the
+        # listing's other topics, each of which would wait out the timeout in turn.
+        self._registry_down = False
         if not log.isEnabledFor(logging.DEBUG):
             # kafka-python logs every refused connection as an error while it retries; the
             # crawl reports the outcome once, with the address and what to check.
@@ -76,6 +83,7 @@ class KafkaSource:
         finally:
             admin.close()
         listing = SourceListing()
+        self._registry_down = False
         by_name = {d["name"]: d for d in described}
         samples = self._samples(topics, listing) if self.settings.kafka_sample_messages else {}
         for topic in topics:
@@ -159,10 +167,21 @@ class KafkaSource:
 
     def _registry(self, topic: str, listing: SourceListing) -> RegistrySchema | None:
         url = self.settings.kafka_schema_registry_url
-        if not url:
+        if not url or self._registry_down:
             return None
         try:
             return fetch_registry_schema(url, f"{topic}-value", self.settings.http_timeout)
+        except RegistryUnreachable as exc:
+            self._registry_down = True
+            listing.problems.append(
+                Problem(
+                    path=self.url,
+                    reason=f"{exc}; no topic's schema was read from it in this crawl "
+                    "(CAIRN_KAFKA_SCHEMA_REGISTRY_URL)",
+                    severity="warning",
+                )
+            )
+            return None
         except SourceError as exc:
             listing.problems.append(
                 Problem(path=f"{self.url}/{topic}", reason=str(exc), severity="warning")
