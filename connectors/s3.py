@@ -57,6 +57,8 @@ try:
         ClientError,
         EndpointConnectionError,
         NoCredentialsError,
+        ReadTimeoutError,
+        SSLError,
     )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -344,6 +346,20 @@ def _translate(exc: Exception, rel: str) -> VolumeError:
         if code in _MISSING or code == "NoSuchBucket":
             return EntryNotFound(f"{where} does not exist ({code})", path=rel)
         return VolumeError(f"{where}: S3 error {code}", path=rel)
+    if isinstance(exc, SSLError):
+        # An https:// endpoint that serves plain HTTP (or the reverse), or a certificate
+        # this machine does not trust.
+        return VolumeError(
+            f"{where}: TLS with the S3 endpoint failed (SSLError); check that "
+            "CAIRN_S3_ENDPOINT's scheme (http:// or https://) is the one it serves, and that "
+            "its certificate is trusted (AWS_CA_BUNDLE)",
+            path=rel,
+        )
+    if isinstance(exc, ReadTimeoutError):
+        return VolumeError(
+            f"{where}: the S3 endpoint did not answer within CAIRN_HTTP_TIMEOUT (ReadTimeoutError)",
+            path=rel,
+        )
     if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
         return VolumeError(
             f"{where}: cannot reach the S3 endpoint ({type(exc).__name__}); check "

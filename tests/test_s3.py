@@ -113,6 +113,17 @@ def test_requests_are_signed_and_checked(
     assert open_volume(s3_server.url(bucket)).read("f.txt", 10) == b"x"
 
 
+def test_an_endpoint_speaking_plain_http_to_https_names_the_setting(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    bucket = s3_server.fresh_bucket()
+    https = s3_server.endpoint.replace("http://", "https://")
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=https, CAIRN_HTTP_RETRIES="1"))
+    # Was "the volume: SSLError", naming neither the cause nor the setting.
+    with pytest.raises(VolumeError, match="CAIRN_S3_ENDPOINT's scheme"):
+        open_volume(s3_server.url(bucket))
+
+
 def test_s3_urls_are_checked(
     s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
 ) -> None:
