@@ -396,6 +396,14 @@ def _translate(exc: AzureError, rel: str) -> VolumeError:
     where = repr(rel) if rel else "the volume"
     code = _code(exc)
     status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+        # Refused before any request went out: the SDK could not sign it with the key.
+        return AccessDenied(
+            f"{where}: requests could not be signed ({type(exc).__name__}); "
+            "CAIRN_AZURE_ACCOUNT_KEY (or the AccountKey of CAIRN_AZURE_CONNECTION_STRING) "
+            "is not a valid storage account key (base64, as the portal shows it)",
+            path=rel,
+        )
     if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
         return AccessDenied(
             f"{where}: the storage account refused access ({code or status}); check the "

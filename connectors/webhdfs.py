@@ -576,6 +576,14 @@ def _translate(exc: HdfsError, rel: str) -> VolumeError:
             f"{where}: WebHDFS refused the credentials (CAIRN_HDFS_AUTH, CAIRN_HDFS_USER)",
             path=rel,
         )
+    if name is None and not isinstance(exc.args[0] if exc.args else None, str):
+        # The error's body was no WebHDFS JSON (the client keeps it as bytes): an HTML or XML
+        # page from another server on that port, or a proxy; its text is no help.
+        return VolumeError(
+            f"{where}: the server answered with an error page that is not WebHDFS's; is that "
+            "the NameNode's HTTP port (9870 by default), with no proxy in between?",
+            path=rel,
+        )
     return VolumeError(f"{where}: {name or 'WebHDFS error'}: {message}", path=rel)
 
 

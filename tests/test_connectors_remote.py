@@ -24,7 +24,7 @@ from connectors import (
     supported_schemes,
 )
 from tests.conftest import ROOT, cairn_env, free_port
-from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer
+from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
 
 SetEnv = Callable[[dict[str, str]], None]
 
@@ -265,6 +265,16 @@ def test_hdfs_url_mistakes(url: str, message: str, use_env: SetEnv) -> None:
     assert "pw" not in str(info.value) and "tok123" not in str(info.value)
 
 
+def test_hdfs_url_naming_another_http_server_says_so(s3_server: S3Server, use_env: SetEnv) -> None:
+    # SeaweedFS's S3 gateway answers /webhdfs/v1/... with an XML error page: the report
+    # showed that page's bytes as "WebHDFS error: b'<?xml ...'".
+    use_env({"CAIRN_HTTP_RETRIES": "1"})
+    address = s3_server.endpoint.removeprefix("http://")
+    with pytest.raises(VolumeError, match="error page that is not WebHDFS's") as info:
+        open_volume(f"hdfs://{address}/lake")
+    assert "<?xml" not in str(info.value) and "9870" in str(info.value)
+
+
 def test_hdfs_kerberos_without_the_extra_names_it(use_env: SetEnv) -> None:
     use_env({"CAIRN_HDFS_AUTH": "kerberos"})
     with pytest.raises(VolumeError, match=r"pip install 'cairn-catalogue\[kerberos\]'"):
@@ -409,6 +419,12 @@ def test_adls_credential_mistakes(
     assert "Zm9vYmFy" not in str(info.value)
     with pytest.raises(VolumeError, match="credentials go in CAIRN_AZURE"):
         open_volume(f"abfss://{lake}:{server.key}@{server.account}.dfs.core.windows.net/")
+
+    # Not base64: the SDK cannot sign, and no request goes out to be refused.
+    use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY="not a key!"))
+    with pytest.raises(AccessDenied, match="not a valid storage account key") as info:
+        open_volume(url)
+    assert "None" not in str(info.value)
 
     other = server.server.connection_string.replace(server.account, "otheraccount1")
     use_env(server.env(CAIRN_AZURE_ACCOUNT_KEY="", CAIRN_AZURE_CONNECTION_STRING=other))
