@@ -14,7 +14,9 @@ host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), an
 Walk: one flat, paged listing of every blob under the root's prefix (``list_blobs`` with
 ``name_starts_with``), streamed page by page: one request per 5,000 blobs, not one per folder.
 Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
-(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all).
+(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all). Each file
+entry carries its ETag as ``Entry.tag``, so a recrawl notices a rewrite that kept size and
+timestamp.
 
 Writes (``write_bytes``, and the feature store's blob store through
 :meth:`AdlsVolume.write_blocks`): the bytes are staged as blocks of a block blob, then the block
@@ -67,6 +69,12 @@ SCHEMES = ("abfss", "abfs", "az")
 PAGE_SIZE = 5000  # the Blob service's largest page
 _HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>[A-Za-z0-9.-]+)$")
 _CONTAINER = re.compile(r"^(?:\$root|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
+
+
+def _etag(value: object) -> str:
+    # Last-Modified has whole seconds only: a rewrite of the same size within that second
+    # shows in the ETag alone, which a recrawl's fingerprint takes in (as on S3).
+    return str(value or "").strip('"')
 
 
 def _is_folder_marker(props: BlobProperties) -> bool:
@@ -269,7 +277,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
                         seen_dirs.add(name)
                         yield new(name, 0, mtime_ns, True)
                 else:
-                    yield new(name, int(props.size), mtime_ns, False)
+                    yield new(name, int(props.size), mtime_ns, False, _etag(props.etag))
         except AzureError as exc:
             # Listing is one stream for the whole volume: there is no folder to skip and go on.
             raise _translate(exc, "") from None
@@ -296,7 +304,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
         if _is_folder_marker(props):
             return Entry(rel, 0, mtime_ns, True)
-        return Entry(rel, int(props.size), mtime_ns, False)
+        return Entry(rel, int(props.size), mtime_ns, False, _etag(props.etag))
 
     def _fetch(self, rel: str, offset: int, length: int) -> bytes:
         if length <= 0:

@@ -432,6 +432,24 @@ def test_adls_credential_mistakes(
         open_volume(url)
 
 
+def test_adls_walk_and_stat_carry_the_etag(
+    azurite_server: AzuriteServer, lake: str, use_env: SetEnv
+) -> None:
+    # Last-Modified has whole seconds: a same-size rewrite within one went unnoticed by a
+    # recrawl, whose fingerprint takes the tag in (S3's walk carried it, ADLS's did not).
+    use_env(azurite_server.env())
+    container = azurite_server.container(lake)
+    blob = container.upload_blob("tagged/MANIFEST.yaml", b"name: a\ntype: dataset\n")
+    volume = open_volume(azurite_server.url(lake, "tagged"))
+
+    (walked,) = list(volume.walk())
+    assert walked.tag == blob.get_blob_properties().etag.strip('"') != ""
+    assert volume.stat("MANIFEST.yaml").tag == walked.tag
+    container.upload_blob("tagged/MANIFEST.yaml", b"name: b\ntype: dataset\n", overwrite=True)
+    (again,) = list(volume.walk())
+    assert again.size == walked.size and again.tag != walked.tag
+
+
 def test_adls_missing_filesystem_and_list_only_sas(
     azurite_server: AzuriteServer, lake: str, use_env: SetEnv
 ) -> None:
