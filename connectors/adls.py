@@ -14,7 +14,8 @@ host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), an
 Walk: one flat, paged listing of every blob under the root's prefix (``list_blobs`` with
 ``name_starts_with``), streamed page by page: one request per 5,000 blobs, not one per folder.
 Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
-(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all). Each file
+(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all); see
+``connectors/flat.py`` for the root's own marker and a blob named as a folder. Each file
 entry carries its ETag as ``Entry.tag``, so a recrawl notices a rewrite that kept size and
 timestamp.
 
@@ -38,8 +39,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -249,38 +251,25 @@ class AdlsVolume(RangedReads, ClosedOnExit):
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
-        report = on_problem or _log_problem
-        skip = len(self._prefix)
-        seen_dirs: set[str] = set()
-        new = make_entry
         try:
-            for props in self._list(self._prefix):
-                name: str = props.name[skip:]
-                marker = _is_folder_marker(props)
-                if name.endswith("/"):
-                    # Some tools mark folders with a zero-length 'name/' blob.
-                    name, marker = name[:-1], True
-                parts = name.split("/")
-                if not name or any(p in ("", ".", "..") for p in parts):
-                    report(name, "blob name is not a clean path ('//', '.' or '..'), skipped")
-                    continue
-                # Parent folders first, each once, from the name itself: a flat listing has no
-                # directory entries unless marker blobs exist.
-                for depth in range(1, len(parts)):
-                    folder = "/".join(parts[:depth])
-                    if folder not in seen_dirs:
-                        seen_dirs.add(folder)
-                        yield new(folder, 0, 0, True)
-                mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
-                if marker:
-                    if name not in seen_dirs:
-                        seen_dirs.add(name)
-                        yield new(name, 0, mtime_ns, True)
-                else:
-                    yield new(name, int(props.size), mtime_ns, False, _etag(props.etag))
+            yield from flat_entries(self._listed(), on_problem or _log_problem, "blob name")
         except AzureError as exc:
             # Listing is one stream for the whole volume: there is no folder to skip and go on.
             raise _translate(exc, "") from None
+
+    def _listed(self) -> Iterator[Listed]:
+        skip = len(self._prefix)
+        for props in self._list(self._prefix):
+            name: str = props.name[skip:]
+            # Some tools mark folders with a zero-length 'name/' blob.
+            marker = name.endswith("/")
+            yield (
+                name[:-1] if marker else name,
+                int(props.size or 0),
+                int(props.last_modified.timestamp() * 1_000_000) * 1000,
+                marker or _is_folder_marker(props),
+                _etag(props.etag),
+            )
 
     def _props(self, rel: str) -> BlobProperties | None:
         """The blob's properties, or None when no blob has this name."""

@@ -3,7 +3,8 @@
 Walk: one flat, paged ListObjectsV2 listing of every key under the root's prefix (no
 delimiter), streamed page by page: one request per 1,000 keys, never one per folder. Folders
 are the keys' name prefixes, each yielded once before its first child, plus zero-length
-``name/`` keys some tools write to make empty folders exist. Each file entry carries its ETag
+``name/`` keys some tools write to make empty folders exist; a key that is also a folder's name
+gives way to the folder (``connectors/flat.py``). Each file entry carries its ETag
 as ``Entry.tag``, so a recrawl notices a rewrite that kept size and timestamp.
 
 Reads are ranged GETs (``connectors/ranged.py``): a Parquet schema costs one or two requests,
@@ -45,8 +46,9 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
+from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
 from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -211,40 +213,25 @@ class S3Volume(RangedReads, ClosedOnExit):
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
-        report = on_problem or _log_problem
-        skip = len(self._prefix)
-        seen_dirs: set[str] = set()
-        new = make_entry
         try:
-            for page in self._pages(self._prefix):
-                for obj in page:
-                    name: str = obj["Key"][skip:]
-                    marker = name.endswith("/")
-                    if marker:
-                        name = name[:-1]
-                    if not name:
-                        continue  # the root's own folder marker
-                    parts = name.split("/")
-                    if any(p in ("", ".", "..") for p in parts):
-                        report(name, "object key is not a clean path ('//', '.' or '..'), skipped")
-                        continue
-                    # Parent folders first, each once, from the key itself: a flat listing
-                    # names no folders.
-                    for depth in range(1, len(parts)):
-                        folder = "/".join(parts[:depth])
-                        if folder not in seen_dirs:
-                            seen_dirs.add(folder)
-                            yield new(folder, 0, 0, True)
-                    mtime_ns = _mtime_ns(obj["LastModified"])
-                    if marker:
-                        if name not in seen_dirs:
-                            seen_dirs.add(name)
-                            yield new(name, 0, mtime_ns, True)
-                    else:
-                        yield new(name, int(obj["Size"]), mtime_ns, False, _etag(obj.get("ETag")))
+            yield from flat_entries(self._listed(), on_problem or _log_problem, "object key")
         except (ClientError, BotoCoreError) as exc:
             # Listing is one stream for the whole volume: there is no folder to skip and go on.
             raise _translate(exc, "") from None
+
+    def _listed(self) -> Iterator[Listed]:
+        skip = len(self._prefix)
+        for page in self._pages(self._prefix):
+            for obj in page:
+                name: str = obj["Key"][skip:]
+                marker = name.endswith("/")
+                yield (
+                    name[:-1] if marker else name,
+                    int(obj["Size"]),
+                    _mtime_ns(obj["LastModified"]),
+                    marker,
+                    _etag(obj.get("ETag")),
+                )
 
     def stat(self, path: str) -> Entry:
         rel = normalize_relpath(path)

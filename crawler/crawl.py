@@ -43,7 +43,7 @@ from connectors import (
     open_volume,
     redact_url,
 )
-from connectors.base import FolderListing
+from connectors.base import SHADOWED_OBJECT, FolderListing
 from connectors.registry import FOLDERLESS_SCHEMES, url_scheme
 from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
@@ -361,7 +361,7 @@ def walk_tree(
 
     def on_problem(path: str, reason: str) -> None:
         tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
-        if not reason.startswith(LINKED_FOLDER):
+        if not reason.startswith((LINKED_FOLDER, SHADOWED_OBJECT)):
             tree.unreadable.append(path)
 
     # Runs once per file of the volume: names looked up once, the common case first.

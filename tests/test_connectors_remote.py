@@ -528,3 +528,32 @@ def test_hdfs_user_defaults_to_the_login_name(
     listed = hdfs_server.admin._op("GET", root, "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
     owners = {status["pathSuffix"]: status["owner"] for status in listed}
     assert owners == {"by-login.txt": "login-ana", "by-setting.txt": TEST_USER}
+
+
+def test_a_flat_listing_yields_each_path_once() -> None:
+    # S3 allows "a" beside "a/x" (SeaweedFS refuses it, so the S3 walk's shared helper is
+    # checked on a listing as AWS would send it, in name order).
+    from connectors.flat import flat_entries
+
+    listed = [
+        ("", 0, 0, True, ""),  # the root's own marker
+        ("a", 6, 1, False, "e1"),
+        ("a b", 2, 1, False, "e2"),
+        ("a.txt", 1, 1, False, "e3"),
+        ("a/x", 1, 1, False, "e4"),
+        ("m", 0, 1, False, "e5"),  # an empty object as a folder marker
+        ("m", 0, 1, True, ""),  # and the "m/" marker beside it
+        ("z", 3, 1, False, "e6"),
+    ]
+    problems: list[tuple[str, str]] = []
+    entries = list(flat_entries(listed, lambda p, r: problems.append((p, r)), "object key"))
+
+    assert sorted((e.path, e.is_dir) for e in entries) == [
+        ("a", True),
+        ("a b", False),
+        ("a.txt", False),
+        ("a/x", False),
+        ("m", True),
+        ("z", False),
+    ]
+    assert [p for p, _ in problems] == ["a"] and "6 bytes are skipped" in problems[0][1]

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors import open_volume
 from tests.conftest import ProcessServer, cairn_env, run_cairn
 from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
 from tests.test_crawl_e2e import crawl, make_volume, search
@@ -190,6 +191,39 @@ def test_a_remote_volume_emptied_whole_deletes_its_assets_only_when_allowed(
     typo = lake.url.rsplit("/", 1)[0] + "/lkae"
     code, missing = crawl(typo, catalogue_process, "--allow-empty", settings=lake.settings)
     assert code == 1 and "does not exist" in missing["error"], missing
+
+
+def test_adls_root_marker_and_an_object_named_as_a_folder_still_let_deletions_through(
+    azurite_server: AzuriteServer,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    # The root's own "lake/" marker was reported as an unclean name at path '' (the root),
+    # and a walk that reports the root can delete nothing. A blob "raw" beside "raw/..." was
+    # yielded as a file and as a folder of the same path.
+    lake = AdlsLake(azurite_server)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    lake.container.upload_blob("lake/", b"")
+    lake.put("raw", b"a file where a folder is")
+    lake.put("gold", b"")  # an empty one: the usual folder marker, nothing to report
+
+    use_env(lake.settings)
+    walked = [e.path for e in open_volume(lake.url).walk()]
+    assert len(walked) == len(set(walked)), walked
+
+    code, report = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 0 and report["created"] == 4, report
+    assert [w["path"] for w in report["warnings"]] == ["raw"], report["warnings"]
+    assert "the folder is walked" in report["warnings"][0]["reason"]
+
+    lake.delete_folder("raw/sales")
+    lake.delete_folder("gold/daily")
+    code, changed = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 0 and changed["deleted"] == 2, changed
+    base = catalogue_process.url
+    assert httpx.get(base + "/api/v1/assets/by-name/sales_raw").json()["deleted"] is True
 
 
 def test_unreadable_remote_folder_is_reported_and_keeps_its_assets(
