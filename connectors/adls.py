@@ -40,7 +40,13 @@ from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
 from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
 from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
@@ -410,7 +416,7 @@ def _translate(exc: AzureError, rel: str) -> VolumeError:
     if isinstance(exc, ResourceNotFoundError):
         return EntryNotFound(f"{where} does not exist ({code or 'not found'})", path=rel)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return VolumeError(
+        return VolumeUnreachable(
             f"{where}: cannot reach the storage account ({type(exc).__name__}); "
             "check the URL or CAIRN_AZURE_ENDPOINT",
             path=rel,

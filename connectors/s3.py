@@ -47,7 +47,13 @@ from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
 from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
 from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
@@ -348,7 +354,7 @@ def _translate(exc: Exception, rel: str) -> VolumeError:
             path=rel,
         )
     if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
-        return VolumeError(
+        return VolumeUnreachable(
             f"{where}: cannot reach the S3 endpoint ({type(exc).__name__}); check "
             "CAIRN_S3_ENDPOINT or the network",
             path=rel,

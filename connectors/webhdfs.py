@@ -48,7 +48,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from connectors import logredact
 from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
 from connectors.ranged import RangedFile, file_and_size, read_capped
 
 try:
@@ -80,7 +86,7 @@ _ADDRESS = re.compile(
 )
 
 
-class NameNodeUnreachable(VolumeError):
+class NameNodeUnreachable(VolumeUnreachable):
     """No NameNode answered, after retries; a walk stops on this instead of reporting."""
 
 

@@ -40,6 +40,7 @@ from connectors import (
     EntryNotFound,
     Volume,
     VolumeError,
+    VolumeUnreachable,
     open_volume,
     redact_url,
 )
@@ -753,6 +754,10 @@ def _parse_many(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
         try:
             texts.append(volume.read(path, MAX_MANIFEST_BYTES))
             out.append(ParsedManifest(path, [], []))
+        except VolumeUnreachable:
+            # Not this manifest's problem: every read after it would wait out the same
+            # retries, so the crawl stops (see Crawler._crawl).
+            raise
         except VolumeError as exc:
             texts.append(None)
             out.append(ParsedManifest(path, [], [Problem(path=path, reason=str(exc))]))
@@ -793,6 +798,8 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
                 fields = parquet_columns(f)
         else:
             fields = csv_columns(_head(volume, path, size))
+    except VolumeUnreachable:
+        raise  # the server is gone, not this file's schema (see _parse_many)
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -1128,6 +1135,17 @@ class Crawler:
                         state, sender, pending, previous, tree, deletions + upserts
                     )
                     raise CrawlFailed(str(exc)) from exc
+                except VolumeUnreachable as exc:
+                    # The walk was whole, but the manifests and data files left to read
+                    # cannot be: stopped here, with nothing deleted, rather than reporting
+                    # each of them as broken after its own retries.
+                    self._land_what_was_sent(
+                        state, sender, pending, previous, tree, deletions + upserts
+                    )
+                    raise CrawlFailed(
+                        f"{redact_url(volume.url)} stopped answering during the crawl: {exc}; "
+                        "nothing was deleted"
+                    ) from exc
         except BrokenProcessPool as exc:
             raise CrawlFailed(
                 f"a parsing process died ({exc}); was it out of memory? "

@@ -207,6 +207,49 @@ def test_an_outage_mid_walk_fails_the_crawl_and_keeps_earlier_assets(
     assert after["unchanged"] == 4 and after["deleted"] == after["created"] == 0
 
 
+def test_an_outage_after_the_walk_stops_the_crawl_instead_of_failing_every_manifest(
+    own_server: SeaweedFS,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server stops once the whole listing is in: each changed manifest's read then
+    waited out its retries and became that manifest's error (exit 2, the crawl "done"); the
+    first read that cannot reach the server now fails the crawl, deleting nothing."""
+    s3 = S3Server(own_server)
+    lake = S3Lake(s3)
+    for i in range(40):
+        lake.put(f"m{i:02d}/MANIFEST.yaml", f"name: outage_{i}\ntype: dataset\n".encode())
+    settings = s3.env(CAIRN_HTTP_RETRIES="2")
+    code, first = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0 and first["created"] == 40, first
+    for i in range(40):  # each changed, so each is read again
+        lake.put(f"m{i:02d}/MANIFEST.yaml", f"name: outage_{i}\ntype: report\n".encode())
+
+    use_env({**settings, "CAIRN_DATA_DIR": catalogue_process.env["CAIRN_DATA_DIR"]})
+    real_pages = S3Volume._pages
+
+    def listing_then_outage(
+        self: S3Volume, prefix: str, *, limit: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        yield from real_pages(self, prefix, limit=limit)
+        if limit is None:
+            own_server.stop()
+
+    monkeypatch.setattr(S3Volume, "_pages", listing_then_outage)
+    with pytest.raises(CrawlFailed, match="stopped answering during the crawl") as info:
+        Crawler(get_settings(), catalogue_url=catalogue_process.url).crawl(lake.url)
+    assert "nothing was deleted" in str(info.value)
+    monkeypatch.setattr(S3Volume, "_pages", real_pages)
+
+    own_server.start()  # same ports, same data
+    code, after = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0 and after["updated"] == 40 and after["deleted"] == 0, after
+    found = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/outage_7").json()
+    assert found["type"] == "report" and found["deleted"] is False
+
+
 def test_credentials_appear_nowhere(
     s3_server: S3Server, tmp_path: Path, catalogue_process: ProcessServer
 ) -> None:
