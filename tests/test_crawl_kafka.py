@@ -9,8 +9,10 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -223,3 +225,35 @@ def test_a_schema_registry_that_does_not_answer_is_asked_once(
     assert "CAIRN_KAFKA_SCHEMA_REGISTRY_URL" in about_registry[0]["reason"]
     for topic in topics:  # described all the same, without a registry schema
         assert asset(catalogue_process, kafka_broker, topic)["type"] == "stream"
+
+
+def test_a_topic_deleted_while_it_is_listed_is_gone_not_kept(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was kept "as it was" with the broker's whole answer dumped in the warning, and
+    # soft-deleted only by the next crawl.
+    keep, drop = topic_name("keep"), topic_name("drop")
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    assert crawl(url, catalogue_process)[0] == 0
+
+    # The race made certain: the topic is deleted (on the real broker) after the crawl listed
+    # the topics, before it describes them.
+    describe = KafkaAdminClient.describe_topics
+
+    def delete_first(self: KafkaAdminClient, topics: list[str] | None = None) -> Any:
+        if topics and drop in topics:
+            with admin(kafka_broker) as other:
+                other.delete_topics([drop])
+        return describe(self, topics)
+
+    monkeypatch.setattr(KafkaAdminClient, "describe_topics", delete_first)
+    from cairn.settings import Settings
+    from crawler.sources.kafka import KafkaSource
+
+    listing = KafkaSource.from_url(url, Settings()).list_assets()
+    keys = {a.key for a in listing.assets}
+    assert f"topic:{keep}" in keys and f"topic:{drop}" not in keys
+    assert f"topic:{drop}" not in listing.unreadable
+    assert not [p for p in listing.problems if drop in p.path]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 
 from cairn.models import CrawlerEdgeOrigin
 from cairn.settings import Settings
@@ -88,12 +88,16 @@ class KafkaSource:
         samples = self._samples(topics, listing) if self.settings.kafka_sample_messages else {}
         for topic in topics:
             info = by_name.get(topic)
-            if info is None or info.get("error_code"):
+            code = info.get("error_code") if info is not None else None
+            if code == UnknownTopicOrPartitionError.errno:
+                continue  # deleted since it was listed: gone, as if before the crawl
+            if info is None or code:
+                why = for_code(code).__name__ if code else "not in the answer"
                 listing.unreadable.add(f"topic:{topic}")
                 listing.problems.append(
                     Problem(
                         path=f"{self.url}/{topic}",
-                        reason=f"the broker did not describe this topic ({info}); kept as it was",
+                        reason=f"the broker did not describe this topic ({why}); kept as it was",
                         severity="warning",
                     )
                 )
