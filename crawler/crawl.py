@@ -1063,6 +1063,20 @@ class Crawler:
                         raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
                     report.files_seen = tree.files_seen
                     report.manifests_found = len(tree.manifests)
+                    if "" in tree.unreadable:
+                        # The root itself could not be listed (permissions, an identity
+                        # without access): that is no crawl of the volume at all, not one
+                        # folder skipped, nor an empty volume (which --allow-empty would not
+                        # even empty, as nothing below an unread folder is deleted).
+                        if sender.sent:
+                            self._land_what_was_sent(
+                                state, sender, pending, previous, tree, upserts
+                            )
+                        reason = next(p.reason for p in tree.problems if p.path == "")
+                        raise CrawlFailed(
+                            f"cannot walk {redact_url(volume.url)}: its root: {reason}; "
+                            "nothing was deleted"
+                        )
                     if previous and not tree.files_seen and not self.settings.crawl_allow_empty:
                         # An unmounted mount point or an emptied bucket looks like this: the
                         # assets stay until the user says the volume really is empty now.

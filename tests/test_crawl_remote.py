@@ -246,6 +246,32 @@ def test_unreadable_remote_folder_is_reported_and_keeps_its_assets(
     assert raw["deleted"] is False
 
 
+def test_a_volume_root_that_cannot_be_listed_fails_the_crawl(
+    hdfs_server: HdfsServer, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # A root the crawl's identity may not list was one skipped folder: a first crawl
+    # "succeeded" with nothing in it (exit 0), a recrawl blamed an unmounted volume and
+    # offered --allow-empty, which would not even have deleted anything.
+    lake = HdfsLake(hdfs_server)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    assert crawl(lake.url, catalogue_process, settings=lake.settings)[0] == 0
+    hdfs_server.admin.chmod(lake.root, "700")  # owner: the superuser
+
+    code, refused = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 1, refused
+    assert "its root: cannot list directory: permission denied" in refused["error"]
+    assert "mounted" not in refused["error"]
+    stores = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/stores").json()
+    assert stores["deleted"] is False
+
+    other = HdfsLake(hdfs_server)
+    other.upload(tmp_path / "lake")
+    hdfs_server.admin.chmod(other.root, "700")
+    code, first = crawl(other.url, catalogue_process, settings=other.settings)
+    assert code == 1 and "permission denied" in first["error"], first
+
+
 def test_remote_crawl_exit_1_when_the_volume_cannot_be_opened(
     azurite_server: AzuriteServer, tmp_path: Path
 ) -> None:
