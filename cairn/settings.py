@@ -414,6 +414,22 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is a file, not a folder")
         return value
 
+    @field_validator(
+        "azure_account_key",
+        "azure_sas_token",
+        "azure_connection_string",
+        "azure_account_name",
+        "azure_endpoint",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An env file's "CAIRN_AZURE_ACCOUNT_KEY=" line, left empty beside a SAS token, made
+        # two credentials "given" (refused as such), or an empty key to sign with.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("api_keys", "extra_types", "manifest_patterns", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -412,6 +412,11 @@ def test_adls_credential_mistakes(
     use_env(server.env(CAIRN_AZURE_SAS_TOKEN="sv=x"))
     with pytest.raises(VolumeError, match="set only one of"):
         open_volume(url)
+    # An empty line of an env file is no credential: the SAS beside it is the one.
+    sas = _sas(server, lake, list=True, read=True)
+    blank = {"CAIRN_AZURE_ACCOUNT_KEY": "", "CAIRN_AZURE_CONNECTION_STRING": " "}
+    use_env({**server.env(CAIRN_AZURE_ACCOUNT_KEY=""), **blank, "CAIRN_AZURE_SAS_TOKEN": sas})
+    assert open_volume(url).read("sales/MANIFEST.yaml", 100).startswith(b"name: sales")
 
     use_env(server.env())
     with pytest.raises(VolumeError, match="takes no query string") as info:
