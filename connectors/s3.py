@@ -194,8 +194,17 @@ class S3Volume(RangedReads, ClosedOnExit):
         try:
             found = self._first_key(self._prefix)
         except ClientError as exc:
-            if _code(exc) == "NoSuchBucket":
+            code = _code(exc)
+            if code == "NoSuchBucket":
                 raise EntryNotFound(f"bucket {self.bucket!r} does not exist", path="") from None
+            if code.isdigit() and code != "403":
+                # S3 names every error of a listing in its XML body; a bare status is some
+                # other server's answer (it read as "the volume does not exist (404)").
+                raise VolumeError(
+                    f"the endpoint answered a bucket listing with HTTP {code} and no S3 error: "
+                    "is CAIRN_S3_ENDPOINT an S3 endpoint?",
+                    path="",
+                ) from None
             raise _translate(exc, "") from None
         except BotoCoreError as exc:
             raise _translate(exc, "") from None
@@ -356,7 +365,8 @@ def _translate(exc: Exception, rel: str) -> VolumeError:
     if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
         return VolumeUnreachable(
             f"{where}: cannot reach the S3 endpoint ({type(exc).__name__}); check "
-            "CAIRN_S3_ENDPOINT or the network",
+            "CAIRN_S3_ENDPOINT (and CAIRN_S3_ADDRESSING_STYLE=path, which most S3-compatible "
+            "stores need: virtual-hosted requests go to <bucket>.<endpoint host>) or the network",
             path=rel,
         )
     return VolumeError(f"{where}: {type(exc).__name__}", path=rel)

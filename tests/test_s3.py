@@ -124,6 +124,24 @@ def test_an_endpoint_speaking_plain_http_to_https_names_the_setting(
         open_volume(s3_server.url(bucket))
 
 
+def test_an_endpoint_that_is_no_s3_server_is_named(
+    s3_server: S3Server,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    # The catalogue answers /<bucket>?list-type=2 with a 404 of its own: that read as "the
+    # volume does not exist (404)".
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=catalogue_process.url, CAIRN_HTTP_RETRIES="1"))
+    with pytest.raises(VolumeError, match="HTTP 404 and no S3 error") as info:
+        open_volume("s3://some-bucket/lake")
+    assert "CAIRN_S3_ENDPOINT" in str(info.value)
+    # Virtual-hosted requests to a store that only knows path-style ones.
+    host = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=host, CAIRN_S3_ADDRESSING_STYLE="virtual"))
+    with pytest.raises(VolumeError, match="CAIRN_S3_ADDRESSING_STYLE=path"):
+        open_volume(s3_server.url(s3_server.fresh_bucket()))
+
+
 def test_s3_urls_are_checked(
     s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
 ) -> None:
