@@ -227,3 +227,12 @@ def test_a_database_dropped_while_it_is_listed_is_gone_not_a_failed_crawl(
     assert {f"database:{kept}", f"table:{kept}.t"} <= keys
     assert not {k for k in keys if dropped in k}
     assert not {k for k in listing.unreadable if dropped in k}
+
+
+def test_a_port_that_is_no_metastore_is_named(catalogue_process: ProcessServer) -> None:
+    # The catalogue's HTTP answer read as a frame "Length exceeded max allowed: 16384000",
+    # and that was all the report said.
+    port = catalogue_process.url.rsplit(":", 1)[1]
+    code, report = crawl(f"thrift://127.0.0.1:{port}", catalogue_process)
+    assert code == 1
+    assert "is that the metastore's Thrift port" in report["error"], report

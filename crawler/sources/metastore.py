@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pymetastore.hive_metastore import ThriftHiveMetastore, ttypes
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TException
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TTransportException
@@ -96,6 +97,15 @@ class MetastoreSource:
         client = ThriftHiveMetastore.Client(TBinaryProtocol(transport))
         try:
             return self._list(client)
+        except (TTransportException, TProtocolException) as exc:
+            # Another server on the port (an HTTP one answers with what reads as a 16 MB
+            # frame), a metastore that wants SASL, or a connection cut mid-crawl.
+            raise SourceError(
+                f"the Hive Metastore at {self.url} failed a call: {exc!r}; the connection broke "
+                "or the server does not speak plain Thrift: is that the metastore's Thrift port "
+                "(metastore.thrift.port, 9083 by default)? A metastore that requires SASL "
+                "(Kerberos) is not supported"
+            ) from exc
         except (TException, OSError) as exc:  # socket timeouts are OSErrors
             raise SourceError(f"the Hive Metastore at {self.url} failed a call: {exc!r}") from exc
         finally:
