@@ -187,7 +187,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
     def _check_root(self, missing_ok: bool) -> None:
         """EntryNotFound when the root holds nothing, unless ``missing_ok``: without a
         hierarchical namespace a folder exists only while a blob lies below it (see
-        ``connectors.registry.open_volume``)."""
+        ``connectors.registry.FOLDERLESS_SCHEMES``)."""
         try:
             found = any(True for _ in self._list(self._prefix, limit=1))
         except AzureError as exc:

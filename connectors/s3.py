@@ -190,7 +190,7 @@ class S3Volume(RangedReads, ClosedOnExit):
     def _check_root(self, missing_ok: bool) -> None:
         """EntryNotFound when the root holds nothing, unless ``missing_ok``: a folder exists
         only while a key lies below it, so an emptied folder is a missing one (see
-        ``connectors.registry.open_volume``)."""
+        ``connectors.registry.FOLDERLESS_SCHEMES``)."""
         try:
             found = self._first_key(self._prefix)
         except ClientError as exc:
