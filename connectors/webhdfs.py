@@ -576,7 +576,11 @@ def _translate(exc: HdfsError, rel: str) -> VolumeError:
             return NotAFile(f"{where} is a directory", path=rel)
         return EntryNotFound(f"{where} does not exist in the volume", path=rel)
     if name in ("AccessControlException", "SecurityException"):
-        return AccessDenied(f"{where}: permission denied", path=rel)
+        # "Permission denied: user=cairn, access=EXECUTE, inode=...": who was refused what is
+        # the part that says which setting to look at.
+        found = _DENIED_AS.search(message)
+        who = f" ({found['who']}; the user is CAIRN_HDFS_USER)" if found else ""
+        return AccessDenied(f"{where}: permission denied{who}", path=rel)
     if name is None and "Authentication failure" in message:
         return AccessDenied(
             f"{where}: WebHDFS refused the credentials (CAIRN_HDFS_AUTH, CAIRN_HDFS_USER)",
@@ -591,6 +595,9 @@ def _translate(exc: HdfsError, rel: str) -> VolumeError:
             path=rel,
         )
     return VolumeError(f"{where}: {name or 'WebHDFS error'}: {message}", path=rel)
+
+
+_DENIED_AS = re.compile(r"(?P<who>user=[^,\s]+, access=[A-Z_]+)")
 
 
 def _clean(message: str) -> str:

@@ -265,6 +265,18 @@ def test_hdfs_url_mistakes(url: str, message: str, use_env: SetEnv) -> None:
     assert "pw" not in str(info.value) and "tok123" not in str(info.value)
 
 
+def test_hdfs_permission_denied_names_the_user_and_its_setting(
+    hdfs_server: HdfsServer, use_env: SetEnv
+) -> None:
+    locked = hdfs_server.fresh_dir("locked")
+    hdfs_server.admin.mkdirs(f"{locked}/lake")
+    hdfs_server.admin.chmod(locked, "700")  # owner: the superuser
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    # It said "the volume root: permission denied", and not as whom.
+    with pytest.raises(AccessDenied, match=rf"user={TEST_USER}, access=EXECUTE.*CAIRN_HDFS_USER"):
+        open_volume(hdfs_server.url(f"{locked}/lake"))
+
+
 def test_hdfs_url_naming_another_http_server_says_so(s3_server: S3Server, use_env: SetEnv) -> None:
     # SeaweedFS's S3 gateway answers /webhdfs/v1/... with an XML error page: the report
     # showed that page's bytes as "WebHDFS error: b'<?xml ...'".
