@@ -221,9 +221,10 @@ class Settings(BaseSettings):
     crawl_allow_empty: bool = Field(
         False,
         description=(
-            "A crawl that finds no file at all where its last crawl found manifests "
-            "soft-deletes their assets rather than failing (`cairn crawl --allow-empty`); "
-            "off, an empty root (say an unmounted mount point) fails the crawl and keeps them."
+            "A crawl that finds no file at all where its last crawl found manifests (or a "
+            "source that lists no asset where it listed some) soft-deletes their assets "
+            "rather than failing (`cairn crawl --allow-empty`); off, an empty root (say an "
+            "unmounted mount point) fails the crawl and keeps them."
         ),
     )
     catalogue_url: str = Field(
@@ -412,6 +413,22 @@ class Settings(BaseSettings):
         # each with a traceback of its own.
         if value.exists() and not value.is_dir():
             raise ValueError(f"{value} is a file, not a folder")
+        return value
+
+    @field_validator(
+        "azure_account_key",
+        "azure_sas_token",
+        "azure_connection_string",
+        "azure_account_name",
+        "azure_endpoint",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An env file's "CAIRN_AZURE_ACCOUNT_KEY=" line, left empty beside a SAS token, made
+        # two credentials "given" (refused as such), or an empty key to sign with.
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @field_validator("api_keys", "extra_types", "manifest_patterns", "cors_origins", mode="before")

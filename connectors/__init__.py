@@ -13,6 +13,7 @@ from connectors.errors import (
     PathOutsideVolume,
     UnsupportedScheme,
     VolumeError,
+    VolumeUnreachable,
 )
 from connectors.local import LocalVolume
 from connectors.registry import open_volume, redact_url, supported_schemes
@@ -30,6 +31,7 @@ __all__ = [
     "UnsupportedScheme",
     "Volume",
     "VolumeError",
+    "VolumeUnreachable",
     "normalize_relpath",
     "open_volume",
     "redact_url",

@@ -14,7 +14,10 @@ host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), an
 Walk: one flat, paged listing of every blob under the root's prefix (``list_blobs`` with
 ``name_starts_with``), streamed page by page: one request per 5,000 blobs, not one per folder.
 Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
-(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all).
+(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all); see
+``connectors/flat.py`` for the root's own marker and a blob named as a folder. Each file
+entry carries its ETag as ``Entry.tag``, so a recrawl notices a rewrite that kept size and
+timestamp.
 
 Writes (``write_bytes``, and the feature store's blob store through
 :meth:`AdlsVolume.write_blocks`): the bytes are staged as blocks of a block blob, then the block
@@ -36,8 +39,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
+from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -69,6 +79,12 @@ _HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>[A-Z
 _CONTAINER = re.compile(r"^(?:\$root|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
 
 
+def _etag(value: object) -> str:
+    # Last-Modified has whole seconds only: a rewrite of the same size within that second
+    # shows in the ETag alone, which a recrawl's fingerprint takes in (as on S3).
+    return str(value or "").strip('"')
+
+
 def _is_folder_marker(props: BlobProperties) -> bool:
     metadata = props.metadata or {}
     return str(metadata.get("hdi_isfolder", "")).lower() == "true"
@@ -77,19 +93,28 @@ def _is_folder_marker(props: BlobProperties) -> bool:
 class AdlsVolume(RangedReads, ClosedOnExit):
     """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
 
-    def __init__(self, container: ContainerClient, root: str, *, url: str, scheme: str) -> None:
+    def __init__(
+        self,
+        container: ContainerClient,
+        root: str,
+        *,
+        url: str,
+        scheme: str,
+        missing_root_ok: bool = False,
+    ) -> None:
         self._container = container
         self.root = root  # '' or 'a/b', no slashes at the ends
         self._prefix = root + "/" if root else ""
         self.url = url
         self.scheme = scheme
         self.requests = 0
-        self._check_root()
+        self._check_root(missing_root_ok)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AdlsVolume:
         from cairn.settings import get_settings
 
+        missing_root_ok = bool(options.pop("missing_root_ok", False))
         if options:
             raise VolumeError(f"ADLS volumes take no options (got: {', '.join(sorted(options))})")
         settings = get_settings()
@@ -128,7 +153,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"{scheme}://{authority.lower()}" + ("/" + quote_path(root) if root else "")
         client = _container_client(settings, container_name, account, suffix)
-        return cls(client, root, url=canonical, scheme=scheme)
+        return cls(client, root, url=canonical, scheme=scheme, missing_root_ok=missing_root_ok)
 
     def __repr__(self) -> str:
         return f"AdlsVolume({self.url!r})"
@@ -159,7 +184,10 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         except AzureError as exc:
             raise _translate(exc, rel) from None
 
-    def _check_root(self) -> None:
+    def _check_root(self, missing_ok: bool) -> None:
+        """EntryNotFound when the root holds nothing, unless ``missing_ok``: without a
+        hierarchical namespace a folder exists only while a blob lies below it (see
+        ``connectors.registry.FOLDERLESS_SCHEMES``)."""
         try:
             found = any(True for _ in self._list(self._prefix, limit=1))
         except AzureError as exc:
@@ -174,6 +202,8 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         try:
             props = self._container.get_blob_client(self.root).get_blob_properties()
         except ResourceNotFoundError:
+            if missing_ok:
+                return
             raise EntryNotFound(f"volume root {self.root!r} does not exist", path="") from None
         except AzureError as exc:
             raise _translate(exc, "") from None
@@ -227,38 +257,25 @@ class AdlsVolume(RangedReads, ClosedOnExit):
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
-        report = on_problem or _log_problem
-        skip = len(self._prefix)
-        seen_dirs: set[str] = set()
-        new = make_entry
         try:
-            for props in self._list(self._prefix):
-                name: str = props.name[skip:]
-                marker = _is_folder_marker(props)
-                if name.endswith("/"):
-                    # Some tools mark folders with a zero-length 'name/' blob.
-                    name, marker = name[:-1], True
-                parts = name.split("/")
-                if not name or any(p in ("", ".", "..") for p in parts):
-                    report(name, "blob name is not a clean path ('//', '.' or '..'), skipped")
-                    continue
-                # Parent folders first, each once, from the name itself: a flat listing has no
-                # directory entries unless marker blobs exist.
-                for depth in range(1, len(parts)):
-                    folder = "/".join(parts[:depth])
-                    if folder not in seen_dirs:
-                        seen_dirs.add(folder)
-                        yield new(folder, 0, 0, True)
-                mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
-                if marker:
-                    if name not in seen_dirs:
-                        seen_dirs.add(name)
-                        yield new(name, 0, mtime_ns, True)
-                else:
-                    yield new(name, int(props.size), mtime_ns, False)
+            yield from flat_entries(self._listed(), on_problem or _log_problem, "blob name")
         except AzureError as exc:
             # Listing is one stream for the whole volume: there is no folder to skip and go on.
             raise _translate(exc, "") from None
+
+    def _listed(self) -> Iterator[Listed]:
+        skip = len(self._prefix)
+        for props in self._list(self._prefix):
+            name: str = props.name[skip:]
+            # Some tools mark folders with a zero-length 'name/' blob.
+            marker = name.endswith("/")
+            yield (
+                name[:-1] if marker else name,
+                int(props.size or 0),
+                int(props.last_modified.timestamp() * 1_000_000) * 1000,
+                marker or _is_folder_marker(props),
+                _etag(props.etag),
+            )
 
     def _props(self, rel: str) -> BlobProperties | None:
         """The blob's properties, or None when no blob has this name."""
@@ -282,7 +299,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         mtime_ns = int(props.last_modified.timestamp() * 1_000_000) * 1000
         if _is_folder_marker(props):
             return Entry(rel, 0, mtime_ns, True)
-        return Entry(rel, int(props.size), mtime_ns, False)
+        return Entry(rel, int(props.size), mtime_ns, False, _etag(props.etag))
 
     def _fetch(self, rel: str, offset: int, length: int) -> bytes:
         if length <= 0:
@@ -295,6 +312,12 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             if self._exists_below(rel):
                 raise NotAFile(f"{rel!r} is a directory", path=rel) from None
             raise EntryNotFound(f"{rel!r} does not exist in the volume", path=rel) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:
+                # A range starting at or past the end: the blob is empty (or shrank), and a
+                # read of it holds no bytes, as on every other volume.
+                return b""
+            raise _translate(exc, rel) from None
         except AzureError as exc:
             raise _translate(exc, rel) from None
 
@@ -376,6 +399,14 @@ def _translate(exc: AzureError, rel: str) -> VolumeError:
     where = repr(rel) if rel else "the volume"
     code = _code(exc)
     status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+        # Refused before any request went out: the SDK could not sign it with the key.
+        return AccessDenied(
+            f"{where}: requests could not be signed ({type(exc).__name__}); "
+            "CAIRN_AZURE_ACCOUNT_KEY (or the AccountKey of CAIRN_AZURE_CONNECTION_STRING) "
+            "is not a valid storage account key (base64, as the portal shows it)",
+            path=rel,
+        )
     if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
         return AccessDenied(
             f"{where}: the storage account refused access ({code or status}); check the "
@@ -385,7 +416,7 @@ def _translate(exc: AzureError, rel: str) -> VolumeError:
     if isinstance(exc, ResourceNotFoundError):
         return EntryNotFound(f"{where} does not exist ({code or 'not found'})", path=rel)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return VolumeError(
+        return VolumeUnreachable(
             f"{where}: cannot reach the storage account ({type(exc).__name__}); "
             "check the URL or CAIRN_AZURE_ENDPOINT",
             path=rel,

@@ -59,6 +59,9 @@ FolderListing: TypeAlias = tuple[str, list[Entry], list[Entry]]
 # path anyway. Nothing below such a link goes unseen, unlike below a folder that could not be
 # listed, so a caller need not keep what it found there before.
 LINKED_FOLDER = "symlink to a folder inside the volume"
+# How a reason starts when an object store's walk left out an object whose name is also a
+# folder's (``a`` beside ``a/x``): the folder and all below it were walked (connectors/flat.py).
+SHADOWED_OBJECT = "an object that is also a folder's name"
 
 
 class ClosedOnExit:

@@ -6,6 +6,8 @@
     ├── AccessDenied            the backend refused (permissions, ACLs, credentials)
     ├── NotAFile                a directory, FIFO, socket or device where a file was needed
     ├── PathOutsideVolume       '..' escape, absolute path, or a symlink leading out of the root
+    ├── VolumeUnreachable       the server behind a remote volume did not answer, after retries:
+    │                           every later call would fail the same way
     └── UnsupportedScheme       no connector for a URL's scheme; lists the supported ones
 
 Messages name relative paths only, never credentials: they end up in crawl reports and logs.
@@ -43,6 +45,10 @@ class NotAFile(VolumeError):
 
 
 class PathOutsideVolume(VolumeError):
+    pass
+
+
+class VolumeUnreachable(VolumeError):
     pass
 
 

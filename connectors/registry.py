@@ -30,6 +30,12 @@ _REGISTRY: dict[str, str] = {
     "s3": _S3,
 }
 
+# Object stores, where a folder exists only while something lies below it: the last object
+# deleted, the folder is gone too. Their connectors take ``missing_root_ok=True`` to open such
+# a root as an empty volume (a crawl that found manifests there before must see it empty,
+# not fail to open it, or their assets could never be deleted).
+FOLDERLESS_SCHEMES = frozenset({"s3", "abfss", "abfs", "az"})
+
 # Only "scheme://" counts as a URL, so relative paths such as "data:2024/x" stay paths.
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 

@@ -3,7 +3,8 @@
 Walk: one flat, paged ListObjectsV2 listing of every key under the root's prefix (no
 delimiter), streamed page by page: one request per 1,000 keys, never one per folder. Folders
 are the keys' name prefixes, each yielded once before its first child, plus zero-length
-``name/`` keys some tools write to make empty folders exist. Each file entry carries its ETag
+``name/`` keys some tools write to make empty folders exist; a key that is also a folder's name
+gives way to the folder (``connectors/flat.py``). Each file entry carries its ETag
 as ``Entry.tag``, so a recrawl notices a rewrite that kept size and timestamp.
 
 Reads are ranged GETs (``connectors/ranged.py``): a Parquet schema costs one or two requests,
@@ -45,8 +46,15 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from connectors import logredact
-from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.base import ClosedOnExit, Entry, ProblemSink, normalize_relpath
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
+from connectors.flat import Listed, flat_entries
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -57,6 +65,8 @@ try:
         ClientError,
         EndpointConnectionError,
         NoCredentialsError,
+        ReadTimeoutError,
+        SSLError,
     )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -91,7 +101,9 @@ class S3Volume(RangedReads, ClosedOnExit):
 
     scheme = SCHEME
 
-    def __init__(self, client: Any, bucket: str, root: str, *, url: str) -> None:
+    def __init__(
+        self, client: Any, bucket: str, root: str, *, url: str, missing_root_ok: bool = False
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self.root = root  # '' or 'a/b', no slashes at the ends
@@ -100,7 +112,7 @@ class S3Volume(RangedReads, ClosedOnExit):
         # HTTP requests sent, retries included: for tests and benchmarks.
         self.requests = 0
         client.meta.events.register("before-send.s3", self._count)
-        self._check_root()
+        self._check_root(missing_root_ok)
 
     def _count(self, **_: object) -> None:
         self.requests += 1
@@ -109,6 +121,7 @@ class S3Volume(RangedReads, ClosedOnExit):
     def from_url(cls, url: str, **options: Any) -> S3Volume:
         from cairn.settings import get_settings
 
+        missing_root_ok = bool(options.pop("missing_root_ok", False))
         if options:
             raise VolumeError(f"S3 volumes take no options (got: {', '.join(sorted(options))})")
         parts = urlsplit(url)
@@ -130,7 +143,13 @@ class S3Volume(RangedReads, ClosedOnExit):
         except VolumeError as exc:
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"s3://{bucket}" + ("/" + quote_path(root) if root else "")
-        return cls(make_client(get_settings()), bucket, root, url=canonical)
+        return cls(
+            make_client(get_settings()),
+            bucket,
+            root,
+            url=canonical,
+            missing_root_ok=missing_root_ok,
+        )
 
     def __repr__(self) -> str:
         return f"S3Volume({self.url!r})"
@@ -168,12 +187,24 @@ class S3Volume(RangedReads, ClosedOnExit):
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, rel) from None
 
-    def _check_root(self) -> None:
+    def _check_root(self, missing_ok: bool) -> None:
+        """EntryNotFound when the root holds nothing, unless ``missing_ok``: a folder exists
+        only while a key lies below it, so an emptied folder is a missing one (see
+        ``connectors.registry.FOLDERLESS_SCHEMES``)."""
         try:
             found = self._first_key(self._prefix)
         except ClientError as exc:
-            if _code(exc) == "NoSuchBucket":
+            code = _code(exc)
+            if code == "NoSuchBucket":
                 raise EntryNotFound(f"bucket {self.bucket!r} does not exist", path="") from None
+            if code.isdigit() and code != "403":
+                # S3 names every error of a listing in its XML body; a bare status is some
+                # other server's answer (it read as "the volume does not exist (404)").
+                raise VolumeError(
+                    f"the endpoint answered a bucket listing with HTTP {code} and no S3 error: "
+                    "is CAIRN_S3_ENDPOINT an S3 endpoint?",
+                    path="",
+                ) from None
             raise _translate(exc, "") from None
         except BotoCoreError as exc:
             raise _translate(exc, "") from None
@@ -181,7 +212,8 @@ class S3Volume(RangedReads, ClosedOnExit):
             return
         if self._head(self.root) is not None:
             raise VolumeError(f"volume root {self.root!r} is not a directory", path="")
-        raise EntryNotFound(f"volume root {self.root!r} does not exist", path="")
+        if not missing_ok:
+            raise EntryNotFound(f"volume root {self.root!r} does not exist", path="")
 
     def _head(self, key: str, rel: str = "") -> dict[str, Any] | None:
         try:
@@ -196,40 +228,25 @@ class S3Volume(RangedReads, ClosedOnExit):
     # -- the Volume protocol -------------------------------------------------------------------
 
     def walk(self, on_problem: ProblemSink | None = None) -> Iterator[Entry]:
-        report = on_problem or _log_problem
-        skip = len(self._prefix)
-        seen_dirs: set[str] = set()
-        new = make_entry
         try:
-            for page in self._pages(self._prefix):
-                for obj in page:
-                    name: str = obj["Key"][skip:]
-                    marker = name.endswith("/")
-                    if marker:
-                        name = name[:-1]
-                    if not name:
-                        continue  # the root's own folder marker
-                    parts = name.split("/")
-                    if any(p in ("", ".", "..") for p in parts):
-                        report(name, "object key is not a clean path ('//', '.' or '..'), skipped")
-                        continue
-                    # Parent folders first, each once, from the key itself: a flat listing
-                    # names no folders.
-                    for depth in range(1, len(parts)):
-                        folder = "/".join(parts[:depth])
-                        if folder not in seen_dirs:
-                            seen_dirs.add(folder)
-                            yield new(folder, 0, 0, True)
-                    mtime_ns = _mtime_ns(obj["LastModified"])
-                    if marker:
-                        if name not in seen_dirs:
-                            seen_dirs.add(name)
-                            yield new(name, 0, mtime_ns, True)
-                    else:
-                        yield new(name, int(obj["Size"]), mtime_ns, False, _etag(obj.get("ETag")))
+            yield from flat_entries(self._listed(), on_problem or _log_problem, "object key")
         except (ClientError, BotoCoreError) as exc:
             # Listing is one stream for the whole volume: there is no folder to skip and go on.
             raise _translate(exc, "") from None
+
+    def _listed(self) -> Iterator[Listed]:
+        skip = len(self._prefix)
+        for page in self._pages(self._prefix):
+            for obj in page:
+                name: str = obj["Key"][skip:]
+                marker = name.endswith("/")
+                yield (
+                    name[:-1] if marker else name,
+                    int(obj["Size"]),
+                    _mtime_ns(obj["LastModified"]),
+                    marker,
+                    _etag(obj.get("ETag")),
+                )
 
     def stat(self, path: str) -> Entry:
         rel = normalize_relpath(path)
@@ -331,10 +348,25 @@ def _translate(exc: Exception, rel: str) -> VolumeError:
         if code in _MISSING or code == "NoSuchBucket":
             return EntryNotFound(f"{where} does not exist ({code})", path=rel)
         return VolumeError(f"{where}: S3 error {code}", path=rel)
-    if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
+    if isinstance(exc, SSLError):
+        # An https:// endpoint that serves plain HTTP (or the reverse), or a certificate
+        # this machine does not trust.
         return VolumeError(
+            f"{where}: TLS with the S3 endpoint failed (SSLError); check that "
+            "CAIRN_S3_ENDPOINT's scheme (http:// or https://) is the one it serves, and that "
+            "its certificate is trusted (AWS_CA_BUNDLE)",
+            path=rel,
+        )
+    if isinstance(exc, ReadTimeoutError):
+        return VolumeError(
+            f"{where}: the S3 endpoint did not answer within CAIRN_HTTP_TIMEOUT (ReadTimeoutError)",
+            path=rel,
+        )
+    if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
+        return VolumeUnreachable(
             f"{where}: cannot reach the S3 endpoint ({type(exc).__name__}); check "
-            "CAIRN_S3_ENDPOINT or the network",
+            "CAIRN_S3_ENDPOINT (and CAIRN_S3_ADDRESSING_STYLE=path, which most S3-compatible "
+            "stores need: virtual-hosted requests go to <bucket>.<endpoint host>) or the network",
             path=rel,
         )
     return VolumeError(f"{where}: {type(exc).__name__}", path=rel)

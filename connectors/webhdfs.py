@@ -48,7 +48,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from connectors import logredact
 from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
-from connectors.errors import AccessDenied, EntryNotFound, NotAFile, VolumeError
+from connectors.errors import (
+    AccessDenied,
+    EntryNotFound,
+    NotAFile,
+    VolumeError,
+    VolumeUnreachable,
+)
 from connectors.ranged import RangedFile, file_and_size, read_capped
 
 try:
@@ -80,7 +86,7 @@ _ADDRESS = re.compile(
 )
 
 
-class NameNodeUnreachable(VolumeError):
+class NameNodeUnreachable(VolumeUnreachable):
     """No NameNode answered, after retries; a walk stops on this instead of reporting."""
 
 
@@ -570,13 +576,28 @@ def _translate(exc: HdfsError, rel: str) -> VolumeError:
             return NotAFile(f"{where} is a directory", path=rel)
         return EntryNotFound(f"{where} does not exist in the volume", path=rel)
     if name in ("AccessControlException", "SecurityException"):
-        return AccessDenied(f"{where}: permission denied", path=rel)
+        # "Permission denied: user=cairn, access=EXECUTE, inode=...": who was refused what is
+        # the part that says which setting to look at.
+        found = _DENIED_AS.search(message)
+        who = f" ({found['who']}; the user is CAIRN_HDFS_USER)" if found else ""
+        return AccessDenied(f"{where}: permission denied{who}", path=rel)
     if name is None and "Authentication failure" in message:
         return AccessDenied(
             f"{where}: WebHDFS refused the credentials (CAIRN_HDFS_AUTH, CAIRN_HDFS_USER)",
             path=rel,
         )
+    if name is None and not isinstance(exc.args[0] if exc.args else None, str):
+        # The error's body was no WebHDFS JSON (the client keeps it as bytes): an HTML or XML
+        # page from another server on that port, or a proxy; its text is no help.
+        return VolumeError(
+            f"{where}: the server answered with an error page that is not WebHDFS's; is that "
+            "the NameNode's HTTP port (9870 by default), with no proxy in between?",
+            path=rel,
+        )
     return VolumeError(f"{where}: {name or 'WebHDFS error'}: {message}", path=rel)
+
+
+_DENIED_AS = re.compile(r"(?P<who>user=[^,\s]+, access=[A-Z_]+)")
 
 
 def _clean(message: str) -> str:

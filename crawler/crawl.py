@@ -34,8 +34,18 @@ import orjson
 
 from cairn.collector import collector_paused
 from cairn.settings import Settings
-from connectors import LINKED_FOLDER, Entry, Volume, VolumeError, open_volume, redact_url
-from connectors.base import FolderListing
+from connectors import (
+    LINKED_FOLDER,
+    Entry,
+    EntryNotFound,
+    Volume,
+    VolumeError,
+    VolumeUnreachable,
+    open_volume,
+    redact_url,
+)
+from connectors.base import SHADOWED_OBJECT, FolderListing
+from connectors.registry import FOLDERLESS_SCHEMES, url_scheme
 from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
@@ -352,7 +362,7 @@ def walk_tree(
 
     def on_problem(path: str, reason: str) -> None:
         tree.problems.append(Problem(path=path, reason=reason, severity="warning"))
-        if not reason.startswith(LINKED_FOLDER):
+        if not reason.startswith((LINKED_FOLDER, SHADOWED_OBJECT)):
             tree.unreadable.append(path)
 
     # Runs once per file of the volume: names looked up once, the common case first.
@@ -744,6 +754,10 @@ def _parse_many(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
         try:
             texts.append(volume.read(path, MAX_MANIFEST_BYTES))
             out.append(ParsedManifest(path, [], []))
+        except VolumeUnreachable:
+            # Not this manifest's problem: every read after it would wait out the same
+            # retries, so the crawl stops (see Crawler._crawl).
+            raise
         except VolumeError as exc:
             texts.append(None)
             out.append(ParsedManifest(path, [], [Problem(path=path, reason=str(exc))]))
@@ -784,6 +798,8 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
                 fields = parquet_columns(f)
         else:
             fields = csv_columns(_head(volume, path, size))
+    except VolumeUnreachable:
+        raise  # the server is gone, not this file's schema (see _parse_many)
     except (SchemaReadError, VolumeError, OSError) as exc:
         return path, None, f"schema not read from {path}: {exc}"
     warning = None
@@ -866,10 +882,26 @@ class Crawler:
             return self.crawl_source(volume_url)
         started = time.perf_counter()
         now = datetime.now(UTC)
+        # Why the volume's root could not be opened, when it was opened empty instead.
+        missing_root: str | None = None
         try:
             volume = open_volume(volume_url)
         except VolumeError as exc:
-            raise CrawlFailed(f"cannot open volume {redact_url(volume_url)}: {exc}") from exc
+            failure = f"cannot open volume {redact_url(volume_url)}: {exc}"
+            if not (
+                isinstance(exc, EntryNotFound)
+                and exc.path == ""
+                and url_scheme(volume_url) in FOLDERLESS_SCHEMES
+            ):
+                raise CrawlFailed(failure) from exc
+            # An object store's folder vanishes with its last object: whether that is a
+            # volume emptied (its assets go, with --allow-empty) or a typo depends on whether
+            # a crawl found manifests there before, which the crawl state tells below.
+            try:
+                volume = open_volume(volume_url, missing_root_ok=True)
+            except VolumeError:
+                raise CrawlFailed(failure) from exc
+            missing_root = failure
         report = CrawlReport(volume=volume.url, started_at=now.isoformat())
         try:
             with self._pusher() as pusher:
@@ -882,7 +914,7 @@ class Crawler:
                 try:
                     state = CrawlState(self.settings.crawl_state_dir, volume.url, catalogue_id)
                     try:
-                        self._crawl(volume, state, report, now, pusher)
+                        self._crawl(volume, state, report, now, pusher, missing_root)
                     finally:
                         state.close()
                 except StateError as exc:
@@ -958,11 +990,15 @@ class Crawler:
         report: CrawlReport,
         now: datetime,
         pusher: CataloguePusher,
+        missing_root: str | None = None,
     ) -> None:
         # Loaded before the walk: a manifest the state does not know is parsed while the walk
         # goes on; a known one waits for the walk's end, when its data's fingerprint is known.
         with _gc_paused():
             previous = state.load()
+        if missing_root is not None and not previous:
+            # Nothing was ever crawled there: most likely a mistyped URL, said as such.
+            raise CrawlFailed(missing_root)
         try:
             with self._work_pool(volume) as work:
                 tree = Tree()
@@ -1028,6 +1064,20 @@ class Crawler:
                         raise CrawlFailed(f"cannot walk {volume.url}: {exc}") from exc
                     report.files_seen = tree.files_seen
                     report.manifests_found = len(tree.manifests)
+                    if "" in tree.unreadable:
+                        # The root itself could not be listed (permissions, an identity
+                        # without access): that is no crawl of the volume at all, not one
+                        # folder skipped, nor an empty volume (which --allow-empty would not
+                        # even empty, as nothing below an unread folder is deleted).
+                        if sender.sent:
+                            self._land_what_was_sent(
+                                state, sender, pending, previous, tree, upserts
+                            )
+                        reason = next(p.reason for p in tree.problems if p.path == "")
+                        raise CrawlFailed(
+                            f"cannot walk {redact_url(volume.url)}: its root: {reason}; "
+                            "nothing was deleted"
+                        )
                     if previous and not tree.files_seen and not self.settings.crawl_allow_empty:
                         # An unmounted mount point or an emptied bucket looks like this: the
                         # assets stay until the user says the volume really is empty now.
@@ -1100,6 +1150,17 @@ class Crawler:
                         state, sender, pending, previous, tree, deletions + upserts
                     )
                     raise CrawlFailed(str(exc)) from exc
+                except VolumeUnreachable as exc:
+                    # The walk was whole, but the manifests and data files left to read
+                    # cannot be: stopped here, with nothing deleted, rather than reporting
+                    # each of them as broken after its own retries.
+                    self._land_what_was_sent(
+                        state, sender, pending, previous, tree, deletions + upserts
+                    )
+                    raise CrawlFailed(
+                        f"{redact_url(volume.url)} stopped answering during the crawl: {exc}; "
+                        "nothing was deleted"
+                    ) from exc
         except BrokenProcessPool as exc:
             raise CrawlFailed(
                 f"a parsing process died ({exc}); was it out of memory? "

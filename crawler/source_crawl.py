@@ -88,6 +88,21 @@ def crawl_source(
         raise SourceCrawlFailed(str(exc)) from exc
     try:
         previous = state.load()
+        if (
+            previous
+            and not listing.assets
+            and not listing.unreadable
+            and not settings.crawl_allow_empty
+        ):
+            # A broker that shows a principal no topic it may not describe, or a metastore
+            # on another catalogue, lists nothing: as an unmounted volume does, that keeps
+            # the assets until the user says the source is empty.
+            raise SourceCrawlFailed(
+                f"{source.url} lists no asset, but its last crawl found {len(previous)}: "
+                "is it the right server, and may these credentials see them? Nothing was "
+                "deleted; to delete their assets, crawl with --allow-empty "
+                "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
+            )
         try:
             located = _located(source, listing, pusher)
         except CatalogueUnreachable as exc:

@@ -13,14 +13,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cairn.models import crawled_id
 from tests.conftest import ROOT, ProcessServer, cairn_env
 from tests.servers.kafka import KafkaBroker
+from tests.servers.processes import free_port
 from tests.test_crawl_e2e import crawl
 
 
@@ -230,3 +233,85 @@ def test_a_source_crawl_killed_before_saving_its_state_loses_no_delete(
     assert code == 0, report
     assert asset(catalogue_process, kafka_broker, gone)["deleted"] is True
     assert len(landed()) == len(topics) - 1
+
+
+def test_a_broker_that_lists_no_topic_deletes_nothing_unless_allowed(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    # A principal may only see the topics it may describe: a broker listing none (new ACLs,
+    # another cluster behind the address) soft-deleted every topic's asset.
+    only = topic_name("only")
+    with admin(kafka_broker) as client:
+        others = [t for t in client.list_topics() if not t.startswith("__")]
+        if others:  # left by other tests of the session: this one needs a broker of its own
+            client.delete_topics(others)
+        client.create_topics([NewTopic(only, 1, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    code, first = crawl(url, catalogue_process)
+    assert code == 0 and first["created"] == 1, first
+
+    with admin(kafka_broker) as client:
+        client.delete_topics([only])
+    code, refused = crawl(url, catalogue_process)
+    assert code == 1
+    assert "lists no asset, but its last crawl found 1" in refused["error"], refused
+    assert "--allow-empty" in refused["error"]
+    assert asset(catalogue_process, kafka_broker, only)["deleted"] is False
+
+    code, emptied = crawl(url, catalogue_process, "--allow-empty")
+    assert code == 0 and emptied["deleted"] == 1, emptied
+    assert asset(catalogue_process, kafka_broker, only)["deleted"] is True
+
+
+def test_a_schema_registry_that_does_not_answer_is_asked_once(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer
+) -> None:
+    # Asked again for every topic, a registry that times out made a crawl of N topics wait N
+    # timeouts, and the report said the same thing N times.
+    topics = [topic_name("reg") for _ in range(3)]
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(t, 1, 1) for t in topics])
+    registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code, report = crawl(
+        f"kafka://{kafka_broker.bootstrap}",
+        catalogue_process,
+        settings={"CAIRN_KAFKA_SCHEMA_REGISTRY_URL": registry},
+    )
+    assert code == 0, report
+    about_registry = [w for w in report["warnings"] if "schema registry" in w["reason"]]
+    assert len(about_registry) == 1, about_registry
+    assert "CAIRN_KAFKA_SCHEMA_REGISTRY_URL" in about_registry[0]["reason"]
+    for topic in topics:  # described all the same, without a registry schema
+        assert asset(catalogue_process, kafka_broker, topic)["type"] == "stream"
+
+
+def test_a_topic_deleted_while_it_is_listed_is_gone_not_kept(
+    kafka_broker: KafkaBroker, catalogue_process: ProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was kept "as it was" with the broker's whole answer dumped in the warning, and
+    # soft-deleted only by the next crawl.
+    keep, drop = topic_name("keep"), topic_name("drop")
+    with admin(kafka_broker) as client:
+        client.create_topics([NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
+    url = f"kafka://{kafka_broker.bootstrap}"
+    assert crawl(url, catalogue_process)[0] == 0
+
+    # The race made certain: the topic is deleted (on the real broker) after the crawl listed
+    # the topics, before it describes them.
+    describe = KafkaAdminClient.describe_topics
+
+    def delete_first(self: KafkaAdminClient, topics: list[str] | None = None) -> Any:
+        if topics and drop in topics:
+            with admin(kafka_broker) as other:
+                other.delete_topics([drop])
+        return describe(self, topics)
+
+    monkeypatch.setattr(KafkaAdminClient, "describe_topics", delete_first)
+    from cairn.settings import Settings
+    from crawler.sources.kafka import KafkaSource
+
+    listing = KafkaSource.from_url(url, Settings()).list_assets()
+    keys = {a.key for a in listing.assets}
+    assert f"topic:{keep}" in keys and f"topic:{drop}" not in keys
+    assert f"topic:{drop}" not in listing.unreadable
+    assert not [p for p in listing.problems if drop in p.path]

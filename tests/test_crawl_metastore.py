@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cairn.models import crawled_id
 from tests.conftest import ProcessServer
@@ -186,3 +187,52 @@ def test_metastore_down_fails_clearly(catalogue_process: ProcessServer) -> None:
     code, report = crawl(f"thrift://127.0.0.1:{port}", catalogue_process)
     assert code == 1
     assert f"cannot reach the Hive Metastore at 127.0.0.1:{port}" in report["error"], report
+
+
+def test_a_database_dropped_while_it_is_listed_is_gone_not_a_failed_crawl(
+    hive_metastore: HiveMetastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymetastore.hive_metastore import ThriftHiveMetastore
+
+    from cairn.settings import Settings
+    from crawler.sources.metastore import MetastoreSource
+
+    kept, dropped = (f"{stem}_{uuid.uuid4().hex[:8]}" for stem in ("kept", "dropped"))
+    with hive_metastore.client() as client:
+        for db in (kept, dropped):
+            client.create_database(
+                db, owner="alice", location=(hive_metastore.warehouse / db).as_uri()
+            )
+            client.create_table(
+                db,
+                "t",
+                columns=[("id", "bigint", None)],
+                location=(hive_metastore.warehouse / db / "t").as_uri(),
+                owner="bob",
+            )
+    # The race made certain: the database is dropped (on the real metastore) after the
+    # crawl described it and listed its tables, before it reads them.
+    read_tables = ThriftHiveMetastore.Client.get_table_objects_by_name_req
+
+    def drop_first(self: object, request: object) -> object:
+        if getattr(request, "dbName", None) == dropped:
+            with hive_metastore.client() as other:
+                other.api.drop_database(dropped, False, True)
+        return read_tables(self, request)
+
+    monkeypatch.setattr(ThriftHiveMetastore.Client, "get_table_objects_by_name_req", drop_first)
+    listing = MetastoreSource.from_url(hive_metastore.url, Settings()).list_assets()
+
+    keys = {a.key for a in listing.assets}
+    assert {f"database:{kept}", f"table:{kept}.t"} <= keys
+    assert not {k for k in keys if dropped in k}
+    assert not {k for k in listing.unreadable if dropped in k}
+
+
+def test_a_port_that_is_no_metastore_is_named(catalogue_process: ProcessServer) -> None:
+    # The catalogue's HTTP answer read as a frame "Length exceeded max allowed: 16384000",
+    # and that was all the report said.
+    port = catalogue_process.url.rsplit(":", 1)[1]
+    code, report = crawl(f"thrift://127.0.0.1:{port}", catalogue_process)
+    assert code == 1
+    assert "is that the metastore's Thrift port" in report["error"], report

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors import open_volume
 from tests.conftest import ProcessServer, cairn_env, run_cairn
 from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
 from tests.test_crawl_e2e import crawl, make_volume, search
@@ -165,6 +166,66 @@ def test_remote_crawl_change_delete_and_zero_write_recrawl(
     assert [(e["path"], e["line"]) for e in bad["errors"]] == [("broken/MANIFEST.yaml", 2)]
 
 
+def test_a_remote_volume_emptied_whole_deletes_its_assets_only_when_allowed(
+    lake: RemoteLake, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # On S3 and ADLS's Blob API a folder vanishes with its last object: the volume's root
+    # then "did not exist", so --allow-empty could never delete what was crawled there.
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    assert crawl(lake.url, catalogue_process, settings=lake.settings)[0] == 0
+    for folder in ("raw", "gold", "ref"):
+        lake.delete_folder(folder)
+    base = catalogue_process.url
+
+    code, refused = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 1
+    assert "holds no file, but its last crawl found 3 manifest(s)" in refused["error"]
+    assert "--allow-empty" in refused["error"]
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False
+
+    code, emptied = crawl(lake.url, catalogue_process, "--allow-empty", settings=lake.settings)
+    assert code == 0 and emptied["deleted"] == 4, emptied
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is True
+    # A root never crawled and holding nothing is still a mistake to be told of.
+    typo = lake.url.rsplit("/", 1)[0] + "/lkae"
+    code, missing = crawl(typo, catalogue_process, "--allow-empty", settings=lake.settings)
+    assert code == 1 and "does not exist" in missing["error"], missing
+
+
+def test_adls_root_marker_and_an_object_named_as_a_folder_still_let_deletions_through(
+    azurite_server: AzuriteServer,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    # The root's own "lake/" marker was reported as an unclean name at path '' (the root),
+    # and a walk that reports the root can delete nothing. A blob "raw" beside "raw/..." was
+    # yielded as a file and as a folder of the same path.
+    lake = AdlsLake(azurite_server)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    lake.container.upload_blob("lake/", b"")
+    lake.put("raw", b"a file where a folder is")
+    lake.put("gold", b"")  # an empty one: the usual folder marker, nothing to report
+
+    use_env(lake.settings)
+    walked = [e.path for e in open_volume(lake.url).walk()]
+    assert len(walked) == len(set(walked)), walked
+
+    code, report = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 0 and report["created"] == 4, report
+    assert [w["path"] for w in report["warnings"]] == ["raw"], report["warnings"]
+    assert "the folder is walked" in report["warnings"][0]["reason"]
+
+    lake.delete_folder("raw/sales")
+    lake.delete_folder("gold/daily")
+    code, changed = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 0 and changed["deleted"] == 2, changed
+    base = catalogue_process.url
+    assert httpx.get(base + "/api/v1/assets/by-name/sales_raw").json()["deleted"] is True
+
+
 def test_unreadable_remote_folder_is_reported_and_keeps_its_assets(
     hdfs_server: HdfsServer, tmp_path: Path, catalogue_process: ProcessServer
 ) -> None:
@@ -183,6 +244,32 @@ def test_unreadable_remote_folder_is_reported_and_keeps_its_assets(
     assert report["deleted"] == 0
     raw = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/sales_raw").json()
     assert raw["deleted"] is False
+
+
+def test_a_volume_root_that_cannot_be_listed_fails_the_crawl(
+    hdfs_server: HdfsServer, tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # A root the crawl's identity may not list was one skipped folder: a first crawl
+    # "succeeded" with nothing in it (exit 0), a recrawl blamed an unmounted volume and
+    # offered --allow-empty, which would not even have deleted anything.
+    lake = HdfsLake(hdfs_server)
+    make_volume(tmp_path / "lake")
+    lake.upload(tmp_path / "lake")
+    assert crawl(lake.url, catalogue_process, settings=lake.settings)[0] == 0
+    hdfs_server.admin.chmod(lake.root, "700")  # owner: the superuser
+
+    code, refused = crawl(lake.url, catalogue_process, settings=lake.settings)
+    assert code == 1, refused
+    assert "its root: cannot list directory: permission denied" in refused["error"]
+    assert "mounted" not in refused["error"]
+    stores = httpx.get(catalogue_process.url + "/api/v1/assets/by-name/stores").json()
+    assert stores["deleted"] is False
+
+    other = HdfsLake(hdfs_server)
+    other.upload(tmp_path / "lake")
+    hdfs_server.admin.chmod(other.root, "700")
+    code, first = crawl(other.url, catalogue_process, settings=other.settings)
+    assert code == 1 and "permission denied" in first["error"], first
 
 
 def test_remote_crawl_exit_1_when_the_volume_cannot_be_opened(

@@ -113,6 +113,35 @@ def test_requests_are_signed_and_checked(
     assert open_volume(s3_server.url(bucket)).read("f.txt", 10) == b"x"
 
 
+def test_an_endpoint_speaking_plain_http_to_https_names_the_setting(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    bucket = s3_server.fresh_bucket()
+    https = s3_server.endpoint.replace("http://", "https://")
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=https, CAIRN_HTTP_RETRIES="1"))
+    # Was "the volume: SSLError", naming neither the cause nor the setting.
+    with pytest.raises(VolumeError, match="CAIRN_S3_ENDPOINT's scheme"):
+        open_volume(s3_server.url(bucket))
+
+
+def test_an_endpoint_that_is_no_s3_server_is_named(
+    s3_server: S3Server,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    # The catalogue answers /<bucket>?list-type=2 with a 404 of its own: that read as "the
+    # volume does not exist (404)".
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=catalogue_process.url, CAIRN_HTTP_RETRIES="1"))
+    with pytest.raises(VolumeError, match="HTTP 404 and no S3 error") as info:
+        open_volume("s3://some-bucket/lake")
+    assert "CAIRN_S3_ENDPOINT" in str(info.value)
+    # Virtual-hosted requests to a store that only knows path-style ones.
+    host = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    use_env(s3_server.env(CAIRN_S3_ENDPOINT=host, CAIRN_S3_ADDRESSING_STYLE="virtual"))
+    with pytest.raises(VolumeError, match="CAIRN_S3_ADDRESSING_STYLE=path"):
+        open_volume(s3_server.url(s3_server.fresh_bucket()))
+
+
 def test_s3_urls_are_checked(
     s3_server: S3Server, use_env: Callable[[dict[str, str]], None]
 ) -> None:
@@ -194,6 +223,49 @@ def test_an_outage_mid_walk_fails_the_crawl_and_keeps_earlier_assets(
     code, after = crawl(lake.url, catalogue_process, settings=settings)
     assert code == 0, after
     assert after["unchanged"] == 4 and after["deleted"] == after["created"] == 0
+
+
+def test_an_outage_after_the_walk_stops_the_crawl_instead_of_failing_every_manifest(
+    own_server: SeaweedFS,
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    use_env: Callable[[dict[str, str]], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server stops once the whole listing is in: each changed manifest's read then
+    waited out its retries and became that manifest's error (exit 2, the crawl "done"); the
+    first read that cannot reach the server now fails the crawl, deleting nothing."""
+    s3 = S3Server(own_server)
+    lake = S3Lake(s3)
+    for i in range(40):
+        lake.put(f"m{i:02d}/MANIFEST.yaml", f"name: outage_{i}\ntype: dataset\n".encode())
+    settings = s3.env(CAIRN_HTTP_RETRIES="2")
+    code, first = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0 and first["created"] == 40, first
+    for i in range(40):  # each changed, so each is read again
+        lake.put(f"m{i:02d}/MANIFEST.yaml", f"name: outage_{i}\ntype: report\n".encode())
+
+    use_env({**settings, "CAIRN_DATA_DIR": catalogue_process.env["CAIRN_DATA_DIR"]})
+    real_pages = S3Volume._pages
+
+    def listing_then_outage(
+        self: S3Volume, prefix: str, *, limit: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        yield from real_pages(self, prefix, limit=limit)
+        if limit is None:
+            own_server.stop()
+
+    monkeypatch.setattr(S3Volume, "_pages", listing_then_outage)
+    with pytest.raises(CrawlFailed, match="stopped answering during the crawl") as info:
+        Crawler(get_settings(), catalogue_url=catalogue_process.url).crawl(lake.url)
+    assert "nothing was deleted" in str(info.value)
+    monkeypatch.setattr(S3Volume, "_pages", real_pages)
+
+    own_server.start()  # same ports, same data
+    code, after = crawl(lake.url, catalogue_process, settings=settings)
+    assert code == 0 and after["updated"] == 40 and after["deleted"] == 0, after
+    found = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/outage_7").json()
+    assert found["type"] == "report" and found["deleted"] is False
 
 
 def test_credentials_appear_nowhere(

@@ -16,14 +16,18 @@ from urllib.parse import urlsplit
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 
 from cairn.models import CrawlerEdgeOrigin
 from cairn.settings import Settings
 from crawler.problems import Problem
 from crawler.sources.base import SourceAsset, SourceError, SourceListing
 from crawler.sources.json_schema import infer_json_schema
-from crawler.sources.registry_schema import RegistrySchema, fetch_registry_schema
+from crawler.sources.registry_schema import (
+    RegistrySchema,
+    RegistryUnreachable,
+    fetch_registry_schema,
+)
 
 log = logging.getLogger("cairn.crawler")
 
@@ -40,6 +44,9 @@ class KafkaSource:
         self.settings = settings
         self.url = "kafka://" + ",".join(bootstrap)
         self._timeout_ms = int(settings.http_timeout * 1000)
+        # Set by a listing once the schema registry did not answer: not asked again for the
+        # listing's other topics, each of which would wait out the timeout in turn.
+        self._registry_down = False
         if not log.isEnabledFor(logging.DEBUG):
             # kafka-python logs every refused connection as an error while it retries; the
             # crawl reports the outcome once, with the address and what to check.
@@ -76,16 +83,21 @@ class KafkaSource:
         finally:
             admin.close()
         listing = SourceListing()
+        self._registry_down = False
         by_name = {d["name"]: d for d in described}
         samples = self._samples(topics, listing) if self.settings.kafka_sample_messages else {}
         for topic in topics:
             info = by_name.get(topic)
-            if info is None or info.get("error_code"):
+            code = info.get("error_code") if info is not None else None
+            if code == UnknownTopicOrPartitionError.errno:
+                continue  # deleted since it was listed: gone, as if before the crawl
+            if info is None or code:
+                why = for_code(code).__name__ if code else "not in the answer"
                 listing.unreadable.add(f"topic:{topic}")
                 listing.problems.append(
                     Problem(
                         path=f"{self.url}/{topic}",
-                        reason=f"the broker did not describe this topic ({info}); kept as it was",
+                        reason=f"the broker did not describe this topic ({why}); kept as it was",
                         severity="warning",
                     )
                 )
@@ -159,10 +171,21 @@ class KafkaSource:
 
     def _registry(self, topic: str, listing: SourceListing) -> RegistrySchema | None:
         url = self.settings.kafka_schema_registry_url
-        if not url:
+        if not url or self._registry_down:
             return None
         try:
             return fetch_registry_schema(url, f"{topic}-value", self.settings.http_timeout)
+        except RegistryUnreachable as exc:
+            self._registry_down = True
+            listing.problems.append(
+                Problem(
+                    path=self.url,
+                    reason=f"{exc}; no topic's schema was read from it in this crawl "
+                    "(CAIRN_KAFKA_SCHEMA_REGISTRY_URL)",
+                    severity="warning",
+                )
+            )
+            return None
         except SourceError as exc:
             listing.problems.append(
                 Problem(path=f"{self.url}/{topic}", reason=str(exc), severity="warning")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pymetastore.hive_metastore import ThriftHiveMetastore, ttypes
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TException
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TTransportException
@@ -96,6 +97,15 @@ class MetastoreSource:
         client = ThriftHiveMetastore.Client(TBinaryProtocol(transport))
         try:
             return self._list(client)
+        except (TTransportException, TProtocolException) as exc:
+            # Another server on the port (an HTTP one answers with what reads as a 16 MB
+            # frame), a metastore that wants SASL, or a connection cut mid-crawl.
+            raise SourceError(
+                f"the Hive Metastore at {self.url} failed a call: {exc!r}; the connection broke "
+                "or the server does not speak plain Thrift: is that the metastore's Thrift port "
+                "(metastore.thrift.port, 9083 by default)? A metastore that requires SASL "
+                "(Kerberos) is not supported"
+            ) from exc
         except (TException, OSError) as exc:  # socket timeouts are OSErrors
             raise SourceError(f"the Hive Metastore at {self.url} failed a call: {exc!r}") from exc
         finally:
@@ -108,6 +118,7 @@ class MetastoreSource:
                 db = client.get_database(db_name)
             except ttypes.NoSuchObjectException:
                 continue  # dropped between the two calls
+            listed = len(listing.assets)
             listing.assets.append(SourceAsset(database_key(db_name), self._database(db)))
             tables = sorted(client.get_all_tables(db_name))
             for start in range(0, len(tables), TABLES_PER_CALL):
@@ -116,6 +127,11 @@ class MetastoreSource:
                     found = client.get_table_objects_by_name_req(
                         ttypes.GetTablesRequest(dbName=db_name, tblNames=chunk)
                     ).tables
+                except (ttypes.UnknownDBException, ttypes.NoSuchObjectException):
+                    # Dropped since it was described: gone with its tables, as if it had
+                    # been dropped before the crawl (the whole crawl failed on this).
+                    del listing.assets[listed:]
+                    break
                 except ttypes.MetaException as exc:
                     listing.unreadable.update(f"table:{db_name}.{t}" for t in chunk)
                     listing.problems.append(

@@ -19,6 +19,11 @@ from cairn.redact import redact_url
 from crawler.sources.base import SourceError
 
 
+class RegistryUnreachable(SourceError):
+    """The registry did not answer at all (refused, timed out): asking again for the next
+    subject would wait as long again."""
+
+
 @dataclass(slots=True)
 class RegistrySchema:
     subject: str
@@ -47,10 +52,14 @@ def fetch_registry_schema(base_url: str, subject: str, timeout: float) -> Regist
     url = f"{base_url.rstrip('/')}/subjects/{quote(subject, safe='')}/versions/latest"
     try:
         response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
+    except httpx.TransportError as exc:
         # The URL may hold the registry's key and secret (user info): never in a report.
-        raise SourceError(
+        raise RegistryUnreachable(
             f"schema registry at {redact_url(base_url)} did not answer: {exc!r}"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise SourceError(
+            f"schema registry at {redact_url(base_url)} failed the request: {exc!r}"
         ) from exc
     if response.status_code == 404:
         return None
