@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -740,6 +741,32 @@ def test_a_catalogue_url_that_is_not_the_base_url_says_so(
         assert len(lines) == 1 and says in lines[0] and "CAIRN_CATALOGUE_URL" in lines[0], lines
 
 
+def kill_crawl_once(
+    url: str, catalogue_url: str, env: dict[str, str], landed: Callable[[], object]
+) -> None:
+    """Runs ``cairn crawl url`` and kills it with SIGKILL as soon as ``landed()`` is truthy
+    (the catalogue took some of its batches), before it can save its state."""
+    crawl_proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", url, "--catalogue", catalogue_url],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not landed():
+            assert crawl_proc.poll() is None, "the crawl ended before it was killed"
+            assert time.monotonic() < deadline, "the crawl never pushed what was awaited"
+            time.sleep(0.01)
+        crawl_proc.kill()
+        crawl_proc.wait()
+    finally:
+        if crawl_proc.poll() is None:
+            crawl_proc.kill()
+            crawl_proc.wait()
+
+
 def test_a_crawl_killed_before_saving_its_state_loses_no_delete_and_no_undelete(
     tmp_path: Path, catalogue_process
 ) -> None:
@@ -764,25 +791,7 @@ def test_a_crawl_killed_before_saving_its_state_loses_no_delete_and_no_undelete(
         found = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/{name}", timeout=10)
         return found.status_code == 200 and not found.json()["deleted"]
 
-    crawl_proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "crawl", str(volume), "--catalogue", catalogue_process.url],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not live("fresh"):
-            assert crawl_proc.poll() is None, "the crawl ended before it was killed"
-            assert time.monotonic() < deadline, "the crawl never pushed the new manifest"
-            time.sleep(0.01)
-        crawl_proc.kill()
-        crawl_proc.wait()
-    finally:
-        if crawl_proc.poll() is None:
-            crawl_proc.kill()
-            crawl_proc.wait()
+    kill_crawl_once(str(volume), catalogue_process.url, env, lambda: live("fresh"))
     assert not live("away")  # its deletion landed
     assert not live("later_2999")  # killed mid-way
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +18,10 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cairn.models import crawled_id
-from tests.conftest import ROOT, ProcessServer, cairn_env
+from tests.conftest import ProcessServer, cairn_env
 from tests.servers.kafka import KafkaBroker
 from tests.servers.processes import free_port
-from tests.test_crawl_e2e import crawl
+from tests.test_crawl_e2e import crawl, kill_crawl_once
 
 
 @contextlib.contextmanager
@@ -204,25 +201,8 @@ def test_a_source_crawl_killed_before_saving_its_state_loses_no_delete(
         )
         return [item["name"] for item in found.json()["items"] if not item["deleted"]]
 
-    crawl_proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "crawl", url, "--catalogue", catalogue_process.url],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (first := landed()):
-            assert crawl_proc.poll() is None, "the crawl ended before it was killed"
-            assert time.monotonic() < deadline, "the crawl never pushed a topic"
-            time.sleep(0.01)
-        crawl_proc.kill()
-        crawl_proc.wait()
-    finally:
-        if crawl_proc.poll() is None:
-            crawl_proc.kill()
-            crawl_proc.wait()
+    kill_crawl_once(url, catalogue_process.url, env, landed)
+    first = landed()
     assert len(landed()) < len(topics), "finished before the kill; make it bigger"
     gone = first[0]
     assert gone in topics
