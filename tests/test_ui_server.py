@@ -110,6 +110,18 @@ def test_search_page_finds_highlights_and_links(ui: httpx.Client) -> None:
     assert "old_<mark>sales</mark>" in with_deleted and "badge deleted" in with_deleted
 
 
+def test_a_long_search_keeps_the_page_title_short(ui: httpx.Client) -> None:
+    # A tab or a history entry cannot show 1,024 characters; the search box keeps them all.
+    q = "sales " + "x" * 900
+    text = assert_page(ui.get("/", params={"q": q}))
+    title = re.search(r"<title>(.*?)</title>", text, re.S).group(1)  # type: ignore[union-attr]
+    assert title.startswith("sales xxx") and title.endswith("… — search · Cairn")
+    assert len(title) < 110
+    assert "x" * 900 in text
+    short = assert_page(ui.get("/", params={"q": "sales"}))
+    assert "<title>sales — search · Cairn</title>" in short
+
+
 def test_user_values_are_escaped(ui: httpx.Client) -> None:
     text = assert_page(ui.get("/", params={"q": "alert"}))
     assert "<script>alert(1)</script>" not in text
