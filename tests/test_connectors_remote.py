@@ -179,6 +179,47 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     assert (len(asked), volume.direct_reads) == (before[0] + 1, before[1] + 1)
 
 
+def test_hdfs_listings_skip_requests_and_fall_back_to_it(
+    hdfs_server: HdfsServer, use_env: SetEnv
+) -> None:
+    import requests
+
+    from connectors.webhdfs import HdfsVolume
+
+    root = hdfs_server.fresh_dir("fastlist")
+    for n in range(3):
+        hdfs_server.admin.put(f"{root}/d{n}/f.csv", b"a\n1\n")
+    hdfs_server.admin.mkdirs(f"{root}/locked/inside")
+    hdfs_server.admin.chmod(f"{root}/locked", "700")  # owner: the superuser
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    volume = open_volume(hdfs_server.url(root))
+    assert isinstance(volume, HdfsVolume)
+    asked: list[str] = []  # requests that went through requests
+
+    def note(response: requests.Response, *args: object, **kwargs: object) -> None:
+        asked.append(response.url)
+
+    volume.client._session.hooks["response"].append(note)
+    problems: list[tuple[str, str]] = []
+    expected = ["d0", "d1", "d2", "locked", "d0/f.csv", "d1/f.csv", "d2/f.csv"]
+    assert [e.path for e in volume.walk(lambda p, r: problems.append((p, r)))] == expected
+    # Listings answered over kept-alive bare HTTP; the one refused was asked again through
+    # requests, whose error decoding names the reason as before.
+    assert problems == [("locked", "cannot list directory: permission denied")]
+    assert len(asked) == 1 and "LISTSTATUS_BATCH" in asked[0] and "locked" in asked[0]
+
+    # Kept-alive connections the NameNode has dropped: listed again on fresh ones.
+    for pool in volume._pools.values():
+        for connection in pool._idle:
+            connection._sock.shutdown(2)
+    problems.clear()
+    assert [e.path for e in volume.walk(lambda p, r: problems.append((p, r)))] == expected
+    assert len(asked) == 2 and volume._fast
+    pools = list(volume._pools.values())
+    volume.close()
+    assert pools and all(not pool._idle for pool in pools)
+
+
 def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -> None:
     from connectors.webhdfs import _DataNode
 
