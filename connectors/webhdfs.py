@@ -319,8 +319,8 @@ class HdfsVolume(ClosedOnExit):
 
         requests costs the crawler about 0.5 ms of CPU per call, this a fifth of it: over
         the two thousand listings of a 20,000-file volume, a quarter of a crawl's CPU. A
-        connection that fails before its first answer turns this off for the volume, so a
-        NameNode that does not answer is waited for once more at most.
+        connection that fails before its first answer, or times out, turns this off for the
+        volume, so a NameNode that does not answer is waited for once more at most.
         """
         if not self._fast:
             return None
@@ -340,10 +340,10 @@ class HdfsVolume(ClosedOnExit):
             connection = pool.take()
             try:
                 answer = connection.get(target)
-            except (OSError, http1.BadAnswer):
+            except (OSError, http1.BadAnswer) as exc:
                 connection.close()
-                if not connection.used:
-                    raise
+                if not connection.used or isinstance(exc, TimeoutError):
+                    raise  # not a connection gone stale: a NameNode that does not answer
                 # A kept-alive connection the NameNode had dropped: once more on a new one.
                 connection = pool.connect()
                 try:

@@ -180,10 +180,11 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
 
 
 def test_hdfs_listings_skip_requests_and_fall_back_to_it(
-    hdfs_server: HdfsServer, use_env: SetEnv
+    hdfs_server: HdfsServer, use_env: SetEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import requests
 
+    from connectors import http1
     from connectors.webhdfs import HdfsVolume
 
     root = hdfs_server.fresh_dir("fastlist")
@@ -218,6 +219,20 @@ def test_hdfs_listings_skip_requests_and_fall_back_to_it(
     pools = list(volume._pools.values())
     volume.close()
     assert pools and all(not pool._idle for pool in pools)
+
+    # A NameNode whose answers the bare client cannot read: listed through requests, as
+    # before, and the bare client is not tried again on that volume.
+    def unreadable(*args: object, **kwargs: object) -> object:
+        raise http1.BadAnswer("not what WebHDFS answers")
+
+    monkeypatch.setattr(http1.Connection, "get", unreadable)
+    again = open_volume(hdfs_server.url(root))
+    assert isinstance(again, HdfsVolume)
+    again.client._session.hooks["response"].append(note)
+    asked.clear()
+    assert [e.path for e in again.walk(lambda p, r: None)] == expected
+    assert not again._fast and sum("LISTSTATUS_BATCH" in url for url in asked) == 5
+    again.close()
 
 
 def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -> None:
