@@ -14,12 +14,24 @@ from __future__ import annotations
 import socket
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # A head, or a chunk-size line, longer than this is not WebHDFS's.
 _MAX_HEAD = 64 * 1024
 _MAX_LINE = 1024
 _RECV = 256 * 1024
+
+
+# (family, type, proto, sockaddr) of a getaddrinfo answer
+Address = tuple[socket.AddressFamily, socket.SocketKind, int, Any]
+
+
+def resolve(host: str, port: int) -> list[Address]:
+    """Where ``host:port`` is, to connect to it again and again without asking each time
+    (raises OSError)."""
+    return [(f, t, p, a) for f, t, p, _, a in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
 
 
 class BadAnswer(Exception):
@@ -37,10 +49,17 @@ class Answer:
 class Connection:
     """One connection to ``host:port``; ``get`` sends a request and reads its answer."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, addresses: Sequence[Address] = ()
+    ) -> None:
+        """``addresses``: where ``host`` was found (``resolve``); looked up when empty."""
         self.host = host
         self.port = port
-        self._sock = socket.create_connection((host, port), timeout=timeout)
+        self._sock = (
+            _connect(addresses, timeout)
+            if addresses
+            else socket.create_connection((host, port), timeout=timeout)
+        )
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""  # received, not yet read
         self.used = 0  # answers read on this connection
@@ -168,6 +187,23 @@ class Connection:
                 return b"".join(parts)[:limit], False
             if self._exactly(2) != b"\r\n":
                 raise BadAnswer("chunk not followed by CRLF")
+
+
+def _connect(addresses: Sequence[Address], timeout: float) -> socket.socket:
+    """A socket connected to the first of ``addresses`` that takes it, as
+    ``socket.create_connection`` does with what it looked up."""
+    error: OSError | None = None
+    for family, kind, proto, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    assert error is not None
+    raise error
 
 
 class Pool:

@@ -573,6 +573,12 @@ class _DataNode:
     # What the NameNode put in the redirect, but the operation, offset and length. Under
     # Kerberos that holds a delegation token: kept out of repr, so no log line shows it.
     query: str = field(repr=False)
+    # Its addresses, looked up at the first read: a DataNode is read from thousands of times
+    # in a crawl, each on a new connection. A read that fails there sends the crawl back to
+    # the NameNode, whose answer is a new _DataNode, looked up afresh.
+    addresses: list[http1.Address] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_location(cls, location: str) -> _DataNode | None:
@@ -598,7 +604,11 @@ class _DataNode:
             f"&offset={offset}&length={length}"
         )
         try:
-            connection = http1.Connection(self.host, self.port, timeout)
+            addresses = self.addresses
+            if addresses is None:
+                addresses = http1.resolve(self.host, self.port)
+                object.__setattr__(self, "addresses", addresses)  # frozen: set once, here
+            connection = http1.Connection(self.host, self.port, timeout, addresses)
         except OSError:
             return None
         try:

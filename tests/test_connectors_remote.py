@@ -168,8 +168,9 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     # A DataNode that stopped answering: the read goes through the NameNode, which names
     # one that answers, and later reads go there.
     learned = volume._datanode
-    assert learned is not None
+    assert learned is not None and learned.addresses  # looked up once, for every read
     dead = dataclasses.replace(learned, port=free_port())
+    assert dead.addresses is None
     volume._datanode = dead
     before = (len(asked), volume.direct_reads)
     assert volume.read("d/f0.csv", 100) == files["d/f0.csv"]
