@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import http.client
 import logging
 import posixpath
 import re
@@ -46,7 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from connectors import logredact
+import orjson
+
+from connectors import http1, logredact
 from connectors.base import ClosedOnExit, Entry, ProblemSink, make_entry, normalize_relpath
 from connectors.errors import (
     AccessDenied,
@@ -169,6 +170,11 @@ class HdfsVolume(ClosedOnExit):
         # Paths handed to the client are already absolute and normal; its resolve() would
         # also expand '#LATEST' markers, which have no business in a file name.
         self._client.resolve = lambda path: path
+        # Listings over kept-alive bare HTTP (see _fast_json): with simple authentication and
+        # no proxy only, where a request needs nothing but ``user.name``.
+        self._fast = auth == "simple" and not session.proxies
+        self._pools: dict[str, http1.Pool] = {}
+        self._pools_lock = threading.Lock()
         self.requests = 0  # WebHDFS calls made, for tests and benchmarks
         self.direct_reads = 0  # reads a DataNode served without asking the NameNode first
         # Where the NameNode sent the last OPEN; None until then, or after it failed a read.
@@ -225,6 +231,10 @@ class HdfsVolume(ClosedOnExit):
 
     def close(self) -> None:
         self._client._session.close()
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -236,7 +246,7 @@ class HdfsVolume(ClosedOnExit):
     def _call(self, rel: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
         """One WebHDFS call with retries; HDFS and network failures as VolumeErrors."""
         attempts = attempts or self._attempts
-        delays = _backoff(attempts)
+        delays: list[float] = []  # drawn at the first retry: most calls never need them
         for attempt in range(attempts):
             with self._count_lock:
                 self.requests += 1
@@ -269,6 +279,7 @@ class HdfsVolume(ClosedOnExit):
                 attempt + 1,
                 attempts - 1,
             )
+            delays = delays or _backoff(attempts)
             time.sleep(delays[attempt])
         raise AssertionError("unreachable")
 
@@ -290,12 +301,71 @@ class HdfsVolume(ClosedOnExit):
 
         def call() -> dict[str, Any]:
             params = {"startAfter": after} if after is not None else {}
+            answer = self._fast_json(hdfs_path, "LISTSTATUS_BATCH", params)
+            if answer is not None and isinstance(answer.get("DirectoryListing"), dict):
+                return cast(dict[str, Any], answer["DirectoryListing"])
             response = _list_status_batch(self._client, hdfs_path, **params)
             return cast(dict[str, Any], response.json()["DirectoryListing"])
 
         listing = self._call(rel, call)
         statuses = listing["partialListing"]["FileStatuses"]["FileStatus"]
         return statuses, bool(listing.get("remainingEntries")) and bool(statuses)
+
+    def _fast_json(self, hdfs_path: str, op: str, params: dict[str, str]) -> Any:
+        """The JSON of a successful GET ``op`` on the NameNode in use, over a kept-alive
+        connection of :mod:`connectors.http1`; None when anything else happened (an error
+        answer, a broken connection), for the caller to ask the ordinary way, which rotates
+        NameNodes, decodes errors and retries as it always did.
+
+        requests costs the crawler about 0.5 ms of CPU per call, this a fifth of it: over
+        the two thousand listings of a 20,000-file volume, a quarter of a crawl's CPU. A
+        connection that fails before its first answer, or times out, turns this off for the
+        volume, so a NameNode that does not answer is waited for once more at most.
+        """
+        if not self._fast:
+            return None
+        base = self._client._urls[0]
+        pool = self._pools.get(base)
+        if pool is None:
+            parts = urlsplit(base)
+            if parts.scheme != "http" or not parts.hostname:
+                return None
+            with self._pools_lock:
+                pool = self._pools.setdefault(
+                    base, http1.Pool(parts.hostname, parts.port or 80, self._timeout)
+                )
+        query = urlencode({"op": op, **params, "user.name": self._user})
+        target = f"/webhdfs/v1{quote(hdfs_path, safe='/')}?{query}"
+        try:
+            connection = pool.take()
+            try:
+                answer = connection.get(target)
+            except (OSError, http1.BadAnswer) as exc:
+                connection.close()
+                if not connection.used or isinstance(exc, TimeoutError):
+                    raise  # not a connection gone stale: a NameNode that does not answer
+                # A kept-alive connection the NameNode had dropped: once more on a new one.
+                connection = pool.connect()
+                try:
+                    answer = connection.get(target)
+                except (OSError, http1.BadAnswer):
+                    connection.close()
+                    raise
+        except (OSError, http1.BadAnswer):
+            self._fast = False
+            return None
+        if answer.keep_alive:
+            pool.give_back(connection)
+        else:
+            connection.close()
+        if answer.status != 200 or not answer.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            return None
+        try:
+            return orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            return None
 
     def _fetch(self, hdfs_path: str, rel: str, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset`` (fewer at the end of the file).
@@ -503,6 +573,12 @@ class _DataNode:
     # What the NameNode put in the redirect, but the operation, offset and length. Under
     # Kerberos that holds a delegation token: kept out of repr, so no log line shows it.
     query: str = field(repr=False)
+    # Its addresses, looked up at the first read: a DataNode is read from thousands of times
+    # in a crawl, each on a new connection. A read that fails there sends the crawl back to
+    # the NameNode, whose answer is a new _DataNode, looked up afresh.
+    addresses: list[http1.Address] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_location(cls, location: str) -> _DataNode | None:
@@ -519,24 +595,29 @@ class _DataNode:
     def read(self, hdfs_path: str, offset: int, length: int, timeout: float) -> bytes | None:
         """The bytes, or None when this DataNode did not serve them (for whatever reason).
 
-        One plain HTTP/1.1 exchange on a connection of its own: the DataNode closes it after
-        the answer anyway, and http.client costs a third of the CPU requests does per call.
+        One bare HTTP/1.1 exchange (:mod:`connectors.http1`) on a connection of its own:
+        the DataNode closes it after the answer anyway. http.client cost 2.5 times as much
+        CPU per read, requests 7 times.
         """
         target = (
             f"/webhdfs/v1{quote(hdfs_path, safe='/')}?op=OPEN&{self.query}"
             f"&offset={offset}&length={length}"
         )
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            connection.request("GET", target)
-            response = connection.getresponse()
-            if response.status != 200:
-                return None
-            return response.read(length)
-        except (OSError, http.client.HTTPException):
+            addresses = self.addresses
+            if addresses is None:
+                addresses = http1.resolve(self.host, self.port)
+                object.__setattr__(self, "addresses", addresses)  # frozen: set once, here
+            connection = http1.Connection(self.host, self.port, timeout, addresses)
+        except OSError:
+            return None
+        try:
+            answer = connection.get(target, limit=length)
+        except (OSError, http1.BadAnswer):
             return None
         finally:
             connection.close()
+        return answer.body if answer.status == 200 else None
 
 
 def _first_bytes(response: requests.Response, length: int) -> bytes:

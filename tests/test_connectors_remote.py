@@ -168,8 +168,9 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     # A DataNode that stopped answering: the read goes through the NameNode, which names
     # one that answers, and later reads go there.
     learned = volume._datanode
-    assert learned is not None
+    assert learned is not None and learned.addresses  # looked up once, for every read
     dead = dataclasses.replace(learned, port=free_port())
+    assert dead.addresses is None
     volume._datanode = dead
     before = (len(asked), volume.direct_reads)
     assert volume.read("d/f0.csv", 100) == files["d/f0.csv"]
@@ -177,6 +178,62 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     assert volume._datanode == learned
     assert volume.read("d/f1.csv", 100) == files["d/f1.csv"]
     assert (len(asked), volume.direct_reads) == (before[0] + 1, before[1] + 1)
+
+
+def test_hdfs_listings_skip_requests_and_fall_back_to_it(
+    hdfs_server: HdfsServer, use_env: SetEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    from connectors import http1
+    from connectors.webhdfs import HdfsVolume
+
+    root = hdfs_server.fresh_dir("fastlist")
+    for n in range(3):
+        hdfs_server.admin.put(f"{root}/d{n}/f.csv", b"a\n1\n")
+    hdfs_server.admin.mkdirs(f"{root}/locked/inside")
+    hdfs_server.admin.chmod(f"{root}/locked", "700")  # owner: the superuser
+    use_env({"CAIRN_HDFS_USER": TEST_USER})
+    volume = open_volume(hdfs_server.url(root))
+    assert isinstance(volume, HdfsVolume)
+    asked: list[str] = []  # requests that went through requests
+
+    def note(response: requests.Response, *args: object, **kwargs: object) -> None:
+        asked.append(response.url)
+
+    volume.client._session.hooks["response"].append(note)
+    problems: list[tuple[str, str]] = []
+    expected = ["d0", "d1", "d2", "locked", "d0/f.csv", "d1/f.csv", "d2/f.csv"]
+    assert [e.path for e in volume.walk(lambda p, r: problems.append((p, r)))] == expected
+    # Listings answered over kept-alive bare HTTP; the one refused was asked again through
+    # requests, whose error decoding names the reason as before.
+    assert problems == [("locked", "cannot list directory: permission denied")]
+    assert len(asked) == 1 and "LISTSTATUS_BATCH" in asked[0] and "locked" in asked[0]
+
+    # Kept-alive connections the NameNode has dropped: listed again on fresh ones.
+    for pool in volume._pools.values():
+        for connection in pool._idle:
+            connection._sock.shutdown(2)
+    problems.clear()
+    assert [e.path for e in volume.walk(lambda p, r: problems.append((p, r)))] == expected
+    assert len(asked) == 2 and volume._fast
+    pools = list(volume._pools.values())
+    volume.close()
+    assert pools and all(not pool._idle for pool in pools)
+
+    # A NameNode whose answers the bare client cannot read: listed through requests, as
+    # before, and the bare client is not tried again on that volume.
+    def unreadable(*args: object, **kwargs: object) -> object:
+        raise http1.BadAnswer("not what WebHDFS answers")
+
+    monkeypatch.setattr(http1.Connection, "get", unreadable)
+    again = open_volume(hdfs_server.url(root))
+    assert isinstance(again, HdfsVolume)
+    again.client._session.hooks["response"].append(note)
+    asked.clear()
+    assert [e.path for e in again.walk(lambda p, r: None)] == expected
+    assert not again._fast and sum("LISTSTATUS_BATCH" in url for url in asked) == 5
+    again.close()
 
 
 def test_hdfs_datanode_endpoint_keeps_the_redirects_query_but_shows_no_token() -> None:
