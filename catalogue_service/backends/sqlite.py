@@ -52,6 +52,7 @@ from catalogue_service.backends.base import (
     stale_revision,
     stamp,
 )
+from catalogue_service.backends.rows import insert_rows
 from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
 from catalogue_service.backends.words import words
 from catalogue_service.spelling import sqlite as vocabulary
@@ -262,6 +263,8 @@ class _SideRows:
     def flush(self, conn: sqlite3.Connection) -> None:
         """Inserts the pending new rows, before anything reads the assets table."""
         if self.new_rows:
+            # executemany, not ``insert_rows``: for these wide rows (a document each) and for
+            # FTS5 rows, a statement of many rows cost about 3 and 5 µs more SQLite a row.
             conn.executemany(
                 "INSERT INTO assets(name, name_lc, type, deleted, revision, hash, updated_at, doc,"
                 " location, id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -291,14 +294,10 @@ class _SideRows:
             rows.sort(key=itemgetter(0))
         self.labels.sort(key=itemgetter(1))
         self.labels.sort(key=itemgetter(0))
-        conn.executemany("INSERT OR IGNORE INTO asset_tags(tag, seq) VALUES (?, ?)", self.tags)
-        conn.executemany(
-            "INSERT OR IGNORE INTO asset_labels(key, value, seq) VALUES (?, ?, ?)", self.labels
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO asset_owners(owner, seq) VALUES (?, ?)", self.owners
-        )
-        conn.executemany("INSERT OR IGNORE INTO asset_deps(dep, seq) VALUES (?, ?)", self.deps)
+        insert_rows(conn, "INSERT OR IGNORE INTO asset_tags(tag, seq)", self.tags, 2)
+        insert_rows(conn, "INSERT OR IGNORE INTO asset_labels(key, value, seq)", self.labels, 3)
+        insert_rows(conn, "INSERT OR IGNORE INTO asset_owners(owner, seq)", self.owners, 2)
+        insert_rows(conn, "INSERT OR IGNORE INTO asset_deps(dep, seq)", self.deps, 2)
         conn.executemany(
             "INSERT INTO assets_fts(rowid, name, tags, description, columns)"
             " VALUES (?, ?, ?, ?, ?)",

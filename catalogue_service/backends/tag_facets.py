@@ -24,6 +24,7 @@ from operator import itemgetter
 from typing import TypeVar
 
 from cairn.models import Facets
+from catalogue_service.backends.rows import insert_rows
 
 PAIRED_TAGS = 32
 WIDE = ""
@@ -74,6 +75,7 @@ class TagFacets:
             ("tag_types", "type", _net(self.added.types, self.removed.types)),
         ):
             changed = [(a, b, n) for (a, b), n in counts.items() if n]
+            # executemany: an upsert of many rows per statement cost more SQLite CPU a row.
             conn.executemany(
                 f"INSERT INTO {table}(tag, {column}, n) VALUES (?, ?, ?)"
                 f" ON CONFLICT(tag, {column}) DO UPDATE SET n = n + excluded.n",
@@ -98,9 +100,7 @@ class TagFacets:
         # jumped about in (about 1 us less SQLite CPU per asset of a bulk load); sorting by
         # the whole key as well saved no more SQLite time than its sort cost in Python.
         listed.sort(key=itemgetter(0))
-        conn.executemany(
-            "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq) VALUES (?, ?, ?)", listed
-        )
+        insert_rows(conn, "INSERT OR IGNORE INTO tag_names(tag, name_lc, seq)", listed, 3)
 
     @staticmethod
     def rebuild(conn: sqlite3.Connection) -> None:
