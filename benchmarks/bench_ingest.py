@@ -21,6 +21,7 @@ Run alone: ``python -m benchmarks.bench_ingest [--quick] [--assets N] [--backend
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import os
 import sys
@@ -232,8 +233,11 @@ class _TimedConnection:
         return self._timed(self._conn.executemany, *args)
 
 
+@functools.cache
 def _statement_kind(sql: str) -> str:
-    """A statement's verb and table (``INSERT asset_tags``), to add up its CPU by kind."""
+    """A statement's verb and table (``INSERT asset_tags``), to add up its CPU by kind.
+    Cached: a statement of many rows is kilobytes of text, and splitting it per call was
+    counted as the store's Python."""
     words = sql.replace("(", " ").split()
     verb = words[0].upper() if words else "?"
     upper = [w.upper() for w in words]
