@@ -314,6 +314,44 @@ def test_marking_a_batch_unsettled_holds_one_manifest_json_at_a_time(tmp_path: P
     state.close()
 
 
+def test_a_pushed_batch_is_freed_with_the_collector_paused() -> None:
+    # httpx binds a response and its stream to each other; the crawl pauses the collector,
+    # so each push's request body and answer stayed in memory until the crawl ended.
+    import gc
+    import weakref
+
+    import httpx
+    import orjson
+
+    from crawler.push import CataloguePusher
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        items = orjson.loads(request.content)
+        results = [{"index": i, "id": d["id"], "status": "created"} for i, d in enumerate(items)]
+        return httpx.Response(200, content=orjson.dumps({"results": results, "created": 1}))
+
+    responses: list[weakref.ref[httpx.Response]] = []
+
+    def hook(response: httpx.Response) -> None:
+        responses.append(weakref.ref(response))
+
+    with CataloguePusher("http://catalogue.test") as pusher:
+        pusher._client = httpx.Client(
+            base_url=pusher.base_url,
+            transport=httpx.MockTransport(answer),
+            event_hooks={"response": [hook]},
+        )
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            result = pusher.bulk([{"id": "a", "name": "a"}])
+            assert [r.status for r in result.results] == ["created"]
+            assert len(responses) == 1 and responses[0]() is None
+        finally:
+            if enabled:
+                gc.enable()
+
+
 def test_a_plain_http_catalogue_client_trusts_no_certificate() -> None:
     import ssl
 
