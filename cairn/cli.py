@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 # Settings (pydantic) and httpx are imported where a command needs them: `cairn --help` and
 # `cairn crawl --help` should not pay for them.
 
+# httpx imports its own command line (click, pygments, rich's progress and syntax) whenever
+# they are installed, as they are here: about 30 ms of CPU in every crawl's start-up, for a
+# CLI this process never runs. Blocked as if missing (httpx then defines a stub
+# ``httpx.main``); in the ``cairn`` process only, and only before httpx is imported.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 
 class _Cli(typer.Typer):
     """The ``cairn`` command: a CAIRN_* setting no command can run with is one error line."""

@@ -157,7 +157,7 @@ class CataloguePusher:
         """The response to ``request`` (retried); CatalogueUnreachable unless it is a 200 or
         one of ``passes``, which the caller handles."""
         try:
-            response = call_with_retries(request, attempts=self.attempts, what=what)
+            response = _unbound(call_with_retries(request, attempts=self.attempts, what=what))
         except RetryableStatus as exc:
             raise CatalogueUnreachable(
                 f"the catalogue at {self.shown_url} kept answering "
@@ -227,6 +227,16 @@ def _too_big(item: dict[str, Any], size: int, detail: str) -> BulkResponse:
         index=0, id=item.get("id"), name=item.get("name"), status="error", error=reason
     )
     return BulkResponse(results=[refused], failed=1)
+
+
+def _unbound(response: httpx.Response) -> httpx.Response:
+    """``response`` (read whole) without its stream: httpx binds the stream to the response
+    and the response to it, a cycle that only the collector frees, and the crawl pauses the
+    collector through the walk and assembly. Each bulk push's response then held its request
+    body (2 MB per 1,000 assets) and its answer until the crawl ended: 12 MB of a 10,000
+    manifest crawl's peak RSS."""
+    response.stream = httpx.ByteStream(b"")
+    return response
 
 
 def _detail(response: httpx.Response) -> str:

@@ -225,6 +225,36 @@ def test_user_text_is_never_read_as_markup(tmp_path: Path, catalogue_process) ->
     assert "a[/]b/MANIFEST.yaml" in both.stdout and "created 1" in both.stdout
 
 
+def test_a_json_crawl_neither_imports_rich_nor_changes_its_output(
+    tmp_path: Path, catalogue_process
+) -> None:
+    # Rich is made when first printed with: --json writes its one line without it (14 ms
+    # of CPU of every such crawl's start-up). The text report still goes through Rich.
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: a\ntype: dataset\n")
+    probe = (
+        "import sys\nfrom cairn.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print('rich' if 'rich.console' in sys.modules else 'plain', code, file=sys.stderr)"
+    )
+    env = cairn_env(tmp_path / "data")
+    crawl = [sys.executable, "-c", probe, "crawl", str(volume)]
+    for args, shown in ((["--json"], "plain 0"), ([], "rich 0")):
+        result = subprocess.run(
+            [*crawl, "--catalogue", catalogue_process.url, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert result.stderr.strip().endswith(shown), result.stderr
+        if args:
+            assert json.loads(result.stdout)["manifests_found"] == 1
+        else:
+            assert result.stdout.startswith(f"Crawled {volume.as_uri()}"), result.stdout
+
+
 def test_a_missing_extra_is_named_in_full(tmp_path: Path) -> None:
     hide = "import sys; sys.modules['hdfs'] = None; from cairn.cli import app; app(sys.argv[1:])"
     result = subprocess.run(

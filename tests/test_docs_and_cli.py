@@ -107,6 +107,22 @@ def test_every_command_is_in_the_readmes_command_table() -> None:
             assert re.search(row, table, re.M), f"cairn {name} {sub} is not in the README's table"
 
 
+def test_the_cli_does_not_import_the_httpx_command_line() -> None:
+    # httpx imports click, pygments and rich's syntax for its own CLI when they are
+    # installed: 30 ms of every crawl's start-up. The push client must still work.
+    probe = (
+        "import sys; import cairn.cli; from crawler.push import CataloguePusher; "
+        "CataloguePusher('http://127.0.0.1:9').close(); "
+        "print(sorted(m for m in ('click', 'pygments', 'rich.syntax', 'httpx._main') "
+        "if sys.modules.get(m) is not None))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
     # As if the mongo extra were not installed: the hint must survive the terminal formatter.
     hide = "import sys; sys.modules['pymongo'] = None; from cairn.cli import app; app(['reindex'])"
