@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,16 @@ def admin(broker: KafkaBroker) -> Iterator[KafkaAdminClient]:
         yield client
     finally:
         client.close()
+
+
+def delete_topics(client: KafkaAdminClient, topics: list[str]) -> None:
+    """Deletes ``topics`` and waits until the broker lists none of them: a deletion is
+    carried out after its answer, and a crawl started before then still finds the topic."""
+    client.delete_topics(topics)
+    deadline = time.monotonic() + 30
+    while set(topics) & set(client.list_topics()):
+        assert time.monotonic() < deadline, f"the broker still lists {topics} 30 s after deleting"
+        time.sleep(0.1)
 
 
 def topic_name(stem: str) -> str:
@@ -142,7 +153,7 @@ def test_deleted_topic_is_soft_deleted(
     assert crawl(url, catalogue_process)[0] == 0
 
     with admin(kafka_broker) as client:
-        client.delete_topics([drop])
+        delete_topics(client, [drop])
     code, report = crawl(url, catalogue_process)
     assert code == 0 and report["deleted"] == 1, report
     assert asset(catalogue_process, kafka_broker, drop)["deleted"] is True
@@ -207,7 +218,7 @@ def test_a_source_crawl_killed_before_saving_its_state_loses_no_delete(
     gone = first[0]
     assert gone in topics
     with admin(kafka_broker) as client:
-        client.delete_topics([gone])
+        delete_topics(client, [gone])
 
     code, report = crawl(url, catalogue_process, settings={"CAIRN_KAFKA_SAMPLE_MESSAGES": "0"})
     assert code == 0, report
@@ -224,14 +235,14 @@ def test_a_broker_that_lists_no_topic_deletes_nothing_unless_allowed(
     with admin(kafka_broker) as client:
         others = [t for t in client.list_topics() if not t.startswith("__")]
         if others:  # left by other tests of the session: this one needs a broker of its own
-            client.delete_topics(others)
+            delete_topics(client, others)
         client.create_topics([NewTopic(only, 1, 1)])
     url = f"kafka://{kafka_broker.bootstrap}"
     code, first = crawl(url, catalogue_process)
     assert code == 0 and first["created"] == 1, first
 
     with admin(kafka_broker) as client:
-        client.delete_topics([only])
+        delete_topics(client, [only])
     code, refused = crawl(url, catalogue_process)
     assert code == 1
     assert "lists no asset, but its last crawl found 1" in refused["error"], refused
