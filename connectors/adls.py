@@ -65,6 +65,7 @@ try:
         ServiceRequestError,
         ServiceResponseError,
     )
+    from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import BlobBlock, BlobPrefix, BlobProperties, ContainerClient
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -410,6 +411,7 @@ def _container_client(
         "connection_timeout": settings.http_timeout,
         "read_timeout": settings.http_timeout,
         "retry_total": max(0, min(settings.http_retries, 4) - 1),
+        "transport": _transport(settings.crawl_list_concurrency + settings.crawl_read_concurrency),
     }
     conn = settings.azure_connection_string
     if conn is not None:
@@ -451,6 +453,33 @@ def _container_client(
             ) from None
         credential = DefaultAzureCredential()
     return ContainerClient(account_url, container, credential=credential, **common)
+
+
+def _transport(connections: int) -> RequestsTransport:
+    """The SDK's own transport, with a kept-alive connection per concurrent listing and per
+    crawl reader thread: its default pool keeps 10, and logs a warning for each it drops."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    adapter_type: type[HTTPAdapter] = HTTPAdapter
+    try:  # the adapter the SDK mounts itself: larger blocks when sending a body
+        from azure.core.pipeline.transport._bigger_block_size_http_adapters import (
+            BiggerBlockSizeHTTPAdapter,
+        )
+
+        adapter_type = BiggerBlockSizeHTTPAdapter
+    except ImportError:  # pragma: no cover - a later SDK that moved it
+        pass
+    session = requests.Session()
+    # Retries are the SDK pipeline's, as with the adapter it would mount.
+    adapter = adapter_type(
+        pool_maxsize=max(10, connections),
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
 
 
 def _code(exc: AzureError) -> str | None:

@@ -149,7 +149,10 @@ def _units(
     level: Callable[[str], Generator[Level, None, None]], concurrency: int, pool: ThreadPoolExecutor
 ) -> Iterator[Unit]:
     pages = level("")
-    keys, prefixes, more = next(pages)
+    first = next(pages, None)
+    if first is None:  # a listing of no page at all: nothing there
+        return
+    keys, prefixes, more = first
     if more:
         # A root of many pages: its units streamed page by page, each prefix listed flat.
         yield from _merged(keys, prefixes)

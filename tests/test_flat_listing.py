@@ -200,3 +200,14 @@ def test_a_walk_left_early_stops_its_listings(monkeypatch: pytest.MonkeyPatch) -
             thread.join(timeout=10)
             assert not thread.is_alive()
     assert sum(1 for _ in store.flat_asked) <= 4 * flat.WINDOW
+
+
+def test_a_level_listing_of_no_page_lists_nothing() -> None:
+    # A client may hand back no page at all for an empty prefix (rather than an empty one).
+    def level(rel: str) -> Generator[Level, None, None]:
+        yield from ()
+
+    def never(rel: str) -> Iterator[list[Listed]]:
+        raise AssertionError(rel)
+
+    assert list(listed_by_prefix(level, never, 4)) == []
