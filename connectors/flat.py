@@ -167,6 +167,8 @@ def _units(
         below = [prefix for prefix in prefixes if prefix not in large]
         if not below or len(prefixes) >= concurrency:
             break
+        # On the listings' pool: no listing holds a thread yet (none starts before the first
+        # unit is out), so these cannot wait behind ones blocked on a walk that waits on them.
         probes = {prefix: pool.submit(_one_page, level, prefix) for prefix in below}
         split: list[Unit] = []
         for unit in units:
