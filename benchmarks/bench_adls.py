@@ -151,16 +151,19 @@ def render(blobs: int, upload_s: float, figures: WalkFigures, sizes: Sizes, cmd:
     return section
 
 
+def run(sizes: Sizes, command: str, runs: int = RUNS, write: bool = True) -> bool:
+    blobs, upload_s, figures = measure(sizes, runs)
+    if write:
+        write_section(render(blobs, upload_s, figures, sizes, command))
+    return all(t.count == blobs for t in (figures.plain, *figures.walks.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     made = parser(__doc__)
     made.add_argument("--print-only", action="store_true", help="leave RESULTS.md alone")
     args = made.parse_args(argv)
-    sizes = sizes_of(args)
-    blobs, upload_s, figures = measure(sizes, max(1, args.runs))
-    if not args.print_only:
-        command = command_line("benchmarks.bench_adls", argv)
-        write_section(render(blobs, upload_s, figures, sizes, command))
-    return 0
+    command = command_line("benchmarks.bench_adls", argv)
+    return 0 if run(sizes_of(args), command, max(1, args.runs), not args.print_only) else 1
 
 
 if __name__ == "__main__":
