@@ -10,6 +10,10 @@ things a file system cannot hold follow, and are settled here once for both stor
   lies below it may be anything, manifests included; the object is left out, reported (with
   a reason telling the crawl that nothing below went unseen) unless it is empty, which is the
   usual marker and says nothing.
+
+A flat listing's pages come one after another (each asks for the one after the last), so
+:func:`listed_by_prefix` cuts it by prefix and runs several at once, handing the keys on in
+the one listing's order.
 """
 
 from __future__ import annotations
