@@ -249,7 +249,7 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
         "20x less, see `connectors/s3.py`); a listing's pages come one after another, so more "
         "at once overlap that parsing with the server's work. `S3Volume.walk()` adds an entry "
         "per object and per folder, and with more than one at once a delimiter listing of the "
-        "root (and a level below while it has fewer prefixes than that).",
+        "root (and a level below while it has too few prefixes).",
         "- A cold crawl reads each manifest (HeadObject + GetObject) and the schema of the data "
         "beside it (a CSV head, or a Parquet footer by ranged GETs); an unchanged volume costs "
         "the listing only. SeaweedFS, the catalogue and the crawler share the machine's cores.",

@@ -12,16 +12,16 @@ host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), an
 ``CAIRN_AZURE_ENDPOINT`` replaces the Blob endpoint (emulators, private endpoints).
 
 Walk: paged listings of every blob under the root's prefix (``list_blobs`` with
-``name_starts_with``, 5,000 blobs a request, not one request per folder), streamed page by
-page. A listing's pages come one after another, so ``list_concurrency``
+``name_starts_with``, 5,000 blobs a request, not one request per folder), streamed page by page.
+A listing's pages come one after another, so ``list_concurrency``
 (``CAIRN_CRAWL_LIST_CONCURRENCY``) of them run at once: a delimiter listing of the root (and a
-few levels down while it has fewer prefixes than that) cuts the blobs into prefixes, each listed
-flat on a thread, handed out in name order (``connectors.flat.listed_by_prefix``); 1 is one flat
-listing of the whole root. Folders are the blobs' name prefixes, plus marker blobs with
-``hdi_isfolder=true`` metadata (how ADLS Gen2 shows a directory on the Blob API, and how empty
-folders exist at all); see ``connectors/flat.py`` for the root's own marker and a blob named as
-a folder. Each file entry carries its ETag as ``Entry.tag``, so a recrawl notices a rewrite
-that kept size and timestamp.
+few levels down while its prefixes would keep at most half of them busy) cuts the blobs into
+prefixes, each listed flat on a thread, handed out in name order
+(``connectors.flat.listed_by_prefix``); 1 is one flat listing of the whole root. Folders are the
+blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata (how ADLS Gen2 shows
+a directory on the Blob API, and how empty folders exist at all); see ``connectors/flat.py`` for
+the root's own marker and a blob named as a folder. Each file entry carries its ETag as
+``Entry.tag``, so a recrawl notices a rewrite that kept size and timestamp.
 
 Writes (``write_bytes``, and the feature store's blob store through
 :meth:`AdlsVolume.write_blocks`): the bytes are staged as blocks of a block blob, then the block

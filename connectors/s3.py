@@ -4,9 +4,9 @@ Walk: paged ListObjectsV2 listings (1,000 keys a request, never one request per 
 every key under the root's prefix, streamed page by page. A listing's pages come one after
 another (each asks for the one after the previous page), so ``list_concurrency``
 (``CAIRN_CRAWL_LIST_CONCURRENCY``) of them run at once: a delimiter listing of the root (and a
-few levels down while it has fewer prefixes than that) cuts the keys into prefixes, each
-listed flat on a thread, handed out in name order (``connectors.flat.listed_by_prefix``); 1
-is one flat listing of the whole root. Folders
+few levels down while its prefixes would keep at most half of them busy) cuts the keys into
+prefixes, each listed flat on a thread, handed out in name order
+(``connectors.flat.listed_by_prefix``); 1 is one flat listing of the whole root. Folders
 are the keys' name prefixes, each yielded once before its first child, plus zero-length
 ``name/`` keys some tools write to make empty folders exist; a key that is also a folder's name
 gives way to the folder (``connectors/flat.py``). Each file entry carries its ETag

@@ -211,3 +211,16 @@ def test_a_level_listing_of_no_page_lists_nothing() -> None:
         raise AssertionError(rel)
 
     assert list(listed_by_prefix(level, never, 4)) == []
+
+
+def test_prefixes_enough_for_half_the_listings_are_not_cut_further() -> None:
+    # Each prefix is a request of its own: 12 at 16 listings are listed as they are, 3 at 8
+    # are looked into.
+    store = Store([f"lake/z{i:02d}/d{j}/f" for i in range(12) for j in range(10)])
+    assert list(listed_by_prefix(store.level, store.flat, 16)) == store.one_flat_listing()
+    assert store.levels_asked == [""] and len(store.flat_asked) == 12
+
+    store = Store([f"lake/z{i:02d}/d{j}/f" for i in range(3) for j in range(10)])
+    assert list(listed_by_prefix(store.level, store.flat, 8)) == store.one_flat_listing()
+    assert sorted(store.levels_asked) == ["", "z00/", "z01/", "z02/"]
+    assert len(store.flat_asked) == 30
