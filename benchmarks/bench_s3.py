@@ -3,16 +3,19 @@
 - The generated volume (``gen_tree``, default 100,000 files / 10,000 manifests) is uploaded to
   the tests' SeaweedFS (``tests/servers/seaweedfs.py``: master, volume server, filer and S3
   gateway in one process) with PutObject from 16 threads.
-- s3-walk: ``S3Volume.walk()`` (one flat ListObjectsV2 stream, entries built, folders derived)
-  against a plain ListObjectsV2 walk with the same boto3 client settings in the same run (the
-  paginator, keys counted, nothing built); each 3 times after one untimed run of each, medians
-  compared.
+- s3-walk: ``S3Volume.walk()`` (ListObjectsV2 pages, entries built, folders derived) with 1, 4
+  and 16 listings at once (``CAIRN_CRAWL_LIST_CONCURRENCY``; 1 is one flat listing, more cut
+  it by prefix) against a plain ListObjectsV2 walk with the same boto3 client settings in the
+  same run (the paginator, keys counted, nothing built); each 3 times after one untimed run of
+  each, medians compared, in wall time, client CPU and server CPU (``benchmarks/walks.py``).
 - s3-crawl: ``cairn crawl s3://... --json`` as a subprocess against a fresh catalogue:
   objects/s of the subprocess's wall time (start-up included), then again on the unchanged
   volume (must write nothing). Requests per crawl are counted by the server (its Prometheus
   counter of S3 requests, by type), so requests from every crawler process count.
 
-Run alone: ``python -m benchmarks.bench_s3 [--quick] [--files N] [--manifests M] [--runs R]``.
+Run alone: ``python -m benchmarks.bench_s3 [--quick] [--files N] [--manifests M] [--runs R]
+[--walk-only]``; ``--walk-only`` skips the crawls and prints the walk figures without writing
+RESULTS.md.
 """
 
 from __future__ import annotations
@@ -30,29 +33,30 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    FULL_FILES,
-    FULL_MANIFESTS,
     PYTHON,
-    QUICK_FILES,
-    QUICK_MANIFESTS,
     ROOT,
     WORK_DIR,
     CatalogueProcess,
     Section,
     Sizes,
-    add_size_args,
     bench_env,
     command_line,
     ensure_tree,
     fresh_dir,
     load_average,
-    median,
-    ms,
     table,
     write_section,
 )
+from benchmarks.walks import (
+    RUNS,
+    WalkFigures,
+    measure_walks,
+    parser,
+    print_walks,
+    sizes_of,
+    walk_rows,
+)
 
-RUNS = 3
 UPLOAD_THREADS = 16
 BUCKET = "bench"
 PREFIX = "lake"
@@ -63,12 +67,7 @@ class Figures:
     objects: int = 0
     upload_s: float = 0.0
     startup_s: float = 0.0
-    plain_s: list[float] = field(default_factory=list)
-    walk_s: list[float] = field(default_factory=list)
-    plain_objects: int = 0
-    walk_files: int = 0
-    plain_requests: int = 0
-    walk_requests: int = 0
+    walks: WalkFigures = field(default_factory=WalkFigures)
     crawl_wall_s: float = 0.0
     crawl: dict[str, Any] = field(default_factory=dict)
     crawl_requests: dict[str, int] = field(default_factory=dict)
@@ -76,10 +75,6 @@ class Figures:
     recrawl: dict[str, Any] = field(default_factory=dict)
     recrawl_requests: dict[str, int] = field(default_factory=dict)
     load: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return median(self.walk_s) / median(self.plain_s)
 
 
 def upload(client: Any, tree: Path) -> int:
@@ -107,10 +102,10 @@ def plain_walk(client: Any) -> tuple[int, int]:
     return objects, requests
 
 
-def volume_walk(url: str) -> tuple[int, int]:
+def volume_walk(url: str, concurrency: int) -> tuple[int, int]:
     from connectors.s3 import S3Volume
 
-    volume = S3Volume.from_url(url)
+    volume = S3Volume.from_url(url, list_concurrency=concurrency)
     before = volume.requests
     files = sum(1 for e in volume.walk() if not e.is_dir)
     volume.close()
@@ -138,7 +133,7 @@ def crawl_once(url: str, catalogue: CatalogueProcess, env: dict[str, str]) -> tu
     return wall, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(sizes: Sizes, runs: int = RUNS) -> Figures:
+def measure(sizes: Sizes, runs: int = RUNS, crawls: bool = True) -> Figures:
     sys.path.insert(0, str(ROOT))
     from cairn.settings import get_settings
     from connectors.s3 import make_client
@@ -164,15 +159,16 @@ def measure(sizes: Sizes, runs: int = RUNS) -> Figures:
         get_settings.cache_clear()
         client = make_client(get_settings())  # the connector's own client settings
         url = s3.url(BUCKET, PREFIX)
-        plain_walk(client)  # warm-up, untimed
-        volume_walk(url)
-        for _ in range(runs):
-            started = time.perf_counter()
-            figures.plain_objects, figures.plain_requests = plain_walk(client)
-            figures.plain_s.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            figures.walk_files, figures.walk_requests = volume_walk(url)
-            figures.walk_s.append(time.perf_counter() - started)
+        assert server.proc is not None
+        figures.walks = measure_walks(
+            lambda: plain_walk(client),
+            lambda concurrency: volume_walk(url, concurrency),
+            server.proc.pid,
+            runs,
+        )
+        print_walks(figures.walks, "s3-walk")
+        if not crawls:
+            return figures
 
         with CatalogueProcess("s3") as catalogue:
             before = server.request_counts()
@@ -200,7 +196,7 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
     files = int(crawl.get("files_seen", 0))
     manifests = int(crawl.get("manifests_found", 0))
     writes = sum(int(recrawl.get(k, 0)) for k in ("created", "updated", "deleted"))
-    walk = median(figures.walk_s)
+    walk = figures.walks.walks[max(figures.walks.walks)].wall
     section.add(
         f"Volume: {sizes.files:,} files, {sizes.manifests:,} manifests (`benchmarks/gen_tree.py`)"
         f", {figures.objects:,} objects uploaded to SeaweedFS (`weed server -filer -s3`, one "
@@ -213,16 +209,12 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
         *table(
             ["benchmark", "measured", "result"],
             [
-                [
+                *walk_rows(
+                    figures.walks,
                     "s3-walk",
-                    f"`S3Volume.walk()` median of {len(figures.walk_s)}: {ms(walk)} "
-                    f"({figures.walk_requests:,} ListObjectsV2 calls, {figures.walk_files:,} "
-                    f"files); plain paginated ListObjectsV2 with the same client settings: "
-                    f"{ms(median(figures.plain_s))} ({figures.plain_requests:,} calls, "
-                    f"{figures.plain_objects:,} objects)",
-                    f"{figures.ratio:.2f}x the plain listing; "
-                    f"{figures.walk_files / walk:,.0f} objects/s",
-                ],
+                    "`S3Volume.walk()` (files counted)",
+                    "plain paginated ListObjectsV2 with the same client settings (objects)",
+                ),
                 [
                     "s3-crawl (cold)",
                     f"`cairn crawl s3://...`: {files:,} objects, {manifests:,} manifests "
@@ -240,18 +232,24 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
                     f"{figures.recrawl_wall_s:.2f} s wall; S3 requests: "
                     f"{_requests(figures.recrawl_requests)}",
                     f"{files / figures.recrawl_wall_s:,.0f} objects/s; "
-                    f"{recrawl.get('duration_s', 0) / walk:.2f}x the walk",
+                    f"{recrawl.get('duration_s', 0) / walk:.2f}x the walk at "
+                    f"{max(figures.walks.walks)} at once",
                 ],
             ],
         )
     )
+    runs = {n: t.wall_s for n, t in figures.walks.walks.items()}
     section.add(
-        f"- Walk runs (s): {', '.join(f'{t:.3f}' for t in figures.walk_s)}; plain listing "
-        f"runs (s): {', '.join(f'{t:.3f}' for t in figures.plain_s)}.",
-        "- Both walks list 1,000 keys per request and pay the gateway's filer scan and "
+        "- Walk runs (s wall): "
+        + "; ".join(f"{n} at once: {', '.join(f'{t:.3f}' for t in w)}" for n, w in runs.items())
+        + f"; plain listing: {', '.join(f'{t:.3f}' for t in figures.walks.plain.wall_s)}. "
+        f"Load average after the walks: {figures.walks.load}.",
+        "- Every listing asks for 1,000 keys per request and pays the gateway's filer scan and "
         "botocore's parsing of each XML page (about 0.1 ms of client CPU per key; obstore's is "
-        "20x less, see `connectors/s3.py`). `S3Volume.walk()` adds an entry per object and per "
-        "folder.",
+        "20x less, see `connectors/s3.py`); a listing's pages come one after another, so more "
+        "at once overlap that parsing with the server's work. `S3Volume.walk()` adds an entry "
+        "per object and per folder, and with more than one at once a delimiter listing of the "
+        "root (and a level below while it has too few prefixes).",
         "- A cold crawl reads each manifest (HeadObject + GetObject) and the schema of the data "
         "beside it (a CSV head, or a Parquet footer by ranged GETs); an unchanged volume costs "
         "the listing only. SeaweedFS, the catalogue and the crawler share the machine's cores.",
@@ -259,13 +257,15 @@ def render(figures: Figures, sizes: Sizes, command: str) -> Section:
     return section
 
 
-def run(sizes: Sizes, command: str, runs: int = RUNS) -> bool:
-    figures = measure(sizes, runs)
+def run(sizes: Sizes, command: str, runs: int = RUNS, crawls: bool = True) -> bool:
+    figures = measure(sizes, runs, crawls)
+    if not crawls:
+        return True
     write_section(render(figures, sizes, command))
     files = int(figures.crawl.get("files_seen", 0))
     print(
-        f"   s3-walk {figures.ratio:.2f}x plain; crawl {files / figures.crawl_wall_s:,.0f} "
-        f"objects/s cold, {files / figures.recrawl_wall_s:,.0f} unchanged",
+        f"   s3-crawl {files / figures.crawl_wall_s:,.0f} objects/s cold, "
+        f"{files / figures.recrawl_wall_s:,.0f} unchanged",
         flush=True,
     )
     writes = sum(int(figures.recrawl.get(k, 0)) for k in ("created", "updated", "deleted"))
@@ -273,29 +273,24 @@ def run(sizes: Sizes, command: str, runs: int = RUNS) -> bool:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_size_args(parser)
-    parser.add_argument(
-        "--runs", type=int, default=RUNS, help=f"timed runs of each walk (default {RUNS})"
+    made = parser(__doc__)
+    made.add_argument(
+        "--walk-only",
+        action="store_true",
+        help="measure the walks only (no crawls) and print them, leaving RESULTS.md alone",
     )
-    return parser.parse_args(argv)
+    return made.parse_args(argv)
 
 
 def sizes_for(argv: Sequence[str] | None) -> Sizes:
-    args = parse(argv)
-    quick = bool(args.quick)
-    return Sizes(
-        files=args.files or (QUICK_FILES if quick else FULL_FILES),
-        manifests=args.manifests or (QUICK_MANIFESTS if quick else FULL_MANIFESTS),
-        assets=0,
-        quick=quick,
-    )
+    return sizes_of(parse(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     sizes = sizes_for(argv)
-    runs = max(1, parse(argv).runs)
-    return 0 if run(sizes, command_line("benchmarks.bench_s3", argv), runs) else 1
+    args = parse(argv)
+    command = command_line("benchmarks.bench_s3", argv)
+    return 0 if run(sizes, command, max(1, args.runs), not args.walk_only) else 1
 
 
 if __name__ == "__main__":

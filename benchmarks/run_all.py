@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 
 from benchmarks import (
+    bench_adls,
     bench_blobs,
     bench_crawl,
     bench_featureset,
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     _step("hdfs", lambda: bench_hdfs.run(hdfs_sizes, command), failures)
     # S3 on the main sizes (100,000 objects; --quick: 5,000), on the tests' SeaweedFS.
     _step("s3", lambda: bench_s3.run(bench_s3.sizes_for(sizes_args(sizes)), command), failures)
+    # ADLS walks on Azurite at HDFS's sizes (its uploads are slower than SeaweedFS's).
+    adls_sizes = bench_hdfs.sizes_for(["--quick"] if sizes.quick else [])
+    _step("adls", lambda: bench_adls.run(adls_sizes, command), failures)
     # The feature store's blob store: Parquet upload/download MB/s on S3 beside local.
     mib = bench_blobs.QUICK_MB if sizes.quick else bench_blobs.FULL_MB
     _step("blobs", lambda: bench_blobs.run(mib, sizes.quick, command), failures)

@@ -307,8 +307,9 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description=(
-            "Folders an HDFS walk lists at once (one LISTSTATUS_BATCH request each); "
-            "1 lists one folder after another."
+            "Listings a walk of a remote volume runs at once: HDFS folders (one "
+            "LISTSTATUS_BATCH request each), S3 and ADLS prefixes (each listed flat, in "
+            "pages); 1 lists one folder after another (S3, ADLS: one flat listing)."
         ),
     )
     crawl_read_concurrency: int = Field(

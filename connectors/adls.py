@@ -11,13 +11,17 @@ host's cloud suffix picks the Blob host, so sovereign clouds work unchanged), an
 ``az://<container>/<path>`` with the account from ``CAIRN_AZURE_ACCOUNT_NAME``.
 ``CAIRN_AZURE_ENDPOINT`` replaces the Blob endpoint (emulators, private endpoints).
 
-Walk: one flat, paged listing of every blob under the root's prefix (``list_blobs`` with
-``name_starts_with``), streamed page by page: one request per 5,000 blobs, not one per folder.
-Folders are the blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata
-(how ADLS Gen2 shows a directory on the Blob API, and how empty folders exist at all); see
-``connectors/flat.py`` for the root's own marker and a blob named as a folder. Each file
-entry carries its ETag as ``Entry.tag``, so a recrawl notices a rewrite that kept size and
-timestamp.
+Walk: paged listings of every blob under the root's prefix (``list_blobs`` with
+``name_starts_with``, 5,000 blobs a request, not one request per folder), streamed page by page.
+A listing's pages come one after another, so ``list_concurrency``
+(``CAIRN_CRAWL_LIST_CONCURRENCY``) of them run at once: a delimiter listing of the root (and a
+few levels down while its prefixes would keep at most half of them busy) cuts the blobs into
+prefixes, each listed flat on a thread, handed out in name order
+(``connectors.flat.listed_by_prefix``); 1 is one flat listing of the whole root. Folders are the
+blobs' name prefixes, plus marker blobs with ``hdi_isfolder=true`` metadata (how ADLS Gen2 shows
+a directory on the Blob API, and how empty folders exist at all); see ``connectors/flat.py`` for
+the root's own marker and a blob named as a folder. Each file entry carries its ETag as
+``Entry.tag``, so a recrawl notices a rewrite that kept size and timestamp.
 
 Writes (``write_bytes``, and the feature store's blob store through
 :meth:`AdlsVolume.write_blocks`): the bytes are staged as blocks of a block blob, then the block
@@ -33,8 +37,9 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,7 +52,7 @@ from connectors.errors import (
     VolumeError,
     VolumeUnreachable,
 )
-from connectors.flat import Listed, flat_entries
+from connectors.flat import Level, Listed, flat_entries, listed_by_prefix
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -60,7 +65,8 @@ try:
         ServiceRequestError,
         ServiceResponseError,
     )
-    from azure.storage.blob import BlobBlock, BlobProperties, ContainerClient
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import BlobBlock, BlobPrefix, BlobProperties, ContainerClient
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         f"the abfss:// connector needs 'azure-storage-blob' ({exc}); "
@@ -90,6 +96,19 @@ def _is_folder_marker(props: BlobProperties) -> bool:
     return str(metadata.get("hdi_isfolder", "")).lower() == "true"
 
 
+def _listed(props: BlobProperties, skip: int) -> Listed:
+    name: str = props.name[skip:]
+    # Some tools mark folders with a zero-length 'name/' blob.
+    marker = name.endswith("/")
+    return (
+        name[:-1] if marker else name,
+        int(props.size or 0),
+        int(props.last_modified.timestamp() * 1_000_000) * 1000,
+        marker or _is_folder_marker(props),
+        _etag(props.etag),
+    )
+
+
 class AdlsVolume(RangedReads, ClosedOnExit):
     """A folder of an ADLS Gen2 filesystem (a Blob container); see the module docstring."""
 
@@ -101,13 +120,18 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         url: str,
         scheme: str,
         missing_root_ok: bool = False,
+        list_concurrency: int = 1,
     ) -> None:
         self._container = container
         self.root = root  # '' or 'a/b', no slashes at the ends
         self._prefix = root + "/" if root else ""
         self.url = url
         self.scheme = scheme
+        self.list_concurrency = max(1, list_concurrency)
+        # Requests sent (listing pages counted as they arrive), for tests and benchmarks.
+        # Listings run on several threads, and += is no atomic step.
         self.requests = 0
+        self._counting = threading.Lock()
         self._check_root(missing_root_ok)
 
     @classmethod
@@ -115,9 +139,10 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         from cairn.settings import get_settings
 
         missing_root_ok = bool(options.pop("missing_root_ok", False))
+        settings = get_settings()
+        list_concurrency = int(options.pop("list_concurrency", settings.crawl_list_concurrency))
         if options:
             raise VolumeError(f"ADLS volumes take no options (got: {', '.join(sorted(options))})")
-        settings = get_settings()
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
@@ -153,7 +178,14 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"{scheme}://{authority.lower()}" + ("/" + quote_path(root) if root else "")
         client = _container_client(settings, container_name, account, suffix)
-        return cls(client, root, url=canonical, scheme=scheme, missing_root_ok=missing_root_ok)
+        return cls(
+            client,
+            root,
+            url=canonical,
+            scheme=scheme,
+            missing_root_ok=missing_root_ok,
+            list_concurrency=list_concurrency,
+        )
 
     def __repr__(self) -> str:
         return f"AdlsVolume({self.url!r})"
@@ -166,17 +198,54 @@ class AdlsVolume(RangedReads, ClosedOnExit):
     def _blob(self, rel: str) -> str:
         return self._prefix + rel if rel else self.root
 
-    def _list(self, prefix: str, *, limit: int | None = None) -> Iterator[BlobProperties]:
+    def _count(self) -> None:
+        with self._counting:
+            self.requests += 1
+
+    def _pages(self, prefix: str, *, limit: int | None = None) -> Iterator[list[BlobProperties]]:
+        """Pages of the flat listing under ``prefix``; only the first when ``limit`` is given."""
         pages = self._container.list_blobs(
             name_starts_with=prefix or None,
             include=["metadata"],
             results_per_page=limit or PAGE_SIZE,
         ).by_page()
         for page in pages:
-            self.requests += 1
-            yield from page
+            self._count()
+            yield list(page)
             if limit is not None:
                 return
+
+    def _list(self, prefix: str, *, limit: int | None = None) -> Iterator[BlobProperties]:
+        for page in self._pages(prefix, limit=limit):
+            yield from page
+
+    def _level(self, rel: str) -> Generator[Level, None, None]:
+        """Pages of the delimiter ('/') listing of the prefix ``rel`` (below the root): the
+        blobs right in it and the prefixes one level down."""
+        skip = len(self._prefix)
+        pages: Any = self._container.walk_blobs(
+            name_starts_with=(self._prefix + rel) or None,
+            include=["metadata"],
+            delimiter="/",
+            results_per_page=PAGE_SIZE,
+        ).by_page()
+        for page in pages:
+            self._count()
+            keys: list[Listed] = []
+            below: list[str] = []
+            # The SDK puts a page's prefixes before its blobs: each list keeps name order.
+            for item in page:
+                if isinstance(item, BlobPrefix):
+                    below.append(item.name[skip:])
+                else:
+                    keys.append(_listed(item, skip))
+            yield keys, below, bool(pages.continuation_token)
+
+    def _flat(self, rel: str) -> Iterator[list[Listed]]:
+        """Pages of the flat listing of every blob below the prefix ``rel``."""
+        skip = len(self._prefix)
+        for page in self._pages(self._prefix + rel):
+            yield [_listed(props, skip) for props in page]
 
     def _exists_below(self, rel: str) -> bool:
         try:
@@ -238,10 +307,10 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             for piece in chunks:
                 # Block ids of one blob must all have the same length.
                 block = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
-                self.requests += 1
+                self._count()
                 blob.stage_block(block, piece, length=len(piece))
                 blocks.append(BlobBlock(block_id=block))
-            self.requests += 1
+            self._count()
             blob.commit_block_list(blocks, match_condition=condition)
         except HttpResponseError as exc:
             # 409/412: the blob exists (a concurrent writer committed first, and with it
@@ -264,23 +333,18 @@ class AdlsVolume(RangedReads, ClosedOnExit):
             raise _translate(exc, "") from None
 
     def _listed(self) -> Iterator[Listed]:
-        skip = len(self._prefix)
-        for props in self._list(self._prefix):
-            name: str = props.name[skip:]
-            # Some tools mark folders with a zero-length 'name/' blob.
-            marker = name.endswith("/")
-            yield (
-                name[:-1] if marker else name,
-                int(props.size or 0),
-                int(props.last_modified.timestamp() * 1_000_000) * 1000,
-                marker or _is_folder_marker(props),
-                _etag(props.etag),
-            )
+        if self.list_concurrency == 1:
+            for page in self._flat(""):
+                yield from page
+            return
+        yield from listed_by_prefix(
+            self._level, self._flat, self.list_concurrency, "cairn-adls-list"
+        )
 
     def _props(self, rel: str) -> BlobProperties | None:
         """The blob's properties, or None when no blob has this name."""
         try:
-            self.requests += 1
+            self._count()
             return self._container.get_blob_client(self._blob(rel)).get_blob_properties()
         except ResourceNotFoundError:
             return None
@@ -305,7 +369,7 @@ class AdlsVolume(RangedReads, ClosedOnExit):
         if length <= 0:
             return b""
         try:
-            self.requests += 1
+            self._count()
             blob = self._container.get_blob_client(self._blob(rel))
             return blob.download_blob(offset=offset, length=length).readall()
         except ResourceNotFoundError:
@@ -347,6 +411,7 @@ def _container_client(
         "connection_timeout": settings.http_timeout,
         "read_timeout": settings.http_timeout,
         "retry_total": max(0, min(settings.http_retries, 4) - 1),
+        "transport": _transport(settings.crawl_list_concurrency + settings.crawl_read_concurrency),
     }
     conn = settings.azure_connection_string
     if conn is not None:
@@ -388,6 +453,33 @@ def _container_client(
             ) from None
         credential = DefaultAzureCredential()
     return ContainerClient(account_url, container, credential=credential, **common)
+
+
+def _transport(connections: int) -> RequestsTransport:
+    """The SDK's own transport, with a kept-alive connection per concurrent listing and per
+    crawl reader thread: its default pool keeps 10, and logs a warning for each it drops."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    adapter_type: type[HTTPAdapter] = HTTPAdapter
+    try:  # the adapter the SDK mounts itself: larger blocks when sending a body
+        from azure.core.pipeline.transport._bigger_block_size_http_adapters import (
+            BiggerBlockSizeHTTPAdapter,
+        )
+
+        adapter_type = BiggerBlockSizeHTTPAdapter
+    except ImportError:  # pragma: no cover - a later SDK that moved it
+        pass
+    session = requests.Session()
+    # Retries are the SDK pipeline's, as with the adapter it would mount.
+    adapter = adapter_type(
+        pool_maxsize=max(10, connections),
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
 
 
 def _code(exc: AzureError) -> str | None:

@@ -1,7 +1,12 @@
 """S3 volumes (``s3://bucket/prefix``) on AWS and S3-compatible stores, through boto3.
 
-Walk: one flat, paged ListObjectsV2 listing of every key under the root's prefix (no
-delimiter), streamed page by page: one request per 1,000 keys, never one per folder. Folders
+Walk: paged ListObjectsV2 listings (1,000 keys a request, never one request per folder) of
+every key under the root's prefix, streamed page by page. A listing's pages come one after
+another (each asks for the one after the previous page), so ``list_concurrency``
+(``CAIRN_CRAWL_LIST_CONCURRENCY``) of them run at once: a delimiter listing of the root (and a
+few levels down while its prefixes would keep at most half of them busy) cuts the keys into
+prefixes, each listed flat on a thread, handed out in name order
+(``connectors.flat.listed_by_prefix``); 1 is one flat listing of the whole root. Folders
 are the keys' name prefixes, each yielded once before its first child, plus zero-length
 ``name/`` keys some tools write to make empty folders exist; a key that is also a folder's name
 gives way to the folder (``connectors/flat.py``). Each file entry carries its ETag
@@ -40,7 +45,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -54,7 +60,7 @@ from connectors.errors import (
     VolumeError,
     VolumeUnreachable,
 )
-from connectors.flat import Listed, flat_entries
+from connectors.flat import Level, Listed, flat_entries, listed_by_prefix
 from connectors.ranged import RangedReads, quote_path
 
 try:
@@ -96,32 +102,57 @@ def _etag(value: object) -> str:
     return str(value or "").strip('"')
 
 
+def _listed(obj: dict[str, Any], skip: int) -> Listed:
+    name: str = obj["Key"][skip:]
+    marker = name.endswith("/")  # a zero-length 'name/' key some tools write for a folder
+    return (
+        name[:-1] if marker else name,
+        int(obj["Size"]),
+        _mtime_ns(obj["LastModified"]),
+        marker,
+        _etag(obj.get("ETag")),
+    )
+
+
 class S3Volume(RangedReads, ClosedOnExit):
     """A prefix of an S3 bucket; see the module docstring."""
 
     scheme = SCHEME
 
     def __init__(
-        self, client: Any, bucket: str, root: str, *, url: str, missing_root_ok: bool = False
+        self,
+        client: Any,
+        bucket: str,
+        root: str,
+        *,
+        url: str,
+        missing_root_ok: bool = False,
+        list_concurrency: int = 1,
     ) -> None:
         self._client = client
         self.bucket = bucket
         self.root = root  # '' or 'a/b', no slashes at the ends
         self._prefix = root + "/" if root else ""
         self.url = url
-        # HTTP requests sent, retries included: for tests and benchmarks.
+        self.list_concurrency = max(1, list_concurrency)
+        # HTTP requests sent, retries included: for tests and benchmarks. Listings run on
+        # several threads, and += is no atomic step.
         self.requests = 0
+        self._counting = threading.Lock()
         client.meta.events.register("before-send.s3", self._count)
         self._check_root(missing_root_ok)
 
     def _count(self, **_: object) -> None:
-        self.requests += 1
+        with self._counting:
+            self.requests += 1
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3Volume:
         from cairn.settings import get_settings
 
         missing_root_ok = bool(options.pop("missing_root_ok", False))
+        settings = get_settings()
+        list_concurrency = int(options.pop("list_concurrency", settings.crawl_list_concurrency))
         if options:
             raise VolumeError(f"S3 volumes take no options (got: {', '.join(sorted(options))})")
         parts = urlsplit(url)
@@ -144,11 +175,12 @@ class S3Volume(RangedReads, ClosedOnExit):
             raise VolumeError(f"bad path in the volume URL: {exc}") from None
         canonical = f"s3://{bucket}" + ("/" + quote_path(root) if root else "")
         return cls(
-            make_client(get_settings()),
+            make_client(settings),
             bucket,
             root,
             url=canonical,
             missing_root_ok=missing_root_ok,
+            list_concurrency=list_concurrency,
         )
 
     def __repr__(self) -> str:
@@ -175,6 +207,35 @@ class S3Volume(RangedReads, ClosedOnExit):
             token = page.get("NextContinuationToken")
             if limit is not None or not page.get("IsTruncated") or not token:
                 return
+
+    def _level(self, rel: str) -> Generator[Level, None, None]:
+        """Pages of the delimiter ('/') listing of the prefix ``rel`` (below the root): the
+        keys right in it and the prefixes one level down."""
+        token: str | None = None
+        skip = len(self._prefix)
+        while True:
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": self._prefix + rel,
+                "Delimiter": "/",
+                "MaxKeys": PAGE_SIZE,
+            }
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._client.list_objects_v2(**kwargs)
+            token = page.get("NextContinuationToken")
+            more = bool(page.get("IsTruncated") and token)
+            keys = [_listed(obj, skip) for obj in page.get("Contents", [])]
+            below = [str(common["Prefix"])[skip:] for common in page.get("CommonPrefixes", [])]
+            yield keys, below, more
+            if not more:
+                return
+
+    def _flat(self, rel: str) -> Iterator[list[Listed]]:
+        """Pages of the flat listing of every key below the prefix ``rel``."""
+        skip = len(self._prefix)
+        for page in self._pages(self._prefix + rel):
+            yield [_listed(obj, skip) for obj in page]
 
     def _first_key(self, prefix: str) -> str | None:
         for page in self._pages(prefix, limit=1):
@@ -235,18 +296,11 @@ class S3Volume(RangedReads, ClosedOnExit):
             raise _translate(exc, "") from None
 
     def _listed(self) -> Iterator[Listed]:
-        skip = len(self._prefix)
-        for page in self._pages(self._prefix):
-            for obj in page:
-                name: str = obj["Key"][skip:]
-                marker = name.endswith("/")
-                yield (
-                    name[:-1] if marker else name,
-                    int(obj["Size"]),
-                    _mtime_ns(obj["LastModified"]),
-                    marker,
-                    _etag(obj.get("ETag")),
-                )
+        if self.list_concurrency == 1:
+            for page in self._flat(""):
+                yield from page
+            return
+        yield from listed_by_prefix(self._level, self._flat, self.list_concurrency, "cairn-s3-list")
 
     def stat(self, path: str) -> Entry:
         rel = normalize_relpath(path)
@@ -308,6 +362,8 @@ def make_client(settings: Any) -> Any:
     """A boto3 S3 client from the standard credential chain and the ``CAIRN_S3_*`` settings."""
     style = settings.s3_addressing_style
     config = Config(
+        # A kept-alive connection per concurrent listing and per crawl reader thread.
+        max_pool_connections=settings.crawl_list_concurrency + settings.crawl_read_concurrency,
         connect_timeout=settings.http_timeout,
         read_timeout=settings.http_timeout,
         retries={"mode": "standard", "max_attempts": max(1, min(settings.http_retries, 10))},

@@ -562,6 +562,64 @@ def test_adls_folder_markers_and_unclean_blob_names(
         open_volume(server.url(name, "lakeside.txt"))
 
 
+def test_adls_walks_listing_prefixes_at_once_match_one_flat_listing(
+    azurite_server: AzuriteServer,
+    use_env: SetEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CAIRN_CRAWL_LIST_CONCURRENCY > 1 cuts the listing by prefix: the same entries and
+    problems, in the same order, as one flat listing, with the names whose order is odd: a
+    blob named as a folder, markers of both kinds, the root's own, unclean names."""
+    monkeypatch.setattr("connectors.adls.PAGE_SIZE", 3)
+    server = azurite_server
+    name = server.fresh_container()
+    container = server.container(name)
+    container.upload_blob("lake", b"", metadata={"hdi_isfolder": "true"})  # the root's marker
+    container.upload_blob("lake/", b"")
+    container.upload_blob("lake/a", b"shadowed")  # beside "a/x": the folder wins
+    container.upload_blob("lake/a/x", b"x")
+    container.upload_blob("lake/a b/y", b"y")
+    container.upload_blob("lake/a.txt", b"t")
+    container.upload_blob("lake/a0", b"0")
+    container.upload_blob("lake/d", b"", metadata={"hdi_isfolder": "true"})
+    container.upload_blob("lake/d/e/", b"")
+    container.upload_blob("lake/d/e/f", b"f")
+    container.upload_blob("lake/odd//g", b"g")
+    for i in range(12):
+        container.upload_blob(f"lake/p{i:02d}/q/r.txt", b"r")
+    container.upload_blob("lakeside.txt", b"not in the volume")
+
+    def walk(concurrency: int) -> tuple[list[tuple[str, bool]], list[tuple[str, str]]]:
+        use_env(server.env(CAIRN_CRAWL_LIST_CONCURRENCY=str(concurrency)))
+        problems: list[tuple[str, str]] = []
+        with open_volume(server.url(name, "lake")) as volume:
+            entries = [(e.path, e.is_dir) for e in volume.walk(lambda *p: problems.append(p))]
+        return entries, problems
+
+    one = walk(1)
+    assert sorted(one[0]) == [
+        ("a", True),
+        ("a b", True),
+        ("a b/y", False),
+        ("a.txt", False),
+        ("a/x", False),
+        ("a0", False),
+        ("d", True),
+        ("d/e", True),
+        ("d/e/f", False),
+        *[
+            (f"p{i:02d}{part}", part != "/q/r.txt")
+            for i in range(12)
+            for part in ("", "/q", "/q/r.txt")
+        ],
+    ]
+    assert sorted(p for p, _ in one[1]) == ["a", "odd//g"]
+    assert walk(4) == one and walk(16) == one
+    # A kept-alive connection per listing: none dropped from a pool too small (urllib3 warns).
+    assert "Connection pool is full" not in caplog.text
+
+
 def test_a_malformed_nameservices_setting_is_named(use_env: SetEnv) -> None:
     use_env({"CAIRN_HDFS_NAMESERVICES": "prod=nn1:9870"})
     with pytest.raises(Exception, match="hdfs_nameservices"):

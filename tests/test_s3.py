@@ -14,6 +14,7 @@ import pytest
 
 from cairn.settings import get_settings
 from connectors import AccessDenied, Entry, VolumeError, open_volume
+from connectors.flat import Listed
 from connectors.s3 import S3Volume, make_client
 from crawler.crawl import Crawler, CrawlFailed, fingerprint
 from tests.conftest import ProcessServer, cairn_env, run_cairn
@@ -246,20 +247,18 @@ def test_an_outage_after_the_walk_stops_the_crawl_instead_of_failing_every_manif
         lake.put(f"m{i:02d}/MANIFEST.yaml", f"name: outage_{i}\ntype: report\n".encode())
 
     use_env({**settings, "CAIRN_DATA_DIR": catalogue_process.env["CAIRN_DATA_DIR"]})
-    real_pages = S3Volume._pages
+    real_listed = S3Volume._listed
 
-    def listing_then_outage(
-        self: S3Volume, prefix: str, *, limit: int | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        yield from real_pages(self, prefix, limit=limit)
-        if limit is None:
-            own_server.stop()
+    def listing_then_outage(self: S3Volume) -> Iterator[Listed]:
+        # The whole volume's listing, however many listings run at once to make it.
+        yield from real_listed(self)
+        own_server.stop()
 
-    monkeypatch.setattr(S3Volume, "_pages", listing_then_outage)
+    monkeypatch.setattr(S3Volume, "_listed", listing_then_outage)
     with pytest.raises(CrawlFailed, match="stopped answering during the crawl") as info:
         Crawler(get_settings(), catalogue_url=catalogue_process.url).crawl(lake.url)
     assert "nothing was deleted" in str(info.value)
-    monkeypatch.setattr(S3Volume, "_pages", real_pages)
+    monkeypatch.setattr(S3Volume, "_listed", real_listed)
 
     own_server.start()  # same ports, same data
     code, after = crawl(lake.url, catalogue_process, settings=settings)
@@ -294,3 +293,37 @@ def test_credentials_appear_nowhere(
     texts += [listing.text, catalogue_process.logs()]
     for text in texts:
         assert s3_server.secret_key not in text and wrong not in text
+
+
+def test_prefixes_listed_at_once_count_every_request(
+    s3_server: S3Server, use_env: Callable[[dict[str, str]], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 listings at once (CAIRN_CRAWL_LIST_CONCURRENCY) over many prefixes and pages: the
+    keys come in the one flat listing's order, and ``requests`` counts each request sent from
+    any of the listing threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr("connectors.s3.PAGE_SIZE", 2)
+    bucket = s3_server.fresh_bucket("many")
+    client = s3_server.client()
+    keys = [f"lake/d{i:02d}/f{j}" for i in range(40) for j in range(5)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+    use_env(s3_server.env(CAIRN_CRAWL_LIST_CONCURRENCY="16"))
+    volume = open_volume(s3_server.url(bucket, "lake"))
+    assert isinstance(volume, S3Volume)
+    calls: list[str] = []
+    real = volume._client.list_objects_v2
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(kwargs["Prefix"])  # list.append: one step, from any thread
+        return real(**kwargs)
+
+    monkeypatch.setattr(volume._client, "list_objects_v2", counted)
+    before = volume.requests
+
+    files = [e.path for e in volume.walk() if not e.is_dir]
+
+    assert files == [key.removeprefix("lake/") for key in keys]
+    assert volume.requests - before == len(calls) >= 20 + 40 * 3
+    assert calls.count("lake/d07/") == 3  # each prefix's own flat listing, page by page

@@ -61,7 +61,7 @@ class Backend(ABC):
         """Makes ``folder`` unlistable and ``file`` unreadable (as far as the backend can);
         returns (command prefix, settings) of an identity those rules apply to."""
 
-    def small_pages(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def small_pages(self, monkeypatch: pytest.MonkeyPatch, size: int = 500) -> None:
         """Makes listing pages small enough for the large-directory tests to cross several."""
         return None  # an optional hook: backends without the notion keep this default
 
@@ -180,8 +180,8 @@ class AdlsBackend(Backend):
         )
         return [], self.server.env(CAIRN_AZURE_ACCOUNT_KEY="", CAIRN_AZURE_SAS_TOKEN=sas)
 
-    def small_pages(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("connectors.adls.PAGE_SIZE", 500)
+    def small_pages(self, monkeypatch: pytest.MonkeyPatch, size: int = 500) -> None:
+        monkeypatch.setattr("connectors.adls.PAGE_SIZE", size)
 
 
 class S3Backend(Backend):
@@ -217,8 +217,8 @@ class S3Backend(Backend):
             AWS_ACCESS_KEY_ID=LIST_ONLY_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=LIST_ONLY_SECRET_KEY
         )
 
-    def small_pages(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("connectors.s3.PAGE_SIZE", 500)
+    def small_pages(self, monkeypatch: pytest.MonkeyPatch, size: int = 500) -> None:
+        monkeypatch.setattr("connectors.s3.PAGE_SIZE", size)
 
 
 @pytest.fixture(params=["local", "hdfs", "adls", "s3"])
@@ -332,6 +332,52 @@ def test_large_directory_is_listed_in_batches_and_walked_lazily(
         # The first entry came before the whole listing did: batches of at most 500 entries.
         assert after_first - before < after_all - before
         assert after_all - before >= 3
+
+
+# Names whose folders' keys do not sort together with the folder's own name: "a b/x" and
+# "a.txt" come between "a" and "a/x" in a flat listing, "a0" after it.
+SPREAD: Tree = {
+    "a b/x.txt": b"1",
+    "a.txt": b"22",
+    "a/x.txt": b"333",
+    "a/empty": None,
+    "a/b/c/d.txt": b"4",
+    "a0": b"55",
+    "empty": None,
+    "top.txt": b"6",
+    **{f"p{i:02d}/{part}/f.csv": b"x" * i for i in range(30) for part in ("k=1", "k=2")},
+}
+
+
+def test_several_listings_at_once_walk_the_same_entries(
+    backend: Backend, use_env: Callable[[dict[str, str]], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CAIRN_CRAWL_LIST_CONCURRENCY: the walk lists several folders (HDFS) or prefixes (S3,
+    ADLS) at once; the entries are the same as listing one after another, and on a flat
+    listing store in the same order (the keys' name order), across many small pages."""
+    backend.small_pages(monkeypatch, 7)
+    url = backend.make(SPREAD)
+    walks: dict[str, list[tuple[str, bool, int]]] = {}
+    for concurrency in ("1", "4", "16"):
+        use_env({**backend.env(), "CAIRN_CRAWL_LIST_CONCURRENCY": concurrency})
+        with open_volume(url) as volume:
+            entries, problems = walk_all(volume)
+        assert problems == []
+        walks[concurrency] = [
+            (e.path, e.is_dir, 0 if e.is_dir else e.size) for e in entries.values()
+        ]
+
+    folders = {"a", "a b", "a/b", "a/b/c"} | {
+        path.rsplit("/", 1)[0] for path in SPREAD if path[0] == "p"
+    }
+    expected = set(SPREAD) | folders | {f"p{i:02d}" for i in range(30)}
+    assert {path for path, _, _ in walks["1"]} == expected
+    if backend.name in ("s3", "adls"):
+        assert walks["4"] == walks["1"] and walks["16"] == walks["1"]
+        files = [path for path, is_dir, _ in walks["1"] if not is_dir]
+        assert files == sorted(files)  # a flat listing's order: "a b/x.txt" before "a/x.txt"
+    else:
+        assert sorted(walks["4"]) == sorted(walks["1"]) == sorted(walks["16"])
 
 
 def test_read_size_cap(backend: Backend) -> None:
