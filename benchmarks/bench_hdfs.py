@@ -56,6 +56,7 @@ from benchmarks.common import (
     table,
     write_section,
 )
+from benchmarks.walks import sizes_of
 
 FULL_FILES, FULL_MANIFESTS = 20_000, 2_000
 QUICK_FILES, QUICK_MANIFESTS = 2_000, 200
@@ -428,13 +429,7 @@ def sizes_for(argv: Sequence[str] | None) -> Sizes:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_size_args(parser)
     args = parser.parse_args(argv)
-    quick = bool(args.quick)
-    return Sizes(
-        files=args.files or (QUICK_FILES if quick else FULL_FILES),
-        manifests=args.manifests or (QUICK_MANIFESTS if quick else FULL_MANIFESTS),
-        assets=0,
-        quick=quick,
-    )
+    return sizes_of(args, (FULL_FILES, FULL_MANIFESTS), (QUICK_FILES, QUICK_MANIFESTS))
 
 
 def main(argv: list[str] | None = None) -> int:

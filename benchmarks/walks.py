@@ -128,11 +128,18 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return made
 
 
-def sizes_of(args: argparse.Namespace) -> Sizes:
+def sizes_of(
+    args: argparse.Namespace,
+    full: tuple[int, int] = (FULL_FILES, FULL_MANIFESTS),
+    quick_sizes: tuple[int, int] = (QUICK_FILES, QUICK_MANIFESTS),
+) -> Sizes:
+    """The volume's size from ``--files``/``--manifests``, else from the defaults (files,
+    manifests) of a full or a ``--quick`` run."""
     quick = bool(args.quick)
+    files, manifests = quick_sizes if quick else full
     return Sizes(
-        files=args.files or (QUICK_FILES if quick else FULL_FILES),
-        manifests=args.manifests or (QUICK_MANIFESTS if quick else FULL_MANIFESTS),
+        files=args.files or files,
+        manifests=args.manifests or manifests,
         assets=0,
         quick=quick,
     )
