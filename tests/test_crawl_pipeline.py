@@ -101,6 +101,52 @@ def results(work: WorkPool, paths: list[str]) -> list[Any]:
     return out
 
 
+class _InlineExecutor:
+    """Runs each chunk at once, here, and records its size."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def submit(self, fn: Callable[..., Any], jobs: list[Any]) -> Any:
+        from concurrent.futures import Future
+
+        self.sizes.append(len(jobs))
+        future: Future[list[Any]] = Future()
+        future.set_result([("done", job) for job in jobs])
+        return future
+
+    def shutdown(self, **_: Any) -> None:
+        pass
+
+
+def test_the_backlog_is_shared_out_and_each_workers_first_chunks_are_smaller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The jobs queued before the workers started went out as one chunk (400 manifests on a
+    # large crawl), which one worker parsed alone while the crawl waited for its first
+    # results; each worker's first chunk is now a quarter of the stage's, its second a half.
+    inline = _InlineExecutor()
+    work = WorkPool(
+        LocalVolume(tmp_path),
+        [Stage("parse", _parse_chunk, _parse_one, 8)],
+        workers=2,
+        remote_threads=2,
+        parallel_threshold=30,
+        initializer=_init_worker,
+        preload=[],
+    )
+    monkeypatch.setattr(work, "_start", lambda: setattr(work, "_executor", inline))
+    paths = [f"m{n:03d}" for n in range(60)]
+    for path in paths[:30]:
+        work.submit("parse", path)
+    assert inline.sizes == [2, 2, 4, 4, 8, 8, 2]  # the backlog of 30, at the 30th
+    for path in paths[30:]:
+        work.submit("parse", path)
+    work.flush()
+    assert inline.sizes == [2, 2, 4, 4, 8, 8, 2, 8, 8, 8, 6]
+    assert [work.result("parse", p) for p in paths] == [("done", p) for p in paths]
+
+
 def test_jobs_found_during_the_walk_run_in_workers_with_the_same_results(tmp_path: Path) -> None:
     paths = make_volume(tmp_path, 40)
     volume = LocalVolume(tmp_path)
