@@ -647,6 +647,7 @@ class _AnsweringPusher:
         import threading
 
         self.sizes: list[int] = []
+        self.ids: list[str] = []
         self.hold = hold
         self.gate = threading.Event()
 
@@ -654,6 +655,7 @@ class _AnsweringPusher:
         from types import SimpleNamespace
 
         self.sizes.append(len(items))
+        self.ids.extend(d["id"] for d in items)
         if len(self.sizes) == self.hold:
             assert self.gate.wait(10)
         return SimpleNamespace(results=[SimpleNamespace(status="created")] * len(items))
@@ -685,7 +687,9 @@ def test_the_first_pushes_are_smaller_and_double_up_to_the_batch_size(
         sender.add({"id": f"a{i}", "manifest_path": f"m{i}"})
     sender.finish()
     assert pusher.sizes == sizes
-    assert sum(pusher.sizes) == 3000 == sender.answered
+    assert pusher.ids == [f"a{i}" for i in range(3000)]  # all of them, in order
+    assert sender.acked_ids == set(pusher.ids)
+    assert sender.answered == 3000
 
 
 def test_finish_runs_its_errand_while_the_last_answers_are_awaited() -> None:
