@@ -63,6 +63,9 @@ Progress = Callable[[str, int, int | None], None]
 SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
 _SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
 CSV_HEAD_BYTES = 64 * 1024
+# What is read ahead of a Parquet file's end: the first read of its footer takes this much
+# (crawler.enrich._FOOTER_PROBE_BYTES).
+FOOTER_AHEAD_BYTES = 64 * 1024
 PARALLEL_THRESHOLD = 400  # below this many manifests, process start-up costs more than it saves
 # Paths per job sent to a worker process: enough to make the hand-over cheap, few enough that
 # the workers start while the walk goes on and finish together.
@@ -72,6 +75,8 @@ SCHEMA_CHUNK = 50
 WORKER_NICE = 10
 # Folder listings between two looks for manifests whose assets can be pushed during the walk.
 EARLY_EVERY = 16
+# Documents in a crawl's first push; each next one doubles, up to crawl_batch_size (_Sender).
+FIRST_BATCH = 125
 
 
 class CrawlFailed(Exception):
@@ -746,6 +751,26 @@ def _parse_many(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
     the models, then Arrow and the CSV reader) stay in the CPU's caches through the chunk;
     taken a manifest at a time through all four steps, the same work cost a quarter more CPU
     (10k manifests of the bench volume in one process: 1.6 s against 1.25 s)."""
+    from crawler.manifest import MAX_MANIFEST_BYTES
+
+    read_ahead = getattr(volume, "read_ahead", None) if len(jobs) > 1 else None
+    if read_ahead is None:
+        return _parse_jobs(volume, jobs)
+    # Every file the chunk reads is asked for at once, so the disk serves them together,
+    # not one read after another (see LocalVolume.read_ahead); the data files are read last,
+    # after the parsing, by when they have come in.
+    for job in jobs:
+        read_ahead(job if type(job) is str else job[0], MAX_MANIFEST_BYTES + 1)
+    for job in jobs:
+        if type(job) is not str:
+            _schema_ahead(read_ahead, job[1])
+    try:
+        return _parse_jobs(volume, jobs)
+    finally:
+        volume.drop_ahead()  # type: ignore[attr-defined]
+
+
+def _parse_jobs(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
     from crawler.manifest import MAX_MANIFEST_BYTES, ParsedDocument, parse_manifest
 
     out: list[ParsedManifest] = []
@@ -785,6 +810,19 @@ def _takes_folder_schema(docs: list[tuple[int, int, dict[str, Any]]]) -> bool:
     return bool(docs) and not any("schema" in f or "location" in f for _, _, f in docs)
 
 
+def _is_parquet(path: str) -> bool:
+    return path.lower().endswith((".parquet", ".parq"))
+
+
+def _schema_ahead(read_ahead: Callable[..., None], path: str) -> None:
+    """``read_ahead`` of what ``_read_schema`` reads of ``path``: a CSV's head, or the end of
+    a Parquet file, where its footer is."""
+    if _is_parquet(path):
+        read_ahead(path, FOOTER_AHEAD_BYTES, from_end=True)
+    else:
+        read_ahead(path, CSV_HEAD_BYTES)
+
+
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
     """(path, columns or None, a warning or None); both when the schema was cut short.
 
@@ -794,7 +832,7 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
     from crawler.enrich import SchemaReadError, csv_columns, parquet_columns
 
     try:
-        if path.lower().endswith((".parquet", ".parq")):
+        if _is_parquet(path):
             with volume.open(path, size) as f:
                 fields = parquet_columns(f)
         else:
@@ -844,8 +882,17 @@ def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
 
 
 def _schema_chunk(jobs: list[Job]) -> list[SchemaRead]:
-    assert _worker_volume is not None
-    return run_jobs(_read_schema, _worker_volume, jobs)
+    volume = _worker_volume
+    assert volume is not None
+    read_ahead = getattr(volume, "read_ahead", None)
+    if read_ahead is None:
+        return run_jobs(_read_schema, volume, jobs)
+    for job in jobs:
+        _schema_ahead(read_ahead, job if type(job) is str else job[0])
+    try:
+        return run_jobs(_read_schema, volume, jobs)
+    finally:
+        volume.drop_ahead()  # type: ignore[attr-defined]
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
@@ -1145,7 +1192,9 @@ class Crawler:
                             sender.cut()
                         for item in upserts:
                             sender.add(item)
-                    sender.finish()
+                    sender.finish(
+                        lambda: self._save_answered(state, sender, pending, previous, tree)
+                    )
                 except CatalogueUnreachable as exc:
                     self._land_what_was_sent(
                         state, sender, pending, previous, tree, deletions + upserts
@@ -1350,6 +1399,33 @@ class Crawler:
                 out.append({**doc, "deleted": True, "crawled_at": now.isoformat()})
         return out
 
+    def _save_answered(
+        self,
+        state: CrawlState,
+        sender: _Sender,
+        pending: dict[str, Pending],
+        previous: dict[str, ManifestState],
+        tree: Tree,
+    ) -> None:
+        """Saves the state of the manifests whose every document the catalogue answered, while
+        it still ingests the last batches, and takes them out of ``pending``: the save after
+        the last answer is then that of the last batches only. The same rows as that save
+        would write; a crawl killed between the two leaves the rest marked unsettled, as
+        before (see CrawlState.mark_unsettled)."""
+        answered = sender.acked_ids
+        done = {
+            path: item
+            for path, item in pending.items()
+            if all(d["id"] in answered for d in item.state.docs)
+        }
+        if not done:
+            return
+        self._save_state(
+            state, done, previous, tree, sender.failed_ids, sender.deleted_ids, removals=False
+        )
+        for path in done:
+            del pending[path]
+
     @staticmethod
     def _save_state(
         state: CrawlState,
@@ -1358,6 +1434,8 @@ class Crawler:
         tree: Tree,
         failed_ids: set[str],
         deleted_ids: set[str],
+        *,
+        removals: bool = True,
     ) -> None:
         changed: dict[str, ManifestState] = {}
         for path, item in pending.items():
@@ -1374,7 +1452,7 @@ class Crawler:
                 )
             changed[path] = new_state
         removed = []
-        for path, old in previous.items():
+        for path, old in previous.items() if removals else ():
             if path in tree.manifests:
                 continue
             if all(d["id"] in deleted_ids or d.get("deleted") for d in old.docs):
@@ -1583,6 +1661,13 @@ class _Sender:
         self._before_send = before_send
         self._crawled_at = crawled_at
         self._batch_size = batch_size
+        # The first batches are smaller, each twice the one before up to ``batch_size``: the
+        # catalogue starts ingesting once FIRST_BATCH documents are built, not 1,000. Its
+        # ingest was a cold crawl's longest serial chain (on two cores, the bench's catalogue
+        # was busy from its first push to the crawl's end, 0.16 s a batch), so what starts it
+        # earlier ends the crawl earlier. The cuts depend on the count alone, so a crawl sends
+        # the same batches however its work was timed.
+        self._limit = min(batch_size, FIRST_BATCH)
         self._progress = progress
         self._report = report
         self._pending = pending
@@ -1592,6 +1677,7 @@ class _Sender:
         self.sent = False
         self.total: int | None = None  # documents to push, once known (for the progress bar)
         self.answered = 0
+        self._flushed = 0  # documents handed to the push thread
         self.acked_ids: set[str] = set()
         self.failed_ids: set[str] = set()
         self.deleted_ids: set[str] = set()
@@ -1603,7 +1689,7 @@ class _Sender:
     def add(self, item: dict[str, Any]) -> None:
         self.sent = True
         self._batch.append(item)
-        if len(self._batch) >= self._batch_size:
+        if len(self._batch) >= self._limit:
             self._flush()
 
     def cut(self) -> None:
@@ -1611,12 +1697,15 @@ class _Sender:
         if self._batch:
             self._flush()
 
-    def finish(self) -> None:
+    def finish(self, while_waiting: Callable[[], None] | None = None) -> None:
         """Sends the last batch and waits for every answer; CatalogueUnreachable when a push
-        failed after its retries."""
+        failed after its retries. ``while_waiting`` runs once the last batch is sent, when
+        answers are still to come (after those already in are applied)."""
         try:
             if self._batch:
                 self._flush()
+            if while_waiting is not None and self.answered < self._flushed:
+                while_waiting()
         finally:
             try:
                 if self._thread is not None:
@@ -1630,6 +1719,8 @@ class _Sender:
         if self._thread is None:
             self._thread = PushThread(self._pusher, {"crawled_at": self._crawled_at})
         batch, self._batch = self._batch, []
+        self._flushed += len(batch)
+        self._limit = min(self._batch_size, self._limit * 2)
         if self._before_send is not None:
             self._before_send(batch)
         self._thread.send(batch)

@@ -82,6 +82,7 @@ class WorkPool:
         self._jobs: dict[tuple[str, str], tuple[Future[list[Any]], int] | None] = {}
         self._done: dict[tuple[str, str], Any] = {}
         self._submitted = 0
+        self._sent = {s.name: 0 for s in stages}  # chunks sent to the workers, by stage
         self.start_method: str | None = None  # how worker processes were started, once they were
 
     def __enter__(self) -> WorkPool:
@@ -172,7 +173,16 @@ class WorkPool:
         return self._threshold if self._workers > 1 else 1 << 62
 
     def _chunk(self, stage: str) -> int:
-        return 1 if self._remote else self.stages[stage].chunk
+        """Paths in the stage's next chunk. The first chunk each worker takes is a quarter of
+        the stage's, the second a half: a fresh worker's first chunk carries its one-off costs
+        (pyarrow's import, cold caches), and the crawl waits for the first results in path
+        order, which a full chunk held back for a tenth of a second."""
+        if self._remote:
+            return 1
+        size, sent = self.stages[stage].chunk, self._sent[stage]
+        if sent < 2 * self._workers:
+            size //= 4 if sent < self._workers else 2
+        return max(1, size)
 
     def _start(self) -> None:
         if self._remote:
@@ -204,20 +214,26 @@ class WorkPool:
         )
 
     def _send(self, stage: str) -> None:
+        """Sends the stage's queued jobs: to worker processes in chunks (the backlog queued
+        before they started, hundreds of jobs, is shared out, not sent as one chunk)."""
         assert self._executor is not None
         buffered = self._buffered[stage]
         self._buffered[stage] = {}
-        jobs: list[Job] = [
-            path if hint is None else (path, hint) for path, hint in buffered.items()
-        ]
+        items = list(buffered.items())
         spec = self.stages[stage]
-        future: Future[list[Any]]
-        if self._remote:
-            future = self._executor.submit(run_jobs, spec.one_fn, self.volume, jobs)
-        else:
-            future = self._executor.submit(spec.chunk_fn, jobs)
-        for index, path in enumerate(buffered):
-            self._jobs[(stage, path)] = (future, index)
+        start = 0
+        while start < len(items):
+            piece = items[start:] if self._remote else items[start : start + self._chunk(stage)]
+            start += len(piece)
+            self._sent[stage] += 1
+            jobs: list[Job] = [path if hint is None else (path, hint) for path, hint in piece]
+            future: Future[list[Any]]
+            if self._remote:
+                future = self._executor.submit(run_jobs, spec.one_fn, self.volume, jobs)
+            else:
+                future = self._executor.submit(spec.chunk_fn, jobs)
+            for index, (path, _) in enumerate(piece):
+                self._jobs[(stage, path)] = (future, index)
 
 
 def _start_worker(initializer: Callable[[str], None], volume_url: str, forked_from: int) -> None:

@@ -212,7 +212,8 @@ class CrawlState:
             ) from exc
 
     def _save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
-        fresh, self._fresh = self._fresh, {}
+        # Saved in parts (Crawler._save_answered): the marks of paths not saved yet stay.
+        fresh = self._fresh
         # A new manifest's row, as marked before its batch was sent, holds the documents
         # saved now (the same objects): only its fingerprint and locations are written. A
         # cold crawl then encodes and writes each document once, not twice.
@@ -242,6 +243,11 @@ class CrawlState:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        finally:
+            for p in changed:
+                fresh.pop(p, None)
+            for p in removed:
+                fresh.pop(p, None)
 
     def mark_unsettled(self, batch: list[dict[str, Any]], known: Callable[[str], bool]) -> None:
         """Before ``batch`` goes to the catalogue: the rows of its manifests get the

@@ -565,3 +565,70 @@ def test_every_connector_closes_at_the_end_of_a_with_block(root: Path) -> None:
         assert entered is volume
         raise RuntimeError("the block fails")
     assert closed == ["closed"]
+
+
+# -- reading ahead -------------------------------------------------------------------------
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_read_ahead_hands_its_descriptor_to_the_next_read_and_keeps_none(root: Path) -> None:
+    write(root / "a" / "MANIFEST.yaml", b"name: a\n")
+    write(root / "a" / "data.csv", b"id,x\n" * 1000)
+    pq.write_table(pa.table({"id": [1, 2]}), root / "a" / "part.parquet")
+    volume = LocalVolume(root)
+    before = _open_fds()
+    volume.read_ahead("a/MANIFEST.yaml", 1 << 20)
+    volume.read_ahead("a/data.csv", 64)
+    volume.read_ahead("a/part.parquet", 1 << 16, from_end=True)
+    volume.read_ahead("a/MANIFEST.yaml", 1 << 20)  # asked twice: opened once
+    assert len(_open_fds() - before) == 3
+    assert volume.read("a/MANIFEST.yaml", 100) == b"name: a\n"
+    assert volume.read_head("a/data.csv", 10) == b"id,x\nid,x\n"
+    with volume.open("a/part.parquet") as f:
+        assert pq.ParquetFile(f).schema_arrow.names == ["id"]
+    assert _open_fds() == before
+    # Taken once: the next read opens the file again, as without read_ahead.
+    assert volume.read("a/MANIFEST.yaml", 100) == b"name: a\n"
+    assert _open_fds() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_read_ahead_of_what_a_read_refuses_holds_nothing_and_the_read_says_why(
+    tmp_path: Path, root: Path
+) -> None:
+    write(tmp_path / "outside" / "secret.txt", b"secret")
+    (root / "out.csv").symlink_to(tmp_path / "outside" / "secret.txt")
+    os.mkfifo(root / "pipe.csv")
+    (root / "folder.csv").mkdir()
+    volume = LocalVolume(root)
+    before = _open_fds()
+    for path in ("out.csv", "pipe.csv", "folder.csv", "gone.csv", "../x.csv"):
+        assert finishes_quickly(lambda p=path: volume.read_ahead(p, 64)) is None  # type: ignore[misc]
+    assert _open_fds() == before
+    with pytest.raises(PathOutsideVolume):
+        volume.read("out.csv", 100)
+    with pytest.raises(NotAFile):
+        volume.read("pipe.csv", 100)
+    with pytest.raises(EntryNotFound):
+        volume.read("gone.csv", 100)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_what_no_read_took_is_closed_by_drop_ahead_and_by_close(root: Path) -> None:
+    write(root / "a.csv", b"a\n")
+    write(root / "b.csv", b"b\n")
+    before = _open_fds()
+    volume = LocalVolume(root)
+    volume.read_ahead("a.csv", 64)
+    volume.drop_ahead()
+    assert _open_fds() == before
+    with volume:
+        volume.read_ahead("b.csv", 64)
+    assert _open_fds() == before
+    # Dropped, not lost: the file is read as it is now.
+    write(root / "a.csv", b"changed\n")
+    assert volume.read("a.csv", 100) == b"changed\n"

@@ -17,6 +17,8 @@ import pytest
 
 from connectors import Entry, LocalVolume
 from crawler.crawl import (
+    CSV_HEAD_BYTES,
+    FOOTER_AHEAD_BYTES,
     PARALLEL_THRESHOLD,
     NamePatterns,
     _init_worker,
@@ -27,6 +29,7 @@ from crawler.crawl import (
     _schema_chunk,
     walk_tree,
 )
+from crawler.manifest import MAX_MANIFEST_BYTES
 from crawler.pipeline import Stage, WorkPool
 
 FRESH = "CAIRN_TEST_FRESH_PROCESS"
@@ -96,6 +99,52 @@ def results(work: WorkPool, paths: list[str]) -> list[Any]:
         data = path.rsplit("/", 1)[0] + "/data.csv"
         out.append(work.result("schemas", data))
     return out
+
+
+class _InlineExecutor:
+    """Runs each chunk at once, here, and records its size."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def submit(self, fn: Callable[..., Any], jobs: list[Any]) -> Any:
+        from concurrent.futures import Future
+
+        self.sizes.append(len(jobs))
+        future: Future[list[Any]] = Future()
+        future.set_result([("done", job) for job in jobs])
+        return future
+
+    def shutdown(self, **_: Any) -> None:
+        pass
+
+
+def test_the_backlog_is_shared_out_and_each_workers_first_chunks_are_smaller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The jobs queued before the workers started went out as one chunk (400 manifests on a
+    # large crawl), which one worker parsed alone while the crawl waited for its first
+    # results; each worker's first chunk is now a quarter of the stage's, its second a half.
+    inline = _InlineExecutor()
+    work = WorkPool(
+        LocalVolume(tmp_path),
+        [Stage("parse", _parse_chunk, _parse_one, 8)],
+        workers=2,
+        remote_threads=2,
+        parallel_threshold=30,
+        initializer=_init_worker,
+        preload=[],
+    )
+    monkeypatch.setattr(work, "_start", lambda: setattr(work, "_executor", inline))
+    paths = [f"m{n:03d}" for n in range(60)]
+    for path in paths[:30]:
+        work.submit("parse", path)
+    assert inline.sizes == [2, 2, 4, 4, 8, 8, 2]  # the backlog of 30, at the 30th
+    for path in paths[30:]:
+        work.submit("parse", path)
+    work.flush()
+    assert inline.sizes == [2, 2, 4, 4, 8, 8, 2, 8, 8, 8, 6]
+    assert [work.result("parse", p) for p in paths] == [("done", p) for p in paths]
 
 
 def test_jobs_found_during_the_walk_run_in_workers_with_the_same_results(tmp_path: Path) -> None:
@@ -283,7 +332,7 @@ def _parsed_the_old_way(volume: LocalVolume, job: str | tuple[str, str]) -> tupl
     """What a job gave when each manifest went through every step before the next one: the
     reference the chunk's step-by-step parse must match."""
     from connectors import VolumeError
-    from crawler.manifest import MAX_MANIFEST_BYTES, parse_manifest
+    from crawler.manifest import parse_manifest
 
     path, hint = (job, None) if isinstance(job, str) else job
     try:
@@ -336,6 +385,58 @@ def test_a_chunk_parsed_a_step_at_a_time_gives_what_each_manifest_gave_alone(
         "gone.csv",
     }
     assert chunk[0].problems and chunk[0].problems[0].path == "gone/MANIFEST.yaml"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_chunk_asks_for_all_its_files_before_reading_and_keeps_none_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The manifests, then the data files whose schema the hint names (a CSV's head, a Parquet
+    # file's end), all asked for before the first read; those no document took (a manifest
+    # naming its own schema) are closed all the same.
+    for folder, data in (("a", "data.csv"), ("b", "part.parquet"), ("c", "data.csv")):
+        (tmp_path / folder).mkdir()
+        text = "name: x\ntype: dataset\n"
+        if folder == "c":
+            text += "schema:\n  - name: id\n    type: int\n"
+        (tmp_path / folder / "MANIFEST.yaml").write_text(text)
+        (tmp_path / folder / data).write_bytes(b"id\n1\n")
+    volume = LocalVolume(tmp_path)
+    asked: list[tuple[str, int, bool]] = []
+    reads_seen: list[int] = []
+    real_ahead, real_read = volume.read_ahead, volume.read
+
+    def read_ahead(path: str, nbytes: int, *, from_end: bool = False) -> None:
+        asked.append((path, nbytes, from_end))
+        real_ahead(path, nbytes, from_end=from_end)
+
+    def read(path: str, max_bytes: int) -> bytes:
+        reads_seen.append(len(asked))
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(volume, "read_ahead", read_ahead)
+    monkeypatch.setattr(volume, "read", read)
+    jobs: list[str | tuple[str, str]] = [
+        ("a/MANIFEST.yaml", "a/data.csv"),
+        ("b/MANIFEST.yaml", "b/part.parquet"),
+        ("c/MANIFEST.yaml", "c/data.csv"),
+    ]
+    before = set(os.listdir("/proc/self/fd"))
+    chunk = _parse_many(volume, list(jobs))
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert asked == [
+        ("a/MANIFEST.yaml", MAX_MANIFEST_BYTES + 1, False),
+        ("b/MANIFEST.yaml", MAX_MANIFEST_BYTES + 1, False),
+        ("c/MANIFEST.yaml", MAX_MANIFEST_BYTES + 1, False),
+        ("a/data.csv", CSV_HEAD_BYTES, False),
+        ("b/part.parquet", FOOTER_AHEAD_BYTES, True),
+        ("c/data.csv", CSV_HEAD_BYTES, False),
+    ]
+    assert reads_seen == [6, 6, 6]
+    assert [pm.schema is not None for pm in chunk] == [True, True, False]
+    assert [_parsed_the_old_way(volume, job) for job in jobs] == [
+        (pm.path, pm.docs, [p.reason for p in pm.problems], pm.schema) for pm in chunk
+    ]
 
 
 def test_a_result_put_by_hand_is_taken_without_a_job_and_never_replaces_one(

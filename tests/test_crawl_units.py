@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -637,3 +638,126 @@ def test_a_problem_is_one_line_whatever_its_path_holds() -> None:
     problem = Problem(path="new\nline/\x1b[2JMANIFEST.yaml", reason="bad", line=3)
     assert str(problem) == "new\\nline/\\x1b[2JMANIFEST.yaml:3: bad"
     assert problem.to_dict()["path"] == "new\nline/\x1b[2JMANIFEST.yaml"  # JSON keeps it whole
+
+
+class _AnsweringPusher:
+    """Answers every push with ``created``; the push numbered ``hold`` waits for ``gate``."""
+
+    def __init__(self, hold: int | None = None) -> None:
+        import threading
+
+        self.sizes: list[int] = []
+        self.ids: list[str] = []
+        self.hold = hold
+        self.gate = threading.Event()
+
+    def bulk(self, items: list[dict[str, Any]]) -> Any:
+        from types import SimpleNamespace
+
+        self.sizes.append(len(items))
+        self.ids.extend(d["id"] for d in items)
+        if len(self.sizes) == self.hold:
+            assert self.gate.wait(10)
+        return SimpleNamespace(results=[SimpleNamespace(status="created")] * len(items))
+
+
+def _sender(pusher: _AnsweringPusher, batch_size: int) -> Any:
+    from crawler.crawl import CrawlReport, _Sender
+
+    report = CrawlReport(volume="file:///lake", started_at="now")
+    return _Sender(pusher, batch_size, None, report, {}, crawled_at="now")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "sizes"),
+    [
+        (1000, [125, 250, 500, 1000, 1000, 125]),
+        (300, [125, 250, *[300] * 8, 225]),
+        (50, [50] * 60),
+    ],
+)
+def test_the_first_pushes_are_smaller_and_double_up_to_the_batch_size(
+    batch_size: int, sizes: list[int]
+) -> None:
+    # The catalogue starts on the first few documents built, not on a full batch; the cuts
+    # depend on the count alone, whenever the documents come.
+    pusher = _AnsweringPusher()
+    sender = _sender(pusher, batch_size)
+    for i in range(3000):
+        sender.add({"id": f"a{i}", "manifest_path": f"m{i}"})
+    sender.finish()
+    assert pusher.sizes == sizes
+    assert pusher.ids == [f"a{i}" for i in range(3000)]  # all of them, in order
+    assert sender.acked_ids == set(pusher.ids)
+    assert sender.answered == 3000
+
+
+def test_finish_runs_its_errand_while_the_last_answers_are_awaited() -> None:
+    pusher = _AnsweringPusher(hold=4)
+    sender = _sender(pusher, 1000)
+    for i in range(1000):  # pushes of 125, 250, 500 and the last 125, which waits
+        sender.add({"id": f"a{i}", "manifest_path": f"m{i}"})
+    seen: list[tuple[int, int]] = []
+
+    def errand() -> None:
+        import time
+
+        # The first three answers are in (and applied) before the errand runs.
+        for _ in range(200):
+            sender._apply()
+            if sender.answered == 875:
+                break
+            time.sleep(0.01)
+        seen.append((sender.answered, len(sender.acked_ids)))
+        pusher.gate.set()
+
+    sender.finish(errand)
+    assert seen == [(875, 875)]
+    assert sender.answered == 1000
+    # Nothing left to wait for: no errand.
+    sender.finish(lambda: seen.append((-1, -1)))
+    assert seen == [(875, 875)]
+
+
+def test_the_state_of_what_was_answered_is_saved_before_the_rest(tmp_path: Path) -> None:
+    # Saved in two parts (while the last batches are ingested, then after their answers),
+    # each part keeps the single UPDATE of a row marked with its very documents.
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, Pending, Tree
+    from crawler.state import UNSETTLED, CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    docs = {p: [{"id": f"{p}-a", "manifest_path": p, "_hash": "h"}] for p in ("m1", "m2")}
+    state.mark_unsettled([*docs["m1"], *docs["m2"]], lambda path: False)
+    pending = {p: Pending(ManifestState(f"fp-{p}", [None], d), {}, True) for p, d in docs.items()}
+    sender = _sender(_AnsweringPusher(), 1000)
+    sender.acked_ids = {"m1-a"}
+    statements: list[str] = []
+    state._conn.set_trace_callback(statements.append)
+    crawler = Crawler(Settings(data_dir=tmp_path / "data"), catalogue_url="http://127.0.0.1:9")
+    crawler._save_answered(state, sender, pending, {}, Tree())
+    assert list(pending) == ["m2"]
+    assert {p: s.fingerprint for p, s in state.load().items()} == {"m1": "fp-m1", "m2": UNSETTLED}
+    crawler._save_state(state, pending, {}, Tree(), set(), set())
+    assert {p: s.fingerprint for p, s in state.load().items()} == {"m1": "fp-m1", "m2": "fp-m2"}
+    assert sum(s.startswith("UPDATE manifests SET fingerprint") for s in statements) == 2
+    assert not any(s.startswith("INSERT OR REPLACE INTO manifests") for s in statements)
+    state.close()
+
+
+def test_cairn_crawl_leaves_what_is_alive_out_of_the_collectors_last_passes() -> None:
+    # The interpreter's exit collects several times, scanning every object still alive: 50 ms
+    # of each crawl, for nothing. The crawl command freezes them once its work is done.
+    import gc
+
+    from typer.testing import CliRunner
+
+    from cairn.cli import app
+
+    gc.unfreeze()
+    try:
+        result = CliRunner().invoke(app, ["crawl"])  # nothing to crawl: exit 1, at once
+        assert result.exit_code == 1
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
