@@ -751,23 +751,12 @@ def _parse_many(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
     the models, then Arrow and the CSV reader) stay in the CPU's caches through the chunk;
     taken a manifest at a time through all four steps, the same work cost a quarter more CPU
     (10k manifests of the bench volume in one process: 1.6 s against 1.25 s)."""
-    from crawler.manifest import MAX_MANIFEST_BYTES
-
-    read_ahead = getattr(volume, "read_ahead", None) if len(jobs) > 1 else None
-    if read_ahead is None:
+    if len(jobs) < 2:
         return _parse_jobs(volume, jobs)
-    # Every file the chunk reads is asked for at once, so the disk serves them together,
-    # not one read after another (see LocalVolume.read_ahead); the data files are read last,
-    # after the parsing, by when they have come in.
-    for job in jobs:
-        read_ahead(job if type(job) is str else job[0], MAX_MANIFEST_BYTES + 1)
-    for job in jobs:
-        if type(job) is not str:
-            _schema_ahead(read_ahead, job[1])
-    try:
+    manifests = [job if type(job) is str else job[0] for job in jobs]
+    data = [job[1] for job in jobs if type(job) is not str]
+    with _reading_ahead(volume, manifests, data):
         return _parse_jobs(volume, jobs)
-    finally:
-        volume.drop_ahead()  # type: ignore[attr-defined]
 
 
 def _parse_jobs(volume: Volume, jobs: list[Job]) -> list[ParsedManifest]:
@@ -814,13 +803,30 @@ def _is_parquet(path: str) -> bool:
     return path.lower().endswith((".parquet", ".parq"))
 
 
-def _schema_ahead(read_ahead: Callable[..., None], path: str) -> None:
-    """``read_ahead`` of what ``_read_schema`` reads of ``path``: a CSV's head, or the end of
-    a Parquet file, where its footer is."""
-    if _is_parquet(path):
-        read_ahead(path, FOOTER_AHEAD_BYTES, from_end=True)
-    else:
-        read_ahead(path, CSV_HEAD_BYTES)
+@contextlib.contextmanager
+def _reading_ahead(volume: Volume, manifests: list[str], data: list[str]) -> Iterator[None]:
+    """Has a volume that can (``LocalVolume.read_ahead``) ask for every file a chunk reads at
+    once, so the disk serves them together, not one read after another: the manifests whole,
+    then what ``_read_schema`` reads of each data file (a CSV's head, a Parquet file's end,
+    where its footer is), read last, after the parsing, by when they have come in. What no
+    read took is closed on the way out."""
+    from crawler.manifest import MAX_MANIFEST_BYTES
+
+    read_ahead = getattr(volume, "read_ahead", None)
+    if read_ahead is None:
+        yield
+        return
+    for path in manifests:
+        read_ahead(path, MAX_MANIFEST_BYTES + 1)
+    for path in data:
+        if _is_parquet(path):
+            read_ahead(path, FOOTER_AHEAD_BYTES, from_end=True)
+        else:
+            read_ahead(path, CSV_HEAD_BYTES)
+    try:
+        yield
+    finally:
+        volume.drop_ahead()  # type: ignore[attr-defined]
 
 
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
@@ -884,15 +890,8 @@ def _head(volume: Volume, path: str, size: int | None = None) -> bytes:
 def _schema_chunk(jobs: list[Job]) -> list[SchemaRead]:
     volume = _worker_volume
     assert volume is not None
-    read_ahead = getattr(volume, "read_ahead", None)
-    if read_ahead is None:
+    with _reading_ahead(volume, [], [job if type(job) is str else job[0] for job in jobs]):
         return run_jobs(_read_schema, volume, jobs)
-    for job in jobs:
-        _schema_ahead(read_ahead, job if type(job) is str else job[0])
-    try:
-        return run_jobs(_read_schema, volume, jobs)
-    finally:
-        volume.drop_ahead()  # type: ignore[attr-defined]
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
