@@ -231,12 +231,21 @@ def test_a_bulk_of_several_chunks_over_http(api: httpx.Client) -> None:
     assert found["total"] == len([i for i in range(count - 2) if i % 7 == 3])
 
 
+def _bulk_of(batch: int, count: int = 200) -> list[dict[str, Any]]:
+    # About 1 MB of WAL per request of 200.
+    return [
+        asset(f"n{batch}_{i}", id=f"i-{batch}-{i}", description="x" * 2000) for i in range(count)
+    ]
+
+
 def test_back_to_back_bulks_keep_the_wal_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each big write waits for the copy of the one before, so the WAL starts over instead of
-    growing with every request."""
+    """Past CHECKPOINT_AFTER_BYTES, the next big write waits for the copy of the WAL, so it
+    starts over instead of growing with every request."""
     monkeypatch.setattr(service, "WRITE_CHUNK", 50)
+    bound = 3_000_000
+    monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_AFTER_BYTES", bound)
     plain_connect = cairn.sqlite.connect
 
     class SlowCheckpoints:
@@ -265,16 +274,65 @@ def test_back_to_back_bulks_keep_the_wal_bounded(
     try:
         sizes = []
         for batch in range(12):
-            items = [
-                asset(f"n{batch}_{i}", id=f"i-{batch}-{i}", description="x" * 2000)
-                for i in range(200)
-            ]
+            items = _bulk_of(batch)
             assert asyncio.run(catalogue.bulk(items)).created == len(items)
             sizes.append(wal.stat().st_size)
-        # One request writes about 1 MB of pages; twelve appended would be over 12 MB.
-        assert max(sizes) < 4 * sizes[0], sizes
+        # Twelve requests appended would be over 12 MB; the WAL file ends at most one request
+        # past the bound (the request that crossed it appends before the copy).
+        assert max(sizes) < bound + 2 * sizes[0], sizes
     finally:
         asyncio.run(store.close())
+
+
+def test_bulks_below_the_bound_are_copied_once_writes_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the bound, back-to-back big writes append to the WAL without waiting for a copy,
+    and a small write meanwhile copies nothing inside its commit; the copy comes once big
+    writes pause, and every page is then in the database file."""
+    monkeypatch.setattr(service, "WRITE_CHUNK", 50)
+    monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_QUIET_S", 3600.0)
+    path = tmp_path / "c.db"
+    store, catalogue = _open(path)
+    wal = tmp_path / "c.db-wal"
+
+    def file_pages() -> tuple[int, int]:
+        conn = sqlite3.connect(path)
+        try:
+            pages, size = (
+                conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size")
+            )
+        finally:
+            conn.close()
+        return path.stat().st_size // size, pages
+
+    try:
+        sizes = []
+        for batch in range(3):
+            items = _bulk_of(batch)
+            assert asyncio.run(catalogue.bulk(items)).created == len(items)
+            sizes.append(wal.stat().st_size)
+        assert sizes[0] < sizes[1] < sizes[2], sizes  # appended: no copy let the WAL restart
+        # More than a thousand pages in the WAL, SQLite's own threshold: a small write's
+        # commit would have copied them all, had it been allowed to.
+        assert store.db._wal_bytes() > cairn.sqlite.AUTOCHECKPOINT_PAGES * 4096
+        answer = asyncio.run(catalogue.bulk([asset("small")]))
+        assert answer.created == 1
+        in_file, pages = file_pages()
+        assert in_file < pages  # the WAL still holds pages the file does not have
+        checkpointer = store.db._checkpointer
+        assert checkpointer is not None and not checkpointer.idle.is_set()
+        monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_QUIET_S", 0.0)
+        checkpointer.wake()  # what the next look at the clock does after a real pause
+        assert checkpointer.idle.wait(30)
+        in_file, pages = file_pages()
+        assert in_file == pages
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT count(*) FROM assets").fetchone() == (601,)
+        conn.close()
+    finally:
+        asyncio.run(store.close())
+    assert not wal.exists()  # the last connection out removed it
 
 
 def test_collector_pauses_nest_and_overlap() -> None:
