@@ -414,3 +414,33 @@ def test_head_is_answered_as_get_without_a_body(keyed: dict[str, ThreadServer]) 
     # A path without GET still refuses it.
     post_only = httpx.head(keyed["catalogue"].url + "/api/v1/lineage", headers=AUTH)
     assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
+
+
+def test_long_integers_are_parsed_exactly_and_digit_runs_in_text_parse_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JSON integer of 20+ digits is read exactly (orjson would round it to a float); a run
+    of digits inside a string after letters (a crawled id) costs no second parse."""
+    import json
+
+    import cairn.web as web
+
+    huge = 123456789012345678901234
+    for body, expected in (
+        (b"[%d]" % huge, [huge]),
+        (b'{"a":-%d}' % huge, {"a": -huge}),
+        (b'{"a": [1,\n  %d]}' % huge, {"a": [1, huge]}),
+        (b'{"d": "ref %d"}' % huge, {"d": f"ref {huge}"}),  # a space before: parsed again
+    ):
+        assert web.parse_json(body) == expected
+        assert type(web.parse_json(body)) is type(expected)
+    assert web.parse_json(b"[%d]" % huge)[0] == huge  # an int, not 1.2345678901234568e+23
+
+    def second_parse(raw: bytes) -> None:
+        raise AssertionError("parsed a second time")
+
+    monkeypatch.setattr(json, "loads", second_parse)
+    body = b'[{"id": "a-bb4801693667743378692327", "n": 12345678901234567, "f": 0.%d}]' % huge
+    assert web.parse_json(body) == [
+        {"id": "a-bb4801693667743378692327", "n": 12345678901234567, "f": float(f"0.{huge}")}
+    ]
