@@ -128,12 +128,16 @@ def _page_statements(
 ) -> list[tuple[str, list[Any]]]:
     """The store's statements for each word with its counts cached (the page alone)."""
     store = backend.SQLiteStore(path)
-    queries = [SearchQuery(q=w, limit=20, facets=True) for w in words]
-    for query in queries:
-        store._search_sync(conn, query)
-    recorder = _RecordingConnection(conn)
-    for query in queries:
-        store._search_sync(recorder, query)  # type: ignore[arg-type]
+    store._open()  # the write-generation probe a search asks (its counts cache's key)
+    try:
+        queries = [SearchQuery(q=w, limit=20, facets=True) for w in words]
+        for query in queries:
+            store._search_sync(conn, query)
+        recorder = _RecordingConnection(conn)
+        for query in queries:
+            store._search_sync(recorder, query)  # type: ignore[arg-type]
+    finally:
+        store.db.close()
     return recorder.calls
 
 

@@ -113,16 +113,42 @@ def test_a_write_after_big_ones_is_kept_and_close_stops_the_upkeep(
         asyncio.run(reopened.close())
 
 
-def test_files_get_the_merge_setting_once(tmp_path: Path) -> None:
+def test_files_get_the_merge_settings_once(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     for _ in range(2):
         store = SQLiteStore(path)
         asyncio.run(store.open())
         asyncio.run(store.close())
     conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT v FROM assets_fts_config WHERE k = 'usermerge'").fetchall()
+    rows = conn.execute(
+        "SELECT k, v FROM assets_fts_config WHERE k IN ('usermerge', 'automerge') ORDER BY k"
+    ).fetchall()
     conn.close()
-    assert rows == [(backend.FTS_USERMERGE,)]
+    assert rows == [("automerge", backend.FTS_AUTOMERGE), ("usermerge", backend.FTS_USERMERGE)]
+
+
+def test_small_writes_leave_their_segments_to_the_upkeep_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes merge nothing themselves (FTS_AUTOMERGE); after one-asset writes the upkeep
+    merges what they left once they pause, and searches answer the same."""
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    try:
+        for batch in range(6):
+            _bulk(catalogue, _items(batch, 1))  # one item: not a big write
+        assert _merge_work_left(path)  # six segments, none merged by the writes
+        before = _search(store, "alpha")
+        monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.05)
+        store.db._upkeep.wake()  # type: ignore[union-attr]  # re-reads the shorter pause
+        assert store.db.upkeep_idle.wait(30)
+        assert not _merge_work_left(path)
+        assert _search(store, "alpha") == before and before[0] >= 1
+    finally:
+        asyncio.run(store.close())
 
 
 def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
