@@ -56,8 +56,8 @@ CHECKPOINT_WAIT_S = 30.0
 # took 3% longer (median of 6 interleaved runs: 2.125 against 2.060 s).
 CHECKPOINT_AFTER_BYTES = 64 * 1024 * 1024
 CHECKPOINT_QUIET_S = 1.0
-# Upkeep after writes (``SQLiteFile(upkeep=...)``) starts once writes have paused this long: a
-# bulk load of many requests is then tidied once, at its end, not after each request.
+# Upkeep after big writes (``SQLiteFile(upkeep=...)``) starts once writes have paused this long:
+# a bulk load of many requests is then tidied once, at its end, not after each request.
 UPKEEP_QUIET_S = 2.0
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -227,7 +227,7 @@ class _Checkpointer(_WokenThread):
 
 class _Upkeep(_WokenThread):
     """Runs a store's upkeep step (``step(conn) -> more to do``) in a thread of its own, each
-    step in a write transaction of its own, once writes have paused.
+    step in a write transaction of its own, once writes have paused after a big one.
 
     Work that makes later reads cheaper but need not happen inside the write that made it
     necessary (merging a full-text index's segments): off the request path, and in short
@@ -244,7 +244,7 @@ class _Upkeep(_WokenThread):
         try:
             self._until_done()
         except Exception as exc:  # a full disk (InsufficientStorage) among them
-            # Only later reads are slower for it; the next write tries again.
+            # Only later reads are slower for it; the next big write tries again.
             log.warning("%s: background upkeep failed: %s", self._db.path, exc)
 
     def _until_done(self) -> None:
@@ -252,7 +252,7 @@ class _Upkeep(_WokenThread):
         while more and self._paused():
             seen = self._db.commits
             while more and not self._stop.is_set() and self._db.commits == seen:
-                with self._db.transaction(upkeep=False) as conn:
+                with self._db.transaction() as conn:
                     more = self._step(conn)
                 seen += 1
 
@@ -280,7 +280,7 @@ class SQLiteFile:
         writer_cache_kib: int = WRITER_CACHE_KIB,
         upkeep: Callable[[sqlite3.Connection], bool] | None = None,
     ):
-        """``upkeep``: a step of background work after writes (``_Upkeep``)."""
+        """``upkeep``: a step of background work after big writes (``_Upkeep``)."""
         self.path = Path(path)
         self._reader_cache_kib = reader_cache_kib
         self._writer_cache_kib = writer_cache_kib
@@ -421,15 +421,11 @@ class SQLiteFile:
             self._readers.append(conn)
 
     @contextmanager
-    def transaction(
-        self, *, big: bool = False, upkeep: bool = True
-    ) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, big: bool = False) -> Iterator[sqlite3.Connection]:
         """The writer inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error.
 
         ``big``: a transaction of many pages (a bulk write) leaves copying the WAL into the
         file to a background thread (``_Checkpointer``) instead of doing it in its commit.
-        ``upkeep``: its commit asks for the file's upkeep once writes pause (False: the upkeep's
-        own steps).
 
         A full disk becomes ``InsufficientStorage`` (507): SQLite has already rolled the
         transaction back by then, so nothing was half-written and the writer stays usable;
@@ -485,7 +481,7 @@ class SQLiteFile:
                 raise
             self.commits += 1
             self._last_commit = time.monotonic()
-        if upkeep and self._upkeep_step is not None:
+        if big and self._upkeep_step is not None:
             if self._upkeep is None:
                 self._upkeep = _Upkeep(self, self._upkeep_step)
             self._upkeep.wake()

@@ -127,28 +127,54 @@ def test_files_get_the_merge_settings_once(tmp_path: Path) -> None:
     assert rows == [("automerge", backend.FTS_AUTOMERGE), ("usermerge", backend.FTS_USERMERGE)]
 
 
-def test_small_writes_leave_their_segments_to_the_upkeep_too(
+def test_bulk_writes_merge_nothing_themselves_and_small_ones_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Writes merge nothing themselves (FTS_AUTOMERGE); after one-asset writes the upkeep
-    merges what they left once they pause, and searches answer the same."""
+    """A bulk write sets FTS5's automerge to BULK_FTS_AUTOMERGE for itself (the upkeep merges
+    after it); the next small write sets it back, so small writes still merge as they go."""
+    monkeypatch.setattr(service, "WRITE_CHUNK", 100)
     monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)
     path = tmp_path / "c.db"
+
+    def automerge() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            (value,) = conn.execute(
+                "SELECT v FROM assets_fts_config WHERE k = 'automerge'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(value)
+
     store = SQLiteStore(path)
     asyncio.run(store.open())
     catalogue = Catalogue(store, Settings())
     try:
-        for batch in range(6):
-            _bulk(catalogue, _items(batch, 1))  # one item: not a big write
-        assert _merge_work_left(path)  # six segments, none merged by the writes
-        before = _search(store, "alpha")
-        monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 0.05)
-        store.db._upkeep.wake()  # type: ignore[union-attr]  # re-reads the shorter pause
-        assert store.db.upkeep_idle.wait(30)
-        assert not _merge_work_left(path)
-        assert _search(store, "alpha") == before and before[0] >= 1
+        assert automerge() == backend.FTS_AUTOMERGE
+        _bulk(catalogue, _items(0, 300))  # a big, chunked request
+        assert automerge() == backend.BULK_FTS_AUTOMERGE == 0
+        _bulk(catalogue, _items(1, 1))  # one item: not a big write
+        assert automerge() == backend.FTS_AUTOMERGE
+        for batch in range(2, 8):
+            _bulk(catalogue, _items(batch, 1))
+        written = [_items(0, 300), *(_items(b, 1) for b in range(1, 8))]
+        alpha = sum("alpha" in item["description"] for items in written for item in items)
+        assert _search(store, "alpha")[0] == alpha
     finally:
         asyncio.run(store.close())
+    # A file left at the bulk setting gets the default back when it is opened.
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    catalogue = Catalogue(store, Settings())
+    try:
+        _bulk(catalogue, _items(9, 300))
+        assert automerge() == 0
+    finally:
+        asyncio.run(store.close())
+    reopened = SQLiteStore(path)
+    asyncio.run(reopened.open())
+    asyncio.run(reopened.close())
+    assert automerge() == backend.FTS_AUTOMERGE
 
 
 def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

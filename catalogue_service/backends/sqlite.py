@@ -163,12 +163,13 @@ EXACT_SEQS = "SELECT seq FROM assets WHERE name_lc = ?"
 # in steps of this many pages, each a short transaction of its own. bench_search, text kind.
 FTS_USERMERGE = 2
 FTS_MERGE_PAGES = 200
-# No merging inside writes: FTS5's default (4) merges a little in every write once a level holds
-# four segments, which the upkeep above does anyway once writes pause. At 100k assets in
-# requests of 5,000 (benchmarks.probe_fts): 10.6 against 13.2 us of insert CPU per asset, and
-# the same merge afterwards (4.1 us) and queries. Small writes' segments wait for the upkeep
-# too; FTS5 still merges a level of 16 (its crisismerge) inside the write that makes it.
-FTS_AUTOMERGE = 0
+# FTS5 merges a little inside every write once a level holds this many segments (its default).
+# Bulk writes merge nothing themselves (BULK_FTS_AUTOMERGE): the upkeep above merges what they
+# leave once they pause. At 100k assets in requests of 5,000 (benchmarks.probe_fts): 10.6
+# against 13.2 us of insert CPU per asset, and the same merge afterwards (4.1 us) and queries.
+# Small writes keep merging as they go: no pause need come between them for the upkeep to run.
+FTS_AUTOMERGE = 4
+BULK_FTS_AUTOMERGE = 0
 
 # A search is run on the event loop when it is known to match at most this many assets.
 HERE_MATCHES = 300
@@ -429,6 +430,8 @@ class SQLiteStore:
         self.speller = vocabulary.SQLiteSpeller(self.db)
         self._probe: sqlite3.Connection | None = None
         self._probe_lock = threading.Lock()
+        # FTS5's automerge as the file holds it (None: unknown, set by the next write).
+        self._automerge: int | None = None
 
     def _generation(self) -> int:
         """Moves with every commit to the file, by this process or by another one on the
@@ -469,6 +472,7 @@ class SQLiteStore:
                 )
         conn.execute(LOCATION_INDEX)
         _set_fts_merging(conn)
+        self._automerge = FTS_AUTOMERGE
         self._probe = self.db.new_reader()
 
     async def instance_id(self) -> str:
@@ -544,7 +548,9 @@ class SQLiteStore:
         results: list[dict[str, Any]] = []
         stamp = now.isoformat().replace("+00:00", "Z")
         side = _SideRows()
+        automerge = BULK_FTS_AUTOMERGE if big else FTS_AUTOMERGE
         with self.db.transaction(big=big) as conn:
+            self._set_automerge(conn, automerge)
             while (writes := next_chunk()) is not None:
                 if isinstance(writes, _Abort):
                     raise _Aborted("the bulk request failed before all its items were written")
@@ -557,7 +563,17 @@ class SQLiteStore:
                     results.append(self._apply(conn, write, stamp, side, state))
                 side.flush(conn)
             side.insert(conn)
+        self._automerge = automerge
         return _RESULTS.validate_python(results)
+
+    def _set_automerge(self, conn: sqlite3.Connection, automerge: int) -> None:
+        """FTS5's automerge for this write and the ones after it (a setting in the file,
+        known here again once the write commits: see ``_write_chunks``)."""
+        if self._automerge != automerge:
+            self._automerge = None
+            conn.execute(
+                "INSERT INTO assets_fts(assets_fts, rank) VALUES ('automerge', ?)", (automerge,)
+            )
 
     def _apply(
         self,
