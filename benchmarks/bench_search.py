@@ -54,6 +54,7 @@ Run alone (it loads the assets first):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -63,7 +64,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,6 +476,21 @@ class _RecordingConnection:
         return self.conn.execute(sql, params)
 
 
+@contextlib.contextmanager
+def searching_store(db_path: Path) -> Iterator[Any]:
+    """A ``SQLiteStore`` on the catalogue's file that can run ``_search_sync`` on a connection
+    given to it: only its write-generation probe (``_generation``, the counts cache's key) is
+    opened, read-only, beside the running catalogue; nothing is written."""
+    from catalogue_service.backends.sqlite import SQLiteStore
+
+    store = SQLiteStore(db_path)
+    store._probe = store.db.new_reader()
+    try:
+        yield store
+    finally:
+        store.db.close()
+
+
 def service_statements(db_path: Path, word: str) -> list[tuple[str, list[Any]]]:
     """The SQL the catalogue runs for ``GET /api/v1/assets?q=<word>`` (limit 20, facets on).
 
@@ -483,13 +499,12 @@ def service_statements(db_path: Path, word: str) -> list[tuple[str, list[Any]]]:
     if it changes, this fails loudly rather than timing a different query.
     """
     from catalogue_service.backends.base import SearchQuery
-    from catalogue_service.backends.sqlite import SQLiteStore
 
-    store = SQLiteStore(db_path)
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         recorder = _RecordingConnection(conn)
-        store._search_sync(recorder, SearchQuery(q=word, limit=20, facets=True))  # type: ignore[arg-type]
+        with searching_store(db_path) as store:
+            store._search_sync(recorder, SearchQuery(q=word, limit=20, facets=True))
     finally:
         conn.close()
     return recorder.calls
@@ -519,17 +534,16 @@ def engine_cpu_ms(db_path: Path, paths: Sequence[str], rounds: int = 3) -> float
     from starlette.datastructures import QueryParams
 
     from catalogue_service.api.search_params import parse_search
-    from catalogue_service.backends.sqlite import SQLiteStore
 
-    store = SQLiteStore(db_path)
     conn = raw_connection(db_path)
     try:
         recorder = _RecordingConnection(conn)
         queries = [parse_search(QueryParams(urlsplit(p).query)) for p in paths]
-        for query in queries:  # counts into this store's cache, as the catalogue's are
-            store._search_sync(conn, query)
-        for query in queries:
-            store._search_sync(recorder, query)  # type: ignore[arg-type]
+        with searching_store(db_path) as store:
+            for query in queries:  # counts into this store's cache, as the catalogue's are
+                store._search_sync(conn, query)
+            for query in queries:
+                store._search_sync(recorder, query)
         for sql, params in recorder.calls:  # warm the page cache
             conn.execute(sql, params).fetchall()
         start = time.thread_time()
