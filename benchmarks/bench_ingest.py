@@ -3,8 +3,9 @@ catalogue backend side by side in one run.
 
 One client sends ``POST /api/v1/assets/bulk`` batches of 5,000 one after the other; request
 bodies are encoded before the clock starts, so the figure is the catalogue's rate, not the
-client's JSON encoding. Target >= 10,000 assets/s on the embedded (SQLite) backend; the
-``mongo`` backend (MongoDB + Elasticsearch) is measured the same way, with the same batches.
+client's JSON encoding. Target >= 10,000 assets/s on the embedded (SQLite) backend, whose
+figure is the median of 3 loads, each into a fresh catalogue; the ``mongo`` backend (MongoDB +
+Elasticsearch) is loaded once, the same way, with the same batches.
 The catalogue's peak resident set (VmHWM) is read after the ingest for the footprint.
 
 Where the time goes on ``mongo``: the catalogue runs with a tracer (``serve_traced`` below,
@@ -57,6 +58,9 @@ REQUEST_TIMEOUT_S = 600  # one 5,000-item batch takes about a second on sqlite; 
 # A whole ingest stops sending batches after this long (the figures then say how far it got),
 # so a slow backend cannot stretch a run without bound.
 INGEST_BUDGET_S = 900
+# Loads into the embedded backend, each into a fresh catalogue, whose median is reported: one
+# load alone moved by 4% between runs on an idle machine (9,610 and 9,962 assets/s).
+SQLITE_LOADS = 3
 # The catalogue's MongoDB timeout (CAIRN_MONGO_TIMEOUT, seconds; the socket timeout is 6x, at
 # least 30 s). The default (5) ends a command after 30 s, and on FerretDB a bulk request's
 # lookup of its batch (`_id $in`, not pushed down to SQLite: a scan) passed that at 75,000
@@ -372,6 +376,8 @@ class IngestFigures:
     probe: MongoProbe | None = None
     split: CpuSplit | None = None
     error: str | None = None
+    # assets/s of every load when several were made (these figures are the median one's)
+    load_rates: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -594,6 +600,10 @@ def _headline(figures: dict[str, IngestFigures]) -> list[str]:
             ),
         ),
         row("created / failed", lambda f: f"{f.created:,} / {f.failed:,}"),
+        row(
+            "loads (assets/s; the median one's figures here)",
+            lambda f: " / ".join(f"{r:,.0f}" for r in f.load_rates) if f.load_rates else "one",
+        ),
         row("batch time first / min / max / last", batches),
         row(
             "catalogue CPU",
@@ -871,10 +881,18 @@ def run(sizes: Sizes, command: str) -> dict[str, IngestFigures]:
     figures: dict[str, IngestFigures] = {}
     with BackendServers() as servers:
         for backend in sizes.backends:
-            print(f"ingest on {backend} ...", flush=True)
-            figures[backend], catalogue = measure(backend, f"ingest-{backend}", servers, assets)
-            if catalogue is not None:
-                catalogue.stop()
+            loads = []
+            for i in range(SQLITE_LOADS if backend == "sqlite" else 1):
+                print(f"ingest on {backend} ...", flush=True)
+                loaded, catalogue = measure(backend, f"ingest-{backend}-{i}", servers, assets)
+                if catalogue is not None:
+                    catalogue.stop()
+                loads.append(loaded)
+            failed = [f for f in loads if not f.ok]
+            # A failed load is the result; otherwise the median one by rate.
+            chosen = failed[0] if failed else sorted(loads, key=lambda f: f.rate)[len(loads) // 2]
+            chosen.load_rates = [f.rate for f in loads] if len(loads) > 1 else []
+            figures[backend] = chosen
             if backend == "sqlite":
                 print("sqlite: CPU per step, in this process ...", flush=True)
                 figures[backend].split = cpu_split(encode_batches(assets))
