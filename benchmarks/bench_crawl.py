@@ -50,6 +50,7 @@ from benchmarks.common import (
     fresh_dir,
     load_average,
     median,
+    median_by,
     ms,
     parse_sizes,
     table,
@@ -468,8 +469,7 @@ def _median_recrawl(runs: list[CrawlRun]) -> CrawlRun | None:
     """The run whose ``duration_s`` is the median (the upper one of an even count)."""
     if not runs:
         return None
-    ranked = sorted(runs, key=lambda r: float(r.report.get("duration_s") or 0.0))
-    return ranked[len(ranked) // 2]
+    return median_by(runs, lambda r: float(r.report.get("duration_s") or 0.0))
 
 
 def crawl_once(root: Path, catalogue: CatalogueProcess) -> CrawlRun:
@@ -656,7 +656,7 @@ def run(sizes: Sizes, command: str) -> bool:
             with CatalogueProcess(f"crawl-{i}") as other:
                 colds.append((crawl_once(root, other), _catalogue_total(other)))
         notes.append(f"- Load average after the crawls and start-up runs: {load_average()}.")
-        cold, in_catalogue = sorted(colds, key=lambda c: c[0].wall_s)[len(colds) // 2]
+        cold, in_catalogue = median_by(colds, lambda c: c[0].wall_s)
         rate = cold.manifests / cold.wall_s if cold.wall_s else 0.0
         if cold.manifests:
             crawl_cpu_per_10k = cold.cpu_s * 10_000 / cold.manifests

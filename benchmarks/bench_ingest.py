@@ -45,6 +45,7 @@ from benchmarks.common import (
     OtherLoad,
     Section,
     Sizes,
+    median_by,
     parse_sizes,
     process_cpu_seconds,
     table,
@@ -890,7 +891,7 @@ def run(sizes: Sizes, command: str) -> dict[str, IngestFigures]:
                 loads.append(loaded)
             failed = [f for f in loads if not f.ok]
             # A failed load is the result; otherwise the median one by rate.
-            chosen = failed[0] if failed else sorted(loads, key=lambda f: f.rate)[len(loads) // 2]
+            chosen = failed[0] if failed else median_by(loads, lambda f: f.rate)
             chosen.load_rates = [f.rate for f in loads] if len(loads) > 1 else []
             figures[backend] = chosen
             if backend == "sqlite":

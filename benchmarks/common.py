@@ -138,6 +138,12 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
+def median_by(runs: Sequence[T], key: Callable[[T], float]) -> T:
+    """The run whose ``key`` is the median (the upper one of an even count): a run's other
+    figures are then reported from that same run."""
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
 # --- processes ----------------------------------------------------------------------------------
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
