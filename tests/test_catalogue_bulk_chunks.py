@@ -204,11 +204,9 @@ def test_a_chunked_bulk_is_copied_into_the_file_in_the_background(
         assert checkpointer is not None and checkpointer.idle.wait(30)
         # Every page is in the database file now, though nothing was committed or closed
         # since: the background thread copied the WAL (its commit left it uncopied).
+        in_file, whole = _bytes_in_file(path)
+        assert in_file == whole
         conn = sqlite3.connect(path)
-        pages, size = (
-            conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size")
-        )
-        assert path.stat().st_size == pages * size
         assert conn.execute("SELECT count(*) FROM assets").fetchone() == (len(items),)
         conn.close()
     finally:
@@ -229,6 +227,18 @@ def test_a_bulk_of_several_chunks_over_http(api: httpx.Client) -> None:
     assert "items 1 and" in second["error"]
     found = api.get("/assets", params={"tag": "t3", "limit": 1000}).json()
     assert found["total"] == len([i for i in range(count - 2) if i % 7 == 3])
+
+
+def _bytes_in_file(path: Path) -> tuple[int, int]:
+    """The database file's size, and the size of every page of the database (WAL included)."""
+    conn = sqlite3.connect(path)
+    try:
+        pages, size = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size")
+        )
+    finally:
+        conn.close()
+    return path.stat().st_size, pages * size
 
 
 def _bulk_of(batch: int, count: int = 200) -> list[dict[str, Any]]:
@@ -295,17 +305,6 @@ def test_bulks_below_the_bound_are_copied_once_writes_pause(
     path = tmp_path / "c.db"
     store, catalogue = _open(path)
     wal = tmp_path / "c.db-wal"
-
-    def file_pages() -> tuple[int, int]:
-        conn = sqlite3.connect(path)
-        try:
-            pages, size = (
-                conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size")
-            )
-        finally:
-            conn.close()
-        return path.stat().st_size // size, pages
-
     try:
         sizes = []
         for batch in range(3):
@@ -318,15 +317,15 @@ def test_bulks_below_the_bound_are_copied_once_writes_pause(
         assert store.db._wal_bytes() > cairn.sqlite.AUTOCHECKPOINT_PAGES * 4096
         answer = asyncio.run(catalogue.bulk([asset("small")]))
         assert answer.created == 1
-        in_file, pages = file_pages()
-        assert in_file < pages  # the WAL still holds pages the file does not have
+        in_file, whole = _bytes_in_file(path)
+        assert in_file < whole  # the WAL still holds pages the file does not have
         checkpointer = store.db._checkpointer
         assert checkpointer is not None and not checkpointer.idle.is_set()
         monkeypatch.setattr(cairn.sqlite, "CHECKPOINT_QUIET_S", 0.0)
         checkpointer.wake()  # what the next look at the clock does after a real pause
         assert checkpointer.idle.wait(30)
-        in_file, pages = file_pages()
-        assert in_file == pages
+        in_file, whole = _bytes_in_file(path)
+        assert in_file == whole
         conn = sqlite3.connect(path)
         assert conn.execute("SELECT count(*) FROM assets").fetchone() == (601,)
         conn.close()
