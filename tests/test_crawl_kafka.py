@@ -46,6 +46,17 @@ def delete_topics(client: KafkaAdminClient, topics: list[str]) -> None:
         time.sleep(0.1)
 
 
+def create_topics(client: KafkaAdminClient, topics: list[NewTopic]) -> None:
+    """Creates ``topics`` and waits until the broker lists them all: a creation is carried
+    out after its answer, and a crawl started before then may not find the topic yet."""
+    client.create_topics(topics)
+    names = {t.name for t in topics}
+    deadline = time.monotonic() + 30
+    while names - set(client.list_topics()):
+        assert time.monotonic() < deadline, f"the broker does not list {names} 30 s after creating"
+        time.sleep(0.1)
+
+
 def topic_name(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:8]}"
 
@@ -70,11 +81,12 @@ def test_topics_become_stream_assets_with_configs_and_json_schema(
 ) -> None:
     orders, raw = topic_name("orders"), topic_name("raw")
     with admin(kafka_broker) as client:
-        client.create_topics(
+        create_topics(
+            client,
             [
                 NewTopic(orders, 3, 1, topic_configs={"retention.ms": "86400000"}),
                 NewTopic(raw, 1, 1, topic_configs={"cleanup.policy": "compact"}),
-            ]
+            ],
         )
     messages = [
         json.dumps({"id": i, "amount": i * 1.5 if i % 2 else i, "note": None if i % 3 else "x"})
@@ -121,7 +133,7 @@ def test_internal_topics_are_left_out_and_sampling_can_be_turned_off(
     # reads no message, so a JSON topic gets no inferred schema.
     internal, plain = f"__{topic_name('internal')}", topic_name("unsampled")
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(internal, 1, 1), NewTopic(plain, 1, 1)])
+        create_topics(client, [NewTopic(internal, 1, 1), NewTopic(plain, 1, 1)])
     for topic in (internal, plain):
         produce(kafka_broker, topic, [json.dumps({"id": i}).encode() for i in range(5)])
 
@@ -148,7 +160,7 @@ def test_deleted_topic_is_soft_deleted(
 ) -> None:
     keep, drop = topic_name("keep"), topic_name("drop")
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
+        create_topics(client, [NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
     url = f"kafka://{kafka_broker.bootstrap}"
     assert crawl(url, catalogue_process)[0] == 0
 
@@ -165,7 +177,7 @@ def test_broker_down_fails_clearly_and_keeps_assets(
 ) -> None:
     topic = topic_name("kept")
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(topic, 2, 1)])
+        create_topics(client, [NewTopic(topic, 2, 1)])
     url = f"kafka://{kafka_broker.bootstrap}"
     assert crawl(url, catalogue_process)[0] == 0
 
@@ -198,7 +210,7 @@ def test_a_source_crawl_killed_before_saving_its_state_loses_no_delete(
     stem = topic_name("burst")
     topics = [f"{stem}-{n:03d}" for n in range(300)]
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(topic, 1, 1) for topic in topics])
+        create_topics(client, [NewTopic(topic, 1, 1) for topic in topics])
     url = f"kafka://{kafka_broker.bootstrap}"
     env = cairn_env(
         Path(catalogue_process.env["CAIRN_DATA_DIR"]),
@@ -236,7 +248,7 @@ def test_a_broker_that_lists_no_topic_deletes_nothing_unless_allowed(
         others = [t for t in client.list_topics() if not t.startswith("__")]
         if others:  # left by other tests of the session: this one needs a broker of its own
             delete_topics(client, others)
-        client.create_topics([NewTopic(only, 1, 1)])
+        create_topics(client, [NewTopic(only, 1, 1)])
     url = f"kafka://{kafka_broker.bootstrap}"
     code, first = crawl(url, catalogue_process)
     assert code == 0 and first["created"] == 1, first
@@ -261,7 +273,7 @@ def test_a_schema_registry_that_does_not_answer_is_asked_once(
     # timeouts, and the report said the same thing N times.
     topics = [topic_name("reg") for _ in range(3)]
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(t, 1, 1) for t in topics])
+        create_topics(client, [NewTopic(t, 1, 1) for t in topics])
     registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code, report = crawl(
         f"kafka://{kafka_broker.bootstrap}",
@@ -283,7 +295,7 @@ def test_a_topic_deleted_while_it_is_listed_is_gone_not_kept(
     # soft-deleted only by the next crawl.
     keep, drop = topic_name("keep"), topic_name("drop")
     with admin(kafka_broker) as client:
-        client.create_topics([NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
+        create_topics(client, [NewTopic(keep, 1, 1), NewTopic(drop, 1, 1)])
     url = f"kafka://{kafka_broker.bootstrap}"
     assert crawl(url, catalogue_process)[0] == 0
 
