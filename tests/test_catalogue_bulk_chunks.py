@@ -241,11 +241,17 @@ def _bytes_in_file(path: Path) -> tuple[int, int]:
     return path.stat().st_size, pages * size
 
 
-def _bulk_of(batch: int, count: int = 200) -> list[dict[str, Any]]:
-    # About 1 MB of WAL per request of 200.
-    return [
-        asset(f"n{batch}_{i}", id=f"i-{batch}-{i}", description="x" * 2000) for i in range(count)
-    ]
+def _wal_sizes_after_bulks(catalogue: Catalogue, wal: Path, requests: int) -> list[int]:
+    """Sends ``requests`` bulk requests of 200 new assets (about 1 MB of WAL each); the WAL
+    file's size after each."""
+    sizes = []
+    for batch in range(requests):
+        items = [
+            asset(f"n{batch}_{i}", id=f"i-{batch}-{i}", description="x" * 2000) for i in range(200)
+        ]
+        assert asyncio.run(catalogue.bulk(items)).created == len(items)
+        sizes.append(wal.stat().st_size)
+    return sizes
 
 
 def test_back_to_back_bulks_keep_the_wal_bounded(
@@ -282,11 +288,7 @@ def test_back_to_back_bulks_keep_the_wal_bounded(
     store, catalogue = _open(path)
     wal = tmp_path / "c.db-wal"
     try:
-        sizes = []
-        for batch in range(12):
-            items = _bulk_of(batch)
-            assert asyncio.run(catalogue.bulk(items)).created == len(items)
-            sizes.append(wal.stat().st_size)
+        sizes = _wal_sizes_after_bulks(catalogue, wal, 12)
         # Twelve requests appended would be over 12 MB; the WAL file ends at most one request
         # past the bound (the request that crossed it appends before the copy).
         assert max(sizes) < bound + 2 * sizes[0], sizes
@@ -306,11 +308,7 @@ def test_bulks_below_the_bound_are_copied_once_writes_pause(
     store, catalogue = _open(path)
     wal = tmp_path / "c.db-wal"
     try:
-        sizes = []
-        for batch in range(3):
-            items = _bulk_of(batch)
-            assert asyncio.run(catalogue.bulk(items)).created == len(items)
-            sizes.append(wal.stat().st_size)
+        sizes = _wal_sizes_after_bulks(catalogue, wal, 3)
         assert sizes[0] < sizes[1] < sizes[2], sizes  # appended: no copy let the WAL restart
         # More than a thousand pages in the WAL, SQLite's own threshold: a small write's
         # commit would have copied them all, had it been allowed to.
