@@ -143,7 +143,7 @@ class _WokenThread:
             self._begin()
         try:
             # The stop is checked before each wait too: work that waits on ``_wake`` itself
-            # (``_Upkeep._paused``) may have taken close()'s wake-up.
+            # (``_wait_until``) may have taken close()'s wake-up.
             while not self._stop.is_set():
                 self._wake.wait()
                 self._wake.clear()
@@ -157,6 +157,17 @@ class _WokenThread:
             if self._end is not None:
                 self._end()
             self.idle.set()
+
+    def _wait_until(self, deadline: Callable[[], float]) -> bool:
+        """Waits until ``time.monotonic()`` reaches ``deadline()``, asked again after every
+        wake-up (another write, close()); False when closing."""
+        while not self._stop.is_set():
+            left = deadline() - time.monotonic()
+            if left <= 0:
+                return True
+            if self._wake.wait(left):
+                self._wake.clear()
+        return False
 
     def close(self) -> None:
         self._stop.set()
@@ -193,20 +204,17 @@ class _Checkpointer(_WokenThread):
                 self.caught_up.clear()
         self.wake()
 
+    def _copy_at(self) -> float:
+        """When the copy may start: now past the bound, else once big writes have paused."""
+        return 0.0 if self._urgent else self._db.last_big_commit + CHECKPOINT_QUIET_S
+
     def _open(self) -> None:
         self._conn = connect(self._db.path, CHECKPOINT_CACHE_KIB)
 
     def _checkpoint(self) -> None:
         assert self._conn is not None
-        while not self._urgent:
-            left = self._db.last_big_commit + CHECKPOINT_QUIET_S - time.monotonic()
-            if left <= 0:
-                break
-            # A wake-up meanwhile (another big write, close()) only means: look again.
-            if self._wake.wait(left):
-                self._wake.clear()
-            if self._stop.is_set():
-                return  # the last connection to close copies the WAL itself
+        if not self._wait_until(self._copy_at):
+            return  # closing: the last connection to close copies the WAL itself
         with self._lock:
             self._urgent = False
         try:
@@ -249,23 +257,16 @@ class _Upkeep(_WokenThread):
 
     def _until_done(self) -> None:
         more = True
-        while more and self._paused():
+        while more and self._wait_until(self._paused_at):
             seen = self._db.commits
             while more and not self._stop.is_set() and self._db.commits == seen:
                 with self._db.transaction() as conn:
                     more = self._step(conn)
                 seen += 1
 
-    def _paused(self) -> bool:
-        """Waits until no commit came for UPKEEP_QUIET_S; False when closing."""
-        while not self._stop.is_set():
-            left = self._db.last_commit + UPKEEP_QUIET_S - time.monotonic()
-            if left <= 0:
-                return True
-            # A wake-up meanwhile (another big write, close()) only means: look again.
-            if self._wake.wait(left):
-                self._wake.clear()
-        return False
+    def _paused_at(self) -> float:
+        """When writes will have paused for UPKEEP_QUIET_S, if none comes meanwhile."""
+        return self._db.last_commit + UPKEEP_QUIET_S
 
 
 class SQLiteFile:
