@@ -524,6 +524,20 @@ def raw_connection(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
+def page_statements(
+    db_path: Path, conn: sqlite3.Connection, queries: Sequence[Any]
+) -> list[tuple[str, list[Any]]]:
+    """The statements ``_search_sync`` runs on ``conn`` for each of ``queries`` (SearchQuery)
+    with its counts cached, as the catalogue's are after one ask: the page alone."""
+    recorder = _RecordingConnection(conn)
+    with searching_store(db_path) as store:
+        for query in queries:  # counts into this store's cache
+            store._search_sync(conn, query)
+        for query in queries:
+            store._search_sync(recorder, query)
+    return recorder.calls
+
+
 def engine_cpu_ms(db_path: Path, paths: Sequence[str], rounds: int = 3) -> float:
     """Raw SQLite's CPU per request for ``paths``, counts cached: the statements the store's
     ``_search_sync`` runs for each (recorded as in ``service_statements``; with the counts
@@ -537,18 +551,13 @@ def engine_cpu_ms(db_path: Path, paths: Sequence[str], rounds: int = 3) -> float
 
     conn = raw_connection(db_path)
     try:
-        recorder = _RecordingConnection(conn)
         queries = [parse_search(QueryParams(urlsplit(p).query)) for p in paths]
-        with searching_store(db_path) as store:
-            for query in queries:  # counts into this store's cache, as the catalogue's are
-                store._search_sync(conn, query)
-            for query in queries:
-                store._search_sync(recorder, query)
-        for sql, params in recorder.calls:  # warm the page cache
+        calls = page_statements(db_path, conn, queries)
+        for sql, params in calls:  # warm the page cache
             conn.execute(sql, params).fetchall()
         start = time.thread_time()
         for _ in range(rounds):
-            for sql, params in recorder.calls:
+            for sql, params in calls:
                 conn.execute(sql, params).fetchall()
         return (time.thread_time() - start) * 1000 / (rounds * len(queries))
     finally:

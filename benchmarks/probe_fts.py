@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from benchmarks.bench_ingest import encode_batches
-from benchmarks.bench_search import _RecordingConnection, raw_connection, searching_store
+from benchmarks.bench_search import page_statements, raw_connection
 from benchmarks.common import WORK_DIR
 from benchmarks.gen_tree import CODE_WORDS, make_assets
 from cairn.settings import Settings
@@ -127,14 +127,7 @@ def _page_statements(
     path: Path, conn: sqlite3.Connection, words: list[str]
 ) -> list[tuple[str, list[Any]]]:
     """The store's statements for each word with its counts cached (the page alone)."""
-    queries = [SearchQuery(q=w, limit=20, facets=True) for w in words]
-    recorder = _RecordingConnection(conn)
-    with searching_store(path) as store:
-        for query in queries:
-            store._search_sync(conn, query)
-        for query in queries:
-            store._search_sync(recorder, query)
-    return recorder.calls
+    return page_statements(path, conn, [SearchQuery(q=w, limit=20, facets=True) for w in words])
 
 
 def _replay(conn: sqlite3.Connection, calls: list[tuple[str, list[Any]]]) -> float:
