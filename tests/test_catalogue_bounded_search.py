@@ -14,6 +14,7 @@ import pytest
 from cairn.models import AssetWrite
 from catalogue_service.backends import sqlite as backend
 from catalogue_service.backends.base import PreparedWrite, SearchQuery
+from catalogue_service.backends.page_cache import PageCache
 from catalogue_service.backends.sqlite import SQLiteStore
 from catalogue_service.backends.tag_facets import PAIRED_TAGS
 
@@ -50,6 +51,9 @@ class _Counting:
 
 def _store(tmp_path: Path) -> SQLiteStore:
     store = SQLiteStore(tmp_path / "c.db")
+    # These tests follow the path each search takes: a search asked again must take it again,
+    # not be answered from the whole answers kept (test_catalogue_page_cache.py).
+    store._pages = PageCache(answers=0)
     asyncio.run(store.open())
     _write(
         store,

@@ -52,6 +52,7 @@ from catalogue_service.backends.base import (
     stale_revision,
     stamp,
 )
+from catalogue_service.backends.page_cache import PageCache, page_key
 from catalogue_service.backends.rows import insert_rows
 from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
 from catalogue_service.backends.words import words
@@ -427,6 +428,8 @@ class SQLiteStore:
         self.db = SQLiteFile(self.path, readers=readers, upkeep=_merge_fts_segments)
         # Totals and facets of recent filters, valid until the next commit (``_generation``).
         self._counts = _CountCache(COUNT_CACHE_SIZE)
+        # Whole answers of recent searches, valid until the next commit too.
+        self._pages = PageCache()
         self.speller = vocabulary.SQLiteSpeller(self.db)
         self._probe: sqlite3.Connection | None = None
         self._probe_lock = threading.Lock()
@@ -793,6 +796,15 @@ class SQLiteStore:
         return await self._read(_types)
 
     async def search(self, query: SearchQuery) -> SearchHits:
+        key = page_key(query)
+        generation = self._generation()
+        hits = self._pages.get(key, generation)
+        if hits is None:
+            hits = await self._search(query)
+            self._pages.put(key, generation, hits)
+        return hits
+
+    async def _search(self, query: SearchQuery) -> SearchHits:
         if _bounded_shape(query) or _text_only(query):
             # Handing a read to a worker thread and back cost more CPU than these reads
             # (about 0.3 ms a request under load, bench_search): run them here unless they

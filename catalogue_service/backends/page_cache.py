@@ -1,0 +1,100 @@
+"""Search answers kept until the next write: ``PageCache``.
+
+The embedded catalogue already keeps each filter's total and facets until a commit; a text
+search also pays for ranking, which bm25 does over every match (about 0.1 ms at a hundred
+matches, half of the statement, ``benchmarks/probe_fts.py``). A page asked again before the
+next write is the same page, so the whole answer is kept, as search servers keep the ordered
+hits of recent queries until their next commit.
+
+A kept answer belongs to a write generation (``SQLiteStore._generation``, moved by every
+commit to the file, by any process), read before the search ran: a commit racing the search
+leaves the answer under a generation no later lookup asks for, so nothing stale is served.
+Memory is bounded by answers and by the bytes of their documents; an answer too big to keep
+(a Mastro page of thousands) is not kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+
+import orjson
+
+from catalogue_service.backends.base import SearchHits, SearchQuery
+
+__all__ = ["PageCache", "page_key"]
+
+ANSWERS = 512
+BYTES = 16 * 1024 * 1024
+# An answer above this share of BYTES is not kept: it would push out many small ones.
+LARGEST_SHARE = 16
+# What an answer costs beside its documents' bytes (the objects that hold them).
+OVERHEAD = 512
+
+_Key = tuple[object, ...]
+
+
+def page_key(query: SearchQuery) -> _Key:
+    """Everything that makes the answer of ``query``. The cursor is keyed as JSON: decoded
+    from a client's string, it may hold values that cannot be hashed."""
+    cursor = None if query.cursor is None else orjson.dumps(query.cursor)
+    return (
+        query.q,
+        query.name,
+        tuple(query.tags),
+        query.type,
+        tuple(query.labels),
+        query.owner,
+        query.include_deleted,
+        query.limit,
+        cursor,
+        query.offset,
+        query.facets,
+        query.drifted,
+    )
+
+
+def _size(hits: SearchHits) -> int:
+    return OVERHEAD + sum(len(doc) for doc in hits.docs) + len(hits.facets_json or b"")
+
+
+class PageCache:
+    """Answers per search for one write generation, least recently used out. Each answer is
+    handed out as a copy: the typo fallback sets fields on the answer it is given."""
+
+    def __init__(self, answers: int = ANSWERS, max_bytes: int = BYTES):
+        self.answers = answers
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[_Key, tuple[int, SearchHits, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _Key, generation: int) -> SearchHits | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] != generation:
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return replace(entry[1])
+
+    def put(self, key: _Key, generation: int, hits: SearchHits) -> None:
+        size = _size(hits)
+        if size * LARGEST_SHARE > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (generation, replace(hits), size)
+            self.bytes += size
+            while len(self._entries) > self.answers or self.bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: _Key) -> None:
+        self.bytes -= self._entries.pop(key)[2]
