@@ -289,6 +289,14 @@ class Settings(BaseSettings):
         description="Most entity rows one online-features request may ask for (more gets 422).",
     )
     bulk_max_items: int = Field(5000, description="Most assets accepted by one bulk request.")
+    search_cache_mib: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Embedded backend: memory for whole search answers kept until the next write "
+            "(the last 512 searches; the documents' bytes count). 0 keeps none."
+        ),
+    )
     search_typo_below: int = Field(
         3,
         ge=0,

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 
 from cairn.models import AssetWrite, Facets
+from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
 from catalogue_service.backends.page_cache import OVERHEAD, PageCache, page_key
-from catalogue_service.backends.sqlite import SQLiteStore
+from catalogue_service.backends.sqlite import SQLiteStore, from_settings
 from catalogue_service.spelling.fallback import with_typo_fallback
 
 
@@ -150,3 +151,19 @@ def test_any_decoded_cursor_makes_a_key() -> None:
     odd = page_key(SearchQuery(q="x", cursor=[[1, 2], {"a": 1}, "z"]))
     plain = page_key(SearchQuery(q="x", cursor=[1.5, 2]))
     assert len({odd, plain, page_key(SearchQuery(q="x"))}) == 3
+
+
+def test_no_answers_are_kept_with_the_setting_at_zero(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, search_cache_mib=0)
+    store = from_settings(settings)
+    assert store.path == tmp_path / "catalogue.db"
+    asyncio.run(store.open())
+    searches = _Searches(store)
+    try:
+        _write(store, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
+        for _ in range(3):
+            assert asyncio.run(store.search(SearchQuery(q="orders"))).total == 1
+        assert searches.ran == 3
+        assert len(store._pages) == 0
+    finally:
+        asyncio.run(store.close())

@@ -26,7 +26,7 @@ from catalogue_service.backends.base import SearchHits, SearchQuery
 __all__ = ["PageCache", "page_key"]
 
 ANSWERS = 512
-BYTES = 16 * 1024 * 1024
+BYTES = 16 * 1024 * 1024  # CAIRN_SEARCH_CACHE_MIB
 # An answer above this share of BYTES is not kept: it would push out many small ones.
 LARGEST_SHARE = 16
 # What an answer costs beside its documents' bytes (the objects that hold them).
@@ -86,7 +86,7 @@ class PageCache:
 
     def put(self, key: _Key, generation: int, hits: SearchHits) -> None:
         size = _size(hits)
-        if size * LARGEST_SHARE > self.max_bytes:
+        if not self.max_bytes or size * LARGEST_SHARE > self.max_bytes:
             return
         with self._lock:
             if key in self._entries:

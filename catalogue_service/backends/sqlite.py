@@ -422,14 +422,14 @@ class _BatchState:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, readers: int = READERS):
+    def __init__(self, path: Path, readers: int = READERS, search_cache_mib: int = 16):
         self.path = Path(path)
         # One writer under a lock, a fixed pool of readers: memory stays bounded.
         self.db = SQLiteFile(self.path, readers=readers, upkeep=_merge_fts_segments)
         # Totals and facets of recent filters, valid until the next commit (``_generation``).
         self._counts = _CountCache(COUNT_CACHE_SIZE)
         # Whole answers of recent searches, valid until the next commit too.
-        self._pages = PageCache()
+        self._pages = PageCache(max_bytes=search_cache_mib << 20)
         self.speller = vocabulary.SQLiteSpeller(self.db)
         self._probe: sqlite3.Connection | None = None
         self._probe_lock = threading.Lock()
@@ -1239,4 +1239,4 @@ def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> N
 
 
 def from_settings(settings: Settings) -> SQLiteStore:
-    return SQLiteStore(settings.catalogue_db)
+    return SQLiteStore(settings.catalogue_db, search_cache_mib=settings.search_cache_mib)
