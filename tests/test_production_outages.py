@@ -152,6 +152,8 @@ def test_reindex_rebuilds_a_lost_index(
         done = run_cairn("reindex", env=env)
         assert done.returncode == 0, done.stderr
         assert "Reindexed 1501 assets on the mongo backend" in done.stdout
+        # The Elasticsearch client's aiohttp session is closed, not left to the collector.
+        assert "Unclosed" not in done.stderr, done.stderr
         assert tagged_total(client, "rebuilt") == 1500
         found = client.get("/api/v1/assets", params={"name": "late"}).json()["items"]
         assert [item["id"] for item in found] == ["late"]
@@ -172,6 +174,7 @@ def test_reindex_says_what_failed_when_the_index_is_unreachable(tmp_path: Path) 
     done = run_cairn("reindex", env=env)
     assert done.returncode == 1
     assert "reindex failed" in done.stderr and "MongoDB cannot be reached" in done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr
 
 
 def test_a_late_index_of_an_older_revision_never_replaces_the_newer(
