@@ -26,8 +26,8 @@ from catalogue_service.backends.base import SearchHits, SearchQuery
 __all__ = ["PageCache", "page_key"]
 
 ANSWERS = 512
-BYTES = 16 * 1024 * 1024  # CAIRN_SEARCH_CACHE_MIB
-# An answer above this share of BYTES is not kept: it would push out many small ones.
+MIB = 16  # CAIRN_SEARCH_CACHE_MIB's default
+# An answer above this share of the bound is not kept: it would push out many small ones.
 LARGEST_SHARE = 16
 # What an answer costs beside its documents' bytes (the objects that hold them).
 OVERHEAD = 512
@@ -63,7 +63,7 @@ class PageCache:
     """Answers per search for one write generation, least recently used out. Each answer is
     handed out as a copy: the typo fallback sets fields on the answer it is given."""
 
-    def __init__(self, answers: int = ANSWERS, max_bytes: int = BYTES):
+    def __init__(self, answers: int = ANSWERS, max_bytes: int = MIB << 20):
         self.answers = answers
         self.max_bytes = max_bytes
         self.bytes = 0

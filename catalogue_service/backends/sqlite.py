@@ -40,6 +40,7 @@ from cairn.models import (
 )
 from cairn.settings import Settings
 from cairn.sqlite import READERS, SQLiteFile, fts_query
+from catalogue_service.backends import page_cache
 from catalogue_service.backends.base import (
     LineageReport,
     PreparedWrite,
@@ -422,7 +423,7 @@ class _BatchState:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, readers: int = READERS, search_cache_mib: int = 16):
+    def __init__(self, path: Path, readers: int = READERS, search_cache_mib: int = page_cache.MIB):
         self.path = Path(path)
         # One writer under a lock, a fixed pool of readers: memory stays bounded.
         self.db = SQLiteFile(self.path, readers=readers, upkeep=_merge_fts_segments)
