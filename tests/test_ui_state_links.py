@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import QueryParams
 
-from ui.state import SearchState
+from ui.state import SHORT_VALUE, SearchState, _short_encoded
 
-_TEXT = st.text(max_size=12)
+_TEXT = st.text(max_size=SHORT_VALUE + 8)
 _CURSOR = st.text(alphabet="abcXYZ019_-", min_size=1, max_size=8)
 _STATES = st.builds(
     SearchState,
@@ -90,3 +90,13 @@ def test_a_link_parses_back_to_its_state() -> None:
 def test_an_unknown_field_is_refused() -> None:
     with pytest.raises(TypeError, match="tagz"):
         SearchState().url(tagz=["a"])
+
+
+def test_long_values_are_not_kept() -> None:
+    # A UI sent many distinct long searches or cursors must not grow its table of encodings.
+    _short_encoded.cache_clear()
+    long_q = "x" * (SHORT_VALUE + 1)
+    SearchState(q=long_q, cursor="c" * 4000, back=["b" * 4000] * 20, page=7).url()
+    assert _short_encoded.cache_info().currsize == 1  # the page number alone
+    SearchState(tags=["gold"]).url()
+    assert _short_encoded.cache_info().currsize == 2

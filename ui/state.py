@@ -43,9 +43,19 @@ def clean(value: str, limit: int) -> tuple[str, bool]:
 DRIFT_VALUES = frozenset({"", "drifted", "stable"})
 
 
-@lru_cache(maxsize=4096)
+# Values up to this long are looked up (tags, types, owners: what a page repeats); longer ones
+# (a pasted search, cursors) are encoded each time, so the table stays a few MiB at most
+# whatever URLs the UI is sent.
+SHORT_VALUE = 64
+
+
 def _encoded(value: str) -> str:
-    """A query-string value as ``urlencode`` writes it; a page repeats the same few."""
+    """A query-string value as ``urlencode`` writes it."""
+    return _short_encoded(value) if len(value) <= SHORT_VALUE else quote_plus(value)
+
+
+@lru_cache(maxsize=4096)
+def _short_encoded(value: str) -> str:
     return quote_plus(value)
 
 
