@@ -123,10 +123,15 @@ async def _bare_run(url: str, requests: int) -> tuple[float, list[float]]:
 
 
 def bare_load(body: bytes, requests: int) -> Figures:
-    with start_bare({"asset": body}) as bare:
+    # Started already: entering it with ``with`` started a second server, which lost the
+    # port to the first and exited; its CPU was read, and the first was never stopped.
+    bare = start_bare({"asset": body})
+    try:
         before = bare.cpu_seconds()
         seconds, latencies = asyncio.run(_bare_run(bare.url, requests))
         cpu = bare.cpu_seconds() - before
+    finally:
+        bare.stop()
     title = f"bare endpoint ({len(body):,} B body, GET only)"
     return Figures(title, CLIENTS * requests, seconds, {"get": latencies}, server_cpu_s=cpu)
 
