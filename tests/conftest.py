@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -11,13 +12,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
+from cairn.models import AssetWrite
 from cairn.settings import Settings
+from catalogue_service.backends.base import PreparedWrite, SearchHits
+from catalogue_service.backends.sqlite import SQLiteStore
 from tests.servers.fixtures import (  # noqa: F401
     azurite_server,
     hdfs_server,
@@ -170,6 +177,18 @@ def searched_ids(client: httpx.Client, **params: str) -> set[str]:
         cursor = body["next_cursor"]
         if not cursor:
             return found
+
+
+def write_assets(store: SQLiteStore, items: list[dict[str, Any]]) -> None:
+    """Writes ``items`` (asset JSON) straight into an embedded store, as one bulk request."""
+    writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]
+    results = asyncio.run(store.upsert(writes, datetime.now(UTC)))
+    assert all(r.status != "error" for r in results), results
+
+
+def hit_ids(hits: SearchHits) -> list[str]:
+    """The asset ids of a store's search answer, in order."""
+    return [orjson.loads(doc)["id"] for doc in hits.docs]
 
 
 def run_cairn(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

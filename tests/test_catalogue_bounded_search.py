@@ -4,29 +4,17 @@ exactly what the worker-thread path answers, and leave for it whenever counting 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from cairn.models import AssetWrite
 from catalogue_service.backends import sqlite as backend
-from catalogue_service.backends.base import PreparedWrite, SearchQuery
+from catalogue_service.backends.base import SearchQuery
 from catalogue_service.backends.page_cache import PageCache
 from catalogue_service.backends.sqlite import SQLiteStore
 from catalogue_service.backends.tag_facets import PAIRED_TAGS
-
-
-def _write(store: SQLiteStore, items: list[dict]) -> None:
-    writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]
-    results = asyncio.run(store.upsert(writes, datetime.now(UTC)))
-    assert all(r.status != "error" for r in results), results
-
-
-def _ids(hits: backend.SearchHits) -> list[str]:
-    return [orjson.loads(d)["id"] for d in hits.docs]
+from tests.conftest import hit_ids, write_assets
 
 
 class _Counting:
@@ -55,7 +43,7 @@ def _store(tmp_path: Path) -> SQLiteStore:
     # not be answered from the whole answers kept (test_catalogue_page_cache.py).
     store._pages = PageCache(answers=0)
     asyncio.run(store.open())
-    _write(
+    write_assets(
         store,
         [
             {"id": f"a{i}", "name": f"sales_{i:03d}", "type": "dataset", "tags": [f"t{i % 3}"]}
@@ -98,10 +86,10 @@ def test_a_write_sends_a_name_search_back_to_counting(tmp_path: Path) -> None:
         assert (counting.here, counting.left, first.total) == (0, 1, 10)
         asyncio.run(store.search(query))
         assert (counting.here, counting.left) == (1, 1)
-        _write(store, [{"id": "new", "name": "sales_000x", "type": "dataset"}])
+        write_assets(store, [{"id": "new", "name": "sales_000x", "type": "dataset"}])
         after = asyncio.run(store.search(query))  # the write dropped the cached counts
         assert (counting.here, counting.left, after.total) == (1, 2, 11)
-        assert "new" in _ids(after)
+        assert "new" in hit_ids(after)
     finally:
         asyncio.run(store.close())
 
@@ -113,7 +101,7 @@ def test_one_tag_pages_here_and_follows_writes(tmp_path: Path) -> None:
         query = SearchQuery(tags=["t2"], limit=50)
         before = asyncio.run(store.search(query))
         assert counting.here == 1 and before.total == 20
-        _write(
+        write_assets(
             store,
             [
                 {"id": "a2", "name": "sales_002", "type": "dataset", "deleted": True},
@@ -123,7 +111,7 @@ def test_one_tag_pages_here_and_follows_writes(tmp_path: Path) -> None:
         after = asyncio.run(store.search(query))
         assert counting.here == 2
         assert after.total == 19 and after.facets.types == {"dataset": 18, "table": 1}
-        assert _ids(after)[0] == "a5" and "a2" not in _ids(after)
+        assert hit_ids(after)[0] == "a5" and "a2" not in hit_ids(after)
     finally:
         asyncio.run(store.close())
 
@@ -132,11 +120,11 @@ def test_a_tag_on_an_asset_with_too_many_tags_is_counted_in_a_thread(tmp_path: P
     store = _store(tmp_path)
     counting = _Counting(store)
     wide = [f"w{j}" for j in range(PAIRED_TAGS + 1)]
-    _write(store, [{"id": "wide", "name": "wide_one", "type": "dataset", "tags": wide}])
+    write_assets(store, [{"id": "wide", "name": "wide_one", "type": "dataset", "tags": wide}])
     try:
         hits = asyncio.run(store.search(SearchQuery(tags=["w0"], limit=5)))
         assert (counting.here, counting.left) == (0, 1)
-        assert hits.total == 1 and _ids(hits) == ["wide"] and hits.facets.tags["w5"] == 1
+        assert hits.total == 1 and hit_ids(hits) == ["wide"] and hits.facets.tags["w5"] == 1
     finally:
         asyncio.run(store.close())
 
@@ -145,7 +133,7 @@ def test_a_rare_word_is_searched_here_and_a_common_one_in_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _store(tmp_path)
-    _write(
+    write_assets(
         store,
         [
             {"id": f"r{i}", "name": f"rare_{i}", "type": "dataset", "description": "zebrafish"}

@@ -5,28 +5,15 @@ process's) makes them searched afresh, and what a caller does to an answer stays
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from cairn.models import AssetWrite, Facets
+from cairn.models import Facets
 from cairn.settings import Settings
-from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
+from catalogue_service.backends.base import SearchHits, SearchQuery
 from catalogue_service.backends.page_cache import OVERHEAD, PageCache, page_key
 from catalogue_service.backends.sqlite import SQLiteStore, from_settings
 from catalogue_service.spelling.fallback import with_typo_fallback
-
-
-def _write(store: SQLiteStore, items: list[dict[str, Any]]) -> None:
-    writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]
-    results = asyncio.run(store.upsert(writes, datetime.now(UTC)))
-    assert all(r.status != "error" for r in results), results
-
-
-def _ids(hits: SearchHits) -> list[str]:
-    return [orjson.loads(d)["id"] for d in hits.docs]
+from tests.conftest import hit_ids, write_assets
 
 
 class _Searches:
@@ -57,7 +44,9 @@ def test_an_answer_is_kept_until_the_next_write(tmp_path: Path) -> None:
     store = _store(tmp_path / "c.db")
     searches = _Searches(store)
     try:
-        _write(store, [{"id": f"a{i}", "name": f"sales_{i}", "type": "dataset"} for i in range(5)])
+        write_assets(
+            store, [{"id": f"a{i}", "name": f"sales_{i}", "type": "dataset"} for i in range(5)]
+        )
         for query in (
             SearchQuery(q="sales", limit=3),
             SearchQuery(name="sales_", limit=3),
@@ -72,11 +61,11 @@ def test_an_answer_is_kept_until_the_next_write(tmp_path: Path) -> None:
             )
         assert searches.ran == 3
 
-        _write(store, [{"id": "new", "name": "sales", "type": "dataset"}])
+        write_assets(store, [{"id": "new", "name": "sales", "type": "dataset"}])
         after = asyncio.run(store.search(SearchQuery(q="sales", limit=3)))
         assert searches.ran == 4
         assert after.total == 6
-        assert _ids(after)[0] == "new"  # the exact name first
+        assert hit_ids(after)[0] == "new"  # the exact name first
     finally:
         asyncio.run(store.close())
 
@@ -85,13 +74,13 @@ def test_a_write_by_another_process_on_the_file_is_seen(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     reader, writer = _store(path), _store(path)
     try:
-        _write(writer, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
+        write_assets(writer, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
         query = SearchQuery(q="orders")
         assert asyncio.run(reader.search(query)).total == 1
         assert asyncio.run(reader.search(query)).total == 1
-        _write(writer, [{"id": "b", "name": "orders_weekly", "type": "dataset"}])
+        write_assets(writer, [{"id": "b", "name": "orders_weekly", "type": "dataset"}])
         found = asyncio.run(reader.search(query))
-        assert (found.total, sorted(_ids(found))) == (2, ["a", "b"])
+        assert (found.total, sorted(hit_ids(found))) == (2, ["a", "b"])
     finally:
         asyncio.run(reader.close())
         asyncio.run(writer.close())
@@ -100,13 +89,13 @@ def test_a_write_by_another_process_on_the_file_is_seen(tmp_path: Path) -> None:
 def test_the_typo_fallback_does_not_mark_the_kept_answers(tmp_path: Path) -> None:
     store = _store(tmp_path / "c.db")
     try:
-        _write(store, [{"id": "s", "name": "sales_daily_report", "type": "dataset"}])
+        write_assets(store, [{"id": "s", "name": "sales_daily_report", "type": "dataset"}])
         typed, right = SearchQuery(q="salse daily"), SearchQuery(q="sales daily")
-        assert _ids(asyncio.run(store.search(right))) == ["s"]  # kept before the fallback
+        assert hit_ids(asyncio.run(store.search(right))) == ["s"]  # kept before the fallback
         plain = asyncio.run(store.search(typed))
         assert plain.total == 0
         fixed = asyncio.run(with_typo_fallback(store, typed, plain, 1))
-        assert (fixed.fuzzy, fixed.did_you_mean, _ids(fixed)) == (True, "sales daily", ["s"])
+        assert (fixed.fuzzy, fixed.did_you_mean, hit_ids(fixed)) == (True, "sales daily", ["s"])
         for query, total in ((typed, 0), (right, 1)):
             kept = asyncio.run(store.search(query))
             assert (kept.total, kept.fuzzy, kept.did_you_mean) == (total, False, None)
@@ -160,7 +149,7 @@ def test_no_answers_are_kept_with_the_setting_at_zero(tmp_path: Path) -> None:
     asyncio.run(store.open())
     searches = _Searches(store)
     try:
-        _write(store, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
+        write_assets(store, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
         for _ in range(3):
             assert asyncio.run(store.search(SearchQuery(q="orders"))).total == 1
         assert searches.ran == 3

@@ -15,15 +15,10 @@ from cairn.models import AssetWrite, Facets
 from catalogue_service.backends.base import PreparedWrite, SearchQuery, decode_cursor
 from catalogue_service.backends.sqlite import FACET_LIMIT, SCHEMA_VERSION, SQLiteStore
 from catalogue_service.backends.tag_facets import PAIRED_TAGS
+from tests.conftest import write_assets
 
 TAGS = [f"t{i}" for i in range(12)]
 TYPES = ["dataset", "table", "model"]
-
-
-def _write(store: SQLiteStore, items: list[dict]) -> None:
-    writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]
-    results = asyncio.run(store.upsert(writes, datetime.now(UTC)))
-    assert all(r.status != "error" for r in results), results
 
 
 def _recount(store: SQLiteStore, tag: str) -> tuple[int, Facets]:
@@ -115,7 +110,7 @@ def test_version_one_file_gets_its_facets_on_open(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = SQLiteStore(path)
     asyncio.run(store.open())
-    _write(
+    write_assets(
         store,
         [
             {"name": f"x{i}", "type": TYPES[i % 3], "tags": TAGS[i % 5 : i % 5 + 3]}

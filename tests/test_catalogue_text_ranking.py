@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from cairn.models import AssetWrite
 from catalogue_service.backends import sqlite as backend
-from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery, decode_cursor
+from catalogue_service.backends.base import SearchHits, SearchQuery, decode_cursor
 from catalogue_service.backends.sqlite import SQLiteStore
-
-
-def _write(store: SQLiteStore, items: list[dict]) -> None:
-    writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]
-    results = asyncio.run(store.upsert(writes, datetime.now(UTC)))
-    assert all(r.status != "error" for r in results), results
+from tests.conftest import write_assets
 
 
 def _names(hits: SearchHits) -> list[str]:
@@ -54,9 +47,9 @@ def store(tmp_path: Path) -> SQLiteStore:
     ]
     # An asset named exactly as the query, which its text alone would not rank first.
     items.append({"id": "exact", "name": "Orders", "type": "table", "description": "x"})
-    _write(store, items)
+    write_assets(store, items)
     # Soft-deleted assets stay in the FTS index; a search without include_deleted skips them.
-    _write(store, [{**items[i], "deleted": True} for i in (3, 17, 28)])
+    write_assets(store, [{**items[i], "deleted": True} for i in (3, 17, 28)])
     return store
 
 
@@ -89,6 +82,6 @@ def test_text_only_plan_leaves_out_deleted_and_ranks_the_exact_name_first(
     assert {"orders_03", "orders_17", "orders_28"}.isdisjoint(names)
     assert len(names) == pages[0].total == 41 - 3
     # A write (here a delete) changes the next answer: nothing stale is kept.
-    _write(store, [{"id": "exact", "name": "Orders", "type": "table", "deleted": True}])
+    write_assets(store, [{"id": "exact", "name": "Orders", "type": "table", "deleted": True}])
     again = _pages(store, SearchQuery(q="orders", limit=10))
     assert _names(again[0])[0] != "Orders" and again[0].total == 40 - 3
