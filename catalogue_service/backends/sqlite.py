@@ -14,7 +14,6 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ from catalogue_service.backends.base import (
     stale_revision,
     stamp,
 )
+from catalogue_service.backends.generations import PerGeneration
 from catalogue_service.backends.page_cache import PageCache, page_key
 from catalogue_service.backends.rows import insert_rows
 from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
@@ -322,31 +322,23 @@ class _CountCache:
     the cache splices them in."""
 
     def __init__(self, size: int):
-        self.size = size
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, bool, int, Facets, bytes | None]] = (
-            OrderedDict()
+        self._kept: PerGeneration[tuple[Any, ...], tuple[bool, int, Facets, bytes | None]] = (
+            PerGeneration(size)
         )
 
     def get(
         self, key: tuple[Any, ...], generation: int, facets: bool
     ) -> tuple[int, Facets, bytes | None] | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] != generation or (facets and not entry[1]):
-                return None
-            self._entries.move_to_end(key)
-            return entry[2], entry[3], entry[4]
+        entry = self._kept.get(key, generation)
+        if entry is None or (facets and not entry[0]):
+            return None
+        return entry[1], entry[2], entry[3]
 
     def put(
         self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
     ) -> None:
         encoded = orjson.dumps(counts.model_dump()) if facets else None
-        with self._lock:
-            self._entries[key] = (generation, facets, total, counts, encoded)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        self._kept.put(key, generation, (facets, total, counts, encoded))
 
 
 # A write's results, made from their fields in one pydantic-core call rather than one model
@@ -431,7 +423,7 @@ class SQLiteStore:
         self._counts = _CountCache(COUNT_CACHE_SIZE)
         # Whole answers of recent searches, valid until the next commit too.
         self._pages = PageCache(max_bytes=search_cache_mib << 20)
-        self.speller = vocabulary.SQLiteSpeller(self.db)
+        self.speller = vocabulary.SQLiteSpeller(self.db, self._generation)
         self._probe: sqlite3.Connection | None = None
         self._probe_lock = threading.Lock()
         # FTS5's automerge as the file holds it (None: unknown, set by the next write).

@@ -78,7 +78,8 @@ def rank(word: str, found: Iterable[tuple[str, int]]) -> list[Candidate]:
 class Speller(Protocol):
     async def lookup(self, words: list[str]) -> list[WordInfo]:
         """One ``WordInfo`` per word, in order; the last word is also looked up as a prefix
-        (search-as-you-type), and a known prefix is never corrected.
+        (search-as-you-type), and a known prefix is never corrected. The answer may be one
+        kept for an earlier identical lookup: the caller reads it and never changes it.
 
         Raises ``cairn.errors.Unavailable`` when the index cannot be asked.
         """

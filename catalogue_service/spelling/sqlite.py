@@ -7,8 +7,11 @@ search that needs corrections reads it; nothing is rebuilt per query.
 
 Near words are found with RapidFuzz (``process.extract`` with the OSA distance): C++ over a
 list of the vocabulary's words, a few milliseconds for tens of thousands of words, in a
-3 MB wheel with no dependencies. That list is the one thing kept in memory; it is read again
-only after a write added a word (``meta.vocabulary_version`` counts those).
+3 MB wheel with no dependencies. That list is kept in memory and read again only after a
+write added a word (``meta.vocabulary_version`` counts those). Each query's lookup (about a
+millisecond: the near words of every query word, then their counts) is kept too, until the
+next commit to the file: a misspelt search asked again, or paged through, is not looked up
+again.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from cairn.sqlite import SQLiteFile
+from catalogue_service.backends.generations import PerGeneration
+from catalogue_service.backends.page_cache import ANSWERS
 from catalogue_service.backends.words import words
 from catalogue_service.spelling.base import WordInfo, correctable, is_term, max_edits, rank
 
@@ -33,6 +38,9 @@ VERSION_KEY = "vocabulary_version"
 FILL_BATCH = 5000
 # Near words fetched per query word before ranking; the ranking keeps a handful.
 NEAREST = 50
+# Lookups kept until the next commit (a few hundred bytes each): one per answer the store
+# keeps, so a misspelt search whose corrected answer is kept is answered without SQLite.
+KEPT_LOOKUPS = ANSWERS
 
 
 def uses_of(texts: Iterable[str]) -> Counter[str]:
@@ -125,14 +133,26 @@ def fill_if_missing(conn: sqlite3.Connection) -> None:
 
 
 class SQLiteSpeller:
-    def __init__(self, db: SQLiteFile):
+    """``generation``: the store's write generation (``SQLiteStore._generation``), under
+    which each query's lookup is kept."""
+
+    def __init__(self, db: SQLiteFile, generation: Callable[[], int], kept: int = KEPT_LOOKUPS):
         self.db = db
+        self._generation = generation
+        self._kept: PerGeneration[tuple[str, ...], list[WordInfo]] = PerGeneration(kept)
         self._lock = threading.Lock()
         self._version: str | None = None
         self._terms: list[str] = []
 
     async def lookup(self, typed: list[str]) -> list[WordInfo]:
-        return await self.db.read(self._lookup, typed)
+        key = tuple(typed)
+        # Read before the lookup runs: a commit meanwhile leaves it under an older number.
+        generation = self._generation()
+        found = self._kept.get(key, generation)
+        if found is None:
+            found = await self.db.read(self._lookup, typed)
+            self._kept.put(key, generation, found)
+        return found
 
     def _vocabulary(self, conn: sqlite3.Connection) -> list[str]:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone()

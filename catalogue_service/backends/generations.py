@@ -1,0 +1,51 @@
+"""What the embedded catalogue keeps until the next commit to its file: ``PerGeneration``.
+
+A search's counts, a speller's lookups: each is a function of the file's contents, so it
+stays true until a commit changes them. The caller reads the write generation (a number
+every commit moves, ``SQLiteStore._generation``) before it computes a value and keeps the
+value under it; a commit racing the computation leaves the value under a generation no
+later lookup asks for, so nothing stale is handed out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+__all__ = ["PerGeneration"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class PerGeneration(Generic[K, V]):
+    """Up to ``size`` values, each for one write generation, least recently used out.
+    Values are handed out as kept, not copied: callers must not change them."""
+
+    def __init__(self, size: int):
+        self.size = size
+        # Readers run in several threads (the store's reader pool and the event loop).
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[K, tuple[int, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K, generation: int) -> V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != generation:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: K, generation: int, value: V) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (generation, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
