@@ -22,6 +22,7 @@ import platform
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -105,6 +106,27 @@ def machine() -> Machine:
         kernel=platform.release(),
         python=platform.python_version(),
     )
+
+
+def host_speed(rounds: int = 5) -> float:
+    """CPU seconds of a fixed workload (Python dict and string work, then SQLite inserts into
+    an in-memory table: what the services' hot paths are made of), best of ``rounds``.
+
+    The same code measured an hour apart on this kind of shared machine moved by a fifth
+    (other tenants' load on the host); a section carries this figure, taken when it is
+    written, so runs of different moments can be compared."""
+    best = math.inf
+    for _ in range(rounds):
+        start = time.process_time()
+        words = {str(i): i * 7 for i in range(100_000)}
+        text = " ".join(k for k, v in words.items() if v % 3)
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", words.items())
+        conn.close()
+        best = min(best, time.process_time() - start)
+        del words, text
+    return best
 
 
 def load_average() -> str:
@@ -564,6 +586,9 @@ class Section:
             f"- Machine: {m.describe()}",
             f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- Load average at write time: {load_average()}",
+            f"- Host speed at write time: {host_speed() * 1000:.0f} ms CPU for "
+            "`benchmarks.common.host_speed`'s fixed workload (lower is faster; compare runs "
+            "by it)",
         ]
         if self.sizes.quick:
             head.append(
