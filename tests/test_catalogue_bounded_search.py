@@ -65,7 +65,7 @@ def test_bounded_answers_match_the_thread_path(tmp_path: Path) -> None:
             assert backend._bounded_shape(query)
             here = asyncio.run(store.search(query))  # counts cached by the first, then here
             here = asyncio.run(store.search(query))
-            store._counts._entries.clear()
+            store._counts.clear()
             thread = store._search_sync(conn, query)
             assert (here.docs, here.total, here.facets, here.next_cursor) == (
                 thread.docs,

@@ -38,6 +38,15 @@ def test_the_least_recently_used_goes_first() -> None:
     assert (kept.get("a", 1), kept.get("c", 1)) == (1, 3)
 
 
+def test_clear_drops_everything() -> None:
+    kept: PerGeneration[str, int] = PerGeneration(4)
+    kept.put("a", 1, 1)
+    kept.put("b", 1, 2)
+    kept.clear()
+    assert len(kept) == 0
+    assert kept.get("a", 1) is None
+
+
 def test_size_zero_keeps_nothing() -> None:
     kept: PerGeneration[str, int] = PerGeneration(0)
     kept.put("a", 1, 1)

@@ -63,7 +63,7 @@ def test_text_only_plan_answers_as_the_general_plan(
         SearchQuery(q="nothing", limit=5),
     ]
     fast = [_pages(store, q) for q in queries]
-    store._counts._entries.clear()
+    store._counts.clear()
     monkeypatch.setattr(backend, "_text_only", lambda query: False)
     general = [_pages(store, q) for q in queries]
     assert len(fast[0]) > 2  # several pages, each with its cursor

@@ -41,6 +41,10 @@ class PerGeneration(Generic[K, V]):
             self._entries.move_to_end(key)
             return entry[1]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def put(self, key: K, generation: int, value: V) -> None:
         if self.size <= 0:
             return

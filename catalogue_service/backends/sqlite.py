@@ -334,6 +334,9 @@ class _CountCache:
             return None
         return entry[1], entry[2], entry[3]
 
+    def clear(self) -> None:
+        self._kept.clear()
+
     def put(
         self, key: tuple[Any, ...], generation: int, facets: bool, total: int, counts: Facets
     ) -> None:
