@@ -112,9 +112,10 @@ def host_speed(rounds: int = 5) -> float:
     """CPU seconds of a fixed workload (Python dict and string work, then SQLite inserts into
     an in-memory table: what the services' hot paths are made of), best of ``rounds``.
 
-    The same code measured an hour apart on this kind of shared machine moved by a fifth
-    (other tenants' load on the host); a section carries this figure, taken when it is
-    written, so runs of different moments can be compared."""
+    On this kind of shared machine the same code measured hours apart moved by up to a fifth
+    (2.07 against 2.43 s for one cold crawl); a section carries this figure, taken when it is
+    written, as context for such comparisons. It is a rough probe, taken after the run, not a
+    correction: it moved 130-145 ms while the crawl moved, and did not follow it closely."""
     best = math.inf
     for _ in range(rounds):
         start = time.process_time()
@@ -587,8 +588,8 @@ class Section:
             f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- Load average at write time: {load_average()}",
             f"- Host speed at write time: {host_speed() * 1000:.0f} ms CPU for "
-            "`benchmarks.common.host_speed`'s fixed workload (lower is faster; compare runs "
-            "by it)",
+            "`benchmarks.common.host_speed`'s fixed workload (lower is faster; context for "
+            "comparing runs, not a correction)",
         ]
         if self.sizes.quick:
             head.append(
