@@ -179,6 +179,13 @@ def searched_ids(client: httpx.Client, **params: str) -> set[str]:
             return found
 
 
+def open_store(path: Path) -> SQLiteStore:
+    """An embedded catalogue store on ``path``, opened (the caller closes it)."""
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    return store
+
+
 def write_assets(store: SQLiteStore, items: list[dict[str, Any]]) -> None:
     """Writes ``items`` (asset JSON) straight into an embedded store, as one bulk request."""
     writes = [PreparedWrite.of(i, AssetWrite.model_validate(x)) for i, x in enumerate(items)]

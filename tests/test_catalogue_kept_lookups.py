@@ -13,7 +13,7 @@ from typing import Any
 from catalogue_service.backends.generations import PerGeneration
 from catalogue_service.backends.sqlite import SQLiteStore
 from catalogue_service.spelling.base import WordInfo
-from tests.conftest import write_assets
+from tests.conftest import open_store, write_assets
 
 
 def test_a_value_belongs_to_its_generation() -> None:
@@ -69,12 +69,6 @@ class _Lookups:
         speller._lookup = counted  # type: ignore[method-assign]
 
 
-def _store(path: Path) -> SQLiteStore:
-    store = SQLiteStore(path)
-    asyncio.run(store.open())
-    return store
-
-
 def _candidates(store: SQLiteStore, typed: list[str]) -> list[list[tuple[str, int]]]:
     infos = asyncio.run(store.speller.lookup(typed))
     return [[(c.term, c.uses) for c in info.candidates] for info in infos]
@@ -85,7 +79,7 @@ def _asset(key: str, name: str, description: str = "") -> dict[str, Any]:
 
 
 def test_a_lookup_asked_again_is_not_made_again(tmp_path: Path) -> None:
-    store = _store(tmp_path / "c.db")
+    store = open_store(tmp_path / "c.db")
     lookups = _Lookups(store)
     try:
         write_assets(store, [_asset("a", "churn_model", "weekly churn model")])
@@ -106,7 +100,7 @@ def test_a_lookup_asked_again_is_not_made_again(tmp_path: Path) -> None:
 
 def test_a_commit_by_another_process_on_the_file_is_seen(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    reader, writer = _store(path), _store(path)
+    reader, writer = open_store(path), open_store(path)
     try:
         write_assets(writer, [_asset("a", "sales_daily")])
         assert _candidates(reader, ["salse"]) == [[("sales", 1)]]

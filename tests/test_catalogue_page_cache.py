@@ -13,7 +13,7 @@ from catalogue_service.backends.base import SearchHits, SearchQuery
 from catalogue_service.backends.page_cache import OVERHEAD, PageCache, page_key
 from catalogue_service.backends.sqlite import SQLiteStore, from_settings
 from catalogue_service.spelling.fallback import with_typo_fallback
-from tests.conftest import hit_ids, write_assets
+from tests.conftest import hit_ids, open_store, write_assets
 
 
 class _Searches:
@@ -30,18 +30,12 @@ class _Searches:
         store._search = counted  # type: ignore[method-assign]
 
 
-def _store(path: Path) -> SQLiteStore:
-    store = SQLiteStore(path)
-    asyncio.run(store.open())
-    return store
-
-
 def _hits(docs: int, size: int) -> SearchHits:
     return SearchHits(docs=[b"x" * size] * docs, total=docs, facets=Facets(), next_cursor=None)
 
 
 def test_an_answer_is_kept_until_the_next_write(tmp_path: Path) -> None:
-    store = _store(tmp_path / "c.db")
+    store = open_store(tmp_path / "c.db")
     searches = _Searches(store)
     try:
         write_assets(
@@ -72,7 +66,7 @@ def test_an_answer_is_kept_until_the_next_write(tmp_path: Path) -> None:
 
 def test_a_write_by_another_process_on_the_file_is_seen(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    reader, writer = _store(path), _store(path)
+    reader, writer = open_store(path), open_store(path)
     try:
         write_assets(writer, [{"id": "a", "name": "orders_daily", "type": "dataset"}])
         query = SearchQuery(q="orders")
@@ -87,7 +81,7 @@ def test_a_write_by_another_process_on_the_file_is_seen(tmp_path: Path) -> None:
 
 
 def test_the_typo_fallback_does_not_mark_the_kept_answers(tmp_path: Path) -> None:
-    store = _store(tmp_path / "c.db")
+    store = open_store(tmp_path / "c.db")
     try:
         write_assets(store, [{"id": "s", "name": "sales_daily_report", "type": "dataset"}])
         typed, right = SearchQuery(q="salse daily"), SearchQuery(q="sales daily")
