@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from typer.core import TyperCommand
 
 from cairn import __version__
 from featurestore_service.cli import app as featureset_app
@@ -67,6 +68,27 @@ app = _Cli(
     # which cost more CPU than the rest of `cairn crawl --help` together.
     rich_markup_mode=None,
 )
+
+
+# click's exit code for a command line it cannot parse.
+USAGE_EXIT = 2
+
+
+class _CrawlCommand(TyperCommand):
+    """``cairn crawl`` exits 2 when some manifests were bad (README), and click exits 2 for a
+    command line it cannot parse (an unknown option, an option without its value). A cron job
+    reading the code could not tell the two apart; such a command line is one the crawl could
+    not run with, so it exits 1, as the crawl's own usage errors (no volume) do."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except Exception as exc:
+            # click's usage errors carry their exit code; typer keeps its click private, so
+            # they are known by that code rather than by their class.
+            if getattr(exc, "exit_code", None) == USAGE_EXIT:
+                exc.exit_code = 1  # type: ignore[attr-defined]
+            raise
 
 
 class Service(StrEnum):
@@ -196,7 +218,7 @@ def serve(
     )
 
 
-@app.command()
+@app.command(cls=_CrawlCommand)
 def crawl(
     volume: Annotated[
         str | None,
@@ -258,7 +280,7 @@ def crawl(
     and keeps what was there.
 
     Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
-    --fail-on-checks), 1 when the crawl could not run.
+    --fail-on-checks), 1 when the crawl could not run (a command line it cannot parse too).
     """
     from cairn.settings import get_settings
     from crawler import runner

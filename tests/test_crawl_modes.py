@@ -157,6 +157,24 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert neither.returncode == 1 and "--config" in neither.stderr
 
 
+def test_a_command_line_crawl_cannot_parse_exits_1_not_2(tmp_path: Path) -> None:
+    """Exit 2 means some manifests were bad; click gave it to an unknown option too, so a
+    cron job could not tell a typo in its own command line from a broken manifest."""
+    env = cairn_env(tmp_path, CAIRN_CATALOGUE_URL="http://127.0.0.1:9")
+    for args, says in (
+        (("--bogus", str(tmp_path)), "No such option: --bogus"),
+        ((str(tmp_path), "--every"), "'--every' requires an argument"),
+        ((str(tmp_path), "--catalogue"), "'--catalogue' requires an argument"),
+    ):
+        result = run_cairn("crawl", *args, env=env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert says in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    # Only the crawl's code changes: other commands keep click's usage exit code.
+    other = run_cairn("serve", "--bogus", env=env)
+    assert other.returncode == 2 and "No such option: --bogus" in other.stderr, other.stderr
+    assert run_cairn("crawl", "--help", env=env).returncode == 0
+
+
 def test_a_bad_manifest_pattern_is_one_line_before_anything_is_crawled(tmp_path: Path) -> None:
     """A pattern that cannot match (a broken re:, an empty one) would otherwise crash the
     crawl with a traceback, or find no manifest and soft-delete the volume's assets."""
