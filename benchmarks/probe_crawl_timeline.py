@@ -11,7 +11,7 @@ after the walk's end.
 
 On this machine it shows two phases: during the walk the crawler's own process is the bottleneck
 (about a core, walking and assembling) and the catalogue waits between batches; after the walk
-the catalogue is (one process, one GIL) while the other core is partly idle.
+the catalogue is the bottleneck (one process, one GIL) while the other core is partly idle.
 
 Run: ``python -m benchmarks.probe_crawl_timeline [--files N] [--manifests M] [--runs R]``.
 The marks wrap functions of the crawler and the catalogue by name: a probe, not a benchmark.
