@@ -45,13 +45,14 @@ from catalogue_service.service import Catalogue
 TOKENIZE = 'tokenize = "unicode61 remove_diacritics 2"'
 # name -> (extra FTS5 options, settings written into the index's _config)
 LAYOUTS: dict[str, tuple[str, dict[str, int]]] = {
-    "current": ("prefix = '2 3'", {"usermerge": backend.FTS_USERMERGE}),
-    "no-prefix": ("", {"usermerge": backend.FTS_USERMERGE}),
+    "current": ("", {"usermerge": backend.FTS_USERMERGE}),
+    # Prefix indexes (the layout before 2026-12-05 was prefix-2-3).
     "prefix-2": ("prefix = '2'", {"usermerge": backend.FTS_USERMERGE}),
-    "detail-column": ("prefix = '2 3', detail = column", {"usermerge": backend.FTS_USERMERGE}),
-    "contentless": ("prefix = '2 3', content = ''", {"usermerge": backend.FTS_USERMERGE}),
-    "hashsize-4M": ("prefix = '2 3'", {"usermerge": backend.FTS_USERMERGE, "hashsize": 4 << 20}),
-    "automerge-0": ("prefix = '2 3'", {"usermerge": backend.FTS_USERMERGE, "automerge": 0}),
+    "prefix-2-3": ("prefix = '2 3'", {"usermerge": backend.FTS_USERMERGE}),
+    "detail-column": ("detail = column", {"usermerge": backend.FTS_USERMERGE}),
+    "contentless": ("content = ''", {"usermerge": backend.FTS_USERMERGE}),
+    "hashsize-4M": ("", {"usermerge": backend.FTS_USERMERGE, "hashsize": 4 << 20}),
+    "automerge-0": ("", {"usermerge": backend.FTS_USERMERGE, "automerge": 0}),
 }
 BATCH = 5000
 WORDS = 100

@@ -192,6 +192,49 @@ def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.Mon
         asyncio.run(store.close())
 
 
+def _fts_layout(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'assets_fts'").fetchone()
+        return str(sql)
+    finally:
+        conn.close()
+
+
+def test_reindex_gives_an_older_file_the_current_index_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file made with prefix indexes keeps them when opened (its searches answer the same),
+    # and `cairn reindex` rebuilds the table as FTS_TABLE says, without them.
+    tokenize = 'remove_diacritics 2"'
+    older = backend.FTS_TABLE.replace(tokenize, tokenize + ", prefix = '2 3'")
+    assert older != backend.FTS_TABLE
+    monkeypatch.setattr(backend, "FTS_TABLE", older)
+    path = tmp_path / "c.db"
+    store, _ = _loaded_three_times(path)
+    asyncio.run(store.close())
+    monkeypatch.undo()
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    try:
+        assert "'2 3'" in _fts_layout(path)
+        queries = ("alpha", "gam", "ga", "row 7", "t1_2")
+        before = {q: _search(store, q) for q in queries}
+        assert before["ga"][0] > 0 and before["t1_2"][0] > 0
+        assert asyncio.run(store.reindex(lambda done, total: None)) == 900
+        assert "prefix" not in _fts_layout(path)
+        assert {q: _search(store, q) for q in queries} == before
+        # The rebuilt table takes writes and finds them, with the merge settings of a new file.
+        _bulk(Catalogue(store, Settings()), _items(7, 5))
+        assert _search(store, "t7_3")[1][0] == "t7_3"
+        conn = sqlite3.connect(path)
+        settings = dict(conn.execute("SELECT k, v FROM assets_fts_config").fetchall())
+        conn.close()
+        assert settings["usermerge"] == backend.FTS_USERMERGE
+    finally:
+        asyncio.run(store.close())
+
+
 def test_a_failed_upkeep_step_is_tried_again_after_the_next_big_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
