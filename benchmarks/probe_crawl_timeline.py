@@ -3,11 +3,12 @@
 Runs ``cairn crawl <tree> --catalogue URL --json`` into a fresh catalogue (as bench_crawl's
 crawl-e2e does, page cache warmed by a ``find`` first), both processes started through this
 module so each writes timestamped marks to one file: the crawler's start, the end of its
-imports, its walk, each bulk push (and the crawler's process CPU at each mark); the
-catalogue's start and end of each ``Catalogue.bulk``. Prints the marks as a timeline, then
-for each push the time the catalogue sat idle before it (waiting for the crawler to fill the
-batch, or for the request to arrive) and the time it spent in the bulk call, summed before and
-after the walk's end.
+imports, its walk, each bulk push and its HTTP request (and the crawler's process CPU at each
+mark); the catalogue's parse of each bulk body and its ``Catalogue.bulk`` call. Prints the
+marks as a timeline, then for each push the time the catalogue sat idle before it (waiting for
+the crawler to fill the batch, or for the request to arrive), how long the request took to
+reach the catalogue (encoded, sent, received), its parse there, the bulk call, the answer's way
+back and its reading in the crawler; summed before and after the walk's end.
 
 On this machine it shows two phases: during the walk the crawler's own process is the bottleneck
 (about a core, walking and assembling) and the catalogue waits between batches; after the walk
@@ -94,6 +95,8 @@ def _as_crawler() -> None:
     _mark("crawler imported")
     _marked(crawl, "walk_tree", "walk")
     _marked(push.CataloguePusher, "bulk", "push", lambda _self, items: len(items))
+    # The request itself, without encoding the batch before it and reading the answer after.
+    _marked(push.CataloguePusher, "_call", "call")
     try:
         _run_cli()
     finally:
@@ -104,6 +107,10 @@ def _as_catalogue() -> None:
     import catalogue_service.service as service
 
     _marked(service.Catalogue, "bulk", "bulk", lambda _self, items: len(items))
+    # The bulk route parses the body it received before it calls Catalogue.bulk.
+    import catalogue_service.api.routes.assets as routes
+
+    _marked(routes, "parse_json", "parse")
     _run_cli()
 
 
@@ -135,6 +142,23 @@ def _crawl_once(root: Path, log: Path) -> float:
     return started
 
 
+def _batches(marks: list[tuple[float, float, int, str]]) -> list[dict[str, Any]]:
+    """Each push's marks, from its start in the crawler to its answer read there: the pushes
+    go one at a time, so every mark between a push's start and end is that push's."""
+    batches: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for at, _, _, what in marks:
+        if what.startswith("push start"):
+            current = {"size": int(what.split()[2]), "push start": at}
+            batches.append(current)
+        elif current is not None:
+            key = " ".join(what.split()[:2])
+            current.setdefault(key, at)
+            if key == "push end":
+                current = None
+    return batches
+
+
 def _report(log: Path, started: float) -> None:
     marks = []
     for line in log.read_text().splitlines():
@@ -144,39 +168,54 @@ def _report(log: Path, started: float) -> None:
     crawler_pid = next(pid for _, _, pid, what in marks if what == "crawler started")
     print("   time  process CPU  mark")
     for at, cpu, pid, what in marks:
-        if what.startswith(("push", "bulk")):
+        if what.startswith(("push", "bulk", "call", "parse")):
             continue
         who = "crawler" if pid == crawler_pid else "catalogue" if pid else "probe"
         print(f"{at:7.3f} s  {cpu:7.3f} s  {who}: {what}")
     walk_end = next(at for at, _, _, what in marks if what == "walk end")
-    bulks = [(at, what) for at, _, _, what in marks if what.startswith("bulk")]
-    pushes = [(at, cpu) for at, cpu, pid, what in marks if what.startswith("push start")]
-    print(f"\n{'batch':>6} {'sent at':>8} {'catalogue idle before':>22} {'in bulk':>8}")
+    batches = _batches(marks)
+    print(
+        f"\n{'batch':>6} {'sent at':>8} {'catalogue idle before':>22} {'to catalogue':>13}"
+        f" {'parse':>7} {'in bulk':>8} {'answer back':>12} {'answer read':>12}"
+    )
     idle = {"walk": 0.0, "after": 0.0}
     busy = {"walk": 0.0, "after": 0.0}
+    steps = {"walk": [0.0] * 4, "after": [0.0] * 4}
     last_end: float | None = None
-    opened: float | None = None
-    size = 0
-    sent = iter(pushes)
-    for at, what in bulks:
-        if what.startswith("bulk start"):
-            opened, size = at, int(what.split()[2])
-            continue
-        assert opened is not None
-        phase = "walk" if opened < walk_end else "after"
-        waited = opened - last_end if last_end is not None else 0.0
+    for b in batches:
+        phase = "walk" if b["bulk start"] < walk_end else "after"
+        waited = b["bulk start"] - last_end if last_end is not None else 0.0
         idle[phase] += waited
-        busy[phase] += at - opened
-        sent_at = next(sent)[0]
-        print(f"{size:6d} {sent_at:7.3f}s {waited * 1e3:19.1f} ms {(at - opened) * 1e3:5.1f} ms")
-        last_end = at
-    first = next(at for at, what in bulks if what.startswith("bulk start"))
+        busy[phase] += b["bulk end"] - b["bulk start"]
+        # Request encoded and sent, body received; parsed; answer encoded, sent and received;
+        # answer read into the crawler's model.
+        parts = [
+            b["parse start"] - b["push start"],
+            b["parse end"] - b["parse start"],
+            b["call end"] - b["bulk end"],
+            b["push end"] - b["call end"],
+        ]
+        steps[phase] = [a + p for a, p in zip(steps[phase], parts, strict=True)]
+        to, parse, back, read = (x * 1e3 for x in parts)
+        print(
+            f"{b['size']:6d} {b['push start']:7.3f}s {waited * 1e3:19.1f} ms {to:10.1f} ms"
+            f" {parse:4.1f} ms {(b['bulk end'] - b['bulk start']) * 1e3:5.1f} ms"
+            f" {back:9.1f} ms {read:9.1f} ms"
+        )
+        last_end = b["bulk end"]
+    first = batches[0]["bulk start"]
     print(
         f"\nfirst push reached the catalogue at {first:.3f} s; walk ended at {walk_end:.3f} s.\n"
         f"catalogue in bulk calls: {busy['walk']:.3f} s before the walk's end, "
         f"{busy['after']:.3f} s after; idle between them: {idle['walk']:.3f} s before, "
         f"{idle['after']:.3f} s after."
     )
+    for phase, label in (("walk", "before the walk's end"), ("after", "after it")):
+        to, parse, back, read = steps[phase]
+        print(
+            f"pushes {label}: to the catalogue {to:.3f} s, parsed there {parse:.3f} s, answers "
+            f"back {back:.3f} s, read {read:.3f} s"
+        )
     walk = [(at, cpu) for at, cpu, pid, what in marks if pid == crawler_pid and "walk" in what]
     (t0, c0), (t1, c1) = walk[0], walk[-1]
     print(
