@@ -5,6 +5,7 @@ write meanwhile is not lost, and closing the store stops the work."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -202,7 +203,7 @@ def _fts_layout(path: Path) -> str:
 
 
 def test_reindex_gives_an_older_file_the_current_index_layout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A file made with prefix indexes keeps them when opened (its searches answer the same),
     # and `cairn reindex` rebuilds the table as FTS_TABLE says, without them.
@@ -215,7 +216,10 @@ def test_reindex_gives_an_older_file_the_current_index_layout(
     asyncio.run(store.close())
     monkeypatch.undo()
     store = SQLiteStore(path)
-    asyncio.run(store.open())
+    with caplog.at_level(logging.INFO, logger="cairn.catalogue.sqlite"):
+        asyncio.run(store.open())
+    # Opening says what the older index costs and how to rebuild it.
+    assert "`cairn reindex` rebuilds it" in caplog.text
     try:
         assert "'2 3'" in _fts_layout(path)
         queries = ("alpha", "gam", "ga", "row 7", "t1_2")
@@ -233,6 +237,12 @@ def test_reindex_gives_an_older_file_the_current_index_layout(
         assert settings["usermerge"] == backend.FTS_USERMERGE
     finally:
         asyncio.run(store.close())
+    caplog.clear()
+    reopened = SQLiteStore(path)
+    with caplog.at_level(logging.INFO, logger="cairn.catalogue.sqlite"):
+        asyncio.run(reopened.open())
+    asyncio.run(reopened.close())
+    assert "cairn reindex" not in caplog.text
 
 
 def test_a_failed_upkeep_step_is_tried_again_after_the_next_big_write(

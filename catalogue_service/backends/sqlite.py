@@ -9,6 +9,7 @@ lets run beside it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import queue
 import sqlite3
@@ -186,6 +187,8 @@ PREFIX_TERMS = 64
 UNBOUNDED = 1 << 62
 
 T = TypeVar("T")
+
+log = logging.getLogger("cairn.catalogue.sqlite")
 
 
 # A page row (seq, doc, key) sorts by its key, then seq: itemgetter, not a Python function
@@ -480,6 +483,13 @@ class SQLiteStore:
         _set_fts_merging(conn)
         self._automerge = FTS_AUTOMERGE
         self._probe = self.db.new_reader()
+        (made,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'assets_fts'").fetchone()
+        if "prefix" in made:
+            log.info(
+                "%s: the full-text index keeps prefix indexes (made by an earlier Cairn); "
+                "`cairn reindex` rebuilds it without them, and every write then costs less",
+                self.path,
+            )
 
     async def instance_id(self) -> str:
         def _read(conn: sqlite3.Connection) -> str:
