@@ -239,9 +239,11 @@ def bench_steps(root: Path, runs: int = STEP_RUNS) -> list[tuple[str, float, str
     """The crawl's steps one at a time in this process, each timed by thread CPU time (so
     other processes do not count), best of ``runs``: (step, CPU seconds, where it runs).
 
-    The parse is timed both ways: the clean path a crawl takes, and the checked builder alone
-    (positions recorded for every key), which is what every manifest cost before the clean
-    path and what a manifest with a problem still costs on top.
+    The parse is timed three ways: as a crawl parses (the line reader takes manifests written
+    the usual way), with libyaml's events for every manifest (the clean path, as before the
+    line reader), and with the checked builder alone (positions recorded for every key),
+    which is what every manifest cost before the clean path and what a manifest with a
+    problem still costs on top.
 
     A worker's four steps (read, parse, dump, schema) are timed alone and then together as a
     worker runs them, a chunk at a time, which is what the sum counts; and a manifest at a
@@ -274,14 +276,21 @@ def bench_steps(root: Path, runs: int = STEP_RUNS) -> list[tuple[str, float, str
     selections = [select_data(tree, volume, p, None) for p in paths]
     schema_files = [(s.schema_file(), s) for s in selections]
 
-    def checked() -> None:
-        clean = manifest_module._parse_clean
-        manifest_module._parse_clean = lambda text: None
-        try:
-            for raw, p in zip(data, paths, strict=True):
-                manifest_module.parse_manifest(raw, p)
-        finally:
-            manifest_module._parse_clean = clean
+    def parse_without(*readers: str) -> Callable[[], None]:
+        """Every manifest parsed with ``readers`` (functions of crawler.manifest) turned off."""
+
+        def run() -> None:
+            kept = {name: getattr(manifest_module, name) for name in readers}
+            for name in readers:
+                setattr(manifest_module, name, lambda text: None)
+            try:
+                for raw, p in zip(data, paths, strict=True):
+                    manifest_module.parse_manifest(raw, p)
+            finally:
+                for name, reader in kept.items():
+                    setattr(manifest_module, name, reader)
+
+        return run
 
     pairs = list(zip(data, paths, strict=True))
     parsed = [manifest_module.parse_manifest(raw, p)[0] for raw, p in pairs]
@@ -335,13 +344,18 @@ def bench_steps(root: Path, runs: int = STEP_RUNS) -> list[tuple[str, float, str
         ),
         ("read manifests", lambda: [volume.read(p, 1 << 20) for p in paths], IN_CHUNK),
         (
-            "parse: clean path (`parse_manifest`)",
+            "parse (`parse_manifest`: the line reader, else libyaml's events)",
             lambda: [
                 manifest_module.parse_manifest(r, p) for r, p in zip(data, paths, strict=True)
             ],
             IN_CHUNK,
         ),
-        ("parse: checked builder only (before)", checked, "-"),
+        ("parse: libyaml's events, clean path (before)", parse_without("_parse_lines"), "-"),
+        (
+            "parse: checked builder only (before that)",
+            parse_without("_parse_lines", "_parse_clean"),
+            "-",
+        ),
         (
             "manifest as JSON (`model_dump`)",
             lambda: [
@@ -790,9 +804,8 @@ def run(sizes: Sizes, command: str) -> bool:
             [[name, f"{cpu:.3f}", where] for name, cpu, where in steps],
         ),
     )
-    counted = sum(
-        cpu for name, cpu, where in steps if not name.endswith("(before)") and where != IN_CHUNK
-    )
+    # Steps run "-" (where) are the ways a step ran before, shown for comparison only.
+    counted = sum(cpu for _, cpu, where in steps if where not in (IN_CHUNK, "-"))
     if crawl_cpu_per_10k:
         workers = os.cpu_count() or 1
         per_crawl = 10_000 / max(1, sizes.manifests)  # once a crawl, in 10k manifests' terms

@@ -13,6 +13,11 @@ by a small iterative builder here, not by ``yaml.compose``/``yaml.load``. Two re
 * We need the line and column of every key and list item to report pydantic errors where the
   user wrote the value, and we need to see duplicate keys, aliases and tags as they go by.
 
+Most manifests never reach libyaml: they are written the usual way (keys at the start of their
+lines, one-line values, indented blocks of ``- entries`` or ``key: value``), and
+``_parse_lines`` reads that shape a line at a time for a third of the CPU, handing anything
+else, or anything with something to report, to the event builders.
+
 Choices worth knowing:
 
 * Scalars resolve with PyYAML's safe rules (YAML 1.1: ``yes``/``no`` are booleans, ``2026-01-31``
@@ -921,7 +926,9 @@ def _is_libyaml_too_deep(exc: BaseException | None) -> TypeGuard[yaml.MarkedYAML
 
 
 def _parse_text(text: str, path: str) -> tuple[list[ParsedDocument], list[Problem]]:
-    fast = _parse_clean(text)
+    fast = _parse_lines(text)
+    if fast is None:
+        fast = _parse_clean(text)
     if fast is not None:
         return fast, []
     documents: list[ParsedDocument] = []
@@ -1052,6 +1059,152 @@ def _parse_stream(
 
 class _GiveUp(Exception):
     """Raised inside the clean path: the checked builder must read this file."""
+
+
+# --- the usual manifest, read line by line ------------------------------------------------------
+
+# A key as _parse_lines reads it: plain, one word (and always text once resolved, see _key).
+_LINE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
+# What a plain scalar must not start with in _parse_lines (YAML's indicators, and '-' or a
+# space: a sequence entry, a negative number, a value that is not alone on its line).
+_LINE_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@` ")
+# Lines past which _parse_lines leaves a file to the event builders (their bounds apply).
+_LINE_LIMIT = 1000
+
+
+def _parse_lines(text: str) -> list[ParsedDocument] | None:
+    """The one document of a manifest written the usual way, or None: read it with libyaml.
+
+    The usual way is a mapping of keys at the start of their lines, each with a one-line
+    scalar, a one-line ``[flow, list]`` of scalars, or an indented block of ``- scalar`` lines
+    or of ``key: scalar`` lines; comments on lines of their own and blank lines anywhere. That
+    is most manifests, and reading it here costs a fifth of libyaml's events (which a crawl
+    pays for every manifest). Anything else (quotes with escapes, a comment after a value,
+    multi-line scalars, deeper nesting, anchors, tags, several documents) gives None, as
+    does any doubt: libyaml then reads the file as before. Scalars resolve as the event
+    builders resolve them (YAML 1.1, ``_scalar``); ``tests/test_manifest_lines.py`` compares
+    the two readers on generated manifests and on random ones.
+    """
+    if "\t" in text or "\r" in text:
+        return None
+    lines = text.split("\n")
+    if len(lines) > _LINE_LIMIT:
+        return None
+    try:
+        root, first = _line_mapping(lines)
+    except (_GiveUp, _DocError):
+        return None
+    if root is None:
+        return None
+    try:
+        manifest = _clean_validate(root)
+    except _GiveUp:
+        return None
+    return [ParsedDocument(index=0, line=first + 1, manifest=manifest)]
+
+
+def _line_mapping(lines: list[str]) -> tuple[dict[str, Any] | None, int]:
+    """The top-level mapping of ``lines`` and the index of its first line (see _parse_lines);
+    _GiveUp where the file is not written the usual way.
+
+    One pass, a line at a time: this is the loop a crawl runs for every line of every
+    manifest, so the block being filled and its indent are kept in locals."""
+    root: dict[str, Any] = {}
+    first = -1
+    block_key: str | None = None  # the key whose value is an indented block, while it lasts
+    block: Any = None  # that block (a list or a dict) once its first line was read
+    block_indent = 0
+    for number, line in enumerate(lines):
+        body = line.lstrip(" ")
+        if not body or body[0] == "#":
+            continue  # a blank line or a comment of its own
+        if not line.isprintable():
+            raise _GiveUp  # NEL, LS and kin are line breaks to YAML
+        indent = len(line) - len(body)
+        if indent == 0 and body[0] != "-":
+            key, value = _key_value(body)
+            if key in root:
+                raise _GiveUp  # a duplicate: the checked builder reports it
+            if first < 0:
+                first = number
+            # A value on the line ends any block; an empty one opens a block (else it is null).
+            root[key] = _line_value(value) if value else None
+            block_key, block = (None if value else key), None
+            continue
+        # A block's line ("- " entries may sit at the key's own indent). Anything indented
+        # below a scalar would continue it (a multi-line scalar) or be an error.
+        if block_key is None:
+            raise _GiveUp
+        if block is None:
+            block = [] if body[:2] == "- " else {} if indent else None
+            if block is None:
+                raise _GiveUp
+            root[block_key] = block
+            block_indent = indent
+        elif indent != block_indent:
+            raise _GiveUp  # deeper nesting, or a ragged block
+        if type(block) is list:
+            if body[:2] != "- ":
+                raise _GiveUp
+            block.append(_line_value(body[2:].strip(" "), flow=False))
+        else:
+            key, value = _key_value(body)
+            if not value or key in block:
+                raise _GiveUp  # a block deeper still, or a duplicate
+            block[key] = _line_value(value)
+    return (root if first >= 0 else None), first
+
+
+# Keys seen before (name, tags, zone, ...), already checked and resolved: one lookup each.
+_LINE_KEYS: dict[str, str] = {}
+
+
+def _key_value(line: str) -> tuple[str, str]:
+    """(key, value text) of a ``key: value`` line without its indentation."""
+    key, colon, value = line.partition(":")
+    if not colon or (value and value[0] != " "):
+        raise _GiveUp
+    known = _LINE_KEYS.get(key)
+    if known is None:
+        if _LINE_KEY.fullmatch(key) is None or type(resolved := _plain(key)) is not str:
+            raise _GiveUp  # quoted, spaced, or yes, no, null, a number: not a text key
+        if len(_LINE_KEYS) >= _PLAIN_CACHE_MAX:
+            _LINE_KEYS.clear()
+        known = _LINE_KEYS[key] = resolved
+    return known, value.strip(" ")
+
+
+def _line_value(text: str, flow: bool = True) -> Any:
+    """A value written on one line: a plain or simply quoted scalar, or (``flow``) a flow list
+    of plain scalars."""
+    if not text:
+        raise _GiveUp
+    head = text[0]
+    if head == "[" and flow:
+        if text[-1] != "]":
+            raise _GiveUp
+        inner = text[1:-1]
+        if any(c in inner for c in "[]{}#:'\"\\"):
+            raise _GiveUp
+        if not inner.strip(" "):
+            return []
+        return [_line_value(item.strip(" "), flow=False) for item in inner.split(",")]
+    if head == '"' or head == "'":
+        inner = text[1:-1]
+        if len(text) < 2 or text[-1] != head or head in inner or "\\" in inner:
+            raise _GiveUp
+        return inner
+    if head in _LINE_INDICATORS or ": " in text or " #" in text or text[-1] == ":":
+        raise _GiveUp
+    return _plain(text)
+
+
+def _plain(text: str) -> Any:
+    """A plain scalar's value, as the event builders resolve it."""
+    value = _PLAIN_VALUES.get(text, _NOKEY)
+    if value is _NOKEY:
+        value = _resolve_plain(ScalarEvent(None, None, (True, False), text))
+    return value
 
 
 def _parse_clean(text: str) -> list[ParsedDocument] | None:
