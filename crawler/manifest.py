@@ -15,8 +15,8 @@ by a small iterative builder here, not by ``yaml.compose``/``yaml.load``. Two re
 
 Most manifests never reach libyaml: they are written the usual way (keys at the start of their
 lines, one-line values, indented blocks of ``- entries`` or ``key: value``), and
-``_parse_lines`` reads that shape a line at a time for a third of the CPU, handing anything
-else, or anything with something to report, to the event builders.
+``_parse_lines`` reads that shape a line at a time for half the CPU, handing anything else,
+or anything with something to report, to the event builders.
 
 Choices worth knowing:
 
@@ -1063,13 +1063,16 @@ class _GiveUp(Exception):
 
 # --- the usual manifest, read line by line ------------------------------------------------------
 
-# A key as _parse_lines reads it: plain, one word (and always text once resolved, see _key).
+# A key as _parse_lines reads it: plain, one word (and text once resolved, see _key_value).
 _LINE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 # What a plain scalar must not start with in _parse_lines (YAML's indicators, and '-' or a
 # space: a sequence entry, a negative number, a value that is not alone on its line).
 _LINE_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@` ")
 # Lines past which _parse_lines leaves a file to the event builders (their bounds apply).
 _LINE_LIMIT = 1000
+# Characters _parse_lines leaves to libyaml wherever they are: YAML's line breaks other than
+# LF, and tabs (indentation they would be, or text they may be).
+_OTHER_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\t")
 
 
 def _parse_lines(text: str) -> list[ParsedDocument] | None:
@@ -1078,14 +1081,16 @@ def _parse_lines(text: str) -> list[ParsedDocument] | None:
     The usual way is a mapping of keys at the start of their lines, each with a one-line
     scalar, a one-line ``[flow, list]`` of scalars, or an indented block of ``- scalar`` lines
     or of ``key: scalar`` lines; comments on lines of their own and blank lines anywhere. That
-    is most manifests, and reading it here costs a fifth of libyaml's events (which a crawl
-    pays for every manifest). Anything else (quotes with escapes, a comment after a value,
-    multi-line scalars, deeper nesting, anchors, tags, several documents) gives None, as
-    does any doubt: libyaml then reads the file as before. Scalars resolve as the event
+    is most manifests, and reading it here costs half of what libyaml's events and the
+    builder cost (which a crawl pays for every manifest). Anything else (quotes with escapes,
+    a comment after a value, multi-line scalars, deeper nesting, anchors, tags, several
+    documents, a line break other than LF, a tab) gives None, as does any doubt: libyaml then
+    reads the file as before. Scalars resolve as the event
     builders resolve them (YAML 1.1, ``_scalar``); ``tests/test_manifest_lines.py`` compares
     the two readers on generated manifests and on random ones.
     """
-    if "\t" in text or "\r" in text:
+    # CR, NEL, LS and PS break lines too, even inside what would be a comment here.
+    if any(c in text for c in _OTHER_BREAKS):
         return None
     lines = text.split("\n")
     if len(lines) > _LINE_LIMIT:
@@ -1119,7 +1124,7 @@ def _line_mapping(lines: list[str]) -> tuple[dict[str, Any] | None, int]:
         if not body or body[0] == "#":
             continue  # a blank line or a comment of its own
         if not line.isprintable():
-            raise _GiveUp  # NEL, LS and kin are line breaks to YAML
+            raise _GiveUp  # a format or space character the checks below do not expect
         indent = len(line) - len(body)
         if indent == 0 and body[0] != "-":
             key, value = _key_value(body)

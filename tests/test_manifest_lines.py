@@ -75,6 +75,8 @@ NOT_LINE_SHAPED = [
     "name: a\r\ntype: dataset\r\n",
     "name: a\ntype: dataset\n\tlabels: x\n",
     "name: a\u2028b\ntype: dataset\n",
+    "name: a\ntype: dataset\n# a comment\x85description: after a line break (NEL)\n",
+    "name: a\ntype: dataset\n# a comment\u2029tags: [x]\n",
     "name: a\ntype: dataset\nlabels:\n  k: <<\n",
     "name: a\ntype: dataset\nlabels:\n  big: 99999999999999999999\n",
     "name: a\ntype: dataset\ndepends_on:\n- ~ \n",  # null, spaces after it or not
