@@ -1065,9 +1065,9 @@ class _GiveUp(Exception):
 
 # A key as _parse_lines reads it: plain, one word (and text once resolved, see _key_value).
 _LINE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
-# What a plain scalar must not start with in _parse_lines (YAML's indicators, and '-' or a
-# space: a sequence entry, a negative number, a value that is not alone on its line).
-_LINE_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@` ")
+# What a plain scalar must not start with in _parse_lines: YAML's indicators (quotes are read
+# before this check; '-' starts an entry, or a number it leaves to libyaml).
+_LINE_INDICATORS = frozenset("-?:,[]{}#&*!|>%@`")
 # Lines past which _parse_lines leaves a file to the event builders (their bounds apply).
 _LINE_LIMIT = 1000
 # Characters _parse_lines leaves to libyaml wherever they are: YAML's line breaks other than
