@@ -1085,9 +1085,9 @@ def _parse_lines(text: str) -> list[ParsedDocument] | None:
     builder cost (which a crawl pays for every manifest). Anything else (quotes with escapes,
     a comment after a value, multi-line scalars, deeper nesting, anchors, tags, several
     documents, a line break other than LF, a tab) gives None, as does any doubt: libyaml then
-    reads the file as before. Scalars resolve as the event
-    builders resolve them (YAML 1.1, ``_scalar``); ``tests/test_manifest_lines.py`` compares
-    the two readers on generated manifests and on random ones.
+    reads the file as before. Scalars resolve as the event builders resolve them (YAML 1.1,
+    ``_scalar``); ``tests/test_manifest_lines.py`` compares the two readers on generated
+    manifests and on random ones.
     """
     # CR, NEL, LS and PS break lines too, even inside what would be a comment here.
     if any(c in text for c in _OTHER_BREAKS):
