@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +12,7 @@ from prometheus_client import Gauge
 
 from cairn.mastro import include_mastro
 from cairn.settings import Settings, get_settings
+from cairn.tasks import stop
 from cairn.web import build_app
 from featurestore_service.api.routes import featuresets, historical, mastro, online
 from featurestore_service.api.routes import metrics as metric_routes
@@ -24,7 +24,7 @@ from featurestore_service.metrics.skew import SkewSampler
 from featurestore_service.metrics.store import create_metric_store
 from featurestore_service.metrics.worker import ProfileWorker
 from featurestore_service.online import create_online_store
-from featurestore_service.online.materialize import Materializer, stop
+from featurestore_service.online.materialize import Materializer
 from featurestore_service.online.serving import OnlineService
 from featurestore_service.outbox import CatalogueRegistrar
 from featurestore_service.service import FeatureStore
@@ -79,11 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await stop(materializing)
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task in [materializing, *tasks]:
+                await stop(task)
             await metric_store.close()
             await online_store.close()
             await store.close()

@@ -199,14 +199,21 @@ def hit_ids(hits: SearchHits) -> list[str]:
 
 
 def run_cairn(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cairn", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "cairn", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # pytest cuts the exception's captured output to a line; a hang needs all of it.
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        raise AssertionError(
+            f"cairn {' '.join(args)} still running after {timeout}s; its stderr:\n{said[-8000:]}"
+        ) from None
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:

@@ -53,6 +53,7 @@ from cairn.mongo import (
 )
 from cairn.retry import backoff_delay
 from cairn.settings import Settings
+from cairn.tasks import stop
 from catalogue_service.backends.base import (
     LineageReport,
     PreparedWrite,
@@ -244,9 +245,7 @@ class MongoStore:
 
     async def close(self) -> None:
         if self._indexer is not None:
-            self._indexer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._indexer
+            await stop(self._indexer)
         await self.index.close()
         await self.client.close()
 

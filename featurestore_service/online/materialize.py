@@ -16,7 +16,6 @@ finishes what a previous process left half done and catches up with writes it ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Generator
 from datetime import UTC, datetime
@@ -317,12 +316,6 @@ class Materializer:
                 f"been materialized yet (cairn featureset materialize {name})."
             )
         return state
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _json_ready(column: pa.Array | pa.ChunkedArray) -> list[Any]:
