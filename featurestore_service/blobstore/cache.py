@@ -15,9 +15,11 @@ Concurrent checkouts of one key share one fetch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 import weakref
 from collections import Counter, OrderedDict
@@ -54,6 +56,9 @@ class ReadCache:
         self._loading: dict[str, asyncio.Future[None]] = {}
         self.total = 0
         self.fetches = 0  # blobs copied from the store, for tests and benchmarks
+        # The loop whose thread keeps the books; a lease let go elsewhere hands back to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
 
     def open(self) -> None:
         """Indexes what an earlier run left, least recently read first."""
@@ -72,6 +77,9 @@ class ReadCache:
 
     async def checkout(self, key: str, source: Callable[[], BinaryIO]) -> Lease:
         """The cached copy of ``key``, fetched from ``source()`` first when missing."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
         if key in self._entries and not (self.folder / key).is_file():
             # Removed behind this index's back (an operator freeing space, another process
             # on the same data folder): fetched again rather than failing until a restart.
@@ -99,7 +107,7 @@ class ReadCache:
         self._entries.move_to_end(key)
         self._pins[key] += 1
         self._evict()
-        return Lease(self.folder / key, lambda: self._release(key))
+        return Lease(self.folder / key, lambda: self._let_go(key))
 
     def _fetch(self, key: str, source: Callable[[], BinaryIO]) -> int:
         part = self.folder / f"{uuid.uuid4().hex}.part"
@@ -112,6 +120,18 @@ class ReadCache:
             part.unlink(missing_ok=True)
         log.info("fetched %s into the read cache (%d bytes)", key, size)
         return size
+
+    def _let_go(self, key: str) -> None:
+        """A lease's release, from wherever it comes: Starlette runs a response's background
+        release in a worker thread, and the collector runs an abandoned lease's anywhere.
+        The books (and the evictions that follow) change only on the loop's thread."""
+        if threading.get_ident() == self._thread:
+            self._release(key)
+            return
+        assert self._loop is not None  # a lease exists only after a checkout
+        # A closed loop means the process is ending: nothing is left to keep.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._release, key)
 
     def _release(self, key: str) -> None:
         self._pins[key] -= 1
@@ -127,7 +147,11 @@ class ReadCache:
                 break
             if self._pins.get(key):
                 continue
-            size = self._entries.pop(key)
+            # Gone already when the collector released a lease during this loop (a release
+            # that evicts, run in the middle of this one).
+            size = self._entries.pop(key, None)
+            if size is None:
+                continue
             self.total -= size
             # Sync on purpose: a removal is one unlink; a reader that opened the file keeps it.
             (self.folder / key).unlink(missing_ok=True)

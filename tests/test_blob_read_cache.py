@@ -1,0 +1,85 @@
+"""The feature store's read cache keeps its books on its loop's thread, whoever lets go."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from featurestore_service.blobstore.cache import ReadCache
+
+KEY_A = "a" * 64 + ".parquet"
+KEY_B = "b" * 64 + ".parquet"
+
+
+def source(data: bytes) -> Callable[[], BinaryIO]:
+    return lambda: io.BytesIO(data)
+
+
+def test_a_lease_released_in_another_thread_is_let_go_on_the_loop(tmp_path: Path) -> None:
+    # Starlette runs a FileResponse's background release in a worker thread.
+    cache = ReadCache(tmp_path, limit=1)
+    cache.open()
+    threads: list[int] = []
+    release = cache._release
+
+    def recorded(key: str) -> None:
+        threads.append(threading.get_ident())
+        release(key)
+
+    cache._release = recorded  # type: ignore[method-assign]
+
+    async def run() -> int:
+        lease = await cache.checkout(KEY_A, source(b"x" * 100))
+        assert lease.path.read_bytes() == b"x" * 100
+        await asyncio.to_thread(lease.release)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(run())
+    assert threads == [loop_thread]  # not the worker thread's: handed back to the loop
+    # Released, so the one-byte cache let the copy go.
+    assert cache.total == 0 and not (tmp_path / KEY_A).exists()
+
+
+def test_a_lease_released_on_the_loop_is_let_go_at_once(tmp_path: Path) -> None:
+    cache = ReadCache(tmp_path, limit=1)
+    cache.open()
+
+    async def run() -> None:
+        lease = await cache.checkout(KEY_A, source(b"y" * 10))
+        lease.release()
+        # At once: the store's size check forgets a damaged copy right after releasing it.
+        assert cache.total == 0 and not lease.path.exists()
+
+    asyncio.run(run())
+
+
+def test_a_lease_collected_after_the_loop_closed_raises_nothing(tmp_path: Path) -> None:
+    cache = ReadCache(tmp_path, limit=1 << 20)
+    cache.open()
+    kept = []
+
+    async def run() -> None:
+        kept.append(await cache.checkout(KEY_B, source(b"z" * 10)))
+
+    asyncio.run(run())
+    errors: list[BaseException] = []
+
+    def release_elsewhere() -> None:
+        try:
+            kept.pop().release()
+            gc.collect()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=release_elsewhere)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert (tmp_path / KEY_B).exists()  # the process is ending: the copy stays for the next
