@@ -83,3 +83,26 @@ def test_a_lease_collected_after_the_loop_closed_raises_nothing(tmp_path: Path) 
     thread.join()
     assert errors == []
     assert (tmp_path / KEY_B).exists()  # the process is ending: the copy stays for the next
+
+
+def test_a_cache_used_again_on_a_new_loop_releases_on_that_loop(tmp_path: Path) -> None:
+    # The feature store's blobs outlive a lifespan: an app started again (a test client in
+    # a new thread) keeps the same cache, whose releases must reach the loop now running.
+    cache = ReadCache(tmp_path, limit=1)
+    cache.open()
+
+    async def first() -> None:
+        (await cache.checkout(KEY_A, source(b"a" * 10))).release()
+
+    asyncio.run(first())
+
+    async def second() -> None:
+        lease = await cache.checkout(KEY_B, source(b"b" * 10))
+        await asyncio.to_thread(lease.release)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    thread = threading.Thread(target=asyncio.run, args=(second(),))
+    thread.start()
+    thread.join()
+    assert cache.total == 0 and not (tmp_path / KEY_B).exists()

@@ -77,9 +77,9 @@ class ReadCache:
 
     async def checkout(self, key: str, source: Callable[[], BinaryIO]) -> Lease:
         """The cached copy of ``key``, fetched from ``source()`` first when missing."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._thread = threading.get_ident()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the first checkout, or the app started again (tests)
+            self._loop, self._thread = loop, threading.get_ident()
         if key in self._entries and not (self.folder / key).is_file():
             # Removed behind this index's back (an operator freeing space, another process
             # on the same data folder): fetched again rather than failing until a restart.
