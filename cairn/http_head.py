@@ -85,6 +85,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        # The server kept the client from sending (no 100 Continue yet, or reading paused)
+        # when the body timer last looked: the client's idle time starts after that.
+        self._server_held = False
         self._refused = False
         super().connection_made(transport)
         # A connection that never sends a byte would otherwise be held forever.
@@ -126,6 +129,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_open = False
         self._disarm_head_timer()
         super().on_headers_complete()
+        self._server_held = self.expect_100_continue
         self._arm_body_timer()  # disarmed by on_message_complete, at once for a GET
 
     def on_message_complete(self) -> None:
@@ -156,6 +160,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
             # The app has not taken what came, or not yet asked for the body a client waits
             # to send (Expect: 100-continue): the wait is the server's, not the client's.
+            self._server_held = True
+            self._arm_body_timer()
+            return
+        if self._server_held:
+            # The server let go since the last look (the 100 Continue may have gone out a
+            # moment ago): the client gets a whole interval from now to start sending.
+            self._server_held = False
             self._arm_body_timer()
             return
         if self.transport.is_closing() or self._refused:

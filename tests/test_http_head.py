@@ -81,6 +81,8 @@ async def _echo_length(scope: dict, receive: Any, send: Any) -> None:
         return
     if scope["path"] == "/late":
         await asyncio.sleep(1.0)  # twice the body timeout before it asks for the body
+    elif scope["path"] == "/later":
+        await asyncio.sleep(0.75)  # between two looks of the body timer
     size, more = 0, True
     while more:
         message = await receive()
@@ -145,3 +147,27 @@ def test_a_client_waiting_for_100_continue_is_not_timed_out(quick_head_server: i
         assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
         sock.sendall(b"0123456789")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_client_told_to_continue_gets_a_whole_interval_to_send(quick_head_server: int) -> None:
+    # The 100 Continue goes out at 0.75 s; the body timer looked at 0.5 s (the server held the
+    # client) and looks again at 1.0 s. A client that takes 0.35 s to start sending was cut off
+    # there (an answer of 100 and 408 together in CI), though it had waited 0.25 s.
+    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
+        sock.sendall(
+            b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        time.sleep(0.35)
+        sock.sendall(b"0123456789")
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+    # A client that never sends after being told to is still timed out.
+    with socket.create_connection(("127.0.0.1", quick_head_server), timeout=60) as sock:
+        sock.sendall(
+            b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        answer = b""
+        while data := sock.recv(4096):
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 408 "), answer
