@@ -32,6 +32,7 @@ from cairn.client import (
 from cairn.errors import CairnError
 from cairn.redact import redact_url
 from cairn.settings import Settings
+from cairn.tasks import stop
 
 log = logging.getLogger("cairn.ui")
 
@@ -167,7 +168,9 @@ class Backend:
 
     async def close(self) -> None:
         if self._probing is not None:
-            self._probing.cancel()
+            # Ended before the clients close: a probe still running would use a closed client.
+            probing, self._probing = self._probing, None
+            await stop(probing)
         for service in self.services:
             await service.client.aclose()
 
