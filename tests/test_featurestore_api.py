@@ -342,6 +342,29 @@ def test_values_sets_are_json_only(fs: httpx.Client) -> None:
     )
 
 
+def test_columns_picks_the_named_values_of_a_values_set(fs: httpx.Client) -> None:
+    put(fs, values("picked", ("a", "bool", True), ("b", "int64", 2), ("c", "string", "x")))
+    whole = fs.get("/featuresets/picked")
+    some = fs.get("/featuresets/picked", params={"columns": "c,a,c"})
+    assert some.status_code == 200, some.text
+    assert [f["name"] for f in some.json()["features"]] == ["c", "a"]
+    assert {k: v for k, v in some.json().items() if k != "features"} == {
+        k: v for k, v in whole.json().items() if k != "features"
+    }
+    # Each choice is its own variant: its own ETag, and a 304 for it.
+    assert some.headers["etag"] != whole.headers["etag"]
+    again = fs.get(
+        "/featuresets/picked/versions/1",
+        params=[("columns", "c"), ("columns", "a")],
+        headers={"if-none-match": some.headers["etag"]},
+    )
+    assert again.status_code == 304
+    # A name the set lacks was ignored (the whole set came back); now it says what there is.
+    missing = fs.get("/featuresets/picked", params={"columns": "a,zz"})
+    assert missing.status_code == 400
+    assert "'zz'" in missing.json()["detail"] and "a, b, c" in missing.json()["detail"]
+
+
 def test_accept_q_zero_refuses_a_type_a_wildcard_would_allow(fs: httpx.Client) -> None:
     # RFC 9110: q=0 means "not acceptable"; a more specific range wins over */*.
     assert upload(fs, "negotiated", parquet_bytes(sample_table(10))).status_code == 201

@@ -485,7 +485,8 @@ class FeatureStoreClient(MetricsMixin):
     ) -> FeatureSet:
         """The latest live version, a numbered one, or the one current ``as_of``.
 
-        For a table, ``data`` holds a page of rows (``limit``, ``offset``, ``columns``).
+        For a table, ``data`` holds a page of rows (``limit``, ``offset``, ``columns``); for
+        a set of named values, ``columns`` keeps only the features named.
         """
         return self._t.send(FeatureStoreCalls.get(name, version, as_of, columns, limit, offset))
 

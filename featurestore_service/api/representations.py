@@ -1,8 +1,9 @@
 """How a version goes out: content negotiation, ETags and 304s, and the tabular formats.
 
-A values set is JSON only, sent as the stored document. A table is JSON (the document plus a
-page of rows), an Arrow IPC stream or Parquet (the stored file itself when neither columns nor
-limit are asked for), with ``columns=`` projection and ``limit=``.
+A values set is JSON only, sent as the stored document (with ``columns=``, only the features
+named). A table is JSON (the document plus a page of rows), an Arrow IPC stream or Parquet (the
+stored file itself when neither columns nor limit are asked for), with ``columns=`` projection
+and ``limit=``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from cairn.errors import NotAcceptable
+from cairn.errors import BadRequest, NotAcceptable
 from cairn.models import TableInfo
 from cairn.web import etag_matches
 from featurestore_service.api.deps import bad_param, int_param, list_param
@@ -122,8 +123,29 @@ async def send_version(request: Request, service: FeatureStore, stored: StoredVe
         if (accept is None or accept == JSON or accept == "*/*") and not request.query_params:
             return send_json(request, stored.doc, stored.etag)  # the hot path
         _choose(request, VALUES_MEDIA, "values")
+        wanted = list_param(request.query_params, "columns")
+        if wanted:
+            return send_json(request, *_features_kept(stored, wanted))
         return send_json(request, stored.doc, stored.etag)
     return await send_table(request, service, stored)
+
+
+def _features_kept(stored: StoredVersion, wanted: list[str]) -> tuple[bytes, str]:
+    """A values set's document with only the ``wanted`` features, in that order, and the
+    ETag of that variant (``columns=`` picks a set's named values as it picks a table's
+    columns); a name the set lacks is a 400 that lists the ones it has."""
+    doc = orjson.loads(stored.doc)
+    by_name = {feature["name"]: feature for feature in doc["features"]}
+    names = list(dict.fromkeys(wanted))
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise BadRequest(
+            f"Unknown feature(s) {', '.join(map(repr, unknown))}; this set has: "
+            + ", ".join(by_name)
+        )
+    doc["features"] = [by_name[name] for name in names]
+    variant = orjson.dumps([stored.etag, "features", names])
+    return orjson.dumps(doc), f'"{hashlib.sha256(variant).hexdigest()[:32]}"'
 
 
 async def send_table(request: Request, service: FeatureStore, stored: StoredVersion) -> Response:

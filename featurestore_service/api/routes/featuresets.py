@@ -124,7 +124,7 @@ def check_row_params(request: Request) -> None:
 VERSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": VERSION_CONTENT},
     304: {"description": "ETag matched"},
-    # 400: a column that is not in the table; 406: no format matches Accept.
+    # 400: a column (or feature) the set lacks; 406: no format matches Accept.
     **problems(400, 404, 406, 422),
 }
 TABLE_PARAMETERS = [
@@ -138,7 +138,8 @@ TABLE_PARAMETERS = [
         "name": "columns",
         "in": "query",
         "schema": {"type": "string"},
-        "description": "Comma-separated columns to keep (tabular sets)",
+        "description": "Comma-separated columns (tabular sets) or features (sets of named "
+        "values) to keep",
     },
     {
         "name": "limit",
