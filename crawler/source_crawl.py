@@ -112,7 +112,9 @@ def crawl_source(
         upserts, changed = [], {}
         for key, doc in docs.items():
             old = previous.get(key)
-            if old is not None and old.fingerprint == doc["_hash"]:
+            if old is not None and (old.fingerprint == doc["_hash"] or key in listing.partial):
+                # A partial description (its schema unread this time) does not replace what
+                # was pushed whole: the asset stays as it was until it can be read again.
                 report.unchanged += 1
                 continue
             upserts.append({**doc, "crawled_at": now.isoformat()})

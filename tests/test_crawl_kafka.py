@@ -274,6 +274,17 @@ def test_a_schema_registry_that_does_not_answer_is_asked_once(
     topics = [topic_name("reg") for _ in range(3)]
     with admin(kafka_broker) as client:
         create_topics(client, [NewTopic(t, 1, 1) for t in topics])
+    produce(kafka_broker, topics[0], [b'{"id": 1}'])
+    code, first = crawl(f"kafka://{kafka_broker.bootstrap}", catalogue_process)
+    assert code == 0, first
+    before = asset(catalogue_process, kafka_broker, topics[0])
+    assert [c["name"] for c in before["schema"]] == ["id"]  # from the sampled message
+    # What the topic's description would now say without the registry: another column.
+    produce(kafka_broker, topics[0], [b'{"id": 2, "added": "x"}'])
+    new = topic_name("reg-new")
+    with admin(kafka_broker) as client:
+        create_topics(client, [NewTopic(new, 1, 1)])
+
     registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code, report = crawl(
         f"kafka://{kafka_broker.bootstrap}",
@@ -284,8 +295,13 @@ def test_a_schema_registry_that_does_not_answer_is_asked_once(
     about_registry = [w for w in report["warnings"] if "schema registry" in w["reason"]]
     assert len(about_registry) == 1, about_registry
     assert "CAIRN_KAFKA_SCHEMA_REGISTRY_URL" in about_registry[0]["reason"]
-    for topic in topics:  # described all the same, without a registry schema
-        assert asset(catalogue_process, kafka_broker, topic)["type"] == "stream"
+    # A topic catalogued before keeps what it had while the registry cannot say what its
+    # schema is (it was rewritten with whatever the crawl could see without it).
+    kept = asset(catalogue_process, kafka_broker, topics[0])
+    assert kept["revision"] == before["revision"] and kept["schema"] == before["schema"]
+    assert report["updated"] == 0, report
+    # A new topic is catalogued all the same, without a registry schema.
+    assert asset(catalogue_process, kafka_broker, new)["type"] == "stream"
 
 
 def test_a_topic_deleted_while_it_is_listed_is_gone_not_kept(

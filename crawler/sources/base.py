@@ -50,6 +50,10 @@ class SourceListing:
     # Keys the source still has but could not describe this time: what was pushed for them
     # before is kept, not soft-deleted.
     unreadable: set[str] = field(default_factory=set)
+    # Keys described without a part that could not be read this time (a schema registry
+    # that did not answer): an asset pushed before is kept as it was, not rewritten without
+    # it; a new one is pushed as described.
+    partial: set[str] = field(default_factory=set)
 
 
 class Source(Protocol):

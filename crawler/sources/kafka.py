@@ -170,25 +170,37 @@ class KafkaSource:
         }
 
     def _registry(self, topic: str, listing: SourceListing) -> RegistrySchema | None:
+        """The topic's schema in the registry, or None when it has none; a topic whose
+        schema could not be read is ``partial`` (catalogued before, it is kept as it was)."""
         url = self.settings.kafka_schema_registry_url
-        if not url or self._registry_down:
+        if not url:
+            return None
+        if self._registry_down:
+            listing.partial.add(f"topic:{topic}")
             return None
         try:
             return fetch_registry_schema(url, f"{topic}-value", self.settings.http_timeout)
         except RegistryUnreachable as exc:
             self._registry_down = True
+            listing.partial.add(f"topic:{topic}")
             listing.problems.append(
                 Problem(
                     path=self.url,
-                    reason=f"{exc}; no topic's schema was read from it in this crawl "
-                    "(CAIRN_KAFKA_SCHEMA_REGISTRY_URL)",
+                    reason=f"{exc}; no topic's schema was read from it in this crawl: topics "
+                    "catalogued before keep what they had, new ones are catalogued without "
+                    "it (CAIRN_KAFKA_SCHEMA_REGISTRY_URL)",
                     severity="warning",
                 )
             )
             return None
         except SourceError as exc:
+            listing.partial.add(f"topic:{topic}")
             listing.problems.append(
-                Problem(path=f"{self.url}/{topic}", reason=str(exc), severity="warning")
+                Problem(
+                    path=f"{self.url}/{topic}",
+                    reason=f"{exc}; the topic keeps what it had, if it was catalogued before",
+                    severity="warning",
+                )
             )
             return None
 
