@@ -139,10 +139,8 @@ def _features_kept(stored: StoredVersion, wanted: list[str]) -> tuple[bytes, str
     names = list(dict.fromkeys(wanted))
     unknown = [name for name in names if name not in by_name]
     if unknown:
-        raise BadRequest(
-            f"Unknown feature(s) {', '.join(map(repr, unknown))}; this set has: "
-            + ", ".join(by_name)
-        )
+        has = f"this set has: {', '.join(by_name)}" if by_name else "this set has no features"
+        raise BadRequest(f"Unknown feature(s) {', '.join(map(repr, unknown))}; {has}")
     doc["features"] = [by_name[name] for name in names]
     variant = orjson.dumps([stored.etag, "features", names])
     return orjson.dumps(doc), f'"{hashlib.sha256(variant).hexdigest()[:32]}"'
