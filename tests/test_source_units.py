@@ -4,6 +4,9 @@ registry documents to columns, location matching, and source URL parsing."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,12 @@ from crawler.source_crawl import location_spellings
 from crawler.sources import SourceError, is_source_url, open_source
 from crawler.sources.json_schema import infer_json_schema
 from crawler.sources.metastore import format_of, normalize_location
-from crawler.sources.registry_schema import columns_of, fetch_registry_schema
+from crawler.sources.registry_schema import (
+    RegistryTrouble,
+    RegistryUnreachable,
+    columns_of,
+    fetch_registry_schema,
+)
 from tests.conftest import cairn_env, free_port, run_cairn
 
 
@@ -138,3 +146,44 @@ def test_a_password_in_the_schema_registry_url_stays_out_of_the_error() -> None:
         fetch_registry_schema(url, "orders-value", timeout=2)
     assert "reg-s3cret" not in str(info.value)
     assert "reg-key@127.0.0.1" in str(info.value)
+
+
+@pytest.fixture
+def answering(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local HTTP server answering every GET with the status in ``request.param``: what a
+    registry behind a proxy answers when it is down (503) or refuses the key (401)."""
+    status = request.param
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("answering", [503], indirect=True)
+def test_a_registry_in_trouble_is_told_from_one_that_answered(answering: str) -> None:
+    # A server error says nothing of the subject's schema (the crawl keeps what it had); a
+    # refused key is an answer (the topic is described without the registry's schema).
+    with pytest.raises(RegistryTrouble, match="HTTP 503"):
+        fetch_registry_schema(answering, "orders-value", timeout=5)
+    with pytest.raises(RegistryUnreachable):
+        fetch_registry_schema(f"http://127.0.0.1:{free_port()}", "orders-value", timeout=5)
+
+
+@pytest.mark.parametrize("answering", [401], indirect=True)
+def test_a_registry_that_refuses_the_key_answered(answering: str) -> None:
+    with pytest.raises(SourceError, match="HTTP 401") as info:
+        fetch_registry_schema(answering, "orders-value", timeout=5)
+    assert not isinstance(info.value, RegistryTrouble)

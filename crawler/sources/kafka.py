@@ -25,6 +25,7 @@ from crawler.sources.base import SourceAsset, SourceError, SourceListing
 from crawler.sources.json_schema import infer_json_schema
 from crawler.sources.registry_schema import (
     RegistrySchema,
+    RegistryTrouble,
     RegistryUnreachable,
     fetch_registry_schema,
 )
@@ -193,7 +194,7 @@ class KafkaSource:
                 )
             )
             return None
-        except SourceError as exc:
+        except RegistryTrouble as exc:
             listing.partial.add(f"topic:{topic}")
             listing.problems.append(
                 Problem(
@@ -201,6 +202,14 @@ class KafkaSource:
                     reason=f"{exc}; the topic keeps what it had, if it was catalogued before",
                     severity="warning",
                 )
+            )
+            return None
+        except SourceError as exc:
+            # The registry answered, and its answer is no schema Cairn can read (a refused
+            # key, a malformed document): the topic is described without it, as it will be
+            # until that changes.
+            listing.problems.append(
+                Problem(path=f"{self.url}/{topic}", reason=str(exc), severity="warning")
             )
             return None
 

@@ -19,7 +19,12 @@ from cairn.redact import redact_url
 from crawler.sources.base import SourceError
 
 
-class RegistryUnreachable(SourceError):
+class RegistryTrouble(SourceError):
+    """The registry could not say what the subject's schema is now (no answer, or a server
+    error): what was read from it before still holds."""
+
+
+class RegistryUnreachable(RegistryTrouble):
     """The registry did not answer at all (refused, timed out): asking again for the next
     subject would wait as long again."""
 
@@ -63,6 +68,11 @@ def fetch_registry_schema(base_url: str, subject: str, timeout: float) -> Regist
         ) from exc
     if response.status_code == 404:
         return None
+    if response.status_code >= 500:
+        raise RegistryTrouble(
+            f"schema registry answered HTTP {response.status_code} for subject {subject!r}: "
+            f"{response.text[:200]}"
+        )
     if response.status_code != 200:
         raise SourceError(
             f"schema registry answered HTTP {response.status_code} for subject {subject!r}: "
