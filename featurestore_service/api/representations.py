@@ -142,8 +142,12 @@ def _features_kept(stored: StoredVersion, wanted: list[str]) -> tuple[bytes, str
         has = f"this set has: {', '.join(by_name)}" if by_name else "this set has no features"
         raise BadRequest(f"Unknown feature(s) {', '.join(map(repr, unknown))}; {has}")
     doc["features"] = [by_name[name] for name in names]
-    variant = orjson.dumps([stored.etag, "features", names])
-    return orjson.dumps(doc), f'"{hashlib.sha256(variant).hexdigest()[:32]}"'
+    return orjson.dumps(doc), _variant_etag(stored.etag, "features", names)
+
+
+def _variant_etag(*parts: object) -> str:
+    """The ETag of one representation of a version: its stored ETag and what was asked."""
+    return f'"{hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]}"'
 
 
 async def send_table(request: Request, service: FeatureStore, stored: StoredVersion) -> Response:
@@ -157,8 +161,7 @@ async def send_table(request: Request, service: FeatureStore, stored: StoredVers
     else:
         limit = int_param(params, "limit", None, 0)
         offset = None
-    variant = orjson.dumps([stored.etag, media, columns, limit, offset])
-    etag = f'"{hashlib.sha256(variant).hexdigest()[:32]}"'
+    etag = _variant_etag(stored.etag, media, columns, limit, offset)
     headers = {"etag": etag, "vary": "accept", "x-cairn-version": str(stored.version)}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
