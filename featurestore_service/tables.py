@@ -108,14 +108,18 @@ def check_columns(info: TableInfo, columns: list[str] | None) -> list[str] | Non
     """The projection, checked against the table's columns (400 naming the unknown ones)."""
     if not columns:
         return None
-    known = {c.name for c in info.columns}
-    unknown = [c for c in columns if c not in known]
+    return picked(columns, [c.name for c in info.columns], "column", "table")
+
+
+def picked(asked: list[str], known: list[str], kind: str, holder: str) -> list[str]:
+    """``asked``, each name once in the order asked, when ``known`` has them all; else a 400
+    naming the unknown ones and listing the ``holder``'s own."""
+    have = set(known)
+    unknown = [name for name in asked if name not in have]
     if unknown:
-        raise BadRequest(
-            f"Unknown column(s) {', '.join(map(repr, unknown))}; this table has: "
-            + ", ".join(c.name for c in info.columns)
-        )
-    return list(dict.fromkeys(columns))
+        has = f"has: {', '.join(known)}" if known else f"has no {kind}s"
+        raise BadRequest(f"Unknown {kind}(s) {', '.join(map(repr, unknown))}; this {holder} {has}")
+    return list(dict.fromkeys(asked))
 
 
 def _json_default(value: Any) -> Any:

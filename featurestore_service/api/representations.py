@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from cairn.errors import BadRequest, NotAcceptable
+from cairn.errors import NotAcceptable
 from cairn.models import TableInfo
 from cairn.web import etag_matches
 from featurestore_service.api.deps import bad_param, int_param, list_param
@@ -29,6 +29,7 @@ from featurestore_service.tables import (
     arrow_stream,
     check_columns,
     damaged_file,
+    picked,
     read_rows,
     write_subset,
 )
@@ -136,11 +137,7 @@ def _features_kept(stored: StoredVersion, wanted: list[str]) -> tuple[bytes, str
     columns); a name the set lacks is a 400 that lists the ones it has."""
     doc = orjson.loads(stored.doc)
     by_name = {feature["name"]: feature for feature in doc["features"]}
-    names = list(dict.fromkeys(wanted))
-    unknown = [name for name in names if name not in by_name]
-    if unknown:
-        has = f"this set has: {', '.join(by_name)}" if by_name else "this set has no features"
-        raise BadRequest(f"Unknown feature(s) {', '.join(map(repr, unknown))}; {has}")
+    names = picked(wanted, list(by_name), "feature", "set")
     doc["features"] = [by_name[name] for name in names]
     return orjson.dumps(doc), _variant_etag(stored.etag, "features", names)
 
