@@ -15,7 +15,9 @@ Both then answer the same ``POST /get-online-features`` requests (Feast's JSON):
 16 connections, 1 entity and 100 random entities per request (a Lua script draws the ids):
 requests/s, p50/p99, server CPU per request (user + system of the server's process tree over
 the run / requests). Values, statuses and event timestamps of 1,000 random entities are compared
-(float32 equality of each value).
+(float32 equality of each value). In the same run, one uvicorn worker answering Cairn's bytes
+for one entity (a bare FastAPI endpoint, then a plain ASGI callable; ``benchmarks/bare_app.py``)
+takes the same 16-connection wrk run: the floor under the p99 target on this machine.
 
 Targets (one entity, 16 connections): Cairn >= 10x Feast's rps, <= 1/10 of its server CPU per
 request, p99 <= 2 ms; values identical.
@@ -45,7 +47,7 @@ import orjson
 
 from benchmarks import bench_featureset
 from benchmarks.bench_featureset import FeastServer, FeatureStoreProcess, ensure_feast
-from benchmarks.bench_search import WRK_DONE, WrkFigures, run_wrk
+from benchmarks.bench_search import WRK_DONE, WrkFigures, run_wrk, start_bare
 from benchmarks.common import (
     WORK_DIR,
     Section,
@@ -136,6 +138,7 @@ class Side:
     rss_mib: float = 0.0
     runs: dict[tuple[int, int], WrkFigures] = field(default_factory=dict)
     answers: list[dict[str, Any]] = field(default_factory=list)
+    one_answer: bytes = b""  # Cairn's answer for one entity: what the references send back
 
 
 def write_data(path: Path, entities: int) -> int:
@@ -195,6 +198,30 @@ def measure(server: Any, side: Side, entities: int, seconds: int) -> None:
             connections=connections,
         )
     side.answers = sample_answers(server.url, entities)
+    body = {
+        "features": [f"{VIEW}:f{i:02d}" for i in range(FEATURES)],
+        "entities": {"driver_id": [0]},
+    }
+    response = httpx.post(server.url + "/get-online-features", json=body, timeout=60)
+    response.raise_for_status()
+    side.one_answer = response.content
+
+
+def references(answer: bytes, entities: int, seconds: int) -> dict[str, WrkFigures]:
+    """The floor under the 16-connection, one-entity figures: one uvicorn worker answering
+    Cairn's bytes for one entity to the same wrk script (the body sent is read, not looked
+    at), as a bare FastAPI endpoint and as a plain ASGI callable."""
+    out = {}
+    script = lua(entities, 1)
+    for factory, name in (("create_app", "bare"), ("create_plain_app", "plain")):
+        server = start_bare({"online": answer}, factory)
+        try:
+            url = f"{server.url}/{name}/online"
+            run_wrk(server, script, 1, f"{name}-online-warm", url=url)
+            out[name] = run_wrk(server, script, seconds, f"{name}-online", url=url, connections=16)
+        finally:
+            server.stop()
+    return out
 
 
 def cairn_side(data: Path, rows: int, entities: int, seconds: int) -> Side:
@@ -379,6 +406,7 @@ def run(entities: int, quick: bool, command: str, venv: Path | None, big_rows: i
     data = data_dir / "driver_stats.parquet"
     rows = write_data(data, entities)
     cairn = cairn_side(data, rows, entities, seconds)
+    floor = references(cairn.one_answer, entities, seconds)
     feast = feast_side(data, entities, seconds, venv)
     sizes = Sizes(files=0, manifests=0, assets=0, quick=quick)
     section = Section(
@@ -454,6 +482,50 @@ def run(entities: int, quick: bool, command: str, venv: Path | None, big_rows: i
             ),
             *[f"- differs: `{e}`" for e in examples],
         )
+    ours = cairn.runs[key]
+    section.add(
+        "",
+        "The floor under the p99 target: one uvicorn worker answering Cairn's "
+        f"{len(cairn.one_answer):,} bytes for one entity, to the same wrk script at 16 "
+        "connections, in the same run (`benchmarks/bare_app.py`; the request body is not "
+        "looked at):",
+        "",
+        *table(
+            [
+                "server (16 conns, 1 entity)",
+                "rps",
+                "p50 / p99",
+                "server CPU/req",
+                "Cairn's p99 / its p99",
+            ],
+            [
+                [
+                    "Cairn `POST /get-online-features`",
+                    f"{ours.rps:,.0f}",
+                    f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms",
+                    ms(ours.cpu_ms_per_request / 1000),
+                    "-",
+                ]
+            ]
+            + [
+                [
+                    label,
+                    f"{w.rps:,.0f}",
+                    f"{w.p50_ms:.2f} / {w.p99_ms:.2f} ms",
+                    ms(w.cpu_ms_per_request / 1000),
+                    f"{ours.p99_ms / w.p99_ms:.2f}x" if w.p99_ms else "-",
+                ]
+                for label, w in (
+                    ("bare FastAPI endpoint, same bytes", floor["bare"]),
+                    ("plain ASGI callable on uvicorn, same bytes", floor["plain"]),
+                )
+            ],
+        ),
+        "- With 16 requests always in flight on one worker, a request waits for the ones ahead "
+        "of it: p50 is about 16 / rps (Little's law), so a p99 of 2 ms asks for more than "
+        "8,000 requests/s from one worker sharing 2 cores with wrk. The references show what "
+        "uvicorn alone allows here.",
+    )
     mat_rows = [
         [
             "Cairn `POST .../materialize`",
