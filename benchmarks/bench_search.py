@@ -1060,8 +1060,9 @@ def write(
         section.add(
             "",
             f"mongo + es: {where}. Searches are answered by Elasticsearch (the real server, "
-            "single node); MongoDB (here FerretDB, not a real MongoDB) is not on the search "
-            "path.",
+            "single node), each asked to keep its shard result (`request_cache=true`; a "
+            "refresh that changed the index drops it); MongoDB (here FerretDB, not a real "
+            "MongoDB) is not on the search path.",
         )
     section.add(
         "",
@@ -1192,7 +1193,9 @@ def _write_typo(results: dict[str, SearchFigures], sizes: Sizes, command: str) -
         f"- typo asked again: wrk over the first {TYPO_AGAIN} typo values only, each asked "
         "once before the run. The embedded store keeps both answers of each (as typed, "
         "corrected) and its spelling lookup until the next write (a page of a fuzzy answer, "
-        "a search asked again); mongo + es keeps nothing and asks Elasticsearch each time.",
+        "a search asked again); the mongo + es catalogue keeps nothing and asks "
+        "Elasticsearch each time (which keeps each search's shard result until a refresh "
+        "changes the index: its request cache, asked for on every search).",
         "- sqlite: the near words come from RapidFuzz over the vocabulary list "
         "(`search_terms`); mongo + es: one more Elasticsearch request (term suggesters and "
         "per-word counts), then the corrected search. On mongo + es, the main search "
