@@ -189,7 +189,7 @@ class BodyLimitMiddleware:
         self.limit = limit
         self.limits_by_prefix = limits_by_prefix or {}
 
-    def _limit_for(self, path: str) -> int:
+    def limit_for(self, path: str) -> int:
         for prefix, limit in self.limits_by_prefix.items():
             if path.startswith(prefix):
                 return limit
@@ -199,7 +199,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        limit = self.limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -229,10 +229,7 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _reject(scope: Scope, send: Send, limit: int) -> None:
-        err = PayloadTooLarge(
-            f"The request body is larger than {limit} bytes; split it into smaller requests."
-        )
-        body = orjson.dumps(err.problem(scope["path"]))
+        body = orjson.dumps(body_too_large(limit).problem(scope["path"]))
         await send(
             {
                 "type": "http.response.start",
@@ -248,6 +245,12 @@ class BodyLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than {limit} bytes; split it into smaller requests."
+    )
 
 
 class HttpMetrics:
@@ -318,7 +321,7 @@ class CairnApp(FastAPI):
     ``front`` maps a path to a plain ASGI handler that answers it instead of the stack (the
     handler hands a request it does not take on to ``generic``, the whole stack). Such a
     handler does for itself what the stack's layers would have done on its route: see
-    ``catalogue_service.api.fast_search``.
+    ``cairn.front``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -687,8 +690,13 @@ def build_app(
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
     )
+    # The same limits for the routes answered in front of the stack (cairn.front).
+    app.state.body_limit_for = BodyLimitMiddleware(
+        app, settings.max_body_bytes, body_limits
+    ).limit_for
     app.state.http_metrics = HttpMetrics(registry, service)
     app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
+    app.state.cors = bool(settings.cors_origins)
     if settings.cors_origins:
         # Browsers on these origins (e.g. Mastro's UI served elsewhere) may call the API.
         app.add_middleware(

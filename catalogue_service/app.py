@@ -44,12 +44,5 @@ def create_app(settings: Settings | None = None) -> CairnApp:
     app.include_router(lineage.router)
     app.include_router(instance.router)
     # Answered in front of the middleware stack; what it passes on goes through the stack.
-    app.front[SEARCH_PATH] = SearchFastPath(
-        app.generic,
-        catalogue,
-        keys=app.state.keys,
-        metrics=app.state.http_metrics,
-        cors=bool(settings.cors_origins),
-        telemetry=app.telemetry_enabled,
-    )
+    app.front[SEARCH_PATH] = SearchFastPath(app, catalogue)
     return app

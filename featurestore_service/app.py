@@ -123,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(featuresets.router)
     app.include_router(online.router)
     app.include_router(historical.router)
-    app.router.routes[0:0] = [*featuresets.FAST_ROUTES, *online.FAST_ROUTES]
+    app.router.routes[0:0] = featuresets.FAST_ROUTES
+    for path in online.ONLINE_PATHS:
+        app.front[path] = online.OnlineFront(app, path)
     _build_routes_now(app)
     return app
 

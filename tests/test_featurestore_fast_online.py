@@ -1,0 +1,97 @@
+"""``POST /get-online-features`` and ``/api/v1/online-features`` are answered in front of
+FastAPI's middleware stack (``cairn.front``): the shared plumbing (key check, body limit,
+problem+json, metrics by route, CORS) must still apply, the stack must answer what the front
+route passes on with the same bytes, and the methods it leaves to FastAPI must still work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cairn.settings import Settings
+from featurestore_service.app import create_app
+from tests.conftest import ThreadServer, free_port
+from tests.test_online import NOW, put_customers, wait_online
+
+KEY = "k-online-0123456789"
+ORIGIN = "http://ui.example"
+
+
+def _settings(tmp_path: Path, **fields: object) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _body(keys: list[str]) -> dict:
+    return {"features": ["cust:spend", "cust:visits"], "entities": {"customer_id": keys}}
+
+
+@pytest.mark.parametrize("path", ["/get-online-features", "/api/v1/online-features"])
+def test_online_lookups_keep_the_shared_plumbing(tmp_path: Path, path: str) -> None:
+    settings = _settings(tmp_path, cors_origins=[ORIGIN], max_body_bytes=4096)
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        version = put_customers(http, "cust", [("C1", NOW, 2.5, 3)])
+        wait_online(http, "cust", version)
+
+        front = http.post(path, json=_body(["C1", "C9"]))
+        assert front.status_code == 200, front.text
+        assert front.headers["content-type"] == "application/json"
+        assert front.json()["results"][1]["values"] == [2.5, None]
+        # With an Origin the request goes through the whole stack (CORS headers): same bytes.
+        stacked = http.post(path, json=_body(["C1", "C9"]), headers={"origin": ORIGIN})
+        assert stacked.status_code == 200
+        assert stacked.headers["access-control-allow-origin"] == ORIGIN
+        assert stacked.content == front.content
+
+        bad = http.post(path, json={"features": [], "entities": {"customer_id": ["C1"]}})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert bad.json()["instance"] == path
+        assert bad.json()["errors"][0]["field"] == "features"
+        assert http.post(path, content=b"{not json").status_code == 400
+
+        # Past the body limit: refused on the declared length, and on the bytes streamed
+        # without one (a chunked body), before the lookup runs.
+        declared = http.post(path, json=_body([f"C{i:04d}" for i in range(600)]))
+        assert declared.status_code == 413
+        assert "larger than 4096 bytes" in declared.json()["detail"]
+        streamed = http.post(path, content=iter([b'{"features": [', b" " * 5000, b"]}"]))
+        assert streamed.status_code == 413
+        assert declared.json()["instance"] == path
+
+        # Other methods are not on the front route: FastAPI's routing answers them.
+        refused = http.get(path)
+        assert refused.status_code == 405 and "POST" in refused.headers["allow"]
+
+        metrics = http.get("/metrics").text
+        for status in ("200", "400", "413", "422"):
+            assert f'route="{path}",service="featurestore",status="{status}"' in metrics
+
+
+def test_online_lookups_need_the_key_when_reads_do(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, api_keys=[KEY], read_needs_key=True)
+    auth = {"authorization": f"Bearer {KEY}"}
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60, headers=auth) as keyed,
+    ):
+        version = put_customers(keyed, "cust", [("C1", NOW, 2.5, 3)])
+        wait_online(keyed, "cust", version)
+        path = server.url + "/get-online-features"
+        missing = httpx.post(path, json=_body(["C1"]))
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert "Authorization: Bearer" in missing.json()["detail"]
+        wrong = httpx.post(path, json=_body(["C1"]), headers={"authorization": "Bearer no"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"]
+        found = keyed.post("/get-online-features", json=_body(["C1"]))
+        assert found.status_code == 200, found.text
+        assert found.json()["results"][1]["values"] == [2.5]
