@@ -7,15 +7,18 @@ and response objects) and a quarter in uvicorn (bench_search: 0.10 against 0.025
 for a plain ASGI callable sending the same bytes). A front route skips those layers for its
 one path and does itself what they did there:
 
+- a POST declaring a length past the app's limit for the path gets the same 413 problem
+  ``BodyLimitMiddleware`` answers, before anything else (that middleware runs first);
 - the key check is the read guard's own (``KeyChecker``, only when reads need a key), done
-  before the body is read, as ``CairnRoute`` does;
-- a POST's body is read here up to the app's limit for the path: a declared or streamed
-  length past it is the same 413 problem ``BodyLimitMiddleware`` answers;
+  before the body is read, as ``CairnRoute`` does; the body is then read up to the limit (a
+  chunked body past it is the same 413). A client gone before its body was whole is counted
+  as 499 (as proxies log it) and not logged as an error: there is no one left to answer;
 - a ``CairnError`` becomes the same problem+json the app's handler renders; any other error
   gets the app's own 500 problem (``unexpected_error``, logged with its traceback) and is
   raised on to the server, as Starlette's error middleware does;
 - metrics count and time it under the route's template (its path), as ``MetricsMiddleware``
-  does;
+  does; with CORS configured every answer carries ``Vary: Origin``, as the CORS middleware
+  adds it to answers to requests without an ``Origin``;
 - what a front route cannot do itself goes through the whole stack (``CairnApp.generic``),
   where the FastAPI route answers with the same bytes: other methods, a request with an
   ``Origin`` header when CORS is configured (the CORS middleware adds its headers), and every
@@ -58,6 +61,7 @@ class FrontRoute:
         self.path = path
         self.method = method
         self.body_limit: int = app.state.body_limit_for(path)
+        self._vary = {"vary": "Origin"} if self.cors else None
         # The labelled children of the commonest outcome, looked up once.
         metrics = self.metrics
         self._ok = metrics.requests.labels(metrics.service, method, path, "200")
@@ -82,15 +86,19 @@ class FrontRoute:
         status = 500
         try:
             try:
+                posted = self.method == "POST"
+                if posted:
+                    self._check_declared_length(scope)
                 if self.keys.read_needs_key:
                     self.keys.check(_header(scope, b"authorization"))
-                body = await self._body(scope, receive) if self.method == "POST" else b""
+                body = await self._body(receive) if posted else b""
                 answer = await self.answer(scope, body)
             except CairnError as exc:
                 if exc.status >= 500:
                     log.error("%s %s failed: %s", self.method, self.path, exc.detail)
                 status = exc.status
-                await problem_response(exc.status, exc.problem(self.path))(scope, receive, send)
+                problem = problem_response(exc.status, exc.problem(self.path), self._vary)
+                await problem(scope, receive, send)
                 return
             except ClientGone:
                 status = 499  # as proxies log it: nobody is left to answer
@@ -98,16 +106,13 @@ class FrontRoute:
             except Exception:
                 await unexpected_error(self.method, self.path)(scope, receive, send)
                 raise
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-length", str(len(answer)).encode()),
-                        (b"content-type", b"application/json"),
-                    ],
-                }
-            )
+            headers = [
+                (b"content-length", str(len(answer)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+            if self.cors:
+                headers.append((b"vary", b"Origin"))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             status = 200
             await send({"type": "http.response.body", "body": answer})
         finally:
@@ -118,11 +123,19 @@ class FrontRoute:
             else:
                 self.metrics.record(self.method, self.path, status, elapsed)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.body_limit
+    def _check_declared_length(self, scope: Scope) -> None:
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise body_too_large(limit)
+        if declared is None:
+            return
+        try:
+            length = int(declared)
+        except ValueError:
+            return  # the server's parser refuses such a request before it gets here
+        if length > self.body_limit:
+            raise body_too_large(self.body_limit)
+
+    async def _body(self, receive: Receive) -> bytes:
+        limit = self.body_limit
         chunks: list[bytes] = []
         received = 0
         while True:

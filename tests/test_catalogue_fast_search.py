@@ -32,8 +32,13 @@ def test_search_keeps_the_shared_plumbing(tmp_path: Path) -> None:
         assert [i["name"] for i in body["items"]] == ["sales_daily"]
         assert body["total"] == 1 and body["facets"]["tags"] == {"sales": 1}
 
+        # Without an Origin it is answered in front of the stack, marked as the CORS
+        # middleware marks such answers (a cache must not hand it to another origin).
+        plain = httpx.get(url, params={"tag": "sales"})
+        assert plain.headers["vary"] == "Origin" and plain.content == found.content
         bad = httpx.get(url, params={"limit": "many"})
         assert bad.status_code == 422
+        assert bad.headers["vary"] == "Origin"
         assert bad.headers["content-type"] == "application/problem+json"
         assert bad.json()["errors"] == [
             {"field": "limit", "message": "'many' is not a whole number"}

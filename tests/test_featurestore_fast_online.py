@@ -9,8 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Scope
 
 from cairn.settings import Settings
+from featurestore_service.api.routes.online import OnlineFront
 from featurestore_service.app import create_app
 from tests.conftest import ThreadServer, free_port
 from tests.test_online import NOW, put_customers, wait_online
@@ -31,8 +33,24 @@ def _body(keys: list[str]) -> dict:
     return {"features": ["cust:spend", "cust:visits"], "entities": {"customer_id": keys}}
 
 
+@pytest.fixture
+def front_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``OnlineFront`` answered (the requests it did not pass on to the stack)."""
+    answered: list[str] = []
+    answer = OnlineFront.answer
+
+    async def spied(self: OnlineFront, scope: Scope, body: bytes) -> bytes:
+        answered.append(scope["path"])
+        return await answer(self, scope, body)
+
+    monkeypatch.setattr(OnlineFront, "answer", spied)
+    return answered
+
+
 @pytest.mark.parametrize("path", ["/get-online-features", "/api/v1/online-features"])
-def test_online_lookups_keep_the_shared_plumbing(tmp_path: Path, path: str) -> None:
+def test_online_lookups_keep_the_shared_plumbing(
+    tmp_path: Path, path: str, front_answers: list[str]
+) -> None:
     settings = _settings(tmp_path, cors_origins=[ORIGIN], max_body_bytes=4096)
     with (
         ThreadServer(create_app(settings)) as server,
@@ -43,11 +61,15 @@ def test_online_lookups_keep_the_shared_plumbing(tmp_path: Path, path: str) -> N
 
         front = http.post(path, json=_body(["C1", "C9"]))
         assert front.status_code == 200, front.text
+        assert front_answers == [path]  # answered in front of the stack
         assert front.headers["content-type"] == "application/json"
+        # As the CORS middleware marks answers to requests without an Origin.
+        assert front.headers["vary"] == "Origin"
         assert front.json()["results"][1]["values"] == [2.5, None]
         # With an Origin the request goes through the whole stack (CORS headers): same bytes.
         stacked = http.post(path, json=_body(["C1", "C9"]), headers={"origin": ORIGIN})
         assert stacked.status_code == 200
+        assert front_answers == [path]  # passed on, not answered in front
         assert stacked.headers["access-control-allow-origin"] == ORIGIN
         assert stacked.content == front.content
 
@@ -56,6 +78,7 @@ def test_online_lookups_keep_the_shared_plumbing(tmp_path: Path, path: str) -> N
         assert bad.headers["content-type"] == "application/problem+json"
         assert bad.json()["instance"] == path
         assert bad.json()["errors"][0]["field"] == "features"
+        assert bad.headers["vary"] == "Origin"
         assert http.post(path, content=b"{not json").status_code == 400
 
         # Past the body limit: refused on the declared length, and on the bytes streamed
@@ -65,7 +88,9 @@ def test_online_lookups_keep_the_shared_plumbing(tmp_path: Path, path: str) -> N
         assert "larger than 4096 bytes" in declared.json()["detail"]
         streamed = http.post(path, content=iter([b'{"features": [', b" " * 5000, b"]}"]))
         assert streamed.status_code == 413
-        assert declared.json()["instance"] == path
+        assert "larger than 4096 bytes" in streamed.json()["detail"]
+        assert streamed.json()["instance"] == declared.json()["instance"] == path
+        assert len(front_answers) == 3  # the 200, 422 and 400 above: no 413 reached a lookup
 
         # Other methods are not on the front route: FastAPI's routing answers them.
         refused = http.get(path)
@@ -86,6 +111,9 @@ def test_online_lookups_need_the_key_when_reads_do(tmp_path: Path) -> None:
         version = put_customers(keyed, "cust", [("C1", NOW, 2.5, 3)])
         wait_online(keyed, "cust", version)
         path = server.url + "/get-online-features"
+        # A declared length past the limit is refused first, key or not, as by the stack.
+        oversized = httpx.post(path, content=b"{" + b" " * (settings.max_body_bytes + 1) + b"}")
+        assert oversized.status_code == 413
         missing = httpx.post(path, json=_body(["C1"]))
         assert missing.status_code == 401
         assert missing.headers["content-type"] == "application/problem+json"
