@@ -32,7 +32,7 @@ def create_app() -> FastAPI:
     folder = Path(os.environ["BENCH_BARE_BODIES"])
     app = FastAPI(title="bare reference")
     for path in sorted(folder.glob("*.json")):
-        # POST too: the online benchmark's requests carry a body, which is not looked at.
+        # POST too: the online benchmark's requests carry a body, which is not read.
         app.add_api_route(f"/bare/{path.stem}", _answer(path.read_bytes()), methods=["GET", "POST"])
     app.add_api_route("/readyz", _answer(b'{"status":"ready"}'), methods=["GET"])
     return app
