@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
@@ -49,7 +50,7 @@ class ClientGone(Exception):
     """The client disconnected before its request's body was whole: nothing to answer."""
 
 
-class FrontRoute:
+class FrontRoute(ABC):
     """One method on one path, answered in front of the stack by ``answer``'s JSON bytes."""
 
     def __init__(self, app: CairnApp, path: str, method: str) -> None:
@@ -67,9 +68,9 @@ class FrontRoute:
         self._ok = metrics.requests.labels(metrics.service, method, path, "200")
         self._latency = metrics.latency.labels(metrics.service, path)
 
+    @abstractmethod
     async def answer(self, scope: Scope, body: bytes) -> bytes:
         """The 200 answer's JSON; a ``CairnError`` for a 4xx or 5xx problem."""
-        raise NotImplementedError
 
     def _passes_on(self, scope: Scope) -> bool:
         if scope["method"] != self.method:
