@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
@@ -189,17 +190,11 @@ class BodyLimitMiddleware:
         self.limit = limit
         self.limits_by_prefix = limits_by_prefix or {}
 
-    def limit_for(self, path: str) -> int:
-        for prefix, limit in self.limits_by_prefix.items():
-            if path.startswith(prefix):
-                return limit
-        return self.limit
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
+        limit = path_body_limit(scope["path"], self.limit, self.limits_by_prefix)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -245,6 +240,14 @@ class BodyLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def path_body_limit(path: str, limit: int, limits_by_prefix: dict[str, int]) -> int:
+    """The body limit of ``path``: that of the first prefix it starts with, else ``limit``."""
+    for prefix, prefix_limit in limits_by_prefix.items():
+        if path.startswith(prefix):
+            return prefix_limit
+    return limit
 
 
 def body_too_large(limit: int) -> PayloadTooLarge:
@@ -691,9 +694,9 @@ def build_app(
         BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
     )
     # The same limits for the routes answered in front of the stack (cairn.front).
-    app.state.body_limit_for = BodyLimitMiddleware(
-        app, settings.max_body_bytes, body_limits
-    ).limit_for
+    app.state.body_limit_for = partial(
+        path_body_limit, limit=settings.max_body_bytes, limits_by_prefix=body_limits or {}
+    )
     app.state.http_metrics = HttpMetrics(registry, service)
     app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
     app.state.cors = bool(settings.cors_origins)
