@@ -1181,13 +1181,16 @@ class Crawler:
                     with _gc_paused():
                         assembly.run(paths)
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
-                    sender.total = len(deletions) + len(upserts)
+                    releases = [] if stream else _name_releases(previous, pending, upserts, now)
+                    sender.total = len(deletions) + len(releases) + len(upserts)
                     if not stream:
-                        for item in deletions:
+                        # Moved ids and released names: deleted first, then written again
+                        # with the rest, once those deletions are answered.
+                        sender.rewritten = _ids(deletions + releases) & _ids(upserts)
+                        sender.releases = _ids(releases)
+                        for item in deletions + releases:
                             sender.add(item)
-                        if _ids(deletions) & _ids(upserts):
-                            # Moved ids: their deletions must be answered before the new
-                            # manifest's write of the same id is checked.
+                        if sender.rewritten:
                             sender.cut()
                         for item in upserts:
                             sender.add(item)
@@ -1680,6 +1683,11 @@ class _Sender:
         self.acked_ids: set[str] = set()
         self.failed_ids: set[str] = set()
         self.deleted_ids: set[str] = set()
+        # Ids deleted first and written again later in this crawl (moved ids, released names):
+        # their deletion's answer does not settle their manifest, the later write's does.
+        self.rewritten: set[str] = set()
+        # Released names (``_name_releases``): not counted, the write that follows is.
+        self.releases: set[str] = set()
 
     def waits(self) -> bool:
         """True when the next batch would wait for the catalogue to take one first."""
@@ -1731,7 +1739,11 @@ class _Sender:
         report = self._report
         for batch, result in self._thread.answers():
             for item, res in zip(batch, result.results, strict=True):
-                self.acked_ids.add(item["id"])
+                first_of_two = item["id"] in self.rewritten and item.get("deleted")
+                if not first_of_two:
+                    self.acked_ids.add(item["id"])
+                elif item["id"] in self.releases and res.status != "error":
+                    continue
                 if res.status == "error":
                     self.failed_ids.add(item["id"])
                     path = item.get("manifest_path") or "?"
@@ -1784,6 +1796,42 @@ def _gc_paused() -> Iterator[None]:
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:
     return {d["id"] for d in items}
+
+
+def _name_releases(
+    previous: dict[str, ManifestState],
+    pending: dict[str, Pending],
+    upserts: list[dict[str, Any]],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Soft-deletes, ahead of this crawl's writes, each asset whose name another asset of the
+    crawl takes while it gets a new name itself.
+
+    Ids follow a document's position in its file (DESIGN.md section 3), so removing or
+    reordering documents of a multi-document manifest moves names from id to id, and two
+    manifests may swap names. Written in order, each asset would find its new name still held
+    by the one that is about to give it up, a conflict on every crawl. Released first, every
+    name is free when it is written; each released asset comes back with its own write, a
+    moment later in the same crawl. An asset that keeps its name, or whose manifest did not
+    change, releases nothing: taking its name stays a conflict.
+    """
+    new_names = {d["id"]: d["name"] for d in upserts if not d.get("deleted")}
+    holders: dict[str, dict[str, Any]] = {}
+    for path in pending:  # the manifests parsed this crawl: only their names can move
+        old = previous.get(path)
+        for doc in old.docs if old is not None else ():
+            if not doc.get("deleted"):
+                holders[doc["name"]] = doc
+    out: list[dict[str, Any]] = []
+    for asset_id, name in new_names.items():
+        holder = holders.pop(name, None)
+        if holder is None or holder["id"] == asset_id:
+            continue
+        # Not written again (its document is gone: deleted before this) or keeping the name.
+        if new_names.get(holder["id"], name) == name:
+            continue
+        out.append({**holder, "deleted": True, "crawled_at": now.isoformat()})
+    return out
 
 
 def _schema_candidate(files: list[Entry]) -> str | None:

@@ -378,6 +378,79 @@ def test_moving_a_manifest_is_not_a_conflict(tmp_path: Path, catalogue_process) 
     assert moved["manifest_path"] == "new/MANIFEST.yaml" and moved["deleted"] is False
 
 
+def by_name(server: ProcessServer, name: str) -> dict | None:
+    response = httpx.get(f"{server.url}/api/v1/assets/by-name/{name}", timeout=10)
+    assert response.status_code in (200, 404), response.text
+    return response.json() if response.status_code == 200 else None
+
+
+def docs(*names: str) -> str:
+    return "---\n".join(f"name: {n}\ntype: dataset\n" for n in names)
+
+
+def test_names_moving_between_ids_of_one_crawl_are_not_conflicts(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """Ids follow a document's position (DESIGN.md section 3): removing the first document
+    of a file moves every later name to the id before it, reordering swaps them, and two
+    manifests may swap names. Each is one crawl's work, with no conflict; a name kept by an
+    asset whose manifest also changed is still one."""
+    volume = tmp_path / "lake"
+    write(volume / "multi/MANIFEST.yaml", docs("first", "second", "third"))
+    write(volume / "p/MANIFEST.yaml", docs("left"))
+    write(volume / "q/MANIFEST.yaml", docs("right"))
+    assert crawl(volume, catalogue_process)[0] == 0
+    ids = {n: by_name(catalogue_process, n)["id"] for n in ("first", "second", "third")}
+
+    write(volume / "multi/MANIFEST.yaml", docs("second", "third"))  # the first one removed
+    write(volume / "p/MANIFEST.yaml", docs("right"))  # p and q swap names
+    write(volume / "q/MANIFEST.yaml", docs("left"))
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["errors"] == [], report
+    assert (report["updated"], report["deleted"], report["failed"]) == (4, 1, 0), report
+    assert by_name(catalogue_process, "first") is None
+    assert by_name(catalogue_process, "second")["id"] == ids["first"]
+    assert by_name(catalogue_process, "third")["id"] == ids["second"]
+    assert by_name(catalogue_process, "right")["manifest_path"] == "p/MANIFEST.yaml"
+    assert by_name(catalogue_process, "left")["manifest_path"] == "q/MANIFEST.yaml"
+    gone = httpx.get(f"{catalogue_process.url}/api/v1/assets/{ids['third']}", timeout=10)
+    assert gone.json()["deleted"] is True
+
+    write(volume / "multi/MANIFEST.yaml", docs("third", "second"))  # reordered
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and (report["updated"], report["deleted"]) == (2, 0), report
+    assert by_name(catalogue_process, "third")["id"] == ids["first"]
+    again = crawl(volume, catalogue_process)[1]
+    assert again["unchanged"] == 4 and again["updated"] == again["deleted"] == 0, again
+
+    # q takes p's name while p keeps it (with a new description): still a conflict, and p's
+    # asset is neither released nor renamed.
+    write(volume / "p/MANIFEST.yaml", "name: right\ntype: dataset\ndescription: kept\n")
+    write(volume / "q/MANIFEST.yaml", docs("right"))
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and report["failed"] == 1, report
+    (error,) = report["errors"]
+    assert error["path"] == "q/MANIFEST.yaml" and "p/MANIFEST.yaml" in error["reason"]
+    kept = by_name(catalogue_process, "right")
+    assert kept["manifest_path"] == "p/MANIFEST.yaml" and kept["description"] == "kept"
+
+
+def test_a_long_file_losing_its_first_document_settles_in_one_crawl(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """Every name moves to the id before it, across several bulk requests."""
+    volume = tmp_path / "lake"
+    names = [f"doc_{i:04d}" for i in range(2500)]
+    write(volume / "long/MANIFEST.yaml", docs(*names))
+    assert crawl(volume, catalogue_process)[0] == 0
+    write(volume / "long/MANIFEST.yaml", docs(*names[1:]))
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["errors"] == [], report
+    assert (report["updated"], report["deleted"]) == (2499, 1), report
+    assert by_name(catalogue_process, names[0]) is None
+    assert search(catalogue_process.url, q="doc_", limit=1)["total"] == 2499
+
+
 def test_crawl_exit_1_when_catalogue_is_unreachable(tmp_path: Path) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
