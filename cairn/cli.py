@@ -263,9 +263,9 @@ def crawl(
         bool,
         typer.Option(
             "--allow-empty",
-            help="Delete the assets of a volume that now holds no file at all, or of a source "
-            "that now lists no asset (without it, such a crawl fails and keeps them: an "
-            "unmounted mount point looks empty).",
+            help="Delete the assets of a volume that now holds no file at all or no manifest, "
+            "or of a source that now lists no asset (without it, such a crawl fails and keeps "
+            "them: an unmounted mount point looks empty, a mistyped --pattern finds nothing).",
         ),
     ] = False,
 ) -> None:

@@ -221,10 +221,11 @@ class Settings(BaseSettings):
     crawl_allow_empty: bool = Field(
         False,
         description=(
-            "A crawl that finds no file at all where its last crawl found manifests (or a "
-            "source that lists no asset where it listed some) soft-deletes their assets "
-            "rather than failing (`cairn crawl --allow-empty`); off, an empty root (say an "
-            "unmounted mount point) fails the crawl and keeps them."
+            "A crawl that finds no file at all, or no manifest, where its last crawl found "
+            "manifests (or a source that lists no asset where it listed some) soft-deletes "
+            "their assets rather than failing (`cairn crawl --allow-empty`); off, an empty "
+            "root (say an unmounted mount point) or a pattern that matches nothing fails the "
+            "crawl and keeps them."
         ),
     )
     catalogue_url: str = Field(

@@ -143,12 +143,13 @@ class NamePatterns:
     """
 
     def __init__(self, patterns: Iterable[str]):
+        self.given = list(patterns)
         self.exact: set[str] = set()
         # '*.cairn.yaml' is a suffix test: str.endswith costs a fraction of a regex match,
         # and the walk asks it of every file.
         suffixes: list[str] = []
         regexes: list[str] = []
-        for pattern in patterns:
+        for pattern in self.given:
             if not pattern or pattern == "re:":
                 raise PatternError(
                     f"manifest pattern {pattern!r} is empty; give a file name, a glob such as "
@@ -1132,6 +1133,17 @@ class Crawler:
                             f"{redact_url(volume.url)} holds no file, but its last crawl found "
                             f"{len(previous)} manifest(s): is it mounted? Nothing was deleted; "
                             "to delete their assets, crawl with --allow-empty "
+                            "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
+                        )
+                    if previous and not tree.manifests and not self.settings.crawl_allow_empty:
+                        # Files but no manifest: as likely a --pattern that differs from the
+                        # last crawl's as manifests all removed on purpose.
+                        raise CrawlFailed(
+                            f"{redact_url(volume.url)} holds {tree.files_seen:,} file(s) but "
+                            "none matches the manifest patterns "
+                            f"({', '.join(self.patterns.given)}), and its last crawl found "
+                            f"{len(previous)} manifest(s): did the patterns change? Nothing "
+                            "was deleted; to delete their assets, crawl with --allow-empty "
                             "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
                         )
                     # Before any problem found while building assets, as when they were all

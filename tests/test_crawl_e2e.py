@@ -153,6 +153,34 @@ def test_a_volume_emptied_whole_deletes_nothing_unless_allowed(
     assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is True
 
 
+def test_patterns_that_match_no_manifest_delete_nothing_unless_allowed(
+    tmp_path: Path, catalogue_process
+) -> None:
+    # A --pattern that differs from the last crawl's finds files but no manifest: taken at its
+    # word, it soft-deleted every asset of the volume.
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    assert crawl(volume, catalogue_process)[0] == 0
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    refused = run_cairn(
+        "crawl",
+        str(volume),
+        "--catalogue",
+        catalogue_process.url,
+        "--pattern",
+        "*.meta.yaml",
+        env=env,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "none matches the manifest patterns (*.meta.yaml)" in refused.stderr
+    assert "last crawl found 3 manifest(s)" in refused.stderr
+    assert "--allow-empty" in refused.stderr and "Traceback" not in refused.stderr
+    base = catalogue_process.url
+    assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False
+    code, emptied = crawl(volume, catalogue_process, "--pattern", "*.meta.yaml", "--allow-empty")
+    assert code == 0 and emptied["deleted"] == 4, emptied
+
+
 def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
