@@ -168,6 +168,13 @@ def test_mastro_metric_store_routes(fs: httpx.Client) -> None:
     # Mastro's routes answer a bad body with Mastro's 400 and its {message, status, error}.
     assert broken.status_code == 400 and "metricMap" in broken.json()["message"]
     assert fs.get("/metricstore/name/nothing").status_code == 404
+    # As Mastro's other routes: page 0 is page 1, and an empty result is a 404.
+    first = fs.get("/metricstore/name/churn-quality", params={"page": 0}).json()
+    assert first["pagination"]["page"] == 1 and first["data"] == page["data"]
+    zero = fs.post("/metricstore/labels", json={"labels": {"team": "ml"}, "page": 0}).json()
+    assert zero["pagination"]["page"] == 1 and zero["data"] == labelled["data"]
+    unmatched = fs.post("/metricstore/labels", json={"labels": {"team": "nobody"}})
+    assert unmatched.status_code == 404 and unmatched.json()["status"] == 404
 
 
 def test_numbers_past_what_the_stores_hold_are_a_4xx_naming_the_parameter(

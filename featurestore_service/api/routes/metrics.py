@@ -17,8 +17,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cairn.errors import Conflict, InvalidRequest, NotFound
-from cairn.mastro import MastroRoute
-from cairn.models import MASTRO_MAX_PER_PAGE, CheckList, LabelValue
+from cairn.mastro import MastroRoute, first_page
+from cairn.models import MASTRO_MAX_PER_PAGE, CheckList, LabelValue, MastroPage
 from cairn.openapi import problems
 from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
@@ -495,7 +495,7 @@ class MastroMetricSet(BaseModel):
 class MetricSetLabels(BaseModel):
     labels: dict[str, LabelValue] = Field(min_length=1, max_length=100)
     limit: int = Field(10, ge=1, le=MASTRO_MAX_PER_PAGE)
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+    page: MastroPage = 1
 
 
 def _deequ_problems(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -543,8 +543,9 @@ async def put_metric_set(request: Request) -> Response:
 )
 async def metric_sets_by_name(name: str, request: Request) -> Response:
     limit = int_param(request.query_params, "limit", 10, 1, MASTRO_MAX_PER_PAGE)
-    page = int_param(request.query_params, "page", 1, 1, MAX_PAGE)
+    page = int_param(request.query_params, "page", 1, 0, MAX_PAGE)
     assert limit is not None and page is not None
+    page = first_page(page)
     found, total = await _metrics(request).metric_sets(
         name=name, labels={}, limit=limit, offset=(page - 1) * limit
     )
@@ -553,11 +554,17 @@ async def metric_sets_by_name(name: str, request: Request) -> Response:
     return _json(mastro_page([_mastro_doc(m) for m in found], total, page, limit))
 
 
-@metricstore_router.post("/metricstore/labels", dependencies=[ReadGuard], responses=problems(400))
+@metricstore_router.post(
+    "/metricstore/labels", dependencies=[ReadGuard], responses=problems(400, 404)
+)
 async def metric_sets_by_labels(request: Request) -> Response:
     body = validated(MetricSetLabels, await json_body(request))
     labels = {k: label_text(v) for k, v in body.labels.items()}
+    page = first_page(body.page)
     found, total = await _metrics(request).metric_sets(
-        name=None, labels=labels, limit=body.limit, offset=(body.page - 1) * body.limit
+        name=None, labels=labels, limit=body.limit, offset=(page - 1) * body.limit
     )
-    return _json(mastro_page([_mastro_doc(m) for m in found], total, body.page, body.limit))
+    if total == 0:
+        # As Mastro's other routes (and Cairn's copies of them) answer an empty result.
+        raise NotFound("No metric sets in given collection")
+    return _json(mastro_page([_mastro_doc(m) for m in found], total, page, body.limit))
