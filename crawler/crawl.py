@@ -60,8 +60,18 @@ log = logging.getLogger("cairn.crawler")
 
 Progress = Callable[[str, int, int | None], None]
 
-SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
-_SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
+# An asset's format -> the file extensions its schema is read from. A table format's data
+# files are Parquet; a schema from a file of another format (an old export left beside the
+# data) would describe something else.
+_PARQUET_FILES = frozenset({"parquet", "parq"})
+_SCHEMA_FILES = {
+    "parquet": _PARQUET_FILES,
+    "delta": _PARQUET_FILES,
+    "hudi": _PARQUET_FILES,
+    "iceberg": _PARQUET_FILES,
+    "csv": frozenset({"csv"}),
+    "tsv": frozenset({"tsv"}),
+}
 CSV_HEAD_BYTES = 64 * 1024
 # What is read ahead of a Parquet file's end: the first read of its footer takes this much
 # (crawler.enrich._FOOTER_PROBE_BYTES).
@@ -251,13 +261,14 @@ class Tree:
         return sorted(found)
 
     def data_files(self, directory: str) -> tuple[list[Entry], str | None]:
-        """A folder's files in path order, and the first Parquet (else CSV/TSV) file of them;
-        once the walk listed the folder (a crawl asks while the walk goes on, then again)."""
+        """A folder's files in path order, and the file of them a schema is read from when
+        no format is declared (see ``_guessed_schema_file``); once the walk listed the folder
+        (a crawl asks while the walk goes on, then again)."""
         found = self._data_files.get(directory)
         if found is None:
             # By path is by name here: they share the folder (and sorts without a call per file).
             files = sorted(self.files_by_dir.get(directory, ()), key=_PATH)
-            found = self._data_files[directory] = (files, _schema_candidate(files))
+            found = self._data_files[directory] = (files, _guessed_schema_file(files))
         return found
 
     def first_data_file_below(self, directory: str) -> Entry | None:
@@ -533,17 +544,21 @@ class DataSelection:
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
-    # The file to read a schema from, once known: a folder's selection looks for it anyway.
+    # The file to read a schema from when no format is declared, once known: a folder's
+    # selection looks for it anyway.
     _schema_file: str | None = None
     _schema_known: bool = False
 
     def key(self) -> str:
         return _data_key_of(self.size, self.mtime_ns, self.count)
 
-    def schema_file(self) -> str | None:
-        """The first Parquet file of ``files``, else the first CSV/TSV file."""
+    def schema_file(self, declared_format: str | None = None) -> str | None:
+        """The first file of ``files`` of the asset's format: ``declared_format``, else the
+        one guessed from ``files`` (as the asset's document guesses it)."""
+        if declared_format is not None:
+            return _schema_candidate(self.files, declared_format)
         if not self._schema_known:
-            self._schema_file = _schema_candidate(self.files)
+            self._schema_file = _guessed_schema_file(self.files)
             self._schema_known = True
         return self._schema_file
 
@@ -1540,7 +1555,7 @@ class _Assembly:
                     )
                 )
             # The data file to read a schema from, when the manifest gives none.
-            schema_file = None if "schema" in fields else sel.schema_file()
+            schema_file = None if "schema" in fields else sel.schema_file(fields.get("format"))
             if schema_file and pm.schema is not None and pm.schema[0] == schema_file:
                 work.put("schemas", schema_file, pm.schema)  # read along with the parse
                 files.append(schema_file)
@@ -1786,20 +1801,23 @@ def _ids(items: list[dict[str, Any]]) -> set[str]:
     return {d["id"] for d in items}
 
 
-def _schema_candidate(files: list[Entry]) -> str | None:
-    """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
-    best, best_rank = None, len(SCHEMA_EXTENSIONS)
+def _schema_candidate(files: list[Entry], data_format: str | None) -> str | None:
+    """The first file (in the list's order) that a schema of ``data_format`` is read from."""
+    extensions = _SCHEMA_FILES.get(data_format.lower()) if data_format else None
+    if extensions is None:
+        return None
     for f in files:
-        # One pass, one lookup per file: this runs for every document of a crawl.
         path = f.path
         _, dot, ext = path.rpartition(".")
-        rank = _SCHEMA_RANK.get(ext.lower()) if dot else None
-        if rank is not None:
-            if rank == 0:
-                return path
-            if rank < best_rank:
-                best, best_rank = path, rank
-    return best
+        if dot and ext.lower() in extensions:
+            return path
+    return None
+
+
+def _guessed_schema_file(files: list[Entry]) -> str | None:
+    """``_schema_candidate`` for the format guessed from ``files``' names."""
+    guess_format = _doc_helpers()[1]
+    return _schema_candidate(files, guess_format(f.name for f in files))
 
 
 def _content_hash(doc: dict[str, Any]) -> str:

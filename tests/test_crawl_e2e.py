@@ -290,6 +290,35 @@ def test_a_parquet_footer_over_the_cap_leaves_the_asset_without_schema(
     assert asset.get("schema") in (None, []) and asset["format"] == "parquet"
 
 
+def test_the_schema_comes_from_a_file_of_the_assets_format(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    # An old Parquet export beside the CSV data the manifest declares.
+    write(volume / "declared/MANIFEST.yaml", "name: declared_csv\ntype: dataset\nformat: csv\n")
+    write(volume / "declared/data.csv", "id,name\n1,a\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "declared/old_export.parquet")
+    # No format declared: four CSV files outvote one Parquet file.
+    write(volume / "voted/MANIFEST.yaml", "name: voted_csv\ntype: dataset\n")
+    for i in range(4):
+        write(volume / f"voted/part-{i}.csv", "id,name\n1,a\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "voted/extra.parquet")
+    # A Delta table's data files are Parquet.
+    write(volume / "delta/MANIFEST.yaml", "name: delta_t\ntype: table\nformat: delta\n")
+    write(volume / "delta/notes.csv", "note\nx\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "delta/part-0.parquet")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 3, report
+    for name, fmt, columns in [
+        ("declared_csv", "csv", ["id", "name"]),
+        ("voted_csv", "csv", ["id", "name"]),
+        ("delta_t", "delta", ["pq"]),
+    ]:
+        asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/{name}").json()
+        assert asset["format"] == fmt, asset
+        assert [c["name"] for c in asset["schema"]] == columns, asset
+
+
 def test_a_symlink_back_into_the_volume_is_not_walked_twice(
     tmp_path: Path, catalogue_process
 ) -> None:

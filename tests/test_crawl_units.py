@@ -459,16 +459,40 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("names", "expected"),
+    ("names", "data_format", "expected"),
     [
-        (["csv", "b.CSV", "a.tsv"], "d/b.CSV"),  # a name without a dot has no extension
-        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "d/z.Parquet"),
-        (["a.csv.gz", "part.json", "parquet"], None),
+        (["csv", "b.CSV", "a.tsv"], "csv", "d/b.CSV"),  # a name without a dot has no extension
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "parquet", "d/z.Parquet"),
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "tsv", "d/a.tsv"),
+        (["old.parquet", "data.csv"], "CSV", "d/data.csv"),
+        (["part-0.parquet", "notes.csv"], "delta", "d/part-0.parquet"),
+        (["a.csv", "b.json"], "json", None),  # no schema is read from JSON files
+        (["a.csv"], None, None),
+        (["a.csv.gz", "part.json", "parquet"], "csv", None),
     ],
 )
-def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
+def test_schema_candidate_is_a_file_of_the_format(
+    names: list[str], data_format: str | None, expected: str | None
+) -> None:
     files = [Entry(f"d/{n}", 1, 1, False) for n in names]
-    assert _schema_candidate(files) == expected
+    assert _schema_candidate(files, data_format) == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["a.csv", "b.csv", "c.csv", "d.csv", "e.parquet"], "d/a.csv"),  # four votes to one
+        (["a.csv", "z.parquet", "y.parquet"], "d/y.parquet"),
+        (["a.csv.gz", "b.csv.gz", "c.parquet"], None),  # csv by vote, and none is readable
+    ],
+)
+def test_a_folders_schema_file_is_of_its_guessed_format(
+    tmp_path: Path, names: list[str], expected: str | None
+) -> None:
+    volume = make(tmp_path, {"d/MANIFEST.yaml": b"", **{f"d/{n}": b"x\n1\n" for n in names}})
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    assert tree.data_files("d")[1] == expected
+    assert select_data(tree, volume, "d/MANIFEST.yaml", None).schema_file() == expected
 
 
 @pytest.mark.parametrize(
