@@ -538,7 +538,7 @@ def _tracked(
 class DataSelection:
     """The data a manifest document describes, as found on the volume."""
 
-    location_url: str | None
+    location_url: str
     size: int | None = None
     mtime_ns: int | None = None
     count: int = 0
@@ -568,16 +568,25 @@ _GLOB_CHAR = re.compile(r"[*?\[]")
 _PATH = operator.attrgetter("path")
 
 
+class _Ignored(Exception):
+    """A location the crawl cannot use; the message says why."""
+
+
 def select_data(
     tree: Tree, volume: Volume, manifest_path: str, location: str | None
 ) -> DataSelection:
     try:
         return _select_data(tree, volume, manifest_path, location)
+    except _Ignored as exc:
+        problem = str(exc)
     except VolumeError as exc:
         # A location the volume cannot name (a NUL, say) is this document's problem alone.
-        return DataSelection(
-            location_url=None, problem=f"location {location!r} cannot be used: {exc}"
-        )
+        problem = f"location {location!r} cannot be used: {exc}; it was ignored"
+    # As the warning says: the document is what it would be without a location, its
+    # manifest's folder, never the raw text (not a URL, and maybe a path outside the volume).
+    default = _select_data(tree, volume, manifest_path, None)
+    default.problem = problem
+    return default
 
 
 def _select_data(
@@ -596,10 +605,7 @@ def _select_data(
         if target == ".":
             target = ""
         if target == ".." or target.startswith("../"):
-            return DataSelection(
-                location_url=None,
-                problem=f"location {location!r} points outside the volume; it was ignored",
-            )
+            raise _Ignored(f"location {location!r} points outside the volume; it was ignored")
     segments = target.split("/") if target else []
     # The manifest's own folders are names, not patterns, however they are spelt ("c[1]"):
     # only segments the location brings can be a glob.
@@ -1363,7 +1369,7 @@ class Crawler:
             doc.pop("extra", None)
         doc["volume"] = volume.url
         doc["manifest_path"] = path
-        doc["location"] = sel.location_url or fields.get("location")
+        doc["location"] = sel.location_url
         if sel.size is not None:
             doc["size_bytes"] = sel.size
         if sel.mtime_ns:

@@ -319,6 +319,28 @@ def test_the_schema_comes_from_a_file_of_the_assets_format(
         assert [c["name"] for c in asset["schema"]] == columns, asset
 
 
+def test_a_location_outside_the_volume_is_ignored_as_the_warning_says(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "plain/MANIFEST.yaml", "name: plain\ntype: dataset\n")
+    write(volume / "plain/data.csv", "id,name\n1,a\n")
+    write(volume / "escape/MANIFEST.yaml", "name: escape\ntype: dataset\nlocation: ../../etc\n")
+    write(volume / "escape/data.csv", "id,name\n1,a\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 2, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "escape/MANIFEST.yaml" and warning["field"] == "location"
+    assert "points outside the volume; it was ignored" in warning["reason"]
+    # Ignored: the asset is what it is without a location, the manifest's folder.
+    base = catalogue_process.url + "/api/v1/assets/by-name/"
+    plain, escape = (httpx.get(base + name).json() for name in ("plain", "escape"))
+    assert escape["location"] == plain["location"].replace("/plain", "/escape")
+    assert escape["location"].startswith("file://") and escape["location"].endswith("/escape")
+    for field in ("size_bytes", "format", "schema"):
+        assert escape[field] == plain[field], field
+
+
 def test_a_symlink_back_into_the_volume_is_not_walked_twice(
     tmp_path: Path, catalogue_process
 ) -> None:

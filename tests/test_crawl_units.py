@@ -96,6 +96,7 @@ def test_select_data_partitioned_and_globs(tmp_path: Path) -> None:
     assert glob.location_url and glob.location_url.endswith("events/date=*/part-*.csv")
     outside = select_data(tree, volume, "events/MANIFEST.yaml", "../../etc")
     assert outside.problem and "outside the volume" in outside.problem
+    assert (outside.location_url, outside.key()) == (folder.location_url, folder.key())
     missing = select_data(tree, volume, "other/MANIFEST.yaml", "./nothing-*.csv")
     assert missing.problem and "matches no file" in missing.problem
     sibling = select_data(tree, volume, "other/MANIFEST.yaml", "../events")
@@ -108,8 +109,9 @@ def test_select_data_reports_a_location_the_volume_cannot_name(tmp_path: Path) -
     volume = make(tmp_path, {"a/MANIFEST.yaml": b""})
     tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
     nul = select_data(tree, volume, "a/MANIFEST.yaml", "x\x00y")
-    assert nul.location_url is None
-    assert nul.problem and "NUL" in nul.problem
+    # Ignored, as the problem says: the manifest's folder, as without a location.
+    assert nul.location_url == volume.url_for("a")
+    assert nul.problem and "NUL" in nul.problem and "it was ignored" in nul.problem
 
 
 def test_an_unreadable_root_deletes_nothing(tmp_path: Path) -> None:
