@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -736,7 +736,16 @@ def _init_worker(volume_url: str) -> None:
         os.nice(WORKER_NICE)
 
 
-SchemaRead = tuple[str, "list[Column] | None", str | None]  # see _read_schema
+class SchemaRead(NamedTuple):
+    """What ``_read_schema`` read of one data file."""
+
+    path: str
+    columns: list[Column] | None  # None when not read
+    warning: str | None  # why it was not read, or how it was cut short
+    # Not read for a reason other than the file's content (permissions, a disk error, the
+    # file gone since the walk): the next crawl reads it again, where a corrupt file waits
+    # until it changes.
+    transient: bool = False
 
 
 @dataclass(slots=True)
@@ -851,7 +860,7 @@ def _reading_ahead(volume: Volume, manifests: list[str], data: list[str]) -> Ite
 
 
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
-    """(path, columns or None, a warning or None); both when the schema was cut short.
+    """The columns or a warning; both when the schema was cut short.
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
     that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
@@ -866,14 +875,16 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
             fields = csv_columns(_head(volume, path, size))
     except VolumeUnreachable:
         raise  # the server is gone, not this file's schema (see _parse_many)
-    except (SchemaReadError, VolumeError, OSError) as exc:
-        return path, None, f"schema not read from {path}: {exc}"
+    except SchemaReadError as exc:
+        return SchemaRead(path, None, f"schema not read from {path}: {exc}")
+    except (VolumeError, OSError) as exc:
+        return SchemaRead(path, None, f"schema not read from {path}: {exc}", transient=True)
     warning = None
     if len(fields) > MAX_COLUMNS:
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, _shared_columns(fields), warning
+    return SchemaRead(path, _shared_columns(fields), warning)
 
 
 # Columns repeat from file to file (id, created_at, ...): each distinct one is one dict, reused,
@@ -1308,14 +1319,15 @@ class Crawler:
     ) -> None:
         """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
         pm, docs = item.parsed, item.docs
-        schemas: dict[str, list[Column] | None] = {}
+        schemas: dict[str, SchemaRead] = {}
         for data_file in item.files:
             if data_file not in schemas:
-                path, fields_, problem = work.result("schemas", data_file)
-                schemas[data_file] = fields_
-                if problem and data_file not in warned:
+                read = schemas[data_file] = work.result("schemas", data_file)
+                if read.warning and data_file not in warned:
                     warned.add(data_file)
-                    report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
+                    report.warnings.append(
+                        Problem(path=read.path, reason=read.warning, severity="warning")
+                    )
         # With errors, re-parse next time so they are reported until fixed.
         clean = not any(p.severity == "error" for p in pm.problems)
         entry = tree.manifests[pm.path]
@@ -1328,9 +1340,18 @@ class Crawler:
         )
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
+        settled = clean
         for index, line, fields, sel, schema_file in docs:
-            schema = schemas.get(schema_file) if schema_file else None
-            doc = self._asset_doc(volume, pm.path, index, fields, sel, schema)
+            read = schemas.get(schema_file) if schema_file else None
+            columns = read.columns if read is not None else None
+            doc = self._asset_doc(volume, pm.path, index, fields, sel, columns)
+            if read is not None and read.transient:
+                # Says nothing of the data: the schema last read stands, and the manifest
+                # is parsed again next crawl, though the volume may not change again.
+                settled = False
+                before = _old_doc(old, doc["id"])
+                if before is not None and "schema" in before:
+                    doc["schema"] = before["schema"]
             content = _content_hash(doc)
             doc["_hash"] = content
             lines[doc["id"]] = line
@@ -1347,7 +1368,7 @@ class Crawler:
             kept = {d["id"] for d in new_docs}
             new_docs += [d for d in old.docs if d["id"] not in kept]
         new_state = ManifestState(
-            fingerprint=fingerprint(entry, [d[3] for d in docs]) if clean else "",
+            fingerprint=fingerprint(entry, [d[3] for d in docs]) if settled else "",
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )
@@ -1832,3 +1853,10 @@ def _content_hash(doc: dict[str, Any]) -> str:
     if "crawled_at" in doc or "_hash" in doc:
         body = {k: v for k, v in doc.items() if k not in ("crawled_at", "_hash")}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _old_doc(old: ManifestState | None, doc_id: str) -> dict[str, Any] | None:
+    """The document of id ``doc_id`` in a manifest's previous state, if any."""
+    if old is None:
+        return None
+    return next((d for d in old.docs if d["id"] == doc_id), None)

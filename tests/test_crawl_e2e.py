@@ -341,6 +341,51 @@ def test_a_location_outside_the_volume_is_ignored_as_the_warning_says(
         assert escape[field] == plain[field], field
 
 
+def test_a_schema_lost_to_an_io_error_is_kept_and_read_again(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "t/MANIFEST.yaml", "name: flaky\ntype: dataset\n")
+    write(volume / "t/data.csv", "id,name\n1,a\n")
+    url = catalogue_process.url + "/api/v1/assets/by-name/flaky"
+
+    def columns() -> list[str] | None:
+        schema = httpx.get(url).json()["schema"]
+        return None if schema is None else [c["name"] for c in schema]
+
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and columns() == ["id", "name"], report
+    # Rewritten, then unreadable for one crawl: the walk still lists it, its read fails.
+    write(volume / "t/data.csv", "id,name,extra\n1,a,b\n")
+    (volume / "t/data.csv").chmod(0)
+    # root reads mode-000 files regardless: drop the capabilities that let it.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    args = ["-m", "cairn", "crawl", str(volume), "--catalogue", catalogue_process.url, "--json"]
+    result = subprocess.run(
+        [*(drop if os.geteuid() == 0 else []), sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "t/data.csv" and "permission denied" in warning["reason"]
+    # The schema last read stands rather than being wiped by an error that says nothing of
+    # the data.
+    assert columns() == ["id", "name"]
+    # Readable again: the next crawl reads it, though nothing changed on the volume since.
+    (volume / "t/data.csv").chmod(0o644)
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["updated"] == 1 and report["warnings"] == [], report
+    assert columns() == ["id", "name", "extra"]
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["updated"] == 0 and report["unchanged"] == 1, report
+
+
 def test_a_symlink_back_into_the_volume_is_not_walked_twice(
     tmp_path: Path, catalogue_process
 ) -> None:

@@ -12,6 +12,7 @@ from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
 from crawler.crawl import (
     NamePatterns,
+    _read_schema,
     _schema_candidate,
     data_key,
     data_keys,
@@ -458,6 +459,17 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
             2,
         )
     )
+
+
+def test_only_a_schema_read_failed_by_its_file_waits_for_the_file_to_change(
+    tmp_path: Path,
+) -> None:
+    volume = make(tmp_path, {"bad.parquet": b"not parquet", "empty.csv": b""})
+    for path in ("bad.parquet", "empty.csv"):
+        read = _read_schema(volume, path)
+        assert read.columns is None and read.warning and not read.transient
+    gone = _read_schema(volume, "gone.csv")  # vanished since the walk: try again next crawl
+    assert gone.columns is None and gone.warning and gone.transient
 
 
 @pytest.mark.parametrize(
