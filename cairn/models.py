@@ -48,7 +48,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 LabelValue = str | int | float | bool | None
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Fields Mastro's crawler writes into manifests; meaningless in a manifest, so dropped quietly.
+# Fields Mastro's crawler writes into manifests; dropped quietly (accepted, as DESIGN 2 asks):
+# a crawl stamps its own crawled_at, and the API takes last-discovered-at as that field.
 MASTRO_CRAWLER_FIELDS = frozenset({"last-discovered-at"})
 NULL_MEANS_EMPTY = (
     "description",
