@@ -48,7 +48,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 LabelValue = str | int | float | bool | None
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Fields Mastro's crawler writes into manifests; meaningless in a manifest, so dropped quietly.
+# Fields Mastro's crawler writes into manifests; dropped quietly (accepted, as DESIGN 2 asks):
+# a crawl stamps its own crawled_at, and the API takes last-discovered-at as that field.
 MASTRO_CRAWLER_FIELDS = frozenset({"last-discovered-at"})
 NULL_MEANS_EMPTY = (
     "description",
@@ -667,8 +668,8 @@ class ReportedEdge(BaseModel):
     """An edge between two assets learnt from outside the manifests, as stored; the last
     report wins (a later event time replaces the run that reported it)."""
 
-    upstream: str  # asset id
-    downstream: str  # asset id
+    upstream: str  # asset id, or a name from an edge report
+    downstream: str  # as upstream
     origin: EdgeOrigin
     run_id: str | None = None
     reported_at: datetime
@@ -683,15 +684,17 @@ EdgeEnd = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SHORT)]
 
 class EdgeReport(BaseModel):
     """``POST /api/v1/lineage/edges``: a crawler's edges of one origin, as the complete list
-    of upstream asset ids of each downstream asset it names. Edges of that origin into a named
-    asset that the list leaves out are removed; an empty list removes them all."""
+    of upstream assets of each downstream asset it names. Edges of that origin into a named
+    asset that the list leaves out are removed; an empty list removes them all. Either end is
+    an asset id or a name, resolved when lineage is read, as ``depends_on`` is."""
 
     model_config = ConfigDict(extra="forbid")
 
     origin: CrawlerEdgeOrigin
     upstreams: dict[EdgeEnd, list[EdgeEnd]] = Field(
         max_length=MAX_EDGE_TARGETS,
-        description="Downstream asset id -> the ids of all its upstreams of this origin",
+        description="Downstream asset (id or name) -> all its upstreams of this origin (ids "
+        "or names, as in depends_on)",
     )
 
     @field_validator("upstreams")

@@ -337,7 +337,9 @@ class Catalogue:
                 return False
             if len(nodes) >= MAX_LINEAGE_NODES:
                 return True
-            reported = await self.store.reported_edges([a.id for a in frontier], "up")
+            # A reported edge's ends are names or ids, as in depends_on.
+            by_key = {k: a for a in frontier for k in (a.id, a.name)}
+            reported = await self.store.reported_edges(sorted(by_key), "up")
             keys = sorted(
                 {k for a in frontier for k in a.depends_on} | {e.upstream for e in reported}
             )
@@ -364,7 +366,7 @@ class Catalogue:
                 upstream = found.get(edge.upstream)
                 if upstream is None:  # its asset was never stored or was purged
                     continue
-                _add(edges, _reported(edge))
+                _add(edges, _reported(edge, upstream, by_key[edge.downstream]))
                 if upstream.id not in nodes and len(nodes) < MAX_LINEAGE_NODES:
                     nodes[upstream.id] = _node(upstream, -level)
                     next_frontier.append(upstream)
@@ -383,7 +385,7 @@ class Catalogue:
                 return True
             by_key = {k: a for a in frontier for k in (a.id, a.name)}
             consumers = await self.store.dependents(sorted(by_key), include_deleted=False)
-            reported = await self.store.reported_edges([a.id for a in frontier], "down")
+            reported = await self.store.reported_edges(sorted(by_key), "down")
             wanted = sorted({e.downstream for e in reported} - {c.id for c in consumers})
             found = await self.store.resolve(wanted) if wanted else {}
             found.update({c.id: c for c in consumers})
@@ -397,7 +399,7 @@ class Catalogue:
                 downstream = found.get(edge.downstream)
                 if downstream is None or downstream.deleted:
                     continue
-                _add(edges, _reported(edge))
+                _add(edges, _reported(edge, by_key[edge.upstream], downstream))
             linked = {e[1] for e in edges}
             for candidate in [
                 *consumers,
@@ -480,10 +482,12 @@ def _add(edges: EdgeMap, edge: LineageEdge) -> None:
     edges.setdefault((edge.source, edge.target, edge.origin), edge)
 
 
-def _reported(edge: ReportedEdge) -> LineageEdge:
+def _reported(edge: ReportedEdge, upstream: Asset, downstream: Asset) -> LineageEdge:
+    """``edge`` between the assets its ends (names or ids) resolved to: the lineage answer
+    draws edges between node ids only."""
     return LineageEdge(
-        source=edge.upstream,
-        target=edge.downstream,
+        source=upstream.id,
+        target=downstream.id,
         origin=edge.origin,
         run_id=edge.run_id,
         reported_at=edge.reported_at,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -60,8 +60,18 @@ log = logging.getLogger("cairn.crawler")
 
 Progress = Callable[[str, int, int | None], None]
 
-SCHEMA_EXTENSIONS = (".parquet", ".parq", ".csv", ".tsv")
-_SCHEMA_RANK = {ext[1:]: rank for rank, ext in enumerate(SCHEMA_EXTENSIONS)}
+# An asset's format -> the file extensions its schema is read from. A table format's data
+# files are Parquet; a schema from a file of another format (an old export left beside the
+# data) would describe something else.
+_PARQUET_FILES = frozenset({"parquet", "parq"})
+_SCHEMA_FILES = {
+    "parquet": _PARQUET_FILES,
+    "delta": _PARQUET_FILES,
+    "hudi": _PARQUET_FILES,
+    "iceberg": _PARQUET_FILES,
+    "csv": frozenset({"csv"}),
+    "tsv": frozenset({"tsv"}),
+}
 CSV_HEAD_BYTES = 64 * 1024
 # What is read ahead of a Parquet file's end: the first read of its footer takes this much
 # (crawler.enrich._FOOTER_PROBE_BYTES).
@@ -252,13 +262,14 @@ class Tree:
         return sorted(found)
 
     def data_files(self, directory: str) -> tuple[list[Entry], str | None]:
-        """A folder's files in path order, and the first Parquet (else CSV/TSV) file of them;
-        once the walk listed the folder (a crawl asks while the walk goes on, then again)."""
+        """A folder's files in path order, and the file of them a schema is read from when
+        no format is declared (see ``_guessed_schema_file``); once the walk listed the folder
+        (a crawl asks while the walk goes on, then again)."""
         found = self._data_files.get(directory)
         if found is None:
             # By path is by name here: they share the folder (and sorts without a call per file).
             files = sorted(self.files_by_dir.get(directory, ()), key=_PATH)
-            found = self._data_files[directory] = (files, _schema_candidate(files))
+            found = self._data_files[directory] = (files, _guessed_schema_file(files))
         return found
 
     def first_data_file_below(self, directory: str) -> Entry | None:
@@ -528,23 +539,27 @@ def _tracked(
 class DataSelection:
     """The data a manifest document describes, as found on the volume."""
 
-    location_url: str | None
+    location_url: str
     size: int | None = None
     mtime_ns: int | None = None
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
-    # The file to read a schema from, once known: a folder's selection looks for it anyway.
+    # The file to read a schema from when no format is declared, once known: a folder's
+    # selection looks for it anyway.
     _schema_file: str | None = None
     _schema_known: bool = False
 
     def key(self) -> str:
         return _data_key_of(self.size, self.mtime_ns, self.count)
 
-    def schema_file(self) -> str | None:
-        """The first Parquet file of ``files``, else the first CSV/TSV file."""
+    def schema_file(self, declared_format: str | None = None) -> str | None:
+        """The first file of ``files`` of the asset's format: ``declared_format``, else the
+        one guessed from ``files`` (as the asset's document guesses it)."""
+        if declared_format is not None:
+            return _schema_candidate(self.files, declared_format)
         if not self._schema_known:
-            self._schema_file = _schema_candidate(self.files)
+            self._schema_file = _guessed_schema_file(self.files)
             self._schema_known = True
         return self._schema_file
 
@@ -554,16 +569,25 @@ _GLOB_CHAR = re.compile(r"[*?\[]")
 _PATH = operator.attrgetter("path")
 
 
+class _Ignored(Exception):
+    """A location the crawl cannot use; the message says why."""
+
+
 def select_data(
     tree: Tree, volume: Volume, manifest_path: str, location: str | None
 ) -> DataSelection:
     try:
         return _select_data(tree, volume, manifest_path, location)
+    except _Ignored as exc:
+        problem = str(exc)
     except VolumeError as exc:
         # A location the volume cannot name (a NUL, say) is this document's problem alone.
-        return DataSelection(
-            location_url=None, problem=f"location {location!r} cannot be used: {exc}"
-        )
+        problem = f"location {location!r} cannot be used: {exc}; it was ignored"
+    # As the warning says: the document is what it would be without a location, its
+    # manifest's folder, never the raw text (not a URL, and maybe a path outside the volume).
+    default = _select_data(tree, volume, manifest_path, None)
+    default.problem = problem
+    return default
 
 
 def _select_data(
@@ -582,10 +606,7 @@ def _select_data(
         if target == ".":
             target = ""
         if target == ".." or target.startswith("../"):
-            return DataSelection(
-                location_url=None,
-                problem=f"location {location!r} points outside the volume; it was ignored",
-            )
+            raise _Ignored(f"location {location!r} points outside the volume; it was ignored")
     segments = target.split("/") if target else []
     # The manifest's own folders are names, not patterns, however they are spelt ("c[1]"):
     # only segments the location brings can be a glob.
@@ -716,7 +737,16 @@ def _init_worker(volume_url: str) -> None:
         os.nice(WORKER_NICE)
 
 
-SchemaRead = tuple[str, "list[Column] | None", str | None]  # see _read_schema
+class SchemaRead(NamedTuple):
+    """What ``_read_schema`` read of one data file."""
+
+    path: str
+    columns: list[Column] | None  # None when not read
+    warning: str | None  # why it was not read, or how it was cut short
+    # Not read for a reason other than the file's content (permissions, a disk error, the
+    # file gone since the walk): the next crawl reads it again, where a corrupt file waits
+    # until it changes.
+    transient: bool = False
 
 
 @dataclass(slots=True)
@@ -831,7 +861,7 @@ def _reading_ahead(volume: Volume, manifests: list[str], data: list[str]) -> Ite
 
 
 def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRead:
-    """(path, columns or None, a warning or None); both when the schema was cut short.
+    """The columns or a warning; both when the schema was cut short.
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
     that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
@@ -846,14 +876,16 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
             fields = csv_columns(_head(volume, path, size))
     except VolumeUnreachable:
         raise  # the server is gone, not this file's schema (see _parse_many)
-    except (SchemaReadError, VolumeError, OSError) as exc:
-        return path, None, f"schema not read from {path}: {exc}"
+    except SchemaReadError as exc:
+        return SchemaRead(path, None, f"schema not read from {path}: {exc}")
+    except (VolumeError, OSError) as exc:
+        return SchemaRead(path, None, f"schema not read from {path}: {exc}", transient=True)
     warning = None
     if len(fields) > MAX_COLUMNS:
         # The catalogue refuses a longer schema, which would lose the whole asset.
         warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
         fields = fields[:MAX_COLUMNS]
-    return path, _shared_columns(fields), warning
+    return SchemaRead(path, _shared_columns(fields), warning)
 
 
 # Columns repeat from file to file (id, created_at, ...): each distinct one is one dict, reused,
@@ -1302,14 +1334,15 @@ class Crawler:
     ) -> None:
         """One manifest's asset documents, with their schemas; its state goes to ``pending``."""
         pm, docs = item.parsed, item.docs
-        schemas: dict[str, list[Column] | None] = {}
+        schemas: dict[str, SchemaRead] = {}
         for data_file in item.files:
             if data_file not in schemas:
-                path, fields_, problem = work.result("schemas", data_file)
-                schemas[data_file] = fields_
-                if problem and data_file not in warned:
+                read = schemas[data_file] = work.result("schemas", data_file)
+                if read.warning and data_file not in warned:
                     warned.add(data_file)
-                    report.warnings.append(Problem(path=path, reason=problem, severity="warning"))
+                    report.warnings.append(
+                        Problem(path=read.path, reason=read.warning, severity="warning")
+                    )
         # With errors, re-parse next time so they are reported until fixed.
         clean = not any(p.severity == "error" for p in pm.problems)
         entry = tree.manifests[pm.path]
@@ -1322,9 +1355,18 @@ class Crawler:
         )
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
+        settled = clean
         for index, line, fields, sel, schema_file in docs:
-            schema = schemas.get(schema_file) if schema_file else None
-            doc = self._asset_doc(volume, pm.path, index, fields, sel, schema)
+            read = schemas.get(schema_file) if schema_file else None
+            columns = read.columns if read is not None else None
+            doc = self._asset_doc(volume, pm.path, index, fields, sel, columns)
+            if read is not None and read.transient:
+                # Says nothing of the data: the schema last read stands, and the manifest
+                # is parsed again next crawl, though the volume may not change again.
+                settled = False
+                before = _old_doc(old, doc["id"])
+                if before is not None and "schema" in before:
+                    doc["schema"] = before["schema"]
             content = _content_hash(doc)
             doc["_hash"] = content
             lines[doc["id"]] = line
@@ -1341,7 +1383,7 @@ class Crawler:
             kept = {d["id"] for d in new_docs}
             new_docs += [d for d in old.docs if d["id"] not in kept]
         new_state = ManifestState(
-            fingerprint=fingerprint(entry, [d[3] for d in docs]) if clean else "",
+            fingerprint=fingerprint(entry, [d[3] for d in docs]) if settled else "",
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )
@@ -1363,7 +1405,7 @@ class Crawler:
             doc.pop("extra", None)
         doc["volume"] = volume.url
         doc["manifest_path"] = path
-        doc["location"] = sel.location_url or fields.get("location")
+        doc["location"] = sel.location_url
         if sel.size is not None:
             doc["size_bytes"] = sel.size
         if sel.mtime_ns:
@@ -1555,7 +1597,7 @@ class _Assembly:
                     )
                 )
             # The data file to read a schema from, when the manifest gives none.
-            schema_file = None if "schema" in fields else sel.schema_file()
+            schema_file = None if "schema" in fields else sel.schema_file(fields.get("format"))
             if schema_file and pm.schema is not None and pm.schema[0] == schema_file:
                 work.put("schemas", schema_file, pm.schema)  # read along with the parse
                 files.append(schema_file)
@@ -1846,20 +1888,23 @@ def _name_releases(
     return out
 
 
-def _schema_candidate(files: list[Entry]) -> str | None:
-    """The first Parquet file, else the first CSV/TSV file (in the list's order)."""
-    best, best_rank = None, len(SCHEMA_EXTENSIONS)
+def _schema_candidate(files: list[Entry], data_format: str | None) -> str | None:
+    """The first file (in the list's order) that a schema of ``data_format`` is read from."""
+    extensions = _SCHEMA_FILES.get(data_format.lower()) if data_format else None
+    if extensions is None:
+        return None
     for f in files:
-        # One pass, one lookup per file: this runs for every document of a crawl.
         path = f.path
         _, dot, ext = path.rpartition(".")
-        rank = _SCHEMA_RANK.get(ext.lower()) if dot else None
-        if rank is not None:
-            if rank == 0:
-                return path
-            if rank < best_rank:
-                best, best_rank = path, rank
-    return best
+        if dot and ext.lower() in extensions:
+            return path
+    return None
+
+
+def _guessed_schema_file(files: list[Entry]) -> str | None:
+    """``_schema_candidate`` for the format guessed from ``files``' names."""
+    guess_format = _doc_helpers()[1]
+    return _schema_candidate(files, guess_format(f.name for f in files))
 
 
 def _content_hash(doc: dict[str, Any]) -> str:
@@ -1868,3 +1913,10 @@ def _content_hash(doc: dict[str, Any]) -> str:
     if "crawled_at" in doc or "_hash" in doc:
         body = {k: v for k, v in doc.items() if k not in ("crawled_at", "_hash")}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _old_doc(old: ManifestState | None, doc_id: str) -> dict[str, Any] | None:
+    """The document of id ``doc_id`` in a manifest's previous state, if any."""
+    if old is None:
+        return None
+    return next((d for d in old.docs if d["id"] == doc_id), None)

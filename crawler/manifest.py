@@ -58,7 +58,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from cairn.models import DuplicateColumn, Manifest
+from cairn.models import MASTRO_CRAWLER_FIELDS, DuplicateColumn, Manifest
 from crawler.problems import Problem
 
 __all__ = [
@@ -627,7 +627,11 @@ _KNOWN, _ALIAS_GROUPS = _field_names()
 # Kept under extra like any unknown field, but documented (DESIGN 10): the crawl's profile
 # step (crawler/profile_step.py) validates and evaluates them, so no warning here.
 _KNOWN_EXTRA = frozenset({"checks"})
-_CLEAN_KEYS = _KNOWN | _KNOWN_EXTRA
+# Mastro's crawler writes the time it last found a manifest into it (``last-discovered-at``),
+# one of the Mastro names DESIGN 2 accepts. The model drops it without a word: an asset's
+# ``crawled_at`` is when this crawl found it, so a time copied from the file would be stale.
+_QUIET_KEYS = _KNOWN_EXTRA | MASTRO_CRAWLER_FIELDS
+_CLEAN_KEYS = _KNOWN | _QUIET_KEYS
 _SPELLINGS = frozenset(name for group in _ALIAS_GROUPS for name in group)
 
 _EXPECT = {
@@ -803,7 +807,7 @@ def _validate(
         data = {key: value for key, value in root.items() if key not in bad_keys}
 
     for key in data:
-        if key not in _KNOWN and key not in _KNOWN_EXTRA:
+        if key not in _KNOWN and key not in _QUIET_KEYS:
             line, column = at(key)
             problems.append(
                 Problem(

@@ -83,13 +83,31 @@ def _labels(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` is a Parquet table: by its name, or by its first bytes, which are
+    Parquet's magic whatever the file is called (an export saved as data.txt)."""
+    if path.suffix.lower() in (".parquet", ".parq"):
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False  # read as YAML then, which says what went wrong
+
+
 def load_yaml_set(path: Path) -> dict[str, Any]:
     """A feature-set YAML file: ``{name?, description, labels, depends_on, features: [...]}``."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError:
+        # The codec's own words say nothing of what was expected.
+        _fail(
+            f"{path} is neither a Parquet file (a table) nor UTF-8 text (a YAML set of named "
+            "values)"
+        )
+    except (OSError, yaml.YAMLError) as exc:
         _fail(f"cannot read {path}: {exc}")
     if not isinstance(data, dict) or not isinstance(data.get("features"), list):
         _fail(f"{path} must be a mapping with a features list of {{name, dtype, value}}")
@@ -98,7 +116,10 @@ def load_yaml_set(path: Path) -> dict[str, Any]:
 
 @app.command()
 def put(
-    file: Annotated[Path, typer.Argument(help="A .yaml set of named values or a .parquet table.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="A YAML set of named values, or a Parquet table (whatever its name)."),
+    ],
     name: Annotated[
         str | None, typer.Option(help="Feature set name (default: the YAML's name).")
     ] = None,
@@ -142,7 +163,7 @@ def put(
     """
     if not file.is_file():
         _fail(f"{file} is not a file")
-    is_table = file.suffix.lower() == ".parquet"
+    is_table = is_parquet(file)
     table_only = {
         "--entity": entity,
         "--timestamp": timestamp,
@@ -152,7 +173,7 @@ def put(
     given = [option for option, value in table_only.items() if value]
     if given and not is_table:
         # They were sent nowhere: a YAML set of named values has no rows to key.
-        _usage(f"only a .parquet table takes it; {file} is a set of named values", given[0])
+        _usage(f"only a Parquet table takes it; {file} is a set of named values", given[0])
     if is_table and not name:
         _usage("required with a Parquet file, which carries no set name", "--name")
     author = created_by or _login()

@@ -448,6 +448,16 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
     assert diff_json["depends_on_added"] == ["churn_scores"]
     assert "reco version 1 deleted" in cairn("delete", "reco", "1")
 
+    # A Parquet file is a table whatever its name; a file that is neither says what it lacks.
+    renamed_table = tmp_path / "file.txt"
+    renamed_table.write_bytes(parquet.read_bytes())
+    assert "q version 1 stored" in cairn("put", str(renamed_table), "--name", "q")
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x00\xff\xfe binary")
+    neither = invoke("put", str(binary), "--name", "q")
+    assert neither.exit_code == 1, neither.output
+    assert "neither a Parquet file" in neither.stderr and "UTF-8" in neither.stderr
+    assert "codec" not in neither.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nfeatures:\n  - {name: a, dtype: complex, value: 1}\n")
     refused = invoke("put", str(bad))

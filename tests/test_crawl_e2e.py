@@ -318,6 +318,102 @@ def test_a_parquet_footer_over_the_cap_leaves_the_asset_without_schema(
     assert asset.get("schema") in (None, []) and asset["format"] == "parquet"
 
 
+def test_the_schema_comes_from_a_file_of_the_assets_format(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    # An old Parquet export beside the CSV data the manifest declares.
+    write(volume / "declared/MANIFEST.yaml", "name: declared_csv\ntype: dataset\nformat: csv\n")
+    write(volume / "declared/data.csv", "id,name\n1,a\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "declared/old_export.parquet")
+    # No format declared: four CSV files outvote one Parquet file.
+    write(volume / "voted/MANIFEST.yaml", "name: voted_csv\ntype: dataset\n")
+    for i in range(4):
+        write(volume / f"voted/part-{i}.csv", "id,name\n1,a\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "voted/extra.parquet")
+    # A Delta table's data files are Parquet.
+    write(volume / "delta/MANIFEST.yaml", "name: delta_t\ntype: table\nformat: delta\n")
+    write(volume / "delta/notes.csv", "note\nx\n")
+    pq.write_table(pa.table({"pq": [1]}), volume / "delta/part-0.parquet")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 3, report
+    for name, fmt, columns in [
+        ("declared_csv", "csv", ["id", "name"]),
+        ("voted_csv", "csv", ["id", "name"]),
+        ("delta_t", "delta", ["pq"]),
+    ]:
+        asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/{name}").json()
+        assert asset["format"] == fmt, asset
+        assert [c["name"] for c in asset["schema"]] == columns, asset
+
+
+def test_a_location_outside_the_volume_is_ignored_as_the_warning_says(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "plain/MANIFEST.yaml", "name: plain\ntype: dataset\n")
+    write(volume / "plain/data.csv", "id,name\n1,a\n")
+    write(volume / "escape/MANIFEST.yaml", "name: escape\ntype: dataset\nlocation: ../../etc\n")
+    write(volume / "escape/data.csv", "id,name\n1,a\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["created"] == 2, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "escape/MANIFEST.yaml" and warning["field"] == "location"
+    assert "points outside the volume; it was ignored" in warning["reason"]
+    # Ignored: the asset is what it is without a location, the manifest's folder.
+    base = catalogue_process.url + "/api/v1/assets/by-name/"
+    plain, escape = (httpx.get(base + name).json() for name in ("plain", "escape"))
+    assert escape["location"] == plain["location"].replace("/plain", "/escape")
+    assert escape["location"].startswith("file://") and escape["location"].endswith("/escape")
+    for field in ("size_bytes", "format", "schema"):
+        assert escape[field] == plain[field], field
+
+
+def test_a_schema_lost_to_an_io_error_is_kept_and_read_again(
+    tmp_path: Path, catalogue_process
+) -> None:
+    volume = tmp_path / "lake"
+    write(volume / "t/MANIFEST.yaml", "name: flaky\ntype: dataset\n")
+    write(volume / "t/data.csv", "id,name\n1,a\n")
+    url = catalogue_process.url + "/api/v1/assets/by-name/flaky"
+
+    def columns() -> list[str] | None:
+        schema = httpx.get(url).json()["schema"]
+        return None if schema is None else [c["name"] for c in schema]
+
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and columns() == ["id", "name"], report
+    # Rewritten, then unreadable for one crawl: the walk still lists it, its read fails.
+    write(volume / "t/data.csv", "id,name,extra\n1,a,b\n")
+    (volume / "t/data.csv").chmod(0)
+    # root reads mode-000 files regardless: drop the capabilities that let it.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+    args = ["-m", "cairn", "crawl", str(volume), "--catalogue", catalogue_process.url, "--json"]
+    result = subprocess.run(
+        [*(drop if os.geteuid() == 0 else []), sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report
+    (warning,) = report["warnings"]
+    assert warning["path"] == "t/data.csv" and "permission denied" in warning["reason"]
+    # The schema last read stands rather than being wiped by an error that says nothing of
+    # the data.
+    assert columns() == ["id", "name"]
+    # Readable again: the next crawl reads it, though nothing changed on the volume since.
+    (volume / "t/data.csv").chmod(0o644)
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["updated"] == 1 and report["warnings"] == [], report
+    assert columns() == ["id", "name", "extra"]
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0 and report["updated"] == 0 and report["unchanged"] == 1, report
+
+
 def test_a_symlink_back_into_the_volume_is_not_walked_twice(
     tmp_path: Path, catalogue_process
 ) -> None:

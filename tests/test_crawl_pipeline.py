@@ -171,8 +171,8 @@ def test_jobs_found_during_the_walk_run_in_workers_with_the_same_results(tmp_pat
     ((path, line, reason),) = broken[2]
     # Line 2: where the parser finds the bracket still open.
     assert path == "d0/a0000/MANIFEST.yaml" and line == 2 and reason
-    (schema_path, columns, warning) = here[-1]
-    assert schema_path.endswith("data.csv") and warning is None
+    (schema_path, columns, warning, transient) = here[-1]
+    assert schema_path.endswith("data.csv") and warning is None and not transient
     assert [c["name"] for c in columns] == ["id", f"value_{paths.index(sorted(paths)[-1])}"]
 
 
@@ -505,8 +505,8 @@ def test_schema_reads_share_each_distinct_column(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("id,name\n1,x\n")
     (tmp_path / "b.csv").write_text("id,other\n2,y\n")
     volume = LocalVolume(tmp_path)
-    _, a, _ = _read_schema(volume, "a.csv")
-    _, b, _ = _read_schema(volume, "b.csv")
+    a = _read_schema(volume, "a.csv").columns
+    b = _read_schema(volume, "b.csv").columns
     assert a == [
         {"name": "id", "type": "int64", "nullable": False},
         {"name": "name", "type": "string", "nullable": False},

@@ -12,6 +12,7 @@ from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
 from crawler.crawl import (
     NamePatterns,
+    _read_schema,
     _schema_candidate,
     data_key,
     data_keys,
@@ -96,6 +97,7 @@ def test_select_data_partitioned_and_globs(tmp_path: Path) -> None:
     assert glob.location_url and glob.location_url.endswith("events/date=*/part-*.csv")
     outside = select_data(tree, volume, "events/MANIFEST.yaml", "../../etc")
     assert outside.problem and "outside the volume" in outside.problem
+    assert (outside.location_url, outside.key()) == (folder.location_url, folder.key())
     missing = select_data(tree, volume, "other/MANIFEST.yaml", "./nothing-*.csv")
     assert missing.problem and "matches no file" in missing.problem
     sibling = select_data(tree, volume, "other/MANIFEST.yaml", "../events")
@@ -108,8 +110,9 @@ def test_select_data_reports_a_location_the_volume_cannot_name(tmp_path: Path) -
     volume = make(tmp_path, {"a/MANIFEST.yaml": b""})
     tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
     nul = select_data(tree, volume, "a/MANIFEST.yaml", "x\x00y")
-    assert nul.location_url is None
-    assert nul.problem and "NUL" in nul.problem
+    # Ignored, as the problem says: the manifest's folder, as without a location.
+    assert nul.location_url == volume.url_for("a")
+    assert nul.problem and "NUL" in nul.problem and "it was ignored" in nul.problem
 
 
 def test_an_unreadable_root_deletes_nothing(tmp_path: Path) -> None:
@@ -458,17 +461,52 @@ def test_walk_tree_indexes_an_entry_walk_as_a_folder_walk(tmp_path: Path) -> Non
     )
 
 
+def test_only_a_schema_read_failed_by_its_file_waits_for_the_file_to_change(
+    tmp_path: Path,
+) -> None:
+    volume = make(tmp_path, {"bad.parquet": b"not parquet", "empty.csv": b""})
+    for path in ("bad.parquet", "empty.csv"):
+        read = _read_schema(volume, path)
+        assert read.columns is None and read.warning and not read.transient
+    gone = _read_schema(volume, "gone.csv")  # vanished since the walk: try again next crawl
+    assert gone.columns is None and gone.warning and gone.transient
+
+
+@pytest.mark.parametrize(
+    ("names", "data_format", "expected"),
+    [
+        (["csv", "b.CSV", "a.tsv"], "csv", "d/b.CSV"),  # a name without a dot has no extension
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "parquet", "d/z.Parquet"),
+        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "tsv", "d/a.tsv"),
+        (["old.parquet", "data.csv"], "CSV", "d/data.csv"),
+        (["part-0.parquet", "notes.csv"], "delta", "d/part-0.parquet"),
+        (["a.csv", "b.json"], "json", None),  # no schema is read from JSON files
+        (["a.csv"], None, None),
+        (["a.csv.gz", "part.json", "parquet"], "csv", None),
+    ],
+)
+def test_schema_candidate_is_a_file_of_the_format(
+    names: list[str], data_format: str | None, expected: str | None
+) -> None:
+    files = [Entry(f"d/{n}", 1, 1, False) for n in names]
+    assert _schema_candidate(files, data_format) == expected
+
+
 @pytest.mark.parametrize(
     ("names", "expected"),
     [
-        (["csv", "b.CSV", "a.tsv"], "d/b.CSV"),  # a name without a dot has no extension
-        (["a.tsv", "b.csv", "z.Parquet", "y.parq"], "d/z.Parquet"),
-        (["a.csv.gz", "part.json", "parquet"], None),
+        (["a.csv", "b.csv", "c.csv", "d.csv", "e.parquet"], "d/a.csv"),  # four votes to one
+        (["a.csv", "z.parquet", "y.parquet"], "d/y.parquet"),
+        (["a.csv.gz", "b.csv.gz", "c.parquet"], None),  # csv by vote, and none is readable
     ],
 )
-def test_schema_candidate_prefers_parquet_then_csv(names: list[str], expected: str | None) -> None:
-    files = [Entry(f"d/{n}", 1, 1, False) for n in names]
-    assert _schema_candidate(files) == expected
+def test_a_folders_schema_file_is_of_its_guessed_format(
+    tmp_path: Path, names: list[str], expected: str | None
+) -> None:
+    volume = make(tmp_path, {"d/MANIFEST.yaml": b"", **{f"d/{n}": b"x\n1\n" for n in names}})
+    tree = walk_tree(volume, NamePatterns(["MANIFEST.yaml"]))
+    assert tree.data_files("d")[1] == expected
+    assert select_data(tree, volume, "d/MANIFEST.yaml", None).schema_file() == expected
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,30 @@ def test_a_report_replaces_the_edges_into_each_named_asset(api: httpx.Client) ->
     assert edges(api, "t1", direction="down") == {("t1", "m-t1", "manifest")}
 
 
+def test_edge_ends_may_be_names_as_in_depends_on(api: httpx.Client) -> None:
+    # The README's example: "stores" is a name (the bulk write gives it an id), "sales-n" an id.
+    created = api.post("/assets/bulk", json=[{"name": "stores-n", "type": "table"}])
+    stores = created.json()["results"][0]["id"]
+    assert stores != "stores-n"
+    put(api, "orders-n", name="orders_named")
+    put(api, "sales-n", depends_on=["orders_named"])
+    assert report(api, {"sales-n": ["stores-n"]})["edges"] == 1
+    lineage = api.get("/assets/sales-n/lineage", params={"direction": "up"}).json()
+    assert {(e["source"], e["target"], e["origin"]) for e in lineage["edges"]} == {
+        (stores, "sales-n", "metastore"),
+        ("orders-n", "sales-n", "manifest"),
+    }
+    assert stores in {n["id"] for n in lineage["nodes"]} and not lineage["truncated"]
+    assert edges(api, stores, direction="down") == {(stores, "sales-n", "metastore")}
+    # The downstream may be named by its name too, and is found from either end.
+    report(api, {"orders_named": ["stores-n"]})
+    assert edges(api, "orders-n", direction="up") == {(stores, "orders-n", "metastore")}
+    assert edges(api, stores, direction="down", depth=1) == {
+        (stores, "sales-n", "metastore"),
+        (stores, "orders-n", "metastore"),
+    }
+
+
 def test_edges_of_a_soft_deleted_table_leave_the_living_lineage(api: httpx.Client) -> None:
     put(api, "db2")
     put(api, "gone")

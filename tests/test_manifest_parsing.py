@@ -82,9 +82,11 @@ def test_design_example_parses_every_field() -> None:
 
 def test_mastro_manifest_parses_unchanged() -> None:
     # Shaped like the MANIFEST.yaml files Mastro's own tools write: hyphenated field names,
-    # quoted strings, empty collections and an offset timestamp with microseconds.
+    # quoted strings, empty collections and an offset timestamp with microseconds; and the
+    # time Mastro's crawler last found it, which the crawl stamps anew (crawled_at).
     text = """\
 published-on: 2021-05-31T17:58:46.335714+02:00
+last-discovered-at: 2021-06-01T08:00:00Z
 name: "clickstream"
 description: ""
 depends-on: [raw_clicks, sessions]

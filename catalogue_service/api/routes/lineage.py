@@ -149,8 +149,9 @@ async def post_lineage(
     summary="Replace a crawler's lineage edges into the assets it names",
     description="For crawlers of sources that know lineage themselves (origin `metastore`: a "
     "Hive Metastore's database -> table and location -> table links). Each named downstream "
-    "asset's upstreams of that origin become exactly the ids listed; an empty list removes "
-    "them. Kept apart from the assets' `depends_on`, so a manifest crawl never erases them. "
+    "asset's upstreams of that origin become exactly the ones listed; an empty list removes "
+    "them. Either end is an asset id or a name, as in `depends_on`. Kept apart from the "
+    "assets' `depends_on`, so a manifest crawl never erases them. "
     "Run events go to `POST /api/v1/lineage` instead.",
     responses=problems(400, 422),
 )
