@@ -272,9 +272,12 @@ class Tree:
             found = self._data_files[directory] = (files, _guessed_schema_file(files))
         return found
 
-    def first_data_file_below(self, directory: str) -> Entry | None:
+    def first_data_file_below(self, directory: str, data_format: str | None = None) -> Entry | None:
+        """The first file below ``directory`` a schema is read from: of ``data_format``
+        when given (an asset's declared or guessed one), else of each folder's guess."""
         for d in self.dirs_below(directory):
-            found = self.data_files(d)[1]
+            files, guessed = self.data_files(d)
+            found = guessed if data_format is None else _schema_candidate(files, data_format)
             if found:
                 return next(f for f in self.files_by_dir[d] if f.path == found)
         return None

@@ -76,12 +76,13 @@ def _relative(volume: Volume, location: Any) -> str | None:
     return location[len(root) :].strip("/")
 
 
-def _data_entry(tree: Any, rel: str) -> Entry | None:
+def _data_entry(tree: Any, rel: str, data_format: str | None) -> Entry | None:
     base = rel.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
         if f.path == rel:
             return f
-    found: Entry | None = tree.first_data_file_below(rel)
+    # The file the asset's schema was read from: of its format, not an old export beside it.
+    found: Entry | None = tree.first_data_file_below(rel, data_format)
     if found is None and _GLOB_CHAR.search(rel):
         found = _first_glob_match(tree, rel)
     return found
@@ -248,7 +249,7 @@ class ProfileStep:
             if doc.get("deleted"):
                 continue
             rel = _relative(self.volume, doc.get("location"))
-            entry = _data_entry(tree, rel) if rel is not None else None
+            entry = _data_entry(tree, rel, doc.get("format")) if rel is not None else None
             if entry is None or not entry.path.lower().endswith(PARQUET + CSV):
                 continue
             # Invalid ones are reported now.

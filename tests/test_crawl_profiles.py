@@ -400,3 +400,25 @@ def test_a_globbed_location_profiles_its_first_matching_file(
     profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{found}/profile").json()
     assert profile.get("status") == "done", profile
     assert profile["rows"] == 30 and [c["name"] for c in profile["columns"]] == ["store", "amount"]
+
+
+def test_a_folder_of_two_formats_is_profiled_from_a_file_of_its_format(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """The schema comes from a file of the asset's format; the profile took the folder's first
+    Parquet file whatever the format, so a CSV asset was profiled from an old export."""
+    volume = tmp_path / "lake"
+    (volume / "sales").mkdir(parents=True)
+    (volume / "sales/MANIFEST.yaml").write_text("name: csv_sales\ntype: dataset\nformat: csv\n")
+    (volume / "sales/data.csv").write_text("day,amount\n2026-01-01,1\n2026-01-02,2\n")
+    # Two old exports: a guess from the names alone says Parquet.
+    pq.write_table(sales(1, rows=40), volume / "sales/old_export.parquet")
+    pq.write_table(sales(2, rows=40), volume / "sales/older_export.parquet")
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = asset_id(catalogue_process.url, "csv_sales")
+    asset = httpx.get(f"{catalogue_process.url}/api/v1/assets/{found}").json()
+    assert [c["name"] for c in asset["schema"]] == ["day", "amount"], asset
+    profile = httpx.get(f"{metric_store.url}/api/v1/metrics/assets/{found}/profile").json()
+    assert profile.get("status") == "done", profile
+    assert profile["rows"] == 2 and [c["name"] for c in profile["columns"]] == ["day", "amount"]
