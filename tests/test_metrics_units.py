@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +270,45 @@ def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
     ]
     results = evaluate(checks, categories)
     assert [r["failing"] for r in results] == [["mars"], [50], [2], [50]], results
+
+
+def test_durations_times_and_intervals_are_profiled_with_the_rest(tmp_path: Path) -> None:
+    """Arrow has no min_max for durations nor an int64 cast for time32: one such column
+    failed the whole profile. Durations count their unit, times of day theirs since
+    midnight, intervals get counts only; the other columns are profiled as usual."""
+    rows = 1_000
+    seconds = [timedelta(seconds=i) if i % 10 else None for i in range(rows)]
+    times = [time(1, 2, i % 60) for i in range(rows)]
+    table = pa.table(
+        {
+            "gap_s": pa.array(seconds, pa.duration("s")),
+            "gap_us": pa.array(seconds, pa.duration("us")).dictionary_encode(),
+            "at_s": pa.array(times, pa.time32("s")),
+            "at_ms": pa.array(times, pa.time32("ms")),
+            "at_ns": pa.array(times, pa.time64("ns")),
+            "n": pa.array(range(rows), pa.int64()),
+        }
+    )
+    path = tmp_path / "times.parquet"
+    pq.write_table(table, path)
+    every = table.append_column(
+        "span", pa.array([(1, 2, 3)] * rows, pa.month_day_nano_interval())
+    )  # Parquet cannot hold an interval: only a table has one
+    for profile in (profile_parquet(path), profile_table(every)):
+        columns = {c["name"]: c for c in profile["columns"]}
+        for name, scale in (("gap_s", 1), ("gap_us", 10**6)):
+            gap = columns[name]
+            assert (gap["kind"], gap["count"], gap["nulls"]) == ("numeric", 900, 100), gap
+            assert (gap["min"], gap["max"]) == (scale, 999 * scale)
+            assert gap["mean"] == pytest.approx(500 * scale)
+        for name in ("at_s", "at_ms", "at_ns"):
+            at = columns[name]
+            assert (at["kind"], at["min"], at["max"]) == ("temporal", "01:02:00", "01:02:59"), at
+            assert at["distinct"] == 60 and at["quantiles"] is not None
+        assert columns["n"]["max"] == rows - 1 and "n" in profile["sketches"]
+        compare(profile, profile, p_value=P, psi_threshold=PSI_T)
+    span = {c["name"]: c for c in profile_table(every)["columns"]}["span"]
+    assert (span["kind"], span["count"], span["min"]) == ("other", rows, None)
 
 
 def test_dictionary_encoded_numbers_profile_as_their_values(tmp_path: Path) -> None:
