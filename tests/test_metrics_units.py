@@ -241,6 +241,39 @@ def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
     assert "missing" in results[9]["observed"]
 
 
+def test_range_checks_compare_integers_exactly() -> None:
+    """A range over int64 or uint64 values past 2**53 was cast to double: Arrow refused it
+    ("cannot evaluate") or rounded it. Each value is compared with the bound as Python does."""
+    big = 2**62
+    columns = {
+        "i64": pa.array([-(2**63), -big - 1, -1, 0, 2**53 + 1, big + 1, 2**63 - 1], pa.int64()),
+        "u64": pa.array([0, 1, 2**53 + 1, big, 2**63 + 1, 2**64 - 1], pa.uint64()),
+        "i8": pa.array([-128, -3, 0, 3, 127], pa.int8()),
+        "u8": pa.array([0, 1, 255, None], pa.uint8()),
+    }
+    bounds = [
+        (0.0, float(big)),
+        (-float(big), None),
+        (None, 2.0**63),
+        (-2.5, 2.5),
+        (2.0**53, 2.0**64),
+        (-1e30, 1e30),
+        (300.0, None),
+        (None, -300.0),
+        (float("-inf"), float("inf")),
+    ]
+    for name, column in columns.items():
+        held = [v for v in column.to_pylist() if v is not None]
+        for low, high in bounds:
+            check = Check(type="range", column=name, min=low, max=high)
+            [result] = evaluate([check], pa.table({name: column}))
+            outside = [
+                v for v in held if (low is not None and v < low) or (high is not None and v > high)
+            ]
+            assert result["observed"] == len(outside), (name, low, high, result)
+            assert result["failing"] == outside[:5] and result["passed"] is (not outside)
+
+
 def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
     # Cast unsafely, 1.5 became 1 and 300 became 44 in an int8 column: both passed.
     table = pa.table({"tier": pa.array([1, 2, 44], pa.int8()), "share": [0.5, 1.0, 1.5]})
