@@ -553,6 +553,7 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(
         (good, ("drivers:nosuch",), {}, 422, "'nosuch'"),
         (good, ("drivers@7:trips",), {}, 404, "no version 7"),
         (good, (f"drivers@{2**63}:trips",), {}, 422, f"1 to {2**63 - 1}"),
+        (good, ("drivers@²:trips",), {}, 422, f"1 to {2**63 - 1}"),  # was a 500
         (good, ("plain:x",), {}, 422, "not a feature table"),
         (good, ("drivers",), {}, 422, "not a reference"),
         (good, (), {}, 422, "features"),

@@ -403,6 +403,9 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        # "²".isdigit() holds but int() refuses it: was a 500
+        ({"features": ["cust@²:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
+        ({"features": ["cust@\u0661:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
         (
             {"features": [f"cust@{2**63}:spend"], "entities": {"customer_id": ["C1"]}},
             f"1 to {2**63 - 1}",
@@ -412,10 +415,11 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"feature_service": "svc", "entities": {"customer_id": ["C1"]}}, "feature services"),
     ]
     for body, words in cases:
-        response = http.post("/get-online-features", json=body)
-        assert 400 <= response.status_code < 500, (body, response.text)
-        assert response.headers["content-type"].startswith("application/problem+json")
-        assert words in response.text, (words, response.text)
+        for path in ("/get-online-features", "/api/v1/online-features"):
+            response = http.post(path, json=body)
+            assert 400 <= response.status_code < 500, (body, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert words in response.text, (words, response.text)
     response = http.post("/get-online-features", content=b"{not json")
     assert response.status_code == 400
 

@@ -73,7 +73,8 @@ def parse_references(features: Any) -> list[Wanted]:
         name, at, pin = head.partition("@")
         pinned = None
         if at and pin.lower() != "latest":  # Feast's set@latest:feature is the live version
-            if not pin.isdigit() or not 1 <= int(pin) <= MAX_VERSION:
+            # ASCII only: "²".isdigit() holds, but int() refuses it.
+            if not (pin.isascii() and pin.isdigit()) or not 1 <= int(pin) <= MAX_VERSION:
                 raise _field(
                     f"features[{index}]",
                     f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}, or latest",
