@@ -178,6 +178,8 @@ def test_hostile_values_never_crash_a_profile() -> None:
             "big_int": pa.array([2**63 - 1, -(2**63)] * (rows // 2)),
             "dec": pa.array([1] * rows, pa.decimal128(38, 2)),
             "ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * rows),
+            # past datetime's year 9999 (a feature table may hold it): failed the profile
+            "far": pa.array([-(10**18), 10**18] * (rows // 2), pa.timestamp("us", "UTC")),
             "dt": pa.array([datetime(2024, 1, 1).date()] * rows),
             "flag": pa.array([True, False, None] * (rows // 3)),
             "dict": pa.array(["a", "b"] * (rows // 2)).dictionary_encode(),
@@ -194,6 +196,7 @@ def test_hostile_values_never_crash_a_profile() -> None:
     assert all(len(t["value"]) <= 201 for t in columns["many"]["top"])
     assert columns["nested"]["kind"] == "other" and columns["nested"]["count"] == rows
     assert columns["ts"]["min"].startswith("2024-01-01")
+    assert (columns["far"]["min"], columns["far"]["max"]) == (-(10**18), 10**18)
     assert columns["flag"]["top"] == [
         {"value": "false", "count": rows // 3},
         {"value": "true", "count": rows // 3},

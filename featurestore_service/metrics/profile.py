@@ -98,9 +98,11 @@ class ColumnProfiler:
 
     def _numbers(self, column: pa.Array | pa.ChunkedArray) -> None:
         if self.kind == "temporal":
+            # Bounds kept as numbers and shown as times in result(): a time Python's datetime
+            # cannot hold (a feature table may hold any microsecond timestamp) would raise here.
+            column = _as_int64(column)
             low_high = pc.min_max(column)
             self._extend(low_high["min"].as_py(), low_high["max"].as_py())
-            column = _as_int64(column)
         values = pc.cast(column.drop_null(), pa.float64(), safe=False)
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
@@ -173,6 +175,17 @@ class ColumnProfiler:
         # Nested and binary values: counts only; distinct over their text form is not worth it.
         return
 
+    def _shown_bound(self, value: Any) -> Any:
+        """A temporal column's min or max as its date or time; the number of its unit when
+        Python's datetime cannot hold it (past year 9999)."""
+        if self.kind != "temporal" or value is None:
+            return value
+        storage = pa.int32() if self.dtype.bit_width == 32 else pa.int64()
+        try:
+            return pa.array([value], storage).view(self.dtype)[0].as_py()
+        except (OverflowError, ValueError):
+            return value
+
     def result(self) -> tuple[dict[str, Any], str | None]:
         count = self.rows - self.nulls
         out: dict[str, Any] = {
@@ -186,8 +199,8 @@ class ColumnProfiler:
             "distinct": None if self.kind == "other" else min(self.hll.estimate(), count),
             "nan": self.nan,
             "infinite": self.infinite,
-            "min": _json_value(self.low),
-            "max": _json_value(self.high),
+            "min": _json_value(self._shown_bound(self.low)),
+            "max": _json_value(self._shown_bound(self.high)),
             "mean": None,
             "stddev": None,
             "quantiles": None,
