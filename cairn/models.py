@@ -1113,8 +1113,11 @@ def to_mastro_name(name: str) -> str:
 FeatureSetKind = Literal["values", "table"]
 
 MAX_ENTITIES = 16
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+# ASCII digits only (re.ASCII): \d also matches "²", which int() refuses.
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+_ISO_DURATION = re.compile(
+    r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$", re.ASCII
+)
 _DURATION_UNITS = (7 * 86400, 86400, 3600, 60, 1)
 
 
@@ -1128,7 +1131,7 @@ def parse_duration(value: Any) -> int | None:
         seconds = value
     else:
         text = str(value).strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²".isdigit() holds, but int() refuses it
             seconds = int(text)
         else:
             found = _DURATION.match(text.lower()) or _ISO_DURATION.match(text.upper())

@@ -463,6 +463,11 @@ _TWENTY_DIGITS = b"0" * 20
 _BEFORE_A_NUMBER = frozenset(b"[:, \t\r\n")
 
 
+# Both parsers stop at some depth (orjson at 1024 levels, the standard library where Python's
+# recursion limit falls): the reason given either way, as a parser's own words name no fix.
+_TOO_DEEP = "the body nests arrays or objects too deeply (hundreds of levels); send flatter JSON"
+
+
 def parse_json(raw: bytes) -> Any:
     """``raw`` parsed with orjson, which refuses lone surrogates and invalid UTF-8 outright.
 
@@ -472,6 +477,8 @@ def parse_json(raw: bytes) -> Any:
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in exc.msg:
+            raise BadRequest(f"The request body is not valid JSON: {_TOO_DEEP}.") from exc
         if any(marker in exc.msg for marker in _UNICODE_ERRORS):
             raise InvalidRequest(
                 f"The request body holds text that is not valid Unicode ({exc}); send UTF-8 "
@@ -483,7 +490,10 @@ def parse_json(raw: bytes) -> Any:
         # orjson reads an integer beyond 64 bits as a float, silently rounding it; the standard
         # library keeps it exact, so validation refuses it with its field, as on the routes
         # FastAPI parses. Only bodies with such a number pay for the second parse.
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except RecursionError as exc:  # shallower than orjson's limit, deeper than Python's
+            raise BadRequest(f"The request body is not valid JSON: {_TOO_DEEP}.") from exc
     return parsed
 
 
@@ -535,12 +545,7 @@ class _UnicodeCheckedRequest(Request):
             except RecursionError as exc:
                 # FastAPI would answer "There was an error parsing the body", which says
                 # nothing about what to change.
-                raise json.JSONDecodeError(
-                    "the body nests arrays or objects too deeply (hundreds of levels); "
-                    "send flatter JSON",
-                    "",
-                    0,
-                ) from exc
+                raise json.JSONDecodeError(_TOO_DEEP, "", 0) from exc
         return self._json
 
 

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     profiler = ProfileWorker(service, metric_store, settings)
     service.before_table = profiler.check_before_write
     service.before_values = profiler.check_values
+    service.after_commit = profiler.keep_checks
     service.asset_tags = profiler.catalogue_tags
     profiler.on_flags = registrar.register_now
     if settings.metrics_profiling:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from cairn.errors import Conflict, NotFound
+from cairn.errors import Conflict, NotFound, Unavailable
 from cairn.models import (
     Check,
     ColumnChange,
@@ -150,6 +150,9 @@ class FeatureStore:
         self.before_table: BeforeWrite[Path] | None = None
         # The same for a set of named values, held to the checks as a one-row table.
         self.before_values: BeforeWrite[list[dict[str, Any]]] | None = None
+        # Awaited with a set's name and the checks its write declared once the version is
+        # committed (the metric store keeps them as the set's); never for a refused write.
+        self.after_commit: Callable[[str, list[Check] | None], Awaitable[None]] | None = None
         # Extra catalogue tags of a set (the metric store's "drifted", "checks-failed").
         self.asset_tags: Callable[[str], Awaitable[list[str]]] | None = None
 
@@ -157,6 +160,8 @@ class FeatureStore:
 
     async def create(self, write: FeatureSetWrite) -> StoredVersion:
         features = [f.model_dump(mode="json") for f in write.features]
+        if write.version is not None:
+            await self._check_expected(write.name, write.version)  # 409 before checks run
         if self.before_values is not None:
             await self.before_values(write.name, features, write.checks)
         payload = orjson.dumps(features)
@@ -168,7 +173,7 @@ class FeatureStore:
             search_text=" ".join(f.name for f in write.features),
             expected_version=write.version,
         )
-        return await self._commit(new)
+        return await self._commit(new, write.checks)
 
     async def create_table(
         self,
@@ -214,7 +219,7 @@ class FeatureStore:
                 expected_version=meta.version,
             )
             try:
-                return await self._commit(new)
+                return await self._commit(new, meta.checks)
             except BaseException:
                 if not await self._surely_not_stored(meta.name, info.sha256):
                     blob.keep()
@@ -255,12 +260,24 @@ class FeatureStore:
         except ValidationError as exc:
             raise invalid_request(exc) from None
 
-    async def _commit(self, new: NewVersion) -> StoredVersion:
+    async def _commit(self, new: NewVersion, checks: list[Check] | None) -> StoredVersion:
         stored = await self.store.create(new, datetime.now(UTC))
-        self.cache.drop(new.name)
-        self.on_write()
-        self.on_change(new.name)
-        self.on_version(stored)
+        try:
+            # Before on_version: the version's profile reads the checks it declared.
+            if self.after_commit is not None:
+                await self.after_commit(new.name, checks)
+        except Exception as exc:
+            # The version is stored: say so, or a client would send it again as a new one.
+            raise Unavailable(
+                f"Version {stored.version} of {new.name!r} was stored, but the checks it "
+                f"declared were not kept ({exc}); PUT /api/v1/featuresets/{new.name}/checks "
+                "to declare them, rather than sending the version again."
+            ) from exc
+        finally:
+            self.cache.drop(new.name)
+            self.on_write()
+            self.on_change(new.name)
+            self.on_version(stored)
         return stored
 
     async def _check_expected(self, name: str, expected: int) -> None:

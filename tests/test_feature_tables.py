@@ -55,6 +55,10 @@ def test_spec_parses_durations() -> None:
     assert spec.ttl == 1800
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
+    # Digits int() refuses ("²" passes str.isdigit) or other scripts' digits: not durations.
+    for text in ("²", "1²d", "\u0663", "P\u0663D"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(text)
 
 
 def test_declared_stored_and_inherited(fs: httpx.Client) -> None:  # noqa: F811

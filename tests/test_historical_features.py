@@ -262,6 +262,45 @@ def test_entity_times_past_the_tables_unit_compare_as_later_or_earlier(
         assert answer.column("value").to_pylist() == expected, kind
 
 
+@pytest.mark.parametrize("table_unit", ["s", "ms", "us"])
+def test_a_ttl_counts_from_the_entity_time_finer_than_the_tables_unit(
+    table_unit: str, tmp_path: Path
+) -> None:
+    """An entity time between two ticks of the table's unit was floored before the ttl was
+    taken off: a row a tick's fraction older than the ttl was still served."""
+    table_path = tmp_path / "table.parquet"
+    frame_path = tmp_path / "frame.parquet"
+    pq.write_table(
+        pa.table({"k": [1], "ts": pa.array([BASE], pa.timestamp(table_unit)), "value": [1.0]}),
+        table_path,
+    )
+    table = FeatureTable(
+        name="t",
+        version=1,
+        path=table_path,
+        sha256=f"{table_path}-{table_unit}",
+        entities=("k",),
+        timestamp="ts",
+        created_timestamp=None,
+        ttl=1,
+        features=("value",),
+        output_names=("value",),
+    )
+    ttl = 10**9  # one second, in nanoseconds
+    ns = int(BASE.timestamp()) * 10**9
+    for frame_unit, tick in (("ms", 10**6), ("us", 1000), ("ns", 1)):
+        if UNITS.index(frame_unit) <= UNITS.index(table_unit):
+            continue  # not finer than the table's unit
+        # Just inside, exactly at, and one tick of the frame's unit past the ttl.
+        offsets = [ttl - tick, ttl, ttl + tick, ttl + 500 * tick]
+        times = pa.array([ns + o for o in offsets], pa.int64()).cast(pa.timestamp("ns"))
+        times = times.cast(pa.timestamp(frame_unit))
+        pq.write_table(pa.table({"k": [1] * len(offsets), "event_timestamp": times}), frame_path)
+        frame = EntityFrame(frame_path, "parquet")
+        answer = SortedSearchStore().get_historical_features(frame, [table]).to_arrow()
+        assert answer.column("value").to_pylist() == [1.0, 1.0, None, None], frame_unit
+
+
 # --- the API -----------------------------------------------------------------------------------
 
 
@@ -553,6 +592,7 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(
         (good, ("drivers:nosuch",), {}, 422, "'nosuch'"),
         (good, ("drivers@7:trips",), {}, 404, "no version 7"),
         (good, (f"drivers@{2**63}:trips",), {}, 422, f"1 to {2**63 - 1}"),
+        (good, ("drivers@²:trips",), {}, 422, f"1 to {2**63 - 1}"),  # was a 500
         (good, ("plain:x",), {}, 422, "not a feature table"),
         (good, ("drivers",), {}, 422, "not a reference"),
         (good, (), {}, 422, "features"),

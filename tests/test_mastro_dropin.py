@@ -297,6 +297,7 @@ def test_feature_sets_by_query_labels_and_by_id(fs: httpx.Client) -> None:
     assert fs.get("/featureset/id/s@1").json()["name"] == "s"
     assert fs.get("/featureset/id/s@9").status_code == 404
     assert fs.get("/featureset/id/s@x").status_code == 400
+    assert fs.get("/featureset/id/s@²").status_code == 400  # "²".isdigit(): was a 500
     # Past a 64-bit version number: no store holds it, so it is named, not looked up.
     too_big = fs.get(f"/featureset/id/s@{2**63}")
     assert too_big.status_code == 400 and str(2**63 - 1) in too_big.json()["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -571,6 +572,36 @@ def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
     words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
     odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
     assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text
+
+
+def test_a_refused_write_leaves_the_sets_checks_as_they_were(fs: httpx.Client) -> None:
+    """Checks a write declares become the set's only when its version is committed: a write
+    refused for a stale version (409), or beaten by a concurrent one, keeps none of its own."""
+    bounded = [{"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "reject"}]
+    first = fs.post(
+        "/featuresets", json=values("held", ("threshold", "float", 0.4), checks=bounded)
+    )
+    assert first.status_code == 201, first.text
+    loose = [{**bounded[0], "max": 0.1, "on_fail": "warn"}]
+    stale = values("held", ("threshold", "float", 0.5), version=1, checks=loose)
+    refused = fs.post("/featuresets", json=stale)
+    assert refused.status_code == 409, refused.text
+    assert fs.get("/featuresets/held/checks").json()["checks"] == bounded
+    high = fs.post("/featuresets", json=values("held", ("threshold", "float", 5)))
+    assert high.status_code == 422 and "range(threshold)" in high.text, high.text
+
+    # Two writes racing for version 2 of a set: the set keeps the winner's checks.
+    for round_ in range(5):
+        name = f"raced{round_}"
+        assert fs.post("/featuresets", json=values(name, ("x", "int", 1))).status_code == 201
+        own = [[{"type": "row_count", "min": i, "name": f"w{i}"}] for i in range(4)]
+        bodies = [values(name, ("x", "int", 1), version=2, checks=c) for c in own]
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda b: fs.post("/featuresets", json=b), bodies))
+        assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], answers
+        winner = next(c for c, a in zip(own, answers, strict=True) if a.status_code == 201)
+        kept = fs.get(f"/featuresets/{name}/checks").json()["checks"]
+        assert [c["name"] for c in kept] == [winner[0]["name"]]
 
 
 def test_checks_that_can_never_pass_are_refused_where_declared(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,8 @@ def test_hostile_values_never_crash_a_profile() -> None:
             "big_int": pa.array([2**63 - 1, -(2**63)] * (rows // 2)),
             "dec": pa.array([1] * rows, pa.decimal128(38, 2)),
             "ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * rows),
+            # past datetime's year 9999 (a feature table may hold it): failed the profile
+            "far": pa.array([-(10**18), 10**18] * (rows // 2), pa.timestamp("us", "UTC")),
             "dt": pa.array([datetime(2024, 1, 1).date()] * rows),
             "flag": pa.array([True, False, None] * (rows // 3)),
             "dict": pa.array(["a", "b"] * (rows // 2)).dictionary_encode(),
@@ -194,6 +196,7 @@ def test_hostile_values_never_crash_a_profile() -> None:
     assert all(len(t["value"]) <= 201 for t in columns["many"]["top"])
     assert columns["nested"]["kind"] == "other" and columns["nested"]["count"] == rows
     assert columns["ts"]["min"].startswith("2024-01-01")
+    assert (columns["far"]["min"], columns["far"]["max"]) == (-(10**18), 10**18)
     assert columns["flag"]["top"] == [
         {"value": "false", "count": rows // 3},
         {"value": "true", "count": rows // 3},
@@ -241,6 +244,39 @@ def test_checks_pass_and_fail_as_declared(tmp_path: Path) -> None:
     assert "missing" in results[9]["observed"]
 
 
+def test_range_checks_compare_integers_exactly() -> None:
+    """A range over int64 or uint64 values past 2**53 was cast to double: Arrow refused it
+    ("cannot evaluate") or rounded it. Each value is compared with the bound as Python does."""
+    big = 2**62
+    columns = {
+        "i64": pa.array([-(2**63), -big - 1, -1, 0, 2**53 + 1, big + 1, 2**63 - 1], pa.int64()),
+        "u64": pa.array([0, 1, 2**53 + 1, big, 2**63 + 1, 2**64 - 1], pa.uint64()),
+        "i8": pa.array([-128, -3, 0, 3, 127], pa.int8()),
+        "u8": pa.array([0, 1, 255, None], pa.uint8()),
+    }
+    bounds = [
+        (0.0, float(big)),
+        (-float(big), None),
+        (None, 2.0**63),
+        (-2.5, 2.5),
+        (2.0**53, 2.0**64),
+        (-1e30, 1e30),
+        (300.0, None),
+        (None, -300.0),
+        (float("-inf"), float("inf")),
+    ]
+    for name, column in columns.items():
+        held = [v for v in column.to_pylist() if v is not None]
+        for low, high in bounds:
+            check = Check(type="range", column=name, min=low, max=high)
+            [result] = evaluate([check], pa.table({name: column}))
+            outside = [
+                v for v in held if (low is not None and v < low) or (high is not None and v > high)
+            ]
+            assert result["observed"] == len(outside), (name, low, high, result)
+            assert result["failing"] == outside[:5] and result["passed"] is (not outside)
+
+
 def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
     # Cast unsafely, 1.5 became 1 and 300 became 44 in an int8 column: both passed.
     table = pa.table({"tier": pa.array([1, 2, 44], pa.int8()), "share": [0.5, 1.0, 1.5]})
@@ -270,6 +306,45 @@ def test_allowed_values_the_column_cannot_hold_match_nothing() -> None:
     ]
     results = evaluate(checks, categories)
     assert [r["failing"] for r in results] == [["mars"], [50], [2], [50]], results
+
+
+def test_durations_times_and_intervals_are_profiled_with_the_rest(tmp_path: Path) -> None:
+    """Arrow has no min_max for durations nor an int64 cast for time32: one such column
+    failed the whole profile. Durations count their unit, times of day theirs since
+    midnight, intervals get counts only; the other columns are profiled as usual."""
+    rows = 1_000
+    seconds = [timedelta(seconds=i) if i % 10 else None for i in range(rows)]
+    times = [time(1, 2, i % 60) for i in range(rows)]
+    table = pa.table(
+        {
+            "gap_s": pa.array(seconds, pa.duration("s")),
+            "gap_us": pa.array(seconds, pa.duration("us")).dictionary_encode(),
+            "at_s": pa.array(times, pa.time32("s")),
+            "at_ms": pa.array(times, pa.time32("ms")),
+            "at_ns": pa.array(times, pa.time64("ns")),
+            "n": pa.array(range(rows), pa.int64()),
+        }
+    )
+    path = tmp_path / "times.parquet"
+    pq.write_table(table, path)
+    every = table.append_column(
+        "span", pa.array([(1, 2, 3)] * rows, pa.month_day_nano_interval())
+    )  # Parquet cannot hold an interval: only a table has one
+    for profile in (profile_parquet(path), profile_table(every)):
+        columns = {c["name"]: c for c in profile["columns"]}
+        for name, scale in (("gap_s", 1), ("gap_us", 10**6)):
+            gap = columns[name]
+            assert (gap["kind"], gap["count"], gap["nulls"]) == ("numeric", 900, 100), gap
+            assert (gap["min"], gap["max"]) == (scale, 999 * scale)
+            assert gap["mean"] == pytest.approx(500 * scale)
+        for name in ("at_s", "at_ms", "at_ns"):
+            at = columns[name]
+            assert (at["kind"], at["min"], at["max"]) == ("temporal", "01:02:00", "01:02:59"), at
+            assert at["distinct"] == 60 and at["quantiles"] is not None
+        assert columns["n"]["max"] == rows - 1 and "n" in profile["sketches"]
+        compare(profile, profile, p_value=P, psi_threshold=PSI_T)
+    span = {c["name"]: c for c in profile_table(every)["columns"]}["span"]
+    assert (span["kind"], span["count"], span["min"]) == ("other", rows, None)
 
 
 def test_dictionary_encoded_numbers_profile_as_their_values(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 from cairn.client import AsyncFeatureStoreClient, FeatureStoreClient
 from cairn.settings import Settings
 from featurestore_service.app import create_app
+from featurestore_service.online.serving import rfc3339
 from tests.conftest import (
     ProcessServer,
     ThreadServer,
@@ -34,6 +35,7 @@ from tests.test_featurestore_api import parquet_bytes, upload
 from tests.test_metrics_api import profiled
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+MICRO = timedelta(microseconds=1)
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 
 
@@ -305,6 +307,42 @@ def test_nanosecond_times_order_online_as_in_training_sets(http: httpx.Client) -
     )
 
 
+def test_event_timestamps_are_rfc3339_in_every_year(http: httpx.Client) -> None:
+    """The year has four digits (a row from year 500 was served as "500-01-01T00:00:00Z");
+    a year no RFC 3339 text holds is written signed and six digits wide (ISO 8601's years,
+    0 being 1 BC, as in Arrow)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    ancient = datetime(500, 1, 1, tzinfo=UTC) - epoch
+    first = datetime(1, 1, 1, 0, 0, 0, 5, tzinfo=UTC) - epoch
+    stamps = [ancient // MICRO, first // MICRO, first // MICRO - 6, 10**18, -(10**18)]
+    table = pa.table(
+        {
+            "k": pa.array(range(len(stamps)), pa.int64()),
+            "ts": pa.array(stamps, pa.timestamp("us", "UTC")),
+            "v": range(len(stamps)),
+        }
+    )
+    wait_online(http, "ages", put_table(http, "ages", table, entities="k", timestamp="ts"))
+    body = {"features": ["ages:v"], "entities": {"k": list(range(len(stamps)))}}
+    for path in ("/get-online-features", "/api/v1/online-features"):
+        got = columns(lookup(http, body, path))["v"]
+        assert got["values"] == list(range(len(stamps)))
+        assert got["event_timestamps"] == [
+            "0500-01-01T00:00:00Z",
+            "0001-01-01T00:00:00.000005Z",
+            "0000-12-31T23:59:59.999999Z",
+            "+033658-09-27T01:46:40Z",
+            "-029719-04-05T22:13:20Z",
+        ]
+    # Within Python's datetimes, the text is the time isoformat gives.
+    low, high = (datetime(y, 1, 1, tzinfo=UTC) - epoch for y in (1, 9999))
+    for micros in np.random.default_rng(5).integers(low // MICRO, high // MICRO, 2000):
+        moment = epoch + int(micros) * MICRO
+        text = rfc3339(int(micros))
+        assert datetime.fromisoformat(text) == moment, text
+        assert text[:19] == moment.isoformat()[:19], text
+
+
 def test_tables_sharing_an_entity_are_joined_and_composite_keys_work(http: httpx.Client) -> None:
     spend = put_customers(http, "spend", [("C1", NOW, 5.0, 1), ("C2", NOW, 6.0, 2)])
     profile = pa.table(
@@ -403,6 +441,9 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
         ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        # "²".isdigit() holds but int() refuses it: was a 500
+        ({"features": ["cust@²:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
+        ({"features": ["cust@\u0661:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
         (
             {"features": [f"cust@{2**63}:spend"], "entities": {"customer_id": ["C1"]}},
             f"1 to {2**63 - 1}",
@@ -412,10 +453,11 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"feature_service": "svc", "entities": {"customer_id": ["C1"]}}, "feature services"),
     ]
     for body, words in cases:
-        response = http.post("/get-online-features", json=body)
-        assert 400 <= response.status_code < 500, (body, response.text)
-        assert response.headers["content-type"].startswith("application/problem+json")
-        assert words in response.text, (words, response.text)
+        for path in ("/get-online-features", "/api/v1/online-features"):
+            response = http.post(path, json=body)
+            assert 400 <= response.status_code < 500, (body, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert words in response.text, (words, response.text)
     response = http.post("/get-online-features", content=b"{not json")
     assert response.status_code == 400
 

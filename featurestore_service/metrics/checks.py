@@ -8,6 +8,7 @@ names is read, one at a time, so memory is one column whatever the table's width
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +109,30 @@ def _allowed(allowed: list[Any], values: pa.ChunkedArray) -> pa.Array:
     return pa.concat_arrays(held) if held else pa.array([], values.type)
 
 
+def _integers_outside(values: pa.ChunkedArray, low: float | None, high: float | None) -> Any:
+    """Which integers lie outside [low, high], compared exactly. Arrow compares an integer
+    column with a float bound by casting the column to double, which rounds past 2**53 and
+    refuses int64 and uint64 values beyond it; the bounds are brought to the column's type
+    instead (an integer is below ``low`` exactly when it is below ``ceil(low)``)."""
+    signed = pa.types.is_signed_integer(values.type)
+    bits = values.type.bit_width
+    smallest = -(1 << (bits - 1)) if signed else 0
+    largest = (1 << (bits - signed)) - 1
+    mask: Any = pa.array([False] * len(values))
+    # A bound past the type's range holds every value, or none (an infinite one too).
+    if low is not None and low > smallest:
+        below = pc.less(values, pa.scalar(math.ceil(low), values.type)) if low <= largest else True
+        mask = pc.or_(mask, below)
+    if high is not None and high < largest:
+        above = (
+            pc.greater(values, pa.scalar(math.floor(high), values.type))
+            if high >= smallest
+            else True
+        )
+        mask = pc.or_(mask, above)
+    return mask
+
+
 def _run(
     check: Check, rows: int, column: pa.ChunkedArray | None, now: datetime
 ) -> tuple[bool, Any, list[Any]]:
@@ -129,14 +154,16 @@ def _run(
         return len(repeated) == 0, len(repeated), _sample(repeated.field("values"))
     if check.type == "range":
         values = column.drop_null()
-        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
-            values = pc.cast(values, pa.float64())
-        outside = pc.is_nan(values) if pa.types.is_floating(values.type) else None
-        mask = pa.array([False] * len(values)) if outside is None else outside
-        if check.min is not None:
-            mask = pc.or_(mask, pc.less(values, check.min))
-        if check.max is not None:
-            mask = pc.or_(mask, pc.greater(values, check.max))
+        if pa.types.is_integer(values.type):
+            mask = _integers_outside(values, check.min, check.max)
+        else:
+            if not pa.types.is_floating(values.type):
+                values = pc.cast(values, pa.float64())
+            mask = pc.is_nan(values)
+            if check.min is not None:
+                mask = pc.or_(mask, pc.less(values, check.min))
+            if check.max is not None:
+                mask = pc.or_(mask, pc.greater(values, check.max))
         bad = values.filter(mask)
         return len(bad) == 0, len(bad), _sample(bad)
     if check.type == "allowed_values":

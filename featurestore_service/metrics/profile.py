@@ -3,8 +3,10 @@
 Per column: rows, nulls, NaN and infinities, distinct (HyperLogLog, ``hll``), min/max/mean/
 stddev over finite values, quantiles and a histogram (a KLL sketch from Apache DataSketches,
 whose serialised form is kept so drift can compare whole distributions later), and the most
-frequent values of string and boolean columns. Memory is bounded per column whatever the row
-count: the sketches are fixed-size and the frequency table is pruned (``TOP_KEEP``).
+frequent values of string and boolean columns. A duration is a number of its unit, a time of
+day a number of its unit since midnight (its min and max shown as times); an interval, which
+has no order, gets counts only. Memory is bounded per column whatever the row count: the
+sketches are fixed-size and the frequency table is pruned (``TOP_KEEP``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def kind_of(dtype: pa.DataType) -> str:
         return "boolean"
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
         return "numeric"
+    if pa.types.is_duration(dtype):
+        return "numeric"  # a length of time: profiled as its count of the type's unit
+    if pa.types.is_interval(dtype):
+        return "other"  # months, days and nanoseconds apart: neither ordered nor one number
     if pa.types.is_temporal(dtype):
         return "temporal"
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
@@ -81,6 +87,8 @@ class ColumnProfiler:
         self.nulls += column.null_count
         if pa.types.is_dictionary(column.type) and self.kind != "other":
             column = column.cast(column.type.value_type)
+        if pa.types.is_duration(column.type):
+            column = pc.cast(column, pa.int64())  # Arrow has no min_max for durations
         if self.kind in ("numeric", "temporal"):
             self._numbers(column)
         elif self.kind in ("string", "boolean"):
@@ -90,9 +98,11 @@ class ColumnProfiler:
 
     def _numbers(self, column: pa.Array | pa.ChunkedArray) -> None:
         if self.kind == "temporal":
+            # Bounds kept as numbers and shown as times in result(): a time Python's datetime
+            # cannot hold (a feature table may hold any microsecond timestamp) would raise here.
+            column = _as_int64(column)
             low_high = pc.min_max(column)
             self._extend(low_high["min"].as_py(), low_high["max"].as_py())
-            column = _as_int64(column)
         values = pc.cast(column.drop_null(), pa.float64(), safe=False)
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
@@ -165,6 +175,17 @@ class ColumnProfiler:
         # Nested and binary values: counts only; distinct over their text form is not worth it.
         return
 
+    def _shown_bound(self, value: Any) -> Any:
+        """A temporal column's min or max as its date or time; the number of its unit when
+        Python's datetime cannot hold it (past year 9999)."""
+        if self.kind != "temporal" or value is None:
+            return value
+        storage = pa.int32() if self.dtype.bit_width == 32 else pa.int64()
+        try:
+            return pa.array([value], storage).view(self.dtype)[0].as_py()
+        except (OverflowError, ValueError):
+            return value
+
     def result(self) -> tuple[dict[str, Any], str | None]:
         count = self.rows - self.nulls
         out: dict[str, Any] = {
@@ -178,8 +199,8 @@ class ColumnProfiler:
             "distinct": None if self.kind == "other" else min(self.hll.estimate(), count),
             "nan": self.nan,
             "infinite": self.infinite,
-            "min": _json_value(self.low),
-            "max": _json_value(self.high),
+            "min": _json_value(self._shown_bound(self.low)),
+            "max": _json_value(self._shown_bound(self.high)),
             "mean": None,
             "stddev": None,
             "quantiles": None,
@@ -269,7 +290,8 @@ def histogram(kll: kll_doubles_sketch, bins: int = HISTOGRAM_BINS) -> dict[str, 
 
 def _as_int64(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     dtype = column.type
-    if pa.types.is_date32(dtype):
+    if pa.types.is_date32(dtype) or pa.types.is_time32(dtype):
+        # Arrow casts these to their own 32-bit width only.
         return pc.cast(column, pa.int32()).cast(pa.int64())
     if pa.types.is_timestamp(dtype) or pa.types.is_date64(dtype):
         return (

@@ -204,11 +204,9 @@ class ProfileWorker:
         self, name: str, path: Path, checks: list[Check] | None = None
     ) -> None:
         """Refuses a table that fails a check declared with ``on_fail: reject`` (422): the
-        checks its write declared, else the set's. Checks a write declared then become the
-        set's, so its profile and later versions are held to them too."""
+        checks its write declared, else the set's."""
         declared = await self._declared(name, checks)
         await self._refuse(name, [c for c in declared if c.on_fail == "reject"], path)
-        await self._keep(name, checks)
 
     async def check_values(
         self, name: str, features: list[dict[str, Any]], checks: list[Check] | None = None
@@ -218,7 +216,6 @@ class ProfileWorker:
         rejecting = [c for c in await self._declared(name, checks) if c.on_fail == "reject"]
         if rejecting:
             await self._refuse(name, rejecting, values_table(features))
-        await self._keep(name, checks)
 
     async def _declared(self, name: str, checks: list[Check] | None) -> list[Check]:
         if checks is not None:
@@ -226,7 +223,10 @@ class ProfileWorker:
         stored = await self.store.get_checks(subject_of(name))
         return [StoredCheck.model_validate(c) for c in stored]
 
-    async def _keep(self, name: str, checks: list[Check] | None) -> None:
+    async def keep_checks(self, name: str, checks: list[Check] | None) -> None:
+        """Checks a committed write declared become the set's, so its profile and later
+        versions are held to them too. Called only after the commit: a write refused later
+        (a stale version, a store error) must leave the set's checks as they were."""
         if checks is not None:
             await self.store.put_checks(
                 subject_of(name), [c.model_dump(mode="json", exclude_none=True) for c in checks]

@@ -42,8 +42,15 @@ def _field(field: str, message: str) -> InvalidRequest:
 
 
 def rfc3339(micros: int) -> str:
+    """Microseconds since 1970 as RFC 3339 text. Its year has four digits (``%Y`` wrote
+    "500"); a year past 0-9999, which a feature table may hold (its microseconds span
+    292,000 years either side of 1970), has no RFC 3339 form and is written as ISO 8601's
+    expanded year, signed and six digits wide, as JavaScript's Date writes it."""
     seconds, fraction = divmod(micros, 1_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    moment = time.gmtime(seconds)
+    year = moment.tm_year
+    text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+07d}"
+    text += time.strftime("-%m-%dT%H:%M:%S", moment)
     return f"{text}.{fraction:06d}Z" if fraction else f"{text}Z"
 
 
@@ -73,7 +80,8 @@ def parse_references(features: Any) -> list[Wanted]:
         name, at, pin = head.partition("@")
         pinned = None
         if at and pin.lower() != "latest":  # Feast's set@latest:feature is the live version
-            if not pin.isdigit() or not 1 <= int(pin) <= MAX_VERSION:
+            # ASCII only: "²".isdigit() holds, but int() refuses it.
+            if not (pin.isascii() and pin.isdigit()) or not 1 <= int(pin) <= MAX_VERSION:
                 raise _field(
                     f"features[{index}]",
                     f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}, or latest",

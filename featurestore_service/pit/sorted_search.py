@@ -15,7 +15,8 @@ entity row exactly when it sorts at or below it under the same code. K and T are
 table's row count, so the number fits in 64 bits for any table below three billion rows.
 
 Times are compared in the table's own unit. A finer entity time is floored to that unit, which
-changes no comparison because every table time is a whole number of units.
+changes no comparison because every table time is a whole number of units; its ttl cutoff is
+counted from the next whole unit instead (``ttl_cutoffs``), as the floor would make it younger.
 """
 
 from __future__ import annotations
@@ -129,6 +130,13 @@ def ttl_cutoffs(array: pa.Array, times: np.ndarray, unit: str, ttl: int) -> np.n
     span = ttl * UNITS_PER_SECOND[unit] + 1
     if span >= 2**64:
         return np.full(len(times), INT64_MIN, dtype=np.int64)
+    values, valid, factor, divisor = _counts(array, unit)
+    if divisor > 1:
+        # A time between two ticks of ``unit`` was floored to the earlier one: from there a
+        # row ttl old by the tick is ttl and a fraction old by the time itself. Counted from
+        # the next tick (the ceiling), a row's whole-unit time is within the ttl exactly when
+        # it is. The floor of a finer time is far from INT64_MAX: adding 1 cannot overflow.
+        times = times + (valid & (values % divisor != 0))
     # As unsigned offsets from INT64_MIN both ends fit, and the floor stops at INT64_MIN.
     offsets = times.view(np.uint64) ^ _SIGN
     step = np.uint64(span)
@@ -137,7 +145,6 @@ def ttl_cutoffs(array: pa.Array, times: np.ndarray, unit: str, ttl: int) -> np.n
     if not len(held):
         return cutoffs
     # Times held at INT64_MAX may have been later still: their cutoffs from their own counts.
-    values, _, factor, divisor = _counts(array, unit)
     for row in held:
         exact = int(values[row]) * factor // divisor - span
         cutoffs[row] = min(max(exact, INT64_MIN), INT64_MAX)

@@ -109,7 +109,7 @@ async def by_id(featureset_id: str, service: FeatureStoreDep) -> Response:
     name, sep, number = featureset_id.rpartition("@")
     if not sep:
         stored = await service.latest(from_mastro_name(featureset_id))
-    elif not number.isdigit() or int(number) > MAX_VERSION:
+    elif not (number.isascii() and number.isdigit()) or int(number) > MAX_VERSION:
         raise BadRequest(
             f"invalid feature set id {featureset_id!r}: write <name>@<version number> (1 to "
             f"{MAX_VERSION}), or the bare name for the latest version"
