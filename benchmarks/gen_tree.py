@@ -17,7 +17,11 @@ matches:
 Volume layout: three levels of folders, ``zNN/dNN/<asset name>/``, one manifest per leaf folder
 (``MANIFEST.yaml``, or ``<name>.cairn.yaml`` for one in ten), one data file beside it (a tiny
 CSV, or for one in ten a small Parquet file whose bytes are written once and copied), then
-filler files (``_SUCCESS``, ``part-NNNNN.json``) spread over the leaves to reach the file count.
+filler files (``_SUCCESS``, ``.part-NNNNN.crc``, what Spark and Hadoop write beside their data)
+spread over the leaves to reach the file count. The fillers are listed and counted like any file
+but name no data format, so each asset's format is its data file's and its schema is read from
+it. (Until version 3 the fillers were ``part-NNNNN.json``: they made most assets JSON by vote,
+and once a schema was read only from a file of the asset's format, none was read at all.)
 
 Run alone: ``python -m benchmarks.gen_tree --files 5000 --manifests 500``.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the output changes, so cached trees under benchmarks/.work/ are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def _words(text: str) -> list[str]:
@@ -294,7 +298,7 @@ def generate(root: Path, files: int, manifests: int, seed: int = 7) -> dict[str,
             if k == 0:
                 (leaf / "_SUCCESS").write_bytes(b"")
             else:
-                (leaf / f"part-{k:05d}.json").write_bytes(b'{"n": %d}\n' % k)
+                (leaf / f".part-{k:05d}.crc").write_bytes(b"crc\0%d" % k)
         written["fillers"] += fillers
         written["manifests"] += 1
         written["files"] += 2 + fillers
