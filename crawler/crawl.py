@@ -1079,6 +1079,7 @@ class Crawler:
         # goes on; a known one waits for the walk's end, when its data's fingerprint is known.
         with _gc_paused():
             previous = state.load()
+            standing = state.warnings()
         if missing_root is not None and not previous:
             # Nothing was ever crawled there: most likely a mistyped URL, said as such.
             raise CrawlFailed(missing_root)
@@ -1189,6 +1190,7 @@ class Crawler:
                     # Unchanged manifests (same bytes, same data beside them) are not even
                     # parsed.
                     to_parse: list[str] = []
+                    said: set[tuple[Any, ...]] = set()  # standing warnings said this crawl
                     with _gc_paused():
                         for path, entry in tree.manifests.items():
                             old = previous.get(path)
@@ -1198,6 +1200,8 @@ class Crawler:
                                     count = old.count
                                     report.unchanged += count
                                     report.documents += count
+                                    if path in standing:
+                                        report.warnings += _standing(standing[path], said)
                                     continue
                                 work.submit("parse", path)
                             to_parse.append(path)
@@ -1341,11 +1345,12 @@ class Crawler:
         for data_file in item.files:
             if data_file not in schemas:
                 read = schemas[data_file] = work.result("schemas", data_file)
-                if read.warning and data_file not in warned:
-                    warned.add(data_file)
-                    report.warnings.append(
-                        Problem(path=read.path, reason=read.warning, severity="warning")
-                    )
+                if read.warning:
+                    problem = Problem(path=read.path, reason=read.warning, severity="warning")
+                    item.warnings.append(problem)
+                    if data_file not in warned:  # shared by several manifests: said once
+                        warned.add(data_file)
+                        report.warnings.append(problem)
         # With errors, re-parse next time so they are reported until fixed.
         clean = not any(p.severity == "error" for p in pm.problems)
         entry = tree.manifests[pm.path]
@@ -1390,7 +1395,7 @@ class Crawler:
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )
-        pending[pm.path] = Pending(new_state, lines, clean)
+        pending[pm.path] = Pending(new_state, lines, clean, item.warnings)
 
     def _asset_doc(
         self,
@@ -1516,7 +1521,8 @@ class Crawler:
                 continue
             if all(d["id"] in deleted_ids or d.get("deleted") for d in old.docs):
                 removed.append(path)
-        state.save(changed, removed)
+        warnings = {p: [w.to_dict() for w in pending[p].warnings] for p in changed}
+        state.save(changed, removed, warnings)
 
 
 @dataclass(slots=True)
@@ -1526,6 +1532,8 @@ class Pending:
     state: ManifestState
     lines: dict[str, int]  # asset id -> line of its document, for error reports
     clean: bool  # False when the file had errors: keep its old assets and re-parse next time
+    # What its parse and its data reported: said again while the manifest stays unchanged.
+    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -1535,6 +1543,7 @@ class _Staged:
     parsed: ParsedManifest
     docs: list[tuple[int, int, dict[str, Any], DataSelection, str | None]]
     files: list[str]  # data files whose schema its documents take
+    warnings: list[Problem]
     changed: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -1583,14 +1592,15 @@ class _Assembly:
     def take(self, pm: ParsedManifest) -> None:
         """One parsed manifest, the next in path order."""
         report, volume, work = self._report, self._volume, self._work
+        warnings: list[Problem] = []
         for problem in pm.problems:
-            (report.errors if problem.severity == "error" else report.warnings).append(problem)
+            (report.errors if problem.severity == "error" else warnings).append(problem)
         docs = []
         files: list[str] = []
         for index, line, fields in pm.docs:
             sel = select_data(self._tree, volume, pm.path, fields.get("location"))
             if sel.problem:
-                report.warnings.append(
+                warnings.append(
                     Problem(
                         path=pm.path,
                         line=line,
@@ -1612,7 +1622,8 @@ class _Assembly:
                 work.submit("schemas", schema_file)
                 files.append(schema_file)
             docs.append((index, line, fields, sel, schema_file))
-        self._staged.append(_Staged(pm, docs, files))
+        report.warnings += warnings
+        self._staged.append(_Staged(pm, docs, files, warnings))
         self._finish(wait=False)
         self._taken += 1
         n = self._taken
@@ -1853,6 +1864,18 @@ def _gc_paused() -> Iterator[None]:
 
 def _ids(items: list[dict[str, Any]]) -> set[str]:
     return {d["id"] for d in items}
+
+
+def _standing(stored: list[dict[str, Any]], said: set[tuple[Any, ...]]) -> list[Problem]:
+    """An unchanged manifest's warnings from its last parse, less those in ``said`` (a data
+    file shared by several manifests is named once), which takes them in."""
+    out = []
+    for w in stored:
+        key = (w["path"], w.get("line"), w["reason"])
+        if key not in said:
+            said.add(key)
+            out.append(Problem(**w))
+    return out
 
 
 def _name_releases(

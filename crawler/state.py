@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS manifests (
     docs        BLOB NOT NULL,   -- JSON list of the pushed asset documents
     doc_count   INTEGER          -- len(docs), so an unchanged manifest needs no decoding
 );
+-- The warnings a manifest's last parse reported (JSON list of Problem fields), said again by
+-- every crawl that finds it unchanged: a crawl on a schedule would otherwise report them once.
+CREATE TABLE IF NOT EXISTS warnings (
+    path     TEXT PRIMARY KEY,
+    problems BLOB NOT NULL
+);
 """
 
 
@@ -153,6 +159,8 @@ class CrawlState:
         # Paths this crawl marked as new rows, with the documents marked (``_mark``): when a
         # path is saved with these very documents, its row holds them already.
         self._fresh: dict[str, list[dict[str, Any]]] = {}
+        # Paths with a row in ``warnings``, once read (``warnings``).
+        self._warned: set[str] | None = None
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
         if self._conn.execute("PRAGMA user_version").fetchone()[0] < 1:
@@ -200,18 +208,37 @@ class CrawlState:
         row = self._conn.execute("SELECT docs FROM manifests WHERE path = ?", (path,)).fetchone()
         return row[0] if row else None
 
-    def save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
+    def warnings(self) -> dict[str, list[dict[str, Any]]]:
+        """Each manifest's standing warnings, by path (only manifests that have some)."""
+        rows = self._conn.execute("SELECT path, problems FROM warnings")
+        found = {path: orjson.loads(problems) for path, problems in rows}
+        self._warned = set(found)
+        return found
+
+    def save(
+        self,
+        changed: dict[str, ManifestState],
+        removed: list[str],
+        warnings: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """Writes the state of ``changed`` manifests and forgets ``removed`` ones; ``warnings``
+        (by path, for changed manifests) replace what each of them had."""
         if not changed and not removed:
             return
         try:
-            self._save(changed, removed)
+            self._save(changed, removed, warnings or {})
         except sqlite3.Error as exc:
             raise StateError(
                 f"the catalogue took this crawl's changes, but the crawl state {self.path} "
                 f"could not be written ({exc}); the next crawl sends them again"
             ) from exc
 
-    def _save(self, changed: dict[str, ManifestState], removed: list[str]) -> None:
+    def _save(
+        self,
+        changed: dict[str, ManifestState],
+        removed: list[str],
+        warnings: dict[str, list[dict[str, Any]]],
+    ) -> None:
         # Saved in parts (Crawler._save_answered): the marks of paths not saved yet stay.
         fresh = self._fresh
         # A new manifest's row, as marked before its batch was sent, holds the documents
@@ -239,7 +266,18 @@ class CrawlState:
                     if p not in settled
                 ),
             )
+            # Only rows known to exist are deleted (all of them are known once ``warnings`` was
+            # read): a cold crawl of 100k manifests would otherwise delete 100k absent rows.
+            touched = [*changed, *removed]
+            if self._warned is not None:
+                touched = [p for p in touched if p in self._warned]
+            self._conn.executemany("DELETE FROM warnings WHERE path = ?", [(p,) for p in touched])
+            rows = [(p, orjson.dumps(w)) for p, w in warnings.items() if w and p in changed]
+            self._conn.executemany("INSERT INTO warnings(path, problems) VALUES (?, ?)", rows)
             self._conn.execute("COMMIT")
+            if self._warned is not None:
+                self._warned.difference_update(touched)
+                self._warned.update(p for p, _ in rows)
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise

@@ -181,6 +181,37 @@ def test_patterns_that_match_no_manifest_delete_nothing_unless_allowed(
     assert code == 0 and emptied["deleted"] == 4, emptied
 
 
+def test_warnings_are_said_again_while_their_manifest_stays_unchanged(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """An unchanged manifest is not parsed again, so its warnings (an unknown field, a data
+    file whose schema cannot be read) were reported by its first crawl only: a crawl on a
+    schedule then said "none changed" while they stood. They are said on every crawl until
+    the manifest or its data changes."""
+    volume = tmp_path / "lake"
+    write(volume / "odd/MANIFEST.yaml", "name: odd\ntype: dataset\ncolour: blue\n")
+    write(volume / "broken/MANIFEST.yaml", "name: broken_data\ntype: dataset\n")
+    (volume / "broken/part-0.parquet").write_bytes(b"PAR1 not really parquet")
+    write(volume / "fine/MANIFEST.yaml", "name: fine\ntype: dataset\n")
+
+    def said(report: dict) -> list[tuple[str, str]]:
+        return sorted((w["path"], w["reason"].split(" ")[0]) for w in report["warnings"])
+
+    code, first = crawl(volume, catalogue_process)
+    assert code == 0 and first["created"] == 3, first
+    expected = [("broken/part-0.parquet", "schema"), ("odd/MANIFEST.yaml", "unknown")]
+    assert said(first) == expected, first["warnings"]
+    code, again = crawl(volume, catalogue_process)
+    assert code == 0 and again["manifests_parsed"] == 0 and again["unchanged"] == 3, again
+    assert said(again) == expected and again["warnings"] == first["warnings"], again
+    # Fixed: said no more.
+    write(volume / "odd/MANIFEST.yaml", "name: odd\ntype: dataset\n")
+    (volume / "broken/part-0.parquet").unlink()
+    code, fixed = crawl(volume, catalogue_process)
+    assert code == 0 and fixed["warnings"] == [], fixed
+    assert crawl(volume, catalogue_process)[1]["warnings"] == []
+
+
 def test_bad_manifests_are_reported_and_crawl_goes_on(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     make_volume(volume)
