@@ -603,6 +603,15 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
         "twice",
     )
     refused(fs.post("/featuresets", json={"name": "guarded", "features": []}), 422, "features")
+    nested: dict = {}
+    for _ in range(300):  # past orjson's depth limit, which the error message used (a 500)
+        nested = {"a": nested}
+    refused(fs.post("/featuresets", json=values("guarded", ("a", "string", nested))), 422, "deep")
+    # Each label filter is a clause of the search (a thousand of them were a 500).
+    many = [("label", f"k{i}:v") for i in range(999)]
+    assert fs.get("/featuresets", params=many).status_code == 400
+    many_mastro = [(f"k{i}", "v") for i in range(1500)]
+    assert fs.get("/featureset/labels", params=many_mastro).status_code == 400
     refused(fs.post("/featuresets", json=values("bad/name", ("a", "int", 1))), 422, "name")
     refused(
         fs.post("/featuresets", content=b"{nope", headers={"content-type": "application/json"}),
