@@ -21,8 +21,9 @@ one path and does itself what they did there:
   adds it to answers to requests without an ``Origin``;
 - what a front route cannot do itself goes through the whole stack (``CairnApp.generic``),
   where the FastAPI route answers with the same bytes: other methods, a request with an
-  ``Origin`` header when CORS is configured (the CORS middleware adds its headers), and every
-  request while FastAPI's OpenTelemetry instrumentation is configured (it traces them).
+  ``Origin`` header, a browser's (the CORS middleware adds its headers, and
+  ``CrossSiteWriteGuard`` refuses a POST from another site), and every request while
+  FastAPI's OpenTelemetry instrumentation is configured (it traces them).
 
 The FastAPI route stays registered: it documents the route in OpenAPI and answers what the
 front route passes on.
@@ -75,8 +76,8 @@ class FrontRoute(ABC):
     def _passes_on(self, scope: Scope) -> bool:
         if scope["method"] != self.method:
             return True
-        if self.cors and _header(scope, b"origin") is not None:
-            return True
+        if _header(scope, b"origin") is not None:
+            return True  # a browser's: CORS headers, and the cross-site write guard
         return self.telemetry()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

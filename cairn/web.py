@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -33,12 +33,14 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn.errors import (
     BadRequest,
     CairnError,
+    Forbidden,
     InvalidRequest,
     PayloadTooLarge,
     Unauthorized,
@@ -280,6 +282,56 @@ class HttpMetrics:
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(self.service, method, route, str(status)).inc()
         self.latency.labels(self.service, route).observe(seconds)
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def from_another_site(headers: Headers) -> bool:
+    """Whether a browser sent this request from a page of another origin.
+
+    "same-site" counts too: a sibling host (``evil.example.com`` beside ``cairn.example.com``,
+    another port of ``localhost``) may be anyone's. A browser without ``Sec-Fetch-Site`` still
+    sends ``Origin`` with a POST: its host is compared with the one asked (not its scheme,
+    which a proxy ending TLS changes). curl and client libraries send neither.
+    """
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")  # "none": the user's own doing
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+
+class CrossSiteWriteGuard:
+    """Refuses a write a browser sends from another site (403), unless CORS allows its origin.
+
+    Without keys (the default) anyone who can reach a service may write to it, and a browser
+    is one of them: a page on any site could POST a `text/plain` body, which browsers send
+    cross-site without asking first, to a service on the user's machine.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin in self.allowed or not from_another_site(headers):
+            await self.app(scope, receive, send)
+            return
+        refused = Forbidden(
+            f"A page on {origin or 'another site'} may not send {scope['method']} requests "
+            "here: writes from other sites are refused. To allow that origin, add it to "
+            "CAIRN_CORS_ORIGINS; scripts and client libraries, which send no Origin, are not "
+            "affected."
+        )
+        await problem_response(403, refused.problem(scope["path"]))(scope, receive, send)
 
 
 class MetricsMiddleware:
@@ -684,8 +736,10 @@ def build_app(
     ready: ReadyCheck,
     lifespan: Any = None,
     body_limits: dict[str, int] | None = None,
+    guard_writes: bool = True,
 ) -> CairnApp:
-    """A FastAPI app with Cairn's shared plumbing; the caller adds its routers."""
+    """A FastAPI app with Cairn's shared plumbing; the caller adds its routers.
+    ``guard_writes``: refuse writes from other sites' pages (``CrossSiteWriteGuard``)."""
     from cairn import __version__
 
     # The documentation routes are Cairn's own (cairn.openapi): local assets, and a key check.
@@ -714,6 +768,8 @@ def build_app(
     app.state.body_limit_for = partial(
         path_body_limit, limit=settings.max_body_bytes, limits_by_prefix=body_limits or {}
     )
+    if guard_writes:
+        app.add_middleware(CrossSiteWriteGuard, allowed_origins=settings.cors_origins)
     app.state.http_metrics = HttpMetrics(registry, service)
     app.add_middleware(MetricsMiddleware, metrics=app.state.http_metrics)
     app.state.cors = bool(settings.cors_origins)

@@ -453,3 +453,54 @@ def test_long_integers_are_parsed_exactly_and_digit_runs_in_text_parse_once(
     assert web.parse_json(body) == [
         {"id": "a-bb4801693667743378692327", "n": 12345678901234567, "f": float(f"0.{huge}")}
     ]
+
+
+@pytest.fixture(scope="module")
+def open_writes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ThreadServer]]:
+    """Both services as `make up` runs them: no keys, writes open; one origin allowed."""
+    root = tmp_path_factory.mktemp("open")
+    settings = {"cors_origins": ["https://allowed.example"]}
+    with (
+        ThreadServer(catalogue_app(_settings(root / "c", **settings))) as cat,
+        ThreadServer(featurestore_app(_settings(root / "f", **settings))) as fs,
+    ):
+        yield {"catalogue": cat, "featurestore": fs}
+
+
+def test_writes_from_another_site_are_refused(open_writes: dict[str, ThreadServer]) -> None:
+    """A page on any site could POST a text/plain body (sent cross-site without a preflight)
+    to a catalogue whose writes need no key: the bulk route, which parses its own body, took
+    it and overwrote or deleted assets."""
+    cat = open_writes["catalogue"].url
+    bulk = cat + "/api/v1/assets/bulk"
+    evil = {"origin": "https://evil.example", "content-type": "text/plain"}
+
+    def write(description: str, **headers: str) -> httpx.Response:
+        body = b'[{"id": "orders", "name": "orders", "type": "dataset", "description": "%s"}]'
+        return httpx.post(bulk, content=body % description.encode(), headers=headers)
+
+    assert write("real").status_code == 200  # curl and client libraries send no Origin
+    for headers in (
+        {**evil, "sec-fetch-site": "cross-site"},
+        {**evil, "sec-fetch-site": "same-site"},  # another port of the same host
+        evil,  # a browser that predates Sec-Fetch-Site
+        {"origin": "null", "content-type": "text/plain"},  # a sandboxed frame
+    ):
+        refused = write("PWNED", **headers)
+        assert refused.status_code == 403, (headers, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "CAIRN_CORS_ORIGINS" in refused.json()["detail"], refused.text
+    asset = httpx.get(cat + "/api/v1/assets/orders").json()
+    assert asset["description"] == "real"
+    # The browser's own page, an allowed origin, and reads from anywhere pass.
+    host = cat.removeprefix("http://")
+    assert write("same", origin=cat, **{"sec-fetch-site": "same-origin"}).status_code == 200
+    assert write("old browser, same host", origin="http://" + host).status_code == 200
+    assert write("allowed", origin="https://allowed.example").status_code == 200
+    read = httpx.get(cat + "/api/v1/assets", params={"q": "orders"}, headers=evil)
+    assert read.status_code == 200 and read.json()["total"] == 1
+    # The feature store too, the online lookup answered in front of the stack included.
+    fs = open_writes["featurestore"].url
+    for path in ("/api/v1/featuresets", "/get-online-features"):
+        answer = httpx.post(fs + path, content=b"{}", headers=evil)
+        assert answer.status_code == 403, (path, answer.text)

@@ -88,8 +88,15 @@ def create_app(
     async def ready() -> None:
         return None
 
+    # Its only writes are the sign-in forms, which refuse another site's post with a page of
+    # their own (and sign the visitor out), not the services' problem JSON.
     app = build_app(
-        title="Cairn UI", service="ui", settings=settings, ready=ready, lifespan=lifespan
+        title="Cairn UI",
+        service="ui",
+        settings=settings,
+        ready=ready,
+        lifespan=lifespan,
+        guard_writes=False,
     )
     app.state.backend = backend
     # Its errors are pages, not problems: a query's bad UTF-8 is searched as Starlette reads it.

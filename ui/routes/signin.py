@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from cairn.web import from_another_site
 from ui.backend import Backend, KeyRejected, ServiceDown
 from ui.render import note_down, render
 from ui.visitor import MAX_KEY, forget, local_url, remember
@@ -32,21 +33,6 @@ def signin_page(
     return response
 
 
-def cross_site(request: Request) -> bool:
-    """A form posted from another origin (signing a visitor in with someone else's key).
-
-    "same-site" counts too: a sibling host (``evil.example.com`` beside ``cairn.example.com``)
-    may be anyone's. Browsers without ``Sec-Fetch-Site`` still send ``Origin`` with a POST.
-    """
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site not in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return False  # not a browser's form: it cannot carry a visitor's cookie anyway
-    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
-
-
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_form(request: Request) -> Response:
     backend: Backend = request.app.state.backend
@@ -60,7 +46,7 @@ async def signin(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     if not backend.keys_needed:
         return RedirectResponse("/", status_code=303)
-    if cross_site(request):
+    if from_another_site(request.headers):
         return signin_page(request, "/", "Sign in from this site's own page.", 403)
     body = await request.body()
     form = parse_qs(body[:MAX_FORM].decode("utf-8", "replace"), max_num_fields=10)
@@ -97,6 +83,6 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     response = RedirectResponse("/signin", status_code=303)
-    if not cross_site(request):
+    if not from_another_site(request.headers):
         forget(response, request)
     return response
