@@ -635,6 +635,25 @@ def test_a_dependency_named_like_a_path_links_to_itself(services: tuple[str, str
     assert response.status_code == 303 and response.headers["location"] == "/assets/odd-up-1"
 
 
+def test_assets_past_the_pictures_limit_are_still_in_the_lineage_list() -> None:
+    """The picture takes the nearest assets; the lists under it took the same cut, so the
+    401st dependant of a hub could not be reached from its page at all."""
+    from ui.lineage import layout
+
+    graph = {
+        "root": "hub",
+        "nodes": [{"id": "hub", "name": "hub", "type": "table", "depth": 0}]
+        + [{"id": f"d{i}", "name": f"dep{i:03d}", "type": "table", "depth": 1} for i in range(40)]
+        + [{"id": "u", "name": "up", "type": "table", "depth": -1}],
+        "edges": [{"source": "hub", "target": f"d{i}"} for i in range(40)]
+        + [{"source": "u", "target": "hub"}],
+    }
+    drawing = layout(graph, lambda raw: f"/assets/{raw['id']}", max_nodes=10)
+    assert len(drawing.nodes) == 10 and drawing.hidden == 32
+    assert len(drawing.downstream) == 40 and [n.name for n in drawing.upstream] == ["up"]
+    assert all(n.href for n in drawing.downstream)
+
+
 def test_a_lineage_cut_at_the_node_limit_says_so(
     ui: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

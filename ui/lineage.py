@@ -83,7 +83,7 @@ class Drawing:
     edges: list[Edge]
     upstream: list[Node] = field(default_factory=list)
     downstream: list[Node] = field(default_factory=list)
-    hidden: int = 0  # nodes left out past MAX_NODES
+    hidden: int = 0  # nodes the picture leaves out past MAX_NODES (the lists have them)
     origins: list[tuple[str, str]] = field(default_factory=list)  # (origin, legend text)
 
     @property
@@ -116,9 +116,9 @@ def layout(
     # Nearest first, so a cap drops the far ends of the graph, never the asset itself.
     raw_nodes.sort(key=lambda n: (abs(int(n.get("depth") or 0)), str(n.get("name", ""))))
     hidden = max(0, len(raw_nodes) - max_nodes)
-    raw_nodes = raw_nodes[:max_nodes]
 
-    nodes: dict[str, Node] = {}
+    # Every node goes in the lists below the picture; the picture takes the nearest.
+    every: list[Node] = []
     for raw in raw_nodes:
         node = Node(
             id=str(raw["id"]),
@@ -135,7 +135,8 @@ def layout(
             node.sublabel = "not in the catalogue"
         else:
             node.sublabel = node.type + (" · deleted" if node.deleted else "")
-        nodes[node.id] = node
+        every.append(node)
+    nodes = {node.id: node for node in every[:max_nodes]}
 
     drawn: dict[tuple[str, str, str], str | None] = {}
     for e in graph.get("edges", []):
@@ -188,8 +189,8 @@ def layout(
         height=height,
         nodes=ordered,
         edges=edges,
-        upstream=sorted((n for n in ordered if n.depth < 0), key=lambda n: (-n.depth, n.name)),
-        downstream=sorted((n for n in ordered if n.depth > 0), key=lambda n: (n.depth, n.name)),
+        upstream=sorted((n for n in every if n.depth < 0), key=lambda n: (-n.depth, n.name)),
+        downstream=sorted((n for n in every if n.depth > 0), key=lambda n: (n.depth, n.name)),
         hidden=hidden,
         origins=legend,
     )
