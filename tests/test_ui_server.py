@@ -251,6 +251,20 @@ def test_catalogue_down_gives_a_banner(tmp_path: Path) -> None:
         assert httpx.get(server.url + "/readyz").status_code == 200
 
 
+def test_ids_and_names_of_dots_are_assets_not_folders(ui: httpx.Client) -> None:
+    """Asset "." was asked for as /api/v1/assets/. , which the client's URL parser made the
+    list route: an answer it could not read, and the catalogue shown as down to every
+    visitor until its next good answer."""
+    from cairn.segments import path_segment
+
+    assert [path_segment(v) for v in (".", "..", "a.b", "a/b")] == ["%2E", "%2E%2E", "a.b", "a%2Fb"]
+    for path in ("/assets/%2e", "/assets/%2E%2E", "/assets/by-name/%2E%2E"):
+        text = assert_page(ui.get(path), 404)
+        assert "The catalogue is not answering." not in text, path
+    text = assert_page(ui.get("/", params={"q": "sales"}))
+    assert "The catalogue is not answering." not in text
+
+
 def test_pages_are_light_and_carry_security_headers(ui: httpx.Client) -> None:
     response = ui.get("/", params={"q": "sales"})
     assert len(response.content) < 100_000

@@ -18,7 +18,6 @@ import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import jinja2
 from fastapi import Request
@@ -26,6 +25,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from cairn import __version__
+from cairn.segments import path_segment
 from ui import format as fmt
 from ui import lineage
 from ui.backend import Backend, ServiceDown
@@ -149,8 +149,8 @@ def environment() -> jinja2.Environment:
         location=fmt.location,
         scalar=fmt.scalar,
         # One path segment: Jinja's urlencode leaves "/" as it is, and a browser resolves a
-        # name's "/../" before it asks, landing on another page.
-        segment=lambda value: quote(str(value), safe=""),
+        # name's "/../" (or a name ".." itself) before it asks, landing on another page.
+        segment=lambda value: path_segment(str(value)),
     )
     env.globals.update(
         cairn_version=__version__,

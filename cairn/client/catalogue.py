@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter
@@ -21,14 +20,11 @@ from cairn.models import (
     TagCount,
     label_text,
 )
+from cairn.segments import path_segment
 from cairn.settings import get_settings
 
 _TAGS = TypeAdapter(list[TagCount])
 _RUNS = TypeAdapter(list[JobRun])
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _asset(response: httpx.Response) -> Asset:
@@ -43,7 +39,9 @@ class CatalogueCalls:
         item = asset if isinstance(asset, AssetWrite) else AssetWrite.model_validate(asset)
         asset_id = asset_id or item.ensure_id()
         body = item.model_dump(mode="json", by_alias=True, exclude={"id"})
-        return Call("PUT", f"/api/v1/assets/{_seg(asset_id)}", _asset, json=body, ok=(200, 201))
+        return Call(
+            "PUT", f"/api/v1/assets/{path_segment(asset_id)}", _asset, json=body, ok=(200, 201)
+        )
 
     @staticmethod
     def bulk(items: list[AssetWrite | dict[str, Any]]) -> Call[BulkResponse]:
@@ -60,15 +58,15 @@ class CatalogueCalls:
 
     @staticmethod
     def get_asset(asset_id: str) -> Call[Asset]:
-        return Call("GET", f"/api/v1/assets/{_seg(asset_id)}", _asset)
+        return Call("GET", f"/api/v1/assets/{path_segment(asset_id)}", _asset)
 
     @staticmethod
     def get_asset_by_name(name: str) -> Call[Asset]:
-        return Call("GET", f"/api/v1/assets/by-name/{_seg(name)}", _asset)
+        return Call("GET", f"/api/v1/assets/by-name/{path_segment(name)}", _asset)
 
     @staticmethod
     def delete_asset(asset_id: str) -> Call[Asset]:
-        return Call("DELETE", f"/api/v1/assets/{_seg(asset_id)}", _asset)
+        return Call("DELETE", f"/api/v1/assets/{path_segment(asset_id)}", _asset)
 
     @staticmethod
     def search(
@@ -106,7 +104,7 @@ class CatalogueCalls:
     def lineage(asset_id: str, direction: str, depth: int) -> Call[Lineage]:
         return Call(
             "GET",
-            f"/api/v1/assets/{_seg(asset_id)}/lineage",
+            f"/api/v1/assets/{path_segment(asset_id)}/lineage",
             lambda r: Lineage.model_validate_json(r.content),
             params=[("direction", direction), ("depth", str(depth))],
         )
@@ -125,7 +123,7 @@ class CatalogueCalls:
     def runs(asset_id: str, limit: int) -> Call[list[JobRun]]:
         return Call(
             "GET",
-            f"/api/v1/assets/{_seg(asset_id)}/runs",
+            f"/api/v1/assets/{path_segment(asset_id)}/runs",
             lambda r: _RUNS.validate_json(r.content),
             params=[("limit", str(limit))],
         )
@@ -134,7 +132,7 @@ class CatalogueCalls:
     def columns(asset_id: str) -> Call[ColumnLineage]:
         return Call(
             "GET",
-            f"/api/v1/assets/{_seg(asset_id)}/columns",
+            f"/api/v1/assets/{path_segment(asset_id)}/columns",
             lambda r: ColumnLineage.model_validate_json(r.content),
         )
 

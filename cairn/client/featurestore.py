@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -43,6 +42,7 @@ from cairn.models import (
     FeatureSetWrite,
     label_text,
 )
+from cairn.segments import path_segment
 from cairn.settings import get_settings
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ else:
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _featureset(response: httpx.Response) -> FeatureSet:
@@ -89,8 +85,8 @@ def _where(
     if version is not None and as_of is not None:
         raise ValueError("give either version or as_of, not both")
     if version is not None:
-        return f"/api/v1/featuresets/{_seg(name)}/versions/{int(version)}", []
-    path = f"/api/v1/featuresets/{_seg(name)}"
+        return f"/api/v1/featuresets/{path_segment(name)}/versions/{int(version)}", []
+    path = f"/api/v1/featuresets/{path_segment(name)}"
     if as_of is None:
         return path, []
     text = as_of.isoformat() if isinstance(as_of, datetime) else as_of
@@ -161,7 +157,7 @@ class FeatureStoreCalls:
         params += feature_table_params(feature_table or {})
         return Call(
             "POST",
-            f"/api/v1/featuresets/{_seg(meta.name)}/versions",
+            f"/api/v1/featuresets/{path_segment(meta.name)}/versions",
             _featureset,
             params=params,
             content=content,
@@ -200,7 +196,7 @@ class FeatureStoreCalls:
         params = [("limit", str(limit))] + ([("cursor", cursor)] if cursor else [])
         return Call(
             "GET",
-            f"/api/v1/featuresets/{_seg(name)}/versions",
+            f"/api/v1/featuresets/{path_segment(name)}/versions",
             lambda r: FeatureSetVersions.model_validate_json(r.content),
             params,
         )
@@ -231,7 +227,9 @@ class FeatureStoreCalls:
     @staticmethod
     def delete(name: str, version: int) -> Call[FeatureSet]:
         return Call(
-            "DELETE", f"/api/v1/featuresets/{_seg(name)}/versions/{int(version)}", _featureset
+            "DELETE",
+            f"/api/v1/featuresets/{path_segment(name)}/versions/{int(version)}",
+            _featureset,
         )
 
     @staticmethod
@@ -249,18 +247,21 @@ class FeatureStoreCalls:
     def materialize(name: str, version: int | None) -> Call[dict[str, Any]]:
         params = [("version", str(int(version)))] if version is not None else []
         return Call(
-            "POST", f"/api/v1/featuresets/{_seg(name)}/materialize", lambda r: r.json(), params
+            "POST",
+            f"/api/v1/featuresets/{path_segment(name)}/materialize",
+            lambda r: r.json(),
+            params,
         )
 
     @staticmethod
     def online_state(name: str) -> Call[dict[str, Any]]:
-        return Call("GET", f"/api/v1/featuresets/{_seg(name)}/online", lambda r: r.json())
+        return Call("GET", f"/api/v1/featuresets/{path_segment(name)}/online", lambda r: r.json())
 
     @staticmethod
     def diff(name: str, old: int, new: int) -> Call[FeatureSetDiff]:
         return Call(
             "GET",
-            f"/api/v1/featuresets/{_seg(name)}/diff",
+            f"/api/v1/featuresets/{path_segment(name)}/diff",
             lambda r: FeatureSetDiff.model_validate_json(r.content),
             [("from", str(old)), ("to", str(new))],
         )

@@ -7,15 +7,15 @@ their own transport (``self._t``).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
 from cairn.client._http import Call
+from cairn.segments import path_segment
 
 
 def _base(name: str) -> str:
-    return f"/api/v1/featuresets/{quote(name, safe='')}"
+    return f"/api/v1/featuresets/{path_segment(name)}"
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -62,12 +62,12 @@ class AssetMetricCalls:
 
     @staticmethod
     def metric_sets(name: str, limit: int) -> Call[dict[str, Any]]:
-        path = f"/api/v1/metricstore/name/{quote(name, safe='')}"
+        path = f"/api/v1/metricstore/name/{path_segment(name)}"
         return Call("GET", path, _json, [("limit", str(limit))])
 
 
 def _asset(asset_id: str) -> str:
-    return f"/api/v1/metrics/assets/{quote(asset_id, safe='')}"
+    return f"/api/v1/metrics/assets/{path_segment(asset_id)}"
 
 
 class MetricsMixin:
