@@ -77,18 +77,40 @@ def _check_text(value: str, what: str, limit: int) -> str:
 _AUTHORITY_END = re.compile(r"[/?#]")
 
 
-def _no_password(url: str) -> str:
-    """``url`` unless its authority holds a password (``user:secret@host``): credentials never
-    go into the catalogue (DESIGN section 8). A user name alone (``hdfs://etl@nn``) and ADLS's
-    ``filesystem@account`` are not secrets."""
+# Query parameters that carry a secret: signed URLs (S3, GCS, Azure SAS), tokens, passwords
+# (a JDBC URL's). Also found escaped ("%3F"): a crawler makes a path of a URL it cannot open.
+_SECRET_PARAMETER = re.compile(
+    r"(?:[?&;]|%3F|%26)(password|passwd|pwd|secret|token|access_token|api_?key|sig|signature"
+    r"|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature"
+    r"|x-goog-credential)=",
+    re.IGNORECASE,
+)
+
+
+def credential_in(url: str) -> str | None:
+    """What in ``url`` is a credential, or None: a password in its authority
+    (``user:secret@host``) or a secret query parameter (``?sig=``). A user name alone
+    (``hdfs://etl@nn``) and ADLS's ``filesystem@account`` are not secrets."""
     _, sep, rest = url.partition("://")
     if sep and "@" in rest:
         authority = _AUTHORITY_END.split(rest, 1)[0]
         if ":" in authority.rpartition("@")[0]:
-            raise ValueError(
-                "location holds a password (user:password@ in the URL); credentials are never "
-                "stored in the catalogue: remove them from the URL"
-            )
+            return "a password (user:password@ in the URL)"
+    found = _SECRET_PARAMETER.search(url)
+    if found is not None:
+        return f"a credential (its {found.group(1)}= parameter)"
+    return None
+
+
+def _no_credentials(url: str, what: str) -> str:
+    """``url``, unless it holds a credential: credentials never go into the catalogue
+    (DESIGN section 8)."""
+    found = credential_in(url)
+    if found is not None:
+        raise ValueError(
+            f"{what} holds {found}; credentials are never stored in the catalogue: remove "
+            "them from the URL"
+        )
     return url
 
 
@@ -336,7 +358,7 @@ class Manifest(BaseModel):
     @field_validator("location")
     @classmethod
     def _location(cls, value: str | None) -> str | None:
-        return value if value is None or "@" not in value else _no_password(value)
+        return value if value is None else _no_credentials(value, "location")
 
     @field_validator("type")
     @classmethod
@@ -389,6 +411,16 @@ class Manifest(BaseModel):
                 for k, v in value.items()
             }
             check_extra(value, "versions")
+        return value
+
+    @field_validator("versions")
+    @classmethod
+    def _versions_hold_no_credentials(
+        cls, value: dict[str, str | dict[str, Any]]
+    ) -> dict[str, str | dict[str, Any]]:
+        for key, version in value.items():
+            if isinstance(version, str):  # a variant's location, checked as a location is
+                _no_credentials(version, f"versions.{key}")
         return value
 
 
@@ -548,6 +580,13 @@ class Asset(AssetWrite):
         # Same name: replaces the write check. An asset stored before that check is read back
         # as it was stored, not refused.
         return value
+
+    @field_validator("versions")
+    @classmethod
+    def _versions_hold_no_credentials(
+        cls, value: dict[str, str | dict[str, Any]]
+    ) -> dict[str, str | dict[str, Any]]:
+        return value  # as _location: versions stored before the write check are read back
 
     @field_validator("id")
     @classmethod
@@ -1411,7 +1450,10 @@ class OpenLineageNamed(OpenLineageModel):
     @field_validator("namespace", "name")
     @classmethod
     def _text(cls, value: str, info: Any) -> str:
-        return _check_text(value, info.field_name, MAX_SHORT)
+        value = _check_text(value, info.field_name, MAX_SHORT)
+        # A namespace becomes an asset's name and label (postgres://user:pw@host): as a location
+        # would, a credential in it refuses the event.
+        return _no_credentials(value, "namespace") if info.field_name == "namespace" else value
 
 
 class OpenLineageJob(OpenLineageNamed):

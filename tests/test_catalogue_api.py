@@ -361,6 +361,30 @@ def test_a_location_with_a_password_is_refused(api: httpx.Client) -> None:
         assert stored.status_code == 201 and stored.json()["location"] == fine, stored.text
 
 
+def test_a_location_or_version_with_a_signature_or_token_is_refused(api: httpx.Client) -> None:
+    """Signed URLs (S3, Azure SAS), tokens and a JDBC URL's password carry the secret in the
+    query string, which the password check did not look at; a variant's location in
+    `versions` was not checked at all."""
+    secret = "S3CRET-sig"
+    for i, (field, value) in enumerate(
+        (
+            ("location", f"https://store.example/x.parquet?sig={secret}"),
+            ("location", f"abfss://fs@acct.dfs.core.windows.net/x?sv=2024&sig={secret}"),
+            ("location", f"s3://b/x?X-Amz-Credential=a&X-Amz-Signature={secret}"),
+            ("location", f"file:///lake/jdbc:mysql:/db:3306/s%3Fuser=u&password={secret}"),
+            ("versions", {"v1": f"s3://etl:{secret}@bucket/v1"}),
+            ("versions", {"v1": f"https://store.example/v1?token={secret}"}),
+        )
+    ):
+        doc = {"name": f"signed{i}", "type": "dataset", field: value}
+        one = api.put(f"/assets/signed-{i}", json=doc)
+        assert one.status_code == 422 and "credentials are never stored" in one.text, one.text
+        assert secret not in one.text
+    # A query string without a secret is a location like any other.
+    plain = {"name": "versioned", "type": "dataset", "location": "s3://b/x?versionId=3"}
+    assert api.put("/assets/versioned", json=plain).status_code == 201
+
+
 def test_a_cursor_of_another_search_is_a_400(api: httpx.Client) -> None:
     seed(api, [asset(f"cursor_{i:02d}", description="cursor table") for i in range(6)])
     by_name = api.get("/assets", params={"name": "cursor_", "limit": 2}).json()["next_cursor"]

@@ -99,6 +99,18 @@ def receipt_run(api: httpx.Client, job: str) -> str:
     return str(run["run_id"])
 
 
+def test_a_namespace_with_a_password_is_refused(api: httpx.Client) -> None:
+    """A dataset's namespace becomes its asset's name and a label: a database URL with a
+    password (postgres://user:pw@host) put the password in the catalogue."""
+    event = run_event(inputs=[("postgres://dbuser:S3CRETPW@db.example:5432", "public.sales")])
+    refused = api.post("/lineage", json=event)
+    assert refused.status_code == 422 and "namespace" in refused.text, refused.text
+    assert "S3CRETPW" not in refused.text
+    assert api.get("/assets", params={"q": "public.sales"}).json()["total"] == 0
+    fine = run_event(inputs=[("postgres://db.example:5432", "public.sales")])
+    assert post(api, fine)["kind"] == "RunEvent"
+
+
 def test_run_state_follows_the_events_in_any_order(api: httpx.Client) -> None:
     run_id = str(uuid.uuid4())
     job = ol_id("job", "nightly", "sales_daily")
