@@ -215,7 +215,8 @@ async def asset_metrics_page(asset_id: str, request: Request, api: ReaderDep) ->
         crumbs=[(f"/assets/{quote(asset_id, safe='')}", name)],
         # Markup: a constant with the command set as code, not Markdown backticks shown as is.
         empty_text=Markup(
-            "No profile yet: <code>cairn crawl --profile</code> profiles Parquet and CSV data."
+            "No profile yet: <code>cairn crawl --profile</code> profiles Parquet and CSV data"
+            " that is new or changed since the volume's last crawl."
         ),
         history=history,
         version=int(profile["version"]) if profile else None,
