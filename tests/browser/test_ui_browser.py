@@ -102,6 +102,18 @@ def test_open_an_asset_see_schema_and_lineage_and_follow_a_link(page: Any, stack
     page.select_option("#depth", "5")
     page.wait_for_url(re.compile(r"depth=5"))
     assert page.locator('svg.lineage [data-node="churn_risk_report"]').count() == 1
+    # By keyboard: each arrow key is a change, and the page reloaded at the first; it waits
+    # for Enter now. (A reload would drop the mark set on the window.)
+    page.focus("#depth")
+    page.evaluate("window.stayed = true")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    assert page.eval_on_selector("#depth", "s => s.value") == "3"
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.stayed === true") and "depth=5" in page.url
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "depth=3" in page.url
     no_problems(page)
 
 

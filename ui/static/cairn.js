@@ -14,9 +14,18 @@
   if (window.matchMedia("(max-width: 760px)").matches) {
     document.querySelectorAll("details[data-collapse-narrow]").forEach(function (d) { d.open = false; });
   }
-  // Forms marked data-autosubmit go as soon as a choice changes.
+  // Forms marked data-autosubmit go as soon as a choice changes. A keyboard user steps through
+  // a list's options with the arrow keys, each step a change: those wait for Enter (or the
+  // form's button), where a pointer's choice goes at once.
   document.querySelectorAll("form[data-autosubmit]").forEach(function (form) {
-    form.addEventListener("change", function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
+    var keyed = false;
+    function go() { form.requestSubmit ? form.requestSubmit() : form.submit(); }
+    form.addEventListener("keydown", function (e) {
+      keyed = true;
+      if (e.key === "Enter" && e.target.tagName === "SELECT") { e.preventDefault(); go(); }
+    });
+    form.addEventListener("pointerdown", function () { keyed = false; });
+    form.addEventListener("change", function () { if (!keyed) go(); });
   });
   // The lineage picture opens scrolled to the asset itself.
   document.querySelectorAll("svg[data-lineage]").forEach(function (svg) {
