@@ -427,3 +427,21 @@ def test_the_api_line_works_when_reads_need_a_key(page: Any, keyed_stack: Stack)
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert json.loads(ran.stdout)["name"] == "sales_daily"
+
+
+def test_a_deleted_latest_version_is_neither_latest_nor_compared(page: Any, stack: Stack) -> None:
+    """Deleting the newest version makes the one before it the latest (as the API serves):
+    the picker still called the deleted one latest, and the diff compared against it."""
+    api = f"{stack.featurestore}/api/v1/featuresets"
+    for value in (1, 2):
+        body = {
+            "name": "ui_deleted_latest",
+            "features": [{"name": "x", "dtype": "int", "value": value}],
+        }
+        assert httpx.post(api, json=body, timeout=30).status_code == 201
+    assert httpx.delete(f"{api}/ui_deleted_latest/versions/2", timeout=30).status_code == 200
+    page.goto(stack.ui + "/featuresets/ui_deleted_latest")
+    options = page.locator("#v option").all_inner_texts()
+    assert options == ["v2 (deleted)", "v1 (latest)"] or options == ["v1 (latest)", "v2 (deleted)"]
+    page.goto(stack.ui + "/featuresets/ui_deleted_latest/diff")
+    assert page.eval_on_selector("#to", "s => s.value") == "1"

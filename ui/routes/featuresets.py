@@ -281,13 +281,15 @@ async def featureset_diff(name: str, request: Request, api: ReaderDep) -> HTMLRe
         return not_found(request, name, exc)
     versions = _items(versions_body)
     numbers = [int(v.get("version") or 0) for v in versions]
+    live = [int(v.get("version") or 0) for v in versions if not v.get("deleted")]
     notices: list[str] = []
     new = _version(request.query_params.get("to"))
     old = _version(request.query_params.get("from"))
     if new not in numbers:
         if request.query_params.get("to"):
             notices.append("The “to” version does not exist, so the latest is compared.")
-        new = max(numbers, default=None)
+        # The latest is the newest live version, as the API serves it (a deleted one is not).
+        new = max(live or numbers, default=None)
     if old not in numbers:
         if request.query_params.get("from"):
             notices.append("The “from” version does not exist, so the one before is compared.")
