@@ -110,7 +110,7 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
             fs.get_table("scores", limit=-1)
 
     with (
-        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead,
+        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=0) as dead,
         pytest.raises(ServiceUnreachable, match="running"),
     ):
         dead.get("x")
@@ -245,7 +245,7 @@ def test_async_client_health_quick_give_up_and_per_caller_key(tmp_path: Path) ->
 
 def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
     """A connection dropped before any answer (a restart, an idle keep-alive cut) is tried
-    again with ``retries``; without them the caller hears of it at once."""
+    again with ``retries``; with none the caller hears of it at once."""
 
     async def scenario() -> None:
         served = 0
@@ -269,7 +269,7 @@ def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
         async with server:
             async with AsyncCatalogueClient(url, timeout=5, retries=1) as patient:
                 assert await patient.types() == {} and served == 2
-            async with AsyncCatalogueClient(url, timeout=5) as hasty:
+            async with AsyncCatalogueClient(url, timeout=5, retries=0) as hasty:
                 with pytest.raises(ServiceUnreachable) as info:
                     await hasty.types()
                 assert info.value.reason.startswith("the connection failed") and served == 3
@@ -500,7 +500,8 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
 
 def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: Path) -> None:
     dead = f"http://etl:url-s3cret@127.0.0.1:{free_port()}"
-    with FeatureStoreClient(dead, timeout=2) as client, pytest.raises(ServiceUnreachable) as info:
+    client = FeatureStoreClient(dead, timeout=2, retries=0)
+    with client, pytest.raises(ServiceUnreachable) as info:
         client.get("x")
     assert "url-s3cret" not in str(info.value) and "etl@127.0.0.1" in str(info.value)
     volume = tmp_path / "volume"

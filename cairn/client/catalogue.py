@@ -8,7 +8,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
-from cairn.client._http import AsyncServiceClient, AsyncTransport, Call, SyncTransport, headers
+from cairn.client._http import (
+    AsyncServiceClient,
+    AsyncTransport,
+    Call,
+    SyncTransport,
+    client_limits,
+    headers,
+)
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -56,6 +63,7 @@ class CatalogueCalls:
             "/api/v1/assets/bulk",
             lambda r: BulkResponse.model_validate_json(r.content),
             json=body,
+            idempotent=True,  # an upsert by id (or by name): sent again, it changes nothing
         )
 
     @staticmethod
@@ -119,6 +127,7 @@ class CatalogueCalls:
             lambda r: LineageReceipt.model_validate_json(r.content),
             json=event,
             ok=(200, 201),
+            idempotent=True,  # an event sent again is answered "duplicate" and lands once
         )
 
     @staticmethod
@@ -157,15 +166,18 @@ class CatalogueClient:
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = SyncTransport(
             base_url or settings.catalogue_url,
             headers(key, "catalogue"),
             timeout,
+            retries=retries,
             **httpx_options,
         )
 
@@ -241,13 +253,14 @@ class AsyncCatalogueClient(AsyncServiceClient):
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         connect_timeout: float | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = AsyncTransport(
             base_url or settings.catalogue_url,
             headers(key, "catalogue"),
