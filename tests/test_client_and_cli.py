@@ -32,7 +32,7 @@ from cairn.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from cairn.models import Asset, FeatureSet, FeatureSetDiff, FeatureSetVersions
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ROOT, ThreadServer, cairn_env, free_port, run_cairn
+from tests.conftest import ROOT, ProcessServer, ThreadServer, cairn_env, free_port, run_cairn
 
 EXAMPLES = ROOT / "examples" / "featuresets"
 
@@ -513,3 +513,32 @@ def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: P
     assert crawled.returncode != 0
     assert "etl@127.0.0.1" in crawled.stdout + crawled.stderr
     assert "url-s3cret" not in crawled.stdout + crawled.stderr
+
+
+def test_put_asset_leaves_checking_to_the_catalogue(tmp_path: Path) -> None:
+    """The catalogue knows its own types (CAIRN_EXTRA_TYPES): put_asset validated locally,
+    against this process's settings, and raised pydantic's error for an asset the catalogue
+    takes (bulk sent the same item and it was created)."""
+    env = cairn_env(tmp_path / "data", CAIRN_EXTRA_TYPES="experiment")
+    server = ProcessServer("catalogue", env, tmp_path / "catalogue.log").start()
+    try:
+        with CatalogueClient(server.url, retries=0) as cat:
+            made = cat.put_asset({"name": "exp2", "type": "experiment"})
+            assert made.type == "experiment" and made.id == cat.get_asset_by_name("exp2").id
+            assert cat.put_asset({"id": "e3", "name": "exp3", "type": "experiment"}).id == "e3"
+            with pytest.raises(InvalidRequest, match="spaceship"):  # the server's detail
+                cat.put_asset({"name": "x", "type": "spaceship"})
+            with pytest.raises(InvalidRequest, match="name"):
+                cat.put_asset({"type": "dataset"})
+    finally:
+        server.stop()
+
+
+def test_put_asset_puts_a_named_dict_where_the_catalogue_would() -> None:
+    from cairn.client.catalogue import CatalogueCalls
+    from cairn.models import AssetWrite
+
+    for name in ("sales", " e\u0301t\u00e9 "):  # stripped, accents composed, as the server does
+        expected = AssetWrite(name=name, type="dataset").ensure_id()
+        call = CatalogueCalls.put_asset({"name": name, "type": "dataset"}, None)
+        assert call.path == f"/api/v1/assets/{expected}" and call.json["name"] == name
