@@ -32,7 +32,7 @@ from cairn.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from cairn.models import Asset, FeatureSet, FeatureSetDiff, FeatureSetVersions
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ROOT, ThreadServer, cairn_env, free_port, run_cairn
+from tests.conftest import ROOT, ProcessServer, ThreadServer, cairn_env, free_port, run_cairn
 
 EXAMPLES = ROOT / "examples" / "featuresets"
 
@@ -110,7 +110,7 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
             fs.get_table("scores", limit=-1)
 
     with (
-        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead,
+        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=0) as dead,
         pytest.raises(ServiceUnreachable, match="running"),
     ):
         dead.get("x")
@@ -245,7 +245,7 @@ def test_async_client_health_quick_give_up_and_per_caller_key(tmp_path: Path) ->
 
 def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
     """A connection dropped before any answer (a restart, an idle keep-alive cut) is tried
-    again with ``retries``; without them the caller hears of it at once."""
+    again with ``retries``; with none the caller hears of it at once."""
 
     async def scenario() -> None:
         served = 0
@@ -269,7 +269,7 @@ def test_async_client_retries_a_dropped_get_once_when_asked() -> None:
         async with server:
             async with AsyncCatalogueClient(url, timeout=5, retries=1) as patient:
                 assert await patient.types() == {} and served == 2
-            async with AsyncCatalogueClient(url, timeout=5) as hasty:
+            async with AsyncCatalogueClient(url, timeout=5, retries=0) as hasty:
                 with pytest.raises(ServiceUnreachable) as info:
                     await hasty.types()
                 assert info.value.reason.startswith("the connection failed") and served == 3
@@ -500,7 +500,8 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
 
 def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: Path) -> None:
     dead = f"http://etl:url-s3cret@127.0.0.1:{free_port()}"
-    with FeatureStoreClient(dead, timeout=2) as client, pytest.raises(ServiceUnreachable) as info:
+    client = FeatureStoreClient(dead, timeout=2, retries=0)
+    with client, pytest.raises(ServiceUnreachable) as info:
         client.get("x")
     assert "url-s3cret" not in str(info.value) and "etl@127.0.0.1" in str(info.value)
     volume = tmp_path / "volume"
@@ -512,3 +513,32 @@ def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: P
     assert crawled.returncode != 0
     assert "etl@127.0.0.1" in crawled.stdout + crawled.stderr
     assert "url-s3cret" not in crawled.stdout + crawled.stderr
+
+
+def test_put_asset_leaves_checking_to_the_catalogue(tmp_path: Path) -> None:
+    """The catalogue knows its own types (CAIRN_EXTRA_TYPES): put_asset validated locally,
+    against this process's settings, and raised pydantic's error for an asset the catalogue
+    takes (bulk sent the same item and it was created)."""
+    env = cairn_env(tmp_path / "data", CAIRN_EXTRA_TYPES="experiment")
+    server = ProcessServer("catalogue", env, tmp_path / "catalogue.log").start()
+    try:
+        with CatalogueClient(server.url, retries=0) as cat:
+            made = cat.put_asset({"name": "exp2", "type": "experiment"})
+            assert made.type == "experiment" and made.id == cat.get_asset_by_name("exp2").id
+            assert cat.put_asset({"id": "e3", "name": "exp3", "type": "experiment"}).id == "e3"
+            with pytest.raises(InvalidRequest, match="spaceship"):  # the server's detail
+                cat.put_asset({"name": "x", "type": "spaceship"})
+            with pytest.raises(InvalidRequest, match="name"):
+                cat.put_asset({"type": "dataset"})
+    finally:
+        server.stop()
+
+
+def test_put_asset_puts_a_named_dict_where_the_catalogue_would() -> None:
+    from cairn.client.catalogue import CatalogueCalls
+    from cairn.models import AssetWrite
+
+    for name in ("sales", " e\u0301t\u00e9 "):  # stripped, accents composed, as the server does
+        expected = AssetWrite(name=name, type="dataset").ensure_id()
+        call = CatalogueCalls.put_asset({"name": name, "type": "dataset"}, None)
+        assert call.path == f"/api/v1/assets/{expected}" and call.json["name"] == name

@@ -4,9 +4,12 @@ Each client method builds a ``Call`` (method, path, parameters, body, how to rea
 once; ``SyncTransport`` and ``AsyncTransport`` send it. So the sync and async clients cannot
 drift apart.
 
-The async clients also keep the ``Health`` of their service (what the last call or ``probe``
-saw), can give up quickly (``connect_timeout``, ``retries``) and can send another key per
-caller (``with_api_key``): what a server-side caller such as the web UI needs.
+Both transports retry through ``cairn.retry`` (the crawler's mechanism) by ``retry_policy``;
+a client's timeout and retries default to CAIRN_HTTP_TIMEOUT and CAIRN_HTTP_RETRIES
+(``client_limits``). The async clients also keep the ``Health`` of their service (what the
+last call or ``probe`` saw), can give up quickly (``connect_timeout``, ``retries``) and can
+send another key per caller (``with_api_key``): what a server-side caller such as the web UI
+needs.
 
 CairnError (cairn.errors)
 ├── the class of the problem+json status (NotFound, Unauthorized, ...; 5xx keeps its status)
@@ -17,9 +20,7 @@ CairnError (cairn.errors)
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from cairn.errors import (
     UnsupportedMediaType,
 )
 from cairn.redact import redact_url
+from cairn.retry import RetryableStatus, RetryPolicy, acall_with_retries, call_with_retries
+from cairn.settings import Settings
 
 T = TypeVar("T")
 
@@ -113,6 +116,50 @@ class Call(Generic[T]):
     content: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     ok: tuple[int, ...] = (200,)
+    # Whether sending it twice does what sending it once does; None: by its method (a POST
+    # is not, unless its Call says so).
+    idempotent: bool | None = None
+
+
+# What the clients try again (DESIGN 8), as ``retry_policy`` chooses per call:
+# - a call that may be sent twice (GET, PUT, DELETE, and the POSTs that read or land once:
+#   lookups, bulk upserts by id, OpenLineage events, materializing): connection failures and
+#   429, 502, 503 and 504;
+# - a POST that creates something (a feature-set version: a second copy is a second
+#   version): only when the server surely did not act on it: no connection (nothing was sent)
+#   and 429. Not 503, since the feature store answers 503 after storing a version whose
+#   checks it could not keep (featurestore_service/service.py, _commit); not 502 and 504,
+#   which a proxy sends after the request may have reached the service;
+# - a body streamed from a file can be sent once: only a failed connection.
+# Timeouts are not retried: CAIRN_HTTP_TIMEOUT bounds how long a caller waits for a slow
+# service, and trying again would multiply that wait (and the load on the slow service).
+SAFE_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+NOT_ACTED_STATUSES = frozenset({429})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def retry_policy(call: Call[Any], attempts: int) -> RetryPolicy:
+    replayable = call.content is None or isinstance(call.content, bytes | bytearray | str)
+    idempotent = call.idempotent
+    if idempotent is None:
+        idempotent = call.method in IDEMPOTENT_METHODS
+    resend = idempotent and replayable
+    if resend:
+        statuses: frozenset[int] = SAFE_RETRY_STATUSES
+    else:
+        statuses = NOT_ACTED_STATUSES if replayable else frozenset()
+    return RetryPolicy(attempts, statuses, resend=resend, timeouts=False)
+
+
+def client_limits(
+    settings: Settings, timeout: float | None, retries: int | None
+) -> tuple[float, int]:
+    """A client's timeout and retries: its own arguments, else CAIRN_HTTP_TIMEOUT and
+    CAIRN_HTTP_RETRIES (which counts attempts: one more than the retries)."""
+    return (
+        settings.http_timeout if timeout is None else timeout,
+        settings.http_retries - 1 if retries is None else max(0, retries),
+    )
 
 
 def raise_for_problem(response: httpx.Response, ok: tuple[int, ...] = (200,)) -> None:
@@ -141,13 +188,45 @@ def headers(api_key: str | None, service: str) -> dict[str, str]:
 
 
 class SyncTransport:
-    def __init__(self, base_url: str, headers: dict[str, str], timeout: float, **kwargs: Any):
+    """Sends ``Call``s, each tried again as ``retry_policy`` allows, ``retries`` times at most."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float,
+        *,
+        retries: int = 0,
+        **kwargs: Any,
+    ):
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, **kwargs)
+        self.retries = max(0, retries)
 
     def send(self, call: Call[T]) -> T:
+        response = self._answer(call, stream=False)
+        raise_for_problem(response, call.ok)
+        return call.read(response)
+
+    def stream_to(self, call: Call[Any], sink: Callable[[bytes], object]) -> httpx.Headers:
+        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece (retried
+        only until the answer starts: ``sink`` may have taken part of it by then)."""
+        response = self._answer(call, stream=True)
         try:
-            response = self.http.request(
+            if response.status_code not in call.ok:
+                response.read()
+                raise_for_problem(response, call.ok)
+            for chunk in response.iter_bytes(CHUNK):
+                sink(chunk)
+            return response.headers
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        finally:
+            response.close()
+
+    def _answer(self, call: Call[Any], *, stream: bool) -> httpx.Response:
+        def attempt() -> httpx.Response:
+            request = self.http.build_request(
                 call.method,
                 call.path,
                 params=call.params or None,
@@ -155,27 +234,13 @@ class SyncTransport:
                 content=call.content,
                 headers=call.headers,
             )
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
-        raise_for_problem(response, call.ok)
-        return call.read(response)
+            return self.http.send(request, stream=stream)
 
-    def stream_to(self, call: Call[Any], sink: Callable[[bytes], object]) -> httpx.Headers:
-        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece."""
+        policy = retry_policy(call, 1 + self.retries)
         try:
-            with self.http.stream(
-                call.method,
-                call.path,
-                params=call.params or None,
-                content=call.content,
-                headers=call.headers,
-            ) as response:
-                if response.status_code not in call.ok:
-                    response.read()
-                    raise_for_problem(response, call.ok)
-                for chunk in response.iter_bytes(CHUNK):
-                    sink(chunk)
-                return response.headers
+            return call_with_retries(attempt, what=f"{call.method} {call.path}", policy=policy)
+        except RetryableStatus as exc:
+            return exc.response  # the last answer: raise_for_problem says what it was
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from exc
 
@@ -186,8 +251,8 @@ class SyncTransport:
 class AsyncTransport:
     """Sends ``Call``s and records the service's ``Health`` from every answer.
 
-    ``retries``: further attempts of a GET whose connection dropped (after a short random
-    pause); a timeout is never retried, since a slow service would only double the wait.
+    ``retries``: further attempts of a call, as ``retry_policy`` allows (after a jittered
+    backoff); a timeout is never retried, since a slow service would only double the wait.
     """
 
     def __init__(
@@ -240,29 +305,38 @@ class AsyncTransport:
         self.health.mark(True, "", latency)
         return result
 
-    async def _answer(self, call: Call[Any]) -> tuple[httpx.Response, float]:
-        """The answer to ``call`` and its latency in ms; a dropped GET is retried."""
-        attempts = 1 + (self.retries if call.method == "GET" else 0)
-        attempt = 1
-        while True:
+    async def _answer(
+        self, call: Call[Any], *, stream: bool = False
+    ) -> tuple[httpx.Response, float]:
+        """The answer to ``call`` (retried as ``retry_policy`` allows) and the latency in ms
+        of the attempt that gave it."""
+        start = time.perf_counter()
+
+        async def attempt() -> httpx.Response:
+            nonlocal start
             start = time.perf_counter()
-            try:
-                response = await self.http.request(
-                    call.method,
-                    call.path,
-                    params=call.params or None,
-                    json=call.json,
-                    content=call.content,
-                    headers={**self.auth, **call.headers},
-                )
-                return response, (time.perf_counter() - start) * 1000
-            except httpx.TransportError as exc:
-                if attempt >= attempts or isinstance(exc, httpx.TimeoutException):
-                    error = _unreachable(self.base_url, exc)
-                    self.health.mark(False, error.reason)
-                    raise error from exc
-            attempt += 1
-            await asyncio.sleep(random.uniform(0.02, 0.1))
+            request = self.http.build_request(
+                call.method,
+                call.path,
+                params=call.params or None,
+                json=call.json,
+                content=call.content,
+                headers={**self.auth, **call.headers},
+            )
+            return await self.http.send(request, stream=stream)
+
+        policy = retry_policy(call, 1 + self.retries)
+        try:
+            response = await acall_with_retries(
+                attempt, what=f"{call.method} {call.path}", policy=policy
+            )
+        except RetryableStatus as exc:
+            response = exc.response  # the last answer: raise_for_problem says what it was
+        except httpx.TransportError as exc:
+            error = _unreachable(self.base_url, exc)
+            self.health.mark(False, error.reason)
+            raise error from exc
+        return response, (time.perf_counter() - start) * 1000
 
     async def probe(self, timeout: float = 1.5) -> Health:
         """Asks ``/readyz`` (no key needed) and records the answer."""
@@ -282,30 +356,26 @@ class AsyncTransport:
     async def stream_to(
         self, call: Call[Any], sink: Callable[[bytes], Awaitable[object]]
     ) -> httpx.Headers:
-        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece."""
-        start = time.perf_counter()
+        """Sends ``call`` and hands the answer's body to ``sink`` piece by piece (retried
+        only until the answer starts: ``sink`` may have taken part of it by then)."""
+        response, latency = await self._answer(call, stream=True)
         try:
-            async with self.http.stream(
-                call.method,
-                call.path,
-                params=call.params or None,
-                headers={**self.auth, **call.headers},
-            ) as response:
-                latency = (time.perf_counter() - start) * 1000
-                if response.status_code not in call.ok:
-                    await response.aread()
-                    failed = response.status_code >= 500  # a refusal is still an answer
-                    reason = f"answered {response.status_code}: {_short_detail(response)}"
-                    self.health.mark(not failed, reason if failed else "", latency)
-                    raise_for_problem(response, call.ok)
-                async for chunk in response.aiter_bytes(CHUNK):
-                    await sink(chunk)
-                self.health.mark(True, "", latency)
-                return response.headers
+            if response.status_code not in call.ok:
+                await response.aread()
+                failed = response.status_code >= 500  # a refusal is still an answer
+                reason = f"answered {response.status_code}: {_short_detail(response)}"
+                self.health.mark(not failed, reason if failed else "", latency)
+                raise_for_problem(response, call.ok)
+            async for chunk in response.aiter_bytes(CHUNK):
+                await sink(chunk)
+            self.health.mark(True, "", latency)
+            return response.headers
         except httpx.TransportError as exc:
             error = _unreachable(self.base_url, exc)
             self.health.mark(False, error.reason)
             raise error from exc
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -314,8 +384,9 @@ class AsyncTransport:
 class AsyncServiceClient:
     """What both async clients share: health, probing, a per-caller key.
 
-    Their constructors take ``timeout`` (seconds to wait for an answer), ``connect_timeout``
-    (seconds to connect; default ``timeout``) and ``retries`` (see ``AsyncTransport``), so a
+    Their constructors take ``timeout`` (seconds to wait for an answer; default
+    CAIRN_HTTP_TIMEOUT), ``connect_timeout`` (seconds to connect; default ``timeout``) and
+    ``retries`` (see ``AsyncTransport``; default one fewer than CAIRN_HTTP_RETRIES), so a
     caller with a person waiting can give up quickly and say so.
     """
 

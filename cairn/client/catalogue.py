@@ -7,7 +7,15 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
-from cairn.client._http import AsyncServiceClient, AsyncTransport, Call, SyncTransport, headers
+from cairn.client._http import (
+    AsyncServiceClient,
+    AsyncTransport,
+    Call,
+    SyncTransport,
+    client_limits,
+    headers,
+)
+from cairn.errors import InvalidRequest
 from cairn.models import (
     Asset,
     AssetWrite,
@@ -18,7 +26,9 @@ from cairn.models import (
     LineageReceipt,
     SearchPage,
     TagCount,
+    composed,
     label_text,
+    name_id,
 )
 from cairn.segments import path_segment
 from cairn.settings import get_settings
@@ -31,14 +41,36 @@ def _asset(response: httpx.Response) -> Asset:
     return Asset.model_validate_json(response.content)
 
 
+def _put_id(given: Any, name: Any) -> str:
+    """Where an asset without an id in the call goes: its own id, else the one the catalogue
+    gives its name (``AssetWrite.ensure_id``: the name stripped, accents composed)."""
+    if isinstance(given, str) and given:
+        return given
+    if isinstance(name, str) and name.strip():
+        return name_id(composed(name.strip()))
+    raise InvalidRequest(
+        "Give the asset a name (or an id): it says where the asset is put.",
+        errors=[{"field": "name", "message": "name is required"}],
+    )
+
+
 class CatalogueCalls:
     """The catalogue's API as ``Call``s; both clients send these."""
 
     @staticmethod
     def put_asset(asset: AssetWrite | dict[str, Any], asset_id: str | None) -> Call[Asset]:
-        item = asset if isinstance(asset, AssetWrite) else AssetWrite.model_validate(asset)
-        asset_id = asset_id or item.ensure_id()
-        body = item.model_dump(mode="json", by_alias=True, exclude={"id"})
+        if isinstance(asset, AssetWrite):
+            asset_id = asset_id or asset.ensure_id()
+            body = asset.model_dump(mode="json", by_alias=True, exclude={"id"})
+        else:
+            # Sent as given, not checked against this process's settings: the catalogue
+            # knows its own types (its CAIRN_EXTRA_TYPES) and limits, and refuses with its
+            # error class and detail, as it does a bulk item.
+            body = dict(asset)
+            given = body.get("id")
+            if isinstance(given, str) and given:
+                del body["id"]  # it goes in the URL
+            asset_id = asset_id or _put_id(given, body.get("name"))
         return Call(
             "PUT", f"/api/v1/assets/{path_segment(asset_id)}", _asset, json=body, ok=(200, 201)
         )
@@ -54,6 +86,7 @@ class CatalogueCalls:
             "/api/v1/assets/bulk",
             lambda r: BulkResponse.model_validate_json(r.content),
             json=body,
+            idempotent=True,  # an upsert by id (or by name): sent again, it changes nothing
         )
 
     @staticmethod
@@ -117,6 +150,7 @@ class CatalogueCalls:
             lambda r: LineageReceipt.model_validate_json(r.content),
             json=event,
             ok=(200, 201),
+            idempotent=True,  # an event sent again is answered "duplicate" and lands once
         )
 
     @staticmethod
@@ -155,15 +189,18 @@ class CatalogueClient:
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = SyncTransport(
             base_url or settings.catalogue_url,
             headers(key, "catalogue"),
             timeout,
+            retries=retries,
             **httpx_options,
         )
 
@@ -239,13 +276,14 @@ class AsyncCatalogueClient(AsyncServiceClient):
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         connect_timeout: float | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = AsyncTransport(
             base_url or settings.catalogue_url,
             headers(key, "catalogue"),

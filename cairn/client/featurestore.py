@@ -26,6 +26,7 @@ from cairn.client._http import (
     ServiceUnreachable,
     SyncTransport,
     afile_chunks,
+    client_limits,
     file_chunks,
     headers,
 )
@@ -241,6 +242,7 @@ class FeatureStoreCalls:
             "/api/v1/online-features",
             OnlineFeatures.from_response,
             json=online_body(features, entities, full_feature_names),
+            idempotent=True,  # a lookup
         )
 
     @staticmethod
@@ -251,6 +253,7 @@ class FeatureStoreCalls:
             f"/api/v1/featuresets/{path_segment(name)}/materialize",
             lambda r: r.json(),
             params,
+            idempotent=True,  # writes the version online; again, the same rows
         )
 
     @staticmethod
@@ -283,6 +286,7 @@ class FeatureStoreCalls:
             params,
             content=content,
             headers={"content-type": media, "accept": accept},
+            idempotent=True,  # a lookup (the body is the entity frame)
         )
 
 
@@ -403,15 +407,18 @@ class FeatureStoreClient(MetricsMixin):
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = SyncTransport(
             base_url or settings.featurestore_url,
             headers(key, "featurestore"),
             timeout,
+            retries=retries,
             **httpx_options,
         )
 
@@ -643,13 +650,14 @@ class AsyncFeatureStoreClient(AsyncServiceClient, AsyncMetricsMixin):
         base_url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
         connect_timeout: float | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         **httpx_options: Any,
     ):
         settings = get_settings()
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        timeout, retries = client_limits(settings, timeout, retries)
         self._t = AsyncTransport(
             base_url or settings.featurestore_url,
             headers(key, "featurestore"),
