@@ -32,6 +32,10 @@ ASSET_TYPES = (
     "workflow",
 )
 
+# Names both uvicorn and the logging module know (lower-case: uvicorn's own spelling).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # the logging module's aliases
+
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
@@ -338,7 +342,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Attempts for an outbound HTTP call before giving up (backoff with jitter).",
     )
-    log_level: str = Field("info", description="Log level of services and the crawler.")
+    log_level: str = Field(
+        "info",
+        description=(
+            "Log level of services and the crawler: `debug`, `info`, `warning`, `error` or "
+            "`critical` (any case; `warn` is `warning`)."
+        ),
+    )
     # -- remote volumes (connectors/webhdfs.py, connectors/adls.py, connectors/s3.py) --
     hdfs_user: str | None = Field(
         None,
@@ -424,6 +434,19 @@ class Settings(BaseSettings):
         if value.exists() and not value.is_dir():
             raise ValueError(f"{value} is a file, not a folder")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        # uvicorn takes only its lower-case names (KeyError 'warn' deep in its start-up, a
+        # traceback), while the crawler's logging fell back to INFO on any unknown name.
+        if not isinstance(value, str):
+            return value
+        name = value.strip().lower()
+        name = _LOG_LEVEL_ALIASES.get(name, name)
+        if name not in LOG_LEVELS:
+            raise ValueError(f"takes {', '.join(LOG_LEVELS)} (any case; warn for warning)")
+        return name
 
     @field_validator(
         "azure_account_key",
