@@ -6,12 +6,15 @@ every setting appears in the README's configuration table with its default.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 DEFAULT_MANIFEST_PATTERNS = ["MANIFEST.yaml", "MANIFEST.yml", "*.cairn.yaml", "*.cairn.yml"]
 
@@ -361,7 +364,9 @@ class Settings(BaseSettings):
             "needs `pip install 'cairn-catalogue[kerberos]'`)."
         ),
     )
-    hdfs_nameservices: dict[str, list[str]] = Field(
+    # NoDecode: _json_map reads it, so text that is no JSON is an error naming the variable
+    # (pydantic-settings' own decoding raised a traceback for every command).
+    hdfs_nameservices: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict,
         description=(
             'JSON map of HA names to NameNode HTTP addresses, e.g. `{"prod": ["nn1:9870", '
@@ -435,6 +440,21 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is a file, not a folder")
         return value
 
+    @field_validator("hdfs_nameservices", mode="before")
+    @classmethod
+    def _json_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}  # an env file's empty line: unset
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(
+                'takes JSON, a map of names to NameNode addresses: {"prod": ["nn1:9870", '
+                '"nn2:9870"]}'
+            ) from None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:
@@ -505,6 +525,12 @@ class SettingsError(ValueError):
 def get_settings() -> Settings:
     try:
         return Settings()
+    except _SourceError as exc:
+        # pydantic-settings could not decode a variable (a JSON one) before validating it:
+        # its message names the field, and its cause may quote the value.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"CAIRN_{field.group(1).upper()}" if field else "a CAIRN_* variable"
+        raise SettingsError(f"{name}: cannot be read as its setting's type") from None
     except ValidationError as exc:
         # Named by variable, without the value: it may be a key or a connection string.
         problems = "; ".join(
