@@ -175,6 +175,12 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config.write_text("volumes:\n  - root: /x\n    schedule: sometimes\n")
     result = run_cairn("crawl", "--config", str(config), env=cairn_env(tmp_path))
     assert result.returncode == 1 and "schedule" in result.stderr
+    # Not UTF-8: a UnicodeDecodeError traceback before.
+    config.write_bytes(b"\xff\xfe")
+    result = run_cairn("crawl", "--config", str(config), env=cairn_env(tmp_path))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines == [f"error: {config} is not UTF-8 text (byte 0); save it as UTF-8"], lines
     neither = run_cairn("crawl", env=cairn_env(tmp_path))
     assert neither.returncode == 1 and "--config" in neither.stderr
 
