@@ -6,12 +6,15 @@ every setting appears in the README's configuration table with its default.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 DEFAULT_MANIFEST_PATTERNS = ["MANIFEST.yaml", "MANIFEST.yml", "*.cairn.yaml", "*.cairn.yml"]
 
@@ -31,6 +34,10 @@ ASSET_TYPES = (
     "user",
     "workflow",
 )
+
+# Names both uvicorn and the logging module know (lower-case: uvicorn's own spelling).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # the logging module's aliases
 
 
 def _split_csv(value: object) -> object:
@@ -338,7 +345,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Attempts for an outbound HTTP call before giving up (backoff with jitter).",
     )
-    log_level: str = Field("info", description="Log level of services and the crawler.")
+    log_level: str = Field(
+        "info",
+        description=(
+            "Log level of services and the crawler: `debug`, `info`, `warning`, `error` or "
+            "`critical` (any case; `warn` is `warning`)."
+        ),
+    )
     # -- remote volumes (connectors/webhdfs.py, connectors/adls.py, connectors/s3.py) --
     hdfs_user: str | None = Field(
         None,
@@ -351,7 +364,9 @@ class Settings(BaseSettings):
             "needs `pip install 'cairn-catalogue[kerberos]'`)."
         ),
     )
-    hdfs_nameservices: dict[str, list[str]] = Field(
+    # NoDecode: _json_map reads it, so text that is no JSON is an error naming the variable
+    # (pydantic-settings' own decoding raised a traceback for every command).
+    hdfs_nameservices: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict,
         description=(
             'JSON map of HA names to NameNode HTTP addresses, e.g. `{"prod": ["nn1:9870", '
@@ -425,6 +440,34 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is a file, not a folder")
         return value
 
+    @field_validator("hdfs_nameservices", mode="before")
+    @classmethod
+    def _json_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}  # an env file's empty line: unset
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(
+                'takes JSON, a map of names to NameNode addresses: {"prod": ["nn1:9870", '
+                '"nn2:9870"]}'
+            ) from None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        # uvicorn takes only its lower-case names (KeyError 'warn' deep in its start-up, a
+        # traceback), while the crawler's logging fell back to INFO on any unknown name.
+        if not isinstance(value, str):
+            return value
+        name = value.strip().lower()
+        name = _LOG_LEVEL_ALIASES.get(name, name)
+        if name not in LOG_LEVELS:
+            raise ValueError(f"takes {', '.join(LOG_LEVELS)} (any case; warn for warning)")
+        return name
+
     @field_validator(
         "azure_account_key",
         "azure_sas_token",
@@ -482,6 +525,12 @@ class SettingsError(ValueError):
 def get_settings() -> Settings:
     try:
         return Settings()
+    except _SourceError as exc:
+        # pydantic-settings could not decode a variable (a JSON one) before validating it:
+        # its message names the field, and its cause may quote the value.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"CAIRN_{field.group(1).upper()}" if field else "a CAIRN_* variable"
+        raise SettingsError(f"{name}: cannot be read as its setting's type") from None
     except ValidationError as exc:
         # Named by variable, without the value: it may be a key or a connection string.
         problems = "; ".join(

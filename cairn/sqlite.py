@@ -75,6 +75,8 @@ def connect(path: Path, cache_kib: int) -> sqlite3.Connection:
 
 
 BUSY_TIMEOUT_MS = 10_000
+# close() interrupts a write still in progress this often until the write has let go.
+CLOSE_INTERRUPT_S = 0.05
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:
@@ -287,6 +289,7 @@ class SQLiteFile:
         self._writer_cache_kib = writer_cache_kib
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._closing = False  # set by close(): transactions are refused, a running one stopped
         # Idle readers, the last one returned on top: short reads on the event loop come one
         # after another and keep reusing the same connection, whose page cache stays warm
         # (taken in turn, each pooled reader would hold a colder copy of the same pages).
@@ -374,12 +377,32 @@ class SQLiteFile:
                 conn.close()
             self._all_readers.clear()
             self._readers = []
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_writer()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+
+    def _close_writer(self) -> None:
+        """Closes the writer once no transaction is using it.
+
+        A write may still run in a worker thread (``cairn reindex`` after Ctrl-C: the event
+        loop's task is cancelled, the thread is not), and closing a connection under a
+        statement in progress crashes the process (SIGSEGV). So this waits for the write lock,
+        interrupting the writer meanwhile: its statement stops, ``transaction`` rolls it back
+        and lets go of the lock, and nothing half-written is kept. A transaction between
+        statements is interrupted at its next one.
+        """
+        self._closing = True  # a transaction that starts from now on is refused
+        writer = self._writer
+        if writer is None:
+            return
+        while not self._write_lock.acquire(timeout=CLOSE_INTERRUPT_S):
+            writer.interrupt()
+        try:
+            writer.close()
+            self._writer = None
+        finally:
+            self._write_lock.release()
 
     def new_reader(self) -> sqlite3.Connection:
         """A read-only connection outside the pool, for a caller that keeps it (a probe)."""
@@ -432,9 +455,11 @@ class SQLiteFile:
         transaction back by then, so nothing was half-written and the writer stays usable;
         writes succeed again as soon as space is freed, and reads never stopped.
         """
-        conn = self._writer
-        assert conn is not None, "database not opened"
         with self._write_lock:
+            # Read under the lock: close() swaps the writer out under it.
+            conn = self._writer
+            if conn is None or self._closing:
+                raise Unavailable(f"{self.path} is closed (the service is stopping); retry.")
             checkpointer = self._checkpointer
             if big and checkpointer is not None:
                 # The WAL starts over only once it is all copied: a big write that began
@@ -470,6 +495,11 @@ class SQLiteFile:
                         "happen (nothing was half-written). Reads still work; retry the write "
                         "once an operator has freed space."
                     ) from exc
+                if self._closing and _primary_code(exc) == sqlite3.SQLITE_INTERRUPT:
+                    raise Unavailable(
+                        f"{self.path} was closed during a write (the service or command is "
+                        "stopping), so the write did not happen (nothing was half-written)."
+                    ) from exc
                 if _locked(exc):
                     # Another process (a second server on the same file, a backup, a sqlite3
                     # shell) held the write lock past the busy timeout: the client may retry.
@@ -501,11 +531,14 @@ class SQLiteFile:
             or time.monotonic() - self._last_commit < QUIET_SECONDS
         ):
             return False
-        if self._writer is None or not self._write_lock.acquire(blocking=False):
+        if not self._write_lock.acquire(blocking=False):
             return False
         try:
+            writer = self._writer  # under the lock: close() swaps it out under it
+            if writer is None:
+                return False
             self._released_at = self.commits
-            self._writer.execute("PRAGMA shrink_memory")
+            writer.execute("PRAGMA shrink_memory")
         finally:
             self._write_lock.release()
         # One idle reader at a time, so a query meanwhile still finds the others idle.

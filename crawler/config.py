@@ -93,6 +93,9 @@ def load_config(path: Path) -> CrawlConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        # A ValueError, not an OSError: it ended the command in a traceback.
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if isinstance(raw, dict) and "volumes" not in raw and "root" in raw:

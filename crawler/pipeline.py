@@ -203,7 +203,9 @@ class WorkPool:
             context = multiprocessing.get_context("fork")
         else:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(self._preload)
+            # First: the fork server ignores SIGINT before the slow imports (see
+            # crawler/sigint_ignored.py).
+            context.set_forkserver_preload(["crawler.sigint_ignored", *self._preload])
         self.start_method = context.get_start_method()
         forked_from = os.getpid() if self.start_method == "fork" else 0
         self._executor = ProcessPoolExecutor(
@@ -237,6 +239,10 @@ class WorkPool:
 
 
 def _start_worker(initializer: Callable[[str], None], volume_url: str, forked_from: int) -> None:
+    # Ctrl-C is the crawl's to handle, and its workers end with it (_die_with_parent); a
+    # forked worker starts with the crawl's KeyboardInterrupt handler, which printed a
+    # traceback (a fork server's workers ignore SIGINT already: crawler/sigint_ignored.py).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(forked_from)
     initializer(volume_url)
 

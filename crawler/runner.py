@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("cairn.crawler")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_MANIFESTS = 0, 1, 2
+# From least to most serious (README, crawling): a volume that could not be crawled at all
+# outweighs another one's bad manifests, though its code is the smaller number.
+_SEVERITY = (EXIT_OK, EXIT_BAD_MANIFESTS, EXIT_FAILED)
+
+
+def _worse_exit(a: int, b: int) -> int:
+    """The more serious of two crawl exit codes."""
+    return max(a, b, key=_SEVERITY.index)
+
+
 MAX_LISTED = 50
 
 
@@ -163,7 +173,10 @@ def _crawl_once(spec: VolumeConfig, as_json: bool, out: Console, err: Console) -
             report = _crawler(spec, None).crawl(spec.root)
     except CrawlFailed as exc:
         if as_json:
-            write_json(out, {"error": str(exc), "exit_code": EXIT_FAILED})
+            # The volume too: with --config, one failed volume among several reports.
+            write_json(
+                out, {"volume": redact_url(spec.root), "error": str(exc), "exit_code": EXIT_FAILED}
+            )
         else:
             err.print(f"error: crawl of {redact_url(spec.root)} could not run: {exc}")
         return EXIT_FAILED
@@ -302,7 +315,7 @@ def _run_config(
         if catalogue:
             spec.catalogue_endpoint = catalogue
         if spec.interval is None:
-            worst = max(worst, _crawl_once(spec, as_json, out, err))
+            worst = _worse_exit(worst, _crawl_once(spec, as_json, out, err))
         else:
             scheduled.append(spec)
     if not scheduled:

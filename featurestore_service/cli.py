@@ -111,6 +111,10 @@ def load_yaml_set(path: Path) -> dict[str, Any]:
         _fail(f"cannot read {path}: {exc}")
     if not isinstance(data, dict) or not isinstance(data.get("features"), list):
         _fail(f"{path} must be a mapping with a features list of {{name, dtype, value}}")
+    labels = data.get("labels")
+    if labels is not None and not isinstance(labels, dict):
+        # `labels: [a, b]` ended in a TypeError traceback when merged with --label.
+        _fail(f"{path}: labels must be a map of key: value, not a {type(labels).__name__}")
     return data
 
 
@@ -196,7 +200,9 @@ def put(
                 )
             else:
                 data = load_yaml_set(file)
-                name = name or data.get("name")
+                # Text as version_label is: YAML reads `name: 123` as a number, which the
+                # model refused as "not a valid string".
+                name = name or _text(data.get("name"))
                 if not name:
                     _fail(f"{file} has no name; pass --name")
                 result = client.put(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 import cairn.sqlite
 import catalogue_service.service as service
+from cairn.errors import Unavailable
 from cairn.settings import Settings
 from catalogue_service.backends import sqlite as backend
 from catalogue_service.backends.base import SearchQuery
@@ -191,6 +193,49 @@ def test_reindex_leaves_the_index_merged(tmp_path: Path, monkeypatch: pytest.Mon
         assert {q: _search(store, q) for q in before} == before
     finally:
         asyncio.run(store.close())
+
+
+def test_closing_during_a_reindex_stops_it_and_keeps_the_old_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C during `cairn reindex` cancels the command's task, whose finally closes the store
+    # while the reindex still runs in a worker thread: the writer connection was closed under
+    # it (SIGSEGV when inside a statement). The hook below holds the reindex between two
+    # batches, inside its transaction, while close() runs; close() must wait for the write to
+    # stop, and the rebuild must be rolled back.
+    monkeypatch.setattr(cairn.sqlite, "UPKEEP_QUIET_S", 3600.0)
+    monkeypatch.setattr(backend, "REINDEX_BATCH", 50)
+    path = tmp_path / "c.db"
+    store, _ = _loaded_three_times(path)
+    before = {q: _search(store, q) for q in ("alpha", "gam", "row 7")}
+    inside = threading.Event()
+    failed: list[BaseException] = []
+
+    def progress(done: int, total: int) -> None:
+        if not inside.is_set():
+            inside.set()
+            time.sleep(0.5)  # close() is called meanwhile
+
+    def reindex() -> None:
+        try:
+            store._reindex_sync(progress)
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=reindex)
+    worker.start()
+    assert inside.wait(30)
+    asyncio.run(store.close())
+    closed_while_running = worker.is_alive()
+    worker.join(30)
+    assert not closed_while_running, "close() returned while the reindex was still writing"
+    assert len(failed) == 1 and isinstance(failed[0], Unavailable), failed
+    reopened = SQLiteStore(path)
+    asyncio.run(reopened.open())
+    try:
+        assert {q: _search(reopened, q) for q in before} == before
+    finally:
+        asyncio.run(reopened.close())
 
 
 def _fts_layout(path: Path) -> str:

@@ -542,3 +542,28 @@ def test_put_asset_puts_a_named_dict_where_the_catalogue_would() -> None:
         expected = AssetWrite(name=name, type="dataset").ensure_id()
         call = CatalogueCalls.put_asset({"name": name, "type": "dataset"}, None)
         assert call.path == f"/api/v1/assets/{expected}" and call.json["name"] == name
+
+
+def test_featureset_put_reads_a_yaml_name_as_text_and_names_bad_labels(tmp_path: Path) -> None:
+    # YAML reads `name: 123` as a number: it was refused as "not a valid string" while
+    # `version_label: 1.0` was taken as text; `labels: [a, b]` ended in a TypeError traceback.
+    with ThreadServer(create_app(Settings(data_dir=tmp_path / "fs"))) as server:
+        numbered = tmp_path / "numbered.yaml"
+        numbered.write_text(
+            "name: 123\nversion_label: 1.0\nfeatures:\n  - {name: x, dtype: int64, value: 1}\n"
+        )
+        listed = tmp_path / "listed.yaml"
+        listed.write_text(
+            "name: listed\nlabels: [a, b]\nfeatures:\n  - {name: x, dtype: int64, value: 1}\n"
+        )
+        runner = CliRunner()
+        put = runner.invoke(app, ["featureset", "put", str(numbered), "--url", server.url])
+        assert put.exit_code == 0, put.output
+        assert "123 version 1 stored" in put.output
+        refused = runner.invoke(
+            app, ["featureset", "put", str(listed), "--url", server.url, "--label", "k:v"]
+        )
+        # A clean exit 1 (SystemExit), not a TypeError.
+        assert refused.exit_code == 1, refused.output
+        assert isinstance(refused.exception, SystemExit), refused.exception
+        assert "labels must be a map of key: value, not a list" in refused.output

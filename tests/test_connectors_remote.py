@@ -622,7 +622,7 @@ def test_adls_walks_listing_prefixes_at_once_match_one_flat_listing(
 
 def test_a_malformed_nameservices_setting_is_named(use_env: SetEnv) -> None:
     use_env({"CAIRN_HDFS_NAMESERVICES": "prod=nn1:9870"})
-    with pytest.raises(Exception, match="hdfs_nameservices"):
+    with pytest.raises(Exception, match="CAIRN_HDFS_NAMESERVICES"):
         open_volume("hdfs://prod/lake")
 
 

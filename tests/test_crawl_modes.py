@@ -115,6 +115,28 @@ def test_config_file_with_mastro_keys(tmp_path: Path, catalogue_process: Process
     assert names == {"from_one", "from_two"}
 
 
+def test_config_a_volume_that_could_not_run_outweighs_bad_manifests(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    # README (crawling): 2 is "some manifests were bad", 1 "the crawl could not run". The
+    # larger code won, so a missing volume hid behind another volume's bad manifest.
+    bad = tmp_path / "bad"
+    write(bad / "MANIFEST.yaml", "name: [unclosed\ntype: dataset\n")
+    missing = tmp_path / "missing"
+    config = tmp_path / "crawl.yaml"
+    config.write_text(
+        "volumes:\n"
+        f"  - root: {bad}\n    catalogue-endpoint: {catalogue_process.url}\n"
+        f"  - root: {missing}\n    catalogue-endpoint: {catalogue_process.url}\n"
+    )
+    result = run_cairn("crawl", "--config", str(config), "--json", env=cairn_env(tmp_path / "d"))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["exit_code"] for r in reports] == [2, 1], reports
+    # The failed volume's line says which volume it is, as a report does.
+    assert reports[1]["volume"] == str(missing) and reports[1]["error"], reports[1]
+
+
 def test_config_file_patterns_key_picks_the_manifests(
     tmp_path: Path, catalogue_process: ProcessServer
 ) -> None:
@@ -153,6 +175,12 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config.write_text("volumes:\n  - root: /x\n    schedule: sometimes\n")
     result = run_cairn("crawl", "--config", str(config), env=cairn_env(tmp_path))
     assert result.returncode == 1 and "schedule" in result.stderr
+    # Not UTF-8: a UnicodeDecodeError traceback before.
+    config.write_bytes(b"\xff\xfe")
+    result = run_cairn("crawl", "--config", str(config), env=cairn_env(tmp_path))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines == [f"error: {config} is not UTF-8 text (byte 0); save it as UTF-8"], lines
     neither = run_cairn("crawl", env=cairn_env(tmp_path))
     assert neither.returncode == 1 and "--config" in neither.stderr
 

@@ -285,6 +285,58 @@ def test_workers_forked_while_the_walk_pauses_the_collector_run_theirs(tmp_path:
     assert gc.isenabled()
 
 
+def _sigint_ignored(paths: list[str]) -> list[tuple[str, bool]]:
+    import signal
+
+    return [(p, signal.getsignal(signal.SIGINT) is signal.SIG_IGN) for p in paths]
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """From /proc: whether process ``pid`` ignores SIGINT (its bit in SigIgn)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (2 - 1)))  # SIGINT is signal 2
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@in_a_fresh_process
+def test_the_fork_server_and_the_workers_leave_ctrl_c_to_the_crawl(tmp_path: Path) -> None:
+    # Ctrl-C on a terminal reaches the whole process group: the fork server (while it imported
+    # its preload) and the workers each printed a KeyboardInterrupt traceback, though the crawl
+    # handles the shutdown and its workers end with it. Fresh process: the fork server must be
+    # one this pool started.
+    from multiprocessing import forkserver
+
+    paths = sorted(make_volume(tmp_path, 6))
+    for other_thread in (False, True):
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        if other_thread:
+            thread.start()
+        try:
+            with WorkPool(
+                LocalVolume(tmp_path),
+                [Stage("sigint", _sigint_ignored, lambda _v, p: (p, False), 2)],
+                workers=2,
+                remote_threads=2,
+                parallel_threshold=1,
+                initializer=_init_worker,
+                preload=["crawler.crawl"],
+            ) as work:
+                for path in paths:
+                    work.submit("sigint", path)
+                work.flush()
+                assert work.start_method == ("forkserver" if other_thread else "fork")
+                assert [work.result("sigint", p) for p in paths] == [(p, True) for p in paths]
+        finally:
+            stop.set()
+            if other_thread:
+                thread.join()
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    assert server is not None and _ignores_sigint(server)
+
+
 # Manifests by folder: one each for the ways a parse job reads (or skips) a folder's schema.
 PARSE_CASES = {
     "plain": "name: plain\ntype: dataset\n",

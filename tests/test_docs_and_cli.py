@@ -177,6 +177,33 @@ def test_settings_reject_bad_values(monkeypatch) -> None:  # type: ignore[no-unt
         raise AssertionError("a bad port was accepted")
 
 
+def test_log_level_takes_the_usual_names_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    for given, kept in (("warn", "warning"), ("WARNING", "warning"), ("Debug", "debug")):
+        monkeypatch.setenv("CAIRN_LOG_LEVEL", given)
+        assert Settings().log_level == kept
+
+
+def test_a_variable_pydantic_settings_cannot_decode_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A JSON setting without a decoder of Cairn's own fails inside pydantic-settings, before
+    # validation: still one error naming the variable, without its value.
+    import cairn.settings
+
+    class WithJson(Settings):
+        some_map: dict[str, int] = {}
+
+    monkeypatch.setattr(cairn.settings, "Settings", WithJson)
+    monkeypatch.setenv("CAIRN_SOME_MAP", "secret-not-json")
+    cairn.settings.get_settings.cache_clear()
+    try:
+        with pytest.raises(cairn.settings.SettingsError, match=r"^CAIRN_SOME_MAP: ") as caught:
+            cairn.settings.get_settings()
+        assert "secret" not in str(caught.value)
+    finally:
+        cairn.settings.get_settings.cache_clear()
+
+
 @pytest.mark.parametrize("name", ["CAIRN_CRAWL_LIST_CONCURRENCY", "CAIRN_CRAWL_READ_CONCURRENCY"])
 def test_crawl_concurrency_settings_take_1_to_64(
     monkeypatch: pytest.MonkeyPatch, name: str
@@ -200,6 +227,12 @@ def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
         (("crawl", str(tmp_path)), "CAIRN_HTTP_TIMEOUT", "-1", "greater than 0"),
         (("crawl", str(tmp_path)), "CAIRN_HTTP_RETRIES", "0", "greater than or equal to 1"),
         (("featureset", "list"), "CAIRN_HTTP_TIMEOUT", "soon", "valid number"),
+        # uvicorn knew no "warn" (a KeyError traceback); the crawler took any name as INFO.
+        (("serve", "catalogue"), "CAIRN_LOG_LEVEL", "verbose", "debug, info, warning"),
+        (("crawl", str(tmp_path)), "CAIRN_LOG_LEVEL", "verbose", "debug, info, warning"),
+        # Decoded by pydantic-settings itself, it was a SettingsError traceback, even for a
+        # local crawl.
+        (("crawl", str(tmp_path)), "CAIRN_HDFS_NAMESERVICES", "notjson", "takes JSON"),
     ]
     for args, variable, value, expected in cases:
         result = run_cairn(*args, env=cairn_env(tmp_path / "data", **{variable: value}))
