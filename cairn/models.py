@@ -96,7 +96,8 @@ def credential_in(url: str) -> str | None:
         authority = _AUTHORITY_END.split(rest, 1)[0]
         if ":" in authority.rpartition("@")[0]:
             return "a password (user:password@ in the URL)"
-    found = _SECRET_PARAMETER.search(url)
+    # Every written asset's location comes here: most have no parameter at all.
+    found = _SECRET_PARAMETER.search(url) if "=" in url else None
     if found is not None:
         return f"a credential (its {found.group(1)}= parameter)"
     return None
