@@ -656,16 +656,14 @@ class CairnRoute(APIRoute):
 MAX_LABEL_FILTERS = 100
 
 
-def too_many_labels(count: int) -> BadRequest | None:
-    if count <= MAX_LABEL_FILTERS:
-        return None
-    return BadRequest(f"{count} labels are given; send at most {MAX_LABEL_FILTERS}.")
+def check_label_count(count: int) -> None:
+    if count > MAX_LABEL_FILTERS:
+        raise BadRequest(f"{count} labels are given; send at most {MAX_LABEL_FILTERS}.")
 
 
 def parse_labels(values: list[str]) -> list[tuple[str, str]]:
     """``label=key:value`` query parameters as pairs (repeated means AND)."""
-    if (refused := too_many_labels(len(values))) is not None:
-        raise refused
+    check_label_count(len(values))
     pairs = []
     for value in values:
         key, sep, val = value.partition(":")

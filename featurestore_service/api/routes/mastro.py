@@ -34,7 +34,7 @@ from cairn.models import (
 from cairn.openapi import problems
 from cairn.paging import MAX_PAGE, mastro_page
 from cairn.sqlite import label_text
-from cairn.web import json_body, too_many_labels, validated
+from cairn.web import check_label_count, json_body, validated
 from featurestore_service.api.deps import FeatureStoreDep, ReadGuard, WriteGuard
 from featurestore_service.backends.base import FeatureSetQuery
 from featurestore_service.service import FeatureStore
@@ -153,8 +153,7 @@ async def by_query_labels(
     labels = [(k, v) for k, v in request.query_params.items() if k not in ("limit", "page")]
     if not labels:
         raise BadRequest("Invalid query by labels :: empty label dict")
-    if (refused := too_many_labels(len(labels))) is not None:
-        raise refused
+    check_label_count(len(labels))
     return await _page(service, FeatureSetQuery(labels=labels), page, limit)
 
 
