@@ -18,11 +18,13 @@ keeps, so that wrk run pays every step; one more wrk run, "typo asked again", cy
 ``TYPO_AGAIN`` of them, whose answers and spelling lookups the store keeps until a write.
 
 The embedded catalogue keeps each filter's total and facets until the next write (up to
-``COUNT_CACHE_SIZE`` filters), and each search's whole answer too (``PageCache``, as many), and
-each kind's values are asked once (untimed) just before its wrk run, so the 16-connection
-figures above are for repeated queries. Two more wrk runs per targeted kind on sqlite show the
-rest: "answers not kept", against a second catalogue on the same file started with
-``CAIRN_SEARCH_CACHE_MIB=0`` (counts kept, every page searched), and "cold", the miss-only
+``COUNT_CACHE_SIZE`` filters), and each search's whole answer too (``PageCache``, as many; the
+mongo backend keeps whole answers the same way, under ``IndexGeneration``), and each kind's
+values are asked once (untimed) just before its wrk run, so the 16-connection figures above are
+for repeated queries. Two more wrk runs per targeted kind on each backend show the rest:
+"answers not kept", against a second catalogue on the same store started with
+``CAIRN_SEARCH_CACHE_MIB=0`` (sqlite: counts kept, every page searched; mongo: every request
+sent to Elasticsearch), and "cold", the miss-only
 figure: name-prefix and text cycle over more distinct values, never asked before, than either
 cache holds, so every request searches and counts afresh; tag (200 tags in use, fewer than the
 caches hold) runs while another client rewrites an asset over and over, each write dropping
@@ -441,8 +443,9 @@ def start_bare(bodies: dict[str, bytes], factory: str = "create_app") -> Server:
 
 
 def answers_not_kept(catalogue: CatalogueProcess) -> Server:
-    """A second catalogue on ``catalogue``'s file that keeps no whole search answers
-    (``CAIRN_SEARCH_CACHE_MIB=0``): each request runs the store's statements, counts kept."""
+    """A second catalogue on ``catalogue``'s store that keeps no whole search answers
+    (``CAIRN_SEARCH_CACHE_MIB=0``): each request runs the store's statements (sqlite, counts
+    kept) or goes to Elasticsearch (mongo)."""
     port = free_port()
     argv = [*catalogue.argv[:-1], str(port)]  # the port is the last argument
     env = dict(catalogue.env, CAIRN_SEARCH_CACHE_MIB="0")
@@ -635,8 +638,9 @@ class SearchFigures:
     cairn_wrk: dict[str, WrkFigures] = field(default_factory=dict)
     cold_wrk: dict[str, WrkFigures] = field(default_factory=dict)  # counts never cached
     typo_again_wrk: WrkFigures | None = None  # TYPO_AGAIN typo values, asked again
-    # sqlite: a catalogue keeping no whole answers (CAIRN_SEARCH_CACHE_MIB=0), counts cached
+    # A catalogue keeping no whole answers (CAIRN_SEARCH_CACHE_MIB=0); sqlite: counts cached
     unkept_wrk: dict[str, WrkFigures] = field(default_factory=dict)
+    unkept_es_cpu_s: dict[str, float] = field(default_factory=dict)  # mongo: ES CPU, unkept
     cold_writes: dict[str, int] = field(default_factory=dict)  # writes made during a cold run
     tags_in_use: int = 0
     bare_wrk: dict[str, WrkFigures] = field(default_factory=dict)
@@ -669,9 +673,11 @@ class SearchFigures:
         bare = self.bare_wrk[kind].rps
         return self.cairn_wrk[kind].rps / bare if bare else 0.0
 
-    def es_cpu_ms(self, kind: str) -> float:
-        requests = self.cairn_wrk[kind].requests
-        return self.es_cpu_s[kind] * 1000 / requests if requests else 0.0
+    def es_cpu_ms(self, kind: str, kept: bool = True) -> float:
+        """Elasticsearch's CPU per request of the wrk run with answers kept, or not kept."""
+        requests = (self.cairn_wrk if kept else self.unkept_wrk)[kind].requests
+        cpu = (self.es_cpu_s if kept else self.unkept_es_cpu_s)[kind]
+        return cpu * 1000 / requests if requests else 0.0
 
     @property
     def complete(self) -> bool:
@@ -720,34 +726,34 @@ def measure(
     figures.typo_again_wrk = wrk(
         catalogue, again, loops.wrk_seconds, f"cairn-{catalogue.backend}-typo-again"
     )
-    if catalogue.backend == "sqlite":
-        fresh = query_values(assets, COLD_VALUES, seed=23)
-        for k in TARGETED:
-            name = f"cairn-{catalogue.backend}-{k}-cold"
-            distinct = list(dict.fromkeys(fresh[k]))
-            if k == "tag":
-                figures.tags_in_use = len(distinct)
-            if len(distinct) > KEPT:
-                # More distinct values than the caches hold, cycled in order: their
-                # least-recently-used entry is always the next one asked, so nothing hits.
+    fresh = query_values(assets, COLD_VALUES, seed=23)
+    for k in TARGETED:
+        name = f"cairn-{catalogue.backend}-{k}-cold"
+        distinct = list(dict.fromkeys(fresh[k]))
+        if k == "tag":
+            figures.tags_in_use = len(distinct)
+        if len(distinct) > KEPT:
+            # More distinct values than the caches hold, cycled in order: their
+            # least-recently-used entry is always the next one asked, so nothing hits.
+            figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
+        else:
+            # Too few values (every tag in use): a write every BUMP_SECONDS drops the
+            # cached counts, more often than any one value comes round again.
+            with Bumper(catalogue.url) as bumper:
                 figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
-            else:
-                # Too few values (every tag in use): a write every BUMP_SECONDS drops the
-                # cached counts, more often than any one value comes round again.
-                with Bumper(catalogue.url) as bumper:
-                    figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
-                figures.cold_writes[k] = bumper.writes
-    unkept_cpu_s = 0.0
-    if catalogue.backend == "sqlite":
-        unkept = answers_not_kept(catalogue)
-        try:
-            for k in TARGETED:
-                warm(unkept.url, values[k])
-                name = f"cairn-{catalogue.backend}-{k}-answers-not-kept"
-                figures.unkept_wrk[k] = wrk(unkept, values[k], loops.wrk_seconds, name)
-            unkept_cpu_s = unkept.cpu_seconds()
-        finally:
-            unkept.stop()
+            figures.cold_writes[k] = bumper.writes
+    unkept = answers_not_kept(catalogue)
+    try:
+        for k in TARGETED:
+            warm(unkept.url, values[k])
+            es_before = process_cpu_seconds(servers.es_pid) if servers is not None else 0.0
+            name = f"cairn-{catalogue.backend}-{k}-answers-not-kept"
+            figures.unkept_wrk[k] = wrk(unkept, values[k], loops.wrk_seconds, name)
+            if servers is not None:
+                figures.unkept_es_cpu_s[k] = process_cpu_seconds(servers.es_pid) - es_before
+        unkept_cpu_s = unkept.cpu_seconds()
+    finally:
+        unkept.stop()
     figures.bare_wrk = wrk_references(figures, KINDS, "bare", catalogue.backend, loops)
     if catalogue.backend == "sqlite":
         figures.plain_wrk = wrk_references(figures, TARGETED, "plain", catalogue.backend, loops)
@@ -902,8 +908,10 @@ def _where_mongo(f: SearchFigures) -> list[str]:
                 f"{es.p(50) * 1000:.2f} / {es.p(99) * 1000:.2f} ms ({es.errors} failed)",
                 f"{took:.0f} ms",
                 f"{(la.p(50) - es.p(50)) * 1000:.2f} ms",
-                f"{f.cairn_wrk[k].cpu_ms_per_request:.2f} ms",
-                f"{f.es_cpu_ms(k):.2f} ms",
+                f"{f.cairn_wrk[k].cpu_ms_per_request:.2f} / "
+                + (f"{f.unkept_wrk[k].cpu_ms_per_request:.2f} ms" if k in f.unkept_wrk else "-"),
+                f"{f.es_cpu_ms(k):.2f} / "
+                + (f"{f.es_cpu_ms(k, kept=False):.2f} ms" if k in f.unkept_wrk else "-"),
             ]
         )
     mem = f.store_memory_kb
@@ -917,8 +925,8 @@ def _where_mongo(f: SearchFigures) -> list[str]:
                 "same query straight to ES, p50 / p99 (httpx)",
                 "ES `took` p50",
                 "Cairn's share of p50",
-                "Cairn CPU per request (16 conns)",
-                "ES CPU per request (16 conns)",
+                "Cairn CPU per request (16 conns): answers kept / not kept",
+                "ES CPU per request (16 conns): answers kept / not kept",
             ],
             rows,
         ),
@@ -928,7 +936,9 @@ def _where_mongo(f: SearchFigures) -> list[str]:
         "load and the warm-up; `took` is Elasticsearch's own figure (whole milliseconds). Cairn's "
         "share is the difference of the p50s: the route, the ES client in the catalogue and "
         "the answer's JSON. CPU per request: each process's user + system time over the Cairn "
-        "wrk run, divided by the requests served.",
+        "wrk run, divided by the requests served; answers not kept: the same wrk run against "
+        "a second catalogue started with `CAIRN_SEARCH_CACHE_MIB=0`, every request sent to "
+        "Elasticsearch (its request cache still keeps shard results).",
         f"- Memory after the searches: catalogue VmHWM {_mib(f.after_search_kb.get('VmHWM', 0))}; "
         + ", ".join(f"{name} VmRSS {_mib(kb.get('VmRSS', 0))}" for name, kb in sorted(mem.items()))
         + ".",
@@ -1097,11 +1107,13 @@ def write(
             "bare endpoint answers the stored Cairn response nearest the kind's mean size. CPU "
             "per request is the server process's user + system time over the run divided by "
             "the requests served.",
-            "- sqlite keeps each search's answer until the next write (the last "
-            f"{ANSWERS} answers, `CAIRN_SEARCH_CACHE_MIB`), so the 16-connection figures above "
-            "are for answers asked again. answers not kept: the same wrk run against a second "
-            "catalogue on the same file started with `CAIRN_SEARCH_CACHE_MIB=0`, counts kept: "
-            "each request searches its page.",
+            "- Both backends keep each search's answer until the next write (the last "
+            f"{ANSWERS} answers, `CAIRN_SEARCH_CACHE_MIB`; mongo: until a write through any "
+            "catalogue process, seen by the others within 1 s), so the 16-connection figures "
+            "above are for answers asked again. answers not kept: the same wrk run against a "
+            "second catalogue on the same store started with `CAIRN_SEARCH_CACHE_MIB=0`: on "
+            "sqlite each request searches its page (counts kept), on mongo each request goes to "
+            "Elasticsearch.",
             "- cold: a third wrk run per kind that never finds its counts or its answer kept, so "
             "each request searches and counts its total and facets: name-prefix and text cycle "
             "over more distinct values, never asked before, than the caches hold "

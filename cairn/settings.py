@@ -301,8 +301,9 @@ class Settings(BaseSettings):
         16,
         ge=0,
         description=(
-            "Embedded backend: memory for whole search answers kept until the next write "
-            "(the last 512 searches; the documents' bytes count). 0 keeps none."
+            "Memory for whole search answers kept until the next write (the last 512 "
+            "searches; the documents' bytes count). mongo: a write through another catalogue "
+            "process shows in this one's kept answers within 1 s. 0 keeps none."
         ),
     )
     search_typo_below: int = Field(

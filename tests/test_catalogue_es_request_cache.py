@@ -16,7 +16,9 @@ from tests.conftest import ThreadServer, backend_settings
 def mongo_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.Client, str]]:
     from catalogue_service.app import create_app
 
-    settings = backend_settings(request, "mongo", data_dir=tmp_path / "data")
+    # Answers the catalogue keeps itself (test_catalogue_kept_answers_mongo.py) would never
+    # reach Elasticsearch again: this is about what it keeps, for the answers not kept.
+    settings = backend_settings(request, "mongo", data_dir=tmp_path / "data", search_cache_mib=0)
     with (
         ThreadServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url + "/api/v1", timeout=30) as client,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["PerGeneration"]
@@ -28,12 +28,25 @@ class PerGeneration(Generic[K, V]):
         self.size = size
         # Readers run in several threads (the store's reader pool and the event loop).
         self._lock = threading.Lock()
-        self._entries: OrderedDict[K, tuple[int, V]] = OrderedDict()
+        self._entries: OrderedDict[K, tuple[Hashable, V]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: K, generation: int) -> V | None:
+    async def kept(
+        self, key: K, generation: Hashable | None, compute: Callable[[], Awaitable[V]]
+    ) -> V:
+        """The value kept for ``key`` under ``generation``, else ``compute``'s (then kept).
+        With no generation known (None), nothing is kept or handed out."""
+        if generation is None:
+            return await compute()
+        found = self.get(key, generation)
+        if found is None:
+            found = await compute()
+            self.put(key, generation, found)
+        return found
+
+    def get(self, key: K, generation: Hashable) -> V | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != generation:
@@ -45,7 +58,7 @@ class PerGeneration(Generic[K, V]):
         with self._lock:
             self._entries.clear()
 
-    def put(self, key: K, generation: int, value: V) -> None:
+    def put(self, key: K, generation: Hashable, value: V) -> None:
         if self.size <= 0:
             return
         with self._lock:

@@ -66,6 +66,8 @@ from catalogue_service.backends.base import (
     stamp,
 )
 from catalogue_service.backends.es_index import Indexed, SearchIndex
+from catalogue_service.backends.index_generation import IndexGeneration
+from catalogue_service.backends.page_cache import PageCache
 from catalogue_service.spelling.elasticsearch import ElasticSpeller
 
 try:
@@ -228,7 +230,12 @@ class MongoStore:
         )
         self._wake = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
-        self.speller = ElasticSpeller(self.index)
+        # Whole search answers and spelling lookups, kept while the index holds what they
+        # were computed from.
+        self.generation = IndexGeneration(self.db.get_collection("cairn_meta"))
+        self._pages = PageCache(max_bytes=settings.search_cache_mib << 20)
+        lookups = self.generation.current if settings.search_cache_mib else lambda: None
+        self.speller = ElasticSpeller(self.index, lookups)
         self.index_lag_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -242,8 +249,10 @@ class MongoStore:
         except Exception as exc:  # the indexer retries; writes must not wait for the index
             log.warning("Elasticsearch index not ready at start-up: %s", exc)
         self._indexer = asyncio.create_task(self._index_forever(), name="cairn-es-indexer")
+        self.generation.start()
 
     async def close(self) -> None:
+        await self.generation.stop()
         if self._indexer is not None:
             await stop(self._indexer)
         await self.index.close()
@@ -588,12 +597,16 @@ class MongoStore:
         the intents stay and the background indexer takes over."""
         try:
             outcome = await self.index.bulk([orjson.loads(r["doc"]) for r in rows], refresh=True)
+        except Exception as exc:
+            log.warning("Elasticsearch indexing deferred (%d assets): %s", len(rows), exc)
+        else:
             if all(item.ok for item in outcome):
+                await self.generation.moved()
                 await self.outbox.delete_many({"_id": {"$in": intents}})
                 return
             _log_refusals(outcome)
-        except Exception as exc:
-            log.warning("Elasticsearch indexing deferred (%d assets): %s", len(rows), exc)
+        # A bulk that failed may still have changed the index (a timeout after it landed).
+        await self.generation.moved()
         self._wake.set()
 
     async def index_pending(self, limit: int = INDEX_BATCH) -> int:
@@ -612,7 +625,10 @@ class MongoStore:
             orjson.loads(r["doc"])
             async for r in self.assets.find({"_id": {"$in": ids}}, {"doc": 1})
         ]
-        outcome = await self.index.bulk(docs, refresh=True)
+        try:
+            outcome = await self.index.bulk(docs, refresh=True)
+        finally:
+            await self.generation.moved()
         _log_refusals(outcome)
         indexed = {item.id for item in outcome if item.ok}
         # An intent whose asset is not there yet may belong to a write still in flight; only
@@ -636,6 +652,9 @@ class MongoStore:
                 if not ensured:
                     await self.index.ensure()
                     ensured = True
+                    # It may have just made the index afresh (one lost with Elasticsearch's
+                    # data): answers kept from the old one are no longer true.
+                    await self.generation.moved()
                 while await self.index_pending() == INDEX_BATCH:
                     pass
                 if self.index_lag_error is not None:
@@ -679,7 +698,10 @@ class MongoStore:
             await self._reindex_batch(batch, target)
             done += len(batch)
             progress(done, total)
-        old = await self.index.swap(target)
+        try:
+            old = await self.index.swap(target)
+        finally:
+            await self.generation.moved()
         await self.index.drop(old)
         # Writes during the rebuild were indexed into the old index: index them again.
         recent = [r["_id"] async for r in self.assets.find({"updated_at": {"$gte": since}}, {})]
@@ -744,7 +766,7 @@ class MongoStore:
             return [_asset(row) async for row in self.assets.find(query, {"doc": 1})]
 
     async def search(self, query: SearchQuery) -> SearchHits:
-        return await self.index.search(query)
+        return await self._pages.answer(query, self.generation.current(), self.index.search)
 
     async def tag_counts(self, limit: int) -> dict[str, int]:
         return await self.index.counts("tags", limit)

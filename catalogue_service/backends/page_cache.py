@@ -6,9 +6,10 @@ matches, half of the statement, ``benchmarks/probe_fts.py``). A page asked again
 next write is the same page, so the whole answer is kept, as search servers keep the ordered
 hits of recent queries until their next commit.
 
-A kept answer belongs to a write generation (``SQLiteStore._generation``, moved by every
-commit to the file, by any process), read before the search ran: a commit racing the search
-leaves the answer under a generation no later lookup asks for, so nothing stale is served.
+A kept answer belongs to a write generation read before the search ran (embedded: the file's
+commit counter, ``SQLiteStore._generation``; mongo: ``IndexGeneration``): a write racing the
+search leaves the answer under a generation no later lookup asks for, so nothing stale is
+served. With no generation known (``None``), nothing is kept or handed out.
 Memory is bounded by answers and by the bytes of their documents; an answer too big to keep
 (a Mastro page of thousands) is not kept.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 
 import orjson
@@ -68,12 +70,28 @@ class PageCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._lock = threading.Lock()
-        self._entries: OrderedDict[_Key, tuple[int, SearchHits, int]] = OrderedDict()
+        self._entries: OrderedDict[_Key, tuple[Hashable, SearchHits, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: _Key, generation: int) -> SearchHits | None:
+    async def answer(
+        self,
+        query: SearchQuery,
+        generation: Hashable | None,
+        search: Callable[[SearchQuery], Awaitable[SearchHits]],
+    ) -> SearchHits:
+        """The kept answer of ``query`` for ``generation``, else ``search``'s (then kept)."""
+        if generation is None:
+            return await search(query)
+        key = page_key(query)
+        hits = self.get(key, generation)
+        if hits is None:
+            hits = await search(query)
+            self.put(key, generation, hits)
+        return hits
+
+    def get(self, key: _Key, generation: Hashable) -> SearchHits | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -84,7 +102,7 @@ class PageCache:
             self._entries.move_to_end(key)
             return replace(entry[1])
 
-    def put(self, key: _Key, generation: int, hits: SearchHits) -> None:
+    def put(self, key: _Key, generation: Hashable, hits: SearchHits) -> None:
         size = _size(hits)
         if not self.max_bytes or size * LARGEST_SHARE > self.max_bytes:
             return

@@ -54,7 +54,7 @@ from catalogue_service.backends.base import (
     stamp,
 )
 from catalogue_service.backends.generations import PerGeneration
-from catalogue_service.backends.page_cache import PageCache, page_key
+from catalogue_service.backends.page_cache import PageCache
 from catalogue_service.backends.rows import insert_rows
 from catalogue_service.backends.tag_facets import TagFacets, counted, tag_count
 from catalogue_service.backends.words import words
@@ -820,13 +820,7 @@ class SQLiteStore:
         return await self._read(_types)
 
     async def search(self, query: SearchQuery) -> SearchHits:
-        key = page_key(query)
-        generation = self._generation()
-        hits = self._pages.get(key, generation)
-        if hits is None:
-            hits = await self._search(query)
-            self._pages.put(key, generation, hits)
-        return hits
+        return await self._pages.answer(query, self._generation(), self._search)
 
     async def _search(self, query: SearchQuery) -> SearchHits:
         if _bounded_shape(query) or _text_only(query):

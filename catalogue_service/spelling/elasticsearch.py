@@ -10,6 +10,7 @@ distance rule as the embedded backend's (``base.rank``), so both offer the same 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from cairn.errors import Unavailable
@@ -22,6 +23,8 @@ from catalogue_service.backends.es_index import (
     TransportError,
     unreachable,
 )
+from catalogue_service.backends.generations import PerGeneration
+from catalogue_service.backends.page_cache import ANSWERS
 from catalogue_service.spelling.base import MAX_CANDIDATES, WordInfo, correctable, rank
 
 FIELDS = tuple(WEIGHTS)  # the analysed word fields: name, tags, columns, description
@@ -79,12 +82,27 @@ def read_lookup(typed: list[str], answer: dict[str, Any]) -> list[WordInfo]:
 
 
 class ElasticSpeller:
-    def __init__(self, index: SearchIndex):
+    """``generation``: the index's generation (``IndexGeneration.current``), under which each
+    query's lookup is kept as the store keeps its answers; None keeps nothing."""
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        generation: Callable[[], Hashable | None] = lambda: None,
+        kept: int = ANSWERS,
+    ):
         self.index = index
+        self._generation = generation
+        self._kept: PerGeneration[tuple[str, ...], list[WordInfo]] = PerGeneration(kept)
 
     async def lookup(self, typed: list[str]) -> list[WordInfo]:
         if not typed:
             return []
+        # Read before the lookup runs: a change meanwhile leaves it under an older generation.
+        generation = self._generation()
+        return await self._kept.kept(tuple(typed), generation, lambda: self._lookup(typed))
+
+    async def _lookup(self, typed: list[str]) -> list[WordInfo]:
         try:
             answer = await self.index.es.search(index=self.index.alias, **lookup_body(typed))
         except (TransportConnectionError, ConnectionTimeout) as exc:

@@ -145,14 +145,11 @@ class SQLiteSpeller:
         self._terms: list[str] = []
 
     async def lookup(self, typed: list[str]) -> list[WordInfo]:
-        key = tuple(typed)
         # Read before the lookup runs: a commit meanwhile leaves it under an older number.
         generation = self._generation()
-        found = self._kept.get(key, generation)
-        if found is None:
-            found = await self.db.read(self._lookup, typed)
-            self._kept.put(key, generation, found)
-        return found
+        return await self._kept.kept(
+            tuple(typed), generation, lambda: self.db.read(self._lookup, typed)
+        )
 
     def _vocabulary(self, conn: sqlite3.Connection) -> list[str]:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone()

@@ -1,0 +1,106 @@
+"""When the mongo backend's kept search answers stop being true: ``IndexGeneration``.
+
+Elasticsearch answers the mongo backend's searches, and more than one process changes its
+index: every catalogue process behind a load balancer (its writes and its outbox indexer)
+and ``cairn reindex``. The embedded backend reads a commit counter from its file; here each
+process that changed the index moves a counter in MongoDB (``cairn_meta``) once the change is
+searchable, and each process reads that counter again every ``POLL_SECONDS`` while searches
+come in (none while it is idle).
+
+A kept answer belongs to (this process's own index changes, the shared counter as last read):
+
+- this process moves the first before its write answers, so whoever wrote through a process
+  finds the write in that process's next search;
+- another process's change is seen once the counter is read again: an answer is kept or
+  handed out only while the last read started less than ``MAX_AGE`` ago, so a change made
+  elsewhere shows within ``MAX_AGE``, Elasticsearch's own default refresh interval. While the
+  counter cannot be read, searches go to Elasticsearch.
+
+A counter that could not be moved (MongoDB unreachable just after the index changed) is
+moved by the next poll: other processes then see the change late, never not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from cairn.mongo import PyMongoError
+from cairn.tasks import stop
+
+__all__ = ["IndexGeneration"]
+
+log = logging.getLogger("cairn.catalogue.mongo")
+
+KEY = "search-index:generation"  # in cairn_meta, beside the schema versions
+POLL_SECONDS = 0.25
+MAX_AGE = 1.0
+
+
+class IndexGeneration:
+    def __init__(self, meta: Any, poll_seconds: float = POLL_SECONDS, max_age: float = MAX_AGE):
+        self.meta = meta
+        self.poll_seconds = poll_seconds
+        self.max_age = max_age
+        self._own = 0
+        self._shared: int | None = None
+        self._read_at = -math.inf  # when the last successful read started (monotonic)
+        self._owed = False  # a move of the shared counter that failed
+        self._wanted = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll_forever(), name="cairn-index-gen")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            await stop(self._poller)
+            self._poller = None
+
+    def current(self) -> tuple[int, int] | None:
+        """The generation a search about to run belongs to; None: unknown, keep nothing."""
+        self._wanted.set()
+        if self._shared is None or time.monotonic() - self._read_at > self.max_age:
+            return None
+        return (self._own, self._shared)
+
+    async def moved(self) -> None:
+        """After this process changed the index (even if it is unsure the change landed)."""
+        self._own += 1
+        try:
+            await self._move_shared()
+        except PyMongoError as exc:
+            log.warning("search answers kept by other catalogue processes may lag: %s", exc)
+            self._owed = True
+            self._wanted.set()
+
+    async def _move_shared(self) -> None:
+        await self.meta.update_one({"_id": KEY}, {"$inc": {"n": 1}}, upsert=True)
+
+    async def _poll_forever(self) -> None:
+        failing = False
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            started = time.monotonic()
+            try:
+                if self._owed:
+                    await self._move_shared()
+                    self._owed = False
+                found = await self.meta.find_one({"_id": KEY})
+            except PyMongoError as exc:
+                if not failing:
+                    log.warning("cannot read the search index's generation, not keeping: %s", exc)
+                failing = True
+                self._wanted.set()  # try again, and pay what is owed
+            else:
+                if failing:
+                    log.info("search index generation readable again")
+                failing = False
+                self._shared = 0 if found is None else int(found["n"])
+                self._read_at = started
+            await asyncio.sleep(self.poll_seconds)
