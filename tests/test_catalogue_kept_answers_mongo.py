@@ -15,10 +15,11 @@ import pytest
 from cairn.models import AssetWrite
 from cairn.settings import Settings
 from catalogue_service.backends.base import PreparedWrite, SearchHits, SearchQuery
-from catalogue_service.backends.index_generation import KEY, MAX_AGE
+from catalogue_service.backends.index_generation import KEY, MAX_AGE, IndexGeneration
 from catalogue_service.backends.mongo import MongoStore
 from catalogue_service.spelling.base import WordInfo
 from tests.conftest import backend_settings, hit_ids
+from tests.servers.processes import free_port
 
 QUERY = SearchQuery(q="orders", limit=10)
 
@@ -192,3 +193,39 @@ def test_spelling_lookups_are_kept_under_the_same_generation(settings: Settings)
             await store.close()
 
     assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_a_move_that_failed_is_made_by_the_next_poll(settings: Settings) -> None:
+    """MongoDB unreachable just after an index change: nothing is kept meanwhile, and the
+    counter moves once it answers, so other processes see the change late, not never."""
+    from pymongo import AsyncMongoClient
+
+    async def scenario() -> tuple[bool, object, int]:
+        dead: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            f"mongodb://127.0.0.1:{free_port()}", serverSelectionTimeoutMS=200
+        )
+        store = await _opened(settings)
+        generation = IndexGeneration(dead["nowhere"]["cairn_meta"], poll_seconds=0.05)
+        generation.start()
+        try:
+            await generation.moved()  # logged, owed
+            unknown = generation.current()
+            await asyncio.sleep(0.5)  # polls keep failing
+            owed = generation._owed
+            # MongoDB answers again (here: the same generation pointed at a live server).
+            live = store.db.get_collection("generation_test")
+            generation.meta = live
+            deadline = time.monotonic() + 30
+            while generation.current() is None:
+                assert time.monotonic() < deadline, "never read again"
+                await asyncio.sleep(0.05)
+            found = await live.find_one({"_id": KEY})
+            return owed, unknown, 0 if found is None else int(found["n"])
+        finally:
+            await generation.stop()
+            await store.close()
+            await dead.close()
+
+    owed, unknown, moves = asyncio.run(scenario())
+    assert owed and unknown is None
+    assert moves == 1
