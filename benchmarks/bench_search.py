@@ -452,6 +452,27 @@ def answers_not_kept(catalogue: CatalogueProcess) -> Server:
     return Server(f"{catalogue.name}-answers-not-kept", argv, port, env).start()
 
 
+def wrk_kinds(
+    server: Server,
+    values: dict[str, list[str]],
+    kinds: Sequence[str],
+    seconds: int,
+    name: str,
+    es_pid: int | None,
+) -> tuple[dict[str, WrkFigures], dict[str, float]]:
+    """A wrk run per kind, its values asked once just before; with ``es_pid``, also
+    Elasticsearch's CPU seconds over each run."""
+    runs: dict[str, WrkFigures] = {}
+    es_cpu: dict[str, float] = {}
+    for k in kinds:
+        warm(server.url, values[k])
+        before = process_cpu_seconds(es_pid) if es_pid is not None else 0.0
+        runs[k] = wrk(server, values[k], seconds, f"{name}-{k}")
+        if es_pid is not None:
+            es_cpu[k] = process_cpu_seconds(es_pid) - before
+    return runs, es_cpu
+
+
 def warm(base_url: str, paths: Sequence[str]) -> None:
     """Asks each of ``paths`` once, untimed: the count cache holds fewer filters than all the
     kinds ask together, so each kind's wrk run starts with its own values asked."""
@@ -707,13 +728,10 @@ def measure(
     values = query_values(assets, loops.latency_requests)
     for k in KINDS:
         figures.lat[k] = latency(catalogue.url, values[k], loops.warmup_requests)
-    for k in KINDS:
-        warm(catalogue.url, values[k])
-        es_before = process_cpu_seconds(servers.es_pid) if servers is not None else 0.0
-        name = f"cairn-{catalogue.backend}-{k}"
-        figures.cairn_wrk[k] = wrk(catalogue, values[k], loops.wrk_seconds, name)
-        if servers is not None:
-            figures.es_cpu_s[k] = process_cpu_seconds(servers.es_pid) - es_before
+    es_pid = servers.es_pid if servers is not None else None
+    figures.cairn_wrk, figures.es_cpu_s = wrk_kinds(
+        catalogue, values, KINDS, loops.wrk_seconds, f"cairn-{catalogue.backend}", es_pid
+    )
     again = values["typo"][:TYPO_AGAIN]
     warm(catalogue.url, again)
     figures.typo_again_wrk = wrk(
@@ -755,13 +773,10 @@ def measure(
                 finally:
                     direct.close()
                 figures.es[k] = direct.out
-        for k in TARGETED:
-            warm(unkept.url, values[k])
-            es_before = process_cpu_seconds(servers.es_pid) if servers is not None else 0.0
-            name = f"cairn-{catalogue.backend}-{k}-answers-not-kept"
-            figures.unkept_wrk[k] = wrk(unkept, values[k], loops.wrk_seconds, name)
-            if servers is not None:
-                figures.unkept_es_cpu_s[k] = process_cpu_seconds(servers.es_pid) - es_before
+        name = f"cairn-{catalogue.backend}-answers-not-kept"
+        figures.unkept_wrk, figures.unkept_es_cpu_s = wrk_kinds(
+            unkept, values, TARGETED, loops.wrk_seconds, name, es_pid
+        )
         unkept_cpu_s = unkept.cpu_seconds()
     finally:
         unkept.stop()
