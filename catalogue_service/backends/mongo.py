@@ -595,18 +595,21 @@ class MongoStore:
     async def _index_now(self, rows: list[dict[str, Any]], intents: list[Any]) -> None:
         """Indexes what was just written, so the writer can search it at once; on failure
         the intents stay and the background indexer takes over."""
+        outcome: list[Indexed] | None = None
         try:
             outcome = await self.index.bulk([orjson.loads(r["doc"]) for r in rows], refresh=True)
         except Exception as exc:
             log.warning("Elasticsearch indexing deferred (%d assets): %s", len(rows), exc)
-        else:
-            if all(item.ok for item in outcome):
-                await self.generation.moved()
+        # Even a bulk that failed may have changed the index (a timeout after it landed).
+        await self.generation.moved()
+        if outcome is not None and all(item.ok for item in outcome):
+            try:
                 await self.outbox.delete_many({"_id": {"$in": intents}})
                 return
+            except Exception as exc:  # the write is done; the indexer clears them later
+                log.warning("index intents of %d assets left to the indexer: %s", len(rows), exc)
+        elif outcome is not None:
             _log_refusals(outcome)
-        # A bulk that failed may still have changed the index (a timeout after it landed).
-        await self.generation.moved()
         self._wake.set()
 
     async def index_pending(self, limit: int = INDEX_BATCH) -> int:
