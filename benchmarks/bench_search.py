@@ -452,6 +452,18 @@ def answers_not_kept(catalogue: CatalogueProcess) -> Server:
     return Server(f"{catalogue.name}-answers-not-kept", argv, port, env).start()
 
 
+def es_settled(es_url: str, alias: str, timeout: float = 120) -> None:
+    """Returns once Elasticsearch has merged the load's segments (none merging for 2 s):
+    searched as the index stays after a load, as sqlite is after its own merge."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 4 and time.monotonic() < deadline:
+        stats = httpx.get(f"{es_url}/{alias}/_stats/merge", timeout=30).json()
+        merging = stats["_all"]["total"]["merges"]["current"]
+        quiet = quiet + 1 if merging == 0 else 0
+        time.sleep(0.5)
+
+
 def wrk_kinds(
     server: Server,
     values: dict[str, list[str]],
@@ -719,6 +731,8 @@ def measure(
         # (cairn/sqlite.py, _Upkeep; under a second at 100k): searched as it stays after a
         # load, with that work left out of the figures below, as it is the load's.
         time.sleep(UPKEEP_QUIET_S + 3)
+    if servers is not None:
+        es_settled(servers.es.url, catalogue.mongo_env["CAIRN_ES_INDEX"])
     loops = Loops.for_sizes(sizes)
     figures = SearchFigures(catalogue.backend, len(assets), after_ingest_kb=after_ingest_kb or {})
     other = OtherLoad()
@@ -1125,7 +1139,8 @@ def write(
             *_detail(results),
             f"- sqlite: searched {UPKEEP_QUIET_S + 3:.0f} s after the load's last request, once "
             "the catalogue's background merge of the FTS index's segments (which starts when "
-            "writes pause) has run; its CPU is the load's, not in these figures.",
+            "writes pause) has run; its CPU is the load's, not in these figures. mongo + es: "
+            "searched once Elasticsearch had merged the load's segments (none merging for 2 s).",
             f"- 1 connection: sequential httpx client, {loops.latency_requests} requests per "
             f"kind after {loops.warmup_requests} warm-up requests; the time includes the "
             "client's own overhead.",

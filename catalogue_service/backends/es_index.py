@@ -174,6 +174,7 @@ class SearchIndex:
             max_retries=1,
         )
         self.alias = alias
+        self.timeout = timeout
 
     async def close(self) -> None:
         await self.es.close()

@@ -72,7 +72,7 @@ from catalogue_service.spelling.elasticsearch import ElasticSpeller
 
 try:
     from bson import ObjectId
-    from pymongo import ASCENDING, DESCENDING
+    from pymongo import ASCENDING, DESCENDING, ReadPreference
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 except ImportError as exc:  # pragma: no cover
@@ -232,7 +232,9 @@ class MongoStore:
         self._indexer: asyncio.Task[None] | None = None
         # Whole search answers and spelling lookups, kept while the index holds what they
         # were computed from.
-        self.generation = IndexGeneration(self.db.get_collection("cairn_meta"))
+        # From the primary, whatever the URL's read preference: a secondary's counter may lag.
+        meta = self.db.get_collection("cairn_meta", read_preference=ReadPreference.PRIMARY)
+        self.generation = IndexGeneration(meta)
         self._pages = PageCache(max_bytes=settings.search_cache_mib << 20)
         lookups = self.generation.current if settings.search_cache_mib else lambda: None
         self.speller = ElasticSpeller(self.index, lookups)
@@ -600,8 +602,11 @@ class MongoStore:
             outcome = await self.index.bulk([orjson.loads(r["doc"]) for r in rows], refresh=True)
         except Exception as exc:
             log.warning("Elasticsearch indexing deferred (%d assets): %s", len(rows), exc)
-        # Even a bulk that failed may have changed the index (a timeout after it landed).
-        await self.generation.moved()
+            # It may land later still (a timeout): answers kept meanwhile are dropped then.
+            await self.generation.moved(again_after=2 * self.index.timeout)
+        else:
+            if any(item.ok for item in outcome):
+                await self.generation.moved()
         if outcome is not None and all(item.ok for item in outcome):
             try:
                 await self.outbox.delete_many({"_id": {"$in": intents}})
@@ -630,7 +635,12 @@ class MongoStore:
         ]
         try:
             outcome = await self.index.bulk(docs, refresh=True)
-        finally:
+        except Exception:
+            await self.generation.moved(again_after=2 * self.index.timeout)
+            raise
+        # Moved only when something was indexed: an asset Elasticsearch refuses for good is
+        # retried every poll, and would drop every process's kept answers each time.
+        if any(item.ok for item in outcome):
             await self.generation.moved()
         _log_refusals(outcome)
         indexed = {item.id for item in outcome if item.ok}
@@ -769,7 +779,8 @@ class MongoStore:
             return [_asset(row) async for row in self.assets.find(query, {"doc": 1})]
 
     async def search(self, query: SearchQuery) -> SearchHits:
-        return await self._pages.answer(query, self.generation.current(), self.index.search)
+        generation = self.generation.current() if self._pages.max_bytes else None
+        return await self._pages.answer(query, generation, self.index.search)
 
     async def tag_counts(self, limit: int) -> dict[str, int]:
         return await self.index.counts("tags", limit)
