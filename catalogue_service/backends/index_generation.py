@@ -63,6 +63,8 @@ class IndexGeneration:
             self._poller = asyncio.create_task(self._poll_forever(), name="cairn-index-gen")
 
     async def stop(self) -> None:
+        if self._later:  # second moves not made yet: one now, rather than none
+            self._owed = True
         for task in [*self._later, *([self._poller] if self._poller else [])]:
             await stop(task)
         self._later.clear()
