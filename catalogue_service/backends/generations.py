@@ -12,12 +12,37 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["PerGeneration"]
+__all__ = ["PerGeneration", "kept_or_computed"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+K_in = TypeVar("K_in", bound=Hashable, contravariant=True)
+
+
+class KeepsPerGeneration(Protocol[K_in, V]):
+    def get(self, key: K_in, generation: Hashable) -> V | None: ...
+    def put(self, key: K_in, generation: Hashable, value: V) -> None: ...
+
+
+async def kept_or_computed(
+    keeps: KeepsPerGeneration[K, V],
+    key: K,
+    generation: Hashable | None,
+    compute: Callable[[], Awaitable[V]],
+) -> V:
+    """The value ``keeps`` holds for ``key`` under ``generation``, else ``compute``'s (then
+    kept). With no generation known (None), nothing is kept or handed out."""
+    if generation is None:
+        return await compute()
+    found = keeps.get(key, generation)
+    if found is None:
+        found = await compute()
+        keeps.put(key, generation, found)
+    return found
 
 
 class PerGeneration(Generic[K, V]):
@@ -32,19 +57,6 @@ class PerGeneration(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    async def kept(
-        self, key: K, generation: Hashable | None, compute: Callable[[], Awaitable[V]]
-    ) -> V:
-        """The value kept for ``key`` under ``generation``, else ``compute``'s (then kept).
-        With no generation known (None), nothing is kept or handed out."""
-        if generation is None:
-            return await compute()
-        found = self.get(key, generation)
-        if found is None:
-            found = await compute()
-            self.put(key, generation, found)
-        return found
 
     def get(self, key: K, generation: Hashable) -> V | None:
         with self._lock:

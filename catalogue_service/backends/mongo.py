@@ -231,13 +231,12 @@ class MongoStore:
         self._wake = asyncio.Event()
         self._indexer: asyncio.Task[None] | None = None
         # Whole search answers and spelling lookups, kept while the index holds what they
-        # were computed from.
-        # From the primary, whatever the URL's read preference: a secondary's counter may lag.
+        # were computed from. The counter is read from the primary, whatever the URL's read
+        # preference: a secondary's may lag.
         meta = self.db.get_collection("cairn_meta", read_preference=ReadPreference.PRIMARY)
         self.generation = IndexGeneration(meta)
         self._pages = PageCache(max_bytes=settings.search_cache_mib << 20)
-        lookups = self.generation.current if settings.search_cache_mib else lambda: None
-        self.speller = ElasticSpeller(self.index, lookups)
+        self.speller = ElasticSpeller(self.index, self._kept_generation)
         self.index_lag_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -778,9 +777,12 @@ class MongoStore:
         async with unavailable("the read"):
             return [_asset(row) async for row in self.assets.find(query, {"doc": 1})]
 
+    def _kept_generation(self) -> tuple[int, str, int] | None:
+        """What searches and lookups are kept under; None with the cache off (no polls)."""
+        return self.generation.current() if self._pages.max_bytes else None
+
     async def search(self, query: SearchQuery) -> SearchHits:
-        generation = self.generation.current() if self._pages.max_bytes else None
-        return await self._pages.answer(query, generation, self.index.search)
+        return await self._pages.answer(query, self._kept_generation(), self.index.search)
 
     async def tag_counts(self, limit: int) -> dict[str, int]:
         return await self.index.counts("tags", limit)

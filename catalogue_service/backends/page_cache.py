@@ -24,6 +24,7 @@ from dataclasses import replace
 import orjson
 
 from catalogue_service.backends.base import SearchHits, SearchQuery
+from catalogue_service.backends.generations import kept_or_computed
 
 __all__ = ["PageCache", "page_key"]
 
@@ -82,14 +83,7 @@ class PageCache:
         search: Callable[[SearchQuery], Awaitable[SearchHits]],
     ) -> SearchHits:
         """The kept answer of ``query`` for ``generation``, else ``search``'s (then kept)."""
-        if generation is None:
-            return await search(query)
-        key = page_key(query)
-        hits = self.get(key, generation)
-        if hits is None:
-            hits = await search(query)
-            self.put(key, generation, hits)
-        return hits
+        return await kept_or_computed(self, page_key(query), generation, lambda: search(query))
 
     def get(self, key: _Key, generation: Hashable) -> SearchHits | None:
         with self._lock:

@@ -23,7 +23,7 @@ from catalogue_service.backends.es_index import (
     TransportError,
     unreachable,
 )
-from catalogue_service.backends.generations import PerGeneration
+from catalogue_service.backends.generations import PerGeneration, kept_or_computed
 from catalogue_service.backends.page_cache import ANSWERS
 from catalogue_service.spelling.base import MAX_CANDIDATES, WordInfo, correctable, rank
 
@@ -100,7 +100,9 @@ class ElasticSpeller:
             return []
         # Read before the lookup runs: a change meanwhile leaves it under an older generation.
         generation = self._generation()
-        return await self._kept.kept(tuple(typed), generation, lambda: self._lookup(typed))
+        return await kept_or_computed(
+            self._kept, tuple(typed), generation, lambda: self._lookup(typed)
+        )
 
     async def _lookup(self, typed: list[str]) -> list[WordInfo]:
         try:

@@ -25,7 +25,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from cairn.sqlite import SQLiteFile
-from catalogue_service.backends.generations import PerGeneration
+from catalogue_service.backends.generations import PerGeneration, kept_or_computed
 from catalogue_service.backends.page_cache import ANSWERS
 from catalogue_service.backends.words import words
 from catalogue_service.spelling.base import WordInfo, correctable, is_term, max_edits, rank
@@ -147,8 +147,8 @@ class SQLiteSpeller:
     async def lookup(self, typed: list[str]) -> list[WordInfo]:
         # Read before the lookup runs: a commit meanwhile leaves it under an older number.
         generation = self._generation()
-        return await self._kept.kept(
-            tuple(typed), generation, lambda: self.db.read(self._lookup, typed)
+        return await kept_or_computed(
+            self._kept, tuple(typed), generation, lambda: self.db.read(self._lookup, typed)
         )
 
     def _vocabulary(self, conn: sqlite3.Connection) -> list[str]:
