@@ -762,8 +762,9 @@ def measure(
             # least-recently-used entry is always the next one asked, so nothing hits.
             figures.cold_wrk[k] = wrk(catalogue, distinct, loops.wrk_seconds, name)
         elif servers is not None:
-            # A single-asset write on FerretDB at 100k assets takes seconds (its `_id $eq`
-            # finds scan the collection: the ingest section), too few to drop what was kept;
+            # A single-asset rewrite on FerretDB at 100k assets takes seconds (its lookup of
+            # the asset, `_id $in`, is not pushed down: the ingest section), too few to drop
+            # what was kept;
             # the mongo catalogue keeps no counts, so "answers not kept" is its cold figure.
             continue
         else:
