@@ -8,11 +8,9 @@ fails the tests that need it, with the step that failed; nothing is skipped.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -179,7 +177,7 @@ class ProductionServers:
 @pytest.fixture(scope="session")
 def production_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionServers]:
     mongo = FerretDB(tmp_path_factory.mktemp("ferretdb"))
-    es = Elasticsearch(Path(tempfile.mkdtemp(prefix="cairn-es-")))
+    es = Elasticsearch(tmp_path_factory.mktemp("elasticsearch"))
     try:
         start_together(mongo, es)
     except ServerSetupError as exc:
