@@ -213,6 +213,7 @@ def test_pages_forward_and_back(page: Any, stack: Stack) -> None:
     second = result_names(page)
     assert page.locator(".range").inner_text().startswith("21\u201340 of")
     assert not set(first) & set(second)
+    assert page.locator("a[rel=first]").count() == 0  # "Previous" is the first page here
     page.locator("a[rel=next]").click()
     page.wait_for_url(re.compile(r"page=3"))
     page.locator("a[rel=prev]").click()
@@ -223,6 +224,13 @@ def test_pages_forward_and_back(page: Any, stack: Stack) -> None:
     assert result_names(page) == first
     page.go_back()
     assert result_names(page) == second
+    # README (web UI): "First page" from anywhere, beside "Previous" from the third page on.
+    page.locator("a[rel=next]").click()
+    page.wait_for_url(re.compile(r"page=3"))
+    assert page.locator("a[rel=prev]").count() == 1
+    page.locator("a[rel=first]").click()
+    page.wait_for_url(stack.ui + "/")
+    assert result_names(page) == first
     no_problems(page)
 
 
