@@ -93,10 +93,13 @@ def _locked(exc: sqlite3.Error) -> bool:
     return _primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def fts_query(text: str) -> str | None:
+def fts_query(text: str, *, whole_word_first: bool = False) -> str | None:
     """Turns free text into an FTS5 query of quoted terms, so no user input is FTS syntax.
 
     Every term must match; the last one also matches as a prefix (search-as-you-type).
+    ``whole_word_first``: the last term is asked for whole too, which matches the same rows
+    and ranks those holding it whole higher (bm25 adds up the phrases a row matches), so
+    "sales" ranks sales_daily above salesforce_crm.
     """
     if not text.isascii():
         # A decomposed accent (e + U+0300 for "è", as some keyboards and pastes give) is no
@@ -107,6 +110,9 @@ def fts_query(text: str) -> str | None:
     if not tokens:
         return None
     quoted = [f'"{t}"' for t in tokens[:32]]
+    if whole_word_first:
+        quoted[-1] = f"({quoted[-1]} OR {quoted[-1]}*)"
+        return " AND ".join(quoted)  # FTS5 takes no implicit AND before a parenthesis
     quoted[-1] += "*"
     return " ".join(quoted)
 

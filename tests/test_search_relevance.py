@@ -202,3 +202,38 @@ def test_sqlite_vocabulary_is_built_for_a_file_that_predates_it(tmp_path: Path) 
         conn.execute("DELETE FROM meta WHERE key = 'vocabulary_version'")
     assert anyio.run(write_and_ask, False) == ["sales daily", "churn model"]
     assert vocabulary() == kept_on_writes
+
+
+# Whole words that begin longer ones ("sales" in "salesforce"): the longer word's asset says
+# it more often, in more fields, so a prefix match alone ranked it first.
+BEGINS_CORPUS = [
+    asset(
+        "salesforce_accounts",
+        description="Salesforce accounts, synced from Salesforce by the Salesforce connector.",
+        tags=["salesforce", "salesforce-sync", "crm"],
+    ),
+    asset("store_sales", description="Sales per store.", tags=["retail"]),
+    asset("sales_daily", description="Daily totals per store.", tags=["sales"]),
+    asset(
+        "customers_raw",
+        description="Customers as the CRM exports them: customers, customers' addresses.",
+        tags=["customers", "raw"],
+    ),
+    asset("customer_360", description="One row per shopper.", tags=["gold"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("q", "whole", "longer"),
+    [
+        ("sales", {"store_sales", "sales_daily"}, "salesforce_accounts"),
+        ("customer", {"customer_360"}, "customers_raw"),
+    ],
+)
+def test_a_whole_word_ranks_above_longer_words_it_begins(
+    api: httpx.Client, q: str, whole: set[str], longer: str
+) -> None:
+    assert api.post("/assets/bulk", json=BEGINS_CORPUS).json()["failed"] == 0
+    found = [item["name"] for item in api.get("/assets", params={"q": q}).json()["items"]]
+    # The longer word still matches (search as you type), after every whole-word match.
+    assert set(found[: len(whole)]) == whole and longer in found[len(whole) :], (q, found)

@@ -361,27 +361,29 @@ def _buckets(agg: dict[str, Any] | None) -> dict[str, int]:
     return {bucket["key"]: bucket["doc_count"] for bucket in agg["buckets"]}
 
 
+def _any_field(kind: str, term: str) -> dict[str, Any]:
+    """``term`` matched by a ``kind`` query in some field, scored by its best field."""
+    return {
+        "dis_max": {
+            "queries": [
+                {kind: {field: {"value": term, "boost": weight}}}
+                for field, weight in WEIGHTS.items()
+            ]
+        }
+    }
+
+
 def _text_query(text: str) -> dict[str, Any] | None:
     """Every word must match some field; the last word also matches as a prefix."""
     terms = words(text)[:MAX_WORDS]
     if not terms:
         return None
-    must = []
-    for position, term in enumerate(terms):
-        last = position == len(terms) - 1
-        kind = "prefix" if last else "term"
-        must.append(
-            {
-                "dis_max": {
-                    "queries": [
-                        {kind: {field: {"value": term, "boost": weight}}}
-                        for field, weight in WEIGHTS.items()
-                    ]
-                }
-            }
-        )
+    must = [_any_field("term", term) for term in terms[:-1]]
+    must.append(_any_field("prefix", terms[-1]))
     exact = {"term": {"name_lc": {"value": text.strip().lower(), "boost": EXACT_NAME_BOOST}}}
-    return {"bool": {"must": must, "should": [exact]}}
+    # A prefix match scores the same whatever the word: the last word found whole scores
+    # again, so "sales" ranks sales_daily above salesforce_crm (as bm25 does on SQLite).
+    return {"bool": {"must": must, "should": [exact, _any_field("term", terms[-1])]}}
 
 
 def _check_cursor(cursor: list[Any], text: bool) -> None:

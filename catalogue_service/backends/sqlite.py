@@ -855,7 +855,7 @@ class SQLiteStore:
         search passes only with its counts cached at most HERE_MATCHES."""
         where: list[str] = []
         params: list[Any] = []
-        match = fts_query(query.q) if query.q else None
+        match = fts_query(query.q, whole_word_first=True) if query.q else None
         if query.q and match is None:
             # Only punctuation: nothing can match, and saying so beats returning everything.
             return SearchHits(docs=[], total=0, facets=Facets(), next_cursor=None)
