@@ -184,19 +184,28 @@ def _reason(status: int) -> str:
         return "Error"
 
 
+# Body limits of their own, by path: (a pattern the whole path matches, its limit).
+PathLimits = tuple[tuple[re.Pattern[str], int], ...]
+
+
+def path_limits(limits: dict[str, int] | None) -> PathLimits:
+    """``limits`` (a regular expression per path, its body limit) compiled."""
+    return tuple((re.compile(pattern), limit) for pattern, limit in (limits or {}).items())
+
+
 class BodyLimitMiddleware:
     """Answers 413 before reading past ``limit`` bytes of a request body."""
 
-    def __init__(self, app: ASGIApp, limit: int, limits_by_prefix: dict[str, int] | None = None):
+    def __init__(self, app: ASGIApp, limit: int, limits_by_path: PathLimits = ()):
         self.app = app
         self.limit = limit
-        self.limits_by_prefix = limits_by_prefix or {}
+        self.limits_by_path = limits_by_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
-        limit = path_body_limit(scope["path"], self.limit, self.limits_by_prefix)
+        limit = path_body_limit(scope["path"], self.limit, self.limits_by_path)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -244,11 +253,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def path_body_limit(path: str, limit: int, limits_by_prefix: dict[str, int]) -> int:
-    """The body limit of ``path``: that of the first prefix it starts with, else ``limit``."""
-    for prefix, prefix_limit in limits_by_prefix.items():
-        if path.startswith(prefix):
-            return prefix_limit
+def path_body_limit(path: str, limit: int, limits_by_path: PathLimits) -> int:
+    """The body limit of ``path``: that of the first pattern it matches whole, else ``limit``."""
+    for pattern, path_limit in limits_by_path:
+        if pattern.fullmatch(path):
+            return path_limit
     return limit
 
 
@@ -737,6 +746,8 @@ def build_app(
     guard_writes: bool = True,
 ) -> CairnApp:
     """A FastAPI app with Cairn's shared plumbing; the caller adds its routers.
+    ``body_limits``: a body limit (bytes) by path, each a regular expression the whole path
+    matches, for routes whose bodies may exceed ``max_body_bytes`` (uploads).
     ``guard_writes``: refuse writes from other sites' pages (``CrossSiteWriteGuard``)."""
     from cairn import __version__
 
@@ -759,12 +770,11 @@ def build_app(
     app.state.metrics_registry = registry
     install_error_handlers(app)
     app.include_router(health_router(ready))
-    app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_prefix=body_limits
-    )
+    limits = path_limits(body_limits)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, limits_by_path=limits)
     # The same limits for the routes answered in front of the stack (cairn.front).
     app.state.body_limit_for = partial(
-        path_body_limit, limit=settings.max_body_bytes, limits_by_prefix=body_limits or {}
+        path_body_limit, limit=settings.max_body_bytes, limits_by_path=limits
     )
     if guard_writes:
         app.add_middleware(CrossSiteWriteGuard, allowed_origins=settings.cors_origins)

@@ -93,11 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         ready=store.ping,
         lifespan=lifespan,
-        # Parquet uploads (POST /featuresets/{name}/versions) get the upload cap; JSON keeps
-        # the 16 MiB body cap. Both are enforced while the body streams in.
+        # Parquet uploads (POST /featuresets/{name}/versions) get the upload cap and entity
+        # frames theirs; every other body, the feature sets' JSON routes included, keeps the
+        # 16 MiB cap. All are enforced while the body streams in.
         body_limits={
-            "/api/v1/featuresets/": settings.max_upload_bytes,
-            "/api/v1/historical-features": settings.max_entity_frame_bytes,
+            r"/api/v1/featuresets/[^/]+/versions": settings.max_upload_bytes,
+            r"/api/v1/historical-features": settings.max_entity_frame_bytes,
         },
     )
     app.state.featurestore = service

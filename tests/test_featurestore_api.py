@@ -662,6 +662,38 @@ def test_300_mib_upload_is_refused_while_streaming(fs: httpx.Client, fs_settings
         assert raw.recv(4096).startswith(b"HTTP/1.1 413")
 
 
+def test_json_routes_below_featuresets_keep_the_json_body_cap(fs: httpx.Client) -> None:
+    # The upload cap (256 MiB) is POST .../{name}/versions's alone; the JSON routes below
+    # /api/v1/featuresets/ refuse past CAIRN_MAX_BODY_BYTES (16 MiB) as every JSON route does,
+    # before reading the body (a declared length) and while it streams in.
+    over = 17 * 1024 * 1024
+    port = httpx.URL(str(fs.base_url)).port
+    for method, path, reads_body in [
+        ("PUT", "/api/v1/featuresets/big/checks", True),
+        ("POST", "/api/v1/featuresets/big/skew/samples", True),
+        # These two answer (404: no such set; 409: versions are immutable) before reading any
+        # body: a declared length over the cap is refused all the same.
+        ("POST", "/api/v1/featuresets/big/materialize", False),
+        ("PUT", "/api/v1/featuresets/big/versions/1", False),
+    ]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(
+                f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                f"content-length: {over}\r\n\r\n".encode()
+            )
+            assert raw.recv(4096).startswith(b"HTTP/1.1 413"), (method, path)
+        if not reads_body:
+            continue
+        streamed = fs.request(
+            method,
+            path.removeprefix("/api/v1"),
+            content=iter([b"[" + b"0," * (over // 2), b"0]"]),
+            headers={"content-type": "application/json"},
+        )
+        assert streamed.status_code == 413, (method, path, streamed.text[:200])
+        assert "16777216 bytes" in streamed.json()["detail"]
+
+
 def test_health_metrics_and_read_keys(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "fs",
