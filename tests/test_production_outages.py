@@ -1,7 +1,8 @@
 """The mongo backend when its servers fail: real FerretDB and Elasticsearch, stopped mid-run.
 
 - Elasticsearch down: writes are still acknowledged, search answers 503 with a body that says
-  why, and after a restart the index catches up with zero missing documents.
+  why, /readyz is not ready and says so, and after a restart the index catches up with zero
+  missing documents.
 - MongoDB down: reads and writes answer 503 with a clear body, /readyz is not ready, and the
   refused write is not half-there afterwards.
 - ``cairn reindex`` rebuilds a lost index from MongoDB.
@@ -84,8 +85,13 @@ def test_elasticsearch_outage_keeps_writes_and_catches_up(
                 "Elasticsearch" in problem["detail"]
                 and "Writes are still accepted" in (problem["detail"])
             )
+            # Not ready while no search can be answered, and the answer says why.
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "Elasticsearch cannot be reached" in ready.json()["detail"], ready.text
         finally:
             es.start()
+        wait_for(lambda: client.get("/readyz").status_code == 200)
 
         # The indexer finds the intents the failed inline indexing left and catches up; it works
         # through them in batches, so the single PUT may come after the bulk's 300.
@@ -144,6 +150,8 @@ def test_reindex_rebuilds_a_lost_index(
             assert httpx.delete(f"{es_url}/{name}").is_success
         lost = client.get("/api/v1/assets", params={"tag": "rebuilt"})
         assert lost.status_code == 503 and "cairn reindex" in lost.json()["detail"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "cairn reindex" in ready.json()["detail"]
         # A write meanwhile is kept, and must not create a stray index under the alias's name.
         late = client.put("/api/v1/assets/late", json={"name": "late", "type": "dataset"})
         assert late.status_code == 201, late.text
@@ -155,6 +163,7 @@ def test_reindex_rebuilds_a_lost_index(
         # The Elasticsearch client's aiohttp session is closed, not left to the collector.
         assert "Unclosed" not in done.stderr, done.stderr
         assert tagged_total(client, "rebuilt") == 1500
+        assert client.get("/readyz").status_code == 200
         found = client.get("/api/v1/assets", params={"name": "late"}).json()["items"]
         assert [item["id"] for item in found] == ["late"]
         new_indexes = set(httpx.get(f"{es_url}/_alias/{alias}").json())

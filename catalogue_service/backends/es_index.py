@@ -341,12 +341,27 @@ class SearchIndex:
             raise self._refused(exc) from exc
         return _buckets(answer["aggregations"]["values"])
 
+    async def ping(self) -> None:
+        """Raises ``Unavailable`` while searches cannot be answered: Elasticsearch does not
+        answer, or the index is gone (the readiness check)."""
+        try:
+            found = await self.es.indices.exists_alias(name=self.alias)
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise unreachable(exc) from exc
+        except (ApiError, TransportError) as exc:
+            raise self._refused(exc) from exc
+        if not found:
+            raise self._missing()
+
+    def _missing(self) -> Unavailable:
+        return Unavailable(
+            f"The search index {self.alias!r} does not exist in Elasticsearch; "
+            "run `cairn reindex` to rebuild it from MongoDB. Writes are still accepted."
+        )
+
     def _refused(self, exc: Exception) -> Unavailable:
         if isinstance(exc, NotFoundError):
-            return Unavailable(
-                f"The search index {self.alias!r} does not exist in Elasticsearch; "
-                "run `cairn reindex` to rebuild it from MongoDB. Writes are still accepted."
-            )
+            return self._missing()
         log.error("Elasticsearch refused a search: %s", exc)
         return Unavailable(f"Elasticsearch did not answer the search: {exc}")
 

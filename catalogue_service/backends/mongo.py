@@ -260,8 +260,12 @@ class MongoStore:
         await self.client.close()
 
     async def ping(self) -> None:
+        # Both: with Elasticsearch down, writes are still taken (the outbox indexer catches
+        # up) but no search is answered, which is not ready (DESIGN: "not ready when its
+        # backend is unreachable"); the answer's detail says which one and what still works.
         async with unavailable("the readiness check"):
             await self.db.command("ping")
+        await self.index.ping()
 
     async def instance_id(self) -> str:
         async with unavailable("reading the catalogue's instance id"):
