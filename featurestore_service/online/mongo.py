@@ -26,7 +26,9 @@ try:
     from pymongo import ASCENDING, UpdateOne
     from pymongo.asynchronous.collection import AsyncCollection
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
-    raise ImportError(f"{exc}; the mongo backend needs pip install 'cairn[mongo]'") from exc
+    raise ImportError(
+        f"{exc}; the mongo backend needs pip install 'cairn-catalogue[mongo]'"
+    ) from exc
 
 COLLECTION = "online_features"
 STATE_SEP = "\x1e"
