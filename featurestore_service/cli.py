@@ -12,6 +12,7 @@ import typer
 
 from cairn.cli_errors import problem_line
 from cairn.errors import CairnError, NotAcceptable
+from featurestore_service.folders import FOLDER_META, load_yaml_set, put_folder, text
 
 app = typer.Typer(
     help="Put and fetch versioned feature sets in the feature store (CAIRN_FEATURESTORE_URL).",
@@ -95,34 +96,14 @@ def is_parquet(path: Path) -> bool:
         return False  # read as YAML then, which says what went wrong
 
 
-def load_yaml_set(path: Path) -> dict[str, Any]:
-    """A feature-set YAML file: ``{name?, description, labels, depends_on, features: [...]}``."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        # The codec's own words say nothing of what was expected.
-        _fail(
-            f"{path} is neither a Parquet file (a table) nor UTF-8 text (a YAML set of named "
-            "values)"
-        )
-    except (OSError, yaml.YAMLError) as exc:
-        _fail(f"cannot read {path}: {exc}")
-    if not isinstance(data, dict) or not isinstance(data.get("features"), list):
-        _fail(f"{path} must be a mapping with a features list of {{name, dtype, value}}")
-    labels = data.get("labels")
-    if labels is not None and not isinstance(labels, dict):
-        # `labels: [a, b]` ended in a TypeError traceback when merged with --label.
-        _fail(f"{path}: labels must be a map of key: value, not a {type(labels).__name__}")
-    return data
-
-
 @app.command()
 def put(
     file: Annotated[
         Path,
-        typer.Argument(help="A YAML set of named values, or a Parquet table (whatever its name)."),
+        typer.Argument(
+            help="A YAML set of named values, a Parquet table (whatever its name), or a folder "
+            "of versions (v1.yaml, v2.parquet, ... and featureset.yaml)."
+        ),
     ],
     name: Annotated[
         str | None, typer.Option(help="Feature set name (default: the YAML's name).")
@@ -164,16 +145,35 @@ def put(
 
     A Parquet table becomes a feature table with --entity and --timestamp; later versions
     inherit the declaration when these are left out.
+
+    A folder is one set: its version files v1.yaml, v2.parquet, ... are stored in order, those
+    the set already has skipped, with what featureset.yaml beside them declares (name,
+    description, labels, depends_on, feature_table, versions: {v1.parquet: {version_label,
+    created_by}}). Run it again after adding v3 and only v3 is stored.
     """
-    if not file.is_file():
-        _fail(f"{file} is not a file")
-    is_table = is_parquet(file)
     table_only = {
         "--entity": entity,
         "--timestamp": timestamp,
         "--created-timestamp": created_timestamp,
         "--ttl": ttl,
     }
+    if file.is_dir():
+        per_set = {
+            "--depends-on": depends_on,
+            "--label": label,
+            "--description": description,
+            "--version-label": version_label,
+            **table_only,
+        }
+        for option, value in per_set.items():
+            if value:
+                # featureset.yaml says it once for every version the folder holds.
+                _usage(f"a folder declares it in {file / FOLDER_META}", option)
+        _put_folder(file, name, created_by, url, as_json)
+        return
+    if not file.is_file():
+        _fail(f"{file} is not a file or a folder")
+    is_table = is_parquet(file)
     given = [option for option, value in table_only.items() if value]
     if given and not is_table:
         # They were sent nowhere: a YAML set of named values has no rows to key.
@@ -202,7 +202,7 @@ def put(
                 data = load_yaml_set(file)
                 # Text as version_label is: YAML reads `name: 123` as a number, which the
                 # model refused as "not a valid string".
-                name = name or _text(data.get("name"))
+                name = name or text(data.get("name"))
                 if not name:
                     _fail(f"{file} has no name; pass --name")
                 result = client.put(
@@ -211,7 +211,7 @@ def put(
                     description=description or data.get("description"),
                     labels={**(data.get("labels") or {}), **_labels(label)} or None,
                     depends_on=depends_on or data.get("depends_on") or data.get("depends-on"),
-                    version_label=version_label or _text(data.get("version_label")),
+                    version_label=version_label or text(data.get("version_label")),
                     created_by=author,
                 )
     except CairnError as exc:
@@ -233,8 +233,25 @@ def _login() -> str | None:
         return None
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _put_folder(
+    folder: Path, name: str | None, created_by: str | None, url: str | None, as_json: bool
+) -> None:
+    try:
+        with _client(url) as client:
+            stored = put_folder(client, folder, name=name, created_by=created_by or _login())
+    except CairnError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        _print_json([result.model_dump(mode="json") for result in stored])
+    elif not stored:
+        typer.echo(f"{folder}: nothing to store, the set has every version in it")
+    else:
+        for result in stored:
+            typer.echo(
+                f"{result.name} version {result.version} stored ({result.kind}, etag {result.etag})"
+            )
 
 
 @app.command()

@@ -567,3 +567,73 @@ def test_featureset_put_reads_a_yaml_name_as_text_and_names_bad_labels(tmp_path:
         assert refused.exit_code == 1, refused.output
         assert isinstance(refused.exception, SystemExit), refused.exception
         assert "labels must be a map of key: value, not a list" in refused.output
+
+
+def test_featureset_put_of_a_folder_stores_the_versions_it_lacks(tmp_path: Path) -> None:
+    # README (feature tables): `feature_table:` in featureset.yaml declares a table; a folder
+    # of versions is stored as cairn up seeds its examples, and again only what is new.
+    folder = tmp_path / "orders_features"
+    folder.mkdir()
+    rows = pa.table(
+        {
+            "order_id": pa.array([1, 2, 2], pa.int64()),
+            "ts": pa.array([1, 2, 3], pa.timestamp("s", tz="UTC")),
+            "amount": [1.5, 2.0, 2.5],
+        }
+    )
+    pq.write_table(rows, folder / "v1.parquet")
+    (folder / "featureset.yaml").write_text(
+        "name: orders\ndescription: Order amounts.\nlabels: {team: ml}\n"
+        "feature_table: {entities: [order_id], timestamp: ts, ttl: 7d}\n"
+        "versions:\n  v1.parquet: {version_label: first, created_by: ana}\n"
+    )
+    with ThreadServer(create_app(Settings(data_dir=tmp_path / "fs"))) as server:
+        runner = CliRunner()
+
+        def put(*args: str) -> Result:
+            return runner.invoke(app, ["featureset", "put", *args, "--url", server.url])
+
+        first = put(str(folder))
+        assert first.exit_code == 0, first.output
+        assert "orders version 1 stored (table" in first.output
+        with FeatureStoreClient(server.url) as client:
+            stored = client.get("orders")
+            assert stored.feature_table is not None
+            assert stored.feature_table.entities == ["order_id"]
+            assert stored.feature_table.timestamp == "ts"
+            assert (stored.version_label, stored.created_by) == ("first", "ana")
+            assert stored.labels == {"team": "ml"} and stored.description == "Order amounts."
+        again = put(str(folder))
+        assert again.exit_code == 0 and "nothing to store" in again.output, again.output
+
+        pq.write_table(rows.slice(0, 2), folder / "v2.parquet")
+        added = put(str(folder), "--json")
+        assert added.exit_code == 0, added.output
+        assert [v["version"] for v in orjson.loads(added.stdout)] == [2]
+        with FeatureStoreClient(server.url) as client:
+            second = client.get("orders")
+            # Inherited from the folder's declaration, and by the author of the run.
+            assert second.feature_table is not None and second.feature_table.entities == [
+                "order_id"
+            ]
+            assert second.version == 2 and second.created_by not in (None, "ana")
+
+        # Mistakes are one error line naming the file, and nothing is stored.
+        (folder / "v4.yaml").write_text("features: []\n")
+        gap = put(str(folder))
+        assert gap.exit_code == 1 and "no v3" in gap.stderr, gap.output
+        (folder / "v4.yaml").unlink()
+        (folder / "v3.yaml").write_text("name: other\nfeatures: []\n")
+        other = put(str(folder))
+        assert other.exit_code == 1 and "v3.yaml names the set 'other'" in other.stderr
+        (folder / "v3.yaml").write_text("features: [unclosed\n")
+        broken = put(str(folder))
+        assert broken.exit_code == 1 and "v3.yaml" in broken.stderr, broken.output
+        (folder / "v3.yaml").unlink()
+        (folder / "featureset.yaml").write_text("name: orders\ndesciption: typo\n")
+        typo = put(str(folder))
+        assert typo.exit_code == 1 and "unknown key 'desciption'" in typo.stderr
+        options = put(str(folder), "--entity", "order_id")
+        assert options.exit_code == 2 and "featureset.yaml" in options.output
+        with FeatureStoreClient(server.url) as client:
+            assert client.versions("orders").total == 2
