@@ -107,6 +107,10 @@ def fts_query(text: str, *, whole_word_first: bool = False) -> str | None:
         # index's tokenizer reads the text either way.
         text = unicodedata.normalize("NFC", text)
     tokens = _TOKEN.findall(text)
+    if whole_word_first:
+        # FTS5 finds no word in a run of underscores: beside other phrases that empty phrase
+        # was ignored, but as an operand of AND it matches nothing, so it is left out.
+        tokens = [t for t in tokens if t.strip("_")]
     if not tokens:
         return None
     quoted = [f'"{t}"' for t in tokens[:32]]

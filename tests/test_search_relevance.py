@@ -237,3 +237,14 @@ def test_a_whole_word_ranks_above_longer_words_it_begins(
     found = [item["name"] for item in api.get("/assets", params={"q": q}).json()["items"]]
     # The longer word still matches (search as you type), after every whole-word match.
     assert set(found[: len(whole)]) == whole and longer in found[len(whole) :], (q, found)
+
+
+@pytest.mark.parametrize("q", ["sales _", "_ sales", "sales __ daily", "sales-_"])
+def test_a_run_of_underscores_in_a_query_changes_nothing(api: httpx.Client, q: str) -> None:
+    # Underscores alone hold no word on either backend; on SQLite that empty phrase, joined
+    # with AND to the others, matched nothing.
+    api.post("/assets/bulk", json=CORPUS).raise_for_status()
+    plain = " ".join(w for w in q.replace("-", " ").split() if w.strip("_"))
+    expected = {item["name"] for item in api.get("/assets", params={"q": plain}).json()["items"]}
+    found = {item["name"] for item in api.get("/assets", params={"q": q}).json()["items"]}
+    assert expected and found == expected, (q, found, expected)
