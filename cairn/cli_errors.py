@@ -17,6 +17,18 @@ def problem_line(exc: CairnError) -> str:
     return f"{exc.detail.rstrip()} Hint: {key_hint(_key_sent())}."
 
 
+def validation_line(exc: ValueError) -> str:
+    """A failure of a check made before sending (a model's validation) as the API would word
+    it: the fields, on one line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        from cairn.web import invalid_request  # the web layer: imported only on this error
+
+        return invalid_request(exc).detail
+    return str(exc)
+
+
 def key_hint(key_sent: bool, service: str = "the service") -> str:
     """What to set when ``service`` answered 401, depending on whether a key went with the
     request (the CLI's clients and the crawler send CAIRN_API_KEY)."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from cairn.cli_errors import problem_line
+from cairn.cli_errors import problem_line, validation_line
 from cairn.errors import CairnError, NotAcceptable
 from featurestore_service.folders import FOLDER_META, load_yaml_set, put_folder, text
 
@@ -44,17 +44,6 @@ def _fail(problem: str | CairnError) -> NoReturn:
 def _usage(problem: str, option: str) -> NoReturn:
     """Exit 2, as click does for a bad option: the command line itself is wrong."""
     raise typer.BadParameter(problem, param_hint=f"'{option}'")
-
-
-def _one_line(exc: ValueError) -> str:
-    """A client-side validation failure as the API would word it: the fields, on one line."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        from cairn.web import invalid_request  # the web layer: imported only on this error
-
-        return invalid_request(exc).detail
-    return str(exc)
 
 
 def _print_json(data: Any) -> None:
@@ -217,7 +206,7 @@ def put(
     except CairnError as exc:
         _fail(exc)
     except ValueError as exc:  # the set failed validation before it was sent
-        _fail(_one_line(exc))
+        _fail(validation_line(exc))
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
@@ -236,22 +225,24 @@ def _login() -> str | None:
 def _put_folder(
     folder: Path, name: str | None, created_by: str | None, url: str | None, as_json: bool
 ) -> None:
+    stored = []
     try:
         with _client(url) as client:
-            stored = put_folder(client, folder, name=name, created_by=created_by or _login())
+            for result in put_folder(client, folder, name=name, created_by=created_by or _login()):
+                stored.append(result.model_dump(mode="json"))
+                if not as_json:  # each as it is stored: a failure later leaves these said
+                    typer.echo(
+                        f"{result.name} version {result.version} stored "
+                        f"({result.kind}, etag {result.etag})"
+                    )
     except CairnError as exc:
         _fail(exc)
     except ValueError as exc:
-        _fail(_one_line(exc))
+        _fail(validation_line(exc))
     if as_json:
-        _print_json([result.model_dump(mode="json") for result in stored])
+        _print_json(stored)
     elif not stored:
         typer.echo(f"{folder}: nothing to store, the set has every version in it")
-    else:
-        for result in stored:
-            typer.echo(
-                f"{result.name} version {result.version} stored ({result.kind}, etag {result.etag})"
-            )
 
 
 @app.command()

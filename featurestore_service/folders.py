@@ -14,8 +14,9 @@ never store a file twice, and a set changed elsewhere stops the run with a 409.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 FOLDER_META = "featureset.yaml"
 _VERSION_FILE = re.compile(r"^v(\d+)\.(yaml|yml|parquet)$")
 _META_KEYS = frozenset({"name", "description", "labels", "depends_on", "feature_table", "versions"})
+_TABLE_KEYS = frozenset({"entities", "timestamp", "created_timestamp", "ttl"})
+_VERSION_KEYS = frozenset({"version_label", "created_by"})
 
 
 def version_files(folder: Path) -> list[Path]:
@@ -33,6 +36,9 @@ def version_files(folder: Path) -> list[Path]:
     found = sorted(
         (int(m.group(1)), p) for p in folder.iterdir() if (m := _VERSION_FILE.match(p.name))
     )
+    for (number, path), (after, other) in itertools.pairwise(found):
+        if number == after:
+            raise ValueError(f"{folder}: {path.name} and {other.name} are both version {number}")
     for expected, (number, path) in enumerate(found, 1):
         if number != expected:
             raise ValueError(
@@ -40,6 +46,10 @@ def version_files(folder: Path) -> list[Path]:
                 "number the version files v1, v2, ... without gaps"
             )
     return [p for _, p in found]
+
+
+def holds_versions(folder: Path) -> bool:
+    return any(_VERSION_FILE.match(p.name) for p in folder.iterdir())
 
 
 def read_yaml(path: Path) -> Any:
@@ -63,21 +73,21 @@ def load_yaml_set(path: Path) -> dict[str, Any]:
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("features"), list):
         raise ValueError(f"{path} must be a mapping with a features list of {{name, dtype, value}}")
-    labels = data.get("labels")
+    # `labels: [a, b]` ended in a TypeError traceback when merged with --label.
+    _check_labels(data.get("labels"), path)
+    return data
+
+
+def _check_labels(labels: Any, path: Path) -> None:
     if labels is not None and not isinstance(labels, dict):
-        # `labels: [a, b]` ended in a TypeError traceback when merged with --label.
         raise ValueError(
             f"{path}: labels must be a map of key: value, not a {type(labels).__name__}"
         )
-    return data
 
 
 def feature_table_args(declared: Mapping[str, Any] | None) -> dict[str, Any]:
     """``put_table`` arguments from a ``feature_table:`` mapping in ``featureset.yaml``."""
-    if not declared:
-        return {}
-    keys = ("entities", "timestamp", "created_timestamp", "ttl")
-    return {key: declared.get(key) for key in keys}
+    return {key: (declared or {}).get(key) for key in sorted(_TABLE_KEYS)}
 
 
 def text(value: Any) -> str | None:
@@ -85,22 +95,36 @@ def text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _folder_meta(folder: Path) -> dict[str, Any]:
+def _mapping(value: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
+    """``value`` as a mapping whose keys are among ``keys``: a misspelt key (desciption:)
+    is an error rather than dropped without a word."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping of {', '.join(sorted(keys))}")
+    unknown = sorted(str(k) for k in set(value) - keys)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(keys))}"
+        )
+    return value
+
+
+def _folder_meta(folder: Path, files: list[Path]) -> dict[str, Any]:
     path = folder / FOLDER_META
     if not path.exists():
         return {}
-    meta = read_yaml(path) or {}
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} must be a mapping of {', '.join(sorted(_META_KEYS))}")
-    unknown = sorted(set(meta) - _META_KEYS)
-    if unknown:
-        # A misspelt key (desciption:) would otherwise be dropped without a word.
-        raise ValueError(
-            f"{path}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(_META_KEYS))}"
-        )
-    for key, kind in (("labels", dict), ("feature_table", dict), ("versions", dict)):
-        if meta.get(key) is not None and not isinstance(meta[key], kind):
-            raise ValueError(f"{path}: {key} must be a mapping, not {type(meta[key]).__name__}")
+    meta = _mapping(read_yaml(path) or {}, _META_KEYS, str(path))
+    _mapping(meta.get("feature_table"), _TABLE_KEYS, f"{path}: feature_table")
+    _check_labels(meta.get("labels"), path)
+    names = {p.name for p in files}
+    per_file = meta.get("versions") or {}
+    if not isinstance(per_file, dict):
+        raise ValueError(f"{path}: versions must be a mapping of version file: {{...}}")
+    for file_name, extra in per_file.items():
+        if file_name not in names:
+            raise ValueError(f"{path}: versions names {file_name}, which {folder} does not hold")
+        _mapping(extra, _VERSION_KEYS, f"{path}: versions: {file_name}")
     return meta
 
 
@@ -110,19 +134,22 @@ def put_folder(
     *,
     name: str | None = None,
     created_by: str | None = None,
-) -> list[FeatureSet]:
-    """Stores the folder's versions the set does not have yet, in order; returns them.
+) -> Iterator[FeatureSet]:
+    """Stores the folder's versions the set does not have yet, in order, yielding each.
 
     ``name`` overrides the set's name; ``created_by`` is the author of versions that name none.
-    Raises ``ValueError`` for a folder that cannot be read, before anything is stored.
+    Every version is read and checked (its YAML, names, dtypes, labels) before the first is
+    sent: a ``ValueError`` naming the file, and nothing stored. What only the feature store can
+    check (a Parquet file's columns) stops the run at that version, the ones before it stored.
     """
+    from cairn.cli_errors import validation_line
+    from cairn.client.featurestore import make_meta, make_write
     from cairn.errors import NotFound
 
-    meta = _folder_meta(folder)
     files = version_files(folder)
     if not files:
         raise ValueError(f"{folder} holds no version files (v1.yaml, v1.parquet, ...)")
-    # Every YAML version is read first: a broken v3 stops the run before v1 is stored.
+    meta = _folder_meta(folder, files)
     sets = {p: load_yaml_set(p) for p in files if p.suffix != ".parquet"}
     if not name:
         named = [text(data.get("name")) for data in sets.values() if data.get("name")]
@@ -133,43 +160,38 @@ def put_folder(
                     f"{path} names the set {data['name']!r}, but the folder's set is {name!r}; "
                     "a folder holds one set (--name stores it under another name)"
                 )
+    per_file = meta.get("versions") or {}
+    versions = []
+    for number, path in enumerate(files, 1):
+        # The version's own YAML first, then what featureset.yaml says of it, then of all.
+        own = sets.get(path, {})
+        extra = per_file.get(path.name) or {}
+        fields: dict[str, Any] = {
+            "description": own.get("description") or meta.get("description"),
+            "labels": own.get("labels") or meta.get("labels"),
+            "depends_on": own.get("depends_on") or meta.get("depends_on"),
+            "version_label": text(own.get("version_label") or extra.get("version_label")),
+            "created_by": text(own.get("created_by") or extra.get("created_by")) or created_by,
+            "version": number,
+        }
+        try:
+            if path in sets:
+                make_write(name, own["features"], **fields)
+            else:
+                make_meta(name, **fields)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {validation_line(exc)}") from None
+        versions.append((path, fields))
+
     try:
         newest = client.versions(name, limit=1).items
     except NotFound:
         newest = []
     have = newest[0].version if newest else 0
-    per_file = meta.get("versions") or {}
-    stored = []
-    for number, path in enumerate(files, 1):
-        if number <= have:
-            continue
-        if path.suffix == ".parquet":
-            extra = per_file.get(path.name) or {}
-            stored.append(
-                client.put_table(
-                    name,
-                    path,
-                    description=meta.get("description"),
-                    labels=meta.get("labels"),
-                    depends_on=meta.get("depends_on"),
-                    version_label=text(extra.get("version_label")),
-                    created_by=text(extra.get("created_by")) or created_by,
-                    version=number,
-                    **feature_table_args(meta.get("feature_table")),
-                )
-            )
+    for path, fields in versions[have:]:
+        if path in sets:
+            yield client.put(name, sets[path]["features"], **fields)
         else:
-            data = sets[path]
-            stored.append(
-                client.put(
-                    name,
-                    data["features"],
-                    description=data.get("description") or meta.get("description"),
-                    labels=data.get("labels") or meta.get("labels"),
-                    depends_on=data.get("depends_on") or meta.get("depends_on"),
-                    version_label=text(data.get("version_label")),
-                    created_by=text(data.get("created_by")) or created_by,
-                    version=number,
-                )
+            yield client.put_table(
+                name, path, **fields, **feature_table_args(meta.get("feature_table"))
             )
-    return stored

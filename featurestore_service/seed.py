@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from featurestore_service.folders import put_folder
+from featurestore_service.folders import holds_versions, put_folder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "featuresets"
 
@@ -21,8 +21,9 @@ def seed_featuresets(base_url: str, root: Path = EXAMPLES) -> int:
 
     with FeatureStoreClient(base_url) as client:
         return sum(
-            len(put_folder(client, folder, created_by="cairn-examples"))
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            1
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and holds_versions(p))
+            for _ in put_folder(client, folder, created_by="cairn-examples")
         )
 
 

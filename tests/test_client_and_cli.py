@@ -630,10 +630,39 @@ def test_featureset_put_of_a_folder_stores_the_versions_it_lacks(tmp_path: Path)
         broken = put(str(folder))
         assert broken.exit_code == 1 and "v3.yaml" in broken.stderr, broken.output
         (folder / "v3.yaml").unlink()
-        (folder / "featureset.yaml").write_text("name: orders\ndesciption: typo\n")
-        typo = put(str(folder))
-        assert typo.exit_code == 1 and "unknown key 'desciption'" in typo.stderr
+        (folder / "v2.yml").write_text("features: []\n")
+        twice = put(str(folder))
+        assert twice.exit_code == 1 and "are both version 2" in twice.stderr, twice.output
+        (folder / "v2.yml").unlink()
+        meta = "name: orders\nfeature_table: {entities: [order_id], timestamp: ts}\n"
+        for bad, expected in [
+            ("name: orders\ndesciption: typo\n", "unknown key 'desciption'"),
+            (meta.replace("entities", "entity"), "feature_table: unknown key 'entity'"),
+            (meta + "versions: {v1.parquet: first}\n", "versions: v1.parquet must be a mapping"),
+            (meta + "versions: {v9.parquet: {}}\n", "versions names v9.parquet"),
+        ]:
+            (folder / "featureset.yaml").write_text(bad)
+            refused = put(str(folder))
+            assert refused.exit_code == 1, (bad, refused.output)
+            assert isinstance(refused.exception, SystemExit), refused.exception
+            assert expected in refused.stderr, (bad, refused.stderr)
         options = put(str(folder), "--entity", "order_id")
         assert options.exit_code == 2 and "featureset.yaml" in options.output
+
+        # Every version is checked before the first is sent: v4's mistake stores no v3.
+        (folder / "featureset.yaml").write_text(
+            meta + "versions: {v3.yaml: {version_label: third, created_by: bo}}\n"
+        )
+        (folder / "v3.yaml").write_text("features:\n  - {name: a, dtype: int64, value: 1}\n")
+        (folder / "v4.yaml").write_text("features:\n  - {name: b, value: 1}\n")
+        late = put(str(folder))
+        assert late.exit_code == 1, late.output
+        assert "v4.yaml: " in late.stderr and "features.0.dtype" in late.stderr, late.output
         with FeatureStoreClient(server.url) as client:
             assert client.versions("orders").total == 2
+        (folder / "v4.yaml").unlink()
+        assert put(str(folder)).exit_code == 0
+        with FeatureStoreClient(server.url) as client:
+            third = client.get("orders")
+            # A YAML version takes its label and author from featureset.yaml's versions too.
+            assert (third.version, third.version_label, third.created_by) == (3, "third", "bo")
