@@ -694,7 +694,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
-ReadyCheck = Callable[[], Awaitable[None]]
+# Raises when the service cannot serve requests; returns what it cannot do meanwhile, if any.
+ReadyCheck = Callable[[], Awaitable[str | None]]
 
 
 def meta_guard(request: Request, kind: str) -> None:
@@ -715,7 +716,7 @@ def health_router(ready: ReadyCheck) -> APIRouter:
     @router.get("/readyz", summary="The backend answers", responses=problems(503))
     async def readyz() -> Response:
         try:
-            await ready()
+            degraded = await ready()
         except Exception as exc:
             body = {
                 "type": "https://cairn.dev/problems/not-ready",
@@ -724,7 +725,10 @@ def health_router(ready: ReadyCheck) -> APIRouter:
                 "detail": f"The backend does not answer: {exc}",
             }
             return problem_response(503, body)
-        return Response(orjson.dumps({"status": "ready"}), media_type="application/json")
+        body = (
+            {"status": "ready"} if degraded is None else {"status": "ready", "degraded": degraded}
+        )
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

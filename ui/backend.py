@@ -82,6 +82,10 @@ class Service(Generic[Client]):
     def latency_ms(self) -> float | None:
         return self.health.latency_ms
 
+    @property
+    def degraded(self) -> str:
+        return self.health.degraded
+
 
 class BackendError(Exception):
     pass

@@ -95,6 +95,8 @@ class Health:
     detail: str = ""
     checked_at: float = 0.0  # time.monotonic() of the last answer or failure
     latency_ms: float | None = None
+    # What the service's last readiness answer said it cannot do meanwhile (its ``degraded``).
+    degraded: str = ""
 
     @property
     def state(self) -> str:
@@ -347,6 +349,7 @@ class AsyncTransport:
             self.health.mark(False, _unreachable(self.base_url, exc).reason)
             return self.health
         latency = (time.perf_counter() - start) * 1000
+        self.health.degraded = _degraded(response) if response.status_code == 200 else ""
         if response.status_code == 200:
             self.health.mark(True, "ready", latency)
         else:
@@ -411,6 +414,15 @@ class AsyncServiceClient:
         twin = copy.copy(self)
         twin._t = self._t.with_api_key(api_key)
         return twin
+
+
+def _degraded(response: httpx.Response) -> str:
+    """What a ready service says it cannot do meanwhile, or nothing."""
+    try:
+        degraded = response.json().get("degraded")
+    except (ValueError, AttributeError):
+        return ""
+    return degraded if isinstance(degraded, str) else ""
 
 
 def _unreachable(base_url: str, exc: Exception) -> ServiceUnreachable:

@@ -186,8 +186,9 @@ class AssetStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def ping(self) -> None:
-        """Raises when the backend cannot serve requests."""
+    async def ping(self) -> str | None:
+        """Raises when the backend cannot serve requests; returns what it cannot do
+        meanwhile (the readiness check's ``degraded``), None when it can do everything."""
 
     async def instance_id(self) -> str:
         """This store's identity, created with it: a new or wiped store has a new one.

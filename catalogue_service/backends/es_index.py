@@ -349,7 +349,7 @@ class SearchIndex:
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise unreachable(exc) from exc
         except (ApiError, TransportError) as exc:
-            raise self._refused(exc) from exc
+            raise self._refused(exc, "the readiness check") from exc
         if not found:
             raise self._missing()
 
@@ -359,11 +359,11 @@ class SearchIndex:
             "run `cairn reindex` to rebuild it from MongoDB. Writes are still accepted."
         )
 
-    def _refused(self, exc: Exception) -> Unavailable:
+    def _refused(self, exc: Exception, what: str = "the search") -> Unavailable:
         if isinstance(exc, NotFoundError):
             return self._missing()
-        log.error("Elasticsearch refused a search: %s", exc)
-        return Unavailable(f"Elasticsearch did not answer the search: {exc}")
+        log.error("Elasticsearch refused %s: %s", what, exc)
+        return Unavailable(f"Elasticsearch did not answer {what}: {exc}")
 
 
 def _terms(field: str, size: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from cairn.errors import Conflict
+from cairn.errors import Conflict, Unavailable
 from cairn.models import (
     Asset,
     BulkItemResult,
@@ -85,6 +85,8 @@ log = logging.getLogger("cairn.catalogue.mongo")
 INDEX_BATCH = 1000
 POLL_SECONDS = 1.0
 MAX_BACKOFF = 10.0
+# The readiness check waits this long for Elasticsearch: probes time out in a second or two.
+READY_SEARCH_S = 1.0
 WRITE_ATTEMPTS = 8
 # Attempts of a whole write that the database refused as busy (FerretDB: SQLITE_BUSY).
 BUSY_ATTEMPTS = 6
@@ -259,13 +261,23 @@ class MongoStore:
         await self.index.close()
         await self.client.close()
 
-    async def ping(self) -> None:
-        # Both: with Elasticsearch down, writes are still taken (the outbox indexer catches
-        # up) but no search is answered, which is not ready (DESIGN: "not ready when its
-        # backend is unreachable"); the answer's detail says which one and what still works.
+    async def ping(self) -> str | None:
         async with unavailable("the readiness check"):
             await self.db.command("ping")
-        await self.index.ping()
+        # Elasticsearch down is not "not ready": MongoDB, the source of truth, still takes
+        # writes and answers reads by id (the outbox indexer catches up), which a load
+        # balancer would cut off. The answer says what does not work meanwhile.
+        try:
+            async with asyncio.timeout(READY_SEARCH_S):
+                await self.index.ping()
+        except Unavailable as exc:
+            return exc.detail
+        except TimeoutError:
+            return (
+                f"Elasticsearch did not answer within {READY_SEARCH_S:g} s, so searches may "
+                "fail or be slow; writes are still accepted."
+            )
+        return None
 
     async def instance_id(self) -> str:
         async with unavailable("reading the catalogue's instance id"):

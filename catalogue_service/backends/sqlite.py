@@ -507,11 +507,12 @@ class SQLiteStore:
         self._probe = None
         self.db.close()
 
-    async def ping(self) -> None:
+    async def ping(self) -> str | None:
         def _ping(conn: sqlite3.Connection) -> None:
             conn.execute("SELECT 1 FROM assets LIMIT 1").fetchall()
 
         await self._read(_ping)
+        return None
 
     # --- writes -------------------------------------------------------------------------------
 
