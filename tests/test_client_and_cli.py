@@ -619,21 +619,17 @@ def test_featureset_put_of_a_folder_stores_the_versions_it_lacks(tmp_path: Path)
             assert second.version == 2 and second.created_by not in (None, "ana")
 
         # Mistakes are one error line naming the file, and nothing is stored.
-        (folder / "v4.yaml").write_text("features: []\n")
-        gap = put(str(folder))
-        assert gap.exit_code == 1 and "no v3" in gap.stderr, gap.output
-        (folder / "v4.yaml").unlink()
-        (folder / "v3.yaml").write_text("name: other\nfeatures: []\n")
-        other = put(str(folder))
-        assert other.exit_code == 1 and "v3.yaml names the set 'other'" in other.stderr
-        (folder / "v3.yaml").write_text("features: [unclosed\n")
-        broken = put(str(folder))
-        assert broken.exit_code == 1 and "v3.yaml" in broken.stderr, broken.output
-        (folder / "v3.yaml").unlink()
-        (folder / "v2.yml").write_text("features: []\n")
-        twice = put(str(folder))
-        assert twice.exit_code == 1 and "are both version 2" in twice.stderr, twice.output
-        (folder / "v2.yml").unlink()
+        for file_name, content, expected in [
+            ("v4.yaml", "features: []\n", "no v3"),
+            ("v3.yaml", "name: other\nfeatures: []\n", "v3.yaml names the set 'other'"),
+            ("v3.yaml", "features: [unclosed\n", "v3.yaml"),
+            ("v2.yml", "features: []\n", "are both version 2"),
+        ]:
+            (folder / file_name).write_text(content)
+            refused = put(str(folder))
+            (folder / file_name).unlink()
+            assert refused.exit_code == 1, (file_name, refused.output)
+            assert expected in refused.stderr, (file_name, refused.stderr)
         meta = "name: orders\nfeature_table: {entities: [order_id], timestamp: ts}\n"
         for bad, expected in [
             ("name: orders\ndesciption: typo\n", "unknown key 'desciption'"),
