@@ -210,9 +210,11 @@ def put(
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
-        typer.echo(
-            f"{result.name} version {result.version} stored ({result.kind}, etag {result.etag})"
-        )
+        _say_stored(result)
+
+
+def _say_stored(result: Any) -> None:
+    typer.echo(f"{result.name} version {result.version} stored ({result.kind}, etag {result.etag})")
 
 
 def _login() -> str | None:
@@ -231,10 +233,7 @@ def _put_folder(
             for result in put_folder(client, folder, name=name, created_by=created_by or _login()):
                 stored.append(result.model_dump(mode="json"))
                 if not as_json:  # each as it is stored: a failure later leaves these said
-                    typer.echo(
-                        f"{result.name} version {result.version} stored "
-                        f"({result.kind}, etag {result.etag})"
-                    )
+                    _say_stored(result)
     except CairnError as exc:
         _fail(exc)
     except ValueError as exc:
