@@ -1,3 +1,3 @@
-from cairn.cli import app
+from cairn.main import main
 
-app(prog_name="cairn")
+main()

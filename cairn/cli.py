@@ -625,6 +625,9 @@ def _crawl_and_seed(lake: str, urls: dict[Service, str]) -> None:
         threading.Thread(
             target=exit_once_ended, args=(parent.sentinel,), name="cairn-up-gone", daemon=True
         ).start()
+    # Ctrl-C reaches this child too; stopping it is `cairn up`'s job (it terminates the child
+    # when it stops), and a KeyboardInterrupt here printed a traceback among its lines.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _setup_logging()
     if runner.run_cli(volume=lake, catalogue=urls[Service.catalogue]) == 1:
         sys.exit(1)

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import orjson
 
+from cairn.interrupt import ctrl_c_ends_process
 from cairn.settings import get_settings
 from connectors import VolumeError, redact_url
 from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
@@ -34,6 +35,10 @@ def _worse_exit(a: int, b: int) -> int:
 
 
 MAX_LISTED = 50
+INTERRUPTED = (
+    "crawl interrupted (Ctrl-C): stopped at once. What it pushed is in the catalogue; "
+    "the next crawl of this volume does the rest."
+)
 
 
 def run_cli(
@@ -167,10 +172,16 @@ def _crawler(
 
 def _crawl_once(spec: VolumeConfig, as_json: bool, out: Console, err: Console) -> int:
     try:
-        if not as_json and err.is_terminal:
-            report = _with_progress(spec, err)
-        else:
-            report = _crawler(spec, None).crawl(spec.root)
+        # Nothing a crawl writes needs unwinding to stay whole: each push is one transaction
+        # in the catalogue; the crawl state marks a batch unsettled before it is sent and
+        # saves it once answered, each in a transaction of its own (crawler/state.py), so
+        # the next crawl re-sends what this one may not have landed; the lock on the state
+        # ends with the process, and so do the workers (pipeline._die_with_parent).
+        with ctrl_c_ends_process(INTERRUPTED):
+            if not as_json and err.is_terminal:
+                report = _with_progress(spec, err)
+            else:
+                report = _crawler(spec, None).crawl(spec.root)
     except CrawlFailed as exc:
         if as_json:
             # The volume too: with --config, one failed volume among several reports.

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -974,6 +975,70 @@ def test_a_crawl_killed_mid_way_leaves_no_process_and_the_next_crawl_lands_all(
     assert code == 0, report
     assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
     assert search(catalogue_process.url, limit=1)["total"] == 3000
+
+
+def test_ctrl_c_ends_a_crawl_at_once_and_the_next_crawl_lands_all(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while workers parse and
+    batches land: the KeyboardInterrupt it raised could stop the crawl's thread holding a
+    future's lock, and the pool's shutdown then waited for ever (one Ctrl-C in forty hung).
+    Now the crawl says it was interrupted and ends with 130, its workers with it, and the next
+    crawl lands every asset."""
+    from tests.servers.processes import patient
+
+    volume = tmp_path / "lake"
+    for n in range(3000):
+        write(volume / f"g{n // 100:02d}/m{n:04d}/MANIFEST.yaml", f"name: m{n}\ntype: dataset\n")
+    env = cairn_env(
+        Path(catalogue_process.env["CAIRN_DATA_DIR"]),
+        CAIRN_CRAWL_WORKERS="2",
+        CAIRN_CRAWL_BATCH_SIZE="50",
+    )
+
+    at = ["--catalogue", catalogue_process.url]
+
+    def landed() -> int:
+        return search(catalogue_process.url, limit=1)["total"]
+
+    for moment, reached in (
+        ("workers up", lambda proc: _descendants(proc.pid)),
+        ("batches landing", lambda _proc: landed() > 0),
+    ):
+        crawl_proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn", "crawl", str(volume), *at],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal's job
+        )
+        try:
+            deadline = time.monotonic() + patient(60)
+            while not (started := reached(crawl_proc)):
+                assert crawl_proc.poll() is None, f"the crawl ended before {moment}"
+                assert time.monotonic() < deadline, f"never {moment}"
+                time.sleep(0.005)
+            below = _descendants(crawl_proc.pid)
+            os.killpg(crawl_proc.pid, signal.SIGINT)
+            _, stderr = crawl_proc.communicate(timeout=patient(30))
+        finally:
+            if crawl_proc.poll() is None:
+                os.killpg(crawl_proc.pid, signal.SIGKILL)
+                crawl_proc.wait()
+        assert crawl_proc.returncode == 130, (moment, crawl_proc.returncode, stderr)
+        assert "crawl interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr, stderr
+        deadline = time.monotonic() + patient(30)
+        while left := [p for p in below if _living(p)]:
+            assert time.monotonic() < deadline, f"processes outlived the crawl: {left}"
+            time.sleep(0.05)
+        assert started
+    assert landed() < 3000  # interrupted mid-way, not after the end
+    code, report = crawl(volume, catalogue_process)
+    assert code == 0, report
+    assert report["created"] + report["unchanged"] == 3000 and report["errors"] == [], report
+    assert landed() == 3000
 
 
 def _parent(pid: int) -> int | None:

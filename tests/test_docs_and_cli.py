@@ -123,6 +123,42 @@ def test_the_cli_does_not_import_the_httpx_command_line() -> None:
     assert result.stdout.strip() == "[]"
 
 
+# Sends SIGINT to itself when ``typer`` is first looked for: mid-way through the imports of
+# the command line, as a Ctrl-C right after the command was typed lands.
+_CTRL_C_ON_IMPORT = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv[1:] = ["--help"]
+from cairn.main import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_imports_ends_it_without_a_traceback() -> None:
+    # The import machinery's KeyboardInterrupt traceback, a screen of frozen importlib
+    # frames, was printed whenever Ctrl-C came within the command's first third of a second.
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_ON_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr == "" and result.stdout == ""
+    # Without the Ctrl-C, the same entry point runs the command.
+    quiet = _CTRL_C_ON_IMPORT.replace("os.kill(os.getpid(), signal.SIGINT)", "pass")
+    result = subprocess.run(
+        [sys.executable, "-c", quiet], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0 and "crawl" in result.stdout, result.stderr
+
+
 def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
     # As if the mongo extra were not installed: the hint must survive the terminal formatter.
     hide = "import sys; sys.modules['pymongo'] = None; from cairn.cli import app; app(['reindex'])"
