@@ -78,24 +78,36 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(root)"
 
 
+def _not_json_entry(reason: str) -> dict[str, str]:
+    return {"field": "(body)", "message": f"is not valid JSON: {reason}"}
+
+
 def _error_entry(error: Any) -> dict[str, str]:
     if error.get("type") == "json_invalid":
         # FastAPI puts the parser's character offset where a field path would be.
-        reason = (error.get("ctx") or {}).get("error", "")
-        return {"field": "(body)", "message": f"is not valid JSON: {reason}"}
+        return _not_json_entry((error.get("ctx") or {}).get("error", ""))
     return {
         "field": _field_path(tuple(error.get("loc", ()))),
         "message": str(error.get("msg", "")).removeprefix("Value error, "),
     }
 
 
-def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidRequest:
-    """A validation failure as a 422 whose detail lists the fields to fix."""
-    errors = [_error_entry(e) for e in exc.errors()]
+def _fix_these(errors: list[dict[str, str]]) -> InvalidRequest:
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
     return InvalidRequest(f"Fix these fields and send again: {summary}", errors=errors)
+
+
+def invalid_request(exc: RequestValidationError | ValidationError) -> InvalidRequest:
+    """A validation failure as a 422 whose detail lists the fields to fix."""
+    return _fix_these([_error_entry(e) for e in exc.errors()])
+
+
+def body_not_json(reason: str) -> InvalidRequest:
+    """The 422 for a body the JSON parser refused: the same problem, whichever parser read it
+    (FastAPI's for routes with a body model, ``parse_json`` for routes that parse by hand)."""
+    return _fix_these([_not_json_entry(reason)])
 
 
 def _not_json(request: Request, exc: RequestValidationError) -> InvalidRequest | None:
@@ -533,20 +545,21 @@ def parse_json(raw: bytes) -> Any:
     """``raw`` parsed with orjson, which refuses lone surrogates and invalid UTF-8 outright.
 
     Text that is not valid Unicode is a 422 (the value could never be stored or sent back);
-    anything else the parser refuses is a 400 with its reason.
+    anything else the parser refuses is the 422 a route with a body model answers
+    (``body_not_json``), so a client sees one answer to one mistake on every route.
     """
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in exc.msg:
-            raise BadRequest(f"The request body is not valid JSON: {_TOO_DEEP}.") from exc
+            raise body_not_json(_TOO_DEEP) from exc
         if any(marker in exc.msg for marker in _UNICODE_ERRORS):
             raise InvalidRequest(
                 f"The request body holds text that is not valid Unicode ({exc}); send UTF-8 "
                 "text without lone surrogate escapes such as \\ud800.",
                 errors=[{"field": "(body)", "message": str(exc)}],
             ) from exc
-        raise BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+        raise body_not_json(str(exc)) from exc
     if _has_long_integer(raw):
         # orjson reads an integer beyond 64 bits as a float, silently rounding it; the standard
         # library keeps it exact, so validation refuses it with its field, as on the routes
@@ -554,7 +567,7 @@ def parse_json(raw: bytes) -> Any:
         try:
             return json.loads(raw)
         except RecursionError as exc:  # shallower than orjson's limit, deeper than Python's
-            raise BadRequest(f"The request body is not valid JSON: {_TOO_DEEP}.") from exc
+            raise body_not_json(_TOO_DEEP) from exc
     return parsed
 
 

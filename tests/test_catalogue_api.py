@@ -102,7 +102,7 @@ def test_bulk_accepts_items_envelope_and_rejects_other_shapes(api: httpx.Client)
     not_json = api.post(
         "/assets/bulk", content=b"{nope", headers={"content-type": "application/json"}
     )
-    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["detail"]
+    assert not_json.status_code == 422 and "not valid JSON" in not_json.json()["detail"]
 
 
 def test_bulk_item_cap(api: httpx.Client) -> None:

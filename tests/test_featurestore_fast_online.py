@@ -79,7 +79,13 @@ def test_online_lookups_keep_the_shared_plumbing(
         assert bad.json()["instance"] == path
         assert bad.json()["errors"][0]["field"] == "features"
         assert bad.headers["vary"] == "Origin"
-        assert http.post(path, content=b"{not json").status_code == 400
+        # A body that is not JSON is the 422 a FastAPI-parsed route answers; one that is JSON
+        # but not an object is a 400.
+        not_json = http.post(path, content=b"{not json")
+        assert not_json.status_code == 422
+        (error,) = not_json.json()["errors"]
+        assert error["field"] == "(body)" and error["message"].startswith("is not valid JSON: ")
+        assert http.post(path, content=b"[]").status_code == 400
 
         # Past the body limit: refused on the declared length, and on the bytes streamed
         # without one (a chunked body), before the lookup runs.
@@ -90,7 +96,7 @@ def test_online_lookups_keep_the_shared_plumbing(
         assert streamed.status_code == 413
         assert "larger than 4096 bytes" in streamed.json()["detail"]
         assert streamed.json()["instance"] == declared.json()["instance"] == path
-        assert len(front_answers) == 3  # the 200, 422 and 400 above: no 413 reached a lookup
+        assert len(front_answers) == 4  # the 200, 422s and 400 above: no 413 reached a lookup
 
         # Other methods are not on the front route: FastAPI's routing answers them.
         refused = http.get(path)
