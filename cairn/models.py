@@ -171,6 +171,18 @@ def composed(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def unknown_type(value: str) -> str | None:
+    """Why ``value`` is not an asset type a write may have (Mastro's and CAIRN_EXTRA_TYPES'),
+    or None when it is one."""
+    allowed = get_settings().asset_types
+    if value in allowed:
+        return None
+    return (
+        f"type {value!r} is not one of: {', '.join(sorted(allowed))} "
+        "(CAIRN_EXTRA_TYPES can allow more)"
+    )
+
+
 def check_entries(values: list[str]) -> list[str]:
     """A list of short strings (tags, owners, depends_on): none empty, accents composed,
     duplicates dropped."""
@@ -364,12 +376,9 @@ class Manifest(BaseModel):
     @field_validator("type")
     @classmethod
     def _type(cls, value: str) -> str:
-        allowed = get_settings().asset_types
-        if value not in allowed:
-            raise ValueError(
-                f"type {value!r} is not one of: {', '.join(sorted(allowed))} "
-                "(CAIRN_EXTRA_TYPES can allow more)"
-            )
+        problem = unknown_type(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("tags", "owners", "depends_on")

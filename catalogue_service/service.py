@@ -39,6 +39,7 @@ from cairn.models import (
     ReportedEdge,
     SchemaField,
     composed,
+    unknown_type,
 )
 from cairn.settings import Settings
 from catalogue_service.backends.base import (
@@ -297,12 +298,26 @@ class Catalogue:
 
     async def search(self, query: SearchQuery, *, typos: bool = False) -> SearchHits:
         """``typos``: when ``q`` finds little, correct its words (``spelling.fallback``)."""
+        if query.type is not None:
+            await self._check_type(query.type)
         hits = await self.store.search(query)
         if typos:
             hits = await with_typo_fallback(
                 self.store, query, hits, self.settings.search_typo_below
             )
         return hits
+
+    async def _check_type(self, kind: str) -> None:
+        """A type no asset can have is a 422, as on a write, not an empty answer that looks
+        like "none yet". A type an asset was stored with before CAIRN_EXTRA_TYPES dropped it
+        stays searchable: the search's type facets list it, and the UI links them."""
+        problem = unknown_type(kind)
+        if problem is None or kind in await self.store.type_counts():
+            return
+        raise InvalidRequest(
+            f"Fix this parameter and send again: type: {problem}",
+            errors=[{"field": "type", "message": problem}],
+        )
 
     async def lineage(self, asset_id: str, direction: str, depth: int) -> Lineage:
         """Breadth-first walk over depends_on links and reported edges (OpenLineage, metastores),

@@ -209,6 +209,28 @@ def test_search_filters(api: httpx.Client) -> None:
     assert names(api.get("/assets", params={"tag": "nope"})) == []
 
 
+def test_a_search_by_a_type_no_asset_can_have_is_a_422_naming_the_types(
+    api: httpx.Client,
+) -> None:
+    # It answered 200 with nothing, as if no asset of that type had been written yet.
+    seed(api, LAKE)
+    put = api.put("/assets/ship-1", json=asset("ship", type="spaceship"))
+    assert put.status_code == 422, put.text
+    (put_error,) = [e for e in put.json()["errors"] if e["field"] == "type"]
+    # Answered in front of the middleware stack, and (with an Origin) by the FastAPI route.
+    for headers in ({}, {"origin": "http://elsewhere.example"}):
+        refused = api.get("/assets", params={"type": "spaceship", "q": "sales"}, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        # The message a PUT of that type gets: the same known types, CAIRN_EXTRA_TYPES too.
+        assert refused.json()["errors"] == [{"field": "type", "message": put_error["message"]}]
+        assert "'spaceship'" in refused.json()["detail"]
+        for kind in ("dataset", "model", "workflow", "CAIRN_EXTRA_TYPES"):
+            assert kind in refused.json()["detail"], refused.text
+    assert names(api.get("/assets", params={"type": "report"})) == ["weekly_report"]
+    assert names(api.get("/assets", params={"type": "notebook"})) == []  # known, none yet
+
+
 def test_a_blank_text_query_is_no_text_query(api: httpx.Client) -> None:
     # A search box left with spaces (or a tab) in it lists what an empty one lists.
     seed(api, LAKE)

@@ -13,12 +13,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from cairn.errors import InvalidRequest
 from cairn.models import MAX_EXTRA_DEPTH, Asset, AssetWrite
 from cairn.settings import Settings
-from catalogue_service.backends.base import PreparedWrite
+from catalogue_service.backends.base import PreparedWrite, SearchQuery
 from catalogue_service.backends.sqlite import SQLiteStore
 from catalogue_service.service import Catalogue
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, hit_ids
 
 
 def asset(name: str, **fields: object) -> dict:
@@ -318,6 +319,12 @@ def test_an_asset_stored_before_a_write_rule_is_read_and_deleted(tmp_path: Path)
                 datetime.now(UTC),
             )
             catalogue = Catalogue(store, Settings(data_dir=tmp_path))
+            # Its type is still searchable (the type facets list it), though no longer
+            # one a write may have; a type no asset has is refused.
+            kept = await catalogue.search(SearchQuery(type="notebook_v0"))
+            assert hit_ids(kept) == ["old-kind"]
+            with pytest.raises(InvalidRequest, match="type 'notebook_v1' is not one of"):
+                await catalogue.search(SearchQuery(type="notebook_v1"))
             for doc in legacy:
                 assert (await catalogue.get(doc["id"])).name == doc["name"]
                 deleted = await catalogue.delete(doc["id"])

@@ -715,6 +715,13 @@ def test_extra_types_widen_the_mastro_set_for_the_api_and_the_crawler(tmp_path: 
             assert made.status_code == 201, made.text
         refused = httpx.put(api + "x", json={"name": "x", "type": "spaceship"}, timeout=10)
         assert refused.status_code == 422 and "CAIRN_EXTRA_TYPES" in refused.text
+        # A search takes the same types, and names them when it refuses one.
+        search = server.url + "/api/v1/assets"
+        found = httpx.get(search, params={"type": "dashboard"}, timeout=10)
+        assert [item["name"] for item in found.json()["items"]] == ["dashboard"], found.text
+        unknown = httpx.get(search, params={"type": "spaceship"}, timeout=10)
+        assert unknown.status_code == 422, unknown.text
+        assert "dashboard, database, dataset" in unknown.json()["detail"], unknown.text
 
         # A crawler without the setting reports the manifest (exit 2) and sends nothing.
         code, report = crawl(volume, server, settings={"CAIRN_EXTRA_TYPES": ""})

@@ -110,6 +110,17 @@ def test_search_page_finds_highlights_and_links(ui: httpx.Client) -> None:
     assert "old_<mark>sales</mark>" in with_deleted and "badge deleted" in with_deleted
 
 
+def test_a_type_the_catalogue_refuses_is_said_with_a_way_out(ui: httpx.Client) -> None:
+    # The catalogue answers a type no asset can have with a 422 listing the known ones.
+    text = assert_page(ui.get("/", params={"q": "sales", "type": "spaceship"}))
+    assert "The catalogue could not run this search" in text
+    assert "type &#39;spaceship&#39; is not one of: database, dataset" in text
+    assert 'href="/?q=sales" aria-label="Remove type filter spaceship"' in text
+    # A type facet's link still narrows the search.
+    narrowed = assert_page(ui.get("/", params={"q": "sales", "type": "table"}))
+    assert 'href="/assets/sales-1"' in narrowed and "could not run" not in narrowed
+
+
 def test_a_long_search_keeps_the_page_title_short(ui: httpx.Client) -> None:
     # A tab or a history entry cannot show 1,024 characters; the search box keeps them all.
     q = "sales " + "x" * 900
