@@ -1173,6 +1173,19 @@ _ISO_DURATION = re.compile(
 _DURATION_UNITS = (7 * 86400, 86400, 3600, 60, 1)
 
 
+def parse_moment(text: str) -> datetime:
+    """``text`` as an aware time: RFC 3339 (ISO 8601 with a time zone), as the feature store
+    reads ``as_of``. The ValueError says what is wrong after the value, which it leaves out:
+    the server and the command line each quote what they were given."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError("is not an RFC 3339 timestamp such as 2025-06-16T05:45:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("has no time zone; add one, e.g. Z for UTC")
+    return moment
+
+
 def parse_duration(value: Any) -> int | None:
     """Seconds from ``90``, ``"90"``, ``"7d"``, ``"1d12h"``, ``"30m"`` or ISO 8601 ``"P7D"``."""
     if value is None or value == "":

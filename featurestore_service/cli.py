@@ -46,6 +46,17 @@ def _usage(problem: str, option: str) -> NoReturn:
     raise typer.BadParameter(problem, param_hint=f"'{option}'")
 
 
+def _check_moment(value: str, option: str) -> None:
+    """Exit 2 naming ``option`` for a time the service would refuse (it reads RFC 3339 as
+    ``parse_moment`` does): its own message names its query parameter, not the option."""
+    from cairn.models import parse_moment
+
+    try:
+        parse_moment(value)
+    except ValueError as exc:
+        _usage(f"{value!r} {exc}", option)
+
+
 def _print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
@@ -169,6 +180,8 @@ def put(
         _usage(f"only a Parquet table takes it; {file} is a set of named values", given[0])
     if is_table and not name:
         _usage("required with a Parquet file, which carries no set name", "--name")
+    if ttl is not None:
+        _check_ttl(ttl)
     author = created_by or _login()
     try:
         with _client(url) as client:
@@ -211,6 +224,18 @@ def put(
         _print_json(result.model_dump(mode="json"))
     else:
         _say_stored(result)
+
+
+def _check_ttl(ttl: str) -> None:
+    """Exit 2 naming --ttl for a duration the service would refuse naming its field ttl."""
+    from cairn.models import INT64_MAX, parse_duration
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        _usage(str(exc), "--ttl")
+    if seconds is not None and seconds > INT64_MAX:
+        _usage(f"{ttl!r} is more than {INT64_MAX} seconds", "--ttl")
 
 
 def _say_stored(result: Any) -> None:
@@ -270,6 +295,8 @@ def get(
     """Print a feature set (JSON), or save a table as Parquet with --format parquet -o FILE."""
     if version is not None and as_of is not None:
         _usage("give either --version or --as-of, not both", "--as-of")
+    if as_of is not None:
+        _check_moment(as_of, "--as-of")
     if format not in ("json", "parquet"):
         _usage(f"{format!r} is not json or parquet", "--format")
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None

@@ -55,6 +55,7 @@ def historical(
         TransferSpeedColumn,
     )
 
+    _check_references(feature)
     err = Console(stderr=True)
     columns = (
         TextColumn("{task.description:<10}"),
@@ -85,6 +86,17 @@ def historical(
     rows = found.get("x-cairn-rows", "?")
     versions = found.get("cairn-feature-versions", "")
     typer.echo(f"wrote {output}: {rows} rows, feature versions {versions}", err=True)
+
+
+def _check_references(references: list[str]) -> None:
+    """Exit 2 naming --feature for a reference the service would refuse naming its field
+    (``features[0]``), which the user never typed."""
+    from featurestore_service.online.references import parse_references
+
+    try:
+        parse_references(references)
+    except CairnError as exc:
+        _usage(exc.errors[0]["message"] if exc.errors else exc.detail, "--feature")
 
 
 def _entities(pairs: list[str]) -> dict[str, list[Any]]:
@@ -125,6 +137,7 @@ def online(
     as_json: JsonOption = False,
 ) -> None:
     """Latest values of entity keys from the online store (Feast's get-online-features)."""
+    _check_references(feature)
     entities = _entities(entity)
     try:
         with _client(url) as client:

@@ -26,7 +26,7 @@ from cairn.models import FeatureSet
 from featurestore_service.backends.base import StoredVersion
 from featurestore_service.blobstore import Lease
 from featurestore_service.feature_tables import feature_columns
-from featurestore_service.online.serving import Wanted, parse_references
+from featurestore_service.online.references import Wanted, parse_references
 from featurestore_service.pit import EntityFrame, FeatureTable, SortedSearchStore
 from featurestore_service.pit.base import RetrievalJob
 from featurestore_service.service import FeatureStore

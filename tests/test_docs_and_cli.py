@@ -582,6 +582,8 @@ def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], 
 
 TABLE = str(ROOT / "examples/featuresets/customer_features/v2.parquet")
 VALUES = str(ROOT / "examples/featuresets/churn_model_serving/v1.yaml")
+ENTITIES = str(ROOT / "examples/featuresets/customer_entities.parquet")
+KEYED = ["--entity", "customer_id", "--timestamp", "feature_date"]
 
 
 @pytest.mark.parametrize(
@@ -599,6 +601,16 @@ VALUES = str(ROOT / "examples/featuresets/churn_model_serving/v1.yaml")
         (["featureset", "put", VALUES, "--ttl", "7d"], "--ttl"),
         (["featureset", "put", VALUES, "--entity", "customer_id"], "--entity"),
         (["featureset", "put", TABLE], "--name"),
+        # These were sent, and the service's answer named its own parameter or field (as_of,
+        # ttl, features[0]), not the option to change.
+        (["featureset", "get", "s", "--as-of", "yesterday"], "--as-of"),
+        (["featureset", "get", "s", "--as-of", "2025-06-16T00:00:00"], "--as-of"),
+        (["featureset", "get", "s", "--format", "parquet", "--as-of", "2025-06-16"], "--as-of"),
+        (["featureset", "put", TABLE, "--name", "s", *KEYED, "--ttl", "soon"], "--ttl"),
+        (["featureset", "put", TABLE, "--name", "s", *KEYED, "--ttl", "9" * 20], "--ttl"),
+        (["features", "online", "-f", "s_x", "-e", "customer_id=C1"], "--feature"),
+        (["features", "online", "-f", "s@one:x", "-e", "customer_id=C1"], "--feature"),
+        (["features", "historical", ENTITIES, "-f", "s:x", "-f", "s_x", "-o", "x.pq"], "--feature"),
         (["features", "online", "-f", "s:x", "-e", "customer_id"], "--entity"),
         (["features", "online", "-f", "s:x", "-e", "a=1", "-e", "a=2", "-e", "b=1"], "--entity"),
     ],
@@ -616,6 +628,17 @@ def test_a_wrong_command_line_is_a_usage_error_before_any_request(
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"'{option}'" in errors[0], result.output
     assert "Cannot reach" not in result.output
+
+
+def test_an_as_of_the_service_would_refuse_is_shown_with_an_example() -> None:
+    from typer.testing import CliRunner
+
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["featureset", "get", "s", "--as-of", "yesterday", "--url", url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "'yesterday' is not an RFC 3339 timestamp such as 2025-06-16T05:45:00Z" in result.output
+    assert "as_of" not in result.output
 
 
 def test_readme_names_the_featureset_commands_that_take_json() -> None:

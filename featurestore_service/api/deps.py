@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import QueryParams
 
 from cairn.errors import InvalidRequest
-from cairn.models import INT64_MAX
+from cairn.models import INT64_MAX, parse_moment
 from cairn.web import KeyChecker, read_guard, write_guard
 from featurestore_service.service import FeatureStore
 
@@ -59,17 +59,11 @@ def time_param(params: QueryParams, key: str) -> datetime | None:
     raw = params.get(key)
     if not raw:
         return None
-    # A "+" in an unencoded query string arrives as a space.
-    text = raw.strip().replace(" ", "+")
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise bad_param(
-            key, f"{raw!r} is not an RFC 3339 timestamp such as 2025-06-16T05:45:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise bad_param(key, f"{raw!r} has no time zone; add one, e.g. Z for UTC")
-    return moment
+        # A "+" in an unencoded query string arrives as a space.
+        return parse_moment(raw.strip().replace(" ", "+"))
+    except ValueError as exc:
+        raise bad_param(key, f"{raw!r} {exc}") from None
 
 
 def list_param(params: QueryParams, key: str) -> list[str]:

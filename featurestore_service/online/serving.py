@@ -16,29 +16,21 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
-from cairn.models import MAX_VERSION
 from cairn.web import parse_json
 from featurestore_service.online.base import OnlineRows, OnlineStore, OnlineTable
+from featurestore_service.online.references import Wanted, parse_references
+from featurestore_service.online.references import field_problem as _field
 
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
-MAX_REFERENCES = 10_000
 REFERENCE_CACHE = 256
-
-
-def _field(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Fix this field and send again: {field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
 
 
 def rfc3339(micros: int) -> str:
@@ -52,53 +44,6 @@ def rfc3339(micros: int) -> str:
     text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+07d}"
     text += time.strftime("-%m-%dT%H:%M:%S", moment)
     return f"{text}.{fraction:06d}Z" if fraction else f"{text}Z"
-
-
-@dataclass(slots=True)
-class Wanted:
-    """The features asked of one set, in request order."""
-
-    name: str
-    pinned: int | None
-    features: list[str]  # "*" expands once the layout is known
-    star: bool = False
-
-
-def parse_references(features: Any) -> list[Wanted]:
-    if not isinstance(features, list) or not features:
-        raise _field("features", 'give a non-empty list such as ["customer_features:tenure_days"]')
-    if len(features) > MAX_REFERENCES:
-        raise _field("features", f"{len(features)} references; the limit is {MAX_REFERENCES}")
-    by_set: dict[tuple[str, int | None], Wanted] = {}
-    for index, ref in enumerate(features):
-        if not isinstance(ref, str) or ":" not in ref:
-            raise _field(
-                f"features[{index}]",
-                f"{ref!r} is not a reference; write set:feature, set:* or set@3:feature",
-            )
-        head, _, feature = ref.partition(":")
-        name, at, pin = head.partition("@")
-        pinned = None
-        if at and pin.lower() != "latest":  # Feast's set@latest:feature is the live version
-            # ASCII only: "²".isdigit() holds, but int() refuses it.
-            if not (pin.isascii() and pin.isdigit()) or not 1 <= int(pin) <= MAX_VERSION:
-                raise _field(
-                    f"features[{index}]",
-                    f"{ref!r}: the version after @ is a number from 1 to {MAX_VERSION}, or latest",
-                )
-            pinned = int(pin)
-        if not name or not feature:
-            raise _field(f"features[{index}]", f"{ref!r} names no set or no feature")
-        wanted = by_set.setdefault((name, pinned), Wanted(name, pinned, []))
-        if feature == "*":
-            wanted.star = True
-        elif feature not in wanted.features:
-            wanted.features.append(feature)
-    names = [w.name for w in by_set.values()]
-    for name in names:
-        if names.count(name) > 1:
-            raise _field("features", f"set {name!r} is referenced at two versions; use one")
-    return list(by_set.values())
 
 
 _INT_TYPE = re.compile(r"(u?)int(8|16|32|64)")
