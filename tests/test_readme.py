@@ -89,6 +89,8 @@ class Up:
     ports: dict[str, int]
     env: dict[str, str]
     workdir: Path
+    # The feature sets as `cairn up` left them, before any block wrote to them.
+    seeded: dict[str, dict]
 
     def point(self, code: str) -> str:
         """The block, talking to this test's services instead of the default ports."""
@@ -113,6 +115,13 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     )
     with cairn_up(env) as (_, output):
         assert "Press Ctrl-C" in output, output
+        listing = httpx.get(
+            f"http://127.0.0.1:{ports['featurestore']}/api/v1/featuresets",
+            params={"limit": 1000},
+            timeout=patient(30),
+        )
+        assert listing.status_code == 200, listing.text
+        seeded = {item["name"]: item for item in listing.json()["items"]}
         workdir = tmp_path_factory.mktemp("readme-work")
         (workdir / "examples").symlink_to(ROOT / "examples")
         (workdir / ".venv").symlink_to(Path(sys.prefix))
@@ -124,7 +133,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
             "CAIRN_CATALOGUE_URL": f"http://127.0.0.1:{ports['catalogue']}",
             "CAIRN_FEATURESTORE_URL": f"http://127.0.0.1:{ports['featurestore']}",
         }
-        yield Up(ports, shell_env, workdir)
+        yield Up(ports, shell_env, workdir, seeded)
 
 
 # A user's curl shows an error body and goes on; here an HTTP error fails the block.
@@ -180,3 +189,39 @@ def test_readme_search_examples_find_something(up: Up) -> None:
             continue  # a cursor is only meaningful for the search that returned it
         body = httpx.get("http://" + up.point(url), timeout=patient(30)).json()
         assert body["total"] > 0, f"{url} finds nothing on the example lake"
+
+
+NUMBER_WORDS = {
+    word: n
+    for n, word in enumerate(
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    )
+}
+
+
+def test_readme_feature_set_versions_are_those_cairn_up_leaves(up: Up) -> None:
+    """The feature store's examples number versions as a user sees them after `cairn up`,
+    which seeds examples/featuresets/: its POST of churn_model_serving answered version 4 where
+    the README read as if the set were new."""
+    text = README.read_text()
+    section = text[text.index("## Feature store") :]
+    section = section[: section.index("\n## ")]
+    sets = re.search(
+        r"seeds `examples/featuresets/`: (\w+) sets \((\w+) tables\),\s+(\w+) versions", section
+    )
+    assert sets is not None, "the README no longer says what `cairn up` seeds"
+    tables = [item for item in up.seeded.values() if item["kind"] == "table"]
+    versions = sum(item["version"] for item in up.seeded.values())  # none deleted yet
+    assert [NUMBER_WORDS.get(word) for word in sets.groups()] == [
+        len(up.seeded),
+        len(tables),
+        versions,
+    ], sets.group(0)
+    # Comments of the examples: "`cairn up` seeded versions 1-3 of `x`", "add version 4 of `x`".
+    seeded = re.findall(r"versions 1-(\d+) of\s+(?:#\s*)?`(\w+)`", section)
+    added = re.findall(r"\bversion (\d+) of\s+(?:#\s*)?`(\w+)`", section)
+    assert seeded and added
+    for count, name in seeded:
+        assert up.seeded[name]["version"] == int(count), (name, up.seeded[name]["version"])
+    for number, name in added:
+        assert int(number) == up.seeded[name]["version"] + 1, (name, up.seeded[name]["version"])
