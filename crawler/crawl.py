@@ -1101,7 +1101,9 @@ class Crawler:
                     report,
                     pending,
                     crawled_at=now.isoformat(),
-                    before_send=lambda batch: state.mark_unsettled(batch, previous.__contains__),
+                    before_send=lambda batch: state.mark_unsettled(
+                        batch, previous.__contains__, profiles=self.settings.crawl_profiles
+                    ),
                 )
                 # With no state, every manifest is new and nothing can be deleted: assets are
                 # built and pushed while the walk goes on, so the catalogue is not left idle
@@ -1272,19 +1274,44 @@ class Crawler:
 
         if sender.sent:
             self._save_state(state, pending, previous, tree, sender.failed_ids, sender.deleted_ids)
-        if self.settings.crawl_profiles and upserts:
-            from crawler.profile_step import ProfileStep  # numpy, sketches: only when on
+        if self.settings.crawl_profiles:
+            self._profile(volume, state, report, tree, upserts)
 
-            # Profiles run in the step's bounded pool; the block's end waits for them and flags
-            # drifted assets in the catalogue, which holds the assets by now (pushed above).
-            with ProfileStep(
-                self.settings,
-                volume,
-                report,
-                catalogue_url=self.catalogue_url,
-                api_key=self.api_key,
-            ) as profiles:
-                profiles.submit(tree, upserts)
+    def _profile(
+        self,
+        volume: Volume,
+        state: CrawlState,
+        report: CrawlReport,
+        tree: Tree,
+        upserts: list[dict[str, Any]],
+    ) -> None:
+        """The profile step: the assets this crawl upserted, and those whose profile an earlier
+        crawl owes (marked before their push, see CrawlState.mark_unsettled). Read after the
+        save, which dropped the rows of assets deleted since."""
+        sent = _ids(upserts)
+        # An owed asset whose manifest the walk did not see (in a folder it could not read)
+        # stays owed: its data is not in the tree either.
+        owed = [
+            d
+            for d in state.owed_profiles()
+            if d["id"] not in sent and d.get("manifest_path") in tree.manifests
+        ]
+        if not upserts and not owed:
+            return
+        from crawler.profile_step import ProfileStep  # numpy, sketches: only when on
+
+        # Profiles run in the step's bounded pool; the block's end waits for them and flags
+        # drifted assets in the catalogue, which holds the assets by now (pushed above).
+        with ProfileStep(
+            self.settings,
+            volume,
+            report,
+            catalogue_url=self.catalogue_url,
+            api_key=self.api_key,
+        ) as profiles:
+            profiles.submit(tree, upserts)
+            profiles.submit(tree, owed, owed=True)
+        state.profiles_settled(profiles.settled)
 
     def _land_what_was_sent(
         self,

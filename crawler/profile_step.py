@@ -14,10 +14,13 @@ Profiles live in the feature store's metric store, reached over HTTP, rather tha
 catalogue: one store keeps every profile with its sketches (drift compares distributions, not
 summaries), on both backends, and the catalogue stays an index of metadata. Only assets this
 crawl upserted are looked at (an unchanged manifest with unchanged data is never parsed), and
-the metric store skips a file whose size and mtime it has seen: an unchanged file is not
-profiled again. Problems are warnings: a file that cannot be profiled, or a metric store that
-does not answer, never stops the crawl; failed checks are warnings with field
-``checks.<name>``, or errors (exit code 2) with ``cairn crawl --fail-on-checks``.
+those whose profile an earlier crawl owes (the crawl state's ``profiles_owed``: its profile
+step was stopped, or a store did not take the profile or the drift flag); the metric store
+skips a file whose size and mtime it has seen: an unchanged file is not profiled again.
+``settled`` names, once the step finished, the assets that owe nothing any more. Problems are
+warnings: a file that cannot be profiled, or a metric store that does not answer, never stops
+the crawl; failed checks are warnings with field ``checks.<name>``, or errors (exit code 2)
+with ``cairn crawl --fail-on-checks``.
 """
 
 from __future__ import annotations
@@ -149,6 +152,9 @@ class Outcome:
     errors: list[Problem] = field(default_factory=list)  # failed checks under --fail-on-checks
     flag: dict[str, Any] | None = None  # the drift verdict for the catalogue
     unreachable: bool = False  # the metric store did not answer
+    # The metric store holds this file's profile (or its failure) with the checks' results:
+    # once the flag, if any, is in the catalogue too, the asset owes nothing.
+    delivered: bool = False
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -210,6 +216,8 @@ class ProfileStep:
         # Files submitted but not finished: bounded, so the crawl waits rather than piling up.
         self._slots = threading.BoundedSemaphore(2 * workers)
         self._jobs: list[Future[Outcome]] = []
+        # Assets that owe no profile any more (see ``settled``).
+        self._settled: set[str] = set()
         self._feeders: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -241,34 +249,44 @@ class ProfileStep:
                     job.cancel()
             self._close()
 
-    def submit(self, tree: Any, upserts: list[dict[str, Any]]) -> None:
+    @property
+    def settled(self) -> set[str]:
+        """Once the step finished: the submitted assets whose profile, checks and drift flag
+        the stores took, or that have no Parquet/CSV file to profile. The others still owe
+        theirs (the metric store or the catalogue did not answer or refused)."""
+        return self._settled
+
+    def submit(self, tree: Any, upserts: list[dict[str, Any]], *, owed: bool = False) -> None:
         """Queues the Parquet/CSV file of each live upserted asset and returns at once: a
-        feeder thread hands the files to the pool as its bounded queue has room."""
-        wanted: list[tuple[dict[str, Any], Entry, list[Check]]] = []
+        feeder thread hands the files to the pool as its bounded queue has room. ``owed``:
+        these assets are unchanged, and sent because an earlier crawl owes their profile."""
+        wanted: list[tuple[dict[str, Any], Entry, list[Check], bool]] = []
         for doc in upserts:
             if doc.get("deleted"):
+                self._settled.add(doc["id"])
                 continue
             rel = _relative(self.volume, doc.get("location"))
             entry = _data_entry(tree, rel, doc.get("format")) if rel is not None else None
             if entry is None or not entry.path.lower().endswith(PARQUET + CSV):
+                self._settled.add(doc["id"])
                 continue
             # Invalid ones are reported now.
             checks = _checks(doc, self.report, self.settings.crawl_fail_on_checks)
-            wanted.append((doc, entry, checks))
+            wanted.append((doc, entry, checks, owed))
         feeder = threading.Thread(
             target=self._feed, args=(wanted,), name="cairn-profile-feeder", daemon=True
         )
         feeder.start()
         self._feeders.append(feeder)
 
-    def _feed(self, wanted: list[tuple[dict[str, Any], Entry, list[Check]]]) -> None:
-        for doc, entry, checks in wanted:
+    def _feed(self, wanted: list[tuple[dict[str, Any], Entry, list[Check], bool]]) -> None:
+        for doc, entry, checks, owed in wanted:
             self._slots.acquire()
             if self._stopping.is_set():
                 self._slots.release()
                 return
             try:
-                job = self.executor.submit(self._run, doc, entry, checks)
+                job = self.executor.submit(self._run, doc, entry, checks, owed)
             except RuntimeError:  # the pool shut down: the crawl failed
                 self._slots.release()
                 return
@@ -282,9 +300,12 @@ class ProfileStep:
             for feeder in self._feeders:
                 feeder.join()
             flags: list[tuple[str, dict[str, Any]]] = []
+            delivered: set[str] = set()
             told = False
             for job in self._jobs:
                 outcome = job.result()
+                if outcome.delivered:
+                    delivered.add(outcome.asset_id)
                 if outcome.unreachable and told:
                     continue  # one warning says the metric store is down
                 told = told or outcome.unreachable
@@ -292,7 +313,10 @@ class ProfileStep:
                 self.report.errors.extend(outcome.errors)
                 if outcome.flag is not None:
                     flags.append((outcome.asset_id, outcome.flag))
-            self._send_flags(flags)
+            flagged = self._send_flags(flags)
+            # An asset whose flag did not land owes it: the next crawl finds its profile in
+            # the metric store, unchanged, and sends the verdict from there.
+            self._settled |= delivered - ({a for a, _ in flags} - flagged)
         finally:
             self._close()
 
@@ -304,7 +328,9 @@ class ProfileStep:
         self._store.close()
         self._catalogue.close()
 
-    def _send_flags(self, flags: list[tuple[str, dict[str, Any]]]) -> None:
+    def _send_flags(self, flags: list[tuple[str, dict[str, Any]]]) -> set[str]:
+        """Sends the drift flags; returns the assets whose flag the catalogue took."""
+        taken: set[str] = set()
         for asset_id, flag in flags:
             url = f"/api/v1/assets/{quote(asset_id, safe='')}/drift"
             try:
@@ -314,11 +340,11 @@ class ProfileStep:
                     Problem(
                         path=str(self._catalogue.base_url),
                         reason=f"drift flags not sent: the catalogue does not answer ({exc}); "
-                        "they are sent again by the next crawl that changes the assets",
+                        "the next crawl with profiles on sends them",
                         severity="warning",
                     )
                 )
-                return
+                return taken
             if sent.status_code in (401, 403):
                 hint = key_hint("authorization" in self._catalogue.headers, "the catalogue")
                 self.report.warnings.append(
@@ -329,8 +355,10 @@ class ProfileStep:
                         severity="warning",
                     )
                 )
-                return
-            if sent.status_code != 200:
+                return taken
+            if sent.status_code == 200:
+                taken.add(asset_id)
+            else:
                 self.report.warnings.append(
                     Problem(
                         path=asset_id,
@@ -339,14 +367,15 @@ class ProfileStep:
                         severity="warning",
                     )
                 )
+        return taken
 
-    def _run(self, doc: dict[str, Any], entry: Entry, checks: list[Check]) -> Outcome:
+    def _run(self, doc: dict[str, Any], entry: Entry, checks: list[Check], owed: bool) -> Outcome:
         outcome = Outcome(doc["id"])
         if self._down.is_set():
             outcome.unreachable = True
             return outcome
         try:
-            self._profile_one(doc, entry, checks, outcome)
+            self._profile_one(doc, entry, checks, owed, outcome)
         except Exception as exc:  # one odd file never stops the crawl
             outcome.problems.append(
                 Problem(
@@ -358,7 +387,12 @@ class ProfileStep:
         return outcome
 
     def _profile_one(
-        self, doc: dict[str, Any], entry: Entry, checks: list[Check], outcome: Outcome
+        self,
+        doc: dict[str, Any],
+        entry: Entry,
+        checks: list[Check],
+        owed: bool,
+        outcome: Outcome,
     ) -> None:
         settings = self.settings
         url = self._base + quote(doc["id"], safe="")
@@ -372,7 +406,7 @@ class ProfileStep:
                 Problem(
                     path=settings.featurestore_url,
                     reason=f"profiles not sent: the metric store does not answer ({exc}); "
-                    "they are computed on the next crawl that changes the data",
+                    "the next crawl with profiles on sends them",
                     severity="warning",
                 )
             )
@@ -385,12 +419,17 @@ class ProfileStep:
             if record.get("source", {}).get("fingerprint") == fingerprint:
                 # Unchanged data: the verdict stands (sent again: the manifest was rewritten).
                 outcome.flag = _flag(record["version"], record.get("drift"))
+                outcome.delivered = True
+                if owed:
+                    # The crawl that sent it may have ended before it reported the checks:
+                    # a gated crawl must not pass on the strength of a report never made.
+                    self._report_checks(doc, entry, record.get("checks") or [], outcome)
                 return
         try:
             profile, results = self._read(entry, checks)
         except (ValueError, OSError) as exc:
             if not _data_at_fault(exc):
-                raise  # a warning from _run; the next crawl that changes the asset tries again
+                raise  # a warning from _run; the asset stays owed, the next crawl tries again
             reason = f"{type(exc).__name__}: {str(exc).strip()}"[:1000]
             outcome.problems.append(
                 Problem(
@@ -407,6 +446,7 @@ class ProfileStep:
             sent = self._store.put(url + "/profile", content=orjson.dumps(body))
             if sent.status_code in _NOT_A_STORE:
                 self._refused(sent, outcome)
+            outcome.delivered = sent.status_code in (200, 201)
             return
         body = {
             "fingerprint": fingerprint,
@@ -427,7 +467,9 @@ class ProfileStep:
                     severity="warning",
                 )
             )
-        elif sent.status_code == 201:
+        else:
+            outcome.delivered = True
+        if sent.status_code == 201:
             stored = sent.json()
             outcome.flag = _flag(
                 stored["version"],
@@ -437,7 +479,12 @@ class ProfileStep:
                     "against": stored.get("against"),
                 },
             )
-        strict = settings.crawl_fail_on_checks
+        self._report_checks(doc, entry, results, outcome)
+
+    def _report_checks(
+        self, doc: dict[str, Any], entry: Entry, results: list[dict[str, Any]], outcome: Outcome
+    ) -> None:
+        strict = self.settings.crawl_fail_on_checks
         for result in results:
             if not result["passed"]:
                 (outcome.errors if strict else outcome.problems).append(

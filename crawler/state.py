@@ -7,7 +7,10 @@ store: a crawl aimed at another catalogue, or at one that was reset, starts from
 and pushes everything, rather than skipping assets that catalogue lacks. A manifest's
 fingerprint is only written after the catalogue acknowledged its assets, and before a batch is
 sent its manifests are marked unsettled (``mark_unsettled``), so a crash mid-crawl re-sends
-rather than loses.
+rather than loses. With crawl profiles on, the same mark records that each document sent owes a
+profile (``profiles_owed``), kept until the metric store and the catalogue took the profile and
+its drift flag (``profiles_settled``): a manifest saved as pushed is not parsed again, so a
+profile step that was stopped or failed would otherwise never be tried again.
 
 One crawl at a time holds a state (a lock file beside it): two crawls of the same volume into
 the same catalogue would interleave their pushes and saves, and the one saving last could
@@ -22,7 +25,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,14 @@ CREATE TABLE IF NOT EXISTS manifests (
 CREATE TABLE IF NOT EXISTS warnings (
     path     TEXT PRIMARY KEY,
     problems BLOB NOT NULL
+);
+-- Assets sent with crawl profiles on whose profile, checks and drift flag were not all taken
+-- yet. By asset, not manifest: one document's profile may land and its neighbour's not. Its
+-- manifest's row holds the document to profile. A table of its own, created by this script on
+-- open, so a state file of an earlier version needs no migration.
+CREATE TABLE IF NOT EXISTS profiles_owed (
+    asset_id TEXT PRIMARY KEY,
+    path     TEXT NOT NULL
 );
 """
 
@@ -287,10 +298,19 @@ class CrawlState:
             for p in removed:
                 fresh.pop(p, None)
 
-    def mark_unsettled(self, batch: list[dict[str, Any]], known: Callable[[str], bool]) -> None:
+    def mark_unsettled(
+        self,
+        batch: list[dict[str, Any]],
+        known: Callable[[str], bool],
+        *,
+        profiles: bool = False,
+    ) -> None:
         """Before ``batch`` goes to the catalogue: the rows of its manifests get the
         ``UNSETTLED`` fingerprint and hold the documents this batch sends beside those they
-        held. ``known(path)`` says whether the state has a row for a path.
+        held. ``known(path)`` says whether the state has a row for a path. With ``profiles``
+        (the crawl profiles what it sends), each live document also owes a profile, in the
+        same transaction: the fingerprint saved once the catalogue answers makes the next crawl
+        skip the manifest, so the debt must be on disk before that can happen.
 
         A crawl that dies after the catalogue took the batch but before ``save`` (kill -9)
         leaves these marks: the next crawl parses the manifests again, sends every document
@@ -310,14 +330,24 @@ class CrawlState:
             # A path marked earlier in this crawl has a row too: a manifest whose documents
             # straddle two batches must keep the first batch's beside the second's.
             fresh = self._fresh
-            self._mark(by_path, [p for p in by_path if p in fresh or known(p)])
+            owed = [
+                (d["id"], p) for p, docs in by_path.items() for d in docs if not d.get("deleted")
+            ]
+            self._mark(
+                by_path, [p for p in by_path if p in fresh or known(p)], owed if profiles else []
+            )
         except sqlite3.Error as exc:
             raise StateError(
                 f"cannot write the crawl state {self.path} ({exc}); nothing of this batch "
                 "was sent, the next crawl sends it"
             ) from exc
 
-    def _mark(self, by_path: dict[str, list[dict[str, Any]]], known: list[str]) -> None:
+    def _mark(
+        self,
+        by_path: dict[str, list[dict[str, Any]]],
+        known: list[str],
+        owed: list[tuple[str, str]],
+    ) -> None:
         stored: dict[str, tuple[bytes, bytes]] = {}
         if known:
             stored = {
@@ -338,6 +368,9 @@ class CrawlState:
                 "INSERT OR REPLACE INTO manifests(path, fingerprint, locations, docs, doc_count)"
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO profiles_owed(asset_id, path) VALUES (?, ?)", owed
             )
             self._conn.execute("COMMIT")
         except BaseException:
@@ -362,6 +395,42 @@ class CrawlState:
             # so the deletion is sent again should the manifest still be gone.
             docs += [d for d in sent if d["id"] not in held and not d.get("deleted")]
             yield (path, UNSETTLED, locations, orjson.dumps(docs), len(docs))
+
+    def owed_profiles(self) -> list[dict[str, Any]]:
+        """The stored documents of the assets that owe a profile, in path order. A mark whose
+        asset its manifest's row no longer holds (the manifest or the document is gone, and
+        the asset was deleted) is dropped: there is nothing left to profile."""
+        rows = self._conn.execute(
+            "SELECT o.path, m.docs, json_group_array(o.asset_id) FROM profiles_owed o"
+            " LEFT JOIN manifests m ON m.path = o.path GROUP BY o.path ORDER BY o.path"
+        ).fetchall()
+        found: list[dict[str, Any]] = []
+        gone: list[str] = []
+        for _path, raw, ids in rows:
+            wanted = set(orjson.loads(ids))
+            held = [d for d in (orjson.loads(raw) if raw else []) if d["id"] in wanted]
+            found += held
+            gone += wanted - {d["id"] for d in held}
+        if gone:
+            self.profiles_settled(gone)
+        return found
+
+    def profiles_settled(self, asset_ids: Iterable[str]) -> None:
+        """Forgets the profiles owed by ``asset_ids``: the stores took them, or there was
+        nothing to profile."""
+        listed = list(asset_ids)
+        if not listed:
+            return
+        try:
+            self._conn.execute(
+                "DELETE FROM profiles_owed WHERE asset_id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(listed).decode(),),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"the profiles were sent, but the crawl state {self.path} could not be written "
+                f"({exc}); the next crawl with profiles on checks them again"
+            ) from exc
 
     def close(self) -> None:
         try:

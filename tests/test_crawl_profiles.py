@@ -3,8 +3,11 @@ from manifests, incremental re-crawls, drift on changed data, and nothing that s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +21,15 @@ import pytest
 
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ProcessServer, ThreadServer, cairn_env, free_port, run_cairn
+from tests.conftest import (
+    ROOT,
+    ProcessServer,
+    ThreadServer,
+    cairn_env,
+    free_port,
+    patient,
+    run_cairn,
+)
 
 CHECKS = """checks:
   - {type: not_null, column: amount}
@@ -166,17 +177,170 @@ def test_a_check_that_can_never_pass_fails_a_gated_crawl(
     assert "check not evaluated" in gated.stdout + gated.stderr
 
 
-def test_crawl_goes_on_when_the_metric_store_is_down(
-    tmp_path: Path, catalogue_process: ProcessServer
+def test_crawl_goes_on_when_the_metric_store_is_down_and_a_later_crawl_sends_the_profiles(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
 ) -> None:
+    """The next crawl found the manifests unchanged and profiled nothing: the profiles the
+    down metric store missed were never sent, and no crawl said so again."""
     volume = tmp_path / "lake"
     make_volume(volume)
-    done = crawl_profiled(
-        tmp_path, volume, catalogue_process.url, f"http://127.0.0.1:{free_port()}"
-    )
+    down = f"http://127.0.0.1:{free_port()}"
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "profiles not sent: the metric store does not answer" in done.stdout
+    assert "the next crawl with profiles on sends them" in done.stdout
     assert httpx.get(f"{catalogue_process.url}/api/v1/assets/by-name/sales").status_code == 200
+
+    # A crawl without profiles leaves them owed, and does not ask the metric store.
+    plain = run_cairn("crawl", str(volume), env=profile_env(tmp_path, catalogue_process.url, down))
+    assert plain.returncode == 0 and "profile" not in plain.stdout + plain.stderr, plain.stdout
+    # The store is back; nothing changed on the volume: the owed profiles are sent.
+    back = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert back.returncode == 0, back.stdout + back.stderr
+    report = json.loads(back.stdout)
+    assert report["unchanged"] == 2 and report["manifests_parsed"] == 0, report
+    assert "check allowed_values(kind) failed on daily/daily.csv" in back.stdout
+    for name, rows in (("sales", 5000), ("daily", 2)):
+        found = history(metric_store.url, asset_id(catalogue_process.url, name))
+        assert [(i["version"], i["rows"]) for i in found] == [(1, rows)], (name, found)
+    # Sent, they are owed no more: the next crawl does not even ask the (now down) store.
+    after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert json.loads(after.stdout)["warnings"] == [], after.stdout
+
+
+@pytest.fixture
+def stalled_store() -> Iterator[tuple[str, threading.Event]]:
+    """A metric store's address that takes connections and never answers (a store stuck in
+    a long pause), and an event set once a client connected."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    connected = threading.Event()
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed at the end of the test
+            while True:
+                held.append(listener.accept()[0])
+                connected.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", connected
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_crawl_killed_in_its_profile_step_leaves_the_profiles_to_the_next_crawl(
+    tmp_path: Path,
+    catalogue_process: ProcessServer,
+    metric_store: ThreadServer,
+    stalled_store: tuple[str, threading.Event],
+) -> None:
+    """The crawl saved its state before the profile step: killed there (kill -9, or Ctrl-C,
+    which ends the crawl at once), it left the changed data recorded as done. The next crawl
+    found it unchanged and exited 0 with no profile, no check and no drift flag, for good."""
+    volume = tmp_path / "lake"
+    (volume / "sales").mkdir(parents=True)
+    (volume / "sales/MANIFEST.yaml").write_text(
+        "name: sales\ntype: dataset\nchecks:\n  - {type: range, column: amount, max: 80}\n"
+    )
+    data = volume / "sales/part-0.parquet"
+    pq.write_table(sales(1), data)
+    first = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    sales_id = asset_id(catalogue_process.url, "sales")
+    assert [i["version"] for i in history(metric_store.url, sales_id)] == [1]
+
+    pq.write_table(sales(2, shift=1.0), data)  # drifted, and over the check's bound
+    stalled, connected = stalled_store
+    env = {**profile_env(tmp_path, catalogue_process.url, stalled), "CAIRN_CRAWL_WORKERS": "1"}
+    env["CAIRN_HTTP_TIMEOUT"] = "300"
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "crawl", str(volume), "--profile", "--json"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert connected.wait(patient(60)), "the crawl never reached its profile step"
+        assert crawl.poll() is None
+    finally:
+        crawl.kill()
+        crawl.wait()
+    # The catalogue has the new data's asset; the metric store never heard of it.
+    assert httpx.get(f"{catalogue_process.url}/api/v1/assets/{sales_id}").status_code == 200
+
+    again = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["unchanged"] == 1, again.stdout
+    assert "check range(amount) failed on sales/part-0.parquet" in again.stdout
+    items = history(metric_store.url, sales_id)
+    assert [(i["version"], i["drifted"]) for i in items] == [(2, True), (1, False)], items
+    flagged = httpx.get(f"{catalogue_process.url}/api/v1/assets/{sales_id}").json()["drift"]
+    assert flagged["drifted"] is True and flagged["profile_version"] == 2, flagged
+    # Delivered: a third crawl owes nothing, and profiles nothing again.
+    third = crawl_profiled(tmp_path, volume, catalogue_process.url, stalled)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert json.loads(third.stdout)["warnings"] == [], third.stdout
+    assert len(history(metric_store.url, sales_id)) == 2
+
+
+def test_a_drift_flag_the_catalogue_missed_is_sent_by_the_next_profile_step(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """A flag not sent (the catalogue did not answer) waited for the data to change again;
+    the profile step now says the asset is not settled, and a later step that is handed it
+    as owed sends the stored verdict, and the stored checks' failures, without profiling."""
+    from connectors import open_volume
+    from crawler.crawl import CrawlReport, NamePatterns, walk_tree
+    from crawler.profile_step import ProfileStep
+
+    root = tmp_path / "lake"
+    (root / "sales").mkdir(parents=True)
+    (root / "sales/MANIFEST.yaml").write_text("name: sales\ntype: dataset\n")
+    pq.write_table(sales(1), root / "sales/part-0.parquet")
+    made = httpx.put(
+        f"{catalogue_process.url}/api/v1/assets/s-1", json={"name": "sales", "type": "dataset"}
+    )
+    assert made.status_code == 201, made.text
+    volume = open_volume(str(root))
+    check = {"type": "range", "column": "amount", "max": 80}
+    doc = {
+        "id": "s-1",
+        "location": volume.url_for("sales"),
+        "manifest_path": "sales/MANIFEST.yaml",
+        "extra": {"checks": [check]},
+    }
+
+    def step(catalogue: str, *, owed: bool = False) -> tuple[set[str], CrawlReport]:
+        settings = Settings(
+            data_dir=tmp_path / "crawl", featurestore_url=metric_store.url, catalogue_url=catalogue
+        )
+        tree = walk_tree(volume, NamePatterns(settings.manifest_patterns))
+        report = CrawlReport(volume=volume.url, started_at="now")
+        with ProfileStep(settings, volume, report) as profiles:
+            profiles.submit(tree, [doc], owed=owed)
+        return profiles.settled, report
+
+    settled, _ = step(catalogue_process.url)
+    assert settled == {"s-1"}  # a first profile: no flag to send
+    pq.write_table(sales(2, shift=1.0), root / "sales/part-0.parquet")
+    settled, report = step(f"http://127.0.0.1:{free_port()}")
+    assert settled == set(), report.warnings  # profiled, but its flag is still owed
+    said = [w.reason for w in report.warnings]
+    assert any("drift flags not sent" in w for w in said), said
+    assert httpx.get(f"{catalogue_process.url}/api/v1/assets/s-1").json().get("drift") is None
+
+    settled, report = step(catalogue_process.url, owed=True)
+    assert settled == {"s-1"}, report.warnings
+    flag = httpx.get(f"{catalogue_process.url}/api/v1/assets/s-1").json()["drift"]
+    assert flag["drifted"] is True and flag["profile_version"] == 2, flag
+    said = [w.reason for w in report.warnings]
+    assert any(w.startswith("check range(amount) failed") for w in said), said
+    assert len(history(metric_store.url, "s-1")) == 2  # the stored profile, not a new one
 
 
 class CountingPool(ThreadPoolExecutor):
@@ -330,6 +494,15 @@ def test_a_metric_store_that_wants_a_key_is_one_warning_naming_the_setting(
             assert says in keyed[0] and "CAIRN_API_KEYS" in keyed[0], keyed
             assert store.url in keyed[0] and "HTTP 401" in keyed[0], keyed
             assert not any("cairn.dev/problems" in w for w in warnings), warnings
+        # The right key, nothing changed on the volume: the refused profiles are sent now.
+        keyed_env = {**env, "CAIRN_API_KEY": "store-key-123"}
+        done = run_cairn("crawl", str(volume), "--profile", "--json", env=keyed_env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["manifests_parsed"] == 0, done.stdout
+        for name in ("sales", "daily", "more"):
+            found = asset_id(catalogue_process.url, name)
+            profile = httpx.get(f"{store.url}/api/v1/metrics/assets/{found}/profile")
+            assert profile.status_code == 200, (name, profile.text)
 
 
 def test_a_csv_is_profiled_with_the_delimiter_and_encoding_its_schema_was_read_with(

@@ -278,6 +278,52 @@ def test_crawl_state_counts_documents_of_a_state_written_before_the_count(
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
 
 
+def test_profiles_owed_in_a_state_file_of_the_previous_version_outlive_the_save(
+    tmp_path: Path,
+) -> None:
+    # The profile step ran after the save: a crawl killed in it left its assets saved as
+    # done and owed nothing, so no later crawl profiled them. The debt is written with the
+    # batch's in-flight mark, and only the stores' answer clears it.
+    import sqlite3
+
+    import orjson
+
+    from crawler.state import CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    path = state.path
+    state.close()
+    # The state file as the previous version left it: no profiles_owed table.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE profiles_owed")
+        kept = [{"id": "k", "manifest_path": "keep"}]
+        conn.execute(
+            "INSERT INTO manifests VALUES (?, ?, ?, ?, ?)",
+            ("keep", "fp", b"[null]", orjson.dumps(kept), 1),
+        )
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    assert state.owed_profiles() == []
+    docs = {
+        "m1": [{"id": "a", "manifest_path": "m1"}, {"id": "b", "manifest_path": "m1"}],
+        "m2": [{"id": "c", "manifest_path": "m2"}],
+    }
+    deleted = {**kept[0], "deleted": True}
+    state.mark_unsettled([*docs["m1"], *docs["m2"], deleted], lambda p: p == "keep", profiles=True)
+    state.mark_unsettled([{"id": "x", "manifest_path": "m3"}], lambda p: False)  # profiles off
+    state.save({p: ManifestState(f"fp-{p}", [None], d) for p, d in docs.items()}, [])
+    state.close()
+
+    again = CrawlState(tmp_path, "file:///lake", "catalogue-1")  # after a kill -9
+    assert again.owed_profiles() == [*docs["m1"], *docs["m2"]]
+    again.profiles_settled(["a"])
+    # m2's document is gone, its asset deleted: nothing is left to profile.
+    again.save({"m2": ManifestState("fp-m2b", [None], [])}, [])
+    assert again.owed_profiles() == [docs["m1"][1]]
+    again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT asset_id, path FROM profiles_owed").fetchall() == [("b", "m1")]
+
+
 def test_crawl_state_count_follows_every_save(tmp_path: Path) -> None:
     from crawler.state import CrawlState, ManifestState
 
