@@ -173,6 +173,10 @@ class CrawlState:
         # Paths with a row in ``warnings``, once read (``warnings``).
         self._warned: set[str] | None = None
         self._conn.execute("PRAGMA journal_mode=WAL")
+        # Said, not left to the build's default (some make it NORMAL under WAL, where a power
+        # loss can undo the last commits): an unsettled mark undone after its batch landed
+        # would let the next crawl skip a manifest whose assets the catalogue holds otherwise.
+        self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
         if self._conn.execute("PRAGMA user_version").fetchone()[0] < 1:
             self._add_doc_count()
