@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service.before_values = profiler.check_values
     service.after_commit = profiler.keep_checks
     service.asset_tags = profiler.catalogue_tags
-    profiler.on_flags = registrar.register_now
+    profiler.on_flags = registrar.register_again
     if settings.metrics_profiling:
         service.on_version = profiler.notify
 

@@ -6,6 +6,11 @@ background task (started in the app's lifespan) sends ``PUT /api/v1/assets/featu
 built from the set's latest live version at delivery time; the PUT is idempotent, so several
 queued writes of one name become one call, and a repeat after a crash is harmless. Failures
 back off exponentially with full jitter, up to ``cap`` seconds, and are retried forever.
+
+A set's tags also change without a write, when the metric store finishes a profile (drifted,
+checks failed): the profile worker then queues a registration on its own (``register_again``),
+and the metric store keeps the change until that is done, so neither an unreachable catalogue
+nor a crash loses the tags.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -107,14 +113,11 @@ class CatalogueRegistrar:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
-    async def register_now(self, name: str) -> None:
-        """Sends ``name``'s asset again outside the outbox, best effort: for flags derived
-        after the write (the metric store's drift tags); the next write sends them too."""
-        async with httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as client:
-            try:
-                await self._deliver(client, name)
-            except DeliveryError as exc:
-                log.warning("catalogue tags of feature set %s not updated: %s", name, exc)
+    async def register_again(self, name: str) -> None:
+        """Queues ``name``'s registration without a write, for what changed its asset after the
+        write (the metric store's drift and check flags), and delivers it like a write's."""
+        await self.store.outbox_enqueue(name, datetime.now(UTC))
+        self.notify()
 
     async def _deliver(self, client: httpx.AsyncClient, name: str) -> None:
         asset = await self.service.catalogue_asset(name)

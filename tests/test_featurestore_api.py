@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from cairn.settings import Settings
 from featurestore_service.app import create_app
+from featurestore_service.backends import create_store
 from tests.conftest import ThreadServer, backend_settings, free_port
 
 PARQUET = "application/vnd.apache.parquet"
@@ -722,6 +725,52 @@ def test_health_metrics_and_read_keys(tmp_path: Path) -> None:
         assert "cairn_featurestore_outbox_pending" in metrics
         spec = c.get("/openapi.json", headers=key).json()
         assert "/api/v1/featuresets/{name}" in spec["paths"]
+
+
+# --- the outbox of catalogue registrations -------------------------------------------------
+
+
+def test_a_registration_queued_without_a_write_is_delivered_like_a_writes(
+    fs_settings: Settings,
+) -> None:
+    """FeatureSetStore.outbox_enqueue (a set's flags changed in the metric store): queued on its
+    own, one entry per name, kept across a reopen, backed off with the name's others, and
+    dropped only up to what a delivery covered."""
+
+    async def scenario() -> None:
+        store = create_store(fs_settings)
+        await store.open()
+        try:
+            assert await store.outbox_due(time.time(), 10) == []
+            await store.outbox_enqueue("flagged", datetime.now(UTC))
+            await store.outbox_enqueue("flagged", datetime.now(UTC))
+        finally:
+            await store.close()
+        store = create_store(fs_settings)
+        await store.open()
+        try:
+            assert await store.outbox_pending() == 1
+            [entry] = await store.outbox_due(time.time(), 10)
+            assert (entry.name, entry.attempts) == ("flagged", 0)
+            later = time.time() + 3600
+            await store.outbox_retry("flagged", 1, later, "the catalogue is down")
+            assert await store.outbox_due(time.time(), 10) == []
+            assert await store.outbox_next_due() == pytest.approx(later)
+            [entry] = await store.outbox_due(later, 10)
+            assert entry.attempts == 1
+            # Queued while that delivery ran, so the delivery may have read older flags.
+            await store.outbox_enqueue("flagged", datetime.now(UTC))
+            await store.outbox_done("flagged", entry.seq)
+            assert await store.outbox_pending() == 1
+            [again] = await store.outbox_due(time.time(), 10)
+            assert (again.name, again.attempts) == ("flagged", 0)
+            await store.outbox_done("flagged", again.seq)
+            assert await store.outbox_pending() == 0
+            assert await store.outbox_next_due() is None
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
 
 
 # --- decoded-size limits, non-finite floats, failed writes ----------------------------------

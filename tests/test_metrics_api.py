@@ -20,7 +20,7 @@ from featurestore_service.backends import create_store
 from featurestore_service.backends.base import FeatureSetStore
 from featurestore_service.blobstore import TableBlobs
 from featurestore_service.metrics.store import create_metric_store
-from featurestore_service.metrics.store.base import MetricStore
+from featurestore_service.metrics.store.base import MetricStore, summary_of
 from featurestore_service.metrics.worker import subject_of
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
@@ -291,6 +291,106 @@ def test_a_failing_profile_is_retried_at_most_5_times(fs_settings: Settings) -> 
         (4, "pending"),
         (5, "failed"),
     ]
+
+
+def test_a_finished_profile_keeps_its_flag_change_until_it_is_passed_on(
+    fs_settings: Settings,
+) -> None:
+    """MetricStore.finish records, in the same write, that the subject's flags may have changed;
+    the change outlives a reopen, and passing it on drops only what was read: a record finished
+    again meanwhile (a later version compared anew) stays owed."""
+    source = {"kind": "featureset-table", "blob": "0" * 64}
+    profile = {"rows": 3, "columns": []}
+
+    async def scenario() -> list[list[tuple[str, int]]]:
+        seen = []
+        metrics = create_metric_store(fs_settings)
+        await metrics.open()
+        try:
+            for version in (1, 2):
+                await metrics.enqueue("featureset:flagged", version, source)
+            await metrics.enqueue("featureset:other", 1, source)
+            seen.append([(c.subject, c.version) for c in await metrics.flag_changes(10)])
+            for subject, version in (("featureset:flagged", 1), ("featureset:flagged", 2)):
+                await metrics.finish(subject, version, profile, summary_of(profile))
+        finally:
+            await metrics.close()
+        metrics = create_metric_store(fs_settings)
+        await metrics.open()
+        try:
+            changes = await metrics.flag_changes(10)
+            seen.append(sorted((c.subject, c.version) for c in changes))
+            assert len(await metrics.flag_changes(1)) == 1
+            await metrics.finish("featureset:flagged", 2, profile, summary_of(profile))
+            await metrics.flags_passed_on(changes)
+            seen.append([(c.subject, c.version) for c in await metrics.flag_changes(10)])
+            await metrics.flags_passed_on(await metrics.flag_changes(10))
+            seen.append([(c.subject, c.version) for c in await metrics.flag_changes(10)])
+        finally:
+            await metrics.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        [],
+        [("featureset:flagged", 1), ("featureset:flagged", 2)],
+        [("featureset:flagged", 2)],
+        [],
+    ]
+
+
+def test_drift_found_by_a_process_that_died_before_queueing_its_registration_arrives(
+    fs_settings: Settings, tmp_path: Path
+) -> None:
+    """The write's registration reached the catalogue before the profile was done; the process
+    then stored a drifted profile and died before queueing the registration that carries the
+    tag. After the restart the catalogue gets the tag, with no further write."""
+    from cairn.models import FeatureSetMeta
+    from catalogue_service.app import create_app as catalogue_app
+    from featurestore_service.metrics.worker import ProfileWorker
+    from featurestore_service.outbox import CatalogueRegistrar
+
+    with ThreadServer(catalogue_app(Settings(data_dir=tmp_path / "cat"))) as catalogue:
+        settings = fs_settings.model_copy(update={"catalogue_url": catalogue.url})
+
+        def registered() -> dict:
+            found = httpx.get(f"{catalogue.url}/api/v1/assets/featureset:moved", timeout=10)
+            assert found.status_code == 200, found.text
+            return found.json()
+
+        async def crash_after_the_profile() -> None:
+            store, blobs, metrics = await _stores_without_workers(settings)
+            try:
+                service = FeatureStore(store, blobs, settings)
+                worker = ProfileWorker(service, metrics, settings)  # nothing to pass flags to
+                service.asset_tags = worker.catalogue_tags
+                for seed, shift in ((1, 0.0), (2, 1.0)):
+
+                    async def chunks(data: bytes = parquet_bytes(table(seed, shift))) -> object:
+                        yield data
+
+                    stored = await service.create_table(FeatureSetMeta(name="moved"), chunks())
+                    worker.notify(stored)
+                async with httpx.AsyncClient() as client:
+                    await CatalogueRegistrar(service, settings).deliver_due(client)
+                assert await store.outbox_pending() == 0
+                await worker.round()
+                record = await metrics.get(subject_of("moved"), 2)
+                assert record is not None and record.summary is not None
+                assert record.summary["drifted"] is True
+            finally:
+                await metrics.close()
+                blobs.close()
+                await store.close()
+
+        asyncio.run(crash_after_the_profile())
+        before = registered()
+        assert before["labels"]["version"] == 2 and "drifted" not in before["tags"]
+        with ThreadServer(create_app(settings)):
+            deadline = time.monotonic() + WAIT
+            while "drifted" not in (after := registered())["tags"]:
+                assert time.monotonic() < deadline, after
+                time.sleep(0.1)
+        assert after["labels"]["version"] == 2
 
 
 def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:

@@ -119,6 +119,11 @@ class FeatureSetStore(Protocol):
     async def named_blobs(self, blobs: list[str]) -> set[str]:
         """Those of ``blobs`` (sha256 hashes) that a version, deleted or not, names."""
 
+    async def outbox_enqueue(self, name: str, now: datetime) -> None:
+        """Queues a registration of ``name`` that no write here carries: its catalogue asset
+        changed elsewhere (the metric store's flags). Delivered like a write's, and with the
+        registrations already queued for ``name`` as one."""
+
     async def outbox_due(self, now: float, limit: int) -> list[OutboxEntry]: ...
 
     async def outbox_next_due(self) -> float | None:

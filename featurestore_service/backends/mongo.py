@@ -17,7 +17,9 @@ updates only touch bookkeeping whose loss causes a repeat, never a loss:
   look at both collections.
 - The catalogue registration a write queues (the outbox) is the ``outbox`` field of the
   document that write inserts, so no crash can separate a version or a delete from it. Delivery
-  only ever removes or reschedules it.
+  only ever removes or reschedules it. A registration queued without a write (the metric
+  store's flags changed) is a document of its own in ``featureset_registrations``, inserted
+  too, and removed once delivered.
 - Searches list the latest live version of each name. FerretDB's ``$group`` has no ``$first``
   or ``$max``, so ``featureset_latest`` holds a snapshot per name, derived from the two
   collections above and replaced by inserting a newer one (see ``_refresh_head``). Every write
@@ -77,6 +79,7 @@ log = logging.getLogger("cairn.featurestore.mongo")
 VERSIONS = "featureset_versions"
 DELETIONS = "featureset_deletions"
 HEADS = "featureset_latest"
+REGISTRATIONS = "featureset_registrations"
 
 # 50 writers of one name in two processes need up to ~50 rounds; the backoff keeps the
 # collisions few, the bound turns a pathological pile-up into a retryable 503.
@@ -145,7 +148,13 @@ async def _schema_v2(db: AsyncDatabase) -> None:
         )
 
 
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+async def _schema_v3(db: AsyncDatabase) -> None:
+    await db.get_collection(REGISTRATIONS).create_index(
+        [("outbox.next_at", ASCENDING)], name="outbox", sparse=True
+    )
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
 
 
 def _micros(moment: datetime) -> int:
@@ -301,8 +310,11 @@ class MongoFeatureStore:
         self._versions: AsyncCollection = self.db.get_collection(VERSIONS)
         self._deletions: AsyncCollection = self.db.get_collection(DELETIONS)
         self._heads: AsyncCollection = self.db.get_collection(HEADS)
+        self._registrations: AsyncCollection = self.db.get_collection(REGISTRATIONS)
         # The collections whose inserts carry an outbox entry and a head mark.
         self._journals = (self._versions, self._deletions)
+        # Every collection whose documents carry an ``outbox`` field.
+        self._queues = (*self._journals, self._registrations)
         self.words = Words()
         self._generations = itertools.count()
 
@@ -788,19 +800,27 @@ class MongoFeatureStore:
         return idf, avgdl
 
     # --- outbox -------------------------------------------------------------------------------
-    # A name's queued registrations are the ``outbox`` fields of the versions and deletions
-    # written for it. The ``seq`` handed to the registrar is a claim: outbox_due stamps it on
-    # every queued registration of the names it returns before the registrar reads what to
-    # send, so outbox_done drops only registrations that delivery covered, and one queued later
-    # carries no claim and stays. A counter compared with "<=" would not do: without a
-    # transaction, a write that read the counter before a delivery could commit after it with a
-    # smaller number and be dropped undelivered. A claim lost to a concurrent update only
-    # means one more delivery.
+    # A name's queued registrations are the ``outbox`` fields of the versions, deletions and
+    # registration documents written for it. The ``seq`` handed to the registrar is a claim:
+    # outbox_due stamps it on every queued registration of the names it returns before the
+    # registrar reads what to send, so outbox_done drops only registrations that delivery
+    # covered, and one queued later carries no claim and stays. A counter compared with "<="
+    # would not do: without a transaction, a write that read the counter before a delivery
+    # could commit after it with a smaller number and be dropped undelivered. A claim lost to a
+    # concurrent update only means one more delivery.
+
+    async def outbox_enqueue(self, name: str, now: datetime) -> None:
+        async with unavailable("the outbox write"):
+            # An insert, not an update of a queued entry: FerretDB could lose an update to a
+            # concurrent outbox_done, and the registration with it. The driver sets _id before
+            # sending, so a duplicate key is this insert, re-sent after it landed.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._registrations.insert_one({"name": name, "outbox": self._queued(now)})
 
     async def outbox_due(self, now: float, limit: int) -> list[OutboxEntry]:
         async with unavailable("the outbox read"):
             first_queued: dict[str, int] = {}
-            for journal in self._journals:
+            for journal in self._queues:
                 seen: set[str] = set()
                 cursor = journal.find(
                     {"outbox.next_at": {"$lte": now}}, {"name": 1, "outbox.at_us": 1}
@@ -827,7 +847,7 @@ class MongoFeatureStore:
                 ]
             }
             attempts = dict.fromkeys(names, 0)
-            for journal in self._journals:
+            for journal in self._queues:
                 await journal.update_many(queued, {"$set": {"outbox.claim": claim}})
                 async for row in journal.find(queued, {"name": 1, "outbox.attempts": 1}):
                     attempts[row["name"]] = max(attempts[row["name"]], row["outbox"]["attempts"])
@@ -840,23 +860,23 @@ class MongoFeatureStore:
                 await journal.find_one(
                     queued, {"outbox.next_at": 1}, sort=[("outbox.next_at", ASCENDING)]
                 )
-                for journal in self._journals
+                for journal in self._queues
             ]
         due = [float(row["outbox"]["next_at"]) for row in rows if row is not None]
         return min(due, default=None)
 
     async def outbox_done(self, name: str, seq: int) -> None:
+        covered = {"name": literal(name), "outbox.claim": literal(seq)}
         async with unavailable("the outbox update"):
             for journal in self._journals:
-                await journal.update_many(
-                    {"name": literal(name), "outbox.claim": literal(seq)},
-                    {"$unset": {"outbox": ""}},
-                )
+                await journal.update_many(covered, {"$unset": {"outbox": ""}})
+            # A registration document holds nothing but its outbox entry.
+            await self._registrations.delete_many(covered)
 
     async def outbox_retry(self, name: str, attempts: int, next_at: float, error: str) -> None:
         retry = {"outbox.attempts": attempts, "outbox.next_at": next_at, "outbox.error": error}
         async with unavailable("the outbox update"):
-            for journal in self._journals:
+            for journal in self._queues:
                 await journal.update_many(
                     {"name": literal(name), "outbox.next_at": {"$exists": True}}, {"$set": retry}
                 )
@@ -864,7 +884,7 @@ class MongoFeatureStore:
     async def outbox_pending(self) -> int:
         queued = {"outbox.next_at": {"$exists": True}}
         async with unavailable("the outbox read"):
-            names = [set(await journal.distinct("name", queued)) for journal in self._journals]
+            names = [set(await journal.distinct("name", queued)) for journal in self._queues]
         return len(set().union(*names))
 
 

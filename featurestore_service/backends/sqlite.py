@@ -367,6 +367,9 @@ class SQLiteFeatureStore:
             return set()
         return await self.db.read(run)
 
+    async def outbox_enqueue(self, name: str, now: datetime) -> None:
+        await self.db.write(self._enqueue, name, now)
+
     async def outbox_due(self, now: float, limit: int) -> list[OutboxEntry]:
         def run(conn: sqlite3.Connection) -> list[OutboxEntry]:
             rows = conn.execute(

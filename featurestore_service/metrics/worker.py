@@ -6,6 +6,12 @@ the worker also compares every stored table version with the metric store and qu
 it has never seen, which covers a crash between a version's commit and its queueing. A restart
 therefore finishes whatever was pending. Profiling runs in a worker thread, one at a time, so
 the requests the service answers meanwhile keep the other core.
+
+A finished profile may change its set's catalogue tags ("drifted", "checks-failed"). The
+metric store records that change in the same write as the profile, and the worker passes it
+on (``on_flags`` queues a registration in the feature store's outbox) before dropping it; a
+crash in between passes it on again after the restart, which only repeats an idempotent
+registration.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ class ProfileWorker:
         self._fresh: list[tuple[str, int, str]] = []
         self._wake = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(1)
-        # Awaited with a set's name when its catalogue tags may have changed.
+        # Awaited with a set's name when its catalogue tags may have changed; it must have
+        # queued the set's registration durably when it returns, as the change is then dropped.
         self.on_flags: Callable[[str], Awaitable[None]] | None = None
 
     def notify(self, stored: StoredVersion) -> None:
@@ -117,8 +124,11 @@ class ProfileWorker:
             await self._enqueue(name, version, blob)
             self._fresh.pop(0)
         due = await self.store.due(time.time(), BATCH)
+        # Changes a crash or a failed hand-over left behind, then each as its profile is done.
+        await self.pass_on_flags()
         for record in due:
             await self.profile(record)
+            await self.pass_on_flags()
         if due or self._fresh:
             return 0.0
         return IDLE_WAIT
@@ -142,9 +152,6 @@ class ProfileWorker:
                 self._drift(previous, profile)
             summary = summary_of(profile)
             await self.store.finish(record.subject, record.version, profile, summary)
-            if self.on_flags is not None:
-                # Registered before this profile existed: its tags may be stale either way.
-                await self.on_flags(record.subject.removeprefix("featureset:"))
             # A later version profiled first (this one was retried, or queued late on a
             # restart) compared itself with an older version: compare it with this one now.
             later = await self.store.following(record.subject, record.version)
@@ -174,6 +181,18 @@ class ProfileWorker:
             await self.store.retry(
                 record.subject, record.version, attempts, next_at, error, final=final
             )
+
+    async def pass_on_flags(self) -> None:
+        """Hands the sets whose profiles finished to ``on_flags``, and only then drops their
+        changes: a crash in between repeats a registration rather than losing one."""
+        if self.on_flags is None:
+            return
+        while changes := await self.store.flag_changes(BATCH):
+            for subject in dict.fromkeys(c.subject for c in changes):
+                await self.on_flags(subject.removeprefix("featureset:"))
+            await self.store.flags_passed_on(changes)
+            if len(changes) < BATCH:
+                return
 
     async def catalogue_tags(self, name: str) -> list[str]:
         """Tags of the set's catalogue asset from its newest profile: "drifted" and

@@ -4,6 +4,9 @@ A profile record is keyed by (subject, version), where the subject is ``features
 or ``asset:<id>``. It is created ``pending`` when its version is written and becomes ``done``
 (with the profile, its drift against the previous version and its check results) or
 ``failed``; pending records are the queue the worker drains, so a restart finishes them.
+Finishing a profile also records a flag change for its subject in the same write, kept until
+the worker has passed it on (the feature store queues a catalogue registration), so a crash
+between the two cannot lose the catalogue's "drifted" and "checks-failed" tags.
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ class ProfileRecord:
     error: str | None = None
     profile: dict[str, Any] | None = None  # with "drift" and "checks" once done
     summary: dict[str, Any] | None = None  # the few numbers a history (sparklines) needs
+
+
+@dataclass(slots=True)
+class FlagChange:
+    """A finished profile whose subject's flags (drifted, checks failed) may have changed and
+    were not passed on yet."""
+
+    subject: str
+    version: int
+    mark: str  # tells this finish from a later one of the same record
 
 
 @dataclass(slots=True)
@@ -55,7 +68,14 @@ class MetricStore(Protocol):
 
     async def finish(
         self, subject: str, version: int, profile: dict[str, Any], summary: dict[str, Any]
-    ) -> None: ...
+    ) -> None:
+        """Stores the profile as done and, in the same write, a ``FlagChange`` for it."""
+
+    async def flag_changes(self, limit: int) -> list[FlagChange]:
+        """Flag changes not passed on yet."""
+
+    async def flags_passed_on(self, changes: list[FlagChange]) -> None:
+        """Drops ``changes``; a change recorded since by another finish of a record stays."""
 
     async def put_done(
         self,

@@ -5,6 +5,7 @@ Every write is a single document, so FerretDB (no transactions) gives the same g
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from featurestore_service.metrics.store.base import (
     DONE,
     FAILED,
     PENDING,
+    FlagChange,
     MetricSet,
     ProfileRecord,
 )
@@ -38,7 +40,14 @@ async def _schema_v1(db: AsyncDatabase) -> None:
     await sets.create_index([("label_pairs", ASCENDING)], name="labels")
 
 
-MIGRATIONS = {1: _schema_v1}
+async def _schema_v2(db: AsyncDatabase) -> None:
+    # Sparse: only the few records whose flag change is not passed on yet are indexed.
+    await db.get_collection(PROFILES).create_index(
+        [("flag_change", ASCENDING)], name="flag_change", sparse=True
+    )
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
 
 
 def _key(subject: str, version: int) -> str:
@@ -125,9 +134,35 @@ class MongoMetricStore:
                         "summary": orjson.dumps(summary).decode(),
                         "error": None,
                         "updated_at": datetime.now(UTC),
+                        # On the record itself, so no crash can keep the profile and lose it.
+                        "flag_change": secrets.token_hex(8),
                     }
                 },
             )
+
+    async def flag_changes(self, limit: int) -> list[FlagChange]:
+        async with unavailable("reading flag changes"):
+            cursor = self._profiles.find(
+                {"flag_change": {"$exists": True}},
+                {"subject": 1, "version": 1, "flag_change": 1},
+                limit=limit,
+            )
+            return [
+                FlagChange(doc["subject"], doc["version"], doc["flag_change"])
+                async for doc in cursor
+            ]
+
+    async def flags_passed_on(self, changes: list[FlagChange]) -> None:
+        async with unavailable("dropping flag changes"):
+            for change in changes:
+                # Only this finish's mark: one that replaced it since is not passed on yet.
+                await self._profiles.update_one(
+                    {
+                        "_id": _key(change.subject, change.version),
+                        "flag_change": literal(change.mark),
+                    },
+                    {"$unset": {"flag_change": ""}},
+                )
 
     async def put_done(
         self,

@@ -15,6 +15,7 @@ from featurestore_service.metrics.store.base import (
     DONE,
     FAILED,
     PENDING,
+    FlagChange,
     MetricSet,
     ProfileRecord,
 )
@@ -35,6 +36,11 @@ CREATE TABLE IF NOT EXISTS profiles (
     PRIMARY KEY (subject, version)
 );
 CREATE INDEX IF NOT EXISTS profiles_due ON profiles(status, next_at);
+CREATE TABLE IF NOT EXISTS flag_changes (
+    seq     INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS metric_sets (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -113,7 +119,7 @@ class SQLiteMetricStore:
         self, subject: str, version: int, profile: dict[str, Any], summary: dict[str, Any]
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE profiles SET status = ?, profile = ?, summary = ?, error = NULL,"
                 " updated_at = ? WHERE subject = ? AND version = ?",
                 (
@@ -125,8 +131,30 @@ class SQLiteMetricStore:
                     version,
                 ),
             )
+            if cursor.rowcount:
+                conn.execute(
+                    "INSERT INTO flag_changes(subject, version) VALUES (?, ?)", (subject, version)
+                )
 
         await self.file.write(run)
+
+    async def flag_changes(self, limit: int) -> list[FlagChange]:
+        def run(conn: sqlite3.Connection) -> list[FlagChange]:
+            rows = conn.execute(
+                "SELECT seq, subject, version FROM flag_changes ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            return [FlagChange(subject, version, str(seq)) for seq, subject, version in rows]
+
+        return await self.file.read(run)
+
+    async def flags_passed_on(self, changes: list[FlagChange]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM flag_changes WHERE seq = ?", [(int(c.mark),) for c in changes]
+            )
+
+        if changes:
+            await self.file.write(run)
 
     async def put_done(
         self,
