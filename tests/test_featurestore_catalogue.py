@@ -11,10 +11,13 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from tests.conftest import ProcessServer, ThreadServer, cairn_env
+from tests.test_featurestore_api import parquet_bytes
+from tests.test_metrics_api import table
 
 WAIT = 60.0
 
@@ -159,3 +162,72 @@ def test_registrations_carry_cairn_api_key_to_a_keyed_catalogue(tmp_path: Path) 
 
             found = wait_for("featureset:keyed in the keyed catalogue", registered)
             assert found["type"] == "featureset" and found["labels"]["version"] == 1
+
+
+def test_drift_tags_reach_a_catalogue_that_was_down_when_the_profile_finished(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """README (Metric store): a drifted set gets the catalogue tag ``drifted``. Here each
+    profile finishes after the write's registration reached the catalogue, while the catalogue
+    is down: the tag arrives once it is back, with no further write of the set, and also when
+    the feature store was killed (kill -9) and restarted in between."""
+    mongo = request.getfixturevalue("production_servers").env() if backend == "mongo" else {}
+    catalogue = ProcessServer("catalogue", cairn_env(tmp_path / "cat"), tmp_path / "cat.log")
+    fs_env = cairn_env(tmp_path / "fs", CAIRN_CATALOGUE_URL=catalogue.url, **mongo)
+    fs = ProcessServer("featurestore", fs_env, tmp_path / "fs.log")
+
+    def start_fs(*, profiling: bool) -> None:
+        fs.env["CAIRN_METRICS_PROFILING"] = str(profiling).lower()
+        fs.start()
+
+    def written_and_registered(name: str) -> None:
+        """Versions 1 and 2 (drifted) written while profiling is off, both registered."""
+        start_fs(profiling=False)
+        for seed, shift in ((1, 0.0), (2, 1.0)):
+            response = httpx.post(
+                f"{fs.url}/api/v1/featuresets/{name}/versions",
+                content=parquet_bytes(table(seed, shift)),
+                headers={"content-type": "application/vnd.apache.parquet"},
+                timeout=60,
+            )
+            assert response.status_code == 201, response.text
+        wait_for(
+            f"featureset:{name} at version 2",
+            lambda: (a := asset(catalogue, f"featureset:{name}")) and a["labels"]["version"] == 2,
+        )
+        fs.stop()
+
+    def drifted_profile(name: str) -> bool:
+        answer = httpx.get(f"{fs.url}/api/v1/featuresets/{name}/versions/2/profile", timeout=10)
+        return answer.status_code == 200 and answer.json()["drift"]["drifted"] is True
+
+    def tagged(name: str) -> dict[str, Any]:
+        found = wait_for(
+            f"featureset:{name} tagged drifted",
+            lambda: (a := asset(catalogue, f"featureset:{name}")) and "drifted" in a["tags"] and a,
+        )
+        assert found["labels"]["version"] == 2  # the tag came without a write
+        return found
+
+    catalogue.start()
+    try:
+        written_and_registered("demand")
+        assert "drifted" not in (asset(catalogue, "featureset:demand") or {})["tags"]
+        catalogue.stop()
+        start_fs(profiling=True)
+        wait_for("the drifted profile of demand version 2", lambda: drifted_profile("demand"))
+        catalogue.start()
+        tagged("demand")
+
+        fs.stop()
+        written_and_registered("supply")
+        catalogue.stop()
+        start_fs(profiling=True)
+        wait_for("the drifted profile of supply version 2", lambda: drifted_profile("supply"))
+        fs.kill()
+        start_fs(profiling=True)
+        catalogue.start()
+        tagged("supply")
+    finally:
+        fs.stop()
+        catalogue.stop()
