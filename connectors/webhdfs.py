@@ -459,6 +459,17 @@ class HdfsVolume(ClosedOnExit):
                 with contextlib.suppress(VolumeError):
                     self._call(part, lambda: client.delete(source))
 
+    def rename(self, source: str, target: str) -> None:
+        """Renames ``source`` to ``target`` (both relative and normal), atomically; refuses an
+        existing ``target`` (a VolumeError naming FileAlreadyExistsException). Retried like
+        any call, so a rename whose answer was lost may end in EntryNotFound although done."""
+        client = self._client
+        paths = self._abs(source), self._abs(target)
+        self._call(
+            target,
+            lambda: _rename2(client, paths[0], destination=paths[1], renameoptions="NONE"),
+        )
+
     def batches(self, rel: str) -> Iterator[list[dict[str, Any]]]:
         """The FileStatus records of one folder, a LISTSTATUS_BATCH answer at a time."""
         after: str | None = None

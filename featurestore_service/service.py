@@ -198,7 +198,7 @@ class FeatureStore:
                 check_table(path, info, spec, origin)
 
         # A failed write removes the blob this upload stored (blobstore.TableBlobs.ingest).
-        async with self.blobs.ingest(chunks, check) as blob:
+        async with self.blobs.ingest(chunks, self.store.named_blobs, check) as blob:
             info = blob.info
             if self.before_table is not None:
                 await self.before_table(meta.name, blob.path, meta.checks)

@@ -7,24 +7,32 @@ folder while an upload is under way."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 
+import anyio.to_thread
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cairn.errors import Conflict, Unavailable
+from cairn.models import FeatureSetMeta
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from featurestore_service.blobstore import BlobStore, open_blob_store
+from featurestore_service.backends.base import StoredVersion
+from featurestore_service.backends.sqlite import SQLiteFeatureStore
+from featurestore_service.blobstore import BlobStore, TableBlobs, open_blob_store
 from featurestore_service.blobstore.base import blob_key
+from featurestore_service.service import FeatureStore
 from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
@@ -346,6 +354,276 @@ def test_the_sweeper_keeps_blobs_of_deleted_versions(
         old = fs.get("/featuresets/swept/versions/1", headers={"accept": PARQUET})
         assert old.status_code == 200
         assert old.content == parquet_bytes(sample_table(10))
+
+
+class Process:
+    """What one feature-store process holds: its database connection, its TableBlobs (with its
+    own uploads in flight) and the service over them. Two of them on one data folder, or on
+    two sharing the database file and the blob store, are two servers, as the README allows."""
+
+    def __init__(self, settings: Settings, db: Path | None = None) -> None:
+        self.store = SQLiteFeatureStore(db or settings.featurestore_db)
+        self.blobs = TableBlobs.from_settings(settings)
+        self.service = FeatureStore(self.store, self.blobs, settings)
+
+    async def __aenter__(self) -> Process:
+        await self.store.open()
+        await anyio.to_thread.run_sync(self.blobs.open)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.store.close()
+        await anyio.to_thread.run_sync(self.blobs.close)
+
+    async def read(self, stored: StoredVersion) -> pa.Table:
+        """The version's table, as a reader gets it (503 when its blob is gone)."""
+        lease = await self.service.checkout(stored)
+        try:
+            return pq.read_table(lease.path)
+        finally:
+            lease.release()
+
+
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+RACED_KINDS = ["local", "s3", "adls", "hdfs"]
+
+
+@pytest.mark.parametrize("kind", RACED_KINDS)
+def test_a_sweep_keeps_an_orphan_that_an_upload_names_while_the_sweep_runs(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """The review's schedule (a lost acknowledged version), across two processes: an orphan
+    older than the grace (what a kill -9 between an upload's blob put and its version row
+    leaves); process A's sweep asks the database which blobs are named; before it deletes,
+    process B stores the same bytes as a version and would answer 201. The version stays
+    readable: B's put refreshed the orphan's write time and the sweep checks it at the take."""
+    backend = make_backend(request, kind, tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url())
+    table = sample_table(40)
+    data = parquet_bytes(table)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+    grace = 1.0
+
+    async def run() -> None:
+        async with Process(settings) as a, Process(settings) as b:
+            assert await anyio.to_thread.run_sync(a.blobs.store.put, key, io.BytesIO(data))
+            await asyncio.sleep(grace + 0.2)  # the orphan is older than the grace now
+            acknowledged: list[StoredVersion] = []
+
+            async def named(hashes: list[str]) -> set[str]:
+                found = await a.store.named_blobs(hashes)
+                if not acknowledged:  # between the sweep's question and what it does next
+                    meta = FeatureSetMeta(name="retry")  # type: ignore[call-arg]
+                    await b.service.create_table(meta, one_chunk(data))
+                    stored = await b.store.latest("retry")
+                    assert stored is not None
+                    acknowledged.append(stored)
+                    assert await anyio.to_thread.run_sync(b.blobs.store.exists, key)
+                return found
+
+            report = await a.blobs.sweep(named, grace)
+
+            assert acknowledged and acknowledged[0].blob is not None
+            assert blob_key(acknowledged[0].blob) == key
+            for process in (a, b):
+                assert (await process.read(acknowledged[0])).equals(table)
+            assert report.removed == 0
+            assert [info.key for info in a.blobs.store.list_blobs()] == [key]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", RACED_KINDS)
+def test_a_sweep_puts_back_a_blob_whose_version_was_written_after_its_question(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """Neither the grace nor a refreshed write time protects an upload that stalls between
+    its blob put and its version row for longer than the grace (0 here): process A's sweep
+    lists B's new blob as an old orphan and asks the database before B's row is written;
+    then B writes the row, finds its blob in place and would answer 201; only then does the
+    sweep take the blob. The sweep asks the database again after the take, sees the row and
+    puts the blob back."""
+    backend = make_backend(request, kind, tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url())
+    table = sample_table(60)
+    data = parquet_bytes(table)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+
+    async def run() -> None:
+        async with Process(settings) as a, Process(settings) as b:
+            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
+
+            async def stall(name: str, path: Path, checks: object) -> None:
+                stored_blob.set()
+                await row_may_go.wait()
+
+            b.service.before_table = stall
+            meta = FeatureSetMeta(name="slow")  # type: ignore[call-arg]
+            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
+            await stored_blob.wait()
+            # Past the second the blob was written in (S3 and ADLS keep whole seconds).
+            await asyncio.sleep(1.1)
+            acknowledged: list[StoredVersion] = []
+
+            async def named(hashes: list[str]) -> set[str]:
+                found = await a.store.named_blobs(hashes)
+                if not acknowledged:
+                    row_may_go.set()
+                    acknowledged.append(await upload)
+                    assert await anyio.to_thread.run_sync(b.blobs.store.exists, key)
+                return found
+
+            report = await a.blobs.sweep(named, grace=0)
+
+            assert acknowledged and acknowledged[0].blob is not None
+            assert blob_key(acknowledged[0].blob) == key
+            for process in (a, b):
+                assert (await process.read(acknowledged[0])).equals(table)
+            assert report.removed == 0
+            assert [info.key for info in a.blobs.store.list_blobs()] == [key]
+            assert list(a.blobs.store.list_taken()) == []
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", RACED_KINDS)
+def test_an_upload_whose_blob_a_sweep_deleted_before_its_row_stores_it_again(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """The other order: process B's upload stalls past the grace (0 here) between its blob
+    put and its version row, and process A's sweep takes the blob, asks the database (no row
+    yet) and deletes it. B writes its row after that, so its check finds the blob gone, and it
+    stores the bytes again before it answers. Each process has its own data folder (the copy
+    of an upload in flight lives there), sharing the database file and the blob store."""
+    backend = make_backend(request, kind, tmp_path)
+    use_env(backend.env())
+    url = backend.url()
+    db = tmp_path / "shared.db"
+    table = sample_table(80)
+    data = parquet_bytes(table)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+
+    async def run() -> None:
+        async with (
+            Process(fs_settings(tmp_path / "a", url), db) as a,
+            Process(fs_settings(tmp_path / "b", url), db) as b,
+        ):
+            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
+
+            async def stall(name: str, path: Path, checks: object) -> None:
+                stored_blob.set()
+                await row_may_go.wait()
+
+            b.service.before_table = stall
+            meta = FeatureSetMeta(name="late")  # type: ignore[call-arg]
+            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
+            await stored_blob.wait()
+            await asyncio.sleep(1.1)  # past the second the blob was written in
+            report = await a.blobs.sweep(a.store.named_blobs, grace=0)
+            assert report.removed == 1
+            assert not await anyio.to_thread.run_sync(b.blobs.store.exists, key)
+
+            row_may_go.set()
+            stored = await upload
+
+            assert stored.blob is not None and blob_key(stored.blob) == key
+            for process in (a, b):
+                assert (await process.read(stored)).equals(table)
+
+    asyncio.run(run())
+
+
+def test_an_upload_whose_blob_and_copy_were_swept_answers_503_not_201(tmp_path: Path) -> None:
+    """As above on the default layout, two processes on one data folder: the blob store is
+    that folder, and so is the upload's copy in flight, which process A's sweep (grace 0)
+    removes with the blob as a crash's leftover. B's version row is written, but its check
+    finds neither the blob nor a copy to store again: B must not answer 201."""
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", catalogue_url=f"http://127.0.0.1:{free_port()}"
+    )
+    data = parquet_bytes(sample_table(90))
+
+    async def run() -> None:
+        async with Process(settings) as a, Process(settings) as b:
+            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
+
+            async def stall(name: str, path: Path, checks: object) -> None:
+                stored_blob.set()
+                await row_may_go.wait()
+
+            b.service.before_table = stall
+            meta = FeatureSetMeta(name="lost")  # type: ignore[call-arg]
+            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
+            await stored_blob.wait()
+            await asyncio.sleep(0.05)
+            report = await a.blobs.sweep(a.store.named_blobs, grace=0)
+            assert report.removed == 1
+
+            row_may_go.set()
+            with pytest.raises(Unavailable, match="could not be confirmed in the blob store"):
+                await upload
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", RACED_KINDS)
+def test_a_failed_upload_keeps_its_blob_when_another_process_stored_a_version_of_it(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """Process A puts a blob for version 1 of "raced", and its row is refused (409: another
+    writer stored version 1 meanwhile). Before A cleans up, process B stores the same bytes as
+    a version of "other": its put finds the blob, its row is written, it would answer 201.
+    A's clean-up asks the database after taking the blob, and puts it back."""
+    backend = make_backend(request, kind, tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url())
+    table = sample_table(70)
+    data = parquet_bytes(table)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+
+    async def run() -> None:
+        async with Process(settings) as a, Process(settings) as b:
+            acknowledged: list[StoredVersion] = []
+
+            async def meanwhile(name: str, path: Path, checks: object) -> None:
+                first = FeatureSetMeta(name="raced")  # type: ignore[call-arg]
+                await b.service.create_table(first, one_chunk(parquet_bytes(sample_table(5))))
+                other = FeatureSetMeta(name="other")  # type: ignore[call-arg]
+                acknowledged.append(await b.service.create_table(other, one_chunk(data)))
+                assert await anyio.to_thread.run_sync(b.blobs.store.exists, key)
+
+            a.service.before_table = meanwhile
+            with pytest.raises(Conflict):
+                meta = FeatureSetMeta(name="raced", version=1)  # type: ignore[call-arg]
+                await a.service.create_table(meta, one_chunk(data))
+
+            assert acknowledged and acknowledged[0].blob is not None
+            assert blob_key(acknowledged[0].blob) == key
+            for process in (a, b):
+                assert (await process.read(acknowledged[0])).equals(table)
+            assert await anyio.to_thread.run_sync(a.blobs.store.exists, key)
+            assert list(a.blobs.store.list_taken()) == []
+
+    asyncio.run(run())
 
 
 def test_an_s3_store_makes_its_bucket_when_missing(

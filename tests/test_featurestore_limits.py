@@ -176,12 +176,15 @@ def test_an_upload_cut_short_reports_the_bytes_that_arrived(
             yield bytes(100_000)
         raise ClientDisconnect()
 
+    async def nothing_named(hashes: list[str]) -> set[str]:
+        return set()
+
     async def upload_cut_short() -> str:
         store = open_blob_store(str(tmp_path / "blobs"))
         blobs = TableBlobs(store, tmp_path / "work", TableLimits(1, 1, 1), DecodeSlots(1), MB)
         blobs.open()
         try:
-            async with blobs.ingest(body()):
+            async with blobs.ingest(body(), nothing_named):
                 pass
         except UploadCutShort as exc:
             return str(exc)

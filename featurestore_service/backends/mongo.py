@@ -66,7 +66,7 @@ from featurestore_service.backends.base import (
 )
 
 try:
-    from pymongo import ASCENDING, DESCENDING
+    from pymongo import ASCENDING, DESCENDING, ReadPreference
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
@@ -569,7 +569,10 @@ class MongoFeatureStore:
         async with unavailable("the read"):
             found: set[str] = set()
             for collection in (self._versions, self._deletions):
-                async for row in collection.find(query, {"blob": 1, "_id": 0}):
+                # From the primary whatever the URL's read preference: the blob sweeper
+                # deletes on this answer, so it must see every version already acknowledged.
+                primary = collection.with_options(read_preference=ReadPreference.PRIMARY)
+                async for row in primary.find(query, {"blob": 1, "_id": 0}):
                     found.add(row["blob"])
         return found
 

@@ -5,7 +5,8 @@ side added to it. A Volume is what the crawler reads: a tree of user files, walk
 changed, opened with the user's paths; every connector and its contract suite promise that
 Cairn writes nothing there. A blob store is the feature store's own flat, content-addressed
 space, with needs a Volume has no business offering: an all-or-nothing put that leaves an
-existing blob alone, delete, a listing with write times for the orphan sweeper, and the
+existing blob alone (refreshing its write time), delete, a listing with write times for the
+orphan sweeper, a take that withdraws a blob before it is deleted (and a restore), and the
 clean-up of uploads cut short. The remote backends still go through the same connectors
 (``HdfsVolume``, ``AdlsVolume``, the S3 connector) for addresses, credentials, retries and
 ranged reads, and add only their few write calls.

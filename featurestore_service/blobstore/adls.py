@@ -9,16 +9,27 @@ each, streamed, never the whole file in memory) and commits the block list with
 Blocks that were never committed are invisible to readers and listings, and the service
 discards them itself (after a week on Azure), so a failed upload leaves nothing a reader or
 the sweeper would see.
+
+A put that finds its blob writes its (empty) metadata, which sets its write time to now. A
+sweeper takes a blob with a lease (``LEASE_SECONDS``), on condition that it was not written
+since the grace period began: while leased, the blob still reads, but no write or delete
+without the lease id goes through, so a put that finds it waits until the sweeper lets go
+(the lease released) or deletes it, and ``exists`` says False. Nothing is moved, so nothing
+waits for the next sweep after a crash: the lease ends by itself.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobLeaseClient
 
 from connectors.adls import AdlsVolume
 from connectors.base import normalize_relpath
@@ -30,7 +41,12 @@ from featurestore_service.blobstore.base import (
     BlobInfo,
     BlobMissing,
     check_key,
+    split_taken,
+    taken_name,
 )
+
+LEASE_SECONDS = 60  # a sweeper's take lasts at most this long (Azure allows 15 to 60)
+_LET_GO = (404, 409, 412)  # the blob is gone, or the lease is not (or no longer) this one's
 
 
 class AdlsBlobStore:
@@ -58,9 +74,12 @@ class AdlsBlobStore:
     def _error(self, exc: AzureError, rel: str) -> BlobError:
         return BlobError(f"{self.url}: {self.volume.translate(exc, rel)}")
 
+    def _blob(self, rel: str) -> BlobClient:
+        return self.volume.container.get_blob_client(self.volume.blob_name(rel))
+
     def put(self, key: str, source: BinaryIO) -> bool:
         rel = self._rel(key)
-        if self.exists(key):
+        if self._refresh(rel):
             return False
         try:
             return self.volume.write_blocks(
@@ -69,14 +88,36 @@ class AdlsBlobStore:
         except VolumeError as exc:
             raise BlobError(f"{self.url}: {exc}") from None
 
+    def _refresh(self, rel: str) -> bool:
+        """Sets the blob's write time to now; False when there is none. A blob a sweeper has
+        leased refuses the write: wait until the lease is released, deleted or ends."""
+        blob = self._blob(rel)
+        deadline = time.monotonic() + LEASE_SECONDS + 5
+        while True:
+            try:
+                self.volume.requests += 1
+                blob.set_blob_metadata({})
+                return True
+            except ResourceNotFoundError:
+                return False
+            except HttpResponseError as exc:
+                code = getattr(exc, "error_code", None)
+                if code != "LeaseIdMissing" or time.monotonic() > deadline:
+                    raise self._error(exc, rel) from None
+            except AzureError as exc:
+                raise self._error(exc, rel) from None
+            time.sleep(0.2)
+
     def exists(self, key: str) -> bool:
         rel = self._rel(key)
         try:
             self.volume.requests += 1
-            blob = self.volume.container.get_blob_client(self.volume.blob_name(rel))
-            return bool(blob.exists())
+            props = self._blob(rel).get_blob_properties()
+        except ResourceNotFoundError:
+            return False
         except AzureError as exc:
             raise self._error(exc, rel) from None
+        return not _leased(props)
 
     def open(self, key: str) -> BinaryIO:
         rel = self._rel(key)
@@ -91,7 +132,7 @@ class AdlsBlobStore:
         rel = self._rel(key)
         try:
             self.volume.requests += 1
-            self.volume.container.delete_blob(self.volume.blob_name(rel))
+            self._blob(rel).delete_blob()
         except ResourceNotFoundError:
             return
         except AzureError as exc:
@@ -102,10 +143,59 @@ class AdlsBlobStore:
         try:
             for props in self.volume.container.list_blobs(name_starts_with=start or None):
                 name = props.name[len(start) :]
-                if KEY.match(name):
+                if KEY.match(name) and not _leased(props):
                     yield BlobInfo(name, int(props.size), props.last_modified.timestamp())
         except AzureError as exc:
             raise self._error(exc, self.prefix) from None
+
+    def take(self, key: str, written_before: float | None) -> str | None:
+        rel = self._rel(key)
+        lease = BlobLeaseClient(self._blob(rel))
+        condition: dict[str, Any] = {}
+        if written_before is not None:
+            # Whole seconds, as the listing's times: rounded up, so no blob the listing
+            # found old enough is refused for a fraction of a second.
+            moment = math.ceil(written_before)
+            condition["if_unmodified_since"] = datetime.fromtimestamp(moment, UTC)
+        try:
+            self.volume.requests += 1
+            lease.acquire(lease_duration=LEASE_SECONDS, **condition)
+        except HttpResponseError as exc:
+            if exc.status_code in _LET_GO:  # gone, written since, or another sweeper's
+                return None
+            raise self._error(exc, rel) from None
+        except AzureError as exc:
+            raise self._error(exc, rel) from None
+        return taken_name(key, lease.id)
+
+    def restore(self, taken: str) -> None:
+        key, lease_id = split_taken(taken)
+        rel = self._rel(key)
+        try:
+            self.volume.requests += 1
+            BlobLeaseClient(self._blob(rel), lease_id=lease_id).release()
+        except HttpResponseError as exc:
+            if exc.status_code not in _LET_GO:
+                raise self._error(exc, rel) from None
+        except AzureError as exc:
+            raise self._error(exc, rel) from None
+
+    def discard(self, taken: str) -> bool:
+        key, lease_id = split_taken(taken)
+        rel = self._rel(key)
+        try:
+            self.volume.requests += 1
+            self._blob(rel).delete_blob(lease=lease_id)
+        except HttpResponseError as exc:
+            if exc.status_code in _LET_GO:  # the lease ran out: whoever wrote since wins
+                return False
+            raise self._error(exc, rel) from None
+        except AzureError as exc:
+            raise self._error(exc, rel) from None
+        return True
+
+    def list_taken(self) -> Iterator[str]:
+        return iter(())  # leases a sweeper left end by themselves
 
     def remove_partial(self, before: float) -> int:
         return 0  # uncommitted blocks are no blob: the service discards them itself
@@ -115,3 +205,9 @@ class AdlsBlobStore:
 
     def close(self) -> None:
         self.volume.close()
+
+
+def _leased(props: Any) -> bool:
+    """Whether a sweeper holds the blob (no other writer of a blob store takes leases)."""
+    lease = getattr(props, "lease", None)
+    return getattr(lease, "status", None) == "locked"

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 KEY = re.compile(r"^[0-9a-f]{64}\.parquet$")
+# What ``take`` hands out: the blob's key, then a mark of that one take (a uuid, a lease id).
+TAKEN = re.compile(r"^([0-9a-f]{64}\.parquet)\.([0-9A-Za-z-]{1,64})$")
 CHUNK = 8 * 1024 * 1024  # bytes per part, block or read when a blob is copied
 
 
@@ -39,6 +41,22 @@ def blob_key(sha256: str) -> str:
     return f"{sha256}.parquet"
 
 
+def taken_name(key: str, mark: str) -> str:
+    return f"{key}.{mark}"
+
+
+def split_taken(taken: str) -> tuple[str, str]:
+    """The key and the mark of a name from ``take`` or ``list_taken``."""
+    match = TAKEN.match(taken)
+    if match is None:
+        raise BlobError(f"not a taken blob: {taken!r} (expected <sha256>.parquet.<mark>)")
+    return match.group(1), match.group(2)
+
+
+def taken_key(taken: str) -> str:
+    return split_taken(taken)[0]
+
+
 def check_key(key: str) -> str:
     """``key`` if it is a content address; keys never come from users, but a store lists
     whatever else sits in its folder, and those names must never be read or deleted."""
@@ -57,12 +75,20 @@ class BlobStore(Protocol):
         """Stores the bytes of ``source`` (a file open for reading at offset 0) under ``key``
         unless a blob has that key already; True when this call created it.
 
+        A blob found there has its write time set to now, in the same request that finds it
+        (a copy in place, a metadata write, SETTIMES, utime): the sweeper's grace period then
+        protects it as it protects a new blob, until the version row naming it is written.
+        While the blob is taken (``take``) a put stores the bytes afresh or waits until the
+        take is settled.
+
         All or nothing: readers never see part of a blob, and a failure (of the source or of
         the store) leaves no blob and nothing else behind that the store would keep.
         """
         ...
 
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """Whether the blob is stored; False while it is taken."""
+        ...
 
     def open(self, key: str) -> BinaryIO:
         """A seekable file over the blob; reads are ranged, so a footer costs one request.
@@ -74,7 +100,34 @@ class BlobStore(Protocol):
         ...
 
     def list_blobs(self) -> Iterator[BlobInfo]:
-        """Every blob of the store, in no particular order (other names are left out)."""
+        """Every blob of the store, in no particular order (other names, and taken blobs,
+        are left out)."""
+        ...
+
+    def take(self, key: str, written_before: float | None) -> str | None:
+        """Withdraws the blob, in one atomic step, so that it can be deleted safely: from then
+        on until ``restore`` or ``discard``, ``exists`` says False and a ``put`` of the same
+        key stores the bytes afresh or waits. Only if its write time is before Unix time
+        ``written_before`` (any age when None); the name of what was taken, or None when the
+        blob is gone, younger, or taken by someone else.
+
+        Moved aside (a rename, or a copy then a delete) or locked (an ADLS lease): the step a
+        sweeper takes *before* asking the database a last time whether a version names the
+        blob (``TableBlobs.sweep`` says why that order matters).
+        """
+        ...
+
+    def restore(self, taken: str) -> None:
+        """Puts a taken blob back under its key; nothing happens when it is settled already."""
+        ...
+
+    def discard(self, taken: str) -> bool:
+        """Deletes a taken blob for good; False when it is no longer taken (settled by another
+        sweeper, or a lease that ran out), and then nothing was deleted."""
+        ...
+
+    def list_taken(self) -> Iterator[str]:
+        """Taken blobs neither restored nor discarded: a sweeper's, under way or cut short."""
         ...
 
     def remove_partial(self, before: float) -> int:

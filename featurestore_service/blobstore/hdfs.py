@@ -8,10 +8,15 @@ are atomic and (without overwrite) refuse an existing target, so readers never s
 blob and a concurrent put of the same bytes loses harmlessly.
 A failed upload deletes its part; parts left by a crash are removed by the sweeper
 (:meth:`HdfsBlobStore.remove_partial`).
+
+A put that finds its blob sets its modification time to now (SETTIMES, which fails on a
+missing file). A sweeper takes a blob by renaming it into ``<root>/.swept`` (the rename keeps
+its modification time, which is checked again after it).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,13 +28,17 @@ from connectors.webhdfs import HdfsVolume
 from featurestore_service.blobstore.base import (
     CHUNK,
     KEY,
+    TAKEN,
     BlobError,
     BlobInfo,
     BlobMissing,
     check_key,
+    taken_key,
+    taken_name,
 )
 
 PARTS = ".tmp"
+SWEPT = ".swept"  # blobs a sweeper has taken
 T = TypeVar("T")
 
 
@@ -38,6 +47,7 @@ class HdfsBlobStore:
         self.volume = volume
         self.url = volume.url
         self._call(PARTS, lambda: volume.client.makedirs(volume.absolute(PARTS)))
+        self._call(SWEPT, lambda: volume.client.makedirs(volume.absolute(SWEPT)))
 
     @classmethod
     def from_url(cls, url: str) -> HdfsBlobStore:
@@ -67,7 +77,7 @@ class HdfsBlobStore:
 
     def put(self, key: str, source: BinaryIO) -> bool:
         check_key(key)
-        if self.exists(key):
+        if self._refresh(key):
             return False
         part = f"{PARTS}/{uuid.uuid4().hex}.part"
         try:
@@ -78,15 +88,34 @@ class HdfsBlobStore:
             raise BlobError(f"{self.url}: cannot write {key}: {exc}") from None
         return True
 
-    def exists(self, key: str) -> bool:
-        check_key(key)
+    def _refresh(self, key: str) -> bool:
+        """Sets the blob's modification time to now; False when there is none."""
+        path = self.volume.absolute(key)
+        now = int(time.time() * 1000)
         try:
-            self.volume.stat(key)
+            self.volume.call(key, lambda: self.volume.client.set_times(path, modification_time=now))
         except EntryNotFound:
             return False
         except VolumeError as exc:
             raise BlobError(f"{self.url}: {exc}") from None
         return True
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        return self._modified(key) is not None
+
+    def _modified(self, rel: str) -> float | None:
+        """The file's modification time (Unix seconds), or None when there is none."""
+        try:
+            return self.volume.stat(rel).mtime_ns / 1e9
+        except EntryNotFound:
+            return None
+        except VolumeError as exc:
+            raise BlobError(f"{self.url}: {exc}") from None
+
+    def _written_before(self, rel: str, moment: float) -> bool:
+        modified = self._modified(rel)
+        return modified is not None and modified < moment
 
     def open(self, key: str) -> BinaryIO:
         check_key(key)
@@ -101,6 +130,51 @@ class HdfsBlobStore:
         check_key(key)
         path = self.volume.absolute(key)
         self._call(key, lambda: self.volume.client.delete(path))
+
+    def take(self, key: str, written_before: float | None) -> str | None:
+        check_key(key)
+        if written_before is not None and not self._written_before(key, written_before):
+            return None  # young or refreshed: spare the renames
+        taken = taken_name(key, uuid.uuid4().hex)
+        aside = f"{SWEPT}/{taken}"
+        try:
+            self.volume.rename(key, aside)
+        except EntryNotFound:
+            # Gone, or moved by an attempt whose answer was lost before the retry.
+            if self._modified(aside) is None:
+                return None
+        except VolumeError as exc:
+            raise BlobError(f"{self.url}: cannot take {key}: {exc}") from None
+        # The rename is the moment of the take: a put's SETTIMES before it shows here, one
+        # after it finds no file and that put stores its own.
+        if written_before is not None and not self._written_before(aside, written_before):
+            self.restore(taken)
+            return None
+        return taken
+
+    def restore(self, taken: str) -> None:
+        key = taken_key(taken)
+        aside = f"{SWEPT}/{taken}"
+        try:
+            self.volume.rename(aside, key)
+        except EntryNotFound:
+            return  # settled already
+        except VolumeError as exc:
+            if "FileAlreadyExistsException" not in str(exc):
+                raise BlobError(f"{self.url}: cannot restore {key}: {exc}") from None
+            # A put stored the same bytes meanwhile: the taken copy is not needed.
+            self.discard(taken)
+
+    def discard(self, taken: str) -> bool:
+        taken_key(taken)
+        path = self.volume.absolute(f"{SWEPT}/{taken}")
+        return bool(self._call(SWEPT, lambda: self.volume.client.delete(path)))
+
+    def list_taken(self) -> Iterator[str]:
+        for batch in self._listing(SWEPT):
+            for status in batch:
+                if TAKEN.match(status["pathSuffix"]):
+                    yield status["pathSuffix"]
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for batch in self._listing(""):

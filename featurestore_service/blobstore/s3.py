@@ -8,12 +8,22 @@ completes it: the object appears whole or not at all. Both carry ``If-None-Match
 object already stored is left alone. A failure aborts the multipart upload, whose parts are then
 gone; uploads a crash left incomplete are aborted by the sweeper (:meth:`remove_partial`),
 and a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) does the same on AWS.
+
+An object's write time changes only when it is written, so a put that finds its blob copies
+the object onto itself (a server-side copy, no bytes sent; it fails on a missing object, so
+finding and refreshing are one request). A sweeper takes a blob by copying it to
+``<prefix>/swept/`` on condition that it was not written since the grace period began
+(``x-amz-copy-source-if-unmodified-since``), then deleting it; S3 has no atomic rename.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -27,14 +37,19 @@ from connectors.s3 import S3Volume, make_client
 from featurestore_service.blobstore.base import (
     CHUNK,
     KEY,
+    TAKEN,
     BlobError,
     BlobInfo,
     BlobMissing,
     check_key,
+    taken_key,
+    taken_name,
 )
 
 log = logging.getLogger("cairn.featurestore.blobs")
 _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+_MISSING = ("404", "NoSuchKey", "NotFound")
+SWEPT = "swept"  # below the store's prefix: blobs a sweeper has taken
 
 
 class S3BlobStore:
@@ -66,13 +81,17 @@ class S3BlobStore:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _taken_rel(self, taken: str) -> str:
+        taken_key(taken)
+        return f"{self.prefix}/{SWEPT}/{taken}" if self.prefix else f"{SWEPT}/{taken}"
+
     def _error(self, exc: Exception, key: str) -> BlobError:
         reason = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
         return BlobError(f"{self.url}: {key}: S3 error {reason}")
 
     def put(self, key: str, source: BinaryIO) -> bool:
         name = self._rel(key)
-        if self.exists(key):
+        if self._copy(name, name, key):
             return False
         first = source.read(CHUNK)
         try:
@@ -123,13 +142,45 @@ class S3BlobStore:
             raise
         return True
 
+    def _copy(
+        self, source: str, target: str, key: str, written_before: float | None = None
+    ) -> bool:
+        """Copies ``source`` to ``target`` inside the bucket (onto itself: a refresh of its
+        write time); False when there is no ``source`` or it was written since
+        ``written_before``."""
+        options: dict[str, Any] = {}
+        if source == target:
+            options["MetadataDirective"] = "REPLACE"  # S3 refuses a copy that changes nothing
+        if written_before is not None:
+            # Whole seconds, as the listing's times: rounded up, so no blob the listing
+            # found old enough is refused for a fraction of a second.
+            moment = math.ceil(written_before)
+            options["CopySourceIfUnmodifiedSince"] = datetime.fromtimestamp(moment, UTC)
+        try:
+            self.volume.requests += 1
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                **options,
+            )
+        except ClientError as exc:
+            if _code(exc) in _MISSING or (
+                written_before is not None and _code(exc) in ("PreconditionFailed", "412")
+            ):
+                return False
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        return True
+
     def exists(self, key: str) -> bool:
         name = self._rel(key)
         try:
             self.volume.requests += 1
             self.client.head_object(Bucket=self.bucket, Key=name)
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _MISSING:
                 return False
             raise self._error(exc, key) from None
         except BotoCoreError as exc:
@@ -146,12 +197,71 @@ class S3BlobStore:
             raise BlobError(f"{self.url}: {exc}") from None
 
     def delete(self, key: str) -> None:
-        name = self._rel(key)
+        self._delete(self._rel(key), key)
+
+    def _delete(self, name: str, key: str) -> None:
         try:
             self.volume.requests += 1
             self.client.delete_object(Bucket=self.bucket, Key=name)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, key) from None
+
+    def take(self, key: str, written_before: float | None) -> str | None:
+        name = self._rel(key)
+        taken = taken_name(key, uuid.uuid4().hex)
+        aside = self._taken_rel(taken)
+        if not self._copy(name, aside, key, written_before):
+            return None
+        try:
+            # The take's moment is this delete: a refresh (a copy in place) that lands after
+            # the copy aside and before it is lost with the object, which is why the sweeper
+            # asks the database only once this delete is done.
+            self._delete(name, key)
+        except BlobError:
+            # The client retried it already (a lost answer then finds no object: success), so
+            # the blob is most likely still there and the copy aside is not needed; if its
+            # delete fails too, a later sweep settles it (list_taken).
+            with contextlib.suppress(BlobError):
+                self._delete(aside, key)
+            raise
+        return taken
+
+    def restore(self, taken: str) -> None:
+        key = taken_key(taken)
+        aside = self._taken_rel(taken)
+        # Onto whatever a put stored meanwhile: the same bytes.
+        if self._copy(aside, self._rel(key), key):
+            self._delete(aside, key)
+
+    def discard(self, taken: str) -> bool:
+        key = taken_key(taken)
+        aside = self._taken_rel(taken)
+        try:
+            self.volume.requests += 1
+            self.client.head_object(Bucket=self.bucket, Key=aside)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return False
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        self._delete(aside, key)
+        return True
+
+    def list_taken(self) -> Iterator[str]:
+        start = f"{self.prefix}/{SWEPT}/" if self.prefix else f"{SWEPT}/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=start, Delimiter="/"
+        )
+        try:
+            for page in pages:
+                self.volume.requests += 1
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(start) :]
+                    if TAKEN.match(name):
+                        yield name
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "swept blobs") from None
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         start = f"{self.prefix}/" if self.prefix else ""

@@ -2,19 +2,32 @@
 
 An upload is streamed to a temporary file on the local disk (never held in memory), hashed on
 the way, checked there to be readable Parquet within the decoded-size limits (table_limits.py)
-and fsynced; only then is it put in the blob store as ``<sha256>.parquet`` (a rename on the
+and fsynced; only then is it put in the blob store as ``<sha256>.parquet`` (a hard link on the
 local store, a multipart upload, staged blocks or a WebHDFS CREATE elsewhere), and only then
 does a version row name it. Equal uploads share one blob.
 
 No orphans. A failed, rejected or abandoned upload puts nothing in the store. When the version
 row cannot be written, the blob this upload put there is deleted again, unless an upload of the
-same bytes in this process still needs it or has been stored. What a crash (kill -9) or another
-process's failure leaves is found by the sweeper (``sweep``): on start-up and then every
+same bytes still needs it or a version names it. What a crash (kill -9) or another process's
+failure leaves is found by the sweeper (``sweep``): on start-up and then every
 ``CAIRN_BLOBS_SWEEP_INTERVAL`` seconds it deletes blobs that no version names and that are
 older than ``CAIRN_BLOBS_SWEEP_GRACE`` (the grace covers uploads between their put and their
-version row), and the leftovers of uploads cut short. An upload that found its blob already
-stored checks after its version row is written that the blob is still there (a sweep may have
-taken it as an orphan meanwhile) and puts it again if not.
+version row), and the leftovers of uploads cut short.
+
+No acknowledged version loses its blob, whichever processes share the store. Deleting a blob
+(the sweeper, or a failed upload cleaning up) is three steps: (a) ``take`` it, withdrawing it
+from its key in one atomic step (a rename aside, a delete after a copy aside, an ADLS lease);
+(b) ask the database whether a version names it; (c) delete it only if none does and no upload
+of this process is storing it, else put it back. An upload is: (1) ``put``, which refreshes
+the write time of a blob it finds; (2) write the version row; (3) check that the blob is in
+the store, and put it again from the upload's local copy if not; (4) answer 201, or 503 when
+(3) failed. If (b) comes after (2), it sees the row and the blob goes back. Otherwise
+(a) < (b) < (2) < (3): the check comes after the take, finds no blob and stores the bytes
+again before any answer. The two cannot miss each other, whatever the grace. The grace and the
+refresh in (1) keep sweeps away from blobs in use, so (a)-(c) seldom meet an upload at all;
+when they do, a version whose 201 went out between the sweeper's first question and its take
+reads 503 until the blob is back, moments later (at the next sweep if the sweeper dies
+in between; on ADLS a leased blob stays readable).
 
 Reads: ``checkout`` gives a local path. The local store's files are read in place; blobs of a
 remote store go through a bounded read-through cache (``cache.py`` says why).
@@ -47,6 +60,7 @@ from featurestore_service.blobstore.base import (
     BlobMissing,
     BlobStore,
     blob_key,
+    taken_key,
 )
 from featurestore_service.blobstore.cache import Lease, ReadCache
 from featurestore_service.blobstore.parquet import inspect_parquet
@@ -58,6 +72,11 @@ log = logging.getLogger("cairn.featurestore.blobs")
 
 FLUSH_BYTES = 4 * 1024 * 1024  # write to disk (off the event loop) in pieces of this size
 SWEEP_BATCH = 500  # blob names asked of the database at once
+# Blobs taken before the database is asked again: bounds how long a blob is out of place (and
+# an ADLS lease held) while the rest of the batch is taken.
+TAKE_BATCH = 32
+
+Named = Callable[[list[str]], Awaitable[set[str]]]  # which of these hashes a version names
 
 
 class UploadCutShort(BadRequest):
@@ -100,7 +119,7 @@ class TableBlobs:
 
     ``work`` is a local folder for uploads on their way in (``tmp``) and, with a remote store,
     the read cache (``cache``); with the default local store it is the store's own folder, so
-    an upload is renamed into place rather than copied.
+    an upload is linked into place rather than copied.
     """
 
     def __init__(
@@ -180,6 +199,7 @@ class TableBlobs:
     async def ingest(
         self,
         chunks: AsyncIterator[bytes],
+        named: Named,
         check: Callable[[Path, TableInfo], None] | None = None,
     ) -> AsyncIterator[Blob]:
         """Streams ``chunks`` to disk, checks they are Parquet and stores them by content.
@@ -187,7 +207,8 @@ class TableBlobs:
         ``check`` (run in a decode slot before the blob is stored) may refuse the file for
         what it holds, say a feature-table declaration that does not fit; nothing is kept.
         The blob is yielded while the caller writes the version row that names it; when that
-        fails, the blob goes again if this upload put it there and nothing else needs it.
+        fails, the blob goes again if this upload put it there and nothing else needs it
+        (``named``, the database's answer, says whether a version names it by then).
         """
         part = self.temp_path(".part")
         claim: _Claim | None = None
@@ -206,18 +227,16 @@ class TableBlobs:
             created = await self._put(key, part)
             if created:
                 claim.installed = True
-            local = self.store.local_path(key) if not part.exists() else part
-            yield Blob(sha256=sha256, path=local or part, info=info, _claim=claim)
+            yield Blob(sha256=sha256, path=part, info=info, _claim=claim)
             claim.stored = True
-            if not created and part.exists():
-                try:
-                    await self._still_there(key, part)
-                except Exception as exc:  # the version is stored: report, do not fail it
-                    log.warning("could not check that %s is still stored: %s", key, exc)
+            # Step (3) of the module docstring: after the version row, never before it.
+            await self._still_there(key, part)
         finally:
             part.unlink(missing_ok=True)
-            if claim is not None:
-                self._release(sha256, claim)
+            if claim is not None and self._release(sha256, claim):
+                # Shielded: a cancelled request must not leave the blob taken and unsettled.
+                with anyio.CancelScope(shield=True):
+                    await self._forget(sha256, named)
 
     async def _put(self, key: str, part: Path) -> bool:
         def put() -> bool:
@@ -237,25 +256,51 @@ class TableBlobs:
             ) from None
 
     async def _still_there(self, key: str, part: Path) -> None:
-        """Puts the blob again when a sweep took it between this upload's check and its row."""
-        if await anyio.to_thread.run_sync(self.store.exists, key):
-            return
-        log.warning("%s was swept while a new version came to name it; storing it again", key)
-        await self._put(key, part)
+        """Puts the blob again when it was taken (by a sweep, or by another process's failed
+        upload of the same bytes) before this upload's version row came to name it.
 
-    def _release(self, sha256: str, claim: _Claim) -> None:
+        When that cannot be made sure of, the version is written but must not be answered
+        with a 201: Unavailable, and the client sends the table again."""
+
+        def check() -> None:
+            if self.store.exists(key):
+                return
+            log.warning("%s was taken while a new version came to name it; storing it again", key)
+            # No local copy left when a sweep took it for a crash's leftover: an upload that
+            # stalled past the grace, on a data folder another process sweeps.
+            with part.open("rb") as source:
+                self.store.put(key, source)
+
+        try:
+            await anyio.to_thread.run_sync(check)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, BlobError | VolumeError) else type(exc).__name__
+            log.error("%s: a version names it, but it could not be made sure of: %s", key, reason)
+            raise Unavailable(
+                f"The version was written, but its table file could not be confirmed in the blob "
+                f"store ({reason}), so it may not be readable; send the table again."
+            ) from None
+
+    def _release(self, sha256: str, claim: _Claim) -> bool:
+        """Ends one upload's claim; whether the blob should go (the last upload of these
+        bytes in this process put it there, and none stored a version naming it)."""
         claim.uploads -= 1
         if claim.uploads:
-            return
+            return False
         del self._claims[sha256]
-        if claim.installed and not claim.stored:
-            # Sync on purpose: this runs while a failure (or a cancellation) unwinds.
-            try:
-                self.store.delete(blob_key(sha256))
-            except BlobError as exc:
-                log.warning("could not remove %s.parquet (%s); the sweeper will", sha256, exc)
-                return
-            log.info("removed %s.parquet: its version could not be stored", sha256)
+        return claim.installed and not claim.stored
+
+    async def _forget(self, sha256: str, named: Named) -> None:
+        """Deletes the blob of a failed upload, unless a version names it by now: another
+        process may have stored the same bytes as a version meanwhile."""
+        try:
+            taken = await anyio.to_thread.run_sync(self.store.take, blob_key(sha256), None)
+            if taken is None or not await self._settle([taken], named):
+                return  # gone already, or named now: kept
+        except Exception as exc:
+            log.warning("could not remove %s.parquet (%s); the sweeper will", sha256, exc)
+            return
+        log.info("removed %s.parquet: its version could not be stored", sha256)
 
     async def _receive(self, chunks: AsyncIterator[bytes], part: Path) -> tuple[int, str]:
         """Writes the body to ``part``; its size and SHA-256."""
@@ -350,13 +395,22 @@ class TableBlobs:
 
     # --- orphans ------------------------------------------------------------------------------
 
-    async def sweep(
-        self, named: Callable[[list[str]], Awaitable[set[str]]], grace: float
-    ) -> SweepReport:
+    async def sweep(self, named: Named, grace: float) -> SweepReport:
         """Deletes blobs no version names (``named`` says which of some hashes are named)
-        that were written more than ``grace`` seconds ago, and stale partial uploads."""
+        that were written more than ``grace`` seconds ago, and stale partial uploads.
+
+        Each candidate is taken, then the database asked again, then it is deleted or put
+        back (the module docstring says why in that order). The first question, before any
+        take, only spares taking the blobs it already knows are named."""
         report = SweepReport()
         before = time.time() - grace
+        # Taken by a sweep that was cut short (or is under way in another process: settling
+        # its blobs is as safe as settling ours, the database is asked after the take).
+        leftovers = await anyio.to_thread.run_sync(lambda: list(self.store.list_taken()))
+        for start in range(0, len(leftovers), TAKE_BATCH):
+            report.removed += _swept(
+                await self._settle(leftovers[start : start + TAKE_BATCH], named)
+            )
         listing = self.store.list_blobs()
         while True:
             batch = await anyio.to_thread.run_sync(_take, listing, SWEEP_BATCH)
@@ -367,20 +421,67 @@ class TableBlobs:
             old -= self._claims.keys()  # an upload of this process is about to name it
             if not old:
                 continue
-            keep = await named(sorted(old))
-            for sha256 in sorted(old - keep):
-                await anyio.to_thread.run_sync(self.store.delete, blob_key(sha256))
-                report.removed += 1
-                log.info("swept %s.parquet: no version names it", sha256)
+            candidates = sorted(old - await named(sorted(old)))
+            for start in range(0, len(candidates), TAKE_BATCH):
+                some = candidates[start : start + TAKE_BATCH]
+                report.removed += _swept(await self._sweep_some(some, before, named))
         report.partial = await anyio.to_thread.run_sync(self.store.remove_partial, before)
         report.partial += await anyio.to_thread.run_sync(self.remove_stale_spools, before)
         self.last_sweep = report
         return report
 
+    async def _sweep_some(self, hashes: list[str], before: float, named: Named) -> list[str]:
+        """Takes those of ``hashes`` still written before ``before`` (the store checks, at
+        the take) and not claimed by an upload of this process, then settles them."""
+        taken: list[str] = []
+        try:
+            for sha256 in hashes:
+                if sha256 in self._claims:  # an upload of these bytes began since the listing
+                    continue
+                name = await anyio.to_thread.run_sync(self.store.take, blob_key(sha256), before)
+                if name is not None:
+                    taken.append(name)
+        except BaseException:
+            self._restore_all(taken)
+            raise
+        return await self._settle(taken, named)
+
+    async def _settle(self, taken: list[str], named: Named) -> list[str]:
+        """Deletes the taken blobs no version names, asked now that they are taken, and that
+        no upload of this process is storing; puts the others back. The hashes deleted."""
+        if not taken:
+            return []
+        removed: list[str] = []
+        pending = list(taken)
+        try:
+            keep = await named(sorted({taken_key(t)[:-8] for t in taken}))
+            while pending:
+                name = pending[0]
+                sha256 = taken_key(name)[:-8]
+                if sha256 in keep or sha256 in self._claims:
+                    await anyio.to_thread.run_sync(self.store.restore, name)
+                elif await anyio.to_thread.run_sync(self.store.discard, name):
+                    removed.append(sha256)
+                pending.pop(0)
+        except BaseException:
+            self._restore_all(pending)
+            raise
+        return removed
+
+    def _restore_all(self, taken: list[str]) -> None:
+        """Puts taken blobs back when a sweep fails or is cancelled between a take and its
+        settling. Sync on purpose, like any clean-up that runs while a failure unwinds; what
+        cannot be restored now is settled by the next sweep (``list_taken``)."""
+        for name in taken:
+            try:
+                self.store.restore(name)
+            except Exception as exc:
+                log.warning("could not put %s back (%s); the next sweep will", name, exc)
+
 
 async def sweep_forever(
     blobs: TableBlobs,
-    named: Callable[[list[str]], Awaitable[set[str]]],
+    named: Named,
     grace: float,
     interval: float,
 ) -> None:
@@ -403,6 +504,12 @@ async def sweep_forever(
                 "blob sweep of %s failed (%s); next try in %.0f s", blobs.store.url, exc, interval
             )
         await asyncio.sleep(interval)
+
+
+def _swept(hashes: list[str]) -> int:
+    for sha256 in hashes:
+        log.info("swept %s.parquet: no version names it", sha256)
+    return len(hashes)
 
 
 def _take(iterator: Iterator[BlobInfo], count: int) -> list[BlobInfo]:
