@@ -465,6 +465,20 @@ def test_training_serving_skew(fs: httpx.Client) -> None:
     assert fs.post("/featuresets/nope/skew/samples", json={"rows": [{}]}).status_code == 404
 
 
+def test_skew_samples_say_they_are_lost_on_a_restart(fs: httpx.Client) -> None:
+    """The 202 of POST .../skew/samples is no promise to keep the rows: the route's OpenAPI
+    text and the README say the sample lives in memory and a restart loses it."""
+    root = str(fs.base_url).removesuffix("/").removesuffix("/api/v1")
+    spec = fs.get(f"{root}/openapi.json").json()
+    route = spec["paths"]["/api/v1/featuresets/{name}/skew/samples"]["post"]
+    for text in (route["description"], route["responses"]["202"]["description"]):
+        assert "memory" in text and "restart" in text, text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraph = readme[readme.index("Training/serving skew:") :].split("\n\n")[0]
+    assert "skew/samples" in paragraph
+    assert "in memory" in paragraph and "restart" in paragraph and "loses" in paragraph
+
+
 def test_skew_sampler_is_bounded_and_uniform() -> None:
     from featurestore_service.metrics.skew import MAX_SETS, SkewSampler
 

@@ -214,10 +214,16 @@ class SkewSamples(BaseModel):
     "/featuresets/{name}/skew/samples",
     responses={
         **problems(400, 404, 409, 422),
-        202: {"description": "Accepted: the rows were added to the sample"},
+        202: {
+            "description": "Accepted: the rows were added to the sample, which is kept in "
+            "memory only (a restart loses it)"
+        },
     },
     dependencies=[WriteGuard],
     summary="Add served feature rows to the skew sample of a feature set",
+    description="The sample is kept in this process's memory only, never written to disk: a "
+    "restart (or a crash) of the feature store loses every row sent, and the sample starts "
+    "empty again. Each feature-store process keeps its own sample.",
 )
 async def skew_samples(name: str, request: Request, service: FeatureStoreDep) -> Response:
     body = validated(SkewSamples, await json_body(request))
