@@ -68,11 +68,13 @@ def test_too_many_facets_and_deep_nesting_name_the_field(api: httpx.Client) -> N
     response = api.post("/lineage", json=event)
     assert fields(response) == ["outputs.0.facets"]
     assert "nested more than 32 levels" in response.text
-    # Deeper than the JSON parser goes: a 400, not a crash.
+    # Deeper than the JSON parser goes: the 422 any route answers for a body it cannot
+    # parse, naming the body and why, not a crash.
     abyss = "[" * 5000 + "]" * 5000
     text = json.dumps(run_event()).replace('"inputs": [', '"inputs": [' + abyss + ",", 1)
     refused = api.post("/lineage", content=text, headers={"content-type": "application/json"})
-    assert refused.status_code == 400, refused.text
+    assert refused.status_code == 422, refused.text
+    assert fields(refused) == ["(body)"] and "too deeply" in refused.text
 
 
 def test_ten_thousand_inputs_are_refused_with_the_limit(api: httpx.Client) -> None:
