@@ -58,7 +58,7 @@ class LocalBlobStore:
         final = self.path(key)
         if _refresh(final):
             return False
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._folder_of(final)
         spooled = _own_spool(source, self.tmp)
         if spooled is not None:
             try:
@@ -86,6 +86,15 @@ class LocalBlobStore:
             part.unlink(missing_ok=True)
         _fsync_dir(final.parent)
         return True
+
+    def _folder_of(self, final: Path) -> None:
+        """Makes the blob's folder when it is the first of its prefix; the root is fsynced
+        then, so the folder itself outlasts a power loss along with the file linked into it
+        (whose own folder is fsynced after the link)."""
+        if final.parent.is_dir():
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(self.root)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -132,7 +141,7 @@ class LocalBlobStore:
 
     def restore(self, taken: str) -> None:
         final = self.path(taken_key(taken))
-        final.parent.mkdir(exist_ok=True)
+        self._folder_of(final)
         try:
             # Replaces a blob a put stored meanwhile: the same bytes, so nothing changes.
             os.replace(self.swept / taken, final)
