@@ -385,6 +385,23 @@ class Process:
         finally:
             lease.release()
 
+    async def stalled_upload(
+        self, name: str, data: bytes
+    ) -> tuple[asyncio.Task[StoredVersion], asyncio.Event]:
+        """Starts an upload of ``data`` as a new table ``name`` and returns once its blob is
+        stored, before its version row: the row is written when the event returned is set."""
+        stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
+
+        async def stall(name: str, path: Path, checks: object) -> None:
+            stored_blob.set()
+            await row_may_go.wait()
+
+        self.service.before_table = stall
+        meta = FeatureSetMeta(name=name)  # type: ignore[call-arg]
+        upload = asyncio.create_task(self.service.create_table(meta, one_chunk(data)))
+        await stored_blob.wait()
+        return upload, row_may_go
+
 
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
@@ -464,16 +481,7 @@ def test_a_sweep_puts_back_a_blob_whose_version_was_written_after_its_question(
 
     async def run() -> None:
         async with Process(settings) as a, Process(settings) as b:
-            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
-
-            async def stall(name: str, path: Path, checks: object) -> None:
-                stored_blob.set()
-                await row_may_go.wait()
-
-            b.service.before_table = stall
-            meta = FeatureSetMeta(name="slow")  # type: ignore[call-arg]
-            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
-            await stored_blob.wait()
+            upload, row_may_go = await b.stalled_upload("slow", data)
             # Past the second the blob was written in (S3 and ADLS keep whole seconds).
             await asyncio.sleep(1.1)
             acknowledged: list[StoredVersion] = []
@@ -524,16 +532,7 @@ def test_an_upload_whose_blob_a_sweep_deleted_before_its_row_stores_it_again(
             Process(fs_settings(tmp_path / "a", url), db) as a,
             Process(fs_settings(tmp_path / "b", url), db) as b,
         ):
-            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
-
-            async def stall(name: str, path: Path, checks: object) -> None:
-                stored_blob.set()
-                await row_may_go.wait()
-
-            b.service.before_table = stall
-            meta = FeatureSetMeta(name="late")  # type: ignore[call-arg]
-            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
-            await stored_blob.wait()
+            upload, row_may_go = await b.stalled_upload("late", data)
             await asyncio.sleep(1.1)  # past the second the blob was written in
             report = await a.blobs.sweep(a.store.named_blobs, grace=0)
             assert report.removed == 1
@@ -561,16 +560,7 @@ def test_an_upload_whose_blob_and_copy_were_swept_answers_503_not_201(tmp_path: 
 
     async def run() -> None:
         async with Process(settings) as a, Process(settings) as b:
-            stored_blob, row_may_go = asyncio.Event(), asyncio.Event()
-
-            async def stall(name: str, path: Path, checks: object) -> None:
-                stored_blob.set()
-                await row_may_go.wait()
-
-            b.service.before_table = stall
-            meta = FeatureSetMeta(name="lost")  # type: ignore[call-arg]
-            upload = asyncio.create_task(b.service.create_table(meta, one_chunk(data)))
-            await stored_blob.wait()
+            upload, row_may_go = await b.stalled_upload("lost", data)
             await asyncio.sleep(0.05)
             report = await a.blobs.sweep(a.store.named_blobs, grace=0)
             assert report.removed == 1
