@@ -175,7 +175,10 @@ class S3BlobStore:
         return True
 
     def exists(self, key: str) -> bool:
-        name = self._rel(key)
+        return self._has(self._rel(key), key)
+
+    def _has(self, name: str, key: str) -> bool:
+        """Whether the object ``name`` (the blob ``key``, or a taken copy of it) is there."""
         try:
             self.volume.requests += 1
             self.client.head_object(Bucket=self.bucket, Key=name)
@@ -236,15 +239,8 @@ class S3BlobStore:
     def discard(self, taken: str) -> bool:
         key = taken_key(taken)
         aside = self._taken_rel(taken)
-        try:
-            self.volume.requests += 1
-            self.client.head_object(Bucket=self.bucket, Key=aside)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return False
-            raise self._error(exc, key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, key) from None
+        if not self._has(aside, key):
+            return False
         self._delete(aside, key)
         return True
 
