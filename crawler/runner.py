@@ -275,9 +275,14 @@ def _run_forever(
 
     def job() -> None:
         try:
-            show_report(_crawler(spec, None).crawl(spec.root), as_json, out)
+            # As a one-off crawl (_crawl_once): Ctrl-C during a crawl ends it at once (130);
+            # between crawls it stops the schedule (0).
+            with ctrl_c_ends_process(INTERRUPTED):
+                report = _crawler(spec, None).crawl(spec.root)
         except CrawlFailed as exc:
             err.print(f"error: {exc}")
+            return
+        show_report(report, as_json, out)
 
     try:
         if watch:

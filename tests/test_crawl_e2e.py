@@ -1008,12 +1008,14 @@ def test_ctrl_c_ends_a_crawl_at_once_and_the_next_crawl_lands_all(
     def landed() -> int:
         return search(catalogue_process.url, limit=1)["total"]
 
-    for moment, reached in (
-        ("workers up", lambda proc: _descendants(proc.pid)),
-        ("batches landing", lambda _proc: landed() > 0),
+    for moment, reached, mode in (
+        ("workers up", lambda proc: _descendants(proc.pid), []),
+        ("batches landing", lambda _proc: landed() > 0, []),
+        # A scheduled crawl runs in the main thread too, and ends the same way.
+        ("workers up, --every", lambda proc: _descendants(proc.pid), ["--every", "1h"]),
     ):
         crawl_proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn", "crawl", str(volume), *at],
+            [sys.executable, "-m", "cairn", "crawl", str(volume), *at, *mode],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
