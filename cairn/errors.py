@@ -96,6 +96,23 @@ class InvalidRequest(CairnError):
     title = "Invalid request"
 
 
+def invalid_param(name: str, message: str) -> InvalidRequest:
+    """A 422 naming one query parameter and what is wrong with it."""
+    return _one_wrong("parameter", name, message)
+
+
+def invalid_field(name: str, message: str) -> InvalidRequest:
+    """A 422 naming one field of a request body and what is wrong with it."""
+    return _one_wrong("field", name, message)
+
+
+def _one_wrong(kind: str, name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Fix this {kind} and send again: {name}: {message}",
+        errors=[{"field": name, "message": message}],
+    )
+
+
 class Unavailable(CairnError):
     status = 503
     title = "Service unavailable"

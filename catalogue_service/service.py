@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from cairn import paging
 from cairn.collector import collector_paused
-from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound, invalid_param
 from cairn.mastro import mastro_time
 from cairn.memory import trim
 from cairn.models import (
@@ -314,10 +314,7 @@ class Catalogue:
         problem = unknown_type(kind)
         if problem is None or kind in await self.store.type_counts():
             return
-        raise InvalidRequest(
-            f"Fix this parameter and send again: type: {problem}",
-            errors=[{"field": "type", "message": problem}],
-        )
+        raise invalid_param("type", problem)
 
     async def lineage(self, asset_id: str, direction: str, depth: int) -> Lineage:
         """Breadth-first walk over depends_on links and reported edges (OpenLineage, metastores),

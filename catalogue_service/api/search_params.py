@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
 
-from cairn.errors import InvalidRequest
+from cairn.errors import invalid_param as _fail
 from cairn.models import composed
 from catalogue_service.api.deps import parse_labels
 from catalogue_service.backends.base import SearchQuery, decode_cursor
@@ -32,13 +32,6 @@ TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "n
 # Each tag or label filter is a clause of the search: a thousand overran SQLite's expression
 # depth (a 500). Mastro's tag search takes 100 tags too.
 MAX_FILTERS = 100
-
-
-def _fail(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Fix this parameter and send again: {field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
 
 
 def _bool(params: dict[str, str], key: str, default: bool | None) -> bool | None:

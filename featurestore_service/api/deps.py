@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import QueryParams
 
-from cairn.errors import InvalidRequest
+from cairn.errors import invalid_param as bad_param
 from cairn.models import INT64_MAX, parse_moment
 from cairn.web import KeyChecker, read_guard, write_guard
 from featurestore_service.service import FeatureStore
@@ -29,13 +29,6 @@ def check_read_key(request: Request) -> None:
     keys: KeyChecker = request.app.state.keys
     if keys.read_needs_key:
         keys.check(request.headers.get("authorization"))
-
-
-def bad_param(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Fix this parameter and send again: {field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
 
 
 def int_param(

@@ -7,17 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cairn.errors import InvalidRequest
+from cairn.errors import invalid_field as field_problem
 from cairn.models import MAX_VERSION
 
 MAX_REFERENCES = 10_000
-
-
-def field_problem(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Fix this field and send again: {field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
 
 
 @dataclass(slots=True)
