@@ -1291,11 +1291,7 @@ class Crawler:
         sent = _ids(upserts)
         # An owed asset whose manifest the walk did not see (in a folder it could not read)
         # stays owed: its data is not in the tree either.
-        owed = [
-            d
-            for d in state.owed_profiles()
-            if d["id"] not in sent and d.get("manifest_path") in tree.manifests
-        ]
+        owed = [d for d in state.owed_profiles(sent) if d.get("manifest_path") in tree.manifests]
         if not upserts and not owed:
             return
         from crawler.profile_step import ProfileStep  # numpy, sketches: only when on

@@ -324,6 +324,42 @@ def test_profiles_owed_in_a_state_file_of_the_previous_version_outlive_the_save(
         assert conn.execute("SELECT asset_id, path FROM profiles_owed").fetchall() == [("b", "m1")]
 
 
+def test_profiles_owed_by_what_this_crawl_sent_are_not_read_from_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cold crawl marks every document it sends as owed; the profile step asked for all of
+    # them, decoded, to drop those it sent itself: 800 MB for 100k documents.
+    import types
+
+    import orjson
+
+    import crawler.state
+    from crawler.state import CrawlState, ManifestState
+
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    docs = {
+        "m1": [{"id": "a", "manifest_path": "m1"}, {"id": "b", "manifest_path": "m1"}],
+        "m2": [{"id": "c", "manifest_path": "m2"}, {"id": "d", "manifest_path": "m2"}],
+    }
+    state.mark_unsettled([*docs["m1"], *docs["m2"]], lambda p: False, profiles=True)
+    state.save({p: ManifestState(f"fp-{p}", [None, None], d) for p, d in docs.items()}, [])
+    decoded: list[Any] = []
+
+    def loads(raw: Any) -> Any:
+        found = orjson.loads(raw)
+        decoded.extend(found if isinstance(found, list) else [found])
+        return found
+
+    monkeypatch.setattr(
+        crawler.state, "orjson", types.SimpleNamespace(loads=loads, dumps=orjson.dumps)
+    )
+    assert state.owed_profiles({"a", "b", "c"}) == [docs["m2"][1]]
+    # m1's documents were not read at all; of m2's, the one the crawl did not send is kept.
+    assert {d["id"] for d in decoded if isinstance(d, dict)} == {"c", "d"}, decoded
+    assert state.owed_profiles() == [*docs["m1"], *docs["m2"]]  # nothing was settled
+    state.close()
+
+
 def test_crawl_state_count_follows_every_save(tmp_path: Path) -> None:
     from crawler.state import CrawlState, ManifestState
 
