@@ -61,6 +61,14 @@ CHECKS_FIELD = "checks"
 _NOT_A_STORE = (401, 403, 404, 405)
 
 
+def _refused_for_good(status: int) -> bool:
+    """Whether the metric store would refuse this file's profile again until the data changes
+    (413 too large, 422 not valid): the asset is then settled, or every later crawl would
+    re-read, re-send and re-warn an unchanged file. A timeout or a rate limit (408, 429), a
+    server error, or an answer ``_NOT_A_STORE`` may pass on a later try: those stay owed."""
+    return 400 <= status < 500 and status not in (*_NOT_A_STORE, 408, 429)
+
+
 def _detail(answer: httpx.Response) -> str:
     """A problem answer's ``detail`` (the rest of its JSON says nothing more), else its text."""
     try:
@@ -152,8 +160,9 @@ class Outcome:
     errors: list[Problem] = field(default_factory=list)  # failed checks under --fail-on-checks
     flag: dict[str, Any] | None = None  # the drift verdict for the catalogue
     unreachable: bool = False  # the metric store did not answer
-    # The metric store holds this file's profile (or its failure) with the checks' results:
-    # once the flag, if any, is in the catalogue too, the asset owes nothing.
+    # The metric store holds this file's profile (or its failure) with the checks' results,
+    # or refused it for good: once the flag, if any, is in the catalogue too, the asset owes
+    # nothing.
     delivered: bool = False
 
 
@@ -252,8 +261,9 @@ class ProfileStep:
     @property
     def settled(self) -> set[str]:
         """Once the step finished: the submitted assets whose profile, checks and drift flag
-        the stores took, or that have no Parquet/CSV file to profile. The others still owe
-        theirs (the metric store or the catalogue did not answer or refused)."""
+        the stores took, whose profile the metric store refused for good (``_refused_for_good``),
+        or that have no Parquet/CSV file to profile. The others still owe theirs (the metric
+        store or the catalogue did not answer, or refused for now)."""
         return self._settled
 
     def submit(self, tree: Any, upserts: list[dict[str, Any]], *, owed: bool = False) -> None:
@@ -446,7 +456,10 @@ class ProfileStep:
             sent = self._store.put(url + "/profile", content=orjson.dumps(body))
             if sent.status_code in _NOT_A_STORE:
                 self._refused(sent, outcome)
-            outcome.delivered = sent.status_code in (200, 201)
+            elif sent.status_code in (200, 201):
+                outcome.delivered = True
+            else:
+                self._not_taken(sent, entry, outcome)
             return
         body = {
             "fingerprint": fingerprint,
@@ -459,14 +472,7 @@ class ProfileStep:
             self._refused(sent, outcome)
             return
         if sent.status_code not in (200, 201):
-            outcome.problems.append(
-                Problem(
-                    path=entry.path,
-                    reason=f"profile refused by the metric store: HTTP {sent.status_code}: "
-                    f"{_detail(sent)}",
-                    severity="warning",
-                )
-            )
+            self._not_taken(sent, entry, outcome)
         else:
             outcome.delivered = True
         if sent.status_code == 201:
@@ -496,6 +502,23 @@ class ProfileStep:
                         severity="error" if strict else "warning",
                     )
                 )
+
+    def _not_taken(self, sent: httpx.Response, entry: Entry, outcome: Outcome) -> None:
+        """A profile the metric store did not take: refused for good, the asset is settled
+        (``delivered``) and the warning says until when; else it stays owed."""
+        if _refused_for_good(sent.status_code):
+            outcome.delivered = True
+            then = "not sent again until the data changes"
+        else:
+            then = "the next crawl with profiles on sends it again"
+        outcome.problems.append(
+            Problem(
+                path=entry.path,
+                reason=f"profile refused by the metric store: HTTP {sent.status_code}: "
+                f"{_detail(sent)}; {then}",
+                severity="warning",
+            )
+        )
 
     def _refused(self, answer: httpx.Response, outcome: Outcome) -> None:
         """The metric store wants a key this crawl does not have, or there is none at its

@@ -209,6 +209,32 @@ def test_crawl_goes_on_when_the_metric_store_is_down_and_a_later_crawl_sends_the
     assert json.loads(after.stdout)["warnings"] == [], after.stdout
 
 
+def test_a_profile_the_metric_store_refuses_for_good_is_not_sent_again_by_unchanged_crawls(
+    tmp_path: Path, catalogue_process: ProcessServer
+) -> None:
+    """A refused profile (413 past the body limit, 422) stayed owed: every later crawl with
+    profiles on read, profiled, sent and was refused the unchanged file again."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    settings = Settings(
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        max_body_bytes=256,  # smaller than any profile
+    )
+    with ThreadServer(create_app(settings)) as small:
+        done = crawl_profiled(tmp_path, volume, catalogue_process.url, small.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [w["reason"] for w in json.loads(done.stdout)["warnings"]]
+    refused = [w for w in said if w.startswith("profile refused by the metric store: HTTP 413")]
+    assert len(refused) == 2, said
+    assert all(w.endswith("not sent again until the data changes") for w in refused), said
+    # Settled: the next crawl of the unchanged volume does not even ask the (now down) store.
+    down = f"http://127.0.0.1:{free_port()}"
+    after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert json.loads(after.stdout)["warnings"] == [], after.stdout
+
+
 @pytest.fixture
 def stalled_store() -> Iterator[tuple[str, threading.Event]]:
     """A metric store's address that takes connections and never answers (a store stuck in
