@@ -262,8 +262,9 @@ class ProfileStep:
     def settled(self) -> set[str]:
         """Once the step finished: the submitted assets whose profile, checks and drift flag
         the stores took, whose profile the metric store refused for good (``_refused_for_good``),
-        or that have no Parquet/CSV file to profile. The others still owe theirs (the metric
-        store or the catalogue did not answer, or refused for now)."""
+        or that have no Parquet/CSV file to profile (an owed one whose data file the walk did
+        not see is not taken for one). The others still owe theirs (the metric store or the
+        catalogue did not answer, or refused for now)."""
         return self._settled
 
     def submit(self, tree: Any, upserts: list[dict[str, Any]], *, owed: bool = False) -> None:
@@ -277,6 +278,12 @@ class ProfileStep:
                 continue
             rel = _relative(self.volume, doc.get("location"))
             entry = _data_entry(tree, rel, doc.get("format")) if rel is not None else None
+            if entry is None and rel is not None and owed:
+                # Its manifest is unchanged, so its data was there when it was sent: the walk
+                # did not see it this time (a folder it could not list). Still owed; had the
+                # data gone from a listing the walk read, the manifest's data key would have
+                # changed and the asset been sent afresh, not owed.
+                continue
             if entry is None or not entry.path.lower().endswith(PARQUET + CSV):
                 self._settled.add(doc["id"])
                 continue

@@ -369,6 +369,36 @@ def test_a_drift_flag_the_catalogue_missed_is_sent_by_the_next_profile_step(
     assert len(history(metric_store.url, "s-1")) == 2  # the stored profile, not a new one
 
 
+def test_an_owed_asset_whose_data_the_walk_did_not_see_stays_owed(tmp_path: Path) -> None:
+    """An owed asset whose manifest the walk saw but not its data file (a folder it could not
+    list this time) was settled as having no file to profile: its profile was never sent."""
+    from connectors import open_volume
+    from crawler.crawl import CrawlReport, NamePatterns, walk_tree
+    from crawler.profile_step import ProfileStep
+
+    root = tmp_path / "lake"
+    (root / "sales").mkdir(parents=True)
+    (root / "sales/MANIFEST.yaml").write_text("name: sales\ntype: dataset\n")
+    volume = open_volume(str(root))
+    doc = {"id": "s-1", "location": volume.url_for("sales"), "manifest_path": "sales/MANIFEST.yaml"}
+    # No store is asked: with no file seen, nothing is profiled.
+    settings = Settings(
+        data_dir=tmp_path / "crawl", featurestore_url=f"http://127.0.0.1:{free_port()}"
+    )
+    tree = walk_tree(volume, NamePatterns(settings.manifest_patterns))
+
+    def settled(*, owed: bool) -> set[str]:
+        report = CrawlReport(volume=volume.url, started_at="now")
+        with ProfileStep(settings, volume, report) as profiles:
+            profiles.submit(tree, [doc], owed=owed)
+        assert report.warnings == [], report.warnings
+        return profiles.settled
+
+    assert settled(owed=True) == set()
+    # Sent by this crawl, the document is as the walk found the volume: no data, nothing owed.
+    assert settled(owed=False) == {"s-1"}
+
+
 class CountingPool(ThreadPoolExecutor):
     """A thread pool that remembers the most jobs it held at once (queued or running)."""
 
