@@ -1291,7 +1291,21 @@ class Crawler:
         sent = _ids(upserts)
         # An owed asset whose manifest the walk did not see (in a folder it could not read)
         # stays owed: its data is not in the tree either.
-        owed = [d for d in state.owed_profiles(sent) if d.get("manifest_path") in tree.manifests]
+        try:
+            owed = [
+                d for d in state.owed_profiles(sent) if d.get("manifest_path") in tree.manifests
+            ]
+        except StateError as exc:
+            # The push is done and saved: not a failed crawl. What this crawl sent is profiled;
+            # the debts wait in the file for a crawl that can read it.
+            report.warnings.append(
+                Problem(
+                    path=str(state.path),
+                    reason=f"profiles owed by earlier crawls not sent: {exc}",
+                    severity="warning",
+                )
+            )
+            owed = []
         if not upserts and not owed:
             return
         from crawler.profile_step import ProfileStep  # numpy, sketches: only when on
@@ -1307,7 +1321,15 @@ class Crawler:
         ) as profiles:
             profiles.submit(tree, upserts)
             profiles.submit(tree, owed, owed=True)
-        state.profiles_settled(profiles.settled)
+        try:
+            state.profiles_settled(profiles.settled)
+        except StateError as exc:
+            # The push and the profiles are done: a crawl that reported "could not run" (and
+            # lost its report) would say less than the truth. The debts stay, and the next
+            # crawl with profiles on sends them again, which the metric store finds unchanged.
+            report.warnings.append(
+                Problem(path=str(state.path), reason=str(exc), severity="warning")
+            )
 
     def _land_what_was_sent(
         self,

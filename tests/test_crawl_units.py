@@ -360,6 +360,55 @@ def test_profiles_owed_by_what_this_crawl_sent_are_not_read_from_the_state(
     state.close()
 
 
+def test_a_crawl_state_that_cannot_record_settled_profiles_is_a_warning(tmp_path: Path) -> None:
+    # The push was saved and the profiles sent, yet the crawl said "could not run" (exit 1)
+    # and its report was lost. The debt staying is harmless: the next crawl sends it again.
+    import sqlite3
+
+    from cairn.settings import Settings
+    from crawler.crawl import Crawler, CrawlReport, Tree
+    from crawler.state import CrawlState, ManifestState, StateError
+
+    state = CrawlState(tmp_path / "state", "file:///lake", "catalogue-1")
+    doc = {"id": "a", "manifest_path": "m1"}  # no data file: settled at once, no store asked
+    state.mark_unsettled([doc], lambda p: False, profiles=True)
+    state.save({"m1": ManifestState("fp", [None], [doc])}, [])
+    crawler = Crawler(
+        Settings(data_dir=tmp_path / "data", featurestore_url="http://127.0.0.1:9"),
+        catalogue_url="http://127.0.0.1:9",
+    )
+    report = CrawlReport(volume="file:///lake", started_at="now")
+    state._conn.execute("PRAGMA busy_timeout = 0")
+    # Another writer holds the file: the profile step's DELETE cannot be written.
+    with sqlite3.connect(state.path, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")
+        crawler._profile(LocalVolume(str(tmp_path)), state, report, Tree(), [doc])
+        other.execute("ROLLBACK")
+    said = [(w.path, w.reason) for w in report.warnings]
+    assert said == [
+        (
+            str(state.path),
+            f"the profiles were sent, but the crawl state {state.path} could not be written "
+            "(database is locked); the next crawl with profiles on checks them again",
+        )
+    ]
+    assert state.owed_profiles() == [doc]  # still owed
+
+    # A state it cannot read either (here closed): the owed profiles wait, and the crawl's
+    # own are still profiled.
+    state._conn.close()
+    with pytest.raises(StateError, match="cannot read the crawl state"):
+        state.owed_profiles()
+    report = CrawlReport(volume="file:///lake", started_at="now")
+    crawler._profile(LocalVolume(str(tmp_path)), state, report, Tree(), [doc])
+    said = [w.reason for w in report.warnings]
+    assert len(said) == 2 and said[0].startswith(
+        "profiles owed by earlier crawls not sent: cannot read"
+    ), said
+    assert said[1].startswith("the profiles were sent, but the crawl state"), said
+    state.close()
+
+
 def test_crawl_state_count_follows_every_save(tmp_path: Path) -> None:
     from crawler.state import CrawlState, ManifestState
 
