@@ -20,10 +20,8 @@ waits for the next sweep after a crash: the lease ends by itself.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +41,7 @@ from featurestore_service.blobstore.base import (
     check_key,
     split_taken,
     taken_name,
+    unmodified_since,
 )
 
 LEASE_SECONDS = 60  # a sweeper's take lasts at most this long (Azure allows 15 to 60)
@@ -153,10 +152,7 @@ class AdlsBlobStore:
         lease = BlobLeaseClient(self._blob(rel))
         condition: dict[str, Any] = {}
         if written_before is not None:
-            # Whole seconds, as the listing's times: rounded up, so no blob the listing
-            # found old enough is refused for a fraction of a second.
-            moment = math.ceil(written_before)
-            condition["if_unmodified_since"] = datetime.fromtimestamp(moment, UTC)
+            condition["if_unmodified_since"] = unmodified_since(written_before)
         try:
             self.volume.requests += 1
             lease.acquire(lease_duration=LEASE_SECONDS, **condition)

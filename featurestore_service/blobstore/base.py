@@ -10,9 +10,11 @@ never go stale.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -55,6 +57,14 @@ def split_taken(taken: str) -> tuple[str, str]:
 
 def taken_key(taken: str) -> str:
     return split_taken(taken)[0]
+
+
+def unmodified_since(written_before: float) -> datetime:
+    """The time of a store's "not written since" condition for Unix time ``written_before``.
+
+    Whole seconds, as S3's and ADLS's listings give write times: rounded up, so no blob the
+    listing found old enough is refused for a fraction of a second."""
+    return datetime.fromtimestamp(math.ceil(written_before), UTC)
 
 
 def check_key(key: str) -> str:

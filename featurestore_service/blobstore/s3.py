@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -44,6 +42,7 @@ from featurestore_service.blobstore.base import (
     check_key,
     taken_key,
     taken_name,
+    unmodified_since,
 )
 
 log = logging.getLogger("cairn.featurestore.blobs")
@@ -152,10 +151,7 @@ class S3BlobStore:
         if source == target:
             options["MetadataDirective"] = "REPLACE"  # S3 refuses a copy that changes nothing
         if written_before is not None:
-            # Whole seconds, as the listing's times: rounded up, so no blob the listing
-            # found old enough is refused for a fraction of a second.
-            moment = math.ceil(written_before)
-            options["CopySourceIfUnmodifiedSince"] = datetime.fromtimestamp(moment, UTC)
+            options["CopySourceIfUnmodifiedSince"] = unmodified_since(written_before)
         try:
             self.volume.requests += 1
             self.client.copy_object(
