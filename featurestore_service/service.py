@@ -219,7 +219,9 @@ class FeatureStore:
                 expected_version=meta.version,
             )
             try:
-                return await self._commit(new, meta.checks)
+                stored = await self._commit(new, meta.checks)
+                blob.written(stored.name, stored.version)
+                return stored
             except BaseException:
                 if not await self._surely_not_stored(meta.name, info.sha256):
                     blob.keep()

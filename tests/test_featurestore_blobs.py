@@ -566,8 +566,15 @@ def test_an_upload_whose_blob_and_copy_were_swept_answers_503_not_201(tmp_path: 
             assert report.removed == 1
 
             row_may_go.set()
-            with pytest.raises(Unavailable, match="could not be confirmed in the blob store"):
+            with pytest.raises(Unavailable) as refused:
                 await upload
+            # The version is stored: the client is told which, and not to send it again (a
+            # new version, or a 409 with a pinned one), but what puts its file back.
+            message = str(refused.value)
+            assert "Version 1 of 'lost' was stored" in message
+            assert "could not be confirmed in the blob store" in message
+            assert "no need to send it again" in message
+            assert "uploading the same file" in message
 
     asyncio.run(run())
 

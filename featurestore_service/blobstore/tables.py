@@ -100,6 +100,12 @@ class Blob:
     path: Path  # a local copy of the upload, readable until the ingest block ends
     info: TableInfo
     _claim: _Claim | None = None
+    # The version row written for it, when the caller says (``written``): a 503 after the
+    # row names that version, so the client does not send the table again as a new one.
+    version: tuple[str, int] | None = None
+
+    def written(self, name: str, version: int) -> None:
+        self.version = (name, version)
 
     def keep(self) -> None:
         """Keeps the blob although the write that was to name it failed (it may have landed)."""
@@ -227,10 +233,11 @@ class TableBlobs:
             created = await self._put(key, part)
             if created:
                 claim.installed = True
-            yield Blob(sha256=sha256, path=part, info=info, _claim=claim)
+            blob = Blob(sha256=sha256, path=part, info=info, _claim=claim)
+            yield blob
             claim.stored = True
             # Step (3) of the module docstring: after the version row, never before it.
-            await self._still_there(key, part)
+            await self._still_there(key, part, blob.version)
         finally:
             part.unlink(missing_ok=True)
             if claim is not None and self._release(sha256, claim):
@@ -255,12 +262,13 @@ class TableBlobs:
                 "try again."
             ) from None
 
-    async def _still_there(self, key: str, part: Path) -> None:
+    async def _still_there(self, key: str, part: Path, version: tuple[str, int] | None) -> None:
         """Puts the blob again when it was taken (by a sweep, or by another process's failed
         upload of the same bytes) before this upload's version row came to name it.
 
         When that cannot be made sure of, the version is written but must not be answered
-        with a 201: Unavailable, and the client sends the table again."""
+        with a 201: Unavailable, naming the version (``version``, set name and number) that
+        is stored, so that the client does not send it again as another version."""
 
         def check() -> None:
             if self.store.exists(key):
@@ -276,9 +284,16 @@ class TableBlobs:
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BlobError | VolumeError) else type(exc).__name__
             log.error("%s: a version names it, but it could not be made sure of: %s", key, reason)
+            what = "The version" if version is None else f"Version {version[1]} of {version[0]!r}"
+            # Sending it again would store another version (or a 409 with a pinned version).
+            # The file is most likely there, or put back by the sweep that took it; if not,
+            # the same bytes uploaded anywhere are stored under the same key, its own.
             raise Unavailable(
-                f"The version was written, but its table file could not be confirmed in the blob "
-                f"store ({reason}), so it may not be readable; send the table again."
+                f"{what} was stored, but its table file ({key}) could not be confirmed in the "
+                f"blob store ({reason}); no need to send it again. Reading its table answers 503 "
+                "only while the file is missing; then uploading the same file (to any feature "
+                "set, as a new version) stores it again, for this version too, since table files "
+                "are stored by their content."
             ) from None
 
     def _release(self, sha256: str, claim: _Claim) -> bool:
