@@ -16,13 +16,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 
 import anyio.to_thread
+import boto3
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.stub import Stubber
 
 from cairn.errors import Conflict, Unavailable
 from cairn.models import FeatureSetMeta
@@ -32,6 +34,7 @@ from featurestore_service.backends.base import StoredVersion
 from featurestore_service.backends.sqlite import SQLiteFeatureStore
 from featurestore_service.blobstore import BlobStore, TableBlobs, open_blob_store
 from featurestore_service.blobstore.base import blob_key
+from featurestore_service.blobstore.s3 import S3BlobStore
 from featurestore_service.service import FeatureStore
 from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
 from tests.test_blob_store_contract import (
@@ -815,3 +818,26 @@ def test_a_read_cache_copy_removed_behind_its_back_is_fetched_again(
             assert response.status_code == 200, (accept, response.text)
         again = http.get("/featuresets/cached", headers={"accept": PARQUET})
         assert pq.read_table(io.BytesIO(again.content)).equals(table)
+
+
+def test_an_s3_put_finding_a_blob_too_large_to_copy_keeps_it_unrefreshed() -> None:
+    """CopyObject refuses sources over 5 GiB (400 InvalidRequest), so a put that finds so large
+    a blob cannot refresh its write time in place; it finds it all the same. Real objects that
+    large are out of reach here: the client's answers are stubbed, as S3 gives them."""
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    key = blob_key("e" * 64)
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "copy_object",
+            service_error_code="InvalidRequest",
+            service_message="The specified copy source is larger than the maximum allowable "
+            "size for a copy source: 5368709120",
+            http_status_code=400,
+        )
+        stub.add_response("head_object", {"ContentLength": 6 * 1024**3})
+        store = S3BlobStore(SimpleNamespace(requests=0), client, "bucket", "blobs")  # type: ignore[arg-type]
+
+        assert store.put(key, io.BytesIO(b"PAR1 the bytes stored already")) is False
+        stub.assert_no_pending_responses()

@@ -88,6 +88,8 @@ class BlobStore(Protocol):
         A blob found there has its write time set to now, in the same request that finds it
         (a copy in place, a metadata write, SETTIMES, utime): the sweeper's grace period then
         protects it as it protects a new blob, until the version row naming it is written.
+        Best effort: where the store cannot (S3 copies no object over 5 GiB) the blob is
+        only found; the sweeper's take-then-ask order keeps a version's blob without it.
         While the blob is taken (``take``) a put stores the bytes afresh or waits until the
         take is settled.
 

@@ -11,7 +11,10 @@ and a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) does the same o
 
 An object's write time changes only when it is written, so a put that finds its blob copies
 the object onto itself (a server-side copy, no bytes sent; it fails on a missing object, so
-finding and refreshing are one request). A sweeper takes a blob by copying it to
+finding and refreshing are one request). CopyObject refuses sources over 5 GiB: such a blob
+is found, and its time left alone. The refresh is best effort; it keeps sweeps away from blobs
+in use, but what keeps a version's blob is that a sweeper takes a blob before it asks the
+database (``tables.py``), which holds without it. A sweeper takes a blob by copying it to
 ``<prefix>/swept/`` on condition that it was not written since the grace period began
 (``x-amz-copy-source-if-unmodified-since``), then deleting it; S3 has no atomic rename.
 """
@@ -49,6 +52,7 @@ log = logging.getLogger("cairn.featurestore.blobs")
 _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 SWEPT = "swept"  # below the store's prefix: blobs a sweeper has taken
+COPY_LIMIT = 5 * 1024**3  # the largest source CopyObject accepts
 
 
 class S3BlobStore:
@@ -145,8 +149,8 @@ class S3BlobStore:
         self, source: str, target: str, key: str, written_before: float | None = None
     ) -> bool:
         """Copies ``source`` to ``target`` inside the bucket (onto itself: a refresh of its
-        write time); False when there is no ``source`` or it was written since
-        ``written_before``."""
+        write time, skipped for an object too large to copy); False when there is no
+        ``source`` or it was written since ``written_before``."""
         options: dict[str, Any] = {}
         if source == target:
             options["MetadataDirective"] = "REPLACE"  # S3 refuses a copy that changes nothing
@@ -165,6 +169,14 @@ class S3BlobStore:
                 written_before is not None and _code(exc) in ("PreconditionFailed", "412")
             ):
                 return False
+            if source == target and _code(exc) == "InvalidRequest":
+                # Asked only after a refusal, so that finding a blob stays one request.
+                head = self._head(source, key)
+                if head is None:
+                    return False
+                if head["ContentLength"] > COPY_LIMIT:
+                    log.debug("%s found; too large to refresh its write time in place", key)
+                    return True
             raise self._error(exc, key) from None
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
@@ -175,16 +187,20 @@ class S3BlobStore:
 
     def _has(self, name: str, key: str) -> bool:
         """Whether the object ``name`` (the blob ``key``, or a taken copy of it) is there."""
+        return self._head(name, key) is not None
+
+    def _head(self, name: str, key: str) -> dict[str, Any] | None:
+        """The HEAD answer for the object ``name`` (of the blob ``key``); None when missing."""
         try:
             self.volume.requests += 1
-            self.client.head_object(Bucket=self.bucket, Key=name)
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=name)
         except ClientError as exc:
             if _code(exc) in _MISSING:
-                return False
+                return None
             raise self._error(exc, key) from None
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
-        return True
+        return head
 
     def open(self, key: str) -> BinaryIO:
         name = self._rel(key)

@@ -24,7 +24,8 @@ the store, and put it again from the upload's local copy if not; (4) answer 201,
 (3) failed. If (b) comes after (2), it sees the row and the blob goes back. Otherwise
 (a) < (b) < (2) < (3): the check comes after the take, finds no blob and stores the bytes
 again before any answer. The two cannot miss each other, whatever the grace. The grace and the
-refresh in (1) keep sweeps away from blobs in use, so (a)-(c) seldom meet an upload at all;
+refresh in (1) (best effort) keep sweeps away from blobs in use, so (a)-(c) seldom meet an
+upload at all;
 when they do, a version whose 201 went out between the sweeper's first question and its take
 reads 503 until the blob is back, moments later (at the next sweep if the sweeper dies
 in between; on ADLS a leased blob stays readable).
