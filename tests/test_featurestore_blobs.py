@@ -33,9 +33,12 @@ from featurestore_service.app import create_app
 from featurestore_service.backends.base import StoredVersion
 from featurestore_service.backends.sqlite import SQLiteFeatureStore
 from featurestore_service.blobstore import BlobStore, TableBlobs, open_blob_store
-from featurestore_service.blobstore.base import blob_key
+from featurestore_service.blobstore.base import BlobError, blob_key, taken_key
+from featurestore_service.blobstore.local import LocalBlobStore
 from featurestore_service.blobstore.s3 import S3BlobStore
 from featurestore_service.service import FeatureStore
+from featurestore_service.table_limits import TableLimits
+from featurestore_service.tables import DecodeSlots
 from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
@@ -841,3 +844,74 @@ def test_an_s3_put_finding_a_blob_too_large_to_copy_keeps_it_unrefreshed() -> No
 
         assert store.put(key, io.BytesIO(b"PAR1 the bytes stored already")) is False
         stub.assert_no_pending_responses()
+
+
+class Refusing(LocalBlobStore):
+    """A local store that refuses to take, delete or put back the blobs in ``refused``: an
+    AccessDenied on one object, say, or an S3 copy over 5 GiB."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.refused: set[str] = set()
+
+    def _check(self, key: str) -> None:
+        if key in self.refused:
+            raise BlobError(f"{self.url}: {key}: S3 error AccessDenied")
+
+    def take(self, key: str, written_before: float | None) -> str | None:
+        self._check(key)
+        return super().take(key, written_before)
+
+    def restore(self, taken: str) -> None:
+        self._check(taken_key(taken))
+        super().restore(taken)
+
+    def discard(self, taken: str) -> bool:
+        self._check(taken_key(taken))
+        return super().discard(taken)
+
+
+def test_a_blob_the_store_refuses_is_left_and_the_others_are_swept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leftovers of a sweep cut short, one the store will not delete and one (named) it will
+    not put back, and an orphan it will not take: each is logged and left for the next sweep,
+    and the other leftover and orphan are settled all the same, now and at every sweep."""
+    store = Refusing(tmp_path / "store")
+    blobs = TableBlobs(store, tmp_path / "work", TableLimits(1, 1, 1), DecodeSlots(1), 1 << 20)
+    keys: dict[str, str] = {}
+    for name, size in (("stuck", 10), ("named", 20), ("leftover", 30), ("fixed", 40), ("free", 50)):
+        keys[name] = _put_orphan_of(store, size)
+    for name in ("stuck", "named", "leftover"):  # what a sweeper killed after its takes leaves
+        assert store.take(keys[name], None) is not None
+    store.refused = {keys["stuck"], keys["named"], keys["fixed"]}
+
+    async def named(hashes: list[str]) -> set[str]:
+        return {h for h in hashes if blob_key(h) == keys["named"]}
+
+    for removed in (2, 0):  # and again at the next sweep, where only the refused ones are left
+        report = asyncio.run(blobs.sweep(named, grace=0))
+
+        assert report.removed == removed
+        assert {info.key for info in store.list_blobs()} == {keys["fixed"]}
+        assert len(list(store.list_taken())) == 2  # "stuck" and "named", for a later sweep
+    refusals = [r for r in caplog.records if "AccessDenied" in r.getMessage()]
+    assert len(refusals) == 6  # the take, the delete and the restore, at each sweep
+    assert [r.levelname for r in refusals if "could not put back" in r.getMessage()] == [
+        "ERROR",
+        "ERROR",
+    ]
+
+    store.refused = set()
+    report = asyncio.run(blobs.sweep(named, grace=0))
+
+    assert report.removed == 2  # "stuck" and "fixed"
+    assert {info.key for info in store.list_blobs()} == {keys["named"]}
+    assert list(store.list_taken()) == []
+
+
+def _put_orphan_of(store: BlobStore, rows: int) -> str:
+    data = parquet_bytes(sample_table(rows))
+    key = blob_key(hashlib.sha256(data).hexdigest())
+    store.put(key, io.BytesIO(data))
+    return key

@@ -417,12 +417,19 @@ class TableBlobs:
 
         Each candidate is taken, then the database asked again, then it is deleted or put
         back (the module docstring says why in that order). The first question, before any
-        take, only spares taking the blobs it already knows are named."""
+        take, only spares taking the blobs it already knows are named. A blob the store will
+        not take, delete or put back is logged and left to the next sweep; the others are
+        settled all the same."""
         report = SweepReport()
         before = time.time() - grace
         # Taken by a sweep that was cut short (or is under way in another process: settling
         # its blobs is as safe as settling ours, the database is asked after the take).
-        leftovers = await anyio.to_thread.run_sync(lambda: list(self.store.list_taken()))
+        try:
+            leftovers = await anyio.to_thread.run_sync(lambda: list(self.store.list_taken()))
+        except Exception as exc:
+            # Not a reason to leave the orphans: they are swept all the same.
+            log.warning("could not list the blobs taken by sweeps cut short: %s", exc)
+            leftovers = []
         for start in range(0, len(leftovers), TAKE_BATCH):
             report.removed += _swept(
                 await self._settle(leftovers[start : start + TAKE_BATCH], named)
@@ -454,7 +461,11 @@ class TableBlobs:
             for sha256 in hashes:
                 if sha256 in self._claims:  # an upload of these bytes began since the listing
                     continue
-                name = await anyio.to_thread.run_sync(self.store.take, blob_key(sha256), before)
+                try:
+                    name = await anyio.to_thread.run_sync(self.store.take, blob_key(sha256), before)
+                except Exception as exc:
+                    log.warning("could not take %s.parquet to sweep it: %s", sha256, exc)
+                    continue
                 if name is not None:
                     taken.append(name)
         except BaseException:
@@ -464,7 +475,10 @@ class TableBlobs:
 
     async def _settle(self, taken: list[str], named: Named) -> list[str]:
         """Deletes the taken blobs no version names, asked now that they are taken, and that
-        no upload of this process is storing; puts the others back. The hashes deleted."""
+        no upload of this process is storing; puts the others back. The hashes deleted.
+
+        One blob the store refuses to delete or put back is logged and stays taken, for the
+        next sweep (``list_taken``): the rest are settled all the same."""
         if not taken:
             return []
         removed: list[str] = []
@@ -475,9 +489,21 @@ class TableBlobs:
                 name = pending[0]
                 sha256 = taken_key(name)[:-8]
                 if sha256 in keep or sha256 in self._claims:
-                    await anyio.to_thread.run_sync(self.store.restore, name)
-                elif await anyio.to_thread.run_sync(self.store.discard, name):
-                    removed.append(sha256)
+                    try:
+                        await anyio.to_thread.run_sync(self.store.restore, name)
+                    except Exception as exc:
+                        log.error(
+                            "could not put back %s, which a version names or an upload stores "
+                            "(%s); it may read as missing until a later sweep puts it back",
+                            name,
+                            exc,
+                        )
+                else:
+                    try:
+                        if await anyio.to_thread.run_sync(self.store.discard, name):
+                            removed.append(sha256)
+                    except Exception as exc:
+                        log.warning("could not delete %s (%s); the next sweep will", name, exc)
                 pending.pop(0)
         except BaseException:
             self._restore_all(pending)
