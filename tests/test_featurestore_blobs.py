@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
+from typing import Any, cast
 
+import anyio.from_thread
 import anyio.to_thread
 import boto3
 import httpx
@@ -627,6 +629,85 @@ def test_a_failed_upload_keeps_its_blob_when_another_process_stored_a_version_of
             assert list(a.blobs.store.list_taken()) == []
 
     asyncio.run(run())
+
+
+def test_a_sweep_leaves_alone_another_s3_sweeps_take_between_its_copy_and_its_delete(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """On S3 a take is a copy aside, then the delete of the blob. Process A's sweep has copied
+    an old orphan aside and not yet deleted it; process B's sweep lists the copy among the
+    leftovers of sweeps, and an upload in B stores the same bytes as a version (its put finds
+    the blob and refreshes it, its row is written, its check finds the blob: a 201). Then A
+    deletes the blob, asks the database, which names it now, and puts it back from its copy:
+    so the copy must still be there, which it is not if B's sweep settled it (no version named
+    it when B asked) as a leftover."""
+    backend = make_backend(request, "s3", tmp_path)
+    use_env(backend.env())
+    settings = fs_settings(tmp_path, backend.url())
+    table = sample_table(100)
+    data = parquet_bytes(table)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+    grace = 1.0
+
+    async def run() -> None:
+        async with Process(settings) as a, Process(settings) as b:
+            assert await anyio.to_thread.run_sync(a.blobs.store.put, key, io.BytesIO(data))
+            await asyncio.sleep(grace + 1.2)  # older than the grace, in whole seconds too
+            acknowledged: list[StoredVersion] = []
+            s3 = cast(Any, a.blobs.store)
+            delete = s3._delete
+
+            async def meanwhile() -> None:
+                assert len(list(b.blobs.store.list_taken())) == 1  # A's copy aside
+                await b.blobs.sweep(b.store.named_blobs, grace=3600)
+                meta = FeatureSetMeta(name="again")  # type: ignore[call-arg]
+                acknowledged.append(await b.service.create_table(meta, one_chunk(data)))
+
+            def stalled_delete(name: str, blob: str) -> None:
+                if name == s3._rel(key) and not acknowledged:  # the take's delete, in a thread
+                    anyio.from_thread.run(meanwhile)
+                delete(name, blob)
+
+            s3._delete = stalled_delete
+            report = await a.blobs.sweep(a.store.named_blobs, grace)
+
+            assert acknowledged and acknowledged[0].blob is not None
+            assert blob_key(acknowledged[0].blob) == key
+            assert report.removed == 0
+            for process in (a, b):
+                assert (await process.read(acknowledged[0])).equals(table)
+            assert list(a.blobs.store.list_taken()) == []
+
+    asyncio.run(run())
+
+
+def test_an_s3_restore_that_finds_neither_copy_nor_blob_says_so(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    use_env: Callable[[dict[str, str]], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A blob taken, then settled by another sweeper that deleted it, and now to be put back
+    (a version names it): nothing is left to put back, and that is an error, not a no-op."""
+    backend = make_backend(request, "s3", tmp_path)
+    use_env(backend.env())
+    store = open_blob_store(backend.url())
+    try:
+        key = _put_orphan(store)
+        taken = store.take(key, None)
+        assert taken is not None
+        assert store.discard(taken)
+        caplog.clear()
+
+        store.restore(taken)
+
+        assert not store.exists(key)
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and key in errors[0] and "cannot be put back" in errors[0]
+    finally:
+        store.close()
 
 
 def test_an_s3_store_makes_its_bucket_when_missing(

@@ -190,7 +190,7 @@ class AdlsBlobStore:
             raise self._error(exc, rel) from None
         return True
 
-    def list_taken(self) -> Iterator[str]:
+    def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
         return iter(())  # leases a sweeper left end by themselves
 
     def remove_partial(self, before: float) -> int:

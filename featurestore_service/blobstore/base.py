@@ -138,8 +138,15 @@ class BlobStore(Protocol):
         sweeper, or a lease that ran out), and then nothing was deleted."""
         ...
 
-    def list_taken(self) -> Iterator[str]:
-        """Taken blobs neither restored nor discarded: a sweeper's, under way or cut short."""
+    def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
+        """Taken blobs neither restored nor discarded: a sweeper's, under way or cut short.
+
+        With ``taken_before`` (Unix time), only those whose take is surely over or began
+        before it, so that a sweeper settling another's leftovers never meets a take half
+        done. Where a take is one atomic step (a rename) every one is listed. On S3 a take is
+        a copy aside then a delete of the blob: a copy younger than ``taken_before`` may be
+        one whose delete is still to come, and settling it then would delete the copy of a
+        blob that an upload may yet refresh and name before that delete."""
         ...
 
     def remove_partial(self, before: float) -> int:

@@ -170,7 +170,8 @@ class HdfsBlobStore:
         path = self.volume.absolute(f"{SWEPT}/{taken}")
         return bool(self._call(SWEPT, lambda: self.volume.client.delete(path)))
 
-    def list_taken(self) -> Iterator[str]:
+    def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
+        # Every one: the rename is the whole take, so none is half done.
         for batch in self._listing(SWEPT):
             for status in batch:
                 if TAKEN.match(status["pathSuffix"]):

@@ -157,7 +157,8 @@ class LocalBlobStore:
             return False
         return True
 
-    def list_taken(self) -> Iterator[str]:
+    def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
+        # Every one: the rename is the whole take, so none is half done.
         if not self.swept.is_dir():
             return
         with os.scandir(self.swept) as entries:

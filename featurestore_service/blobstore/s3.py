@@ -247,6 +247,17 @@ class S3BlobStore:
         # Onto whatever a put stored meanwhile: the same bytes.
         if self._copy(aside, self._rel(key), key):
             self._delete(aside, key)
+        elif not self._has(self._rel(key), key):
+            # Settled by another sweeper, which deleted it: no version named it when that
+            # sweeper asked, after the take. Only an upload whose row came since can name it
+            # now, and that upload stores it again when it checks after its row; if it does
+            # not, its version has lost its file.
+            log.error(
+                "%s: %s cannot be put back: its copy aside is gone and so is the blob; a "
+                "version naming it reads as missing unless its upload stores it again",
+                self.url,
+                key,
+            )
 
     def discard(self, taken: str) -> bool:
         key = taken_key(taken)
@@ -256,7 +267,7 @@ class S3BlobStore:
         self._delete(aside, key)
         return True
 
-    def list_taken(self) -> Iterator[str]:
+    def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
         start = f"{self.prefix}/{SWEPT}/" if self.prefix else f"{SWEPT}/"
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=start, Delimiter="/"
@@ -266,7 +277,10 @@ class S3BlobStore:
                 self.volume.requests += 1
                 for item in page.get("Contents", []):
                     name = item["Key"][len(start) :]
-                    if TAKEN.match(name):
+                    if not TAKEN.match(name):
+                        continue
+                    # The copy's write time is when its take began.
+                    if taken_before is None or item["LastModified"].timestamp() < taken_before:
                         yield name
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "swept blobs") from None

@@ -25,10 +25,12 @@ the store, and put it again from the upload's local copy if not; (4) answer 201,
 (a) < (b) < (2) < (3): the check comes after the take, finds no blob and stores the bytes
 again before any answer. The two cannot miss each other, whatever the grace. The grace and the
 refresh in (1) (best effort) keep sweeps away from blobs in use, so (a)-(c) seldom meet an
-upload at all;
-when they do, a version whose 201 went out between the sweeper's first question and its take
-reads 503 until the blob is back, moments later (at the next sweep if the sweeper dies
-in between; on ADLS a leased blob stays readable).
+upload at all; when they do, a version whose 201 went out between the sweeper's first question
+and its take reads 503 until the blob is back, moments later (if the sweeper dies in between,
+at the next sweep, or on S3 at the first sweep ``TAKEN_GRACE`` after the take; on ADLS a leased
+blob stays readable). A sweep settles another's leftovers (a)-(c) only once their take is over:
+S3's take is a copy aside then a delete, and a copy settled before that delete would leave a
+blob that an upload refreshes and names between the two with nothing to put back.
 
 Reads: ``checkout`` gives a local path. The local store's files are read in place; blobs of a
 remote store go through a bounded read-through cache (``cache.py`` says why).
@@ -76,6 +78,12 @@ SWEEP_BATCH = 500  # blob names asked of the database at once
 # Blobs taken before the database is asked again: bounds how long a blob is out of place (and
 # an ADLS lease held) while the rest of the batch is taken.
 TAKE_BATCH = 32
+# Leftovers of sweeps younger than this are left alone: on S3 one may be a take between its
+# copy aside and its delete (``BlobStore.list_taken``). Each of the two is one request, which
+# the client tries up to CAIRN_HTTP_RETRIES times, each attempt up to a connect and a read
+# timeout (CAIRN_HTTP_TIMEOUT) plus at most 20 s of backoff: about 11 minutes per request, 21
+# for both, with the defaults. An hour is well above that; slower client settings raise it.
+TAKEN_GRACE = 3600.0
 
 Named = Callable[[list[str]], Awaitable[set[str]]]  # which of these hashes a version names
 
@@ -137,8 +145,10 @@ class TableBlobs:
         decodes: DecodeSlots,
         cache_bytes: int,
         spool_grace: float = 3600.0,
+        taken_grace: float = TAKEN_GRACE,
     ):
         self.store = store
+        self.taken_grace = taken_grace  # the age past which a sweep's leftover is settled
         # Spools younger than this may be another process's uploads in flight (two servers
         # on one data folder): only older ones are a crash's leftovers.
         self.spool_grace = spool_grace
@@ -171,6 +181,7 @@ class TableBlobs:
             decodes or DecodeSlots(settings.table_decode_concurrency),
             settings.blobs_cache_bytes,
             settings.blobs_sweep_grace,
+            _taken_grace(settings),
         )
 
     def open(self) -> None:
@@ -422,10 +433,14 @@ class TableBlobs:
         settled all the same."""
         report = SweepReport()
         before = time.time() - grace
-        # Taken by a sweep that was cut short (or is under way in another process: settling
-        # its blobs is as safe as settling ours, the database is asked after the take).
+        # Taken by a sweep that was cut short, or under way in another process: settling
+        # those is as safe as settling ours, the database is asked after the take, as long as
+        # the take is over, which ``taken_grace`` makes sure of (``BlobStore.list_taken``).
+        taken_before = time.time() - self.taken_grace
         try:
-            leftovers = await anyio.to_thread.run_sync(lambda: list(self.store.list_taken()))
+            leftovers = await anyio.to_thread.run_sync(
+                lambda: list(self.store.list_taken(taken_before))
+            )
         except Exception as exc:
             # Not a reason to leave the orphans: they are swept all the same.
             log.warning("could not list the blobs taken by sweeps cut short: %s", exc)
@@ -546,6 +561,12 @@ async def sweep_forever(
                 "blob sweep of %s failed (%s); next try in %.0f s", blobs.store.url, exc, interval
             )
         await asyncio.sleep(interval)
+
+
+def _taken_grace(settings: Settings) -> float:
+    """``TAKEN_GRACE``, or twice the longest an S3 request may last with retries if more."""
+    attempts = max(1, min(settings.http_retries, 10))  # as connectors.s3.make_client
+    return max(TAKEN_GRACE, 2 * attempts * (2 * settings.http_timeout + 20))
 
 
 def _swept(hashes: list[str]) -> int:
