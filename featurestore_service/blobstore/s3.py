@@ -268,37 +268,32 @@ class S3BlobStore:
         return True
 
     def list_taken(self, taken_before: float | None = None) -> Iterator[str]:
-        start = f"{self.prefix}/{SWEPT}/" if self.prefix else f"{SWEPT}/"
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=start, Delimiter="/"
-        )
-        try:
-            for page in pages:
-                self.volume.requests += 1
-                for item in page.get("Contents", []):
-                    name = item["Key"][len(start) :]
-                    if not TAKEN.match(name):
-                        continue
-                    # The copy's write time is when its take began.
-                    if taken_before is None or item["LastModified"].timestamp() < taken_before:
-                        yield name
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "swept blobs") from None
+        folder = f"{self.prefix}/{SWEPT}/" if self.prefix else f"{SWEPT}/"
+        for name, item in self._objects(folder, "swept blobs"):
+            # The copy's write time is when its take began.
+            if TAKEN.match(name) and (
+                taken_before is None or item["LastModified"].timestamp() < taken_before
+            ):
+                yield name
 
     def list_blobs(self) -> Iterator[BlobInfo]:
-        start = f"{self.prefix}/" if self.prefix else ""
+        folder = f"{self.prefix}/" if self.prefix else ""
+        for name, item in self._objects(folder, "listing"):
+            if KEY.match(name):
+                yield BlobInfo(name, int(item["Size"]), item["LastModified"].timestamp())
+
+    def _objects(self, folder: str, what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The objects right in ``folder`` (not below it), by name within it."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=start, Delimiter="/"
+            Bucket=self.bucket, Prefix=folder, Delimiter="/"
         )
         try:
             for page in pages:
                 self.volume.requests += 1
                 for item in page.get("Contents", []):
-                    name = item["Key"][len(start) :]
-                    if KEY.match(name):
-                        yield BlobInfo(name, int(item["Size"]), item["LastModified"].timestamp())
+                    yield item["Key"][len(folder) :], item
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "listing") from None
+            raise self._error(exc, what) from None
 
     def remove_partial(self, before: float) -> int:
         start = f"{self.prefix}/" if self.prefix else ""
