@@ -4,9 +4,9 @@ A KeyboardInterrupt is raised wherever the main thread happens to be, and that c
 the standard library's own locking: a ``threading.Condition``'s ``__enter__`` is Python code,
 so the interrupt can land after it took the lock and before the ``with`` that would release
 it began (a future's condition, in ``concurrent.futures``). A crawl's worker pool then waited
-for ever at shutdown for its manager thread, itself waiting for that lock (one Ctrl-C in forty
-hung a crawl of 100k files; the threads' stacks, read with gdb, showed it). While modules
-are imported, a KeyboardInterrupt prints the import machinery's traceback.
+for ever at shutdown for its manager thread, itself waiting for that lock (one of 33 Ctrl-Cs at
+random moments hung a crawl of 100k files; the threads' stacks, read with gdb, showed it).
+While modules are imported, a KeyboardInterrupt prints the import machinery's traceback.
 
 Where nothing needs unwinding to stay whole, the first Ctrl-C says what happened and ends the
 process with 130, as a shell reports a process SIGINT ended.

@@ -989,7 +989,7 @@ def test_ctrl_c_ends_a_crawl_at_once_and_the_next_crawl_lands_all(
 ) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while workers parse and
     batches land: the KeyboardInterrupt it raised could stop the crawl's thread holding a
-    future's lock, and the pool's shutdown then waited for ever (one Ctrl-C in forty hung).
+    future's lock, and the pool's shutdown then waited for ever (one Ctrl-C of 33 hung).
     Now the crawl says it was interrupted and ends with 130, its workers with it, and the next
     crawl lands every asset."""
     from tests.servers.processes import patient
