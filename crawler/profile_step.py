@@ -261,9 +261,9 @@ class ProfileStep:
     @property
     def settled(self) -> set[str]:
         """Once the step finished: the submitted assets whose profile, checks and drift flag
-        the stores took, whose profile the metric store refused for good (``_refused_for_good``),
-        or that have no Parquet/CSV file to profile (an owed one whose data file the walk did
-        not see is not taken for one). The others still owe theirs (the metric store or the
+        the stores took (or refused for good: ``_refused_for_good``), or that have no
+        Parquet/CSV file to profile (an owed one whose data file the walk did not see is not
+        taken for one). The others still owe theirs (the metric store or the
         catalogue did not answer, or refused for now)."""
         return self._settled
 
@@ -346,7 +346,8 @@ class ProfileStep:
         self._catalogue.close()
 
     def _send_flags(self, flags: list[tuple[str, dict[str, Any]]]) -> set[str]:
-        """Sends the drift flags; returns the assets whose flag the catalogue took."""
+        """Sends the drift flags; returns the assets whose flag the catalogue took or refused
+        for good (``_refused_for_good``): those owe it no more."""
         taken: set[str] = set()
         for asset_id, flag in flags:
             url = f"/api/v1/assets/{quote(asset_id, safe='')}/drift"
@@ -375,15 +376,23 @@ class ProfileStep:
                 return taken
             if sent.status_code == 200:
                 taken.add(asset_id)
+                continue
+            # Refused for good (a flag the catalogue's model refuses, 422): settled as a
+            # profile the metric store refuses is, or every crawl would send and warn it
+            # again. A 404 (the asset is not there yet) may pass later: still owed.
+            if _refused_for_good(sent.status_code):
+                taken.add(asset_id)
+                then = "not sent again until the data changes"
             else:
-                self.report.warnings.append(
-                    Problem(
-                        path=asset_id,
-                        reason=f"drift flag refused by the catalogue: HTTP {sent.status_code}: "
-                        f"{_detail(sent)}",
-                        severity="warning",
-                    )
+                then = "the next crawl with profiles on sends it again"
+            self.report.warnings.append(
+                Problem(
+                    path=asset_id,
+                    reason=f"drift flag refused by the catalogue: HTTP {sent.status_code}: "
+                    f"{_detail(sent)}; {then}",
+                    severity="warning",
                 )
+            )
         return taken
 
     def _run(self, doc: dict[str, Any], entry: Entry, checks: list[Check], owed: bool) -> Outcome:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cairn.models import MAX_COLUMNS
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from tests.conftest import (
@@ -233,6 +234,41 @@ def test_a_profile_the_metric_store_refuses_for_good_is_not_sent_again_by_unchan
     after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
     assert after.returncode == 0, after.stdout + after.stderr
     assert json.loads(after.stdout)["warnings"] == [], after.stdout
+
+
+def test_a_drift_flag_the_catalogue_refuses_for_good_is_not_sent_again_by_unchanged_crawls(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """A drift flag naming more columns than the catalogue takes (a schema keeps the first
+    10,000 columns, a profile every one: a 422) stayed owed: every later crawl with profiles
+    on asked the metric store, sent the flag again and was refused again."""
+    volume = tmp_path / "lake"
+    (volume / "wide").mkdir(parents=True)
+    (volume / "wide/MANIFEST.yaml").write_text("name: wide\ntype: dataset\n")
+
+    def write(values: pa.Array) -> None:  # all null then all set: every column drifts
+        table = pa.table({f"c{i}": values for i in range(MAX_COLUMNS + 1)})
+        pq.write_table(table, volume / "wide/part-0.parquet")
+
+    write(pa.array(["a"] * 20))
+    first = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    write(pa.array([None] * 20, pa.string()))
+    drifted = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert drifted.returncode == 0, drifted.stdout + drifted.stderr
+    said = [w["reason"] for w in json.loads(drifted.stdout)["warnings"]]
+    refused = [w for w in said if w.startswith("drift flag refused by the catalogue: HTTP 422")]
+    assert len(refused) == 1, said
+    assert refused[0].endswith("not sent again until the data changes"), said
+    wide = asset_id(catalogue_process.url, "wide")
+    assert [i["drifted"] for i in history(metric_store.url, wide)] == [True, False]
+    # Settled: the next crawl of the unchanged volume does not even ask the (now down) store.
+    down = f"http://127.0.0.1:{free_port()}"
+    after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
+    assert after.returncode == 0, after.stdout + after.stderr
+    clipped = f"has {MAX_COLUMNS + 1} columns; the schema keeps the first {MAX_COLUMNS}"
+    said = [w["reason"] for w in json.loads(after.stdout)["warnings"]]
+    assert said == [f"wide/part-0.parquet {clipped}"], said
 
 
 @pytest.fixture
