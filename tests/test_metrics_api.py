@@ -393,6 +393,46 @@ def test_drift_found_by_a_process_that_died_before_queueing_its_registration_arr
         assert after["labels"]["version"] == 2
 
 
+def test_catalogue_tags_come_from_the_newest_finished_profile(fs_settings: Settings) -> None:
+    """A set's catalogue tags were read from its newest profile record even while pending:
+    the registration of a new version's write (sent before its profile is done) dropped
+    "drifted" until that profile was done."""
+    from cairn.models import FeatureSetMeta
+    from featurestore_service.metrics.worker import ProfileWorker
+
+    async def tags_as_versions_come() -> list[list[str]]:
+        store, blobs, metrics = await _stores_without_workers(fs_settings)
+        seen = []
+        try:
+            service = FeatureStore(store, blobs, fs_settings)
+            worker = ProfileWorker(service, metrics, fs_settings)
+            for seed, shift in ((1, 0.0), (2, 1.0), (2, 1.0)):
+
+                async def chunks(data: bytes = parquet_bytes(table(seed, shift))) -> object:
+                    yield data
+
+                stored = await service.create_table(FeatureSetMeta(name="tagged"), chunks())
+                source = {"kind": "featureset-table", "blob": stored.blob}
+                assert await metrics.enqueue(subject_of("tagged"), stored.version, source)
+                seen.append(await worker.catalogue_tags("tagged"))  # this version is pending
+                await worker.round()
+                seen.append(await worker.catalogue_tags("tagged"))
+        finally:
+            await metrics.close()
+            blobs.close()
+            await store.close()
+        return seen
+
+    assert asyncio.run(tags_as_versions_come()) == [
+        [],  # version 1 pending: no profile yet
+        [],  # version 1: nothing to compare with
+        [],  # version 2 pending: version 1's verdict
+        ["drifted"],  # version 2 drifted
+        ["drifted"],  # version 3 pending: still version 2's verdict
+        [],  # version 3, the same data as version 2: no drift
+    ]
+
+
 def test_metrics_cli_show_and_drift(fs: httpx.Client) -> None:
     from typer.testing import CliRunner
 

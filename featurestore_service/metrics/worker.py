@@ -195,14 +195,15 @@ class ProfileWorker:
                 return
 
     async def catalogue_tags(self, name: str) -> list[str]:
-        """Tags of the set's catalogue asset from its newest profile: "drifted" and
-        "checks-failed" are then facets of catalogue search."""
+        """Tags of the set's catalogue asset from its newest finished profile: "drifted" and
+        "checks-failed" are then facets of catalogue search. A newer version still pending
+        (the registration of its write comes first) or failed does not clear them."""
         try:
-            newest = await self.store.history(subject_of(name), 1)
+            newest = await self.store.newest_done(subject_of(name))
         except Exception:  # never let the metric store hold up a registration
             log.warning("metric store unavailable: catalogue tags of %s left out", name)
             return []
-        summary = newest[0].summary if newest else None
+        summary = newest.summary if newest else None
         if not summary:
             return []
         tags = ["drifted"] if summary.get("drifted") else []

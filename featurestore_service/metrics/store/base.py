@@ -110,6 +110,10 @@ class MetricStore(Protocol):
     async def history(self, subject: str, limit: int) -> list[ProfileRecord]:
         """The newest ``limit`` records of ``subject`` (without profiles), newest first."""
 
+    async def newest_done(self, subject: str) -> ProfileRecord | None:
+        """The newest done record of ``subject`` (without its profile): a pending or failed
+        one above it has no verdict yet, or none at all."""
+
     async def known(self, subject: str, versions: list[int]) -> set[int]:
         """Which of ``versions`` have a record already."""
 

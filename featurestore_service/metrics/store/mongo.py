@@ -260,6 +260,15 @@ class MongoMetricStore:
             )
             return [_record(doc) async for doc in cursor]
 
+    async def newest_done(self, subject: str) -> ProfileRecord | None:
+        async with unavailable("reading a profile"):
+            doc = await self._profiles.find_one(
+                {"subject": literal(subject), "status": DONE},
+                {"profile": 0},
+                sort=[("version", DESCENDING)],
+            )
+        return _record(doc) if doc else None
+
     async def known(self, subject: str, versions: list[int]) -> set[int]:
         if not versions:
             return set()

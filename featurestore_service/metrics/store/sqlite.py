@@ -250,6 +250,17 @@ class SQLiteMetricStore:
 
         return await self.file.read(run)
 
+    async def newest_done(self, subject: str) -> ProfileRecord | None:
+        def run(conn: sqlite3.Connection) -> ProfileRecord | None:
+            row = conn.execute(
+                f"SELECT {HEAD}, NULL, summary FROM profiles WHERE subject = ? AND status = ?"
+                " ORDER BY version DESC LIMIT 1",
+                (subject, DONE),
+            ).fetchone()
+            return _record(row, False) if row else None
+
+        return await self.file.read(run)
+
     async def known(self, subject: str, versions: list[int]) -> set[int]:
         def run(conn: sqlite3.Connection) -> set[int]:
             marks = ",".join("?" * len(versions))
