@@ -11,6 +11,7 @@ never go stale.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ def unmodified_since(written_before: float) -> datetime:
     Whole seconds, as S3's and ADLS's listings give write times: rounded up, so no blob the
     listing found old enough is refused for a fraction of a second."""
     return datetime.fromtimestamp(math.ceil(written_before), UTC)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes the entries of ``folder`` (a file linked or renamed into it, a new subfolder)
+    outlast a power loss, as POSIX asks; the files' own data is fsynced by their writers."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_key(key: str) -> str:

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import anyio.to_thread
 
-from featurestore_service.blobstore.base import CHUNK, KEY
+from featurestore_service.blobstore.base import CHUNK, KEY, fsync_dir
 
 log = logging.getLogger("cairn.featurestore.blobs")
 
@@ -114,8 +114,14 @@ class ReadCache:
         try:
             with source() as remote, part.open("wb") as local:
                 shutil.copyfileobj(remote, local, CHUNK)
+                # On disk before its name says it is whole: renamed first, a power loss could
+                # leave the key naming a file of the right size but not its bytes, served
+                # until evicted. A ``.part`` a crash leaves is removed by ``open``.
+                local.flush()
+                os.fsync(local.fileno())
             size = part.stat().st_size
             os.replace(part, self.folder / key)
+            fsync_dir(self.folder)
         finally:
             part.unlink(missing_ok=True)
         log.info("fetched %s into the read cache (%d bytes)", key, size)

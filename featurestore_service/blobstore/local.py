@@ -26,6 +26,7 @@ from featurestore_service.blobstore.base import (
     BlobInfo,
     BlobMissing,
     check_key,
+    fsync_dir,
     taken_key,
     taken_name,
 )
@@ -84,7 +85,7 @@ class LocalBlobStore:
             os.replace(part, final)
         finally:
             part.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return True
 
     def _folder_of(self, final: Path) -> None:
@@ -94,7 +95,7 @@ class LocalBlobStore:
         if final.parent.is_dir():
             return
         final.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -147,7 +148,7 @@ class LocalBlobStore:
             os.replace(self.swept / taken, final)
         except FileNotFoundError:
             return
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def discard(self, taken: str) -> bool:
         taken_key(taken)
@@ -202,7 +203,7 @@ def _place(part: Path, final: Path) -> bool:
             if _refresh(final):
                 return False
             continue  # taken by a sweeper between the link and the refresh: link again
-        _fsync_dir(final.parent)  # the link is durable before a version row names the file
+        fsync_dir(final.parent)  # the link is durable before a version row names the file
         return True
 
 
@@ -221,11 +222,3 @@ def _own_spool(source: BinaryIO, tmp: Path) -> Path | None:
         return None
     path = Path(name)
     return path if path.parent == tmp and path.suffix == ".part" else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
