@@ -325,6 +325,36 @@ def test_put_of_a_stored_blob_refreshes_its_write_time(store: BlobStore) -> None
         assert handle.read() == data
 
 
+def test_an_adls_put_finding_its_blob_keeps_the_blobs_other_metadata(
+    azurite_server: AzuriteServer, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    """The refresh of a found blob wrote empty metadata, and a metadata write replaces all of
+    it: whatever else the blob carried (an owner's or a retention tool's) was wiped."""
+    from featurestore_service.blobstore.adls import REFRESHED
+
+    backend = AdlsBackend(azurite_server)
+    use_env(backend.env())
+    store = open_blob_store(backend.url())
+    try:
+        key, data = blob(1000, seed=22)
+        assert store.put(key, io.BytesIO(data)) is True
+        client = store.volume.container.get_blob_client(  # type: ignore[attr-defined]
+            "feature-store/blobs/" + key
+        )
+        client.set_blob_metadata({"owner": "ml-platform", "retention": "keep"})
+
+        assert store.put(key, io.BytesIO(data)) is False
+
+        metadata = client.get_blob_properties().metadata
+        refreshed = metadata.pop(REFRESHED, "")
+        assert metadata == {"owner": "ml-platform", "retention": "keep"}
+        assert refreshed.isdigit(), refreshed
+        with store.open(key) as handle:
+            assert handle.read() == data
+    finally:
+        store.close()
+
+
 def test_a_taken_blob_is_out_of_reach_until_restored_or_discarded(
     backend: Backend, store: BlobStore
 ) -> None:

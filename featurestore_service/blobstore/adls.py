@@ -10,11 +10,11 @@ Blocks that were never committed are invisible to readers and listings, and the 
 discards them itself (after a week on Azure), so a failed upload leaves nothing a reader or
 the sweeper would see.
 
-A put that finds its blob writes its (empty) metadata, which sets its write time to now. A
-sweeper takes a blob with a lease (``LEASE_SECONDS``), on condition that it was not written
-since the grace period began: while leased, the blob still reads, but no write or delete
-without the lease id goes through, so a put that finds it waits until the sweeper lets go
-(the lease released) or deletes it, and ``exists`` says False. Nothing is moved, so nothing
+A put that finds its blob writes its metadata back (with ``REFRESHED``), which sets its write
+time to now. A sweeper takes a blob with a lease (``LEASE_SECONDS``), on condition that it was
+not written since the grace period began: while leased, the blob still reads, but no write or
+delete without the lease id goes through, so a put that finds it waits until the sweeper lets
+go (the lease released) or deletes it, and ``exists`` says False. Nothing is moved, so nothing
 waits for the next sweep after a crash: the lease ends by itself.
 """
 
@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
 from connectors.adls import AdlsVolume
@@ -45,6 +51,8 @@ from featurestore_service.blobstore.base import (
 )
 
 LEASE_SECONDS = 60  # a sweeper's take lasts at most this long (Azure allows 15 to 60)
+# The metadata a put that finds its blob writes (Unix seconds), beside the blob's own.
+REFRESHED = "cairn_refreshed"
 _LET_GO = (404, 409, 412)  # the blob is gone, or the lease is not (or no longer) this one's
 
 
@@ -88,17 +96,29 @@ class AdlsBlobStore:
             raise BlobError(f"{self.url}: {exc}") from None
 
     def _refresh(self, rel: str) -> bool:
-        """Sets the blob's write time to now; False when there is none. A blob a sweeper has
-        leased refuses the write: wait until the lease is released, deleted or ends."""
+        """Sets the blob's write time to now; False when there is none. A metadata write
+        replaces all of it: what the blob has is read and written back with ``REFRESHED``,
+        on condition that it did not change in between (else read again). A blob a sweeper
+        has leased refuses the write: wait until the lease is released, deleted or ends."""
         blob = self._blob(rel)
         deadline = time.monotonic() + LEASE_SECONDS + 5
         while True:
             try:
                 self.volume.requests += 1
-                blob.set_blob_metadata({})
+                props = blob.get_blob_properties()
+                metadata = {**(props.metadata or {}), REFRESHED: str(int(time.time()))}
+                self.volume.requests += 1
+                blob.set_blob_metadata(
+                    metadata, etag=props.etag, match_condition=MatchConditions.IfNotModified
+                )
                 return True
             except ResourceNotFoundError:
                 return False
+            except ResourceModifiedError as exc:
+                # Written meanwhile (another put's refresh): its metadata is read again.
+                if time.monotonic() > deadline:
+                    raise self._error(exc, rel) from None
+                continue
             except HttpResponseError as exc:
                 code = getattr(exc, "error_code", None)
                 if code != "LeaseIdMissing" or time.monotonic() > deadline:
