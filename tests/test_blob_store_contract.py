@@ -355,6 +355,44 @@ def test_an_adls_put_finding_its_blob_keeps_the_blobs_other_metadata(
         store.close()
 
 
+def test_an_s3_take_past_the_copy_threshold_is_a_multipart_copy(
+    s3_server: Any, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    """CopyObject refuses sources over 5 GiB, so so large an orphan could never be copied
+    aside, nor swept. A take's (and a restore's) copy from ``copy_threshold`` on is a
+    multipart copy (UploadPartCopy); the threshold is lowered here to reach that path with a
+    small blob on the real server, a 5 GiB object being out of reach."""
+    from featurestore_service.blobstore.s3 import S3BlobStore
+
+    backend = S3Backend(s3_server)
+    use_env(backend.env())
+    store = open_blob_store(backend.url())
+    try:
+        assert isinstance(store, S3BlobStore)
+        store.copy_threshold = store.copy_part = 5 * 1024**2  # S3's smallest part
+        key, data = blob(11 * 1024**2 + 7, seed=23)
+        assert store.put(key, io.BytesIO(data)) is True
+        calls: list[str] = []
+        store.client.meta.events.register(
+            "before-call.s3.*", lambda model, **_: calls.append(model.name)
+        )
+
+        assert store.take(key, time.time() - 3600) is None  # written since: not copied
+        taken = store.take(key, time.time() + 60)
+        assert taken is not None and not store.exists(key)
+        assert list(store.list_taken()) == [taken]
+        store.restore(taken)
+
+        with store.open(key) as handle:
+            assert handle.read() == data
+        assert list(store.list_taken()) == []
+        assert calls.count("UploadPartCopy") == 6, calls  # three parts aside, three back
+        assert "CopyObject" not in calls, calls
+        assert not store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")
+    finally:
+        store.close()
+
+
 def test_a_taken_blob_is_out_of_reach_until_restored_or_discarded(
     backend: Backend, store: BlobStore
 ) -> None:

@@ -929,7 +929,7 @@ def test_an_s3_put_finding_a_blob_too_large_to_copy_keeps_it_unrefreshed() -> No
 
 class Refusing(LocalBlobStore):
     """A local store that refuses to take, delete or put back the blobs in ``refused``: an
-    AccessDenied on one object, say, or an S3 copy over 5 GiB."""
+    AccessDenied on one object, say."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)

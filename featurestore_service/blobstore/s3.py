@@ -16,7 +16,8 @@ is found, and its time left alone. The refresh is best effort; it keeps sweeps a
 in use, but what keeps a version's blob is that a sweeper takes a blob before it asks the
 database (``tables.py``), which holds without it. A sweeper takes a blob by copying it to
 ``<prefix>/swept/`` on condition that it was not written since the grace period began
-(``x-amz-copy-source-if-unmodified-since``), then deleting it; S3 has no atomic rename.
+(``x-amz-copy-source-if-unmodified-since``), then deleting it; S3 has no atomic rename. That
+copy, and a restore's, is a multipart copy (UploadPartCopy) for a blob over 5 GiB.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cairn.settings import get_settings
@@ -53,6 +55,7 @@ _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 SWEPT = "swept"  # below the store's prefix: blobs a sweeper has taken
 COPY_LIMIT = 5 * 1024**3  # the largest source CopyObject accepts
+COPY_PART = 512 * 1024**2  # bytes per UploadPartCopy of a multipart copy (S3 allows 5 MiB-5 GiB)
 
 
 class S3BlobStore:
@@ -62,6 +65,10 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix  # '' or 'a/b'
         self.url = f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+        # A take's or a restore's copy of a blob this size or larger is a multipart copy
+        # (CopyObject refuses sources over COPY_LIMIT); tests lower both to reach that path.
+        self.copy_threshold = COPY_LIMIT + 1
+        self.copy_part = COPY_PART
 
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
@@ -150,20 +157,39 @@ class S3BlobStore:
     ) -> bool:
         """Copies ``source`` to ``target`` inside the bucket (onto itself: a refresh of its
         write time, skipped for an object too large to copy); False when there is no
-        ``source`` or it was written since ``written_before``."""
+        ``source`` or it was written since ``written_before``.
+
+        A copy elsewhere (a take, a restore) is boto3's managed copy: a HEAD for the size,
+        then CopyObject, or from ``copy_threshold`` on a multipart copy whose UploadPartCopy
+        parts are each conditional on the HEAD's etag (and on ``written_before``), so a blob
+        over 5 GiB can be taken and put back too. Its parts, if it fails, are aborted."""
         options: dict[str, Any] = {}
-        if source == target:
-            options["MetadataDirective"] = "REPLACE"  # S3 refuses a copy that changes nothing
         if written_before is not None:
             options["CopySourceIfUnmodifiedSince"] = unmodified_since(written_before)
+        copy_source = {"Bucket": self.bucket, "Key": source}
         try:
-            self.volume.requests += 1
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=target,
-                CopySource={"Bucket": self.bucket, "Key": source},
-                **options,
-            )
+            if source == target:
+                self.volume.requests += 1
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=target,
+                    CopySource=copy_source,
+                    MetadataDirective="REPLACE",  # S3 refuses a copy that changes nothing
+                    **options,
+                )
+            else:
+                self.volume.requests += 2  # the HEAD and one copy (a multipart copy makes more)
+                self.client.copy(
+                    copy_source,
+                    self.bucket,
+                    target,
+                    ExtraArgs=options,
+                    Config=TransferConfig(
+                        multipart_threshold=self.copy_threshold,
+                        multipart_chunksize=self.copy_part,
+                        use_threads=False,
+                    ),
+                )
         except ClientError as exc:
             if _code(exc) in _MISSING or (
                 written_before is not None and _code(exc) in ("PreconditionFailed", "412")
