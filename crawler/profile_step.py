@@ -62,11 +62,13 @@ _NOT_A_STORE = (401, 403, 404, 405)
 
 
 def _refused_for_good(status: int) -> bool:
-    """Whether the metric store would refuse this file's profile again until the data changes
-    (413 too large, 422 not valid): the asset is then settled, or every later crawl would
-    re-read, re-send and re-warn an unchanged file. A timeout or a rate limit (408, 429), a
-    server error, or an answer ``_NOT_A_STORE`` may pass on a later try: those stay owed."""
-    return 400 <= status < 500 and status not in (*_NOT_A_STORE, 408, 429)
+    """Whether the metric store (or the catalogue, for a drift flag) would refuse this file's
+    profile again until the data changes (413 too large, 422 not valid): the asset is then
+    settled, or every later crawl would re-read, re-send and re-warn an unchanged file. A
+    timeout or a rate limit (408, 429), a conflict (409: both services answer it to writes
+    that raced, saying to retry), a server error, or an answer ``_NOT_A_STORE`` may pass on
+    a later try: those stay owed."""
+    return 400 <= status < 500 and status not in (*_NOT_A_STORE, 408, 409, 429)
 
 
 def _detail(answer: httpx.Response) -> str:

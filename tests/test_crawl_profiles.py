@@ -271,6 +271,22 @@ def test_a_drift_flag_the_catalogue_refuses_for_good_is_not_sent_again_by_unchan
     assert said == [f"wide/part-0.parquet {clipped}"], said
 
 
+@pytest.mark.parametrize(
+    ("status", "for_good"),
+    [
+        *[(400, True), (413, True), (422, True)],
+        *[(409, False), (408, False), (429, False), (401, False), (403, False), (404, False)],
+        *[(405, False), (500, False), (503, False)],
+    ],
+)
+def test_which_refusals_settle_a_profile_or_a_drift_flag(status: int, for_good: bool) -> None:
+    """A 409 settled a profile as refused for good, though the metric store (and the
+    catalogue, for a flag) answers it to writes that raced, saying to retry."""
+    from crawler.profile_step import _refused_for_good
+
+    assert _refused_for_good(status) is for_good
+
+
 @pytest.fixture
 def stalled_store() -> Iterator[tuple[str, threading.Event]]:
     """A metric store's address that takes connections and never answers (a store stuck in
