@@ -110,6 +110,13 @@ def body_not_json(reason: str) -> InvalidRequest:
     return _fix_these([_not_json_entry(reason)])
 
 
+def body_not_shaped(expected: str, field: str = "(body)") -> InvalidRequest:
+    """The 422 for a body that is JSON but not of the shape a route that parses by hand takes
+    (an array where an object is expected, say): what a route with a body model answers,
+    naming what was expected."""
+    return _fix_these([{"field": field, "message": f"must be {expected}"}])
+
+
 def _not_json(request: Request, exc: RequestValidationError) -> InvalidRequest | None:
     """The body was refused whole because it was not sent as JSON: FastAPI parses a body as
     JSON only under a JSON content type (a guard against cross-site form posts), and what

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cairn.errors import BadRequest, Conflict, InvalidRequest
+from cairn.errors import Conflict, InvalidRequest
 from cairn.models import (
     MAX_COLUMNS,
     MAX_LIST,
@@ -44,7 +44,7 @@ from cairn.models import (
     SchemaField,
     check_entries,
 )
-from cairn.web import validated
+from cairn.web import body_not_shaped, validated
 from catalogue_service.backends.base import AssetStore, LineageReport, PreparedWrite
 from connectors.local import file_url
 
@@ -64,7 +64,9 @@ EVENT_MODELS: dict[OpenLineageKind, type[OpenLineageEvent]] = {
 def event_kind(raw: Any) -> OpenLineageKind:
     """Which of the spec's three events ``raw`` is, from the fields each one requires."""
     if not isinstance(raw, dict):
-        raise BadRequest("Send one OpenLineage event as a JSON object to /api/v1/lineage.")
+        raise body_not_shaped(
+            "one OpenLineage event, a JSON object (RunEvent, JobEvent or DatasetEvent)"
+        )
     if "run" in raw:
         return "RunEvent"
     if "job" in raw:

@@ -96,9 +96,24 @@ def test_bulk_reports_each_item(api: httpx.Client) -> None:
 
 def test_bulk_accepts_items_envelope_and_rejects_other_shapes(api: httpx.Client) -> None:
     assert api.post("/assets/bulk", json={"items": [asset("x1")]}).json()["created"] == 1
-    bad = api.post("/assets/bulk", json={"name": "x"})
-    assert bad.status_code == 400
-    assert bad.headers["content-type"].startswith("application/problem+json")
+    # JSON of another shape is the 422 a route with a body model answers (a PUT of an array),
+    # naming what the route takes; it was a 400.
+    put = api.put("/assets/x", json=[asset("x")])
+    assert put.status_code == 422
+    for body, field, expected in (
+        ({"name": "x"}, "(body)", "a JSON array of assets"),
+        ("x", "(body)", "a JSON array of assets"),
+        (7, "(body)", "a JSON array of assets"),
+        ({"items": {"name": "x"}}, "items", "a JSON array of assets"),
+    ):
+        bad = api.post("/assets/bulk", json=body)
+        assert bad.status_code == 422, (body, bad.text)
+        assert bad.headers["content-type"] == put.headers["content-type"]
+        problem = bad.json()
+        assert (problem["type"], problem["title"]) == (put.json()["type"], put.json()["title"])
+        (error,) = problem["errors"]
+        assert error["field"] == field and expected in error["message"], problem
+        assert expected in problem["detail"]
     not_json = api.post(
         "/assets/bulk", content=b"{nope", headers={"content-type": "application/json"}
     )

@@ -79,13 +79,18 @@ def test_online_lookups_keep_the_shared_plumbing(
         assert bad.json()["instance"] == path
         assert bad.json()["errors"][0]["field"] == "features"
         assert bad.headers["vary"] == "Origin"
-        # A body that is not JSON is the 422 a FastAPI-parsed route answers; one that is JSON
-        # but not an object is a 400.
+        # A body that is not JSON is the 422 a FastAPI-parsed route answers; so is one that
+        # is JSON but not an object (it was a 400), naming what to send.
         not_json = http.post(path, content=b"{not json")
         assert not_json.status_code == 422
         (error,) = not_json.json()["errors"]
         assert error["field"] == "(body)" and error["message"].startswith("is not valid JSON: ")
-        assert http.post(path, content=b"[]").status_code == 400
+        for shape in (b"[]", b'"customer_id"'):
+            not_object = http.post(path, content=shape)
+            assert not_object.status_code == 422, not_object.text
+            assert not_object.headers["content-type"] == "application/problem+json"
+            (error,) = not_object.json()["errors"]
+            assert error["field"] == "(body)" and "a JSON object" in error["message"]
 
         # Past the body limit: refused on the declared length, and on the bytes streamed
         # without one (a chunked body), before the lookup runs.
@@ -96,14 +101,14 @@ def test_online_lookups_keep_the_shared_plumbing(
         assert streamed.status_code == 413
         assert "larger than 4096 bytes" in streamed.json()["detail"]
         assert streamed.json()["instance"] == declared.json()["instance"] == path
-        assert len(front_answers) == 4  # the 200, 422s and 400 above: no 413 reached a lookup
+        assert len(front_answers) == 5  # the 200 and 422s above: no 413 reached a lookup
 
         # Other methods are not on the front route: FastAPI's routing answers them.
         refused = http.get(path)
         assert refused.status_code == 405 and "POST" in refused.headers["allow"]
 
         metrics = http.get("/metrics").text
-        for status in ("200", "400", "413", "422"):
+        for status in ("200", "413", "422"):
             assert f'route="{path}",service="featurestore",status="{status}"' in metrics
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from cairn.errors import BadRequest, Conflict, InvalidRequest, NotFound
-from cairn.web import parse_json
+from cairn.errors import Conflict, InvalidRequest, NotFound
+from cairn.web import body_not_shaped, parse_json
 from featurestore_service.online.base import OnlineRows, OnlineStore, OnlineTable
 from featurestore_service.online.references import Wanted, parse_references
 from featurestore_service.online.references import field_problem as _field
@@ -159,7 +159,7 @@ class OnlineService:
         # the column cannot hold is refused by name rather than looked up as another number.
         request = parse_json(body)
         if not isinstance(request, dict):
-            raise BadRequest('The body must be a JSON object: {"features": [...], "entities": {}}')
+            raise body_not_shaped('a JSON object: {"features": [...], "entities": {...}}')
         if request.get("features") is None and request.get("feature_service") is not None:
             raise _field(
                 "feature_service",

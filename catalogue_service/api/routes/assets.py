@@ -25,7 +25,7 @@ from cairn.models import (
     TagCount,
 )
 from cairn.openapi import hand_parsed, problems
-from cairn.web import LABEL_PARAMETER, CairnRoute, parse_json
+from cairn.web import LABEL_PARAMETER, CairnRoute, body_not_shaped, parse_json
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard
 from catalogue_service.api.search_params import parse_search
 from catalogue_service.service import splice_page
@@ -109,12 +109,12 @@ async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> Response:
     # (cairn.collector), and Catalogue.bulk keeps it paused over validation and the store.
     with collector_paused():
         body = parse_json(raw)
-        if isinstance(body, dict) and isinstance(body.get("items"), list):
+        if isinstance(body, dict) and "items" in body:
             body = body["items"]
+            if not isinstance(body, list):
+                raise body_not_shaped("a JSON array of assets", field="items")
         if not isinstance(body, list):
-            raise BadRequest(
-                'Send a JSON array of assets, or {"items": [...]}, to /api/v1/assets/bulk.'
-            )
+            raise body_not_shaped('a JSON array of assets, or an object {"items": [...]}')
         answer = await catalogue.bulk(body)
         # Encoded by pydantic in one call: a result per item, thousands of them, need no
         # re-validation against the response model nor the standard library's encoder.

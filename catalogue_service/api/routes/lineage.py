@@ -125,7 +125,7 @@ EVENT_EXAMPLE = {
     status_code=201,
     responses={
         200: {"model": LineageReceipt, "description": "Recorded before; nothing changed"},
-        **problems(400, 409, 422),
+        **problems(409, 422),
     },
     openapi_extra={
         "requestBody": {

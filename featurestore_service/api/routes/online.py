@@ -111,7 +111,7 @@ for path in ONLINE_PATHS:
         description=DESCRIPTION,
         openapi_extra=ONLINE_DOC,
         dependencies=[ReadGuard],
-        responses=problems(400, 404, 409, 422),
+        responses=problems(404, 409, 422),
         operation_id="online_features" + path.replace("/", "_").replace("-", "_"),
     )
 
