@@ -11,6 +11,9 @@ import hashlib
 import math
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
@@ -171,10 +174,28 @@ def composed(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def unknown_type(value: str) -> str | None:
+# The asset types a write may have, as the Settings of the app serving the request say: the
+# catalogue binds them for each request (``write_types``), so an app built with its own Settings
+# checks against those. Unbound (the crawler, the CLI, a client), this process's settings.
+_WRITE_TYPES: ContextVar[frozenset[str] | None] = ContextVar("cairn_write_types", default=None)
+
+
+@contextmanager
+def write_types(types: frozenset[str]) -> Iterator[None]:
+    """Within: the asset types ``unknown_type`` (and so a write model) allows are ``types``."""
+    token = _WRITE_TYPES.set(types)
+    try:
+        yield
+    finally:
+        _WRITE_TYPES.reset(token)
+
+
+def unknown_type(value: str, allowed: frozenset[str] | None = None) -> str | None:
     """Why ``value`` is not an asset type a write may have (Mastro's and CAIRN_EXTRA_TYPES'),
-    or None when it is one."""
-    allowed = get_settings().asset_types
+    or None when it is one. ``allowed``: those types, else the ones bound by ``write_types``,
+    else this process's settings'."""
+    if allowed is None:
+        allowed = _WRITE_TYPES.get() or get_settings().asset_types
     if value in allowed:
         return None
     return (

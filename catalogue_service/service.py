@@ -311,7 +311,7 @@ class Catalogue:
         """A type no asset can have is a 422, as on a write, not an empty answer that looks
         like "none yet". A type an asset was stored with before CAIRN_EXTRA_TYPES dropped it
         stays searchable: the search's type facets list it, and the UI links them."""
-        problem = unknown_type(kind)
+        problem = unknown_type(kind, self.settings.asset_types)
         if problem is None or kind in await self.store.type_counts():
             return
         raise invalid_param("type", problem)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from cairn.settings import Settings
+from cairn.settings import Settings, get_settings
 from tests.conftest import ThreadServer, backend_settings
 
 
@@ -244,6 +245,54 @@ def test_a_search_by_a_type_no_asset_can_have_is_a_422_naming_the_types(
             assert kind in refused.json()["detail"], refused.text
     assert names(api.get("/assets", params={"type": "report"})) == ["weekly_report"]
     assert names(api.get("/assets", params={"type": "notebook"})) == []  # known, none yet
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[httpx.Client]:
+    """A client of a catalogue app built with ``settings``."""
+    from catalogue_service.app import create_app
+
+    with (
+        ThreadServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+def no_extra_types_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No CAIRN_EXTRA_TYPES in the environment, nor in the process's cached settings."""
+    monkeypatch.delenv("CAIRN_EXTRA_TYPES", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("no_extra_types_env")
+def test_an_app_allows_the_extra_types_of_the_settings_it_is_built_with(
+    settings: Settings,
+) -> None:
+    # The type checks read CAIRN_EXTRA_TYPES from the process's environment, so an app built
+    # with settings carrying extra types refused them all the same.
+    with served(settings.model_copy(update={"extra_types": ["experiment"]})) as http:
+        # Known before any asset has it: an empty answer, not a 422.
+        assert names(http.get("/api/v1/assets", params={"type": "experiment"})) == []
+        one = http.put("/api/v1/assets/exp-1", json=asset("exp_one", type="experiment"))
+        assert one.status_code == 201, one.text
+        bulk = http.post("/api/v1/assets/bulk", json=[asset("exp_two", type="experiment")])
+        assert bulk.json()["created"] == 1, bulk.text
+        mastro = http.put("/asset/", json=asset("exp_three", type="experiment"))
+        assert mastro.status_code == 201, mastro.text
+        found = http.get("/api/v1/assets", params={"type": "experiment"})
+        assert sorted(names(found)) == ["exp_one", "exp_three", "exp_two"]
+        # A type neither Mastro's nor the settings' is refused, listing the settings' too.
+        refused = http.put("/api/v1/assets/ship", json=asset("ship", type="spaceship"))
+        assert refused.status_code == 422, refused.text
+        assert "'spaceship' is not one of:" in refused.text and "experiment" in refused.text
+    # The same store served without the extra type refuses a write of it.
+    with served(settings) as http:
+        again = http.put("/api/v1/assets/exp-4", json=asset("exp_four", type="experiment"))
+        assert again.status_code == 422, again.text
 
 
 def test_a_blank_text_query_is_no_text_query(api: httpx.Client) -> None:
