@@ -299,7 +299,7 @@ class Catalogue:
     async def search(self, query: SearchQuery, *, typos: bool = False) -> SearchHits:
         """``typos``: when ``q`` finds little, correct its words (``spelling.fallback``)."""
         if query.type is not None:
-            await self._check_type(query.type)
+            await self._check_type(query.type, query.include_deleted)
         hits = await self.store.search(query)
         if typos:
             hits = await with_typo_fallback(
@@ -307,12 +307,18 @@ class Catalogue:
             )
         return hits
 
-    async def _check_type(self, kind: str) -> None:
+    async def _check_type(self, kind: str, include_deleted: bool) -> None:
         """A type no asset can have is a 422, as on a write, not an empty answer that looks
         like "none yet". A type an asset was stored with before CAIRN_EXTRA_TYPES dropped it
-        stays searchable: the search's type facets list it, and the UI links them."""
+        stays searchable: the search's type facets list it, and the UI links them. With
+        ``include_deleted``, a deleted asset's type counts too, though no live asset has it."""
         problem = unknown_type(kind, self.settings.asset_types)
-        if problem is None or kind in await self.store.type_counts():
+        if problem is None:
+            return
+        # Asked of the search itself, not of the type facets: those count live assets only,
+        # and on Elasticsearch only the 100 commonest types.
+        probe = SearchQuery(type=kind, include_deleted=include_deleted, limit=1, facets=False)
+        if (await self.store.search(probe)).docs:
             return
         raise invalid_param("type", problem)
 

@@ -295,6 +295,33 @@ def test_an_app_allows_the_extra_types_of_the_settings_it_is_built_with(
         assert again.status_code == 422, again.text
 
 
+@pytest.mark.usefixtures("no_extra_types_env")
+def test_a_deleted_asset_of_a_type_no_longer_allowed_is_found_with_include_deleted(
+    settings: Settings,
+) -> None:
+    # Its type was checked against the live assets' types only: no live asset had it, so the
+    # search was a 422 saying the type is unknown, though include_deleted asked for the
+    # deleted assets, one of which has it.
+    with served(settings.model_copy(update={"extra_types": ["experiment"]})) as http:
+        for name in ("exp_gone", "exp_kept"):
+            put = http.put(f"/api/v1/assets/{name}", json=asset(name, type="experiment"))
+            assert put.status_code == 201, put.text
+        assert http.delete("/api/v1/assets/exp_gone").status_code == 200
+    with served(settings) as http:  # the setting no longer allows it
+        kinds = {"type": "experiment", "include_deleted": "true"}
+        assert sorted(names(http.get("/api/v1/assets", params=kinds))) == ["exp_gone", "exp_kept"]
+        assert http.delete("/api/v1/assets/exp_kept").status_code == 200
+        # No live asset has the type now: the deleted ones are still found.
+        assert sorted(names(http.get("/api/v1/assets", params=kinds))) == ["exp_gone", "exp_kept"]
+        with_text = {**kinds, "q": "exp_gone"}
+        assert names(http.get("/api/v1/assets", params=with_text)) == ["exp_gone"]
+        # Without include_deleted, or for a type no asset ever had, it is the 422 naming types.
+        for params in ({"type": "experiment"}, {"type": "spaceship", "include_deleted": "true"}):
+            refused = http.get("/api/v1/assets", params=params)
+            assert refused.status_code == 422, (params, refused.text)
+            assert refused.json()["errors"][0]["field"] == "type"
+
+
 def test_a_blank_text_query_is_no_text_query(api: httpx.Client) -> None:
     # A search box left with spaces (or a tab) in it lists what an empty one lists.
     seed(api, LAKE)
