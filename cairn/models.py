@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from cairn.numbers import INT64_MAX, INT64_MIN
 from cairn.paging import MAX_PAGE
 from cairn.settings import get_settings
 
@@ -49,7 +50,6 @@ MAX_EXTRA_DEPTH = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 LabelValue = str | int | float | bool | None
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Fields Mastro's crawler writes into manifests; dropped quietly (accepted, as DESIGN 2 asks):
 # a crawl stamps its own crawled_at, and the API takes last-discovered-at as that field.
@@ -823,7 +823,7 @@ FEATURESET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_FEATURESET_NAME = 200  # the catalogue asset is named "featureset:<name>" (256 at most)
 MAX_FEATURES = 10_000
 MAX_VALUE_ITEMS = 100_000  # entries of one list or map value
-MAX_VERSION = 2**63 - 1  # a version number is a 64-bit integer in both stores
+MAX_VERSION = INT64_MAX  # a version number is a 64-bit integer in both stores
 MAX_STRING_VALUE = MAX_DESCRIPTION
 
 SCALAR_DTYPES = ("int", "float", "bool", "string", "timestamp")

@@ -12,6 +12,7 @@ import typer
 
 from cairn.cli_errors import problem_line, validation_line
 from cairn.errors import CairnError, NotAcceptable
+from cairn.numbers import INT64_MAX
 from featurestore_service.folders import FOLDER_META, load_yaml_set, put_folder, text
 
 app = typer.Typer(
@@ -228,7 +229,7 @@ def put(
 
 def _check_ttl(ttl: str) -> None:
     """Exit 2 naming --ttl for a duration the service would refuse naming its field ttl."""
-    from cairn.models import INT64_MAX, parse_duration
+    from cairn.models import parse_duration
 
     try:
         seconds = parse_duration(ttl)
@@ -273,7 +274,7 @@ def _put_folder(
 def get(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
-        int | None, typer.Option(min=1, help="A version number (default: latest).")
+        int | None, typer.Option(min=1, max=INT64_MAX, help="A version number (default: latest).")
     ] = None,
     as_of: Annotated[
         str | None,
@@ -289,7 +290,9 @@ def get(
         typer.Option("--output", "-o", help="Write to this file instead of standard output."),
     ] = None,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns of a table.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Rows of a table to fetch.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=INT64_MAX, help="Rows of a table to fetch.")
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Print a feature set (JSON), or save a table as Parquet with --format parquet -o FILE."""
@@ -400,8 +403,8 @@ def versions(
 @app.command()
 def diff(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    old: Annotated[int, typer.Argument(min=1, help="The older version.")],
-    new: Annotated[int, typer.Argument(min=1, help="The newer version.")],
+    old: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The older version.")],
+    new: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The newer version.")],
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -451,7 +454,9 @@ def diff(
 @app.command()
 def delete(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    version: Annotated[int, typer.Argument(min=1, help="The version to soft-delete.")],
+    version: Annotated[
+        int, typer.Argument(min=1, max=INT64_MAX, help="The version to soft-delete.")
+    ],
     url: UrlOption = None,
 ) -> None:
     """Soft-delete one version: it stays listed, marked deleted, and is never latest again."""
@@ -474,7 +479,9 @@ def materialize(
     version: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Version to serve (default: the latest); stays until the next write."
+            min=1,
+            max=INT64_MAX,
+            help="Version to serve (default: the latest); stays until the next write.",
         ),
     ] = None,
     url: UrlOption = None,

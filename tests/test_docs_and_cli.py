@@ -580,6 +580,38 @@ def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], 
     assert "Cannot reach" not in result.output
 
 
+TOO_BIG = str(2**63)  # one past the stores' 64-bit integers
+
+
+@pytest.mark.parametrize(
+    ("args", "param"),
+    [
+        (["metrics", "show", "s", "--version", TOO_BIG], "--version"),
+        (["metrics", "drift", "s", TOO_BIG], "VERSION"),
+        (["metrics", "drift", "s", "2", "--against", TOO_BIG], "--against"),
+        (["featureset", "get", "s", "--version", TOO_BIG], "--version"),
+        (["featureset", "get", "s", "--limit", TOO_BIG], "--limit"),
+        (["featureset", "diff", "s", TOO_BIG, "2"], "OLD"),
+        (["featureset", "diff", "s", "1", TOO_BIG], "NEW"),
+        (["featureset", "delete", "s", TOO_BIG], "VERSION"),
+        (["featureset", "materialize", "s", "--version", TOO_BIG], "--version"),
+    ],
+)
+def test_a_version_or_limit_past_64_bits_is_a_usage_error_before_any_request(
+    args: list[str], param: str
+) -> None:
+    # These were sent, and the service's answer (exit 1) named its own parameter (version).
+    from typer.testing import CliRunner
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
+    result = CliRunner().invoke(app, [*args, "--url", url])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"'{param.lower()}'" in errors[0].lower(), result.output
+    assert str(2**63 - 1) in errors[0], errors
+    assert "Cannot reach" not in result.output
+
+
 TABLE = str(ROOT / "examples/featuresets/customer_features/v2.parquet")
 VALUES = str(ROOT / "examples/featuresets/churn_model_serving/v1.yaml")
 ENTITIES = str(ROOT / "examples/featuresets/customer_entities.parquet")
