@@ -532,6 +532,8 @@ async def _up(urls: dict[Service, str], lake: Path | None) -> int:
                 )
                 await _until_ready(urls[service], group, service)
             except (StartFailed, BackendError) as exc:
+                if stopping.is_set():
+                    return 0  # Ctrl-C (or SIGTERM) while it started: a stop, not a failure
                 typer.echo(f"error: {exc}", err=True)
                 return 1
             typer.echo(f"{service} ready at {urls[service]}")
@@ -577,8 +579,11 @@ async def _until_ready(base_url: str, group: Colocated, name: str, timeout: floa
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=1) as client:
         while time.monotonic() < deadline:
-            if group.exited() == name:
-                raise StartFailed(f"the {name} service stopped while starting")
+            # Any service: a Ctrl-C while this one starts stops the ones started before it
+            # first, and this one's /readyz would then be polled on until the deadline.
+            if (exited := group.exited()) is not None:
+                during = "starting" if exited == name else f"the {name} service started"
+                raise StartFailed(f"the {exited} service stopped while {during}")
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get(f"{base_url}/readyz")).status_code == 200:
                     return

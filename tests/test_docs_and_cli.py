@@ -481,6 +481,37 @@ def test_cairn_up_killed_takes_its_crawl_child_along(tmp_path: Path) -> None:
         stop_group(proc)
 
 
+def test_cairn_up_stops_at_once_on_ctrl_c_while_a_later_service_starts(tmp_path: Path) -> None:
+    # Ctrl-C once the catalogue was ready and while the feature store (or the UI) started:
+    # the waits for the later service's /readyz only asked whether that service had stopped,
+    # while the catalogue's stop was what showed, so `cairn up` polled on for 60 s and ended
+    # with "was not ready after 60s" and exit 1; a Ctrl-C during the catalogue's own start
+    # said "error: ... stopped while starting" (exit 1).
+    ports = {"catalogue": free_port(), "featurestore": free_port(), "ui": free_port()}
+    env = cairn_env(
+        tmp_path / "data",
+        CAIRN_CATALOGUE_PORT=str(ports["catalogue"]),
+        CAIRN_FEATURESTORE_PORT=str(ports["featurestore"]),
+        CAIRN_UI_PORT=str(ports["ui"]),
+    )
+    log = tmp_path / "up.log"
+    proc = _start_up(env, log)
+    try:
+        deadline = time.monotonic() + patient(180)
+        while "catalogue ready at" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=patient(20)) == 0, log.read_text()
+    finally:
+        stop_group(proc)
+    text = log.read_text()
+    assert not re.search(r"^error:", text, re.M) and "Traceback" not in text, text
+    for port in ports.values():
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+
 def test_cairn_up_says_which_service_could_not_start(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
