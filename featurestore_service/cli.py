@@ -28,16 +28,45 @@ UrlOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
 
 
+# The base URL the last ``_client`` was made for: an error line names it when what answered
+# there is not a feature store (the catalogue's or the UI's port given by mistake).
+_asked: list[str] = []
+
+
 def _client(url: str | None) -> Any:
     from cairn.client import FeatureStoreClient
     from cairn.settings import get_settings  # here: `cairn --help` needs no settings
 
-    return FeatureStoreClient(url or get_settings().featurestore_url)
+    base_url = url or get_settings().featurestore_url
+    _asked[:] = [base_url]
+    return FeatureStoreClient(base_url)
+
+
+def _not_a_feature_store(exc: CairnError) -> bool:
+    """A 404 or 405 for a route every feature store serves: another service answered (the
+    catalogue's "No route ..." problem, the UI's HTML page, any other web server's 404)."""
+    detail = exc.detail
+    return exc.status in (404, 405) and (
+        detail.startswith(("No route ", "HTTP 404 from ", "HTTP 405 from "))
+        or detail in ("Not Found", "Method Not Allowed")
+        or " is not allowed on " in detail
+    )
 
 
 def _fail(problem: str | CairnError) -> NoReturn:
     """Exit 1 with one error line: ``problem``, or a service's problem as the CLI words it."""
-    message = problem if isinstance(problem, str) else problem_line(problem)
+    if isinstance(problem, str):
+        message = problem
+    elif _asked and _not_a_feature_store(problem):
+        from cairn.redact import redact_url
+
+        message = (
+            f"{redact_url(_asked[0])} does not answer as a feature store ({problem.detail}); "
+            "give the feature store's base URL (e.g. http://127.0.0.1:8002) with --url or "
+            "CAIRN_FEATURESTORE_URL"
+        )
+    else:
+        message = problem_line(problem)
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 

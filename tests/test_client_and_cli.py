@@ -662,3 +662,33 @@ def test_featureset_put_of_a_folder_stores_the_versions_it_lacks(tmp_path: Path)
             third = client.get("orders")
             # A YAML version takes its label and author from featureset.yaml's versions too.
             assert (third.version, third.version_label, third.created_by) == (3, "third", "bo")
+
+
+def test_a_cli_pointed_at_another_service_says_to_give_the_feature_stores_url(
+    tmp_path: Path,
+) -> None:
+    """`--url` (or CAIRN_FEATURESTORE_URL) naming the catalogue or the web UI, a newcomer's
+    slip between 8001, 8002 and 8080: the error line said only "No route GET
+    /api/v1/featuresets; see /docs for the API." or "HTTP 404 from ...", not what to fix."""
+    from catalogue_service.app import create_app as create_catalogue
+    from ui.app import create_app as create_ui
+
+    catalogue_settings = Settings(data_dir=tmp_path / "cat")
+    with (
+        ThreadServer(create_catalogue(catalogue_settings)) as catalogue,
+        ThreadServer(create_ui(Settings(data_dir=tmp_path / "ui"))) as ui,
+    ):
+        env = cairn_env(tmp_path / "cli")
+        for url in (catalogue.url, ui.url):
+            for args in (
+                ("featureset", "list"),
+                ("featureset", "get", "customer_features"),
+                ("features", "online", "-f", "customer_features:x", "-e", "customer_id=C1"),
+                ("metrics", "show", "customer_features"),
+            ):
+                result = run_cairn(*args, "--url", url, env=env)
+                assert result.returncode == 1, (args, result.stderr)
+                lines = result.stderr.strip().splitlines()
+                assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+                assert f"{url} does not answer as a feature store" in lines[0], (url, lines)
+                assert "--url or CAIRN_FEATURESTORE_URL" in lines[0], lines
