@@ -38,6 +38,14 @@ from tests.servers.processes import free_port, patient, stop_group, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Where a service or command a test starts looks for the catalogue or the feature store when
+# the test names neither: a closed port. The defaults (127.0.0.1:8001 and :8002) are those of
+# the developer's own `make up`, which the README runs beside `make test`; a feature store
+# started with `Settings(data_dir=...)` registered its test sets in that catalogue.
+NOWHERE = "http://127.0.0.1:9"
+os.environ["CAIRN_CATALOGUE_URL"] = NOWHERE
+os.environ["CAIRN_FEATURESTORE_URL"] = NOWHERE
+
 
 class ThreadServer:
     """A uvicorn server in a thread of the test process: real HTTP, cheap to start."""
@@ -115,6 +123,7 @@ class ProcessServer:
 def cairn_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env["CAIRN_DATA_DIR"] = str(data_dir)
+    env["CAIRN_CATALOGUE_URL"] = env["CAIRN_FEATURESTORE_URL"] = NOWHERE
     env.update(extra)
     return env
 

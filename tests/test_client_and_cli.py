@@ -692,3 +692,20 @@ def test_a_cli_pointed_at_another_service_says_to_give_the_feature_stores_url(
                 assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
                 assert f"{url} does not answer as a feature store" in lines[0], (url, lines)
                 assert "--url or CAIRN_FEATURESTORE_URL" in lines[0], lines
+
+
+def test_services_and_commands_a_test_starts_never_reach_the_default_ports(
+    tmp_path: Path,
+) -> None:
+    """A feature store a test started without naming a catalogue registered its sets in
+    whatever served 127.0.0.1:8001: the developer's own `make up`, which the README runs beside
+    `make test` (featureset:orders, featureset:123 appeared in it), and `cairn` commands run
+    without --url went to 127.0.0.1:8002. Both now default to a closed port in tests."""
+    from tests.conftest import NOWHERE
+
+    for settings in (Settings(), Settings(data_dir=tmp_path / "fs")):
+        assert settings.catalogue_url == settings.featurestore_url == NOWHERE
+    env = cairn_env(tmp_path / "cli")
+    assert env["CAIRN_CATALOGUE_URL"] == env["CAIRN_FEATURESTORE_URL"] == NOWHERE
+    listed = run_cairn("featureset", "list", env={**env, "CAIRN_HTTP_RETRIES": "1"})
+    assert listed.returncode == 1 and "127.0.0.1:9" in listed.stderr, listed.stderr
