@@ -64,6 +64,13 @@ def read_yaml(path: Path) -> Any:
             f"{path} is neither a Parquet file (a table) nor UTF-8 text (a YAML set of named "
             "values)"
         ) from None
+    except yaml.MarkedYAMLError as exc:
+        # PyYAML's own text spans lines and names "<unicode string>", not the file: one line
+        # naming the file, line and column, as the crawler words a manifest's.
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        context = f" ({exc.context})" if exc.context else ""
+        raise ValueError(f"{where}: YAML syntax error: {exc.problem}{context}") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
 

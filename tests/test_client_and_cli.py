@@ -709,3 +709,23 @@ def test_services_and_commands_a_test_starts_never_reach_the_default_ports(
     assert env["CAIRN_CATALOGUE_URL"] == env["CAIRN_FEATURESTORE_URL"] == NOWHERE
     listed = run_cairn("featureset", "list", env={**env, "CAIRN_HTTP_RETRIES": "1"})
     assert listed.returncode == 1 and "127.0.0.1:9" in listed.stderr, listed.stderr
+
+
+def test_featureset_put_names_the_file_line_and_column_of_a_yaml_error(tmp_path: Path) -> None:
+    """A YAML set that does not parse: the error line said "cannot read FILE: while parsing a
+    flow node" over four lines, with PyYAML's `in "<unicode string>", line 3, column 1` and a
+    caret, instead of the file, line and column on one line as a crawl reports a manifest."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nfeatures: [\n")
+    colon = tmp_path / "colon.yaml"
+    colon.write_text("name: x\ndescription: a: b\nfeatures: []\n")
+    env = cairn_env(tmp_path / "cli")
+    for path, where, said in (
+        (broken, ":3:1: ", "expected the node content"),
+        (colon, ":2:15: ", "mapping values are not allowed here"),
+    ):
+        result = run_cairn("featureset", "put", str(path), env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: {path}{where}YAML syntax error: "), lines
+        assert said in lines[0] and "<unicode string>" not in lines[0], lines
