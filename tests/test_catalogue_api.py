@@ -322,6 +322,45 @@ def test_a_deleted_asset_of_a_type_no_longer_allowed_is_found_with_include_delet
             assert refused.json()["errors"][0]["field"] == "type"
 
 
+def test_a_search_parameter_the_route_does_not_take_is_a_422_naming_it(
+    api: httpx.Client,
+) -> None:
+    # A misspelt filter (tga=sales, lable=pii:true) was dropped without a word: the answer
+    # listed every asset, as if every one had matched.
+    seed(api, LAKE)
+    for headers in ({}, {"origin": "http://elsewhere.example"}):
+        for params, said in (
+            ({"tga": "sales"}, "did you mean tag?"),
+            ({"q": "sales", "lable": "pii:true"}, "did you mean label?"),
+            ({"page": "2"}, "the next page is cursor=<next_cursor>"),
+            ({"sort": "name"}, None),
+        ):
+            refused = api.get("/assets", params=params, headers=headers)
+            assert refused.status_code == 422, (params, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+            (error,) = refused.json()["errors"]
+            wrong = next(k for k in params if k != "q")
+            assert error["field"] == wrong, refused.text
+            assert "is not a parameter of this search" in error["message"], refused.text
+            if said:
+                assert said in error["message"], refused.text
+            assert "q, name, tag, type, label, owner" in error["message"], refused.text
+    # Every parameter the route documents is still taken.
+    taken = {
+        "q": "sales",
+        "name": "sal",
+        "tag": "sales",
+        "type": "table",
+        "label": "pii:false",
+        "owner": "ana@example.com",
+        "include_deleted": "false",
+        "limit": "5",
+        "facets": "true",
+        "drifted": "false",
+    }
+    assert api.get("/assets", params=taken).status_code == 200
+
+
 def test_a_blank_text_query_is_no_text_query(api: httpx.Client) -> None:
     # A search box left with spaces (or a tab) in it lists what an empty one lists.
     seed(api, LAKE)

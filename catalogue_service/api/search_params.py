@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
 
+from cairn.errors import InvalidRequest
 from cairn.errors import invalid_param as _fail
 from cairn.models import composed
 from catalogue_service.api.deps import parse_labels
 from catalogue_service.backends.base import SearchQuery, decode_cursor
 
-KNOWN = frozenset(
-    {
-        "q",
-        "name",
-        "tag",
-        "type",
-        "label",
-        "owner",
-        "include_deleted",
-        "limit",
-        "cursor",
-        "facets",
-        "drifted",
-    }
+# In the order an unknown parameter's message lists them.
+PARAMETERS = (
+    "q",
+    "name",
+    "tag",
+    "type",
+    "label",
+    "owner",
+    "include_deleted",
+    "drifted",
+    "limit",
+    "cursor",
+    "facets",
 )
+KNOWN = frozenset(PARAMETERS)
 MAX_LENGTHS = {"q": 1024, "name": 256, "type": 64, "owner": 1024, "cursor": 4096, "tag": 1024}
 TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 # Each tag or label filter is a clause of the search: a thousand overran SQLite's expression
@@ -44,6 +46,17 @@ def _bool(params: dict[str, str], key: str, default: bool | None) -> bool | None
     if lowered in FALSE:
         return False
     raise _fail(key, f"{value!r} is not a boolean; use true or false")
+
+
+def _unknown(key: str) -> InvalidRequest:
+    """A parameter the search does not take: a misspelt filter was otherwise dropped without a
+    word, and every asset listed as if it had matched."""
+    if key == "page":  # Mastro's paging, on its own route (GET /assets/?limit=&page=)
+        hint = "the next page is cursor=<next_cursor> of the answer; "
+    else:
+        near = difflib.get_close_matches(key.lower(), PARAMETERS, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}? " if near else ""
+    return _fail(key, f"is not a parameter of this search; {hint}use {', '.join(PARAMETERS)}")
 
 
 def parse_search(params: QueryParams) -> SearchQuery:
@@ -70,6 +83,9 @@ def parse_search_items(items: Iterable[tuple[str, str]]) -> SearchQuery:
             tags.append(value)
         elif key == "label":
             labels.append(value)
+    for key in params:
+        if key not in KNOWN:
+            raise _unknown(key)
     for key, given in (("tag", tags), ("label", labels)):
         if len(given) > MAX_FILTERS:
             raise _fail(key, f"is given {len(given)} times; send at most {MAX_FILTERS}")
