@@ -473,6 +473,23 @@ def test_diff_of_values_and_tables(fs: httpx.Client) -> None:
     assert fs.get("/featuresets/tab/diff", params={"from": 1}).status_code == 422
 
 
+def test_a_search_parameter_the_route_does_not_take_is_a_422_naming_it(
+    fs: httpx.Client,
+) -> None:
+    # A misspelt filter (nmae=churn, lable=team:ml) was dropped: every set was listed.
+    put(fs, values("churn_a", ("recency", "int", 1), labels={"team": "ml"}))
+    put(fs, values("sales_x", ("revenue", "float", 1.0), labels={"team": "bi"}))
+    for params, near in (({"nmae": "churn"}, "name"), ({"lable": "team:ml"}, "label")):
+        refused = fs.get("/featuresets", params=params)
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert error["field"] == next(iter(params)), refused.text
+        assert f"is not a parameter of this search; did you mean {near}?" in error["message"]
+        assert "name, label, q, limit, cursor" in error["message"], refused.text
+    taken = {"name": "churn", "label": "team:ml", "q": "recency", "limit": "5"}
+    assert [i["name"] for i in fs.get("/featuresets", params=taken).json()["items"]] == ["churn_a"]
+
+
 def test_search_by_prefix_labels_and_text(fs: httpx.Client) -> None:
     put(fs, values("churn_a", ("recency", "int", 1), labels={"team": "ml", "tier": "gold"}))
     put(fs, values("churn_b", ("frequency", "int", 1), labels={"team": "ml"}))

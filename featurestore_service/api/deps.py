@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 from typing import Annotated
 
@@ -46,6 +47,16 @@ def int_param(
     if not low <= value <= high:
         raise bad_param(key, f"must be between {low} and {high}")
     return value
+
+
+def only_params(params: QueryParams, taken: tuple[str, ...]) -> None:
+    """A 422 for a parameter the route does not take: a misspelt filter was otherwise dropped
+    without a word, and the answer listed everything as if it had matched."""
+    for key in params:
+        if key not in taken:
+            near = difflib.get_close_matches(key.lower(), taken, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise bad_param(key, f"is not a parameter of this search; {hint}use {', '.join(taken)}")
 
 
 def time_param(params: QueryParams, key: str) -> datetime | None:

@@ -32,6 +32,7 @@ from featurestore_service.api.deps import (
     check_read_key,
     int_param,
     list_param,
+    only_params,
     time_param,
 )
 from featurestore_service.api.representations import (
@@ -285,6 +286,7 @@ SEARCH_PARAMETERS: list[dict[str, Any]] = [
     },
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
+SEARCH_KEYS = tuple(p["name"] for p in SEARCH_PARAMETERS)
 
 
 @router.get(
@@ -297,6 +299,7 @@ SEARCH_PARAMETERS: list[dict[str, Any]] = [
 )
 async def search(request: Request, service: FeatureStoreDep) -> Response:
     params = request.query_params
+    only_params(params, SEARCH_KEYS)
     for key in ("name", "q"):
         if len(params.get(key) or "") > 1024:
             raise bad_param(key, "is longer than 1024 characters")
