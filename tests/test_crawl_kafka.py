@@ -196,6 +196,24 @@ def test_broker_down_fails_clearly_and_keeps_assets(
     assert asset(catalogue_process, kafka_broker, topic)["deleted"] is False
 
 
+def test_the_brokers_are_waited_for_as_long_as_cairn_http_timeout_says(
+    kafka_broker: KafkaBroker,
+) -> None:
+    # kafka-python waits 30 s of its own for a first broker, whatever request timeout it is
+    # given: a crawl of brokers that were down took 30 s with CAIRN_HTTP_TIMEOUT=5.
+    from cairn.settings import Settings
+    from crawler.sources.kafka import KafkaSource
+
+    source = KafkaSource.from_url(f"kafka://{kafka_broker.bootstrap}", Settings(http_timeout=5))
+    assert isinstance(source, KafkaSource)
+    admin = source._admin()
+    try:
+        assert admin.config["bootstrap_timeout_ms"] == 5000
+        assert admin.config["request_timeout_ms"] == 5000
+    finally:
+        admin.close()
+
+
 def test_bad_kafka_url_is_refused(catalogue_process: ProcessServer) -> None:
     code, report = crawl("kafka://broker:9092/some/path", catalogue_process)
     assert code == 1 and "names brokers only" in report["error"], report

@@ -128,6 +128,8 @@ class KafkaSource:
                 bootstrap_servers=self.bootstrap,
                 client_id="cairn-crawler",
                 request_timeout_ms=self._timeout_ms,
+                # kafka-python's own default is 30 s, whatever CAIRN_HTTP_TIMEOUT says.
+                bootstrap_timeout_ms=self._timeout_ms,
             )
         except KafkaError as exc:
             raise SourceError(
@@ -223,6 +225,7 @@ class KafkaSource:
                 group_id=None,  # no group: nothing is committed, no consumer offsets change
                 enable_auto_commit=False,
                 request_timeout_ms=self._timeout_ms,
+                bootstrap_timeout_ms=self._timeout_ms,
             )
         except KafkaError as exc:
             raise SourceError(f"cannot read messages from {self.url}: {exc!r}") from exc
