@@ -76,6 +76,14 @@ def _usage(problem: str, option: str) -> NoReturn:
     raise typer.BadParameter(problem, param_hint=f"'{option}'")
 
 
+def within_int64(value: int | None) -> int | None:
+    """A callback for a version or row count: the stores hold 64-bit integers. It stands in for
+    click's ``max=``, whose help would print the bound's 19 digits beside every option."""
+    if value is not None and value > INT64_MAX:
+        raise typer.BadParameter(f"{value} is more than {INT64_MAX}, the largest a store holds")
+    return value
+
+
 def _check_moment(value: str, option: str) -> None:
     """Exit 2 naming ``option`` for a time the service would refuse (it reads RFC 3339 as
     ``parse_moment`` does): its own message names its query parameter, not the option."""
@@ -303,7 +311,8 @@ def _put_folder(
 def get(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
-        int | None, typer.Option(min=1, max=INT64_MAX, help="A version number (default: latest).")
+        int | None,
+        typer.Option(min=1, callback=within_int64, help="A version number (default: latest)."),
     ] = None,
     as_of: Annotated[
         str | None,
@@ -320,7 +329,7 @@ def get(
     ] = None,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns of a table.")] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, max=INT64_MAX, help="Rows of a table to fetch.")
+        int | None, typer.Option(min=1, callback=within_int64, help="Rows of a table to fetch.")
     ] = None,
     url: UrlOption = None,
 ) -> None:
@@ -432,8 +441,8 @@ def versions(
 @app.command()
 def diff(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    old: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The older version.")],
-    new: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The newer version.")],
+    old: Annotated[int, typer.Argument(min=1, callback=within_int64, help="The older version.")],
+    new: Annotated[int, typer.Argument(min=1, callback=within_int64, help="The newer version.")],
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -484,7 +493,7 @@ def diff(
 def delete(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
-        int, typer.Argument(min=1, max=INT64_MAX, help="The version to soft-delete.")
+        int, typer.Argument(min=1, callback=within_int64, help="The version to soft-delete.")
     ],
     url: UrlOption = None,
 ) -> None:
@@ -509,7 +518,7 @@ def materialize(
         int | None,
         typer.Option(
             min=1,
-            max=INT64_MAX,
+            callback=within_int64,
             help="Version to serve (default: the latest); stays until the next write.",
         ),
     ] = None,

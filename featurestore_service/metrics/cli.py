@@ -7,8 +7,14 @@ from typing import Annotated, Any
 import typer
 
 from cairn.errors import CairnError
-from cairn.numbers import INT64_MAX
-from featurestore_service.cli import JsonOption, UrlOption, _client, _fail, _print_json
+from featurestore_service.cli import (
+    JsonOption,
+    UrlOption,
+    _client,
+    _fail,
+    _print_json,
+    within_int64,
+)
 
 app = typer.Typer(
     help="Profiles, drift and checks of feature-set versions (CAIRN_FEATURESTORE_URL).",
@@ -37,7 +43,8 @@ def _latest_profiled(fs: Any, name: str) -> int:
 def show(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
-        int | None, typer.Option(min=1, max=INT64_MAX, help="Version (default: newest profiled).")
+        int | None,
+        typer.Option(min=1, callback=within_int64, help="Version (default: newest profiled)."),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
@@ -83,10 +90,12 @@ def _drift_line(column: dict[str, Any]) -> str:
 @app.command()
 def drift(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
-    version: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The version to compare.")],
+    version: Annotated[
+        int, typer.Argument(min=1, callback=within_int64, help="The version to compare.")
+    ],
     against: Annotated[
         int | None,
-        typer.Option(min=1, max=INT64_MAX, help="Reference version (default: previous)."),
+        typer.Option(min=1, callback=within_int64, help="Reference version (default: previous)."),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
