@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     metrics_profiling: bool = Field(
         True,
         description=(
-            "Profile every tabular feature-set version in the background after it is written "
-            "(column statistics, drift against the previous version, checks)."
+            "Profile every feature-set version in the background after it is written "
+            "(column statistics, drift against the previous version, checks; named values as "
+            "a one-row table, without drift)."
         ),
     )
     metrics_sample_rows: int = Field(

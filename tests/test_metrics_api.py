@@ -99,9 +99,6 @@ def test_versions_are_profiled_and_drift_is_flagged(fs: httpx.Client) -> None:
     assert [(i["version"], i["drifted"]) for i in history] == [(3, True), (2, False), (1, False)]
     assert history[0]["null_rates"]["visits"] == pytest.approx(0.4, abs=0.02)
 
-    fs.post("/featuresets", json=values("plain", ("a", "bool", True)))
-    refused = fs.get("/featuresets/plain/versions/1/profile")
-    assert refused.status_code == 404 and "not a table" in refused.json()["detail"]
     assert fs.get("/featuresets/churn/versions/9/profile").status_code == 404
     bad = fs.get("/featuresets/churn/versions/3/drift", params={"against": "x"})
     assert bad.status_code in (400, 422) and "against" in bad.text
@@ -726,6 +723,74 @@ def test_checks_declared_in_the_write_body(fs: httpx.Client) -> None:
     words = parquet_bytes(pa.table({"spend": ["a", "b"]}))
     odd = upload(fs, "uploaded", words, checks=orjson.dumps(text_range).decode())
     assert odd.status_code == 422 and "cannot evaluate" in odd.text, odd.text
+
+
+def test_a_failing_warn_check_on_named_values_is_kept_with_its_version(
+    fs_settings: Settings, tmp_path: Path
+) -> None:
+    """Named values were held to reject checks only: a failing warn check left no profile, no
+    metrics item and no catalogue tag. Each version of named values now gets the profile of
+    its one-row table with its check results, as a table's version does."""
+    from catalogue_service.app import create_app as catalogue_app
+
+    warn = [{"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "warn"}]
+    with ThreadServer(catalogue_app(Settings(data_dir=tmp_path / "cat"))) as catalogue:
+        settings = fs_settings.model_copy(update={"catalogue_url": catalogue.url})
+        with (
+            ThreadServer(create_app(settings)) as server,
+            httpx.Client(base_url=server.url + "/api/v1", timeout=60) as fs,
+        ):
+            body = values("chk_vals", ("threshold", "float", 1.5), ("plan", "string", "pro"))
+            written = fs.post("/featuresets", json={**body, "checks": warn})
+            assert written.status_code == 201, written.text
+            first = profiled(fs, "chk_vals", 1)
+            assert first["rows"] == 1 and "drift" not in first
+            columns = {c["name"]: c for c in first["columns"]}
+            assert columns["threshold"]["max"] == 1.5 and columns["plan"]["distinct"] == 1
+            check = first["checks"][0]
+            assert (check["name"], check["passed"], check["on_fail"]) == (
+                "range(threshold)",
+                False,
+                "warn",
+            )
+            assert check["failing"] == [1.5], check
+            items = fs.get("/featuresets/chk_vals/metrics").json()["items"]
+            assert [(i["version"], i["rows"], i["checks_failed"]) for i in items] == [
+                (1, 1, ["range(threshold)"])
+            ]
+            assert fs.get("/featuresets/chk_vals/versions/1/drift").json()["drift"] is None
+
+            tagged = wait_for_tags(catalogue.url, "featureset:chk_vals", "checks-failed")
+            assert "checks-failed" in tagged
+
+            fixed = fs.post("/featuresets", json=values("chk_vals", ("threshold", "float", 0.5)))
+            assert fixed.status_code == 201, fixed.text
+            assert profiled(fs, "chk_vals", 2)["checks"][0]["passed"] is True
+            items = fs.get("/featuresets/chk_vals/metrics").json()["items"]
+            assert [(i["version"], i["checks_failed"]) for i in items] == [
+                (2, []),
+                (1, ["range(threshold)"]),
+            ]
+            assert "checks-failed" not in wait_for_tags(
+                catalogue.url, "featureset:chk_vals", "checks-failed", present=False
+            )
+
+            # A table written after named values is not compared with them (one row is no
+            # distribution), and its profile is unaffected.
+            assert upload(fs, "chk_vals", parquet_bytes(table(1))).status_code == 201
+            assert profiled(fs, "chk_vals", 3)["rows"] == 20_000
+
+
+def wait_for_tags(url: str, asset_id: str, tag: str, *, present: bool = True) -> list[str]:
+    """The catalogue tags of ``asset_id`` once ``tag`` is there (or gone); registrations run
+    in the background."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        found = httpx.get(f"{url}/api/v1/assets/{asset_id}")
+        tags = found.json().get("tags", []) if found.status_code == 200 else []
+        if (tag in tags) == present or time.monotonic() > deadline:
+            return list(tags)
+        time.sleep(0.1)
 
 
 def test_a_refused_write_leaves_the_sets_checks_as_they_were(fs: httpx.Client) -> None:

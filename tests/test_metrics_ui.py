@@ -11,7 +11,8 @@ import pytest
 
 from featurestore_service.metrics.profile import profile_table
 from tests.metrics_stack import HOSTILE, NAME, metrics_stack
-from tests.test_metrics_api import table
+from tests.test_featurestore_api import values
+from tests.test_metrics_api import profiled, table
 from tests.test_ui_server import assert_page
 from ui.metric_charts import overlay, spark
 
@@ -51,6 +52,22 @@ def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Cl
     assert "against v1" in against
     linked = assert_page(ui.get(f"/featuresets/{NAME}", params={"v": 3}))
     assert f'href="/featuresets/{NAME}/metrics?v=3"' in linked
+
+
+def test_a_failing_warn_check_on_named_values_shows_on_the_metrics_page(
+    ui: httpx.Client, stack: tuple[str, str]
+) -> None:
+    warn = [{"type": "range", "column": "threshold", "min": 0, "max": 1, "on_fail": "warn"}]
+    with httpx.Client(base_url=stack[1] + "/api/v1", timeout=60) as fs:
+        body = values("served_values", ("threshold", "float", 1.5), checks=warn)
+        assert fs.post("/featuresets", json=body).status_code == 201
+        profiled(fs, "served_values", 1)
+    page = assert_page(ui.get("/featuresets/served_values"))
+    assert 'href="/featuresets/served_values/metrics?v=1"' in page
+    text = assert_page(ui.get("/featuresets/served_values/metrics"))
+    assert "version 1" in text and "Checks of version 1" in text
+    checks = text.split('id="checks"', 1)[1].split("</section>", 1)[0]
+    assert "range(threshold)" in checks and "fail (warn)" in checks and "1.5" in checks
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,8 @@ class MetricsMixin:
     _t: Any
 
     def profile(self, name: str, version: int) -> dict[str, Any]:
-        """A tabular version's column profile (``status`` is "pending" until it is computed)."""
+        """A version's column profile and check results (named values: a one-row table;
+        ``status`` is "pending" until it is computed)."""
         result: dict[str, Any] = self._t.send(MetricCalls.profile(name, version))
         return result
 

@@ -1,11 +1,16 @@
-"""Profiles feature-table versions in the background, durably.
+"""Profiles feature-set versions in the background, durably.
 
-The service's ``on_version`` hook hands each committed table version to this worker, which
-records it as a pending profile in the metric store; pending records are the queue. On start
-the worker also compares every stored table version with the metric store and queues the ones
-it has never seen, which covers a crash between a version's commit and its queueing. A restart
+The service's ``on_version`` hook hands each committed version to this worker, which records
+it as a pending profile in the metric store; pending records are the queue. On start the
+worker also compares every stored version with the metric store and queues the ones it has
+never seen, which covers a crash between a version's commit and its queueing. A restart
 therefore finishes whatever was pending. Profiling runs in a worker thread, one at a time, so
 the requests the service answers meanwhile keep the other core.
+
+A table version's profile reads its Parquet file; a version of named values is profiled as the
+one-row table its checks are held to (``values_table``), so a ``warn`` check that fails on it
+is kept with its version as a table's is. Drift compares tables only: one row is no
+distribution, and a table is not compared with named values.
 
 A finished profile may change its set's catalogue tags ("drifted", "checks-failed"). The
 metric store records that change in the same write as the profile, and the worker passes it
@@ -37,7 +42,7 @@ from cairn.settings import Settings
 from featurestore_service.backends.base import FeatureSetQuery, StoredVersion
 from featurestore_service.metrics.checks import evaluate
 from featurestore_service.metrics.drift import compare
-from featurestore_service.metrics.profile import profile_parquet
+from featurestore_service.metrics.profile import profile_parquet, profile_table
 from featurestore_service.metrics.store.base import MetricStore, ProfileRecord, summary_of
 from featurestore_service.service import FeatureStore, catalogue_id
 from featurestore_service.tables import release_memory
@@ -49,6 +54,7 @@ MAX_ATTEMPTS = 5
 IDLE_WAIT = 60.0
 RECONCILE_PAGE = 500
 SOURCE_KIND = "featureset-table"
+VALUES_KIND = "featureset-values"
 PERMANENT = (pa.ArrowException, FileNotFoundError)
 
 
@@ -61,7 +67,7 @@ class ProfileWorker:
         self.service = service
         self.store = store
         self.settings = settings
-        self._fresh: list[tuple[str, int, str]] = []
+        self._fresh: list[tuple[str, int, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(1)
         # Awaited with a set's name when its catalogue tags may have changed; it must have
@@ -69,9 +75,10 @@ class ProfileWorker:
         self.on_flags: Callable[[str], Awaitable[None]] | None = None
 
     def notify(self, stored: StoredVersion) -> None:
-        if stored.kind != "table" or stored.blob is None:
+        source = _source(stored.kind, stored.blob)
+        if source is None:
             return
-        self._fresh.append((stored.name, stored.version, stored.blob))
+        self._fresh.append((stored.name, stored.version, source))
         self._wake.set()
 
     async def run(self) -> None:
@@ -94,34 +101,33 @@ class ProfileWorker:
                         await self._wake.wait()
 
     async def reconcile(self) -> None:
-        """Queues every live table version the metric store has no record of."""
+        """Queues every live version the metric store has no record of."""
         offset = 0
         while True:
             hits = await self.service.search(
                 FeatureSetQuery(all_versions=True, limit=RECONCILE_PAGE, offset=offset)
             )
             docs = [_loads(d) for d in hits.docs]
-            by_name: dict[str, list[dict[str, Any]]] = {}
+            by_name: dict[str, list[tuple[int, dict[str, Any]]]] = {}
             for doc in docs:
-                if doc.get("kind") == "table" and doc.get("table"):
-                    by_name.setdefault(doc["name"], []).append(doc)
+                blob = (doc.get("table") or {}).get("sha256")
+                source = _source(doc.get("kind"), blob)
+                if source is not None:
+                    by_name.setdefault(doc["name"], []).append((doc["version"], source))
             for name, versions in by_name.items():
-                known = await self.store.known(subject_of(name), [d["version"] for d in versions])
-                for doc in versions:
-                    if doc["version"] not in known:
-                        await self._enqueue(name, doc["version"], doc["table"]["sha256"])
+                known = await self.store.known(subject_of(name), [v for v, _ in versions])
+                for version, source in versions:
+                    if version not in known:
+                        await self.store.enqueue(subject_of(name), version, source)
             offset += len(hits.docs)
             if len(hits.docs) < RECONCILE_PAGE or offset >= hits.total:
                 return
 
-    async def _enqueue(self, name: str, version: int, blob: str) -> None:
-        await self.store.enqueue(subject_of(name), version, {"kind": SOURCE_KIND, "blob": blob})
-
     async def round(self) -> float:
         """Queues what was written, profiles what is due; returns seconds until more is due."""
         while self._fresh:
-            name, version, blob = self._fresh[0]
-            await self._enqueue(name, version, blob)
+            name, version, source = self._fresh[0]
+            await self.store.enqueue(subject_of(name), version, source)
             self._fresh.pop(0)
         due = await self.store.due(time.time(), BATCH)
         # Changes a crash or a failed hand-over left behind, then each as its profile is done.
@@ -137,6 +143,9 @@ class ProfileWorker:
         try:
             checks = await self.store.get_checks(record.subject)
             declared: list[Check] = [StoredCheck.model_validate(c) for c in checks]
+            if record.source.get("kind") == VALUES_KIND:
+                await self._profile_values(record, declared)
+                return
             what = f"{record.subject} version {record.version}"
             async with self.service.blobs.local(record.source["blob"], what) as path:
                 profile = await anyio.to_thread.run_sync(
@@ -148,14 +157,15 @@ class ProfileWorker:
                     limiter=self._limiter,
                 )
             previous = await self.store.previous(record.subject, record.version)
-            if previous is not None and previous.profile is not None:
+            if previous is not None and previous.profile is not None and _comparable(previous):
                 self._drift(previous, profile)
             summary = summary_of(profile)
             await self.store.finish(record.subject, record.version, profile, summary)
+            _log_failed(record, summary)
             # A later version profiled first (this one was retried, or queued late on a
             # restart) compared itself with an older version: compare it with this one now.
             later = await self.store.following(record.subject, record.version)
-            if later is not None and later.profile is not None:
+            if later is not None and later.profile is not None and _comparable(later):
                 done = ProfileRecord(record.subject, record.version, "done", {}, profile=profile)
                 self._drift(done, later.profile)
                 await self.store.finish(
@@ -181,6 +191,17 @@ class ProfileWorker:
             await self.store.retry(
                 record.subject, record.version, attempts, next_at, error, final=final
             )
+
+    async def _profile_values(self, record: ProfileRecord, declared: list[Check]) -> None:
+        """A version of named values: the profile of its one-row table and its checks."""
+        stored = await self.service.get(record.subject.removeprefix("featureset:"), record.version)
+        features = [f.model_dump(mode="json") for f in stored.model().features]
+        profile = await anyio.to_thread.run_sync(
+            _compute_values, features, declared, limiter=self._limiter
+        )
+        summary = summary_of(profile)
+        await self.store.finish(record.subject, record.version, profile, summary)
+        _log_failed(record, summary)
 
     async def pass_on_flags(self) -> None:
         """Hands the sets whose profiles finished to ``on_flags``, and only then drops their
@@ -272,6 +293,28 @@ class ProfileWorker:
             )
 
 
+def _source(kind: Any, blob: str | None) -> dict[str, Any] | None:
+    """What the worker profiles of a version of this kind (None: nothing)."""
+    if kind == "table":
+        return {"kind": SOURCE_KIND, "blob": blob} if blob else None
+    return {"kind": VALUES_KIND} if kind == "values" else None
+
+
+def _comparable(record: ProfileRecord) -> bool:
+    """Whether a table's profile may be compared with ``record``'s: not named values."""
+    return record.source.get("kind") != VALUES_KIND
+
+
+def _log_failed(record: ProfileRecord, summary: dict[str, Any]) -> None:
+    if summary["checks_failed"]:
+        log.warning(
+            "%s version %d failed check(s) %s (kept with its profile)",
+            record.subject,
+            record.version,
+            ", ".join(summary["checks_failed"]),
+        )
+
+
 def values_table(features: list[dict[str, Any]]) -> pa.Table:
     """Named values as a one-row table; a value Arrow cannot type alone is kept as its text."""
     columns: dict[str, pa.Array] = {}
@@ -295,6 +338,13 @@ def _compute(path: Path, sample_rows: int, seed: int, declared: list[Check]) -> 
         # A profile reads up to a million rows: give the pool's and the heap's pages back,
         # or the service keeps the profile's peak (about 100 MiB at 1M x 20) for good.
         release_memory()
+    return profile
+
+
+def _compute_values(features: list[dict[str, Any]], declared: list[Check]) -> dict[str, Any]:
+    table = values_table(features)
+    profile = profile_table(table)
+    profile["checks"] = evaluate(declared, table) if declared else []
     return profile
 
 

@@ -66,7 +66,7 @@ async def metrics_page(name: str, request: Request, api: ReaderDep) -> HTMLRespo
         request,
         name=name,
         crumbs=[("/featuresets", "Feature sets"), (f"/featuresets/{quote(name, safe='')}", name)],
-        empty_text="No tabular version of this set has been profiled yet.",
+        empty_text="No version of this set has been profiled yet.",
         history=history,
         version=wanted,
         profile=profile,

@@ -86,15 +86,11 @@ def shown(record: ProfileRecord) -> dict[str, Any]:
     return out
 
 
-async def _table_record(
+async def _version_record(
     request: Request, service: FeatureStore, name: str, version: int
 ) -> ProfileRecord:
+    """A version's profile record (named values are profiled as a one-row table)."""
     stored = await service.get(name, version)  # 404 naming the versions that exist
-    if stored.kind != "table":
-        raise NotFound(
-            f"Version {version} of feature set {name!r} holds named values, not a table; "
-            "profiles describe tabular versions."
-        )
     record = await _metrics(request).get(subject_of(name), version)
     if record is None:
         if not request.app.state.settings.metrics_profiling:
@@ -115,13 +111,13 @@ async def _table_record(
         202: {"description": "Accepted: the profile is still queued"},
     },
     dependencies=[ReadGuard],
-    summary="Column profile of a tabular version (202 while queued; status failed with the "
-    "error when it cannot be computed)",
+    summary="Column profile and check results of a version (named values: a one-row table; "
+    "202 while queued; status failed with the error when it cannot be computed)",
 )
 async def profile(
     name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
-    record = await _table_record(request, service, name, version)
+    record = await _version_record(request, service, name, version)
     # 202 while queued; a profile that failed for good is an answer (status and error).
     return _json(shown(record), 202 if record.status == PENDING else 200)
 
@@ -139,13 +135,13 @@ async def drift(
     name: str, version: VersionPath, request: Request, service: FeatureStoreDep
 ) -> Response:
     against = int_param(request.query_params, "against", None, 1)
-    record = await _table_record(request, service, name, version)
+    record = await _version_record(request, service, name, version)
     if record.status != DONE or record.profile is None:
         return _json(shown(record) | {"drift": None}, 202)
     if against is None:
         found = record.profile.get("drift")
         return _json({"subject": record.subject, "version": version, "drift": found})
-    reference = await _table_record(request, service, name, against)
+    reference = await _version_record(request, service, name, against)
     if reference.status != DONE or reference.profile is None:
         raise Conflict(
             f"Version {against} of {name!r} has no profile yet ({reference.status}); "
@@ -246,7 +242,7 @@ async def skew(name: str, request: Request, service: FeatureStoreDep) -> Respons
     live = await service.latest(name)
     if live.kind != "table":
         raise NotFound(f"Feature set {name!r} holds named values; skew compares tables.")
-    record = await _table_record(request, service, name, live.version)
+    record = await _version_record(request, service, name, live.version)
     if record.status != DONE or record.profile is None:
         return _json(shown(record) | {"skew": None}, 202)
     sampler: SkewSampler = request.app.state.skew
