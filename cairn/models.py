@@ -1652,10 +1652,20 @@ class ReportedFacet(BaseModel):
 
 
 class ColumnLineage(BaseModel):
-    """``GET /assets/{id}/columns``: the schema and column lineage OpenLineage reported."""
+    """``GET /assets/{id}/columns``: an asset's schema and the column lineage OpenLineage
+    reported."""
 
     asset_id: str
-    schema_: list[SchemaField] | None = Field(None, serialization_alias="schema")
+    schema_: list[SchemaField] | None = Field(
+        None,
+        validation_alias=AliasChoices("schema", "schema_"),
+        serialization_alias="schema",
+        description="The schema an OpenLineage event reported, else the asset's own (a "
+        "manifest's, or what the crawler read from its Parquet or CSV file)",
+    )
+    schema_source: Literal["openlineage", "asset"] | None = Field(
+        None, description="Where ``schema`` comes from; null when there is none"
+    )
     columns: dict[str, list[ColumnSource]] = Field(
         default_factory=dict, description="Column -> the upstream columns it is computed from"
     )

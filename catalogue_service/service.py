@@ -460,12 +460,15 @@ class Catalogue:
         return await self.store.job_runs(asset.id, limit)
 
     async def columns(self, asset_id: str) -> ColumnLineage:
-        """The schema and column lineage reported for an asset (empty when none was)."""
+        """An asset's schema (as an OpenLineage event reported it, else its own: a
+        manifest's, or what the crawler read from its file) and the column lineage reported
+        for it (empty when none was)."""
         asset = await self.get(asset_id)
         answer = ColumnLineage(asset_id=asset.id)
         for facet in await self.store.reported_facets(asset.id):
             if facet.kind == "schema":
                 answer.schema_ = [SchemaField.model_validate(c) for c in facet.value]
+                answer.schema_source = "openlineage"
             elif facet.kind == "columnLineage":
                 answer.columns = {
                     column: [ColumnSource.model_validate(s) for s in sources]
@@ -473,6 +476,8 @@ class Catalogue:
                 }
             if answer.reported_at is None or facet.reported_at > answer.reported_at:
                 answer.reported_at, answer.run_id = facet.reported_at, facet.run_id
+        if answer.schema_ is None and asset.schema_ is not None:
+            answer.schema_, answer.schema_source = list(asset.schema_), "asset"
         return answer
 
     async def instance(self) -> CatalogueInstance:

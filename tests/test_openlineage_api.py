@@ -253,6 +253,45 @@ def test_schema_and_column_lineage_of_a_recorded_dbt_event(api: httpx.Client) ->
     assert empty["columns"] == {} and empty["schema"] is None
 
 
+def test_columns_of_a_crawled_asset_answer_its_schema(
+    catalogue: ThreadServer, api: httpx.Client, tmp_path: Path
+) -> None:
+    """``/columns`` read only what OpenLineage reported: a crawled Parquet or CSV asset, whose
+    schema the crawler read from its file, answered ``schema: null``. It now answers the
+    asset's schema when no event reported one, and says where the schema came from."""
+    from cairn.client import CatalogueClient
+    from crawler.crawl import Crawler
+    from tests.test_crawl_e2e import make_volume
+
+    make_volume(tmp_path / "lake")
+    settings = Settings(data_dir=tmp_path / "state", catalogue_url=catalogue.url)
+    report = Crawler(settings, catalogue_url=catalogue.url).crawl(str(tmp_path / "lake"))
+    assert report.errors == [] and report.created == 4, report
+    for name, columns in (
+        ("sales_raw", ["store_id", "amount"]),
+        ("sales_daily", ["day", "store_id", "amount"]),
+    ):
+        asset = api.get(f"/assets/by-name/{name}").json()
+        assert [c["name"] for c in asset["schema"]] == columns  # what the crawler read
+        answer = api.get(f"/assets/{asset['id']}/columns").json()
+        assert answer["schema"] == asset["schema"], answer
+        assert answer["schema_source"] == "asset" and answer["columns"] == {}
+        with CatalogueClient(catalogue.url) as client:
+            assert [c.name for c in client.columns(asset["id"]).schema_ or []] == columns
+    schemaless = api.get("/assets/by-name/stores").json()
+    answer = api.get(f"/assets/{schemaless['id']}/columns").json()
+    assert answer["schema"] is None and answer["schema_source"] is None
+
+    # What an event reports comes first: it is the newer word on the data as written.
+    raw = api.get("/assets/by-name/sales_raw").json()
+    event = run_event(outputs=[("file", raw["location"].removeprefix("file://"))])
+    event["outputs"][0]["facets"] = {"schema": {"fields": [{"name": "other", "type": "int"}]}}
+    assert post(api, event)["outputs"] == [raw["id"]]
+    reported = api.get(f"/assets/{raw['id']}/columns").json()
+    assert [c["name"] for c in reported["schema"]] == ["other"]
+    assert reported["schema_source"] == "openlineage"
+
+
 def test_job_and_dataset_events(api: httpx.Client) -> None:
     base = {"eventTime": "2026-01-01T00:00:00Z", "producer": "p", "schemaURL": SCHEMA_URL}
     dataset = {

@@ -176,7 +176,8 @@ async def runs(
 @router.get(
     "/assets/{asset_id}/columns",
     dependencies=[ReadGuard],
-    summary="The schema and column lineage OpenLineage reported for an asset",
+    summary="An asset's schema (reported by OpenLineage, else its own) and the column "
+    "lineage OpenLineage reported",
     responses=problems(404),
 )
 async def columns(asset_id: str, catalogue: CatalogueDep) -> ColumnLineage:
