@@ -233,6 +233,20 @@ def _newest(versions_body: Any) -> int | None:
     return max(numbers) if numbers else None
 
 
+def _unknown_version(raw: str | None, numbers: list[int]) -> str | None:
+    """What is wrong with a version asked for in a query string (None: nothing, or none
+    asked for)."""
+    if not raw:
+        return None
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"
+    listed = f"v{min(numbers)} to v{max(numbers)}" if numbers else "none"
+    if _version(raw) is None:
+        return f"“{shown}” is not a version number (its versions are {listed})"
+    if int(raw) not in numbers:
+        return f"there is no version {int(raw)} (its versions are {listed})"
+    return None
+
+
 def _previous(versions: list[dict[str, Any]], version: int) -> int | None:
     older = [int(v.get("version") or 0) for v in versions if int(v.get("version") or 0) < version]
     return max(older) if older else None
@@ -283,17 +297,21 @@ async def featureset_diff(name: str, request: Request, api: ReaderDep) -> HTMLRe
     numbers = [int(v.get("version") or 0) for v in versions]
     live = [int(v.get("version") or 0) for v in versions if not v.get("deleted")]
     notices: list[str] = []
-    new = _version(request.query_params.get("to"))
-    old = _version(request.query_params.get("from"))
+    asked_new, asked_old = request.query_params.get("to"), request.query_params.get("from")
+    new_problem = _unknown_version(asked_new, numbers)
+    old_problem = _unknown_version(asked_old, numbers)
+    new, old = _version(asked_new), _version(asked_old)
+    both_asked = new in numbers and old in numbers
     if new not in numbers:
-        if request.query_params.get("to"):
-            notices.append("The “to” version does not exist, so the latest is compared.")
         # The latest is the newest live version, as the API serves it (a deleted one is not).
         new = max(live or numbers, default=None)
+        if new_problem:
+            notices.append(f"“to”: {new_problem}; the latest, v{new}, is shown instead.")
     if old not in numbers:
-        if request.query_params.get("from"):
-            notices.append("The “from” version does not exist, so the one before is compared.")
         old = _previous(versions, new or 0) or new
+        if old_problem:
+            instead = f"; v{old}, the one before v{new}, is shown instead" if old != new else ""
+            notices.append(f"“from”: {old_problem}{instead}.")
     if old is None or new is None:
         return render(
             request,
@@ -302,12 +320,17 @@ async def featureset_diff(name: str, request: Request, api: ReaderDep) -> HTMLRe
             title="Nothing to compare",
             message=f"The feature set “{name}” has no versions.",
         )
-    try:
-        diff = await api.featureset_diff(name, old, new)
-    except ServiceDown as exc:
-        return unavailable(request, exc)
-    except ApiError as exc:
-        return not_found(request, name, exc)
+    diff = None
+    if old == new and not both_asked:
+        # A version compared with itself, not asked for, would only say that nothing changed.
+        notices.append(f"“{name}” has no version before v{new} to compare it with.")
+    else:
+        try:
+            diff = await api.featureset_diff(name, old, new)
+        except ServiceDown as exc:
+            return unavailable(request, exc)
+        except ApiError as exc:
+            return not_found(request, name, exc)
     by_number = {int(v.get("version") or 0): v for v in versions}
     return render(
         request,
