@@ -469,6 +469,49 @@ def test_names_and_tags_are_one_text_however_their_accents_are_typed(api: httpx.
     assert tags == [nfc("crème")]
 
 
+def test_tags_match_and_count_whatever_their_case(api: httpx.Client) -> None:
+    """``tag=Sales`` found nothing when the assets were tagged ``sales``, and ``Sales`` and
+    ``sales`` were two facets. Tags are matched and counted in lower case; each asset keeps
+    its tags as written."""
+    seed(
+        api,
+        [
+            {"id": "t-1", "name": "t_lower", "type": "dataset", "tags": ["sales", "gold"]},
+            {"id": "t-2", "name": "t_title", "type": "table", "tags": ["Sales", "Gold"]},
+            {"id": "t-3", "name": "t_both", "type": "table", "tags": ["SALES", "sales"]},
+            {"id": "t-4", "name": "t_other", "type": "report", "tags": ["raw"]},
+        ],
+    )
+    everyone = ["t_both", "t_lower", "t_title"]
+    for tag in ("sales", "Sales", "SALES", "sAlEs"):
+        found = api.get("/assets", params={"tag": tag}).json()
+        assert sorted(i["name"] for i in found["items"]) == everyone, (tag, found)
+        assert found["total"] == 3 and found["facets"]["tags"] == {"sales": 3, "gold": 2}
+    both = api.get("/assets", params=[("tag", "SALES"), ("tag", "gold")]).json()
+    assert sorted(i["name"] for i in both["items"]) == ["t_lower", "t_title"]
+    assert both["facets"]["tags"] == {"sales": 2, "gold": 2}
+    texts = api.get("/assets", params={"q": "t_", "tag": "Gold"}).json()
+    assert sorted(i["name"] for i in texts["items"]) == ["t_lower", "t_title"]
+    assert {t["tag"]: t["count"] for t in api.get("/tags").json()} == {
+        "sales": 3,
+        "gold": 2,
+        "raw": 1,
+    }
+    mastro = api.post("/assets/tags", json={"tags": ["Sales"], "limit": 10, "page": 1}).json()
+    assert sorted(a["name"] for a in mastro["data"]) == everyone
+    assert api.get("/assets/t-2").json()["tags"] == ["Sales", "Gold"]  # kept as written
+    # A rewrite that changes only a tag's case moves no count.
+    seed(api, [{"id": "t-2", "name": "t_title", "type": "table", "tags": ["sales", "gold"]}])
+    assert api.get("/assets", params={"tag": "Sales"}).json()["facets"]["tags"] == {
+        "sales": 3,
+        "gold": 2,
+    }
+    seed(api, [{"id": "t-3", "name": "t_both", "type": "table", "tags": ["raw"]}])
+    after = api.get("/assets", params={"tag": "RAW"}).json()
+    assert after["total"] == 2 and after["facets"]["tags"] == {"raw": 2}
+    assert api.get("/assets", params={"tag": "sales"}).json()["total"] == 2
+
+
 def test_dot_and_dot_dot_are_no_asset_ids(api: httpx.Client) -> None:
     # In a URL path "." and ".." (and %2E%2E) are the folder itself and its parent: browsers
     # and HTTP clients resolve them away, so such an asset's page could never be opened.

@@ -141,3 +141,45 @@ def test_version_one_file_gets_its_facets_on_open(tmp_path: Path) -> None:
         assert int(version) == SCHEMA_VERSION
     finally:
         asyncio.run(store.close())
+
+
+def test_a_version_four_file_gets_its_tags_in_lower_case_on_open(tmp_path: Path) -> None:
+    """A file from before schema 5 kept tags as written: opened, its tags are folded to lower
+    case (one per asset) and its facets counted again, so ``Sales`` finds ``sales`` too."""
+    from catalogue_service.backends.tag_facets import TagFacets
+
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    write_assets(
+        store,
+        [
+            {"name": "a", "type": "table", "tags": ["sales", "gold"]},
+            {"name": "b", "type": "table", "tags": ["Sales", "Gold"]},
+            {"name": "c", "type": "dataset", "tags": ["SALES", "sales"]},
+        ],
+    )
+    asyncio.run(store.close())
+    # What a schema-4 file looks like: the tags as the documents spell them.
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM asset_tags")
+    for seq, doc in conn.execute("SELECT seq, doc FROM assets").fetchall():
+        for tag in orjson.loads(doc)["tags"]:
+            conn.execute("INSERT INTO asset_tags(tag, seq) VALUES (?, ?)", (tag, seq))
+    TagFacets.rebuild(conn)
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM asset_tags WHERE tag = 'Sales'").fetchone() == (1,)
+    conn.close()
+
+    store = SQLiteStore(path)
+    asyncio.run(store.open())
+    try:
+        for tag in ("sales", "Sales", "SALES"):
+            total, facets = _search(store, tag)
+            assert total == 3 and facets.tags == {"sales": 3, "gold": 2}, (tag, facets)
+            assert (total, facets) == _recount(store, "sales")
+            assert _pages(store, tag) == _in_order(store, "sales")
+        assert asyncio.run(store.tag_counts(10)) == {"sales": 3, "gold": 2}
+    finally:
+        asyncio.run(store.close())

@@ -100,3 +100,12 @@ def test_long_values_are_not_kept() -> None:
     assert _short_encoded.cache_info().currsize == 1  # the page number alone
     SearchState(tags=["gold"]).url()
     assert _short_encoded.cache_info().currsize == 2
+
+
+def test_tags_are_one_filter_whatever_their_case() -> None:
+    """The catalogue matches tags in lower case: ``tag=Sales`` is the facet ``sales``'s
+    filter, shown as on, and a result's ``Sales`` chip toggles it off rather than adding it."""
+    state, _ = SearchState.parse(QueryParams("tag=Sales&tag=sales&tag=GOLD"), base="/")
+    assert state.tags == ["sales", "gold"]
+    assert state.with_tag("SALES") == state.without_tag("sales") == "/?tag=gold"
+    assert state.with_tag("Raw") == "/?tag=sales&tag=gold&tag=raw"

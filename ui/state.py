@@ -91,7 +91,9 @@ class SearchState:
         q, cut = clean(params.get("q", ""), MAX_Q)
         if cut:
             notices.append(f"Your search text was shortened to its first {MAX_Q:,} characters.")
-        tags = _unique(clean(t, MAX_VALUE)[0] for t in params.getlist("tag"))
+        # In lower case, as the catalogue matches and counts tags: a result's "Sales" and the
+        # facet "sales" are one filter.
+        tags = _unique(clean(t, MAX_VALUE)[0].lower() for t in params.getlist("tag"))
         labels = []
         for raw in params.getlist("label"):
             value = clean(raw, MAX_VALUE)[0]
@@ -193,12 +195,12 @@ class SearchState:
         return self.url(cursor="", back=[], page=1, **changes)
 
     def with_tag(self, tag: str) -> str:
-        if tag in self.tags:
+        if tag.lower() in self.tags:
             return self.without_tag(tag)
-        return self._first_page(tags=[*self.tags, tag])
+        return self._first_page(tags=[*self.tags, tag.lower()])
 
     def without_tag(self, tag: str) -> str:
-        return self._first_page(tags=[t for t in self.tags if t != tag])
+        return self._first_page(tags=[t for t in self.tags if t != tag.lower()])
 
     def with_type(self, kind: str) -> str:
         return self._first_page(type="" if kind == self.type else kind)

@@ -6,7 +6,7 @@ Lineage traversal, Mastro's page arithmetic and problem reporting are written on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,11 +53,17 @@ def origin(doc: dict[str, Any]) -> str:
     return str(path or doc.get("location") or "the API")
 
 
+def tag_keys(tags: Iterable[str]) -> list[str]:
+    """Tags as the search matches and counts them: in lower case, each once. A document keeps
+    its tags as written; ``Sales`` and ``sales`` are one tag to a search and its facets."""
+    return list(dict.fromkeys(tag.lower() for tag in tags))
+
+
 @dataclass(slots=True)
 class SearchQuery:
     q: str | None = None
     name: str | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # matched in lower case (``tag_keys``)
     type: str | None = None
     labels: list[tuple[str, str]] = field(default_factory=list)
     owner: str | None = None
@@ -68,6 +74,9 @@ class SearchQuery:
     facets: bool = True
     # True: crawled datasets whose newest profile drifted; False: profiled ones that did not.
     drifted: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.tags = tag_keys(self.tags)
 
 
 @dataclass(slots=True)

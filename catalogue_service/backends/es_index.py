@@ -21,7 +21,7 @@ import orjson
 
 from cairn.errors import InvalidCursor, InvalidRequest, Unavailable
 from cairn.models import Facets, label_text, searchable_labels
-from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor
+from catalogue_service.backends.base import SearchHits, SearchQuery, encode_cursor, tag_keys
 from catalogue_service.backends.words import words
 
 try:
@@ -94,8 +94,8 @@ def label_pair(key: str, value: Any) -> str:
 
 
 def index_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    """The indexed form of a stored asset document."""
-    tags = doc.get("tags") or []
+    """The indexed form of a stored asset document (tags in lower case, as searched)."""
+    tags = tag_keys(doc.get("tags") or [])
     columns = [field["name"] for field in doc.get("schema") or ()]
     description = doc.get("description") or ""
     return {

@@ -52,6 +52,7 @@ from catalogue_service.backends.base import (
     owner_conflict,
     stale_revision,
     stamp,
+    tag_keys,
 )
 from catalogue_service.backends.generations import PerGeneration
 from catalogue_service.backends.page_cache import PageCache
@@ -66,7 +67,9 @@ from catalogue_service.spelling.base import is_term
 # 4: assets.location, a column filled from the documents (it replaces an index on an
 #    expression that parsed every inserted document's JSON again); no (seq) indexes on the
 #    label, owner and dependency tables (a rewrite deletes its old rows by their keys).
-SCHEMA_VERSION = 4
+# 5: tags in the side tables in lower case (``tag_keys``), rewritten from those of a file
+#    from before, which kept them as written.
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -298,7 +301,7 @@ class _SideRows:
             self.new_rows.clear()
 
     def add(self, seq: int, doc: dict[str, Any]) -> None:
-        tags = doc.get("tags") or []
+        tags = tag_keys(doc.get("tags") or [])
         self.tags += [(t, seq) for t in tags]
         if labels := doc.get("labels"):
             self.labels += [(k, v, seq) for k, v in searchable_labels(labels)]
@@ -430,7 +433,7 @@ class _BatchState:
         if not deleted:
             self.live_names[name] = asset_id
         self.rows[asset_id] = (seq, content_hash, revision, int(deleted), stamp, name, doc["type"])
-        self.tags[asset_id] = doc.get("tags") or []
+        self.tags[asset_id] = tag_keys(doc.get("tags") or [])
 
 
 class SQLiteStore:
@@ -482,6 +485,8 @@ class SQLiteStore:
                 if int(found) < 3:
                     TagFacets.rebuild(tx)
                 _migrate_to_4(tx)
+                if int(found) < 5:
+                    _migrate_to_5(tx)
                 tx.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
                 )
@@ -682,7 +687,7 @@ class SQLiteStore:
             status = "deleted" if deleted and not row[3] else "updated"
         state.wrote(asset_id, seq, name, deleted, revision, write.content_hash, stamp, row, doc)
         if not deleted:
-            side.facets.add(doc.get("tags") or [], doc["type"], 1, seq, name)
+            side.facets.add(tag_keys(doc.get("tags") or []), doc["type"], 1, seq, name)
         side.add(seq, doc)
         write.stored = stored
         return {**base, "status": status, "revision": revision}
@@ -1248,6 +1253,18 @@ def _migrate_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS assets_location")
     for table in ("asset_labels", "asset_owners", "asset_deps"):
         conn.execute(f"DROP INDEX IF EXISTS {table}_seq")
+
+
+def _migrate_to_5(conn: sqlite3.Connection) -> None:
+    """Folds the tags of a file from before schema 5 to lower case, each once per asset, and
+    counts its tag facets again: ``Sales`` and ``sales`` were two tags to its searches."""
+    rows = conn.execute("SELECT tag, seq FROM asset_tags").fetchall()
+    if all(tag == tag.lower() for tag, _ in rows):
+        return
+    conn.execute("DELETE FROM asset_tags")
+    folded = sorted({(tag.lower(), seq) for tag, seq in rows})
+    insert_rows(conn, "INSERT OR IGNORE INTO asset_tags(tag, seq)", folded, 2)
+    TagFacets.rebuild(conn)
 
 
 def _keep_drift(conn: sqlite3.Connection, seq: int, stored: dict[str, Any]) -> None:
