@@ -236,6 +236,13 @@ def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
                 await metrics.enqueue("featureset:crashy", stored.version, {
                     "kind": "featureset-table", "blob": stored.blob,
                 })  # fmt: skip
+        # Named values committed before their profile was queued: found again on start.
+        from cairn.models import FeatureSetWrite
+
+        named = values("crashy_values", ("threshold", "float", 1.5))
+        warn = [{"type": "range", "column": "threshold", "max": 1, "on_fail": "warn"}]
+        await metrics.put_checks("featureset:crashy_values", warn)
+        await service.create(FeatureSetWrite.model_validate(named))
         await metrics.close()
         await store.close()
 
@@ -247,6 +254,16 @@ def test_restart_finishes_pending_profiles(fs_settings: Settings) -> None:
         assert profiled(client, "crashy", 1)["rows"] == 20_000
         second = profiled(client, "crashy", 2)
         assert second["drift"]["against"] == 1 and second["drift"]["drifted"] is False
+        # Asked by /metrics, which (unlike /profile) queues nothing itself.
+        deadline = time.monotonic() + WAIT
+        while True:
+            items = client.get("/featuresets/crashy_values/metrics").json()["items"]
+            if (items and items[0]["status"] == "done") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert [(i["version"], i["status"], i["checks_failed"]) for i in items] == [
+            (1, "done", ["range(threshold)"])
+        ]
 
 
 def test_a_failing_profile_is_retried_at_most_5_times(fs_settings: Settings) -> None:
