@@ -6,6 +6,7 @@ import base64
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -510,6 +511,63 @@ def test_tags_match_and_count_whatever_their_case(api: httpx.Client) -> None:
     after = api.get("/assets", params={"tag": "RAW"}).json()
     assert after["total"] == 2 and after["facets"]["tags"] == {"raw": 2}
     assert api.get("/assets", params={"tag": "sales"}).json()["total"] == 2
+
+
+def test_a_mongo_catalogue_indexed_before_tags_were_folded_finds_them_in_any_case(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 3 has every asset indexed again: an index written before tags were indexed
+    in lower case held ``Sales`` as written, which ``tag=sales`` (now always lower case)
+    never matched until someone ran ``cairn reindex``."""
+    import asyncio
+    import time
+    from datetime import UTC, datetime
+
+    from cairn.models import AssetWrite
+    from catalogue_service.backends.base import PreparedWrite, SearchQuery
+    from catalogue_service.backends.mongo import MongoStore
+
+    settings = backend_settings(request, "mongo", data_dir=tmp_path / "data")
+
+    async def found(store: MongoStore) -> list[bytes]:
+        return (await store.search(SearchQuery(tags=["sales"], limit=10))).docs
+
+    async def scenario() -> list[bytes]:
+        store = MongoStore(settings)
+        await store.open()
+        write = AssetWrite.model_validate(
+            {"id": "old-tags", "name": "old_tags", "type": "dataset", "tags": ["Sales"]}
+        )
+        await store.upsert([PreparedWrite.of(0, write)], datetime.now(UTC))
+        # As the index was written before migration 3: the tag as written, at the revision
+        # (the index's external version) the store wrote.
+        es = store.index
+        source = (await es.es.get(index=es.alias, id="old-tags"))["_source"]
+        await es.es.index(
+            index=es.alias,
+            id="old-tags",
+            document={**source, "tags": ["Sales"]},
+            version=source["revision"],
+            version_type="external_gte",
+            refresh=True,
+        )
+        await store.db.get_collection("cairn_meta").update_one(
+            {"_id": "schema:catalogue"}, {"$set": {"version": 2}}
+        )
+        assert await found(store) == []
+        await store.close()
+        reopened = MongoStore(settings)
+        await reopened.open()
+        try:
+            deadline = time.monotonic() + 30
+            while not (docs := await found(reopened)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            return docs
+        finally:
+            await reopened.close()
+
+    (doc,) = asyncio.run(scenario())
+    assert b'"old_tags"' in doc
 
 
 def test_dot_and_dot_dot_are_no_asset_ids(api: httpx.Client) -> None:

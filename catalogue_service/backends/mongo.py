@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -132,7 +133,27 @@ async def _schema_v2(db: AsyncDatabase) -> None:
     )
 
 
-MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+async def _schema_v3(db: AsyncDatabase) -> None:
+    """Tags are indexed in lower case, as searches now match them: every asset is queued for
+    the outbox indexer, so an index written before finds ``tag=sales`` on ``Sales`` too without
+    a ``cairn reindex``. The intents are dated before ``INTENT_GRACE`` (no request indexes
+    these inline), so the indexer takes them at once; a second process running this step
+    queues each asset twice, which indexes it twice, no more."""
+    outbox = db.get_collection("asset_outbox")
+    settled = int((datetime.now(UTC) - INTENT_GRACE).timestamp()) - 1
+    batch: list[dict[str, Any]] = []
+    async for row in db.get_collection("assets").find({}, {"_id": 1}):
+        # An ObjectId's first four bytes are its time; the rest only has to be unique.
+        intent = ObjectId(settled.to_bytes(4, "big") + os.urandom(8))
+        batch.append({"_id": intent, "asset": row["_id"]})
+        if len(batch) == 1000:
+            await outbox.insert_many(batch)
+            batch = []
+    if batch:
+        await outbox.insert_many(batch)
+
+
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
 
 
 def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
