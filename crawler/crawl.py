@@ -1104,6 +1104,7 @@ class Crawler:
                     before_send=lambda batch: state.mark_unsettled(
                         batch, previous.__contains__, profiles=self.settings.crawl_profiles
                     ),
+                    volume=volume,
                 )
                 # With no state, every manifest is new and nothing can be deleted: assets are
                 # built and pushed while the walk goes on, so the catalogue is not left idle
@@ -1645,10 +1646,12 @@ class _Assembly:
         for index, line, fields in pm.docs:
             sel = select_data(self._tree, volume, pm.path, fields.get("location"))
             if sel.problem:
+                at, column = _field_position(volume, pm.path, "location", line)
                 warnings.append(
                     Problem(
                         path=pm.path,
-                        line=line,
+                        line=at,
+                        column=column,
                         field="location",
                         reason=sel.problem,
                         severity="warning",
@@ -1770,8 +1773,11 @@ class _Sender:
         *,
         crawled_at: str,
         before_send: Callable[[list[dict[str, Any]]], None] | None = None,
+        volume: Volume | None = None,
     ) -> None:
         self._pusher = pusher
+        # The crawled volume: a refused asset's manifest is read again to say where.
+        self._volume = volume
         # Called with each batch before it is sent (the crawl state's in-flight marks).
         self._before_send = before_send
         self._crawled_at = crawled_at
@@ -1862,7 +1868,20 @@ class _Sender:
                     path = item.get("manifest_path") or "?"
                     found = self._pending.get(path)
                     line = found.lines.get(item["id"]) if found else None
-                    self._errors.append(Problem(path=path, line=line, reason=res.error or ""))
+                    column = None
+                    # A name another asset holds, an id another manifest's asset has: said
+                    # at that field's line, not at the document's first (its '---').
+                    about = _CONFLICT_FIELDS.get(res.conflict or "")
+                    if about and line is not None and self._volume is not None:
+                        at = _field_position(self._volume, path, about, line)
+                        if at[1] is None:
+                            about = None
+                        line, column = at
+                    self._errors.append(
+                        Problem(
+                            path=path, line=line, column=column, field=about, reason=res.error or ""
+                        )
+                    )
                     report.failed += 1
                 elif res.status == "deleted":
                     self.deleted_ids.add(item["id"])
@@ -1876,6 +1895,24 @@ class _Sender:
             self.answered += len(batch)
             if self._progress:
                 self._progress("push", self.answered, self.total)
+
+
+# The manifest field a catalogue conflict (BulkItemResult.conflict) is about.
+_CONFLICT_FIELDS = {"name": "name", "owner": "id"}
+
+
+def _field_position(volume: Volume, path: str, field: str, doc_line: int) -> tuple[int, int | None]:
+    """The line and column of ``field`` in the document of manifest ``path`` that starts at
+    ``doc_line`` (see manifest.field_position); ``(doc_line, None)`` when the file cannot be
+    read again or no longer holds it. Only called for a problem found after the parse."""
+    from crawler.manifest import MAX_MANIFEST_BYTES, field_position
+
+    try:
+        data = volume.read(path, MAX_MANIFEST_BYTES)
+    except VolumeError:
+        return doc_line, None
+    found = field_position(data, field, doc_line)
+    return found if found is not None else (doc_line, None)
 
 
 @functools.cache

@@ -67,6 +67,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_NODES",
     "ParsedDocument",
+    "field_position",
     "parse_manifest",
 ]
 
@@ -276,6 +277,7 @@ class _Frame:
         "merges",
         "obj",
         "start_nodes",
+        "values",
     )
 
     def __init__(self, is_map: bool, anchor: str | None, start_nodes: int, mark: Any) -> None:
@@ -283,6 +285,9 @@ class _Frame:
         self.mark = mark
         self.obj: Any = {} if is_map else []
         self.marks: Any = {} if is_map else []
+        # A mapping's value marks (key -> where its value starts), for errors about a value
+        # written on a later line than its key.
+        self.values: dict[Any, Any] = {}
         self.key: Any = _NOKEY
         self.key_mark: Any = None
         self.anchor = anchor
@@ -306,14 +311,16 @@ def _stack_path(stack: list[_Frame]) -> str | None:
     return ".".join(parts) or None
 
 
-# Where each key / list item was written: id(container) -> {key: Mark} or [Mark, ...].
+# Where each key / list item was written: id(container) -> {key: Mark} or [Mark, ...]. A
+# mapping's values are under -id(mapping): {key: Mark of the value}.
 _Marks = dict[int, Any]
 
 
 def _build(get_event: Callable[[], Any]) -> tuple[Any, Any, _Marks]:
     """Consume one document's events (after DocumentStart, through DocumentEnd).
 
-    Returns the root value, the root's mark and the marks of every container.
+    Returns the root value, the root's mark and the marks of every container (and of every
+    mapping's values, see ``_Marks``).
     """
     stack: list[_Frame] = []
     marks: _Marks = {}
@@ -358,6 +365,8 @@ def _build(get_event: Callable[[], Any]) -> tuple[Any, Any, _Marks]:
                 if frame.merges:
                     _apply_merges(frame, marks)
                 marks[id(value)] = frame.marks
+                if frame.is_map:
+                    marks[-id(value)] = frame.values
                 height = frame.height + 1
                 if frame.anchor is not None:
                     anchors[frame.anchor] = (value, nodes - frame.start_nodes, height)
@@ -438,6 +447,7 @@ def _build(get_event: Callable[[], Any]) -> tuple[Any, Any, _Marks]:
             else:
                 top.obj[key] = "<<" if value is _MERGE else value
                 top.marks[key] = top.key_mark
+                top.values[key] = mark
             top.key = _NOKEY
     except _DocError as err:
         if err.field is None:
@@ -464,14 +474,17 @@ def _add_merge(frame: _Frame, value: Any, mark: Any) -> None:
 def _apply_merges(frame: _Frame, marks: _Marks) -> None:
     merged: dict[Any, Any] = {}
     merged_marks: dict[Any, Any] = {}
+    merged_values: dict[Any, Any] = {}
     # Earlier sources win, so apply them last.
     for source in reversed(frame.merges or ()):
         merged.update(source)
         merged_marks.update(marks.get(id(source), {}))
+        merged_values.update(marks.get(-id(source), {}))
     for key, value in merged.items():
         if key not in frame.obj:  # explicit keys win over merged ones
             frame.obj[key] = value
             frame.marks[key] = merged_marks.get(key)
+            frame.values[key] = merged_values.get(key)
 
 
 def _skip_document(get_event: Callable[[], Any]) -> bool:
@@ -730,19 +743,26 @@ _LABEL_UNION_MEMBERS = frozenset(
 )
 
 
-def _locate(root: dict[Any, Any], marks: _Marks, loc: tuple[Any, ...]) -> Any:
-    """The mark of the deepest part of ``loc`` we know a position for."""
+def _locate(root: dict[Any, Any], marks: _Marks, loc: tuple[Any, ...], *, key: bool = False) -> Any:
+    """The mark of the deepest part of ``loc`` we know a position for: where its key was
+    written, or where its value starts when that is on a later line (``tags:`` above its
+    list), so the line is the value's; with ``key``, the last part's key mark whatever."""
     current: Any = root
     found = None
-    for part in loc:
+    last = len(loc) - 1
+    for step, part in enumerate(loc):
         positions = marks.get(id(current))
         if positions is None:
             break
         try:
             mark = positions[part]
+            value_mark = marks.get(-id(current), {}).get(part)
             current = current[part]
         except (KeyError, IndexError, TypeError):
             break
+        value_elsewhere = value_mark is not None and (mark is None or value_mark.line != mark.line)
+        if value_elsewhere and not (key and step == last):
+            mark = value_mark
         if mark is not None:
             found = mark
     return found
@@ -791,7 +811,8 @@ def _validate(
             )
             bad_keys.extend(given[1:])
     if "extra" in root and type(root["extra"]) is not dict:
-        line, column = at("extra")
+        mark = _locate(root, marks, ("extra",))
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (doc_line, None)
         problems.append(
             Problem(
                 path,
@@ -866,7 +887,7 @@ def _report_validation(
             )
         else:
             reason = _reason(err, label, top)
-        mark = _locate(root, marks, loc)
+        mark = _locate(root, marks, loc, key=key_error or err["type"] == "extra_forbidden")
         problems.append(
             Problem(
                 path,
@@ -907,6 +928,46 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
             Problem(path, "the file holds no manifest: it is empty", severity="warning")
         )
     return documents, problems
+
+
+def field_position(data: bytes, field: str, doc_line: int) -> tuple[int, int] | None:
+    """Where ``field`` (a dotted path: ``location``, ``checks.1.type``) is written in the
+    document of ``data`` that starts at ``doc_line`` (its ``ParsedDocument.line``): the 1-based
+    line and column of its value (of its key when both are on one line, as ``_locate``
+    reports), or None when the file holds no such document or field (it changed since).
+
+    For what the crawl finds wrong after the parse (a location outside the volume, a name
+    another asset holds): a clean file's parse keeps no positions, which would cost every
+    manifest of every crawl, so the file is read again here, on that error path only.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        return None
+    text, _ = _decode(data, "")
+    if text is None:
+        return None
+    loader = _Loader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            cls = type(event)
+            if cls is StreamEndEvent or event is None:
+                return None
+            if cls is not DocumentStartEvent:
+                continue
+            if event.start_mark.line + 1 == doc_line:
+                root, _, marks = _build(loader.get_event)
+                break
+            if not _skip_document(loader.get_event):
+                return None
+    except (_DocError, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+    if type(root) is not dict:
+        return None
+    loc = tuple(int(part) if part.isdigit() else part for part in field.split("."))
+    mark = _locate(root, marks, loc)
+    return None if mark is None else (mark.line + 1, mark.column + 1)
 
 
 class _LibyamlTooDeep(Exception):

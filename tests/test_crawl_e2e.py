@@ -521,6 +521,45 @@ def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> No
     assert error["path"] == "b/MANIFEST.yaml" and "a/MANIFEST.yaml" in error["reason"]
 
 
+def test_location_and_name_conflicts_name_the_line_of_their_field(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """What the crawl finds after the parse is said at the field's line, whichever reader
+    parsed the file: the line reader (one plain document) or libyaml (a flow mapping,
+    several documents), not at the document's first line or its '---'."""
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: esc\ntype: dataset\n# out\nlocation: ../../etc\n")
+    write(
+        volume / "f/MANIFEST.yaml",
+        "name: esc2\ntype: dataset\nlabels: {k: v}\nlocation:\n  ../../etc\n",
+    )
+    write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    write(volume / "c/MANIFEST.yaml", "type: dataset\n# the name\nname: twin\n")
+    write(
+        volume / "m/MANIFEST.yaml",
+        "name: one\ntype: dataset\n---\ndescription: x\nname: twin\ntype: dataset\n",
+    )
+    write(volume / "i1/MANIFEST.yaml", "name: mine\ntype: dataset\nid: same\n")
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2, report
+    said = {(p["path"], p["line"], p["field"]) for p in report["warnings"] + report["errors"]}
+    assert said == {
+        ("a/MANIFEST.yaml", 4, "location"),
+        ("f/MANIFEST.yaml", 5, "location"),
+        ("c/MANIFEST.yaml", 3, "name"),
+        ("m/MANIFEST.yaml", 5, "name"),
+    }, report
+    # Said again from the crawl state while the manifests stay unchanged; an id another
+    # manifest's asset has is said at the id's line.
+    write(volume / "i2/MANIFEST.yaml", "name: yours\ntype: dataset\n\nid: same\n")
+    code, report = crawl(volume, catalogue_process)
+    said = {(p["path"], p["line"]) for p in report["warnings"]}
+    assert said == {("a/MANIFEST.yaml", 4), ("f/MANIFEST.yaml", 5)}, report
+    assert ("i2/MANIFEST.yaml", 4, "id") in {
+        (p["path"], p["line"], p["field"]) for p in report["errors"]
+    }, report
+
+
 def test_moving_a_manifest_is_not_a_conflict(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "old/MANIFEST.yaml", "name: mover\ntype: dataset\n")

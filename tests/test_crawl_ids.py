@@ -56,8 +56,8 @@ def test_manifest_id_cannot_steal_assets(
     assert not [w for w in report["warnings"] if w.get("field") == "id"], report["warnings"]
     errors = {e["path"]: e for e in report["errors"]}
     assert set(errors) == set(thieves)
-    # Both places: the manifest to fix (path and line) and the asset's owner.
-    assert errors["t1/MANIFEST.yaml"]["line"] == 1
+    # Both places: the manifest to fix (path, and the line of its id) and the asset's owner.
+    assert (errors["t1/MANIFEST.yaml"]["line"], errors["t1/MANIFEST.yaml"]["field"]) == (3, "id")
     assert "a writer of the API" in errors["t1/MANIFEST.yaml"]["reason"]
     assert "a writer of the API" in errors["t2/MANIFEST.yaml"]["reason"]
     assert f"owned/MANIFEST.yaml on {other.as_uri()}" in errors["t3/MANIFEST.yaml"]["reason"]

@@ -420,7 +420,7 @@ CASES = [
         "label-value-nested-too-deep",
         "name: a\ntype: dataset\nlabels:\n  owner:\n    team: " + "{a: " * 40 + "x" + "}" * 40,
         "is nested more than 32 levels deep",
-        4,
+        5,  # where the value starts, below its key
         field="labels.owner",
     ),
     case(

@@ -294,6 +294,37 @@ def test_wrong_container_type_names_what_to_write() -> None:
     assert (problem.line, problem.column, problem.field) == (3, 1, "tags")
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        # A value on the line after its key: that line, where the value is.
+        ("name: a\ntype:\n  spaceship\n", (3, 3, "type")),
+        ("name: a\ntype: dataset\ntags:\n  sales: 1\n", (4, 3, "tags")),
+        ("name: a\ntype: dataset\nowners:\n\n  # who\n  {ana: 1}\n", (6, 3, "owners")),
+        ("name: a\ntype: dataset\nextra:\n  - 1\n", (4, 3, "extra")),
+        (
+            "name: a\ntype: dataset\nschema:\n  - name: id\n    type:\n      [x]\n",
+            (6, 7, "schema.0.type"),
+        ),
+        # In a later document, below its '---'.
+        ("name: a\ntype: dataset\n---\ntype: dataset\nname:\n  [x]\n", (6, 3, "name")),
+        # On the key's line: the key's column, as before.
+        ("name: a\ntype: dataset\nlocation: [x]\n", (3, 1, "location")),
+    ],
+)
+def test_an_error_about_a_value_names_the_line_of_the_value(
+    text: str, where: tuple[int, int, str]
+) -> None:
+    (problem,) = errors(parse(text)[1])
+    assert (problem.line, problem.column, problem.field) == where, str(problem)
+
+
+def test_an_unknown_column_field_stays_at_its_key() -> None:
+    text = "name: a\ntype: table\nschema:\n  - name: id\n    typo:\n      x\n"
+    problem = only_error(text)
+    assert (problem.line, problem.column, problem.field) == (5, 5, "schema.0.typo")
+
+
 def test_missing_required_field_points_at_the_document() -> None:
     docs, problems = parse("name: a\ntype: dataset\n---\n# second\ndescription: no name\n")
     assert [d.manifest.name for d in docs] == ["a"]
