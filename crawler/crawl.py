@@ -1293,6 +1293,7 @@ class Crawler:
         # An owed asset whose manifest the walk did not see (in a folder it could not read)
         # stays owed: its data is not in the tree either.
         try:
+            state.owe_untracked_profiles()
             owed = [
                 d for d in state.owed_profiles(sent) if d.get("manifest_path") in tree.manifests
             ]

@@ -10,7 +10,11 @@ sent its manifests are marked unsettled (``mark_unsettled``), so a crash mid-cra
 rather than loses. With crawl profiles on, the same mark records that each document sent owes a
 profile (``profiles_owed``), kept until the metric store and the catalogue took the profile and
 its drift flag (``profiles_settled``): a manifest saved as pushed is not parsed again, so a
-profile step that was stopped or failed would otherwise never be tried again.
+profile step that was stopped or failed would otherwise never be tried again. A crawl with
+profiles off sends documents without that mark, so it also records that the debts are no longer
+complete (``profiles_tracked`` loses its row); the next crawl with profiles on then owes every
+live asset a profile (``owe_untracked_profiles``), and the profile step skips those whose data the
+metric store already profiled at the same fingerprint.
 
 One crawl at a time holds a state (a lock file beside it): two crawls of the same volume into
 the same catalogue would interleave their pushes and saves, and the one saving last could
@@ -52,6 +56,12 @@ CREATE TABLE IF NOT EXISTS warnings (
 CREATE TABLE IF NOT EXISTS profiles_owed (
     asset_id TEXT PRIMARY KEY,
     path     TEXT NOT NULL
+);
+-- One row while profiles_owed holds every live asset not profiled since it was last sent: a
+-- new state's first crawl adds it, a crawl that sends documents with profiles off (or an
+-- earlier version, which kept no such row) leaves the state without it.
+CREATE TABLE IF NOT EXISTS profiles_tracked (
+    since INTEGER PRIMARY KEY CHECK (since = 1)
 );
 """
 
@@ -177,7 +187,12 @@ class CrawlState:
         # loss can undo the last commits): an unsettled mark undone after its batch landed
         # would let the next crawl skip a manifest whose assets the catalogue holds otherwise.
         self._conn.execute("PRAGMA synchronous=FULL")
+        new = not self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'manifests'"
+        ).fetchone()
         self._conn.executescript(SCHEMA)
+        if new:  # nothing crawled yet: no asset owes a profile it is not marked for
+            self._conn.execute("INSERT OR IGNORE INTO profiles_tracked VALUES (1)")
         if self._conn.execute("PRAGMA user_version").fetchone()[0] < 1:
             self._add_doc_count()
 
@@ -337,9 +352,7 @@ class CrawlState:
             owed = [
                 (d["id"], p) for p, docs in by_path.items() for d in docs if not d.get("deleted")
             ]
-            self._mark(
-                by_path, [p for p in by_path if p in fresh or known(p)], owed if profiles else []
-            )
+            self._mark(by_path, [p for p in by_path if p in fresh or known(p)], owed, profiles)
         except sqlite3.Error as exc:
             raise StateError(
                 f"cannot write the crawl state {self.path} ({exc}); nothing of this batch "
@@ -351,6 +364,7 @@ class CrawlState:
         by_path: dict[str, list[dict[str, Any]]],
         known: list[str],
         owed: list[tuple[str, str]],
+        profiles: bool,
     ) -> None:
         stored: dict[str, tuple[bytes, bytes]] = {}
         if known:
@@ -373,9 +387,12 @@ class CrawlState:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO profiles_owed(asset_id, path) VALUES (?, ?)", owed
-            )
+            if profiles:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO profiles_owed(asset_id, path) VALUES (?, ?)", owed
+                )
+            elif owed:  # sent unmarked: the debts no longer name every unprofiled asset
+                self._conn.execute("DELETE FROM profiles_tracked")
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -399,6 +416,40 @@ class CrawlState:
             # so the deletion is sent again should the manifest still be gone.
             docs += [d for d in sent if d["id"] not in held and not d.get("deleted")]
             yield (path, UNSETTLED, locations, orjson.dumps(docs), len(docs))
+
+    def owe_untracked_profiles(self) -> None:
+        """Before a profile step: when crawls with profiles off sent documents since the last
+        one with them on (or an earlier version wrote this state), every live asset of the
+        state owes a profile, for none may have one for its data as it is now. The profile
+        step then computes only those the metric store lacks at the data's fingerprint."""
+        try:
+            tracked = self._conn.execute("SELECT 1 FROM profiles_tracked").fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot read the crawl state {self.path} ({exc}); if it is damaged, remove "
+                "it: the next crawl then sends every asset again"
+            ) from exc
+        if tracked:
+            return
+        try:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO profiles_owed(asset_id, path)"
+                    " SELECT json_extract(d.value, '$.id'), m.path"
+                    " FROM manifests m, json_each(CAST(m.docs AS TEXT)) d"
+                    " WHERE NOT coalesce(json_extract(d.value, '$.deleted'), 0)"
+                )
+                self._conn.execute("INSERT OR IGNORE INTO profiles_tracked VALUES (1)")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot write the crawl state {self.path} ({exc}); the assets crawled "
+                "without profiles are profiled by a later crawl"
+            ) from exc
 
     def owed_profiles(self, sending: Collection[str] = ()) -> list[dict[str, Any]]:
         """The stored documents of the assets that owe a profile, in path order, but for

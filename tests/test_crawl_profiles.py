@@ -150,6 +150,40 @@ def test_crawl_profiles_data_incrementally_with_checks_and_drift(
     assert "check range(amount) failed" in strict.stdout + strict.stderr
 
 
+def test_a_crawl_with_profiles_profiles_what_crawls_without_them_sent(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """A volume crawled once without --profile: the next crawl with it found every manifest
+    unchanged and profiled nothing, on every later crawl too."""
+    volume = tmp_path / "lake"
+    make_volume(volume)
+    down = f"http://127.0.0.1:{free_port()}"
+    plain = run_cairn("crawl", str(volume), env=profile_env(tmp_path, catalogue_process.url, down))
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    ids = {name: asset_id(catalogue_process.url, name) for name in ("sales", "daily")}
+
+    profiled = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert profiled.returncode == 0, profiled.stdout + profiled.stderr
+    assert json.loads(profiled.stdout)["manifests_parsed"] == 0, profiled.stdout
+    for name, rows in (("sales", 5000), ("daily", 2)):
+        found = history(metric_store.url, ids[name])
+        assert [(i["version"], i["rows"]) for i in found] == [(1, rows)], (name, found)
+
+    # Profiled and unchanged: not again, and no question to the (now down) store either.
+    after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
+    assert after.returncode == 0 and json.loads(after.stdout)["warnings"] == [], after.stdout
+
+    # One file changes during a crawl without profiles; a crawl with them profiles that one
+    # again, and only asks the store about the other, whose profile stands.
+    pq.write_table(sales(2), volume / "sales/part-0.parquet")
+    plain = run_cairn("crawl", str(volume), env=profile_env(tmp_path, catalogue_process.url, down))
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    again = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [i["version"] for i in history(metric_store.url, ids["sales"])] == [2, 1]
+    assert [i["version"] for i in history(metric_store.url, ids["daily"])] == [1]
+
+
 def test_a_check_that_can_never_pass_fails_a_gated_crawl(
     tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
 ) -> None:

@@ -324,6 +324,41 @@ def test_profiles_owed_in_a_state_file_of_the_previous_version_outlive_the_save(
         assert conn.execute("SELECT asset_id, path FROM profiles_owed").fetchall() == [("b", "m1")]
 
 
+def test_a_state_crawled_without_profiles_owes_every_live_asset_a_profile(
+    tmp_path: Path,
+) -> None:
+    # Documents sent with profiles off owe nothing by themselves; a crawl with profiles on
+    # profiled only what changed, so a volume crawled once without them never got any.
+    import sqlite3
+
+    from crawler.state import CrawlState, ManifestState
+
+    docs = {
+        "m1": [{"id": "a", "manifest_path": "m1"}, {"id": "b", "manifest_path": "m1"}],
+        "m2": [{"id": "c", "manifest_path": "m2", "deleted": True}],
+    }
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.mark_unsettled([*docs["m1"], *docs["m2"]], lambda p: False, profiles=True)
+    state.save({p: ManifestState(f"fp-{p}", [None], d) for p, d in docs.items()}, [])
+    state.profiles_settled(["a", "b"])
+    state.owe_untracked_profiles()  # every crawl marked its debts: none is added
+    assert state.owed_profiles() == []
+    state.mark_unsettled(docs["m1"][:1], lambda p: True)  # profiles off
+    state.owe_untracked_profiles()
+    assert state.owed_profiles() == docs["m1"]  # every live asset; not the deleted one
+    state.profiles_settled(["a", "b"])
+    state.owe_untracked_profiles()  # once: owed again only after another such crawl
+    assert state.owed_profiles() == []
+    state.close()
+    # A state an earlier version wrote (it kept no such record) owes them too.
+    with sqlite3.connect(state.path) as conn:
+        conn.execute("DROP TABLE profiles_tracked")
+    state = CrawlState(tmp_path, "file:///lake", "catalogue-1")
+    state.owe_untracked_profiles()
+    assert state.owed_profiles() == docs["m1"]
+    state.close()
+
+
 def test_profiles_owed_by_what_this_crawl_sent_are_not_read_from_the_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
