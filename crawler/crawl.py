@@ -51,7 +51,7 @@ from crawler.pipeline import Job, PushThread, Stage, WorkPool, run_jobs
 from crawler.problems import Problem, utf8_name_problem
 from crawler.push import CataloguePusher, CatalogueUnreachable
 from crawler.sources import SourceError, is_source_url, open_source
-from crawler.state import UNSETTLED, CrawlState, ManifestState, StateError
+from crawler.state import UNSETTLED, WITH_ERRORS, CrawlState, ManifestState, StateError
 
 if TYPE_CHECKING:
     from crawler.enrich import Column
@@ -102,6 +102,8 @@ class CrawlReport:
     files_seen: int = 0
     manifests_found: int = 0
     manifests_parsed: int = 0
+    # Of those parsed, unchanged since the last crawl: read again because they had errors.
+    manifests_rechecked: int = 0
     documents: int = 0
     created: int = 0
     updated: int = 0
@@ -116,6 +118,12 @@ class CrawlReport:
         return self.created + self.updated + self.deleted
 
     @property
+    def manifest_errors(self) -> int:
+        """Errors of the manifests themselves (and their data and checks): every error that
+        is not an asset the catalogue refused (``failed``)."""
+        return len(self.errors) - self.failed
+
+    @property
     def exit_code(self) -> int:
         return 2 if self.errors else 0
 
@@ -128,12 +136,14 @@ class CrawlReport:
             "files_seen": self.files_seen,
             "manifests_found": self.manifests_found,
             "manifests_parsed": self.manifests_parsed,
+            "manifests_rechecked": self.manifests_rechecked,
             "documents": self.documents,
             "created": self.created,
             "updated": self.updated,
             "deleted": self.deleted,
             "unchanged": self.unchanged,
             "failed": self.failed,
+            "manifest_errors": self.manifest_errors,
             "errors": [p.to_dict() for p in self.errors],
             "warnings": [p.to_dict() for p in self.warnings],
             "exit_code": self.exit_code,
@@ -1199,13 +1209,17 @@ class Crawler:
                             old = previous.get(path)
                             if old is not None:
                                 keys = data_keys(tree, volume, path, old.locations)
-                                if fingerprint_of_keys(entry, keys) == old.fingerprint:
+                                now_fp = fingerprint_of_keys(entry, keys)
+                                if now_fp == old.fingerprint:
                                     count = old.count
                                     report.unchanged += count
                                     report.documents += count
                                     if path in standing:
                                         report.warnings += _standing(standing[path], said)
                                     continue
+                                if old.fingerprint == WITH_ERRORS + now_fp:
+                                    # Unchanged, read again to report its errors.
+                                    report.manifests_rechecked += 1
                                 work.submit("parse", path)
                             to_parse.append(path)
                     work.flush("parse")
@@ -1410,7 +1424,7 @@ class Crawler:
         )
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
-        settled = clean
+        transient = False
         for index, line, fields, sel, schema_file in docs:
             read = schemas.get(schema_file) if schema_file else None
             columns = read.columns if read is not None else None
@@ -1418,7 +1432,7 @@ class Crawler:
             if read is not None and read.transient:
                 # Says nothing of the data: the schema last read stands, and the manifest
                 # is parsed again next crawl, though the volume may not change again.
-                settled = False
+                transient = True
                 before = _old_doc(old, doc["id"])
                 if before is not None and "schema" in before:
                     doc["schema"] = before["schema"]
@@ -1438,7 +1452,13 @@ class Crawler:
             kept = {d["id"] for d in new_docs}
             new_docs += [d for d in old.docs if d["id"] not in kept]
         new_state = ManifestState(
-            fingerprint=fingerprint(entry, [d[3] for d in docs]) if settled else "",
+            # A manifest with errors is parsed again next crawl, so they are reported until
+            # fixed; its fingerprint, marked, tells that crawl whether it changed meanwhile.
+            fingerprint=""
+            if transient
+            else fingerprint(entry, [d[3] for d in docs])
+            if clean
+            else WITH_ERRORS + fingerprint(entry, [d[3] for d in docs]),
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )

@@ -240,7 +240,8 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
         )
     out.print(
         f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
-        f"unchanged {report.unchanged}, failed {report.failed}",
+        f"unchanged {report.unchanged}, failed {report.failed}"
+        + (f", manifest errors {report.manifest_errors}" if report.manifest_errors else ""),
         soft_wrap=True,
     )
     for label, problems in (("error", report.errors), ("warning", report.warnings)):
@@ -251,11 +252,13 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
 
 
 def _manifests(report: CrawlReport) -> str:
-    """How many manifests, and how many had to be read because they are new or changed."""
-    found, read = report.manifests_found, report.manifests_parsed
+    """How many manifests, and how many had to be read because they are new or changed (not
+    those read again only to report their errors, unchanged since)."""
+    found, parsed = report.manifests_found, report.manifests_parsed
     text = f"{found} manifest{'' if found == 1 else 's'}"
-    if read == found:
+    if parsed == found and not report.manifests_rechecked:
         return text
+    read = parsed - report.manifests_rechecked
     return f"{text} ({read} new or changed)" if read else f"{text} (none changed)"
 
 

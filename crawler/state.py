@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS profiles_tracked (
 # The fingerprint of a manifest whose documents were sent and maybe not taken (``mark_unsettled``):
 # it matches no manifest, and the documents' content hashes are not trusted either.
 UNSETTLED = "unsettled"
+# Before the fingerprint of a manifest saved with errors: parsed again by every crawl, so its
+# errors are reported until fixed, and counted as changed only when it is.
+WITH_ERRORS = "errors:"
 
 
 class ManifestState:

@@ -511,6 +511,42 @@ def test_text_report_says_what_was_read_and_logs_nothing_twice(
     assert "3 manifests (1 new or changed), 3 assets" in text_crawl().stdout
 
 
+def test_manifest_errors_are_counted_and_an_unchanged_broken_manifest_is_not_changed(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """The summary said "failed 0" above the manifest errors it listed, and a manifest that
+    still had errors counted as new or changed on every crawl. Its errors are still reported
+    by every crawl (exit 2) until it is fixed."""
+    volume = tmp_path / "lake"
+    write(volume / "good/MANIFEST.yaml", "name: good\ntype: dataset\n")
+    write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: spaceship\ntags: [a, 3]\n")
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+
+    def text_crawl(code: int) -> str:
+        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+        assert done.returncode == code, done.stdout + done.stderr
+        return done.stdout
+
+    first = text_crawl(2)
+    assert ": 2 files, 2 manifests, 1 assets" in first, first
+    assert "failed 0, manifest errors 2" in first and first.count("error: bad/") == 2, first
+    again = text_crawl(2)
+    assert "2 manifests (none changed), 1 assets" in again, again
+    assert "failed 0, manifest errors 2" in again and again.count("error: bad/") == 2, again
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and (report["manifests_parsed"], report["manifests_rechecked"]) == (1, 1)
+    assert (report["failed"], report["manifest_errors"], len(report["errors"])) == (0, 2, 2)
+
+    write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: spaceship\n")  # still broken
+    edited = text_crawl(2)
+    assert "2 manifests (1 new or changed)" in edited and "manifest errors 1" in edited, edited
+    write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: dataset\n")
+    fixed = text_crawl(0)
+    assert "2 manifests (1 new or changed), 2 assets" in fixed, fixed
+    assert "failed 0\n" in fixed and "manifest errors" not in fixed, fixed
+    assert "2 manifests (none changed)" in text_crawl(0)
+
+
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
