@@ -280,7 +280,9 @@ def crawl(
     and keeps what was there.
 
     Exit codes: 0 clean, 2 when some manifests were bad (or a check failed with
-    --fail-on-checks), 1 when the crawl could not run (a command line it cannot parse too).
+    --fail-on-checks), 1 when the crawl could not run (a command line it cannot parse too),
+    130 when interrupted (Ctrl-C; the next crawl re-sends what this one may not have landed).
+    With --every or --watch, Ctrl-C between two crawls stops the schedule with 0.
     """
     from cairn.settings import get_settings
     from crawler import runner

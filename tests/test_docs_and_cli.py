@@ -80,6 +80,18 @@ def test_every_command_has_help() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_crawl_help_lists_every_exit_code_the_readme_gives() -> None:
+    # The README's 130 (interrupted by Ctrl-C) was missing from `cairn crawl --help`.
+    start = README.index("Exit codes: `0` clean")
+    codes = re.findall(r"`(\d+)`", README[start : README.index("\n\n", start)])
+    assert {"0", "1", "2", "130"} <= set(codes), codes
+    result = run_cairn("crawl", "--help", env=cairn_env(ROOT / ".cairn-test-unused"))
+    text = " ".join(result.stdout.split())
+    said = text[text.index("Exit codes:") : text.index("Arguments:")]
+    for code in codes:
+        assert re.search(rf"(?<![\w-]){code}\b", said), (code, said)
+
+
 def test_every_subcommand_option_and_argument_has_help() -> None:
     # `cairn metrics show --help` listed its NAME argument as `name <str> [required]`, with
     # nothing to say what name it wants.
