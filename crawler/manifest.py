@@ -930,11 +930,14 @@ def parse_manifest(data: bytes, path: str) -> tuple[list[ParsedDocument], list[P
     return documents, problems
 
 
-def field_position(data: bytes, field: str, doc_line: int) -> tuple[int, int] | None:
+def field_position(
+    data: bytes, field: str, doc_line: int | None = None, *, name: str | None = None
+) -> tuple[int, int] | None:
     """Where ``field`` (a dotted path: ``location``, ``checks.1.type``) is written in the
-    document of ``data`` that starts at ``doc_line`` (its ``ParsedDocument.line``): the 1-based
-    line and column of its value (of its key when both are on one line, as ``_locate``
-    reports), or None when the file holds no such document or field (it changed since).
+    document of ``data`` that starts at ``doc_line`` (its ``ParsedDocument.line``), or else in
+    the first one whose ``name`` is ``name``: the 1-based line and column of its value (of its
+    key when both are on one line, as ``_locate`` reports), or None when the file holds no
+    such document or field (it changed since).
 
     For what the crawl finds wrong after the parse (a location outside the volume, a name
     another asset holds): a clean file's parse keeps no positions, which would cost every
@@ -954,10 +957,19 @@ def field_position(data: bytes, field: str, doc_line: int) -> tuple[int, int] | 
                 return None
             if cls is not DocumentStartEvent:
                 continue
-            if event.start_mark.line + 1 == doc_line:
+            if doc_line is None and name is not None:
+                try:
+                    root, _, marks = _build(loader.get_event)
+                except _DocError as err:
+                    if err.fatal or not _skip_document(loader.get_event):
+                        return None
+                    continue
+                if type(root) is dict and root.get("name") == name:
+                    break
+            elif event.start_mark.line + 1 == doc_line:
                 root, _, marks = _build(loader.get_event)
                 break
-            if not _skip_document(loader.get_event):
+            elif not _skip_document(loader.get_event):
                 return None
     except (_DocError, yaml.YAMLError):
         return None

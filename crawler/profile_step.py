@@ -41,6 +41,7 @@ from cairn import __version__
 from cairn.cli_errors import key_hint
 from cairn.models import Check
 from cairn.settings import Settings
+from connectors import VolumeError
 from connectors.base import Entry, Volume
 from crawler.crawl import _GLOB_CHAR, glob_regex
 from crawler.enrich import csv_dialect
@@ -118,10 +119,26 @@ def _first_glob_match(tree: Any, rel: str) -> Entry | None:
     return min(matched, key=lambda f: f.path, default=None)
 
 
-def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:
-    """The manifest's valid checks; each invalid one is reported naming its field: a warning,
-    or with ``strict`` (--fail-on-checks) an error, since a check that cannot be evaluated
-    (or can never pass) must not let a gated crawl through."""
+def _position(volume: Volume, doc: dict[str, Any], field: str) -> tuple[int | None, int | None]:
+    """The line and column of ``field`` in the manifest document of asset ``doc`` (found by
+    its name), read again for a problem about it; (None, None) if it cannot be read."""
+    from crawler.manifest import MAX_MANIFEST_BYTES, field_position
+
+    path = doc.get("manifest_path")
+    if not path:
+        return None, None
+    try:
+        data = volume.read(path, MAX_MANIFEST_BYTES)
+    except VolumeError:
+        return None, None
+    found = field_position(data, field, name=doc.get("name"))
+    return found if found is not None else (None, None)
+
+
+def _checks(doc: dict[str, Any], report: Any, strict: bool, volume: Volume) -> list[Check]:
+    """The manifest's valid checks; each invalid one is reported naming its field and line: a
+    warning, or with ``strict`` (--fail-on-checks) an error, since a check that cannot be
+    evaluated (or can never pass) must not let a gated crawl through."""
     declared = (doc.get("extra") or {}).get("checks")
     if declared is None:
         return []
@@ -129,9 +146,15 @@ def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:
     severity: Severity = "error" if strict else "warning"
     found = report.errors if strict else report.warnings
     if not isinstance(declared, list):
+        line, column = _position(volume, doc, CHECKS_FIELD)
         found.append(
             Problem(
-                path=path, field=CHECKS_FIELD, reason="checks must be a list", severity=severity
+                path=path,
+                line=line,
+                column=column,
+                field=CHECKS_FIELD,
+                reason="checks must be a list",
+                severity=severity,
             )
         )
         return []
@@ -142,15 +165,31 @@ def _checks(doc: dict[str, Any], report: Any, strict: bool) -> list[Check]:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in (index, *first["loc"]))
+            line, column = _position(volume, doc, f"{CHECKS_FIELD}.{where}")
             found.append(
                 Problem(
                     path=path,
+                    line=line,
+                    column=column,
                     field=f"{CHECKS_FIELD}.{where}",
                     reason=f"check not evaluated: {first['msg']}",
                     severity=severity,
                 )
             )
     return valid
+
+
+def _check_index(doc: dict[str, Any], label: str) -> int | str:
+    """The position in the manifest's ``checks`` of the check whose result is ``label``
+    (``row_count``, ``range(amount)``); ``label`` itself when none is."""
+    declared = (doc.get("extra") or {}).get("checks")
+    for index, item in enumerate(declared if isinstance(declared, list) else ()):
+        try:
+            if Check.model_validate(item).label() == label:
+                return index
+        except ValidationError:
+            continue
+    return label
 
 
 @dataclass(slots=True)
@@ -290,7 +329,7 @@ class ProfileStep:
                 self._settled.add(doc["id"])
                 continue
             # Invalid ones are reported now.
-            checks = _checks(doc, self.report, self.settings.crawl_fail_on_checks)
+            checks = _checks(doc, self.report, self.settings.crawl_fail_on_checks, self.volume)
             wanted.append((doc, entry, checks, owed))
         feeder = threading.Thread(
             target=self._feed, args=(wanted,), name="cairn-profile-feeder", daemon=True
@@ -511,9 +550,14 @@ class ProfileStep:
         strict = self.settings.crawl_fail_on_checks
         for result in results:
             if not result["passed"]:
+                line, column = _position(
+                    self.volume, doc, f"{CHECKS_FIELD}.{_check_index(doc, result['name'])}"
+                )
                 (outcome.errors if strict else outcome.problems).append(
                     Problem(
                         path=doc.get("manifest_path", entry.path),
+                        line=line,
+                        column=column,
                         field=f"{CHECKS_FIELD}.{result['name']}",
                         reason=f"check {result['name']} failed on {entry.path}: observed "
                         f"{result['observed']}; failing sample {result['failing']}",

@@ -184,6 +184,32 @@ def test_a_crawl_with_profiles_profiles_what_crawls_without_them_sent(
     assert [i["version"] for i in history(metric_store.url, ids["daily"])] == [1]
 
 
+def test_check_problems_name_the_line_of_their_check(
+    tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
+) -> None:
+    """An invalid or failed check was reported with its field and no line at all."""
+    volume = tmp_path / "lake"
+    make_volume(volume)  # daily: allowed_values(kind) on line 4 fails, {type: nope} on line 5
+    (volume / "two").mkdir()
+    (volume / "two/MANIFEST.yaml").write_text(
+        "name: first\ntype: dataset\nlocation: ../daily\n---\nname: second\ntype: dataset\n"
+        "location: ../sales\nchecks:\n  - {type: row_count, max: 1}\n  - {type: wat}\n"
+    )
+    done = crawl_profiled(tmp_path, volume, catalogue_process.url, metric_store.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = {
+        (w["path"], w["field"]): w["line"]
+        for w in json.loads(done.stdout)["warnings"]
+        if (w["field"] or "").startswith("checks")
+    }
+    assert said == {
+        ("daily/MANIFEST.yaml", "checks.allowed_values(kind)"): 4,
+        ("daily/MANIFEST.yaml", "checks.1.type"): 5,
+        ("two/MANIFEST.yaml", "checks.row_count"): 9,
+        ("two/MANIFEST.yaml", "checks.1.type"): 10,
+    }, done.stdout
+
+
 def test_a_check_that_can_never_pass_fails_a_gated_crawl(
     tmp_path: Path, catalogue_process: ProcessServer, metric_store: ThreadServer
 ) -> None:
