@@ -15,7 +15,8 @@ catalogue: one store keeps every profile with its sketches (drift compares distr
 summaries), on both backends, and the catalogue stays an index of metadata. Only assets this
 crawl upserted are looked at (an unchanged manifest with unchanged data is never parsed), and
 those whose profile an earlier crawl owes (the crawl state's ``profiles_owed``: its profile
-step was stopped, or a store did not take the profile or the drift flag); the metric store
+step was stopped, a store did not take the profile or the drift flag, or it ran with profiles
+off, see CrawlState.owe_untracked_profiles); the metric store
 skips a file whose size and mtime it has seen: an unchanged file is not profiled again.
 ``settled`` names, once the step finished, the assets that owe nothing any more. Problems are
 warnings: a file that cannot be profiled, or a metric store that does not answer, never stops
