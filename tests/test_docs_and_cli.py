@@ -393,7 +393,8 @@ def _start_up(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
         )
 
 
-def test_cairn_up_serves_every_service_from_one_process(tmp_path: Path) -> None:
+def _up_env(tmp_path: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """Free ports for `cairn up`'s three services, and its environment serving on them."""
     ports = {"catalogue": free_port(), "featurestore": free_port(), "ui": free_port()}
     env = cairn_env(
         tmp_path / "data",
@@ -401,6 +402,11 @@ def test_cairn_up_serves_every_service_from_one_process(tmp_path: Path) -> None:
         CAIRN_FEATURESTORE_PORT=str(ports["featurestore"]),
         CAIRN_UI_PORT=str(ports["ui"]),
     )
+    return ports, env
+
+
+def test_cairn_up_serves_every_service_from_one_process(tmp_path: Path) -> None:
+    ports, env = _up_env(tmp_path)
     log = tmp_path / "up.log"
     proc = _start_up(env, log)
     try:
@@ -499,13 +505,7 @@ def test_cairn_up_stops_at_once_on_ctrl_c_while_a_later_service_starts(tmp_path:
     # while the catalogue's stop was what showed, so `cairn up` polled on for 60 s and ended
     # with "was not ready after 60s" and exit 1; a Ctrl-C during the catalogue's own start
     # said "error: ... stopped while starting" (exit 1).
-    ports = {"catalogue": free_port(), "featurestore": free_port(), "ui": free_port()}
-    env = cairn_env(
-        tmp_path / "data",
-        CAIRN_CATALOGUE_PORT=str(ports["catalogue"]),
-        CAIRN_FEATURESTORE_PORT=str(ports["featurestore"]),
-        CAIRN_UI_PORT=str(ports["ui"]),
-    )
+    ports, env = _up_env(tmp_path)
     log = tmp_path / "up.log"
     proc = _start_up(env, log)
     try:
