@@ -56,7 +56,7 @@ def origin(doc: dict[str, Any]) -> str:
 def tag_keys(tags: Iterable[str]) -> list[str]:
     """Tags as the search matches and counts them: in lower case, each once. A document keeps
     its tags as written; ``Sales`` and ``sales`` are one tag to a search and its facets."""
-    return list(dict.fromkeys(tag.lower() for tag in tags))
+    return list(dict.fromkeys([tag.lower() for tag in tags]))
 
 
 @dataclass(slots=True)

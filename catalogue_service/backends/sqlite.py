@@ -300,8 +300,10 @@ class _SideRows:
             )
             self.new_rows.clear()
 
-    def add(self, seq: int, doc: dict[str, Any]) -> None:
-        tags = tag_keys(doc.get("tags") or [])
+    def add(self, seq: int, doc: dict[str, Any], tags: list[str] | None = None) -> None:
+        """``tags``: the document's ``tag_keys``, when the caller has them already."""
+        if tags is None:
+            tags = tag_keys(doc.get("tags") or [])
         self.tags += [(t, seq) for t in tags]
         if labels := doc.get("labels"):
             self.labels += [(k, v, seq) for k, v in searchable_labels(labels)]
@@ -426,14 +428,15 @@ class _BatchState:
         content_hash: str,
         stamp: str,
         before: _Row | None,
-        doc: dict[str, Any],
+        doc_type: str,
+        tags: list[str],
     ) -> None:
         if before is not None and not before[3] and self.live_names.get(before[5]) == asset_id:
             del self.live_names[before[5]]
         if not deleted:
             self.live_names[name] = asset_id
-        self.rows[asset_id] = (seq, content_hash, revision, int(deleted), stamp, name, doc["type"])
-        self.tags[asset_id] = tag_keys(doc.get("tags") or [])
+        self.rows[asset_id] = (seq, content_hash, revision, int(deleted), stamp, name, doc_type)
+        self.tags[asset_id] = tags
 
 
 class SQLiteStore:
@@ -685,10 +688,22 @@ class SQLiteStore:
             vocabulary.count_out(conn, seq)
             conn.execute("DELETE FROM assets_fts WHERE rowid = ?", (seq,))
             status = "deleted" if deleted and not row[3] else "updated"
-        state.wrote(asset_id, seq, name, deleted, revision, write.content_hash, stamp, row, doc)
+        tags = tag_keys(doc.get("tags") or [])  # folded once for the three of them
+        state.wrote(
+            asset_id,
+            seq,
+            name,
+            deleted,
+            revision,
+            write.content_hash,
+            stamp,
+            row,
+            doc["type"],
+            tags,
+        )
         if not deleted:
-            side.facets.add(tag_keys(doc.get("tags") or []), doc["type"], 1, seq, name)
-        side.add(seq, doc)
+            side.facets.add(tags, doc["type"], 1, seq, name)
+        side.add(seq, doc, tags)
         write.stored = stored
         return {**base, "status": status, "revision": revision}
 
