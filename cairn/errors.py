@@ -101,6 +101,18 @@ def invalid_param(name: str, message: str) -> InvalidRequest:
     return _one_wrong("parameter", name, message)
 
 
+def unknown_param(name: str, taken: tuple[str, ...], hint: str | None = None) -> InvalidRequest:
+    """A 422 for a query parameter a route does not take, naming the nearest one it does (or
+    ``hint``) and all of them: a misspelt filter was otherwise dropped without a word, and the
+    answer listed everything as if it had matched."""
+    if hint is None:
+        import difflib  # only on this error path
+
+        near = difflib.get_close_matches(name.lower(), taken, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}? " if near else ""
+    return invalid_param(name, f"is not a parameter of this search; {hint}use {', '.join(taken)}")
+
+
 def invalid_field(name: str, message: str) -> InvalidRequest:
     """A 422 naming one field of a request body and what is wrong with it."""
     return _one_wrong("field", name, message)

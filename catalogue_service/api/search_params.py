@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
 
-from cairn.errors import InvalidRequest
+from cairn.errors import InvalidRequest, unknown_param
 from cairn.errors import invalid_param as _fail
 from cairn.models import composed
 from catalogue_service.api.deps import parse_labels
@@ -49,14 +48,11 @@ def _bool(params: dict[str, str], key: str, default: bool | None) -> bool | None
 
 
 def _unknown(key: str) -> InvalidRequest:
-    """A parameter the search does not take: a misspelt filter was otherwise dropped without a
-    word, and every asset listed as if it had matched."""
     if key == "page":  # Mastro's paging, on its own route (GET /assets/?limit=&page=)
-        hint = "the next page is cursor=<next_cursor> of the answer; "
-    else:
-        near = difflib.get_close_matches(key.lower(), PARAMETERS, n=1, cutoff=0.6)
-        hint = f"did you mean {near[0]}? " if near else ""
-    return _fail(key, f"is not a parameter of this search; {hint}use {', '.join(PARAMETERS)}")
+        return unknown_param(
+            key, PARAMETERS, "the next page is cursor=<next_cursor> of the answer; "
+        )
+    return unknown_param(key, PARAMETERS)
 
 
 def parse_search(params: QueryParams) -> SearchQuery:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 from typing import Annotated
 
@@ -10,6 +9,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import QueryParams
 
 from cairn.errors import invalid_param as bad_param
+from cairn.errors import unknown_param
 from cairn.models import INT64_MAX, parse_moment
 from cairn.web import KeyChecker, read_guard, write_guard
 from featurestore_service.service import FeatureStore
@@ -50,13 +50,9 @@ def int_param(
 
 
 def only_params(params: QueryParams, taken: tuple[str, ...]) -> None:
-    """A 422 for a parameter the route does not take: a misspelt filter was otherwise dropped
-    without a word, and the answer listed everything as if it had matched."""
     for key in params:
         if key not in taken:
-            near = difflib.get_close_matches(key.lower(), taken, n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]}? " if near else ""
-            raise bad_param(key, f"is not a parameter of this search; {hint}use {', '.join(taken)}")
+            raise unknown_param(key, taken)
 
 
 def time_param(params: QueryParams, key: str) -> datetime | None:
