@@ -1451,14 +1451,13 @@ class Crawler:
             # Assets of a broken document are kept until the file is fixed or removed.
             kept = {d["id"] for d in new_docs}
             new_docs += [d for d in old.docs if d["id"] not in kept]
-        new_state = ManifestState(
+        seen = "" if transient else fingerprint(entry, [d[3] for d in docs])
+        if seen and not clean:
             # A manifest with errors is parsed again next crawl, so they are reported until
             # fixed; its fingerprint, marked, tells that crawl whether it changed meanwhile.
-            fingerprint=""
-            if transient
-            else fingerprint(entry, [d[3] for d in docs])
-            if clean
-            else WITH_ERRORS + fingerprint(entry, [d[3] for d in docs]),
+            seen = WITH_ERRORS + seen
+        new_state = ManifestState(
+            fingerprint=seen,
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )
