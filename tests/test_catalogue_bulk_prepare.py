@@ -92,7 +92,42 @@ def test_the_hand_made_document_covers_the_generated_assets() -> None:
     for item in items:
         item.ensure_id()
     assert all(_plain_doc(item) is not None for item in items)
-    assert _plain_doc(AssetWrite.model_validate(VARIED[2])) is None  # a time
+    # Times too (every crawled asset has two); a nested label value still takes the exact path.
+    assert _plain_doc(AssetWrite.model_validate(VARIED[2])) is not None
+    assert _plain_doc(AssetWrite.model_validate(VARIED[5])) is None
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2026-12-05T23:53:46.991071+00:00",
+        "2026-12-05T23:53:46+02:00",
+        "2026-12-05T23:53:46.000001-05:30",
+        "2026-12-05T23:53:46.100Z",
+        "2026-12-05T23:53:46",
+        "1999-01-01",
+        1700000000,
+        1700000000.25,
+        datetime(2024, 2, 29, 12, 0, 0, 1, tzinfo=UTC),
+    ],
+)
+def test_a_crawled_assets_times_are_written_as_model_dump_writes_them(when: Any) -> None:
+    raw = {
+        "name": "t",
+        "type": "dataset",
+        "modified_at": when,
+        "crawled_at": when,
+        "published_on": when,
+        "volume": "file:///v",
+        "manifest_path": "a/MANIFEST.yaml",
+        "size_bytes": 3,
+    }
+    item = AssetWrite.model_validate(raw)
+    item.ensure_id()
+    doc = _plain_doc(item)
+    assert doc is not None
+    assert orjson.dumps(doc) == orjson.dumps(_dumped(item))
+    assert isinstance(doc["modified_at"], str)
 
 
 def test_one_call_validates_a_chunk_as_each_item_alone() -> None:
