@@ -152,7 +152,7 @@ def read_stage(url: str, namenode_port: int, jvm_pid: int, sample: int = 200) ->
     """The crawler's read stage (``crawler.crawl._parse_one`` and ``_read_schema`` with the
     listed size) on the first ``sample`` manifests, one after another on a fresh volume."""
     from connectors.webhdfs import HdfsVolume
-    from crawler.crawl import _guessed_schema_file, _parse_one, _read_schema
+    from crawler.crawl import _guessed, _parse_one, _read_schema
 
     volume = HdfsVolume.from_url(url, user=USER)
     files: dict[str, list[Any]] = {}
@@ -169,7 +169,7 @@ def read_stage(url: str, namenode_port: int, jvm_pid: int, sample: int = 200) ->
         for manifest in manifests:
             _parse_one(volume, manifest.path)
             siblings = files[manifest.path.rpartition("/")[0]]
-            schema_file = _guessed_schema_file(siblings)
+            schema_file = _guessed(siblings)[1]
             if schema_file:
                 size = next(f.size for f in siblings if f.path == schema_file)
                 _read_schema(volume, schema_file, size)

@@ -214,8 +214,9 @@ class Tree:
     # Paths the walk could not see below: what was crawled there before is kept, not deleted.
     unreadable: list[str] = field(default_factory=list)
     files_seen: int = 0
-    # folder -> (its files in path order, the file a schema is read from), once asked
-    _data_files: dict[str, tuple[list[Entry], str | None]] = field(default_factory=dict)
+    # folder -> (its files in path order, the file a schema is read from, the format guessed
+    # from their names), once asked
+    _data_files: dict[str, tuple[list[Entry], str | None, str | None]] = field(default_factory=dict)
     _subtree: dict[str, tuple[int, int, int]] | None = None
     _children: dict[str, list[str]] | None = None
     # While a walk that tracks its frontier runs (see walk_tree's ``on_listed``): the folders
@@ -271,22 +272,23 @@ class Tree:
             stack.extend(self._children.get(d, ()))
         return sorted(found)
 
-    def data_files(self, directory: str) -> tuple[list[Entry], str | None]:
-        """A folder's files in path order, and the file of them a schema is read from when
-        no format is declared (see ``_guessed_schema_file``); once the walk listed the folder
-        (a crawl asks while the walk goes on, then again)."""
+    def data_files(self, directory: str) -> tuple[list[Entry], str | None, str | None]:
+        """A folder's files in path order, the file of them a schema is read from when no
+        format is declared, and the format their names suggest (see ``_guessed``); once the
+        walk listed the folder (a crawl asks while the walk goes on, then again)."""
         found = self._data_files.get(directory)
         if found is None:
             # By path is by name here: they share the folder (and sorts without a call per file).
             files = sorted(self.files_by_dir.get(directory, ()), key=_PATH)
-            found = self._data_files[directory] = (files, _guessed_schema_file(files))
+            data_format, schema_file = _guessed(files)
+            found = self._data_files[directory] = (files, schema_file, data_format)
         return found
 
     def first_data_file_below(self, directory: str, data_format: str | None = None) -> Entry | None:
         """The first file below ``directory`` a schema is read from: of ``data_format``
         when given (an asset's declared or guessed one), else of each folder's guess."""
         for d in self.dirs_below(directory):
-            files, guessed = self.data_files(d)
+            files, guessed, _ = self.data_files(d)
             found = guessed if data_format is None else _schema_candidate(files, data_format)
             if found:
                 return next(f for f in self.files_by_dir[d] if f.path == found)
@@ -558,10 +560,11 @@ class DataSelection:
     count: int = 0
     files: list[Entry] = field(default_factory=list)  # direct or matched files, for schema
     problem: str | None = None
-    # The file to read a schema from when no format is declared, once known: a folder's
-    # selection looks for it anyway.
+    # The file to read a schema from when no format is declared, and the format guessed from
+    # the files' names, once known: a folder's selection has them from the folder's index.
     _schema_file: str | None = None
-    _schema_known: bool = False
+    _format: str | None = None
+    _guessed: bool = False
 
     def key(self) -> str:
         return _data_key_of(self.size, self.mtime_ns, self.count)
@@ -571,10 +574,18 @@ class DataSelection:
         one guessed from ``files`` (as the asset's document guesses it)."""
         if declared_format is not None:
             return _schema_candidate(self.files, declared_format)
-        if not self._schema_known:
-            self._schema_file = _guessed_schema_file(self.files)
-            self._schema_known = True
+        self._guess()
         return self._schema_file
+
+    def guessed_format(self) -> str | None:
+        """The format ``files``' names suggest (``enrich.guess_format``)."""
+        self._guess()
+        return self._format
+
+    def _guess(self) -> None:
+        if not self._guessed:
+            self._format, self._schema_file = _guessed(self.files)
+            self._guessed = True
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -661,14 +672,15 @@ def _select_data(
         )
     if target in tree.dirs:
         size, mtime_ns, count = tree.subtree_stats(target)
-        files, schema_file = tree.data_files(target)
+        files, schema_file, guessed = tree.data_files(target)
         if schema_file is None:
             # Partitioned layouts (date=2026-01-01/part-0.parquet) keep data in subfolders.
             below = tree.first_data_file_below(target)
             if below:
                 files, schema_file = [below], below.path
+                guessed = _doc_helpers()[1]([below.name])
         return DataSelection(
-            volume.url_for(target), size, mtime_ns, count, files, None, schema_file, True
+            volume.url_for(target), size, mtime_ns, count, files, None, schema_file, guessed, True
         )
     base = target.rpartition("/")[0]
     for f in tree.files_by_dir.get(base, ()):
@@ -878,9 +890,7 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
 
     ``size``: the file's size as the walk listed it, which spares a remote volume the call
     that would ask for it: a CSV head or a Parquet footer is then one ranged read."""
-    from cairn.models import MAX_COLUMNS
-    from crawler.enrich import SchemaReadError, csv_columns, parquet_columns
-
+    max_columns, unreadable, csv_columns, parquet_columns = _schema_helpers()
     try:
         if _is_parquet(path):
             with volume.open(path, size) as f:
@@ -889,16 +899,31 @@ def _read_schema(volume: Volume, path: str, size: int | None = None) -> SchemaRe
             fields = csv_columns(_head(volume, path, size))
     except VolumeUnreachable:
         raise  # the server is gone, not this file's schema (see _parse_many)
-    except SchemaReadError as exc:
+    except unreadable as exc:
         return SchemaRead(path, None, f"schema not read from {path}: {exc}")
     except (VolumeError, OSError) as exc:
         return SchemaRead(path, None, f"schema not read from {path}: {exc}", transient=True)
     warning = None
-    if len(fields) > MAX_COLUMNS:
+    if len(fields) > max_columns:
         # The catalogue refuses a longer schema, which would lose the whole asset.
-        warning = f"{path} has {len(fields)} columns; the schema keeps the first {MAX_COLUMNS}"
-        fields = fields[:MAX_COLUMNS]
+        warning = f"{path} has {len(fields)} columns; the schema keeps the first {max_columns}"
+        fields = fields[:max_columns]
     return SchemaRead(path, _shared_columns(fields), warning)
+
+
+@functools.cache
+def _schema_helpers() -> tuple[
+    int,
+    type[Exception],
+    Callable[[bytes], list[Column]],
+    Callable[[Any], list[Column]],
+]:
+    """What ``_read_schema`` uses from the models and the enrichers, imported once (as
+    ``_doc_helpers``): import statements in the function cost 2.9 us per file read."""
+    from cairn.models import MAX_COLUMNS
+    from crawler.enrich import SchemaReadError, csv_columns, parquet_columns
+
+    return MAX_COLUMNS, SchemaReadError, csv_columns, parquet_columns
 
 
 # Columns repeat from file to file (id, created_at, ...): each distinct one is one dict, reused,
@@ -1472,7 +1497,7 @@ class Crawler:
         sel: DataSelection,
         schema: list[Column] | None,
     ) -> dict[str, Any]:
-        crawled_id, guess_format = _doc_helpers()
+        crawled_id = _doc_helpers()[0]
         doc = dict(fields)
         doc["id"] = fields.get("extra", {}).pop("id", None) or crawled_id(volume.url, path, index)
         if not doc.get("extra"):
@@ -1485,7 +1510,7 @@ class Crawler:
         if sel.mtime_ns:
             doc["modified_at"] = datetime.fromtimestamp(sel.mtime_ns / 1e9, UTC).isoformat()
         if "format" not in doc:
-            guessed = guess_format(f.name for f in sel.files)
+            guessed = sel.guessed_format()
             if guessed:
                 doc["format"] = guessed
         if schema is not None:
@@ -2029,10 +2054,11 @@ def _schema_candidate(files: list[Entry], data_format: str | None) -> str | None
     return None
 
 
-def _guessed_schema_file(files: list[Entry]) -> str | None:
-    """``_schema_candidate`` for the format guessed from ``files``' names."""
+def _guessed(files: list[Entry]) -> tuple[str | None, str | None]:
+    """(the format guessed from ``files``' names, ``_schema_candidate`` for it)."""
     guess_format = _doc_helpers()[1]
-    return _schema_candidate(files, guess_format(f.name for f in files))
+    data_format = guess_format(f.name for f in files)
+    return data_format, _schema_candidate(files, data_format)
 
 
 def _content_hash(doc: dict[str, Any]) -> str:

@@ -92,8 +92,11 @@ def test_select_data_partitioned_and_globs(tmp_path: Path) -> None:
     assert folder.count == 3 and folder.size == 8 + 12
     # No data file beside the manifest: the schema comes from the first partition.
     assert [f.path for f in folder.files] == ["events/date=2026-01-01/part-0.csv"]
+    # The format the asset's document gets is the one of the files the schema comes from.
+    assert folder.guessed_format() == "csv"
+    assert select_data(tree, volume, "other/MANIFEST.yaml", None).guessed_format() == "text"
     glob = select_data(tree, volume, "events/MANIFEST.yaml", "./date=*/part-*.csv")
-    assert glob.count == 2 and glob.problem is None
+    assert glob.count == 2 and glob.problem is None and glob.guessed_format() == "csv"
     assert glob.location_url and glob.location_url.endswith("events/date=*/part-*.csv")
     outside = select_data(tree, volume, "events/MANIFEST.yaml", "../../etc")
     assert outside.problem and "outside the volume" in outside.problem
