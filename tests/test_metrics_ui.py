@@ -32,6 +32,7 @@ def ui(stack: tuple[str, str]) -> Iterator[httpx.Client]:
 def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Client) -> None:
     text = assert_page(ui.get(f"/featuresets/{NAME}/metrics"))
     assert "version 3" in text and "drift against v2" in text
+    assert "Filled grey: v2; outlined: v3." in text
     # Two areas per numeric column: the reference (filled) and this version (outlined).
     assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 4
     assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 4
@@ -68,6 +69,9 @@ def test_a_failing_warn_check_on_named_values_shows_on_the_metrics_page(
     assert "version 1" in text and "Checks of version 1" in text
     checks = text.split('id="checks"', 1)[1].split("</section>", 1)[0]
     assert "range(threshold)" in checks and "fail (warn)" in checks and "1.5" in checks
+    # One row of named values, and no version before it to draw in grey.
+    assert "1 value, 0 null" in text and "1 values" not in text
+    assert "no earlier version to compare it with" in text and "v\u2013" not in text
 
 
 @pytest.mark.parametrize(

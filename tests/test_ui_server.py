@@ -21,7 +21,7 @@ from starlette.datastructures import QueryParams
 
 from cairn.settings import Settings
 from tests.conftest import ThreadServer, free_port
-from ui.format import highlight, snippet, terms
+from ui.format import counted, highlight, snippet, terms
 from ui.lineage import NODE_W, layout
 from ui.render import INVISIBLE, reveal
 from ui.routes.assets import manifest_yaml
@@ -500,6 +500,15 @@ def test_a_ui_with_reads_open_against_services_that_want_a_key_says_so(
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def test_counts_read_as_english() -> None:
+    assert [counted(n, "row") for n in (0, 1, 2, 12345)] == [
+        "0 rows",
+        "1 row",
+        "2 rows",
+        "12,345 rows",
+    ]
 
 
 def test_highlight_escapes_before_marking() -> None:

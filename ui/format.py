@@ -187,6 +187,12 @@ def number(value: Any) -> str:
     return str(value)
 
 
+def counted(value: Any, noun: str) -> str:
+    """``value`` as ``number`` writes it, then ``noun``, plural unless it is one: "1 row",
+    "2,000 rows" (nouns that take an s)."""
+    return f"{number(value)} {noun}{'' if value == 1 else 's'}"
+
+
 def scalar(value: Any) -> str:
     """A label or feature value as text: JSON spelling for booleans and null."""
     if value is None:

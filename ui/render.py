@@ -146,6 +146,7 @@ def environment() -> jinja2.Environment:
         when=fmt.when,
         ago=fmt.ago,
         number=fmt.number,
+        counted=fmt.counted,
         location=fmt.location,
         scalar=fmt.scalar,
         # One path segment: Jinja's urlencode leaves "/" as it is, and a browser resolves a
