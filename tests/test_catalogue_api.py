@@ -297,6 +297,20 @@ def test_an_app_allows_the_extra_types_of_the_settings_it_is_built_with(
 
 
 @pytest.mark.usefixtures("no_extra_types_env")
+def test_types_lists_every_type_however_many(settings: Settings) -> None:
+    # The mongo backend's aggregation kept the 100 most common types; the embedded one all.
+    extra = [f"kind{i:03d}" for i in range(120)]
+    with served(settings.model_copy(update={"extra_types": extra})) as http:
+        items = [asset(f"many_{i}", type=kind) for i, kind in enumerate(extra)]
+        items += [asset(f"more_{i}", type="kind000") for i in range(3)]
+        bulk = http.post("/api/v1/assets/bulk", json=items)
+        assert bulk.json()["created"] == len(items), bulk.text
+        types = http.get("/api/v1/types").json()
+    assert types == {"kind000": 4, **{kind: 1 for kind in extra[1:]}}
+    assert next(iter(types)) == "kind000"  # most first
+
+
+@pytest.mark.usefixtures("no_extra_types_env")
 def test_a_deleted_asset_of_a_type_no_longer_allowed_is_found_with_include_deleted(
     settings: Settings,
 ) -> None:

@@ -91,6 +91,9 @@ READY_SEARCH_S = 1.0
 WRITE_ATTEMPTS = 8
 # Attempts of a whole write that the database refused as busy (FerretDB: SQLITE_BUSY).
 BUSY_ATTEMPTS = 6
+# Buckets of the aggregation that lists the asset types (``type_counts``): more than any
+# catalogue has types, well under Elasticsearch's own bound (search.max_buckets, 65,536).
+ALL_TYPES = 10_000
 # The fields a write compares against.
 HEAD = {"hash": 1, "revision": 1, "deleted": 1, "name": 1, "updated_at": 1, "drift": 1}
 # A write being applied: (the write, the state it was computed from, the row to store).
@@ -825,7 +828,10 @@ class MongoStore:
         return await self.index.counts("tags", limit)
 
     async def type_counts(self) -> dict[str, int]:
-        return await self.index.counts("type", 100)
+        # Every type, as the embedded store answers: types are a short list (Mastro's and
+        # CAIRN_EXTRA_TYPES', and those of assets written before a type was dropped), which
+        # one terms aggregation counts whole; 100 left the rarest out.
+        return await self.index.counts("type", ALL_TYPES)
 
     # --- reported lineage ---------------------------------------------------------------------
 
