@@ -564,7 +564,7 @@ class DataSelection:
     # the files' names, once known: a folder's selection has them from the folder's index.
     _schema_file: str | None = None
     _format: str | None = None
-    _guessed: bool = False
+    _format_known: bool = False
 
     def key(self) -> str:
         return _data_key_of(self.size, self.mtime_ns, self.count)
@@ -583,9 +583,9 @@ class DataSelection:
         return self._format
 
     def _guess(self) -> None:
-        if not self._guessed:
+        if not self._format_known:
             self._format, self._schema_file = _guessed(self.files)
-            self._guessed = True
+            self._format_known = True
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
