@@ -34,7 +34,13 @@ from tests.servers.fixtures import (  # noqa: F401
     s3_server,
     use_env,
 )
-from tests.servers.processes import free_port, patient, stop_group, terminate
+from tests.servers.processes import (  # noqa: F401 (refused_port: for the tests)
+    free_port,
+    patient,
+    refused_port,
+    stop_group,
+    terminate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from cairn.settings import Settings
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, refused_port
 from tests.test_featurestore_api import parquet_bytes, upload
 from tests.test_metrics_api import profiled, table
 
@@ -35,7 +35,7 @@ def metrics_stack(data: Path) -> Iterator[tuple[str, str]]:
     from featurestore_service.app import create_app as fs_app
     from ui.app import create_app as ui_app
 
-    nowhere = f"http://127.0.0.1:{free_port()}"  # no catalogue: registrations wait, that is all
+    nowhere = f"http://127.0.0.1:{refused_port()}"  # no catalogue: registrations wait, that is all
     with ThreadServer(fs_app(Settings(data_dir=data, catalogue_url=nowhere))) as fs:
         with httpx.Client(base_url=fs.url + "/api/v1", timeout=60) as client:
             checks = [{"type": "not_null", "column": "visits"}]

@@ -20,7 +20,7 @@ from catalogue_service.backends.index_generation import KEY, MAX_AGE, IndexGener
 from catalogue_service.backends.mongo import MongoStore
 from catalogue_service.spelling.base import WordInfo
 from tests.conftest import backend_settings, hit_ids
-from tests.servers.processes import free_port
+from tests.servers.processes import refused_port
 
 QUERY = SearchQuery(q="orders", limit=10)
 
@@ -205,7 +205,7 @@ def test_a_move_that_failed_is_made_later(settings: Settings, paid_by: str) -> N
 
     async def scenario() -> int:
         dead: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-            f"mongodb://127.0.0.1:{free_port()}", serverSelectionTimeoutMS=200
+            f"mongodb://127.0.0.1:{refused_port()}", serverSelectionTimeoutMS=200
         )
         store = await _opened(settings)
         poll = 0.05 if paid_by == "the next poll" else 3600

@@ -32,7 +32,7 @@ from cairn.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from cairn.models import Asset, FeatureSet, FeatureSetDiff, FeatureSetVersions
 from cairn.settings import Settings
 from featurestore_service.app import create_app
-from tests.conftest import ROOT, ProcessServer, ThreadServer, cairn_env, free_port, run_cairn
+from tests.conftest import ROOT, ProcessServer, ThreadServer, cairn_env, refused_port, run_cairn
 
 EXAMPLES = ROOT / "examples" / "featuresets"
 
@@ -110,7 +110,7 @@ def test_sync_feature_store_client(featurestore: ThreadServer, tmp_path: Path) -
             fs.get_table("scores", limit=-1)
 
     with (
-        FeatureStoreClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=0) as dead,
+        FeatureStoreClient(f"http://127.0.0.1:{refused_port()}", timeout=2, retries=0) as dead,
         pytest.raises(ServiceUnreachable, match="running"),
     ):
         dead.get("x")
@@ -225,7 +225,7 @@ def test_async_client_health_quick_give_up_and_per_caller_key(tmp_path: Path) ->
             await client.aclose()
 
             down = AsyncCatalogueClient(
-                f"http://127.0.0.1:{free_port()}", timeout=5, connect_timeout=1, retries=1
+                f"http://127.0.0.1:{refused_port()}", timeout=5, connect_timeout=1, retries=1
             )
             with pytest.raises(ServiceUnreachable) as info:
                 await down.types()
@@ -345,7 +345,9 @@ def test_a_refused_cli_says_how_to_send_a_key(tmp_path: Path) -> None:
 
 def test_featureset_versions_lists_every_version(tmp_path: Path) -> None:
     # Daily versions pass a page (1,000) in under three years; the command says "every".
-    settings = Settings(data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}")
+    settings = Settings(
+        data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{refused_port()}"
+    )
     with (
         ThreadServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url + "/api/v1") as http,
@@ -499,7 +501,7 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
 
 
 def test_a_password_in_a_service_url_stays_out_of_errors_and_reports(tmp_path: Path) -> None:
-    dead = f"http://etl:url-s3cret@127.0.0.1:{free_port()}"
+    dead = f"http://etl:url-s3cret@127.0.0.1:{refused_port()}"
     client = FeatureStoreClient(dead, timeout=2, retries=0)
     with client, pytest.raises(ServiceUnreachable) as info:
         client.get("x")

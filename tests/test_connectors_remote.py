@@ -23,7 +23,7 @@ from connectors import (
     open_volume,
     supported_schemes,
 )
-from tests.conftest import ROOT, cairn_env, free_port
+from tests.conftest import ROOT, cairn_env, refused_port
 from tests.servers.fixtures import TEST_USER, AzuriteServer, HdfsServer, S3Server
 
 SetEnv = Callable[[dict[str, str]], None]
@@ -48,7 +48,7 @@ def test_hdfs_tries_the_next_namenode(
 ) -> None:
     cluster = hdfs_server.cluster
     use_env({"CAIRN_HDFS_USER": TEST_USER})
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{refused_port()}"
     standby = cluster.standby_url.removeprefix("http://")
     active = cluster.active_url.removeprefix("http://")
     # A NameNode that is down, then one in standby (it answers StandbyException), then the
@@ -169,7 +169,7 @@ def test_hdfs_reads_go_straight_to_the_datanode_after_the_first(
     # one that answers, and later reads go there.
     learned = volume._datanode
     assert learned is not None and learned.addresses  # looked up once, for every read
-    dead = dataclasses.replace(learned, port=free_port())
+    dead = dataclasses.replace(learned, port=refused_port())
     assert dead.addresses is None
     volume._datanode = dead
     before = (len(asked), volume.direct_reads)
@@ -302,7 +302,7 @@ def test_hdfs_session_reads_proxies_once_and_never_netrc(
 def test_hdfs_unreachable_namenode_is_a_clear_error(use_env: SetEnv) -> None:
     use_env({"CAIRN_HTTP_RETRIES": "2"})
     with pytest.raises(VolumeError, match=r"cannot reach WebHDFS.*HTTP port") as info:
-        open_volume(f"hdfs://127.0.0.1:{free_port()}/lake")
+        open_volume(f"hdfs://127.0.0.1:{refused_port()}/lake")
     assert "user.name" not in str(info.value)
 
 

@@ -21,7 +21,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from cairn.models import crawled_id
 from tests.conftest import ProcessServer, cairn_env
 from tests.servers.kafka import KafkaBroker, _cluster_id
-from tests.servers.processes import free_port
+from tests.servers.processes import refused_port
 from tests.test_crawl_e2e import crawl, kill_crawl_once
 
 
@@ -303,7 +303,7 @@ def test_a_schema_registry_that_does_not_answer_is_asked_once(
     with admin(kafka_broker) as client:
         create_topics(client, [NewTopic(new, 1, 1)])
 
-    registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    registry = f"http://127.0.0.1:{refused_port()}"  # nothing listens there
     code, report = crawl(
         f"kafka://{kafka_broker.bootstrap}",
         catalogue_process,

@@ -16,7 +16,7 @@ import pytest
 from cairn.models import crawled_id
 from tests.conftest import ProcessServer
 from tests.servers.metastore import HiveMetastore
-from tests.servers.processes import free_port
+from tests.servers.processes import refused_port
 from tests.test_crawl_e2e import crawl, make_volume, search
 
 
@@ -183,7 +183,7 @@ def test_the_location_link_comes_from_the_catalogue(
 
 
 def test_metastore_down_fails_clearly(catalogue_process: ProcessServer) -> None:
-    port = free_port()  # nothing listens there
+    port = refused_port()  # nothing listens there
     code, report = crawl(f"thrift://127.0.0.1:{port}", catalogue_process)
     assert code == 1
     assert f"cannot reach the Hive Metastore at 127.0.0.1:{port}" in report["error"], report

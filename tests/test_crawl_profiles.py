@@ -27,8 +27,8 @@ from tests.conftest import (
     ProcessServer,
     ThreadServer,
     cairn_env,
-    free_port,
     patient,
+    refused_port,
     run_cairn,
 )
 
@@ -41,7 +41,9 @@ CHECKS = """checks:
 
 @pytest.fixture
 def metric_store(tmp_path: Path) -> Iterator[ThreadServer]:
-    settings = Settings(data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}")
+    settings = Settings(
+        data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{refused_port()}"
+    )
     with ThreadServer(create_app(settings)) as server:
         yield server
 
@@ -157,7 +159,7 @@ def test_a_crawl_with_profiles_profiles_what_crawls_without_them_sent(
     unchanged and profiled nothing, on every later crawl too."""
     volume = tmp_path / "lake"
     make_volume(volume)
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{refused_port()}"
     plain = run_cairn("crawl", str(volume), env=profile_env(tmp_path, catalogue_process.url, down))
     assert plain.returncode == 0, plain.stdout + plain.stderr
     ids = {name: asset_id(catalogue_process.url, name) for name in ("sales", "daily")}
@@ -245,7 +247,7 @@ def test_crawl_goes_on_when_the_metric_store_is_down_and_a_later_crawl_sends_the
     down metric store missed were never sent, and no crawl said so again."""
     volume = tmp_path / "lake"
     make_volume(volume)
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{refused_port()}"
     done = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "profiles not sent: the metric store does not answer" in done.stdout
@@ -279,7 +281,7 @@ def test_a_profile_the_metric_store_refuses_for_good_is_not_sent_again_by_unchan
     make_volume(volume)
     settings = Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         max_body_bytes=256,  # smaller than any profile
     )
     with ThreadServer(create_app(settings)) as small:
@@ -290,7 +292,7 @@ def test_a_profile_the_metric_store_refuses_for_good_is_not_sent_again_by_unchan
     assert len(refused) == 2, said
     assert all(w.endswith("not sent again until the data changes") for w in refused), said
     # Settled: the next crawl of the unchanged volume does not even ask the (now down) store.
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{refused_port()}"
     after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
     assert after.returncode == 0, after.stdout + after.stderr
     assert json.loads(after.stdout)["warnings"] == [], after.stdout
@@ -323,7 +325,7 @@ def test_a_drift_flag_the_catalogue_refuses_for_good_is_not_sent_again_by_unchan
     wide = asset_id(catalogue_process.url, "wide")
     assert [i["drifted"] for i in history(metric_store.url, wide)] == [True, False]
     # Settled: the next crawl of the unchanged volume does not even ask the (now down) store.
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{refused_port()}"
     after = crawl_profiled(tmp_path, volume, catalogue_process.url, down)
     assert after.returncode == 0, after.stdout + after.stderr
     clipped = f"has {MAX_COLUMNS + 1} columns; the schema keeps the first {MAX_COLUMNS}"
@@ -466,7 +468,7 @@ def test_a_drift_flag_the_catalogue_missed_is_sent_by_the_next_profile_step(
     settled, _ = step(catalogue_process.url)
     assert settled == {"s-1"}  # a first profile: no flag to send
     pq.write_table(sales(2, shift=1.0), root / "sales/part-0.parquet")
-    settled, report = step(f"http://127.0.0.1:{free_port()}")
+    settled, report = step(f"http://127.0.0.1:{refused_port()}")
     assert settled == set(), report.warnings  # profiled, but its flag is still owed
     said = [w.reason for w in report.warnings]
     assert any("drift flags not sent" in w for w in said), said
@@ -495,7 +497,7 @@ def test_an_owed_asset_whose_data_the_walk_did_not_see_stays_owed(tmp_path: Path
     doc = {"id": "s-1", "location": volume.url_for("sales"), "manifest_path": "sales/MANIFEST.yaml"}
     # No store is asked: with no file seen, nothing is profiled.
     settings = Settings(
-        data_dir=tmp_path / "crawl", featurestore_url=f"http://127.0.0.1:{free_port()}"
+        data_dir=tmp_path / "crawl", featurestore_url=f"http://127.0.0.1:{refused_port()}"
     )
     tree = walk_tree(volume, NamePatterns(settings.manifest_patterns))
 
@@ -549,7 +551,7 @@ def test_profile_step_runs_in_a_bounded_pool_beside_the_crawl(
     settings = Settings(
         data_dir=tmp_path / "crawl",
         featurestore_url=metric_store.url,
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         crawl_profile_workers=2,
     )
     volume = open_volume(str(root))
@@ -635,7 +637,7 @@ def test_a_metric_store_that_wants_a_key_is_one_warning_naming_the_setting(
     holding the server's raw problem JSON; now one warning says which setting to set."""
     settings = Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         api_keys="store-key-123",  # type: ignore[arg-type]
     )
     volume = tmp_path / "lake"

@@ -18,7 +18,7 @@ import typer.main
 
 from cairn.cli import app
 from cairn.settings import Settings
-from tests.conftest import ROOT, cairn_env, cairn_up, free_port, run_cairn
+from tests.conftest import ROOT, cairn_env, cairn_up, free_port, refused_port, run_cairn
 from tests.servers.processes import patient, stop_group
 
 README = (ROOT / "README.md").read_text()
@@ -615,7 +615,7 @@ def test_a_version_below_1_is_a_usage_error_before_any_request(args: list[str], 
     # as click does for any bad option), not sent to the server (exit 1, its message).
     from typer.testing import CliRunner
 
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{refused_port()}"
     result = CliRunner().invoke(app, [*args, "--url", url])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -646,7 +646,7 @@ def test_a_version_or_limit_past_64_bits_is_a_usage_error_before_any_request(
     # These were sent, and the service's answer (exit 1) named its own parameter (version).
     from typer.testing import CliRunner
 
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
+    url = f"http://127.0.0.1:{refused_port()}"  # nothing listens: no request may be needed
     result = CliRunner().invoke(app, [*args, "--url", url])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -697,7 +697,7 @@ def test_a_wrong_command_line_is_a_usage_error_before_any_request(
     # were accepted and never sent anywhere; a command line that cannot work is exit 2.
     from typer.testing import CliRunner
 
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
+    url = f"http://127.0.0.1:{refused_port()}"  # nothing listens: no request may be needed
     result = CliRunner().invoke(app, [*args, "--url", url])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -708,7 +708,7 @@ def test_a_wrong_command_line_is_a_usage_error_before_any_request(
 def test_an_as_of_the_service_would_refuse_is_shown_with_an_example() -> None:
     from typer.testing import CliRunner
 
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{refused_port()}"
     args = ["featureset", "get", "s", "--as-of", "yesterday", "--url", url]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output

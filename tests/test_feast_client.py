@@ -28,7 +28,7 @@ from cairn.client import FeatureStoreClient
 from featurestore_service.app import create_app
 from tests.conftest import ThreadServer, backend_settings
 from tests.servers.feast_sdk import ensure_feast
-from tests.servers.processes import free_port, patient
+from tests.servers.processes import patient, refused_port
 from tests.test_online import wait_online
 
 REPO = Path(__file__).parent / "data" / "feast_repo"
@@ -144,7 +144,7 @@ def cairn(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Itera
         request,
         backend,
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
     )
     with ThreadServer(create_app(settings)) as server:
         with FeatureStoreClient(server.url) as client:

@@ -19,7 +19,7 @@ import pytest
 from cairn.settings import Settings
 from featurestore_service.app import create_app
 from featurestore_service.backends import create_store
-from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.conftest import ThreadServer, backend_settings, refused_port
 
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -33,7 +33,7 @@ def fs_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
         request,
         backend,
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
     )
 
 
@@ -717,7 +717,7 @@ def test_json_routes_below_featuresets_keep_the_json_body_cap(fs: httpx.Client) 
 def test_health_metrics_and_read_keys(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         api_keys=["k1"],
         read_needs_key=True,
     )
@@ -834,7 +834,7 @@ def test_decompression_bombs_are_refused_before_decoding(
 def test_row_and_total_limits_name_their_settings(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         table_max_rows=999,
         table_max_decoded_bytes=20_000,
     )

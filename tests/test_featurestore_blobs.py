@@ -41,7 +41,7 @@ from featurestore_service.blobstore.s3 import S3BlobStore
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
 from featurestore_service.tables import DecodeSlots
-from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, free_port
+from tests.conftest import ProcessServer, ThreadServer, backend_settings, cairn_env, refused_port
 from tests.test_blob_store_contract import (
     AdlsBackend,
     Backend,
@@ -79,7 +79,7 @@ def remote(
 def fs_settings(tmp_path: Path, url: str, **extra: object) -> Settings:
     return Settings(  # type: ignore[call-arg]
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         blobs_url=url,
         **extra,
     )
@@ -326,7 +326,7 @@ def test_the_sweeper_keeps_blobs_of_deleted_versions(
 ) -> None:
     """A soft-deleted version stays readable by number, so its file is no orphan: the database
     is asked about deleted versions too (on MongoDB they live in a collection of their own)."""
-    fields = {"data_dir": tmp_path / "fs", "catalogue_url": f"http://127.0.0.1:{free_port()}"}
+    fields = {"data_dir": tmp_path / "fs", "catalogue_url": f"http://127.0.0.1:{refused_port()}"}
     settings = backend_settings(request, backend, **fields)
     url = str(settings.featurestore_blobs)
     shas = []
@@ -562,7 +562,7 @@ def test_an_upload_whose_blob_and_copy_were_swept_answers_503_not_201(tmp_path: 
     removes with the blob as a crash's leftover. B's version row is written, but its check
     finds neither the blob nor a copy to store again: B must not answer 201."""
     settings = Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "data", catalogue_url=f"http://127.0.0.1:{free_port()}"
+        data_dir=tmp_path / "data", catalogue_url=f"http://127.0.0.1:{refused_port()}"
     )
     data = parquet_bytes(sample_table(90))
 
@@ -768,7 +768,7 @@ def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> 
     # No background profile: it would read the file before it is damaged.
     settings = Settings(  # type: ignore[call-arg]
         data_dir=tmp_path / "data",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         metrics_profiling=False,
     )
     table = sample_table(200)
@@ -824,7 +824,7 @@ def test_a_damaged_table_file_answers_503_never_a_broken_200(tmp_path: Path) -> 
 def test_a_second_process_starting_on_the_data_folder_keeps_uploads_in_flight(
     tmp_path: Path,
 ) -> None:
-    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{refused_port()}")
     spools = tmp_path / "data" / "featurestore-blobs" / "tmp"
     first = ProcessServer("featurestore", env, tmp_path / "first.log").start()
     second = ProcessServer("featurestore", env, tmp_path / "second.log")

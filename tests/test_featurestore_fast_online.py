@@ -14,7 +14,7 @@ from starlette.types import Scope
 from cairn.settings import Settings
 from featurestore_service.api.routes.online import OnlineFront
 from featurestore_service.app import create_app
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, refused_port
 from tests.test_online import NOW, put_customers, wait_online
 
 KEY = "k-online-0123456789"
@@ -24,7 +24,7 @@ ORIGIN = "http://ui.example"
 def _settings(tmp_path: Path, **fields: object) -> Settings:
     return Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         **fields,  # type: ignore[arg-type]
     )
 

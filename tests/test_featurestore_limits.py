@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ProcessServer, cairn_env, free_port
+from tests.conftest import ProcessServer, cairn_env, refused_port
 
 PARQUET = "application/vnd.apache.parquet"
 MB = 1024 * 1024
@@ -30,7 +30,7 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ProcessServer]:
-    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{refused_port()}")
     process = ProcessServer("featurestore", env, tmp_path / "featurestore.log").start()
     yield process
     process.stop()

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurestore_service.blobstore import open_blob_store
-from tests.conftest import ProcessServer, cairn_env, free_port
+from tests.conftest import ProcessServer, cairn_env, refused_port
 from tests.servers.fixtures import ProductionServers
 from tests.test_featurestore_api import parquet_bytes
 from tests.test_online import columns, customers, lookup, wait_online
@@ -39,7 +39,7 @@ def pair(
         **production_servers.env(),  # one database for both
         **s3_server.env(),  # type: ignore[attr-defined]
         "CAIRN_BLOBS_URL": blobs_url,
-        "CAIRN_CATALOGUE_URL": f"http://127.0.0.1:{free_port()}",
+        "CAIRN_CATALOGUE_URL": f"http://127.0.0.1:{refused_port()}",
         "CAIRN_BLOBS_CACHE_BYTES": str(64 * 1024 * 1024),
     }
     servers = [

@@ -33,7 +33,7 @@ from tests.conftest import (
     ThreadServer,
     backend_settings,
     cairn_env,
-    free_port,
+    refused_port,
     run_cairn,
 )
 from tests.test_featurestore_api import (  # noqa: F401  (fixtures)
@@ -353,7 +353,7 @@ def fs_process(
 ) -> Iterator[httpx.Client]:
     """The service in a child process: Hypothesis checks that nothing in the test process
     touches the global random state while it draws, and the service's retry jitter would."""
-    extra = {"CAIRN_CATALOGUE_URL": f"http://127.0.0.1:{free_port()}"}
+    extra = {"CAIRN_CATALOGUE_URL": f"http://127.0.0.1:{refused_port()}"}
     if backend == "mongo":
         extra.update(request.getfixturevalue("production_servers").env())
     server = ProcessServer(
@@ -636,7 +636,7 @@ def test_frame_past_the_cap_is_413_naming_the_limit(
         request,
         backend,
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         max_entity_frame_bytes=64 * 1024,
     )
     with (
@@ -657,7 +657,7 @@ def test_frame_past_the_cap_is_413_naming_the_limit(
 def test_a_frame_bomb_is_413_before_it_is_decoded(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         table_max_row_group_bytes=32 * 1024 * 1024,
     )
     rows = 65_536
@@ -937,7 +937,7 @@ def test_historical_cache_is_bounded_by_its_setting(
         else:
             monkeypatch.setenv("CAIRN_HISTORICAL_CACHE_BYTES", str(limit))
         settings = Settings(
-            data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}"
+            data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{refused_port()}"
         )
         app = create_app(settings)
         answers = []

@@ -197,10 +197,10 @@ def test_a_pool_dropped_unclosed_closes_its_sockets(canned: list[Canned]) -> Non
 
 def test_connects_to_the_first_address_looked_up_that_answers(canned: list[Canned]) -> None:
     from connectors.http1 import resolve
-    from tests.conftest import free_port
+    from tests.conftest import refused_port
 
     server = serve(canned, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    dead = resolve("127.0.0.1", free_port())
+    dead = resolve("127.0.0.1", refused_port())
     live = resolve("127.0.0.1", server.port)
     connection = Connection("127.0.0.1", server.port, 10, [*dead, *live])
     try:

@@ -25,7 +25,7 @@ from mastro_fs.dto import Feature, FeatureSet, PaginatedFeatureSets
 from cairn.settings import Settings
 from catalogue_service.app import create_app as catalogue_app
 from featurestore_service.app import create_app as featurestore_app
-from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.conftest import ThreadServer, backend_settings, refused_port
 
 GO_ZERO = "0001-01-01T00:00:00Z"
 PAGINATION = {"total", "page", "perPage", "prev", "next", "totalPage"}
@@ -57,7 +57,10 @@ def fs_server(
 ) -> Iterator[ThreadServer]:
     # No catalogue listens there: registrations stay queued, writes still succeed.
     settings = backend_settings(
-        request, backend, data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}"
+        request,
+        backend,
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
     )
     with ThreadServer(featurestore_app(settings)) as server:
         yield server

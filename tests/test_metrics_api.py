@@ -25,7 +25,7 @@ from featurestore_service.metrics.worker import subject_of
 from featurestore_service.service import FeatureStore
 from featurestore_service.table_limits import TableLimits
 from featurestore_service.tables import DecodeSlots
-from tests.conftest import ThreadServer, backend_settings, free_port
+from tests.conftest import ThreadServer, backend_settings, refused_port
 from tests.test_featurestore_api import parquet_bytes, upload, values
 
 WAIT = 120.0  # profiling runs in the background: poll until it is done (not a speed check)
@@ -34,7 +34,10 @@ WAIT = 120.0  # profiling runs in the background: poll until it is done (not a s
 @pytest.fixture
 def fs_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Settings:
     return backend_settings(
-        request, backend, data_dir=tmp_path / "fs", catalogue_url=f"http://127.0.0.1:{free_port()}"
+        request,
+        backend,
+        data_dir=tmp_path / "fs",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
     )
 
 
@@ -924,7 +927,7 @@ def test_a_profile_that_cannot_succeed_fails_once_with_its_reason(fs_settings: S
         settings = Settings(
             data_dir=fs_settings.data_dir / "ui",
             featurestore_url=server.url,
-            catalogue_url=f"http://127.0.0.1:{free_port()}",
+            catalogue_url=f"http://127.0.0.1:{refused_port()}",
         )
         with ThreadServer(ui_app(settings)) as ui:
             page = httpx.get(f"{ui.url}/featuresets/rotten/metrics", params={"v": 2}).text

@@ -28,7 +28,7 @@ from tests.conftest import (
     ThreadServer,
     backend_settings,
     cairn_env,
-    free_port,
+    refused_port,
     run_cairn,
 )
 from tests.test_featurestore_api import parquet_bytes, upload
@@ -45,7 +45,7 @@ def on_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
         request,
         backend,
         data_dir=tmp_path / "fs",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         online_max_entities=1000,
     )
 
@@ -667,7 +667,7 @@ def test_materialization_resumes_after_sigkill(
 ) -> None:
     extra = request.getfixturevalue("production_servers").env() if backend == "mongo" else {}
     env = cairn_env(
-        tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}", **extra
+        tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{refused_port()}", **extra
     )
     log = tmp_path / "fs.log"
     server = ProcessServer("featurestore", env, log).start()
@@ -795,7 +795,7 @@ def test_ui_page_shows_online_state_and_looks_up_a_key(
     wait_online(http, "ui_cust", version)
     settings = Settings(
         data_dir=tmp_path / "ui",
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
         featurestore_url=server.url,
     )
     with ThreadServer(ui_app(settings)) as ui, httpx.Client(base_url=ui.url, timeout=30) as page:
@@ -854,7 +854,7 @@ def test_materialization_memory_does_not_grow_with_the_row_group(tmp_path: Path)
     )
     data = parquet_bytes(table, row_group_size=rows)
     del index
-    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{free_port()}")
+    env = cairn_env(tmp_path / "data", CAIRN_CATALOGUE_URL=f"http://127.0.0.1:{refused_port()}")
     server = ProcessServer("featurestore", env, tmp_path / "fs.log").start()
     try:
         with (

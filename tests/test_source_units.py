@@ -22,7 +22,7 @@ from crawler.sources.registry_schema import (
     columns_of,
     fetch_registry_schema,
 )
-from tests.conftest import cairn_env, free_port, run_cairn
+from tests.conftest import cairn_env, refused_port, run_cairn
 
 
 def test_json_inference_merges_kinds_and_nullability() -> None:
@@ -141,7 +141,7 @@ def test_watch_is_refused_for_sources(tmp_path: Path) -> None:
 def test_a_password_in_the_schema_registry_url_stays_out_of_the_error() -> None:
     # Confluent Cloud's registry takes its key and secret as the URL's user info; the error
     # becomes a problem in the crawl report.
-    url = f"https://reg-key:reg-s3cret@127.0.0.1:{free_port()}"
+    url = f"https://reg-key:reg-s3cret@127.0.0.1:{refused_port()}"
     with pytest.raises(SourceError) as info:
         fetch_registry_schema(url, "orders-value", timeout=2)
     assert "reg-s3cret" not in str(info.value)
@@ -179,7 +179,7 @@ def test_a_registry_in_trouble_is_told_from_one_that_answered(answering: str) ->
     with pytest.raises(RegistryTrouble, match="HTTP 503"):
         fetch_registry_schema(answering, "orders-value", timeout=5)
     with pytest.raises(RegistryUnreachable):
-        fetch_registry_schema(f"http://127.0.0.1:{free_port()}", "orders-value", timeout=5)
+        fetch_registry_schema(f"http://127.0.0.1:{refused_port()}", "orders-value", timeout=5)
 
 
 @pytest.mark.parametrize("answering", [401], indirect=True)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cairn.settings import Settings
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, refused_port
 from tests.test_featurestore_api import values
 from tests.test_ui_server import assert_page
 
@@ -22,7 +22,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     from ui.app import create_app as ui_app
 
     data: Path = tmp_path_factory.mktemp("ui-diff")
-    nowhere = f"http://127.0.0.1:{free_port()}"
+    nowhere = f"http://127.0.0.1:{refused_port()}"
     with ThreadServer(fs_app(Settings(data_dir=data / "fs", catalogue_url=nowhere))) as fs:
         for name, value in (("single", 1), ("three", 1), ("three", 2), ("three", 3)):
             sent = httpx.post(

@@ -20,7 +20,7 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from cairn.settings import Settings
-from tests.conftest import ThreadServer, free_port
+from tests.conftest import ThreadServer, refused_port
 from ui.format import counted, highlight, snippet, terms
 from ui.lineage import NODE_W, layout
 from ui.render import INVISIBLE, reveal
@@ -75,7 +75,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         settings = Settings(
             data_dir=data,
             catalogue_url=catalogue.url,
-            featurestore_url=f"http://127.0.0.1:{free_port()}",  # nothing listens here
+            featurestore_url=f"http://127.0.0.1:{refused_port()}",  # nothing listens here
         )
         with ThreadServer(ui_app(settings)) as ui:
             yield ui.url, catalogue.url
@@ -251,8 +251,8 @@ def test_catalogue_down_gives_a_banner(tmp_path: Path) -> None:
 
     settings = Settings(
         data_dir=tmp_path,
-        catalogue_url=f"http://127.0.0.1:{free_port()}",
-        featurestore_url=f"http://127.0.0.1:{free_port()}",
+        catalogue_url=f"http://127.0.0.1:{refused_port()}",
+        featurestore_url=f"http://127.0.0.1:{refused_port()}",
     )
     with ThreadServer(create_app(settings)) as server:
         for path in ("/?q=sales", "/assets/x", "/assets/by-name/x"):
@@ -365,7 +365,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
         common = {
             "data_dir": data,
             "catalogue_url": catalogue.url,
-            "featurestore_url": f"http://127.0.0.1:{free_port()}",
+            "featurestore_url": f"http://127.0.0.1:{refused_port()}",
             "api_key": UI_OWN_KEY,
         }
         with (
@@ -714,7 +714,7 @@ def test_a_password_in_a_service_url_is_never_shown(tmp_path: Path) -> None:
         settings = Settings(
             data_dir=tmp_path,
             catalogue_url=f"http://proxyuser:pr0xy-s3cret@{host}",
-            featurestore_url=f"http://proxyuser:pr0xy-s3cret@127.0.0.1:{free_port()}",
+            featurestore_url=f"http://proxyuser:pr0xy-s3cret@127.0.0.1:{refused_port()}",
         )
         with (
             ThreadServer(ui_app(settings)) as ui,

@@ -19,7 +19,7 @@ from cairn.settings import Settings
 from catalogue_service.app import create_app as catalogue_app
 from featurestore_service.app import create_app as featurestore_app
 from tests.conftest import ThreadServer
-from tests.servers.processes import free_port
+from tests.servers.processes import refused_port
 
 KEY = "plumbing-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -32,7 +32,7 @@ HUGE = 10**30
 
 def _settings(root: Path, **fields: Any) -> Settings:
     # The feature store's catalogue is not running: nothing here registers a set there.
-    return Settings(data_dir=root, catalogue_url=f"http://127.0.0.1:{free_port()}", **fields)
+    return Settings(data_dir=root, catalogue_url=f"http://127.0.0.1:{refused_port()}", **fields)
 
 
 @pytest.fixture(scope="module")

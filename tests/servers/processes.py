@@ -19,10 +19,26 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    """A TCP port free on the loopback interface now."""
+    """A TCP port free on the loopback interface now, for a server about to start on it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Bound for as long as the test process runs, never listening (see refused_port).
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A loopback TCP port where every connection is refused, for the whole test process:
+    bound and never listening, so no server started later can be given it. A port from
+    ``free_port`` that a test meant to stay dead was given to the next server the test
+    started (a UI asked "its catalogue" and reached itself)."""
+    if not _REFUSING:
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        _REFUSING.append(held)
+    return int(_REFUSING[0].getsockname()[1])
 
 
 class Startable(Protocol):
