@@ -34,7 +34,7 @@ from tests.servers.fixtures import (  # noqa: F401
     s3_server,
     use_env,
 )
-from tests.servers.processes import (  # noqa: F401 (refused_port: for the tests)
+from tests.servers.processes import (
     free_port,
     patient,
     refused_port,
@@ -45,10 +45,11 @@ from tests.servers.processes import (  # noqa: F401 (refused_port: for the tests
 ROOT = Path(__file__).resolve().parent.parent
 
 # Where a service or command a test starts looks for the catalogue or the feature store when
-# the test names neither: a closed port. The defaults (127.0.0.1:8001 and :8002) are those of
-# the developer's own `make up`, which the README runs beside `make test`; a feature store
-# started with `Settings(data_dir=...)` registered its test sets in that catalogue.
-NOWHERE = "http://127.0.0.1:9"
+# the test names neither: the port that refuses every connection (``refused_port``). The
+# defaults (127.0.0.1:8001 and :8002) are those of the developer's own `make up`, which the
+# README runs beside `make test`; a feature store started with `Settings(data_dir=...)`
+# registered its test sets in that catalogue.
+NOWHERE = f"http://127.0.0.1:{refused_port()}"
 os.environ["CAIRN_CATALOGUE_URL"] = NOWHERE
 os.environ["CAIRN_FEATURESTORE_URL"] = NOWHERE
 

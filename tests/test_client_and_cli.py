@@ -710,7 +710,8 @@ def test_services_and_commands_a_test_starts_never_reach_the_default_ports(
     env = cairn_env(tmp_path / "cli")
     assert env["CAIRN_CATALOGUE_URL"] == env["CAIRN_FEATURESTORE_URL"] == NOWHERE
     listed = run_cairn("featureset", "list", env={**env, "CAIRN_HTTP_RETRIES": "1"})
-    assert listed.returncode == 1 and "127.0.0.1:9" in listed.stderr, listed.stderr
+    where = NOWHERE.removeprefix("http://")
+    assert listed.returncode == 1 and where in listed.stderr, listed.stderr
 
 
 def test_featureset_put_names_the_file_line_and_column_of_a_yaml_error(tmp_path: Path) -> None:
