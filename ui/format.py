@@ -166,7 +166,7 @@ def ago(value: Any, now: datetime | None = None) -> str:
     ):
         if seconds >= length:
             n = int(seconds // length)
-            text = f"{n} {unit}{'s' if n != 1 else ''}"
+            text = counted(n, unit)
             return f"in {text}" if future else f"{text} ago"
     return "just now"
 
