@@ -1313,7 +1313,15 @@ class Crawler:
             ) from exc
 
         if sender.sent:
-            self._save_state(state, pending, previous, tree, sender.failed_ids, sender.deleted_ids)
+            self._save_state(
+                state,
+                pending,
+                previous,
+                tree,
+                sender.failed_ids,
+                sender.deleted_ids,
+                refused=sender.failed_ids,
+            )
         if self.settings.crawl_profiles:
             self._profile(volume, state, report, tree, upserts)
 
@@ -1386,7 +1394,9 @@ class Crawler:
         with contextlib.suppress(CatalogueUnreachable):
             sender.finish()  # whatever was answered before the failure counts
         unsent = sender.failed_ids | (_ids(items) - sender.acked_ids)
-        self._save_state(state, pending, previous, tree, unsent, sender.deleted_ids)
+        self._save_state(
+            state, pending, previous, tree, unsent, sender.deleted_ids, refused=sender.failed_ids
+        )
 
     # -- pieces of _crawl --
 
@@ -1442,11 +1452,9 @@ class Crawler:
         entry = tree.manifests[pm.path]
         old = previous.get(pm.path)
         # Documents of an unsettled manifest are all sent again: the catalogue may lack any.
-        old_hashes = (
-            {d["id"]: d.get("_hash") for d in old.docs}
-            if old is not None and old.fingerprint != UNSETTLED
-            else {}
-        )
+        settled = old is not None and old.fingerprint != UNSETTLED
+        old_docs = old.docs if settled and old is not None else []
+        old_hashes = {d["id"]: d.get("_hash") for d in old_docs}
         new_docs: list[dict[str, Any]] = []
         lines: dict[str, int] = {}
         transient = False
@@ -1486,7 +1494,13 @@ class Crawler:
             locations=[d[2].get("location") for d in docs],
             docs=new_docs,
         )
-        pending[pm.path] = Pending(new_state, lines, clean, item.warnings)
+        earlier: dict[str, dict[str, Any]] | None = {}
+        if old_docs:
+            sent = {d["id"] for d in item.changed}
+            earlier = {d["id"]: d for d in old_docs if d["id"] in sent}
+        elif old is not None and not settled:
+            earlier = None
+        pending[pm.path] = Pending(new_state, lines, clean, item.warnings, earlier)
 
     def _asset_doc(
         self,
@@ -1575,8 +1589,9 @@ class Crawler:
         }
         if not done:
             return
+        failed = sender.failed_ids
         self._save_state(
-            state, done, previous, tree, sender.failed_ids, sender.deleted_ids, removals=False
+            state, done, previous, tree, failed, sender.deleted_ids, refused=failed, removals=False
         )
         for path in done:
             del pending[path]
@@ -1590,21 +1605,40 @@ class Crawler:
         failed_ids: set[str],
         deleted_ids: set[str],
         *,
+        refused: set[str] | frozenset[str] = frozenset(),
         removals: bool = True,
     ) -> None:
+        """``failed_ids``: documents the catalogue did not take, unsent ones included;
+        ``refused``: those of them it answered with an error."""
         changed: dict[str, ManifestState] = {}
         for path, item in pending.items():
             new_state = item.state
-            if any(d["id"] in failed_ids for d in new_state.docs):
+            failed = failed_ids and {d["id"] for d in new_state.docs} & failed_ids
+            if failed:
                 old = previous.get(path)
-                # Keep the old state so that unsent or refused documents are retried.
-                if old is not None:
+                seen = new_state.fingerprint
+                before = item.earlier
+                if seen and failed <= refused and before is not None:
+                    # Refused, all of them: read again next crawl like a manifest with
+                    # errors, to send them again and say why they are refused (another
+                    # asset may have let go of the name), but counted changed only when it
+                    # is. The state holds what the catalogue holds: the refused documents'
+                    # earlier versions, if any, the others' new ones.
+                    new_state = ManifestState(
+                        seen if seen.startswith(WITH_ERRORS) else WITH_ERRORS + seen,
+                        new_state.locations,
+                        [d for d in new_state.docs if d["id"] not in failed]
+                        + [before[i] for i in sorted(failed) if i in before],
+                    )
+                elif old is not None:
+                    # Unsent (the crawl stopped): the old state stands, so they are sent again.
                     continue
-                new_state = ManifestState(
-                    "",
-                    new_state.locations,
-                    [d for d in new_state.docs if d["id"] not in failed_ids],
-                )
+                else:
+                    new_state = ManifestState(
+                        "",
+                        new_state.locations,
+                        [d for d in new_state.docs if d["id"] not in failed_ids],
+                    )
             changed[path] = new_state
         removed = []
         for path, old in previous.items() if removals else ():
@@ -1625,6 +1659,9 @@ class Pending:
     clean: bool  # False when the file had errors: keep its old assets and re-parse next time
     # What its parse and its data reported: said again while the manifest stays unchanged.
     warnings: list[Problem] = field(default_factory=list)
+    # The last crawl's versions of the documents sent now (what the catalogue holds should
+    # it refuse them), None when they are not known (the last crawl did not settle).
+    earlier: dict[str, dict[str, Any]] | None = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -557,6 +557,44 @@ def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> No
     assert error["path"] == "b/MANIFEST.yaml" and "a/MANIFEST.yaml" in error["reason"]
 
 
+def test_a_refused_manifest_is_sent_again_but_not_counted_changed(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """A manifest whose asset the catalogue refused was counted "new or changed" by every
+    crawl after it, unchanged. It is still sent again each crawl (the refusal is said until
+    it goes away), and lands once the other asset lets go of the name."""
+    volume = tmp_path / "lake"
+    write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
+
+    def text_crawl(code: int) -> str:
+        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
+        assert done.returncode == code, done.stdout + done.stderr
+        return done.stdout
+
+    assert "failed 1" in text_crawl(2)
+    again = text_crawl(2)
+    assert "2 manifests (none changed), 2 assets" in again, again
+    assert "failed 1" in again and "error: b/MANIFEST.yaml:1:1: name: name 'twin'" in again, again
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and (report["manifests_parsed"], report["manifests_rechecked"]) == (1, 1)
+
+    # An update refused: the catalogue keeps b's earlier asset, and so does the crawl state.
+    write(volume / "b/MANIFEST.yaml", "name: solo\ntype: dataset\n")
+    assert "created 1" in text_crawl(0)
+    write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
+    assert "(1 new or changed)" in text_crawl(2)
+    assert "(none changed)" in text_crawl(2)
+
+    write(volume / "a/MANIFEST.yaml", "name: other\ntype: dataset\n")
+    freed = text_crawl(0)
+    assert "(1 new or changed)" in freed and "updated 2, " in freed, freed
+    assert "2 manifests (none changed)" in text_crawl(0)
+    names = {a["name"]: a["manifest_path"] for a in search(catalogue_process.url)["items"]}
+    assert names == {"other": "a/MANIFEST.yaml", "twin": "b/MANIFEST.yaml"}
+
+
 def test_location_and_name_conflicts_name_the_line_of_their_field(
     tmp_path: Path, catalogue_process
 ) -> None:
