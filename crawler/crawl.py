@@ -1708,6 +1708,8 @@ class _Assembly:
         self._warned: set[str] = set()  # data files whose schema problem was reported
         self._taken = 0
         self._total: int | None = None  # manifests to assemble, once the walk ended
+        # Declared ids (``id:``) of the manifests taken so far: (path, line) of each.
+        self._declared: dict[str, tuple[str, int]] = {}
 
     def run(self, paths: list[str]) -> None:
         """The rest of the crawl's manifests, ``paths``, after those already taken."""
@@ -1717,10 +1719,43 @@ class _Assembly:
         self._work.flush("schemas")
         self._finish(wait=True)
 
+    def _declared_once(self, pm: ParsedManifest) -> None:
+        """Drops the documents of ``pm`` whose ``id:`` a manifest taken earlier in this crawl
+        (or an earlier document of its own) declares, with an error at that line: sent
+        together, the catalogue would refuse the second as "twice in this request", at
+        neither's ``id:`` nor naming the other file. The manifest, now with an error, is read
+        again next crawl, when the catalogue answers for the first one."""
+        kept = []
+        for doc in pm.docs:
+            declared = (doc[2].get("extra") or {}).get("id")
+            first = self._declared.get(declared) if isinstance(declared, str) else None
+            if first is None:
+                if isinstance(declared, str):
+                    self._declared[declared] = (pm.path, doc[1])
+                kept.append(doc)
+                continue
+            line, column = _field_position(self._volume, pm.path, "id", doc[1])
+            there = _field_position(self._volume, first[0], "id", first[1])[0]
+            where = "an earlier document" if first[0] == pm.path else first[0]
+            pm.problems.append(
+                Problem(
+                    path=pm.path,
+                    line=line,
+                    column=column,
+                    field="id" if column is not None else None,
+                    reason=f"id {declared!r} is declared by {where} (line {there}) too; "
+                    f"ids are unique in the catalogue, so choose another id in {pm.path} or "
+                    "drop its id",
+                )
+            )
+        pm.docs = kept
+
     def take(self, pm: ParsedManifest) -> None:
         """One parsed manifest, the next in path order."""
         report, volume, work = self._report, self._volume, self._work
         warnings: list[Problem] = []
+        if any("id" in (fields.get("extra") or ()) for _, _, fields in pm.docs):
+            self._declared_once(pm)
         for problem in pm.problems:
             (report.errors if problem.severity == "error" else warnings).append(problem)
         docs = []

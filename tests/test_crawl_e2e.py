@@ -634,6 +634,37 @@ def test_location_and_name_conflicts_name_the_line_of_their_field(
     }, report
 
 
+def test_one_id_declared_twice_in_a_crawl_is_said_at_the_second_id_line(
+    tmp_path: Path, catalogue_process
+) -> None:
+    """Two new manifests (or two documents of one) declaring one id went to the catalogue in
+    one request, which refused the second as "appears twice in this request (items 0 and
+    1)": said at the document's first line, naming neither file. The crawl keeps the first,
+    says the second at its id's line and names the first; the catalogue says it from then
+    on (the id is the first manifest's asset's)."""
+    volume = tmp_path / "lake"
+    write(volume / "c/MANIFEST.yaml", "name: cee\ntype: dataset\nid: shared\n")
+    write(volume / "d/MANIFEST.yaml", "name: dee\ntype: dataset\n# mine\nid: shared\n")
+    both = "name: one\ntype: dataset\nid: pair\n---\nname: two\nid: pair\ntype: dataset\n"
+    write(volume / "e/MANIFEST.yaml", both)
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and report["created"] == 2 and report["failed"] == 0, report
+    errors = {(p["path"], p["line"], p["field"]): p["reason"] for p in report["errors"]}
+    assert set(errors) == {("d/MANIFEST.yaml", 4, "id"), ("e/MANIFEST.yaml", 6, "id")}, errors
+    assert "declared by c/MANIFEST.yaml (line 3) too" in errors["d/MANIFEST.yaml", 4, "id"]
+    assert "by an earlier document (line 3) too" in errors["e/MANIFEST.yaml", 6, "id"]
+    names = {a["name"]: a["id"] for a in search(catalogue_process.url)["items"]}
+    assert names == {"cee": "shared", "one": "pair"}, names
+
+    code, report = crawl(volume, catalogue_process)
+    assert code == 2 and report["manifests_parsed"] == report["manifests_rechecked"] == 2
+    errors = {(p["path"], p["line"], p["field"]): p["reason"] for p in report["errors"]}
+    assert set(errors) == {("d/MANIFEST.yaml", 4, "id"), ("e/MANIFEST.yaml", 6, "id")}, errors
+    assert (
+        "already belongs to asset 'cee' from c/MANIFEST.yaml" in errors["d/MANIFEST.yaml", 4, "id"]
+    )
+
+
 def test_moving_a_manifest_is_not_a_conflict(tmp_path: Path, catalogue_process) -> None:
     volume = tmp_path / "lake"
     write(volume / "old/MANIFEST.yaml", "name: mover\ntype: dataset\n")
