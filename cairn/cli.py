@@ -162,10 +162,11 @@ def main(
 def serve(
     service: Annotated[Service, typer.Argument(help="Which service to run.")],
     host: Annotated[
-        str | None, typer.Option(help="Address to bind (default from settings).")
+        str | None, typer.Option(help="Address to bind (default from settings).", metavar="HOST")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port (default from settings).")
+        int | None,
+        typer.Option(min=1, max=65535, help="Port (default from settings).", metavar="PORT"),
     ] = None,
 ) -> None:
     """Run one service in the foreground.
@@ -228,23 +229,27 @@ def crawl(
         ),
     ] = None,
     catalogue: Annotated[
-        str | None, typer.Option(help="Catalogue base URL (default CAIRN_CATALOGUE_URL).")
+        str | None,
+        typer.Option(help="Catalogue base URL (default CAIRN_CATALOGUE_URL).", metavar="URL"),
     ] = None,
     every: Annotated[
-        str | None, typer.Option(help="Crawl again on this schedule, e.g. 15m or 1h.")
+        str | None,
+        typer.Option(help="Crawl again on this schedule, e.g. 15m or 1h.", metavar="INTERVAL"),
     ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Crawl again within 2 s of every change (local).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     config: Annotated[
-        Path | None, typer.Option(help="A crawl.yaml listing several volumes to crawl.")
+        Path | None,
+        typer.Option(help="A crawl.yaml listing several volumes to crawl.", metavar="FILE"),
     ] = None,
     pattern: Annotated[
         list[str] | None,
         typer.Option(
             help="Manifest file-name glob, or re:<regex>; repeatable "
-            "(default: MANIFEST.yaml, MANIFEST.yml, *.cairn.yaml, *.cairn.yml)."
+            "(default: MANIFEST.yaml, MANIFEST.yml, *.cairn.yaml, *.cairn.yml).",
+            metavar="PATTERN",
         ),
     ] = None,
     profile: Annotated[
@@ -326,7 +331,8 @@ def snapshot(
         list[str] | None,
         typer.Option(
             help="Manifest file-name glob, or re:<regex>; repeatable "
-            "(default: CAIRN_MANIFEST_PATTERNS)."
+            "(default: CAIRN_MANIFEST_PATTERNS).",
+            metavar="PATTERN",
         ),
     ] = None,
     dry_run: Annotated[
@@ -438,9 +444,9 @@ def reindex() -> None:
 
 @app.command()
 def up(
-    lake: Annotated[Path, typer.Option(help="Volume to crawl once the services are up.")] = Path(
-        "examples/lake"
-    ),
+    lake: Annotated[
+        Path, typer.Option(help="Volume to crawl once the services are up.", metavar="DIR")
+    ] = Path("examples/lake"),
     crawl_examples: Annotated[
         bool,
         typer.Option(

@@ -23,7 +23,9 @@ app = typer.Typer(
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help="Feature store base URL (default CAIRN_FEATURESTORE_URL)."),
+    typer.Option(
+        "--url", metavar="URL", help="Feature store base URL (default CAIRN_FEATURESTORE_URL)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
 
@@ -144,37 +146,55 @@ def put(
         ),
     ],
     name: Annotated[
-        str | None, typer.Option(help="Feature set name (default: the YAML's name).")
+        str | None,
+        typer.Option(help="Feature set name (default: the YAML's name).", metavar="NAME"),
     ] = None,
     depends_on: Annotated[
         list[str] | None,
-        typer.Option("--depends-on", help="Catalogue asset this set is built from; repeatable."),
+        typer.Option(
+            "--depends-on",
+            help="Catalogue asset this set is built from; repeatable.",
+            metavar="ASSET",
+        ),
     ] = None,
     label: Annotated[
-        list[str] | None, typer.Option("--label", help="key:value label; repeatable.")
+        list[str] | None,
+        typer.Option("--label", help="key:value label; repeatable.", metavar="KEY:VALUE"),
     ] = None,
-    description: Annotated[str | None, typer.Option(help="What the set holds.")] = None,
+    description: Annotated[
+        str | None, typer.Option(help="What the set holds.", metavar="TEXT")
+    ] = None,
     version_label: Annotated[
-        str | None, typer.Option(help="Free text for this version, e.g. 2025-06-16.")
+        str | None,
+        typer.Option(help="Free text for this version, e.g. 2025-06-16.", metavar="TEXT"),
     ] = None,
     created_by: Annotated[
-        str | None, typer.Option(help="Who writes it (default: your login name).")
+        str | None, typer.Option(help="Who writes it (default: your login name).", metavar="WHO")
     ] = None,
     entity: Annotated[
         list[str] | None,
         typer.Option(
-            "--entity", help="Feature table: a join-key column; repeat for a composite key."
+            "--entity",
+            help="Feature table: a join-key column; repeat for a composite key.",
+            metavar="COLUMN",
         ),
     ] = None,
     timestamp: Annotated[
-        str | None, typer.Option(help="Feature table: the event-time column (UTC).")
+        str | None,
+        typer.Option(help="Feature table: the event-time column (UTC).", metavar="COLUMN"),
     ] = None,
     created_timestamp: Annotated[
-        str | None, typer.Option(help="Feature table: tie-break column for equal event times.")
+        str | None,
+        typer.Option(
+            help="Feature table: tie-break column for equal event times.", metavar="COLUMN"
+        ),
     ] = None,
     ttl: Annotated[
         str | None,
-        typer.Option(help="Feature table: how old a row may be when served (e.g. 7d, 3600)."),
+        typer.Option(
+            help="Feature table: how old a row may be when served (e.g. 7d, 3600).",
+            metavar="DURATION",
+        ),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
@@ -312,24 +332,38 @@ def get(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
         int | None,
-        typer.Option(min=1, callback=within_int64, help="A version number (default: latest)."),
+        typer.Option(
+            min=1, callback=within_int64, help="A version number (default: latest).", metavar="N"
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
         typer.Option(
-            "--as-of", help="The version current at this RFC 3339 time, e.g. 2025-06-16T00:00:00Z."
+            "--as-of",
+            help="The version current at this RFC 3339 time, e.g. 2025-06-16T00:00:00Z.",
+            metavar="TIME",
         ),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", help="json (values, or a page of rows) or parquet.")
+        str,
+        typer.Option(
+            "--format", help="json (values, or a page of rows) or parquet.", metavar="FORMAT"
+        ),
     ] = "json",
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write to this file instead of standard output."),
+        typer.Option(
+            "--output", "-o", help="Write to this file instead of standard output.", metavar="FILE"
+        ),
     ] = None,
-    columns: Annotated[str | None, typer.Option(help="Comma-separated columns of a table.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns of a table.", metavar="COLUMNS")
+    ] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, callback=within_int64, help="Rows of a table to fetch.")
+        int | None,
+        typer.Option(
+            min=1, callback=within_int64, help="Rows of a table to fetch.", metavar="ROWS"
+        ),
     ] = None,
     url: UrlOption = None,
 ) -> None:
@@ -377,12 +411,15 @@ def get(
 
 @app.command("list")
 def list_sets(
-    name: Annotated[str | None, typer.Option(help="Name prefix.")] = None,
+    name: Annotated[str | None, typer.Option(help="Name prefix.", metavar="PREFIX")] = None,
     label: Annotated[
-        list[str] | None, typer.Option("--label", help="key:value; repeat for AND.")
+        list[str] | None,
+        typer.Option("--label", help="key:value; repeat for AND.", metavar="KEY:VALUE"),
     ] = None,
-    q: Annotated[str | None, typer.Option("--q", help="Free text.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most sets to list.")] = 100,
+    q: Annotated[str | None, typer.Option("--q", help="Free text.", metavar="TEXT")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="Most sets to list.", metavar="N")
+    ] = 100,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -520,6 +557,7 @@ def materialize(
             min=1,
             callback=within_int64,
             help="Version to serve (default: the latest); stays until the next write.",
+            metavar="N",
         ),
     ] = None,
     url: UrlOption = None,

@@ -32,11 +32,17 @@ def historical(
     feature: Annotated[
         list[str],
         typer.Option(
-            "--feature", "-f", help="set:feature, set:* or set@3:feature; repeat for more."
+            "--feature",
+            "-f",
+            help="set:feature, set:* or set@3:feature; repeat for more.",
+            metavar="FEATURE",
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Parquet file to write the training set to.")
+        Path,
+        typer.Option(
+            "--output", "-o", help="Parquet file to write the training set to.", metavar="FILE"
+        ),
     ],
     full_feature_names: Annotated[
         bool, typer.Option("--full-feature-names", help="Name feature columns set__feature.")
@@ -119,7 +125,12 @@ def _entities(pairs: list[str]) -> dict[str, list[Any]]:
 def online(
     feature: Annotated[
         list[str],
-        typer.Option("--feature", "-f", help="set:feature, set:* or set@3:feature; repeatable."),
+        typer.Option(
+            "--feature",
+            "-f",
+            help="set:feature, set:* or set@3:feature; repeatable.",
+            metavar="FEATURE",
+        ),
     ],
     entity: Annotated[
         list[str],
@@ -128,6 +139,7 @@ def online(
             "-e",
             help="column=value of one entity row, e.g. customer_id=C00001; repeat for more "
             "rows, and per column of a composite key.",
+            metavar="COLUMN=VALUE",
         ),
     ],
     full_feature_names: Annotated[

@@ -109,6 +109,26 @@ def test_every_subcommand_option_and_argument_has_help() -> None:
     assert walk(typer.main.get_group(app), "cairn") == []
 
 
+def test_every_option_that_takes_a_value_names_it() -> None:
+    # `cairn crawl --help` listed `--catalogue <str>`, `--pattern <list[str]>`, `--limit <int
+    # range>`: the Python type, where a reader wants what to write (URL, PATTERN, N).
+    def walk(command: typer.core.TyperCommand, path: str) -> list[str]:
+        children = getattr(command, "commands", None)
+        if children is not None:
+            return [gap for name, sub in children.items() for gap in walk(sub, f"{path} {name}")]
+        return [
+            f"{path} {param.opts[0]}"
+            for param in command.params
+            if isinstance(param, typer.core.TyperOption)
+            and not param.is_flag
+            and not (param.metavar and param.metavar.isupper())
+        ]
+
+    assert walk(typer.main.get_group(app), "cairn") == []
+    result = run_cairn("crawl", "--help", env=cairn_env(ROOT / ".cairn-test-unused"))
+    assert "--catalogue URL" in result.stdout and "<str>" not in result.stdout.split("Options:")[1]
+
+
 def test_every_command_is_in_the_readmes_command_table() -> None:
     table = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
     group = typer.main.get_group(app)

@@ -44,7 +44,9 @@ def show(
     name: Annotated[str, typer.Argument(help="Feature set name.")],
     version: Annotated[
         int | None,
-        typer.Option(min=1, callback=within_int64, help="Version (default: newest profiled)."),
+        typer.Option(
+            min=1, callback=within_int64, help="Version (default: newest profiled).", metavar="N"
+        ),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
@@ -95,7 +97,9 @@ def drift(
     ],
     against: Annotated[
         int | None,
-        typer.Option(min=1, callback=within_int64, help="Reference version (default: previous)."),
+        typer.Option(
+            min=1, callback=within_int64, help="Reference version (default: previous).", metavar="N"
+        ),
     ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
