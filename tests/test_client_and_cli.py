@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import subprocess
 import sys
 import time
@@ -712,6 +713,21 @@ def test_services_and_commands_a_test_starts_never_reach_the_default_ports(
     listed = run_cairn("featureset", "list", env={**env, "CAIRN_HTTP_RETRIES": "1"})
     where = NOWHERE.removeprefix("http://")
     assert listed.returncode == 1 and where in listed.stderr, listed.stderr
+
+
+def test_test_servers_get_ports_apart_and_outside_the_ephemeral_range() -> None:
+    """``free_port`` took the kernel's pick for ``bind(0)``, from the range outgoing
+    connections use too: a server already running could be given the port by the kernel for a
+    connection of its own before the next server bound it, and two calls could give one port
+    twice (each is let go at once)."""
+    from tests.servers.processes import LOWEST_PORT, free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(LOWEST_PORT <= port < low for port in ports), ports
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", ports[-1]))  # still free: nothing was left bound
 
 
 def test_featureset_put_names_the_file_line_and_column_of_a_yaml_error(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,11 +19,47 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 
 
+# Ports free_port has handed out in this test process: never handed out twice.
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+# Where free_port looks, below the kernel's ephemeral range (see free_port).
+LOWEST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port free on the loopback interface now, for a server about to start on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on the loopback interface now, for a server about to start on it.
+
+    Taken below the kernel's ephemeral range, not with ``bind(("127.0.0.1", 0))``: the kernel
+    gives the outgoing connections of servers already running (SeaweedFS's volume server
+    calling its master, say) ports from that range, and one could take a port handed out here
+    before its own server binds it. Never the same port twice in one test process either, so
+    two servers built before either starts get two ports.
+    """
+    low = _ephemeral_low()
+    if low - LOWEST_PORT < 1000:  # a machine with a wide ephemeral range: the kernel's pick
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    pick = random.Random()  # seeded from the OS: parallel test processes pick apart
+    with _GIVEN_LOCK:
+        while True:
+            port = pick.randrange(LOWEST_PORT, low)
+            if port in _GIVEN:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _GIVEN.add(port)
+            return port
 
 
 # Bound for as long as the test process runs, never listening (see refused_port).
