@@ -68,6 +68,14 @@ def crawl(
     return result.returncode, json.loads(result.stdout)
 
 
+def crawl_text(volume: Path, server: ProcessServer, code: int) -> str:
+    """``cairn crawl VOLUME`` against ``server``: its text report; it exits with ``code``."""
+    env = cairn_env(Path(server.env["CAIRN_DATA_DIR"]))
+    done = run_cairn("crawl", str(volume), "--catalogue", server.url, env=env)
+    assert done.returncode == code, done.stdout + done.stderr
+    return done.stdout
+
+
 def crawled_at(asset: dict) -> datetime:
     return datetime.fromisoformat(asset["crawled_at"])
 
@@ -520,17 +528,10 @@ def test_manifest_errors_are_counted_and_an_unchanged_broken_manifest_is_not_cha
     volume = tmp_path / "lake"
     write(volume / "good/MANIFEST.yaml", "name: good\ntype: dataset\n")
     write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: spaceship\ntags: [a, 3]\n")
-    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
-
-    def text_crawl(code: int) -> str:
-        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
-        assert done.returncode == code, done.stdout + done.stderr
-        return done.stdout
-
-    first = text_crawl(2)
+    first = crawl_text(volume, catalogue_process, 2)
     assert ": 2 files, 2 manifests, 1 assets" in first, first
     assert "failed 0, manifest errors 2" in first and first.count("error: bad/") == 2, first
-    again = text_crawl(2)
+    again = crawl_text(volume, catalogue_process, 2)
     assert "2 manifests (none changed), 1 assets" in again, again
     assert "failed 0, manifest errors 2" in again and again.count("error: bad/") == 2, again
     code, report = crawl(volume, catalogue_process)
@@ -538,13 +539,13 @@ def test_manifest_errors_are_counted_and_an_unchanged_broken_manifest_is_not_cha
     assert (report["failed"], report["manifest_errors"], len(report["errors"])) == (0, 2, 2)
 
     write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: spaceship\n")  # still broken
-    edited = text_crawl(2)
+    edited = crawl_text(volume, catalogue_process, 2)
     assert "2 manifests (1 new or changed)" in edited and "manifest errors 1" in edited, edited
     write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: dataset\n")
-    fixed = text_crawl(0)
+    fixed = crawl_text(volume, catalogue_process, 0)
     assert "2 manifests (1 new or changed), 2 assets" in fixed, fixed
     assert "failed 0\n" in fixed and "manifest errors" not in fixed, fixed
-    assert "2 manifests (none changed)" in text_crawl(0)
+    assert "2 manifests (none changed)" in crawl_text(volume, catalogue_process, 0)
 
 
 def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> None:
@@ -566,15 +567,8 @@ def test_a_refused_manifest_is_sent_again_but_not_counted_changed(
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
     write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
-    env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
-
-    def text_crawl(code: int) -> str:
-        done = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
-        assert done.returncode == code, done.stdout + done.stderr
-        return done.stdout
-
-    assert "failed 1" in text_crawl(2)
-    again = text_crawl(2)
+    assert "failed 1" in crawl_text(volume, catalogue_process, 2)
+    again = crawl_text(volume, catalogue_process, 2)
     assert "2 manifests (none changed), 2 assets" in again, again
     assert "failed 1" in again and "error: b/MANIFEST.yaml:1:1: name: name 'twin'" in again, again
     code, report = crawl(volume, catalogue_process)
@@ -582,15 +576,15 @@ def test_a_refused_manifest_is_sent_again_but_not_counted_changed(
 
     # An update refused: the catalogue keeps b's earlier asset, and so does the crawl state.
     write(volume / "b/MANIFEST.yaml", "name: solo\ntype: dataset\n")
-    assert "created 1" in text_crawl(0)
+    assert "created 1" in crawl_text(volume, catalogue_process, 0)
     write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
-    assert "(1 new or changed)" in text_crawl(2)
-    assert "(none changed)" in text_crawl(2)
+    assert "(1 new or changed)" in crawl_text(volume, catalogue_process, 2)
+    assert "(none changed)" in crawl_text(volume, catalogue_process, 2)
 
     write(volume / "a/MANIFEST.yaml", "name: other\ntype: dataset\n")
-    freed = text_crawl(0)
+    freed = crawl_text(volume, catalogue_process, 0)
     assert "(1 new or changed)" in freed and "updated 2, " in freed, freed
-    assert "2 manifests (none changed)" in text_crawl(0)
+    assert "2 manifests (none changed)" in crawl_text(volume, catalogue_process, 0)
     names = {a["name"]: a["manifest_path"] for a in search(catalogue_process.url)["items"]}
     assert names == {"other": "a/MANIFEST.yaml", "twin": "b/MANIFEST.yaml"}
 
