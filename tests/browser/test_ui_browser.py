@@ -184,6 +184,17 @@ def test_tabular_feature_set_shows_first_rows_and_links_to_assets(page: Any, sta
     no_problems(page)
 
 
+def test_a_time_is_never_broken_across_lines(page: Any, stack: Stack) -> None:
+    # The feature table's page broke its times after a date's hyphens: "materialized
+    # 2026-12-" / "06 13:02 UTC" in the online panel.
+    page.goto(stack.ui + "/featuresets/customer_features")
+    assert "materialized" in page.locator("#online, .card", has_text="Online").first.inner_text()
+    lines = page.evaluate(
+        "() => [...document.querySelectorAll('time')].map(t => t.getClientRects().length)"
+    )
+    assert len(lines) >= 3 and set(lines) == {1}, lines
+
+
 def test_back_button_restores_the_search(page: Any, stack: Stack) -> None:
     page.goto(stack.ui + "/")
     search(page, "churn")
