@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
+import pyarrow as pa
 import pytest
 
 from featurestore_service.metrics.profile import profile_table
 from tests.metrics_stack import HOSTILE, NAME, metrics_stack
-from tests.test_featurestore_api import values
+from tests.test_featurestore_api import parquet_bytes, upload, values
 from tests.test_metrics_api import profiled, table
 from tests.test_ui_server import assert_page
 from ui.metric_charts import overlay, spark
@@ -72,6 +73,26 @@ def test_a_failing_warn_check_on_named_values_shows_on_the_metrics_page(
     # One row of named values, and no version before it to draw in grey.
     assert "1 value, 0 null" in text and "1 values" not in text
     assert "no earlier version to compare it with" in text and "v\u2013" not in text
+
+
+def test_added_and_dropped_columns_are_named_on_the_metrics_page(
+    ui: httpx.Client, stack: tuple[str, str]
+) -> None:
+    # A column new in this version had a card with no badge at all (no drift test to show),
+    # and one the version dropped was not mentioned anywhere on the page.
+    first = pa.table({"kept": [1.0, 2.0, 3.0], "gone": [1, 2, 3]})
+    second = pa.table({"kept": [1.5, 2.0, 3.0], "fresh": ["a", "b", "c"]})
+    with httpx.Client(base_url=stack[1] + "/api/v1", timeout=60) as fs:
+        for version, data in enumerate((first, second), start=1):
+            assert upload(fs, "reshaped", parquet_bytes(data)).status_code == 201
+            profiled(fs, "reshaped", version)  # v2 is compared with v1 once v1's is done
+    text = assert_page(ui.get("/featuresets/reshaped/metrics"))
+    assert "Filled grey: v1; outlined: v2." in text
+    fresh = text.split('data-column="fresh"', 1)[1].split("</figure>", 1)[0]
+    kept = text.split('data-column="kept"', 1)[1].split("</figure>", 1)[0]
+    assert "new in v2" in fresh and "new in v" not in kept
+    assert 'Not in v2 any more: <span class="mono">gone</span>.' in text
+    assert 'data-column="gone"' not in text
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,10 @@ def _page(
         profile=profile,
         drift=drift,
         columns=columns,
+        # Columns of the reference version this one lacks: no card of their own.
+        dropped=[
+            c["name"] for c in (drift or {}).get("columns", []) if c.get("change") == "removed"
+        ],
         rows_spark=rows_spark,
         checks=(profile or {}).get("checks") or [],
         notices=notices,
