@@ -170,27 +170,8 @@ from cairn.main import main
 main()
 """
 
-
-def test_ctrl_c_while_the_command_imports_ends_it_without_a_traceback() -> None:
-    # The import machinery's KeyboardInterrupt traceback, a screen of frozen importlib
-    # frames, was printed whenever Ctrl-C came within the command's first third of a second.
-    result = subprocess.run(
-        [sys.executable, "-c", _CTRL_C_ON_IMPORT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert result.returncode == 128 + signal.SIGINT, result.stderr
-    assert result.stderr == "" and result.stdout == ""
-    # Without the Ctrl-C, the same entry point runs the command.
-    quiet = _CTRL_C_ON_IMPORT.replace("os.kill(os.getpid(), signal.SIGINT)", "pass")
-    result = subprocess.run(
-        [sys.executable, "-c", quiet], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert result.returncode == 0 and "crawl" in result.stdout, result.stderr
-
-
+# Sends SIGINT to itself when typer starts building the command line from the commands'
+# signatures: after the imports, before the command.
 _CTRL_C_ON_BUILD = """
 import os, signal, sys
 import typer.main
@@ -205,19 +186,23 @@ main()
 """
 
 
-def test_ctrl_c_while_typer_builds_the_command_line_ends_it_without_a_traceback() -> None:
-    # Between the imports and the command: typer reading the commands' signatures printed a
-    # KeyboardInterrupt traceback through typing's and inspect's frames (a Ctrl-C 0.08-0.10 s
-    # after `cairn crawl` was typed, on this machine).
+@pytest.mark.parametrize("probe", [_CTRL_C_ON_IMPORT, _CTRL_C_ON_BUILD], ids=["imports", "build"])
+def test_ctrl_c_before_the_command_starts_ends_it_without_a_traceback(probe: str) -> None:
+    # During the imports, the import machinery's KeyboardInterrupt traceback (a screen of
+    # frozen importlib frames) was printed whenever Ctrl-C came within the command's first
+    # third of a second; while typer built the command line, one through typing's and
+    # inspect's frames (a Ctrl-C 0.08-0.10 s after `cairn crawl` was typed, on this machine).
     result = subprocess.run(
-        [sys.executable, "-c", _CTRL_C_ON_BUILD],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert result.returncode == 128 + signal.SIGINT, result.stderr
     assert result.stderr == "" and result.stdout == ""
+    # Without the Ctrl-C, the same entry point runs the command.
+    quiet = probe.replace("os.kill(os.getpid(), signal.SIGINT)", "pass")
+    result = subprocess.run(
+        [sys.executable, "-c", quiet], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0 and "crawl" in result.stdout, result.stderr
 
 
 def test_reindex_names_a_missing_extra_in_full(tmp_path: Path) -> None:
