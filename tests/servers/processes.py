@@ -43,23 +43,19 @@ def free_port() -> int:
     two servers built before either starts get two ports.
     """
     low = _ephemeral_low()
-    if low - LOWEST_PORT < 1000:  # a machine with a wide ephemeral range: the kernel's pick
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-    pick = random.Random()  # seeded from the OS: parallel test processes pick apart
+    # A machine whose ephemeral range starts lower than that leaves the pick to the kernel.
+    pick = random.Random() if low - LOWEST_PORT >= 1000 else None  # seeded from the OS
     with _GIVEN_LOCK:
         while True:
-            port = pick.randrange(LOWEST_PORT, low)
-            if port in _GIVEN:
-                continue
             with socket.socket() as s:
                 try:
-                    s.bind(("127.0.0.1", port))
+                    s.bind(("127.0.0.1", pick.randrange(LOWEST_PORT, low) if pick else 0))
                 except OSError:
-                    continue
-            _GIVEN.add(port)
-            return port
+                    continue  # taken now: another
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
 
 
 # Bound for as long as the test process runs, never listening (see refused_port).
