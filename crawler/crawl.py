@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from cairn.collector import collector_paused
+from cairn.ownership import owner_conflict
 from cairn.settings import Settings
 from connectors import (
     LINKED_FOLDER,
@@ -1270,21 +1271,31 @@ class Crawler:
                             upserts,
                             pending,
                             sender if stream else None,
+                            lookup=pusher.asset,
+                            reparsed=frozenset(to_parse),
                         )
                     with _gc_paused():
                         assembly.run(paths)
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
                     releases = [] if stream else _name_releases(previous, pending, upserts, now)
+                    if deletions and releases:
+                        # An asset deleted anyway (its manifest gave up its id to another,
+                        # which takes it now) is not released too: one id twice in a request
+                        # is refused.
+                        gone = _ids(deletions)
+                        releases = [r for r in releases if r["id"] not in gone]
                     sender.total = len(deletions) + len(releases) + len(upserts)
                     if not stream:
                         # Moved ids and released names: deleted first, then written again
-                        # with the rest, once those deletions are answered.
+                        # with the rest, once those deletions are answered. Always in a
+                        # request of their own: the mongo store checks a request's names
+                        # against what was stored before it, so a name that a deletion frees
+                        # (a manifest's id changed, its name kept) is free for the next one.
                         sender.rewritten = _ids(deletions + releases) & _ids(upserts)
                         sender.releases = _ids(releases)
                         for item in deletions + releases:
                             sender.add(item)
-                        if sender.rewritten:
-                            sender.cut()
+                        sender.cut()
                         for item in upserts:
                             sender.add(item)
                     sender.finish(
@@ -1691,7 +1702,11 @@ class _Assembly:
         upserts: list[dict[str, Any]],
         pending: dict[str, Pending],
         sender: _Sender | None,
+        lookup: Callable[[str], dict[str, Any] | None] | None = None,
+        reparsed: frozenset[str] = frozenset(),
     ) -> None:
+        """``lookup``: the catalogue's document of an id (CataloguePusher.asset); ``reparsed``:
+        the manifests parsed this crawl (every one that changed), for ``_owned_elsewhere``."""
         self._crawler = crawler
         self._volume = volume
         self._tree = tree
@@ -1710,6 +1725,10 @@ class _Assembly:
         self._total: int | None = None  # manifests to assemble, once the walk ended
         # Declared ids (``id:``) of the manifests taken so far: (path, line) of each.
         self._declared: dict[str, tuple[str, int]] = {}
+        self._lookup = lookup
+        self._reparsed = reparsed
+        # Manifests taken so far with an error: they keep their earlier assets.
+        self._broken: set[str] = set()
 
     def run(self, paths: list[str]) -> None:
         """The rest of the crawl's manifests, ``paths``, after those already taken."""
@@ -1734,30 +1753,94 @@ class _Assembly:
                     self._declared[declared] = (pm.path, doc[1])
                 kept.append(doc)
                 continue
-            line, column = _field_position(self._volume, pm.path, "id", doc[1])
             there = _field_position(self._volume, first[0], "id", first[1])[0]
             where = "an earlier document" if first[0] == pm.path else first[0]
-            pm.problems.append(
-                Problem(
-                    path=pm.path,
-                    line=line,
-                    column=column,
-                    field="id" if column is not None else None,
-                    reason=f"id {declared!r} is declared by {where} (line {there}) too; "
-                    f"ids are unique in the catalogue, so choose another id in {pm.path} or "
-                    "drop its id",
-                )
+            self._refuse_id(
+                pm,
+                doc[1],
+                f"id {declared!r} is declared by {where} (line {there}) too; ids are unique in "
+                f"the catalogue, so choose another id in {pm.path} or drop its id",
             )
         pm.docs = kept
+
+    def _owned_elsewhere(self, pm: ParsedManifest) -> None:
+        """Drops the documents of a changed manifest whose ``id:`` is new to it and belongs to
+        another asset (the catalogue's answer for it, as its bulk write would give it), with an
+        error at that line. Sent, the write would be refused after the manifest's earlier
+        asset of that document was deleted (deletions go first, to free names): the id
+        changed, the asset gone, its replacement refused. Dropped here, the manifest has an
+        error, so it keeps its earlier assets until it is fixed."""
+        old = self._previous.get(pm.path)
+        if old is None or self._lookup is None:
+            return  # a new manifest: nothing of its own to lose, the catalogue says the rest
+        own = {d["id"] for d in old.docs}
+        kept = []
+        for doc in pm.docs:
+            declared = (doc[2].get("extra") or {}).get("id")
+            if isinstance(declared, str) and declared not in own:
+                reason = self._taken_by_other(pm.path, declared)
+                if reason is not None:
+                    self._refuse_id(pm, doc[1], reason)
+                    continue
+            kept.append(doc)
+        pm.docs = kept
+
+    def _taken_by_other(self, path: str, asset_id: str) -> str | None:
+        """Why manifest ``path`` may not write ``asset_id`` now, or None when it may (or when
+        this crawl's own writes decide, as for an id another manifest here gives up)."""
+        assert self._lookup is not None
+        current = self._lookup(asset_id)
+        if current is None:
+            return None
+        owner = current.get("manifest_path")
+        if current.get("volume") == self._volume.url and owner != path and owner:
+            if owner not in self._tree.manifests:
+                return None  # its manifest is gone: deleted first, the id is free then
+            if owner in self._reparsed and not self._still_holds(owner, path, asset_id):
+                return None  # its manifest changed and lets go of it: deleted first too
+        return owner_conflict(
+            {"id": asset_id, "volume": self._volume.url, "manifest_path": path}, current
+        )
+
+    def _still_holds(self, owner: str, path: str, asset_id: str) -> bool:
+        """Whether manifest ``owner``, parsed this crawl too, keeps ``asset_id`` after it. One
+        taken before ``path`` (path order) and declaring it was said by ``_declared_once``;
+        one with an error keeps its earlier assets. One after it is read ahead (its parse
+        stays for its turn)."""
+        if owner < path:
+            return owner in self._broken
+        later: ParsedManifest = self._work.result("parse", owner)
+        if any(p.severity == "error" for p in later.problems):
+            return True
+        return any((d[2].get("extra") or {}).get("id") == asset_id for d in later.docs)
+
+    def _refuse_id(self, pm: ParsedManifest, line: int, reason: str) -> None:
+        """An error at the ``id:`` of ``pm``'s document that starts at ``line``."""
+        at, column = _field_position(self._volume, pm.path, "id", line)
+        pm.problems.append(
+            Problem(
+                path=pm.path,
+                line=at,
+                column=column,
+                field="id" if column is not None else None,
+                reason=reason,
+            )
+        )
 
     def take(self, pm: ParsedManifest) -> None:
         """One parsed manifest, the next in path order."""
         report, volume, work = self._report, self._volume, self._work
         warnings: list[Problem] = []
         if any("id" in (fields.get("extra") or ()) for _, _, fields in pm.docs):
+            # Owners first: a document refused for its owner declares nothing here.
+            self._owned_elsewhere(pm)
             self._declared_once(pm)
         for problem in pm.problems:
-            (report.errors if problem.severity == "error" else warnings).append(problem)
+            if problem.severity == "error":
+                report.errors.append(problem)
+                self._broken.add(pm.path)
+            else:
+                warnings.append(problem)
         docs = []
         files: list[str] = []
         for index, line, fields in pm.docs:

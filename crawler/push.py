@@ -140,6 +140,18 @@ class CataloguePusher:
             found.update(AssetsByLocation.model_validate_json(response.content).assets)
         return found
 
+    def asset(self, asset_id: str) -> dict[str, Any] | None:
+        """The catalogue's document of ``asset_id``, deleted or not; None when it has none."""
+        response = self._call(
+            partial(self._client.get, f"/api/v1/assets/{quote(asset_id, safe='')}"),
+            f"lookup of asset {asset_id!r} at {self.shown_url}",
+            passes=(404,),
+        )
+        if response.status_code == 404:
+            return None
+        found: dict[str, Any] = orjson.loads(response.content)
+        return found
+
     def edges(self, origin: CrawlerEdgeOrigin, upstreams: dict[str, list[str]]) -> EdgeReceipt:
         """Replaces the ``origin`` edges into each asset of ``upstreams`` with those listed."""
         from cairn.models import EdgeReceipt

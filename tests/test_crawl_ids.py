@@ -93,3 +93,73 @@ def test_a_manifest_moved_with_its_id_keeps_the_asset(
     code, report = crawl(lake, served)
     assert code == 0 and report["deleted"] == 0 and report["updated"] == 0, report
     assert api.get("/assets/kept-1").json()["deleted"] is False
+
+
+@pytest.mark.parametrize("owner", ["api", "other volume", "same volume"])
+def test_an_id_changed_to_one_another_owns_keeps_the_earlier_asset(
+    tmp_path: Path, served: ProcessServer, api: httpx.Client, owner: str
+) -> None:
+    lake = tmp_path / "lake"
+    if owner == "api":
+        assert api.put("/assets/taken-1", json={"name": "owned", "type": "dataset"}).is_success
+        place = "a writer of the API"
+    else:
+        home = lake if owner == "same volume" else tmp_path / "other"
+        write(home / "o/MANIFEST.yaml", "id: taken-1\nname: owned\ntype: dataset\n")
+        assert crawl(home, served)[0] == 0
+        place = f"o/MANIFEST.yaml on {home.as_uri()}"
+    write(lake / "m/MANIFEST.yaml", "name: mine\ntype: dataset\nid: mine-1\n")
+    code, report = crawl(lake, served)
+    assert code == 0 and report["created"] == 1, report
+    mine = api.get("/assets/mine-1").json()
+    taken = api.get("/assets/taken-1").json()
+
+    # The id changes to one another asset holds: refused at its line, as the catalogue
+    # would, and the manifest's earlier asset stays until the manifest is fixed.
+    write(lake / "m/MANIFEST.yaml", "name: mine\ntype: dataset\nid: taken-1\n")
+    for _ in range(2):  # and again, unchanged: read again, nothing deleted
+        code, report = crawl(lake, served)
+        assert code == 2 and report["deleted"] == 0 and report["created"] == 0, report
+        (error,) = report["errors"]
+        assert (error["path"], error["line"], error["field"]) == ("m/MANIFEST.yaml", 3, "id")
+        assert "'taken-1' already belongs to asset 'owned'" in error["reason"], error
+        assert place in error["reason"], error
+        assert api.get("/assets/mine-1").json() == mine
+        assert api.get("/assets/taken-1").json() == taken
+
+    # Fixed: the asset moves to its new id in one crawl, its name kept (freed by the deletion
+    # of the earlier id, sent in a request before the new one's write).
+    write(lake / "m/MANIFEST.yaml", "name: mine\ntype: dataset\nid: mine-2\n")
+    code, report = crawl(lake, served)
+    assert code == 0 and report["created"] == 1 and report["deleted"] == 1, report["errors"]
+    assert api.get("/assets/mine-1").json()["deleted"] is True
+    assert api.get("/assets/by-name/mine").json()["id"] == "mine-2"
+
+
+@pytest.mark.parametrize("owner", ["a", "o"])  # read before m, after it
+def test_an_id_another_changed_manifest_holds_or_lets_go_of_in_the_same_crawl(
+    tmp_path: Path, served: ProcessServer, api: httpx.Client, owner: str
+) -> None:
+    lake = tmp_path / "lake"
+    write(lake / "m/MANIFEST.yaml", "name: mine\ntype: dataset\nid: mine-1\n")
+    write(lake / f"{owner}/MANIFEST.yaml", "name: owned\ntype: dataset\nid: taken-1\n")
+    assert crawl(lake, served)[1]["created"] == 2
+    mine = api.get("/assets/mine-1").json()
+
+    # The owner changes too but keeps the id: m's new id is refused, its asset stays.
+    write(lake / "m/MANIFEST.yaml", "name: mine\ntype: dataset\nid: taken-1\n")
+    write(lake / f"{owner}/MANIFEST.yaml", "name: owned\ntype: dataset\nid: taken-1\ntags: [x]\n")
+    code, report = crawl(lake, served)
+    assert code == 2 and report["deleted"] == 0, report
+    assert [(e["path"], e["line"]) for e in report["errors"]] == [("m/MANIFEST.yaml", 3)]
+    assert api.get("/assets/mine-1").json() == mine
+    assert api.get("/assets/taken-1").json()["tags"] == ["x"]
+
+    # The owner gives the id up while m takes it: deleted first, then taken, in one crawl.
+    write(lake / f"{owner}/MANIFEST.yaml", "name: owned\ntype: dataset\nid: owned-2\n")
+    code, report = crawl(lake, served)
+    assert code == 0 and report["errors"] == [], report["errors"]
+    taken = api.get("/assets/taken-1").json()
+    assert (taken["name"], taken["manifest_path"]) == ("mine", "m/MANIFEST.yaml")
+    assert api.get("/assets/owned-2").json()["name"] == "owned"
+    assert api.get("/assets/mine-1").json()["deleted"] is True
