@@ -178,6 +178,19 @@ def catalogue_process(tmp_path: Path) -> Iterator[ProcessServer]:
     server.stop()
 
 
+@pytest.fixture
+def catalogue_process_on_backend(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> Iterator[ProcessServer]:
+    """``cairn serve catalogue`` on ``backend``, with a fresh store (mongo: the session's
+    servers, a database of its own)."""
+    extra = request.getfixturevalue("production_servers").env() if backend == "mongo" else {}
+    env = cairn_env(tmp_path / "data", **extra)
+    server = ProcessServer("catalogue", env, tmp_path / "catalogue.log").start(timeout=60)
+    yield server
+    server.stop()
+
+
 def searched_ids(client: httpx.Client, **params: str) -> set[str]:
     """Ids of every asset a catalogue search finds, following its cursors to the end."""
     found: set[str] = set()

@@ -659,7 +659,10 @@ def test_one_id_declared_twice_in_a_crawl_is_said_at_the_second_id_line(
     )
 
 
-def test_moving_a_manifest_is_not_a_conflict(tmp_path: Path, catalogue_process) -> None:
+def test_moving_a_manifest_is_not_a_conflict(
+    tmp_path: Path, catalogue_process_on_backend: ProcessServer
+) -> None:
+    catalogue_process = catalogue_process_on_backend
     volume = tmp_path / "lake"
     write(volume / "old/MANIFEST.yaml", "name: mover\ntype: dataset\n")
     assert crawl(volume, catalogue_process)[0] == 0
@@ -683,12 +686,13 @@ def docs(*names: str) -> str:
 
 
 def test_names_moving_between_ids_of_one_crawl_are_not_conflicts(
-    tmp_path: Path, catalogue_process
+    tmp_path: Path, catalogue_process_on_backend: ProcessServer
 ) -> None:
     """Ids follow a document's position (DESIGN.md section 3): removing the first document
     of a file moves every later name to the id before it, reordering swaps them, and two
     manifests may swap names. Each is one crawl's work, with no conflict; a name kept by an
     asset whose manifest also changed is still one."""
+    catalogue_process = catalogue_process_on_backend
     volume = tmp_path / "lake"
     write(volume / "multi/MANIFEST.yaml", docs("first", "second", "third"))
     write(volume / "p/MANIFEST.yaml", docs("left"))

@@ -9,18 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ProcessServer, cairn_env
+from tests.conftest import ProcessServer
 from tests.test_crawl_e2e import crawl, write
 
 
 @pytest.fixture
-def served(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[ProcessServer]:
-    """``cairn serve catalogue`` on ``backend``, with a fresh store."""
-    extra = request.getfixturevalue("production_servers").env() if backend == "mongo" else {}
-    env = cairn_env(tmp_path / "data", **extra)
-    server = ProcessServer("catalogue", env, tmp_path / "catalogue.log").start(timeout=60)
-    yield server
-    server.stop()
+def served(catalogue_process_on_backend: ProcessServer) -> ProcessServer:
+    return catalogue_process_on_backend
 
 
 @pytest.fixture

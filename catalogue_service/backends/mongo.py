@@ -438,7 +438,8 @@ class MongoStore:
             else:
                 changed.append(write)
         clashes = await self._claim_all(
-            [(w.doc["name"], w.doc["id"]) for w in changed if not w.doc.get("deleted")], now
+            [(w.doc["name"], w.doc["id"], w.doc) for w in changed if not w.doc.get("deleted")],
+            now,
         )
         pending: list[Pending] = []
         for write in changed:
@@ -550,16 +551,21 @@ class MongoStore:
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         return done, refused
 
-    async def _claim_all(self, wanted: list[tuple[str, str]], now: datetime) -> dict[str, str]:
-        """Claims each (name, asset id) in order; returns {asset id: why not} for refusals."""
+    async def _claim_all(
+        self, wanted: list[tuple[str, str, dict[str, Any]]], now: datetime
+    ) -> dict[str, str]:
+        """Claims each (name, asset id, its document) in order; returns {asset id: why not}
+        for refusals."""
         refused: dict[str, str] = {}
-        first: dict[str, str] = {}
+        first: dict[str, tuple[str, dict[str, Any]]] = {}
         fresh: list[tuple[str, str]] = []
-        for name, asset_id in wanted:
-            if name in first and first[name] != asset_id:
-                refused[asset_id] = _name_taken(name, first[name], "this request")
+        for name, asset_id, doc in wanted:
+            if name in first and first[name][0] != asset_id:
+                holder, theirs = first[name]
+                where = f"{origin(theirs)}, earlier in this request"
+                refused[asset_id] = _name_taken(name, holder, where)
             else:
-                first[name] = asset_id
+                first[name] = (asset_id, doc)
                 fresh.append((name, asset_id))
         if not fresh:
             return refused
