@@ -729,6 +729,7 @@ def test_names_moving_between_ids_of_one_crawl_are_not_conflicts(
     assert code == 2 and report["failed"] == 1, report
     (error,) = report["errors"]
     assert error["path"] == "q/MANIFEST.yaml" and "p/MANIFEST.yaml" in error["reason"]
+    assert "rename the asset in q/MANIFEST.yaml" in error["reason"], error
     kept = by_name(catalogue_process, "right")
     assert kept["manifest_path"] == "p/MANIFEST.yaml" and kept["description"] == "kept"
 

@@ -37,6 +37,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "located_order",
+    "name_taken",
     "owner_conflict",
     "stale_revision",
     "stamp",
@@ -152,6 +153,15 @@ class LineageReport:
     # crawler states the whole of what its source says now (a table moved elsewhere loses
     # the edge from its old location).
     replaces: list[tuple[str, EdgeOrigin]] = field(default_factory=list)
+
+
+def name_taken(name: str, holder: str, where: str, doc: dict[str, Any]) -> str:
+    """A write of ``doc`` refused for ``name``, which asset ``holder`` (from ``where``) has."""
+    mine = doc.get("manifest_path") or "this request"
+    return (
+        f"name {name!r} is already used by asset {holder} (from {where}); names are unique in "
+        f"the catalogue, so rename the asset in {mine} or remove the other one"
+    )
 
 
 def stale_revision(asset_id: str, expected: int, found: int | None) -> str:

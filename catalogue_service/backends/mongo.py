@@ -61,6 +61,7 @@ from catalogue_service.backends.base import (
     SearchHits,
     SearchQuery,
     located_order,
+    name_taken,
     origin,
     owner_conflict,
     stale_revision,
@@ -179,13 +180,6 @@ def _row(doc: dict[str, Any], content_hash: str) -> dict[str, Any]:
         # The JSON bytes, so label keys like "$where" or "a.b" are data, never field paths.
         "doc": orjson.dumps(doc),
     }
-
-
-def _name_taken(name: str, holder: str, where: str) -> str:
-    return (
-        f"name {name!r} is already used by asset {holder} (from {where}); names are unique "
-        "in the catalogue, so rename the asset or remove the other one"
-    )
 
 
 def _head(writes: list[PreparedWrite]) -> dict[str, int]:
@@ -558,21 +552,21 @@ class MongoStore:
         for refusals."""
         refused: dict[str, str] = {}
         first: dict[str, tuple[str, dict[str, Any]]] = {}
-        fresh: list[tuple[str, str]] = []
+        fresh: list[tuple[str, str, dict[str, Any]]] = []
         for name, asset_id, doc in wanted:
             if name in first and first[name][0] != asset_id:
                 holder, theirs = first[name]
                 where = f"{origin(theirs)}, earlier in this request"
-                refused[asset_id] = _name_taken(name, holder, where)
+                refused[asset_id] = name_taken(name, holder, where, doc)
             else:
                 first[name] = (asset_id, doc)
-                fresh.append((name, asset_id))
+                fresh.append((name, asset_id, doc))
         if not fresh:
             return refused
         taken: set[int] = set()
         try:
             await self.names.insert_many(
-                [{"_id": name, "asset": asset_id, "at": now} for name, asset_id in fresh],
+                [{"_id": name, "asset": asset_id, "at": now} for name, asset_id, _ in fresh],
                 ordered=False,
             )
         except BulkWriteError as exc:
@@ -581,14 +575,17 @@ class MongoStore:
                 raise
             taken = {e["index"] for e in errors}
         for position in sorted(taken):
-            name, asset_id = fresh[position]
-            clash = await self._claim(name, asset_id, now)
+            name, asset_id, doc = fresh[position]
+            clash = await self._claim(name, asset_id, now, doc)
             if clash is not None:
                 refused[asset_id] = clash
         return refused
 
-    async def _claim(self, name: str, asset_id: str, now: datetime) -> str | None:
-        """Claims ``name`` for ``asset_id`` when it is held already; returns why not."""
+    async def _claim(
+        self, name: str, asset_id: str, now: datetime, doc: dict[str, Any]
+    ) -> str | None:
+        """Claims ``name`` for ``asset_id`` (whose document is ``doc``) when it is held
+        already; returns why not."""
         for _ in range(WRITE_ATTEMPTS):
             claim = await self.names.find_one({"_id": literal(name)})
             if claim is None:
@@ -604,7 +601,7 @@ class MongoStore:
             if other is not None and other["name"] == name and not other["deleted"]:
                 theirs = orjson.loads(other["doc"])
                 where = origin(theirs)
-                return _name_taken(name, holder, where)
+                return name_taken(name, holder, where, doc)
             if other is None and now - claim["at"] < CLAIM_GRACE:
                 # Its asset may be being written right now by another request.
                 return f"name {name!r} is being claimed by another request; retry"

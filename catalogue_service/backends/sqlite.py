@@ -48,6 +48,7 @@ from catalogue_service.backends.base import (
     SearchQuery,
     encode_cursor,
     located_order,
+    name_taken,
     origin,
     owner_conflict,
     stale_revision,
@@ -641,17 +642,8 @@ class SQLiteStore:
                     "SELECT doc FROM assets WHERE id = ?", (holder,)
                 ).fetchone()
                 where = origin(orjson.loads(other_doc))
-                mine = doc.get("manifest_path") or "this request"
-                return {
-                    **base,
-                    "status": "error",
-                    "conflict": "name",
-                    "error": (
-                        f"name {name!r} is already used by asset {holder} (from {where}); "
-                        f"names are unique in the catalogue, so rename the asset in {mine} "
-                        "or remove the other one"
-                    ),
-                }
+                error = name_taken(name, holder, where, doc)
+                return {**base, "status": "error", "conflict": "name", "error": error}
         revision = 1 if row is None else row[2] + 1
         stored = {**doc, "revision": revision, "updated_at": stamp}
         if row is not None:
