@@ -80,7 +80,10 @@ def crawled_at(asset: dict) -> datetime:
     return datetime.fromisoformat(asset["crawled_at"])
 
 
-def test_crawl_change_delete_and_zero_write_recrawl(tmp_path: Path, catalogue_process) -> None:
+def test_crawl_change_delete_and_zero_write_recrawl(
+    tmp_path: Path, catalogue_process_on_backend: ProcessServer
+) -> None:
+    catalogue_process = catalogue_process_on_backend
     volume = tmp_path / "lake"
     make_volume(volume)
     code, report = crawl(volume, catalogue_process)
@@ -559,11 +562,12 @@ def test_name_conflict_names_both_paths(tmp_path: Path, catalogue_process) -> No
 
 
 def test_a_refused_manifest_is_sent_again_but_not_counted_changed(
-    tmp_path: Path, catalogue_process
+    tmp_path: Path, catalogue_process_on_backend: ProcessServer
 ) -> None:
     """A manifest whose asset the catalogue refused was counted "new or changed" by every
     crawl after it, unchanged. It is still sent again each crawl (the refusal is said until
     it goes away), and lands once the other asset lets go of the name."""
+    catalogue_process = catalogue_process_on_backend
     volume = tmp_path / "lake"
     write(volume / "a/MANIFEST.yaml", "name: twin\ntype: dataset\n")
     write(volume / "b/MANIFEST.yaml", "name: twin\ntype: dataset\n")
