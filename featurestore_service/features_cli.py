@@ -163,20 +163,50 @@ def online(
     from rich.table import Column, Table
     from rich.text import Text
 
-    # Names and values are the user's text: Text keeps Rich from reading them as markup.
-    table = Table(*(Column(header=Text(name)) for name in answer.feature_names))
     statuses = [result["statuses"] for result in answer.raw["results"]]
     values = [result["values"] for result in answer.raw["results"]]
-    for row in range(len(values[0]) if values else 0):
-        table.add_row(
-            *(
-                Text(
-                    ""
-                    if status[row] == "NOT_FOUND"
-                    else f"{column[row]}"
-                    + (" (too old)" if status[row] == "OUTSIDE_MAX_AGE" else "")
-                )
-                for column, status in zip(values, statuses, strict=True)
+    # Names and values are the user's text: Text keeps Rich from reading them as markup.
+    rows = [
+        [
+            Text(_cell(column[row], status[row]))
+            for column, status in zip(values, statuses, strict=True)
+        ]
+        for row in range(len(values[0]) if values else 0)
+    ]
+    console = Console()
+    table = Table(*(Column(header=Text(name)) for name in answer.feature_names))
+    for cells in rows:
+        table.add_row(*cells)
+    # Measured as if the terminal were unbounded: a measure at its width is cut to fit it.
+    unbounded = console.options.update(max_width=1 << 16)
+    if console.measure(table, options=unbounded).maximum <= console.width:
+        console.print(table)
+        return
+    # Too wide for the terminal: Rich would cut every name and value to a few letters (two
+    # keys C00001 and C00002 both read "C000…"). One line per feature instead, each entity
+    # row a section of its own, as psql's expanded display does.
+    long = Table(Column(header="row"), Column(header="feature"), Column(header="value"))
+    for number, cells in enumerate(rows, 1):
+        for index, (name, cell) in enumerate(zip(answer.feature_names, cells, strict=True)):
+            cell.overflow = "fold"
+            long.add_row(
+                str(number) if index == 0 else "",
+                Text(name, overflow="fold"),
+                cell,
+                end_section=index == len(cells) - 1,
             )
-        )
-    Console().print(table)
+    console.print(long)
+
+
+def _cell(value: Any, status: str) -> str:
+    """A value as the JSON answer writes it (a stored null is ``null``, not Python's
+    ``None``; ``true``, not ``True``), text as it is; nothing for a key not found."""
+    if status == "NOT_FOUND":
+        return ""
+    if isinstance(value, str):
+        shown = value
+    else:
+        import orjson
+
+        shown = orjson.dumps(value).decode()
+    return shown + " (too old)" if status == "OUTSIDE_MAX_AGE" else shown

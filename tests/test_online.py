@@ -762,6 +762,35 @@ def test_client_sync_async_and_cli(
     assert f"cl version {version} is online: 2 keys" in done.stdout
 
 
+def test_cli_answer_wider_than_the_terminal_is_a_line_per_feature(
+    http: httpx.Client, server: ThreadServer, tmp_path: Path
+) -> None:
+    """Rich cut each column of a table wider than the terminal to a few letters: keys C00001
+    and C00002 both read "C000…". Such an answer is now one line per feature, each entity row
+    a section; one that fits stays a table. Values read as in the JSON answer (null, true)."""
+    version = put_customers(http, "wide_cli", [("C00001", NOW, 1.5, 4), ("C00002", NOW, None, 5)])
+    wait_online(http, "wide_cli", version)
+    args = ("features", "online", "-f", "wide_cli:*", "-e", "customer_id=C00001")
+    args += ("-e", "customer_id=C00002", "-e", "customer_id=C00003", "--url", server.url)
+    env = cairn_env(tmp_path / "cli")
+    wide = run_cairn(*args, env={**env, "COLUMNS": "200"})
+    assert wide.returncode == 0, wide.stderr
+    header = next(line for line in wide.stdout.splitlines() if "customer_id" in line)
+    assert header.split() == ["┃", "customer_id", "┃", "spend", "┃", "visits", "┃"], wide.stdout
+    assert ["│", "C00002", "│", "null", "│", "5", "│"] in [
+        x.split() for x in wide.stdout.splitlines()
+    ]
+
+    narrow = run_cairn(*args, env={**env, "COLUMNS": "30"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert "…" not in narrow.stdout and max(map(len, narrow.stdout.splitlines())) <= 30
+    lines = [line.strip("│┃ ").split() for line in narrow.stdout.splitlines()]
+    assert ["1", "│", "customer_id", "│", "C00001"] in lines, narrow.stdout
+    assert ["spend", "│", "null"] in lines and ["visits", "│", "5"] in lines
+    assert ["3", "│", "customer_id", "│", "C00003"] in lines
+    assert ["spend"] in lines and ["visits"] in lines  # not found: its values left empty
+
+
 def test_clients_take_keys_as_numpy_or_arrow_arrays(
     http: httpx.Client, server: ThreadServer
 ) -> None:
