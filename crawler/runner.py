@@ -229,13 +229,15 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
         return
     if report.kind == "source":
         out.print(
-            f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.documents} assets",
+            f"Crawled {report.volume} in {report.duration_s:.2f}s: "
+            f"{_counted(report.documents, 'asset')}",
             soft_wrap=True,
         )
     else:
         out.print(
-            f"Crawled {report.volume} in {report.duration_s:.2f}s: {report.files_seen} files, "
-            f"{_manifests(report)}, {report.documents} assets",
+            f"Crawled {report.volume} in {report.duration_s:.2f}s: "
+            f"{_counted(report.files_seen, 'file')}, {_manifests(report)}, "
+            f"{_counted(report.documents, 'asset')}",
             soft_wrap=True,
         )
     out.print(
@@ -251,11 +253,16 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
             out.print(f"  ... and {len(problems) - MAX_LISTED} more {label}s (use --json)")
 
 
+def _counted(n: int, word: str) -> str:
+    """``n`` and ``word``, in the plural unless n is 1: "1 asset", "2 assets"."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def _manifests(report: CrawlReport) -> str:
     """How many manifests, and how many had to be read because they are new or changed (not
     those read again only to report their errors, unchanged since)."""
     found, parsed = report.manifests_found, report.manifests_parsed
-    text = f"{found} manifest{'' if found == 1 else 's'}"
+    text = _counted(found, "manifest")
     if parsed == found and not report.manifests_rechecked:
         return text
     read = parsed - report.manifests_rechecked

@@ -532,10 +532,10 @@ def test_manifest_errors_are_counted_and_an_unchanged_broken_manifest_is_not_cha
     write(volume / "good/MANIFEST.yaml", "name: good\ntype: dataset\n")
     write(volume / "bad/MANIFEST.yaml", "name: bad\ntype: spaceship\ntags: [a, 3]\n")
     first = crawl_text(volume, catalogue_process, 2)
-    assert ": 2 files, 2 manifests, 1 assets" in first, first
+    assert ": 2 files, 2 manifests, 1 asset\n" in first, first  # not "1 assets"
     assert "failed 0, manifest errors 2" in first and first.count("error: bad/") == 2, first
     again = crawl_text(volume, catalogue_process, 2)
-    assert "2 manifests (none changed), 1 assets" in again, again
+    assert "2 manifests (none changed), 1 asset\n" in again, again
     assert "failed 0, manifest errors 2" in again and again.count("error: bad/") == 2, again
     code, report = crawl(volume, catalogue_process)
     assert code == 2 and (report["manifests_parsed"], report["manifests_rechecked"]) == (1, 1)
