@@ -241,9 +241,9 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
             soft_wrap=True,
         )
     out.print(
-        f"  created {report.created}, updated {report.updated}, deleted {report.deleted}, "
-        f"unchanged {report.unchanged}, failed {report.failed}"
-        + (f", manifest errors {report.manifest_errors}" if report.manifest_errors else ""),
+        f"  created {report.created:,}, updated {report.updated:,}, deleted {report.deleted:,}, "
+        f"unchanged {report.unchanged:,}, failed {report.failed:,}"
+        + (f", manifest errors {report.manifest_errors:,}" if report.manifest_errors else ""),
         soft_wrap=True,
     )
     for label, problems in (("error", report.errors), ("warning", report.warnings)):
@@ -266,7 +266,7 @@ def _manifests(report: CrawlReport) -> str:
     if parsed == found and not report.manifests_rechecked:
         return text
     read = parsed - report.manifests_rechecked
-    return f"{text} ({read} new or changed)" if read else f"{text} (none changed)"
+    return f"{text} ({read:,} new or changed)" if read else f"{text} (none changed)"
 
 
 def _run_forever(

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from connectors import LocalVolume
 from connectors.base import Entry
 from crawler.config import ConfigError, parse_duration
 from crawler.crawl import (
+    CrawlReport,
     NamePatterns,
     _read_schema,
     _schema_candidate,
@@ -20,6 +22,7 @@ from crawler.crawl import (
     select_data,
     walk_tree,
 )
+from crawler.runner import show_report
 
 
 @pytest.mark.parametrize(
@@ -968,3 +971,26 @@ def test_cairn_crawl_leaves_what_is_alive_out_of_the_collectors_last_passes() ->
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_text_report_counts_in_english_with_thousands_separators() -> None:
+    def text(**counts: int) -> str:
+        report = CrawlReport(volume="file:///lake", started_at="now", duration_s=1.5)
+        for field, value in counts.items():
+            setattr(report, field, value)
+        out = Console(record=True, width=200)
+        show_report(report, False, out)
+        return out.export_text()
+
+    one = text(files_seen=1, manifests_found=1, manifests_parsed=1, documents=1, created=1)
+    assert "in 1.50s: 1 file, 1 manifest, 1 asset\n" in one, one
+    big = text(
+        files_seen=100_000,
+        manifests_found=10_000,
+        manifests_parsed=2_500,
+        documents=10_000,
+        created=2_500,
+        unchanged=7_500,
+    )
+    assert ": 100,000 files, 10,000 manifests (2,500 new or changed), 10,000 assets" in big, big
+    assert "created 2,500, updated 0, deleted 0, unchanged 7,500, failed 0" in big, big
