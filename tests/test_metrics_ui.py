@@ -37,7 +37,9 @@ def test_metrics_page_draws_histograms_sparklines_badges_and_checks(ui: httpx.Cl
     # Two areas per numeric column: the reference (filled) and this version (outlined).
     assert len(re.findall(r'<path class="ref" d="M[\d.,LZ -]+"', text)) == 4
     assert len(re.findall(r'<path class="cur" d="M[\d.,LZ -]+"', text)) == 4
-    assert text.count('<svg class="spark"') >= 1 + 4  # rows, and null rates per column
+    # Rows across versions, and each column's null rates (drawn only where they differ).
+    assert text.count('<svg class="spark"') >= 1 and "Rows across versions, " in text
+    assert text.count("Null rate across versions, ") >= 4
     assert re.search(r"KS p=[\d.e-]+ · drift", text) and re.search(r"χ² p=[\d.e-]+ · drift", text)
     assert "not_null(visits)" in text and "fail (warn)" in text
     assert HOSTILE not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -93,6 +95,11 @@ def test_added_and_dropped_columns_are_named_on_the_metrics_page(
     assert "new in v2" in fresh and "new in v" not in kept
     assert 'Not in v2 any more: <span class="mono">gone</span>.' in text
     assert 'data-column="gone"' not in text
+    # Null rates across versions: said for a column in both, not drawn as a lone dot for one
+    # new in this version.
+    assert "Null rate across versions, 0.0 % in each" in kept and "Null rate" not in fresh
+    assert "spark" not in kept + fresh  # a flat line says nothing the words do not
+    assert "Rows across versions, 3 in each" in text and 'class="spark"' not in text
 
 
 @pytest.mark.parametrize(
@@ -120,6 +127,7 @@ def test_chart_geometry_survives_odd_histograms() -> None:
     assert axis_labels(span, "date32[day]") == ("2025-06-15", "2025-06-25")
     assert overlay({"edges": [0, 1], "counts": [0]}, None) is None
     assert spark([None, None]) is None
+    assert spark([0.25]) is None and spark([None, 0.25]) is None  # one point is no line
     line = spark([1.0, None, 3.0])
     assert line is not None and line.points.count(",") == 2
 

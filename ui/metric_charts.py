@@ -96,9 +96,11 @@ class Spark:
 
 
 def spark(values: list[float | None]) -> Spark | None:
-    """A sparkline of a value across versions (None values leave a gap, i.e. are skipped)."""
+    """A sparkline of a value across versions (None values leave a gap, i.e. are skipped);
+    None below two known values: a lone point says nothing the number beside it does not
+    (a column new in this version drew a dot with no line)."""
     known = [(i, float(v)) for i, v in enumerate(values) if v is not None and _finite(v)]
-    if not known:
+    if len(known) < 2:
         return None
     low = min(v for _, v in known)
     high = max(v for _, v in known)
@@ -108,9 +110,6 @@ def spark(values: list[float | None]) -> Spark | None:
     def y(v: float) -> float:
         return round(SPARK_H - 3 - (v - low) / span * (SPARK_H - 6), 1)
 
-    if len(values) == 1:
-        points = f"0,{y(known[0][1])} {SPARK_W},{y(known[0][1])}"
-    else:
-        points = " ".join(f"{round(i * step, 1)},{y(v)}" for i, v in known)
+    points = " ".join(f"{round(i * step, 1)},{y(v)}" for i, v in known)
     i, v = known[-1]
-    return Spark(points, round(i * step, 1) if len(values) > 1 else SPARK_W, y(v), low, high)
+    return Spark(points, round(i * step, 1), y(v), low, high)
