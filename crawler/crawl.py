@@ -36,6 +36,7 @@ import orjson
 from cairn.collector import collector_paused
 from cairn.ownership import owner_conflict
 from cairn.settings import Settings
+from cairn.wording import counted
 from connectors import (
     LINKED_FOLDER,
     Entry,
@@ -1204,20 +1205,23 @@ class Crawler:
                     if previous and not tree.files_seen and not self.settings.crawl_allow_empty:
                         # An unmounted mount point or an emptied bucket looks like this: the
                         # assets stay until the user says the volume really is empty now.
+                        before = counted(len(previous), "manifest")
                         raise CrawlFailed(
                             f"{redact_url(volume.url)} holds no file, but its last crawl found "
-                            f"{len(previous)} manifest(s): is it mounted? Nothing was deleted; "
+                            f"{before}: is it mounted? Nothing was deleted; "
                             "to delete their assets, crawl with --allow-empty "
                             "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
                         )
                     if previous and not tree.manifests and not self.settings.crawl_allow_empty:
                         # Files but no manifest: as likely a --pattern that differs from the
                         # last crawl's as manifests all removed on purpose.
+                        files = counted(tree.files_seen, "file")
+                        before = counted(len(previous), "manifest")
                         raise CrawlFailed(
-                            f"{redact_url(volume.url)} holds {tree.files_seen:,} file(s) but "
+                            f"{redact_url(volume.url)} holds {files} but "
                             "none matches the manifest patterns "
                             f"({', '.join(self.patterns.given)}), and its last crawl found "
-                            f"{len(previous)} manifest(s): did the patterns change? Nothing "
+                            f"{before}: did the patterns change? Nothing "
                             "was deleted; to delete their assets, crawl with --allow-empty "
                             "(CAIRN_CRAWL_ALLOW_EMPTY=true)"
                         )

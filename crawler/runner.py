@@ -13,6 +13,7 @@ import orjson
 
 from cairn.interrupt import ctrl_c_ends_process
 from cairn.settings import get_settings
+from cairn.wording import counted
 from connectors import VolumeError, redact_url
 from crawler.config import ConfigError, CrawlConfig, VolumeConfig, load_config, parse_duration
 from crawler.crawl import Crawler, CrawlFailed, CrawlReport, NamePatterns, PatternError
@@ -230,14 +231,14 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
     if report.kind == "source":
         out.print(
             f"Crawled {report.volume} in {report.duration_s:.2f}s: "
-            f"{_counted(report.documents, 'asset')}",
+            f"{counted(report.documents, 'asset')}",
             soft_wrap=True,
         )
     else:
         out.print(
             f"Crawled {report.volume} in {report.duration_s:.2f}s: "
-            f"{_counted(report.files_seen, 'file')}, {_manifests(report)}, "
-            f"{_counted(report.documents, 'asset')}",
+            f"{counted(report.files_seen, 'file')}, {_manifests(report)}, "
+            f"{counted(report.documents, 'asset')}",
             soft_wrap=True,
         )
     out.print(
@@ -253,16 +254,11 @@ def show_report(report: CrawlReport, as_json: bool, out: Console) -> None:
             out.print(f"  ... and {len(problems) - MAX_LISTED} more {label}s (use --json)")
 
 
-def _counted(n: int, word: str) -> str:
-    """``n`` and ``word``, in the plural unless n is 1: "1 asset", "2 assets"."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
 def _manifests(report: CrawlReport) -> str:
     """How many manifests, and how many had to be read because they are new or changed (not
     those read again only to report their errors, unchanged since)."""
     found, parsed = report.manifests_found, report.manifests_parsed
-    text = _counted(found, "manifest")
+    text = counted(found, "manifest")
     if parsed == found and not report.manifests_rechecked:
         return text
     read = parsed - report.manifests_rechecked

@@ -13,6 +13,7 @@ import typer
 from cairn.cli_errors import problem_line, validation_line
 from cairn.errors import CairnError, NotAcceptable
 from cairn.numbers import INT64_MAX
+from cairn.wording import counted
 from featurestore_service.folders import FOLDER_META, load_yaml_set, put_folder, text
 
 app = typer.Typer(
@@ -440,7 +441,7 @@ def list_sets(
         )
     shown = len(page.items)
     more = f"; the first {shown} shown, raise --limit for more" if page.total > shown else ""
-    typer.echo(f"{page.total} feature set(s){more}")
+    typer.echo(f"{counted(page.total, 'feature set')}{more}")
 
 
 VERSIONS_PAGE = 1000  # the most GET /featuresets/{name}/versions gives at once

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from cairn.wording import counted
 from featurestore_service.folders import holds_versions, put_folder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "featuresets"
@@ -32,4 +33,4 @@ def seed_examples(urls: Mapping[str, str]) -> None:
     import typer
 
     count = seed_featuresets(urls["featurestore"])
-    typer.echo(f"Seeded {count} example feature set version(s) from {EXAMPLES}")
+    typer.echo(f"Seeded {counted(count, 'example feature set version')} from {EXAMPLES}")

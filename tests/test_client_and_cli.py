@@ -440,7 +440,7 @@ def test_featureset_cli(featurestore: ThreadServer, tmp_path: Path) -> None:
 
     listing = cairn("list")
     assert "churn_model_serving" in listing and "customers" in listing
-    assert "3 feature set(s)" in listing
+    assert "3 feature sets" in listing
     versions = cairn("versions", "churn_model_serving").splitlines()
     assert versions[1].split()[0] == "3" and "2025-06-02" in versions[3]
     diff = cairn("diff", "churn_model_serving", "1", "2")

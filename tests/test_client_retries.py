@@ -130,7 +130,7 @@ def test_featureset_list_retries_and_times_out_as_the_settings_say(
     setenv(monkeypatch, "CAIRN_HTTP_RETRIES", "5")
     listed = CliRunner().invoke(app, ["featureset", "list", "--url", server.url])
     assert listed.exit_code == 0, listed.output
-    assert "0 feature set(s)" in listed.output and len(app_.seen) == 2
+    assert "0 feature sets" in listed.output and len(app_.seen) == 2
 
     app_.seen, app_.delay = [], 3.0
     setenv(monkeypatch, "CAIRN_HTTP_TIMEOUT", "1")

@@ -180,7 +180,7 @@ def test_a_remote_volume_emptied_whole_deletes_its_assets_only_when_allowed(
 
     code, refused = crawl(lake.url, catalogue_process, settings=lake.settings)
     assert code == 1
-    assert "holds no file, but its last crawl found 3 manifest(s)" in refused["error"]
+    assert "holds no file, but its last crawl found 3 manifests" in refused["error"]
     assert "--allow-empty" in refused["error"]
     assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False
 

@@ -355,7 +355,7 @@ def test_cairn_up_serves_and_crawls_the_example_lake(tmp_path: Path) -> None:
         assert {"churn_model", "churn_scores"} <= {i["name"] for i in body["items"]}
         assert (tmp_path / "data" / "catalogue.db").exists()
         # The feature store is up and seeded with the example feature sets.
-        assert "Seeded 9 example feature set version(s)" in output, output
+        assert "Seeded 9 example feature set versions" in output, output
         sets = httpx.get(f"http://127.0.0.1:{fs_port}/api/v1/featuresets", timeout=timeout).json()
         assert {i["name"]: i["version"] for i in sets["items"]}["churn_model_serving"] == 3
         assert {i["kind"] for i in sets["items"]} == {"values", "table"}

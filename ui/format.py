@@ -15,6 +15,8 @@ from urllib.parse import unquote
 
 from markupsafe import Markup, escape
 
+from cairn.wording import noun_for
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32
 SNIPPET_CHARS = 220
@@ -190,7 +192,7 @@ def number(value: Any) -> str:
 def counted(value: Any, noun: str) -> str:
     """``value`` as ``number`` writes it, then ``noun``, plural unless it is one: "1 row",
     "2,000 rows" (nouns that take an s)."""
-    return f"{number(value)} {noun}{'' if value == 1 else 's'}"
+    return f"{number(value)} {noun_for(value, noun)}"
 
 
 def scalar(value: Any) -> str:
