@@ -1,8 +1,11 @@
-"""Counts in English, for what the CLI and the UI print: "1 asset", "2,000 assets"."""
+"""How the CLI and the UI write counts and values: "1 asset", "2,000 assets"; a stored
+null as ``null``, not Python's ``None``."""
 
 from __future__ import annotations
 
-__all__ = ["counted", "noun_for"]
+from typing import Any
+
+__all__ = ["counted", "noun_for", "scalar"]
 
 
 def noun_for(count: object, noun: str) -> str:
@@ -14,3 +17,18 @@ def noun_for(count: object, noun: str) -> str:
 def counted(count: int, noun: str) -> str:
     """``count`` (with thousands separators) and ``noun``: "1 manifest", "10,000 manifests"."""
     return f"{count:,} {noun_for(count, noun)}"
+
+
+def scalar(value: Any) -> str:
+    """A label or feature value as text: JSON spelling for booleans and null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | dict):
+        import orjson
+
+        return orjson.dumps(value).decode()
+    return str(value)

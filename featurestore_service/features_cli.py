@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cairn.errors import CairnError
+from cairn.wording import scalar
 from featurestore_service.cli import JsonOption, UrlOption, _client, _fail, _print_json, _usage
 
 app = typer.Typer(
@@ -199,14 +200,9 @@ def online(
 
 
 def _cell(value: Any, status: str) -> str:
-    """A value as the JSON answer writes it (a stored null is ``null``, not Python's
-    ``None``; ``true``, not ``True``), text as it is; nothing for a key not found."""
+    """A value as the JSON answer spells it (``null``, ``true``), nothing for a key not
+    found."""
     if status == "NOT_FOUND":
         return ""
-    if isinstance(value, str):
-        shown = value
-    else:
-        import orjson
-
-        shown = orjson.dumps(value).decode()
+    shown = scalar(value)
     return shown + " (too old)" if status == "OUTSIDE_MAX_AGE" else shown

@@ -154,9 +154,7 @@ def test_a_volume_emptied_whole_deletes_nothing_unless_allowed(
     env = cairn_env(Path(catalogue_process.env["CAIRN_DATA_DIR"]))
     refused = run_cairn("crawl", str(volume), "--catalogue", catalogue_process.url, env=env)
     assert refused.returncode == 1
-    assert "holds no file, but its last crawl found 3 manifests: is it mounted?" in (
-        refused.stderr
-    )
+    assert "holds no file, but its last crawl found 3 manifests: is it mounted?" in refused.stderr
     assert "--allow-empty" in refused.stderr and "Traceback" not in refused.stderr
     base = catalogue_process.url
     assert httpx.get(base + "/api/v1/assets/by-name/stores").json()["deleted"] is False

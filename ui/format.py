@@ -193,18 +193,3 @@ def counted(value: Any, noun: str) -> str:
     """``value`` as ``number`` writes it, then ``noun``, plural unless it is one: "1 row",
     "2,000 rows" (nouns that take an s)."""
     return f"{number(value)} {noun_for(value, noun)}"
-
-
-def scalar(value: Any) -> str:
-    """A label or feature value as text: JSON spelling for booleans and null."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | dict):
-        import orjson
-
-        return orjson.dumps(value).decode()
-    return str(value)

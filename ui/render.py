@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from cairn import __version__
 from cairn.segments import path_segment
+from cairn.wording import scalar
 from ui import format as fmt
 from ui import lineage
 from ui.backend import Backend, ServiceDown
@@ -148,7 +149,7 @@ def environment() -> jinja2.Environment:
         number=fmt.number,
         counted=fmt.counted,
         location=fmt.location,
-        scalar=fmt.scalar,
+        scalar=scalar,
         # One path segment: Jinja's urlencode leaves "/" as it is, and a browser resolves a
         # name's "/../" (or a name ".." itself) before it asks, landing on another page.
         segment=lambda value: path_segment(str(value)),

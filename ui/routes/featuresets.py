@@ -16,8 +16,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from cairn.wording import scalar
 from ui.backend import ApiError, Reader, ServiceDown
-from ui.format import scalar
 from ui.render import curl_key, note_down, render
 from ui.state import PAGE_SIZE, SearchState
 from ui.visitor import ReaderDep
