@@ -33,6 +33,7 @@ test: $(VENV)/.installed-test ## Install test dependencies (and Debian's chromiu
 	@# Test servers are built or downloaded here, not inside a test's timeout (first run only).
 	-$(BIN)/python -m tests.servers.prepare
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
