@@ -1282,12 +1282,6 @@ class Crawler:
                         assembly.run(paths)
                     deletions = self._deletions(tree, previous, pending, upserts, report, now)
                     releases = [] if stream else _name_releases(previous, pending, upserts, now)
-                    if deletions and releases:
-                        # An asset deleted anyway (its manifest gave up its id to another,
-                        # which takes it now) is not released too: one id twice in a request
-                        # is refused.
-                        gone = _ids(deletions)
-                        releases = [r for r in releases if r["id"] not in gone]
                     sender.total = len(deletions) + len(releases) + len(upserts)
                     if not stream:
                         # Moved ids and released names: deleted first, then written again
@@ -2183,17 +2177,20 @@ def _name_releases(
     """
     new_names = {d["id"]: d["name"] for d in upserts if not d.get("deleted")}
     holders: dict[str, dict[str, Any]] = {}
-    for path in pending:  # the manifests parsed this crawl: only their names can move
+    for path, item in pending.items():  # the manifests parsed this crawl: only their names move
         old = previous.get(path)
+        # A document gone from its manifest is deleted before this (``_deletions``), even
+        # when another manifest takes its id: its name is free by then, nothing to release.
+        kept = {d["id"] for d in item.state.docs}
         for doc in old.docs if old is not None else ():
-            if not doc.get("deleted"):
+            if not doc.get("deleted") and doc["id"] in kept:
                 holders[doc["name"]] = doc
     out: list[dict[str, Any]] = []
     for asset_id, name in new_names.items():
         holder = holders.pop(name, None)
         if holder is None or holder["id"] == asset_id:
             continue
-        # Not written again (its document is gone: deleted before this) or keeping the name.
+        # Not written again (unchanged) or keeping the name.
         if new_names.get(holder["id"], name) == name:
             continue
         out.append({**holder, "deleted": True, "crawled_at": now.isoformat()})
