@@ -104,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.featurestore = service
     app.state.registrar = registrar
     app.state.materializer = materializer
-    app.state.online = OnlineService(online_store, settings.online_max_entities)
+    app.state.online = OnlineService(
+        online_store, settings.online_max_entities, version_of=service.get
+    )
     app.state.historical = HistoricalFeatures(
         service, settings.historical_cache_bytes, settings.table_max_row_group_bytes
     )

@@ -440,7 +440,8 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
         ({"features": ["cust:spend"], "entities": {"user_id": ["C1"]}}, "'customer_id'"),
         ({"features": ["cust:spend"], "entities": {"customer_id": many}}, "limit is 1000"),
         ({"features": ["spend"], "entities": {"customer_id": ["C1"]}}, "'spend'"),
-        ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "Version 9"),
+        # no version 9 at all: a 404 that says which versions there are
+        ({"features": ["cust@9:spend"], "entities": {"customer_id": ["C1"]}}, "1 to 1"),
         # "²".isdigit() holds but int() refuses it: was a 500
         ({"features": ["cust@²:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
         ({"features": ["cust@\u0661:spend"], "entities": {"customer_id": ["C1"]}}, "or latest"),
@@ -460,6 +461,23 @@ def test_bad_requests_name_what_to_fix(http: httpx.Client) -> None:
             assert words in response.text, (words, response.text)
     response = http.post("/get-online-features", content=b"{not json")
     assert response.status_code == 422 and "is not valid JSON" in response.text
+
+
+def test_a_pinned_version_not_online_is_told_from_one_that_never_was(http: httpx.Client) -> None:
+    first = put_customers(http, "pinned", [("C1", NOW, 1.0, 1)])
+    second = put_customers(http, "pinned", [("C1", NOW, 2.0, 2)])
+    wait_online(http, "pinned", second)
+    body = {"entities": {"customer_id": ["C1"]}}
+    older = http.post(
+        "/api/v1/online-features", json={**body, "features": [f"pinned@{first}:spend"]}
+    )
+    assert older.status_code == 409, older.text
+    assert f"Version {first} of 'pinned' is not the one online (version {second} is)" in older.text
+    never = http.post("/api/v1/online-features", json={**body, "features": ["pinned@7:spend"]})
+    assert never.status_code == 404, never.text
+    assert f"'pinned' has no version 7; its versions are 1 to {second}" in never.text
+    live = lookup(http, {**body, "features": [f"pinned@{second}:spend"]})
+    assert columns(live)["spend"]["values"] == [2.0]
 
 
 def test_feast_request_extras_entity_columns_no_set_is_keyed_by_and_latest(

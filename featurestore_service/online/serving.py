@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -109,9 +110,18 @@ def _claim(origins: dict[str, str], column: str, origin: str) -> None:
 
 
 class OnlineService:
-    def __init__(self, store: OnlineStore, max_entities: int):
+    def __init__(
+        self,
+        store: OnlineStore,
+        max_entities: int,
+        version_of: Callable[[str, int], Awaitable[object]] | None = None,
+    ):
+        """``version_of(name, version)``: the registry's read of a version, a NotFound when
+        it does not exist; it tells a pinned version that is not online from one that never
+        was (the online store knows only the live version)."""
         self.store = store
         self.max_entities = max_entities
+        self.version_of = version_of
         self._layouts: dict[str, OnlineTable] = {}
         # Clients send the same reference lists over and over: parse each list once.
         self._references: dict[tuple[str, ...], list[Wanted]] = {}
@@ -276,6 +286,8 @@ class OnlineService:
                 if not refresh:
                     refresh = True
                     continue
+                if self.version_of is not None:
+                    await self.version_of(want.name, want.pinned)  # 404 when there is none
                 raise Conflict(
                     f"Version {want.pinned} of {want.name!r} is not the one online (version "
                     f"{layout.version} is); the online store serves the live version only."
