@@ -21,6 +21,7 @@ import typer
 from typer.core import TyperCommand
 
 from cairn import __version__
+from catalogue_service.cli import app as assets_app
 from featurestore_service.cli import app as featureset_app
 from featurestore_service.features_cli import app as features_app
 from featurestore_service.metrics.cli import app as metrics_app
@@ -138,6 +139,7 @@ def _seed_featuresets(urls: dict[Service, str]) -> None:
 UP_SEEDS.append(_seed_featuresets)
 
 
+app.add_typer(assets_app, name="assets")
 app.add_typer(featureset_app, name="featureset")
 app.add_typer(features_app, name="features")
 app.add_typer(metrics_app, name="metrics")

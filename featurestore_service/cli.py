@@ -10,9 +10,13 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from cairn.cli_errors import problem_line, validation_line
+from cairn.cli_errors import validation_line
 from cairn.errors import CairnError, NotAcceptable
 from cairn.numbers import INT64_MAX
+from cairn.service_cli import JsonOption, ServiceCommands
+from cairn.service_cli import key_values as _labels
+from cairn.service_cli import print_json as _print_json
+from cairn.service_cli import usage as _usage
 from cairn.wording import counted
 from featurestore_service.folders import FOLDER_META, load_yaml_set, put_folder, text
 
@@ -28,55 +32,36 @@ UrlOption = Annotated[
         "--url", metavar="URL", help="Feature store base URL (default CAIRN_FEATURESTORE_URL)."
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
 
 
-# The base URL the last ``_client`` was made for: an error line names it when what answered
-# there is not a feature store (the catalogue's or the UI's port given by mistake).
-_asked: list[str] = []
-
-
-def _client(url: str | None) -> Any:
+def _feature_store_client(base_url: str) -> Any:
     from cairn.client import FeatureStoreClient
-    from cairn.settings import get_settings  # here: `cairn --help` needs no settings
 
-    base_url = url or get_settings().featurestore_url
-    _asked[:] = [base_url]
     return FeatureStoreClient(base_url)
 
 
-def _not_a_feature_store(exc: CairnError) -> bool:
-    """A 404 or 405 for a route every feature store serves: another service answered (the
-    catalogue's "No route ..." problem, the UI's HTML page, any other web server's 404)."""
-    detail = exc.detail
-    return exc.status in (404, 405) and (
-        detail.startswith(("No route ", "HTTP 404 from ", "HTTP 405 from "))
-        or detail in ("Not Found", "Method Not Allowed")
-        or " is not allowed on " in detail
-    )
+def _featurestore_url() -> str:
+    from cairn.settings import get_settings  # here: `cairn --help` needs no settings
+
+    return get_settings().featurestore_url
+
+
+_commands = ServiceCommands(
+    "feature store",
+    "CAIRN_FEATURESTORE_URL",
+    "http://127.0.0.1:8002",
+    _feature_store_client,
+    _featurestore_url,
+)
+
+
+def _client(url: str | None) -> Any:
+    return _commands.client(url)
 
 
 def _fail(problem: str | CairnError) -> NoReturn:
     """Exit 1 with one error line: ``problem``, or a service's problem as the CLI words it."""
-    if isinstance(problem, str):
-        message = problem
-    elif _asked and _not_a_feature_store(problem):
-        from cairn.redact import redact_url
-
-        message = (
-            f"{redact_url(_asked[0])} does not answer as a feature store ({problem.detail}); "
-            "give the feature store's base URL (e.g. http://127.0.0.1:8002) with --url or "
-            "CAIRN_FEATURESTORE_URL"
-        )
-    else:
-        message = problem_line(problem)
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _usage(problem: str, option: str) -> NoReturn:
-    """Exit 2, as click does for a bad option: the command line itself is wrong."""
-    raise typer.BadParameter(problem, param_hint=f"'{option}'")
+    _commands.fail(problem)
 
 
 def within_int64(value: int | None) -> int | None:
@@ -98,10 +83,6 @@ def _check_moment(value: str, option: str) -> None:
         _usage(f"{value!r} {exc}", option)
 
 
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-
-
 def _write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON into ``path``, written beside it and renamed, so a failed
     write leaves an earlier file whole (as a Parquet download does)."""
@@ -113,16 +94,6 @@ def _write_json(path: Path, data: Any) -> None:
         partial.unlink(missing_ok=True)
         raise
     typer.echo(f"wrote {path} ({path.stat().st_size} bytes)", err=True)
-
-
-def _labels(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for value in values or ():
-        key, sep, val = value.partition(":")
-        if not sep or not key:
-            _usage(f"{value!r} must look like key:value, for example team:ml", "--label")
-        out[key] = val
-    return out
 
 
 def is_parquet(path: Path) -> bool:
