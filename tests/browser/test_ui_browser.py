@@ -9,6 +9,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -446,6 +448,19 @@ def test_the_api_line_works_when_reads_need_a_key(page: Any, keyed_stack: Stack)
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert json.loads(ran.stdout)["name"] == "sales_daily"
+    # The shell line below it, run with the `cairn` this suite runs (the CLI sends the key).
+    shell = page.locator("pre code", has_text="cairn assets get").inner_text()
+    assert shell.startswith("cairn assets get sales-1 --url ") and VISITOR_KEY not in shell
+    bin_dir = str(Path(sys.executable).parent)
+    shown = subprocess.run(
+        ["bash", "-c", shell],
+        env={**env, "PATH": f"{bin_dir}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.startswith("sales_daily ("), shown.stdout
 
 
 def test_a_deleted_latest_version_is_neither_latest_nor_compared(page: Any, stack: Stack) -> None:

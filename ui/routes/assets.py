@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -201,6 +202,9 @@ async def asset_page(asset_id: str, request: Request, api: ReaderDep) -> HTMLRes
         depths=DEPTHS,
         api_url=f"{api.catalogue.url}/api/v1/assets/{quote(str(asset['id']), safe='')}",
         curl_key=curl_key(request),
+        # The CLI sends CAIRN_API_KEY itself when one is set.
+        cli_line=f"cairn assets get {shlex.quote(str(asset['id']))} --url "
+        + shlex.quote(api.catalogue.url),
     )
 
 
