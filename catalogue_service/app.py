@@ -16,6 +16,7 @@ from catalogue_service.api.fast_search import PATH as SEARCH_PATH
 from catalogue_service.api.fast_search import SearchFastPath
 from catalogue_service.api.routes import assets, instance, lineage, mastro
 from catalogue_service.backends import create_store
+from catalogue_service.replays import RecentAnswers
 from catalogue_service.service import Catalogue
 
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> CairnApp:
         lifespan=lifespan,
     )
     app.state.catalogue = catalogue
+    app.state.replays = RecentAnswers()
     app.add_middleware(WriteTypes, types=settings.asset_types)
     # Mastro's routes first: "/assets/" (list) must not be taken for "/assets/{id}".
     include_mastro(app, mastro.router, settings, "asset")

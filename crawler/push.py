@@ -5,6 +5,7 @@ given locations."""
 from __future__ import annotations
 
 import ssl
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -100,8 +101,11 @@ class CataloguePusher:
         body = orjson.dumps(items)
         if len(body) > self.max_body and len(items) > 1:
             return self._halves(items)
+        # One key for every attempt: a retry after a timeout gets the first attempt's answer
+        # (what it created, updated, deleted), not a second run's "unchanged" for each item.
+        key = {"idempotency-key": uuid.uuid4().hex}
         response = self._call(
-            lambda: self._client.post("/api/v1/assets/bulk", content=body),
+            lambda: self._client.post("/api/v1/assets/bulk", content=body, headers=key),
             f"push of {len(items)} assets to {self.shown_url}",
             passes=(413,),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -86,6 +87,8 @@ class CatalogueCalls:
             "/api/v1/assets/bulk",
             lambda r: BulkResponse.model_validate_json(r.content),
             json=body,
+            # Every attempt carries the key: one sent again gets the first one's answer.
+            headers={"idempotency-key": uuid.uuid4().hex},
             idempotent=True,  # an upsert by id (or by name): sent again, it changes nothing
         )
 

@@ -28,7 +28,8 @@ from cairn.openapi import hand_parsed, problems
 from cairn.web import LABEL_PARAMETER, CairnRoute, body_not_shaped, parse_json
 from catalogue_service.api.deps import CatalogueDep, ReadGuard, WriteGuard
 from catalogue_service.api.search_params import parse_search
-from catalogue_service.service import splice_page
+from catalogue_service.replays import HEADER, RecentAnswers
+from catalogue_service.service import Catalogue, splice_page
 
 router = APIRouter(prefix="/api/v1", tags=["assets"], route_class=CairnRoute)
 
@@ -83,6 +84,18 @@ async def put_asset(
     summary="Upsert many assets, with a result per item",
     responses=problems(400, 422),
     openapi_extra={
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                "description": "A new value (a UUID) per request body: the same request sent "
+                "again within 10 minutes with this key (a retry after a timeout) gets the "
+                "first answer, marked `Idempotent-Replayed: true`, and is not run twice. "
+                "The same key with another body is a 422.",
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -100,11 +113,23 @@ async def put_asset(
                     "example": BULK_EXAMPLE,
                 }
             },
-        }
+        },
     },
 )
 async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> Response:
     raw = await request.body()
+    key = request.headers.get(HEADER)
+    if key is None:
+        return Response(await _bulk(raw, catalogue), media_type="application/json")
+    replays: RecentAnswers = request.app.state.replays
+    answer, replayed = await replays.answer(
+        replays.checked(key), raw, lambda: _bulk(raw, catalogue)
+    )
+    headers = {"idempotent-replayed": "true"} if replayed else None
+    return Response(answer, media_type="application/json", headers=headers)
+
+
+async def _bulk(raw: bytes, catalogue: Catalogue) -> str:
     # The parsed body is thousands of containers too: the collector waits until it is freed
     # (cairn.collector), and Catalogue.bulk keeps it paused over validation and the store.
     with collector_paused():
@@ -120,7 +145,7 @@ async def bulk_upsert(request: Request, catalogue: CatalogueDep) -> Response:
         # re-validation against the response model nor the standard library's encoder.
         encoded = answer.model_dump_json()
         del body, answer
-    return Response(encoded, media_type="application/json")
+    return encoded
 
 
 SEARCH_PARAMETERS: list[dict[str, Any]] = [
