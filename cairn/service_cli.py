@@ -6,7 +6,7 @@ a call fails, which says which URL to give when another service answered there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 import orjson
@@ -61,26 +61,25 @@ class ServiceCommands:
     make: Callable[[str], Any]
     default_url: Callable[[], str]
     # The base URL the last client was made for: the error line names it.
-    asked: list[str] = field(default_factory=list)
+    asked: str | None = None
 
     def client(self, url: str | None) -> Any:
-        base_url = url or self.default_url()
-        self.asked[:] = [base_url]
-        return self.make(base_url)
+        self.asked = url or self.default_url()
+        return self.make(self.asked)
 
     def wrong_service(self, exc: CairnError) -> bool:
         """Whether ``exc`` came from something else than this service at the URL asked."""
-        return bool(self.asked) and another_service_answered(exc)
+        return self.asked is not None and another_service_answered(exc)
 
     def fail(self, problem: str | CairnError) -> NoReturn:
         """Exit 1 with one error line: ``problem``, or a service's problem as the CLI words it."""
         if isinstance(problem, str):
             message = problem
-        elif self.wrong_service(problem):
+        elif self.asked is not None and another_service_answered(problem):
             from cairn.redact import redact_url
 
             message = (
-                f"{redact_url(self.asked[0])} does not answer as a {self.service} "
+                f"{redact_url(self.asked)} does not answer as a {self.service} "
                 f"({problem.detail}); give the {self.service}'s base URL "
                 f"(e.g. {self.example}) with --url or {self.variable}"
             )

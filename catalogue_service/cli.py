@@ -11,7 +11,7 @@ import typer
 
 from cairn.errors import CairnError, NotFound
 from cairn.service_cli import JsonOption, ServiceCommands, key_values, print_json
-from cairn.wording import counted
+from cairn.wording import counted, scalar
 
 if TYPE_CHECKING:
     from cairn.models import Asset, Lineage, SearchPage
@@ -192,8 +192,6 @@ def _asset_lines(asset: Asset) -> Iterator[str]:
         fields.append(("owners", ", ".join(asset.owners)))
     if asset.tags:
         fields.append(("tags", ", ".join(asset.tags)))
-    from cairn.wording import scalar
-
     for key, value in asset.labels.items():
         fields.append((f"label {key}", scalar(value)))
     if asset.depends_on:
