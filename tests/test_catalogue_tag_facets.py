@@ -28,8 +28,7 @@ def _recount(store: SQLiteStore, tag: str) -> tuple[int, Facets]:
         "SELECT a.seq FROM assets a WHERE a.deleted = 0"
         " AND a.seq IN (SELECT seq FROM asset_tags WHERE tag = ?)"
     )
-    total = conn.execute(f"SELECT count(*) FROM ({matched})", [tag]).fetchone()[0]
-    return total, (store._facets(conn, matched, [tag]) if total else Facets())
+    return store._counted(conn, matched, [tag])
 
 
 def _search(store: SQLiteStore, tag: str) -> tuple[int, Facets]:
