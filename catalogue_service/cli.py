@@ -87,14 +87,30 @@ def search(
     deleted: Annotated[
         bool, typer.Option("--include-deleted", help="List soft-deleted assets too.")
     ] = False,
+    drifted: Annotated[
+        bool | None,
+        typer.Option(
+            "--drifted/--stable",
+            help="Only assets whose last profile drifted from the one before (or did not).",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[
         int, typer.Option(min=1, max=1000, help="Most assets to list.", metavar="N")
     ] = 20,
+    cursor: Annotated[
+        str | None,
+        typer.Option(
+            help="Go on after the page that printed it (the same search, same filters).",
+            metavar="CURSOR",
+        ),
+    ] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find assets by words, name, tag, type, owner or label (best matches first); with no
-    filter at all, list every asset by name."""
+    filter at all, list every asset by name. A page that has more after it ends with the
+    --cursor that lists them."""
     labels = key_values(label)
     try:
         with _commands.client(url) as client:
@@ -107,17 +123,20 @@ def search(
                 owner=owner,
                 include_deleted=deleted,
                 limit=limit,
+                cursor=cursor,
+                drifted=drifted,
             )
     except CairnError as exc:
         _commands.fail(exc)
     if as_json:
         print_json(page.model_dump(mode="json", by_alias=True))
         return
-    for line in _search_lines(page, query):
+    for line in _search_lines(page, query, paging=cursor is not None):
         typer.echo(line)
 
 
-def _search_lines(page: SearchPage, query: str | None) -> Iterator[str]:
+def _search_lines(page: SearchPage, query: str | None, paging: bool = False) -> Iterator[str]:
+    """``paging``: this page was asked with a cursor, so it is not the first."""
     if page.fuzzy:
         yield f"Nothing matches {query!r}; these match {page.did_you_mean!r}:"
     if not page.items:
@@ -135,7 +154,15 @@ def _search_lines(page: SearchPage, query: str | None) -> Iterator[str]:
         ]
         yield from _columns(rows)
         shown = len(page.items)
-        more = f"; the first {shown} shown, raise --limit for more" if page.total > shown else ""
+        where = "these" if paging else "the first"
+        if page.next_cursor:
+            more = f"; {where} {shown} shown, the next with --cursor {page.next_cursor}"
+        elif paging:
+            more = f"; the last {shown} shown"
+        elif page.total > shown:
+            more = f"; the first {shown} shown, raise --limit for more"
+        else:
+            more = ""
         yield f"{counted(page.total, 'asset')}{more}"
     if page.did_you_mean and not page.fuzzy:
         yield f"Did you mean {page.did_you_mean!r}?"

@@ -81,8 +81,9 @@ def test_search_lists_matches_with_a_total_and_says_when_there_are_more(
     # Tags past the column's width end in "...": `get` shows them all.
     report = next(line for line in lines if line.startswith("weekly_report"))
     assert "sales, report, a-tag-that-is-long, an..." in report
-    first = _run(seeded, "search", "sales", "--limit", "1")
-    assert first.output.splitlines()[-1] == "3 assets; the first 1 shown, raise --limit for more"
+    # Drift filters reach the API: nothing here was ever profiled.
+    assert _run(seeded, "search", "sales", "--drifted").output == "No asset matches.\n"
+    assert _run(seeded, "search", "sales", "--stable").output == "No asset matches.\n"
     gold = _run(seeded, "search", "--tag", "sales", "--tag", "gold", "--type", "table")
     assert [line.split()[0] for line in gold.output.splitlines()[1:-1]] == ["sales_daily"]
     assert gold.output.splitlines()[-1] == "1 asset"
@@ -93,6 +94,32 @@ def test_search_lists_matches_with_a_total_and_says_when_there_are_more(
     as_json = orjson.loads(_run(seeded, "search", "--name", "week", "--json").output)
     assert [item["name"] for item in as_json["items"]] == ["weekly_report"]
     assert as_json["total"] == 1
+
+
+@pytest.mark.parametrize("words", [["sales"], ["--tag", "sales"], ["salse"]])
+def test_search_pages_on_with_the_cursor_each_page_prints(
+    seeded: ThreadServer, words: list[str]
+) -> None:
+    # By score, by name, and a misspelt query read as another: each page's footer gives the
+    # cursor of the next one, and following them lists every match once.
+    names: list[str] = []
+    footers: list[str] = []
+    cursor: list[str] = []
+    for _ in range(5):
+        page = _run(seeded, "search", *words, "--limit", "1", *cursor)
+        assert page.exit_code == 0, page.output
+        lines = page.output.splitlines()
+        footers.append(lines[-1])
+        names.append(lines[-2].split()[0])
+        if "--cursor" not in lines[-1]:
+            break
+        cursor = ["--cursor", lines[-1].rsplit(" ", 1)[1]]
+    assert sorted(names) == ["orders_raw", "sales_daily", "weekly_report"], footers
+    assert footers[0].startswith("3 assets; the first 1 shown, the next with --cursor ")
+    assert footers[1].startswith("3 assets; these 1 shown, the next with --cursor ")
+    assert footers[2] == "3 assets; the last 1 shown"
+    broken = _run(seeded, "search", *words, "--cursor", "not-a-cursor")
+    assert broken.exit_code == 1 and "cursor" in broken.output.lower(), broken.output
 
 
 def test_search_says_what_a_misspelt_query_was_read_as(seeded: ThreadServer) -> None:
