@@ -133,6 +133,18 @@ LOOP_SECONDS = 120  # per kind: stops a slow server from stretching the run with
 # Without these, the first kind timed (name-prefix) pays for the server's start; they are timed
 # too, and reported beside the rest.
 SERVER_WARMUP = 2_000
+# Filters together (the UI's facet links add a type, tag or label to a tag; the API and
+# `cairn assets search` take a name prefix with any): each value asked once, so each is a first
+# ask (nothing kept), timed as the kinds are at 1 connection.
+COMBINED = (
+    "name + type",
+    "name + tag",
+    "name + label",
+    "name + owner",
+    "tag + type",
+    "tag + label",
+)
+COMBINED_VALUES = 100
 
 
 @dataclass(slots=True)
@@ -228,6 +240,33 @@ def warmup_values(
     paths = [base + suffix for base in bases for suffix in ["", *(f"&type={t}" for t in types)]]
     rng.shuffle(paths)
     return paths[:count]
+
+
+def combined_values(
+    assets: list[dict[str, Any]], count: int, asked: set[str], seed: int = 53
+) -> dict[str, list[str]]:
+    """Up to ``count`` paths per COMBINED combination, none in ``asked`` nor repeated, each
+    from one asset's own values (so most match; a popular tag, label or type often)."""
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {k: [] for k in COMBINED}
+    for _ in range(count * 3):
+        a = assets[rng.randrange(len(assets))]
+        prefix = a["name"].rsplit("_", 1)[0] + "_"
+        zone = f"zone:{a['labels']['zone']}"  # a third of the assets each
+        tag = a["tags"][0]
+        paths = {
+            "name + type": _path(name=prefix, type=a["type"]),
+            "name + tag": _path(name=prefix, tag=tag),
+            "name + label": _path(name=prefix, label=zone),
+            "name + owner": _path(name=prefix, owner=a["owners"][0]),
+            "tag + type": _path(tag=tag, type=a["type"]),
+            "tag + label": _path(tag=tag, label=zone),
+        }
+        for k, path in paths.items():
+            if len(out[k]) < count and path not in asked:
+                out[k].append(path)
+                asked.add(path)
+    return out
 
 
 def misspell(word: str, rng: random.Random, taken: set[str]) -> str:
@@ -693,6 +732,7 @@ class SearchFigures:
     n: int
     lat: dict[str, Latency] = field(default_factory=dict)
     first: Latency | None = None  # the server warm-up's searches, in the order asked
+    combined: dict[str, Latency] = field(default_factory=dict)  # COMBINED, first asks
     cairn_wrk: dict[str, WrkFigures] = field(default_factory=dict)
     cold_wrk: dict[str, WrkFigures] = field(default_factory=dict)  # counts never cached
     typo_again_wrk: WrkFigures | None = None  # TYPO_AGAIN typo values, asked again
@@ -765,11 +805,14 @@ def measure(
         sum(servers.cpu_seconds().values()) if servers is not None else 0.0
     )
     values = query_values(assets, loops.latency_requests)
-    figures.first = latency(
-        catalogue.url, warmup_values(assets, values, loops.server_warmup), warmup=0
-    )
+    warmups = warmup_values(assets, values, loops.server_warmup)
+    figures.first = latency(catalogue.url, warmups, warmup=0)
     for k in KINDS:
         figures.lat[k] = latency(catalogue.url, values[k], loops.warmup_requests)
+    asked = {path for paths in values.values() for path in paths} | set(warmups)
+    count = COMBINED_VALUES if not sizes.quick else COMBINED_VALUES // 5
+    for k, paths in combined_values(assets, count, asked).items():
+        figures.combined[k] = latency(catalogue.url, paths, warmup=0)
     es_pid = servers.es_pid if servers is not None else None
     figures.cairn_wrk, figures.es_cpu_s = wrk_kinds(
         catalogue, values, KINDS, loops.wrk_seconds, f"cairn-{catalogue.backend}", es_pid
@@ -901,6 +944,46 @@ def _server_warmup(results: dict[str, SearchFigures], loops: Loops) -> list[str]
         "few thousand queries, and the first kind timed would otherwise pay for the server's "
         "start. Those searches, timed the same way: " + "; ".join(parts) + "."
     ]
+
+
+def _combined_lines(results: dict[str, SearchFigures]) -> list[str]:
+    measured = {b: f for b, f in results.items() if f.complete and f.combined}
+    titles = [BACKEND_TITLES[b] for b in measured]
+    lines = [
+        "### filters together (first asks)",
+        "",
+        "| filters | "
+        + " | ".join(f"{t}: requests, p50 / p99 at 1 conn" for t in titles)
+        + " | matches min / median / max |",
+        "|---|" + "---|" * (len(titles) + 1),
+    ]
+    for k in COMBINED:
+        cells = []
+        totals: list[int] = []
+        for f in measured.values():
+            la = f.combined.get(k)
+            if la is None or not la.seconds:
+                cells.append("-")
+                continue
+            cells.append(
+                f"{len(la.seconds)} ({la.errors} failed), {_ms(la.seconds, 50)} / "
+                f"{_ms(la.seconds, 99)} ms"
+            )
+            totals = totals or sorted(la.totals)
+        spread = f"{totals[0]:,} / {totals[len(totals) // 2]:,} / {totals[-1]:,}" if totals else "-"
+        lines.append(f"| {k} | " + " | ".join(cells) + f" | {spread} |")
+    lines += [
+        "",
+        "- Each value (a name prefix `<domain>_<entity>_`, an asset's first tag, its type, its "
+        "`zone` label, held by a third of the assets, its first owner) comes from one asset, so "
+        "most match and the tags, types and labels are often popular ones; each is asked once, "
+        "after the kinds above, and none was asked before, so neither backend has its answer "
+        "or (sqlite) its counts kept: every request finds its page, total and facets. No "
+        "target; the UI's facet links ask tag + type and tag + label, the API and `cairn "
+        "assets search` any of them.",
+        "",
+    ]
+    return lines
 
 
 def _ms(seconds: list[float], q: float) -> str:
@@ -1129,8 +1212,9 @@ def _broad_lines(f: SearchFigures, loops: Loops) -> list[str]:
             ],
             broad_rows,
         ),
-        f"- sqlite only. {f.broads[0].statements} statements per query (page, count, tag "
-        "facets, type facets), recorded from `SQLiteStore._search_sync` and replayed through "
+        f"- sqlite only. {f.broads[0].statements} statements per query (the page; the total "
+        "and the tag, type and drift facets), recorded from `SQLiteStore._search_sync` and "
+        "replayed through "
         "a plain `sqlite3` connection with the reader's PRAGMAs on the same file; "
         f"{loops.broad_runs} alternating runs of each side after 3 warm-up runs. "
         f"Expected shares by construction: {shares}.",
@@ -1250,6 +1334,8 @@ def write(
     sqlite = results.get("sqlite")
     if sqlite is not None and sqlite.complete and sqlite.engine_ms:
         section.add(*_where_sqlite(sqlite))
+    if any(f.complete and f.combined for f in results.values()):
+        section.add(*_combined_lines(results))
     if sqlite is not None and sqlite.complete and sqlite.broads:
         for broad in sqlite.broads:
             all_ok &= broad.total >= 0.3 * sqlite.n and broad.ratio <= 1.5

@@ -11,6 +11,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from benchmarks.bench_search import (
+    COMBINED,
+    combined_values,
     engine_cpu_ms,
     query_values,
     service_statements,
@@ -58,3 +60,11 @@ def test_the_search_benchmarks_warm_up_never_asks_a_timed_search() -> None:
         assert set(params) <= {"name", "q", "type"}
         base = {k: v for k, v in params.items() if k != "type"}
         assert not {p for p in asked if parse_qs(urlsplit(p).query) == base}, path
+    # The filter combinations are first asks too: none asked before, none twice.
+    before = asked | set(paths)
+    combined = combined_values(assets, 50, set(before))
+    assert list(combined) == list(COMBINED)
+    for kind, values in combined.items():
+        assert len(values) == len(set(values)) == 50, kind
+        assert not set(values) & before, kind
+        assert all(len(parse_qs(urlsplit(v).query)) == 2 for v in values), kind
