@@ -165,13 +165,18 @@ DRIFT_FACET = {True: "drifted", False: "stable"}
 # Above this share of assets, a tag filter walks the name index rather than the tag's list.
 COMMON_SHARE = 0.02
 BY_SEQ = "INDEXED BY assets_seq_key"
+# Each side filter two ways: checked per asset (while walking the name index), or as the
+# filter's list of assets (a driving set, or one probed per candidate).
 TAG_PER_ASSET = "EXISTS (SELECT 1 FROM asset_tags t WHERE t.tag = ? AND t.seq = a.seq)"
 TAG_LISTED = "a.seq IN (SELECT seq FROM asset_tags WHERE tag = ?)"
 LABEL_PER_ASSET = (
     "EXISTS (SELECT 1 FROM asset_labels l WHERE l.key = ? AND l.value = ? AND l.seq = a.seq)"
 )
+LABEL_LISTED = "a.seq IN (SELECT seq FROM asset_labels WHERE key = ? AND value = ?)"
 OWNER_PER_ASSET = "EXISTS (SELECT 1 FROM asset_owners o WHERE o.owner = ? AND o.seq = a.seq)"
+OWNER_LISTED = "a.seq IN (SELECT seq FROM asset_owners WHERE owner = ?)"
 DRIFT_PER_ASSET = "EXISTS (SELECT 1 FROM asset_drift f WHERE f.seq = a.seq AND f.drifted = ?)"
+DRIFT_LISTED = "a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)"
 # A name prefix holding at most this many names drives a search that has one: its range of
 # the name index is walked in page order and every other filter checked per asset. Left to
 # itself, SQLite (which keeps no statistics here) drove `name=<prefix>&type=dataset` from the
@@ -923,22 +928,13 @@ class SQLiteStore:
             where.append(TAG_PER_ASSET if by_name or by_prefix else TAG_LISTED)
             params.append(tag)
         for key, value in query.labels:
-            if by_prefix:
-                where.append(LABEL_PER_ASSET)
-            else:
-                where.append("a.seq IN (SELECT seq FROM asset_labels WHERE key = ? AND value = ?)")
+            where.append(LABEL_PER_ASSET if by_prefix else LABEL_LISTED)
             params += [key, value]
         if query.owner:
-            if by_prefix:
-                where.append(OWNER_PER_ASSET)
-            else:
-                where.append("a.seq IN (SELECT seq FROM asset_owners WHERE owner = ?)")
+            where.append(OWNER_PER_ASSET if by_prefix else OWNER_LISTED)
             params.append(query.owner)
         if query.drifted is not None:
-            if by_prefix:
-                where.append(DRIFT_PER_ASSET)
-            else:
-                where.append("a.seq IN (SELECT seq FROM asset_drift WHERE drifted = ?)")
+            where.append(DRIFT_PER_ASSET if by_prefix else DRIFT_LISTED)
             params.append(int(query.drifted))
 
         # Text ranks by score, the exact name first; anything else by name.
