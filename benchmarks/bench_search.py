@@ -127,9 +127,9 @@ BUMP_SECONDS = 0.02  # the tag kind's cold run: 50 writes/s, one per ~100 reques
 LOOP_SECONDS = 120  # per kind: stops a slow server from stretching the run without bound
 # Searches each catalogue answers before the first timed one, with values no timed run asks.
 # Elasticsearch's JIT compiles its search code over its first few thousand queries: in a probe
-# at 100,000 assets, straight to Elasticsearch, 300 first-asked name prefixes took p99 15-33 ms
-# right after its start and 6-9 ms once 3,000 other searches had run, whatever the mapping
-# (`benchmarks/probe_es_search.py`).
+# at 100,000 assets, straight to Elasticsearch, 300 first-asked name prefixes took p99 25-33 ms
+# right after its start (10-17 ms for the next 300, on another index), and 6-9 ms once 3,000
+# other searches had run, whatever the mapping (`benchmarks/probe_es_search.py`).
 # Without these, the first kind timed (name-prefix) pays for the server's start; they are timed
 # too, and reported beside the rest.
 SERVER_WARMUP = 2_000
